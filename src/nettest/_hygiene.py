@@ -1,0 +1,381 @@
+"""The hygiene gate: find what a test left behind and blame the test that made it.
+
+Theory of operation
+-------------------
+Every object nettest creates (servers, transports, proxies, sockets, tasks) is
+registered with :func:`track` together with the test that was running when it was
+made and the stack that made it.  Objects made while a fixture of wider scope is
+being set up belong to that fixture, not to the test that happened to trigger it.
+
+After a test's teardown the plugin calls :meth:`Gate.check`, which reports:
+
+* tracked objects of this test that are still open (``own`` and ``strict``);
+* calls to an instrumented loop's exception handler during the test (``own`` and
+  ``strict``);
+* socket file descriptors opened during the test and still open, with the stack
+  that created the Python socket object where one exists (``strict``);
+* asyncio tasks created during the test and still pending, with their creation
+  stack (``strict``).
+
+Whatever is reported is then closed or cancelled, so that it can never be blamed
+on a later test.  The checks are cheap when nothing leaked: the garbage
+collector runs only when something looks leaked, to let unreachable objects
+finalise (and warn) inside the test that dropped them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import socket
+import stat
+import traceback
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, cast
+
+__all__ = ["LeakError", "LeakMode", "track"]
+
+LeakMode = Literal["off", "own", "strict"]
+LEAK_MODES: tuple[LeakMode, ...] = ("off", "own", "strict")
+
+_T = TypeVar("_T")
+_STACK_LIMIT = 16
+_NETTEST_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class LeakError(Exception):
+    """A test left sockets, transports, servers or tasks open, or its loop reported errors.
+
+    Raised by the hygiene gate as a teardown error of the test that made the
+    leaked objects.  The message lists each one with the stack that created it.
+    """
+
+
+def _creation_stack() -> traceback.StackSummary:
+    """Return the caller's stack, without frames from nettest itself or the stdlib's asyncio."""
+    frames = [
+        frame
+        for frame in traceback.extract_stack(limit=_STACK_LIMIT + 8)[:-2]
+        if not frame.filename.startswith(_NETTEST_DIR)
+    ]
+    return traceback.StackSummary.from_list(frames[-_STACK_LIMIT:])
+
+
+@dataclass(eq=False)
+class _Tracked:
+    ref: weakref.ReferenceType[Any]
+    what: str
+    owner: str | None
+    stack: traceback.StackSummary
+    is_open: Callable[[Any], bool]
+    close: Callable[[Any], object]
+    #: Set when the object was still open as its event loop closed.
+    open_at_loop_close: bool = False
+
+    def alive_and_open(self) -> Any | None:
+        obj = self.ref()
+        if obj is None:
+            return True if self.open_at_loop_close else None
+        try:
+            return obj if self.is_open(obj) else None
+        except Exception:  # a broken predicate must not hide the leak report
+            return obj
+
+
+@dataclass
+class _LoopError:
+    owner: str | None
+    context: dict[str, object]
+
+
+@dataclass
+class _Gate:
+    """Process-wide state of the hygiene gate; one instance, `GATE`."""
+
+    owner: str | None = None
+    tracked: list[_Tracked] = field(default_factory=list)
+    loop_errors: list[_LoopError] = field(default_factory=list)
+    socket_stacks: dict[int, tuple[str | None, traceback.StackSummary]] = field(
+        default_factory=dict
+    )
+    exempt_fds: set[tuple[int, int]] = field(default_factory=set)
+    strict: bool = False
+    instrumented: weakref.WeakSet[asyncio.AbstractEventLoop] = field(
+        default_factory=weakref.WeakSet
+    )
+
+    # -- ownership -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def owned_by(self, owner: str | None) -> Iterator[None]:
+        """Attribute everything created inside the block to `owner` (None: nobody)."""
+        previous, self.owner = self.owner, owner
+        try:
+            yield
+        finally:
+            self.owner = previous
+
+    def track(
+        self,
+        obj: _T,
+        *,
+        what: str,
+        is_open: Callable[[_T], bool],
+        close: Callable[[_T], object],
+    ) -> _T:
+        if self.owner is None:
+            return obj
+        if len(self.tracked) > 4096:
+            self.tracked = [t for t in self.tracked if t.ref() is not None]
+        self.tracked.append(
+            _Tracked(
+                weakref.ref(obj),
+                what,
+                self.owner,
+                _creation_stack(),
+                cast("Callable[[Any], bool]", is_open),
+                cast("Callable[[Any], object]", close),
+            )
+        )
+        return obj
+
+    # -- loops ---------------------------------------------------------------
+
+    def instrument_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Record the loop's exception-handler calls, and in strict mode its tasks."""
+        if loop in self.instrumented:
+            return
+        self.instrumented.add(loop)
+        previous_handler = loop.get_exception_handler()
+
+        def exception_handler(
+            loop: asyncio.AbstractEventLoop, context: dict[str, object]
+        ) -> None:
+            self.loop_errors.append(_LoopError(self.owner, dict(context)))
+            if previous_handler is not None:
+                previous_handler(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(exception_handler)
+        if self.strict:
+            self._install_task_factory(loop)
+
+    def _install_task_factory(self, loop: asyncio.AbstractEventLoop) -> None:
+        previous_factory = loop.get_task_factory()
+
+        def task_factory(
+            loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+        ) -> asyncio.Future[Any]:
+            if previous_factory is not None:
+                task = previous_factory(loop, coro, **kwargs)
+            else:
+                task = asyncio.Task(coro, loop=loop, **kwargs)
+            self.track(task, what=f"pending task {task!r}", is_open=_pending, close=_cancel)
+            return task
+
+        loop.set_task_factory(task_factory)
+
+    def note_pending_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Mark the tracked tasks of `loop` that are still pending, before the loop cancels them."""
+        for item in self.tracked:
+            obj = item.ref()
+            if isinstance(obj, asyncio.Future) and not obj.done() and obj.get_loop() is loop:
+                item.open_at_loop_close = True
+
+    # -- sockets -------------------------------------------------------------
+
+    def watch_socket_creation(self) -> None:
+        """Remember the stack that created each Python socket (strict mode only)."""
+        original_init = socket.socket.__init__
+        gate = self
+
+        def __init__(sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+            original_init(sock, *args, **kwargs)
+            with contextlib.suppress(OSError):
+                gate.socket_stacks[sock.fileno()] = (gate.owner, _creation_stack())
+
+        __init__.__wrapped__ = original_init  # type: ignore[attr-defined]
+        socket.socket.__init__ = __init__  # type: ignore[method-assign]
+
+    def unwatch_socket_creation(self) -> None:
+        original = getattr(socket.socket.__init__, "__wrapped__", None)
+        if original is not None:
+            socket.socket.__init__ = original  # type: ignore[method-assign]
+        self.socket_stacks.clear()
+
+    # -- the check -----------------------------------------------------------
+
+    def begin(self, owner: str) -> frozenset[tuple[int, int]]:
+        """Start watching a test; return the socket descriptors open before it."""
+        self.loop_errors = [e for e in self.loop_errors if e.owner != owner]
+        return open_socket_fds() if self.strict else frozenset()
+
+    def check(self, owner: str, mode: LeakMode, fds_before: frozenset[tuple[int, int]]) -> None:
+        """Report and then release everything `owner` left behind.
+
+        Raises:
+            LeakError: listing each leak with the stack that created it.
+        """
+        if mode == "off":
+            self._forget(owner)
+            return
+        leaks = self._find(owner, mode, fds_before)
+        if leaks:
+            # Let unreachable objects finalise now, inside the test that dropped them.
+            gc.collect()
+            leaks = self._find(owner, mode, fds_before)
+        self._release(owner)
+        if leaks:
+            header = (
+                f"{owner} left {len(leaks)} thing{'s' if len(leaks) != 1 else ''} behind "
+                f"(--nettest-leaks={mode}):"
+            )
+            raise LeakError("\n".join([header, *leaks]))
+
+    def _find(self, owner: str, mode: LeakMode, fds_before: frozenset[tuple[int, int]]) -> list[str]:
+        leaks: list[str] = []
+        seen_fds: set[int] = set()
+        for item in self.tracked:
+            if item.owner != owner:
+                continue
+            obj = item.alive_and_open()
+            if obj is None:
+                continue
+            if item.open_at_loop_close:
+                leaks.append(_describe(f"{item.what} when its event loop closed", item.stack))
+                continue
+            if isinstance(obj, socket.socket):
+                with contextlib.suppress(OSError):
+                    seen_fds.add(obj.fileno())
+            leaks.append(_describe(f"open {item.what}", item.stack))
+        for error in self.loop_errors:
+            if error.owner == owner:
+                leaks.append(_describe_loop_error(error.context))
+        if mode == "strict":
+            for fd, inode in sorted(open_socket_fds() - fds_before - self.exempt_fds):
+                if fd in seen_fds:
+                    continue
+                origin = self.socket_stacks.get(fd)
+                if origin is not None and origin[0] not in (owner, None):
+                    continue
+                what = f"open socket (fd {fd}, inode {inode}){_socket_names(fd)}"
+                stack = origin[1] if origin is not None else None
+                leaks.append(_describe(what, stack))
+        return leaks
+
+    def _release(self, owner: str) -> None:
+        """Close what `owner` left open, so that no later test is blamed for it."""
+        for item in self.tracked:
+            if item.owner != owner:
+                continue
+            obj = item.alive_and_open()
+            if obj is not None and not item.open_at_loop_close:
+                with contextlib.suppress(Exception):
+                    item.close(obj)
+        self._forget(owner)
+
+    def _forget(self, owner: str) -> None:
+        self.tracked = [t for t in self.tracked if t.owner != owner and t.ref() is not None]
+        self.loop_errors = [e for e in self.loop_errors if e.owner != owner]
+
+
+def _pending(task: asyncio.Future[Any]) -> bool:
+    return not task.done()
+
+
+def _cancel(task: asyncio.Future[Any]) -> None:
+    loop = task.get_loop()
+    if loop.is_closed():
+        return
+    task.cancel()
+
+
+def _describe(what: str, stack: traceback.StackSummary | None) -> str:
+    if stack is None or not stack:
+        return f"  - {what}, created outside Python's socket module (no stack known)"
+    lines = "".join(stack.format()).rstrip("\n")
+    indented = "\n".join("    " + line for line in lines.splitlines())
+    return f"  - {what}, created at:\n{indented}"
+
+
+def _describe_loop_error(context: dict[str, object]) -> str:
+    message = context.get("message", "unhandled error in the event loop")
+    exception = context.get("exception")
+    text = f"  - the loop's exception handler was called: {message}"
+    if isinstance(exception, BaseException):
+        text += f"\n    {type(exception).__name__}: {exception}"
+    source = context.get("source_traceback")
+    if isinstance(source, traceback.StackSummary):
+        text += "\n    created at:\n" + "".join(source.format()).rstrip("\n")
+    return text
+
+
+def _socket_names(fd: int) -> str:
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return ""
+    try:
+        return f" {sock.getsockname()!r}"
+    except OSError:
+        return ""
+    finally:
+        sock.close()
+
+
+def _fd_dir() -> str | None:
+    for path in ("/proc/self/fd", "/dev/fd"):
+        if os.path.isdir(path):
+            return path
+    return None
+
+
+_FD_DIR = _fd_dir()
+
+
+def open_socket_fds() -> frozenset[tuple[int, int]]:
+    """Return ``(fd, inode)`` for every socket descriptor open in this process."""
+    if _FD_DIR is None:  # pragma: no cover - no descriptor listing on this platform
+        return frozenset()
+    found: set[tuple[int, int]] = set()
+    for name in os.listdir(_FD_DIR):
+        try:
+            fd = int(name)
+            info = os.fstat(fd)
+        except (ValueError, OSError):
+            continue
+        if stat.S_ISSOCK(info.st_mode):
+            found.add((fd, info.st_ino))
+    return frozenset(found)
+
+
+GATE = _Gate()
+
+
+def track(
+    obj: _T,
+    *,
+    what: str,
+    is_open: Callable[[_T], bool],
+    close: Callable[[_T], object],
+) -> _T:
+    """Register an object nettest made, so the hygiene gate can find it if it is left open.
+
+    The object is held by a weak reference.  `is_open` and `close` receive the
+    object; they must not raise.  Objects made outside a test, or while a fixture
+    of wider scope is set up, are not tracked.
+
+    Returns:
+        `obj`, so that ``self._sock = track(sock, ...)`` reads naturally.
+    """
+    return GATE.track(obj, what=what, is_open=is_open, close=close)
+
+
+def instrument_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Let the hygiene gate see `loop`'s exception-handler calls (and its tasks in strict mode)."""
+    GATE.instrument_loop(loop)

@@ -1,0 +1,246 @@
+"""nettest's pytest plugin: options, ini keys, markers, fixtures and the hygiene gate.
+
+Wiring only: each fixture's logic lives in its capability's module.  This module
+imports pytest, the standard library and nettest, never hypothesis or trustme.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, cast
+
+import pytest
+
+from . import _settings
+from ._hygiene import GATE, LEAK_MODES, LeakMode
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from _pytest.fixtures import FixtureDef, SubRequest
+
+_SEED_KEY = pytest.StashKey[int]()
+_FDS_KEY = pytest.StashKey[frozenset[tuple[int, int]]]()
+
+# -- options ------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("nettest", "nettest: network test fixtures and fault injection")
+    group.addoption(
+        "--nettest-seed",
+        dest="nettest_seed",
+        type=int,
+        default=None,
+        help="Session seed for nettest's randomness; each test's seed is derived from it. "
+        "Default: random, printed in the report header.",
+    )
+    parser.addini(
+        "nettest_seed", "Session seed for nettest's randomness (--nettest-seed wins).", default=""
+    )
+    group.addoption(
+        "--nettest-leaks",
+        dest="nettest_leaks",
+        choices=LEAK_MODES,
+        default=None,
+        help="Hygiene gate: 'off', 'own' (objects nettest made; the default) or 'strict' "
+        "(every socket and task the test left).",
+    )
+    parser.addini(
+        "nettest_leaks", "Hygiene gate mode: off, own or strict (--nettest-leaks wins).", default=""
+    )
+    group.addoption(
+        "--nettest-timeout",
+        dest="nettest_timeout",
+        type=float,
+        default=None,
+        help=f"Seconds nettest's waits allow by default (default {_settings.DEFAULT_TIMEOUT:g}).",
+    )
+    parser.addini(
+        "nettest_timeout",
+        "Seconds nettest's waits allow by default (--nettest-timeout wins).",
+        default="",
+    )
+
+
+def _setting(config: pytest.Config, name: str) -> object:
+    value = config.getoption(name)
+    if value is not None:
+        return value
+    ini = str(config.getini(name)).strip()
+    return ini or None
+
+
+def _leak_mode(config: pytest.Config) -> LeakMode:
+    value = str(_setting(config, "nettest_leaks") or "own")
+    if value not in LEAK_MODES:
+        raise pytest.UsageError(
+            f"nettest_leaks must be one of {', '.join(LEAK_MODES)}; got {value!r}"
+        )
+    return cast("LeakMode", value)
+
+
+def _session_seed(config: pytest.Config) -> int:
+    value = _setting(config, "nettest_seed")
+    if value is None:
+        return random.SystemRandom().randrange(2**32)
+    try:
+        seed = int(cast("int | str", value))
+    except ValueError:
+        raise pytest.UsageError(f"nettest_seed must be an integer; got {value!r}") from None
+    if not 0 <= seed < 2**64:
+        raise pytest.UsageError(f"nettest_seed must be in [0, 2**64); got {seed}")
+    return seed
+
+
+def _timeout(config: pytest.Config) -> float:
+    value = _setting(config, "nettest_timeout")
+    if value is None:
+        return _settings.DEFAULT_TIMEOUT
+    try:
+        timeout = float(cast("float | str", value))
+    except ValueError:
+        raise pytest.UsageError(f"nettest_timeout must be a number; got {value!r}") from None
+    if not timeout > 0:
+        raise pytest.UsageError(f"nettest_timeout must be > 0 seconds; got {timeout}")
+    return timeout
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "nettest_leaks(mode): run this test's hygiene gate in mode 'off', 'own' or 'strict'.",
+    )
+    config.addinivalue_line(
+        "markers", "nettest_seed(seed): give this test a fixed nettest_seed, whatever the session."
+    )
+    # Under xdist the controller's options travel to the workers, so every worker
+    # derives the same per-test seeds from the one session seed.
+    config.option.nettest_seed = _session_seed(config)
+    mode = config.option.nettest_leaks = _leak_mode(config)
+    _settings.timeout = _timeout(config)
+    GATE.strict = mode == "strict"
+    if GATE.strict:
+        GATE.watch_socket_creation()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    GATE.unwatch_socket_creation()
+    GATE.strict = False
+    _settings.timeout = _settings.DEFAULT_TIMEOUT
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return (
+        f"nettest {__version__}: seed={config.option.nettest_seed} "
+        f"leaks={config.option.nettest_leaks} timeout={_settings.timeout:g}s"
+    )
+
+
+# -- the seed -------------------------------------------------------------------
+
+
+def _test_seed(item: pytest.Item) -> int:
+    marker = item.get_closest_marker("nettest_seed")
+    if marker is not None:
+        return int(marker.args[0])
+    session_seed = int(item.config.option.nettest_seed)
+    digest = hashlib.blake2b(f"{session_seed}:{item.nodeid}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big")
+
+
+@pytest.fixture
+def nettest_seed(request: pytest.FixtureRequest) -> int:
+    """The seed for this test's randomness; --nettest-seed replays a run.
+
+    Derived from the session seed and the test's node id, so a test keeps its seed
+    whatever else is selected, in whatever order, on whichever xdist worker.  It is
+    printed in the report of a failing test.
+    """
+    item = cast("pytest.Item", request.node)
+    seed = item.stash.setdefault(_SEED_KEY, _test_seed(item))
+    return seed
+
+
+# -- the hygiene gate ---------------------------------------------------------
+
+
+def _gate_mode(item: pytest.Item) -> LeakMode:
+    marker = item.get_closest_marker("nettest_leaks")
+    if marker is not None:
+        mode = marker.args[0] if marker.args else marker.kwargs.get("mode")
+        if mode not in LEAK_MODES:
+            raise pytest.UsageError(
+                f"nettest_leaks marker on {item.nodeid}: mode must be one of "
+                f"{', '.join(LEAK_MODES)}; got {mode!r}"
+            )
+        return cast("LeakMode", mode)
+    return cast("LeakMode", item.config.option.nettest_leaks)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    item.stash[_FDS_KEY] = GATE.begin(item.nodeid)
+    with GATE.owned_by(item.nodeid):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    with GATE.owned_by(item.nodeid):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    with GATE.owned_by(item.nodeid):
+        result = yield
+    GATE.check(item.nodeid, _gate_mode(item), item.stash.get(_FDS_KEY, frozenset()))
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: FixtureDef[Any], request: SubRequest
+) -> Generator[None, object, object]:
+    if fixturedef.scope == "function":
+        result = yield
+    else:
+        # What a wider-scoped fixture makes belongs to it, not to the test that
+        # happened to be first to need it.
+        before = GATE.begin("") if GATE.strict else frozenset()
+        with GATE.owned_by(None):
+            result = yield
+        if GATE.strict:
+            GATE.exempt_fds |= GATE.begin("") - before
+    _instrument_runner(fixturedef, result)
+    return result
+
+
+def _instrument_runner(fixturedef: FixtureDef[Any], result: object) -> None:
+    """Watch the loops pytest-asyncio makes, and note their tasks before they close."""
+    get_loop = getattr(result, "get_loop", None)
+    if not fixturedef.argname.endswith("_scoped_runner") or not callable(get_loop):
+        return
+    loop = get_loop()
+    GATE.instrument_loop(loop)
+    # Runs before the runner closes the loop and cancels what is still pending.
+    fixturedef.addfinalizer(lambda: GATE.note_pending_tasks(loop))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed and _SEED_KEY in item.stash:
+        seed = item.stash[_SEED_KEY]
+        report.sections.append(
+            (
+                "nettest",
+                f"nettest_seed: {seed} (replay the run with "
+                f"--nettest-seed={item.config.option.nettest_seed})",
+            )
+        )
+    return report
