@@ -1,0 +1,362 @@
+"""Delivery events, and the drivers that deliver chunks or schedules to a reader.
+
+Theory of operation
+-------------------
+A *schedule* is a sequence of events, as a peer and a transport would produce
+them: reads (`Chunk`, or plain `bytes`), pauses of reading, delays in loop
+time, then an end (`Eof`, `ConnectionLost`, or nothing).  The drivers `feed`
+and `feed_async` play the transport: they turn each event into the calls the
+target expects (``data_received``, ``get_buffer``/``buffer_updated``,
+``feed_data``, a plain call...).
+
+While reading is paused, a real transport leaves incoming bytes in the
+kernel, and the first read after resuming returns all of them at once.  The
+drivers do the same: chunks that arrive while paused are held back and
+delivered as one read on `ResumeReading`, so pauses also coalesce reads.  An
+`Eof` waits for the resume too; a `ConnectionLost` does not, and discards what
+was held back, as a reset discards the receive buffer.
+
+This module does not import hypothesis: the values are plain data, and the
+strategies that draw them live in `nettest._strategies`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeAlias, runtime_checkable
+
+__all__ = [
+    "Chunk",
+    "ConnectionLost",
+    "Datagram",
+    "Delay",
+    "Eof",
+    "Event",
+    "PauseReading",
+    "ResumeReading",
+    "feed",
+    "feed_async",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One read: `data` arrives at once.
+
+    Attributes:
+        data: The bytes of the read; never empty in drawn schedules.
+    """
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PauseReading:
+    """Reading stops: later chunks are held back until `ResumeReading`, then arrive as one read."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeReading:
+    """Reading restarts: the chunks held back since `PauseReading` arrive as one read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delay:
+    """Nothing arrives for `seconds` of loop time (`asyncio.sleep`, so looptime skips it).
+
+    Attributes:
+        seconds: How long to wait, >= 0.
+    """
+
+    seconds: float
+
+    def __post_init__(self) -> None:
+        if not self.seconds >= 0:
+            raise ValueError(f"seconds must be >= 0, got {self.seconds!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Eof:
+    """The peer closed its side cleanly: ``eof_received()``, ``feed_eof()``, or ``b""``."""
+
+
+def _reset() -> Exception:
+    return ConnectionResetError("Connection reset by peer")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLost:
+    """The connection broke: ``connection_lost(error)`` without an EOF first.
+
+    Events after it are not delivered.  Two values compare equal when their
+    errors have the same type and arguments.
+
+    Attributes:
+        error: The exception the target receives; a `ConnectionResetError` by
+            default, as for a TCP reset.
+    """
+
+    error: Exception = dataclasses.field(default_factory=_reset, compare=False)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ConnectionLost):
+            return NotImplemented
+        return (type(self.error), self.error.args) == (type(other.error), other.error.args)
+
+    def __hash__(self) -> int:
+        return hash((type(self.error), self.error.args))
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    """A datagram as delivered, drawn by `datagram_schedules`.
+
+    Attributes:
+        data: The bytes that arrive; shorter than what was sent if truncated.
+        index: The position of the datagram in the list that was sent.
+    """
+
+    data: bytes
+    index: int
+
+
+#: One step of a delivery schedule.
+Event: TypeAlias = Chunk | PauseReading | ResumeReading | Delay | Eof | ConnectionLost
+
+
+@runtime_checkable
+class _MemoryTransportLike(Protocol):
+    """The test controls of `nettest.MemoryTransport` that the drivers use."""
+
+    def feed_data(self, data: bytes) -> None: ...
+    def feed_eof(self) -> None: ...
+
+
+def _events(items: Iterable[object]) -> Iterator[Event]:
+    """Normalise `items` to events, rejecting anything else with the offending value."""
+    chunks = getattr(items, "chunks", None)
+    if isinstance(chunks, tuple) and hasattr(items, "messages"):
+        items = chunks  # a MessageStream
+    if isinstance(items, (bytes, bytearray, memoryview, str)):
+        raise TypeError(
+            "chunks_or_schedule must be an iterable of chunks, "
+            f"not a single {type(items).__name__}; write [{items!r}]"
+        )
+    for item in items:
+        if isinstance(item, (bytes, bytearray, memoryview)):
+            if len(item):
+                yield Chunk(bytes(item))
+        elif isinstance(item, Datagram):
+            yield Chunk(item.data)
+        elif isinstance(item, (Chunk, PauseReading, ResumeReading, Delay, Eof, ConnectionLost)):
+            yield item
+        else:
+            raise TypeError(f"chunks_or_schedule must hold bytes or schedule events, got {item!r}")
+
+
+class _Sink:
+    """Turns reads, EOF and loss into the calls one kind of target expects."""
+
+    def __init__(self, target: object, addr: Any) -> None:
+        self.target = target
+        self.addr = addr
+        self.data: Callable[[bytes], None]
+        self.eof: Callable[[], None]
+        self.lost: Callable[[Exception], None]
+        self.datagrams = False
+        if isinstance(target, asyncio.StreamReader):
+            self.data, self.eof, self.lost = (
+                target.feed_data,
+                target.feed_eof,
+                target.set_exception,
+            )
+        elif hasattr(target, "get_buffer") and hasattr(target, "buffer_updated"):
+            self.data, self.eof, self.lost = self._buffered, self._protocol_eof, self._lost
+        elif hasattr(target, "data_received"):
+            self.data, self.eof, self.lost = self._received, self._protocol_eof, self._lost
+        elif hasattr(target, "datagram_received"):
+            self.datagrams = True
+            self.data, self.eof = self._datagram, self._no_eof
+            self.lost = target.error_received  # type: ignore[attr-defined]
+        elif isinstance(target, _MemoryTransportLike):
+            self.data, self.eof = target.feed_data, target.feed_eof
+            self.lost = self._transport_lost
+        elif callable(target):
+            self.data, self.eof, self.lost = target, self._call_eof, self._ignore
+        else:
+            raise TypeError(
+                "target must be an asyncio.Protocol, BufferedProtocol, DatagramProtocol, "
+                "StreamReader, MemoryTransport or a callable taking bytes, "
+                f"got {target!r}"
+            )
+
+    def _received(self, data: bytes) -> None:
+        self.target.data_received(data)  # type: ignore[attr-defined]
+
+    def _buffered(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            buffer = memoryview(self.target.get_buffer(len(view)))  # type: ignore[attr-defined]
+            if not len(buffer):
+                raise RuntimeError("get_buffer() returned an empty buffer")
+            n = min(len(buffer), len(view))
+            buffer[:n] = view[:n]
+            self.target.buffer_updated(n)  # type: ignore[attr-defined]
+            view = view[n:]
+
+    def _protocol_eof(self) -> None:
+        # A falsy eof_received() makes a real transport close itself.
+        if not self.target.eof_received():  # type: ignore[attr-defined]
+            self.target.connection_lost(None)  # type: ignore[attr-defined]
+
+    def _lost(self, error: Exception) -> None:
+        self.target.connection_lost(error)  # type: ignore[attr-defined]
+
+    def _datagram(self, data: bytes) -> None:
+        self.target.datagram_received(data, self.addr)  # type: ignore[attr-defined]
+
+    def _no_eof(self) -> None:
+        raise TypeError("a DatagramProtocol has no EOF: remove Eof() from the schedule")
+
+    def _call_eof(self) -> None:
+        self.target(b"")  # type: ignore[operator]
+
+    def _transport_lost(self, error: Exception) -> None:
+        fail = getattr(self.target, "feed_connection_lost", None)
+        if fail is None:
+            fail = self.target._force_close  # type: ignore[attr-defined]
+        fail(error)
+
+    @staticmethod
+    def _ignore(error: Exception) -> None:
+        """A sans-IO parser sees a lost connection as data that stops."""
+
+
+class _Driver:
+    """The state shared by `feed` and `feed_async`: pauses and what they hold back."""
+
+    def __init__(self, target: object, addr: Any) -> None:
+        self.sink = _Sink(target, addr)
+        self.paused = False
+        self.held: list[bytes] = []
+        self.eof_held = False
+        self.done = False
+
+    def step(self, event: Event) -> None:
+        if self.done:
+            return
+        if isinstance(event, Chunk):
+            if self.paused or self.eof_held:
+                self.held.append(event.data)
+            else:
+                self.sink.data(event.data)
+        elif isinstance(event, PauseReading):
+            self.paused = True
+        elif isinstance(event, ResumeReading):
+            self.paused = False
+            if self.held and not self.sink.datagrams:
+                self.held = [b"".join(self.held)]
+            held, self.held = self.held, []
+            for data in held:
+                self.sink.data(data)
+            if self.eof_held:
+                self.eof_held = False
+                self.done = True
+                self.sink.eof()
+        elif isinstance(event, Eof):
+            if self.paused:
+                self.eof_held = True
+            else:
+                self.done = True
+                self.sink.eof()
+        elif isinstance(event, ConnectionLost):
+            self.held.clear()
+            self.done = True
+            self.sink.lost(event.error)
+
+
+def feed(
+    target: object, chunks_or_schedule: Iterable[bytes | Event] | Any, *, addr: Any = None
+) -> None:
+    """Deliver reads, or a schedule without delays, to `target` now.
+
+    This is the transport's half of a test: each chunk becomes one read of the
+    target.  Use `feed_async` for schedules with `Delay` events, or when the
+    target's reaction needs the event loop to run between reads.
+
+    `target` must already be connected: call ``connection_made`` yourself
+    before feeding a protocol.  Each kind of target gets:
+
+    - `asyncio.Protocol` (anything with ``data_received``): ``data_received``;
+      on `Eof`, ``eof_received``, then ``connection_lost(None)`` if that
+      returned a false value; on `ConnectionLost`, ``connection_lost(error)``;
+    - `asyncio.BufferedProtocol`: ``get_buffer``/``buffer_updated`` as often as
+      the buffers it returns need, then the same as a protocol;
+    - `asyncio.DatagramProtocol`: ``datagram_received(data, addr)``, and
+      ``error_received(error)`` on `ConnectionLost`;
+    - `asyncio.StreamReader`: ``feed_data``, ``feed_eof``, ``set_exception``;
+    - a `nettest.MemoryTransport`: its ``feed_data``/``feed_eof`` test controls,
+      so data reaches its protocol through the transport's own flow control;
+    - any other callable (a sans-IO parser): called with each chunk, and
+      with ``b""`` on `Eof`.  A `ConnectionLost` just ends the delivery.
+
+    Args:
+        target: What receives the data.
+        chunks_or_schedule: An iterable of `bytes` chunks and schedule events
+            (`Chunk`, `PauseReading`, `ResumeReading`, `Eof`, `ConnectionLost`),
+            a list of `Datagram` values, or a `MessageStream`.
+        addr: The source address passed to ``datagram_received``.
+
+    Raises:
+        TypeError: `target` or an item is of no supported kind.
+        ValueError: The schedule holds a `Delay`; use `feed_async`.
+
+    Example::
+
+        reader = asyncio.StreamReader()
+        feed(reader, [b"GET / HT", b"TP/1.1\\r\\n", Eof()])
+    """
+    driver = _Driver(target, addr)
+    for event in _events(chunks_or_schedule):
+        if isinstance(event, Delay):
+            raise ValueError(
+                f"chunks_or_schedule holds {event!r}: delays need the event loop, "
+                "use `await feed_async(...)`"
+            )
+        driver.step(event)
+
+
+async def feed_async(
+    target: object,
+    chunks_or_schedule: Iterable[bytes | Event] | Any,
+    *,
+    addr: Any = None,
+) -> None:
+    """Deliver reads or a schedule to `target`, letting the event loop run between reads.
+
+    Like `feed`, but each read is followed by one pass of the event loop, as
+    with a real transport, and a `Delay` sleeps for its loop time (so under
+    looptime it costs no wall time).
+
+    Args:
+        target: What receives the data; see `feed`.
+        chunks_or_schedule: Chunks and schedule events; see `feed`.
+        addr: The source address passed to ``datagram_received``.
+
+    Raises:
+        TypeError: `target` or an item is of no supported kind.
+
+    Example::
+
+        await feed_async(protocol, [b"PI", Delay(0.5), b"NG\\r\\n", Eof()])
+    """
+    driver = _Driver(target, addr)
+    for event in _events(chunks_or_schedule):
+        if isinstance(event, Delay):
+            await asyncio.sleep(event.seconds)
+            continue
+        driver.step(event)
+        await asyncio.sleep(0)

@@ -1,0 +1,254 @@
+"""Hypothesis strategies for delivery schedules of streams and datagrams.
+
+A stream schedule is a chunking (see `nettest._strategies`) with events woven in
+between reads: pauses of reading, delays in loop time, and an end that is an
+EOF, nothing, or a lost connection.  Every extra is drawn as a choice whose
+simplest value is "no extra", so schedules shrink towards the bare chunks.
+
+A datagram schedule decides a fate for each datagram sent (delivered, lost,
+duplicated or truncated), then an order drawn as a Lehmer code: for each
+position, an index into the datagrams not yet placed.  Index 0 everywhere is
+the original order, which is what the shrinker aims for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, cast
+
+from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
+
+from ._feed import (
+    Chunk,
+    ConnectionLost,
+    Datagram,
+    Delay,
+    Eof,
+    Event,
+    PauseReading,
+    ResumeReading,
+)
+from ._strategies import DEFAULT_DELIMITERS, chunkings
+
+if TYPE_CHECKING:
+    from hypothesis.strategies import DrawFn, SearchStrategy
+
+__all__ = ["datagram_schedules", "schedules"]
+
+_DELAY = "delay"
+_PAUSE = "pause"
+
+
+def _check_flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+@st.composite
+def _draw_schedules(
+    draw: DrawFn,
+    chunks: SearchStrategy[list[bytes]],
+    eof: bool | None,
+    operations: tuple[str | None, ...],
+    delays: SearchStrategy[float],
+    errors: tuple[type[Exception], ...],
+) -> list[Event]:
+    pieces = draw(chunks)
+    events: list[Event] = []
+    paused = False
+    lost_before: int | None = None
+    if errors:
+        lost_before = draw(st.none() | st.integers(0, len(pieces)))
+    for index, piece in enumerate(pieces):
+        if index == lost_before:
+            break
+        if index and len(operations) > 1:
+            operation = draw(st.sampled_from(operations))
+            if operation == _DELAY:
+                events.append(Delay(draw(delays)))
+            elif operation == _PAUSE:
+                events.append(ResumeReading() if paused else PauseReading())
+                paused = not paused
+                if paused and _DELAY in operations:
+                    events.append(Delay(draw(delays)))
+        events.append(Chunk(piece))
+    if paused:
+        events.append(ResumeReading())
+    if lost_before is not None:
+        error = draw(st.sampled_from(errors))
+        events.append(ConnectionLost(error(f"{error.__name__} from the schedule")))
+    elif eof is True or (eof is None and not draw(st.booleans())):
+        events.append(Eof())
+    return events
+
+
+def schedules(
+    data: bytes | SearchStrategy[bytes],
+    *,
+    min_size: int = 1,
+    max_size: int | None = None,
+    eof: bool | None = True,
+    pauses: bool = True,
+    delays: bool = True,
+    max_delay: float = 0.01,
+    errors: Iterable[type[Exception]] = (),
+    delimiters: Iterable[bytes] = DEFAULT_DELIMITERS,
+    utf8: bool = True,
+    length_prefix: int | None = None,
+) -> SearchStrategy[list[Event]]:
+    """Return a strategy for schedules that deliver `data` in reads, with pauses and delays.
+
+    Chunking alone misses bugs that need time to pass between reads, reading
+    to stop and start again (the reads then coalesce), or the connection to
+    break partway.  Deliver the drawn schedule with `feed_async` (or `feed`
+    when ``delays=False``).
+
+    Args:
+        data: The bytes to deliver, or a strategy for them.
+        min_size: The fewest reads, as for `chunkings`.
+        max_size: The most reads, as for `chunkings`.
+        eof: End with `Eof` (True), never (False), or either (None).
+        pauses: Put `PauseReading`/`ResumeReading` pairs between reads.
+        delays: Put `Delay` events between reads.
+        max_delay: The longest delay, in seconds of loop time.  Without
+            looptime every delay is real time, hence the small default.
+        errors: Exception types: when given, the connection may instead be
+            lost before any read with one of them (`ConnectionLost`), for
+            example ``[ConnectionResetError]``.
+        delimiters: As for `chunkings`.
+        utf8: As for `chunkings`.
+        length_prefix: As for `chunkings`.
+
+    Returns:
+        A strategy for lists of events: `Chunk`, `PauseReading`,
+        `ResumeReading`, `Delay`, `Eof` and `ConnectionLost`.
+
+    Raises:
+        hypothesis.errors.InvalidArgument: An argument is out of range; the
+            message names it.
+
+    Example::
+
+        @given(nst.schedules(b"PING\\r\\n" * 3))
+        async def test_pings(schedule):
+            ...
+            await nst.feed_async(protocol, schedule)
+
+    Examples shrink towards the bare chunks of `chunkings`, then EOF, with no
+    pauses, delays or lost connection.
+    """
+    chunks = chunkings(
+        data,
+        min_size=min_size,
+        max_size=max_size,
+        delimiters=delimiters,
+        utf8=utf8,
+        length_prefix=length_prefix,
+    )
+    if eof is not None and not isinstance(eof, bool):
+        raise InvalidArgument(f"eof must be True, False or None, got {eof!r}")
+    operations: tuple[str | None, ...] = (None,)
+    if _check_flag("delays", delays):
+        operations += (_DELAY,)
+    if _check_flag("pauses", pauses):
+        operations += (_PAUSE,)
+    if isinstance(max_delay, bool) or not isinstance(max_delay, (int, float)):
+        raise InvalidArgument(f"max_delay must be a number >= 0, got {max_delay!r}")
+    if not max_delay >= 0:
+        raise InvalidArgument(f"max_delay must be >= 0, got {max_delay!r}")
+    if isinstance(errors, type):
+        raise InvalidArgument(f"errors must be an iterable of exception types; write [{errors!r}]")
+    error_types = tuple(errors)
+    for error in cast("tuple[object, ...]", error_types):
+        if not (isinstance(error, type) and issubclass(error, Exception)):
+            raise InvalidArgument(f"errors must hold Exception subclasses, got {error!r} in it")
+    delay_values = st.floats(0, float(max_delay), allow_nan=False, allow_infinity=False)
+    return _draw_schedules(chunks, eof, operations, delay_values, error_types)
+
+
+_DELIVER = "deliver"
+_LOSE = "lose"
+_DUPLICATE = "duplicate"
+_TRUNCATE = "truncate"
+
+
+@st.composite
+def _draw_datagram_schedules(
+    draw: DrawFn,
+    datagrams: Sequence[bytes] | SearchStrategy[Sequence[bytes]],
+    fates: tuple[str, ...],
+    reordering: bool,
+) -> list[Datagram]:
+    sent = draw(datagrams) if isinstance(datagrams, st.SearchStrategy) else datagrams
+    arriving: list[Datagram] = []
+    for index, data in enumerate(sent):
+        fate = draw(st.sampled_from(fates)) if len(fates) > 1 else _DELIVER
+        if fate == _DELIVER:
+            arriving.append(Datagram(bytes(data), index))
+        elif fate == _DUPLICATE:
+            arriving += [Datagram(bytes(data), index)] * 2
+        elif fate == _TRUNCATE:
+            size = draw(st.integers(0, len(data) - 1)) if data else 0
+            arriving.append(Datagram(bytes(data[:size]), index))
+    if not reordering or len(arriving) < 2:
+        return arriving
+    order: list[Datagram] = []
+    while arriving:
+        order.append(arriving.pop(draw(st.integers(0, len(arriving) - 1))))
+    return order
+
+
+def datagram_schedules(
+    datagrams: Sequence[bytes] | SearchStrategy[Sequence[bytes]],
+    *,
+    loss: bool = True,
+    duplication: bool = True,
+    reordering: bool = True,
+    truncation: bool = True,
+) -> SearchStrategy[list[Datagram]]:
+    """Return a strategy for what arrives when `datagrams` are sent over a lossy network.
+
+    UDP promises nothing: datagrams get lost, duplicated and reordered, and a
+    receive buffer that is too small truncates them.  Deliver the drawn list
+    to a `asyncio.DatagramProtocol` with `feed` or `feed_async`.
+
+    Args:
+        datagrams: The datagrams sent, in order, or a strategy for them.
+        loss: Some datagrams may not arrive.
+        duplication: Some datagrams may arrive twice.
+        reordering: Datagrams may arrive in any order.
+        truncation: Some datagrams may arrive cut short (possibly empty).
+
+    Returns:
+        A strategy for lists of `Datagram` values, each with the index of the
+        datagram it came from.
+
+    Raises:
+        hypothesis.errors.InvalidArgument: An argument is not of the accepted type.
+
+    Example::
+
+        @given(nst.datagram_schedules([b"a", b"b", b"c"]))
+        def test_receiver(arrivals):
+            nst.feed(protocol, arrivals, addr=("127.0.0.1", 9))
+
+    Examples shrink towards every datagram arriving once, whole and in order.
+    """
+    if not isinstance(datagrams, st.SearchStrategy):
+        if isinstance(cast("object", datagrams), (bytes, str)) or not all(
+            isinstance(datagram, bytes) for datagram in datagrams
+        ):
+            raise InvalidArgument(
+                f"datagrams must be a sequence of bytes or a strategy for one, got {datagrams!r}"
+            )
+        datagrams = tuple(datagrams)
+    fates: tuple[str, ...] = (_DELIVER,)
+    if _check_flag("loss", loss):
+        fates += (_LOSE,)
+    if _check_flag("duplication", duplication):
+        fates += (_DUPLICATE,)
+    if _check_flag("truncation", truncation):
+        fates += (_TRUNCATE,)
+    return _draw_datagram_schedules(datagrams, fates, _check_flag("reordering", reordering))

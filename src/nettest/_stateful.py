@@ -1,0 +1,185 @@
+"""Hypothesis state machines whose rules, invariants and initializers may be coroutines.
+
+Theory of operation
+-------------------
+Hypothesis calls each rule as ``rule.function(machine, **arguments)`` and each
+invariant as ``invariant.function(machine)``, synchronously.  When a subclass of
+`AsyncRuleBasedStateMachine` is created, every rule, initializer and invariant
+defined as ``async def`` gets a synchronous twin that runs the coroutine to
+completion on the machine's event loop, and the twin replaces the coroutine
+function in hypothesis's record of the rule.  Everything else (bundles,
+preconditions, shrinking, the printed steps) is hypothesis's own.
+
+Each test case (one machine instance) gets a fresh loop from `loop_factory`,
+so no state leaks from one example to the next.  `teardown` runs the user's
+teardown (a coroutine or not), cancels the tasks still pending, shuts down
+async generators and the default executor, and closes the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import functools
+import inspect
+from collections.abc import Callable, Coroutine
+from typing import Any, ClassVar, TypeVar
+
+from hypothesis.stateful import RuleBasedStateMachine
+
+__all__ = ["AsyncRuleBasedStateMachine"]
+
+_T = TypeVar("_T")
+
+# The attribute names hypothesis.stateful uses to mark decorated functions.
+_MARKERS = (
+    "hypothesis_stateful_rule",
+    "hypothesis_stateful_initialize_rule",
+    "hypothesis_stateful_invariant",
+)
+
+
+def _synchronous(function: Callable[..., Coroutine[Any, Any, _T]]) -> Callable[..., _T]:
+    @functools.wraps(function)
+    def run(machine: AsyncRuleBasedStateMachine, *args: Any, **kwargs: Any) -> _T:
+        return machine.run(function(machine, *args, **kwargs))
+
+    return run
+
+
+class AsyncRuleBasedStateMachine(RuleBasedStateMachine):
+    """A hypothesis `~hypothesis.stateful.RuleBasedStateMachine` whose steps may be coroutines.
+
+    Rules, initializers, invariants and `teardown` may be ``async def``: each
+    runs to completion on the machine's own event loop, one loop per test
+    case.  So a client or server can be driven statefully, with tasks and
+    transports that live across steps.  Use hypothesis's own decorators
+    (`~hypothesis.stateful.rule`, `~hypothesis.stateful.initialize`,
+    `~hypothesis.stateful.invariant`, `~hypothesis.stateful.precondition`,
+    bundles); preconditions stay synchronous.
+
+    Run the machine from a synchronous test (``TestX = Machine.TestCase`` or
+    `~hypothesis.stateful.run_state_machine_as_test`): a loop cannot run
+    inside another running loop.  Create loop-bound objects (streams,
+    servers, futures) in an async `~hypothesis.stateful.initialize` rule or
+    in a rule, not in ``__init__``.
+
+    Attributes:
+        loop_factory: Makes the loop of each test case, for example
+            ``uvloop.new_event_loop``; `asyncio.new_event_loop` by default.
+        loop: The loop of the running test case.
+
+    Example::
+
+        class EchoMachine(nst.AsyncRuleBasedStateMachine):
+            @initialize()
+            async def connect(self):
+                self.reader, self.writer = await open_echo_connection()
+
+            @rule(data=st.binary(min_size=1))
+            async def echo(self, data):
+                self.writer.write(data)
+                assert await self.reader.readexactly(len(data)) == data
+
+            async def teardown(self):
+                self.writer.close()
+                await self.writer.wait_closed()
+
+        TestEcho = EchoMachine.TestCase
+    """
+
+    loop_factory: ClassVar[Callable[[], asyncio.AbstractEventLoop]] = staticmethod(
+        asyncio.new_event_loop
+    )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, value in list(vars(cls).items()):
+            for marker in _MARKERS:
+                record = getattr(value, marker, None)
+                if record is None or not inspect.iscoroutinefunction(record.function):
+                    continue
+                replacement = copy.copy(record)
+                # Rule is mutable, Invariant is frozen: set the field the same way for both.
+                object.__setattr__(replacement, "function", _synchronous(record.function))
+                setattr(cls, name, _as_method(value, marker, replacement))
+        teardown = vars(cls).get("teardown")
+        if teardown is not None:
+            setattr(cls, "teardown", _closing_teardown(teardown))  # noqa: B010
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop: asyncio.AbstractEventLoop = type(self).loop_factory()
+        from ._hygiene import instrument_loop
+
+        instrument_loop(self.loop)
+
+    def run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        """Run `coroutine` to completion on this test case's loop and return its result.
+
+        Rules defined with ``async def`` are run this way; call it yourself
+        from a synchronous rule or precondition when it needs the loop.
+
+        Args:
+            coroutine: The coroutine to run.
+
+        Returns:
+            What the coroutine returned.
+
+        Example::
+
+            @rule()
+            def check(self):
+                assert self.run(self.client.ping()) == b"PONG"
+        """
+        return self.loop.run_until_complete(coroutine)
+
+    def teardown(self) -> None:
+        """Close the test case's loop, after cancelling the tasks still pending.
+
+        Override it with a coroutine or a plain method to clean up your own
+        objects first; the loop is closed after your teardown either way.
+        """
+        _close_loop(self.loop)
+
+
+def _as_method(value: Any, marker: str, record: Any) -> Any:
+    """Return a copy of the decorated function `value` carrying `record` under `marker`."""
+
+    @functools.wraps(value)
+    def method(*args: Any, **kwargs: Any) -> Any:
+        return value(*args, **kwargs)
+
+    setattr(method, marker, record)
+    return method
+
+
+def _closing_teardown(
+    teardown: Callable[[AsyncRuleBasedStateMachine], object],
+) -> Callable[[AsyncRuleBasedStateMachine], None]:
+    @functools.wraps(teardown)
+    def run_then_close(machine: AsyncRuleBasedStateMachine) -> None:
+        try:
+            if inspect.iscoroutinefunction(teardown):
+                machine.run(teardown(machine))
+            else:
+                teardown(machine)
+        finally:
+            _close_loop(machine.loop)
+
+    return run_then_close
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    if loop.is_closed():
+        return
+    try:
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()

@@ -1,0 +1,504 @@
+"""Hypothesis strategies that cut a byte stream into reads.
+
+Theory of operation
+-------------------
+A chunking of ``data`` is fully described by its *cuts*: the sorted, distinct
+offsets in ``1 .. len(data) - 1`` where one read ends and the next begins.
+`chunkings` draws the cuts as a hypothesis list of distinct offsets, so:
+
+* hypothesis's list shrinking deletes elements, which removes cuts: examples
+  shrink towards a single chunk, then towards the fewest chunks that still fail;
+* each remaining offset is an integer that shrinks towards ``1``; a cut that only
+  fails at one offset (between ``\\r`` and ``\\n``, inside a length prefix) cannot
+  move, so the shrunk example has its cut exactly at the fault.
+
+A fault that needs one particular offset is found quickly only if that offset is
+drawn often.  Each cut is therefore drawn either uniformly or from a list of
+*hints*: offsets around delimiters (±1), inside UTF-8 multi-byte sequences and
+inside length prefixes.  The uniform branch comes first, which is the one
+hypothesis prefers while shrinking; both branches produce the same offsets, so
+the shrunk chunks do not depend on which branch drew them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, TypeAlias, cast
+
+from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from hypothesis.strategies import DrawFn, SearchStrategy
+
+__all__ = [
+    "DEFAULT_DELIMITERS",
+    "MessageStream",
+    "all_chunkings",
+    "all_splits",
+    "chunkings",
+    "message_streams",
+]
+
+#: Delimiters that `chunkings` biases its cuts towards unless told otherwise.
+DEFAULT_DELIMITERS: Final[tuple[bytes, ...]] = (b"\r\n\r\n", b"\r\n", b"\n")
+
+#: Most chunkings `chunkings(..., exhaustive=True)` and `all_chunkings` will list.
+EXHAUSTIVE_LIMIT: Final = 1 << 16
+
+Hints: TypeAlias = Iterable[int] | Callable[[bytes], Iterable[int]]
+
+# A UTF-8 multi-byte sequence: a lead byte and its continuation bytes (RFC 3629).
+_UTF8_SEQUENCE = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+)
+
+
+def _check_size_bounds(min_size: object, max_size: object) -> None:
+    if not isinstance(min_size, int) or isinstance(min_size, bool) or min_size < 1:
+        raise InvalidArgument(f"min_size must be an integer >= 1, got {min_size!r}")
+    if max_size is not None and (
+        not isinstance(max_size, int) or isinstance(max_size, bool) or max_size < min_size
+    ):
+        raise InvalidArgument(
+            f"max_size must be None or an integer >= min_size={min_size}, got {max_size!r}"
+        )
+
+
+def _check_delimiters(delimiters: object) -> tuple[bytes, ...]:
+    if isinstance(delimiters, (bytes, bytearray, memoryview, str)):
+        raise InvalidArgument(
+            f"delimiters must be an iterable of non-empty bytes, not a single value: "
+            f"{delimiters!r}; write delimiters=[{delimiters!r}]"
+        )
+    try:
+        values = tuple(cast("Iterable[object]", delimiters))
+    except TypeError:
+        raise InvalidArgument(
+            f"delimiters must be an iterable of non-empty bytes, got {delimiters!r}"
+        ) from None
+    for value in values:
+        if not isinstance(value, bytes) or not value:
+            raise InvalidArgument(
+                f"delimiters must be an iterable of non-empty bytes, got {value!r} in it"
+            )
+    return cast("tuple[bytes, ...]", values)
+
+
+def _check_length_prefix(length_prefix: object) -> int | None:
+    if length_prefix is None:
+        return None
+    if (
+        not isinstance(length_prefix, int)
+        or isinstance(length_prefix, bool)
+        or not 1 <= length_prefix <= 8
+    ):
+        raise InvalidArgument(
+            f"length_prefix must be None or a width in bytes from 1 to 8, got {length_prefix!r}"
+        )
+    return length_prefix
+
+
+def _check_hints(hints: object) -> Hints | None:
+    if hints is None or callable(hints):
+        return cast("Hints | None", hints)
+    if isinstance(hints, (bytes, str)):
+        raise InvalidArgument(f"hints must be offsets or a callable, got {hints!r}")
+    try:
+        values = tuple(cast("Iterable[object]", hints))
+    except TypeError:
+        raise InvalidArgument(
+            f"hints must be an iterable of offsets or a callable taking the data, got {hints!r}"
+        ) from None
+    for value in values:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidArgument(f"hints must hold integer offsets, got {value!r} in it")
+    return cast("tuple[int, ...]", values)
+
+
+def _check_data(data: object) -> bytes | SearchStrategy[bytes]:
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, (bytes, st.SearchStrategy)):
+        return data
+    raise InvalidArgument(f"data must be bytes or a strategy for bytes, got {data!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Bias:
+    """What to bias cuts towards; computes the hinted offsets of one input."""
+
+    delimiters: tuple[bytes, ...]
+    utf8: bool
+    length_prefix: int | None
+    hints: Hints | None
+
+    def offsets(self, data: bytes) -> list[int]:
+        """Return the sorted, distinct hinted cut offsets of `data` (all in 1..len-1)."""
+        n = len(data)
+        found: set[int] = set()
+        for delimiter in self.delimiters:
+            width = len(delimiter)
+            start = data.find(delimiter)
+            while start != -1:
+                # Before, inside and after the delimiter, one byte either side.
+                found.update(range(start - 1, start + width + 2))
+                start = data.find(delimiter, start + 1)
+        if self.utf8:
+            for match in _UTF8_SEQUENCE.finditer(data):
+                found.update(range(match.start() + 1, match.end()))
+        if self.length_prefix is not None:
+            found.update(_length_prefix_offsets(data, self.length_prefix))
+        if self.hints is not None:
+            extra = self.hints(data) if callable(self.hints) else self.hints
+            found.update(extra)
+        return sorted(offset for offset in found if 0 < offset < n)
+
+
+def _length_prefix_offsets(data: bytes, width: int) -> Iterator[int]:
+    """Yield the offsets around and inside each big-endian length prefix of a framed stream."""
+    position = 0
+    while position + width <= len(data):
+        yield from range(position, position + width + 1)
+        length = int.from_bytes(data[position : position + width], "big")
+        position += width + length
+
+
+def _cut(data: bytes, cuts: Iterable[int]) -> list[bytes]:
+    """Return `data` cut at the given sorted offsets."""
+    bounds = [0, *cuts, len(data)]
+    return [data[start:end] for start, end in itertools.pairwise(bounds)]
+
+
+def _cut_strategy(
+    n: int, hinted: Sequence[int], min_cuts: int, max_cuts: int | None
+) -> SearchStrategy[list[int]]:
+    """Return a strategy for distinct cut offsets in ``1 .. n - 1``."""
+    offsets: SearchStrategy[int] = st.integers(1, n - 1)
+    if hinted:
+        # Uniform first: that is the branch hypothesis shrinks towards.
+        offsets = st.one_of(offsets, st.sampled_from(hinted))
+    limit = n - 1 if max_cuts is None else min(max_cuts, n - 1)
+    return st.lists(offsets, min_size=min(min_cuts, limit), max_size=limit, unique=True)
+
+
+@st.composite
+def _draw_chunkings(
+    draw: DrawFn,
+    data: bytes | SearchStrategy[bytes],
+    min_size: int,
+    max_size: int | None,
+    bias: _Bias,
+    fixed: SearchStrategy[list[int]] | None,
+) -> list[bytes]:
+    value = draw(data) if isinstance(data, st.SearchStrategy) else data
+    if not isinstance(value, bytes):
+        raise InvalidArgument(f"data strategy must generate bytes, got {value!r}")
+    if len(value) <= 1:
+        return [value] if value else []
+    cuts = fixed
+    if cuts is None:
+        max_cuts = None if max_size is None else max_size - 1
+        cuts = _cut_strategy(len(value), bias.offsets(value), min_size - 1, max_cuts)
+    return _cut(value, sorted(draw(cuts)))
+
+
+def chunkings(
+    data: bytes | SearchStrategy[bytes],
+    *,
+    min_size: int = 1,
+    max_size: int | None = None,
+    delimiters: Iterable[bytes] = DEFAULT_DELIMITERS,
+    utf8: bool = True,
+    length_prefix: int | None = None,
+    hints: Hints | None = None,
+    exhaustive: bool = False,
+) -> SearchStrategy[list[bytes]]:
+    """Return a strategy for ways to deliver `data` as a sequence of reads.
+
+    Parsers break when a delimiter, a length prefix or a multi-byte character
+    straddles a read boundary.  Each example is a list of non-empty `bytes`
+    whose concatenation is `data`: feed them one by one to the parser under
+    test and check that it gives the same result as for the whole input.
+
+    Cuts are drawn uniformly, and half of the time from *hinted* offsets: one byte
+    before, inside and one byte after each delimiter, inside UTF-8 multi-byte
+    sequences, inside length prefixes and at any offsets you give.
+
+    Args:
+        data: The bytes to cut, or a strategy for them.
+        min_size: The fewest chunks, at least 1.  Data shorter than this has
+            fewer: every byte is then its own chunk.  Empty data has no
+            chunkings but the empty list, which is what it always gives.
+        max_size: The most chunks, or None for one chunk per byte.
+        delimiters: Byte strings to cut around (±1 byte); pass ``()`` for none.
+        utf8: Cut inside well-formed UTF-8 multi-byte sequences.
+        length_prefix: The width of a big-endian unsigned length prefix
+            framing each message of `data` (the length counts the payload
+            only): cut inside, before and after each prefix.
+        hints: More offsets to cut at, or a callable that takes the data and
+            returns them.  Offsets outside ``1 .. len(data) - 1`` are ignored.
+        exhaustive: Draw from the list of every chunking instead (see
+            `all_chunkings`), so that a run of more examples than there are
+            chunkings tries them all.  `data` must then be short bytes.
+
+    Returns:
+        A strategy for lists of non-empty `bytes`.
+
+    Raises:
+        hypothesis.errors.InvalidArgument: An argument is out of range; the
+            message names it.
+
+    Example::
+
+        from hypothesis import given
+        from nettest import strategies as nst
+
+        @given(nst.chunkings(b"GET / HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n"))
+        def test_parser(chunks):
+            parser = Parser()
+            for chunk in chunks:
+                parser.receive(chunk)
+            assert parser.requests == [...]
+
+    Examples shrink towards a single chunk, then towards the fewest chunks with
+    each cut at the lowest offset that still fails.
+    """
+    data = _check_data(data)
+    _check_size_bounds(min_size, max_size)
+    bias = _Bias(
+        delimiters=_check_delimiters(delimiters),
+        utf8=bool(utf8),
+        length_prefix=_check_length_prefix(length_prefix),
+        hints=_check_hints(hints),
+    )
+    if exhaustive:
+        if not isinstance(data, bytes):
+            raise InvalidArgument("data must be bytes, not a strategy, when exhaustive=True")
+        count = _count_chunkings(len(data), min_size, max_size)
+        if count > EXHAUSTIVE_LIMIT:
+            raise InvalidArgument(
+                f"data is too long for exhaustive=True: {len(data)} bytes have {count} "
+                f"chunkings, more than {EXHAUSTIVE_LIMIT}; pass a shorter data or max_size"
+            )
+        return st.sampled_from(list(all_chunkings(data, min_size=min_size, max_size=max_size)))
+    if isinstance(data, bytes):
+        if len(data) and min_size > len(data):
+            raise InvalidArgument(
+                f"min_size must be <= len(data)={len(data)}, got min_size={min_size}"
+            )
+        fixed = None
+        if len(data) > 1:
+            max_cuts = None if max_size is None else max_size - 1
+            fixed = _cut_strategy(len(data), bias.offsets(data), min_size - 1, max_cuts)
+        return _draw_chunkings(data, min_size, max_size, bias, fixed)
+    return _draw_chunkings(data, min_size, max_size, bias, None)
+
+
+def _count_chunkings(n: int, min_size: int, max_size: int | None) -> int:
+    if n == 0:
+        return 1
+    top = n if max_size is None else min(max_size, n)
+    return sum(math.comb(n - 1, k - 1) for k in range(min_size, top + 1))
+
+
+def all_chunkings(
+    data: bytes, *, min_size: int = 1, max_size: int | None = None
+) -> list[list[bytes]]:
+    """Yield every way to cut `data` into between `min_size` and `max_size` chunks.
+
+    For short inputs, trying every chunking beats sampling them.  This is a
+    plain list, for ``pytest.mark.parametrize``; `chunkings` with
+    ``exhaustive=True`` draws from the same list.  Chunkings come with the
+    fewest chunks first, and cuts at lower offsets first.
+
+    Args:
+        data: The bytes to cut; at most 2**16 chunkings are allowed, which
+            ``len(data) <= 17`` guarantees.
+        min_size: The fewest chunks, at least 1.
+        max_size: The most chunks, or None for one chunk per byte.
+
+    Returns:
+        A list of lists of non-empty `bytes` whose concatenation is `data`;
+        empty data gives one empty list.
+
+    Raises:
+        hypothesis.errors.InvalidArgument: An argument is out of range.
+
+    Example::
+
+        @pytest.mark.parametrize("chunks", nst.all_chunkings(b"a\\r\\nb"))
+        def test_lines(chunks):
+            assert read_lines(chunks) == [b"a", b"b"]
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidArgument(f"data must be bytes, got {data!r}")
+    data = bytes(data)
+    _check_size_bounds(min_size, max_size)
+    count = _count_chunkings(len(data), min_size, max_size)
+    if count > EXHAUSTIVE_LIMIT:
+        raise InvalidArgument(
+            f"data is too long: {len(data)} bytes have {count} chunkings, more than "
+            f"{EXHAUSTIVE_LIMIT}; pass a shorter data or max_size"
+        )
+    return list(_all_chunkings(data, min_size, max_size))
+
+
+def _all_chunkings(data: bytes, min_size: int, max_size: int | None) -> Iterator[list[bytes]]:
+    n = len(data)
+    if n == 0:
+        yield []
+        return
+    top = n if max_size is None else min(max_size, n)
+    for size in range(min_size, top + 1):
+        for cuts in itertools.combinations(range(1, n), size - 1):
+            yield _cut(data, cuts)
+
+
+def all_splits(data: bytes) -> list[list[bytes]]:
+    """Yield `data` cut in two at every offset, from ``[data[:1], data[1:]]`` on.
+
+    One cut at every offset finds most boundary bugs in ``len(data) - 1`` runs,
+    where `all_chunkings` needs ``2 ** (len(data) - 1)``.  A plain list, for
+    ``pytest.mark.parametrize``.
+
+    Args:
+        data: The bytes to cut, of any length.
+
+    Returns:
+        A list of two-chunk lists; empty for data shorter than 2 bytes.
+
+    Raises:
+        hypothesis.errors.InvalidArgument: `data` is not bytes.
+
+    Example::
+
+        @pytest.mark.parametrize("chunks", nst.all_splits(b"a\\r\\nb\\r\\n"))
+        def test_lines(chunks):
+            assert read_lines(chunks) == [b"a", b"b"]
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidArgument(f"data must be bytes, got {data!r}")
+    data = bytes(data)
+    return [_cut(data, [offset]) for offset in range(1, len(data))]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStream:
+    """Messages, and the reads that deliver them back to back, drawn by `message_streams`.
+
+    A read can hold the end of one message and the start of others, and one
+    message can take many reads.
+
+    Attributes:
+        messages: The messages, in order.
+        chunks: The reads; their concatenation is the concatenation of `messages`.
+    """
+
+    messages: tuple[bytes, ...]
+    chunks: tuple[bytes, ...]
+
+    def completed_by(self, read: int) -> int:
+        """Return how many messages are complete once reads ``0 .. read`` have arrived.
+
+        Args:
+            read: The index of a read in `chunks`.
+
+        Returns:
+            The number of messages whose last byte has arrived.
+
+        Example::
+
+            stream = MessageStream(messages=(b"ab", b"c"), chunks=(b"a", b"bc"))
+            assert [stream.completed_by(i) for i in range(2)] == [0, 2]
+        """
+        if not 0 <= read < len(self.chunks):
+            raise IndexError(f"read must be in 0..{len(self.chunks) - 1}, got {read}")
+        received = sum(len(chunk) for chunk in self.chunks[: read + 1])
+        ends = itertools.accumulate(len(message) for message in self.messages)
+        return sum(1 for end in ends if end <= received)
+
+
+@st.composite
+def _draw_message_streams(
+    draw: DrawFn,
+    messages: Sequence[bytes] | SearchStrategy[Sequence[bytes]],
+    min_size: int,
+    max_size: int | None,
+    bias: _Bias,
+) -> MessageStream:
+    drawn = draw(messages) if isinstance(messages, st.SearchStrategy) else messages
+    values = tuple(bytes(message) for message in drawn)
+    data = b"".join(values)
+    if len(data) <= 1:
+        return MessageStream(messages=values, chunks=(data,) if data else ())
+    hinted = set(bias.offsets(data))
+    for end in itertools.accumulate(len(message) for message in values):
+        hinted.update(offset for offset in (end - 1, end, end + 1) if 0 < offset < len(data))
+    max_cuts = None if max_size is None else max_size - 1
+    cuts = _cut_strategy(len(data), sorted(hinted), min_size - 1, max_cuts)
+    return MessageStream(messages=values, chunks=tuple(_cut(data, sorted(draw(cuts)))))
+
+
+def message_streams(
+    messages: Sequence[bytes] | SearchStrategy[Sequence[bytes]],
+    *,
+    min_size: int = 1,
+    max_size: int | None = None,
+    delimiters: Iterable[bytes] = DEFAULT_DELIMITERS,
+    utf8: bool = True,
+    length_prefix: int | None = None,
+) -> SearchStrategy[MessageStream]:
+    """Return a strategy for messages sent back to back and the reads that deliver them.
+
+    Readers often assume one read holds one message.  Real streams coalesce:
+    a read can end inside a message, hold several messages, or end one byte
+    after a boundary.  Cuts are biased towards message boundaries (±1) as well
+    as the offsets `chunkings` favours.
+
+    Args:
+        messages: The messages, or a strategy for a list of them.
+        min_size: The fewest reads, at least 1 (fewer when there are not
+            enough bytes).
+        max_size: The most reads, or None for one per byte.
+        delimiters: As for `chunkings`.
+        utf8: As for `chunkings`.
+        length_prefix: As for `chunkings`.
+
+    Returns:
+        A strategy for `MessageStream` values.
+
+    Raises:
+        hypothesis.errors.InvalidArgument: An argument is out of range.
+
+    Example::
+
+        @given(nst.message_streams([b"PING\\r\\n", b"PING\\r\\n"]))
+        def test_two_pings(stream):
+            for chunk in stream.chunks:
+                reader.feed(chunk)
+            assert reader.messages == list(stream.messages)
+
+    Examples shrink towards all messages in one read, then towards the fewest
+    reads with each cut at the lowest offset that still fails.
+    """
+    if not isinstance(messages, st.SearchStrategy):
+        if isinstance(cast("object", messages), (bytes, str)) or not all(
+            isinstance(message, bytes) for message in messages
+        ):
+            raise InvalidArgument(
+                f"messages must be a sequence of bytes or a strategy for one, got {messages!r}"
+            )
+        messages = tuple(messages)
+    _check_size_bounds(min_size, max_size)
+    bias = _Bias(
+        delimiters=_check_delimiters(delimiters),
+        utf8=bool(utf8),
+        length_prefix=_check_length_prefix(length_prefix),
+        hints=None,
+    )
+    return _draw_message_streams(messages, min_size, max_size, bias)

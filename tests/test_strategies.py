@@ -1,0 +1,200 @@
+"""Tests for the chunking strategies: what they draw, how they shrink, what they reject."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
+from hypothesis import HealthCheck, find, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
+
+from nettest import strategies as nst
+from nettest._strategies import _Bias
+
+NO_DB = settings(database=None, max_examples=50, suppress_health_check=[HealthCheck.too_slow])
+DATA = b"GET / HTTP/1.1\r\nHost: h\xc3\xa9\r\n\r\n"
+
+
+def test_import_nettest_does_not_import_hypothesis() -> None:
+    code = "import sys, nettest; assert 'hypothesis' not in sys.modules, 'imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@NO_DB
+@given(st.data())
+def test_chunkings_concatenate_to_data_and_respect_bounds(data: st.DataObject) -> None:
+    payload = data.draw(st.binary(min_size=1, max_size=64))
+    min_size = data.draw(st.integers(1, len(payload)))
+    max_size = data.draw(st.none() | st.integers(min_size, len(payload) + 3))
+    chunks = data.draw(nst.chunkings(payload, min_size=min_size, max_size=max_size))
+    assert b"".join(chunks) == payload
+    assert all(chunks)
+    assert min_size <= len(chunks) <= (max_size or len(payload))
+
+
+@NO_DB
+@given(nst.chunkings(st.binary(max_size=40)))
+def test_chunkings_of_strategy_concatenate(chunks: list[bytes]) -> None:
+    assert all(chunks)
+    assert len(b"".join(chunks)) <= 40
+
+
+@NO_DB
+@given(nst.chunkings(st.binary(max_size=3), min_size=5))
+def test_chunkings_of_short_drawn_data_cut_every_byte(chunks: list[bytes]) -> None:
+    assert all(len(chunk) == 1 for chunk in chunks)
+
+
+def test_chunkings_of_empty_data_is_the_empty_list() -> None:
+    assert find(nst.chunkings(b""), lambda chunks: True, settings=NO_DB) == []
+    assert find(nst.chunkings(b"x"), lambda chunks: True, settings=NO_DB) == [b"x"]
+
+
+def test_chunkings_shrink_to_one_chunk() -> None:
+    assert find(nst.chunkings(DATA), lambda chunks: True, settings=NO_DB) == [DATA]
+
+
+def test_chunkings_shrink_to_fewest_chunks_at_lowest_offset() -> None:
+    found = find(nst.chunkings(DATA), lambda chunks: len(chunks) >= 3, settings=NO_DB)
+    assert found == [DATA[:1], DATA[1:2], DATA[2:]]
+
+
+def test_chunkings_hit_a_single_hinted_offset_often() -> None:
+    data = b"x" * 500 + b"\r\n" + b"y" * 500
+    hits = 0
+
+    @settings(database=None, max_examples=200)
+    @given(nst.chunkings(data))
+    def count(chunks: list[bytes]) -> None:
+        nonlocal hits
+        hits += any(chunk.endswith(b"\r") for chunk in chunks[:-1])
+
+    count()
+    # Uniform cuts would hit this one offset in about 1% of examples.
+    assert hits >= 40
+
+
+@pytest.mark.parametrize(
+    ("bias", "data", "expected"),
+    [
+        (_Bias((b"\r\n",), False, None, None), b"ab\r\ncd", [1, 2, 3, 4, 5]),
+        (_Bias((b"\n",), False, None, None), b"\nabcdef\n", [1, 2, 6, 7]),
+        (_Bias((), True, None, None), b"a\xc3\xa9b\xe2\x82\xacc", [2, 5, 6]),
+        (_Bias((), True, None, None), b"\xc3\xc3", []),
+        (_Bias((), False, 2, None), b"\x00\x01a\x00\x00\x00\x02xy", [1, 2, 3, 4, 5, 6, 7]),
+        (_Bias((), False, None, [0, 3, 99]), b"abcdef", [3]),
+        (_Bias((), False, None, lambda data: [len(data) - 1]), b"abc", [2]),
+    ],
+)
+def test__bias_offsets(bias: _Bias, data: bytes, expected: list[int]) -> None:
+    assert bias.offsets(data) == expected
+
+
+def test_all_chunkings_lists_every_chunking_fewest_first() -> None:
+    chunkings = list(nst.all_chunkings(b"abcd"))
+    assert len(chunkings) == 2**3
+    assert chunkings[:4] == [[b"abcd"], [b"a", b"bcd"], [b"ab", b"cd"], [b"abc", b"d"]]
+    assert chunkings[-1] == [b"a", b"b", b"c", b"d"]
+    assert len({tuple(chunks) for chunks in chunkings}) == len(chunkings)
+
+
+def test_all_chunkings_honours_bounds() -> None:
+    chunkings = list(nst.all_chunkings(b"abcdef", min_size=2, max_size=3))
+    assert len(chunkings) == math.comb(5, 1) + math.comb(5, 2)
+    assert {len(chunks) for chunks in chunkings} == {2, 3}
+    assert list(nst.all_chunkings(b"")) == [[]]
+
+
+def test_all_splits_cut_at_every_offset() -> None:
+    assert list(nst.all_splits(b"abc")) == [[b"a", b"bc"], [b"ab", b"c"]]
+    assert list(nst.all_splits(b"a")) == []
+
+
+@pytest.mark.parametrize("chunks", nst.all_splits(b"a\r\nb"))
+def test_all_splits_work_with_parametrize(chunks: list[bytes]) -> None:
+    assert b"".join(chunks) == b"a\r\nb"
+    assert len(chunks) == 2
+
+
+def test_exhaustive_chunkings_try_every_chunking() -> None:
+    seen = set()
+
+    @settings(database=None, max_examples=100)
+    @given(nst.chunkings(b"abcdef", exhaustive=True))
+    def collect(chunks: list[bytes]) -> None:
+        seen.add(tuple(chunks))
+
+    collect()
+    assert len(seen) == 2**5
+
+
+def test_exhaustive_chunkings_shrink_to_one_chunk() -> None:
+    assert find(nst.chunkings(b"abc", exhaustive=True), lambda c: True, settings=NO_DB) == [b"abc"]
+
+
+@NO_DB
+@given(nst.message_streams(st.lists(st.binary(max_size=5), max_size=5)))
+def test_message_streams_deliver_the_messages(stream: nst.MessageStream) -> None:
+    assert b"".join(stream.chunks) == b"".join(stream.messages)
+    assert all(stream.chunks)
+
+
+def test_message_streams_shrink_to_one_read() -> None:
+    stream = find(nst.message_streams([b"ab", b"cd"]), lambda s: True, settings=NO_DB)
+    assert stream == nst.MessageStream(messages=(b"ab", b"cd"), chunks=(b"abcd",))
+
+
+def test_message_streams_split_and_merge_across_boundaries() -> None:
+    def merges_and_splits(stream: nst.MessageStream) -> bool:
+        return any(stream.completed_by(i) - stream.completed_by(i - 1) >= 2 for i in range(1, 4))
+
+    found = find(
+        nst.message_streams([b"aa", b"bb", b"cc", b"dd"]),
+        lambda s: len(s.chunks) == 3 and merges_and_splits(s),
+        settings=settings(database=None),
+    )
+    assert len(found.chunks) == 3
+
+
+def test_message_stream_completed_by() -> None:
+    stream = nst.MessageStream(messages=(b"ab", b"c", b"d"), chunks=(b"a", b"bc", b"d"))
+    assert [stream.completed_by(i) for i in range(3)] == [0, 2, 3]
+    with pytest.raises(IndexError, match=r"read must be in 0\.\.2, got 3"):
+        stream.completed_by(3)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: nst.chunkings("text"), "data must be bytes"),  # type: ignore[arg-type]
+        (lambda: nst.chunkings(b"ab", min_size=0), "min_size must be an integer >= 1, got 0"),
+        (lambda: nst.chunkings(b"ab", min_size=3), "min_size must be <= len"),
+        (lambda: nst.chunkings(b"ab", max_size=0), "max_size must be None or an integer >="),
+        (lambda: nst.chunkings(b"ab", delimiters=b"\n"), "delimiters must be an iterable"),  # type: ignore[arg-type]
+        (lambda: nst.chunkings(b"ab", delimiters=[b""]), "delimiters must be an iterable"),
+        (lambda: nst.chunkings(b"ab", length_prefix=0), "length_prefix must be None or"),
+        (lambda: nst.chunkings(b"ab", hints=["1"]), "hints must hold integer offsets"),  # type: ignore[list-item]
+        (lambda: nst.chunkings(b"ab", hints=3), "hints must be an iterable"),  # type: ignore[arg-type]
+        (lambda: nst.chunkings(b"a" * 40, exhaustive=True), "data is too long"),
+        (lambda: nst.chunkings(st.binary(), exhaustive=True), "data must be bytes, not a"),
+        (lambda: nst.all_chunkings(b"a" * 40), "data is too long"),
+        (lambda: nst.all_chunkings("abc"), "data must be bytes"),  # type: ignore[arg-type]
+        (lambda: nst.all_splits("abc"), "data must be bytes"),  # type: ignore[arg-type]
+        (lambda: nst.message_streams(b"abc"), "messages must be a sequence of bytes"),  # type: ignore[arg-type]
+        (lambda: nst.message_streams([b"a"], min_size=-1), "min_size must be"),
+    ],
+)
+def test_bad_arguments_raise_invalid_argument_naming_them(
+    call: Callable[[], object], message: str
+) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        call()
+
+
+def test_drawn_data_must_be_bytes() -> None:
+    with pytest.raises(InvalidArgument, match="data strategy must generate bytes"):
+        find(nst.chunkings(st.just("text")), lambda c: True, settings=NO_DB)  # type: ignore[arg-type]
