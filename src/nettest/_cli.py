@@ -1,8 +1,111 @@
-"""The ``nettest`` command."""
+"""The ``nettest`` command: ``demo``, ``certs``, ``proxy`` and friends.
+
+Each subcommand that belongs to a capability is dispatched to that capability's
+``cli_main(argv)``, imported only when the subcommand runs, so ``nettest --help``
+stays fast and never imports trustme or hypothesis.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import importlib
+import sys
+from collections.abc import Sequence
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the ``nettest`` command."""
+from ._version import __version__
+
+#: Subcommands handled by a capability module: name -> (module, one-line help).
+_DELEGATED: dict[str, tuple[str, str]] = {}
+
+
+def _demo_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nettest demo",
+        description="Start a loopback echo server, connect a client, exchange a few "
+        "messages and print what crossed the wire.",
+    )
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=3,
+        metavar="N",
+        help="how many messages the client sends (1 to 100, default 3)",
+    )
+    return parser
+
+
+async def _demo(messages: int) -> list[str]:
+    """Run the echo exchange and return the transcript lines."""
+    transcript: list[str] = []
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.readline():
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(echo, host="127.0.0.1", port=0)
+    async with server:
+        host, port = server.sockets[0].getsockname()[:2]
+        transcript.append(f"echo server listening on {host}:{port}")
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            for number in range(1, messages + 1):
+                line = f"hello {number}\n".encode()
+                writer.write(line)
+                await writer.drain()
+                transcript.append(f"client -> server  {line!r}")
+                reply = await asyncio.wait_for(reader.readline(), timeout=10)
+                transcript.append(f"server -> client  {reply!r}")
+                if reply != line:
+                    raise RuntimeError(f"echo mismatch: sent {line!r}, got {reply!r}")
+            writer.write_eof()
+            eof = await asyncio.wait_for(reader.read(), timeout=10)
+            transcript.append(f"client sent EOF; server closed (trailing bytes: {eof!r})")
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    transcript.append(f"{messages} message(s) echoed intact; server closed")
+    return transcript
+
+
+def _run_demo(argv: Sequence[str]) -> int:
+    args = _demo_parser().parse_args(argv)
+    if not 1 <= args.messages <= 100:
+        print(f"nettest demo: --messages must be in 1..100, got {args.messages}", file=sys.stderr)
+        return 2
+    for line in asyncio.run(_demo(args.messages)):
+        print(line)
     return 0
+
+
+def _main_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nettest",
+        description="nettest: network test fixtures and fault injection for asyncio.",
+    )
+    parser.add_argument("--version", action="version", version=f"nettest {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser(
+        "demo", help="exchange messages with a loopback echo server", add_help=False
+    )
+    for name, (_, help_text) in _DELEGATED.items():
+        commands.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``nettest`` command and return its exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = _main_parser()
+    if not args or args[0] not in {"demo", *_DELEGATED}:
+        parser.parse_args(args or ["--help"])
+        return 2
+    command, rest = args[0], args[1:]
+    if command == "demo":
+        return _run_demo(rest)
+    module = importlib.import_module(_DELEGATED[command][0], __package__)
+    return int(module.cli_main(rest))

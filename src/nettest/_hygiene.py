@@ -32,6 +32,7 @@ import os
 import socket
 import stat
 import traceback
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -45,6 +46,14 @@ LEAK_MODES: tuple[LeakMode, ...] = ("off", "own", "strict")
 _T = TypeVar("_T")
 _STACK_LIMIT = 16
 _NETTEST_DIR = os.path.dirname(os.path.abspath(__file__))
+#: Frames from these places say nothing about who made an object: skip them.
+_PLUMBING = (
+    _NETTEST_DIR,
+    os.path.dirname(os.path.abspath(asyncio.__file__)),
+    os.path.abspath(contextlib.__file__),
+)
+#: Frames from these places called the test: the stack worth showing ends there.
+_RUNNERS = tuple(f"{os.sep}{name}{os.sep}" for name in ("pluggy", "_pytest", "pytest_asyncio"))
 
 
 class LeakError(Exception):
@@ -55,14 +64,27 @@ class LeakError(Exception):
     """
 
 
+LeakError.__module__ = "nettest"
+
+
 def _creation_stack() -> traceback.StackSummary:
-    """Return the caller's stack, without frames from nettest itself or the stdlib's asyncio."""
-    frames = [
-        frame
-        for frame in traceback.extract_stack(limit=_STACK_LIMIT + 8)[:-2]
-        if not frame.filename.startswith(_NETTEST_DIR)
-    ]
-    return traceback.StackSummary.from_list(frames[-_STACK_LIMIT:])
+    """Return the stack that is creating an object, from the test down to the user's call.
+
+    Frames from nettest, asyncio and contextlib are left out, and so is everything
+    above the frame pytest called: those say how the test ran, not who made it.
+    """
+    frames: list[traceback.FrameSummary] = []
+    for frame in reversed(traceback.extract_stack()[:-2]):
+        if frame.filename.startswith(_PLUMBING):
+            continue
+        if any(place in frame.filename for place in _RUNNERS):
+            if frames:
+                break
+            continue
+        frames.append(frame)
+        if len(frames) == _STACK_LIMIT:
+            break
+    return traceback.StackSummary.from_list(frames[::-1])
 
 
 @dataclass(eq=False)
@@ -99,9 +121,6 @@ class _Gate:
     owner: str | None = None
     tracked: list[_Tracked] = field(default_factory=list)
     loop_errors: list[_LoopError] = field(default_factory=list)
-    socket_stacks: dict[int, tuple[str | None, traceback.StackSummary]] = field(
-        default_factory=dict
-    )
     exempt_fds: set[tuple[int, int]] = field(default_factory=set)
     strict: bool = False
     instrumented: weakref.WeakSet[asyncio.AbstractEventLoop] = field(
@@ -152,9 +171,7 @@ class _Gate:
         self.instrumented.add(loop)
         previous_handler = loop.get_exception_handler()
 
-        def exception_handler(
-            loop: asyncio.AbstractEventLoop, context: dict[str, object]
-        ) -> None:
+        def exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
             self.loop_errors.append(_LoopError(self.owner, dict(context)))
             if previous_handler is not None:
                 previous_handler(loop, context)
@@ -175,38 +192,37 @@ class _Gate:
                 task = previous_factory(loop, coro, **kwargs)
             else:
                 task = asyncio.Task(coro, loop=loop, **kwargs)
-            self.track(task, what=f"pending task {task!r}", is_open=_pending, close=_cancel)
+            self.track(task, what="pending task", is_open=_pending, close=_cancel)
             return task
 
         loop.set_task_factory(task_factory)
 
     def note_pending_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Mark the tracked tasks of `loop` that are still pending, before the loop cancels them."""
+        """Mark `loop`'s tracked tasks that are still pending, before the loop cancels them."""
         for item in self.tracked:
             obj = item.ref()
             if isinstance(obj, asyncio.Future) and not obj.done() and obj.get_loop() is loop:
                 item.open_at_loop_close = True
+                item.what = f"pending task {obj!r}"
 
     # -- sockets -------------------------------------------------------------
 
     def watch_socket_creation(self) -> None:
-        """Remember the stack that created each Python socket (strict mode only)."""
+        """Track every Python socket a test creates, with its stack (strict mode only)."""
         original_init = socket.socket.__init__
         gate = self
 
         def __init__(sock: socket.socket, *args: Any, **kwargs: Any) -> None:
             original_init(sock, *args, **kwargs)
-            with contextlib.suppress(OSError):
-                gate.socket_stacks[sock.fileno()] = (gate.owner, _creation_stack())
+            gate.track(sock, what="socket", is_open=_socket_open, close=socket.socket.close)
 
         __init__.__wrapped__ = original_init  # type: ignore[attr-defined]
-        socket.socket.__init__ = __init__  # type: ignore[method-assign]
+        socket.socket.__init__ = __init__  # type: ignore[method-assign, assignment]
 
     def unwatch_socket_creation(self) -> None:
         original = getattr(socket.socket.__init__, "__wrapped__", None)
         if original is not None:
             socket.socket.__init__ = original  # type: ignore[method-assign]
-        self.socket_stacks.clear()
 
     # -- the check -----------------------------------------------------------
 
@@ -221,6 +237,7 @@ class _Gate:
         Raises:
             LeakError: listing each leak with the stack that created it.
         """
+        __tracebackhide__ = True
         if mode == "off":
             self._forget(owner)
             return
@@ -237,9 +254,11 @@ class _Gate:
             )
             raise LeakError("\n".join([header, *leaks]))
 
-    def _find(self, owner: str, mode: LeakMode, fds_before: frozenset[tuple[int, int]]) -> list[str]:
+    def _find(
+        self, owner: str, mode: LeakMode, fds_before: frozenset[tuple[int, int]]
+    ) -> list[str]:
         leaks: list[str] = []
-        seen_fds: set[int] = set()
+        seen_fds = _policy_loop_fds()
         for item in self.tracked:
             if item.owner != owner:
                 continue
@@ -249,23 +268,22 @@ class _Gate:
             if item.open_at_loop_close:
                 leaks.append(_describe(f"{item.what} when its event loop closed", item.stack))
                 continue
+            what = item.what
             if isinstance(obj, socket.socket):
-                with contextlib.suppress(OSError):
-                    seen_fds.add(obj.fileno())
-            leaks.append(_describe(f"open {item.what}", item.stack))
+                if obj.fileno() in seen_fds:
+                    continue
+                seen_fds.add(obj.fileno())
+            if isinstance(obj, (socket.socket, asyncio.Future)):
+                what = f"{what} {obj!r}"
+            leaks.append(_describe(f"open {what}", item.stack))
         for error in self.loop_errors:
             if error.owner == owner:
                 leaks.append(_describe_loop_error(error.context))
         if mode == "strict":
             for fd, inode in sorted(open_socket_fds() - fds_before - self.exempt_fds):
-                if fd in seen_fds:
-                    continue
-                origin = self.socket_stacks.get(fd)
-                if origin is not None and origin[0] not in (owner, None):
-                    continue
-                what = f"open socket (fd {fd}, inode {inode}){_socket_names(fd)}"
-                stack = origin[1] if origin is not None else None
-                leaks.append(_describe(what, stack))
+                if fd not in seen_fds:
+                    what = f"open socket (fd {fd}, inode {inode}){_socket_names(fd)}"
+                    leaks.append(_describe(what, None))
         return leaks
 
     def _release(self, owner: str) -> None:
@@ -286,6 +304,28 @@ class _Gate:
 
 def _pending(task: asyncio.Future[Any]) -> bool:
     return not task.done()
+
+
+def _policy_loop_fds() -> set[int]:
+    """The self-pipe descriptors of the thread's current event loop.
+
+    ``asyncio.get_event_loop()`` creates that loop implicitly (pytest plugins call
+    it), and the policy keeps it for the whole process: it is nobody's leak.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        policy = asyncio.get_event_loop_policy()
+    loop = getattr(getattr(policy, "_local", None), "_loop", None)
+    fds: set[int] = set()
+    for name in ("_ssock", "_csock"):
+        sock = getattr(loop, name, None)
+        if isinstance(sock, socket.socket) and sock.fileno() != -1:
+            fds.add(sock.fileno())
+    return fds
+
+
+def _socket_open(sock: socket.socket) -> bool:
+    return sock.fileno() != -1
 
 
 def _cancel(task: asyncio.Future[Any]) -> None:

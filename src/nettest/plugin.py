@@ -48,7 +48,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(every socket and task the test left).",
     )
     parser.addini(
-        "nettest_leaks", "Hygiene gate mode: off, own or strict (--nettest-leaks wins).", default=""
+        "nettest_leaks",
+        "Hygiene gate mode: off, own or strict (--nettest-leaks wins).",
+        default="",
     )
     group.addoption(
         "--nettest-timeout",
@@ -78,7 +80,7 @@ def _leak_mode(config: pytest.Config) -> LeakMode:
         raise pytest.UsageError(
             f"nettest_leaks must be one of {', '.join(LEAK_MODES)}; got {value!r}"
         )
-    return cast("LeakMode", value)
+    return value
 
 
 def _session_seed(config: pytest.Config) -> int:
@@ -159,8 +161,7 @@ def nettest_seed(request: pytest.FixtureRequest) -> int:
     printed in the report of a failing test.
     """
     item = cast("pytest.Item", request.node)
-    seed = item.stash.setdefault(_SEED_KEY, _test_seed(item))
-    return seed
+    return item.stash.setdefault(_SEED_KEY, _test_seed(item))
 
 
 # -- the hygiene gate ---------------------------------------------------------
@@ -192,8 +193,11 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         return (yield)
 
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
+# trylast: the innermost wrapper, so that what the gate's garbage collection
+# finalises is reported by pytest's unraisable-exception check of this teardown.
+@pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    __tracebackhide__ = True
     with GATE.owned_by(item.nodeid):
         result = yield
     GATE.check(item.nodeid, _gate_mode(item), item.stash.get(_FDS_KEY, frozenset()))

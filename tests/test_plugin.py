@@ -1,0 +1,168 @@
+"""The plugin's wiring: options and their ini twins, the seed, markers and the report header."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import nettest
+
+MODES = pytest.mark.parametrize("asyncio_mode", ["strict", "auto"])
+
+
+def test_plugin_report_header_shows_version_and_settings(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest("--nettest-seed=1234", "--nettest-leaks=strict")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [f"nettest {nettest.__version__}: seed=1234 leaks=strict timeout=10s"]
+    )
+
+
+def test_plugin_disabled_by_no_nettest(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_uses_seed(nettest_seed):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:nettest")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*fixture 'nettest_seed' not found*"])
+    assert "nettest 0" not in result.stdout.str()
+    result = pytester.runpytest("-p", "no:nettest", "--nettest-seed=1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_plugin_loaded_through_entry_point() -> None:
+    from importlib.metadata import entry_points
+
+    (entry,) = [ep for ep in entry_points(group="pytest11") if ep.name == "nettest"]
+    assert entry.value == "nettest.plugin"
+
+
+@MODES
+def test_nettest_seed_is_stable_per_test_and_replayable(
+    pytester: pytest.Pytester, asyncio_mode: str
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        SEEDS = {}
+
+        def test_a(nettest_seed):
+            print("SEED a", nettest_seed)
+
+        @pytest.mark.asyncio
+        async def test_b(nettest_seed):
+            print("SEED b", nettest_seed)
+
+        @pytest.mark.nettest_seed(7)
+        def test_fixed(nettest_seed):
+            assert nettest_seed == 7
+        """
+    )
+    args = ["-s", f"--asyncio-mode={asyncio_mode}", "-p", "no:cacheprovider"]
+
+    def seeds(*extra: str) -> dict[str, int]:
+        result = pytester.runpytest(*args, *extra)
+        result.assert_outcomes(passed=3)
+        return {
+            name: int(value) for name, value in re.findall(r"SEED (\w) (\d+)", result.stdout.str())
+        }
+
+    first = seeds("--nettest-seed=99")
+    assert first == seeds("--nettest-seed=99")
+    assert first["a"] != first["b"]
+    assert first != seeds("--nettest-seed=100")
+    # Selection and order do not change a test's seed.
+    assert seeds("--nettest-seed=99", "-k", "b or fixed")["b"] == first["b"]
+
+
+def test_nettest_seed_printed_on_failure(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_fails(nettest_seed):
+            print("SEED", nettest_seed)
+            assert False
+        """
+    )
+    result = pytester.runpytest("--nettest-seed=5")
+    result.assert_outcomes(failed=1)
+    seed = re.search(r"SEED (\d+)", result.stdout.str())
+    assert seed is not None
+    result.stdout.fnmatch_lines(
+        [
+            "*- nettest -*",
+            f"nettest_seed: {seed.group(1)} (replay the run with --nettest-seed=5)",
+        ]
+    )
+
+
+def test_ini_twins_and_flag_wins(pytester: pytest.Pytester) -> None:
+    pytester.makeini(
+        "[pytest]\n"
+        "asyncio_default_fixture_loop_scope = function\n"
+        "nettest_seed = 42\n"
+        "nettest_leaks = off\n"
+        "nettest_timeout = 2.5\n"
+    )
+    pytester.makepyfile(
+        """
+        from nettest._settings import default_timeout
+        def test_timeout():
+            assert default_timeout() in (2.5, None)
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["nettest *: seed=42 leaks=off timeout=2.5s"])
+    result = pytester.runpytest("--nettest-seed=43", "--nettest-leaks=own")
+    result.stdout.fnmatch_lines(["nettest *: seed=43 leaks=own timeout=2.5s"])
+
+
+@pytest.mark.parametrize(
+    ("ini", "message"),
+    [
+        ("nettest_leaks = sometimes", "nettest_leaks must be one of off, own, strict*"),
+        ("nettest_seed = abc", "nettest_seed must be an integer*"),
+        ("nettest_seed = -1", "nettest_seed must be in [[]0, 2**64)*"),
+        ("nettest_timeout = 0", "nettest_timeout must be > 0 seconds*"),
+        ("nettest_timeout = soon", "nettest_timeout must be a number*"),
+    ],
+)
+def test_bad_settings_are_usage_errors(pytester: pytest.Pytester, ini: str, message: str) -> None:
+    pytester.makeini(f"[pytest]\nasyncio_default_fixture_loop_scope = function\n{ini}\n")
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{message}"])
+
+
+def test_bad_leaks_flag_lists_choices(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest("--nettest-leaks=maybe")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*invalid choice: 'maybe' (choose from *off*own*strict*)*"])
+
+
+def test_markers_are_registered(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines(
+        ["@pytest.mark.nettest_leaks(mode)*", "@pytest.mark.nettest_seed(seed)*"]
+    )
+
+
+def test_every_fixture_has_a_standalone_first_docstring_line(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--fixtures", "-p", "no:cacheprovider")
+    text = result.stdout.str()
+    section = text.split("fixtures defined from nettest.plugin", 1)
+    assert len(section) == 2, text
+    body = section[1].split("\n-----", 1)[0].split("\n=====", 1)[0]
+    entries = re.findall(r"^(\w+)(?: \[\w+ scope\])? -- .*\n((?:    .*\n?)*)", body, re.MULTILINE)
+    assert entries, body
+    for name, doc in entries:
+        first = doc.strip().splitlines()[0] if doc.strip() else ""
+        assert first, f"fixture {name} has no docstring"
+        assert first.endswith("."), f"fixture {name}: first line does not stand alone: {first!r}"
