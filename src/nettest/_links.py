@@ -1,0 +1,231 @@
+"""One direction of an in-memory connection, and the seam where faults interpose.
+
+Theory of operation
+-------------------
+Every byte a memory transport sends crosses exactly one :class:`Link`, the
+stand-in for the kernel buffers and the wire between two sockets::
+
+    sender._buffer --Link.move()--> carry(data) --> arrive(data) --> receiver rx queue
+    (write buffer,                  (the wire:       (kernel receive   (delivered to the
+     counts for                      the seam)        buffer)           protocol on the
+     pause_writing)                                                      next loop turn)
+
+* :meth:`Link.move` is the *only* place bytes leave a sender's write buffer.  It
+  takes as much as the link's free ``capacity`` and the partial-write policy allow
+  (a real ``send()`` accepts what fits in the kernel buffer), counts it as in
+  flight and hands it to :attr:`Link.carry`.
+* Bytes stay *in flight* until the receiving protocol has been given them (or they
+  are lost), so a receiver that stops reading fills the link, and then the
+  sender's write buffer grows, exactly as with a socket.
+* The end of the stream travels the same way: :meth:`Link.send_fin` calls
+  :attr:`Link.carry_eof`, which by default calls :meth:`Link.arrive_eof`.
+
+The fault seam
+--------------
+``carry`` and ``carry_eof`` are plain instance attributes, by default the bound
+methods :meth:`arrive` and :meth:`arrive_eof`.  A fault layer replaces them on one
+link (``transport._out`` is the link a transport sends on, ``transport._in`` the
+one it receives on) and then, possibly later with ``loop.call_later``:
+
+* delays: calls ``link.arrive(data)`` / ``link.arrive_eof()`` later (keep the order);
+* slices: calls ``link.arrive()`` several times with pieces of `data`;
+* drops: calls ``link.lose(len(data))`` instead, freeing the capacity;
+* resets: calls ``link.reset()`` (both ends get ``ConnectionResetError``).
+
+``arrive`` copes with a receiver that has closed meanwhile, as a kernel does: the
+sender is reset.  Nothing else needs to know a fault layer exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._transports import MemoryTransport
+
+__all__ = ["Link", "PartialWrites", "connection_reset"]
+
+#: How much of an offered send the "kernel" accepts: a fixed maximum, or a function
+#: of the number of bytes offered returning how many it takes (0 means "try later").
+PartialWrites = int | Callable[[int], int] | None
+
+
+def connection_reset(code: int = errno.ECONNRESET) -> OSError:
+    """Return the exception a socket operation raises after the peer reset it."""
+    if code == errno.EPIPE:
+        return BrokenPipeError(code, os.strerror(code))
+    return ConnectionResetError(code, os.strerror(code))
+
+
+class Link:
+    """One direction of a memory connection; see the module docstring."""
+
+    __slots__ = (
+        "_waiters",
+        "broken",
+        "capacity",
+        "carry",
+        "carry_eof",
+        "fin_sent",
+        "in_flight",
+        "manual",
+        "partial_writes",
+        "receiver",
+        "sender",
+        "unread",
+        "unread_eof",
+    )
+
+    def __init__(
+        self,
+        sender: MemoryTransport | None,
+        receiver: MemoryTransport | None,
+        *,
+        capacity: int,
+        manual: bool = False,
+        partial_writes: PartialWrites = None,
+    ) -> None:
+        #: The transport whose write buffer feeds this link; None when the test writes.
+        self.sender = sender
+        #: The transport that reads from this link; None when the test reads.
+        self.receiver = receiver
+        self.capacity = capacity
+        self.manual = manual
+        self.partial_writes = partial_writes
+        #: Bytes that left the sender and were neither delivered nor lost yet.
+        self.in_flight = 0
+        self.fin_sent = False
+        #: Set once the connection was reset: nothing arrives any more.
+        self.broken = False
+        #: Arrived bytes and EOF waiting for the test, when the test is the receiver.
+        self.unread = bytearray()
+        self.unread_eof = False
+        self._waiters: list[asyncio.Future[None]] = []
+        self.carry: Callable[[bytes], None] = self.arrive
+        self.carry_eof: Callable[[], None] = self.arrive_eof
+
+    @property
+    def room(self) -> int:
+        """Bytes the link can still take."""
+        return self.capacity - self.in_flight
+
+    # -- the sender's side ---------------------------------------------------
+
+    def move(self, limit: int | None = None) -> int:
+        """Move bytes from the sender's write buffer onto the wire; return how many.
+
+        At most `limit` bytes, the link's free capacity and what the partial-write
+        policy accepts of what is offered.
+        """
+        assert self.sender is not None
+        buffer = self.sender._buffer
+        n = min(len(buffer), self.capacity - self.in_flight)
+        if limit is not None:
+            n = min(n, limit)
+        policy = self.partial_writes
+        if policy is not None and n > 0:
+            n = min(n, policy if isinstance(policy, int) else max(0, policy(n)))
+        if n <= 0:
+            return 0
+        if n == len(buffer):
+            data = bytes(buffer)
+            buffer.clear()
+        else:
+            data = bytes(buffer[:n])
+            del buffer[:n]
+        self.in_flight += n
+        self.carry(data)
+        return n
+
+    def send_fin(self) -> None:
+        """Send the end of the stream after everything moved so far (once)."""
+        if self.fin_sent:
+            return
+        self.fin_sent = True
+        self.carry_eof()
+
+    # -- the receiver's side -------------------------------------------------
+
+    def arrive(self, data: bytes) -> None:
+        """Hand in-flight `data` to the receiver (the default :attr:`carry`)."""
+        receiver = self.receiver
+        if self.broken:
+            self.in_flight -= len(data)
+            return
+        if receiver is None:
+            self.unread += data
+            self._wake()
+        elif receiver._closed:
+            # A kernel answers data for a closed socket with a reset.
+            self.in_flight -= len(data)
+            self._reset_sender()
+        else:
+            receiver._rx_push(data)
+
+    def arrive_eof(self) -> None:
+        """Hand the end of the stream to the receiver (the default :attr:`carry_eof`)."""
+        if self.broken:
+            return
+        if self.receiver is None:
+            self.unread_eof = True
+            self._wake()
+        else:
+            self.receiver._rx_eof_arrived()
+
+    def lose(self, nbytes: int) -> None:
+        """Forget `nbytes` in-flight bytes that will never arrive (a dropped segment)."""
+        self.in_flight -= nbytes
+        self.consumed(0)
+
+    def consumed(self, nbytes: int) -> None:
+        """Note that the receiver took `nbytes`; the sender may send more."""
+        self.in_flight -= nbytes
+        if self.sender is not None:
+            self.sender._schedule_write()
+
+    def take_unread(self, max_bytes: int | None = None) -> bytes:
+        """Take arrived bytes off the link on behalf of a test playing the receiver."""
+        n = len(self.unread) if max_bytes is None else min(max_bytes, len(self.unread))
+        data = bytes(self.unread[:n])
+        del self.unread[:n]
+        if n:
+            self.consumed(n)
+        return data
+
+    async def wait_unread(self, predicate: Callable[[], bool]) -> None:
+        """Wait until `predicate()` holds, re-checking whenever something arrives."""
+        loop = asyncio.get_running_loop()
+        while not predicate():
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- resets --------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Reset the connection this link belongs to: both ends get ConnectionResetError."""
+        for end in (self.sender, self.receiver):
+            if end is not None:
+                end._reset_connection()
+        if self.sender is None or self.receiver is None:
+            self.broken = True
+            self._wake()
+
+    def _reset_sender(self) -> None:
+        self.broken = True
+        if self.sender is not None:
+            self.sender._rx_break_by_peer()

@@ -1,0 +1,1057 @@
+"""MemoryTransport and memory_transport_pair: asyncio's socket-transport semantics.
+
+Tests marked with the ``kind`` fixture run the same scenario over a memory pair and
+over a real loopback TCP connection on the default loop, and assert the same
+callback sequence: where they would differ, the memory transport is wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from nettest._flow import FlowEvent, WriteFlow, resolve_limits
+from nettest._transports import (
+    DEFAULT_CAPACITY,
+    MemorySocket,
+    MemoryTransport,
+    memory_transport_pair,
+)
+
+# -- helpers -------------------------------------------------------------------------
+
+
+class Recorder(asyncio.Protocol):
+    """Records every callback."""
+
+    def __init__(self, *, keep_open: bool = False) -> None:
+        self.events: list[tuple[Any, ...]] = []
+        self.transport: Any = None
+        self.keep_open = keep_open
+        self.lost = asyncio.get_running_loop().create_future()
+        self.on_pause: Callable[[], None] | None = None
+        self.on_resume: Callable[[], None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.events.append(("made",))
+
+    def data_received(self, data: bytes) -> None:
+        self.events.append(("data", data))
+
+    def eof_received(self) -> bool:
+        self.events.append(("eof",))
+        return self.keep_open
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.events.append(("lost", type(exc)))
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+    def pause_writing(self) -> None:
+        self.events.append(("pause", self.transport.get_write_buffer_size()))
+        if self.on_pause is not None:
+            self.on_pause()
+
+    def resume_writing(self) -> None:
+        self.events.append(("resume", self.transport.get_write_buffer_size()))
+        if self.on_resume is not None:
+            self.on_resume()
+
+    @property
+    def received(self) -> bytes:
+        return b"".join(e[1] for e in self.events if e[0] == "data")
+
+    def kinds(self) -> list[str]:
+        return [e[0] for e in self.events]
+
+
+class BufferRecorder(Recorder, asyncio.BufferedProtocol):
+    """Receives through get_buffer()/buffer_updated() with a buffer of `size` bytes."""
+
+    def __init__(self, size: int = 4, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.buffer = bytearray(size)
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        self.events.append(("get_buffer", sizehint))
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.events.append(("data", bytes(self.buffer[:nbytes])))
+
+
+async def turns(n: int = 5) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.001)
+
+
+Connect = Callable[..., Any]
+
+
+@pytest_asyncio.fixture(params=["memory", "tcp"])
+async def connect(request: pytest.FixtureRequest) -> AsyncIterator[Connect]:
+    """Connect two protocols in memory or over loopback TCP; close everything after."""
+    loop = asyncio.get_running_loop()
+    made: list[Any] = []
+
+    async def connect(client: Recorder, server: Recorder, **kwargs: Any) -> tuple[Any, Any]:
+        c: Any
+        s: Any
+        if request.param == "memory":
+            c, s = memory_transport_pair(client, server, **kwargs)
+            await until(lambda: client.transport is not None and server.transport is not None)
+        else:
+            listener = await loop.create_server(lambda: server, "127.0.0.1", 0)
+            port = listener.sockets[0].getsockname()[1]
+            c, _ = await loop.create_connection(lambda: client, "127.0.0.1", port)
+            await until(lambda: server.transport is not None)
+            listener.close()
+            s = server.transport
+        made.extend((c, s))
+        return c, s
+
+    connect.kind = request.param  # type: ignore[attr-defined]
+    yield connect
+    for transport in made:
+        if not transport.is_closing():
+            transport.abort()
+    await turns(3)
+
+
+# -- connection set-up -----------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_pair_connection_made_comes_from_the_loop() -> None:
+    client, server = Recorder(), Recorder()
+    c, s = memory_transport_pair(client, server)
+    assert client.events == []
+    assert server.events == []
+    c.write(b"early")  # written before connection_made: still delivered after it
+    await turns()
+    assert client.events == [("made",)]
+    assert server.events == [("made",), ("data", b"early")]
+    c.close()
+    s.close()
+    await turns()
+
+
+def test_memory_transport_pair_needs_a_running_loop() -> None:
+    with pytest.raises(RuntimeError, match="no running event loop"):
+        memory_transport_pair(asyncio.Protocol(), asyncio.Protocol())
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_data_fed_before_connection_made_waits() -> None:
+    protocol = Recorder()
+    transport = MemoryTransport(protocol)
+    transport.feed_data(b"x")
+    await turns()
+    assert protocol.events == [("made",), ("data", b"x")]
+    transport.close()
+    await turns()
+
+
+# -- writing and reading, differential --------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_transport_pair_round_trip(connect: Connect) -> None:
+    client, server = Recorder(), Recorder()
+    c, s = await connect(client, server)
+    c.write(b"hello ")
+    c.write(bytearray(b"world"))
+    c.writelines([b"!", memoryview(b"?")])
+    await until(lambda: server.received == b"hello world!?")
+    s.write(b"back")
+    await until(lambda: client.received == b"back")
+
+
+@pytest.mark.asyncio
+async def test_transport_write_rejects_bad_input(connect: Connect) -> None:
+    c, _ = await connect(Recorder(), Recorder())
+    with pytest.raises(TypeError, match="bytes-like object, not 'str'"):
+        c.write("text")
+    c.write(b"")  # a no-op
+    assert c.get_write_buffer_size() == 0
+    c.write_eof()
+    with pytest.raises(RuntimeError, match=r"Cannot call write\(\) after write_eof\(\)"):
+        c.write(b"x")
+    assert c.can_write_eof()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("keep_open", [True, False])
+async def test_transport_half_close(connect: Connect, keep_open: bool) -> None:
+    client, server = Recorder(), Recorder(keep_open=keep_open)
+    c, s = await connect(client, server)
+    c.write(b"request")
+    c.write_eof()
+    await until(lambda: ("eof",) in server.events)
+    assert server.events[:3] == [("made",), ("data", b"request"), ("eof",)]
+    if keep_open:
+        assert not s.is_closing()
+        s.write(b"response")  # the other direction still works
+        s.close()
+        await until(lambda: client.lost.done() and server.lost.done())
+        assert client.events == [
+            ("made",),
+            ("data", b"response"),
+            ("eof",),
+            ("lost", type(None)),
+        ]
+    else:
+        assert s.is_closing()
+        await until(lambda: client.lost.done() and server.lost.done())
+        assert client.events == [("made",), ("eof",), ("lost", type(None))]
+    assert server.events[-1] == ("lost", type(None))
+
+
+@pytest.mark.asyncio
+async def test_transport_close_is_idempotent_and_connection_lost_is_never_synchronous(
+    connect: Connect,
+) -> None:
+    client, server = Recorder(), Recorder()
+    c, _ = await connect(client, server)
+    c.close()
+    c.close()
+    assert c.is_closing()
+    assert not c.is_reading()
+    assert client.kinds() == ["made"]
+    await until(lambda: client.lost.done())
+    assert client.kinds() == ["made", "lost"]
+    await until(lambda: server.lost.done())
+    assert server.kinds() == ["made", "eof", "lost"]
+
+
+@pytest.mark.asyncio
+async def test_transport_close_stops_reading_at_once(connect: Connect) -> None:
+    client, server = Recorder(), Recorder()
+    c, s = await connect(client, server)
+    s.write(b"late")
+    c.close()
+    await until(lambda: client.lost.done())
+    assert client.kinds() == ["made", "lost"]
+
+
+@pytest.mark.asyncio
+async def test_transport_abort_discards_the_buffer_and_the_peer_sees_eof(
+    connect: Connect,
+) -> None:
+    client, server = Recorder(), Recorder()
+    kwargs = {"capacity": 1000} if connect.kind == "memory" else {}  # type: ignore[attr-defined]
+    c, s = await connect(client, server, **kwargs)
+    s.pause_reading()
+    c.write(b"x" * 4 * 1024 * 1024)  # more than any loopback kernel buffer
+    assert c.get_write_buffer_size() > 0
+    c.abort()
+    assert c.get_write_buffer_size() == 0
+    await until(lambda: client.lost.done())
+    assert client.events[-1] == ("lost", type(None))
+    s.resume_reading()
+    await until(lambda: server.lost.done())
+    assert server.events[-2:] == [("eof",), ("lost", type(None))]
+    assert 0 < len(server.received) < 4 * 1024 * 1024
+
+
+@pytest.mark.asyncio
+async def test_transport_closing_with_unread_data_resets_the_peer(connect: Connect) -> None:
+    client, server = Recorder(), Recorder()
+    c, s = await connect(client, server)
+    s.pause_reading()
+    c.write(b"never read")
+    await turns(10)
+    s.close()  # the kernel answers unread data with RST
+    await until(lambda: client.lost.done())
+    assert client.events == [("made",), ("lost", ConnectionResetError)]
+    assert server.events == [("made",), ("lost", type(None))]
+
+
+@pytest.mark.asyncio
+async def test_transport_writes_after_connection_lost_are_dropped_and_logged(
+    connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = Recorder()
+    c, _ = await connect(client, Recorder())
+    c.abort()
+    await until(lambda: client.lost.done())
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        for _ in range(4):
+            c.write(b"x")
+        assert not caplog.records
+        c.write(b"x")
+    assert [r.getMessage() for r in caplog.records] == ["socket.send() raised exception."]
+    assert c.get_write_buffer_size() == 0
+
+
+@pytest.mark.asyncio
+async def test_transport_writes_after_close_are_still_flushed(connect: Connect) -> None:
+    client, server = Recorder(), Recorder()
+    kwargs = {"capacity": 65536} if connect.kind == "memory" else {}  # type: ignore[attr-defined]
+    c, s = await connect(client, server, **kwargs)
+    s.pause_reading()
+    c.write(b"x" * 4 * 1024 * 1024)
+    assert c.get_write_buffer_size() > 0
+    c.close()
+    c.write(b"tail")  # close() does not stop writes while the buffer drains
+    s.resume_reading()
+    await until(lambda: server.lost.done(), timeout=20)
+    assert server.received.endswith(b"xtail")
+    assert len(server.received) == 4 * 1024 * 1024 + 4
+
+
+# -- resets ------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_reset_reaches_both_ends_without_eof() -> None:
+    client, server = Recorder(), Recorder()
+    c, _ = memory_transport_pair(client, server)
+    await turns()
+    c.write(b"in flight")
+    c.reset()
+    await turns()
+    assert client.events == [("made",), ("lost", ConnectionResetError)]
+    assert server.events == [("made",), ("lost", ConnectionResetError)]
+    exc = server.lost.result()
+    assert str(exc) == "[Errno 104] Connection reset by peer"
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_reset_of_a_paused_reader_shows_at_the_next_write() -> None:
+    client, server = Recorder(), Recorder()
+    c, s = memory_transport_pair(client, server)
+    await turns()
+    s.pause_reading()
+    c.reset()
+    await turns()
+    assert server.kinds() == ["made"]
+    s.write(b"x")
+    await turns()
+    assert server.events[-1] == ("lost", ConnectionResetError)
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_feed_reset_and_feed_error() -> None:
+    protocol = Recorder()
+    transport = MemoryTransport(protocol)
+    transport.feed_data(b"lost")
+    transport.feed_reset()
+    await turns()
+    assert protocol.events == [("made",), ("lost", ConnectionResetError)]
+
+    protocol = Recorder()
+    transport = MemoryTransport(protocol)
+    transport.feed_error(TimeoutError(110, "Connection timed out"))
+    await turns()
+    assert protocol.events == [("made",), ("lost", TimeoutError)]
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_feed_error_that_is_not_an_oserror_is_reported() -> None:
+    loop = asyncio.get_running_loop()
+    contexts: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda loop, context: contexts.append(context))
+    try:
+        protocol = Recorder()
+        transport = MemoryTransport(protocol)
+        transport.feed_error(ValueError("boom"))
+        await turns()
+    finally:
+        loop.set_exception_handler(None)
+    assert protocol.events == [("made",), ("lost", ValueError)]
+    assert [c["message"] for c in contexts] == ["Fatal read error on socket transport"]
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_writing_to_a_closed_peer_is_reset_with_epipe() -> None:
+    client, server = Recorder(keep_open=True), Recorder()
+    c, s = memory_transport_pair(client, server)
+    await turns()
+    s.close()
+    await turns()
+    assert client.kinds() == ["made", "eof"]  # half-open: the client may still write
+    c.write(b"to nobody")  # arrives at a closed socket: RST, seen after the FIN
+    await turns()
+    c.write(b"again")
+    await turns()
+    assert client.events[-1] == ("lost", BrokenPipeError)
+
+
+# -- the test as the peer -----------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_take_written_drains_and_resumes_writing() -> None:
+    protocol = Recorder()
+    transport = MemoryTransport(protocol, capacity=10)
+    transport.set_write_buffer_limits(high=20, low=5)
+    await turns()
+    transport.write(b"a" * 40)
+    assert transport.peek_written() == b"a" * 10  # what fitted in the capacity arrived
+    assert transport.get_write_buffer_size() == 30
+    assert protocol.events[-1] == ("pause", 30)
+    assert transport.take_written() == b"a" * 10
+    await turns(1)
+    assert transport.get_write_buffer_size() == 20
+    assert transport.take_written(4) == b"a" * 4
+    await turns(3)
+    assert transport.get_write_buffer_size() == 16  # 4 bytes of room: 4 more left
+    assert transport.take_written() == b"a" * 10
+    await turns(2)
+    assert transport.get_write_buffer_size() == 6
+    assert protocol.events[-1] == ("pause", 30)  # 6 > low
+    assert transport.take_written() == b"a" * 10
+    await turns(2)
+    assert transport.get_write_buffer_size() == 0
+    assert protocol.events[-1] == ("resume", 0)
+    assert transport.take_written() == b"a" * 6
+    assert [(e.kind, e.buffer_size) for e in transport.flow_events] == [
+        ("pause", 30),
+        ("resume", 0),
+    ]
+    transport.close()
+    await turns()
+    assert transport.written_eof
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_receive_written_waits_and_times_out() -> None:
+    protocol = Recorder()
+    transport = MemoryTransport(protocol)
+    await turns()
+    asyncio.get_running_loop().call_later(0.01, transport.write, b"PONG\n")
+    assert await transport.receive_written(5, timeout=2) == b"PONG\n"
+    transport.write(b"PA")
+    with pytest.raises(TimeoutError, match=r"expected 5 bytes .* got 2: b'PA'"):
+        await transport.receive_written(5, timeout=0.01)
+    transport.write_eof()
+    with pytest.raises(EOFError, match="closed its side after 2"):
+        await transport.receive_written(5, timeout=1)
+    transport.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_feed_eof_after_data() -> None:
+    protocol = Recorder()
+    transport = MemoryTransport(protocol)
+    transport.feed_data(b"a")
+    transport.feed_data(b"b")
+    transport.feed_eof()
+    with pytest.raises(RuntimeError, match="after feed_eof"):
+        transport.feed_data(b"c")
+    with pytest.raises(TypeError):
+        transport.feed_data("c")  # type: ignore[arg-type]
+    await turns()
+    assert protocol.events == [("made",), ("data", b"ab"), ("eof",), ("lost", type(None))]
+    assert transport.written_eof  # closing sent our FIN too
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_pair_ends_refuse_test_peer_controls() -> None:
+    c, s = memory_transport_pair(Recorder(), Recorder())
+    with pytest.raises(RuntimeError, match="connected to another transport"):
+        c.take_written()
+    with pytest.raises(RuntimeError, match="connected to another transport"):
+        s.feed_data(b"x")
+    c.close()
+    s.close()
+    await turns()
+
+
+# -- pause_reading -------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_pause_reading_defers_delivery() -> None:
+    protocol = Recorder()
+    transport = MemoryTransport(protocol)
+    await turns()
+    transport.pause_reading()
+    assert not transport.is_reading()
+    transport.feed_data(b"waits")
+    transport.feed_eof()
+    await turns()
+    assert protocol.kinds() == ["made"]
+    transport.resume_reading()
+    assert protocol.kinds() == ["made"]  # never inside resume_reading()
+    await turns(1)
+    assert protocol.events[1:] == [("data", b"waits")]
+    await turns()
+    assert protocol.kinds() == ["made", "data", "eof", "lost"]
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_pause_reading_in_connection_made_is_honoured() -> None:
+    class Pauser(Recorder):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            transport.pause_reading()  # type: ignore[attr-defined]
+
+    protocol = Pauser()
+    transport = MemoryTransport(protocol)
+    transport.feed_data(b"x")
+    await turns()
+    assert protocol.kinds() == ["made"]
+    transport.resume_reading()
+    await turns()
+    assert protocol.received == b"x"
+    transport.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_pair_paused_reader_fills_capacity_then_buffer_then_pauses() -> (
+    None
+):
+    client, server = Recorder(), Recorder()
+    c, s = memory_transport_pair(client, server, capacity=100)
+    c.set_write_buffer_limits(high=50, low=10)
+    await turns()
+    s.pause_reading()
+    c.write(b"a" * 100)
+    assert c.get_write_buffer_size() == 0  # all in flight
+    c.write(b"b" * 50)
+    assert c.get_write_buffer_size() == 50
+    assert client.kinds() == ["made"]  # 50 is not > high
+    c.write(b"c")
+    assert client.events[-1] == ("pause", 51)
+    c.assert_writing_paused()
+    await turns()
+    assert server.kinds() == ["made"]
+    s.resume_reading()
+    await until(lambda: len(server.received) == 151)
+    assert client.events[-1] == ("resume", 0)
+    assert [(e.kind, e.buffer_size, e.high, e.low) for e in c.flow_events] == [
+        ("pause", 51, 50, 10),
+        ("resume", 0, 50, 10),
+    ]
+    c.assert_writing_not_paused()
+    c.assert_write_buffer_at_most(51)
+    with pytest.raises(AssertionError, match=r"reached 51 bytes \(limit 50\).*pause at 51"):
+        c.assert_write_buffer_at_most(50)
+    with pytest.raises(AssertionError, match="writing is not paused"):
+        c.assert_writing_paused()
+    c.close()
+    s.close()
+    await turns()
+
+
+# -- flow control ------------------------------------------------------------------------
+
+
+def test__write_flow_defaults_and_validation() -> None:
+    assert resolve_limits() == (65536, 16384)
+    assert resolve_limits(low=100) == (400, 100)
+    assert resolve_limits(high=100) == (100, 25)
+    assert resolve_limits(high=0) == (0, 0)
+    with pytest.raises(ValueError, match=r"high \(1\) must be >= low \(2\) must be >= 0"):
+        resolve_limits(1, 2)
+    with pytest.raises(ValueError, match=r"high \(1\) must be >= low \(-1\)"):
+        resolve_limits(1, -1)
+
+
+def test__write_flow_pauses_strictly_above_high_and_resumes_at_low() -> None:
+    flow = WriteFlow(10, 2)
+    assert not flow.grew(10, 0.0)
+    assert flow.grew(11, 1.0)
+    assert flow.paused
+    assert not flow.grew(100, 2.0)  # no double pause
+    assert not flow.shrank(3, 3.0)
+    assert flow.shrank(2, 4.0)
+    assert not flow.shrank(0, 5.0)  # no double resume
+    assert flow.events == [
+        FlowEvent("pause", 11, 10, 2, 1.0),
+        FlowEvent("resume", 2, 10, 2, 4.0),
+    ]
+    assert flow.peak == 100
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_write_buffer_limits() -> None:
+    protocol = Recorder()
+    transport = MemoryTransport(protocol, manual=True)
+    await turns()
+    assert transport.get_write_buffer_limits() == (16384, 65536)
+    with pytest.raises(ValueError, match=r"high \(1\) must be >= low \(2\)"):
+        transport.set_write_buffer_limits(high=1, low=2)
+    transport.set_write_buffer_limits(low=10)
+    assert transport.get_write_buffer_limits() == (10, 40)
+    transport.write(b"x" * 40)
+    assert protocol.kinds() == ["made"]
+    transport.set_write_buffer_limits(high=39)  # lowering the limits pauses
+    assert protocol.events[-1] == ("pause", 40)
+    transport.set_write_buffer_limits(high=1000, low=500)  # raising never resumes
+    assert protocol.kinds() == ["made", "pause"]
+    transport.pump(1)  # the next shrink does
+    await turns(1)
+    assert protocol.events[-1] == ("resume", 39)
+    transport.abort()
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_high_zero_pauses_on_any_buffered_byte() -> None:
+    protocol = Recorder()
+    transport = MemoryTransport(protocol, manual=True)
+    transport.set_write_buffer_limits(high=0)
+    await turns()
+    transport.write(b"x")
+    assert protocol.events[-1] == ("pause", 1)
+    transport.pump()
+    await turns(1)
+    assert protocol.events[-1] == ("resume", 0)
+    transport.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_paused_flag_is_set_before_the_callback() -> None:
+    protocol = Recorder()
+    transport = MemoryTransport(protocol, manual=True)
+    transport.set_write_buffer_limits(high=1)
+    await turns()
+    seen: list[bool] = []
+
+    def on_pause() -> None:
+        seen.append(transport._protocol_paused)
+        transport.write(b"more")
+
+    protocol.on_pause = on_pause
+    transport.write(b"xx")
+    assert seen == [True]
+    assert protocol.kinds() == ["made", "pause"]  # writing inside pause_writing: no repeat
+    transport.abort()
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_resume_runs_before_the_buffer_is_rechecked() -> None:
+    client, server = Recorder(), Recorder()
+    c, s = memory_transport_pair(client, server, capacity=10)
+    c.set_write_buffer_limits(high=10, low=0)
+    await turns()
+    s.pause_reading()
+    c.write(b"a" * 21)  # 10 in flight, 11 buffered: paused
+    assert client.events[-1] == ("pause", 11)
+    resumed = []
+
+    def write_more() -> None:
+        resumed.append(c.get_write_buffer_size())
+        if len(resumed) == 1:
+            c.write(b"b")  # re-fills the buffer: the transport must keep flushing
+
+    client.on_resume = write_more
+    s.resume_reading()
+    await until(lambda: len(server.received) == 22)
+    assert resumed == [0]
+    assert server.received == b"a" * 21 + b"b"
+    c.close()
+    s.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_flow_callback_errors_go_to_the_exception_handler() -> None:
+    loop = asyncio.get_running_loop()
+    contexts: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda loop, context: contexts.append(context))
+    try:
+        protocol = Recorder()
+        transport = MemoryTransport(protocol, manual=True)
+        transport.set_write_buffer_limits(high=0)
+        await turns()
+
+        def fail() -> None:
+            raise ValueError("bad callback")
+
+        protocol.on_pause = protocol.on_resume = fail
+        transport.write(b"x")  # does not raise
+        transport.pump()
+        await turns()
+        transport.close()
+        await turns()
+    finally:
+        loop.set_exception_handler(None)
+    assert [c["message"] for c in contexts] == [
+        "protocol.pause_writing() failed",
+        "protocol.resume_writing() failed",
+    ]
+    assert protocol.kinds() == ["made", "pause", "resume", "lost"]
+
+
+# -- delivery: partial writes, chunks, manual pumping ------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_partial_writes() -> None:
+    client, server = Recorder(), Recorder()
+    c, s = memory_transport_pair(client, server, partial_writes=10)
+    await turns()
+    c.write(b"x" * 35)
+    assert c.get_write_buffer_size() == 25  # the first send took 10
+    sizes = []
+    for _ in range(4):
+        await asyncio.sleep(0)
+        sizes.append(c.get_write_buffer_size())
+    assert sizes == [15, 5, 0, 0]
+    await turns()
+    assert server.received == b"x" * 35
+    c.close()
+    s.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_partial_writes_callable() -> None:
+    offered: list[int] = []
+
+    def half(n: int) -> int:
+        offered.append(n)
+        return n // 2
+
+    protocol = Recorder()
+    transport = MemoryTransport(protocol, partial_writes=half)
+    await turns()
+    transport.write(b"y" * 8)
+    await turns(5)
+    assert offered[:4] == [8, 4, 2, 1]
+    assert offered[4:] == [1, 1]  # 1 // 2 == 0 takes nothing: retried on every turn
+    assert transport.get_write_buffer_size() == 1
+    transport.abort()
+    await turns()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("chunks", "expected"),
+    [
+        ([1, 2, 3], [b"a", b"bc", b"def", b"ghij"]),
+        ((5,), [b"abcde", b"fghij"]),
+        (lambda available: 4, [b"abcd", b"efgh", b"ij"]),
+        (lambda available: 0 if available < 20 else available, [b"abcdefghij"]),
+    ],
+)
+async def test_memory_transport_chunks(
+    chunks: Sequence[int] | Callable[[int], int], expected: list[bytes]
+) -> None:
+    protocol = Recorder()
+    transport = MemoryTransport(protocol, chunks=chunks)
+    transport.feed_data(b"abcdefghij")
+    await turns(3)
+    transport.feed_eof()  # a policy waiting for more gets everything at EOF
+    await turns(10)
+    assert [e[1] for e in protocol.events if e[0] == "data"] == expected
+    assert protocol.kinds()[-2:] == ["eof", "lost"]
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_chunks_coalesce_separate_writes() -> None:
+    client, server = Recorder(), Recorder()
+    c, s = memory_transport_pair(client, server, chunks=lambda n: 0 if n < 6 else n)
+    await turns()
+    c.write(b"abc")
+    await turns()
+    c.write(b"def")
+    await turns()
+    assert [e[1] for e in server.events if e[0] == "data"] == [b"abcdef"]
+    c.close()
+    s.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_reads_at_most_256_kib_per_turn() -> None:
+    protocol = Recorder()
+    transport = MemoryTransport(protocol)
+    transport.feed_data(b"z" * (600 * 1024))
+    await turns(6)
+    assert [len(e[1]) for e in protocol.events if e[0] == "data"] == [
+        256 * 1024,
+        256 * 1024,
+        88 * 1024,
+    ]
+    transport.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_pair_manual_pump() -> None:
+    client, server = Recorder(), Recorder()
+    c, _ = memory_transport_pair(client, server, manual=True)
+    await turns()
+    c.write(b"0123456789")
+    await turns()
+    assert server.received == b""
+    assert c.get_write_buffer_size() == 10
+    assert c.pump(4) == 4
+    await turns()
+    assert server.received == b"0123"
+    assert c.pump() == 6
+    c.close()
+    await turns()
+    assert server.received == b"0123456789"
+    assert client.kinds() == ["made", "lost"]
+    assert server.kinds() == ["made", "data", "data", "eof", "lost"]
+    with pytest.raises(ValueError, match="max_bytes must be >= 1, got 0"):
+        c.pump(0)
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_pump_respects_capacity() -> None:
+    client, server = Recorder(), Recorder()
+    c, s = memory_transport_pair(client, server, manual=True, capacity=3)
+    await turns()
+    s.pause_reading()
+    c.write(b"abcdef")
+    assert c.pump() == 3
+    assert c.pump() == 0
+    s.resume_reading()
+    await turns()
+    assert c.pump() == 3
+    await turns()
+    assert server.received == b"abcdef"
+    c.close()
+    s.close()
+    await turns()
+
+
+# -- BufferedProtocol ----------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_buffered_protocol_loops_over_a_short_buffer() -> None:
+    protocol = BufferRecorder(size=4)
+    transport = MemoryTransport(protocol)
+    transport.feed_data(b"0123456789")
+    await turns(6)
+    assert [e for e in protocol.events if e[0] in ("get_buffer", "data")] == [
+        ("get_buffer", -1),
+        ("data", b"0123"),
+        ("get_buffer", -1),
+        ("data", b"4567"),
+        ("get_buffer", -1),
+        ("data", b"89"),
+    ]
+    transport.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_buffered_protocol_empty_buffer_is_fatal() -> None:
+    loop = asyncio.get_running_loop()
+    contexts: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda loop, context: contexts.append(context))
+    try:
+        protocol = BufferRecorder(size=0)
+        transport = MemoryTransport(protocol)
+        transport.feed_data(b"x")
+        await turns()
+    finally:
+        loop.set_exception_handler(None)
+    assert protocol.events[-1] == ("lost", RuntimeError)
+    assert str(protocol.lost.result()) == "get_buffer() returned an empty buffer"
+    assert contexts[0]["message"] == "Fatal error: protocol.get_buffer() call failed."
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_set_protocol_switches_the_delivery_path() -> None:
+    plain = Recorder()
+    buffered = BufferRecorder(size=100)
+    transport = MemoryTransport(plain)
+    transport.feed_data(b"one")
+    await turns()
+    transport.set_protocol(buffered)
+    assert transport.get_protocol() is buffered
+    transport.feed_data(b"two")
+    await turns()
+    transport.set_protocol(plain)
+    transport.feed_data(b"three")
+    await turns()
+    assert plain.received == b"onethree"
+    assert buffered.events == [("get_buffer", -1), ("data", b"two")]
+    transport.close()
+    await turns()
+
+
+# -- addresses and the socket extra ---------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_pair_addresses_and_socket_agree() -> None:
+    c, s = memory_transport_pair(Recorder(), Recorder())
+    host, port = c.get_extra_info("sockname")
+    assert host == "127.0.0.1"
+    assert 49152 <= port < 65536
+    assert c.get_extra_info("peername") == ("127.0.0.1", 8080)
+    assert s.get_extra_info("sockname") == c.get_extra_info("peername")
+    assert s.get_extra_info("peername") == c.get_extra_info("sockname")
+    sock = c.get_extra_info("socket")
+    assert isinstance(sock, MemorySocket)
+    assert sock.getsockname() == c.get_extra_info("sockname")
+    assert sock.getpeername() == c.get_extra_info("peername")
+    assert sock.family == socket.AF_INET
+    assert sock.type == socket.SOCK_STREAM
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1  # as asyncio sets it
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    assert c.get_extra_info("sslcontext") is None
+    assert c.get_extra_info("missing", "default") == "default"
+    assert "laddr=('127.0.0.1'" in repr(sock)
+    c2, s2 = memory_transport_pair(Recorder(), Recorder())
+    assert c2.get_extra_info("sockname") != c.get_extra_info("sockname")
+    for t in (c, s, c2, s2):
+        t.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_addresses_are_configurable() -> None:
+    c, s = memory_transport_pair(
+        Recorder(),
+        Recorder(),
+        client_address=("::1", 50000, 0, 0),
+        server_address=("::1", 443, 0, 0),
+        family=socket.AF_INET6,
+    )
+    assert c.get_extra_info("peername") == ("::1", 443, 0, 0)
+    assert s.get_extra_info("socket").getpeername() == ("::1", 50000, 0, 0)
+    assert s.get_extra_info("socket").family == socket.AF_INET6
+    transport = MemoryTransport(Recorder(), family=socket.AF_INET6)
+    assert transport.get_extra_info("sockname")[0] == "::1"
+    unix = MemoryTransport(Recorder(), family=socket.AF_UNIX)
+    assert unix.get_extra_info("peername") == "/tmp/nettest-memory.sock"
+    with pytest.raises(ValueError, match="family must be AF_INET, AF_INET6 or AF_UNIX"):
+        MemoryTransport(Recorder(), family=12345)
+    for t in (c, s, transport, unix):
+        t.close()
+    await turns()
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"capacity": 0}, "capacity must be >= 1, got 0"),
+        ({"capacity": -5}, "capacity must be >= 1, got -5"),
+        ({"partial_writes": 0}, "partial_writes must be >= 1 byte per send, got 0"),
+        ({"chunks": [3, -1]}, "chunk sizes must be >= 1, got -1"),
+        ({"chunks": [0]}, "chunk sizes must be >= 1, got 0"),
+    ],
+)
+async def test_memory_transport_bad_arguments(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        memory_transport_pair(Recorder(), Recorder(), **kwargs)
+    with pytest.raises(ValueError, match=message):
+        MemoryTransport(Recorder(), **kwargs)
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_negative_size_from_a_chunks_callable_is_fatal() -> None:
+    loop = asyncio.get_running_loop()
+    contexts: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda loop, context: contexts.append(context))
+    try:
+        protocol = Recorder()
+        transport = MemoryTransport(protocol, chunks=lambda n: -1)
+        transport.feed_data(b"x")
+        await turns()
+    finally:
+        loop.set_exception_handler(None)
+    assert protocol.events[-1] == ("lost", ValueError)
+    assert "chunk sizes must be >= 0, got -1" in str(contexts[0]["exception"])
+
+
+# -- resources ----------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_dropped_unclosed_warns() -> None:
+    transport = MemoryTransport(Recorder())
+    await turns()
+    del transport
+    with pytest.warns(ResourceWarning, match="unclosed transport <MemoryTransport open"):
+        gc.collect()
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_closed_is_not_warned_about() -> None:
+    transport = MemoryTransport(Recorder())
+    transport.close()
+    await turns()
+    del transport
+    gc.collect()  # filterwarnings=error would fail the test on a ResourceWarning
+
+
+def test_memory_transport_left_open_is_reported_by_the_hygiene_gate(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import asyncio
+        import pytest
+        from nettest._transports import memory_transport_pair
+
+        @pytest.mark.asyncio
+        async def test_leaks():
+            global kept
+            kept = memory_transport_pair(asyncio.Protocol(), asyncio.Protocol())
+            await asyncio.sleep(0)
+
+        @pytest.mark.asyncio
+        async def test_clean():
+            c, s = memory_transport_pair(asyncio.Protocol(), asyncio.Protocol())
+            c.close()
+            s.close()
+            await asyncio.sleep(0)
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*open MemoryTransport ('127.0.0.1', *) -> ('127.0.0.1', 8080)*"])
+
+
+# -- loop.sendfile -------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_sendfile_uses_the_fallback(tmp_path: Any) -> None:
+    path = tmp_path / "payload"
+    path.write_bytes(b"f" * 300_000)
+    client, server = Recorder(), Recorder()
+    c, s = memory_transport_pair(client, server, capacity=1000)
+    await turns()
+    loop = asyncio.get_running_loop()
+    with path.open("rb") as file:
+        sent = await loop.sendfile(c, file)
+    assert sent == 300_000
+    await until(lambda: len(server.received) == 300_000)
+    assert c.get_protocol() is client  # restored
+    c.close()
+    s.close()
+    await turns()
+
+
+def test_default_capacity_is_documented() -> None:
+    assert DEFAULT_CAPACITY == 256 * 1024
