@@ -1,0 +1,578 @@
+"""Server behaviours: the built-in handlers and scripted conversations.
+
+A server's handler is one of:
+
+* a built-in `Handler` from `nettest.handlers` (`echo`, `sink`, `close`,
+  `reset`, `hang`, or a `script`);
+* an ``async def handler(reader, writer)`` coroutine function (stream servers);
+* a protocol factory: an `asyncio.Protocol` (or `asyncio.DatagramProtocol`)
+  subclass, or any callable returning one.
+
+Scripts are sequences of steps.  A stream server runs its script once per
+connection; a datagram server runs it once over all the datagrams it receives.
+A step the client does not satisfy raises `ScriptMismatch` inside the server,
+which the server raises again at teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._recording import _UNSET, Connection, show
+from ._settings import default_timeout
+
+__all__ = [
+    "Handler",
+    "HandlerError",
+    "ScriptMismatch",
+    "Step",
+    "close",
+    "echo",
+    "expect",
+    "expect_eof",
+    "expect_line",
+    "hang",
+    "read_until",
+    "reset",
+    "script",
+    "send",
+    "sink",
+    "sleep",
+]
+
+StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[object]]
+ProtocolFactory = Callable[[], asyncio.BaseProtocol]
+
+
+class HandlerError(Exception):
+    """A server's handler raised, or a script was not followed; raised at teardown.
+
+    The message names each failing connection (or datagram), the exception and
+    the bytes that the client had sent when it happened.  The first exception is
+    also the ``__cause__``.
+
+    Attributes:
+        errors: every exception the handlers raised, in order.
+    """
+
+    def __init__(self, message: str, errors: tuple[BaseException, ...]) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
+class ScriptMismatch(AssertionError):
+    """The client did not follow a `script`: it sent something else, or too little.
+
+    Raised inside the server's handler, and raised again (inside `HandlerError`)
+    when the server is closed.  The message shows what the step expected, what
+    came, and where they first differ.
+    """
+
+
+class Handler:
+    """A built-in server behaviour: pass one as a server's handler.
+
+    This type has no public constructor; use the instances and functions in
+    `nettest.handlers`.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"nettest.handlers.{self.name}"
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: Connection
+    ) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+
+class _Echo(Handler):
+    __slots__ = ()
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: Connection
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            return
+        writer.close()
+
+
+class _Sink(Handler):
+    __slots__ = ()
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: Connection
+    ) -> None:
+        try:
+            while await reader.read(65536):
+                pass
+        except ConnectionError:
+            return
+        writer.close()
+
+
+class _Close(Handler):
+    __slots__ = ()
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: Connection
+    ) -> None:
+        writer.close()
+
+
+class _Reset(Handler):
+    __slots__ = ()
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: Connection
+    ) -> None:
+        conn.reset()
+
+
+class _Hang(Handler):
+    __slots__ = ()
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: Connection
+    ) -> None:
+        # Stop reading so that the kernel buffers fill and the client feels it.
+        typing.cast("asyncio.Transport", writer.transport).pause_reading()
+        await conn.wait_closed(timeout=None)
+
+
+#: Send back every byte received; close after the client's EOF.  On a datagram
+#: server, send every datagram back to its sender.
+echo: typing.Final[Handler] = _Echo("echo")
+#: Read and record everything, send nothing; close after the client's EOF.
+sink: typing.Final[Handler] = _Sink("sink")
+#: Accept, then close at once (FIN).  Also the last step of a `script`.
+close: typing.Final[Handler] = _Close("close")
+#: Accept, then reset at once (RST, through SO_LINGER(1, 0)).  Also the last step
+#: of a `script`.
+reset: typing.Final[Handler] = _Reset("reset")
+#: Accept and never read nor write: the client's writes back up in the kernel.
+#: Also the last step of a `script`.
+hang: typing.Final[Handler] = _Hang("hang")
+
+
+# -- scripts ------------------------------------------------------------------
+
+
+class Step:
+    """One step of a `script`.
+
+    This type has no public constructor; make steps with `expect`,
+    `expect_line`, `read_until`, `expect_eof`, `send` and `sleep`, or end a
+    script with `close`, `reset` or `hang`.
+    """
+
+    __slots__ = ()
+
+    def describe(self) -> str:
+        """Return the step as it would be written: ``expect(b'PING')``."""
+        raise NotImplementedError  # pragma: no cover
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class _Expect(Step):
+    data: bytes
+    timeout: float | None
+
+    def describe(self) -> str:
+        return f"expect({show(self.data, 64)})"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class _ExpectLine(Step):
+    line: bytes | re.Pattern[bytes]
+    timeout: float | None
+
+    def describe(self) -> str:
+        if isinstance(self.line, re.Pattern):
+            return f"expect_line(re.compile({self.line.pattern!r}))"
+        return f"expect_line({show(self.line, 64)})"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class _ReadUntil(Step):
+    delimiter: bytes
+    timeout: float | None
+
+    def describe(self) -> str:
+        return f"read_until({self.delimiter!r})"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class _ExpectEOF(Step):
+    timeout: float | None
+
+    def describe(self) -> str:
+        return "expect_eof()"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class _Send(Step):
+    data: bytes
+
+    def describe(self) -> str:
+        return f"send({show(self.data, 64)})"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class _Sleep(Step):
+    seconds: float
+
+    def describe(self) -> str:
+        return f"sleep({self.seconds!r})"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class _End(Step):
+    handler: Handler
+
+    def describe(self) -> str:
+        return repr(self.handler).rsplit(".", 1)[-1]
+
+
+def _step_timeout(timeout: float | None) -> Any:
+    if timeout is _UNSET:
+        return _UNSET
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+    return timeout
+
+
+def _check_bytes(name: str, value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise TypeError(f"{name} must be bytes, got {type(value).__name__}")
+    return value
+
+
+def expect(data: bytes, *, timeout: float | None = _UNSET) -> Step:
+    """Script step: the client sends exactly `data` next.
+
+    On a stream, reads ``len(data)`` bytes and compares them; on a datagram
+    server, the next datagram must equal `data`.
+
+    Args:
+        data: the bytes expected (not empty).
+        timeout: seconds to wait for them; nettest's default timeout if not given.
+
+    Example::
+
+        script(expect(b"PING\\r\\n"), send(b"PONG\\r\\n"), close)
+    """
+    if not _check_bytes("data", data):
+        raise ValueError("data must not be empty; use expect_eof() to expect the end")
+    return _Expect(data, _step_timeout(timeout))
+
+
+def expect_line(line: bytes | re.Pattern[bytes], *, timeout: float | None = _UNSET) -> Step:
+    """Script step: the client sends a line equal to `line` (or matching the pattern).
+
+    Reads up to and including ``b"\\n"``, and compares the line without its line
+    ending (``\\r\\n`` or ``\\n``).  A compiled pattern must match the whole line.
+
+    Example::
+
+        script(expect_line(b"GET / HTTP/1.1"), read_until(b"\\r\\n\\r\\n"), send(reply))
+    """
+    if not isinstance(line, re.Pattern):
+        _check_bytes("line", line)
+    elif not isinstance(line.pattern, bytes):
+        raise TypeError("line must be bytes or a bytes pattern (re.compile(rb'...'))")
+    return _ExpectLine(line, _step_timeout(timeout))
+
+
+def read_until(delimiter: bytes, *, timeout: float | None = _UNSET) -> Step:
+    """Script step: read whatever the client sends, up to and including `delimiter`.
+
+    For parts of a request the test does not care about, such as HTTP headers.
+    """
+    if not _check_bytes("delimiter", delimiter):
+        raise ValueError("delimiter must not be empty")
+    return _ReadUntil(delimiter, _step_timeout(timeout))
+
+
+def expect_eof(*, timeout: float | None = _UNSET) -> Step:
+    """Script step: the client sends nothing more and closes its side (EOF)."""
+    return _ExpectEOF(_step_timeout(timeout))
+
+
+def send(data: bytes) -> Step:
+    """Script step: send `data` to the client (on a datagram server, to the last sender)."""
+    return _Send(_check_bytes("data", data))
+
+
+def sleep(seconds: float) -> Step:
+    """Script step: wait `seconds` (on the event loop's clock) before the next step."""
+    if not seconds >= 0:
+        raise ValueError(f"seconds must be >= 0, got {seconds!r}")
+    return _Sleep(float(seconds))
+
+
+@typing.final
+class Script(Handler):
+    """A scripted conversation; make one with `script`.
+
+    This type has no public constructor.
+    """
+
+    __slots__ = ("steps",)
+
+    def __init__(self, steps: tuple[Step, ...]) -> None:
+        super().__init__("script")
+        self.steps = steps
+
+    def __repr__(self) -> str:
+        return f"nettest.handlers.script({', '.join(s.describe() for s in self.steps)})"
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: Connection
+    ) -> None:
+        total = len(self.steps)
+        for number, step in enumerate(self.steps, 1):
+            where = f"script step {number} of {total}, {step.describe()}"
+            if isinstance(step, _Send):
+                writer.write(step.data)
+                await writer.drain()
+            elif isinstance(step, _Sleep):
+                await asyncio.sleep(step.seconds)
+            elif isinstance(step, _End):
+                await step.handler._serve(reader, writer, conn)
+                return
+            else:
+                await _run_read_step(step, where, reader, conn)
+        writer.close()
+
+
+def script(*steps: Step | Handler) -> Script:
+    """Make a handler that follows a scripted conversation, step by step.
+
+    Steps: `expect`, `expect_line`, `read_until`, `expect_eof`, `send` and
+    `sleep`; `close`, `reset` or `hang` may end the script.  A stream server runs
+    the script on each connection and closes the connection when it ends.  When
+    the client deviates, the handler raises `ScriptMismatch`, and the server
+    raises it again at teardown with a readable diff.
+
+    Args:
+        steps: the steps, in order.
+
+    Raises:
+        TypeError: a step is not a step.
+        ValueError: no steps, or `close`/`reset`/`hang` before the last step.
+
+    Example::
+
+        reply = b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok"
+        server = await tcp_server(
+            handlers.script(
+                handlers.expect_line(b"GET / HTTP/1.1"),
+                handlers.read_until(b"\\r\\n\\r\\n"),
+                handlers.send(reply),
+                handlers.close,
+            )
+        )
+    """
+    if not steps:
+        raise ValueError("script needs at least one step")
+    made: list[Step] = []
+    for number, step in enumerate(steps, 1):
+        if isinstance(step, Handler) and step.name in ("close", "reset", "hang"):
+            if number != len(steps):
+                raise ValueError(
+                    f"step {number}: handlers.{step.name} ends a script; it must be the last step"
+                )
+            made.append(_End(step))
+        elif isinstance(step, Step):
+            made.append(step)
+        else:
+            raise TypeError(
+                f"step {number} must be a script step (expect, expect_line, read_until, "
+                f"expect_eof, send, sleep) or handlers.close/reset/hang; got {step!r}"
+            )
+    return Script(tuple(made))
+
+
+def _timeout_of(step: _Expect | _ExpectLine | _ReadUntil | _ExpectEOF) -> float | None:
+    return default_timeout() if step.timeout is _UNSET else step.timeout
+
+
+async def _run_read_step(
+    step: Step, where: str, reader: asyncio.StreamReader, conn: Connection
+) -> None:
+    assert isinstance(step, (_Expect, _ExpectLine, _ReadUntil, _ExpectEOF))
+    timeout = _timeout_of(step)
+    try:
+        if isinstance(step, _Expect):
+            got = await asyncio.wait_for(reader.readexactly(len(step.data)), timeout)
+            if got != step.data:
+                raise ScriptMismatch(_diff(where, step.data, got, conn))
+        elif isinstance(step, _ExpectLine):
+            raw = await asyncio.wait_for(reader.readuntil(b"\n"), timeout)
+            line = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+            if isinstance(step.line, re.Pattern):
+                if step.line.fullmatch(line) is None:
+                    raise ScriptMismatch(
+                        f"{where}: the line does not match\n"
+                        f"  pattern:  {step.line.pattern!r}\n  received: {show(line)}"
+                        + _so_far(conn)
+                    )
+            elif line != step.line:
+                raise ScriptMismatch(_diff(where, step.line, line, conn))
+        elif isinstance(step, _ReadUntil):
+            await asyncio.wait_for(reader.readuntil(step.delimiter), timeout)
+        else:
+            extra = await asyncio.wait_for(reader.read(65536), timeout)
+            if extra:
+                raise ScriptMismatch(
+                    f"{where}: expected EOF; the client sent {show(extra)}" + _so_far(conn)
+                )
+    except asyncio.TimeoutError:
+        raise ScriptMismatch(
+            f"{where}: nothing matching arrived in {timeout:g} s" + _so_far(conn)
+        ) from None
+    except asyncio.IncompleteReadError as exc:
+        raise ScriptMismatch(
+            f"{where}: the client closed its side after sending {show(exc.partial)}"
+            + _so_far(conn)
+        ) from None
+    except asyncio.LimitOverrunError:
+        raise ScriptMismatch(
+            f"{where}: no line ending within the stream limit" + _so_far(conn)
+        ) from None
+    except ConnectionError as exc:
+        raise ScriptMismatch(
+            f"{where}: the connection broke ({type(exc).__name__})" + _so_far(conn)
+        ) from None
+    except asyncio.CancelledError:
+        raise ScriptMismatch(f"{where}: not met when the server closed" + _so_far(conn)) from None
+
+
+def _so_far(conn: Connection) -> str:
+    return f"\n  received on connection #{conn.index} so far: {show(conn.received)}"
+
+
+def _diff(where: str, expected: bytes, got: bytes, conn: Connection | None) -> str:
+    """Show `expected` over `got` with a caret under their first difference."""
+    index = next(
+        (i for i, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b),
+        min(len(expected), len(got)),
+    )
+    shown_expected, shown_got = show(expected), show(got)
+    caret = ""
+    if len(expected) <= 512 and len(got) <= 512:
+        column = len(repr(got[:index])) - 1
+        caret = f"\n            {' ' * column}^ first difference at byte {index}"
+    text = (
+        f"{where}: the client sent something else\n"
+        f"  expected: {shown_expected}\n  received: {shown_got}{caret}"
+    )
+    return text + (_so_far(conn) if conn is not None else "")
+
+
+# -- datagram scripts ---------------------------------------------------------
+
+
+async def run_datagram_script(
+    steps: tuple[Step, ...],
+    receive: Callable[[float | None], Awaitable[tuple[bytes, object]]],
+    sendto: Callable[[bytes, object], None],
+) -> None:
+    """Run a script over datagrams: `receive(timeout)` gives the next ``(data, peer)``."""
+    total = len(steps)
+    peer: object = None
+    for number, step in enumerate(steps, 1):
+        where = f"script step {number} of {total}, {step.describe()}"
+        if isinstance(step, _Send):
+            if peer is None:
+                raise ScriptMismatch(f"{where}: no datagram has arrived yet, so no one to send to")
+            sendto(step.data, peer)
+        elif isinstance(step, _Sleep):
+            await asyncio.sleep(step.seconds)
+        elif isinstance(step, (_Expect, _ExpectLine)):
+            timeout = _timeout_of(step)
+            try:
+                data, peer = await receive(timeout)
+            except asyncio.CancelledError:
+                raise ScriptMismatch(f"{where}: not met when the server closed") from None
+            except (TimeoutError, asyncio.TimeoutError):
+                raise ScriptMismatch(f"{where}: no datagram arrived in {timeout:g} s") from None
+            if isinstance(step, _Expect):
+                if data != step.data:
+                    raise ScriptMismatch(_diff(where, step.data, data, None))
+            else:
+                line = data.rstrip(b"\n").removesuffix(b"\r")
+                ok = (
+                    step.line.fullmatch(line) is not None
+                    if isinstance(step.line, re.Pattern)
+                    else line == step.line
+                )
+                if not ok:
+                    expected = (
+                        step.line.pattern if isinstance(step.line, re.Pattern) else step.line
+                    )
+                    raise ScriptMismatch(_diff(where, expected, line, None))
+        else:  # pragma: no cover - rejected when the server is made
+            raise ScriptMismatch(f"{where}: this step has no meaning for datagrams")
+
+
+def check_datagram_script(handler: Script) -> None:
+    """Raise ValueError if `handler` has steps with no meaning for datagrams."""
+    for number, step in enumerate(handler.steps, 1):
+        if not isinstance(step, (_Expect, _ExpectLine, _Send, _Sleep)):
+            raise ValueError(
+                f"handler: script step {number}, {step.describe()}, has no meaning for "
+                "datagrams; datagram scripts use expect, expect_line, send and sleep"
+            )
+
+
+# -- classifying a handler ----------------------------------------------------
+
+HandlerKind = typing.Literal["builtin", "stream", "protocol"]
+
+
+def classify(handler: object, *, datagram: bool = False) -> HandlerKind:
+    """Say what kind of handler `handler` is, or raise TypeError naming what is accepted."""
+    accepted = (
+        "a nettest.handlers handler (echo, sink, script(...)) or a DatagramProtocol factory"
+        if datagram
+        else "a nettest.handlers handler, an `async def handler(reader, writer)` "
+        "or a protocol factory"
+    )
+    if isinstance(handler, Handler):
+        return "builtin"
+    if inspect.iscoroutine(handler):
+        handler.close()
+        raise TypeError(
+            f"handler must be {accepted}; got a coroutine object (pass the function, "
+            "do not call it)"
+        )
+    if handler is script:
+        raise TypeError(f"handler must be {accepted}; call handlers.script(step, ...)")
+    if not callable(handler):
+        raise TypeError(f"handler must be {accepted}; got {type(handler).__name__}")
+    call: object = getattr(handler, "__call__", None)  # noqa: B004
+    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call):
+        if datagram:
+            raise TypeError(f"handler must be {accepted}; got a coroutine function")
+        return "stream"
+    if isinstance(handler, type):
+        wanted = asyncio.DatagramProtocol if datagram else asyncio.BaseProtocol
+        if not issubclass(handler, wanted):
+            raise TypeError(f"handler must be {accepted}; got the class {handler.__name__}")
+    return "protocol"

@@ -1,0 +1,427 @@
+"""What crossed the wire: per-connection events and bytes, datagrams, transcripts.
+
+Servers record every connection and datagram as they happen.  Users read the
+recordings through immutable views (`Event`, `Datagram`, `bytes`, tuples) and wait
+on them with a timeout whose error shows what arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from ._settings import default_timeout
+
+__all__ = ["Connection", "Datagram", "Ending", "Event"]
+
+_UNSET: typing.Any = object()
+
+#: Bytes shown of a payload in error messages before it is cut.
+_SHOW = 512
+
+
+def show(data: bytes, limit: int = _SHOW) -> str:
+    """Return ``repr(data)``, cut in the middle when it is long."""
+    if len(data) <= limit:
+        return repr(data)
+    half = limit // 2
+    return f"{data[:half]!r} ... ({len(data) - 2 * half} bytes) ... {data[-half:]!r}"
+
+
+def check_bytes(name: str, value: object) -> bytes:
+    """Return `value` if it is bytes; raise TypeError naming `name` if not."""
+    if not isinstance(value, bytes):
+        raise TypeError(f"{name} must be bytes, got {type(value).__name__}")
+    return value
+
+
+def resolve_timeout(timeout: float | None) -> float | None:
+    """Return `timeout`, or the default timeout when it is the unset sentinel."""
+    if timeout is _UNSET:
+        return default_timeout()
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+    return timeout
+
+
+class Signal:
+    """Wake waiters when a recording changes, so they can re-check their condition."""
+
+    def __init__(self) -> None:
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def notify(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_until(
+        self,
+        predicate: Callable[[], bool],
+        timeout: float | None,
+        describe: Callable[[], str],
+    ) -> None:
+        """Wait until `predicate()` holds; on expiry raise TimeoutError(describe())."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not predicate():
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+            done, _ = await asyncio.wait({waiter}, timeout=remaining)
+            if not done:
+                waiter.cancel()
+                if predicate():
+                    return
+                raise TimeoutError(f"{describe()} (waited {timeout:g} s)")
+
+
+class Ending(enum.Enum):
+    """How a recorded connection ended."""
+
+    #: The client closed its side first (it sent FIN), then the connection closed.
+    EOF = "eof"
+    #: The client reset the connection (RST), or the connection broke.
+    RESET = "reset"
+    #: The server side aborted it: a ``reset`` handler, `Connection.reset`, or a
+    #: teardown that had to abort.
+    ABORTED = "aborted"
+    #: The server closed it before the client sent EOF.
+    CLOSED = "closed"
+
+
+EventKind = Literal["received", "sent", "eof", "write_eof", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened on a recorded connection.
+
+    Attributes:
+        kind: ``"received"`` (bytes from the client), ``"sent"`` (bytes the server
+            wrote), ``"eof"`` (the client sent EOF), ``"write_eof"`` (the server sent
+            EOF) or ``"closed"`` (the connection was lost; `data` is empty).
+        data: the bytes, for ``"received"`` and ``"sent"``.
+        at: the event loop's clock (`asyncio.loop.time`) when it happened.
+    """
+
+    kind: EventKind
+    data: bytes
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    """One datagram a datagram server received or sent.
+
+    Attributes:
+        data: the payload.
+        peer: the client's address (``(host, port)``, or a path for Unix datagrams;
+            an unbound Unix client has the address ``""`` or None).
+        at: the event loop's clock when it was received or sent.
+        direction: ``"received"`` or ``"sent"``.
+    """
+
+    data: bytes
+    peer: typing.Any
+    at: float
+    direction: Literal["received", "sent"]
+
+
+@typing.final
+class Connection:
+    """The recording of one connection a stream server accepted.
+
+    This type has no public constructor: servers make one per connection and
+    list them in ``server.connections``.  Everything it exposes is a snapshot
+    (`bytes`, tuples, frozen `Event` values); wait for more with `wait_for` and
+    `wait_closed`.
+
+    Example::
+
+        server = await tcp_server(nettest.handlers.echo)
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"ping")
+        (conn,) = await server.wait_for_connections(1)
+        await conn.wait_for(b"ping")
+        await conn.wait_for_sent(b"ping")
+    """
+
+    __slots__ = (
+        "_actions",
+        "_closed_at",
+        "_ending",
+        "_eof",
+        "_events",
+        "_received",
+        "_sent",
+        "_signal",
+        "index",
+        "local",
+        "opened_at",
+        "peer",
+        "server_name",
+    )
+
+    index: int
+    peer: typing.Any
+    local: typing.Any
+    opened_at: float
+    server_name: str
+    _events: list[Event]
+    _received: bytearray
+    _sent: bytearray
+    _eof: bool
+    _ending: Ending | None
+    _closed_at: float | None
+    _signal: Signal
+    _actions: _Actions
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("Connection has no public constructor; servers make them")
+
+    @classmethod
+    def _create(
+        cls,
+        *,
+        index: int,
+        peer: object,
+        local: object,
+        opened_at: float,
+        server_name: str,
+        actions: _Actions,
+    ) -> Connection:
+        self = object.__new__(cls)
+        self.index = index
+        self.peer = peer
+        self.local = local
+        self.opened_at = opened_at
+        self.server_name = server_name
+        self._events = []
+        self._received = bytearray()
+        self._sent = bytearray()
+        self._eof = False
+        self._ending = None
+        self._closed_at = None
+        self._signal = Signal()
+        self._actions = actions
+        return self
+
+    # -- recording (called by the server) -------------------------------------
+
+    def _record(self, kind: EventKind, data: bytes, at: float) -> None:
+        self._events.append(Event(kind, bytes(data), at))
+        if kind == "received":
+            self._received += data
+        elif kind == "sent":
+            self._sent += data
+        elif kind == "eof":
+            self._eof = True
+        self._signal.notify()
+
+    def _record_end(self, ending: Ending, at: float) -> None:
+        if self._ending is not None:
+            return
+        self._ending = ending
+        self._closed_at = at
+        self._events.append(Event("closed", b"", at))
+        self._signal.notify()
+
+    # -- views ----------------------------------------------------------------
+
+    @property
+    def received(self) -> bytes:
+        """Every byte received from the client so far."""
+        return bytes(self._received)
+
+    @property
+    def sent(self) -> bytes:
+        """Every byte the server wrote to the client so far."""
+        return bytes(self._sent)
+
+    @property
+    def events(self) -> tuple[Event, ...]:
+        """Everything that happened, in order."""
+        return tuple(self._events)
+
+    @property
+    def eof_received(self) -> bool:
+        """Whether the client sent EOF (closed its writing side)."""
+        return self._eof
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the connection is still open."""
+        return self._ending is None
+
+    @property
+    def ending(self) -> Ending | None:
+        """How the connection ended, or None while it is open."""
+        return self._ending
+
+    @property
+    def closed_at(self) -> float | None:
+        """The loop clock when the connection ended, or None while it is open."""
+        return self._closed_at
+
+    def __repr__(self) -> str:
+        state = "open" if self._ending is None else self._ending.value
+        return (
+            f"<Connection #{self.index} from {format_address(self.peer)} to "
+            f"{self.server_name} ({state}, received {len(self._received)} bytes, "
+            f"sent {len(self._sent)})>"
+        )
+
+    # -- waiting --------------------------------------------------------------
+
+    async def wait_for(self, data: bytes, *, timeout: float | None = _UNSET) -> bytes:
+        """Wait until the bytes received so far contain `data`.
+
+        Args:
+            data: the bytes to wait for; they may arrive in any number of chunks.
+            timeout: seconds to wait; defaults to nettest's default timeout, None
+                waits for ever.
+
+        Returns:
+            Every byte received so far.
+
+        Raises:
+            TimeoutError: `data` did not arrive in time; the message shows what did.
+        """
+        check_bytes("data", data)
+        await self._signal.wait_until(
+            lambda: data in self._received,
+            resolve_timeout(timeout),
+            lambda: (
+                f"{self!r}: expected to receive {show(data)}; "
+                f"received {show(bytes(self._received))}"
+                + ("" if self._ending is None else f"; the connection {self._ending.value}")
+            ),
+        )
+        return self.received
+
+    async def wait_for_sent(self, data: bytes, *, timeout: float | None = _UNSET) -> bytes:
+        """Wait until the bytes the server sent so far contain `data`.
+
+        Returns:
+            Every byte sent so far.
+
+        Raises:
+            TimeoutError: the server did not send `data` in time.
+        """
+        await self._signal.wait_until(
+            lambda: data in self._sent,
+            resolve_timeout(timeout),
+            lambda: (
+                f"{self!r}: expected the server to send {show(data)}; "
+                f"it sent {show(bytes(self._sent))}"
+            ),
+        )
+        return self.sent
+
+    async def wait_closed(self, *, timeout: float | None = _UNSET) -> Ending:
+        """Wait until the connection ends and return how it ended.
+
+        Raises:
+            TimeoutError: it was still open when the timeout expired.
+        """
+        await self._signal.wait_until(
+            lambda: self._ending is not None,
+            resolve_timeout(timeout),
+            lambda: f"{self!r}: expected the connection to close; it is still open",
+        )
+        assert self._ending is not None
+        return self._ending
+
+    # -- acting ---------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection from the server side (FIN after the buffer drains)."""
+        self._actions.close()
+
+    def reset(self) -> None:
+        """Reset the connection from the server side: SO_LINGER(1, 0), then close (RST)."""
+        self._actions.reset()
+
+    # -- transcript -----------------------------------------------------------
+
+    def transcript(self) -> str:
+        """Return a readable, timestamped account of the connection.
+
+        Example output::
+
+            #1 127.0.0.1:40812 -> 127.0.0.1:36525
+              +0.000s client  b'ping'
+              +0.000s server  b'ping'
+              +0.001s client  EOF
+              +0.001s         closed (eof)
+        """
+        return format_transcript(
+            f"#{self.index} {format_address(self.peer)} -> {format_address(self.local)}",
+            self.opened_at,
+            self._events,
+            self._ending,
+        )
+
+
+class _Actions(typing.Protocol):
+    def close(self) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+def format_address(address: object) -> str:
+    """Format a socket address for people: ``127.0.0.1:80``, ``[::1]:80`` or a path."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    if isinstance(address, bytes):
+        address = address.decode("utf-8", "backslashreplace")
+    if isinstance(address, str):
+        if address.startswith("\0"):
+            return "@" + address[1:]
+        return address or "(unnamed)"
+    return repr(address)
+
+
+_LABELS = {
+    "received": "client ",
+    "sent": "server ",
+    "eof": "client ",
+    "write_eof": "server ",
+    "closed": "       ",
+}
+
+
+def format_transcript(
+    title: str, start: float, events: typing.Iterable[Event], ending: Ending | None
+) -> str:
+    """Format `events` as an indented list under `title`, with times relative to `start`."""
+    lines = [title]
+    for event in events:
+        if event.kind in ("received", "sent"):
+            what = show(event.data, 256)
+        elif event.kind in ("eof", "write_eof"):
+            what = "EOF"
+        else:
+            what = f"closed ({ending.value})" if ending is not None else "closed"
+        lines.append(f"  +{event.at - start:.3f}s {_LABELS[event.kind]} {what}")
+    if ending is None:
+        lines.append("  (still open)")
+    return "\n".join(lines)
+
+
+def format_datagrams(title: str, start: float, datagrams: typing.Iterable[Datagram]) -> str:
+    """Format datagrams as an indented list under `title`."""
+    lines = [title]
+    for d in datagrams:
+        arrow = "<-" if d.direction == "received" else "->"
+        lines.append(
+            f"  +{d.at - start:.3f}s {arrow} {format_address(d.peer)}  {show(d.data, 256)}"
+        )
+    return "\n".join(lines)

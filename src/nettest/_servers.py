@@ -1,0 +1,1160 @@
+"""Loopback stream servers (TCP over IPv4/IPv6, Unix, TLS) that record what crossed the wire.
+
+Theory of operation
+-------------------
+A server binds its own socket (port 0, or a path in a private directory) and
+keeps it, so no other process can take the address between "find" and "bind".
+Each accepted connection gets a `_ConnState`, which owns the real transport and
+the public `Connection` recording.  The handler's protocol sees a
+`_RecordingTransport` that records writes; a `_RecordingProtocol` in front of it
+records reads, EOF and how the connection ended.  Stream handlers run as tasks the
+server owns, so their exceptions are kept and raised again at teardown.
+
+Teardown (`aclose`), bounded whatever the clients do:
+
+1. close the listener;
+2. close the client connections (``Server.close_clients`` on 3.13+, our own list
+   of transports before, which is the same thing);
+3. wait up to ``close_timeout`` for the connections to end and the handlers to
+   return;
+4. abort what is left and cancel the handlers still running, then warn with
+   `ServerTeardownWarning` naming them;
+5. raise `HandlerError` if any handler failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import os
+import shutil
+import socket
+import ssl as _ssl
+import struct
+import sys
+import tempfile
+import threading
+import typing
+import warnings
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import pytest
+import pytest_asyncio
+
+from ._handlers import (
+    Handler,
+    HandlerError,
+    ProtocolFactory,
+    StreamHandler,
+    classify,
+    echo,
+)
+from ._hygiene import track
+from ._recording import (
+    _UNSET,
+    Connection,
+    Ending,
+    Signal,
+    format_address,
+    resolve_timeout,
+    show,
+)
+
+__all__ = [
+    "ServerTeardownWarning",
+    "TCPServer",
+    "TCPServerFactory",
+    "UnixServer",
+    "UnixServerFactory",
+    "has_ipv6_loopback",
+]
+
+_S = TypeVar("_S", bound="_StreamServer")
+
+#: Default seconds teardown waits for connections to end before aborting them.
+DEFAULT_CLOSE_TIMEOUT = 2.0
+
+#: Longest Unix socket path, in bytes, without the terminating NUL.
+#: Linux's ``sun_path`` holds 108 bytes; the BSDs and macOS hold 104.
+UNIX_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
+
+
+class ServerTeardownWarning(UserWarning):
+    """A server's teardown had to abort connections or cancel handlers that did not end.
+
+    Teardown closes every connection, then waits ``close_timeout`` seconds.  A
+    client that never reads (so the server's buffered data cannot drain) or a TLS
+    peer that never answers close_notify keeps its connection open; teardown then
+    aborts it and warns with this, naming the connection.
+    """
+
+
+class _NoIPv6(OSError):
+    pass
+
+
+@functools.lru_cache(maxsize=1)
+def has_ipv6_loopback() -> bool:
+    """Return whether this host can bind the IPv6 loopback address ``::1``.
+
+    Use it to skip IPv6 tests where IPv6 is disabled (some containers and CI
+    runners); nettest's fixtures already skip when asked for ``::1`` there.
+
+    Example::
+
+        @pytest.mark.skipif(not nettest.has_ipv6_loopback(), reason="no ::1")
+        async def test_v6(tcp_server): ...
+    """
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def check_host(host: str, *, allow_remote: bool, multicast: bool = False) -> socket.AddressFamily:
+    """Check `host` is a literal loopback address (unless `allow_remote`); return its family."""
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str, got {type(host).__name__}")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"host must be a literal IP address such as '127.0.0.1' or '::1', got {host!r}: "
+            "a name like 'localhost' may resolve to ::1 while the server listens on IPv4"
+        ) from None
+    if not (address.is_loopback or (multicast and address.is_multicast) or allow_remote):
+        raise ValueError(
+            f"host {host!r} is not a loopback address; a test server on it can be reached "
+            "from other machines. Pass allow_remote=True if you mean it"
+        )
+    return socket.AF_INET6 if address.version == 6 else socket.AF_INET
+
+
+def _check_positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+def _check_buffer(name: str, value: object) -> None:
+    if value is not None:
+        _check_int(name, value, "(bytes) or None")
+
+
+def _check_int(name: str, value: object, unit: str = "") -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1{' ' + unit if unit else ''}, got {value!r}")
+
+
+def set_reset_on_close(transport: asyncio.BaseTransport) -> None:
+    """Set SO_LINGER(1, 0) on the transport's socket, so that closing it sends RST."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def _loop_thread_call(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
+    """Call `fn` on `loop`'s thread (now, if that is this thread or no thread runs it)."""
+    if loop.is_closed():
+        return
+    running_here = False
+    with contextlib.suppress(RuntimeError):
+        running_here = asyncio.get_running_loop() is loop
+    if loop.is_running() and not running_here:
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(fn)
+        return
+    with contextlib.suppress(Exception):
+        fn()
+
+
+# -- per-connection plumbing ----------------------------------------------------
+
+
+class _ConnState:
+    """The server's side of one connection: its real transport and its recording."""
+
+    def __init__(self, server: _StreamServer, transport: asyncio.Transport) -> None:
+        self.server = server
+        self.transport = transport
+        self.closed_by_server = False
+        self.aborted = False
+        self.task: asyncio.Task[None] | None = None
+        self.reader: asyncio.StreamReader | None = None
+        loop = server._loop
+        assert loop is not None
+        self.loop = loop
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        self.conn = Connection._create(
+            index=len(server._states) + 1,
+            peer=peer,
+            local=local,
+            opened_at=loop.time(),
+            server_name=server._name,
+            actions=self,
+        )
+        track(
+            transport,
+            what=f"connection #{self.conn.index} to {server._name}",
+            is_open=lambda t: not t.is_closing(),
+            close=lambda t: _loop_thread_call(loop, t.abort),
+        )
+
+    def close(self) -> None:
+        if not self.conn.eof_received and self.conn.is_open:
+            self.closed_by_server = True
+        self.transport.close()
+
+    def reset(self) -> None:
+        set_reset_on_close(self.transport)
+        self.abort()
+
+    def abort(self) -> None:
+        if self.conn.is_open:
+            self.aborted = True
+        self.transport.abort()
+
+    def lost(self, exc: BaseException | None) -> None:
+        if self.aborted:
+            ending = Ending.ABORTED
+        elif exc is not None:
+            ending = Ending.RESET
+        elif self.conn.eof_received and not self.closed_by_server:
+            ending = Ending.EOF
+        else:
+            ending = Ending.CLOSED
+        self.conn._record_end(ending, self.loop.time())
+        self.server._changed.notify()
+
+
+class _RecordingTransport(asyncio.Transport):
+    """What the handler's protocol sees: the real transport, with writes recorded."""
+
+    def __init__(self, inner: asyncio.Transport, state: _ConnState) -> None:
+        super().__init__()
+        self._inner = inner
+        self._state = state
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._inner.get_extra_info(name, default)
+
+    def is_closing(self) -> bool:
+        return self._inner.is_closing()
+
+    def close(self) -> None:
+        self._state.close()
+
+    def abort(self) -> None:
+        self._state.abort()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        raise NotImplementedError(
+            "nettest's recording transport cannot switch protocols (no start_tls); "
+            "pass ssl= to the server instead"
+        )
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._inner.get_protocol()
+
+    def is_reading(self) -> bool:
+        return self._inner.is_reading()
+
+    def pause_reading(self) -> None:
+        self._inner.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._inner.resume_reading()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._inner.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        return self._inner.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._inner.get_write_buffer_limits()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if data and not self._inner.is_closing():
+            self._state.conn._record("sent", bytes(data), self._state.loop.time())
+        self._inner.write(data)
+
+    def writelines(self, list_of_data: typing.Iterable[bytes | bytearray | memoryview]) -> None:
+        self.write(b"".join(list_of_data))
+
+    def write_eof(self) -> None:
+        self._inner.write_eof()
+        self._state.conn._record("write_eof", b"", self._state.loop.time())
+
+    def can_write_eof(self) -> bool:
+        return self._inner.can_write_eof()
+
+
+class _RecordingProtocol(asyncio.Protocol):
+    """Stands between the real transport and the handler's protocol, recording reads."""
+
+    def __init__(
+        self,
+        server: _StreamServer,
+        inner: asyncio.BaseProtocol,
+        reader: asyncio.StreamReader | None = None,
+    ) -> None:
+        self._server = server
+        self._inner = inner
+        # StreamReaderProtocol holds its reader weakly; the handler needs it.
+        self._reader = reader
+        self._state: _ConnState | None = None
+
+    def _guard(self, what: str, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except Exception as exc:
+            assert self._state is not None
+            self._server._record_error(self._state.conn, exc, f"{what}() raised")
+            self._state.abort()
+            return None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        state = self._state = self._server._connection_made(transport)
+        proxy = _RecordingTransport(transport, state)
+        self._guard("connection_made", lambda: self._inner.connection_made(proxy))
+        self._server._start_handler(state, proxy, self._inner, self._reader)
+
+    def data_received(self, data: bytes) -> None:
+        assert self._state is not None
+        self._state.conn._record("received", data, self._state.loop.time())
+        inner = self._inner
+        assert isinstance(inner, asyncio.Protocol)
+        self._guard("data_received", lambda: inner.data_received(data))
+
+    def eof_received(self) -> bool | None:
+        assert self._state is not None
+        self._state.conn._record("eof", b"", self._state.loop.time())
+        inner = self._inner
+        assert isinstance(inner, (asyncio.Protocol, asyncio.BufferedProtocol))
+        return bool(self._guard("eof_received", inner.eof_received))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        assert self._state is not None
+        self._state.lost(exc)
+        self._guard("connection_lost", lambda: self._inner.connection_lost(exc))
+
+    def pause_writing(self) -> None:
+        self._guard("pause_writing", self._inner.pause_writing)
+
+    def resume_writing(self) -> None:
+        self._guard("resume_writing", self._inner.resume_writing)
+
+
+class _RecordingBufferedProtocol(_RecordingProtocol, asyncio.BufferedProtocol):
+    """`_RecordingProtocol` for a handler protocol that is an `asyncio.BufferedProtocol`."""
+
+    _buffer: memoryview
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        inner = self._inner
+        assert isinstance(inner, asyncio.BufferedProtocol)
+        self._buffer = memoryview(inner.get_buffer(sizehint)).cast("B")
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        assert self._state is not None
+        self._state.conn._record("received", bytes(self._buffer[:nbytes]), self._state.loop.time())
+        inner = self._inner
+        assert isinstance(inner, asyncio.BufferedProtocol)
+        self._guard("buffer_updated", lambda: inner.buffer_updated(nbytes))
+
+
+# -- the servers ----------------------------------------------------------------
+
+
+class _StreamServer:
+    """What TCPServer and UnixServer share: recording, handlers, waits and teardown."""
+
+    _kind = "server"
+
+    def __init__(
+        self,
+        handler: Handler | StreamHandler | ProtocolFactory,
+        *,
+        ssl: _ssl.SSLContext | None,
+        close_timeout: float,
+        rcvbuf: int | None,
+        sndbuf: int | None,
+        backlog: int,
+        limit: int,
+    ) -> None:
+        self._handler_kind = classify(handler)
+        self._handler = handler
+        if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
+            raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(ssl).__name__}")
+        _check_positive("close_timeout", close_timeout)
+        _check_buffer("rcvbuf", rcvbuf)
+        _check_buffer("sndbuf", sndbuf)
+        _check_int("backlog", backlog)
+        _check_int("limit", limit, "(bytes)")
+        self._ssl = ssl
+        self._close_timeout = close_timeout
+        self._rcvbuf = rcvbuf
+        self._sndbuf = sndbuf
+        self._backlog = backlog
+        self._limit = limit
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._status: typing.Literal["new", "starting", "open", "closing", "closed"] = "new"
+        self._states: list[_ConnState] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._errors: list[tuple[Connection | None, BaseException, str]] = []
+        self._changed = Signal()
+        self._name = f"{self._kind} (not started)"
+        #: Connections teardown had to abort, and handlers it had to cancel.
+        self._aborted: list[str] = []
+
+    # -- to be provided by subclasses ----------------------------------------
+
+    def _make_socket(self) -> socket.socket:
+        raise NotImplementedError  # pragma: no cover
+
+    def _describe(self) -> str:
+        raise NotImplementedError  # pragma: no cover
+
+    def _cleanup(self) -> None:
+        """Remove what the server made besides sockets (a private directory)."""
+
+    # -- life cycle ------------------------------------------------------------
+
+    async def start(self: _S) -> _S:
+        """Bind, listen and start accepting on the running event loop.
+
+        The server belongs to that loop: use and close it there.
+
+        Returns:
+            The server itself.
+
+        Raises:
+            RuntimeError: the server was already started.
+        """
+        if self._status != "new":
+            raise RuntimeError(f"{self._name} was already started")
+        self._status = "starting"
+        loop = self._loop = asyncio.get_running_loop()
+        try:
+            sock = self._make_socket()
+        except BaseException:
+            self._status = "closed"
+            self._cleanup()
+            raise
+        extra: dict[str, Any] = {}
+        if self._ssl is not None:
+            extra["ssl_handshake_timeout"] = resolve_timeout(_UNSET) or 60.0
+            if sys.version_info >= (3, 11):
+                extra["ssl_shutdown_timeout"] = self._close_timeout
+        try:
+            self._server = await loop.create_server(
+                self._protocol_factory,
+                sock=sock,
+                ssl=self._ssl,
+                backlog=self._backlog,
+                **extra,
+            )
+        except BaseException:
+            sock.close()
+            self._status = "closed"
+            self._cleanup()
+            raise
+        self._name = f"{self._kind} {self._describe()}"
+        self._status = "open"
+        track(
+            self,
+            what=self._name,
+            is_open=lambda s: s._status in ("open", "closing"),
+            close=lambda s: _loop_thread_call(loop, s._abort_everything),
+        )
+        return self
+
+    async def __aenter__(self: _S) -> _S:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<{self._name} {self._status}, {len(self._states)} connections>"
+
+    def __del__(self) -> None:
+        if getattr(self, "_status", "new") in ("open", "closing"):
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the server has been closed (or failed to start)."""
+        return self._status == "closed"
+
+    @property
+    def ssl(self) -> _ssl.SSLContext | None:
+        """The server's TLS context, or None for plain connections."""
+        return self._ssl
+
+    def _protocol_factory(self) -> asyncio.BaseProtocol:
+        assert self._loop is not None
+        if self._handler_kind == "protocol":
+            factory = typing.cast("ProtocolFactory", self._handler)
+            inner = factory()
+            if not isinstance(inner, asyncio.BaseProtocol):
+                raise TypeError(
+                    f"the handler (a protocol factory) returned {type(inner).__name__}, "
+                    "not an asyncio.Protocol"
+                )
+        else:
+            reader = asyncio.StreamReader(limit=self._limit, loop=self._loop)
+            return _RecordingProtocol(
+                self, asyncio.StreamReaderProtocol(reader, loop=self._loop), reader
+            )
+        if isinstance(inner, asyncio.BufferedProtocol):
+            return _RecordingBufferedProtocol(self, inner)
+        return _RecordingProtocol(self, inner)
+
+    def _connection_made(self, transport: asyncio.Transport) -> _ConnState:
+        state = _ConnState(self, transport)
+        self._states.append(state)
+        self._changed.notify()
+        return state
+
+    def _start_handler(
+        self,
+        state: _ConnState,
+        proxy: _RecordingTransport,
+        inner: asyncio.BaseProtocol,
+        reader: asyncio.StreamReader | None,
+    ) -> None:
+        if reader is None:
+            return
+        assert isinstance(inner, asyncio.StreamReaderProtocol)
+        assert self._loop is not None
+        writer = asyncio.StreamWriter(proxy, inner, reader, self._loop)
+        state.reader = reader
+        task = self._loop.create_task(self._run_handler(state, reader, writer))
+        state.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        track(
+            task,
+            what=f"handler of connection #{state.conn.index} to {self._name}",
+            is_open=lambda t: not t.done(),
+            close=lambda t: _loop_thread_call(t.get_loop(), t.cancel),
+        )
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._changed.notify()
+
+    async def _run_handler(
+        self, state: _ConnState, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        conn = state.conn
+        try:
+            if isinstance(self._handler, Handler):
+                await self._handler._serve(reader, writer, conn)
+            else:
+                await typing.cast("StreamHandler", self._handler)(reader, writer)
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:
+            tearing_down = self._status != "open"
+            if not (
+                tearing_down and isinstance(exc, (ConnectionError, asyncio.IncompleteReadError))
+            ):
+                self._record_error(conn, exc, "the handler raised")
+            state.close()
+            return
+        if not writer.is_closing():
+            writer.close()
+
+    def _record_error(self, conn: Connection | None, exc: BaseException, what: str) -> None:
+        received = conn.received if conn is not None else b""
+        self._errors.append((conn, exc, f"{what}; the client had sent {show(received)}"))
+        self._changed.notify()
+
+    # -- what it recorded ------------------------------------------------------
+
+    @property
+    def connections(self) -> tuple[Connection, ...]:
+        """Every connection accepted so far, in order (open or ended)."""
+        return tuple(s.conn for s in self._states)
+
+    @property
+    def errors(self) -> tuple[BaseException, ...]:
+        """Exceptions raised by handlers so far (raised again at teardown)."""
+        return tuple(e for _, e, _ in self._errors)
+
+    def transcript(self) -> str:
+        """Return the transcripts of every connection, one after the other."""
+        if not self._states:
+            return f"{self._name}: no connections"
+        return "\n".join(s.conn.transcript() for s in self._states)
+
+    async def wait_for_connections(
+        self, n: int = 1, *, timeout: float | None = _UNSET
+    ) -> tuple[Connection, ...]:
+        """Wait until the server has accepted at least `n` connections in all.
+
+        Args:
+            n: how many connections, counting those already accepted.
+            timeout: seconds; nettest's default timeout if not given, None for ever.
+
+        Returns:
+            The first `n` connections.
+
+        Raises:
+            ValueError: `n` < 1.
+            TimeoutError: fewer arrived; the message says how many did.
+        """
+        _check_int("n", n)
+        self._check_loop()
+        await self._changed.wait_until(
+            lambda: len(self._states) >= n,
+            resolve_timeout(timeout),
+            lambda: (
+                f"{self._name}: expected {n} connection{'s' if n != 1 else ''}; "
+                f"{len(self._states)} arrived" + "".join(f"\n  {s.conn!r}" for s in self._states)
+            ),
+        )
+        return tuple(s.conn for s in self._states[:n])
+
+    def _check_loop(self) -> None:
+        if self._loop is None:
+            raise RuntimeError(f"{self._name} is not started; await server.start() first")
+        if asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError(
+                f"{self._name} belongs to another event loop than the running one; "
+                "use a server on the loop that started it (check the fixture's and the "
+                "test's loop_scope)"
+            )
+
+    # -- teardown --------------------------------------------------------------
+
+    def _all_ended(self) -> bool:
+        return not self._tasks and all(not s.conn.is_open for s in self._states)
+
+    def _abort_everything(self) -> None:
+        """Synchronous last resort (the hygiene gate's close): abort and cancel all."""
+        if self._server is not None:
+            self._server.close()
+        for state in self._states:
+            if state.conn.is_open:
+                state.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._status != "closed":
+            self._status = "closed"
+            self._cleanup()
+
+    async def aclose(self) -> None:
+        """Close the server; raise what its handlers raised.
+
+        Closes the listener, then the connections; waits up to ``close_timeout``
+        for them to end; aborts what is left (with `ServerTeardownWarning`).  It
+        never hangs.  Calling it again does nothing.
+
+        Raises:
+            HandlerError: a handler raised, or a script was not followed.
+        """
+        if self._status in ("new", "closed"):
+            self._status = "closed"
+            return
+        if self._status == "starting":
+            raise RuntimeError(f"{self._name} is still starting")
+        self._check_loop()
+        self._status = "closing"
+        server = self._server
+        assert server is not None
+        try:
+            server.close()
+            if sys.version_info >= (3, 13):
+                server.close_clients()
+            for state in self._states:
+                if state.conn.is_open:
+                    state.close()
+            await self._bounded_wait(self._close_timeout)
+            if not self._all_ended():
+                for state in self._states:
+                    conn = state.conn
+                    if conn.is_open:
+                        self._aborted.append(
+                            f"connection #{conn.index} from {format_address(conn.peer)} "
+                            f"(received {len(conn._received)} bytes, sent {len(conn._sent)})"
+                        )
+                        state.abort()
+                    if state.task is not None and not state.task.done():
+                        self._aborted.append(
+                            f"the handler of connection #{conn.index} (cancelled)"
+                        )
+                        state.task.cancel()
+                await self._bounded_wait(1.0)
+            try:
+                await asyncio.wait_for(server.wait_closed(), self._close_timeout)
+            except asyncio.TimeoutError:
+                if sys.version_info >= (3, 13):
+                    server.abort_clients()
+                self._aborted.append("connections still in the TLS handshake")
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(server.wait_closed(), 1.0)
+        finally:
+            self._status = "closed"
+            self._cleanup()
+        self._raise_errors()
+
+    async def _bounded_wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await self._changed.wait_until(self._all_ended, timeout, lambda: "")
+
+    def _raise_errors(self) -> None:
+        aborted = ""
+        if self._aborted:
+            aborted = (
+                f"{self._name}: teardown had to abort after {self._close_timeout:g} s: "
+                + "; ".join(self._aborted)
+            )
+        if self._errors:
+            lines = [
+                f"{self._name}: {len(self._errors)} handler error"
+                f"{'s' if len(self._errors) != 1 else ''}:"
+            ]
+            for conn, exc, what in self._errors:
+                where = (
+                    f"connection #{conn.index} from {format_address(conn.peer)}"
+                    if conn is not None
+                    else "the server"
+                )
+                detail = str(exc).replace("\n", "\n    ")
+                lines.append(f"  {where}: {type(exc).__name__}: {detail}\n    ({what})")
+            if aborted:
+                lines.append(aborted)
+            errors = self.errors
+            raise HandlerError("\n".join(lines), errors) from errors[0]
+        if aborted:
+            warnings.warn(ServerTeardownWarning(aborted), stacklevel=3)
+
+
+def _apply_buffers(sock: socket.socket, rcvbuf: int | None, sndbuf: int | None) -> None:
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    if sndbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+
+
+@typing.final
+class TCPServer(_StreamServer):
+    """A TCP server on loopback (IPv4 or IPv6, optionally TLS) that records every connection.
+
+    It binds port 0 itself and keeps the socket, so the port can never be taken
+    by someone else first.  Use it as an async context manager, or through the
+    ``tcp_server`` fixture, which closes it at teardown.
+
+    Args:
+        handler: a `nettest.handlers` handler (default `echo`), an
+            ``async def handler(reader, writer)``, or a protocol factory.
+        host: a literal loopback address: ``"127.0.0.1"`` (default) or ``"::1"``.
+        ssl: a server `ssl.SSLContext` to serve TLS.
+        allow_remote: allow a host that is not loopback.
+        close_timeout: seconds teardown waits for connections to end before
+            aborting them.
+        rcvbuf: SO_RCVBUF for accepted sockets, in bytes (small values make kernel
+            backpressure reachable).
+        sndbuf: SO_SNDBUF for accepted sockets, in bytes.
+        nodelay: TCP_NODELAY on accepted sockets (asyncio's default is on).
+        reuse_port: set SO_REUSEPORT on the listening socket.
+        backlog: the listen backlog.
+        limit: the StreamReader buffer limit for stream handlers.
+
+    Raises:
+        ValueError: `host` is not a literal loopback address, or a bad number.
+        TypeError: `handler` is none of the accepted kinds.
+
+    Example::
+
+        async with nettest.TCPServer(nettest.handlers.echo) as server:
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(b"ping")
+            assert await reader.readexactly(4) == b"ping"
+            writer.close()
+            await writer.wait_closed()
+    """
+
+    _kind = "TCPServer"
+
+    def __init__(
+        self,
+        handler: Handler | StreamHandler | ProtocolFactory = echo,
+        *,
+        host: str = "127.0.0.1",
+        ssl: _ssl.SSLContext | None = None,
+        allow_remote: bool = False,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        rcvbuf: int | None = None,
+        sndbuf: int | None = None,
+        nodelay: bool = True,
+        reuse_port: bool = False,
+        backlog: int = 128,
+        limit: int = 2**16,
+    ) -> None:
+        self._family = check_host(host, allow_remote=allow_remote)
+        self._host = host
+        self._port = 0
+        self._nodelay = bool(nodelay)
+        self._reuse_port = bool(reuse_port)
+        if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
+            raise ValueError("reuse_port=True: SO_REUSEPORT is not available on this platform")
+        super().__init__(
+            handler,
+            ssl=ssl,
+            close_timeout=close_timeout,
+            rcvbuf=rcvbuf,
+            sndbuf=sndbuf,
+            backlog=backlog,
+            limit=limit,
+        )
+
+    def _make_socket(self) -> socket.socket:
+        if self._family == socket.AF_INET6 and not has_ipv6_loopback():
+            raise _NoIPv6(f"IPv6 loopback ::1 is not available on this host (host={self._host!r})")
+        sock = socket.socket(self._family, socket.SOCK_STREAM)
+        try:
+            if self._family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if self._reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            _apply_buffers(sock, self._rcvbuf, self._sndbuf)
+            sock.bind((self._host, 0))
+            self._port = sock.getsockname()[1]
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _connection_made(self, transport: asyncio.Transport) -> _ConnState:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(self._nodelay))
+        return super()._connection_made(transport)
+
+    def _describe(self) -> str:
+        return format_address((self._host, self._port)) + (" (TLS)" if self._ssl else "")
+
+    @property
+    def host(self) -> str:
+        """The literal address the server listens on, e.g. ``"127.0.0.1"``."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The port the server bound (0 before `start`)."""
+        return self._port
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)``: pass it as ``asyncio.open_connection(*server.address)``."""
+        return (self._host, self._port)
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        """The listening sockets (asyncio's `TransportSocket` views)."""
+        if self._server is None:
+            return ()
+        return tuple(self._server.sockets)
+
+
+def _private_dir() -> str:
+    """Make a short private directory for Unix sockets (mode 0700)."""
+    base = "/tmp" if os.path.isdir("/tmp") else None
+    return tempfile.mkdtemp(prefix="nt-", dir=base)
+
+
+def check_unix_path(path: str) -> str:
+    """Return `path` if it fits in ``sun_path``; raise ValueError naming the limit if not."""
+    size = len(os.fsencode(path))
+    if size > UNIX_PATH_MAX:
+        raise ValueError(
+            f"Unix socket path is {size} bytes, over the {UNIX_PATH_MAX}-byte limit of "
+            f"sun_path on this platform: {path!r}. Use a shorter path (nettest's default "
+            "is a short private directory under /tmp)"
+        )
+    return path
+
+
+@typing.final
+class UnixServer(_StreamServer):
+    """A Unix stream socket server that records every connection.
+
+    By default it listens on ``s`` in a fresh private directory under /tmp,
+    short enough for ``sun_path`` whatever the test's tmp_path, and removes it at
+    teardown.  `abstract` listens in Linux's abstract namespace instead (the
+    kernel picks a unique name; nothing on disk).
+
+    Args:
+        handler: as for `TCPServer`.
+        path: where to listen; checked against the 107-byte limit (103 on macOS).
+        abstract: listen in the Linux abstract namespace (no path).
+        ssl, close_timeout, rcvbuf, sndbuf, backlog, limit: as for `TCPServer`.
+
+    Raises:
+        ValueError: `path` is too long (the message names the limit), or both
+            `path` and `abstract` were given, or `abstract` off Linux.
+
+    Example::
+
+        async with nettest.UnixServer(nettest.handlers.echo) as server:
+            reader, writer = await asyncio.open_unix_connection(server.path)
+    """
+
+    _kind = "UnixServer"
+
+    def __init__(
+        self,
+        handler: Handler | StreamHandler | ProtocolFactory = echo,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        abstract: bool = False,
+        ssl: _ssl.SSLContext | None = None,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        rcvbuf: int | None = None,
+        sndbuf: int | None = None,
+        backlog: int = 128,
+        limit: int = 2**16,
+    ) -> None:
+        if not hasattr(socket, "AF_UNIX"):
+            raise ValueError("Unix sockets are not available on this platform")
+        if abstract and path is not None:
+            raise ValueError("give either path or abstract=True, not both")
+        if abstract and not sys.platform.startswith("linux"):
+            raise ValueError("abstract=True: the abstract namespace exists only on Linux")
+        self._path = check_unix_path(os.fspath(path)) if path is not None else ""
+        self._abstract = bool(abstract)
+        self._dir: str | None = None
+        super().__init__(
+            handler,
+            ssl=ssl,
+            close_timeout=close_timeout,
+            rcvbuf=rcvbuf,
+            sndbuf=sndbuf,
+            backlog=backlog,
+            limit=limit,
+        )
+
+    def _make_socket(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            _apply_buffers(sock, self._rcvbuf, self._sndbuf)
+            if self._abstract:
+                sock.bind("")  # Linux autobind: a unique abstract name
+                self._path = os.fsdecode(sock.getsockname())
+            else:
+                if not self._path:
+                    self._dir = _private_dir()
+                    self._path = check_unix_path(os.path.join(self._dir, "s"))
+                sock.bind(self._path)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _cleanup(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+        elif self._path and not self._abstract and self._status == "closed":
+            with contextlib.suppress(OSError):
+                os.unlink(self._path)
+
+    def _describe(self) -> str:
+        return format_address(self._path)
+
+    @property
+    def path(self) -> str:
+        """The socket's path (for abstract sockets, a str starting with NUL)."""
+        return self._path
+
+    @property
+    def address(self) -> str:
+        """Same as `path`: pass it to ``asyncio.open_unix_connection(server.address)``."""
+        return self._path
+
+    @property
+    def abstract(self) -> bool:
+        """Whether the server is in the Linux abstract namespace."""
+        return self._abstract
+
+
+# -- fixtures -------------------------------------------------------------------
+
+HandlerArg = Handler | StreamHandler | ProtocolFactory
+
+
+class TCPServerFactory(typing.Protocol):
+    """The type of the ``tcp_server`` fixture: ``await tcp_server(handler, **options)``.
+
+    Takes the arguments of `TCPServer`, starts the server on the running loop and
+    returns it; the fixture closes it at teardown.
+    """
+
+    async def __call__(
+        self,
+        handler: HandlerArg = ...,
+        *,
+        host: str = ...,
+        ssl: _ssl.SSLContext | None = ...,
+        allow_remote: bool = ...,
+        close_timeout: float = ...,
+        rcvbuf: int | None = ...,
+        sndbuf: int | None = ...,
+        nodelay: bool = ...,
+        reuse_port: bool = ...,
+        backlog: int = ...,
+        limit: int = ...,
+    ) -> TCPServer: ...
+
+
+class UnixServerFactory(typing.Protocol):
+    """The type of the ``unix_server`` fixture: ``await unix_server(handler, **options)``.
+
+    Takes the arguments of `UnixServer`, starts it and returns it; closed at teardown.
+    """
+
+    async def __call__(
+        self,
+        handler: HandlerArg = ...,
+        *,
+        path: str | os.PathLike[str] | None = ...,
+        abstract: bool = ...,
+        ssl: _ssl.SSLContext | None = ...,
+        close_timeout: float = ...,
+        rcvbuf: int | None = ...,
+        sndbuf: int | None = ...,
+        backlog: int = ...,
+        limit: int = ...,
+    ) -> UnixServer: ...
+
+
+class _Closable(typing.Protocol):
+    closed: bool
+
+    async def start(self) -> Any: ...
+
+    async def aclose(self) -> None: ...
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop | None: ...
+
+
+_C = TypeVar("_C")
+
+
+def _close_elsewhere(loop: asyncio.AbstractEventLoop, server: _Closable) -> None:
+    """Close a server whose loop is not running (it served a test in a wider loop scope)."""
+    if server.closed or loop.is_closed():
+        return
+    if loop.is_running():
+        asyncio.run_coroutine_threadsafe(server.aclose(), loop).result()
+        return
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(server.aclose())
+        except BaseException as exc:
+            error.append(exc)
+
+    # Not in this thread: a loop (the fixture's) may be running here.
+    thread = threading.Thread(target=run, name="nettest-close")
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+
+
+class AsyncServerFactory:
+    """A fixture's factory: starts servers on the running loop and closes them at teardown."""
+
+    def __init__(self, request: pytest.FixtureRequest, make: Callable[..., Any]) -> None:
+        self._request = request
+        self._make = make
+        self._servers: list[_Closable] = []
+        self._loop = asyncio.get_running_loop()
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        server = self._make(*args, **kwargs)
+        try:
+            await server.start()
+        except _NoIPv6 as exc:
+            pytest.skip(str(exc))
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            self._servers.append(server)
+        else:
+            self._request.addfinalizer(functools.partial(_close_elsewhere, loop, server))
+        return server
+
+    async def aclose(self) -> None:
+        """Close every server made on the fixture's loop; raise the first error."""
+        errors: list[BaseException] = []
+        for server in reversed(self._servers):
+            try:
+                await server.aclose()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+@pytest_asyncio.fixture
+async def tcp_server(request: pytest.FixtureRequest) -> AsyncIterator[TCPServerFactory]:
+    """Start loopback TCP servers: ``server = await tcp_server(handler, host=..., ssl=...)``.
+
+    Servers bind 127.0.0.1 (or ``::1``) port 0 themselves, record every
+    connection, and are closed at teardown, which raises their handlers' errors.
+    """
+    factory = AsyncServerFactory(request, TCPServer)
+    yield typing.cast("TCPServerFactory", factory)
+    await factory.aclose()
+
+
+@pytest_asyncio.fixture
+async def unix_server(request: pytest.FixtureRequest) -> AsyncIterator[UnixServerFactory]:
+    """Start Unix socket servers: ``server = await unix_server(handler)``; closed at teardown.
+
+    Each listens in a short private directory (or the abstract namespace) and
+    records every connection.
+    """
+    if not hasattr(socket, "AF_UNIX"):
+        pytest.skip("Unix sockets are not available on this platform")
+    factory = AsyncServerFactory(request, UnixServer)
+    yield typing.cast("UnixServerFactory", factory)
+    await factory.aclose()
+
+
+async def demo_transcript() -> str:
+    """Run an echo TCPServer, talk to it, and return the server's transcript (``nettest demo``)."""
+    async with TCPServer(echo) as server:
+        reader, writer = await asyncio.open_connection(*server.address)
+        for line in (b"hello\n", b"nettest\n"):
+            writer.write(line)
+            await reader.readexactly(len(line))
+        writer.write_eof()
+        await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        (conn,) = await server.wait_for_connections(1)
+        await conn.wait_closed()
+        return server.transcript()

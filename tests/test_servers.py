@@ -1,0 +1,583 @@
+"""Loopback stream servers: TCP over IPv4/IPv6 and TLS, handlers, recording, teardown."""
+
+# ruff: noqa: F811  (fixtures imported from their module are redefined as parameters)
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import struct
+import time
+import typing
+import warnings
+
+import pytest
+
+from nettest import _handlers as handlers
+from nettest._handlers import HandlerError
+from nettest._recording import Connection, Ending
+from nettest._servers import (
+    ServerTeardownWarning,
+    TCPServer,
+    TCPServerFactory,
+    has_ipv6_loopback,
+    tcp_server,  # noqa: F401
+)
+
+pytestmark = pytest.mark.asyncio
+
+HOSTS = [
+    "127.0.0.1",
+    pytest.param(
+        "::1",
+        marks=pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback"),
+    ),
+]
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except (ConnectionError, ssl.SSLError):
+        pass
+
+
+# -- echo, recording, address ---------------------------------------------------
+
+
+@pytest.mark.parametrize("host", HOSTS)
+async def test_tcp_server_echo_records_both_directions(
+    tcp_server: TCPServerFactory, host: str
+) -> None:
+    server = await tcp_server(handlers.echo, host=host)
+    assert server.host == host
+    assert server.address == (host, server.port)
+    assert server.port > 0
+    reader, writer = await asyncio.open_connection(*server.address)
+    writer.write(b"hello ")
+    writer.write(b"world")
+    assert await reader.readexactly(11) == b"hello world"
+    writer.write_eof()
+    assert await reader.read() == b""
+    await _close(writer)
+    (conn,) = await server.wait_for_connections(1)
+    assert await conn.wait_closed() is Ending.EOF
+    assert conn.received == b"hello world"
+    assert conn.sent == b"hello world"
+    assert conn.eof_received
+    assert conn.peer[:2] == writer.get_extra_info("sockname")[:2]
+    assert conn.closed_at is not None
+    assert conn.closed_at >= conn.opened_at
+    kinds = [e.kind for e in conn.events]
+    assert kinds[0] == "received"
+    assert kinds[-2:] == ["eof", "closed"]
+    assert b"".join(e.data for e in conn.events if e.kind == "sent") == b"hello world"
+    transcript = server.transcript()
+    assert "client " in transcript
+    assert "closed (eof)" in transcript
+
+
+async def test_tcp_server_records_each_connection_in_order(tcp_server: TCPServerFactory) -> None:
+    server = await tcp_server(handlers.echo)
+    writers = []
+    for i in range(3):
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"%d" % i)
+        assert await reader.readexactly(1) == b"%d" % i
+        writers.append(writer)
+    conns = await server.wait_for_connections(3)
+    assert [c.index for c in conns] == [1, 2, 3]
+    assert [c.received for c in conns] == [b"0", b"1", b"2"]
+    assert all(c.is_open for c in conns)
+    for writer in writers:
+        await _close(writer)
+
+
+async def test_tcp_server_is_an_async_context_manager() -> None:
+    async with TCPServer(handlers.echo) as server:
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"x")
+        assert await reader.readexactly(1) == b"x"
+        await _close(writer)
+    assert server.closed
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection(*server.address)
+
+
+async def test_tcp_server_start_twice_raises() -> None:
+    async with TCPServer() as server:
+        with pytest.raises(RuntimeError, match="already started"):
+            await server.start()
+
+
+async def test_tcp_server_aclose_twice_is_harmless() -> None:
+    server = await TCPServer().start()
+    await server.aclose()
+    await server.aclose()
+    assert server.closed
+
+
+# -- built-in handlers ------------------------------------------------------------
+
+
+async def test_sink_records_and_sends_nothing(tcp_server: TCPServerFactory) -> None:
+    server = await tcp_server(handlers.sink)
+    reader, writer = await asyncio.open_connection(*server.address)
+    writer.write(b"a" * 100_000)
+    writer.write_eof()
+    assert await reader.read() == b""
+    await _close(writer)
+    (conn,) = server.connections
+    await conn.wait_closed()
+    assert conn.received == b"a" * 100_000
+    assert conn.sent == b""
+    assert conn.ending is Ending.EOF
+
+
+async def test_close_handler_sends_fin(tcp_server: TCPServerFactory) -> None:
+    server = await tcp_server(handlers.close)
+    reader, writer = await asyncio.open_connection(*server.address)
+    assert await reader.read() == b""
+    (conn,) = server.connections
+    assert await conn.wait_closed() is Ending.CLOSED
+    await _close(writer)
+
+
+async def test_reset_handler_sends_rst(tcp_server: TCPServerFactory) -> None:
+    server = await tcp_server(handlers.reset)
+    reader, writer = await asyncio.open_connection(*server.address)
+    (conn,) = await server.wait_for_connections(1)
+    assert await conn.wait_closed() is Ending.ABORTED
+    with pytest.raises(ConnectionResetError):
+        await reader.read()
+    writer.close()
+
+
+async def test_hang_handler_never_reads(tcp_server: TCPServerFactory) -> None:
+    server = await tcp_server(handlers.hang, rcvbuf=4096)
+    _, writer = await asyncio.open_connection(*server.address)
+    writer.transport.set_write_buffer_limits(high=0)
+    writer.write(b"x" * 4_000_000)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(writer.drain(), 0.3)
+    (conn,) = server.connections
+    assert conn.received == b""
+    assert conn.is_open
+    writer.transport.abort()
+
+
+async def test_client_reset_is_recorded_as_reset(tcp_server: TCPServerFactory) -> None:
+    server = await tcp_server(handlers.sink)
+    sock = socket.create_connection(server.address)
+    sock.sendall(b"abc")
+    (conn,) = await server.wait_for_connections(1)
+    await conn.wait_for(b"abc")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    assert await conn.wait_closed() is Ending.RESET
+
+
+async def test_connection_close_and_reset_from_the_test(tcp_server: TCPServerFactory) -> None:
+    server = await tcp_server(handlers.hang)
+    r1, w1 = await asyncio.open_connection(*server.address)
+    r2, w2 = await asyncio.open_connection(*server.address)
+    c1, c2 = await server.wait_for_connections(2)
+    c1.close()
+    c2.reset()
+    assert await r1.read() == b""
+    with pytest.raises(ConnectionResetError):
+        await r2.read()
+    assert await c1.wait_closed() is Ending.CLOSED
+    assert await c2.wait_closed() is Ending.ABORTED
+    w1.close()
+    w2.close()
+
+
+# -- user handlers ------------------------------------------------------------------
+
+
+async def test_stream_handler_function(tcp_server: TCPServerFactory) -> None:
+    async def upper(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = await reader.readline()
+        writer.write(line.upper())
+        await writer.drain()
+
+    server = await tcp_server(upper)
+    reader, writer = await asyncio.open_connection(*server.address)
+    writer.write(b"shout\n")
+    assert await reader.read() == b"SHOUT\n"  # closed when the handler returns
+    await _close(writer)
+    (conn,) = server.connections
+    assert await conn.wait_closed() is Ending.CLOSED
+    assert conn.sent == b"SHOUT\n"
+
+
+class _Doubler(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data * 2)
+
+
+class _BufferedEcho(asyncio.BufferedProtocol):
+    def __init__(self) -> None:
+        self.buffer = bytearray(7)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.transport.write(bytes(self.buffer[:nbytes]))
+
+
+async def test_protocol_factory_handler(tcp_server: TCPServerFactory) -> None:
+    server = await tcp_server(_Doubler)
+    reader, writer = await asyncio.open_connection(*server.address)
+    writer.write(b"ab")
+    assert await reader.readexactly(4) == b"abab"
+    await _close(writer)
+    (conn,) = server.connections
+    await conn.wait_closed()
+    assert (conn.received, conn.sent) == (b"ab", b"abab")
+
+
+async def test_buffered_protocol_handler(tcp_server: TCPServerFactory) -> None:
+    server = await tcp_server(lambda: _BufferedEcho())
+    reader, writer = await asyncio.open_connection(*server.address)
+    payload = bytes(range(100))
+    writer.write(payload)
+    assert await reader.readexactly(100) == payload
+    await _close(writer)
+    (conn,) = server.connections
+    await conn.wait_closed()
+    assert conn.received == payload
+
+
+@pytest.mark.parametrize(
+    ("handler", "match"),
+    [
+        ("echo", "got str"),
+        (42, "got int"),
+        (int, "got the class int"),
+        (handlers.script, "call handlers.script"),
+    ],
+)
+async def test_wrong_handler_type_is_a_type_error(handler: object, match: str) -> None:
+    with pytest.raises(TypeError, match=match):
+        TCPServer(handler)  # type: ignore[arg-type]
+
+
+async def test_coroutine_object_handler_is_a_type_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="do not call it"):
+        TCPServer(handler(None, None))  # type: ignore[arg-type]
+
+
+# -- bad input ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "8.8.8.8"])
+async def test_non_loopback_host_needs_allow_remote(host: str) -> None:
+    with pytest.raises(ValueError, match="allow_remote=True"):
+        TCPServer(host=host)
+
+
+async def test_allow_remote_binds_a_wildcard_address() -> None:
+    async with TCPServer(host="0.0.0.0", allow_remote=True) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"r")
+        assert await reader.readexactly(1) == b"r"
+        await _close(writer)
+
+
+async def test_host_names_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"literal IP address.*'localhost'"):
+        TCPServer(host="localhost")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"close_timeout": 0}, "close_timeout must be > 0"),
+        ({"rcvbuf": 0}, "rcvbuf must be an int >= 1"),
+        ({"sndbuf": -5}, "sndbuf must be an int >= 1"),
+        ({"backlog": 0}, "backlog must be an int >= 1"),
+        ({"ssl": "yes"}, "ssl must be an ssl.SSLContext"),
+    ],
+)
+async def test_bad_options_name_the_parameter(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=match):
+        TCPServer(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_connection_has_no_public_constructor() -> None:
+    with pytest.raises(TypeError, match="no public constructor"):
+        Connection()
+
+
+# -- waits ------------------------------------------------------------------------------
+
+
+async def test_wait_for_connections_timeout_says_what_arrived(
+    tcp_server: TCPServerFactory,
+) -> None:
+    server = await tcp_server()
+    _, writer = await asyncio.open_connection(*server.address)
+    await server.wait_for_connections(1)
+    with pytest.raises(TimeoutError, match=r"expected 2 connections; 1 arrived"):
+        await server.wait_for_connections(2, timeout=0.05)
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
+        await server.wait_for_connections(0)
+    await _close(writer)
+
+
+async def test_connection_wait_for_bytes(tcp_server: TCPServerFactory) -> None:
+    server = await tcp_server(handlers.sink)
+    _, writer = await asyncio.open_connection(*server.address)
+    (conn,) = await server.wait_for_connections(1)
+    for chunk in (b"GET / HT", b"TP/1.1\r", b"\n\r\n"):
+        writer.write(chunk)
+        await asyncio.sleep(0)
+    assert await conn.wait_for(b"HTTP/1.1\r\n\r\n") == b"GET / HTTP/1.1\r\n\r\n"
+    with pytest.raises(TimeoutError, match=r"expected to receive b'Host'; received b'GET"):
+        await conn.wait_for(b"Host", timeout=0.05)
+    with pytest.raises(TypeError, match="data must be bytes"):
+        await conn.wait_for("Host")  # type: ignore[arg-type]
+    await _close(writer)
+
+
+async def test_wait_on_another_loop_is_refused() -> None:
+    server = await TCPServer().start()
+
+    def other() -> None:
+        async def wait() -> None:
+            await server.wait_for_connections(1, timeout=0.1)
+
+        with pytest.raises(RuntimeError, match="another event loop"):
+            asyncio.run(wait())
+
+    await asyncio.get_running_loop().run_in_executor(None, other)
+    await server.aclose()
+
+
+# -- errors raised at teardown ------------------------------------------------------------
+
+
+async def test_handler_exception_is_raised_at_teardown_with_the_bytes() -> None:
+    async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(5)
+        raise ValueError("cannot parse")
+
+    server = await TCPServer(broken).start()
+    reader, writer = await asyncio.open_connection(*server.address)
+    writer.write(b"hello")
+    assert await reader.read() == b""  # the server closes after the error
+    await _close(writer)
+    with pytest.raises(HandlerError) as info:
+        await server.aclose()
+    message = str(info.value)
+    assert "ValueError: cannot parse" in message
+    assert "b'hello'" in message
+    assert "connection #1" in message
+    assert isinstance(info.value.__cause__, ValueError)
+    assert info.value.errors == (info.value.__cause__,)
+
+
+async def test_protocol_exception_is_raised_at_teardown() -> None:
+    class Broken(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            raise KeyError(data)
+
+    server = await TCPServer(Broken).start()
+    reader, writer = await asyncio.open_connection(*server.address)
+    writer.write(b"boom")
+    assert await reader.read() == b""  # aborted: closed with nothing sent
+    writer.close()
+    with pytest.raises(HandlerError, match=r"data_received\(\) raised.*b'boom'"):
+        await server.aclose()
+
+
+async def test_handler_errors_are_visible_before_teardown(tcp_server: TCPServerFactory) -> None:
+    async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise RuntimeError("early")
+
+    server = await TCPServer(broken).start()
+    reader, writer = await asyncio.open_connection(*server.address)
+    assert await reader.read() == b""
+    await _close(writer)
+    assert [str(e) for e in server.errors] == ["early"]
+    with pytest.raises(HandlerError, match="early"):
+        await server.aclose()
+
+
+# -- teardown ---------------------------------------------------------------------------
+
+
+async def test_teardown_closes_idle_clients_without_waiting() -> None:
+    server = await TCPServer(handlers.hang).start()
+    readers = []
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection(*server.address)
+        readers.append((reader, writer))
+    await server.wait_for_connections(5)
+    started = time.monotonic()
+    await server.aclose()
+    assert time.monotonic() - started < 1.0
+    for reader, writer in readers:
+        assert await reader.read() == b""
+        writer.close()
+    assert all(c.ending is Ending.CLOSED for c in server.connections)
+
+
+async def test_teardown_aborts_a_client_that_never_reads_and_says_so() -> None:
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.transport.set_write_buffer_limits(high=2**30)
+        writer.write(b"x" * 8_000_000)
+        await asyncio.sleep(3600)
+
+    server = await TCPServer(flood, close_timeout=0.2, sndbuf=4096).start()
+    _, writer = await asyncio.open_connection(*server.address)
+    typing.cast("asyncio.Transport", writer.transport).pause_reading()
+    (conn,) = await server.wait_for_connections(1)
+    started = time.monotonic()
+    with pytest.warns(ServerTeardownWarning, match=r"had to abort.*connection #1"):
+        await server.aclose()
+    assert time.monotonic() - started < 2.5
+    assert conn.ending is Ending.ABORTED
+    writer.transport.abort()
+
+
+async def test_teardown_cancels_a_stuck_handler_and_says_so() -> None:
+    async def stuck(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(3600)
+
+    server = await TCPServer(stuck, close_timeout=0.1).start()
+    _, writer = await asyncio.open_connection(*server.address)
+    await server.wait_for_connections(1)
+    writer.close()
+    with pytest.warns(ServerTeardownWarning, match=r"the handler of connection #1 \(cancelled\)"):
+        await server.aclose()
+
+
+# -- socket options -----------------------------------------------------------------------
+
+
+async def test_small_buffers_apply_to_accepted_sockets(tcp_server: TCPServerFactory) -> None:
+    seen: list[tuple[int, int, int]] = []
+
+    async def look(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        seen.append(
+            (
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+            )
+        )
+
+    server = await tcp_server(look, rcvbuf=4096, sndbuf=4096, nodelay=False)
+    reader, writer = await asyncio.open_connection(*server.address)
+    assert await reader.read() == b""
+    await _close(writer)
+    ((rcv, snd, nodelay),) = seen
+    # Linux doubles the value for bookkeeping; either way it is far below the default.
+    assert 4096 <= rcv <= 8192
+    assert 4096 <= snd <= 8192
+    assert nodelay == 0
+
+
+async def test_nodelay_is_on_by_default(tcp_server: TCPServerFactory) -> None:
+    values: list[int] = []
+
+    async def look(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        values.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    server = await tcp_server(look)
+    reader, writer = await asyncio.open_connection(*server.address)
+    await reader.read()
+    await _close(writer)
+    assert values
+    assert values[0] != 0
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT")
+async def test_reuse_port_lets_another_socket_share_the_port(
+    tcp_server: TCPServerFactory,
+) -> None:
+    server = await tcp_server(reuse_port=True)
+    (listener,) = server.sockets
+    assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(server.address)  # would raise EADDRINUSE without SO_REUSEPORT
+
+
+# -- TLS ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", name="tls_pair")
+def _tls_pair() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    import trustme
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "::1", "localhost").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    return server_ctx, client_ctx
+
+
+async def test_tls_echo_and_recording_in_clear(
+    tcp_server: TCPServerFactory, tls_pair: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    server_ctx, client_ctx = tls_pair
+    server = await tcp_server(handlers.echo, ssl=server_ctx)
+    assert server.ssl is server_ctx
+    reader, writer = await asyncio.open_connection(*server.address, ssl=client_ctx)
+    writer.write(b"secret")
+    assert await reader.readexactly(6) == b"secret"
+    await _close(writer)
+    (conn,) = server.connections
+    await conn.wait_closed()
+    assert conn.received == b"secret"
+    assert conn.sent == b"secret"
+
+
+async def test_tls_wrong_ca_is_refused(
+    tcp_server: TCPServerFactory, tls_pair: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    server_ctx, _ = tls_pair
+    server = await tcp_server(handlers.echo, ssl=server_ctx)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await asyncio.open_connection(*server.address, ssl=ssl.create_default_context())
+    await asyncio.sleep(0.05)
+    assert server.connections == ()
+
+
+async def test_tls_teardown_does_not_hang_without_close_notify(
+    tls_pair: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, client_ctx = tls_pair
+    server = await TCPServer(handlers.hang, ssl=server_ctx, close_timeout=0.3).start()
+    _, writer = await asyncio.open_connection(*server.address, ssl=client_ctx)
+    await server.wait_for_connections(1)
+    # The client stops reading: it never sees the server's close_notify, never answers.
+    typing.cast("asyncio.Transport", writer.transport).pause_reading()
+    started = time.monotonic()
+    with warnings.catch_warnings():
+        # Whether teardown must abort depends on timing; that it ends in time does not.
+        warnings.simplefilter("ignore", ServerTeardownWarning)
+        await server.aclose()
+    assert time.monotonic() - started < 3.0
+    writer.transport.abort()

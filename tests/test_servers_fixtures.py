@@ -1,0 +1,172 @@
+"""The server fixtures inside real pytest runs: modes, loop scopes, teardown errors, xdist."""
+
+from __future__ import annotations
+
+import pytest
+
+# Imported here so that pytester's in-process runs share these modules with us
+# (it drops modules first imported during a run).
+import nettest._handlers
+import nettest._servers  # noqa: F401
+
+MODES = ["strict", "auto"]
+
+_HEADER = """
+import asyncio
+import pytest
+import pytest_asyncio
+from nettest import _handlers as handlers
+from nettest._servers import tcp_server, unix_server  # noqa: F401
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_tcp_server_fixture_in_both_modes(pytester: pytest.Pytester, mode: str) -> None:
+    marker = "" if mode == "auto" else "@pytest.mark.asyncio"
+    pytester.makepyfile(
+        _HEADER
+        + f"""
+{marker}
+async def test_echo(tcp_server):
+    server = await tcp_server(handlers.echo)
+    reader, writer = await asyncio.open_connection(*server.address)
+    writer.write(b"hi")
+    assert await reader.readexactly(2) == b"hi"
+    writer.close()
+    await writer.wait_closed()
+"""
+    )
+    result = pytester.runpytest(f"--asyncio-mode={mode}")
+    result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_servers_work_in_a_module_scoped_loop(pytester: pytest.Pytester, mode: str) -> None:
+    pytester.makepyfile(
+        _HEADER
+        + """
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def shared_loop():
+    return asyncio.get_running_loop()
+
+async def test_one(tcp_server, unix_server, shared_loop):
+    assert asyncio.get_running_loop() is shared_loop
+    server = await tcp_server(handlers.echo)
+    userver = await unix_server(handlers.echo)
+    reader, writer = await asyncio.open_connection(*server.address)
+    writer.write(b"x")
+    assert await reader.readexactly(1) == b"x"
+    reader2, writer2 = await asyncio.open_unix_connection(userver.path)
+    writer2.write(b"y")
+    assert await reader2.readexactly(1) == b"y"
+    writer.close()
+    writer2.close()
+    await writer.wait_closed()
+    await writer2.wait_closed()
+
+async def test_two(tcp_server, shared_loop):
+    assert asyncio.get_running_loop() is shared_loop
+    server = await tcp_server(handlers.hang)
+    reader, writer = await asyncio.open_connection(*server.address)
+    await server.wait_for_connections(1)
+    writer.close()
+"""
+    )
+    result = pytester.runpytest(f"--asyncio-mode={mode}")
+    result.assert_outcomes(passed=2)
+
+
+def test_handler_error_fails_the_test_at_teardown(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        _HEADER
+        + """
+@pytest.mark.asyncio
+async def test_broken(tcp_server):
+    async def broken(reader, writer):
+        await reader.readexactly(3)
+        raise ZeroDivisionError("oops")
+
+    server = await tcp_server(broken)
+    reader, writer = await asyncio.open_connection(*server.address)
+    writer.write(b"abc")
+    assert await reader.read() == b""
+    writer.close()
+    await writer.wait_closed()
+"""
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*HandlerError*", "*ZeroDivisionError: oops*", "*the client had sent b'abc'*"]
+    )
+
+
+def test_script_mismatch_fails_the_test_at_teardown(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        _HEADER
+        + """
+@pytest.mark.asyncio
+async def test_wrong_request(tcp_server):
+    server = await tcp_server(
+        handlers.script(handlers.expect(b"PING\\n"), handlers.send(b"PONG\\n"))
+    )
+    reader, writer = await asyncio.open_connection(*server.address)
+    writer.write(b"PANG\\n")
+    assert await reader.read() == b""
+    writer.close()
+    await writer.wait_closed()
+"""
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ScriptMismatch: script step 1 of 2, expect(b'PING\\n'): the client sent *",
+            "*expected: b'PING\\n'",
+            "*received: b'PANG\\n'",
+            "*^ first difference at byte 1",
+        ]
+    )
+
+
+def test_unclosed_server_is_reported_by_the_hygiene_gate(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        _HEADER
+        + """
+from nettest._servers import TCPServer
+
+@pytest.mark.asyncio
+async def test_leaks():
+    server = await TCPServer().start()
+    test_leaks.server = server
+"""
+    )
+    result = pytester.runpytest("-W", "ignore::ResourceWarning")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*LeakError*", "*open TCPServer 127.0.0.1:*"])
+
+
+def test_fixture_is_skipped_without_ipv6(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+import pytest
+from nettest import _servers
+
+@pytest.fixture(autouse=True)
+def _no_ipv6(monkeypatch):
+    monkeypatch.setattr(_servers, "has_ipv6_loopback", lambda: False)
+"""
+    )
+    pytester.makepyfile(
+        _HEADER
+        + """
+@pytest.mark.asyncio
+async def test_v6(tcp_server):
+    await tcp_server(host="::1")
+"""
+    )
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*IPv6 loopback ::1 is not available*"])
