@@ -104,6 +104,7 @@ def test_ini_twins_and_flag_wins(pytester: pytest.Pytester) -> None:
     pytester.makeini(
         "[pytest]\n"
         "asyncio_default_fixture_loop_scope = function\n"
+        "addopts = -p no:looptime_plugin\n"
         "nettest_seed = 42\n"
         "nettest_leaks = off\n"
         "nettest_timeout = 2.5\n"
@@ -133,7 +134,10 @@ def test_ini_twins_and_flag_wins(pytester: pytest.Pytester) -> None:
     ],
 )
 def test_bad_settings_are_usage_errors(pytester: pytest.Pytester, ini: str, message: str) -> None:
-    pytester.makeini(f"[pytest]\nasyncio_default_fixture_loop_scope = function\n{ini}\n")
+    pytester.makeini(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+        f"addopts = -p no:looptime_plugin\n{ini}\n"
+    )
     pytester.makepyfile("def test_nothing(): pass")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
