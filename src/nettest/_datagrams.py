@@ -1,0 +1,495 @@
+"""In-memory datagram transports that behave like asyncio's selector UDP transports.
+
+:class:`MemoryDatagramTransport` follows ``_SelectorDatagramTransport`` (CPython
+``asyncio/selector_events.py``): ``connection_made`` comes from the loop; a
+``sendto()`` with an empty buffer leaves at once and the peer's
+``datagram_received`` runs on a later loop turn; a connected transport accepts
+only its peer's address (or None); buffered datagrams count towards the write
+buffer and the water marks as the running Python counts them:
+
+* up to 3.12, ``sendto(b"")`` is dropped and a buffered datagram counts its length;
+* from 3.13, empty datagrams are sent and a buffered datagram counts its length
+  plus 8 header bytes; 3.13.0 to 3.13.5 subtract only the length when it leaves
+  (CPython gh-135444), so the size drifts upwards by 8 per buffered datagram.
+
+Datagrams are buffered only while the peer does not take them: in manual mode
+(until :meth:`MemoryDatagramTransport.pump`), or when the test plays the peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import socket
+import sys
+import typing
+import warnings
+from asyncio import transports as _asyncio_transports
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ._flow import FlowEvent, WriteFlow
+from ._hygiene import track
+from ._settings import default_timeout
+
+__all__ = ["MemoryDatagramTransport", "memory_datagram_pair"]
+
+logger = logging.getLogger("asyncio")
+
+Address = Any
+
+_SENDS_EMPTY = sys.version_info >= (3, 13)
+_HEADER_SIZE = 8 if _SENDS_EMPTY else 0
+# CPython gh-135444: 3.13.0-3.13.5 forget the header bytes when a datagram leaves.
+_FORGETS_HEADER = (3, 13) <= sys.version_info[:3] < (3, 13, 6)
+_LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
+_ports = itertools.count()
+_DEFAULT = object()
+
+
+def _default_address() -> Address:
+    return ("127.0.0.1", 49152 + next(_ports) % 16384)
+
+
+@typing.final
+class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.DatagramTransport):
+    """An `asyncio.DatagramTransport` in memory, where the test plays the peer.
+
+    Everything the protocol sends waits for the test (:meth:`take_sent`), and the
+    test feeds datagrams and errors (:meth:`feed_datagram`, :meth:`feed_error`,
+    which reaches ``error_received``).  Until the test takes them, sent datagrams
+    stay in the write buffer, so ``get_write_buffer_size()`` and
+    ``pause_writing`` follow the running Python's accounting (see the module
+    notes).  :func:`memory_datagram_pair` connects two transports instead.  Must
+    be created while the loop runs.
+
+    Args:
+        protocol: An `asyncio.DatagramProtocol`.
+        local_addr: This end's address (default: loopback, ephemeral port).
+        remote_addr: If given, the transport is connected to this address:
+            ``sendto`` accepts only it or None, and ``peername`` is set.
+
+    Example:
+        ::
+
+            transport = MemoryDatagramTransport(protocol, remote_addr=("127.0.0.1", 53))
+            await asyncio.sleep(0)  # connection_made
+            transport.feed_datagram(b"query", ("127.0.0.1", 53))
+            assert transport.take_sent() == [(b"answer", ("127.0.0.1", 53))]
+    """
+
+    max_size = 256 * 1024
+    _closed = True  # until __init__ has run
+
+    def __init__(
+        self,
+        protocol: asyncio.DatagramProtocol,
+        *,
+        local_addr: Address = None,
+        remote_addr: Address = None,
+    ) -> None:
+        self._setup(protocol, local_addr, remote_addr, manual=True)
+        self._start()
+
+    @classmethod
+    def _create_end(
+        cls,
+        protocol: asyncio.DatagramProtocol,
+        local_addr: Address,
+        remote_addr: Address,
+        manual: bool,
+    ) -> MemoryDatagramTransport:
+        self = cls.__new__(cls)
+        self._setup(protocol, local_addr, remote_addr, manual=manual)
+        return self
+
+    def _setup(
+        self,
+        protocol: asyncio.DatagramProtocol,
+        local_addr: Address,
+        remote_addr: Address,
+        *,
+        manual: bool,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        local_addr = _default_address() if local_addr is None else local_addr
+        family = socket.AF_INET6 if len(local_addr) == 4 else socket.AF_INET
+        self._flow = WriteFlow()
+        self._info: dict[str, Any] = {
+            "peername": remote_addr,
+            "sockname": local_addr,
+            "socket": _MemoryDatagramSocket(family, local_addr, remote_addr),
+        }
+        asyncio.DatagramTransport.__init__(self, self._info)
+        self._loop = loop
+        self._protocol = protocol
+        self._address = remote_addr
+        self._buffer: deque[tuple[bytes, Address]] = deque()
+        self._buffer_size = 0
+        self._manual = manual
+        self._peer: MemoryDatagramTransport | None = None
+        self._closing = False
+        self._closed = False
+        self._conn_lost = 0
+        self._connected = False
+        self._sent_waiters: list[asyncio.Future[None]] = []
+
+    def _start(self) -> None:
+        self._loop.call_soon(self._connection_made)
+        track(
+            self,
+            what=f"MemoryDatagramTransport {self._info['sockname']!r}",
+            is_open=lambda t: not t._closing,
+            close=_hygiene_close,
+        )
+
+    def _connection_made(self) -> None:
+        if not self._closed:
+            self._connected = True
+            self._protocol.connection_made(self)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "closing" if self._closing else "open"
+        return (
+            f"<MemoryDatagramTransport {state} {self._info.get('sockname')!r} "
+            f"bufsize={self._buffer_size}>"
+        )
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """Return ``peername``, ``sockname``, ``socket`` or `default`."""
+        return self._info.get(name, default)
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if not self._closed and not self._closing:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+
+    # -- flow control ----------------------------------------------------------------
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        """Return the current protocol."""
+        return self._protocol
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        """Switch protocols."""
+        self._protocol = typing.cast("asyncio.DatagramProtocol", protocol)
+
+    @property
+    def _protocol_paused(self) -> bool:
+        return self._flow.paused
+
+    def get_write_buffer_size(self) -> int:
+        """Return the buffered bytes, counted as the running Python counts them."""
+        return self._buffer_size
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        """Return ``(low, high)``."""
+        return self._flow.low, self._flow.high
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """Set the water marks as asyncio does; this may pause but never resumes.
+
+        Raises:
+            ValueError: unless ``high >= low >= 0``.
+        """
+        self._flow.set_limits(high, low)
+        self._maybe_pause_protocol()
+
+    def _maybe_pause_protocol(self) -> None:
+        if self._flow.grew(self._buffer_size, self._loop.time()):
+            self._call_flow_callback("pause_writing")
+
+    def _maybe_resume_protocol(self) -> None:
+        if self._flow.shrank(self._buffer_size, self._loop.time()):
+            self._call_flow_callback("resume_writing")
+
+    def _call_flow_callback(self, name: str) -> None:
+        try:
+            getattr(self._protocol, name)()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler(
+                {
+                    "message": f"protocol.{name}() failed",
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+
+    @property
+    def flow_events(self) -> tuple[FlowEvent, ...]:
+        """Every pause and resume of the protocol's writing so far, in order."""
+        return tuple(self._flow.events)
+
+    # -- sending ---------------------------------------------------------------------
+
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Address = None) -> None:
+        """Send one datagram to `addr` (or to the connected peer).
+
+        Raises:
+            TypeError: `data` is not bytes-like.
+            ValueError: connected, and `addr` is neither None nor the peer.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
+            )
+        if not data and not _SENDS_EMPTY:
+            return
+        if self._address:
+            if addr not in (None, self._address):
+                raise ValueError(f"Invalid address: must be None or {self._address}")
+            addr = self._address
+        if self._conn_lost and self._address:
+            if self._conn_lost >= _LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                logger.warning("socket.send() raised exception.")
+            self._conn_lost += 1
+            return
+        if self._closed:
+            return
+        if not self._buffer and not self._manual:
+            self._transmit(bytes(data), addr)
+            return
+        self._buffer.append((bytes(data), addr))
+        self._buffer_size += len(data) + _HEADER_SIZE
+        self._maybe_pause_protocol()
+        self._wake()
+
+    def _transmit(self, data: bytes, addr: Address) -> None:
+        """Put one datagram on the wire: the peer receives it on a later loop turn."""
+        peer = self._peer
+        if peer is not None and addr == peer._info["sockname"]:
+            self._loop.call_soon(peer._datagram_arrived, data, self._info["sockname"])
+        # Like UDP, a datagram for an address nobody holds is lost silently.
+
+    def pump(self, max_datagrams: int | None = None) -> int:
+        """Send up to `max_datagrams` buffered datagrams (manual mode).
+
+        Returns:
+            The number of datagrams sent.
+
+        Raises:
+            ValueError: `max_datagrams` below 1.
+        """
+        if max_datagrams is not None and max_datagrams < 1:
+            raise ValueError(f"max_datagrams must be >= 1, got {max_datagrams!r}")
+        sent = 0
+        for data, addr in self._pop(max_datagrams):
+            self._transmit(data, addr)
+            sent += 1
+        return sent
+
+    def _pop(self, limit: int | None) -> list[tuple[bytes, Address]]:
+        taken: list[tuple[bytes, Address]] = []
+        while self._buffer and (limit is None or len(taken) < limit):
+            data, addr = self._buffer.popleft()
+            self._buffer_size -= len(data) + (0 if _FORGETS_HEADER else _HEADER_SIZE)
+            taken.append((data, addr))
+        if taken:
+            self._loop.call_soon(self._after_send)
+        return taken
+
+    def _after_send(self) -> None:
+        self._maybe_resume_protocol()
+        if not self._buffer and self._closing and not self._closed:
+            self._call_connection_lost(None)
+
+    # -- the test as the peer ----------------------------------------------------------
+
+    def take_sent(self, max_datagrams: int | None = None) -> list[tuple[bytes, Address]]:
+        """Take the datagrams the protocol sent, as ``(data, addr)``, oldest first.
+
+        This empties the write buffer: ``resume_writing`` follows on the next turn.
+        """
+        return self._pop(max_datagrams)
+
+    async def receive_sent(
+        self, count: int = 1, *, timeout: Any = _DEFAULT
+    ) -> list[tuple[bytes, Address]]:
+        """Wait until the protocol has sent `count` datagrams, and take them.
+
+        Raises:
+            TimeoutError: fewer in time; the message shows those that were sent.
+        """
+        wait = default_timeout() if timeout is _DEFAULT else typing.cast("float | None", timeout)
+
+        async def until() -> None:
+            while len(self._buffer) < count:
+                waiter = self._loop.create_future()
+                self._sent_waiters.append(waiter)
+                await waiter
+
+        try:
+            await asyncio.wait_for(until(), wait)
+        except asyncio.TimeoutError:
+            raise TimeoutError(
+                f"expected {count} datagrams sent by the protocol within {wait}s; "
+                f"got {len(self._buffer)}: {list(self._buffer)[:10]!r}"
+            ) from None
+        return self._pop(count)
+
+    def _wake(self) -> None:
+        waiters, self._sent_waiters = self._sent_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def feed_datagram(self, data: bytes, addr: Address) -> None:
+        """Deliver a datagram from `addr` to the protocol on a later loop turn."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
+            )
+        self._loop.call_soon(self._datagram_arrived, bytes(data), addr)
+
+    def feed_error(self, exc: OSError) -> None:
+        """Make the next read fail with `exc`: the protocol's ``error_received`` gets it.
+
+        For example ``ConnectionRefusedError`` for an ICMP port-unreachable reply.
+        """
+        self._loop.call_soon(self._error_arrived, exc)
+
+    def _datagram_arrived(self, data: bytes, addr: Address) -> None:
+        if self._closing or not self._connected:
+            return
+        if self._address and addr != self._address:
+            return  # a connected UDP socket only receives from its peer
+        try:
+            self._protocol.datagram_received(data, addr)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal read error on datagram transport")
+
+    def _error_arrived(self, exc: OSError) -> None:
+        if self._closing or not self._connected:
+            return
+        self._protocol.error_received(exc)
+
+    # -- closing -----------------------------------------------------------------------
+
+    def is_closing(self) -> bool:
+        """Return True once `close` or `abort` was called."""
+        return self._closing
+
+    def close(self) -> None:
+        """Stop receiving; ``connection_lost(None)`` follows once the buffer is empty."""
+        if self._closing:
+            return
+        self._closing = True
+        if not self._buffer:
+            self._conn_lost += 1
+            self._loop.call_soon(self._call_connection_lost, None)
+
+    def abort(self) -> None:
+        """Close at once, discarding buffered datagrams."""
+        self._force_close(None)
+
+    def _fatal_error(self, exc: BaseException, message: str) -> None:
+        if not isinstance(exc, OSError):
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._force_close(exc)
+
+    def _force_close(self, exc: BaseException | None) -> None:
+        if self._conn_lost:
+            return
+        self._buffer.clear()
+        self._buffer_size = 0
+        self._closing = True
+        self._conn_lost += 1
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._protocol.connection_lost(typing.cast("Exception | None", exc))
+
+
+class _MemoryDatagramSocket:
+    """The ``socket`` extra of a memory datagram transport (no descriptor)."""
+
+    def __init__(self, family: int, sockname: Address, peername: Address) -> None:
+        self.family = socket.AddressFamily(family)
+        self.type = socket.SOCK_DGRAM
+        self.proto = socket.IPPROTO_UDP
+        self._sockname = sockname
+        self._peername = peername
+
+    def getsockname(self) -> Address:
+        return self._sockname
+
+    def getpeername(self) -> Address:
+        if self._peername is None:
+            raise OSError(107, "Transport endpoint is not connected")
+        return self._peername
+
+    def fileno(self) -> int:
+        return -1
+
+
+def _hygiene_close(transport: MemoryDatagramTransport) -> None:
+    if transport._loop.is_closed():
+        transport._closing = transport._closed = True
+    else:
+        transport.abort()
+
+
+def memory_datagram_pair(
+    protocol_a: asyncio.DatagramProtocol,
+    protocol_b: asyncio.DatagramProtocol,
+    *,
+    address_a: Address = None,
+    address_b: Address = None,
+    connected: bool = True,
+    manual: bool = False,
+) -> tuple[MemoryDatagramTransport, MemoryDatagramTransport]:
+    """Make two :class:`MemoryDatagramTransport` objects that exchange datagrams.
+
+    Each ``sendto`` to the other end's address reaches its ``datagram_received``
+    on a later loop turn, with the sender's address; datagrams to any other
+    address are lost, as UDP would lose them.
+
+    Args:
+        protocol_a: Connected to the first transport.
+        protocol_b: Connected to the second transport.
+        address_a: The first end's address (default: loopback, ephemeral port).
+        address_b: The second end's address (default: loopback, ephemeral port).
+        connected: If true (the default), each end is connected to the other, as
+            with ``create_datagram_endpoint(remote_addr=...)``: ``sendto`` takes
+            None or the peer's address and ``peername`` is set.
+        manual: If true, datagrams stay in the sender's buffer until
+            :meth:`MemoryDatagramTransport.pump`.
+
+    Returns:
+        ``(transport_a, transport_b)``.
+
+    Example:
+        ::
+
+            a, b = memory_datagram_pair(ProtocolA(), ProtocolB())
+            await asyncio.sleep(0)  # connection_made
+            a.sendto(b"ping")
+    """
+    address_a = _default_address() if address_a is None else address_a
+    address_b = _default_address() if address_b is None else address_b
+    a = MemoryDatagramTransport._create_end(
+        protocol_a, address_a, address_b if connected else None, manual
+    )
+    b = MemoryDatagramTransport._create_end(
+        protocol_b, address_b, address_a if connected else None, manual
+    )
+    a._peer, b._peer = b, a
+    a._start()
+    b._start()
+    return a, b

@@ -1,0 +1,294 @@
+"""memory_stream_pair, and TLS over memory transports with real ssl contexts."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import sys
+from typing import Any
+
+import pytest
+
+from nettest._transports import MemoryTransport, memory_stream_pair, memory_transport_pair
+
+
+async def turns(n: int = 5) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+# -- streams ---------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_memory_stream_pair_round_trip_and_eof() -> None:
+    (c_reader, c_writer), (s_reader, s_writer) = memory_stream_pair()
+    c_writer.write(b"GET / HTTP/1.0\r\n\r\n")
+    c_writer.write_eof()
+    assert await s_reader.readuntil(b"\r\n\r\n") == b"GET / HTTP/1.0\r\n\r\n"
+    assert await s_reader.read() == b""  # EOF; the server may still answer
+    s_writer.write(b"HTTP/1.0 200 OK\r\n\r\nbody")
+    s_writer.close()
+    assert await c_reader.read() == b"HTTP/1.0 200 OK\r\n\r\nbody"
+    await s_writer.wait_closed()
+    c_writer.close()
+    await c_writer.wait_closed()
+    host, port = c_writer.get_extra_info("peername")
+    assert (host, port) == ("127.0.0.1", 8080)
+    assert s_writer.get_extra_info("peername") == c_writer.get_extra_info("sockname")
+
+
+@pytest.mark.asyncio
+async def test_memory_stream_pair_drain_blocks_until_the_peer_reads() -> None:
+    (_, c_writer), (s_reader, s_writer) = memory_stream_pair(capacity=1024, limit=1024)
+    c_writer.write(b"x" * 100_000)
+    drain = asyncio.ensure_future(c_writer.drain())
+    await turns(20)
+    assert not drain.done()  # nobody reads: the writer is paused
+    transport = c_writer.transport
+    assert isinstance(transport, MemoryTransport)
+    transport.assert_writing_paused()
+    data = await s_reader.readexactly(100_000)
+    await asyncio.wait_for(drain, 5)
+    assert data == b"x" * 100_000
+    events = transport.flow_events
+    assert [e.kind for e in events] == ["pause", "resume"]
+    assert events[0].buffer_size > 65536 >= events[-1].buffer_size
+    for writer in (c_writer, s_writer):
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_memory_stream_pair_drain_after_reset_raises() -> None:
+    (_, c_writer), (s_reader, s_writer) = memory_stream_pair()
+    await turns()
+    transport = c_writer.transport
+    assert isinstance(transport, MemoryTransport)
+    transport.reset()
+    with pytest.raises(ConnectionResetError):
+        await s_reader.read()
+    await turns()
+    with pytest.raises(ConnectionResetError):
+        await c_writer.drain()
+    for writer in (c_writer, s_writer):
+        writer.close()
+        with pytest.raises(ConnectionResetError):
+            await writer.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_memory_stream_pair_drain_after_close_raises_connection_lost() -> None:
+    (_, c_writer), (s_reader, s_writer) = memory_stream_pair()
+    await turns()
+    c_writer.close()
+    await c_writer.wait_closed()
+    with pytest.raises(ConnectionResetError, match="Connection lost"):
+        await c_writer.drain()
+    assert await s_reader.read() == b""
+    s_writer.close()
+    await s_writer.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_memory_stream_pair_manual_pump_with_chunks() -> None:
+    (_, c_writer), (s_reader, s_writer) = memory_stream_pair(manual=True, chunks=[1, 1])
+    await turns()
+    c_writer.write(b"line one\nline two\n")
+    read = asyncio.ensure_future(s_reader.readline())
+    await turns()
+    assert not read.done()
+    transport = c_writer.transport
+    assert isinstance(transport, MemoryTransport)
+    assert transport.pump(9) == 9
+    assert await read == b"line one\n"
+    transport.pump()
+    assert await s_reader.readline() == b"line two\n"
+    for writer in (c_writer, s_writer):
+        writer.close()
+        await writer.wait_closed()
+
+
+# -- TLS -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_contexts_factory() -> Any:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("example.test")
+
+    def make(trust: bool = True) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(server)
+        client = ssl.create_default_context()
+        if trust:
+            ca.configure_trust(client)
+        return server, client
+
+    return make
+
+
+class Collect(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+        self.transport: Any = None
+        self.made = 0
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.made += 1
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_start_tls_both_sides(tls_contexts_factory: Any) -> None:
+    server_ctx, client_ctx = tls_contexts_factory()
+    loop = asyncio.get_running_loop()
+    client, server = Collect(), Collect()
+    c, s = memory_transport_pair(client, server)
+    await turns()
+    c_tls: Any
+    s_tls: Any
+    c_tls, s_tls = await asyncio.wait_for(
+        asyncio.gather(
+            loop.start_tls(c, client, client_ctx, server_hostname="example.test"),
+            loop.start_tls(s, server, server_ctx, server_side=True),
+        ),
+        10,
+    )
+    assert client.made == server.made == 1  # connection_made is not called again
+    assert c_tls.get_extra_info("sslcontext") is client_ctx
+    ssl_object = c_tls.get_extra_info("ssl_object")
+    assert isinstance(ssl_object, ssl.SSLObject)
+    assert ssl_object.server_hostname == "example.test"
+    peercert = c_tls.get_extra_info("peercert")
+    assert ("DNS", "example.test") in peercert["subjectAltName"]
+    assert c_tls.get_extra_info("peername") == c.get_extra_info("peername")  # passed through
+    assert not c_tls.can_write_eof()
+    c_tls.write(b"secret")
+    await asyncio.wait_for(_until(lambda: server.data == b"secret"), 5)
+    s_tls.write(b"reply")
+    await asyncio.wait_for(_until(lambda: client.data == b"reply"), 5)
+    c_tls.close()
+    assert await asyncio.wait_for(server.lost, 5) is None
+    await asyncio.wait_for(client.lost, 5)
+    s_tls.close()
+    await turns()
+
+
+async def _until(predicate: Any) -> None:
+    while not predicate():
+        await asyncio.sleep(0.001)
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_start_tls_wrong_host_fails_and_force_closes(
+    tls_contexts_factory: Any,
+) -> None:
+    server_ctx, client_ctx = tls_contexts_factory()
+    loop = asyncio.get_running_loop()
+    client, server = Collect(), Collect()
+    c, s = memory_transport_pair(client, server)
+    await turns()
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            loop.start_tls(c, client, client_ctx, server_hostname="other.test"),
+            loop.start_tls(s, server, server_ctx, server_side=True),
+            return_exceptions=True,
+        ),
+        10,
+    )
+    assert isinstance(results[0], ssl.SSLCertVerificationError)
+    assert isinstance(results[1], (ssl.SSLError, ConnectionError))
+    await turns()
+    assert c.is_closing()  # SSLProtocol closed the memory transport
+    assert s.is_closing()
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_start_tls_untrusted_ca_fails(tls_contexts_factory: Any) -> None:
+    server_ctx, client_ctx = tls_contexts_factory(trust=False)
+    loop = asyncio.get_running_loop()
+    client, server = Collect(), Collect()
+    c, s = memory_transport_pair(client, server)
+    await turns()
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            loop.start_tls(c, client, client_ctx, server_hostname="example.test"),
+            loop.start_tls(s, server, server_ctx, server_side=True),
+            return_exceptions=True,
+        ),
+        10,
+    )
+    assert isinstance(results[0], ssl.SSLCertVerificationError)
+    assert "certificate verify failed" in str(results[0])
+    await turns()
+    assert c.is_closing()
+    assert s.is_closing()
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_start_tls_eof_during_handshake(tls_contexts_factory: Any) -> None:
+    _, client_ctx = tls_contexts_factory()
+    loop = asyncio.get_running_loop()
+    client = Collect()
+    transport = MemoryTransport(client)
+    await turns()
+    handshake = asyncio.ensure_future(
+        loop.start_tls(transport, client, client_ctx, server_hostname="example.test")
+    )
+    hello = await transport.receive_written(1, timeout=5)
+    assert hello[:1] == b"\x16"  # a TLS handshake record: the ClientHello
+    transport.feed_eof()
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(handshake, 5)
+    await turns()
+    assert transport.is_closing()
+
+
+@pytest.mark.asyncio
+async def test_start_tls_rejects_a_transport_without_tls_support() -> None:
+    loop = asyncio.get_running_loop()
+
+    class Plain(asyncio.Transport):
+        pass
+
+    with pytest.raises(TypeError, match="is not supported by start_tls"):
+        await loop.start_tls(Plain(), asyncio.Protocol(), ssl.create_default_context())
+    assert MemoryTransport._start_tls_compatible is True
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="StreamWriter.start_tls is new in 3.11")
+async def test_memory_stream_pair_stream_writer_start_tls(tls_contexts_factory: Any) -> None:
+    server_ctx, client_ctx = tls_contexts_factory()
+    (c_reader, c_writer), (s_reader, s_writer) = memory_stream_pair()
+    c_writer.write(b"STARTTLS\r\n")
+    assert await s_reader.readline() == b"STARTTLS\r\n"
+    await asyncio.wait_for(
+        asyncio.gather(
+            c_writer.start_tls(  # type: ignore[attr-defined,unused-ignore]
+                client_ctx, server_hostname="example.test"
+            ),
+            s_writer.start_tls(server_ctx),  # type: ignore[attr-defined,unused-ignore]
+        ),
+        10,
+    )
+    assert c_writer.get_extra_info("peercert") is not None
+    assert s_writer.get_extra_info("sslcontext") is server_ctx
+    c_writer.write(b"over tls\n")
+    assert await s_reader.readline() == b"over tls\n"
+    s_writer.write(b"and back\n")
+    assert await c_reader.readline() == b"and back\n"
+    c_writer.close()
+    assert await s_reader.read() == b""
+    s_writer.close()
+    await asyncio.wait_for(asyncio.gather(c_writer.wait_closed(), s_writer.wait_closed()), 5)
