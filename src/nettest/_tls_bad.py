@@ -1,0 +1,295 @@
+"""The bad TLS cases: contexts for handshakes that must fail, and how each one fails.
+
+Each case pairs a server context and a client context such that exactly one
+thing is wrong.  Use one side against the code under test: the server context
+to check that your client rejects a bad server, the client context to check
+that your server rejects a bad client.  The case also says which side rejects
+the handshake, with which ``verify_code`` or ``reason``, and which alert the other
+side receives, as measured with OpenSSL 3 on real loopback connections.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol, final
+
+import pytest
+
+from ._tls import (
+    TLS_BAD_KINDS,
+    TLSBadKind,
+    _authority,
+    _build,
+    _cadata,
+    _client_context,
+    _leaf_identity,
+    _server_context,
+    requested_tls_version,
+)
+
+if TYPE_CHECKING:
+    import trustme
+
+__all__ = ["TLSBadCase", "TLSBadCaseFactory", "make_tls_bad_case"]
+
+# OpenSSL's X509_V_ERR_* codes, as ssl.SSLCertVerificationError.verify_code.
+_NOT_YET_VALID = 9
+_EXPIRED = 10
+_SELF_SIGNED = 18
+_UNKNOWN_ISSUER = 20
+_INVALID_PURPOSE = 26
+_HOSTNAME_MISMATCH = 62
+
+_VERIFY_FAILED = "CERTIFICATE_VERIFY_FAILED"
+_UNKNOWN_CA = "TLSV1_ALERT_UNKNOWN_CA"
+_BAD_CERTIFICATE = "SSLV3_ALERT_BAD_CERTIFICATE"
+
+
+@dataclass(frozen=True, slots=True)
+class _Expectation:
+    rejected_by: Literal["client", "server"]
+    verify_code: int | None
+    reason: str
+    alert: str
+    description: str
+
+
+_EXPECTED: dict[TLSBadKind, _Expectation] = {
+    "expired": _Expectation(
+        "client",
+        _EXPIRED,
+        _VERIFY_FAILED,
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "the server's certificate expired in 2001",
+    ),
+    "not_yet_valid": _Expectation(
+        "client",
+        _NOT_YET_VALID,
+        _VERIFY_FAILED,
+        _BAD_CERTIFICATE,
+        "the server's certificate is valid from 2999",
+    ),
+    "wrong_host": _Expectation(
+        "client",
+        _HOSTNAME_MISMATCH,
+        _VERIFY_FAILED,
+        _BAD_CERTIFICATE,
+        "the server's certificate names only wrong-host.nettest.invalid",
+    ),
+    "self_signed": _Expectation(
+        "client",
+        _SELF_SIGNED,
+        _VERIFY_FAILED,
+        _UNKNOWN_CA,
+        "the server's certificate is signed by its own key",
+    ),
+    "untrusted_ca": _Expectation(
+        "client",
+        _UNKNOWN_ISSUER,
+        _VERIFY_FAILED,
+        _UNKNOWN_CA,
+        "the server's certificate is issued by a CA the client does not trust",
+    ),
+    "cn_only": _Expectation(
+        "client",
+        _HOSTNAME_MISMATCH,
+        _VERIFY_FAILED,
+        _BAD_CERTIFICATE,
+        "the server's certificate names localhost in its common name only, with no SAN",
+    ),
+    "wrong_eku": _Expectation(
+        "client",
+        _INVALID_PURPOSE,
+        _VERIFY_FAILED,
+        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+        "the server presents a client-only certificate (extended key usage clientAuth)",
+    ),
+    "incomplete_chain": _Expectation(
+        "client",
+        _UNKNOWN_ISSUER,
+        _VERIFY_FAILED,
+        _UNKNOWN_CA,
+        "the server sends its certificate without the intermediate CA",
+    ),
+    "mtls_no_cert": _Expectation(
+        "server",
+        None,
+        "PEER_DID_NOT_RETURN_A_CERTIFICATE",
+        # TLS 1.2 fails the handshake; TLS 1.3 sends a dedicated alert (RFC 8446, 4.4.2.4).
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        "the server requires a client certificate and the client has none",
+    ),
+    "mtls_untrusted_cert": _Expectation(
+        "server",
+        _UNKNOWN_ISSUER,
+        _VERIFY_FAILED,
+        _UNKNOWN_CA,
+        "the client presents a certificate from a CA the server does not trust",
+    ),
+}
+
+_TLS12_ALERTS: dict[TLSBadKind, str] = {"mtls_no_cert": "SSLV3_ALERT_HANDSHAKE_FAILURE"}
+
+
+@final
+@dataclass(frozen=True, slots=True, eq=False, init=False)
+class TLSBadCase:
+    """A server context and a client context whose handshake must fail, and how.
+
+    This type has no public constructor: get one from the ``tls_bad_case_factory``
+    fixture or from `make_tls_bad_case`.  Exactly one thing is wrong in each case;
+    the other side is the same as ``tls_server_context`` or ``tls_client_context``.
+
+    The side named by `rejected_by` fails the handshake itself: with an
+    `ssl.SSLCertVerificationError` whose ``verify_code`` is `verify_code`, or, when
+    that is None, an `ssl.SSLError` whose ``reason`` is `reason`.  The other side
+    receives the TLS alert `alert` as an `ssl.SSLError` with that ``reason``.  With
+    TLS 1.3 a client learns that the server rejected its certificate only when
+    it next reads, because its handshake completes first (RFC 8446, 4.4.2.4).
+
+    Attributes:
+        kind: Which case this is, one of `TLS_BAD_KINDS`.
+        server_context: A new server-side context for this case.
+        client_context: A new client-side context for this case; it checks host
+            names, and matches them against the subject alternative names only.
+        server_hostname: The name the client must ask for (``"localhost"``).
+        rejected_by: ``"client"`` when the server's certificate is bad,
+            ``"server"`` for the mutual-TLS cases.
+        verify_code: OpenSSL's ``X509_V_ERR_*`` code on the rejecting side, or
+            None when it fails without verifying a certificate.
+        reason: The ``reason`` of the rejecting side's `ssl.SSLError`.
+        alert: The ``reason`` of the error the other side gets.
+        description: What is wrong, in words.
+    """
+
+    kind: TLSBadKind
+    server_context: ssl.SSLContext
+    client_context: ssl.SSLContext
+    server_hostname: str
+    rejected_by: Literal["client", "server"]
+    verify_code: int | None
+    reason: str
+    alert: str
+    description: str
+
+    def __init__(self) -> None:
+        raise TypeError(
+            "TLSBadCase has no public constructor: use the tls_bad_case_factory fixture "
+            "or make_tls_bad_case()"
+        )
+
+    @classmethod
+    def _create(
+        cls,
+        kind: TLSBadKind,
+        server_context: ssl.SSLContext,
+        client_context: ssl.SSLContext,
+        tls_version: ssl.TLSVersion | None,
+    ) -> TLSBadCase:
+        expected = _EXPECTED[kind]
+        alert = expected.alert
+        if tls_version == ssl.TLSVersion.TLSv1_2:
+            alert = _TLS12_ALERTS.get(kind, alert)
+        return _build(
+            cls,
+            kind=kind,
+            server_context=server_context,
+            client_context=client_context,
+            server_hostname="localhost",
+            rejected_by=expected.rejected_by,
+            verify_code=expected.verify_code,
+            reason=expected.reason,
+            alert=alert,
+            description=expected.description,
+        )
+
+    def matches(self, error: BaseException) -> bool:
+        """Return whether *error* is how this case fails, on either side.
+
+        True for the rejecting side's error (same ``verify_code``, or same
+        ``reason`` when `verify_code` is None) and for the other side's `alert`.
+        An unrelated failure, such as a connection reset or a different
+        verification error, does not match.
+
+        Example::
+
+            bad = tls_bad_case_factory("expired")
+            with pytest.raises(ssl.SSLError) as excinfo:
+                await my_client.connect(port, ssl=bad.client_context)
+            assert bad.matches(excinfo.value), excinfo.value
+        """
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return self.verify_code is not None and error.verify_code == self.verify_code
+        if isinstance(error, ssl.SSLError):
+            reason = getattr(error, "reason", None)
+            return reason == self.alert or (self.verify_code is None and reason == self.reason)
+        return False
+
+
+def make_tls_bad_case(
+    ca: trustme.CA, kind: TLSBadKind, *, tls_version: ssl.TLSVersion | None = None
+) -> TLSBadCase:
+    """Return new contexts for the bad case *kind*, built around *ca*.
+
+    The clients trust *ca*; the servers present certificates from the same
+    intermediate as the ``tls_certificate`` fixture unless the case says
+    otherwise.  The bad certificates are made on first use and cached with *ca*;
+    the contexts are new on every call.
+
+    Args:
+        ca: The CA that the good side trusts, normally the ``tls_ca`` fixture.
+        kind: One of `TLS_BAD_KINDS`.
+        tls_version: Allow only this version, one of `TLS_VERSIONS`.
+
+    Returns:
+        The case, with fresh contexts.
+
+    Raises:
+        ValueError: *kind* is not one of `TLS_BAD_KINDS`, or *tls_version* is not
+            TLS 1.2 or TLS 1.3.
+
+    Example::
+
+        bad = nettest.make_tls_bad_case(tls_ca, "wrong_host")
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=bad.server_context)
+    """
+    if kind not in TLS_BAD_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(TLS_BAD_KINDS)}; got {kind!r}")
+    authority = _authority(ca)
+    cadata = _cadata(ca)
+    server = _leaf_identity(authority.server)
+    if kind == "mtls_no_cert":
+        server_context = _server_context(server, cadata, tls_version)
+        client_context = _client_context(cadata, None, tls_version)
+    elif kind == "mtls_untrusted_cert":
+        server_context = _server_context(server, cadata, tls_version)
+        client_context = _client_context(cadata, authority.bad(kind), tls_version)
+    else:
+        server_context = _server_context(authority.bad(kind), None, tls_version)
+        client_context = _client_context(cadata, None, tls_version)
+    return TLSBadCase._create(kind, server_context, client_context, tls_version)
+
+
+class TLSBadCaseFactory(Protocol):
+    """The type of the ``tls_bad_case_factory`` fixture: call it with a kind."""
+
+    def __call__(self, kind: TLSBadKind) -> TLSBadCase:
+        """Return new contexts for the bad case *kind*, one of `TLS_BAD_KINDS`."""
+        ...
+
+
+@pytest.fixture
+def tls_bad_case_factory(tls_ca: trustme.CA, request: pytest.FixtureRequest) -> TLSBadCaseFactory:
+    """Make contexts for a handshake that must fail: call it with a kind from TLS_BAD_KINDS.
+
+    Each call returns a new `TLSBadCase` built around ``tls_ca``, pinned to
+    ``tls_version`` when the test requests that.  The bad certificates are made
+    once per session.
+    """
+    tls_version = requested_tls_version(request)
+
+    def factory(kind: TLSBadKind) -> TLSBadCase:
+        return make_tls_bad_case(tls_ca, kind, tls_version=tls_version)
+
+    return factory

@@ -1,0 +1,241 @@
+"""TLS material as PEM files, for servers under test that run as other processes.
+
+Also the ``nettest certs DIR`` command, which writes the same files for manual use.
+Private keys are always created with mode 0600, never rewritten in place, and the
+fixture's directory is private (mode 0700) and removed after the test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, final
+
+import pytest
+
+from ._tls import DEFAULT_IDENTITIES, _authority, _build, _leaf_identity, _write_file, new_ca
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Iterator
+
+    import trustme
+
+__all__ = ["TLSFiles", "cli_main", "write_tls_files"]
+
+_NAMES = {
+    "ca_bundle": "ca.pem",
+    "cert": "cert.pem",
+    "chain": "chain.pem",
+    "fullchain": "fullchain.pem",
+    "key": "key.pem",
+    "client_cert": "client-fullchain.pem",
+    "client_key": "client-key.pem",
+}
+
+
+@final
+@dataclass(frozen=True, slots=True, init=False)
+class TLSFiles:
+    """Paths to PEM files: a server's certificate, chain and key, and the CA to trust.
+
+    This type has no public constructor: get one from the ``tls_files`` fixture or
+    from `write_tls_files`.  The names follow Let's Encrypt's: give a server
+    `fullchain` and `key` (or `cert`, `chain` and `key` where it wants them
+    apart), and give clients `ca_bundle`.  Every file is closed, so it can be
+    opened again on any platform.
+
+    Attributes:
+        directory: The directory that holds every file.
+        ca_bundle: The root CA's certificate: what clients trust.
+        cert: The server's certificate alone.
+        chain: The intermediate CA certificates, leaf excluded.
+        fullchain: `cert` followed by `chain`: what a server sends.
+        key: The server's private key (PKCS#8 or traditional PEM, mode 0600).
+        client_cert: The client certificate followed by its chain, for mutual TLS,
+            or None.
+        client_key: The client certificate's private key (mode 0600), or None.
+    """
+
+    directory: Path
+    ca_bundle: Path
+    cert: Path
+    chain: Path
+    fullchain: Path
+    key: Path
+    client_cert: Path | None
+    client_key: Path | None
+
+    def __init__(self) -> None:
+        raise TypeError(
+            "TLSFiles has no public constructor: use the tls_files fixture or write_tls_files()"
+        )
+
+
+def write_tls_files(
+    directory: str | os.PathLike[str],
+    ca: trustme.CA,
+    certificate: trustme.LeafCert,
+    *,
+    client_certificate: trustme.LeafCert | None = None,
+) -> TLSFiles:
+    """Write *ca*, *certificate* and its key (and a client's) as PEM files in *directory*.
+
+    Keys are created with mode 0600.  The files must not exist yet: a key is
+    never written into a file that someone else may already be able to read.
+
+    Args:
+        directory: An existing directory; keep it private.
+        ca: The CA whose certificate goes in ``ca.pem``.
+        certificate: The server certificate, its chain and key.
+        client_certificate: A client certificate to write too, for mutual TLS.
+
+    Returns:
+        The paths written.
+
+    Raises:
+        FileExistsError: One of the files exists already.
+
+    Example::
+
+        files = nettest.write_tls_files(private_dir, tls_ca, tls_certificate)
+        subprocess.run(["my-server", "--cert", files.fullchain, "--key", files.key])
+    """
+    root = Path(directory)
+    paths = {name: root / filename for name, filename in _NAMES.items()}
+    server = _leaf_identity(certificate)
+    _write_file(paths["ca_bundle"], ca.cert_pem.bytes(), private=False)
+    _write_file(paths["cert"], server.chain_pems[0], private=False)
+    _write_file(paths["chain"], b"".join(server.chain_pems[1:]), private=False)
+    _write_file(paths["fullchain"], b"".join(server.chain_pems), private=False)
+    _write_file(paths["key"], server.key_pem, private=True)
+    client_cert = client_key = None
+    if client_certificate is not None:
+        client = _leaf_identity(client_certificate)
+        client_cert, client_key = paths["client_cert"], paths["client_key"]
+        _write_file(client_cert, b"".join(client.chain_pems), private=False)
+        _write_file(client_key, client.key_pem, private=True)
+    return _build(
+        TLSFiles,
+        directory=root,
+        ca_bundle=paths["ca_bundle"],
+        cert=paths["cert"],
+        chain=paths["chain"],
+        fullchain=paths["fullchain"],
+        key=paths["key"],
+        client_cert=client_cert,
+        client_key=client_key,
+    )
+
+
+@pytest.fixture
+def tls_files(
+    tls_ca: trustme.CA,
+    tls_certificate: trustme.LeafCert,
+    tls_client_certificate: trustme.LeafCert,
+) -> Iterator[TLSFiles]:
+    """PEM files of tls_ca, tls_certificate and its key, for a server in another process.
+
+    The files are written to a new private directory (mode 0700, keys 0600) that
+    exists for the test's duration and is removed after it.  The client
+    certificate and key for mutual TLS are there too.
+    """
+    directory = tempfile.mkdtemp(prefix="nettest-tls-files-")
+    try:
+        yield write_tls_files(
+            directory, tls_ca, tls_certificate, client_certificate=tls_client_certificate
+        )
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# -- nettest certs -------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nettest certs",
+        description="Write a test CA certificate, a server certificate (with its "
+        "intermediate) and the server's private key to DIR, for manual testing. "
+        "Clients must trust ca.pem; servers load fullchain.pem and key.pem. "
+        "Keys are written with mode 0600. Never use these in production.",
+    )
+    parser.add_argument(
+        "directory", metavar="DIR", help="where to write; created (mode 0700) if missing"
+    )
+    parser.add_argument(
+        "--host",
+        action="append",
+        dest="hosts",
+        metavar="NAME",
+        help="a host name or IP address the server certificate is valid for; repeat "
+        f"for more (default: {', '.join(DEFAULT_IDENTITIES)})",
+    )
+    parser.add_argument(
+        "--client",
+        action="store_true",
+        help="also write a client certificate and its key, for mutual TLS",
+    )
+    parser.add_argument("--force", action="store_true", help="replace files that exist already")
+    return parser
+
+
+def cli_main(argv: list[str]) -> int:
+    """Run ``nettest certs DIR``: write a CA, a server certificate and its key.
+
+    Args:
+        argv: The arguments after ``certs``.
+
+    Returns:
+        The exit status: 0 on success, 1 when a file exists or cannot be
+        written, 2 for bad arguments.
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:  # --help, or a usage error already printed
+        return exit.code if isinstance(exit.code, int) else 2
+    directory = Path(args.directory)
+    existing = [directory / name for name in _NAMES.values() if (directory / name).exists()]
+    if existing and not args.force:
+        names = ", ".join(str(path) for path in existing)
+        print(f"nettest certs: {names} exist already; pass --force to replace", file=sys.stderr)
+        return 1
+    ca = new_ca()
+    authority = _authority(ca)
+    try:
+        server = authority.intermediate.issue_cert(*args.hosts) if args.hosts else authority.server
+    except ValueError as error:
+        parser.print_usage(sys.stderr)
+        print(f"nettest certs: error: --host: {error}", file=sys.stderr)
+        return 2
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for path in existing:
+            path.unlink()
+        files = write_tls_files(
+            directory, ca, server, client_certificate=authority.client if args.client else None
+        )
+    except OSError as error:
+        print(f"nettest certs: {error}", file=sys.stderr)
+        return 1
+    hosts = ", ".join(args.hosts or DEFAULT_IDENTITIES)
+    lines = [
+        ("CA certificate (clients trust this)", files.ca_bundle),
+        (f"server certificate for {hosts}", files.cert),
+        ("intermediate CA certificate", files.chain),
+        ("server certificate and chain", files.fullchain),
+        ("server private key", files.key),
+    ]
+    if files.client_cert is not None and files.client_key is not None:
+        lines += [
+            ("client certificate and chain", files.client_cert),
+            ("client private key", files.client_key),
+        ]
+    for label, path in lines:
+        print(f"{label}: {path}")
+    return 0
