@@ -447,10 +447,11 @@ async def _run_read_step(
             f"{where}: nothing matching arrived in {timeout:g} s" + _so_far(conn)
         ) from None
     except asyncio.IncompleteReadError as exc:
-        raise ScriptMismatch(
-            f"{where}: the client closed its side after sending {show(exc.partial)}"
-            + _so_far(conn)
-        ) from None
+        if conn.eof_received:
+            what = f"the client closed its side after sending {show(exc.partial)}"
+        else:
+            what = "the connection closed before it arrived"
+        raise ScriptMismatch(f"{where}: {what}" + _so_far(conn)) from None
     except asyncio.LimitOverrunError:
         raise ScriptMismatch(
             f"{where}: no line ending within the stream limit" + _so_far(conn)
