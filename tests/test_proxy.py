@@ -1,0 +1,636 @@
+"""FaultProxy on real loopback sockets, in front of plain asyncio upstreams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import socket
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from nettest._faults import (
+    Bandwidth,
+    Blackhole,
+    CloseAfter,
+    Corrupt,
+    Drop,
+    Duplicate,
+    HalfClose,
+    Latency,
+    Refuse,
+    Reset,
+    Slice,
+    SlowClose,
+    Stall,
+    Trigger,
+    Truncate,
+    TruncateDatagram,
+)
+from nettest._proxy import FaultProxy, FaultProxyFactory, fault_proxy, parse_fault
+
+__all__ = ["fault_proxy"]  # the fixture, used by the tests below
+
+Address = tuple[str, int]
+
+
+class Upstream:
+    """A plain asyncio TCP server that records what it received, and may echo it."""
+
+    def __init__(self, *, echo: bool = True, reply: bytes = b"") -> None:
+        self.echo = echo
+        self.reply = reply
+        self.received = bytearray()
+        self.chunks: list[bytes] = []
+        self.eofs = 0
+        self.errors: list[BaseException] = []
+        self.connections = 0
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        try:
+            if self.reply:
+                writer.write(self.reply)
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    self.eofs += 1
+                    break
+                self.chunks.append(data)
+                self.received += data
+                if self.echo:
+                    writer.write(data)
+                    await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+        except OSError as exc:
+            self.errors.append(exc)
+        finally:
+            writer.close()
+
+    @property
+    def address(self) -> Address:
+        assert self.server is not None
+        name = self.server.sockets[0].getsockname()
+        return name[0], name[1]
+
+
+@pytest_asyncio.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    server = Upstream()
+    server.server = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    try:
+        yield server
+    finally:
+        server.server.close()
+        for writer in server.writers:
+            writer.transport.abort()
+        await asyncio.sleep(0)
+        await asyncio.wait_for(server.server.wait_closed(), 5)
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    address: Address,
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    reader, writer = await asyncio.open_connection(*address)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def read_all(reader: asyncio.StreamReader, timeout: float = 5) -> bytes:
+    return await asyncio.wait_for(reader.read(), timeout)
+
+
+# -- TCP ------------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_proxy_forwards_both_ways_and_traces(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await fault_proxy(upstream=upstream.address)
+    assert proxy.address[0] == "127.0.0.1"
+    assert proxy.address != upstream.address
+    async with connect(proxy.address) as (reader, writer):
+        writer.write(b"hello")
+        writer.write_eof()
+        assert await read_all(reader) == b"hello"
+    assert bytes(upstream.received) == b"hello"
+    [trace] = proxy.traces
+    assert trace.upstream_bytes == 5
+    assert trace.downstream_bytes == 5
+    text = proxy.format_traces()
+    assert "b'hello'" in text
+    assert "faults fired: none" in text
+
+
+@pytest.mark.asyncio
+async def test_proxy_accepts_a_server_object_or_host_port_text(upstream: Upstream) -> None:
+    async with FaultProxy(upstream) as proxy, connect(proxy.address) as (reader, writer):
+        writer.write(b"x")
+        assert await asyncio.wait_for(reader.readexactly(1), 5) == b"x"
+    host, port = upstream.address
+    async with FaultProxy(f"{host}:{port}") as proxy:
+        assert proxy.upstream == (host, port)
+    assert proxy.closed
+
+
+@pytest.mark.asyncio
+async def test_proxy_latency_delays_the_reply(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await fault_proxy(upstream=upstream.address, faults=[Latency(0.2)])
+    loop = asyncio.get_running_loop()
+    async with connect(proxy.address) as (reader, writer):
+        start = loop.time()
+        writer.write(b"ping")
+        assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
+        assert loop.time() - start >= 0.19
+    assert proxy.traces[0].fired == ["Latency(delay=0.2)"]
+
+
+@pytest.mark.asyncio
+async def test_proxy_truncate_gives_eof_after_n_bytes(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await fault_proxy(upstream=upstream.address, faults=[Truncate(3)])
+    async with connect(proxy.address) as (reader, writer):
+        writer.write(b"abcdef")
+        assert await read_all(reader) == b"abc"
+
+
+@pytest.mark.asyncio
+async def test_proxy_reset_is_a_real_rst(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await fault_proxy(upstream=upstream.address, faults=[Reset(after_bytes=2)])
+    async with connect(proxy.address) as (reader, writer):
+        writer.write(b"abcdef")
+        assert await asyncio.wait_for(reader.readexactly(2), 5) == b"ab"
+        with pytest.raises(ConnectionResetError):
+            await read_all(reader)
+    assert "reset" in proxy.format_traces()
+
+
+@pytest.mark.asyncio
+async def test_proxy_reset_after_a_pattern(fault_proxy: FaultProxyFactory) -> None:
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(response)
+        with contextlib.suppress(OSError):
+            await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        proxy = await fault_proxy(
+            upstream=server.sockets[0].getsockname(),
+            faults=[Reset(trigger=Trigger(pattern=b"\r\n\r\n"))],
+        )
+        async with connect(proxy.address) as (reader, _):
+            headers = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert headers == response[: response.index(b"\r\n\r\n") + 4]
+            with pytest.raises(ConnectionResetError):
+                await read_all(reader)
+    finally:
+        server.close()
+
+
+@pytest.mark.asyncio
+async def test_proxy_blackhole_forwards_nothing(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await fault_proxy(upstream=upstream.address, faults=[Blackhole()])
+    async with connect(proxy.address) as (reader, writer):
+        writer.write(b"ping")
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(reader.read(1), 0.2)
+    assert bytes(upstream.received) == b"ping"
+    assert "Blackhole()" in proxy.traces[0].fired
+
+
+@pytest.mark.asyncio
+async def test_proxy_stall_fills_the_senders_buffers_until_removed(
+    fault_proxy: FaultProxyFactory,
+) -> None:
+    received = bytearray()
+    done = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.extend(await reader.read())
+        done.set()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        stall = Stall(direction="upstream")
+        proxy = await fault_proxy(upstream=server.sockets[0].getsockname(), faults=[stall])
+        async with connect(proxy.address) as (_, writer):
+            payload = b"x" * (16 * 1024 * 1024)
+            writer.write(payload)
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(writer.drain(), 0.3)
+            assert writer.transport.get_write_buffer_size() > 0
+            assert not received
+            proxy.remove(stall)
+            await asyncio.wait_for(writer.drain(), 10)
+            writer.write_eof()
+            await asyncio.wait_for(done.wait(), 10)
+        assert len(received) == len(payload)
+    finally:
+        server.close()
+
+
+@pytest.mark.asyncio
+async def test_proxy_half_close_gives_eof_but_the_client_can_still_send(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    upstream.echo = False
+    proxy = await fault_proxy(upstream=upstream.address, faults=[HalfClose()])
+    async with connect(proxy.address) as (reader, writer):
+        assert await read_all(reader) == b""
+        writer.write(b"still here")
+        writer.write_eof()
+        for _ in range(100):
+            if upstream.eofs:
+                break
+            await asyncio.sleep(0.01)
+    assert bytes(upstream.received) == b"still here"
+
+
+@pytest.mark.asyncio
+async def test_proxy_slice_fragments_what_the_server_reads(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await fault_proxy(
+        upstream=upstream.address, faults=[Slice(2, delay=0.01, direction="upstream")]
+    )
+    async with connect(proxy.address) as (reader, writer):
+        writer.write(b"abcdefgh")
+        assert await asyncio.wait_for(reader.readexactly(8), 5) == b"abcdefgh"
+    # Reads may coalesce on a busy machine, but the first piece arrives alone.
+    assert upstream.chunks[0] == b"ab"
+    assert len(upstream.chunks) >= 2
+    assert b"".join(upstream.chunks) == b"abcdefgh"
+
+
+@pytest.mark.asyncio
+async def test_proxy_corrupt_flips_chosen_bytes(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await fault_proxy(upstream=upstream.address, faults=[Corrupt(positions=(1,))])
+    async with connect(proxy.address) as (reader, writer):
+        writer.write(b"\x00\x00\x00")
+        assert await asyncio.wait_for(reader.readexactly(3), 5) == b"\x00\xff\x00"
+    assert bytes(upstream.received) == b"\x00\x00\x00"
+
+
+@pytest.mark.asyncio
+async def test_proxy_bandwidth_caps_the_rate(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await fault_proxy(upstream=upstream.address, faults=[Bandwidth(100_000)])
+    loop = asyncio.get_running_loop()
+    async with connect(proxy.address) as (reader, writer):
+        start = loop.time()
+        writer.write(b"x" * 30_000)
+        await asyncio.wait_for(reader.readexactly(30_000), 5)
+        assert loop.time() - start >= 0.28
+
+
+@pytest.mark.asyncio
+async def test_proxy_close_after_and_slow_close(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await fault_proxy(upstream=upstream.address, faults=[CloseAfter(0.05)])
+    async with connect(proxy.address) as (reader, _):
+        assert await read_all(reader) == b""
+    proxy.clear()
+    proxy.add(SlowClose(0.2))
+    loop = asyncio.get_running_loop()
+    async with connect(proxy.address) as (reader, writer):
+        writer.write(b"bye")
+        writer.write_eof()
+        start = loop.time()
+        assert await read_all(reader) == b"bye"
+        assert loop.time() - start >= 0.19
+
+
+@pytest.mark.asyncio
+async def test_proxy_refuse_resets_the_chosen_connection(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await fault_proxy(
+        upstream=upstream.address, faults=[Refuse(trigger=Trigger(connection=1))]
+    )
+    async with connect(proxy.address) as (reader, writer):
+        writer.write(b"x")
+        with pytest.raises(ConnectionResetError):
+            await read_all(reader)
+    async with connect(proxy.address) as (reader, writer):
+        writer.write(b"y")
+        assert await asyncio.wait_for(reader.readexactly(1), 5) == b"y"
+    assert upstream.connections == 1
+    assert "connection refused" in str(proxy.traces[0])
+
+
+@pytest.mark.asyncio
+async def test_proxy_down_refuses_and_up_accepts_again(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await fault_proxy(upstream=upstream.address)
+    address = proxy.address
+    await proxy.down()
+    assert not proxy.is_up
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection(*address)
+    await proxy.up()
+    assert proxy.address == address
+    async with connect(proxy.address) as (reader, writer):
+        writer.write(b"back")
+        assert await asyncio.wait_for(reader.readexactly(4), 5) == b"back"
+
+
+@pytest.mark.asyncio
+async def test_proxy_upstream_down_resets_the_client_and_is_recorded(
+    fault_proxy: FaultProxyFactory,
+) -> None:
+    with socket.socket() as sock:  # bound, never listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        proxy = await fault_proxy(upstream=sock.getsockname())
+        async with connect(proxy.address) as (reader, writer):
+            writer.write(b"anyone?")
+            with pytest.raises(ConnectionResetError):
+                await read_all(reader)
+    assert "ConnectionRefusedError" in str(proxy.traces[0])
+
+
+@pytest.mark.asyncio
+async def test_proxy_faults_change_mid_connection(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await fault_proxy(upstream=upstream.address)
+    async with connect(proxy.address) as (reader, writer):
+        writer.write(b"1")
+        assert await asyncio.wait_for(reader.readexactly(1), 5) == b"1"
+        blackhole = Blackhole()
+        proxy.add(blackhole)
+        assert proxy.faults == (blackhole,)
+        writer.write(b"2")
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(reader.readexactly(1), 0.1)
+        proxy.remove(blackhole)
+        writer.write(b"3")
+        assert await asyncio.wait_for(reader.readexactly(1), 5) == b"3"
+    with pytest.raises(ValueError, match="not in force"):
+        proxy.remove(blackhole)
+
+
+@pytest.mark.asyncio
+async def test_proxy_the_nth_connection_only(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await fault_proxy(
+        upstream=upstream.address, faults=[Truncate(0, trigger=Trigger(connection=2))]
+    )
+    results = []
+    for _ in range(3):
+        async with connect(proxy.address) as (reader, writer):
+            with contextlib.suppress(OSError):  # the second one may be closed already
+                writer.write(b"z")
+                writer.write_eof()
+            results.append(await read_all(reader))
+    assert results == [b"z", b"", b"z"]
+
+
+async def _corrupted_run(seed: int, upstream: Upstream) -> list[bytes]:
+    outputs = []
+    faults = [Corrupt(rate=0.05), Truncate(0, probability=0.3)]
+    async with FaultProxy(upstream.address, faults=faults, seed=seed) as proxy:
+        for _ in range(8):
+            async with connect(proxy.address) as (reader, writer):
+                with contextlib.suppress(OSError):  # truncated connections close at once
+                    writer.write(bytes(200))
+                    writer.write_eof()
+                outputs.append(await read_all(reader))
+    return outputs
+
+
+@pytest.mark.asyncio
+async def test_proxy_same_seed_same_faults(upstream: Upstream) -> None:
+    first = await _corrupted_run(42, upstream)
+    second = await _corrupted_run(42, upstream)
+    other = await _corrupted_run(43, upstream)
+    assert first == second
+    assert first != other
+    assert b"" in first + other  # some connections were truncated
+    assert any(out and out != bytes(200) for out in first)
+
+
+@pytest.mark.asyncio
+async def test_proxy_rejects_bad_input(upstream: Upstream) -> None:
+    with pytest.raises(ValueError, match="kind must be"):
+        FaultProxy(upstream.address, kind="sctp")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="does not apply to a TCP proxy"):
+        FaultProxy(upstream.address, faults=[Drop(0.5)])
+    with pytest.raises(ValueError, match="does not apply to a UDP proxy"):
+        FaultProxy(upstream.address, kind="udp", faults=[Truncate(1)])
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        FaultProxy("nowhere")
+    with pytest.raises(TypeError, match="upstream must be"):
+        FaultProxy(42)
+    proxy = FaultProxy(upstream.address)
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = proxy.address
+    async with proxy:
+        with pytest.raises(ValueError, match="does not apply"):
+            proxy.add(Duplicate())
+        with pytest.raises(RuntimeError, match="already"):
+            await proxy.start()
+
+
+@pytest.mark.asyncio
+async def test_proxy_many_connections_every_byte_checksummed(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await fault_proxy(upstream=upstream.address)
+    size = 64 * 1024
+
+    async def one(n: int) -> None:
+        payload = hashlib.sha256(str(n).encode()).digest() * (size // 32)
+        async with connect(proxy.address) as (reader, writer):
+            writer.write(payload)
+            writer.write_eof()
+            echoed = await read_all(reader, 30)
+        assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
+
+    await asyncio.gather(*(one(n) for n in range(50)))
+    assert len(proxy.traces) == 50
+
+
+# -- UDP ------------------------------------------------------------------------------------
+
+
+class _Echo(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.received: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received.append(data)
+        assert self.transport is not None
+        self.transport.sendto(data, addr)
+
+
+class _Client(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self.errors: list[Exception] = []
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.queue.put_nowait(data)
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.append(exc)
+
+
+@pytest_asyncio.fixture
+async def udp_echo() -> AsyncIterator[tuple[Address, _Echo]]:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(_Echo, local_addr=("127.0.0.1", 0))
+    try:
+        yield transport.get_extra_info("sockname"), protocol
+    finally:
+        transport.close()
+        await asyncio.sleep(0)
+
+
+@contextlib.asynccontextmanager
+async def udp_client(address: Address) -> AsyncIterator[tuple[asyncio.DatagramTransport, _Client]]:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(_Client, remote_addr=address)
+    try:
+        yield transport, protocol
+    finally:
+        transport.close()
+        await asyncio.sleep(0)
+
+
+@pytest.mark.asyncio
+async def test_udp_proxy_forwards_datagrams(
+    fault_proxy: FaultProxyFactory, udp_echo: tuple[Address, _Echo]
+) -> None:
+    address, echo = udp_echo
+    proxy = await fault_proxy(upstream=address, kind="udp")
+    async with udp_client(proxy.address) as (transport, client):
+        transport.sendto(b"one")
+        transport.sendto(b"two")
+        got = [await asyncio.wait_for(client.queue.get(), 5) for _ in range(2)]
+    assert got == [b"one", b"two"]
+    assert echo.received == [b"one", b"two"]
+    assert proxy.traces[0].kind == "udp"
+
+
+@pytest.mark.asyncio
+async def test_udp_proxy_drop_duplicate_truncate(
+    fault_proxy: FaultProxyFactory, udp_echo: tuple[Address, _Echo]
+) -> None:
+    address, echo = udp_echo
+    drop = Drop(direction="upstream", trigger=Trigger(pattern=b"drop"))
+    proxy = await fault_proxy(
+        upstream=address, kind="udp", faults=[Duplicate(), TruncateDatagram(3), drop]
+    )
+    async with udp_client(proxy.address) as (transport, client):
+        transport.sendto(b"abcdef")
+        got = [await asyncio.wait_for(client.queue.get(), 5) for _ in range(2)]
+        assert got == [b"abc", b"abc"]
+        transport.sendto(b"drop")
+        transport.sendto(b"lost")
+        got = [await asyncio.wait_for(client.queue.get(), 5) for _ in range(2)]
+        assert got == [b"dro", b"dro"]
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(client.queue.get(), 0.1)
+    assert echo.received == [b"abcdef", b"drop"]
+
+
+@pytest.mark.asyncio
+async def test_udp_proxy_down_gives_port_unreachable(
+    fault_proxy: FaultProxyFactory, udp_echo: tuple[Address, _Echo]
+) -> None:
+    address, _ = udp_echo
+    proxy = await fault_proxy(upstream=address, kind="udp")
+    async with udp_client(proxy.address) as (transport, client):
+        await proxy.down()
+        transport.sendto(b"anyone?")
+        for _ in range(100):
+            if client.errors:
+                break
+            await asyncio.sleep(0.01)
+        assert client.errors
+        assert isinstance(client.errors[0], ConnectionRefusedError)
+        await proxy.up()
+        transport.sendto(b"back")
+        assert await asyncio.wait_for(client.queue.get(), 5) == b"back"
+
+
+# -- the CLI's fault syntax -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "fault"),
+    [
+        ("latency=100ms", Latency(0.1)),
+        ("latency=1s,jitter=10ms,direction=both", Latency(1.0, jitter=0.01, direction="both")),
+        ("bandwidth=64k", Bandwidth(65536)),
+        ("slice=1,delay=5ms", Slice(1, delay=0.005)),
+        ("truncate=1k", Truncate(1024)),
+        ("reset", Reset()),
+        ("reset,after_seconds=2", Reset(after_seconds=2.0)),
+        ("reset,after=10,pattern=\\r\\n", Reset(trigger=Trigger(after_bytes=10, pattern=b"\r\n"))),
+        ("blackhole,direction=both", Blackhole(direction="both")),
+        ("stall,direction=upstream", Stall(direction="upstream")),
+        ("refuse,connection=1", Refuse(trigger=Trigger(connection=1))),
+        ("half-close", HalfClose()),
+        ("corrupt,positions=0+3", Corrupt(positions=(0, 3))),
+        ("corrupt,rate=0.01,probability=0.5", Corrupt(rate=0.01, probability=0.5)),
+        ("drop=0.1", Drop(0.1)),
+        ("truncate_datagram=512", TruncateDatagram(512)),
+    ],
+)
+def test_parse_fault(spec: str, fault: object) -> None:
+    assert parse_fault(spec) == fault
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("lag=1s", "unknown fault 'lag'"),
+        ("latency=soon", "duration"),
+        ("latency=-1s", "duration"),
+        ("latency=1s,colour=red", "no field 'colour'"),
+        ("latency=1s,direction=sideways", "direction"),
+        ("latency=1s,jitter", "key=value"),
+        ("bandwidth=0", "bytes_per_second must be > 0"),
+    ],
+)
+def test_parse_fault_errors(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_fault(spec)
+
+
+skip_windows = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
