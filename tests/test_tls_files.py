@@ -1,0 +1,326 @@
+"""PEM files for other processes, and the ``nettest certs`` command."""
+
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import ssl
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from nettest._tls import (
+    tls_ca,  # noqa: F401
+    tls_certificate,  # noqa: F401
+    tls_client_certificate,  # noqa: F401
+    tls_client_context,  # noqa: F401
+    tls_mutual_client_context,  # noqa: F401
+    tls_server_context,  # noqa: F401
+)
+from nettest._tls_files import TLSFiles, cli_main, tls_files, write_tls_files  # noqa: F401
+from test_tls import (
+    TIMEOUT,
+    _close_the_loop_looptime_leaves,  # noqa: F401
+    blocking_exchange,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    import trustme
+
+# A TLS server in another process: it loads the files named on its command line,
+# prints its port, and echoes one line upper-cased per connection.
+SERVER_SCRIPT = """
+import socket, ssl, sys
+certfile, keyfile, cafile = sys.argv[1], sys.argv[2], sys.argv[3]
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(certfile, keyfile)
+if cafile:
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cafile)
+with socket.create_server(("127.0.0.1", 0)) as listener:
+    print(listener.getsockname()[1], flush=True)
+    while True:
+        connection, _ = listener.accept()
+        try:
+            with context.wrap_socket(connection, server_side=True) as tls:
+                tls.sendall(tls.recv(100).upper())
+        except (ssl.SSLError, OSError) as error:
+            print("server:", getattr(error, "reason", error), flush=True)
+"""
+
+
+@contextlib.asynccontextmanager
+async def subprocess_server(
+    certfile: Path, keyfile: Path, cafile: Path | None = None
+) -> AsyncIterator[int]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        SERVER_SCRIPT,
+        str(certfile),
+        str(keyfile),
+        str(cafile or ""),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), TIMEOUT)
+        yield int(line)
+    finally:
+        process.kill()
+        await process.wait()
+        if process.stdout is not None:
+            process.stdout.feed_eof()
+            # Let the pipe transport see EOF and close before the loop does.
+            await process.stdout.read()
+
+
+async def echo(port: int, context: ssl.SSLContext, server_hostname: str = "localhost") -> bytes:
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname=server_hostname),
+        TIMEOUT,
+    )
+    try:
+        writer.write(b"ping\n")
+        return await asyncio.wait_for(reader.read(), TIMEOUT)
+    finally:
+        writer.close()
+        with contextlib.suppress(ssl.SSLError, ConnectionError):
+            await writer.wait_closed()
+
+
+# -- the files -------------------------------------------------------------------------------
+
+
+def test_tls_files_are_private_and_complete(
+    tls_files: TLSFiles,
+    tls_ca: trustme.CA,
+    tls_certificate: trustme.LeafCert,
+    tls_client_certificate: trustme.LeafCert,
+) -> None:
+    assert stat.S_IMODE(tls_files.directory.stat().st_mode) == 0o700
+    assert tls_files.client_key is not None
+    assert tls_files.client_cert is not None
+    for key in (tls_files.key, tls_files.client_key):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    leaf, intermediate = (blob.bytes() for blob in tls_certificate.cert_chain_pems)
+    assert tls_files.ca_bundle.read_bytes() == tls_ca.cert_pem.bytes()
+    assert tls_files.cert.read_bytes() == leaf
+    assert tls_files.chain.read_bytes() == intermediate
+    assert tls_files.fullchain.read_bytes() == leaf + intermediate
+    assert tls_files.key.read_bytes() == tls_certificate.private_key_pem.bytes()
+    assert tls_files.client_cert.read_bytes() == b"".join(
+        blob.bytes() for blob in tls_client_certificate.cert_chain_pems
+    )
+    assert all(
+        path.parent == tls_files.directory
+        for path in (tls_files.ca_bundle, tls_files.cert, tls_files.key, tls_files.fullchain)
+    )
+
+
+def test_tls_files_load_into_contexts(tls_files: TLSFiles) -> None:
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(tls_files.fullchain, tls_files.key)
+    client = ssl.create_default_context(cafile=tls_files.ca_bundle)
+    client.verify_flags |= ssl.VERIFY_X509_STRICT
+    assert blocking_exchange(server, client) == (b"ping\n", b"PING\n")
+
+
+def test_tls_files_cert_alone_is_an_incomplete_chain(tls_files: TLSFiles) -> None:
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(tls_files.cert, tls_files.key)
+    client = ssl.create_default_context(cafile=tls_files.ca_bundle)
+    _, error = blocking_exchange(server, client)
+    assert isinstance(error, ssl.SSLCertVerificationError)
+    assert error.verify_code == 20
+
+
+def test_tls_files_exist_for_the_test_only(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        "from nettest._tls import tls_ca, tls_certificate, tls_client_certificate\n"
+        "from nettest._tls_files import tls_files\n"
+    )
+    pytester.makepyfile(
+        """
+        seen = []
+
+        def test_uses(tls_files):
+            assert tls_files.key.is_file()
+            seen.append(tls_files.directory)
+
+        def test_gone():
+            assert seen and not seen[0].exists()
+        """
+    )
+    pytester.runpytest("-p", "no:cacheprovider", "-p", "no:randomly").assert_outcomes(passed=2)
+
+
+def test_write_tls_files_never_overwrites(
+    tmp_path: Path, tls_ca: trustme.CA, tls_certificate: trustme.LeafCert
+) -> None:
+    write_tls_files(tmp_path, tls_ca, tls_certificate)
+    with pytest.raises(FileExistsError):
+        write_tls_files(tmp_path, tls_ca, tls_certificate)
+
+
+def test_tls_files_has_no_public_constructor() -> None:
+    with pytest.raises(TypeError, match="no public constructor"):
+        TLSFiles()
+
+
+# -- a server in another process --------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_tls_files_serve_from_a_subprocess(
+    tls_files: TLSFiles, tls_client_context: ssl.SSLContext
+) -> None:
+    async with subprocess_server(tls_files.fullchain, tls_files.key) as port:
+        assert await echo(port, tls_client_context) == b"PING\n"
+
+
+@pytest.mark.asyncio
+async def test_tls_files_subprocess_serving_cert_alone_is_rejected(
+    tls_files: TLSFiles, tls_client_context: ssl.SSLContext
+) -> None:
+    async with subprocess_server(tls_files.cert, tls_files.key) as port:
+        with pytest.raises(ssl.SSLCertVerificationError) as excinfo:
+            await echo(port, tls_client_context)
+    assert excinfo.value.verify_code == 20
+
+
+@pytest.mark.asyncio
+async def test_tls_files_mutual_tls_with_a_subprocess(
+    tls_files: TLSFiles, tls_mutual_client_context: ssl.SSLContext
+) -> None:
+    async with subprocess_server(tls_files.fullchain, tls_files.key, tls_files.ca_bundle) as port:
+        assert await echo(port, tls_mutual_client_context) == b"PING\n"
+
+
+@pytest.mark.asyncio
+async def test_tls_files_mutual_tls_subprocess_rejects_a_client_without_certificate(
+    tls_files: TLSFiles, tls_client_context: ssl.SSLContext
+) -> None:
+    async with subprocess_server(tls_files.fullchain, tls_files.key, tls_files.ca_bundle) as port:
+        with pytest.raises(ssl.SSLError) as excinfo:
+            await echo(port, tls_client_context)
+    assert excinfo.value.reason == "TLSV13_ALERT_CERTIFICATE_REQUIRED"
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/openssl"), reason="no openssl command")
+@pytest.mark.parametrize("trusted", [True, False])
+def test_tls_files_work_with_openssl_s_client(
+    tls_files: TLSFiles, tls_server_context: ssl.SSLContext, trusted: bool
+) -> None:
+    """openssl verifies the chain that nettest serves against ca.pem, and only against it."""
+    from test_tls import BlockingServer
+
+    server = BlockingServer(tls_server_context)
+    cafile = tls_files.ca_bundle if trusted else tls_files.cert
+    result = subprocess.run(
+        [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{server.port}",
+            "-servername",
+            "localhost",
+            "-verify_hostname",
+            "localhost",
+            "-x509_strict",
+            "-CAfile",
+            str(cafile),
+            "-verify_return_error",
+            "-quiet",
+        ],
+        input=b"ping\n",
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    served = server.finish()
+    if trusted:
+        # Our server closes without close_notify, so s_client exits 1 after the reply.
+        assert b"verify error" not in result.stderr, result.stderr
+        assert result.stdout == b"PING\n"
+        assert served == b"ping\n"
+    else:
+        assert result.returncode != 0
+        assert b"unable to get local issuer certificate" in result.stderr
+        assert isinstance(served, ssl.SSLError)
+
+
+# -- nettest certs ------------------------------------------------------------------------------
+
+
+def test_cli_certs_writes_and_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    directory = tmp_path / "certs"
+    assert cli_main([str(directory)]) == 0
+    out = capsys.readouterr().out
+    for name in ("ca.pem", "cert.pem", "chain.pem", "fullchain.pem", "key.pem"):
+        assert f"{directory / name}\n" in out
+        assert (directory / name).is_file()
+    assert "server private key: " in out
+    assert "CA certificate (clients trust this): " in out
+    assert not (directory / "client-key.pem").exists()
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE((directory / "key.pem").stat().st_mode) == 0o600
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(directory / "fullchain.pem", directory / "key.pem")
+    client = ssl.create_default_context(cafile=directory / "ca.pem")
+    client.verify_flags |= ssl.VERIFY_X509_STRICT
+    assert blocking_exchange(server, client, "127.0.0.1") == (b"ping\n", b"PING\n")
+    # A CA from another run is not trusted: each run makes a new CA.
+    assert cli_main([str(tmp_path / "other")]) == 0
+    stranger = ssl.create_default_context(cafile=tmp_path / "other" / "ca.pem")
+    _, error = blocking_exchange(server, stranger)
+    assert isinstance(error, ssl.SSLCertVerificationError)
+
+
+def test_cli_certs_hosts_and_client(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main([str(tmp_path), "--host", "db.test", "--host", "10.1.2.3", "--client"]) == 0
+    out = capsys.readouterr().out
+    assert "server certificate for db.test, 10.1.2.3: " in out
+    assert f"client private key: {tmp_path / 'client-key.pem'}" in out
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(tmp_path / "fullchain.pem", tmp_path / "key.pem")
+    client = ssl.create_default_context(cafile=tmp_path / "ca.pem")
+    assert blocking_exchange(server, client, "db.test") == (b"ping\n", b"PING\n")
+    _, error = blocking_exchange(server, client, "localhost")
+    assert isinstance(error, ssl.SSLCertVerificationError)
+    assert error.verify_code == 62
+
+
+def test_cli_certs_refuses_to_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_main([str(tmp_path)]) == 0
+    before = (tmp_path / "key.pem").read_bytes()
+    capsys.readouterr()
+    assert cli_main([str(tmp_path)]) == 1
+    assert "exist already; pass --force to replace" in capsys.readouterr().err
+    assert (tmp_path / "key.pem").read_bytes() == before
+    assert cli_main([str(tmp_path), "--force"]) == 0
+    assert (tmp_path / "key.pem").read_bytes() != before
+    assert stat.S_IMODE((tmp_path / "key.pem").stat().st_mode) == 0o600
+
+
+def test_cli_certs_help_and_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_main(["--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: nettest certs [-h]")
+    assert cli_main([]) == 2
+    assert "the following arguments are required: DIR" in capsys.readouterr().err
+    assert cli_main([str(tmp_path), "--host", ""]) == 2
+    assert "nettest certs: error: --host" in capsys.readouterr().err
+    assert not (tmp_path / "key.pem").exists()
