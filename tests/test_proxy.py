@@ -634,3 +634,156 @@ def test_parse_fault_errors(spec: str, message: str) -> None:
 
 
 skip_windows = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+# -- the command line --------------------------------------------------------------------
+
+_CLI = "import sys; from nettest._proxy import cli_main; sys.exit(cli_main(sys.argv[1:]))"
+
+
+@skip_windows
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+@pytest.mark.asyncio
+async def test_cli_proxy_forwards_then_stops_on_signal(upstream: Upstream, signum: str) -> None:
+    import signal
+
+    host, port = upstream.address
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _CLI,
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        f"{host}:{port}",
+        "--fault",
+        "latency=10ms",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        first = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+        assert "listening on 127.0.0.1:" in first
+        address = first.split("listening on ")[1].split(" ")[0]
+        proxy_host, _, proxy_port = address.rpartition(":")
+        assert "Latency(delay=0.01)" in (await process.stdout.readline()).decode()
+        async with connect((proxy_host, int(proxy_port))) as (reader, writer):
+            writer.write(b"via cli")
+            assert await asyncio.wait_for(reader.readexactly(7), 10) == b"via cli"
+            line = (await asyncio.wait_for(process.stdout.readline(), 10)).decode()
+            assert line.startswith("connection #1 from 127.0.0.1:")
+            process.send_signal(getattr(signal, signum))
+            # The proxy closes its connections: the client sees the end of the stream.
+            assert await read_all(reader, 10) == b""
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+        rest = (await process.stdout.read()).decode()
+        assert "stopping" in rest
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def test_cli_help_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    from nettest._proxy import cli_main
+
+    with pytest.raises(SystemExit) as info:
+        cli_main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: nettest proxy")
+    assert "--fault SPEC" in out
+    with pytest.raises(SystemExit) as info:
+        cli_main(["--upstream", "127.0.0.1:1", "--fault", "lag=1s"])
+    assert info.value.code == 2
+    assert "unknown fault 'lag'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["--upstream", "127.0.0.1:1", "--fault", "drop=0.5"])
+    assert "does not apply to a TCP proxy" in capsys.readouterr().err
+
+
+# -- the fixture in a test run --------------------------------------------------------------
+
+_REPORT_CONFTEST = """
+import pytest
+from nettest._proxy import format_traces_for
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed:
+        text = format_traces_for(item)
+        if text:
+            report.sections.append(("nettest fault proxy", text))
+    return report
+"""
+
+_FAILING_TEST = """
+import asyncio
+import pytest
+from nettest._proxy import fault_proxy
+from nettest._faults import Latency, Truncate
+
+{marker}
+async def test_fails(fault_proxy):
+    async def echo(reader, writer):
+        writer.write(await reader.read(100))
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    try:
+        proxy = await fault_proxy(
+            upstream=server.sockets[0].getsockname(), faults=[Truncate(2)]
+        )
+        reader, writer = await asyncio.open_connection(*proxy.address)
+        writer.write(b"hello")
+        data = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        assert data == b"hello"
+    finally:
+        server.close()
+"""
+
+
+@pytest.mark.parametrize("asyncio_mode", ["strict", "auto"])
+def test_fault_proxy_fixture_prints_trace_and_seed_on_failure(
+    pytester: pytest.Pytester, asyncio_mode: str
+) -> None:
+    pytester.makeconftest(_REPORT_CONFTEST)
+    marker = "@pytest.mark.asyncio" if asyncio_mode == "strict" else ""
+    pytester.makepyfile(_FAILING_TEST.format(marker=marker))
+    result = pytester.runpytest(f"--asyncio-mode={asyncio_mode}", "--nettest-seed=77")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*nettest fault proxy*",
+            "<FaultProxy tcp 127.0.0.1:* -> 127.0.0.1:* up> seed=*=?Truncate(after_bytes=2)?",
+            "tcp connection #1 from 127.0.0.1:*faults fired: Truncate(after_bytes=2)",
+            "*2 bytes b'he'*",
+        ]
+    )
+
+
+def test_fault_proxy_fixture_closes_its_proxies(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import asyncio
+        import pytest
+        from nettest._proxy import fault_proxy
+
+        proxies = []
+
+        @pytest.mark.asyncio
+        async def test_one(fault_proxy):
+            proxies.append(await fault_proxy(upstream=("127.0.0.1", 9)))
+            proxies.append(await fault_proxy(upstream=("127.0.0.1", 9), kind="udp"))
+            assert proxies[0].seed != proxies[1].seed
+
+        def test_closed():
+            assert [p.closed for p in proxies] == [True, True]
+        """
+    )
+    result = pytester.runpytest("--nettest-leaks=strict", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)

@@ -792,8 +792,11 @@ class ConnectionTrace:
         self.record(now, flow, f"{name}: {what}")
 
     def __str__(self) -> str:
+        peer = self.peer
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            peer = f"{peer[0]}:{peer[1]}"
         head = (
-            f"{self.kind} connection #{self.index} from {self.peer}: "
+            f"{self.kind} connection #{self.index} from {peer}: "
             f"{self.upstream_bytes} bytes up, {self.downstream_bytes} bytes down; "
             f"faults fired: {', '.join(self.fired) or 'none'}"
         )

@@ -735,9 +735,10 @@ class FaultProxy:
             _warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=2)
 
     def __repr__(self) -> str:
-        where = self._address or "not started"
+        where = f"{self._address[0]}:{self._address[1]}" if self._address else "not started"
         state = "closed" if self._closed else ("up" if self._up else "down")
-        return f"<FaultProxy {self.kind} {where} -> {self.upstream} {state}>"
+        upstream = f"{self.upstream[0]}:{self.upstream[1]}"
+        return f"<FaultProxy {self.kind} {where} -> {upstream} {state}>"
 
     # -- down and up ---------------------------------------------------------------------
 
