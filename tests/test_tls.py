@@ -12,8 +12,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import warnings
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -38,27 +36,6 @@ if TYPE_CHECKING:
     import trustme
 
 TIMEOUT = 10.0
-
-
-@pytest.fixture(autouse=True)
-def _close_the_loop_looptime_leaves(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Close the loop looptime's pytest_pyfunc_call makes for a sync test and never closes.
-
-    Left open, it is collected during a later test and fails it with a ResourceWarning.
-    """
-    yield
-    if request.node.get_closest_marker("asyncio") is not None:
-        return
-    policy = asyncio.get_event_loop_policy()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            loop = policy.get_event_loop()
-        except RuntimeError:
-            return
-    if not loop.is_running():
-        loop.close()
-        policy.set_event_loop(None)
 
 
 # -- helpers: one request and one reply over a real loopback connection ----------

@@ -32,7 +32,6 @@ from nettest._tls_bad import (
 from test_tls import (
     TIMEOUT,
     BlockingServer,
-    _close_the_loop_looptime_leaves,  # noqa: F401
     asyncio_exchange,
     blocking_exchange,
 )

@@ -27,7 +27,6 @@ from nettest._tls import (
 from nettest._tls_files import TLSFiles, cli_main, tls_files, write_tls_files  # noqa: F401
 from test_tls import (
     TIMEOUT,
-    _close_the_loop_looptime_leaves,  # noqa: F401
     blocking_exchange,
 )
 

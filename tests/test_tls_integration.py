@@ -1,0 +1,290 @@
+"""nettest's TLS contexts with nettest's servers and memory transports."""
+
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import sys
+from typing import Any
+
+import pytest
+
+from nettest._servers import TCPServerFactory, tcp_server  # noqa: F401
+from nettest._tls import (
+    TLS_BAD_KINDS,
+    TLSBadKind,
+    make_tls_client_context,
+    new_ca,
+    tls_ca,  # noqa: F401
+    tls_certificate,  # noqa: F401
+    tls_client_certificate,  # noqa: F401
+    tls_client_context,  # noqa: F401
+    tls_mutual_client_context,  # noqa: F401
+    tls_mutual_server_context,  # noqa: F401
+    tls_server_context,  # noqa: F401
+    tls_version,  # noqa: F401
+)
+from nettest._tls_bad import TLSBadCaseFactory, tls_bad_case_factory  # noqa: F401
+from nettest._transports import memory_stream_pair, memory_transport_pair
+from test_tls import TIMEOUT
+
+CLIENT_REJECTS: list[TLSBadKind] = [k for k in TLS_BAD_KINDS if not k.startswith("mtls_")]
+
+
+async def upper(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write((await reader.readline()).upper())
+    await writer.drain()
+    writer.close()
+
+
+async def asyncio_client(
+    address: tuple[str, int], context: ssl.SSLContext, server_hostname: str = "localhost"
+) -> bytes:
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(*address, ssl=context, server_hostname=server_hostname), TIMEOUT
+    )
+    try:
+        writer.write(b"ping\n")
+        return await asyncio.wait_for(reader.readline(), TIMEOUT)
+    finally:
+        writer.close()
+        with contextlib.suppress(ssl.SSLError, ConnectionError):
+            await writer.wait_closed()
+
+
+def blocking_client(
+    address: tuple[str, int], context: ssl.SSLContext, server_hostname: str = "localhost"
+) -> bytes:
+    with (
+        socket.create_connection(address, timeout=TIMEOUT) as raw,
+        context.wrap_socket(raw, server_hostname=server_hostname) as tls,
+    ):
+        tls.sendall(b"ping\n")
+        return tls.recv(100)
+
+
+# -- loopback TLS server, asyncio client ------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_tls_tcp_server_with_asyncio_client(
+    tcp_server: TCPServerFactory,
+    tls_server_context: ssl.SSLContext,
+    tls_client_context: ssl.SSLContext,
+    tls_version: ssl.TLSVersion,
+) -> None:
+    server = await tcp_server(upper, ssl=tls_server_context)
+    assert await asyncio_client(server.address, tls_client_context) == b"PING\n"
+
+
+@pytest.mark.asyncio
+async def test_tls_tcp_server_rejected_by_an_asyncio_client_trusting_another_ca(
+    tcp_server: TCPServerFactory, tls_server_context: ssl.SSLContext
+) -> None:
+    server = await tcp_server(upper, ssl=tls_server_context)
+    with pytest.raises(ssl.SSLCertVerificationError) as excinfo:
+        await asyncio_client(server.address, make_tls_client_context(new_ca()))
+    assert excinfo.value.verify_code == 20
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", CLIENT_REJECTS)
+async def test_tls_tcp_server_serving_a_bad_case(
+    tcp_server: TCPServerFactory, tls_bad_case_factory: TLSBadCaseFactory, kind: TLSBadKind
+) -> None:
+    bad = tls_bad_case_factory(kind)
+    server = await tcp_server(upper, ssl=bad.server_context)
+    with pytest.raises(ssl.SSLCertVerificationError) as excinfo:
+        await asyncio_client(server.address, bad.client_context, bad.server_hostname)
+    assert bad.matches(excinfo.value)
+
+
+# -- loopback TLS server, blocking ssl client --------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_tls_tcp_server_with_blocking_client(
+    tcp_server: TCPServerFactory,
+    tls_mutual_server_context: ssl.SSLContext,
+    tls_mutual_client_context: ssl.SSLContext,
+) -> None:
+    server = await tcp_server(upper, ssl=tls_mutual_server_context)
+    reply = await asyncio.get_running_loop().run_in_executor(
+        None, blocking_client, server.address, tls_mutual_client_context
+    )
+    assert reply == b"PING\n"
+
+
+@pytest.mark.asyncio
+async def test_tls_tcp_server_refuses_a_blocking_client_without_certificate(
+    tcp_server: TCPServerFactory,
+    tls_mutual_server_context: ssl.SSLContext,
+    tls_client_context: ssl.SSLContext,
+) -> None:
+    server = await tcp_server(upper, ssl=tls_mutual_server_context)
+    loop = asyncio.get_running_loop()
+    try:
+        reply = await loop.run_in_executor(
+            None, blocking_client, server.address, tls_client_context
+        )
+    except (ssl.SSLError, ConnectionError):
+        reply = b""
+    # With TLS 1.3 the client's handshake succeeds before the server checks for
+    # a certificate; asyncio's server then closes without flushing its alert, so
+    # the client sees EOF (b"" from a socket that suppresses ragged EOFs).
+    assert reply == b""
+    assert server.connections == ()  # the handler never ran
+
+
+# -- TLS in memory ------------------------------------------------------------------------------
+
+
+class Collect(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+        self.lost: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+async def memory_handshake(
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+    server_hostname: str = "localhost",
+) -> tuple[Any, Any, Collect, Collect]:
+    """start_tls on both ends of a memory transport pair; return what each side got."""
+    loop = asyncio.get_running_loop()
+    client, server = Collect(), Collect()
+    c, s = memory_transport_pair(client, server)
+    await asyncio.sleep(0)
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            loop.start_tls(c, client, client_context, server_hostname=server_hostname),
+            loop.start_tls(s, server, server_context, server_side=True),
+            return_exceptions=True,
+        ),
+        TIMEOUT,
+    )
+    for transport, result in zip((c, s), results, strict=True):
+        if isinstance(result, BaseException):
+            transport.abort()
+    return results[0], results[1], client, server
+
+
+@pytest.mark.asyncio
+async def test_tls_in_memory(
+    tls_server_context: ssl.SSLContext,
+    tls_client_context: ssl.SSLContext,
+    tls_version: ssl.TLSVersion,
+) -> None:
+    c_tls, s_tls, client, server = await memory_handshake(tls_server_context, tls_client_context)
+    assert c_tls.get_extra_info("ssl_object").version() == tls_version.name.replace("_", ".")
+    c_tls.write(b"ping")
+    while server.data != b"ping":
+        await asyncio.sleep(0.001)
+    c_tls.close()
+    await asyncio.wait_for(server.lost, TIMEOUT)
+    s_tls.close()
+    await asyncio.wait_for(client.lost, TIMEOUT)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", CLIENT_REJECTS)
+async def test_tls_in_memory_bad_server(
+    tls_bad_case_factory: TLSBadCaseFactory, kind: TLSBadKind
+) -> None:
+    bad = tls_bad_case_factory(kind)
+    client_result, _, _, _ = await memory_handshake(
+        bad.server_context, bad.client_context, bad.server_hostname
+    )
+    assert isinstance(client_result, ssl.SSLCertVerificationError)
+    assert client_result.verify_code == bad.verify_code
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["mtls_no_cert", "mtls_untrusted_cert"])
+async def test_tls_in_memory_bad_client_is_rejected_by_the_server(
+    tls_bad_case_factory: TLSBadCaseFactory, tls_version: ssl.TLSVersion, kind: TLSBadKind
+) -> None:
+    bad = tls_bad_case_factory(kind)
+    client_result, server_result, _, _ = await memory_handshake(
+        bad.server_context, bad.client_context
+    )
+    assert isinstance(server_result, ssl.SSLError)
+    assert bad.matches(server_result)
+    if tls_version == ssl.TLSVersion.TLSv1_3:
+        # The client's handshake ends before the server has checked its certificate.
+        client_result.abort()
+    else:
+        assert isinstance(client_result, (ssl.SSLError, ConnectionError))
+
+
+@pytest.mark.asyncio
+async def test_tls_in_memory_mutual(
+    tls_mutual_server_context: ssl.SSLContext, tls_mutual_client_context: ssl.SSLContext
+) -> None:
+    c_tls, s_tls, _, _ = await memory_handshake(
+        tls_mutual_server_context, tls_mutual_client_context
+    )
+    peer = s_tls.get_extra_info("peercert")
+    assert (("commonName", "nettest client"),) in peer["subject"]
+    c_tls.abort()
+    s_tls.abort()
+
+
+async def start_tls(
+    writer: asyncio.StreamWriter, context: ssl.SSLContext, server_hostname: str | None = None
+) -> None:
+    # StreamWriter.start_tls is new in 3.11; mypy checks for 3.10.
+    method: Any = writer.start_tls  # type: ignore[attr-defined,unused-ignore]
+    await method(context, server_hostname=server_hostname)
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="StreamWriter.start_tls is 3.11+")
+async def test_tls_in_memory_streams(
+    tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext
+) -> None:
+    (_, c_writer), (s_reader, s_writer) = memory_stream_pair()
+    await asyncio.sleep(0)
+    await asyncio.wait_for(
+        asyncio.gather(
+            start_tls(c_writer, tls_client_context, server_hostname="localhost"),
+            start_tls(s_writer, tls_server_context),
+        ),
+        TIMEOUT,
+    )
+    c_writer.write(b"ping\n")
+    assert await asyncio.wait_for(s_reader.readline(), TIMEOUT) == b"ping\n"
+    for writer in (c_writer, s_writer):
+        writer.transport.abort()
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="StreamWriter.start_tls is 3.11+")
+async def test_tls_in_memory_streams_wrong_host(
+    tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext
+) -> None:
+    (_, c_writer), (_, s_writer) = memory_stream_pair()
+    await asyncio.sleep(0)
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            start_tls(c_writer, tls_client_context, server_hostname="example.com"),
+            start_tls(s_writer, tls_server_context),
+            return_exceptions=True,
+        ),
+        TIMEOUT,
+    )
+    assert isinstance(results[0], ssl.SSLCertVerificationError)
+    assert results[0].verify_code == 62
+    for writer in (c_writer, s_writer):
+        writer.transport.abort()
