@@ -615,3 +615,16 @@ def test_datagram_trigger_pattern_arms_from_the_next_datagram() -> None:
 def test_datagram_schedule_rejects_stream_faults() -> None:
     with pytest.raises(ValueError, match="TCP traffic only"):
         datagrams(Truncate(3))
+
+
+def test_stream_discarded_counts_bytes_that_never_arrive() -> None:
+    schedule = stream(Blackhole(trigger=Trigger(after_bytes=2)))
+    schedule.data("downstream", b"abcde", 0)
+    assert schedule.discarded == {"upstream": 0, "downstream": 3}
+    truncated = stream(Truncate(3))
+    truncated.data("downstream", b"abcde", 0)
+    truncated.data("upstream", b"xy", 0)
+    assert truncated.discarded == {"upstream": 2, "downstream": 2}
+    stalled = stream(Stall())
+    stalled.data("downstream", b"abc", 0)
+    assert stalled.discarded == {"upstream": 0, "downstream": 0}

@@ -1010,6 +1010,9 @@ class StreamSchedule(_Schedule):
         self._eof_out: dict[Flow, bool] = {"upstream": False, "downstream": False}
         self._released: list[Action] = []
         self.closed = False
+        #: Bytes of each flow that will never be delivered (dropped, or cut off by a
+        #: close), so that a driver holding them "in flight" can let them go.
+        self.discarded: dict[Flow, int] = {"upstream": 0, "downstream": 0}
 
     # -- the driver's calls -------------------------------------------------------------
 
@@ -1050,6 +1053,7 @@ class StreamSchedule(_Schedule):
     def data(self, flow: Flow, data: bytes, now: float) -> list[Action]:
         """Bytes arrived from the sender of `flow`."""
         if self.closed or not data:
+            self.discarded[flow] += len(data)
             return []
         offset = self._consumed[flow]
         self._consumed[flow] = offset + len(data)
@@ -1109,12 +1113,13 @@ class StreamSchedule(_Schedule):
         """Turn the items that left the pipeline into actions, in order."""
         actions: list[Action] = []
         for item in items:
-            if self.closed:
-                break
+            if self.closed or (self._eof_out[flow] and not isinstance(item, _Ctl)):
+                # Nothing follows a close, nor a FIN in the same direction.
+                if isinstance(item, _Chunk):
+                    self.discarded[flow] += len(item.data)
+                continue
             at = max(item.at, self._last_at[flow])
             self._last_at[flow] = at
-            if self._eof_out[flow] and not isinstance(item, _Ctl):
-                continue  # nothing may follow a FIN in the same direction
             if isinstance(item, _Chunk):
                 if flow == "upstream":
                     self.trace.upstream_bytes += len(item.data)
@@ -1234,13 +1239,15 @@ class StreamSchedule(_Schedule):
         if isinstance(fault, (Truncate, Reset)):
             target = applied.target
             if applied.fired:
+                self.discarded[flow] += len(chunk.data)
                 return []
             if target is None:
                 return [chunk]
             end = chunk.offset + len(chunk.data)
             if end < target:
                 return [chunk]
-            keep = target - chunk.offset
+            keep = max(0, target - chunk.offset)
+            self.discarded[flow] += len(chunk.data) - keep
             out: list[_Item] = []
             if keep > 0:
                 out.append(_Chunk(chunk.at, chunk.offset, chunk.data[:keep]))
@@ -1264,6 +1271,7 @@ class StreamSchedule(_Schedule):
             return [self._corrupt(applied, fault, chunk)]
         if isinstance(fault, (Blackhole, HalfClose)):
             self.trace.fire(chunk.at, fault, flow, f"dropped {len(chunk.data)} bytes")
+            self.discarded[flow] += len(chunk.data)
             return []
         return [chunk]
 
