@@ -1,0 +1,704 @@
+"""Loopback datagram servers (UDP over IPv4/IPv6, multicast, broadcast, Unix datagrams).
+
+A datagram server binds its own socket and records every datagram it receives
+and sends.  Handlers: `echo` (reply to the sender), `sink` (record only), a
+`script` (expect and send datagrams in order), or a DatagramProtocol factory.
+
+Python before 3.13 drops ``sendto(b"")`` silently (an empty reply is never sent);
+receiving empty datagrams works on every version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import shutil
+import socket
+import sys
+import typing
+import warnings
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import pytest
+import pytest_asyncio
+
+from ._handlers import (
+    Handler,
+    HandlerError,
+    Script,
+    check_datagram_script,
+    classify,
+    echo,
+    run_datagram_script,
+)
+from ._hygiene import track
+from ._recording import (
+    _UNSET,
+    Datagram,
+    Signal,
+    format_address,
+    format_datagrams,
+    resolve_timeout,
+    show,
+)
+from ._servers import (
+    AsyncServerFactory,
+    _apply_buffers,
+    _check_int,
+    _loop_thread_call,
+    _NoIPv6,
+    _private_dir,
+    check_host,
+    check_unix_path,
+    has_ipv6_loopback,
+)
+
+__all__ = [
+    "UDPServer",
+    "UDPServerFactory",
+    "UnixDatagramServer",
+    "UnixDatagramServerFactory",
+    "multicast_socket",
+]
+
+_D = TypeVar("_D", bound="_DatagramServer")
+DatagramProtocolFactory = Callable[[], asyncio.DatagramProtocol]
+
+
+class _RecordingDatagramTransport(asyncio.DatagramTransport):
+    """What a handler's DatagramProtocol sees: the real transport, with sends recorded."""
+
+    def __init__(self, inner: asyncio.DatagramTransport, server: _DatagramServer) -> None:
+        super().__init__()
+        self._inner = inner
+        self._server = server
+
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
+        self._server._record_sent(bytes(data), addr)
+        self._inner.sendto(data, addr)
+
+    def abort(self) -> None:
+        self._inner.abort()
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def is_closing(self) -> bool:
+        return self._inner.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._inner.get_extra_info(name, default)
+
+    def get_write_buffer_size(self) -> int:
+        size: int = getattr(self._inner, "get_write_buffer_size", lambda: 0)()
+        return size
+
+
+class _DatagramProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: _DatagramServer) -> None:
+        self._server = server
+        self._inner: asyncio.DatagramProtocol | None = None
+
+    def _guard(self, what: str, call: Callable[[], object]) -> None:
+        try:
+            call()
+        except Exception as exc:
+            self._server._record_error(exc, f"{what}() raised")
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # The selector loop's datagram transport does not subclass DatagramTransport.
+        transport = typing.cast("asyncio.DatagramTransport", transport)
+        server = self._server
+        server._transport = transport
+        if server._kind_of_handler == "protocol":
+            factory = typing.cast("DatagramProtocolFactory", server._handler)
+            inner = factory()
+            if not isinstance(inner, asyncio.DatagramProtocol):
+                raise TypeError(
+                    f"the handler (a protocol factory) returned {type(inner).__name__}, "
+                    "not an asyncio.DatagramProtocol"
+                )
+            self._inner = inner
+            proxy = _RecordingDatagramTransport(transport, server)
+            self._guard("connection_made", lambda: inner.connection_made(proxy))
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        server = self._server
+        server._record(Datagram(bytes(data), addr, server._now(), "received"))
+        handler = server._handler
+        inner = self._inner
+        if inner is not None:
+            self._guard("datagram_received", lambda: inner.datagram_received(data, addr))
+        elif handler is echo:
+            server._sendto(data, addr)
+        elif isinstance(handler, Script):
+            server._queue.put_nowait((bytes(data), addr))
+
+    def error_received(self, exc: Exception) -> None:
+        self._server._errors_received.append(exc)
+        inner = self._inner
+        if inner is not None:
+            self._guard("error_received", lambda: inner.error_received(exc))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server._lost.set()
+        inner = self._inner
+        if inner is not None:
+            self._guard("connection_lost", lambda: inner.connection_lost(exc))
+
+
+class _DatagramServer:
+    """What UDPServer and UnixDatagramServer share."""
+
+    _kind = "datagram server"
+
+    def __init__(
+        self,
+        handler: Handler | DatagramProtocolFactory,
+        *,
+        rcvbuf: int | None,
+        sndbuf: int | None,
+    ) -> None:
+        self._kind_of_handler = classify(handler, datagram=True)
+        if isinstance(handler, Handler):
+            if isinstance(handler, Script):
+                check_datagram_script(handler)
+            elif handler.name != "echo" and handler.name != "sink":
+                raise ValueError(
+                    f"handler: handlers.{handler.name} has no meaning for datagrams; use "
+                    "handlers.echo, handlers.sink or handlers.script(...)"
+                )
+        for name, value in (("rcvbuf", rcvbuf), ("sndbuf", sndbuf)):
+            if value is not None:
+                _check_int(name, value, "(bytes) or None")
+        self._handler = handler
+        self._rcvbuf = rcvbuf
+        self._sndbuf = sndbuf
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        self._status: typing.Literal["new", "starting", "open", "closed"] = "new"
+        self._events: list[Datagram] = []
+        self._errors: list[tuple[BaseException, str]] = []
+        self._errors_received: list[Exception] = []
+        self._changed = Signal()
+        self._queue: asyncio.Queue[tuple[bytes, Any]] = asyncio.Queue()
+        self._script_task: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+        self._started_at = 0.0
+        self._name = f"{self._kind} (not started)"
+
+    def _make_socket(self) -> socket.socket:
+        raise NotImplementedError  # pragma: no cover
+
+    def _describe(self) -> str:
+        raise NotImplementedError  # pragma: no cover
+
+    def _cleanup(self) -> None:
+        pass
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    async def start(self: _D) -> _D:
+        """Bind and start receiving on the running event loop.
+
+        Returns:
+            The server itself.
+
+        Raises:
+            RuntimeError: it was already started.
+        """
+        if self._status != "new":
+            raise RuntimeError(f"{self._name} was already started")
+        self._status = "starting"
+        loop = self._loop = asyncio.get_running_loop()
+        self._started_at = loop.time()
+        try:
+            sock = self._make_socket()
+        except BaseException:
+            self._status = "closed"
+            self._cleanup()
+            raise
+        try:
+            await loop.create_datagram_endpoint(lambda: _DatagramProtocol(self), sock=sock)
+        except BaseException:
+            sock.close()
+            self._status = "closed"
+            self._cleanup()
+            raise
+        self._name = f"{self._kind} {self._describe()}"
+        self._status = "open"
+        if isinstance(self._handler, Script):
+            steps = self._handler.steps
+            self._script_task = loop.create_task(
+                self._run_script(steps), name=f"script of {self._name}"
+            )
+        track(
+            self,
+            what=self._name,
+            is_open=lambda s: s._status == "open",
+            close=lambda s: _loop_thread_call(loop, s._abort_everything),
+        )
+        return self
+
+    async def _run_script(self, steps: tuple[Any, ...]) -> None:
+        async def receive(timeout: float | None) -> tuple[bytes, Any]:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+
+        try:
+            await run_datagram_script(steps, receive, self._sendto)
+        except Exception as exc:
+            self._record_error(exc, "the script failed")
+
+    async def __aenter__(self: _D) -> _D:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<{self._name} {self._status}, {len(self.datagrams)} datagrams received>"
+
+    def __del__(self) -> None:
+        if getattr(self, "_status", "new") == "open":
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the server has been closed (or failed to start)."""
+        return self._status == "closed"
+
+    # -- recording -------------------------------------------------------------
+
+    def _record(self, datagram: Datagram) -> None:
+        self._events.append(datagram)
+        self._changed.notify()
+
+    def _record_sent(self, data: bytes, addr: Any) -> None:
+        self._record(Datagram(data, addr, self._now(), "sent"))
+
+    def _sendto(self, data: bytes, addr: Any) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        self._record_sent(data, addr)
+        if addr in (None, "", b""):
+            return  # an unbound Unix datagram client cannot be answered
+        transport.sendto(data, addr)
+
+    def _record_error(self, exc: BaseException, what: str) -> None:
+        self._errors.append((exc, what))
+        self._changed.notify()
+
+    @property
+    def datagrams(self) -> tuple[Datagram, ...]:
+        """Every datagram received so far, in order."""
+        return tuple(d for d in self._events if d.direction == "received")
+
+    @property
+    def sent(self) -> tuple[Datagram, ...]:
+        """Every datagram the server sent so far, in order."""
+        return tuple(d for d in self._events if d.direction == "sent")
+
+    @property
+    def events(self) -> tuple[Datagram, ...]:
+        """Datagrams received and sent, in order."""
+        return tuple(self._events)
+
+    @property
+    def errors(self) -> tuple[BaseException, ...]:
+        """Exceptions raised by the handler so far (raised again at teardown)."""
+        return tuple(e for e, _ in self._errors)
+
+    @property
+    def errors_received(self) -> tuple[Exception, ...]:
+        """Errors the socket reported (``error_received``), e.g. ICMP port unreachable."""
+        return tuple(self._errors_received)
+
+    def transcript(self) -> str:
+        """Return a readable, timestamped list of the datagrams received and sent."""
+        return format_datagrams(self._name, self._started_at, self._events)
+
+    async def wait_for_datagrams(
+        self, n: int = 1, *, timeout: float | None = _UNSET
+    ) -> tuple[Datagram, ...]:
+        """Wait until at least `n` datagrams have been received in all.
+
+        Returns:
+            The first `n` datagrams received.
+
+        Raises:
+            TimeoutError: fewer arrived; the message lists those that did.
+        """
+        _check_int("n", n)
+        if self._loop is None or asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError(f"{self._name} is not started on the running event loop")
+        await self._changed.wait_until(
+            lambda: len(self.datagrams) >= n,
+            resolve_timeout(timeout),
+            lambda: (
+                f"{self._name}: expected {n} datagram{'s' if n != 1 else ''}; "
+                f"{len(self.datagrams)} arrived: "
+                + ", ".join(show(d.data, 64) for d in self.datagrams)
+            ),
+        )
+        return self.datagrams[:n]
+
+    # -- teardown ----------------------------------------------------------------
+
+    def _abort_everything(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+        if self._script_task is not None:
+            self._script_task.cancel()
+        if self._status != "closed":
+            self._status = "closed"
+            self._cleanup()
+
+    async def aclose(self) -> None:
+        """Close the server; raise what its handler raised.
+
+        Raises:
+            HandlerError: the handler raised, or the script was not followed
+                (including a step still waiting for its datagram).
+        """
+        if self._status in ("new", "closed"):
+            self._status = "closed"
+            return
+        try:
+            if self._script_task is not None and not self._script_task.done():
+                await asyncio.sleep(0)  # let a script that never ran reach its first step
+                self._script_task.cancel()
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(self._script_task, 1.0)
+            if self._transport is not None:
+                self._transport.close()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._lost.wait(), 1.0)
+        finally:
+            self._status = "closed"
+            self._cleanup()
+        if self._errors:
+            lines = [f"{self._name}: {len(self._errors)} handler error(s):"]
+            for exc, what in self._errors:
+                detail = str(exc).replace("\n", "\n    ")
+                lines.append(f"  {type(exc).__name__}: {detail}\n    ({what})")
+            received = self.datagrams
+            lines.append(
+                f"  datagrams received ({len(received)}): "
+                + ", ".join(f"{show(d.data, 64)} from {format_address(d.peer)}" for d in received)
+            )
+            errors = self.errors
+            raise HandlerError("\n".join(lines), errors) from errors[0]
+
+
+@typing.final
+class UDPServer(_DatagramServer):
+    """A UDP server on loopback that records every datagram; optionally multicast.
+
+    It binds port 0 itself and keeps the socket.  With `group`, it joins that
+    multicast group on the interface `host` (127.0.0.1) and listens on the group
+    address, like an SSDP listener on 239.255.255.250; send to it with a socket
+    from `multicast_socket`.  To receive broadcasts, listen on the loopback
+    broadcast address ``"127.255.255.255"``.
+
+    Args:
+        handler: `echo` (default), `sink`, a `script`, or a DatagramProtocol factory.
+        host: a literal loopback address (the interface, with `group`).
+        group: an IPv4 multicast group to join and listen on.
+        allow_remote: allow a host that is not loopback.
+        rcvbuf: SO_RCVBUF in bytes (small values make the kernel drop datagrams).
+        sndbuf: SO_SNDBUF in bytes.
+        reuse_port: set SO_REUSEPORT (several receivers on one group and port).
+        broadcast: set SO_BROADCAST, so the server may send to broadcast addresses.
+
+    Raises:
+        ValueError: a host that is not loopback, or a group that is not multicast.
+
+    Example::
+
+        async with nettest.UDPServer(nettest.handlers.echo) as server:
+            transport, protocol = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, remote_addr=server.address
+            )
+    """
+
+    _kind = "UDPServer"
+
+    def __init__(
+        self,
+        handler: Handler | DatagramProtocolFactory = echo,
+        *,
+        host: str = "127.0.0.1",
+        group: str | None = None,
+        allow_remote: bool = False,
+        rcvbuf: int | None = None,
+        sndbuf: int | None = None,
+        reuse_port: bool = False,
+        broadcast: bool = False,
+    ) -> None:
+        self._family = check_host(host, allow_remote=allow_remote)
+        if group is not None:
+            if check_host(group, allow_remote=True, multicast=True) != socket.AF_INET:
+                raise ValueError(f"group must be an IPv4 multicast address, got {group!r}")
+            if not ipaddress.ip_address(group).is_multicast:
+                raise ValueError(f"group must be a multicast address (224.0.0.0/4), got {group!r}")
+            if self._family != socket.AF_INET:
+                raise ValueError("group: multicast is supported on an IPv4 host only")
+        if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
+            raise ValueError("reuse_port=True: SO_REUSEPORT is not available on this platform")
+        self._host = host
+        self._group = group
+        self._port = 0
+        self._reuse_port = bool(reuse_port)
+        self._broadcast = bool(broadcast)
+        super().__init__(handler, rcvbuf=rcvbuf, sndbuf=sndbuf)
+
+    def _make_socket(self) -> socket.socket:
+        if self._family == socket.AF_INET6 and not has_ipv6_loopback():
+            raise _NoIPv6(f"IPv6 loopback ::1 is not available on this host (host={self._host!r})")
+        sock = socket.socket(self._family, socket.SOCK_DGRAM)
+        try:
+            if self._family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if self._reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if self._broadcast:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            _apply_buffers(sock, self._rcvbuf, self._sndbuf)
+            if self._group is not None:
+                # Binding the group address (not the wildcard) receives only that
+                # group's datagrams.  Windows cannot bind a group address.
+                sock.bind(("" if sys.platform == "win32" else self._group, 0))
+                membership = socket.inet_aton(self._group) + socket.inet_aton(self._host)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+                sock.setsockopt(
+                    socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self._host)
+                )
+            else:
+                sock.bind((self._host, 0))
+            self._port = sock.getsockname()[1]
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _describe(self) -> str:
+        if self._group is not None:
+            return f"{self._group}:{self._port} (multicast on {self._host})"
+        return format_address((self._host, self._port))
+
+    @property
+    def host(self) -> str:
+        """The literal address the server listens on (the interface, for multicast)."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The port the server bound (0 before `start`)."""
+        return self._port
+
+    @property
+    def group(self) -> str | None:
+        """The multicast group joined, or None."""
+        return self._group
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where to send: ``(host, port)``, or ``(group, port)`` for multicast.
+
+        Pass it as ``create_datagram_endpoint(..., remote_addr=server.address)``
+        or ``sock.sendto(data, server.address)``.
+        """
+        return (self._group or self._host, self._port)
+
+
+def multicast_socket(interface: str = "127.0.0.1", *, ttl: int = 1) -> socket.socket:
+    """Make a UDP socket that sends multicast datagrams out of `interface`, looped back.
+
+    Sets IP_MULTICAST_IF to `interface`, IP_MULTICAST_LOOP on, and IP_MULTICAST_TTL.
+    The socket is bound to ``(interface, 0)`` so replies can reach it.  Use it
+    directly, or as ``create_datagram_endpoint(..., sock=multicast_socket())``.
+    The caller closes it.
+
+    Example::
+
+        server = await udp_server(handlers.sink, group="239.255.255.250")
+        with nettest.multicast_socket() as sock:
+            sock.sendto(b"M-SEARCH * HTTP/1.1\\r\\n\\r\\n", server.address)
+    """
+    check_host(interface, allow_remote=False)
+    _check_int("ttl", ttl + 1)  # ttl >= 0
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+        sock.bind((interface, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return track(
+        sock,
+        what=f"multicast socket on {interface}",
+        is_open=lambda s: s.fileno() != -1,
+        close=lambda s: s.close(),
+    )
+
+
+@typing.final
+class UnixDatagramServer(_DatagramServer):
+    """A Unix datagram socket server that records every datagram.
+
+    Like `UnixServer`, it binds ``s`` in a short private directory (or an
+    abstract name) and removes it at teardown.  `echo` can answer only clients
+    that bound an address of their own.
+
+    Args:
+        handler: `echo` (default), `sink`, a `script`, or a DatagramProtocol factory.
+        path: where to bind; checked against the 107-byte limit.
+        abstract: bind in the Linux abstract namespace.
+        rcvbuf: SO_RCVBUF in bytes.
+        sndbuf: SO_SNDBUF in bytes.
+
+    Example::
+
+        async with nettest.UnixDatagramServer(nettest.handlers.sink) as server:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.sendto(b"hello", server.path)
+            await server.wait_for_datagrams(1)
+    """
+
+    _kind = "UnixDatagramServer"
+
+    def __init__(
+        self,
+        handler: Handler | DatagramProtocolFactory = echo,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        abstract: bool = False,
+        rcvbuf: int | None = None,
+        sndbuf: int | None = None,
+    ) -> None:
+        if not hasattr(socket, "AF_UNIX"):
+            raise ValueError("Unix sockets are not available on this platform")
+        if abstract and path is not None:
+            raise ValueError("give either path or abstract=True, not both")
+        if abstract and not sys.platform.startswith("linux"):
+            raise ValueError("abstract=True: the abstract namespace exists only on Linux")
+        self._path = check_unix_path(os.fspath(path)) if path is not None else ""
+        self._abstract = bool(abstract)
+        self._dir: str | None = None
+        super().__init__(handler, rcvbuf=rcvbuf, sndbuf=sndbuf)
+
+    def _make_socket(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            _apply_buffers(sock, self._rcvbuf, self._sndbuf)
+            if self._abstract:
+                sock.bind("")
+                self._path = os.fsdecode(sock.getsockname())
+            else:
+                if not self._path:
+                    self._dir = _private_dir()
+                    self._path = check_unix_path(os.path.join(self._dir, "s"))
+                sock.bind(self._path)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _cleanup(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+        elif self._path and not self._abstract and self._status == "closed":
+            with contextlib.suppress(OSError):
+                os.unlink(self._path)
+
+    def _describe(self) -> str:
+        return format_address(self._path)
+
+    @property
+    def path(self) -> str:
+        """The socket's path (for abstract sockets, a str starting with NUL)."""
+        return self._path
+
+    @property
+    def address(self) -> str:
+        """Same as `path`: ``sock.sendto(data, server.address)``."""
+        return self._path
+
+
+# -- fixtures -------------------------------------------------------------------
+
+DatagramHandlerArg = Handler | DatagramProtocolFactory
+
+
+class UDPServerFactory(typing.Protocol):
+    """The type of the ``udp_server`` fixture: ``await udp_server(handler, **options)``.
+
+    Takes the arguments of `UDPServer`, starts it and returns it; closed at teardown.
+    """
+
+    async def __call__(
+        self,
+        handler: DatagramHandlerArg = ...,
+        *,
+        host: str = ...,
+        group: str | None = ...,
+        allow_remote: bool = ...,
+        rcvbuf: int | None = ...,
+        sndbuf: int | None = ...,
+        reuse_port: bool = ...,
+        broadcast: bool = ...,
+    ) -> UDPServer: ...
+
+
+class UnixDatagramServerFactory(typing.Protocol):
+    """The type of the ``unix_datagram_server`` fixture.
+
+    Takes the arguments of `UnixDatagramServer`, starts it and returns it.
+    """
+
+    async def __call__(
+        self,
+        handler: DatagramHandlerArg = ...,
+        *,
+        path: str | os.PathLike[str] | None = ...,
+        abstract: bool = ...,
+        rcvbuf: int | None = ...,
+        sndbuf: int | None = ...,
+    ) -> UnixDatagramServer: ...
+
+
+@pytest_asyncio.fixture
+async def udp_server(request: pytest.FixtureRequest) -> AsyncIterator[UDPServerFactory]:
+    """Start loopback UDP servers: ``server = await udp_server(handler)``; closed at teardown.
+
+    Servers bind 127.0.0.1 (or ``::1``, or a multicast group) port 0 themselves
+    and record every datagram; teardown raises their handlers' errors.
+    """
+    factory = AsyncServerFactory(request, UDPServer)
+    yield typing.cast("UDPServerFactory", factory)
+    await factory.aclose()
+
+
+@pytest_asyncio.fixture
+async def unix_datagram_server(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[UnixDatagramServerFactory]:
+    """Start Unix datagram servers: ``server = await unix_datagram_server(handler)``.
+
+    Each binds in a short private directory (or the abstract namespace), records
+    every datagram, and is closed at teardown.
+    """
+    if not hasattr(socket, "AF_UNIX"):
+        pytest.skip("Unix sockets are not available on this platform")
+    factory = AsyncServerFactory(request, UnixDatagramServer)
+    yield typing.cast("UnixDatagramServerFactory", factory)
+    await factory.aclose()

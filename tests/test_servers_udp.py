@@ -1,0 +1,292 @@
+"""Datagram servers: UDP echo/record/script, multicast, broadcast, Unix datagrams."""
+
+# ruff: noqa: F811  (fixtures imported from their module are redefined as parameters)
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+
+import pytest
+
+from nettest import handlers
+from nettest._handlers import HandlerError, ScriptMismatch
+from nettest._recording import Datagram
+from nettest._servers import has_ipv6_loopback
+from nettest._udp import (
+    UDPServer,
+    UDPServerFactory,
+    UnixDatagramServer,
+    UnixDatagramServerFactory,
+    multicast_socket,
+    udp_server,  # noqa: F401
+    unix_datagram_server,  # noqa: F401
+)
+
+pytestmark = pytest.mark.asyncio
+
+HOSTS = [
+    "127.0.0.1",
+    pytest.param(
+        "::1", marks=pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
+    ),
+]
+
+
+class _Client(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.queue.put_nowait(data)
+
+
+@contextlib.asynccontextmanager
+async def _client(address: tuple[str, int]):  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(_Client, remote_addr=address)
+    try:
+        yield transport, protocol
+    finally:
+        transport.close()
+
+
+@pytest.mark.parametrize("host", HOSTS)
+async def test_udp_echo_records_both_directions(udp_server: UDPServerFactory, host: str) -> None:
+    server = await udp_server(handlers.echo, host=host)
+    assert server.address == (host, server.port)
+    async with _client(server.address) as (transport, client):
+        transport.sendto(b"one")
+        transport.sendto(b"two")
+        assert await asyncio.wait_for(client.queue.get(), 5) == b"one"
+        assert await asyncio.wait_for(client.queue.get(), 5) == b"two"
+        local = transport.get_extra_info("sockname")
+    received = await server.wait_for_datagrams(2)
+    assert [d.data for d in received] == [b"one", b"two"]
+    assert all(d.peer[:2] == local[:2] for d in received)
+    assert [d.data for d in server.sent] == [b"one", b"two"]
+    assert [d.direction for d in server.events] == ["received", "sent", "received", "sent"]
+    assert "-> " in server.transcript()
+
+
+async def test_udp_sink_records_only(udp_server: UDPServerFactory) -> None:
+    server = await udp_server(handlers.sink)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for i in range(5):
+            sock.sendto(b"%d" % i, server.address)
+        datagrams = await server.wait_for_datagrams(5)
+    assert [d.data for d in datagrams] == [b"0", b"1", b"2", b"3", b"4"]
+    assert server.sent == ()
+    assert isinstance(datagrams[0], Datagram)
+
+
+async def test_udp_empty_datagram_is_received(udp_server: UDPServerFactory) -> None:
+    server = await udp_server(handlers.sink)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"", server.address)
+        (datagram,) = await server.wait_for_datagrams(1)
+    assert datagram.data == b""
+
+
+async def test_udp_wait_timeout_lists_what_arrived(udp_server: UDPServerFactory) -> None:
+    server = await udp_server(handlers.sink)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"only", server.address)
+        await server.wait_for_datagrams(1)
+        with pytest.raises(TimeoutError, match=r"expected 2 datagrams; 1 arrived: b'only'"):
+            await server.wait_for_datagrams(2, timeout=0.05)
+
+
+async def test_udp_script_conversation(udp_server: UDPServerFactory) -> None:
+    server = await udp_server(
+        handlers.script(
+            handlers.expect(b"HELLO"),
+            handlers.send(b"WELCOME"),
+            handlers.expect_line(b"BYE"),
+            handlers.send(b"CIAO"),
+        )
+    )
+    async with _client(server.address) as (transport, client):
+        transport.sendto(b"HELLO")
+        assert await asyncio.wait_for(client.queue.get(), 5) == b"WELCOME"
+        transport.sendto(b"BYE\n")
+        assert await asyncio.wait_for(client.queue.get(), 5) == b"CIAO"
+
+
+async def test_udp_script_deviation_raises_at_teardown() -> None:
+    server = await UDPServer(handlers.script(handlers.expect(b"HELLO"))).start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"HELLP", server.address)
+        await server.wait_for_datagrams(1)
+    with pytest.raises(HandlerError) as info:
+        await server.aclose()
+    (error,) = info.value.errors
+    assert isinstance(error, ScriptMismatch)
+    assert "first difference at byte 4" in str(error)
+    assert "datagrams received (1): b'HELLP' from 127.0.0.1:" in str(info.value)
+
+
+async def test_udp_script_unmet_at_teardown_raises() -> None:
+    server = await UDPServer(handlers.script(handlers.expect(b"HELLO"))).start()
+    with pytest.raises(HandlerError, match="not met when the server closed"):
+        await server.aclose()
+
+
+async def test_udp_protocol_factory(udp_server: UDPServerFactory) -> None:
+    class Upper(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.DatagramTransport)
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            self.transport.sendto(data.upper(), addr)
+
+    server = await udp_server(Upper)
+    async with _client(server.address) as (transport, client):
+        transport.sendto(b"quiet")
+        assert await asyncio.wait_for(client.queue.get(), 5) == b"QUIET"
+    assert [d.data for d in server.sent] == [b"QUIET"]
+
+
+async def test_udp_protocol_exception_raises_at_teardown() -> None:
+    class Broken(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            raise ValueError(data)
+
+    server = await UDPServer(Broken).start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"bad", server.address)
+        await server.wait_for_datagrams(1)
+    with pytest.raises(HandlerError, match=r"datagram_received\(\) raised"):
+        await server.aclose()
+
+
+async def test_udp_bad_handlers_and_hosts() -> None:
+    with pytest.raises(ValueError, match=r"handlers\.close has no meaning for datagrams"):
+        UDPServer(handlers.close)
+    with pytest.raises(ValueError, match=r"read_until.*has no meaning for datagrams"):
+        UDPServer(handlers.script(handlers.read_until(b"\n")))
+    with pytest.raises(TypeError, match="DatagramProtocol factory"):
+        UDPServer("echo")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="allow_remote=True"):
+        UDPServer(host="0.0.0.0")
+    with pytest.raises(ValueError, match="multicast address"):
+        UDPServer(group="10.0.0.1")
+
+
+async def test_udp_context_manager_closes() -> None:
+    async with UDPServer() as server:
+        assert not server.closed
+    assert server.closed
+
+
+async def test_udp_small_receive_buffer(udp_server: UDPServerFactory) -> None:
+    server = await udp_server(handlers.sink, rcvbuf=2048)
+    (transport_sock,) = _sockets_of(server)
+    assert transport_sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) <= 4608
+
+
+def _exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def _sockets_of(server: UDPServer) -> list[socket.socket]:
+    assert server._transport is not None
+    return [server._transport.get_extra_info("socket")]
+
+
+# -- multicast and broadcast --------------------------------------------------------
+
+
+async def test_multicast_ssdp_style_receiver(udp_server: UDPServerFactory) -> None:
+    try:
+        server = await udp_server(handlers.sink, group="239.255.255.250")
+    except OSError as exc:  # pragma: no cover - hosts without multicast on loopback
+        pytest.skip(f"multicast on loopback unavailable: {exc}")
+    assert server.address == ("239.255.255.250", server.port)
+    search = b'M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: "ssdp:discover"\r\n\r\n'
+    with multicast_socket() as sock:
+        sock.sendto(search, server.address)
+        (datagram,) = await server.wait_for_datagrams(1)
+        assert datagram.data == search
+        assert datagram.peer == sock.getsockname()
+
+
+async def test_multicast_reaches_every_member(udp_server: UDPServerFactory) -> None:
+    first = await udp_server(handlers.sink, group="239.255.255.250", reuse_port=True)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as second:
+        second.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        second.bind(first.address)
+        second.setsockopt(
+            socket.IPPROTO_IP,
+            socket.IP_ADD_MEMBERSHIP,
+            socket.inet_aton("239.255.255.250") + socket.inet_aton("127.0.0.1"),
+        )
+        second.settimeout(5)
+        with multicast_socket() as sock:
+            sock.sendto(b"NOTIFY", first.address)
+            await first.wait_for_datagrams(1)
+            assert second.recv(100) == b"NOTIFY"
+
+
+async def test_broadcast_on_loopback(udp_server: UDPServerFactory) -> None:
+    server = await udp_server(handlers.sink, host="127.255.255.255")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        try:
+            sock.sendto(b"anyone?", server.address)
+        except OSError as exc:  # pragma: no cover - the OS forbids it
+            pytest.skip(f"broadcast on loopback not allowed here: {exc}")
+        (datagram,) = await server.wait_for_datagrams(1)
+    assert datagram.data == b"anyone?"
+
+
+async def test_broadcast_flag_lets_the_server_send_broadcasts(
+    udp_server: UDPServerFactory,
+) -> None:
+    server = await udp_server(broadcast=True)
+    assert server._transport is not None
+    sock = server._transport.get_extra_info("socket")
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST) == 1
+
+
+# -- Unix datagrams -------------------------------------------------------------------------
+
+
+async def test_unix_datagram_sink_and_cleanup(
+    unix_datagram_server: UnixDatagramServerFactory,
+) -> None:
+    server = await unix_datagram_server(handlers.sink)
+    assert _exists(server.path)
+    assert len(os.fsencode(server.path)) <= 107
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"log line", server.address)
+        (datagram,) = await server.wait_for_datagrams(1)
+    assert datagram.data == b"log line"
+    await server.aclose()
+    assert not _exists(os.path.dirname(server.path))
+
+
+async def test_unix_datagram_echo_to_a_bound_client(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    async with UnixDatagramServer(handlers.echo) as server:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind("")  # an autobound abstract address the server can answer
+            sock.settimeout(5)
+            sock.sendto(b"ping", server.path)
+            loop = asyncio.get_running_loop()
+            reply = await loop.run_in_executor(None, sock.recv, 100)
+    assert reply == b"ping"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+async def test_unix_datagram_abstract(unix_datagram_server: UnixDatagramServerFactory) -> None:
+    server = await unix_datagram_server(handlers.sink, abstract=True)
+    assert server.path.startswith("\0")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"hidden", server.path)
+        await server.wait_for_datagrams(1)

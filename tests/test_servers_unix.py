@@ -1,0 +1,108 @@
+"""Unix stream servers: private short paths, the length limit, the abstract namespace."""
+
+# ruff: noqa: F811  (fixtures imported from their module are redefined as parameters)
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from nettest import handlers
+from nettest._recording import Ending
+from nettest._servers import (
+    UNIX_PATH_MAX,
+    UnixServer,
+    UnixServerFactory,
+    unix_server,  # noqa: F401
+)
+
+pytestmark = pytest.mark.asyncio
+
+
+def _stat(path: str) -> os.stat_result:
+    return os.stat(path)
+
+
+def _exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+async def test_unix_server_echo_in_a_private_short_directory(
+    unix_server: UnixServerFactory,
+) -> None:
+    server = await unix_server(handlers.echo)
+    assert server.address == server.path
+    assert len(os.fsencode(server.path)) <= UNIX_PATH_MAX
+    assert stat.S_ISSOCK(_stat(server.path).st_mode)
+    assert stat.S_IMODE(_stat(os.path.dirname(server.path)).st_mode) == 0o700
+    reader, writer = await asyncio.open_unix_connection(server.path)
+    writer.write(b"over unix")
+    assert await reader.readexactly(9) == b"over unix"
+    writer.write_eof()
+    assert await reader.read() == b""
+    writer.close()
+    await writer.wait_closed()
+    (conn,) = server.connections
+    assert await conn.wait_closed() is Ending.EOF
+    assert conn.received == b"over unix"
+    await server.aclose()
+    assert not _exists(os.path.dirname(server.path))
+
+
+async def test_unix_server_at_a_given_path(tmp_path: Path) -> None:
+    short = f"/tmp/nt-{os.getpid()}-given"
+    async with UnixServer(handlers.sink, path=short) as server:
+        assert server.path == short
+        _, writer = await asyncio.open_unix_connection(short)
+        writer.write(b"x")
+        (conn,) = await server.wait_for_connections(1)
+        await conn.wait_for(b"x")
+        writer.close()
+        await writer.wait_closed()
+    assert not _exists(short)
+
+
+async def test_unix_path_over_the_limit_names_the_limit(tmp_path: Path) -> None:
+    long_path = "/tmp/" + "d" * 120 + "/s"
+    with pytest.raises(ValueError, match=rf"over the {UNIX_PATH_MAX}-byte limit of sun_path"):
+        UnixServer(path=long_path)
+    exactly = "/tmp/" + "e" * (UNIX_PATH_MAX - len("/tmp/"))
+    assert len(exactly) == UNIX_PATH_MAX
+    UnixServer(path=exactly)  # the limit itself is accepted
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract namespace is Linux")
+async def test_unix_server_abstract_namespace(unix_server: UnixServerFactory) -> None:
+    server = await unix_server(handlers.echo, abstract=True)
+    assert server.abstract
+    assert server.path.startswith("\0")
+    reader, writer = await asyncio.open_unix_connection(server.path)
+    writer.write(b"hidden")
+    assert await reader.readexactly(6) == b"hidden"
+    writer.close()
+    await writer.wait_closed()
+    assert server.transcript().startswith("#1 (unnamed) -> @")
+
+
+async def test_unix_server_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="either path or abstract"):
+        UnixServer(path="/tmp/x", abstract=True)
+
+
+async def test_unix_server_blocking_client(unix_server: UnixServerFactory) -> None:
+    server = await unix_server(handlers.script(handlers.expect(b"hi"), handlers.send(b"yo")))
+
+    def client() -> bytes:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(server.path)
+            sock.sendall(b"hi")
+            return sock.recv(10)
+
+    assert await asyncio.get_running_loop().run_in_executor(None, client) == b"yo"
