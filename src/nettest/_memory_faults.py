@@ -1,0 +1,354 @@
+"""Fault injection for memory transports: the same fault values, in loop time.
+
+Theory of operation
+-------------------
+A memory stream pair moves bytes through one `nettest._links.Link` per
+direction.  `inject_faults` replaces each link's ``carry`` and ``carry_eof``
+(the seam the links leave for this) with a `StreamSchedule` driver: bytes and
+EOF go into the schedule with ``loop.time()``, and its actions come out as
+``link.arrive()``, ``link.arrive_eof()``, ``link.lose()`` or ``link.reset()``,
+delayed with ``loop.call_at``.  Nothing sleeps on the wall clock, so under a
+fast-forwarding clock such as looptime ten seconds of `Latency` cost
+nothing.  Bytes held by a delay or a `Stall` stay "in flight": they use the
+link's capacity, so a sender fills up exactly as it would behind a slow network.
+Bytes a fault throws away are released with ``link.lose()``.
+
+A memory datagram pair has no links; each end's ``_transmit`` (the one place a
+datagram leaves) is wrapped instead, and a `DatagramSchedule` decides when, and
+whether, the datagram reaches the peer.  `Unreachable` reaches the sender's
+protocol as ``error_received(ConnectionRefusedError)``.
+
+Differences from the proxy, where a real socket allows no better: a `Reset`
+resets both ends (the link has no notion of a one-sided RST), and `Close`
+(from `Truncate` or `CloseAfter`) delivers EOF both ways and drops later bytes
+instead of closing the transports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import errno
+import os
+import typing
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ._datagrams import MemoryDatagramTransport
+from ._faults import (
+    FLOWS,
+    Abort,
+    Action,
+    Close,
+    ConnectionTrace,
+    DatagramSchedule,
+    Deliver,
+    Fault,
+    Flow,
+    RefuseConnection,
+    SendEof,
+    StreamSchedule,
+    UnreachableAction,
+    Wake,
+)
+from ._transports import MemoryTransport
+
+if typing.TYPE_CHECKING:
+    from ._links import Link
+
+__all__ = ["MemoryFaults", "inject_faults"]
+
+
+@typing.final
+class MemoryFaults:
+    """The faults in force on one memory pair; returned by `inject_faults`.
+
+    This type has no public constructor.  Change the faults at any time with
+    `add`, `remove` and `clear`; `trace` records what passed and which faults
+    fired.
+    """
+
+    def __init__(self, *, _kind: str, _faults: tuple[Fault, ...]) -> None:
+        self._kind = _kind
+        self._faults = _faults
+        self._on_change: Callable[[tuple[Fault, ...]], None] = lambda faults: None
+        self._trace: ConnectionTrace | None = None
+
+    @property
+    def faults(self) -> tuple[Fault, ...]:
+        """The faults in force, in the order they apply."""
+        return self._faults
+
+    @property
+    def trace(self) -> ConnectionTrace:
+        """What the pair carried and which faults fired."""
+        assert self._trace is not None
+        return self._trace
+
+    def add(self, fault: Fault) -> None:
+        """Add a fault; it counts from now.
+
+        Raises:
+            ValueError: The fault does not apply to this kind of pair.
+        """
+        self._set((*self._faults, *_check(self._kind, [fault])))
+
+    def remove(self, fault: Fault) -> None:
+        """Remove a fault; bytes it held flow again.
+
+        Raises:
+            ValueError: The fault is not in force.
+        """
+        if fault not in self._faults:
+            raise ValueError(f"{fault!r} is not in force; faults: {list(self._faults)}")
+        self._set(tuple(f for f in self._faults if f != fault))
+
+    def clear(self) -> None:
+        """Remove every fault."""
+        self._set(())
+
+    def _set(self, faults: tuple[Fault, ...]) -> None:
+        self._faults = faults
+        self._on_change(faults)
+
+    def __repr__(self) -> str:
+        return f"<MemoryFaults {self._kind} {list(self._faults)}>"
+
+
+def _check(kind: str, faults: Iterable[Fault]) -> tuple[Fault, ...]:
+    result = tuple(faults)
+    for fault in result:
+        if not isinstance(fault, Fault):
+            raise TypeError(f"expected a fault such as Latency(0.1), got {fault!r}")
+        if kind not in fault._applies_to:
+            other = "stream" if kind == "datagram" else "datagram"
+            raise ValueError(f"{fault!r} applies to {other} transports only")
+    return result
+
+
+def inject_faults(end: object, faults: Iterable[Fault] = (), *, seed: int = 0) -> MemoryFaults:
+    """Apply faults to a memory pair, in loop time.
+
+    Pass the *client* end: a `MemoryTransport` (or the `asyncio.StreamWriter`
+    of `memory_stream_pair`) or a `MemoryDatagramTransport`.  "upstream" is what
+    that end sends, "downstream" what it receives.  Call it right after making
+    the pair, before any byte moves; faults may be changed later.
+
+    Args:
+        end: The client end of a memory pair.
+        faults: The faults in force from the start.
+        seed: Seeds every random choice (use the ``nettest_seed`` fixture).
+
+    Returns:
+        A `MemoryFaults` to change the faults and read the trace.
+
+    Raises:
+        TypeError: `end` is not an end of a memory pair.
+        ValueError: A fault that does not apply to the pair.
+
+    Example::
+
+        (reader, writer), server = memory_stream_pair()
+        inject_faults(writer, [Latency(10)], seed=nettest_seed)
+    """
+    transport = getattr(end, "transport", end)
+    if isinstance(transport, MemoryTransport):
+        if getattr(transport, "_peer", None) is None:
+            raise TypeError("inject_faults needs an end of memory_transport_pair()")
+        return _StreamDriver(transport, _check("stream", faults), seed).handle
+    if isinstance(transport, MemoryDatagramTransport):
+        if transport._peer is None:
+            raise TypeError("inject_faults needs an end of memory_datagram_pair()")
+        return _DatagramDriver(transport, _check("datagram", faults), seed).handle
+    raise TypeError(
+        "inject_faults needs the client end of a memory pair (a MemoryTransport, "
+        f"a StreamWriter over one, or a MemoryDatagramTransport), got {end!r}"
+    )
+
+
+class _StreamDriver:
+    def __init__(self, client: MemoryTransport, faults: tuple[Fault, ...], seed: int) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.links: dict[Flow, Link] = {"upstream": client._out, "downstream": client._in}
+        peer = client.get_extra_info("sockname")
+        self.schedule = StreamSchedule(
+            seed=seed, index=1, now=self.loop.time(), faults=faults, peer=peer
+        )
+        self.handle = MemoryFaults(_kind="stream", _faults=faults)
+        self.handle._trace = self.schedule.trace
+        self.handle._on_change = self.update
+        self.queues: dict[Flow, collections.deque[Action]] = {
+            "upstream": collections.deque(),
+            "downstream": collections.deque(),
+        }
+        self.timers: dict[Flow, asyncio.TimerHandle | None] = {
+            "upstream": None,
+            "downstream": None,
+        }
+        self.lost: dict[Flow, int] = {"upstream": 0, "downstream": 0}
+        self.eof_sent: set[Flow] = set()
+        self.done = False
+        for flow, link in self.links.items():
+            link.carry = self._carrier(flow)
+            link.carry_eof = self._eof_carrier(flow)
+        self.apply(self.schedule.start(self.loop.time()))
+
+    def _carrier(self, flow: Flow) -> Callable[[bytes], None]:
+        def carry(data: bytes) -> None:
+            self.apply(self.schedule.data(flow, data, self.loop.time()))
+
+        return carry
+
+    def _eof_carrier(self, flow: Flow) -> Callable[[], None]:
+        def carry_eof() -> None:
+            self.apply(self.schedule.eof(flow, self.loop.time()))
+
+        return carry_eof
+
+    def update(self, faults: tuple[Fault, ...]) -> None:
+        self.apply(self.schedule.update(faults, self.loop.time()))
+
+    def apply(self, actions: Iterable[Action]) -> None:
+        for action in actions:
+            if isinstance(action, RefuseConnection):
+                self.links["upstream"].reset()
+                self.done = True
+            elif isinstance(action, (Deliver, SendEof, Close, Abort)):
+                self.queues[action.flow].append(action)
+            elif isinstance(action, Wake):
+                self.loop.call_at(action.at, self._tick)
+            # Pause and Resume need nothing: held bytes stay in flight and fill the link.
+        self._release_discarded()
+        for flow in FLOWS:
+            self.kick(flow)
+
+    def _release_discarded(self) -> None:
+        for flow, link in self.links.items():
+            extra = self.schedule.discarded[flow] - self.lost[flow]
+            if extra:
+                self.lost[flow] += extra
+                link.lose(extra)
+
+    def _tick(self) -> None:
+        if not self.done:
+            self.apply(self.schedule.tick(self.loop.time()))
+
+    def _due(self, flow: Flow) -> None:
+        self.timers[flow] = None
+        self.kick(flow)
+
+    def kick(self, flow: Flow) -> None:
+        queue = self.queues[flow]
+        now = self.loop.time()
+        while queue:
+            head = queue[0]
+            at = typing.cast("float", getattr(head, "at", now))
+            if at > now:
+                timer = self.timers[flow]
+                if timer is None or timer.when() != at:
+                    if timer is not None:
+                        timer.cancel()
+                    self.timers[flow] = self.loop.call_at(at, self._due, flow)
+                return
+            queue.popleft()
+            self._perform(head)
+
+    def _perform(self, action: Action) -> None:
+        if isinstance(action, Deliver):
+            link = self.links[action.flow]
+            if self.done:
+                link.lose(len(action.data))
+            else:
+                link.arrive(action.data)
+        elif isinstance(action, SendEof):
+            if not self.done and action.flow not in self.eof_sent:
+                self.eof_sent.add(action.flow)
+                self.links[action.flow].arrive_eof()
+        elif isinstance(action, Close):
+            if not self.done:
+                for flow, link in self.links.items():
+                    if flow not in self.eof_sent:
+                        self.eof_sent.add(flow)
+                        link.arrive_eof()
+            self.done = True
+        elif isinstance(action, Abort):
+            if not self.done:
+                self._reset_when_read(self.links[action.flow], 16)
+            self.done = True
+
+    def _reset_when_read(self, link: Link, turns: int) -> None:
+        """Reset once the receiver has read what was delivered before the RST.
+
+        A reset discards unread bytes; on loopback the bytes sent before an RST
+        are normally read before it lands, so give the receiver a few loop turns.
+        """
+        if link.in_flight <= 0 or turns <= 0 or link.broken:
+            link.reset()
+        else:
+            self.loop.call_soon(self._reset_when_read, link, turns - 1)
+
+
+class _DatagramDriver:
+    def __init__(
+        self, client: MemoryDatagramTransport, faults: tuple[Fault, ...], seed: int
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        server = client._peer
+        assert server is not None
+        self.ends: dict[Flow, MemoryDatagramTransport] = {
+            "upstream": client,
+            "downstream": server,
+        }
+        self.schedule = DatagramSchedule(
+            seed=seed,
+            index=1,
+            now=self.loop.time(),
+            faults=faults,
+            peer=client.get_extra_info("sockname"),
+        )
+        self.handle = MemoryFaults(_kind="datagram", _faults=faults)
+        self.handle._trace = self.schedule.trace
+        self.handle._on_change = self.update
+        self.originals: dict[Flow, Callable[[bytes, Any], None]] = {}
+        for flow, sender in self.ends.items():
+            self.originals[flow] = sender._transmit
+            # The datagram seam: every datagram a memory end sends leaves through
+            # _transmit (an instance attribute shadows the method).
+            sender._transmit = self._transmitter(flow)  # type: ignore[method-assign, assignment]
+
+    def _transmitter(self, flow: Flow) -> Callable[[bytes, Any], None]:
+        original = self.ends[flow]._transmit
+        receiver = self.ends["downstream" if flow == "upstream" else "upstream"]
+
+        def transmit(data: bytes, addr: Any) -> None:
+            if addr != receiver.get_extra_info("sockname"):
+                original(data, addr)  # not for the pair: lost as before
+                return
+            self.apply(self.schedule.datagram(flow, data, self.loop.time()), addr)
+
+        return transmit
+
+    def update(self, faults: tuple[Fault, ...]) -> None:
+        self.apply(self.schedule.update(faults, self.loop.time()), None)
+
+    def apply(self, actions: Iterable[Action], addr: Any) -> None:
+        now = self.loop.time()
+        for action in actions:
+            if isinstance(action, Deliver):
+                target = addr
+                if target is None:
+                    other = "downstream" if action.flow == "upstream" else "upstream"
+                    target = self.ends[typing.cast("Flow", other)].get_extra_info("sockname")
+                send = self.originals[action.flow]
+                if action.at <= now:
+                    send(action.data, target)
+                else:
+                    self.loop.call_at(action.at, send, action.data, target)
+            elif isinstance(action, UnreachableAction):
+                error = ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
+                self.loop.call_at(action.at, self.ends[action.flow].feed_error, error)
+            elif isinstance(action, Wake):
+                self.loop.call_at(action.at, self._tick)
+
+    def _tick(self) -> None:
+        self.apply(self.schedule.tick(self.loop.time()), None)

@@ -1,0 +1,268 @@
+"""The fault values applied to memory transports, in loop time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import looptime
+import pytest
+
+from nettest._datagrams import memory_datagram_pair
+from nettest._faults import (
+    Blackhole,
+    CloseAfter,
+    Corrupt,
+    Drop,
+    Duplicate,
+    HalfClose,
+    Latency,
+    Refuse,
+    Reorder,
+    Reset,
+    Slice,
+    Stall,
+    Trigger,
+    Truncate,
+    Unreachable,
+)
+from nettest._hygiene import instrument_loop
+from nettest._memory_faults import inject_faults
+from nettest._transports import memory_stream_pair, memory_transport_pair
+
+
+def run_in_loop_time(scenario: Callable[[], Awaitable[None]]) -> None:
+    """Run `scenario` on looptime's fast-forwarding loop: sleeps cost no wall time."""
+    loop = looptime.new_event_loop()
+    instrument_loop(loop)
+    try:
+        loop.run_until_complete(scenario())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+
+
+def test_memory_latency_of_ten_seconds_takes_no_wall_time() -> None:
+    async def scenario() -> None:
+        (c_reader, c_writer), (s_reader, s_writer) = memory_stream_pair()
+        faults = inject_faults(c_writer, [Latency(10, direction="both")])
+        loop = asyncio.get_running_loop()
+        wall, start = time.perf_counter(), loop.time()
+        c_writer.write(b"ping\n")
+        assert await s_reader.readline() == b"ping\n"
+        assert loop.time() - start == pytest.approx(10)
+        s_writer.write(b"pong\n")
+        assert await c_reader.readline() == b"pong\n"
+        assert loop.time() - start == pytest.approx(20)
+        # Twenty seconds of loop time, in (far) less than one of wall time.
+        assert time.perf_counter() - wall < 1.0
+        assert faults.trace.fired == ["Latency(delay=10, direction='both')"]
+        c_writer.close()
+        s_writer.close()
+
+    run_in_loop_time(scenario)
+
+
+@pytest.mark.asyncio
+async def test_memory_truncate_gives_eof(nettest_seed: int) -> None:
+    (c_reader, c_writer), (_s_reader, s_writer) = memory_stream_pair()
+    inject_faults(c_writer, [Truncate(3)], seed=nettest_seed)
+    s_writer.write(b"abcdef")
+    assert await asyncio.wait_for(c_reader.read(), 5) == b"abc"
+    c_writer.close()
+    s_writer.close()
+
+
+@pytest.mark.asyncio
+async def test_memory_reset_after_bytes() -> None:
+    (c_reader, c_writer), (_s_reader, s_writer) = memory_stream_pair()
+    inject_faults(c_writer, [Reset(after_bytes=2)])
+    s_writer.write(b"abcdef")
+    assert await asyncio.wait_for(c_reader.readexactly(2), 5) == b"ab"
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(c_reader.read(), 5)
+    c_writer.close()
+    s_writer.close()
+
+
+@pytest.mark.asyncio
+async def test_memory_refuse_resets_at_once() -> None:
+    (c_reader, c_writer), (_s_reader, s_writer) = memory_stream_pair()
+    inject_faults(c_writer, [Refuse()])
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(c_reader.read(), 5)
+    c_writer.close()
+    s_writer.close()
+
+
+@pytest.mark.asyncio
+async def test_memory_slice_fragments_reads() -> None:
+    class Recorder(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.chunks: list[bytes] = []
+
+        def data_received(self, data: bytes) -> None:
+            self.chunks.append(data)
+
+    client, server = Recorder(), Recorder()
+    client_transport, server_transport = memory_transport_pair(client, server)
+    inject_faults(client_transport, [Slice(2, delay=0.01, direction="upstream")])
+    await asyncio.sleep(0)
+    client_transport.write(b"abcdefg")
+    await asyncio.sleep(0.1)
+    assert server.chunks == [b"ab", b"cd", b"ef", b"g"]
+    client_transport.close()
+    server_transport.close()
+
+
+def test_memory_stall_fills_the_sender_until_removed() -> None:
+    async def scenario() -> None:
+        (_c_reader, c_writer), (s_reader, s_writer) = memory_stream_pair(capacity=1024)
+        stall = Stall(direction="upstream")
+        faults = inject_faults(c_writer, [stall])
+        c_writer.write(b"x" * 200_000)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(c_writer.drain(), 5)
+        assert c_writer.transport.get_write_buffer_size() > 100_000
+        faults.remove(stall)
+        c_writer.write_eof()
+        data = await asyncio.wait_for(s_reader.read(), 5)
+        assert len(data) == 200_000
+        c_writer.close()
+        s_writer.close()
+
+    run_in_loop_time(scenario)
+
+
+def test_memory_blackhole_loses_bytes_without_blocking_the_sender() -> None:
+    async def scenario() -> None:
+        (_c_reader, c_writer), (s_reader, s_writer) = memory_stream_pair(capacity=1024)
+        inject_faults(c_writer, [Blackhole(direction="upstream")])
+        c_writer.write(b"x" * 100_000)
+        await asyncio.wait_for(c_writer.drain(), 5)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(s_reader.read(1), 5)
+        c_writer.close()
+        s_writer.close()
+
+    run_in_loop_time(scenario)
+
+
+@pytest.mark.asyncio
+async def test_memory_half_close_and_corrupt() -> None:
+    (c_reader, c_writer), (s_reader, s_writer) = memory_stream_pair()
+    inject_faults(c_writer, [HalfClose(), Corrupt(positions=(0,), direction="upstream")])
+    assert await asyncio.wait_for(c_reader.read(), 5) == b""
+    c_writer.write(b"\x00\x01")
+    assert await asyncio.wait_for(s_reader.readexactly(2), 5) == b"\xff\x01"
+    c_writer.close()
+    s_writer.close()
+
+
+def test_memory_close_after_and_fault_changes() -> None:
+    async def scenario() -> None:
+        (c_reader, c_writer), (_s_reader, s_writer) = memory_stream_pair()
+        faults = inject_faults(c_writer)
+        latency = Latency(3)
+        faults.add(latency)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        s_writer.write(b"a")
+        assert await c_reader.readexactly(1) == b"a"
+        assert loop.time() - start == pytest.approx(3)
+        faults.clear()
+        faults.add(CloseAfter(60))
+        assert await c_reader.read() == b""
+        assert loop.time() - start == pytest.approx(63)
+        with pytest.raises(ValueError, match="not in force"):
+            faults.remove(latency)
+        with pytest.raises(ValueError, match="datagram transports only"):
+            faults.add(Drop(0.5))
+        c_writer.close()
+        s_writer.close()
+
+    run_in_loop_time(scenario)
+
+
+@pytest.mark.asyncio
+async def test_memory_inject_faults_rejects_other_objects() -> None:
+    with pytest.raises(TypeError, match="client end of a memory pair"):
+        inject_faults(object(), [Latency(1)])
+
+
+# -- datagrams ----------------------------------------------------------------------------
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.errors: list[Exception] = []
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.received.append(data)
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.append(exc)
+
+
+def test_memory_datagrams_drop_duplicate_reorder_latency(nettest_seed: int) -> None:
+    async def scenario() -> None:
+        client, server = _Datagrams(), _Datagrams()
+        a, b = memory_datagram_pair(client, server)
+        faults = inject_faults(
+            a,
+            [Drop(trigger=Trigger(pattern=b"drop")), Duplicate(), Latency(5), Reorder(3)],
+            seed=nettest_seed,
+        )
+        await asyncio.sleep(0)
+        for data in (b"drop", b"1", b"2"):
+            b.sendto(data)
+        await asyncio.sleep(10)
+        # "drop" armed the fault after itself; 1 and 2 were lost, and "drop" was
+        # duplicated, delayed and held by Reorder until max_hold passed.
+        assert client.received == [b"drop", b"drop"]
+        faults.clear()
+        b.sendto(b"3")
+        await asyncio.sleep(0.01)
+        assert client.received[-1] == b"3"
+        a.sendto(b"up")
+        await asyncio.sleep(0.01)
+        assert server.received == [b"up"]
+        a.close()
+        b.close()
+
+    run_in_loop_time(scenario)
+
+
+@pytest.mark.asyncio
+async def test_memory_datagram_unreachable_reaches_error_received() -> None:
+    client, server = _Datagrams(), _Datagrams()
+    a, b = memory_datagram_pair(client, server)
+    inject_faults(a, [Unreachable()])
+    await asyncio.sleep(0)
+    a.sendto(b"hello?")
+    await asyncio.sleep(0.01)
+    assert server.received == []
+    assert len(client.errors) == 1
+    assert isinstance(client.errors[0], ConnectionRefusedError)
+    a.close()
+    b.close()
+
+
+@pytest.mark.asyncio
+async def test_memory_same_seed_same_faults() -> None:
+    async def run(seed: int) -> list[bytes]:
+        client, server = _Datagrams(), _Datagrams()
+        a, b = memory_datagram_pair(client, server)
+        inject_faults(a, [Drop(0.3), Corrupt(rate=0.05)], seed=seed)
+        await asyncio.sleep(0)
+        for i in range(100):
+            b.sendto(bytes([i]) * 8)
+        await asyncio.sleep(0.01)
+        a.close()
+        b.close()
+        return client.received
+
+    assert await run(5) == await run(5)
+    assert await run(5) != await run(6)
