@@ -571,13 +571,13 @@ def test__write_flow_defaults_and_validation() -> None:
 
 def test__write_flow_pauses_strictly_above_high_and_resumes_at_low() -> None:
     flow = WriteFlow(10, 2)
-    assert not flow.grew(10, 0.0)
-    assert flow.grew(11, 1.0)
+    assert not flow.grew(10, lambda: 0.0)
+    assert flow.grew(11, lambda: 1.0)
     assert flow.paused
-    assert not flow.grew(100, 2.0)  # no double pause
-    assert not flow.shrank(3, 3.0)
-    assert flow.shrank(2, 4.0)
-    assert not flow.shrank(0, 5.0)  # no double resume
+    assert not flow.grew(100, lambda: 2.0)  # no double pause
+    assert not flow.shrank(3, lambda: 3.0)
+    assert flow.shrank(2, lambda: 4.0)
+    assert not flow.shrank(0, lambda: 5.0)  # no double resume
     assert flow.events == [
         FlowEvent("pause", 11, 10, 2, 1.0),
         FlowEvent("resume", 2, 10, 2, 4.0),
@@ -1054,4 +1054,4 @@ async def test_memory_transport_sendfile_uses_the_fallback(tmp_path: Any) -> Non
 
 
 def test_default_capacity_is_documented() -> None:
-    assert DEFAULT_CAPACITY == 256 * 1024
+    assert DEFAULT_CAPACITY == 128 * 1024

@@ -197,11 +197,11 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
         self._maybe_pause_protocol()
 
     def _maybe_pause_protocol(self) -> None:
-        if self._flow.grew(self._buffer_size, self._loop.time()):
+        if self._flow.grew(self._buffer_size, self._loop.time):
             self._call_flow_callback("pause_writing")
 
     def _maybe_resume_protocol(self) -> None:
-        if self._flow.shrank(self._buffer_size, self._loop.time()):
+        if self._flow.shrank(self._buffer_size, self._loop.time):
             self._call_flow_callback("resume_writing")
 
     def _call_flow_callback(self, name: str) -> None:

@@ -29,6 +29,7 @@ whole pause/resume history afterwards.
 from __future__ import annotations
 
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -95,8 +96,8 @@ class WriteFlow:
         """Change the water marks; the caller then calls :meth:`grew` (limits only pause)."""
         self.high, self.low = resolve_limits(high, low)
 
-    def grew(self, size: int, now: float) -> bool:
-        """Note that the buffer is now `size` bytes after growing.
+    def grew(self, size: int, clock: Callable[[], float]) -> bool:
+        """Note that the buffer is now `size` bytes after growing; `clock` dates events.
 
         Returns:
             True if the caller must now call ``pause_writing()``.
@@ -106,11 +107,11 @@ class WriteFlow:
         if size <= self.high or self.paused:
             return False
         self.paused = True
-        self.events.append(FlowEvent("pause", size, self.high, self.low, now))
+        self.events.append(FlowEvent("pause", size, self.high, self.low, clock()))
         return True
 
-    def shrank(self, size: int, now: float) -> bool:
-        """Note that the buffer is now `size` bytes after shrinking.
+    def shrank(self, size: int, clock: Callable[[], float]) -> bool:
+        """Note that the buffer is now `size` bytes after shrinking; `clock` dates events.
 
         Returns:
             True if the caller must now call ``resume_writing()``.
@@ -118,5 +119,5 @@ class WriteFlow:
         if not self.paused or size > self.low:
             return False
         self.paused = False
-        self.events.append(FlowEvent("resume", size, self.high, self.low, now))
+        self.events.append(FlowEvent("resume", size, self.high, self.low, clock()))
         return True

@@ -41,13 +41,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._transports import MemoryTransport
 
-__all__ = ["Link", "PartialWrites", "connection_reset"]
+__all__ = ["ByteQueue", "Link", "PartialWrites", "connection_reset"]
 
 #: How much of an offered send the "kernel" accepts: a fixed maximum, or a function
 #: of the number of bytes offered returning how many it takes (0 means "try later").
@@ -59,6 +60,52 @@ def connection_reset(code: int = errno.ECONNRESET) -> OSError:
     if code == errno.EPIPE:
         return BrokenPipeError(code, os.strerror(code))
     return ConnectionResetError(code, os.strerror(code))
+
+
+class ByteQueue:
+    """A FIFO of bytes that keeps the written objects, so that moving them copies nothing."""
+
+    __slots__ = ("_chunks", "_size")
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, data: bytes) -> None:
+        """Add `data` (not copied: pass an immutable object)."""
+        self._chunks.append(data)
+        self._size += len(data)
+
+    def take(self, n: int) -> bytes:
+        """Remove and return the first `n` bytes (``0 < n <= len(self)``)."""
+        chunks = self._chunks
+        first = chunks[0]
+        if len(first) == n:
+            chunks.popleft()
+        elif len(first) > n:
+            chunks[0] = first[n:]
+            first = first[:n]
+        else:
+            parts = []
+            need = n
+            while need:
+                chunk = chunks.popleft()
+                if len(chunk) > need:
+                    chunks.appendleft(chunk[need:])
+                    chunk = chunk[:need]
+                parts.append(chunk)
+                need -= len(chunk)
+            first = b"".join(parts)
+        self._size -= n
+        return first
+
+    def clear(self) -> None:
+        """Forget everything."""
+        self._chunks.clear()
+        self._size = 0
 
 
 class Link:
@@ -123,22 +170,19 @@ class Link:
         """
         assert self.sender is not None
         buffer = self.sender._buffer
-        n = min(len(buffer), self.capacity - self.in_flight)
-        if limit is not None:
-            n = min(n, limit)
+        n = buffer._size
+        room = self.capacity - self.in_flight
+        if room < n:
+            n = room
+        if limit is not None and limit < n:
+            n = limit
         policy = self.partial_writes
         if policy is not None and n > 0:
             n = min(n, policy if isinstance(policy, int) else max(0, policy(n)))
         if n <= 0:
             return 0
-        if n == len(buffer):
-            data = bytes(buffer)
-            buffer.clear()
-        else:
-            data = bytes(buffer[:n])
-            del buffer[:n]
         self.in_flight += n
-        self.carry(data)
+        self.carry(buffer.take(n))
         return n
 
     def send_fin(self) -> None:
@@ -153,6 +197,9 @@ class Link:
     def arrive(self, data: bytes) -> None:
         """Hand in-flight `data` to the receiver (the default :attr:`carry`)."""
         receiver = self.receiver
+        if receiver is not None and not self.broken and not receiver._closed:
+            receiver._rx_push(data)
+            return
         if self.broken:
             self.in_flight -= len(data)
             return
@@ -163,8 +210,6 @@ class Link:
             # A kernel answers data for a closed socket with a reset.
             self.in_flight -= len(data)
             self._reset_sender()
-        else:
-            receiver._rx_push(data)
 
     def arrive_eof(self) -> None:
         """Hand the end of the stream to the receiver (the default :attr:`carry_eof`)."""
@@ -184,8 +229,9 @@ class Link:
     def consumed(self, nbytes: int) -> None:
         """Note that the receiver took `nbytes`; the sender may send more."""
         self.in_flight -= nbytes
-        if self.sender is not None:
-            self.sender._schedule_write()
+        sender = self.sender
+        if sender is not None and sender._writing:
+            sender._schedule_write()
 
     def take_unread(self, max_bytes: int | None = None) -> bytes:
         """Take arrived bytes off the link on behalf of a test playing the receiver."""

@@ -32,7 +32,7 @@ from typing import Any
 
 from ._flow import FlowEvent, WriteFlow
 from ._hygiene import track
-from ._links import Link, PartialWrites, connection_reset
+from ._links import ByteQueue, Link, PartialWrites, connection_reset
 from ._settings import default_timeout
 
 __all__ = [
@@ -45,8 +45,9 @@ __all__ = [
 
 logger = logging.getLogger("asyncio")
 
-#: Bytes in flight per direction by default: a stand-in for the kernel's buffers.
-DEFAULT_CAPACITY = 256 * 1024
+#: Bytes in flight per direction by default: a stand-in for the kernel's buffers, the
+#: default receive buffer of a Linux TCP socket (``net.ipv4.tcp_rmem``).
+DEFAULT_CAPACITY = 128 * 1024
 #: As in asyncio: ``recv()`` size, and the connection-lost write warning threshold.
 _MAX_READ = 256 * 1024
 _LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
@@ -281,7 +282,7 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         chunks: Chunks,
     ) -> None:
         loop = asyncio.get_running_loop()
-        self._chunker = _Chunker(chunks)
+        self._chunker = None if chunks is None else _Chunker(chunks)
         self._flow = WriteFlow()
         self._info: dict[str, Any] = {
             "peername": peername,
@@ -293,7 +294,7 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         self._protocol = protocol
         self._buffered = False
         self.set_protocol(protocol)
-        self._buffer = bytearray()
+        self._buffer = ByteQueue()
         self._closing = False
         self._closed = False
         self._conn_lost = 0
@@ -304,8 +305,7 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         self._writing = False  # the write buffer waits for room ("add_writer")
         self._write_handle: asyncio.Handle | None = None
         self._read_handle: asyncio.Handle | None = None
-        self._rx: deque[bytes] = deque()
-        self._rx_size = 0
+        self._rx = ByteQueue()
         self._rx_eof = False
         self._rx_stalled = False
         self._rx_error: Exception | None = None
@@ -370,11 +370,11 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         self._maybe_pause_protocol()
 
     def _maybe_pause_protocol(self) -> None:
-        if self._flow.grew(len(self._buffer), self._loop.time()):
+        if self._flow.grew(len(self._buffer), self._loop.time):
             self._call_flow_callback("pause_writing")
 
     def _maybe_resume_protocol(self) -> None:
-        if self._flow.shrank(len(self._buffer), self._loop.time()):
+        if self._flow.shrank(len(self._buffer), self._loop.time):
             self._call_flow_callback("resume_writing")
 
     def _call_flow_callback(self, name: str) -> None:
@@ -465,19 +465,19 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
                 logger.warning("socket.send() raised exception.")
             self._conn_lost += 1
             return
-        if not self._buffer:
+        if not self._buffer._size:
             if self._rx_error is not None and self._out.broken:
                 self._fatal_error(self._rx_error, "Fatal write error on socket transport")
                 return
-            self._buffer += data
+            self._buffer.append(bytes(data))
             if not self._out.manual:
                 self._out.move()
-                if not self._buffer:
+                if not self._buffer._size:
                     return
             self._writing = True
             self._schedule_write()
         else:
-            self._buffer += data
+            self._buffer.append(bytes(data))
         self._maybe_pause_protocol()
 
     def writelines(self, list_of_data: Any) -> None:
@@ -585,7 +585,7 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
             and not self._eof_seen
             and not self._conn_lost
             and (
-                (self._rx_size and not self._rx_stalled)
+                (self._rx._size and not self._rx_stalled)
                 or self._rx_eof
                 or self._rx_error is not None
             )
@@ -595,35 +595,12 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
     def _rx_push(self, data: bytes) -> None:
         self._rx_stalled = False
         self._rx.append(data)
-        self._rx_size += len(data)
-        self._want_read()
+        if self._read_handle is None:
+            self._want_read()
 
     def _rx_eof_arrived(self) -> None:
         self._rx_eof = True
         self._want_read()
-
-    def _rx_take(self, n: int) -> bytes:
-        rx = self._rx
-        first = rx[0]
-        if len(first) == n:
-            rx.popleft()
-            data = first
-        elif len(first) > n:
-            data = first[:n]
-            rx[0] = first[n:]
-        else:
-            parts = []
-            need = n
-            while need:
-                chunk = rx.popleft()
-                if len(chunk) > need:
-                    rx.appendleft(chunk[need:])
-                    chunk = chunk[:need]
-                parts.append(chunk)
-                need -= len(chunk)
-            data = b"".join(parts)
-        self._rx_size -= n
-        return data
 
     def _read_ready(self) -> None:
         self._read_handle = None
@@ -632,18 +609,23 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         if self._rx_error is not None:
             self._fatal_error(self._rx_error, "Fatal read error on socket transport")
             return
-        if self._rx_size:
+        if self._rx._size:
             self._read_data()
         elif self._rx_eof:
             self._read_eof()
-        self._want_read()
+        if self._rx._size or self._rx_eof or self._rx_error is not None:
+            self._want_read()
 
     def _read_data(self) -> None:
-        try:
-            n = self._chunker.next_size(self._rx_size, self._rx_eof)
-        except ValueError as exc:
-            self._fatal_error(exc, "Fatal error: the chunks policy failed.")
-            return
+        available = self._rx._size
+        if self._chunker is None:
+            n = available if available < _MAX_READ else _MAX_READ
+        else:
+            try:
+                n = self._chunker.next_size(available, self._rx_eof)
+            except ValueError as exc:
+                self._fatal_error(exc, "Fatal error: the chunks policy failed.")
+                return
         if n == 0:
             self._rx_stalled = True  # the chunks policy waits for more bytes
             return
@@ -659,7 +641,7 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
                 self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
                 return
             n = min(n, len(buf))
-            buf[:n] = self._rx_take(n)
+            buf[:n] = self._rx.take(n)
             self._in.consumed(n)
             try:
                 protocol.buffer_updated(n)
@@ -668,7 +650,7 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
             return
-        data = self._rx_take(n)
+        data = self._rx.take(n)
         self._in.consumed(n)
         try:
             typing.cast("asyncio.Protocol", self._protocol).data_received(data)
@@ -758,7 +740,6 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
             self._write_handle = None
         unread = self._in.in_flight > 0 and not self._in.broken
         self._rx.clear()
-        self._rx_size = 0
         if self._in.sender is not None and unread:
             # Closing a socket with unread received data makes the kernel send RST.
             self._in.in_flight = 0
@@ -775,9 +756,8 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         """An error arrives: pending received data is lost, reads and writes fail."""
         if self._closed:
             return
-        self._in.in_flight -= self._rx_size
+        self._in.in_flight -= len(self._rx)
         self._rx.clear()
-        self._rx_size = 0
         self._rx_eof = False
         self._rx_error = exc
         self._want_read()
