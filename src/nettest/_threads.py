@@ -1,0 +1,452 @@
+"""The loopback servers on a background thread's event loop, for blocking clients.
+
+Synchronous tests (``socket``, ``ssl``, ``http.client``, ``requests``...) cannot
+await, so these wrappers run the same servers on a private event loop in a
+daemon thread and offer blocking versions of the waits.  Each wrapper owns its
+thread; closing the wrapper closes the server (raising its handler errors), stops
+the loop and joins the thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import ssl as _ssl
+import threading
+import typing
+import warnings
+from collections.abc import Coroutine, Iterator
+from typing import Any, Generic, TypeVar
+
+import pytest
+
+from ._handlers import Handler, ProtocolFactory, StreamHandler, echo
+from ._hygiene import instrument_loop, track
+from ._recording import _UNSET, Connection, Datagram, Ending
+from ._servers import TCPServer, UnixServer, _NoIPv6, _StreamServer
+from ._udp import DatagramProtocolFactory, UDPServer, _DatagramServer
+
+__all__ = [
+    "TCPServerThread",
+    "TCPServerThreadFactory",
+    "UDPServerThread",
+    "UDPServerThreadFactory",
+    "UnixServerThread",
+    "UnixServerThreadFactory",
+]
+
+_T = TypeVar("_T")
+_S = TypeVar("_S", bound="_StreamServer | _DatagramServer")
+_SS = TypeVar("_SS", bound="_StreamServer")
+_W = TypeVar("_W", bound="_ThreadedServer[Any]")
+
+#: Seconds to wait for the loop thread to finish after its server closed.
+_JOIN_TIMEOUT = 10.0
+
+
+class _LoopThread:
+    """An event loop running for ever in a daemon thread until `stop`."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        instrument_loop(self.loop)
+        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._started = threading.Event()
+        self.thread.start()
+        self._started.wait()
+        track(
+            self,
+            what=f"server thread {name}",
+            is_open=lambda t: t.thread.is_alive(),
+            close=lambda t: t.stop(),
+        )
+
+    def _main(self) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        loop.call_soon(self._started.set)
+        try:
+            loop.run_forever()
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        """Run `coro` on the thread's loop and block until it finishes."""
+        if threading.current_thread() is self.thread:
+            coro.close()
+            raise RuntimeError("cannot block on the server thread's own loop")
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise RuntimeError("the server thread stopped before the call finished") from None
+
+    def stop(self) -> None:
+        """Stop the loop (cancelling what still runs on it) and join the thread."""
+        if self.thread.is_alive() and not self.loop.is_closed():
+            try:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+            except RuntimeError:  # closed meanwhile
+                pass
+        if self.thread is not threading.current_thread():
+            self.thread.join(_JOIN_TIMEOUT)
+
+    def __del__(self) -> None:
+        thread = getattr(self, "thread", None)
+        if thread is not None and thread.is_alive():
+            warnings.warn(f"unstopped server thread {thread.name}", ResourceWarning, stacklevel=1)
+
+
+class _ThreadedServer(Generic[_S]):
+    """A server of type `_S` running on its own loop thread."""
+
+    def __init__(self, server: _S) -> None:
+        self._server = server
+        self._thread: _LoopThread | None = None
+
+    def start(self: _W) -> _W:
+        """Start the loop thread and the server on it; return self."""
+        if self._thread is not None:
+            raise RuntimeError(f"{self!r} was already started")
+        self._thread = _LoopThread(f"nettest-{type(self._server).__name__}")
+        try:
+            self._thread.run(self._server.start())
+        except BaseException:
+            self._thread.stop()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Close the server, stop its loop and join its thread.
+
+        Raises:
+            HandlerError: a handler raised, or a script was not followed.
+        """
+        thread = self._thread
+        if thread is None:
+            return
+        try:
+            if thread.thread.is_alive():
+                thread.run(self._server.aclose())
+        finally:
+            thread.stop()
+
+    def __enter__(self: _W) -> _W:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._server!r}>"
+
+    @property
+    def server(self) -> _S:
+        """The underlying asyncio server (read its recordings; do not await on it)."""
+        return self._server
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the server runs on, in its own thread."""
+        if self._thread is None:
+            raise RuntimeError(f"{self!r} is not started")
+        return self._thread.loop
+
+    @property
+    def closed(self) -> bool:
+        """Whether the server has been closed."""
+        return self._server.closed
+
+    def transcript(self) -> str:
+        """The server's transcript (see the async server's ``transcript``)."""
+        return self._server.transcript()
+
+    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        if self._thread is None:
+            coro.close()
+            raise RuntimeError(f"{self!r} is not started")
+        return self._thread.run(coro)
+
+
+class _StreamThreadMixin(_ThreadedServer[_SS]):
+    @property
+    def connections(self) -> tuple[Connection, ...]:
+        """Every connection accepted so far."""
+        return self._server.connections
+
+    def wait_for_connections(
+        self, n: int = 1, *, timeout: float | None = _UNSET
+    ) -> tuple[Connection, ...]:
+        """Block until `n` connections have arrived in all; return the first `n`.
+
+        Raises:
+            TimeoutError: fewer arrived in time; the message says how many did.
+        """
+        return self._run(self._server.wait_for_connections(n, timeout=timeout))
+
+    def wait_for_bytes(
+        self, data: bytes, *, connection: int = 1, timeout: float | None = _UNSET
+    ) -> bytes:
+        """Block until connection number `connection` (1-based) has received `data`.
+
+        Returns:
+            Everything that connection received so far.
+
+        Raises:
+            TimeoutError: the connection or the bytes did not arrive in time; the
+                message shows what did.
+        """
+
+        async def wait() -> bytes:
+            conns = await self._server.wait_for_connections(connection, timeout=timeout)
+            return await conns[connection - 1].wait_for(data, timeout=timeout)
+
+        return self._run(wait())
+
+    def wait_closed(self, *, connection: int = 1, timeout: float | None = _UNSET) -> Ending:
+        """Block until connection number `connection` (1-based) has ended; say how.
+
+        Raises:
+            TimeoutError: the connection did not arrive, or did not end, in time.
+        """
+
+        async def wait() -> Ending:
+            conns = await self._server.wait_for_connections(connection, timeout=timeout)
+            return await conns[connection - 1].wait_closed(timeout=timeout)
+
+        return self._run(wait())
+
+
+@typing.final
+class TCPServerThread(_StreamThreadMixin[TCPServer]):
+    """A `TCPServer` on a background thread's loop, for blocking clients.
+
+    Takes the arguments of `TCPServer`.  Use it as a context manager, or
+    through the ``tcp_server_thread`` fixture.
+
+    Example::
+
+        with nettest.TCPServerThread(nettest.handlers.echo) as server:
+            with socket.create_connection(server.address) as sock:
+                sock.sendall(b"ping")
+                assert sock.recv(4) == b"ping"
+    """
+
+    def __init__(
+        self, handler: Handler | StreamHandler | ProtocolFactory = echo, **options: Any
+    ) -> None:
+        super().__init__(TCPServer(handler, **options))
+
+    @property
+    def host(self) -> str:
+        """The literal address the server listens on."""
+        return self._server.host
+
+    @property
+    def port(self) -> int:
+        """The port the server bound."""
+        return self._server.port
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)``, e.g. for ``socket.create_connection(server.address)``."""
+        return self._server.address
+
+
+@typing.final
+class UnixServerThread(_StreamThreadMixin[UnixServer]):
+    """A `UnixServer` on a background thread's loop, for blocking clients.
+
+    Example::
+
+        with nettest.UnixServerThread(nettest.handlers.echo) as server:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.connect(server.path)
+    """
+
+    def __init__(
+        self, handler: Handler | StreamHandler | ProtocolFactory = echo, **options: Any
+    ) -> None:
+        super().__init__(UnixServer(handler, **options))
+
+    @property
+    def path(self) -> str:
+        """The socket's path."""
+        return self._server.path
+
+    @property
+    def address(self) -> str:
+        """Same as `path`."""
+        return self._server.address
+
+
+@typing.final
+class UDPServerThread(_ThreadedServer[UDPServer]):
+    """A `UDPServer` on a background thread's loop, for blocking clients.
+
+    Example::
+
+        with nettest.UDPServerThread(nettest.handlers.echo) as server:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.sendto(b"ping", server.address)
+                assert sock.recv(100) == b"ping"
+    """
+
+    def __init__(self, handler: Handler | DatagramProtocolFactory = echo, **options: Any) -> None:
+        super().__init__(UDPServer(handler, **options))
+
+    @property
+    def host(self) -> str:
+        """The literal address the server listens on."""
+        return self._server.host
+
+    @property
+    def port(self) -> int:
+        """The port the server bound."""
+        return self._server.port
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where to send: ``(host, port)`` (or ``(group, port)`` for multicast)."""
+        return self._server.address
+
+    @property
+    def datagrams(self) -> tuple[Datagram, ...]:
+        """Every datagram received so far."""
+        return self._server.datagrams
+
+    @property
+    def sent(self) -> tuple[Datagram, ...]:
+        """Every datagram the server sent so far."""
+        return self._server.sent
+
+    def wait_for_datagrams(
+        self, n: int = 1, *, timeout: float | None = _UNSET
+    ) -> tuple[Datagram, ...]:
+        """Block until `n` datagrams have been received in all; return the first `n`."""
+        return self._run(self._server.wait_for_datagrams(n, timeout=timeout))
+
+
+# -- fixtures -------------------------------------------------------------------
+
+
+class TCPServerThreadFactory(typing.Protocol):
+    """The type of ``tcp_server_thread``: ``server = tcp_server_thread(handler, **options)``."""
+
+    def __call__(
+        self,
+        handler: Handler | StreamHandler | ProtocolFactory = ...,
+        *,
+        host: str = ...,
+        ssl: _ssl.SSLContext | None = ...,
+        allow_remote: bool = ...,
+        close_timeout: float = ...,
+        rcvbuf: int | None = ...,
+        sndbuf: int | None = ...,
+        nodelay: bool = ...,
+        reuse_port: bool = ...,
+        backlog: int = ...,
+        limit: int = ...,
+    ) -> TCPServerThread: ...
+
+
+class UnixServerThreadFactory(typing.Protocol):
+    """The type of ``unix_server_thread``: ``server = unix_server_thread(handler)``."""
+
+    def __call__(
+        self,
+        handler: Handler | StreamHandler | ProtocolFactory = ...,
+        *,
+        path: str | os.PathLike[str] | None = ...,
+        abstract: bool = ...,
+        ssl: _ssl.SSLContext | None = ...,
+        close_timeout: float = ...,
+        rcvbuf: int | None = ...,
+        sndbuf: int | None = ...,
+        backlog: int = ...,
+        limit: int = ...,
+    ) -> UnixServerThread: ...
+
+
+class UDPServerThreadFactory(typing.Protocol):
+    """The type of ``udp_server_thread``: ``server = udp_server_thread(handler)``."""
+
+    def __call__(
+        self,
+        handler: Handler | DatagramProtocolFactory = ...,
+        *,
+        host: str = ...,
+        group: str | None = ...,
+        allow_remote: bool = ...,
+        rcvbuf: int | None = ...,
+        sndbuf: int | None = ...,
+        reuse_port: bool = ...,
+        broadcast: bool = ...,
+    ) -> UDPServerThread: ...
+
+
+class _SyncFactory:
+    def __init__(self, make: type[_ThreadedServer[Any]]) -> None:
+        self._make = make
+        self._servers: list[_ThreadedServer[Any]] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        server = self._make(*args, **kwargs)
+        try:
+            server.start()
+        except _NoIPv6 as exc:
+            pytest.skip(str(exc))
+        self._servers.append(server)
+        return server
+
+    def close(self) -> None:
+        errors: list[BaseException] = []
+        for server in reversed(self._servers):
+            try:
+                server.close()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture
+def tcp_server_thread() -> Iterator[TCPServerThreadFactory]:
+    """Start TCP servers on a background thread for blocking clients: ``tcp_server_thread(h)``.
+
+    Same arguments and recordings as ``tcp_server``; waits block.  Each server is
+    closed and its thread joined at teardown, which raises handler errors.
+    """
+    factory = _SyncFactory(TCPServerThread)
+    yield typing.cast("TCPServerThreadFactory", factory)
+    factory.close()
+
+
+@pytest.fixture
+def unix_server_thread() -> Iterator[UnixServerThreadFactory]:
+    """Start Unix socket servers on a background thread for blocking clients.
+
+    Same arguments and recordings as ``unix_server``; closed and joined at teardown.
+    """
+    factory = _SyncFactory(UnixServerThread)
+    yield typing.cast("UnixServerThreadFactory", factory)
+    factory.close()
+
+
+@pytest.fixture
+def udp_server_thread() -> Iterator[UDPServerThreadFactory]:
+    """Start UDP servers on a background thread for blocking clients: ``udp_server_thread(h)``.
+
+    Same arguments and recordings as ``udp_server``; closed and joined at teardown.
+    """
+    factory = _SyncFactory(UDPServerThread)
+    yield typing.cast("UDPServerThreadFactory", factory)
+    factory.close()

@@ -1,0 +1,213 @@
+"""Servers on a background thread, driven by blocking socket, ssl and http.client clients."""
+
+# ruff: noqa: F811  (fixtures imported from their module are redefined as parameters)
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import threading
+import time
+import warnings
+
+import pytest
+
+from nettest import handlers
+from nettest._handlers import HandlerError
+from nettest._recording import Ending
+from nettest._servers import ServerTeardownWarning
+from nettest._threads import (
+    TCPServerThread,
+    TCPServerThreadFactory,
+    UDPServerThreadFactory,
+    UnixServerThreadFactory,
+    tcp_server_thread,  # noqa: F401
+    udp_server_thread,  # noqa: F401
+    unix_server_thread,  # noqa: F401
+)
+
+HTTP_SCRIPT = handlers.script(
+    handlers.expect_line(b"GET /status HTTP/1.1"),
+    handlers.read_until(b"\r\n\r\n"),
+    handlers.send(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n"
+        b'{"ok":true}'
+    ),
+    handlers.close,
+)
+
+
+def test_blocking_socket_echo(tcp_server_thread: TCPServerThreadFactory) -> None:
+    server = tcp_server_thread(handlers.echo)
+    with socket.create_connection(server.address, timeout=5) as sock:
+        sock.sendall(b"blocking")
+        assert sock.recv(100) == b"blocking"
+        assert server.wait_for_bytes(b"blocking") == b"blocking"
+        (conn,) = server.wait_for_connections(1)
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(100) == b""
+    assert server.server.connections[0] is conn
+    assert "b'blocking'" in server.transcript()
+
+
+def test_wait_timeout_raises_in_the_test_thread(tcp_server_thread: TCPServerThreadFactory) -> None:
+    server = tcp_server_thread()
+    with pytest.raises(TimeoutError, match="expected 1 connection; 0 arrived"):
+        server.wait_for_connections(1, timeout=0.05)
+
+
+def test_http_client_against_a_scripted_reply(tcp_server_thread: TCPServerThreadFactory) -> None:
+    server = tcp_server_thread(HTTP_SCRIPT)
+    client = http.client.HTTPConnection(server.host, server.port, timeout=5)
+    try:
+        client.request("GET", "/status")
+        response = client.getresponse()
+        assert response.status == 200
+        assert response.read() == b'{"ok":true}'
+    finally:
+        client.close()
+    (conn,) = server.connections
+    assert conn.received.startswith(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1:")
+
+
+def test_http_client_wrong_path_fails_the_server_side() -> None:
+    server = TCPServerThread(HTTP_SCRIPT).start()
+    client = http.client.HTTPConnection(*server.address, timeout=5)
+    try:
+        client.request("GET", "/other")
+        with pytest.raises(http.client.RemoteDisconnected):
+            client.getresponse()
+    finally:
+        client.close()
+    with pytest.raises(HandlerError, match=r"GET /other HTTP/1\.1"):
+        server.close()
+
+
+@pytest.fixture(scope="module", name="tls_pair")
+def _tls_pair() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    import trustme
+
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    return server_ctx, client_ctx
+
+
+def test_blocking_ssl_client(
+    tcp_server_thread: TCPServerThreadFactory, tls_pair: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    server_ctx, client_ctx = tls_pair
+    server = tcp_server_thread(handlers.echo, ssl=server_ctx)
+    with (
+        socket.create_connection(server.address, timeout=5) as raw,
+        client_ctx.wrap_socket(raw, server_hostname="127.0.0.1") as sock,
+    ):
+        sock.sendall(b"tls")
+        assert sock.recv(100) == b"tls"
+    assert server.wait_for_bytes(b"tls") == b"tls"
+
+
+def test_ssl_client_that_never_answers_close_notify_does_not_hang_teardown(
+    tls_pair: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, client_ctx = tls_pair
+    server = TCPServerThread(handlers.echo, ssl=server_ctx, close_timeout=0.3).start()
+    raw = socket.create_connection(server.address, timeout=5)
+    with client_ctx.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        sock.sendall(b"x")
+        assert sock.recv(1) == b"x"
+        # The client neither reads nor closes while the server shuts down.
+        started = time.monotonic()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ServerTeardownWarning)
+            server.close()
+        assert time.monotonic() - started < 3.0
+
+
+def test_ssl_client_closing_without_close_notify(
+    tcp_server_thread: TCPServerThreadFactory, tls_pair: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    server_ctx, client_ctx = tls_pair
+    server = tcp_server_thread(handlers.sink, ssl=server_ctx)
+    raw = socket.create_connection(server.address, timeout=5)
+    sock = client_ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    sock.sendall(b"ragged")
+    assert server.wait_for_bytes(b"ragged") == b"ragged"
+    sock.close()  # SSLSocket.close() sends no close_notify: a ragged EOF
+    (conn,) = server.connections
+    assert conn.received == b"ragged"
+
+
+def test_udp_blocking_client(udp_server_thread: UDPServerThreadFactory) -> None:
+    server = udp_server_thread(handlers.echo)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(b"dgram", server.address)
+        assert sock.recv(100) == b"dgram"
+    (datagram,) = server.wait_for_datagrams(1)
+    assert datagram.data == b"dgram"
+    assert [d.data for d in server.sent] == [b"dgram"]
+
+
+def test_unix_blocking_client(unix_server_thread: UnixServerThreadFactory) -> None:
+    server = unix_server_thread(handlers.echo)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(server.path)
+        sock.sendall(b"unix")
+        assert sock.recv(100) == b"unix"
+    assert len(server.wait_for_connections(1)) == 1
+    assert server.address == server.path
+
+
+def test_context_manager_joins_the_thread_and_raises_handler_errors() -> None:
+    async def failing(reader: object, writer: object) -> None:
+        raise RuntimeError("from the thread")
+
+    before = threading.active_count()
+    server = TCPServerThread(failing)
+    with (
+        pytest.raises(HandlerError, match="RuntimeError: from the thread"),
+        server,
+        socket.create_connection(server.address, timeout=5) as sock,
+    ):
+        assert sock.recv(10) == b""
+    assert server.closed
+    assert threading.active_count() == before
+
+
+def test_reset_seen_by_a_blocking_client(tcp_server_thread: TCPServerThreadFactory) -> None:
+    server = tcp_server_thread(handlers.reset)
+    sock = socket.create_connection(server.address, timeout=5)
+    assert server.wait_closed() is Ending.ABORTED
+    with sock, pytest.raises(ConnectionResetError):
+        sock.recv(10)
+
+
+def test_thread_fixture_teardown_in_a_pytest_run(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+import socket
+from nettest import _handlers as handlers
+from nettest._threads import tcp_server_thread  # noqa: F401
+
+def test_ok(tcp_server_thread):
+    server = tcp_server_thread(handlers.echo)
+    with socket.create_connection(server.address) as sock:
+        sock.sendall(b"a")
+        assert sock.recv(1) == b"a"
+
+def test_error(tcp_server_thread):
+    async def broken(reader, writer):
+        raise KeyError("bad")
+    server = tcp_server_thread(broken)
+    with socket.create_connection(server.address) as sock:
+        assert sock.recv(1) == b""
+"""
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_error*", "*KeyError: 'bad'*"])
