@@ -283,7 +283,7 @@ class TLSBadCaseFactory(Protocol):
 def tls_bad_case_factory(tls_ca: trustme.CA, request: pytest.FixtureRequest) -> TLSBadCaseFactory:
     """Make contexts for a handshake that must fail: call it with a kind from TLS_BAD_KINDS.
 
-    Each call returns a new `TLSBadCase` built around ``tls_ca``, pinned to
+    Each call returns a new `nettest.TLSBadCase` built around ``tls_ca``, pinned to
     ``tls_version`` when the test requests that.  The bad certificates are made
     once per session.
     """

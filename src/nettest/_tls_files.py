@@ -8,6 +8,7 @@ fixture's directory is private (mode 0700) and removed after the test.
 from __future__ import annotations
 
 import argparse
+import pathlib
 import shutil
 import sys
 import tempfile
@@ -20,7 +21,6 @@ import pytest
 from ._tls import DEFAULT_IDENTITIES, _authority, _build, _leaf_identity, _write_file, new_ca
 
 if TYPE_CHECKING:
-    import os
     from collections.abc import Iterator
 
     import trustme
@@ -77,7 +77,7 @@ class TLSFiles:
 
 
 def write_tls_files(
-    directory: str | os.PathLike[str],
+    directory: str | pathlib.Path,
     ca: trustme.CA,
     certificate: trustme.LeafCert,
     *,
