@@ -1,0 +1,351 @@
+"""The conformance suite's machinery: recording protocols, and a harness that connects them.
+
+Theory of operation
+-------------------
+Each case is a coroutine function taking a :class:`_Harness`.  The harness asks
+the user's pair factory for a connected pair, giving it factories for two
+recording protocols (each wrapped in a sanitizer), waits until both ends are
+connected, and afterwards makes sure both transports are closed, that each
+protocol saw ``connection_lost`` exactly once, and that no callback came out of
+order.  While a case runs, the loop's exception handler is replaced by one that
+records what it is given: a case that expects a report takes it, anything else
+fails the case.
+
+Real transports differ in what the kernel does with bytes in flight, so the
+cases never assume how much a socket buffers.  They assert what holds for every
+correct transport: invariants checked after each synchronous call (paused if
+and only if the write buffer is above the high-water mark), and outcomes after
+the loop has run (every byte arrived, in order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import typing
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._contract import sanitize
+
+__all__ = ["TransportPairFactory"]
+
+#: A factory of protocols, as `loop.create_connection` takes one.
+ProtocolFactory = Callable[[], asyncio.BaseProtocol]
+
+_CHUNK = 64 * 1024
+#: How much the cases write at most while filling kernel buffers before giving up.
+_CLOG_LIMIT = 256 * 1024 * 1024
+
+
+class TransportPairFactory(typing.Protocol):
+    """The signature of the factory :func:`check_transport_pair` takes.
+
+    It is called with two protocol factories and returns an async context
+    manager.  Entering it must connect a client transport to a server
+    transport, calling ``client_factory()`` once for the client's protocol and
+    ``server_factory()`` once for the server's; the suite waits until both
+    ``connection_made`` calls have happened, so the factory need not.  Exiting
+    it releases what the factory made besides the two transports (a listening
+    server, say); the suite closes the transports itself before that.
+
+    Example::
+
+        @contextlib.asynccontextmanager
+        async def tcp_pair(client_factory, server_factory):
+            loop = asyncio.get_running_loop()
+            server = await loop.create_server(server_factory, "127.0.0.1", 0)
+            try:
+                port = server.sockets[0].getsockname()[1]
+                await loop.create_connection(client_factory, "127.0.0.1", port)
+                yield
+            finally:
+                server.close()
+    """
+
+    def __call__(
+        self, client_factory: ProtocolFactory, server_factory: ProtocolFactory, /
+    ) -> contextlib.AbstractAsyncContextManager[object]: ...
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+# -- the recording protocols -------------------------------------------------
+
+
+@dataclass(eq=False)
+class _End:
+    """One end of a connection, as its recording protocols see it."""
+
+    name: str
+    harness: _Harness
+    #: What eof_received() returns.
+    eof_result: bool = True
+    #: Size of the buffers a buffered recorder hands out; None for a data_received recorder.
+    buffer_size: int | None = None
+    transport: asyncio.Transport | None = None
+    made: bool = False
+    data: bytearray = field(default_factory=bytearray)
+    eof: bool = False
+    lost: bool = False
+    lost_exc: BaseException | None = None
+    #: (callback name, write buffer size when it was called) for pause/resume_writing.
+    flow: list[tuple[str, int]] = field(default_factory=list)
+    #: Set while the harness is inside a transport method that must not call back.
+    inside: str | None = None
+    problems: list[str] = field(default_factory=list)
+    on_pause: Callable[[], None] | None = None
+    on_resume: Callable[[], None] | None = None
+    on_data: Callable[[bytes], None] | None = None
+    sanitized: list[Any] = field(default_factory=list)
+    protocols: list[_Recorder | _BufferedRecorder] = field(default_factory=list)
+
+    def make_protocol(self, *, buffer_size: int | None = None) -> _Recorder | _BufferedRecorder:
+        size = self.buffer_size if buffer_size is None else buffer_size
+        protocol: _Recorder | _BufferedRecorder
+        protocol = _Recorder(self) if size is None else _BufferedRecorder(self, size)
+        self.protocols.append(protocol)
+        return protocol
+
+    @property
+    def t(self) -> asyncio.Transport:
+        _expect(self.transport is not None, f"the {self.name} is not connected")
+        assert self.transport is not None
+        return self.transport
+
+    def _called(self, name: str) -> None:
+        if self.inside is not None:
+            self.problems.append(f"{name}() was called synchronously inside {self.inside}")
+        self.harness.changed.set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._called("connection_made")
+        self.transport = typing.cast("asyncio.Transport", transport)
+        self.made = True
+
+    def data_received(self, data: bytes) -> None:
+        self._called("data_received")
+        self.data += data
+        if self.on_data is not None:
+            self.on_data(bytes(data))
+
+    def eof_received(self) -> bool:
+        self._called("eof_received")
+        self.eof = True
+        return self.eof_result
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._called("connection_lost")
+        self.lost = True
+        self.lost_exc = exc
+
+    def pause_writing(self) -> None:
+        self._called("pause_writing")
+        self.flow.append(("pause_writing", self.t.get_write_buffer_size()))
+        if self.on_pause is not None:
+            self.on_pause()
+
+    def resume_writing(self) -> None:
+        self._called("resume_writing")
+        self.flow.append(("resume_writing", self.t.get_write_buffer_size()))
+        if self.on_resume is not None:
+            self.on_resume()
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.flow) and self.flow[-1][0] == "pause_writing"
+
+    def describe(self) -> str:
+        return (
+            f"{self.name}: made={self.made} received={len(self.data)} bytes eof={self.eof} "
+            f"lost={self.lost} ({self.lost_exc!r}) flow={self.flow[-4:]}"
+        )
+
+
+class _Recorder(asyncio.Protocol):
+    def __init__(self, end: _End) -> None:
+        self.end = end
+        self.received = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.end.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+        self.end.data_received(data)
+
+    def eof_received(self) -> bool:
+        return self.end.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.end.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.end.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.end.resume_writing()
+
+
+class _BufferedRecorder(asyncio.BufferedProtocol):
+    def __init__(self, end: _End, size: int) -> None:
+        self.end = end
+        self.buffer = bytearray(size)
+        self.received = bytearray()
+        self.get_buffer_calls = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.end.connection_made(transport)
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        self.get_buffer_calls += 1
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        data = bytes(self.buffer[:nbytes])
+        self.received += data
+        self.end.data_received(data)
+
+    def eof_received(self) -> bool:
+        return self.end.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.end.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.end.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.end.resume_writing()
+
+
+# -- the harness -----------------------------------------------------------------
+
+
+class _Harness:
+    """What a case uses: connecting, waiting, and the loop's exception reports."""
+
+    def __init__(
+        self, make_pair: TransportPairFactory, *, seed: int, timeout: float | None
+    ) -> None:
+        self.make_pair = make_pair
+        self.random = random.Random(seed)
+        self.timeout = timeout
+        self.changed = asyncio.Event()
+        self.loop_errors: list[dict[str, Any]] = []
+
+    def take_loop_errors(self) -> list[dict[str, Any]]:
+        errors, self.loop_errors = self.loop_errors, []
+        return errors
+
+    async def wait_until(self, condition: Callable[[], bool], what: str, *ends: _End) -> None:
+        """Wait until `condition()` holds, failing after the timeout with the ends' state."""
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout is None else loop.time() + self.timeout
+        while not condition():
+            self.changed.clear()
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                state = "; ".join(end.describe() for end in ends)
+                raise AssertionError(
+                    f"timed out after {self.timeout}s waiting until {what}; {state}"
+                )
+            with contextlib.suppress(asyncio.TimeoutError):
+                # Poll too: some conditions (a buffer draining) have no callback.
+                await asyncio.wait_for(self.changed.wait(), min(remaining or 0.05, 0.05))
+
+    @contextlib.asynccontextmanager
+    async def connect(
+        self,
+        *,
+        client_eof_result: bool = True,
+        server_eof_result: bool = True,
+        server_buffer_size: int | None = None,
+    ) -> AsyncIterator[tuple[_End, _End]]:
+        """Connect a pair; on exit, close it and check both protocols saw a legal order."""
+        client = _End("client", self, eof_result=client_eof_result)
+        server = _End("server", self, eof_result=server_eof_result, buffer_size=server_buffer_size)
+        calls = {"client": 0, "server": 0}
+
+        def factory(end: _End) -> ProtocolFactory:
+            def make() -> asyncio.BaseProtocol:
+                calls[end.name] += 1
+                sanitized = sanitize(end.make_protocol())
+                end.sanitized.append(sanitized)
+                return sanitized
+
+            return make
+
+        async with self.make_pair(factory(client), factory(server)):
+            try:
+                await self.wait_until(
+                    lambda: client.made and server.made,
+                    "both protocols' connection_made was called",
+                    client,
+                    server,
+                )
+                _expect(
+                    calls == {"client": 1, "server": 1},
+                    f"the pair factory must call each protocol factory once, called {calls}",
+                )
+                try:
+                    yield client, server
+                except AssertionError as exc:
+                    # A callback at the wrong moment explains whatever failed after it.
+                    problems = client.problems + server.problems
+                    if problems:
+                        raise AssertionError("; ".join(problems)) from exc
+                    raise
+                await self.wait_until(
+                    lambda: client.lost and server.lost,
+                    "connection_lost was called on both ends at the end of the case",
+                    client,
+                    server,
+                )
+            finally:
+                for end in (client, server):
+                    if end.transport is not None and not end.lost:
+                        end.transport.abort()
+                with contextlib.suppress(AssertionError):
+                    await self.wait_until(
+                        lambda: all(e.lost or e.transport is None for e in (client, server)),
+                        "connection_lost after abort()",
+                        client,
+                        server,
+                    )
+        for end in (client, server):
+            _expect(not end.problems, f"{end.name}: " + "; ".join(end.problems))
+            for position, sanitized in enumerate(end.sanitized):
+                # A protocol replaced with set_protocol() never sees connection_lost.
+                sanitized.check(lost=position == len(end.sanitized) - 1)
+
+    async def clog(self, writer: _End, reader: _End) -> int:
+        """Stop `reader` reading and write to `writer` until its write buffer holds data.
+
+        Returns the number of bytes written.  Real sockets take writes into the
+        kernel until its buffers fill, so how much that takes is unknown.
+        """
+        reader.t.pause_reading()
+        written = 0
+        chunk = b"c" * _CHUNK
+        while writer.t.get_write_buffer_size() == 0:
+            _expect(written < _CLOG_LIMIT, f"wrote {written} bytes without filling the buffers")
+            writer.t.write(chunk)
+            written += len(chunk)
+            # Let a transport that moves bytes on the loop (a memory pair) move them.
+            if written % (16 * _CHUNK) == 0:
+                await asyncio.sleep(0)
+        return written
+
+    async def settle(self) -> None:
+        """Give the loop and the kernel time to do what they would do."""
+        for _ in range(5):
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.02)
+        for _ in range(5):
+            await asyncio.sleep(0)

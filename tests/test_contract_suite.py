@@ -1,0 +1,370 @@
+"""The conformance suite, run on real transports (selector loop and uvloop) and memory pairs.
+
+The same cases, with the same assertions, run on every backend: where a real
+transport and a memory one disagree, the memory one is wrong.  The second half
+checks that the suite fails, naming the case, on transports broken on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import tempfile
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from nettest._contract_harness import ProtocolFactory, TransportPairFactory
+from nettest._contract_suite import (
+    CONFORMANCE_CASES,
+    ConformanceError,
+    check_transport_case,
+    check_transport_pair,
+)
+from nettest._hygiene import instrument_loop
+
+
+@pytest.fixture(autouse=True)
+def _close_the_loop_looptime_leaves(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Close the loop looptime's pytest_pyfunc_call makes for a sync test and never closes.
+
+    Left open, it is collected during a later test and fails it with a ResourceWarning.
+    """
+    yield
+    if request.node.get_closest_marker("asyncio") is not None:
+        return
+    policy = asyncio.get_event_loop_policy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            loop = policy.get_event_loop()
+        except RuntimeError:
+            return
+    if not loop.is_running():
+        loop.close()
+        policy.set_event_loop(None)
+
+
+# -- backends ----------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def tcp_pair(
+    client_factory: ProtocolFactory, server_factory: ProtocolFactory
+) -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(server_factory, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        await loop.create_connection(client_factory, "127.0.0.1", port)
+        yield
+    finally:
+        server.close()
+
+
+@contextlib.asynccontextmanager
+async def unix_pair(
+    client_factory: ProtocolFactory, server_factory: ProtocolFactory
+) -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "socket")
+        server = await loop.create_unix_server(server_factory, path)
+        try:
+            await loop.create_unix_connection(client_factory, path)
+            yield
+        finally:
+            server.close()
+
+
+@contextlib.asynccontextmanager
+async def socketpair_pair(
+    client_factory: ProtocolFactory, server_factory: ProtocolFactory
+) -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+    client_sock, server_sock = socket.socketpair()
+    try:
+        await loop.create_connection(client_factory, sock=client_sock)
+    except BaseException:
+        client_sock.close()
+        server_sock.close()
+        raise
+    await loop.connect_accepted_socket(server_factory, server_sock)
+    yield
+
+
+BACKENDS: dict[str, TransportPairFactory] = {
+    "tcp": tcp_pair,
+    "unix": unix_pair,
+    "socketpair": socketpair_pair,
+}
+
+try:
+    from nettest._transports import memory_transport_pair
+except ImportError:  # pragma: no cover - the memory transports are not there yet
+    pass
+else:
+
+    @contextlib.asynccontextmanager
+    async def memory_pair(
+        client_factory: ProtocolFactory, server_factory: ProtocolFactory
+    ) -> AsyncIterator[None]:
+        memory_transport_pair(client_factory(), server_factory())
+        yield
+
+    BACKENDS["memory"] = memory_pair
+
+
+def run_on_uvloop(main: Callable[[], Awaitable[None]]) -> None:
+    """Run `main()` on a fresh uvloop loop, and close the loop."""
+    uvloop = pytest.importorskip("uvloop")
+    loop = uvloop.new_event_loop()
+    instrument_loop(loop)
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+# -- the suite on every backend ------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("case", CONFORMANCE_CASES)
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_conformance_on_asyncio(backend: str, case: str, nettest_seed: int) -> None:
+    await check_transport_case(BACKENDS[backend], case, seed=nettest_seed)
+
+
+@pytest.mark.uvloop
+@pytest.mark.parametrize("case", CONFORMANCE_CASES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_conformance_on_uvloop(backend: str, case: str, nettest_seed: int) -> None:
+    run_on_uvloop(lambda: check_transport_case(BACKENDS[backend], case, seed=nettest_seed))
+
+
+@pytest.mark.asyncio
+async def test_check_transport_pair_runs_every_case() -> None:
+    ran: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def counting_pair(
+        client_factory: ProtocolFactory, server_factory: ProtocolFactory
+    ) -> AsyncIterator[None]:
+        ran.append("pair")
+        async with socketpair_pair(client_factory, server_factory):
+            yield
+
+    await check_transport_pair(counting_pair, seed=1)
+    # Some cases connect once; none connects twice.
+    assert len(ran) == len(CONFORMANCE_CASES)
+
+
+def test_conformance_cases_are_named_and_documented() -> None:
+    from nettest._contract_suite import _CASES
+
+    assert tuple(_CASES) == CONFORMANCE_CASES
+    assert len(set(CONFORMANCE_CASES)) == len(CONFORMANCE_CASES) >= 20
+    for name, function in _CASES.items():
+        assert name.isidentifier()
+        assert function.__doc__, f"case {name} has no docstring"
+
+
+@pytest.mark.asyncio
+async def test_check_transport_case_rejects_unknown_case() -> None:
+    with pytest.raises(ValueError, match=r"case must be one of CONFORMANCE_CASES \(.*extra_info"):
+        await check_transport_case(tcp_pair, "no_such_case")
+
+
+@pytest.mark.asyncio
+async def test_check_transport_case_reports_factory_that_connects_nothing() -> None:
+    @contextlib.asynccontextmanager
+    async def lazy_pair(
+        client_factory: ProtocolFactory, server_factory: ProtocolFactory
+    ) -> AsyncIterator[None]:
+        yield
+
+    with pytest.raises(ConformanceError) as info:
+        await check_transport_case(lazy_pair, "extra_info", timeout=0.2)
+    assert info.value.case == "extra_info"
+    assert str(info.value).startswith(
+        "conformance case 'extra_info' failed: timed out after 0.2s waiting until both "
+        "protocols' connection_made was called; client: made=False"
+    )
+
+
+@pytest.mark.asyncio
+async def test_check_transport_case_reports_factory_that_connects_twice() -> None:
+    @contextlib.asynccontextmanager
+    async def greedy_pair(
+        client_factory: ProtocolFactory, server_factory: ProtocolFactory
+    ) -> AsyncIterator[None]:
+        async with socketpair_pair(client_factory, server_factory):
+            client_factory()
+            yield
+
+    with pytest.raises(ConformanceError, match="call each protocol factory once"):
+        await check_transport_case(greedy_pair, "extra_info", timeout=1)
+
+
+# -- the suite catches broken transports -------------------------------------------
+
+
+class _Proxy(asyncio.Transport):
+    """A transport that forwards to a real one; subclasses break one thing."""
+
+    def __init__(self, real: asyncio.Transport, shim: _Shim) -> None:
+        super().__init__()
+        self.real = real
+        self.shim = shim
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        protocol: asyncio.BaseProtocol = self.shim.inner
+        return protocol
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.real.set_protocol(_make_shim(protocol, type(self), self))
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in type(self).__dict__ or name in _Proxy.__dict__ or name in ("real", "shim"):
+            return object.__getattribute__(self, name)
+        return getattr(object.__getattribute__(self, "real"), name)
+
+
+class _Shim(asyncio.BaseProtocol):
+    """The protocol a real transport calls; forwards to the suite's protocol."""
+
+    def __init__(self, inner: Any, proxy_type: type[_Proxy], proxy: _Proxy | None = None) -> None:
+        self.inner = inner
+        self.proxy_type = proxy_type
+        self.proxy = proxy
+        if proxy is not None:
+            proxy.shim = self
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.proxy = self.proxy_type(transport, self)
+        self.inner.connection_made(self.proxy)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def get_buffer(self, sizehint: int) -> Any:
+        return self.inner.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.inner.buffer_updated(nbytes)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()  # type: ignore[no-any-return]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+class _StreamShim(_Shim, asyncio.Protocol):
+    pass
+
+
+class _BufferedShim(_Shim, asyncio.BufferedProtocol):
+    pass
+
+
+def _make_shim(inner: Any, proxy_type: type[_Proxy], proxy: _Proxy | None = None) -> _Shim:
+    if isinstance(inner, asyncio.BufferedProtocol):
+        return _BufferedShim(inner, proxy_type, proxy)
+    return _StreamShim(inner, proxy_type, proxy)
+
+
+def broken_pair(proxy_type: type[_Proxy]) -> TransportPairFactory:
+    """A socketpair whose transports are each a `proxy_type` around the real one."""
+
+    def make(
+        client_factory: ProtocolFactory, server_factory: ProtocolFactory
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        return socketpair_pair(
+            lambda: _make_shim(client_factory(), proxy_type),
+            lambda: _make_shim(server_factory(), proxy_type),
+        )
+
+    return make
+
+
+class _ConnectionLostInClose(_Proxy):
+    def close(self) -> None:
+        self.real.close()
+        self.shim.inner.connection_lost(None)
+        self.shim.inner = asyncio.Protocol()  # the real one comes later: drop it
+
+
+class _WritesText(_Proxy):
+    def write(self, data: Any) -> None:
+        self.real.write(data.encode() if isinstance(data, str) else data)
+
+
+class _DeliversInResumeReading(_Proxy):
+    def resume_reading(self) -> None:
+        self.real.resume_reading()
+        self.shim.inner.data_received(b"!")
+
+
+class _IgnoresWriteEof(_Proxy):
+    def write_eof(self) -> None:
+        pass
+
+
+class _WrongPeername(_Proxy):
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "peername":
+            return ("192.0.2.1", 9)
+        return self.real.get_extra_info(name, default)
+
+
+class _AllowsInvalidLimits(_Proxy):
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        with contextlib.suppress(ValueError):
+            self.real.set_write_buffer_limits(high, low)
+
+
+class _PausesAtHigh(_Proxy):
+    """Pauses when the buffer reaches high, one byte too early."""
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.real.set_write_buffer_limits(None if high is None else max(high - 1, 0), low)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("proxy_type", "case", "message"),
+    [
+        (_ConnectionLostInClose, "close_is_idempotent", "synchronously inside close()"),
+        (_WritesText, "write_rejects_non_bytes", "write('text') did not raise TypeError"),
+        (_DeliversInResumeReading, "pause_reading", "synchronously inside resume_reading()"),
+        (_IgnoresWriteEof, "write_after_write_eof", "did not raise RuntimeError"),
+        (_WrongPeername, "extra_info", "client's peername ('192.0.2.1', 9) is not"),
+        (_AllowsInvalidLimits, "write_buffer_limits", "did not raise ValueError"),
+        (_PausesAtHigh, "pause_writing_above_high", "pauses when, and only when"),
+    ],
+    ids=lambda value: value.__name__.strip("_") if isinstance(value, type) else None,
+)
+async def test_conformance_catches_broken_transport(
+    proxy_type: type[_Proxy], case: str, message: str
+) -> None:
+    make_pair = broken_pair(proxy_type)
+    # The proxy works for the cases it does not break.
+    await check_transport_case(make_pair, "connection_made_first", timeout=5)
+    with pytest.raises(ConformanceError, match=f"conformance case '{case}' failed") as info:
+        await check_transport_case(make_pair, case, timeout=5)
+    assert info.value.case == case
+    assert message in str(info.value)
