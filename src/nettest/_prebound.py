@@ -1,0 +1,207 @@
+"""Sockets bound (and for TCP, listening) on loopback port 0, held until handed over.
+
+For servers under test that run as subprocesses or CLIs.  Finding a free port,
+closing it and passing the number on is a race (another process may bind it
+first; equinor/ert#12651).  A `BoundSocket` keeps the port bound until the
+server under test owns it:
+
+* hand the descriptor itself to the child (``pass_fds=[sock.fileno()]``), for
+  servers that accept a socket (``--fd``, systemd socket activation, gunicorn,
+  uvicorn): no race at all; a TCP socket is already listening, so clients that
+  connect before the child is ready wait in the backlog instead of being refused;
+* or `release` it right before starting a CLI that only takes a port number:
+  the port was never free until that moment.
+"""
+
+from __future__ import annotations
+
+import socket
+import typing
+import warnings
+from collections.abc import Iterator
+from typing import Literal
+
+import pytest
+
+from ._hygiene import track
+from ._servers import _NoIPv6, check_host, has_ipv6_loopback
+
+__all__ = ["BoundSocket"]
+
+
+@typing.final
+class BoundSocket:
+    """A TCP or UDP socket bound to a loopback port 0, held until handed over.
+
+    Make one with `BoundSocket.tcp` or `BoundSocket.udp`, or take one from the
+    ``bound_tcp_socket`` / ``bound_udp_socket`` fixtures, which close it at
+    teardown.
+
+    Example::
+
+        bound = nettest.BoundSocket.tcp()
+        child = subprocess.Popen(
+            [sys.executable, "server.py", "--fd", str(bound.fileno())],
+            pass_fds=[bound.fileno()],
+        )
+        with socket.create_connection(bound.address) as client:
+            ...
+    """
+
+    __slots__ = ("__weakref__", "_host", "_kind", "_port", "_socket")
+
+    _socket: socket.socket
+    _kind: Literal["tcp", "udp"]
+    _host: str
+    _port: int
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("use BoundSocket.tcp() or BoundSocket.udp()")
+
+    @classmethod
+    def _create(
+        cls,
+        kind: Literal["tcp", "udp"],
+        host: str,
+        *,
+        allow_remote: bool,
+        listen: bool,
+        backlog: int,
+    ) -> BoundSocket:
+        family = check_host(host, allow_remote=allow_remote)
+        if family == socket.AF_INET6 and not has_ipv6_loopback():
+            raise _NoIPv6(f"IPv6 loopback ::1 is not available on this host (host={host!r})")
+        sock = socket.socket(family, socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM)
+        try:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((host, 0))
+            if kind == "tcp" and listen:
+                sock.listen(backlog)
+            sock.set_inheritable(True)
+        except BaseException:
+            sock.close()
+            raise
+        self = object.__new__(cls)
+        self._socket = sock
+        self._kind = kind
+        self._host = host
+        self._port = sock.getsockname()[1]
+        track(
+            self,
+            what=f"bound {kind.upper()} socket {host}:{self._port}",
+            is_open=lambda b: not b.closed,
+            close=lambda b: b.close(),
+        )
+        return self
+
+    @classmethod
+    def tcp(
+        cls,
+        host: str = "127.0.0.1",
+        *,
+        allow_remote: bool = False,
+        listen: bool = True,
+        backlog: int = 128,
+    ) -> BoundSocket:
+        """Bind a TCP socket to ``(host, 0)`` and, unless `listen` is False, listen.
+
+        Raises:
+            ValueError: `host` is not a literal loopback address.
+            OSError: the host has no such address (no IPv6, say).
+        """
+        return cls._create("tcp", host, allow_remote=allow_remote, listen=listen, backlog=backlog)
+
+    @classmethod
+    def udp(cls, host: str = "127.0.0.1", *, allow_remote: bool = False) -> BoundSocket:
+        """Bind a UDP socket to ``(host, 0)``.
+
+        Raises:
+            ValueError: `host` is not a literal loopback address.
+        """
+        return cls._create("udp", host, allow_remote=allow_remote, listen=False, backlog=0)
+
+    @property
+    def socket(self) -> socket.socket:
+        """The bound socket itself, e.g. for ``loop.create_server(sock=...)``."""
+        return self._socket
+
+    @property
+    def kind(self) -> Literal["tcp", "udp"]:
+        """``"tcp"`` or ``"udp"``."""
+        return self._kind
+
+    @property
+    def host(self) -> str:
+        """The literal address bound."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The port bound, reserved for as long as the socket is open."""
+        return self._port
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)``: where clients connect or send."""
+        return (self._host, self._port)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the socket has been closed (or released)."""
+        return self._socket.fileno() == -1
+
+    def fileno(self) -> int:
+        """The descriptor, inheritable: pass it to a child with ``pass_fds=[fd]``."""
+        return self._socket.fileno()
+
+    def release(self) -> int:
+        """Close the socket and return its port, for a CLI that only takes a port number.
+
+        Call it immediately before starting the CLI.  The port stayed reserved
+        until now; the only window left is between this call and the CLI's bind.
+        Prefer passing `fileno` where the server accepts a descriptor.
+        """
+        self._socket.close()
+        return self._port
+
+    def close(self) -> None:
+        """Close the socket (idempotent)."""
+        self._socket.close()
+
+    def __enter__(self) -> BoundSocket:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<BoundSocket {self._kind} {self._host}:{self._port} {state}>"
+
+    def __del__(self) -> None:
+        sock = getattr(self, "_socket", None)
+        if sock is not None and sock.fileno() != -1:
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
+            sock.close()
+
+
+@pytest.fixture
+def bound_tcp_socket() -> Iterator[BoundSocket]:
+    """A TCP socket bound to 127.0.0.1 port 0 and listening, to hand to a server subprocess.
+
+    The port stays reserved until teardown: pass ``fileno()`` to the child with
+    ``pass_fds``, or ``release()`` it right before starting a port-only CLI.
+    """
+    with BoundSocket.tcp() as bound:
+        yield bound
+
+
+@pytest.fixture
+def bound_udp_socket() -> Iterator[BoundSocket]:
+    """A UDP socket bound to 127.0.0.1 port 0, to hand to a server subprocess.
+
+    The port stays reserved until teardown; see ``bound_tcp_socket``.
+    """
+    with BoundSocket.udp() as bound:
+        yield bound

@@ -1,0 +1,107 @@
+"""Pre-bound sockets handed to server subprocesses."""
+
+# ruff: noqa: F811  (fixtures imported from their module are redefined as parameters)
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from nettest._prebound import (
+    BoundSocket,
+    bound_tcp_socket,  # noqa: F401
+    bound_udp_socket,  # noqa: F401
+)
+from nettest._servers import has_ipv6_loopback
+
+TCP_CHILD = textwrap.dedent(
+    """
+    import socket, sys
+    listener = socket.socket(fileno=int(sys.argv[1]))
+    conn, _ = listener.accept()
+    with conn:
+        conn.sendall(conn.recv(100).upper())
+    """
+)
+
+UDP_CHILD = textwrap.dedent(
+    """
+    import socket, sys
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    data, peer = sock.recvfrom(100)
+    sock.sendto(data[::-1], peer)
+    """
+)
+
+
+def _spawn(code: str, fd: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", code, str(fd)], pass_fds=[fd])
+
+
+def test_tcp_socket_handed_to_a_subprocess(bound_tcp_socket: BoundSocket) -> None:
+    # The socket listens already: connecting before the child runs is not refused.
+    client = socket.create_connection(bound_tcp_socket.address, timeout=10)
+    child = _spawn(TCP_CHILD, bound_tcp_socket.fileno())
+    try:
+        with client:
+            client.sendall(b"from the parent")
+            assert client.recv(100) == b"FROM THE PARENT"
+    finally:
+        assert child.wait(10) == 0
+
+
+def test_udp_socket_handed_to_a_subprocess(bound_udp_socket: BoundSocket) -> None:
+    child = _spawn(UDP_CHILD, bound_udp_socket.fileno())
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(10)
+            client.sendto(b"abc", bound_udp_socket.address)
+            assert client.recv(100) == b"cba"
+    finally:
+        assert child.wait(10) == 0
+
+
+def test_the_port_is_reserved_while_held(bound_tcp_socket: BoundSocket) -> None:
+    with socket.socket() as other, pytest.raises(OSError, match="Address already in use"):
+        other.bind(bound_tcp_socket.address)
+
+
+def test_release_frees_the_port_for_a_cli() -> None:
+    bound = BoundSocket.tcp(listen=False)
+    port = bound.release()
+    assert bound.closed
+    with socket.socket() as cli:
+        cli.bind(("127.0.0.1", port))  # the CLI can take it now
+
+
+def test_bound_socket_properties_and_errors() -> None:
+    with BoundSocket.udp() as bound:
+        assert bound.kind == "udp"
+        assert bound.host == "127.0.0.1"
+        assert bound.address == ("127.0.0.1", bound.port)
+        assert bound.socket.get_inheritable()
+        assert "open" in repr(bound)
+    assert bound.closed
+    with pytest.raises(ValueError, match="allow_remote=True"):
+        BoundSocket.tcp("0.0.0.0")
+    with pytest.raises(TypeError, match=r"BoundSocket\.tcp\(\)"):
+        BoundSocket()
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
+def test_ipv6_bound_socket() -> None:
+    with BoundSocket.tcp("::1") as bound:
+        assert bound.socket.family == socket.AF_INET6
+        with socket.create_connection(bound.address, timeout=5):
+            pass
+
+
+def test_dropped_bound_socket_warns() -> None:
+    bound = BoundSocket.udp()
+    with pytest.warns(ResourceWarning, match="unclosed <BoundSocket udp"):
+        bound.__del__()
+    assert bound.closed
