@@ -628,3 +628,16 @@ def test_stream_discarded_counts_bytes_that_never_arrive() -> None:
     stalled = stream(Stall())
     stalled.data("downstream", b"abc", 0)
     assert stalled.discarded == {"upstream": 0, "downstream": 0}
+
+
+def test_trigger_pattern_at_the_end_of_a_chunk_fires_at_once() -> None:
+    schedule = stream(Reset(trigger=Trigger(pattern=b"!")))
+    actions = schedule.data("downstream", b"hi!", 0)
+    assert actions[0] == Deliver(0, "downstream", b"hi!")
+    assert isinstance(actions[1], Abort)
+
+
+def test_trigger_after_bytes_at_a_chunk_boundary() -> None:
+    schedule = stream(Latency(1, trigger=Trigger(after_bytes=3)))
+    assert schedule.data("downstream", b"abc", 0) == [Deliver(0, "downstream", b"abc")]
+    assert schedule.data("downstream", b"def", 0) == [Deliver(1, "downstream", b"def")]

@@ -1202,9 +1202,10 @@ class StreamSchedule(_Schedule):
             before: _Chunk | None
             if applied.armed:
                 before, after = None, item
-            elif arm is None or arm >= end:
+            elif arm is None or arm > end:
                 return [item]
             else:
+                # The fault arms inside this chunk, or right at its end.
                 cut = max(0, arm - item.offset)
                 before = _Chunk(item.at, item.offset, item.data[:cut]) if cut else None
                 after = _Chunk(item.at, item.offset + cut, item.data[cut:])
@@ -1212,7 +1213,8 @@ class StreamSchedule(_Schedule):
                 out.append(before)
             if not applied.armed:
                 out.extend(self._arm_inline(applied, item.at, extra))
-            out.extend(self._act(applied, after))
+            if after.data:
+                out.extend(self._act(applied, after))
             return out
         if not applied.armed:
             consumed = self._consumed[applied.flow]
