@@ -421,6 +421,51 @@ async def _case_abort_discards_buffer(h: _Harness) -> None:
         server.t.close()
 
 
+@_case
+async def _case_abort_with_unread_data_resets_peer(h: _Harness) -> None:
+    """Aborting with received bytes unread resets: the peer gets ConnectionResetError, no EOF."""
+    async with h.connect() as (client, server):
+        client.t.pause_reading()
+        server.t.write(b"never read")
+        await h.settle()
+        client.t.abort()
+        await h.wait_until(lambda: client.lost, "the client's connection_lost", client)
+        _expect(client.lost_exc is None, f"connection_lost got {client.lost_exc!r}, not None")
+        await h.wait_until(lambda: server.lost, "the server's connection_lost", server)
+        _expect(
+            isinstance(server.lost_exc, ConnectionResetError),
+            f"server's connection_lost got {server.lost_exc!r}, expected ConnectionResetError",
+        )
+        _expect(not server.eof, "the server saw EOF before the reset")
+        _expect(not client.data, "the client received data while reading was paused")
+
+
+@_case
+async def _case_use_after_connection_lost(h: _Harness) -> None:
+    """After connection_lost: closing, not reading; close, abort and pausing are harmless."""
+    async with h.connect() as (client, server):
+        client.t.close()
+        await h.wait_until(lambda: client.lost, "the client's connection_lost", client)
+        transport = client.t
+        _expect(transport.is_closing(), "is_closing() is False after connection_lost")
+        _expect(not transport.is_reading(), "is_reading() is True after connection_lost")
+        transport.pause_reading()
+        transport.resume_reading()
+        transport.close()
+        transport.abort()
+        for _ in range(4):
+            # The standard library drops these writes (and logs from the fifth on);
+            # uvloop raises RuntimeError.  Either way nothing may be sent.
+            try:
+                transport.write(b"after connection_lost")
+            except RuntimeError:
+                pass
+        await h.wait_until(lambda: server.eof, "the server saw EOF", server)
+        await h.settle()
+        _same(server.data, b"", "data after connection_lost")
+        server.t.close()
+
+
 # -- flow control ----------------------------------------------------------------
 
 
