@@ -170,3 +170,43 @@ async def test_v6(tcp_server):
     result = pytester.runpytest("-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*IPv6 loopback ::1 is not available*"])
+
+
+def test_servers_under_xdist_do_not_collide(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        _HEADER
+        + """
+import socket
+from nettest._udp import udp_server  # noqa: F401
+from nettest._threads import tcp_server_thread  # noqa: F401
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("i", range(6))
+async def test_servers(tcp_server, udp_server, unix_server, i):
+    servers = [await tcp_server(handlers.echo) for _ in range(3)]
+    assert len({s.port for s in servers}) == 3
+    for server in servers:
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"%d" % i)
+        assert await reader.readexactly(1) == b"%d" % i
+        writer.close()
+        await writer.wait_closed()
+    userver = await unix_server()
+    reader, writer = await asyncio.open_unix_connection(userver.path)
+    writer.close()
+    await writer.wait_closed()
+    dserver = await udp_server(handlers.sink)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"x", dserver.address)
+        await dserver.wait_for_datagrams(1)
+
+@pytest.mark.parametrize("i", range(4))
+def test_threads(tcp_server_thread, i):
+    server = tcp_server_thread(handlers.echo)
+    with socket.create_connection(server.address) as sock:
+        sock.sendall(b"t")
+        assert sock.recv(1) == b"t"
+"""
+    )
+    result = pytester.runpytest_subprocess("-n", "2")
+    result.assert_outcomes(passed=10)
