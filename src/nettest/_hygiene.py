@@ -100,8 +100,10 @@ class _Tracked:
 
     def alive_and_open(self) -> Any | None:
         obj = self.ref()
+        if self.open_at_loop_close:
+            return True
         if obj is None:
-            return True if self.open_at_loop_close else None
+            return None
         try:
             return obj if self.is_open(obj) else None
         except Exception:  # a broken predicate must not hide the leak report
@@ -198,12 +200,23 @@ class _Gate:
         loop.set_task_factory(task_factory)
 
     def note_pending_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Mark `loop`'s tracked tasks that are still pending, before the loop cancels them."""
+        """Mark `loop`'s tracked tasks that are still pending, then cancel them.
+
+        Called just before pytest-asyncio closes the loop.  The tasks are cancelled
+        and run to completion here (as `asyncio.run` does), so that none is left
+        to be destroyed pending, and reported again, during a later test.
+        """
+        pending: list[asyncio.Future[Any]] = []
         for item in self.tracked:
             obj = item.ref()
             if isinstance(obj, asyncio.Future) and not obj.done() and obj.get_loop() is loop:
                 item.open_at_loop_close = True
                 item.what = f"pending task {obj!r}"
+                pending.append(obj)
+        if pending and not loop.is_closed() and not loop.is_running():
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
     # -- sockets -------------------------------------------------------------
 

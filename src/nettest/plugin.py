@@ -6,6 +6,7 @@ imports pytest, the standard library and nettest, never hypothesis or trustme.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 from collections.abc import Generator
@@ -223,11 +224,19 @@ def pytest_fixture_setup(
 
 
 def _instrument_runner(fixturedef: FixtureDef[Any], result: object) -> None:
-    """Watch the loops pytest-asyncio makes, and note their tasks before they close."""
+    """Watch the loops pytest-asyncio makes, and note their tasks before they close.
+
+    pytest-asyncio provides each loop scope's loop through a fixture: an
+    ``asyncio.Runner`` (``_<scope>_scoped_runner``, from 1.1) or the loop itself
+    (``_<scope>_event_loop``, in 1.0).
+    """
     get_loop = getattr(result, "get_loop", None)
-    if not fixturedef.argname.endswith("_scoped_runner") or not callable(get_loop):
+    if isinstance(result, asyncio.AbstractEventLoop):
+        loop = result
+    elif fixturedef.argname.endswith("_scoped_runner") and callable(get_loop):
+        loop = cast("asyncio.AbstractEventLoop", get_loop())
+    else:
         return
-    loop = get_loop()
     GATE.instrument_loop(loop)
     # Runs before the runner closes the loop and cancels what is still pending.
     fixturedef.addfinalizer(lambda: GATE.note_pending_tasks(loop))
