@@ -916,6 +916,8 @@ async def test_memory_transport_pair_addresses_and_socket_agree() -> None:
     assert c.get_extra_info("sslcontext") is None
     assert c.get_extra_info("missing", "default") == "default"
     assert "laddr=('127.0.0.1'" in repr(sock)
+    with pytest.raises(TypeError, match="no public constructor"):
+        MemorySocket()
     c2, s2 = memory_transport_pair(Recorder(), Recorder())
     assert c2.get_extra_info("sockname") != c.get_extra_info("sockname")
     for t in (c, s, c2, s2):

@@ -132,7 +132,16 @@ class MemorySocket:
 
     __slots__ = ("_options", "_peername", "_sockname", "family", "proto", "type")
 
-    def __init__(self, family: int, sockname: Address, peername: Address) -> None:
+    def __init__(self) -> None:
+        raise TypeError("MemorySocket has no public constructor")
+
+    @classmethod
+    def _create(cls, family: int, sockname: Address, peername: Address) -> MemorySocket:
+        self = cls.__new__(cls)
+        self._setup(family, sockname, peername)
+        return self
+
+    def _setup(self, family: int, sockname: Address, peername: Address) -> None:
         self.family = socket.AddressFamily(family)
         self.type = socket.SOCK_STREAM
         self.proto = 0 if family == _AF_UNIX else socket.IPPROTO_TCP
@@ -287,7 +296,7 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         self._info: dict[str, Any] = {
             "peername": peername,
             "sockname": sockname,
-            "socket": MemorySocket(family, sockname, peername),
+            "socket": MemorySocket._create(family, sockname, peername),
         }
         asyncio.Transport.__init__(self, self._info)
         self._loop = loop
