@@ -1,0 +1,650 @@
+"""The conformance cases: each checks one thing every asyncio stream transport does.
+
+Each case is a coroutine function, registered under its name, that connects a
+fresh pair through the :class:`_Harness` and checks one semantic that every
+stream transport of the standard library and uvloop share (see
+``_contract_harness`` for how pairs are made, closed and checked).
+
+Real transports differ in what the kernel does with bytes in flight, so the
+cases never assume how much a socket buffers.  They assert what holds for every
+correct transport: invariants checked right after each synchronous call (paused
+if and only if the write buffer is above the high-water mark, no callback from
+inside ``close()``), and outcomes once the loop has run (every byte arrived, in
+order, before EOF).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from ._contract import sanitize
+from ._contract_harness import _End, _expect, _Harness, _Recorder
+
+__all__: list[str] = []
+
+_Case = Callable[[_Harness], Awaitable[None]]
+_CASES: dict[str, _Case] = {}
+
+#: High enough that clogging a connection never pauses the writer.
+_NO_PAUSE = 2**30
+#: Written on top of full kernel buffers, so the transport's own buffer surely holds data.
+_EXTRA = 1024 * 1024
+
+
+def _case(function: _Case) -> _Case:
+    _CASES[function.__name__.removeprefix("_case_")] = function
+    return function
+
+
+def _chunks(h: _Harness, total: int) -> list[bytes]:
+    """Random bytes cut into writes of very different sizes, from one byte up."""
+    sizes = (1, 2, 7, 100, 1000, 4096, 20000, 70000)
+    chunks = []
+    while total:
+        size = min(total, h.random.choice(sizes))
+        chunks.append(h.random.randbytes(size))
+        total -= size
+    return chunks
+
+
+async def _close_both(client: _End, server: _End) -> None:
+    client.t.close()
+    server.t.close()
+
+
+def _same(received: bytes | bytearray, sent: bytes, what: str) -> None:
+    if received == sent:
+        return
+    index = next(
+        (i for i, (a, b) in enumerate(zip(received, sent, strict=False)) if a != b),
+        min(len(received), len(sent)),
+    )
+    raise AssertionError(
+        f"{what}: received {len(received)} bytes, sent {len(sent)}; they first differ at "
+        f"offset {index}"
+    )
+
+
+# -- setup and data --------------------------------------------------------------
+
+
+@_case
+async def _case_connection_made_first(h: _Harness) -> None:
+    """Both protocols get connection_made first, with a fresh, open, reading transport."""
+    async with h.connect() as (client, server):
+        for end in (client, server):
+            transport = end.t
+            calls = end.sanitized[0].calls
+            _expect(calls == ("connection_made",), f"{end.name}: calls after connect: {calls}")
+            _expect(
+                transport.get_protocol() is end.sanitized[0],
+                f"{end.name}: get_protocol() returned {transport.get_protocol()!r}, not the "
+                "protocol that was connected",
+            )
+            _expect(not transport.is_closing(), f"{end.name}: is_closing() is True on connect")
+            _expect(transport.is_reading(), f"{end.name}: is_reading() is False on connect")
+            size = transport.get_write_buffer_size()
+            _expect(size == 0, f"{end.name}: get_write_buffer_size() is {size} on connect")
+            _expect(transport.can_write_eof(), f"{end.name}: can_write_eof() is False")
+        await _close_both(client, server)
+
+
+@_case
+async def _case_data_both_directions(h: _Harness) -> None:
+    """Many writes of mixed sizes arrive intact and in order, both ways at once, before EOF."""
+    async with h.connect() as (client, server):
+        outgoing = {client.name: _chunks(h, 300_000), server.name: _chunks(h, 300_000)}
+
+        async def send(end: _End) -> None:
+            for chunk in outgoing[end.name]:
+                end.t.write(chunk)
+                if h.random.random() < 0.2:
+                    await asyncio.sleep(0)
+            end.t.write_eof()
+
+        await asyncio.gather(send(client), send(server))
+        await h.wait_until(lambda: client.eof and server.eof, "both ends saw EOF", client, server)
+        _same(server.data, b"".join(outgoing[client.name]), "client to server")
+        _same(client.data, b"".join(outgoing[server.name]), "server to client")
+        await _close_both(client, server)
+
+
+@_case
+async def _case_write_empty_is_noop(h: _Harness) -> None:
+    """write(b"") buffers nothing and sends nothing; the peer never sees an empty read."""
+    async with h.connect() as (client, server):
+        client.t.write(b"")
+        size = client.t.get_write_buffer_size()
+        _expect(size == 0, f"write(b'') left {size} bytes in the write buffer")
+        client.t.write(b"x")
+        client.t.write(b"")
+        client.t.write_eof()
+        await h.wait_until(lambda: server.eof, "the server saw EOF", server)
+        _same(server.data, b"x", "data")
+        await _close_both(client, server)
+
+
+@_case
+async def _case_write_accepts_bytes_like(h: _Harness) -> None:
+    """write() takes bytes, bytearray and memoryview, and writelines() an iterable of them."""
+    async with h.connect() as (client, server):
+        backing = bytearray(b"0123456789")
+        client.t.write(b"bytes,")
+        client.t.write(bytearray(b"bytearray,"))
+        client.t.write(memoryview(backing)[2:5])
+        client.t.writelines([b",lines", bytearray(b"-and-"), memoryview(b"more")])
+        client.t.write_eof()
+        await h.wait_until(lambda: server.eof, "the server saw EOF", server)
+        _same(server.data, b"bytes,bytearray,234,lines-and-more", "data")
+        await _close_both(client, server)
+
+
+@_case
+async def _case_write_rejects_non_bytes(h: _Harness) -> None:
+    """write() of anything but a bytes-like object raises TypeError and sends nothing."""
+    async with h.connect() as (client, server):
+        for bad in ("text", 42, [b"list"]):
+            try:
+                client.t.write(bad)  # type: ignore[arg-type]
+            except TypeError:
+                pass
+            else:
+                raise AssertionError(f"write({bad!r}) did not raise TypeError")
+        client.t.write_eof()
+        await h.wait_until(lambda: server.eof, "the server saw EOF", server)
+        _same(server.data, b"", "data")
+        await _close_both(client, server)
+
+
+@_case
+async def _case_buffered_protocol(h: _Harness) -> None:
+    """A BufferedProtocol gets every byte through get_buffer() and buffer_updated()."""
+    size = h.random.randint(1, 64)
+    async with h.connect(server_buffer_size=size) as (client, server):
+        chunks = _chunks(h, 200_000)
+        for chunk in chunks:
+            client.t.write(chunk)
+        client.t.write_eof()
+        await h.wait_until(lambda: server.eof, "the server saw EOF", client, server)
+        _same(server.data, b"".join(chunks), f"data through a {size}-byte buffer")
+        server.t.write(b"and back")
+        server.t.write_eof()
+        await h.wait_until(lambda: client.eof, "the client saw EOF", client, server)
+        _same(client.data, b"and back", "data")
+        await _close_both(client, server)
+
+
+@_case
+async def _case_buffered_protocol_empty_buffer(h: _Harness) -> None:
+    """An empty buffer from get_buffer() is a fatal error: connection_lost(RuntimeError)."""
+    async with h.connect(server_buffer_size=0) as (client, server):
+        client.t.write(b"data")
+        await h.wait_until(lambda: server.lost, "the server's connection was lost", server)
+        _expect(
+            isinstance(server.lost_exc, RuntimeError),
+            f"connection_lost got {server.lost_exc!r}, expected the RuntimeError about the "
+            "empty buffer",
+        )
+        errors = h.take_loop_errors()
+        _expect(
+            any(isinstance(e.get("exception"), RuntimeError) for e in errors),
+            f"the loop's exception handler was not told about the empty buffer: {errors}",
+        )
+        client.t.close()
+
+
+@_case
+async def _case_set_protocol_switches_delivery(h: _Harness) -> None:
+    """set_protocol() sends later data, EOF and connection_lost to the new protocol only."""
+    async with h.connect() as (client, server):
+        client.t.write(b"one")
+        await h.wait_until(lambda: server.data == b"one", "the server got b'one'", server)
+        first = server.protocols[0]
+        second = sanitize(server.make_protocol(buffer_size=16), connected=True)
+        server.sanitized.append(second)
+        server.t.set_protocol(second)
+        _expect(server.t.get_protocol() is second, "get_protocol() is not the new protocol")
+        client.t.write(b"two" * 20)
+        await h.wait_until(lambda: len(server.data) == 63, "the server got 63 bytes", server)
+        third_recorder = _Recorder(server)
+        server.protocols.append(third_recorder)
+        third = sanitize(third_recorder, connected=True)
+        server.sanitized.append(third)
+        server.t.set_protocol(third)
+        client.t.write(b"three")
+        client.t.write_eof()
+        await h.wait_until(lambda: server.eof, "the server saw EOF", server)
+        _same(first.received, b"one", "data through the first protocol")
+        _same(server.protocols[1].received, b"two" * 20, "data through the BufferedProtocol")
+        _same(third_recorder.received, b"three", "data through the third protocol")
+        await _close_both(client, server)
+
+
+@_case
+async def _case_data_received_exception_is_fatal(h: _Harness) -> None:
+    """An exception from data_received() closes the transport: connection_lost(exc), reported."""
+    async with h.connect() as (client, server):
+        failure = _CaseError("data_received failed on purpose")
+
+        def fail(data: bytes) -> None:
+            raise failure
+
+        server.on_data = fail
+        client.t.write(b"data")
+        await h.wait_until(lambda: server.lost, "the server's connection was lost", server)
+        _expect(
+            server.lost_exc is failure, f"connection_lost got {server.lost_exc!r}, not {failure!r}"
+        )
+        errors = h.take_loop_errors()
+        _expect(
+            [e.get("exception") for e in errors] == [failure],
+            f"expected one report of {failure!r} to the loop's exception handler, got {errors}",
+        )
+        client.t.close()
+
+
+class _CaseError(Exception):
+    """An exception a case makes a protocol raise on purpose."""
+
+
+# -- EOF -------------------------------------------------------------------------
+
+
+@_case
+async def _case_write_after_write_eof(h: _Harness) -> None:
+    """write() after write_eof() raises RuntimeError; write_eof() twice is harmless."""
+    async with h.connect() as (client, server):
+        client.t.write(b"before")
+        client.t.write_eof()
+        try:
+            client.t.write(b"after")
+        except RuntimeError:
+            pass
+        else:
+            raise AssertionError("write() after write_eof() did not raise RuntimeError")
+        client.t.write_eof()
+        _expect(not client.t.is_closing(), "is_closing() is True after write_eof()")
+        await h.wait_until(lambda: server.eof, "the server saw EOF", server)
+        _same(server.data, b"before", "data")
+        await _close_both(client, server)
+
+
+@_case
+async def _case_eof_received_true_keeps_half_open(h: _Harness) -> None:
+    """After write_eof(), a peer whose eof_received() returns True can still write back."""
+    async with h.connect(server_eof_result=True) as (client, server):
+        client.t.write(b"request")
+        client.t.write_eof()
+        await h.wait_until(lambda: server.eof, "the server saw EOF", server)
+        _same(server.data, b"request", "request")
+        await h.settle()
+        _expect(not server.lost, f"the half-open server lost its connection: {server.lost_exc!r}")
+        _expect(not server.t.is_closing(), "is_closing() is True on the half-open server")
+        server.t.write(b"response")
+        server.t.write_eof()
+        await h.wait_until(lambda: client.eof, "the client saw EOF", client, server)
+        _same(client.data, b"response", "response")
+        await _close_both(client, server)
+
+
+@_case
+async def _case_eof_received_false_closes(h: _Harness) -> None:
+    """A falsy eof_received() closes the transport: connection_lost(None), peer sees EOF."""
+    async with h.connect(server_eof_result=False, client_eof_result=False) as (client, server):
+        client.t.write(b"request")
+        client.t.write_eof()
+        await h.wait_until(lambda: server.lost, "the server closed", client, server)
+        _expect(server.eof, "the server lost its connection without eof_received()")
+        _expect(server.lost_exc is None, f"server's connection_lost got {server.lost_exc!r}")
+        _same(server.data, b"request", "request")
+        await h.wait_until(lambda: client.lost, "the client closed", client, server)
+        _expect(client.eof, "the client lost its connection without eof_received()")
+        _expect(client.lost_exc is None, f"client's connection_lost got {client.lost_exc!r}")
+
+
+@_case
+async def _case_write_eof_waits_for_buffer(h: _Harness) -> None:
+    """write_eof() with data buffered sends all of it before EOF."""
+    async with h.connect() as (client, server):
+        client.t.set_write_buffer_limits(high=_NO_PAUSE)
+        written = await h.clog(client, server)
+        client.t.write(b"tail")
+        client.t.write_eof()
+        server.t.resume_reading()
+        await h.wait_until(lambda: server.eof, "the server saw EOF", client, server)
+        _expect(
+            len(server.data) == written + 4 and server.data.endswith(b"tail"),
+            f"the server received {len(server.data)} bytes before EOF, {written + 4} were written",
+        )
+        await _close_both(client, server)
+
+
+# -- close and abort -------------------------------------------------------------
+
+
+@_case
+async def _case_close_is_idempotent(h: _Harness) -> None:
+    """close() twice is harmless; is_closing() at once; connection_lost(None) later, once."""
+    async with h.connect() as (client, server):
+        client.inside = "close()"
+        client.t.close()
+        closing = client.t.is_closing()
+        client.t.close()
+        client.inside = None
+        _expect(closing, "is_closing() is False right after close()")
+        _expect(not client.t.is_reading(), "is_reading() is True right after close()")
+        await h.wait_until(lambda: client.lost, "the client's connection_lost", client)
+        _expect(client.lost_exc is None, f"connection_lost got {client.lost_exc!r}, not None")
+        client.t.close()
+        await h.wait_until(lambda: server.eof, "the server saw EOF", server)
+        _expect(not client.data, "the client received data")
+        server.t.close()
+
+
+@_case
+async def _case_close_stops_reading(h: _Harness) -> None:
+    """close() stops reading at once: data arriving after it is never delivered."""
+    async with h.connect() as (client, server):
+        server.t.write(b"in flight")
+        client.t.close()
+        await h.settle()
+        _expect(not client.data, f"data_received got {bytes(client.data)!r} after close()")
+        await h.wait_until(lambda: client.lost, "the client's connection_lost", client)
+        # The peer sees EOF or a reset, depending on whether the bytes reached the kernel.
+        await h.wait_until(lambda: server.eof or server.lost, "the server saw the close", server)
+        server.t.close()
+
+
+@_case
+async def _case_close_flushes_buffer(h: _Harness) -> None:
+    """close() with data buffered still sends it, and what is written after close() too."""
+    async with h.connect() as (client, server):
+        client.t.set_write_buffer_limits(high=_NO_PAUSE)
+        written = await h.clog(client, server)
+        client.t.write(b"e" * _EXTRA)
+        client.inside = "close()"
+        client.t.close()
+        client.inside = None
+        client.t.write(b"after close")
+        written += _EXTRA + len(b"after close")
+        await h.settle()
+        _expect(not client.lost, "connection_lost came while the write buffer still held data")
+        server.t.resume_reading()
+        await h.wait_until(lambda: server.eof, "the server saw EOF", client, server)
+        _expect(
+            len(server.data) == written and server.data.endswith(b"after close"),
+            f"the server received {len(server.data)} bytes, {written} were written",
+        )
+        await h.wait_until(lambda: client.lost, "the client's connection_lost", client)
+        _expect(client.lost_exc is None, f"connection_lost got {client.lost_exc!r}, not None")
+        server.t.close()
+
+
+@_case
+async def _case_abort_discards_buffer(h: _Harness) -> None:
+    """abort() drops the write buffer; the peer gets a prefix, then EOF or a reset."""
+    async with h.connect() as (client, server):
+        client.t.set_write_buffer_limits(high=_NO_PAUSE)
+        written = await h.clog(client, server)
+        client.t.write(b"e" * _EXTRA)
+        written += _EXTRA
+        client.inside = "abort()"
+        client.t.abort()
+        client.inside = None
+        _expect(client.t.is_closing(), "is_closing() is False right after abort()")
+        await h.wait_until(lambda: client.lost, "the client's connection_lost", client)
+        # uvloop empties the buffer only as the handle closes, so check after connection_lost.
+        size = client.t.get_write_buffer_size()
+        _expect(size == 0, f"get_write_buffer_size() is {size} after abort()")
+        _expect(client.lost_exc is None, f"connection_lost got {client.lost_exc!r}, not None")
+        server.t.resume_reading()
+        await h.wait_until(lambda: server.eof or server.lost, "the server saw the abort", server)
+        _expect(
+            len(server.data) < written,
+            f"the server received all {written} bytes: abort() did not discard the buffer",
+        )
+        _expect(server.data.strip(b"c") == b"", "the server received bytes that were not sent")
+        if server.lost:
+            _expect(
+                isinstance(server.lost_exc, ConnectionError),
+                f"server's connection_lost got {server.lost_exc!r}, expected None after EOF "
+                "or a ConnectionError",
+            )
+            _expect(not server.eof, "the server saw both EOF and a reset")
+        server.t.close()
+
+
+@_case
+async def _case_abort_with_unread_data_resets_peer(h: _Harness) -> None:
+    """Aborting with received bytes unread resets: the peer gets ConnectionResetError, no EOF."""
+    async with h.connect() as (client, server):
+        client.t.pause_reading()
+        server.t.write(b"never read")
+        await h.settle()
+        client.t.abort()
+        await h.wait_until(lambda: client.lost, "the client's connection_lost", client)
+        _expect(client.lost_exc is None, f"connection_lost got {client.lost_exc!r}, not None")
+        await h.wait_until(lambda: server.lost, "the server's connection_lost", server)
+        _expect(
+            isinstance(server.lost_exc, ConnectionResetError),
+            f"server's connection_lost got {server.lost_exc!r}, expected ConnectionResetError",
+        )
+        _expect(not server.eof, "the server saw EOF before the reset")
+        _expect(not client.data, "the client received data while reading was paused")
+
+
+@_case
+async def _case_use_after_connection_lost(h: _Harness) -> None:
+    """After connection_lost: closing, not reading; close, abort and pausing are harmless."""
+    async with h.connect() as (client, server):
+        client.t.close()
+        await h.wait_until(lambda: client.lost, "the client's connection_lost", client)
+        transport = client.t
+        _expect(transport.is_closing(), "is_closing() is False after connection_lost")
+        _expect(not transport.is_reading(), "is_reading() is True after connection_lost")
+        transport.pause_reading()
+        transport.resume_reading()
+        transport.close()
+        transport.abort()
+        for _ in range(4):
+            # The standard library drops these writes (and logs from the fifth on);
+            # uvloop raises RuntimeError.  Either way nothing may be sent.
+            try:
+                transport.write(b"after connection_lost")
+            except RuntimeError:
+                pass
+        await h.wait_until(lambda: server.eof, "the server saw EOF", server)
+        await h.settle()
+        _same(server.data, b"", "data after connection_lost")
+        server.t.close()
+
+
+# -- flow control ----------------------------------------------------------------
+
+
+@_case
+async def _case_write_buffer_limits(h: _Harness) -> None:
+    """Water marks default to 64 KiB and high // 4; invalid ones raise ValueError."""
+    async with h.connect() as (client, server):
+        transport = client.t
+        for kwargs, expected in (
+            ({}, (16384, 65536)),
+            ({"high": 100}, (25, 100)),
+            ({"low": 10}, (10, 40)),
+            ({"high": 0}, (0, 0)),
+            ({"high": 50, "low": 50}, (50, 50)),
+        ):
+            transport.set_write_buffer_limits(**kwargs)
+            limits = transport.get_write_buffer_limits()
+            _expect(
+                limits == expected,
+                f"get_write_buffer_limits() is {limits} after set_write_buffer_limits"
+                f"({kwargs}), expected (low, high) == {expected}",
+            )
+        for kwargs in ({"high": 1, "low": 2}, {"low": -1}, {"high": -1}, {"high": 1, "low": -1}):
+            try:
+                transport.set_write_buffer_limits(**kwargs)
+            except ValueError as exc:
+                message = str(exc)
+                _expect(
+                    "high" in message and "low" in message,
+                    f"the ValueError for {kwargs} does not name high and low: {message!r}",
+                )
+            else:
+                raise AssertionError(f"set_write_buffer_limits({kwargs}) did not raise ValueError")
+            limits = transport.get_write_buffer_limits()
+            _expect(limits == (50, 50), f"a rejected call changed the limits to {limits}")
+        _expect(not client.flow, f"pause or resume without data: {client.flow}")
+        await _close_both(client, server)
+
+
+@_case
+async def _case_pause_writing_above_high(h: _Harness) -> None:
+    """pause_writing exactly when the buffer exceeds high; resume_writing at <= low."""
+    async with h.connect() as (client, server):
+        client.t.set_write_buffer_limits(high=_NO_PAUSE)
+        written = await h.clog(client, server)
+        low = client.t.get_write_buffer_size()
+        high = low + 100
+        client.t.set_write_buffer_limits(high=high, low=low)
+        _expect(not client.flow, f"set_write_buffer_limits() paused at size {low} <= {high}")
+        for _ in range(200):
+            client.t.write(b"w")
+            written += 1
+            size = client.t.get_write_buffer_size()
+            if client.paused != (size > high):
+                raise AssertionError(
+                    f"after a write the buffer holds {size} bytes with high={high}, and "
+                    f"pause_writing was {'' if client.paused else 'not '}called: a transport "
+                    "pauses when, and only when, the buffer exceeds the high-water mark"
+                )
+            if client.paused:
+                break
+        _expect(client.paused, f"the buffer never went above high={high}")
+        (_, size), *_ = client.flow
+        _expect(size > high, f"pause_writing was called with {size} bytes buffered, high={high}")
+
+        def write_more() -> None:
+            # resume_writing may write synchronously, and the bytes must still go out.
+            client.t.write(b"written by resume_writing")
+
+        client.on_resume = write_more
+        server.t.resume_reading()
+        await h.wait_until(lambda: not client.paused, "resume_writing was called", client, server)
+        _, size = client.flow[1]
+        _expect(size <= low, f"resume_writing was called with {size} bytes buffered, low={low}")
+        client.t.write_eof()
+        await h.wait_until(lambda: server.eof, "the server saw EOF", client, server)
+        total = written + len(b"written by resume_writing")
+        _expect(
+            len(server.data) == total and server.data.endswith(b"written by resume_writing"),
+            f"the server received {len(server.data)} bytes, {total} were written",
+        )
+        await _close_both(client, server)
+
+
+@_case
+async def _case_write_buffer_limits_only_pause(h: _Harness) -> None:
+    """Lowering the limits below the buffer pauses at once; raising them never resumes."""
+    async with h.connect() as (client, server):
+        client.t.set_write_buffer_limits(high=_NO_PAUSE)
+        await h.clog(client, server)
+        size = client.t.get_write_buffer_size()
+        client.t.set_write_buffer_limits(high=size - 1, low=0)
+        _expect(
+            client.flow[:1] == [("pause_writing", size)],
+            f"set_write_buffer_limits(high={size - 1}) with {size} bytes buffered did not call "
+            f"pause_writing at once: {client.flow}",
+        )
+        client.t.set_write_buffer_limits(high=_NO_PAUSE)
+        _expect(
+            len(client.flow) == 1,
+            f"raising the limits called resume_writing synchronously: {client.flow}",
+        )
+        server.t.resume_reading()
+        await h.wait_until(lambda: not client.paused, "resume_writing was called", client, server)
+        await _close_both(client, server)
+
+
+@_case
+async def _case_pause_writing_exception_reported(h: _Harness) -> None:
+    """Exceptions from pause_writing/resume_writing go to the loop's handler, never to write()."""
+    async with h.connect() as (client, server):
+        client.t.set_write_buffer_limits(high=_NO_PAUSE)
+        await h.clog(client, server)
+        failures = [_CaseError("pause_writing failed"), _CaseError("resume_writing failed")]
+
+        def fail_pause() -> None:
+            raise failures[0]
+
+        def fail_resume() -> None:
+            raise failures[1]
+
+        client.on_pause = fail_pause
+        client.on_resume = fail_resume
+        client.t.set_write_buffer_limits(high=client.t.get_write_buffer_size())
+        client.t.write(b"x")  # must not raise
+        _expect(client.paused, "pause_writing was not called")
+        errors = [e.get("exception") for e in h.take_loop_errors()]
+        _expect(errors == failures[:1], f"expected {failures[:1]} reported, got {errors}")
+        server.t.resume_reading()
+        await h.wait_until(lambda: not client.paused, "resume_writing was called", client, server)
+        errors = [e.get("exception") for e in h.take_loop_errors()]
+        _expect(errors == failures[1:], f"expected {failures[1:]} reported, got {errors}")
+        await _close_both(client, server)
+
+
+@_case
+async def _case_pause_reading(h: _Harness) -> None:
+    """While reading is paused nothing arrives, EOF included; it arrives after resume_reading."""
+    async with h.connect() as (client, server):
+        server.t.pause_reading()
+        server.t.pause_reading()
+        _expect(not server.t.is_reading(), "is_reading() is True after pause_reading()")
+        client.t.write(b"while paused")
+        client.t.write_eof()
+        await h.settle()
+        _expect(not server.data and not server.eof, "data or EOF arrived while reading was paused")
+        server.inside = "resume_reading()"
+        server.t.resume_reading()
+        server.t.resume_reading()
+        server.inside = None
+        _expect(server.t.is_reading(), "is_reading() is False after resume_reading()")
+        await h.wait_until(lambda: server.eof, "the server saw EOF", client, server)
+        _same(server.data, b"while paused", "data")
+        await _close_both(client, server)
+
+
+# -- extra info ------------------------------------------------------------------
+
+
+@_case
+async def _case_extra_info(h: _Harness) -> None:
+    """peername and sockname mirror each other, and agree with the 'socket' if there is one."""
+    async with h.connect() as (client, server):
+        for end, peer in ((client, server), (server, client)):
+            sockname = end.t.get_extra_info("sockname")
+            peername = end.t.get_extra_info("peername")
+            _expect(sockname is not None, f"{end.name}: get_extra_info('sockname') is None")
+            _expect(peername is not None, f"{end.name}: get_extra_info('peername') is None")
+            peer_sockname = peer.t.get_extra_info("sockname")
+            _expect(
+                peername == peer_sockname,
+                f"{end.name}'s peername {peername!r} is not the {peer.name}'s sockname "
+                f"{peer_sockname!r}",
+            )
+            sock = end.t.get_extra_info("socket")
+            if sock is not None:
+                _expect(
+                    (sock.getsockname(), sock.getpeername()) == (sockname, peername),
+                    f"{end.name}: the socket's names {sock.getsockname()!r}, "
+                    f"{sock.getpeername()!r} differ from sockname {sockname!r}, "
+                    f"peername {peername!r}",
+                )
+            default = object()
+            _expect(
+                end.t.get_extra_info("no such key", default) is default,
+                f"{end.name}: get_extra_info() ignores its default",
+            )
+        await _close_both(client, server)
