@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import pytest_asyncio
@@ -29,6 +29,7 @@ from nettest._faults import (
     Trigger,
     Truncate,
     TruncateDatagram,
+    Unreachable,
 )
 from nettest._proxy import FaultProxy, FaultProxyFactory, fault_proxy, parse_fault
 
@@ -106,6 +107,14 @@ async def connect(
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
 
 
 async def read_all(reader: asyncio.StreamReader, timeout: float = 5) -> bytes:
@@ -787,3 +796,22 @@ def test_fault_proxy_fixture_closes_its_proxies(pytester: pytest.Pytester) -> No
     )
     result = pytester.runpytest("--nettest-leaks=strict", "-p", "no:randomly")
     result.assert_outcomes(passed=2)
+
+
+@pytest.mark.asyncio
+async def test_udp_proxy_unreachable_closes_the_port_while_in_force(
+    fault_proxy: FaultProxyFactory, udp_echo: tuple[Address, _Echo]
+) -> None:
+    address, _ = udp_echo
+    proxy = await fault_proxy(upstream=address, kind="udp", faults=[Unreachable()])
+    await until(lambda: not proxy.is_up)
+    async with udp_client(proxy.address) as (transport, client):
+        transport.sendto(b"anyone?")
+        await until(lambda: bool(client.errors))
+        assert isinstance(client.errors[0], ConnectionRefusedError)
+        proxy.clear()
+        await until(lambda: proxy.is_up)
+        transport.sendto(b"back")
+        assert await asyncio.wait_for(client.queue.get(), 5) == b"back"
+    with pytest.raises(ValueError, match="closing its port"):
+        proxy.add(Unreachable(probability=0.5))

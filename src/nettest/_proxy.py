@@ -63,6 +63,7 @@ from ._faults import (
     SendEof,
     StreamSchedule,
     Trigger,
+    Unreachable,
     UnreachableAction,
     Wake,
 )
@@ -546,6 +547,15 @@ def _check_faults(kind: Kind, faults: Iterable[Fault]) -> tuple[Fault, ...]:
             raise TypeError(f"expected a fault such as Latency(0.1), got {fault!r}")
         if needed not in fault._applies_to:
             raise ValueError(f"{fault!r} does not apply to a {kind.upper()} proxy")
+        if isinstance(fault, Unreachable) and (
+            fault.trigger is not None or fault.probability != 1 or fault.direction != "upstream"
+        ):
+            # Only the kernel sends ICMP: the proxy can close its port, not forge replies.
+            raise ValueError(
+                "a proxy makes Unreachable() real by closing its port while the fault is "
+                "in force; trigger, probability and direction do not apply "
+                "(memory datagram pairs support them)"
+            )
     return result
 
 
@@ -608,6 +618,8 @@ class FaultProxy:
         self._udp_errors: list[str] = []
         self._count = 0
         self._up = False
+        self._unreachable = False
+        self._port_task: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
         self._on_connection: Callable[[ConnectionTrace], None] | None = None
@@ -627,7 +639,28 @@ class FaultProxy:
         self._started = True
         track(self, what=f"FaultProxy -> {self.upstream}", is_open=_proxy_open, close=_proxy_abort)
         await self._listen()
+        self._sync_port()
         return self
+
+    def _sync_port(self) -> None:
+        """Close the UDP port while `Unreachable` is in force, and open it again after."""
+        unreachable = any(isinstance(fault, Unreachable) for fault in self._faults)
+        if unreachable == self._unreachable:
+            return
+        self._unreachable = unreachable
+        previous = self._port_task
+        action = self.down if unreachable else self.up
+
+        async def change() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            await action()
+
+        task = asyncio.get_running_loop().create_task(change())
+        self._port_task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        track(task, what="FaultProxy port change", is_open=_pending, close=_cancel)
 
     async def __aenter__(self) -> FaultProxy:
         return await self.start()
@@ -804,6 +837,8 @@ class FaultProxy:
 
     def _set(self, faults: tuple[Fault, ...]) -> None:
         self._faults = faults
+        if self._started and not self._closed:
+            self._sync_port()
         for conn in list(self._connections):
             conn.update(faults)
         for flow in self._flows.values():
