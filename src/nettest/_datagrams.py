@@ -38,7 +38,6 @@ __all__ = ["MemoryDatagramTransport", "memory_datagram_pair"]
 
 logger = logging.getLogger("asyncio")
 
-Address = Any
 
 _SENDS_EMPTY = sys.version_info >= (3, 13)
 _HEADER_SIZE = 8 if _SENDS_EMPTY else 0
@@ -49,7 +48,7 @@ _ports = itertools.count()
 _DEFAULT = object()
 
 
-def _default_address() -> Address:
+def _default_address() -> Any:
     return ("127.0.0.1", 49152 + next(_ports) % 16384)
 
 
@@ -87,8 +86,8 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
         self,
         protocol: asyncio.DatagramProtocol,
         *,
-        local_addr: Address = None,
-        remote_addr: Address = None,
+        local_addr: Any = None,
+        remote_addr: Any = None,
     ) -> None:
         self._setup(protocol, local_addr, remote_addr, manual=True)
         self._start()
@@ -97,8 +96,8 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
     def _create_end(
         cls,
         protocol: asyncio.DatagramProtocol,
-        local_addr: Address,
-        remote_addr: Address,
+        local_addr: Any,
+        remote_addr: Any,
         manual: bool,
     ) -> MemoryDatagramTransport:
         self = cls.__new__(cls)
@@ -108,8 +107,8 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
     def _setup(
         self,
         protocol: asyncio.DatagramProtocol,
-        local_addr: Address,
-        remote_addr: Address,
+        local_addr: Any,
+        remote_addr: Any,
         *,
         manual: bool,
     ) -> None:
@@ -126,7 +125,7 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
         self._loop = loop
         self._protocol = protocol
         self._address = remote_addr
-        self._buffer: deque[tuple[bytes, Address]] = deque()
+        self._buffer: deque[tuple[bytes, Any]] = deque()
         self._buffer_size = 0
         self._manual = manual
         self._peer: MemoryDatagramTransport | None = None
@@ -226,12 +225,12 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
 
     # -- sending ---------------------------------------------------------------------
 
-    def sendto(self, data: bytes | bytearray | memoryview, addr: Address = None) -> None:
-        """Send one datagram to `addr` (or to the connected peer).
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
+        """Send one datagram to ``addr`` (or to the connected peer).
 
         Raises:
-            TypeError: `data` is not bytes-like.
-            ValueError: connected, and `addr` is neither None nor the peer.
+            TypeError: ``data`` is not bytes-like.
+            ValueError: connected, and ``addr`` is neither None nor the peer.
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(
@@ -258,7 +257,7 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
         self._maybe_pause_protocol()
         self._wake()
 
-    def _transmit(self, data: bytes, addr: Address) -> None:
+    def _transmit(self, data: bytes, addr: Any) -> None:
         """Put one datagram on the wire: the peer receives it on a later loop turn."""
         peer = self._peer
         if peer is not None and addr == peer._info["sockname"]:
@@ -266,13 +265,13 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
         # Like UDP, a datagram for an address nobody holds is lost silently.
 
     def pump(self, max_datagrams: int | None = None) -> int:
-        """Send up to `max_datagrams` buffered datagrams (manual mode).
+        """Send up to ``max_datagrams`` buffered datagrams (manual mode).
 
         Returns:
             The number of datagrams sent.
 
         Raises:
-            ValueError: `max_datagrams` below 1.
+            ValueError: ``max_datagrams`` below 1.
         """
         if max_datagrams is not None and max_datagrams < 1:
             raise ValueError(f"max_datagrams must be >= 1, got {max_datagrams!r}")
@@ -282,8 +281,8 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
             sent += 1
         return sent
 
-    def _pop(self, limit: int | None) -> list[tuple[bytes, Address]]:
-        taken: list[tuple[bytes, Address]] = []
+    def _pop(self, limit: int | None) -> list[tuple[bytes, Any]]:
+        taken: list[tuple[bytes, Any]] = []
         while self._buffer and (limit is None or len(taken) < limit):
             data, addr = self._buffer.popleft()
             self._buffer_size -= len(data) + (0 if _FORGETS_HEADER else _HEADER_SIZE)
@@ -299,7 +298,7 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
 
     # -- the test as the peer ----------------------------------------------------------
 
-    def take_sent(self, max_datagrams: int | None = None) -> list[tuple[bytes, Address]]:
+    def take_sent(self, max_datagrams: int | None = None) -> list[tuple[bytes, Any]]:
         """Take the datagrams the protocol sent, as ``(data, addr)``, oldest first.
 
         This empties the write buffer: ``resume_writing`` follows on the next turn.
@@ -308,8 +307,8 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
 
     async def receive_sent(
         self, count: int = 1, *, timeout: Any = _DEFAULT
-    ) -> list[tuple[bytes, Address]]:
-        """Wait until the protocol has sent `count` datagrams, and take them.
+    ) -> list[tuple[bytes, Any]]:
+        """Wait until the protocol has sent ``count`` datagrams, and take them.
 
         Raises:
             TimeoutError: fewer in time; the message shows those that were sent.
@@ -337,8 +336,8 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
             if not waiter.done():
                 waiter.set_result(None)
 
-    def feed_datagram(self, data: bytes, addr: Address) -> None:
-        """Deliver a datagram from `addr` to the protocol on a later loop turn."""
+    def feed_datagram(self, data: bytes, addr: Any) -> None:
+        """Deliver a datagram from ``addr`` to the protocol on a later loop turn."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(
                 f"data argument must be a bytes-like object, not {type(data).__name__!r}"
@@ -346,13 +345,13 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
         self._loop.call_soon(self._datagram_arrived, bytes(data), addr)
 
     def feed_error(self, exc: OSError) -> None:
-        """Make the next read fail with `exc`: the protocol's ``error_received`` gets it.
+        """Make the next read fail with ``exc``: the protocol's ``error_received`` gets it.
 
         For example ``ConnectionRefusedError`` for an ICMP port-unreachable reply.
         """
         self._loop.call_soon(self._error_arrived, exc)
 
-    def _datagram_arrived(self, data: bytes, addr: Address) -> None:
+    def _datagram_arrived(self, data: bytes, addr: Any) -> None:
         if self._closing or not self._connected:
             return
         if self._address and addr != self._address:
@@ -372,7 +371,7 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
     # -- closing -----------------------------------------------------------------------
 
     def is_closing(self) -> bool:
-        """Return True once `close` or `abort` was called."""
+        """Return True once ``close()`` or ``abort()`` was called."""
         return self._closing
 
     def close(self) -> None:
@@ -419,17 +418,17 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
 class _MemoryDatagramSocket:
     """The ``socket`` extra of a memory datagram transport (no descriptor)."""
 
-    def __init__(self, family: int, sockname: Address, peername: Address) -> None:
+    def __init__(self, family: int, sockname: Any, peername: Any) -> None:
         self.family = socket.AddressFamily(family)
         self.type = socket.SOCK_DGRAM
         self.proto = socket.IPPROTO_UDP
         self._sockname = sockname
         self._peername = peername
 
-    def getsockname(self) -> Address:
+    def getsockname(self) -> Any:
         return self._sockname
 
-    def getpeername(self) -> Address:
+    def getpeername(self) -> Any:
         if self._peername is None:
             raise OSError(107, "Transport endpoint is not connected")
         return self._peername
@@ -449,8 +448,8 @@ def memory_datagram_pair(
     protocol_a: asyncio.DatagramProtocol,
     protocol_b: asyncio.DatagramProtocol,
     *,
-    address_a: Address = None,
-    address_b: Address = None,
+    address_a: Any = None,
+    address_b: Any = None,
     connected: bool = True,
     manual: bool = False,
 ) -> tuple[MemoryDatagramTransport, MemoryDatagramTransport]:

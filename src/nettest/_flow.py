@@ -97,7 +97,7 @@ class WriteFlow:
         self.high, self.low = resolve_limits(high, low)
 
     def grew(self, size: int, clock: Callable[[], float]) -> bool:
-        """Note that the buffer is now `size` bytes after growing; `clock` dates events.
+        """Note that the buffer is now ``size`` bytes after growing; ``clock`` dates events.
 
         Returns:
             True if the caller must now call ``pause_writing()``.
@@ -111,7 +111,7 @@ class WriteFlow:
         return True
 
     def shrank(self, size: int, clock: Callable[[], float]) -> bool:
-        """Note that the buffer is now `size` bytes after shrinking; `clock` dates events.
+        """Note that the buffer is now ``size`` bytes after shrinking; ``clock`` dates events.
 
         Returns:
             True if the caller must now call ``resume_writing()``.

@@ -28,7 +28,7 @@ link (``transport._out`` is the link a transport sends on, ``transport._in`` the
 one it receives on) and then, possibly later with ``loop.call_later``:
 
 * delays: calls ``link.arrive(data)`` / ``link.arrive_eof()`` later (keep the order);
-* slices: calls ``link.arrive()`` several times with pieces of `data`;
+* slices: calls ``link.arrive()`` several times with pieces of ``data``;
 * drops: calls ``link.lose(len(data))`` instead, freeing the capacity;
 * resets: calls ``link.reset()`` (both ends get ``ConnectionResetError``).
 
@@ -75,7 +75,7 @@ class ByteQueue:
         return self._size
 
     def append(self, data: bytes) -> None:
-        """Add `data` (not copied: pass an immutable object)."""
+        """Add ``data`` (not copied: pass an immutable object)."""
         self._chunks.append(data)
         self._size += len(data)
 
@@ -134,7 +134,7 @@ class Link:
         *,
         capacity: int,
         manual: bool = False,
-        partial_writes: PartialWrites = None,
+        partial_writes: int | Callable[[int], int] | None = None,
     ) -> None:
         #: The transport whose write buffer feeds this link; None when the test writes.
         self.sender = sender
@@ -165,7 +165,7 @@ class Link:
     def move(self, limit: int | None = None) -> int:
         """Move bytes from the sender's write buffer onto the wire; return how many.
 
-        At most `limit` bytes, the link's free capacity and what the partial-write
+        At most ``limit`` bytes, the link's free capacity and what the partial-write
         policy accepts of what is offered.
         """
         assert self.sender is not None
@@ -195,7 +195,7 @@ class Link:
     # -- the receiver's side -------------------------------------------------
 
     def arrive(self, data: bytes) -> None:
-        """Hand in-flight `data` to the receiver (the default :attr:`carry`)."""
+        """Hand in-flight ``data`` to the receiver (the default :attr:`carry`)."""
         receiver = self.receiver
         if receiver is not None and not self.broken and not receiver._closed:
             receiver._rx_push(data)
@@ -222,12 +222,12 @@ class Link:
             self.receiver._rx_eof_arrived()
 
     def lose(self, nbytes: int) -> None:
-        """Forget `nbytes` in-flight bytes that will never arrive (a dropped segment)."""
+        """Forget ``nbytes`` in-flight bytes that will never arrive (a dropped segment)."""
         self.in_flight -= nbytes
         self.consumed(0)
 
     def consumed(self, nbytes: int) -> None:
-        """Note that the receiver took `nbytes`; the sender may send more."""
+        """Note that the receiver took ``nbytes``; the sender may send more."""
         self.in_flight -= nbytes
         sender = self.sender
         if sender is not None and sender._writing:

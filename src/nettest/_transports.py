@@ -57,7 +57,6 @@ _LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
 #: of the next read (0 waits for more, unless the stream has ended).
 Chunks = Sequence[int] | Callable[[int], int] | None
 
-Address = Any  # what getsockname()/getpeername() return for the family
 
 _ports = itertools.count()
 _DEFAULT_SERVER_PORT = 8080
@@ -65,7 +64,7 @@ _DEFAULT = object()
 _AF_UNIX: int = getattr(socket, "AF_UNIX", -1)
 
 
-def _default_addresses(family: int) -> tuple[Address, Address]:
+def _default_addresses(family: int) -> tuple[Any, Any]:
     """Return realistic ``(client, server)`` addresses, with a fresh ephemeral port."""
     port = 49152 + next(_ports) % 16384
     if family == socket.AF_INET:
@@ -136,12 +135,12 @@ class MemorySocket:
         raise TypeError("MemorySocket has no public constructor")
 
     @classmethod
-    def _create(cls, family: int, sockname: Address, peername: Address) -> MemorySocket:
+    def _create(cls, family: int, sockname: Any, peername: Any) -> MemorySocket:
         self = cls.__new__(cls)
         self._setup(family, sockname, peername)
         return self
 
-    def _setup(self, family: int, sockname: Address, peername: Address) -> None:
+    def _setup(self, family: int, sockname: Any, peername: Any) -> None:
         self.family = socket.AddressFamily(family)
         self.type = socket.SOCK_STREAM
         self.proto = 0 if family == _AF_UNIX else socket.IPPROTO_TCP
@@ -151,11 +150,11 @@ class MemorySocket:
         if family != _AF_UNIX:
             self._options[socket.IPPROTO_TCP, socket.TCP_NODELAY] = 1
 
-    def getsockname(self) -> Address:
+    def getsockname(self) -> Any:
         """Return the local address."""
         return self._sockname
 
-    def getpeername(self) -> Address:
+    def getpeername(self) -> Any:
         """Return the peer's address."""
         return self._peername
 
@@ -187,7 +186,7 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
     turn, water marks pause and resume the protocol's writing, ``close()`` lets the
     write buffer drain first, and ``loop.start_tls()`` works over it.  The test
     sees everything the protocol writes (:meth:`take_written`), which frees the
-    in-flight `capacity` the way a reading peer would, and feeds the protocol data,
+    in-flight ``capacity`` the way a reading peer would, and feeds the protocol data,
     EOF, a reset or an error (:meth:`feed_data` and friends).
 
     Made directly, the test is the peer; :func:`memory_transport_pair` makes two
@@ -212,7 +211,7 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         family: `socket.AF_INET`, `socket.AF_INET6` or `socket.AF_UNIX`.
 
     Raises:
-        ValueError: `capacity`, `partial_writes` or a chunk size below 1.
+        ValueError: ``capacity``, ``partial_writes`` or a chunk size below 1.
 
     Example:
         A test reading what a protocol wrote and answering it::
@@ -239,10 +238,10 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         *,
         capacity: int = DEFAULT_CAPACITY,
         manual: bool = False,
-        partial_writes: PartialWrites = None,
-        chunks: Chunks = None,
-        sockname: Address = None,
-        peername: Address = None,
+        partial_writes: int | Callable[[int], int] | None = None,
+        chunks: Sequence[int] | Callable[[int], int] | None = None,
+        sockname: Any = None,
+        peername: Any = None,
         family: int = socket.AF_INET,
     ) -> None:
         _check_capacity(capacity)
@@ -271,8 +270,8 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         cls,
         protocol: asyncio.BaseProtocol,
         *,
-        sockname: Address,
-        peername: Address,
+        sockname: Any,
+        peername: Any,
         family: int,
         chunks: Chunks,
     ) -> MemoryTransport:
@@ -285,8 +284,8 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         self,
         protocol: asyncio.BaseProtocol,
         *,
-        sockname: Address,
-        peername: Address,
+        sockname: Any,
+        peername: Any,
         family: int,
         chunks: Chunks,
     ) -> None:
@@ -430,7 +429,7 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
             raise AssertionError(f"writing is paused; {self._describe_flow()}")
 
     def assert_write_buffer_at_most(self, limit: int) -> None:
-        """Fail if the write buffer ever held more than `limit` bytes.
+        """Fail if the write buffer ever held more than ``limit`` bytes.
 
         A protocol that keeps writing after ``pause_writing()`` grows the buffer
         without bound; this catches it.
@@ -455,11 +454,11 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
     # -- writing -------------------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Send `data`: what the peer accepts now leaves, the rest is buffered.
+        """Send ``data``: what the peer accepts now leaves, the rest is buffered.
 
         Raises:
-            TypeError: `data` is not bytes-like.
-            RuntimeError: after `write_eof`.
+            TypeError: ``data`` is not bytes-like.
+            RuntimeError: after ``write_eof()``.
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(
@@ -490,7 +489,7 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         self._maybe_pause_protocol()
 
     def writelines(self, list_of_data: Any) -> None:
-        """Write each item of `list_of_data`, as one write."""
+        """Write each item of ``list_of_data``, as one write."""
         self.write(b"".join(list_of_data))
 
     def _schedule_write(self) -> None:
@@ -528,7 +527,7 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
                 self._out.send_fin()
 
     def pump(self, max_bytes: int | None = None) -> int:
-        """Move up to `max_bytes` of the write buffer to the peer (manual mode).
+        """Move up to ``max_bytes`` of the write buffer to the peer (manual mode).
 
         Bytes move now; ``resume_writing`` and a pending close or EOF follow on the
         next loop turn, as after a real send.  The link's capacity still applies.
@@ -537,7 +536,7 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
             The number of bytes moved.
 
         Raises:
-            ValueError: `max_bytes` below 1.
+            ValueError: ``max_bytes`` below 1.
         """
         if max_bytes is not None and max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes!r}")
@@ -683,7 +682,7 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
     # -- closing ---------------------------------------------------------------------
 
     def is_closing(self) -> bool:
-        """Return True once `close` or `abort` was called or the connection failed."""
+        """Return True once ``close()`` or ``abort()`` was called or the connection failed."""
         return self._closing
 
     def close(self) -> None:
@@ -819,11 +818,11 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
 
     @property
     def written_eof(self) -> bool:
-        """Whether the protocol's EOF (`write_eof` or closing) reached the peer."""
+        """Whether the protocol's EOF (``write_eof()`` or closing) reached the peer."""
         return self._test_link("out").unread_eof
 
     async def receive_written(self, nbytes: int, *, timeout: Any = _DEFAULT) -> bytes:
-        """Wait until the protocol has written `nbytes` more bytes, and take them.
+        """Wait until the protocol has written ``nbytes`` more bytes, and take them.
 
         Raises:
             TimeoutError: not enough bytes in time; the message shows what arrived.
@@ -850,11 +849,11 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         return link.take_unread(nbytes)
 
     def feed_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Send the protocol `data` from the peer; it is read on a later loop turn.
+        """Send the protocol ``data`` from the peer; it is read on a later loop turn.
 
         Raises:
-            TypeError: `data` is not bytes-like.
-            RuntimeError: after `feed_eof`, or on an end of a pair.
+            TypeError: ``data`` is not bytes-like.
+            RuntimeError: after ``feed_eof()``, or on an end of a pair.
         """
         link = self._test_link("in")
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -877,7 +876,7 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         self._reset_connection()
 
     def feed_error(self, exc: Exception) -> None:
-        """Make the next read fail with `exc`, which the transport treats as fatal."""
+        """Make the next read fail with ``exc``, which the transport treats as fatal."""
         self._test_link("in")
         self._rx_break(exc)
 
@@ -899,16 +898,16 @@ def memory_transport_pair(
     *,
     capacity: int = DEFAULT_CAPACITY,
     manual: bool = False,
-    partial_writes: PartialWrites = None,
-    chunks: Chunks = None,
-    client_address: Address = None,
-    server_address: Address = None,
+    partial_writes: int | Callable[[int], int] | None = None,
+    chunks: Sequence[int] | Callable[[int], int] | None = None,
+    client_address: Any = None,
+    server_address: Any = None,
     family: int = socket.AF_INET,
 ) -> tuple[MemoryTransport, MemoryTransport]:
     """Connect two protocols through two :class:`MemoryTransport` objects.
 
     The pair behaves like a TCP connection on the running loop: each direction
-    holds at most `capacity` bytes in flight, so a receiver that stops reading
+    holds at most ``capacity`` bytes in flight, so a receiver that stops reading
     fills it, then the sender's write buffer grows, then ``pause_writing`` fires.
     Both ``connection_made`` calls come on the next loop turn.
 
@@ -927,7 +926,7 @@ def memory_transport_pair(
         ``(client_transport, server_transport)``.
 
     Raises:
-        ValueError: `capacity`, `partial_writes` or a chunk size below 1.
+        ValueError: ``capacity``, ``partial_writes`` or a chunk size below 1.
 
     Example:
         ::
@@ -974,8 +973,8 @@ def memory_stream_pair(
     capacity: int = DEFAULT_CAPACITY,
     limit: int = 2**16,
     manual: bool = False,
-    partial_writes: PartialWrites = None,
-    chunks: Chunks = None,
+    partial_writes: int | Callable[[int], int] | None = None,
+    chunks: Sequence[int] | Callable[[int], int] | None = None,
 ) -> tuple[
     tuple[asyncio.StreamReader, asyncio.StreamWriter],
     tuple[asyncio.StreamReader, asyncio.StreamWriter],
