@@ -529,6 +529,9 @@ class _StreamServer:
         state = _ConnState(self, transport)
         self._states.append(state)
         self._changed.notify()
+        if self._status != "open":
+            # Accepted just before the listener closed: close it with the others.
+            self._loop.call_soon(state.close)  # type: ignore[union-attr]
         return state
 
     def _start_handler(
@@ -703,7 +706,12 @@ class _StreamServer:
                         state.task.cancel()
                 await self._bounded_wait(1.0)
             try:
-                await asyncio.wait_for(server.wait_closed(), self._close_timeout)
+                if sys.version_info >= (3, 12):
+                    # From 3.12 wait_closed waits for every accepted connection,
+                    # including TLS handshakes nettest never saw: bound it.
+                    await asyncio.wait_for(server.wait_closed(), self._close_timeout)
+                else:  # before 3.12 it returns at once once the server is closed
+                    await server.wait_closed()
             except asyncio.TimeoutError:
                 if sys.version_info >= (3, 13):
                     server.abort_clients()

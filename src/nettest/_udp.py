@@ -377,8 +377,10 @@ class _DatagramServer:
                     await asyncio.wait_for(self._script_task, 1.0)
             if self._transport is not None:
                 self._transport.close()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._lost.wait(), 1.0)
+                await asyncio.sleep(0)  # connection_lost comes with the next iteration
+                if not self._lost.is_set():
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._lost.wait(), 1.0)
         finally:
             self._status = "closed"
             self._cleanup()
