@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import tempfile
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -173,6 +175,12 @@ def test_conformance_cases_are_named_and_documented() -> None:
     for name, function in _CASES.items():
         assert name.isidentifier()
         assert function.__doc__, f"case {name} has no docstring"
+
+
+def test_conformance_cases_are_listed_in_the_guide() -> None:
+    guide = Path(__file__).parents[1] / "docs" / "contract.rst"
+    listed = re.findall(r"^``(\w+)``$", guide.read_text(), re.MULTILINE)
+    assert listed == list(CONFORMANCE_CASES)
 
 
 @pytest.mark.asyncio

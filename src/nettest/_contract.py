@@ -72,9 +72,9 @@ class _CallOrder:
         self.violations: list[str] = []
 
     def call(self, name: str, detail: str = "", problem: str | None = None) -> str | None:
-        """Record the call `name` and return what it violates, if anything.
+        """Record the call *name* and return what it violates, if anything.
 
-        `problem` is a violation the caller found in the arguments; it is
+        *problem* is a violation the caller found in the arguments; it is
         reported if the call is legal in the current state.
         """
         shown = f"{name}({detail})" if detail else name
@@ -408,12 +408,12 @@ def sanitize(
     raise_on_violation: bool = True,
     connected: bool = False,
 ) -> SanitizedProtocol | SanitizedBufferedProtocol | SanitizedDatagramProtocol:
-    """Wrap `protocol` in a sanitizer that fails loudly when a transport calls it out of order.
+    """Wrap *protocol* in a sanitizer that fails loudly when a transport calls it out of order.
 
     Use it wherever a protocol is handed to a transport, to check the transport
     (yours, or a fake's) rather than the protocol: every call is forwarded
     unchanged, so the protocol works as before.  The wrapper is a
-    :class:`SanitizedBufferedProtocol` if `protocol` is an
+    :class:`SanitizedBufferedProtocol` if *protocol* is an
     `asyncio.BufferedProtocol` (transports pick their delivery path with
     ``isinstance``), a :class:`SanitizedDatagramProtocol` if it is an
     `asyncio.DatagramProtocol`, and a :class:`SanitizedProtocol` otherwise.
@@ -431,7 +431,7 @@ def sanitize(
         The sanitized protocol.
 
     Raises:
-        TypeError: if `protocol` is not an asyncio protocol.
+        TypeError: if *protocol* is not an asyncio protocol.
 
     Example::
 

@@ -325,7 +325,7 @@ class _Harness:
                 sanitized.check(lost=position == len(end.sanitized) - 1)
 
     async def clog(self, writer: _End, reader: _End) -> int:
-        """Stop `reader` reading and write to `writer` until its write buffer holds data.
+        """Stop *reader* reading and write to *writer* until its write buffer holds data.
 
         Returns the number of bytes written.  Real sockets take writes into the
         kernel until its buffers fill, so how much that takes is unknown.

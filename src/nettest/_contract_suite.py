@@ -10,6 +10,7 @@ suite can parametrize over :data:`CONFORMANCE_CASES`.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from ._contract import ProtocolViolation
 from ._contract_cases import _CASES
@@ -23,6 +24,15 @@ __all__ = [
     "check_transport_case",
     "check_transport_pair",
 ]
+
+
+class _DefaultTimeout:
+    def __repr__(self) -> str:
+        return "default_timeout()"
+
+
+#: Stands for nettest's default timeout, read when a check starts.
+_DEFAULT_TIMEOUT: Any = _DefaultTimeout()
 
 #: The names of the conformance cases, in the order :func:`check_transport_pair` runs them.
 CONFORMANCE_CASES: tuple[str, ...] = tuple(_CASES)
@@ -46,9 +56,9 @@ async def check_transport_case(
     case: str,
     *,
     seed: int = 0,
-    timeout: float | None = -1.0,
+    timeout: float | None = _DEFAULT_TIMEOUT,
 ) -> None:
-    """Run one conformance case on the transports `make_pair` connects.
+    """Run one conformance case on the transports *make_pair* connects.
 
     Use it to run the suite as separate pytest tests, one per case, by
     parametrizing over :data:`CONFORMANCE_CASES`: each failure then names its
@@ -64,7 +74,7 @@ async def check_transport_case(
 
     Raises:
         ConformanceError: if the transports break the contract.
-        ValueError: if `case` is not one of :data:`CONFORMANCE_CASES`.
+        ValueError: if *case* is not one of :data:`CONFORMANCE_CASES`.
 
     Example::
 
@@ -79,7 +89,7 @@ async def check_transport_case(
         raise ValueError(
             f"case must be one of CONFORMANCE_CASES ({', '.join(_CASES)}), got {case!r}"
         ) from None
-    if timeout is not None and timeout < 0:
+    if timeout is _DEFAULT_TIMEOUT:
         timeout = default_timeout()
     loop = asyncio.get_running_loop()
     harness = _Harness(make_pair, seed=seed, timeout=timeout)
@@ -105,9 +115,9 @@ async def check_transport_pair(
     make_pair: TransportPairFactory,
     *,
     seed: int = 0,
-    timeout: float | None = -1.0,
+    timeout: float | None = _DEFAULT_TIMEOUT,
 ) -> None:
-    """Run every conformance case on the transports `make_pair` connects.
+    """Run every conformance case on the transports *make_pair* connects.
 
     The suite checks what every asyncio stream transport owes its protocols, as
     the standard library's socket transports and uvloop's behave: callback
