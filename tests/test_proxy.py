@@ -815,3 +815,25 @@ async def test_udp_proxy_unreachable_closes_the_port_while_in_force(
         assert await asyncio.wait_for(client.queue.get(), 5) == b"back"
     with pytest.raises(ValueError, match="closing its port"):
         proxy.add(Unreachable(probability=0.5))
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_proxy_load_500_connections_of_256_kib(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await fault_proxy(upstream=upstream.address)
+    size = 256 * 1024
+
+    async def one(n: int) -> bool:
+        payload = hashlib.sha256(str(n).encode()).digest() * (size // 32)
+        async with connect(proxy.address) as (reader, writer):
+            writer.write(payload)
+            writer.write_eof()  # sent once the buffer drains, while we read the echo
+            echoed = await read_all(reader, 60)
+        return hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
+
+    results = await asyncio.wait_for(asyncio.gather(*(one(n) for n in range(500))), 120)
+    assert all(results)
+    assert sum(t.upstream_bytes for t in proxy.traces) == 500 * size
+    assert sum(t.downstream_bytes for t in proxy.traces) == 500 * size
