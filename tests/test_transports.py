@@ -22,6 +22,7 @@ from nettest._transports import (
     DEFAULT_CAPACITY,
     MemorySocket,
     MemoryTransport,
+    memory_stream_pair,
     memory_transport_pair,
 )
 
@@ -315,6 +316,52 @@ async def test_transport_writes_after_close_are_still_flushed(connect: Connect) 
     await until(lambda: server.lost.done(), timeout=20)
     assert server.received.endswith(b"xtail")
     assert len(server.received) == 4 * 1024 * 1024 + 4
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_write_eof_waits_for_the_buffer_to_drain() -> None:
+    client, server = Recorder(), Recorder(keep_open=True)
+    c, s = memory_transport_pair(client, server, manual=True)
+    await turns()
+    c.write(b"abc")
+    c.write_eof()
+    c.write_eof()  # idempotent
+    await turns()
+    assert server.kinds() == ["made"]
+    c.pump(2)
+    await turns()
+    assert server.kinds() == ["made", "data"]  # no EOF while bytes are buffered
+    c.pump()
+    await turns()
+    assert server.events[1:] == [("data", b"ab"), ("data", b"c"), ("eof",)]
+    c.close()
+    s.close()
+    await turns()
+
+
+@pytest.mark.uvloop
+def test_memory_stream_pair_on_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        (_, c_writer), (s_reader, s_writer) = memory_stream_pair(capacity=1000, limit=1000)
+        c_writer.write(b"u" * 200_000)
+        drain = asyncio.ensure_future(c_writer.drain())
+        await asyncio.sleep(0.01)
+        assert not drain.done()
+        assert await s_reader.readexactly(200_000) == b"u" * 200_000
+        await drain
+        c_writer.close()
+        await c_writer.wait_closed()
+        assert await s_reader.read() == b""
+        s_writer.close()
+        await s_writer.wait_closed()
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
 
 
 # -- resets ------------------------------------------------------------------------------
@@ -1006,8 +1053,9 @@ async def test_memory_transport_closed_is_not_warned_about() -> None:
     gc.collect()  # filterwarnings=error would fail the test on a ResourceWarning
 
 
+@pytest.mark.parametrize("mode", ["strict", "auto"])
 def test_memory_transport_left_open_is_reported_by_the_hygiene_gate(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, mode: str
 ) -> None:
     pytester.makepyfile(
         """
@@ -1029,7 +1077,7 @@ def test_memory_transport_left_open_is_reported_by_the_hygiene_gate(
             await asyncio.sleep(0)
         """
     )
-    result = pytester.runpytest("-p", "no:randomly")
+    result = pytester.runpytest(f"--asyncio-mode={mode}")
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*open MemoryTransport ('127.0.0.1', *) -> ('127.0.0.1', 8080)*"])
 

@@ -162,15 +162,17 @@ class Link:
 
     # -- the sender's side ---------------------------------------------------
 
-    def move(self, limit: int | None = None) -> int:
+    def move(self, limit: int | None = None, offered: bytes | None = None) -> int:
         """Move bytes from the sender's write buffer onto the wire; return how many.
 
-        At most ``limit`` bytes, the link's free capacity and what the partial-write
-        policy accepts of what is offered.
+        At most `limit` bytes, the link's free capacity and what the partial-write
+        policy accepts of what is offered.  ``write()`` with an empty buffer passes
+        its data as `offered` instead, and buffers what was not taken: the same
+        first ``send()`` attempt a socket transport makes, without a copy.
         """
         assert self.sender is not None
         buffer = self.sender._buffer
-        n = buffer._size
+        n = buffer._size if offered is None else len(offered)
         room = self.capacity - self.in_flight
         if room < n:
             n = room
@@ -182,7 +184,10 @@ class Link:
         if n <= 0:
             return 0
         self.in_flight += n
-        self.carry(buffer.take(n))
+        if offered is None:
+            self.carry(buffer.take(n))
+        else:
+            self.carry(offered if n == len(offered) else offered[:n])
         return n
 
     def send_fin(self) -> None:

@@ -477,11 +477,11 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
             if self._rx_error is not None and self._out.broken:
                 self._fatal_error(self._rx_error, "Fatal write error on socket transport")
                 return
-            self._buffer.append(bytes(data))
-            if not self._out.manual:
-                self._out.move()
-                if not self._buffer._size:
-                    return
+            data = bytes(data)
+            sent = 0 if self._out.manual else self._out.move(offered=data)
+            if sent == len(data):
+                return
+            self._buffer.append(data[sent:] if sent else data)
             self._writing = True
             self._schedule_write()
         else:
