@@ -9,7 +9,8 @@ import contextlib
 import socket
 import ssl
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 
@@ -30,7 +31,9 @@ from nettest._tls import (
 )
 from nettest._tls_bad import TLSBadCaseFactory, tls_bad_case_factory  # noqa: F401
 from nettest._transports import memory_stream_pair, memory_transport_pair
-from test_tls import TIMEOUT
+from test_tls import TIMEOUT, asyncio_exchange
+
+T = TypeVar("T")
 
 CLIENT_REJECTS: list[TLSBadKind] = [k for k in TLS_BAD_KINDS if not k.startswith("mtls_")]
 
@@ -288,3 +291,35 @@ async def test_tls_in_memory_streams_wrong_host(
     assert results[0].verify_code == 62
     for writer in (c_writer, s_writer):
         writer.transport.abort()
+
+
+# -- uvloop ------------------------------------------------------------------------------------
+
+
+def run_on_uvloop(main: Callable[[], Awaitable[T]]) -> T:
+    uvloop = pytest.importorskip("uvloop")
+    loop = uvloop.new_event_loop()
+    try:
+        result: T = loop.run_until_complete(main())
+        return result
+    finally:
+        loop.close()
+
+
+@pytest.mark.uvloop
+def test_tls_contexts_on_uvloop(
+    tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext
+) -> None:
+    reply, _ = run_on_uvloop(lambda: asyncio_exchange(tls_server_context, tls_client_context))
+    assert reply == b"PING\n"
+
+
+@pytest.mark.uvloop
+@pytest.mark.parametrize("kind", CLIENT_REJECTS)
+def test_tls_bad_case_on_uvloop(tls_bad_case_factory: TLSBadCaseFactory, kind: TLSBadKind) -> None:
+    bad = tls_bad_case_factory(kind)
+    with pytest.raises(ssl.SSLCertVerificationError) as excinfo:
+        run_on_uvloop(
+            lambda: asyncio_exchange(bad.server_context, bad.client_context, bad.server_hostname)
+        )
+    assert bad.matches(excinfo.value)
