@@ -239,13 +239,13 @@ class Fault:
 @typing.final
 @dataclass(frozen=True, slots=True, repr=False)
 class Latency(Fault):
-    """Delay every chunk (or datagram) by `delay` seconds, give or take `jitter`.
+    """Delay every chunk (or datagram) by *delay* seconds, give or take *jitter*.
 
     TCP order is kept: jitter never lets a later chunk overtake an earlier one.
     Datagrams are delayed independently, so jitter may reorder them.
 
     Raises:
-        ValueError: A negative `delay` or `jitter`.
+        ValueError: A negative *delay* or *jitter*.
 
     Example::
 
@@ -263,10 +263,10 @@ class Latency(Fault):
 @typing.final
 @dataclass(frozen=True, slots=True, repr=False)
 class Bandwidth(Fault):
-    """Cap the rate at `bytes_per_second`; bytes are delivered when they would have arrived.
+    """Cap the rate at *bytes_per_second*; bytes are delivered when they would have arrived.
 
     Raises:
-        ValueError: `bytes_per_second` is not > 0.
+        ValueError: *bytes_per_second* is not > 0.
 
     Example::
 
@@ -284,13 +284,13 @@ class Bandwidth(Fault):
 @typing.final
 @dataclass(frozen=True, slots=True, repr=False)
 class Slice(Fault):
-    """Fragment the stream into pieces of about `size` bytes, `delay` seconds apart.
+    """Fragment the stream into pieces of about *size* bytes, *delay* seconds apart.
 
     This is how parsers meet a delimiter split across two reads.  Piece sizes are
     drawn from ``size - jitter`` to ``size + jitter`` (at least 1).
 
     Raises:
-        ValueError: ``size < 1``, a negative `jitter` or `delay`.
+        ValueError: ``size < 1``, a negative *jitter* or *delay*.
 
     Example::
 
@@ -312,7 +312,7 @@ class Slice(Fault):
 @typing.final
 @dataclass(frozen=True, slots=True, repr=False)
 class Truncate(Fault):
-    """Pass `after_bytes` bytes, then close the connection (FIN both ways).
+    """Pass *after_bytes* bytes, then close the connection (FIN both ways).
 
     The client reads the first bytes of the response and then EOF, as when a
     server dies mid-response.
@@ -401,10 +401,10 @@ class Stall(Fault):
 @typing.final
 @dataclass(frozen=True, slots=True, repr=False)
 class SlowClose(Fault):
-    """Hold each FIN for `delay` seconds before passing it on.
+    """Hold each FIN for *delay* seconds before passing it on.
 
     Raises:
-        ValueError: A negative `delay`.
+        ValueError: A negative *delay*.
 
     Example::
 
@@ -422,10 +422,10 @@ class SlowClose(Fault):
 @typing.final
 @dataclass(frozen=True, slots=True, repr=False)
 class CloseAfter(Fault):
-    """Close the connection (FIN both ways) `seconds` after it was armed.
+    """Close the connection (FIN both ways) *seconds* after it was armed.
 
     Raises:
-        ValueError: A negative `seconds`.
+        ValueError: A negative *seconds*.
 
     Example::
 
@@ -485,13 +485,13 @@ class HalfClose(Fault):
 @typing.final
 @dataclass(frozen=True, slots=True, repr=False)
 class Corrupt(Fault):
-    """XOR bytes with `mask` at chosen offsets, or each byte with a probability `rate`.
+    """XOR bytes with *mask* at chosen offsets, or each byte with a probability *rate*.
 
-    For TCP, `positions` count from the moment the fault is armed; for UDP they
+    For TCP, *positions* count from the moment the fault is armed; for UDP they
     are offsets inside each datagram.
 
     Raises:
-        ValueError: Negative positions, `rate` outside [0, 1], a `mask` outside
+        ValueError: Negative positions, *rate* outside [0, 1], a *mask* outside
             1..255, or neither positions nor a rate.
 
     Example::
@@ -522,12 +522,12 @@ class Corrupt(Fault):
 @typing.final
 @dataclass(frozen=True, slots=True, repr=False)
 class Drop(Fault):
-    """Lose each datagram with probability `rate` (UDP only).
+    """Lose each datagram with probability *rate* (UDP only).
 
     TCP cannot lose bytes: its "loss" shows as latency or a stall.
 
     Raises:
-        ValueError: `rate` outside [0, 1].
+        ValueError: *rate* outside [0, 1].
 
     Example::
 
@@ -545,10 +545,10 @@ class Drop(Fault):
 @typing.final
 @dataclass(frozen=True, slots=True, repr=False)
 class Duplicate(Fault):
-    """Deliver each datagram twice with probability `rate` (UDP only).
+    """Deliver each datagram twice with probability *rate* (UDP only).
 
     Raises:
-        ValueError: `rate` outside [0, 1].
+        ValueError: *rate* outside [0, 1].
 
     Example::
 
@@ -566,13 +566,13 @@ class Duplicate(Fault):
 @typing.final
 @dataclass(frozen=True, slots=True, repr=False)
 class Reorder(Fault):
-    """Shuffle datagrams within groups of `window` (UDP only).
+    """Shuffle datagrams within groups of *window* (UDP only).
 
-    Datagrams are held until `window` have arrived, or for at most `max_hold`
+    Datagrams are held until *window* have arrived, or for at most *max_hold*
     seconds, then released in a seeded random order.
 
     Raises:
-        ValueError: ``window < 2`` or a negative `max_hold`.
+        ValueError: ``window < 2`` or a negative *max_hold*.
 
     Example::
 
@@ -592,7 +592,7 @@ class Reorder(Fault):
 @typing.final
 @dataclass(frozen=True, slots=True, repr=False)
 class TruncateDatagram(Fault):
-    """Cut each datagram to at most `max_size` bytes, as a small MTU would (UDP only).
+    """Cut each datagram to at most *max_size* bytes, as a small MTU would (UDP only).
 
     Raises:
         ValueError: ``max_size < 0``.
@@ -951,7 +951,7 @@ class _Schedule:
         return drawn
 
     def _reconcile(self, faults: Sequence[Fault], now: float) -> list[_Applied]:
-        """Bring the pipelines in line with `faults`; return the newly applied stages."""
+        """Bring the pipelines in line with *faults*; return the newly applied stages."""
         self._check_kind(faults)
         unique = tuple(dict.fromkeys(faults))
         self._faults = unique

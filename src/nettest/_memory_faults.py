@@ -143,7 +143,7 @@ def inject_faults(end: object, faults: Iterable[Fault] = (), *, seed: int = 0) -
         A `MemoryFaults` to change the faults and read the trace.
 
     Raises:
-        TypeError: `end` is not an end of a memory pair.
+        TypeError: *end* is not an end of a memory pair.
         ValueError: A fault that does not apply to the pair.
 
     Example::

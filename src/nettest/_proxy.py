@@ -595,13 +595,14 @@ class FaultProxy:
         upstream: object,
         *,
         faults: Iterable[Fault] = (),
-        kind: Kind = "tcp",
+        kind: Literal["tcp", "udp"] = "tcp",
         seed: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         if kind not in ("tcp", "udp"):
             raise ValueError(f"kind must be 'tcp' or 'udp', got {kind!r}")
+        #: ``"tcp"`` or ``"udp"``.
         self.kind: Kind = kind
         #: The address traffic is forwarded to.
         self.upstream: Address = _parse_address(upstream, "upstream")
@@ -824,7 +825,7 @@ class FaultProxy:
         self._set((*self._faults, *_check_faults(self.kind, [fault])))
 
     def remove(self, fault: Fault) -> None:
-        """Remove a fault.  Never blocks; held bytes (see `Stall`) flow again.
+        """Remove a fault.  Never blocks; held bytes (see `~nettest.faults.Stall`) flow again.
 
         Raises:
             ValueError: The fault is not in force.
@@ -936,9 +937,9 @@ class FaultProxyFactory(Protocol):
         *,
         upstream: object,
         faults: Iterable[Fault] = (),
-        kind: Kind = "tcp",
+        kind: Literal["tcp", "udp"] = "tcp",
     ) -> FaultProxy:
-        """Start a proxy in front of `upstream`; the fixture closes it after the test."""
+        """Start a proxy in front of *upstream*; the fixture closes it after the test."""
         ...
 
 
@@ -960,7 +961,7 @@ async def fault_proxy(
         *,
         upstream: object,
         faults: Iterable[Fault] = (),
-        kind: Kind = "tcp",
+        kind: Literal["tcp", "udp"] = "tcp",
     ) -> FaultProxy:
         seed = nettest_seed if not proxies else (nettest_seed * 1_000_003 + len(proxies))
         proxy = FaultProxy(upstream, faults=faults, kind=kind, seed=seed % 2**64)
