@@ -42,6 +42,10 @@ __all__ = [
 ]
 
 
+# Loop turns a memory transport needs to turn what it was fed into one read.
+_TURNS = 3
+
+
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """One read: `data` arrives at once.
@@ -135,6 +139,15 @@ class _MemoryTransportLike(Protocol):
     def feed_eof(self) -> None: ...
 
 
+def _feeds_its_protocol(transport: _MemoryTransportLike) -> bool:
+    """Tell a MemoryTransport the test feeds from an end of a pair, which refuses feed_*()."""
+    try:
+        transport.feed_data(b"")
+    except RuntimeError:
+        return False
+    return True
+
+
 def _events(items: Iterable[object]) -> Iterator[Event]:
     """Normalise `items` to events, rejecting anything else with the offending value."""
     chunks = getattr(items, "chunks", None)
@@ -167,6 +180,7 @@ class _Sink:
         self.eof: Callable[[], None]
         self.lost: Callable[[Exception], None]
         self.datagrams = False
+        self.transport = False
         if isinstance(target, asyncio.StreamReader):
             self.data, self.eof, self.lost = (
                 target.feed_data,
@@ -181,9 +195,16 @@ class _Sink:
             self.datagrams = True
             self.data, self.eof = self._datagram, self._no_eof
             self.lost = target.error_received  # type: ignore[attr-defined]
-        elif isinstance(target, _MemoryTransportLike):
+        elif isinstance(target, _MemoryTransportLike) and _feeds_its_protocol(target):
+            self.transport = True
             self.data, self.eof = target.feed_data, target.feed_eof
             self.lost = self._transport_lost
+        elif hasattr(target, "write") and hasattr(target, "write_eof"):
+            # An end of a memory_transport_pair (or any write transport): what
+            # we write is what the peer's protocol reads.
+            self.transport = True
+            self.data, self.eof = target.write, target.write_eof
+            self.lost = self._writer_lost
         elif callable(target):
             self.data, self.eof, self.lost = target, self._call_eof, self._ignore
         else:
@@ -225,10 +246,17 @@ class _Sink:
         self.target(b"")  # type: ignore[operator]
 
     def _transport_lost(self, error: Exception) -> None:
-        fail = getattr(self.target, "feed_connection_lost", None)
-        if fail is None:
-            fail = self.target._force_close  # type: ignore[attr-defined]
-        fail(error)
+        if isinstance(error, ConnectionResetError):
+            self.target.feed_reset()  # type: ignore[attr-defined]
+        else:
+            self.target.feed_error(error)  # type: ignore[attr-defined]
+
+    def _writer_lost(self, error: Exception) -> None:
+        reset = getattr(self.target, "reset", None)
+        if callable(reset):
+            reset()
+        else:
+            self.target.abort()  # type: ignore[attr-defined]
 
     @staticmethod
     def _ignore(error: Exception) -> None:
@@ -298,8 +326,14 @@ def feed(
     - `asyncio.DatagramProtocol`: ``datagram_received(data, addr)``, and
       ``error_received(error)`` on `ConnectionLost`;
     - `asyncio.StreamReader`: ``feed_data``, ``feed_eof``, ``set_exception``;
-    - a `nettest.MemoryTransport`: its ``feed_data``/``feed_eof`` test controls,
-      so data reaches its protocol through the transport's own flow control;
+    - a `nettest.MemoryTransport` the test plays the peer of (`feed_async`
+      only): its ``feed_data``, ``feed_eof``, ``feed_reset`` and
+      ``feed_error`` test controls, so data reaches its protocol through the
+      transport's own reading and flow control;
+    - an end of a `nettest.memory_transport_pair`, or any other write
+      transport (`feed_async` only): ``write``, ``write_eof``, and ``reset()``
+      (else ``abort()``) on `ConnectionLost`, so the peer's protocol reads the
+      schedule;
     - any other callable (a sans-IO parser): called with each chunk, and
       with ``b""`` on `Eof`.  A `ConnectionLost` just ends the delivery.
 
@@ -311,7 +345,8 @@ def feed(
         addr: The source address passed to ``datagram_received``.
 
     Raises:
-        TypeError: `target` or an item is of no supported kind.
+        TypeError: `target` or an item is of no supported kind, or `target`
+            is a transport, which needs `feed_async`.
         ValueError: The schedule holds a `Delay`; use `feed_async`.
 
     Example::
@@ -320,6 +355,11 @@ def feed(
         feed(reader, [b"GET / HT", b"TP/1.1\\r\\n", Eof()])
     """
     driver = _Driver(target, addr)
+    if driver.sink.transport:
+        raise TypeError(
+            f"{target!r} delivers on later loop turns, where reads would coalesce: "
+            "use `await feed_async(...)`"
+        )
     for event in _events(chunks_or_schedule):
         if isinstance(event, Delay):
             raise ValueError(
@@ -337,8 +377,9 @@ async def feed_async(
 ) -> None:
     """Deliver reads or a schedule to `target`, letting the event loop run between reads.
 
-    Like `feed`, but each read is followed by one pass of the event loop, as
-    with a real transport, and a `Delay` sleeps for its loop time (so under
+    Like `feed`, but each read is followed by a pass of the event loop, as
+    with a real transport (a few passes for a memory transport, so that each
+    chunk stays one read), and a `Delay` sleeps for its loop time (so under
     looptime it costs no wall time).
 
     Args:
@@ -359,4 +400,5 @@ async def feed_async(
             await asyncio.sleep(event.seconds)
             continue
         driver.step(event)
-        await asyncio.sleep(0)
+        for _ in range(_TURNS if driver.sink.transport else 1):
+            await asyncio.sleep(0)

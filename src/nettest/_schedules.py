@@ -7,8 +7,10 @@ simplest value is "no extra", so schedules shrink towards the bare chunks.
 
 A datagram schedule decides a fate for each datagram sent (delivered, lost,
 duplicated or truncated), then an order drawn as a Lehmer code: for each
-position, an index into the datagrams not yet placed.  Index 0 everywhere is
-the original order, which is what the shrinker aims for.
+position, an index into the arrivals not yet placed.  Index 0 everywhere is
+the original order, which is what the shrinker aims for.  The order covers
+every possible arrival (each datagram and its duplicate) whatever the fates,
+so that a loss never makes an example shorter, hence simpler, to hypothesis.
 """
 
 from __future__ import annotations
@@ -182,22 +184,24 @@ def _draw_datagram_schedules(
     reordering: bool,
 ) -> list[Datagram]:
     sent = draw(datagrams) if isinstance(datagrams, st.SearchStrategy) else datagrams
-    arriving: list[Datagram] = []
+    arriving: dict[int, Datagram] = {}
     for index, data in enumerate(sent):
         fate = draw(st.sampled_from(fates)) if len(fates) > 1 else _DELIVER
-        if fate == _DELIVER:
-            arriving.append(Datagram(bytes(data), index))
-        elif fate == _DUPLICATE:
-            arriving += [Datagram(bytes(data), index)] * 2
-        elif fate == _TRUNCATE:
+        if fate == _TRUNCATE:
             size = draw(st.integers(0, len(data) - 1)) if data else 0
-            arriving.append(Datagram(bytes(data[:size]), index))
-    if not reordering or len(arriving) < 2:
-        return arriving
-    order: list[Datagram] = []
-    while arriving:
-        order.append(arriving.pop(draw(st.integers(0, len(arriving) - 1))))
-    return order
+            arriving[index] = Datagram(bytes(data[:size]), index)
+        elif fate != _LOSE:
+            arriving[index] = Datagram(bytes(data), index)
+        if fate == _DUPLICATE:
+            arriving[len(sent) + index] = arriving[index]
+    # The order is drawn over every possible arrival, whatever the fates, so that
+    # losing a datagram never makes an example simpler to hypothesis.
+    # In order, a duplicate arrives right after its original.
+    copies = (0, len(sent)) if _DUPLICATE in fates else (0,)
+    slots = [index + copy for index in range(len(sent)) for copy in copies]
+    if reordering:
+        slots = [slots.pop(draw(st.integers(0, len(slots) - 1))) for _ in range(len(slots))]
+    return [arriving[slot] for slot in slots if slot in arriving]
 
 
 def datagram_schedules(

@@ -1,0 +1,389 @@
+"""Tests for the delivery drivers, stream schedules and datagram schedules."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, find, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
+
+from nettest import strategies as nst
+from nettest._transports import MemoryTransport, memory_transport_pair
+
+NO_DB = settings(database=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+
+
+class RecordingProtocol(asyncio.Protocol):
+    def __init__(self, *, keep_open: bool = False) -> None:
+        self.events: list[Any] = []
+        self.keep_open = keep_open
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.events.append("made")
+
+    def data_received(self, data: bytes) -> None:
+        self.events.append(data)
+
+    def eof_received(self) -> bool:
+        self.events.append("eof")
+        return self.keep_open
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.events.append(("lost", type(exc).__name__ if exc else None))
+
+
+class RecordingBufferedProtocol(asyncio.BufferedProtocol):
+    def __init__(self, size: int) -> None:
+        self.buffer = bytearray(size)
+        self.reads: list[bytes] = []
+        self.events: list[Any] = []
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.reads.append(bytes(self.buffer[:nbytes]))
+
+    def eof_received(self) -> None:
+        self.events.append("eof")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.events.append(("lost", exc))
+
+
+class RecordingDatagramProtocol(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.datagrams: list[tuple[bytes, Any]] = []
+        self.errors: list[Exception] = []
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.datagrams.append((data, addr))
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.append(exc)
+
+
+# -- feed ---------------------------------------------------------------------------
+
+
+def test_feed_protocol_reads_eof_and_close() -> None:
+    protocol = RecordingProtocol()
+    nst.feed(protocol, [b"ab", b"cd", nst.Eof()])
+    assert protocol.events == [b"ab", b"cd", "eof", ("lost", None)]
+
+
+def test_feed_protocol_kept_half_open_after_eof() -> None:
+    protocol = RecordingProtocol(keep_open=True)
+    nst.feed(protocol, [b"ab", nst.Eof()])
+    assert protocol.events == [b"ab", "eof"]
+
+
+def test_feed_protocol_connection_lost_stops_delivery() -> None:
+    protocol = RecordingProtocol()
+    nst.feed(protocol, [b"ab", nst.ConnectionLost(), b"cd", nst.Eof()])
+    assert protocol.events == [b"ab", ("lost", "ConnectionResetError")]
+
+
+def test_feed_pause_holds_reads_back_and_coalesces_them() -> None:
+    protocol = RecordingProtocol()
+    schedule = [b"a", nst.PauseReading(), b"b", b"c", nst.ResumeReading(), b"d", nst.Eof()]
+    nst.feed(protocol, schedule)
+    assert protocol.events == [b"a", b"bc", b"d", "eof", ("lost", None)]
+
+
+def test_feed_eof_waits_for_resume_but_loss_does_not() -> None:
+    protocol = RecordingProtocol()
+    nst.feed(protocol, [nst.PauseReading(), b"a", nst.Eof(), nst.ResumeReading()])
+    assert protocol.events == [b"a", "eof", ("lost", None)]
+    protocol = RecordingProtocol()
+    nst.feed(protocol, [nst.PauseReading(), b"a", nst.ConnectionLost(OSError("boom"))])
+    assert protocol.events == [("lost", "OSError")]
+
+
+def test_feed_buffered_protocol_loops_over_small_buffers() -> None:
+    protocol = RecordingBufferedProtocol(size=3)
+    nst.feed(protocol, [b"abcdefg", b"h", nst.Eof()])
+    assert protocol.reads == [b"abc", b"def", b"g", b"h"]
+    assert protocol.events == ["eof", ("lost", None)]
+
+
+def test_feed_buffered_protocol_rejects_an_empty_buffer() -> None:
+    with pytest.raises(RuntimeError, match="empty buffer"):
+        nst.feed(RecordingBufferedProtocol(size=0), [b"a"])
+
+
+def test_feed_stream_reader() -> None:
+    async def main() -> tuple[bytes, bytes]:
+        reader = asyncio.StreamReader()
+        nst.feed(reader, [b"GET / HT", b"TP/1.1\r\n", nst.Eof()])
+        line = await reader.readline()
+        return line, await reader.read()
+
+    assert asyncio.run(main()) == (b"GET / HTTP/1.1\r\n", b"")
+
+
+def test_feed_stream_reader_connection_lost_sets_the_exception() -> None:
+    async def main() -> None:
+        reader = asyncio.StreamReader()
+        nst.feed(reader, [b"ab", nst.ConnectionLost()])
+        with pytest.raises(ConnectionResetError):
+            await reader.read()
+
+    asyncio.run(main())
+
+
+def test_feed_sans_io_callable_gets_empty_bytes_on_eof() -> None:
+    received: list[bytes] = []
+    nst.feed(received.append, [b"ab", nst.Chunk(b"cd"), b"", nst.Eof()])
+    assert received == [b"ab", b"cd", b""]
+
+
+def test_feed_datagram_protocol() -> None:
+    protocol = RecordingDatagramProtocol()
+    arrivals = [nst.Datagram(b"b", 1), nst.Datagram(b"a", 0)]
+    nst.feed(protocol, [*arrivals, nst.ConnectionLost(ConnectionRefusedError())], addr=("h", 1))
+    assert protocol.datagrams == [(b"b", ("h", 1)), (b"a", ("h", 1))]
+    assert [type(error) for error in protocol.errors] == [ConnectionRefusedError]
+    with pytest.raises(TypeError, match="DatagramProtocol has no EOF"):
+        nst.feed(protocol, [nst.Eof()])
+
+
+def test_feed_message_stream() -> None:
+    received: list[bytes] = []
+    nst.feed(received.append, nst.MessageStream(messages=(b"ab", b"c"), chunks=(b"a", b"bc")))
+    assert received == [b"a", b"bc"]
+
+
+@pytest.mark.parametrize(
+    ("target", "items", "error", "message"),
+    [
+        (object(), [b"a"], TypeError, "target must be an asyncio.Protocol"),
+        (list.append, b"abc", TypeError, "not a single bytes"),
+        (print, ["text"], TypeError, "must hold bytes or schedule events"),
+        (print, [nst.Delay(1)], ValueError, "use `await feed_async"),
+    ],
+)
+def test_feed_rejects_bad_arguments(
+    target: object, items: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        nst.feed(target, items)
+
+
+def test_delay_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="seconds must be >= 0, got -1"):
+        nst.Delay(-1)
+
+
+def test_connection_lost_compares_errors_by_type_and_arguments() -> None:
+    assert nst.ConnectionLost() == nst.ConnectionLost()
+    assert nst.ConnectionLost(OSError("a")) != nst.ConnectionLost(OSError("b"))
+    assert len({nst.ConnectionLost(), nst.ConnectionLost()}) == 1
+
+
+@pytest.mark.asyncio
+async def test_feed_async_delays_in_loop_time() -> None:
+    loop = asyncio.get_running_loop()
+    protocol = RecordingProtocol()
+    start = loop.time()
+    await nst.feed_async(protocol, [b"a", nst.Delay(0.05), b"b"])
+    assert loop.time() - start >= 0.05
+    assert protocol.events == [b"a", b"b"]
+
+
+@pytest.mark.asyncio
+async def test_feed_async_lets_the_loop_run_between_reads() -> None:
+    reader = asyncio.StreamReader()
+    lines: list[bytes] = []
+
+    async def consume() -> None:
+        while line := await reader.readline():
+            lines.append(line)
+            assert len(lines) == reader_calls[0]
+
+    reader_calls = [0]
+    task = asyncio.ensure_future(consume())
+
+    class Counting:
+        def __call__(self, data: bytes) -> None:
+            if data:
+                reader_calls[0] += 1
+                reader.feed_data(data)
+            else:
+                reader.feed_eof()
+
+    await nst.feed_async(Counting(), [b"a\n", b"b\n", nst.Eof()])
+    await task
+    assert lines == [b"a\n", b"b\n"]
+
+
+@pytest.mark.asyncio
+async def test_feed_async_memory_transport_keeps_each_chunk_one_read() -> None:
+    protocol = RecordingProtocol()
+    transport = MemoryTransport(protocol)
+    await asyncio.sleep(0)
+    await nst.feed_async(transport, [b"ab", b"cd", nst.Eof()])
+    await asyncio.sleep(0)
+    assert protocol.events[:4] == ["made", b"ab", b"cd", "eof"]
+    transport.close()
+    await asyncio.sleep(0)
+
+
+@pytest.mark.asyncio
+async def test_feed_async_memory_transport_reset() -> None:
+    protocol = RecordingProtocol()
+    transport = MemoryTransport(protocol)
+    await asyncio.sleep(0)
+    await nst.feed_async(transport, [b"ab", nst.ConnectionLost()])
+    await asyncio.sleep(0)
+    assert protocol.events == ["made", b"ab", ("lost", "ConnectionResetError")]
+    with pytest.raises(TypeError, match="feed_async"):
+        nst.feed(transport, [b"a"])
+
+
+@pytest.mark.asyncio
+async def test_feed_async_into_an_end_of_a_pair_reaches_the_peer() -> None:
+    client, server = RecordingProtocol(), RecordingProtocol()
+    client_transport, server_transport = memory_transport_pair(client, server)
+    await asyncio.sleep(0)
+    await nst.feed_async(client_transport, [b"ab", b"cd", nst.Eof()])
+    await asyncio.sleep(0)
+    assert server.events[:4] == ["made", b"ab", b"cd", "eof"]
+    client_transport.close()
+    server_transport.close()
+    await asyncio.sleep(0)
+
+
+# -- schedules ----------------------------------------------------------------------
+
+
+def delivered(schedule: list[nst.Event]) -> bytes:
+    return b"".join(event.data for event in schedule if isinstance(event, nst.Chunk))
+
+
+@NO_DB
+@given(nst.schedules(b"abcdefgh", eof=None, errors=[ConnectionResetError, TimeoutError]))
+def test_schedules_are_well_formed(schedule: list[nst.Event]) -> None:
+    pauses = [e for e in schedule if isinstance(e, (nst.PauseReading, nst.ResumeReading))]
+    assert all(
+        isinstance(e, nst.PauseReading if i % 2 == 0 else nst.ResumeReading)
+        for i, e in enumerate(pauses)
+    )
+    assert all(0 <= e.seconds <= 0.01 for e in schedule if isinstance(e, nst.Delay))
+    ends = [e for e in schedule if isinstance(e, (nst.Eof, nst.ConnectionLost))]
+    assert len(ends) <= 1
+    assert not ends or schedule[-1] == ends[0]
+    if not ends or isinstance(ends[0], nst.Eof):
+        assert delivered(schedule) == b"abcdefgh"
+    else:
+        assert b"abcdefgh".startswith(delivered(schedule))
+
+
+def test_schedules_shrink_to_the_bare_chunks_and_eof() -> None:
+    found = find(nst.schedules(b"abc", eof=None, errors=[OSError]), lambda s: True, settings=NO_DB)
+    assert found == [nst.Chunk(b"abc"), nst.Eof()]
+
+
+def test_schedules_draw_every_kind_of_event() -> None:
+    kinds = (nst.PauseReading, nst.Delay, nst.ConnectionLost)
+    for kind in kinds:
+        find(
+            nst.schedules(b"abcdefgh", errors=[ConnectionResetError]),
+            lambda s, kind=kind: any(isinstance(e, kind) for e in s),  # type: ignore[misc]
+            settings=settings(database=None),
+        )
+    no_eof = find(nst.schedules(b"ab", eof=False), lambda s: True, settings=NO_DB)
+    assert no_eof == [nst.Chunk(b"ab")]
+
+
+@NO_DB
+@given(nst.schedules(b"abc", pauses=False, delays=False))
+def test_schedules_without_extras_are_chunks_then_eof(schedule: list[nst.Event]) -> None:
+    assert all(isinstance(e, nst.Chunk) for e in schedule[:-1])
+    assert schedule[-1] == nst.Eof()
+
+
+@NO_DB
+@given(nst.schedules(b"line one\r\nline two\r\n", max_delay=0.001))
+def test_schedules_deliver_the_data_through_feed_async(schedule: list[nst.Event]) -> None:
+    async def main() -> bytes:
+        reader = asyncio.StreamReader()
+        await nst.feed_async(reader, schedule)
+        return await reader.read()
+
+    assert asyncio.run(main()) == b"line one\r\nline two\r\n"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"eof": "yes"}, "eof must be True, False or None"),
+        ({"pauses": 1}, "pauses must be True or False"),
+        ({"max_delay": -1.0}, "max_delay must be >= 0"),
+        ({"max_delay": "1"}, "max_delay must be a number"),
+        ({"errors": ConnectionResetError}, "errors must be an iterable of exception types"),
+        ({"errors": [ConnectionResetError()]}, "errors must hold Exception subclasses"),
+        ({"min_size": 0}, "min_size must be"),
+    ],
+)
+def test_schedules_reject_bad_arguments(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        nst.schedules(b"abc", **kwargs)
+
+
+# -- datagram schedules -------------------------------------------------------------
+
+
+SENT = [b"one", b"two", b"three", b"four"]
+
+
+@NO_DB
+@given(nst.datagram_schedules(SENT))
+def test_datagram_schedules_come_from_what_was_sent(arrivals: list[nst.Datagram]) -> None:
+    for arrival in arrivals:
+        assert SENT[arrival.index].startswith(arrival.data)
+    counts = [sum(a.index == i for a in arrivals) for i in range(len(SENT))]
+    assert all(count <= 2 for count in counts)
+
+
+def test_datagram_schedules_shrink_to_in_order_delivery() -> None:
+    found = find(nst.datagram_schedules(SENT), lambda a: True, settings=NO_DB)
+    assert found == [nst.Datagram(data, i) for i, data in enumerate(SENT)]
+
+
+@pytest.mark.parametrize(
+    ("description", "condition"),
+    [
+        ("loss", lambda a: len({x.index for x in a}) < len(SENT)),
+        ("duplication", lambda a: len({x.index for x in a}) < len(a)),
+        ("reordering", lambda a: [x.index for x in a] != sorted(x.index for x in a)),
+        ("truncation", lambda a: any(x.data != SENT[x.index] for x in a)),
+    ],
+)
+def test_datagram_schedules_draw_each_fault(description: str, condition: Any) -> None:
+    found = find(nst.datagram_schedules(SENT), condition, settings=settings(database=None))
+    assert condition(found), description
+    disabled = nst.datagram_schedules(SENT, **{description: False})
+    with pytest.raises(Exception, match="No"):
+        find(disabled, condition, settings=NO_DB)
+
+
+@NO_DB
+@given(nst.datagram_schedules(st.lists(st.binary(max_size=4), max_size=4)))
+def test_datagram_schedules_of_a_strategy(arrivals: list[nst.Datagram]) -> None:
+    assert all(len(arrival.data) <= 4 for arrival in arrivals)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: nst.datagram_schedules(b"abc"), "datagrams must be a sequence"),  # type: ignore[arg-type]
+        (lambda: nst.datagram_schedules([b"a"], loss=None), "loss must be"),  # type: ignore[arg-type]
+    ],
+)
+def test_datagram_schedules_reject_bad_arguments(call: Any, message: str) -> None:
+    with pytest.raises(InvalidArgument, match=message):
+        call()
