@@ -95,6 +95,55 @@ async def test_memory_datagram_pair_unconnected_drops_unknown_addresses() -> Non
 
 
 @pytest.mark.asyncio
+async def test_memory_datagram_to_a_closed_peer_is_refused_like_real_udp() -> None:
+    loop = asyncio.get_running_loop()
+    real = Datagrams()
+    # Bind a port, then close it: nobody listens there any more.
+    probe, _ = await loop.create_datagram_endpoint(Datagrams, local_addr=("127.0.0.1", 0))
+    closed_addr = probe.get_extra_info("sockname")
+    probe.close()
+    transport, _ = await loop.create_datagram_endpoint(lambda: real, remote_addr=closed_addr)
+    transport.sendto(b"anyone?")
+    for _ in range(200):
+        if ("error", ConnectionRefusedError) in real.events:
+            break
+        await asyncio.sleep(0.005)
+    transport.close()
+    assert ("error", ConnectionRefusedError) in real.events
+
+    a_proto, b_proto = Datagrams(), Datagrams()
+    a, b = memory_datagram_pair(a_proto, b_proto)
+    await turns()
+    b.close()
+    await turns()
+    a.sendto(b"anyone?")
+    await turns()
+    assert a_proto.events[-1] == ("error", ConnectionRefusedError)
+    a.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_datagram_unconnected_sendto_without_address_is_fatal() -> None:
+    loop = asyncio.get_running_loop()
+    contexts: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda loop, context: contexts.append(context))
+    try:
+        protocol = Datagrams()
+        a, b = memory_datagram_pair(protocol, Datagrams(), connected=False)
+        await turns()
+        a.sendto(b"where to?")
+        await turns()
+        b.close()
+        await turns()
+    finally:
+        loop.set_exception_handler(None)
+    assert protocol.events[-1][0] == "lost"
+    assert str(protocol.events[-1][1]) == "sendto(): AF_INET address must be tuple, not NoneType"
+    assert contexts[0]["message"] == "Fatal write error on datagram transport"
+
+
+@pytest.mark.asyncio
 async def test_datagram_empty_payload_matches_real_udp() -> None:
     """Up to 3.12 sendto(b"") is dropped; from 3.13 an empty datagram is sent."""
     loop = asyncio.get_running_loop()

@@ -19,8 +19,10 @@ Datagrams are buffered only while the peer does not take them: in manual mode
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import logging
+import os
 import socket
 import sys
 import typing
@@ -258,11 +260,25 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
         self._wake()
 
     def _transmit(self, data: bytes, addr: Any) -> None:
-        """Put one datagram on the wire: the peer receives it on a later loop turn."""
+        """Put one datagram on the wire: the peer receives it on a later loop turn.
+
+        As on Linux, a datagram for an address nobody holds is lost; a connected
+        sender then gets ``error_received(ConnectionRefusedError)`` (the ICMP port
+        unreachable reply), an unconnected one hears nothing.
+        """
+        if addr is None:
+            family = "AF_INET6" if self._info["socket"].family == socket.AF_INET6 else "AF_INET"
+            self._fatal_error(
+                TypeError(f"sendto(): {family} address must be tuple, not NoneType"),
+                "Fatal write error on datagram transport",
+            )
+            return
         peer = self._peer
-        if peer is not None and addr == peer._info["sockname"]:
+        if peer is not None and not peer._closing and addr == peer._info["sockname"]:
             self._loop.call_soon(peer._datagram_arrived, data, self._info["sockname"])
-        # Like UDP, a datagram for an address nobody holds is lost silently.
+        elif self._address:
+            refused = ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
+            self._loop.call_soon(self._error_arrived, refused)
 
     def pump(self, max_datagrams: int | None = None) -> int:
         """Send up to ``max_datagrams`` buffered datagrams (manual mode).
