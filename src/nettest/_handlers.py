@@ -28,10 +28,13 @@ from ._recording import _UNSET, Connection, show
 from ._settings import default_timeout
 
 __all__ = [
+    "DatagramProtocolFactory",
     "Handler",
     "HandlerError",
+    "ProtocolFactory",
     "ScriptMismatch",
     "Step",
+    "StreamHandler",
     "close",
     "echo",
     "expect",
@@ -46,8 +49,12 @@ __all__ = [
     "sleep",
 ]
 
+#: An ``async def handler(reader, writer)`` coroutine function.
 StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[object]]
+#: A callable returning the `asyncio.Protocol` that serves a connection.
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
+#: A callable returning the `asyncio.DatagramProtocol` that serves a datagram socket.
+DatagramProtocolFactory = Callable[[], asyncio.DatagramProtocol]
 
 
 class HandlerError(Exception):
@@ -67,7 +74,7 @@ class HandlerError(Exception):
 
 
 class ScriptMismatch(AssertionError):
-    """The client did not follow a `script`: it sent something else, or too little.
+    """The client did not follow a `~nettest.handlers.script`: it sent other bytes, or too few.
 
     Raised inside the server's handler, and raised again (inside `HandlerError`)
     when the server is closed.  The message shows what the step expected, what
@@ -263,10 +270,10 @@ def _check_bytes(name: str, value: object) -> bytes:
 
 
 def expect(data: bytes, *, timeout: float | None = _UNSET) -> Step:
-    """Script step: the client sends exactly `data` next.
+    """Script step: the client sends exactly ``data`` next.
 
     On a stream, reads ``len(data)`` bytes and compares them; on a datagram
-    server, the next datagram must equal `data`.
+    server, the next datagram must equal ``data``.
 
     Args:
         data: the bytes expected (not empty).
@@ -281,8 +288,8 @@ def expect(data: bytes, *, timeout: float | None = _UNSET) -> Step:
     return _Expect(data, _step_timeout(timeout))
 
 
-def expect_line(line: bytes | re.Pattern[bytes], *, timeout: float | None = _UNSET) -> Step:
-    """Script step: the client sends a line equal to `line` (or matching the pattern).
+def expect_line(line: bytes | typing.Pattern[bytes], *, timeout: float | None = _UNSET) -> Step:
+    """Script step: the client sends a line equal to ``line`` (or matching the pattern).
 
     Reads up to and including ``b"\\n"``, and compares the line without its line
     ending (``\\r\\n`` or ``\\n``).  A compiled pattern must match the whole line.
@@ -299,7 +306,7 @@ def expect_line(line: bytes | re.Pattern[bytes], *, timeout: float | None = _UNS
 
 
 def read_until(delimiter: bytes, *, timeout: float | None = _UNSET) -> Step:
-    """Script step: read whatever the client sends, up to and including `delimiter`.
+    """Script step: read whatever the client sends, up to and including ``delimiter``.
 
     For parts of a request the test does not care about, such as HTTP headers.
     """
@@ -314,12 +321,12 @@ def expect_eof(*, timeout: float | None = _UNSET) -> Step:
 
 
 def send(data: bytes) -> Step:
-    """Script step: send `data` to the client (on a datagram server, to the last sender)."""
+    """Script step: send ``data`` to the client (on a datagram server, to the last sender)."""
     return _Send(_check_bytes("data", data))
 
 
 def sleep(seconds: float) -> Step:
-    """Script step: wait `seconds` (on the event loop's clock) before the next step."""
+    """Script step: wait ``seconds`` (on the event loop's clock) before the next step."""
     if not seconds >= 0:
         raise ValueError(f"seconds must be >= 0, got {seconds!r}")
     return _Sleep(float(seconds))
@@ -366,7 +373,7 @@ def script(*steps: Step | Handler) -> Script:
     Steps: `expect`, `expect_line`, `read_until`, `expect_eof`, `send` and
     `sleep`; `close`, `reset` or `hang` may end the script.  A stream server runs
     the script on each connection and closes the connection when it ends.  When
-    the client deviates, the handler raises `ScriptMismatch`, and the server
+    the client deviates, the handler raises `~nettest.ScriptMismatch`, and the server
     raises it again at teardown with a readable diff.
 
     Args:
@@ -533,7 +540,7 @@ async def run_datagram_script(
 
 
 def check_datagram_script(handler: Script) -> None:
-    """Raise ValueError if `handler` has steps with no meaning for datagrams."""
+    """Raise ValueError if ``handler`` has steps with no meaning for datagrams."""
     for number, step in enumerate(handler.steps, 1):
         if not isinstance(step, (_Expect, _ExpectLine, _Send, _Sleep)):
             raise ValueError(
@@ -548,7 +555,7 @@ HandlerKind = typing.Literal["builtin", "stream", "protocol"]
 
 
 def classify(handler: object, *, datagram: bool = False) -> HandlerKind:
-    """Say what kind of handler `handler` is, or raise TypeError naming what is accepted."""
+    """Say what kind of handler ``handler`` is, or raise TypeError naming what is accepted."""
     accepted = (
         "a nettest.handlers handler (echo, sink, script(...)) or a DatagramProtocol factory"
         if datagram

@@ -104,10 +104,10 @@ class BoundSocket:
         listen: bool = True,
         backlog: int = 128,
     ) -> BoundSocket:
-        """Bind a TCP socket to ``(host, 0)`` and, unless `listen` is False, listen.
+        """Bind a TCP socket to ``(host, 0)`` and, unless ``listen`` is False, listen.
 
         Raises:
-            ValueError: `host` is not a literal loopback address.
+            ValueError: ``host`` is not a literal loopback address.
             OSError: the host has no such address (no IPv6, say).
         """
         return cls._create("tcp", host, allow_remote=allow_remote, listen=listen, backlog=backlog)
@@ -117,7 +117,7 @@ class BoundSocket:
         """Bind a UDP socket to ``(host, 0)``.
 
         Raises:
-            ValueError: `host` is not a literal loopback address.
+            ValueError: ``host`` is not a literal loopback address.
         """
         return cls._create("udp", host, allow_remote=allow_remote, listen=False, backlog=0)
 

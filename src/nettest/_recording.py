@@ -40,7 +40,7 @@ def check_bytes(name: str, value: object) -> bytes:
 
 
 def resolve_timeout(timeout: float | None) -> float | None:
-    """Return `timeout`, or the default timeout when it is the unset sentinel."""
+    """Return ``timeout``, or the default timeout when it is the unset sentinel."""
     if timeout is _UNSET:
         return default_timeout()
     if timeout is not None and not timeout > 0:
@@ -84,14 +84,14 @@ class Signal:
 class Ending(enum.Enum):
     """How a recorded connection ended."""
 
-    #: The client closed its side first (it sent FIN), then the connection closed.
+    #: Closed after the client closed its side first (it sent FIN).
     EOF = "eof"
-    #: The client reset the connection (RST), or the connection broke.
+    #: Reset by the client (RST), or broken.
     RESET = "reset"
-    #: The server side aborted it: a ``reset`` handler, `Connection.reset`, or a
-    #: teardown that had to abort.
+    #: Aborted by the server side (a ``reset`` handler, `Connection.reset`, or a
+    #: teardown that had to abort).
     ABORTED = "aborted"
-    #: The server closed it before the client sent EOF.
+    #: Closed by the server before the client sent EOF.
     CLOSED = "closed"
 
 
@@ -105,9 +105,9 @@ class Event:
     Attributes:
         kind: ``"received"`` (bytes from the client), ``"sent"`` (bytes the server
             wrote), ``"eof"`` (the client sent EOF), ``"write_eof"`` (the server sent
-            EOF) or ``"closed"`` (the connection was lost; `data` is empty).
+            EOF) or ``"closed"`` (the connection was lost; ``data`` is empty).
         data: the bytes, for ``"received"`` and ``"sent"``.
-        at: the event loop's clock (`asyncio.loop.time`) when it happened.
+        at: the event loop's clock (`asyncio.AbstractEventLoop.time`) when it happened.
     """
 
     kind: EventKind
@@ -280,7 +280,7 @@ class Connection:
     # -- waiting --------------------------------------------------------------
 
     async def wait_for(self, data: bytes, *, timeout: float | None = _UNSET) -> bytes:
-        """Wait until the bytes received so far contain `data`.
+        """Wait until the bytes received so far contain ``data``.
 
         Args:
             data: the bytes to wait for; they may arrive in any number of chunks.
@@ -291,7 +291,7 @@ class Connection:
             Every byte received so far.
 
         Raises:
-            TimeoutError: `data` did not arrive in time; the message shows what did.
+            TimeoutError: ``data`` did not arrive in time; the message shows what did.
         """
         check_bytes("data", data)
         await self._signal.wait_until(
@@ -306,13 +306,13 @@ class Connection:
         return self.received
 
     async def wait_for_sent(self, data: bytes, *, timeout: float | None = _UNSET) -> bytes:
-        """Wait until the bytes the server sent so far contain `data`.
+        """Wait until the bytes the server sent so far contain ``data``.
 
         Returns:
             Every byte sent so far.
 
         Raises:
-            TimeoutError: the server did not send `data` in time.
+            TimeoutError: the server did not send ``data`` in time.
         """
         await self._signal.wait_until(
             lambda: data in self._sent,

@@ -29,8 +29,10 @@ import contextlib
 import functools
 import ipaddress
 import os
+import pathlib
 import shutil
 import socket
+import ssl
 import ssl as _ssl
 import struct
 import sys
@@ -119,7 +121,7 @@ def has_ipv6_loopback() -> bool:
 
 
 def check_host(host: str, *, allow_remote: bool, multicast: bool = False) -> socket.AddressFamily:
-    """Check `host` is a literal loopback address (unless `allow_remote`); return its family."""
+    """Check ``host`` is a literal loopback address (unless `allow_remote`); return its family."""
     if not isinstance(host, str):
         raise TypeError(f"host must be a str, got {type(host).__name__}")
     try:
@@ -163,7 +165,7 @@ def set_reset_on_close(transport: asyncio.BaseTransport) -> None:
 
 
 def _loop_thread_call(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
-    """Call `fn` on `loop`'s thread (now, if that is this thread or no thread runs it)."""
+    """Call ``fn`` on `loop`'s thread (now, if that is this thread or no thread runs it)."""
     if loop.is_closed():
         return
     running_here = False
@@ -388,7 +390,7 @@ class _StreamServer:
         self,
         handler: Handler | StreamHandler | ProtocolFactory,
         *,
-        ssl: _ssl.SSLContext | None,
+        ssl: ssl.SSLContext | None,
         close_timeout: float,
         rcvbuf: int | None,
         sndbuf: int | None,
@@ -502,7 +504,7 @@ class _StreamServer:
         return self._status == "closed"
 
     @property
-    def ssl(self) -> _ssl.SSLContext | None:
+    def ssl(self) -> ssl.SSLContext | None:
         """The server's TLS context, or None for plain connections."""
         return self._ssl
 
@@ -610,17 +612,17 @@ class _StreamServer:
     async def wait_for_connections(
         self, n: int = 1, *, timeout: float | None = _UNSET
     ) -> tuple[Connection, ...]:
-        """Wait until the server has accepted at least `n` connections in all.
+        """Wait until the server has accepted at least ``n`` connections in all.
 
         Args:
             n: how many connections, counting those already accepted.
             timeout: seconds; nettest's default timeout if not given, None for ever.
 
         Returns:
-            The first `n` connections.
+            The first ``n`` connections.
 
         Raises:
-            ValueError: `n` < 1.
+            ValueError: ``n`` < 1.
             TimeoutError: fewer arrived; the message says how many did.
         """
         _check_int("n", n)
@@ -771,7 +773,7 @@ class TCPServer(_StreamServer):
     ``tcp_server`` fixture, which closes it at teardown.
 
     Args:
-        handler: a `nettest.handlers` handler (default `echo`), an
+        handler: a `nettest.handlers` handler (default `~nettest.handlers.echo`), an
             ``async def handler(reader, writer)``, or a protocol factory.
         host: a literal loopback address: ``"127.0.0.1"`` (default) or ``"::1"``.
         ssl: a server `ssl.SSLContext` to serve TLS.
@@ -787,8 +789,8 @@ class TCPServer(_StreamServer):
         limit: the StreamReader buffer limit for stream handlers.
 
     Raises:
-        ValueError: `host` is not a literal loopback address, or a bad number.
-        TypeError: `handler` is none of the accepted kinds.
+        ValueError: ``host`` is not a literal loopback address, or a bad number.
+        TypeError: ``handler`` is none of the accepted kinds.
 
     Example::
 
@@ -807,7 +809,7 @@ class TCPServer(_StreamServer):
         handler: Handler | StreamHandler | ProtocolFactory = echo,
         *,
         host: str = "127.0.0.1",
-        ssl: _ssl.SSLContext | None = None,
+        ssl: ssl.SSLContext | None = None,
         allow_remote: bool = False,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         rcvbuf: int | None = None,
@@ -878,7 +880,7 @@ class TCPServer(_StreamServer):
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
-        """The listening sockets (asyncio's `TransportSocket` views)."""
+        """The listening sockets (asyncio's ``TransportSocket`` views)."""
         if self._server is None:
             return ()
         return tuple(self._server.sockets)
@@ -891,7 +893,7 @@ def _private_dir() -> str:
 
 
 def check_unix_path(path: str) -> str:
-    """Return `path` if it fits in ``sun_path``; raise ValueError naming the limit if not."""
+    """Return ``path`` if it fits in ``sun_path``; raise ValueError naming the limit if not."""
     size = len(os.fsencode(path))
     if size > UNIX_PATH_MAX:
         raise ValueError(
@@ -908,7 +910,7 @@ class UnixServer(_StreamServer):
 
     By default it listens on ``s`` in a fresh private directory under /tmp,
     short enough for ``sun_path`` whatever the test's tmp_path, and removes it at
-    teardown.  `abstract` listens in Linux's abstract namespace instead (the
+    teardown.  ``abstract`` listens in Linux's abstract namespace instead (the
     kernel picks a unique name; nothing on disk).
 
     Args:
@@ -918,8 +920,8 @@ class UnixServer(_StreamServer):
         ssl, close_timeout, rcvbuf, sndbuf, backlog, limit: as for `TCPServer`.
 
     Raises:
-        ValueError: `path` is too long (the message names the limit), or both
-            `path` and `abstract` were given, or `abstract` off Linux.
+        ValueError: ``path`` is too long (the message names the limit), or both
+            ``path`` and ``abstract`` were given, or ``abstract`` off Linux.
 
     Example::
 
@@ -933,9 +935,9 @@ class UnixServer(_StreamServer):
         self,
         handler: Handler | StreamHandler | ProtocolFactory = echo,
         *,
-        path: str | os.PathLike[str] | None = None,
+        path: str | pathlib.Path | None = None,
         abstract: bool = False,
-        ssl: _ssl.SSLContext | None = None,
+        ssl: ssl.SSLContext | None = None,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         rcvbuf: int | None = None,
         sndbuf: int | None = None,
@@ -996,7 +998,7 @@ class UnixServer(_StreamServer):
 
     @property
     def address(self) -> str:
-        """Same as `path`: pass it to ``asyncio.open_unix_connection(server.address)``."""
+        """Same as ``path``: pass it to ``asyncio.open_unix_connection(server.address)``."""
         return self._path
 
     @property
@@ -1022,7 +1024,7 @@ class TCPServerFactory(typing.Protocol):
         handler: HandlerArg = ...,
         *,
         host: str = ...,
-        ssl: _ssl.SSLContext | None = ...,
+        ssl: ssl.SSLContext | None = ...,
         allow_remote: bool = ...,
         close_timeout: float = ...,
         rcvbuf: int | None = ...,
@@ -1044,9 +1046,9 @@ class UnixServerFactory(typing.Protocol):
         self,
         handler: HandlerArg = ...,
         *,
-        path: str | os.PathLike[str] | None = ...,
+        path: str | pathlib.Path | None = ...,
         abstract: bool = ...,
-        ssl: _ssl.SSLContext | None = ...,
+        ssl: ssl.SSLContext | None = ...,
         close_timeout: float = ...,
         rcvbuf: int | None = ...,
         sndbuf: int | None = ...,

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
-import ssl as _ssl
+import pathlib
+import ssl
 import threading
 import typing
 import warnings
@@ -21,11 +21,11 @@ from typing import Any, Generic, TypeVar
 
 import pytest
 
-from ._handlers import Handler, ProtocolFactory, StreamHandler, echo
+from ._handlers import DatagramProtocolFactory, Handler, ProtocolFactory, StreamHandler, echo
 from ._hygiene import instrument_loop, track
 from ._recording import _UNSET, Connection, Datagram, Ending
 from ._servers import TCPServer, UnixServer, _NoIPv6, _StreamServer
-from ._udp import DatagramProtocolFactory, UDPServer, _DatagramServer
+from ._udp import UDPServer, _DatagramServer
 
 __all__ = [
     "TCPServerThread",
@@ -185,7 +185,7 @@ class _StreamThreadMixin(_ThreadedServer[_SS]):
     def wait_for_connections(
         self, n: int = 1, *, timeout: float | None = _UNSET
     ) -> tuple[Connection, ...]:
-        """Block until `n` connections have arrived in all; return the first `n`.
+        """Block until ``n`` connections have arrived in all; return the first ``n``.
 
         Raises:
             TimeoutError: fewer arrived in time; the message says how many did.
@@ -195,7 +195,7 @@ class _StreamThreadMixin(_ThreadedServer[_SS]):
     def wait_for_bytes(
         self, data: bytes, *, connection: int = 1, timeout: float | None = _UNSET
     ) -> bytes:
-        """Block until connection number `connection` (1-based) has received `data`.
+        """Block until connection number ``connection`` (1-based) has received ``data``.
 
         Returns:
             Everything that connection received so far.
@@ -212,7 +212,7 @@ class _StreamThreadMixin(_ThreadedServer[_SS]):
         return self._run(wait())
 
     def wait_closed(self, *, connection: int = 1, timeout: float | None = _UNSET) -> Ending:
-        """Block until connection number `connection` (1-based) has ended; say how.
+        """Block until connection number ``connection`` (1-based) has ended; say how.
 
         Raises:
             TimeoutError: the connection did not arrive, or did not end, in time.
@@ -284,7 +284,7 @@ class UnixServerThread(_StreamThreadMixin[UnixServer]):
 
     @property
     def address(self) -> str:
-        """Same as `path`."""
+        """Same as ``path``."""
         return self._server.address
 
 
@@ -315,7 +315,7 @@ class UDPServerThread(_ThreadedServer[UDPServer]):
 
     @property
     def address(self) -> tuple[str, int]:
-        """Where to send: ``(host, port)`` (or ``(group, port)`` for multicast)."""
+        """The address to send to, ``(host, port)`` (``(group, port)`` for multicast)."""
         return self._server.address
 
     @property
@@ -331,7 +331,7 @@ class UDPServerThread(_ThreadedServer[UDPServer]):
     def wait_for_datagrams(
         self, n: int = 1, *, timeout: float | None = _UNSET
     ) -> tuple[Datagram, ...]:
-        """Block until `n` datagrams have been received in all; return the first `n`."""
+        """Block until ``n`` datagrams have been received in all; return the first ``n``."""
         return self._run(self._server.wait_for_datagrams(n, timeout=timeout))
 
 
@@ -346,7 +346,7 @@ class TCPServerThreadFactory(typing.Protocol):
         handler: Handler | StreamHandler | ProtocolFactory = ...,
         *,
         host: str = ...,
-        ssl: _ssl.SSLContext | None = ...,
+        ssl: ssl.SSLContext | None = ...,
         allow_remote: bool = ...,
         close_timeout: float = ...,
         rcvbuf: int | None = ...,
@@ -365,9 +365,9 @@ class UnixServerThreadFactory(typing.Protocol):
         self,
         handler: Handler | StreamHandler | ProtocolFactory = ...,
         *,
-        path: str | os.PathLike[str] | None = ...,
+        path: str | pathlib.Path | None = ...,
         abstract: bool = ...,
-        ssl: _ssl.SSLContext | None = ...,
+        ssl: ssl.SSLContext | None = ...,
         close_timeout: float = ...,
         rcvbuf: int | None = ...,
         sndbuf: int | None = ...,

@@ -1,8 +1,8 @@
 """Loopback datagram servers (UDP over IPv4/IPv6, multicast, broadcast, Unix datagrams).
 
 A datagram server binds its own socket and records every datagram it receives
-and sends.  Handlers: `echo` (reply to the sender), `sink` (record only), a
-`script` (expect and send datagrams in order), or a DatagramProtocol factory.
+and sends.  Handlers: ``echo`` (reply to the sender), ``sink`` (record only), a
+``script`` (expect and send datagrams in order), or a DatagramProtocol factory.
 
 Python before 3.13 drops ``sendto(b"")`` silently (an empty reply is never sent);
 receiving empty datagrams works on every version.
@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import pathlib
 import shutil
 import socket
 import sys
@@ -26,6 +27,7 @@ import pytest
 import pytest_asyncio
 
 from ._handlers import (
+    DatagramProtocolFactory,
     Handler,
     HandlerError,
     Script,
@@ -65,7 +67,6 @@ __all__ = [
 ]
 
 _D = TypeVar("_D", bound="_DatagramServer")
-DatagramProtocolFactory = Callable[[], asyncio.DatagramProtocol]
 
 
 class _RecordingDatagramTransport(asyncio.DatagramTransport):
@@ -326,10 +327,10 @@ class _DatagramServer:
     async def wait_for_datagrams(
         self, n: int = 1, *, timeout: float | None = _UNSET
     ) -> tuple[Datagram, ...]:
-        """Wait until at least `n` datagrams have been received in all.
+        """Wait until at least ``n`` datagrams have been received in all.
 
         Returns:
-            The first `n` datagrams received.
+            The first ``n`` datagrams received.
 
         Raises:
             TimeoutError: fewer arrived; the message lists those that did.
@@ -402,15 +403,16 @@ class _DatagramServer:
 class UDPServer(_DatagramServer):
     """A UDP server on loopback that records every datagram; optionally multicast.
 
-    It binds port 0 itself and keeps the socket.  With `group`, it joins that
-    multicast group on the interface `host` (127.0.0.1) and listens on the group
+    It binds port 0 itself and keeps the socket.  With ``group``, it joins that
+    multicast group on the interface ``host`` (127.0.0.1) and listens on the group
     address, like an SSDP listener on 239.255.255.250; send to it with a socket
     from `multicast_socket`.  To receive broadcasts, listen on the loopback
     broadcast address ``"127.255.255.255"``.
 
     Args:
-        handler: `echo` (default), `sink`, a `script`, or a DatagramProtocol factory.
-        host: a literal loopback address (the interface, with `group`).
+        handler: `~nettest.handlers.echo` (default), `~nettest.handlers.sink`,
+            a `~nettest.handlers.script`, or a DatagramProtocol factory.
+        host: a literal loopback address (the interface, with ``group``).
         group: an IPv4 multicast group to join and listen on.
         allow_remote: allow a host that is not loopback.
         rcvbuf: SO_RCVBUF in bytes (small values make the kernel drop datagrams).
@@ -511,7 +513,7 @@ class UDPServer(_DatagramServer):
 
     @property
     def address(self) -> tuple[str, int]:
-        """Where to send: ``(host, port)``, or ``(group, port)`` for multicast.
+        """The address to send to, ``(host, port)`` or ``(group, port)`` for multicast.
 
         Pass it as ``create_datagram_endpoint(..., remote_addr=server.address)``
         or ``sock.sendto(data, server.address)``.
@@ -520,9 +522,9 @@ class UDPServer(_DatagramServer):
 
 
 def multicast_socket(interface: str = "127.0.0.1", *, ttl: int = 1) -> socket.socket:
-    """Make a UDP socket that sends multicast datagrams out of `interface`, looped back.
+    """Make a UDP socket that sends multicast datagrams out of ``interface``, looped back.
 
-    Sets IP_MULTICAST_IF to `interface`, IP_MULTICAST_LOOP on, and IP_MULTICAST_TTL.
+    Sets IP_MULTICAST_IF to ``interface``, IP_MULTICAST_LOOP on, and IP_MULTICAST_TTL.
     The socket is bound to ``(interface, 0)`` so replies can reach it.  Use it
     directly, or as ``create_datagram_endpoint(..., sock=multicast_socket())``.
     The caller closes it.
@@ -557,11 +559,12 @@ class UnixDatagramServer(_DatagramServer):
     """A Unix datagram socket server that records every datagram.
 
     Like `UnixServer`, it binds ``s`` in a short private directory (or an
-    abstract name) and removes it at teardown.  `echo` can answer only clients
+    abstract name) and removes it at teardown.  `~nettest.handlers.echo` can answer only clients
     that bound an address of their own.
 
     Args:
-        handler: `echo` (default), `sink`, a `script`, or a DatagramProtocol factory.
+        handler: `~nettest.handlers.echo` (default), `~nettest.handlers.sink`,
+            a `~nettest.handlers.script`, or a DatagramProtocol factory.
         path: where to bind; checked against the 107-byte limit.
         abstract: bind in the Linux abstract namespace.
         rcvbuf: SO_RCVBUF in bytes.
@@ -581,7 +584,7 @@ class UnixDatagramServer(_DatagramServer):
         self,
         handler: Handler | DatagramProtocolFactory = echo,
         *,
-        path: str | os.PathLike[str] | None = None,
+        path: str | pathlib.Path | None = None,
         abstract: bool = False,
         rcvbuf: int | None = None,
         sndbuf: int | None = None,
@@ -632,7 +635,7 @@ class UnixDatagramServer(_DatagramServer):
 
     @property
     def address(self) -> str:
-        """Same as `path`: ``sock.sendto(data, server.address)``."""
+        """Same as ``path``: ``sock.sendto(data, server.address)``."""
         return self._path
 
 
@@ -671,7 +674,7 @@ class UnixDatagramServerFactory(typing.Protocol):
         self,
         handler: DatagramHandlerArg = ...,
         *,
-        path: str | os.PathLike[str] | None = ...,
+        path: str | pathlib.Path | None = ...,
         abstract: bool = ...,
         rcvbuf: int | None = ...,
         sndbuf: int | None = ...,

@@ -14,11 +14,14 @@ Example::
 
 from __future__ import annotations
 
+from ._handlers import DatagramProtocolFactory as DatagramProtocolFactory
 from ._handlers import Handler as Handler
 from ._handlers import HandlerError as HandlerError
+from ._handlers import ProtocolFactory as ProtocolFactory
 from ._handlers import Script as Script
 from ._handlers import ScriptMismatch as ScriptMismatch
 from ._handlers import Step as Step
+from ._handlers import StreamHandler as StreamHandler
 from ._handlers import close as close
 from ._handlers import echo as echo
 from ._handlers import expect as expect
@@ -33,11 +36,14 @@ from ._handlers import sink as sink
 from ._handlers import sleep as sleep
 
 __all__ = [
+    "DatagramProtocolFactory",
     "Handler",
     "HandlerError",
+    "ProtocolFactory",
     "Script",
     "ScriptMismatch",
     "Step",
+    "StreamHandler",
     "close",
     "echo",
     "expect",
