@@ -11,6 +11,7 @@ import asyncio
 import gc
 import logging
 import socket
+import struct
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -428,18 +429,39 @@ async def test_memory_transport_feed_error_that_is_not_an_oserror_is_reported() 
 
 
 @pytest.mark.asyncio
-async def test_memory_transport_writing_to_a_closed_peer_is_reset_with_epipe() -> None:
+async def test_transport_writing_to_a_closed_peer_is_reset_with_epipe(connect: Connect) -> None:
     client, server = Recorder(keep_open=True), Recorder()
-    c, s = memory_transport_pair(client, server)
-    await turns()
+    c, s = await connect(client, server)
     s.close()
-    await turns()
-    assert client.kinds() == ["made", "eof"]  # half-open: the client may still write
-    c.write(b"to nobody")  # arrives at a closed socket: RST, seen after the FIN
-    await turns()
+    await until(lambda: client.kinds() == ["made", "eof"])  # half-open: may still write
+    c.write(b"to nobody")  # arrives at a closed socket: RST, after the FIN
+    await asyncio.sleep(0.05)
     c.write(b"again")
-    await turns()
+    await until(lambda: client.lost.done())
     assert client.events[-1] == ("lost", BrokenPipeError)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("reader_paused", [False, True])
+async def test_transport_abort_with_linger_zero_resets_the_peer(
+    connect: Connect, reader_paused: bool
+) -> None:
+    client, server = Recorder(), Recorder()
+    c, s = await connect(client, server)
+    s.get_extra_info("socket").setsockopt(
+        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+    )
+    if reader_paused:
+        c.pause_reading()
+    s.abort()
+    await until(lambda: server.lost.done())
+    assert server.events == [("made",), ("lost", type(None))]
+    await asyncio.sleep(0.02)
+    if reader_paused:
+        assert client.kinds() == ["made"]  # nobody reads: the RST is not noticed yet
+        c.write(b"x")  # the next send fails
+    await until(lambda: client.lost.done())
+    assert client.events == [("made",), ("lost", ConnectionResetError)]
 
 
 # -- the test as the peer -----------------------------------------------------------------

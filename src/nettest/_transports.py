@@ -21,6 +21,7 @@ import errno
 import itertools
 import logging
 import socket
+import struct
 import sys
 import typing
 import warnings
@@ -149,6 +150,14 @@ class MemorySocket:
         self._options: dict[tuple[int, int], int | bytes] = {}
         if family != _AF_UNIX:
             self._options[socket.IPPROTO_TCP, socket.TCP_NODELAY] = 1
+
+    def _lingers_zero(self) -> bool:
+        """Whether ``SO_LINGER`` is (on, 0 seconds): closing sends RST."""
+        value = self._options.get((socket.SOL_SOCKET, socket.SO_LINGER))
+        if not isinstance(value, bytes) or len(value) < 8:
+            return False
+        onoff, seconds = struct.unpack("ii", value[:8])
+        return bool(onoff) and seconds == 0
 
     def getsockname(self) -> Any:
         """Return the local address."""
@@ -746,12 +755,14 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         if self._write_handle is not None:
             self._write_handle.cancel()
             self._write_handle = None
+        # Closing a socket with unread received data, or with SO_LINGER set to
+        # (on, 0 seconds), makes the kernel send RST instead of FIN.
         unread = self._in.in_flight > 0 and not self._in.broken
         self._rx.clear()
-        if self._in.sender is not None and unread:
-            # Closing a socket with unread received data makes the kernel send RST.
+        if (unread or self._info["socket"]._lingers_zero()) and not self._out.broken:
             self._in.in_flight = 0
-            self._in._reset_sender()
+            if self._in.sender is not None:
+                self._in._reset_sender()
             self._out.broken = True
         elif not self._out.broken:
             self._out.send_fin()
