@@ -67,6 +67,10 @@ class AsyncRuleBasedStateMachine(RuleBasedStateMachine):
     Attributes:
         loop_factory: Makes the loop of each test case, for example
             ``uvloop.new_event_loop``; `asyncio.new_event_loop` by default.
+            To run every test case on a loop you own, return it from here
+            and set `close_loop` to False.
+        close_loop: Whether `teardown` closes the loop (True by default).
+            Pending tasks are cancelled either way.
         loop: The loop of the running test case.
 
     Example::
@@ -91,6 +95,7 @@ class AsyncRuleBasedStateMachine(RuleBasedStateMachine):
     loop_factory: ClassVar[Callable[[], asyncio.AbstractEventLoop]] = staticmethod(
         asyncio.new_event_loop
     )
+    close_loop: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -140,7 +145,7 @@ class AsyncRuleBasedStateMachine(RuleBasedStateMachine):
         Override it with a coroutine or a plain method to clean up your own
         objects first; the loop is closed after your teardown either way.
         """
-        _close_loop(self.loop)
+        _close_loop(self.loop, close=type(self).close_loop)
 
 
 def _as_method(value: Any, marker: str, record: Any) -> Any:
@@ -165,21 +170,28 @@ def _closing_teardown(
             else:
                 teardown(machine)
         finally:
-            _close_loop(machine.loop)
+            _close_loop(machine.loop, close=type(machine).close_loop)
 
     return run_then_close
 
 
-def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+def _close_loop(loop: asyncio.AbstractEventLoop, *, close: bool) -> None:
     if loop.is_closed():
         return
+    if not close:
+        _cancel_pending(loop)
+        return
     try:
-        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        _cancel_pending(loop)
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.run_until_complete(loop.shutdown_default_executor())
     finally:
         loop.close()
+
+
+def _cancel_pending(loop: asyncio.AbstractEventLoop) -> None:
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))

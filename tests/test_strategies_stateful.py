@@ -1,0 +1,210 @@
+"""Tests for AsyncRuleBasedStateMachine: coroutine rules, invariants and clean loops."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import ClassVar
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from nettest import strategies as nst
+from nettest._transports import memory_transport_pair
+
+FAST = settings(
+    database=None,
+    max_examples=15,
+    stateful_step_count=8,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+loops: list[asyncio.AbstractEventLoop] = []
+
+
+class EchoProtocol(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+class ClientProtocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.received = b""
+        self.arrived = asyncio.Event()
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+        self.arrived.set()
+
+
+class EchoMachine(nst.AsyncRuleBasedStateMachine):
+    """Drives an echo server over a memory transport pair."""
+
+    sent = Bundle("sent")
+
+    @initialize()  # type: ignore[arg-type]
+    async def connect(self) -> None:
+        loops.append(asyncio.get_running_loop())
+        self.client = ClientProtocol()
+        self.transports = memory_transport_pair(self.client, EchoProtocol())
+        await asyncio.sleep(0)
+        self.expected = b""
+
+    @rule(target=sent, data=st.binary(min_size=1, max_size=8))
+    async def send(self, data: bytes) -> bytes:
+        self.transports[0].write(data)
+        self.expected += data
+        while len(self.client.received) < len(self.expected):
+            self.client.arrived.clear()
+            await asyncio.wait_for(self.client.arrived.wait(), 1)
+        return data
+
+    @rule(data=sent)
+    def resend(self, data: bytes) -> None:
+        self.run(self.send.__wrapped__(self, data))  # type: ignore[attr-defined]
+
+    @precondition(lambda self: len(self.expected) > 0)
+    @invariant()
+    async def echoed(self) -> None:
+        await asyncio.sleep(0)
+        assert self.client.received == self.expected
+
+    async def teardown(self) -> None:  # type: ignore[override]
+        for transport in self.transports:
+            transport.close()
+        await asyncio.sleep(0)
+
+
+def test_async_rules_invariants_and_teardown_run_on_a_fresh_loop_each_time() -> None:
+    loops.clear()
+    run_state_machine_as_test(EchoMachine, settings=FAST)
+    assert len(loops) >= 2
+    assert len({id(loop) for loop in loops}) == len(loops)
+    assert all(loop.is_closed() for loop in loops)
+
+
+class BuggyCounter:
+    """Loses an increment when two arrive in the same loop turn."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    async def increment(self) -> None:
+        value = self.value
+        await asyncio.sleep(0)
+        self.value = value + 1
+
+
+class CounterMachine(nst.AsyncRuleBasedStateMachine):
+    @initialize()  # type: ignore[arg-type]
+    async def start(self) -> None:
+        self.counter = BuggyCounter()
+        self.expected = 0
+
+    @rule(n=st.integers(1, 3))  # type: ignore[arg-type]
+    async def increment_concurrently(self, n: int) -> None:
+        await asyncio.gather(*(self.counter.increment() for _ in range(n)))
+        self.expected += n
+
+    @invariant()
+    def counted(self) -> None:
+        assert self.counter.value == self.expected
+
+
+def test_a_race_in_an_async_rule_is_found_and_shrunk() -> None:
+    with pytest.raises(AssertionError) as failure:
+        run_state_machine_as_test(CounterMachine, settings=settings(FAST, max_examples=100))
+    steps = "\n".join(getattr(failure.value, "__notes__", []))
+    assert "state.increment_concurrently(n=2)" in steps
+    assert "state.increment_concurrently(n=1)" not in steps
+    assert steps.count("state.increment_concurrently") == 1
+
+
+class PendingTaskMachine(nst.AsyncRuleBasedStateMachine):
+    tasks: ClassVar[list[asyncio.Task[None]]] = []
+
+    @rule()  # type: ignore[arg-type]
+    async def leave_a_task_running(self) -> None:
+        self.tasks.append(asyncio.ensure_future(asyncio.sleep(3600)))
+
+
+def test_teardown_cancels_pending_tasks_and_closes_the_loop() -> None:
+    PendingTaskMachine.tasks.clear()
+    run_state_machine_as_test(PendingTaskMachine, settings=FAST)
+    assert PendingTaskMachine.tasks
+    assert all(task.cancelled() for task in PendingTaskMachine.tasks)
+
+
+made: list[asyncio.AbstractEventLoop] = []
+
+
+def tracked_loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    made.append(loop)
+    return loop
+
+
+class FactoryMachine(nst.AsyncRuleBasedStateMachine):
+    loop_factory = tracked_loop
+
+    @rule()  # type: ignore[arg-type]
+    async def step(self) -> None:
+        assert asyncio.get_running_loop() is self.loop
+
+    def teardown(self) -> None:
+        assert not self.loop.is_closed()
+
+
+def test_loop_factory_and_a_synchronous_teardown() -> None:
+    made.clear()
+    run_state_machine_as_test(FactoryMachine, settings=FAST)
+    assert made
+    assert all(loop.is_closed() for loop in made)
+
+
+class SyncMachine(nst.AsyncRuleBasedStateMachine):
+    @rule()
+    def step(self) -> None:
+        assert self.run(asyncio.sleep(0, result=42)) == 42
+
+
+def test_synchronous_rules_still_work_and_can_run_coroutines() -> None:
+    run_state_machine_as_test(SyncMachine, settings=FAST)
+
+
+TestEchoMachine = EchoMachine.TestCase
+TestEchoMachine.settings = FAST
+
+
+class GivenLoopMachine(nst.AsyncRuleBasedStateMachine):
+    given_loop: ClassVar[asyncio.AbstractEventLoop]
+    loop_factory = staticmethod(lambda: GivenLoopMachine.given_loop)
+    close_loop = False
+    tasks: ClassVar[list[asyncio.Task[None]]] = []
+
+    @rule()  # type: ignore[arg-type]
+    async def step(self) -> None:
+        self.tasks.append(asyncio.ensure_future(asyncio.sleep(3600)))
+
+
+def test_a_given_loop_is_reused_and_left_open() -> None:
+    loop = GivenLoopMachine.given_loop = asyncio.new_event_loop()
+    try:
+        run_state_machine_as_test(GivenLoopMachine, settings=FAST)
+        assert not loop.is_closed()
+        assert GivenLoopMachine.tasks
+        assert all(task.cancelled() for task in GivenLoopMachine.tasks)
+    finally:
+        loop.close()
