@@ -76,6 +76,8 @@ Kind = Literal["tcp", "udp"]
 Address = tuple[str, int]
 
 _HIGH = 256 * 1024
+#: Room for bursts of connections: many concurrent clients are the point of a load test.
+_BACKLOG = 1024
 _LOW = 64 * 1024
 
 
@@ -679,9 +681,12 @@ class FaultProxy:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind((self._host, self._port))
-                sock.listen(1024)
+                sock.listen(_BACKLOG)
                 sock.setblocking(False)
-                self._server = await loop.create_server(self._new_client, sock=sock)
+                # create_server() calls listen() again: give it the same backlog.
+                self._server = await loop.create_server(
+                    self._new_client, sock=sock, backlog=_BACKLOG
+                )
             except BaseException:
                 sock.close()
                 raise
