@@ -382,13 +382,17 @@ def test_tls_versions_are_12_and_13() -> None:
     assert (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3) == TLS_VERSIONS
 
 
+# Until nettest's plugin provides the TLS fixtures, the inner sessions import them.
 PYTESTER_CONFTEST = """
-from nettest._tls import (
-    tls_ca, tls_certificate, tls_client_certificate, tls_client_context,
-    tls_mutual_client_context, tls_mutual_server_context, tls_server_context, tls_version,
-)
-from nettest._tls_bad import tls_bad_case_factory
-from nettest._tls_files import tls_files
+import nettest.plugin
+
+if not hasattr(nettest.plugin, "tls_ca"):
+    from nettest._tls import (
+        tls_ca, tls_certificate, tls_client_certificate, tls_client_context,
+        tls_mutual_client_context, tls_mutual_server_context, tls_server_context, tls_version,
+    )
+    from nettest._tls_bad import tls_bad_case_factory
+    from nettest._tls_files import tls_files
 """
 
 

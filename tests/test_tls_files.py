@@ -26,6 +26,7 @@ from nettest._tls import (
 )
 from nettest._tls_files import TLSFiles, cli_main, tls_files, write_tls_files  # noqa: F401
 from test_tls import (
+    PYTESTER_CONFTEST,
     TIMEOUT,
     blocking_exchange,
 )
@@ -144,10 +145,7 @@ def test_tls_files_cert_alone_is_an_incomplete_chain(tls_files: TLSFiles) -> Non
 
 
 def test_tls_files_exist_for_the_test_only(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest(
-        "from nettest._tls import tls_ca, tls_certificate, tls_client_certificate\n"
-        "from nettest._tls_files import tls_files\n"
-    )
+    pytester.makeconftest(PYTESTER_CONFTEST)
     pytester.makepyfile(
         """
         seen = []
