@@ -19,6 +19,7 @@ import pytest
 from nettest._tls import (
     TLS_VERSIONS,
     _authority,
+    _leaf_identity,
     make_tls_client_context,
     make_tls_server_context,
     new_ca,
@@ -532,3 +533,29 @@ def test_tls_modules_do_not_import_trustme_or_cryptography() -> None:
         "assert 'trustme' not in sys.modules and 'cryptography' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# -- the cache -------------------------------------------------------------------------------
+
+
+def test_tls_cached_material_goes_with_its_ca() -> None:
+    import gc
+    import os
+    import weakref
+
+    from nettest._tls_bad import make_tls_bad_case
+
+    ca = new_ca()
+    server = make_tls_server_context(_authority(ca).server)
+    bad = make_tls_bad_case(ca, "expired")
+    files = [
+        _leaf_identity(_authority(ca).server).key_and_chain_file(),
+        _authority(ca).bad("expired").key_and_chain_file(),
+    ]
+    assert all(os.stat(path).st_mode & 0o777 == 0o600 for path in files)
+    assert os.stat(os.path.dirname(files[0])).st_mode & 0o777 == 0o700
+    alive = weakref.ref(ca)
+    del ca, server, bad
+    gc.collect()
+    assert alive() is None
+    assert not any(os.path.exists(path) for path in files)

@@ -113,7 +113,7 @@ def _build(cls: type[_T], **fields: object) -> _T:
 # -- PEM material and its cache ------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, eq=False)
 class _Identity:
     """A private key and the certificate chain that goes with it, as PEM bytes."""
 
@@ -123,10 +123,22 @@ class _Identity:
     _file: list[str] = field(default_factory=list, repr=False)
 
     def key_and_chain_file(self) -> str:
-        """Return a file holding the key and the chain, written on first use."""
+        """Return a file holding the key and the chain, written on first use.
+
+        The file goes when this object does, or when the process exits.
+        """
         if not self._file:
-            self._file.append(_write_private(self.key_pem + b"".join(self.chain_pems)))
+            path = _write_private(self.key_pem + b"".join(self.chain_pems))
+            weakref.finalize(self, _unlink, path)
+            self._file.append(path)
         return self._file[0]
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 _lock = threading.Lock()
@@ -368,14 +380,17 @@ class _Authority:
 
 
 def _authority(ca: trustme.CA) -> _Authority:
+    # Kept on the CA itself, so that both go together.  A weak-keyed cache would
+    # keep them for ever: the intermediate holds its parent, the key, strongly.
     with _lock:
-        authority = _authorities.get(ca)
-        if authority is None:
-            authority = _authorities[ca] = _Authority(ca)
+        authority = getattr(ca, _AUTHORITY_ATTRIBUTE, None)
+        if not isinstance(authority, _Authority):
+            authority = _Authority(ca)
+            setattr(ca, _AUTHORITY_ATTRIBUTE, authority)
         return authority
 
 
-_authorities: weakref.WeakKeyDictionary[object, _Authority] = weakref.WeakKeyDictionary()
+_AUTHORITY_ATTRIBUTE = "_nettest_tls_authority"
 
 
 def _general_name(identity: str) -> x509.GeneralName:
