@@ -435,6 +435,42 @@ async def _case_abort_with_unread_data_resets_peer(h: _Harness) -> None:
 
 
 @_case
+async def _case_peer_close_fails_pending_writes(h: _Harness) -> None:
+    """When the peer closes with bytes unread, pending writes fail: connection_lost(error)."""
+    async with h.connect() as (client, server):
+        client.t.set_write_buffer_limits(high=_NO_PAUSE)
+        await h.clog(client, server)
+        client.t.write(b"e" * _EXTRA)
+        server.t.close()
+        await h.wait_until(lambda: server.lost, "the server's connection_lost", client, server)
+        await h.wait_until(lambda: client.lost, "the client's connection_lost", client, server)
+        _expect(
+            isinstance(client.lost_exc, ConnectionResetError),
+            f"client's connection_lost got {client.lost_exc!r}, expected ConnectionResetError",
+        )
+        _expect(not client.eof, "the client saw EOF before the reset")
+
+
+@_case
+async def _case_peer_reset_ends_close(h: _Harness) -> None:
+    """A close() waiting to flush ends in connection_lost(error) when the peer resets.
+
+    The error is ConnectionResetError over TCP and BrokenPipeError over Unix sockets.
+    """
+    async with h.connect() as (client, server):
+        client.t.set_write_buffer_limits(high=_NO_PAUSE)
+        await h.clog(client, server)
+        client.t.write(b"e" * _EXTRA)
+        client.t.close()
+        server.t.close()
+        await h.wait_until(lambda: client.lost, "the client's connection_lost", client, server)
+        _expect(
+            isinstance(client.lost_exc, ConnectionError),
+            f"client's connection_lost got {client.lost_exc!r}, expected a ConnectionError",
+        )
+
+
+@_case
 async def _case_use_after_connection_lost(h: _Harness) -> None:
     """After connection_lost: closing, not reading; close, abort and pausing are harmless."""
     async with h.connect() as (client, server):
