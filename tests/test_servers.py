@@ -44,6 +44,14 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         pass
 
 
+async def _connect_and_read(address: tuple[str, int]) -> bytes:
+    reader, writer = await asyncio.open_connection(*address)
+    try:
+        return await reader.read()
+    finally:
+        writer.close()
+
+
 # -- echo, recording, address ---------------------------------------------------
 
 
@@ -147,12 +155,10 @@ async def test_close_handler_sends_fin(tcp_server: TCPServerFactory) -> None:
 
 async def test_reset_handler_sends_rst(tcp_server: TCPServerFactory) -> None:
     server = await tcp_server(handlers.reset)
-    reader, writer = await asyncio.open_connection(*server.address)
+    with pytest.raises(ConnectionResetError):  # on connecting or reading: a race
+        await _connect_and_read(server.address)
     (conn,) = await server.wait_for_connections(1)
     assert await conn.wait_closed() is Ending.ABORTED
-    with pytest.raises(ConnectionResetError):
-        await reader.read()
-    writer.close()
 
 
 async def test_hang_handler_never_reads(tcp_server: TCPServerFactory) -> None:

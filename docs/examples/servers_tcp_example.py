@@ -79,13 +79,21 @@ async def test_handler_errors_come_back_at_teardown():
         await server.aclose()
 
 
+async def connect_and_read(address):
+    reader, writer = await asyncio.open_connection(*address)
+    try:
+        return await reader.read()
+    finally:
+        writer.close()
+
+
 @pytest.mark.asyncio
 async def test_client_sees_a_reset(tcp_server):
     server = await tcp_server(handlers.reset)  # accept, then RST via SO_LINGER(1, 0)
-    reader, writer = await asyncio.open_connection(*server.address)
-    with pytest.raises(ConnectionResetError):
-        await reader.read()
-    writer.close()
+    with pytest.raises(ConnectionResetError):  # on connecting or reading: a race
+        await connect_and_read(server.address)
+    (conn,) = await server.wait_for_connections(1)
+    assert await conn.wait_closed() is nettest.Ending.ABORTED
 
 
 @pytest.mark.asyncio
