@@ -841,3 +841,33 @@ async def test_proxy_load_500_connections_of_256_kib(
     assert not failed, (failed[:3], proxy.format_traces()[-3000:])
     assert sum(t.upstream_bytes for t in proxy.traces) == 500 * size
     assert sum(t.downstream_bytes for t in proxy.traces) == 500 * size
+
+
+def test_fault_proxy_left_open_is_reported_by_the_hygiene_gate(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import asyncio
+        import pytest
+        from nettest._proxy import FaultProxy
+
+        kept = []
+
+        @pytest.mark.asyncio
+        async def test_leaks():
+            server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+            kept.append(server)
+            kept.append(await FaultProxy(server.sockets[0].getsockname()).start())
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*open FaultProxy -> 127.0.0.1:*"])
+
+
+@pytest.mark.asyncio
+async def test_fault_proxy_dropped_unclosed_warns(upstream: Upstream) -> None:
+    proxy = await FaultProxy(upstream.address).start()
+    with pytest.warns(ResourceWarning, match="unclosed <FaultProxy"):
+        proxy.__del__()
+    await proxy.aclose()
+    proxy.__del__()  # closed: no warning (filterwarnings=error would fail the test)

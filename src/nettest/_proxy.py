@@ -642,7 +642,8 @@ class FaultProxy:
         if self._started:
             raise RuntimeError("FaultProxy.start() was already called")
         self._started = True
-        track(self, what=f"FaultProxy -> {self.upstream}", is_open=_proxy_open, close=_proxy_abort)
+        upstream = f"{self.upstream[0]}:{self.upstream[1]}"
+        track(self, what=f"FaultProxy -> {upstream}", is_open=_proxy_open, close=_proxy_abort)
         await self._listen()
         self._sync_port()
         return self
