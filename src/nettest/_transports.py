@@ -1015,27 +1015,38 @@ def memory_stream_pair(
             assert await s_reader.readline() == b"hi\\n"
     """
     loop = asyncio.get_running_loop()
-    ends = []
-    protocols = []
-    for _ in range(2):
-        reader = asyncio.StreamReader(limit=limit, loop=loop)
-        protocols.append(asyncio.StreamReaderProtocol(reader, loop=loop))
-        ends.append(reader)
+    client_reader = asyncio.StreamReader(limit=limit, loop=loop)
+    server_reader = asyncio.StreamReader(limit=limit, loop=loop)
+    client_protocol = asyncio.StreamReaderProtocol(client_reader, loop=loop)
+    server_protocol = _ServerStreamProtocol(server_reader, _server_side_marker, loop=loop)
     client_transport, server_transport = memory_transport_pair(
-        protocols[0],
-        protocols[1],
+        client_protocol,
+        server_protocol,
         capacity=capacity,
         manual=manual,
         partial_writes=partial_writes,
         chunks=chunks,
     )
-    # StreamWriter.start_tls() negotiates as the server when the protocol has a
-    # client_connected_cb.  Set it only after connection_made, so that the protocol
-    # does not make a second writer of its own.
-    loop.call_soon(setattr, protocols[1], "_client_connected_cb", _server_side_marker)
-    client_writer = asyncio.StreamWriter(client_transport, protocols[0], ends[0], loop)
-    server_writer = asyncio.StreamWriter(server_transport, protocols[1], ends[1], loop)
-    return (ends[0], client_writer), (ends[1], server_writer)
+    client_writer = asyncio.StreamWriter(client_transport, client_protocol, client_reader, loop)
+    server_writer = asyncio.StreamWriter(server_transport, server_protocol, server_reader, loop)
+    return (client_reader, client_writer), (server_reader, server_writer)
+
+
+class _ServerStreamProtocol(asyncio.StreamReaderProtocol):
+    """The server end of a memory stream pair.
+
+    ``StreamWriter.start_tls()`` negotiates as the server when the protocol has a
+    ``client_connected_cb``.  This protocol has one, but hides it from
+    ``connection_made`` so that the protocol does not make a second writer.
+    """
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        state = self.__dict__
+        callback, state["_client_connected_cb"] = state["_client_connected_cb"], None
+        try:
+            super().connection_made(transport)
+        finally:
+            state["_client_connected_cb"] = callback
 
 
 def _server_side_marker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
