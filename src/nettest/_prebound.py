@@ -24,7 +24,7 @@ from typing import Literal
 import pytest
 
 from ._hygiene import track
-from ._servers import _NoIPv6, check_host, has_ipv6_loopback
+from ._server_base import _NoIPv6, check_host, has_ipv6_loopback
 
 __all__ = ["BoundSocket"]
 

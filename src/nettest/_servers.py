@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 A server binds its own socket (port 0, or a path in a private directory) and
 keeps it, so no other process can take the address between "find" and "bind".
-Each accepted connection gets a `_ConnState`, which owns the real transport and
-the public `Connection` recording.  The handler's protocol sees a
+Each accepted connection gets a ``_ConnState`` (in ``_connections``), which owns
+the real transport and the public `Connection` recording.  The handler's protocol sees a
 `_RecordingTransport` that records writes; a `_RecordingProtocol` in front of it
 records reads, EOF and how the connection ended.  Stream handlers run as tasks the
 server owns, so their exceptions are kept and raised again at teardown.
@@ -26,26 +26,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import ipaddress
 import os
 import pathlib
 import shutil
 import socket
 import ssl
 import ssl as _ssl
-import struct
 import sys
-import tempfile
-import threading
 import typing
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
 
+from ._connections import _ConnState, _RecordingBufferedProtocol, _RecordingProtocol
+from ._connections import _RecordingTransport as _RecordingTransport
 from ._handlers import (
     Handler,
     HandlerError,
@@ -58,12 +55,27 @@ from ._hygiene import track
 from ._recording import (
     _UNSET,
     Connection,
-    Ending,
     Signal,
     format_address,
     resolve_timeout,
     show,
 )
+from ._server_base import (
+    UNIX_PATH_MAX as UNIX_PATH_MAX,
+)
+from ._server_base import (
+    AsyncServerFactory,
+    _apply_buffers,
+    _check_buffer,
+    _check_int,
+    _check_positive,
+    _loop_thread_call,
+    _NoIPv6,
+    _private_dir,
+    check_host,
+    check_unix_path,
+)
+from ._server_base import has_ipv6_loopback as has_ipv6_loopback
 
 __all__ = [
     "ServerTeardownWarning",
@@ -79,10 +91,6 @@ _S = TypeVar("_S", bound="_StreamServer")
 #: Default seconds teardown waits for connections to end before aborting them.
 DEFAULT_CLOSE_TIMEOUT = 2.0
 
-#: Longest Unix socket path, in bytes, without the terminating NUL.
-#: Linux's ``sun_path`` holds 108 bytes; the BSDs and macOS hold 104.
-UNIX_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
-
 
 class ServerTeardownWarning(UserWarning):
     """A server's teardown had to abort connections or cancel handlers that did not end.
@@ -92,290 +100,6 @@ class ServerTeardownWarning(UserWarning):
     peer that never answers close_notify keeps its connection open; teardown then
     aborts it and warns with this, naming the connection.
     """
-
-
-class _NoIPv6(OSError):
-    pass
-
-
-@functools.lru_cache(maxsize=1)
-def has_ipv6_loopback() -> bool:
-    """Return whether this host can bind the IPv6 loopback address ``::1``.
-
-    Use it to skip IPv6 tests where IPv6 is disabled (some containers and CI
-    runners); nettest's fixtures already skip when asked for ``::1`` there.
-
-    Example::
-
-        @pytest.mark.skipif(not nettest.has_ipv6_loopback(), reason="no ::1")
-        async def test_v6(tcp_server): ...
-    """
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-def check_host(host: str, *, allow_remote: bool, multicast: bool = False) -> socket.AddressFamily:
-    """Check ``host`` is a literal loopback address (unless `allow_remote`); return its family."""
-    if not isinstance(host, str):
-        raise TypeError(f"host must be a str, got {type(host).__name__}")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(
-            f"host must be a literal IP address such as '127.0.0.1' or '::1', got {host!r}: "
-            "a name like 'localhost' may resolve to ::1 while the server listens on IPv4"
-        ) from None
-    if not (address.is_loopback or (multicast and address.is_multicast) or allow_remote):
-        raise ValueError(
-            f"host {host!r} is not a loopback address; a test server on it can be reached "
-            "from other machines. Pass allow_remote=True if you mean it"
-        )
-    return socket.AF_INET6 if address.version == 6 else socket.AF_INET
-
-
-def _check_positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if value is None or not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-
-
-def _check_buffer(name: str, value: object) -> None:
-    if value is not None:
-        _check_int(name, value, "(bytes) or None")
-
-
-def _check_int(name: str, value: object, unit: str = "") -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1{' ' + unit if unit else ''}, got {value!r}")
-
-
-def set_reset_on_close(transport: asyncio.BaseTransport) -> None:
-    """Set SO_LINGER(1, 0) on the transport's socket, so that closing it sends RST."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-
-def _loop_thread_call(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
-    """Call ``fn`` on `loop`'s thread (now, if that is this thread or no thread runs it)."""
-    if loop.is_closed():
-        return
-    running_here = False
-    with contextlib.suppress(RuntimeError):
-        running_here = asyncio.get_running_loop() is loop
-    if loop.is_running() and not running_here:
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(fn)
-        return
-    with contextlib.suppress(Exception):
-        fn()
-
-
-# -- per-connection plumbing ----------------------------------------------------
-
-
-class _ConnState:
-    """The server's side of one connection: its real transport and its recording."""
-
-    def __init__(self, server: _StreamServer, transport: asyncio.Transport) -> None:
-        self.server = server
-        self.transport = transport
-        self.closed_by_server = False
-        self.aborted = False
-        self.task: asyncio.Task[None] | None = None
-        self.reader: asyncio.StreamReader | None = None
-        loop = server._loop
-        assert loop is not None
-        self.loop = loop
-        peer = transport.get_extra_info("peername")
-        local = transport.get_extra_info("sockname")
-        self.conn = Connection._create(
-            index=len(server._states) + 1,
-            peer=peer,
-            local=local,
-            opened_at=loop.time(),
-            server_name=server._name,
-            actions=self,
-        )
-        track(
-            transport,
-            what=f"connection #{self.conn.index} to {server._name}",
-            is_open=lambda t: not t.is_closing(),
-            close=lambda t: _loop_thread_call(loop, t.abort),
-        )
-
-    def close(self) -> None:
-        if not self.conn.eof_received and self.conn.is_open:
-            self.closed_by_server = True
-        self.transport.close()
-
-    def reset(self) -> None:
-        set_reset_on_close(self.transport)
-        self.abort()
-
-    def abort(self) -> None:
-        if self.conn.is_open:
-            self.aborted = True
-        self.transport.abort()
-
-    def lost(self, exc: BaseException | None) -> None:
-        if self.aborted:
-            ending = Ending.ABORTED
-        elif exc is not None:
-            ending = Ending.RESET
-        elif self.conn.eof_received and not self.closed_by_server:
-            ending = Ending.EOF
-        else:
-            ending = Ending.CLOSED
-        self.conn._record_end(ending, self.loop.time())
-        self.server._changed.notify()
-
-
-class _RecordingTransport(asyncio.Transport):
-    """What the handler's protocol sees: the real transport, with writes recorded."""
-
-    def __init__(self, inner: asyncio.Transport, state: _ConnState) -> None:
-        super().__init__()
-        self._inner = inner
-        self._state = state
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._inner.get_extra_info(name, default)
-
-    def is_closing(self) -> bool:
-        return self._inner.is_closing()
-
-    def close(self) -> None:
-        self._state.close()
-
-    def abort(self) -> None:
-        self._state.abort()
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        raise NotImplementedError(
-            "nettest's recording transport cannot switch protocols (no start_tls); "
-            "pass ssl= to the server instead"
-        )
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._inner.get_protocol()
-
-    def is_reading(self) -> bool:
-        return self._inner.is_reading()
-
-    def pause_reading(self) -> None:
-        self._inner.pause_reading()
-
-    def resume_reading(self) -> None:
-        self._inner.resume_reading()
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self._inner.set_write_buffer_limits(high, low)
-
-    def get_write_buffer_size(self) -> int:
-        return self._inner.get_write_buffer_size()
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._inner.get_write_buffer_limits()
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if data and not self._inner.is_closing():
-            self._state.conn._record("sent", bytes(data), self._state.loop.time())
-        self._inner.write(data)
-
-    def writelines(self, list_of_data: typing.Iterable[bytes | bytearray | memoryview]) -> None:
-        self.write(b"".join(list_of_data))
-
-    def write_eof(self) -> None:
-        self._inner.write_eof()
-        self._state.conn._record("write_eof", b"", self._state.loop.time())
-
-    def can_write_eof(self) -> bool:
-        return self._inner.can_write_eof()
-
-
-class _RecordingProtocol(asyncio.Protocol):
-    """Stands between the real transport and the handler's protocol, recording reads."""
-
-    def __init__(
-        self,
-        server: _StreamServer,
-        inner: asyncio.BaseProtocol,
-        reader: asyncio.StreamReader | None = None,
-    ) -> None:
-        self._server = server
-        self._inner = inner
-        # StreamReaderProtocol holds its reader weakly; the handler needs it.
-        self._reader = reader
-        self._state: _ConnState | None = None
-
-    def _guard(self, what: str, call: Callable[[], Any]) -> Any:
-        try:
-            return call()
-        except Exception as exc:
-            assert self._state is not None
-            self._server._record_error(self._state.conn, exc, f"{what}() raised")
-            self._state.abort()
-            return None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        state = self._state = self._server._connection_made(transport)
-        proxy = _RecordingTransport(transport, state)
-        self._guard("connection_made", lambda: self._inner.connection_made(proxy))
-        self._server._start_handler(state, proxy, self._inner, self._reader)
-
-    def data_received(self, data: bytes) -> None:
-        assert self._state is not None
-        self._state.conn._record("received", data, self._state.loop.time())
-        inner = self._inner
-        assert isinstance(inner, asyncio.Protocol)
-        self._guard("data_received", lambda: inner.data_received(data))
-
-    def eof_received(self) -> bool | None:
-        assert self._state is not None
-        self._state.conn._record("eof", b"", self._state.loop.time())
-        inner = self._inner
-        assert isinstance(inner, (asyncio.Protocol, asyncio.BufferedProtocol))
-        return bool(self._guard("eof_received", inner.eof_received))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        assert self._state is not None
-        self._state.lost(exc)
-        self._guard("connection_lost", lambda: self._inner.connection_lost(exc))
-
-    def pause_writing(self) -> None:
-        self._guard("pause_writing", self._inner.pause_writing)
-
-    def resume_writing(self) -> None:
-        self._guard("resume_writing", self._inner.resume_writing)
-
-
-class _RecordingBufferedProtocol(_RecordingProtocol, asyncio.BufferedProtocol):
-    """`_RecordingProtocol` for a handler protocol that is an `asyncio.BufferedProtocol`."""
-
-    _buffer: memoryview
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        inner = self._inner
-        assert isinstance(inner, asyncio.BufferedProtocol)
-        self._buffer = memoryview(inner.get_buffer(sizehint)).cast("B")
-        return self._buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        assert self._state is not None
-        self._state.conn._record("received", bytes(self._buffer[:nbytes]), self._state.loop.time())
-        inner = self._inner
-        assert isinstance(inner, asyncio.BufferedProtocol)
-        self._guard("buffer_updated", lambda: inner.buffer_updated(nbytes))
 
 
 # -- the servers ----------------------------------------------------------------
@@ -757,13 +481,6 @@ class _StreamServer:
             warnings.warn(ServerTeardownWarning(aborted), stacklevel=3)
 
 
-def _apply_buffers(sock: socket.socket, rcvbuf: int | None, sndbuf: int | None) -> None:
-    if rcvbuf is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    if sndbuf is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-
-
 @typing.final
 class TCPServer(_StreamServer):
     """A TCP server on loopback (IPv4 or IPv6, optionally TLS) that records every connection.
@@ -884,24 +601,6 @@ class TCPServer(_StreamServer):
         if self._server is None:
             return ()
         return tuple(self._server.sockets)
-
-
-def _private_dir() -> str:
-    """Make a short private directory for Unix sockets (mode 0700)."""
-    base = "/tmp" if os.path.isdir("/tmp") else None
-    return tempfile.mkdtemp(prefix="nt-", dir=base)
-
-
-def check_unix_path(path: str) -> str:
-    """Return ``path`` if it fits in ``sun_path``; raise ValueError naming the limit if not."""
-    size = len(os.fsencode(path))
-    if size > UNIX_PATH_MAX:
-        raise ValueError(
-            f"Unix socket path is {size} bytes, over the {UNIX_PATH_MAX}-byte limit of "
-            f"sun_path on this platform: {path!r}. Use a shorter path (nettest's default "
-            "is a short private directory under /tmp)"
-        )
-    return path
 
 
 @typing.final
@@ -1055,77 +754,6 @@ class UnixServerFactory(typing.Protocol):
         backlog: int = ...,
         limit: int = ...,
     ) -> UnixServer: ...
-
-
-class _Closable(typing.Protocol):
-    closed: bool
-
-    async def start(self) -> Any: ...
-
-    async def aclose(self) -> None: ...
-
-    @property
-    def _loop(self) -> asyncio.AbstractEventLoop | None: ...
-
-
-_C = TypeVar("_C")
-
-
-def _close_elsewhere(loop: asyncio.AbstractEventLoop, server: _Closable) -> None:
-    """Close a server whose loop is not running (it served a test in a wider loop scope)."""
-    if server.closed or loop.is_closed():
-        return
-    if loop.is_running():
-        asyncio.run_coroutine_threadsafe(server.aclose(), loop).result()
-        return
-    error: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            loop.run_until_complete(server.aclose())
-        except BaseException as exc:
-            error.append(exc)
-
-    # Not in this thread: a loop (the fixture's) may be running here.
-    thread = threading.Thread(target=run, name="nettest-close")
-    thread.start()
-    thread.join()
-    if error:
-        raise error[0]
-
-
-class AsyncServerFactory:
-    """A fixture's factory: starts servers on the running loop and closes them at teardown."""
-
-    def __init__(self, request: pytest.FixtureRequest, make: Callable[..., Any]) -> None:
-        self._request = request
-        self._make = make
-        self._servers: list[_Closable] = []
-        self._loop = asyncio.get_running_loop()
-
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        server = self._make(*args, **kwargs)
-        try:
-            await server.start()
-        except _NoIPv6 as exc:
-            pytest.skip(str(exc))
-        loop = asyncio.get_running_loop()
-        if loop is self._loop:
-            self._servers.append(server)
-        else:
-            self._request.addfinalizer(functools.partial(_close_elsewhere, loop, server))
-        return server
-
-    async def aclose(self) -> None:
-        """Close every server made on the fixture's loop; raise the first error."""
-        errors: list[BaseException] = []
-        for server in reversed(self._servers):
-            try:
-                await server.aclose()
-            except Exception as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
 
 
 @pytest_asyncio.fixture

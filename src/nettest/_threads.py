@@ -24,7 +24,8 @@ import pytest
 from ._handlers import DatagramProtocolFactory, Handler, ProtocolFactory, StreamHandler, echo
 from ._hygiene import instrument_loop, track
 from ._recording import _UNSET, Connection, Datagram, Ending
-from ._servers import TCPServer, UnixServer, _NoIPv6, _StreamServer
+from ._server_base import _NoIPv6
+from ._servers import TCPServer, UnixServer, _StreamServer
 from ._udp import UDPServer, _DatagramServer
 
 __all__ = [

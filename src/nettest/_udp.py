@@ -46,7 +46,7 @@ from ._recording import (
     resolve_timeout,
     show,
 )
-from ._servers import (
+from ._server_base import (
     AsyncServerFactory,
     _apply_buffers,
     _check_int,

@@ -1,0 +1,217 @@
+"""The plumbing between a stream server's sockets and its handlers, recording as it goes.
+
+Each accepted connection gets a `_ConnState`, which owns the real transport and
+the public `Connection` recording.  The handler's protocol sees a
+`_RecordingTransport` that records writes; a `_RecordingProtocol` in front of it
+records reads, EOF and how the connection ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from ._hygiene import track
+from ._recording import Connection, Ending
+from ._server_base import _loop_thread_call, set_reset_on_close
+
+if typing.TYPE_CHECKING:
+    from ._servers import _StreamServer
+
+
+class _ConnState:
+    """The server's side of one connection: its real transport and its recording."""
+
+    def __init__(self, server: _StreamServer, transport: asyncio.Transport) -> None:
+        self.server = server
+        self.transport = transport
+        self.closed_by_server = False
+        self.aborted = False
+        self.task: asyncio.Task[None] | None = None
+        self.reader: asyncio.StreamReader | None = None
+        loop = server._loop
+        assert loop is not None
+        self.loop = loop
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        self.conn = Connection._create(
+            index=len(server._states) + 1,
+            peer=peer,
+            local=local,
+            opened_at=loop.time(),
+            server_name=server._name,
+            actions=self,
+        )
+        track(
+            transport,
+            what=f"connection #{self.conn.index} to {server._name}",
+            is_open=lambda t: not t.is_closing(),
+            close=lambda t: _loop_thread_call(loop, t.abort),
+        )
+
+    def close(self) -> None:
+        if not self.conn.eof_received and self.conn.is_open:
+            self.closed_by_server = True
+        self.transport.close()
+
+    def reset(self) -> None:
+        set_reset_on_close(self.transport)
+        self.abort()
+
+    def abort(self) -> None:
+        if self.conn.is_open:
+            self.aborted = True
+        self.transport.abort()
+
+    def lost(self, exc: BaseException | None) -> None:
+        if self.aborted:
+            ending = Ending.ABORTED
+        elif exc is not None:
+            ending = Ending.RESET
+        elif self.conn.eof_received and not self.closed_by_server:
+            ending = Ending.EOF
+        else:
+            ending = Ending.CLOSED
+        self.conn._record_end(ending, self.loop.time())
+        self.server._changed.notify()
+
+
+class _RecordingTransport(asyncio.Transport):
+    """What the handler's protocol sees: the real transport, with writes recorded."""
+
+    def __init__(self, inner: asyncio.Transport, state: _ConnState) -> None:
+        super().__init__()
+        self._inner = inner
+        self._state = state
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._inner.get_extra_info(name, default)
+
+    def is_closing(self) -> bool:
+        return self._inner.is_closing()
+
+    def close(self) -> None:
+        self._state.close()
+
+    def abort(self) -> None:
+        self._state.abort()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        raise NotImplementedError(
+            "nettest's recording transport cannot switch protocols (no start_tls); "
+            "pass ssl= to the server instead"
+        )
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._inner.get_protocol()
+
+    def is_reading(self) -> bool:
+        return self._inner.is_reading()
+
+    def pause_reading(self) -> None:
+        self._inner.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._inner.resume_reading()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._inner.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        return self._inner.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._inner.get_write_buffer_limits()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if data and not self._inner.is_closing():
+            self._state.conn._record("sent", bytes(data), self._state.loop.time())
+        self._inner.write(data)
+
+    def writelines(self, list_of_data: typing.Iterable[bytes | bytearray | memoryview]) -> None:
+        self.write(b"".join(list_of_data))
+
+    def write_eof(self) -> None:
+        self._inner.write_eof()
+        self._state.conn._record("write_eof", b"", self._state.loop.time())
+
+    def can_write_eof(self) -> bool:
+        return self._inner.can_write_eof()
+
+
+class _RecordingProtocol(asyncio.Protocol):
+    """Stands between the real transport and the handler's protocol, recording reads."""
+
+    def __init__(
+        self,
+        server: _StreamServer,
+        inner: asyncio.BaseProtocol,
+        reader: asyncio.StreamReader | None = None,
+    ) -> None:
+        self._server = server
+        self._inner = inner
+        # StreamReaderProtocol holds its reader weakly; the handler needs it.
+        self._reader = reader
+        self._state: _ConnState | None = None
+
+    def _guard(self, what: str, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except Exception as exc:
+            assert self._state is not None
+            self._server._record_error(self._state.conn, exc, f"{what}() raised")
+            self._state.abort()
+            return None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        state = self._state = self._server._connection_made(transport)
+        proxy = _RecordingTransport(transport, state)
+        self._guard("connection_made", lambda: self._inner.connection_made(proxy))
+        self._server._start_handler(state, proxy, self._inner, self._reader)
+
+    def data_received(self, data: bytes) -> None:
+        assert self._state is not None
+        self._state.conn._record("received", data, self._state.loop.time())
+        inner = self._inner
+        assert isinstance(inner, asyncio.Protocol)
+        self._guard("data_received", lambda: inner.data_received(data))
+
+    def eof_received(self) -> bool | None:
+        assert self._state is not None
+        self._state.conn._record("eof", b"", self._state.loop.time())
+        inner = self._inner
+        assert isinstance(inner, (asyncio.Protocol, asyncio.BufferedProtocol))
+        return bool(self._guard("eof_received", inner.eof_received))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        assert self._state is not None
+        self._state.lost(exc)
+        self._guard("connection_lost", lambda: self._inner.connection_lost(exc))
+
+    def pause_writing(self) -> None:
+        self._guard("pause_writing", self._inner.pause_writing)
+
+    def resume_writing(self) -> None:
+        self._guard("resume_writing", self._inner.resume_writing)
+
+
+class _RecordingBufferedProtocol(_RecordingProtocol, asyncio.BufferedProtocol):
+    """`_RecordingProtocol` for a handler protocol that is an `asyncio.BufferedProtocol`."""
+
+    _buffer: memoryview
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        inner = self._inner
+        assert isinstance(inner, asyncio.BufferedProtocol)
+        self._buffer = memoryview(inner.get_buffer(sizehint)).cast("B")
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        assert self._state is not None
+        self._state.conn._record("received", bytes(self._buffer[:nbytes]), self._state.loop.time())
+        inner = self._inner
+        assert isinstance(inner, asyncio.BufferedProtocol)
+        self._guard("buffer_updated", lambda: inner.buffer_updated(nbytes))

@@ -1,0 +1,204 @@
+"""What every loopback server shares: address checks, option checks, fixture factories.
+
+Private helpers for `_servers`, `_udp`, `_threads` and `_prebound`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import os
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+#: Longest Unix socket path, in bytes, without the terminating NUL.
+#: Linux's ``sun_path`` holds 108 bytes; the BSDs and macOS hold 104.
+UNIX_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
+
+
+class _NoIPv6(OSError):
+    pass
+
+
+@functools.lru_cache(maxsize=1)
+def has_ipv6_loopback() -> bool:
+    """Return whether this host can bind the IPv6 loopback address ``::1``.
+
+    Use it to skip IPv6 tests where IPv6 is disabled (some containers and CI
+    runners); nettest's fixtures already skip when asked for ``::1`` there.
+
+    Example::
+
+        @pytest.mark.skipif(not nettest.has_ipv6_loopback(), reason="no ::1")
+        async def test_v6(tcp_server): ...
+    """
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def check_host(host: str, *, allow_remote: bool, multicast: bool = False) -> socket.AddressFamily:
+    """Check ``host`` is a literal loopback address (unless `allow_remote`); return its family."""
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str, got {type(host).__name__}")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"host must be a literal IP address such as '127.0.0.1' or '::1', got {host!r}: "
+            "a name like 'localhost' may resolve to ::1 while the server listens on IPv4"
+        ) from None
+    if not (address.is_loopback or (multicast and address.is_multicast) or allow_remote):
+        raise ValueError(
+            f"host {host!r} is not a loopback address; a test server on it can be reached "
+            "from other machines. Pass allow_remote=True if you mean it"
+        )
+    return socket.AF_INET6 if address.version == 6 else socket.AF_INET
+
+
+def _check_positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+def _check_buffer(name: str, value: object) -> None:
+    if value is not None:
+        _check_int(name, value, "(bytes) or None")
+
+
+def _check_int(name: str, value: object, unit: str = "") -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1{' ' + unit if unit else ''}, got {value!r}")
+
+
+def set_reset_on_close(transport: asyncio.BaseTransport) -> None:
+    """Set SO_LINGER(1, 0) on the transport's socket, so that closing it sends RST."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def _loop_thread_call(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
+    """Call ``fn`` on `loop`'s thread (now, if that is this thread or no thread runs it)."""
+    if loop.is_closed():
+        return
+    running_here = False
+    with contextlib.suppress(RuntimeError):
+        running_here = asyncio.get_running_loop() is loop
+    if loop.is_running() and not running_here:
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(fn)
+        return
+    with contextlib.suppress(Exception):
+        fn()
+
+
+def _apply_buffers(sock: socket.socket, rcvbuf: int | None, sndbuf: int | None) -> None:
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    if sndbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+
+
+def _private_dir() -> str:
+    """Make a short private directory for Unix sockets (mode 0700)."""
+    base = "/tmp" if os.path.isdir("/tmp") else None
+    return tempfile.mkdtemp(prefix="nt-", dir=base)
+
+
+def check_unix_path(path: str) -> str:
+    """Return ``path`` if it fits in ``sun_path``; raise ValueError naming the limit if not."""
+    size = len(os.fsencode(path))
+    if size > UNIX_PATH_MAX:
+        raise ValueError(
+            f"Unix socket path is {size} bytes, over the {UNIX_PATH_MAX}-byte limit of "
+            f"sun_path on this platform: {path!r}. Use a shorter path (nettest's default "
+            "is a short private directory under /tmp)"
+        )
+    return path
+
+
+class _Closable(typing.Protocol):
+    closed: bool
+
+    async def start(self) -> Any: ...
+
+    async def aclose(self) -> None: ...
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop | None: ...
+
+
+def _close_elsewhere(loop: asyncio.AbstractEventLoop, server: _Closable) -> None:
+    """Close a server whose loop is not running (it served a test in a wider loop scope)."""
+    if server.closed or loop.is_closed():
+        return
+    if loop.is_running():
+        asyncio.run_coroutine_threadsafe(server.aclose(), loop).result()
+        return
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(server.aclose())
+        except BaseException as exc:
+            error.append(exc)
+
+    # Not in this thread: a loop (the fixture's) may be running here.
+    thread = threading.Thread(target=run, name="nettest-close")
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+
+
+class AsyncServerFactory:
+    """A fixture's factory: starts servers on the running loop and closes them at teardown."""
+
+    def __init__(self, request: pytest.FixtureRequest, make: Callable[..., Any]) -> None:
+        self._request = request
+        self._make = make
+        self._servers: list[_Closable] = []
+        self._loop = asyncio.get_running_loop()
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        server = self._make(*args, **kwargs)
+        try:
+            await server.start()
+        except _NoIPv6 as exc:
+            pytest.skip(str(exc))
+        loop = asyncio.get_running_loop()
+        if loop is self._loop:
+            self._servers.append(server)
+        else:
+            self._request.addfinalizer(functools.partial(_close_elsewhere, loop, server))
+        return server
+
+    async def aclose(self) -> None:
+        """Close every server made on the fixture's loop; raise the first error."""
+        errors: list[BaseException] = []
+        for server in reversed(self._servers):
+            try:
+                await server.aclose()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
