@@ -652,6 +652,86 @@ async def _case_pause_reading(h: _Harness) -> None:
         await _close_both(client, server)
 
 
+@_case
+async def _case_write_inside_pause_writing(h: _Harness) -> None:
+    """A write from inside pause_writing() is buffered without a second pause_writing()."""
+    async with h.connect() as (client, server):
+        client.t.set_write_buffer_limits(high=_NO_PAUSE)
+        written = await h.clog(client, server)
+
+        def write_more() -> None:
+            # The transport marks itself paused before it calls pause_writing().
+            client.t.write(b"written by pause_writing")
+
+        client.on_pause = write_more
+        client.t.set_write_buffer_limits(high=client.t.get_write_buffer_size())
+        client.t.write(b"x")
+        _expect(
+            [name for name, _ in client.flow] == ["pause_writing"],
+            f"expected one pause_writing, got {client.flow}",
+        )
+        server.t.resume_reading()
+        await h.wait_until(lambda: not client.paused, "resume_writing was called", client, server)
+        client.t.write_eof()
+        await h.wait_until(lambda: server.eof, "the server saw EOF", client, server)
+        total = written + 1 + len(b"written by pause_writing")
+        _expect(
+            len(server.data) == total and server.data.endswith(b"xwritten by pause_writing"),
+            f"the server received {len(server.data)} bytes, {total} were written",
+        )
+        await _close_both(client, server)
+
+
+@_case
+async def _case_start_tls(h: _Harness) -> None:
+    """loop.start_tls() upgrades both ends; the protocols exchange data over TLS and close."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    loop = asyncio.get_running_loop()
+    # TLS ignores what eof_received() returns, and logs a warning if it is true.
+    async with h.connect(client_eof_result=False, server_eof_result=False) as (client, server):
+        # The server's TLS layer must be in place before the ClientHello arrives.
+        server_upgrade = asyncio.ensure_future(
+            loop.start_tls(server.t, server.t.get_protocol(), server_context, server_side=True)
+        )
+        await asyncio.sleep(0)
+        try:
+            client_tls = await loop.start_tls(
+                client.t, client.t.get_protocol(), client_context, server_hostname="localhost"
+            )
+        finally:
+            server_tls = await server_upgrade
+        _expect(client_tls is not None and server_tls is not None, "start_tls() returned None")
+        assert client_tls is not None
+        assert server_tls is not None
+        _expect(
+            client_tls.get_extra_info("ssl_object") is not None
+            and server_tls.get_extra_info("peercert") is None
+            and client_tls.get_extra_info("peercert") is not None,
+            "the TLS transports do not report ssl_object and peercert",
+        )
+        client_tls.write(b"secret request")
+        await h.wait_until(lambda: len(server.data) == 14, "the server got 14 bytes", server)
+        _same(server.data, b"secret request", "request over TLS")
+        server_tls.write(b"secret response")
+        await h.wait_until(lambda: len(client.data) == 15, "the client got 15 bytes", client)
+        _same(client.data, b"secret response", "response over TLS")
+        _expect(
+            (client.t.is_closing(), client_tls.is_closing()) == (False, False),
+            "a transport is closing before close()",
+        )
+        client_tls.close()
+        await h.wait_until(lambda: server.lost or server.eof, "the server saw the close", server)
+        server_tls.close()
+
+
 # -- extra info ------------------------------------------------------------------
 
 
