@@ -199,7 +199,20 @@ async def round_trips(streams: Streams, count: int) -> float:
     return elapsed
 
 
+def settle_the_allocator() -> None:
+    """Free one large block, as any long-running process has done.
+
+    glibc's malloc serves blocks of 128 KiB and more with mmap, paying a page fault
+    per page on every allocation, until a larger mmapped block has been freed (its
+    dynamic mmap threshold).  Without this, whichever contender happens to run
+    after one that freed a large block would be measured with a faster allocator.
+    """
+    block = bytearray(32 * 1024 * 1024)
+    del block
+
+
 async def measure(quick: bool, repeats: int) -> None:
+    settle_the_allocator()
     total = (16 if quick else 256) * 1024 * 1024
     trips = 2_000 if quick else 20_000
     mib = total / (1024 * 1024)

@@ -647,10 +647,10 @@ def test__write_flow_pauses_strictly_above_high_and_resumes_at_low() -> None:
     assert not flow.shrank(3, lambda: 3.0)
     assert flow.shrank(2, lambda: 4.0)
     assert not flow.shrank(0, lambda: 5.0)  # no double resume
-    assert flow.events == [
+    assert flow.events == (
         FlowEvent("pause", 11, 10, 2, 1.0),
         FlowEvent("resume", 2, 10, 2, 4.0),
-    ]
+    )
     assert flow.peak == 100
 
 

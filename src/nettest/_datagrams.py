@@ -223,7 +223,7 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
     @property
     def flow_events(self) -> tuple[FlowEvent, ...]:
         """Every pause and resume of the protocol's writing so far, in order."""
-        return tuple(self._flow.events)
+        return self._flow.events
 
     # -- sending ---------------------------------------------------------------------
 

@@ -83,14 +83,20 @@ def resolve_limits(high: int | None = None, low: int | None = None) -> tuple[int
 class WriteFlow:
     """The pause/resume state of one transport's writer, and its timeline."""
 
-    __slots__ = ("events", "high", "low", "paused", "peak")
+    __slots__ = ("_events", "high", "low", "paused", "peak")
 
     def __init__(self, high: int | None = None, low: int | None = None) -> None:
         self.high, self.low = resolve_limits(high, low)
         self.paused = False
         #: Largest write buffer size seen.
         self.peak = 0
-        self.events: list[FlowEvent] = []
+        # Plain tuples: a frozen dataclass costs a microsecond to build, on a hot path.
+        self._events: list[tuple[Literal["pause", "resume"], int, int, int, float]] = []
+
+    @property
+    def events(self) -> tuple[FlowEvent, ...]:
+        """The timeline: every pause and resume so far, in order."""
+        return tuple(FlowEvent(*event) for event in self._events)
 
     def set_limits(self, high: int | None, low: int | None) -> None:
         """Change the water marks; the caller then calls :meth:`grew` (limits only pause)."""
@@ -107,7 +113,7 @@ class WriteFlow:
         if size <= self.high or self.paused:
             return False
         self.paused = True
-        self.events.append(FlowEvent("pause", size, self.high, self.low, clock()))
+        self._events.append(("pause", size, self.high, self.low, clock()))
         return True
 
     def shrank(self, size: int, clock: Callable[[], float]) -> bool:
@@ -119,5 +125,5 @@ class WriteFlow:
         if not self.paused or size > self.low:
             return False
         self.paused = False
-        self.events.append(FlowEvent("resume", size, self.high, self.low, clock()))
+        self._events.append(("resume", size, self.high, self.low, clock()))
         return True

@@ -412,7 +412,7 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
     @property
     def flow_events(self) -> tuple[FlowEvent, ...]:
         """Every pause and resume of the protocol's writing so far, in order."""
-        return tuple(self._flow.events)
+        return self._flow.events
 
     @property
     def write_buffer_peak(self) -> int:
@@ -647,7 +647,7 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
             self._rx_stalled = True  # the chunks policy waits for more bytes
             return
         if self._buffered:
-            protocol = typing.cast("asyncio.BufferedProtocol", self._protocol)
+            protocol: Any = self._protocol
             try:
                 buf = memoryview(protocol.get_buffer(-1)).cast("B")
                 if not len(buf):
@@ -670,7 +670,7 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         data = self._rx.take(n)
         self._in.consumed(n)
         try:
-            typing.cast("asyncio.Protocol", self._protocol).data_received(data)
+            self._protocol.data_received(data)  # type: ignore[attr-defined]
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
