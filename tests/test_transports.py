@@ -304,6 +304,22 @@ async def test_transport_writes_after_connection_lost_are_dropped_and_logged(
 
 
 @pytest.mark.asyncio
+async def test_memory_transport_writes_after_a_drained_close_are_dropped() -> None:
+    client, server = Recorder(), Recorder(keep_open=True)
+    c, s = memory_transport_pair(client, server, capacity=4)
+    await turns()
+    c.write(b"12345678")  # 4 in flight, 4 buffered
+    c.close()
+    await until(lambda: client.lost.done())  # the buffer drained, then the socket closed
+    c.write(b"late")
+    await turns()
+    assert server.received == b"12345678"
+    assert server.kinds()[-1] == "eof"
+    s.close()
+    await turns()
+
+
+@pytest.mark.asyncio
 async def test_transport_writes_after_close_are_still_flushed(connect: Connect) -> None:
     client, server = Recorder(), Recorder()
     kwargs = {"capacity": 65536} if connect.kind == "memory" else {}  # type: ignore[attr-defined]

@@ -751,6 +751,9 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
     def _close_socket(self) -> None:
         """Release the "socket": FIN to the peer, or a reset if data was left unread."""
         self._closed = True
+        if not self._conn_lost:
+            # Closed after draining the buffer: later writes are dropped, not sent.
+            self._conn_lost = 1
         self._stop_reading()
         if self._write_handle is not None:
             self._write_handle.cancel()
