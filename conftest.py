@@ -16,5 +16,10 @@ addopts = -p no:looptime_plugin
 @pytest.fixture
 def pytester(pytester: pytest.Pytester) -> pytest.Pytester:
     """A pytester whose inner sessions are configured like the project's own."""
+    # An in-process inner session drops the modules it imported when it ends; a
+    # later re-import of cryptography's Python layer then no longer matches its
+    # compiled core.  Importing trustme (and so cryptography) first keeps them.
+    import trustme  # noqa: F401
+
     pytester.makeini(PYTESTER_INI)
     return pytester

@@ -1,7 +1,5 @@
 """TLS fixtures and contexts: real loopback handshakes, each success with a failing twin."""
 
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import asyncio
@@ -23,14 +21,6 @@ from nettest._tls import (
     make_tls_client_context,
     make_tls_server_context,
     new_ca,
-    tls_ca,  # noqa: F401
-    tls_certificate,  # noqa: F401
-    tls_client_certificate,  # noqa: F401
-    tls_client_context,  # noqa: F401
-    tls_mutual_client_context,  # noqa: F401
-    tls_mutual_server_context,  # noqa: F401
-    tls_server_context,  # noqa: F401
-    tls_version,  # noqa: F401
 )
 
 if TYPE_CHECKING:

@@ -1,7 +1,5 @@
 """The bad TLS cases, each proven on real loopback connections, with a working twin."""
 
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import asyncio
@@ -14,20 +12,11 @@ import pytest
 from nettest._tls import (
     TLS_BAD_KINDS,
     TLSBadKind,
-    tls_ca,  # noqa: F401
-    tls_certificate,  # noqa: F401
-    tls_client_certificate,  # noqa: F401
-    tls_client_context,  # noqa: F401
-    tls_mutual_client_context,  # noqa: F401
-    tls_mutual_server_context,  # noqa: F401
-    tls_server_context,  # noqa: F401
-    tls_version,  # noqa: F401
 )
 from nettest._tls_bad import (
     TLSBadCase,
     TLSBadCaseFactory,
     make_tls_bad_case,
-    tls_bad_case_factory,  # noqa: F401
 )
 from test_tls import (
     TIMEOUT,

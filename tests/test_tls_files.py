@@ -16,14 +16,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from nettest._tls import (
-    tls_ca,  # noqa: F401
-    tls_certificate,  # noqa: F401
-    tls_client_certificate,  # noqa: F401
-    tls_client_context,  # noqa: F401
-    tls_mutual_client_context,  # noqa: F401
-    tls_server_context,  # noqa: F401
-)
 from nettest._tls_files import TLSFiles, cli_main, tls_files, write_tls_files  # noqa: F401
 from test_tls import (
     PYTESTER_CONFTEST,

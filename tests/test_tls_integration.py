@@ -20,14 +20,6 @@ from nettest._tls import (
     TLSBadKind,
     make_tls_client_context,
     new_ca,
-    tls_ca,  # noqa: F401
-    tls_certificate,  # noqa: F401
-    tls_client_certificate,  # noqa: F401
-    tls_client_context,  # noqa: F401
-    tls_mutual_client_context,  # noqa: F401
-    tls_mutual_server_context,  # noqa: F401
-    tls_server_context,  # noqa: F401
-    tls_version,  # noqa: F401
 )
 from nettest._tls_bad import TLSBadCaseFactory, tls_bad_case_factory  # noqa: F401
 from nettest._transports import memory_stream_pair, memory_transport_pair

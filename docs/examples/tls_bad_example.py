@@ -68,16 +68,3 @@ def test_python_falls_back_to_the_common_name(tls_bad_case_factory):
     bad = tls_bad_case_factory("cn_only")
     assert not bad.client_context.hostname_checks_common_name
     assert ssl.create_default_context().hostname_checks_common_name
-
-
-# -- not shown in the docs: until nettest's plugin provides the TLS fixtures --------
-import nettest.plugin  # noqa: E402
-
-if not hasattr(nettest.plugin, "tls_ca"):
-    from nettest._tls import (  # noqa: F401
-        tls_ca,
-        tls_certificate,
-        tls_client_context,
-        tls_server_context,
-    )
-    from nettest._tls_bad import tls_bad_case_factory  # noqa: F401

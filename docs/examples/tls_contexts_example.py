@@ -53,16 +53,3 @@ async def test_over_tls_12_and_13(tls_version, tls_server_context, tls_client_co
     # Requesting tls_version runs this test twice and pins both contexts.
     assert tls_client_context.maximum_version == tls_version
     assert await serve_and_ask(tls_server_context, tls_client_context) == b"HELLO\n"
-
-
-# -- not shown in the docs: until nettest's plugin provides the TLS fixtures --------
-import nettest.plugin  # noqa: E402
-
-if not hasattr(nettest.plugin, "tls_ca"):
-    from nettest._tls import (  # noqa: F401
-        tls_ca,
-        tls_certificate,
-        tls_client_context,
-        tls_server_context,
-        tls_version,
-    )

@@ -60,16 +60,3 @@ async def test_a_subprocess_serving_the_leaf_alone_is_refused(tls_files, tls_cli
 def test_the_files_are_private(tls_files):
     assert tls_files.directory.stat().st_mode & 0o777 == 0o700
     assert tls_files.key.stat().st_mode & 0o777 == 0o600
-
-
-# -- not shown in the docs: until nettest's plugin provides the TLS fixtures --------
-import nettest.plugin  # noqa: E402
-
-if not hasattr(nettest.plugin, "tls_ca"):
-    from nettest._tls import (  # noqa: F401
-        tls_ca,
-        tls_certificate,
-        tls_client_certificate,
-        tls_client_context,
-    )
-    from nettest._tls_files import tls_files  # noqa: F401

@@ -56,18 +56,3 @@ async def test_a_client_without_certificate_is_turned_away(
             assert await reader.read() == b""
             writer.close()
     assert served == []  # the greeting handler never ran
-
-
-# -- not shown in the docs: until nettest's plugin provides the TLS fixtures --------
-import nettest.plugin  # noqa: E402
-
-if not hasattr(nettest.plugin, "tls_ca"):
-    from nettest._tls import (  # noqa: F401
-        tls_ca,
-        tls_certificate,
-        tls_client_certificate,
-        tls_client_context,
-        tls_mutual_client_context,
-        tls_mutual_server_context,
-        tls_version,
-    )

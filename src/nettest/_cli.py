@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from ._version import __version__
 
 #: Subcommands handled by a capability module: name -> (module, one-line help).
-_DELEGATED: dict[str, tuple[str, str]] = {}
+_DELEGATED: dict[str, tuple[str, str]] = {
+    "certs": ("._tls_files", "write a CA, a server certificate and its key into a directory"),
+}
 
 
 def _demo_parser() -> argparse.ArgumentParser:

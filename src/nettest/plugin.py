@@ -16,6 +16,18 @@ import pytest
 
 from . import _settings
 from ._hygiene import GATE, LEAK_MODES, LeakMode
+from ._tls import (  # noqa: F401  (fixtures are found by name in this module)
+    tls_ca,
+    tls_certificate,
+    tls_client_certificate,
+    tls_client_context,
+    tls_mutual_client_context,
+    tls_mutual_server_context,
+    tls_server_context,
+    tls_version,
+)
+from ._tls_bad import tls_bad_case_factory  # noqa: F401
+from ._tls_files import tls_files  # noqa: F401
 from ._version import __version__
 
 if TYPE_CHECKING:
