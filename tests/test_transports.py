@@ -958,6 +958,27 @@ async def test_memory_transport_buffered_protocol_empty_buffer_is_fatal() -> Non
 
 
 @pytest.mark.asyncio
+async def test_memory_transport_buffered_protocol_read_only_buffer_is_fatal() -> None:
+    loop = asyncio.get_running_loop()
+    contexts: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda loop, context: contexts.append(context))
+
+    class ReadOnly(BufferRecorder):
+        def get_buffer(self, sizehint: int) -> bytes:  # type: ignore[override]
+            return b"read only"
+
+    try:
+        protocol = ReadOnly()
+        transport = MemoryTransport(protocol)
+        transport.feed_data(b"x")
+        await turns()
+    finally:
+        loop.set_exception_handler(None)
+    assert protocol.events[-1] == ("lost", TypeError)
+    assert contexts[0]["message"] == "Fatal read error on socket transport"
+
+
+@pytest.mark.asyncio
 async def test_memory_transport_set_protocol_switches_the_delivery_path() -> None:
     plain = Recorder()
     buffered = BufferRecorder(size=100)

@@ -658,7 +658,11 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
                 self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
                 return
             n = min(n, len(buf))
-            buf[:n] = self._rx.take(n)
+            try:
+                buf[:n] = self._rx.take(n)  # what recv_into() does
+            except (TypeError, ValueError) as exc:  # a read-only buffer, say
+                self._fatal_error(exc, "Fatal read error on socket transport")
+                return
             self._in.consumed(n)
             try:
                 protocol.buffer_updated(n)
