@@ -137,14 +137,20 @@ def test_unclosed_server_is_reported_by_the_hygiene_gate(pytester: pytest.Pytest
         + """
 from nettest._servers import TCPServer
 
+import socket
+
 @pytest.mark.asyncio
 async def test_leaks():
     server = await TCPServer().start()
     test_leaks.server = server
+
+def test_the_gate_closed_the_listener():
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(test_leaks.server.address, timeout=5)
 """
     )
     result = pytester.runpytest("-W", "ignore::ResourceWarning")
-    result.assert_outcomes(passed=1, errors=1)
+    result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*LeakError*", "*open TCPServer 127.0.0.1:*"])
 
 

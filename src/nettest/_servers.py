@@ -137,6 +137,7 @@ class _StreamServer:
         self._backlog = backlog
         self._limit = limit
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._sock: socket.socket | None = None
         self._server: asyncio.Server | None = None
         self._status: typing.Literal["new", "starting", "open", "closing", "closed"] = "new"
         self._states: list[_ConnState] = []
@@ -176,7 +177,7 @@ class _StreamServer:
         self._status = "starting"
         loop = self._loop = asyncio.get_running_loop()
         try:
-            sock = self._make_socket()
+            sock = self._sock = self._make_socket()
         except BaseException:
             self._status = "closed"
             self._cleanup()
@@ -205,7 +206,7 @@ class _StreamServer:
             self,
             what=self._name,
             is_open=lambda s: s._status in ("open", "closing"),
-            close=lambda s: _loop_thread_call(loop, s._abort_everything),
+            close=lambda s: s._gate_close(),
         )
         return self
 
@@ -375,6 +376,19 @@ class _StreamServer:
 
     def _all_ended(self) -> bool:
         return not self._tasks and all(not s.conn.is_open for s in self._states)
+
+    def _gate_close(self) -> None:
+        """The hygiene gate's close: abort all on the loop, or close the socket if it is gone."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            _loop_thread_call(loop, self._abort_everything)
+            return
+        # The loop closed under the server: only the socket is left to close.
+        if self._sock is not None:
+            self._sock.close()
+        if self._status != "closed":
+            self._status = "closed"
+            self._cleanup()
 
     def _abort_everything(self) -> None:
         """Synchronous last resort (the hygiene gate's close): abort and cancel all."""

@@ -179,6 +179,7 @@ class _DatagramServer:
         self._rcvbuf = rcvbuf
         self._sndbuf = sndbuf
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._sock: socket.socket | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._status: typing.Literal["new", "starting", "open", "closed"] = "new"
         self._events: list[Datagram] = []
@@ -219,7 +220,7 @@ class _DatagramServer:
         loop = self._loop = asyncio.get_running_loop()
         self._started_at = loop.time()
         try:
-            sock = self._make_socket()
+            sock = self._sock = self._make_socket()
         except BaseException:
             self._status = "closed"
             self._cleanup()
@@ -242,7 +243,7 @@ class _DatagramServer:
             self,
             what=self._name,
             is_open=lambda s: s._status == "open",
-            close=lambda s: _loop_thread_call(loop, s._abort_everything),
+            close=lambda s: s._gate_close(),
         )
         return self
 
@@ -350,6 +351,19 @@ class _DatagramServer:
         return self.datagrams[:n]
 
     # -- teardown ----------------------------------------------------------------
+
+    def _gate_close(self) -> None:
+        """The hygiene gate's close: abort all on the loop, or close the socket if it is gone."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            _loop_thread_call(loop, self._abort_everything)
+            return
+        # The loop closed under the server: only the socket is left to close.
+        if self._sock is not None:
+            self._sock.close()
+        if self._status != "closed":
+            self._status = "closed"
+            self._cleanup()
 
     def _abort_everything(self) -> None:
         if self._transport is not None:
