@@ -48,7 +48,7 @@ _TURNS = 3
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """One read: `data` arrives at once.
+    """One read: ``data`` arrives at once.
 
     Attributes:
         data: The bytes of the read; never empty in drawn schedules.
@@ -69,7 +69,7 @@ class ResumeReading:
 
 @dataclass(frozen=True, slots=True)
 class Delay:
-    """Nothing arrives for `seconds` of loop time (`asyncio.sleep`, so looptime skips it).
+    """Nothing arrives for ``seconds`` of loop time (`asyncio.sleep`, so looptime skips it).
 
     Attributes:
         seconds: How long to wait, >= 0.
@@ -133,7 +133,7 @@ Event: TypeAlias = Chunk | PauseReading | ResumeReading | Delay | Eof | Connecti
 
 @runtime_checkable
 class _MemoryTransportLike(Protocol):
-    """The test controls of `nettest.MemoryTransport` that the drivers use."""
+    """The test controls of ``nettest.MemoryTransport`` that the drivers use."""
 
     def feed_data(self, data: bytes) -> None: ...
     def feed_eof(self) -> None: ...
@@ -149,7 +149,7 @@ def _feeds_its_protocol(transport: _MemoryTransportLike) -> bool:
 
 
 def _events(items: Iterable[object]) -> Iterator[Event]:
-    """Normalise `items` to events, rejecting anything else with the offending value."""
+    """Normalise ``items`` to events, rejecting anything else with the offending value."""
     chunks = getattr(items, "chunks", None)
     if isinstance(chunks, tuple) and hasattr(items, "messages"):
         items = chunks  # a MessageStream
@@ -309,13 +309,13 @@ class _Driver:
 def feed(
     target: object, chunks_or_schedule: Iterable[bytes | Event] | Any, *, addr: Any = None
 ) -> None:
-    """Deliver reads, or a schedule without delays, to `target` now.
+    """Deliver reads, or a schedule without delays, to ``target`` now.
 
     This is the transport's half of a test: each chunk becomes one read of the
     target.  Use `feed_async` for schedules with `Delay` events, or when the
     target's reaction needs the event loop to run between reads.
 
-    `target` must already be connected: call ``connection_made`` yourself
+    ``target`` must already be connected: call ``connection_made`` yourself
     before feeding a protocol.  Each kind of target gets:
 
     - `asyncio.Protocol` (anything with ``data_received``): ``data_received``;
@@ -326,11 +326,11 @@ def feed(
     - `asyncio.DatagramProtocol`: ``datagram_received(data, addr)``, and
       ``error_received(error)`` on `ConnectionLost`;
     - `asyncio.StreamReader`: ``feed_data``, ``feed_eof``, ``set_exception``;
-    - a `nettest.MemoryTransport` the test plays the peer of (`feed_async`
+    - a ``nettest.MemoryTransport`` the test plays the peer of (`feed_async`
       only): its ``feed_data``, ``feed_eof``, ``feed_reset`` and
       ``feed_error`` test controls, so data reaches its protocol through the
       transport's own reading and flow control;
-    - an end of a `nettest.memory_transport_pair`, or any other write
+    - an end of a ``nettest.memory_transport_pair()``, or any other write
       transport (`feed_async` only): ``write``, ``write_eof``, and ``reset()``
       (else ``abort()``) on `ConnectionLost`, so the peer's protocol reads the
       schedule;
@@ -345,7 +345,7 @@ def feed(
         addr: The source address passed to ``datagram_received``.
 
     Raises:
-        TypeError: `target` or an item is of no supported kind, or `target`
+        TypeError: ``target`` or an item is of no supported kind, or ``target``
             is a transport, which needs `feed_async`.
         ValueError: The schedule holds a `Delay`; use `feed_async`.
 
@@ -375,7 +375,7 @@ async def feed_async(
     *,
     addr: Any = None,
 ) -> None:
-    """Deliver reads or a schedule to `target`, letting the event loop run between reads.
+    """Deliver reads or a schedule to ``target``, letting the event loop run between reads.
 
     Like `feed`, but each read is followed by a pass of the event loop, as
     with a real transport (a few passes for a memory transport, so that each
@@ -388,7 +388,7 @@ async def feed_async(
         addr: The source address passed to ``datagram_received``.
 
     Raises:
-        TypeError: `target` or an item is of no supported kind.
+        TypeError: ``target`` or an item is of no supported kind.
 
     Example::
 

@@ -100,7 +100,7 @@ def schedules(
     utf8: bool = True,
     length_prefix: int | None = None,
 ) -> SearchStrategy[list[Event]]:
-    """Return a strategy for schedules that deliver `data` in reads, with pauses and delays.
+    """Return a strategy for schedules that deliver ``data`` in reads, with pauses and delays.
 
     Chunking alone misses bugs that need time to pass between reads, reading
     to stop and start again (the reads then coalesce), or the connection to
@@ -124,8 +124,8 @@ def schedules(
         length_prefix: As for `chunkings`.
 
     Returns:
-        A strategy for lists of events: `Chunk`, `PauseReading`,
-        `ResumeReading`, `Delay`, `Eof` and `ConnectionLost`.
+        A strategy for lists of events (`Chunk`, `PauseReading`,
+        `ResumeReading`, `Delay`, `Eof` and `ConnectionLost`).
 
     Raises:
         hypothesis.errors.InvalidArgument: An argument is out of range; the
@@ -212,7 +212,7 @@ def datagram_schedules(
     reordering: bool = True,
     truncation: bool = True,
 ) -> SearchStrategy[list[Datagram]]:
-    """Return a strategy for what arrives when `datagrams` are sent over a lossy network.
+    """Return a strategy for what arrives when ``datagrams`` are sent over a lossy network.
 
     UDP promises nothing: datagrams get lost, duplicated and reordered, and a
     receive buffer that is too small truncates them.  Deliver the drawn list

@@ -10,7 +10,7 @@ completion on the machine's event loop, and the twin replaces the coroutine
 function in hypothesis's record of the rule.  Everything else (bundles,
 preconditions, shrinking, the printed steps) is hypothesis's own.
 
-Each test case (one machine instance) gets a fresh loop from `loop_factory`,
+Each test case (one machine instance) gets a fresh loop from ``loop_factory``,
 so no state leaks from one example to the next.  `teardown` runs the user's
 teardown (a coroutine or not), cancels the tasks still pending, shuts down
 async generators and the default executor, and closes the loop.
@@ -68,7 +68,7 @@ class AsyncRuleBasedStateMachine(RuleBasedStateMachine):
         loop_factory: Makes the loop of each test case, for example
             ``uvloop.new_event_loop``; `asyncio.new_event_loop` by default.
             To run every test case on a loop you own, return it from here
-            and set `close_loop` to False.
+            and set ``close_loop`` to False.
         close_loop: Whether `teardown` closes the loop (True by default).
             Pending tasks are cancelled either way.
         loop: The loop of the running test case.
@@ -120,7 +120,7 @@ class AsyncRuleBasedStateMachine(RuleBasedStateMachine):
         instrument_loop(self.loop)
 
     def run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
-        """Run `coroutine` to completion on this test case's loop and return its result.
+        """Run ``coroutine`` to completion on this test case's loop and return its result.
 
         Rules defined with ``async def`` are run this way; call it yourself
         from a synchronous rule or precondition when it needs the loop.

@@ -138,7 +138,7 @@ class _Bias:
     hints: Hints | None
 
     def offsets(self, data: bytes) -> list[int]:
-        """Return the sorted, distinct hinted cut offsets of `data` (all in 1..len-1)."""
+        """Return the sorted, distinct hinted cut offsets of ``data`` (all in 1..len-1)."""
         n = len(data)
         found: set[int] = set()
         for delimiter in self.delimiters:
@@ -169,7 +169,7 @@ def _length_prefix_offsets(data: bytes, width: int) -> Iterator[int]:
 
 
 def _cut(data: bytes, cuts: Iterable[int]) -> list[bytes]:
-    """Return `data` cut at the given sorted offsets."""
+    """Return ``data`` cut at the given sorted offsets."""
     bounds = [0, *cuts, len(data)]
     return [data[start:end] for start, end in itertools.pairwise(bounds)]
 
@@ -215,14 +215,14 @@ def chunkings(
     delimiters: Iterable[bytes] = DEFAULT_DELIMITERS,
     utf8: bool = True,
     length_prefix: int | None = None,
-    hints: Hints | None = None,
+    hints: Iterable[int] | Callable[[bytes], Iterable[int]] | None = None,
     exhaustive: bool = False,
 ) -> SearchStrategy[list[bytes]]:
-    """Return a strategy for ways to deliver `data` as a sequence of reads.
+    """Return a strategy for ways to deliver ``data`` as a sequence of reads.
 
     Parsers break when a delimiter, a length prefix or a multi-byte character
     straddles a read boundary.  Each example is a list of non-empty `bytes`
-    whose concatenation is `data`: feed them one by one to the parser under
+    whose concatenation is ``data``: feed them one by one to the parser under
     test and check that it gives the same result as for the whole input.
 
     Cuts are drawn uniformly, and half of the time from *hinted* offsets: one byte
@@ -238,13 +238,13 @@ def chunkings(
         delimiters: Byte strings to cut around (±1 byte); pass ``()`` for none.
         utf8: Cut inside well-formed UTF-8 multi-byte sequences.
         length_prefix: The width of a big-endian unsigned length prefix
-            framing each message of `data` (the length counts the payload
+            framing each message of ``data`` (the length counts the payload
             only): cut inside, before and after each prefix.
         hints: More offsets to cut at, or a callable that takes the data and
             returns them.  Offsets outside ``1 .. len(data) - 1`` are ignored.
         exhaustive: Draw from the list of every chunking instead (see
             `all_chunkings`), so that a run of more examples than there are
-            chunkings tries them all.  `data` must then be short bytes.
+            chunkings tries them all.  ``data`` must then be short bytes.
 
     Returns:
         A strategy for lists of non-empty `bytes`.
@@ -309,7 +309,7 @@ def _count_chunkings(n: int, min_size: int, max_size: int | None) -> int:
 def all_chunkings(
     data: bytes, *, min_size: int = 1, max_size: int | None = None
 ) -> list[list[bytes]]:
-    """Yield every way to cut `data` into between `min_size` and `max_size` chunks.
+    """Yield every way to cut ``data`` into between ``min_size`` and ``max_size`` chunks.
 
     For short inputs, trying every chunking beats sampling them.  This is a
     plain list, for ``pytest.mark.parametrize``; `chunkings` with
@@ -323,7 +323,7 @@ def all_chunkings(
         max_size: The most chunks, or None for one chunk per byte.
 
     Returns:
-        A list of lists of non-empty `bytes` whose concatenation is `data`;
+        A list of lists of non-empty `bytes` whose concatenation is ``data``;
         empty data gives one empty list.
 
     Raises:
@@ -360,7 +360,7 @@ def _all_chunkings(data: bytes, min_size: int, max_size: int | None) -> Iterator
 
 
 def all_splits(data: bytes) -> list[list[bytes]]:
-    """Yield `data` cut in two at every offset, from ``[data[:1], data[1:]]`` on.
+    """Yield ``data`` cut in two at every offset, from ``[data[:1], data[1:]]`` on.
 
     One cut at every offset finds most boundary bugs in ``len(data) - 1`` runs,
     where `all_chunkings` needs ``2 ** (len(data) - 1)``.  A plain list, for
@@ -373,7 +373,7 @@ def all_splits(data: bytes) -> list[list[bytes]]:
         A list of two-chunk lists; empty for data shorter than 2 bytes.
 
     Raises:
-        hypothesis.errors.InvalidArgument: `data` is not bytes.
+        hypothesis.errors.InvalidArgument: ``data`` is not bytes.
 
     Example::
 
@@ -396,7 +396,7 @@ class MessageStream:
 
     Attributes:
         messages: The messages, in order.
-        chunks: The reads; their concatenation is the concatenation of `messages`.
+        chunks: The reads; their concatenation is the concatenation of ``messages``.
     """
 
     messages: tuple[bytes, ...]
@@ -406,7 +406,7 @@ class MessageStream:
         """Return how many messages are complete once reads ``0 .. read`` have arrived.
 
         Args:
-            read: The index of a read in `chunks`.
+            read: The index of a read in ``chunks``.
 
         Returns:
             The number of messages whose last byte has arrived.
