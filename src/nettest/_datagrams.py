@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import itertools
 import logging
 import os
 import socket
 import sys
 import typing
-import warnings
-from asyncio import transports as _asyncio_transports
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
-from ._flow import FlowEvent, WriteFlow
+from ._endpoint import FlowControlled, MemorySocket, datagram_address
+from ._flow import WriteFlow
 from ._hygiene import track
 from ._settings import default_timeout
 
@@ -46,16 +43,11 @@ _HEADER_SIZE = 8 if _SENDS_EMPTY else 0
 # CPython gh-135444: 3.13.0-3.13.5 forget the header bytes when a datagram leaves.
 _FORGETS_HEADER = (3, 13) <= sys.version_info[:3] < (3, 13, 6)
 _LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
-_ports = itertools.count()
 _DEFAULT = object()
 
 
-def _default_address() -> Any:
-    return ("127.0.0.1", 49152 + next(_ports) % 16384)
-
-
 @typing.final
-class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.DatagramTransport):
+class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
     """An `asyncio.DatagramTransport` in memory, where the test plays the peer.
 
     Everything the protocol sends waits for the test (:meth:`take_sent`), and the
@@ -82,7 +74,6 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
     """
 
     max_size = 256 * 1024
-    _closed = True  # until __init__ has run
 
     def __init__(
         self,
@@ -115,13 +106,13 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
         manual: bool,
     ) -> None:
         loop = asyncio.get_running_loop()
-        local_addr = _default_address() if local_addr is None else local_addr
+        local_addr = datagram_address() if local_addr is None else local_addr
         family = socket.AF_INET6 if len(local_addr) == 4 else socket.AF_INET
         self._flow = WriteFlow()
         self._info: dict[str, Any] = {
             "peername": remote_addr,
             "sockname": local_addr,
-            "socket": _MemoryDatagramSocket(family, local_addr, remote_addr),
+            "socket": MemorySocket._create(family, socket.SOCK_DGRAM, local_addr, remote_addr),
         }
         asyncio.DatagramTransport.__init__(self, self._info)
         self._loop = loop
@@ -142,8 +133,8 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
         track(
             self,
             what=f"MemoryDatagramTransport {self._info['sockname']!r}",
-            is_open=lambda t: not t._closing,
-            close=_hygiene_close,
+            is_open=FlowControlled._hygiene_is_open,
+            close=FlowControlled._hygiene_close,
         )
 
     def _connection_made(self) -> None:
@@ -158,72 +149,15 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
             f"bufsize={self._buffer_size}>"
         )
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """Return ``peername``, ``sockname``, ``socket`` or `default`."""
-        return self._info.get(name, default)
-
-    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        if not self._closed and not self._closing:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-
     # -- flow control ----------------------------------------------------------------
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        """Return the current protocol."""
-        return self._protocol
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         """Switch protocols."""
         self._protocol = typing.cast("asyncio.DatagramProtocol", protocol)
 
-    @property
-    def _protocol_paused(self) -> bool:
-        return self._flow.paused
-
     def get_write_buffer_size(self) -> int:
         """Return the buffered bytes, counted as the running Python counts them."""
         return self._buffer_size
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        """Return ``(low, high)``."""
-        return self._flow.low, self._flow.high
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        """Set the water marks as asyncio does; this may pause but never resumes.
-
-        Raises:
-            ValueError: unless ``high >= low >= 0``.
-        """
-        self._flow.set_limits(high, low)
-        self._maybe_pause_protocol()
-
-    def _maybe_pause_protocol(self) -> None:
-        if self._flow.grew(self._buffer_size, self._loop.time):
-            self._call_flow_callback("pause_writing")
-
-    def _maybe_resume_protocol(self) -> None:
-        if self._flow.shrank(self._buffer_size, self._loop.time):
-            self._call_flow_callback("resume_writing")
-
-    def _call_flow_callback(self, name: str) -> None:
-        try:
-            getattr(self._protocol, name)()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._loop.call_exception_handler(
-                {
-                    "message": f"protocol.{name}() failed",
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-
-    @property
-    def flow_events(self) -> tuple[FlowEvent, ...]:
-        """Every pause and resume of the protocol's writing so far, in order."""
-        return self._flow.events
 
     # -- sending ---------------------------------------------------------------------
 
@@ -431,35 +365,6 @@ class MemoryDatagramTransport(_asyncio_transports._FlowControlMixin, asyncio.Dat
         self._protocol.connection_lost(typing.cast("Exception | None", exc))
 
 
-class _MemoryDatagramSocket:
-    """The ``socket`` extra of a memory datagram transport (no descriptor)."""
-
-    def __init__(self, family: int, sockname: Any, peername: Any) -> None:
-        self.family = socket.AddressFamily(family)
-        self.type = socket.SOCK_DGRAM
-        self.proto = socket.IPPROTO_UDP
-        self._sockname = sockname
-        self._peername = peername
-
-    def getsockname(self) -> Any:
-        return self._sockname
-
-    def getpeername(self) -> Any:
-        if self._peername is None:
-            raise OSError(107, "Transport endpoint is not connected")
-        return self._peername
-
-    def fileno(self) -> int:
-        return -1
-
-
-def _hygiene_close(transport: MemoryDatagramTransport) -> None:
-    if transport._loop.is_closed():
-        transport._closing = transport._closed = True
-    else:
-        transport.abort()
-
-
 def memory_datagram_pair(
     protocol_a: asyncio.DatagramProtocol,
     protocol_b: asyncio.DatagramProtocol,
@@ -496,8 +401,8 @@ def memory_datagram_pair(
             await asyncio.sleep(0)  # connection_made
             a.sendto(b"ping")
     """
-    address_a = _default_address() if address_a is None else address_a
-    address_b = _default_address() if address_b is None else address_b
+    address_a = datagram_address() if address_a is None else address_a
+    address_b = datagram_address() if address_b is None else address_b
     a = MemoryDatagramTransport._create_end(
         protocol_a, address_a, address_b if connected else None, manual
     )

@@ -18,20 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import itertools
 import logging
 import socket
-import struct
 import sys
 import typing
-import warnings
 from asyncio import constants as _asyncio_constants
-from asyncio import transports as _asyncio_transports
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._flow import FlowEvent, WriteFlow
+from ._endpoint import FlowControlled, MemorySocket, stream_addresses
+from ._flow import WriteFlow
 from ._hygiene import track
 from ._links import ByteQueue, Link, PartialWrites, connection_reset
 from ._settings import default_timeout
@@ -39,6 +36,7 @@ from ._settings import default_timeout
 __all__ = [
     "DEFAULT_CAPACITY",
     "Chunks",
+    "MemorySocket",
     "MemoryTransport",
     "memory_stream_pair",
     "memory_transport_pair",
@@ -58,23 +56,7 @@ _LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
 #: of the next read (0 waits for more, unless the stream has ended).
 Chunks = Sequence[int] | Callable[[int], int] | None
 
-
-_ports = itertools.count()
-_DEFAULT_SERVER_PORT = 8080
 _DEFAULT = object()
-_AF_UNIX: int = getattr(socket, "AF_UNIX", -1)
-
-
-def _default_addresses(family: int) -> tuple[Any, Any]:
-    """Return realistic ``(client, server)`` addresses, with a fresh ephemeral port."""
-    port = 49152 + next(_ports) % 16384
-    if family == socket.AF_INET:
-        return ("127.0.0.1", port), ("127.0.0.1", _DEFAULT_SERVER_PORT)
-    if family == socket.AF_INET6:
-        return ("::1", port, 0, 0), ("::1", _DEFAULT_SERVER_PORT, 0, 0)
-    if family == _AF_UNIX:
-        return "", "/tmp/nettest-memory.sock"
-    raise ValueError(f"family must be AF_INET, AF_INET6 or AF_UNIX, got {family!r}")
 
 
 def _check_capacity(capacity: int) -> int:
@@ -120,74 +102,7 @@ class _Chunker:
 
 
 @typing.final
-class MemorySocket:
-    """What ``get_extra_info("socket")`` returns for a memory transport.
-
-    It stands in for ``asyncio.trsock.TransportSocket``: it has the family and type,
-    ``getsockname()`` and ``getpeername()`` agree with the transport's
-    ``sockname`` and ``peername``, and socket options can be set and read back.
-    It has no file descriptor (``fileno()`` is -1).  This type has no public
-    constructor.
-    """
-
-    __slots__ = ("_options", "_peername", "_sockname", "family", "proto", "type")
-
-    def __init__(self) -> None:
-        raise TypeError("MemorySocket has no public constructor")
-
-    @classmethod
-    def _create(cls, family: int, sockname: Any, peername: Any) -> MemorySocket:
-        self = cls.__new__(cls)
-        self._setup(family, sockname, peername)
-        return self
-
-    def _setup(self, family: int, sockname: Any, peername: Any) -> None:
-        self.family = socket.AddressFamily(family)
-        self.type = socket.SOCK_STREAM
-        self.proto = 0 if family == _AF_UNIX else socket.IPPROTO_TCP
-        self._sockname = sockname
-        self._peername = peername
-        self._options: dict[tuple[int, int], int | bytes] = {}
-        if family != _AF_UNIX:
-            self._options[socket.IPPROTO_TCP, socket.TCP_NODELAY] = 1
-
-    def _lingers_zero(self) -> bool:
-        """Whether ``SO_LINGER`` is (on, 0 seconds): closing sends RST."""
-        value = self._options.get((socket.SOL_SOCKET, socket.SO_LINGER))
-        if not isinstance(value, bytes) or len(value) < 8:
-            return False
-        onoff, seconds = struct.unpack("ii", value[:8])
-        return bool(onoff) and seconds == 0
-
-    def getsockname(self) -> Any:
-        """Return the local address."""
-        return self._sockname
-
-    def getpeername(self) -> Any:
-        """Return the peer's address."""
-        return self._peername
-
-    def fileno(self) -> int:
-        """Return -1: there is no descriptor."""
-        return -1
-
-    def setsockopt(self, level: int, optname: int, value: int | bytes) -> None:
-        """Remember a socket option."""
-        self._options[level, optname] = value
-
-    def getsockopt(self, level: int, optname: int, buflen: int = 0) -> int | bytes:
-        """Return a socket option set earlier, or 0."""
-        return self._options.get((level, optname), 0)
-
-    def __repr__(self) -> str:
-        return (
-            f"<nettest.MemorySocket family={self.family!s}, type={self.type!s}, "
-            f"laddr={self._sockname!r}, raddr={self._peername!r}>"
-        )
-
-
-@typing.final
-class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
+class MemoryTransport(FlowControlled, asyncio.Transport):
     """An `asyncio.Transport` in memory, for one protocol, where the test plays the peer.
 
     The transport behaves like a TCP socket transport of the default event loop:
@@ -237,7 +152,6 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
     _sendfile_compatible = _asyncio_constants._SendfileMode.FALLBACK
     max_size = _MAX_READ
 
-    _closed = True  # until __init__ has run, so that __del__ never warns by mistake
     _out: Link
     _in: Link
 
@@ -256,7 +170,7 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         _check_capacity(capacity)
         _check_partial_writes(partial_writes)
         _Chunker(chunks)
-        client, server = _default_addresses(family)
+        client, server = stream_addresses(family)
         self._setup(
             protocol,
             sockname=client if sockname is None else sockname,
@@ -304,7 +218,7 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         self._info: dict[str, Any] = {
             "peername": peername,
             "sockname": sockname,
-            "socket": MemorySocket._create(family, sockname, peername),
+            "socket": MemorySocket._create(family, socket.SOCK_STREAM, sockname, peername),
         }
         asyncio.Transport.__init__(self, self._info)
         self._loop = loop
@@ -334,8 +248,8 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         track(
             self,
             what=f"MemoryTransport {self._info['sockname']!r} -> {self._info['peername']!r}",
-            is_open=_is_open,
-            close=_hygiene_close,
+            is_open=FlowControlled._hygiene_is_open,
+            close=FlowControlled._hygiene_close,
         )
 
     def __repr__(self) -> str:
@@ -346,14 +260,6 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
             f"in_flight={self._out.in_flight if hasattr(self, '_out') else 0}>"
         )
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """Return ``peername``, ``sockname``, ``socket`` or `default`."""
-        return self._info.get(name, default)
-
-    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        if not self._closed and not self._closing:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-
     # -- protocol and flow control ------------------------------------------------
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
@@ -361,104 +267,9 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         self._protocol = protocol
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
 
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        """Return the current protocol."""
-        return self._protocol
-
-    @property
-    def _protocol_paused(self) -> bool:  # read by loop.sendfile()'s fallback
-        return self._flow.paused
-
     def get_write_buffer_size(self) -> int:
         """Return the number of bytes waiting in the write buffer."""
         return len(self._buffer)
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        """Return ``(low, high)``."""
-        return self._flow.low, self._flow.high
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        """Set the water marks as asyncio does; this may pause but never resumes.
-
-        Raises:
-            ValueError: unless ``high >= low >= 0``.
-        """
-        self._flow.set_limits(high, low)
-        self._maybe_pause_protocol()
-
-    def _maybe_pause_protocol(self) -> None:
-        if self._flow.grew(len(self._buffer), self._loop.time):
-            self._call_flow_callback("pause_writing")
-
-    def _maybe_resume_protocol(self) -> None:
-        if self._flow.shrank(len(self._buffer), self._loop.time):
-            self._call_flow_callback("resume_writing")
-
-    def _call_flow_callback(self, name: str) -> None:
-        try:
-            getattr(self._protocol, name)()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._loop.call_exception_handler(
-                {
-                    "message": f"protocol.{name}() failed",
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-
-    @property
-    def flow_events(self) -> tuple[FlowEvent, ...]:
-        """Every pause and resume of the protocol's writing so far, in order."""
-        return self._flow.events
-
-    @property
-    def write_buffer_peak(self) -> int:
-        """The largest size the write buffer has reached."""
-        return self._flow.peak
-
-    def assert_writing_paused(self) -> None:
-        """Fail unless the protocol's writing is paused now.
-
-        Raises:
-            AssertionError: with the flow-control timeline.
-        """
-        if not self._flow.paused:
-            raise AssertionError(f"writing is not paused; {self._describe_flow()}")
-
-    def assert_writing_not_paused(self) -> None:
-        """Fail if the protocol's writing is paused now.
-
-        Raises:
-            AssertionError: with the flow-control timeline.
-        """
-        if self._flow.paused:
-            raise AssertionError(f"writing is paused; {self._describe_flow()}")
-
-    def assert_write_buffer_at_most(self, limit: int) -> None:
-        """Fail if the write buffer ever held more than ``limit`` bytes.
-
-        A protocol that keeps writing after ``pause_writing()`` grows the buffer
-        without bound; this catches it.
-
-        Raises:
-            AssertionError: with the peak and the flow-control timeline.
-        """
-        if self._flow.peak > limit:
-            raise AssertionError(
-                f"the write buffer reached {self._flow.peak} bytes (limit {limit}); "
-                f"{self._describe_flow()}"
-            )
-
-    def _describe_flow(self) -> str:
-        events = ", ".join(f"{e.kind} at {e.buffer_size}" for e in self._flow.events) or "none"
-        low, high = self.get_write_buffer_limits()
-        return (
-            f"buffer {len(self._buffer)} bytes, high {high}, low {low}, "
-            f"peak {self._flow.peak}; pause/resume events: {events}"
-        )
 
     # -- writing -------------------------------------------------------------------
 
@@ -674,7 +485,7 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         data = self._rx.take(n)
         self._in.consumed(n)
         try:
-            self._protocol.data_received(data)  # type: ignore[attr-defined]
+            self._protocol.data_received(data)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -899,17 +710,6 @@ class MemoryTransport(_asyncio_transports._FlowControlMixin, asyncio.Transport):
         self._rx_break(exc)
 
 
-def _is_open(transport: MemoryTransport) -> bool:
-    return not transport._closing
-
-
-def _hygiene_close(transport: MemoryTransport) -> None:
-    if transport._loop.is_closed():
-        transport._closing = transport._closed = True
-    else:
-        transport.abort()
-
-
 def memory_transport_pair(
     client_protocol: asyncio.BaseProtocol,
     server_protocol: asyncio.BaseProtocol,
@@ -955,7 +755,7 @@ def memory_transport_pair(
     """
     _check_capacity(capacity)
     _check_partial_writes(partial_writes)
-    default_client, default_server = _default_addresses(family)
+    default_client, default_server = stream_addresses(family)
     client_address = default_client if client_address is None else client_address
     server_address = default_server if server_address is None else server_address
     if isinstance(chunks, Sequence):

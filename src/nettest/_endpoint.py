@@ -1,0 +1,277 @@
+"""What every memory transport shares: its socket extra, its addresses, and its flow control.
+
+:class:`MemorySocket` is the ``socket`` extra of both stream and datagram memory
+transports.  :class:`FlowControlled` wires a :class:`nettest._flow.WriteFlow` to
+the protocol's ``pause_writing``/``resume_writing`` exactly as asyncio's
+``_FlowControlMixin`` does (errors go to the loop's exception handler, never to
+the writer), and gives both transports the flow-control timeline, its
+assertions, ``get_extra_info``, the ``ResourceWarning`` of an unclosed transport
+and the hygiene gate's hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import itertools
+import os
+import socket
+import struct
+import typing
+import warnings
+from asyncio import transports as _asyncio_transports
+from collections.abc import Callable
+from typing import Any
+
+if typing.TYPE_CHECKING:
+    from ._flow import FlowEvent, WriteFlow
+
+__all__ = ["FlowControlled", "MemorySocket", "datagram_address", "stream_addresses"]
+
+_ports = itertools.count()
+_DEFAULT_SERVER_PORT = 8080
+AF_UNIX: int = getattr(socket, "AF_UNIX", -1)
+
+
+def _ephemeral_port() -> int:
+    return 49152 + next(_ports) % 16384
+
+
+def stream_addresses(family: int) -> tuple[Any, Any]:
+    """Return realistic ``(client, server)`` addresses, with a fresh ephemeral port.
+
+    Raises:
+        ValueError: `family` is not AF_INET, AF_INET6 or AF_UNIX.
+    """
+    port = _ephemeral_port()
+    if family == socket.AF_INET:
+        return ("127.0.0.1", port), ("127.0.0.1", _DEFAULT_SERVER_PORT)
+    if family == socket.AF_INET6:
+        return ("::1", port, 0, 0), ("::1", _DEFAULT_SERVER_PORT, 0, 0)
+    if family == AF_UNIX:
+        return "", "/tmp/nettest-memory.sock"
+    raise ValueError(f"family must be AF_INET, AF_INET6 or AF_UNIX, got {family!r}")
+
+
+def datagram_address() -> Any:
+    """Return a loopback address with a fresh ephemeral port."""
+    return ("127.0.0.1", _ephemeral_port())
+
+
+@typing.final
+class MemorySocket:
+    """What ``get_extra_info("socket")`` returns for a memory transport.
+
+    It stands in for ``asyncio.trsock.TransportSocket``: it has the family and type,
+    ``getsockname()`` and ``getpeername()`` agree with the transport's
+    ``sockname`` and ``peername`` (an unconnected datagram socket raises `OSError`,
+    as a real one does), and socket options can be set and read back; setting
+    ``SO_LINGER`` to (on, 0) makes closing a stream send RST, as on a real socket.
+    It has no file descriptor (``fileno()`` is -1).  This type has no public
+    constructor.
+    """
+
+    __slots__ = ("_options", "_peername", "_sockname", "family", "proto", "type")
+
+    family: socket.AddressFamily
+    type: socket.SocketKind
+    proto: int
+    _sockname: Any
+    _peername: Any
+    _options: dict[tuple[int, int], int | bytes]
+
+    def __init__(self) -> None:
+        raise TypeError("MemorySocket has no public constructor")
+
+    @classmethod
+    def _create(cls, family: int, kind: int, sockname: Any, peername: Any) -> MemorySocket:
+        self = cls.__new__(cls)
+        self.family = socket.AddressFamily(family)
+        self.type = socket.SocketKind(kind)
+        if family == AF_UNIX:
+            self.proto = 0
+        else:
+            self.proto = socket.IPPROTO_TCP if kind == socket.SOCK_STREAM else socket.IPPROTO_UDP
+        self._sockname = sockname
+        self._peername = peername
+        self._options = {}
+        if self.proto == socket.IPPROTO_TCP:
+            self._options[socket.IPPROTO_TCP, socket.TCP_NODELAY] = 1  # as asyncio sets it
+        return self
+
+    def _lingers_zero(self) -> bool:
+        """Whether ``SO_LINGER`` is (on, 0 seconds): closing sends RST."""
+        value = self._options.get((socket.SOL_SOCKET, socket.SO_LINGER))
+        if not isinstance(value, bytes) or len(value) < 8:
+            return False
+        onoff, seconds = struct.unpack("ii", value[:8])
+        return bool(onoff) and seconds == 0
+
+    def getsockname(self) -> Any:
+        """Return the local address."""
+        return self._sockname
+
+    def getpeername(self) -> Any:
+        """Return the peer's address.
+
+        Raises:
+            OSError: ``ENOTCONN``, for an unconnected datagram socket.
+        """
+        if self._peername is None:
+            raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
+        return self._peername
+
+    def fileno(self) -> int:
+        """Return -1: there is no descriptor."""
+        return -1
+
+    def setsockopt(self, level: int, optname: int, value: int | bytes) -> None:
+        """Remember a socket option."""
+        self._options[level, optname] = value
+
+    def getsockopt(self, level: int, optname: int, buflen: int = 0) -> int | bytes:
+        """Return a socket option set earlier, or 0."""
+        return self._options.get((level, optname), 0)
+
+    def __repr__(self) -> str:
+        return (
+            f"<nettest.MemorySocket family={self.family!s}, type={self.type!s}, "
+            f"laddr={self._sockname!r}, raddr={self._peername!r}>"
+        )
+
+
+class FlowControlled(_asyncio_transports._FlowControlMixin):
+    """Write flow control, extras and resource hygiene shared by memory transports.
+
+    Subclasses set ``_loop``, ``_protocol``, ``_flow``, ``_info``, ``_closing``
+    and ``_closed``, implement ``get_write_buffer_size()``, and call
+    ``_maybe_pause_protocol()`` after the buffer grows and
+    ``_maybe_resume_protocol()`` after it shrinks.
+    """
+
+    _loop: asyncio.AbstractEventLoop
+    _protocol: Any
+    _flow: WriteFlow
+    _info: dict[str, Any]
+    _closing: bool
+    _closed = True  # until set up, so that __del__ never warns by mistake
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """Return ``peername``, ``sockname``, ``socket``, or ``default``."""
+        return self._info.get(name, default)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        """Return the current protocol."""
+        return typing.cast("asyncio.BaseProtocol", self._protocol)
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if not self._closed and not self._closing:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+
+    # -- flow control ----------------------------------------------------------------
+
+    @property
+    def _protocol_paused(self) -> bool:  # read by loop.sendfile()'s fallback
+        return self._flow.paused
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        """Return ``(low, high)``."""
+        return self._flow.low, self._flow.high
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """Set the water marks as asyncio does; this may pause but never resumes.
+
+        Raises:
+            ValueError: unless ``high >= low >= 0``; the message names both.
+        """
+        self._flow.set_limits(high, low)
+        self._maybe_pause_protocol()
+
+    def _maybe_pause_protocol(self) -> None:
+        if self._flow.grew(self.get_write_buffer_size(), self._loop.time):
+            self._call_flow_callback("pause_writing")
+
+    def _maybe_resume_protocol(self) -> None:
+        if self._flow.shrank(self.get_write_buffer_size(), self._loop.time):
+            self._call_flow_callback("resume_writing")
+
+    def _call_flow_callback(self, name: str) -> None:
+        try:
+            getattr(self._protocol, name)()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler(
+                {
+                    "message": f"protocol.{name}() failed",
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+
+    # -- the timeline ------------------------------------------------------------------
+
+    @property
+    def flow_events(self) -> tuple[FlowEvent, ...]:
+        """Every pause and resume of the protocol's writing so far, in order."""
+        return self._flow.events
+
+    @property
+    def write_buffer_peak(self) -> int:
+        """The largest size the write buffer has reached."""
+        return self._flow.peak
+
+    def assert_writing_paused(self) -> None:
+        """Fail unless the protocol's writing is paused now.
+
+        Raises:
+            AssertionError: with the flow-control timeline.
+        """
+        if not self._flow.paused:
+            raise AssertionError(f"writing is not paused; {self._describe_flow()}")
+
+    def assert_writing_not_paused(self) -> None:
+        """Fail if the protocol's writing is paused now.
+
+        Raises:
+            AssertionError: with the flow-control timeline.
+        """
+        if self._flow.paused:
+            raise AssertionError(f"writing is paused; {self._describe_flow()}")
+
+    def assert_write_buffer_at_most(self, limit: int) -> None:
+        """Fail if the write buffer ever held more than ``limit`` bytes.
+
+        A protocol that keeps writing after ``pause_writing()`` grows the buffer
+        without bound; this catches it.
+
+        Raises:
+            AssertionError: with the peak and the flow-control timeline.
+        """
+        if self._flow.peak > limit:
+            raise AssertionError(
+                f"the write buffer reached {self._flow.peak} bytes (limit {limit}); "
+                f"{self._describe_flow()}"
+            )
+
+    def _describe_flow(self) -> str:
+        events = ", ".join(f"{e.kind} at {e.buffer_size}" for e in self._flow.events) or "none"
+        low, high = self.get_write_buffer_limits()
+        return (
+            f"buffer {self.get_write_buffer_size()} bytes, high {high}, low {low}, "
+            f"peak {self._flow.peak}; pause/resume events: {events}"
+        )
+
+    # -- the hygiene gate ----------------------------------------------------------------
+
+    @staticmethod
+    def _hygiene_is_open(transport: FlowControlled) -> bool:
+        return not transport._closing
+
+    @staticmethod
+    def _hygiene_close(transport: FlowControlled) -> None:
+        if transport._loop.is_closed():
+            transport._closing = transport._closed = True
+        else:
+            transport.abort()
