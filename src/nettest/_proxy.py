@@ -78,6 +78,8 @@ Address = tuple[str, int]
 _HIGH = 256 * 1024
 #: Room for bursts of connections: many concurrent clients are the point of a load test.
 _BACKLOG = 1024
+#: Seconds a closing connection waits for its peers' EOF before closing anyway.
+_CLOSE_GRACE = 1.0
 _LOW = 64 * 1024
 
 
@@ -105,6 +107,11 @@ def _reset(transport: asyncio.Transport | None) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
+
+
+def _close_transport(transport: asyncio.Transport) -> None:
+    if not transport.is_closing():
+        transport.close()
 
 
 def _transport_open(transport: asyncio.BaseTransport) -> bool:
@@ -140,6 +147,7 @@ class _Side(asyncio.Protocol):
         self.role = role
         self.conn: _StreamConnection | None = None
         self.transport: asyncio.Transport | None = None
+        self.eof_seen = False
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # The flow this side sends into, and the one it receives.
@@ -168,7 +176,10 @@ class _Side(asyncio.Protocol):
             self.conn.received(self.sends, data)
 
     def eof_received(self) -> bool:
+        self.eof_seen = True
         if self.conn is not None:
+            if self.conn.finished and self.transport is not None:
+                self.transport.close()  # the end of a graceful close
             self.conn.eof(self.sends)
         return True
 
@@ -218,6 +229,8 @@ class _StreamConnection:
         self.connecting: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        if self.finished:
+            return
         actions = self.schedule.start(self.loop.time())
         if actions and isinstance(actions[0], RefuseConnection):
             _reset(self.client.transport)
@@ -259,7 +272,14 @@ class _StreamConnection:
         self.server = side
         self.proxy._sides.append(side)
         self.trace.record(self.loop.time(), None, "connected upstream")
-        if self.paused["downstream"] and side.transport is not None:
+        # As in FaultProxy._accepted: pause only once the transport reads.
+        self.loop.call_soon(self._server_ready)
+
+    def _server_ready(self) -> None:
+        side = self.server
+        if self.finished or side is None or side.transport is None:
+            return
+        if self.paused["downstream"]:
             side.transport.pause_reading()
         self.kick("upstream")
 
@@ -397,9 +417,22 @@ class _StreamConnection:
             self.apply(self.schedule.update(faults, self.loop.time()))
 
     def close_both(self) -> None:
+        """Close both sides with a FIN, as a process that exits would.
+
+        A socket closed while unread bytes wait in its receive buffer sends an RST
+        instead, so each side is shut down for writing first, its late bytes are
+        read and dropped, and it is closed at its EOF (or after a grace period).
+        """
         for side in (self.client, self.server):
-            if side is not None and side.transport is not None and not side.transport.is_closing():
-                side.transport.close()
+            transport = side.transport if side is not None else None
+            if side is None or transport is None or transport.is_closing():
+                continue
+            if side.eof_seen or not transport.can_write_eof():
+                transport.close()
+            else:
+                transport.write_eof()
+                transport.resume_reading()
+                self.loop.call_later(_CLOSE_GRACE, _close_transport, transport)
         self.finish()
 
     def abort(self) -> None:
@@ -740,6 +773,9 @@ class FaultProxy:
         self._stop_listening()
         for conn in list(self._connections):
             conn.abort()
+        for side in self._sides:  # including connections still closing gracefully
+            if side.transport is not None:
+                side.transport.abort()
         for flow in self._flows.values():
             flow.close()
         for task in list(self._tasks):
@@ -759,6 +795,9 @@ class FaultProxy:
         self._stop_listening()
         for conn in list(self._connections):
             conn.abort()
+        for side in self._sides:
+            if side.transport is not None:
+                side.transport.abort()
         for flow in self._flows.values():
             flow.close()
         for task in self._tasks:
@@ -883,7 +922,9 @@ class FaultProxy:
         self._connections.add(conn)
         if self._on_connection is not None:
             self._on_connection(conn.trace)
-        conn.start()
+        # Start on the next callback, after the transport has added its reader:
+        # before 3.12, pause_reading() inside connection_made() did not stick.
+        asyncio.get_running_loop().call_soon(conn.start)
 
     def _finished(self, conn: _StreamConnection) -> None:
         self._connections.discard(conn)
