@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
-from nettest._faults import Drop, Latency, Reset, Trigger
+from nettest._faults import Drop, Latency, Reset, Trigger, Truncate
 from nettest._proxy import FaultProxyFactory, fault_proxy
-from nettest._servers import TCPServerFactory, tcp_server
+from nettest._servers import TCPServerFactory, UnixServerFactory, tcp_server, unix_server
 from nettest._udp import UDPServerFactory, udp_server
 
-__all__ = ["fault_proxy", "tcp_server", "udp_server"]  # fixtures used below
+__all__ = ["fault_proxy", "tcp_server", "udp_server", "unix_server"]  # fixtures used below
 
 
 @pytest.mark.asyncio
@@ -77,3 +77,18 @@ async def test_proxy_in_front_of_udp_server(
         second.close()
         await asyncio.sleep(0)
     assert [d.data for d in server.datagrams] == [b"one"]
+
+
+@pytest.mark.asyncio
+async def test_proxy_in_front_of_unix_server(
+    fault_proxy: FaultProxyFactory, unix_server: UnixServerFactory
+) -> None:
+    server = await unix_server()
+    proxy = await fault_proxy(upstream=server, faults=[Truncate(2)])
+    assert proxy.upstream == server.address
+    reader, writer = await asyncio.open_connection(*proxy.address)
+    writer.write(b"ping")
+    assert await asyncio.wait_for(reader.read(), 5) == b"pi"
+    writer.close()
+    await writer.wait_closed()
+    assert server.address in repr(proxy)

@@ -33,6 +33,7 @@ import asyncio
 import collections
 import contextlib
 import functools
+import os
 import re
 import signal
 import socket
@@ -96,6 +97,22 @@ def _parse_address(value: object, what: str) -> Address:
         if isinstance(host, str) and isinstance(port, int):
             return host, port
     raise TypeError(f"{what} must be (host, port), 'host:port' or a server, got {value!r}")
+
+
+def _parse_upstream(value: object, kind: str) -> Address | str:
+    """Like `_parse_address`, but a TCP proxy also accepts a Unix socket path."""
+    address = getattr(value, "address", value)
+    if isinstance(address, os.PathLike):
+        address = os.fspath(address)
+    if isinstance(address, str) and address.startswith(("/", "./", "\0")):
+        if kind != "tcp":
+            raise ValueError(f"a UDP proxy needs a (host, port) upstream, got {address!r}")
+        return address
+    return _parse_address(value, "upstream")
+
+
+def _format_address(address: Address | str) -> str:
+    return address if isinstance(address, str) else f"{address[0]}:{address[1]}"
 
 
 def _reset(transport: asyncio.Transport | None) -> None:
@@ -246,16 +263,18 @@ class _StreamConnection:
         self.apply(actions)
 
     async def _connect(self) -> None:
-        host, port = self.proxy.upstream
+        upstream = self.proxy.upstream
         try:
-            await asyncio.wait_for(
-                self.loop.create_connection(lambda: self._server_side(), host, port),
-                default_timeout(),
-            )
+            if isinstance(upstream, str):
+                connecting = self.loop.create_unix_connection(self._server_side, upstream)
+            else:
+                connecting = self.loop.create_connection(self._server_side, *upstream)
+            await asyncio.wait_for(connecting, default_timeout())
         except (OSError, asyncio.TimeoutError) as exc:
             if not self.finished:
+                where = _format_address(upstream)
                 self.trace.record(
-                    self.loop.time(), None, f"upstream {host}:{port} failed: {exc!r}; client reset"
+                    self.loop.time(), None, f"upstream {where} failed: {exc!r}; client reset"
                 )
                 _reset(self.client.transport)
                 self.finish()
@@ -607,8 +626,9 @@ class FaultProxy:
     ``fault_proxy`` fixture; outside pytest use it as an async context manager.
 
     Args:
-        upstream: Where to forward: ``(host, port)``, ``"host:port"`` or any
-            object with an ``address`` (such as a nettest server).
+        upstream: Where to forward: ``(host, port)``, ``"host:port"``, the path
+            of a Unix socket (TCP proxies only) or any object with an ``address``
+            (such as a nettest server).
         faults: Faults in force from the first connection on.
         kind: ``"tcp"`` or ``"udp"``.
         seed: Seeds every random choice; the same seed and traffic give the same
@@ -639,8 +659,8 @@ class FaultProxy:
             raise ValueError(f"kind must be 'tcp' or 'udp', got {kind!r}")
         #: ``"tcp"`` or ``"udp"``.
         self.kind: Kind = kind
-        #: The address traffic is forwarded to.
-        self.upstream: Address = _parse_address(upstream, "upstream")
+        #: The address traffic is forwarded to: ``(host, port)``, or a Unix socket path.
+        self.upstream: Address | str = _parse_upstream(upstream, kind)
         #: The seed of every random choice the proxy makes.
         self.seed = int(seed)
         self._faults = _check_faults(kind, faults)
@@ -675,7 +695,7 @@ class FaultProxy:
         if self._started:
             raise RuntimeError("FaultProxy.start() was already called")
         self._started = True
-        upstream = f"{self.upstream[0]}:{self.upstream[1]}"
+        upstream = _format_address(self.upstream)
         track(self, what=f"FaultProxy -> {upstream}", is_open=_proxy_open, close=_proxy_abort)
         await self._listen()
         self._sync_port()
@@ -818,7 +838,7 @@ class FaultProxy:
     def __repr__(self) -> str:
         where = f"{self._address[0]}:{self._address[1]}" if self._address else "not started"
         state = "closed" if self._closed else ("up" if self._up else "down")
-        upstream = f"{self.upstream[0]}:{self.upstream[1]}"
+        upstream = _format_address(self.upstream)
         return f"<FaultProxy {self.kind} {where} -> {upstream} {state}>"
 
     # -- down and up ---------------------------------------------------------------------
@@ -950,11 +970,11 @@ class FaultProxy:
 
     async def _connect_flow(self, flow: _UpstreamFlow) -> None:
         loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in self.upstream[0] else socket.AF_INET
+        upstream = self.upstream
+        assert not isinstance(upstream, str)  # refused in __init__
+        family = socket.AF_INET6 if ":" in upstream[0] else socket.AF_INET
         try:
-            await loop.create_datagram_endpoint(
-                lambda: flow, remote_addr=self.upstream, family=family
-            )
+            await loop.create_datagram_endpoint(lambda: flow, remote_addr=upstream, family=family)
         except OSError as exc:
             flow.trace.record(loop.time(), "upstream", f"upstream socket failed: {exc!r}")
             if not flow.lost.done():
@@ -1154,7 +1174,10 @@ def _parser() -> argparse.ArgumentParser:
         help="where to listen (default 127.0.0.1:0, any free port)",
     )
     parser.add_argument(
-        "--upstream", required=True, metavar="HOST:PORT", help="the server to forward to"
+        "--upstream",
+        required=True,
+        metavar="HOST:PORT",
+        help="the server to forward to (or the path of a Unix socket, for TCP)",
     )
     parser.add_argument(
         "--fault",
@@ -1182,9 +1205,9 @@ def cli_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         listen = _parse_address(args.listen, "--listen")
-        upstream = _parse_address(args.upstream, "--upstream")
-        faults = [parse_fault(spec) for spec in args.fault]
         kind: Kind = "udp" if args.udp else "tcp"
+        upstream = _parse_upstream(args.upstream, kind)
+        faults = [parse_fault(spec) for spec in args.fault]
         _check_faults(kind, faults)
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
@@ -1196,7 +1219,12 @@ def cli_main(argv: list[str]) -> int:
 
 
 async def _serve(
-    listen: Address, upstream: Address, faults: list[Fault], kind: Kind, seed: int, trace: bool
+    listen: Address,
+    upstream: Address | str,
+    faults: list[Fault],
+    kind: Kind,
+    seed: int,
+    trace: bool,
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -1213,7 +1241,7 @@ async def _serve(
     try:
         await proxy.start()
         host, port = proxy.address
-        print(f"nettest proxy {kind} listening on {host}:{port} -> {upstream[0]}:{upstream[1]}")
+        print(f"nettest proxy {kind} listening on {host}:{port} -> {_format_address(upstream)}")
         print(f"faults: {', '.join(map(repr, faults)) or 'none'}; seed {seed}", flush=True)
         await stop.wait()
         print("stopping", flush=True)
