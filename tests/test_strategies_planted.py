@@ -23,6 +23,9 @@ from planted_parsers import LengthPrefixedReader, LineReader, MessageReader, Utf
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
 
+# About 10-20 s in all, on one core: five tests of 20 hypothesis runs each.
+pytestmark = pytest.mark.slow
+
 T = TypeVar("T")
 SEEDS = range(20)
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import typing
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, runtime_checkable
@@ -46,6 +47,7 @@ __all__ = [
 _TURNS = 3
 
 
+@typing.final
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """One read: ``data`` arrives at once.
@@ -57,16 +59,19 @@ class Chunk:
     data: bytes
 
 
+@typing.final
 @dataclass(frozen=True, slots=True)
 class PauseReading:
     """Reading stops: later chunks are held back until `ResumeReading`, then arrive as one read."""
 
 
+@typing.final
 @dataclass(frozen=True, slots=True)
 class ResumeReading:
     """Reading restarts: the chunks held back since `PauseReading` arrive as one read."""
 
 
+@typing.final
 @dataclass(frozen=True, slots=True)
 class Delay:
     """Nothing arrives for ``seconds`` of loop time (`asyncio.sleep`, so looptime skips it).
@@ -82,6 +87,7 @@ class Delay:
             raise ValueError(f"seconds must be >= 0, got {self.seconds!r}")
 
 
+@typing.final
 @dataclass(frozen=True, slots=True)
 class Eof:
     """The peer closed its side cleanly: ``eof_received()``, ``feed_eof()``, or ``b""``."""
@@ -91,6 +97,7 @@ def _reset() -> Exception:
     return ConnectionResetError("Connection reset by peer")
 
 
+@typing.final
 @dataclass(frozen=True, slots=True)
 class ConnectionLost:
     """The connection broke: ``connection_lost(error)`` without an EOF first.
@@ -114,6 +121,7 @@ class ConnectionLost:
         return hash((type(self.error), self.error.args))
 
 
+@typing.final
 @dataclass(frozen=True, slots=True)
 class Datagram:
     """A datagram as delivered, drawn by `datagram_schedules`.

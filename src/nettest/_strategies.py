@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import typing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TypeAlias, cast
@@ -387,6 +388,7 @@ def all_splits(data: bytes) -> list[list[bytes]]:
     return [_cut(data, [offset]) for offset in range(1, len(data))]
 
 
+@typing.final
 @dataclass(frozen=True, slots=True)
 class MessageStream:
     """Messages, and the reads that deliver them back to back, drawn by `message_streams`.
