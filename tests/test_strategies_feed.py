@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+import looptime
 import pytest
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
@@ -387,3 +389,22 @@ def test_datagram_schedules_of_a_strategy(arrivals: list[nst.Datagram]) -> None:
 def test_datagram_schedules_reject_bad_arguments(call: Any, message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         call()
+
+
+def test_feed_async_delays_cost_no_wall_time_under_looptime() -> None:
+    protocol = RecordingProtocol()
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        wall, start = time.monotonic(), loop.time()
+        schedule = [b"a", nst.Delay(3600), b"b", nst.Delay(3600), nst.Eof()]
+        await nst.feed_async(protocol, schedule)
+        assert loop.time() - start >= 7200
+        assert time.monotonic() - wall < 10
+
+    loop = looptime.new_event_loop()
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert protocol.events == [b"a", b"b", "eof", ("lost", None)]
