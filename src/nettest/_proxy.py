@@ -659,7 +659,7 @@ class FaultProxy:
             raise ValueError(f"kind must be 'tcp' or 'udp', got {kind!r}")
         #: ``"tcp"`` or ``"udp"``.
         self.kind: Kind = kind
-        #: The address traffic is forwarded to: ``(host, port)``, or a Unix socket path.
+        #: Where traffic is forwarded, ``(host, port)`` or a Unix socket path.
         self.upstream: Address | str = _parse_upstream(upstream, kind)
         #: The seed of every random choice the proxy makes.
         self.seed = int(seed)
