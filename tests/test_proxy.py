@@ -31,9 +31,7 @@ from nettest._faults import (
     TruncateDatagram,
     Unreachable,
 )
-from nettest._proxy import FaultProxy, FaultProxyFactory, fault_proxy, parse_fault
-
-__all__ = ["fault_proxy"]  # the fixture, used by the tests below
+from nettest._proxy import FaultProxy, FaultProxyFactory, parse_fault
 
 Address = tuple[str, int]
 
@@ -714,24 +712,9 @@ def test_cli_help_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
 
 # -- the fixture in a test run --------------------------------------------------------------
 
-_REPORT_CONFTEST = """
-import pytest
-from nettest._proxy import format_traces_for
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item, call):
-    report = yield
-    if report.failed:
-        text = format_traces_for(item)
-        if text:
-            report.sections.append(("nettest fault proxy", text))
-    return report
-"""
-
 _FAILING_TEST = """
 import asyncio
 import pytest
-from nettest._proxy import fault_proxy
 from nettest._faults import Latency, Truncate
 
 {marker}
@@ -760,7 +743,6 @@ async def test_fails(fault_proxy):
 def test_fault_proxy_fixture_prints_trace_and_seed_on_failure(
     pytester: pytest.Pytester, asyncio_mode: str
 ) -> None:
-    pytester.makeconftest(_REPORT_CONFTEST)
     marker = "@pytest.mark.asyncio" if asyncio_mode == "strict" else ""
     pytester.makepyfile(_FAILING_TEST.format(marker=marker))
     result = pytester.runpytest(f"--asyncio-mode={asyncio_mode}", "--nettest-seed=77")
@@ -780,7 +762,6 @@ def test_fault_proxy_fixture_closes_its_proxies(pytester: pytest.Pytester) -> No
         """
         import asyncio
         import pytest
-        from nettest._proxy import fault_proxy
 
         proxies = []
 

@@ -7,11 +7,11 @@ import asyncio
 import pytest
 
 from nettest._faults import Drop, Latency, Reset, Trigger, Truncate
-from nettest._proxy import FaultProxyFactory, fault_proxy
+from nettest._proxy import FaultProxyFactory
 from nettest._servers import TCPServerFactory, UnixServerFactory, tcp_server, unix_server
 from nettest._udp import UDPServerFactory, udp_server
 
-__all__ = ["fault_proxy", "tcp_server", "udp_server", "unix_server"]  # fixtures used below
+__all__ = ["tcp_server", "udp_server", "unix_server"]  # fixtures used below
 
 
 @pytest.mark.asyncio

@@ -7,9 +7,6 @@ import pytest_asyncio
 
 from nettest import faults
 
-# The fault_proxy fixture, until nettest's plugin provides it.
-pytest_plugins = ["nettest._proxy"]
-
 
 async def fetch(address, request, *, attempts=2):
     """The code under test: send a request, read the reply, retry once after a reset."""

@@ -7,9 +7,6 @@ import pytest_asyncio
 
 from nettest import faults
 
-# The fault_proxy fixture, until nettest's plugin provides it.
-pytest_plugins = ["nettest._proxy"]
-
 
 class Echo(asyncio.DatagramProtocol):
     def connection_made(self, transport):

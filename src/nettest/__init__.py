@@ -8,7 +8,12 @@ hypothesis never import it.
 
 from __future__ import annotations
 
+from . import faults as faults
 from ._hygiene import LeakError as LeakError
+from ._memory_faults import MemoryFaults as MemoryFaults
+from ._memory_faults import inject_faults as inject_faults
+from ._proxy import FaultProxy as FaultProxy
+from ._proxy import FaultProxyFactory as FaultProxyFactory
 from ._tls import TLS_BAD_KINDS as TLS_BAD_KINDS
 from ._tls import TLS_VERSIONS as TLS_VERSIONS
 from ._tls import TLSBadKind as TLSBadKind
@@ -24,12 +29,16 @@ from ._version import __version__ as __version__
 __all__ = [
     "TLS_BAD_KINDS",
     "TLS_VERSIONS",
+    "FaultProxy",
+    "FaultProxyFactory",
     "LeakError",
+    "MemoryFaults",
     "TLSBadCase",
     "TLSBadCaseFactory",
     "TLSBadKind",
     "TLSFiles",
     "__version__",
+    "inject_faults",
     "make_tls_bad_case",
     "make_tls_client_context",
     "make_tls_server_context",

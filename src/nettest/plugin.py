@@ -16,6 +16,7 @@ import pytest
 
 from . import _settings
 from ._hygiene import GATE, LEAK_MODES, LeakMode
+from ._proxy import fault_proxy, format_traces_for  # noqa: F401
 from ._tls import (  # noqa: F401  (fixtures are found by name in this module)
     tls_ca,
     tls_certificate,
@@ -259,7 +260,9 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if report.failed and _SEED_KEY in item.stash:
+    if not report.failed:
+        return report
+    if _SEED_KEY in item.stash:
         seed = item.stash[_SEED_KEY]
         report.sections.append(
             (
@@ -268,4 +271,7 @@ def pytest_runtest_makereport(
                 f"--nettest-seed={item.config.option.nettest_seed})",
             )
         )
+    traces = format_traces_for(item)
+    if traces:
+        report.sections.append(("nettest fault proxy", traces))
     return report
