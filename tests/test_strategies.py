@@ -198,3 +198,17 @@ def test_bad_arguments_raise_invalid_argument_naming_them(
 def test_drawn_data_must_be_bytes() -> None:
     with pytest.raises(InvalidArgument, match="data strategy must generate bytes"):
         find(nst.chunkings(st.just("text")), lambda c: True, settings=NO_DB)  # type: ignore[arg-type]
+
+
+def test_chunkings_with_most_offsets_cut_are_fast_and_shrink_to_min_size() -> None:
+    data = bytes(range(256)) * 4
+
+    @settings(database=None, max_examples=20)
+    @given(nst.chunkings(data, min_size=900, max_size=950))
+    def check(chunks: list[bytes]) -> None:
+        assert 900 <= len(chunks) <= 950
+        assert b"".join(chunks) == data
+
+    check()
+    short = data[:40]
+    assert len(find(nst.chunkings(short, min_size=30), lambda c: True, settings=NO_DB)) == 30

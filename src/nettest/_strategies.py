@@ -180,11 +180,36 @@ def _cut_strategy(
 ) -> SearchStrategy[list[int]]:
     """Return a strategy for distinct cut offsets in ``1 .. n - 1``."""
     offsets: SearchStrategy[int] = st.integers(1, n - 1)
+    limit = n - 1 if max_cuts is None else min(max_cuts, n - 1)
+    min_cuts = min(min_cuts, limit)
+    if 2 * min_cuts > n - 1:
+        # Most offsets must be cut: drawing distinct offsets would take a coupon
+        # collector's time, so draw the few that are not cut instead.  Hints
+        # are moot when nearly every offset is cut anyway.
+        return _uncut_offsets(n, min_cuts, limit)
     if hinted:
         # Uniform first: that is the branch hypothesis shrinks towards.
         offsets = st.one_of(offsets, st.sampled_from(hinted))
-    limit = n - 1 if max_cuts is None else min(max_cuts, n - 1)
-    return st.lists(offsets, min_size=min(min_cuts, limit), max_size=limit, unique=True)
+    return st.lists(offsets, min_size=min_cuts, max_size=limit, unique=True)
+
+
+@st.composite
+def _uncut_offsets(draw: DrawFn, n: int, min_cuts: int, max_cuts: int) -> list[int]:
+    """Draw cuts at all but a few offsets, shrinking towards the fewest cuts.
+
+    Hypothesis prefers shorter choice sequences, so every example makes the same
+    choices: one slot per offset that may stay uncut, each with an index into
+    the offsets left and, beyond those that must stay uncut, a flag that skips
+    it.  The simplest flags keep every slot, which means the fewest cuts.
+    """
+    remaining = list(range(1, n))
+    must_uncut = n - 1 - max_cuts
+    for slot in range(n - 1 - min_cuts):
+        skipped = slot >= must_uncut and draw(st.booleans())
+        index = draw(st.integers(0, len(remaining) - 1))
+        if not skipped:
+            remaining.pop(index)
+    return remaining
 
 
 @st.composite
