@@ -25,8 +25,6 @@ from nettest._servers import (
     tcp_server,  # noqa: F401
 )
 
-pytestmark = pytest.mark.asyncio
-
 HOSTS = [
     "127.0.0.1",
     pytest.param(
@@ -56,6 +54,7 @@ async def _connect_and_read(address: tuple[str, int]) -> bytes:
 
 
 @pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.asyncio
 async def test_tcp_server_echo_records_both_directions(
     tcp_server: TCPServerFactory, host: str
 ) -> None:
@@ -87,6 +86,7 @@ async def test_tcp_server_echo_records_both_directions(
     assert "closed (eof)" in transcript
 
 
+@pytest.mark.asyncio
 async def test_tcp_server_records_each_connection_in_order(tcp_server: TCPServerFactory) -> None:
     server = await tcp_server(handlers.echo)
     writers = []
@@ -103,6 +103,7 @@ async def test_tcp_server_records_each_connection_in_order(tcp_server: TCPServer
         await _close(writer)
 
 
+@pytest.mark.asyncio
 async def test_tcp_server_is_an_async_context_manager() -> None:
     async with TCPServer(handlers.echo) as server:
         reader, writer = await asyncio.open_connection(*server.address)
@@ -114,12 +115,14 @@ async def test_tcp_server_is_an_async_context_manager() -> None:
         await asyncio.open_connection(*server.address)
 
 
+@pytest.mark.asyncio
 async def test_tcp_server_start_twice_raises() -> None:
     async with TCPServer() as server:
         with pytest.raises(RuntimeError, match="already started"):
             await server.start()
 
 
+@pytest.mark.asyncio
 async def test_tcp_server_aclose_twice_is_harmless() -> None:
     server = await TCPServer().start()
     await server.aclose()
@@ -130,6 +133,7 @@ async def test_tcp_server_aclose_twice_is_harmless() -> None:
 # -- built-in handlers ------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_sink_records_and_sends_nothing(tcp_server: TCPServerFactory) -> None:
     server = await tcp_server(handlers.sink)
     reader, writer = await asyncio.open_connection(*server.address)
@@ -144,6 +148,7 @@ async def test_sink_records_and_sends_nothing(tcp_server: TCPServerFactory) -> N
     assert conn.ending is Ending.EOF
 
 
+@pytest.mark.asyncio
 async def test_close_handler_sends_fin(tcp_server: TCPServerFactory) -> None:
     server = await tcp_server(handlers.close)
     reader, writer = await asyncio.open_connection(*server.address)
@@ -153,6 +158,7 @@ async def test_close_handler_sends_fin(tcp_server: TCPServerFactory) -> None:
     await _close(writer)
 
 
+@pytest.mark.asyncio
 async def test_reset_handler_sends_rst(tcp_server: TCPServerFactory) -> None:
     server = await tcp_server(handlers.reset)
     with pytest.raises(ConnectionResetError):  # on connecting or reading: a race
@@ -161,6 +167,7 @@ async def test_reset_handler_sends_rst(tcp_server: TCPServerFactory) -> None:
     assert await conn.wait_closed() is Ending.ABORTED
 
 
+@pytest.mark.asyncio
 async def test_hang_handler_never_reads(tcp_server: TCPServerFactory) -> None:
     server = await tcp_server(handlers.hang, rcvbuf=4096)
     _, writer = await asyncio.open_connection(*server.address)
@@ -174,6 +181,7 @@ async def test_hang_handler_never_reads(tcp_server: TCPServerFactory) -> None:
     writer.transport.abort()
 
 
+@pytest.mark.asyncio
 async def test_client_reset_is_recorded_as_reset(tcp_server: TCPServerFactory) -> None:
     server = await tcp_server(handlers.sink)
     sock = socket.create_connection(server.address)
@@ -185,6 +193,7 @@ async def test_client_reset_is_recorded_as_reset(tcp_server: TCPServerFactory) -
     assert await conn.wait_closed() is Ending.RESET
 
 
+@pytest.mark.asyncio
 async def test_connection_close_and_reset_from_the_test(tcp_server: TCPServerFactory) -> None:
     server = await tcp_server(handlers.hang)
     r1, w1 = await asyncio.open_connection(*server.address)
@@ -204,6 +213,7 @@ async def test_connection_close_and_reset_from_the_test(tcp_server: TCPServerFac
 # -- user handlers ------------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_stream_handler_function(tcp_server: TCPServerFactory) -> None:
     async def upper(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         line = await reader.readline()
@@ -244,6 +254,7 @@ class _BufferedEcho(asyncio.BufferedProtocol):
         self.transport.write(bytes(self.buffer[:nbytes]))
 
 
+@pytest.mark.asyncio
 async def test_protocol_factory_handler(tcp_server: TCPServerFactory) -> None:
     server = await tcp_server(_Doubler)
     reader, writer = await asyncio.open_connection(*server.address)
@@ -255,6 +266,7 @@ async def test_protocol_factory_handler(tcp_server: TCPServerFactory) -> None:
     assert (conn.received, conn.sent) == (b"ab", b"abab")
 
 
+@pytest.mark.asyncio
 async def test_buffered_protocol_handler(tcp_server: TCPServerFactory) -> None:
     server = await tcp_server(lambda: _BufferedEcho())
     reader, writer = await asyncio.open_connection(*server.address)
@@ -276,11 +288,13 @@ async def test_buffered_protocol_handler(tcp_server: TCPServerFactory) -> None:
         (handlers.script, "call handlers.script"),
     ],
 )
+@pytest.mark.asyncio
 async def test_wrong_handler_type_is_a_type_error(handler: object, match: str) -> None:
     with pytest.raises(TypeError, match=match):
         TCPServer(handler)  # type: ignore[arg-type]
 
 
+@pytest.mark.asyncio
 async def test_coroutine_object_handler_is_a_type_error() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         pass
@@ -293,11 +307,13 @@ async def test_coroutine_object_handler_is_a_type_error() -> None:
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "8.8.8.8"])
+@pytest.mark.asyncio
 async def test_non_loopback_host_needs_allow_remote(host: str) -> None:
     with pytest.raises(ValueError, match="allow_remote=True"):
         TCPServer(host=host)
 
 
+@pytest.mark.asyncio
 async def test_allow_remote_binds_a_wildcard_address() -> None:
     async with TCPServer(host="0.0.0.0", allow_remote=True) as server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -306,6 +322,7 @@ async def test_allow_remote_binds_a_wildcard_address() -> None:
         await _close(writer)
 
 
+@pytest.mark.asyncio
 async def test_host_names_are_refused() -> None:
     with pytest.raises(ValueError, match=r"literal IP address.*'localhost'"):
         TCPServer(host="localhost")
@@ -321,11 +338,13 @@ async def test_host_names_are_refused() -> None:
         ({"ssl": "yes"}, "ssl must be an ssl.SSLContext"),
     ],
 )
+@pytest.mark.asyncio
 async def test_bad_options_name_the_parameter(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises((ValueError, TypeError), match=match):
         TCPServer(**kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.asyncio
 async def test_connection_has_no_public_constructor() -> None:
     with pytest.raises(TypeError, match="no public constructor"):
         Connection()
@@ -334,6 +353,7 @@ async def test_connection_has_no_public_constructor() -> None:
 # -- waits ------------------------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_wait_for_connections_timeout_says_what_arrived(
     tcp_server: TCPServerFactory,
 ) -> None:
@@ -347,6 +367,7 @@ async def test_wait_for_connections_timeout_says_what_arrived(
     await _close(writer)
 
 
+@pytest.mark.asyncio
 async def test_connection_wait_for_bytes(tcp_server: TCPServerFactory) -> None:
     server = await tcp_server(handlers.sink)
     _, writer = await asyncio.open_connection(*server.address)
@@ -362,6 +383,7 @@ async def test_connection_wait_for_bytes(tcp_server: TCPServerFactory) -> None:
     await _close(writer)
 
 
+@pytest.mark.asyncio
 async def test_wait_on_another_loop_is_refused() -> None:
     server = await TCPServer().start()
 
@@ -379,6 +401,7 @@ async def test_wait_on_another_loop_is_refused() -> None:
 # -- errors raised at teardown ------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_handler_exception_is_raised_at_teardown_with_the_bytes() -> None:
     async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readexactly(5)
@@ -399,6 +422,7 @@ async def test_handler_exception_is_raised_at_teardown_with_the_bytes() -> None:
     assert info.value.errors == (info.value.__cause__,)
 
 
+@pytest.mark.asyncio
 async def test_protocol_exception_is_raised_at_teardown() -> None:
     class Broken(asyncio.Protocol):
         def data_received(self, data: bytes) -> None:
@@ -413,6 +437,7 @@ async def test_protocol_exception_is_raised_at_teardown() -> None:
         await server.aclose()
 
 
+@pytest.mark.asyncio
 async def test_handler_errors_are_visible_before_teardown(tcp_server: TCPServerFactory) -> None:
     async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise RuntimeError("early")
@@ -429,6 +454,7 @@ async def test_handler_errors_are_visible_before_teardown(tcp_server: TCPServerF
 # -- teardown ---------------------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_teardown_closes_idle_clients_without_waiting() -> None:
     server = await TCPServer(handlers.hang).start()
     readers = []
@@ -445,6 +471,7 @@ async def test_teardown_closes_idle_clients_without_waiting() -> None:
     assert all(c.ending is Ending.CLOSED for c in server.connections)
 
 
+@pytest.mark.asyncio
 async def test_teardown_aborts_a_client_that_never_reads_and_says_so() -> None:
     async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.transport.set_write_buffer_limits(high=2**30)
@@ -463,6 +490,7 @@ async def test_teardown_aborts_a_client_that_never_reads_and_says_so() -> None:
     writer.transport.abort()
 
 
+@pytest.mark.asyncio
 async def test_teardown_cancels_a_stuck_handler_and_says_so() -> None:
     async def stuck(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(3600)
@@ -478,6 +506,7 @@ async def test_teardown_cancels_a_stuck_handler_and_says_so() -> None:
 # -- socket options -----------------------------------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_small_buffers_apply_to_accepted_sockets(tcp_server: TCPServerFactory) -> None:
     seen: list[tuple[int, int, int]] = []
 
@@ -502,6 +531,7 @@ async def test_small_buffers_apply_to_accepted_sockets(tcp_server: TCPServerFact
     assert nodelay == 0
 
 
+@pytest.mark.asyncio
 async def test_nodelay_is_on_by_default(tcp_server: TCPServerFactory) -> None:
     values: list[int] = []
 
@@ -518,6 +548,7 @@ async def test_nodelay_is_on_by_default(tcp_server: TCPServerFactory) -> None:
 
 
 @pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="no SO_REUSEPORT")
+@pytest.mark.asyncio
 async def test_reuse_port_lets_another_socket_share_the_port(
     tcp_server: TCPServerFactory,
 ) -> None:
@@ -544,6 +575,7 @@ def _tls_pair() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return server_ctx, client_ctx
 
 
+@pytest.mark.asyncio
 async def test_tls_echo_and_recording_in_clear(
     tcp_server: TCPServerFactory, tls_pair: tuple[ssl.SSLContext, ssl.SSLContext]
 ) -> None:
@@ -560,6 +592,7 @@ async def test_tls_echo_and_recording_in_clear(
     assert conn.sent == b"secret"
 
 
+@pytest.mark.asyncio
 async def test_tls_wrong_ca_is_refused(
     tcp_server: TCPServerFactory, tls_pair: tuple[ssl.SSLContext, ssl.SSLContext]
 ) -> None:
@@ -571,6 +604,7 @@ async def test_tls_wrong_ca_is_refused(
     assert server.connections == ()
 
 
+@pytest.mark.asyncio
 async def test_tls_teardown_does_not_hang_without_close_notify(
     tls_pair: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:
@@ -587,3 +621,64 @@ async def test_tls_teardown_does_not_hang_without_close_notify(
         await server.aclose()
     assert time.monotonic() - started < 3.0
     writer.transport.abort()
+
+
+# -- assertions, warnings, uvloop -------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_assert_no_connections(tcp_server: TCPServerFactory) -> None:
+    server = await tcp_server(handlers.sink)
+    server.assert_no_connections()
+    _, writer = await asyncio.open_connection(*server.address)
+    writer.write(b"sneaky")
+    (conn,) = await server.wait_for_connections(1)
+    await conn.wait_for(b"sneaky")
+    with pytest.raises(AssertionError, match=r"expected no connections; 1 arrived:\n#1 .*"):
+        server.assert_no_connections()
+    await _close(writer)
+
+
+@pytest.mark.asyncio
+async def test_dropped_open_server_warns() -> None:
+    server = await TCPServer().start()
+    with pytest.warns(ResourceWarning, match="unclosed <TCPServer 127.0.0.1:"):
+        server.__del__()
+    await server.aclose()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        server.__del__()  # closed: silent
+
+
+def _on_uvloop(main: typing.Callable[[], typing.Awaitable[None]]) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+@pytest.mark.uvloop
+def test_servers_on_uvloop() -> None:
+    async def main() -> None:
+        async with TCPServer(handlers.echo, rcvbuf=4096) as server:
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(b"uv")
+            assert await reader.readexactly(2) == b"uv"
+            writer.write_eof()
+            assert await reader.read() == b""
+            await _close(writer)
+            (conn,) = server.connections
+            assert await conn.wait_closed() is Ending.EOF
+        async with TCPServer(handlers.reset) as server:
+            with pytest.raises(ConnectionResetError):
+                await _connect_and_read(server.address)
+        from nettest._udp import UDPServer
+
+        async with UDPServer(handlers.sink) as udp:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.sendto(b"d", udp.address)
+                await udp.wait_for_datagrams(1)
+
+    _on_uvloop(main)

@@ -166,7 +166,8 @@ class _RecordingProtocol(asyncio.Protocol):
             return None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports do not subclass asyncio.Transport.
+        transport = typing.cast("asyncio.Transport", transport)
         state = self._state = self._server._connection_made(transport)
         proxy = _RecordingTransport(transport, state)
         self._guard("connection_made", lambda: self._inner.connection_made(proxy))

@@ -328,6 +328,21 @@ class _StreamServer:
         """Exceptions raised by handlers so far (raised again at teardown)."""
         return tuple(e for _, e, _ in self._errors)
 
+    def assert_no_connections(self) -> None:
+        """Fail unless the server has accepted no connection at all.
+
+        For tests that check a client does *not* connect (a cache hit, a
+        circuit breaker that is open, a disabled feature).
+
+        Raises:
+            AssertionError: listing the connections that arrived, with their bytes.
+        """
+        if self._states:
+            raise AssertionError(
+                f"{self._name}: expected no connections; {len(self._states)} arrived:\n"
+                + self.transcript()
+            )
+
     def transcript(self) -> str:
         """Return the transcripts of every connection, one after the other."""
         if not self._states:
