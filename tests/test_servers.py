@@ -62,6 +62,7 @@ async def test_tcp_server_echo_records_both_directions(
     assert server.host == host
     assert server.address == (host, server.port)
     assert server.port > 0
+    assert server.sockname[:2] == (host, server.port)
     reader, writer = await asyncio.open_connection(*server.address)
     writer.write(b"hello ")
     writer.write(b"world")

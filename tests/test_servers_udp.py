@@ -58,6 +58,7 @@ async def _client(address: tuple[str, int]):  # type: ignore[no-untyped-def]
 async def test_udp_echo_records_both_directions(udp_server: UDPServerFactory, host: str) -> None:
     server = await udp_server(handlers.echo, host=host)
     assert server.address == (host, server.port)
+    assert server.sockname[:2] == server.address
     async with _client(server.address) as (transport, client):
         transport.sendto(b"one")
         transport.sendto(b"two")

@@ -126,9 +126,11 @@ class _RecordingTransport(asyncio.Transport):
         return self._inner.get_write_buffer_limits()
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if data and not self._inner.is_closing():
+        self._inner.write(data)  # first: its TypeError for non-bytes is asyncio's own
+        # asyncio still sends what is written after close() while the buffer drains,
+        # and drops it once the connection is lost.
+        if data and self._state.conn.is_open:
             self._state.conn._record("sent", bytes(data), self._state.loop.time())
-        self._inner.write(data)
 
     def writelines(self, list_of_data: typing.Iterable[bytes | bytearray | memoryview]) -> None:
         self.write(b"".join(list_of_data))

@@ -625,6 +625,13 @@ class TCPServer(_StreamServer):
         return (self._host, self._port)
 
     @property
+    def sockname(self) -> tuple[Any, ...]:
+        """The listening socket's full address (a 4-tuple for IPv6)."""
+        if self._sock is None:
+            raise RuntimeError(f"{self._name} is not started")
+        return tuple(self._sock.getsockname())
+
+    @property
     def sockets(self) -> tuple[socket.socket, ...]:
         """The listening sockets (asyncio's ``TransportSocket`` views)."""
         if self._server is None:

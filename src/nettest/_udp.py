@@ -534,6 +534,13 @@ class UDPServer(_DatagramServer):
         """
         return (self._group or self._host, self._port)
 
+    @property
+    def sockname(self) -> tuple[Any, ...]:
+        """The socket's full local address (a 4-tuple for IPv6)."""
+        if self._sock is None:
+            raise RuntimeError(f"{self._name} is not started")
+        return tuple(self._sock.getsockname())
+
 
 def multicast_socket(interface: str = "127.0.0.1", *, ttl: int = 1) -> socket.socket:
     """Make a UDP socket that sends multicast datagrams out of ``interface``, looped back.
