@@ -173,7 +173,7 @@ async def test_hang_handler_never_reads(tcp_server: TCPServerFactory) -> None:
     server = await tcp_server(handlers.hang, rcvbuf=4096)
     _, writer = await asyncio.open_connection(*server.address)
     writer.transport.set_write_buffer_limits(high=0)
-    writer.write(b"x" * 4_000_000)
+    writer.write(b"x" * 16_000_000)
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(writer.drain(), 0.3)
     (conn,) = server.connections
@@ -476,7 +476,7 @@ async def test_teardown_closes_idle_clients_without_waiting() -> None:
 async def test_teardown_aborts_a_client_that_never_reads_and_says_so() -> None:
     async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.transport.set_write_buffer_limits(high=2**30)
-        writer.write(b"x" * 8_000_000)
+        writer.write(b"x" * 24_000_000)
         await asyncio.sleep(3600)
 
     server = await TCPServer(flood, close_timeout=0.2, sndbuf=4096).start()
