@@ -15,7 +15,14 @@ from hypothesis.errors import InvalidArgument
 from nettest import strategies as nst
 from nettest._transports import MemoryTransport, memory_transport_pair
 
-NO_DB = settings(database=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+NO_DB = settings(
+    database=None,
+    max_examples=40,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+SEARCH = settings(database=None, derandomize=True)
 
 
 class RecordingProtocol(asyncio.Protocol):
@@ -295,7 +302,7 @@ def test_schedules_draw_every_kind_of_event() -> None:
         find(
             nst.schedules(b"abcdefgh", errors=[ConnectionResetError]),
             lambda s, kind=kind: any(isinstance(e, kind) for e in s),  # type: ignore[misc]
-            settings=settings(database=None),
+            settings=SEARCH,
         )
     no_eof = find(nst.schedules(b"ab", eof=False), lambda s: True, settings=NO_DB)
     assert no_eof == [nst.Chunk(b"ab")]
@@ -366,7 +373,7 @@ def test_datagram_schedules_shrink_to_in_order_delivery() -> None:
     ],
 )
 def test_datagram_schedules_draw_each_fault(description: str, condition: Any) -> None:
-    found = find(nst.datagram_schedules(SENT), condition, settings=settings(database=None))
+    found = find(nst.datagram_schedules(SENT), condition, settings=SEARCH)
     assert condition(found), description
     disabled = nst.datagram_schedules(SENT, **{description: False})
     with pytest.raises(Exception, match="No"):

@@ -124,9 +124,11 @@ def test_finds_character_split_across_reads() -> None:
     found = failures(texts_and_chunkings, decode)
     assert len(found) >= 19
     for data, chunks in found:
-        # The shortest text with a multi-byte character, cut inside it.
-        assert data == "\x80".encode()
-        assert chunks == [b"\xc2", b"\x80"]
+        # One two-byte character, the shortest multi-byte text, cut inside it
+        # (b"\xc2\x80" with recent hypothesis, which shrinks text further).
+        assert len(data) == 2
+        assert len(data.decode()) == 1
+        assert chunks == [data[:1], data[1:]]
 
 
 def test_finds_second_message_dropped_from_one_read() -> None:
