@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import ClassVar
 
+import looptime
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -208,3 +210,19 @@ def test_a_given_loop_is_reused_and_left_open() -> None:
         assert all(task.cancelled() for task in GivenLoopMachine.tasks)
     finally:
         loop.close()
+
+
+class LoopTimeMachine(nst.AsyncRuleBasedStateMachine):
+    loop_factory = staticmethod(looptime.new_event_loop)
+
+    @rule()  # type: ignore[arg-type]
+    async def wait_an_hour(self) -> None:
+        start = self.loop.time()
+        await asyncio.sleep(3600)
+        assert self.loop.time() - start >= 3600
+
+
+def test_rules_can_run_in_loop_time() -> None:
+    wall = time.monotonic()
+    run_state_machine_as_test(LoopTimeMachine, settings=FAST)
+    assert time.monotonic() - wall < 30
