@@ -827,7 +827,7 @@ async def demo_transcript(messages: int = 3) -> str:
     Raises:
         ValueError: ``messages`` is not in 1..100.
     """
-    if not isinstance(messages, int) or not 1 <= messages <= 100:
+    if not 1 <= messages <= 100:
         raise ValueError(f"messages must be in 1..100, got {messages!r}")
     async with TCPServer(echo) as server:
         reader, writer = await asyncio.open_connection(*server.address)
