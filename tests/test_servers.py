@@ -378,6 +378,9 @@ async def test_connection_wait_for_bytes(tcp_server: TCPServerFactory) -> None:
         writer.write(chunk)
         await asyncio.sleep(0)
     assert await conn.wait_for(b"HTTP/1.1\r\n\r\n") == b"GET / HTTP/1.1\r\n\r\n"
+    assert await server.wait_for_bytes(b"GET") == b"GET / HTTP/1.1\r\n\r\n"
+    with pytest.raises(TimeoutError, match="expected 2 connections; 1 arrived"):
+        await server.wait_for_bytes(b"GET", connection=2, timeout=0.05)
     with pytest.raises(TimeoutError, match=r"expected to receive b'Host'; received b'GET"):
         await conn.wait_for(b"Host", timeout=0.05)
     with pytest.raises(TypeError, match="data must be bytes"):

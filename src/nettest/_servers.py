@@ -377,6 +377,24 @@ class _StreamServer:
         )
         return tuple(s.conn for s in self._states[:n])
 
+    async def wait_for_bytes(
+        self, data: bytes, *, connection: int = 1, timeout: float | None = _UNSET
+    ) -> bytes:
+        """Wait until connection number ``connection`` (1-based) has received ``data``.
+
+        Waits for the connection to arrive first.  The same timeout applies to
+        each of the two waits.
+
+        Returns:
+            Everything that connection received so far.
+
+        Raises:
+            TimeoutError: the connection or the bytes did not arrive in time; the
+                message shows what did.
+        """
+        conns = await self.wait_for_connections(connection, timeout=timeout)
+        return await conns[connection - 1].wait_for(data, timeout=timeout)
+
     def _check_loop(self) -> None:
         if self._loop is None:
             raise RuntimeError(f"{self._name} is not started; await server.start() first")

@@ -206,11 +206,7 @@ class _StreamThreadMixin(_ThreadedServer[_SS]):
                 message shows what did.
         """
 
-        async def wait() -> bytes:
-            conns = await self._server.wait_for_connections(connection, timeout=timeout)
-            return await conns[connection - 1].wait_for(data, timeout=timeout)
-
-        return self._run(wait())
+        return self._run(self._server.wait_for_bytes(data, connection=connection, timeout=timeout))
 
     def wait_closed(self, *, connection: int = 1, timeout: float | None = _UNSET) -> Ending:
         """Block until connection number ``connection`` (1-based) has ended; say how.

@@ -239,6 +239,12 @@ class _DatagramServer:
             self._script_task = loop.create_task(
                 self._run_script(steps), name=f"script of {self._name}"
             )
+            track(
+                self._script_task,
+                what=f"script of {self._name}",
+                is_open=lambda t: not t.done(),
+                close=lambda t: _loop_thread_call(t.get_loop(), t.cancel),
+            )
         track(
             self,
             what=self._name,
