@@ -1,0 +1,79 @@
+"""Every public name is exported through `__all__`, and every one is documented."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+import nettest
+import nettest.plugin
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+PUBLIC_MODULES = ["nettest", "nettest.strategies", "nettest.handlers", "nettest.faults"]
+
+
+def public_modules() -> list[str]:
+    found = []
+    for name in PUBLIC_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+        found.append(name)
+    return found
+
+
+def docs_text() -> str:
+    return "\n".join(path.read_text() for path in DOCS.rglob("*.rst"))
+
+
+@pytest.mark.parametrize("module_name", public_modules())
+def test_exports_all_matches_public_names(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    public = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and not inspect.ismodule(value)
+        and name != "annotations"
+        and getattr(value, "__module__", module_name).startswith("nettest")
+    }
+    assert public <= set(module.__all__), "public names missing from __all__"
+    assert all(hasattr(module, name) for name in module.__all__)
+
+
+@pytest.mark.parametrize("module_name", public_modules())
+def test_exports_are_documented(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    text = docs_text()
+    missing = [
+        name
+        for name in module.__all__
+        if name != "__version__"
+        and not re.search(rf"(::|`)\s*~?(nettest\.)?({module_name}\.)?{name}\b", text)
+    ]
+    assert not missing, f"undocumented in docs/: {missing}"
+
+
+def test_exports_public_classes_are_final() -> None:
+    for name in nettest.__all__:
+        value = getattr(nettest, name)
+        if inspect.isclass(value) and not issubclass(value, BaseException):
+            is_protocol = getattr(value, "_is_protocol", False)
+            assert is_protocol or getattr(value, "__final__", False), f"{name} is not @final"
+
+
+def test_exports_fixtures_are_documented() -> None:
+    text = docs_text()
+    fixtures = [
+        name
+        for name, value in vars(nettest.plugin).items()
+        if type(value).__name__ == "FixtureFunctionDefinition" or hasattr(value, "_pytestfixturefunction")
+    ]
+    assert "nettest_seed" in fixtures
+    missing = [name for name in fixtures if not re.search(rf"\b{name}\b", text)]
+    assert not missing, f"fixtures undocumented in docs/: {missing}"
