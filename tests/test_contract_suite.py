@@ -408,3 +408,58 @@ async def test_conformance_catches_broken_transport(
         await check_transport_case(make_pair, case, timeout=5)
     assert info.value.case == case
     assert message in str(info.value)
+
+
+# -- in a user's test suite ----------------------------------------------------------
+
+USER_TESTS = """
+import asyncio
+import contextlib
+import socket
+
+import pytest
+
+from nettest._contract_suite import CONFORMANCE_CASES, check_transport_case
+
+
+@contextlib.asynccontextmanager
+async def socketpair_pair(client_factory, server_factory):
+    loop = asyncio.get_running_loop()
+    client_sock, server_sock = socket.socketpair()
+    await loop.create_connection(client_factory, sock=client_sock)
+    await loop.connect_accepted_socket(server_factory, server_sock)
+    yield
+
+
+@contextlib.asynccontextmanager
+async def no_pair(client_factory, server_factory):
+    yield
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("case", CONFORMANCE_CASES)
+async def test_socketpair_conforms(case):
+    await check_transport_case(socketpair_pair, case)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("case", CONFORMANCE_CASES[:3])
+async def test_nothing_conforms(case):
+    await check_transport_case(no_pair, case, timeout=0.05)
+"""
+
+
+@pytest.mark.parametrize("mode", ["strict", "auto"])
+def test_conformance_cases_run_as_separate_tests(pytester: pytest.Pytester, mode: str) -> None:
+    pytester.makepyfile(test_mine=USER_TESTS)
+    # In a subprocess: the start_tls case makes a trustme CA, and cryptography cannot
+    # be imported afresh in a process that imported it before, as an in-process run
+    # would ("curve must be an EllipticCurve instance").
+    result = pytester.runpytest_subprocess(f"--asyncio-mode={mode}", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=len(CONFORMANCE_CASES), failed=3)
+    result.stdout.fnmatch_lines(
+        [
+            f"E *ConformanceError: conformance case '{case}' failed: timed out after 0.05s *"
+            for case in CONFORMANCE_CASES[:3]
+        ]
+    )
