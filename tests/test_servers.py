@@ -610,6 +610,24 @@ async def test_tls_wrong_ca_is_refused(
 
 
 @pytest.mark.asyncio
+async def test_tls_teardown_with_a_handshake_never_started(
+    tls_pair: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, _ = tls_pair
+    server = await TCPServer(handlers.echo, ssl=server_ctx, close_timeout=0.2).start()
+    _, writer = await asyncio.open_connection(*server.address)  # TCP only: no ClientHello
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    with warnings.catch_warnings():
+        # 3.12 waits close_timeout for it and says so; 3.13 aborts it; before, no wait.
+        warnings.simplefilter("ignore", ServerTeardownWarning)
+        await server.aclose()
+    assert time.monotonic() - started < 2.0
+    assert server.connections == ()  # never recorded: the handshake did not finish
+    await _close(writer)
+
+
+@pytest.mark.asyncio
 async def test_tls_teardown_does_not_hang_without_close_notify(
     tls_pair: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:
