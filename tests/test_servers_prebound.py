@@ -15,6 +15,7 @@ from nettest._prebound import (
     BoundSocket,
     bound_tcp_socket,  # noqa: F401
     bound_udp_socket,  # noqa: F401
+    unix_socket_path,  # noqa: F401
 )
 from nettest._servers import has_ipv6_loopback
 
@@ -105,3 +106,26 @@ def test_dropped_bound_socket_warns() -> None:
     with pytest.warns(ResourceWarning, match="unclosed <BoundSocket udp"):
         bound.__del__()
     assert bound.closed
+
+
+def test_unix_socket_path_is_short_private_and_removed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+import os, socket, stat
+from nettest._prebound import unix_socket_path  # noqa: F401
+
+seen = []
+
+def test_path(unix_socket_path):
+    seen.append(unix_socket_path)
+    assert len(os.fsencode(unix_socket_path)) <= 107
+    assert not os.path.exists(unix_socket_path)
+    assert stat.S_IMODE(os.stat(os.path.dirname(unix_socket_path)).st_mode) == 0o700
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(unix_socket_path)
+
+def test_removed_after_teardown():
+    assert not os.path.exists(os.path.dirname(seen[0]))
+"""
+    )
+    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)

@@ -49,7 +49,11 @@ def test_udp_in_a_plain_function():
 import nettest.plugin as _plugin  # noqa: E402
 
 if not hasattr(_plugin, "tcp_server"):
-    from nettest._prebound import bound_tcp_socket, bound_udp_socket  # noqa: F401
+    from nettest._prebound import (  # noqa: F401
+        bound_tcp_socket,
+        bound_udp_socket,
+        unix_socket_path,
+    )
     from nettest._servers import tcp_server, unix_server  # noqa: F401
     from nettest._threads import (  # noqa: F401
         tcp_server_thread,

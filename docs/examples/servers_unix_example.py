@@ -37,6 +37,20 @@ def test_a_path_too_long_names_the_limit():
 
 
 @pytest.mark.asyncio
+async def test_a_server_of_your_own(unix_socket_path):
+    async def hello(reader, writer):
+        writer.write(b"hello")
+        writer.close()
+
+    server = await asyncio.start_unix_server(hello, unix_socket_path)
+    async with server:
+        reader, writer = await asyncio.open_unix_connection(unix_socket_path)
+        assert await reader.read() == b"hello"
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.mark.asyncio
 async def test_unix_datagrams(unix_datagram_server):
     server = await unix_datagram_server(handlers.sink)
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
@@ -49,7 +63,11 @@ async def test_unix_datagrams(unix_datagram_server):
 import nettest.plugin as _plugin  # noqa: E402
 
 if not hasattr(_plugin, "tcp_server"):
-    from nettest._prebound import bound_tcp_socket, bound_udp_socket  # noqa: F401
+    from nettest._prebound import (  # noqa: F401
+        bound_tcp_socket,
+        bound_udp_socket,
+        unix_socket_path,
+    )
     from nettest._servers import tcp_server, unix_server  # noqa: F401
     from nettest._threads import (  # noqa: F401
         tcp_server_thread,

@@ -15,6 +15,8 @@ server under test owns it:
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import typing
 import warnings
@@ -24,7 +26,7 @@ from typing import Literal
 import pytest
 
 from ._hygiene import track
-from ._server_base import _NoIPv6, check_host, has_ipv6_loopback
+from ._server_base import _NoIPv6, _private_dir, check_host, check_unix_path, has_ipv6_loopback
 
 __all__ = ["BoundSocket"]
 
@@ -205,3 +207,18 @@ def bound_udp_socket() -> Iterator[BoundSocket]:
     """
     with BoundSocket.udp() as bound:
         yield bound
+
+
+@pytest.fixture
+def unix_socket_path() -> Iterator[str]:
+    """A short path for a Unix socket, in a private directory under /tmp removed at teardown.
+
+    For Unix servers of your own (or in a subprocess): pytest's ``tmp_path`` is
+    often longer than ``sun_path`` allows (macOS, xdist).  Nothing exists at the
+    path; the directory is mode 0700.
+    """
+    directory = _private_dir()
+    try:
+        yield check_unix_path(os.path.join(directory, "s"))
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
