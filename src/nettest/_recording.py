@@ -215,14 +215,15 @@ class Connection:
     # -- recording (called by the server) -------------------------------------
 
     def _record(self, kind: EventKind, data: bytes, at: float) -> None:
-        self._events.append(Event(kind, bytes(data), at))
+        self._events.append(Event(kind, data, at))
         if kind == "received":
             self._received += data
         elif kind == "sent":
             self._sent += data
         elif kind == "eof":
             self._eof = True
-        self._signal.notify()
+        if self._signal._waiters:
+            self._signal.notify()
 
     def _record_end(self, ending: Ending, at: float) -> None:
         if self._ending is not None:
