@@ -421,8 +421,10 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
             self._read_handle = self._loop.call_soon(self._read_ready)
 
     def _rx_push(self, data: bytes) -> None:
+        rx = self._rx
+        rx._chunks.append(data)
+        rx._size += len(data)
         self._rx_stalled = False
-        self._rx.append(data)
         if self._read_handle is None:
             self._want_read()
 
@@ -482,7 +484,12 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
             return
-        data = self._rx.take(n)
+        rx = self._rx
+        if n == rx._size and len(rx._chunks) == 1:  # the common case: one piece, all of it
+            data = rx._chunks.popleft()
+            rx._size = 0
+        else:
+            data = rx.take(n)
         self._in.consumed(n)
         try:
             self._protocol.data_received(data)
