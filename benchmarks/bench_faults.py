@@ -193,7 +193,7 @@ async def _cli_proxy(upstream: Address) -> AsyncIterator[Address]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "import sys; from nettest._proxy import cli_main; sys.exit(cli_main(sys.argv[1:]))",
+        "import sys; from nettest._proxy_cli import cli_main; sys.exit(cli_main(sys.argv[1:]))",
         "--upstream",
         f"{upstream[0]}:{upstream[1]}",
         stdout=asyncio.subprocess.PIPE,

@@ -8,39 +8,41 @@ from collections.abc import Callable
 
 import pytest
 
-from nettest._faults import (
+from nettest._fault_actions import (
     Abort,
     Action,
+    Close,
+    Deliver,
+    Pause,
+    RefuseConnection,
+    Resume,
+    SendEof,
+    UnreachableAction,
+    Wake,
+)
+from nettest._fault_engine import StreamSchedule
+from nettest._fault_engine_datagram import DatagramSchedule
+from nettest._faults import (
     Bandwidth,
     Blackhole,
-    Close,
     CloseAfter,
     Corrupt,
-    DatagramSchedule,
-    Deliver,
     Drop,
     Duplicate,
     Fault,
     Flow,
     HalfClose,
     Latency,
-    Pause,
     Refuse,
-    RefuseConnection,
     Reorder,
     Reset,
-    Resume,
-    SendEof,
     Slice,
     SlowClose,
     Stall,
-    StreamSchedule,
     Trigger,
     Truncate,
     TruncateDatagram,
     Unreachable,
-    UnreachableAction,
-    Wake,
 )
 
 # -- the vocabulary ------------------------------------------------------------------

@@ -31,7 +31,8 @@ from nettest._faults import (
     TruncateDatagram,
     Unreachable,
 )
-from nettest._proxy import FaultProxy, FaultProxyFactory, parse_fault
+from nettest._proxy import FaultProxy, FaultProxyFactory
+from nettest._proxy_cli import parse_fault
 
 Address = tuple[str, int]
 
@@ -645,7 +646,7 @@ skip_windows = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals
 
 # -- the command line --------------------------------------------------------------------
 
-_CLI = "import sys; from nettest._proxy import cli_main; sys.exit(cli_main(sys.argv[1:]))"
+_CLI = "import sys; from nettest._proxy_cli import cli_main; sys.exit(cli_main(sys.argv[1:]))"
 
 
 @skip_windows
@@ -693,7 +694,7 @@ async def test_cli_proxy_forwards_then_stops_on_signal(upstream: Upstream, signu
 
 
 def test_cli_help_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    from nettest._proxy import cli_main
+    from nettest._proxy_cli import cli_main
 
     with pytest.raises(SystemExit) as info:
         cli_main(["--help"])

@@ -35,25 +35,23 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._datagrams import MemoryDatagramTransport
-from ._faults import (
-    FLOWS,
+from ._fault_actions import (
     Abort,
     Action,
     Close,
-    ConnectionTrace,
-    DatagramSchedule,
     Deliver,
-    Fault,
-    Flow,
     RefuseConnection,
     SendEof,
-    StreamSchedule,
     UnreachableAction,
     Wake,
 )
+from ._fault_engine import StreamSchedule
+from ._fault_engine_datagram import DatagramSchedule
+from ._faults import FLOWS, Fault, Flow
 from ._transports import MemoryTransport
 
 if typing.TYPE_CHECKING:
+    from ._fault_trace import ConnectionTrace
     from ._links import Link
 
 __all__ = ["MemoryFaults", "inject_faults"]

@@ -11,10 +11,11 @@ This namespace only re-exports.  The same values drive the loopback proxy
 
 from __future__ import annotations
 
+from ._fault_trace import ConnectionTrace as ConnectionTrace
+from ._fault_trace import TraceEvent as TraceEvent
 from ._faults import Bandwidth as Bandwidth
 from ._faults import Blackhole as Blackhole
 from ._faults import CloseAfter as CloseAfter
-from ._faults import ConnectionTrace as ConnectionTrace
 from ._faults import Corrupt as Corrupt
 from ._faults import Direction as Direction
 from ._faults import Drop as Drop
@@ -28,12 +29,11 @@ from ._faults import Reset as Reset
 from ._faults import Slice as Slice
 from ._faults import SlowClose as SlowClose
 from ._faults import Stall as Stall
-from ._faults import TraceEvent as TraceEvent
 from ._faults import Trigger as Trigger
 from ._faults import Truncate as Truncate
 from ._faults import TruncateDatagram as TruncateDatagram
 from ._faults import Unreachable as Unreachable
-from ._proxy import parse_fault as parse_fault
+from ._proxy_cli import parse_fault as parse_fault
 
 __all__ = [
     "Bandwidth",

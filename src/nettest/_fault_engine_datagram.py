@@ -1,0 +1,208 @@
+"""The sans-IO fault engine for datagrams: the schedule of one UDP flow.
+
+`DatagramSchedule` is the datagram twin of `StreamSchedule`
+(`nettest._fault_engine`, whose theory of operation applies here too): the
+same faults, pipelines, triggers, seeded draws and traces, with datagrams in
+place of a byte stream.  The differences: there is no EOF, close or reset, each
+datagram goes through the pipeline whole, and delivery times are not kept in
+order, since a real network may reorder datagrams too.  `Reorder` holds
+datagrams inside the schedule until its window fills or a `Wake` releases them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ._fault_actions import Action, Deliver, UnreachableAction, Wake
+from ._fault_engine import _Applied, _Schedule
+from ._fault_trace import _preview
+from ._faults import (
+    FLOWS,
+    Bandwidth,
+    Blackhole,
+    Corrupt,
+    Drop,
+    Duplicate,
+    Fault,
+    Flow,
+    Latency,
+    Reorder,
+    TruncateDatagram,
+    Unreachable,
+)
+
+__all__ = ["DatagramSchedule"]
+
+
+@dataclass(slots=True)
+class _Dgram:
+    at: float
+    data: bytes
+
+
+class DatagramSchedule(_Schedule):
+    """The faults of one UDP flow (the datagrams from one client address).
+
+    Datagrams and time in, actions out (`Deliver`, `UnreachableAction`, `Wake`).
+    Unlike TCP, delivery times are not kept in order: latency with jitter and
+    `Reorder` reorder datagrams, as a real network may.
+
+    Args:
+        seed: The proxy's seed.
+        index: The flow's number, from 1.
+        now: The driver's clock when the first datagram arrived.
+        faults: The faults in force.
+        peer: The client's address, for the trace.
+
+    Raises:
+        ValueError: A TCP-only fault.
+    """
+
+    _kind = "datagram"
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        index: int,
+        now: float,
+        faults: Sequence[Fault] = (),
+        peer: object = None,
+    ) -> None:
+        super().__init__(seed=seed, index=index, now=now, faults=faults, peer=peer)
+        self._held: dict[int, tuple[float, list[_Dgram]]] = {}
+        self._pending: list[Action] = []
+        self.trace.record(now, None, "first datagram")
+        self.update(self._initial, now)
+
+    def update(self, faults: Sequence[Fault], now: float) -> list[Action]:
+        """The faults in force changed (added, removed, cleared)."""
+        self._reconcile(faults, now)
+        actions, self._pending = self._pending, []
+        return actions
+
+    def datagram(self, flow: Flow, data: bytes, now: float) -> list[Action]:
+        """A datagram arrived from the sender of `flow`."""
+        offset = self._consumed[flow]
+        self._consumed[flow] = offset + len(data)
+        items = [_Dgram(now, data)]
+        actions: list[Action] = []
+        for applied in list(self._pipes[flow]):
+            if not items:
+                break
+            if not applied.armed:
+                applied.scan(offset, data)
+                if applied.arm is None or applied.arm > offset:
+                    continue
+                applied.armed = True
+            items = self._stage(applied, items, actions)
+        return actions + self._finish(flow, items)
+
+    def tick(self, now: float) -> list[Action]:
+        """Release the datagrams `Reorder` has held for too long."""
+        actions: list[Action] = []
+        for flow in FLOWS:
+            for stage, applied in enumerate(list(self._pipes[flow])):
+                key = id(applied)
+                held = self._held.get(key)
+                if held is None or held[0] > now:
+                    continue
+                del self._held[key]
+                items = self._shuffle(applied, held[1], now)
+                for later in self._pipes[flow][stage + 1 :]:
+                    items = self._stage(later, items, actions) if later.armed else items
+                actions.extend(self._finish(flow, items))
+        return actions
+
+    def _finish(self, flow: Flow, items: list[_Dgram]) -> list[Action]:
+        actions: list[Action] = []
+        for item in items:
+            if flow == "upstream":
+                self.trace.upstream_bytes += len(item.data)
+            else:
+                self.trace.downstream_bytes += len(item.data)
+            self.trace.record(
+                item.at, flow, f"datagram {len(item.data)} bytes {_preview(item.data)}"
+            )
+            actions.append(Deliver(item.at, flow, item.data))
+        return actions
+
+    def _shuffle(self, applied: _Applied, items: list[_Dgram], now: float) -> list[_Dgram]:
+        order = list(range(len(items)))
+        self.rng.shuffle(order)
+        self.trace.fire(now, applied.fault, applied.flow, f"released in order {order}")
+        out = [items[i] for i in order]
+        for item in out:
+            item.at = max(item.at, now)
+        return out
+
+    def _stage(
+        self, applied: _Applied, items: list[_Dgram], actions: list[Action]
+    ) -> list[_Dgram]:
+        fault = applied.fault
+        flow = applied.flow
+        out: list[_Dgram] = []
+        for item in items:
+            if isinstance(fault, Drop):
+                if self.rng.random() < fault.rate:
+                    self.trace.fire(item.at, fault, flow, f"dropped {len(item.data)} bytes")
+                    continue
+            elif isinstance(fault, Duplicate):
+                if self.rng.random() < fault.rate:
+                    self.trace.fire(item.at, fault, flow, "duplicated")
+                    out.append(_Dgram(item.at, item.data))
+            elif isinstance(fault, TruncateDatagram):
+                if len(item.data) > fault.max_size:
+                    self.trace.fire(item.at, fault, flow, f"cut {len(item.data)} bytes")
+                    item = _Dgram(item.at, item.data[: fault.max_size])
+            elif isinstance(fault, Blackhole):
+                self.trace.fire(item.at, fault, flow, f"dropped {len(item.data)} bytes")
+                continue
+            elif isinstance(fault, Unreachable):
+                self.trace.fire(item.at, fault, flow, "refused (port unreachable)")
+                actions.append(UnreachableAction(item.at, flow))
+                continue
+            elif isinstance(fault, Latency):
+                at = item.at + fault.delay
+                if fault.jitter:
+                    at += self.rng.uniform(-fault.jitter, fault.jitter)
+                item.at = max(at, item.at)
+            elif isinstance(fault, Bandwidth):
+                start = max(item.at, applied.busy)
+                applied.busy = start + len(item.data) / fault.bytes_per_second
+                item.at = applied.busy
+            elif isinstance(fault, Corrupt):
+                item = self._corrupt(applied, fault, item)
+            elif isinstance(fault, Reorder):
+                key = id(applied)
+                due, held = self._held.get(key, (item.at + fault.max_hold, []))
+                held.append(item)
+                if len(held) >= fault.window:
+                    self._held.pop(key, None)
+                    out.extend(self._shuffle(applied, held, item.at))
+                else:
+                    if key not in self._held:
+                        actions.append(Wake(due))
+                    self._held[key] = (due, held)
+                continue
+            out.append(item)
+        return out
+
+    def _corrupt(self, applied: _Applied, fault: Corrupt, item: _Dgram) -> _Dgram:
+        data = bytearray(item.data)
+        hits = {p for p in fault.positions if p < len(data)}
+        if fault.rate:
+            hits.update(i for i in range(len(data)) if self.rng.random() < fault.rate)
+        if not hits:
+            return item
+        for position in hits:
+            data[position] ^= fault.mask
+        self.trace.fire(item.at, fault, applied.flow, f"flipped offsets {sorted(hits)}")
+        return _Dgram(item.at, bytes(data))
+
+    def _removed(self, flow: Flow, stages: list[_Applied], now: float) -> None:
+        for applied in stages:
+            held = self._held.pop(id(applied), None)
+            if held is not None:
+                self._pending.extend(self._finish(flow, held[1]))

@@ -1,0 +1,115 @@
+"""Traces: what one proxied connection (or UDP flow) carried, and which faults fired.
+
+A schedule (`nettest._fault_engine`) records into its connection's
+`ConnectionTrace` as it decides; the proxy prints the traces in the report of a
+failing test.  Traces keep a bounded number of events, so a long connection
+costs a bounded amount of memory.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+
+if typing.TYPE_CHECKING:
+    from ._faults import Fault
+
+__all__ = ["ConnectionTrace", "TraceEvent"]
+
+
+@typing.final
+@dataclass(frozen=True, slots=True)
+class TraceEvent:
+    """One line of a `ConnectionTrace`: what happened, when, in which direction.
+
+    This type has no public constructor; proxies record it.
+    """
+
+    #: Seconds since the connection started.
+    time: float
+    #: ``"upstream"``, ``"downstream"`` or None for the whole connection.
+    flow: str | None
+    what: str
+
+
+_MAX_EVENTS = 400
+_PREVIEW = 24
+
+
+@typing.final
+class ConnectionTrace:
+    """What one proxied connection (or UDP flow) carried, and which faults fired.
+
+    This type has no public constructor; get traces from
+    ``FaultProxy.traces``.  ``str(trace)`` is the text printed in the report of a
+    failing test.
+    """
+
+    __slots__ = (
+        "_omitted",
+        "_start",
+        "downstream_bytes",
+        "events",
+        "fired",
+        "index",
+        "kind",
+        "peer",
+        "upstream_bytes",
+    )
+
+    def __init__(self, *, _index: int, _kind: str, _peer: object, _start: float) -> None:
+        #: 1 for the first connection the proxy accepted (or UDP flow it heard).
+        self.index = _index
+        #: ``"tcp"`` or ``"udp"``.
+        self.kind = _kind
+        #: The client's address.
+        self.peer = _peer
+        #: Events in order (at most a few hundred; later ones are counted only).
+        self.events: list[TraceEvent] = []
+        #: The faults that acted on this connection, in the order they first did.
+        self.fired: list[str] = []
+        #: Bytes forwarded in each direction.
+        self.upstream_bytes = 0
+        self.downstream_bytes = 0
+        self._start = _start
+        self._omitted = 0
+
+    def record(self, now: float, flow: str | None, what: str) -> None:
+        """Append an event (times are absolute; they are stored relative to the start)."""
+        if len(self.events) >= _MAX_EVENTS:
+            self._omitted += 1
+            return
+        self.events.append(TraceEvent(round(now - self._start, 6), flow, what))
+
+    def fire(self, now: float, fault: Fault, flow: str | None, what: str) -> None:
+        """Record that `fault` acted."""
+        name = repr(fault)
+        if name not in self.fired:
+            self.fired.append(name)
+        self.record(now, flow, f"{name}: {what}")
+
+    def __str__(self) -> str:
+        peer = self.peer
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            peer = f"{peer[0]}:{peer[1]}"
+        head = (
+            f"{self.kind} connection #{self.index} from {peer}: "
+            f"{self.upstream_bytes} bytes up, {self.downstream_bytes} bytes down; "
+            f"faults fired: {', '.join(self.fired) or 'none'}"
+        )
+        lines = [head]
+        for event in self.events:
+            arrow = {"upstream": "->", "downstream": "<-"}.get(event.flow or "", "  ")
+            lines.append(f"  {event.time:9.6f} {arrow} {event.what}")
+        if self._omitted:
+            lines.append(f"  ... {self._omitted} more events not recorded")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<ConnectionTrace {self.kind} #{self.index} from {self.peer}>"
+
+
+def _preview(data: bytes) -> str:
+    if len(data) <= _PREVIEW:
+        return repr(data)
+    return f"{data[:_PREVIEW]!r}..."

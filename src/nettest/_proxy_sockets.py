@@ -1,0 +1,89 @@
+"""Addresses and small socket helpers shared by the fault proxy's parts.
+
+The proxy (`nettest._proxy`), its TCP and UDP drivers (`nettest._proxy_tcp`,
+`nettest._proxy_udp`) and its command line (`nettest._proxy_cli`) parse
+addresses, reset transports and register what they open with the hygiene gate
+in the same way.  The helpers live here, below all of those modules, because
+`nettest._proxy` imports its drivers: a driver importing them from there would
+make an import cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import struct
+import typing
+from typing import Any, Literal
+
+__all__ = ["Address", "Kind"]
+
+Kind = Literal["tcp", "udp"]
+Address = tuple[str, int]
+
+
+def _parse_address(value: object, what: str) -> Address:
+    """Accept ``(host, port)``, ``"host:port"`` or an object with an ``address``."""
+    address = getattr(value, "address", value)
+    if isinstance(address, str):
+        host, sep, port = address.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"{what} must be HOST:PORT, got {address!r}")
+        return host.strip("[]") or "127.0.0.1", int(port)
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        if isinstance(host, str) and isinstance(port, int):
+            return host, port
+    raise TypeError(f"{what} must be (host, port), 'host:port' or a server, got {value!r}")
+
+
+def _parse_upstream(value: object, kind: str) -> Address | str:
+    """Like `_parse_address`, but a TCP proxy also accepts a Unix socket path."""
+    address = getattr(value, "address", value)
+    if isinstance(address, os.PathLike):
+        address = os.fspath(address)
+    if isinstance(address, str) and address.startswith(("/", "./", "\0")):
+        if kind != "tcp":
+            raise ValueError(f"a UDP proxy needs a (host, port) upstream, got {address!r}")
+        return address
+    return _parse_address(value, "upstream")
+
+
+def _format_address(address: Address | str) -> str:
+    return address if isinstance(address, str) else f"{address[0]}:{address[1]}"
+
+
+def _reset(transport: asyncio.Transport | None) -> None:
+    """Close `transport` with an RST rather than a FIN."""
+    if transport is None or transport.is_closing():
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def _close_transport(transport: asyncio.Transport) -> None:
+    if not transport.is_closing():
+        transport.close()
+
+
+def _transport_open(transport: asyncio.BaseTransport) -> bool:
+    return not transport.is_closing()
+
+
+def _abort(transport: asyncio.BaseTransport) -> None:
+    with contextlib.suppress(Exception):
+        typing.cast("asyncio.Transport", transport).abort()
+
+
+def _pending(task: asyncio.Future[Any]) -> bool:
+    return not task.done()
+
+
+def _cancel(task: asyncio.Future[Any]) -> None:
+    with contextlib.suppress(RuntimeError):
+        task.cancel()
