@@ -280,10 +280,12 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
             TypeError: ``data`` is not bytes-like.
             RuntimeError: after ``write_eof()``.
         """
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(
-                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
-            )
+        if type(data) is not bytes:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(
+                    f"data argument must be a bytes-like object, not {type(data).__name__!r}"
+                )
+            data = bytes(data)
         if self._eof:
             raise RuntimeError("Cannot call write() after write_eof()")
         if not data:
@@ -297,7 +299,6 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
             if self._rx_error is not None and self._out.broken:
                 self._fatal_error(self._rx_error, "Fatal write error on socket transport")
                 return
-            data = bytes(data)
             sent = 0 if self._out.manual else self._out.move(offered=data)
             if sent == len(data):
                 return
@@ -305,8 +306,9 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
             self._writing = True
             self._schedule_write()
         else:
-            self._buffer.append(bytes(data))
-        self._maybe_pause_protocol()
+            self._buffer.append(data)
+        if self._flow.grew(self._buffer._size, self._loop.time):
+            self._call_flow_callback("pause_writing")
 
     def writelines(self, list_of_data: Any) -> None:
         """Write each item of ``list_of_data``, as one write."""
