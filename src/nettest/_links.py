@@ -13,7 +13,9 @@ stand-in for the kernel buffers and the wire between two sockets::
 * :meth:`Link.move` is the *only* place bytes leave a sender's write buffer.  It
   takes as much as the link's free ``capacity`` and the partial-write policy allow
   (a real ``send()`` accepts what fits in the kernel buffer), counts it as in
-  flight and hands it to :attr:`Link.carry`.
+  flight and hands it to :attr:`Link.carry`.  ``write()`` on an empty buffer
+  offers its data to ``move(offered=data)`` directly and buffers the rest, the
+  same first attempt a socket transport's ``send()`` makes.
 * Bytes stay *in flight* until the receiving protocol has been given them (or they
   are lost), so a receiver that stops reading fills the link, and then the
   sender's write buffer grows, exactly as with a socket.
