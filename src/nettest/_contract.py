@@ -311,7 +311,8 @@ class SanitizedBufferedProtocol(_Sanitizer, asyncio.BufferedProtocol):
     ``buffer_updated(nbytes)`` must follow a ``get_buffer`` call and satisfy
     ``1 <= nbytes <= len(buffer)``.  ``get_buffer`` may be called again without a
     ``buffer_updated`` in between (the read that followed it found nothing).
-    Make one with :func:`sanitize`.
+    It has the members of :class:`SanitizedProtocol`.  Make one with
+    :func:`sanitize`.
     """
 
     __slots__ = ()
@@ -355,8 +356,8 @@ class SanitizedDatagramProtocol(_Sanitizer, asyncio.DatagramProtocol):
 
     ``connection_made`` comes first and exactly once; ``datagram_received`` and
     ``error_received`` only after it and before ``connection_lost``, which comes
-    exactly once; ``pause_writing`` and ``resume_writing`` alternate.  Make one
-    with :func:`sanitize`.
+    exactly once; ``pause_writing`` and ``resume_writing`` alternate.  It has the
+    members of :class:`SanitizedProtocol`.  Make one with :func:`sanitize`.
     """
 
     __slots__ = ()
