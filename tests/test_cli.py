@@ -27,8 +27,15 @@ def test_cli_demo_exchanges_messages_over_loopback() -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert re.fullmatch(r"echo server listening on 127\.0\.0\.1:\d+", lines[0])
-    assert "client -> server  b'hello 1\\n'" in lines
-    assert "server -> client  b'hello 2\\n'" in lines
+    assert re.fullmatch(r"#1 127\.0\.0\.1:\d+ -> 127\.0\.0\.1:\d+", lines[2])
+    assert [line.split(maxsplit=1)[1] for line in lines[3:-2]] == [
+        "client  b'hello 1\\n'",
+        "server  b'hello 1\\n'",
+        "client  b'hello 2\\n'",
+        "server  b'hello 2\\n'",
+        "client  EOF",
+    ]
+    assert lines[-2].endswith("closed (eof)")
     assert lines[-1] == "2 message(s) echoed intact; server closed"
 
 
@@ -64,6 +71,6 @@ def test_cli_unknown_command_is_an_error(capsys: pytest.CaptureFixture[str]) -> 
 @pytest.mark.asyncio
 async def test_cli_demo_transcript_records_every_message() -> None:
     transcript = await _demo(3)
-    sent = [line for line in transcript if line.startswith("client -> server")]
-    received = [line for line in transcript if line.startswith("server -> client")]
-    assert len(sent) == len(received) == 3
+    sent = [line for line in transcript if "client  b'hello" in line]
+    echoed = [line for line in transcript if "server  b'hello" in line]
+    assert len(sent) == len(echoed) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import importlib
 import inspect
 import re
@@ -62,7 +63,8 @@ def test_exports_are_documented(module_name: str) -> None:
 def test_exports_public_classes_are_final() -> None:
     for name in nettest.__all__:
         value = getattr(nettest, name)
-        if inspect.isclass(value) and not issubclass(value, BaseException):
+        # Exceptions may be subclassed to catch them; an Enum with members cannot be.
+        if inspect.isclass(value) and not issubclass(value, (BaseException, enum.Enum)):
             is_protocol = getattr(value, "_is_protocol", False)
             assert is_protocol or getattr(value, "__final__", False), f"{name} is not @final"
 
@@ -72,7 +74,8 @@ def test_exports_fixtures_are_documented() -> None:
     fixtures = [
         name
         for name, value in vars(nettest.plugin).items()
-        if type(value).__name__ == "FixtureFunctionDefinition" or hasattr(value, "_pytestfixturefunction")
+        if type(value).__name__ == "FixtureFunctionDefinition"
+        or hasattr(value, "_pytestfixturefunction")
     ]
     assert "nettest_seed" in fixtures
     missing = [name for name in fixtures if not re.search(rf"\b{name}\b", text)]

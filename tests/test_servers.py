@@ -21,7 +21,6 @@ from nettest._servers import (
     ServerTeardownWarning,
     TCPServer,
     TCPServerFactory,
-    demo_transcript,
     has_ipv6_loopback,
     tcp_server,  # noqa: F401
 )
@@ -705,20 +704,3 @@ def test_servers_on_uvloop() -> None:
                 await udp.wait_for_datagrams(1)
 
     _on_uvloop(main)
-
-
-@pytest.mark.asyncio
-async def test_demo_transcript() -> None:
-    text = await demo_transcript(2)
-    lines = text.splitlines()
-    assert lines[0].startswith("#1 127.0.0.1:")
-    assert [line.split(None, 1)[1] for line in lines[1:]] == [
-        "client  b'message 1\\n'",
-        "server  b'message 1\\n'",
-        "client  b'message 2\\n'",
-        "server  b'message 2\\n'",
-        "client  EOF",
-        "closed (eof)",
-    ]
-    with pytest.raises(ValueError, match=r"messages must be in 1\.\.100"):
-        await demo_transcript(0)

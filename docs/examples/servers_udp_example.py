@@ -64,28 +64,3 @@ async def test_broadcast_receiver(udp_server):
         sock.sendto(b"anyone there?", server.address)
         (datagram,) = await server.wait_for_datagrams(1)
     assert datagram.data == b"anyone there?"
-
-
-# -- not shown in the docs: until nettest's package and plugin export the servers ------
-import nettest.plugin as _plugin  # noqa: E402
-
-if not hasattr(_plugin, "tcp_server"):
-    from nettest._prebound import (  # noqa: F401
-        bound_tcp_socket,
-        bound_udp_socket,
-        unix_socket_path,
-    )
-    from nettest._servers import tcp_server, unix_server  # noqa: F401
-    from nettest._threads import (  # noqa: F401
-        tcp_server_thread,
-        udp_server_thread,
-        unix_server_thread,
-    )
-    from nettest._udp import udp_server, unix_datagram_server  # noqa: F401
-if not hasattr(nettest, "TCPServer"):
-    import types
-
-    from nettest import _handlers, _prebound, _recording, _servers, _threads, _udp
-
-    _modules = (_handlers, _prebound, _recording, _servers, _threads, _udp)
-    nettest = types.SimpleNamespace(**{n: getattr(m, n) for m in _modules for n in m.__all__})

@@ -9,11 +9,31 @@ hypothesis never import it.
 from __future__ import annotations
 
 from . import faults as faults
+from . import handlers as handlers
+from ._handlers import HandlerError as HandlerError
+from ._handlers import ScriptMismatch as ScriptMismatch
 from ._hygiene import LeakError as LeakError
 from ._memory_faults import MemoryFaults as MemoryFaults
 from ._memory_faults import inject_faults as inject_faults
+from ._prebound import BoundSocket as BoundSocket
 from ._proxy import FaultProxy as FaultProxy
 from ._proxy import FaultProxyFactory as FaultProxyFactory
+from ._recording import Connection as Connection
+from ._recording import Datagram as Datagram
+from ._recording import Ending as Ending
+from ._recording import Event as Event
+from ._servers import ServerTeardownWarning as ServerTeardownWarning
+from ._servers import TCPServer as TCPServer
+from ._servers import TCPServerFactory as TCPServerFactory
+from ._servers import UnixServer as UnixServer
+from ._servers import UnixServerFactory as UnixServerFactory
+from ._servers import has_ipv6_loopback as has_ipv6_loopback
+from ._threads import TCPServerThread as TCPServerThread
+from ._threads import TCPServerThreadFactory as TCPServerThreadFactory
+from ._threads import UDPServerThread as UDPServerThread
+from ._threads import UDPServerThreadFactory as UDPServerThreadFactory
+from ._threads import UnixServerThread as UnixServerThread
+from ._threads import UnixServerThreadFactory as UnixServerThreadFactory
 from ._tls import TLS_BAD_KINDS as TLS_BAD_KINDS
 from ._tls import TLS_VERSIONS as TLS_VERSIONS
 from ._tls import TLSBadKind as TLSBadKind
@@ -24,23 +44,53 @@ from ._tls_bad import TLSBadCaseFactory as TLSBadCaseFactory
 from ._tls_bad import make_tls_bad_case as make_tls_bad_case
 from ._tls_files import TLSFiles as TLSFiles
 from ._tls_files import write_tls_files as write_tls_files
+from ._udp import UDPServer as UDPServer
+from ._udp import UDPServerFactory as UDPServerFactory
+from ._udp import UnixDatagramServer as UnixDatagramServer
+from ._udp import UnixDatagramServerFactory as UnixDatagramServerFactory
+from ._udp import multicast_socket as multicast_socket
 from ._version import __version__ as __version__
 
 __all__ = [
     "TLS_BAD_KINDS",
     "TLS_VERSIONS",
+    "BoundSocket",
+    "Connection",
+    "Datagram",
+    "Ending",
+    "Event",
     "FaultProxy",
     "FaultProxyFactory",
+    "HandlerError",
     "LeakError",
     "MemoryFaults",
+    "ScriptMismatch",
+    "ServerTeardownWarning",
+    "TCPServer",
+    "TCPServerFactory",
+    "TCPServerThread",
+    "TCPServerThreadFactory",
     "TLSBadCase",
     "TLSBadCaseFactory",
     "TLSBadKind",
     "TLSFiles",
+    "UDPServer",
+    "UDPServerFactory",
+    "UDPServerThread",
+    "UDPServerThreadFactory",
+    "UnixDatagramServer",
+    "UnixDatagramServerFactory",
+    "UnixServer",
+    "UnixServerFactory",
+    "UnixServerThread",
+    "UnixServerThreadFactory",
     "__version__",
+    "handlers",
+    "has_ipv6_loopback",
     "inject_faults",
     "make_tls_bad_case",
     "make_tls_client_context",
     "make_tls_server_context",
+    "multicast_socket",
     "write_tls_files",
 ]

@@ -39,40 +39,32 @@ def _demo_parser() -> argparse.ArgumentParser:
 
 
 async def _demo(messages: int) -> list[str]:
-    """Run the echo exchange and return the transcript lines."""
-    transcript: list[str] = []
+    """Run the echo exchange against a recording `TCPServer`; return the lines to print."""
+    from ._handlers import echo
+    from ._servers import TCPServer
 
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.readline():
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(echo, host="127.0.0.1", port=0)
-    async with server:
-        host, port = server.sockets[0].getsockname()[:2]
-        transcript.append(f"echo server listening on {host}:{port}")
+    async with TCPServer(echo) as server:
+        host, port = server.address
+        lines = [f"echo server listening on {host}:{port}"]
         reader, writer = await asyncio.open_connection(host, port)
         try:
             for number in range(1, messages + 1):
                 line = f"hello {number}\n".encode()
                 writer.write(line)
-                await writer.drain()
-                transcript.append(f"client -> server  {line!r}")
                 reply = await asyncio.wait_for(reader.readline(), timeout=10)
-                transcript.append(f"server -> client  {reply!r}")
                 if reply != line:
                     raise RuntimeError(f"echo mismatch: sent {line!r}, got {reply!r}")
             writer.write_eof()
-            eof = await asyncio.wait_for(reader.read(), timeout=10)
-            transcript.append(f"client sent EOF; server closed (trailing bytes: {eof!r})")
+            await asyncio.wait_for(reader.read(), timeout=10)
         finally:
             writer.close()
             await writer.wait_closed()
-    transcript.append(f"{messages} message(s) echoed intact; server closed")
-    return transcript
+        (connection,) = await server.wait_for_connections(1)
+        await connection.wait_closed()
+        lines.append("what crossed the wire, as the server recorded it:")
+        lines.extend(server.transcript().splitlines())
+    lines.append(f"{messages} message(s) echoed intact; server closed")
+    return lines
 
 
 def _run_demo(argv: Sequence[str]) -> int:

@@ -98,6 +98,7 @@ class Ending(enum.Enum):
 EventKind = Literal["received", "sent", "eof", "write_eof", "closed"]
 
 
+@typing.final
 @dataclass(frozen=True, slots=True)
 class Event:
     """One thing that happened on a recorded connection.
@@ -115,6 +116,7 @@ class Event:
     at: float
 
 
+@typing.final
 @dataclass(frozen=True, slots=True)
 class Datagram:
     """One datagram a datagram server received or sent.

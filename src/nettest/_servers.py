@@ -845,29 +845,3 @@ async def unix_server(request: pytest.FixtureRequest) -> AsyncIterator[UnixServe
     factory = AsyncServerFactory(request, UnixServer)
     yield typing.cast("UnixServerFactory", factory)
     await factory.aclose()
-
-
-async def demo_transcript(messages: int = 3) -> str:
-    """Run an echo `TCPServer`, send it ``messages`` lines, and return its transcript.
-
-    What ``nettest demo`` prints: a real loopback server, a real client, and the
-    server's recording of every byte each way.
-
-    Raises:
-        ValueError: ``messages`` is not in 1..100.
-    """
-    if not 1 <= messages <= 100:
-        raise ValueError(f"messages must be in 1..100, got {messages!r}")
-    async with TCPServer(echo) as server:
-        reader, writer = await asyncio.open_connection(*server.address)
-        for number in range(1, messages + 1):
-            line = b"message %d\n" % number
-            writer.write(line)
-            await reader.readexactly(len(line))
-        writer.write_eof()
-        await reader.read()
-        writer.close()
-        await writer.wait_closed()
-        (conn,) = await server.wait_for_connections(1)
-        await conn.wait_closed()
-        return server.transcript()

@@ -16,7 +16,10 @@ import pytest
 
 from . import _settings
 from ._hygiene import GATE, LEAK_MODES, LeakMode
+from ._prebound import bound_tcp_socket, bound_udp_socket, unix_socket_path  # noqa: F401
 from ._proxy import fault_proxy, format_traces_for  # noqa: F401
+from ._servers import tcp_server, unix_server  # noqa: F401
+from ._threads import tcp_server_thread, udp_server_thread, unix_server_thread  # noqa: F401
 from ._tls import (  # noqa: F401  (fixtures are found by name in this module)
     tls_ca,
     tls_certificate,
@@ -29,6 +32,7 @@ from ._tls import (  # noqa: F401  (fixtures are found by name in this module)
 )
 from ._tls_bad import tls_bad_case_factory  # noqa: F401
 from ._tls_files import tls_files  # noqa: F401
+from ._udp import udp_server, unix_datagram_server  # noqa: F401
 from ._version import __version__
 
 if TYPE_CHECKING:
