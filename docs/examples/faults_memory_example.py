@@ -5,9 +5,7 @@ import asyncio
 import looptime
 import pytest
 
-from nettest import faults
-from nettest._memory_faults import inject_faults  # nettest.inject_faults once exported
-from nettest._transports import memory_stream_pair  # nettest.memory_stream_pair
+from nettest import faults, inject_faults, memory_stream_pair
 
 
 async def request(reader, writer, line, *, timeout):

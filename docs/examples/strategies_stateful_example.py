@@ -6,8 +6,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, rule
 
+from nettest import memory_stream_pair
 from nettest import strategies as nst
-from nettest._transports import memory_stream_pair
 
 
 async def echo(reader, writer):

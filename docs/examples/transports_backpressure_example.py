@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from nettest._transports import memory_stream_pair
+from nettest import memory_stream_pair
 
 
 async def send_all(writer, data, chunk=16 * 1024):

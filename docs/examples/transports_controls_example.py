@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from nettest._transports import memory_stream_pair, memory_transport_pair
+from nettest import memory_stream_pair, memory_transport_pair
 
 
 class Collect(asyncio.Protocol):

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from nettest._datagrams import MemoryDatagramTransport, memory_datagram_pair
+from nettest import MemoryDatagramTransport, memory_datagram_pair
 
 
 class Echo(asyncio.DatagramProtocol):

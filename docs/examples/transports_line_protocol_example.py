@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from nettest._transports import MemoryTransport
+from nettest import MemoryTransport
 
 
 class EchoUpper(asyncio.Protocol):

@@ -7,7 +7,7 @@ import sys
 import pytest
 import trustme
 
-from nettest._transports import memory_stream_pair, memory_transport_pair
+from nettest import memory_stream_pair, memory_transport_pair
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from . import faults as faults
 from . import handlers as handlers
+from ._datagrams import MemoryDatagramTransport as MemoryDatagramTransport
+from ._datagrams import memory_datagram_pair as memory_datagram_pair
+from ._flow import FlowEvent as FlowEvent
 from ._handlers import HandlerError as HandlerError
 from ._handlers import ScriptMismatch as ScriptMismatch
 from ._hygiene import LeakError as LeakError
@@ -44,6 +47,11 @@ from ._tls_bad import TLSBadCaseFactory as TLSBadCaseFactory
 from ._tls_bad import make_tls_bad_case as make_tls_bad_case
 from ._tls_files import TLSFiles as TLSFiles
 from ._tls_files import write_tls_files as write_tls_files
+from ._transports import DEFAULT_CAPACITY as DEFAULT_CAPACITY
+from ._transports import MemorySocket as MemorySocket
+from ._transports import MemoryTransport as MemoryTransport
+from ._transports import memory_stream_pair as memory_stream_pair
+from ._transports import memory_transport_pair as memory_transport_pair
 from ._udp import UDPServer as UDPServer
 from ._udp import UDPServerFactory as UDPServerFactory
 from ._udp import UnixDatagramServer as UnixDatagramServer
@@ -52,6 +60,7 @@ from ._udp import multicast_socket as multicast_socket
 from ._version import __version__ as __version__
 
 __all__ = [
+    "DEFAULT_CAPACITY",
     "TLS_BAD_KINDS",
     "TLS_VERSIONS",
     "BoundSocket",
@@ -61,9 +70,13 @@ __all__ = [
     "Event",
     "FaultProxy",
     "FaultProxyFactory",
+    "FlowEvent",
     "HandlerError",
     "LeakError",
+    "MemoryDatagramTransport",
     "MemoryFaults",
+    "MemorySocket",
+    "MemoryTransport",
     "ScriptMismatch",
     "ServerTeardownWarning",
     "TCPServer",
@@ -91,6 +104,9 @@ __all__ = [
     "make_tls_bad_case",
     "make_tls_client_context",
     "make_tls_server_context",
+    "memory_datagram_pair",
+    "memory_stream_pair",
+    "memory_transport_pair",
     "multicast_socket",
     "write_tls_files",
 ]
