@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from ._contract import sanitize
-from ._contract_harness import _End, _expect, _Harness, _Recorder
+from ._contract_harness import _End, _expect, _Harness, _Recorder, _StreamRecorder
 
 __all__: list[str] = []
 
@@ -680,6 +680,44 @@ async def _case_write_inside_pause_writing(h: _Harness) -> None:
             f"the server received {len(server.data)} bytes, {total} were written",
         )
         await _close_both(client, server)
+
+
+@_case
+async def _case_stream_writer_drain(h: _Harness) -> None:
+    """StreamWriter.drain() waits while writing is paused; after the close it raises."""
+    loop = asyncio.get_running_loop()
+    async with h.connect(client_streams=True) as (client, server):
+        protocol = client.protocols[0]
+        assert isinstance(protocol, _StreamRecorder)
+        writer = asyncio.StreamWriter(client.t, client.sanitized[0], protocol.reader, loop)
+        client.t.set_write_buffer_limits(high=_NO_PAUSE)
+        written = await h.clog(client, server)
+        client.t.set_write_buffer_limits(high=client.t.get_write_buffer_size())
+        writer.write(b"over the mark")
+        written += len(b"over the mark")
+        _expect(client.paused, "writing did not pause above the high-water mark")
+        drain = asyncio.ensure_future(writer.drain())
+        try:
+            await h.settle()
+            _expect(not drain.done(), "drain() returned while writing was paused")
+            server.t.resume_reading()
+            await h.wait_until(drain.done, "drain() returned after the peer read", client, server)
+            await drain
+        finally:
+            drain.cancel()
+        _expect(not client.paused, "drain() returned before resume_writing")
+        writer.write_eof()
+        await h.wait_until(lambda: server.eof, "the server saw EOF", client, server)
+        _expect(len(server.data) == written, f"the server got {len(server.data)} of {written}")
+        writer.close()
+        await h.wait_until(lambda: client.lost, "the client's connection_lost", client)
+        try:
+            await writer.drain()
+        except ConnectionResetError:
+            pass
+        else:
+            raise AssertionError("drain() after connection_lost did not raise")
+        server.t.close()
 
 
 @_case

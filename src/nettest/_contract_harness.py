@@ -88,6 +88,8 @@ class _End:
     eof_result: bool = True
     #: Size of the buffers a buffered recorder hands out; None for a data_received recorder.
     buffer_size: int | None = None
+    #: Whether the protocol is a StreamReaderProtocol, for StreamWriter cases.
+    streams: bool = False
     transport: asyncio.Transport | None = None
     made: bool = False
     data: bytearray = field(default_factory=bytearray)
@@ -103,12 +105,19 @@ class _End:
     on_resume: Callable[[], None] | None = None
     on_data: Callable[[bytes], None] | None = None
     sanitized: list[Any] = field(default_factory=list)
-    protocols: list[_Recorder | _BufferedRecorder] = field(default_factory=list)
+    protocols: list[_Recorder | _BufferedRecorder | _StreamRecorder] = field(default_factory=list)
 
-    def make_protocol(self, *, buffer_size: int | None = None) -> _Recorder | _BufferedRecorder:
+    def make_protocol(
+        self, *, buffer_size: int | None = None
+    ) -> _Recorder | _BufferedRecorder | _StreamRecorder:
         size = self.buffer_size if buffer_size is None else buffer_size
-        protocol: _Recorder | _BufferedRecorder
-        protocol = _Recorder(self) if size is None else _BufferedRecorder(self, size)
+        protocol: _Recorder | _BufferedRecorder | _StreamRecorder
+        if self.streams:
+            protocol = _StreamRecorder(self)
+        elif size is None:
+            protocol = _Recorder(self)
+        else:
+            protocol = _BufferedRecorder(self, size)
         self.protocols.append(protocol)
         return protocol
 
@@ -224,6 +233,42 @@ class _BufferedRecorder(asyncio.BufferedProtocol):
         self.end.resume_writing()
 
 
+class _StreamRecorder(asyncio.StreamReaderProtocol):
+    """A StreamReaderProtocol that also tells its end what happens, for StreamWriter cases."""
+
+    def __init__(self, end: _End) -> None:
+        # The protocol holds its reader weakly, as asyncio.open_connection's does.
+        self.reader = asyncio.StreamReader()
+        super().__init__(self.reader)
+        self.end = end
+        self.received = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.end.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self.received += data
+        self.end.data_received(data)
+
+    def eof_received(self) -> bool:
+        super().eof_received()
+        return self.end.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.end.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.end.pause_writing()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.end.resume_writing()
+
+
 # -- the harness -----------------------------------------------------------------
 
 
@@ -266,9 +311,10 @@ class _Harness:
         client_eof_result: bool = True,
         server_eof_result: bool = True,
         server_buffer_size: int | None = None,
+        client_streams: bool = False,
     ) -> AsyncIterator[tuple[_End, _End]]:
         """Connect a pair; on exit, close it and check both protocols saw a legal order."""
-        client = _End("client", self, eof_result=client_eof_result)
+        client = _End("client", self, eof_result=client_eof_result, streams=client_streams)
         server = _End("server", self, eof_result=server_eof_result, buffer_size=server_buffer_size)
         calls = {"client": 0, "server": 0}
 
