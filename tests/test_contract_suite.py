@@ -200,7 +200,7 @@ async def test_check_transport_pair_runs_every_case() -> None:
 
 
 def test_conformance_cases_are_named_and_documented() -> None:
-    from nettest._contract_cases import _CASES
+    from nettest._contract_harness import _CASES
 
     assert tuple(_CASES) == CONFORMANCE_CASES
     assert len(set(CONFORMANCE_CASES)) == len(CONFORMANCE_CASES) >= 20

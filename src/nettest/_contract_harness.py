@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import random
 import typing
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -395,3 +395,52 @@ class _Harness:
         await asyncio.sleep(0.02)
         for _ in range(5):
             await asyncio.sleep(0)
+
+
+# -- what the cases share ------------------------------------------------------
+
+_Case = Callable[[_Harness], Awaitable[None]]
+_CASES: dict[str, _Case] = {}
+
+#: High enough that clogging a connection never pauses the writer.
+_NO_PAUSE = 2**30
+#: Written on top of full kernel buffers, so the transport's own buffer surely holds data.
+_EXTRA = 1024 * 1024
+
+
+def _case(function: _Case) -> _Case:
+    _CASES[function.__name__.removeprefix("_case_")] = function
+    return function
+
+
+def _chunks(h: _Harness, total: int) -> list[bytes]:
+    """Random bytes cut into writes of very different sizes, from one byte up."""
+    sizes = (1, 2, 7, 100, 1000, 4096, 20000, 70000)
+    chunks = []
+    while total:
+        size = min(total, h.random.choice(sizes))
+        chunks.append(h.random.randbytes(size))
+        total -= size
+    return chunks
+
+
+async def _close_both(client: _End, server: _End) -> None:
+    client.t.close()
+    server.t.close()
+
+
+def _same(received: bytes | bytearray, sent: bytes, what: str) -> None:
+    if received == sent:
+        return
+    index = next(
+        (i for i, (a, b) in enumerate(zip(received, sent, strict=False)) if a != b),
+        min(len(received), len(sent)),
+    )
+    raise AssertionError(
+        f"{what}: received {len(received)} bytes, sent {len(sent)}; they first differ at "
+        f"offset {index}"
+    )
+
+
+class _CaseError(Exception):
+    """An exception a case makes a protocol raise on purpose."""

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from . import _contract_cases, _contract_cases_flow  # noqa: F401  (they register the cases)
 from ._contract import ProtocolViolation
-from ._contract_cases import _CASES
-from ._contract_harness import TransportPairFactory, _expect, _Harness
+from ._contract_harness import _CASES, TransportPairFactory, _expect, _Harness
 from ._settings import default_timeout
 
 __all__ = [
