@@ -365,3 +365,51 @@ async def test_sanitize_wraps_stream_reader_protocol_on_real_sockets() -> None:
         "eof_received",
         "connection_lost(None)",
     )
+
+
+@pytest.mark.asyncio
+async def test_sanitize_wraps_a_datagram_protocol_on_a_real_endpoint() -> None:
+    loop = asyncio.get_running_loop()
+    inner = _Datagram()
+    protocol = sanitize(inner)
+    transport, returned = await loop.create_datagram_endpoint(
+        lambda: protocol, local_addr=("127.0.0.1", 0)
+    )
+    assert returned is protocol
+    try:
+        address = transport.get_extra_info("sockname")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendto(b"datagram", address)
+            for _ in range(100):
+                if inner.datagrams:
+                    break
+                await asyncio.sleep(0.01)
+    finally:
+        transport.close()
+    await asyncio.sleep(0)
+    protocol.check(lost=True)
+    assert [data for data, _ in inner.datagrams] == [b"datagram"]
+    assert protocol.calls[0] == "connection_made"
+    assert protocol.calls[1].startswith("datagram_received(8 bytes, ('127.0.0.1', ")
+    assert protocol.calls[-1] == "connection_lost(None)"
+
+
+@pytest.mark.asyncio
+async def test_sanitize_buffered_protocol_on_real_sockets() -> None:
+    loop = asyncio.get_running_loop()
+    inner = _Buffered(size=3)
+    protocol = sanitize(inner)
+    ours, theirs = socket.socketpair()
+    with theirs:
+        transport, _ = await loop.create_connection(lambda: protocol, sock=ours)
+        theirs.sendall(b"0123456789")
+        for _ in range(100):
+            if len(inner.received) == 10:
+                break
+            await asyncio.sleep(0.01)
+        transport.close()
+        await asyncio.sleep(0)
+    protocol.check(lost=True)
+    assert inner.received == b"0123456789"
+    # A 3-byte buffer takes at least four reads for ten bytes.
+    assert sum(call.startswith("buffer_updated") for call in protocol.calls) >= 4
