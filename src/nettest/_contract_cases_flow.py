@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from ._contract_harness import (
+    _EXTRA,
     _NO_PAUSE,
     _case,
     _CaseError,
@@ -218,6 +219,9 @@ async def _case_stream_writer_drain(h: _Harness) -> None:
         writer = asyncio.StreamWriter(client.t, client.sanitized[0], protocol.reader, loop)
         client.t.set_write_buffer_limits(high=_NO_PAUSE)
         written = await h.clog(client, server)
+        # Far more than the kernel could still take, so drain() cannot return early.
+        writer.write(b"e" * _EXTRA)
+        written += _EXTRA
         client.t.set_write_buffer_limits(high=client.t.get_write_buffer_size())
         writer.write(b"over the mark")
         written += len(b"over the mark")
