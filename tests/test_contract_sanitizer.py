@@ -227,6 +227,8 @@ def test_sanitize_forwards_return_values_and_attributes() -> None:
     assert protocol.custom == "attribute"
     with pytest.raises(AttributeError):
         protocol.no_such_attribute  # noqa: B018
+    protocol.custom = "changed"
+    assert inner.custom == "changed"
     assert repr(protocol) == f"<SanitizedProtocol of {inner!r}>"
 
 

@@ -221,6 +221,12 @@ class _Sanitizer:
             raise AttributeError(name)
         return getattr(self._wrapped, name)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _Sanitizer.__slots__:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._wrapped, name, value)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} of {self._wrapped!r}>"
 
