@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,27 +17,6 @@ from nettest._contract import (
     SanitizedProtocol,
     sanitize,
 )
-
-
-@pytest.fixture(autouse=True)
-def _close_the_loop_looptime_leaves(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Close the loop looptime's pytest_pyfunc_call makes for a sync test and never closes.
-
-    Left open, it is collected during a later test and fails it with a ResourceWarning.
-    """
-    yield
-    if request.node.get_closest_marker("asyncio") is not None:
-        return
-    policy = asyncio.get_event_loop_policy()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            loop = policy.get_event_loop()
-        except RuntimeError:
-            return
-    if not loop.is_running():
-        loop.close()
-        policy.set_event_loop(None)
 
 
 class _Transport(asyncio.Transport):

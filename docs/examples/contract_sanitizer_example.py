@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from nettest._contract import ProtocolViolation, sanitize
+from nettest import ProtocolViolation, sanitize
 
 
 @pytest.mark.asyncio

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from nettest._contract_suite import CONFORMANCE_CASES, check_transport_case, check_transport_pair
+from nettest import CONFORMANCE_CASES, check_transport_case, check_transport_pair
 
 
 @contextlib.asynccontextmanager

@@ -10,6 +10,16 @@ from __future__ import annotations
 
 from . import faults as faults
 from . import handlers as handlers
+from ._contract import ProtocolViolation as ProtocolViolation
+from ._contract import SanitizedBufferedProtocol as SanitizedBufferedProtocol
+from ._contract import SanitizedDatagramProtocol as SanitizedDatagramProtocol
+from ._contract import SanitizedProtocol as SanitizedProtocol
+from ._contract import sanitize as sanitize
+from ._contract_suite import CONFORMANCE_CASES as CONFORMANCE_CASES
+from ._contract_suite import ConformanceError as ConformanceError
+from ._contract_suite import TransportPairFactory as TransportPairFactory
+from ._contract_suite import check_transport_case as check_transport_case
+from ._contract_suite import check_transport_pair as check_transport_pair
 from ._datagrams import MemoryDatagramTransport as MemoryDatagramTransport
 from ._datagrams import memory_datagram_pair as memory_datagram_pair
 from ._flow import FlowEvent as FlowEvent
@@ -60,10 +70,12 @@ from ._udp import multicast_socket as multicast_socket
 from ._version import __version__ as __version__
 
 __all__ = [
+    "CONFORMANCE_CASES",
     "DEFAULT_CAPACITY",
     "TLS_BAD_KINDS",
     "TLS_VERSIONS",
     "BoundSocket",
+    "ConformanceError",
     "Connection",
     "Datagram",
     "Ending",
@@ -77,6 +89,10 @@ __all__ = [
     "MemoryFaults",
     "MemorySocket",
     "MemoryTransport",
+    "ProtocolViolation",
+    "SanitizedBufferedProtocol",
+    "SanitizedDatagramProtocol",
+    "SanitizedProtocol",
     "ScriptMismatch",
     "ServerTeardownWarning",
     "TCPServer",
@@ -87,6 +103,7 @@ __all__ = [
     "TLSBadCaseFactory",
     "TLSBadKind",
     "TLSFiles",
+    "TransportPairFactory",
     "UDPServer",
     "UDPServerFactory",
     "UDPServerThread",
@@ -98,6 +115,8 @@ __all__ = [
     "UnixServerThread",
     "UnixServerThreadFactory",
     "__version__",
+    "check_transport_case",
+    "check_transport_pair",
     "handlers",
     "has_ipv6_loopback",
     "inject_faults",
@@ -108,5 +127,6 @@ __all__ = [
     "memory_stream_pair",
     "memory_transport_pair",
     "multicast_socket",
+    "sanitize",
     "write_tls_files",
 ]
