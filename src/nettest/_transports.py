@@ -295,19 +295,41 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
                 logger.warning("socket.send() raised exception.")
             self._conn_lost += 1
             return
-        if not self._buffer._size:
-            if self._rx_error is not None and self._out.broken:
+        buffer = self._buffer
+        if buffer._size:
+            buffer._chunks.append(data)
+            buffer._size += len(data)
+        else:
+            out = self._out
+            if out.broken and self._rx_error is not None:
                 self._fatal_error(self._rx_error, "Fatal write error on socket transport")
                 return
-            sent = 0 if self._out.manual else self._out.move(offered=data)
+            receiver = out.receiver
+            if (
+                receiver is not None
+                and out.carry is out._arrive
+                and out.partial_writes is None
+                and not out.manual
+                and not out.broken
+                and not receiver._closed
+                and len(data) <= out.capacity - out.in_flight
+            ):
+                # The common case, as Link.move(offered=data) then Link.arrive() would
+                # do it: all of it fits, nothing interposes, the peer takes it.
+                out.in_flight += len(data)
+                receiver._rx_push(data)
+                return
+            sent = 0 if out.manual else out.move(offered=data)
             if sent == len(data):
                 return
-            self._buffer.append(data[sent:] if sent else data)
+            buffer.append(data[sent:] if sent else data)
             self._writing = True
             self._schedule_write()
-        else:
-            self._buffer.append(data)
-        if self._flow.grew(self._buffer._size, self._loop.time):
+        flow = self._flow
+        size = buffer._size
+        if size > flow.peak:
+            flow.peak = size
+        if size > flow.high and not flow.paused and flow.grew(size, self._loop.time):
             self._call_flow_callback("pause_writing")
 
     def writelines(self, list_of_data: Any) -> None:
@@ -340,7 +362,9 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
     def _after_send(self) -> None:
         if self._conn_lost:
             return
-        self._maybe_resume_protocol()  # may write
+        flow = self._flow
+        if flow.paused and self._buffer._size <= flow.low:
+            self._maybe_resume_protocol()  # may write
         if not self._buffer and self._writing:
             self._writing = False
             if self._closing:
@@ -441,11 +465,36 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
         if self._rx_error is not None:
             self._fatal_error(self._rx_error, "Fatal read error on socket transport")
             return
-        if self._rx._size:
+        rx = self._rx
+        if not rx._size:
+            if self._rx_eof:
+                self._read_eof()
+        elif self._chunker is not None or self._buffered:
             self._read_data()
-        elif self._rx_eof:
-            self._read_eof()
-        if self._rx._size or self._rx_eof or self._rx_error is not None:
+        else:
+            # The common case of _read_data(): everything available, up to _MAX_READ,
+            # to data_received().
+            chunks = rx._chunks
+            n = rx._size
+            if n > _MAX_READ:
+                n = _MAX_READ
+                data = rx.take(n)
+            else:
+                data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                rx._size = 0
+            link = self._in
+            link.in_flight -= n
+            sender = link.sender
+            if sender is not None and sender._writing:
+                sender._schedule_write()
+            try:
+                self._protocol.data_received(data)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+        if rx._size or self._rx_eof or self._rx_error is not None:
             self._want_read()
 
     def _read_data(self) -> None:
