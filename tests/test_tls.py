@@ -264,13 +264,17 @@ def test_tls_blocking_client_rejects_another_ca(tls_server_context: ssl.SSLConte
     assert server.reason == "TLSV1_ALERT_UNKNOWN_CA"
 
 
-def test_tls_client_context_settings(tls_client_context: ssl.SSLContext) -> None:
+def test_tls_client_context_settings(
+    tls_client_context: ssl.SSLContext, tls_ca: trustme.CA
+) -> None:
     assert tls_client_context.verify_mode == ssl.CERT_REQUIRED
     assert tls_client_context.check_hostname
     assert tls_client_context.verify_flags & ssl.VERIFY_X509_STRICT
     assert not tls_client_context.hostname_checks_common_name
     # Only the test CA: the system's store was never loaded.
     assert tls_client_context.cert_store_stats() == {"x509": 1, "crl": 0, "x509_ca": 1}
+    ca_der = ssl.PEM_cert_to_DER_cert(tls_ca.cert_pem.bytes().decode())
+    assert tls_client_context.get_ca_certs(binary_form=True) == [ca_der]
 
 
 def test_tls_server_context_settings(

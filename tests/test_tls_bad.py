@@ -203,7 +203,13 @@ def test_tls_bad_case_is_bad_in_one_way_only(
     tls_ca: trustme.CA, kind: TLSBadKind, relax: str
 ) -> None:
     """Undo the one defect and the handshake succeeds, with strict verification on."""
-    from nettest._tls import _authority, _client_context, _leaf_identity, _server_context
+    from nettest._tls import (
+        _authority,
+        _cadata,
+        _client_context,
+        _leaf_identity,
+        _server_context,
+    )
 
     bad = make_tls_bad_case(tls_ca, kind)
     server_context, client_context = bad.server_context, bad.client_context
@@ -218,7 +224,7 @@ def test_tls_bad_case_is_bad_in_one_way_only(
         )
     else:
         server_context = _server_context(_leaf_identity(_authority(tls_ca).server), None, None)
-        client_context = _client_context(tls_ca.cert_pem.bytes().decode(), None, None)
+        client_context = _client_context(_cadata(tls_ca), None, None)
     assert client_context.verify_flags & ssl.VERIFY_X509_STRICT
     assert blocking_exchange(server_context, client_context) == (b"ping\n", b"PING\n")
 

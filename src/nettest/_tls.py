@@ -5,9 +5,17 @@ Theory of operation
 Key generation and signing are the slow part of TLS set-up, and loading the
 system's CA store is the slow part of ``ssl.create_default_context()``.  A test
 needs neither: it trusts exactly one test CA.  So the certificates are made once
-per session (per xdist worker) with ECDSA keys, their PEM bytes are cached, and
+per session (per xdist worker) with ECDSA keys, their bytes are cached, and
 each test builds new :class:`ssl.SSLContext` objects from those bytes.  A test
 can change its contexts freely without touching any other test's.
+
+What a pair of contexts still costs is OpenSSL's own work, and nettest adds
+about 1% to it (``benchmarks/bench_tls.py`` prints the breakdown): creating
+each context, and decoding the server's key and three certificates (the leaf
+and the intermediate for the server, the root for the client).  OpenSSL 3.0
+decodes every key, even a certificate's public key, through its provider
+decoders, which dominate.  The root goes to ``load_verify_locations`` as DER,
+which skips PEM parsing.
 
 :func:`ssl.SSLContext.load_cert_chain` only reads files (bpo-16487), so each
 certificate's key and chain are written once to a private directory (mode 0700,
@@ -145,7 +153,7 @@ _lock = threading.Lock()
 _private_dir: list[str] = []
 _counter = itertools.count()
 _leaf_identities: weakref.WeakKeyDictionary[object, _Identity] = weakref.WeakKeyDictionary()
-_ca_data: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
+_ca_data: weakref.WeakKeyDictionary[object, bytes] = weakref.WeakKeyDictionary()
 
 
 def _write_private(data: bytes) -> str:
@@ -175,10 +183,11 @@ def _leaf_identity(leaf: trustme.LeafCert) -> _Identity:
     return identity
 
 
-def _cadata(ca: trustme.CA) -> str:
+def _cadata(ca: trustme.CA) -> bytes:
+    """The CA's certificate as DER, which ``load_verify_locations`` reads without PEM parsing."""
     data = _ca_data.get(ca)
     if data is None:
-        data = _ca_data[ca] = ca.cert_pem.bytes().decode("ascii")
+        data = _ca_data[ca] = ssl.PEM_cert_to_DER_cert(ca.cert_pem.bytes().decode("ascii"))
     return data
 
 
@@ -197,7 +206,7 @@ def _pin(context: ssl.SSLContext, tls_version: ssl.TLSVersion | None) -> None:
 
 
 def _server_context(
-    identity: _Identity, client_ca: str | None, tls_version: ssl.TLSVersion | None
+    identity: _Identity, client_ca: bytes | None, tls_version: ssl.TLSVersion | None
 ) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(identity.key_and_chain_file())
@@ -210,7 +219,7 @@ def _server_context(
 
 
 def _client_context(
-    cadata: str, identity: _Identity | None, tls_version: ssl.TLSVersion | None
+    cadata: bytes, identity: _Identity | None, tls_version: ssl.TLSVersion | None
 ) -> ssl.SSLContext:
     # PROTOCOL_TLS_CLIENT turns on CERT_REQUIRED and check_hostname, and unlike
     # create_default_context() it does not load the system's CA store.
