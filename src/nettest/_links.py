@@ -115,6 +115,7 @@ class Link:
 
     __slots__ = (
         "_arrive",
+        "_plain",
         "_waiters",
         "broken",
         "capacity",
@@ -155,9 +156,12 @@ class Link:
         self.unread = bytearray()
         self.unread_eof = False
         self._waiters: list[asyncio.Future[None]] = []
-        # The default carrier, kept so that the sender can tell that no fault layer
-        # interposes (`carry is _arrive`) and hand bytes to the receiver itself.
+        # The default carrier, kept so that a sender can tell that no fault layer
+        # interposes (``carry is _arrive``) and, when the link is also plain (a
+        # transport receives, every send is taken whole, no pumping), hand bytes to
+        # the receiver itself: see MemoryTransport.write() and _write_ready().
         self._arrive: Callable[[bytes], None] = self.arrive
+        self._plain = receiver is not None and partial_writes is None and not manual
         self.carry: Callable[[bytes], None] = self._arrive
         self.carry_eof: Callable[[], None] = self.arrive_eof
 

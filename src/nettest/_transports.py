@@ -301,23 +301,22 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
             buffer._size += len(data)
         else:
             out = self._out
-            if out.broken and self._rx_error is not None:
-                self._fatal_error(self._rx_error, "Fatal write error on socket transport")
-                return
-            receiver = out.receiver
             if (
-                receiver is not None
-                and out.carry is out._arrive
-                and out.partial_writes is None
-                and not out.manual
+                out._plain
                 and not out.broken
-                and not receiver._closed
+                and out.carry is out._arrive
                 and len(data) <= out.capacity - out.in_flight
             ):
-                # The common case, as Link.move(offered=data) then Link.arrive() would
-                # do it: all of it fits, nothing interposes, the peer takes it.
-                out.in_flight += len(data)
-                receiver._rx_push(data)
+                receiver = out.receiver
+                assert receiver is not None  # the link is plain
+                if not receiver._closed:
+                    # The common case, as Link.move(offered=data) then Link.arrive()
+                    # would do it: all of it fits, nothing interposes, the peer takes it.
+                    out.in_flight += len(data)
+                    receiver._rx_push(data)
+                    return
+            if out.broken and self._rx_error is not None:
+                self._fatal_error(self._rx_error, "Fatal write error on socket transport")
                 return
             sent = 0 if out.manual else out.move(offered=data)
             if sent == len(data):
@@ -337,25 +336,43 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
         self.write(b"".join(list_of_data))
 
     def _schedule_write(self) -> None:
-        if (
-            self._writing
-            and self._write_handle is None
-            and not self._out.manual
-            and (self._out.room > 0 or self._out.broken)
-            and not self._conn_lost
-        ):
-            self._write_handle = self._loop.call_soon(self._write_ready)
+        if self._writing and self._write_handle is None and not self._conn_lost:
+            out = self._out
+            if not out.manual and (out.in_flight < out.capacity or out.broken):
+                self._write_handle = self._loop.call_soon(self._write_ready)
 
     def _write_ready(self) -> None:
         self._write_handle = None
-        if self._conn_lost or not self._buffer:
+        buffer = self._buffer
+        if self._conn_lost or not buffer._size:
             return
-        if self._out.broken and self._rx_error is not None:
+        out = self._out
+        if out.broken and self._rx_error is not None:
             self._writing = False
-            self._buffer.clear()
+            buffer.clear()
             self._fatal_error(self._rx_error, "Fatal write error on socket transport")
             return
-        self._out.move()
+        receiver = out.receiver
+        if out._plain and not out.broken and out.carry is out._arrive:
+            assert receiver is not None  # the link is plain
+        else:
+            receiver = None
+        if receiver is not None and not receiver._closed:
+            # The common case, as Link.move() then Link.arrive() would do it.
+            room = out.capacity - out.in_flight
+            n = buffer._size
+            if n <= room:
+                chunks = buffer._chunks
+                data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                buffer._size = 0
+                out.in_flight += n
+                receiver._rx_push(data)
+            elif room > 0:
+                out.in_flight += room
+                receiver._rx_push(buffer.take(room))
+        else:
+            out.move()
         self._after_send()
         self._schedule_write()
 
@@ -363,9 +380,10 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
         if self._conn_lost:
             return
         flow = self._flow
-        if flow.paused and self._buffer._size <= flow.low:
-            self._maybe_resume_protocol()  # may write
-        if not self._buffer and self._writing:
+        size = self._buffer._size
+        if flow.paused and size <= flow.low and flow.shrank(size, self._loop.time):
+            self._call_flow_callback("resume_writing")  # may write
+        if not self._buffer._size and self._writing:
             self._writing = False
             if self._closing:
                 self._call_connection_lost(None)
