@@ -8,6 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
+# pytester's in-process sessions drop the modules imported after pytester's
+# snapshot of sys.modules; a later re-import of cryptography's Python layer then
+# no longer matches its compiled core ("curve must be an EllipticCurve instance").
+# Importing trustme, and so cryptography, before any snapshot keeps them.
+import trustme  # noqa: F401
+
 #: The loop-scope default users are told to set, and no looptime plugin, which
 #: leaves an unclosed event loop behind in the (shared) process after sync tests.
 PYTESTER_INI = """\
@@ -20,11 +26,6 @@ addopts = -p no:looptime_plugin
 @pytest.fixture
 def pytester(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
     """A pytester whose inner sessions are configured like the project's own."""
-    # An in-process inner session drops the modules it imported when it ends; a
-    # later re-import of cryptography's Python layer then no longer matches its
-    # compiled core.  Importing trustme (and so cryptography) first keeps them.
-    import trustme  # noqa: F401
-
     pytester.makeini(PYTESTER_INI)
     yield pytester
     # Inner sessions leave event loops that asyncio created implicitly for pytest

@@ -42,11 +42,23 @@ with socket.create_server(("127.0.0.1", 0)) as listener:
     print(listener.getsockname()[1], flush=True)
     while True:
         connection, _ = listener.accept()
-        try:
-            with context.wrap_socket(connection, server_side=True) as tls:
+        with context.wrap_socket(
+            connection, server_side=True, do_handshake_on_connect=False
+        ) as tls:
+            try:
+                tls.do_handshake()
                 tls.sendall(tls.recv(100).upper())
-        except (ssl.SSLError, OSError) as error:
-            print("server:", getattr(error, "reason", error), flush=True)
+            except (ssl.SSLError, OSError) as error:
+                print("server:", getattr(error, "reason", error), flush=True)
+                # Close gently: closing with the client's bytes unread sends a reset,
+                # and the reset makes the client's kernel drop our alert unread.
+                try:
+                    tls.shutdown(socket.SHUT_WR)
+                    tls.settimeout(5)
+                    while tls.recv(4096):
+                        pass
+                except OSError:
+                    pass
 """
 
 
