@@ -469,8 +469,15 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
         rx._chunks.append(data)
         rx._size += len(data)
         self._rx_stalled = False
-        if self._read_handle is None:
-            self._want_read()
+        if (  # _want_read(), knowing that there is something to read
+            self._read_handle is None
+            and self._reader_on
+            and not self._paused
+            and not self._closing
+            and not self._eof_seen
+            and not self._conn_lost
+        ):
+            self._read_handle = self._loop.call_soon(self._read_ready)
 
     def _rx_eof_arrived(self) -> None:
         self._rx_eof = True
@@ -497,8 +504,11 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
             if n > _MAX_READ:
                 n = _MAX_READ
                 data = rx.take(n)
+            elif len(chunks) == 1:
+                data = chunks.popleft()
+                rx._size = 0
             else:
-                data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+                data = b"".join(chunks)
                 chunks.clear()
                 rx._size = 0
             link = self._in
