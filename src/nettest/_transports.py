@@ -318,7 +318,9 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
             if out.broken and self._rx_error is not None:
                 self._fatal_error(self._rx_error, "Fatal write error on socket transport")
                 return
-            sent = 0 if out.manual else out.move(offered=data)
+            # Without room (or when pumped by hand) Link.move() would take nothing.
+            full = out.manual or out.in_flight >= out.capacity
+            sent = 0 if full else out.move(offered=data)
             if sent == len(data):
                 return
             buffer.append(data[sent:] if sent else data)
@@ -363,11 +365,10 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
             n = buffer._size
             if n <= room:
                 chunks = buffer._chunks
-                data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-                chunks.clear()
-                buffer._size = 0
                 out.in_flight += n
-                receiver._rx_push(data)
+                buffer._size = 0
+                while chunks:
+                    receiver._rx_push(chunks.popleft())
             elif room > 0:
                 out.in_flight += room
                 receiver._rx_push(buffer.take(room))
