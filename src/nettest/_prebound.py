@@ -26,7 +26,14 @@ from typing import Literal
 import pytest
 
 from ._hygiene import track
-from ._server_base import _NoIPv6, _private_dir, check_host, check_unix_path, has_ipv6_loopback
+from ._server_base import (
+    _closed_on_error,
+    _loopback_socket,
+    _private_dir,
+    check_host,
+    check_unix_path,
+    has_ipv6_loopback,
+)
 
 __all__ = ["BoundSocket"]
 
@@ -71,19 +78,13 @@ class BoundSocket:
         backlog: int,
     ) -> BoundSocket:
         family = check_host(host, allow_remote=allow_remote)
-        if family == socket.AF_INET6 and not has_ipv6_loopback():
-            raise _NoIPv6(f"IPv6 loopback ::1 is not available on this host (host={host!r})")
-        sock = socket.socket(family, socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM)
-        try:
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        type_ = socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM
+        sock = _loopback_socket(family, type_, host, has_ipv6=has_ipv6_loopback)
+        with _closed_on_error(sock):
             sock.bind((host, 0))
             if kind == "tcp" and listen:
                 sock.listen(backlog)
             sock.set_inheritable(True)
-        except BaseException:
-            sock.close()
-            raise
         self = object.__new__(cls)
         self._socket = sock
         self._kind = kind

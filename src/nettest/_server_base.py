@@ -1,4 +1,4 @@
-"""What every loopback server shares: address checks, option checks, fixture factories.
+"""What every loopback server shares: address checks, sockets, life cycle, fixture factories.
 
 Private helpers for `_servers`, `_udp`, `_threads` and `_prebound`.
 """
@@ -10,20 +10,26 @@ import contextlib
 import functools
 import ipaddress
 import os
+import shutil
 import socket
 import struct
 import sys
 import tempfile
 import threading
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from ._recording import format_address
+
 #: Longest Unix socket path, in bytes, without the terminating NUL.
 #: Linux's ``sun_path`` holds 108 bytes; the BSDs and macOS hold 104.
 UNIX_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
+
+#: A server's life: ``closing`` only while a stream server's teardown runs.
+_Status = typing.Literal["new", "starting", "open", "closing", "closed"]
 
 
 class _NoIPv6(OSError):
@@ -118,6 +124,40 @@ def _apply_buffers(sock: socket.socket, rcvbuf: int | None, sndbuf: int | None) 
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
 
 
+@contextlib.contextmanager
+def _closed_on_error(sock: socket.socket) -> Iterator[socket.socket]:
+    """Close ``sock`` if the block raises: a socket half set up must not leak."""
+    try:
+        yield sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _loopback_socket(
+    family: socket.AddressFamily,
+    kind: socket.SocketKind,
+    host: str,
+    *,
+    has_ipv6: Callable[[], bool],
+) -> socket.socket:
+    """Make an unbound IP socket for ``host``, IPv6-only for an IPv6 host.
+
+    ``has_ipv6`` is `has_ipv6_loopback` as the calling module sees it (tests
+    patch it there to play a host without IPv6).
+
+    Raises:
+        _NoIPv6: ``host`` is IPv6 and ``has_ipv6()`` is false (fixtures skip).
+    """
+    if family == socket.AF_INET6 and not has_ipv6():
+        raise _NoIPv6(f"IPv6 loopback ::1 is not available on this host (host={host!r})")
+    sock = socket.socket(family, kind)
+    if family == socket.AF_INET6:
+        with _closed_on_error(sock):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    return sock
+
+
 def _private_dir() -> str:
     """Make a short private directory for Unix sockets (mode 0700)."""
     base = "/tmp" if os.path.isdir("/tmp") else None
@@ -134,6 +174,57 @@ def check_unix_path(path: str) -> str:
             "is a short private directory under /tmp)"
         )
     return path
+
+
+class _UnixPath:
+    """Where a Unix server binds: a path, a fresh private directory, or an abstract name.
+
+    The address half of `UnixServer` and `UnixDatagramServer`; mix it in before
+    the server base, call `_init_unix_path` first in ``__init__`` and `_bind_unix`
+    from ``_make_socket``.
+    """
+
+    _status: _Status
+    _path: str
+    _abstract: bool
+    _dir: str | None
+
+    def _init_unix_path(self, path: str | os.PathLike[str] | None, abstract: bool) -> None:
+        if not hasattr(socket, "AF_UNIX"):
+            raise ValueError("Unix sockets are not available on this platform")
+        if abstract and path is not None:
+            raise ValueError("give either path or abstract=True, not both")
+        if abstract and not sys.platform.startswith("linux"):
+            raise ValueError("abstract=True: the abstract namespace exists only on Linux")
+        self._path = check_unix_path(os.fspath(path)) if path is not None else ""
+        self._abstract = bool(abstract)
+        self._dir = None
+
+    def _bind_unix(self, sock: socket.socket) -> None:
+        if self._abstract:
+            sock.bind("")  # Linux autobind: a unique abstract name
+            self._path = os.fsdecode(sock.getsockname())
+        else:
+            if not self._path:
+                self._dir = _private_dir()
+                self._path = check_unix_path(os.path.join(self._dir, "s"))
+            sock.bind(self._path)
+
+    def _cleanup(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+        elif self._path and not self._abstract and self._status == "closed":
+            with contextlib.suppress(OSError):
+                os.unlink(self._path)
+
+    def _describe(self) -> str:
+        return format_address(self._path)
+
+    @property
+    def path(self) -> str:
+        """The socket's path (for abstract sockets, a str starting with NUL)."""
+        return self._path
 
 
 class _Closable(typing.Protocol):

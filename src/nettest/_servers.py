@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import pathlib
-import shutil
 import socket
 import ssl
 import ssl as _ssl
@@ -69,11 +67,12 @@ from ._server_base import (
     _check_buffer,
     _check_int,
     _check_positive,
+    _closed_on_error,
     _loop_thread_call,
-    _NoIPv6,
-    _private_dir,
+    _loopback_socket,
+    _Status,
+    _UnixPath,
     check_host,
-    check_unix_path,
 )
 from ._server_base import has_ipv6_loopback as has_ipv6_loopback
 
@@ -139,7 +138,7 @@ class _StreamServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
         self._server: asyncio.Server | None = None
-        self._status: typing.Literal["new", "starting", "open", "closing", "closed"] = "new"
+        self._status: _Status = "new"
         self._states: list[_ConnState] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._errors: list[tuple[Connection | None, BaseException, str]] = []
@@ -612,20 +611,15 @@ class TCPServer(_StreamServer):
         )
 
     def _make_socket(self) -> socket.socket:
-        if self._family == socket.AF_INET6 and not has_ipv6_loopback():
-            raise _NoIPv6(f"IPv6 loopback ::1 is not available on this host (host={self._host!r})")
-        sock = socket.socket(self._family, socket.SOCK_STREAM)
-        try:
-            if self._family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock = _loopback_socket(
+            self._family, socket.SOCK_STREAM, self._host, has_ipv6=has_ipv6_loopback
+        )
+        with _closed_on_error(sock):
             if self._reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             _apply_buffers(sock, self._rcvbuf, self._sndbuf)
             sock.bind((self._host, 0))
             self._port = sock.getsockname()[1]
-        except BaseException:
-            sock.close()
-            raise
         return sock
 
     def _connection_made(self, transport: asyncio.Transport) -> _ConnState:
@@ -669,7 +663,7 @@ class TCPServer(_StreamServer):
 
 
 @typing.final
-class UnixServer(_StreamServer):
+class UnixServer(_UnixPath, _StreamServer):
     """A Unix stream socket server that records every connection.
 
     By default it listens on ``s`` in a fresh private directory under /tmp,
@@ -708,15 +702,7 @@ class UnixServer(_StreamServer):
         backlog: int = 128,
         limit: int = 2**16,
     ) -> None:
-        if not hasattr(socket, "AF_UNIX"):
-            raise ValueError("Unix sockets are not available on this platform")
-        if abstract and path is not None:
-            raise ValueError("give either path or abstract=True, not both")
-        if abstract and not sys.platform.startswith("linux"):
-            raise ValueError("abstract=True: the abstract namespace exists only on Linux")
-        self._path = check_unix_path(os.fspath(path)) if path is not None else ""
-        self._abstract = bool(abstract)
-        self._dir: str | None = None
+        self._init_unix_path(path, abstract)
         super().__init__(
             handler,
             ssl=ssl,
@@ -729,36 +715,10 @@ class UnixServer(_StreamServer):
 
     def _make_socket(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
+        with _closed_on_error(sock):
             _apply_buffers(sock, self._rcvbuf, self._sndbuf)
-            if self._abstract:
-                sock.bind("")  # Linux autobind: a unique abstract name
-                self._path = os.fsdecode(sock.getsockname())
-            else:
-                if not self._path:
-                    self._dir = _private_dir()
-                    self._path = check_unix_path(os.path.join(self._dir, "s"))
-                sock.bind(self._path)
-        except BaseException:
-            sock.close()
-            raise
+            self._bind_unix(sock)
         return sock
-
-    def _cleanup(self) -> None:
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-        elif self._path and not self._abstract and self._status == "closed":
-            with contextlib.suppress(OSError):
-                os.unlink(self._path)
-
-    def _describe(self) -> str:
-        return format_address(self._path)
-
-    @property
-    def path(self) -> str:
-        """The socket's path (for abstract sockets, a str starting with NUL)."""
-        return self._path
 
     @property
     def address(self) -> str:

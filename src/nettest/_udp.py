@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import os
 import pathlib
-import shutil
 import socket
 import sys
 import typing
@@ -50,11 +48,12 @@ from ._server_base import (
     AsyncServerFactory,
     _apply_buffers,
     _check_int,
+    _closed_on_error,
     _loop_thread_call,
-    _NoIPv6,
-    _private_dir,
+    _loopback_socket,
+    _Status,
+    _UnixPath,
     check_host,
-    check_unix_path,
     has_ipv6_loopback,
 )
 
@@ -181,7 +180,7 @@ class _DatagramServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
         self._transport: asyncio.DatagramTransport | None = None
-        self._status: typing.Literal["new", "starting", "open", "closed"] = "new"
+        self._status: _Status = "new"
         self._events: list[Datagram] = []
         self._errors: list[tuple[BaseException, str]] = []
         self._errors_received: list[Exception] = []
@@ -483,12 +482,10 @@ class UDPServer(_DatagramServer):
         super().__init__(handler, rcvbuf=rcvbuf, sndbuf=sndbuf)
 
     def _make_socket(self) -> socket.socket:
-        if self._family == socket.AF_INET6 and not has_ipv6_loopback():
-            raise _NoIPv6(f"IPv6 loopback ::1 is not available on this host (host={self._host!r})")
-        sock = socket.socket(self._family, socket.SOCK_DGRAM)
-        try:
-            if self._family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock = _loopback_socket(
+            self._family, socket.SOCK_DGRAM, self._host, has_ipv6=has_ipv6_loopback
+        )
+        with _closed_on_error(sock):
             if self._reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if self._broadcast:
@@ -506,9 +503,6 @@ class UDPServer(_DatagramServer):
             else:
                 sock.bind((self._host, 0))
             self._port = sock.getsockname()[1]
-        except BaseException:
-            sock.close()
-            raise
         return sock
 
     def _describe(self) -> str:
@@ -565,14 +559,11 @@ def multicast_socket(interface: str = "127.0.0.1", *, ttl: int = 1) -> socket.so
     check_host(interface, allow_remote=False)
     _check_int("ttl", ttl + 1)  # ttl >= 0
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
+    with _closed_on_error(sock):
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
         sock.bind((interface, 0))
-    except BaseException:
-        sock.close()
-        raise
     return track(
         sock,
         what=f"multicast socket on {interface}",
@@ -582,7 +573,7 @@ def multicast_socket(interface: str = "127.0.0.1", *, ttl: int = 1) -> socket.so
 
 
 @typing.final
-class UnixDatagramServer(_DatagramServer):
+class UnixDatagramServer(_UnixPath, _DatagramServer):
     """A Unix datagram socket server that records every datagram.
 
     Like `UnixServer`, it binds ``s`` in a short private directory (or an
@@ -616,49 +607,15 @@ class UnixDatagramServer(_DatagramServer):
         rcvbuf: int | None = None,
         sndbuf: int | None = None,
     ) -> None:
-        if not hasattr(socket, "AF_UNIX"):
-            raise ValueError("Unix sockets are not available on this platform")
-        if abstract and path is not None:
-            raise ValueError("give either path or abstract=True, not both")
-        if abstract and not sys.platform.startswith("linux"):
-            raise ValueError("abstract=True: the abstract namespace exists only on Linux")
-        self._path = check_unix_path(os.fspath(path)) if path is not None else ""
-        self._abstract = bool(abstract)
-        self._dir: str | None = None
+        self._init_unix_path(path, abstract)
         super().__init__(handler, rcvbuf=rcvbuf, sndbuf=sndbuf)
 
     def _make_socket(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
+        with _closed_on_error(sock):
             _apply_buffers(sock, self._rcvbuf, self._sndbuf)
-            if self._abstract:
-                sock.bind("")
-                self._path = os.fsdecode(sock.getsockname())
-            else:
-                if not self._path:
-                    self._dir = _private_dir()
-                    self._path = check_unix_path(os.path.join(self._dir, "s"))
-                sock.bind(self._path)
-        except BaseException:
-            sock.close()
-            raise
+            self._bind_unix(sock)
         return sock
-
-    def _cleanup(self) -> None:
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-        elif self._path and not self._abstract and self._status == "closed":
-            with contextlib.suppress(OSError):
-                os.unlink(self._path)
-
-    def _describe(self) -> str:
-        return format_address(self._path)
-
-    @property
-    def path(self) -> str:
-        """The socket's path (for abstract sockets, a str starting with NUL)."""
-        return self._path
 
     @property
     def address(self) -> str:
