@@ -86,6 +86,7 @@ from ._faults import (
     SlowClose,
     Stall,
     Truncate,
+    check_faults,
 )
 
 __all__ = ["StreamSchedule"]
@@ -207,12 +208,10 @@ class _Schedule:
         self._initial = tuple(faults)
 
     def _check_kind(self, faults: Iterable[Fault]) -> None:
-        for fault in faults:
-            if not isinstance(fault, Fault):
-                raise TypeError(f"expected a fault such as Latency(0.1), got {fault!r}")
-            if self._kind not in fault._applies_to:
-                other = "TCP" if self._kind == "datagram" else "UDP"
-                raise ValueError(f"{fault!r} applies to {other} traffic only")
+        other = "TCP" if self._kind == "datagram" else "UDP"
+        check_faults(
+            faults, self._kind, lambda fault: f"{fault!r} applies to {other} traffic only"
+        )
 
     def _selected(self, fault: Fault) -> bool:
         drawn = self._draws.get(fault)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import ClassVar, Literal
 
@@ -50,6 +50,12 @@ Direction = Literal["upstream", "downstream", "both"]
 Flow = Literal["upstream", "downstream"]
 DIRECTIONS: tuple[Direction, ...] = ("upstream", "downstream", "both")
 FLOWS: tuple[Flow, ...] = ("upstream", "downstream")
+
+
+def other_flow(flow: Flow) -> Flow:
+    """Return the flow going the other way."""
+    return "downstream" if flow == "upstream" else "upstream"
+
 
 _INF = math.inf
 
@@ -578,3 +584,33 @@ class Unreachable(Fault):
     _applies_to: ClassVar[frozenset[str]] = _DATAGRAM
 
     direction: Direction = field(default="upstream", kw_only=True)
+
+
+# -- checking a list of faults -------------------------------------------------------
+
+
+def check_faults(
+    faults: Iterable[Fault], kind: str, wrong_kind: Callable[[Fault], str]
+) -> tuple[Fault, ...]:
+    """Return *faults* as a tuple, refusing anything that is not a fault of *kind*.
+
+    The proxy, the memory transports and the schedules refuse the same things;
+    each says in its own words (*wrong_kind*) why a fault of the other kind of
+    traffic does not apply to it.
+
+    Args:
+        faults: What the caller was given.
+        kind: ``"stream"`` or ``"datagram"``.
+        wrong_kind: The error message for a fault that does not apply to *kind*.
+
+    Raises:
+        TypeError: Something that is not a fault.
+        ValueError: A fault that does not apply to *kind*.
+    """
+    result = tuple(faults)
+    for fault in result:
+        if not isinstance(fault, Fault):
+            raise TypeError(f"expected a fault such as Latency(0.1), got {fault!r}")
+        if kind not in fault._applies_to:
+            raise ValueError(wrong_kind(fault))
+    return result

@@ -47,7 +47,7 @@ from ._fault_actions import (
 )
 from ._fault_engine import StreamSchedule
 from ._fault_engine_datagram import DatagramSchedule
-from ._faults import FLOWS, Fault, Flow
+from ._faults import FLOWS, Fault, Flow, check_faults, other_flow
 from ._transports import MemoryTransport
 
 if typing.TYPE_CHECKING:
@@ -114,14 +114,10 @@ class MemoryFaults:
 
 
 def _check(kind: str, faults: Iterable[Fault]) -> tuple[Fault, ...]:
-    result = tuple(faults)
-    for fault in result:
-        if not isinstance(fault, Fault):
-            raise TypeError(f"expected a fault such as Latency(0.1), got {fault!r}")
-        if kind not in fault._applies_to:
-            other = "stream" if kind == "datagram" else "datagram"
-            raise ValueError(f"{fault!r} applies to {other} transports only")
-    return result
+    other = "stream" if kind == "datagram" else "datagram"
+    return check_faults(
+        faults, kind, lambda fault: f"{fault!r} applies to {other} transports only"
+    )
 
 
 def inject_faults(end: object, faults: Iterable[Fault] = (), *, seed: int = 0) -> MemoryFaults:
@@ -316,7 +312,7 @@ class _DatagramDriver:
 
     def _transmitter(self, flow: Flow) -> Callable[[bytes, Any], None]:
         original = self.ends[flow]._transmit
-        receiver = self.ends["downstream" if flow == "upstream" else "upstream"]
+        receiver = self.ends[other_flow(flow)]
 
         def transmit(data: bytes, addr: Any) -> None:
             if addr != receiver.get_extra_info("sockname"):
@@ -335,8 +331,7 @@ class _DatagramDriver:
             if isinstance(action, Deliver):
                 target = addr
                 if target is None:
-                    other = "downstream" if action.flow == "upstream" else "upstream"
-                    target = self.ends[typing.cast("Flow", other)].get_extra_info("sockname")
+                    target = self.ends[other_flow(action.flow)].get_extra_info("sockname")
                 send = self.originals[action.flow]
                 if action.at <= now:
                     send(action.data, target)

@@ -39,7 +39,7 @@ import pytest_asyncio
 # annotations of FaultProxy's attributes, and one name it cannot resolve makes it
 # show every one of them unresolved (``Kind`` instead of ``Literal['tcp', 'udp']``).
 from ._fault_trace import ConnectionTrace  # noqa: TC001
-from ._faults import Fault, Unreachable
+from ._faults import Fault, Unreachable, check_faults
 from ._hygiene import track
 from ._proxy_sockets import (
     Address,
@@ -63,13 +63,11 @@ _BACKLOG = 1024
 
 
 def _check_faults(kind: Kind, faults: Iterable[Fault]) -> tuple[Fault, ...]:
-    result = tuple(faults)
     needed = "stream" if kind == "tcp" else "datagram"
+    result = check_faults(
+        faults, needed, lambda fault: f"{fault!r} does not apply to a {kind.upper()} proxy"
+    )
     for fault in result:
-        if not isinstance(fault, Fault):
-            raise TypeError(f"expected a fault such as Latency(0.1), got {fault!r}")
-        if needed not in fault._applies_to:
-            raise ValueError(f"{fault!r} does not apply to a {kind.upper()} proxy")
         if isinstance(fault, Unreachable) and (
             fault.trigger is not None or fault.probability != 1 or fault.direction != "upstream"
         ):

@@ -34,6 +34,7 @@ from ._fault_actions import (
     Wake,
 )
 from ._fault_engine import StreamSchedule
+from ._faults import FLOWS, other_flow
 from ._hygiene import track
 from ._proxy_sockets import (
     _abort,
@@ -58,12 +59,6 @@ _HIGH = 256 * 1024
 _LOW = 64 * 1024
 #: Seconds a closing connection waits for its peers' EOF before closing anyway.
 _CLOSE_GRACE = 1.0
-
-FLOW_ORDER: tuple[Flow, ...] = ("upstream", "downstream")
-
-
-def _other(flow: Flow) -> Flow:
-    return "downstream" if flow == "upstream" else "upstream"
 
 
 class _Side(asyncio.Protocol):
@@ -118,11 +113,11 @@ class _Side(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self.conn is not None:
-            self.conn.pause(_other(self.sends), "write")
+            self.conn.pause(other_flow(self.sends), "write")
 
     def resume_writing(self) -> None:
         if self.conn is not None:
-            self.conn.resume(_other(self.sends), "write")
+            self.conn.resume(other_flow(self.sends), "write")
 
 
 class _StreamConnection:
@@ -236,7 +231,7 @@ class _StreamConnection:
             return
         self.trace.record(now, side.sends, f"{side.role} closed")
         # Close the other side once what is queued for it has gone out.
-        towards = _other(side.sends)
+        towards = other_flow(side.sends)
         self.queues[towards].append(Close(now, towards, f"{side.role} closed"))
         self.kick(towards)
 
@@ -256,7 +251,7 @@ class _StreamConnection:
                 self.resume(action.flow, "stall")
             elif isinstance(action, Wake):
                 self.wakes.append(self.loop.call_at(action.at, self._tick))
-        for flow in FLOW_ORDER:
+        for flow in FLOWS:
             if flow in touched and not self.finished:
                 self.kick(flow)
 
