@@ -879,6 +879,68 @@ async def test_memory_transport_reads_at_most_256_kib_per_turn() -> None:
 
 
 @pytest.mark.asyncio
+async def test_link_carry_replaced_sees_every_send() -> None:
+    # Writes that fit would take the transport's shortcut past carry(); a fault
+    # layer that replaces carry must see them all the same, and in order.
+    client, server = Recorder(), Recorder()
+    c, s = memory_transport_pair(client, server, capacity=8)
+    await turns()
+    link = c._out
+    carried: list[bytes] = []
+
+    def carry(data: bytes) -> None:
+        carried.append(data)
+        link.arrive(data)
+
+    link.carry = carry
+    c.write(b"abc")  # fits: the shortcut when nothing interposes
+    c.write(b"0123456789")  # 5 bytes fit, the rest is buffered
+    assert carried == [b"abc", b"01234"]
+    assert c.get_write_buffer_size() == 5
+    await turns()
+    assert carried == [b"abc", b"01234", b"56789"]
+    assert server.received == b"abc0123456789"
+    assert link.in_flight == 0
+    c.close()
+    s.close()
+    await turns()
+
+
+async def _scripted_exchange(interpose: bool) -> tuple[list[Any], list[Any], list[int]]:
+    """Run one script of writes, reads and pauses; return what both ends saw."""
+    client, server = Recorder(), Recorder()
+    c, s = memory_transport_pair(client, server, capacity=10)
+    c.set_write_buffer_limits(high=6, low=2)
+    await turns()
+    if interpose:
+        link = c._out
+        link.carry = lambda data: link.arrive(data)  # the seam, passing everything on
+    sizes: list[int] = []
+    for step, size in enumerate([3, 4, 5, 1, 9, 2, 2, 7, 6, 1, 3, 8]):
+        c.write(bytes([65 + step]) * size)
+        sizes.append(c.get_write_buffer_size())
+        if step == 4:
+            s.pause_reading()
+        if step == 8:
+            s.resume_reading()
+        if step % 3 == 2:
+            await asyncio.sleep(0)
+            sizes.append(c.get_write_buffer_size())
+    await turns(10)
+    c.close()
+    s.close()
+    await turns()
+    flow = [(e.kind, e.buffer_size) for e in c.flow_events]
+    return server.events, client.events + flow, sizes
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_pair_shortcut_matches_the_seam() -> None:
+    # The plain link's shortcut and the full path through carry() are one behaviour.
+    assert await _scripted_exchange(interpose=False) == await _scripted_exchange(True)
+
+
+@pytest.mark.asyncio
 async def test_memory_transport_pair_manual_pump() -> None:
     client, server = Recorder(), Recorder()
     c, _ = memory_transport_pair(client, server, manual=True)

@@ -10,12 +10,19 @@ stand-in for the kernel buffers and the wire between two sockets::
      counts for                      the seam)        buffer)           protocol on the
      pause_writing)                                                      next loop turn)
 
-* :meth:`Link.move` is the *only* place bytes leave a sender's write buffer.  It
-  takes as much as the link's free ``capacity`` and the partial-write policy allow
-  (a real ``send()`` accepts what fits in the kernel buffer), counts it as in
-  flight and hands it to :attr:`Link.carry`.  ``write()`` on an empty buffer
-  offers its data to ``move(offered=data)`` directly and buffers the rest, the
-  same first attempt a socket transport's ``send()`` makes.
+* :meth:`Link.move` is how bytes leave a sender's write buffer.  It takes as
+  much as the link's free ``capacity`` and the partial-write policy allow (a real
+  ``send()`` accepts what fits in the kernel buffer), counts it as in flight and
+  hands it to :attr:`Link.carry`.  ``write()`` on an empty buffer offers its data
+  to ``move(offered=data)`` directly and buffers the rest, the same first
+  attempt a socket transport's ``send()`` makes.
+* The shortcut: when a link is *plain* (a transport receives, no partial-write
+  policy, no manual pumping) and ``carry`` is still the default, the sending
+  transport does what ``move()`` then ``arrive()`` would do itself, in
+  ``write()`` and when its buffer drains: the same accounting and the same rx
+  queue, a few calls fewer per send.  Buffered writes then reach the receiver
+  as they were written; its read joins them once, just before delivery.  A
+  fault layer that replaces ``carry`` turns the shortcut off for its link.
 * Bytes stay *in flight* until the receiving protocol has been given them (or they
   are lost), so a receiver that stops reading fills the link, and then the
   sender's write buffer grows, exactly as with a socket.
