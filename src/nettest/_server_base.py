@@ -17,11 +17,13 @@ import sys
 import tempfile
 import threading
 import typing
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from ._hygiene import track
 from ._recording import format_address
 
 #: Longest Unix socket path, in bytes, without the terminating NUL.
@@ -225,6 +227,113 @@ class _UnixPath:
     def path(self) -> str:
         """The socket's path (for abstract sockets, a str starting with NUL)."""
         return self._path
+
+
+_L = typing.TypeVar("_L", bound="_LoopbackServer")
+
+
+class _LoopbackServer:
+    """A server's life cycle, stream or datagram: bind its own socket, serve it, close.
+
+    ``start`` binds a socket of the subclass's making (`_make_socket`), serves it
+    on the running loop (`_serve`), names the server after its address
+    (`_describe`) and registers it with the hygiene gate.  If either step fails
+    the server is closed and what it made is removed (`_cleanup`).  The gate's
+    close aborts everything on the server's loop (`_abort_everything`), or only
+    closes the socket when that loop has gone.
+    """
+
+    _kind = "server"
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sock: socket.socket | None = None
+        self._status: _Status = "new"
+        self._name = f"{self._kind} (not started)"
+
+    # -- to be provided by subclasses ----------------------------------------
+
+    def _make_socket(self) -> socket.socket:
+        raise NotImplementedError  # pragma: no cover
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        """Serve the bound socket on `loop` (its transport now owns it)."""
+        raise NotImplementedError  # pragma: no cover
+
+    def _describe(self) -> str:
+        raise NotImplementedError  # pragma: no cover
+
+    def _serving(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start what runs beside the server, once it is open and named."""
+
+    def _abort_everything(self) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    def _cleanup(self) -> None:
+        """Remove what the server made besides sockets (a private directory)."""
+
+    # -- life cycle ------------------------------------------------------------
+
+    async def start(self: _L) -> _L:
+        """Bind and start serving on the running event loop; return the server."""
+        if self._status != "new":
+            raise RuntimeError(f"{self._name} was already started")
+        self._status = "starting"
+        loop = self._loop = asyncio.get_running_loop()
+        try:
+            sock = self._sock = self._make_socket()
+        except BaseException:
+            self._status = "closed"
+            self._cleanup()
+            raise
+        try:
+            await self._serve(loop, sock)
+        except BaseException:
+            sock.close()
+            self._status = "closed"
+            self._cleanup()
+            raise
+        self._name = f"{self._kind} {self._describe()}"
+        self._status = "open"
+        self._serving(loop)
+        track(
+            self,
+            what=self._name,
+            is_open=lambda s: s._status in ("open", "closing"),
+            close=lambda s: s._gate_close(),
+        )
+        return self
+
+    async def __aenter__(self: _L) -> _L:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        raise NotImplementedError  # pragma: no cover
+
+    def __del__(self) -> None:
+        if getattr(self, "_status", "new") in ("open", "closing"):
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the server has been closed (or failed to start)."""
+        return self._status == "closed"
+
+    def _gate_close(self) -> None:
+        """The hygiene gate's close: abort all on the loop, or close the socket if it is gone."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            _loop_thread_call(loop, self._abort_everything)
+            return
+        # The loop closed under the server: only the socket is left to close.
+        if self._sock is not None:
+            self._sock.close()
+        if self._status != "closed":
+            self._status = "closed"
+            self._cleanup()
 
 
 class _Closable(typing.Protocol):

@@ -70,7 +70,7 @@ from ._server_base import (
     _closed_on_error,
     _loop_thread_call,
     _loopback_socket,
-    _Status,
+    _LoopbackServer,
     _UnixPath,
     check_host,
 )
@@ -104,7 +104,7 @@ class ServerTeardownWarning(UserWarning):
 # -- the servers ----------------------------------------------------------------
 
 
-class _StreamServer:
+class _StreamServer(_LoopbackServer):
     """What TCPServer and UnixServer share: recording, handlers, waits and teardown."""
 
     _kind = "server"
@@ -135,28 +135,14 @@ class _StreamServer:
         self._sndbuf = sndbuf
         self._backlog = backlog
         self._limit = limit
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._sock: socket.socket | None = None
+        super().__init__()
         self._server: asyncio.Server | None = None
-        self._status: _Status = "new"
         self._states: list[_ConnState] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._errors: list[tuple[Connection | None, BaseException, str]] = []
         self._changed = Signal()
-        self._name = f"{self._kind} (not started)"
         #: Connections teardown had to abort, and handlers it had to cancel.
         self._aborted: list[str] = []
-
-    # -- to be provided by subclasses ----------------------------------------
-
-    def _make_socket(self) -> socket.socket:
-        raise NotImplementedError  # pragma: no cover
-
-    def _describe(self) -> str:
-        raise NotImplementedError  # pragma: no cover
-
-    def _cleanup(self) -> None:
-        """Remove what the server made besides sockets (a private directory)."""
 
     # -- life cycle ------------------------------------------------------------
 
@@ -171,61 +157,24 @@ class _StreamServer:
         Raises:
             RuntimeError: the server was already started.
         """
-        if self._status != "new":
-            raise RuntimeError(f"{self._name} was already started")
-        self._status = "starting"
-        loop = self._loop = asyncio.get_running_loop()
-        try:
-            sock = self._sock = self._make_socket()
-        except BaseException:
-            self._status = "closed"
-            self._cleanup()
-            raise
+        return await super().start()
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         extra: dict[str, Any] = {}
         if self._ssl is not None:
             extra["ssl_handshake_timeout"] = resolve_timeout(_UNSET) or 60.0
             if sys.version_info >= (3, 11):
                 extra["ssl_shutdown_timeout"] = self._close_timeout
-        try:
-            self._server = await loop.create_server(
-                self._protocol_factory,
-                sock=sock,
-                ssl=self._ssl,
-                backlog=self._backlog,
-                **extra,
-            )
-        except BaseException:
-            sock.close()
-            self._status = "closed"
-            self._cleanup()
-            raise
-        self._name = f"{self._kind} {self._describe()}"
-        self._status = "open"
-        track(
-            self,
-            what=self._name,
-            is_open=lambda s: s._status in ("open", "closing"),
-            close=lambda s: s._gate_close(),
+        self._server = await loop.create_server(
+            self._protocol_factory,
+            sock=sock,
+            ssl=self._ssl,
+            backlog=self._backlog,
+            **extra,
         )
-        return self
-
-    async def __aenter__(self: _S) -> _S:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"<{self._name} {self._status}, {len(self._states)} connections>"
-
-    def __del__(self) -> None:
-        if getattr(self, "_status", "new") in ("open", "closing"):
-            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
-
-    @property
-    def closed(self) -> bool:
-        """Whether the server has been closed (or failed to start)."""
-        return self._status == "closed"
 
     @property
     def ssl(self) -> ssl.SSLContext | None:
@@ -408,19 +357,6 @@ class _StreamServer:
 
     def _all_ended(self) -> bool:
         return not self._tasks and all(not s.conn.is_open for s in self._states)
-
-    def _gate_close(self) -> None:
-        """The hygiene gate's close: abort all on the loop, or close the socket if it is gone."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            _loop_thread_call(loop, self._abort_everything)
-            return
-        # The loop closed under the server: only the socket is left to close.
-        if self._sock is not None:
-            self._sock.close()
-        if self._status != "closed":
-            self._status = "closed"
-            self._cleanup()
 
     def _abort_everything(self) -> None:
         """Synchronous last resort (the hygiene gate's close): abort and cancel all."""

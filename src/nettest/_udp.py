@@ -17,7 +17,6 @@ import pathlib
 import socket
 import sys
 import typing
-import warnings
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -51,7 +50,7 @@ from ._server_base import (
     _closed_on_error,
     _loop_thread_call,
     _loopback_socket,
-    _Status,
+    _LoopbackServer,
     _UnixPath,
     check_host,
     has_ipv6_loopback,
@@ -150,7 +149,7 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
             self._guard("connection_lost", lambda: inner.connection_lost(exc))
 
 
-class _DatagramServer:
+class _DatagramServer(_LoopbackServer):
     """What UDPServer and UnixDatagramServer share."""
 
     _kind = "datagram server"
@@ -177,10 +176,8 @@ class _DatagramServer:
         self._handler = handler
         self._rcvbuf = rcvbuf
         self._sndbuf = sndbuf
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._sock: socket.socket | None = None
+        super().__init__()
         self._transport: asyncio.DatagramTransport | None = None
-        self._status: _Status = "new"
         self._events: list[Datagram] = []
         self._errors: list[tuple[BaseException, str]] = []
         self._errors_received: list[Exception] = []
@@ -189,16 +186,6 @@ class _DatagramServer:
         self._script_task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
         self._started_at = 0.0
-        self._name = f"{self._kind} (not started)"
-
-    def _make_socket(self) -> socket.socket:
-        raise NotImplementedError  # pragma: no cover
-
-    def _describe(self) -> str:
-        raise NotImplementedError  # pragma: no cover
-
-    def _cleanup(self) -> None:
-        pass
 
     def _now(self) -> float:
         assert self._loop is not None
@@ -213,26 +200,13 @@ class _DatagramServer:
         Raises:
             RuntimeError: it was already started.
         """
-        if self._status != "new":
-            raise RuntimeError(f"{self._name} was already started")
-        self._status = "starting"
-        loop = self._loop = asyncio.get_running_loop()
+        return await super().start()
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         self._started_at = loop.time()
-        try:
-            sock = self._sock = self._make_socket()
-        except BaseException:
-            self._status = "closed"
-            self._cleanup()
-            raise
-        try:
-            await loop.create_datagram_endpoint(lambda: _DatagramProtocol(self), sock=sock)
-        except BaseException:
-            sock.close()
-            self._status = "closed"
-            self._cleanup()
-            raise
-        self._name = f"{self._kind} {self._describe()}"
-        self._status = "open"
+        await loop.create_datagram_endpoint(lambda: _DatagramProtocol(self), sock=sock)
+
+    def _serving(self, loop: asyncio.AbstractEventLoop) -> None:
         if isinstance(self._handler, Script):
             steps = self._handler.steps
             self._script_task = loop.create_task(
@@ -244,13 +218,6 @@ class _DatagramServer:
                 is_open=lambda t: not t.done(),
                 close=lambda t: _loop_thread_call(t.get_loop(), t.cancel),
             )
-        track(
-            self,
-            what=self._name,
-            is_open=lambda s: s._status == "open",
-            close=lambda s: s._gate_close(),
-        )
-        return self
 
     async def _run_script(self, steps: tuple[Any, ...]) -> None:
         async def receive(timeout: float | None) -> tuple[bytes, Any]:
@@ -261,23 +228,8 @@ class _DatagramServer:
         except Exception as exc:
             self._record_error(exc, "the script failed")
 
-    async def __aenter__(self: _D) -> _D:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
     def __repr__(self) -> str:
         return f"<{self._name} {self._status}, {len(self.datagrams)} datagrams received>"
-
-    def __del__(self) -> None:
-        if getattr(self, "_status", "new") == "open":
-            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
-
-    @property
-    def closed(self) -> bool:
-        """Whether the server has been closed (or failed to start)."""
-        return self._status == "closed"
 
     # -- recording -------------------------------------------------------------
 
@@ -356,19 +308,6 @@ class _DatagramServer:
         return self.datagrams[:n]
 
     # -- teardown ----------------------------------------------------------------
-
-    def _gate_close(self) -> None:
-        """The hygiene gate's close: abort all on the loop, or close the socket if it is gone."""
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            _loop_thread_call(loop, self._abort_everything)
-            return
-        # The loop closed under the server: only the socket is left to close.
-        if self._sock is not None:
-            self._sock.close()
-        if self._status != "closed":
-            self._status = "closed"
-            self._cleanup()
 
     def _abort_everything(self) -> None:
         if self._transport is not None:
