@@ -45,6 +45,7 @@ from ._fault_actions import (
     UnreachableAction,
     Wake,
 )
+from ._fault_backend import FaultsInForce
 from ._fault_engine import StreamSchedule
 from ._fault_engine_datagram import DatagramSchedule
 from ._faults import FLOWS, Fault, Flow, check_faults, other_flow
@@ -58,7 +59,7 @@ __all__ = ["MemoryFaults", "inject_faults"]
 
 
 @typing.final
-class MemoryFaults:
+class MemoryFaults(FaultsInForce):
     """The faults in force on one memory pair; returned by `inject_faults`.
 
     This type has no public constructor.  Change the faults at any time with
@@ -73,40 +74,15 @@ class MemoryFaults:
         self._trace: ConnectionTrace | None = None
 
     @property
-    def faults(self) -> tuple[Fault, ...]:
-        """The faults in force, in the order they apply."""
-        return self._faults
-
-    @property
     def trace(self) -> ConnectionTrace:
         """What the pair carried and which faults fired."""
         assert self._trace is not None
         return self._trace
 
-    def add(self, fault: Fault) -> None:
-        """Add a fault; it counts from now.
+    def _check(self, faults: Iterable[Fault]) -> tuple[Fault, ...]:
+        return _check(self._kind, faults)
 
-        Raises:
-            ValueError: The fault does not apply to this kind of pair.
-        """
-        self._set((*self._faults, *_check(self._kind, [fault])))
-
-    def remove(self, fault: Fault) -> None:
-        """Remove a fault; bytes it held flow again.
-
-        Raises:
-            ValueError: The fault is not in force.
-        """
-        if fault not in self._faults:
-            raise ValueError(f"{fault!r} is not in force; faults: {list(self._faults)}")
-        self._set(tuple(f for f in self._faults if f != fault))
-
-    def clear(self) -> None:
-        """Remove every fault."""
-        self._set(())
-
-    def _set(self, faults: tuple[Fault, ...]) -> None:
-        self._faults = faults
+    def _faults_changed(self, faults: tuple[Fault, ...]) -> None:
         self._on_change(faults)
 
     def __repr__(self) -> str:

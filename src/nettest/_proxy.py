@@ -38,6 +38,7 @@ import pytest_asyncio
 # Imported at run time although only annotations use it: autodoc evaluates the
 # annotations of FaultProxy's attributes, and one name it cannot resolve makes it
 # show every one of them unresolved (``Kind`` instead of ``Literal['tcp', 'udp']``).
+from ._fault_backend import FaultsInForce
 from ._fault_trace import ConnectionTrace  # noqa: TC001
 from ._faults import Fault, Unreachable, check_faults
 from ._hygiene import track
@@ -81,7 +82,7 @@ def _check_faults(kind: Kind, faults: Iterable[Fault]) -> tuple[Fault, ...]:
 
 
 @typing.final
-class FaultProxy:
+class FaultProxy(FaultsInForce):
     """An in-process loopback proxy that injects faults into real TCP or UDP traffic.
 
     Put it between a client and any server on loopback, hand the client
@@ -339,37 +340,12 @@ class FaultProxy:
         if not self._started:
             raise RuntimeError("the proxy is not started: await proxy.start() first")
 
-    # -- faults ------------------------------------------------------------------------
+    # -- faults (`faults`, `add`, `remove` and `clear` come from FaultsInForce) ---------
 
-    @property
-    def faults(self) -> tuple[Fault, ...]:
-        """The faults in force, in the order they apply."""
-        return self._faults
+    def _check(self, faults: Iterable[Fault]) -> tuple[Fault, ...]:
+        return _check_faults(self.kind, faults)
 
-    def add(self, fault: Fault) -> None:
-        """Add a fault; it applies to open connections at once (counting from now).
-
-        Raises:
-            ValueError: The fault does not apply to this kind of proxy.
-        """
-        self._set((*self._faults, *_check_faults(self.kind, [fault])))
-
-    def remove(self, fault: Fault) -> None:
-        """Remove a fault.  Never blocks; held bytes (see `~nettest.faults.Stall`) flow again.
-
-        Raises:
-            ValueError: The fault is not in force.
-        """
-        if fault not in self._faults:
-            raise ValueError(f"{fault!r} is not in force; faults: {list(self._faults)}")
-        self._set(tuple(f for f in self._faults if f != fault))
-
-    def clear(self) -> None:
-        """Remove every fault."""
-        self._set(())
-
-    def _set(self, faults: tuple[Fault, ...]) -> None:
-        self._faults = faults
+    def _faults_changed(self, faults: tuple[Fault, ...]) -> None:
         if self._started and not self._closed:
             self._sync_port()
         for conn in list(self._connections):
