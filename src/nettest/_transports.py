@@ -364,18 +364,24 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
             room = out.capacity - out.in_flight
             n = buffer._size
             if n <= room:
-                chunks = buffer._chunks
+                # All of it, as written: the receiver's read joins what it needs.
                 out.in_flight += n
+                rx = receiver._rx
+                rx._chunks.extend(buffer._chunks)
+                rx._size += n
+                buffer._chunks.clear()
                 buffer._size = 0
-                while chunks:
-                    receiver._rx_push(chunks.popleft())
+                receiver._rx_stalled = False
+                if receiver._read_handle is None:
+                    receiver._want_read()
             elif room > 0:
                 out.in_flight += room
                 receiver._rx_push(buffer.take(room))
         else:
             out.move()
         self._after_send()
-        self._schedule_write()
+        if self._writing:
+            self._schedule_write()
 
     def _after_send(self) -> None:
         if self._conn_lost:
