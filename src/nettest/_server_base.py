@@ -178,6 +178,53 @@ def check_unix_path(path: str) -> str:
     return path
 
 
+class _LoopbackHost:
+    """Where an IP server binds: a literal loopback host, and the port the kernel picks.
+
+    The address half of `TCPServer` and `UDPServer`; mix it in before the server
+    base, call `_init_host` in ``__init__`` and `_host_socket` from ``_make_socket``.
+    """
+
+    _name: str
+    _sock: socket.socket | None
+    _family: socket.AddressFamily
+    _host: str
+    _port: int
+    _reuse_port: bool
+
+    def _init_host(self, host: str, *, allow_remote: bool) -> None:
+        self._family = check_host(host, allow_remote=allow_remote)
+        self._host = host
+        self._port = 0
+
+    def _init_reuse_port(self, reuse_port: bool) -> None:
+        if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
+            raise ValueError("reuse_port=True: SO_REUSEPORT is not available on this platform")
+        self._reuse_port = bool(reuse_port)
+
+    def _host_socket(
+        self, kind: socket.SocketKind, *, has_ipv6: Callable[[], bool]
+    ) -> socket.socket:
+        """Make the unbound socket, with SO_REUSEPORT if asked (see `_loopback_socket`)."""
+        sock = _loopback_socket(self._family, kind, self._host, has_ipv6=has_ipv6)
+        if self._reuse_port:
+            with _closed_on_error(sock):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        return sock
+
+    @property
+    def port(self) -> int:
+        """The port the server bound (0 before `start`)."""
+        return self._port
+
+    @property
+    def sockname(self) -> tuple[Any, ...]:
+        """The socket's full local address (a 4-tuple for IPv6)."""
+        if self._sock is None:
+            raise RuntimeError(f"{self._name} is not started")
+        return tuple(self._sock.getsockname())
+
+
 class _UnixPath:
     """Where a Unix server binds: a path, a fresh private directory, or an abstract name.
 

@@ -69,10 +69,9 @@ from ._server_base import (
     _check_positive,
     _closed_on_error,
     _loop_thread_call,
-    _loopback_socket,
+    _LoopbackHost,
     _LoopbackServer,
     _UnixPath,
-    check_host,
 )
 from ._server_base import has_ipv6_loopback as has_ipv6_loopback
 
@@ -475,7 +474,7 @@ class _StreamServer(_LoopbackServer):
 
 
 @typing.final
-class TCPServer(_StreamServer):
+class TCPServer(_LoopbackHost, _StreamServer):
     """A TCP server on loopback (IPv4 or IPv6, optionally TLS) that records every connection.
 
     It binds port 0 itself and keeps the socket, so the port can never be taken
@@ -529,13 +528,9 @@ class TCPServer(_StreamServer):
         backlog: int = 128,
         limit: int = 2**16,
     ) -> None:
-        self._family = check_host(host, allow_remote=allow_remote)
-        self._host = host
-        self._port = 0
+        self._init_host(host, allow_remote=allow_remote)
         self._nodelay = bool(nodelay)
-        self._reuse_port = bool(reuse_port)
-        if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
-            raise ValueError("reuse_port=True: SO_REUSEPORT is not available on this platform")
+        self._init_reuse_port(reuse_port)
         super().__init__(
             handler,
             ssl=ssl,
@@ -547,12 +542,8 @@ class TCPServer(_StreamServer):
         )
 
     def _make_socket(self) -> socket.socket:
-        sock = _loopback_socket(
-            self._family, socket.SOCK_STREAM, self._host, has_ipv6=has_ipv6_loopback
-        )
+        sock = self._host_socket(socket.SOCK_STREAM, has_ipv6=has_ipv6_loopback)
         with _closed_on_error(sock):
-            if self._reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             _apply_buffers(sock, self._rcvbuf, self._sndbuf)
             sock.bind((self._host, 0))
             self._port = sock.getsockname()[1]
@@ -574,21 +565,9 @@ class TCPServer(_StreamServer):
         return self._host
 
     @property
-    def port(self) -> int:
-        """The port the server bound (0 before `start`)."""
-        return self._port
-
-    @property
     def address(self) -> tuple[str, int]:
         """``(host, port)``: pass it as ``asyncio.open_connection(*server.address)``."""
         return (self._host, self._port)
-
-    @property
-    def sockname(self) -> tuple[Any, ...]:
-        """The listening socket's full address (a 4-tuple for IPv6)."""
-        if self._sock is None:
-            raise RuntimeError(f"{self._name} is not started")
-        return tuple(self._sock.getsockname())
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:

@@ -49,7 +49,7 @@ from ._server_base import (
     _check_int,
     _closed_on_error,
     _loop_thread_call,
-    _loopback_socket,
+    _LoopbackHost,
     _LoopbackServer,
     _UnixPath,
     check_host,
@@ -358,7 +358,7 @@ class _DatagramServer(_LoopbackServer):
 
 
 @typing.final
-class UDPServer(_DatagramServer):
+class UDPServer(_LoopbackHost, _DatagramServer):
     """A UDP server on loopback that records every datagram; optionally multicast.
 
     It binds port 0 itself and keeps the socket.  With ``group``, it joins that
@@ -403,7 +403,7 @@ class UDPServer(_DatagramServer):
         reuse_port: bool = False,
         broadcast: bool = False,
     ) -> None:
-        self._family = check_host(host, allow_remote=allow_remote)
+        self._init_host(host, allow_remote=allow_remote)
         if group is not None:
             if check_host(group, allow_remote=True, multicast=True) != socket.AF_INET:
                 raise ValueError(f"group must be an IPv4 multicast address, got {group!r}")
@@ -411,22 +411,14 @@ class UDPServer(_DatagramServer):
                 raise ValueError(f"group must be a multicast address (224.0.0.0/4), got {group!r}")
             if self._family != socket.AF_INET:
                 raise ValueError("group: multicast is supported on an IPv4 host only")
-        if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
-            raise ValueError("reuse_port=True: SO_REUSEPORT is not available on this platform")
-        self._host = host
+        self._init_reuse_port(reuse_port)
         self._group = group
-        self._port = 0
-        self._reuse_port = bool(reuse_port)
         self._broadcast = bool(broadcast)
         super().__init__(handler, rcvbuf=rcvbuf, sndbuf=sndbuf)
 
     def _make_socket(self) -> socket.socket:
-        sock = _loopback_socket(
-            self._family, socket.SOCK_DGRAM, self._host, has_ipv6=has_ipv6_loopback
-        )
+        sock = self._host_socket(socket.SOCK_DGRAM, has_ipv6=has_ipv6_loopback)
         with _closed_on_error(sock):
-            if self._reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if self._broadcast:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             _apply_buffers(sock, self._rcvbuf, self._sndbuf)
@@ -455,11 +447,6 @@ class UDPServer(_DatagramServer):
         return self._host
 
     @property
-    def port(self) -> int:
-        """The port the server bound (0 before `start`)."""
-        return self._port
-
-    @property
     def group(self) -> str | None:
         """The multicast group joined, or None."""
         return self._group
@@ -472,13 +459,6 @@ class UDPServer(_DatagramServer):
         or ``sock.sendto(data, server.address)``.
         """
         return (self._group or self._host, self._port)
-
-    @property
-    def sockname(self) -> tuple[Any, ...]:
-        """The socket's full local address (a 4-tuple for IPv6)."""
-        if self._sock is None:
-            raise RuntimeError(f"{self._name} is not started")
-        return tuple(self._sock.getsockname())
 
 
 def multicast_socket(interface: str = "127.0.0.1", *, ttl: int = 1) -> socket.socket:
