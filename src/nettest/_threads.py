@@ -40,6 +40,7 @@ __all__ = [
 _T = TypeVar("_T")
 _S = TypeVar("_S", bound="_StreamServer | _DatagramServer")
 _SS = TypeVar("_SS", bound="_StreamServer")
+_IP = TypeVar("_IP", bound="TCPServer | UDPServer")
 _W = TypeVar("_W", bound="_ThreadedServer[Any]")
 
 #: Seconds to wait for the loop thread to finish after its server closed.
@@ -222,8 +223,20 @@ class _StreamThreadMixin(_ThreadedServer[_SS]):
         return self._run(wait())
 
 
+class _HostThreadMixin(_ThreadedServer[_IP]):
+    @property
+    def host(self) -> str:
+        """The literal address the server listens on."""
+        return self._server.host
+
+    @property
+    def port(self) -> int:
+        """The port the server bound."""
+        return self._server.port
+
+
 @typing.final
-class TCPServerThread(_StreamThreadMixin[TCPServer]):
+class TCPServerThread(_StreamThreadMixin[TCPServer], _HostThreadMixin[TCPServer]):
     """A `TCPServer` on a background thread's loop, for blocking clients.
 
     Takes the arguments of `TCPServer`.  Use it as a context manager, or
@@ -241,16 +254,6 @@ class TCPServerThread(_StreamThreadMixin[TCPServer]):
         self, handler: Handler | StreamHandler | ProtocolFactory = echo, **options: Any
     ) -> None:
         super().__init__(TCPServer(handler, **options))
-
-    @property
-    def host(self) -> str:
-        """The literal address the server listens on."""
-        return self._server.host
-
-    @property
-    def port(self) -> int:
-        """The port the server bound."""
-        return self._server.port
 
     @property
     def address(self) -> tuple[str, int]:
@@ -286,7 +289,7 @@ class UnixServerThread(_StreamThreadMixin[UnixServer]):
 
 
 @typing.final
-class UDPServerThread(_ThreadedServer[UDPServer]):
+class UDPServerThread(_HostThreadMixin[UDPServer]):
     """A `UDPServer` on a background thread's loop, for blocking clients.
 
     Example::
@@ -299,16 +302,6 @@ class UDPServerThread(_ThreadedServer[UDPServer]):
 
     def __init__(self, handler: Handler | DatagramProtocolFactory = echo, **options: Any) -> None:
         super().__init__(UDPServer(handler, **options))
-
-    @property
-    def host(self) -> str:
-        """The literal address the server listens on."""
-        return self._server.host
-
-    @property
-    def port(self) -> int:
-        """The port the server bound."""
-        return self._server.port
 
     @property
     def address(self) -> tuple[str, int]:
