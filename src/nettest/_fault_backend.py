@@ -2,21 +2,28 @@
 
 The same fault values drive the loopback proxy (`nettest._proxy`) and the
 memory transports (`nettest._memory_faults`).  A test changes the faults of
-either in the same way, through `FaultsInForce`; this module holds that once.
+either in the same way, through `FaultsInForce`; and both carry out the actions
+of a `StreamSchedule` in the same way, through one `ActionQueue` per flow.
+This module holds each of those once.
 """
 
 from __future__ import annotations
 
+import collections
 import typing
+from typing import TypeAlias
+
+from ._fault_actions import Abort, Close, Deliver, SendEof
 
 # Imported at run time although only annotations use it: autodoc evaluates the
 # annotations of the classes built on FaultsInForce, this one's ``_faults`` too.
 from ._faults import Fault  # noqa: TC001
 
 if typing.TYPE_CHECKING:
-    from collections.abc import Iterable
+    import asyncio
+    from collections.abc import Callable, Iterable
 
-__all__ = ["FaultsInForce"]
+__all__ = ["ActionQueue", "FaultsInForce", "TimedAction"]
 
 
 class FaultsInForce:
@@ -66,3 +73,79 @@ class FaultsInForce:
     def _faults_changed(self, faults: tuple[Fault, ...]) -> None:
         """Apply the faults now in force to what is open."""
         raise NotImplementedError
+
+
+#: The actions a driver queues per flow: each is carried out at its time.
+TimedAction: TypeAlias = Deliver | SendEof | Close | Abort
+
+
+class ActionQueue:
+    """One flow's timed actions, carried out in order, each once its time has come.
+
+    A `StreamSchedule` gives the actions of one flow in non-decreasing time
+    order, to be carried out in that order.  asyncio's timer heap does not keep
+    equal deadlines in order, so the actions wait in a FIFO and one timer waits
+    for the head.
+
+    Args:
+        loop: The driver's loop, whose clock the schedule's times are on.
+        perform: Carries out one due action.  The action has left the queue
+            already, so `perform` may cause `kick` to run again (a receiver that
+            answers at once, say).
+        held: Whether a due action must wait all the same; `kick` again later.
+        due: What the timer calls once the head is due; `kick` by default.
+    """
+
+    __slots__ = ("_actions", "_closed", "_due", "_held", "_loop", "_perform", "_timer")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        perform: Callable[[TimedAction], None],
+        *,
+        held: Callable[[TimedAction], bool] | None = None,
+        due: Callable[[], None] | None = None,
+    ) -> None:
+        self._loop = loop
+        self._perform = perform
+        self._held = held
+        self._due = due
+        self._actions: collections.deque[TimedAction] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    def append(self, action: TimedAction) -> None:
+        """Queue *action* behind the others; `kick` carries it out."""
+        self._actions.append(action)
+
+    def kick(self) -> None:
+        """Carry out the actions that are due, and set the timer for the next one."""
+        actions = self._actions
+        now = self._loop.time()
+        while actions and not self._closed:
+            head = actions[0]
+            at = head.at
+            if at > now:
+                timer = self._timer
+                if timer is None or timer.when() != at:
+                    if timer is not None:
+                        timer.cancel()
+                    self._timer = self._loop.call_at(at, self._on_timer)
+                return
+            if self._held is not None and self._held(head):
+                return
+            actions.popleft()
+            self._perform(head)
+
+    def close(self) -> None:
+        """Cancel the timer; carry out nothing more."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._due is not None:
+            self._due()
+        else:
+            self.kick()

@@ -27,7 +27,6 @@ instead of closing the transports.
 from __future__ import annotations
 
 import asyncio
-import collections
 import errno
 import os
 import typing
@@ -45,7 +44,7 @@ from ._fault_actions import (
     UnreachableAction,
     Wake,
 )
-from ._fault_backend import FaultsInForce
+from ._fault_backend import ActionQueue, FaultsInForce, TimedAction
 from ._fault_engine import StreamSchedule
 from ._fault_engine_datagram import DatagramSchedule
 from ._faults import FLOWS, Fault, Flow, check_faults, other_flow
@@ -147,14 +146,7 @@ class _StreamDriver:
         self.handle = MemoryFaults(_kind="stream", _faults=faults)
         self.handle._trace = self.schedule.trace
         self.handle._on_change = self.update
-        self.queues: dict[Flow, collections.deque[Action]] = {
-            "upstream": collections.deque(),
-            "downstream": collections.deque(),
-        }
-        self.timers: dict[Flow, asyncio.TimerHandle | None] = {
-            "upstream": None,
-            "downstream": None,
-        }
+        self.queues = {flow: ActionQueue(self.loop, self._perform) for flow in FLOWS}
         self.lost: dict[Flow, int] = {"upstream": 0, "downstream": 0}
         self.eof_sent: set[Flow] = set()
         self.done = False
@@ -203,27 +195,10 @@ class _StreamDriver:
         if not self.done:
             self.apply(self.schedule.tick(self.loop.time()))
 
-    def _due(self, flow: Flow) -> None:
-        self.timers[flow] = None
-        self.kick(flow)
-
     def kick(self, flow: Flow) -> None:
-        queue = self.queues[flow]
-        now = self.loop.time()
-        while queue:
-            head = queue[0]
-            at = typing.cast("float", getattr(head, "at", now))
-            if at > now:
-                timer = self.timers[flow]
-                if timer is None or timer.when() != at:
-                    if timer is not None:
-                        timer.cancel()
-                    self.timers[flow] = self.loop.call_at(at, self._due, flow)
-                return
-            queue.popleft()
-            self._perform(head)
+        self.queues[flow].kick()
 
-    def _perform(self, action: Action) -> None:
+    def _perform(self, action: TimedAction) -> None:
         if isinstance(action, Deliver):
             link = self.links[action.flow]
             if self.done:

@@ -35,10 +35,11 @@ from typing import Any, Literal, Protocol
 import pytest
 import pytest_asyncio
 
+from ._fault_backend import FaultsInForce
+
 # Imported at run time although only annotations use it: autodoc evaluates the
 # annotations of FaultProxy's attributes, and one name it cannot resolve makes it
 # show every one of them unresolved (``Kind`` instead of ``Literal['tcp', 'udp']``).
-from ._fault_backend import FaultsInForce
 from ._fault_trace import ConnectionTrace  # noqa: TC001
 from ._faults import Fault, Unreachable, check_faults
 from ._hygiene import track

@@ -3,10 +3,10 @@
 Each connection `FaultProxy` accepts gets a `_StreamConnection`, which connects
 to the upstream and feeds the bytes read from either socket into the
 connection's `StreamSchedule` (`nettest._fault_engine`) with ``loop.time()``.
-The actions that come out are queued per direction (one FIFO and one timer per
-direction, because asyncio's timer heap does not keep equal deadlines in
-order) and carried out when due.  Resets are real: ``SO_LINGER(1, 0)`` and
-``abort()`` make the kernel send an RST.
+The actions that come out are queued per direction (in an `ActionQueue`: one
+FIFO and one timer per direction, because asyncio's timer heap does not keep
+equal deadlines in order) and carried out when due.  Resets are real:
+``SO_LINGER(1, 0)`` and ``abort()`` make the kernel send an RST.
 
 Flow control is end to end: the driver stops reading from a sender when more
 than 256 KiB wait for the receiver (in its queue or in the receiver's
@@ -17,7 +17,7 @@ pushes back on the real sender as a slow link would.
 from __future__ import annotations
 
 import asyncio
-import collections
+import functools
 import typing
 from collections.abc import Iterable, Sequence
 from typing import Literal
@@ -33,6 +33,7 @@ from ._fault_actions import (
     SendEof,
     Wake,
 )
+from ._fault_backend import ActionQueue, TimedAction
 from ._fault_engine import StreamSchedule
 from ._faults import FLOWS, other_flow
 from ._hygiene import track
@@ -135,13 +136,14 @@ class _StreamConnection:
             seed=proxy.seed, index=index, now=now, faults=proxy.faults, peer=peer
         )
         self.trace = self.schedule.trace
-        self.queues: dict[Flow, collections.deque[Action]] = {
-            "upstream": collections.deque(),
-            "downstream": collections.deque(),
-        }
-        self.timers: dict[Flow, asyncio.TimerHandle | None] = {
-            "upstream": None,
-            "downstream": None,
+        self.queues = {
+            flow: ActionQueue(
+                self.loop,
+                self._perform,
+                held=self._unconnected,
+                due=functools.partial(self.kick, flow),
+            )
+            for flow in FLOWS
         }
         self.queued: dict[Flow, int] = {"upstream": 0, "downstream": 0}
         self.paused: dict[Flow, set[str]] = {"upstream": set(), "downstream": set()}
@@ -265,32 +267,17 @@ class _StreamConnection:
     def _sender(self, flow: Flow) -> _Side | None:
         return self.client if flow == "upstream" else self.server
 
-    def _due(self, flow: Flow) -> None:
-        self.timers[flow] = None
-        self.kick(flow)
-
     def kick(self, flow: Flow) -> None:
-        queue = self.queues[flow]
-        now = self.loop.time()
-        while queue and not self.finished:
-            head = queue[0]
-            at = getattr(head, "at", now)
-            if at > now:
-                timer = self.timers[flow]
-                if timer is None or timer.when() != at:
-                    if timer is not None:
-                        timer.cancel()
-                    self.timers[flow] = self.loop.call_at(at, self._due, flow)
-                break
-            receiver = self._receiver(flow)
-            if receiver is None and isinstance(head, (Deliver, SendEof)):
-                break  # the upstream connection is not made yet
-            queue.popleft()
-            self._perform(head, receiver)
+        self.queues[flow].kick()
         if not self.finished:
             self._backpressure(flow)
 
-    def _perform(self, action: Action, receiver: _Side | None) -> None:
+    def _unconnected(self, action: TimedAction) -> bool:
+        """Whether *action* waits for the upstream connection, not made yet."""
+        return self._receiver(action.flow) is None and isinstance(action, (Deliver, SendEof))
+
+    def _perform(self, action: TimedAction) -> None:
+        receiver = self._receiver(action.flow)
         transport = receiver.transport if receiver is not None else None
         if isinstance(action, Deliver):
             self.queued[action.flow] -= len(action.data)
@@ -370,9 +357,10 @@ class _StreamConnection:
             return
         self.finished = True
         self.trace.record(self.loop.time(), None, "finished")
-        for timer in (*self.timers.values(), *self.wakes):
-            if timer is not None:
-                timer.cancel()
+        for queue in self.queues.values():
+            queue.close()
+        for timer in self.wakes:
+            timer.cancel()
         self.wakes.clear()
         if self.connecting is not None and not self.connecting.done():
             self.connecting.cancel()
