@@ -186,6 +186,7 @@ class _LoopbackHost:
     """
 
     _name: str
+    _socket_type: socket.SocketKind
     _sock: socket.socket | None
     _family: socket.AddressFamily
     _host: str
@@ -202,11 +203,9 @@ class _LoopbackHost:
             raise ValueError("reuse_port=True: SO_REUSEPORT is not available on this platform")
         self._reuse_port = bool(reuse_port)
 
-    def _host_socket(
-        self, kind: socket.SocketKind, *, has_ipv6: Callable[[], bool]
-    ) -> socket.socket:
+    def _host_socket(self, *, has_ipv6: Callable[[], bool]) -> socket.socket:
         """Make the unbound socket, with SO_REUSEPORT if asked (see `_loopback_socket`)."""
-        sock = _loopback_socket(self._family, kind, self._host, has_ipv6=has_ipv6)
+        sock = _loopback_socket(self._family, self._socket_type, self._host, has_ipv6=has_ipv6)
         if self._reuse_port:
             with _closed_on_error(sock):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -229,10 +228,13 @@ class _UnixPath:
     """Where a Unix server binds: a path, a fresh private directory, or an abstract name.
 
     The address half of `UnixServer` and `UnixDatagramServer`; mix it in before
-    the server base, call `_init_unix_path` first in ``__init__`` and `_bind_unix`
-    from ``_make_socket``.
+    the server base and call `_init_unix_path` first in ``__init__``.  It makes
+    and binds the server's socket.
     """
 
+    _socket_type: socket.SocketKind
+    _rcvbuf: int | None
+    _sndbuf: int | None
     _status: _Status
     _path: str
     _abstract: bool
@@ -249,15 +251,19 @@ class _UnixPath:
         self._abstract = bool(abstract)
         self._dir = None
 
-    def _bind_unix(self, sock: socket.socket) -> None:
-        if self._abstract:
-            sock.bind("")  # Linux autobind: a unique abstract name
-            self._path = os.fsdecode(sock.getsockname())
-        else:
-            if not self._path:
-                self._dir = _private_dir()
-                self._path = check_unix_path(os.path.join(self._dir, "s"))
-            sock.bind(self._path)
+    def _make_socket(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, self._socket_type)
+        with _closed_on_error(sock):
+            _apply_buffers(sock, self._rcvbuf, self._sndbuf)
+            if self._abstract:
+                sock.bind("")  # Linux autobind: a unique abstract name
+                self._path = os.fsdecode(sock.getsockname())
+            else:
+                if not self._path:
+                    self._dir = _private_dir()
+                    self._path = check_unix_path(os.path.join(self._dir, "s"))
+                sock.bind(self._path)
+        return sock
 
     def _cleanup(self) -> None:
         if self._dir is not None:
@@ -291,6 +297,8 @@ class _LoopbackServer:
     """
 
     _kind = "server"
+    #: ``SOCK_STREAM`` or ``SOCK_DGRAM``: what `_make_socket` makes.
+    _socket_type: socket.SocketKind
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None

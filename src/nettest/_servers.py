@@ -107,6 +107,7 @@ class _StreamServer(_LoopbackServer):
     """What TCPServer and UnixServer share: recording, handlers, waits and teardown."""
 
     _kind = "server"
+    _socket_type = socket.SOCK_STREAM
 
     def __init__(
         self,
@@ -542,7 +543,7 @@ class TCPServer(_LoopbackHost, _StreamServer):
         )
 
     def _make_socket(self) -> socket.socket:
-        sock = self._host_socket(socket.SOCK_STREAM, has_ipv6=has_ipv6_loopback)
+        sock = self._host_socket(has_ipv6=has_ipv6_loopback)
         with _closed_on_error(sock):
             _apply_buffers(sock, self._rcvbuf, self._sndbuf)
             sock.bind((self._host, 0))
@@ -627,13 +628,6 @@ class UnixServer(_UnixPath, _StreamServer):
             backlog=backlog,
             limit=limit,
         )
-
-    def _make_socket(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        with _closed_on_error(sock):
-            _apply_buffers(sock, self._rcvbuf, self._sndbuf)
-            self._bind_unix(sock)
-        return sock
 
     @property
     def address(self) -> str:

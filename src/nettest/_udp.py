@@ -153,6 +153,7 @@ class _DatagramServer(_LoopbackServer):
     """What UDPServer and UnixDatagramServer share."""
 
     _kind = "datagram server"
+    _socket_type = socket.SOCK_DGRAM
 
     def __init__(
         self,
@@ -417,7 +418,7 @@ class UDPServer(_LoopbackHost, _DatagramServer):
         super().__init__(handler, rcvbuf=rcvbuf, sndbuf=sndbuf)
 
     def _make_socket(self) -> socket.socket:
-        sock = self._host_socket(socket.SOCK_DGRAM, has_ipv6=has_ipv6_loopback)
+        sock = self._host_socket(has_ipv6=has_ipv6_loopback)
         with _closed_on_error(sock):
             if self._broadcast:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
@@ -528,13 +529,6 @@ class UnixDatagramServer(_UnixPath, _DatagramServer):
     ) -> None:
         self._init_unix_path(path, abstract)
         super().__init__(handler, rcvbuf=rcvbuf, sndbuf=sndbuf)
-
-    def _make_socket(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        with _closed_on_error(sock):
-            _apply_buffers(sock, self._rcvbuf, self._sndbuf)
-            self._bind_unix(sock)
-        return sock
 
     @property
     def address(self) -> str:
