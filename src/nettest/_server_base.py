@@ -1,6 +1,19 @@
 """What every loopback server shares: address checks, sockets, life cycle, fixture factories.
 
 Private helpers for `_servers`, `_udp`, `_threads` and `_prebound`.
+
+Each public server is a family crossed with an address:
+
+================  =====================  ====================
+..                `_LoopbackHost` (IP)   `_UnixPath` (Unix)
+================  =====================  ====================
+`_StreamServer`   `TCPServer`            `UnixServer`
+`_DatagramServer` `UDPServer`            `UnixDatagramServer`
+================  =====================  ====================
+
+Both families derive from `_LoopbackServer`, the life cycle (start, the
+hygiene gate's close, the unclosed-resource warning); the address mixins make
+and bind the socket, which is of the family's ``_socket_type``.
 """
 
 from __future__ import annotations
