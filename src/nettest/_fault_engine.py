@@ -68,7 +68,7 @@ from ._fault_actions import (
     SendEof,
     Wake,
 )
-from ._fault_trace import ConnectionTrace, _preview
+from ._fault_trace import ConnectionTrace
 from ._faults import (
     _NO_TRIGGER,
     FLOWS,
@@ -394,11 +394,7 @@ class StreamSchedule(_Schedule):
             at = max(item.at, self._last_at[flow])
             self._last_at[flow] = at
             if isinstance(item, _Chunk):
-                if flow == "upstream":
-                    self.trace.upstream_bytes += len(item.data)
-                else:
-                    self.trace.downstream_bytes += len(item.data)
-                self.trace.record(at, flow, f"{len(item.data)} bytes {_preview(item.data)}")
+                self.trace._forwarded(at, flow, item.data)
                 actions.append(Deliver(at, flow, item.data))
             elif isinstance(item, _Eof):
                 self._eof_out[flow] = True

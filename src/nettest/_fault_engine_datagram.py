@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from ._fault_actions import Action, Deliver, UnreachableAction, Wake
 from ._fault_engine import _Applied, _Schedule
-from ._fault_trace import _preview
 from ._faults import (
     FLOWS,
     Bandwidth,
@@ -118,13 +117,7 @@ class DatagramSchedule(_Schedule):
     def _finish(self, flow: Flow, items: list[_Dgram]) -> list[Action]:
         actions: list[Action] = []
         for item in items:
-            if flow == "upstream":
-                self.trace.upstream_bytes += len(item.data)
-            else:
-                self.trace.downstream_bytes += len(item.data)
-            self.trace.record(
-                item.at, flow, f"datagram {len(item.data)} bytes {_preview(item.data)}"
-            )
+            self.trace._forwarded(item.at, flow, item.data)
             actions.append(Deliver(item.at, flow, item.data))
         return actions
 

@@ -88,6 +88,15 @@ class ConnectionTrace:
             self.fired.append(name)
         self.record(now, flow, f"{name}: {what}")
 
+    def _forwarded(self, now: float, flow: str, data: bytes) -> None:
+        """Count and record bytes passed on to the receiver of `flow` (a chunk or a datagram)."""
+        if flow == "upstream":
+            self.upstream_bytes += len(data)
+        else:
+            self.downstream_bytes += len(data)
+        what = "datagram " if self.kind == "udp" else ""
+        self.record(now, flow, f"{what}{len(data)} bytes {_preview(data)}")
+
     def __str__(self) -> str:
         peer = self.peer
         if isinstance(peer, tuple) and len(peer) >= 2:
