@@ -256,17 +256,7 @@ class FaultProxy(FaultsInForce):
         """Stop listening, close every connection and socket; idempotent."""
         if self._closed:
             return
-        self._closed = True
-        self._stop_listening()
-        for conn in list(self._connections):
-            conn.abort()
-        for side in self._sides:  # including connections still closing gracefully
-            if side.transport is not None:
-                side.transport.abort()
-        for flow in self._flows.values():
-            flow.close()
-        for task in list(self._tasks):
-            task.cancel()
+        self._abort_now()
         waits: list[asyncio.Future[Any]] = [s.lost for s in self._sides]
         waits += [f.lost for f in self._flows.values()]
         waits += list(self._tasks)
@@ -277,17 +267,17 @@ class FaultProxy(FaultsInForce):
         self._sides.clear()
 
     def _abort_now(self) -> None:
-        """Synchronous, best-effort close for the hygiene gate."""
+        """Close everything at once; `aclose` then waits, the hygiene gate does not."""
         self._closed = True
         self._stop_listening()
         for conn in list(self._connections):
             conn.abort()
-        for side in self._sides:
+        for side in self._sides:  # including connections still closing gracefully
             if side.transport is not None:
                 side.transport.abort()
         for flow in self._flows.values():
             flow.close()
-        for task in self._tasks:
+        for task in list(self._tasks):
             task.cancel()
 
     def _stop_listening(self) -> None:
