@@ -77,7 +77,9 @@ async def test_two(tcp_server):
     writer.close()
 """
     )
-    result = pytester.runpytest(f"--asyncio-mode={mode}")
+    # In a subprocess: pytest-asyncio before 1.2 leaves the module's loop unclosed,
+    # and in-process its garbage would surface in whichever test runs next.
+    result = pytester.runpytest_subprocess(f"--asyncio-mode={mode}")
     result.assert_outcomes(passed=2)
 
 
