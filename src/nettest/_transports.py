@@ -323,9 +323,12 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
             sent = 0 if full else out.move(offered=data)
             if sent == len(data):
                 return
-            buffer.append(data[sent:] if sent else data)
+            rest = data[sent:] if sent else data
+            buffer._chunks.append(rest)
+            buffer._size = len(rest)
             self._writing = True
-            self._schedule_write()
+            if not full or out.broken:  # else _schedule_write() finds no room
+                self._schedule_write()
         flow = self._flow
         size = buffer._size
         if size > flow.peak:
