@@ -31,7 +31,9 @@ import gc
 import os
 import socket
 import stat
+import sys
 import traceback
+import types
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -67,24 +69,29 @@ class LeakError(Exception):
 LeakError.__module__ = "nettest"
 
 
-def _creation_stack() -> traceback.StackSummary:
+#: Where an object was made: (file, line, function) from the outermost frame in.
+_Stack = tuple[tuple[str, int, str], ...]
+
+
+def _creation_stack() -> _Stack:
     """Return the stack that is creating an object, from the test down to the user's call.
 
     Frames from nettest, asyncio and contextlib are left out, and so is everything
     above the frame pytest called: those say how the test ran, not who made it.
+    Only code locations are kept; source lines are read if a leak is reported.
     """
-    frames: list[traceback.FrameSummary] = []
-    for frame in reversed(traceback.extract_stack()[:-2]):
-        if frame.filename.startswith(_PLUMBING):
-            continue
-        if any(place in frame.filename for place in _RUNNERS):
-            if frames:
-                break
-            continue
-        frames.append(frame)
-        if len(frames) == _STACK_LIMIT:
-            break
-    return traceback.StackSummary.from_list(frames[::-1])
+    frames: list[tuple[str, int, str]] = []
+    frame: types.FrameType | None = sys._getframe(2)
+    while frame is not None and len(frames) < _STACK_LIMIT:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_PLUMBING):
+            if any(place in filename for place in _RUNNERS):
+                if frames:
+                    break
+            else:
+                frames.append((filename, frame.f_lineno, frame.f_code.co_name))
+        frame = frame.f_back
+    return tuple(reversed(frames))
 
 
 @dataclass(eq=False)
@@ -92,7 +99,7 @@ class _Tracked:
     ref: weakref.ReferenceType[Any]
     what: str
     owner: str | None
-    stack: traceback.StackSummary
+    stack: _Stack
     is_open: Callable[[Any], bool]
     close: Callable[[Any], object]
     #: Set when the object was still open as its event loop closed.
@@ -348,10 +355,13 @@ def _cancel(task: asyncio.Future[Any]) -> None:
     task.cancel()
 
 
-def _describe(what: str, stack: traceback.StackSummary | None) -> str:
-    if stack is None or not stack:
+def _describe(what: str, stack: _Stack | None) -> str:
+    if not stack:
         return f"  - {what}, created outside Python's socket module (no stack known)"
-    lines = "".join(stack.format()).rstrip("\n")
+    summary = traceback.StackSummary.from_list(
+        [traceback.FrameSummary(filename, lineno, name) for filename, lineno, name in stack]
+    )
+    lines = "".join(summary.format()).rstrip("\n")
     indented = "\n".join("    " + line for line in lines.splitlines())
     return f"  - {what}, created at:\n{indented}"
 
