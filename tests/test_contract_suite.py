@@ -106,19 +106,6 @@ except ImportError:  # pragma: no cover - the memory transports are not there ye
 else:
     BACKENDS["memory"] = _memory_backend()
     BACKENDS["memory-capacity-100"] = _memory_backend(capacity=100)
-    _HANGS_AFTER_PEER_RESET = (
-        "a transport whose close() waits to flush buffered bytes never gets connection_lost "
-        "when the peer closes with bytes unread (it waits forever); real transports get "
-        "connection_lost(ConnectionResetError) over TCP, (BrokenPipeError) over Unix sockets"
-    )
-    KNOWN_DISCREPANCIES["memory"] = {"peer_reset_ends_close": _HANGS_AFTER_PEER_RESET}
-    KNOWN_DISCREPANCIES["memory-capacity-100"] = {
-        "peer_reset_ends_close": _HANGS_AFTER_PEER_RESET,
-        # These cases end by closing both ends while the client still has bytes
-        # buffered and the server has bytes in flight to it: the same bug.
-        "write_buffer_limits_only_pause": _HANGS_AFTER_PEER_RESET,
-        "pause_writing_exception_reported": _HANGS_AFTER_PEER_RESET,
-    }
 
 
 def _conformance_params() -> list[Any]:

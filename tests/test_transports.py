@@ -480,6 +480,66 @@ async def test_transport_abort_with_linger_zero_resets_the_peer(
     assert client.events == [("made",), ("lost", ConnectionResetError)]
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("how", ["close", "reading paused", "write_eof", "after eof", "abort"])
+async def test_transport_with_buffered_bytes_sees_the_peer_reset_on_its_write_path(
+    connect: Connect, how: str
+) -> None:
+    # The peer closes with our bytes unread: the kernel answers with RST.  The next
+    # send() of the buffered bytes fails (ConnectionResetError over TCP, EPIPE after
+    # the peer's FIN), which ends a pending close(), a half-close or a transport that
+    # no longer reads alike; no resume_writing.
+    client, server = Recorder(keep_open=True), Recorder()
+    kwargs = {"capacity": 65536} if connect.kind == "memory" else {}  # type: ignore[attr-defined]
+    c, s = await connect(client, server, **kwargs)
+    s.pause_reading()
+    before = ["made"]
+    if how == "after eof":
+        s.write_eof()
+        await until(lambda: client.kinds() == ["made", "eof"])  # the reader stops
+        before.append("eof")
+    c.write(b"x" * 4 * 1024 * 1024)
+    assert c.get_write_buffer_size() > 0
+    if how == "close":
+        c.close()
+    elif how == "abort":
+        s.close()
+        c.abort()  # before the reset comes back: connection_lost(None), once
+    elif how != "after eof":
+        c.pause_reading()  # only a failing send can notice the reset
+        if how == "write_eof":
+            c.write_eof()
+    if how != "abort":
+        s.close()
+    await until(lambda: client.lost.done())
+    assert client.kinds() == [*before, "pause", "lost"]
+    expected = {"abort": type(None), "after eof": BrokenPipeError}.get(how, ConnectionResetError)
+    assert client.events[-1] == ("lost", expected)
+    await asyncio.sleep(0.02)
+    assert client.kinds() == [*before, "pause", "lost"]  # only once
+    assert c.get_write_buffer_size() == 0
+    assert c.is_closing()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("manual", [False, True])
+async def test_memory_transport_closing_with_a_full_buffer_ends_at_feed_reset(
+    manual: bool,
+) -> None:
+    protocol = Recorder()
+    transport = MemoryTransport(protocol, capacity=10, manual=manual)
+    await turns()
+    transport.write(b"y" * 100)
+    transport.close()
+    await turns()
+    assert protocol.kinds() == ["made"]  # waiting for the peer to read
+    transport.feed_reset()
+    assert protocol.kinds() == ["made"]  # never synchronously
+    await turns()
+    assert protocol.events == [("made",), ("lost", ConnectionResetError)]
+    assert transport.get_write_buffer_size() == 0
+
+
 # -- the test as the peer -----------------------------------------------------------------
 
 

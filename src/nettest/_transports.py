@@ -343,7 +343,7 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
     def _schedule_write(self) -> None:
         if self._writing and self._write_handle is None and not self._conn_lost:
             out = self._out
-            if not out.manual and (out.in_flight < out.capacity or out.broken):
+            if out.broken or (not out.manual and out.in_flight < out.capacity):
                 self._write_handle = self._loop.call_soon(self._write_ready)
 
     def _write_ready(self) -> None:
@@ -694,9 +694,17 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
         self._rx_eof = False
         self._rx_error = exc
         self._want_read()
+        if self._writing and self._out.broken:
+            # A socket with bytes to send is watched for writability as well, and a
+            # reset makes it writable: the next send() fails and ends the connection
+            # (_write_ready), even when nothing reads any more: close() waiting for
+            # the buffer, a paused reader, or after EOF.
+            self._schedule_write()
 
     def _rx_break_by_peer(self) -> None:
-        # A reset in CLOSE_WAIT (after the peer's FIN) is reported as EPIPE by Linux.
+        # The peer closed with bytes unread.  Linux reports the RST as ECONNRESET,
+        # or as EPIPE in CLOSE_WAIT (after the peer's FIN).  A Unix socket reports
+        # EPIPE in both cases; memory transports follow TCP whatever their family.
         code = errno.EPIPE if self._rx_eof or self._eof_seen else errno.ECONNRESET
         self._out.broken = True
         self._in.broken = True
@@ -711,7 +719,9 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
         """Reset the connection: both ends get ``connection_lost(ConnectionResetError)``.
 
         As with a TCP RST, there is no ``eof_received`` and data not yet read is
-        lost.  An end whose reading is paused notices at its next read or write.
+        lost.  An end with bytes in its write buffer notices on the next loop turn,
+        as its pending send fails, even while closing or with reading paused; any
+        other end whose reading is paused notices at its next read or write.
         """
         self._out.reset()
 
