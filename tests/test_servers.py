@@ -18,12 +18,12 @@ from nettest import _handlers as handlers
 from nettest._handlers import HandlerError
 from nettest._recording import Connection, Ending
 from nettest._servers import (
-    ServerTeardownWarning,
     TCPServer,
     TCPServerFactory,
     has_ipv6_loopback,
     tcp_server,  # noqa: F401
 )
+from nettest._stream_server import ServerTeardownWarning
 
 HOSTS = [
     "127.0.0.1",

@@ -16,7 +16,7 @@ import pytest
 from nettest import handlers
 from nettest._handlers import HandlerError
 from nettest._recording import Ending
-from nettest._servers import ServerTeardownWarning
+from nettest._stream_server import ServerTeardownWarning
 from nettest._threads import (
     TCPServerThread,
     TCPServerThreadFactory,

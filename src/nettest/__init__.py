@@ -35,12 +35,12 @@ from ._recording import Connection as Connection
 from ._recording import Datagram as Datagram
 from ._recording import Ending as Ending
 from ._recording import Event as Event
-from ._servers import ServerTeardownWarning as ServerTeardownWarning
 from ._servers import TCPServer as TCPServer
 from ._servers import TCPServerFactory as TCPServerFactory
 from ._servers import UnixServer as UnixServer
 from ._servers import UnixServerFactory as UnixServerFactory
 from ._servers import has_ipv6_loopback as has_ipv6_loopback
+from ._stream_server import ServerTeardownWarning as ServerTeardownWarning
 from ._threads import TCPServerThread as TCPServerThread
 from ._threads import TCPServerThreadFactory as TCPServerThreadFactory
 from ._threads import UDPServerThread as UDPServerThread

@@ -18,7 +18,7 @@ from ._recording import Connection, Ending
 from ._server_base import _loop_thread_call, set_reset_on_close
 
 if typing.TYPE_CHECKING:
-    from ._servers import _StreamServer
+    from ._stream_server import _StreamServer
 
 
 class _ConnState:

@@ -25,8 +25,11 @@ from ._handlers import DatagramProtocolFactory, Handler, ProtocolFactory, Stream
 from ._hygiene import instrument_loop, track
 from ._recording import _UNSET, Connection, Datagram, Ending
 from ._server_base import _NoIPv6
-from ._servers import TCPServer, UnixServer, _StreamServer
+from ._servers import TCPServer, UnixServer
 from ._udp import UDPServer, _DatagramServer
+
+if typing.TYPE_CHECKING:
+    from ._stream_server import _StreamServer
 
 __all__ = [
     "TCPServerThread",

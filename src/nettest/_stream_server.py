@@ -1,0 +1,452 @@
+"""What TCPServer and UnixServer share: accepting, handlers, recordings, waits and teardown.
+
+Theory of operation
+-------------------
+A server binds its own socket (port 0, or a path in a private directory) and
+keeps it, so no other process can take the address between "find" and "bind".
+Each accepted connection gets a ``_ConnState`` (in ``_connections``), which owns
+the real transport and the public `Connection` recording.  The handler's protocol sees a
+`_RecordingTransport` that records writes; a `_RecordingProtocol` in front of it
+records reads, EOF and how the connection ended.  Stream handlers run as tasks the
+server owns, so their exceptions are kept and raised again at teardown.
+
+Teardown (`aclose`), bounded whatever the clients do:
+
+1. close the listener;
+2. close the client connections (``Server.close_clients`` on 3.13+, our own list
+   of transports before, which is the same thing);
+3. wait up to ``close_timeout`` for the connections to end and the handlers to
+   return;
+4. abort what is left and cancel the handlers still running, then warn with
+   `ServerTeardownWarning` naming them;
+5. raise `HandlerError` if any handler failed.
+
+The concrete servers, their address handling and their fixtures are in
+``_servers``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import ssl as _ssl
+import sys
+import typing
+import warnings
+from typing import Any, TypeVar
+
+from ._connections import _ConnState, _RecordingBufferedProtocol, _RecordingProtocol
+from ._connections import _RecordingTransport as _RecordingTransport
+from ._handlers import (
+    Handler,
+    HandlerError,
+    ProtocolFactory,
+    StreamHandler,
+    classify,
+)
+from ._hygiene import track
+from ._recording import (
+    _UNSET,
+    Connection,
+    Signal,
+    format_address,
+    resolve_timeout,
+    show,
+)
+from ._server_base import (
+    _check_buffer,
+    _check_int,
+    _check_positive,
+    _loop_thread_call,
+    _LoopbackServer,
+)
+
+__all__ = ["DEFAULT_CLOSE_TIMEOUT", "ServerTeardownWarning"]
+
+_S = TypeVar("_S", bound="_StreamServer")
+
+#: Default seconds teardown waits for connections to end before aborting them.
+DEFAULT_CLOSE_TIMEOUT = 2.0
+
+
+class ServerTeardownWarning(UserWarning):
+    """A server's teardown had to abort connections or cancel handlers that did not end.
+
+    Teardown closes every connection, then waits ``close_timeout`` seconds.  A
+    client that never reads (so the server's buffered data cannot drain) or a TLS
+    peer that never answers close_notify keeps its connection open; teardown then
+    aborts it and warns with this, naming the connection.
+    """
+
+
+class _StreamServer(_LoopbackServer):
+    """What TCPServer and UnixServer share: recording, handlers, waits and teardown."""
+
+    _kind = "server"
+    _socket_type = socket.SOCK_STREAM
+
+    def __init__(
+        self,
+        handler: Handler | StreamHandler | ProtocolFactory,
+        *,
+        ssl: ssl.SSLContext | None,
+        close_timeout: float,
+        rcvbuf: int | None,
+        sndbuf: int | None,
+        backlog: int,
+        limit: int,
+    ) -> None:
+        self._handler_kind = classify(handler)
+        self._handler = handler
+        if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
+            raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(ssl).__name__}")
+        _check_positive("close_timeout", close_timeout)
+        _check_buffer("rcvbuf", rcvbuf)
+        _check_buffer("sndbuf", sndbuf)
+        _check_int("backlog", backlog)
+        _check_int("limit", limit, "(bytes)")
+        self._ssl = ssl
+        self._close_timeout = close_timeout
+        self._rcvbuf = rcvbuf
+        self._sndbuf = sndbuf
+        self._backlog = backlog
+        self._limit = limit
+        super().__init__()
+        self._server: asyncio.Server | None = None
+        self._states: list[_ConnState] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._errors: list[tuple[Connection | None, BaseException, str]] = []
+        self._changed = Signal()
+        #: Connections teardown had to abort, and handlers it had to cancel.
+        self._aborted: list[str] = []
+
+    # -- life cycle ------------------------------------------------------------
+
+    async def start(self: _S) -> _S:
+        """Bind, listen and start accepting on the running event loop.
+
+        The server belongs to that loop: use and close it there.
+
+        Returns:
+            The server itself.
+
+        Raises:
+            RuntimeError: the server was already started.
+        """
+        return await super().start()
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        extra: dict[str, Any] = {}
+        if self._ssl is not None:
+            extra["ssl_handshake_timeout"] = resolve_timeout(_UNSET) or 60.0
+            if sys.version_info >= (3, 11):
+                extra["ssl_shutdown_timeout"] = self._close_timeout
+        self._server = await loop.create_server(
+            self._protocol_factory,
+            sock=sock,
+            ssl=self._ssl,
+            backlog=self._backlog,
+            **extra,
+        )
+
+    def __repr__(self) -> str:
+        return f"<{self._name} {self._status}, {len(self._states)} connections>"
+
+    @property
+    def ssl(self) -> ssl.SSLContext | None:
+        """The server's TLS context, or None for plain connections."""
+        return self._ssl
+
+    def _protocol_factory(self) -> asyncio.BaseProtocol:
+        assert self._loop is not None
+        if self._handler_kind == "protocol":
+            factory = typing.cast("ProtocolFactory", self._handler)
+            inner = factory()
+            if not isinstance(inner, asyncio.BaseProtocol):
+                raise TypeError(
+                    f"the handler (a protocol factory) returned {type(inner).__name__}, "
+                    "not an asyncio.Protocol"
+                )
+        else:
+            reader = asyncio.StreamReader(limit=self._limit, loop=self._loop)
+            return _RecordingProtocol(
+                self, asyncio.StreamReaderProtocol(reader, loop=self._loop), reader
+            )
+        if isinstance(inner, asyncio.BufferedProtocol):
+            return _RecordingBufferedProtocol(self, inner)
+        return _RecordingProtocol(self, inner)
+
+    def _connection_made(self, transport: asyncio.Transport) -> _ConnState:
+        state = _ConnState(self, transport)
+        self._states.append(state)
+        self._changed.notify()
+        if self._status != "open":
+            # Accepted just before the listener closed: close it with the others.
+            self._loop.call_soon(state.close)  # type: ignore[union-attr]
+        return state
+
+    def _start_handler(
+        self,
+        state: _ConnState,
+        proxy: _RecordingTransport,
+        inner: asyncio.BaseProtocol,
+        reader: asyncio.StreamReader | None,
+    ) -> None:
+        if reader is None:
+            return
+        assert isinstance(inner, asyncio.StreamReaderProtocol)
+        assert self._loop is not None
+        writer = asyncio.StreamWriter(proxy, inner, reader, self._loop)
+        state.reader = reader
+        task = self._loop.create_task(self._run_handler(state, reader, writer))
+        state.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        track(
+            task,
+            what=f"handler of connection #{state.conn.index} to {self._name}",
+            is_open=lambda t: not t.done(),
+            close=lambda t: _loop_thread_call(t.get_loop(), t.cancel),
+        )
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._changed.notify()
+
+    async def _run_handler(
+        self, state: _ConnState, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        conn = state.conn
+        try:
+            if isinstance(self._handler, Handler):
+                await self._handler._serve(reader, writer, conn)
+            else:
+                await typing.cast("StreamHandler", self._handler)(reader, writer)
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:
+            tearing_down = self._status != "open"
+            if not (
+                tearing_down and isinstance(exc, (ConnectionError, asyncio.IncompleteReadError))
+            ):
+                self._record_error(conn, exc, "the handler raised")
+            state.close()
+            return
+        if not writer.is_closing():
+            writer.close()
+
+    def _record_error(self, conn: Connection | None, exc: BaseException, what: str) -> None:
+        received = conn.received if conn is not None else b""
+        self._errors.append((conn, exc, f"{what}; the client had sent {show(received)}"))
+        self._changed.notify()
+
+    # -- what it recorded ------------------------------------------------------
+
+    @property
+    def connections(self) -> tuple[Connection, ...]:
+        """Every connection accepted so far, in order (open or ended)."""
+        return tuple(s.conn for s in self._states)
+
+    @property
+    def errors(self) -> tuple[BaseException, ...]:
+        """Exceptions raised by handlers so far (raised again at teardown)."""
+        return tuple(e for _, e, _ in self._errors)
+
+    def assert_no_connections(self) -> None:
+        """Fail unless the server has accepted no connection at all.
+
+        For tests that check a client does *not* connect (a cache hit, a
+        circuit breaker that is open, a disabled feature).
+
+        Raises:
+            AssertionError: listing the connections that arrived, with their bytes.
+        """
+        if self._states:
+            raise AssertionError(
+                f"{self._name}: expected no connections; {len(self._states)} arrived:\n"
+                + self.transcript()
+            )
+
+    def transcript(self) -> str:
+        """Return the transcripts of every connection, one after the other."""
+        if not self._states:
+            return f"{self._name}: no connections"
+        return "\n".join(s.conn.transcript() for s in self._states)
+
+    async def wait_for_connections(
+        self, n: int = 1, *, timeout: float | None = _UNSET
+    ) -> tuple[Connection, ...]:
+        """Wait until the server has accepted at least ``n`` connections in all.
+
+        Args:
+            n: how many connections, counting those already accepted.
+            timeout: seconds; nettest's default timeout if not given, None for ever.
+
+        Returns:
+            The first ``n`` connections.
+
+        Raises:
+            ValueError: ``n`` < 1.
+            TimeoutError: fewer arrived; the message says how many did.
+        """
+        _check_int("n", n)
+        self._check_loop()
+        await self._changed.wait_until(
+            lambda: len(self._states) >= n,
+            resolve_timeout(timeout),
+            lambda: (
+                f"{self._name}: expected {n} connection{'s' if n != 1 else ''}; "
+                f"{len(self._states)} arrived" + "".join(f"\n  {s.conn!r}" for s in self._states)
+            ),
+        )
+        return tuple(s.conn for s in self._states[:n])
+
+    async def wait_for_bytes(
+        self, data: bytes, *, connection: int = 1, timeout: float | None = _UNSET
+    ) -> bytes:
+        """Wait until connection number ``connection`` (1-based) has received ``data``.
+
+        Waits for the connection to arrive first.  The same timeout applies to
+        each of the two waits.
+
+        Returns:
+            Everything that connection received so far.
+
+        Raises:
+            TimeoutError: the connection or the bytes did not arrive in time; the
+                message shows what did.
+        """
+        conns = await self.wait_for_connections(connection, timeout=timeout)
+        return await conns[connection - 1].wait_for(data, timeout=timeout)
+
+    def _check_loop(self) -> None:
+        if self._loop is None:
+            raise RuntimeError(f"{self._name} is not started; await server.start() first")
+        if asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError(
+                f"{self._name} belongs to another event loop than the running one; "
+                "use a server on the loop that started it (check the fixture's and the "
+                "test's loop_scope)"
+            )
+
+    # -- teardown --------------------------------------------------------------
+
+    def _all_ended(self) -> bool:
+        return not self._tasks and all(not s.conn.is_open for s in self._states)
+
+    def _abort_everything(self) -> None:
+        """Synchronous last resort (the hygiene gate's close): abort and cancel all."""
+        if self._server is not None:
+            self._server.close()
+        for state in self._states:
+            if state.conn.is_open:
+                state.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._status != "closed":
+            self._status = "closed"
+            self._cleanup()
+
+    async def aclose(self) -> None:
+        """Close the server; raise what its handlers raised.
+
+        Closes the listener, then the connections; waits up to ``close_timeout``
+        for them to end; aborts what is left (with `ServerTeardownWarning`).  It
+        never hangs.  Calling it again does nothing.
+
+        Raises:
+            HandlerError: a handler raised, or a script was not followed.
+        """
+        if self._status in ("new", "closed"):
+            self._status = "closed"
+            return
+        if self._status == "starting":
+            raise RuntimeError(f"{self._name} is still starting")
+        self._check_loop()
+        self._status = "closing"
+        server = self._server
+        assert server is not None
+        try:
+            server.close()
+            # Server.close_clients exists from 3.13 (not on uvloop's servers); before
+            # it, and always, nettest closes the transports it recorded.
+            close_clients = getattr(server, "close_clients", None)
+            if close_clients is not None:
+                close_clients()
+            for state in self._states:
+                if state.conn.is_open:
+                    state.close()
+            await self._bounded_wait(self._close_timeout)
+            if not self._all_ended():
+                for state in self._states:
+                    conn = state.conn
+                    if conn.is_open:
+                        self._aborted.append(
+                            f"connection #{conn.index} from {format_address(conn.peer)} "
+                            f"(received {len(conn._received)} bytes, sent {len(conn._sent)})"
+                        )
+                        state.abort()
+                    if state.task is not None and not state.task.done():
+                        self._aborted.append(
+                            f"the handler of connection #{conn.index} (cancelled)"
+                        )
+                        state.task.cancel()
+                await self._bounded_wait(1.0)
+            try:
+                if sys.version_info >= (3, 12):
+                    # From 3.12 wait_closed waits for every accepted connection,
+                    # including TLS handshakes nettest never saw: bound it.
+                    await asyncio.wait_for(server.wait_closed(), self._close_timeout)
+                else:  # before 3.12 it returns at once once the server is closed
+                    await server.wait_closed()
+            except asyncio.TimeoutError:
+                # Connections nettest never saw: accepted, still in the TLS handshake.
+                abort_clients = getattr(server, "abort_clients", None)
+                if abort_clients is not None:
+                    abort_clients()
+                    self._aborted.append("connections still in the TLS handshake")
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(server.wait_closed(), 1.0)
+                else:  # Python 3.12 has no way to reach them
+                    self._aborted.append(
+                        "connections still in the TLS handshake could not be aborted "
+                        "(no Server.abort_clients before Python 3.13); they end when the "
+                        "client closes or the handshake times out"
+                    )
+        finally:
+            self._status = "closed"
+            self._cleanup()
+        self._raise_errors()
+
+    async def _bounded_wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await self._changed.wait_until(self._all_ended, timeout, lambda: "")
+
+    def _raise_errors(self) -> None:
+        aborted = ""
+        if self._aborted:
+            aborted = (
+                f"{self._name}: teardown had to abort after {self._close_timeout:g} s: "
+                + "; ".join(self._aborted)
+            )
+        if self._errors:
+            lines = [
+                f"{self._name}: {len(self._errors)} handler error"
+                f"{'s' if len(self._errors) != 1 else ''}:"
+            ]
+            for conn, exc, what in self._errors:
+                where = (
+                    f"connection #{conn.index} from {format_address(conn.peer)}"
+                    if conn is not None
+                    else "the server"
+                )
+                detail = str(exc).replace("\n", "\n    ")
+                lines.append(f"  {where}: {type(exc).__name__}: {detail}\n    ({what})")
+            if aborted:
+                lines.append(aborted)
+            errors = self.errors
+            raise HandlerError("\n".join(lines), errors) from errors[0]
+        if aborted:
+            warnings.warn(ServerTeardownWarning(aborted), stacklevel=3)
