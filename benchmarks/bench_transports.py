@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 
-from nettest._transports import memory_stream_pair
+from nettest._transport_pairs import memory_stream_pair
 
 Streams = tuple[
     tuple[asyncio.StreamReader, asyncio.StreamWriter],

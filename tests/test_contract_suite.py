@@ -100,7 +100,7 @@ def _memory_backend(**options: Any) -> TransportPairFactory:
 KNOWN_DISCREPANCIES: dict[str, dict[str, str]] = {}
 
 try:
-    from nettest._transports import memory_transport_pair
+    from nettest._transport_pairs import memory_transport_pair
 except ImportError:  # pragma: no cover - the memory transports are not there yet
     pass
 else:

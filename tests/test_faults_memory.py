@@ -29,7 +29,7 @@ from nettest._faults import (
 )
 from nettest._hygiene import instrument_loop
 from nettest._memory_faults import inject_faults
-from nettest._transports import memory_stream_pair, memory_transport_pair
+from nettest._transport_pairs import memory_stream_pair, memory_transport_pair
 
 
 def run_in_loop_time(scenario: Callable[[], Awaitable[None]]) -> None:

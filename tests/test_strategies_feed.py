@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from nettest import strategies as nst
-from nettest._transports import MemoryTransport, memory_transport_pair
+from nettest._transport_pairs import memory_transport_pair
+from nettest._transports import MemoryTransport
 
 NO_DB = settings(
     database=None,

@@ -20,7 +20,7 @@ from hypothesis.stateful import (
 )
 
 from nettest import strategies as nst
-from nettest._transports import memory_transport_pair
+from nettest._transport_pairs import memory_transport_pair
 
 FAST = settings(
     database=None,

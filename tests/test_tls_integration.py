@@ -22,7 +22,7 @@ from nettest._tls import (
     new_ca,
 )
 from nettest._tls_bad import TLSBadCaseFactory, tls_bad_case_factory  # noqa: F401
-from nettest._transports import memory_stream_pair, memory_transport_pair
+from nettest._transport_pairs import memory_stream_pair, memory_transport_pair
 from test_tls import TIMEOUT, asyncio_exchange
 
 T = TypeVar("T")

@@ -19,13 +19,8 @@ import pytest
 import pytest_asyncio
 
 from nettest._flow import FlowEvent, WriteFlow, resolve_limits
-from nettest._transports import (
-    DEFAULT_CAPACITY,
-    MemorySocket,
-    MemoryTransport,
-    memory_stream_pair,
-    memory_transport_pair,
-)
+from nettest._transport_pairs import memory_stream_pair, memory_transport_pair
+from nettest._transports import DEFAULT_CAPACITY, MemorySocket, MemoryTransport
 
 # -- helpers -------------------------------------------------------------------------
 
@@ -1242,7 +1237,7 @@ def test_memory_transport_left_open_is_reported_by_the_hygiene_gate(
         """
         import asyncio
         import pytest
-        from nettest._transports import memory_transport_pair
+        from nettest._transport_pairs import memory_transport_pair
 
         @pytest.mark.asyncio
         async def test_leaks():

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from nettest._transports import MemoryTransport, memory_transport_pair
+from nettest._transport_pairs import memory_transport_pair
+from nettest._transports import MemoryTransport
 
 
 class Checked(asyncio.Protocol):

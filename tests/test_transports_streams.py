@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from nettest._transports import MemoryTransport, memory_stream_pair, memory_transport_pair
+from nettest._transport_pairs import memory_stream_pair, memory_transport_pair
+from nettest._transports import MemoryTransport
 
 
 async def turns(n: int = 5) -> None:

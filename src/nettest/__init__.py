@@ -57,11 +57,11 @@ from ._tls_bad import TLSBadCaseFactory as TLSBadCaseFactory
 from ._tls_bad import make_tls_bad_case as make_tls_bad_case
 from ._tls_files import TLSFiles as TLSFiles
 from ._tls_files import write_tls_files as write_tls_files
+from ._transport_pairs import memory_stream_pair as memory_stream_pair
+from ._transport_pairs import memory_transport_pair as memory_transport_pair
 from ._transports import DEFAULT_CAPACITY as DEFAULT_CAPACITY
 from ._transports import MemorySocket as MemorySocket
 from ._transports import MemoryTransport as MemoryTransport
-from ._transports import memory_stream_pair as memory_stream_pair
-from ._transports import memory_transport_pair as memory_transport_pair
 from ._udp import UDPServer as UDPServer
 from ._udp import UDPServerFactory as UDPServerFactory
 from ._udp import UnixDatagramServer as UnixDatagramServer

@@ -12,6 +12,11 @@ which holds the in-flight capacity and the seam for fault injection.
 Where CPython versions differ, the newer behaviour is used when it fixes a bug
 that real sockets do not have (a paused reader is never woken by
 ``connection_made``, as in 3.12+).
+
+This module holds the transport's construction, its sending side, closing and
+resets.  The receiving side is in ``_transport_reading``, the methods for a test
+playing the peer in ``_transport_controls``, and the pair makers
+(`memory_transport_pair`, `memory_stream_pair`) in ``_transport_pairs``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ import socket
 import sys
 import typing
 from asyncio import constants as _asyncio_constants
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,15 +35,15 @@ from ._endpoint import FlowControlled, MemorySocket, stream_addresses
 from ._flow import WriteFlow
 from ._hygiene import track
 from ._links import ByteQueue, Link, PartialWrites, connection_reset
-from ._settings import default_timeout
+from ._transport_controls import _PeerControls
+from ._transport_reading import _MAX_READ, _Chunker, _Receiving
+from ._transport_reading import Chunks as Chunks
 
 __all__ = [
     "DEFAULT_CAPACITY",
     "Chunks",
     "MemorySocket",
     "MemoryTransport",
-    "memory_stream_pair",
-    "memory_transport_pair",
 ]
 
 logger = logging.getLogger("asyncio")
@@ -47,16 +51,8 @@ logger = logging.getLogger("asyncio")
 #: Bytes in flight per direction by default: a stand-in for the kernel's buffers, the
 #: default receive buffer of a Linux TCP socket (``net.ipv4.tcp_rmem``).
 DEFAULT_CAPACITY = 128 * 1024
-#: As in asyncio: ``recv()`` size, and the connection-lost write warning threshold.
-_MAX_READ = 256 * 1024
+#: As in asyncio: the connection-lost write warning threshold.
 _LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
-
-#: How the receiver's reads are cut: a list of sizes used in turn (then everything
-#: available), or a function of the number of bytes available returning the size
-#: of the next read (0 waits for more, unless the stream has ended).
-Chunks = Sequence[int] | Callable[[int], int] | None
-
-_DEFAULT = object()
 
 
 def _check_capacity(capacity: int) -> int:
@@ -71,38 +67,8 @@ def _check_partial_writes(policy: PartialWrites) -> PartialWrites:
     return policy
 
 
-class _Chunker:
-    """Decides the size of each read from the bytes available."""
-
-    __slots__ = ("_function", "_sizes")
-
-    def __init__(self, chunks: Chunks) -> None:
-        self._sizes: deque[int] = deque()
-        self._function: Callable[[int], int] | None = None
-        if callable(chunks):
-            self._function = chunks
-        elif chunks is not None:
-            for size in chunks:
-                if size < 1:
-                    raise ValueError(f"chunk sizes must be >= 1, got {size!r}")
-            self._sizes.extend(chunks)
-
-    def next_size(self, available: int, ended: bool) -> int:
-        """Return how many bytes to deliver now (0: wait for more)."""
-        if self._function is not None:
-            size = self._function(available)
-            if size < 0:
-                raise ValueError(f"chunk sizes must be >= 0, got {size!r} from {self._function!r}")
-            if size == 0:
-                return min(available, _MAX_READ) if ended else 0
-            return min(size, available, _MAX_READ)
-        if self._sizes:
-            return min(self._sizes.popleft(), available)
-        return min(available, _MAX_READ)
-
-
 @typing.final
-class MemoryTransport(FlowControlled, asyncio.Transport):
+class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transport):
     """An `asyncio.Transport` in memory, for one protocol, where the test plays the peer.
 
     The transport behaves like a TCP socket transport of the default event loop:
@@ -432,173 +398,6 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
         """Return True: memory transports can half-close."""
         return True
 
-    # -- reading -------------------------------------------------------------------
-
-    def is_reading(self) -> bool:
-        """Return True unless reading is paused or the transport is closing."""
-        return not self._paused and not self._closing
-
-    def pause_reading(self) -> None:
-        """Stop delivering data; arriving bytes wait (and fill the link's capacity)."""
-        if self._closing or self._paused:
-            return
-        self._paused = True
-        if self._read_handle is not None:
-            self._read_handle.cancel()
-            self._read_handle = None
-
-    def resume_reading(self) -> None:
-        """Deliver again, from the next loop turn (never inside this call)."""
-        if self._closing or not self._paused:
-            return
-        self._paused = False
-        self._want_read()
-
-    def _start_reading(self) -> None:
-        self._reader_on = True
-        self._want_read()
-
-    def _want_read(self) -> None:
-        if (
-            self._read_handle is None
-            and self._reader_on
-            and not self._paused
-            and not self._closing
-            and not self._eof_seen
-            and not self._conn_lost
-            and (
-                (self._rx._size and not self._rx_stalled)
-                or self._rx_eof
-                or self._rx_error is not None
-            )
-        ):
-            self._read_handle = self._loop.call_soon(self._read_ready)
-
-    def _rx_push(self, data: bytes) -> None:
-        rx = self._rx
-        rx._chunks.append(data)
-        rx._size += len(data)
-        self._rx_stalled = False
-        if (  # _want_read(), knowing that there is something to read
-            self._read_handle is None
-            and self._reader_on
-            and not self._paused
-            and not self._closing
-            and not self._eof_seen
-            and not self._conn_lost
-        ):
-            self._read_handle = self._loop.call_soon(self._read_ready)
-
-    def _rx_eof_arrived(self) -> None:
-        self._rx_eof = True
-        self._want_read()
-
-    def _read_ready(self) -> None:
-        self._read_handle = None
-        if self._conn_lost or self._closing or self._paused or self._eof_seen:
-            return
-        if self._rx_error is not None:
-            self._fatal_error(self._rx_error, "Fatal read error on socket transport")
-            return
-        rx = self._rx
-        if not rx._size:
-            if self._rx_eof:
-                self._read_eof()
-        elif self._chunker is not None or self._buffered:
-            self._read_data()
-        else:
-            # The common case of _read_data(): everything available, up to _MAX_READ,
-            # to data_received().
-            chunks = rx._chunks
-            n = rx._size
-            if n > _MAX_READ:
-                n = _MAX_READ
-                data = rx.take(n)
-            elif len(chunks) == 1:
-                data = chunks.popleft()
-                rx._size = 0
-            else:
-                data = b"".join(chunks)
-                chunks.clear()
-                rx._size = 0
-            link = self._in
-            link.in_flight -= n
-            sender = link.sender
-            if sender is not None and sender._writing:
-                sender._schedule_write()
-            try:
-                self._protocol.data_received(data)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
-        if rx._size or self._rx_eof or self._rx_error is not None:
-            self._want_read()
-
-    def _read_data(self) -> None:
-        available = self._rx._size
-        if self._chunker is None:
-            n = available if available < _MAX_READ else _MAX_READ
-        else:
-            try:
-                n = self._chunker.next_size(available, self._rx_eof)
-            except ValueError as exc:
-                self._fatal_error(exc, "Fatal error: the chunks policy failed.")
-                return
-        if n == 0:
-            self._rx_stalled = True  # the chunks policy waits for more bytes
-            return
-        if self._buffered:
-            protocol: Any = self._protocol
-            try:
-                buf = memoryview(protocol.get_buffer(-1)).cast("B")
-                if not len(buf):
-                    raise RuntimeError("get_buffer() returned an empty buffer")
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
-                return
-            n = min(n, len(buf))
-            try:
-                buf[:n] = self._rx.take(n)  # what recv_into() does
-            except (TypeError, ValueError) as exc:  # a read-only buffer, say
-                self._fatal_error(exc, "Fatal read error on socket transport")
-                return
-            self._in.consumed(n)
-            try:
-                protocol.buffer_updated(n)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
-            return
-        rx = self._rx
-        if n == rx._size and len(rx._chunks) == 1:  # the common case: one piece, all of it
-            data = rx._chunks.popleft()
-            rx._size = 0
-        else:
-            data = rx.take(n)
-        self._in.consumed(n)
-        try:
-            self._protocol.data_received(data)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
-
-    def _read_eof(self) -> None:
-        self._eof_seen = True
-        try:
-            keep_open = typing.cast("asyncio.Protocol", self._protocol).eof_received()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
-            return
-        if not keep_open:
-            self.close()
-
     # -- closing ---------------------------------------------------------------------
 
     def is_closing(self) -> bool:
@@ -619,11 +418,6 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
     def abort(self) -> None:
         """Close at once, discarding the write buffer."""
         self._force_close(None)
-
-    def _stop_reading(self) -> None:
-        if self._read_handle is not None:
-            self._read_handle.cancel()
-            self._read_handle = None
 
     def _fatal_error(self, exc: BaseException, message: str) -> None:
         if not isinstance(exc, OSError):
@@ -724,243 +518,3 @@ class MemoryTransport(FlowControlled, asyncio.Transport):
         other end whose reading is paused notices at its next read or write.
         """
         self._out.reset()
-
-    # -- the test as the peer --------------------------------------------------------
-
-    def _test_link(self, which: str) -> Link:
-        link = self._out if which == "out" else self._in
-        if (link.receiver if which == "out" else link.sender) is not None:
-            raise RuntimeError(
-                "this transport is connected to another transport, not to the test; "
-                "use the other end of the pair"
-            )
-        return link
-
-    def peek_written(self) -> bytes:
-        """Return what the protocol wrote and the peer received, without taking it."""
-        return bytes(self._test_link("out").unread)
-
-    def take_written(self, max_bytes: int | None = None) -> bytes:
-        """Take what the protocol wrote off the wire, as a reading peer would.
-
-        This frees capacity: the write buffer drains on the next loop turn and
-        ``resume_writing`` fires once it is at the low-water mark.
-
-        Raises:
-            RuntimeError: the transport is an end of a pair.
-        """
-        return self._test_link("out").take_unread(max_bytes)
-
-    @property
-    def written_eof(self) -> bool:
-        """Whether the protocol's EOF (``write_eof()`` or closing) reached the peer."""
-        return self._test_link("out").unread_eof
-
-    async def receive_written(self, nbytes: int, *, timeout: Any = _DEFAULT) -> bytes:
-        """Wait until the protocol has written ``nbytes`` more bytes, and take them.
-
-        Raises:
-            TimeoutError: not enough bytes in time; the message shows what arrived.
-            EOFError: the protocol closed its side first.
-        """
-        link = self._test_link("out")
-        wait = default_timeout() if timeout is _DEFAULT else typing.cast("float | None", timeout)
-
-        def ready() -> bool:
-            return len(link.unread) >= nbytes or link.unread_eof or link.broken or self._closed
-
-        try:
-            await asyncio.wait_for(link.wait_unread(ready), wait)
-        except asyncio.TimeoutError:
-            raise TimeoutError(
-                f"expected {nbytes} bytes written by the protocol within {wait}s; "
-                f"got {len(link.unread)}: {bytes(link.unread[:200])!r}"
-            ) from None
-        if len(link.unread) < nbytes:
-            raise EOFError(
-                f"expected {nbytes} bytes written by the protocol, but it closed its side "
-                f"after {len(link.unread)}: {bytes(link.unread[:200])!r}"
-            )
-        return link.take_unread(nbytes)
-
-    def feed_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Send the protocol ``data`` from the peer; it is read on a later loop turn.
-
-        Raises:
-            TypeError: ``data`` is not bytes-like.
-            RuntimeError: after ``feed_eof()``, or on an end of a pair.
-        """
-        link = self._test_link("in")
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(
-                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
-            )
-        if link.fin_sent:
-            raise RuntimeError("Cannot call feed_data() after feed_eof()")
-        if data:
-            link.in_flight += len(data)
-            link.carry(bytes(data))
-
-    def feed_eof(self) -> None:
-        """Send the protocol EOF from the peer (``eof_received`` after pending data)."""
-        self._test_link("in").send_fin()
-
-    def feed_reset(self) -> None:
-        """Reset the connection from the peer: ``connection_lost(ConnectionResetError)``."""
-        self._test_link("in")
-        self._reset_connection()
-
-    def feed_error(self, exc: Exception) -> None:
-        """Make the next read fail with ``exc``, which the transport treats as fatal."""
-        self._test_link("in")
-        self._rx_break(exc)
-
-
-def memory_transport_pair(
-    client_protocol: asyncio.BaseProtocol,
-    server_protocol: asyncio.BaseProtocol,
-    *,
-    capacity: int = DEFAULT_CAPACITY,
-    manual: bool = False,
-    partial_writes: int | Callable[[int], int] | None = None,
-    chunks: Sequence[int] | Callable[[int], int] | None = None,
-    client_address: Any = None,
-    server_address: Any = None,
-    family: int = socket.AF_INET,
-) -> tuple[MemoryTransport, MemoryTransport]:
-    """Connect two protocols through two :class:`MemoryTransport` objects.
-
-    The pair behaves like a TCP connection on the running loop: each direction
-    holds at most ``capacity`` bytes in flight, so a receiver that stops reading
-    fills it, then the sender's write buffer grows, then ``pause_writing`` fires.
-    Both ``connection_made`` calls come on the next loop turn.
-
-    Args:
-        client_protocol: Connected to the first transport.
-        server_protocol: Connected to the second transport.
-        capacity: Bytes in flight per direction (the kernel buffers).
-        manual: If true, nothing moves until :meth:`MemoryTransport.pump`.
-        partial_writes: How much of each send the peer accepts, for both ends.
-        chunks: How each receiver's reads are cut, for both ends.
-        client_address: The client's address (default: loopback, ephemeral port).
-        server_address: The server's address (default: loopback, port 8080).
-        family: `socket.AF_INET`, `socket.AF_INET6` or `socket.AF_UNIX`.
-
-    Returns:
-        ``(client_transport, server_transport)``.
-
-    Raises:
-        ValueError: ``capacity``, ``partial_writes`` or a chunk size below 1.
-
-    Example:
-        ::
-
-            client, server = memory_transport_pair(ClientProtocol(), ServerProtocol())
-            await asyncio.sleep(0)  # connection_made on both sides
-            client.write(b"hello")
-    """
-    _check_capacity(capacity)
-    _check_partial_writes(partial_writes)
-    default_client, default_server = stream_addresses(family)
-    client_address = default_client if client_address is None else client_address
-    server_address = default_server if server_address is None else server_address
-    if isinstance(chunks, Sequence):
-        chunks = list(chunks)  # each end uses its own copy
-    client = MemoryTransport._create_unlinked(
-        client_protocol,
-        sockname=client_address,
-        peername=server_address,
-        family=family,
-        chunks=chunks,
-    )
-    server = MemoryTransport._create_unlinked(
-        server_protocol,
-        sockname=server_address,
-        peername=client_address,
-        family=family,
-        chunks=chunks,
-    )
-    for sender, receiver in ((client, server), (server, client)):
-        link = Link(
-            sender, receiver, capacity=capacity, manual=manual, partial_writes=partial_writes
-        )
-        sender._out = link
-        receiver._in = link
-    client._peer, server._peer = server, client
-    client._start()
-    server._start()
-    return client, server
-
-
-def memory_stream_pair(
-    *,
-    capacity: int = DEFAULT_CAPACITY,
-    limit: int = 2**16,
-    manual: bool = False,
-    partial_writes: int | Callable[[int], int] | None = None,
-    chunks: Sequence[int] | Callable[[int], int] | None = None,
-) -> tuple[
-    tuple[asyncio.StreamReader, asyncio.StreamWriter],
-    tuple[asyncio.StreamReader, asyncio.StreamWriter],
-]:
-    """Make two connected asyncio streams over a :func:`memory_transport_pair`.
-
-    What ``asyncio.open_connection`` and a server's callback would give, in memory:
-    the writers' ``drain()`` blocks while the peer does not read, and
-    ``StreamWriter.start_tls`` works on both sides (the server side negotiates as
-    the server).  Must be called while the loop runs.
-
-    Args:
-        capacity: Bytes in flight per direction.
-        limit: The readers' buffer limit (as for `asyncio.open_connection`).
-        manual: If true, nothing moves until a transport's ``pump()``.
-        partial_writes: How much of each send the peer accepts.
-        chunks: How each reader's data is cut.
-
-    Returns:
-        ``((client_reader, client_writer), (server_reader, server_writer))``.
-
-    Example:
-        ::
-
-            (c_reader, c_writer), (s_reader, s_writer) = memory_stream_pair()
-            c_writer.write(b"hi\\n")
-            assert await s_reader.readline() == b"hi\\n"
-    """
-    loop = asyncio.get_running_loop()
-    client_reader = asyncio.StreamReader(limit=limit, loop=loop)
-    server_reader = asyncio.StreamReader(limit=limit, loop=loop)
-    client_protocol = asyncio.StreamReaderProtocol(client_reader, loop=loop)
-    server_protocol = _ServerStreamProtocol(server_reader, _server_side_marker, loop=loop)
-    client_transport, server_transport = memory_transport_pair(
-        client_protocol,
-        server_protocol,
-        capacity=capacity,
-        manual=manual,
-        partial_writes=partial_writes,
-        chunks=chunks,
-    )
-    client_writer = asyncio.StreamWriter(client_transport, client_protocol, client_reader, loop)
-    server_writer = asyncio.StreamWriter(server_transport, server_protocol, server_reader, loop)
-    return (client_reader, client_writer), (server_reader, server_writer)
-
-
-class _ServerStreamProtocol(asyncio.StreamReaderProtocol):
-    """The server end of a memory stream pair.
-
-    ``StreamWriter.start_tls()`` negotiates as the server when the protocol has a
-    ``client_connected_cb``.  This protocol has one, but hides it from
-    ``connection_made`` so that the protocol does not make a second writer.
-    """
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        state = self.__dict__
-        callback, state["_client_connected_cb"] = state["_client_connected_cb"], None
-        try:
-            super().connection_made(transport)
-        finally:
-            state["_client_connected_cb"] = callback
-
-
-def _server_side_marker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Marks a memory stream protocol as the server's (never called)."""

@@ -1,0 +1,260 @@
+"""The receiving side of a :class:`~nettest.MemoryTransport`: reads, chunking, EOF.
+
+As in ``_SelectorSocketTransport`` (CPython ``asyncio/selector_events.py``): the
+first read is allowed once ``connection_made`` was called; then each loop turn
+delivers one read of at most 256 KiB to ``data_received`` (or through
+``get_buffer``/``buffer_updated`` for a `asyncio.BufferedProtocol`), cut by the
+``chunks`` policy if there is one; EOF comes after the data, and
+``pause_reading`` holds arriving bytes back, where they fill the link's capacity.
+
+``_Receiving`` is a mixin of :class:`~nettest.MemoryTransport`, which sets the
+state it reads; the sending side, closing and resets stay in ``_transports``.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+if typing.TYPE_CHECKING:
+    import asyncio
+
+    from ._links import ByteQueue, Link
+
+__all__ = ["Chunks"]
+
+#: As in asyncio: the most one ``recv()`` returns.
+_MAX_READ = 256 * 1024
+
+#: How the receiver's reads are cut: a list of sizes used in turn (then everything
+#: available), or a function of the number of bytes available returning the size
+#: of the next read (0 waits for more, unless the stream has ended).
+Chunks = Sequence[int] | Callable[[int], int] | None
+
+
+class _Chunker:
+    """Decides the size of each read from the bytes available."""
+
+    __slots__ = ("_function", "_sizes")
+
+    def __init__(self, chunks: Chunks) -> None:
+        self._sizes: deque[int] = deque()
+        self._function: Callable[[int], int] | None = None
+        if callable(chunks):
+            self._function = chunks
+        elif chunks is not None:
+            for size in chunks:
+                if size < 1:
+                    raise ValueError(f"chunk sizes must be >= 1, got {size!r}")
+            self._sizes.extend(chunks)
+
+    def next_size(self, available: int, ended: bool) -> int:
+        """Return how many bytes to deliver now (0: wait for more)."""
+        if self._function is not None:
+            size = self._function(available)
+            if size < 0:
+                raise ValueError(f"chunk sizes must be >= 0, got {size!r} from {self._function!r}")
+            if size == 0:
+                return min(available, _MAX_READ) if ended else 0
+            return min(size, available, _MAX_READ)
+        if self._sizes:
+            return min(self._sizes.popleft(), available)
+        return min(available, _MAX_READ)
+
+
+class _Receiving:
+    """Delivers what arrived on ``_in`` to the protocol, one read per loop turn."""
+
+    _loop: asyncio.AbstractEventLoop
+    _protocol: Any
+    _buffered: bool  # the protocol is an asyncio.BufferedProtocol
+    _chunker: _Chunker | None
+    _in: Link
+    _closing: bool
+    _conn_lost: int
+    _paused: bool  # pause_reading() in force
+    _reader_on: bool  # the first read was allowed (after connection_made)
+    _eof_seen: bool  # eof_received() was called
+    _read_handle: asyncio.Handle | None
+    _rx: ByteQueue
+    _rx_eof: bool
+    _rx_stalled: bool
+    _rx_error: Exception | None
+
+    if typing.TYPE_CHECKING:
+
+        def close(self) -> None: ...
+
+        def _fatal_error(self, exc: BaseException, message: str) -> None: ...
+
+    def is_reading(self) -> bool:
+        """Return True unless reading is paused or the transport is closing."""
+        return not self._paused and not self._closing
+
+    def pause_reading(self) -> None:
+        """Stop delivering data; arriving bytes wait (and fill the link's capacity)."""
+        if self._closing or self._paused:
+            return
+        self._paused = True
+        if self._read_handle is not None:
+            self._read_handle.cancel()
+            self._read_handle = None
+
+    def resume_reading(self) -> None:
+        """Deliver again, from the next loop turn (never inside this call)."""
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        self._want_read()
+
+    def _start_reading(self) -> None:
+        self._reader_on = True
+        self._want_read()
+
+    def _want_read(self) -> None:
+        if (
+            self._read_handle is None
+            and self._reader_on
+            and not self._paused
+            and not self._closing
+            and not self._eof_seen
+            and not self._conn_lost
+            and (
+                (self._rx._size and not self._rx_stalled)
+                or self._rx_eof
+                or self._rx_error is not None
+            )
+        ):
+            self._read_handle = self._loop.call_soon(self._read_ready)
+
+    def _rx_push(self, data: bytes) -> None:
+        rx = self._rx
+        rx._chunks.append(data)
+        rx._size += len(data)
+        self._rx_stalled = False
+        if (  # _want_read(), knowing that there is something to read
+            self._read_handle is None
+            and self._reader_on
+            and not self._paused
+            and not self._closing
+            and not self._eof_seen
+            and not self._conn_lost
+        ):
+            self._read_handle = self._loop.call_soon(self._read_ready)
+
+    def _rx_eof_arrived(self) -> None:
+        self._rx_eof = True
+        self._want_read()
+
+    def _read_ready(self) -> None:
+        self._read_handle = None
+        if self._conn_lost or self._closing or self._paused or self._eof_seen:
+            return
+        if self._rx_error is not None:
+            self._fatal_error(self._rx_error, "Fatal read error on socket transport")
+            return
+        rx = self._rx
+        if not rx._size:
+            if self._rx_eof:
+                self._read_eof()
+        elif self._chunker is not None or self._buffered:
+            self._read_data()
+        else:
+            # The common case of _read_data(): everything available, up to _MAX_READ,
+            # to data_received().
+            chunks = rx._chunks
+            n = rx._size
+            if n > _MAX_READ:
+                n = _MAX_READ
+                data = rx.take(n)
+            elif len(chunks) == 1:
+                data = chunks.popleft()
+                rx._size = 0
+            else:
+                data = b"".join(chunks)
+                chunks.clear()
+                rx._size = 0
+            link = self._in
+            link.in_flight -= n
+            sender = link.sender
+            if sender is not None and sender._writing:
+                sender._schedule_write()
+            try:
+                self._protocol.data_received(data)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+        if rx._size or self._rx_eof or self._rx_error is not None:
+            self._want_read()
+
+    def _read_data(self) -> None:
+        available = self._rx._size
+        if self._chunker is None:
+            n = available if available < _MAX_READ else _MAX_READ
+        else:
+            try:
+                n = self._chunker.next_size(available, self._rx_eof)
+            except ValueError as exc:
+                self._fatal_error(exc, "Fatal error: the chunks policy failed.")
+                return
+        if n == 0:
+            self._rx_stalled = True  # the chunks policy waits for more bytes
+            return
+        if self._buffered:
+            protocol: Any = self._protocol
+            try:
+                buf = memoryview(protocol.get_buffer(-1)).cast("B")
+                if not len(buf):
+                    raise RuntimeError("get_buffer() returned an empty buffer")
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+                return
+            n = min(n, len(buf))
+            try:
+                buf[:n] = self._rx.take(n)  # what recv_into() does
+            except (TypeError, ValueError) as exc:  # a read-only buffer, say
+                self._fatal_error(exc, "Fatal read error on socket transport")
+                return
+            self._in.consumed(n)
+            try:
+                protocol.buffer_updated(n)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+            return
+        rx = self._rx
+        if n == rx._size and len(rx._chunks) == 1:  # the common case: one piece, all of it
+            data = rx._chunks.popleft()
+            rx._size = 0
+        else:
+            data = rx.take(n)
+        self._in.consumed(n)
+        try:
+            self._protocol.data_received(data)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+
+    def _read_eof(self) -> None:
+        self._eof_seen = True
+        try:
+            keep_open = typing.cast("asyncio.Protocol", self._protocol).eof_received()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
+            return
+        if not keep_open:
+            self.close()
+
+    def _stop_reading(self) -> None:
+        if self._read_handle is not None:
+            self._read_handle.cancel()
+            self._read_handle = None
