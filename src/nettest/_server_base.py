@@ -1,6 +1,6 @@
 """What every loopback server shares: address checks, sockets, life cycle, fixture factories.
 
-Private helpers for `_servers`, `_udp`, `_threads` and `_prebound`.
+Private helpers for `_servers`, `_stream_server`, `_udp`, `_threads` and `_prebound`.
 
 Each public server is a family crossed with an address:
 
