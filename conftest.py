@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import warnings
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ import pytest
 # no longer matches its compiled core ("curve must be an EllipticCurve instance").
 # Importing trustme, and so cryptography, before any snapshot keeps them.
 import trustme  # noqa: F401
+
+from nettest._hygiene import GATE
 
 #: The loop-scope default users are told to set, and no looptime plugin, which
 #: leaves an unclosed event loop behind in the (shared) process after sync tests.
@@ -34,3 +37,28 @@ def pytester(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def _close_the_implicit_event_loop(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Close the event loop asyncio made implicitly for a test plugin, after sync tests.
+
+    pytest-asyncio before 1.2 calls ``asyncio.get_event_loop()`` around tests, which
+    on Python 3.10 makes a loop and sets it as the thread's current loop.  A later
+    ``asyncio.run()`` replaces it without closing it, and its ResourceWarning then
+    fails whichever test the garbage collector happens to run in.  The loops
+    pytest-asyncio provides to tests (which the hygiene gate instruments) are
+    left alone.
+    """
+    yield
+    if request.node.get_closest_marker("asyncio") is not None:
+        return
+    policy = asyncio.get_event_loop_policy()
+    loop = getattr(getattr(policy, "_local", None), "_loop", None)
+    if (
+        isinstance(loop, asyncio.AbstractEventLoop)
+        and not loop.is_running()
+        and loop not in GATE.instrumented
+    ):
+        loop.close()
+        asyncio.set_event_loop(None)
