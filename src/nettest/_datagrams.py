@@ -337,18 +337,6 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         """Close at once, discarding buffered datagrams."""
         self._force_close(None)
 
-    def _fatal_error(self, exc: BaseException, message: str) -> None:
-        if not isinstance(exc, OSError):
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-        self._force_close(exc)
-
     def _force_close(self, exc: BaseException | None) -> None:
         if self._conn_lost:
             return

@@ -144,8 +144,8 @@ class FlowControlled(_asyncio_transports._FlowControlMixin):
     """Write flow control, extras and resource hygiene shared by memory transports.
 
     Subclasses set ``_loop``, ``_protocol``, ``_flow``, ``_info``, ``_closing``
-    and ``_closed``, implement ``get_write_buffer_size()``, and call
-    ``_maybe_pause_protocol()`` after the buffer grows and
+    and ``_closed``, implement ``get_write_buffer_size()`` and ``_force_close()``,
+    and call ``_maybe_pause_protocol()`` after the buffer grows and
     ``_maybe_resume_protocol()`` after it shrinks.
     """
 
@@ -262,6 +262,26 @@ class FlowControlled(_asyncio_transports._FlowControlMixin):
             f"buffer {self.get_write_buffer_size()} bytes, high {high}, low {low}, "
             f"peak {self._flow.peak}; pause/resume events: {events}"
         )
+
+    def _force_close(self, exc: BaseException | None) -> None:
+        raise NotImplementedError
+
+    def _fatal_error(self, exc: BaseException, message: str) -> None:
+        """End the connection with `exc`, as asyncio's socket transports do.
+
+        Like them, only errors that are not an `OSError` reach the loop's
+        exception handler.
+        """
+        if not isinstance(exc, OSError):
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._force_close(exc)
 
     # -- the hygiene gate ----------------------------------------------------------------
 

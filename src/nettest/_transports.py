@@ -419,18 +419,6 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         """Close at once, discarding the write buffer."""
         self._force_close(None)
 
-    def _fatal_error(self, exc: BaseException, message: str) -> None:
-        if not isinstance(exc, OSError):
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-        self._force_close(exc)
-
     def _force_close(self, exc: BaseException | None) -> None:
         if self._conn_lost:
             return
