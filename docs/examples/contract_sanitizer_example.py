@@ -2,7 +2,6 @@
 
 import asyncio
 import socket
-import warnings
 
 import pytest
 
@@ -74,23 +73,3 @@ def test_the_sanitizer_catches_a_double_pause():
         "so resume_writing must come in between; calls before it: connection_made, "
         "pause_writing",
     )
-
-
-# -- not shown: looptime leaves an event loop open after each sync test; close it.
-
-
-@pytest.fixture(autouse=True)
-def _close_the_loop_looptime_leaves(request):
-    yield
-    if request.node.get_closest_marker("asyncio") is not None:
-        return
-    policy = asyncio.get_event_loop_policy()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            loop = policy.get_event_loop()
-        except RuntimeError:
-            return
-    if not loop.is_running():
-        loop.close()
-        policy.set_event_loop(None)

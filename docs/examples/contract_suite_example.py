@@ -3,7 +3,6 @@
 import asyncio
 import contextlib
 import socket
-import warnings
 
 import pytest
 
@@ -55,23 +54,3 @@ def test_uvloop_transports_conform():
         loop.run_until_complete(check_transport_pair(tcp_pair))
     finally:
         loop.close()
-
-
-# -- not shown: looptime leaves an event loop open after each sync test; close it.
-
-
-@pytest.fixture(autouse=True)
-def _close_the_loop_looptime_leaves(request):
-    yield
-    if request.node.get_closest_marker("asyncio") is not None:
-        return
-    policy = asyncio.get_event_loop_policy()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            loop = policy.get_event_loop()
-        except RuntimeError:
-            return
-    if not loop.is_running():
-        loop.close()
-        policy.set_event_loop(None)
