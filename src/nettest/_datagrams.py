@@ -28,8 +28,7 @@ import typing
 from collections import deque
 from typing import Any
 
-from ._endpoint import FlowControlled, MemorySocket, datagram_address
-from ._flow import WriteFlow
+from ._endpoint import FlowControlled, datagram_address
 from ._hygiene import track
 from ._settings import default_timeout
 
@@ -105,18 +104,15 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         *,
         manual: bool,
     ) -> None:
-        loop = asyncio.get_running_loop()
         local_addr = datagram_address() if local_addr is None else local_addr
         family = socket.AF_INET6 if len(local_addr) == 4 else socket.AF_INET
-        self._flow = WriteFlow()
-        self._info: dict[str, Any] = {
-            "peername": remote_addr,
-            "sockname": local_addr,
-            "socket": MemorySocket._create(family, socket.SOCK_DGRAM, local_addr, remote_addr),
-        }
-        asyncio.DatagramTransport.__init__(self, self._info)
-        self._loop = loop
-        self._protocol = protocol
+        self._start_endpoint(
+            protocol,
+            family=family,
+            kind=socket.SOCK_DGRAM,
+            sockname=local_addr,
+            peername=remote_addr,
+        )
         self._address = remote_addr
         self._buffer: deque[tuple[bytes, Any]] = deque()
         self._buffer_size = 0

@@ -23,8 +23,10 @@ from asyncio import transports as _asyncio_transports
 from collections.abc import Callable
 from typing import Any
 
+from ._flow import WriteFlow
+
 if typing.TYPE_CHECKING:
-    from ._flow import FlowEvent, WriteFlow
+    from ._flow import FlowEvent
 
 __all__ = ["FlowControlled", "MemorySocket", "datagram_address", "stream_addresses"]
 
@@ -143,9 +145,10 @@ class MemorySocket:
 class FlowControlled(_asyncio_transports._FlowControlMixin):
     """Write flow control, extras and resource hygiene shared by memory transports.
 
-    Subclasses set ``_loop``, ``_protocol``, ``_flow``, ``_info``, ``_closing``
-    and ``_closed``, implement ``get_write_buffer_size()`` and ``_force_close()``,
-    and call ``_maybe_pause_protocol()`` after the buffer grows and
+    Subclasses call ``_start_endpoint()`` (which sets ``_loop``, ``_protocol``,
+    ``_flow`` and ``_info``), set ``_closing`` and ``_closed``, implement
+    ``get_write_buffer_size()`` and ``_force_close()``, and call
+    ``_maybe_pause_protocol()`` after the buffer grows and
     ``_maybe_resume_protocol()`` after it shrinks.
     """
 
@@ -155,6 +158,20 @@ class FlowControlled(_asyncio_transports._FlowControlMixin):
     _info: dict[str, Any]
     _closing: bool
     _closed = True  # until set up, so that __del__ never warns by mistake
+
+    def _start_endpoint(
+        self, protocol: Any, *, family: int, kind: int, sockname: Any, peername: Any
+    ) -> None:
+        """Set what every memory transport starts with: loop, protocol, flow and extras."""
+        self._loop = asyncio.get_running_loop()
+        self._protocol = protocol
+        self._flow = WriteFlow()
+        self._info = {
+            "peername": peername,
+            "sockname": sockname,
+            "socket": MemorySocket._create(family, kind, sockname, peername),
+        }
+        asyncio.BaseTransport.__init__(self, self._info)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """Return ``peername``, ``sockname``, ``socket``, or ``default``."""

@@ -32,7 +32,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._endpoint import FlowControlled, MemorySocket, stream_addresses
-from ._flow import WriteFlow
 from ._hygiene import track
 from ._links import ByteQueue, Link, PartialWrites, connection_reset
 from ._transport_controls import _PeerControls
@@ -178,17 +177,10 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         family: int,
         chunks: Chunks,
     ) -> None:
-        loop = asyncio.get_running_loop()
+        self._start_endpoint(
+            protocol, family=family, kind=socket.SOCK_STREAM, sockname=sockname, peername=peername
+        )
         self._chunker = None if chunks is None else _Chunker(chunks)
-        self._flow = WriteFlow()
-        self._info: dict[str, Any] = {
-            "peername": peername,
-            "sockname": sockname,
-            "socket": MemorySocket._create(family, socket.SOCK_STREAM, sockname, peername),
-        }
-        asyncio.Transport.__init__(self, self._info)
-        self._loop = loop
-        self._protocol = protocol
         self._buffered = False
         self.set_protocol(protocol)
         self._buffer = ByteQueue()
