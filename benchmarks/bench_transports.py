@@ -106,9 +106,10 @@ class CoalescingNaiveTransport(NaiveTransport):
     """The naive transport, but what is written in one loop turn arrives as one read.
 
     A socket delivers everything that arrived since the last read in one
-    ``recv()``; so does ``memory_stream_pair``, at the price of joining the writes
-    (a copy the plain naive pair never makes).  Not a target: it tells the cost of
-    that copy apart from the cost of everything else.
+    ``recv()``; so do the memory transports, at the price of joining the writes
+    (a copy the plain naive pair never makes).  ``memory_stream_pair`` skips that
+    copy, since a plain ``StreamReader`` cannot tell one read from several; other
+    protocols pay it.  Not a target: it shows what the copy costs.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol) -> None:

@@ -110,6 +110,80 @@ async def test_memory_stream_pair_manual_pump_with_chunks() -> None:
         await writer.wait_closed()
 
 
+async def _burst_into_a_stream_reader(
+    protocol_class: type[asyncio.StreamReaderProtocol],
+    reader: asyncio.StreamReader,
+) -> tuple[list[bytes], MemoryTransport]:
+    """Write three 16 KiB pieces in one turn to `reader`; return what feed_data() got."""
+    fed: list[bytes] = []
+    feed = reader.feed_data
+
+    def record(data: bytes) -> None:
+        fed.append(data)
+        feed(data)
+
+    reader.feed_data = record  # type: ignore[method-assign]
+    client = Collect()
+    c, s = memory_transport_pair(client, protocol_class(reader), capacity=1 << 20)
+    await turns()
+    pieces = [bytes([65 + i]) * 16384 for i in range(3)]
+    for piece in pieces:
+        c.write(piece)
+    await turns(1)  # exactly one read
+    assert b"".join(fed) == b"".join(pieces)
+    c.close()
+    return fed, s
+
+
+@pytest.mark.asyncio
+async def test_stream_reader_gets_one_read_of_large_writes_without_a_join() -> None:
+    # A plain StreamReader cannot tell one read from its writes back to back, so
+    # the transport skips copying them into one object, and the read still behaves
+    # as one: all of it is delivered although the reader asks to pause after the
+    # first piece (its limit is 1 KiB), as a socket delivers one recv() whole.
+    reader = asyncio.StreamReader(limit=1024)
+    fed, transport = await _burst_into_a_stream_reader(asyncio.StreamReaderProtocol, reader)
+    assert [len(data) for data in fed] == [16384] * 3
+    assert not transport.is_reading()
+    assert await reader.read(1 << 20) == b"A" * 16384 + b"B" * 16384 + b"C" * 16384
+    await turns()
+    assert transport.is_reading()
+    assert await reader.read() == b""  # the client closed: EOF
+    transport.close()
+    await turns()
+
+
+class _DataReceivedOverridden(asyncio.StreamReaderProtocol):
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+
+
+class _ReaderSubclass(asyncio.StreamReader):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("protocol_class", "reader_class"),
+    [
+        (_DataReceivedOverridden, asyncio.StreamReader),
+        (asyncio.StreamReaderProtocol, _ReaderSubclass),
+    ],
+    ids=["data_received-overridden", "reader-subclass"],
+)
+@pytest.mark.asyncio
+async def test_stream_reader_subclasses_get_one_joined_read(
+    protocol_class: type[asyncio.StreamReaderProtocol],
+    reader_class: type[asyncio.StreamReader],
+) -> None:
+    # Code that may look at each data_received() gets what recv() would return.
+    reader = reader_class(limit=1024)
+    fed, transport = await _burst_into_a_stream_reader(protocol_class, reader)
+    assert [len(data) for data in fed] == [3 * 16384]
+    assert await reader.read() == b"A" * 16384 + b"B" * 16384 + b"C" * 16384
+    transport.close()
+    await turns()
+
+
 # -- TLS -------------------------------------------------------------------------------
 
 

@@ -21,7 +21,9 @@ stand-in for the kernel buffers and the wire between two sockets::
   transport does what ``move()`` then ``arrive()`` would do itself, in
   ``write()`` and when its buffer drains: the same accounting and the same rx
   queue, a few calls fewer per send.  Buffered writes then reach the receiver
-  as they were written; its read joins them once, just before delivery.  A
+  as they were written; its read joins them once, just before delivery (or,
+  for a plain ``StreamReader``, hands them over one by one: see
+  ``_transport_reading``).  A
   fault layer that replaces ``carry`` turns the shortcut off for its link.
 * Bytes stay *in flight* until the receiving protocol has been given them (or they
   are lost), so a receiver that stops reading fills the link, and then the

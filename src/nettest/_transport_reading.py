@@ -7,20 +7,25 @@ delivers one read of at most 256 KiB to ``data_received`` (or through
 ``chunks`` policy if there is one; EOF comes after the data, and
 ``pause_reading`` holds arriving bytes back, where they fill the link's capacity.
 
+A read of several writes is joined into one ``bytes`` object, as ``recv()`` would
+return it, with one exception that nothing can observe: asyncio's own
+``StreamReaderProtocol`` over its own ``StreamReader`` appends every read to one
+buffer, so large writes are handed to it one by one, in the same call, instead of
+being copied into one object first (see ``_unjoined_reads_invisible``).
+
 ``_Receiving`` is a mixin of :class:`~nettest.MemoryTransport`, which sets the
 state it reads; the sending side, closing and resets stay in ``_transports``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import typing
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 if typing.TYPE_CHECKING:
-    import asyncio
-
     from ._links import ByteQueue, Link
 
 __all__ = ["Chunks"]
@@ -28,10 +33,30 @@ __all__ = ["Chunks"]
 #: As in asyncio: the most one ``recv()`` returns.
 _MAX_READ = 256 * 1024
 
+#: Below this average size per write, joining a read costs less than handing the
+#: writes over one by one.
+_UNJOINED_MIN_AVERAGE = 8 * 1024
+
 #: How the receiver's reads are cut: a list of sizes used in turn (then everything
 #: available), or a function of the number of bytes available returning the size
 #: of the next read (0 waits for more, unless the stream has ended).
 Chunks = Sequence[int] | Callable[[int], int] | None
+
+
+def _unjoined_reads_invisible(protocol: object) -> bool:
+    """Whether `protocol` cannot tell one read from its writes delivered back to back.
+
+    True only for asyncio's ``StreamReaderProtocol`` (or a subclass that keeps its
+    ``data_received``) feeding a plain ``StreamReader`` (that exact class):
+    ``feed_data()`` appends to one buffer, and the reading task wakes up after the
+    whole read either way.  A pause it asks for is applied after the read, as a
+    socket transport applies it after one ``data_received()``.
+    """
+    if not isinstance(protocol, asyncio.StreamReaderProtocol):
+        return False
+    if type(protocol).data_received is not asyncio.StreamReaderProtocol.data_received:
+        return False
+    return type(protocol._stream_reader) is asyncio.StreamReader  # type: ignore[attr-defined]
 
 
 class _Chunker:
@@ -70,6 +95,7 @@ class _Receiving:
     _loop: asyncio.AbstractEventLoop
     _protocol: Any
     _buffered: bool  # the protocol is an asyncio.BufferedProtocol
+    _unjoined: bool  # the protocol cannot tell a read from its writes one by one
     _chunker: _Chunker | None
     _in: Link
     _closing: bool
@@ -166,11 +192,17 @@ class _Receiving:
             # to data_received().
             chunks = rx._chunks
             n = rx._size
+            pieces: tuple[bytes, ...] | None = None
             if n > _MAX_READ:
                 n = _MAX_READ
                 data = rx.take(n)
             elif len(chunks) == 1:
                 data = chunks.popleft()
+                rx._size = 0
+            elif self._unjoined and n >= _UNJOINED_MIN_AVERAGE * len(chunks):
+                data = b""
+                pieces = tuple(chunks)
+                chunks.clear()
                 rx._size = 0
             else:
                 data = b"".join(chunks)
@@ -182,7 +214,11 @@ class _Receiving:
             if sender is not None and sender._writing:
                 sender._schedule_write()
             try:
-                self._protocol.data_received(data)
+                if pieces is None:
+                    self._protocol.data_received(data)
+                else:  # one read, without the copy: see _unjoined_reads_invisible()
+                    for piece in pieces:
+                        self._protocol.data_received(piece)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:

@@ -35,7 +35,7 @@ from ._endpoint import FlowControlled, MemorySocket, stream_addresses
 from ._hygiene import track
 from ._links import ByteQueue, Link, PartialWrites, connection_reset
 from ._transport_controls import _PeerControls
-from ._transport_reading import _MAX_READ, _Chunker, _Receiving
+from ._transport_reading import _MAX_READ, _Chunker, _Receiving, _unjoined_reads_invisible
 from ._transport_reading import Chunks as Chunks
 
 __all__ = [
@@ -182,6 +182,7 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         )
         self._chunker = None if chunks is None else _Chunker(chunks)
         self._buffered = False
+        self._unjoined = False
         self.set_protocol(protocol)
         self._buffer = ByteQueue()
         self._closing = False
@@ -224,6 +225,7 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         """Switch protocols; the next read uses the new one's delivery path."""
         self._protocol = protocol
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
+        self._unjoined = _unjoined_reads_invisible(protocol)
 
     def get_write_buffer_size(self) -> int:
         """Return the number of bytes waiting in the write buffer."""
