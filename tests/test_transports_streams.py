@@ -122,7 +122,7 @@ async def _burst_into_a_stream_reader(
         fed.append(data)
         feed(data)
 
-    reader.feed_data = record  # type: ignore[method-assign]
+    reader.feed_data = record  # type: ignore[method-assign,assignment]
     client = Collect()
     c, s = memory_transport_pair(client, protocol_class(reader), capacity=1 << 20)
     await turns()
