@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import statistics
@@ -181,7 +182,8 @@ async def unix_stream_pair() -> tuple[Streams, Callable[[], Awaitable[None]]]:
 
     async def close() -> None:
         server.close()
-        os.unlink(path)
+        with contextlib.suppress(FileNotFoundError):  # 3.13's close() removes it
+            os.unlink(path)
         os.rmdir(directory)
 
     return (client, server_end), close
