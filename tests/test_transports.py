@@ -8,6 +8,7 @@ callback sequence: where they would differ, the memory transport is wrong.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import logging
 import socket
@@ -1281,3 +1282,82 @@ async def test_memory_transport_sendfile_uses_the_fallback(tmp_path: Any) -> Non
 
 def test_default_capacity_is_documented() -> None:
     assert DEFAULT_CAPACITY == 128 * 1024
+
+
+# -- where and when reads run ---------------------------------------------------------
+
+_WHO_SET = contextvars.ContextVar[str]("who_set", default="nobody")
+
+
+class ContextRecorder(Recorder):
+    """Records which value of _WHO_SET each data_received() call sees, then sets it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def data_received(self, data: bytes) -> None:
+        self.seen.append(_WHO_SET.get())
+        _WHO_SET.set("data_received")
+        super().data_received(data)
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["ready-queue", "debug-call_soon"])
+@pytest.mark.asyncio
+async def test_reads_run_in_the_transport_context_not_the_writers(debug: bool) -> None:
+    # In debug mode reads go through call_soon, with the same context.
+    loop = asyncio.get_running_loop()
+    loop.set_debug(debug)
+    try:
+        client, server = Recorder(), ContextRecorder()
+        c, s = memory_transport_pair(client, server)
+        await turns()
+
+        async def write(data: bytes) -> None:
+            _WHO_SET.set("the writer")
+            c.write(data)
+
+        for data in (b"one", b"two"):
+            await asyncio.create_task(write(data))
+            await turns()
+        c.close()
+        s.close()
+
+        alone = ContextRecorder()  # the test as the peer
+        transport = MemoryTransport(alone)
+
+        async def feed(data: bytes) -> None:
+            _WHO_SET.set("the test")
+            transport.feed_data(data)
+
+        await turns()
+        for data in (b"one", b"two"):
+            await asyncio.create_task(feed(data))
+            await turns()
+        transport.close()
+        await turns()
+    finally:
+        loop.set_debug(False)
+    assert server.seen == alone.seen == ["nobody", "data_received"]
+
+
+@pytest.mark.asyncio
+async def test_pause_and_resume_in_one_turn_deliver_once_on_the_next() -> None:
+    # The read queued before pause_reading() is cancelled; resume_reading() queues
+    # a new one, for the next turn, as add_reader() would after remove_reader().
+    client, server = Recorder(), Recorder()
+    c, s = memory_transport_pair(client, server)
+    await turns()
+    for _ in range(3):
+        before = len(server.events)
+        c.write(b"ping")
+        s.pause_reading()
+        s.resume_reading()
+        assert len(server.events) == before  # never inside resume_reading()
+        await asyncio.sleep(0)
+        assert server.events[before:] == [("data", b"ping")]
+        await asyncio.sleep(0)
+        assert len(server.events) == before + 1  # and only once
+    c.close()
+    s.close()
+    await turns()

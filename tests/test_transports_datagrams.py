@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import logging
 import socket
@@ -121,6 +122,59 @@ async def test_memory_datagram_to_a_closed_peer_is_refused_like_real_udp() -> No
     assert a_proto.events[-1] == ("error", ConnectionRefusedError)
     a.close()
     await turns()
+
+
+_WHO_SET = contextvars.ContextVar[str]("who_set", default="nobody")
+
+
+class ContextRecorder(Datagrams):
+    """Records which value of _WHO_SET each datagram_received() call sees, then sets it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.seen.append(_WHO_SET.get())
+        _WHO_SET.set("datagram_received")
+        super().datagram_received(data, addr)
+
+
+async def _send_from_a_task(transport: asyncio.DatagramTransport, data: bytes) -> None:
+    async def send() -> None:
+        _WHO_SET.set("the sender")
+        transport.sendto(data)
+
+    await asyncio.create_task(send())
+
+
+@pytest.mark.asyncio
+async def test_datagrams_arrive_in_the_receiver_context_like_real_udp() -> None:
+    loop = asyncio.get_running_loop()
+    real = ContextRecorder()
+    rx, _ = await loop.create_datagram_endpoint(lambda: real, local_addr=("127.0.0.1", 0))
+    tx, _ = await loop.create_datagram_endpoint(
+        Datagrams, remote_addr=rx.get_extra_info("sockname")
+    )
+    for data in (b"one", b"two"):
+        await _send_from_a_task(tx, data)
+        for _ in range(200):
+            if any(e[0] == "datagram" and e[1] == data for e in real.events):
+                break
+            await asyncio.sleep(0.005)
+    tx.close()
+    rx.close()
+
+    memory = ContextRecorder()
+    a, b = memory_datagram_pair(Datagrams(), memory)
+    await turns()
+    for data in (b"one", b"two"):
+        await _send_from_a_task(a, data)
+        await turns()
+    a.close()
+    b.close()
+    await turns()
+    assert memory.seen == real.seen == ["nobody", "datagram_received"]
 
 
 @pytest.mark.asyncio

@@ -11,6 +11,7 @@ Flow control, streams, TLS and extra info are in ``_contract_cases_flow``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 from ._contract import sanitize
 from ._contract_harness import (
@@ -71,6 +72,38 @@ async def _case_data_both_directions(h: _Harness) -> None:
         await h.wait_until(lambda: client.eof and server.eof, "both ends saw EOF", client, server)
         _same(server.data, b"".join(outgoing[client.name]), "client to server")
         _same(client.data, b"".join(outgoing[server.name]), "server to client")
+        await _close_both(client, server)
+
+
+#: Set by the writing task and by data_received() in ``reads_run_in_their_own_context``.
+_WHO_SET = contextvars.ContextVar[str]("nettest_contract_who_set", default="nobody")
+
+
+@_case
+async def _case_reads_run_in_their_own_context(h: _Harness) -> None:
+    """data_received() never sees the writer's context variables, and keeps its own."""
+    async with h.connect() as (client, server):
+        seen: list[str] = []
+
+        def on_data(data: bytes) -> None:
+            seen.append(_WHO_SET.get())
+            _WHO_SET.set("data_received")
+
+        server.on_data = on_data
+
+        async def write(data: bytes) -> None:
+            _WHO_SET.set("the writer")
+            client.t.write(data)
+
+        await asyncio.create_task(write(b"one"))
+        await h.wait_until(lambda: len(server.data) == 3, "the first write arrived", server)
+        await asyncio.create_task(write(b"two"))
+        await h.wait_until(lambda: len(server.data) == 6, "the second write arrived", server)
+        _expect(
+            seen == ["nobody", "data_received"],
+            f"data_received() saw {seen} set; expected what the transport's own context "
+            "holds: nothing at first, then what the previous data_received() set",
+        )
         await _close_both(client, server)
 
 

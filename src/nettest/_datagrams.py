@@ -19,6 +19,7 @@ Datagrams are buffered only while the peer does not take them: in manual mode
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import logging
 import os
@@ -123,6 +124,9 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         self._conn_lost = 0
         self._connected = False
         self._sent_waiters: list[asyncio.Future[None]] = []
+        # As for a socket's reader: datagrams and errors reach the protocol in a
+        # context captured now, never in the context of whoever sent them.
+        self._read_context = contextvars.copy_context()
 
     def _start(self) -> None:
         self._loop.call_soon(self._connection_made)
@@ -205,10 +209,12 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             return
         peer = self._peer
         if peer is not None and not peer._closing and addr == peer._info["sockname"]:
-            self._loop.call_soon(peer._datagram_arrived, data, self._info["sockname"])
+            self._loop.call_soon(
+                peer._datagram_arrived, data, self._info["sockname"], context=peer._read_context
+            )
         elif self._address:
             refused = ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
-            self._loop.call_soon(self._error_arrived, refused)
+            self._loop.call_soon(self._error_arrived, refused, context=self._read_context)
 
     def pump(self, max_datagrams: int | None = None) -> int:
         """Send up to ``max_datagrams`` buffered datagrams (manual mode).
@@ -288,14 +294,14 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             raise TypeError(
                 f"data argument must be a bytes-like object, not {type(data).__name__!r}"
             )
-        self._loop.call_soon(self._datagram_arrived, bytes(data), addr)
+        self._loop.call_soon(self._datagram_arrived, bytes(data), addr, context=self._read_context)
 
     def feed_error(self, exc: OSError) -> None:
         """Make the next read fail with ``exc``: the protocol's ``error_received`` gets it.
 
         For example ``ConnectionRefusedError`` for an ICMP port-unreachable reply.
         """
-        self._loop.call_soon(self._error_arrived, exc)
+        self._loop.call_soon(self._error_arrived, exc, context=self._read_context)
 
     def _datagram_arrived(self, data: bytes, addr: Any) -> None:
         if self._closing or not self._connected:

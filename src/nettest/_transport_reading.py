@@ -13,6 +13,16 @@ return it, with one exception that nothing can observe: asyncio's own
 buffer, so large writes are handed to it one by one, in the same call, instead of
 being copied into one object first (see ``_unjoined_reads_invisible``).
 
+Reads run in the transport's own context, never the writer's: a selector
+transport reads through one handle it made when reading started, so its
+protocol's ``data_received`` runs in a copy of the context current then, the same
+copy every time (what the writing task set is invisible to it, and what one
+``data_received`` sets, the next one sees).  The memory transports keep one
+:class:`asyncio.Handle` the same way, and on asyncio's own loops append it to the
+ready queue as the selector loop does for a readable socket, instead of making a
+new one with ``call_soon`` for every read; other loops (uvloop) and debug mode go
+through ``call_soon(..., context=)``.
+
 ``_Receiving`` is a mixin of :class:`~nettest.MemoryTransport`, which sets the
 state it reads; the sending side, closing and resets stay in ``_transports``.
 """
@@ -20,6 +30,7 @@ state it reads; the sending side, closing and resets stay in ``_transports``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import typing
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -57,6 +68,17 @@ def _unjoined_reads_invisible(protocol: object) -> bool:
     if type(protocol).data_received is not asyncio.StreamReaderProtocol.data_received:
         return False
     return type(protocol._stream_reader) is asyncio.StreamReader  # type: ignore[attr-defined]
+
+
+def _ready_queue(loop: asyncio.AbstractEventLoop) -> deque[asyncio.Handle] | None:
+    """The queue of callbacks due on the next turn of one of asyncio's own loops.
+
+    None for other loops (uvloop), which only take callbacks through ``call_soon``.
+    """
+    ready = getattr(loop, "_ready", None)
+    if isinstance(loop, asyncio.BaseEventLoop) and isinstance(ready, deque):
+        return ready
+    return None
 
 
 class _Chunker:
@@ -103,7 +125,10 @@ class _Receiving:
     _paused: bool  # pause_reading() in force
     _reader_on: bool  # the first read was allowed (after connection_made)
     _eof_seen: bool  # eof_received() was called
-    _read_handle: asyncio.Handle | None
+    _read_handle: asyncio.Handle | None  # the read due on the next loop turn
+    _read_context: contextvars.Context  # where reads run: see the module docstring
+    _read_event: asyncio.Handle  # the handle that runs them, reused until cancelled
+    _ready: deque[asyncio.Handle] | None  # the loop's ready queue, or None: use call_soon
     _rx: ByteQueue
     _rx_eof: bool
     _rx_stalled: bool
@@ -124,9 +149,7 @@ class _Receiving:
         if self._closing or self._paused:
             return
         self._paused = True
-        if self._read_handle is not None:
-            self._read_handle.cancel()
-            self._read_handle = None
+        self._stop_reading()
 
     def resume_reading(self) -> None:
         """Deliver again, from the next loop turn (never inside this call)."""
@@ -138,6 +161,22 @@ class _Receiving:
     def _start_reading(self) -> None:
         self._reader_on = True
         self._want_read()
+
+    def _init_reading(self) -> None:
+        """Capture the context reads run in: the one current as the transport is made."""
+        self._read_handle = None
+        self._read_context = contextvars.copy_context()
+        self._read_event = asyncio.Handle(self._read_ready, (), self._loop, self._read_context)
+        self._ready = _ready_queue(self._loop)
+
+    def _schedule_read(self) -> None:
+        """Run ``_read_ready()`` on the next loop turn, in the transport's context."""
+        loop = self._loop
+        if self._ready is not None and not loop.get_debug() and not loop.is_closed():
+            self._read_handle = handle = self._read_event
+            self._ready.append(handle)  # what loop.call_soon() would do, with this handle
+        else:
+            self._read_handle = loop.call_soon(self._read_ready, context=self._read_context)
 
     def _want_read(self) -> None:
         if (
@@ -153,7 +192,7 @@ class _Receiving:
                 or self._rx_error is not None
             )
         ):
-            self._read_handle = self._loop.call_soon(self._read_ready)
+            self._schedule_read()
 
     def _rx_push(self, data: bytes) -> None:
         rx = self._rx
@@ -168,7 +207,7 @@ class _Receiving:
             and not self._eof_seen
             and not self._conn_lost
         ):
-            self._read_handle = self._loop.call_soon(self._read_ready)
+            self._schedule_read()
 
     def _rx_eof_arrived(self) -> None:
         self._rx_eof = True
@@ -291,6 +330,11 @@ class _Receiving:
             self.close()
 
     def _stop_reading(self) -> None:
-        if self._read_handle is not None:
-            self._read_handle.cancel()
+        handle = self._read_handle
+        if handle is not None:
             self._read_handle = None
+            handle.cancel()  # the loop skips it; a cancelled handle cannot run again
+            if handle is self._read_event:
+                self._read_event = asyncio.Handle(
+                    self._read_ready, (), self._loop, self._read_context
+                )

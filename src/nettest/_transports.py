@@ -194,7 +194,7 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         self._eof_seen = False  # eof_received() was called
         self._writing = False  # the write buffer waits for room ("add_writer")
         self._write_handle: asyncio.Handle | None = None
-        self._read_handle: asyncio.Handle | None = None
+        self._init_reading()
         self._rx = ByteQueue()
         self._rx_eof = False
         self._rx_stalled = False
