@@ -7,6 +7,7 @@ See ``_contract_cases`` for the others; both register their cases with
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 from ._contract_harness import (
     _EXTRA,
@@ -103,6 +104,39 @@ async def _case_pause_writing_above_high(h: _Harness) -> None:
         _expect(
             len(server.data) == total and server.data.endswith(b"written by resume_writing"),
             f"the server received {len(server.data)} bytes, {total} were written",
+        )
+        await _close_both(client, server)
+
+
+#: Set by the writing task and by the reader in ``resume_writing_not_in_the_readers_context``.
+_WHO_SET = contextvars.ContextVar[str]("nettest_contract_flow_who_set", default="nobody")
+
+
+@_case
+async def _case_resume_writing_not_in_the_readers_context(h: _Harness) -> None:
+    """resume_writing() never sees the context variables the reading peer set."""
+    async with h.connect() as (client, server):
+        seen: list[str] = []
+        client.on_resume = lambda: seen.append(_WHO_SET.get())
+
+        def on_data(data: bytes) -> None:
+            _WHO_SET.set("the reader")
+
+        server.on_data = on_data
+
+        async def fill() -> None:
+            _WHO_SET.set("the writer")
+            client.t.set_write_buffer_limits(high=0)
+            await h.clog(client, server)
+
+        await asyncio.create_task(fill())
+        _expect(client.paused, "the writer did not pause with a full buffer and high=0")
+        server.t.resume_reading()
+        await h.wait_until(lambda: not client.paused, "resume_writing was called", client, server)
+        _expect(
+            seen[0] != "the reader",
+            "resume_writing() ran in the reading peer's context (it saw a context variable "
+            "set in data_received()); a transport writes in a context of its own",
         )
         await _close_both(client, server)
 

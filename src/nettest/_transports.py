@@ -22,6 +22,7 @@ playing the peer in ``_transport_controls``, and the pair makers
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
 import logging
 import socket
@@ -194,6 +195,9 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         self._eof_seen = False  # eof_received() was called
         self._writing = False  # the write buffer waits for room ("add_writer")
         self._write_handle: asyncio.Handle | None = None
+        # Where _write_ready() runs, and so resume_writing(): the context of the write
+        # that found the buffer empty, as loop.add_writer() captures it for a socket.
+        self._write_context = contextvars.copy_context()
         self._init_reading()
         self._rx = ByteQueue()
         self._rx_eof = False
@@ -287,6 +291,7 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
             buffer._chunks.append(rest)
             buffer._size = len(rest)
             self._writing = True
+            self._write_context = contextvars.copy_context()
             if not full or out.broken:  # else _schedule_write() finds no room
                 self._schedule_write()
         flow = self._flow
@@ -304,7 +309,9 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         if self._writing and self._write_handle is None and not self._conn_lost:
             out = self._out
             if out.broken or (not out.manual and out.in_flight < out.capacity):
-                self._write_handle = self._loop.call_soon(self._write_ready)
+                self._write_handle = self._loop.call_soon(
+                    self._write_ready, context=self._write_context
+                )
 
     def _write_ready(self) -> None:
         self._write_handle = None
@@ -377,7 +384,7 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         if self._conn_lost:
             return 0
         n = self._out.move(max_bytes)
-        self._loop.call_soon(self._after_send)
+        self._loop.call_soon(self._after_send, context=self._write_context)
         return n
 
     def write_eof(self) -> None:
