@@ -1361,3 +1361,35 @@ async def test_pause_and_resume_in_one_turn_deliver_once_on_the_next() -> None:
     c.close()
     s.close()
     await turns()
+
+
+class _CountingLoop(asyncio.SelectorEventLoop):
+    """A loop that changes call_soon(), as some GUI-toolkit loops do."""
+
+    reads = 0
+
+    def call_soon(self, callback: Any, *args: Any, context: Any = None) -> asyncio.Handle:  # type: ignore[override]
+        if getattr(callback, "__name__", None) == "_read_ready":
+            type(self).reads += 1
+        return super().call_soon(callback, *args, context=context)
+
+
+def test_reads_go_through_call_soon_on_a_loop_that_changes_it() -> None:
+    async def exchange() -> list[bytes]:
+        client, server = Recorder(), Recorder()
+        c, s = memory_transport_pair(client, server)
+        await turns()
+        for data in (b"one", b"two"):
+            c.write(data)
+            await turns()
+        c.close()
+        s.close()
+        await turns()
+        return [e[1] for e in server.events if e[0] == "data"]
+
+    loop = _CountingLoop()
+    try:
+        assert loop.run_until_complete(exchange()) == [b"one", b"two"]
+    finally:
+        loop.close()
+    assert _CountingLoop.reads >= 2  # every read was asked for through call_soon()

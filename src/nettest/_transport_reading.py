@@ -73,12 +73,19 @@ def _unjoined_reads_invisible(protocol: object) -> bool:
 def _ready_queue(loop: asyncio.AbstractEventLoop) -> deque[asyncio.Handle] | None:
     """The queue of callbacks due on the next turn of one of asyncio's own loops.
 
-    None for other loops (uvloop), which only take callbacks through ``call_soon``.
+    None for other loops (uvloop), and for subclasses that change how ``call_soon``
+    queues callbacks or how a turn runs them: those only take callbacks through
+    ``call_soon``.
     """
+    base = asyncio.BaseEventLoop
     ready = getattr(loop, "_ready", None)
-    if isinstance(loop, asyncio.BaseEventLoop) and isinstance(ready, deque):
-        return ready
-    return None
+    if not isinstance(loop, base) or not isinstance(ready, deque):
+        return None
+    kind = type(loop)
+    for name in ("call_soon", "_call_soon", "_run_once"):
+        if getattr(kind, name, None) is not getattr(base, name, None):
+            return None
+    return ready
 
 
 class _Chunker:
