@@ -1393,3 +1393,27 @@ def test_reads_go_through_call_soon_on_a_loop_that_changes_it() -> None:
     finally:
         loop.close()
     assert _CountingLoop.reads >= 2  # every read was asked for through call_soon()
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_methods_can_be_patched(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The transport keeps an instance dict beside its slots, so the usual ways of
+    # spying on a transport in a test still work.
+    protocol = Recorder()
+    transport = MemoryTransport(protocol)
+    written: list[bytes] = []
+    original = transport.write
+
+    def spy(data: bytes) -> None:
+        written.append(data)
+        original(data)
+
+    monkeypatch.setattr(transport, "write", spy)
+    transport.label = "patched"  # type: ignore[attr-defined]
+    await turns()
+    protocol.transport.write(b"hello")
+    assert written == [b"hello"]
+    assert transport.take_written() == b"hello"
+    assert transport.label == "patched"  # type: ignore[attr-defined]
+    transport.close()
+    await turns()

@@ -182,7 +182,8 @@ class FlowControlled(_asyncio_transports._FlowControlMixin):
         return typing.cast("asyncio.BaseProtocol", self._protocol)
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        if not self._closed and not self._closing:
+        # getattr: a constructor that raised may have set neither.
+        if not getattr(self, "_closed", True) and not getattr(self, "_closing", True):
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
 
     # -- flow control ----------------------------------------------------------------
