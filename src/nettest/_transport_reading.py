@@ -20,8 +20,9 @@ copy every time (what the writing task set is invisible to it, and what one
 ``data_received`` sets, the next one sees).  The memory transports keep one
 :class:`asyncio.Handle` the same way, and on asyncio's own loops append it to the
 ready queue as the selector loop does for a readable socket, instead of making a
-new one with ``call_soon`` for every read; other loops (uvloop) and debug mode go
-through ``call_soon(..., context=)``.
+new one with ``call_soon`` for every read; other loops (uvloop, subclasses that
+change ``call_soon`` or the loop's turn) and debug mode go through
+``call_soon(..., context=)``.
 
 ``_Receiving`` is a mixin of :class:`~nettest.MemoryTransport`, which sets the
 state it reads; the sending side, closing and resets stay in ``_transports``.
