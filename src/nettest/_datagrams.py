@@ -75,6 +75,26 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
 
     max_size = 256 * 1024
 
+    # As for MemoryTransport: slots for the state each datagram touches (instance
+    # dicts of asyncio's transport subclasses are slow to read on Python 3.13); the
+    # dict stays, and the datagram fault layer patches _transmit through it.
+    __slots__ = (
+        "_address",
+        "_buffer",
+        "_buffer_size",
+        "_closed",
+        "_closing",
+        "_conn_lost",
+        "_connected",
+        "_flow",
+        "_info",
+        "_manual",
+        "_peer",
+        "_protocol",
+        "_read_context",
+        "_sent_waiters",
+    )
+
     def __init__(
         self,
         protocol: asyncio.DatagramProtocol,
