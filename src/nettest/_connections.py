@@ -81,6 +81,10 @@ class _ConnState:
 class _RecordingTransport(asyncio.Transport):
     """What the handler's protocol sees: the real transport, with writes recorded."""
 
+    # Slots: instance dicts of asyncio's transport subclasses are slow to read on
+    # Python 3.13, and every write goes through here.  A dict stays, for patching.
+    __slots__ = ("__dict__", "__weakref__", "_inner", "_state")
+
     def __init__(self, inner: asyncio.Transport, state: _ConnState) -> None:
         super().__init__()
         self._inner = inner

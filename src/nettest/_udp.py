@@ -70,6 +70,10 @@ _D = TypeVar("_D", bound="_DatagramServer")
 class _RecordingDatagramTransport(asyncio.DatagramTransport):
     """What a handler's DatagramProtocol sees: the real transport, with sends recorded."""
 
+    # Slots: instance dicts of asyncio's transport subclasses are slow to read on
+    # Python 3.13, and every write goes through here.  A dict stays, for patching.
+    __slots__ = ("__dict__", "__weakref__", "_inner", "_server")
+
     def __init__(self, inner: asyncio.DatagramTransport, server: _DatagramServer) -> None:
         super().__init__()
         self._inner = inner
