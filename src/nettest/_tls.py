@@ -10,7 +10,7 @@ each test builds new :class:`ssl.SSLContext` objects from those bytes.  A test
 can change its contexts freely without touching any other test's.
 
 What a pair of contexts still costs is OpenSSL's own work, and nettest adds
-about 1% to it (``benchmarks/bench_tls.py`` prints the breakdown): creating
+a few percent at most to it (``benchmarks/bench_tls.py`` prints the breakdown): creating
 each context, and decoding the server's key and three certificates (the leaf
 and the intermediate for the server, the root for the client).  OpenSSL 3.0
 decodes every key, even a certificate's public key, through its provider
