@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._recording import _UNSET, Connection, show
+from ._recording import _UNSET, Connection, check_bytes, show
 from ._settings import default_timeout
 
 __all__ = [
@@ -263,12 +263,6 @@ def _step_timeout(timeout: float | None) -> Any:
     return timeout
 
 
-def _check_bytes(name: str, value: object) -> bytes:
-    if not isinstance(value, bytes):
-        raise TypeError(f"{name} must be bytes, got {type(value).__name__}")
-    return value
-
-
 def expect(data: bytes, *, timeout: float | None = _UNSET) -> Step:
     """Script step: the client sends exactly ``data`` next.
 
@@ -283,7 +277,7 @@ def expect(data: bytes, *, timeout: float | None = _UNSET) -> Step:
 
         script(expect(b"PING\\r\\n"), send(b"PONG\\r\\n"), close)
     """
-    if not _check_bytes("data", data):
+    if not check_bytes("data", data):
         raise ValueError("data must not be empty; use expect_eof() to expect the end")
     return _Expect(data, _step_timeout(timeout))
 
@@ -299,7 +293,7 @@ def expect_line(line: bytes | typing.Pattern[bytes], *, timeout: float | None = 
         script(expect_line(b"GET / HTTP/1.1"), read_until(b"\\r\\n\\r\\n"), send(reply))
     """
     if not isinstance(line, re.Pattern):
-        _check_bytes("line", line)
+        check_bytes("line", line)
     elif not isinstance(line.pattern, bytes):
         raise TypeError("line must be bytes or a bytes pattern (re.compile(rb'...'))")
     return _ExpectLine(line, _step_timeout(timeout))
@@ -310,7 +304,7 @@ def read_until(delimiter: bytes, *, timeout: float | None = _UNSET) -> Step:
 
     For parts of a request the test does not care about, such as HTTP headers.
     """
-    if not _check_bytes("delimiter", delimiter):
+    if not check_bytes("delimiter", delimiter):
         raise ValueError("delimiter must not be empty")
     return _ReadUntil(delimiter, _step_timeout(timeout))
 
@@ -322,7 +316,7 @@ def expect_eof(*, timeout: float | None = _UNSET) -> Step:
 
 def send(data: bytes) -> Step:
     """Script step: send ``data`` to the client (on a datagram server, to the last sender)."""
-    return _Send(_check_bytes("data", data))
+    return _Send(check_bytes("data", data))
 
 
 def sleep(seconds: float) -> Step:
