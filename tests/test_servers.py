@@ -384,6 +384,8 @@ async def test_connection_wait_for_bytes(tcp_server: TCPServerFactory) -> None:
         await conn.wait_for(b"Host", timeout=0.05)
     with pytest.raises(TypeError, match="data must be bytes"):
         await conn.wait_for("Host")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="data must be bytes, got str"):
+        await conn.wait_for_sent("HTTP")  # type: ignore[arg-type]
     await _close(writer)
 
 

@@ -317,6 +317,7 @@ class Connection:
         Raises:
             TimeoutError: the server did not send ``data`` in time.
         """
+        check_bytes("data", data)
         await self._signal.wait_until(
             lambda: data in self._sent,
             resolve_timeout(timeout),
