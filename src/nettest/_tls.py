@@ -44,7 +44,7 @@ import tempfile
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar, get_args
 
 import pytest
 
@@ -82,18 +82,7 @@ TLSBadKind = Literal[
 ]
 
 #: Every kind of bad TLS set-up :func:`make_tls_bad_case` knows, in a stable order.
-TLS_BAD_KINDS: tuple[TLSBadKind, ...] = (
-    "expired",
-    "not_yet_valid",
-    "wrong_host",
-    "self_signed",
-    "untrusted_ca",
-    "cn_only",
-    "wrong_eku",
-    "incomplete_chain",
-    "mtls_no_cert",
-    "mtls_untrusted_cert",
-)
+TLS_BAD_KINDS: tuple[TLSBadKind, ...] = get_args(TLSBadKind)
 
 # Fixed dates keep the bad certificates deterministic.  trustme's own default
 # expiry is the year 3000: OpenSSL on Windows rejects dates after ~3001-01-19
