@@ -191,6 +191,8 @@ def test_message_stream_completed_by() -> None:
         (lambda: nst.all_splits("abc"), "data must be bytes"),  # type: ignore[arg-type]
         (lambda: nst.message_streams(b"abc"), "messages must be a sequence of bytes"),  # type: ignore[arg-type]
         (lambda: nst.message_streams([b"a"], min_size=-1), "min_size must be"),
+        (lambda: nst.datagram_schedules(b"abc"), "datagrams must be a sequence of bytes"),  # type: ignore[arg-type]
+        (lambda: nst.datagram_schedules([b"a", "b"]), "datagrams must be a sequence of bytes"),  # type: ignore[list-item]
     ],
 )
 def test_bad_arguments_raise_invalid_argument_naming_them(

@@ -31,7 +31,7 @@ from ._feed import (
     PauseReading,
     ResumeReading,
 )
-from ._strategies import DEFAULT_DELIMITERS, chunkings
+from ._strategies import DEFAULT_DELIMITERS, _check_byte_strings, chunkings
 
 if TYPE_CHECKING:
     from hypothesis.strategies import DrawFn, SearchStrategy
@@ -240,14 +240,7 @@ def datagram_schedules(
 
     Examples shrink towards every datagram arriving once, whole and in order.
     """
-    if not isinstance(datagrams, st.SearchStrategy):
-        if isinstance(cast("object", datagrams), (bytes, str)) or not all(
-            isinstance(datagram, bytes) for datagram in datagrams
-        ):
-            raise InvalidArgument(
-                f"datagrams must be a sequence of bytes or a strategy for one, got {datagrams!r}"
-            )
-        datagrams = tuple(datagrams)
+    datagrams = _check_byte_strings("datagrams", datagrams)
     fates: tuple[str, ...] = (_DELIVER,)
     if _check_flag("loss", loss):
         fates += (_LOSE,)

@@ -121,6 +121,27 @@ def _check_hints(hints: object) -> Hints | None:
     return cast("tuple[int, ...]", values)
 
 
+def _check_exact_data(data: object) -> bytes:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidArgument(f"data must be bytes, got {data!r}")
+    return bytes(data)
+
+
+def _check_byte_strings(
+    name: str, values: Sequence[bytes] | SearchStrategy[Sequence[bytes]]
+) -> tuple[bytes, ...] | SearchStrategy[Sequence[bytes]]:
+    """Return `values` as a tuple, or the strategy; raise InvalidArgument naming `name`."""
+    if isinstance(values, st.SearchStrategy):
+        return values
+    if isinstance(cast("object", values), (bytes, str)) or not all(
+        isinstance(value, bytes) for value in values
+    ):
+        raise InvalidArgument(
+            f"{name} must be a sequence of bytes or a strategy for one, got {values!r}"
+        )
+    return tuple(values)
+
+
 def _check_data(data: object) -> bytes | SearchStrategy[bytes]:
     if isinstance(data, (bytearray, memoryview)):
         return bytes(data)
@@ -361,9 +382,7 @@ def all_chunkings(
         def test_lines(chunks):
             assert read_lines(chunks) == [b"a", b"b"]
     """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise InvalidArgument(f"data must be bytes, got {data!r}")
-    data = bytes(data)
+    data = _check_exact_data(data)
     _check_size_bounds(min_size, max_size)
     count = _count_chunkings(len(data), min_size, max_size)
     if count > EXHAUSTIVE_LIMIT:
@@ -407,9 +426,7 @@ def all_splits(data: bytes) -> list[list[bytes]]:
         def test_lines(chunks):
             assert read_lines(chunks) == [b"a", b"b"]
     """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise InvalidArgument(f"data must be bytes, got {data!r}")
-    data = bytes(data)
+    data = _check_exact_data(data)
     return [_cut(data, [offset]) for offset in range(1, len(data))]
 
 
@@ -513,14 +530,7 @@ def message_streams(
     Examples shrink towards all messages in one read, then towards the fewest
     reads with each cut at the lowest offset that still fails.
     """
-    if not isinstance(messages, st.SearchStrategy):
-        if isinstance(cast("object", messages), (bytes, str)) or not all(
-            isinstance(message, bytes) for message in messages
-        ):
-            raise InvalidArgument(
-                f"messages must be a sequence of bytes or a strategy for one, got {messages!r}"
-            )
-        messages = tuple(messages)
+    messages = _check_byte_strings("messages", messages)
     _check_size_bounds(min_size, max_size)
     bias = _Bias(
         delimiters=_check_delimiters(delimiters),
