@@ -176,17 +176,13 @@ class _End:
         )
 
 
-class _Recorder(asyncio.Protocol):
-    def __init__(self, end: _End) -> None:
-        self.end = end
-        self.received = bytearray()
+class _ReportsToEnd:
+    """The callbacks the plain and the buffered recorder pass straight to their end."""
+
+    end: _End
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.end.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.received += data
-        self.end.data_received(data)
 
     def eof_received(self) -> bool:
         return self.end.eof_received()
@@ -201,15 +197,22 @@ class _Recorder(asyncio.Protocol):
         self.end.resume_writing()
 
 
-class _BufferedRecorder(asyncio.BufferedProtocol):
+class _Recorder(_ReportsToEnd, asyncio.Protocol):
+    def __init__(self, end: _End) -> None:
+        self.end = end
+        self.received = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+        self.end.data_received(data)
+
+
+class _BufferedRecorder(_ReportsToEnd, asyncio.BufferedProtocol):
     def __init__(self, end: _End, size: int) -> None:
         self.end = end
         self.buffer = bytearray(size)
         self.received = bytearray()
         self.get_buffer_calls = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.end.connection_made(transport)
 
     def get_buffer(self, sizehint: int) -> bytearray:
         self.get_buffer_calls += 1
@@ -219,18 +222,6 @@ class _BufferedRecorder(asyncio.BufferedProtocol):
         data = bytes(self.buffer[:nbytes])
         self.received += data
         self.end.data_received(data)
-
-    def eof_received(self) -> bool:
-        return self.end.eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.end.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.end.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.end.resume_writing()
 
 
 class _StreamRecorder(asyncio.StreamReaderProtocol):
