@@ -207,15 +207,7 @@ class _Receiving:
         rx._chunks.append(data)
         rx._size += len(data)
         self._rx_stalled = False
-        if (  # _want_read(), knowing that there is something to read
-            self._read_handle is None
-            and self._reader_on
-            and not self._paused
-            and not self._closing
-            and not self._eof_seen
-            and not self._conn_lost
-        ):
-            self._schedule_read()
+        self._want_read()
 
     def _rx_eof_arrived(self) -> None:
         self._rx_eof = True
