@@ -342,10 +342,6 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
 
     # -- closing -----------------------------------------------------------------------
 
-    def is_closing(self) -> bool:
-        """Return True once ``close()`` or ``abort()`` was called."""
-        return self._closing
-
     def close(self) -> None:
         """Stop receiving; ``connection_lost(None)`` follows once the buffer is empty."""
         if self._closing:
@@ -354,10 +350,6 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         if not self._buffer:
             self._conn_lost += 1
             self._loop.call_soon(self._call_connection_lost, None)
-
-    def abort(self) -> None:
-        """Close at once, discarding buffered datagrams."""
-        self._force_close(None)
 
     def _force_close(self, exc: BaseException | None) -> None:
         if self._conn_lost:

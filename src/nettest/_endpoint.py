@@ -281,6 +281,14 @@ class FlowControlled(_asyncio_transports._FlowControlMixin):
             f"peak {self._flow.peak}; pause/resume events: {events}"
         )
 
+    def is_closing(self) -> bool:
+        """Return True once ``close()`` or ``abort()`` was called or the connection failed."""
+        return self._closing
+
+    def abort(self) -> None:
+        """Close at once, discarding whatever is buffered."""
+        self._force_close(None)
+
     def _force_close(self, exc: BaseException | None) -> None:
         raise NotImplementedError
 

@@ -436,10 +436,6 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
 
     # -- closing ---------------------------------------------------------------------
 
-    def is_closing(self) -> bool:
-        """Return True once ``close()`` or ``abort()`` was called or the connection failed."""
-        return self._closing
-
     def close(self) -> None:
         """Stop reading now; ``connection_lost(None)`` follows once the buffer drained."""
         if self._closing:
@@ -450,10 +446,6 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
             self._conn_lost += 1
             self._writing = False
             self._loop.call_soon(self._call_connection_lost, None)
-
-    def abort(self) -> None:
-        """Close at once, discarding the write buffer."""
-        self._force_close(None)
 
     def _force_close(self, exc: BaseException | None) -> None:
         if self._conn_lost:
