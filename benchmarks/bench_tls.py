@@ -195,6 +195,9 @@ def main() -> None:
     key = best["key_leaf"] - context - certificate
     trust = best["trust"] - context
     floor = best["key_chain"] + best["trust"]
+    # No verified pair can cost less: two contexts, the server's key, the leaf,
+    # and one trusted root, with no intermediate at all.
+    least = best["key_leaf"] + best["trust"]
 
     ms = 1000.0
 
@@ -223,12 +226,14 @@ def main() -> None:
     print(f"{'  decoding a certificate, each of three:':<47}{certificate * ms:8.3f} ms")
     print(f"{'  client flags + load_verify_locations(DER):':<47}{trust * ms:8.3f} ms")
     print(f"{'  the same stdlib calls, made directly:':<47}{floor * ms:8.3f} ms")
+    print(f"{'  the least any pair costs (no intermediate):':<47}{least * ms:8.3f} ms")
     print()
     ratio = best["baseline"] / best["pair"]
     verdict = "met" if ratio >= 25 else "NOT met"
     ratios = {
         "baseline / nettest pair": ratio,
         "baseline / direct OpenSSL calls": best["baseline"] / floor,
+        "baseline / least possible pair": best["baseline"] / least,
         "baseline / nettest bad case": best["baseline"] / best["bad_case"],
         "TLS 1.3 handshake / nettest pair": handshake_13_cpu / best["pair"],
         "baseline / TLS 1.3 handshake": best["baseline"] / handshake_13_cpu,
@@ -236,7 +241,8 @@ def main() -> None:
     notes = {
         "baseline / nettest pair": f" (target >= 25x: {verdict}; "
         f"median rounds: {median['baseline'] / median['pair']:.1f}x)",
-        "baseline / direct OpenSSL calls": " (the ceiling on this OpenSSL)",
+        "baseline / direct OpenSSL calls": " (the ceiling for this chain)",
+        "baseline / least possible pair": " (the ceiling on this OpenSSL)",
         "TLS 1.3 handshake / nettest pair": " (CPU time both)",
         "baseline / TLS 1.3 handshake": " (CPU time both)",
     }
