@@ -312,6 +312,46 @@ def test_stall_released_bytes_still_go_through_later_faults() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("earlier", "released"),
+    [
+        # Each fault before the stall acted on the bytes once, as they reached it.
+        (Corrupt(positions=(0,)), [Deliver(5, "downstream", b"\x9ebcde")]),
+        (Truncate(3), [Deliver(5, "downstream", b"abc")]),
+        (Latency(1), [Deliver(5, "downstream", b"abcde")]),
+    ],
+)
+def test_stall_released_bytes_skip_the_faults_before_it(
+    earlier: Fault, released: list[Action]
+) -> None:
+    stall = Stall()
+    schedule = stream(earlier, stall)
+    assert schedule.data("downstream", b"abcde", 0) == []
+    actions = schedule.update([earlier], 5)
+    assert actions[0] == Resume("downstream")
+    assert [a for a in actions[1:] if isinstance(a, Deliver)] == released
+
+
+def test_stall_removed_while_another_stall_holds_keeps_the_sender_paused() -> None:
+    first, second = Stall(), Stall(trigger=Trigger(after_bytes=0))
+    schedule = stream(first, second)
+    schedule.data("downstream", b"abc", 0)
+    # The bytes move on to the second stall, which holds them; reading stays off.
+    assert schedule.update([second], 1) == []
+    assert schedule.update([], 2) == [Resume("downstream"), Deliver(2, "downstream", b"abc")]
+
+
+def test_stalls_removed_together_release_the_earliest_bytes_first() -> None:
+    first, second = Stall(trigger=Trigger(after_bytes=2)), Stall()
+    schedule = stream(first, second)
+    # "ab" passes the first stall before it arms and waits at the second; "cd" waits
+    # at the first.
+    assert schedule.data("downstream", b"ab", 0) == [Pause("downstream")]
+    assert schedule.data("downstream", b"cd", 1) == []
+    actions = schedule.update([], 2)
+    assert [a.data for a in actions if isinstance(a, Deliver)] == [b"ab", b"cd"]
+
+
 def test_slow_close_holds_the_fin() -> None:
     schedule = stream(SlowClose(2))
     assert schedule.data("downstream", b"abc", 0) == [Deliver(0, "downstream", b"abc")]

@@ -135,6 +135,23 @@ def test_memory_stall_fills_the_sender_until_removed() -> None:
     run_in_loop_time(scenario)
 
 
+def test_memory_stall_removed_releases_what_the_faults_before_it_let_through() -> None:
+    async def scenario() -> None:
+        (_c_reader, c_writer), (s_reader, s_writer) = memory_stream_pair()
+        stall = Stall(direction="upstream")
+        corrupt = Corrupt(positions=(0,), direction="upstream")
+        faults = inject_faults(c_writer, [corrupt, Truncate(3, direction="upstream"), stall])
+        c_writer.write(b"hello")
+        await asyncio.sleep(1)
+        faults.remove(stall)
+        # Each fault acted once: one byte flipped, three bytes, then the end.
+        assert await asyncio.wait_for(s_reader.read(), 5) == b"\x97el"
+        c_writer.close()
+        s_writer.close()
+
+    run_in_loop_time(scenario)
+
+
 def test_memory_blackhole_loses_bytes_without_blocking_the_sender() -> None:
     async def scenario() -> None:
         (_c_reader, c_writer), (s_reader, s_writer) = memory_stream_pair(capacity=1024)

@@ -242,12 +242,15 @@ class _Schedule:
                         added.append(applied)
                 if applied.selected:
                     pipe.append(applied)
+            before = self._pipes[flow]
             self._pipes[flow] = pipe
-            self._removed(flow, list(old.values()), now)
+            self._removed(flow, list(old.values()), before, now)
         return added
 
-    def _removed(self, flow: Flow, stages: list[_Applied], now: float) -> None:
-        """Hook: stages that left `flow`'s pipeline."""
+    def _removed(
+        self, flow: Flow, stages: list[_Applied], before: list[_Applied], now: float
+    ) -> None:
+        """Hook: `stages` left `flow`'s pipeline, which was `before`."""
 
 
 class StreamSchedule(_Schedule):
@@ -317,7 +320,7 @@ class StreamSchedule(_Schedule):
         for applied in added:
             if applied.arm is not None and self._consumed[applied.flow] >= applied.arm:
                 items = self._arm(applied, now)
-                found = self._run_from(applied, items, now)
+                found = self._run_from(applied, items)
                 actions.extend(self._released)
                 self._released = []
                 actions.extend(found)
@@ -335,7 +338,7 @@ class StreamSchedule(_Schedule):
             return self._finish(flow, [_Chunk(now, offset, data)])
         for applied in pipe:
             applied.scan(offset, data)
-        return self._run(flow, 0, [_Chunk(now, offset, data)], now)
+        return self._run(flow, 0, [_Chunk(now, offset, data)])
 
     def eof(self, flow: Flow, now: float) -> list[Action]:
         """The sender of `flow` half-closed (or closed) its side."""
@@ -343,7 +346,7 @@ class StreamSchedule(_Schedule):
             return []
         self._eof_in[flow] = True
         self.trace.record(now, flow, "EOF received")
-        return self._run(flow, 0, [_Eof(now)], now)
+        return self._run(flow, 0, [_Eof(now)])
 
     def tick(self, now: float) -> list[Action]:
         """Time passed; carry out timers that are due (see `Wake`)."""
@@ -366,14 +369,17 @@ class StreamSchedule(_Schedule):
 
     # -- the pipeline -----------------------------------------------------------------
 
-    def _run_from(self, applied: _Applied, items: list[_Item], now: float) -> list[Action]:
+    def _run_from(self, applied: _Applied, items: list[_Item]) -> list[Action]:
         pipe = self._pipes[applied.flow]
-        return self._run(applied.flow, pipe.index(applied) + 1, items, now)
+        return self._run(applied.flow, pipe.index(applied) + 1, items)
 
-    def _run(self, flow: Flow, start: int, items: list[_Item], now: float) -> list[Action]:
-        pipe = self._pipes[flow]
+    def _run(self, flow: Flow, start: int, items: list[_Item]) -> list[Action]:
+        return self._run_through(flow, self._pipes[flow][start:], items)
+
+    def _run_through(self, flow: Flow, stages: list[_Applied], items: list[_Item]) -> list[Action]:
+        """Pass `items` through `stages` in order, then turn what is left into actions."""
         extra: list[Action] = []
-        for applied in pipe[start:]:
+        for applied in stages:
             if not items:
                 break
             out: list[_Item] = []
@@ -614,17 +620,26 @@ class StreamSchedule(_Schedule):
         self.trace.fire(chunk.at, fault, applied.flow, f"flipped offsets {sorted(set(hits))}")
         return _Chunk(chunk.at, chunk.offset, bytes(data))
 
-    def _removed(self, flow: Flow, stages: list[_Applied], now: float) -> None:
-        for applied in stages:
+    def _removed(
+        self, flow: Flow, stages: list[_Applied], before: list[_Applied], now: float
+    ) -> None:
+        pipe = self._pipes[flow]
+        stalled = any(isinstance(a.fault, Stall) and a.armed for a in pipe)
+        # The last stage's held bytes are the earliest in the stream: release them first.
+        for applied in reversed(stages):
             if isinstance(applied.fault, Stall) and applied.armed:
-                self._released.append(Resume(flow))
+                if not stalled:
+                    self._released.append(Resume(flow))
                 self.trace.fire(now, applied.fault, flow, "removed; reading again")
             if applied.held:
                 held, applied.held = applied.held, []
                 for item in held:
                     item.at = max(item.at, now)
-                # The held items go on through the stages that are still in force.
-                self._released.extend(self._run(flow, 0, held, now))
+                # The held items went through the stages before this one already; they
+                # go on through those after it that are still in force.
+                after = before[before.index(applied) + 1 :]
+                rest = [stage for stage in pipe if any(stage is a for a in after)]
+                self._released.extend(self._run_through(flow, rest, held))
 
 
 def _reset_flows(fault: Fault, flow: Flow) -> tuple[Flow, ...]:

@@ -194,7 +194,9 @@ class DatagramSchedule(_Schedule):
         self.trace.fire(item.at, fault, applied.flow, f"flipped offsets {sorted(hits)}")
         return _Dgram(item.at, bytes(data))
 
-    def _removed(self, flow: Flow, stages: list[_Applied], now: float) -> None:
+    def _removed(
+        self, flow: Flow, stages: list[_Applied], before: list[_Applied], now: float
+    ) -> None:
         for applied in stages:
             held = self._held.pop(id(applied), None)
             if held is not None:

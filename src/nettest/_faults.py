@@ -343,7 +343,8 @@ class Blackhole(Fault):
 class Stall(Fault):
     """Stop reading from the sender, so its buffers and then its TCP window fill up.
 
-    Unlike `Blackhole`, nothing is lost: remove the fault and the held bytes flow.
+    Unlike `Blackhole`, nothing is lost: remove the fault and the held bytes flow
+    on, through the faults listed after it (those before it acted on them already).
     A sender awaiting ``drain()`` blocks.  ``direction="upstream"`` stalls the
     client's writes.
 
