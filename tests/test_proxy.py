@@ -22,6 +22,7 @@ from nettest._faults import (
     HalfClose,
     Latency,
     Refuse,
+    Reorder,
     Reset,
     Slice,
     SlowClose,
@@ -606,6 +607,9 @@ async def test_udp_proxy_down_gives_port_unreachable(
         ("latency=1s,jitter=10ms,direction=both", Latency(1.0, jitter=0.01, direction="both")),
         ("bandwidth=64k", Bandwidth(65536)),
         ("slice=1,delay=5ms", Slice(1, delay=0.005)),
+        # Slice's jitter counts bytes; Latency's is a duration.
+        ("slice=10,jitter=2", Slice(10, jitter=2)),
+        ("reorder=4,max_hold=50ms", Reorder(4, max_hold=0.05)),
         ("truncate=1k", Truncate(1024)),
         ("reset", Reset()),
         ("reset,after_seconds=2", Reset(after_seconds=2.0)),
@@ -633,6 +637,7 @@ def test_parse_fault(spec: str, fault: object) -> None:
         ("latency=1s,colour=red", "no field 'colour'"),
         ("latency=1s,direction=sideways", "direction"),
         ("latency=1s,jitter", "key=value"),
+        ("slice=10,jitter=2ms", "size such as 512"),
         ("bandwidth=0", "bytes_per_second must be > 0"),
     ],
 )

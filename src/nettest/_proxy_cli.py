@@ -53,7 +53,7 @@ _CLI_NAMES = {
     "unreachable": "Unreachable",
 }
 _TIME_FIELDS = {"delay", "jitter", "after_seconds", "seconds", "max_hold"}
-_SIZE_FIELDS = {"bytes_per_second", "size", "after_bytes", "max_size", "window"}
+_SIZE_FIELDS = {"bytes_per_second", "after_bytes"}
 
 
 def _duration(text: str) -> float:
@@ -90,7 +90,8 @@ def parse_fault(spec: str) -> Fault:
     if name not in _CLI_NAMES:
         raise ValueError(f"unknown fault {name!r}; choose from {', '.join(sorted(_CLI_NAMES))}")
     cls = typing.cast("type[Fault]", getattr(_faults, _CLI_NAMES[name]))
-    own = [f.name for f in fields(cls) if f.name not in ("direction", "probability", "trigger")]
+    types = {f.name: f.type for f in fields(cls)}
+    own = [name for name in types if name not in ("direction", "probability", "trigger")]
     kwargs: dict[str, Any] = {}
     trigger: dict[str, Any] = {}
     pairs = [(own[0] if own else "", value)] if value else []
@@ -112,14 +113,15 @@ def parse_fault(spec: str) -> Fault:
             trigger["pattern"] = val.encode().decode("unicode_escape").encode("latin-1")
         elif key not in own:
             raise ValueError(f"{name} has no field {key!r}; fields: {', '.join(own) or 'none'}")
-        elif key in _TIME_FIELDS:
-            kwargs[key] = _duration(val)
-        elif key in _SIZE_FIELDS:
-            kwargs[key] = _size(val)
         elif key == "positions":
             kwargs[key] = tuple(int(p) for p in val.split("+"))
         elif key == "mask":
             kwargs[key] = int(val, 0)
+        elif key in _SIZE_FIELDS or types[key] == "int":
+            # A byte count, like Slice's jitter (Latency's jitter is a duration).
+            kwargs[key] = _size(val)
+        elif key in _TIME_FIELDS:
+            kwargs[key] = _duration(val)
         else:
             kwargs[key] = float(val)
     if trigger:
