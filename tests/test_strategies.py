@@ -178,6 +178,8 @@ def test_message_stream_completed_by() -> None:
         (lambda: nst.chunkings("text"), "data must be bytes"),  # type: ignore[arg-type]
         (lambda: nst.chunkings(b"ab", min_size=0), "min_size must be an integer >= 1, got 0"),
         (lambda: nst.chunkings(b"ab", min_size=3), "min_size must be <= len"),
+        (lambda: nst.chunkings(b"ab", min_size=3, exhaustive=True), "min_size must be <= len"),
+        (lambda: nst.all_chunkings(b"ab", min_size=3), "min_size must be <= len"),
         (lambda: nst.chunkings(b"ab", max_size=0), "max_size must be None or an integer >="),
         (lambda: nst.chunkings(b"ab", delimiters=b"\n"), "delimiters must be an iterable"),  # type: ignore[arg-type]
         (lambda: nst.chunkings(b"ab", delimiters=[b""]), "delimiters must be an iterable"),
@@ -191,6 +193,7 @@ def test_message_stream_completed_by() -> None:
         (lambda: nst.all_splits("abc"), "data must be bytes"),  # type: ignore[arg-type]
         (lambda: nst.message_streams(b"abc"), "messages must be a sequence of bytes"),  # type: ignore[arg-type]
         (lambda: nst.message_streams([b"a"], min_size=-1), "min_size must be"),
+        (lambda: nst.message_streams(5), "messages must be a sequence of bytes"),  # type: ignore[arg-type]
         (lambda: nst.datagram_schedules(b"abc"), "datagrams must be a sequence of bytes"),  # type: ignore[arg-type]
         (lambda: nst.datagram_schedules([b"a", "b"]), "datagrams must be a sequence of bytes"),  # type: ignore[list-item]
     ],
@@ -200,6 +203,17 @@ def test_bad_arguments_raise_invalid_argument_naming_them(
 ) -> None:
     with pytest.raises(InvalidArgument, match=message):
         call()
+
+
+def test_drawn_data_shorter_than_min_size_is_cut_at_every_byte() -> None:
+    chunks = find(nst.chunkings(st.just(b"ab"), min_size=3), lambda c: True, settings=NO_DB)
+    assert chunks == [b"a", b"b"]
+
+
+def test_message_streams_keep_the_messages_of_a_generator() -> None:
+    messages = (m for m in [b"ab", b"cd"])
+    stream = find(nst.message_streams(messages), lambda s: True, settings=NO_DB)  # type: ignore[arg-type]
+    assert stream.messages == (b"ab", b"cd")
 
 
 def test_drawn_data_must_be_bytes() -> None:

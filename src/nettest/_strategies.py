@@ -133,13 +133,19 @@ def _check_byte_strings(
     """Return `values` as a tuple, or the strategy; raise InvalidArgument naming `name`."""
     if isinstance(values, st.SearchStrategy):
         return values
-    if isinstance(cast("object", values), (bytes, str)) or not all(
-        isinstance(value, bytes) for value in values
-    ):
-        raise InvalidArgument(
-            f"{name} must be a sequence of bytes or a strategy for one, got {values!r}"
-        )
-    return tuple(values)
+    error = InvalidArgument(
+        f"{name} must be a sequence of bytes or a strategy for one, got {values!r}"
+    )
+    if isinstance(cast("object", values), (bytes, str)):
+        raise error
+    try:
+        # One pass, so that a generator is checked and kept, not used up.
+        strings = tuple(values)
+    except TypeError:
+        raise error from None
+    if not all(isinstance(value, bytes) for value in strings):
+        raise error
+    return strings
 
 
 def _check_data(data: object) -> bytes | SearchStrategy[bytes]:
@@ -278,9 +284,10 @@ def chunkings(
 
     Args:
         data: The bytes to cut, or a strategy for them.
-        min_size: The fewest chunks, at least 1.  Data shorter than this has
-            fewer: every byte is then its own chunk.  Empty data has no
-            chunkings but the empty list, which is what it always gives.
+        min_size: The fewest chunks, at least 1.  Bytes shorter than this are
+            refused; drawn data shorter than this has fewer chunks, one per
+            byte.  Empty data has no chunkings but the empty list, which is
+            what it always gives.
         max_size: The most chunks, or None for one chunk per byte.
         delimiters: Byte strings to cut around (±1 byte); pass ``()`` for none.
         utf8: Cut inside well-formed UTF-8 multi-byte sequences.
@@ -323,6 +330,8 @@ def chunkings(
         length_prefix=_check_length_prefix(length_prefix),
         hints=_check_hints(hints),
     )
+    if isinstance(data, bytes):
+        _check_min_size_fits(data, min_size)
     if exhaustive:
         if not isinstance(data, bytes):
             raise InvalidArgument("data must be bytes, not a strategy, when exhaustive=True")
@@ -334,16 +343,19 @@ def chunkings(
             )
         return st.sampled_from(list(all_chunkings(data, min_size=min_size, max_size=max_size)))
     if isinstance(data, bytes):
-        if len(data) and min_size > len(data):
-            raise InvalidArgument(
-                f"min_size must be <= len(data)={len(data)}, got min_size={min_size}"
-            )
         fixed = None
         if len(data) > 1:
             max_cuts = None if max_size is None else max_size - 1
             fixed = _cut_strategy(len(data), bias.offsets(data), min_size - 1, max_cuts)
         return _draw_chunkings(data, min_size, max_size, bias, fixed)
     return _draw_chunkings(data, min_size, max_size, bias, None)
+
+
+def _check_min_size_fits(data: bytes, min_size: int) -> None:
+    if data and min_size > len(data):
+        raise InvalidArgument(
+            f"min_size must be <= len(data)={len(data)}, got min_size={min_size}"
+        )
 
 
 def _count_chunkings(n: int, min_size: int, max_size: int | None) -> int:
@@ -366,7 +378,7 @@ def all_chunkings(
     Args:
         data: The bytes to cut; at most 2**16 chunkings are allowed, which
             ``len(data) <= 17`` guarantees.
-        min_size: The fewest chunks, at least 1.
+        min_size: The fewest chunks, from 1 to ``len(data)``.
         max_size: The most chunks, or None for one chunk per byte.
 
     Returns:
@@ -384,6 +396,7 @@ def all_chunkings(
     """
     data = _check_exact_data(data)
     _check_size_bounds(min_size, max_size)
+    _check_min_size_fits(data, min_size)
     count = _count_chunkings(len(data), min_size, max_size)
     if count > EXHAUSTIVE_LIMIT:
         raise InvalidArgument(
