@@ -54,6 +54,8 @@ from nettest._faults import (
         (lambda: Latency(-0.1), "delay"),
         (lambda: Latency(0.1, jitter=-1), "jitter"),
         (lambda: Latency(float("inf")), "delay"),
+        (lambda: Latency(10**400), "delay"),
+        (lambda: Drop(-(10**400)), "rate"),
         (lambda: Bandwidth(0), "bytes_per_second"),
         (lambda: Bandwidth(-5), "bytes_per_second"),
         (lambda: Slice(0), "size"),
