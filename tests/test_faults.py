@@ -197,6 +197,21 @@ def test_slice_fragments_and_spaces_pieces() -> None:
     actions = schedule.data("downstream", b"abcdefgh", 1.0)
     assert [a.data for a in actions if isinstance(a, Deliver)] == [b"abc", b"def", b"gh"]
     assert times(actions) == [1.0, 1.01, 1.02]
+    # Each piece is to be read alone, even with no delay between them.
+    assert all(a.alone for a in actions if isinstance(a, Deliver))
+
+
+def test_slice_pieces_stay_alone_through_later_faults() -> None:
+    schedule = stream(Slice(2), Corrupt(positions=(0,)), Latency(1), Truncate(5))
+    actions = schedule.data("downstream", b"abcdefgh", 0)
+    pieces = [a for a in actions if isinstance(a, Deliver)]
+    assert [(a.data, a.alone) for a in pieces] == [
+        (b"\x9eb", True),
+        (b"cd", True),
+        (b"e", True),
+    ]
+    delayed = stream(Latency(1)).data("downstream", b"ab", 0)
+    assert not any(a.alone for a in delayed if isinstance(a, Deliver))
 
 
 def test_slice_jitter_varies_sizes_but_keeps_bytes() -> None:

@@ -116,6 +116,84 @@ async def test_memory_slice_fragments_reads() -> None:
     server_transport.close()
 
 
+class Reads(asyncio.Protocol):
+    """Records each read."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+
+class SmallBuffer(asyncio.BufferedProtocol):
+    """Reads into a 3-byte buffer, and records each read."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray(3)
+        self.chunks: list[bytes] = []
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.chunks.append(bytes(self.buffer[:nbytes]))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("make", [Reads, SmallBuffer])
+async def test_memory_slice_with_no_delay_gives_one_piece_per_read(
+    make: Callable[[], Reads | SmallBuffer],
+) -> None:
+    client, server = Reads(), make()
+    client_transport, server_transport = memory_transport_pair(client, server)
+    inject_faults(client_transport, [Slice(2, direction="both")])
+    client_transport.write(b"abcdefg")
+    server_transport.write(b"xyz")
+    # One loop turn for each piece to be read, and one more.
+    for _ in range(6):
+        await asyncio.sleep(0)
+    assert server.chunks == [b"ab", b"cd", b"ef", b"g"]
+    assert client.chunks == [b"xy", b"z"]
+    client_transport.close()
+    server_transport.close()
+
+
+@pytest.mark.asyncio
+async def test_memory_slice_pieces_are_not_joined_while_the_reader_is_paused() -> None:
+    client, server = Reads(), Reads()
+    client_transport, server_transport = memory_transport_pair(client, server)
+    inject_faults(client_transport, [Slice(1, direction="upstream")])
+    server_transport.pause_reading()
+    client_transport.write(b"abc")
+    client_transport.write_eof()
+    await asyncio.sleep(0.01)
+    server_transport.resume_reading()
+    await asyncio.sleep(0.01)
+    assert server.chunks == [b"a", b"b", b"c"]
+    client_transport.close()
+    server_transport.close()
+
+
+@pytest.mark.asyncio
+async def test_memory_slice_gives_a_stream_reader_one_piece_per_read() -> None:
+    (_c_reader, c_writer), (s_reader, s_writer) = memory_stream_pair()
+    inject_faults(c_writer, [Slice(1, direction="upstream")])
+    c_writer.write(b"GET\r\n")
+    c_writer.write_eof()
+
+    async def read_all() -> list[bytes]:
+        reads = [await s_reader.read(100)]
+        while reads[-1]:
+            reads.append(await s_reader.read(100))
+        return reads
+
+    # A task that reads again as soon as it has a piece gets one piece per read().
+    assert await asyncio.wait_for(read_all(), 5) == [b"G", b"E", b"T", b"\r", b"\n", b""]
+    c_writer.close()
+    s_writer.close()
+
+
 def test_memory_stall_fills_the_sender_until_removed() -> None:
     async def scenario() -> None:
         (_c_reader, c_writer), (s_reader, s_writer) = memory_stream_pair(capacity=1024)

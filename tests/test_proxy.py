@@ -19,6 +19,7 @@ from nettest._faults import (
     Corrupt,
     Drop,
     Duplicate,
+    Fault,
     HalfClose,
     Latency,
     Refuse,
@@ -280,19 +281,76 @@ async def test_proxy_half_close_gives_eof_but_the_client_can_still_send(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("delay", [0.0, 0.01])
 async def test_proxy_slice_fragments_what_the_server_reads(
-    fault_proxy: FaultProxyFactory, upstream: Upstream
+    fault_proxy: FaultProxyFactory, upstream: Upstream, delay: float
 ) -> None:
     proxy = await fault_proxy(
-        upstream=upstream.address, faults=[Slice(2, delay=0.01, direction="upstream")]
+        upstream=upstream.address, faults=[Slice(2, delay=delay, direction="upstream")]
     )
     async with connect(proxy.address) as (reader, writer):
         writer.write(b"abcdefgh")
         assert await asyncio.wait_for(reader.readexactly(8), 5) == b"abcdefgh"
-    # Reads may coalesce on a busy machine, but the first piece arrives alone.
-    assert upstream.chunks[0] == b"ab"
-    assert len(upstream.chunks) >= 2
-    assert b"".join(upstream.chunks) == b"abcdefgh"
+    # Each piece is read alone, however busy the machine: the next waits for it.
+    assert upstream.chunks == [b"ab", b"cd", b"ef", b"gh"]
+
+
+class _Reads(asyncio.Protocol):
+    """Records each read, until the connection is lost."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set_result(None)
+
+
+async def _sliced_reads(server_port: int, faults: list[Fault]) -> list[bytes]:
+    """Connect through a proxy with `faults` to a server that sends 20 bytes and closes."""
+    loop = asyncio.get_running_loop()
+    async with FaultProxy(("127.0.0.1", server_port), faults=faults) as proxy:
+        transport, reads = await loop.create_connection(_Reads, *proxy.address)
+        try:
+            await asyncio.wait_for(reads.lost, 5)
+        finally:
+            transport.close()
+    return reads.chunks
+
+
+async def _send_twenty_bytes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"0123456789abcdefghij")
+    writer.close()
+
+
+async def _slice_one_byte_per_read() -> None:
+    server = await asyncio.start_server(_send_twenty_bytes, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        assert await _sliced_reads(port, [Slice(1)]) == [
+            bytes([b]) for b in b"0123456789abcdefghij"
+        ]
+        sizes = [len(chunk) for chunk in await _sliced_reads(port, [Slice(3, jitter=2)])]
+        assert sum(sizes) == 20
+        assert max(sizes) <= 5
+
+
+@pytest.mark.asyncio
+async def test_proxy_slice_with_no_delay_gives_one_piece_per_read() -> None:
+    await _slice_one_byte_per_read()
+
+
+@pytest.mark.uvloop
+def test_proxy_slice_with_no_delay_gives_one_piece_per_read_on_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(_slice_one_byte_per_read())
+    finally:
+        loop.close()
 
 
 @pytest.mark.asyncio

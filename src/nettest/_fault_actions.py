@@ -31,11 +31,16 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Deliver:
-    """Write `data` to the receiver of `flow` at time `at`."""
+    """Write `data` to the receiver of `flow` at time `at`.
+
+    `alone`: the receiver must read `data` apart from what was delivered before it
+    (a piece of a `~nettest.faults.Slice`), so the driver waits until it has.
+    """
 
     at: float
     flow: Flow
     data: bytes
+    alone: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,6 +101,8 @@ class _Chunk:
     at: float
     offset: int
     data: bytes
+    #: A piece of a `Slice`: the receiver must read it apart from what came before.
+    alone: bool = False
 
 
 @dataclass(slots=True)
@@ -401,7 +403,7 @@ class StreamSchedule(_Schedule):
             self._last_at[flow] = at
             if isinstance(item, _Chunk):
                 self.trace._forwarded(at, flow, item.data)
-                actions.append(Deliver(at, flow, item.data))
+                actions.append(Deliver(at, flow, item.data, item.alone))
             elif isinstance(item, _Eof):
                 self._eof_out[flow] = True
                 self.trace.record(at, flow, "EOF forwarded")
@@ -482,8 +484,9 @@ class StreamSchedule(_Schedule):
             else:
                 # The fault arms inside this chunk, or right at its end.
                 cut = max(0, arm - item.offset)
-                before = _Chunk(item.at, item.offset, item.data[:cut]) if cut else None
-                after = _Chunk(item.at, item.offset + cut, item.data[cut:])
+                alone = item.alone
+                before = _Chunk(item.at, item.offset, item.data[:cut], alone) if cut else None
+                after = _Chunk(item.at, item.offset + cut, item.data[cut:], alone)
             if before is not None:
                 out.append(before)
             if not applied.armed:
@@ -527,7 +530,7 @@ class StreamSchedule(_Schedule):
             self.discarded[flow] += len(chunk.data) - keep
             out: list[_Item] = []
             if keep > 0:
-                out.append(_Chunk(chunk.at, chunk.offset, chunk.data[:keep]))
+                out.append(_Chunk(chunk.at, chunk.offset, chunk.data[:keep], chunk.alone))
             out.extend(self._fire_end(applied, chunk.at))
             return out
         if isinstance(fault, Latency):
@@ -579,7 +582,7 @@ class StreamSchedule(_Schedule):
         for index in range(0, len(data), quantum):
             piece = data[index : index + quantum]
             start = start + len(piece) / rate
-            out.append(_Chunk(start, chunk.offset + index, piece))
+            out.append(_Chunk(start, chunk.offset + index, piece, chunk.alone))
         applied.busy = start
         if not applied.fired:
             applied.fired = True
@@ -595,7 +598,7 @@ class StreamSchedule(_Schedule):
             size = fault.size
             if fault.jitter:
                 size = max(1, size + self.rng.randint(-fault.jitter, fault.jitter))
-            out.append(_Chunk(at, chunk.offset + index, data[index : index + size]))
+            out.append(_Chunk(at, chunk.offset + index, data[index : index + size], True))
             index += size
             at += fault.delay
         applied.busy = at
@@ -618,7 +621,7 @@ class StreamSchedule(_Schedule):
         for position in sorted(set(hits)):
             data[position - start] ^= fault.mask
         self.trace.fire(chunk.at, fault, applied.flow, f"flipped offsets {sorted(set(hits))}")
-        return _Chunk(chunk.at, chunk.offset, bytes(data))
+        return _Chunk(chunk.at, chunk.offset, bytes(data), chunk.alone)
 
     def _removed(
         self, flow: Flow, stages: list[_Applied], before: list[_Applied], now: float

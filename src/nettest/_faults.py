@@ -248,7 +248,12 @@ class Slice(Fault):
     """Fragment the stream into pieces of about *size* bytes, *delay* seconds apart.
 
     This is how parsers meet a delimiter split across two reads.  Piece sizes are
-    drawn from ``size - jitter`` to ``size + jitter`` (at least 1).
+    drawn from ``size - jitter`` to ``size + jitter`` (at least 1).  Each piece is
+    its own read (``data_received``, ``buffer_updated``): a piece goes out only
+    once the receiver has read the one before, even with no *delay*.  Memory
+    pairs guarantee it; the proxy guarantees it to a receiver on the same event
+    loop that keeps reading (one in another thread or process may find pieces
+    joined, as TCP joins segments, unless *delay* gives it time).
 
     Raises:
         ValueError: ``size < 1``, a negative *jitter* or *delay*.

@@ -43,6 +43,10 @@ one it receives on) and then, possibly later with ``loop.call_later``:
 * drops: calls ``link.lose(len(data))`` instead, freeing the capacity;
 * resets: calls ``link.reset()`` (both ends get ``ConnectionResetError``).
 
+A fault layer that must not deliver a piece before the receiver has read the
+one before sets :attr:`Link.on_read`, which the receiving transport calls after
+each read, once the protocol has the data.
+
 ``arrive`` copes with a receiver that has closed meanwhile, as a kernel does: the
 sender is reset.  Nothing else needs to know a fault layer exists.
 """
@@ -133,6 +137,7 @@ class Link:
         "fin_sent",
         "in_flight",
         "manual",
+        "on_read",
         "partial_writes",
         "receiver",
         "sender",
@@ -173,6 +178,8 @@ class Link:
         self._plain = receiver is not None and partial_writes is None and not manual
         self.carry: Callable[[bytes], None] = self._arrive
         self.carry_eof: Callable[[], None] = self.arrive_eof
+        #: Called after each read by the receiving transport (a fault layer's hook).
+        self.on_read: Callable[[], None] | None = None
 
     @property
     def room(self) -> int:

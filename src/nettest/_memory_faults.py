@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import os
 import typing
 from collections.abc import Callable, Iterable
@@ -146,13 +147,16 @@ class _StreamDriver:
         self.handle = MemoryFaults(_kind="stream", _faults=faults)
         self.handle._trace = self.schedule.trace
         self.handle._on_change = self.update
-        self.queues = {flow: ActionQueue(self.loop, self._perform) for flow in FLOWS}
+        self.queues = {
+            flow: ActionQueue(self.loop, self._perform, held=self._unread_before) for flow in FLOWS
+        }
         self.lost: dict[Flow, int] = {"upstream": 0, "downstream": 0}
         self.eof_sent: set[Flow] = set()
         self.done = False
         for flow, link in self.links.items():
             link.carry = self._carrier(flow)
             link.carry_eof = self._eof_carrier(flow)
+            link.on_read = functools.partial(self.kick, flow)
         self.apply(self.schedule.start(self.loop.time()))
 
     def _carrier(self, flow: Flow) -> Callable[[bytes], None]:
@@ -197,6 +201,13 @@ class _StreamDriver:
 
     def kick(self, flow: Flow) -> None:
         self.queues[flow].kick()
+
+    def _unread_before(self, action: TimedAction) -> bool:
+        """Whether `action` is a piece to be read alone and the receiver has unread bytes."""
+        if not isinstance(action, Deliver) or not action.alone or self.done:
+            return False
+        receiver = self.links[action.flow].receiver
+        return receiver is not None and bool(receiver._rx._size) and not receiver._closing
 
     def _perform(self, action: TimedAction) -> None:
         if isinstance(action, Deliver):

@@ -58,6 +58,8 @@ __all__: list[str] = []
 _HIGH = 256 * 1024
 #: ...and read again once no more than this waits.
 _LOW = 64 * 1024
+#: Loop turns between two pieces to be read alone (see `_StreamConnection._space`).
+_PIECE_TURNS = 2
 #: Seconds a closing connection waits for its peers' EOF before closing anyway.
 _CLOSE_GRACE = 1.0
 
@@ -140,7 +142,7 @@ class _StreamConnection:
             flow: ActionQueue(
                 self.loop,
                 self._perform,
-                held=self._unconnected,
+                held=self._waiting,
                 due=functools.partial(self.kick, flow),
             )
             for flow in FLOWS
@@ -148,6 +150,8 @@ class _StreamConnection:
         self.queued: dict[Flow, int] = {"upstream": 0, "downstream": 0}
         self.paused: dict[Flow, set[str]] = {"upstream": set(), "downstream": set()}
         self.eof_sent: dict[Flow, bool] = {"upstream": False, "downstream": False}
+        # Flows that just wrote a piece to be read alone: the next waits a few turns.
+        self.spacing: set[Flow] = set()
         self.wakes: list[asyncio.TimerHandle] = []
         self.finished = False
         self.connecting: asyncio.Task[None] | None = None
@@ -272,9 +276,24 @@ class _StreamConnection:
         if not self.finished:
             self._backpressure(flow)
 
-    def _unconnected(self, action: TimedAction) -> bool:
-        """Whether *action* waits for the upstream connection, not made yet."""
-        return self._receiver(action.flow) is None and isinstance(action, (Deliver, SendEof))
+    def _waiting(self, action: TimedAction) -> bool:
+        """Whether *action* waits: for the upstream connection, or for a piece's reader."""
+        if isinstance(action, (Deliver, SendEof)) and self._receiver(action.flow) is None:
+            return True
+        return isinstance(action, Deliver) and action.alone and action.flow in self.spacing
+
+    def _space(self, flow: Flow, turns: int) -> None:
+        """Let `turns` loop turns pass after a piece was written, then write the next.
+
+        A receiver on this loop reads the piece in the first turn after the write
+        (its socket turned readable); the next piece goes out after that read.
+        """
+        if turns > 1:
+            self.loop.call_soon(self._space, flow, turns - 1)
+            return
+        self.spacing.discard(flow)
+        if not self.finished:
+            self.kick(flow)
 
     def _perform(self, action: TimedAction) -> None:
         receiver = self._receiver(action.flow)
@@ -283,6 +302,9 @@ class _StreamConnection:
             self.queued[action.flow] -= len(action.data)
             if transport is not None and not transport.is_closing():
                 transport.write(action.data)
+                if action.alone:
+                    self.spacing.add(action.flow)
+                    self.loop.call_soon(self._space, action.flow, _PIECE_TURNS)
         elif isinstance(action, SendEof):
             self.eof_sent[action.flow] = True
             if transport is not None and not transport.is_closing() and transport.can_write_eof():

@@ -262,6 +262,8 @@ class _Receiving:
                 raise
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+        if self._in.on_read is not None:
+            self._in.on_read()
         if rx._size or self._rx_eof or self._rx_error is not None:
             self._want_read()
 
