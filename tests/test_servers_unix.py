@@ -21,12 +21,21 @@ from nettest._servers import (
     UnixServerFactory,
     unix_server,  # noqa: F401
 )
+from nettest._udp import UnixDatagramServer
 
 pytestmark = pytest.mark.asyncio
 
 
 def _stat(path: str) -> os.stat_result:
     return os.stat(path)
+
+
+def _write(path: str, data: bytes) -> None:
+    Path(path).write_bytes(data)
+
+
+def _read(path: str) -> bytes:
+    return Path(path).read_bytes()
 
 
 def _exists(path: str) -> bool:
@@ -66,6 +75,34 @@ async def test_unix_server_at_a_given_path(tmp_path: Path) -> None:
         writer.close()
         await writer.wait_closed()
     assert not _exists(short)
+
+
+@pytest.mark.parametrize("make", [UnixServer, UnixDatagramServer])
+async def test_unix_server_that_cannot_bind_leaves_the_path_alone(
+    make: type[UnixServer] | type[UnixDatagramServer],
+) -> None:
+    taken = f"/tmp/nt-{os.getpid()}-taken"
+    _write(taken, b"someone else's file")
+    try:
+        with pytest.raises(OSError, match="in use"):
+            await make(path=taken).start()
+        assert _read(taken) == b"someone else's file"
+    finally:
+        os.unlink(taken)
+
+
+async def test_unix_server_leaves_a_file_that_replaced_its_socket() -> None:
+    path = f"/tmp/nt-{os.getpid()}-replaced"
+    server = await UnixServer(handlers.sink, path=path).start()
+    try:
+        os.unlink(path)
+        _write(path, b"new")
+    finally:
+        await server.aclose()
+    try:
+        assert _read(path) == b"new"
+    finally:
+        os.unlink(path)
 
 
 async def test_unix_path_over_the_limit_names_the_limit(tmp_path: Path) -> None:

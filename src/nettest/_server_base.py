@@ -252,6 +252,7 @@ class _UnixPath:
     _path: str
     _abstract: bool
     _dir: str | None
+    _bound: tuple[int, int] | None
 
     def _init_unix_path(self, path: str | os.PathLike[str] | None, abstract: bool) -> None:
         if not hasattr(socket, "AF_UNIX"):
@@ -263,6 +264,8 @@ class _UnixPath:
         self._path = check_unix_path(os.fspath(path)) if path is not None else ""
         self._abstract = bool(abstract)
         self._dir = None
+        # (device, inode) of the socket file this server bound: the only file it removes.
+        self._bound = None
 
     def _make_socket(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, self._socket_type)
@@ -276,15 +279,22 @@ class _UnixPath:
                     self._dir = _private_dir()
                     self._path = check_unix_path(os.path.join(self._dir, "s"))
                 sock.bind(self._path)
+                info = os.stat(self._path)
+                self._bound = (info.st_dev, info.st_ino)
         return sock
 
     def _cleanup(self) -> None:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
-        elif self._path and not self._abstract and self._status == "closed":
+        elif self._bound is not None and self._status == "closed":
+            # Never a path this server did not bind (a failed bind: someone else's
+            # file), nor one replaced since.
             with contextlib.suppress(OSError):
-                os.unlink(self._path)
+                info = os.stat(self._path)
+                if (info.st_dev, info.st_ino) == self._bound:
+                    os.unlink(self._path)
+            self._bound = None
 
     def _describe(self) -> str:
         return format_address(self._path)
