@@ -171,6 +171,17 @@ async def test_script_unmet_at_teardown_is_an_error() -> None:
 
 
 @pytest.mark.asyncio
+async def test_script_expect_eof_unmet_when_the_server_closes() -> None:
+    server = await TCPServer(handlers.script(handlers.expect_eof())).start()
+    _, writer = await asyncio.open_connection(*server.address)
+    await server.wait_for_connections(1)
+    # The client never half-closes: the reader's EOF at teardown is the server's own.
+    message = await _mismatch(server)
+    assert "expect_eof(): not met when the server closed" in message
+    writer.close()
+
+
+@pytest.mark.asyncio
 async def test_script_unexpected_eof_and_extra_data() -> None:
     server = await TCPServer(handlers.script(handlers.expect_eof())).start()
     assert await _talk(server, b"surprise", eof=True) == b""

@@ -443,6 +443,8 @@ async def _run_read_step(
                 raise ScriptMismatch(
                     f"{where}: expected EOF; the client sent {show(extra)}" + _so_far(conn)
                 )
+            if not conn.eof_received:  # the reader's EOF came from the server closing
+                raise ScriptMismatch(f"{where}: not met when the server closed" + _so_far(conn))
     except asyncio.TimeoutError:
         raise ScriptMismatch(
             f"{where}: nothing matching arrived in {timeout:g} s" + _so_far(conn)
