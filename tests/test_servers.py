@@ -443,6 +443,34 @@ async def test_protocol_exception_is_raised_at_teardown() -> None:
         await server.aclose()
 
 
+class _CannotMake(asyncio.Protocol):
+    def __init__(self) -> None:
+        raise ValueError("no protocol today")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("factory", "error"),
+    [
+        (_CannotMake, "ValueError: no protocol today"),
+        (lambda: 42, "TypeError: the handler (a protocol factory) returned int"),
+    ],
+)
+async def test_protocol_factory_error_aborts_the_connection_and_is_raised_at_teardown(
+    factory: typing.Callable[[], asyncio.BaseProtocol], error: str
+) -> None:
+    server = await TCPServer(factory).start()
+    reader, writer = await asyncio.open_connection(*server.address)
+    assert await reader.read() == b""  # aborted: closed with nothing sent
+    await _close(writer)
+    (conn,) = server.connections
+    await conn.wait_closed()
+    assert conn.ending is Ending.ABORTED
+    with pytest.raises(HandlerError, match="protocol factory") as info:
+        await server.aclose()
+    assert error in str(info.value)
+
+
 @pytest.mark.asyncio
 async def test_handler_errors_are_visible_before_teardown(tcp_server: TCPServerFactory) -> None:
     async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -165,6 +165,19 @@ async def test_udp_protocol_exception_raises_at_teardown() -> None:
         await server.aclose()
 
 
+async def test_udp_protocol_factory_error_raises_at_teardown() -> None:
+    def factory() -> asyncio.DatagramProtocol:
+        raise ValueError("no protocol today")
+
+    server = await UDPServer(factory).start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"unanswered", server.address)
+        await server.wait_for_datagrams(1)
+    assert [str(e) for e in server.errors] == ["no protocol today"]
+    with pytest.raises(HandlerError, match=r"no protocol today\n.*\(a protocol factory\) failed"):
+        await server.aclose()
+
+
 async def test_udp_bad_handlers_and_hosts() -> None:
     with pytest.raises(ValueError, match=r"handlers\.close has no meaning for datagrams"):
         UDPServer(handlers.close)

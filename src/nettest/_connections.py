@@ -147,6 +147,13 @@ class _RecordingTransport(asyncio.Transport):
         return self._inner.can_write_eof()
 
 
+class _NoProtocol(asyncio.Protocol):
+    """Stands in for the protocol a handler's factory failed to make."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
 class _RecordingProtocol(asyncio.Protocol):
     """Stands between the real transport and the handler's protocol, recording reads."""
 
@@ -178,6 +185,13 @@ class _RecordingProtocol(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio.Transport.
         transport = typing.cast("asyncio.Transport", transport)
         state = self._state = self._server._connection_made(transport)
+        if isinstance(self._inner, _NoProtocol):
+            # Recorded against the connection and raised again at teardown; the
+            # connection is aborted, having nothing to talk to.
+            failed = "the handler (a protocol factory) failed"
+            self._server._record_error(state.conn, self._inner.error, failed)
+            state.abort()
+            return
         proxy = _RecordingTransport(transport, state)
         self._guard("connection_made", lambda: self._inner.connection_made(proxy))
         self._server._start_handler(state, proxy, self._inner, self._reader)

@@ -37,7 +37,12 @@ import typing
 import warnings
 from typing import Any, TypeVar
 
-from ._connections import _ConnState, _RecordingBufferedProtocol, _RecordingProtocol
+from ._connections import (
+    _ConnState,
+    _NoProtocol,
+    _RecordingBufferedProtocol,
+    _RecordingProtocol,
+)
 from ._connections import _RecordingTransport as _RecordingTransport
 from ._handlers import (
     Handler,
@@ -163,12 +168,16 @@ class _StreamServer(_LoopbackServer):
         assert self._loop is not None
         if self._handler_kind == "protocol":
             factory = typing.cast("ProtocolFactory", self._handler)
-            inner = factory()
-            if not isinstance(inner, asyncio.BaseProtocol):
-                raise TypeError(
-                    f"the handler (a protocol factory) returned {type(inner).__name__}, "
-                    "not an asyncio.Protocol"
-                )
+            try:
+                inner = factory()
+                if not isinstance(inner, asyncio.BaseProtocol):
+                    raise TypeError(
+                        f"the handler (a protocol factory) returned {type(inner).__name__}, "
+                        "not an asyncio.Protocol"
+                    )
+            except Exception as exc:
+                # asyncio would drop the error (outside debug mode) and leak the socket.
+                return _RecordingProtocol(self, _NoProtocol(exc))
         else:
             reader = asyncio.StreamReader(limit=self._limit, loop=self._loop)
             return _RecordingProtocol(

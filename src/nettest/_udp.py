@@ -118,12 +118,17 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
         server._transport = transport
         if server._kind_of_handler == "protocol":
             factory = typing.cast("DatagramProtocolFactory", server._handler)
-            inner = factory()
-            if not isinstance(inner, asyncio.DatagramProtocol):
-                raise TypeError(
-                    f"the handler (a protocol factory) returned {type(inner).__name__}, "
-                    "not an asyncio.DatagramProtocol"
-                )
+            try:
+                inner = factory()
+                if not isinstance(inner, asyncio.DatagramProtocol):
+                    raise TypeError(
+                        f"the handler (a protocol factory) returned {type(inner).__name__}, "
+                        "not an asyncio.DatagramProtocol"
+                    )
+            except Exception as exc:
+                # Raised again at teardown; datagrams are still recorded, not answered.
+                server._record_error(exc, "the handler (a protocol factory) failed")
+                return
             self._inner = inner
             proxy = _RecordingDatagramTransport(transport, server)
             self._guard("connection_made", lambda: inner.connection_made(proxy))
