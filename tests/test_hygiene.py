@@ -299,6 +299,101 @@ def test_gate_wider_scoped_fixture_is_not_blamed(pytester: pytest.Pytester) -> N
     result.assert_outcomes(passed=2)
 
 
+@pytest.mark.parametrize("warnings_as_errors", [True, False])
+def test_gate_blames_a_dropped_open_transport_on_its_test(
+    pytester: pytest.Pytester, warnings_as_errors: bool
+) -> None:
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import pytest
+        from nettest import memory_transport_pair
+
+        @pytest.mark.asyncio
+        async def test_drops_a_pair():
+            # Kept alive only by reference cycles: the garbage collector finalises it.
+            memory_transport_pair(asyncio.Protocol(), asyncio.Protocol())
+
+        def test_next():
+            pass
+        """,
+        *(["-W", "error::ResourceWarning"] if warnings_as_errors else []),
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_drops_a_pair*",
+            "*- MemoryTransport * dropped while open, created at:",
+            "*memory_transport_pair(asyncio.Protocol(), asyncio.Protocol())",
+        ]
+    )
+
+
+def test_gate_strict_leaves_a_wider_scoped_servers_connections_to_it(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import pytest
+        import pytest_asyncio
+        from nettest import TCPServer, handlers
+
+        @pytest_asyncio.fixture(loop_scope="module", scope="module")
+        async def shared_server():
+            async with TCPServer(handlers.echo) as server:
+                yield server
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_talks_to_it(shared_server):
+            reader, writer = await asyncio.open_connection(*shared_server.address)
+            writer.write(b"a")
+            assert await reader.readexactly(1) == b"a"
+            writer.close()
+            await writer.wait_closed()
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_after(shared_server):
+            assert len(shared_server.connections) == 1
+        """,
+        "--nettest-leaks=strict",
+    )
+    result.assert_outcomes(passed=2)
+
+
+def test_gate_leaves_a_wider_scoped_servers_open_connections_to_it(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import pytest
+        import pytest_asyncio
+        from nettest import TCPServer, handlers
+
+        @pytest_asyncio.fixture(loop_scope="module", scope="module")
+        async def shared_server():
+            async with TCPServer(handlers.echo) as server:
+                yield server
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_connects(shared_server):
+            reader, writer = await asyncio.open_connection(*shared_server.address)
+            await shared_server.wait_for_connections(1)
+            writer.close()  # the server's end is still open as the test ends: not its leak
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_after(shared_server):
+            await shared_server.connections[0].wait_closed()
+        """,
+    )
+    result.assert_outcomes(passed=2)
+
+
 def test_gate_marker_overrides_mode(pytester: pytest.Pytester) -> None:
     result = run(
         pytester,

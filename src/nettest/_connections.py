@@ -49,6 +49,7 @@ class _ConnState:
             what=f"connection #{self.conn.index} to {server._name}",
             is_open=lambda t: not t.is_closing(),
             close=lambda t: _loop_thread_call(loop, t.abort),
+            on_behalf_of=server,
         )
 
     def close(self) -> None:

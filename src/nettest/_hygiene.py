@@ -135,6 +135,12 @@ class _Gate:
     instrumented: weakref.WeakSet[asyncio.AbstractEventLoop] = field(
         default_factory=weakref.WeakSet
     )
+    #: The owner of each tracked object, for what it makes later (`track`'s `on_behalf_of`).
+    owners: weakref.WeakKeyDictionary[Any, str] = field(default_factory=weakref.WeakKeyDictionary)
+    #: Strict mode: the owner of every socket made while watching (None: nobody's).
+    socket_owners: weakref.WeakKeyDictionary[socket.socket, str | None] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
 
     # -- ownership -----------------------------------------------------------
 
@@ -154,8 +160,10 @@ class _Gate:
         what: str,
         is_open: Callable[[_T], bool],
         close: Callable[[_T], object],
+        on_behalf_of: object = None,
     ) -> _T:
-        if self.owner is None:
+        owner = self.owner if on_behalf_of is None else self.owners.get(on_behalf_of)
+        if owner is None:
             return obj
         if len(self.tracked) > 4096:
             self.tracked = [t for t in self.tracked if t.ref() is not None]
@@ -163,12 +171,14 @@ class _Gate:
             _Tracked(
                 weakref.ref(obj),
                 what,
-                self.owner,
+                owner,
                 _creation_stack(),
                 cast("Callable[[Any], bool]", is_open),
                 cast("Callable[[Any], object]", close),
             )
         )
+        with contextlib.suppress(TypeError):  # an unhashable object makes nothing later
+            self.owners[obj] = owner
         return obj
 
     # -- loops ---------------------------------------------------------------
@@ -228,13 +238,24 @@ class _Gate:
     # -- sockets -------------------------------------------------------------
 
     def watch_socket_creation(self) -> None:
-        """Track every Python socket a test creates, with its stack (strict mode only)."""
+        """Track every Python socket a test creates, with its stack (strict mode only).
+
+        A socket that ``accept()`` makes belongs to whoever owns the listening
+        socket: a connection to a module-scoped server is that server's, even
+        when a test made it.
+        """
         original_init = socket.socket.__init__
         gate = self
 
         def __init__(sock: socket.socket, *args: Any, **kwargs: Any) -> None:
             original_init(sock, *args, **kwargs)
-            gate.track(sock, what="socket", is_open=_socket_open, close=socket.socket.close)
+            owner = gate.owner
+            caller = sys._getframe(1)
+            if caller.f_code is _SOCKET_ACCEPT:
+                owner = gate.socket_owners.get(caller.f_locals.get("self"))  # type: ignore[arg-type]
+            gate.socket_owners[sock] = owner
+            with gate.owned_by(owner):
+                gate.track(sock, what="socket", is_open=_socket_open, close=socket.socket.close)
 
         __init__.__wrapped__ = original_init  # type: ignore[attr-defined]
         socket.socket.__init__ = __init__  # type: ignore[method-assign, assignment]
@@ -263,9 +284,23 @@ class _Gate:
             return
         leaks = self._find(owner, mode, fds_before)
         if leaks:
+            suspects = [
+                item
+                for item in self.tracked
+                if item.owner == owner
+                and not item.open_at_loop_close
+                and item.alive_and_open() is not None
+            ]
             # Let unreachable objects finalise now, inside the test that dropped them.
-            gc.collect()
+            finalising = _collect_garbage()
             leaks = self._find(owner, mode, fds_before)
+            # Collected while still open: dropped without being closed.
+            leaks += [
+                _describe(f"{item.what} dropped while open", item.stack)
+                for item in suspects
+                if item.ref() is None
+            ]
+            leaks += [f"  - while the garbage collector finalised them: {m}" for m in finalising]
         self._release(owner)
         if leaks:
             header = (
@@ -300,6 +335,12 @@ class _Gate:
             if error.owner == owner:
                 leaks.append(_describe_loop_error(error.context))
         if mode == "strict":
+            # Sockets someone else owns: a wider-scoped server's accepted connections.
+            seen_fds.update(
+                sock.fileno()
+                for sock, sock_owner in list(self.socket_owners.items())
+                if sock_owner != owner and sock.fileno() != -1
+            )
             for fd, inode in sorted(open_socket_fds() - fds_before - self.exempt_fds):
                 if fd not in seen_fds:
                     what = f"open socket (fd {fd}, inode {inode}){_socket_names(fd)}"
@@ -320,6 +361,27 @@ class _Gate:
     def _forget(self, owner: str) -> None:
         self.tracked = [t for t in self.tracked if t.owner != owner and t.ref() is not None]
         self.loop_errors = [e for e in self.loop_errors if e.owner != owner]
+
+
+def _collect_garbage() -> list[str]:
+    """Run the garbage collector; return what finalisers raised (a ResourceWarning as error).
+
+    Caught here, rather than by pytest's hook, so that they are reported with
+    the test being checked: pytest may have collected this phase's already.
+    """
+    caught: list[str] = []
+
+    def hook(unraisable: Any) -> None:
+        where = unraisable.err_msg or "Exception ignored in"
+        error = unraisable.exc_value
+        caught.append(f"{where}: {unraisable.object!r}\n    {type(error).__name__}: {error}")
+
+    previous, sys.unraisablehook = sys.unraisablehook, hook
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
+    return caught
 
 
 def _pending(task: asyncio.Future[Any]) -> bool:
@@ -399,6 +461,8 @@ def _fd_dir() -> str | None:
 
 
 _FD_DIR = _fd_dir()
+#: The code of ``socket.socket.accept``, which makes the sockets of accepted connections.
+_SOCKET_ACCEPT = socket.socket.accept.__code__
 
 
 def open_socket_fds() -> frozenset[tuple[int, int]]:
@@ -426,17 +490,20 @@ def track(
     what: str,
     is_open: Callable[[_T], bool],
     close: Callable[[_T], object],
+    on_behalf_of: object = None,
 ) -> _T:
     """Register an object nettest made, so the hygiene gate can find it if it is left open.
 
     The object is held by a weak reference.  `is_open` and `close` receive the
     object; they must not raise.  Objects made outside a test, or while a fixture
-    of wider scope is set up, are not tracked.
+    of wider scope is set up, are not tracked.  What a server or proxy makes as
+    it runs (`on_behalf_of` it) belongs to that server's owner, not to the test
+    running at the time.
 
     Returns:
         `obj`, so that ``self._sock = track(sock, ...)`` reads naturally.
     """
-    return GATE.track(obj, what=what, is_open=is_open, close=close)
+    return GATE.track(obj, what=what, is_open=is_open, close=close, on_behalf_of=on_behalf_of)
 
 
 def instrument_loop(loop: asyncio.AbstractEventLoop) -> None:

@@ -186,7 +186,9 @@ class FaultProxy(FaultsInForce):
         self._port_task = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        track(task, what="FaultProxy port change", is_open=_pending, close=_cancel)
+        track(
+            task, what="FaultProxy port change", is_open=_pending, close=_cancel, on_behalf_of=self
+        )
 
     async def __aenter__(self) -> FaultProxy:
         return await self.start()
@@ -216,6 +218,7 @@ class FaultProxy(FaultsInForce):
                 what=f"FaultProxy listener {sock.getsockname()}",
                 is_open=lambda s: s.is_serving(),
                 close=lambda s: s.close(),
+                on_behalf_of=self,
             )
             name = sock.getsockname()
         else:
@@ -227,6 +230,7 @@ class FaultProxy(FaultsInForce):
                 what=f"FaultProxy UDP listener {transport.get_extra_info('sockname')}",
                 is_open=_transport_open,
                 close=_abort,
+                on_behalf_of=self,
             )
             self._listen_protocol = protocol
             name = transport.get_extra_info("sockname")
@@ -397,7 +401,13 @@ class FaultProxy(FaultsInForce):
             task = asyncio.get_running_loop().create_task(self._connect_flow(flow))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-            track(task, what="FaultProxy UDP connect task", is_open=_pending, close=_cancel)
+            track(
+                task,
+                what="FaultProxy UDP connect task",
+                is_open=_pending,
+                close=_cancel,
+                on_behalf_of=self,
+            )
         flow.from_client(data)
 
     async def _connect_flow(self, flow: _UpstreamFlow) -> None:

@@ -90,6 +90,7 @@ class _Side(asyncio.Protocol):
             what=f"FaultProxy {self.role} connection {peer}",
             is_open=_transport_open,
             close=_abort,
+            on_behalf_of=self.proxy,
         )
         if self.role == "client":
             self.proxy._accepted(self)
@@ -170,6 +171,7 @@ class _StreamConnection:
             what=f"FaultProxy connect task #{self.schedule.index}",
             is_open=_pending,
             close=_cancel,
+            on_behalf_of=self.proxy,
         )
         self.apply(actions)
 

@@ -69,6 +69,7 @@ class _UpstreamFlow(asyncio.DatagramProtocol):
             what=f"FaultProxy UDP flow #{self.schedule.index} socket",
             is_open=_transport_open,
             close=_abort,
+            on_behalf_of=self.proxy,
         )
         for data in self.waiting:
             self.transport.sendto(data)

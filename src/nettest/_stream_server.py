@@ -218,6 +218,7 @@ class _StreamServer(_LoopbackServer):
             what=f"handler of connection #{state.conn.index} to {self._name}",
             is_open=lambda t: not t.done(),
             close=lambda t: _loop_thread_call(t.get_loop(), t.cancel),
+            on_behalf_of=self,
         )
 
     def _task_done(self, task: asyncio.Task[None]) -> None:

@@ -227,6 +227,7 @@ class _DatagramServer(_LoopbackServer):
                 what=f"script of {self._name}",
                 is_open=lambda t: not t.done(),
                 close=lambda t: _loop_thread_call(t.get_loop(), t.cancel),
+                on_behalf_of=self,
             )
 
     async def _run_script(self, steps: tuple[Any, ...]) -> None:
