@@ -355,13 +355,31 @@ def test_gate_strict_leaves_a_wider_scoped_servers_connections_to_it(
             writer.close()
             await writer.wait_closed()
 
+        kept = []
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_leaves_a_client_open(shared_server):
+            # The client's socket is this test's leak; the server's end and its
+            # handler task are the server's.
+            kept.append(await asyncio.open_connection(*shared_server.address))
+            await shared_server.wait_for_connections(2)
+
         @pytest.mark.asyncio(loop_scope="module")
         async def test_after(shared_server):
-            assert len(shared_server.connections) == 1
+            # The gate closed the client's socket; the server saw the end.
+            await shared_server.connections[1].wait_closed()
+            kept[0][1].close()
         """,
         "--nettest-leaks=strict",
     )
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_leaves_a_client_open*",
+            "*left 1 thing behind*",
+            "*- open socket <socket.socket * raddr=('127.0.0.1', *)>, created at:",
+        ]
+    )
 
 
 def test_gate_leaves_a_wider_scoped_servers_open_connections_to_it(

@@ -162,7 +162,15 @@ class _Gate:
         close: Callable[[_T], object],
         on_behalf_of: object = None,
     ) -> _T:
-        owner = self.owner if on_behalf_of is None else self.owners.get(on_behalf_of)
+        if on_behalf_of is None:
+            owner = self.owner
+        else:
+            owner = self.owners.get(on_behalf_of)
+            # Strict mode's task factory has just tracked a task as the test's.
+            for index in range(len(self.tracked) - 1, max(-1, len(self.tracked) - 9), -1):
+                if self.tracked[index].ref() is obj:
+                    del self.tracked[index]
+                    break
         if owner is None:
             return obj
         if len(self.tracked) > 4096:
