@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import os
 import socket
 import ssl
 import subprocess
 import sys
 import threading
+import unittest.mock
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -553,3 +556,30 @@ def test_tls_cached_material_goes_with_its_ca() -> None:
     gc.collect()
     assert alive() is None
     assert not any(os.path.exists(path) for path in files)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="probes processes with os.kill(pid, 0)")
+def test_tls_key_directories_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    from nettest._tls import _remove_dead_processes_dirs
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    names = {
+        "dead": f"nettest-tls-{dead.stdout.strip()}-abc",
+        "alive": f"nettest-tls-{os.getppid()}-abc",
+        "own": f"nettest-tls-{os.getpid()}-abc",
+        "files": "nettest-tls-files-abc",
+        "other": "unrelated-123-abc",
+    }
+    for name in names.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "identity-0.pem").write_bytes(b"key")
+    with unittest.mock.patch("tempfile.gettempdir", return_value=str(tmp_path)):
+        _remove_dead_processes_dirs()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        name for kind, name in names.items() if kind != "dead"
+    )

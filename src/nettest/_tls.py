@@ -148,12 +148,41 @@ _ca_data: weakref.WeakKeyDictionary[object, bytes] = weakref.WeakKeyDictionary()
 def _write_private(data: bytes) -> str:
     with _lock:
         if not _private_dir:
-            directory = tempfile.mkdtemp(prefix="nettest-tls-")  # mode 0700
+            _remove_dead_processes_dirs()
+            directory = tempfile.mkdtemp(prefix=f"nettest-tls-{os.getpid()}-")  # mode 0700
             atexit.register(shutil.rmtree, directory, True)
             _private_dir.append(directory)
         path = os.path.join(_private_dir[0], f"identity-{next(_counter)}.pem")
     _write_file(path, data, private=True)
     return path
+
+
+def _remove_dead_processes_dirs() -> None:
+    """Remove the key directories of processes that died before their exit handler ran.
+
+    Only this user's directories named after a process that no longer exists, and
+    only on POSIX (``os.kill(pid, 0)`` probes there; on Windows it would kill).
+    """
+    if os.name != "posix":
+        return
+    parent = tempfile.gettempdir()
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        pid = name.split("-")[2] if name.startswith("nettest-tls-") else ""
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        path = os.path.join(parent, name)
+        try:
+            if os.lstat(path).st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except (OSError, OverflowError):
+            continue  # alive but not ours to signal, or gone already
 
 
 def _write_file(path: str | os.PathLike[str], data: bytes, *, private: bool) -> None:
