@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import errno
 import gc
 import logging
 import socket
@@ -350,6 +351,41 @@ async def test_memory_transport_write_eof_waits_for_the_buffer_to_drain() -> Non
     c.close()
     s.close()
     await turns()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("how", ["after eof", "reading paused"])
+async def test_transport_write_eof_after_a_reset_raises_enotconn(
+    connect: Connect, how: str
+) -> None:
+    # Once an RST has arrived, shutdown(SHUT_WR) fails with ENOTCONN, and asyncio's
+    # write_eof() lets it out, whether or not a read has noticed the reset yet.
+    client, server = Recorder(), Recorder(keep_open=True)
+    c, s = await connect(client, server)
+    if how == "after eof":
+        c.close()  # FIN; the server stays half-open and stops reading
+        await until(lambda: server.kinds() == ["made", "eof"])
+        s.write(b"x")  # to a closed socket: its kernel answers RST
+    else:
+        c.pause_reading()
+        s.pause_reading()
+        s.write(b"x")
+        await asyncio.sleep(0.02)
+        c.close()  # with our byte unread: RST
+    await asyncio.sleep(0.05)
+    before = list(server.events)
+    with pytest.raises(OSError, match="not connected") as excinfo:
+        s.write_eof()
+    assert excinfo.value.errno == errno.ENOTCONN
+    s.write_eof()  # EOF counts as written: no second attempt
+    with pytest.raises(RuntimeError, match=r"Cannot call write\(\) after write_eof\(\)"):
+        s.write(b"y")
+    assert server.events == before
+    assert not s.is_closing()
+    if how == "reading paused":
+        s.resume_reading()  # the next read finds the reset
+        await until(lambda: server.lost.done())
+        assert server.events[-1] == ("lost", ConnectionResetError)
 
 
 @pytest.mark.uvloop
@@ -1096,6 +1132,62 @@ async def test_memory_transport_buffered_protocol_read_only_buffer_is_fatal() ->
     assert contexts[0]["message"] == "Fatal read error on socket transport"
 
 
+class ReadOnlyBuffer(BufferRecorder):
+    def get_buffer(self, sizehint: int) -> bytes:  # type: ignore[override]
+        self.events.append(("get_buffer", sizehint))
+        return b"read only"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("end", ["eof", "reset"])
+@pytest.mark.parametrize(
+    ("buffer", "lost", "message"),
+    [
+        ("usable", None, None),
+        ("empty", RuntimeError, "Fatal error: protocol.get_buffer() call failed."),
+        ("read-only", TypeError, "Fatal read error on socket transport"),
+    ],
+)
+async def test_transport_buffered_protocol_gets_a_buffer_before_eof_or_a_reset(
+    connect: Connect,
+    end: str,
+    buffer: str,
+    lost: type[Exception] | None,
+    message: str | None,
+) -> None:
+    # A socket transport calls get_buffer(-1) before every recv_into(), also the one
+    # that returns 0 or fails: the buffer's own error comes first.
+    loop = asyncio.get_running_loop()
+    contexts: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda loop, context: contexts.append(context))
+    try:
+        server: BufferRecorder = {
+            "usable": BufferRecorder(size=100),
+            "empty": BufferRecorder(size=0),
+            "read-only": ReadOnlyBuffer(),
+        }[buffer]
+        c, _ = await connect(Recorder(), server)
+        if end == "eof":
+            c.write_eof()
+        else:
+            c.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            c.abort()
+        await until(lambda: server.lost.done())  # eof_received() returns False: closed
+    finally:
+        loop.set_exception_handler(None)
+    ending: list[tuple[Any, ...]]
+    if lost is None:
+        ending = (
+            [("eof",), ("lost", type(None))] if end == "eof" else [("lost", ConnectionResetError)]
+        )
+    else:
+        ending = [("lost", lost)]
+    assert server.events == [("made",), ("get_buffer", -1), *ending]
+    assert [c["message"] for c in contexts] == ([message] if message else [])
+
+
 @pytest.mark.asyncio
 async def test_memory_transport_set_protocol_switches_the_delivery_path() -> None:
     plain = Recorder()
@@ -1194,19 +1286,97 @@ async def test_memory_transport_bad_arguments(kwargs: dict[str, Any], message: s
 
 
 @pytest.mark.asyncio
-async def test_memory_transport_negative_size_from_a_chunks_callable_is_fatal() -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"capacity": 1.5}, "capacity must be an int >= 1, got 1.5"),
+        ({"capacity": "x"}, "capacity must be an int >= 1, got 'x'"),
+        ({"capacity": True}, "capacity must be an int >= 1, got True"),
+        ({"partial_writes": 1.5}, r"partial_writes must be an int >= 1 \(bytes per send\), a "),
+        ({"partial_writes": 0.5}, "partial_writes must be an int >= 1 .* got 0.5"),
+        ({"partial_writes": "abc"}, "partial_writes must be an int >= 1 .* got 'abc'"),
+        ({"chunks": [1.5]}, "chunk sizes must be ints >= 1, got 1.5"),
+        ({"chunks": [True]}, "chunk sizes must be ints >= 1, got True"),
+        ({"chunks": "abc"}, "chunks must be a sequence of sizes, a function or None, got 'abc'"),
+        ({"chunks": iter([1])}, "chunks must be a sequence of sizes, a function or None"),
+        ({"family": True}, "family must be AF_INET, AF_INET6 or AF_UNIX, got True"),
+    ],
+)
+async def test_memory_transport_bad_argument_types(kwargs: dict[str, Any], message: str) -> None:
+    # Rejected at once, naming the argument, not at the first write or read.
+    with pytest.raises(TypeError, match=message):
+        memory_transport_pair(Recorder(), Recorder(), **kwargs)
+    with pytest.raises(TypeError, match=message):
+        MemoryTransport(Recorder(), **kwargs)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda t: t.take_written(-1), ValueError, "max_bytes must be >= 1, got -1"),
+        (lambda t: t.take_written(0), ValueError, "max_bytes must be >= 1, got 0"),
+        (lambda t: t.take_written(1.5), TypeError, "max_bytes must be an int >= 1, got 1.5"),
+        (lambda t: t.take_written(True), TypeError, "max_bytes must be an int >= 1, got True"),
+        (lambda t: t.pump(2.5), TypeError, "max_bytes must be an int >= 1, got 2.5"),
+        (lambda t: t.pump(-2), ValueError, "max_bytes must be >= 1, got -2"),
+    ],
+)
+async def test_memory_transport_counts_are_checked_before_anything_moves(
+    call: Callable[[MemoryTransport], Any], error: type[Exception], message: str
+) -> None:
+    transport = MemoryTransport(Recorder(), capacity=10, manual=True)
+    await turns()
+    transport.write(b"0123456789abc")
+    transport.pump(10)
+    state = (transport.peek_written(), transport._out.in_flight, transport.get_write_buffer_size())
+    with pytest.raises(error, match=message):
+        call(transport)
+    for nbytes, bad in [(-3, ValueError), (0, ValueError), (2.0, TypeError)]:
+        with pytest.raises(bad, match=f"nbytes must be .*>= 1, got {nbytes}"):
+            await transport.receive_written(nbytes)  # type: ignore[arg-type]
+    assert (transport.peek_written(), transport._out.in_flight) == state[:2]
+    assert transport.get_write_buffer_size() == state[2] == 3
+    assert transport.take_written() == b"0123456789"
+    transport.abort()
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_partial_writes_function_must_return_an_int() -> None:
+    transport = MemoryTransport(Recorder(), partial_writes=lambda n: n / 2)  # type: ignore[arg-type, return-value]
+    await turns()
+    with pytest.raises(TypeError, match=r"partial_writes must return an int, got 1\.5"):
+        transport.write(b"abc")
+    assert transport.get_write_buffer_size() == 0
+    assert transport._out.in_flight == 0
+    transport.abort()
+    await turns()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("size", "error", "message"),
+    [
+        (-1, ValueError, "chunk sizes must be >= 0, got -1"),
+        (1.5, TypeError, "chunk sizes must be ints >= 0, got 1.5"),
+    ],
+)
+async def test_memory_transport_bad_size_from_a_chunks_callable_is_fatal(
+    size: Any, error: type[Exception], message: str
+) -> None:
     loop = asyncio.get_running_loop()
     contexts: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda loop, context: contexts.append(context))
     try:
         protocol = Recorder()
-        transport = MemoryTransport(protocol, chunks=lambda n: -1)
+        transport = MemoryTransport(protocol, chunks=lambda n: size)
         transport.feed_data(b"x")
         await turns()
     finally:
         loop.set_exception_handler(None)
-    assert protocol.events[-1] == ("lost", ValueError)
-    assert "chunk sizes must be >= 0, got -1" in str(contexts[0]["exception"])
+    assert protocol.events[-1] == ("lost", error)
+    assert message in str(contexts[0]["exception"])
 
 
 # -- resources ----------------------------------------------------------------------------------

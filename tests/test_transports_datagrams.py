@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import errno
 import gc
 import logging
+import os
 import socket
 import sys
+import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from nettest import _endpoint, has_ipv6_loopback
 from nettest._datagrams import MemoryDatagramTransport, memory_datagram_pair
+from nettest._endpoint import MAX_DATAGRAM_SIZE
 
 PY313 = sys.version_info >= (3, 13)
 
@@ -324,3 +330,338 @@ async def test_memory_datagram_transport_dropped_unclosed_warns() -> None:
     del transport
     with pytest.warns(ResourceWarning, match="unclosed transport <MemoryDatagramTransport"):
         gc.collect()
+
+
+# -- what the kernel checks at sendto(), against real sockets ------------------------------
+
+_IPV6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
+_UNIX = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no AF_UNIX")
+_FAMILIES = [
+    pytest.param(socket.AF_INET, id="ipv4"),
+    pytest.param(socket.AF_INET6, id="ipv6", marks=_IPV6),
+    pytest.param(getattr(socket, "AF_UNIX", 0), id="unix", marks=_UNIX),
+]
+
+
+class Outcome(Datagrams):
+    """Records what each sendto() led to: errors inside the call, data, connection_lost."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[tuple[type[BaseException], int | None]] = []
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.append((type(exc), getattr(exc, "errno", None)))
+
+    def summary(self, peer: Datagrams) -> tuple[Any, ...]:
+        received = [e[1] for e in peer.events if e[0] == "datagram"]
+        lost = [(type(e[1]), str(e[1])) for e in self.events if e[0] == "lost" and e[1]]
+        return received, self.errors, lost
+
+
+def _addresses(family: int, directory: str) -> tuple[Any, Any]:
+    """Two addresses of `family` for the real sockets (port 0: the kernel picks)."""
+    if family == socket.AF_INET:
+        return ("127.0.0.1", 0), ("127.0.0.1", 0)
+    if family == socket.AF_INET6:
+        return ("::1", 0), ("::1", 0)
+    return os.path.join(directory, "a"), os.path.join(directory, "b")
+
+
+def _memory_addresses(family: int) -> tuple[Any, Any]:
+    if family == socket.AF_INET:
+        return ("127.0.0.1", 40001), ("127.0.0.1", 40002)
+    if family == socket.AF_INET6:
+        return ("::1", 40001, 0, 0), ("::1", 40002, 0, 0)
+    return "/tmp/nettest-a.sock", "/tmp/nettest-b.sock"
+
+
+async def _real_sendto(
+    family: int, data: bytes, make_addr: Callable[[Any], Any] | None
+) -> tuple[Any, ...]:
+    """Send one datagram between two real sockets; None for make_addr means connected."""
+    loop = asyncio.get_running_loop()
+    sender, receiver = Outcome(), Datagrams()
+    with tempfile.TemporaryDirectory(prefix="nt") as directory:
+        local_a, local_b = _addresses(family, directory)
+        kwargs: dict[str, Any] = (
+            {"family": family} if family == getattr(socket, "AF_UNIX", 0) else {}
+        )
+        rx, _ = await loop.create_datagram_endpoint(lambda: receiver, local_addr=local_b, **kwargs)
+        address_b = rx.get_extra_info("sockname")
+        if make_addr is None:
+            remote = address_b if isinstance(address_b, str) else address_b[:2]
+            tx, _ = await loop.create_datagram_endpoint(
+                lambda: sender, remote_addr=remote, **kwargs
+            )
+        else:
+            tx, _ = await loop.create_datagram_endpoint(
+                lambda: sender, local_addr=local_a, **kwargs
+            )
+        await asyncio.sleep(0)
+        tx.sendto(data, None if make_addr is None else make_addr(address_b))
+        in_the_call = list(sender.errors)
+        for _ in range(100):
+            if receiver.events[1:] or sender.errors or sender.events[1:]:
+                break
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(0.01)
+        tx.close()
+        rx.close()
+        await turns()
+    assert in_the_call == sender.errors  # errors come inside sendto() or not at all
+    return sender.summary(receiver)
+
+
+async def _memory_sendto(
+    family: int, data: bytes, make_addr: Callable[[Any], Any] | None
+) -> tuple[Any, ...]:
+    sender, receiver = Outcome(), Datagrams()
+    address_a, address_b = _memory_addresses(family)
+    a, b = memory_datagram_pair(
+        sender, receiver, address_a=address_a, address_b=address_b, connected=make_addr is None
+    )
+    await turns()
+    a.sendto(data, None if make_addr is None else make_addr(address_b))
+    in_the_call = list(sender.errors)
+    await turns()
+    a.close()
+    b.close()
+    await turns()
+    assert in_the_call == sender.errors
+    return sender.summary(receiver)
+
+
+def _quiet_loop(contexts: list[dict[str, Any]]) -> None:
+    asyncio.get_running_loop().set_exception_handler(lambda loop, c: contexts.append(c))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("family", _FAMILIES)
+@pytest.mark.parametrize("over", [0, 1], ids=["largest", "one byte more"])
+@pytest.mark.parametrize("connected", [True, False], ids=["connected", "unconnected"])
+async def test_datagram_size_limit_matches_real_sockets(
+    family: int, over: int, connected: bool
+) -> None:
+    if family == getattr(socket, "AF_UNIX", 0):
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            if probe.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) != 212992:
+                pytest.skip(
+                    "the AF_UNIX limit follows net.core.wmem_default, not the default here"
+                )
+    data = b"x" * (MAX_DATAGRAM_SIZE[family] + over)
+
+    def same(address: Any) -> Any:
+        return address
+
+    make_addr = None if connected else same
+    real = await _real_sendto(family, data, make_addr)
+    memory = await _memory_sendto(family, data, make_addr)
+    assert memory == real
+    if over:
+        assert real == ([], [(OSError, errno.EMSGSIZE)], [])
+    else:
+        assert real[0] == [data]
+
+
+@pytest.mark.asyncio
+async def test_memory_datagram_too_large_when_pumped_or_taken_by_the_test() -> None:
+    a_proto, b_proto = Outcome(), Datagrams()
+    a, b = memory_datagram_pair(a_proto, b_proto, manual=True)
+    await turns()
+    a.sendto(b"small")
+    a.sendto(b"x" * 65508)  # queued behind "small": checked when it leaves
+    assert a_proto.errors == []
+    assert a.pump() == 1
+    assert a_proto.errors == [(OSError, errno.EMSGSIZE)]
+    await turns()
+    assert [e[1] for e in b_proto.events if e[0] == "datagram"] == [b"small"]
+    a.close()
+    b.close()
+    await turns()
+
+    protocol = Outcome()
+    transport = MemoryDatagramTransport(protocol, remote_addr=("::1", 53, 0, 0))
+    await turns()
+    transport.sendto(b"x" * 65528)  # what the test takes was sent: checked at once
+    transport.sendto(b"x" * 65527)
+    assert protocol.errors == [(OSError, errno.EMSGSIZE)]
+    assert [len(data) for data, _ in transport.take_sent()] == [65527]
+    transport.close()
+    await turns()
+
+
+def _v4(host: Any) -> Callable[[Any], Any]:
+    return lambda address: (host, address[1])
+
+
+_SENDTO_ADDRESSES = [
+    pytest.param(socket.AF_INET, _v4("localhost"), id="ipv4-localhost"),
+    pytest.param(socket.AF_INET, _v4("LocalHost"), id="ipv4-LocalHost"),
+    pytest.param(socket.AF_INET, _v4("127.1"), id="ipv4-127.1"),
+    pytest.param(socket.AF_INET, _v4(b"127.0.0.1"), id="ipv4-bytes"),
+    pytest.param(socket.AF_INET, _v4("0.0.0.0"), id="ipv4-unspecified"),
+    pytest.param(socket.AF_INET, _v4("127.0.0.2"), id="ipv4-nobody"),
+    pytest.param(socket.AF_INET, _v4("::1"), id="ipv4-an-ipv6-address"),
+    pytest.param(socket.AF_INET, lambda a: list(a), id="ipv4-list"),
+    pytest.param(socket.AF_INET, lambda a: (a[0], str(a[1])), id="ipv4-str-port"),
+    pytest.param(socket.AF_INET, lambda a: (a[0], 70000), id="ipv4-port-too-large"),
+    pytest.param(socket.AF_INET, lambda a: (a[0], 0), id="ipv4-port-0"),
+    pytest.param(socket.AF_INET, lambda a: (a[0],), id="ipv4-no-port"),
+    pytest.param(socket.AF_INET, lambda a: (1, a[1]), id="ipv4-int-host"),
+    pytest.param(socket.AF_INET6, _v4("localhost"), id="ipv6-localhost", marks=_IPV6),
+    pytest.param(socket.AF_INET6, _v4("::1"), id="ipv6-pair", marks=_IPV6),
+    pytest.param(socket.AF_INET6, lambda a: ("0:0::1", a[1], 5, 0), id="ipv6-long", marks=_IPV6),
+    pytest.param(socket.AF_INET6, _v4("::"), id="ipv6-unspecified", marks=_IPV6),
+    pytest.param(socket.AF_INET6, _v4("127.0.0.1"), id="ipv6-an-ipv4-address", marks=_IPV6),
+    pytest.param(socket.AF_INET6, lambda a: list(a), id="ipv6-list", marks=_IPV6),
+    pytest.param(socket.AF_INET6, lambda a: (*a[:2], 2**20), id="ipv6-flowinfo", marks=_IPV6),
+    pytest.param(getattr(socket, "AF_UNIX", 0), lambda a: a, id="unix-path", marks=_UNIX),
+    pytest.param(
+        getattr(socket, "AF_UNIX", 0), lambda a: a.encode(), id="unix-bytes", marks=_UNIX
+    ),
+    pytest.param(getattr(socket, "AF_UNIX", 0), lambda a: (a, 0), id="unix-tuple", marks=_UNIX),
+    pytest.param(getattr(socket, "AF_UNIX", 0), lambda a: "", id="unix-empty", marks=_UNIX),
+]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("family", "make_addr"), _SENDTO_ADDRESSES)
+async def test_memory_datagram_sendto_addresses_match_real_sockets(
+    family: int, make_addr: Callable[[Any], Any]
+) -> None:
+    # What the socket module and the kernel make of an address: a name resolves
+    # (localhost as this machine's hosts file says, without DNS), a malformed one is
+    # a fatal error, and one that does not resolve reaches error_received at once.
+    contexts: list[dict[str, Any]] = []
+    _quiet_loop(contexts)
+    try:
+        real = await _real_sendto(family, b"hi", make_addr)
+        real_messages = [c["message"] for c in contexts]
+        contexts.clear()
+        memory = await _memory_sendto(family, b"hi", make_addr)
+    finally:
+        asyncio.get_running_loop().set_exception_handler(None)
+    assert memory == real
+    assert [c["message"] for c in contexts] == real_messages
+
+
+@pytest.mark.asyncio
+async def test_memory_datagram_localhost_reaches_the_peer() -> None:
+    # The reviewer's case: on IPv4, "localhost" is 127.0.0.1 wherever nettest runs.
+    a_proto, b_proto = Datagrams(), Datagrams()
+    a, b = memory_datagram_pair(a_proto, b_proto, connected=False, address_b=("127.0.0.1", 9999))
+    await turns()
+    a.sendto(b"hi", ("localhost", 9999))
+    await turns()
+    assert b_proto.events[1:] == [("datagram", b"hi", a.get_extra_info("sockname"))]
+    a.close()
+    b.close()
+    await turns()
+
+
+@pytest.mark.parametrize(
+    ("hosts", "ipv4", "ipv6"),
+    [
+        ("127.0.0.1 localhost\n::1 localhost ip6-localhost\n", "127.0.0.1", "::1"),
+        ("# comment\n127.0.0.1\tLocalHost # here\n::1 ip6-localhost\n", "127.0.0.1", None),
+        ("::1 localhost\n", None, "::1"),
+        (None, "127.0.0.1", "::1"),  # no hosts file: the loopback addresses
+    ],
+)
+def test__localhost_follows_the_hosts_file(
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    hosts: str | None,
+    ipv4: str | None,
+    ipv6: str | None,
+) -> None:
+    path = tmp_path / "hosts"
+    if hosts is not None:
+        path.write_text(hosts)
+    monkeypatch.setattr(_endpoint, "_HOSTS_FILE", str(path))
+    _endpoint._localhost.cache_clear()
+    try:
+        assert _endpoint._localhost(socket.AF_INET) == ipv4
+        assert _endpoint._localhost(socket.AF_INET6) == ipv6
+    finally:
+        _endpoint._localhost.cache_clear()
+        _endpoint._resolve_host.cache_clear()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"address_a": ["127.0.0.1", 5]}, TypeError, r"address_a must be a \(host, port\) tuple"),
+        ({"address_b": 53}, TypeError, "address_b must be a .* or an AF_UNIX path, got 53"),
+        (
+            {"address_a": ("127.0.0.1", "53")},
+            TypeError,
+            "address_a is not an AF_INET address: 'str' object cannot be interpreted",
+        ),
+        (
+            {"address_a": ("127.0.0.1", 70000)},
+            ValueError,
+            "address_a is not an AF_INET address: port must be 0-65535",
+        ),
+        (
+            {"address_a": ("::1", 5), "address_b": ("127.0.0.1", 6)},
+            ValueError,
+            r"address_a and address_b must be of one family, got \('::1', 5\)",
+        ),
+    ],
+)
+async def test_memory_datagram_pair_bad_addresses(
+    kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        memory_datagram_pair(Datagrams(), Datagrams(), **kwargs)
+    local = kwargs.get("address_a")
+    remote = kwargs.get("address_b")
+    with pytest.raises(
+        error, match=message.replace("address_a", "local_addr").replace("address_b", "remote_addr")
+    ):
+        MemoryDatagramTransport(Datagrams(), local_addr=local, remote_addr=remote)
+
+
+@pytest.mark.asyncio
+async def test_memory_datagram_default_address_follows_the_other_family() -> None:
+    a, b = memory_datagram_pair(Datagrams(), Datagrams(), address_b=("::1", 53, 0, 0))
+    assert a.get_extra_info("sockname")[0] == "::1"
+    assert a.get_extra_info("socket").family == socket.AF_INET6
+    transport = MemoryDatagramTransport(Datagrams(), remote_addr=("::1", 53))
+    assert transport.get_extra_info("socket").family == socket.AF_INET6
+    unix_a, unix_b = memory_datagram_pair(Datagrams(), Datagrams(), address_a="/tmp/x.sock")
+    assert unix_b.get_extra_info("socket").family == socket.AF_UNIX
+    for t in (a, b, transport, unix_a, unix_b):
+        t.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda t: t.take_sent(1.5), TypeError, "max_datagrams must be an int >= 1, got 1.5"),
+        (lambda t: t.take_sent(-1), ValueError, "max_datagrams must be >= 1, got -1"),
+        (lambda t: t.take_sent(True), TypeError, "max_datagrams must be an int >= 1, got True"),
+        (lambda t: t.pump(2.5), TypeError, "max_datagrams must be an int >= 1, got 2.5"),
+        (lambda t: t.pump(0), ValueError, "max_datagrams must be >= 1, got 0"),
+    ],
+)
+async def test_memory_datagram_counts_are_checked_before_anything_moves(
+    call: Callable[[MemoryDatagramTransport], Any], error: type[Exception], message: str
+) -> None:
+    transport = MemoryDatagramTransport(Datagrams(), remote_addr=("127.0.0.1", 53))
+    await turns()
+    for data in (b"one", b"two"):
+        transport.sendto(data)
+    with pytest.raises(error, match=message):
+        call(transport)
+    assert transport.get_write_buffer_size() == 6 + 2 * (8 if PY313 else 0)
+    with pytest.raises(ValueError, match="count must be >= 1, got 0"):
+        await transport.receive_sent(0)
+    assert [data for data, _ in transport.take_sent()] == [b"one", b"two"]
+    transport.close()
+    await turns()

@@ -92,6 +92,24 @@ async def test_memory_stream_pair_drain_after_close_raises_connection_lost() -> 
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"limit": 0}, ValueError, "limit must be >= 1, got 0"),
+        ({"limit": 1.5}, TypeError, "limit must be an int >= 1, got 1.5"),
+        ({"capacity": "x"}, TypeError, "capacity must be an int >= 1, got 'x'"),
+        ({"partial_writes": 1.5}, TypeError, "partial_writes must be an int >= 1"),
+        ({"chunks": [0.5]}, TypeError, "chunk sizes must be ints >= 1, got 0.5"),
+    ],
+)
+async def test_memory_stream_pair_bad_arguments(
+    kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        memory_stream_pair(**kwargs)
+
+
+@pytest.mark.asyncio
 async def test_memory_stream_pair_manual_pump_with_chunks() -> None:
     (_, c_writer), (s_reader, s_writer) = memory_stream_pair(manual=True, chunks=[1, 1])
     await turns()

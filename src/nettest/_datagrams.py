@@ -14,6 +14,14 @@ buffer and the water marks as the running Python counts them:
 
 Datagrams are buffered only while the peer does not take them: in manual mode
 (until :meth:`MemoryDatagramTransport.pump`), or when the test plays the peer.
+
+What the kernel checks when a datagram is sent, the memory transports check at the
+same moment (see ``_route``): a malformed address is a fatal error; an address
+that does not resolve, port 0 or a datagram larger than the family allows
+(`nettest._endpoint.MAX_DATAGRAM_SIZE`) reaches ``error_received`` inside the
+``sendto()`` call.  Addresses resolve without DNS: numeric forms and
+``localhost`` (from the hosts file), so ``("localhost", port)`` reaches an end at
+``127.0.0.1`` as it would over loopback; other names are compared as they are.
 """
 
 from __future__ import annotations
@@ -29,7 +37,15 @@ import typing
 from collections import deque
 from typing import Any
 
-from ._endpoint import FlowControlled, datagram_address
+from ._endpoint import (
+    AF_UNIX,
+    MAX_DATAGRAM_SIZE,
+    FlowControlled,
+    check_count,
+    datagram_address,
+    datagram_family,
+    datagram_key,
+)
 from ._hygiene import track
 from ._settings import default_timeout
 
@@ -44,6 +60,33 @@ _HEADER_SIZE = 8 if _SENDS_EMPTY else 0
 _FORGETS_HEADER = (3, 13) <= sys.version_info[:3] < (3, 13, 6)
 _LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
 _DEFAULT = object()
+#: What ``_route`` returns for a datagram the kernel refused.
+_REFUSED = object()
+
+
+def _check_ends(**addresses: Any) -> int:
+    """Check the addresses given for the ends of a conversation; return their family.
+
+    None stands for a default address of the family of the others (IPv4 if none).
+
+    Raises:
+        TypeError: an address that is not one; the message names it.
+        ValueError: an address out of range, or two of different families.
+    """
+    family: int | None = None
+    first = ""
+    for name, address in addresses.items():
+        if address is None:
+            continue
+        this = datagram_family(address, name)
+        if family is None:
+            family, first = this, name
+        elif this != family:
+            raise ValueError(
+                f"{first} and {name} must be of one family, "
+                f"got {addresses[first]!r} and {address!r}"
+            )
+    return socket.AF_INET if family is None else family
 
 
 @typing.final
@@ -60,9 +103,14 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
 
     Args:
         protocol: An `asyncio.DatagramProtocol`.
-        local_addr: This end's address (default: loopback, ephemeral port).
+        local_addr: This end's address (default: loopback, ephemeral port).  A
+            4-tuple or a host with a colon makes it IPv6, a path AF_UNIX.
         remote_addr: If given, the transport is connected to this address:
             ``sendto`` accepts only it or None, and ``peername`` is set.
+
+    Raises:
+        TypeError: an address that is not an address of its family.
+        ValueError: an address out of range, or of another family than the other.
 
     Example:
         ::
@@ -88,6 +136,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         "_connected",
         "_flow",
         "_info",
+        "_key",
         "_manual",
         "_peer",
         "_protocol",
@@ -102,7 +151,10 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         local_addr: Any = None,
         remote_addr: Any = None,
     ) -> None:
-        self._setup(protocol, local_addr, remote_addr, manual=True)
+        family = _check_ends(local_addr=local_addr, remote_addr=remote_addr)
+        if local_addr is None:
+            local_addr = datagram_address(family)
+        self._setup(protocol, local_addr, remote_addr, family=family, manual=True)
         self._start()
 
     @classmethod
@@ -111,10 +163,12 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         protocol: asyncio.DatagramProtocol,
         local_addr: Any,
         remote_addr: Any,
+        *,
+        family: int,
         manual: bool,
     ) -> MemoryDatagramTransport:
         self = cls.__new__(cls)
-        self._setup(protocol, local_addr, remote_addr, manual=manual)
+        self._setup(protocol, local_addr, remote_addr, family=family, manual=manual)
         return self
 
     def _setup(
@@ -123,10 +177,9 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         local_addr: Any,
         remote_addr: Any,
         *,
+        family: int,
         manual: bool,
     ) -> None:
-        local_addr = datagram_address() if local_addr is None else local_addr
-        family = socket.AF_INET6 if len(local_addr) == 4 else socket.AF_INET
         self._start_endpoint(
             protocol,
             family=family,
@@ -135,6 +188,11 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             peername=remote_addr,
         )
         self._address = remote_addr
+        try:
+            # Where a datagram must lead to reach this end (see _route).
+            self._key = datagram_key(family, local_addr)
+        except OSError:
+            self._key = local_addr  # a name that does not resolve here: only itself
         self._buffer: deque[tuple[bytes, Any]] = deque()
         self._buffer_size = 0
         self._manual = manual
@@ -184,6 +242,10 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
     def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
         """Send one datagram to ``addr`` (or to the connected peer).
 
+        A datagram too large for the family, or an address that does not resolve,
+        reaches ``error_received`` before this returns, as with a socket; a
+        malformed address is a fatal error (``connection_lost`` on a later turn).
+
         Raises:
             TypeError: ``data`` is not bytes-like.
             ValueError: connected, and ``addr`` is neither None nor the peer.
@@ -205,28 +267,64 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             return
         if self._closed:
             return
-        if not self._buffer and not self._manual:
-            self._transmit(bytes(data), addr)
-            return
-        self._buffer.append((bytes(data), addr))
+        payload = bytes(data)
+        if not self._buffer or self._peer is None:
+            # The kernel checks a datagram at the first attempt to send it, before
+            # it waits for room: a socket transport makes that attempt here when its
+            # buffer is empty.  When the test plays the peer, what it takes was sent.
+            addr = self._route(payload, addr)
+            if addr is _REFUSED:
+                return
+            if not self._manual:
+                self._transmit(payload, addr)
+                return
+        self._buffer.append((payload, addr))
         self._buffer_size += len(data) + _HEADER_SIZE
         self._maybe_pause_protocol()
         self._wake()
 
+    def _route(self, data: bytes, addr: Any) -> Any:
+        """Check a datagram as the kernel's ``sendto()`` does; return where it goes.
+
+        As in ``_SelectorDatagramTransport.sendto()``: a malformed address raises
+        `TypeError` or `OverflowError` in the socket module, a fatal error; an
+        `OSError` (a name that does not resolve, port 0, ``EMSGSIZE``) goes to
+        ``error_received`` at once.  A connected socket uses ``send()``, which only
+        checks the size.
+
+        Returns:
+            The peer's own address if the datagram leads to it (so that the peer,
+            and a fault layer wrapping ``_transmit``, recognise it), else ``addr``;
+            or ``_REFUSED``.
+        """
+        family = self._info["socket"].family
+        try:
+            key = None if self._address else datagram_key(family, addr, "sendto")
+            if key is not None and (key == b"" or (family != AF_UNIX and key[1] == 0)):
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+            if len(data) > MAX_DATAGRAM_SIZE[family]:
+                raise OSError(errno.EMSGSIZE, os.strerror(errno.EMSGSIZE))
+        except OSError as exc:
+            self._protocol.error_received(exc)
+            return _REFUSED
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal write error on datagram transport")
+            return _REFUSED
+        peer = self._peer
+        if key is not None and peer is not None and key == peer._key:
+            return peer._info["sockname"]
+        return addr
+
     def _transmit(self, data: bytes, addr: Any) -> None:
         """Put one datagram on the wire: the peer receives it on a later loop turn.
 
-        As on Linux, a datagram for an address nobody holds is lost; a connected
-        sender then gets ``error_received(ConnectionRefusedError)`` (the ICMP port
-        unreachable reply), an unconnected one hears nothing.
+        ``_route`` has checked it.  As on Linux, a datagram for an address nobody
+        holds is lost; a connected sender then gets
+        ``error_received(ConnectionRefusedError)`` (the ICMP port unreachable
+        reply), an unconnected one hears nothing.
         """
-        if addr is None:
-            family = "AF_INET6" if self._info["socket"].family == socket.AF_INET6 else "AF_INET"
-            self._fatal_error(
-                TypeError(f"sendto(): {family} address must be tuple, not NoneType"),
-                "Fatal write error on datagram transport",
-            )
-            return
         peer = self._peer
         if peer is not None and not peer._closing and addr == peer._info["sockname"]:
             self._loop.call_soon(
@@ -239,16 +337,26 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
     def pump(self, max_datagrams: int | None = None) -> int:
         """Send up to ``max_datagrams`` buffered datagrams (manual mode).
 
+        Each is checked as it leaves, as after a socket's buffer waited for room: one
+        the kernel refuses goes to ``error_received`` (see :meth:`sendto`) and is
+        not counted.
+
         Returns:
             The number of datagrams sent.
 
         Raises:
+            TypeError: ``max_datagrams`` is not an int.
             ValueError: ``max_datagrams`` below 1.
         """
-        if max_datagrams is not None and max_datagrams < 1:
-            raise ValueError(f"max_datagrams must be >= 1, got {max_datagrams!r}")
+        if max_datagrams is not None:
+            check_count("max_datagrams", max_datagrams)
         sent = 0
         for data, addr in self._pop(max_datagrams):
+            addr = self._route(data, addr)
+            if addr is _REFUSED:
+                if self._conn_lost:
+                    break  # a fatal error: the rest of the buffer is discarded
+                continue
             self._transmit(data, addr)
             sent += 1
         return sent
@@ -264,6 +372,8 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         return taken
 
     def _after_send(self) -> None:
+        if self._conn_lost:
+            return  # aborted, or failed: connection_lost is on its way
         self._maybe_resume_protocol()
         if not self._buffer and self._closing and not self._closed:
             self._call_connection_lost(None)
@@ -274,7 +384,13 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         """Take the datagrams the protocol sent, as ``(data, addr)``, oldest first.
 
         This empties the write buffer: ``resume_writing`` follows on the next turn.
+
+        Raises:
+            TypeError: ``max_datagrams`` is not an int.
+            ValueError: ``max_datagrams`` below 1.
         """
+        if max_datagrams is not None:
+            check_count("max_datagrams", max_datagrams)
         return self._pop(max_datagrams)
 
     async def receive_sent(
@@ -283,8 +399,11 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         """Wait until the protocol has sent ``count`` datagrams, and take them.
 
         Raises:
+            TypeError: ``count`` is not an int.
+            ValueError: ``count`` below 1.
             TimeoutError: fewer in time; the message shows those that were sent.
         """
+        check_count("count", count)
         wait = default_timeout() if timeout is _DEFAULT else typing.cast("float | None", timeout)
 
         async def until() -> None:
@@ -385,8 +504,10 @@ def memory_datagram_pair(
     Args:
         protocol_a: Connected to the first transport.
         protocol_b: Connected to the second transport.
-        address_a: The first end's address (default: loopback, ephemeral port).
-        address_b: The second end's address (default: loopback, ephemeral port).
+        address_a: The first end's address (default: loopback, ephemeral port, of
+            the family of ``address_b``).  A 4-tuple or a host with a colon makes
+            it IPv6, a path AF_UNIX.
+        address_b: The second end's address (default: as for ``address_a``).
         connected: If true (the default), each end is connected to the other, as
             with ``create_datagram_endpoint(remote_addr=...)``: ``sendto`` takes
             None or the peer's address and ``peername`` is set.
@@ -396,6 +517,10 @@ def memory_datagram_pair(
     Returns:
         ``(transport_a, transport_b)``.
 
+    Raises:
+        TypeError: an address that is not an address of its family.
+        ValueError: an address out of range, or the two of different families.
+
     Example:
         ::
 
@@ -403,13 +528,14 @@ def memory_datagram_pair(
             await asyncio.sleep(0)  # connection_made
             a.sendto(b"ping")
     """
-    address_a = datagram_address() if address_a is None else address_a
-    address_b = datagram_address() if address_b is None else address_b
+    family = _check_ends(address_a=address_a, address_b=address_b)
+    address_a = datagram_address(family) if address_a is None else address_a
+    address_b = datagram_address(family) if address_b is None else address_b
     a = MemoryDatagramTransport._create_end(
-        protocol_a, address_a, address_b if connected else None, manual
+        protocol_a, address_a, address_b if connected else None, family=family, manual=manual
     )
     b = MemoryDatagramTransport._create_end(
-        protocol_b, address_b, address_a if connected else None, manual
+        protocol_b, address_b, address_a if connected else None, family=family, manual=manual
     )
     a._peer, b._peer = b, a
     a._start()

@@ -1,7 +1,10 @@
 """What every memory transport shares: its socket extra, its addresses, and its flow control.
 
 :class:`MemorySocket` is the ``socket`` extra of both stream and datagram memory
-transports.  :class:`FlowControlled` wires a :class:`nettest._flow.WriteFlow` to
+transports.  The address functions check and resolve addresses as a socket's
+``bind()`` and ``sendto()`` do, without DNS: numeric forms and ``localhost``
+(from the hosts file, where the C library looks first) resolve, any other name
+stays as it is.  :class:`FlowControlled` wires a :class:`nettest._flow.WriteFlow` to
 the protocol's ``pause_writing``/``resume_writing`` exactly as asyncio's
 ``_FlowControlMixin`` does (errors go to the loop's exception handler, never to
 the writer), and gives both transports the flow-control timeline, its
@@ -13,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import itertools
+import operator
 import os
 import socket
 import struct
@@ -28,11 +33,45 @@ from ._flow import WriteFlow
 if typing.TYPE_CHECKING:
     from ._flow import FlowEvent
 
-__all__ = ["FlowControlled", "MemorySocket", "datagram_address", "stream_addresses"]
+__all__ = [
+    "MAX_DATAGRAM_SIZE",
+    "FlowControlled",
+    "MemorySocket",
+    "check_count",
+    "datagram_address",
+    "datagram_family",
+    "datagram_key",
+    "stream_addresses",
+]
 
 _ports = itertools.count()
 _DEFAULT_SERVER_PORT = 8080
 AF_UNIX: int = getattr(socket, "AF_UNIX", -1)
+_FAMILY_NAMES = {socket.AF_INET: "AF_INET", socket.AF_INET6: "AF_INET6", AF_UNIX: "AF_UNIX"}
+
+#: The largest datagram one ``sendto()`` takes on Linux, per family; a larger one
+#: fails with ``EMSGSIZE``.  IPv4: a 65535-byte packet less the IP and UDP headers
+#: (20 + 8 bytes).  IPv6: a 65535-byte payload less the UDP header.  AF_UNIX: the
+#: default send buffer (``net.core.wmem_default``, 212992 bytes) less 32.
+MAX_DATAGRAM_SIZE = {socket.AF_INET: 65507, socket.AF_INET6: 65527, AF_UNIX: 212960}
+#: Where the C library looks up ``localhost`` before asking DNS.
+_HOSTS_FILE = "/etc/hosts"
+#: What a Unix socket's address may hold (``sizeof(sun_path)`` on Linux).
+_UNIX_PATH_MAX = 108
+
+
+def check_count(name: str, value: object, *, unit: str = "") -> int:
+    """Return `value` if it is an int of at least 1 (a bool is not a count).
+
+    Raises:
+        TypeError: not an int; the message names `name` and the range.
+        ValueError: below 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 1{unit}, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1{unit}, got {value!r}")
+    return value
 
 
 def _ephemeral_port() -> int:
@@ -43,8 +82,11 @@ def stream_addresses(family: int) -> tuple[Any, Any]:
     """Return realistic ``(client, server)`` addresses, with a fresh ephemeral port.
 
     Raises:
+        TypeError: `family` is not an int.
         ValueError: `family` is not AF_INET, AF_INET6 or AF_UNIX.
     """
+    if isinstance(family, bool) or not isinstance(family, int):
+        raise TypeError(f"family must be AF_INET, AF_INET6 or AF_UNIX, got {family!r}")
     port = _ephemeral_port()
     if family == socket.AF_INET:
         return ("127.0.0.1", port), ("127.0.0.1", _DEFAULT_SERVER_PORT)
@@ -55,9 +97,169 @@ def stream_addresses(family: int) -> tuple[Any, Any]:
     raise ValueError(f"family must be AF_INET, AF_INET6 or AF_UNIX, got {family!r}")
 
 
-def datagram_address() -> Any:
-    """Return a loopback address with a fresh ephemeral port."""
-    return ("127.0.0.1", _ephemeral_port())
+def datagram_address(family: int = socket.AF_INET) -> Any:
+    """Return a loopback address of `family` with a fresh ephemeral port (or a path)."""
+    port = _ephemeral_port()
+    if family == socket.AF_INET6:
+        return ("::1", port, 0, 0)
+    if family == AF_UNIX:
+        return f"/tmp/nettest-memory-{port}.sock"
+    return ("127.0.0.1", port)
+
+
+def datagram_family(address: Any, name: str) -> int:
+    """Return the family of a datagram end's `address`, checked as ``bind()`` checks it.
+
+    A str or bytes is an AF_UNIX path; a 4-tuple, or a host with a colon, is IPv6;
+    any other tuple is IPv4.
+
+    Raises:
+        TypeError: `address` is none of these, or an item has the wrong type; the
+            message names `name`.
+        ValueError: a port, flow label or path out of range.
+    """
+    if isinstance(address, (str, bytes, bytearray)) and AF_UNIX != -1:
+        family = AF_UNIX
+    elif isinstance(address, tuple) and (
+        len(address) in (3, 4) or (len(address) == 2 and _has_colon(address[0]))
+    ):
+        family = socket.AF_INET6
+    elif isinstance(address, tuple):
+        family = socket.AF_INET
+    else:
+        raise TypeError(
+            f"{name} must be a (host, port) tuple, an IPv6 (host, port, flowinfo, scope_id) "
+            f"tuple or an AF_UNIX path, got {address!r}"
+        )
+    try:
+        _parse_address(family, address, "")
+    except TypeError as exc:
+        raise TypeError(f"{name} is not an {_FAMILY_NAMES[family]} address: {exc}") from None
+    except (OverflowError, OSError) as exc:
+        raise ValueError(f"{name} is not an {_FAMILY_NAMES[family]} address: {exc}") from None
+    return family
+
+
+def _has_colon(host: object) -> bool:
+    if isinstance(host, str):
+        return ":" in host
+    return isinstance(host, (bytes, bytearray)) and b":" in host
+
+
+def datagram_key(family: int, address: Any, caller: str = "") -> Any:
+    """Return where `address` leads, for comparing it with a memory end's own address.
+
+    As ``sendto()`` on a socket of `family` checks and resolves it: the host of an
+    IP address in its canonical numeric form (flow label and scope ignored, the
+    unspecified address standing for loopback), or as given if it is a name other
+    than ``localhost``; for AF_UNIX the path as bytes.
+
+    Raises:
+        TypeError, OverflowError: a malformed address, with the socket module's
+            message (prefixed by ``caller()`` where it has one).
+        OSError: a host that does not resolve (`socket.gaierror`), or a path too long.
+    """
+    parsed = _parse_address(family, address, caller)
+    if family == AF_UNIX:
+        return parsed
+    host, port = parsed
+    return _resolve_host(family, host), port
+
+
+def _parse_address(family: int, address: Any, caller: str) -> Any:
+    """Check `address` as the socket module does before a system call; return its parts."""
+    prefix = f"{caller}(): " if caller else ""
+    if family == AF_UNIX:
+        if isinstance(address, str):
+            path = os.fsencode(address)
+        elif isinstance(address, (bytes, bytearray, memoryview)):
+            path = bytes(address)
+        else:
+            raise TypeError(f"a bytes-like object is required, not {type(address).__name__!r}")
+        if len(path) > _UNIX_PATH_MAX or (len(path) == _UNIX_PATH_MAX and path[:1] != b"\0"):
+            raise OSError("AF_UNIX path too long")
+        return path
+    label = _FAMILY_NAMES[family]
+    if not isinstance(address, tuple):
+        raise TypeError(f"{prefix}{label} address must be tuple, not {type(address).__name__}")
+    if family == socket.AF_INET6:
+        if not 2 <= len(address) <= 4:
+            raise TypeError("AF_INET6 address must be a tuple (host, port[, flowinfo[, scopeid]])")
+    elif len(address) != 2:
+        raise TypeError("AF_INET address must be a pair (host, port)")
+    host = address[0]
+    if isinstance(host, str):
+        text = host
+    elif isinstance(host, (bytes, bytearray)):
+        text = bytes(host).decode("ascii", "surrogateescape")
+    else:
+        raise TypeError(f"str, bytes or bytearray expected, not {type(host).__name__}")
+    if "\0" in text:
+        raise TypeError("host name must not contain null character")
+    port, *rest = (operator.index(item) for item in address[1:])
+    if not 0 <= port <= 0xFFFF:
+        raise OverflowError(f"{prefix}port must be 0-65535.")
+    if rest and not 0 <= rest[0] & 0xFFFFFFFF <= 0xFFFFF:  # an unsigned int, as C reads it
+        raise OverflowError(f"{prefix}flowinfo must be 0-1048575.")
+    return text, port
+
+
+@functools.lru_cache(maxsize=256)
+def _resolve_host(family: int, host: str) -> str:
+    """Return the address `host` stands for, for a socket of `family`, without DNS.
+
+    Numeric forms resolve as ``getaddrinfo()`` reads them (``127.1`` too), the
+    unspecified address (or ``""``) leads to loopback as on Linux, and
+    ``localhost`` resolves from the hosts file; other names stay as they are.
+
+    Raises:
+        socket.gaierror: a numeric address of the other family, or no ``localhost``
+            entry for `family` (as the C library reports them).
+    """
+    if host:
+        try:
+            infos = socket.getaddrinfo(
+                host, None, family, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST
+            )
+        except UnicodeError:
+            return host  # not a valid IDNA name: no number either
+        except socket.gaierror as exc:
+            if exc.errno != socket.EAI_NONAME:
+                raise
+            if host.lower() != "localhost":
+                return host
+            address = _localhost(family)
+            if address is None:
+                raise
+            return address
+        host = str(infos[0][4][0])
+    if host in ("", "0.0.0.0", "::"):
+        return "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    return host
+
+
+@functools.cache
+def _localhost(family: int) -> str | None:
+    """Return the address the hosts file gives ``localhost`` for `family`, if any.
+
+    The C library reads this file before it asks DNS; a machine without an IPv6
+    entry (some containers) cannot resolve ``localhost`` for IPv6 at all.  If the
+    file cannot be read, the loopback address RFC 6761 reserves.
+    """
+    try:
+        with open(_HOSTS_FILE, encoding="utf-8", errors="replace") as file:
+            lines = file.read().splitlines()
+    except OSError:
+        return "::1" if family == socket.AF_INET6 else "127.0.0.1"
+    for line in lines:
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 2 or "localhost" not in (name.lower() for name in fields[1:]):
+            continue
+        try:
+            return socket.inet_ntop(family, socket.inet_pton(family, fields[0]))
+        except OSError:
+            continue  # an address of the other family
+    return None
 
 
 @typing.final

@@ -206,7 +206,15 @@ class Link:
             n = limit
         policy = self.partial_writes
         if policy is not None and n > 0:
-            n = min(n, policy if isinstance(policy, int) else max(0, policy(n)))
+            if isinstance(policy, int):
+                n = min(n, policy)
+            else:
+                accepted = policy(n)
+                if isinstance(accepted, bool) or not isinstance(accepted, int):
+                    raise TypeError(
+                        f"partial_writes must return an int, got {accepted!r} from {policy!r}"
+                    )
+                n = min(n, max(0, accepted))
         if n <= 0:
             return 0
         self.in_flight += n
@@ -265,7 +273,10 @@ class Link:
             sender._schedule_write()
 
     def take_unread(self, max_bytes: int | None = None) -> bytes:
-        """Take arrived bytes off the link on behalf of a test playing the receiver."""
+        """Take arrived bytes off the link on behalf of a test playing the receiver.
+
+        `max_bytes` is None or at least 1 (the caller checks it).
+        """
         n = len(self.unread) if max_bytes is None else min(max_bytes, len(self.unread))
         data = bytes(self.unread[:n])
         del self.unread[:n]

@@ -15,6 +15,7 @@ import asyncio
 import typing
 from typing import Any
 
+from ._endpoint import check_count
 from ._settings import default_timeout
 
 if typing.TYPE_CHECKING:
@@ -55,9 +56,16 @@ class _PeerControls:
         This frees capacity: the write buffer drains on the next loop turn and
         ``resume_writing`` fires once it is at the low-water mark.
 
+        Args:
+            max_bytes: The most to take (default: everything there).
+
         Raises:
+            TypeError: ``max_bytes`` is not an int.
+            ValueError: ``max_bytes`` below 1.
             RuntimeError: the transport is an end of a pair.
         """
+        if max_bytes is not None:
+            check_count("max_bytes", max_bytes)
         return self._test_link("out").take_unread(max_bytes)
 
     @property
@@ -69,9 +77,12 @@ class _PeerControls:
         """Wait until the protocol has written ``nbytes`` more bytes, and take them.
 
         Raises:
+            TypeError: ``nbytes`` is not an int.
+            ValueError: ``nbytes`` below 1.
             TimeoutError: not enough bytes in time; the message shows what arrived.
             EOFError: the protocol closed its side first.
         """
+        check_count("nbytes", nbytes)
         link = self._test_link("out")
         wait = default_timeout() if timeout is _DEFAULT else typing.cast("float | None", timeout)
 

@@ -13,8 +13,9 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._endpoint import stream_addresses
+from ._endpoint import check_count, stream_addresses
 from ._links import Link
+from ._transport_reading import _Chunker
 from ._transports import DEFAULT_CAPACITY, MemoryTransport, _check_capacity, _check_partial_writes
 
 __all__ = ["memory_stream_pair", "memory_transport_pair"]
@@ -54,7 +55,10 @@ def memory_transport_pair(
         ``(client_transport, server_transport)``.
 
     Raises:
-        ValueError: ``capacity``, ``partial_writes`` or a chunk size below 1.
+        TypeError: ``capacity``, ``partial_writes``, ``chunks`` or ``family`` of
+            the wrong type.
+        ValueError: ``capacity``, ``partial_writes`` or a chunk size below 1, or an
+            unknown ``family``.
 
     Example:
         ::
@@ -65,6 +69,7 @@ def memory_transport_pair(
     """
     _check_capacity(capacity)
     _check_partial_writes(partial_writes)
+    _Chunker(chunks)
     default_client, default_server = stream_addresses(family)
     client_address = default_client if client_address is None else client_address
     server_address = default_server if server_address is None else server_address
@@ -124,6 +129,11 @@ def memory_stream_pair(
     Returns:
         ``((client_reader, client_writer), (server_reader, server_writer))``.
 
+    Raises:
+        TypeError: an argument of the wrong type (see `memory_transport_pair`), or
+            ``limit`` not an int.
+        ValueError: an argument out of range, or ``limit`` below 1.
+
     Example:
         ::
 
@@ -131,6 +141,7 @@ def memory_stream_pair(
             c_writer.write(b"hi\\n")
             assert await s_reader.readline() == b"hi\\n"
     """
+    check_count("limit", limit)
     loop = asyncio.get_running_loop()
     client_reader = asyncio.StreamReader(limit=limit, loop=loop)
     server_reader = asyncio.StreamReader(limit=limit, loop=loop)

@@ -95,12 +95,25 @@ class _Chunker:
     __slots__ = ("_function", "_sizes")
 
     def __init__(self, chunks: Chunks) -> None:
+        """Check `chunks` (see `Chunks`) and start with its first size.
+
+        Raises:
+            TypeError: `chunks` is not a sequence of ints, a function or None.
+            ValueError: a size below 1.
+        """
         self._sizes: deque[int] = deque()
         self._function: Callable[[int], int] | None = None
         if callable(chunks):
             self._function = chunks
         elif chunks is not None:
+            given: object = chunks  # as typed, or anything a caller passes
+            if not isinstance(given, Sequence) or isinstance(given, (str, bytes, bytearray)):
+                raise TypeError(
+                    f"chunks must be a sequence of sizes, a function or None, got {chunks!r}"
+                )
             for size in chunks:
+                if isinstance(size, bool) or not isinstance(size, int):
+                    raise TypeError(f"chunk sizes must be ints >= 1, got {size!r}")
                 if size < 1:
                     raise ValueError(f"chunk sizes must be >= 1, got {size!r}")
             self._sizes.extend(chunks)
@@ -109,6 +122,10 @@ class _Chunker:
         """Return how many bytes to deliver now (0: wait for more)."""
         if self._function is not None:
             size = self._function(available)
+            if isinstance(size, bool) or not isinstance(size, int):
+                raise TypeError(
+                    f"chunk sizes must be ints >= 0, got {size!r} from {self._function!r}"
+                )
             if size < 0:
                 raise ValueError(f"chunk sizes must be >= 0, got {size!r} from {self._function!r}")
             if size == 0:
@@ -218,11 +235,12 @@ class _Receiving:
         if self._conn_lost or self._closing or self._paused or self._eof_seen:
             return
         if self._rx_error is not None:
-            self._fatal_error(self._rx_error, "Fatal read error on socket transport")
+            if not self._buffered or self._offer_buffer():
+                self._fatal_error(self._rx_error, "Fatal read error on socket transport")
             return
         rx = self._rx
         if not rx._size:
-            if self._rx_eof:
+            if self._rx_eof and (not self._buffered or self._offer_buffer()):
                 self._read_eof()
         elif self._chunker is not None or self._buffered:
             self._read_data()
@@ -274,7 +292,7 @@ class _Receiving:
         else:
             try:
                 n = self._chunker.next_size(available, self._rx_eof)
-            except ValueError as exc:
+            except (TypeError, ValueError) as exc:
                 self._fatal_error(exc, "Fatal error: the chunks policy failed.")
                 return
         if n == 0:
@@ -318,6 +336,38 @@ class _Receiving:
             raise
         except BaseException as exc:
             self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+
+    def _offer_buffer(self) -> bool:
+        """Ask a BufferedProtocol for the buffer of a read that finds EOF or an error.
+
+        A socket transport calls ``get_buffer(-1)`` before every ``recv_into()``,
+        also the one that returns 0 or fails: an empty buffer, one that cannot be
+        written, or an exception from ``get_buffer`` is then the fatal error.
+
+        Returns:
+            Whether the read goes on to ``eof_received`` or its own error.
+        """
+        try:
+            buf = self._protocol.get_buffer(-1)
+            if not len(buf):
+                raise RuntimeError("get_buffer() returned an empty buffer")
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+            return False
+        try:
+            writable = not memoryview(buf).readonly
+        except TypeError:
+            writable = False
+        if not writable:
+            error = TypeError(
+                "recv_into() argument 1 must be read-write bytes-like object, "
+                f"not {type(buf).__name__}"
+            )
+            self._fatal_error(error, "Fatal read error on socket transport")
+            return False
+        return True
 
     def _read_eof(self) -> None:
         self._eof_seen = True

@@ -25,6 +25,7 @@ import asyncio
 import contextvars
 import errno
 import logging
+import os
 import socket
 import sys
 import typing
@@ -32,7 +33,7 @@ from asyncio import constants as _asyncio_constants
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._endpoint import FlowControlled, MemorySocket, stream_addresses
+from ._endpoint import FlowControlled, MemorySocket, check_count, stream_addresses
 from ._hygiene import track
 from ._links import ByteQueue, Link, PartialWrites, connection_reset
 from ._transport_controls import _PeerControls
@@ -56,15 +57,20 @@ _LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
 
 
 def _check_capacity(capacity: int) -> int:
-    if capacity < 1:
-        raise ValueError(f"capacity must be >= 1, got {capacity!r}")
-    return capacity
+    """Raise unless `capacity` is an int of at least 1 byte."""
+    return check_count("capacity", capacity)
 
 
 def _check_partial_writes(policy: PartialWrites) -> PartialWrites:
-    if isinstance(policy, int) and policy < 1:
-        raise ValueError(f"partial_writes must be >= 1 byte per send, got {policy!r}")
-    return policy
+    """Raise unless `policy` is None, a function, or an int of at least 1 byte."""
+    if policy is None or callable(policy):
+        return policy
+    if isinstance(policy, bool) or not isinstance(policy, int):
+        raise TypeError(
+            f"partial_writes must be an int >= 1 (bytes per send), a function or None, "
+            f"got {policy!r}"
+        )
+    return check_count("partial_writes", policy, unit=" byte per send")
 
 
 @typing.final
@@ -101,7 +107,10 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         family: `socket.AF_INET`, `socket.AF_INET6` or `socket.AF_UNIX`.
 
     Raises:
-        ValueError: ``capacity``, ``partial_writes`` or a chunk size below 1.
+        TypeError: ``capacity``, ``partial_writes``, ``chunks`` or ``family`` of
+            the wrong type.
+        ValueError: ``capacity``, ``partial_writes`` or a chunk size below 1, or an
+            unknown ``family``.
 
     Example:
         A test reading what a protocol wrote and answering it::
@@ -412,10 +421,11 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
             The number of bytes moved.
 
         Raises:
+            TypeError: ``max_bytes`` is not an int.
             ValueError: ``max_bytes`` below 1.
         """
-        if max_bytes is not None and max_bytes < 1:
-            raise ValueError(f"max_bytes must be >= 1, got {max_bytes!r}")
+        if max_bytes is not None:
+            check_count("max_bytes", max_bytes)
         if self._conn_lost:
             return 0
         n = self._out.move(max_bytes)
@@ -423,11 +433,21 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         return n
 
     def write_eof(self) -> None:
-        """Half-close: send EOF once the write buffer has drained."""
+        """Half-close: send EOF once the write buffer has drained.
+
+        Raises:
+            OSError: ``ENOTCONN``, with an empty buffer after the connection was
+                reset, as ``shutdown(SHUT_WR)`` fails on a TCP socket then
+                (asyncio does not catch it); EOF counts as written all the same.
+        """
         if self._closing or self._eof:
             return
         self._eof = True
         if not self._buffer:
+            if self._out.broken:
+                # After an RST the socket is no longer connected, whether or not a
+                # read has noticed yet; a deferred shutdown fails on its send first.
+                raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
             self._out.send_fin()
 
     def can_write_eof(self) -> bool:
