@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import typing
 
 import pytest
 
@@ -209,6 +210,41 @@ def test_script_validation() -> None:
         handlers.expect(b"x", timeout=0)
     with pytest.raises(ValueError, match="delimiter must not be empty"):
         handlers.read_until(b"")
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("1", TypeError),
+        (True, TypeError),
+        (b"1", TypeError),
+        (-1, ValueError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        (10**400, ValueError),
+    ],
+)
+def test_step_seconds_name_the_parameter_and_range(value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match=r"^seconds must be (a number )?>= 0"):
+        handlers.sleep(value)  # type: ignore[arg-type]
+    timeout: typing.Any = value
+    steps: list[typing.Callable[[], object]] = [
+        lambda: handlers.expect(b"x", timeout=timeout),
+        lambda: handlers.expect_line(b"x", timeout=timeout),
+        lambda: handlers.read_until(b"x", timeout=timeout),
+        lambda: handlers.expect_eof(timeout=timeout),
+    ]
+    for step in steps:
+        with pytest.raises(error, match=r"^timeout must be .*> 0.*or None to wait for ever"):
+            step()
+
+
+def test_step_seconds_accept_ints_floats_and_none() -> None:
+    assert repr(handlers.script(handlers.sleep(0), handlers.sleep(2))) == (
+        "nettest.handlers.script(sleep(0.0), sleep(2.0))"
+    )
+    handlers.expect(b"x", timeout=None)
+    handlers.expect_eof(timeout=1)
 
 
 def test_script_repr_reads_like_the_call() -> None:

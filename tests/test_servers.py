@@ -333,9 +333,9 @@ async def test_host_names_are_refused() -> None:
     ("kwargs", "match"),
     [
         ({"close_timeout": 0}, "close_timeout must be > 0"),
-        ({"rcvbuf": 0}, "rcvbuf must be an int >= 1"),
-        ({"sndbuf": -5}, "sndbuf must be an int >= 1"),
-        ({"backlog": 0}, "backlog must be an int >= 1"),
+        ({"rcvbuf": 0}, "rcvbuf must be an int from 1 to 2147483647"),
+        ({"sndbuf": -5}, "sndbuf must be an int from 1 to 2147483647"),
+        ({"backlog": 0}, "backlog must be an int from 1 to 2147483647"),
         ({"ssl": "yes"}, "ssl must be an ssl.SSLContext"),
     ],
 )
@@ -343,6 +343,44 @@ async def test_host_names_are_refused() -> None:
 async def test_bad_options_name_the_parameter(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises((ValueError, TypeError), match=match):
         TCPServer(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"close_timeout": "1"}, TypeError, r"close_timeout must be a number > 0, got '1'"),
+        ({"close_timeout": True}, TypeError, r"close_timeout must be a number > 0, got True"),
+        ({"close_timeout": -1}, ValueError, r"close_timeout must be > 0 and finite, got -1"),
+        ({"close_timeout": float("nan")}, ValueError, r"close_timeout .*finite, got nan"),
+        ({"close_timeout": float("inf")}, ValueError, r"close_timeout .*finite, got inf"),
+        ({"close_timeout": 10**400}, ValueError, r"close_timeout .*finite, got 1000"),
+        ({"rcvbuf": "x"}, TypeError, r"rcvbuf must be an int from 1 to 2147483647 \(bytes\)"),
+        ({"rcvbuf": 2.0}, TypeError, r"rcvbuf must be an int .*, got 2\.0"),
+        ({"sndbuf": 2**31}, ValueError, r"sndbuf must be an int from 1 to 2147483647"),
+        ({"backlog": True}, TypeError, r"backlog must be an int .*, got True"),
+        ({"backlog": 2**40}, ValueError, r"backlog must be an int from 1 to 2147483647"),
+        ({"limit": "64k"}, TypeError, r"limit must be an int >= 1 \(bytes\), got '64k'"),
+    ],
+)
+def test_bad_numbers_name_the_parameter_and_range(
+    kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:
+    # A wrong type is a TypeError and a bad value a ValueError, both raised by the
+    # constructor, not by a comparison inside it nor by the socket at start().
+    with pytest.raises(error, match=match):
+        TCPServer(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), "1", True, -1, 0])
+@pytest.mark.asyncio
+async def test_wait_timeouts_are_checked_like_every_timeout(
+    tcp_server: TCPServerFactory, timeout: object
+) -> None:
+    server = await tcp_server(handlers.sink)
+    error = TypeError if isinstance(timeout, (str, bool)) else ValueError
+    with pytest.raises(error, match=r"timeout must be .*or None to wait for ever"):
+        # Bounded: an infinite timeout used to be taken, and waited for ever.
+        await asyncio.wait_for(server.wait_for_connections(1, timeout=timeout), 5)  # type: ignore[arg-type]
 
 
 @pytest.mark.asyncio
@@ -389,6 +427,20 @@ async def test_connection_wait_for_bytes(tcp_server: TCPServerFactory) -> None:
     await _close(writer)
 
 
+@pytest.mark.parametrize(
+    ("connection", "error"), [(0, ValueError), (-1, ValueError), ("1", TypeError)]
+)
+@pytest.mark.asyncio
+async def test_wait_for_bytes_names_a_bad_connection(
+    tcp_server: TCPServerFactory, connection: object, error: type[Exception]
+) -> None:
+    server = await tcp_server(handlers.sink)
+    with pytest.raises(error, match=r"^connection must be an int >= 1, got"):
+        await server.wait_for_bytes(b"x", connection=connection, timeout=0.1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="data must be bytes"):  # before waiting at all
+        await server.wait_for_bytes("x", timeout=0.1)  # type: ignore[arg-type]
+
+
 @pytest.mark.asyncio
 async def test_wait_on_another_loop_is_refused() -> None:
     server = await TCPServer().start()
@@ -402,6 +454,41 @@ async def test_wait_on_another_loop_is_refused() -> None:
 
     await asyncio.get_running_loop().run_in_executor(None, other)
     await server.aclose()
+
+
+@pytest.mark.asyncio
+async def test_connection_waits_on_another_loop_are_refused(
+    tcp_server: TCPServerFactory,
+) -> None:
+    server = await tcp_server(handlers.sink)
+    _, writer = await asyncio.open_connection(*server.address)
+    (conn,) = await server.wait_for_connections(1)
+    waits: list[typing.Callable[[], typing.Awaitable[object]]] = [
+        lambda: server.wait_for_connections(1, timeout=0.1),
+        lambda: conn.wait_for(b"never", timeout=0.1),
+        lambda: conn.wait_for_sent(b"never", timeout=0.1),
+        lambda: conn.wait_closed(timeout=0.1),
+        lambda: conn.wait_closed(timeout=None),  # would never return
+    ]
+
+    def on_another_loop() -> list[str]:
+        messages = []
+        for wait in waits:
+
+            async def run(wait: typing.Callable[[], typing.Awaitable[object]] = wait) -> None:
+                await wait()
+
+            with pytest.raises(RuntimeError, match="another event loop") as caught:
+                asyncio.run(asyncio.wait_for(run(), 5))
+            messages.append(str(caught.value))
+        return messages
+
+    messages = await asyncio.get_running_loop().run_in_executor(None, on_another_loop)
+    assert messages[1].startswith(f"Connection #1 to {server._name} belongs to another")
+    # The connection's waits say it as the server does.
+    tails = {m.split(" belongs ")[1] for m in messages}
+    assert len(tails) == 1
+    await _close(writer)
 
 
 # -- errors raised at teardown ------------------------------------------------------------

@@ -83,6 +83,45 @@ async def test_two(tcp_server):
     result.assert_outcomes(passed=2)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_a_connection_used_from_another_loop_says_so(pytester: pytest.Pytester, mode: str) -> None:
+    # A module-loop server and its connection, waited on from a function-loop
+    # test: the waits would never wake (timeout=None hung), so they must raise.
+    pytester.makepyfile(
+        _HEADER
+        + """
+from nettest._servers import TCPServer
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def shared():
+    async with TCPServer(handlers.sink) as server:
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"hi")
+        (conn,) = await server.wait_for_connections(1)
+        yield conn
+        writer.close()
+        await writer.wait_closed()
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_same_loop(shared):
+    assert await shared.wait_for(b"hi") == b"hi"
+
+@pytest.mark.asyncio
+async def test_other_loop(shared):
+    waits = [
+        shared.wait_for(b"never", timeout=None),
+        shared.wait_for_sent(b"never", timeout=None),
+        shared.wait_closed(timeout=None),
+    ]
+    for wait in waits:
+        with pytest.raises(RuntimeError, match="belongs to another event loop"):
+            await asyncio.wait_for(wait, 2)
+"""
+    )
+    result = pytester.runpytest_subprocess(f"--asyncio-mode={mode}")
+    result.assert_outcomes(passed=2)
+
+
 def test_handler_error_fails_the_test_at_teardown(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         _HEADER

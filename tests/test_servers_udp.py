@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import sys
 
@@ -189,6 +190,70 @@ async def test_udp_bad_handlers_and_hosts() -> None:
         UDPServer(host="0.0.0.0")
     with pytest.raises(ValueError, match="multicast address"):
         UDPServer(group="10.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"group": 1}, TypeError, r"^group must be a str, got int"),
+        ({"group": "ssdp"}, ValueError, r"^group must be a literal IP address"),
+        ({"group": "ff02::1"}, ValueError, r"^group must be an IPv4 multicast address"),
+        ({"rcvbuf": "x"}, TypeError, r"^rcvbuf must be an int from 1 to 2147483647"),
+        ({"sndbuf": 2**31}, ValueError, r"^sndbuf must be an int from 1 to 2147483647"),
+    ],
+)
+async def test_udp_bad_options_name_the_parameter(
+    kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        UDPServer(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("ttl", "error"),
+    [(-1, ValueError), (256, ValueError), (1.5, TypeError), ("1", TypeError), (True, TypeError)],
+)
+async def test_multicast_socket_ttl_must_be_0_to_255(ttl: object, error: type[Exception]) -> None:
+    with pytest.raises(
+        error, match=rf"^ttl must be an int from 0 to 255, got {re.escape(repr(ttl))}$"
+    ):
+        multicast_socket(ttl=ttl).close()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("ttl", [0, 255])
+async def test_multicast_socket_ttl_range_ends(ttl: int) -> None:
+    with multicast_socket(ttl=ttl) as sock:
+        assert sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL) == ttl
+
+
+@pytest.mark.parametrize(
+    ("interface", "error", "match"),
+    [
+        (1, TypeError, r"^interface must be a str, got int"),
+        ("localhost", ValueError, r"^interface must be a literal IP address"),
+        ("10.0.0.1", ValueError, r"^interface '10\.0\.0\.1' is not a loopback address"),
+        ("::1", ValueError, r"^interface must be an IPv4 loopback address"),
+    ],
+)
+async def test_multicast_socket_names_a_bad_interface(
+    interface: object, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        multicast_socket(interface).close()  # type: ignore[arg-type]
+
+
+async def test_udp_wait_on_another_loop_is_refused(udp_server: UDPServerFactory) -> None:
+    server = await udp_server(handlers.sink)
+
+    def on_another_loop() -> str:
+        with pytest.raises(RuntimeError, match="another event loop") as caught:
+            asyncio.run(server.wait_for_datagrams(1, timeout=0.1))
+        return str(caught.value)
+
+    message = await asyncio.get_running_loop().run_in_executor(None, on_another_loop)
+    assert message.startswith(f"{server._name} belongs to another event loop")
+    with pytest.raises(RuntimeError, match="not started"):
+        await UDPServer().wait_for_datagrams(1)
 
 
 async def test_udp_context_manager_closes() -> None:

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._recording import _UNSET, Connection, check_bytes, show
+from ._recording import _UNSET, Connection, check_bytes, check_seconds, show
 from ._settings import default_timeout
 
 __all__ = [
@@ -258,9 +258,7 @@ class _End(Step):
 def _step_timeout(timeout: float | None) -> Any:
     if timeout is _UNSET:
         return _UNSET
-    if timeout is not None and not timeout > 0:
-        raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
-    return timeout
+    return check_seconds("timeout", timeout, allow_none=True)
 
 
 def expect(data: bytes, *, timeout: float | None = _UNSET) -> Step:
@@ -271,7 +269,12 @@ def expect(data: bytes, *, timeout: float | None = _UNSET) -> Step:
 
     Args:
         data: the bytes expected (not empty).
-        timeout: seconds to wait for them; nettest's default timeout if not given.
+        timeout: seconds to wait for them (> 0 and finite); nettest's default
+            timeout if not given, None for ever.
+
+    Raises:
+        TypeError: ``data`` is not bytes, or ``timeout`` not a number.
+        ValueError: ``data`` is empty, or ``timeout`` out of range.
 
     Example::
 
@@ -320,10 +323,15 @@ def send(data: bytes) -> Step:
 
 
 def sleep(seconds: float) -> Step:
-    """Script step: wait ``seconds`` (on the event loop's clock) before the next step."""
-    if not seconds >= 0:
-        raise ValueError(f"seconds must be >= 0, got {seconds!r}")
-    return _Sleep(float(seconds))
+    """Script step: wait ``seconds`` (on the event loop's clock) before the next step.
+
+    ``seconds`` is a finite number >= 0; to wait for ever, end the script with `hang`.
+
+    Raises:
+        TypeError: ``seconds`` is not a number.
+        ValueError: ``seconds`` is negative, NaN or infinite.
+    """
+    return _Sleep(check_seconds("seconds", seconds, allow_zero=True))
 
 
 @typing.final

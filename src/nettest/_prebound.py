@@ -27,6 +27,8 @@ import pytest
 
 from ._hygiene import track
 from ._server_base import (
+    INT_MAX,
+    _check_int,
     _closed_on_error,
     _loopback_socket,
     _private_dir,
@@ -110,9 +112,12 @@ class BoundSocket:
         """Bind a TCP socket to ``(host, 0)`` and, unless ``listen`` is False, listen.
 
         Raises:
-            ValueError: ``host`` is not a literal loopback address.
+            TypeError: ``host`` is not a str, or ``backlog`` not an int.
+            ValueError: ``host`` is not a literal loopback address, or ``backlog``
+                is out of range.
             OSError: the host has no such address (no IPv6, say).
         """
+        _check_int("backlog", backlog, high=INT_MAX)
         return cls._create("tcp", host, allow_remote=allow_remote, listen=listen, backlog=backlog)
 
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import math
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,13 +40,68 @@ def check_bytes(name: str, value: object) -> bytes:
     return value
 
 
+@typing.overload
+def check_seconds(
+    name: str, value: object, *, allow_zero: bool = ..., allow_none: Literal[False] = ...
+) -> float: ...
+
+
+@typing.overload
+def check_seconds(
+    name: str, value: object, *, allow_zero: bool = ..., allow_none: bool
+) -> float | None: ...
+
+
+def check_seconds(
+    name: str, value: object, *, allow_zero: bool = False, allow_none: bool = False
+) -> float | None:
+    """Return ``value`` as seconds, or raise naming ``name`` and the accepted range.
+
+    Every timeout and duration of the servers and handlers goes through here, so
+    they all accept the same values: an int or float, finite, > 0 (>= 0 with
+    ``allow_zero``), or None with ``allow_none`` (wait for ever).  ``inf`` is
+    refused: where waiting for ever is allowed, None says so; elsewhere
+    (teardown, a script step) the wait must end.
+
+    Raises:
+        TypeError: not a number (a bool or a str included).
+        ValueError: negative, zero (unless allowed), NaN or infinite.
+    """
+    if value is None and allow_none:
+        return None
+    at_least = ">= 0" if allow_zero else "> 0"
+    or_none = ", or None to wait for ever" if allow_none else ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number {at_least}{or_none}, got {value!r}")
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int too large for a float is not finite either
+        seconds = math.inf
+    if not (seconds >= 0 if allow_zero else seconds > 0) or seconds == math.inf:
+        raise ValueError(f"{name} must be {at_least} and finite{or_none}, got {value!r}")
+    return seconds
+
+
 def resolve_timeout(timeout: float | None) -> float | None:
-    """Return ``timeout``, or the default timeout when it is the unset sentinel."""
+    """Return ``timeout`` checked, or the default timeout when it is the unset sentinel."""
     if timeout is _UNSET:
         return default_timeout()
-    if timeout is not None and not timeout > 0:
-        raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
-    return timeout
+    return check_seconds("timeout", timeout, allow_none=True)
+
+
+def check_loop(owner: str, loop: asyncio.AbstractEventLoop) -> None:
+    """Raise RuntimeError unless ``loop`` is the running loop.
+
+    What a recording waits for happens on its server's loop: a wait from another
+    loop would never wake (with a module-scoped server and a function-scoped
+    test, say), so it fails at once instead.
+    """
+    if asyncio.get_running_loop() is not loop:
+        raise RuntimeError(
+            f"{owner} belongs to another event loop than the running one; use a server "
+            "and its connections on the loop that started it (check the fixture's and "
+            "the test's loop_scope)"
+        )
 
 
 class Signal:
@@ -142,7 +198,8 @@ class Connection:
     This type has no public constructor: servers make one per connection and
     list them in ``server.connections``.  Everything it exposes is a snapshot
     (`bytes`, tuples, frozen `Event` values); wait for more with `wait_for` and
-    `wait_closed`.
+    `wait_closed`, on the event loop of the server that accepted it (from
+    another loop they raise RuntimeError).
 
     Example::
 
@@ -160,6 +217,7 @@ class Connection:
         "_ending",
         "_eof",
         "_events",
+        "_loop",
         "_received",
         "_sent",
         "_signal",
@@ -183,6 +241,7 @@ class Connection:
     _closed_at: float | None
     _signal: Signal
     _actions: _Actions
+    _loop: asyncio.AbstractEventLoop
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         raise TypeError("Connection has no public constructor; servers make them")
@@ -212,6 +271,7 @@ class Connection:
         self._closed_at = None
         self._signal = Signal()
         self._actions = actions
+        self._loop = actions.loop
         return self
 
     # -- recording (called by the server) -------------------------------------
@@ -295,11 +355,14 @@ class Connection:
 
         Raises:
             TimeoutError: ``data`` did not arrive in time; the message shows what did.
+            RuntimeError: called on another event loop than the server's.
         """
         check_bytes("data", data)
+        seconds = resolve_timeout(timeout)
+        self._check_loop()
         await self._signal.wait_until(
             lambda: data in self._received,
-            resolve_timeout(timeout),
+            seconds,
             lambda: (
                 f"{self!r}: expected to receive {show(data)}; "
                 f"received {show(bytes(self._received))}"
@@ -316,11 +379,14 @@ class Connection:
 
         Raises:
             TimeoutError: the server did not send ``data`` in time.
+            RuntimeError: called on another event loop than the server's.
         """
         check_bytes("data", data)
+        seconds = resolve_timeout(timeout)
+        self._check_loop()
         await self._signal.wait_until(
             lambda: data in self._sent,
-            resolve_timeout(timeout),
+            seconds,
             lambda: (
                 f"{self!r}: expected the server to send {show(data)}; "
                 f"it sent {show(bytes(self._sent))}"
@@ -333,14 +399,21 @@ class Connection:
 
         Raises:
             TimeoutError: it was still open when the timeout expired.
+            RuntimeError: called on another event loop than the server's.
         """
+        seconds = resolve_timeout(timeout)
+        self._check_loop()
         await self._signal.wait_until(
             lambda: self._ending is not None,
-            resolve_timeout(timeout),
+            seconds,
             lambda: f"{self!r}: expected the connection to close; it is still open",
         )
         assert self._ending is not None
         return self._ending
+
+    def _check_loop(self) -> None:
+        # Here, not in _record: the recording path runs for every read and write.
+        check_loop(f"Connection #{self.index} to {self.server_name}", self._loop)
 
     # -- acting ---------------------------------------------------------------
 
@@ -374,6 +447,9 @@ class Connection:
 
 
 class _Actions(typing.Protocol):
+    #: The server's loop, where the connection is recorded and waited on.
+    loop: asyncio.AbstractEventLoop
+
     def close(self) -> None: ...
 
     def reset(self) -> None: ...

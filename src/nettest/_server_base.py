@@ -37,7 +37,7 @@ from typing import Any
 import pytest
 
 from ._hygiene import track
-from ._recording import format_address
+from ._recording import check_loop, format_address
 
 #: Longest Unix socket path, in bytes, without the terminating NUL.
 #: Linux's ``sun_path`` holds 108 bytes; the BSDs and macOS hold 104.
@@ -73,40 +73,53 @@ def has_ipv6_loopback() -> bool:
     return True
 
 
-def check_host(host: str, *, allow_remote: bool, multicast: bool = False) -> socket.AddressFamily:
-    """Check ``host`` is a literal loopback address (unless `allow_remote`); return its family."""
+def check_host(
+    host: str, *, allow_remote: bool, multicast: bool = False, name: str = "host"
+) -> socket.AddressFamily:
+    """Check ``host`` is a literal loopback address (unless `allow_remote`); return its family.
+
+    ``name`` is the parameter the errors name (``group``, ``interface``).
+    """
     if not isinstance(host, str):
-        raise TypeError(f"host must be a str, got {type(host).__name__}")
+        raise TypeError(f"{name} must be a str, got {type(host).__name__}")
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(
-            f"host must be a literal IP address such as '127.0.0.1' or '::1', got {host!r}: "
+            f"{name} must be a literal IP address such as '127.0.0.1' or '::1', got {host!r}: "
             "a name like 'localhost' may resolve to ::1 while the server listens on IPv4"
         ) from None
     if not (address.is_loopback or (multicast and address.is_multicast) or allow_remote):
         raise ValueError(
-            f"host {host!r} is not a loopback address; a test server on it can be reached "
+            f"{name} {host!r} is not a loopback address; a test server on it can be reached "
             "from other machines. Pass allow_remote=True if you mean it"
         )
     return socket.AF_INET6 if address.version == 6 else socket.AF_INET
 
 
-def _check_positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if value is None or not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
+#: The largest C ``int``: socket options and ``listen()``'s backlog are C ints.
+INT_MAX = 2**31 - 1
 
 
 def _check_buffer(name: str, value: object) -> None:
     if value is not None:
-        _check_int(name, value, "(bytes) or None")
+        _check_int(name, value, "(bytes) or None", high=INT_MAX)
 
 
-def _check_int(name: str, value: object, unit: str = "") -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1{' ' + unit if unit else ''}, got {value!r}")
+def _check_int(
+    name: str, value: object, unit: str = "", *, low: int = 1, high: int | None = None
+) -> None:
+    """Raise unless ``value`` is an int in ``low``..``high``, naming ``name`` and that range.
+
+    TypeError for another type (a bool or a float included), ValueError out of range.
+    """
+    accepted = f"an int >= {low}" if high is None else f"an int from {low} to {high}"
+    if unit:
+        accepted += f" {unit}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be {accepted}, got {value!r}")
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"{name} must be {accepted}, got {value!r}")
 
 
 def set_reset_on_close(transport: asyncio.BaseTransport) -> None:
@@ -349,6 +362,12 @@ class _LoopbackServer:
 
     def _cleanup(self) -> None:
         """Remove what the server made besides sockets (a private directory)."""
+
+    def _check_loop(self) -> None:
+        """Raise RuntimeError unless the server was started on the running loop."""
+        if self._loop is None:
+            raise RuntimeError(f"{self._name} is not started; await server.start() first")
+        check_loop(self._name, self._loop)
 
     # -- life cycle ------------------------------------------------------------
 

@@ -73,8 +73,11 @@ class TCPServer(_LoopbackHost, _StreamServer):
         limit: the StreamReader buffer limit for stream handlers.
 
     Raises:
-        ValueError: ``host`` is not a literal loopback address, or a bad number.
-        TypeError: ``handler`` is none of the accepted kinds.
+        ValueError: ``host`` is not a literal loopback address, or a number is out
+            of range (``close_timeout`` must be finite and > 0; ``rcvbuf``,
+            ``sndbuf`` and ``backlog`` from 1 to 2147483647).
+        TypeError: ``handler`` is none of the accepted kinds, or a number is of
+            the wrong type (a str or a bool, say).
 
     Example::
 

@@ -56,14 +56,16 @@ from ._recording import (
     _UNSET,
     Connection,
     Signal,
+    check_bytes,
+    check_seconds,
     format_address,
     resolve_timeout,
     show,
 )
 from ._server_base import (
+    INT_MAX,
     _check_buffer,
     _check_int,
-    _check_positive,
     _loop_thread_call,
     _LoopbackServer,
 )
@@ -107,13 +109,13 @@ class _StreamServer(_LoopbackServer):
         self._handler = handler
         if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
             raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(ssl).__name__}")
-        _check_positive("close_timeout", close_timeout)
+        seconds = check_seconds("close_timeout", close_timeout)
         _check_buffer("rcvbuf", rcvbuf)
         _check_buffer("sndbuf", sndbuf)
-        _check_int("backlog", backlog)
+        _check_int("backlog", backlog, high=INT_MAX)
         _check_int("limit", limit, "(bytes)")
         self._ssl = ssl
-        self._close_timeout = close_timeout
+        self._close_timeout = seconds
         self._rcvbuf = rcvbuf
         self._sndbuf = sndbuf
         self._backlog = backlog
@@ -298,14 +300,17 @@ class _StreamServer(_LoopbackServer):
             The first ``n`` connections.
 
         Raises:
-            ValueError: ``n`` < 1.
+            TypeError: ``n`` is not an int.
+            ValueError: ``n`` < 1, or a bad timeout.
+            RuntimeError: called on another event loop than the server's.
             TimeoutError: fewer arrived; the message says how many did.
         """
         _check_int("n", n)
+        seconds = resolve_timeout(timeout)
         self._check_loop()
         await self._changed.wait_until(
             lambda: len(self._states) >= n,
-            resolve_timeout(timeout),
+            seconds,
             lambda: (
                 f"{self._name}: expected {n} connection{'s' if n != 1 else ''}; "
                 f"{len(self._states)} arrived" + "".join(f"\n  {s.conn!r}" for s in self._states)
@@ -325,21 +330,15 @@ class _StreamServer(_LoopbackServer):
             Everything that connection received so far.
 
         Raises:
+            TypeError: ``data`` is not bytes, or ``connection`` not an int.
+            ValueError: ``connection`` < 1, or a bad timeout.
             TimeoutError: the connection or the bytes did not arrive in time; the
                 message shows what did.
         """
+        check_bytes("data", data)
+        _check_int("connection", connection)
         conns = await self.wait_for_connections(connection, timeout=timeout)
         return await conns[connection - 1].wait_for(data, timeout=timeout)
-
-    def _check_loop(self) -> None:
-        if self._loop is None:
-            raise RuntimeError(f"{self._name} is not started; await server.start() first")
-        if asyncio.get_running_loop() is not self._loop:
-            raise RuntimeError(
-                f"{self._name} belongs to another event loop than the running one; "
-                "use a server on the loop that started it (check the fixture's and the "
-                "test's loop_scope)"
-            )
 
     # -- teardown --------------------------------------------------------------
 

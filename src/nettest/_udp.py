@@ -46,6 +46,7 @@ from ._recording import (
 from ._server_base import (
     AsyncServerFactory,
     _apply_buffers,
+    _check_buffer,
     _check_int,
     _closed_on_error,
     _loop_thread_call,
@@ -180,9 +181,8 @@ class _DatagramServer(_LoopbackServer):
                     f"handler: handlers.{handler.name} has no meaning for datagrams; use "
                     "handlers.echo, handlers.sink or handlers.script(...)"
                 )
-        for name, value in (("rcvbuf", rcvbuf), ("sndbuf", sndbuf)):
-            if value is not None:
-                _check_int(name, value, "(bytes) or None")
+        _check_buffer("rcvbuf", rcvbuf)
+        _check_buffer("sndbuf", sndbuf)
         self._handler = handler
         self._rcvbuf = rcvbuf
         self._sndbuf = sndbuf
@@ -302,14 +302,17 @@ class _DatagramServer(_LoopbackServer):
             The first ``n`` datagrams received.
 
         Raises:
+            TypeError: ``n`` is not an int.
+            ValueError: ``n`` < 1, or a bad timeout.
+            RuntimeError: not started, or called on another event loop than the server's.
             TimeoutError: fewer arrived; the message lists those that did.
         """
         _check_int("n", n)
-        if self._loop is None or asyncio.get_running_loop() is not self._loop:
-            raise RuntimeError(f"{self._name} is not started on the running event loop")
+        seconds = resolve_timeout(timeout)
+        self._check_loop()
         await self._changed.wait_until(
             lambda: len(self.datagrams) >= n,
-            resolve_timeout(timeout),
+            seconds,
             lambda: (
                 f"{self._name}: expected {n} datagram{'s' if n != 1 else ''}; "
                 f"{len(self.datagrams)} arrived: "
@@ -390,7 +393,9 @@ class UDPServer(_LoopbackHost, _DatagramServer):
         broadcast: set SO_BROADCAST, so the server may send to broadcast addresses.
 
     Raises:
-        ValueError: a host that is not loopback, or a group that is not multicast.
+        TypeError: ``host`` or ``group`` is not a str, or a buffer size not an int.
+        ValueError: a host that is not loopback, a group that is not IPv4
+            multicast, or a buffer size out of range.
 
     Example::
 
@@ -416,7 +421,8 @@ class UDPServer(_LoopbackHost, _DatagramServer):
     ) -> None:
         self._init_host(host, allow_remote=allow_remote)
         if group is not None:
-            if check_host(group, allow_remote=True, multicast=True) != socket.AF_INET:
+            family = check_host(group, allow_remote=True, multicast=True, name="group")
+            if family != socket.AF_INET:
                 raise ValueError(f"group must be an IPv4 multicast address, got {group!r}")
             if not ipaddress.ip_address(group).is_multicast:
                 raise ValueError(f"group must be a multicast address (224.0.0.0/4), got {group!r}")
@@ -480,14 +486,27 @@ def multicast_socket(interface: str = "127.0.0.1", *, ttl: int = 1) -> socket.so
     directly, or as ``create_datagram_endpoint(..., sock=multicast_socket())``.
     The caller closes it.
 
+    Args:
+        interface: a literal IPv4 loopback address to send from.
+        ttl: IP_MULTICAST_TTL, 0 to 255 (the kernel's range): 0 keeps datagrams
+            on this host, 1 (the default) on the local network.
+
+    Raises:
+        TypeError: ``interface`` is not a str, or ``ttl`` not an int.
+        ValueError: ``interface`` is not an IPv4 loopback address, or ``ttl`` is
+            out of range.
+
     Example::
 
         server = await udp_server(handlers.sink, group="239.255.255.250")
         with nettest.multicast_socket() as sock:
             sock.sendto(b"M-SEARCH * HTTP/1.1\\r\\n\\r\\n", server.address)
     """
-    check_host(interface, allow_remote=False)
-    _check_int("ttl", ttl + 1)  # ttl >= 0
+    if check_host(interface, allow_remote=False, name="interface") != socket.AF_INET:
+        raise ValueError(
+            f"interface must be an IPv4 loopback address such as '127.0.0.1', got {interface!r}"
+        )
+    _check_int("ttl", ttl, low=0, high=255)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     with _closed_on_error(sock):
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
