@@ -57,6 +57,14 @@ def test_wait_timeout_raises_in_the_test_thread(tcp_server_thread: TCPServerThre
         server.wait_for_connections(1, timeout=0.05)
 
 
+def test_wait_closed_names_a_bad_connection(tcp_server_thread: TCPServerThreadFactory) -> None:
+    server = tcp_server_thread(handlers.echo)
+    with pytest.raises(ValueError, match="connection must be an int >= 1, got 0"):
+        server.wait_closed(connection=0)
+    with pytest.raises(TypeError, match="connection must be an int >= 1, got '1'"):
+        server.wait_closed(connection="1")  # type: ignore[arg-type]
+
+
 def test_http_client_against_a_scripted_reply(tcp_server_thread: TCPServerThreadFactory) -> None:
     server = tcp_server_thread(HTTP_SCRIPT)
     client = http.client.HTTPConnection(server.host, server.port, timeout=5)

@@ -130,6 +130,11 @@ async def test_unix_server_abstract_namespace(unix_server: UnixServerFactory) ->
 async def test_unix_server_bad_arguments() -> None:
     with pytest.raises(ValueError, match="either path or abstract"):
         UnixServer(path="/tmp/x", abstract=True)
+    with pytest.raises(TypeError, match=r"path must be a str, an os\.PathLike or None, got 1"):
+        UnixServer(path=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"path must be a str, an os\.PathLike or None, got b'"):
+        UnixServer(path=b"/tmp/x")  # type: ignore[arg-type]
+    assert UnixServer(path=Path("/tmp/x")).path == "/tmp/x"
 
 
 async def test_unix_server_blocking_client(unix_server: UnixServerFactory) -> None:

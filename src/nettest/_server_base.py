@@ -274,7 +274,12 @@ class _UnixPath:
             raise ValueError("give either path or abstract=True, not both")
         if abstract and not sys.platform.startswith("linux"):
             raise ValueError("abstract=True: the abstract namespace exists only on Linux")
-        self._path = check_unix_path(os.fspath(path)) if path is not None else ""
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str, an os.PathLike or None, got {path!r}")
+        fspath = os.fspath(path) if path is not None else ""
+        if not isinstance(fspath, str):
+            raise TypeError(f"path must be a str path, not bytes: {path!r}")
+        self._path = check_unix_path(fspath) if fspath else ""
         self._abstract = bool(abstract)
         self._dir = None
         # (device, inode) of the socket file this server bound: the only file it removes.

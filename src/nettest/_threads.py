@@ -24,7 +24,7 @@ import pytest
 from ._handlers import DatagramProtocolFactory, Handler, ProtocolFactory, StreamHandler, echo
 from ._hygiene import instrument_loop, track
 from ._recording import _UNSET, Connection, Datagram, Ending
-from ._server_base import _NoIPv6
+from ._server_base import _check_int, _NoIPv6
 from ._servers import TCPServer, UnixServer
 from ._udp import UDPServer, _DatagramServer
 
@@ -216,8 +216,10 @@ class _StreamThreadMixin(_ThreadedServer[_SS]):
         """Block until connection number ``connection`` (1-based) has ended; say how.
 
         Raises:
+            TypeError, ValueError: ``connection`` is not an int >= 1.
             TimeoutError: the connection did not arrive, or did not end, in time.
         """
+        _check_int("connection", connection)
 
         async def wait() -> Ending:
             conns = await self._server.wait_for_connections(connection, timeout=timeout)
