@@ -80,6 +80,63 @@ def test_nettest_seed_is_stable_per_test_and_replayable(
     assert seeds("--nettest-seed=99", "-k", "b or fixed")["b"] == first["b"]
 
 
+def test_xdist_workers_share_the_session_seed_in_the_header(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import os
+        import pytest
+
+        @pytest.mark.parametrize("i", range(6))
+        def test_seed(i, request):
+            worker = os.environ.get("PYTEST_XDIST_WORKER")
+            print("SESSION", worker, request.config.option.nettest_seed)
+        """
+    )
+    # No --nettest-seed: the controller draws one, and every worker must use it.
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider", "-rP")
+    result.assert_outcomes(passed=6)
+    header = re.search(r"nettest \S+: seed=(\d+)", result.stdout.str())
+    assert header is not None
+    used = set(re.findall(r"SESSION (gw\d) (\d+)", result.stdout.str()))
+    assert {worker for worker, _ in used} == {"gw0", "gw1"}
+    assert {seed for _, seed in used} == {header.group(1)}
+
+
+@pytest.mark.parametrize(
+    ("marker", "shown"),
+    [("-5", "-5"), ("2**64", "18446744073709551616"), ("1.9", "1.9"), ('"abc"', "'abc'")],
+)
+def test_bad_nettest_seed_marker_names_the_range(
+    pytester: pytest.Pytester, marker: str, shown: str
+) -> None:
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.nettest_seed({marker})
+        def test_fixed(nettest_seed):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(
+        [f"*nettest_seed marker on *test_fixed: seed must be an int in [[]0, 2**64); got {shown}"]
+    )
+
+
+def test_nettest_seed_marker_takes_a_keyword(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.nettest_seed(seed=7)
+        def test_fixed(nettest_seed):
+            assert nettest_seed == 7
+        """
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
 def test_nettest_seed_printed_on_failure(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

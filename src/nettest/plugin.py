@@ -135,14 +135,24 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "nettest_seed(seed): give this test a fixed nettest_seed, whatever the session."
     )
-    # Under xdist the controller's options travel to the workers, so every worker
-    # derives the same per-test seeds from the one session seed.
-    config.option.nettest_seed = _session_seed(config)
+    # Under xdist the controller draws the session seed and hands it to every
+    # worker (pytest_configure_node), so all derive the same per-test seeds.
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and "nettest_seed" in workerinput:
+        config.option.nettest_seed = int(workerinput["nettest_seed"])
+    else:
+        config.option.nettest_seed = _session_seed(config)
     mode = config.option.nettest_leaks = _leak_mode(config)
     _settings.timeout = _timeout(config)
     GATE.strict = mode == "strict"
     if GATE.strict:
         GATE.watch_socket_creation()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist: give the worker the controller's session seed (workers re-parse options)."""
+    node.workerinput["nettest_seed"] = node.config.option.nettest_seed
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -164,7 +174,13 @@ def pytest_report_header(config: pytest.Config) -> str:
 def _test_seed(item: pytest.Item) -> int:
     marker = item.get_closest_marker("nettest_seed")
     if marker is not None:
-        return int(marker.args[0])
+        seed = marker.args[0] if marker.args else marker.kwargs.get("seed")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+            raise pytest.UsageError(
+                f"nettest_seed marker on {item.nodeid}: seed must be an int in "
+                f"[0, 2**64); got {seed!r}"
+            )
+        return seed
     session_seed = int(item.config.option.nettest_seed)
     digest = hashlib.blake2b(f"{session_seed}:{item.nodeid}".encode(), digest_size=4).digest()
     return int.from_bytes(digest, "big")
