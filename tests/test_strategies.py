@@ -196,6 +196,15 @@ def test_message_stream_completed_by() -> None:
         (lambda: nst.message_streams(5), "messages must be a sequence of bytes"),  # type: ignore[arg-type]
         (lambda: nst.datagram_schedules(b"abc"), "datagrams must be a sequence of bytes"),  # type: ignore[arg-type]
         (lambda: nst.datagram_schedules([b"a", "b"]), "datagrams must be a sequence of bytes"),  # type: ignore[list-item]
+        # Every on/off flag refuses a non-bool alike, rather than taking it as true.
+        (lambda: nst.chunkings(b"ab", utf8=1), "utf8 must be True or False, got 1"),  # type: ignore[arg-type]
+        (lambda: nst.chunkings(b"ab", utf8=None), "utf8 must be True or False, got None"),  # type: ignore[arg-type]
+        (lambda: nst.chunkings(b"ab", exhaustive=1), "exhaustive must be True or False, got 1"),  # type: ignore[arg-type]
+        (lambda: nst.chunkings(st.binary(), exhaustive=0), "exhaustive must be True or False"),  # type: ignore[arg-type]
+        (lambda: nst.message_streams([b"a"], utf8="no"), "utf8 must be True or False"),  # type: ignore[arg-type]
+        (lambda: nst.schedules(b"ab", utf8=0), "utf8 must be True or False, got 0"),  # type: ignore[arg-type]
+        (lambda: nst.schedules(b"ab", delays=1), "delays must be True or False, got 1"),  # type: ignore[arg-type]
+        (lambda: nst.datagram_schedules([b"a"], reordering=1), "reordering must be True or False"),  # type: ignore[arg-type]
     ],
 )
 def test_bad_arguments_raise_invalid_argument_naming_them(

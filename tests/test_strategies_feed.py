@@ -113,6 +113,25 @@ def test_feed_eof_waits_for_resume_but_loss_does_not() -> None:
     assert protocol.events == [("lost", "OSError")]
 
 
+@pytest.mark.parametrize(
+    "after",
+    [
+        [b"b"],
+        [nst.ConnectionLost()],
+        [nst.Eof(), b"b"],
+        [nst.ResumeReading(), nst.PauseReading(), b"b"],
+    ],
+)
+@pytest.mark.parametrize("paused", [False, True])
+def test_feed_delivers_nothing_after_eof_paused_or_not(paused: bool, after: list[Any]) -> None:
+    schedule: list[Any] = [b"a", nst.Eof(), *after]
+    if paused:
+        schedule = [nst.PauseReading(), *schedule, nst.ResumeReading()]
+    protocol = RecordingProtocol()
+    nst.feed(protocol, schedule)
+    assert protocol.events == [b"a", "eof", ("lost", None)]
+
+
 def test_feed_buffered_protocol_loops_over_small_buffers() -> None:
     protocol = RecordingBufferedProtocol(size=3)
     nst.feed(protocol, [b"abcdefg", b"h", nst.Eof()])
@@ -183,9 +202,40 @@ def test_feed_rejects_bad_arguments(
         nst.feed(target, items)
 
 
-def test_delay_must_not_be_negative() -> None:
-    with pytest.raises(ValueError, match="seconds must be >= 0, got -1"):
-        nst.Delay(-1)
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda: nst.Delay(-1), ValueError, "seconds must be >= 0 and finite, got -1"),
+        (lambda: nst.Delay(float("nan")), ValueError, "seconds must be >= 0 and finite"),
+        (lambda: nst.Delay(float("inf")), ValueError, "seconds must be >= 0 and finite"),
+        (lambda: nst.Delay("1"), TypeError, "seconds must be a number >= 0, got '1'"),  # type: ignore[arg-type]
+        (lambda: nst.Delay(True), TypeError, "seconds must be a number >= 0, got True"),
+        (lambda: nst.Chunk("ab"), TypeError, "data must be bytes, bytearray or .*, got str"),  # type: ignore[arg-type]
+        (lambda: nst.Datagram(None, 0), TypeError, "data must be bytes, bytearray or memoryview"),  # type: ignore[arg-type]
+        (lambda: nst.Datagram(b"a", -1), ValueError, "index must be >= 0, got -1"),
+        (lambda: nst.Datagram(b"a", 1.0), TypeError, "index must be an int >= 0, got 1.0"),  # type: ignore[arg-type]
+        (lambda: nst.Datagram(b"a", True), TypeError, "index must be an int >= 0, got True"),
+        (
+            lambda: nst.ConnectionLost(ConnectionResetError),  # type: ignore[arg-type]
+            TypeError,
+            r"error must be an Exception instance, not the class ConnectionResetError; "
+            r"write ConnectionLost\(ConnectionResetError\(\)\)",
+        ),
+        (lambda: nst.ConnectionLost("reset"), TypeError, "error must be an Exception instance"),  # type: ignore[arg-type]
+    ],
+)
+def test_schedule_events_check_their_values_naming_the_field(
+    make: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_schedule_events_keep_bytes_like_data_as_bytes() -> None:
+    assert nst.Chunk(bytearray(b"ab")) == nst.Chunk(b"ab")  # type: ignore[arg-type]
+    assert type(nst.Chunk(memoryview(b"ab")).data) is bytes  # type: ignore[arg-type]
+    assert nst.Datagram(bytearray(b"ab"), 0) == nst.Datagram(b"ab", 0)  # type: ignore[arg-type]
+    assert nst.Delay(0).seconds == 0
 
 
 def test_connection_lost_compares_errors_by_type_and_arguments() -> None:
@@ -238,6 +288,19 @@ async def test_feed_async_memory_transport_keeps_each_chunk_one_read() -> None:
     await nst.feed_async(transport, [b"ab", b"cd", nst.Eof()])
     await asyncio.sleep(0)
     assert protocol.events[:4] == ["made", b"ab", b"cd", "eof"]
+    transport.close()
+    await asyncio.sleep(0)
+
+
+@pytest.mark.asyncio
+async def test_feed_async_memory_transport_after_its_feed_eof_raises() -> None:
+    transport = MemoryTransport(RecordingProtocol())
+    await asyncio.sleep(0)
+    transport.feed_eof()
+    with pytest.raises(RuntimeError, match=r"Cannot call feed_data\(\) after feed_eof\(\)"):
+        await nst.feed_async(transport, [b"from the peer"])
+    # The peer's bytes must not go out as if the protocol had written them.
+    assert transport.take_written() == b""
     transport.close()
     await asyncio.sleep(0)
 

@@ -226,3 +226,159 @@ def test_rules_can_run_in_loop_time() -> None:
     wall = time.monotonic()
     run_state_machine_as_test(LoopTimeMachine, settings=FAST)
     assert time.monotonic() - wall < 30
+
+
+teardowns: list[tuple[str, bool]] = []
+
+
+def _note(who: str, machine: nst.AsyncRuleBasedStateMachine) -> None:
+    teardowns.append((who, machine.loop.is_closed()))
+
+
+class AsyncBaseMachine(nst.AsyncRuleBasedStateMachine):
+    @rule()  # type: ignore[arg-type]
+    async def step(self) -> None:
+        await asyncio.sleep(0)
+
+    async def teardown(self) -> None:  # type: ignore[override]
+        await asyncio.sleep(0)
+        _note("async base", self)
+
+
+class AsyncChildMachine(AsyncBaseMachine):
+    async def teardown(self) -> None:  # type: ignore[override]
+        await asyncio.sleep(0)
+        _note("async child", self)
+        await super().teardown()
+
+
+class AsyncGrandchildMachine(AsyncChildMachine):
+    async def teardown(self) -> None:  # type: ignore[override]
+        _note("async grandchild", self)
+        await super().teardown()
+
+
+class SyncChildMachine(AsyncBaseMachine):
+    def teardown(self) -> None:  # type: ignore[override]
+        _note("sync child", self)
+        super().teardown()  # type: ignore[unused-coroutine]  # run to completion
+
+
+class AwaitsTheNettestBaseMachine(nst.AsyncRuleBasedStateMachine):
+    @rule()  # type: ignore[arg-type]
+    async def step(self) -> None:
+        await asyncio.sleep(0)
+
+    async def teardown(self) -> None:  # type: ignore[override]
+        _note("awaits the nettest base", self)
+        await super().teardown()  # type: ignore[misc]
+        _note("awaits the nettest base", self)
+
+
+class SyncBaseMachine(nst.AsyncRuleBasedStateMachine):
+    @rule()
+    def step(self) -> None:
+        pass
+
+    def teardown(self) -> None:
+        _note("sync base", self)
+        super().teardown()
+
+
+class AsyncOverSyncMachine(SyncBaseMachine):
+    async def teardown(self) -> None:  # type: ignore[override]
+        _note("async over sync", self)
+        await super().teardown()  # type: ignore[misc]
+
+
+ONE_STEP = settings(FAST, max_examples=2, stateful_step_count=1)
+
+
+@pytest.mark.parametrize(
+    ("machine", "order"),
+    [
+        (AsyncChildMachine, ["async child", "async base"]),
+        (AsyncGrandchildMachine, ["async grandchild", "async child", "async base"]),
+        (SyncChildMachine, ["sync child", "async base"]),
+        (AwaitsTheNettestBaseMachine, ["awaits the nettest base"] * 2),
+        (AsyncOverSyncMachine, ["async over sync", "sync base"]),
+    ],
+)
+def test_teardown_overrides_can_call_super_and_the_loop_closes_once_after_them(
+    machine: type[nst.AsyncRuleBasedStateMachine], order: list[str]
+) -> None:
+    teardowns.clear()
+    made.clear()
+    # Make every loop through tracked_loop, to check each is closed in the end.
+    machine.loop_factory = tracked_loop
+    try:
+        run_state_machine_as_test(machine, settings=ONE_STEP)
+    finally:
+        del machine.loop_factory
+    assert made
+    assert teardowns == [(who, False) for who in order] * len(made)
+    assert all(loop.is_closed() for loop in made)
+
+
+class OverridingRulesMachine(AsyncBaseMachine):
+    """Rules, initializers and invariants that await the base class's version."""
+
+    calls: ClassVar[list[str]] = []
+
+    @initialize()  # type: ignore[arg-type]
+    async def start(self) -> None:
+        self.calls.append("start")
+
+    @rule()  # type: ignore[arg-type]
+    async def step(self) -> None:
+        await super().step()  # type: ignore[misc]
+        self.calls.append("step")
+
+    @invariant()
+    async def checked(self) -> None:
+        await asyncio.sleep(0)
+        self.calls.append("checked")
+
+
+class OverridingAgainMachine(OverridingRulesMachine):
+    @initialize()  # type: ignore[arg-type]
+    async def start(self) -> None:
+        await super().start()  # type: ignore[misc]
+        self.calls.append("start again")
+
+    @rule()  # type: ignore[arg-type]
+    async def step(self) -> None:
+        await super().step()  # type: ignore[misc]
+        self.calls.append("step again")
+
+    @invariant()
+    async def checked(self) -> None:
+        await super().checked()
+        self.calls.append("checked again")
+
+    async def teardown(self) -> None:  # type: ignore[override]
+        await super().teardown()
+
+
+def test_rules_initializers_and_invariants_can_await_the_base_classs_version() -> None:
+    OverridingRulesMachine.calls.clear()
+    teardowns.clear()
+    run_state_machine_as_test(OverridingAgainMachine, settings=settings(FAST, max_examples=5))
+    calls = OverridingRulesMachine.calls
+    assert calls[:4] == ["start", "start again", "checked", "checked again"]
+    assert calls.count("step") == calls.count("step again") > 0
+    assert teardowns
+    assert set(teardowns) == {("async base", False)}
+
+
+class BadCloseLoopMachine(nst.AsyncRuleBasedStateMachine):
+    close_loop = 1  # type: ignore[assignment]
+
+    @rule()
+    def step(self) -> None:
+        pass
+
+
+def test_close_loop_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match=r"BadCloseLoopMachine\.close_loop must be True or False"):
+        run_state_machine_as_test(BadCloseLoopMachine, settings=ONE_STEP)

@@ -14,7 +14,8 @@ kernel, and the first read after resuming returns all of them at once.  The
 drivers do the same: chunks that arrive while paused are held back and
 delivered as one read on `ResumeReading`, so pauses also coalesce reads.  An
 `Eof` waits for the resume too; a `ConnectionLost` does not, and discards what
-was held back, as a reset discards the receive buffer.
+was held back, as a reset discards the receive buffer.  Nothing after an
+`Eof` arrives, whether reading was paused or not: the stream has ended.
 
 This module does not import hypothesis: the values are plain data, and the
 strategies that draw them live in `nettest._strategies`.
@@ -28,6 +29,9 @@ import typing
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, runtime_checkable
+
+from ._recording import check_seconds
+from ._transports import MemoryTransport
 
 __all__ = [
     "Chunk",
@@ -47,16 +51,32 @@ __all__ = [
 _TURNS = 3
 
 
+def _check_data(name: str, value: object) -> bytes:
+    """Return bytes-like ``value`` as bytes; raise TypeError naming ``name`` if it is not."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{name} must be bytes, bytearray or memoryview, got {type(value).__name__}")
+
+
 @typing.final
 @dataclass(frozen=True, slots=True)
 class Chunk:
     """One read: ``data`` arrives at once.
 
     Attributes:
-        data: The bytes of the read; never empty in drawn schedules.
+        data: The bytes of the read; never empty in drawn schedules.  A
+            `bytearray` or `memoryview` is kept as `bytes`.
+
+    Raises:
+        TypeError: ``data`` is not bytes-like.
     """
 
     data: bytes
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data", _check_data("data", self.data))
 
 
 @typing.final
@@ -77,20 +97,27 @@ class Delay:
     """Nothing arrives for ``seconds`` of loop time (`asyncio.sleep`, so looptime skips it).
 
     Attributes:
-        seconds: How long to wait, >= 0.
+        seconds: How long to wait: an int or float, >= 0 and finite.
+
+    Raises:
+        TypeError: ``seconds`` is not a number (a bool or a str included).
+        ValueError: ``seconds`` is negative, NaN or infinite.
     """
 
     seconds: float
 
     def __post_init__(self) -> None:
-        if not self.seconds >= 0:
-            raise ValueError(f"seconds must be >= 0, got {self.seconds!r}")
+        check_seconds("seconds", self.seconds, allow_zero=True)
 
 
 @typing.final
 @dataclass(frozen=True, slots=True)
 class Eof:
-    """The peer closed its side cleanly: ``eof_received()``, ``feed_eof()``, or ``b""``."""
+    """The peer closed its side cleanly: ``eof_received()``, ``feed_eof()``, or ``b""``.
+
+    Events after it are not delivered, even while reading is paused: the
+    `ResumeReading` then delivers what was held back before the EOF, then the EOF.
+    """
 
 
 def _reset() -> Exception:
@@ -108,9 +135,23 @@ class ConnectionLost:
     Attributes:
         error: The exception the target receives; a `ConnectionResetError` by
             default, as for a TCP reset.
+
+    Raises:
+        TypeError: ``error`` is not an `Exception` instance (an exception class
+            included: write ``ConnectionLost(OSError())``).
     """
 
     error: Exception = dataclasses.field(default_factory=_reset, compare=False)
+
+    def __post_init__(self) -> None:
+        error: object = self.error
+        if isinstance(error, type) and issubclass(error, Exception):
+            raise TypeError(
+                f"error must be an Exception instance, not the class {error.__name__}; "
+                f"write ConnectionLost({error.__name__}())"
+            )
+        if not isinstance(error, Exception):
+            raise TypeError(f"error must be an Exception instance, got {error!r}")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ConnectionLost):
@@ -128,11 +169,24 @@ class Datagram:
 
     Attributes:
         data: The bytes that arrive; shorter than what was sent if truncated.
-        index: The position of the datagram in the list that was sent.
+            A `bytearray` or `memoryview` is kept as `bytes`.
+        index: The position of the datagram in the list that was sent, >= 0.
+
+    Raises:
+        TypeError: ``data`` is not bytes-like, or ``index`` is not an int.
+        ValueError: ``index`` is negative.
     """
 
     data: bytes
     index: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data", _check_data("data", self.data))
+        index: object = self.index
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"index must be an int >= 0, got {index!r}")
+        if index < 0:
+            raise ValueError(f"index must be >= 0, got {index!r}")
 
 
 #: One step of a delivery schedule.
@@ -148,11 +202,15 @@ class _MemoryTransportLike(Protocol):
 
 
 def _feeds_its_protocol(transport: _MemoryTransportLike) -> bool:
-    """Tell a MemoryTransport the test feeds from an end of a pair, which refuses feed_*()."""
-    try:
-        transport.feed_data(b"")
-    except RuntimeError:
-        return False
+    """Tell a MemoryTransport the test feeds from an end of a pair, which refuses feed_*().
+
+    An end of a pair reads from the other transport; a transport of its own
+    reads from the test.  Asked of its incoming link, not by trying
+    ``feed_data(b"")``: that raises `RuntimeError` after ``feed_eof()`` too, an
+    error the caller must see, not a sign of a pair.
+    """
+    if isinstance(transport, MemoryTransport):
+        return transport._in.sender is None
     return True
 
 
@@ -284,8 +342,12 @@ class _Driver:
     def step(self, event: Event) -> None:
         if self.done:
             return
+        if self.eof_held and isinstance(event, (Chunk, Eof, ConnectionLost)):
+            # The stream ended cleanly while paused: nothing after the EOF arrives,
+            # as when reading was not paused; the resume delivers what came before.
+            return
         if isinstance(event, Chunk):
-            if self.paused or self.eof_held:
+            if self.paused:
                 self.held.append(event.data)
             else:
                 self.sink.data(event.data)
@@ -397,6 +459,8 @@ async def feed_async(
 
     Raises:
         TypeError: ``target`` or an item is of no supported kind.
+        RuntimeError: A ``nettest.MemoryTransport`` refused the data, for
+            example after its ``feed_eof()``.
 
     Example::
 

@@ -31,7 +31,7 @@ from ._feed import (
     PauseReading,
     ResumeReading,
 )
-from ._strategies import DEFAULT_DELIMITERS, _check_byte_strings, chunkings
+from ._strategies import DEFAULT_DELIMITERS, _check_byte_strings, _check_flag, chunkings
 
 if TYPE_CHECKING:
     from hypothesis.strategies import DrawFn, SearchStrategy
@@ -40,12 +40,6 @@ __all__ = ["datagram_schedules", "schedules"]
 
 _DELAY = "delay"
 _PAUSE = "pause"
-
-
-def _check_flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidArgument(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 @st.composite

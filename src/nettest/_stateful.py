@@ -14,6 +14,13 @@ Each test case (one machine instance) gets a fresh loop from ``loop_factory``,
 so no state leaks from one example to the next.  `teardown` runs the user's
 teardown (a coroutine or not), cancels the tasks still pending, shuts down
 async generators and the default executor, and closes the loop.
+
+Every class's ``teardown`` (this one's included) is replaced by a wrapper, so
+an override's ``super().teardown()`` reaches a wrapper too.  Only the
+outermost call, hypothesis's, runs the loop and closes it; a call made while
+a teardown is running just runs the base class's teardown, handing back
+something to await when it is called from a coroutine (the loop is running
+then, and must not be run again or closed under its own feet).
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ import asyncio
 import copy
 import functools
 import inspect
-from collections.abc import Callable, Coroutine
+import typing
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar, TypeVar
 
 from hypothesis.stateful import RuleBasedStateMachine
@@ -114,6 +122,12 @@ class AsyncRuleBasedStateMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        close_loop: object = type(self).close_loop
+        if not isinstance(close_loop, bool):
+            raise TypeError(
+                f"{type(self).__name__}.close_loop must be True or False, got {close_loop!r}"
+            )
+        self._nettest_in_teardown = False
         self.loop: asyncio.AbstractEventLoop = type(self).loop_factory()
         from ._hygiene import instrument_loop
 
@@ -143,9 +157,13 @@ class AsyncRuleBasedStateMachine(RuleBasedStateMachine):
         """Close the test case's loop, after cancelling the tasks still pending.
 
         Override it with a coroutine or a plain method to clean up your own
-        objects first; the loop is closed after your teardown either way.
+        objects first; the loop is closed after your teardown either way.  An
+        override may call ``super().teardown()`` (``await`` it from a
+        coroutine, whatever the base class's teardown is): that runs the base
+        class's teardown, and the loop stays open until the outermost
+        teardown returns.
         """
-        _close_loop(self.loop, close=type(self).close_loop)
+        # Nothing to do here: the wrapper below closes the loop once the outermost teardown ran.
 
 
 def _as_method(value: Any, marker: str, record: Any) -> Any:
@@ -161,18 +179,60 @@ def _as_method(value: Any, marker: str, record: Any) -> Any:
 
 def _closing_teardown(
     teardown: Callable[[AsyncRuleBasedStateMachine], object],
-) -> Callable[[AsyncRuleBasedStateMachine], None]:
+) -> Callable[[AsyncRuleBasedStateMachine], Awaitable[None] | None]:
+    """Wrap a class's ``teardown`` so that the outermost call runs it, then closes the loop."""
+
     @functools.wraps(teardown)
-    def run_then_close(machine: AsyncRuleBasedStateMachine) -> None:
+    def run_then_close(machine: AsyncRuleBasedStateMachine) -> Awaitable[None] | None:
+        if machine._nettest_in_teardown:
+            # An override's super().teardown(): the outermost call closes the loop.
+            return _inner_teardown(machine, teardown)
+        machine._nettest_in_teardown = True
         try:
             if inspect.iscoroutinefunction(teardown):
                 machine.run(teardown(machine))
             else:
                 teardown(machine)
         finally:
+            machine._nettest_in_teardown = False
             _close_loop(machine.loop, close=type(machine).close_loop)
+        return None
 
     return run_then_close
+
+
+def _inner_teardown(
+    machine: AsyncRuleBasedStateMachine,
+    teardown: Callable[[AsyncRuleBasedStateMachine], object],
+) -> Awaitable[None] | None:
+    """Run a base class's ``teardown`` for an override that calls ``super().teardown()``.
+
+    From a coroutine, the loop is already running: return the base's own
+    coroutine, or a done future once a plain base teardown has run, so that
+    ``await super().teardown()`` works whatever the base.  From a plain
+    method, run the base's teardown to completion.
+    """
+    running = machine.loop.is_running()
+    if inspect.iscoroutinefunction(teardown):
+        coroutine = teardown(machine)
+        if running:
+            return typing.cast("Coroutine[Any, Any, None]", coroutine)
+        machine.run(coroutine)
+        return None
+    teardown(machine)
+    if not running:
+        return None
+    done: asyncio.Future[None] = machine.loop.create_future()
+    done.set_result(None)
+    return done
+
+
+# The base's teardown is wrapped too, so that an override may call (or await) it.
+setattr(  # noqa: B010
+    AsyncRuleBasedStateMachine,
+    "teardown",
+    _closing_teardown(AsyncRuleBasedStateMachine.teardown),
+)
 
 
 def _close_loop(loop: asyncio.AbstractEventLoop, *, close: bool) -> None:

@@ -59,6 +59,17 @@ _UTF8_SEQUENCE = re.compile(
 )
 
 
+def _check_flag(name: str, value: object) -> bool:
+    """Return ``value`` if it is a bool; raise InvalidArgument naming ``name`` if not.
+
+    Every on/off argument of every strategy goes through here, so that ``1``
+    or ``"yes"`` is refused alike everywhere rather than taken as true.
+    """
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def _check_size_bounds(min_size: object, max_size: object) -> None:
     if not isinstance(min_size, int) or isinstance(min_size, bool) or min_size < 1:
         raise InvalidArgument(f"min_size must be an integer >= 1, got {min_size!r}")
@@ -326,13 +337,13 @@ def chunkings(
     _check_size_bounds(min_size, max_size)
     bias = _Bias(
         delimiters=_check_delimiters(delimiters),
-        utf8=bool(utf8),
+        utf8=_check_flag("utf8", utf8),
         length_prefix=_check_length_prefix(length_prefix),
         hints=_check_hints(hints),
     )
     if isinstance(data, bytes):
         _check_min_size_fits(data, min_size)
-    if exhaustive:
+    if _check_flag("exhaustive", exhaustive):
         if not isinstance(data, bytes):
             raise InvalidArgument("data must be bytes, not a strategy, when exhaustive=True")
         count = _count_chunkings(len(data), min_size, max_size)
@@ -547,7 +558,7 @@ def message_streams(
     _check_size_bounds(min_size, max_size)
     bias = _Bias(
         delimiters=_check_delimiters(delimiters),
-        utf8=bool(utf8),
+        utf8=_check_flag("utf8", utf8),
         length_prefix=_check_length_prefix(length_prefix),
         hints=None,
     )
