@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from nettest._contract import (
     SanitizedProtocol,
     sanitize,
 )
+from nettest._transport_pairs import memory_transport_pair
 
 
 class _Transport(asyncio.Transport):
@@ -263,6 +265,18 @@ def test_sanitize_buffered_protocol() -> None:
     assert protocol.calls[:3] == ("connection_made", "get_buffer(-1)", "buffer_updated(3)")
 
 
+def test_sanitize_buffered_protocol_get_buffer_after_eof() -> None:
+    # A buffer asked for after EOF carries no data: asyncio's TLS transport asks for
+    # one more as it shuts down, and fills none of it.
+    protocol = sanitize(_Buffered())
+    protocol.connection_made(T)
+    protocol.eof_received()
+    protocol.get_buffer(0)
+    protocol.get_buffer(-1)
+    protocol.connection_lost(None)
+    protocol.check(lost=True)
+
+
 @pytest.mark.parametrize(
     ("steps", "message"),
     [
@@ -279,7 +293,14 @@ def test_sanitize_buffered_protocol() -> None:
         ),
         ([made, lambda p: p.get_buffer(-1), lambda p: p.buffer_updated(9)], "outside 1..8"),
         ([made, lambda p: p.get_buffer(-1), lambda p: p.buffer_updated(0)], "outside 1..8"),
-        ([made, eof, lambda p: p.get_buffer(-1)], "get_buffer(-1) called after eof_received"),
+        (
+            [made, eof, lambda p: p.get_buffer(-1), lambda p: p.buffer_updated(1)],
+            "buffer_updated(1) called after eof_received",
+        ),
+        (
+            [made, lambda p: p.get_buffer(-1), eof, lambda p: p.buffer_updated(1)],
+            "buffer_updated(1) called after eof_received",
+        ),
         ([made, lost, lambda p: p.get_buffer(-1)], "called after connection_lost"),
     ],
     ids=[
@@ -289,6 +310,7 @@ def test_sanitize_buffered_protocol() -> None:
         "too-many",
         "zero",
         "after-eof",
+        "buffer-before-eof",
         "after-lost",
     ],
 )
@@ -393,3 +415,66 @@ async def test_sanitize_buffered_protocol_on_real_sockets() -> None:
     assert inner.received == b"0123456789"
     # A 3-byte buffer takes at least four reads for ten bytes.
     assert sum(call.startswith("buffer_updated") for call in protocol.calls) >= 4
+
+
+async def _wait_lost(*protocols: SanitizedProtocol | SanitizedBufferedProtocol) -> None:
+    for _ in range(500):
+        if all(protocol.lost for protocol in protocols):
+            return
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("backend", ["tcp", "memory"])
+async def test_sanitize_buffered_protocol_over_tls(
+    backend: str,
+    tls_version: ssl.TLSVersion,
+    tls_server_context: ssl.SSLContext,
+    tls_client_context: ssl.SSLContext,
+) -> None:
+    loop = asyncio.get_running_loop()
+    inner = _Buffered(size=64)
+    server_protocol = sanitize(inner)
+    client_protocol = sanitize(_Stream())
+    if backend == "tcp":
+        server = await loop.create_server(
+            lambda: server_protocol, "127.0.0.1", 0, ssl=tls_server_context
+        )
+        try:
+            port = server.sockets[0].getsockname()[1]
+            client, _ = await loop.create_connection(
+                lambda: client_protocol,
+                "127.0.0.1",
+                port,
+                ssl=tls_client_context,
+                server_hostname="localhost",
+            )
+            client.write(b"hello")
+            client.close()
+            await _wait_lost(server_protocol, client_protocol)
+        finally:
+            server.close()
+            await server.wait_closed()
+    else:
+        client_raw, server_raw = memory_transport_pair(client_protocol, server_protocol)
+        await asyncio.sleep(0)
+        # The server's TLS layer must be in place before the ClientHello arrives.
+        server_upgrade = asyncio.ensure_future(
+            loop.start_tls(server_raw, server_protocol, tls_server_context, server_side=True)
+        )
+        await asyncio.sleep(0)
+        client_tls = await loop.start_tls(
+            client_raw, client_protocol, tls_client_context, server_hostname="localhost"
+        )
+        await server_upgrade
+        assert client_tls is not None
+        client_tls.write(b"hello")
+        client_tls.close()
+        await _wait_lost(server_protocol, client_protocol)
+    # On close_notify, asyncio's TLS transport calls eof_received(), then get_buffer()
+    # once more as it shuts down: legal, as no data comes with it.
+    server_protocol.check(lost=True)
+    client_protocol.check(lost=True)
+    assert inner.received == b"hello"
+    calls = server_protocol.calls
+    assert "get_buffer(0)" in calls[calls.index("eof_received") :]

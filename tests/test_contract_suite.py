@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from nettest._contract import SanitizedProtocol
 from nettest._contract_harness import ProtocolFactory, TransportPairFactory
 from nettest._contract_suite import (
     CONFORMANCE_CASES,
@@ -106,6 +107,8 @@ except ImportError:  # pragma: no cover - the memory transports are not there ye
 else:
     BACKENDS["memory"] = _memory_backend()
     BACKENDS["memory-capacity-100"] = _memory_backend(capacity=100)
+    # Every write arrives one byte per read: no case may expect one read per write.
+    BACKENDS["memory-chunks-1"] = _memory_backend(chunks=[1])
 
 
 def _conformance_params() -> list[Any]:
@@ -144,6 +147,22 @@ def test_conformance_on_uvloop(backend: str, case: str, nettest_seed: int) -> No
     if case == "start_tls" and backend.startswith("memory"):
         pytest.skip("uvloop's loop.start_tls() accepts only uvloop's own transports")
     run_on_uvloop(lambda: check_transport_case(BACKENDS[backend], case, seed=nettest_seed))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "options",
+    [{"chunks": [1]}, {"capacity": 1}, {"partial_writes": 1}],
+    ids=["chunks-1", "capacity-1", "partial-writes-1"],
+)
+async def test_conformance_accepts_writes_split_into_reads(
+    options: dict[str, Any], nettest_seed: int
+) -> None:
+    # Each of these cuts a write into one-byte reads.  (The whole suite takes
+    # minutes through a one-byte pipe, so only the case that counts reads runs.)
+    await check_transport_case(
+        _memory_backend(**options), "reads_run_in_their_own_context", seed=nettest_seed
+    )
 
 
 @pytest.mark.asyncio
@@ -214,6 +233,73 @@ async def test_check_transport_case_reports_factory_that_connects_twice() -> Non
 
     with pytest.raises(ConformanceError, match="call each protocol factory once"):
         await check_transport_case(greedy_pair, "extra_info", timeout=1)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [
+        (0, ValueError),
+        (-1, ValueError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        ("1", TypeError),
+        (True, TypeError),
+    ],
+    ids=["zero", "negative", "nan", "inf", "str", "bool"],
+)
+@pytest.mark.parametrize(
+    "check", [check_transport_case, check_transport_pair], ids=["case", "pair"]
+)
+async def test_check_transport_rejects_bad_timeout(
+    check: Callable[..., Awaitable[None]], timeout: object, error: type[Exception]
+) -> None:
+    called: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def recording_pair(
+        client_factory: ProtocolFactory, server_factory: ProtocolFactory
+    ) -> AsyncIterator[None]:
+        called.append("pair")
+        yield
+
+    arguments = {"case": "extra_info"} if check is check_transport_case else {}
+    message = r"timeout must be (a number )?> 0.*, or None to wait for ever, got "
+    with pytest.raises(error, match=message):
+        await check(recording_pair, timeout=timeout, **arguments)
+    assert called == [], "the pair factory was called before the timeout was checked"
+
+
+@pytest.mark.asyncio
+async def test_check_transport_case_aborts_what_connects_after_a_timeout() -> None:
+    # The case times out waiting for connection_made; the pair connects later (a
+    # slow accept, say), and must still be aborted rather than leak.
+    loop = asyncio.get_running_loop()
+    connected: asyncio.Future[tuple[asyncio.Transport, ...]] = loop.create_future()
+
+    @contextlib.asynccontextmanager
+    async def slow_pair(
+        client_factory: ProtocolFactory, server_factory: ProtocolFactory
+    ) -> AsyncIterator[None]:
+        protocols = client_factory(), server_factory()
+
+        def connect() -> None:
+            connected.set_result(memory_transport_pair(*protocols))
+
+        handle = loop.call_later(0.2, connect)
+        try:
+            yield
+        finally:
+            handle.cancel()
+
+    with pytest.raises(ConformanceError, match=r"timed out after 0\.05s waiting until both"):
+        await check_transport_case(slow_pair, "extra_info", timeout=0.05)
+    assert connected.done(), "the suite returned before the late transports connected"
+    for transport in connected.result():
+        assert transport.is_closing()
+        protocol = transport.get_protocol()
+        assert isinstance(protocol, SanitizedProtocol)
+        assert protocol.lost
 
 
 # -- the suite catches broken transports -------------------------------------------

@@ -6,7 +6,7 @@ A transport owes its protocol a fixed order of callbacks.  For stream protocols:
 
     connection_made
       (data_received | get_buffer [buffer_updated])*
-      [eof_received]
+      [eof_received get_buffer*]
       (pause_writing resume_writing)* [pause_writing]     # interleaved anywhere
     connection_lost
 
@@ -114,7 +114,9 @@ class _CallOrder:
                 return "called again: eof_received must come at most once"
             self.state = _State.EOF
             return None
-        if state is _State.EOF:
+        if state is _State.EOF and name != "get_buffer":
+            # get_buffer() carries no data: asyncio's TLS transport asks for a buffer
+            # once more after close_notify, as it shuts down, and fills none of it.
             return "called after eof_received: no data may follow EOF"
         if name == "buffer_updated" and self.buffer_length is None:
             return "called without a get_buffer() call before it"
@@ -316,7 +318,9 @@ class SanitizedBufferedProtocol(_Sanitizer, asyncio.BufferedProtocol):
     ``buffer_updated`` in place of ``data_received``.  In addition,
     ``buffer_updated(nbytes)`` must follow a ``get_buffer`` call and satisfy
     ``1 <= nbytes <= len(buffer)``.  ``get_buffer`` may be called again without a
-    ``buffer_updated`` in between (the read that followed it found nothing).
+    ``buffer_updated`` in between (the read that followed it found nothing), and
+    after ``eof_received`` too (asyncio's TLS transport asks once more as it shuts
+    down); ``buffer_updated`` may not follow ``eof_received``.
     It has the members of :class:`SanitizedProtocol`.  Make one with
     :func:`sanitize`.
     """

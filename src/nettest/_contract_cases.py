@@ -99,8 +99,10 @@ async def _case_reads_run_in_their_own_context(h: _Harness) -> None:
         await h.wait_until(lambda: len(server.data) == 3, "the first write arrived", server)
         await asyncio.create_task(write(b"two"))
         await h.wait_until(lambda: len(server.data) == 6, "the second write arrived", server)
+        # A transport may cut each write into several reads: every read after the
+        # first sees what the one before it set.
         _expect(
-            seen == ["nobody", "data_received"],
+            seen == ["nobody"] + ["data_received"] * (len(seen) - 1),
             f"data_received() saw {seen} set; expected what the transport's own context "
             "holds: nothing at first, then what the previous data_received() set",
         )

@@ -36,6 +36,8 @@ __all__ = ["TransportPairFactory"]
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 
 _CHUNK = 64 * 1024
+#: The least time the cleanup after a case waits for the transports it must abort.
+_CLEANUP_TIMEOUT = 5.0
 #: How much the cases write at most while filling kernel buffers before giving up.
 _CLOG_LIMIT = 256 * 1024 * 1024
 
@@ -281,16 +283,23 @@ class _Harness:
 
     async def wait_until(self, condition: Callable[[], bool], what: str, *ends: _End) -> None:
         """Wait until `condition()` holds, failing after the timeout with the ends' state."""
+        await self._wait(condition, what, ends, self.timeout)
+
+    async def _wait(
+        self,
+        condition: Callable[[], bool],
+        what: str,
+        ends: tuple[_End, ...],
+        timeout: float | None,
+    ) -> None:
         loop = asyncio.get_running_loop()
-        deadline = None if self.timeout is None else loop.time() + self.timeout
+        deadline = None if timeout is None else loop.time() + timeout
         while not condition():
             self.changed.clear()
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 state = "; ".join(end.describe() for end in ends)
-                raise AssertionError(
-                    f"timed out after {self.timeout}s waiting until {what}; {state}"
-                )
+                raise AssertionError(f"timed out after {timeout}s waiting until {what}; {state}")
             with contextlib.suppress(asyncio.TimeoutError):
                 # Poll too: some conditions (a buffer draining) have no callback.
                 await asyncio.wait_for(self.changed.wait(), min(remaining or 0.05, 0.05))
@@ -345,21 +354,41 @@ class _Harness:
                     server,
                 )
             finally:
-                for end in (client, server):
-                    if end.transport is not None and not end.lost:
-                        end.transport.abort()
-                with contextlib.suppress(AssertionError):
-                    await self.wait_until(
-                        lambda: all(e.lost or e.transport is None for e in (client, server)),
-                        "connection_lost after abort()",
-                        client,
-                        server,
-                    )
+                await self._abort_open(client, server, calls)
         for end in (client, server):
             _expect(not end.problems, f"{end.name}: " + "; ".join(end.problems))
             for position, sanitized in enumerate(end.sanitized):
                 # A protocol replaced with set_protocol() never sees connection_lost.
                 sanitized.check(lost=position == len(end.sanitized) - 1)
+
+    async def _abort_open(self, client: _End, server: _End, calls: dict[str, int]) -> None:
+        """Abort what is still open, however the case ended, and wait until it is lost.
+
+        A case that failed early, a timeout included, may leave an end whose
+        protocol was made but whose connection_made is still to come: wait for
+        it, so that its transport is aborted too instead of leaking.  Each wait
+        here is allowed at least `_CLEANUP_TIMEOUT`, however short the case's
+        timeout.
+        """
+        ends = (client, server)
+        timeout = None if self.timeout is None else max(self.timeout, _CLEANUP_TIMEOUT)
+        with contextlib.suppress(AssertionError):
+            await self._wait(
+                lambda: all(end.made for end in ends if calls[end.name]),
+                "connection_made before the cleanup",
+                ends,
+                timeout,
+            )
+        for end in ends:
+            if end.transport is not None and not end.lost:
+                end.transport.abort()
+        with contextlib.suppress(AssertionError):
+            await self._wait(
+                lambda: all(end.lost or end.transport is None for end in ends),
+                "connection_lost after abort()",
+                ends,
+                timeout,
+            )
 
     async def clog(self, writer: _End, reader: _End) -> int:
         """Stop *reader* reading and write to *writer* until its write buffer holds data.

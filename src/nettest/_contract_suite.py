@@ -15,6 +15,7 @@ from typing import Any
 from . import _contract_cases, _contract_cases_flow  # noqa: F401  (they register the cases)
 from ._contract import ProtocolViolation
 from ._contract_harness import _CASES, TransportPairFactory, _expect, _Harness
+from ._recording import check_seconds
 from ._settings import default_timeout
 
 __all__ = [
@@ -36,6 +37,12 @@ _DEFAULT_TIMEOUT: Any = _DefaultTimeout()
 
 #: The names of the conformance cases, in the order :func:`check_transport_pair` runs them.
 CONFORMANCE_CASES: tuple[str, ...] = tuple(_CASES)
+
+
+def _check_timeout(timeout: object) -> float | None:
+    if timeout is _DEFAULT_TIMEOUT:
+        return default_timeout()
+    return check_seconds("timeout", timeout, allow_none=True)
 
 
 class ConformanceError(AssertionError):
@@ -69,12 +76,14 @@ async def check_transport_case(
             :class:`TransportPairFactory`.
         case: one of :data:`CONFORMANCE_CASES`.
         seed: seeds the sizes and contents of the writes.
-        timeout: seconds each wait of the case may take (by default nettest's
-            default timeout; None waits forever).
+        timeout: seconds each wait of the case may take, a finite number > 0 (by
+            default nettest's default timeout; None waits forever).
 
     Raises:
         ConformanceError: if the transports break the contract.
-        ValueError: if *case* is not one of :data:`CONFORMANCE_CASES`.
+        ValueError: if *case* is not one of :data:`CONFORMANCE_CASES`, or
+            *timeout* is not > 0 and finite.
+        TypeError: if *timeout* is not a number (a bool or a str included).
 
     Example::
 
@@ -89,8 +98,7 @@ async def check_transport_case(
         raise ValueError(
             f"case must be one of CONFORMANCE_CASES ({', '.join(_CASES)}), got {case!r}"
         ) from None
-    if timeout is _DEFAULT_TIMEOUT:
-        timeout = default_timeout()
+    timeout = _check_timeout(timeout)
     loop = asyncio.get_running_loop()
     harness = _Harness(make_pair, seed=seed, timeout=timeout)
     previous = loop.get_exception_handler()
@@ -131,11 +139,13 @@ async def check_transport_pair(
         make_pair: connects a client and a server transport; see
             :class:`TransportPairFactory`.
         seed: seeds the sizes and contents of the writes.
-        timeout: seconds each wait may take (by default nettest's default
-            timeout; None waits forever).
+        timeout: seconds each wait may take, a finite number > 0 (by default
+            nettest's default timeout; None waits forever).
 
     Raises:
         ConformanceError: naming the first case that failed.
+        ValueError: if *timeout* is not > 0 and finite.
+        TypeError: if *timeout* is not a number (a bool or a str included).
 
     Example::
 
@@ -143,5 +153,6 @@ async def check_transport_pair(
         async def test_my_transport_conforms():
             await nettest.check_transport_pair(my_pair)
     """
+    timeout = _check_timeout(timeout)
     for case in CONFORMANCE_CASES:
         await check_transport_case(make_pair, case, seed=seed, timeout=timeout)
