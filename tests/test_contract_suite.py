@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import socket
@@ -202,6 +203,22 @@ def test_conformance_cases_are_listed_in_the_guide() -> None:
 async def test_check_transport_case_rejects_unknown_case() -> None:
     with pytest.raises(ValueError, match=r"case must be one of CONFORMANCE_CASES \(.*extra_info"):
         await check_transport_case(tcp_pair, "no_such_case")
+    with pytest.raises(ValueError, match="case must be one of CONFORMANCE_CASES"):
+        await check_transport_case(tcp_pair, ["extra_info"])  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_check_transport_rejects_a_bad_seed_or_factory() -> None:
+    case = functools.partial(check_transport_case, case="extra_info")
+    checks: list[Callable[..., Awaitable[None]]] = [check_transport_pair, case]
+    for check in checks:
+        with pytest.raises(TypeError, match="seed must be an int, got '1'"):
+            await check(tcp_pair, seed="1")
+        with pytest.raises(TypeError, match="seed must be an int, got True"):
+            await check(tcp_pair, seed=True)
+        expected = r"make_pair must be a TransportPairFactory \(a callable\), got None"
+        with pytest.raises(TypeError, match=expected):
+            await check(None)
 
 
 @pytest.mark.asyncio

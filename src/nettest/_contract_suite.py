@@ -39,6 +39,15 @@ _DEFAULT_TIMEOUT: Any = _DefaultTimeout()
 CONFORMANCE_CASES: tuple[str, ...] = tuple(_CASES)
 
 
+def _check_arguments(make_pair: object, seed: object) -> None:
+    if not callable(make_pair):
+        raise TypeError(
+            f"make_pair must be a TransportPairFactory (a callable), got {make_pair!r}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+
+
 def _check_timeout(timeout: object) -> float | None:
     if timeout is _DEFAULT_TIMEOUT:
         return default_timeout()
@@ -83,7 +92,8 @@ async def check_transport_case(
         ConformanceError: if the transports break the contract.
         ValueError: if *case* is not one of :data:`CONFORMANCE_CASES`, or
             *timeout* is not > 0 and finite.
-        TypeError: if *timeout* is not a number (a bool or a str included).
+        TypeError: if *timeout* is not a number (a bool or a str included),
+            *seed* not an int, or *make_pair* not callable.
 
     Example::
 
@@ -92,9 +102,10 @@ async def check_transport_case(
         async def test_my_transport_conforms(case):
             await nettest.check_transport_case(my_pair, case)
     """
+    _check_arguments(make_pair, seed)
     try:
         function = _CASES[case]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ValueError(
             f"case must be one of CONFORMANCE_CASES ({', '.join(_CASES)}), got {case!r}"
         ) from None
@@ -145,7 +156,8 @@ async def check_transport_pair(
     Raises:
         ConformanceError: naming the first case that failed.
         ValueError: if *timeout* is not > 0 and finite.
-        TypeError: if *timeout* is not a number (a bool or a str included).
+        TypeError: if *timeout* is not a number (a bool or a str included),
+            *seed* not an int, or *make_pair* not callable.
 
     Example::
 
@@ -153,6 +165,7 @@ async def check_transport_pair(
         async def test_my_transport_conforms():
             await nettest.check_transport_pair(my_pair)
     """
+    _check_arguments(make_pair, seed)
     timeout = _check_timeout(timeout)
     for case in CONFORMANCE_CASES:
         await check_transport_case(make_pair, case, seed=seed, timeout=timeout)
