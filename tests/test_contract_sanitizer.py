@@ -6,6 +6,7 @@ import asyncio
 import re
 import socket
 import ssl
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +54,10 @@ class _Buffered(asyncio.BufferedProtocol):
     def __init__(self, size: int = 8) -> None:
         self.buffer = bytearray(size)
         self.received = bytearray()
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
 
     def get_buffer(self, sizehint: int) -> bytearray:
         return self.buffer
@@ -452,6 +457,7 @@ async def test_sanitize_buffered_protocol_over_tls(
             client.write(b"hello")
             client.close()
             await _wait_lost(server_protocol, client_protocol)
+            server_end = inner.transport
         finally:
             server.close()
             await server.wait_closed()
@@ -466,15 +472,20 @@ async def test_sanitize_buffered_protocol_over_tls(
         client_tls = await loop.start_tls(
             client_raw, client_protocol, tls_client_context, server_hostname="localhost"
         )
-        await server_upgrade
+        server_end = await server_upgrade
         assert client_tls is not None
         client_tls.write(b"hello")
         client_tls.close()
         await _wait_lost(server_protocol, client_protocol)
+    # The server closes its end too, as a server does when its peer has gone (on
+    # 3.10 the TLS transport warns "unclosed" otherwise).
+    assert server_end is not None
+    server_end.close()
     # On close_notify, asyncio's TLS transport calls eof_received(), then get_buffer()
     # once more as it shuts down: legal, as no data comes with it.
     server_protocol.check(lost=True)
     client_protocol.check(lost=True)
     assert inner.received == b"hello"
-    calls = server_protocol.calls
-    assert "get_buffer(0)" in calls[calls.index("eof_received") :]
+    if sys.version_info >= (3, 11):  # 3.10's older TLS layer never calls eof_received()
+        calls = server_protocol.calls
+        assert "get_buffer(0)" in calls[calls.index("eof_received") :]
