@@ -772,6 +772,23 @@ def test_cli_help_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli_main(["--upstream", "127.0.0.1:1", "--fault", "drop=0.5"])
     assert "does not apply to a TCP proxy" in capsys.readouterr().err
+    for args, named in [
+        (["--upstream", "127.0.0.1:1", "--listen", "127.0.0.1:99999"], "--listen"),
+        (["--upstream", "127.0.0.1:65536"], "upstream"),
+    ]:
+        with pytest.raises(SystemExit) as info:
+            cli_main(args)
+        assert info.value.code == 2
+        assert f"{named}: the port must be in 0..65535" in capsys.readouterr().err
+
+
+def test_proxy_ports_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"port: the port must be in 0\.\.65535, got 70000"):
+        FaultProxy(("127.0.0.1", 1), port=70000)
+    with pytest.raises(TypeError, match=r"port must be an int in 0\.\.65535, got '1'"):
+        FaultProxy(("127.0.0.1", 1), port="1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"upstream: the port must be in 0\.\.65535, got -1"):
+        FaultProxy(("127.0.0.1", -1))
 
 
 # -- the fixture in a test run --------------------------------------------------------------

@@ -311,6 +311,13 @@ def test_cli_certs_refuses_to_overwrite(
     assert "exist already; pass --force to replace" in capsys.readouterr().err
     assert (tmp_path / "key.pem").read_bytes() == before
     assert cli_main([str(tmp_path), "--force"]) == 0
+    # A dangling symlink where a file goes is replaced too.
+    key = tmp_path / "key.pem"
+    key.unlink()
+    key.symlink_to(tmp_path / "nowhere")
+    assert cli_main([str(tmp_path)]) == 1
+    assert cli_main([str(tmp_path), "--force"]) == 0
+    assert not key.is_symlink()
     assert (tmp_path / "key.pem").read_bytes() != before
     assert stat.S_IMODE((tmp_path / "key.pem").stat().st_mode) == 0o600
 

@@ -48,6 +48,7 @@ from ._proxy_sockets import (
     Kind,
     _abort,
     _cancel,
+    _check_port,
     _format_address,
     _parse_upstream,
     _pending,
@@ -132,7 +133,9 @@ class FaultProxy(FaultsInForce):
         self.seed = int(seed)
         self._faults = _check_faults(kind, faults)
         self._host = host
-        self._port = port
+        if isinstance(port, bool) or not isinstance(port, int):
+            raise TypeError(f"port must be an int in 0..65535, got {port!r}")
+        self._port = _check_port(port, "port")
         self._address: Address | None = None
         self._server: asyncio.Server | None = None
         self._listen_protocol: _Listen | None = None

@@ -31,12 +31,18 @@ def _parse_address(value: object, what: str) -> Address:
         host, sep, port = address.rpartition(":")
         if not sep or not port.isdigit():
             raise ValueError(f"{what} must be HOST:PORT, got {address!r}")
-        return host.strip("[]") or "127.0.0.1", int(port)
+        return host.strip("[]") or "127.0.0.1", _check_port(int(port), what)
     if isinstance(address, tuple) and len(address) >= 2:
         host, port = address[0], address[1]
-        if isinstance(host, str) and isinstance(port, int):
-            return host, port
+        if isinstance(host, str) and isinstance(port, int) and not isinstance(port, bool):
+            return host, _check_port(port, what)
     raise TypeError(f"{what} must be (host, port), 'host:port' or a server, got {value!r}")
+
+
+def _check_port(port: int, what: str) -> int:
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{what}: the port must be in 0..65535, got {port}")
+    return port
 
 
 def _parse_upstream(value: object, kind: str) -> Address | str:

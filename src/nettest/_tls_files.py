@@ -8,6 +8,7 @@ fixture's directory is private (mode 0700) and removed after the test.
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import shutil
 import sys
@@ -200,7 +201,8 @@ def cli_main(argv: list[str]) -> int:
     except SystemExit as exit:  # --help, or a usage error already printed
         return exit.code if isinstance(exit.code, int) else 2
     directory = Path(args.directory)
-    existing = [directory / name for name in _NAMES.values() if (directory / name).exists()]
+    # lexists: a dangling symlink is there too, and writing through it would fail.
+    existing = [directory / name for name in _NAMES.values() if os.path.lexists(directory / name)]
     if existing and not args.force:
         names = ", ".join(str(path) for path in existing)
         print(f"nettest certs: {names} exist already; pass --force to replace", file=sys.stderr)
