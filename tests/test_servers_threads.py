@@ -223,3 +223,39 @@ def test_error(tcp_server_thread):
     result = pytester.runpytest()
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*ERROR at teardown of test_error*", "*KeyError: 'bad'*"])
+
+
+def test_thread_whose_handler_never_ends_is_blamed_on_its_test_alone(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+import asyncio
+import socket
+import nettest._threads
+
+nettest._threads._JOIN_TIMEOUT = 0.5  # how long teardown waits for the thread
+
+async def never_ends(reader, writer):
+    while True:
+        try:
+            await asyncio.sleep(100)
+        except asyncio.CancelledError:
+            pass  # swallowed: the handler cannot be stopped
+
+def test_stuck(tcp_server_thread):
+    server = tcp_server_thread(never_ends, close_timeout=0.2)
+    sock = socket.create_connection(server.address)
+    server.wait_for_connections(1)
+    sock.close()
+
+def test_next():
+    pass
+"""
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-W", "error::pytest.PytestUnhandledThreadExceptionWarning"
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_stuck*", "*server thread*"])
+    result.stdout.no_fnmatch_line("*test_next*ERROR*")

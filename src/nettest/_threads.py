@@ -58,6 +58,8 @@ class _LoopThread:
         instrument_loop(self.loop)
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._started = threading.Event()
+        self._stop_requested = False
+        self._gave_up = False
         self.thread.start()
         self._started.wait()
         track(
@@ -95,14 +97,22 @@ class _LoopThread:
             raise RuntimeError("the server thread stopped before the call finished") from None
 
     def stop(self) -> None:
-        """Stop the loop (cancelling what still runs on it) and join the thread."""
-        if self.thread.is_alive() and not self.loop.is_closed():
-            try:
-                self.loop.call_soon_threadsafe(self.loop.stop)
-            except RuntimeError:  # closed meanwhile
-                pass
+        """Stop the loop (cancelling what still runs on it) and join the thread.
+
+        Only the first call stops the loop: a later one (the hygiene gate's, after a
+        join that timed out) must not stop it again while the thread is still
+        cancelling its tasks, and waits no more for a thread it gave up on.
+        """
+        if not self._stop_requested:
+            self._stop_requested = True
+            if self.thread.is_alive() and not self.loop.is_closed():
+                try:
+                    self.loop.call_soon_threadsafe(self.loop.stop)
+                except RuntimeError:  # closed meanwhile
+                    pass
         if self.thread is not threading.current_thread():
-            self.thread.join(_JOIN_TIMEOUT)
+            self.thread.join(0 if self._gave_up else _JOIN_TIMEOUT)
+            self._gave_up = self.thread.is_alive()
 
     def __del__(self) -> None:
         thread = getattr(self, "thread", None)
