@@ -175,18 +175,21 @@ def test_tls_ca_is_ecdsa_and_session_scoped(tls_ca: trustme.CA) -> None:
     assert certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
 
 
-def test_tls_ca_is_the_same_in_every_test(tls_ca: trustme.CA) -> None:
-    _seen.append(tls_ca)
-    assert all(ca is tls_ca for ca in _seen)
+def test_tls_ca_is_the_same_in_every_test(pytester: pytest.Pytester) -> None:
+    # In an inner run: under xdist two tests of this file may run in two workers.
+    pytester.makepyfile(
+        """
+        seen = []
 
+        def test_first(tls_ca):
+            seen.append(tls_ca)
 
-def test_tls_ca_is_the_same_in_every_test_again(tls_ca: trustme.CA) -> None:
-    _seen.append(tls_ca)
-    assert len(_seen) >= 2
-    assert all(ca is tls_ca for ca in _seen)
-
-
-_seen: list[object] = []
+        def test_second(tls_ca):
+            seen.append(tls_ca)
+            assert len(seen) == 2 and seen[0] is seen[1]
+        """
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
 
 
 def test_tls_certificate_names_localhost_and_both_loopback_addresses(
