@@ -782,6 +782,23 @@ def test_cli_help_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
         assert f"{named}: the port must be in 0..65535" in capsys.readouterr().err
 
 
+def test_proxy_listens_on_loopback_unless_allowed_remote(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from nettest._proxy_cli import cli_main
+
+    with pytest.raises(ValueError, match=r"host '0\.0\.0\.0' is not a loopback address"):
+        FaultProxy(("127.0.0.1", 1), host="0.0.0.0")
+    with pytest.raises(ValueError, match="host must be a literal IP address"):
+        FaultProxy(("127.0.0.1", 1), host="localhost")
+    FaultProxy(("127.0.0.1", 1), host="0.0.0.0", allow_remote=True)
+    FaultProxy(("127.0.0.1", 1), host="::1")
+    with pytest.raises(SystemExit) as info:
+        cli_main(["--upstream", "127.0.0.1:1", "--listen", "0.0.0.0:0"])
+    assert info.value.code == 2
+    assert "Pass --allow-remote if you mean it" in capsys.readouterr().err
+
+
 def test_proxy_ports_are_checked() -> None:
     with pytest.raises(ValueError, match=r"port: the port must be in 0\.\.65535, got 70000"):
         FaultProxy(("127.0.0.1", 1), port=70000)

@@ -57,6 +57,7 @@ from ._proxy_sockets import (
 )
 from ._proxy_tcp import _Side, _StreamConnection
 from ._proxy_udp import _Listen, _UpstreamFlow
+from ._server_base import check_host
 from ._settings import default_timeout
 
 __all__ = ["FaultProxy", "FaultProxyFactory", "fault_proxy", "format_traces_for"]
@@ -101,11 +102,16 @@ class FaultProxy(FaultsInForce):
         kind: ``"tcp"`` or ``"udp"``.
         seed: Seeds every random choice; the same seed and traffic give the same
             faults.
-        host: The address to listen on (loopback by default).
+        host: The address to listen on: a literal loopback address unless
+            *allow_remote* (``0.0.0.0`` would let other machines in).
         port: The port to listen on (0: any free port, bound once and kept).
+        allow_remote: Allow a *host* that is not loopback.
 
     Raises:
-        ValueError: An unknown kind, or a fault that does not apply to it.
+        ValueError: An unknown kind, a fault that does not apply to it, a port
+            out of 0..65535, or a *host* that is not a literal loopback address
+            (without *allow_remote*).
+        TypeError: A *host* or *port* of the wrong type.
 
     Example::
 
@@ -122,7 +128,9 @@ class FaultProxy(FaultsInForce):
         seed: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
+        allow_remote: bool = False,
     ) -> None:
+        check_host(host, allow_remote=allow_remote)
         if kind not in ("tcp", "udp"):
             raise ValueError(f"kind must be 'tcp' or 'udp', got {kind!r}")
         #: ``"tcp"`` or ``"udp"``.

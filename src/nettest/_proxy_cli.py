@@ -21,6 +21,7 @@ from . import _faults
 from ._faults import Fault, Trigger
 from ._proxy import FaultProxy, _check_faults
 from ._proxy_sockets import Address, Kind, _format_address, _parse_address, _parse_upstream
+from ._server_base import check_host
 
 if typing.TYPE_CHECKING:
     from ._fault_trace import ConnectionTrace
@@ -144,7 +145,13 @@ def _parser() -> argparse.ArgumentParser:
         "--listen",
         default="127.0.0.1:0",
         metavar="HOST:PORT",
-        help="where to listen (default 127.0.0.1:0, any free port)",
+        help="where to listen (default 127.0.0.1:0, any free port); a literal loopback "
+        "address unless --allow-remote",
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow --listen on an address other machines can reach",
     )
     parser.add_argument(
         "--upstream",
@@ -178,6 +185,11 @@ def cli_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         listen = _parse_address(args.listen, "--listen")
+        try:
+            check_host(listen[0], allow_remote=args.allow_remote)
+        except ValueError as exc:
+            message = str(exc).replace("Pass allow_remote=True", "Pass --allow-remote")
+            raise ValueError(f"--listen: {message}") from None
         kind: Kind = "udp" if args.udp else "tcp"
         upstream = _parse_upstream(args.upstream, kind)
         faults = [parse_fault(spec) for spec in args.fault]
@@ -204,7 +216,13 @@ async def _serve(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     proxy = FaultProxy(
-        upstream, faults=faults, kind=kind, seed=seed, host=listen[0], port=listen[1]
+        upstream,
+        faults=faults,
+        kind=kind,
+        seed=seed,
+        host=listen[0],
+        port=listen[1],
+        allow_remote=True,  # checked, with --allow-remote, when the arguments were parsed
     )
 
     def announce(conn: ConnectionTrace) -> None:
