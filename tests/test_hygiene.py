@@ -331,12 +331,8 @@ def test_gate_blames_a_dropped_open_transport_on_its_test(
     )
 
 
-def test_gate_strict_leaves_a_wider_scoped_servers_connections_to_it(
-    pytester: pytest.Pytester,
-) -> None:
-    result = run(
-        pytester,
-        """
+#: A test module's header: a module-scoped echo server on a module-scoped loop.
+_SHARED_SERVER = """
         import asyncio
         import pytest
         import pytest_asyncio
@@ -346,7 +342,16 @@ def test_gate_strict_leaves_a_wider_scoped_servers_connections_to_it(
         async def shared_server():
             async with TCPServer(handlers.echo) as server:
                 yield server
+"""
 
+
+def test_gate_strict_leaves_a_wider_scoped_servers_connections_to_it(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run(
+        pytester,
+        _SHARED_SERVER
+        + """
         @pytest.mark.asyncio(loop_scope="module")
         async def test_talks_to_it(shared_server):
             reader, writer = await asyncio.open_connection(*shared_server.address)
@@ -387,17 +392,8 @@ def test_gate_leaves_a_wider_scoped_servers_open_connections_to_it(
 ) -> None:
     result = run(
         pytester,
-        """
-        import asyncio
-        import pytest
-        import pytest_asyncio
-        from nettest import TCPServer, handlers
-
-        @pytest_asyncio.fixture(loop_scope="module", scope="module")
-        async def shared_server():
-            async with TCPServer(handlers.echo) as server:
-                yield server
-
+        _SHARED_SERVER
+        + """
         @pytest.mark.asyncio(loop_scope="module")
         async def test_connects(shared_server):
             reader, writer = await asyncio.open_connection(*shared_server.address)
