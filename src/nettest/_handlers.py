@@ -588,3 +588,19 @@ def classify(handler: object, *, datagram: bool = False) -> HandlerKind:
         if not issubclass(handler, wanted):
             raise TypeError(f"handler must be {accepted}; got the class {handler.__name__}")
     return "protocol"
+
+
+_P = typing.TypeVar("_P", bound=asyncio.BaseProtocol)
+
+
+def make_protocol(factory: Callable[[], object], wanted: type[_P], name: str) -> _P:
+    """Call a handler that is a protocol factory; raise TypeError unless it made a `wanted`.
+
+    `name` is how the error names `wanted`, such as ``asyncio.Protocol``.
+    """
+    protocol = factory()
+    if not isinstance(protocol, wanted):
+        raise TypeError(
+            f"the handler (a protocol factory) returned {type(protocol).__name__}, not an {name}"
+        )
+    return protocol

@@ -50,6 +50,7 @@ from ._handlers import (
     ProtocolFactory,
     StreamHandler,
     classify,
+    make_protocol,
 )
 from ._hygiene import track
 from ._recording import (
@@ -171,12 +172,7 @@ class _StreamServer(_LoopbackServer):
         if self._handler_kind == "protocol":
             factory = typing.cast("ProtocolFactory", self._handler)
             try:
-                inner = factory()
-                if not isinstance(inner, asyncio.BaseProtocol):
-                    raise TypeError(
-                        f"the handler (a protocol factory) returned {type(inner).__name__}, "
-                        "not an asyncio.Protocol"
-                    )
+                inner = make_protocol(factory, asyncio.BaseProtocol, "asyncio.Protocol")
             except Exception as exc:
                 # asyncio would drop the error (outside debug mode) and leak the socket.
                 return _RecordingProtocol(self, _NoProtocol(exc))

@@ -31,6 +31,7 @@ from ._handlers import (
     check_datagram_script,
     classify,
     echo,
+    make_protocol,
     run_datagram_script,
 )
 from ._hygiene import track
@@ -120,12 +121,9 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
         if server._kind_of_handler == "protocol":
             factory = typing.cast("DatagramProtocolFactory", server._handler)
             try:
-                inner = factory()
-                if not isinstance(inner, asyncio.DatagramProtocol):
-                    raise TypeError(
-                        f"the handler (a protocol factory) returned {type(inner).__name__}, "
-                        "not an asyncio.DatagramProtocol"
-                    )
+                inner = make_protocol(
+                    factory, asyncio.DatagramProtocol, "asyncio.DatagramProtocol"
+                )
             except Exception as exc:
                 # Raised again at teardown; datagrams are still recorded, not answered.
                 server._record_error(exc, "the handler (a protocol factory) failed")
