@@ -141,8 +141,6 @@ class FaultProxy(FaultsInForce):
         self.seed = int(seed)
         self._faults = _check_faults(kind, faults)
         self._host = host
-        if isinstance(port, bool) or not isinstance(port, int):
-            raise TypeError(f"port must be an int in 0..65535, got {port!r}")
         self._port = _check_port(port, "port")
         self._address: Address | None = None
         self._server: asyncio.Server | None = None

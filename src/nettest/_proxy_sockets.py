@@ -39,7 +39,10 @@ def _parse_address(value: object, what: str) -> Address:
     raise TypeError(f"{what} must be (host, port), 'host:port' or a server, got {value!r}")
 
 
-def _check_port(port: int, what: str) -> int:
+def _check_port(port: object, what: str) -> int:
+    """Return `port` if it is an int in 0..65535; raise naming `what` if not."""
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"{what} must be an int in 0..65535, got {port!r}")
     if not 0 <= port <= 65535:
         raise ValueError(f"{what}: the port must be in 0..65535, got {port}")
     return port
