@@ -300,14 +300,8 @@ class _Receiving:
             return
         if self._buffered:
             protocol: Any = self._protocol
-            try:
-                buf = memoryview(protocol.get_buffer(-1)).cast("B")
-                if not len(buf):
-                    raise RuntimeError("get_buffer() returned an empty buffer")
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+            buf = self._get_buffer(view=True)
+            if buf is None:
                 return
             n = min(n, len(buf))
             try:
@@ -337,6 +331,25 @@ class _Receiving:
         except BaseException as exc:
             self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
 
+    def _get_buffer(self, *, view: bool) -> Any:
+        """Call ``get_buffer(-1)``; return the buffer, as a byte view with `view`.
+
+        An exception, or an empty buffer, is the fatal error a socket transport
+        reports; None is returned then.
+        """
+        try:
+            buf = self._protocol.get_buffer(-1)
+            if view:
+                buf = memoryview(buf).cast("B")
+            if not len(buf):
+                raise RuntimeError("get_buffer() returned an empty buffer")
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+            return None
+        return buf
+
     def _offer_buffer(self) -> bool:
         """Ask a BufferedProtocol for the buffer of a read that finds EOF or an error.
 
@@ -347,14 +360,8 @@ class _Receiving:
         Returns:
             Whether the read goes on to ``eof_received`` or its own error.
         """
-        try:
-            buf = self._protocol.get_buffer(-1)
-            if not len(buf):
-                raise RuntimeError("get_buffer() returned an empty buffer")
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+        buf = self._get_buffer(view=False)
+        if buf is None:
             return False
         try:
             writable = not memoryview(buf).readonly
