@@ -560,6 +560,149 @@ async def test_memory_datagram_localhost_reaches_the_peer() -> None:
     await turns()
 
 
+class Log(asyncio.DatagramProtocol):
+    """Records datagrams (with who sent them) and errors (with their errno)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+        self.names: dict[Any, str] = {}
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        key = addr[:2] if isinstance(addr, tuple) else addr
+        self.events.append(("datagram", data, self.names.get(key, repr(addr))))
+
+    def error_received(self, exc: Exception) -> None:
+        self.events.append(("error", type(exc), getattr(exc, "errno", None)))
+
+
+async def _play(
+    tx: Any, rx: Any, sender: Log, receiver: Log, targets: dict[str, Any], steps: list[str]
+) -> list[tuple[Any, ...]]:
+    """Run `steps` (a target to send to, or "close" the receiver); log what each led to."""
+    for log in (sender, receiver):
+        for name, transport in (("sender", tx), ("receiver", rx)):
+            address = transport.get_extra_info("sockname")
+            log.names[address[:2] if isinstance(address, tuple) else address] = name
+    played = []
+    for number, step in enumerate(steps):
+        seen = len(sender.events), len(receiver.events)
+        if step == "close":
+            rx.close()
+        else:
+            tx.sendto(b"%d" % number, targets[step])
+        in_the_call = sender.events[seen[0] :]
+        for _ in range(50):
+            await asyncio.sleep(0.002)
+            if (len(sender.events), len(receiver.events)) != seen:
+                break
+        await asyncio.sleep(0.01)
+        played.append(
+            (
+                step,
+                in_the_call,
+                sender.events[seen[0] + len(in_the_call) :],
+                receiver.events[seen[1] :],
+            )
+        )
+    tx.close()
+    rx.close()
+    await turns()
+    return played
+
+
+_UNCONNECTED_STEPS = ["self", "nobody", "peer", "close", "peer"]
+_CONNECTED_STEPS = ["connected", "close", "connected", "connected"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("family", _FAMILIES)
+@pytest.mark.parametrize("connected", [True, False], ids=["connected", "unconnected"])
+async def test_memory_datagram_receivers_match_real_sockets(family: int, connected: bool) -> None:
+    # Who gets a datagram, and what the sender hears when nobody does: a datagram
+    # to one's own address comes back; UDP loses one nobody takes (a connected
+    # sender hears ECONNREFUSED later, from ICMP); AF_UNIX refuses it inside
+    # sendto() (ENOENT for a path nobody bound, ECONNREFUSED once a connected
+    # peer closed, then ENOTCONN).
+    steps = _CONNECTED_STEPS if connected else _UNCONNECTED_STEPS
+    if family == socket.AF_INET6:
+        steps = [step for step in steps if step != "nobody"]  # no spare IPv6 loopback
+    loop = asyncio.get_running_loop()
+    unix = family == getattr(socket, "AF_UNIX", 0)
+    with tempfile.TemporaryDirectory(prefix="nt") as directory:
+        local_a, local_b = _addresses(family, directory)
+        kwargs: dict[str, Any] = {"family": family} if unix else {}
+        receiver, sender = Log(), Log()
+        rx, _ = await loop.create_datagram_endpoint(lambda: receiver, local_addr=local_b, **kwargs)
+        address_b = rx.get_extra_info("sockname")
+        remote = {"remote_addr": address_b[:2] if not unix else address_b} if connected else {}
+        tx, _ = await loop.create_datagram_endpoint(
+            lambda: sender, local_addr=local_a, **remote, **kwargs
+        )
+        address_a = tx.get_extra_info("sockname")
+        nobody = os.path.join(directory, "nobody") if unix else ("127.0.0.2", address_b[1])
+        targets = {"self": address_a, "peer": address_b, "nobody": nobody, "connected": None}
+        real = await _play(tx, rx, sender, receiver, targets, steps)
+
+    address_a, address_b = _memory_addresses(family)
+    receiver, sender = Log(), Log()
+    a, b = memory_datagram_pair(
+        sender, receiver, address_a=address_a, address_b=address_b, connected=connected
+    )
+    await turns()
+    nobody = "/tmp/nettest-nobody.sock" if unix else ("127.0.0.2", address_b[1])
+    targets = {"self": address_a, "peer": address_b, "nobody": nobody, "connected": None}
+    memory = await _play(a, b, sender, receiver, targets, steps)
+    assert memory == real
+    if unix and connected:
+        assert [played[1] for played in real] == [
+            [],
+            [],
+            [("error", ConnectionRefusedError, errno.ECONNREFUSED)],
+            [("error", OSError, errno.ENOTCONN)],
+        ]
+
+
+@pytest.mark.asyncio
+async def test_memory_datagram_unix_peer_disconnects_and_abstract_names() -> None:
+    protocol = Outcome()
+    a, b = memory_datagram_pair(protocol, Datagrams(), address_b=b"\0nettest-b")
+    await turns()
+    b.close()
+    await turns()
+    a.sendto(b"x")
+    with pytest.raises(OSError, match="not connected") as caught:
+        a.get_extra_info("socket").getpeername()
+    assert caught.value.errno == errno.ENOTCONN
+    assert a.get_extra_info("peername") == b"\0nettest-b"  # asyncio keeps what it read
+    a.close()
+    await turns()
+
+    protocol = Outcome()
+    c, d = memory_datagram_pair(protocol, Datagrams(), address_a="/tmp/c.sock", connected=False)
+    await turns()
+    c.sendto(b"x", b"\0nettest-nobody")  # an abstract name nobody holds: no file to miss
+    assert protocol.errors == [(ConnectionRefusedError, errno.ECONNREFUSED)]
+    c.close()
+    d.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("address_a", "address_b"),
+    [
+        (("127.0.0.1", 53), ("127.0.0.1", 53)),
+        (("127.0.0.1", 53), ("localhost", 53)),
+        ("/tmp/same.sock", b"/tmp/same.sock"),
+    ],
+)
+async def test_memory_datagram_pair_refuses_one_address_twice(
+    address_a: Any, address_b: Any
+) -> None:
+    with pytest.raises(ValueError, match="address_a and address_b must be different addresses"):
+        memory_datagram_pair(Datagrams(), Datagrams(), address_a=address_a, address_b=address_b)
+
+
 @pytest.mark.parametrize(
     ("hosts", "ipv4", "ipv6"),
     [

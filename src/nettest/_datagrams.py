@@ -19,7 +19,8 @@ What the kernel checks when a datagram is sent, the memory transports check at t
 same moment (see ``_route``): a malformed address is a fatal error; an address
 that does not resolve, port 0 or a datagram larger than the family allows
 (`nettest._endpoint.MAX_DATAGRAM_SIZE`) reaches ``error_received`` inside the
-``sendto()`` call.  Addresses resolve without DNS: numeric forms and
+``sendto()`` call, and so does, over AF_UNIX, a path no open end holds (see
+``_find_unix_receiver``).  Addresses resolve without DNS: numeric forms and
 ``localhost`` (from the hosts file), so ``("localhost", port)`` reaches an end at
 ``127.0.0.1`` as it would over loopback; other names are compared as they are.
 """
@@ -87,6 +88,14 @@ def _check_ends(**addresses: Any) -> int:
                 f"got {addresses[first]!r} and {address!r}"
             )
     return socket.AF_INET if family is None else family
+
+
+def _where(family: int, address: Any) -> Any:
+    """Where a datagram must lead to reach an end bound to `address` (see ``_route``)."""
+    try:
+        return datagram_key(family, address)
+    except OSError:
+        return address  # a name that does not resolve here: only itself
 
 
 @typing.final
@@ -188,11 +197,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             peername=remote_addr,
         )
         self._address = remote_addr
-        try:
-            # Where a datagram must lead to reach this end (see _route).
-            self._key = datagram_key(family, local_addr)
-        except OSError:
-            self._key = local_addr  # a name that does not resolve here: only itself
+        self._key = _where(family, local_addr)
         self._buffer: deque[tuple[bytes, Any]] = deque()
         self._buffer_size = 0
         self._manual = manual
@@ -304,6 +309,8 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
                 raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
             if len(data) > MAX_DATAGRAM_SIZE[family]:
                 raise OSError(errno.EMSGSIZE, os.strerror(errno.EMSGSIZE))
+            if family == AF_UNIX and self._peer is not None:
+                self._find_unix_receiver(key)
         except OSError as exc:
             self._protocol.error_received(exc)
             return _REFUSED
@@ -313,24 +320,56 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             self._fatal_error(exc, "Fatal write error on datagram transport")
             return _REFUSED
         peer = self._peer
-        if key is not None and peer is not None and key == peer._key:
-            return peer._info["sockname"]
+        if key is not None and peer is not None:
+            if key == peer._key:
+                return peer._info["sockname"]
+            if key == self._key:
+                return self._info["sockname"]
         return addr
 
-    def _transmit(self, data: bytes, addr: Any) -> None:
-        """Put one datagram on the wire: the peer receives it on a later loop turn.
+    def _find_unix_receiver(self, key: Any) -> None:
+        """Raise what an AF_UNIX ``sendto()`` raises when no socket takes the datagram.
 
-        ``_route`` has checked it.  As on Linux, a datagram for an address nobody
-        holds is lost; a connected sender then gets
-        ``error_received(ConnectionRefusedError)`` (the ICMP port unreachable
-        reply), an unconnected one hears nothing.
+        The kernel finds the receiver inside the call: a path nobody bound gives
+        ``ENOENT`` (an abstract name, ``ECONNREFUSED``), a closed socket's path
+        ``ECONNREFUSED``.  A connected sender whose peer closed gets
+        ``ECONNREFUSED`` once and is then disconnected: ``ENOTCONN`` after that.
         """
         peer = self._peer
+        assert peer is not None
+        if self._address:
+            if self._info["socket"]._peername is None:
+                raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
+            if peer._closing:
+                self._info["socket"]._peername = None
+                raise ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
+        elif key == self._key or (key == peer._key and not peer._closing):
+            return
+        elif key == peer._key or key[:1] == b"\0":
+            raise ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
+        else:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+
+    def _transmit(self, data: bytes, addr: Any) -> None:
+        """Put one datagram on the wire: its receiver gets it on a later loop turn.
+
+        ``_route`` has checked it.  As on Linux, a UDP datagram for an address
+        nobody holds is lost; a connected sender then gets
+        ``error_received(ConnectionRefusedError)`` (the ICMP port unreachable
+        reply), an unconnected one hears nothing.  (An AF_UNIX sender learns it
+        inside ``sendto()``; a datagram delayed by a fault is lost silently.)
+        """
+        peer = self._peer
+        sockname = self._info["sockname"]
         if peer is not None and not peer._closing and addr == peer._info["sockname"]:
             self._loop.call_soon(
-                peer._datagram_arrived, data, self._info["sockname"], context=peer._read_context
+                peer._datagram_arrived, data, sockname, context=peer._read_context
             )
-        elif self._address:
+        elif peer is not None and addr == sockname and not self._address:
+            self._loop.call_soon(
+                self._datagram_arrived, data, sockname, context=self._read_context
+            )
+        elif self._address and self._info["socket"].family != AF_UNIX:
             refused = ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
             self._loop.call_soon(self._error_arrived, refused, context=self._read_context)
 
@@ -519,7 +558,8 @@ def memory_datagram_pair(
 
     Raises:
         TypeError: an address that is not an address of its family.
-        ValueError: an address out of range, or the two of different families.
+        ValueError: an address out of range, the two of different families, or
+            the same address twice.
 
     Example:
         ::
@@ -531,6 +571,11 @@ def memory_datagram_pair(
     family = _check_ends(address_a=address_a, address_b=address_b)
     address_a = datagram_address(family) if address_a is None else address_a
     address_b = datagram_address(family) if address_b is None else address_b
+    if _where(family, address_a) == _where(family, address_b):
+        raise ValueError(
+            f"address_a and address_b must be different addresses (a second bind() would "
+            f"fail with EADDRINUSE), got {address_a!r} and {address_b!r}"
+        )
     a = MemoryDatagramTransport._create_end(
         protocol_a, address_a, address_b if connected else None, family=family, manual=manual
     )
