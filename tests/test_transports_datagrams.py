@@ -687,6 +687,82 @@ async def test_memory_datagram_unix_peer_disconnects_and_abstract_names() -> Non
     await turns()
 
 
+def _ports_hidden(address: Any, port: int) -> Any:
+    """`address` with `port` (an ephemeral port the kernel or nettest picked) as "any"."""
+    if isinstance(address, tuple) and address[1] == port:
+        return (address[0], "any", *address[2:])
+    return address
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"local_addr": ("127.0.0.1", 0)},
+        {"local_addr": ("localhost", 0)},
+        {"local_addr": (b"127.0.0.1", 0)},
+        {"local_addr": ("0.0.0.0", 0)},
+        {"remote_addr": ("localhost", 53)},
+        {"remote_addr": ("127.1", 53)},
+        pytest.param({"remote_addr": ("::1", 53)}, marks=_IPV6),
+        pytest.param({"local_addr": ("::1", 0)}, marks=_IPV6),
+        pytest.param({"local_addr": ("0:0::1", 0), "remote_addr": ("::1", 53)}, marks=_IPV6),
+    ],
+    ids=repr,
+)
+async def test_memory_datagram_addresses_read_back_as_real_sockets_report_them(
+    kwargs: dict[str, Any],
+) -> None:
+    # As create_datagram_endpoint(): port 0 binds an ephemeral port, localhost and
+    # other numeric forms resolve, IPv6 addresses are 4-tuples; and a connected
+    # end then takes only that resolved address in sendto().
+    loop = asyncio.get_running_loop()
+    real, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, **kwargs)
+    memory = MemoryDatagramTransport(asyncio.DatagramProtocol(), **kwargs)
+    try:
+        for transport in (real, memory):
+            assert transport.get_extra_info("sockname")[1] != 0
+        extras = [
+            [
+                _ports_hidden(t.get_extra_info(name), t.get_extra_info("sockname")[1])
+                for name in ("sockname", "peername")
+            ]
+            for t in (real, memory)
+        ]
+        assert extras[0] == extras[1]
+        if "remote_addr" in kwargs:
+            for transport in (real, memory):
+                transport.sendto(b"x", transport.get_extra_info("peername"))
+                with pytest.raises(ValueError, match="Invalid address"):
+                    transport.sendto(b"x", kwargs["remote_addr"])
+    finally:
+        real.close()
+        memory.close()
+        await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_datagram_pair_addresses_read_back_resolved() -> None:
+    a_proto, b_proto = Datagrams(), Datagrams()
+    a, b = memory_datagram_pair(a_proto, b_proto, address_a=("localhost", 0))
+    await turns()
+    sockname = a.get_extra_info("sockname")
+    assert sockname[0] == "127.0.0.1"
+    assert sockname[1] != 0
+    assert b.get_extra_info("peername") == sockname
+    b.sendto(b"hi")
+    await turns()
+    assert a_proto.events[1:] == [("datagram", b"hi", b.get_extra_info("sockname"))]
+    unix_a, unix_b = memory_datagram_pair(
+        Datagrams(), Datagrams(), address_a=b"/tmp/a.sock", address_b=b"\0abstract"
+    )
+    assert unix_a.get_extra_info("sockname") == "/tmp/a.sock"  # a path reads back as str
+    assert unix_b.get_extra_info("sockname") == b"\0abstract"  # an abstract name as bytes
+    for transport in (a, b, unix_a, unix_b):
+        transport.close()
+    await turns()
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
     ("address_a", "address_b"),

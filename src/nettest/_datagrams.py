@@ -42,6 +42,7 @@ from ._endpoint import (
     AF_UNIX,
     MAX_DATAGRAM_SIZE,
     FlowControlled,
+    bound_address,
     check_count,
     datagram_address,
     datagram_family,
@@ -113,9 +114,12 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
     Args:
         protocol: An `asyncio.DatagramProtocol`.
         local_addr: This end's address (default: loopback, ephemeral port).  A
-            4-tuple or a host with a colon makes it IPv6, a path AF_UNIX.
-        remote_addr: If given, the transport is connected to this address:
-            ``sendto`` accepts only it or None, and ``peername`` is set.
+            4-tuple or a host with a colon makes it IPv6, a path AF_UNIX.  It
+            reads back as ``bind()`` leaves it: port 0 becomes an ephemeral port,
+            the host numeric, IPv6 a 4-tuple.
+        remote_addr: If given, the transport is connected to this address, read
+            back the same way: ``sendto`` accepts only it or None, and
+            ``peername`` is set.
 
     Raises:
         TypeError: an address that is not an address of its family.
@@ -163,6 +167,10 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         family = _check_ends(local_addr=local_addr, remote_addr=remote_addr)
         if local_addr is None:
             local_addr = datagram_address(family)
+        else:
+            local_addr = bound_address(family, local_addr)
+        if remote_addr is not None:
+            remote_addr = bound_address(family, remote_addr, bind=False)
         self._setup(protocol, local_addr, remote_addr, family=family, manual=True)
         self._start()
 
@@ -547,6 +555,8 @@ def memory_datagram_pair(
             the family of ``address_b``).  A 4-tuple or a host with a colon makes
             it IPv6, a path AF_UNIX.
         address_b: The second end's address (default: as for ``address_a``).
+            Both read back as a bound socket reports them (port 0 becomes an
+            ephemeral port, the host numeric, IPv6 a 4-tuple).
         connected: If true (the default), each end is connected to the other, as
             with ``create_datagram_endpoint(remote_addr=...)``: ``sendto`` takes
             None or the peer's address and ``peername`` is set.
@@ -569,8 +579,8 @@ def memory_datagram_pair(
             a.sendto(b"ping")
     """
     family = _check_ends(address_a=address_a, address_b=address_b)
-    address_a = datagram_address(family) if address_a is None else address_a
-    address_b = datagram_address(family) if address_b is None else address_b
+    address_a = datagram_address(family) if address_a is None else bound_address(family, address_a)
+    address_b = datagram_address(family) if address_b is None else bound_address(family, address_b)
     if _where(family, address_a) == _where(family, address_b):
         raise ValueError(
             f"address_a and address_b must be different addresses (a second bind() would "

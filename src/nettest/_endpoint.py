@@ -37,6 +37,7 @@ __all__ = [
     "MAX_DATAGRAM_SIZE",
     "FlowControlled",
     "MemorySocket",
+    "bound_address",
     "check_count",
     "datagram_address",
     "datagram_family",
@@ -105,6 +106,42 @@ def datagram_address(family: int = socket.AF_INET) -> Any:
     if family == AF_UNIX:
         return f"/tmp/nettest-memory-{port}.sock"
     return ("127.0.0.1", port)
+
+
+def bound_address(family: int, address: Any, *, bind: bool = True) -> Any:
+    """Return `address` (checked by `datagram_family`) as a socket reports it.
+
+    With `bind`, as ``getsockname()`` does after ``bind()``: port 0 becomes a fresh
+    ephemeral port.  Without, as ``getpeername()`` does after ``connect()``.  Either
+    way the host is in its numeric form (``localhost`` from the hosts file, other
+    names as they are, since there is no DNS here), an IPv6 address is a 4-tuple,
+    and an AF_UNIX path is a str (an abstract name stays bytes).
+    """
+    if family == AF_UNIX:
+        if isinstance(address, str):
+            return address
+        path = bytes(address)
+        return path if path[:1] == b"\0" else os.fsdecode(path)
+    host, port = _parse_address(family, address, "")
+    if bind and port == 0:
+        port = _ephemeral_port()
+    host = _numeric_host(family, host)
+    if family == socket.AF_INET6:
+        flowinfo, scope_id = (*address[2:], 0, 0)[:2]
+        return host, port, flowinfo, scope_id
+    return host, port
+
+
+def _numeric_host(family: int, host: str) -> str:
+    if not host:
+        return "::" if family == socket.AF_INET6 else "0.0.0.0"
+    try:
+        infos = socket.getaddrinfo(host, None, family, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST)
+    except (UnicodeError, socket.gaierror):
+        if host.lower() == "localhost":
+            return _localhost(family) or host
+        return host
+    return str(infos[0][4][0])
 
 
 def datagram_family(address: Any, name: str) -> int:
