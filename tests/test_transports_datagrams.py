@@ -503,6 +503,8 @@ _SENDTO_ADDRESSES = [
     pytest.param(socket.AF_INET, _v4("0.0.0.0"), id="ipv4-unspecified"),
     pytest.param(socket.AF_INET, _v4("127.0.0.2"), id="ipv4-nobody"),
     pytest.param(socket.AF_INET, _v4("::1"), id="ipv4-an-ipv6-address"),
+    pytest.param(socket.AF_INET, _v4("<broadcast>"), id="ipv4-broadcast-not-allowed"),
+    pytest.param(socket.AF_INET, _v4("127.255.255.255"), id="ipv4-lo-broadcast-not-allowed"),
     pytest.param(socket.AF_INET, lambda a: list(a), id="ipv4-list"),
     pytest.param(socket.AF_INET, lambda a: (a[0], str(a[1])), id="ipv4-str-port"),
     pytest.param(socket.AF_INET, lambda a: (a[0], 70000), id="ipv4-port-too-large"),
@@ -514,6 +516,7 @@ _SENDTO_ADDRESSES = [
     pytest.param(socket.AF_INET6, lambda a: ("0:0::1", a[1], 5, 0), id="ipv6-long", marks=_IPV6),
     pytest.param(socket.AF_INET6, _v4("::"), id="ipv6-unspecified", marks=_IPV6),
     pytest.param(socket.AF_INET6, _v4("127.0.0.1"), id="ipv6-an-ipv4-address", marks=_IPV6),
+    pytest.param(socket.AF_INET6, _v4("<broadcast>"), id="ipv6-broadcast", marks=_IPV6),
     pytest.param(socket.AF_INET6, lambda a: list(a), id="ipv6-list", marks=_IPV6),
     pytest.param(socket.AF_INET6, lambda a: (*a[:2], 2**20), id="ipv6-flowinfo", marks=_IPV6),
     pytest.param(getattr(socket, "AF_UNIX", 0), lambda a: a, id="unix-path", marks=_UNIX),
@@ -777,6 +780,54 @@ async def test_memory_datagram_pair_refuses_one_address_twice(
 ) -> None:
     with pytest.raises(ValueError, match="address_a and address_b must be different addresses"):
         memory_datagram_pair(Datagrams(), Datagrams(), address_a=address_a, address_b=address_b)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("bound_to", ["0.0.0.0", "127.0.0.1", "127.255.255.255"])
+@pytest.mark.parametrize("sent_to", ["<broadcast>", "255.255.255.255", "127.255.255.255"])
+async def test_memory_datagram_broadcast_reaches_whom_loopback_reaches(
+    bound_to: str, sent_to: str
+) -> None:
+    # With SO_BROADCAST (allow_broadcast=True): who receives a broadcast over
+    # loopback, compared with real sockets.
+    loop = asyncio.get_running_loop()
+    receiver, sender = Log(), Log()
+    rx, _ = await loop.create_datagram_endpoint(lambda: receiver, local_addr=(bound_to, 0))
+    port = rx.get_extra_info("sockname")[1]
+    tx, _ = await loop.create_datagram_endpoint(
+        lambda: sender, local_addr=("127.0.0.1", 0), allow_broadcast=True
+    )
+    targets = {"broadcast": (sent_to, port)}
+    real = await _play(tx, rx, sender, receiver, targets, ["broadcast"])
+
+    receiver, sender = Log(), Log()
+    a, b = memory_datagram_pair(
+        sender,
+        receiver,
+        address_a=("127.0.0.1", 0),
+        address_b=(bound_to, 0),
+        connected=False,
+        allow_broadcast=True,
+    )
+    await turns()
+    targets = {"broadcast": (sent_to, b.get_extra_info("sockname")[1])}
+    memory = await _play(a, b, sender, receiver, targets, ["broadcast"])
+    assert memory == real
+    assert bool(real[0][3]) == (bound_to == "0.0.0.0" or bound_to == sent_to)
+
+
+@pytest.mark.asyncio
+async def test_memory_datagram_allow_broadcast_sets_so_broadcast() -> None:
+    transport = MemoryDatagramTransport(asyncio.DatagramProtocol(), allow_broadcast=True)
+    assert transport.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST)
+    transport.sendto(b"x", ("<broadcast>", 9))
+    assert transport.take_sent() == [(b"x", ("<broadcast>", 9))]
+    transport.close()
+    with pytest.raises(TypeError, match="allow_broadcast must be a bool, got 1"):
+        MemoryDatagramTransport(asyncio.DatagramProtocol(), allow_broadcast=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="manual must be a bool, got 'yes'"):
+        memory_datagram_pair(Datagrams(), Datagrams(), manual="yes")  # type: ignore[arg-type]
+    await turns()
 
 
 @pytest.mark.parametrize(

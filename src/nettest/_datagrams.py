@@ -64,6 +64,9 @@ _LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
 _DEFAULT = object()
 #: What ``_route`` returns for a datagram the kernel refused.
 _REFUSED = object()
+_ALL = "255.255.255.255"
+#: The IPv4 broadcast addresses a loopback-only host routes: all hosts, and lo's /8.
+_BROADCAST = frozenset({_ALL, "127.255.255.255"})
 
 
 def _check_ends(**addresses: Any) -> int:
@@ -99,6 +102,12 @@ def _where(family: int, address: Any) -> Any:
         return address  # a name that does not resolve here: only itself
 
 
+def _check_bool(**flags: object) -> None:
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be a bool, got {value!r}")
+
+
 @typing.final
 class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
     """An `asyncio.DatagramTransport` in memory, where the test plays the peer.
@@ -120,9 +129,13 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         remote_addr: If given, the transport is connected to this address, read
             back the same way: ``sendto`` accepts only it or None, and
             ``peername`` is set.
+        allow_broadcast: Set ``SO_BROADCAST``, as ``create_datagram_endpoint()``
+            does: without it, a datagram to a broadcast address (such as
+            ``"<broadcast>"``) gets ``PermissionError`` in ``error_received``.
 
     Raises:
-        TypeError: an address that is not an address of its family.
+        TypeError: an address that is not an address of its family, or
+            ``allow_broadcast`` not a bool.
         ValueError: an address out of range, or of another family than the other.
 
     Example:
@@ -163,7 +176,9 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         *,
         local_addr: Any = None,
         remote_addr: Any = None,
+        allow_broadcast: bool = False,
     ) -> None:
+        _check_bool(allow_broadcast=allow_broadcast)
         family = _check_ends(local_addr=local_addr, remote_addr=remote_addr)
         if local_addr is None:
             local_addr = datagram_address(family)
@@ -172,7 +187,12 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         if remote_addr is not None:
             remote_addr = bound_address(family, remote_addr, bind=False)
         self._setup(protocol, local_addr, remote_addr, family=family, manual=True)
+        self._allow_broadcast(allow_broadcast)
         self._start()
+
+    def _allow_broadcast(self, allow: bool) -> None:
+        if allow:  # as create_datagram_endpoint(allow_broadcast=True) does
+            self._info["socket"].setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
 
     @classmethod
     def _create_end(
@@ -319,6 +339,8 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
                 raise OSError(errno.EMSGSIZE, os.strerror(errno.EMSGSIZE))
             if family == AF_UNIX and self._peer is not None:
                 self._find_unix_receiver(key)
+            if key is not None and family == socket.AF_INET and key[0] in _BROADCAST:
+                return self._broadcast(key, addr)
         except OSError as exc:
             self._protocol.error_received(exc)
             return _REFUSED
@@ -333,6 +355,23 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
                 return peer._info["sockname"]
             if key == self._key:
                 return self._info["sockname"]
+        return addr
+
+    def _broadcast(self, key: tuple[str, int], addr: Any) -> Any:
+        """Return where a broadcast datagram goes, as over Linux loopback.
+
+        Without ``SO_BROADCAST`` the kernel refuses it (``EACCES``).  With it, an
+        end bound to the wildcard address on that port receives it, and so does one
+        bound to ``127.255.255.255`` when that is where it was sent.
+        """
+        sock = self._info["socket"]
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        peer = self._peer
+        if peer is not None:
+            host, port = peer._info["sockname"]
+            if port == key[1] and host in ("0.0.0.0", key[0] if key[0] != _ALL else None):
+                return peer._info["sockname"]
         return addr
 
     def _find_unix_receiver(self, key: Any) -> None:
@@ -541,6 +580,7 @@ def memory_datagram_pair(
     address_b: Any = None,
     connected: bool = True,
     manual: bool = False,
+    allow_broadcast: bool = False,
 ) -> tuple[MemoryDatagramTransport, MemoryDatagramTransport]:
     """Make two :class:`MemoryDatagramTransport` objects that exchange datagrams.
 
@@ -562,12 +602,17 @@ def memory_datagram_pair(
             None or the peer's address and ``peername`` is set.
         manual: If true, datagrams stay in the sender's buffer until
             :meth:`MemoryDatagramTransport.pump`.
+        allow_broadcast: Set ``SO_BROADCAST`` on both ends (see
+            :class:`MemoryDatagramTransport`).  A broadcast then reaches the
+            other end if it is bound to the wildcard address on that port (or to
+            ``127.255.255.255``, for a datagram sent there), as over loopback.
 
     Returns:
         ``(transport_a, transport_b)``.
 
     Raises:
-        TypeError: an address that is not an address of its family.
+        TypeError: an address that is not an address of its family, or a flag
+            that is not a bool.
         ValueError: an address out of range, the two of different families, or
             the same address twice.
 
@@ -578,6 +623,7 @@ def memory_datagram_pair(
             await asyncio.sleep(0)  # connection_made
             a.sendto(b"ping")
     """
+    _check_bool(connected=connected, manual=manual, allow_broadcast=allow_broadcast)
     family = _check_ends(address_a=address_a, address_b=address_b)
     address_a = datagram_address(family) if address_a is None else bound_address(family, address_a)
     address_b = datagram_address(family) if address_b is None else bound_address(family, address_b)
@@ -593,6 +639,8 @@ def memory_datagram_pair(
         protocol_b, address_b, address_a if connected else None, family=family, manual=manual
     )
     a._peer, b._peer = b, a
+    for end in (a, b):
+        end._allow_broadcast(allow_broadcast)
     a._start()
     b._start()
     return a, b

@@ -246,13 +246,19 @@ def _resolve_host(family: int, host: str) -> str:
     """Return the address `host` stands for, for a socket of `family`, without DNS.
 
     Numeric forms resolve as ``getaddrinfo()`` reads them (``127.1`` too), the
-    unspecified address (or ``""``) leads to loopback as on Linux, and
-    ``localhost`` resolves from the hosts file; other names stay as they are.
+    unspecified address (or ``""``) leads to loopback as on Linux,
+    ``<broadcast>`` is ``255.255.255.255`` and ``localhost`` resolves from the
+    hosts file; other names stay as they are.
 
     Raises:
         socket.gaierror: a numeric address of the other family, or no ``localhost``
             entry for `family` (as the C library reports them).
+        OSError: ``<broadcast>`` for IPv6.
     """
+    if host == "<broadcast>":  # as the socket module reads it, before getaddrinfo()
+        if family != socket.AF_INET:
+            raise OSError("address family mismatched")
+        return "255.255.255.255"
     if host:
         try:
             infos = socket.getaddrinfo(
