@@ -830,6 +830,65 @@ async def test_memory_datagram_allow_broadcast_sets_so_broadcast() -> None:
     await turns()
 
 
+class Fussy(Datagrams):
+    """Raises on a datagram that says so."""
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        super().datagram_received(data, addr)
+        if data == b"raise":
+            raise ValueError("bad datagram")
+
+
+@pytest.mark.asyncio
+async def test_memory_datagram_protocol_error_is_not_fatal_as_on_real_sockets() -> None:
+    # A datagram_received() that raises goes to the loop's exception handler; the
+    # transport stays open and later datagrams still arrive.
+    contexts: list[dict[str, Any]] = []
+    _quiet_loop(contexts)
+    loop = asyncio.get_running_loop()
+    results = []
+    try:
+        for make in ("real", "memory"):
+            receiver = Fussy()
+            if make == "real":
+                rx, _ = await loop.create_datagram_endpoint(
+                    lambda: receiver, local_addr=("127.0.0.1", 0)
+                )
+                tx, _ = await loop.create_datagram_endpoint(
+                    asyncio.DatagramProtocol, remote_addr=rx.get_extra_info("sockname")
+                )
+            else:
+                tx, rx = memory_datagram_pair(asyncio.DatagramProtocol(), receiver)
+                await turns()
+            for data in (b"raise", b"after"):
+                tx.sendto(data)
+                for _ in range(100):
+                    if receiver.events[-1][1:2] == (data,):
+                        break
+                    await asyncio.sleep(0.002)
+            results.append(
+                (
+                    [event[:2] for event in receiver.events],
+                    rx.is_closing(),
+                    [type(c.get("exception")) for c in contexts],
+                    [c["message"].startswith("Exception in callback") for c in contexts],
+                )
+            )
+            contexts.clear()
+            tx.close()
+            rx.close()
+            await turns()
+    finally:
+        loop.set_exception_handler(None)
+    assert results[1] == results[0]
+    assert results[0] == (
+        [("made",), ("datagram", b"raise"), ("datagram", b"after")],
+        False,
+        [ValueError],
+        [True],
+    )
+
+
 @pytest.mark.parametrize(
     ("hosts", "ipv4", "ipv6"),
     [

@@ -533,12 +533,9 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             return
         if self._address and addr != self._address:
             return  # a connected UDP socket only receives from its peer
-        try:
-            self._protocol.datagram_received(data, addr)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal read error on datagram transport")
+        # As in the socket transport, an exception from the protocol is not fatal:
+        # it reaches the loop's exception handler and the transport stays open.
+        self._protocol.datagram_received(data, addr)
 
     def _error_arrived(self, exc: OSError) -> None:
         if self._closing or not self._connected:
