@@ -851,9 +851,11 @@ async def test_memory_datagram_protocol_error_is_not_fatal_as_on_real_sockets() 
         for make in ("real", "memory"):
             receiver = Fussy()
             if make == "real":
-                rx, _ = await loop.create_datagram_endpoint(
-                    lambda proto=receiver: proto, local_addr=("127.0.0.1", 0)
-                )
+
+                def factory(protocol: Fussy = receiver) -> Fussy:
+                    return protocol
+
+                rx, _ = await loop.create_datagram_endpoint(factory, local_addr=("127.0.0.1", 0))
                 tx, _ = await loop.create_datagram_endpoint(
                     asyncio.DatagramProtocol, remote_addr=rx.get_extra_info("sockname")
                 )
