@@ -293,6 +293,7 @@ async def test_check_transport_case_aborts_what_connects_after_a_timeout() -> No
     # slow accept, say), and must still be aborted rather than leak.
     loop = asyncio.get_running_loop()
     connected: asyncio.Future[tuple[asyncio.Transport, ...]] = loop.create_future()
+    late_protocols: list[asyncio.BaseProtocol] = []
 
     @contextlib.asynccontextmanager
     async def slow_pair(
@@ -301,6 +302,7 @@ async def test_check_transport_case_aborts_what_connects_after_a_timeout() -> No
         protocols = client_factory(), server_factory()
 
         def connect() -> None:
+            late_protocols.extend(protocols)
             connected.set_result(memory_transport_pair(*protocols))
 
         handle = loop.call_later(0.2, connect)
@@ -312,9 +314,8 @@ async def test_check_transport_case_aborts_what_connects_after_a_timeout() -> No
     with pytest.raises(ConformanceError, match=r"timed out after 0\.05s waiting until both"):
         await check_transport_case(slow_pair, "extra_info", timeout=0.05)
     assert connected.done(), "the suite returned before the late transports connected"
-    for transport in connected.result():
+    for transport, protocol in zip(connected.result(), late_protocols, strict=True):
         assert transport.is_closing()
-        protocol = transport.get_protocol()
         assert isinstance(protocol, SanitizedProtocol)
         assert protocol.lost
 

@@ -197,6 +197,32 @@ async def test_transport_write_rejects_bad_input(connect: Connect) -> None:
 
 
 @pytest.mark.asyncio
+async def test_transport_write_of_a_discontiguous_memoryview_is_a_fatal_error(
+    connect: Connect,
+) -> None:
+    # socket.send() needs a contiguous buffer: the transport fails, as on a socket.
+    loop = asyncio.get_running_loop()
+    contexts: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: contexts.append(context))
+    try:
+        client, server = Recorder(), Recorder()
+        c, _ = await connect(client, server)
+        c.write(memoryview(b"")[::2])  # empty: a no-op, as any empty write
+        assert not c.is_closing()
+        c.write(memoryview(b"abcd")[::2])
+        assert c.is_closing()
+        exc = await asyncio.wait_for(client.lost, 5)
+        await until(lambda: server.lost.done())
+    finally:
+        loop.set_exception_handler(None)
+    assert isinstance(exc, BufferError)
+    assert [c["message"] for c in contexts] == ["Fatal write error on socket transport"]
+    assert server.received == b""
+    c.write(memoryview(b"abcd")[::2])  # after the connection is lost: dropped
+    c.abort()
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize("keep_open", [True, False])
 async def test_transport_half_close(connect: Connect, keep_open: bool) -> None:
     client, server = Recorder(), Recorder(keep_open=keep_open)
@@ -238,6 +264,43 @@ async def test_transport_close_is_idempotent_and_connection_lost_is_never_synchr
     assert client.kinds() == ["made", "lost"]
     await until(lambda: server.lost.done())
     assert server.kinds() == ["made", "eof", "lost"]
+
+
+class Inspector(Recorder):
+    """Records what the transport shows of its protocol and socket in connection_lost."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.during_lost = _shown(self.transport, self)
+        super().connection_lost(exc)
+
+
+def _shown(transport: Any, protocol: Any) -> tuple[Any, ...]:
+    sock = transport.get_extra_info("socket")
+    shown: list[Any] = [transport.get_protocol() is protocol]
+    for name in ("getsockname", "getpeername"):
+        try:
+            shown.append(getattr(sock, name)() == transport.get_extra_info(name[3:]))
+        except OSError as exc:
+            shown.append(errno.errorcode[exc.errno or 0])
+    return (*shown, transport.get_extra_info("peername") is not None)
+
+
+@pytest.mark.asyncio
+async def test_transport_lets_go_of_protocol_and_socket_after_connection_lost(
+    connect: Connect,
+) -> None:
+    # In connection_lost the transport still has both; once it returns, the
+    # protocol is gone (get_protocol() is None) and the socket is closed (EBADF),
+    # while the extras keep the addresses read earlier.
+    client, server = Inspector(), Inspector()
+    c, _ = await connect(client, server)
+    c.close()
+    await until(lambda: client.lost.done())
+    await turns()
+    assert client.during_lost == (True, True, True, True)
+    assert _shown(c, client) == (False, "EBADF", "EBADF", True)
+    assert c.get_protocol() is None
+    await until(lambda: server.lost.done())
 
 
 @pytest.mark.asyncio

@@ -891,6 +891,51 @@ async def test_memory_datagram_protocol_error_is_not_fatal_as_on_real_sockets() 
     )
 
 
+class Lost(asyncio.DatagramProtocol):
+    """Records what its transport shows of protocol and socket in connection_lost."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self.during_lost: tuple[Any, ...] = ()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.during_lost = self.shown()
+
+    def shown(self) -> tuple[Any, ...]:
+        sock = self.transport.get_extra_info("socket")
+        names: list[Any] = []
+        for name in ("getsockname", "getpeername"):
+            try:
+                names.append(getattr(sock, name)() == self.transport.get_extra_info(name[3:]))
+            except OSError as exc:
+                names.append(errno.errorcode[exc.errno or 0])
+        return (self.transport.get_protocol() is self, *names)
+
+
+@pytest.mark.asyncio
+async def test_memory_datagram_lets_go_of_protocol_and_socket_after_connection_lost() -> None:
+    # As for streams: in connection_lost both are there; afterwards get_protocol()
+    # is None and the socket is closed, while the extras keep the addresses.
+    real, memory = Lost(), Lost()
+    await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: real, remote_addr=("127.0.0.1", 9)
+    )
+    MemoryDatagramTransport(memory, remote_addr=("127.0.0.1", 9))
+    await turns()
+    results = []
+    for protocol in (real, memory):
+        protocol.transport.close()
+        await turns()
+        results.append(
+            (protocol.during_lost, protocol.shown(), protocol.transport.get_extra_info("peername"))
+        )
+    assert results[1] == results[0]
+    assert results[0] == ((True, True, True), (False, "EBADF", "EBADF"), ("127.0.0.1", 9))
+
+
 @pytest.mark.parametrize(
     ("hosts", "ipv4", "ipv6"),
     [

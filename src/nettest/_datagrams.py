@@ -566,7 +566,10 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         if self._closed:
             return
         self._closed = True
-        self._protocol.connection_lost(typing.cast("Exception | None", exc))
+        try:
+            self._protocol.connection_lost(typing.cast("Exception | None", exc))
+        finally:
+            self._info["socket"]._close()
 
 
 def memory_datagram_pair(

@@ -314,11 +314,12 @@ class MemorySocket:
     ``sockname`` and ``peername`` (an unconnected datagram socket raises `OSError`,
     as a real one does), and socket options can be set and read back; setting
     ``SO_LINGER`` to (on, 0) makes closing a stream send RST, as on a real socket.
-    It has no file descriptor (``fileno()`` is -1).  This type has no public
-    constructor.
+    It has no file descriptor (``fileno()`` is -1).  Once ``connection_lost``
+    has returned, the transport closes it and its methods raise ``OSError(EBADF)``,
+    as a closed socket's do.  This type has no public constructor.
     """
 
-    __slots__ = ("_options", "_peername", "_sockname", "family", "proto", "type")
+    __slots__ = ("_closed", "_options", "_peername", "_sockname", "family", "proto", "type")
 
     family: socket.AddressFamily
     type: socket.SocketKind
@@ -326,6 +327,7 @@ class MemorySocket:
     _sockname: Any
     _peername: Any
     _options: dict[tuple[int, int], int | bytes]
+    _closed: bool
 
     def __init__(self) -> None:
         raise TypeError("MemorySocket has no public constructor")
@@ -342,6 +344,7 @@ class MemorySocket:
         self._sockname = sockname
         self._peername = peername
         self._options = {}
+        self._closed = False
         if self.proto == socket.IPPROTO_TCP:
             self._options[socket.IPPROTO_TCP, socket.TCP_NODELAY] = 1  # as asyncio sets it
         return self
@@ -354,16 +357,31 @@ class MemorySocket:
         onoff, seconds = struct.unpack("ii", value[:8])
         return bool(onoff) and seconds == 0
 
+    def _close(self) -> None:
+        """Close it, as the transport closes its socket once ``connection_lost`` returns."""
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
     def getsockname(self) -> Any:
-        """Return the local address."""
+        """Return the local address.
+
+        Raises:
+            OSError: ``EBADF``, once the transport has closed it.
+        """
+        self._check_open()
         return self._sockname
 
     def getpeername(self) -> Any:
         """Return the peer's address.
 
         Raises:
-            OSError: ``ENOTCONN``, for an unconnected datagram socket.
+            OSError: ``ENOTCONN``, for an unconnected datagram socket; ``EBADF``,
+                once the transport has closed it.
         """
+        self._check_open()
         if self._peername is None:
             raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
         return self._peername
@@ -373,11 +391,21 @@ class MemorySocket:
         return -1
 
     def setsockopt(self, level: int, optname: int, value: int | bytes) -> None:
-        """Remember a socket option."""
+        """Remember a socket option.
+
+        Raises:
+            OSError: ``EBADF``, once the transport has closed it.
+        """
+        self._check_open()
         self._options[level, optname] = value
 
     def getsockopt(self, level: int, optname: int, buflen: int = 0) -> int | bytes:
-        """Return a socket option set earlier, or 0."""
+        """Return a socket option set earlier, or 0.
+
+        Raises:
+            OSError: ``EBADF``, once the transport has closed it.
+        """
+        self._check_open()
         return self._options.get((level, optname), 0)
 
     def __repr__(self) -> str:
@@ -423,7 +451,12 @@ class FlowControlled(_asyncio_transports._FlowControlMixin):
         return self._info.get(name, default)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
-        """Return the current protocol."""
+        """Return the current protocol; None once ``connection_lost`` has returned.
+
+        As asyncio's socket transports, which let go of the protocol then.
+        """
+        if self._info["socket"]._closed:
+            return typing.cast("asyncio.BaseProtocol", None)
         return typing.cast("asyncio.BaseProtocol", self._protocol)
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:

@@ -281,6 +281,16 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
 
     # -- writing -------------------------------------------------------------------
 
+    def _write_discontiguous(self, data: memoryview) -> None:
+        """Fail as sending a non-contiguous memoryview fails: a fatal error."""
+        if self._eof:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if self._conn_lost or not data:
+            self.write(bytes(data))  # dropped (and logged) or ignored, as any data
+            return
+        error = BufferError("memoryview: underlying buffer is not C-contiguous")
+        self._fatal_error(error, "Fatal write error on socket transport")
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data``: what the peer accepts now leaves, the rest is buffered.
 
@@ -293,6 +303,9 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
                 raise TypeError(
                     f"data argument must be a bytes-like object, not {type(data).__name__!r}"
                 )
+            if isinstance(data, memoryview) and not data.c_contiguous:
+                self._write_discontiguous(data)
+                return
             data = bytes(data)
         if self._eof:
             raise RuntimeError("Cannot call write() after write_eof()")
@@ -512,6 +525,7 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
             self._out.send_fin()
         self._in._wake()
         self._out._wake()
+        self._info["socket"]._close()
 
     # -- resets ----------------------------------------------------------------------
 
