@@ -304,6 +304,25 @@ async def test_transport_lets_go_of_protocol_and_socket_after_connection_lost(
 
 
 @pytest.mark.asyncio
+async def test_memory_transport_eof_comes_once_across_pause_and_resume() -> None:
+    # asyncio's protocol state machine allows one eof_received; CPython's selector
+    # transport repeats it here, and the memory transport keeps to the contract.
+    client, server = Recorder(), Recorder(keep_open=True)
+    c, s = memory_transport_pair(client, server)
+    await turns()
+    c.write_eof()
+    await turns()
+    s.pause_reading()
+    s.resume_reading()
+    await turns()
+    assert server.kinds() == ["made", "eof"]
+    assert s.is_reading()
+    c.close()
+    s.close()
+    await turns()
+
+
+@pytest.mark.asyncio
 async def test_transport_close_stops_reading_at_once(connect: Connect) -> None:
     client, server = Recorder(), Recorder()
     c, s = await connect(client, server)
