@@ -6,6 +6,7 @@ import math
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, find, given, settings
@@ -228,6 +229,61 @@ def test_message_streams_keep_the_messages_of_a_generator() -> None:
 def test_drawn_data_must_be_bytes() -> None:
     with pytest.raises(InvalidArgument, match="data strategy must generate bytes"):
         find(nst.chunkings(st.just("text")), lambda c: True, settings=NO_DB)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "message"),
+    [
+        (
+            lambda: nst.message_streams(st.just(b"ab")),  # type: ignore[arg-type]
+            "messages strategy must generate sequences of bytes, got b'ab'",
+        ),
+        (
+            lambda: nst.message_streams(st.just(["a", "b"])),  # type: ignore[list-item]
+            r"messages strategy must generate sequences of bytes, got \['a', 'b'\]",
+        ),
+        (
+            lambda: nst.datagram_schedules(st.just(b"ab")),  # type: ignore[arg-type]
+            "datagrams strategy must generate sequences of bytes, got b'ab'",
+        ),
+        (
+            lambda: nst.chunkings(b"abcdef", hints=lambda data: ["x"]),  # type: ignore[list-item]
+            "hints must hold integer offsets, got 'x' in it",
+        ),
+        (
+            lambda: nst.chunkings(b"abcdef", hints=lambda data: None),  # type: ignore[arg-type,return-value]
+            "hints callable must return an iterable of offsets, got None",
+        ),
+    ],
+)
+def test_what_a_strategy_or_callable_argument_makes_is_checked_too(
+    strategy: Callable[[], st.SearchStrategy[Any]], message: str
+) -> None:
+    # A bytes value drawn where a list of messages belongs used to become a list
+    # of zero-filled messages, one per byte value.
+    with pytest.raises(InvalidArgument, match=message):
+        find(strategy(), lambda value: True, settings=NO_DB)
+
+
+def test_drawn_messages_may_be_any_bytes_like_objects() -> None:
+    stream = find(
+        nst.message_streams(st.just([bytearray(b"ab"), memoryview(b"cd")])),  # type: ignore[list-item]
+        lambda s: True,
+        settings=NO_DB,
+    )
+    assert stream.messages == (b"ab", b"cd")
+
+
+def test_chunkings_shrink_cuts_to_the_start_unless_most_offsets_are_cut() -> None:
+    # As the docstring says: cuts shrink towards the lowest offsets, but when
+    # min_size asks for most offsets to be cut, the uncut ones shrink there.
+    assert find(nst.chunkings(b"abcdefghij", min_size=3), lambda c: True, settings=NO_DB) == [
+        b"a",
+        b"b",
+        b"cdefghij",
+    ]
+    most = find(nst.chunkings(b"abcdefghij", min_size=8), lambda c: True, settings=NO_DB)
+    assert most == [b"abc", b"d", b"e", b"f", b"g", b"h", b"i", b"j"]
 
 
 def test_chunkings_with_most_offsets_cut_are_fast_and_shrink_to_min_size() -> None:

@@ -31,7 +31,13 @@ from ._feed import (
     PauseReading,
     ResumeReading,
 )
-from ._strategies import DEFAULT_DELIMITERS, _check_byte_strings, _check_flag, chunkings
+from ._strategies import (
+    DEFAULT_DELIMITERS,
+    _byte_strings,
+    _check_byte_strings,
+    _check_flag,
+    chunkings,
+)
 
 if TYPE_CHECKING:
     from hypothesis.strategies import DrawFn, SearchStrategy
@@ -177,7 +183,11 @@ def _draw_datagram_schedules(
     fates: tuple[str, ...],
     reordering: bool,
 ) -> list[Datagram]:
-    sent = draw(datagrams) if isinstance(datagrams, st.SearchStrategy) else datagrams
+    if isinstance(datagrams, st.SearchStrategy):
+        requirement = "datagrams strategy must generate sequences of bytes"
+        sent = _byte_strings(draw(datagrams), requirement)
+    else:
+        sent = tuple(datagrams)
     arriving: dict[int, Datagram] = {}
     for index, data in enumerate(sent):
         fate = draw(st.sampled_from(fates)) if len(fates) > 1 else _DELIVER

@@ -118,14 +118,17 @@ def _check_length_prefix(length_prefix: object) -> int | None:
 def _check_hints(hints: object) -> Hints | None:
     if hints is None or callable(hints):
         return cast("Hints | None", hints)
+    return _offsets(hints, "hints must be an iterable of offsets or a callable taking the data")
+
+
+def _offsets(hints: object, requirement: str) -> tuple[int, ...]:
+    """Return `hints`, integer offsets, as a tuple; raise InvalidArgument if they are not."""
     if isinstance(hints, (bytes, str)):
-        raise InvalidArgument(f"hints must be offsets or a callable, got {hints!r}")
+        raise InvalidArgument(f"{requirement}, got {hints!r}")
     try:
         values = tuple(cast("Iterable[object]", hints))
     except TypeError:
-        raise InvalidArgument(
-            f"hints must be an iterable of offsets or a callable taking the data, got {hints!r}"
-        ) from None
+        raise InvalidArgument(f"{requirement}, got {hints!r}") from None
     for value in values:
         if not isinstance(value, int) or isinstance(value, bool):
             raise InvalidArgument(f"hints must hold integer offsets, got {value!r} in it")
@@ -144,19 +147,26 @@ def _check_byte_strings(
     """Return `values` as a tuple, or the strategy; raise InvalidArgument naming `name`."""
     if isinstance(values, st.SearchStrategy):
         return values
-    error = InvalidArgument(
-        f"{name} must be a sequence of bytes or a strategy for one, got {values!r}"
-    )
-    if isinstance(cast("object", values), (bytes, str)):
+    return _byte_strings(values, f"{name} must be a sequence of bytes or a strategy for one")
+
+
+def _byte_strings(values: object, requirement: str) -> tuple[bytes, ...]:
+    """Return `values`, a sequence of bytes-like objects, as a tuple of bytes.
+
+    Raises:
+        InvalidArgument: `requirement`, and what `values` is.
+    """
+    error = InvalidArgument(f"{requirement}, got {values!r}")
+    if isinstance(values, (bytes, bytearray, memoryview, str)):
         raise error
     try:
         # One pass, so that a generator is checked and kept, not used up.
-        strings = tuple(values)
+        strings = tuple(cast("Iterable[object]", values))
     except TypeError:
         raise error from None
-    if not all(isinstance(value, bytes) for value in strings):
+    if not all(isinstance(value, (bytes, bytearray, memoryview)) for value in strings):
         raise error
-    return strings
+    return tuple(bytes(cast("bytes", value)) for value in strings)
 
 
 def _check_data(data: object) -> bytes | SearchStrategy[bytes]:
@@ -193,8 +203,11 @@ class _Bias:
         if self.length_prefix is not None:
             found.update(_length_prefix_offsets(data, self.length_prefix))
         if self.hints is not None:
-            extra = self.hints(data) if callable(self.hints) else self.hints
-            found.update(extra)
+            if callable(self.hints):
+                requirement = "hints callable must return an iterable of offsets"
+                found.update(_offsets(self.hints(data), requirement))
+            else:
+                found.update(self.hints)
         return sorted(offset for offset in found if 0 < offset < n)
 
 
@@ -331,7 +344,9 @@ def chunkings(
             assert parser.requests == [...]
 
     Examples shrink towards a single chunk, then towards the fewest chunks with
-    each cut at the lowest offset that still fails.
+    each cut at the lowest offset that still fails.  (When ``min_size`` asks
+    for more than half of the offsets to be cut, the few left uncut shrink
+    towards the start instead, so the cuts gather at the end.)
     """
     data = _check_data(data)
     _check_size_bounds(min_size, max_size)
@@ -499,8 +514,12 @@ def _draw_message_streams(
     max_size: int | None,
     bias: _Bias,
 ) -> MessageStream:
-    drawn = draw(messages) if isinstance(messages, st.SearchStrategy) else messages
-    values = tuple(bytes(message) for message in drawn)
+    if isinstance(messages, st.SearchStrategy):
+        values = _byte_strings(
+            draw(messages), "messages strategy must generate sequences of bytes"
+        )
+    else:
+        values = tuple(messages)
     data = b"".join(values)
     if len(data) <= 1:
         return MessageStream(messages=values, chunks=(data,) if data else ())
