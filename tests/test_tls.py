@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+import nettest
 from nettest._tls import (
     TLS_VERSIONS,
     _authority,
@@ -27,6 +28,8 @@ from nettest._tls import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import trustme
 
 TIMEOUT = 10.0
@@ -377,6 +380,40 @@ def test_tls_version_rejects_other_versions(tls_ca: trustme.CA) -> None:
         make_tls_client_context(tls_ca, tls_version=ssl.TLSVersion.TLSv1_1)
     with pytest.raises(ValueError, match=r"tls_version must be one of"):
         make_tls_server_context(_authority(tls_ca).server, tls_version=ssl.TLSVersion.TLSv1)
+
+
+def test_tls_builders_name_an_argument_of_the_wrong_type(
+    tls_ca: trustme.CA, tls_certificate: trustme.LeafCert, tmp_path: Path
+) -> None:
+    # The easy mistake: the CA where its certificate belongs, and the reverse.
+    cases: list[tuple[Callable[[], object], str]] = [
+        (lambda: make_tls_server_context(tls_ca), "certificate must be a trustme.LeafCert"),  # type: ignore[arg-type]
+        (lambda: make_tls_server_context(None), "certificate must be a trustme.LeafCert"),  # type: ignore[arg-type]
+        (
+            lambda: make_tls_server_context(tls_certificate, client_ca=tls_certificate),  # type: ignore[arg-type]
+            "client_ca must be a trustme.CA",
+        ),
+        (lambda: make_tls_client_context(None), "ca must be a trustme.CA"),  # type: ignore[arg-type]
+        (lambda: make_tls_client_context(tls_certificate), "ca must be a trustme.CA"),  # type: ignore[arg-type]
+        (
+            lambda: make_tls_client_context(tls_ca, certificate=tls_ca),  # type: ignore[arg-type]
+            r"certificate must be a trustme.LeafCert \(from CA.issue_cert\(\)\), got <trustme",
+        ),
+        (lambda: nettest.make_tls_bad_case(tls_certificate, "expired"), "ca must be a trustme.CA"),  # type: ignore[arg-type]
+        (
+            lambda: nettest.write_tls_files(tmp_path, tls_certificate, tls_certificate),  # type: ignore[arg-type]
+            "ca must be a trustme.CA",
+        ),
+        (
+            lambda: nettest.write_tls_files(tmp_path, tls_ca, tls_ca),  # type: ignore[arg-type]
+            "certificate must be a trustme.LeafCert",
+        ),
+    ]
+    for call, message in cases:
+        with pytest.raises(TypeError, match=message):
+            call()
+    assert not hasattr(tls_certificate, "_nettest_tls_authority")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_tls_versions_are_12_and_13() -> None:

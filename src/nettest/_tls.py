@@ -252,6 +252,15 @@ def _client_context(
     return context
 
 
+def _check_trustme(name: str, value: object, expected: Literal["CA", "LeafCert"]) -> None:
+    """Raise TypeError naming `name` unless `value` is a ``trustme.CA`` or ``LeafCert``."""
+    import trustme
+
+    if not isinstance(value, getattr(trustme, expected)):
+        made_by = "trustme.CA() or the tls_ca fixture" if expected == "CA" else "CA.issue_cert()"
+        raise TypeError(f"{name} must be a trustme.{expected} (from {made_by}), got {value!r}")
+
+
 def make_tls_server_context(
     certificate: trustme.LeafCert,
     *,
@@ -275,6 +284,8 @@ def make_tls_server_context(
         A new `ssl.SSLContext` for ``ssl.PROTOCOL_TLS_SERVER``.
 
     Raises:
+        TypeError: *certificate* is not a ``trustme.LeafCert``, or *client_ca*
+            not a ``trustme.CA``.
         ValueError: *tls_version* is not TLS 1.2 or TLS 1.3.
 
     Example::
@@ -282,6 +293,9 @@ def make_tls_server_context(
         context = nettest.make_tls_server_context(tls_ca.issue_cert("db.test"))
         server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
     """
+    _check_trustme("certificate", certificate, "LeafCert")
+    if client_ca is not None:
+        _check_trustme("client_ca", client_ca, "CA")
     return _server_context(
         _leaf_identity(certificate),
         None if client_ca is None else _cadata(client_ca),
@@ -312,6 +326,8 @@ def make_tls_client_context(
         A new `ssl.SSLContext` for ``ssl.PROTOCOL_TLS_CLIENT``.
 
     Raises:
+        TypeError: *ca* is not a ``trustme.CA``, or *certificate* not a
+            ``trustme.LeafCert``.
         ValueError: *tls_version* is not TLS 1.2 or TLS 1.3.
 
     Example::
@@ -321,6 +337,9 @@ def make_tls_client_context(
             "127.0.0.1", port, ssl=context, server_hostname="localhost"
         )
     """
+    _check_trustme("ca", ca, "CA")
+    if certificate is not None:
+        _check_trustme("certificate", certificate, "LeafCert")
     return _client_context(
         _cadata(ca), None if certificate is None else _leaf_identity(certificate), tls_version
     )

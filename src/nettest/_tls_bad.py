@@ -22,6 +22,7 @@ from ._tls import (
     _authority,
     _build,
     _cadata,
+    _check_trustme,
     _client_context,
     _leaf_identity,
     _server_context,
@@ -246,6 +247,7 @@ def make_tls_bad_case(
         The case, with fresh contexts.
 
     Raises:
+        TypeError: *ca* is not a ``trustme.CA``.
         ValueError: *kind* is not one of `TLS_BAD_KINDS`, or *tls_version* is not
             TLS 1.2 or TLS 1.3.
 
@@ -254,6 +256,7 @@ def make_tls_bad_case(
         bad = nettest.make_tls_bad_case(tls_ca, "wrong_host")
         server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=bad.server_context)
     """
+    _check_trustme("ca", ca, "CA")
     if kind not in TLS_BAD_KINDS:
         raise ValueError(f"kind must be one of {', '.join(TLS_BAD_KINDS)}; got {kind!r}")
     authority = _authority(ca)

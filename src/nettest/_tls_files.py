@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, final
 
 import pytest
 
-from ._tls import DEFAULT_IDENTITIES, _authority, _build, _leaf_identity, _write_file, new_ca
+from ._tls import (
+    DEFAULT_IDENTITIES,
+    _authority,
+    _build,
+    _check_trustme,
+    _leaf_identity,
+    _write_file,
+    new_ca,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -99,6 +107,8 @@ def write_tls_files(
         The paths written.
 
     Raises:
+        TypeError: *ca* is not a ``trustme.CA``, or a certificate not a
+            ``trustme.LeafCert``.
         FileExistsError: One of the files exists already.
 
     Example::
@@ -106,6 +116,10 @@ def write_tls_files(
         files = nettest.write_tls_files(private_dir, tls_ca, tls_certificate)
         subprocess.run(["my-server", "--cert", files.fullchain, "--key", files.key])
     """
+    _check_trustme("ca", ca, "CA")
+    _check_trustme("certificate", certificate, "LeafCert")
+    if client_certificate is not None:
+        _check_trustme("client_certificate", client_certificate, "LeafCert")
     root = Path(directory)
     paths = {name: root / filename for name, filename in _NAMES.items()}
     server = _leaf_identity(certificate)
