@@ -171,6 +171,20 @@ def test_message_stream_completed_by() -> None:
     assert [stream.completed_by(i) for i in range(3)] == [0, 2, 3]
     with pytest.raises(IndexError, match=r"read must be in 0\.\.2, got 3"):
         stream.completed_by(3)
+    with pytest.raises(TypeError, match=r"read must be an int in 0\.\.2, got '1'"):
+        stream.completed_by("1")  # type: ignore[arg-type]
+
+
+def test_message_stream_built_by_hand_is_checked() -> None:
+    stream = nst.MessageStream(messages=[b"ab", bytearray(b"c")], chunks=[b"a", b"bc"])  # type: ignore[arg-type]
+    assert stream.messages == (b"ab", b"c")
+    assert stream.chunks == (b"a", b"bc")
+    with pytest.raises(ValueError, match="chunks must join to the messages' bytes"):
+        nst.MessageStream(messages=(b"ab",), chunks=(b"a",))
+    with pytest.raises(TypeError, match="messages must be a sequence of bytes, got b'ab'"):
+        nst.MessageStream(messages=b"ab", chunks=(b"ab",))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="chunks must be a sequence of bytes"):
+        nst.MessageStream(messages=(b"ab",), chunks=("ab",))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

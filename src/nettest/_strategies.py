@@ -480,10 +480,28 @@ class MessageStream:
     Attributes:
         messages: The messages, in order.
         chunks: The reads; their concatenation is the concatenation of ``messages``.
+
+    Raises:
+        TypeError: built by hand with ``messages`` or ``chunks`` not a sequence
+            of bytes (any bytes-like items are kept as bytes, in a tuple).
+        ValueError: the chunks do not join to the messages' bytes.
     """
 
     messages: tuple[bytes, ...]
     chunks: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        for name in ("messages", "chunks"):
+            try:
+                value = _byte_strings(getattr(self, name), f"{name} must be a sequence of bytes")
+            except InvalidArgument as exc:
+                raise TypeError(str(exc)) from None
+            object.__setattr__(self, name, value)
+        if b"".join(self.chunks) != b"".join(self.messages):
+            raise ValueError(
+                f"chunks must join to the messages' bytes, got {self.chunks!r} "
+                f"for {self.messages!r}"
+            )
 
     def completed_by(self, read: int) -> int:
         """Return how many messages are complete once reads ``0 .. read`` have arrived.
@@ -499,6 +517,8 @@ class MessageStream:
             stream = MessageStream(messages=(b"ab", b"c"), chunks=(b"a", b"bc"))
             assert [stream.completed_by(i) for i in range(2)] == [0, 2]
         """
+        if isinstance(read, bool) or not isinstance(read, int):
+            raise TypeError(f"read must be an int in 0..{len(self.chunks) - 1}, got {read!r}")
         if not 0 <= read < len(self.chunks):
             raise IndexError(f"read must be in 0..{len(self.chunks) - 1}, got {read}")
         received = sum(len(chunk) for chunk in self.chunks[: read + 1])
