@@ -1,16 +1,42 @@
-"""What the proxy and the memory transports share: fault checks, fault changes, action queues."""
+"""What the proxy and the memory transports share.
+
+Fault checks, fault changes, action queues, and the fault engine both drive:
+triggers on datagrams, and equal faults applied each.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import contextlib
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
+import looptime
 import pytest
 
-from nettest._fault_actions import Close, Deliver, SendEof
+from nettest._datagrams import memory_datagram_pair
+from nettest._fault_actions import Action, Close, Deliver, Pause, Resume, SendEof, Wake
 from nettest._fault_backend import ActionQueue, FaultsInForce, TimedAction
+from nettest._fault_engine import StreamSchedule
+from nettest._fault_engine_datagram import DatagramSchedule
 from nettest._fault_trace import ConnectionTrace
-from nettest._faults import Drop, Fault, Latency, Stall, check_faults, other_flow
+from nettest._faults import (
+    Bandwidth,
+    Drop,
+    Duplicate,
+    Fault,
+    Latency,
+    Reorder,
+    Stall,
+    Trigger,
+    check_faults,
+    other_flow,
+)
+from nettest._hygiene import instrument_loop
+from nettest._memory_faults import inject_faults
+from nettest._proxy import FaultProxy, FaultProxyFactory
+from nettest._transport_pairs import memory_stream_pair
 
 # -- check_faults and other_flow ---------------------------------------------------------
 
@@ -162,3 +188,346 @@ def test_trace_forwarded_counts_each_direction(kind: str, prefix: str) -> None:
         f"{prefix}2 bytes b'de'",
     ]
     assert [event.time for event in trace.events] == [0.5, 1.0]
+
+
+# -- datagram triggers see every datagram as sent --------------------------------------------
+
+_STOP = Trigger(pattern=b"STOP")
+
+
+def _datagrams(*faults: Fault, seed: int = 1) -> DatagramSchedule:
+    return DatagramSchedule(seed=seed, index=1, now=0.0, faults=faults)
+
+
+def _sent(actions: Iterable[Action]) -> list[bytes]:
+    return [action.data for action in actions if isinstance(action, Deliver)]
+
+
+def _send_all(schedule: DatagramSchedule, datagrams: Sequence[bytes]) -> list[Action]:
+    actions: list[Action] = []
+    for number, data in enumerate(datagrams):
+        actions += schedule.datagram("downstream", data, number * 0.001)
+    return actions
+
+
+def test_datagram_trigger_sees_a_pattern_an_earlier_reorder_holds() -> None:
+    # "STOP" waits in Reorder when it arrives; the Drop after it must arm all the same.
+    schedule = _datagrams(Reorder(2), Drop(trigger=_STOP))
+    actions = _send_all(schedule, [b"STOP", b"a", b"b", b"c", b"d", b"e"])
+    assert _sent(actions) == [b"STOP"]
+
+
+def test_datagram_trigger_offset_is_the_datagrams_own_after_reorder() -> None:
+    # Drop arms after byte 4: "STOP" (bytes 0-3) passes, even if released with "a".
+    schedule = _datagrams(Reorder(2), Drop(trigger=Trigger(after_bytes=4)))
+    assert _sent(_send_all(schedule, [b"STOP", b"a"])) == [b"STOP"]
+
+
+def test_datagram_trigger_applies_to_datagrams_reorder_releases_on_time() -> None:
+    schedule = _datagrams(Reorder(4, max_hold=0.5), Drop(trigger=_STOP))
+    assert _send_all(schedule, [b"STOP", b"a"]) == [Wake(0.5)]
+    assert _sent(schedule.tick(0.5)) == [b"STOP"]
+
+
+def test_datagram_trigger_sees_a_pattern_an_earlier_fault_dropped() -> None:
+    latency = Latency(5, trigger=Trigger(pattern=b"SLOW"))
+    schedule = _datagrams(Drop(), latency)
+    assert schedule.datagram("downstream", b"SLOW", 0) == []
+    schedule.update([latency], 1)
+    assert schedule.datagram("downstream", b"x", 1) == [Deliver(6, "downstream", b"x")]
+
+
+def test_datagram_reorder_removed_sends_what_it_held_through_the_later_faults() -> None:
+    drop = Drop(trigger=_STOP)
+    schedule = _datagrams(Reorder(10), drop)
+    assert _sent(_send_all(schedule, [b"STOP", b"a", b"b"])) == []
+    assert _sent(schedule.update([drop], 1)) == [b"STOP"]
+
+
+def test_datagram_trigger_pattern_lies_inside_one_datagram() -> None:
+    schedule = _datagrams(Drop(trigger=_STOP))
+    assert _sent(_send_all(schedule, [b"ST", b"OP", b"x"])) == [b"ST", b"OP", b"x"]
+    assert _sent(_send_all(schedule, [b"a STOP b", b"y"])) == [b"a STOP b"]
+
+
+def test_datagram_trigger_replay_by_seed_is_deterministic() -> None:
+    def run(seed: int) -> list[Action]:
+        schedule = _datagrams(Reorder(3), Drop(0.5, trigger=_STOP), Reorder(2), seed=seed)
+        actions = _send_all(schedule, [b"%d" % n for n in range(10)] + [b"STOP"])
+        return actions + _send_all(schedule, [b"%d" % n for n in range(10, 40)])
+
+    assert run(3) == run(3)
+    assert run(3) != run(4)
+
+
+class _Sink(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.received.append(data)
+
+
+_Path = Callable[[Sequence[Fault], Sequence[bytes], int], Awaitable[list[bytes]]]
+
+
+async def _settle(trace: Callable[[], ConnectionTrace | None], sink: _Sink, sent: int) -> None:
+    """Wait until the trace says what became of every datagram sent, and the sink has them."""
+    for _ in range(500):
+        found = trace()
+        if found is not None:
+            ups = [event.what for event in found.events if event.flow == "upstream"]
+            forwarded = sum(what.startswith("datagram ") for what in ups)
+            dropped = sum(": dropped " in what for what in ups)
+            if forwarded + dropped == sent and len(sink.received) == forwarded:
+                return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the datagrams were never all accounted for")
+
+
+async def _through_memory(
+    faults: Sequence[Fault], datagrams: Sequence[bytes], seed: int
+) -> list[bytes]:
+    client, server = _Sink(), _Sink()
+    a, b = memory_datagram_pair(client, server)
+    await asyncio.sleep(0)
+    handle = inject_faults(a, faults, seed=seed)
+    try:
+        for data in datagrams:
+            a.sendto(data)
+            await asyncio.sleep(0.005)
+        await _settle(lambda: handle.trace, server, len(datagrams))
+    finally:
+        a.close()
+        b.close()
+    return server.received
+
+
+async def _through_proxy(
+    faults: Sequence[Fault], datagrams: Sequence[bytes], seed: int
+) -> list[bytes]:
+    loop = asyncio.get_running_loop()
+    server_transport, server = await loop.create_datagram_endpoint(
+        _Sink, local_addr=("127.0.0.1", 0)
+    )
+    try:
+        upstream = server_transport.get_extra_info("sockname")
+        async with FaultProxy(upstream, kind="udp", faults=faults, seed=seed) as proxy:
+            client_transport, _ = await loop.create_datagram_endpoint(
+                _Sink, remote_addr=proxy.address
+            )
+            try:
+                for data in datagrams:
+                    client_transport.sendto(data)
+                    await asyncio.sleep(0.005)
+                await _settle(
+                    lambda: proxy.traces[0] if proxy.traces else None, server, len(datagrams)
+                )
+            finally:
+                client_transport.close()
+    finally:
+        server_transport.close()
+        await asyncio.sleep(0)
+    return server.received
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("through", [_through_memory, _through_proxy], ids=["memory", "proxy"])
+@pytest.mark.parametrize(
+    ("faults", "datagrams"),
+    [
+        # The pattern arrives while Reorder holds it.
+        ([Reorder(2), Drop(trigger=_STOP)], [b"STOP", b"a", b"b", b"c", b"d", b"e"]),
+        # Reorder lets "STOP" out with "a", after the Drop armed at byte 4.
+        ([Reorder(2), Drop(trigger=Trigger(after_bytes=4))], [b"STOP", b"a"]),
+        # Reorder lets both out on a timer.
+        ([Reorder(4, max_hold=0.05), Drop(trigger=_STOP)], [b"STOP", b"a"]),
+    ],
+    ids=["pattern", "after-bytes", "max-hold"],
+)
+async def test_datagram_trigger_behind_reorder_on_both_backends(
+    through: _Path, faults: list[Fault], datagrams: list[bytes], nettest_seed: int
+) -> None:
+    upstream = [dataclasses.replace(fault, direction="upstream") for fault in faults]
+    assert await through(upstream, datagrams, nettest_seed) == [b"STOP"]
+
+
+# -- equal faults each apply; remove() takes the last ------------------------------------------
+
+
+def test_faults_in_force_remove_takes_the_last_of_equal_faults() -> None:
+    backend = _Backend()
+    backend.add(Latency(0.1))
+    backend.add(Stall())
+    backend.add(Latency(0.1))
+    backend.remove(Latency(0.1))
+    backend.remove(Latency(0.1))
+    # list.remove() would have left (Stall(), Latency(0.1)) in between.
+    assert backend.changes[-2:] == [(Latency(0.1), Stall()), (Stall(),)]
+    assert backend.faults == (Stall(),)
+
+
+def test_stream_schedule_applies_each_of_equal_faults() -> None:
+    schedule = StreamSchedule(
+        seed=1, index=1, now=0.0, faults=[Latency(1), Bandwidth(100), Latency(1)]
+    )
+    assert schedule.start(0.0) == []
+    [deliver] = schedule.data("downstream", b"x", 0.0)
+    assert isinstance(deliver, Deliver)
+    assert deliver.at == pytest.approx(2.01)
+
+
+def test_datagram_schedule_applies_each_of_equal_faults() -> None:
+    schedule = _datagrams(Duplicate(), Duplicate())
+    assert _sent(schedule.datagram("downstream", b"x", 0)) == [b"x"] * 4
+
+
+def test_equal_faults_draw_their_probability_apart_and_replay_by_seed() -> None:
+    def delays(seed: int) -> list[float]:
+        out: list[float] = []
+        for index in range(1, 41):
+            latency = Latency(1, probability=0.5)
+            schedule = StreamSchedule(seed=seed, index=index, now=0.0, faults=[latency, latency])
+            schedule.start(0.0)
+            out += [a.at for a in schedule.data("downstream", b"x", 0.0) if isinstance(a, Deliver)]
+        return out
+
+    assert set(delays(1)) == {0, 1, 2}
+    assert delays(1) == delays(1)
+
+
+def test_stream_schedule_removing_one_of_equal_stalls_keeps_the_others_bytes() -> None:
+    stall = Stall()
+    schedule = StreamSchedule(seed=1, index=1, now=0.0, faults=[stall, Latency(1), stall])
+    assert schedule.start(0.0) == [Pause("downstream"), Pause("downstream")]
+    assert schedule.data("downstream", b"abc", 0.0) == []
+    # The first stall holds the bytes: removing the last one lets nothing through.
+    assert schedule.update([stall, Latency(1)], 1.0) == []
+    assert schedule.update([Latency(1)], 2.0) == [
+        Resume("downstream"),
+        Deliver(3.0, "downstream", b"abc"),
+    ]
+
+
+def _run_in_loop_time(scenario: Callable[[], Awaitable[None]]) -> None:
+    """Run `scenario` on looptime's fast-forwarding loop: sleeps cost no wall time."""
+    loop = looptime.new_event_loop()
+    instrument_loop(loop)
+    try:
+        loop.run_until_complete(scenario())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+
+
+def test_memory_equal_latencies_add_up_and_remove_takes_one() -> None:
+    latency = Latency(5, direction="upstream")
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        (_, c_writer), (s_reader, s_writer) = memory_stream_pair()
+        try:
+            faults = inject_faults(c_writer, [latency, latency])
+            start = loop.time()
+            c_writer.write(b"a\n")
+            assert await s_reader.readline() == b"a\n"
+            assert loop.time() - start == pytest.approx(10)
+            faults.remove(latency)
+            assert faults.faults == (latency,)
+            start = loop.time()
+            c_writer.write(b"b\n")
+            assert await s_reader.readline() == b"b\n"
+            assert loop.time() - start == pytest.approx(5)
+        finally:
+            c_writer.close()
+            s_writer.close()
+
+    _run_in_loop_time(scenario)
+
+
+def test_memory_removing_one_of_two_stalls_keeps_holding() -> None:
+    stall = Stall(direction="upstream")
+
+    async def scenario() -> None:
+        (_, c_writer), (s_reader, s_writer) = memory_stream_pair()
+        try:
+            faults = inject_faults(c_writer, [stall, stall])
+            c_writer.write(b"abc")
+            faults.remove(stall)
+            assert faults.faults == (stall,)
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(s_reader.read(3), 5)
+            faults.remove(stall)
+            assert await asyncio.wait_for(s_reader.read(3), 5) == b"abc"
+        finally:
+            c_writer.close()
+            s_writer.close()
+
+    _run_in_loop_time(scenario)
+
+
+@contextlib.asynccontextmanager
+async def _tcp_echo() -> AsyncIterator[tuple[str, int]]:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    try:
+        name = server.sockets[0].getsockname()
+        yield name[0], name[1]
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 5)
+
+
+async def _round_trip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> float:
+    start = time.monotonic()
+    writer.write(b"x")
+    assert await asyncio.wait_for(reader.readexactly(1), 5) == b"x"
+    return time.monotonic() - start
+
+
+@pytest.mark.asyncio
+async def test_proxy_equal_latencies_add_up_and_remove_takes_one(
+    fault_proxy: FaultProxyFactory,
+) -> None:
+    latency = Latency(0.2)
+    async with _tcp_echo() as address:
+        proxy = await fault_proxy(upstream=address, faults=[latency, latency])
+        reader, writer = await asyncio.open_connection(*proxy.address)
+        try:
+            assert await _round_trip(reader, writer) >= 0.39
+            proxy.remove(latency)
+            assert proxy.faults == (latency,)
+            assert 0.19 <= await _round_trip(reader, writer) < 0.39
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_proxy_removing_one_of_two_stalls_keeps_holding(
+    fault_proxy: FaultProxyFactory,
+) -> None:
+    stall = Stall(direction="upstream")
+    async with _tcp_echo() as address:
+        proxy = await fault_proxy(upstream=address, faults=[stall, stall])
+        reader, writer = await asyncio.open_connection(*proxy.address)
+        try:
+            writer.write(b"abc")
+            await writer.drain()
+            proxy.remove(stall)
+            assert proxy.faults == (stall,)
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(reader.read(3), 0.2)
+            proxy.remove(stall)
+            assert await asyncio.wait_for(reader.readexactly(3), 5) == b"abc"
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()

@@ -51,12 +51,19 @@ class FaultsInForce:
     def remove(self, fault: Fault) -> None:
         """Remove a fault.  Never blocks; bytes it held (see `~nettest.faults.Stall`) flow again.
 
+        Equal faults each apply, so when several equal *fault*, only the last of
+        them (the one added last) goes: ``add(f); add(f); remove(f)`` leaves one
+        ``f``, which keeps its state (what it holds, its draws).
+
         Raises:
             ValueError: The fault is not in force.
         """
         if fault not in self._faults:
             raise ValueError(f"{fault!r} is not in force; faults: {list(self._faults)}")
-        self._set(tuple(f for f in self._faults if f != fault))
+        # The schedules pair the Nth of equal faults before a change with the Nth
+        # after it, so the last of them must be the one that goes.
+        last = max(index for index, f in enumerate(self._faults) if f == fault)
+        self._set(self._faults[:last] + self._faults[last + 1 :])
 
     def clear(self) -> None:
         """Remove every fault."""

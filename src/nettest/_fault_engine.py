@@ -30,14 +30,18 @@ free.  For TCP, the actions of one flow are in non-decreasing `at` order and mus
 be carried out in list order: the driver keeps one FIFO per flow and one timer.
 
 Each flow runs a pipeline: the faults that apply to it, in the order they were
-added.  An item (a chunk with its stream offset, an EOF, or a close/reset
-decided by an earlier fault) goes through each stage in turn; a stage may delay
-it, cut it, change it, hold it or drop it.  A fault does nothing until it is
-*armed*: its trigger names the connection number, a byte offset or a byte
+added.  Equal faults are stages of their own, each with its own state, so
+``[Latency(0.1), Latency(0.1)]`` delays by 0.2 s; when the faults change, the Nth
+of equal faults keeps the state of the Nth before (`FaultsInForce.remove` removes
+the last of them).  An item (a chunk with its stream offset, an EOF, or a
+close/reset decided by an earlier fault) goes through each stage in turn; a stage
+may delay it, cut it, change it, hold it or drop it.  A fault does nothing until
+it is *armed*: its trigger names the connection number, a byte offset or a byte
 pattern, and a fault added in mid-connection counts from the moment it was
-added.  A chunk that straddles the arming offset is split, so that the bytes
-before it pass untouched.  Byte counts inside a fault (``Truncate(10)``,
-``Reset(after_bytes=10)``) are relative to the arming offset.
+added.  Every trigger sees the sender's bytes as they arrive, whatever the stages
+before it do with them.  A chunk that straddles the arming offset is split, so
+that the bytes before it pass untouched.  Byte counts inside a fault
+(``Truncate(10)``, ``Reset(after_bytes=10)``) are relative to the arming offset.
 
 All randomness comes from one `random.Random` per connection, seeded from the
 proxy's seed and the connection's number: the same seed and the same traffic
@@ -123,12 +127,27 @@ class _Ctl:
 _Item: TypeAlias = _Chunk | _Eof | _Ctl
 
 
+#: A fault in force and how many equal faults come before it: one stage per occurrence.
+_Key: TypeAlias = tuple[Fault, int]
+
+
 def _connection_rng(seed: int, kind: str, index: int) -> random.Random:
     return random.Random(f"nettest:{seed}:{kind}:{index}")
 
 
+def _occurrences(faults: Iterable[Fault]) -> list[_Key]:
+    """Number each fault among those equal to it, so that equal faults stay apart."""
+    seen: dict[Fault, int] = {}
+    keys: list[_Key] = []
+    for fault in faults:
+        count = seen.get(fault, 0)
+        seen[fault] = count + 1
+        keys.append((fault, count))
+    return keys
+
+
 class _Applied:
-    """One fault's state on one flow of one connection."""
+    """One fault's state on one flow of one connection (each of equal faults has its own)."""
 
     __slots__ = (
         "arm",
@@ -139,6 +158,7 @@ class _Applied:
         "fired",
         "flow",
         "held",
+        "key",
         "last",
         "next_corrupt",
         "pattern",
@@ -148,8 +168,10 @@ class _Applied:
         "target",
     )
 
-    def __init__(self, fault: Fault, flow: Flow, selected: bool, consumed: int) -> None:
+    def __init__(self, key: _Key, flow: Flow, selected: bool, consumed: int) -> None:
+        fault = key[0]
         trigger = fault.trigger or _NO_TRIGGER
+        self.key = key
         self.fault = fault
         self.flow: Flow = flow
         self.selected = selected
@@ -169,8 +191,13 @@ class _Applied:
         self.next_corrupt: int | None = None
         self.target: int | None = None
 
-    def scan(self, offset: int, data: bytes) -> None:
-        """Look for the trigger's pattern in raw bytes starting at stream `offset`."""
+    def scan(self, offset: int, data: bytes, *, joined: bool = True) -> None:
+        """Look for the trigger's pattern in raw bytes starting at stream `offset`.
+
+        `joined`: `data` follows on from the bytes scanned before, as in a stream, so
+        the pattern may begin in them.  A datagram is scanned alone: a pattern split
+        across two datagrams is not in either.
+        """
         if self.pattern is None or self.arm is not None:
             return
         trigger = self.fault.trigger or _NO_TRIGGER
@@ -180,8 +207,8 @@ class _Applied:
             end = offset - len(self.tail) + found + len(self.pattern)
             self.arm = max(trigger.after_bytes, end)
             self.tail = b""
-        else:
-            self.tail = window[-(len(self.pattern) - 1) :] if len(self.pattern) > 1 else b""
+        elif joined and len(self.pattern) > 1:
+            self.tail = window[-(len(self.pattern) - 1) :]
 
 
 class _Schedule:
@@ -204,7 +231,9 @@ class _Schedule:
             _index=index, _kind="tcp" if self._kind == "stream" else "udp", _peer=peer, _start=now
         )
         self._faults: tuple[Fault, ...] = ()
-        self._draws: dict[Fault, bool] = {}
+        # Keyed by occurrence: equal faults draw apart, and a fault removed and added
+        # again keeps its draw.
+        self._draws: dict[_Key, bool] = {}
         self._pipes: dict[Flow, list[_Applied]] = {"upstream": [], "downstream": []}
         self._consumed: dict[Flow, int] = {"upstream": 0, "downstream": 0}
         self._initial = tuple(faults)
@@ -215,31 +244,37 @@ class _Schedule:
             faults, self._kind, lambda fault: f"{fault!r} applies to {other} traffic only"
         )
 
-    def _selected(self, fault: Fault) -> bool:
-        drawn = self._draws.get(fault)
+    def _selected(self, key: _Key) -> bool:
+        drawn = self._draws.get(key)
         if drawn is None:
+            fault = key[0]
             trigger = fault.trigger or _NO_TRIGGER
             # Always draw, so that later draws do not depend on this fault's probability.
             chance = self.rng.random()
             drawn = chance < fault.probability and trigger.connection in (None, self.index)
-            self._draws[fault] = drawn
+            self._draws[key] = drawn
         return drawn
 
     def _reconcile(self, faults: Sequence[Fault], now: float) -> list[_Applied]:
-        """Bring the pipelines in line with *faults*; return the newly applied stages."""
+        """Bring the pipelines in line with *faults*; return the newly applied stages.
+
+        Each occurrence of a fault is a stage of its own.  The Nth of equal faults
+        keeps the state of the Nth before the change: `FaultsInForce` only appends
+        and removes the last of equal faults, so that is the same stage.
+        """
         self._check_kind(faults)
-        unique = tuple(dict.fromkeys(faults))
-        self._faults = unique
+        self._faults = tuple(faults)
+        keys = _occurrences(faults)
         added: list[_Applied] = []
         for flow in FLOWS:
-            old = {applied.fault: applied for applied in self._pipes[flow]}
+            old = {applied.key: applied for applied in self._pipes[flow]}
             pipe: list[_Applied] = []
-            for fault in unique:
-                if fault.direction not in (flow, "both"):
+            for key in keys:
+                if key[0].direction not in (flow, "both"):
                     continue
-                applied = old.pop(fault, None)
+                applied = old.pop(key, None)
                 if applied is None:
-                    applied = _Applied(fault, flow, self._selected(fault), self._consumed[flow])
+                    applied = _Applied(key, flow, self._selected(key), self._consumed[flow])
                     if applied.selected:
                         added.append(applied)
                 if applied.selected:
@@ -303,8 +338,9 @@ class StreamSchedule(_Schedule):
         """
         self.trace.record(now, None, "accepted")
         self._check_kind(self._initial)
-        for fault in self._initial:
-            if isinstance(fault, Refuse) and self._selected(fault):
+        for key in _occurrences(self._initial):
+            fault = key[0]
+            if isinstance(fault, Refuse) and self._selected(key):
                 self.trace.fire(now, fault, None, "connection refused (reset)")
                 self.closed = True
                 return [RefuseConnection(repr(fault))]

@@ -7,6 +7,14 @@ place of a byte stream.  The differences: there is no EOF, close or reset, each
 datagram goes through the pipeline whole, and delivery times are not kept in
 order, since a real network may reorder datagrams too.  `Reorder` holds
 datagrams inside the schedule until its window fills or a `Wake` releases them.
+
+Triggers count a flow's datagrams as sent, end to end: a datagram's offset is
+where its first byte falls in that count.  As on TCP, every trigger sees each
+datagram as it arrives, even one that an earlier stage holds, drops or changes;
+a pattern must lie inside one datagram.  A datagram is never split: an armed
+fault acts on the datagrams whose offset is at or past its arming offset,
+whenever they reach it, so the datagram that carries the pattern or completes
+the byte count passes untouched, even if `Reorder` lets it out after later ones.
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ __all__ = ["DatagramSchedule"]
 @dataclass(slots=True)
 class _Dgram:
     at: float
+    #: Where the datagram started in the flow's bytes as sent (see the triggers).
+    offset: int
     data: bytes
 
 
@@ -85,17 +95,12 @@ class DatagramSchedule(_Schedule):
         """A datagram arrived from the sender of `flow`."""
         offset = self._consumed[flow]
         self._consumed[flow] = offset + len(data)
-        items = [_Dgram(now, data)]
+        pipe = self._pipes[flow]
+        # Every trigger sees the datagram as sent, whatever the stages before it do.
+        for applied in pipe:
+            applied.scan(offset, data, joined=False)
         actions: list[Action] = []
-        for applied in list(self._pipes[flow]):
-            if not items:
-                break
-            if not applied.armed:
-                applied.scan(offset, data)
-                if applied.arm is None or applied.arm > offset:
-                    continue
-                applied.armed = True
-            items = self._stage(applied, items, actions)
+        items = self._run_through(list(pipe), [_Dgram(now, offset, data)], actions)
         return actions + self._finish(flow, items)
 
     def tick(self, now: float) -> list[Action]:
@@ -109,10 +114,19 @@ class DatagramSchedule(_Schedule):
                     continue
                 del self._held[key]
                 items = self._shuffle(applied, held[1], now)
-                for later in self._pipes[flow][stage + 1 :]:
-                    items = self._stage(later, items, actions) if later.armed else items
+                items = self._run_through(self._pipes[flow][stage + 1 :], items, actions)
                 actions.extend(self._finish(flow, items))
         return actions
+
+    def _run_through(
+        self, stages: list[_Applied], items: list[_Dgram], actions: list[Action]
+    ) -> list[_Dgram]:
+        """Pass `items` through `stages` in order; return what comes out of the last."""
+        for applied in stages:
+            if not items:
+                break
+            items = self._stage(applied, items, actions)
+        return items
 
     def _finish(self, flow: Flow, items: list[_Dgram]) -> list[Action]:
         actions: list[Action] = []
@@ -137,6 +151,10 @@ class DatagramSchedule(_Schedule):
         flow = applied.flow
         out: list[_Dgram] = []
         for item in items:
+            if applied.arm is None or item.offset < applied.arm:
+                # Sent before the fault armed: it passes this stage untouched.
+                out.append(item)
+                continue
             if isinstance(fault, Drop):
                 if self.rng.random() < fault.rate:
                     self.trace.fire(item.at, fault, flow, f"dropped {len(item.data)} bytes")
@@ -144,11 +162,11 @@ class DatagramSchedule(_Schedule):
             elif isinstance(fault, Duplicate):
                 if self.rng.random() < fault.rate:
                     self.trace.fire(item.at, fault, flow, "duplicated")
-                    out.append(_Dgram(item.at, item.data))
+                    out.append(_Dgram(item.at, item.offset, item.data))
             elif isinstance(fault, TruncateDatagram):
                 if len(item.data) > fault.max_size:
                     self.trace.fire(item.at, fault, flow, f"cut {len(item.data)} bytes")
-                    item = _Dgram(item.at, item.data[: fault.max_size])
+                    item = _Dgram(item.at, item.offset, item.data[: fault.max_size])
             elif isinstance(fault, Blackhole):
                 self.trace.fire(item.at, fault, flow, f"dropped {len(item.data)} bytes")
                 continue
@@ -192,12 +210,19 @@ class DatagramSchedule(_Schedule):
         for position in hits:
             data[position] ^= fault.mask
         self.trace.fire(item.at, fault, applied.flow, f"flipped offsets {sorted(hits)}")
-        return _Dgram(item.at, bytes(data))
+        return _Dgram(item.at, item.offset, bytes(data))
 
     def _removed(
         self, flow: Flow, stages: list[_Applied], before: list[_Applied], now: float
     ) -> None:
+        pipe = self._pipes[flow]
         for applied in stages:
             held = self._held.pop(id(applied), None)
-            if held is not None:
-                self._pending.extend(self._finish(flow, held[1]))
+            if held is None:
+                continue
+            # As with a removed `Stall`, what `Reorder` held goes on, in the order it
+            # came, through the stages after it that are still in force.
+            after = before[before.index(applied) + 1 :]
+            rest = [stage for stage in pipe if any(stage is a for a in after)]
+            items = self._run_through(rest, held[1], self._pending)
+            self._pending.extend(self._finish(flow, items))
