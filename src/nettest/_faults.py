@@ -106,7 +106,10 @@ class Trigger:
     Conditions combine: ``Trigger(connection=2, pattern=b"\\r\\n\\r\\n")`` arms the
     fault on the second connection only, once the end of the HTTP headers has
     passed.  Byte counts are per direction, counted in the fault's direction
-    from the start of the connection.
+    from the start of the connection, as the sender sent them (whatever the
+    faults before this one do).  For UDP, a flow's datagrams count end to end,
+    a pattern must lie inside one datagram, and the fault acts on the datagrams
+    sent after the one that armed it.
 
     Args:
         connection: Only this connection (1 is the first the proxy accepted; for
