@@ -74,3 +74,62 @@ async def test_cli_demo_transcript_records_every_message() -> None:
     sent = [line for line in transcript if "client  b'hello" in line]
     echoed = [line for line in transcript if "server  b'hello" in line]
     assert len(sent) == len(echoed) == 3
+
+
+# -- nettest proxy: bad arguments are usage errors ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seed", "1.5"], "argument --seed: seed must be an int in [0, 2**64), got '1.5'"),
+        (["--seed", "abc"], "argument --seed: seed must be an int in [0, 2**64), got 'abc'"),
+        (["--seed", "-1"], "argument --seed: seed must be in [0, 2**64), got -1"),
+        (
+            ["--seed", str(2**64)],
+            f"argument --seed: seed must be in [0, 2**64), got {2**64}",
+        ),
+        (
+            ["--udp", "--fault", "drop=abc"],
+            "drop: rate must be a number in [0, 1] such as 0.1, got 'abc'",
+        ),
+        (["--fault", "latency=1s,connection=x"], "latency: connection must be an int >= 1"),
+        (["--fault", "latency"], "latency: delay is required"),
+        (["--fault", "truncate=1.7"], "truncate: after_bytes must be a whole number of bytes"),
+    ],
+)
+def test_cli_proxy_bad_arguments_are_usage_errors(
+    args: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def serve(*args: object) -> int:
+        # The proxy would run until a signal: fail instead of hanging.
+        raise AssertionError(f"nettest proxy started with bad arguments {args!r}")
+
+    monkeypatch.setattr("nettest._proxy_cli._serve", serve)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["proxy", "--upstream", "127.0.0.1:9", *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: nettest proxy")
+    assert f"nettest proxy: error: {message}" in err
+
+
+def test_cli_proxy_bad_fault_prints_no_traceback() -> None:
+    result = run_nettest("proxy", "--upstream", "127.0.0.1:9", "--fault", "latency")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "nettest proxy: error: latency: delay is required "
+        "(latency=VALUE, where VALUE is a duration >= 0 such as 100ms or 1.5s)"
+    )
+
+
+@pytest.mark.parametrize("seed", ["0", "18446744073709551615"])
+def test_cli_proxy_seed_takes_the_whole_range(seed: str) -> None:
+    from nettest._proxy_cli import _parser
+
+    args = _parser().parse_args(["--upstream", "127.0.0.1:9", "--seed", seed])
+    assert args.seed == int(seed)

@@ -49,6 +49,7 @@ from ._fault_backend import ActionQueue, FaultsInForce, TimedAction
 from ._fault_engine import StreamSchedule
 from ._fault_engine_datagram import DatagramSchedule
 from ._faults import FLOWS, Fault, Flow, check_faults, other_flow
+from ._seed import check_seed
 from ._transports import MemoryTransport
 
 if typing.TYPE_CHECKING:
@@ -107,20 +108,23 @@ def inject_faults(end: object, faults: Iterable[Fault] = (), *, seed: int = 0) -
     Args:
         end: The client end of a memory pair.
         faults: The faults in force from the start.
-        seed: Seeds every random choice (use the ``nettest_seed`` fixture).
+        seed: Seeds every random choice (use the ``nettest_seed`` fixture); an
+            int in [0, 2**64).
 
     Returns:
         A `MemoryFaults` to change the faults and read the trace.
 
     Raises:
-        TypeError: *end* is not an end of a memory pair.
-        ValueError: A fault that does not apply to the pair.
+        TypeError: *end* is not an end of a memory pair, or *seed* is not an int.
+        ValueError: A fault that does not apply to the pair, or *seed* outside
+            [0, 2**64).
 
     Example::
 
         (reader, writer), server = memory_stream_pair()
         inject_faults(writer, [Latency(10)], seed=nettest_seed)
     """
+    seed = check_seed(seed)
     transport = getattr(end, "transport", end)
     if isinstance(transport, MemoryTransport):
         if getattr(transport, "_peer", None) is None:

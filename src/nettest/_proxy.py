@@ -57,6 +57,7 @@ from ._proxy_sockets import (
 )
 from ._proxy_tcp import _Side, _StreamConnection
 from ._proxy_udp import _Listen, _UpstreamFlow
+from ._seed import check_seed
 from ._server_base import check_host
 from ._settings import default_timeout
 
@@ -100,8 +101,8 @@ class FaultProxy(FaultsInForce):
             (such as a nettest server).
         faults: Faults in force from the first connection on.
         kind: ``"tcp"`` or ``"udp"``.
-        seed: Seeds every random choice; the same seed and traffic give the same
-            faults.
+        seed: Seeds every random choice, an int in [0, 2**64); the same seed and
+            traffic give the same faults.
         host: The address to listen on: a literal loopback address unless
             *allow_remote* (``0.0.0.0`` would let other machines in).
         port: The port to listen on (0: any free port, bound once and kept).
@@ -110,8 +111,8 @@ class FaultProxy(FaultsInForce):
     Raises:
         ValueError: An unknown kind, a fault that does not apply to it, a port
             out of 0..65535, or a *host* that is not a literal loopback address
-            (without *allow_remote*).
-        TypeError: A *host* or *port* of the wrong type.
+            (without *allow_remote*), or a *seed* outside [0, 2**64).
+        TypeError: A *host*, *port* or *seed* of the wrong type.
 
     Example::
 
@@ -138,7 +139,7 @@ class FaultProxy(FaultsInForce):
         #: Where traffic is forwarded, ``(host, port)`` or a Unix socket path.
         self.upstream: Address | str = _parse_upstream(upstream, kind)
         #: The seed of every random choice the proxy makes.
-        self.seed = int(seed)
+        self.seed = check_seed(seed)
         self._faults = _check_faults(kind, faults)
         self._host = host
         self._port = _check_port(port, "port")

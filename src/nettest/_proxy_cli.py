@@ -14,13 +14,16 @@ import re
 import signal
 import sys
 import typing
-from dataclasses import fields
+from collections.abc import Callable
+from dataclasses import MISSING, fields
+from fractions import Fraction
 from typing import Any
 
 from . import _faults
-from ._faults import Fault, Trigger
+from ._faults import DIRECTIONS, Fault, Trigger
 from ._proxy import FaultProxy, _check_faults
 from ._proxy_sockets import Address, Kind, _format_address, _parse_address, _parse_upstream
+from ._seed import SEED_RANGE, check_seed
 from ._server_base import check_host
 
 if typing.TYPE_CHECKING:
@@ -28,8 +31,9 @@ if typing.TYPE_CHECKING:
 
 __all__ = ["cli_main", "parse_fault"]
 
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*(us|ms|s|m)?\s*$")
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kKmMgG]?)(i?[bB])?\s*$")
+_DURATION = re.compile(r"([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*(us|ms|s|m)?")
+_SIZE = re.compile(r"([0-9]*\.?[0-9]+)\s*([kKmMgG]?)(i?[bB])?")
+_NUMBER = re.compile(r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?")
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, None: 1.0}
 _SIZES = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
@@ -53,33 +57,145 @@ _CLI_NAMES = {
     "truncate_datagram": "TruncateDatagram",
     "unreachable": "Unreachable",
 }
-_TIME_FIELDS = {"delay", "jitter", "after_seconds", "seconds", "max_hold"}
-_SIZE_FIELDS = {"bytes_per_second", "after_bytes"}
+#: The options every fault takes, besides its own fields.
+_OPTIONS = ("direction", "probability", "connection", "after", "pattern")
 
 
-def _duration(text: str) -> float:
-    match = _DURATION.match(text)
+# -- values ---------------------------------------------------------------------------
+# Each parser returns None for text not of its form; `parse_fault` then names the
+# fault and the field and says what the field accepts.  Ranges past the form (a
+# Slice size of 0, a mask of 256) are left to the fault, which names the field.
+
+
+def _duration(text: str) -> float | None:
+    match = _DURATION.fullmatch(text)
     if match is None:
-        raise ValueError(f"expected a duration such as 100ms or 1.5s, got {text!r}")
+        return None
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def _size(text: str) -> int:
-    match = _SIZE.match(text)
+def _bytes(text: str) -> Fraction | None:
+    # Exact, so that 1.5k is 1536 and 0.1k is refused as a fraction of a byte.
+    match = _SIZE.fullmatch(text)
     if match is None:
-        raise ValueError(f"expected a size such as 512, 64k or 1M, got {text!r}")
-    return int(float(match.group(1)) * _SIZES[match.group(2).lower()])
+        return None
+    return Fraction(match.group(1)) * _SIZES[match.group(2).lower()]
+
+
+def _whole_bytes(text: str) -> int | None:
+    size = _bytes(text)
+    if size is None or size.denominator != 1:
+        return None
+    return int(size)
+
+
+def _byte_rate(text: str) -> float | None:
+    # A rate may be a fraction (Bandwidth(0.5) is half a byte a second); a whole
+    # number stays an int, so that 64k prints as Bandwidth(bytes_per_second=65536).
+    size = _bytes(text)
+    if size is None:
+        return None
+    return int(size) if size.denominator == 1 else float(size)
+
+
+def _count(text: str) -> int | None:
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def _fraction(text: str) -> float | None:
+    return float(text) if _NUMBER.fullmatch(text) else None
+
+
+def _mask(text: str) -> int | None:
+    try:
+        return int(text, 0)
+    except ValueError:
+        return None
+
+
+def _positions(text: str) -> tuple[int, ...] | None:
+    positions = [_count(part.strip()) for part in text.split("+")]
+    if any(position is None for position in positions):
+        return None
+    return tuple(typing.cast("list[int]", positions))
+
+
+_Parse = Callable[[str], object]
+_DURATION_FIELD: tuple[_Parse, str] = (_duration, "a duration >= 0 such as 100ms or 1.5s")
+_RATE_FIELD: tuple[_Parse, str] = (
+    _byte_rate,
+    "a number of bytes > 0 (a size such as 0.5, 512 or 64k)",
+)
+_FRACTION_FIELD: tuple[_Parse, str] = (_fraction, "a number in [0, 1] such as 0.1")
+_MASK_FIELD: tuple[_Parse, str] = (_mask, "an int in 1..255 such as 255 or 0x0f")
+_POSITIONS_FIELD: tuple[_Parse, str] = (
+    _positions,
+    "byte offsets (ints >= 0) joined by '+' such as 0+4",
+)
+
+
+def _bytes_field(minimum: int) -> tuple[_Parse, str]:
+    return _whole_bytes, f"a whole number of bytes >= {minimum} (a size such as 512, 64k or 1M)"
+
+
+def _count_field(minimum: int) -> tuple[_Parse, str]:
+    return _count, f"an int >= {minimum}"
+
+
+#: How each field of a fault is written, and what it accepts.  A field counted in
+#: bytes takes a size, one counted in seconds a duration.
+_FIELDS: dict[str, tuple[_Parse, str]] = {
+    "delay": _DURATION_FIELD,
+    "after_seconds": _DURATION_FIELD,
+    "seconds": _DURATION_FIELD,
+    "max_hold": _DURATION_FIELD,
+    "bytes_per_second": _RATE_FIELD,
+    "size": _bytes_field(1),
+    "after_bytes": _bytes_field(0),
+    "max_size": _bytes_field(0),
+    "rate": _FRACTION_FIELD,
+    "window": _count_field(2),
+    "mask": _MASK_FIELD,
+    "positions": _POSITIONS_FIELD,
+    "probability": _FRACTION_FIELD,
+    "connection": _count_field(1),
+    "after": _bytes_field(0),
+}
+
+
+def _field(cls: type[Fault], key: str, annotation: object) -> tuple[_Parse, str]:
+    if key == "jitter":
+        # Slice's jitter counts bytes; Latency's is a duration.
+        return _bytes_field(0) if annotation == "int" else _DURATION_FIELD
+    try:
+        return _FIELDS[key]
+    except KeyError:
+        raise RuntimeError(f"{cls.__name__}.{key} has no command-line syntax") from None
+
+
+def _pattern(name: str, text: str) -> bytes:
+    try:
+        return text.encode().decode("unicode_escape").encode("latin-1")
+    except UnicodeError:
+        raise ValueError(
+            f"{name}: pattern must be text with backslash escapes such as \\r\\n or "
+            f"\\x00 (bytes up to \\xff), got {text!r}"
+        ) from None
 
 
 def parse_fault(spec: str) -> Fault:
     """Parse ``name[=value][,key=value]...`` as used by ``nettest proxy --fault``.
 
     Durations take ``us``, ``ms``, ``s`` (default) or ``m``; sizes take ``k``,
-    ``M`` or ``G`` (powers of 1024).  The options are ``direction``,
-    ``probability``, ``connection``, ``after`` (bytes) and ``pattern`` (text).
+    ``M`` or ``G`` (powers of 1024).  A field counted in whole bytes refuses a
+    fraction (``truncate=1.7``); ``bandwidth`` takes one (``bandwidth=0.5``).
+    The options are ``direction``, ``probability``, ``connection``, ``after``
+    (bytes) and ``pattern`` (text).
 
     Raises:
-        ValueError: An unknown fault or field, or a bad value.
+        ValueError: An unknown fault or field, a field given twice, a required
+            field missing, or a bad value.  The message names the fault and the
+            field and says what the field accepts.
 
     Example::
 
@@ -92,42 +208,61 @@ def parse_fault(spec: str) -> Fault:
         raise ValueError(f"unknown fault {name!r}; choose from {', '.join(sorted(_CLI_NAMES))}")
     cls = typing.cast("type[Fault]", getattr(_faults, _CLI_NAMES[name]))
     types = {f.name: f.type for f in fields(cls)}
-    own = [name for name in types if name not in ("direction", "probability", "trigger")]
-    kwargs: dict[str, Any] = {}
-    trigger: dict[str, Any] = {}
-    pairs = [(own[0] if own else "", value)] if value else []
+    own = [key for key in types if key not in ("direction", "probability", "trigger")]
+    value = value.strip()
+    if value and not own:
+        raise ValueError(f"{name} takes no value, got {value!r}; options: {', '.join(_OPTIONS)}")
+    pairs = [(own[0], value)] if value else []
     for part in rest:
         key, sep, val = part.partition("=")
         if not sep:
             raise ValueError(f"expected key=value in {spec!r}, got {part!r}")
         pairs.append((key.strip(), val.strip()))
+    kwargs: dict[str, Any] = {}
+    trigger: dict[str, Any] = {}
+    seen: set[str] = set()
     for key, val in pairs:
+        if key not in own and key not in _OPTIONS:
+            raise ValueError(
+                f"{name} has no field {key!r}; choose from {', '.join([*own, *_OPTIONS])}"
+            )
+        if key in seen:
+            raise ValueError(f"{name}: {key} is given twice")
+        seen.add(key)
         if key == "direction":
-            kwargs["direction"] = val
-        elif key == "probability":
-            kwargs["probability"] = float(val)
-        elif key == "connection":
-            trigger["connection"] = int(val)
+            if val not in DIRECTIONS:
+                raise ValueError(
+                    f"{name}: direction must be one of {', '.join(DIRECTIONS)}, got {val!r}"
+                )
+            kwargs[key] = val
+            continue
+        if key == "pattern":
+            trigger[key] = _pattern(name, val)
+            continue
+        parse, accepts = _field(cls, key, types.get(key))
+        parsed = parse(val)
+        if parsed is None:
+            raise ValueError(f"{name}: {key} must be {accepts}, got {val!r}")
+        if key == "connection":
+            trigger[key] = parsed
         elif key == "after":
-            trigger["after_bytes"] = _size(val)
-        elif key == "pattern":
-            trigger["pattern"] = val.encode().decode("unicode_escape").encode("latin-1")
-        elif key not in own:
-            raise ValueError(f"{name} has no field {key!r}; fields: {', '.join(own) or 'none'}")
-        elif key == "positions":
-            kwargs[key] = tuple(int(p) for p in val.split("+"))
-        elif key == "mask":
-            kwargs[key] = int(val, 0)
-        elif key in _SIZE_FIELDS or types[key] == "int":
-            # A byte count, like Slice's jitter (Latency's jitter is a duration).
-            kwargs[key] = _size(val)
-        elif key in _TIME_FIELDS:
-            kwargs[key] = _duration(val)
+            trigger["after_bytes"] = parsed
         else:
-            kwargs[key] = float(val)
-    if trigger:
-        kwargs["trigger"] = Trigger(**trigger)
-    return cls(**kwargs)
+            kwargs[key] = parsed
+    for item in fields(cls):
+        if item.name not in kwargs and item.default is MISSING and item.default_factory is MISSING:
+            _, accepts = _field(cls, item.name, item.type)
+            usage = f"{name}=VALUE" if item.name == own[0] else f"{name},{item.name}=VALUE"
+            raise ValueError(
+                f"{name}: {item.name} is required ({usage}, where VALUE is {accepts})"
+            )
+    try:
+        if trigger:
+            kwargs["trigger"] = Trigger(**trigger)
+        return cls(**kwargs)
+    except ValueError as exc:
+        # The fault names the field and its range; say which fault it was.
+        raise ValueError(f"{name}: {exc}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -167,11 +302,31 @@ def _parser() -> argparse.ArgumentParser:
         help="a fault: NAME[=VALUE][,KEY=VALUE]...; repeat for more",
     )
     parser.add_argument("--udp", action="store_true", help="proxy UDP instead of TCP")
-    parser.add_argument("--seed", type=int, default=0, help="seed for random faults (default 0)")
+    parser.add_argument(
+        "--seed",
+        type=_seed,
+        default=0,
+        metavar="N",
+        help=f"seed for random faults, an int in {SEED_RANGE} (default 0)",
+    )
     parser.add_argument(
         "--trace", action="store_true", help="print each connection's full trace when it ends"
     )
     return parser
+
+
+def _seed(text: str) -> int:
+    """``--seed``: the same check as `FaultProxy`'s, reported as a usage error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"seed must be an int in {SEED_RANGE}, got {text!r}"
+        ) from None
+    try:
+        return check_seed(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cli_main(argv: list[str]) -> int:
