@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -375,6 +376,137 @@ async def test_proxy_bandwidth_caps_the_rate(
         writer.write(b"x" * 30_000)
         await asyncio.wait_for(reader.readexactly(30_000), 5)
         assert loop.time() - start >= 0.28
+
+
+# -- flow control: the modelled link's window ----------------------------------------------
+
+_MIB = 1024 * 1024
+
+
+async def _source(size: int) -> tuple[asyncio.Server, Address, list[int]]:
+    """A server that sends `size` bytes to each client, in 256 KiB writes, then closes.
+
+    The returned list holds how much the last client's handler has written so far.
+    """
+    sent = [0]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sent[0] = 0
+        chunk = b"x" * (256 * 1024)
+        try:
+            while sent[0] < size:
+                writer.write(chunk)
+                await writer.drain()
+                sent[0] += len(chunk)
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    host, port = server.sockets[0].getsockname()[:2]
+    return server, (host, port), sent
+
+
+@pytest.mark.asyncio
+async def test_proxy_latency_delays_without_capping_the_rate(
+    fault_proxy: FaultProxyFactory,
+) -> None:
+    size = 8 * _MIB
+    server, address, _ = await _source(size)
+    async with server:
+        proxy = await fault_proxy(upstream=address, faults=[Latency(0.2)])
+        loop = asyncio.get_running_loop()
+        async with connect(proxy.address) as (reader, _):
+            start = loop.time()
+            first = await asyncio.wait_for(reader.read(65536), 5)
+            # While the first bytes crossed the modelled link, the proxy went on
+            # reading from the server, as a TCP window lets a sender do; a 256 KiB
+            # queue limit let it take about 256 KiB, and capped the rate at that
+            # much per delay (8 MiB took 3.4 s).
+            taken = proxy.traces[0].downstream_bytes
+            assert taken >= 2 * _MIB, taken
+            rest = await read_all(reader, 30)
+            elapsed = loop.time() - start
+        assert len(first) + len(rest) == size
+        # About 0.2 s of delay plus two 4 MiB windows; generous for a busy machine.
+        assert elapsed < 1.5, elapsed
+
+
+async def _until_still(value: Callable[[], int], quiet: float = 0.5) -> int:
+    """Wait until `value()` has not changed for `quiet` seconds; return it."""
+    loop = asyncio.get_running_loop()
+    last, since = value(), loop.time()
+    deadline = since + 20
+    while loop.time() < deadline:
+        await asyncio.sleep(0.05)
+        now = value()
+        if now != last:
+            last, since = now, loop.time()
+        elif loop.time() - since >= quiet:
+            return now
+    raise AssertionError(f"still changing: {last}")
+
+
+@pytest.mark.asyncio
+async def test_proxy_latency_still_pushes_back_when_the_client_does_not_read(
+    fault_proxy: FaultProxyFactory,
+) -> None:
+    from nettest._proxy_tcp import _HIGH, _WINDOW
+
+    size = 256 * _MIB
+    server, address, sent = await _source(size)
+    async with server:
+        proxy = await fault_proxy(upstream=address, faults=[Latency(0.05)])
+        async with connect(proxy.address):  # and never read
+            written = await _until_still(lambda: sent[0])
+            assert written < size  # the server's writes are paused
+            [conn] = proxy._connections
+            held = conn.backlogs["downstream"].size
+            assert conn.client.transport is not None
+            buffered = conn.client.transport.get_write_buffer_size()
+            # What the proxy holds is bounded by the window and the write limit.
+            assert held + buffered <= _WINDOW + _HIGH + 2 * 256 * 1024, (held, buffered)
+            assert conn.paused["downstream"]
+
+
+@pytest.mark.asyncio
+async def test_proxy_bandwidth_still_pushes_back_at_256_kib(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    from nettest._proxy_tcp import _HIGH
+
+    proxy = await fault_proxy(
+        upstream=upstream.address, faults=[Bandwidth(64 * 1024, direction="upstream")]
+    )
+    async with connect(proxy.address) as (_, writer):
+        writer.write(b"x" * (8 * _MIB))
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(writer.drain(), 0.5)
+        # A bandwidth cap's queue is not the modelled link's delay: the proxy took
+        # no more than 256 KiB (and the read that crossed it) from the client.
+        assert proxy.traces[0].upstream_bytes <= _HIGH + 256 * 1024
+        writer.transport.abort()
+
+
+def test__backlog_counts_the_bytes_read_before_a_cutoff() -> None:
+    from nettest._proxy_tcp import _Backlog
+
+    backlog = _Backlog()
+    for read_at, size in [(1.0, 10), (2.0, 20), (3.0, 30)]:
+        backlog.add(read_at, size)
+    assert (backlog.size, backlog.count_late(0.5)) == (60, 0)
+    assert backlog.count_late(2.0) == 30
+    assert backlog.count_late(1.5) == 10  # a Latency was added: the cutoff moved back
+    assert backlog.count_late(3.0) == 60
+    backlog.pop()
+    assert (backlog.size, backlog.late) == (50, 50)
+    backlog.pop()
+    backlog.pop()
+    assert (backlog.size, backlog.late, backlog.count_late(9.0)) == (0, 0, 0)
+    backlog.add(4.0, 5)
+    backlog.pop()  # from the recent ones
+    assert (backlog.size, backlog.late) == (0, 0)
 
 
 @pytest.mark.asyncio
@@ -894,6 +1026,163 @@ async def test_udp_proxy_unreachable_closes_the_port_while_in_force(
         assert await asyncio.wait_for(client.queue.get(), 5) == b"back"
     with pytest.raises(ValueError, match="closing its port"):
         proxy.add(Unreachable(probability=0.5))
+
+
+# -- Unreachable() is in force when the call returns ---------------------------------------
+
+#: Rounds of each race test: one lucky round proves nothing, and each round is quick.
+_ROUNDS = 25
+
+
+def _refused_at_once(address: Address) -> None:
+    """Send from a blocking connected socket, with no loop turn: the kernel must refuse it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.connect(address)
+        sock.send(b"anyone?")
+        # The ICMP error comes back from the kernel, not from the proxy: the loop
+        # need not run, and recv() blocks until it arrives (or data does).
+        with pytest.raises(ConnectionRefusedError):
+            sock.recv(100)
+
+
+@pytest.mark.asyncio
+async def test_udp_proxy_unreachable_from_the_factory_is_in_force_when_it_returns(
+    fault_proxy: FaultProxyFactory, udp_echo: tuple[Address, _Echo]
+) -> None:
+    address, echo = udp_echo
+    loop = asyncio.get_running_loop()
+    for _ in range(_ROUNDS):
+        proxy = await fault_proxy(upstream=address, kind="udp", faults=[Unreachable()])
+        _refused_at_once(proxy.address)
+        # An asyncio client whose first datagram left before the loop turned again.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.connect(proxy.address)
+        sock.send(b"anyone?")
+        transport, client = await loop.create_datagram_endpoint(_Client, sock=sock)
+        try:
+            await _errors(client, 1)
+        finally:
+            transport.close()
+        assert isinstance(client.errors[0], ConnectionRefusedError)
+        assert client.queue.empty()
+        await proxy.aclose()
+    assert echo.received == []
+
+
+async def _errors(client: _Client, count: int) -> None:
+    """Wait until `client` has had `count` errors."""
+    await until(lambda: len(client.errors) >= count)
+
+
+def _open_fds() -> int | None:
+    """How many descriptors this process has open (None where /proc is missing)."""
+    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+
+
+async def _unreachable_rounds(upstream: Address, *, turn_between: bool) -> None:
+    """add(Unreachable()) and remove() it again and again; each must act before it returns."""
+    loop = asyncio.get_running_loop()
+    unreachable = Unreachable()
+    async with (
+        FaultProxy(upstream, kind="udp") as proxy,
+        udp_client(proxy.address) as (
+            transport,
+            client,
+        ),
+    ):
+        blocking = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            blocking.connect(proxy.address)
+            for n in range(_ROUNDS):
+                proxy.add(unreachable)
+                transport.sendto(b"refused")
+                _refused_at_once(proxy.address)
+                await _errors(client, n + 1)
+                assert isinstance(client.errors[n], ConnectionRefusedError)
+                proxy.remove(unreachable)
+                if turn_between:
+                    # A listener whose transport is made but not yet connected
+                    # (connection_made() is a loop turn away) must close at once too.
+                    await asyncio.sleep(0)
+                    proxy.add(unreachable)
+                    _refused_at_once(proxy.address)
+                    proxy.remove(unreachable)
+                # Bound again on the same port before remove() returned.
+                transport.sendto(b"back %d" % n)
+                blocking.send(b"blocking %d" % n)
+                assert await asyncio.wait_for(client.queue.get(), 5) == b"back %d" % n
+                blocking.setblocking(False)
+                reply = await asyncio.wait_for(loop.sock_recv(blocking, 100), 5)
+                assert reply == b"blocking %d" % n
+                blocking.setblocking(True)
+        finally:
+            blocking.close()
+        await proxy.up()  # waits until the port bound again is read
+        assert proxy.is_up
+    assert proxy.traces[0].upstream_bytes > 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("turn_between", [False, True])
+async def test_udp_proxy_unreachable_add_and_remove_act_before_returning(
+    udp_echo: tuple[Address, _Echo], turn_between: bool
+) -> None:
+    address, _ = udp_echo
+    fds = _open_fds()
+    await _unreachable_rounds(address, turn_between=turn_between)
+    await asyncio.sleep(0.01)
+    assert _open_fds() == fds  # every socket closed, the placeholders too
+
+
+@pytest.mark.uvloop
+@pytest.mark.parametrize("turn_between", [False, True])
+def test_udp_proxy_unreachable_add_and_remove_act_before_returning_on_uvloop(
+    turn_between: bool,
+) -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        echo, _ = await loop.create_datagram_endpoint(_Echo, local_addr=("127.0.0.1", 0))
+        try:
+            await _unreachable_rounds(echo.get_extra_info("sockname"), turn_between=turn_between)
+        finally:
+            echo.close()
+            await asyncio.sleep(0)
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+@pytest.mark.asyncio
+async def test_udp_proxy_unreachable_forwards_what_arrived_before_it(
+    fault_proxy: FaultProxyFactory, udp_echo: tuple[Address, _Echo]
+) -> None:
+    address, echo = udp_echo
+    proxy = await fault_proxy(
+        upstream=address, kind="udp", faults=[Latency(0.2, direction="upstream")]
+    )
+    async with udp_client(proxy.address) as (transport, client):
+        transport.sendto(b"warm")
+        assert await asyncio.wait_for(client.queue.get(), 5) == b"warm"
+        transport.sendto(b"delayed")
+        await asyncio.sleep(0.05)  # read by the proxy, held by the Latency
+        transport.sendto(b"queued")  # still in the proxy's socket buffer
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as newcomer:
+            newcomer.sendto(b"new client", proxy.address)
+            proxy.add(Unreachable())
+            # The fault counts from now: all three reach the upstream, late.
+            await until(lambda: len(echo.received) == 4)
+        assert echo.received[:2] == [b"warm", b"delayed"]
+        assert sorted(echo.received[2:]) == [b"new client", b"queued"]
+        # Their replies find the port closed: lost, as the trace says.
+        assert client.queue.empty()
+        assert not client.errors
+    assert "the proxy's port is closed" in proxy.format_traces()
 
 
 @pytest.mark.slow

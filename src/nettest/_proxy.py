@@ -46,14 +46,12 @@ from ._hygiene import track
 from ._proxy_sockets import (
     Address,
     Kind,
-    _abort,
     _cancel,
     _check_port,
     _format_address,
     _parse_upstream,
     _pending,
     _reset,
-    _transport_open,
 )
 from ._proxy_tcp import _Side, _StreamConnection
 from ._proxy_udp import _Listen, _UpstreamFlow
@@ -179,26 +177,32 @@ class FaultProxy(FaultsInForce):
         return self
 
     def _sync_port(self) -> None:
-        """Close the UDP port while `Unreachable` is in force, and open it again after."""
+        """Close the UDP port while `Unreachable` is in force, and bind it again after.
+
+        Both happen before the call that changed the faults returns, so the next
+        datagram a client sends meets the port in its new state.  Datagrams that
+        reached the port before it closed are forwarded, under the faults in force
+        until then: the fault counts from the moment it was added.
+
+        Raises:
+            OSError: Another socket took the port while it was closed; the proxy
+                stays down, and `up` tries again.
+        """
         unreachable = any(isinstance(fault, Unreachable) for fault in self._faults)
         if unreachable == self._unreachable:
             return
         self._unreachable = unreachable
-        previous = self._port_task
-        action = self.down if unreachable else self.up
-
-        async def change() -> None:
-            if previous is not None:
-                await asyncio.gather(previous, return_exceptions=True)
-            await action()
-
-        task = asyncio.get_running_loop().create_task(change())
-        self._port_task = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        track(
-            task, what="FaultProxy port change", is_open=_pending, close=_cancel, on_behalf_of=self
-        )
+        listen = self._listen_protocol
+        if not unreachable:
+            if not self._up:
+                self._bind_udp()
+        elif self._up and listen is not None:
+            # Only start() and add() bring Unreachable in, so the faults in force
+            # before were the others.
+            before = tuple(f for f in self._faults if not isinstance(f, Unreachable))
+            for data, addr in listen.take_queued():
+                self._datagram_from_client(data, addr, before)
+            self._stop_listening()
 
     async def __aenter__(self) -> FaultProxy:
         return await self.start()
@@ -232,22 +236,32 @@ class FaultProxy(FaultsInForce):
             )
             name = sock.getsockname()
         else:
-            transport, protocol = await loop.create_datagram_endpoint(
-                lambda: _Listen(self), local_addr=(self._host, self._port), family=family
-            )
-            track(
-                transport,
-                what=f"FaultProxy UDP listener {transport.get_extra_info('sockname')}",
-                is_open=_transport_open,
-                close=_abort,
-                on_behalf_of=self,
-            )
-            self._listen_protocol = protocol
-            name = transport.get_extra_info("sockname")
+            await self._bind_udp().attaching
+            return
+        self._listening(name)
+
+    def _listening(self, name: tuple[Any, ...]) -> None:
         self._address = (name[0], name[1])
         # Bind the same port again after down()/up().
         self._port = name[1]
         self._up = True
+
+    def _bind_udp(self) -> _Listen:
+        """Bind the UDP port now; a task starts reading it (`_Listen.attaching`)."""
+        listen = _Listen.bind(self, self._host, self._port)
+        self._listen_protocol = listen
+        task = self._port_task = listen.attaching
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        track(
+            task,
+            what="FaultProxy UDP listener start",
+            is_open=_pending,
+            close=_cancel,
+            on_behalf_of=self,
+        )
+        self._listening(listen.sock.getsockname())
+        return listen
 
     @property
     def address(self) -> Address:
@@ -299,8 +313,8 @@ class FaultProxy(FaultsInForce):
         if self._server is not None:
             self._server.close()
             self._server = None
-        if self._listen_protocol is not None and self._listen_protocol.transport is not None:
-            self._listen_protocol.transport.close()
+        if self._listen_protocol is not None:
+            self._listen_protocol.close()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if getattr(self, "_started", False) and not getattr(self, "_closed", True):
@@ -332,12 +346,18 @@ class FaultProxy(FaultsInForce):
     async def up(self) -> None:
         """Listen again on the same address after `down`.
 
+        A UDP port that removing `~nettest.faults.Unreachable` bound again is
+        taken at once, and datagrams wait in its buffer; ``up()`` returns once
+        the proxy reads them.
+
         Raises:
             OSError: Another socket took the port meanwhile.
         """
         self._check_open()
         if not self._up:
             await self._listen()
+        elif self._port_task is not None and not self._port_task.done():
+            await asyncio.shield(self._port_task)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -351,12 +371,14 @@ class FaultProxy(FaultsInForce):
         return _check_faults(self.kind, faults)
 
     def _faults_changed(self, faults: tuple[Fault, ...]) -> None:
-        if self._started and not self._closed:
-            self._sync_port()
-        for conn in list(self._connections):
-            conn.update(faults)
-        for flow in self._flows.values():
-            flow.apply(flow.schedule.update(faults, flow.loop.time()))
+        try:
+            if self._started and not self._closed:
+                self._sync_port()
+        finally:
+            for conn in list(self._connections):
+                conn.update(faults)
+            for flow in list(self._flows.values()):
+                flow.apply(flow.schedule.update(faults, flow.loop.time()))
 
     # -- traces ------------------------------------------------------------------------
 
@@ -397,13 +419,16 @@ class FaultProxy(FaultsInForce):
         if len(self._sides) > 64:
             self._sides = [s for s in self._sides if not s.lost.done()]
 
-    def _datagram_from_client(self, data: bytes, addr: tuple[Any, ...]) -> None:
+    def _datagram_from_client(
+        self, data: bytes, addr: tuple[Any, ...], faults: tuple[Fault, ...] | None = None
+    ) -> None:
+        """Forward a client's datagram; a new client's flow starts with `faults` if given."""
         if self._closed:
             return
         flow = self._flows.get(addr)
         if flow is None:
             self._count += 1
-            flow = _UpstreamFlow(self, addr, self._count)
+            flow = _UpstreamFlow(self, addr, self._count, faults)
             self._flows[addr] = flow
             self.traces.append(flow.trace)
             if self._on_connection is not None:

@@ -10,13 +10,18 @@ equal deadlines in order) and carried out when due.  Resets are real:
 
 Flow control is end to end: the driver stops reading from a sender when more
 than 256 KiB wait for the receiver (in its queue or in the receiver's
-transport), and resumes below 64 KiB, so a `Bandwidth` cap or a `Stall`
-pushes back on the real sender as a slow link would.
+transport), and resumes below 64 KiB, so a `Bandwidth` cap, a `Stall` or a
+receiver that does not read pushes back on the real sender as a slow link
+would.  Bytes that a `Latency` holds are in flight on the modelled link
+instead: they count against a TCP window (4 MiB), not against the 256 KiB, so
+that latency delays bytes without capping the rate at 256 KiB per delay
+(`_Backlog` tells the two apart by how long ago the proxy read them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import typing
 from collections.abc import Iterable, Sequence
@@ -35,7 +40,7 @@ from ._fault_actions import (
 )
 from ._fault_backend import ActionQueue, TimedAction
 from ._fault_engine import StreamSchedule
-from ._faults import FLOWS, other_flow
+from ._faults import FLOWS, Latency, other_flow
 from ._hygiene import track
 from ._proxy_sockets import (
     _abort,
@@ -58,6 +63,16 @@ __all__: list[str] = []
 _HIGH = 256 * 1024
 #: ...and read again once no more than this waits.
 _LOW = 64 * 1024
+#: The most one direction holds in flight on its modelled link (bytes a `Latency`
+#: delays), like the window of a real connection over a long-delay path: Linux
+#: lets one keep up to its largest send buffer in flight (4 MiB, the maximum of
+#: ``net.ipv4.tcp_wmem``), and receive windows autotune to about as much.  With
+#: only _HIGH, Latency(0.2) capped a connection at 256 KiB per 0.2 s (1.3 MB/s).
+#: Memory stays bounded: per direction, at most this plus one read in the queue,
+#: and (a receiver that does not read) _HIGH plus one read more in its transport.
+_WINDOW = 4 * 1024 * 1024
+#: Read again once no more than this is in flight.
+_WINDOW_LOW = 3 * 1024 * 1024
 #: Loop turns between two pieces to be read alone (see `_StreamConnection._space`).
 _PIECE_TURNS = 2
 #: Seconds a closing connection waits for its peers' EOF before closing anyway.
@@ -124,6 +139,69 @@ class _Side(asyncio.Protocol):
             self.conn.resume(other_flow(self.sends), "write")
 
 
+def _link_delay(faults: Iterable[Fault], flow: Flow) -> float:
+    """The longest time `flow`'s `Latency` faults hold a byte: the delay of its link.
+
+    A fault that may not apply to this connection (a probability, a trigger not
+    yet met) counts too: that can only let more bytes be in flight, not fewer.
+    """
+    return sum(
+        fault.delay + fault.jitter
+        for fault in faults
+        if isinstance(fault, Latency) and fault.direction in (flow, "both")
+    )
+
+
+class _Backlog:
+    """The deliveries one direction's queue holds, oldest first, and when their bytes were read.
+
+    Bytes read less than the link's delay ago are in flight on the modelled link
+    and count against `_WINDOW` only.  Older ones are late: they wait for
+    something other than the delay (a `Bandwidth` cap, a `Slice`'s pace, the
+    upstream connection) and count against `_HIGH` too, as they always did.
+    `Latency` keeps the order of the bytes, so the late ones come first.
+    """
+
+    __slots__ = ("_late", "_recent", "late", "size")
+
+    def __init__(self) -> None:
+        # (read at, bytes) of each delivery in the queue: the late ones, then the rest.
+        self._late: collections.deque[tuple[float, int]] = collections.deque()
+        self._recent: collections.deque[tuple[float, int]] = collections.deque()
+        #: Bytes in the queue.
+        self.size = 0
+        #: Bytes in the queue read at or before the cutoff `count_late` last saw.
+        self.late = 0
+
+    def add(self, read_at: float, size: int) -> None:
+        """A delivery of `size` bytes read at `read_at` joined the queue."""
+        self._recent.append((read_at, size))
+        self.size += size
+
+    def pop(self) -> None:
+        """The oldest delivery left the queue."""
+        if self._late:
+            size = self._late.popleft()[1]
+            self.late -= size
+        else:
+            size = self._recent.popleft()[1]
+        self.size -= size
+
+    def count_late(self, cutoff: float) -> int:
+        """Return how many bytes in the queue were read at or before `cutoff`."""
+        late, recent = self._late, self._recent
+        # The cutoff moves back when a Latency is added: late bytes may be recent again.
+        while late and late[-1][0] > cutoff:
+            entry = late.pop()
+            self.late -= entry[1]
+            recent.appendleft(entry)
+        while recent and recent[0][0] <= cutoff:
+            entry = recent.popleft()
+            self.late += entry[1]
+            late.append(entry)
+        return self.late
+
+
 class _StreamConnection:
     """Drives one `StreamSchedule` with two real sockets."""
 
@@ -148,7 +226,8 @@ class _StreamConnection:
             )
             for flow in FLOWS
         }
-        self.queued: dict[Flow, int] = {"upstream": 0, "downstream": 0}
+        self.backlogs: dict[Flow, _Backlog] = {flow: _Backlog() for flow in FLOWS}
+        self.delays: dict[Flow, float] = {flow: _link_delay(proxy.faults, flow) for flow in FLOWS}
         self.paused: dict[Flow, set[str]] = {"upstream": set(), "downstream": set()}
         self.eof_sent: dict[Flow, bool] = {"upstream": False, "downstream": False}
         # Flows that just wrote a piece to be read alone: the next waits a few turns.
@@ -247,11 +326,12 @@ class _StreamConnection:
 
     def apply(self, actions: Iterable[Action]) -> None:
         touched: set[Flow] = set()
+        now = self.loop.time()
         for action in actions:
             if isinstance(action, (Deliver, SendEof, Close, Abort)):
                 self.queues[action.flow].append(action)
                 if isinstance(action, Deliver):
-                    self.queued[action.flow] += len(action.data)
+                    self.backlogs[action.flow].add(now, len(action.data))
                 touched.add(action.flow)
             elif isinstance(action, Pause):
                 self.pause(action.flow, "stall")
@@ -301,7 +381,7 @@ class _StreamConnection:
         receiver = self._receiver(action.flow)
         transport = receiver.transport if receiver is not None else None
         if isinstance(action, Deliver):
-            self.queued[action.flow] -= len(action.data)
+            self.backlogs[action.flow].pop()
             if transport is not None and not transport.is_closing():
                 transport.write(action.data)
                 if action.alone:
@@ -323,10 +403,11 @@ class _StreamConnection:
             self.close_both()
 
     def _backpressure(self, flow: Flow) -> None:
-        queued = self.queued[flow]
-        if queued > _HIGH:
+        backlog = self.backlogs[flow]
+        late = backlog.count_late(self.loop.time() - self.delays[flow])
+        if late > _HIGH or backlog.size > _WINDOW:
             self.pause(flow, "queue")
-        elif queued <= _LOW:
+        elif late <= _LOW and backlog.size <= _WINDOW_LOW:
             self.resume(flow, "queue")
 
     def pause(self, flow: Flow, reason: str) -> None:
@@ -348,8 +429,13 @@ class _StreamConnection:
             sender.transport.resume_reading()
 
     def update(self, faults: Sequence[Fault]) -> None:
-        if not self.finished:
-            self.apply(self.schedule.update(faults, self.loop.time()))
+        if self.finished:
+            return
+        self.delays = {flow: _link_delay(faults, flow) for flow in FLOWS}
+        self.apply(self.schedule.update(faults, self.loop.time()))
+        for flow in FLOWS:
+            if not self.finished:
+                self._backpressure(flow)
 
     def close_both(self) -> None:
         """Close both sides with a FIN, as a process that exits would.

@@ -4,12 +4,19 @@
 it hears from is a flow (`_UpstreamFlow`) with its own `DatagramSchedule`
 (`nettest._fault_engine_datagram`) and its own connected socket to the
 upstream, so that replies find their way back to the right client.
+
+`Unreachable` closes the listening socket for as long as it is in force, and
+the change is made before `FaultProxy.add` or `FaultProxy.remove` returns: the
+listening socket is bound and closed synchronously (see `_Listen`), so that a
+datagram the test sends next meets the port in its new state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import socket
 import typing
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -20,19 +27,87 @@ from ._hygiene import track
 from ._proxy_sockets import _abort, _transport_open
 
 if typing.TYPE_CHECKING:
+    from ._faults import Fault
     from ._proxy import FaultProxy
 
 __all__: list[str] = []
 
+#: The most a read of the listening socket returns: the largest UDP datagram.
+_MAX_DATAGRAM = 65535
+#: The most datagrams `_Listen.take_queued` reads at once (see there).
+_MAX_QUEUED = 4096
+
 
 class _Listen(asyncio.DatagramProtocol):
-    def __init__(self, proxy: FaultProxy) -> None:
+    """The proxy's listening socket: bound at once, read through a transport.
+
+    The proxy binds the socket itself (`bind`), so the port is taken when the
+    call that asks for it returns; a task then hands the socket to a datagram
+    transport.  `close` gives the port up at once, whatever the transport is
+    doing: asyncio closes a transport's socket a loop turn later, and a
+    datagram that lands meanwhile is lost without the ICMP "port unreachable"
+    that a closed port gets.
+    """
+
+    def __init__(self, proxy: FaultProxy, sock: socket.socket) -> None:
         self.proxy = proxy
+        self.sock = sock
         self.transport: asyncio.DatagramTransport | None = None
-        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: True once `close` gave the port up.
+        self.closed = False
+        # True once a transport holds `sock`: from then on it closes it.
+        self._owned = False
+        loop = asyncio.get_running_loop()
+        self.lost: asyncio.Future[None] = loop.create_future()
+        #: Hands `sock` to a transport; done once it reads.
+        self.attaching = loop.create_task(self._attach())
+        self.attaching.add_done_callback(self._attached)
+
+    @classmethod
+    def bind(cls, proxy: FaultProxy, host: str, port: int) -> _Listen:
+        """Bind ``(host, port)`` now; the socket is read once `attaching` is done.
+
+        Raises:
+            OSError: The address is taken or cannot be bound.
+        """
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return cls(proxy, sock)
+
+    async def _attach(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(self._owner, sock=self.sock)
+
+    def _owner(self) -> _Listen:
+        # create_datagram_endpoint() makes the transport in the same step as it
+        # calls this, with no await between: the socket is the transport's now.
+        self._owned = True
+        return self
+
+    def _attached(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.proxy._udp_errors.append(f"listening failed: {task.exception()!r}")
+        if not self._owned:  # cancelled (or failed) before a transport took the socket
+            self.sock.close()
+            self._set_lost()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = typing.cast("asyncio.DatagramTransport", transport)
+        track(
+            transport,
+            what=f"FaultProxy UDP listener {transport.get_extra_info('sockname')}",
+            is_open=_transport_open,
+            close=_abort,
+            on_behalf_of=self.proxy,
+        )
+        if self.closed:  # closed while the transport was being made
+            self.transport.abort()
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self.proxy._datagram_from_client(data, addr)
@@ -41,19 +116,106 @@ class _Listen(asyncio.DatagramProtocol):
         self.proxy._udp_errors.append(repr(exc))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._set_lost()
+
+    def _set_lost(self) -> None:
         if not self.lost.done():
             self.lost.set_result(None)
 
+    def sendto(self, data: bytes, addr: tuple[Any, ...]) -> bool:
+        """Send `data` to a client from the proxy's port; False if the port is closed."""
+        if self.closed:
+            return False
+        if self.transport is not None:
+            if self.transport.is_closing():
+                return False
+            self.transport.sendto(data, addr)
+            return True
+        # Bound, not read yet: nothing else uses the socket, so send on it directly.
+        try:
+            self.sock.sendto(data, addr)
+        except OSError as exc:  # a full buffer or an error the kernel queued: lost
+            self.proxy._udp_errors.append(repr(exc))
+            return False
+        return True
+
+    def take_queued(self) -> list[tuple[bytes, tuple[Any, ...]]]:
+        """Read what waits in the socket's receive buffer, without waiting for more."""
+        queued: list[tuple[bytes, tuple[Any, ...]]] = []
+        if self.closed:
+            return queued
+        # The buffer holds a bounded number of datagrams; the cap only stops a
+        # sender in another thread that keeps it full from holding the loop here.
+        for _ in range(_MAX_QUEUED):
+            try:
+                data, addr = self.sock.recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # an error the kernel queued on the socket
+                self.proxy._udp_errors.append(repr(exc))
+                continue
+            queued.append((data, addr))
+        return queued
+
+    def close(self) -> None:
+        """Give the port up now: the next datagram to it gets ICMP "port unreachable"."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+        if not self._owned:
+            # No transport has the socket, and none will: close it here.
+            self.attaching.cancel()
+            self.sock.close()
+            self._set_lost()
+            return
+        # A transport owns the socket and closes it a loop turn from now (or, made
+        # but not yet connected, once connection_made() aborts it).  Free the port
+        # now: point the socket's descriptor at a new, unbound socket.  The kernel
+        # drops the bound one at once, and the transport still closes a descriptor
+        # it owns; closing the descriptor here instead would let a socket opened
+        # meanwhile reuse its number, and the transport would close that one.
+        _free_port(self.sock)
+
+
+def _free_port(sock: socket.socket) -> None:
+    """Close the socket behind `sock`'s descriptor now, keeping the descriptor open."""
+    fd = sock.fileno()
+    if fd == -1:
+        return
+    try:
+        placeholder = socket.socket(sock.family, socket.SOCK_DGRAM)
+    except OSError:
+        return  # out of descriptors: the port closes with the transport, a turn later
+    with placeholder:
+        os.dup2(placeholder.fileno(), fd, inheritable=False)
+
 
 class _UpstreamFlow(asyncio.DatagramProtocol):
-    """One client address: its schedule and its own socket to the upstream."""
+    """One client address: its schedule and its own socket to the upstream.
 
-    def __init__(self, proxy: FaultProxy, peer: tuple[Any, ...], index: int) -> None:
+    The schedule starts with *faults*, the proxy's by default: datagrams that
+    reached the port before `Unreachable` closed it start a flow with the faults
+    in force until then (see `FaultProxy._sync_port`).
+    """
+
+    def __init__(
+        self,
+        proxy: FaultProxy,
+        peer: tuple[Any, ...],
+        index: int,
+        faults: tuple[Fault, ...] | None = None,
+    ) -> None:
         self.proxy = proxy
         self.peer = peer
         self.loop = asyncio.get_running_loop()
         self.schedule = DatagramSchedule(
-            seed=proxy.seed, index=index, now=self.loop.time(), faults=proxy.faults, peer=peer
+            seed=proxy.seed,
+            index=index,
+            now=self.loop.time(),
+            faults=proxy.faults if faults is None else faults,
+            peer=peer,
         )
         self.trace = self.schedule.trace
         self.transport: asyncio.DatagramTransport | None = None
@@ -123,9 +285,13 @@ class _UpstreamFlow(asyncio.DatagramProtocol):
                 self.transport.sendto(action.data)
         else:
             listen = self.proxy._listen_protocol
-            transport = listen.transport if listen is not None else None
-            if transport is not None and not transport.is_closing():
-                transport.sendto(action.data, self.peer)
+            if listen is None or not listen.sendto(action.data, self.peer):
+                # down() or Unreachable() closed the port: nothing can come from it.
+                self.trace.record(
+                    self.loop.time(),
+                    "downstream",
+                    f"lost {len(action.data)} bytes: the proxy's port is closed",
+                )
 
     def close(self) -> None:
         self.closed = True
