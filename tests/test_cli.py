@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -125,6 +126,22 @@ def test_cli_proxy_bad_fault_prints_no_traceback() -> None:
         "nettest proxy: error: latency: delay is required "
         "(latency=VALUE, where VALUE is a duration >= 0 such as 100ms or 1.5s)"
     )
+
+
+def test_cli_ctrl_c_while_starting_exits_130_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before `nettest proxy` installs its signal handlers, SIGINT raises
+    # KeyboardInterrupt wherever the main thread is: here, as the loop starts.
+    def interrupted(coroutine: Any) -> None:
+        coroutine.close()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("nettest._proxy_cli.asyncio.run", interrupted)
+    assert main(["proxy", "--upstream", "127.0.0.1:9"]) == 130
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "\n"
 
 
 @pytest.mark.parametrize("seed", ["0", "18446744073709551615"])

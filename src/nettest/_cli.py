@@ -93,7 +93,20 @@ def _main_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``nettest`` command and return its exit status."""
+    """Run the ``nettest`` command and return its exit status.
+
+    Ctrl-C before a command installs its own handling (``nettest proxy`` shuts
+    down gracefully once it listens) ends it with status 130, as a shell reports
+    SIGINT, without a traceback.
+    """
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)  # end the line the terminal echoed ^C on
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser = _main_parser()
     if not args or args[0] not in {"demo", *_DELEGATED}:
