@@ -212,10 +212,12 @@ async def test_check_transport_rejects_a_bad_seed_or_factory() -> None:
     case = functools.partial(check_transport_case, case="extra_info")
     checks: list[Callable[..., Awaitable[None]]] = [check_transport_pair, case]
     for check in checks:
-        with pytest.raises(TypeError, match="seed must be an int, got '1'"):
+        with pytest.raises(TypeError, match=r"seed must be an int in \[0, 2\*\*64\), got '1'"):
             await check(tcp_pair, seed="1")
-        with pytest.raises(TypeError, match="seed must be an int, got True"):
+        with pytest.raises(TypeError, match=r"seed must be an int .*, got True"):
             await check(tcp_pair, seed=True)
+        with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*64\), got -1"):
+            await check(tcp_pair, seed=-1)
         expected = r"make_pair must be a TransportPairFactory \(a callable\), got None"
         with pytest.raises(TypeError, match=expected):
             await check(None)

@@ -16,6 +16,7 @@ from . import _contract_cases, _contract_cases_flow  # noqa: F401  (they registe
 from ._contract import ProtocolViolation
 from ._contract_harness import _CASES, TransportPairFactory, _expect, _Harness
 from ._recording import check_seconds
+from ._seed import check_seed
 from ._settings import default_timeout
 
 __all__ = [
@@ -44,8 +45,7 @@ def _check_arguments(make_pair: object, seed: object) -> None:
         raise TypeError(
             f"make_pair must be a TransportPairFactory (a callable), got {make_pair!r}"
         )
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    check_seed(seed)
 
 
 def _check_timeout(timeout: object) -> float | None:
@@ -84,14 +84,14 @@ async def check_transport_case(
         make_pair: connects a client and a server transport; see
             :class:`TransportPairFactory`.
         case: one of :data:`CONFORMANCE_CASES`.
-        seed: seeds the sizes and contents of the writes.
+        seed: seeds the sizes and contents of the writes, an int in [0, 2**64).
         timeout: seconds each wait of the case may take, a finite number > 0 (by
             default nettest's default timeout; None waits forever).
 
     Raises:
         ConformanceError: if the transports break the contract.
-        ValueError: if *case* is not one of :data:`CONFORMANCE_CASES`, or
-            *timeout* is not > 0 and finite.
+        ValueError: if *case* is not one of :data:`CONFORMANCE_CASES`, *timeout*
+            is not > 0 and finite, or *seed* is outside [0, 2**64).
         TypeError: if *timeout* is not a number (a bool or a str included),
             *seed* not an int, or *make_pair* not callable.
 
@@ -149,13 +149,14 @@ async def check_transport_pair(
     Args:
         make_pair: connects a client and a server transport; see
             :class:`TransportPairFactory`.
-        seed: seeds the sizes and contents of the writes.
+        seed: seeds the sizes and contents of the writes, an int in [0, 2**64).
         timeout: seconds each wait may take, a finite number > 0 (by default
             nettest's default timeout; None waits forever).
 
     Raises:
         ConformanceError: naming the first case that failed.
-        ValueError: if *timeout* is not > 0 and finite.
+        ValueError: if *timeout* is not > 0 and finite, or *seed* is outside
+            [0, 2**64).
         TypeError: if *timeout* is not a number (a bool or a str included),
             *seed* not an int, or *make_pair* not callable.
 
