@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import ssl
 import warnings
+import weakref
+from collections.abc import Awaitable, Callable
 
 import pytest
+import pytest_asyncio.plugin
+
+from nettest import LeakError, TCPServer, handlers
+from nettest import _hygiene as hygiene
 
 MODES = pytest.mark.parametrize("asyncio_mode", ["strict", "auto"])
+STRICT_MARK = '@pytest.mark.nettest_leaks("strict")'
+
+
+def collect_garbage() -> None:
+    """Finalise what earlier tests left as garbage, so the gate's own collection cannot meet it.
+
+    Inner sessions leave event loops that pytest plugins created implicitly.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 def run(
     pytester: pytest.Pytester, source: str, *args: str, subprocess: bool = False
 ) -> pytest.RunResult:
     pytester.makepyfile(test_leaky=source)
-    # Inner sessions leave event loops that pytest plugins created implicitly as
-    # garbage; finalise them now, so the gate's own collection cannot meet them.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
+    collect_garbage()
     if subprocess:
         # The gate collects garbage when it finds a leak; in-process, that garbage
         # would include what earlier inner sessions left in this process.
@@ -459,3 +474,445 @@ def test_gate_off_reports_nothing(pytester: pytest.Pytester) -> None:
         "--nettest-leaks=off",
     )
     result.assert_outcomes(passed=1)
+
+
+# -- the strict marker: the same gate as a strict session, for the marked tests alone ----------
+
+#: How a test module asks for strict mode: the session's mode, or a marker on the
+#: module, the class or each test.
+STRICT_BY = pytest.mark.parametrize(
+    "strict_by", ["session", "module marker", "class marker", "test marker"]
+)
+
+
+def strict_source(source: str, strict_by: str) -> tuple[str, list[str]]:
+    """Fill `source`'s ``{module_mark}``, ``{class_mark}`` and ``{test_mark}``; add the options."""
+    marks = {"module_mark": "", "class_mark": "", "test_mark": ""}
+    if strict_by == "module marker":
+        marks["module_mark"] = f"pytestmark = {STRICT_MARK[1:]}"
+    elif strict_by == "class marker":
+        marks["class_mark"] = STRICT_MARK
+    elif strict_by == "test marker":
+        marks["test_mark"] = STRICT_MARK
+    return source.format(**marks), ["--nettest-leaks=strict"] if strict_by == "session" else []
+
+
+@STRICT_BY
+def test_gate_strict_marker_blames_only_what_the_test_made(
+    pytester: pytest.Pytester, strict_by: str
+) -> None:
+    source, options = strict_source(
+        """
+        import socket
+        import pytest
+
+        {module_mark}
+        MADE_AT_IMPORT = socket.socket()  # nobody's leak
+        leaked = []
+
+        @pytest.fixture(scope="module")
+        def module_listener():
+            sock = socket.create_server(("127.0.0.1", 0))
+            yield sock
+            sock.close()
+
+        {class_mark}
+        class TestGate:
+            {test_mark}
+            def test_does_nothing(self):
+                pass
+
+            {test_mark}
+            def test_uses_a_module_fixture(self, module_listener):
+                with socket.create_connection(module_listener.getsockname()):
+                    pass
+                module_listener.accept()[0].close()
+
+            {test_mark}
+            def test_leaks(self):
+                leaked.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+
+            def test_after(self):
+                assert leaked[0].fileno() == -1, "the gate closes what it reported"
+                MADE_AT_IMPORT.close()
+        """,
+        strict_by,
+    )
+    result = run(pytester, source, *options, subprocess=True)
+    result.assert_outcomes(passed=4, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of TestGate.test_leaks*",
+            "*TestGate::test_leaks left 1 thing behind (--nettest-leaks=strict):",
+            "*- open socket <socket.socket fd=*, laddr=(*0.0.0.0*, 0)>, created at:",
+            "*leaked.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))",
+        ]
+    )
+
+
+@MODES
+@pytest.mark.parametrize(
+    ("loop_scope", "reported"),
+    [
+        (
+            "function",
+            "*- pending task <Task pending name='marked-leak'*when its event loop closed*",
+        ),
+        ("module", "*- open pending task <Task pending name='marked-leak'*, created at:"),
+    ],
+)
+def test_gate_strict_marker_reports_a_pending_task_and_comes_off_after(
+    pytester: pytest.Pytester, asyncio_mode: str, loop_scope: str, reported: str
+) -> None:
+    result = run(
+        pytester,
+        f"""
+        import asyncio, socket
+        import pytest
+
+        pytestmark = pytest.mark.asyncio(loop_scope="{loop_scope}")
+        tasks = []
+
+        async def forever():
+            await asyncio.Event().wait()
+
+        async def test_before():
+            assert asyncio.get_running_loop().get_task_factory() is None
+
+        {STRICT_MARK}
+        async def test_leaks_a_task():
+            tasks.append(asyncio.create_task(forever(), name="marked-leak"))
+            await asyncio.sleep(0)
+
+        async def test_after():
+            assert tasks[0].cancelled(), "the gate cancels what it reported"
+            # The marked test's instruments are gone: this test is checked in 'own' mode.
+            assert asyncio.get_running_loop().get_task_factory() is None
+            assert not hasattr(socket.socket.__init__, "__wrapped__")
+            tasks.append(asyncio.create_task(forever(), name="not-a-leak-in-own-mode"))
+            await asyncio.sleep(0)
+        """,
+        f"--asyncio-mode={asyncio_mode}",
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_leaks_a_task*",
+            "*left 1 thing behind (--nettest-leaks=strict):",
+            reported,
+            '*tasks.append(asyncio.create_task(forever(), name="marked-leak"))',
+        ]
+    )
+
+
+@pytest.mark.parametrize("strict_by", ["session", "module marker"])
+def test_gate_strict_marker_leaves_wider_scoped_servers_to_them(
+    pytester: pytest.Pytester, strict_by: str
+) -> None:
+    source, options = strict_source(
+        _SHARED_SERVER
+        + """
+        import socket
+        from nettest import TCPServerThread
+
+        {module_mark}
+
+        @pytest.fixture(scope="module")
+        def thread_server():
+            with TCPServerThread(handlers.echo) as server:
+                yield server
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_talks_to_it(shared_server):
+            reader, writer = await asyncio.open_connection(*shared_server.address)
+            writer.write(b"a")
+            assert await reader.readexactly(1) == b"a"
+            writer.close()
+            await writer.wait_closed()
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_talks_to_it_again(shared_server):
+            reader, writer = await asyncio.open_connection(*shared_server.address)
+            writer.write(b"b")
+            assert await reader.readexactly(1) == b"b"
+            writer.close()
+            await writer.wait_closed()
+
+        def test_talks_to_a_thread(thread_server):
+            with socket.create_connection(thread_server.address) as sock:
+                sock.sendall(b"x")
+                assert sock.recv(1) == b"x"
+
+        def test_talks_to_a_thread_again(thread_server):
+            with socket.create_connection(thread_server.address) as sock:
+                sock.sendall(b"y")
+                assert sock.recv(1) == b"y"
+            thread_server.wait_closed(connection=2, timeout=5)
+        """,
+        strict_by,
+    )
+    result = run(pytester, source, *options)
+    result.assert_outcomes(passed=4)
+
+
+def test_gate_own_marker_in_a_strict_session_checks_as_own(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        """
+        import socket
+        import pytest
+
+        kept = []
+
+        @pytest.mark.nettest_leaks("own")
+        def test_leaks_a_plain_socket():
+            kept.append(socket.socket())
+
+        @pytest.mark.nettest_leaks("own")
+        def test_closes_it():
+            kept.pop().close()
+        """,
+        "--nettest-leaks=strict",
+    )
+    result.assert_outcomes(passed=2)
+
+
+def test_gate_strict_marker_comes_off_after_a_failing_teardown(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run(
+        pytester,
+        """
+        import socket
+        import pytest
+
+        INIT_AT_IMPORT = socket.socket.__init__
+
+        @pytest.fixture
+        def breaks_at_teardown():
+            yield
+            raise RuntimeError("teardown broke")
+
+        @pytest.mark.nettest_leaks("strict")
+        def test_strict(breaks_at_teardown):
+            pass
+
+        def test_after():
+            assert socket.socket.__init__ is INIT_AT_IMPORT
+        """,
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_strict*", "*teardown broke*"])
+
+
+# -- objects that cannot be weakly referenced ----------------------------------------------------
+
+
+def run_on_uvloop(main: Callable[[], Awaitable[None]]) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+@pytest.mark.uvloop
+@pytest.mark.parametrize("server_hostname", ["127.0.0.1", "wrong.test"])
+def test_gate_tls_server_on_uvloop(
+    tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext, server_hostname: str
+) -> None:
+    # uvloop's TLS transport cannot be weakly referenced; the gate tracks this test's
+    # server's connections all the same, without failing them.
+    async def main() -> None:
+        async with TCPServer(handlers.echo, ssl=tls_server_context) as server:
+            connecting = asyncio.open_connection(
+                *server.address, ssl=tls_client_context, server_hostname=server_hostname
+            )
+            if server_hostname == "wrong.test":
+                with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
+                    await asyncio.wait_for(connecting, 5)
+                return
+            reader, writer = await asyncio.wait_for(connecting, 5)
+            writer.write(b"ping")
+            assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
+            (conn,) = await server.wait_for_connections(1, timeout=5)
+            writer.close()
+            await writer.wait_closed()
+            await conn.wait_closed()
+
+    run_on_uvloop(main)
+
+
+_HAS_LOOP_FACTORIES = hasattr(
+    getattr(pytest_asyncio.plugin, "PytestAsyncioSpecs", None), "pytest_asyncio_loop_factories"
+)
+
+
+@pytest.mark.uvloop
+@pytest.mark.skipif(
+    not _HAS_LOOP_FACTORIES, reason="pytest-asyncio has no pytest_asyncio_loop_factories hook"
+)
+@MODES
+@pytest.mark.parametrize("leaks", ["own", "strict"])
+def test_gate_tls_server_fixture_on_uvloop(
+    pytester: pytest.Pytester, asyncio_mode: str, leaks: str
+) -> None:
+    pytest.importorskip("uvloop")
+    pytester.makeconftest(
+        """
+        import uvloop
+
+        def pytest_asyncio_loop_factories(config, item):
+            return {"uvloop": uvloop.new_event_loop}
+        """
+    )
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import pytest
+        import uvloop
+        from nettest import handlers
+
+        @pytest.mark.asyncio
+        async def test_tls_echo(tcp_server, tls_server_context, tls_client_context):
+            assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+            server = await tcp_server(handlers.echo, ssl=tls_server_context)
+            reader, writer = await asyncio.open_connection(
+                *server.address, ssl=tls_client_context, server_hostname="localhost"
+            )
+            writer.write(b"ping")
+            assert await reader.readexactly(4) == b"ping"
+            (conn,) = await server.wait_for_connections(1)
+            writer.close()
+            await writer.wait_closed()
+            await conn.wait_closed()
+
+        @pytest.mark.asyncio
+        async def test_tls_connection_left_open(tcp_server, tls_server_context,
+                                                tls_client_context):
+            server = await tcp_server(handlers.echo, ssl=tls_server_context)
+            reader, writer = await asyncio.open_connection(
+                *server.address, ssl=tls_client_context, server_hostname="localhost"
+            )
+            writer.write(b"ping")
+            assert await reader.readexactly(4) == b"ping"
+            # The server closes its end at teardown; this test closes the client's.
+            writer.transport.abort()
+        """,
+        f"--asyncio-mode={asyncio_mode}",
+        f"--nettest-leaks={leaks}",
+    )
+    result.assert_outcomes(passed=2)
+    assert "Fatal error on transport" not in result.stdout.str()
+
+
+class Unreferenceable:
+    """A closable object without a ``__weakref__`` slot, like uvloop's TLS transport."""
+
+    __slots__ = ("closed", "finalised")
+
+    def __init__(self, finalised: list[bool]) -> None:
+        self.closed = False
+        self.finalised = finalised
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_open(self) -> bool:
+        return not self.closed
+
+    def __del__(self) -> None:
+        self.finalised.append(self.closed)
+
+
+def test__gate_tracks_an_object_without_weak_references() -> None:
+    gate = hygiene._Gate()
+    finalised: list[bool] = []
+    with pytest.raises(TypeError):
+        weakref.ref(Unreferenceable([]))
+    with gate.owned_by("test_closes_it"):
+        kept = gate.track(
+            Unreferenceable(finalised),
+            what="Unreferenceable",
+            is_open=Unreferenceable.is_open,
+            close=Unreferenceable.close,
+        )
+    kept.close()
+    gate.check("test_closes_it", "own", frozenset())
+    del kept
+    assert finalised == [True], "the gate let go of it at the check"
+
+    with gate.owned_by("test_leaves_it"):
+        parent = gate.track(
+            Unreferenceable(finalised),
+            what="parent",
+            is_open=Unreferenceable.is_open,
+            close=Unreferenceable.close,
+        )
+    # What it makes later belongs to its owner (a server's connections, say).
+    with gate.owned_by(None):
+        child = gate.track(
+            Unreferenceable(finalised),
+            what="child",
+            is_open=Unreferenceable.is_open,
+            close=Unreferenceable.close,
+            on_behalf_of=parent,
+        )
+    collect_garbage()  # the check's own collection then finds nothing of other tests'
+    with pytest.raises(LeakError, match=r"test_leaves_it left") as excinfo:
+        gate.check("test_leaves_it", "own", frozenset())
+    assert "open parent, created at:" in str(excinfo.value)
+    assert "open child, created at:" in str(excinfo.value)
+    assert parent.closed, "the gate closes what it reported"
+    assert child.closed
+    del parent, child, excinfo  # the traceback's frames hold them too
+    assert finalised == [True, True, True]
+    assert not gate.tracked
+    assert not gate.owners_by_id
+
+
+def test__gate_track_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> hygiene._Stack:
+        raise RuntimeError("bookkeeping broke")
+
+    monkeypatch.setattr(hygiene, "_creation_stack", broken)
+
+    class Thing:
+        pass
+
+    gate = hygiene._Gate()
+    thing = Thing()
+    with gate.owned_by("test_x"):
+        assert gate.track(thing, what="thing", is_open=bool, close=id) is thing
+    with pytest.raises(
+        LeakError, match=r"could not track a thing .*RuntimeError: bookkeeping broke"
+    ):
+        gate.check("test_x", "own", frozenset())
+    gate.check("test_x", "own", frozenset())  # reported once
+
+
+def test__gate_task_factory_records_only_for_a_strict_test() -> None:
+    gate = hygiene._Gate()
+    loop = asyncio.new_event_loop()
+    try:
+        gate.instrument_loop(loop)
+        assert loop.get_task_factory() is None
+        fds_before = gate.begin("test_strict", "strict")
+        try:
+            assert loop.get_task_factory() is not None
+            with gate.owned_by("test_strict"):
+                task = loop.create_task(asyncio.sleep(0))
+            with gate.owned_by("test_own"):  # not the strict test's: not recorded
+                other = loop.create_task(asyncio.sleep(0))
+            assert [item.ref() for item in gate.tracked] == [task]
+            loop.run_until_complete(asyncio.gather(task, other))
+            gate.check("test_strict", "strict", fds_before)
+        finally:
+            gate.end("test_strict")
+        assert loop.get_task_factory() is None
+        assert not gate._watching_sockets()
+    finally:
+        loop.close()

@@ -21,6 +21,19 @@ Whatever is reported is then closed or cancelled, so that it can never be blamed
 on a later test.  The checks are cheap when nothing leaked: the garbage
 collector runs only when something looks leaked, to let unreachable objects
 finalise (and warn) inside the test that dropped them.
+
+Strict mode needs instruments: a wrapper round ``socket.socket.__init__``, a task
+factory on each loop the gate watches, and the descriptors open before the test.
+With ``--nettest-leaks=strict`` they are installed for the whole session; a test
+that a ``nettest_leaks("strict")`` marker makes strict gets the same ones from
+:meth:`_Gate.begin` to :meth:`_Gate.end`.  Either way they record only for the
+test that is being checked strictly (`_Gate.strict_owner`), so a test marked
+``own`` in a strict session is checked as in an ``own`` session.
+
+Objects are held by weak references.  An object that refuses one (uvloop's TLS
+transport has no ``__weakref__`` slot) is held strongly until its test's check.
+Bookkeeping runs inside transport callbacks, socket constructors and task
+factories: it never raises there.  A failure is reported at the test's check.
 """
 
 from __future__ import annotations
@@ -94,9 +107,33 @@ def _creation_stack() -> _Stack:
     return tuple(reversed(frames))
 
 
+class _StrongRef:
+    """A strong reference that is read like a weak one, for objects that refuse weak ones.
+
+    ``uvloop.loop._SSLProtocolTransport`` has no ``__weakref__`` slot.  The gate drops
+    the entry, and with it the object, when it forgets the test that owns it.
+    """
+
+    __slots__ = ("_obj",)
+
+    def __init__(self, obj: object) -> None:
+        self._obj = obj
+
+    def __call__(self) -> Any:
+        return self._obj
+
+
+def _reference(obj: object) -> Callable[[], Any]:
+    try:
+        return weakref.ref(obj)
+    except TypeError:
+        return _StrongRef(obj)
+
+
 @dataclass(eq=False)
 class _Tracked:
-    ref: weakref.ReferenceType[Any]
+    #: A weak reference, or a `_StrongRef` for an object that cannot have one.
+    ref: Callable[[], Any]
     what: str
     owner: str | None
     stack: _Stack
@@ -124,6 +161,13 @@ class _LoopError:
 
 
 @dataclass
+class _BookkeepingError:
+    owner: str
+    what: str
+    error: str
+
+
+@dataclass
 class _Gate:
     """Process-wide state of the hygiene gate; one instance, `GATE`."""
 
@@ -131,16 +175,32 @@ class _Gate:
     tracked: list[_Tracked] = field(default_factory=list)
     loop_errors: list[_LoopError] = field(default_factory=list)
     exempt_fds: set[tuple[int, int]] = field(default_factory=set)
+    #: The session runs in strict mode: strict mode's instruments stay installed.
     strict: bool = False
+    #: The test being checked in strict mode, by the session's mode or by its marker.
+    strict_owner: str | None = None
     instrumented: weakref.WeakSet[asyncio.AbstractEventLoop] = field(
         default_factory=weakref.WeakSet
     )
     #: The owner of each tracked object, for what it makes later (`track`'s `on_behalf_of`).
     owners: weakref.WeakKeyDictionary[Any, str] = field(default_factory=weakref.WeakKeyDictionary)
+    #: Owners of tracked objects that `owners` cannot hold, by id, with the object
+    #: itself (so that the id stays its own) until the owner is forgotten.
+    owners_by_id: dict[int, tuple[object, str]] = field(default_factory=dict)
+    #: What `track` failed to record, reported with its owner's leaks.
+    bookkeeping_errors: list[_BookkeepingError] = field(default_factory=list)
     #: Strict mode: the owner of every socket made while watching (None: nobody's).
     socket_owners: weakref.WeakKeyDictionary[socket.socket, str | None] = field(
         default_factory=weakref.WeakKeyDictionary
     )
+    #: Task factories installed for one strict test: (loop, ours, the one it replaced).
+    test_task_factories: list[tuple[asyncio.AbstractEventLoop, object, object]] = field(
+        default_factory=list
+    )
+    #: The wrapper round ``socket.socket.__init__`` while it is installed.
+    socket_watcher: Callable[..., None] | None = None
+    #: The socket wrapper was installed for one strict test, not for the session.
+    test_watches_sockets: bool = False
 
     # -- ownership -----------------------------------------------------------
 
@@ -162,22 +222,38 @@ class _Gate:
         close: Callable[[_T], object],
         on_behalf_of: object = None,
     ) -> _T:
+        # Called from transport callbacks and task factories: a failure here must
+        # never break the user's connection or task, so it is reported at the check.
+        try:
+            self._track(obj, what, is_open, close, on_behalf_of)
+        except Exception as error:
+            self._bookkeeping_failed(what, error)
+        return obj
+
+    def _track(
+        self,
+        obj: _T,
+        what: str,
+        is_open: Callable[[_T], bool],
+        close: Callable[[_T], object],
+        on_behalf_of: object,
+    ) -> None:
         if on_behalf_of is None:
             owner = self.owner
         else:
-            owner = self.owners.get(on_behalf_of)
+            owner = self._owner_of(on_behalf_of)
             # Strict mode's task factory has just tracked a task as the test's.
             for index in range(len(self.tracked) - 1, max(-1, len(self.tracked) - 9), -1):
                 if self.tracked[index].ref() is obj:
                     del self.tracked[index]
                     break
         if owner is None:
-            return obj
+            return
         if len(self.tracked) > 4096:
             self.tracked = [t for t in self.tracked if t.ref() is not None]
         self.tracked.append(
             _Tracked(
-                weakref.ref(obj),
+                _reference(obj),
                 what,
                 owner,
                 _creation_stack(),
@@ -185,9 +261,23 @@ class _Gate:
                 cast("Callable[[Any], object]", close),
             )
         )
-        with contextlib.suppress(TypeError):  # an unhashable object makes nothing later
+        try:
             self.owners[obj] = owner
-        return obj
+        except TypeError:  # no weak reference, or unhashable: keep it until the check
+            self.owners_by_id[id(obj)] = (obj, owner)
+
+    def _owner_of(self, obj: object) -> str | None:
+        try:
+            return self.owners.get(obj)
+        except TypeError:
+            entry = self.owners_by_id.get(id(obj))
+            return entry[1] if entry is not None and entry[0] is obj else None
+
+    def _bookkeeping_failed(self, what: str, error: BaseException) -> None:
+        with contextlib.suppress(Exception):
+            if self.owner is not None:
+                message = f"{type(error).__name__}: {error}"
+                self.bookkeeping_errors.append(_BookkeepingError(self.owner, what, message))
 
     # -- loops ---------------------------------------------------------------
 
@@ -208,9 +298,14 @@ class _Gate:
         loop.set_exception_handler(exception_handler)
         if self.strict:
             self._install_task_factory(loop)
+        elif self.strict_owner is not None:
+            self._install_task_factory(loop, for_test=True)
 
-    def _install_task_factory(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _install_task_factory(
+        self, loop: asyncio.AbstractEventLoop, *, for_test: bool = False
+    ) -> None:
         previous_factory = loop.get_task_factory()
+        gate = self
 
         def task_factory(
             loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
@@ -219,10 +314,23 @@ class _Gate:
                 task = previous_factory(loop, coro, **kwargs)
             else:
                 task = asyncio.Task(coro, loop=loop, **kwargs)
-            self.track(task, what="pending task", is_open=_pending, close=_cancel)
+            if gate.owner is not None and gate.owner == gate.strict_owner:
+                gate.track(task, what="pending task", is_open=_pending, close=_cancel)
             return task
 
         loop.set_task_factory(task_factory)
+        if for_test:
+            self.test_task_factories.append((loop, task_factory, previous_factory))
+
+    def _uninstall_test_task_factories(self) -> None:
+        """Give each loop back the task factory it had before the strict test."""
+        for loop, ours, previous in self.test_task_factories:
+            # Someone who replaced ours since keeps theirs; ours, if they call it, is
+            # inert outside a strict test.
+            with contextlib.suppress(Exception):
+                if loop.get_task_factory() is ours:
+                    loop.set_task_factory(previous)  # type: ignore[arg-type]
+        self.test_task_factories.clear()
 
     def note_pending_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
         """Mark `loop`'s tracked tasks that are still pending, then cancel them.
@@ -246,39 +354,99 @@ class _Gate:
     # -- sockets -------------------------------------------------------------
 
     def watch_socket_creation(self) -> None:
-        """Track every Python socket a test creates, with its stack (strict mode only).
+        """Track every Python socket a strict test creates, with its stack.
 
         A socket that ``accept()`` makes belongs to whoever owns the listening
         socket: a connection to a module-scoped server is that server's, even
-        when a test made it.
+        when a test made it.  Installed for the session in strict mode, and by
+        `begin` for a test that a marker makes strict.
         """
+        if self._watching_sockets():
+            return
         original_init = socket.socket.__init__
         gate = self
 
         def __init__(sock: socket.socket, *args: Any, **kwargs: Any) -> None:
             original_init(sock, *args, **kwargs)
-            owner = gate.owner
-            caller = sys._getframe(1)
-            if caller.f_code is _SOCKET_ACCEPT:
-                owner = gate.socket_owners.get(caller.f_locals.get("self"))  # type: ignore[arg-type]
-            gate.socket_owners[sock] = owner
-            with gate.owned_by(owner):
-                gate.track(sock, what="socket", is_open=_socket_open, close=socket.socket.close)
+            # Never let bookkeeping break the caller's socket.
+            try:
+                owner = gate.owner
+                caller = sys._getframe(1)
+                if caller.f_code is _SOCKET_ACCEPT:
+                    owner = gate.socket_owners.get(caller.f_locals.get("self"))  # type: ignore[arg-type]
+                gate.socket_owners[sock] = owner
+            except Exception as error:
+                gate._bookkeeping_failed("socket", error)
+                return
+            if owner is not None and owner == gate.strict_owner:
+                with gate.owned_by(owner):
+                    gate.track(
+                        sock, what="socket", is_open=_socket_open, close=socket.socket.close
+                    )
 
         __init__.__wrapped__ = original_init  # type: ignore[attr-defined]
         socket.socket.__init__ = __init__  # type: ignore[method-assign, assignment]
+        self.socket_watcher = __init__
 
     def unwatch_socket_creation(self) -> None:
-        original = getattr(socket.socket.__init__, "__wrapped__", None)
-        if original is not None:
-            socket.socket.__init__ = original  # type: ignore[method-assign]
+        # Only our wrapper is removed: one installed over it stays, and ours, inside
+        # it, records nothing outside a strict test.
+        if self._watching_sockets():
+            socket.socket.__init__ = self.socket_watcher.__wrapped__  # type: ignore[method-assign, union-attr]
+        self.socket_watcher = None
+
+    def _watching_sockets(self) -> bool:
+        return self.socket_watcher is not None and socket.socket.__init__ is self.socket_watcher
 
     # -- the check -----------------------------------------------------------
 
-    def begin(self, owner: str) -> frozenset[tuple[int, int]]:
-        """Start watching a test; return the socket descriptors open before it."""
+    def begin(self, owner: str, mode: LeakMode = "own") -> frozenset[tuple[int, int]]:
+        """Start watching a test; return the socket descriptors open before it (strict).
+
+        A strict test outside a strict session gets strict mode's instruments
+        here: the socket wrapper, and a task factory on each loop the gate
+        watches.  `end` removes them.
+        """
         self.loop_errors = [e for e in self.loop_errors if e.owner != owner]
-        return open_socket_fds() if self.strict else frozenset()
+        if mode != "strict":
+            return frozenset()
+        self.strict_owner = owner
+        if not self.strict:
+            if not self._watching_sockets():
+                self.watch_socket_creation()
+                self.test_watches_sockets = True
+            for loop in list(self.instrumented):
+                if not loop.is_closed():
+                    self._install_task_factory(loop, for_test=True)
+        return open_socket_fds()
+
+    def end(self, owner: str) -> None:
+        """Stop watching a test: remove what `begin` installed for it alone.
+
+        Also releases what `check` did not get to (when the test's teardown
+        raised), so that no later test is blamed for it.
+        """
+        if self.strict_owner == owner:
+            self.strict_owner = None
+        if self.test_watches_sockets:
+            self.test_watches_sockets = False
+            self.unwatch_socket_creation()
+        if self.test_task_factories:
+            self._uninstall_test_task_factories()
+        self._release(owner)
+
+    @contextlib.contextmanager
+    def wider_fixture(self) -> Iterator[None]:
+        """Set up a fixture of wider scope: what it makes is nobody's leak.
+
+        During a strict test, the socket descriptors it opens are exempt from
+        every later check too: they may come from outside Python's socket module.
+        """
+        before = open_socket_fds() if self.strict_owner is not None else None
+        with self.owned_by(None):
+            yield
+        if before is not None:
+            self.exempt_fds |= open_socket_fds() - before
 
     def check(self, owner: str, mode: LeakMode, fds_before: frozenset[tuple[int, int]]) -> None:
         """Report and then release everything `owner` left behind.
@@ -342,6 +510,12 @@ class _Gate:
         for error in self.loop_errors:
             if error.owner == owner:
                 leaks.append(_describe_loop_error(error.context))
+        for failure in self.bookkeeping_errors:
+            if failure.owner == owner:
+                leaks.append(
+                    f"  - the hygiene gate could not track a {failure.what} (a nettest bug; "
+                    f"it was not checked): {failure.error}"
+                )
         if mode == "strict":
             # Sockets someone else owns: a wider-scoped server's accepted connections.
             seen_fds.update(
@@ -369,6 +543,10 @@ class _Gate:
     def _forget(self, owner: str) -> None:
         self.tracked = [t for t in self.tracked if t.owner != owner and t.ref() is not None]
         self.loop_errors = [e for e in self.loop_errors if e.owner != owner]
+        if self.owners_by_id:
+            self.owners_by_id = {k: v for k, v in self.owners_by_id.items() if v[1] != owner}
+        if self.bookkeeping_errors:
+            self.bookkeeping_errors = [e for e in self.bookkeeping_errors if e.owner != owner]
 
 
 def _collect_garbage() -> list[str]:
@@ -502,8 +680,11 @@ def track(
 ) -> _T:
     """Register an object nettest made, so the hygiene gate can find it if it is left open.
 
-    The object is held by a weak reference.  `is_open` and `close` receive the
-    object; they must not raise.  Objects made outside a test, or while a fixture
+    The object is held by a weak reference, or, if it cannot have one (uvloop's
+    TLS transport), by a strong one until its test's check.  `is_open` and
+    `close` receive the object; they must not raise.  `track` itself never
+    raises: it runs inside transport callbacks, and what it fails to record is
+    reported at the test's check.  Objects made outside a test, or while a fixture
     of wider scope is set up, are not tracked.  What a server or proxy makes as
     it runs (`on_behalf_of` it) belongs to that server's owner, not to the test
     running at the time.

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 _SEED_KEY = pytest.StashKey[int]()
 _FDS_KEY = pytest.StashKey[frozenset[tuple[int, int]]]()
+#: Whether the gate was strict for a session that was running when this one began
+#: (pytester runs sessions inside a test): restored when this one ends.
+_OUTER_STRICT_KEY = pytest.StashKey[bool]()
 
 # -- options ------------------------------------------------------------------
 
@@ -144,6 +147,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.nettest_seed = _session_seed(config)
     mode = config.option.nettest_leaks = _leak_mode(config)
     _settings.timeout = _timeout(config)
+    config.stash[_OUTER_STRICT_KEY] = GATE.strict
     GATE.strict = mode == "strict"
     if GATE.strict:
         GATE.watch_socket_creation()
@@ -156,8 +160,9 @@ def pytest_configure_node(node: Any) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    GATE.unwatch_socket_creation()
-    GATE.strict = False
+    GATE.strict = config.stash.get(_OUTER_STRICT_KEY, False)
+    if not GATE.strict:
+        GATE.unwatch_socket_creation()
     _settings.timeout = _settings.DEFAULT_TIMEOUT
 
 
@@ -216,7 +221,13 @@ def _gate_mode(item: pytest.Item) -> LeakMode:
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
-    item.stash[_FDS_KEY] = GATE.begin(item.nodeid)
+    try:
+        mode = _gate_mode(item)
+    except pytest.UsageError:  # reported as the test's teardown error
+        mode = cast("LeakMode", item.config.option.nettest_leaks)
+    # Strict mode, by the session's mode or by a marker on the test, its class or
+    # its module, starts here: the descriptors open now are not the test's.
+    item.stash[_FDS_KEY] = GATE.begin(item.nodeid, mode)
     with GATE.owned_by(item.nodeid):
         return (yield)
 
@@ -232,9 +243,13 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 @pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
     __tracebackhide__ = True
-    with GATE.owned_by(item.nodeid):
-        result = yield
-    GATE.check(item.nodeid, _gate_mode(item), item.stash.get(_FDS_KEY, frozenset()))
+    try:
+        with GATE.owned_by(item.nodeid):
+            result = yield
+        GATE.check(item.nodeid, _gate_mode(item), item.stash.get(_FDS_KEY, frozenset()))
+    finally:
+        # Whatever happened, a strict test's instruments come off here.
+        GATE.end(item.nodeid)
     return result
 
 
@@ -247,11 +262,8 @@ def pytest_fixture_setup(
     else:
         # What a wider-scoped fixture makes belongs to it, not to the test that
         # happened to be first to need it.
-        before = GATE.begin("") if GATE.strict else frozenset()
-        with GATE.owned_by(None):
+        with GATE.wider_fixture():
             result = yield
-        if GATE.strict:
-            GATE.exempt_fds |= GATE.begin("") - before
     _instrument_runner(fixturedef, result)
     return result
 
