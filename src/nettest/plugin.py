@@ -18,6 +18,7 @@ from . import _settings
 from ._hygiene import GATE, LEAK_MODES, LeakMode
 from ._prebound import bound_tcp_socket, bound_udp_socket, unix_socket_path  # noqa: F401
 from ._proxy import fault_proxy, format_traces_for  # noqa: F401
+from ._seed import SEED_RANGE, check_seed
 from ._servers import tcp_server, unix_server  # noqa: F401
 from ._threads import tcp_server_thread, udp_server_thread, unix_server_thread  # noqa: F401
 from ._tls import (  # noqa: F401  (fixtures are found by name in this module)
@@ -111,10 +112,12 @@ def _session_seed(config: pytest.Config) -> int:
     try:
         seed = int(cast("int | str", value))
     except ValueError:
-        raise pytest.UsageError(f"nettest_seed must be an integer; got {value!r}") from None
-    if not 0 <= seed < 2**64:
-        raise pytest.UsageError(f"nettest_seed must be in [0, 2**64); got {seed}")
-    return seed
+        message = f"nettest_seed must be an int in {SEED_RANGE}, got {value!r}"
+        raise pytest.UsageError(message) from None
+    try:
+        return check_seed(seed, "nettest_seed")
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _timeout(config: pytest.Config) -> float:
@@ -180,12 +183,10 @@ def _test_seed(item: pytest.Item) -> int:
     marker = item.get_closest_marker("nettest_seed")
     if marker is not None:
         seed = marker.args[0] if marker.args else marker.kwargs.get("seed")
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
-            raise pytest.UsageError(
-                f"nettest_seed marker on {item.nodeid}: seed must be an int in "
-                f"[0, 2**64); got {seed!r}"
-            )
-        return seed
+        try:
+            return check_seed(seed)
+        except (TypeError, ValueError) as exc:
+            raise pytest.UsageError(f"nettest_seed marker on {item.nodeid}: {exc}") from None
     session_seed = int(item.config.option.nettest_seed)
     digest = hashlib.blake2b(f"{session_seed}:{item.nodeid}".encode(), digest_size=4).digest()
     return int.from_bytes(digest, "big")
