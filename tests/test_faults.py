@@ -20,8 +20,8 @@ from nettest._fault_actions import (
     UnreachableAction,
     Wake,
 )
-from nettest._fault_engine import StreamSchedule
 from nettest._fault_engine_datagram import DatagramSchedule
+from nettest._fault_engine_stream import StreamSchedule
 from nettest._faults import (
     Bandwidth,
     Blackhole,

@@ -18,8 +18,8 @@ import pytest
 from nettest._datagrams import memory_datagram_pair
 from nettest._fault_actions import Action, Close, Deliver, Pause, Resume, SendEof, Wake
 from nettest._fault_backend import ActionQueue, FaultsInForce, TimedAction
-from nettest._fault_engine import StreamSchedule
 from nettest._fault_engine_datagram import DatagramSchedule
+from nettest._fault_engine_stream import StreamSchedule
 from nettest._fault_trace import ConnectionTrace
 from nettest._faults import (
     Bandwidth,

@@ -46,8 +46,8 @@ from ._fault_actions import (
     Wake,
 )
 from ._fault_backend import ActionQueue, FaultsInForce, TimedAction
-from ._fault_engine import StreamSchedule
 from ._fault_engine_datagram import DatagramSchedule
+from ._fault_engine_stream import StreamSchedule
 from ._faults import FLOWS, Fault, Flow, check_faults, other_flow
 from ._seed import check_seed
 from ._transports import MemoryTransport

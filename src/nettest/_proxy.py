@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 The proxy listens on loopback.  For TCP, each accepted connection gets a
-`StreamSchedule` (see `nettest._fault_engine`) and a connection to the upstream,
+`StreamSchedule` (see `nettest._fault_engine_stream`) and a connection to the upstream,
 and `nettest._proxy_tcp` carries out the schedule's actions on the two real
 sockets: delays on the loop's clock, real resets (an RST from the kernel), and
 end-to-end flow control, so that a `Bandwidth` cap or a `Stall` pushes back on

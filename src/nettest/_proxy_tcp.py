@@ -2,7 +2,7 @@
 
 Each connection `FaultProxy` accepts gets a `_StreamConnection`, which connects
 to the upstream and feeds the bytes read from either socket into the
-connection's `StreamSchedule` (`nettest._fault_engine`) with ``loop.time()``.
+connection's `StreamSchedule` (`nettest._fault_engine_stream`) with ``loop.time()``.
 The actions that come out are queued per direction (in an `ActionQueue`: one
 FIFO and one timer per direction, because asyncio's timer heap does not keep
 equal deadlines in order) and carried out when due.  Resets are real:
@@ -39,7 +39,7 @@ from ._fault_actions import (
     Wake,
 )
 from ._fault_backend import ActionQueue, TimedAction
-from ._fault_engine import StreamSchedule
+from ._fault_engine_stream import StreamSchedule
 from ._faults import FLOWS, Latency, other_flow
 from ._hygiene import track
 from ._proxy_sockets import (

@@ -1,0 +1,441 @@
+"""The TCP fault schedule: `StreamSchedule`, one connection's faults as a pure state machine.
+
+See `nettest._fault_engine` for the theory of operation: the events a driver
+feeds in, the actions it gets back, the pipeline of stages and their triggers.
+Here each item of a flow (a chunk with its stream offset, an EOF, or a close or
+reset an earlier stage decided) goes through the stages in order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from ._fault_actions import (
+    Abort,
+    Action,
+    Close,
+    Deliver,
+    Pause,
+    RefuseConnection,
+    Resume,
+    SendEof,
+    Wake,
+)
+from ._faults import (
+    FLOWS,
+    Bandwidth,
+    Blackhole,
+    CloseAfter,
+    Corrupt,
+    Fault,
+    Flow,
+    HalfClose,
+    Latency,
+    Refuse,
+    Reset,
+    Slice,
+    SlowClose,
+    Stall,
+    Truncate,
+)
+
+__all__ = ["StreamSchedule"]
+
+
+from ._fault_engine import _INF, _Applied, _Chunk, _Ctl, _Eof, _Item, _occurrences, _Schedule
+
+
+class StreamSchedule(_Schedule):
+    """The faults of one TCP connection: bytes and time in, actions out.
+
+    See the module's theory of operation.  Not thread-safe; one per connection.
+
+    Args:
+        seed: The proxy's seed.
+        index: The connection's number, from 1.
+        now: The driver's clock when the connection was accepted.
+        faults: The faults in force.
+        peer: The client's address, for the trace.
+
+    Raises:
+        ValueError: A UDP-only fault.
+    """
+
+    _kind = "stream"
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        index: int,
+        now: float,
+        faults: Sequence[Fault] = (),
+        peer: object = None,
+    ) -> None:
+        super().__init__(seed=seed, index=index, now=now, faults=faults, peer=peer)
+        self._last_at: dict[Flow, float] = {"upstream": -_INF, "downstream": -_INF}
+        self._eof_in: dict[Flow, bool] = {"upstream": False, "downstream": False}
+        self._eof_out: dict[Flow, bool] = {"upstream": False, "downstream": False}
+        self._released: list[Action] = []
+        self.closed = False
+        #: Bytes of each flow that will never be delivered (dropped, or cut off by a
+        #: close), so that a driver holding them "in flight" can let them go.
+        self.discarded: dict[Flow, int] = {"upstream": 0, "downstream": 0}
+
+    # -- the driver's calls -------------------------------------------------------------
+
+    def start(self, now: float) -> list[Action]:
+        """Apply the initial faults; call once, before any data.
+
+        Returns:
+            The actions to carry out; `RefuseConnection` first if the connection
+            must be refused.
+        """
+        self.trace.record(now, None, "accepted")
+        self._check_kind(self._initial)
+        for key in _occurrences(self._initial):
+            fault = key[0]
+            if isinstance(fault, Refuse) and self._selected(key):
+                self.trace.fire(now, fault, None, "connection refused (reset)")
+                self.closed = True
+                return [RefuseConnection(repr(fault))]
+        return self.update(self._initial, now)
+
+    def update(self, faults: Sequence[Fault], now: float) -> list[Action]:
+        """The faults in force changed (added, removed, cleared)."""
+        actions: list[Action] = []
+        if self.closed:
+            self._faults = tuple(faults)
+            return actions
+        added = self._reconcile([f for f in faults if not isinstance(f, Refuse)], now)
+        actions.extend(self._released)
+        self._released = []
+        for applied in added:
+            if applied.arm is not None and self._consumed[applied.flow] >= applied.arm:
+                items = self._arm(applied, now)
+                found = self._run_from(applied, items)
+                actions.extend(self._released)
+                self._released = []
+                actions.extend(found)
+        return actions
+
+    def data(self, flow: Flow, data: bytes, now: float) -> list[Action]:
+        """Bytes arrived from the sender of `flow`."""
+        if self.closed or not data:
+            self.discarded[flow] += len(data)
+            return []
+        offset = self._consumed[flow]
+        self._consumed[flow] = offset + len(data)
+        pipe = self._pipes[flow]
+        if not pipe:
+            return self._finish(flow, [_Chunk(now, offset, data)])
+        for applied in pipe:
+            applied.scan(offset, data)
+        return self._run(flow, 0, [_Chunk(now, offset, data)])
+
+    def eof(self, flow: Flow, now: float) -> list[Action]:
+        """The sender of `flow` half-closed (or closed) its side."""
+        if self.closed or self._eof_in[flow]:
+            return []
+        self._eof_in[flow] = True
+        self.trace.record(now, flow, "EOF received")
+        return self._run(flow, 0, [_Eof(now)])
+
+    def tick(self, now: float) -> list[Action]:
+        """Time passed; carry out timers that are due (see `Wake`)."""
+        actions: list[Action] = []
+        if self.closed:
+            return actions
+        for flow in FLOWS:
+            for applied in list(self._pipes[flow]):
+                if applied.deadline is None or applied.fired or applied.deadline > now:
+                    continue
+                applied.fired = True
+                fault = applied.fault
+                reset = isinstance(fault, Reset)
+                what = "reset" if reset else "close"
+                self.trace.fire(now, fault, flow, f"{what} after {applied.deadline - now:+.3f}s")
+                flows = _reset_flows(fault, flow)
+                # A close or reset ends the connection: nothing else is due.
+                return self._finish(flow, [_Ctl(now, reset, flows, repr(fault))])
+        return actions
+
+    # -- the pipeline -----------------------------------------------------------------
+
+    def _run_from(self, applied: _Applied, items: list[_Item]) -> list[Action]:
+        pipe = self._pipes[applied.flow]
+        return self._run(applied.flow, pipe.index(applied) + 1, items)
+
+    def _run(self, flow: Flow, start: int, items: list[_Item]) -> list[Action]:
+        return self._run_through(flow, self._pipes[flow][start:], items)
+
+    def _run_through(self, flow: Flow, stages: list[_Applied], items: list[_Item]) -> list[Action]:
+        """Pass `items` through `stages` in order, then turn what is left into actions."""
+        extra: list[Action] = []
+        for applied in stages:
+            if not items:
+                break
+            out: list[_Item] = []
+            for item in items:
+                out.extend(self._stage(applied, item, extra))
+            items = out
+        return extra + self._finish(flow, items)
+
+    def _finish(self, flow: Flow, items: list[_Item]) -> list[Action]:
+        """Turn the items that left the pipeline into actions, in order."""
+        actions: list[Action] = []
+        for item in items:
+            if self.closed or (self._eof_out[flow] and not isinstance(item, _Ctl)):
+                # Nothing follows a close, nor a FIN in the same direction.
+                if isinstance(item, _Chunk):
+                    self.discarded[flow] += len(item.data)
+                continue
+            at = max(item.at, self._last_at[flow])
+            self._last_at[flow] = at
+            if isinstance(item, _Chunk):
+                self.trace._forwarded(at, flow, item.data)
+                actions.append(Deliver(at, flow, item.data, item.alone))
+            elif isinstance(item, _Eof):
+                self._eof_out[flow] = True
+                self.trace.record(at, flow, "EOF forwarded")
+                actions.append(SendEof(at, flow))
+            else:
+                self.closed = True
+                if item.reset:
+                    self.trace.record(at, flow, f"reset {'+'.join(item.flows)}: {item.reason}")
+                    actions.append(Abort(at, flow, item.flows, item.reason))
+                else:
+                    self.trace.record(at, flow, f"close: {item.reason}")
+                    actions.append(Close(at, flow, item.reason))
+        return actions
+
+    def _arm(self, applied: _Applied, at: float) -> list[_Item]:
+        """`applied` reached its arming offset at time `at`; return the items it emits."""
+        applied.armed = True
+        fault = applied.fault
+        arm = applied.arm if applied.arm is not None else 0
+        flow = applied.flow
+        if isinstance(fault, (Truncate, Reset)):
+            limit = fault.after_bytes
+            if isinstance(fault, Reset) and fault.after_seconds is not None:
+                applied.deadline = at + fault.after_seconds
+                self._released.append(Wake(applied.deadline))
+                if limit is None:
+                    return []
+            applied.target = arm + (limit or 0)
+            # A positive limit is reached by later bytes (see `_act`).
+            return self._fire_end(applied, at) if not limit else []
+        if isinstance(fault, CloseAfter):
+            applied.deadline = at + fault.seconds
+            self._released.append(Wake(applied.deadline))
+            self.trace.fire(at, fault, flow, f"armed; closing at +{fault.seconds}s")
+            return []
+        if isinstance(fault, HalfClose):
+            applied.fired = True
+            self.trace.fire(at, fault, flow, "half-closed")
+            return [_Eof(at)]
+        if isinstance(fault, Stall):
+            self.trace.fire(at, fault, flow, "stopped reading")
+            self._released.append(Pause(flow))
+            return []
+        if isinstance(fault, Corrupt):
+            applied.next_corrupt = self._next_corrupt(applied, arm)
+        return []
+
+    def _fire_end(self, applied: _Applied, at: float) -> list[_Item]:
+        applied.fired = True
+        fault = applied.fault
+        reset = isinstance(fault, Reset)
+        what = "reset" if reset else "closed"
+        self.trace.fire(at, fault, applied.flow, f"{what} after {applied.target} bytes")
+        return [_Ctl(at, reset, _reset_flows(fault, applied.flow), repr(fault))]
+
+    def _next_corrupt(self, applied: _Applied, start: int) -> int | None:
+        fault = applied.fault
+        assert isinstance(fault, Corrupt)
+        if fault.rate <= 0:
+            return None
+        if fault.rate >= 1:
+            return start
+        # Geometric gap: the same draws as one Bernoulli trial per byte, in O(hits).
+        gap = int(math.log(1.0 - self.rng.random()) / math.log(1.0 - fault.rate))
+        return start + gap
+
+    def _stage(self, applied: _Applied, item: _Item, extra: list[Action]) -> list[_Item]:
+        """Pass one item through one fault."""
+        out: list[_Item] = []
+        if isinstance(item, _Chunk):
+            arm = applied.arm
+            end = item.offset + len(item.data)
+            before: _Chunk | None
+            if applied.armed:
+                before, after = None, item
+            elif arm is None or arm > end:
+                return [item]
+            else:
+                # The fault arms inside this chunk, or right at its end.
+                cut = max(0, arm - item.offset)
+                alone = item.alone
+                before = _Chunk(item.at, item.offset, item.data[:cut], alone) if cut else None
+                after = _Chunk(item.at, item.offset + cut, item.data[cut:], alone)
+            if before is not None:
+                out.append(before)
+            if not applied.armed:
+                out.extend(self._arm_inline(applied, item.at, extra))
+            if after.data:
+                out.extend(self._act(applied, after))
+            return out
+        if not applied.armed:
+            consumed = self._consumed[applied.flow]
+            if applied.arm is not None and consumed >= applied.arm:
+                out.extend(self._arm_inline(applied, item.at, extra))
+            else:
+                return [item]
+        out.extend(self._act_other(applied, item))
+        return out
+
+    def _arm_inline(self, applied: _Applied, at: float, extra: list[Action]) -> list[_Item]:
+        items = self._arm(applied, at)
+        extra.extend(self._released)
+        self._released = []
+        return items
+
+    def _act(self, applied: _Applied, chunk: _Chunk) -> list[_Item]:
+        """Apply an armed fault to a chunk."""
+        fault = applied.fault
+        flow = applied.flow
+        if applied.held or isinstance(fault, Stall):
+            applied.held.append(chunk)
+            return []
+        if isinstance(fault, (Truncate, Reset)):
+            target = applied.target
+            if applied.fired:
+                self.discarded[flow] += len(chunk.data)
+                return []
+            if target is None:
+                return [chunk]
+            end = chunk.offset + len(chunk.data)
+            if end < target:
+                return [chunk]
+            keep = max(0, target - chunk.offset)
+            self.discarded[flow] += len(chunk.data) - keep
+            out: list[_Item] = []
+            if keep > 0:
+                out.append(_Chunk(chunk.at, chunk.offset, chunk.data[:keep], chunk.alone))
+            out.extend(self._fire_end(applied, chunk.at))
+            return out
+        if isinstance(fault, Latency):
+            at = chunk.at + fault.delay
+            if fault.jitter:
+                at += self.rng.uniform(-fault.jitter, fault.jitter)
+            chunk.at = max(at, chunk.at, applied.last)
+            applied.last = chunk.at
+            if not applied.fired:
+                applied.fired = True
+                self.trace.fire(chunk.at, fault, flow, "delaying")
+            return [chunk]
+        if isinstance(fault, Bandwidth):
+            return self._throttle(applied, fault, chunk)
+        if isinstance(fault, Slice):
+            return self._slice(applied, fault, chunk)
+        if isinstance(fault, Corrupt):
+            return [self._corrupt(applied, fault, chunk)]
+        if isinstance(fault, (Blackhole, HalfClose)):
+            self.trace.fire(chunk.at, fault, flow, f"dropped {len(chunk.data)} bytes")
+            self.discarded[flow] += len(chunk.data)
+            return []
+        return [chunk]
+
+    def _act_other(self, applied: _Applied, item: _Item) -> list[_Item]:
+        """Apply an armed fault to an EOF or a close/reset from an earlier stage."""
+        fault = applied.fault
+        if applied.held or isinstance(fault, Stall):
+            applied.held.append(item)
+            return []
+        if isinstance(fault, Latency):
+            item.at = max(item.at + fault.delay, applied.last)
+            applied.last = item.at
+        elif isinstance(fault, (Bandwidth, Slice)):
+            item.at = max(item.at, applied.busy, applied.last)
+        elif isinstance(fault, SlowClose) and isinstance(item, _Eof):
+            item.at += fault.delay
+            self.trace.fire(item.at, fault, applied.flow, f"FIN held {fault.delay}s")
+        elif isinstance(fault, (Blackhole, HalfClose)) and isinstance(item, _Eof):
+            return []
+        return [item]
+
+    def _throttle(self, applied: _Applied, fault: Bandwidth, chunk: _Chunk) -> list[_Item]:
+        rate = fault.bytes_per_second
+        quantum = max(1, int(rate / 50))
+        out: list[_Item] = []
+        data = chunk.data
+        start = max(chunk.at, applied.busy)
+        for index in range(0, len(data), quantum):
+            piece = data[index : index + quantum]
+            start = start + len(piece) / rate
+            out.append(_Chunk(start, chunk.offset + index, piece, chunk.alone))
+        applied.busy = start
+        if not applied.fired:
+            applied.fired = True
+            self.trace.fire(chunk.at, fault, applied.flow, "throttling")
+        return out
+
+    def _slice(self, applied: _Applied, fault: Slice, chunk: _Chunk) -> list[_Item]:
+        out: list[_Item] = []
+        data = chunk.data
+        at = max(chunk.at, applied.busy)
+        index = 0
+        while index < len(data):
+            size = fault.size
+            if fault.jitter:
+                size = max(1, size + self.rng.randint(-fault.jitter, fault.jitter))
+            out.append(_Chunk(at, chunk.offset + index, data[index : index + size], True))
+            index += size
+            at += fault.delay
+        applied.busy = at
+        if not applied.fired:
+            applied.fired = True
+            self.trace.fire(chunk.at, fault, applied.flow, "slicing")
+        return out
+
+    def _corrupt(self, applied: _Applied, fault: Corrupt, chunk: _Chunk) -> _Chunk:
+        arm = applied.arm or 0
+        start = chunk.offset
+        end = start + len(chunk.data)
+        hits = [arm + p for p in fault.positions if start <= arm + p < end]
+        while applied.next_corrupt is not None and applied.next_corrupt < end:
+            hits.append(applied.next_corrupt)
+            applied.next_corrupt = self._next_corrupt(applied, applied.next_corrupt + 1)
+        if not hits:
+            return chunk
+        data = bytearray(chunk.data)
+        for position in sorted(set(hits)):
+            data[position - start] ^= fault.mask
+        self.trace.fire(chunk.at, fault, applied.flow, f"flipped offsets {sorted(set(hits))}")
+        return _Chunk(chunk.at, chunk.offset, bytes(data), chunk.alone)
+
+    def _removed(
+        self, flow: Flow, stages: list[_Applied], before: list[_Applied], now: float
+    ) -> None:
+        pipe = self._pipes[flow]
+        stalled = any(isinstance(a.fault, Stall) and a.armed for a in pipe)
+        # The last stage's held bytes are the earliest in the stream: release them first.
+        for applied in reversed(stages):
+            if isinstance(applied.fault, Stall) and applied.armed:
+                if not stalled:
+                    self._released.append(Resume(flow))
+                self.trace.fire(now, applied.fault, flow, "removed; reading again")
+            if applied.held:
+                held, applied.held = applied.held, []
+                for item in held:
+                    item.at = max(item.at, now)
+                # The held items went through the stages before this one already; they
+                # go on through those after it that are still in force.
+                after = before[before.index(applied) + 1 :]
+                rest = [stage for stage in pipe if any(stage is a for a in after)]
+                self._released.extend(self._run_through(flow, rest, held))
+
+
+def _reset_flows(fault: Fault, flow: Flow) -> tuple[Flow, ...]:
+    return FLOWS if fault.direction == "both" else (flow,)
