@@ -9,7 +9,7 @@ act.  Bad values are refused when the fault is built, with an error naming the
 field and the accepted range.
 
 What a fault does to the bytes of one connection is decided by a *schedule*,
-the sans-IO state machine in `nettest._fault_engine` (TCP) and
+the sans-IO state machines in `nettest._fault_engine_stream` (TCP) and
 `nettest._fault_engine_datagram` (UDP).  The public namespace is
 `nettest.faults`.
 """
