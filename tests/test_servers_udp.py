@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import sys
+import time
 
 import pytest
 
@@ -254,6 +255,30 @@ async def test_udp_wait_on_another_loop_is_refused(udp_server: UDPServerFactory)
     assert message.startswith(f"{server._name} belongs to another event loop")
     with pytest.raises(RuntimeError, match="not started"):
         await UDPServer().wait_for_datagrams(1)
+
+
+@pytest.mark.parametrize("kind", ["udp", "unix"])
+async def test_udp_aclose_on_another_loop_is_refused_and_the_server_stays_open(
+    udp_server: UDPServerFactory, unix_datagram_server: UnixDatagramServerFactory, kind: str
+) -> None:
+    server = await (udp_server if kind == "udp" else unix_datagram_server)(handlers.sink)
+
+    def on_another_loop() -> tuple[str, float]:
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="another event loop") as caught:
+            asyncio.run(server.aclose())
+        return str(caught.value), time.monotonic() - started
+
+    message, seconds = await asyncio.get_running_loop().run_in_executor(None, on_another_loop)
+    assert message.startswith(f"{server._name} belongs to another event loop")
+    assert seconds < 0.5  # at once, not after waiting for the script and the transport
+    assert not server.closed
+    family = socket.AF_INET if kind == "udp" else socket.AF_UNIX
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"still here", server.address)
+    await server.wait_for_datagrams(1)
+    await server.aclose()  # on its own loop
+    assert server.closed
 
 
 async def test_udp_context_manager_closes() -> None:

@@ -148,3 +148,33 @@ async def test_unix_server_blocking_client(unix_server: UnixServerFactory) -> No
             return sock.recv(10)
 
     assert await asyncio.get_running_loop().run_in_executor(None, client) == b"yo"
+
+
+async def _accepted_not_made() -> None:
+    """Resume when asyncio's loop has accepted a waiting connection, not yet made it.
+
+    The accept callback runs in the next iteration, after the callback that wakes
+    this task; the task it starts to make the transport runs after this one.
+    """
+    loop = asyncio.get_running_loop()
+    woken = loop.create_future()
+    loop.call_soon(woken.set_result, None)
+    await woken
+
+
+@pytest.mark.parametrize("yields", [0, 1, 2])
+async def test_unix_teardown_reads_and_closes_connections_the_loop_accepted(
+    yields: int,
+) -> None:
+    script = handlers.script(handlers.expect(b"hello"), handlers.expect_eof())
+    server = await UnixServer(script).start()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:  # a blocking client
+        client.connect(server.path)
+        client.sendall(b"hello")
+    await _accepted_not_made()
+    for _ in range(yields):  # 1: made, connection_made not called; 2: nothing read yet
+        await asyncio.sleep(0)
+    await server.aclose()  # the script was followed: nothing to raise
+    (conn,) = server.connections
+    assert (conn.received, conn.eof_received, conn.is_open) == (b"hello", True, False)
+    assert all(task.done() for task in server._tasks)

@@ -7,16 +7,22 @@ keeps it, so no other process can take the address between "find" and "bind".
 Each accepted connection gets a ``_ConnState`` (in ``_connections``), which owns
 the real transport and the public `Connection` recording.  The handler's protocol sees a
 `_RecordingTransport` that records writes; a `_RecordingProtocol` in front of it
-records reads, EOF and how the connection ended.  Stream handlers run as tasks the
-server owns, so their exceptions are kept and raised again at teardown.
+records reads, EOF and how the connection ended (for a handler's BufferedProtocol
+that is not a Protocol, a `_BufferOnlyProtocol` in front of that, so that every loop
+calls it as it would call the handler's).  Stream handlers run as tasks the server
+owns, so their exceptions are kept and raised again at teardown.
 
 Teardown (`aclose`), bounded whatever the clients do:
 
-1. close the listener;
-2. close the client connections (``Server.close_clients`` on 3.13+, our own list
-   of transports before, which is the same thing);
-3. wait up to ``close_timeout`` for the connections to end and the handlers to
-   return;
+1. close the listener, once the connections the loop has accepted reached the
+   server (`_stop_accepting`);
+2. close each client connection once the loop has read what its client had sent
+   (`_close_after_reading`); connections made from now on are closed the same way.
+   TLS servers on 3.13+ then close those still in the handshake
+   (``Server.close_clients``);
+3. wait up to ``close_timeout`` for the connections to end, the handlers to return
+   and the server to hold no connection, the ones nettest has not seen yet included
+   (`_server_idle`: what ``Server.wait_closed`` waits for from 3.12);
 4. abort what is left and cancel the handlers still running, then warn with
    `ServerTeardownWarning` naming them;
 5. raise `HandlerError` if any handler failed.
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import socket
 import ssl
 import ssl as _ssl
@@ -89,6 +96,75 @@ class ServerTeardownWarning(UserWarning):
     """
 
 
+def _input_waiting(transport: asyncio.ReadTransport) -> bool:
+    """Whether a transport reads, and its socket has bytes, an EOF or an error waiting."""
+    try:
+        if not transport.is_reading():
+            return False
+    except RuntimeError:  # 3.10's TLS transport, once its socket's transport has gone
+        return False
+    sock = transport.get_extra_info("socket")
+    try:
+        fd = -1 if sock is None else sock.fileno()
+        if fd < 0:
+            return False
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False
+
+
+def _receive_buffer_size(transport: asyncio.BaseTransport) -> int:
+    """SO_RCVBUF of a transport's socket: about what a client can have sent unread."""
+    sock = transport.get_extra_info("socket")
+    try:
+        return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+    except (AttributeError, OSError):
+        return 1 << 20
+
+
+class _BufferOnlyProtocol(asyncio.BufferedProtocol):
+    """The recording in front of a handler's BufferedProtocol that is not also a Protocol.
+
+    A loop reads into ``get_buffer``/``buffer_updated`` or calls ``data_received``
+    depending on what the protocol is, and loops decide differently for one that
+    is both: asyncio's loop uses the buffer, uvloop (``handles/stream.pyx``,
+    ``_set_protocol``) calls ``data_received`` for any `asyncio.Protocol`.  The
+    recording protocol must therefore be exactly what the handler's protocol is.
+    `_RecordingBufferedProtocol` is both kinds (right for a handler's protocol that
+    is both); this is a BufferedProtocol only, passing each callback on to one.
+    """
+
+    __slots__ = ("_recorder",)
+
+    def __init__(self, recorder: _RecordingBufferedProtocol) -> None:
+        self._recorder = recorder
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._recorder.connection_made(transport)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._recorder.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._recorder.buffer_updated(nbytes)
+
+    def eof_received(self) -> bool | None:
+        return self._recorder.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._recorder.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._recorder.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._recorder.resume_writing()
+
+
 class _StreamServer(_LoopbackServer):
     """What TCPServer and UnixServer share: recording, handlers, waits and teardown."""
 
@@ -129,6 +205,8 @@ class _StreamServer(_LoopbackServer):
         self._changed = Signal()
         #: Connections teardown had to abort, and handlers it had to cancel.
         self._aborted: list[str] = []
+        #: Connections teardown closes once the loop has read what their clients sent.
+        self._reading: set[_ConnState] = set()
 
     # -- life cycle ------------------------------------------------------------
 
@@ -181,17 +259,22 @@ class _StreamServer(_LoopbackServer):
             return _RecordingProtocol(
                 self, asyncio.StreamReaderProtocol(reader, loop=self._loop), reader
             )
-        if isinstance(inner, asyncio.BufferedProtocol):
-            return _RecordingBufferedProtocol(self, inner)
-        return _RecordingProtocol(self, inner)
+        if not isinstance(inner, asyncio.BufferedProtocol):
+            return _RecordingProtocol(self, inner)
+        recorder = _RecordingBufferedProtocol(self, inner)
+        if isinstance(inner, asyncio.Protocol):
+            return recorder  # both kinds, as the handler's protocol is
+        return _BufferOnlyProtocol(recorder)
 
     def _connection_made(self, transport: asyncio.Transport) -> _ConnState:
         state = _ConnState(self, transport)
         self._states.append(state)
         self._changed.notify()
         if self._status != "open":
-            # Accepted just before the listener closed: close it with the others.
-            self._loop.call_soon(state.close)  # type: ignore[union-attr]
+            # Accepted before the listener closed, made during teardown: closed like
+            # the others, once the loop has read what the client sent (reading starts
+            # after connection_made).
+            self._loop.call_soon(self._close_after_reading, state)  # type: ignore[union-attr]
         return state
 
     def _start_handler(
@@ -201,7 +284,9 @@ class _StreamServer(_LoopbackServer):
         inner: asyncio.BaseProtocol,
         reader: asyncio.StreamReader | None,
     ) -> None:
-        if reader is None:
+        if reader is None or self._status == "closed":
+            # Made after aclose() gave up waiting for it (a TLS handshake that ended
+            # later): no handler task may outlive the server.
             return
         assert isinstance(inner, asyncio.StreamReaderProtocol)
         assert self._loop is not None
@@ -357,12 +442,16 @@ class _StreamServer(_LoopbackServer):
     async def aclose(self) -> None:
         """Close the server; raise what its handlers raised.
 
-        Closes the listener, then the connections; waits up to ``close_timeout``
-        for them to end; aborts what is left (with `ServerTeardownWarning`).  It
+        Stops accepting, then closes the connections once the loop has read what
+        their clients had already sent, including connections accepted but not yet
+        made when it started; waits up to ``close_timeout`` for them to end and their
+        handlers to return; aborts what is left (with `ServerTeardownWarning`).  It
         never hangs.  Calling it again does nothing.
 
         Raises:
             HandlerError: a handler raised, or a script was not followed.
+            RuntimeError: called on another event loop than the server's (the
+                server stays open, to be closed on its own loop), or while it starts.
         """
         if self._status in ("new", "closed"):
             self._status = "closed"
@@ -374,60 +463,166 @@ class _StreamServer(_LoopbackServer):
         server = self._server
         assert server is not None
         try:
-            server.close()
-            # Server.close_clients exists from 3.13 (not on uvloop's servers); before
-            # it, and always, nettest closes the transports it recorded.
-            close_clients = getattr(server, "close_clients", None)
-            if close_clients is not None:
-                close_clients()
-            for state in self._states:
+            await self._stop_accepting(server)
+            for state in list(self._states):
                 if state.conn.is_open:
-                    state.close()
-            await self._bounded_wait(self._close_timeout)
-            if not self._all_ended():
-                for state in self._states:
-                    conn = state.conn
-                    if conn.is_open:
-                        self._aborted.append(
-                            f"connection #{conn.index} from {format_address(conn.peer)} "
-                            f"(received {len(conn._received)} bytes, sent {len(conn._sent)})"
-                        )
-                        state.abort()
-                    if state.task is not None and not state.task.done():
-                        self._aborted.append(
-                            f"the handler of connection #{conn.index} (cancelled)"
-                        )
-                        state.task.cancel()
-                await self._bounded_wait(1.0)
-            try:
-                if sys.version_info >= (3, 12):
-                    # From 3.12 wait_closed waits for every accepted connection,
-                    # including TLS handshakes nettest never saw: bound it.
-                    await asyncio.wait_for(server.wait_closed(), self._close_timeout)
-                else:  # before 3.12 it returns at once once the server is closed
-                    await server.wait_closed()
-            except asyncio.TimeoutError:
-                # Connections nettest never saw: accepted, still in the TLS handshake.
-                abort_clients = getattr(server, "abort_clients", None)
-                if abort_clients is not None:
-                    abort_clients()
-                    self._aborted.append("connections still in the TLS handshake")
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(server.wait_closed(), 1.0)
-                else:  # Python 3.12 has no way to reach them
-                    self._aborted.append(
-                        "connections still in the TLS handshake could not be aborted "
-                        "(no Server.abort_clients before Python 3.13); they end when the "
-                        "client closes or the handshake times out"
+                    self._close_after_reading(state)
+            # Server.close_clients exists from 3.13 (not on uvloop's servers): it
+            # reaches the connections still in the TLS handshake, which nettest never
+            # saw.  It closes every transport, so it waits for nettest's own to be
+            # read.  A plain server has no such connections: the ones nettest has
+            # not seen yet are being made, and are read before they are closed.
+            close_clients = getattr(server, "close_clients", None)
+            if self._ssl is not None and close_clients is not None:
+                with contextlib.suppress(TimeoutError):
+                    await self._changed.wait_until(
+                        lambda: not self._reading, self._close_timeout, lambda: ""
                     )
+                close_clients()
+            idle = self._server_idle(server)
+            try:
+                if not await self._bounded_wait(self._close_timeout, idle):
+                    await self._abort_leftovers(server, idle)
+            finally:
+                if not idle.done():
+                    idle.cancel()
+                    await asyncio.wait({idle})
         finally:
             self._status = "closed"
+            self._reading.clear()
             self._cleanup()
         self._raise_errors()
 
-    async def _bounded_wait(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await self._changed.wait_until(self._all_ended, timeout, lambda: "")
+    async def _stop_accepting(self, server: asyncio.AbstractServer) -> None:
+        """Close the listener, once the connections the loop has accepted reach the server.
+
+        asyncio's selector loop accepts in a reader callback, then makes each
+        transport in a task (``_accept_connection2``) that runs an iteration later
+        and attaches it to the server.  Once ``Server.close()`` has run, attaching
+        fails (an assertion, silent outside debug mode) and the client's connection
+        is dropped unrecorded.  So the reader goes first and one iteration lets those
+        tasks run; what is still in the listener's backlog is refused, as before.
+        uvloop and the proactor loop make the transport in their accept callback.
+        """
+        loop = self._loop
+        try:
+            if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+                for sock in server.sockets:  # type: ignore[attr-defined]
+                    loop.remove_reader(sock.fileno())
+                await asyncio.sleep(0)
+        finally:
+            server.close()
+
+    def _server_idle(self, server: asyncio.AbstractServer) -> asyncio.Future[Any]:
+        """Return a future done once every connection the closed server accepted is closed.
+
+        That is what ``Server.wait_closed()`` waits for from Python 3.12.1 on,
+        connections nettest has not seen yet included (accepted, and waiting for
+        ``connection_made`` or for the TLS handshake).  Before 3.12 it returns at
+        once once the server is closed (CPython gh-79033); the future is then the
+        one 3.12's ``wait_closed`` would wait on, in the server's list of waiters.
+        It also wakes the waits of `aclose`.
+        """
+        loop = self._loop
+        assert loop is not None
+        idle: asyncio.Future[Any]
+        if sys.version_info < (3, 12) and isinstance(server, asyncio.base_events.Server):
+            idle = loop.create_future()
+            waiters: list[asyncio.Future[Any]] | None = server._waiters  # type: ignore[attr-defined]
+            if waiters is None:  # woken already: nothing is open
+                idle.set_result(None)
+            else:
+                waiters.append(idle)
+        else:
+            idle = asyncio.ensure_future(server.wait_closed())
+        idle.add_done_callback(lambda _: self._changed.notify())
+        return idle
+
+    def _close_after_reading(self, state: _ConnState) -> None:
+        """Close a connection at teardown, once the loop has read what its client sent.
+
+        A client may have sent bytes, and its EOF, that the loop has not read yet:
+        a blocking client in an async test, or a connection accepted as the listener
+        closed.  Closing at once would lose them unrecorded, and a script would fail
+        for want of them.  So while the socket has input waiting and the loop is
+        reading it, closing waits another iteration: at most a receive buffer's worth,
+        so a client that keeps sending cannot hold teardown.
+        """
+        loop = state.loop
+        conn = state.conn
+        transport = state.transport
+        start = len(conn._received)
+        budget = _receive_buffer_size(transport)
+        events = -1
+        stalled = 0
+        self._reading.add(state)
+
+        def step() -> None:
+            nonlocal events, stalled
+            if not conn.is_open:
+                self._reading.discard(state)
+                self._changed.notify()
+                return
+            # A read comes after this check in the same iteration (asyncio runs
+            # callbacks before the I/O that became ready), so the loop is stalled
+            # only when two checks in a row see nothing new.
+            stalled = stalled + 1 if len(conn._events) == events else 0
+            events = len(conn._events)
+            if (
+                stalled < 2
+                and not conn.eof_received
+                and len(conn._received) - start < budget
+                and _input_waiting(transport)
+            ):
+                loop.call_soon(step)
+            else:
+                state.close()
+                self._reading.discard(state)
+                self._changed.notify()
+
+        step()
+
+    async def _abort_leftovers(
+        self, server: asyncio.AbstractServer, idle: asyncio.Future[Any]
+    ) -> None:
+        """Abort the connections and cancel the handlers that did not end in time."""
+        # Ours ended: what keeps the server open is connections nettest never saw,
+        # accepted and still in the TLS handshake.
+        unseen = self._all_ended()
+        for state in self._states:
+            conn = state.conn
+            if conn.is_open:
+                self._aborted.append(
+                    f"connection #{conn.index} from {format_address(conn.peer)} "
+                    f"(received {len(conn._received)} bytes, sent {len(conn._sent)})"
+                )
+                state.abort()
+            if state.task is not None and not state.task.done():
+                self._aborted.append(f"the handler of connection #{conn.index} (cancelled)")
+                state.task.cancel()
+        abort_clients = getattr(server, "abort_clients", None)
+        if abort_clients is not None:  # Python 3.13+
+            abort_clients()
+            if unseen:
+                self._aborted.append("connections still in the TLS handshake")
+        elif unseen:
+            self._aborted.append(
+                "connections still in the TLS handshake could not be aborted "
+                "(no Server.abort_clients before Python 3.13); they end when the "
+                "client closes or the handshake times out"
+            )
+            return  # nothing was aborted: nothing to wait for
+        await self._bounded_wait(1.0, idle)
+
+    async def _bounded_wait(self, timeout: float, idle: asyncio.Future[Any]) -> bool:
+        """Wait until the connections and handlers ended and the server is idle."""
+        try:
+            await self._changed.wait_until(
+                lambda: self._all_ended() and idle.done(), timeout, lambda: ""
+            )
+        except TimeoutError:
+            return False
+        return True
 
     def _raise_errors(self) -> None:
         aborted = ""

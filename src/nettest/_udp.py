@@ -336,10 +336,18 @@ class _DatagramServer(_LoopbackServer):
         Raises:
             HandlerError: the handler raised, or the script was not followed
                 (including a step still waiting for its datagram).
+            RuntimeError: called on another event loop than the server's (the
+                server stays open, to be closed on its own loop), or while it starts.
         """
         if self._status in ("new", "closed"):
             self._status = "closed"
             return
+        if self._status == "starting":
+            raise RuntimeError(f"{self._name} is still starting")
+        # Before anything else: from another loop, the waits below would never see
+        # the script or connection_lost, and the server would be marked closed with
+        # its transport left open on its own loop.
+        self._check_loop()
         try:
             if self._script_task is not None and not self._script_task.done():
                 await asyncio.sleep(0)  # let a script that never ran reach its first step
