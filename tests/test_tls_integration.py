@@ -77,6 +77,32 @@ async def test_tls_tcp_server_with_asyncio_client(
 
 
 @pytest.mark.asyncio
+async def test_tls_tcp_server_records_the_clients_close_as_eof(
+    tcp_server: TCPServerFactory,
+    tls_server_context: ssl.SSLContext,
+    tls_client_context: ssl.SSLContext,
+    tls_version: ssl.TLSVersion,
+) -> None:
+    # The client's close_notify is its EOF, on every Python: 3.10's TLS transport
+    # closes on it without calling eof_received.
+    from nettest import Ending, handlers
+
+    server = await tcp_server(handlers.echo, ssl=tls_server_context)
+    reader, writer = await asyncio.open_connection(
+        *server.address, ssl=tls_client_context, server_hostname="localhost"
+    )
+    writer.write(b"abc")
+    assert await reader.readexactly(3) == b"abc"
+    writer.close()
+    with contextlib.suppress(ssl.SSLError, ConnectionError):
+        await writer.wait_closed()
+    (conn,) = await server.wait_for_connections(1)
+    assert await conn.wait_closed(timeout=TIMEOUT) is Ending.EOF
+    assert conn.eof_received
+    assert [event.kind for event in conn.events][-2:] == ["eof", "closed"]
+
+
+@pytest.mark.asyncio
 async def test_tls_tcp_server_rejected_by_an_asyncio_client_trusting_another_ca(
     tcp_server: TCPServerFactory, tls_server_context: ssl.SSLContext
 ) -> None:

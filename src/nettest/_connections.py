@@ -67,15 +67,21 @@ class _ConnState:
         self.transport.abort()
 
     def lost(self, exc: BaseException | None) -> None:
+        now = self.loop.time()
         if self.aborted:
             ending = Ending.ABORTED
         elif exc is not None:
             ending = Ending.RESET
         elif self.conn.eof_received and not self.closed_by_server:
             ending = Ending.EOF
+        elif not self.closed_by_server and self.transport.get_extra_info("sslcontext"):
+            # Python 3.10's TLS transport closes when the client's close_notify
+            # arrives, without calling eof_received: that was the client's EOF.
+            self.conn._record("eof", b"", now)
+            ending = Ending.EOF
         else:
             ending = Ending.CLOSED
-        self.conn._record_end(ending, self.loop.time())
+        self.conn._record_end(ending, now)
         self.server._changed.notify()
 
 
@@ -214,7 +220,8 @@ class _RecordingProtocol(asyncio.Protocol):
         return bool(self._guard("eof_received", inner.eof_received))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        assert self._state is not None
+        if self._state is None:
+            return  # connection_made failed (and said so): the handler never began
         self._state.lost(exc)
         self._guard("connection_lost", lambda: self._inner.connection_lost(exc))
 
