@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
 # Imported here so that pytester's in-process runs share these modules with us
 # (it drops modules first imported during a run).
 import nettest._handlers
 import nettest._servers  # noqa: F401
+from nettest import _server_base
 
 MODES = ["strict", "auto"]
 
@@ -260,3 +263,255 @@ def test_threads(tcp_server_thread, i):
     )
     result = pytester.runpytest_subprocess("-n", "2")
     result.assert_outcomes(passed=10)
+
+
+# -- the fixtures' loop and the test's loop -------------------------------------
+
+_ON_THE_TESTS_LOOP = """
+import asyncio
+import os
+import pytest
+from nettest import _handlers as handlers
+from nettest._servers import tcp_server, unix_server  # noqa: F401
+from nettest._udp import udp_server  # noqa: F401
+
+SERVERS = []
+
+async def boom(reader, writer):
+    await reader.read(1)
+    raise RuntimeError("handler failed on the test's loop")
+
+@pytest.mark.asyncio
+async def test_handler_error(tcp_server):
+    server = await tcp_server(boom)
+    SERVERS.append(server)
+    reader, writer = await asyncio.open_connection(*server.address)
+    writer.write(b"x")
+    assert await reader.read() == b""
+    writer.close()
+    await writer.wait_closed()
+
+@pytest.mark.asyncio
+async def test_script_mismatch(udp_server):
+    SERVERS.append(await udp_server(handlers.script(handlers.expect(b"never"))))
+
+@pytest.mark.asyncio
+async def test_clean(tcp_server, unix_server, udp_server):
+    tcp, unix = await tcp_server(), await unix_server()
+    SERVERS.extend([tcp, unix])
+    for reader, writer in [
+        await asyncio.open_connection(*tcp.address),
+        await asyncio.open_unix_connection(unix.path),
+    ]:
+        writer.write(b"ok")
+        assert await reader.readexactly(2) == b"ok"
+        writer.close()
+        await writer.wait_closed()
+    SERVERS.append(await udp_server())
+
+def test_every_server_was_closed():
+    assert len(SERVERS) == 5
+    assert [s for s in SERVERS if not s.closed] == []
+    assert not os.path.exists(os.path.dirname(SERVERS[3].path))
+"""
+
+
+def _on_the_tests_loop(pytester: pytest.Pytester, fixture_loop_scope: str) -> None:
+    """Write the tests above, with the fixtures on a loop of ``fixture_loop_scope``."""
+    pytester.makeini(
+        f"""\
+[pytest]
+asyncio_default_fixture_loop_scope = {fixture_loop_scope}
+addopts = -p no:looptime_plugin
+"""
+    )
+    pytester.makepyfile(_ON_THE_TESTS_LOOP)
+
+
+@pytest.mark.parametrize("fixture_loop_scope", ["function", "module", "session"])
+@pytest.mark.parametrize("mode", MODES)
+def test_servers_on_the_tests_loop_are_closed_whatever_the_fixture_loop_scope(
+    pytester: pytest.Pytester, mode: str, fixture_loop_scope: str
+) -> None:
+    # With a fixture loop scope wider than the test's, the factory runs on the wider
+    # loop and the servers on the test's function loop, which pytest-asyncio closes
+    # before the factory's teardown: they were dropped open, their errors unseen.
+    _on_the_tests_loop(pytester, fixture_loop_scope)
+    result = pytester.runpytest_subprocess(f"--asyncio-mode={mode}", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_handler_error*",
+            "*RuntimeError: handler failed on the test's loop*",
+            "*ERROR at teardown of test_script_mismatch*",
+            "*ScriptMismatch: script step 1 of 1, expect(b'never'): not met when the server clo*",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*LeakError*")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_servers_on_the_tests_loop_raise_their_errors_with_the_gate_off(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    # The hygiene gate used to be what closed them: without it, they stayed open.
+    _on_the_tests_loop(pytester, "module")
+    result = pytester.runpytest_subprocess(
+        f"--asyncio-mode={mode}", "--nettest-leaks=off", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=4, errors=2)
+    result.stdout.fnmatch_lines(
+        ["*RuntimeError: handler failed on the test's loop*", "*ScriptMismatch*"]
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_server_whose_loop_closed_before_teardown_is_closed_and_raises(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    # A loop the test ran itself is closed by the time teardown comes: nothing can
+    # run on it, so the socket is closed and the handler's errors raised as they are.
+    pytester.makepyfile(
+        _HEADER
+        + """
+import socket
+
+SERVERS = []
+
+async def boom(reader, writer):
+    await reader.read(1)
+    raise RuntimeError("handler failed on a loop now closed")
+
+def test_own_loop(tcp_server):
+    async def main():
+        server = await tcp_server(boom)
+        reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"x")
+        assert await reader.read() == b""
+        writer.close()
+        await writer.wait_closed()
+        return server
+
+    SERVERS.append(asyncio.run(main()))
+
+def test_it_was_closed():
+    (server,) = SERVERS
+    assert server.closed
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(server.address, timeout=5)
+"""
+    )
+    result = pytester.runpytest_subprocess(f"--asyncio-mode={mode}", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*HandlerError: TCPServer 127.0.0.1:*: 1 handler error (its event loop had closed*",
+            "*RuntimeError: handler failed on a loop now closed*",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*LeakError*")
+
+
+# -- several failing servers ------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_failing_server_is_reported(pytester: pytest.Pytester, mode: str) -> None:
+    pytester.makepyfile(
+        _HEADER
+        + """
+def failing(name):
+    async def handler(reader, writer):
+        await reader.read(1)
+        raise RuntimeError(f"handler {name} failed")
+    return handler
+
+@pytest.mark.asyncio
+async def test_three(tcp_server, unix_server):
+    servers = [await tcp_server(failing("A")), await unix_server(failing("B"))]
+    servers.append(await tcp_server(failing("C")))
+    for server in servers:
+        if isinstance(server.address, str):
+            reader, writer = await asyncio.open_unix_connection(server.address)
+        else:
+            reader, writer = await asyncio.open_connection(*server.address)
+        writer.write(b"x")
+        assert await reader.read() == b""
+        writer.close()
+        await writer.wait_closed()
+"""
+    )
+    result = pytester.runpytest(f"--asyncio-mode={mode}")
+    result.assert_outcomes(passed=1, errors=1)
+    # unix_server's one error is raised as it is; tcp_server's two as a group.
+    result.stdout.fnmatch_lines(
+        [
+            "*ExceptionGroup: tcp_server: 2 servers failed at teardown (2 sub-exceptions)",
+            "*RuntimeError: handler A failed",
+            "*RuntimeError: handler C failed",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*HandlerError: UnixServer */s: 1 handler error:"])
+    result.stdout.fnmatch_lines(["*RuntimeError: handler B failed"])
+
+
+# -- servers dropped while open ---------------------------------------------------
+
+
+def test_unix_server_dropped_after_its_loop_closed_leaves_nothing_on_disk(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        _HEADER
+        + """
+import os
+from nettest._servers import UnixServer
+from nettest._udp import UnixDatagramServer
+
+PATHS = []
+
+@pytest.mark.asyncio
+async def test_leaks(tmp_path):
+    PATHS.append((await UnixServer().start()).path)
+    PATHS.append((await UnixDatagramServer().start()).path)
+    PATHS.append((await UnixServer(path=tmp_path / "u").start()).path)
+
+def test_nothing_is_left():
+    assert len(PATHS) == 3
+    assert [p for p in PATHS if os.path.exists(p)] == []
+    assert [p for p in PATHS[:2] if os.path.exists(os.path.dirname(p))] == []
+"""
+    )
+    result = pytester.runpytest()
+    # The leak is still reported, and its ResourceWarning too.
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*LeakError: *::test_leaks left * things behind*",
+            "*UnixServer /tmp/nt-*/s dropped while open*",
+            "*ResourceWarning: unclosed <UnixServer /tmp/nt-*/s open*",
+        ]
+    )
+
+
+def test__remove_unix_files_removes_only_what_the_server_made(tmp_path: pathlib.Path) -> None:
+    _file_id, _remove_unix_files = _server_base._file_id, _server_base._remove_unix_files
+    made = tmp_path / "made"
+    made.mkdir()
+    made_id = _file_id(str(made))
+    made.rename(tmp_path / "moved")
+    made.mkdir()  # someone else's now, at the same path
+    (made / "s").touch()
+    assert made_id is not None
+    _remove_unix_files(str(made), made_id, str(made / "s"), made_id)
+    assert (made / "s").exists()
+    sock = tmp_path / "sock"
+    sock.touch()
+    _remove_unix_files(None, None, str(sock), (0, 0))
+    assert sock.exists()
+    sock_id = _file_id(str(sock))
+    assert sock_id is not None
+    _remove_unix_files(None, None, str(sock), sock_id)
+    assert not sock.exists()
+    _remove_unix_files(str(made), _file_id(str(made)), str(made / "s"), (0, 0))
+    assert not made.exists()

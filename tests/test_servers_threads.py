@@ -7,13 +7,17 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
+import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import pytest
 
-from nettest import handlers
+from nettest import _settings, handlers
 from nettest._handlers import HandlerError
 from nettest._recording import Ending
 from nettest._stream_server import ServerTeardownWarning
@@ -26,6 +30,9 @@ from nettest._threads import (
     udp_server_thread,  # noqa: F401
     unix_server_thread,  # noqa: F401
 )
+
+if TYPE_CHECKING:
+    from _typeshed import TraceFunction
 
 HTTP_SCRIPT = handlers.script(
     handlers.expect_line(b"GET /status HTTP/1.1"),
@@ -259,3 +266,137 @@ def test_next():
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*ERROR at teardown of test_stuck*", "*server thread*"])
     result.stdout.no_fnmatch_line("*test_next*ERROR*")
+
+
+def test_every_failing_thread_server_is_reported(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+import socket
+from nettest._threads import tcp_server_thread  # noqa: F401
+
+def failing(name):
+    async def handler(reader, writer):
+        await reader.read(1)
+        raise RuntimeError(f"handler {name} failed")
+    return handler
+
+def test_two(tcp_server_thread):
+    for name in "AB":
+        server = tcp_server_thread(failing(name))
+        with socket.create_connection(server.address, timeout=5) as sock:
+            sock.sendall(b"x")
+            assert sock.recv(1) == b""
+"""
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ExceptionGroup: tcp_server_thread: 2 servers failed at teardown (2 sub-exceptions)",
+            "*RuntimeError: handler A failed",
+            "*RuntimeError: handler B failed",
+        ]
+    )
+
+
+# -- under a debugger ---------------------------------------------------------------
+
+
+def _do_nothing_tracer(frame: FrameType, event: str, arg: object) -> None:
+    """A debugger as sys.settrace sees it, tracing no frame."""
+
+
+def _tracer(frame: FrameType, event: str, arg: object) -> TraceFunction:
+    """A debugger that traces every frame, as pdb does while it steps."""
+    return _tracer
+
+
+def _later(delay: float, action: Callable[[], object]) -> threading.Thread:
+    """Call ``action`` in ``delay`` seconds, on a thread of its own."""
+
+    def run() -> None:
+        time.sleep(delay)
+        action()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.fixture
+def short_timeout(monkeypatch: pytest.MonkeyPatch) -> float:
+    """Make nettest's default timeout 0.2 s for this test."""
+    monkeypatch.setattr(_settings, "timeout", 0.2)
+    return 0.2
+
+
+def test_blocking_waits_never_time_out_under_a_debugger(
+    tcp_server_thread: TCPServerThreadFactory, short_timeout: float
+) -> None:
+    # The default used to be taken on the loop thread, which the debugger does not trace.
+    server = tcp_server_thread(handlers.sink)
+    sock = socket.socket()
+    helper = _later(3 * short_timeout, lambda: sock.connect(server.address))
+    previous = sys.gettrace()
+    sys.settrace(_do_nothing_tracer)
+    try:
+        assert len(server.wait_for_connections(1)) == 1
+        helper.join()
+        helper = _later(3 * short_timeout, lambda: sock.sendall(b"late"))
+        assert server.wait_for_bytes(b"late") == b"late"
+        helper.join()
+        helper = _later(3 * short_timeout, sock.close)
+        assert server.wait_closed() is Ending.EOF
+    finally:
+        sys.settrace(previous)
+        helper.join()
+        sock.close()
+    # Without the debugger, the same wait times out.
+    with pytest.raises(
+        TimeoutError, match=r"(?s)expected 2 connections; 1 arrived.*waited 0\.2 s"
+    ):
+        server.wait_for_connections(2)
+
+
+def test_udp_blocking_wait_never_times_out_under_a_debugger(
+    udp_server_thread: UDPServerThreadFactory, short_timeout: float
+) -> None:
+    server = udp_server_thread(handlers.sink)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        helper = _later(3 * short_timeout, lambda: sock.sendto(b"late", server.address))
+        previous = sys.gettrace()
+        sys.settrace(_do_nothing_tracer)
+        try:
+            (datagram,) = server.wait_for_datagrams(1)
+        finally:
+            sys.settrace(previous)
+            helper.join()
+    assert datagram.data == b"late"
+    with pytest.raises(TimeoutError, match="expected 2 datagrams"):
+        server.wait_for_datagrams(2)
+
+
+@pytest.mark.parametrize("debugged", [True, False], ids=["debugged", "not-debugged"])
+def test_script_steps_on_the_thread_follow_the_tests_debugger(
+    short_timeout: float, debugged: bool
+) -> None:
+    # The script runs on the loop thread; the debugger stops the test's thread.  Its
+    # step takes its timeout as it starts, when the connection comes.
+    frame = sys._getframe()
+    previous = sys.gettrace()
+    with TCPServerThread(handlers.script(handlers.expect(b"hi"), handlers.send(b"ok"))) as server:
+        if debugged:  # as pdb does when it stops: trace this thread, and its stack
+            sys.settrace(_tracer)
+            frame.f_trace = _tracer
+        try:
+            with socket.create_connection(server.address, timeout=5) as sock:
+                time.sleep(3 * short_timeout)
+                if debugged:
+                    sock.sendall(b"hi")
+                    assert sock.recv(2) == b"ok"
+        finally:
+            sys.settrace(previous)
+            frame.f_trace = None
+        if not debugged:
+            with pytest.raises(HandlerError, match=r"nothing matching arrived in 0\.2 s"):
+                server.close()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib
 import ipaddress
 import os
 import shutil
@@ -31,11 +32,13 @@ import tempfile
 import threading
 import typing
 import warnings
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
 
+from ._handlers import HandlerError
 from ._hygiene import track
 from ._recording import check_loop, format_address
 
@@ -192,6 +195,32 @@ def _private_dir() -> str:
     return tempfile.mkdtemp(prefix="nt-", dir=base)
 
 
+def _file_id(path: str) -> tuple[int, int] | None:
+    """``(device, inode)`` of ``path`` (not following a symlink), or None if it is gone."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
+def _remove_unix_files(
+    directory: str | None, directory_id: tuple[int, int] | None, path: str, bound: tuple[int, int]
+) -> None:
+    """Remove what a Unix server made on disk: its private directory, or else its socket file.
+
+    Each only while it is still the one the server made (same device and inode):
+    never a path someone else has made or replaced since.  Runs once, at close or
+    when a server dropped while open is garbage-collected (see `_UnixPath`).
+    """
+    if directory is not None:
+        if _file_id(directory) == directory_id:
+            shutil.rmtree(directory, ignore_errors=True)
+    elif _file_id(path) == bound:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
 def check_unix_path(path: str) -> str:
     """Return ``path`` if it fits in ``sun_path``; raise ValueError naming the limit if not."""
     size = len(os.fsencode(path))
@@ -256,16 +285,22 @@ class _UnixPath:
     The address half of `UnixServer` and `UnixDatagramServer`; mix it in before
     the server base and call `_init_unix_path` first in ``__init__``.  It makes
     and binds the server's socket.
+
+    What it made on disk (the private directory, or the socket file at a path
+    you gave) is removed when the server closes, or else when the server is
+    garbage-collected: a server dropped while open, after its loop closed, still
+    warns and is reported by the hygiene gate, but leaves no ``/tmp/nt-*``
+    directory behind.
     """
 
     _socket_type: socket.SocketKind
     _rcvbuf: int | None
     _sndbuf: int | None
-    _status: _Status
     _path: str
     _abstract: bool
     _dir: str | None
     _bound: tuple[int, int] | None
+    _removal: weakref.finalize[..., _UnixPath] | None
 
     def _init_unix_path(self, path: str | os.PathLike[str] | None, abstract: bool) -> None:
         if not hasattr(socket, "AF_UNIX"):
@@ -284,6 +319,8 @@ class _UnixPath:
         self._dir = None
         # (device, inode) of the socket file this server bound: the only file it removes.
         self._bound = None
+        # Removes what the server made on disk, at close or when it is collected.
+        self._removal = None
 
     def _make_socket(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, self._socket_type)
@@ -293,26 +330,29 @@ class _UnixPath:
                 sock.bind("")  # Linux autobind: a unique abstract name
                 self._path = os.fsdecode(sock.getsockname())
             else:
+                directory_id = None
                 if not self._path:
                     self._dir = _private_dir()
+                    directory_id = _file_id(self._dir)
                     self._path = check_unix_path(os.path.join(self._dir, "s"))
                 sock.bind(self._path)
                 info = os.stat(self._path)
                 self._bound = (info.st_dev, info.st_ino)
+                # Not a method of self: the finalizer must not keep the server alive.
+                self._removal = weakref.finalize(
+                    self, _remove_unix_files, self._dir, directory_id, self._path, self._bound
+                )
         return sock
 
     def _cleanup(self) -> None:
-        if self._dir is not None:
+        removal, self._removal = self._removal, None
+        if removal is not None:
+            removal()
+        elif self._dir is not None:  # the private directory, when the bind in it failed
             shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-        elif self._bound is not None and self._status == "closed":
-            # Never a path this server did not bind (a failed bind: someone else's
-            # file), nor one replaced since.
-            with contextlib.suppress(OSError):
-                info = os.stat(self._path)
-                if (info.st_dev, info.st_ino) == self._bound:
-                    os.unlink(self._path)
-            self._bound = None
+        # A failed bind at a path you gave removes nothing: the file there is not ours.
+        self._dir = None
+        self._bound = None
 
     def _describe(self) -> str:
         return format_address(self._path)
@@ -439,22 +479,85 @@ class _LoopbackServer:
 
 
 class _Closable(typing.Protocol):
-    closed: bool
+    _name: str
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def errors(self) -> tuple[BaseException, ...]: ...
 
     async def start(self) -> Any: ...
 
     async def aclose(self) -> None: ...
 
-    @property
-    def _loop(self) -> asyncio.AbstractEventLoop | None: ...
+    def _gate_close(self) -> None: ...
+
+
+def _exception_group(message: str, errors: Sequence[Exception]) -> Exception:
+    """Return an `ExceptionGroup` of ``errors`` (on 3.10, the ``exceptiongroup`` backport's).
+
+    pytest depends on the backport on Python 3.10 and raises its groups itself
+    (several failing finalizers of one test), so it is always there.
+    """
+    if sys.version_info >= (3, 11):
+        return ExceptionGroup(message, errors)  # noqa: F821 (a builtin from 3.11)
+    backport = importlib.import_module("exceptiongroup")
+    return typing.cast("Exception", backport.ExceptionGroup(message, errors))
+
+
+def raise_all(errors: Sequence[Exception], who: str) -> None:
+    """Raise what closing ``who``'s servers raised, so that the report shows every failure.
+
+    One error is raised as it is (a `HandlerError`, usually); several, in the
+    order their servers were started, as an `ExceptionGroup` that pytest prints
+    whole, each with its own traceback and cause.
+    """
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise _exception_group(f"{who}: {len(errors)} servers failed at teardown", errors)
+
+
+def _close_after_its_loop(server: _Closable) -> None:
+    """Close a server whose event loop has closed; raise what its handlers raised.
+
+    Nothing can run on a closed loop, so this only closes the listening socket
+    and removes the server's files (as the hygiene gate would), then raises a
+    `HandlerError` with the errors the handlers had raised until then.
+    """
+    server._gate_close()
+    errors = server.errors
+    if errors:
+        lines = [
+            f"{server._name}: {len(errors)} handler error{'s' if len(errors) != 1 else ''} "
+            "(its event loop had closed before teardown, so only its socket was closed):"
+        ]
+        for exc in errors:
+            detail = str(exc).replace("\n", "\n    ")
+            lines.append(f"  {type(exc).__name__}: {detail}")
+        raise HandlerError("\n".join(lines), errors) from errors[0]
 
 
 def _close_elsewhere(loop: asyncio.AbstractEventLoop, server: _Closable) -> None:
-    """Close a server whose loop is not running (it served a test in a wider loop scope)."""
-    if server.closed or loop.is_closed():
+    """Close a server that runs on another loop than its fixture's, on that loop.
+
+    The loop is not running (teardown is synchronous), so the close runs it here;
+    if the loop has closed already, only the socket can be closed.
+    """
+    if server.closed:
+        return
+    if loop.is_closed():
+        _close_after_its_loop(server)
         return
     if loop.is_running():
         asyncio.run_coroutine_threadsafe(server.aclose(), loop).result()
+        return
+    running_here = None
+    with contextlib.suppress(RuntimeError):
+        running_here = asyncio.get_running_loop()
+    if running_here is None:
+        loop.run_until_complete(server.aclose())
         return
     error: list[BaseException] = []
 
@@ -464,7 +567,7 @@ def _close_elsewhere(loop: asyncio.AbstractEventLoop, server: _Closable) -> None
         except BaseException as exc:
             error.append(exc)
 
-    # Not in this thread: a loop (the fixture's) may be running here.
+    # Not in this thread: another loop is running here.
     thread = threading.Thread(target=run, name="nettest-close")
     thread.start()
     thread.join()
@@ -473,13 +576,22 @@ def _close_elsewhere(loop: asyncio.AbstractEventLoop, server: _Closable) -> None
 
 
 class AsyncServerFactory:
-    """A fixture's factory: starts servers on the running loop and closes them at teardown."""
+    """A fixture's factory: starts servers on the running loop and closes them at teardown.
+
+    A server started on the fixture's own loop is closed by the fixture's teardown
+    (`aclose`).  One started on another loop, which is the test's loop when
+    ``asyncio_default_fixture_loop_scope`` is wider than the test's loop scope, is
+    closed on its loop as the test's teardown begins: pytest-asyncio closes a
+    function-scoped loop before the teardown of a fixture set up before it, and
+    the servers on it would be dropped open with their handlers' errors unseen.
+    """
 
     def __init__(self, request: pytest.FixtureRequest, make: Callable[..., Any]) -> None:
         self._request = request
         self._make = make
         self._servers: list[_Closable] = []
         self._loop = asyncio.get_running_loop()
+        self._name = request.fixturename or "the server fixture"
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
         server = self._make(*args, **kwargs)
@@ -491,16 +603,23 @@ class AsyncServerFactory:
         if loop is self._loop:
             self._servers.append(server)
         else:
-            self._request.addfinalizer(functools.partial(_close_elsewhere, loop, server))
+            # The test's finalizers run last in, first out, so this one runs before
+            # those of every fixture set up so far, the loop's own included, and
+            # after those of fixtures set up later (one wrapping this server, say).
+            self._request.node.addfinalizer(functools.partial(_close_elsewhere, loop, server))
         return server
 
     async def aclose(self) -> None:
-        """Close every server made on the fixture's loop; raise the first error."""
-        errors: list[BaseException] = []
+        """Close every server made on the fixture's loop; raise what they raised.
+
+        Raises:
+            HandlerError: a server's handlers failed.
+            ExceptionGroup: several servers failed; it holds each one's error.
+        """
+        errors: list[Exception] = []
         for server in reversed(self._servers):
             try:
                 await server.aclose()
             except Exception as exc:
                 errors.append(exc)
-        if errors:
-            raise errors[0]
+        raise_all(errors[::-1], self._name)

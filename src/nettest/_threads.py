@@ -24,8 +24,9 @@ import pytest
 from ._handlers import DatagramProtocolFactory, Handler, ProtocolFactory, StreamHandler, echo
 from ._hygiene import instrument_loop, track
 from ._recording import _UNSET, Connection, Datagram, Ending
-from ._server_base import _check_int, _NoIPv6
+from ._server_base import _check_int, _NoIPv6, raise_all
 from ._servers import TCPServer, UnixServer
+from ._settings import default_timeout, follow_debugger
 from ._udp import UDPServer, _DatagramServer
 
 if typing.TYPE_CHECKING:
@@ -51,9 +52,14 @@ _JOIN_TIMEOUT = 10.0
 
 
 class _LoopThread:
-    """An event loop running for ever in a daemon thread until `stop`."""
+    """An event loop running for ever in a daemon thread until `stop`.
+
+    Its default timeouts (a script step's) are off while the thread that started
+    it, the test's, is being debugged: a breakpoint stops that thread, not this one.
+    """
 
     def __init__(self, name: str) -> None:
+        self._owner = threading.current_thread()
         self.loop = asyncio.new_event_loop()
         instrument_loop(self.loop)
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
@@ -71,6 +77,7 @@ class _LoopThread:
 
     def _main(self) -> None:
         loop = self.loop
+        follow_debugger(self._owner)
         asyncio.set_event_loop(loop)
         loop.call_soon(self._started.set)
         try:
@@ -191,6 +198,15 @@ class _ThreadedServer(Generic[_S]):
         return self._thread.run(coro)
 
 
+def _timeout_here(timeout: float | None) -> float | None:
+    """The wait's timeout, the default taken on the calling thread (the test's).
+
+    On the loop thread a debugger stopping the test is not seen (``sys.gettrace()``
+    is per thread), and the wait would time out under it.
+    """
+    return default_timeout() if timeout is _UNSET else timeout
+
+
 class _StreamThreadMixin(_ThreadedServer[_SS]):
     @property
     def connections(self) -> tuple[Connection, ...]:
@@ -205,7 +221,7 @@ class _StreamThreadMixin(_ThreadedServer[_SS]):
         Raises:
             TimeoutError: fewer arrived in time; the message says how many did.
         """
-        return self._run(self._server.wait_for_connections(n, timeout=timeout))
+        return self._run(self._server.wait_for_connections(n, timeout=_timeout_here(timeout)))
 
     def wait_for_bytes(
         self, data: bytes, *, connection: int = 1, timeout: float | None = _UNSET
@@ -219,7 +235,7 @@ class _StreamThreadMixin(_ThreadedServer[_SS]):
             TimeoutError: the connection or the bytes did not arrive in time; the
                 message shows what did.
         """
-
+        timeout = _timeout_here(timeout)
         return self._run(self._server.wait_for_bytes(data, connection=connection, timeout=timeout))
 
     def wait_closed(self, *, connection: int = 1, timeout: float | None = _UNSET) -> Ending:
@@ -230,6 +246,7 @@ class _StreamThreadMixin(_ThreadedServer[_SS]):
             TimeoutError: the connection did not arrive, or did not end, in time.
         """
         _check_int("connection", connection)
+        timeout = _timeout_here(timeout)
 
         async def wait() -> Ending:
             conns = await self._server.wait_for_connections(connection, timeout=timeout)
@@ -337,7 +354,7 @@ class UDPServerThread(_HostThreadMixin[UDPServer]):
         self, n: int = 1, *, timeout: float | None = _UNSET
     ) -> tuple[Datagram, ...]:
         """Block until ``n`` datagrams have been received in all; return the first ``n``."""
-        return self._run(self._server.wait_for_datagrams(n, timeout=timeout))
+        return self._run(self._server.wait_for_datagrams(n, timeout=_timeout_here(timeout)))
 
 
 # -- fixtures -------------------------------------------------------------------
@@ -399,8 +416,9 @@ class UDPServerThreadFactory(typing.Protocol):
 
 
 class _SyncFactory:
-    def __init__(self, make: type[_ThreadedServer[Any]]) -> None:
+    def __init__(self, make: type[_ThreadedServer[Any]], name: str) -> None:
         self._make = make
+        self._name = name
         self._servers: list[_ThreadedServer[Any]] = []
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -413,14 +431,14 @@ class _SyncFactory:
         return server
 
     def close(self) -> None:
-        errors: list[BaseException] = []
+        """Close every server, last started first; raise what they raised (see `raise_all`)."""
+        errors: list[Exception] = []
         for server in reversed(self._servers):
             try:
                 server.close()
             except Exception as exc:
                 errors.append(exc)
-        if errors:
-            raise errors[0]
+        raise_all(errors[::-1], self._name)
 
 
 @pytest.fixture
@@ -430,7 +448,7 @@ def tcp_server_thread() -> Iterator[TCPServerThreadFactory]:
     Same arguments and recordings as ``tcp_server``; waits block.  Each server is
     closed and its thread joined at teardown, which raises handler errors.
     """
-    factory = _SyncFactory(TCPServerThread)
+    factory = _SyncFactory(TCPServerThread, "tcp_server_thread")
     yield typing.cast("TCPServerThreadFactory", factory)
     factory.close()
 
@@ -441,7 +459,7 @@ def unix_server_thread() -> Iterator[UnixServerThreadFactory]:
 
     Same arguments and recordings as ``unix_server``; closed and joined at teardown.
     """
-    factory = _SyncFactory(UnixServerThread)
+    factory = _SyncFactory(UnixServerThread, "unix_server_thread")
     yield typing.cast("UnixServerThreadFactory", factory)
     factory.close()
 
@@ -452,6 +470,6 @@ def udp_server_thread() -> Iterator[UDPServerThreadFactory]:
 
     Same arguments and recordings as ``udp_server``; closed and joined at teardown.
     """
-    factory = _SyncFactory(UDPServerThread)
+    factory = _SyncFactory(UDPServerThread, "udp_server_thread")
     yield typing.cast("UDPServerThreadFactory", factory)
     factory.close()
