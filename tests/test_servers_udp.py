@@ -138,6 +138,24 @@ async def test_udp_script_unmet_at_teardown_raises() -> None:
         await server.aclose()
 
 
+@pytest.mark.parametrize("sent", [2, 1])
+async def test_udp_script_sees_what_a_blocking_client_sent_before_teardown(sent: int) -> None:
+    # A blocking client sends without the loop running: at teardown the datagrams
+    # wait in the socket's buffer or the script's queue, and the script must see
+    # them.  The negative twin sends one too few: the second step is not met.
+    steps = handlers.script(handlers.expect(b"one"), handlers.expect(b"two"))
+    server = await UDPServer(steps).start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for data in [b"one", b"two"][:sent]:
+            sock.sendto(data, server.address)
+    if sent == 2:
+        await server.aclose()
+        assert [d.data for d in server.datagrams] == [b"one", b"two"]
+    else:
+        with pytest.raises(HandlerError, match=r"step 2 of 2, expect\(b'two'\): not met"):
+            await server.aclose()
+
+
 async def test_udp_protocol_factory(udp_server: UDPServerFactory) -> None:
     class Upper(asyncio.DatagramProtocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:

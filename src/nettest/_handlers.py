@@ -500,12 +500,20 @@ def _diff(where: str, expected: bytes, got: bytes, conn: Connection | None) -> s
 # -- datagram scripts ---------------------------------------------------------
 
 
+class ServerClosing(Exception):
+    """What a datagram script's `receive` raises once nothing more can arrive."""
+
+
 async def run_datagram_script(
     steps: tuple[Step, ...],
     receive: Callable[[float | None], Awaitable[tuple[bytes, object]]],
     sendto: Callable[[bytes, object], None],
 ) -> None:
-    """Run a script over datagrams: `receive(timeout)` gives the next ``(data, peer)``."""
+    """Run a script over datagrams: `receive(timeout)` gives the next ``(data, peer)``.
+
+    `receive` raises `ServerClosing` (or the task is cancelled) when the server
+    closes: the step waiting for a datagram is then not met.
+    """
     total = len(steps)
     peer: object = None
     for number, step in enumerate(steps, 1):
@@ -520,7 +528,7 @@ async def run_datagram_script(
             timeout = _timeout_of(step)
             try:
                 data, peer = await receive(timeout)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, ServerClosing):
                 raise ScriptMismatch(f"{where}: not met when the server closed") from None
             except (TimeoutError, asyncio.TimeoutError):
                 raise ScriptMismatch(f"{where}: no datagram arrived in {timeout:g} s") from None

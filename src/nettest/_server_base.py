@@ -24,6 +24,7 @@ import functools
 import importlib
 import ipaddress
 import os
+import select
 import shutil
 import socket
 import struct
@@ -219,6 +220,25 @@ def _remove_unix_files(
     elif _file_id(path) == bound:
         with contextlib.suppress(OSError):
             os.unlink(path)
+
+
+def socket_has_input(sock: Any) -> bool:
+    """Whether a socket (or a transport's ``socket`` extra) has bytes, EOF or an error to read.
+
+    Teardown uses it to let the loop read what a client sent before the test ended
+    (a blocking client sends without the loop running).
+    """
+    try:
+        fd = -1 if sock is None else sock.fileno()
+        if fd < 0:
+            return False
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return False
 
 
 def check_unix_path(path: str) -> str:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import select
 import socket
 import ssl
 import ssl as _ssl
@@ -76,6 +75,7 @@ from ._server_base import (
     _check_int,
     _loop_thread_call,
     _LoopbackServer,
+    socket_has_input,
 )
 
 __all__ = ["DEFAULT_CLOSE_TIMEOUT", "ServerTeardownWarning"]
@@ -103,18 +103,7 @@ def _input_waiting(transport: asyncio.ReadTransport) -> bool:
             return False
     except RuntimeError:  # 3.10's TLS transport, once its socket's transport has gone
         return False
-    sock = transport.get_extra_info("socket")
-    try:
-        fd = -1 if sock is None else sock.fileno()
-        if fd < 0:
-            return False
-        if hasattr(select, "poll"):
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)
-            return bool(poller.poll(0))
-        return bool(select.select([fd], [], [], 0)[0])
-    except (OSError, ValueError):
-        return False
+    return socket_has_input(transport.get_extra_info("socket"))
 
 
 def _receive_buffer_size(transport: asyncio.BaseTransport) -> int:
