@@ -19,10 +19,10 @@ BAD_SERVERS = [
 ]
 
 
-async def fetch(port, context, server_hostname):
+async def fetch(address, context, server_hostname):
     """The client under test: connect, send a line, return the reply."""
     reader, writer = await asyncio.open_connection(
-        "127.0.0.1", port, ssl=context, server_hostname=server_hostname
+        *address, ssl=context, server_hostname=server_hostname
     )
     writer.write(b"ping\n")
     reply = await reader.readline()
@@ -35,29 +35,26 @@ async def pong(reader, writer):
     await reader.readline()
     writer.write(b"pong\n")
     await writer.drain()
-    writer.close()
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("kind", BAD_SERVERS)
-async def test_the_client_refuses_a_bad_server(tls_bad_case_factory, kind):
+async def test_the_client_refuses_a_bad_server(tcp_server, tls_bad_case_factory, kind):
     bad = tls_bad_case_factory(kind)
-    server = await asyncio.start_server(pong, "127.0.0.1", 0, ssl=bad.server_context)
-    async with server:
-        port = server.sockets[0].getsockname()[1]
-        with pytest.raises(ssl.SSLCertVerificationError) as excinfo:
-            await fetch(port, bad.client_context, bad.server_hostname)
+    server = await tcp_server(pong, ssl=bad.server_context)
+    with pytest.raises(ssl.SSLCertVerificationError) as excinfo:
+        await fetch(server.address, bad.client_context, bad.server_hostname)
     assert excinfo.value.verify_code == bad.verify_code
     assert bad.matches(excinfo.value), f"{bad.description}: {excinfo.value}"
 
 
 @pytest.mark.asyncio
-async def test_the_same_client_accepts_a_good_server(tls_server_context, tls_client_context):
+async def test_the_same_client_accepts_a_good_server(
+    tcp_server, tls_server_context, tls_client_context
+):
     # The negative tests' twin: the client code works when the certificate is good.
-    server = await asyncio.start_server(pong, "127.0.0.1", 0, ssl=tls_server_context)
-    async with server:
-        port = server.sockets[0].getsockname()[1]
-        assert await fetch(port, tls_client_context, "localhost") == b"pong\n"
+    server = await tcp_server(pong, ssl=tls_server_context)
+    assert await fetch(server.address, tls_client_context, "localhost") == b"pong\n"
 
 
 def test_python_falls_back_to_the_common_name(tls_bad_case_factory):
