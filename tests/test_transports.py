@@ -14,6 +14,7 @@ import gc
 import logging
 import socket
 import struct
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -220,6 +221,33 @@ async def test_transport_write_of_a_discontiguous_memoryview_is_a_fatal_error(
     assert server.received == b""
     c.write(memoryview(b"abcd")[::2])  # after the connection is lost: dropped
     c.abort()
+
+
+@pytest.mark.asyncio
+async def test_transport_discontiguous_memoryview_behind_buffered_bytes(
+    connect: Connect,
+) -> None:
+    # Behind buffered bytes, asyncio before 3.12 appends it to a bytearray, which
+    # raises TypeError from write(); from 3.12 it is queued, and sending it fails.
+    client, server = Recorder(), Recorder()
+    c, s = await connect(client, server)
+    s.pause_reading()
+    while c.get_write_buffer_size() == 0:
+        c.write(b"x" * 1_000_000)
+        await asyncio.sleep(0.01)
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: None)
+    try:
+        if sys.version_info < (3, 12):
+            with pytest.raises(TypeError, match="can't set bytearray slice from memoryview"):
+                c.write(memoryview(b"abcd")[::2])
+            assert not c.is_closing()
+        else:
+            c.write(memoryview(b"abcd")[::2])
+            s.resume_reading()
+            assert isinstance(await asyncio.wait_for(client.lost, 5), BufferError)
+    finally:
+        loop.set_exception_handler(None)
 
 
 @pytest.mark.asyncio

@@ -778,7 +778,7 @@ async def test_memory_datagram_pair_addresses_read_back_resolved() -> None:
 async def test_memory_datagram_pair_refuses_one_address_twice(
     address_a: Any, address_b: Any
 ) -> None:
-    with pytest.raises(ValueError, match="address_a and address_b must be different addresses"):
+    with pytest.raises(ValueError, match="address_a and address_b must not clash"):
         memory_datagram_pair(Datagrams(), Datagrams(), address_a=address_a, address_b=address_b)
 
 
@@ -828,6 +828,11 @@ async def test_memory_datagram_allow_broadcast_sets_so_broadcast() -> None:
     with pytest.raises(TypeError, match="manual must be a bool, got 'yes'"):
         memory_datagram_pair(Datagrams(), Datagrams(), manual="yes")  # type: ignore[arg-type]
     await turns()
+
+
+def _factory(protocol: Any) -> Callable[[], Any]:
+    """A protocol factory that returns `protocol`, for create_datagram_endpoint()."""
+    return lambda: protocol
 
 
 class Fussy(Datagrams):
@@ -934,6 +939,167 @@ async def test_memory_datagram_lets_go_of_protocol_and_socket_after_connection_l
         )
     assert results[1] == results[0]
     assert results[0] == ((True, True, True), (False, "EBADF", "EBADF"), ("127.0.0.1", 9))
+
+
+@pytest.mark.asyncio
+async def test_memory_datagram_wildcard_end_reads_back_and_receives_as_a_socket() -> None:
+    # A socket bound to 0.0.0.0 sends from 127.0.0.1 and takes what is sent to any
+    # 127/8 address on its port; connect() to 0.0.0.0 reads back as 127.0.0.1.
+    loop = asyncio.get_running_loop()
+    results = []
+    for make in ("real", "memory"):
+        wild, other = Datagrams(), Datagrams()
+        if make == "real":
+            tw, _ = await loop.create_datagram_endpoint(_factory(wild), local_addr=("0.0.0.0", 0))
+            to, _ = await loop.create_datagram_endpoint(
+                _factory(other), local_addr=("127.0.0.1", 0)
+            )
+        else:
+            tw, to = memory_datagram_pair(
+                wild, other, address_a=("0.0.0.0", 0), address_b=("127.0.0.1", 0), connected=False
+            )
+            await turns()
+        port = tw.get_extra_info("sockname")[1]
+        other_address = to.get_extra_info("sockname")
+        tw.sendto(b"from wildcard", other_address)
+        to.sendto(b"to 127.0.0.2", ("127.0.0.2", port))
+        for _ in range(50):
+            if wild.events[1:] and other.events[1:]:
+                break
+            await asyncio.sleep(0.002)
+        results.append(
+            (
+                [(e[1], e[2] == other_address) for e in wild.events[1:]],
+                [(e[1], e[2] == ("127.0.0.1", port)) for e in other.events[1:]],
+            )
+        )
+        tw.close()
+        to.close()
+        await turns()
+    assert results[1] == results[0]
+    assert results[0] == ([(b"to 127.0.0.2", True)], [(b"from wildcard", True)])
+    a, b = memory_datagram_pair(Datagrams(), Datagrams(), address_b=("0.0.0.0", 0))
+    assert a.get_extra_info("peername") == ("127.0.0.1", b.get_extra_info("sockname")[1])
+    a.close()
+    b.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
+async def test_memory_datagram_ipv6_address_reads_back_without_flow_label() -> None:
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+        sock.bind(("::1", 0, 5, 3))
+        real = sock.getsockname()[2:]
+    transport = MemoryDatagramTransport(asyncio.DatagramProtocol(), local_addr=("::1", 0, 5, 3))
+    assert transport.get_extra_info("sockname")[2:] == real == (0, 0)
+    transport.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_datagram_pair_never_picks_a_port_the_other_end_holds() -> None:
+    # bind(port 0) never picks a port in use: the default for the other end skips it.
+    upcoming = _endpoint.datagram_address(socket.AF_INET)[1] + 1
+    a, b = memory_datagram_pair(Datagrams(), Datagrams(), address_a=("127.0.0.1", upcoming))
+    assert b.get_extra_info("sockname")[1] != upcoming
+    a.close()
+    b.close()
+    with pytest.raises(ValueError, match="must not clash"):
+        memory_datagram_pair(
+            Datagrams(), Datagrams(), address_a=("127.0.0.2", 40000), address_b=("0.0.0.0", 40000)
+        )
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_datagram_allow_broadcast_leaves_the_socket_unconnected() -> None:
+    # create_datagram_endpoint(remote_addr=..., allow_broadcast=True) does not
+    # connect(): no peername, no ICMP refusal, but sendto() still takes only it.
+    loop = asyncio.get_running_loop()
+    results = []
+    for make in ("real", "memory"):
+        sender = Log()
+        if make == "real":
+            rx, _ = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+            )
+            tx, _ = await loop.create_datagram_endpoint(
+                _factory(sender),
+                remote_addr=rx.get_extra_info("sockname"),
+                allow_broadcast=True,
+            )
+        else:
+            tx, rx = memory_datagram_pair(sender, asyncio.DatagramProtocol(), allow_broadcast=True)
+            await turns()
+        peername = tx.get_extra_info("peername")
+        rx.close()
+        await asyncio.sleep(0.02)
+        tx.sendto(b"x")
+        await asyncio.sleep(0.05)
+        with pytest.raises(ValueError, match="Invalid address"):
+            tx.sendto(b"x", ("127.0.0.1", 9))
+        results.append((peername, sender.events))
+        tx.close()
+        await turns()
+    assert results[1] == results[0] == (None, [])
+
+
+@pytest.mark.asyncio
+async def test_memory_datagram_noncontiguous_memoryview_is_fatal_unless_buffered() -> None:
+    protocol = Outcome()
+    a, b = memory_datagram_pair(protocol, Datagrams(), manual=True)
+    await turns()
+    a.sendto(b"first")
+    a.sendto(memoryview(b"abcdef")[::2])  # buffered: copied to bytes, as asyncio does
+    assert [data for data, _ in a.take_sent()] == [b"first", b"ace"]
+    contexts: list[dict[str, Any]] = []
+    _quiet_loop(contexts)
+    try:
+        a.sendto(memoryview(b"abcdef")[::2])  # sent at once: socket.sendto() refuses it
+        await turns()
+    finally:
+        asyncio.get_running_loop().set_exception_handler(None)
+    assert [c["message"] for c in contexts] == ["Fatal write error on datagram transport"]
+    assert isinstance(protocol.events[-1][1], BufferError)
+    b.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_datagram_unix_peer_takes_datagrams_until_its_socket_closes() -> None:
+    # close() closes the socket with connection_lost, a loop turn later: a datagram
+    # sent meanwhile is taken (and never read), not refused.
+    protocol = Outcome()
+    a, b = memory_datagram_pair(
+        protocol, Datagrams(), address_a="/tmp/a.sock", address_b="/tmp/b.sock"
+    )
+    await turns()
+    b.close()
+    a.sendto(b"same turn")
+    assert protocol.errors == []
+    await turns()
+    a.sendto(b"later")
+    assert protocol.errors == [(ConnectionRefusedError, errno.ECONNREFUSED)]
+    a.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_datagram_take_sent_checks_and_resolves_each_datagram() -> None:
+    protocol = Outcome()
+    a, b = memory_datagram_pair(protocol, Datagrams(), connected=False, manual=True)
+    await turns()
+    port = b.get_extra_info("sockname")[1]
+    a.sendto(b"1", ("localhost", port))
+    a.sendto(b"2", ("localhost", port))
+    a.sendto(b"3", ("localhost", 0))  # queued: checked when it leaves
+    sent = a.take_sent()
+    assert sent == [(b"1", ("127.0.0.1", port)), (b"2", ("127.0.0.1", port))]
+    assert protocol.errors == [(OSError, errno.EINVAL)]
+    a.close()
+    b.close()
+    await turns()
 
 
 @pytest.mark.parametrize(

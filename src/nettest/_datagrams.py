@@ -47,6 +47,9 @@ from ._endpoint import (
     datagram_address,
     datagram_family,
     datagram_key,
+    is_wildcard,
+    loopback,
+    reaches_wildcard,
 )
 from ._hygiene import track
 from ._settings import default_timeout
@@ -100,6 +103,51 @@ def _where(family: int, address: Any) -> Any:
         return datagram_key(family, address)
     except OSError:
         return address  # a name that does not resolve here: only itself
+
+
+def _source_of(family: int, address: Any) -> Any:
+    """The address datagrams from an end bound to `address` come from.
+
+    A socket bound to the wildcard address sends from loopback, and connecting to
+    the wildcard address reaches loopback.
+    """
+    if is_wildcard(family, address):
+        return (loopback(family), *address[1:])
+    return address
+
+
+def _bind_pair(family: int, address_a: Any, address_b: Any) -> tuple[Any, Any]:
+    """Bind both ends of a pair as two sockets would: never to clashing addresses.
+
+    A port nettest picks (a default address, or port 0) is never one the other end
+    holds, as ``bind()`` never picks a port in use.  Two addresses given that
+    clash (the same one, or the wildcard address and a loopback address on one
+    port) are refused, as a second ``bind()`` would fail with ``EADDRINUSE``.
+    """
+    picks = any(
+        address is None or (family != AF_UNIX and address[1] == 0)
+        for address in (address_a, address_b)
+    )
+    for _ in range(16384):
+        a = datagram_address(family) if address_a is None else bound_address(family, address_a)
+        b = datagram_address(family) if address_b is None else bound_address(family, address_b)
+        if not _clash(family, a, b):
+            return a, b
+        if not picks:
+            break
+    raise ValueError(
+        f"address_a and address_b must not clash (a second bind() would fail with "
+        f"EADDRINUSE), got {address_a!r} and {address_b!r}"
+    )
+
+
+def _clash(family: int, a: Any, b: Any) -> bool:
+    key_a, key_b = _where(family, a), _where(family, b)
+    if key_a == key_b:
+        return True
+    return (is_wildcard(family, a) and reaches_wildcard(family, key_b, a[1])) or (
+        is_wildcard(family, b) and reaches_wildcard(family, key_a, b[1])
+    )
 
 
 def _check_bool(**flags: object) -> None:
@@ -160,6 +208,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         "_closing",
         "_conn_lost",
         "_connected",
+        "_connected_socket",
         "_flow",
         "_info",
         "_key",
@@ -168,6 +217,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         "_protocol",
         "_read_context",
         "_sent_waiters",
+        "_source",
     )
 
     def __init__(
@@ -186,7 +236,14 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             local_addr = bound_address(family, local_addr)
         if remote_addr is not None:
             remote_addr = bound_address(family, remote_addr, bind=False)
-        self._setup(protocol, local_addr, remote_addr, family=family, manual=True)
+        self._setup(
+            protocol,
+            local_addr,
+            remote_addr,
+            family=family,
+            manual=True,
+            connect=not allow_broadcast,
+        )
         self._allow_broadcast(allow_broadcast)
         self._start()
 
@@ -203,9 +260,12 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         *,
         family: int,
         manual: bool,
+        connect: bool,
     ) -> MemoryDatagramTransport:
         self = cls.__new__(cls)
-        self._setup(protocol, local_addr, remote_addr, family=family, manual=manual)
+        self._setup(
+            protocol, local_addr, remote_addr, family=family, manual=manual, connect=connect
+        )
         return self
 
     def _setup(
@@ -216,16 +276,23 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         *,
         family: int,
         manual: bool,
+        connect: bool = True,
     ) -> None:
+        # With allow_broadcast, create_datagram_endpoint() does not connect the
+        # socket to remote_addr: sendto() still takes only that address, but the
+        # socket has no peer and hears from anyone.
+        connected = remote_addr is not None and connect
         self._start_endpoint(
             protocol,
             family=family,
             kind=socket.SOCK_DGRAM,
             sockname=local_addr,
-            peername=remote_addr,
+            peername=remote_addr if connected else None,
         )
         self._address = remote_addr
+        self._connected_socket = connected
         self._key = _where(family, local_addr)
+        self._source = _source_of(family, local_addr)
         self._buffer: deque[tuple[bytes, Any]] = deque()
         self._buffer_size = 0
         self._manual = manual
@@ -305,6 +372,12 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             # The kernel checks a datagram at the first attempt to send it, before
             # it waits for room: a socket transport makes that attempt here when its
             # buffer is empty.  When the test plays the peer, what it takes was sent.
+            if isinstance(data, memoryview) and not data.c_contiguous:
+                # The socket module takes only contiguous buffers (a buffered
+                # datagram was copied to bytes first, and goes).
+                error = BufferError("memoryview: underlying buffer is not C-contiguous")
+                self._fatal_error(error, "Fatal write error on datagram transport")
+                return
             addr = self._route(payload, addr)
             if addr is _REFUSED:
                 return
@@ -332,7 +405,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         """
         family = self._info["socket"].family
         try:
-            key = None if self._address else datagram_key(family, addr, "sendto")
+            key = None if self._connected_socket else datagram_key(family, addr, "sendto")
             if key is not None and (key == b"" or (family != AF_UNIX and key[1] == 0)):
                 raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
             if len(data) > MAX_DATAGRAM_SIZE[family]:
@@ -350,12 +423,25 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             self._fatal_error(exc, "Fatal write error on datagram transport")
             return _REFUSED
         peer = self._peer
-        if key is not None and peer is not None:
-            if key == peer._key:
+        if peer is not None:
+            target = key if key is not None else _where(family, addr)
+            if peer._takes(target):
                 return peer._info["sockname"]
-            if key == self._key:
+            if key is not None and self._takes(key):
                 return self._info["sockname"]
         return addr
+
+    def _takes(self, key: Any) -> bool:
+        """Whether a datagram for `key` (see `datagram_key`) reaches this end.
+
+        One bound to the wildcard address takes what is sent to any loopback
+        address on its port, as a socket bound to ``0.0.0.0`` does.
+        """
+        if key == self._key:
+            return True
+        sockname = self._info["sockname"]
+        family = self._info["socket"].family
+        return is_wildcard(family, sockname) and reaches_wildcard(family, key, sockname[1])
 
     def _broadcast(self, key: tuple[str, int], addr: Any) -> Any:
         """Return where a broadcast datagram goes, as over Linux loopback.
@@ -384,13 +470,15 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         """
         peer = self._peer
         assert peer is not None
-        if self._address:
+        # A closing end's socket is open until its connection_lost: until then it
+        # still takes datagrams (and never reads them).
+        if self._connected_socket:
             if self._info["socket"]._peername is None:
                 raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
-            if peer._closing:
+            if peer._closed:
                 self._info["socket"]._peername = None
                 raise ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
-        elif key == self._key or (key == peer._key and not peer._closing):
+        elif key == self._key or (key == peer._key and not peer._closed):
             return
         elif key == peer._key or key[:1] == b"\0":
             raise ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
@@ -407,16 +495,15 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         inside ``sendto()``; a datagram delayed by a fault is lost silently.)
         """
         peer = self._peer
-        sockname = self._info["sockname"]
-        if peer is not None and not peer._closing and addr == peer._info["sockname"]:
-            self._loop.call_soon(
-                peer._datagram_arrived, data, sockname, context=peer._read_context
-            )
-        elif peer is not None and addr == sockname and not self._address:
-            self._loop.call_soon(
-                self._datagram_arrived, data, sockname, context=self._read_context
-            )
-        elif self._address and self._info["socket"].family != AF_UNIX:
+        source = self._source
+        if peer is not None and addr == peer._info["sockname"] and not peer._closed:
+            if not peer._closing:  # a closing end's socket takes it, and never reads it
+                self._loop.call_soon(
+                    peer._datagram_arrived, data, source, context=peer._read_context
+                )
+        elif peer is not None and addr == self._info["sockname"] and not self._address:
+            self._loop.call_soon(self._datagram_arrived, data, source, context=self._read_context)
+        elif self._connected_socket and self._info["socket"].family != AF_UNIX:
             refused = ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
             self._loop.call_soon(self._error_arrived, refused, context=self._read_context)
 
@@ -470,6 +557,9 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         """Take the datagrams the protocol sent, as ``(data, addr)``, oldest first.
 
         This empties the write buffer: ``resume_writing`` follows on the next turn.
+        Each is checked as it is taken, as `pump` checks it (one the kernel refuses
+        goes to ``error_received`` and is not returned), and its address is the one
+        it leads to, so the same address always reads the same.
 
         Raises:
             TypeError: ``max_datagrams`` is not an int.
@@ -477,7 +567,22 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         """
         if max_datagrams is not None:
             check_count("max_datagrams", max_datagrams)
-        return self._pop(max_datagrams)
+        return self._take(max_datagrams)
+
+    def _take(self, limit: int | None) -> list[tuple[bytes, Any]]:
+        """Take buffered datagrams for the test, each checked as it leaves."""
+        taken = self._pop(limit)
+        if self._peer is None:
+            return taken  # checked as they were sent (see sendto)
+        sent: list[tuple[bytes, Any]] = []
+        for data, addr in taken:
+            addr = self._route(data, addr)
+            if addr is _REFUSED:
+                if self._conn_lost:
+                    break
+                continue
+            sent.append((data, addr))
+        return sent
 
     async def receive_sent(
         self, count: int = 1, *, timeout: Any = _DEFAULT
@@ -505,7 +610,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
                 f"expected {count} datagrams sent by the protocol within {wait}s; "
                 f"got {len(self._buffer)}: {list(self._buffer)[:10]!r}"
             ) from None
-        return self._pop(count)
+        return self._take(count)
 
     def _wake(self) -> None:
         waiters, self._sent_waiters = self._sent_waiters, []
@@ -531,7 +636,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
     def _datagram_arrived(self, data: bytes, addr: Any) -> None:
         if self._closing or not self._connected:
             return
-        if self._address and addr != self._address:
+        if self._connected_socket and addr != self._address:
             return  # a connected UDP socket only receives from its peer
         # As in the socket transport, an exception from the protocol is not fatal:
         # it reaches the loop's exception handler and the transport stays open.
@@ -614,7 +719,8 @@ def memory_datagram_pair(
         TypeError: an address that is not an address of its family, or a flag
             that is not a bool.
         ValueError: an address out of range, the two of different families, or
-            the same address twice.
+            two that clash (the same one, or the wildcard address and a loopback
+            address on one port).
 
     Example:
         ::
@@ -625,18 +731,24 @@ def memory_datagram_pair(
     """
     _check_bool(connected=connected, manual=manual, allow_broadcast=allow_broadcast)
     family = _check_ends(address_a=address_a, address_b=address_b)
-    address_a = datagram_address(family) if address_a is None else bound_address(family, address_a)
-    address_b = datagram_address(family) if address_b is None else bound_address(family, address_b)
-    if _where(family, address_a) == _where(family, address_b):
-        raise ValueError(
-            f"address_a and address_b must be different addresses (a second bind() would "
-            f"fail with EADDRINUSE), got {address_a!r} and {address_b!r}"
-        )
+    bound_a, bound_b = _bind_pair(family, address_a, address_b)
+    # Each end's remote address is where the other's datagrams come from, as
+    # connect() reads it back; with allow_broadcast the sockets are not connected.
     a = MemoryDatagramTransport._create_end(
-        protocol_a, address_a, address_b if connected else None, family=family, manual=manual
+        protocol_a,
+        bound_a,
+        _source_of(family, bound_b) if connected else None,
+        family=family,
+        manual=manual,
+        connect=not allow_broadcast,
     )
     b = MemoryDatagramTransport._create_end(
-        protocol_b, address_b, address_a if connected else None, family=family, manual=manual
+        protocol_b,
+        bound_b,
+        _source_of(family, bound_a) if connected else None,
+        family=family,
+        manual=manual,
+        connect=not allow_broadcast,
     )
     a._peer, b._peer = b, a
     for end in (a, b):

@@ -42,6 +42,9 @@ __all__ = [
     "datagram_address",
     "datagram_family",
     "datagram_key",
+    "is_wildcard",
+    "loopback",
+    "reaches_wildcard",
     "stream_addresses",
 ]
 
@@ -126,10 +129,33 @@ def bound_address(family: int, address: Any, *, bind: bool = True) -> Any:
     if bind and port == 0:
         port = _ephemeral_port()
     host = _numeric_host(family, host)
+    if not bind and host in ("0.0.0.0", "::"):
+        host = loopback(family)  # connect() to the wildcard address reaches loopback
     if family == socket.AF_INET6:
-        flowinfo, scope_id = (*address[2:], 0, 0)[:2]
-        return host, port, flowinfo, scope_id
+        # The kernel reports no flow label, and a scope only for a link-local address.
+        scope_id = (*address[3:], 0)[0] if host.lower().startswith("fe80:") else 0
+        return host, port, 0, scope_id
     return host, port
+
+
+def loopback(family: int) -> str:
+    """Return the loopback address of an IP `family`."""
+    return "::1" if family == socket.AF_INET6 else "127.0.0.1"
+
+
+def is_wildcard(family: int, address: Any) -> bool:
+    """Whether a bound IP `address` (read back by `bound_address`) is the wildcard address."""
+    return family != AF_UNIX and address[0] in ("0.0.0.0", "::")
+
+
+def reaches_wildcard(family: int, key: Any, port: int) -> bool:
+    """Whether a datagram for `key` (from `datagram_key`) reaches an end bound to the
+    wildcard address on `port`: any loopback address of the family does."""
+    if family == AF_UNIX or key[1] != port:
+        return False
+    if family == socket.AF_INET6:
+        return bool(key[0] == "::1")
+    return isinstance(key[0], str) and key[0].startswith("127.")
 
 
 def _numeric_host(family: int, host: str) -> str:
@@ -277,7 +303,7 @@ def _resolve_host(family: int, host: str) -> str:
             return address
         host = str(infos[0][4][0])
     if host in ("", "0.0.0.0", "::"):
-        return "::1" if family == socket.AF_INET6 else "127.0.0.1"
+        return loopback(family)
     return host
 
 

@@ -282,12 +282,18 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
     # -- writing -------------------------------------------------------------------
 
     def _write_discontiguous(self, data: memoryview) -> None:
-        """Fail as sending a non-contiguous memoryview fails: a fatal error."""
+        """Fail as sending a non-contiguous memoryview fails: a fatal error.
+
+        Before 3.12, with bytes already buffered, asyncio appends it to its
+        bytearray buffer instead, which raises `TypeError` from ``write()``.
+        """
         if self._eof:
             raise RuntimeError("Cannot call write() after write_eof()")
         if self._conn_lost or not data:
             self.write(bytes(data))  # dropped (and logged) or ignored, as any data
             return
+        if self._buffer._size and sys.version_info < (3, 12):
+            raise TypeError("can't set bytearray slice from memoryview")
         error = BufferError("memoryview: underlying buffer is not C-contiguous")
         self._fatal_error(error, "Fatal write error on socket transport")
 
