@@ -9,7 +9,9 @@ records reads, EOF and how the connection ended.
 from __future__ import annotations
 
 import asyncio
+import functools
 import typing
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +21,11 @@ from ._server_base import _loop_thread_call, set_reset_on_close
 
 if typing.TYPE_CHECKING:
     from ._stream_server import _StreamServer
+
+
+def _connection_open(state: weakref.ReferenceType[_ConnState], transport: Any) -> bool:
+    alive = state()
+    return alive is not None and alive.conn.is_open and not transport.is_closing()
 
 
 class _ConnState:
@@ -47,7 +54,10 @@ class _ConnState:
         track(
             transport,
             what=f"connection #{self.conn.index} to {server._name}",
-            is_open=lambda t: not t.is_closing(),
+            # The recording ends with connection_lost: 3.10's TLS transport never
+            # says it is closing when the client's close_notify ended it.  A weak
+            # reference, so that the gate keeps neither the state nor the transport.
+            is_open=functools.partial(_connection_open, weakref.ref(self)),
             close=lambda t: _loop_thread_call(loop, t.abort),
             on_behalf_of=server,
         )

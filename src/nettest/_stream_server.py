@@ -97,19 +97,25 @@ class ServerTeardownWarning(UserWarning):
 
 
 def _input_waiting(transport: asyncio.ReadTransport) -> bool:
-    """Whether a transport reads, and its socket has bytes, an EOF or an error waiting."""
+    """Whether a transport reads, and its socket has bytes, an EOF or an error waiting.
+
+    A TLS transport that is shutting down refuses to answer (3.10 raises
+    `RuntimeError`, later versions `AttributeError` once it was closed twice, by
+    the client's close_notify and by the handler): then nothing more is read.
+    """
     try:
         if not transport.is_reading():
             return False
-    except RuntimeError:  # 3.10's TLS transport, once its socket's transport has gone
+        sock = transport.get_extra_info("socket")
+    except (RuntimeError, AttributeError):
         return False
-    return socket_has_input(transport.get_extra_info("socket"))
+    return socket_has_input(sock)
 
 
 def _receive_buffer_size(transport: asyncio.BaseTransport) -> int:
     """SO_RCVBUF of a transport's socket: about what a client can have sent unread."""
-    sock = transport.get_extra_info("socket")
-    try:
+    try:  # AttributeError: a TLS transport shutting down (see `_input_waiting`)
+        sock = transport.get_extra_info("socket")
         return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
     except (AttributeError, OSError):
         return 1 << 20
