@@ -102,6 +102,52 @@ async def test_tls_tcp_server_records_the_clients_close_as_eof(
     assert [event.kind for event in conn.events][-2:] == ["eof", "closed"]
 
 
+def test_tls_server_teardown_after_the_client_closes_without_waiting(
+    pytester: pytest.Pytester,
+) -> None:
+    # The client's close_notify and the handler both close the server's TLS
+    # transport, which then refuses get_extra_info() until its shutdown ends; and
+    # on 3.10 it never says it is closing.  Teardown and the hygiene gate must
+    # cope: no error, nothing reported open.
+    pytester.makepyfile(
+        """
+import asyncio
+import pytest
+from nettest import handlers
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+    def data_received(self, data):
+        self.transport.write(data)
+
+HANDLERS = {
+    "echo": handlers.echo,
+    "sink": handlers.sink,
+    "script": handlers.script(handlers.expect(b"hi"), handlers.expect_eof()),
+    "protocol": Echo,
+}
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("name", HANDLERS)
+@pytest.mark.parametrize("wait", [False, True])
+async def test_client_closes(tcp_server, tls_server_context, tls_client_context, name, wait):
+    server = await tcp_server(HANDLERS[name], ssl=tls_server_context)
+    reader, writer = await asyncio.open_connection(
+        *server.address, ssl=tls_client_context, server_hostname="localhost"
+    )
+    writer.write(b"hi")
+    await server.wait_for_bytes(b"hi")
+    writer.close()
+    if wait:
+        await writer.wait_closed()
+        await server.connections[0].wait_closed()
+"""
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=8)
+
+
 @pytest.mark.asyncio
 async def test_tls_tcp_server_rejected_by_an_asyncio_client_trusting_another_ca(
     tcp_server: TCPServerFactory, tls_server_context: ssl.SSLContext

@@ -9,6 +9,7 @@ records reads, EOF and how the connection ended.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import typing
 import weakref
@@ -92,6 +93,11 @@ class _ConnState:
         else:
             ending = Ending.CLOSED
         self.conn._record_end(ending, now)
+        if not self.transport.is_closing():
+            # 3.10's TLS transport never marks itself closed when the client's
+            # close_notify ended the connection, and warns when it is collected.
+            with contextlib.suppress(Exception):
+                self.transport.close()
         self.server._changed.notify()
 
 
