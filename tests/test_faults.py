@@ -629,7 +629,8 @@ def test_reorder_flushes_after_max_hold() -> None:
 def test_reorder_removed_releases_held_datagrams() -> None:
     schedule = datagrams(Reorder(10))
     schedule.datagram("downstream", b"a", 0)
-    assert schedule.update([], 1) == [Deliver(0, "downstream", b"a")]
+    # Released at the removal, not at the time it arrived.
+    assert schedule.update([], 1) == [Deliver(1, "downstream", b"a")]
 
 
 def test_truncate_datagram() -> None:

@@ -16,20 +16,33 @@ import looptime
 import pytest
 
 from nettest._datagrams import memory_datagram_pair
-from nettest._fault_actions import Action, Close, Deliver, Pause, Resume, SendEof, Wake
+from nettest._fault_actions import (
+    Abort,
+    Action,
+    Close,
+    Deliver,
+    Pause,
+    Resume,
+    SendEof,
+    Wake,
+)
 from nettest._fault_backend import ActionQueue, FaultsInForce, TimedAction
 from nettest._fault_engine_datagram import DatagramSchedule
 from nettest._fault_engine_stream import StreamSchedule
 from nettest._fault_trace import ConnectionTrace
 from nettest._faults import (
     Bandwidth,
+    Blackhole,
+    CloseAfter,
     Drop,
     Duplicate,
     Fault,
     Latency,
     Reorder,
+    Reset,
     Stall,
     Trigger,
+    Truncate,
     check_faults,
     other_flow,
 )
@@ -531,3 +544,63 @@ async def test_proxy_removing_one_of_two_stalls_keeps_holding(
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+# -- held bytes that arm a later fault, timers behind a fault that holds or drops --------
+
+
+@pytest.mark.parametrize(
+    ("later", "expected"),
+    [
+        (Latency(1, trigger=Trigger(after_bytes=5)), b"0123456789"),
+        (Latency(1, trigger=Trigger(pattern=b"34")), b"0123456789"),
+        (Truncate(3, trigger=Trigger(after_bytes=5)), b"01234567"),
+    ],
+    ids=["after_bytes", "pattern", "truncate"],
+)
+def test_stream_schedule_removing_a_stall_releases_bytes_that_arm_a_later_fault(
+    later: Fault, expected: bytes
+) -> None:
+    stall = Stall(trigger=Trigger(after_bytes=2))
+    schedule = StreamSchedule(seed=1, index=1, now=0.0, faults=[stall, later])
+    schedule.start(0.0)
+    first = schedule.data("downstream", b"0123456789", 0.0)
+    assert Pause("downstream") in first
+    released = schedule.update([later], 1.0)
+    assert released[0] == Resume("downstream")
+    assert b"".join(_sent(first + released)) == expected
+
+
+@pytest.mark.parametrize(
+    ("holder", "timed", "end"),
+    [
+        (Blackhole(), CloseAfter(0.5, trigger=Trigger(after_bytes=5)), Close),
+        (Stall(), CloseAfter(0.5, trigger=Trigger(after_bytes=5)), Close),
+        (Stall(), Reset(after_seconds=0.5, trigger=Trigger(pattern=b"34")), Abort),
+    ],
+    ids=["blackhole-closeafter", "stall-closeafter", "stall-reset"],
+)
+def test_stream_schedule_timer_behind_a_holder_arms_on_the_bytes_as_sent(
+    holder: Fault, timed: Fault, end: type[Close | Abort]
+) -> None:
+    schedule = StreamSchedule(seed=1, index=1, now=0.0, faults=[holder, timed])
+    schedule.start(0.0)
+    assert Wake(0.5) in schedule.data("downstream", b"0123456789", 0.0)
+    assert schedule.tick(0.4) == []
+    [action] = schedule.tick(0.5)
+    assert isinstance(action, end)
+    assert action.at == 0.5
+
+
+def test_stream_schedule_timer_still_arms_when_the_delayed_bytes_reach_it() -> None:
+    close = CloseAfter(0.5, trigger=Trigger(after_bytes=5))
+    schedule = StreamSchedule(seed=1, index=1, now=0.0, faults=[Latency(1), close])
+    schedule.start(0.0)
+    assert Wake(1.5) in schedule.data("downstream", b"0123456789", 0.0)
+
+
+def test_datagram_schedule_removing_reorder_times_held_datagrams_from_the_removal() -> None:
+    reorder = Reorder(4, max_hold=30)
+    schedule = _datagrams(reorder, Latency(0.5))
+    assert schedule.datagram("downstream", b"held", 0.0) == [Wake(30.0)]
+    assert schedule.update([Latency(0.5)], 0.4) == [Deliver(0.9, "downstream", b"held")]

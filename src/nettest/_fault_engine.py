@@ -40,7 +40,10 @@ may delay it, cut it, change it, hold it or drop it.  A fault does nothing until
 it is *armed*: its trigger names the connection number, a byte offset or a byte
 pattern, and a fault added in mid-connection counts from the moment it was
 added.  Every trigger sees the sender's bytes as they arrive, whatever the stages
-before it do with them.  A chunk that straddles the arming offset is split, so
+before it do with them.  A fault that acts on a timer (`CloseAfter`, a `Reset`
+with ``after_seconds`` or no limit) arms, and starts its timer, when the item
+that meets its trigger reaches it, or when the sender sends that item if an
+earlier stage holds or drops it.  A chunk that straddles the arming offset is split, so
 that the bytes before it pass untouched.  Byte counts inside a fault
 (``Truncate(10)``, ``Reset(after_bytes=10)``) are relative to the arming offset.
 

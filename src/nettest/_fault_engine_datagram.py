@@ -224,5 +224,7 @@ class DatagramSchedule(_Schedule):
             # came, through the stages after it that are still in force.
             after = before[before.index(applied) + 1 :]
             rest = [stage for stage in pipe if any(stage is a for a in after)]
+            for item in held[1]:
+                item.at = max(item.at, now)
             items = self._run_through(rest, held[1], self._pending)
             self._pending.extend(self._finish(flow, items))

@@ -132,7 +132,8 @@ class StreamSchedule(_Schedule):
             return self._finish(flow, [_Chunk(now, offset, data)])
         for applied in pipe:
             applied.scan(offset, data)
-        return self._run(flow, 0, [_Chunk(now, offset, data)])
+        actions = self._run(flow, 0, [_Chunk(now, offset, data)])
+        return actions + self._arm_unreached(flow, now)
 
     def eof(self, flow: Flow, now: float) -> list[Action]:
         """The sender of `flow` half-closed (or closed) its side."""
@@ -162,6 +163,27 @@ class StreamSchedule(_Schedule):
         return actions
 
     # -- the pipeline -----------------------------------------------------------------
+
+    def _arm_unreached(self, flow: Flow, now: float) -> list[Action]:
+        """Arm the timed faults whose trigger the sender's bytes met, but no item reached.
+
+        A stage before such a fault held or dropped the bytes that arm it (`Stall`,
+        `Blackhole`); its timer starts when the sender sent them, as it would if the
+        fault were first in the list.  Faults that act on bytes wait for them.
+        """
+        actions: list[Action] = []
+        consumed = self._consumed[flow]
+        for applied in list(self._pipes[flow]):
+            if self.closed:
+                break
+            arm = applied.arm
+            if applied.armed or arm is None or arm > consumed or not _timed(applied.fault):
+                continue
+            found = self._run_from(applied, self._arm(applied, now))
+            actions.extend(self._released)
+            self._released = []
+            actions.extend(found)
+        return actions
 
     def _run_from(self, applied: _Applied, items: list[_Item]) -> list[Action]:
         pipe = self._pipes[applied.flow]
@@ -434,7 +456,17 @@ class StreamSchedule(_Schedule):
                 # go on through those after it that are still in force.
                 after = before[before.index(applied) + 1 :]
                 rest = [stage for stage in pipe if any(stage is a for a in after)]
-                self._released.extend(self._run_through(flow, rest, held))
+                # Run first, then extend: a stage the held bytes arm moves what is in
+                # `self._released` into the run's actions and rebinds the list.
+                released = self._run_through(flow, rest, held)
+                self._released.extend(released)
+
+
+def _timed(fault: Fault) -> bool:
+    """Whether `fault` acts at a time counted from its arming, not on the bytes it sees."""
+    if isinstance(fault, Reset):
+        return fault.after_seconds is not None or fault.after_bytes is None
+    return isinstance(fault, CloseAfter)
 
 
 def _reset_flows(fault: Fault, flow: Flow) -> tuple[Flow, ...]:
