@@ -471,14 +471,44 @@ async def test_proxy_latency_still_pushes_back_when_the_client_does_not_read(
 
 
 @pytest.mark.asyncio
+async def test_proxy_latency_and_bandwidth_keep_the_cap_busy(
+    fault_proxy: FaultProxyFactory,
+) -> None:
+    size = 8 * _MIB
+    server, address, _ = await _source(size)
+    async with server:
+        faults = [Latency(0.5), Bandwidth(8 * _MIB)]
+        proxy = await fault_proxy(upstream=address, faults=faults)
+        loop = asyncio.get_running_loop()
+        async with connect(proxy.address) as (reader, _):
+            start = loop.time()
+            data = await read_all(reader, 30)
+            elapsed = loop.time() - start
+        assert len(data) == size
+        # 1 s at the cap and 0.5 s of delay.  The bytes queued behind the cap come
+        # in flight as time passes: unless the proxy reads again then, the cap
+        # idled for most of each delay (8.9 s).
+        assert elapsed < 4.5, elapsed
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "faults",
+    [
+        [Bandwidth(64 * 1024, direction="upstream")],
+        # Bytes that wait behind the cap are not in flight on the modelled link,
+        # whichever fault comes first: the proxy took 4.4 MB (67 s at the cap).
+        [Latency(0.5, direction="upstream"), Bandwidth(64 * 1024, direction="upstream")],
+        [Bandwidth(64 * 1024, direction="upstream"), Latency(0.5, direction="upstream")],
+    ],
+    ids=["bandwidth", "latency-bandwidth", "bandwidth-latency"],
+)
 async def test_proxy_bandwidth_still_pushes_back_at_256_kib(
-    fault_proxy: FaultProxyFactory, upstream: Upstream
+    fault_proxy: FaultProxyFactory, upstream: Upstream, faults: list[Fault]
 ) -> None:
     from nettest._proxy_tcp import _HIGH
 
-    proxy = await fault_proxy(
-        upstream=upstream.address, faults=[Bandwidth(64 * 1024, direction="upstream")]
-    )
+    proxy = await fault_proxy(upstream=upstream.address, faults=faults)
     async with connect(proxy.address) as (_, writer):
         writer.write(b"x" * (8 * _MIB))
         with pytest.raises(asyncio.TimeoutError):
@@ -489,24 +519,50 @@ async def test_proxy_bandwidth_still_pushes_back_at_256_kib(
         writer.transport.abort()
 
 
-def test__backlog_counts_the_bytes_read_before_a_cutoff() -> None:
+def test__backlog_counts_the_bytes_not_in_flight() -> None:
     from nettest._proxy_tcp import _Backlog
 
+    # Read at 1, 2 and 3 s, held by a Latency(1.0) alone: in flight until due.
     backlog = _Backlog()
-    for read_at, size in [(1.0, 10), (2.0, 20), (3.0, 30)]:
-        backlog.add(read_at, size)
-    assert (backlog.size, backlog.count_late(0.5)) == (60, 0)
-    assert backlog.count_late(2.0) == 30
-    assert backlog.count_late(1.5) == 10  # a Latency was added: the cutoff moved back
-    assert backlog.count_late(3.0) == 60
+    for due, size in [(2.0, 10), (3.0, 20), (4.0, 30)]:
+        backlog.add(due, size)
+    # Due at 2 and 3 s and still queued: held (say, for the upstream connection).
+    assert (backlog.size, backlog.count_late(3.0, 1.0)) == (60, 30)
+    assert backlog.count_late(3.0, 0.5) == 60  # a Latency was removed: 4.0 is late too
+    assert backlog.count_late(3.0, 1.0) == 30  # and added again
+    assert backlog.count_late(1.5, 3.0) == 0  # every move can be undone
     backlog.pop()
-    assert (backlog.size, backlog.late) == (50, 50)
+    assert (backlog.size, backlog.count_late(3.5, 1.0)) == (50, 20)
     backlog.pop()
     backlog.pop()
-    assert (backlog.size, backlog.late, backlog.count_late(9.0)) == (0, 0, 0)
-    backlog.add(4.0, 5)
-    backlog.pop()  # from the recent ones
-    assert (backlog.size, backlog.late) == (0, 0)
+    assert (backlog.size, backlog.count_late(9.0, 1.0)) == (0, 0)
+    backlog.add(10.0, 5)
+    assert backlog.count_late(9.5, 1.0) == 0
+    backlog.pop()  # from the ones in flight
+    assert (backlog.size, backlog.flight) == (0, 0)
+
+
+def test__backlog_counts_the_bytes_behind_a_cap_as_late() -> None:
+    from nettest._proxy_tcp import _Backlog
+
+    # Latency(0.5), then a cap: read at 0, 0.1 and 0.2 s, each 1 s at the cap.
+    backlog = _Backlog()
+    for due, size in [(1.5, 10), (2.5, 20), (3.5, 30)]:
+        backlog.add(due, size)
+    # All due later than 0.5 s from now: they wait behind the cap, not on the
+    # modelled link (counting them in flight let the proxy take 4 MiB).
+    assert backlog.count_late(0.3, 0.5) == 60
+    assert backlog.next_in_flight(0.5) == 1.0
+    assert backlog.count_late(1.0, 0.5) == 50
+    assert backlog.next_in_flight(0.5) == 2.0
+    assert backlog.count_late(1.0, 3.0) == 0  # a long Latency: all in flight
+    backlog.add(1.0, 40)  # carried out in order: due no sooner than the one before
+    assert backlog.count_late(1.0, 2.5) == 0
+    assert backlog.count_late(1.0, 2.4) == 70
+    for _ in range(4):
+        backlog.pop()
+    assert (backlog.size, backlog.count_late(1.0, 0.5)) == (0, 0)
+    assert backlog.next_in_flight(0.5) is None
 
 
 @pytest.mark.asyncio
@@ -1183,6 +1239,80 @@ async def test_udp_proxy_unreachable_forwards_what_arrived_before_it(
         assert client.queue.empty()
         assert not client.errors
     assert "the proxy's port is closed" in proxy.format_traces()
+
+
+async def _echoes(address: Address) -> None:
+    """The port at `address` is open: a datagram sent to it comes back."""
+    async with udp_client(address) as (transport, client):
+        transport.sendto(b"back")
+        assert await asyncio.wait_for(client.queue.get(), 5) == b"back"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("down_first", [False, True])
+async def test_udp_proxy_down_outlasts_unreachable(
+    fault_proxy: FaultProxyFactory, udp_echo: tuple[Address, _Echo], down_first: bool
+) -> None:
+    address, _ = udp_echo
+    proxy = await fault_proxy(upstream=address, kind="udp")
+    if down_first:
+        await proxy.down()
+        proxy.add(Unreachable())
+    else:
+        proxy.add(Unreachable())
+        await proxy.down()
+    # Removing the fault bound the port again, though the proxy was down.
+    proxy.remove(Unreachable())
+    assert not proxy.is_up
+    _refused_at_once(proxy.address)
+    await proxy.up()
+    await until(lambda: proxy.is_up)  # (at once; mypy keeps `not is_up` from above)
+    await _echoes(proxy.address)
+
+
+@pytest.mark.asyncio
+async def test_udp_proxy_up_leaves_the_port_closed_while_unreachable(
+    fault_proxy: FaultProxyFactory, udp_echo: tuple[Address, _Echo]
+) -> None:
+    address, _ = udp_echo
+    proxy = await fault_proxy(upstream=address, kind="udp", faults=[Unreachable()])
+    await proxy.down()
+    await proxy.up()  # bound the port, though Unreachable() is in force
+    assert not proxy.is_up
+    _refused_at_once(proxy.address)
+    proxy.remove(Unreachable())
+    await until(lambda: proxy.is_up)  # (at once)
+    await _echoes(proxy.address)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("closer", ["add", "down"])
+async def test_udp_proxy_up_returns_when_another_task_closes_the_port(
+    fault_proxy: FaultProxyFactory, udp_echo: tuple[Address, _Echo], closer: str
+) -> None:
+    address, _ = udp_echo
+    proxy = await fault_proxy(upstream=address, kind="udp", faults=[Unreachable()])
+
+    async def close_the_port() -> None:
+        await asyncio.sleep(0)
+        if closer == "add":
+            proxy.add(Unreachable())
+        else:
+            await proxy.down()
+
+    other = asyncio.ensure_future(close_the_port())
+    await asyncio.sleep(0)  # `other` is ready to run again
+    proxy.remove(Unreachable())  # binds; the task that reads the port runs after `other`
+    try:
+        # up() awaited that task, which closing the port cancelled: CancelledError
+        # in a task nobody cancelled.
+        await proxy.up()
+    except asyncio.CancelledError:
+        pytest.fail("up() raised CancelledError, though nothing cancelled this task")
+    finally:
+        await other
+    assert not proxy.is_up  # closed again, as the other task asked
+    _refused_at_once(proxy.address)
 
 
 @pytest.mark.slow

@@ -15,7 +15,9 @@ find their way back.
 
 Taking the proxy ``down()`` closes its listening socket: new TCP connections
 are refused by the kernel and UDP clients get ICMP "port unreachable", as with a
-real dead server.  ``up()`` binds the same address again.
+real dead server.  ``up()`` binds the same address again.  On a UDP proxy
+`Unreachable` closes the port too, for as long as it is in force: the two are
+separate reasons, and the port is open only while neither holds.
 
 Everything the proxy opens is registered with the hygiene gate and closed by
 `FaultProxy.aclose`.  This module also holds the ``fault_proxy`` fixture; the
@@ -150,7 +152,11 @@ class FaultProxy(FaultsInForce):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._udp_errors: list[str] = []
         self._count = 0
+        # The port is bound (and read, or about to be).
         self._up = False
+        # Closed by down() until up(); and (UDP) Unreachable() in force.  The port
+        # is open only while neither holds, whichever order they come in.
+        self._down = False
         self._unreachable = False
         self._port_task: asyncio.Task[None] | None = None
         self._started = False
@@ -184,6 +190,8 @@ class FaultProxy(FaultsInForce):
         reached the port before it closed are forwarded, under the faults in force
         until then: the fault counts from the moment it was added.
 
+        The port stays closed while the proxy is `down`, whatever the faults.
+
         Raises:
             OSError: Another socket took the port while it was closed; the proxy
                 stays down, and `up` tries again.
@@ -194,8 +202,12 @@ class FaultProxy(FaultsInForce):
         self._unreachable = unreachable
         listen = self._listen_protocol
         if not unreachable:
-            if not self._up:
-                self._bind_udp()
+            if not self._up and not self._down:
+                try:
+                    self._bind_udp()
+                except OSError:
+                    self._down = True  # until up() succeeds
+                    raise
         elif self._up and listen is not None:
             # Only start() and add() bring Unreachable in, so the faults in force
             # before were the others.
@@ -236,15 +248,28 @@ class FaultProxy(FaultsInForce):
             )
             name = sock.getsockname()
         else:
-            await self._bind_udp().attaching
+            await self._read_port(self._bind_udp().attaching)
             return
         self._listening(name)
+
+    async def _read_port(self, attaching: asyncio.Task[None]) -> None:
+        """Wait until the UDP port is read, or closed again meanwhile.
+
+        `down`, `aclose` or ``add(Unreachable())`` in another task close the port
+        and cancel *attaching*: that is the port's new state, not a cancellation
+        of this task, so it returns.  Cancelling this task leaves *attaching* alone.
+        """
+        if not attaching.done():
+            await asyncio.wait([attaching])
+        if not attaching.cancelled():
+            attaching.result()  # listening failed: raise why
 
     def _listening(self, name: tuple[Any, ...]) -> None:
         self._address = (name[0], name[1])
         # Bind the same port again after down()/up().
         self._port = name[1]
         self._up = True
+        self._down = False
 
     def _bind_udp(self) -> _Listen:
         """Bind the UDP port now; a task starts reading it (`_Listen.attaching`)."""
@@ -277,7 +302,8 @@ class FaultProxy(FaultsInForce):
 
     @property
     def is_up(self) -> bool:
-        """False while the proxy is `down`."""
+        """Whether the port is open; it is closed while the proxy is down, or while
+        `~nettest.faults.Unreachable` is in force (see `down`)."""
         return self._up
 
     async def aclose(self) -> None:
@@ -333,9 +359,11 @@ class FaultProxy(FaultsInForce):
 
         TCP clients get `ConnectionRefusedError` from the kernel; UDP clients on
         connected sockets get ``error_received(ConnectionRefusedError)``.
-        Connections already open are left alone.
+        Connections already open are left alone.  Removing
+        `~nettest.faults.Unreachable` does not open the port of a proxy that is down.
         """
         self._check_open()
+        self._down = True
         if not self._up:
             return
         listen = self._listen_protocol
@@ -346,18 +374,24 @@ class FaultProxy(FaultsInForce):
     async def up(self) -> None:
         """Listen again on the same address after `down`.
 
-        A UDP port that removing `~nettest.faults.Unreachable` bound again is
-        taken at once, and datagrams wait in its buffer; ``up()`` returns once
-        the proxy reads them.
+        While `~nettest.faults.Unreachable` is in force on a UDP proxy the port
+        stays closed; it opens when the fault is removed.  A UDP port that
+        removing `~nettest.faults.Unreachable` bound again is taken at once, and
+        datagrams wait in its buffer; ``up()`` returns once the proxy reads them,
+        or once the port is closed again meanwhile (by ``add(Unreachable())`` or
+        `down` in another task).
 
         Raises:
-            OSError: Another socket took the port meanwhile.
+            OSError: Another socket took the port meanwhile; the proxy stays down.
         """
         self._check_open()
+        if self._unreachable:
+            self._down = False
+            return
         if not self._up:
             await self._listen()
         elif self._port_task is not None and not self._port_task.done():
-            await asyncio.shield(self._port_task)
+            await self._read_port(self._port_task)
 
     def _check_open(self) -> None:
         if self._closed:

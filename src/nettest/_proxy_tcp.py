@@ -15,7 +15,8 @@ receiver that does not read pushes back on the real sender as a slow link
 would.  Bytes that a `Latency` holds are in flight on the modelled link
 instead: they count against a TCP window (4 MiB), not against the 256 KiB, so
 that latency delays bytes without capping the rate at 256 KiB per delay
-(`_Backlog` tells the two apart by how long ago the proxy read them).
+(`_Backlog` tells the two apart by when the bytes are due: bytes due later
+than the delay from now wait behind a `Bandwidth` cap or a `Slice`'s pace).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import math
 import typing
 from collections.abc import Iterable, Sequence
 from typing import Literal
@@ -153,53 +155,79 @@ def _link_delay(faults: Iterable[Fault], flow: Flow) -> float:
 
 
 class _Backlog:
-    """The deliveries one direction's queue holds, oldest first, and when their bytes were read.
+    """The deliveries one direction's queue holds, oldest first, and when each is due.
 
-    Bytes read less than the link's delay ago are in flight on the modelled link
-    and count against `_WINDOW` only.  Older ones are late: they wait for
-    something other than the delay (a `Bandwidth` cap, a `Slice`'s pace, the
-    upstream connection) and count against `_HIGH` too, as they always did.
-    `Latency` keeps the order of the bytes, so the late ones come first.
+    Bytes due within the link's delay from now are in flight on the modelled
+    link and count against `_WINDOW` only.  The others are late and count
+    against `_HIGH` too: bytes due later than that wait for something other
+    than the delay (a `Bandwidth` cap, a `Slice`'s pace), and bytes overdue
+    wait for the upstream connection or a piece's reader.  A `Latency` alone
+    holds every byte for at most the delay, so none of its bytes are late; with
+    a cap as well, the cap's bandwidth-delay product is in flight and the queue
+    behind the cap pushes back as it does without the `Latency`.  Judging by
+    when the bytes were read instead counted the whole queue behind the cap as
+    in flight, up to `_WINDOW` (4 MiB: a minute of a 64 KiB/s cap).
     """
 
-    __slots__ = ("_late", "_recent", "late", "size")
+    __slots__ = ("_flight", "_last_due", "_later", "_overdue", "flight", "size")
 
     def __init__(self) -> None:
-        # (read at, bytes) of each delivery in the queue: the late ones, then the rest.
-        self._late: collections.deque[tuple[float, int]] = collections.deque()
-        self._recent: collections.deque[tuple[float, int]] = collections.deque()
+        # (due at, bytes) of each delivery in the queue: overdue, in flight, later.
+        self._overdue: collections.deque[tuple[float, int]] = collections.deque()
+        self._flight: collections.deque[tuple[float, int]] = collections.deque()
+        self._later: collections.deque[tuple[float, int]] = collections.deque()
+        self._last_due = -math.inf
         #: Bytes in the queue.
         self.size = 0
-        #: Bytes in the queue read at or before the cutoff `count_late` last saw.
-        self.late = 0
+        #: Bytes in the queue in flight when `count_late` last looked.
+        self.flight = 0
 
-    def add(self, read_at: float, size: int) -> None:
-        """A delivery of `size` bytes read at `read_at` joined the queue."""
-        self._recent.append((read_at, size))
+    def add(self, due: float, size: int) -> None:
+        """A delivery of `size` bytes due at `due` joined the queue."""
+        # The queue carries deliveries out in order: none goes before the one
+        # ahead of it, so due times grow along the queue.
+        due = self._last_due = max(due, self._last_due)
+        self._later.append((due, size))
         self.size += size
 
     def pop(self) -> None:
         """The oldest delivery left the queue."""
-        if self._late:
-            size = self._late.popleft()[1]
-            self.late -= size
+        if self._overdue:
+            size = self._overdue.popleft()[1]
+        elif self._flight:
+            size = self._flight.popleft()[1]
+            self.flight -= size
         else:
-            size = self._recent.popleft()[1]
+            size = self._later.popleft()[1]
         self.size -= size
 
-    def count_late(self, cutoff: float) -> int:
-        """Return how many bytes in the queue were read at or before `cutoff`."""
-        late, recent = self._late, self._recent
-        # The cutoff moves back when a Latency is added: late bytes may be recent again.
-        while late and late[-1][0] > cutoff:
-            entry = late.pop()
-            self.late -= entry[1]
-            recent.appendleft(entry)
-        while recent and recent[0][0] <= cutoff:
-            entry = recent.popleft()
-            self.late += entry[1]
-            late.append(entry)
-        return self.late
+    def count_late(self, now: float, delay: float) -> int:
+        """Return how many bytes in the queue are not in flight on a link of `delay`."""
+        overdue, flight, later = self._overdue, self._flight, self._later
+        # A microsecond of slack: the schedule adds the delays up in another order.
+        horizon = now + delay + 1e-6
+        # The horizon moves back when a Latency is removed: undo first.
+        while overdue and overdue[-1][0] > now:
+            entry = overdue.pop()
+            self.flight += entry[1]
+            flight.appendleft(entry)
+        while flight and flight[-1][0] > horizon:
+            entry = flight.pop()
+            self.flight -= entry[1]
+            later.appendleft(entry)
+        while later and later[0][0] <= horizon:
+            entry = later.popleft()
+            self.flight += entry[1]
+            flight.append(entry)
+        while flight and flight[0][0] <= now:
+            entry = flight.popleft()
+            self.flight -= entry[1]
+            overdue.append(entry)
+        return self.size - self.flight
+
+    def next_in_flight(self, delay: float) -> float | None:
+        """When the next late delivery comes in flight, as `count_late` last saw them."""
+        return self._later[0][0] - delay if self._later else None
 
 
 class _StreamConnection:
@@ -233,6 +261,8 @@ class _StreamConnection:
         # Flows that just wrote a piece to be read alone: the next waits a few turns.
         self.spacing: set[Flow] = set()
         self.wakes: list[asyncio.TimerHandle] = []
+        # Per flow, while paused: when bytes behind a cap come in flight (see _backpressure).
+        self.rechecks: dict[Flow, asyncio.TimerHandle] = {}
         self.finished = False
         self.connecting: asyncio.Task[None] | None = None
 
@@ -326,12 +356,11 @@ class _StreamConnection:
 
     def apply(self, actions: Iterable[Action]) -> None:
         touched: set[Flow] = set()
-        now = self.loop.time()
         for action in actions:
             if isinstance(action, (Deliver, SendEof, Close, Abort)):
                 self.queues[action.flow].append(action)
                 if isinstance(action, Deliver):
-                    self.backlogs[action.flow].add(now, len(action.data))
+                    self.backlogs[action.flow].add(action.at, len(action.data))
                 touched.add(action.flow)
             elif isinstance(action, Pause):
                 self.pause(action.flow, "stall")
@@ -404,11 +433,27 @@ class _StreamConnection:
 
     def _backpressure(self, flow: Flow) -> None:
         backlog = self.backlogs[flow]
-        late = backlog.count_late(self.loop.time() - self.delays[flow])
+        delay = self.delays[flow]
+        late = backlog.count_late(self.loop.time(), delay)
         if late > _HIGH or backlog.size > _WINDOW:
             self.pause(flow, "queue")
         elif late <= _LOW and backlog.size <= _WINDOW_LOW:
             self.resume(flow, "queue")
+        # Bytes behind a cap come in flight as time passes, before the queue's
+        # next delivery (a delay away): look again then, or the link idles.
+        at = backlog.next_in_flight(delay) if delay and "queue" in self.paused[flow] else None
+        timer = self.rechecks.get(flow)
+        if timer is not None and (at is None or timer.when() != at):
+            timer.cancel()
+            del self.rechecks[flow]
+            timer = None
+        if at is not None and timer is None:
+            self.rechecks[flow] = self.loop.call_at(at, self._recheck, flow)
+
+    def _recheck(self, flow: Flow) -> None:
+        self.rechecks.pop(flow, None)
+        if not self.finished:
+            self._backpressure(flow)
 
     def pause(self, flow: Flow, reason: str) -> None:
         reasons = self.paused[flow]
@@ -469,9 +514,10 @@ class _StreamConnection:
         self.trace.record(self.loop.time(), None, "finished")
         for queue in self.queues.values():
             queue.close()
-        for timer in self.wakes:
+        for timer in [*self.wakes, *self.rechecks.values()]:
             timer.cancel()
         self.wakes.clear()
+        self.rechecks.clear()
         if self.connecting is not None and not self.connecting.done():
             self.connecting.cancel()
         self.proxy._finished(self)
