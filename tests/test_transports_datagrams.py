@@ -1102,6 +1102,74 @@ async def test_memory_datagram_take_sent_checks_and_resolves_each_datagram() -> 
     await turns()
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("allow_broadcast", [False, True])
+@pytest.mark.parametrize(
+    ("local", "remote"),
+    [
+        (("127.0.0.1", 0), ("0.0.0.0", 9)),
+        pytest.param(("::1", 0), ("::", 9), marks=_IPV6),
+    ],
+)
+async def test_memory_datagram_takes_back_the_wildcard_remote_addr_it_was_given(
+    local: Any, remote: Any, allow_broadcast: bool
+) -> None:
+    # asyncio keeps remote_addr as given (a wildcard host included), while the
+    # connected socket's peername reads loopback: sendto() takes the former.
+    loop = asyncio.get_running_loop()
+    results = []
+    for make in ("real", "memory"):
+        kwargs = {"local_addr": local, "remote_addr": remote, "allow_broadcast": allow_broadcast}
+        transport: Any
+        if make == "real":
+            transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, **kwargs)
+        else:
+            transport = MemoryDatagramTransport(asyncio.DatagramProtocol(), **kwargs)
+        outcomes = []
+        for address in (
+            remote,
+            (_endpoint.loopback(transport.get_extra_info("socket").family), 9),
+        ):
+            try:
+                transport.sendto(b"x", address)
+                outcomes.append("sent")
+            except ValueError:
+                outcomes.append("ValueError")
+        peername = transport.get_extra_info("peername")
+        results.append((outcomes, None if peername is None else peername[0]))
+        transport.close()
+        await turns()
+    assert results[1] == results[0]
+    # Over IPv6 asyncio keeps the 4-tuple getaddrinfo gives, so the 2-tuple given
+    # is refused too.
+    assert results[0][0] == (
+        ["sent", "ValueError"]
+        if len(remote) == 2 and ":" not in remote[0]
+        else ["ValueError", "ValueError"]
+    )
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
+async def test_memory_datagram_ipv4_mapped_loopback_needs_a_dual_stack_wildcard_end() -> None:
+    protocol = Outcome()
+    wild, bound = Datagrams(), Outcome()
+    a, b = memory_datagram_pair(
+        wild, bound, address_a=("::", 0), address_b=("::1", 0), connected=False
+    )
+    await turns()
+    port = a.get_extra_info("sockname")[1]
+    b.sendto(b"from ::1", ("::ffff:127.0.0.1", port))  # ::1 cannot reach IPv4
+    a.sendto(b"to itself", ("::ffff:127.0.0.1", port))  # the wildcard end can
+    await turns()
+    assert bound.errors == [(OSError, errno.ENETUNREACH)]
+    assert [e[1] for e in wild.events if e[0] == "datagram"] == [b"to itself"]
+    assert protocol.errors == []
+    a.close()
+    b.close()
+    await turns()
+
+
 @pytest.mark.parametrize(
     ("hosts", "ipv4", "ipv6"),
     [

@@ -287,7 +287,8 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             family=family,
             kind=socket.SOCK_DGRAM,
             sockname=local_addr,
-            peername=remote_addr if connected else None,
+            # connect() to the wildcard address reaches loopback, and reads back so.
+            peername=_source_of(family, remote_addr) if connected else None,
         )
         self._address = remote_addr
         self._connected_socket = connected
@@ -412,6 +413,15 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
                 raise OSError(errno.EMSGSIZE, os.strerror(errno.EMSGSIZE))
             if family == AF_UNIX and self._peer is not None:
                 self._find_unix_receiver(key)
+            if (
+                key is not None
+                and family == socket.AF_INET6
+                and str(key[0]).startswith("::ffff:")
+                and not is_wildcard(family, self._info["sockname"])
+            ):
+                # An IPv4-mapped address is reachable only from a dual-stack socket
+                # bound to the wildcard address, not from one bound to ::1.
+                raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
             if key is not None and family == socket.AF_INET and key[0] in _BROADCAST:
                 return self._broadcast(key, addr)
         except OSError as exc:
@@ -636,7 +646,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
     def _datagram_arrived(self, data: bytes, addr: Any) -> None:
         if self._closing or not self._connected:
             return
-        if self._connected_socket and addr != self._address:
+        if self._connected_socket and addr != self._info["peername"]:
             return  # a connected UDP socket only receives from its peer
         # As in the socket transport, an exception from the protocol is not fatal:
         # it reaches the loop's exception handler and the transport stays open.
@@ -732,12 +742,12 @@ def memory_datagram_pair(
     _check_bool(connected=connected, manual=manual, allow_broadcast=allow_broadcast)
     family = _check_ends(address_a=address_a, address_b=address_b)
     bound_a, bound_b = _bind_pair(family, address_a, address_b)
-    # Each end's remote address is where the other's datagrams come from, as
-    # connect() reads it back; with allow_broadcast the sockets are not connected.
+    # Each end's remote address is the other's; with allow_broadcast the sockets
+    # are not connected.
     a = MemoryDatagramTransport._create_end(
         protocol_a,
         bound_a,
-        _source_of(family, bound_b) if connected else None,
+        bound_b if connected else None,
         family=family,
         manual=manual,
         connect=not allow_broadcast,
@@ -745,7 +755,7 @@ def memory_datagram_pair(
     b = MemoryDatagramTransport._create_end(
         protocol_b,
         bound_b,
-        _source_of(family, bound_a) if connected else None,
+        bound_a if connected else None,
         family=family,
         manual=manual,
         connect=not allow_broadcast,

@@ -115,7 +115,8 @@ def bound_address(family: int, address: Any, *, bind: bool = True) -> Any:
     """Return `address` (checked by `datagram_family`) as a socket reports it.
 
     With `bind`, as ``getsockname()`` does after ``bind()``: port 0 becomes a fresh
-    ephemeral port.  Without, as ``getpeername()`` does after ``connect()``.  Either
+    ephemeral port.  Without, as asyncio keeps a ``remote_addr`` (``getpeername()``
+    then reads a wildcard host as loopback: see ``_source_of`` in ``_datagrams``).  Either
     way the host is in its numeric form (``localhost`` from the hosts file, other
     names as they are, since there is no DNS here), an IPv6 address is a 4-tuple,
     and an AF_UNIX path is a str (an abstract name stays bytes).
@@ -129,8 +130,6 @@ def bound_address(family: int, address: Any, *, bind: bool = True) -> Any:
     if bind and port == 0:
         port = _ephemeral_port()
     host = _numeric_host(family, host)
-    if not bind and host in ("0.0.0.0", "::"):
-        host = loopback(family)  # connect() to the wildcard address reaches loopback
     if family == socket.AF_INET6:
         # The kernel reports no flow label, and a scope only for a link-local address.
         scope_id = (*address[3:], 0)[0] if host.lower().startswith("fe80:") else 0
@@ -153,8 +152,8 @@ def reaches_wildcard(family: int, key: Any, port: int) -> bool:
     wildcard address on `port`: any loopback address of the family does."""
     if family == AF_UNIX or key[1] != port:
         return False
-    if family == socket.AF_INET6:
-        return bool(key[0] == "::1")
+    if family == socket.AF_INET6:  # a dual-stack socket takes IPv4-mapped loopback too
+        return isinstance(key[0], str) and (key[0] == "::1" or key[0].startswith("::ffff:127."))
     return isinstance(key[0], str) and key[0].startswith("127.")
 
 
