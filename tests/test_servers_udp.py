@@ -156,6 +156,27 @@ async def test_udp_script_sees_what_a_blocking_client_sent_before_teardown(sent:
             await server.aclose()
 
 
+@pytest.mark.parametrize("then_expect", [True, False])
+async def test_udp_script_sleeping_at_teardown_reports_what_is_still_expected(
+    then_expect: bool,
+) -> None:
+    # Teardown cancels a script still sleeping after a second: a datagram it
+    # still expects is not met; with nothing more expected, nothing failed.
+    steps = [handlers.expect(b"a"), handlers.sleep(30)]
+    if then_expect:
+        steps.append(handlers.expect(b"b"))
+    server = await UDPServer(handlers.script(*steps)).start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"a", server.address)
+    await server.wait_for_datagrams(1)
+    if then_expect:
+        message = r"step 3 of 3, expect\(b'b'\): not met when the server closed \(during step 2"
+        with pytest.raises(HandlerError, match=message):
+            await server.aclose()
+    else:
+        await server.aclose()
+
+
 async def test_udp_protocol_factory(udp_server: UDPServerFactory) -> None:
     class Upper(asyncio.DatagramProtocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:

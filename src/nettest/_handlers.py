@@ -523,7 +523,19 @@ async def run_datagram_script(
                 raise ScriptMismatch(f"{where}: no datagram has arrived yet, so no one to send to")
             sendto(step.data, peer)
         elif isinstance(step, _Sleep):
-            await asyncio.sleep(step.seconds)
+            try:
+                await asyncio.sleep(step.seconds)
+            except asyncio.CancelledError:
+                # The server closed during the sleep: a datagram still expected
+                # after it can no longer come.
+                for later, unmet in enumerate(steps[number:], number + 1):
+                    if isinstance(unmet, (_Expect, _ExpectLine)):
+                        raise ScriptMismatch(
+                            f"script step {later} of {total}, {unmet.describe()}: not met "
+                            f"when the server closed (during step {number}, "
+                            f"{step.describe()})"
+                        ) from None
+                raise
         elif isinstance(step, (_Expect, _ExpectLine)):
             timeout = _timeout_of(step)
             try:
