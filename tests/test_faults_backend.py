@@ -37,6 +37,7 @@ from nettest._faults import (
     Drop,
     Duplicate,
     Fault,
+    HalfClose,
     Latency,
     Reorder,
     Reset,
@@ -604,3 +605,36 @@ def test_datagram_schedule_removing_reorder_times_held_datagrams_from_the_remova
     schedule = _datagrams(reorder, Latency(0.5))
     assert schedule.datagram("downstream", b"held", 0.0) == [Wake(30.0)]
     assert schedule.update([Latency(0.5)], 0.4) == [Deliver(0.9, "downstream", b"held")]
+
+
+@pytest.mark.parametrize("holder", [Blackhole(), Stall()], ids=["blackhole", "stall"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Reset(trigger=Trigger(after_bytes=5)),
+        Reset(after_bytes=0, trigger=Trigger(after_bytes=5)),
+        Truncate(0, trigger=Trigger(after_bytes=5)),
+    ],
+    ids=["reset", "reset-after-0", "truncate-0"],
+)
+def test_stream_schedule_a_fault_acting_at_arming_acts_behind_a_holder(
+    holder: Fault, fault: Fault
+) -> None:
+    # Reset() and Reset(after_bytes=0) (and Truncate(0)) all act the moment they
+    # arm: behind a holder, on the bytes as sent, as when first in the list.
+    schedule = StreamSchedule(seed=1, index=1, now=0.0, faults=[holder, fault])
+    schedule.start(0.0)
+    actions = schedule.data("downstream", b"0123456789", 0.0)
+    assert any(isinstance(action, (Abort, Close)) for action in actions), actions
+
+
+def test_stream_schedule_arms_each_added_stage_once() -> None:
+    # HalfClose's EOF, delayed 1 s by Latency, arms CloseAfter inline at 1.0; the
+    # loop over the added stages must not arm it again at 0.0 (a close 1 s early).
+    schedule = StreamSchedule(
+        seed=1, index=1, now=0.0, faults=[HalfClose(), Latency(1), CloseAfter(1)]
+    )
+    actions = schedule.start(0.0)
+    armed = [event for event in schedule.trace.events if "armed" in event.what]
+    assert len(armed) == 1, armed
+    assert [action for action in actions if isinstance(action, Wake)] == [Wake(2.0)]

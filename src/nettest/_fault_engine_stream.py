@@ -112,7 +112,13 @@ class StreamSchedule(_Schedule):
         actions.extend(self._released)
         self._released = []
         for applied in added:
-            if applied.arm is not None and self._consumed[applied.flow] >= applied.arm:
+            # A stage added just before may have armed this one already, inline
+            # (its EOF or close passed through): arm each stage once.
+            if (
+                not applied.armed
+                and applied.arm is not None
+                and self._consumed[applied.flow] >= applied.arm
+            ):
                 items = self._arm(applied, now)
                 found = self._run_from(applied, items)
                 actions.extend(self._released)
@@ -463,9 +469,15 @@ class StreamSchedule(_Schedule):
 
 
 def _timed(fault: Fault) -> bool:
-    """Whether `fault` acts at a time counted from its arming, not on the bytes it sees."""
+    """Whether `fault` acts at a time counted from its arming, not on the bytes it sees.
+
+    A `Reset` or `Truncate` with no byte limit to wait for (none, or 0) acts the
+    moment it arms: a timer of zero seconds.
+    """
     if isinstance(fault, Reset):
-        return fault.after_seconds is not None or fault.after_bytes is None
+        return fault.after_seconds is not None or not fault.after_bytes
+    if isinstance(fault, Truncate):
+        return not fault.after_bytes
     return isinstance(fault, CloseAfter)
 
 
