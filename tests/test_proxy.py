@@ -1369,3 +1369,37 @@ async def test_fault_proxy_dropped_unclosed_warns(upstream: Upstream) -> None:
         proxy.__del__()
     await proxy.aclose()
     proxy.__del__()  # closed: no warning (filterwarnings=error would fail the test)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("meanwhile", ["aclose", "down", "up"])
+async def test_tcp_proxy_up_while_the_listener_starts(meanwhile: str) -> None:
+    # up() binds at once, then awaits create_server(): aclose() or down() in
+    # another task meanwhile leave it closed, and a second up() waits for the first.
+    upstream = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    proxy = await FaultProxy(upstream.sockets[0].getsockname()[:2]).start()
+    try:
+        await proxy.down()
+        first = asyncio.ensure_future(proxy.up())
+        await asyncio.sleep(0)
+        if meanwhile == "aclose":
+            await proxy.aclose()
+        elif meanwhile == "down":
+            await proxy.down()
+        else:
+            await proxy.up()
+        await asyncio.wait_for(first, 5)
+        host, port = proxy.address
+        if meanwhile == "up":
+            assert proxy.is_up
+            _, writer = await asyncio.open_connection(host, port)
+            writer.close()
+            await writer.wait_closed()
+        else:
+            assert not proxy.is_up
+            with pytest.raises(ConnectionRefusedError):
+                await asyncio.open_connection(host, port)
+    finally:
+        await proxy.aclose()
+        upstream.close()
+        await upstream.wait_closed()

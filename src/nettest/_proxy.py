@@ -145,6 +145,9 @@ class FaultProxy(FaultsInForce):
         self._port = _check_port(port, "port")
         self._address: Address | None = None
         self._server: asyncio.Server | None = None
+        # A TCP listener being started (bound and listening, create_server() not
+        # yet returned), and the future done once it has started or been dropped.
+        self._starting: asyncio.Future[None] | None = None
         self._listen_protocol: _Listen | None = None
         self._connections: set[_StreamConnection] = set()
         self._sides: list[_Side] = []
@@ -232,25 +235,39 @@ class FaultProxy(FaultsInForce):
                 sock.bind((self._host, self._port))
                 sock.listen(_BACKLOG)
                 sock.setblocking(False)
-                # create_server() calls listen() again: give it the same backlog.
-                self._server = await loop.create_server(
-                    self._new_client, sock=sock, backlog=_BACKLOG
-                )
             except BaseException:
                 sock.close()
                 raise
+            # Up from now: the kernel takes connections into the backlog.  While
+            # create_server() runs, down(), aclose() and up() in other tasks see it.
+            self._listening(sock.getsockname())
+            starting = self._starting = loop.create_future()
+            try:
+                # create_server() calls listen() again: give it the same backlog.
+                server = await loop.create_server(self._new_client, sock=sock, backlog=_BACKLOG)
+            except BaseException:
+                sock.close()
+                if self._starting is starting:
+                    self._starting = None
+                    self._up = False
+                raise
+            finally:
+                if not starting.done():
+                    starting.set_result(None)
+            if self._starting is not starting:
+                server.close()  # down() or aclose() came meanwhile: it stays closed
+                return
+            self._starting = None
+            self._server = server
             track(
-                self._server,
+                server,
                 what=f"FaultProxy listener {sock.getsockname()}",
                 is_open=lambda s: s.is_serving(),
                 close=lambda s: s.close(),
                 on_behalf_of=self,
             )
-            name = sock.getsockname()
         else:
             await self._read_port(self._bind_udp().attaching)
-            return
-        self._listening(name)
 
     async def _read_port(self, attaching: asyncio.Task[None]) -> None:
         """Wait until the UDP port is read, or closed again meanwhile.
@@ -310,8 +327,11 @@ class FaultProxy(FaultsInForce):
         """Stop listening, close every connection and socket; idempotent."""
         if self._closed:
             return
+        starting = self._starting
         self._abort_now()
         waits: list[asyncio.Future[Any]] = [s.lost for s in self._sides]
+        if starting is not None:
+            waits.append(starting)
         waits += [f.lost for f in self._flows.values()]
         waits += list(self._tasks)
         if self._listen_protocol is not None:
@@ -336,6 +356,8 @@ class FaultProxy(FaultsInForce):
 
     def _stop_listening(self) -> None:
         self._up = False
+        # A listener still starting closes itself when create_server() returns.
+        self._starting = None
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -367,9 +389,12 @@ class FaultProxy(FaultsInForce):
         if not self._up:
             return
         listen = self._listen_protocol
+        starting = self._starting
         self._stop_listening()
         if listen is not None:
             await asyncio.wait_for(asyncio.shield(listen.lost), default_timeout())
+        if starting is not None:  # it closes itself as it finishes starting
+            await asyncio.wait([starting], timeout=default_timeout())
 
     async def up(self) -> None:
         """Listen again on the same address after `down`.
@@ -390,6 +415,8 @@ class FaultProxy(FaultsInForce):
             return
         if not self._up:
             await self._listen()
+        elif self._starting is not None:  # another up() is starting the listener
+            await asyncio.wait([self._starting])
         elif self._port_task is not None and not self._port_task.done():
             await self._read_port(self._port_task)
 
