@@ -471,6 +471,30 @@ async def test_proxy_latency_still_pushes_back_when_the_client_does_not_read(
 
 
 @pytest.mark.asyncio
+async def test_proxy_queues_a_bounded_number_of_pieces_behind_a_latency(
+    fault_proxy: FaultProxyFactory,
+) -> None:
+    # Slice(1) behind a Latency makes one piece per byte: each counts as at least
+    # _PIECE_COST against the window, so the queue holds the window's worth of
+    # pieces and at most one read more (asyncio reads up to 256 KiB at a time);
+    # it held the whole 4 MiB window as one-byte pieces before (over 360,000).
+    from nettest._proxy_tcp import _PIECE_COST, _WINDOW
+
+    one_read = 256 * 1024
+
+    size = 8 * _MIB
+    server, address, sent = await _source(size)
+    async with server:
+        proxy = await fault_proxy(upstream=address, faults=[Latency(0.2), Slice(1)])
+        async with connect(proxy.address):  # and never read
+            await _until_still(lambda: sent[0])
+            [conn] = proxy._connections
+            pieces = len(conn.queues["downstream"])
+            assert pieces <= _WINDOW // _PIECE_COST + one_read, pieces
+            assert conn.paused["downstream"]
+
+
+@pytest.mark.asyncio
 async def test_proxy_latency_and_bandwidth_keep_the_cap_busy(
     fault_proxy: FaultProxyFactory,
 ) -> None:

@@ -121,6 +121,10 @@ class ActionQueue:
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
 
+    def __len__(self) -> int:
+        """The number of actions waiting."""
+        return len(self._actions)
+
     def append(self, action: TimedAction) -> None:
         """Queue *action* behind the others; `kick` carries it out."""
         self._actions.append(action)

@@ -75,6 +75,11 @@ _LOW = 64 * 1024
 _WINDOW = 4 * 1024 * 1024
 #: Read again once no more than this is in flight.
 _WINDOW_LOW = 3 * 1024 * 1024
+#: What one queued piece costs, whatever its size (its `Deliver`, its bytes object
+#: and its queue entries take about this much memory): the limits above count each
+#: piece as at least this many bytes, so that a `Slice(1)` behind a `Latency`
+#: cannot queue millions of one-byte pieces.
+_PIECE_COST = 256
 #: Loop turns between two pieces to be read alone (see `_StreamConnection._space`).
 _PIECE_TURNS = 2
 #: Seconds a closing connection waits for its peers' EOF before closing anyway.
@@ -177,7 +182,7 @@ class _Backlog:
         self._flight: collections.deque[tuple[float, int]] = collections.deque()
         self._later: collections.deque[tuple[float, int]] = collections.deque()
         self._last_due = -math.inf
-        #: Bytes in the queue.
+        #: Bytes in the queue (each piece counted as at least `_PIECE_COST`).
         self.size = 0
         #: Bytes in the queue in flight when `count_late` last looked.
         self.flight = 0
@@ -360,7 +365,8 @@ class _StreamConnection:
             if isinstance(action, (Deliver, SendEof, Close, Abort)):
                 self.queues[action.flow].append(action)
                 if isinstance(action, Deliver):
-                    self.backlogs[action.flow].add(action.at, len(action.data))
+                    cost = max(len(action.data), _PIECE_COST)
+                    self.backlogs[action.flow].add(action.at, cost)
                 touched.add(action.flow)
             elif isinstance(action, Pause):
                 self.pause(action.flow, "stall")
