@@ -114,16 +114,8 @@ class StreamSchedule(_Schedule):
         for applied in added:
             # A stage added just before may have armed this one already, inline
             # (its EOF or close passed through): arm each stage once.
-            if (
-                not applied.armed
-                and applied.arm is not None
-                and self._consumed[applied.flow] >= applied.arm
-            ):
-                items = self._arm(applied, now)
-                found = self._run_from(applied, items)
-                actions.extend(self._released)
-                self._released = []
-                actions.extend(found)
+            if self._due_to_arm(applied):
+                actions.extend(self._arm_now(applied, now))
         return actions
 
     def data(self, flow: Flow, data: bytes, now: float) -> list[Action]:
@@ -178,18 +170,26 @@ class StreamSchedule(_Schedule):
         fault were first in the list.  Faults that act on bytes wait for them.
         """
         actions: list[Action] = []
-        consumed = self._consumed[flow]
         for applied in list(self._pipes[flow]):
             if self.closed:
                 break
-            arm = applied.arm
-            if applied.armed or arm is None or arm > consumed or not _timed(applied.fault):
-                continue
-            found = self._run_from(applied, self._arm(applied, now))
-            actions.extend(self._released)
-            self._released = []
-            actions.extend(found)
+            if _timed(applied.fault) and self._due_to_arm(applied):
+                actions.extend(self._arm_now(applied, now))
         return actions
+
+    def _due_to_arm(self, applied: _Applied) -> bool:
+        """Whether the sender's bytes have met `applied`'s trigger and it is not armed yet."""
+        arm = applied.arm
+        return not applied.armed and arm is not None and self._consumed[applied.flow] >= arm
+
+    def _arm_now(self, applied: _Applied, now: float) -> list[Action]:
+        """Arm `applied` at `now` and run what it emits through the stages after it.
+
+        Returns the actions, those the arming released (a `Wake`, say) first.
+        """
+        found = self._run_from(applied, self._arm(applied, now))
+        released, self._released = self._released, []
+        return released + found
 
     def _run_from(self, applied: _Applied, items: list[_Item]) -> list[Action]:
         pipe = self._pipes[applied.flow]
@@ -315,8 +315,7 @@ class StreamSchedule(_Schedule):
                 out.extend(self._act(applied, after))
             return out
         if not applied.armed:
-            consumed = self._consumed[applied.flow]
-            if applied.arm is not None and consumed >= applied.arm:
+            if self._due_to_arm(applied):
                 out.extend(self._arm_inline(applied, item.at, extra))
             else:
                 return [item]
