@@ -36,6 +36,7 @@ import socket
 import sys
 import typing
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 from ._endpoint import (
@@ -534,15 +535,23 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         if max_datagrams is not None:
             check_count("max_datagrams", max_datagrams)
         sent = 0
-        for data, addr in self._pop(max_datagrams):
-            addr = self._route(data, addr)
-            if addr is _REFUSED:
-                if self._conn_lost:
-                    break  # a fatal error: the rest of the buffer is discarded
-                continue
+        for data, addr in self._checked(self._pop(max_datagrams)):
             self._transmit(data, addr)
             sent += 1
         return sent
+
+    def _checked(self, taken: list[tuple[bytes, Any]]) -> Iterator[tuple[bytes, Any]]:
+        """Check each datagram as it leaves (see `_route`); yield those the kernel takes.
+
+        One it refuses goes to ``error_received``; after a fatal error the rest of
+        the buffer is discarded.
+        """
+        for data, addr in taken:
+            addr = self._route(data, addr)
+            if addr is not _REFUSED:
+                yield data, addr
+            elif self._conn_lost:
+                return
 
     def _pop(self, limit: int | None) -> list[tuple[bytes, Any]]:
         taken: list[tuple[bytes, Any]] = []
@@ -584,15 +593,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         taken = self._pop(limit)
         if self._peer is None:
             return taken  # checked as they were sent (see sendto)
-        sent: list[tuple[bytes, Any]] = []
-        for data, addr in taken:
-            addr = self._route(data, addr)
-            if addr is _REFUSED:
-                if self._conn_lost:
-                    break
-                continue
-            sent.append((data, addr))
-        return sent
+        return list(self._checked(taken))
 
     async def receive_sent(
         self, count: int = 1, *, timeout: Any = _DEFAULT
