@@ -15,6 +15,7 @@ and the hygiene gate's hooks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import itertools
@@ -129,7 +130,11 @@ def bound_address(family: int, address: Any, *, bind: bool = True) -> Any:
     host, port = _parse_address(family, address, "")
     if bind and port == 0:
         port = _ephemeral_port()
-    host = _numeric_host(family, host)
+    if not host:
+        host = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    else:
+        with contextlib.suppress(OSError):  # a name that does not resolve stays as it is
+            host = _numeric_host(family, host)
     if family == socket.AF_INET6:
         # The kernel reports no flow label, and a scope only for a link-local address.
         scope_id = (*address[3:], 0)[0] if host.lower().startswith("fe80:") else 0
@@ -155,18 +160,6 @@ def reaches_wildcard(family: int, key: Any, port: int) -> bool:
     if family == socket.AF_INET6:  # a dual-stack socket takes IPv4-mapped loopback too
         return isinstance(key[0], str) and (key[0] == "::1" or key[0].startswith("::ffff:127."))
     return isinstance(key[0], str) and key[0].startswith("127.")
-
-
-def _numeric_host(family: int, host: str) -> str:
-    if not host:
-        return "::" if family == socket.AF_INET6 else "0.0.0.0"
-    try:
-        infos = socket.getaddrinfo(host, None, family, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST)
-    except (UnicodeError, socket.gaierror):
-        if host.lower() == "localhost":
-            return _localhost(family) or host
-        return host
-    return str(infos[0][4][0])
 
 
 def datagram_family(address: Any, name: str) -> int:
@@ -285,25 +278,35 @@ def _resolve_host(family: int, host: str) -> str:
             raise OSError("address family mismatched")
         return "255.255.255.255"
     if host:
-        try:
-            infos = socket.getaddrinfo(
-                host, None, family, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST
-            )
-        except UnicodeError:
-            return host  # not a valid IDNA name: no number either
-        except socket.gaierror as exc:
-            if exc.errno != socket.EAI_NONAME:
-                raise
-            if host.lower() != "localhost":
-                return host
-            address = _localhost(family)
-            if address is None:
-                raise
-            return address
-        host = str(infos[0][4][0])
+        host = _numeric_host(family, host)
     if host in ("", "0.0.0.0", "::"):
         return loopback(family)
     return host
+
+
+def _numeric_host(family: int, host: str) -> str:
+    """Return a non-empty `host` in numeric form, as ``getaddrinfo()`` reads it, without DNS.
+
+    ``localhost`` resolves from the hosts file; other names stay as they are.
+
+    Raises:
+        socket.gaierror: a numeric address of the other family, or no ``localhost``
+            entry for `family` (as the C library reports them).
+    """
+    try:
+        infos = socket.getaddrinfo(host, None, family, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST)
+    except UnicodeError:
+        return host  # not a valid IDNA name: no number either
+    except socket.gaierror as exc:
+        if exc.errno != socket.EAI_NONAME:
+            raise
+        if host.lower() != "localhost":
+            return host
+        address = _localhost(family)
+        if address is None:
+            raise
+        return address
+    return str(infos[0][4][0])
 
 
 @functools.cache
