@@ -31,7 +31,6 @@ import asyncio
 import contextvars
 import errno
 import logging
-import os
 import socket
 import sys
 import typing
@@ -50,6 +49,7 @@ from ._endpoint import (
     datagram_key,
     is_wildcard,
     loopback,
+    os_error,
     reaches_wildcard,
 )
 from ._hygiene import track
@@ -409,9 +409,9 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         try:
             key = None if self._connected_socket else datagram_key(family, addr, "sendto")
             if key is not None and (key == b"" or (family != AF_UNIX and key[1] == 0)):
-                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+                raise os_error(errno.EINVAL)
             if len(data) > MAX_DATAGRAM_SIZE[family]:
-                raise OSError(errno.EMSGSIZE, os.strerror(errno.EMSGSIZE))
+                raise os_error(errno.EMSGSIZE)
             if family == AF_UNIX and self._peer is not None:
                 self._find_unix_receiver(key)
             if (
@@ -422,7 +422,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             ):
                 # An IPv4-mapped address is reachable only from a dual-stack socket
                 # bound to the wildcard address, not from one bound to ::1.
-                raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
+                raise os_error(errno.ENETUNREACH)
             if key is not None and family == socket.AF_INET and key[0] in _BROADCAST:
                 return self._broadcast(key, addr)
         except OSError as exc:
@@ -463,7 +463,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         """
         sock = self._info["socket"]
         if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+            raise os_error(errno.EACCES)
         peer = self._peer
         if peer is not None:
             host, port = peer._info["sockname"]
@@ -485,16 +485,16 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         # still takes datagrams (and never reads them).
         if self._connected_socket:
             if self._info["socket"]._peername is None:
-                raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
+                raise os_error(errno.ENOTCONN)
             if peer._closed:
                 self._info["socket"]._peername = None
-                raise ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
+                raise os_error(errno.ECONNREFUSED)
         elif key == self._key or (key == peer._key and not peer._closed):
             return
         elif key == peer._key or key[:1] == b"\0":
-            raise ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
+            raise os_error(errno.ECONNREFUSED)
         else:
-            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+            raise os_error(errno.ENOENT)
 
     def _transmit(self, data: bytes, addr: Any) -> None:
         """Put one datagram on the wire: its receiver gets it on a later loop turn.
@@ -515,7 +515,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         elif peer is not None and addr == self._info["sockname"] and not self._address:
             self._loop.call_soon(self._datagram_arrived, data, source, context=self._read_context)
         elif self._connected_socket and self._info["socket"].family != AF_UNIX:
-            refused = ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
+            refused = os_error(errno.ECONNREFUSED)
             self._loop.call_soon(self._error_arrived, refused, context=self._read_context)
 
     def pump(self, max_datagrams: int | None = None) -> int:

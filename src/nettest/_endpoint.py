@@ -45,6 +45,7 @@ __all__ = [
     "datagram_key",
     "is_wildcard",
     "loopback",
+    "os_error",
     "reaches_wildcard",
     "stream_addresses",
 ]
@@ -63,6 +64,15 @@ MAX_DATAGRAM_SIZE = {socket.AF_INET: 65507, socket.AF_INET6: 65527, AF_UNIX: 212
 _HOSTS_FILE = "/etc/hosts"
 #: What a Unix socket's address may hold (``sizeof(sun_path)`` on Linux).
 _UNIX_PATH_MAX = 108
+
+
+def os_error(code: int) -> OSError:
+    """Return the error a system call fails with for `code`, as the socket module raises it.
+
+    `OSError` picks the subclass itself: ``ECONNREFUSED`` gives a
+    `ConnectionRefusedError`, ``ENOENT`` a `FileNotFoundError`.
+    """
+    return OSError(code, os.strerror(code))
 
 
 def check_count(name: str, value: object, *, unit: str = "") -> int:
@@ -391,7 +401,7 @@ class MemorySocket:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+            raise os_error(errno.EBADF)
 
     def getsockname(self) -> Any:
         """Return the local address.
@@ -411,7 +421,7 @@ class MemorySocket:
         """
         self._check_open()
         if self._peername is None:
-            raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
+            raise os_error(errno.ENOTCONN)
         return self._peername
 
     def fileno(self) -> int:

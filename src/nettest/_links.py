@@ -55,10 +55,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from ._endpoint import os_error
 
 if TYPE_CHECKING:
     from ._transports import MemoryTransport
@@ -71,10 +72,11 @@ PartialWrites = int | Callable[[int], int] | None
 
 
 def connection_reset(code: int = errno.ECONNRESET) -> OSError:
-    """Return the exception a socket operation raises after the peer reset it."""
-    if code == errno.EPIPE:
-        return BrokenPipeError(code, os.strerror(code))
-    return ConnectionResetError(code, os.strerror(code))
+    """Return the exception a socket operation raises after the peer reset it.
+
+    `ConnectionResetError` for ``ECONNRESET``, `BrokenPipeError` for ``EPIPE``.
+    """
+    return os_error(code)
 
 
 class ByteQueue:

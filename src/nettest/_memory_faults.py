@@ -29,12 +29,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
-import os
 import typing
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._datagrams import MemoryDatagramTransport
+from ._endpoint import os_error
 from ._fault_actions import (
     Abort,
     Action,
@@ -304,7 +304,7 @@ class _DatagramDriver:
                 else:
                     self.loop.call_at(action.at, send, action.data, target)
             elif isinstance(action, UnreachableAction):
-                error = ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
+                error = os_error(errno.ECONNREFUSED)
                 self.loop.call_at(action.at, self.ends[action.flow].feed_error, error)
             elif isinstance(action, Wake):
                 self.loop.call_at(action.at, self._tick)

@@ -25,7 +25,6 @@ import asyncio
 import contextvars
 import errno
 import logging
-import os
 import socket
 import sys
 import typing
@@ -33,7 +32,7 @@ from asyncio import constants as _asyncio_constants
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._endpoint import FlowControlled, MemorySocket, check_count, stream_addresses
+from ._endpoint import FlowControlled, MemorySocket, check_count, os_error, stream_addresses
 from ._hygiene import track
 from ._links import ByteQueue, Link, PartialWrites, connection_reset
 from ._transport_controls import _PeerControls
@@ -466,7 +465,7 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
             if self._out.broken:
                 # After an RST the socket is no longer connected, whether or not a
                 # read has noticed yet; a deferred shutdown fails on its send first.
-                raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
+                raise os_error(errno.ENOTCONN)
             self._out.send_fin()
 
     def can_write_eof(self) -> bool:
