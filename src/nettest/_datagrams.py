@@ -203,6 +203,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
     # dict stays, and the datagram fault layer patches _transmit through it.
     __slots__ = (
         "_address",
+        "_address_key",
         "_buffer",
         "_buffer_size",
         "_closed",
@@ -294,6 +295,9 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         self._address = remote_addr
         self._connected_socket = connected
         self._key = _where(family, local_addr)
+        # Where the remote address leads, worked out once: a connected socket
+        # sends every datagram there.
+        self._address_key = None if remote_addr is None else _where(family, remote_addr)
         self._source = _source_of(family, local_addr)
         self._buffer: deque[tuple[bytes, Any]] = deque()
         self._buffer_size = 0
@@ -435,7 +439,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             return _REFUSED
         peer = self._peer
         if peer is not None:
-            target = key if key is not None else _where(family, addr)
+            target = key if key is not None else self._address_key
             if peer._takes(target):
                 return peer._info["sockname"]
             if key is not None and self._takes(key):
