@@ -12,7 +12,6 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
-import looptime
 import pytest
 
 from nettest._datagrams import memory_datagram_pair
@@ -47,10 +46,10 @@ from nettest._faults import (
     check_faults,
     other_flow,
 )
-from nettest._hygiene import instrument_loop
 from nettest._memory_faults import inject_faults
 from nettest._proxy import FaultProxy, FaultProxyFactory
 from nettest._transport_pairs import memory_stream_pair
+from test_faults_memory import run_in_loop_time
 
 # -- check_faults and other_flow ---------------------------------------------------------
 
@@ -423,17 +422,6 @@ def test_stream_schedule_removing_one_of_equal_stalls_keeps_the_others_bytes() -
     ]
 
 
-def _run_in_loop_time(scenario: Callable[[], Awaitable[None]]) -> None:
-    """Run `scenario` on looptime's fast-forwarding loop: sleeps cost no wall time."""
-    loop = looptime.new_event_loop()
-    instrument_loop(loop)
-    try:
-        loop.run_until_complete(scenario())
-        loop.run_until_complete(loop.shutdown_asyncgens())
-    finally:
-        loop.close()
-
-
 def test_memory_equal_latencies_add_up_and_remove_takes_one() -> None:
     latency = Latency(5, direction="upstream")
 
@@ -456,7 +444,7 @@ def test_memory_equal_latencies_add_up_and_remove_takes_one() -> None:
             c_writer.close()
             s_writer.close()
 
-    _run_in_loop_time(scenario)
+    run_in_loop_time(scenario)
 
 
 def test_memory_removing_one_of_two_stalls_keeps_holding() -> None:
@@ -477,7 +465,7 @@ def test_memory_removing_one_of_two_stalls_keeps_holding() -> None:
             c_writer.close()
             s_writer.close()
 
-    _run_in_loop_time(scenario)
+    run_in_loop_time(scenario)
 
 
 @contextlib.asynccontextmanager
