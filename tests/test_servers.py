@@ -429,6 +429,59 @@ async def test_connection_wait_for_bytes(tcp_server: TCPServerFactory) -> None:
     await _close(writer)
 
 
+async def _fails_at_once(wait: typing.Awaitable[object]) -> str:
+    """The TimeoutError message of a wait that must fail without its 60 s timeout."""
+    with pytest.raises(TimeoutError) as info:
+        await asyncio.wait_for(wait, 5)  # 3.10: asyncio's own TimeoutError is not builtin
+    assert "failed at once: it can no longer happen" in str(info.value)
+    return str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_waits_on_an_ended_connection_fail_at_once(tcp_server: TCPServerFactory) -> None:
+    server = await tcp_server(handlers.echo)
+    reader, writer = await asyncio.open_connection(*server.address)
+    writer.write(b"PING")
+    writer.write_eof()
+    assert await reader.read() == b"PING"
+    await _close(writer)
+    (conn,) = await server.wait_for_connections(1)
+    assert await conn.wait_closed() is Ending.EOF
+    message = await _fails_at_once(conn.wait_for(b"PONG", timeout=60))
+    assert "received b'PING'; the connection eof" in message
+    message = await _fails_at_once(conn.wait_for_sent(b"PONG", timeout=60))
+    assert "it sent b'PING'; the connection eof" in message
+    await _fails_at_once(server.wait_for_bytes(b"PONG", timeout=60))
+    # What did arrive is still returned at once.
+    assert await conn.wait_for(b"PI", timeout=60) == b"PING"
+
+
+@pytest.mark.asyncio
+async def test_a_pending_wait_fails_when_its_connection_ends(
+    tcp_server: TCPServerFactory,
+) -> None:
+    server = await tcp_server(handlers.sink)
+    _, writer = await asyncio.open_connection(*server.address)
+    (conn,) = await server.wait_for_connections(1)
+    waiting = asyncio.ensure_future(conn.wait_for(b"never", timeout=60))
+    await asyncio.sleep(0)
+    writer.write(b"some")
+    await _close(writer)
+    message = await _fails_at_once(waiting)
+    assert "received b'some'; the connection eof" in message
+
+
+@pytest.mark.asyncio
+async def test_waits_on_a_closed_server_fail_at_once() -> None:
+    server = await TCPServer(handlers.sink).start()
+    waiting = asyncio.ensure_future(server.wait_for_connections(1, timeout=60))
+    await asyncio.sleep(0)
+    await server.aclose()
+    message = await _fails_at_once(waiting)
+    assert "expected 1 connection; 0 arrived; the server is closed" in message
+    await _fails_at_once(server.wait_for_connections(1, timeout=60))
+
+
 @pytest.mark.parametrize(
     ("connection", "error"), [(0, ValueError), (-1, ValueError), ("1", TypeError)]
 )

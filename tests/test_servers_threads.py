@@ -58,6 +58,23 @@ def test_blocking_socket_echo(tcp_server_thread: TCPServerThreadFactory) -> None
     assert "b'blocking'" in server.transcript()
 
 
+@pytest.mark.parametrize("action", ["close", "reset"])
+def test_connection_close_and_reset_from_the_test_thread(
+    tcp_server_thread: TCPServerThreadFactory, action: str
+) -> None:
+    server = tcp_server_thread(handlers.sink)
+    with socket.create_connection(server.address, timeout=5) as sock:
+        (conn,) = server.wait_for_connections(1)
+        # Nothing else wakes the server's loop: the call itself must reach it.
+        getattr(conn, action)()
+        if action == "close":
+            assert sock.recv(100) == b""
+        else:
+            with pytest.raises(ConnectionResetError):
+                sock.recv(100)
+    assert server.wait_closed() is (Ending.CLOSED if action == "close" else Ending.ABORTED)
+
+
 def test_wait_timeout_raises_in_the_test_thread(tcp_server_thread: TCPServerThreadFactory) -> None:
     server = tcp_server_thread()
     with pytest.raises(TimeoutError, match="expected 1 connection; 0 arrived"):

@@ -8,6 +8,7 @@ on them with a timeout whose error shows what arrived.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import enum
 import math
 import typing
@@ -121,11 +122,20 @@ class Signal:
         predicate: Callable[[], bool],
         timeout: float | None,
         describe: Callable[[], str],
+        *,
+        ended: Callable[[], bool] | None = None,
     ) -> None:
-        """Wait until `predicate()` holds; on expiry raise TimeoutError(describe())."""
+        """Wait until `predicate()` holds; on expiry raise TimeoutError(describe()).
+
+        `ended()` says that what is recorded can no longer change (the connection
+        or the server closed): a predicate still false then never holds, and the
+        wait fails at once instead of sitting out its timeout.
+        """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while not predicate():
+            if ended is not None and ended():
+                raise TimeoutError(f"{describe()} (failed at once: it can no longer happen)")
             waiter = loop.create_future()
             self._waiters.append(waiter)
             remaining = None if deadline is None else max(0.0, deadline - loop.time())
@@ -354,7 +364,8 @@ class Connection:
             Every byte received so far.
 
         Raises:
-            TimeoutError: ``data`` did not arrive in time; the message shows what did.
+            TimeoutError: ``data`` did not arrive in time, or the connection ended
+                without it (then at once); the message shows what did.
             RuntimeError: called on another event loop than the server's.
         """
         check_bytes("data", data)
@@ -368,6 +379,7 @@ class Connection:
                 f"received {show(bytes(self._received))}"
                 + ("" if self._ending is None else f"; the connection {self._ending.value}")
             ),
+            ended=self._has_ended,
         )
         return self.received
 
@@ -378,7 +390,8 @@ class Connection:
             Every byte sent so far.
 
         Raises:
-            TimeoutError: the server did not send ``data`` in time.
+            TimeoutError: the server did not send ``data`` in time, or the
+                connection ended without it (then at once).
             RuntimeError: called on another event loop than the server's.
         """
         check_bytes("data", data)
@@ -390,7 +403,9 @@ class Connection:
             lambda: (
                 f"{self!r}: expected the server to send {show(data)}; "
                 f"it sent {show(bytes(self._sent))}"
+                + ("" if self._ending is None else f"; the connection {self._ending.value}")
             ),
+            ended=self._has_ended,
         )
         return self.sent
 
@@ -411,6 +426,9 @@ class Connection:
         assert self._ending is not None
         return self._ending
 
+    def _has_ended(self) -> bool:
+        return self._ending is not None
+
     def _check_loop(self) -> None:
         # Here, not in _record: the recording path runs for every read and write.
         check_loop(f"Connection #{self.index} to {self.server_name}", self._loop)
@@ -418,12 +436,19 @@ class Connection:
     # -- acting ---------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection from the server side (FIN after the buffer drains)."""
-        self._actions.close()
+        """Close the connection from the server side (FIN after the buffer drains).
+
+        Callable from any thread: a thread-backed server's connection is closed on
+        its loop's thread, and this returns once it was.
+        """
+        _call_on_loop(self._loop, self._actions.close)
 
     def reset(self) -> None:
-        """Reset the connection from the server side: SO_LINGER(1, 0), then close (RST)."""
-        self._actions.reset()
+        """Reset the connection from the server side: SO_LINGER(1, 0), then close (RST).
+
+        Callable from any thread, as `close` is.
+        """
+        _call_on_loop(self._loop, self._actions.reset)
 
     # -- transcript -----------------------------------------------------------
 
@@ -453,6 +478,44 @@ class _Actions(typing.Protocol):
     def close(self) -> None: ...
 
     def reset(self) -> None: ...
+
+
+def _call_on_loop(loop: asyncio.AbstractEventLoop, action: Callable[[], None]) -> None:
+    """Run `action` on `loop`'s thread and return once it ran.
+
+    Transports are not thread-safe, and a loop blocked in ``select()`` would not
+    see a change made from another thread until something else woke it.  A loop
+    not running (stopped, or this thread's own) runs nothing meanwhile: the action
+    runs here.
+    """
+    try:
+        here = asyncio.get_running_loop() is loop
+    except RuntimeError:
+        here = False
+    if here or not loop.is_running():
+        action()
+        return
+    done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            action()
+        except BaseException as exc:
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+
+    try:
+        loop.call_soon_threadsafe(run)
+    except RuntimeError:  # the loop closed meanwhile, and its transports with it
+        return
+    timeout = default_timeout()
+    try:
+        done.result(timeout)
+    except concurrent.futures.TimeoutError:
+        raise TimeoutError(
+            f"the server's event loop thread did not run the call within {timeout:g} s"
+        ) from None
 
 
 def format_address(address: object) -> str:

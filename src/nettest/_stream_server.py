@@ -379,7 +379,8 @@ class _StreamServer(_LoopbackServer):
             TypeError: ``n`` is not an int.
             ValueError: ``n`` < 1, or a bad timeout.
             RuntimeError: called on another event loop than the server's.
-            TimeoutError: fewer arrived; the message says how many did.
+            TimeoutError: fewer arrived in time, or the server closed with fewer
+                (then at once); the message says how many did.
         """
         _check_int("n", n)
         seconds = resolve_timeout(timeout)
@@ -389,8 +390,11 @@ class _StreamServer(_LoopbackServer):
             seconds,
             lambda: (
                 f"{self._name}: expected {n} connection{'s' if n != 1 else ''}; "
-                f"{len(self._states)} arrived" + "".join(f"\n  {s.conn!r}" for s in self._states)
+                f"{len(self._states)} arrived"
+                + "".join(f"\n  {s.conn!r}" for s in self._states)
+                + ("; the server is closed" if self.closed else "")
             ),
+            ended=lambda: self.closed,
         )
         return tuple(s.conn for s in self._states[:n])
 
@@ -408,8 +412,8 @@ class _StreamServer(_LoopbackServer):
         Raises:
             TypeError: ``data`` is not bytes, or ``connection`` not an int.
             ValueError: ``connection`` < 1, or a bad timeout.
-            TimeoutError: the connection or the bytes did not arrive in time; the
-                message shows what did.
+            TimeoutError: the connection or the bytes did not arrive in time, or
+                can no longer arrive (then at once); the message shows what did.
         """
         check_bytes("data", data)
         _check_int("connection", connection)
@@ -486,6 +490,7 @@ class _StreamServer(_LoopbackServer):
             self._status = "closed"
             self._reading.clear()
             self._cleanup()
+            self._changed.notify()  # waits still pending now fail at once
         self._raise_errors()
 
     async def _stop_accepting(self, server: asyncio.AbstractServer) -> None:

@@ -219,7 +219,8 @@ class _StreamThreadMixin(_ThreadedServer[_SS]):
         """Block until ``n`` connections have arrived in all; return the first ``n``.
 
         Raises:
-            TimeoutError: fewer arrived in time; the message says how many did.
+            TimeoutError: fewer arrived in time, or the server closed with fewer
+                (then at once); the message says how many did.
         """
         return self._run(self._server.wait_for_connections(n, timeout=_timeout_here(timeout)))
 
@@ -232,8 +233,8 @@ class _StreamThreadMixin(_ThreadedServer[_SS]):
             Everything that connection received so far.
 
         Raises:
-            TimeoutError: the connection or the bytes did not arrive in time; the
-                message shows what did.
+            TimeoutError: the connection or the bytes did not arrive in time, or
+                can no longer arrive (then at once); the message shows what did.
         """
         timeout = _timeout_here(timeout)
         return self._run(self._server.wait_for_bytes(data, connection=connection, timeout=timeout))

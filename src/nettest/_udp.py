@@ -311,7 +311,8 @@ class _DatagramServer(_LoopbackServer):
             TypeError: ``n`` is not an int.
             ValueError: ``n`` < 1, or a bad timeout.
             RuntimeError: not started, or called on another event loop than the server's.
-            TimeoutError: fewer arrived; the message lists those that did.
+            TimeoutError: fewer arrived in time, or the server closed with fewer
+                (then at once); the message lists those that did.
         """
         _check_int("n", n)
         seconds = resolve_timeout(timeout)
@@ -323,7 +324,9 @@ class _DatagramServer(_LoopbackServer):
                 f"{self._name}: expected {n} datagram{'s' if n != 1 else ''}; "
                 f"{len(self.datagrams)} arrived: "
                 + ", ".join(show(d.data, 64) for d in self.datagrams)
+                + ("; the server is closed" if self.closed else "")
             ),
+            ended=lambda: self.closed,
         )
         return self.datagrams[:n]
 
@@ -393,6 +396,7 @@ class _DatagramServer(_LoopbackServer):
         finally:
             self._status = "closed"
             self._cleanup()
+            self._changed.notify()  # waits still pending now fail at once
         if self._errors:
             lines = [f"{self._name}: {len(self._errors)} handler error(s):"]
             for exc, what in self._errors:
