@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import typing
 
@@ -291,3 +292,51 @@ def test_classify_kinds() -> None:
         classify(stream, datagram=True)
     with pytest.raises(TypeError, match="got the class Protocol"):
         classify(asyncio.Protocol, datagram=True)
+
+
+def test_classify_reads_a_plain_callables_signature() -> None:
+    async def serve(reader: object, writer: object, greeting: bytes) -> None:
+        pass
+
+    def plain(reader: object, writer: object) -> None:
+        pass
+
+    # As asyncio.start_server takes them: any callable of (reader, writer).
+    assert classify(lambda r, w: serve(r, w, b"hi")) == "stream"
+    assert classify(plain) == "stream"
+    assert classify(functools.partial(serve, greeting=b"hi")) == "stream"
+    # A protocol factory takes no arguments; defaults do not change that.
+    assert classify(lambda *args: asyncio.Protocol()) == "protocol"
+    assert classify(functools.partial(asyncio.Protocol)) == "protocol"
+    with pytest.raises(TypeError, match=r"plain\(reader.*\), which takes neither no"):
+        classify(plain, datagram=True)
+    with pytest.raises(TypeError, match=r"<lambda>\(a\), which takes neither no arguments"):
+        classify(lambda a: None)
+
+
+@pytest.mark.asyncio
+async def test_a_plain_function_handler_serves_and_its_result_is_awaited() -> None:
+    from nettest import TCPServer
+
+    async def serve(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reply: bytes
+    ) -> None:
+        await reader.readexactly(1)
+        writer.write(reply)
+
+    seen: list[bytes] = []
+
+    def plain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(b"called")
+        writer.write(b"sync")
+        writer.close()
+
+    for handler, expected in ((lambda r, w: serve(r, w, b"async"), b"async"), (plain, b"sync")):
+        async with TCPServer(handler) as server:
+            reader, writer = await asyncio.open_connection(*server.address)
+            if expected == b"async":
+                writer.write(b"x")
+            assert await asyncio.wait_for(reader.read(), 5) == expected
+            writer.close()
+            await writer.wait_closed()
+    assert seen == [b"called"]

@@ -49,8 +49,9 @@ __all__ = [
     "sleep",
 ]
 
-#: An ``async def handler(reader, writer)`` coroutine function.
-StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[object]]
+#: An ``async def handler(reader, writer)`` coroutine function, or any callable
+#: taking ``(reader, writer)`` (what it returns is awaited if it is awaitable).
+StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[object] | None]
 #: A callable returning the `asyncio.Protocol` that serves a connection.
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 #: A callable returning the `asyncio.DatagramProtocol` that serves a datagram socket.
@@ -607,7 +608,35 @@ def classify(handler: object, *, datagram: bool = False) -> HandlerKind:
         wanted = asyncio.DatagramProtocol if datagram else asyncio.BaseProtocol
         if not issubclass(handler, wanted):
             raise TypeError(f"handler must be {accepted}; got the class {handler.__name__}")
-    return "protocol"
+        return "protocol"
+    # A plain callable: a protocol factory takes no arguments.  Like
+    # asyncio.start_server's client_connected_cb, one taking (reader, writer) is a
+    # stream handler whose result, if awaitable, is awaited (a lambda wrapping an
+    # async function, say).
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):  # no signature to read (some builtins)
+        return "protocol"
+    if _accepts(signature, 0):
+        return "protocol"
+    if not datagram and _accepts(signature, 2):
+        return "stream"
+    name = getattr(handler, "__qualname__", type(handler).__name__)
+    parameters = signature.replace(return_annotation=inspect.Signature.empty)
+    raise TypeError(
+        f"handler must be {accepted}; got {name}{parameters}, which takes neither no "
+        "arguments (a protocol factory)"
+        + ("" if datagram else " nor two, (reader, writer) (a stream handler)")
+    )
+
+
+def _accepts(signature: inspect.Signature, count: int) -> bool:
+    """Whether a callable of this signature can be called with `count` positional arguments."""
+    try:
+        signature.bind(*range(count))
+    except TypeError:
+        return False
+    return True
 
 
 _P = typing.TypeVar("_P", bound=asyncio.BaseProtocol)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import socket
 import ssl
 import ssl as _ssl
@@ -311,7 +312,9 @@ class _StreamServer(_LoopbackServer):
             if isinstance(self._handler, Handler):
                 await self._handler._serve(reader, writer, conn)
             else:
-                await typing.cast("StreamHandler", self._handler)(reader, writer)
+                result = typing.cast("StreamHandler", self._handler)(reader, writer)
+                if inspect.isawaitable(result):  # a plain function's result may not be
+                    await result
         except asyncio.CancelledError:
             return
         except Exception as exc:
