@@ -22,6 +22,7 @@ from nettest._recording import Connection, Ending
 from nettest._servers import (
     TCPServer,
     TCPServerFactory,
+    UnixServer,
     has_ipv6_loopback,
     tcp_server,  # noqa: F401
 )
@@ -1059,6 +1060,27 @@ async def test_teardown_reads_what_a_client_sent_before_it_closes() -> None:
         client.sendall(b"x" * 100_000)
         await server.aclose()
     assert conn.received == b"x" * 100_000
+
+
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+@pytest.mark.asyncio
+async def test_teardown_reads_past_a_handler_whose_reader_paused(family: str) -> None:
+    # 400 kB is more than the StreamReader holds before it pauses reading (twice
+    # its 64 KiB limit) and more than SO_RCVBUF: the handler consumes it as
+    # teardown runs, and must see all of it, then the EOF.
+    size = 400_000
+    script = handlers.script(handlers.expect(b"x" * size), handlers.expect_eof())
+    server = await (TCPServer(script) if family == "tcp" else UnixServer(script)).start()
+    client = socket.socket(socket.AF_INET if family == "tcp" else socket.AF_UNIX)
+    with client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        client.settimeout(5)
+        client.connect(server.address)
+        await server.wait_for_connections(1)
+        client.sendall(b"x" * size)  # a blocking client: the loop does not run meanwhile
+    await server.aclose()  # the script was followed: nothing to raise
+    (conn,) = server.connections
+    assert (len(conn.received), conn.eof_received, conn.ending) == (size, True, Ending.EOF)
 
 
 @pytest.mark.asyncio

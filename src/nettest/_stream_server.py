@@ -113,13 +113,38 @@ def _input_waiting(transport: asyncio.ReadTransport) -> bool:
     return socket_has_input(sock)
 
 
-def _receive_buffer_size(transport: asyncio.BaseTransport) -> int:
-    """SO_RCVBUF of a transport's socket: about what a client can have sent unread."""
-    try:  # AttributeError: a TLS transport shutting down (see `_input_waiting`)
+#: Bytes teardown reads from a connection before closing it: more than a client
+#: can have sent unread (the kernel's buffers on both ends of a loopback TCP
+#: connection hold about 10 MiB at most on Linux), and a bound on a client that
+#: keeps sending.
+_TEARDOWN_READ_BUDGET = 16 << 20
+
+#: Seconds between checks while a handler's StreamReader has paused reading.
+_PAUSED_POLL = 0.002
+
+
+def _paused_by_reader(state: _ConnState) -> bool:
+    """Whether the handler's StreamReader paused reading with input waiting behind it.
+
+    A StreamReader stops reading once it holds twice its limit (its ``_paused``
+    flag, on every Python nettest supports); a handler still running resumes it as
+    it consumes, and closing then would drop what is waiting.  A handler that
+    paused the transport itself (``handlers.hang``) or a transport being closed
+    reads no more.
+    """
+    task = state.task
+    transport = state.transport
+    if task is None or task.done() or not getattr(state.reader, "_paused", False):
+        return False
+    if transport.is_closing():
+        return False
+    try:
+        if transport.is_reading():
+            return False
         sock = transport.get_extra_info("socket")
-        return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
-    except (AttributeError, OSError):
-        return 1 << 20
+    except (RuntimeError, AttributeError):  # a TLS transport shutting down
+        return False
+    return socket_has_input(sock)
 
 
 class _BufferOnlyProtocol(asyncio.BufferedProtocol):
@@ -548,14 +573,16 @@ class _StreamServer(_LoopbackServer):
         a blocking client in an async test, or a connection accepted as the listener
         closed.  Closing at once would lose them unrecorded, and a script would fail
         for want of them.  So while the socket has input waiting and the loop is
-        reading it, closing waits another iteration: at most a receive buffer's worth,
-        so a client that keeps sending cannot hold teardown.
+        reading it, closing waits another iteration; while the handler's StreamReader
+        has paused reading (it holds twice its limit), closing waits for the handler
+        to consume.  At most `_TEARDOWN_READ_BUDGET` bytes, so a client that keeps
+        sending cannot hold teardown, and ``close_timeout`` bounds a handler that
+        stopped consuming (the connection is then aborted).
         """
         loop = state.loop
         conn = state.conn
         transport = state.transport
         start = len(conn._received)
-        budget = _receive_buffer_size(transport)
         events = -1
         stalled = 0
         self._reading.add(state)
@@ -566,6 +593,11 @@ class _StreamServer(_LoopbackServer):
                 self._reading.discard(state)
                 self._changed.notify()
                 return
+            within_budget = len(conn._received) - start < _TEARDOWN_READ_BUDGET
+            if within_budget and not conn.eof_received and _paused_by_reader(state):
+                stalled, events = 0, -1
+                loop.call_later(_PAUSED_POLL, step)
+                return
             # A read comes after this check in the same iteration (asyncio runs
             # callbacks before the I/O that became ready), so the loop is stalled
             # only when two checks in a row see nothing new.
@@ -574,7 +606,7 @@ class _StreamServer(_LoopbackServer):
             if (
                 stalled < 2
                 and not conn.eof_received
-                and len(conn._received) - start < budget
+                and within_budget
                 and _input_waiting(transport)
             ):
                 loop.call_soon(step)
