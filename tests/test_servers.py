@@ -770,6 +770,37 @@ async def test_tls_echo_and_recording_in_clear(
 
 
 @pytest.mark.asyncio
+async def test_start_tls_on_a_recorded_connection_says_why_it_cannot(
+    tls_pair: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, _ = tls_pair
+
+    async def starttls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(b"220 go ahead\r\n")
+        await writer.drain()
+        # What StreamWriter.start_tls() calls (3.11+), on every Python.
+        await asyncio.get_running_loop().start_tls(
+            writer.transport, writer._protocol, server_ctx, server_side=True
+        )
+
+    server = await TCPServer(starttls).start()
+    reader, writer = await asyncio.open_connection(*server.address)
+    writer.write(b"STARTTLS\r\n")
+    assert await reader.readline() == b"220 go ahead\r\n"
+    with pytest.raises(
+        HandlerError, match=r"start_tls\(\) \(STARTTLS\) on a connection of"
+    ) as info:
+        await server.aclose()
+    (error,) = info.value.errors
+    assert isinstance(error, TypeError)
+    assert "memory_stream_pair()" in str(error)
+    (conn,) = server.connections
+    assert conn.ending in (Ending.CLOSED, Ending.EOF)  # not left paused and open
+    await _close(writer)
+
+
+@pytest.mark.asyncio
 async def test_tls_wrong_ca_is_refused(
     tcp_server: TCPServerFactory, tls_pair: tuple[ssl.SSLContext, ssl.SSLContext]
 ) -> None:

@@ -101,6 +101,14 @@ class _ConnState:
         self.server._changed.notify()
 
 
+_NO_START_TLS = (
+    "start_tls() (STARTTLS) on a connection of a nettest loopback server is not "
+    "supported: the recording sits between the socket and the handler. Serve TLS "
+    "from the first byte with ssl=, or test the upgrade on memory_stream_pair() or "
+    "memory_transport_pair(), whose transports support start_tls()"
+)
+
+
 class _RecordingTransport(asyncio.Transport):
     """What the handler's protocol sees: the real transport, with writes recorded."""
 
@@ -130,6 +138,13 @@ class _RecordingTransport(asyncio.Transport):
             "nettest's recording transport cannot switch protocols (no start_tls); "
             "pass ssl= to the server instead"
         )
+
+    @property
+    def _start_tls_compatible(self) -> bool:
+        # asyncio's start_tls() reads this first (getattr with a default, which
+        # lets any error but AttributeError through): say why, before it pauses
+        # reading or switches protocols, instead of its bare "not supported".
+        raise TypeError(_NO_START_TLS)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._inner.get_protocol()
