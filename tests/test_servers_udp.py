@@ -103,6 +103,18 @@ async def test_udp_wait_timeout_lists_what_arrived(udp_server: UDPServerFactory)
             await server.wait_for_datagrams(2, timeout=0.05)
 
 
+async def test_udp_wait_on_a_closed_server_fails_at_once() -> None:
+    server = await UDPServer(handlers.sink).start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"only", server.address)
+        await server.wait_for_datagrams(1)
+    waiting = asyncio.ensure_future(server.wait_for_datagrams(2, timeout=60))
+    await asyncio.sleep(0)
+    await server.aclose()
+    with pytest.raises(TimeoutError, match=r"b'only'; the server is closed \(failed at"):
+        await asyncio.wait_for(waiting, 5)
+
+
 async def test_udp_script_conversation(udp_server: UDPServerFactory) -> None:
     server = await udp_server(
         handlers.script(
