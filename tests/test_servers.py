@@ -781,7 +781,7 @@ async def test_start_tls_on_a_recorded_connection_says_why_it_cannot(
         await writer.drain()
         # What StreamWriter.start_tls() calls (3.11+), on every Python.
         await asyncio.get_running_loop().start_tls(
-            writer.transport, writer._protocol, server_ctx, server_side=True
+            writer.transport, writer.transport.get_protocol(), server_ctx, server_side=True
         )
 
     server = await TCPServer(starttls).start()
