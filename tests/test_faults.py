@@ -141,6 +141,28 @@ def times(actions: list[Action]) -> list[float]:
     return [round(a.at, 9) for a in actions if isinstance(a, Deliver)]
 
 
+class Ticker:
+    """Calls a schedule's tick() at each `Wake` it asks for, as a driver's timer would."""
+
+    def __init__(self, schedule: StreamSchedule | DatagramSchedule) -> None:
+        self.schedule = schedule
+        self.wakes: list[float] = []
+
+    def take(self, actions: list[Action]) -> list[Action]:
+        """Keep the wakes of `actions`; return the others."""
+        self.wakes += [a.at for a in actions if isinstance(a, Wake)]
+        return [a for a in actions if not isinstance(a, Wake)]
+
+    def until(self, now: float = float("inf")) -> list[Action]:
+        """Tick at each wake due by `now`, in time order; return what the ticks gave."""
+        out: list[Action] = []
+        while self.wakes and min(self.wakes) <= now:
+            at = min(self.wakes)
+            self.wakes.remove(at)
+            out += self.take(self.schedule.tick(at))
+        return out
+
+
 # -- the stream schedule -----------------------------------------------------------------
 
 
@@ -182,19 +204,31 @@ def test_latency_in_both_directions() -> None:
 
 def test_bandwidth_spreads_bytes_at_the_cap() -> None:
     schedule = stream(Bandwidth(1000))
-    actions = schedule.data("downstream", b"x" * 500, 0.0)
-    actions += schedule.data("downstream", b"y" * 500, 0.1)
+    ticker = Ticker(schedule)
+    # The cap holds each piece until it is due, and asks for a tick then.
+    assert schedule.data("downstream", b"x" * 500, 0.0) == [Wake(0.02)]
+    ticker.wakes.append(0.02)
+    actions = ticker.until(0.1)
+    actions += ticker.take(schedule.data("downstream", b"y" * 500, 0.1))
+    actions += ticker.until()
     assert delivered(actions) == b"x" * 500 + b"y" * 500
     assert times(actions)[-1] == pytest.approx(1.0)
     assert all(len(a.data) <= 20 for a in actions if isinstance(a, Deliver))
+    # Each piece went out when due, not before.
+    assert times(actions) == sorted(times(actions))
+    assert times(actions)[0] == pytest.approx(0.02)
     # After the link has been idle, bytes go out at the rate again from "now".
-    later = schedule.data("downstream", b"z" * 100, 5.0)
+    later = ticker.take(schedule.data("downstream", b"z" * 100, 5.0)) + ticker.until()
     assert times(later)[-1] == pytest.approx(5.1)
 
 
 def test_slice_fragments_and_spaces_pieces() -> None:
     schedule = stream(Slice(3, delay=0.01))
-    actions = schedule.data("downstream", b"abcdefgh", 1.0)
+    ticker = Ticker(schedule)
+    actions = ticker.take(schedule.data("downstream", b"abcdefgh", 1.0))
+    # The first piece goes at once; the others wait for their turn.
+    assert actions == [Deliver(1.0, "downstream", b"abc", alone=True)]
+    actions += ticker.until()
     assert [a.data for a in actions if isinstance(a, Deliver)] == [b"abc", b"def", b"gh"]
     assert times(actions) == [1.0, 1.01, 1.02]
     # Each piece is to be read alone, even with no delay between them.
@@ -372,7 +406,9 @@ def test_stalls_removed_together_release_the_earliest_bytes_first() -> None:
 def test_slow_close_holds_the_fin() -> None:
     schedule = stream(SlowClose(2))
     assert schedule.data("downstream", b"abc", 0) == [Deliver(0, "downstream", b"abc")]
-    assert schedule.eof("downstream", 1) == [SendEof(3, "downstream")]
+    assert schedule.eof("downstream", 1) == [Wake(3)]
+    assert schedule.tick(2.5) == []
+    assert schedule.tick(3) == [SendEof(3, "downstream")]
 
 
 def test_half_close_sends_eof_and_drops_the_rest_of_that_direction() -> None:
@@ -662,8 +698,12 @@ def test_datagram_corrupt_positions_are_per_datagram() -> None:
 
 def test_datagram_bandwidth_serialises() -> None:
     schedule = datagrams(Bandwidth(100))
-    assert times(schedule.datagram("downstream", b"x" * 50, 0)) == [0.5]
-    assert times(schedule.datagram("downstream", b"x" * 50, 0)) == [1.0]
+    # The cap holds each datagram until it is due, and asks for a tick then.
+    assert schedule.datagram("downstream", b"x" * 50, 0) == [Wake(0.5)]
+    assert schedule.datagram("downstream", b"x" * 50, 0) == []
+    assert schedule.tick(0.4) == []
+    assert times(schedule.tick(0.5)) == [0.5]
+    assert times(schedule.tick(1.0)) == [1.0]
 
 
 def test_datagram_trigger_pattern_arms_from_the_next_datagram() -> None:

@@ -385,7 +385,11 @@ def test_stream_schedule_applies_each_of_equal_faults() -> None:
         seed=1, index=1, now=0.0, faults=[Latency(1), Bandwidth(100), Latency(1)]
     )
     assert schedule.start(0.0) == []
-    [deliver] = schedule.data("downstream", b"x", 0.0)
+    # The first Latency's delay, then the cap's time for one byte; the cap holds it.
+    [wake] = schedule.data("downstream", b"x", 0.0)
+    assert isinstance(wake, Wake)
+    assert wake.at == pytest.approx(1.01)
+    [deliver] = schedule.tick(wake.at)
     assert isinstance(deliver, Deliver)
     assert deliver.at == pytest.approx(2.01)
 

@@ -286,6 +286,24 @@ async def test_memory_inject_faults_rejects_other_objects() -> None:
         inject_faults(object(), [Latency(1)])
 
 
+@pytest.mark.asyncio
+async def test_memory_inject_faults_twice_on_a_pair_raises_and_keeps_the_first() -> None:
+    (c_reader, c_writer), (_s_reader, s_writer) = memory_stream_pair()
+    first = inject_faults(c_writer, [Corrupt(positions=(0,))])
+    # Either end: both are the same pair.  It once took the first one's place, whose
+    # faults, add() and trace then did nothing.
+    for end in (c_writer, s_writer, c_writer.transport):
+        with pytest.raises(RuntimeError, match=r"already has faults injected.* add\(\)"):
+            inject_faults(end, [Truncate(0)])
+    s_writer.write(b"\x00a")
+    assert await asyncio.wait_for(c_reader.readexactly(2), 5) == b"\xffa"
+    first.add(Truncate(0))
+    assert await asyncio.wait_for(c_reader.read(), 5) == b""
+    assert first.trace.fired == ["Corrupt(positions=(0,))", "Truncate(after_bytes=0)"]
+    c_writer.close()
+    s_writer.close()
+
+
 # -- datagrams ----------------------------------------------------------------------------
 
 
@@ -328,6 +346,26 @@ def test_memory_datagrams_drop_duplicate_reorder_latency(nettest_seed: int) -> N
         b.close()
 
     run_in_loop_time(scenario)
+
+
+@pytest.mark.asyncio
+async def test_memory_inject_faults_twice_on_a_datagram_pair_raises_and_keeps_the_first() -> None:
+    client, server = _Datagrams(), _Datagrams()
+    a, b = memory_datagram_pair(client, server)
+    first = inject_faults(a, [Blackhole()])
+    for end in (a, b):
+        with pytest.raises(RuntimeError, match="already has faults injected"):
+            inject_faults(end, [Duplicate()])
+    await asyncio.sleep(0)
+    b.sendto(b"lost")
+    await asyncio.sleep(0.01)
+    assert client.received == []
+    first.clear()
+    b.sendto(b"once")
+    await asyncio.sleep(0.01)
+    assert client.received == [b"once"]
+    a.close()
+    b.close()
 
 
 @pytest.mark.asyncio

@@ -20,6 +20,7 @@ __all__ = [
     "Action",
     "Close",
     "Deliver",
+    "JoinPieces",
     "Pause",
     "RefuseConnection",
     "Resume",
@@ -71,6 +72,17 @@ class Abort:
 
 
 @dataclass(frozen=True, slots=True)
+class JoinPieces:
+    """The pieces queued for `flow` need no longer be read alone.
+
+    The last `~nettest.faults.Slice` on `flow` was removed: the driver lets the
+    pieces it still holds go out together, as the bytes after them do.
+    """
+
+    flow: Flow
+
+
+@dataclass(frozen=True, slots=True)
 class Pause:
     """Stop reading from the sender of `flow`."""
 
@@ -111,6 +123,7 @@ Action: TypeAlias = (
     | SendEof
     | Close
     | Abort
+    | JoinPieces
     | Pause
     | Resume
     | Wake

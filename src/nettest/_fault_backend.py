@@ -10,6 +10,7 @@ This module holds each of those once.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import typing
 from typing import TypeAlias
 
@@ -49,7 +50,17 @@ class FaultsInForce:
         self._set((*self._faults, *self._check([fault])))
 
     def remove(self, fault: Fault) -> None:
-        """Remove a fault.  Never blocks; bytes it held (see `~nettest.faults.Stall`) flow again.
+        """Remove a fault.  Never blocks; what it held back goes on at once.
+
+        What the fault has not let go yet goes on now, in order, through the
+        faults that remain, as if it reached them now: the bytes a
+        `~nettest.faults.Stall` holds, those queued behind a
+        `~nettest.faults.Bandwidth` cap or a `~nettest.faults.Slice`'s pace (and
+        pieces need not be read one by one once no ``Slice`` is left), a
+        `~nettest.faults.SlowClose`'s FIN; on UDP, what ``Bandwidth`` and
+        `~nettest.faults.Reorder` hold.  A `~nettest.faults.Latency` holds nothing
+        back: what it delayed is in flight and arrives when due (on TCP, the bytes
+        sent after the removal follow it).
 
         Equal faults each apply, so when several equal *fault*, only the last of
         them (the one added last) goes: ``add(f); add(f); remove(f)`` leaves one
@@ -66,7 +77,7 @@ class FaultsInForce:
         self._set(self._faults[:last] + self._faults[last + 1 :])
 
     def clear(self) -> None:
-        """Remove every fault."""
+        """Remove every fault, each as ``remove()`` does: what they held back goes on at once."""
         self._set(())
 
     def _set(self, faults: tuple[Fault, ...]) -> None:
@@ -128,6 +139,15 @@ class ActionQueue:
     def append(self, action: TimedAction) -> None:
         """Queue *action* behind the others; `kick` carries it out."""
         self._actions.append(action)
+
+    def join(self) -> None:
+        """Let the queued pieces go out together: none needs to be read alone any more."""
+        self._actions = collections.deque(
+            dataclasses.replace(action, alone=False)
+            if isinstance(action, Deliver) and action.alone
+            else action
+            for action in self._actions
+        )
 
     def kick(self) -> None:
         """Carry out the actions that are due, and set the timer for the next one."""

@@ -20,6 +20,7 @@ and gets back a list of *actions* (`nettest._fault_actions`) to carry out::
     Close(at)                 "close both sides (FIN) at `at`"
     Abort(at, flows)          "reset (RST) the receivers of `flows` at `at`"
     Pause(flow) / Resume(flow)  "stop / start reading from the sender"
+    JoinPieces(flow)          "the queued pieces need no longer be read alone"
     Wake(at)                  "call tick() at `at`"
     Refuse()                  "reset this connection before connecting upstream"
     Unreachable(at, flow)     "tell the sender of `flow` its datagram was refused"
@@ -36,14 +37,23 @@ added.  Equal faults are stages of their own, each with its own state, so
 of equal faults keeps the state of the Nth before (`FaultsInForce.remove` removes
 the last of them).  An item (a chunk with its stream offset, an EOF, or a
 close/reset decided by an earlier fault) goes through each stage in turn; a stage
-may delay it, cut it, change it, hold it or drop it.  A fault does nothing until
-it is *armed*: its trigger names the connection number, a byte offset or a byte
-pattern, and a fault added in mid-connection counts from the moment it was
-added.  Every trigger sees the sender's bytes as they arrive, whatever the stages
-before it do with them.  A fault that acts on a timer (`CloseAfter`, a `Reset`
-with ``after_seconds`` or no limit) arms, and starts its timer, when the item
-that meets its trigger reaches it, or when the sender sends that item if an
-earlier stage holds or drops it.  A chunk that straddles the arming offset is split, so
+may delay it, cut it, change it, hold it or drop it.  A stage that *holds* an
+item keeps it until it lets it go: `Stall` until it is removed; `Bandwidth`,
+`Slice` (TCP) and `SlowClose` (an EOF) until the item is due, when a `Wake` the
+schedule asked for has the driver call ``tick()``.  Removing a stage lets
+everything it holds go on at once, in order, through the stages after it that
+remain.  `Latency` holds nothing: it stamps each item with the later time it is
+due and passes it on, so what it has delayed is on its way (in flight on the
+modelled link) and keeps its time when the fault is removed.
+
+A fault does nothing until it is *armed*: its trigger names the connection
+number, a byte offset or a byte pattern, and a fault added in mid-connection
+counts from the moment it was added.  Every trigger sees the sender's bytes as
+they arrive, whatever the stages before it do with them.  A fault that acts on a
+timer (`CloseAfter`, a `Reset` with ``after_seconds`` or no limit) arms, and
+starts its timer, when the item that meets its trigger reaches it (late, if a
+`Latency` or a pace before it holds it until due), or when the sender sends that
+item if an earlier stage stalls or drops it.  A chunk that straddles the arming offset is split, so
 that the bytes before it pass untouched.  Byte counts inside a fault
 (``Truncate(10)``, ``Reset(after_bytes=10)``) are relative to the arming offset.
 
@@ -59,11 +69,12 @@ Every decision is also recorded in the connection's `ConnectionTrace`
 
 from __future__ import annotations
 
+import collections
 import math
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, TypeAlias
+from typing import ClassVar, Protocol, TypeAlias
 
 from ._fault_trace import ConnectionTrace
 from ._faults import (
@@ -77,6 +88,9 @@ from ._faults import (
 __all__: list[str] = []
 
 _INF = math.inf
+#: A timer may fire this much before its time (asyncio runs callbacks up to the
+#: clock's resolution early): a tick lets go what is due that soon.
+_SLACK = 1e-6
 
 # -- the schedule's pipeline items ---------------------------------------------------------
 
@@ -106,6 +120,35 @@ class _Ctl:
 
 
 _Item: TypeAlias = _Chunk | _Eof | _Ctl
+
+
+@dataclass(slots=True)
+class _Paced:
+    """An item a stage holds until it is due (its ``item.at``): see `_Applied.queue`."""
+
+    #: When the item reached the stage: it goes on from then if the stage is removed.
+    entry: float
+    #: Whether the item came in to be read alone, before the stage cut it up.
+    alone: bool
+    #: Whether no piece of the same item comes before this one in the stage's queue.
+    first: bool
+    item: _Item
+
+
+class HoldLedger(Protocol):
+    """Where a driver counts the bytes a stage of a schedule holds back until they are due.
+
+    The schedule calls `add` for each chunk a stage starts holding and `pop` for
+    each one it lets go (or drops), oldest first.  A stage that holds nothing
+    drops its ledger, empty, and asks for a new one when it holds bytes again:
+    a driver may forget its empty ledgers.
+    """
+
+    def add(self, due: float, size: int) -> None:
+        """A held chunk of `size` bytes is expected to reach the receiver at `due`."""
+
+    def pop(self) -> None:
+        """The oldest held chunk left the stage."""
 
 
 #: A fault in force and how many equal faults come before it: one stage per occurrence.
@@ -141,8 +184,10 @@ class _Applied:
         "held",
         "key",
         "last",
+        "ledger",
         "next_corrupt",
         "pattern",
+        "queue",
         "scanned",
         "selected",
         "tail",
@@ -168,9 +213,75 @@ class _Applied:
         self.last = -_INF
         self.busy = -_INF
         self.deadline: float | None = None
+        #: What a `Stall` holds until it is removed.
         self.held: list[_Item] = []
+        #: What a pacing stage holds until it is due, in stream order (see `_Paced`).
+        self.queue: collections.deque[_Paced] = collections.deque()
+        self.ledger: HoldLedger | None = None
         self.next_corrupt: int | None = None
         self.target: int | None = None
+
+    # -- what a stage holds until it is due (a TCP schedule's `queue`) ----------------
+
+    def take(self) -> _Paced:
+        """Take the oldest item the stage holds."""
+        paced = self.queue.popleft()
+        if self.ledger is not None:
+            if isinstance(paced.item, _Chunk):
+                self.ledger.pop()
+            if not self.queue:
+                self.ledger = None  # empty for good: the next hold gets a new one
+        return paced
+
+    def let_go_all(self, now: float, alone: bool) -> list[_Item]:
+        """Take everything the stage holds, as it came in, to go on from `now`.
+
+        The pieces of one item are joined again, and so are consecutive chunks
+        that need not be read alone: without the stage nothing cuts them.
+        `alone`: False once no `Slice` is left to want pieces read alone.
+        """
+        out: list[_Item] = []
+        run: _Chunk | None = None
+        parts: list[bytes] = []
+        end = 0
+        while self.queue:
+            paced = self.take()
+            item = paced.item
+            at = max(paced.entry, now)
+            if not isinstance(item, _Chunk):
+                if run is not None:
+                    run.data = b"".join(parts)
+                    run = None
+                item.at = at
+                out.append(item)
+                continue
+            keep = paced.alone and alone
+            # A piece to be read alone joins only the other pieces of its own item.
+            joins = run is not None and run.offset + end == item.offset and run.alone == keep
+            if run is not None and joins and not (keep and paced.first):
+                parts.append(item.data)
+                end += len(item.data)
+                run.at = max(run.at, at)
+                continue
+            if run is not None:
+                run.data = b"".join(parts)
+            run = _Chunk(at, item.offset, b"", keep)
+            out.append(run)
+            parts = [item.data]
+            end = len(item.data)
+        if run is not None:
+            run.data = b"".join(parts)
+        return out
+
+    def held_range(self) -> tuple[int, int] | None:
+        """The stream offsets [start, end) of the bytes the stage holds until due."""
+        queue = self.queue
+        first = queue[0].item if queue else None
+        if not isinstance(first, _Chunk):
+            return None
+        # Only an EOF or a close (at most both) may follow the last chunk.
+        last = next(p.item for p in reversed(queue) if isinstance(p.item, _Chunk))
+        return first.offset, last.offset + len(last.data)
 
     def scan(self, offset: int, data: bytes, *, joined: bool = True) -> None:
         """Look for the trigger's pattern in raw bytes starting at stream `offset`.

@@ -6,7 +6,9 @@ same faults, pipelines, triggers, seeded draws and traces, with datagrams in
 place of a byte stream.  The differences: there is no EOF, close or reset, each
 datagram goes through the pipeline whole, and delivery times are not kept in
 order, since a real network may reorder datagrams too.  `Reorder` holds
-datagrams inside the schedule until its window fills or a `Wake` releases them.
+datagrams inside the schedule until its window fills or a `Wake` releases them;
+`Bandwidth` holds each until it is due, and a `Wake` releases it then.  Removing
+either lets what it holds go on at once, through the stages after it.
 
 Triggers count a flow's datagrams as sent, end to end: a datagram's offset is
 where its first byte falls in that count.  As on TCP, every trigger sees each
@@ -19,11 +21,12 @@ the byte count passes untouched, even if `Reorder` lets it out after later ones.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ._fault_actions import Action, Deliver, UnreachableAction, Wake
-from ._fault_engine import _Applied, _Schedule
+from ._fault_engine import _INF, _SLACK, _Applied, _Schedule
 from ._faults import (
     FLOWS,
     Bandwidth,
@@ -81,18 +84,26 @@ class DatagramSchedule(_Schedule):
     ) -> None:
         super().__init__(seed=seed, index=index, now=now, faults=faults, peer=peer)
         self._held: dict[int, tuple[float, list[_Dgram]]] = {}
+        # What each `Bandwidth` stage holds until it is due: (when it reached the
+        # stage, the datagram stamped with the time it is due), in order.
+        self._paced: dict[int, collections.deque[tuple[float, _Dgram]]] = {}
         self._pending: list[Action] = []
+        self._now = now
+        #: The earliest `Wake` asked for and not yet seen, for what `_paced` holds.
+        self._wake = _INF
         self.trace.record(now, None, "first datagram")
         self.update(self._initial, now)
 
     def update(self, faults: Sequence[Fault], now: float) -> list[Action]:
         """The faults in force changed (added, removed, cleared)."""
+        self._now = now
         self._reconcile(faults, now)
         actions, self._pending = self._pending, []
-        return actions
+        return actions + self._wake_for_paced()
 
     def datagram(self, flow: Flow, data: bytes, now: float) -> list[Action]:
         """A datagram arrived from the sender of `flow`."""
+        self._now = now
         offset = self._consumed[flow]
         self._consumed[flow] = offset + len(data)
         pipe = self._pipes[flow]
@@ -101,22 +112,40 @@ class DatagramSchedule(_Schedule):
             applied.scan(offset, data, joined=False)
         actions: list[Action] = []
         items = self._run_through(list(pipe), [_Dgram(now, offset, data)], actions)
-        return actions + self._finish(flow, items)
+        return actions + self._finish(flow, items) + self._wake_for_paced()
 
     def tick(self, now: float) -> list[Action]:
-        """Release the datagrams `Reorder` has held for too long."""
+        """Release the datagrams `Reorder` has held for too long, and those `Bandwidth` let go."""
+        self._now = now
+        due = now + _SLACK
+        if self._wake <= due:
+            self._wake = _INF
         actions: list[Action] = []
         for flow in FLOWS:
             for stage, applied in enumerate(list(self._pipes[flow])):
                 key = id(applied)
+                items: list[_Dgram] = []
                 held = self._held.get(key)
-                if held is None or held[0] > now:
-                    continue
-                del self._held[key]
-                items = self._shuffle(applied, held[1], now)
-                items = self._run_through(self._pipes[flow][stage + 1 :], items, actions)
-                actions.extend(self._finish(flow, items))
-        return actions
+                if held is not None and held[0] <= now:
+                    del self._held[key]
+                    items = self._shuffle(applied, held[1], now)
+                queue = self._paced.get(key)
+                while queue and queue[0][1].at <= due:
+                    items.append(queue.popleft()[1])
+                if queue is not None and not queue:
+                    del self._paced[key]
+                if items:
+                    items = self._run_through(self._pipes[flow][stage + 1 :], items, actions)
+                    actions.extend(self._finish(flow, items))
+        return actions + self._wake_for_paced()
+
+    def _wake_for_paced(self) -> list[Action]:
+        """A `Wake` for the first held datagram that falls due, unless one is asked for."""
+        due = min((queue[0][1].at for queue in self._paced.values()), default=_INF)
+        if due < self._wake:
+            self._wake = due
+            return [Wake(due)]
+        return []
 
     def _run_through(
         self, stages: list[_Applied], items: list[_Dgram], actions: list[Action]
@@ -182,7 +211,13 @@ class DatagramSchedule(_Schedule):
             elif isinstance(fault, Bandwidth):
                 start = max(item.at, applied.busy)
                 applied.busy = start + len(item.data) / fault.bytes_per_second
-                item.at = applied.busy
+                entry, item.at = item.at, applied.busy
+                # Held until due (or behind those held before it), so that removing
+                # the cap lets it go at once.
+                queue = self._paced.get(id(applied))
+                if queue or item.at > max(entry, self._now):
+                    self._paced.setdefault(id(applied), collections.deque()).append((entry, item))
+                    continue
             elif isinstance(fault, Corrupt):
                 item = self._corrupt(applied, fault, item)
             elif isinstance(fault, Reorder):
@@ -217,14 +252,21 @@ class DatagramSchedule(_Schedule):
     ) -> None:
         pipe = self._pipes[flow]
         for applied in stages:
+            items: list[_Dgram] = []
             held = self._held.pop(id(applied), None)
-            if held is None:
+            if held is not None:
+                items = held[1]
+                for item in items:
+                    item.at = max(item.at, now)
+            # What `Bandwidth` held goes on as it came, from when it reached the cap.
+            for entry, item in self._paced.pop(id(applied), ()):
+                item.at = max(entry, now)
+                items.append(item)
+            if not items:
                 continue
-            # As with a removed `Stall`, what `Reorder` held goes on, in the order it
-            # came, through the stages after it that are still in force.
+            # As with a removed `Stall`, what `Reorder` or `Bandwidth` held goes on, in
+            # the order it came, through the stages after it that are still in force.
             after = before[before.index(applied) + 1 :]
             rest = [stage for stage in pipe if any(stage is a for a in after)]
-            for item in held[1]:
-                item.at = max(item.at, now)
-            items = self._run_through(rest, held[1], self._pending)
+            items = self._run_through(rest, items, self._pending)
             self._pending.extend(self._finish(flow, items))

@@ -4,18 +4,24 @@ See `nettest._fault_engine` for the theory of operation: the events a driver
 feeds in, the actions it gets back, the pipeline of stages and their triggers.
 Here each item of a flow (a chunk with its stream offset, an EOF, or a close or
 reset an earlier stage decided) goes through the stages in order.
+
+`Bandwidth`, `Slice` and `SlowClose` hold what they pace (`_Applied.queue`)
+until it is due, and only then pass it on to the stages after them, so that
+removing one lets what it holds go on at once.  A driver that must know how much
+they hold (the proxy, for flow control) passes a `HoldLedger` factory.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ._fault_actions import (
     Abort,
     Action,
     Close,
     Deliver,
+    JoinPieces,
     Pause,
     RefuseConnection,
     Resume,
@@ -43,7 +49,19 @@ from ._faults import (
 __all__ = ["StreamSchedule"]
 
 
-from ._fault_engine import _INF, _Applied, _Chunk, _Ctl, _Eof, _Item, _occurrences, _Schedule
+from ._fault_engine import (
+    _INF,
+    _SLACK,
+    HoldLedger,
+    _Applied,
+    _Chunk,
+    _Ctl,
+    _Eof,
+    _Item,
+    _occurrences,
+    _Paced,
+    _Schedule,
+)
 
 
 class StreamSchedule(_Schedule):
@@ -57,6 +75,8 @@ class StreamSchedule(_Schedule):
         now: The driver's clock when the connection was accepted.
         faults: The faults in force.
         peer: The client's address, for the trace.
+        ledger: Makes the `HoldLedger` of a stage of `flow` the first time it
+            holds bytes back; None: the driver does not count them.
 
     Raises:
         ValueError: A UDP-only fault.
@@ -72,8 +92,14 @@ class StreamSchedule(_Schedule):
         now: float,
         faults: Sequence[Fault] = (),
         peer: object = None,
+        ledger: Callable[[Flow], HoldLedger] | None = None,
     ) -> None:
         super().__init__(seed=seed, index=index, now=now, faults=faults, peer=peer)
+        self._ledger = ledger
+        #: The driver's clock at its latest call.
+        self._now = now
+        #: The earliest `Wake` asked for and not yet seen, for what stages hold.
+        self._wake = _INF
         self._last_at: dict[Flow, float] = {"upstream": -_INF, "downstream": -_INF}
         self._eof_in: dict[Flow, bool] = {"upstream": False, "downstream": False}
         self._eof_out: dict[Flow, bool] = {"upstream": False, "downstream": False}
@@ -108,6 +134,7 @@ class StreamSchedule(_Schedule):
         if self.closed:
             self._faults = tuple(faults)
             return actions
+        self._now = now
         added = self._reconcile([f for f in faults if not isinstance(f, Refuse)], now)
         actions.extend(self._released)
         self._released = []
@@ -116,7 +143,10 @@ class StreamSchedule(_Schedule):
             # (its EOF or close passed through): arm each stage once.
             if self._due_to_arm(applied):
                 actions.extend(self._arm_now(applied, now))
-        return actions
+        # Bytes a removed stage let go, then a later one dropped, may arm a timed fault.
+        for flow in FLOWS:
+            actions.extend(self._arm_unreached(flow, now))
+        return actions + self._wake_for_held()
 
     def data(self, flow: Flow, data: bytes, now: float) -> list[Action]:
         """Bytes arrived from the sender of `flow`."""
@@ -128,10 +158,11 @@ class StreamSchedule(_Schedule):
         pipe = self._pipes[flow]
         if not pipe:
             return self._finish(flow, [_Chunk(now, offset, data)])
+        self._now = now
         for applied in pipe:
             applied.scan(offset, data)
         actions = self._run(flow, 0, [_Chunk(now, offset, data)])
-        return actions + self._arm_unreached(flow, now)
+        return actions + self._arm_unreached(flow, now) + self._wake_for_held()
 
     def eof(self, flow: Flow, now: float) -> list[Action]:
         """The sender of `flow` half-closed (or closed) its side."""
@@ -139,26 +170,23 @@ class StreamSchedule(_Schedule):
             return []
         self._eof_in[flow] = True
         self.trace.record(now, flow, "EOF received")
-        return self._run(flow, 0, [_Eof(now)])
+        self._now = now
+        return self._run(flow, 0, [_Eof(now)]) + self._wake_for_held()
 
     def tick(self, now: float) -> list[Action]:
-        """Time passed; carry out timers that are due (see `Wake`)."""
-        actions: list[Action] = []
+        """Time passed: let go what the stages hold that is due, and fire timers (see `Wake`)."""
         if self.closed:
-            return actions
+            return []
+        self._now = now
+        due = now + _SLACK
+        if self._wake <= due:
+            self._wake = _INF
+        actions = self._let_go(due)
+        # What a stage let go, then dropped, may have armed a timed fault after it.
         for flow in FLOWS:
-            for applied in list(self._pipes[flow]):
-                if applied.deadline is None or applied.fired or applied.deadline > now:
-                    continue
-                applied.fired = True
-                fault = applied.fault
-                reset = isinstance(fault, Reset)
-                what = "reset" if reset else "close"
-                self.trace.fire(now, fault, flow, f"{what} after {applied.deadline - now:+.3f}s")
-                flows = _reset_flows(fault, flow)
-                # A close or reset ends the connection: nothing else is due.
-                return self._finish(flow, [_Ctl(now, reset, flows, repr(fault))])
-        return actions
+            actions += self._arm_unreached(flow, now)
+        actions += self._fire_timers(now)
+        return actions + self._wake_for_held()
 
     # -- the pipeline -----------------------------------------------------------------
 
@@ -167,15 +195,34 @@ class StreamSchedule(_Schedule):
 
         A stage before such a fault held or dropped the bytes that arm it (`Stall`,
         `Blackhole`); its timer starts when the sender sent them, as it would if the
-        fault were first in the list.  Faults that act on bytes wait for them.
+        fault were first in the list.  Faults that act on bytes wait for them.  A
+        byte that a `Bandwidth` cap or a `Slice` holds until it is due does reach
+        the fault, late, as after a `Latency`: the timer starts then.
         """
         actions: list[Action] = []
         for applied in list(self._pipes[flow]):
             if self.closed:
                 break
-            if _timed(applied.fault) and self._due_to_arm(applied):
+            if (
+                _timed(applied.fault)
+                and self._due_to_arm(applied)
+                and not self._paced_before(applied)
+            ):
                 actions.extend(self._arm_now(applied, now))
         return actions
+
+    def _paced_before(self, applied: _Applied) -> bool:
+        """Whether a stage before `applied` holds the byte that arms it until it is due."""
+        arm = applied.arm
+        if not arm:
+            return False
+        pipe = self._pipes[applied.flow]
+        for stage in pipe[: pipe.index(applied)]:
+            held = stage.held_range()
+            # The byte that arms the fault is the one at offset arm - 1.
+            if held is not None and held[0] < arm <= held[1]:
+                return True
+        return False
 
     def _due_to_arm(self, applied: _Applied) -> bool:
         """Whether the sender's bytes have met `applied`'s trigger and it is not armed yet."""
@@ -236,7 +283,106 @@ class StreamSchedule(_Schedule):
                 else:
                     self.trace.record(at, flow, f"close: {item.reason}")
                     actions.append(Close(at, flow, item.reason))
+                self._drop_held()
         return actions
+
+    # -- what the stages hold until it is due ----------------------------------------
+
+    def _hold(
+        self, applied: _Applied, entry: float, alone: bool, items: list[_Item]
+    ) -> list[_Item]:
+        """Return the items `applied` lets go now; hold the others until due, in order.
+
+        `items` are what `applied` made of one item that reached it at `entry`,
+        each stamped with the time it is due; `alone` is whether that item was to
+        be read alone.  An item due no later than it arrived (or than now) goes on
+        at once, unless items held before it are still waiting.
+        """
+        queue = applied.queue
+        index = 0
+        if not queue:
+            limit = max(entry, self._now)
+            # Due times grow along `items`: if the last is due, all are.
+            if not items or items[-1].at <= limit:
+                return items
+            while items[index].at <= limit:
+                index += 1
+        ledger = None
+        lag = 0.0
+        if self._ledger is not None:
+            if applied.ledger is None:
+                applied.ledger = self._ledger(applied.flow)
+            ledger = applied.ledger
+            lag = self._delay_after(applied)
+        first = True
+        for item in items[index:]:
+            queue.append(_Paced(entry, alone, first, item))
+            first = False
+            if ledger is not None and isinstance(item, _Chunk):
+                ledger.add(item.at + lag, len(item.data))
+        return items[:index]
+
+    def _delay_after(self, applied: _Applied) -> float:
+        """How long the `Latency` stages after `applied` delay what it lets go."""
+        pipe = self._pipes[applied.flow]
+        after = pipe[pipe.index(applied) + 1 :] if applied in pipe else []
+        return sum(stage.fault.delay for stage in after if isinstance(stage.fault, Latency))
+
+    def _let_go(self, due: float) -> list[Action]:
+        """Pass on what each stage holds that is due by `due`, through the stages after it."""
+        actions: list[Action] = []
+        for flow in FLOWS:
+            pipe = list(self._pipes[flow])
+            for index, applied in enumerate(pipe):
+                queue = applied.queue
+                if self.closed:
+                    return actions
+                if not queue or queue[0].item.at > due:
+                    continue
+                items: list[_Item] = []
+                while queue and queue[0].item.at <= due:
+                    items.append(applied.take().item)
+                actions.extend(self._run_through(flow, pipe[index + 1 :], items))
+        return actions
+
+    def _fire_timers(self, now: float) -> list[Action]:
+        """Close or reset the connection if a fault's timer is due (after what was due)."""
+        if self.closed:
+            return []
+        for flow in FLOWS:
+            for applied in list(self._pipes[flow]):
+                if applied.deadline is None or applied.fired or applied.deadline > now:
+                    continue
+                applied.fired = True
+                fault = applied.fault
+                reset = isinstance(fault, Reset)
+                what = "reset" if reset else "close"
+                self.trace.fire(now, fault, flow, f"{what} after {applied.deadline - now:+.3f}s")
+                flows = _reset_flows(fault, flow)
+                # A close or reset ends the connection: nothing else is due.
+                return self._finish(flow, [_Ctl(now, reset, flows, repr(fault))])
+        return []
+
+    def _wake_for_held(self) -> list[Action]:
+        """A `Wake` for the first held item that falls due, unless one is asked for already."""
+        due = _INF
+        for pipe in self._pipes.values():
+            for applied in pipe:
+                if applied.queue:
+                    due = min(due, applied.queue[0].item.at)
+        if due < self._wake:
+            self._wake = due
+            return [Wake(due)]
+        return []
+
+    def _drop_held(self) -> None:
+        """The connection closed: nothing the stages hold will be delivered."""
+        for flow in FLOWS:
+            for applied in self._pipes[flow]:
+                while applied.queue:
+                    item = applied.take().item
+                    if isinstance(item, _Chunk):
+                        self.discarded[flow] += len(item.data)
 
     def _arm(self, applied: _Applied, at: float) -> list[_Item]:
         """`applied` reached its arming offset at time `at`; return the items it emits."""
@@ -380,14 +526,19 @@ class StreamSchedule(_Schedule):
         if applied.held or isinstance(fault, Stall):
             applied.held.append(item)
             return []
+        entry = item.at
+        if applied.queue or isinstance(fault, (Bandwidth, Slice)):
+            # After the bytes held before it, and once the link is free.
+            behind = applied.queue[-1].item.at if applied.queue else -_INF
+            item.at = max(item.at, applied.busy, behind)
+            return self._hold(applied, entry, False, [item])
         if isinstance(fault, Latency):
             item.at = max(item.at + fault.delay, applied.last)
             applied.last = item.at
-        elif isinstance(fault, (Bandwidth, Slice)):
-            item.at = max(item.at, applied.busy, applied.last)
         elif isinstance(fault, SlowClose) and isinstance(item, _Eof):
             item.at += fault.delay
             self.trace.fire(item.at, fault, applied.flow, f"FIN held {fault.delay}s")
+            return self._hold(applied, entry, False, [item])
         elif isinstance(fault, (Blackhole, HalfClose)) and isinstance(item, _Eof):
             return []
         return [item]
@@ -406,7 +557,7 @@ class StreamSchedule(_Schedule):
         if not applied.fired:
             applied.fired = True
             self.trace.fire(chunk.at, fault, applied.flow, "throttling")
-        return out
+        return self._hold(applied, chunk.at, chunk.alone, out)
 
     def _slice(self, applied: _Applied, fault: Slice, chunk: _Chunk) -> list[_Item]:
         out: list[_Item] = []
@@ -424,7 +575,7 @@ class StreamSchedule(_Schedule):
         if not applied.fired:
             applied.fired = True
             self.trace.fire(chunk.at, fault, applied.flow, "slicing")
-        return out
+        return self._hold(applied, chunk.at, chunk.alone, out)
 
     def _corrupt(self, applied: _Applied, fault: Corrupt, chunk: _Chunk) -> _Chunk:
         arm = applied.arm or 0
@@ -445,18 +596,43 @@ class StreamSchedule(_Schedule):
     def _removed(
         self, flow: Flow, stages: list[_Applied], before: list[_Applied], now: float
     ) -> None:
+        """Let what the removed `stages` hold go on, from `now`, through those that remain."""
         pipe = self._pipes[flow]
         stalled = any(isinstance(a.fault, Stall) and a.armed for a in pipe)
+        # Once no Slice is left, nothing wants pieces read alone: the driver may
+        # join those it queued, and the stages let theirs go joined too.
+        alone = not any(isinstance(a.fault, Slice) for a in stages) or any(
+            isinstance(a.fault, Slice) for a in pipe
+        )
+        if not alone:
+            self._released.append(JoinPieces(flow))
+            for applied in pipe:
+                for paced in applied.queue:
+                    paced.alone = False
+                    if isinstance(paced.item, _Chunk):
+                        paced.item.alone = False
+                for item in applied.held:
+                    if isinstance(item, _Chunk):
+                        item.alone = False
         # The last stage's held bytes are the earliest in the stream: release them first.
         for applied in reversed(stages):
             if isinstance(applied.fault, Stall) and applied.armed:
                 if not stalled:
                     self._released.append(Resume(flow))
                 self.trace.fire(now, applied.fault, flow, "removed; reading again")
-            if applied.held:
+            held: list[_Item] = []
+            if applied.queue:
+                held = applied.let_go_all(now, alone)
+                size = sum(len(item.data) for item in held if isinstance(item, _Chunk))
+                what = f"{size} bytes" if size else "the FIN"
+                self.trace.fire(now, applied.fault, flow, f"removed; let go {what} it held")
+            elif applied.held:
                 held, applied.held = applied.held, []
                 for item in held:
                     item.at = max(item.at, now)
+                    if not alone and isinstance(item, _Chunk):
+                        item.alone = False
+            if held:
                 # The held items went through the stages before this one already; they
                 # go on through those after it that are still in force.
                 after = before[before.index(applied) + 1 :]

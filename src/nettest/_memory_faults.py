@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 A memory stream pair moves bytes through one `nettest._links.Link` per
 direction.  `inject_faults` replaces each link's ``carry`` and ``carry_eof``
-(the seam the links leave for this) with a `StreamSchedule` driver: bytes and
+(the seam the links leave for this; once per pair, so a second call finds it
+taken and refuses) with a `StreamSchedule` driver: bytes and
 EOF go into the schedule with ``loop.time()``, and its actions come out as
 ``link.arrive()``, ``link.arrive_eof()``, ``link.lose()`` or ``link.reset()``,
 delayed with ``loop.call_at``.  Nothing sleeps on the wall clock, so under a
@@ -40,6 +41,7 @@ from ._fault_actions import (
     Action,
     Close,
     Deliver,
+    JoinPieces,
     RefuseConnection,
     SendEof,
     UnreachableAction,
@@ -105,6 +107,12 @@ def inject_faults(end: object, faults: Iterable[Fault] = (), *, seed: int = 0) -
     that end sends, "downstream" what it receives.  Call it right after making
     the pair, before any byte moves; faults may be changed later.
 
+    A pair takes faults once: the `MemoryFaults` returned holds them for as long
+    as the pair lives.  To change them (a fixture injected some, the test wants
+    others), call `~MemoryFaults.add`, `~MemoryFaults.remove` or
+    `~MemoryFaults.clear` on it; a second ``inject_faults`` on either end of
+    the pair raises `RuntimeError` rather than quietly take the first one's place.
+
     Args:
         end: The client end of a memory pair.
         faults: The faults in force from the start.
@@ -118,6 +126,7 @@ def inject_faults(end: object, faults: Iterable[Fault] = (), *, seed: int = 0) -
         TypeError: *end* is not an end of a memory pair, or *seed* is not an int.
         ValueError: A fault that does not apply to the pair, or *seed* outside
             [0, 2**64).
+        RuntimeError: The pair has faults injected already.
 
     Example::
 
@@ -129,14 +138,32 @@ def inject_faults(end: object, faults: Iterable[Fault] = (), *, seed: int = 0) -
     if isinstance(transport, MemoryTransport):
         if getattr(transport, "_peer", None) is None:
             raise TypeError("inject_faults needs an end of memory_transport_pair()")
-        return _StreamDriver(transport, _check("stream", faults), seed).handle
+        checked = _check("stream", faults)
+        # A fault layer holds a link's seam already (see nettest._links): only ours takes it.
+        if any(link.carry is not link._arrive for link in (transport._out, transport._in)):
+            raise _injected_already()
+        return _StreamDriver(transport, checked, seed).handle
     if isinstance(transport, MemoryDatagramTransport):
         if transport._peer is None:
             raise TypeError("inject_faults needs an end of memory_datagram_pair()")
-        return _DatagramDriver(transport, _check("datagram", faults), seed).handle
+        checked = _check("datagram", faults)
+        # The datagram seam: an instance attribute shadows the method (see _DatagramDriver).
+        if any("_transmit" in vars(end) for end in (transport, transport._peer)):
+            raise _injected_already()
+        return _DatagramDriver(transport, checked, seed).handle
     raise TypeError(
         "inject_faults needs the client end of a memory pair (a MemoryTransport, "
         f"a StreamWriter over one, or a MemoryDatagramTransport), got {end!r}"
+    )
+
+
+def _injected_already() -> RuntimeError:
+    # Replacing the seams would leave the first handle in force on paper only: its
+    # faults, add() and trace would no longer touch the pair.
+    return RuntimeError(
+        "inject_faults: this memory pair already has faults injected by an earlier "
+        "inject_faults() call (on either end); change them with add(), remove() or "
+        "clear() on the MemoryFaults that call returned"
     )
 
 
@@ -187,6 +214,8 @@ class _StreamDriver:
                 self.queues[action.flow].append(action)
             elif isinstance(action, Wake):
                 self.loop.call_at(action.at, self._tick)
+            elif isinstance(action, JoinPieces):
+                self.queues[action.flow].join()
             # Pause and Resume need nothing: held bytes stay in flight and fill the link.
         self._release_discarded()
         for flow in FLOWS:

@@ -17,6 +17,10 @@ instead: they count against a TCP window (4 MiB), not against the 256 KiB, so
 that latency delays bytes without capping the rate at 256 KiB per delay
 (`_Backlog` tells the two apart by when the bytes are due: bytes due later
 than the delay from now wait behind a `Bandwidth` cap or a `Slice`'s pace).
+A cap or a pace holds its bytes inside the schedule until they are due (so that
+removing it lets them go at once): the connection hands the schedule a
+`_Backlog` for each stage that holds bytes (its `HoldLedger`), and flow control
+counts those with the queue's.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from ._fault_actions import (
     Action,
     Close,
     Deliver,
+    JoinPieces,
     Pause,
     RefuseConnection,
     Resume,
@@ -174,9 +179,11 @@ class _Backlog:
     in flight, up to `_WINDOW` (4 MiB: a minute of a 64 KiB/s cap).
     """
 
-    __slots__ = ("_flight", "_last_due", "_later", "_overdue", "flight", "size")
+    __slots__ = ("_flight", "_last_due", "_later", "_overdue", "_piece_cost", "flight", "size")
 
-    def __init__(self) -> None:
+    def __init__(self, piece_cost: int = 0) -> None:
+        # What a delivery counts at least, whatever its size (see `_PIECE_COST`).
+        self._piece_cost = piece_cost
         # (due at, bytes) of each delivery in the queue: overdue, in flight, later.
         self._overdue: collections.deque[tuple[float, int]] = collections.deque()
         self._flight: collections.deque[tuple[float, int]] = collections.deque()
@@ -192,6 +199,7 @@ class _Backlog:
         # The queue carries deliveries out in order: none goes before the one
         # ahead of it, so due times grow along the queue.
         due = self._last_due = max(due, self._last_due)
+        size = max(size, self._piece_cost)
         self._later.append((due, size))
         self.size += size
 
@@ -246,8 +254,15 @@ class _StreamConnection:
         assert client.transport is not None
         peer = client.transport.get_extra_info("peername")
         now = self.loop.time()
+        # What the schedule's stages hold back until due, per stage (see _backpressure).
+        self.held: dict[Flow, list[_Backlog]] = {flow: [] for flow in FLOWS}
         self.schedule = StreamSchedule(
-            seed=proxy.seed, index=index, now=now, faults=proxy.faults, peer=peer
+            seed=proxy.seed,
+            index=index,
+            now=now,
+            faults=proxy.faults,
+            peer=peer,
+            ledger=self._ledger,
         )
         self.trace = self.schedule.trace
         self.queues = {
@@ -259,7 +274,7 @@ class _StreamConnection:
             )
             for flow in FLOWS
         }
-        self.backlogs: dict[Flow, _Backlog] = {flow: _Backlog() for flow in FLOWS}
+        self.backlogs: dict[Flow, _Backlog] = {flow: _Backlog(_PIECE_COST) for flow in FLOWS}
         self.delays: dict[Flow, float] = {flow: _link_delay(proxy.faults, flow) for flow in FLOWS}
         self.paused: dict[Flow, set[str]] = {"upstream": set(), "downstream": set()}
         self.eof_sent: dict[Flow, bool] = {"upstream": False, "downstream": False}
@@ -305,6 +320,12 @@ class _StreamConnection:
                 )
                 _reset(self.client.transport)
                 self.finish()
+
+    def _ledger(self, flow: Flow) -> _Backlog:
+        """Count what a stage of the schedule holds back, for flow control."""
+        ledger = _Backlog(_PIECE_COST)
+        self.held[flow].append(ledger)
+        return ledger
 
     def _server_side(self) -> _Side:
         side = _Side(self.proxy, "server")
@@ -365,8 +386,10 @@ class _StreamConnection:
             if isinstance(action, (Deliver, SendEof, Close, Abort)):
                 self.queues[action.flow].append(action)
                 if isinstance(action, Deliver):
-                    cost = max(len(action.data), _PIECE_COST)
-                    self.backlogs[action.flow].add(action.at, cost)
+                    self.backlogs[action.flow].add(action.at, len(action.data))
+                touched.add(action.flow)
+            elif isinstance(action, JoinPieces):
+                self.queues[action.flow].join()
                 touched.add(action.flow)
             elif isinstance(action, Pause):
                 self.pause(action.flow, "stall")
@@ -380,7 +403,10 @@ class _StreamConnection:
 
     def _tick(self) -> None:
         if not self.finished:
-            self.apply(self.schedule.tick(self.loop.time()))
+            now = self.loop.time()
+            # A stage that holds bytes asks for a tick each time one falls due.
+            self.wakes = [wake for wake in self.wakes if wake.when() > now]
+            self.apply(self.schedule.tick(now))
 
     def _receiver(self, flow: Flow) -> _Side | None:
         return self.server if flow == "upstream" else self.client
@@ -438,16 +464,28 @@ class _StreamConnection:
             self.close_both()
 
     def _backpressure(self, flow: Flow) -> None:
-        backlog = self.backlogs[flow]
         delay = self.delays[flow]
-        late = backlog.count_late(self.loop.time(), delay)
-        if late > _HIGH or backlog.size > _WINDOW:
+        now = self.loop.time()
+        late = size = 0
+        # The queue, and what the schedule's stages hold back until it is due.  A
+        # stage drops its ledger once empty (see HoldLedger): forget those.
+        held = self.held[flow]
+        if held and not all(ledger.size for ledger in held):
+            held = self.held[flow] = [ledger for ledger in held if ledger.size]
+        backlogs = [self.backlogs[flow], *held]
+        for backlog in backlogs:
+            late += backlog.count_late(now, delay)
+            size += backlog.size
+        if late > _HIGH or size > _WINDOW:
             self.pause(flow, "queue")
-        elif late <= _LOW and backlog.size <= _WINDOW_LOW:
+        elif late <= _LOW and size <= _WINDOW_LOW:
             self.resume(flow, "queue")
         # Bytes behind a cap come in flight as time passes, before the queue's
         # next delivery (a delay away): look again then, or the link idles.
-        at = backlog.next_in_flight(delay) if delay and "queue" in self.paused[flow] else None
+        at = None
+        if delay and "queue" in self.paused[flow]:
+            times = [backlog.next_in_flight(delay) for backlog in backlogs]
+            at = min((time for time in times if time is not None), default=None)
         timer = self.rechecks.get(flow)
         if timer is not None and (at is None or timer.when() != at):
             timer.cancel()
