@@ -612,7 +612,8 @@ def test_tls_key_directories_of_dead_processes_are_removed(tmp_path: Path) -> No
         "dead": f"nettest-tls-{dead.stdout.strip()}-abc",
         "alive": f"nettest-tls-{os.getppid()}-abc",
         "own": f"nettest-tls-{os.getpid()}-abc",
-        "files": "nettest-tls-files-abc",
+        "files": "nettest-tls-files-abc",  # an older nettest's: no process to probe
+        "dead files": f"nettest-tls-{dead.stdout.strip()}-files-abc",
         "other": "unrelated-123-abc",
     }
     for name in names.values():
@@ -621,5 +622,20 @@ def test_tls_key_directories_of_dead_processes_are_removed(tmp_path: Path) -> No
     with unittest.mock.patch("tempfile.gettempdir", return_value=str(tmp_path)):
         _remove_dead_processes_dirs()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        name for kind, name in names.items() if kind != "dead"
+        name for kind, name in names.items() if not kind.startswith("dead")
     )
+
+
+def test__write_file_removes_what_it_could_not_write(tmp_path: Path) -> None:
+    from nettest._tls import _write_file
+
+    path = tmp_path / "key.pem"
+    with pytest.raises(TypeError):
+        _write_file(path, "not bytes", private=True)  # type: ignore[arg-type]
+    assert not path.exists()
+    _write_file(path, b"key", private=True)
+    assert path.read_bytes() == b"key"
+    assert path.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(FileExistsError):
+        _write_file(path, b"other", private=True)
+    assert path.read_bytes() == b"key"

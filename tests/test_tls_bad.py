@@ -11,7 +11,9 @@ import pytest
 
 from nettest._tls import (
     TLS_BAD_KINDS,
+    TLS_VERSIONS,
     TLSBadKind,
+    make_tls_server_context,
 )
 from nettest._tls_bad import (
     TLSBadCase,
@@ -30,6 +32,10 @@ if typing.TYPE_CHECKING:
 
 CLIENT_REJECTS: list[TLSBadKind] = [k for k in TLS_BAD_KINDS if not k.startswith("mtls_")]
 SERVER_REJECTS: list[TLSBadKind] = ["mtls_no_cert", "mtls_untrusted_cert"]
+# The server verifies the client's certificate, and the client the server's.
+BOTH_SIDES_VERIFY: list[TLSBadKind] = ["mtls_untrusted_cert"]
+
+Side = typing.Literal["client", "server"]
 
 EXPECTED_CODES = {
     "expired": 10,
@@ -96,8 +102,21 @@ def test_tls_bad_case_blocking_sockets_fail_on_both_sides(
         assert rejecting.reason == bad.reason == "CERTIFICATE_VERIFY_FAILED"
     assert isinstance(other, ssl.SSLError), other
     assert other.reason == bad.alert
-    assert bad.matches(rejecting)
-    assert bad.matches(other)
+    assert bad.alerts == (bad.alert,)  # pinned: this version's alert only
+    other_side: Side = "server" if bad.rejected_by == "client" else "client"
+    assert bad.matches(rejecting, side=bad.rejected_by)
+    assert bad.matches(other, side=other_side)
+    # Each side's failure is the other side's non-match.
+    assert not bad.matches(rejecting, side=other_side)
+    assert not bad.matches(other, side=bad.rejected_by)
+    if kind in BOTH_SIDES_VERIFY:
+        with pytest.raises(ValueError, match="pass side='client' or side='server'"):
+            bad.matches(rejecting)
+        with pytest.raises(ValueError, match="pass side='client' or side='server'"):
+            bad.matches(other)
+    else:
+        assert bad.matches(rejecting)
+        assert bad.matches(other)
 
 
 @pytest.mark.asyncio
@@ -114,9 +133,9 @@ async def test_tls_bad_case_asyncio_client_gets_the_alert(
     finally:
         server_result = await asyncio.get_running_loop().run_in_executor(None, server.finish)
     assert excinfo.value.reason == bad.alert
-    assert bad.matches(excinfo.value)
+    assert bad.matches(excinfo.value, side="client")
     assert isinstance(server_result, ssl.SSLError)
-    assert bad.matches(server_result)
+    assert bad.matches(server_result, side="server")
 
 
 async def _connect_and_read(bad: TLSBadCase, port: int, tls_version: ssl.TLSVersion) -> None:
@@ -227,6 +246,154 @@ def test_tls_bad_case_is_bad_in_one_way_only(
         client_context = _client_context(_cadata(tls_ca), None, None)
     assert client_context.verify_flags & ssl.VERIFY_X509_STRICT
     assert blocking_exchange(server_context, client_context) == (b"ping\n", b"PING\n")
+
+
+# -- the side that refuses ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", SERVER_REJECTS)
+def test_tls_bad_case_mtls_server_that_refuses_the_client_matches(
+    tls_bad_case_factory: TLSBadCaseFactory, tls_version: ssl.TLSVersion, kind: TLSBadKind
+) -> None:
+    """The twin of the next test: a server that asks for a certificate and refuses it."""
+    bad = tls_bad_case_factory(kind)
+    server, client = blocking_exchange(bad.server_context, bad.client_context)
+    assert isinstance(client, ssl.SSLError), client
+    assert isinstance(server, ssl.SSLError), server
+    assert bad.matches(client, side="client"), client
+    assert bad.matches(server, side="server"), server
+
+
+@pytest.mark.parametrize("kind", SERVER_REJECTS)
+def test_tls_bad_case_mtls_client_refusing_the_server_does_not_match(
+    tls_bad_case_factory: TLSBadCaseFactory, tls_version: ssl.TLSVersion, kind: TLSBadKind
+) -> None:
+    """A server under test that never asks for a certificate fails the mutual-TLS cases.
+
+    It serves a certificate from another CA, so the handshake fails all the same:
+    nettest's client refuses the server, with ``verify_code`` 20 as
+    ``mtls_untrusted_cert``'s server would.  That is the wrong side refusing.
+    """
+    bad = tls_bad_case_factory(kind)
+    broken_server = tls_bad_case_factory("untrusted_ca").server_context
+    assert broken_server.verify_mode == ssl.CERT_NONE
+    server, client = blocking_exchange(broken_server, bad.client_context)
+    assert isinstance(client, ssl.SSLCertVerificationError), client
+    assert client.verify_code == 20
+    assert isinstance(server, ssl.SSLError), server
+    assert server.reason == "TLSV1_ALERT_UNKNOWN_CA"
+    assert not bad.matches(client, side="client")
+    assert not bad.matches(server, side="server")
+    if kind in BOTH_SIDES_VERIFY:
+        # Without a side the same error could be the server's refusal: no guess.
+        with pytest.raises(ValueError, match=f"{kind}: both sides verify a certificate"):
+            bad.matches(client)
+        with pytest.raises(ValueError, match=f"{kind}: both sides verify a certificate"):
+            bad.matches(server)
+    else:
+        assert not bad.matches(client)
+        assert not bad.matches(server)
+
+
+def _verify_error(code: int) -> ssl.SSLCertVerificationError:
+    error = ssl.SSLCertVerificationError()
+    error.verify_code = code
+    error.reason = "CERTIFICATE_VERIFY_FAILED"
+    return error
+
+
+def _ssl_error(reason: str) -> ssl.SSLError:
+    error = ssl.SSLError()
+    error.reason = reason
+    return error
+
+
+@pytest.mark.parametrize("kind", TLS_BAD_KINDS)
+def test_tls_bad_case_matches_each_failure_on_its_own_side_only(
+    tls_ca: trustme.CA, kind: TLSBadKind
+) -> None:
+    bad = make_tls_bad_case(tls_ca, kind, tls_version=ssl.TLSVersion.TLSv1_3)
+    refusal = _ssl_error(bad.reason) if bad.verify_code is None else _verify_error(bad.verify_code)
+    alert = _ssl_error(bad.alert)
+    rejecting: Side = bad.rejected_by
+    other: Side = "server" if rejecting == "client" else "client"
+    assert bad.matches(refusal, side=rejecting)
+    assert not bad.matches(refusal, side=other)
+    assert bad.matches(alert, side=other)
+    assert not bad.matches(alert, side=rejecting)
+    for unrelated in (ConnectionResetError(), _verify_error(99), _ssl_error("WRONG_VERSION")):
+        for side in (None, rejecting, other):
+            assert not bad.matches(unrelated, side=side)
+    if kind in BOTH_SIDES_VERIFY:
+        for error in (refusal, alert):
+            with pytest.raises(ValueError, match="pass side='client' or side='server'"):
+                bad.matches(error)
+    else:
+        # One side only can fail this way: the side need not be given.
+        assert bad.matches(refusal)
+        assert bad.matches(alert)
+
+
+def test_tls_bad_case_matches_names_the_sides(tls_ca: trustme.CA) -> None:
+    bad = make_tls_bad_case(tls_ca, "expired")
+    with pytest.raises(ValueError, match="side must be 'client', 'server' or None; got 'both'"):
+        bad.matches(_verify_error(10), side="both")  # type: ignore[arg-type]
+
+
+# -- TLS versions: pinned, one alert; not pinned, either ------------------------------------
+
+
+def test_tls_bad_case_unpinned_accepts_either_versions_alert(tls_ca: trustme.CA) -> None:
+    tls12_refusal = _ssl_error("SSLV3_ALERT_HANDSHAKE_FAILURE")
+    tls13_refusal = _ssl_error("TLSV13_ALERT_CERTIFICATE_REQUIRED")
+    unpinned = make_tls_bad_case(tls_ca, "mtls_no_cert")
+    assert unpinned.alert == "TLSV13_ALERT_CERTIFICATE_REQUIRED"
+    assert unpinned.alerts == (
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+        "SSLV3_ALERT_HANDSHAKE_FAILURE",
+    )
+    for error in (tls12_refusal, tls13_refusal):
+        assert unpinned.matches(error)
+        assert unpinned.matches(error, side="client")
+        assert not unpinned.matches(error, side="server")
+    # Pinned, only that version's alert: the twin.
+    tls12 = make_tls_bad_case(tls_ca, "mtls_no_cert", tls_version=ssl.TLSVersion.TLSv1_2)
+    tls13 = make_tls_bad_case(tls_ca, "mtls_no_cert", tls_version=ssl.TLSVersion.TLSv1_3)
+    assert tls12.alerts == ("SSLV3_ALERT_HANDSHAKE_FAILURE",)
+    assert tls13.alerts == ("TLSV13_ALERT_CERTIFICATE_REQUIRED",)
+    assert tls12.matches(tls12_refusal)
+    assert not tls12.matches(tls13_refusal)
+    assert tls13.matches(tls13_refusal)
+    assert not tls13.matches(tls12_refusal)
+    # Where both versions send the same alert, there is one.
+    assert make_tls_bad_case(tls_ca, "mtls_untrusted_cert").alerts == ("TLSV1_ALERT_UNKNOWN_CA",)
+
+
+@pytest.mark.parametrize(
+    "server_version", TLS_VERSIONS, ids=[v.name.replace("v1_", "1.") for v in TLS_VERSIONS]
+)
+def test_tls_bad_case_unpinned_matches_a_server_of_either_version(
+    tls_bad_case_factory: TLSBadCaseFactory,
+    tls_ca: trustme.CA,
+    tls_certificate: trustme.LeafCert,
+    server_version: ssl.TLSVersion,
+) -> None:
+    """The test asks for no tls_version; the mutual-TLS server under test allows one."""
+    bad = tls_bad_case_factory("mtls_no_cert")
+    server_context = make_tls_server_context(
+        tls_certificate, client_ca=tls_ca, tls_version=server_version
+    )
+    server, client = blocking_exchange(server_context, bad.client_context)
+    assert isinstance(client, ssl.SSLError), client
+    expected = {
+        ssl.TLSVersion.TLSv1_2: "SSLV3_ALERT_HANDSHAKE_FAILURE",
+        ssl.TLSVersion.TLSv1_3: "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+    }
+    assert client.reason == expected[server_version]
+    assert bad.matches(client, side="client")
+    assert bad.matches(client)
+    assert isinstance(server, ssl.SSLError), server
+    assert bad.matches(server, side="server")
 
 
 # -- matches() and arguments -----------------------------------------------------------------

@@ -6,16 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import itertools
 import os
+import re
+import select
+import shlex
+import shutil
 import ssl
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from nettest._tls import _write_file
 from nettest._tls_files import TLSFiles, cli_main, tls_files, write_tls_files  # noqa: F401
 from test_tls import (
     PYTESTER_CONFTEST,
@@ -24,7 +32,7 @@ from test_tls import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     import trustme
 
@@ -171,6 +179,156 @@ def test_write_tls_files_never_overwrites(
     write_tls_files(tmp_path, tls_ca, tls_certificate)
     with pytest.raises(FileExistsError):
         write_tls_files(tmp_path, tls_ca, tls_certificate)
+
+
+ALL_NAMES = [
+    "ca.pem",
+    "cert.pem",
+    "chain.pem",
+    "fullchain.pem",
+    "key.pem",
+    "client-fullchain.pem",
+    "client-key.pem",
+]
+
+
+def test_write_tls_files_writes_every_file_with_its_mode(
+    tmp_path: Path,
+    tls_ca: trustme.CA,
+    tls_certificate: trustme.LeafCert,
+    tls_client_certificate: trustme.LeafCert,
+) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    write_tls_files(tmp_path, tls_ca, tls_certificate, client_certificate=tls_client_certificate)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(ALL_NAMES)  # no temporaries
+    for name in ALL_NAMES:
+        mode = 0o600 if name.endswith("key.pem") else 0o644 & ~umask
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+
+
+@pytest.mark.parametrize("stale", ALL_NAMES)
+def test_write_tls_files_writes_nothing_when_one_file_exists(
+    tmp_path: Path,
+    tls_ca: trustme.CA,
+    tls_certificate: trustme.LeafCert,
+    tls_client_certificate: trustme.LeafCert,
+    stale: str,
+) -> None:
+    (tmp_path / stale).write_bytes(b"stale")
+    with pytest.raises(FileExistsError, match="no file was written") as excinfo:
+        write_tls_files(
+            tmp_path, tls_ca, tls_certificate, client_certificate=tls_client_certificate
+        )
+    assert excinfo.value.filename == str(tmp_path / stale)
+    assert [p.name for p in tmp_path.iterdir()] == [stale]
+    assert (tmp_path / stale).read_bytes() == b"stale"
+    # Once the culprit is gone, the same call succeeds: nothing half-written is in the way.
+    (tmp_path / stale).unlink()
+    write_tls_files(tmp_path, tls_ca, tls_certificate, client_certificate=tls_client_certificate)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(ALL_NAMES)
+
+
+def test_write_tls_files_names_every_file_in_the_way(
+    tmp_path: Path, tls_ca: trustme.CA, tls_certificate: trustme.LeafCert
+) -> None:
+    (tmp_path / "key.pem").symlink_to(tmp_path / "nowhere")  # dangling, still in the way
+    (tmp_path / "ca.pem").write_bytes(b"stale")
+    with pytest.raises(FileExistsError) as excinfo:
+        write_tls_files(tmp_path, tls_ca, tls_certificate)
+    assert excinfo.value.filename == str(tmp_path / "ca.pem")
+    assert f"also there: {tmp_path / 'key.pem'}" in str(excinfo.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ca.pem", "key.pem"]
+
+
+def _fail_on_call(number: int, function: Callable[..., object]) -> Callable[..., object]:
+    calls = itertools.count(1)
+
+    def fail(*args: object, **kwargs: object) -> object:
+        if next(calls) == number:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return function(*args, **kwargs)
+
+    return fail
+
+
+@pytest.mark.parametrize("stage", ["write", "rename"])
+def test_write_tls_files_leaves_nothing_when_it_fails_midway(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tls_ca: trustme.CA,
+    tls_certificate: trustme.LeafCert,
+    stage: str,
+) -> None:
+    if stage == "write":  # the fourth file cannot be written
+        monkeypatch.setattr("nettest._tls_files._write_file", _fail_on_call(4, _write_file))
+    else:  # the third file cannot be renamed into place
+        monkeypatch.setattr(os, "replace", _fail_on_call(3, os.replace))
+    with pytest.raises(OSError, match="No space left on device"):
+        write_tls_files(tmp_path, tls_ca, tls_certificate)
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+    write_tls_files(tmp_path, tls_ca, tls_certificate)  # and a retry works
+
+
+def test_write_tls_files_never_replaces_a_file_that_appears_meanwhile(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tls_ca: trustme.CA,
+    tls_certificate: trustme.LeafCert,
+) -> None:
+    (tmp_path / "key.pem").write_bytes(b"someone else's")
+    # The check for existing files misses it, as if it appeared just after.
+    monkeypatch.setattr(os.path, "lexists", lambda path: False)
+    with pytest.raises(FileExistsError):
+        write_tls_files(tmp_path, tls_ca, tls_certificate)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["key.pem"]
+    assert (tmp_path / "key.pem").read_bytes() == b"someone else's"
+
+
+def test_tls_files_directory_is_named_after_the_process(tls_files: TLSFiles) -> None:
+    """The name lets the next session remove it if this process is killed."""
+    assert tls_files.directory.name.startswith(f"nettest-tls-{os.getpid()}-files-")
+    assert tls_files.directory.parent == Path(tempfile.gettempdir())
+
+
+@pytest.mark.skipif(os.name != "posix", reason="probes processes with os.kill(pid, 0)")
+def test_tls_files_of_a_dead_process_are_removed_by_the_next_session(
+    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session that only uses tls_files removes what a killed session's tls_files left."""
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    killed = temporary / f"nettest-tls-{dead.stdout.strip()}-files-abc123"
+    alive = temporary / f"nettest-tls-{os.getpid()}-files-def456"
+    for directory in (killed, alive):
+        directory.mkdir(mode=0o700)
+        (directory / "key.pem").write_bytes(b"a private key")
+    tempfile.gettempdir()  # fixes this process's choice before TMPDIR changes for the inner one
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    pytester.makeconftest(PYTESTER_CONFTEST)
+    pytester.makepyfile(
+        f"""
+        import os, tempfile
+
+        def test_files(tls_files):
+            assert tempfile.gettempdir() == {str(temporary)!r}
+            assert not os.path.exists({str(killed)!r})
+            assert os.path.exists({str(alive)!r})
+            assert tls_files.directory.name.startswith(f"nettest-tls-{{os.getpid()}}-files-")
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
+    result.assert_outcomes(passed=1)
+    assert sorted(p.name for p in temporary.glob("nettest-tls-*")) == [alive.name]
 
 
 def test_tls_files_has_no_public_constructor() -> None:
@@ -320,6 +478,123 @@ def test_cli_certs_refuses_to_overwrite(
     assert not key.is_symlink()
     assert (tmp_path / "key.pem").read_bytes() != before
     assert stat.S_IMODE((tmp_path / "key.pem").stat().st_mode) == 0o600
+
+
+def test_cli_certs_help_says_which_servers_need_the_chain_apart(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli_main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "read the whole chain from one file (nginx, " in text
+    assert "take fullchain.pem and key.pem" in text
+    assert "need the chain apart, such as openssl s_server -cert cert.pem -cert_chain " in text
+    assert "-cert_chain chain.pem -key key.pem (add -www" in text
+
+
+# -- the recipes of docs/tls.rst, run as written (the port aside) -----------------------
+
+DOCS_TLS = Path(__file__).resolve().parent.parent / "docs" / "tls.rst"
+HAVE_OPENSSL_AND_CURL = bool(shutil.which("openssl") and shutil.which("curl"))
+
+
+def documented_recipes() -> list[tuple[list[str], list[str], list[str]]]:
+    """The ``nettest certs``, ``openssl s_server`` and ``curl`` commands of the guide."""
+    text = DOCS_TLS.read_text()
+    section = text[text.index("``nettest certs``\n---") :]
+    section = section[: section.index("\nSpeed\n")]
+    commands = [
+        shlex.split(match.group(1).replace("\\\n", " "))
+        for match in re.finditer(r"^   \$ ((?:[^\n]*\\\n)*[^\n]*)$", section, re.MULTILINE)
+    ]
+    recipes = [(commands[i], commands[i + 1], commands[i + 2]) for i in range(0, len(commands), 3)]
+    for recipe in recipes:
+        assert [words[0] for words in recipe] == ["nettest", "openssl", "curl"], recipe
+    assert recipes, "no recipe found"
+    return recipes
+
+
+def serve_and_fetch(
+    directory: Path, server: list[str], client: list[str]
+) -> subprocess.CompletedProcess[bytes]:
+    """Run the documented s_server on a port of its choosing; run curl against it."""
+    port_at = server.index("-accept") + 1
+    assert server[port_at] == "8443"
+    server = [*server[:port_at], "0", *server[port_at + 1 :]]
+    process = subprocess.Popen(
+        server,
+        cwd=directory,
+        stdin=subprocess.PIPE,  # kept open, as a terminal is: s_server quits on EOF
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        port = None
+        while port is None:
+            ready, _, _ = select.select([process.stdout], [], [], TIMEOUT)
+            line = process.stdout.readline() if ready else b""
+            assert line, "openssl s_server printed no ACCEPT line"
+            if line.startswith(b"ACCEPT "):
+                port = int(line.rsplit(b":", 1)[1])
+        url = f"https://localhost:{port}/"
+        client = [url if word == "https://localhost:8443/" else word for word in client]
+        assert url in client
+        return subprocess.run(
+            [*client, "--silent", "--show-error", "--max-time", "5"],
+            cwd=directory,
+            capture_output=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    finally:
+        process.kill()
+        process.wait(TIMEOUT)
+        process.stdin.close()  # type: ignore[union-attr]
+        process.stdout.close()  # type: ignore[union-attr]
+
+
+def run_nettest_certs(directory: Path, command: list[str]) -> None:
+    assert command[:2] == ["nettest", "certs"]
+    subprocess.run(
+        [sys.executable, "-m", "nettest", *command[1:]],
+        cwd=directory,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+
+
+@pytest.mark.skipif(not HAVE_OPENSSL_AND_CURL, reason="needs the openssl and curl commands")
+@pytest.mark.parametrize("recipe", [0, 1], ids=["server", "mutual"])
+def test_cli_certs_documented_recipe_works(tmp_path: Path, recipe: int) -> None:
+    certs, server, client = documented_recipes()[recipe]
+    run_nettest_certs(tmp_path, certs)
+    result = serve_and_fetch(tmp_path, server, client)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b"<HTML>"), result.stdout[:200]  # s_server -www's page
+
+
+@pytest.mark.skipif(not HAVE_OPENSSL_AND_CURL, reason="needs the openssl and curl commands")
+def test_cli_certs_documented_recipe_fails_without_the_chain(tmp_path: Path) -> None:
+    """The twin: ``s_server -cert fullchain.pem`` sends the leaf alone, as the guide warns."""
+    certs, _, client = documented_recipes()[0]
+    run_nettest_certs(tmp_path, certs)
+    server = "openssl s_server -accept 8443 -www -cert certs/fullchain.pem -key certs/key.pem"
+    result = serve_and_fetch(tmp_path, server.split(), client)
+    assert result.returncode == 60, result.stderr  # curl: "unable to get local issuer certificate"
+
+
+@pytest.mark.skipif(not HAVE_OPENSSL_AND_CURL, reason="needs the openssl and curl commands")
+def test_cli_certs_documented_mutual_recipe_refuses_a_client_without_certificate(
+    tmp_path: Path,
+) -> None:
+    certs, server, client = documented_recipes()[1]
+    run_nettest_certs(tmp_path, certs)
+    without = [w for w in client if w not in ("--cert", "--key") and "client-" not in w]
+    assert len(without) == len(client) - 4
+    result = serve_and_fetch(tmp_path, server, without)
+    assert result.returncode != 0
+    assert b"alert" in result.stderr, result.stderr  # TLS 1.3: "alert certificate required"
 
 
 def test_cli_certs_help_and_usage_errors(

@@ -45,7 +45,7 @@ async def test_the_client_refuses_a_bad_server(tcp_server, tls_bad_case_factory,
     with pytest.raises(ssl.SSLCertVerificationError) as excinfo:
         await fetch(server.address, bad.client_context, bad.server_hostname)
     assert excinfo.value.verify_code == bad.verify_code
-    assert bad.matches(excinfo.value), f"{bad.description}: {excinfo.value}"
+    assert bad.matches(excinfo.value, side="client"), f"{bad.description}: {excinfo.value}"
 
 
 @pytest.mark.asyncio
@@ -55,6 +55,22 @@ async def test_the_same_client_accepts_a_good_server(
     # The negative tests' twin: the client code works when the certificate is good.
     server = await tcp_server(pong, ssl=tls_server_context)
     assert await fetch(server.address, tls_client_context, "localhost") == b"pong\n"
+
+
+@pytest.mark.asyncio
+async def test_the_wrong_side_refusing_does_not_count(tcp_server, tls_bad_case_factory):
+    # matches() wants each failure on its own side.  In a mutual-TLS case the
+    # server must refuse the client.  Here the server never asks for a client
+    # certificate and serves one from another CA: the handshake fails because
+    # the client refuses the server, with the same verify_code (20) as
+    # "mtls_untrusted_cert" -- and that does not match, as the client's error.
+    bad = tls_bad_case_factory("mtls_untrusted_cert")
+    server_that_never_asks = tls_bad_case_factory("untrusted_ca").server_context
+    server = await tcp_server(pong, ssl=server_that_never_asks)
+    with pytest.raises(ssl.SSLCertVerificationError) as excinfo:
+        await fetch(server.address, bad.client_context, bad.server_hostname)
+    assert excinfo.value.verify_code == bad.verify_code == 20
+    assert not bad.matches(excinfo.value, side="client")
 
 
 def test_python_falls_back_to_the_common_name(tls_bad_case_factory):

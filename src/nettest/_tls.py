@@ -34,6 +34,7 @@ loading the plugin must stay cheap for tests that never use TLS.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import ipaddress
 import itertools
@@ -143,13 +144,14 @@ _private_dir: list[str] = []
 _counter = itertools.count()
 _leaf_identities: weakref.WeakKeyDictionary[object, _Identity] = weakref.WeakKeyDictionary()
 _ca_data: weakref.WeakKeyDictionary[object, bytes] = weakref.WeakKeyDictionary()
+_sweep_lock = threading.Lock()
+_swept: list[bool] = []
 
 
 def _write_private(data: bytes) -> str:
     with _lock:
         if not _private_dir:
-            _remove_dead_processes_dirs()
-            directory = tempfile.mkdtemp(prefix=f"nettest-tls-{os.getpid()}-")  # mode 0700
+            directory = _make_key_dir()
             atexit.register(shutil.rmtree, directory, True)
             _private_dir.append(directory)
         path = os.path.join(_private_dir[0], f"identity-{next(_counter)}.pem")
@@ -157,11 +159,28 @@ def _write_private(data: bytes) -> str:
     return path
 
 
-def _remove_dead_processes_dirs() -> None:
-    """Remove the key directories of processes that died before their exit handler ran.
+def _make_key_dir(label: str = "") -> str:
+    """Make a new private directory (mode 0700) for keys, named after this process.
 
-    Only this user's directories named after a process that no longer exists, and
-    only on POSIX (``os.kill(pid, 0)`` probes there; on Windows it would kill).
+    Every directory that holds nettest's keys is named ``nettest-tls-<pid>-<label>…``
+    in the temporary directory, so that `_remove_dead_processes_dirs` finds it
+    if this process is killed before it can remove it; the first call in a process
+    runs that sweep.
+    """
+    with _sweep_lock:
+        if not _swept:
+            _remove_dead_processes_dirs()
+            _swept.append(True)
+    return tempfile.mkdtemp(prefix=f"nettest-tls-{os.getpid()}-{label}")
+
+
+def _remove_dead_processes_dirs() -> None:
+    """Remove the key directories of processes that died before they could remove them.
+
+    Those are the ``nettest-tls-<pid>-…`` directories made by `_make_key_dir`, for
+    the contexts' key files and for the ``tls_files`` fixture.  Only this user's
+    directories named after a process that no longer exists, and only on POSIX
+    (``os.kill(pid, 0)`` probes there; on Windows it would kill).
     """
     if os.name != "posix":
         return
@@ -186,9 +205,15 @@ def _remove_dead_processes_dirs() -> None:
 
 
 def _write_file(path: str | os.PathLike[str], data: bytes, *, private: bool) -> None:
+    """Create *path* (it must not exist) with *data*; remove it again if writing fails."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
-    with open(fd, "wb") as file:
-        file.write(data)
+    try:
+        with open(fd, "wb") as file:
+            file.write(data)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
 
 
 def _leaf_identity(leaf: trustme.LeafCert) -> _Identity:

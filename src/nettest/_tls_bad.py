@@ -130,6 +130,7 @@ _EXPECTED: dict[TLSBadKind, _Expectation] = {
     ),
 }
 
+# Where TLS 1.2 sends another alert than TLS 1.3 (the alerts in _EXPECTED).
 _TLS12_ALERTS: dict[TLSBadKind, str] = {"mtls_no_cert": "SSLV3_ALERT_HANDSHAKE_FAILURE"}
 
 
@@ -145,9 +146,11 @@ class TLSBadCase:
     The side named by `rejected_by` fails the handshake itself: with an
     `ssl.SSLCertVerificationError` whose ``verify_code`` is `verify_code`, or, when
     that is None, an `ssl.SSLError` whose ``reason`` is `reason`.  The other side
-    receives the TLS alert `alert` as an `ssl.SSLError` with that ``reason``.  With
+    receives the TLS alert `alert` as an `ssl.SSLError` with that ``reason``
+    (`alerts` when the version is not pinned and the versions differ).  With
     TLS 1.3 a client learns that the server rejected its certificate only when
     it next reads, because its handshake completes first (RFC 8446, 4.4.2.4).
+    `matches` checks an error against this, for the side that raised it.
 
     Attributes:
         kind: Which case this is, one of `TLS_BAD_KINDS`.
@@ -160,7 +163,11 @@ class TLSBadCase:
         verify_code: OpenSSL's ``X509_V_ERR_*`` code on the rejecting side, or
             None when it fails without verifying a certificate.
         reason: The ``reason`` of the rejecting side's `ssl.SSLError`.
-        alert: The ``reason`` of the error the other side gets.
+        alert: The ``reason`` of the error the other side gets; when the case
+            is not pinned to a TLS version, the TLS 1.3 one.
+        alerts: Every ``reason`` the other side may get: `alert` alone, or,
+            when the case is not pinned and TLS 1.2 sends another alert
+            (``mtls_no_cert``), the TLS 1.3 alert and then the TLS 1.2 one.
         description: What is wrong, in words.
     """
 
@@ -172,6 +179,7 @@ class TLSBadCase:
     verify_code: int | None
     reason: str
     alert: str
+    alerts: tuple[str, ...]
     description: str
 
     def __init__(self) -> None:
@@ -189,9 +197,14 @@ class TLSBadCase:
         tls_version: ssl.TLSVersion | None,
     ) -> TLSBadCase:
         expected = _EXPECTED[kind]
-        alert = expected.alert
+        tls12_alert = _TLS12_ALERTS.get(kind, expected.alert)
         if tls_version == ssl.TLSVersion.TLSv1_2:
-            alert = _TLS12_ALERTS.get(kind, alert)
+            alerts: tuple[str, ...] = (tls12_alert,)
+        elif tls_version == ssl.TLSVersion.TLSv1_3 or tls12_alert == expected.alert:
+            alerts = (expected.alert,)
+        else:
+            # Not pinned: the peer under test may speak either version.
+            alerts = (expected.alert, tls12_alert)
         return _build(
             cls,
             kind=kind,
@@ -201,31 +214,80 @@ class TLSBadCase:
             rejected_by=expected.rejected_by,
             verify_code=expected.verify_code,
             reason=expected.reason,
-            alert=alert,
+            alert=alerts[0],
+            alerts=alerts,
             description=expected.description,
         )
 
-    def matches(self, error: BaseException) -> bool:
-        """Return whether *error* is how this case fails, on either side.
+    def matches(
+        self, error: BaseException, *, side: Literal["client", "server"] | None = None
+    ) -> bool:
+        """Return whether *error* is how this case fails on the side that raised it.
 
-        True for the rejecting side's error (same ``verify_code``, or same
-        ``reason`` when `verify_code` is None) and for the other side's `alert`.
-        An unrelated failure, such as a connection reset or a different
-        verification error, does not match.
+        The side named by `rejected_by` must fail with its own refusal: an
+        `ssl.SSLCertVerificationError` with `verify_code`, or, when that is None,
+        an `ssl.SSLError` whose ``reason`` is `reason`.  The other side must get
+        one of `alerts`.  Anything else does not match: a connection reset, a
+        different verification error, or a refusal on the wrong side, such as
+        a client refusing the server's certificate in a mutual-TLS case, where
+        the server must be the one that refuses.
+
+        Pass *side*, the side that raised *error*, to have that checked.
+        Without it the side is worked out from the error, which works wherever
+        only one side can fail that way: in the cases the client rejects, only
+        the client verifies a certificate, and in ``mtls_no_cert`` only the
+        server fails with `reason` or sends the alerts.  In
+        ``mtls_untrusted_cert`` both sides verify certificates: a client that
+        refuses a server's certificate from another CA fails just as the server
+        must fail there, with the same ``verify_code`` and alert.  So without
+        *side*, an error that would match on one side and not on the other
+        raises `ValueError` in that case.
+
+        Args:
+            error: The exception one side of the handshake raised.
+            side: ``"client"`` or ``"server"``: which side raised *error*.
+
+        Returns:
+            True when *error* is this case's failure on that side.
+
+        Raises:
+            ValueError: *side* is not ``"client"``, ``"server"`` or None, or it
+                is None and the answer depends on the side.
 
         Example::
 
-            bad = tls_bad_case_factory("expired")
+            bad = tls_bad_case_factory("mtls_untrusted_cert")
             with pytest.raises(ssl.SSLError) as excinfo:
-                await my_client.connect(port, ssl=bad.client_context)
-            assert bad.matches(excinfo.value), excinfo.value
+                await my_exchange(my_server_port, ssl=bad.client_context)
+            # The server under test must refuse: the client gets its alert.
+            assert bad.matches(excinfo.value, side="client"), excinfo.value
         """
+        if side is not None and side not in ("client", "server"):
+            raise ValueError(f"side must be 'client', 'server' or None; got {side!r}")
+        if side is not None:
+            return self._refused(error) if side == self.rejected_by else self._alerted(error)
+        refused, alerted = self._refused(error), self._alerted(error)
+        if (refused or alerted) and self.rejected_by == "server" and self.verify_code is not None:
+            raise ValueError(
+                f"{self.kind}: both sides verify a certificate, so {error!r} may be the "
+                "server refusing the client (a match) or the client refusing the server "
+                "(not one); pass side='client' or side='server', the side that raised it"
+            )
+        return refused or alerted
+
+    def _refused(self, error: BaseException) -> bool:
+        """Whether *error* is the rejecting side's own refusal."""
         if isinstance(error, ssl.SSLCertVerificationError):
             return self.verify_code is not None and error.verify_code == self.verify_code
         if isinstance(error, ssl.SSLError):
-            reason = getattr(error, "reason", None)
-            return reason == self.alert or (self.verify_code is None and reason == self.reason)
+            return self.verify_code is None and getattr(error, "reason", None) == self.reason
         return False
+
+    def _alerted(self, error: BaseException) -> bool:
+        """Whether *error* is the alert the other side gets."""
+        if isinstance(error, ssl.SSLCertVerificationError) or not isinstance(error, ssl.SSLError):
+            return False
+        return getattr(error, "reason", None) in self.alerts
 
 
 def make_tls_bad_case(

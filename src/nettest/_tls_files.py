@@ -2,17 +2,20 @@
 
 Also the ``nettest certs DIR`` command, which writes the same files for manual use.
 Private keys are always created with mode 0600, never rewritten in place, and the
-fixture's directory is private (mode 0700) and removed after the test.
+fixture's directory is private (mode 0700) and removed after the test, or by the
+next session when the process was killed before it could remove it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import os
 import pathlib
+import secrets
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, final
@@ -25,6 +28,7 @@ from ._tls import (
     _build,
     _check_trustme,
     _leaf_identity,
+    _make_key_dir,
     _write_file,
     new_ca,
 )
@@ -96,6 +100,9 @@ def write_tls_files(
 
     Keys are created with mode 0600.  The files must not exist yet: a key is
     never written into a file that someone else may already be able to read.
+    The files appear together or not at all: when one of them exists already,
+    or a write fails, none is left behind.  Each is written under a temporary
+    name first and renamed into place.
 
     Args:
         directory: An existing directory; keep it private.
@@ -109,7 +116,8 @@ def write_tls_files(
     Raises:
         TypeError: *ca* is not a ``trustme.CA``, or a certificate not a
             ``trustme.LeafCert``.
-        FileExistsError: One of the files exists already.
+        FileExistsError: One of the files exists already (even as a dangling
+            symlink); nothing was written.
 
     Example::
 
@@ -123,17 +131,20 @@ def write_tls_files(
     root = Path(directory)
     paths = {name: root / filename for name, filename in _NAMES.items()}
     server = _leaf_identity(certificate)
-    _write_file(paths["ca_bundle"], ca.cert_pem.bytes(), private=False)
-    _write_file(paths["cert"], server.chain_pems[0], private=False)
-    _write_file(paths["chain"], b"".join(server.chain_pems[1:]), private=False)
-    _write_file(paths["fullchain"], b"".join(server.chain_pems), private=False)
-    _write_file(paths["key"], server.key_pem, private=True)
+    contents: dict[str, tuple[bytes, bool]] = {
+        "ca_bundle": (ca.cert_pem.bytes(), False),
+        "cert": (server.chain_pems[0], False),
+        "chain": (b"".join(server.chain_pems[1:]), False),
+        "fullchain": (b"".join(server.chain_pems), False),
+        "key": (server.key_pem, True),
+    }
     client_cert = client_key = None
     if client_certificate is not None:
         client = _leaf_identity(client_certificate)
         client_cert, client_key = paths["client_cert"], paths["client_key"]
-        _write_file(client_cert, b"".join(client.chain_pems), private=False)
-        _write_file(client_key, client.key_pem, private=True)
+        contents["client_cert"] = (b"".join(client.chain_pems), False)
+        contents["client_key"] = (client.key_pem, True)
+    _write_all_or_nothing({paths[name]: content for name, content in contents.items()})
     return _build(
         TLSFiles,
         directory=root,
@@ -147,6 +158,44 @@ def write_tls_files(
     )
 
 
+def _write_all_or_nothing(files: dict[Path, tuple[bytes, bool]]) -> None:
+    """Write each path's bytes (mode 0600 when private), every file or none.
+
+    Every path is checked before anything is written.  The data goes to
+    temporary files in the same directory, created as `_write_file` creates
+    files; then each path is claimed with ``O_EXCL`` (so a file that appeared
+    meanwhile is never replaced) and the temporary file renamed over it.  On any
+    error everything made so far is removed, so nothing is left half-written.
+    """
+    # lexists: a dangling symlink is there too, and O_EXCL would refuse it.
+    existing = [path for path in files if os.path.lexists(path)]
+    if existing:
+        message = "File exists; no file was written"
+        if len(existing) > 1:
+            message += f" (also there: {', '.join(str(path) for path in existing[1:])})"
+        raise FileExistsError(errno.EEXIST, message, str(existing[0]))
+    made: list[Path] = []  # what to remove if anything fails
+    try:
+        staged: list[tuple[Path, Path]] = []
+        for path, (data, private) in files.items():
+            temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+            _write_file(temporary, data, private=private)  # removes it if writing fails
+            made.append(temporary)
+            staged.append((temporary, path))
+        for _, path in staged:
+            # Claim the name: this fails if the file appeared since the check.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            made.append(path)
+        for temporary, path in staged:
+            os.replace(temporary, path)  # keeps the temporary file's mode
+            made.remove(temporary)
+    except BaseException:
+        for path in made:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+
+
 @pytest.fixture
 def tls_files(
     tls_ca: trustme.CA,
@@ -156,10 +205,11 @@ def tls_files(
     """PEM files of tls_ca, tls_certificate and its key, for a server in another process.
 
     The files are written to a new private directory (mode 0700, keys 0600) that
-    exists for the test's duration and is removed after it.  The client
-    certificate and key for mutual TLS are there too.
+    exists for the test's duration and is removed after it, or by the next
+    session if the process is killed.  The client certificate and key for mutual
+    TLS are there too.
     """
-    directory = tempfile.mkdtemp(prefix="nettest-tls-files-")
+    directory = _make_key_dir("files-")
     try:
         yield write_tls_files(
             directory, tls_ca, tls_certificate, client_certificate=tls_client_certificate
@@ -176,8 +226,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="nettest certs",
         description="Write a test CA certificate, a server certificate (with its "
         "intermediate) and the server's private key to DIR, for manual testing. "
-        "Clients must trust ca.pem; servers load fullchain.pem and key.pem. "
-        "Keys are written with mode 0600. Never use these in production.",
+        "Clients must trust ca.pem. A server must send the intermediate too: servers "
+        "that read the whole chain from one file (nginx, Apache httpd 2.4.8+, "
+        "Python's ssl, Go) take fullchain.pem and key.pem; servers that use only the "
+        "first certificate of that file need the chain apart, such as openssl "
+        "s_server -cert cert.pem -cert_chain chain.pem -key key.pem (add -www to "
+        "answer HTTPS requests). Keys are written with mode 0600. Never use these in "
+        "production.",
     )
     parser.add_argument(
         "directory", metavar="DIR", help="where to write; created (mode 0700) if missing"
