@@ -3,12 +3,15 @@
 Each accepted connection gets a `_ConnState`, which owns the real transport and
 the public `Connection` recording.  The handler's protocol sees a
 `_RecordingTransport` that records writes; a `_RecordingProtocol` in front of it
-records reads, EOF and how the connection ended.
+records reads, EOF and how the connection ended.  A handler's ``start_tls()``
+puts asyncio's TLS layer between the socket and a second recorder in front of
+the handler (`_ConnState.start_tls`), so the recording stays in cleartext.
 """
 
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import contextlib
 import functools
 import typing
@@ -39,6 +42,8 @@ class _ConnState:
         self.aborted = False
         self.task: asyncio.Task[None] | None = None
         self.reader: asyncio.StreamReader | None = None
+        #: The TLS transport the handler talks through after ``start_tls()``.
+        self.tls_transport: asyncio.Transport | None = None
         loop = server._loop
         assert loop is not None
         self.loop = loop
@@ -66,7 +71,8 @@ class _ConnState:
     def close(self) -> None:
         if not self.conn.eof_received and self.conn.is_open:
             self.closed_by_server = True
-        self.transport.close()
+        # After start_tls(), through TLS: close_notify first, then the socket.
+        (self.tls_transport or self.transport).close()
 
     def reset(self) -> None:
         set_reset_on_close(self.transport)
@@ -77,7 +83,48 @@ class _ConnState:
             self.aborted = True
         self.transport.abort()
 
+    def start_tls(self, ssl_protocol: asyncio.sslproto.SSLProtocol) -> None:
+        """Put asyncio's TLS layer between the socket and the handler, recording cleartext.
+
+        ``loop.start_tls()`` calls this through `_RecordingTransport.set_protocol`:
+        the socket's transport now feeds the TLS layer directly (ciphertext is not
+        recorded), the TLS layer feeds a recorder in front of the handler's
+        protocol, and what the handler writes is recorded as it enters TLS.  The
+        TLS layer's end is the connection's end even when the handshake fails
+        (Python 3.10 then never tells the handler's protocol).
+        """
+        # asyncio's SSLProtocol makes its transport for the application when it is
+        # made, on every Python from 3.10: the one start_tls() returns.
+        app_transport: asyncio.Transport = ssl_protocol._app_transport
+        recorder = recorder_for(self.server, app_transport.get_protocol())
+        recorder._attach(self)
+        app_transport.set_protocol(recorder)
+        conn = self.conn
+        loop = self.loop
+        write_appdata = ssl_protocol._write_appdata
+
+        def record_and_write(data: Any) -> None:
+            # One buffer before 3.11, a sequence of them from 3.11.
+            chunks = (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data
+            for chunk in chunks:
+                if chunk and conn.is_open:
+                    conn._record("sent", bytes(chunk), loop.time())
+            write_appdata(data)
+
+        lose = ssl_protocol.connection_lost
+
+        def lost_then_tell(exc: BaseException | None) -> None:
+            self.lost(exc)
+            lose(exc)
+
+        ssl_protocol._write_appdata = record_and_write  # type: ignore[method-assign]
+        ssl_protocol.connection_lost = lost_then_tell  # type: ignore[method-assign]
+        self.tls_transport = app_transport
+        self.transport.set_protocol(ssl_protocol)
+
     def lost(self, exc: BaseException | None) -> None:
+        if not self.conn.is_open:
+            return  # after start_tls(), both the TLS layer and the handler's recorder say so
         now = self.loop.time()
         if self.aborted:
             ending = Ending.ABORTED
@@ -85,7 +132,9 @@ class _ConnState:
             ending = Ending.RESET
         elif self.conn.eof_received and not self.closed_by_server:
             ending = Ending.EOF
-        elif not self.closed_by_server and self.transport.get_extra_info("sslcontext"):
+        elif not self.closed_by_server and (self.tls_transport or self.transport).get_extra_info(
+            "sslcontext"
+        ):
             # Python 3.10's TLS transport closes when the client's close_notify
             # arrives, without calling eof_received: that was the client's EOF.
             self.conn._record("eof", b"", now)
@@ -93,20 +142,13 @@ class _ConnState:
         else:
             ending = Ending.CLOSED
         self.conn._record_end(ending, now)
-        if not self.transport.is_closing():
-            # 3.10's TLS transport never marks itself closed when the client's
-            # close_notify ended the connection, and warns when it is collected.
-            with contextlib.suppress(Exception):
-                self.transport.close()
+        for transport in (self.tls_transport, self.transport):
+            if transport is not None and not transport.is_closing():
+                # 3.10's TLS transport never marks itself closed when the client's
+                # close_notify ended the connection, and warns when it is collected.
+                with contextlib.suppress(Exception):
+                    transport.close()
         self.server._changed.notify()
-
-
-_NO_START_TLS = (
-    "start_tls() (STARTTLS) on a connection of a nettest loopback server is not "
-    "supported: the recording sits between the socket and the handler. Serve TLS "
-    "from the first byte with ssl=, or test the upgrade on memory_stream_pair() or "
-    "memory_transport_pair(), whose transports support start_tls()"
-)
 
 
 class _RecordingTransport(asyncio.Transport):
@@ -128,23 +170,32 @@ class _RecordingTransport(asyncio.Transport):
         return self._inner.is_closing()
 
     def close(self) -> None:
-        self._state.close()
+        if self._state.tls_transport is not None:
+            # The TLS layer closing the socket, after its close_notify.
+            self._inner.close()
+        else:
+            self._state.close()
 
     def abort(self) -> None:
         self._state.abort()
 
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        raise NotImplementedError(
-            "nettest's recording transport cannot switch protocols (no start_tls); "
-            "pass ssl= to the server instead"
-        )
+    def _force_close(self, exc: BaseException | None) -> None:
+        # What asyncio's TLS layer calls on a fatal error (a failed handshake).
+        self._inner._force_close(exc)  # type: ignore[attr-defined]
 
-    @property
-    def _start_tls_compatible(self) -> bool:
-        # asyncio's start_tls() reads this first (getattr with a default, which
-        # lets any error but AttributeError through): say why, before it pauses
-        # reading or switches protocols, instead of its bare "not supported".
-        raise TypeError(_NO_START_TLS)
+    #: asyncio's ``loop.start_tls()`` takes this transport (see `set_protocol`).
+    _start_tls_compatible = True
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        """Switch to asyncio's TLS layer, as ``loop.start_tls()`` does; nothing else."""
+        if not isinstance(protocol, asyncio.sslproto.SSLProtocol):
+            raise NotImplementedError(
+                "nettest's recording transport switches protocols only for "
+                f"loop.start_tls(), not to {type(protocol).__name__}"
+            )
+        if self._state.tls_transport is not None:
+            raise RuntimeError("start_tls() was already called on this connection")
+        self._state.start_tls(protocol)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._inner.get_protocol()
@@ -170,8 +221,9 @@ class _RecordingTransport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self._inner.write(data)  # first: its TypeError for non-bytes is asyncio's own
         # asyncio still sends what is written after close() while the buffer drains,
-        # and drops it once the connection is lost.
-        if data and self._state.conn.is_open:
+        # and drops it once the connection is lost.  After start_tls() this is the
+        # TLS layer's ciphertext: the cleartext was recorded as it entered TLS.
+        if data and self._state.conn.is_open and self._state.tls_transport is None:
             self._state.conn._record("sent", bytes(data), self._state.loop.time())
 
     def writelines(self, list_of_data: typing.Iterable[bytes | bytearray | memoryview]) -> None:
@@ -206,6 +258,10 @@ class _RecordingProtocol(asyncio.Protocol):
         # StreamReaderProtocol holds its reader weakly; the handler needs it.
         self._reader = reader
         self._state: _ConnState | None = None
+
+    def _attach(self, state: _ConnState) -> None:
+        """Record for `state`'s connection without a ``connection_made`` (after start_tls)."""
+        self._state = state
 
     def _guard(self, what: str, call: Callable[[], Any]) -> Any:
         try:
@@ -280,3 +336,57 @@ class _RecordingBufferedProtocol(_RecordingProtocol, asyncio.BufferedProtocol):
         inner = self._inner
         assert isinstance(inner, asyncio.BufferedProtocol)
         self._guard("buffer_updated", lambda: inner.buffer_updated(nbytes))
+
+
+class _BufferOnlyProtocol(asyncio.BufferedProtocol):
+    """The recording in front of a handler's BufferedProtocol that is not also a Protocol.
+
+    A loop reads into ``get_buffer``/``buffer_updated`` or calls ``data_received``
+    depending on what the protocol is, and loops decide differently for one that
+    is both: asyncio's loop uses the buffer, uvloop (``handles/stream.pyx``,
+    ``_set_protocol``) calls ``data_received`` for any `asyncio.Protocol`.  The
+    recording protocol must therefore be exactly what the handler's protocol is.
+    `_RecordingBufferedProtocol` is both kinds (right for a handler's protocol that
+    is both); this is a BufferedProtocol only, passing each callback on to one.
+    """
+
+    __slots__ = ("_recorder",)
+
+    def __init__(self, recorder: _RecordingBufferedProtocol) -> None:
+        self._recorder = recorder
+
+    def _attach(self, state: _ConnState) -> None:
+        self._recorder._attach(state)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._recorder.connection_made(transport)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._recorder.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._recorder.buffer_updated(nbytes)
+
+    def eof_received(self) -> bool | None:
+        return self._recorder.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._recorder.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._recorder.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._recorder.resume_writing()
+
+
+def recorder_for(
+    server: _StreamServer, inner: asyncio.BaseProtocol
+) -> _RecordingProtocol | _BufferOnlyProtocol:
+    """The recording protocol in front of a handler's protocol, of the same kind as it."""
+    if not isinstance(inner, asyncio.BufferedProtocol):
+        return _RecordingProtocol(server, inner)
+    recorder = _RecordingBufferedProtocol(server, inner)
+    if isinstance(inner, asyncio.Protocol):
+        return recorder  # both kinds, as the handler's protocol is
+    return _BufferOnlyProtocol(recorder)

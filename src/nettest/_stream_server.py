@@ -47,8 +47,8 @@ from typing import Any, TypeVar
 from ._connections import (
     _ConnState,
     _NoProtocol,
-    _RecordingBufferedProtocol,
     _RecordingProtocol,
+    recorder_for,
 )
 from ._connections import _RecordingTransport as _RecordingTransport
 from ._handlers import (
@@ -147,43 +147,8 @@ def _paused_by_reader(state: _ConnState) -> bool:
     return socket_has_input(sock)
 
 
-class _BufferOnlyProtocol(asyncio.BufferedProtocol):
-    """The recording in front of a handler's BufferedProtocol that is not also a Protocol.
-
-    A loop reads into ``get_buffer``/``buffer_updated`` or calls ``data_received``
-    depending on what the protocol is, and loops decide differently for one that
-    is both: asyncio's loop uses the buffer, uvloop (``handles/stream.pyx``,
-    ``_set_protocol``) calls ``data_received`` for any `asyncio.Protocol`.  The
-    recording protocol must therefore be exactly what the handler's protocol is.
-    `_RecordingBufferedProtocol` is both kinds (right for a handler's protocol that
-    is both); this is a BufferedProtocol only, passing each callback on to one.
-    """
-
-    __slots__ = ("_recorder",)
-
-    def __init__(self, recorder: _RecordingBufferedProtocol) -> None:
-        self._recorder = recorder
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._recorder.connection_made(transport)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._recorder.get_buffer(sizehint)
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self._recorder.buffer_updated(nbytes)
-
-    def eof_received(self) -> bool | None:
-        return self._recorder.eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._recorder.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self._recorder.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._recorder.resume_writing()
+def _serving(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Marks a handler's StreamReaderProtocol as a server's (see `_start_handler`)."""
 
 
 class _StreamServer(_LoopbackServer):
@@ -280,12 +245,7 @@ class _StreamServer(_LoopbackServer):
             return _RecordingProtocol(
                 self, asyncio.StreamReaderProtocol(reader, loop=self._loop), reader
             )
-        if not isinstance(inner, asyncio.BufferedProtocol):
-            return _RecordingProtocol(self, inner)
-        recorder = _RecordingBufferedProtocol(self, inner)
-        if isinstance(inner, asyncio.Protocol):
-            return recorder  # both kinds, as the handler's protocol is
-        return _BufferOnlyProtocol(recorder)
+        return recorder_for(self, inner)
 
     def _connection_made(self, transport: asyncio.Transport) -> _ConnState:
         state = _ConnState(self, transport)
@@ -312,6 +272,10 @@ class _StreamServer(_LoopbackServer):
         assert isinstance(inner, asyncio.StreamReaderProtocol)
         assert self._loop is not None
         writer = asyncio.StreamWriter(proxy, inner, reader, self._loop)
+        # StreamWriter.start_tls() (3.11+) takes the server side when the protocol
+        # was made by a server, which its client_connected_cb says; asyncio reads
+        # it only in connection_made, which has run.
+        inner._client_connected_cb = _serving  # type: ignore[attr-defined]
         state.reader = reader
         task = self._loop.create_task(self._run_handler(state, reader, writer))
         state.task = task
