@@ -15,6 +15,7 @@ import typing
 from typing import TypeAlias
 
 from ._fault_actions import Abort, Close, Deliver, SendEof
+from ._fault_engine import _SLACK
 
 # Imported at run time although only annotations use it: autodoc evaluates the
 # annotations of the classes built on FaultsInForce, this one's ``_faults`` too.
@@ -152,7 +153,10 @@ class ActionQueue:
     def kick(self) -> None:
         """Carry out the actions that are due, and set the timer for the next one."""
         actions = self._actions
-        now = self._loop.time()
+        # What is due within the slack: the timer fired for it (asyncio runs
+        # timers up to its clock's resolution early), and waiting for a clock
+        # that only moves when the loop idles (looptime) would spin for ever.
+        now = self._loop.time() + _SLACK
         while actions and not self._closed:
             head = actions[0]
             at = head.at
