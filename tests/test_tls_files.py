@@ -520,20 +520,25 @@ def serve_and_fetch(
     port_at = server.index("-accept") + 1
     assert server[port_at] == "8443"
     server = [*server[:port_at], "0", *server[port_at + 1 :]]
-    process = subprocess.Popen(
-        server,
-        cwd=directory,
-        stdin=subprocess.PIPE,  # kept open, as a terminal is: s_server quits on EOF
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
+    errors = directory / "s_server.stderr"
+    with errors.open("wb") as stderr:
+        process = subprocess.Popen(
+            server,
+            cwd=directory,
+            stdin=subprocess.PIPE,  # kept open, as a terminal is: s_server quits on EOF
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
     try:
         assert process.stdout is not None
         port = None
         while port is None:
             ready, _, _ = select.select([process.stdout], [], [], TIMEOUT)
             line = process.stdout.readline() if ready else b""
-            assert line, "openssl s_server printed no ACCEPT line"
+            assert line, (
+                f"openssl s_server printed no ACCEPT line (exit status {process.poll()}); "
+                f"it said: {errors.read_bytes()!r}"
+            )
             if line.startswith(b"ACCEPT "):
                 port = int(line.rsplit(b":", 1)[1])
         url = f"https://localhost:{port}/"
