@@ -569,6 +569,7 @@ def test_gate_strict_marker_reports_a_pending_task_and_comes_off_after(
         f"""
         import asyncio, socket
         import pytest
+        from nettest._hygiene import GATE
 
         pytestmark = pytest.mark.asyncio(loop_scope="{loop_scope}")
         tasks = []
@@ -576,8 +577,13 @@ def test_gate_strict_marker_reports_a_pending_task_and_comes_off_after(
         async def forever():
             await asyncio.Event().wait()
 
+        def only_the_gates_own_task_factory():
+            loop = asyncio.get_running_loop()
+            ours = GATE.task_factories[loop]
+            return loop.get_task_factory() is ours and not GATE.test_task_factories
+
         async def test_before():
-            assert asyncio.get_running_loop().get_task_factory() is None
+            assert only_the_gates_own_task_factory()
 
         {STRICT_MARK}
         async def test_leaks_a_task():
@@ -587,7 +593,7 @@ def test_gate_strict_marker_reports_a_pending_task_and_comes_off_after(
         async def test_after():
             assert tasks[0].cancelled(), "the gate cancels what it reported"
             # The marked test's instruments are gone: this test is checked in 'own' mode.
-            assert asyncio.get_running_loop().get_task_factory() is None
+            assert only_the_gates_own_task_factory()
             assert not hasattr(socket.socket.__init__, "__wrapped__")
             tasks.append(asyncio.create_task(forever(), name="not-a-leak-in-own-mode"))
             await asyncio.sleep(0)
@@ -899,10 +905,13 @@ def test__gate_task_factory_records_only_for_a_strict_test() -> None:
     loop = asyncio.new_event_loop()
     try:
         gate.instrument_loop(loop)
-        assert loop.get_task_factory() is None
+        # In every mode: it notes which test made each task.
+        ours = loop.get_task_factory()
+        assert ours is not None
+        assert gate.task_factories[loop] is ours
         fds_before = gate.begin("test_strict", "strict")
         try:
-            assert loop.get_task_factory() is not None
+            assert loop.get_task_factory() is ours, "it tracks the strict test's tasks itself"
             with gate.owned_by("test_strict"):
                 task = loop.create_task(asyncio.sleep(0))
             with gate.owned_by("test_own"):  # not the strict test's: not recorded
@@ -912,7 +921,7 @@ def test__gate_task_factory_records_only_for_a_strict_test() -> None:
             gate.check("test_strict", "strict", fds_before)
         finally:
             gate.end("test_strict")
-        assert loop.get_task_factory() is None
+        assert loop.get_task_factory() is ours
         assert not gate._watching_sockets()
     finally:
         loop.close()

@@ -11,7 +11,7 @@ After a test's teardown the plugin calls :meth:`Gate.check`, which reports:
 
 * tracked objects of this test that are still open (``own`` and ``strict``);
 * calls to an instrumented loop's exception handler during the test (``own`` and
-  ``strict``);
+  ``strict``), charged to the test that created the task they are about (see below);
 * socket file descriptors opened during the test and still open, with the stack
   that created the Python socket object where one exists (``strict``);
 * asyncio tasks created during the test and still pending, with their creation
@@ -22,13 +22,35 @@ on a later test.  The checks are cheap when nothing leaked: the garbage
 collector runs only when something looks leaked, to let unreachable objects
 finalise (and warn) inside the test that dropped them.
 
-Strict mode needs instruments: a wrapper round ``socket.socket.__init__``, a task
-factory on each loop the gate watches, and the descriptors open before the test.
-With ``--nettest-leaks=strict`` they are installed for the whole session; a test
+A task is the exception: one that a test left running in ``own`` mode can fail
+after that test ended ("Task exception was never retrieved").  A task factory on
+every loop the gate watches notes which test created each task, as an attribute
+of the task: unlike a weak mapping, that is still there when the garbage
+collector finalises the task in a reference cycle.  The failure is then
+reported by the check of the test running at the time, under the name of the
+test that made the task.
+
+A StreamWriter dropped without ``close()`` is closed by its own ``__del__`` on
+Python >= 3.11.5, which only warns.  Memory stream pairs use a writer that tells
+the gate first (`_Gate.writer_dropped`); in strict mode a wrapper round
+``asyncio.StreamWriter.__del__`` does the same for real connections.  The gate
+marks the entry of the transport (or socket), and reports it although it is
+closed by the time of the check.
+
+Strict mode needs instruments: a wrapper round ``socket.socket.__init__`` (and
+one round ``asyncio.StreamWriter.__del__``), the task factory's recording of
+each task with its stack, and the descriptors open before the test.  With
+``--nettest-leaks=strict`` they are installed for the whole session; a test
 that a ``nettest_leaks("strict")`` marker makes strict gets the same ones from
 :meth:`_Gate.begin` to :meth:`_Gate.end`.  Either way they record only for the
 test that is being checked strictly (`_Gate.strict_owner`), so a test marked
 ``own`` in a strict session is checked as in an ``own`` session.
+
+Where an object was made is the stack that made it, without the frames of
+nettest, asyncio and the standard library's socket plumbing.  What shows none of
+the test's frames is described by what made it instead: the listening socket
+that accepted it, the server it was made for (`track`'s ``on_behalf_of``), or
+the server thread it was made on and where that thread was started.
 
 Objects are held by weak references.  An object that refuses one (uvloop's TLS
 transport has no ``__weakref__`` slot) is held strongly until its test's check.
@@ -42,9 +64,12 @@ import asyncio
 import contextlib
 import gc
 import os
+import selectors
 import socket
+import ssl
 import stat
 import sys
+import threading
 import traceback
 import types
 import warnings
@@ -61,14 +86,25 @@ LEAK_MODES: tuple[LeakMode, ...] = ("off", "own", "strict")
 _T = TypeVar("_T")
 _STACK_LIMIT = 16
 _NETTEST_DIR = os.path.dirname(os.path.abspath(__file__))
-#: Frames from these places say nothing about who made an object: skip them.
+#: Frames from these places say nothing about who made an object: skip them.  The
+#: standard library's socket plumbing too: an accepted socket's stack is otherwise
+#: ``socket.py``'s ``accept``, a server thread's ``threading.py``'s ``_bootstrap``.
 _PLUMBING = (
     _NETTEST_DIR,
     os.path.dirname(os.path.abspath(asyncio.__file__)),
-    os.path.abspath(contextlib.__file__),
+    *(
+        os.path.abspath(str(module.__file__))
+        for module in (contextlib, selectors, socket, ssl, threading)
+    ),
 )
 #: Frames from these places called the test: the stack worth showing ends there.
-_RUNNERS = tuple(f"{os.sep}{name}{os.sep}" for name in ("pluggy", "_pytest", "pytest_asyncio"))
+#: (``backports.asyncio.runner`` is pytest-asyncio's ``asyncio.Runner`` on Python 3.10.)
+_RUNNERS = (
+    *(f"{os.sep}{name}{os.sep}" for name in ("pluggy", "_pytest", "pytest_asyncio")),
+    f"{os.sep}backports{os.sep}asyncio{os.sep}",
+)
+#: Tasks carry the test that created them under this name (None: no test's).
+_TASK_OWNER = "_nettest_owner"
 
 
 class LeakError(Exception):
@@ -89,11 +125,15 @@ _Stack = tuple[tuple[str, int, str], ...]
 def _creation_stack() -> _Stack:
     """Return the stack that is creating an object, from the test down to the user's call.
 
-    Frames from nettest, asyncio and contextlib are left out, and so is everything
-    above the frame pytest called: those say how the test ran, not who made it.
-    Only code locations are kept; source lines are read if a leak is reported.
+    Frames from nettest, asyncio, contextlib and the socket plumbing are left
+    out, and so is everything above the frame pytest called: those say how the
+    test ran, not who made it.  An object that the event loop made in a callback
+    has no frame of the test's: past pytest's frames lies only how the process
+    started, and its stack is empty.  Only code locations are kept; source lines
+    are read if a leak is reported.
     """
     frames: list[tuple[str, int, str]] = []
+    passed_runner = False
     frame: types.FrameType | None = sys._getframe(2)
     while frame is not None and len(frames) < _STACK_LIMIT:
         filename = frame.f_code.co_filename
@@ -101,9 +141,14 @@ def _creation_stack() -> _Stack:
             if any(place in filename for place in _RUNNERS):
                 if frames:
                     break
+                # Made by nettest or the loop under pytest: what called pytest may
+                # still be a user's (a hook, an in-process pytester run).
+                passed_runner = True
             else:
                 frames.append((filename, frame.f_lineno, frame.f_code.co_name))
         frame = frame.f_back
+    if passed_runner and frame is None:
+        return ()  # runpy and pytest's __main__: nobody's code made it
     return tuple(reversed(frames))
 
 
@@ -136,11 +181,20 @@ class _Tracked:
     ref: Callable[[], Any]
     what: str
     owner: str | None
+    #: The creating frames outside nettest, asyncio and the socket plumbing.
     stack: _Stack
     is_open: Callable[[Any], bool]
     close: Callable[[Any], object]
     #: Set when the object was still open as its event loop closed.
     open_at_loop_close: bool = False
+    #: What made it, when that says more than its stack: ("accepted by ...", the listener).
+    via: tuple[str, _Tracked] | None = None
+    #: Made on a thread other than the test's: its name, and the entry of what
+    #: started it (a thread-backed server's loop thread) if the gate knows.
+    thread: tuple[str, _Tracked | None] | None = None
+    #: Set, to what the report says, when it was dropped while open and something
+    #: closed it as it went (a StreamWriter's ``__del__``): reported though closed.
+    dropped: str | None = None
 
     def alive_and_open(self) -> Any | None:
         obj = self.ref()
@@ -154,10 +208,23 @@ class _Tracked:
             return obj
 
 
+class _Unseen:
+    """The creator of a task no task factory of the gate's saw made."""
+
+
+_UNSEEN = _Unseen()
+
+
 @dataclass
 class _LoopError:
+    #: The test whose check reports it.
     owner: str | None
     context: dict[str, object]
+    #: The test that created the task it is about (None: no test's; `_UNSEEN`: the
+    #: gate did not see it made).  For a call about no task, `owner`.
+    maker: str | _Unseen | None = _UNSEEN
+    #: Its maker had ended and no test was running: the next check reports it.
+    for_next_check: bool = False
 
 
 @dataclass
@@ -175,6 +242,12 @@ class _Gate:
     tracked: list[_Tracked] = field(default_factory=list)
     loop_errors: list[_LoopError] = field(default_factory=list)
     exempt_fds: set[tuple[int, int]] = field(default_factory=set)
+    #: Tests begun and not yet ended (more than one under pytester).
+    running: set[str] = field(default_factory=set)
+    #: Tests checked in mode ``off``: what their tasks do later is nobody's business.
+    silenced: set[str] = field(default_factory=set)
+    #: The thread that runs the tests; objects made on others say so.
+    test_thread: int = field(default_factory=threading.get_ident)
     #: The session runs in strict mode: strict mode's instruments stay installed.
     strict: bool = False
     #: The test being checked in strict mode, by the session's mode or by its marker.
@@ -182,11 +255,22 @@ class _Gate:
     instrumented: weakref.WeakSet[asyncio.AbstractEventLoop] = field(
         default_factory=weakref.WeakSet
     )
-    #: The owner of each tracked object, for what it makes later (`track`'s `on_behalf_of`).
-    owners: weakref.WeakKeyDictionary[Any, str] = field(default_factory=weakref.WeakKeyDictionary)
-    #: Owners of tracked objects that `owners` cannot hold, by id, with the object
+    #: The gate's task factory on each loop it watches.
+    task_factories: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
+    #: The entry of each tracked object, for what it makes later (`track`'s
+    #: `on_behalf_of`) and for what a finaliser says of it (`writer_dropped`).
+    owners: weakref.WeakKeyDictionary[Any, _Tracked] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
+    #: Entries of tracked objects that `owners` cannot hold, by id, with the object
     #: itself (so that the id stays its own) until the owner is forgotten.
-    owners_by_id: dict[int, tuple[object, str]] = field(default_factory=dict)
+    owners_by_id: dict[int, tuple[object, _Tracked]] = field(default_factory=dict)
+    #: The entry of what started each thread objects were made on (None: unknown).
+    thread_origins: weakref.WeakKeyDictionary[threading.Thread, _Tracked | None] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
     #: What `track` failed to record, reported with its owner's leaks.
     bookkeeping_errors: list[_BookkeepingError] = field(default_factory=list)
     #: Strict mode: the owner of every socket made while watching (None: nobody's).
@@ -199,6 +283,8 @@ class _Gate:
     )
     #: The wrapper round ``socket.socket.__init__`` while it is installed.
     socket_watcher: Callable[..., None] | None = None
+    #: The wrapper round ``asyncio.StreamWriter.__del__`` while it is installed.
+    writer_watcher: Callable[..., None] | None = None
     #: The socket wrapper was installed for one strict test, not for the session.
     test_watches_sockets: bool = False
 
@@ -221,11 +307,12 @@ class _Gate:
         is_open: Callable[[_T], bool],
         close: Callable[[_T], object],
         on_behalf_of: object = None,
+        via: tuple[str, _Tracked] | None = None,
     ) -> _T:
         # Called from transport callbacks and task factories: a failure here must
         # never break the user's connection or task, so it is reported at the check.
         try:
-            self._track(obj, what, is_open, close, on_behalf_of)
+            self._track(obj, what, is_open, close, on_behalf_of, via)
         except Exception as error:
             self._bookkeeping_failed(what, error)
         return obj
@@ -237,41 +324,73 @@ class _Gate:
         is_open: Callable[[_T], bool],
         close: Callable[[_T], object],
         on_behalf_of: object,
+        via: tuple[str, _Tracked] | None,
     ) -> None:
         if on_behalf_of is None:
             owner = self.owner
         else:
-            owner = self._owner_of(on_behalf_of)
+            parent = self._entry_of(on_behalf_of)
+            owner = None if parent is None else parent.owner
+            if parent is not None and via is None:
+                via = (f"made by {parent.what}", parent)
             # Strict mode's task factory has just tracked a task as the test's.
             for index in range(len(self.tracked) - 1, max(-1, len(self.tracked) - 9), -1):
                 if self.tracked[index].ref() is obj:
                     del self.tracked[index]
                     break
+            if isinstance(obj, asyncio.Future):
+                # The task is the server's, whichever test ran as it was made.
+                with contextlib.suppress(AttributeError):
+                    setattr(obj, _TASK_OWNER, owner)
         if owner is None:
             return
         if len(self.tracked) > 4096:
             self.tracked = [t for t in self.tracked if t.ref() is not None]
-        self.tracked.append(
-            _Tracked(
-                _reference(obj),
-                what,
-                owner,
-                _creation_stack(),
-                cast("Callable[[Any], bool]", is_open),
-                cast("Callable[[Any], object]", close),
-            )
+        thread = None if threading.get_ident() == self.test_thread else self._thread_origin()
+        entry = _Tracked(
+            _reference(obj),
+            what,
+            owner,
+            _creation_stack(),
+            cast("Callable[[Any], bool]", is_open),
+            cast("Callable[[Any], object]", close),
+            via=via,
+            thread=thread,
         )
+        self.tracked.append(entry)
         try:
-            self.owners[obj] = owner
+            self.owners[obj] = entry
         except TypeError:  # no weak reference, or unhashable: keep it until the check
-            self.owners_by_id[id(obj)] = (obj, owner)
+            self.owners_by_id[id(obj)] = (obj, entry)
 
-    def _owner_of(self, obj: object) -> str | None:
+    def _entry_of(self, obj: object) -> _Tracked | None:
+        """The entry of a tracked object (kept after its owner's check), or None."""
         try:
             return self.owners.get(obj)
         except TypeError:
-            entry = self.owners_by_id.get(id(obj))
-            return entry[1] if entry is not None and entry[0] is obj else None
+            held = self.owners_by_id.get(id(obj))
+            return held[1] if held is not None and held[0] is obj else None
+
+    def _thread_origin(self) -> tuple[str, _Tracked | None]:
+        """The current thread's name, and the entry of what started it if tracked.
+
+        A thread-backed server's loop thread (``_threads._LoopThread``) is tracked,
+        with where the test started it, as an object whose ``thread`` is that
+        thread.  Looked up once per thread: only objects made off the test's
+        thread pay for it.
+        """
+        thread = threading.current_thread()
+        try:
+            return thread.name, self.thread_origins[thread]
+        except KeyError:
+            pass
+        origin = None
+        for item in reversed(self.tracked):
+            if getattr(item.ref(), "thread", None) is thread:
+                origin = item
+                break
+        self.thread_origins[thread] = origin
+        return thread.name, origin
 
     def _bookkeeping_failed(self, what: str, error: BaseException) -> None:
         with contextlib.suppress(Exception):
@@ -279,27 +398,77 @@ class _Gate:
                 message = f"{type(error).__name__}: {error}"
                 self.bookkeeping_errors.append(_BookkeepingError(self.owner, what, message))
 
+    def writer_dropped(self, writer: asyncio.StreamWriter, transport: object = None) -> None:
+        """Note that `writer` is being finalised while its transport is still open.
+
+        Python >= 3.11.5 closes the transport in ``StreamWriter.__del__`` and only
+        warns, with a ResourceWarning the default filters hide: by the check the
+        transport looks closed.  The entry of `transport` (by default the
+        writer's), or of the socket under it, is marked so that its owner's check
+        reports it although it is closed.  A writer that was closed is not
+        reported.  Called from finalisers: never raises.
+        """
+        try:
+            current = writer.transport
+            if current.is_closing():
+                return
+            sock = current.get_extra_info("socket")
+            # asyncio hands out a TransportSocket; the tracked socket is inside it.
+            candidates = (
+                current if transport is None else transport,
+                getattr(sock, "_sock", sock),
+            )
+            for candidate in candidates:
+                entry = self._entry_of(candidate)
+                if entry is not None:
+                    label = repr(candidate) if isinstance(candidate, socket.socket) else entry.what
+                    entry.dropped = f"StreamWriter over {label} dropped without close()"
+                    return
+        except Exception as error:
+            self._bookkeeping_failed("StreamWriter", error)
+
     # -- loops ---------------------------------------------------------------
 
     def instrument_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Record the loop's exception-handler calls, and in strict mode its tasks."""
+        """Record the loop's exception-handler calls and which test creates each task.
+
+        In strict mode the task factory also tracks the strict test's tasks.
+        """
         if loop in self.instrumented:
             return
         self.instrumented.add(loop)
         previous_handler = loop.get_exception_handler()
 
         def exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
-            self.loop_errors.append(_LoopError(self.owner, dict(context)))
+            self._record_loop_error(context)
             if previous_handler is not None:
                 previous_handler(loop, context)
             else:
                 loop.default_exception_handler(context)
 
         loop.set_exception_handler(exception_handler)
-        if self.strict:
-            self._install_task_factory(loop)
-        elif self.strict_owner is not None:
-            self._install_task_factory(loop, for_test=True)
+        self._install_task_factory(loop)
+
+    def _record_loop_error(self, context: dict[str, object]) -> None:
+        """Charge an exception-handler call to the test that made its task, if known.
+
+        A task's failure that comes after the test that made it ended (a task
+        left running in ``own`` mode) is reported by the check of the test
+        running now, or by the next check, as that test's; never as this one's.
+        """
+        with contextlib.suppress(Exception):  # never break the loop's handler
+            current = self.owner
+            task = context.get("task", context.get("future"))
+            if not callable(getattr(task, "get_coro", None)):  # no task: no maker to know
+                self.loop_errors.append(_LoopError(current, dict(context), current))
+                return
+            maker = getattr(task, _TASK_OWNER, _UNSEEN)
+            if not isinstance(maker, str) or maker == current or maker in self.running:
+                owner = maker if isinstance(maker, str) else current
+                self.loop_errors.append(_LoopError(owner, dict(context), maker))
+            elif maker not in self.silenced:
+                late = _LoopError(current, dict(context), maker, for_next_check=current is None)
+                self.loop_errors.append(late)
 
     def _install_task_factory(
         self, loop: asyncio.AbstractEventLoop, *, for_test: bool = False
@@ -314,13 +483,23 @@ class _Gate:
                 task = previous_factory(loop, coro, **kwargs)
             else:
                 task = asyncio.Task(coro, loop=loop, **kwargs)
-            if gate.owner is not None and gate.owner == gate.strict_owner:
+            owner = gate.owner
+            # Which test made it, for a failure that comes after that test ended.
+            # An attribute, unlike a weak mapping, is still there when the
+            # garbage collector finalises the task in a reference cycle.
+            try:
+                setattr(task, _TASK_OWNER, owner)
+            except Exception:  # another factory's future type without attributes
+                pass
+            if owner is not None and owner == gate.strict_owner:
                 gate.track(task, what="pending task", is_open=_pending, close=_cancel)
             return task
 
         loop.set_task_factory(task_factory)
         if for_test:
             self.test_task_factories.append((loop, task_factory, previous_factory))
+        else:
+            self.task_factories[loop] = task_factory
 
     def _uninstall_test_task_factories(self) -> None:
         """Give each loop back the task factory it had before the strict test."""
@@ -358,9 +537,12 @@ class _Gate:
 
         A socket that ``accept()`` makes belongs to whoever owns the listening
         socket: a connection to a module-scoped server is that server's, even
-        when a test made it.  Installed for the session in strict mode, and by
-        `begin` for a test that a marker makes strict.
+        when a test made it.  Also wraps ``asyncio.StreamWriter.__del__`` (Python
+        >= 3.11.5), so that a writer dropped without ``close()`` is reported
+        against its socket (`writer_dropped`).  Installed for the session in
+        strict mode, and by `begin` for a test that a marker makes strict.
         """
+        self._watch_writers()
         if self._watching_sockets():
             return
         original_init = socket.socket.__init__
@@ -371,9 +553,16 @@ class _Gate:
             # Never let bookkeeping break the caller's socket.
             try:
                 owner = gate.owner
+                via = None
                 caller = sys._getframe(1)
                 if caller.f_code is _SOCKET_ACCEPT:
-                    owner = gate.socket_owners.get(caller.f_locals.get("self"))  # type: ignore[arg-type]
+                    listener = caller.f_locals.get("self")
+                    owner = gate.socket_owners.get(listener)  # type: ignore[arg-type]
+                    # Its stack is socket.py's and the loop's: where the listening
+                    # socket was made says which server it was.
+                    parent = gate._entry_of(listener)
+                    if parent is not None:
+                        via = ("accepted by a listening socket", parent)
                 gate.socket_owners[sock] = owner
             except Exception as error:
                 gate._bookkeeping_failed("socket", error)
@@ -381,19 +570,42 @@ class _Gate:
             if owner is not None and owner == gate.strict_owner:
                 with gate.owned_by(owner):
                     gate.track(
-                        sock, what="socket", is_open=_socket_open, close=socket.socket.close
+                        sock,
+                        what="socket",
+                        is_open=_socket_open,
+                        close=socket.socket.close,
+                        via=via,
                     )
 
         __init__.__wrapped__ = original_init  # type: ignore[attr-defined]
         socket.socket.__init__ = __init__  # type: ignore[method-assign, assignment]
         self.socket_watcher = __init__
 
+    def _watch_writers(self) -> None:
+        original_del = getattr(asyncio.StreamWriter, "__del__", None)
+        if original_del is None or original_del is self.writer_watcher:
+            return  # Python < 3.11.5: a dropped writer leaves its socket open
+        gate = self
+
+        def __del__(writer: asyncio.StreamWriter, *args: Any, **kwargs: Any) -> None:
+            gate.writer_dropped(writer)
+            original_del(writer, *args, **kwargs)
+
+        __del__.__wrapped__ = original_del  # type: ignore[attr-defined]
+        asyncio.StreamWriter.__del__ = __del__  # type: ignore[attr-defined]
+        self.writer_watcher = __del__
+
     def unwatch_socket_creation(self) -> None:
-        # Only our wrapper is removed: one installed over it stays, and ours, inside
-        # it, records nothing outside a strict test.
+        # Only our wrappers are removed: one installed over them stays, and ours,
+        # inside it, records nothing outside a strict test.
         if self._watching_sockets():
             socket.socket.__init__ = self.socket_watcher.__wrapped__  # type: ignore[method-assign, union-attr]
         self.socket_watcher = None
+        watcher = self.writer_watcher
+        installed: object = vars(asyncio.StreamWriter).get("__del__")
+        if watcher is not None and installed is watcher:
+            asyncio.StreamWriter.__del__ = watcher.__wrapped__  # type: ignore[attr-defined]
+        self.writer_watcher = None
 
     def _watching_sockets(self) -> bool:
         return self.socket_watcher is not None and socket.socket.__init__ is self.socket_watcher
@@ -405,9 +617,15 @@ class _Gate:
 
         A strict test outside a strict session gets strict mode's instruments
         here: the socket wrapper, and a task factory on each loop the gate
-        watches.  `end` removes them.
+        watches whose own factory someone replaced.  `end` removes them.
         """
         self.loop_errors = [e for e in self.loop_errors if e.owner != owner]
+        self.running.add(owner)
+        self.test_thread = threading.get_ident()
+        if mode == "off":
+            self.silenced.add(owner)
+        else:
+            self.silenced.discard(owner)
         if mode != "strict":
             return frozenset()
         self.strict_owner = owner
@@ -416,7 +634,9 @@ class _Gate:
                 self.watch_socket_creation()
                 self.test_watches_sockets = True
             for loop in list(self.instrumented):
-                if not loop.is_closed():
+                # The gate's own factory tracks the strict test's tasks already.
+                ours = self.task_factories.get(loop)
+                if not loop.is_closed() and loop.get_task_factory() is not ours:
                     self._install_task_factory(loop, for_test=True)
         return open_socket_fds()
 
@@ -426,6 +646,7 @@ class _Gate:
         Also releases what `check` did not get to (when the test's teardown
         raised), so that no later test is blamed for it.
         """
+        self.running.discard(owner)
         if self.strict_owner == owner:
             self.strict_owner = None
         if self.test_watches_sockets:
@@ -451,6 +672,9 @@ class _Gate:
     def check(self, owner: str, mode: LeakMode, fds_before: frozenset[tuple[int, int]]) -> None:
         """Report and then release everything `owner` left behind.
 
+        Also reports, under the name of the test that made it, a task that an
+        earlier test left running and that failed during this one.
+
         Raises:
             LeakError: listing each leak with the stack that created it.
         """
@@ -460,30 +684,41 @@ class _Gate:
             return
         leaks = self._find(owner, mode, fds_before)
         if leaks:
-            suspects = [
-                item
-                for item in self.tracked
-                if item.owner == owner
-                and not item.open_at_loop_close
-                and item.alive_and_open() is not None
-            ]
+            suspects = self._suspects(owner)
             # Let unreachable objects finalise now, inside the test that dropped them.
             finalising = _collect_garbage()
             leaks = self._find(owner, mode, fds_before)
             # Collected while still open: dropped without being closed.
             leaks += [
-                _describe(f"{item.what} dropped while open", item.stack)
-                for item in suspects
-                if item.ref() is None
+                _describe(f"{label} dropped while open", item)
+                for item, label in suspects
+                if item.ref() is None and item.dropped is None
             ]
             leaks += [f"  - while the garbage collector finalised them: {m}" for m in finalising]
+        late = self._late_failures(owner, mode)
         self._release(owner)
+        sections = late
         if leaks:
             header = (
                 f"{owner} left {len(leaks)} thing{'s' if len(leaks) != 1 else ''} behind "
                 f"(--nettest-leaks={mode}):"
             )
-            raise LeakError("\n".join([header, *leaks]))
+            sections = [header, *leaks, *late]
+        if sections:
+            raise LeakError("\n".join(sections))
+
+    def _suspects(self, owner: str) -> list[tuple[_Tracked, str]]:
+        """`owner`'s objects that look open, each with what to call it if it is dropped.
+
+        Described now, while they live: a socket's repr names its addresses.
+        """
+        suspects = []
+        for item in self.tracked:
+            if item.owner == owner and not item.open_at_loop_close and item.dropped is None:
+                obj = item.alive_and_open()
+                if obj is not None:
+                    suspects.append((item, _label(item, obj)))
+        return suspects
 
     def _find(
         self, owner: str, mode: LeakMode, fds_before: frozenset[tuple[int, int]]
@@ -493,23 +728,26 @@ class _Gate:
         for item in self.tracked:
             if item.owner != owner:
                 continue
+            if item.dropped is not None:
+                leaks.append(_describe(item.dropped, item))
+                held = item.ref()
+                if isinstance(held, socket.socket) and held.fileno() != -1:
+                    seen_fds.add(held.fileno())
+                continue
             obj = item.alive_and_open()
             if obj is None:
                 continue
             if item.open_at_loop_close:
-                leaks.append(_describe(f"{item.what} when its event loop closed", item.stack))
+                leaks.append(_describe(f"{item.what} when its event loop closed", item))
                 continue
-            what = item.what
             if isinstance(obj, socket.socket):
                 if obj.fileno() in seen_fds:
                     continue
                 seen_fds.add(obj.fileno())
-            if isinstance(obj, (socket.socket, asyncio.Future)):
-                what = f"{what} {obj!r}"
-            leaks.append(_describe(f"open {what}", item.stack))
+            leaks.append(_describe(f"open {_label(item, obj)}", item))
         for error in self.loop_errors:
-            if error.owner == owner:
-                leaks.append(_describe_loop_error(error.context))
+            if error.owner == owner and not _is_late(error):
+                leaks.append(_describe_loop_error(error.context, error.maker))
         for failure in self.bookkeeping_errors:
             if failure.owner == owner:
                 leaks.append(
@@ -529,24 +767,75 @@ class _Gate:
                     leaks.append(_describe(what, None))
         return leaks
 
+    def _late_failures(self, owner: str, mode: LeakMode) -> list[str]:
+        """Report the tasks that earlier tests left running and that failed since.
+
+        Those that failed while `owner` ran, and those that failed between
+        tests, which the first check to come reports.  One section per test that
+        made them: it is to blame, not `owner`.
+        """
+        late: dict[tuple[str, bool], list[_LoopError]] = {}
+        for error in self.loop_errors:
+            if _is_late(error) and (error.owner == owner or error.for_next_check):
+                late.setdefault((cast("str", error.maker), error.for_next_check), []).append(error)
+        if not late:
+            return []
+        self.loop_errors = [e for e in self.loop_errors if not e.for_next_check]
+        sections = []
+        for (maker, between_tests), errors in late.items():
+            when = "between tests" if between_tests else f"while {owner} ran"
+            sections.append(
+                f"{maker} left {_count(len(errors), 'task')} running that failed after it "
+                f"ended, {when} (--nettest-leaks={mode}); {maker} is to blame, not this test:"
+            )
+            sections += [_describe_loop_error(error.context, maker) for error in errors]
+            sections.append(
+                '  --nettest-leaks=strict, or a nettest_leaks("strict") marker on it, fails '
+                f"{maker} itself for a task still pending as it ends."
+            )
+        return sections
+
     def _release(self, owner: str) -> None:
-        """Close what `owner` left open, so that no later test is blamed for it."""
-        for item in self.tracked:
-            if item.owner != owner:
-                continue
-            obj = item.alive_and_open()
-            if obj is not None and not item.open_at_loop_close:
-                with contextlib.suppress(Exception):
-                    item.close(obj)
+        """Close what `owner` left open, so that no later test is blamed for it.
+
+        Objects first and plain sockets last, each newest first as an exit stack
+        would: a server shuts its own sockets down, on its thread if it has one,
+        and a server thread stops before the self-pipe that wakes its loop closes.
+        """
+        mine = [item for item in reversed(self.tracked) if item.owner == owner]
+        for sockets in (False, True):
+            for item in mine:
+                obj = item.alive_and_open()
+                if obj is None or item.open_at_loop_close:
+                    continue
+                if isinstance(obj, socket.socket) is sockets:
+                    with contextlib.suppress(Exception):
+                        item.close(obj)
         self._forget(owner)
 
     def _forget(self, owner: str) -> None:
         self.tracked = [t for t in self.tracked if t.owner != owner and t.ref() is not None]
         self.loop_errors = [e for e in self.loop_errors if e.owner != owner]
         if self.owners_by_id:
-            self.owners_by_id = {k: v for k, v in self.owners_by_id.items() if v[1] != owner}
+            self.owners_by_id = {k: v for k, v in self.owners_by_id.items() if v[1].owner != owner}
         if self.bookkeeping_errors:
             self.bookkeeping_errors = [e for e in self.bookkeeping_errors if e.owner != owner]
+
+
+def _is_late(error: _LoopError) -> bool:
+    """Whether `error` is about a task that a test which had ended made."""
+    return isinstance(error.maker, str) and error.maker != error.owner
+
+
+def _count(n: int, noun: str) -> str:
+    return f"a {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _label(item: _Tracked, obj: object) -> str:
+    """What to call a tracked object in a report: a socket's or task's repr says most."""
+    if isinstance(obj, (socket.socket, asyncio.Future)):
+        return f"{item.what} {obj!r}"
+    return item.what
 
 
 def _collect_garbage() -> list[str]:
@@ -603,23 +892,65 @@ def _cancel(task: asyncio.Future[Any]) -> None:
     task.cancel()
 
 
-def _describe(what: str, stack: _Stack | None) -> str:
-    if not stack:
+def _describe(what: str, item: _Tracked | None) -> str:
+    if item is None:
         return f"  - {what}, created outside Python's socket module (no stack known)"
+    return f"  - {what}{_provenance(item)}"
+
+
+def _provenance(item: _Tracked, depth: int = 0) -> str:
+    """Where `item` was made, for a report: its stack, or what made it, and its thread.
+
+    Its own frames come first.  Without any (it was made in a loop callback or
+    on a server's thread), what made it speaks for it: the listening socket that
+    accepted it, the server it was made for, the thread it was made on.
+    """
+    name, started = item.thread if item.thread is not None else (None, None)
+    made = "created" if name is None else f"created on thread {name}"
+    if item.stack:
+        text = f", {made} at:\n{_format_stack(item.stack)}"
+        if started is not None and started.stack:
+            text += f"\n    thread {name} was started at:\n{_format_stack(started.stack)}"
+        return text
+    if item.via is not None and depth < 4:
+        how, parent = item.via
+        return f", {how}{_provenance(parent, depth + 1)}"
+    if started is not None and started.stack:
+        return f", {made}, which was started at:\n{_format_stack(started.stack)}"
+    if name is not None:
+        return f", {made} (none of the test's frames on its stack)"
+    return ", created with none of the test's frames on its stack"
+
+
+def _format_stack(stack: _Stack) -> str:
     summary = traceback.StackSummary.from_list(
         [traceback.FrameSummary(filename, lineno, name) for filename, lineno, name in stack]
     )
     lines = "".join(summary.format()).rstrip("\n")
-    indented = "\n".join("    " + line for line in lines.splitlines())
-    return f"  - {what}, created at:\n{indented}"
+    return "\n".join("    " + line for line in lines.splitlines())
 
 
-def _describe_loop_error(context: dict[str, object]) -> str:
+def _describe_loop_error(context: dict[str, object], maker: str | _Unseen | None) -> str:
     message = context.get("message", "unhandled error in the event loop")
     exception = context.get("exception")
     text = f"  - the loop's exception handler was called: {message}"
     if isinstance(exception, BaseException):
         text += f"\n    {type(exception).__name__}: {exception}"
+    task = context.get("task", context.get("future"))
+    if callable(getattr(task, "get_coro", None)):
+        text += f"\n    task: {task!r}"
+        if maker is None:
+            text += (
+                "\n    (created outside any test: by a fixture of wider scope, or before the "
+                "first test)"
+            )
+        elif isinstance(maker, _Unseen):
+            text += (
+                "\n    (the gate did not see which test created this task: it was built "
+                "directly, by another task factory, or before the gate watched its loop, and "
+                "may be an earlier test's; --nettest-leaks=strict fails a test that leaves a "
+                "task pending)"
+            )
     source = context.get("source_traceback")
     if isinstance(source, traceback.StackSummary):
         text += "\n    created at:\n" + "".join(source.format()).rstrip("\n")
@@ -698,3 +1029,13 @@ def track(
 def instrument_loop(loop: asyncio.AbstractEventLoop) -> None:
     """Let the hygiene gate see `loop`'s exception-handler calls (and its tasks in strict mode)."""
     GATE.instrument_loop(loop)
+
+
+def writer_dropped(writer: asyncio.StreamWriter, transport: object = None) -> None:
+    """Tell the hygiene gate that `writer` is being finalised (from its ``__del__``).
+
+    If its transport is still open, the gate reports `transport` (by default the
+    writer's) as dropped without ``close()``, against the test that made it.
+    Never raises.
+    """
+    GATE.writer_dropped(writer, transport)

@@ -1,0 +1,478 @@
+"""The hygiene gate names the right culprit: late task failures, where things were made, writers.
+
+A task a test left running can fail after that test ended; an object made in a
+loop callback or on a server's thread has none of the test's frames on its
+stack; a StreamWriter dropped without ``close()`` closes its transport as it
+goes.  Each is still reported against, or under the name of, the test that made it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any
+
+import pytest
+
+from nettest import LeakError
+from nettest import _hygiene as hygiene
+from test_hygiene import MODES, run
+
+#: Python >= 3.11.5: ``StreamWriter.__del__`` closes the transport of a writer
+#: dropped open (and only warns).  Before, the transport stays open.
+WRITER_DEL_CLOSES = hasattr(asyncio.StreamWriter, "__del__")
+
+# -- a task that fails after the test that made it ended --------------------------------------
+
+#: test_a leaves a task running that fails 50 ms later, while test_b runs.
+_LATE_FAILURE = """
+        import asyncio, gc
+        import pytest
+
+        pytestmark = pytest.mark.asyncio(loop_scope="module")
+        held = []
+
+        class Cycle:
+            def __init__(self, task):
+                self.me = self
+                self.task = task
+
+        async def fail_later():
+            await asyncio.sleep(0.05)
+            raise RuntimeError("late failure from test_a")
+
+        {mark}
+        async def test_a_leaves_a_task():
+            task = asyncio.create_task(fail_later(), name="late")
+            held.append(Cycle(task) if {in_cycle} else task)
+
+        async def test_b_clean():
+            await asyncio.sleep(0.2)
+            held.clear()  # the task, failed and unretrieved, is finalised: the handler runs
+            gc.collect()
+            await asyncio.sleep(0)
+
+        async def test_c_clean():
+            await asyncio.sleep(0)
+"""
+
+
+@MODES
+@pytest.mark.parametrize("in_cycle", [False, True], ids=["refcount", "reference-cycle"])
+def test_gate_own_blames_a_late_task_failure_on_the_test_that_made_the_task(
+    pytester: pytest.Pytester, asyncio_mode: str, in_cycle: bool
+) -> None:
+    result = run(
+        pytester,
+        _LATE_FAILURE.format(mark="", in_cycle=in_cycle),
+        f"--asyncio-mode={asyncio_mode}",
+        subprocess=True,
+    )
+    # The failure surfaces as test_b runs, so it is test_b's check that reports it,
+    # under test_a's name: test_a has passed by then.
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_b_clean*",
+            "*LeakError: test_leaky.py::test_a_leaves_a_task left a task running that failed "
+            "after it ended, while test_leaky.py::test_b_clean ran (--nettest-leaks=own); "
+            "test_leaky.py::test_a_leaves_a_task is to blame, not this test:",
+            "*- the loop's exception handler was called: Task exception was never retrieved",
+            "*RuntimeError: late failure from test_a",
+            "*task: <Task finished name='late' coro=<fail_later() done, defined at *",
+            '*--nettest-leaks=strict, or a nettest_leaks("strict") marker on it, fails '
+            "test_leaky.py::test_a_leaves_a_task itself*",
+        ]
+    )
+    assert "test_b_clean left" not in result.stdout.str()
+
+
+def test_gate_strict_blames_the_task_left_pending_on_its_test(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        _LATE_FAILURE.format(mark="", in_cycle=False),
+        "--nettest-leaks=strict",
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_a_leaves_a_task*",
+            "*- open pending task <Task pending name='late'*, created at:",
+        ]
+    )
+    assert "late failure from test_a" not in result.stdout.str(), "cancelled at test_a's check"
+
+
+def test_gate_a_test_marked_off_is_not_reported_for_its_tasks_late_failure(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run(
+        pytester,
+        _LATE_FAILURE.format(mark='@pytest.mark.nettest_leaks("off")', in_cycle=False),
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=3)
+
+
+def test_gate_a_task_it_did_not_see_made_is_reported_as_such(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import pytest
+
+        pytestmark = pytest.mark.asyncio(loop_scope="module")
+        held = []
+
+        async def fail_later():
+            await asyncio.sleep(0.05)
+            raise RuntimeError("late failure")
+
+        async def test_a_makes_a_task_behind_the_gates_back():
+            # Built directly, no task factory sees it.
+            held.append(asyncio.Task(fail_later(), name="unseen"))
+
+        async def test_b():
+            await asyncio.sleep(0.2)
+            held.clear()
+            await asyncio.sleep(0)
+        """,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_b*",
+            "*test_b left 1 thing behind (--nettest-leaks=own):",
+            "*Task exception was never retrieved",
+            "*task: <Task finished name='unseen'*",
+            "*(the gate did not see which test created this task*may be an earlier test's*",
+        ]
+    )
+
+
+async def _fail() -> None:
+    raise RuntimeError("failed between tests")
+
+
+def test__gate_reports_a_failure_between_tests_at_the_next_check() -> None:
+    gate = hygiene._Gate()
+    loop = asyncio.new_event_loop()
+    try:
+        gate.instrument_loop(loop)
+        gate.begin("test_a")
+        with gate.owned_by("test_a"):
+            failing = loop.create_task(_fail())
+        gate.check("test_a", "own", frozenset())  # pending: nothing to say in own mode
+        gate.end("test_a")
+        # It fails, unretrieved, while no test runs: the next check reports it.
+        loop.run_until_complete(asyncio.wait([failing]))
+        del failing
+        gc.collect()
+        gate.begin("test_b")
+        with pytest.raises(LeakError) as excinfo:
+            gate.check("test_b", "own", frozenset())
+        gate.end("test_b")
+        message = str(excinfo.value)
+        assert message.startswith(
+            "test_a left a task running that failed after it ended, between tests"
+        ), message
+        assert "RuntimeError: failed between tests" in message
+        gate.begin("test_c")
+        gate.check("test_c", "own", frozenset())  # reported once
+        gate.end("test_c")
+    finally:
+        loop.close()
+
+
+def test__gate_own_task_factory_keeps_another_factory_and_is_replaced_for_a_strict_test() -> None:
+    gate = hygiene._Gate()
+    loop = asyncio.new_event_loop()
+    made: list[object] = []
+
+    def theirs(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        made.append(task)
+        return task
+
+    try:
+        loop.set_task_factory(theirs)
+        gate.instrument_loop(loop)
+        with gate.owned_by("test_x"):
+            task = loop.create_task(asyncio.sleep(0))
+        assert made == [task], "the previous factory still makes the tasks"
+        assert getattr(task, "_nettest_owner", None) == "test_x"
+        loop.run_until_complete(task)
+        # A test replaces the gate's factory; a strict test after it still gets one.
+        loop.set_task_factory(theirs)
+        fds_before = gate.begin("test_strict", "strict")
+        try:
+            assert loop.get_task_factory() is not theirs
+            with gate.owned_by("test_strict"):
+                strict_task = loop.create_task(asyncio.sleep(0))
+            assert [item.ref() for item in gate.tracked] == [strict_task]
+            loop.run_until_complete(strict_task)
+            gate.check("test_strict", "strict", fds_before)
+        finally:
+            gate.end("test_strict")
+        assert loop.get_task_factory() is theirs
+    finally:
+        loop.close()
+
+
+# -- where an object was made -------------------------------------------------------------------
+
+
+def test_gate_names_the_listening_socket_of_an_accepted_socket(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import pytest
+
+        @pytest.mark.nettest_leaks("strict")
+        @pytest.mark.asyncio
+        async def test_server_side_socket_dropped():
+            server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+            reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+            await asyncio.sleep(0.01)
+            writer.close()
+            await writer.wait_closed()
+            server.close()
+            await server.wait_closed()
+        """,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_server_side_socket_dropped*",
+            # Found as a socket, or (as its writer's __del__ runs) as its StreamWriter.
+            "*- *<socket.socket fd=*, laddr=('127.0.0.1', *), raddr=('127.0.0.1', *)> "
+            "dropped *, accepted by a listening socket, created at:",
+            '*File "*test_leaky.py", line 7, in test_server_side_socket_dropped',
+            '*server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)',
+        ]
+    )
+    output = result.stdout.str()
+    assert "socket.py" not in output
+    assert "runpy" not in output
+
+
+@pytest.mark.parametrize("leaks", ["own", "strict"])
+def test_gate_points_at_where_a_server_thread_was_started(
+    pytester: pytest.Pytester, leaks: str
+) -> None:
+    result = run(
+        pytester,
+        """
+        import socket
+        from nettest import TCPServerThread, handlers
+
+        kept = []
+
+        def test_leaves_a_server_thread():
+            server = TCPServerThread(handlers.echo)
+            kept.append(server.start())
+            with socket.create_connection(server.address) as sock:
+                sock.sendall(b"x")
+                assert sock.recv(1) == b"x"
+
+        def test_after():
+            assert kept[0].closed, "the gate closed it"
+        """,
+        f"--nettest-leaks={leaks}",
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_leaves_a_server_thread*",
+            "*- open TCPServer 127.0.0.1:*, created on thread nettest-TCPServer, which was "
+            "started at:",
+            '*File "*test_leaky.py", line 8, in test_leaves_a_server_thread',
+            "*kept.append(server.start())",
+        ]
+    )
+    assert "threading.py" not in result.stdout.str()
+    assert "ERROR at teardown of test_after" not in result.stdout.str()
+
+
+def test_gate_names_the_thread_a_socket_was_made_on(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        """
+        import socket, threading
+
+        kept = []
+
+        def make_one():
+            kept.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+
+        def test_leaks_from_a_thread():
+            worker = threading.Thread(target=make_one, name="the-worker")
+            worker.start()
+            worker.join()
+        """,
+        "--nettest-leaks=strict",
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*- open socket <socket.socket *>, created on thread the-worker at:",
+            '*File "*test_leaky.py", line 6, in make_one',
+        ]
+    )
+    assert "threading.py" not in result.stdout.str()
+
+
+# -- a StreamWriter dropped without close() -----------------------------------------------------
+
+
+@MODES
+@pytest.mark.parametrize("leaks", ["own", "strict"])
+def test_gate_reports_memory_stream_writers_dropped_without_close(
+    pytester: pytest.Pytester, asyncio_mode: str, leaks: str
+) -> None:
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import pytest
+        from nettest import memory_stream_pair
+
+        @pytest.mark.asyncio
+        async def test_forgets_to_close():
+            (c_reader, c_writer), (s_reader, s_writer) = memory_stream_pair()
+            c_writer.write(b"x")
+            assert await s_reader.read(1) == b"x"
+
+        @pytest.mark.asyncio
+        async def test_closes_and_waits():
+            (_, c_writer), (_, s_writer) = memory_stream_pair()
+            c_writer.close()
+            s_writer.close()
+            await c_writer.wait_closed()
+            await s_writer.wait_closed()
+
+        @pytest.mark.asyncio
+        async def test_closes_without_waiting():
+            (_, c_writer), (_, s_writer) = memory_stream_pair()
+            c_writer.close()
+            s_writer.transport.abort()
+
+        @pytest.mark.asyncio
+        async def test_after():
+            await asyncio.sleep(0)
+        """,
+        f"--asyncio-mode={asyncio_mode}",
+        f"--nettest-leaks={leaks}",
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=4, errors=1)
+    dropped = (
+        "*- StreamWriter over MemoryTransport ('127.0.0.1', *) -> ('127.0.0.1', *) dropped "
+        "without close(), created at:"
+        if WRITER_DEL_CLOSES
+        else "*- MemoryTransport ('127.0.0.1', *) -> ('127.0.0.1', *) dropped while open, "
+        "created at:"
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_forgets_to_close*",
+            "*test_leaky.py::test_forgets_to_close left 2 things behind "
+            f"(--nettest-leaks={leaks}):",
+            dropped,
+            "*(c_reader, c_writer), (s_reader, s_writer) = memory_stream_pair()",
+            dropped,
+        ]
+    )
+
+
+@pytest.mark.parametrize("loop_scope", ["function", "module"])
+def test_gate_strict_reports_a_real_stream_writer_dropped_without_close(
+    pytester: pytest.Pytester, loop_scope: str
+) -> None:
+    result = run(
+        pytester,
+        f"""
+        import asyncio
+        import pytest
+        from nettest import TCPServerThread, handlers
+
+        DEL_AT_IMPORT = vars(asyncio.StreamWriter).get("__del__")
+        pytestmark = pytest.mark.asyncio(loop_scope="{loop_scope}")
+
+        @pytest.fixture(scope="module")
+        def thread_server():
+            with TCPServerThread(handlers.echo) as server:
+                yield server
+
+        # First: before Python 3.11.5 the gate closes the dropped client's socket
+        # under its transport, and a module-scoped loop's selector keeps the stale fd.
+        @pytest.mark.nettest_leaks("strict")
+        async def test_closes_its_client(thread_server):
+            reader, writer = await asyncio.open_connection(*thread_server.address)
+            writer.close()
+            await writer.wait_closed()
+
+        @pytest.mark.nettest_leaks("strict")
+        async def test_drops_a_client(thread_server):
+            reader, writer = await asyncio.open_connection(*thread_server.address)
+            writer.write(b"x")
+            assert await reader.readexactly(1) == b"x"
+
+        async def test_after():
+            # The marked tests' instruments are gone.
+            assert vars(asyncio.StreamWriter).get("__del__") is DEL_AT_IMPORT
+        """,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=3, errors=1)
+    # Before Python 3.11.5 nothing closes the socket: the gate finds it open, or
+    # dropped while open with its loop.
+    dropped = (
+        "*- StreamWriter over <socket.socket fd=*, raddr=('127.0.0.1', *)> dropped without "
+        "close(), created at:"
+        if WRITER_DEL_CLOSES
+        else "*- *socket <socket.socket fd=*, raddr=('127.0.0.1', *)>*, created at:"
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_drops_a_client*",
+            "*left 1 thing behind (--nettest-leaks=strict):",
+            dropped,
+            "*reader, writer = await asyncio.open_connection(*thread_server.address)",
+        ]
+    )
+
+
+def test__gate_writer_dropped_never_raises() -> None:
+    class Broken:
+        @property
+        def transport(self) -> object:
+            raise RuntimeError("no transport")
+
+    gate = hygiene._Gate()
+    with gate.owned_by("test_x"):
+        gate.writer_dropped(Broken())  # type: ignore[arg-type]
+    with pytest.raises(LeakError, match=r"could not track a StreamWriter .*no transport"):
+        gate.check("test_x", "own", frozenset())
+
+
+@pytest.mark.skipif(not WRITER_DEL_CLOSES, reason="no StreamWriter.__del__ before 3.11.5")
+@pytest.mark.nettest_leaks("off")  # it drops a writer on purpose
+def test__memory_stream_writer_dropped_open_still_closes_its_transport() -> None:
+    async def main() -> None:
+        from nettest import memory_stream_pair
+
+        (_, c_writer), (_, s_writer) = memory_stream_pair()
+        transport = c_writer.transport
+        with pytest.warns(ResourceWarning, match="unclosed <StreamWriter transport="):
+            del c_writer
+        assert transport.is_closing(), "asyncio's own __del__ still ran"
+        s_writer.close()
+
+    asyncio.run(main())
