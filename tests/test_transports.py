@@ -736,6 +736,71 @@ async def test_memory_transport_receive_written_waits_and_times_out() -> None:
     await turns()
 
 
+@pytest.mark.parametrize(
+    ("timeout", "error", "message"),
+    [
+        ("1", TypeError, "timeout must be a number > 0, or None to wait for ever, got '1'"),
+        (True, TypeError, "timeout must be a number > 0, or None to wait for ever, got True"),
+        (-1, ValueError, "timeout must be > 0 and finite, or None to wait for ever, got -1"),
+        (0, ValueError, "timeout must be > 0 and finite, or None to wait for ever, got 0"),
+        (
+            float("inf"),
+            ValueError,
+            "timeout must be > 0 and finite, or None to wait for ever, got inf",
+        ),
+    ],
+)
+@pytest.mark.asyncio
+async def test_memory_transport_receive_written_checks_its_timeout_first(
+    timeout: Any, error: type[Exception], message: str
+) -> None:
+    # As every nettest timeout, and before anything waits: no coroutine is left
+    # unawaited (filterwarnings makes that RuntimeWarning an error).
+    transport = MemoryTransport(Recorder())
+    await turns()
+    with pytest.raises(error) as raised:
+        await asyncio.wait_for(transport.receive_written(3, timeout=timeout), 5)
+    assert str(raised.value) == message
+    transport.close()
+    await turns()
+    gc.collect()
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_receive_written_waits_for_ever_with_no_timeout() -> None:
+    transport = MemoryTransport(Recorder())
+    await turns()
+    asyncio.get_running_loop().call_later(0.01, transport.write, b"abc")
+    assert await asyncio.wait_for(transport.receive_written(3, timeout=None), 5) == b"abc"
+    transport.close()
+    await turns()
+
+
+@pytest.mark.parametrize("how", ["feed_reset", "reset", "linger_zero"])
+@pytest.mark.asyncio
+async def test_memory_transport_receive_written_says_the_connection_was_reset(
+    how: str,
+) -> None:
+    protocol = Recorder()
+    transport = MemoryTransport(protocol)
+    await turns()
+    transport.write(b"ab")
+    if how == "feed_reset":
+        transport.feed_reset()  # the test, as the peer, resets
+    elif how == "reset":
+        transport.reset()
+    else:  # the protocol's end closes with SO_LINGER (on, 0): an RST
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.close()
+    with pytest.raises(ConnectionResetError, match=r"the connection was reset after 2: b'ab'"):
+        await transport.receive_written(3, timeout=5)
+    assert transport.take_written() == b"ab"  # what arrived before the reset stays readable
+    transport.close()
+    await turns()
+    assert protocol.lost.done()
+
+
 @pytest.mark.asyncio
 async def test_memory_transport_feed_eof_after_data() -> None:
     protocol = Recorder()

@@ -286,6 +286,27 @@ async def test_memory_datagram_transport_test_as_peer() -> None:
     assert protocol.events[-1:] == [("lost", None)]
 
 
+@pytest.mark.parametrize(
+    ("timeout", "error", "message"),
+    [
+        ("1", TypeError, "timeout must be a number > 0, or None to wait for ever, got '1'"),
+        (-1, ValueError, "timeout must be > 0 and finite, or None to wait for ever, got -1"),
+    ],
+)
+@pytest.mark.asyncio
+async def test_memory_datagram_receive_sent_checks_its_timeout_first(
+    timeout: Any, error: type[Exception], message: str
+) -> None:
+    # As every nettest timeout, before anything waits.
+    transport = MemoryDatagramTransport(Datagrams())
+    await turns()
+    with pytest.raises(error) as raised:
+        await asyncio.wait_for(transport.receive_sent(1, timeout=timeout), 5)
+    assert str(raised.value) == message
+    transport.close()
+    await turns()
+
+
 @pytest.mark.asyncio
 async def test_memory_datagram_pair_manual_pump_and_close_waits_for_the_buffer() -> None:
     a_proto, b_proto = Datagrams(), Datagrams()

@@ -45,11 +45,10 @@ async def test_socketpair_transports_conform(case, nettest_seed):
     await check_transport_case(socketpair_pair, case, seed=nettest_seed)
 
 
-@pytest.mark.uvloop
-def test_uvloop_transports_conform():
-    # The same factory on another loop: the suite only uses the running loop.
-    uvloop = pytest.importorskip("uvloop")
-    loop = uvloop.new_event_loop()
+@pytest.mark.parametrize("loop_module", ["asyncio", "uvloop"])
+def test_transports_conform_on_each_loop(loop_module):
+    # The same factory on each loop: the suite only uses the running loop.
+    loop = pytest.importorskip(loop_module).new_event_loop()
     try:
         loop.run_until_complete(check_transport_pair(tcp_pair))
     finally:

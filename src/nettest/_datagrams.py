@@ -53,7 +53,7 @@ from ._endpoint import (
     reaches_wildcard,
 )
 from ._hygiene import track
-from ._settings import default_timeout
+from ._recording import _UNSET, resolve_timeout
 
 __all__ = ["MemoryDatagramTransport", "memory_datagram_pair"]
 
@@ -65,7 +65,6 @@ _HEADER_SIZE = 8 if _SENDS_EMPTY else 0
 # CPython gh-135444: 3.13.0-3.13.5 forget the header bytes when a datagram leaves.
 _FORGETS_HEADER = (3, 13) <= sys.version_info[:3] < (3, 13, 6)
 _LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
-_DEFAULT = object()
 #: What ``_route`` returns for a datagram the kernel refused.
 _REFUSED = object()
 _ALL = "255.255.255.255"
@@ -600,17 +599,22 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         return list(self._checked(taken))
 
     async def receive_sent(
-        self, count: int = 1, *, timeout: Any = _DEFAULT
+        self, count: int = 1, *, timeout: float | None = _UNSET
     ) -> list[tuple[bytes, Any]]:
         """Wait until the protocol has sent ``count`` datagrams, and take them.
 
+        Args:
+            count: How many datagrams to wait for.
+            timeout: Seconds to wait, > 0 and finite, or None to wait for ever
+                (default: nettest's timeout, ``--nettest-timeout``).
+
         Raises:
-            TypeError: ``count`` is not an int.
-            ValueError: ``count`` below 1.
+            TypeError: ``count`` is not an int, or ``timeout`` not a number or None.
+            ValueError: ``count`` below 1, or ``timeout`` not above 0 or not finite.
             TimeoutError: fewer in time; the message shows those that were sent.
         """
         check_count("count", count)
-        wait = default_timeout() if timeout is _DEFAULT else typing.cast("float | None", timeout)
+        wait = resolve_timeout(timeout)
 
         async def until() -> None:
             while len(self._buffer) < count:

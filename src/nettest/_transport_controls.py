@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import typing
-from typing import Any
 
 from ._endpoint import check_count
-from ._settings import default_timeout
+from ._recording import _UNSET, resolve_timeout
 
 if typing.TYPE_CHECKING:
     from ._links import Link
-
-_DEFAULT = object()
 
 
 class _PeerControls:
@@ -73,18 +70,26 @@ class _PeerControls:
         """Whether the protocol's EOF (``write_eof()`` or closing) reached the peer."""
         return self._test_link("out").unread_eof
 
-    async def receive_written(self, nbytes: int, *, timeout: Any = _DEFAULT) -> bytes:
+    async def receive_written(self, nbytes: int, *, timeout: float | None = _UNSET) -> bytes:
         """Wait until the protocol has written ``nbytes`` more bytes, and take them.
 
+        Args:
+            nbytes: How many bytes to wait for.
+            timeout: Seconds to wait, > 0 and finite, or None to wait for ever
+                (default: nettest's timeout, ``--nettest-timeout``).
+
         Raises:
-            TypeError: ``nbytes`` is not an int.
-            ValueError: ``nbytes`` below 1.
+            TypeError: ``nbytes`` is not an int, or ``timeout`` not a number or None.
+            ValueError: ``nbytes`` below 1, or ``timeout`` not above 0 or not finite.
             TimeoutError: not enough bytes in time; the message shows what arrived.
             EOFError: the protocol closed its side first.
+            ConnectionResetError: the connection was reset first (``feed_reset()``,
+                ``reset()``, or the protocol's end closed with data unread or
+                ``SO_LINGER`` set to 0).
         """
         check_count("nbytes", nbytes)
+        wait = resolve_timeout(timeout)
         link = self._test_link("out")
-        wait = default_timeout() if timeout is _DEFAULT else typing.cast("float | None", timeout)
 
         def ready() -> bool:
             return len(link.unread) >= nbytes or link.unread_eof or link.broken or self._closed
@@ -97,8 +102,10 @@ class _PeerControls:
                 f"got {len(link.unread)}: {bytes(link.unread[:200])!r}"
             ) from None
         if len(link.unread) < nbytes:
-            raise EOFError(
-                f"expected {nbytes} bytes written by the protocol, but it closed its side "
+            what = "the connection was reset" if link.broken else "it closed its side"
+            error = ConnectionResetError if link.broken else EOFError
+            raise error(
+                f"expected {nbytes} bytes written by the protocol, but {what} "
                 f"after {len(link.unread)}: {bytes(link.unread[:200])!r}"
             )
         return link.take_unread(nbytes)
