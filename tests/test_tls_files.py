@@ -528,6 +528,9 @@ def serve_and_fetch(
             stdin=subprocess.PIPE,  # kept open, as a terminal is: s_server quits on EOF
             stdout=subprocess.PIPE,
             stderr=stderr,
+            # Unbuffered: a buffered readline() may take the ACCEPT line into its
+            # buffer along with the line before, and select() then waits for more.
+            bufsize=0,
         )
     try:
         assert process.stdout is not None
