@@ -2,58 +2,47 @@
 
 Theory of operation
 -------------------
+This module holds the gate itself, `_Gate` (one instance, `GATE`): who owns what
+is made, and the check after each test.  What it installs to watch loops, tasks
+and sockets is in `nettest._hygiene_instruments`; its records, the creation
+stacks, and the wording of each item it reports are in `nettest._hygiene_report`.
+
 Every object nettest creates (servers, transports, proxies, sockets, tasks) is
 registered with :func:`track` together with the test that was running when it was
 made and the stack that made it.  Objects made while a fixture of wider scope is
 being set up belong to that fixture, not to the test that happened to trigger it.
+What a server or proxy makes as it runs (`track`'s ``on_behalf_of``) belongs to
+that server's owner, and an object made on a thread other than the test's notes
+the thread, and the entry of what started it if the gate tracks that.
 
-After a test's teardown the plugin calls :meth:`Gate.check`, which reports:
+After a test's teardown the plugin calls :meth:`_Gate.check`, which reports:
 
 * tracked objects of this test that are still open (``own`` and ``strict``);
 * calls to an instrumented loop's exception handler during the test (``own`` and
-  ``strict``), charged to the test that created the task they are about (see below);
+  ``strict``), charged to the test that created the task they are about;
 * socket file descriptors opened during the test and still open, with the stack
   that created the Python socket object where one exists (``strict``);
 * asyncio tasks created during the test and still pending, with their creation
   stack (``strict``).
+
+It also reports, under the name of the test that made it, a task that an earlier
+test left running in ``own`` mode and that failed since (see
+`nettest._hygiene_instruments`).
 
 Whatever is reported is then closed or cancelled, so that it can never be blamed
 on a later test.  The checks are cheap when nothing leaked: the garbage
 collector runs only when something looks leaked, to let unreachable objects
 finalise (and warn) inside the test that dropped them.
 
-A task is the exception: one that a test left running in ``own`` mode can fail
-after that test ended ("Task exception was never retrieved").  A task factory on
-every loop the gate watches notes which test created each task, as an attribute
-of the task: unlike a weak mapping, that is still there when the garbage
-collector finalises the task in a reference cycle.  The failure is then
-reported by the check of the test running at the time, under the name of the
-test that made the task.
-
 A StreamWriter dropped without ``close()`` is closed by its own ``__del__`` on
 Python >= 3.11.5, which only warns.  Memory stream pairs use a writer that tells
-the gate first (`_Gate.writer_dropped`); in strict mode a wrapper round
-``asyncio.StreamWriter.__del__`` does the same for real connections.  The gate
-marks the entry of the transport (or socket), and reports it although it is
-closed by the time of the check.
+the gate first (`_Gate.writer_dropped`), and so, in strict mode, does a wrapper
+round ``asyncio.StreamWriter.__del__`` for real connections.  The gate marks the
+entry of the transport (or socket), and reports it although it is closed by the
+time of the check.
 
-Strict mode needs instruments: a wrapper round ``socket.socket.__init__`` (and
-one round ``asyncio.StreamWriter.__del__``), the task factory's recording of
-each task with its stack, and the descriptors open before the test.  With
-``--nettest-leaks=strict`` they are installed for the whole session; a test
-that a ``nettest_leaks("strict")`` marker makes strict gets the same ones from
-:meth:`_Gate.begin` to :meth:`_Gate.end`.  Either way they record only for the
-test that is being checked strictly (`_Gate.strict_owner`), so a test marked
-``own`` in a strict session is checked as in an ``own`` session.
-
-Where an object was made is the stack that made it, without the frames of
-nettest, asyncio and the standard library's socket plumbing.  What shows none of
-the test's frames is described by what made it instead: the listening socket
-that accepted it, the server it was made for (`track`'s ``on_behalf_of``), or
-the server thread it was made on and where that thread was started.
-
-Objects are held by weak references.  An object that refuses one (uvloop's TLS
-transport has no ``__weakref__`` slot) is held strongly until its test's check.
+Strict mode's instruments are installed for the session, or by :meth:`_Gate.begin`
+for one test that a marker makes strict and removed by :meth:`_Gate.end`.
 Bookkeeping runs inside transport callbacks, socket constructors and task
 factories: it never raises there.  A failure is reported at the test's check.
 """
@@ -63,20 +52,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
-import selectors
 import socket
-import ssl
-import stat
 import sys
 import threading
-import traceback
-import types
-import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, cast
+
+from ._hygiene_instruments import (
+    _TASK_OWNER,
+    _Instruments,
+    _policy_loop_fds,
+    open_socket_fds,
+)
+from ._hygiene_report import (
+    _BookkeepingError,
+    _count,
+    _creation_stack,
+    _describe,
+    _describe_loop_error,
+    _is_late,
+    _label,
+    _LoopError,
+    _reference,
+    _socket_names,
+    _Tracked,
+)
+
+# Tests annotate with `_Stack`, and replace `_creation_stack` here: `_Gate._track` calls it.
+from ._hygiene_report import _Stack as _Stack
 
 __all__ = ["LeakError", "LeakMode", "track"]
 
@@ -84,27 +89,6 @@ LeakMode = Literal["off", "own", "strict"]
 LEAK_MODES: tuple[LeakMode, ...] = ("off", "own", "strict")
 
 _T = TypeVar("_T")
-_STACK_LIMIT = 16
-_NETTEST_DIR = os.path.dirname(os.path.abspath(__file__))
-#: Frames from these places say nothing about who made an object: skip them.  The
-#: standard library's socket plumbing too: an accepted socket's stack is otherwise
-#: ``socket.py``'s ``accept``, a server thread's ``threading.py``'s ``_bootstrap``.
-_PLUMBING = (
-    _NETTEST_DIR,
-    os.path.dirname(os.path.abspath(asyncio.__file__)),
-    *(
-        os.path.abspath(str(module.__file__))
-        for module in (contextlib, selectors, socket, ssl, threading)
-    ),
-)
-#: Frames from these places called the test: the stack worth showing ends there.
-#: (``backports.asyncio.runner`` is pytest-asyncio's ``asyncio.Runner`` on Python 3.10.)
-_RUNNERS = (
-    *(f"{os.sep}{name}{os.sep}" for name in ("pluggy", "_pytest", "pytest_asyncio")),
-    f"{os.sep}backports{os.sep}asyncio{os.sep}",
-)
-#: Tasks carry the test that created them under this name (None: no test's).
-_TASK_OWNER = "_nettest_owner"
 
 
 class LeakError(Exception):
@@ -118,125 +102,12 @@ class LeakError(Exception):
 LeakError.__module__ = "nettest"
 
 
-#: Where an object was made: (file, line, function) from the outermost frame in.
-_Stack = tuple[tuple[str, int, str], ...]
+@dataclass
+class _Gate(_Instruments):
+    """Process-wide state of the hygiene gate; one instance, `GATE`.
 
-
-def _creation_stack() -> _Stack:
-    """Return the stack that is creating an object, from the test down to the user's call.
-
-    Frames from nettest, asyncio, contextlib and the socket plumbing are left
-    out, and so is everything above the frame pytest called: those say how the
-    test ran, not who made it.  An object that the event loop made in a callback
-    has no frame of the test's: past pytest's frames lies only how the process
-    started, and its stack is empty.  Only code locations are kept; source lines
-    are read if a leak is reported.
+    Its instruments (loops, tasks, sockets) are the methods of `_Instruments`.
     """
-    frames: list[tuple[str, int, str]] = []
-    passed_runner = False
-    frame: types.FrameType | None = sys._getframe(2)
-    while frame is not None and len(frames) < _STACK_LIMIT:
-        filename = frame.f_code.co_filename
-        if not filename.startswith(_PLUMBING):
-            if any(place in filename for place in _RUNNERS):
-                if frames:
-                    break
-                # Made by nettest or the loop under pytest: what called pytest may
-                # still be a user's (a hook, an in-process pytester run).
-                passed_runner = True
-            else:
-                frames.append((filename, frame.f_lineno, frame.f_code.co_name))
-        frame = frame.f_back
-    if passed_runner and frame is None:
-        return ()  # runpy and pytest's __main__: nobody's code made it
-    return tuple(reversed(frames))
-
-
-class _StrongRef:
-    """A strong reference that is read like a weak one, for objects that refuse weak ones.
-
-    ``uvloop.loop._SSLProtocolTransport`` has no ``__weakref__`` slot.  The gate drops
-    the entry, and with it the object, when it forgets the test that owns it.
-    """
-
-    __slots__ = ("_obj",)
-
-    def __init__(self, obj: object) -> None:
-        self._obj = obj
-
-    def __call__(self) -> Any:
-        return self._obj
-
-
-def _reference(obj: object) -> Callable[[], Any]:
-    try:
-        return weakref.ref(obj)
-    except TypeError:
-        return _StrongRef(obj)
-
-
-@dataclass(eq=False)
-class _Tracked:
-    #: A weak reference, or a `_StrongRef` for an object that cannot have one.
-    ref: Callable[[], Any]
-    what: str
-    owner: str | None
-    #: The creating frames outside nettest, asyncio and the socket plumbing.
-    stack: _Stack
-    is_open: Callable[[Any], bool]
-    close: Callable[[Any], object]
-    #: Set when the object was still open as its event loop closed.
-    open_at_loop_close: bool = False
-    #: What made it, when that says more than its stack: ("accepted by ...", the listener).
-    via: tuple[str, _Tracked] | None = None
-    #: Made on a thread other than the test's: its name, and the entry of what
-    #: started it (a thread-backed server's loop thread) if the gate knows.
-    thread: tuple[str, _Tracked | None] | None = None
-    #: Set, to what the report says, when it was dropped while open and something
-    #: closed it as it went (a StreamWriter's ``__del__``): reported though closed.
-    dropped: str | None = None
-
-    def alive_and_open(self) -> Any | None:
-        obj = self.ref()
-        if self.open_at_loop_close:
-            return True
-        if obj is None:
-            return None
-        try:
-            return obj if self.is_open(obj) else None
-        except Exception:  # a broken predicate must not hide the leak report
-            return obj
-
-
-class _Unseen:
-    """The creator of a task no task factory of the gate's saw made."""
-
-
-_UNSEEN = _Unseen()
-
-
-@dataclass
-class _LoopError:
-    #: The test whose check reports it.
-    owner: str | None
-    context: dict[str, object]
-    #: The test that created the task it is about (None: no test's; `_UNSEEN`: the
-    #: gate did not see it made).  For a call about no task, `owner`.
-    maker: str | _Unseen | None = _UNSEEN
-    #: Its maker had ended and no test was running: the next check reports it.
-    for_next_check: bool = False
-
-
-@dataclass
-class _BookkeepingError:
-    owner: str
-    what: str
-    error: str
-
-
-@dataclass
-class _Gate:
-    """Process-wide state of the hygiene gate; one instance, `GATE`."""
 
     owner: str | None = None
     tracked: list[_Tracked] = field(default_factory=list)
@@ -426,189 +297,6 @@ class _Gate:
                     return
         except Exception as error:
             self._bookkeeping_failed("StreamWriter", error)
-
-    # -- loops ---------------------------------------------------------------
-
-    def instrument_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Record the loop's exception-handler calls and which test creates each task.
-
-        In strict mode the task factory also tracks the strict test's tasks.
-        """
-        if loop in self.instrumented:
-            return
-        self.instrumented.add(loop)
-        previous_handler = loop.get_exception_handler()
-
-        def exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
-            self._record_loop_error(context)
-            if previous_handler is not None:
-                previous_handler(loop, context)
-            else:
-                loop.default_exception_handler(context)
-
-        loop.set_exception_handler(exception_handler)
-        self._install_task_factory(loop)
-
-    def _record_loop_error(self, context: dict[str, object]) -> None:
-        """Charge an exception-handler call to the test that made its task, if known.
-
-        A task's failure that comes after the test that made it ended (a task
-        left running in ``own`` mode) is reported by the check of the test
-        running now, or by the next check, as that test's; never as this one's.
-        """
-        with contextlib.suppress(Exception):  # never break the loop's handler
-            current = self.owner
-            task = context.get("task", context.get("future"))
-            if not callable(getattr(task, "get_coro", None)):  # no task: no maker to know
-                self.loop_errors.append(_LoopError(current, dict(context), current))
-                return
-            maker = getattr(task, _TASK_OWNER, _UNSEEN)
-            if not isinstance(maker, str) or maker == current or maker in self.running:
-                owner = maker if isinstance(maker, str) else current
-                self.loop_errors.append(_LoopError(owner, dict(context), maker))
-            elif maker not in self.silenced:
-                late = _LoopError(current, dict(context), maker, for_next_check=current is None)
-                self.loop_errors.append(late)
-
-    def _install_task_factory(
-        self, loop: asyncio.AbstractEventLoop, *, for_test: bool = False
-    ) -> None:
-        previous_factory = loop.get_task_factory()
-        gate = self
-
-        def task_factory(
-            loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
-        ) -> asyncio.Future[Any]:
-            if previous_factory is not None:
-                task = previous_factory(loop, coro, **kwargs)
-            else:
-                task = asyncio.Task(coro, loop=loop, **kwargs)
-            owner = gate.owner
-            # Which test made it, for a failure that comes after that test ended.
-            # An attribute, unlike a weak mapping, is still there when the
-            # garbage collector finalises the task in a reference cycle.
-            try:
-                setattr(task, _TASK_OWNER, owner)
-            except Exception:  # another factory's future type without attributes
-                pass
-            if owner is not None and owner == gate.strict_owner:
-                gate.track(task, what="pending task", is_open=_pending, close=_cancel)
-            return task
-
-        loop.set_task_factory(task_factory)
-        if for_test:
-            self.test_task_factories.append((loop, task_factory, previous_factory))
-        else:
-            self.task_factories[loop] = task_factory
-
-    def _uninstall_test_task_factories(self) -> None:
-        """Give each loop back the task factory it had before the strict test."""
-        for loop, ours, previous in self.test_task_factories:
-            # Someone who replaced ours since keeps theirs; ours, if they call it, is
-            # inert outside a strict test.
-            with contextlib.suppress(Exception):
-                if loop.get_task_factory() is ours:
-                    loop.set_task_factory(previous)  # type: ignore[arg-type]
-        self.test_task_factories.clear()
-
-    def note_pending_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Mark `loop`'s tracked tasks that are still pending, then cancel them.
-
-        Called just before pytest-asyncio closes the loop.  The tasks are cancelled
-        and run to completion here (as `asyncio.run` does), so that none is left
-        to be destroyed pending, and reported again, during a later test.
-        """
-        pending: list[asyncio.Future[Any]] = []
-        for item in self.tracked:
-            obj = item.ref()
-            if isinstance(obj, asyncio.Future) and not obj.done() and obj.get_loop() is loop:
-                item.open_at_loop_close = True
-                item.what = f"pending task {obj!r}"
-                pending.append(obj)
-        if pending and not loop.is_closed() and not loop.is_running():
-            for task in pending:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-
-    # -- sockets -------------------------------------------------------------
-
-    def watch_socket_creation(self) -> None:
-        """Track every Python socket a strict test creates, with its stack.
-
-        A socket that ``accept()`` makes belongs to whoever owns the listening
-        socket: a connection to a module-scoped server is that server's, even
-        when a test made it.  Also wraps ``asyncio.StreamWriter.__del__`` (Python
-        >= 3.11.5), so that a writer dropped without ``close()`` is reported
-        against its socket (`writer_dropped`).  Installed for the session in
-        strict mode, and by `begin` for a test that a marker makes strict.
-        """
-        self._watch_writers()
-        if self._watching_sockets():
-            return
-        original_init = socket.socket.__init__
-        gate = self
-
-        def __init__(sock: socket.socket, *args: Any, **kwargs: Any) -> None:
-            original_init(sock, *args, **kwargs)
-            # Never let bookkeeping break the caller's socket.
-            try:
-                owner = gate.owner
-                via = None
-                caller = sys._getframe(1)
-                if caller.f_code is _SOCKET_ACCEPT:
-                    listener = caller.f_locals.get("self")
-                    owner = gate.socket_owners.get(listener)  # type: ignore[arg-type]
-                    # Its stack is socket.py's and the loop's: where the listening
-                    # socket was made says which server it was.
-                    parent = gate._entry_of(listener)
-                    if parent is not None:
-                        via = ("accepted by a listening socket", parent)
-                gate.socket_owners[sock] = owner
-            except Exception as error:
-                gate._bookkeeping_failed("socket", error)
-                return
-            if owner is not None and owner == gate.strict_owner:
-                with gate.owned_by(owner):
-                    gate.track(
-                        sock,
-                        what="socket",
-                        is_open=_socket_open,
-                        close=socket.socket.close,
-                        via=via,
-                    )
-
-        __init__.__wrapped__ = original_init  # type: ignore[attr-defined]
-        socket.socket.__init__ = __init__  # type: ignore[method-assign, assignment]
-        self.socket_watcher = __init__
-
-    def _watch_writers(self) -> None:
-        original_del = getattr(asyncio.StreamWriter, "__del__", None)
-        if original_del is None or original_del is self.writer_watcher:
-            return  # Python < 3.11.5: a dropped writer leaves its socket open
-        gate = self
-
-        def __del__(writer: asyncio.StreamWriter, *args: Any, **kwargs: Any) -> None:
-            gate.writer_dropped(writer)
-            original_del(writer, *args, **kwargs)
-
-        __del__.__wrapped__ = original_del  # type: ignore[attr-defined]
-        asyncio.StreamWriter.__del__ = __del__  # type: ignore[attr-defined]
-        self.writer_watcher = __del__
-
-    def unwatch_socket_creation(self) -> None:
-        # Only our wrappers are removed: one installed over them stays, and ours,
-        # inside it, records nothing outside a strict test.
-        if self._watching_sockets():
-            socket.socket.__init__ = self.socket_watcher.__wrapped__  # type: ignore[method-assign, union-attr]
-        self.socket_watcher = None
-        watcher = self.writer_watcher
-        installed: object = vars(asyncio.StreamWriter).get("__del__")
-        if watcher is not None and installed is watcher:
-            asyncio.StreamWriter.__del__ = watcher.__wrapped__  # type: ignore[attr-defined]
-        self.writer_watcher = None
-
-    def _watching_sockets(self) -> bool:
-        return self.socket_watcher is not None and socket.socket.__init__ is self.socket_watcher
 
     # -- the check -----------------------------------------------------------
 
@@ -822,22 +510,6 @@ class _Gate:
             self.bookkeeping_errors = [e for e in self.bookkeeping_errors if e.owner != owner]
 
 
-def _is_late(error: _LoopError) -> bool:
-    """Whether `error` is about a task that a test which had ended made."""
-    return isinstance(error.maker, str) and error.maker != error.owner
-
-
-def _count(n: int, noun: str) -> str:
-    return f"a {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _label(item: _Tracked, obj: object) -> str:
-    """What to call a tracked object in a report: a socket's or task's repr says most."""
-    if isinstance(obj, (socket.socket, asyncio.Future)):
-        return f"{item.what} {obj!r}"
-    return item.what
-
-
 def _collect_garbage() -> list[str]:
     """Run the garbage collector; return what finalisers raised (a ResourceWarning as error).
 
@@ -857,145 +529,6 @@ def _collect_garbage() -> list[str]:
     finally:
         sys.unraisablehook = previous
     return caught
-
-
-def _pending(task: asyncio.Future[Any]) -> bool:
-    return not task.done()
-
-
-def _policy_loop_fds() -> set[int]:
-    """The self-pipe descriptors of the thread's current event loop.
-
-    ``asyncio.get_event_loop()`` creates that loop implicitly (pytest plugins call
-    it), and the policy keeps it for the whole process: it is nobody's leak.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        policy = asyncio.get_event_loop_policy()
-    loop = getattr(getattr(policy, "_local", None), "_loop", None)
-    fds: set[int] = set()
-    for name in ("_ssock", "_csock"):
-        sock = getattr(loop, name, None)
-        if isinstance(sock, socket.socket) and sock.fileno() != -1:
-            fds.add(sock.fileno())
-    return fds
-
-
-def _socket_open(sock: socket.socket) -> bool:
-    return sock.fileno() != -1
-
-
-def _cancel(task: asyncio.Future[Any]) -> None:
-    loop = task.get_loop()
-    if loop.is_closed():
-        return
-    task.cancel()
-
-
-def _describe(what: str, item: _Tracked | None) -> str:
-    if item is None:
-        return f"  - {what}, created outside Python's socket module (no stack known)"
-    return f"  - {what}{_provenance(item)}"
-
-
-def _provenance(item: _Tracked, depth: int = 0) -> str:
-    """Where `item` was made, for a report: its stack, or what made it, and its thread.
-
-    Its own frames come first.  Without any (it was made in a loop callback or
-    on a server's thread), what made it speaks for it: the listening socket that
-    accepted it, the server it was made for, the thread it was made on.
-    """
-    name, started = item.thread if item.thread is not None else (None, None)
-    made = "created" if name is None else f"created on thread {name}"
-    if item.stack:
-        text = f", {made} at:\n{_format_stack(item.stack)}"
-        if started is not None and started.stack:
-            text += f"\n    thread {name} was started at:\n{_format_stack(started.stack)}"
-        return text
-    if item.via is not None and depth < 4:
-        how, parent = item.via
-        return f", {how}{_provenance(parent, depth + 1)}"
-    if started is not None and started.stack:
-        return f", {made}, which was started at:\n{_format_stack(started.stack)}"
-    if name is not None:
-        return f", {made} (none of the test's frames on its stack)"
-    return ", created with none of the test's frames on its stack"
-
-
-def _format_stack(stack: _Stack) -> str:
-    summary = traceback.StackSummary.from_list(
-        [traceback.FrameSummary(filename, lineno, name) for filename, lineno, name in stack]
-    )
-    lines = "".join(summary.format()).rstrip("\n")
-    return "\n".join("    " + line for line in lines.splitlines())
-
-
-def _describe_loop_error(context: dict[str, object], maker: str | _Unseen | None) -> str:
-    message = context.get("message", "unhandled error in the event loop")
-    exception = context.get("exception")
-    text = f"  - the loop's exception handler was called: {message}"
-    if isinstance(exception, BaseException):
-        text += f"\n    {type(exception).__name__}: {exception}"
-    task = context.get("task", context.get("future"))
-    if callable(getattr(task, "get_coro", None)):
-        text += f"\n    task: {task!r}"
-        if maker is None:
-            text += (
-                "\n    (created outside any test: by a fixture of wider scope, or before the "
-                "first test)"
-            )
-        elif isinstance(maker, _Unseen):
-            text += (
-                "\n    (the gate did not see which test created this task: it was built "
-                "directly, by another task factory, or before the gate watched its loop, and "
-                "may be an earlier test's; --nettest-leaks=strict fails a test that leaves a "
-                "task pending)"
-            )
-    source = context.get("source_traceback")
-    if isinstance(source, traceback.StackSummary):
-        text += "\n    created at:\n" + "".join(source.format()).rstrip("\n")
-    return text
-
-
-def _socket_names(fd: int) -> str:
-    try:
-        sock = socket.socket(fileno=os.dup(fd))
-    except OSError:
-        return ""
-    try:
-        return f" {sock.getsockname()!r}"
-    except OSError:
-        return ""
-    finally:
-        sock.close()
-
-
-def _fd_dir() -> str | None:
-    for path in ("/proc/self/fd", "/dev/fd"):
-        if os.path.isdir(path):
-            return path
-    return None
-
-
-_FD_DIR = _fd_dir()
-#: The code of ``socket.socket.accept``, which makes the sockets of accepted connections.
-_SOCKET_ACCEPT = socket.socket.accept.__code__
-
-
-def open_socket_fds() -> frozenset[tuple[int, int]]:
-    """Return ``(fd, inode)`` for every socket descriptor open in this process."""
-    if _FD_DIR is None:  # pragma: no cover - no descriptor listing on this platform
-        return frozenset()
-    found: set[tuple[int, int]] = set()
-    for name in os.listdir(_FD_DIR):
-        try:
-            fd = int(name)
-            info = os.fstat(fd)
-        except (ValueError, OSError):
-            continue
-        if stat.S_ISSOCK(info.st_mode):
-            found.add((fd, info.st_ino))
-    return frozenset(found)
 
 
 GATE = _Gate()

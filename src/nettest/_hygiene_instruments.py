@@ -1,0 +1,346 @@
+"""The hygiene gate's instruments: what it installs to see tasks, loop errors and sockets.
+
+Theory of operation
+-------------------
+The gate (`nettest._hygiene`) learns of most objects because nettest registers
+them with `track`.  What it cannot learn that way it watches with the
+instruments here, which `_Gate` inherits from `_Instruments`; the state they keep
+is the gate's.
+
+Every loop the gate watches (`_Instruments.instrument_loop`) gets an exception
+handler that records each call, and a task factory that notes which test created
+each task, as an attribute of the task (`_TASK_OWNER`): unlike a weak mapping,
+that is still there when the garbage collector finalises the task in a reference
+cycle.  A task that a test left running in ``own`` mode can fail after that test
+ended ("Task exception was never retrieved"); the handler charges the failure to
+the test that made the task, and the check of the test running at the time (or
+the next check, between tests) reports it under that test's name.
+
+Strict mode needs more: a wrapper round ``socket.socket.__init__`` that tracks
+every Python socket with its stack (a socket that ``accept()`` makes belongs to
+whoever owns the listening socket), one round ``asyncio.StreamWriter.__del__``
+that tells the gate of a writer dropped without ``close()`` (Python >= 3.11.5
+closes its transport there and only warns), the task factory's tracking of each
+task with its stack, and the socket descriptors open before the test
+(`open_socket_fds`).  With ``--nettest-leaks=strict`` they are installed for the
+whole session; a test that a ``nettest_leaks("strict")`` marker makes strict gets
+the same ones from ``_Gate.begin`` to ``_Gate.end``.  Either way they record
+only for the test that is being checked strictly (``_Gate.strict_owner``), so a
+test marked ``own`` in a strict session is checked as in an ``own`` session.
+
+Removing them takes out only the gate's own wrappers and factories: one that
+someone installed over them stays, and ours, inside it, tracks nothing outside a
+strict test.  The instruments run inside socket constructors, finalisers,
+exception handlers and task factories: they never raise there.  A failure is
+reported at the test's check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import stat
+import sys
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._hygiene_report import _UNSEEN, _LoopError
+
+if TYPE_CHECKING:
+    import weakref
+
+    from ._hygiene_report import _Tracked
+
+_T = TypeVar("_T")
+#: Tasks carry the test that created them under this name (None: no test's).
+_TASK_OWNER = "_nettest_owner"
+
+
+class _Instruments:
+    """The hygiene gate's instruments, as methods that `_Gate` inherits.
+
+    What they read and keep of the gate's state, and call of its methods, is
+    `_Gate`'s: it is declared here for the type checker only.
+    """
+
+    if TYPE_CHECKING:
+        owner: str | None
+        tracked: list[_Tracked]
+        loop_errors: list[_LoopError]
+        running: set[str]
+        silenced: set[str]
+        strict_owner: str | None
+        instrumented: weakref.WeakSet[asyncio.AbstractEventLoop]
+        task_factories: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object]
+        socket_owners: weakref.WeakKeyDictionary[socket.socket, str | None]
+        test_task_factories: list[tuple[asyncio.AbstractEventLoop, object, object]]
+        socket_watcher: Callable[..., None] | None
+        writer_watcher: Callable[..., None] | None
+
+        def owned_by(self, owner: str | None) -> contextlib.AbstractContextManager[None]: ...
+
+        def track(
+            self,
+            obj: _T,
+            *,
+            what: str,
+            is_open: Callable[[_T], bool],
+            close: Callable[[_T], object],
+            on_behalf_of: object = None,
+            via: tuple[str, _Tracked] | None = None,
+        ) -> _T: ...
+
+        def _entry_of(self, obj: object) -> _Tracked | None: ...
+
+        def _bookkeeping_failed(self, what: str, error: BaseException) -> None: ...
+
+        def writer_dropped(
+            self, writer: asyncio.StreamWriter, transport: object = None
+        ) -> None: ...
+
+    # -- loops ---------------------------------------------------------------
+
+    def instrument_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Record the loop's exception-handler calls and which test creates each task.
+
+        In strict mode the task factory also tracks the strict test's tasks.
+        """
+        if loop in self.instrumented:
+            return
+        self.instrumented.add(loop)
+        previous_handler = loop.get_exception_handler()
+
+        def exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+            self._record_loop_error(context)
+            if previous_handler is not None:
+                previous_handler(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(exception_handler)
+        self._install_task_factory(loop)
+
+    def _record_loop_error(self, context: dict[str, object]) -> None:
+        """Charge an exception-handler call to the test that made its task, if known.
+
+        A task's failure that comes after the test that made it ended (a task
+        left running in ``own`` mode) is reported by the check of the test
+        running now, or by the next check, as that test's; never as this one's.
+        """
+        with contextlib.suppress(Exception):  # never break the loop's handler
+            current = self.owner
+            task = context.get("task", context.get("future"))
+            if not callable(getattr(task, "get_coro", None)):  # no task: no maker to know
+                self.loop_errors.append(_LoopError(current, dict(context), current))
+                return
+            maker = getattr(task, _TASK_OWNER, _UNSEEN)
+            if not isinstance(maker, str) or maker == current or maker in self.running:
+                owner = maker if isinstance(maker, str) else current
+                self.loop_errors.append(_LoopError(owner, dict(context), maker))
+            elif maker not in self.silenced:
+                late = _LoopError(current, dict(context), maker, for_next_check=current is None)
+                self.loop_errors.append(late)
+
+    def _install_task_factory(
+        self, loop: asyncio.AbstractEventLoop, *, for_test: bool = False
+    ) -> None:
+        previous_factory = loop.get_task_factory()
+        gate = self
+
+        def task_factory(
+            loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+        ) -> asyncio.Future[Any]:
+            if previous_factory is not None:
+                task = previous_factory(loop, coro, **kwargs)
+            else:
+                task = asyncio.Task(coro, loop=loop, **kwargs)
+            owner = gate.owner
+            # Which test made it, for a failure that comes after that test ended.
+            # An attribute, unlike a weak mapping, is still there when the
+            # garbage collector finalises the task in a reference cycle.
+            try:
+                setattr(task, _TASK_OWNER, owner)
+            except Exception:  # another factory's future type without attributes
+                pass
+            if owner is not None and owner == gate.strict_owner:
+                gate.track(task, what="pending task", is_open=_pending, close=_cancel)
+            return task
+
+        loop.set_task_factory(task_factory)
+        if for_test:
+            self.test_task_factories.append((loop, task_factory, previous_factory))
+        else:
+            self.task_factories[loop] = task_factory
+
+    def _uninstall_test_task_factories(self) -> None:
+        """Give each loop back the task factory it had before the strict test."""
+        for loop, ours, previous in self.test_task_factories:
+            # Someone who replaced ours since keeps theirs; ours, if they call it, is
+            # inert outside a strict test.
+            with contextlib.suppress(Exception):
+                if loop.get_task_factory() is ours:
+                    loop.set_task_factory(previous)  # type: ignore[arg-type]
+        self.test_task_factories.clear()
+
+    def note_pending_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Mark `loop`'s tracked tasks that are still pending, then cancel them.
+
+        Called just before pytest-asyncio closes the loop.  The tasks are cancelled
+        and run to completion here (as `asyncio.run` does), so that none is left
+        to be destroyed pending, and reported again, during a later test.
+        """
+        pending: list[asyncio.Future[Any]] = []
+        for item in self.tracked:
+            obj = item.ref()
+            if isinstance(obj, asyncio.Future) and not obj.done() and obj.get_loop() is loop:
+                item.open_at_loop_close = True
+                item.what = f"pending task {obj!r}"
+                pending.append(obj)
+        if pending and not loop.is_closed() and not loop.is_running():
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+
+    # -- sockets -------------------------------------------------------------
+
+    def watch_socket_creation(self) -> None:
+        """Track every Python socket a strict test creates, with its stack.
+
+        A socket that ``accept()`` makes belongs to whoever owns the listening
+        socket: a connection to a module-scoped server is that server's, even
+        when a test made it.  Also wraps ``asyncio.StreamWriter.__del__`` (Python
+        >= 3.11.5), so that a writer dropped without ``close()`` is reported
+        against its socket (`writer_dropped`).  Installed for the session in
+        strict mode, and by `begin` for a test that a marker makes strict.
+        """
+        self._watch_writers()
+        if self._watching_sockets():
+            return
+        original_init = socket.socket.__init__
+        gate = self
+
+        def __init__(sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+            original_init(sock, *args, **kwargs)
+            # Never let bookkeeping break the caller's socket.
+            try:
+                owner = gate.owner
+                via = None
+                caller = sys._getframe(1)
+                if caller.f_code is _SOCKET_ACCEPT:
+                    listener = caller.f_locals.get("self")
+                    owner = gate.socket_owners.get(listener)  # type: ignore[arg-type]
+                    # Its stack is socket.py's and the loop's: where the listening
+                    # socket was made says which server it was.
+                    parent = gate._entry_of(listener)
+                    if parent is not None:
+                        via = ("accepted by a listening socket", parent)
+                gate.socket_owners[sock] = owner
+            except Exception as error:
+                gate._bookkeeping_failed("socket", error)
+                return
+            if owner is not None and owner == gate.strict_owner:
+                with gate.owned_by(owner):
+                    gate.track(
+                        sock,
+                        what="socket",
+                        is_open=_socket_open,
+                        close=socket.socket.close,
+                        via=via,
+                    )
+
+        __init__.__wrapped__ = original_init  # type: ignore[attr-defined]
+        socket.socket.__init__ = __init__  # type: ignore[method-assign, assignment]
+        self.socket_watcher = __init__
+
+    def _watch_writers(self) -> None:
+        original_del = getattr(asyncio.StreamWriter, "__del__", None)
+        if original_del is None or original_del is self.writer_watcher:
+            return  # Python < 3.11.5: a dropped writer leaves its socket open
+        gate = self
+
+        def __del__(writer: asyncio.StreamWriter, *args: Any, **kwargs: Any) -> None:
+            gate.writer_dropped(writer)
+            original_del(writer, *args, **kwargs)
+
+        __del__.__wrapped__ = original_del  # type: ignore[attr-defined]
+        asyncio.StreamWriter.__del__ = __del__  # type: ignore[attr-defined]
+        self.writer_watcher = __del__
+
+    def unwatch_socket_creation(self) -> None:
+        # Only our wrappers are removed: one installed over them stays, and ours,
+        # inside it, records nothing outside a strict test.
+        if self._watching_sockets():
+            socket.socket.__init__ = self.socket_watcher.__wrapped__  # type: ignore[method-assign, union-attr]
+        self.socket_watcher = None
+        watcher = self.writer_watcher
+        installed: object = vars(asyncio.StreamWriter).get("__del__")
+        if watcher is not None and installed is watcher:
+            asyncio.StreamWriter.__del__ = watcher.__wrapped__  # type: ignore[attr-defined]
+        self.writer_watcher = None
+
+    def _watching_sockets(self) -> bool:
+        return self.socket_watcher is not None and socket.socket.__init__ is self.socket_watcher
+
+
+def _pending(task: asyncio.Future[Any]) -> bool:
+    return not task.done()
+
+
+def _policy_loop_fds() -> set[int]:
+    """The self-pipe descriptors of the thread's current event loop.
+
+    ``asyncio.get_event_loop()`` creates that loop implicitly (pytest plugins call
+    it), and the policy keeps it for the whole process: it is nobody's leak.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        policy = asyncio.get_event_loop_policy()
+    loop = getattr(getattr(policy, "_local", None), "_loop", None)
+    fds: set[int] = set()
+    for name in ("_ssock", "_csock"):
+        sock = getattr(loop, name, None)
+        if isinstance(sock, socket.socket) and sock.fileno() != -1:
+            fds.add(sock.fileno())
+    return fds
+
+
+def _socket_open(sock: socket.socket) -> bool:
+    return sock.fileno() != -1
+
+
+def _cancel(task: asyncio.Future[Any]) -> None:
+    loop = task.get_loop()
+    if loop.is_closed():
+        return
+    task.cancel()
+
+
+def _fd_dir() -> str | None:
+    for path in ("/proc/self/fd", "/dev/fd"):
+        if os.path.isdir(path):
+            return path
+    return None
+
+
+_FD_DIR = _fd_dir()
+#: The code of ``socket.socket.accept``, which makes the sockets of accepted connections.
+_SOCKET_ACCEPT = socket.socket.accept.__code__
+
+
+def open_socket_fds() -> frozenset[tuple[int, int]]:
+    """Return ``(fd, inode)`` for every socket descriptor open in this process."""
+    if _FD_DIR is None:  # pragma: no cover - no descriptor listing on this platform
+        return frozenset()
+    found: set[tuple[int, int]] = set()
+    for name in os.listdir(_FD_DIR):
+        try:
+            fd = int(name)
+            info = os.fstat(fd)
+        except (ValueError, OSError):
+            continue
+        if stat.S_ISSOCK(info.st_mode):
+            found.add((fd, info.st_ino))
+    return frozenset(found)

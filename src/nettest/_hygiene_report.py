@@ -1,0 +1,277 @@
+"""What the hygiene gate knows of each thing it watches, and how it words a report.
+
+Theory of operation
+-------------------
+The gate (`nettest._hygiene`) keeps an entry, `_Tracked`, for each object a test
+made: a reference to it, how to tell that it is open and how to close it, and
+what a report says of where it came from.  A call to an instrumented loop's
+exception handler is kept as a `_LoopError`, with the test that made the task it
+is about (`_UNSEEN` if no task factory of the gate's saw it made), and what the
+gate failed to record as a `_BookkeepingError`.
+
+Where an object was made is the stack that made it (`_creation_stack`), without
+the frames of nettest, asyncio and the standard library's socket plumbing
+(`_PLUMBING`), and without what ran the test (`_RUNNERS`).  Only code locations
+are kept; source lines are read if a leak is reported.  What shows none of the
+test's frames is described by what made it instead (`_provenance`): the
+listening socket that accepted it, the server it was made for (`track`'s
+``on_behalf_of``), or the server thread it was made on and where that thread was
+started.
+
+Objects are held by weak references.  An object that refuses one (uvloop's TLS
+transport has no ``__weakref__`` slot) is held strongly, by a `_StrongRef`,
+until its test's check.
+
+The rest words the items of a report: one for each thing left behind, with
+where it was made (`_describe`), and one for each loop error, with the task it is
+about and, when no test made that task or the gate did not see it made, a note
+that says so (`_describe_loop_error`).  The check (`_Gate.check`) puts them under
+a header that names the test to blame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import selectors
+import socket
+import ssl
+import sys
+import threading
+import traceback
+import types
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+_STACK_LIMIT = 16
+_NETTEST_DIR = os.path.dirname(os.path.abspath(__file__))
+#: Frames from these places say nothing about who made an object: skip them.  The
+#: standard library's socket plumbing too: an accepted socket's stack is otherwise
+#: ``socket.py``'s ``accept``, a server thread's ``threading.py``'s ``_bootstrap``.
+_PLUMBING = (
+    _NETTEST_DIR,
+    os.path.dirname(os.path.abspath(asyncio.__file__)),
+    *(
+        os.path.abspath(str(module.__file__))
+        for module in (contextlib, selectors, socket, ssl, threading)
+    ),
+)
+#: Frames from these places called the test: the stack worth showing ends there.
+#: (``backports.asyncio.runner`` is pytest-asyncio's ``asyncio.Runner`` on Python 3.10.)
+_RUNNERS = (
+    *(f"{os.sep}{name}{os.sep}" for name in ("pluggy", "_pytest", "pytest_asyncio")),
+    f"{os.sep}backports{os.sep}asyncio{os.sep}",
+)
+
+
+#: Where an object was made: (file, line, function) from the outermost frame in.
+_Stack = tuple[tuple[str, int, str], ...]
+
+
+def _creation_stack() -> _Stack:
+    """Return the stack that is creating an object, from the test down to the user's call.
+
+    Frames from nettest, asyncio, contextlib and the socket plumbing are left
+    out, and so is everything above the frame pytest called: those say how the
+    test ran, not who made it.  An object that the event loop made in a callback
+    has no frame of the test's: past pytest's frames lies only how the process
+    started, and its stack is empty.  Only code locations are kept; source lines
+    are read if a leak is reported.
+    """
+    frames: list[tuple[str, int, str]] = []
+    passed_runner = False
+    frame: types.FrameType | None = sys._getframe(2)
+    while frame is not None and len(frames) < _STACK_LIMIT:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_PLUMBING):
+            if any(place in filename for place in _RUNNERS):
+                if frames:
+                    break
+                # Made by nettest or the loop under pytest: what called pytest may
+                # still be a user's (a hook, an in-process pytester run).
+                passed_runner = True
+            else:
+                frames.append((filename, frame.f_lineno, frame.f_code.co_name))
+        frame = frame.f_back
+    if passed_runner and frame is None:
+        return ()  # runpy and pytest's __main__: nobody's code made it
+    return tuple(reversed(frames))
+
+
+class _StrongRef:
+    """A strong reference that is read like a weak one, for objects that refuse weak ones.
+
+    ``uvloop.loop._SSLProtocolTransport`` has no ``__weakref__`` slot.  The gate drops
+    the entry, and with it the object, when it forgets the test that owns it.
+    """
+
+    __slots__ = ("_obj",)
+
+    def __init__(self, obj: object) -> None:
+        self._obj = obj
+
+    def __call__(self) -> Any:
+        return self._obj
+
+
+def _reference(obj: object) -> Callable[[], Any]:
+    try:
+        return weakref.ref(obj)
+    except TypeError:
+        return _StrongRef(obj)
+
+
+@dataclass(eq=False)
+class _Tracked:
+    #: A weak reference, or a `_StrongRef` for an object that cannot have one.
+    ref: Callable[[], Any]
+    what: str
+    owner: str | None
+    #: The creating frames outside nettest, asyncio and the socket plumbing.
+    stack: _Stack
+    is_open: Callable[[Any], bool]
+    close: Callable[[Any], object]
+    #: Set when the object was still open as its event loop closed.
+    open_at_loop_close: bool = False
+    #: What made it, when that says more than its stack: ("accepted by ...", the listener).
+    via: tuple[str, _Tracked] | None = None
+    #: Made on a thread other than the test's: its name, and the entry of what
+    #: started it (a thread-backed server's loop thread) if the gate knows.
+    thread: tuple[str, _Tracked | None] | None = None
+    #: Set, to what the report says, when it was dropped while open and something
+    #: closed it as it went (a StreamWriter's ``__del__``): reported though closed.
+    dropped: str | None = None
+
+    def alive_and_open(self) -> Any | None:
+        obj = self.ref()
+        if self.open_at_loop_close:
+            return True
+        if obj is None:
+            return None
+        try:
+            return obj if self.is_open(obj) else None
+        except Exception:  # a broken predicate must not hide the leak report
+            return obj
+
+
+class _Unseen:
+    """The creator of a task no task factory of the gate's saw made."""
+
+
+_UNSEEN = _Unseen()
+
+
+@dataclass
+class _LoopError:
+    #: The test whose check reports it.
+    owner: str | None
+    context: dict[str, object]
+    #: The test that created the task it is about (None: no test's; `_UNSEEN`: the
+    #: gate did not see it made).  For a call about no task, `owner`.
+    maker: str | _Unseen | None = _UNSEEN
+    #: Its maker had ended and no test was running: the next check reports it.
+    for_next_check: bool = False
+
+
+@dataclass
+class _BookkeepingError:
+    owner: str
+    what: str
+    error: str
+
+
+def _is_late(error: _LoopError) -> bool:
+    """Whether `error` is about a task that a test which had ended made."""
+    return isinstance(error.maker, str) and error.maker != error.owner
+
+
+def _count(n: int, noun: str) -> str:
+    return f"a {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _label(item: _Tracked, obj: object) -> str:
+    """What to call a tracked object in a report: a socket's or task's repr says most."""
+    if isinstance(obj, (socket.socket, asyncio.Future)):
+        return f"{item.what} {obj!r}"
+    return item.what
+
+
+def _describe(what: str, item: _Tracked | None) -> str:
+    if item is None:
+        return f"  - {what}, created outside Python's socket module (no stack known)"
+    return f"  - {what}{_provenance(item)}"
+
+
+def _provenance(item: _Tracked, depth: int = 0) -> str:
+    """Where `item` was made, for a report: its stack, or what made it, and its thread.
+
+    Its own frames come first.  Without any (it was made in a loop callback or
+    on a server's thread), what made it speaks for it: the listening socket that
+    accepted it, the server it was made for, the thread it was made on.
+    """
+    name, started = item.thread if item.thread is not None else (None, None)
+    made = "created" if name is None else f"created on thread {name}"
+    if item.stack:
+        text = f", {made} at:\n{_format_stack(item.stack)}"
+        if started is not None and started.stack:
+            text += f"\n    thread {name} was started at:\n{_format_stack(started.stack)}"
+        return text
+    if item.via is not None and depth < 4:
+        how, parent = item.via
+        return f", {how}{_provenance(parent, depth + 1)}"
+    if started is not None and started.stack:
+        return f", {made}, which was started at:\n{_format_stack(started.stack)}"
+    if name is not None:
+        return f", {made} (none of the test's frames on its stack)"
+    return ", created with none of the test's frames on its stack"
+
+
+def _format_stack(stack: _Stack) -> str:
+    summary = traceback.StackSummary.from_list(
+        [traceback.FrameSummary(filename, lineno, name) for filename, lineno, name in stack]
+    )
+    lines = "".join(summary.format()).rstrip("\n")
+    return "\n".join("    " + line for line in lines.splitlines())
+
+
+def _describe_loop_error(context: dict[str, object], maker: str | _Unseen | None) -> str:
+    message = context.get("message", "unhandled error in the event loop")
+    exception = context.get("exception")
+    text = f"  - the loop's exception handler was called: {message}"
+    if isinstance(exception, BaseException):
+        text += f"\n    {type(exception).__name__}: {exception}"
+    task = context.get("task", context.get("future"))
+    if callable(getattr(task, "get_coro", None)):
+        text += f"\n    task: {task!r}"
+        if maker is None:
+            text += (
+                "\n    (created outside any test: by a fixture of wider scope, or before the "
+                "first test)"
+            )
+        elif isinstance(maker, _Unseen):
+            text += (
+                "\n    (the gate did not see which test created this task: it was built "
+                "directly, by another task factory, or before the gate watched its loop, and "
+                "may be an earlier test's; --nettest-leaks=strict fails a test that leaves a "
+                "task pending)"
+            )
+    source = context.get("source_traceback")
+    if isinstance(source, traceback.StackSummary):
+        text += "\n    created at:\n" + "".join(source.format()).rstrip("\n")
+    return text
+
+
+def _socket_names(fd: int) -> str:
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return ""
+    try:
+        return f" {sock.getsockname()!r}"
+    except OSError:
+        return ""
+    finally:
+        sock.close()
