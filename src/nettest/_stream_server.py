@@ -97,15 +97,17 @@ class ServerTeardownWarning(UserWarning):
     """
 
 
-def _input_waiting(transport: asyncio.ReadTransport) -> bool:
-    """Whether a transport reads, and its socket has bytes, an EOF or an error waiting.
+def _input_waiting(transport: asyncio.ReadTransport, *, reading: bool = True) -> bool:
+    """Whether a transport's socket has bytes, an EOF or an error waiting, and it reads.
+
+    With ``reading=False``: whether input waits while the transport has paused reading.
 
     A TLS transport that is shutting down refuses to answer (3.10 raises
     `RuntimeError`, later versions `AttributeError` once it was closed twice, by
     the client's close_notify and by the handler): then nothing more is read.
     """
     try:
-        if not transport.is_reading():
+        if transport.is_reading() is not reading:
             return False
         sock = transport.get_extra_info("socket")
     except (RuntimeError, AttributeError):
@@ -133,18 +135,9 @@ def _paused_by_reader(state: _ConnState) -> bool:
     reads no more.
     """
     task = state.task
-    transport = state.transport
     if task is None or task.done() or not getattr(state.reader, "_paused", False):
         return False
-    if transport.is_closing():
-        return False
-    try:
-        if transport.is_reading():
-            return False
-        sock = transport.get_extra_info("socket")
-    except (RuntimeError, AttributeError):  # a TLS transport shutting down
-        return False
-    return socket_has_input(sock)
+    return not state.transport.is_closing() and _input_waiting(state.transport, reading=False)
 
 
 def _serving(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
