@@ -3,7 +3,8 @@
 See `nettest._fault_engine` for the theory of operation: the events a driver
 feeds in, the actions it gets back, the pipeline of stages and their triggers.
 Here each item of a flow (a chunk with its stream offset, an EOF, or a close or
-reset an earlier stage decided) goes through the stages in order.
+reset an earlier stage decided) goes through the stages in order; how the
+pacing and mangling faults cut and stamp a chunk is in `nettest._fault_shapes`.
 
 `Bandwidth`, `Slice` and `SlowClose` hold what they pace (`_Applied.queue`)
 until it is due, and only then pass it on to the stages after them, so that
@@ -13,7 +14,6 @@ they hold (the proxy, for flow control) passes a `HoldLedger` factory.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 from ._fault_actions import (
@@ -28,6 +28,20 @@ from ._fault_actions import (
     SendEof,
     Wake,
 )
+from ._fault_engine import (
+    _INF,
+    _SLACK,
+    HoldLedger,
+    _Applied,
+    _Chunk,
+    _Ctl,
+    _Eof,
+    _Item,
+    _occurrences,
+    _Paced,
+    _Schedule,
+)
+from ._fault_shapes import corrupted, delayed, first_corrupt_offset, sliced, throttled
 from ._faults import (
     FLOWS,
     Bandwidth,
@@ -47,21 +61,6 @@ from ._faults import (
 )
 
 __all__ = ["StreamSchedule"]
-
-
-from ._fault_engine import (
-    _INF,
-    _SLACK,
-    HoldLedger,
-    _Applied,
-    _Chunk,
-    _Ctl,
-    _Eof,
-    _Item,
-    _occurrences,
-    _Paced,
-    _Schedule,
-)
 
 
 class StreamSchedule(_Schedule):
@@ -414,7 +413,7 @@ class StreamSchedule(_Schedule):
             self._released.append(Pause(flow))
             return []
         if isinstance(fault, Corrupt):
-            applied.next_corrupt = self._next_corrupt(applied, arm)
+            applied.next_corrupt = first_corrupt_offset(fault, arm, self.rng)
         return []
 
     def _fire_end(self, applied: _Applied, at: float) -> list[_Item]:
@@ -424,17 +423,6 @@ class StreamSchedule(_Schedule):
         what = "reset" if reset else "closed"
         self.trace.fire(at, fault, applied.flow, f"{what} after {applied.target} bytes")
         return [_Ctl(at, reset, _reset_flows(fault, applied.flow), repr(fault))]
-
-    def _next_corrupt(self, applied: _Applied, start: int) -> int | None:
-        fault = applied.fault
-        assert isinstance(fault, Corrupt)
-        if fault.rate <= 0:
-            return None
-        if fault.rate >= 1:
-            return start
-        # Geometric gap: the same draws as one Bernoulli trial per byte, in O(hits).
-        gap = int(math.log(1.0 - self.rng.random()) / math.log(1.0 - fault.rate))
-        return start + gap
 
     def _stage(self, applied: _Applied, item: _Item, extra: list[Action]) -> list[_Item]:
         """Pass one item through one fault."""
@@ -499,26 +487,33 @@ class StreamSchedule(_Schedule):
             out.extend(self._fire_end(applied, chunk.at))
             return out
         if isinstance(fault, Latency):
-            at = chunk.at + fault.delay
-            if fault.jitter:
-                at += self.rng.uniform(-fault.jitter, fault.jitter)
-            chunk.at = max(at, chunk.at, applied.last)
-            applied.last = chunk.at
-            if not applied.fired:
-                applied.fired = True
-                self.trace.fire(chunk.at, fault, flow, "delaying")
+            chunk.at = delayed(applied, fault, chunk.at, self.rng)
+            self._fire_once(applied, chunk.at, "delaying")
             return [chunk]
         if isinstance(fault, Bandwidth):
-            return self._throttle(applied, fault, chunk)
+            self._fire_once(applied, chunk.at, "throttling")
+            pieces = throttled(applied, fault, chunk)
+            return self._hold(applied, chunk.at, chunk.alone, list(pieces))
         if isinstance(fault, Slice):
-            return self._slice(applied, fault, chunk)
+            self._fire_once(applied, chunk.at, "slicing")
+            pieces = sliced(applied, fault, chunk, self.rng)
+            return self._hold(applied, chunk.at, chunk.alone, list(pieces))
         if isinstance(fault, Corrupt):
-            return [self._corrupt(applied, fault, chunk)]
+            chunk, flipped = corrupted(applied, fault, chunk, self.rng)
+            if flipped:
+                self.trace.fire(chunk.at, fault, flow, f"flipped offsets {flipped}")
+            return [chunk]
         if isinstance(fault, (Blackhole, HalfClose)):
             self.trace.fire(chunk.at, fault, flow, f"dropped {len(chunk.data)} bytes")
             self.discarded[flow] += len(chunk.data)
             return []
         return [chunk]
+
+    def _fire_once(self, applied: _Applied, at: float, what: str) -> None:
+        """Trace the first time `applied` acts on the stream."""
+        if not applied.fired:
+            applied.fired = True
+            self.trace.fire(at, applied.fault, applied.flow, what)
 
     def _act_other(self, applied: _Applied, item: _Item) -> list[_Item]:
         """Apply an armed fault to an EOF or a close/reset from an earlier stage."""
@@ -542,56 +537,6 @@ class StreamSchedule(_Schedule):
         elif isinstance(fault, (Blackhole, HalfClose)) and isinstance(item, _Eof):
             return []
         return [item]
-
-    def _throttle(self, applied: _Applied, fault: Bandwidth, chunk: _Chunk) -> list[_Item]:
-        rate = fault.bytes_per_second
-        quantum = max(1, int(rate / 50))
-        out: list[_Item] = []
-        data = chunk.data
-        start = max(chunk.at, applied.busy)
-        for index in range(0, len(data), quantum):
-            piece = data[index : index + quantum]
-            start = start + len(piece) / rate
-            out.append(_Chunk(start, chunk.offset + index, piece, chunk.alone))
-        applied.busy = start
-        if not applied.fired:
-            applied.fired = True
-            self.trace.fire(chunk.at, fault, applied.flow, "throttling")
-        return self._hold(applied, chunk.at, chunk.alone, out)
-
-    def _slice(self, applied: _Applied, fault: Slice, chunk: _Chunk) -> list[_Item]:
-        out: list[_Item] = []
-        data = chunk.data
-        at = max(chunk.at, applied.busy)
-        index = 0
-        while index < len(data):
-            size = fault.size
-            if fault.jitter:
-                size = max(1, size + self.rng.randint(-fault.jitter, fault.jitter))
-            out.append(_Chunk(at, chunk.offset + index, data[index : index + size], True))
-            index += size
-            at += fault.delay
-        applied.busy = at
-        if not applied.fired:
-            applied.fired = True
-            self.trace.fire(chunk.at, fault, applied.flow, "slicing")
-        return self._hold(applied, chunk.at, chunk.alone, out)
-
-    def _corrupt(self, applied: _Applied, fault: Corrupt, chunk: _Chunk) -> _Chunk:
-        arm = applied.arm or 0
-        start = chunk.offset
-        end = start + len(chunk.data)
-        hits = [arm + p for p in fault.positions if start <= arm + p < end]
-        while applied.next_corrupt is not None and applied.next_corrupt < end:
-            hits.append(applied.next_corrupt)
-            applied.next_corrupt = self._next_corrupt(applied, applied.next_corrupt + 1)
-        if not hits:
-            return chunk
-        data = bytearray(chunk.data)
-        for position in sorted(set(hits)):
-            data[position - start] ^= fault.mask
-        self.trace.fire(chunk.at, fault, applied.flow, f"flipped offsets {sorted(set(hits))}")
-        return _Chunk(chunk.at, chunk.offset, bytes(data), chunk.alone)
 
     def _removed(
         self, flow: Flow, stages: list[_Applied], before: list[_Applied], now: float
