@@ -1089,6 +1089,88 @@ def test_fault_proxy_fixture_closes_its_proxies(pytester: pytest.Pytester) -> No
     result.assert_outcomes(passed=2)
 
 
+_PROXIES_ON_THE_TESTS_LOOP = """
+import asyncio
+import socket
+import pytest
+from nettest import handlers
+from nettest.faults import Latency
+
+PROXIES = []
+
+async def through_a_proxy(tcp_server, udp_server, fault_proxy):
+    server = await tcp_server(handlers.echo)
+    proxy = await fault_proxy(upstream=server, faults=[Latency(0.01)])
+    PROXIES.append(proxy)
+    reader, writer = await asyncio.open_connection(*proxy.address)
+    writer.write(b"ping")
+    assert await reader.readexactly(4) == b"ping"
+    writer.close()
+    await writer.wait_closed()
+    datagrams = await udp_server(handlers.echo)
+    PROXIES.append(await fault_proxy(upstream=datagrams, kind="udp"))
+
+@pytest.mark.asyncio
+async def test_on_a_function_loop(tcp_server, udp_server, fault_proxy):
+    await through_a_proxy(tcp_server, udp_server, fault_proxy)
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_on_the_module_loop(tcp_server, udp_server, fault_proxy):
+    await through_a_proxy(tcp_server, udp_server, fault_proxy)
+
+def test_on_a_loop_closed_before_teardown(fault_proxy):
+    async def main():
+        async def echo(reader, writer):
+            writer.write(await reader.read(100))
+            writer.close()
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        proxy = await fault_proxy(upstream=server.sockets[0].getsockname())
+        PROXIES.append(proxy)
+        reader, writer = await asyncio.open_connection(*proxy.address)
+        writer.write(b"ping")
+        assert await reader.read() == b"ping"
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
+
+def test_every_proxy_was_closed():
+    assert len(PROXIES) == 5
+    assert [p for p in PROXIES if not p.closed] == []
+    for proxy in PROXIES:
+        if proxy.kind == "tcp":
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(proxy.address, timeout=5).close()
+"""
+
+
+@pytest.mark.parametrize("fixture_loop_scope", ["function", "module"])
+@pytest.mark.parametrize("asyncio_mode", ["strict", "auto"])
+def test_fault_proxy_fixture_closes_proxies_on_the_loop_they_run_on(
+    pytester: pytest.Pytester, asyncio_mode: str, fixture_loop_scope: str
+) -> None:
+    # A proxy started on the test's loop, which is not the fixture's, was closed on
+    # the fixture's: on 3.10 a ValueError, later a wait for the whole timeout; and
+    # with the fixtures on the module's loop, "Event loop is closed".  A hang here
+    # is the bug: the timeout is far above what closing takes.
+    pytester.makeini(
+        f"""\
+[pytest]
+asyncio_default_fixture_loop_scope = {fixture_loop_scope}
+addopts = -p no:looptime_plugin -p no:cacheprovider -W error::ResourceWarning
+"""
+    )
+    pytester.makepyfile(_PROXIES_ON_THE_TESTS_LOOP)
+    result = pytester.runpytest_subprocess(
+        f"--asyncio-mode={asyncio_mode}", "--nettest-timeout=600", timeout=120
+    )
+    result.assert_outcomes(passed=4)
+    result.stdout.no_fnmatch_line("*LeakError*")
+
+
 @pytest.mark.asyncio
 async def test_udp_proxy_unreachable_closes_the_port_while_in_force(
     fault_proxy: FaultProxyFactory, udp_echo: tuple[Address, _Echo]

@@ -58,7 +58,7 @@ from ._proxy_sockets import (
 from ._proxy_tcp import _Side, _StreamConnection
 from ._proxy_udp import _Listen, _UpstreamFlow
 from ._seed import check_seed
-from ._server_base import check_host
+from ._server_base import AsyncServerFactory, check_host
 from ._settings import default_timeout
 
 __all__ = ["FaultProxy", "FaultProxyFactory", "fault_proxy", "format_traces_for"]
@@ -354,6 +354,26 @@ class FaultProxy(FaultsInForce):
         for task in list(self._tasks):
             task.cancel()
 
+    def _close_after_its_loop(self) -> None:
+        """Close the proxy's sockets after its event loop has closed.
+
+        Nothing can run on a closed loop (a test that ran its own, say), so the
+        transports cannot close: their sockets are closed under them.
+        """
+        self._closed = True
+        transports: list[asyncio.BaseTransport | None] = [side.transport for side in self._sides]
+        transports += [flow.transport for flow in self._flows.values()]
+        if self._listen_protocol is not None:
+            transports.append(self._listen_protocol.transport)
+        for transport in transports:
+            if transport is not None:
+                # asyncio hands out a TransportSocket wrapper, which cannot close.
+                sock = transport.get_extra_info("socket")
+                getattr(sock, "_sock", sock).close()
+        # Closing a listener needs no loop; waking what waits on it would.
+        with contextlib.suppress(RuntimeError):
+            self._stop_listening()
+
     def _stop_listening(self) -> None:
         self._up = False
         # A listener still starting closes itself when create_server() returns.
@@ -562,7 +582,7 @@ async def fault_proxy(
     """
     proxies = request.node.stash.setdefault(_PROXIES_KEY, [])
 
-    async def factory(
+    def make(
         *,
         upstream: object,
         faults: Iterable[Fault] = (),
@@ -571,13 +591,13 @@ async def fault_proxy(
         seed = nettest_seed if not proxies else (nettest_seed * 1_000_003 + len(proxies))
         proxy = FaultProxy(upstream, faults=faults, kind=kind, seed=seed % 2**64)
         proxies.append(proxy)
-        return await proxy.start()
+        return proxy
 
-    try:
-        yield factory
-    finally:
-        for proxy in proxies:
-            await proxy.aclose()
+    # Closes each proxy on the loop it runs on, which is the test's when that is
+    # not the fixture's (see `AsyncServerFactory`).
+    factory = AsyncServerFactory(request, make)
+    yield typing.cast("FaultProxyFactory", factory)
+    await factory.aclose()
 
 
 def format_traces_for(item: pytest.Item) -> str | None:

@@ -475,6 +475,10 @@ class _LoopbackServer:
     async def aclose(self) -> None:
         raise NotImplementedError  # pragma: no cover
 
+    @property
+    def errors(self) -> tuple[BaseException, ...]:
+        raise NotImplementedError  # pragma: no cover
+
     def __del__(self) -> None:
         if getattr(self, "_status", "new") in ("open", "closing"):
             warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
@@ -497,21 +501,37 @@ class _LoopbackServer:
             self._status = "closed"
             self._cleanup()
 
+    def _close_after_its_loop(self) -> None:
+        """Close a server whose event loop has closed; raise what its handlers raised.
+
+        Nothing can run on a closed loop, so this only closes the listening socket
+        and removes the server's files (as the hygiene gate would), then raises a
+        `HandlerError` with the errors the handlers had raised until then.
+        """
+        self._gate_close()
+        errors = self.errors
+        if errors:
+            lines = [
+                f"{self._name}: {len(errors)} handler error{'s' if len(errors) != 1 else ''} "
+                "(its event loop had closed before teardown, so only its socket was closed):"
+            ]
+            for exc in errors:
+                detail = str(exc).replace("\n", "\n    ")
+                lines.append(f"  {type(exc).__name__}: {detail}")
+            raise HandlerError("\n".join(lines), errors) from errors[0]
+
 
 class _Closable(typing.Protocol):
-    _name: str
+    """What `AsyncServerFactory` makes: started on a loop and closed on that loop."""
 
     @property
     def closed(self) -> bool: ...
-
-    @property
-    def errors(self) -> tuple[BaseException, ...]: ...
 
     async def start(self) -> Any: ...
 
     async def aclose(self) -> None: ...
 
-    def _gate_close(self) -> None: ...
+    def _close_after_its_loop(self) -> None: ...
 
 
 def _exception_group(message: str, errors: Sequence[Exception]) -> Exception:
@@ -539,26 +559,6 @@ def raise_all(errors: Sequence[Exception], who: str) -> None:
         raise _exception_group(f"{who}: {len(errors)} servers failed at teardown", errors)
 
 
-def _close_after_its_loop(server: _Closable) -> None:
-    """Close a server whose event loop has closed; raise what its handlers raised.
-
-    Nothing can run on a closed loop, so this only closes the listening socket
-    and removes the server's files (as the hygiene gate would), then raises a
-    `HandlerError` with the errors the handlers had raised until then.
-    """
-    server._gate_close()
-    errors = server.errors
-    if errors:
-        lines = [
-            f"{server._name}: {len(errors)} handler error{'s' if len(errors) != 1 else ''} "
-            "(its event loop had closed before teardown, so only its socket was closed):"
-        ]
-        for exc in errors:
-            detail = str(exc).replace("\n", "\n    ")
-            lines.append(f"  {type(exc).__name__}: {detail}")
-        raise HandlerError("\n".join(lines), errors) from errors[0]
-
-
 def _close_elsewhere(loop: asyncio.AbstractEventLoop, server: _Closable) -> None:
     """Close a server that runs on another loop than its fixture's, on that loop.
 
@@ -568,7 +568,7 @@ def _close_elsewhere(loop: asyncio.AbstractEventLoop, server: _Closable) -> None
     if server.closed:
         return
     if loop.is_closed():
-        _close_after_its_loop(server)
+        server._close_after_its_loop()
         return
     if loop.is_running():
         asyncio.run_coroutine_threadsafe(server.aclose(), loop).result()
