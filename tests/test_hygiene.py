@@ -346,6 +346,67 @@ def test_gate_blames_a_dropped_open_transport_on_its_test(
     )
 
 
+@pytest.mark.parametrize("leaks", ["own", "strict"])
+def test_gate_reports_what_the_garbage_collector_freed_before_the_check(
+    pytester: pytest.Pytester, leaks: str
+) -> None:
+    # Collected during the test (by the test, or by an automatic collection), an
+    # object left open used to leave the gate nothing to report: a collection of
+    # a cycle clears the gate's weak references before the object's __del__ runs.
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import gc
+        import pytest
+        from nettest import BoundSocket, FaultProxy, TCPServer, memory_transport_pair
+
+        def test_server():
+            async def main():
+                await TCPServer().start()
+
+            asyncio.run(main())
+            gc.collect()
+
+        def test_proxy():
+            async def main():
+                await FaultProxy(("127.0.0.1", 9)).start()
+
+            asyncio.run(main())
+            gc.collect()
+
+        @pytest.mark.asyncio
+        async def test_memory_pair():
+            memory_transport_pair(asyncio.Protocol(), asyncio.Protocol())
+            gc.collect()
+
+        def test_bound_socket():
+            bound = BoundSocket.tcp()
+            del bound
+        """,
+        f"--nettest-leaks={leaks}",
+        "-W",
+        "ignore::ResourceWarning",
+        "-W",
+        "ignore::pytest.PytestUnraisableExceptionWarning",
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=4, errors=4)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_server left*",
+            "*- TCPServer 127.0.0.1:* dropped while open, created at:",
+            "*test_proxy left*",
+            "*- FaultProxy -> 127.0.0.1:9 dropped while open, created at:",
+            "*test_memory_pair left*",
+            "*- MemoryTransport * dropped while open, created at:",
+            "*test_bound_socket left*",
+            "*- bound TCP socket 127.0.0.1:* dropped while open, created at:",
+        ],
+        consecutive=False,
+    )
+
+
 #: A test module's header: a module-scoped echo server on a module-scoped loop.
 _SHARED_SERVER = """
         import asyncio

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._flow import WriteFlow
+from ._hygiene import dropped_open
 
 if typing.TYPE_CHECKING:
     from ._flow import FlowEvent
@@ -463,6 +464,8 @@ class FlowControlled(_asyncio_transports._FlowControlMixin):
     ``_maybe_resume_protocol()`` after it shrinks.
     """
 
+    #: The hygiene gate's entry, for `dropped_open` from ``__del__``.
+    _gate_entry: object = None
     _loop: asyncio.AbstractEventLoop
     _protocol: Any
     _flow: WriteFlow
@@ -500,6 +503,7 @@ class FlowControlled(_asyncio_transports._FlowControlMixin):
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         # getattr: a constructor that raised may have set neither.
         if not getattr(self, "_closed", True) and not getattr(self, "_closing", True):
+            dropped_open(self)
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
 
     # -- flow control ----------------------------------------------------------------

@@ -216,7 +216,7 @@ class _Gate(_Instruments):
         if owner is None:
             return
         if len(self.tracked) > 4096:
-            self.tracked = [t for t in self.tracked if t.ref() is not None]
+            self.tracked = [t for t in self.tracked if _kept(t)]
         thread = None if threading.get_ident() == self.test_thread else self._thread_origin()
         entry = _Tracked(
             _reference(obj),
@@ -229,6 +229,9 @@ class _Gate(_Instruments):
             thread=thread,
         )
         self.tracked.append(entry)
+        if hasattr(type(obj), "_gate_entry"):
+            # For its finaliser, which runs after a collection cleared weak references.
+            obj._gate_entry = entry  # type: ignore[attr-defined]
         try:
             self.owners[obj] = entry
         except TypeError:  # no weak reference, or unhashable: keep it until the check
@@ -299,6 +302,21 @@ class _Gate(_Instruments):
             self._bookkeeping_failed("StreamWriter", error)
 
     # -- the check -----------------------------------------------------------
+
+    def dropped_open(self, obj: object) -> None:
+        """Note that `obj` is being finalised while open (called from its ``__del__``).
+
+        Its test's check reports it, however long before the check it was
+        collected.  The entry comes from the object itself (see `_track`): a
+        collection of a reference cycle clears weak references before it calls
+        finalisers.  Never raises.
+        """
+        try:
+            entry = getattr(obj, "_gate_entry", None)
+            if isinstance(entry, _Tracked) and entry.dropped is None:
+                entry.dropped = f"{_label(entry, obj)} dropped while open"
+        except Exception as error:
+            self._bookkeeping_failed("finaliser", error)
 
     def begin(self, owner: str, mode: LeakMode = "own") -> frozenset[tuple[int, int]]:
         """Start watching a test; return the socket descriptors open before it (strict).
@@ -502,12 +520,17 @@ class _Gate(_Instruments):
         self._forget(owner)
 
     def _forget(self, owner: str) -> None:
-        self.tracked = [t for t in self.tracked if t.owner != owner and t.ref() is not None]
+        self.tracked = [t for t in self.tracked if t.owner != owner and _kept(t)]
         self.loop_errors = [e for e in self.loop_errors if e.owner != owner]
         if self.owners_by_id:
             self.owners_by_id = {k: v for k, v in self.owners_by_id.items() if v[1].owner != owner}
         if self.bookkeeping_errors:
             self.bookkeeping_errors = [e for e in self.bookkeeping_errors if e.owner != owner]
+
+
+def _kept(entry: _Tracked) -> bool:
+    """Whether an entry is worth keeping until its owner's check: alive, or a drop to report."""
+    return entry.dropped is not None or entry.ref() is not None
 
 
 def _collect_garbage() -> list[str]:
@@ -562,6 +585,16 @@ def track(
 def instrument_loop(loop: asyncio.AbstractEventLoop) -> None:
     """Let the hygiene gate see `loop`'s exception-handler calls (and its tasks in strict mode)."""
     GATE.instrument_loop(loop)
+
+
+def dropped_open(obj: object) -> None:
+    """Tell the hygiene gate that `obj` is being finalised while open (from its ``__del__``).
+
+    `obj`'s class must have a ``_gate_entry`` attribute (None) for `track` to
+    fill in.  The gate reports it against the test that made it, even when the
+    garbage collector freed it long before that test's check.  Never raises.
+    """
+    GATE.dropped_open(obj)
 
 
 def writer_dropped(writer: asyncio.StreamWriter, transport: object = None) -> None:

@@ -25,7 +25,7 @@ from typing import Literal
 
 import pytest
 
-from ._hygiene import track
+from ._hygiene import dropped_open, track
 from ._server_base import (
     INT_MAX,
     _check_int,
@@ -59,7 +59,8 @@ class BoundSocket:
             ...
     """
 
-    __slots__ = ("__weakref__", "_host", "_kind", "_port", "_socket")
+    # _gate_entry: the hygiene gate's, for `dropped_open` from ``__del__``.
+    __slots__ = ("__weakref__", "_gate_entry", "_host", "_kind", "_port", "_socket")
 
     _socket: socket.socket
     _kind: Literal["tcp", "udp"]
@@ -190,6 +191,7 @@ class BoundSocket:
     def __del__(self) -> None:
         sock = getattr(self, "_socket", None)
         if sock is not None and sock.fileno() != -1:
+            dropped_open(self)
             warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
             sock.close()
 

@@ -44,7 +44,7 @@ from ._fault_backend import FaultsInForce
 # show every one of them unresolved (``Kind`` instead of ``Literal['tcp', 'udp']``).
 from ._fault_trace import ConnectionTrace  # noqa: TC001
 from ._faults import Fault, Unreachable, check_faults
-from ._hygiene import track
+from ._hygiene import dropped_open, track
 from ._proxy_sockets import (
     Address,
     Kind,
@@ -119,6 +119,9 @@ class FaultProxy(FaultsInForce):
         async with FaultProxy(server.address, faults=[Latency(0.1)]) as proxy:
             reader, writer = await asyncio.open_connection(*proxy.address)
     """
+
+    #: The hygiene gate's entry, for `dropped_open` from ``__del__``.
+    _gate_entry: object = None
 
     def __init__(
         self,
@@ -386,6 +389,7 @@ class FaultProxy(FaultsInForce):
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if getattr(self, "_started", False) and not getattr(self, "_closed", True):
+            dropped_open(self)
             _warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=2)
 
     def __repr__(self) -> str:

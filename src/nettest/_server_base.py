@@ -40,7 +40,7 @@ from typing import Any
 import pytest
 
 from ._handlers import HandlerError
-from ._hygiene import track
+from ._hygiene import dropped_open, track
 from ._recording import check_loop, format_address
 
 #: Longest Unix socket path, in bytes, without the terminating NUL.
@@ -398,6 +398,8 @@ class _LoopbackServer:
     """
 
     _kind = "server"
+    #: The hygiene gate's entry, for `dropped_open` from ``__del__``.
+    _gate_entry: object = None
     #: ``SOCK_STREAM`` or ``SOCK_DGRAM``: what `_make_socket` makes.
     _socket_type: socket.SocketKind
 
@@ -481,6 +483,7 @@ class _LoopbackServer:
 
     def __del__(self) -> None:
         if getattr(self, "_status", "new") in ("open", "closing"):
+            dropped_open(self)
             warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
 
     @property
