@@ -213,7 +213,7 @@ def test_parse_fault_bad_value_of_any_field_names_fault_and_field(name: str, key
         ("latency=1s,connection=0", "latency: connection must be >= 1, got 0"),
         ("corrupt,mask=256", "corrupt: mask must be in 1..255, got 256"),
         ("drop=1.5", "drop: rate must be in [0, 1], got 1.5"),
-        ("bandwidth=0", "bandwidth: bytes_per_second must be > 0, got 0"),
+        ("bandwidth=0", "bandwidth: bytes_per_second must be > 0 and finite, got 0"),
         (
             "latency=1s,direction=sideways",
             "latency: direction must be one of upstream, downstream, both, got 'sideways'",
@@ -326,3 +326,28 @@ def test_parse_fault_accepts_documented_values(spec: str, fault: Fault) -> None:
     parsed = parse_fault(spec)
     assert parsed == fault
     assert repr(parsed) == repr(fault)
+
+
+@pytest.mark.parametrize("faults", [Drop(), 3, None])
+@pytest.mark.asyncio
+async def test_faults_must_be_a_list_and_the_error_says_so(faults: object) -> None:
+    # A single fault used to fail with "'Drop' object is not iterable".
+    message = "^faults must be a list of faults"
+    with pytest.raises(TypeError, match=message):
+        FaultProxy(("127.0.0.1", 9), kind="udp", faults=faults)  # type: ignore[arg-type]
+    client, _server = memory_datagram_pair(asyncio.DatagramProtocol(), asyncio.DatagramProtocol())
+    try:
+        with pytest.raises(TypeError, match=message):
+            inject_faults(client, faults)  # type: ignore[arg-type]
+    finally:
+        client.close()
+        _server.close()
+    if isinstance(faults, Fault):
+        with pytest.raises(TypeError, match=r"use \[Drop\(\)\]"):
+            FaultProxy(("127.0.0.1", 9), kind="udp", faults=faults)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("rate", [0, -1, float("inf")])
+def test_bandwidth_names_its_range(rate: float) -> None:
+    with pytest.raises(ValueError, match=r"^bytes_per_second must be > 0 and finite, got "):
+        Bandwidth(rate)

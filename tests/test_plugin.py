@@ -124,6 +124,23 @@ def test_bad_nettest_seed_marker_names_the_range(
     )
 
 
+@pytest.mark.parametrize("marker", ["1, 2", "", "1, seed=2", "sed=1"])
+def test_nettest_seed_marker_takes_one_seed(pytester: pytest.Pytester, marker: str) -> None:
+    # nettest_seed(1, 2) used to run with 1, silently.
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.nettest_seed({marker})
+        def test_fixed(nettest_seed):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*nettest_seed marker on *test_fixed: takes one seed, as *"])
+    assert result.ret != 0
+
+
 def test_nettest_seed_marker_takes_a_keyword(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

@@ -13,11 +13,14 @@ import sys
 import time
 import typing
 import warnings
+from collections.abc import Callable
 
 import pytest
 
 from nettest import _handlers as handlers
 from nettest._handlers import HandlerError
+from nettest._prebound import BoundSocket
+from nettest._proxy import FaultProxy
 from nettest._recording import Connection, Ending
 from nettest._servers import (
     TCPServer,
@@ -27,6 +30,7 @@ from nettest._servers import (
     tcp_server,  # noqa: F401
 )
 from nettest._stream_server import ServerTeardownWarning
+from nettest._udp import UDPServer
 
 HOSTS = [
     "127.0.0.1",
@@ -315,6 +319,25 @@ async def test_coroutine_object_handler_is_a_type_error() -> None:
 async def test_non_loopback_host_needs_allow_remote(host: str) -> None:
     with pytest.raises(ValueError, match="allow_remote=True"):
         TCPServer(host=host)
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda: TCPServer(host="0.0.0.0", allow_remote="no"), "allow_remote"),  # type: ignore[arg-type]
+        (lambda: TCPServer(nodelay="no"), "nodelay"),  # type: ignore[arg-type]
+        (lambda: TCPServer(reuse_port=1), "reuse_port"),  # type: ignore[arg-type]
+        (lambda: UDPServer(reuse_port="no"), "reuse_port"),  # type: ignore[arg-type]
+        (lambda: UDPServer(host="0.0.0.0", allow_remote="no"), "allow_remote"),  # type: ignore[arg-type]
+        (lambda: BoundSocket.tcp(listen="no"), "listen"),  # type: ignore[arg-type]
+        (lambda: BoundSocket.udp("0.0.0.0", allow_remote=0), "allow_remote"),  # type: ignore[arg-type]
+        (lambda: FaultProxy(("127.0.0.1", 9), host="0.0.0.0", allow_remote="no"), "allow_remote"),  # type: ignore[arg-type]
+    ],
+)
+def test_switches_take_only_true_or_false(make: Callable[[], object], name: str) -> None:
+    # Truthiness turned allow_remote="no" into a server on 0.0.0.0.
+    with pytest.raises(TypeError, match=f"^{name} must be True or False, got "):
+        make()
 
 
 @pytest.mark.asyncio

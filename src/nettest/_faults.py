@@ -242,7 +242,9 @@ class Bandwidth(Fault):
     def _validate(self) -> None:
         value = _number("bytes_per_second", self.bytes_per_second)
         if not 0 < value < _INF:
-            raise ValueError(f"bytes_per_second must be > 0, got {self.bytes_per_second!r}")
+            raise ValueError(
+                f"bytes_per_second must be > 0 and finite, got {self.bytes_per_second!r}"
+            )
 
 
 @typing.final
@@ -617,10 +619,17 @@ def check_faults(
         wrong_kind: The error message for a fault that does not apply to *kind*.
 
     Raises:
-        TypeError: Something that is not a fault.
+        TypeError: *faults* is not an iterable of faults (a single fault included).
         ValueError: A fault that does not apply to *kind*.
     """
-    result = tuple(faults)
+    if isinstance(faults, Fault):
+        raise TypeError(f"faults must be a list of faults, got one fault: use [{faults!r}]")
+    try:
+        result = tuple(faults)
+    except TypeError:
+        raise TypeError(
+            f"faults must be a list of faults such as [Latency(0.1)], got {faults!r}"
+        ) from None
     for fault in result:
         if not isinstance(fault, Fault):
             raise TypeError(f"expected a fault such as Latency(0.1), got {fault!r}")

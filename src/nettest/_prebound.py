@@ -32,6 +32,7 @@ from ._server_base import (
     _closed_on_error,
     _loopback_socket,
     _private_dir,
+    check_bool,
     check_host,
     check_unix_path,
     has_ipv6_loopback,
@@ -81,6 +82,7 @@ class BoundSocket:
         backlog: int,
     ) -> BoundSocket:
         family = check_host(host, allow_remote=allow_remote)
+        check_bool("listen", listen)
         type_ = socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRAM
         sock = _loopback_socket(family, type_, host, has_ipv6=has_ipv6_loopback)
         with _closed_on_error(sock):

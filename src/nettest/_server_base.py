@@ -86,6 +86,7 @@ def check_host(
     """
     if not isinstance(host, str):
         raise TypeError(f"{name} must be a str, got {type(host).__name__}")
+    check_bool("allow_remote", allow_remote)
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -99,6 +100,16 @@ def check_host(
             "from other machines. Pass allow_remote=True if you mean it"
         )
     return socket.AF_INET6 if address.version == 6 else socket.AF_INET
+
+
+def check_bool(name: str, value: object) -> None:
+    """Raise TypeError unless ``value`` is True or False, naming ``name``.
+
+    A switch given ``"no"`` or ``0.0`` is a mistake that truthiness would turn
+    into the opposite of what was meant (``allow_remote="no"`` allows remote).
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 #: The largest C ``int``: socket options and ``listen()``'s backlog are C ints.
@@ -274,9 +285,10 @@ class _LoopbackHost:
         self._port = 0
 
     def _init_reuse_port(self, reuse_port: bool) -> None:
+        check_bool("reuse_port", reuse_port)
         if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
             raise ValueError("reuse_port=True: SO_REUSEPORT is not available on this platform")
-        self._reuse_port = bool(reuse_port)
+        self._reuse_port = reuse_port
 
     def _host_socket(self, *, has_ipv6: Callable[[], bool]) -> socket.socket:
         """Make the unbound socket, with SO_REUSEPORT if asked (see `_loopback_socket`)."""

@@ -30,6 +30,7 @@ from ._server_base import (
     _closed_on_error,
     _LoopbackHost,
     _UnixPath,
+    check_bool,
 )
 from ._server_base import has_ipv6_loopback as has_ipv6_loopback
 from ._stream_server import DEFAULT_CLOSE_TIMEOUT, _StreamServer
@@ -107,7 +108,8 @@ class TCPServer(_LoopbackHost, _StreamServer):
         limit: int = 2**16,
     ) -> None:
         self._init_host(host, allow_remote=allow_remote)
-        self._nodelay = bool(nodelay)
+        check_bool("nodelay", nodelay)
+        self._nodelay = nodelay
         self._init_reuse_port(reuse_port)
         super().__init__(
             handler,

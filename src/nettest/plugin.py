@@ -182,7 +182,13 @@ def pytest_report_header(config: pytest.Config) -> str:
 def _test_seed(item: pytest.Item) -> int:
     marker = item.get_closest_marker("nettest_seed")
     if marker is not None:
-        seed = marker.args[0] if marker.args else marker.kwargs.get("seed")
+        given = [*marker.args, *marker.kwargs.values()]
+        if len(given) != 1 or set(marker.kwargs) - {"seed"}:
+            raise pytest.UsageError(
+                f"nettest_seed marker on {item.nodeid}: takes one seed, "
+                f"as nettest_seed(1234), got {marker.args!r} {marker.kwargs!r}"
+            )
+        seed = given[0]
         try:
             return check_seed(seed)
         except (TypeError, ValueError) as exc:
