@@ -183,6 +183,13 @@ def test_latency_delays_only_its_direction() -> None:
     assert "Latency(delay=0.5)" in schedule.trace.fired
 
 
+def test_latency_that_delays_only_an_eof_has_fired() -> None:
+    # The trace said "faults fired: none" for a Latency that held back the EOF.
+    schedule = stream(Latency(0.5))
+    assert schedule.eof("downstream", 2.0) == [SendEof(2.5, "downstream")]
+    assert "Latency(delay=0.5)" in schedule.trace.fired
+
+
 def test_latency_jitter_never_reorders_a_stream() -> None:
     schedule = stream(Latency(0.1, jitter=0.09))
     actions: list[Action] = []

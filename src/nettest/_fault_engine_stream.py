@@ -530,6 +530,7 @@ class StreamSchedule(_Schedule):
         if isinstance(fault, Latency):
             item.at = max(item.at + fault.delay, applied.last)
             applied.last = item.at
+            self._fire_once(applied, item.at, "delaying")
         elif isinstance(fault, SlowClose) and isinstance(item, _Eof):
             item.at += fault.delay
             self.trace.fire(item.at, fault, applied.flow, f"FIN held {fault.delay}s")
