@@ -32,7 +32,7 @@ def test_plugin_disabled_by_no_nettest(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*fixture 'nettest_seed' not found*"])
     assert "nettest 0" not in result.stdout.str()
     result = pytester.runpytest("-p", "no:nettest", "--nettest-seed=1")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
 def test_plugin_loaded_through_entry_point() -> None:
@@ -103,11 +103,21 @@ def test_xdist_workers_share_the_session_seed_in_the_header(pytester: pytest.Pyt
 
 
 @pytest.mark.parametrize(
-    ("marker", "shown"),
-    [("-5", "-5"), ("2**64", "18446744073709551616"), ("1.9", "1.9"), ('"abc"', "'abc'")],
+    ("marker", "error"),
+    [
+        ("-5", "seed must be *[[]0, 2**64), got -5"),
+        ("2**64", "seed must be *[[]0, 2**64), got 18446744073709551616"),
+        ("1.9", "seed must be *[[]0, 2**64), got 1.9"),
+        ('"abc"', "seed must be *[[]0, 2**64), got 'abc'"),
+        # nettest_seed(1, 2) used to run with 1, silently.
+        ("1, 2", "takes one seed, as *"),
+        ("", "takes one seed, as *"),
+        ("1, seed=2", "takes one seed, as *"),
+        ("sed=1", "takes one seed, as *"),
+    ],
 )
-def test_bad_nettest_seed_marker_names_the_range(
-    pytester: pytest.Pytester, marker: str, shown: str
+def test_bad_nettest_seed_marker_is_a_usage_error(
+    pytester: pytest.Pytester, marker: str, error: str
 ) -> None:
     pytester.makepyfile(
         f"""
@@ -119,26 +129,8 @@ def test_bad_nettest_seed_marker_names_the_range(
         """
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.stdout.fnmatch_lines(
-        [f"*nettest_seed marker on *test_fixed: seed must be *[[]0, 2**64), got {shown}"]
-    )
-
-
-@pytest.mark.parametrize("marker", ["1, 2", "", "1, seed=2", "sed=1"])
-def test_nettest_seed_marker_takes_one_seed(pytester: pytest.Pytester, marker: str) -> None:
-    # nettest_seed(1, 2) used to run with 1, silently.
-    pytester.makepyfile(
-        f"""
-        import pytest
-
-        @pytest.mark.nettest_seed({marker})
-        def test_fixed(nettest_seed):
-            pass
-        """
-    )
-    result = pytester.runpytest("-p", "no:cacheprovider")
-    result.stdout.fnmatch_lines(["*nettest_seed marker on *test_fixed: takes one seed, as *"])
-    assert result.ret != 0
+    result.stdout.fnmatch_lines([f"*nettest_seed marker on *test_fixed: {error}"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
 def test_nettest_seed_marker_takes_a_keyword(pytester: pytest.Pytester) -> None:
@@ -214,14 +206,14 @@ def test_bad_settings_are_usage_errors(pytester: pytest.Pytester, ini: str, mess
     )
     pytester.makepyfile("def test_nothing(): pass")
     result = pytester.runpytest()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stderr.fnmatch_lines([f"*{message}"])
 
 
 def test_bad_leaks_flag_lists_choices(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_nothing(): pass")
     result = pytester.runpytest("--nettest-leaks=maybe")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stderr.fnmatch_lines(["*invalid choice: 'maybe' (choose from *off*own*strict*)*"])
 
 
