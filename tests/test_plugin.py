@@ -32,7 +32,7 @@ def test_plugin_disabled_by_no_nettest(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*fixture 'nettest_seed' not found*"])
     assert "nettest 0" not in result.stdout.str()
     result = pytester.runpytest("-p", "no:nettest", "--nettest-seed=1")
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
 
 
 def test_plugin_loaded_through_entry_point() -> None:
@@ -116,7 +116,7 @@ def test_xdist_workers_share_the_session_seed_in_the_header(pytester: pytest.Pyt
         ("sed=1", "takes one seed, as *"),
     ],
 )
-def test_bad_nettest_seed_marker_is_a_usage_error(
+def test_bad_nettest_seed_marker_fails_the_test(
     pytester: pytest.Pytester, marker: str, error: str
 ) -> None:
     pytester.makepyfile(
@@ -206,14 +206,14 @@ def test_bad_settings_are_usage_errors(pytester: pytest.Pytester, ini: str, mess
     )
     pytester.makepyfile("def test_nothing(): pass")
     result = pytester.runpytest()
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*{message}"])
 
 
 def test_bad_leaks_flag_lists_choices(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_nothing(): pass")
     result = pytester.runpytest("--nettest-leaks=maybe")
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*invalid choice: 'maybe' (choose from *off*own*strict*)*"])
 
 
