@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import re
 import socket
 import sys
 import time
+import typing
 
 import pytest
 
@@ -231,6 +233,239 @@ async def test_udp_protocol_factory_error_raises_at_teardown() -> None:
         await server.aclose()
 
 
+# -- what server.sent records, and the transport a handler protocol gets ----------------------
+
+PY311 = sys.version_info >= (3, 11)
+PY313 = sys.version_info >= (3, 13)
+
+
+class _Sender(asyncio.DatagramProtocol):
+    """Answers a datagram by sending each of `payloads` back; logs what each call did."""
+
+    def __init__(self, payloads: list[object], log: list[str]) -> None:
+        self.payloads = payloads
+        self.log = log
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = typing.cast("asyncio.DatagramTransport", transport)
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        _send_each(self.transport, self.payloads, addr, self.log)
+
+    def error_received(self, exc: Exception) -> None:
+        self.log.append(f"error_received: {errno.errorcode[getattr(exc, 'errno', 0)]}")
+
+
+def _send_each(
+    transport: asyncio.DatagramTransport, payloads: list[object], addr: object, log: list[str]
+) -> None:
+    for payload in payloads:
+        try:
+            transport.sendto(payload, addr)  # type: ignore[arg-type]
+        except Exception as exc:
+            log.append(f"{type(exc).__name__}: {exc}")
+        else:
+            log.append("returned")
+
+
+async def _what_a_real_transport_does(payloads: list[object]) -> list[str]:
+    """What the same sendto() calls do on a plain asyncio UDP transport (sent to itself)."""
+    loop = asyncio.get_running_loop()
+    log: list[str] = []
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: _Sender(payloads, log), local_addr=("127.0.0.1", 0)
+    )
+    try:
+        _send_each(transport, payloads, transport.get_extra_info("sockname"), log)
+    finally:
+        transport.close()
+    await asyncio.sleep(0)
+    return log
+
+
+async def test_udp_sent_records_only_what_the_handler_really_sent(
+    udp_server: UDPServerFactory,
+) -> None:
+    # A call that raised sent nothing (and raises asyncio's own error); nor did one
+    # the kernel refused inside the call (EMSGSIZE, through error_received).
+    payloads: list[object] = [3, [104, 105], "str", b"x" * 70000, b"ok"]
+    log: list[str] = []
+    server = await udp_server(lambda: _Sender(payloads, log))
+    async with _client(server.address) as (transport, client):
+        transport.sendto(b"go")
+        assert await asyncio.wait_for(client.queue.get(), 5) == b"ok"
+    assert log == await _what_a_real_transport_does(payloads)
+    assert log[2] == "TypeError: data argument must be a bytes-like object, not 'str'"
+    assert "error_received: EMSGSIZE" in log
+    assert [d.data for d in server.sent] == [b"ok"]
+    assert [getattr(e, "errno", None) for e in server.errors_received] == [errno.EMSGSIZE]
+
+
+async def test_udp_sent_omits_a_send_that_was_a_fatal_error() -> None:
+    # A non-contiguous memoryview is a fatal error inside sendto(): the transport
+    # closes, the datagram never leaves.
+    contexts: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda loop, context: contexts.append(context))
+    try:
+        server = await UDPServer(lambda: _Sender([memoryview(b"abcdef")[::2]], [])).start()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"go", server.address)
+            await server.wait_for_datagrams(1)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        await server.aclose()
+    finally:
+        loop.set_exception_handler(None)
+    assert [c["message"] for c in contexts] == ["Fatal write error on datagram transport"]
+    assert server.sent == ()
+
+
+async def test_udp_sent_omits_an_empty_datagram_where_asyncio_drops_it(
+    udp_server: UDPServerFactory,
+) -> None:
+    # asyncio drops sendto(b"") before 3.13 (CPython gh-113812), and sends it from 3.13.
+    server = await udp_server(lambda: _Sender([b"", b"end"], []))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(b"go", server.address)
+        loop = asyncio.get_running_loop()
+        got = [await loop.run_in_executor(None, sock.recv, 100)]
+        if got == [b""]:
+            got.append(await loop.run_in_executor(None, sock.recv, 100))
+    assert got == ([b"", b"end"] if PY313 else [b"end"])
+    assert [d.data for d in server.sent] == got
+
+
+async def test_udp_echo_records_an_empty_reply_only_where_it_is_sent(
+    udp_server: UDPServerFactory,
+) -> None:
+    server = await udp_server(handlers.echo)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(b"", server.address)
+        sock.sendto(b"end", server.address)
+        loop = asyncio.get_running_loop()
+        got = [await loop.run_in_executor(None, sock.recv, 100)]
+        if got == [b""]:
+            got.append(await loop.run_in_executor(None, sock.recv, 100))
+    assert got == ([b"", b"end"] if PY313 else [b"end"])
+    assert [d.data for d in server.datagrams] == [b"", b"end"]
+    assert [d.data for d in server.sent] == got
+
+
+_TRANSPORT_API = (
+    "set_write_buffer_limits",
+    "get_write_buffer_limits",
+    "pause_reading",
+    "resume_reading",
+    "is_reading",
+)
+
+
+def _attempt(call: typing.Callable[[], object]) -> str:
+    try:
+        return repr(call())
+    except Exception as exc:
+        return type(exc).__name__
+
+
+def _api_of(transport: asyncio.BaseTransport) -> dict[str, object]:
+    """Which of the API a transport has, and what each call does, in one order."""
+    seen: dict[str, object] = {name: hasattr(transport, name) for name in _TRANSPORT_API}
+    t = typing.cast("asyncio.Transport", transport)
+    seen["set limits"] = _attempt(lambda: t.set_write_buffer_limits(high=4096))
+    seen["limits"] = _attempt(t.get_write_buffer_limits)
+    seen["set bad limits"] = _attempt(lambda: t.set_write_buffer_limits(high=1, low=2))
+    calls = ["is_reading", "pause_reading", "is_reading", "pause_reading", "resume_reading"]
+    seen["reading"] = [_attempt(getattr(t, name)) if hasattr(t, name) else "-" for name in calls]
+    return seen
+
+
+class _Probe(asyncio.DatagramProtocol):
+    def __init__(self, found: dict[str, object], transports: list[asyncio.BaseTransport]) -> None:
+        self.found = found
+        self.transports = transports
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.found.update(_api_of(transport))
+        self.transports.append(transport)
+
+
+async def _real_api() -> dict[str, object]:
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+    )
+    try:
+        return _api_of(transport)
+    finally:
+        transport.close()
+        await asyncio.sleep(0)
+
+
+async def test_udp_handler_transport_has_the_real_transports_api(
+    udp_server: UDPServerFactory,
+) -> None:
+    found: dict[str, object] = {}
+    transports: list[asyncio.BaseTransport] = []
+    server = await udp_server(lambda: _Probe(found, transports))
+    assert found == await _real_api()
+    assert found["limits"] == "(1024, 4096)"
+    if not PY311:  # its transport inherits ReadTransport's methods
+        assert found["reading"] == ["NotImplementedError"] * 5
+        return
+    assert found["reading"] == ["True", "None", "False", "None", "None"]
+    # Pausing through the handler's transport pauses the socket: the datagram waits.
+    (transport,) = transports
+    typing.cast("asyncio.Transport", transport).pause_reading()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"later", server.address)
+        await asyncio.sleep(0.05)
+        assert server.datagrams == ()
+        typing.cast("asyncio.Transport", transport).resume_reading()
+        (datagram,) = await server.wait_for_datagrams(1)
+    assert datagram.data == b"later"
+
+
+def _run_on_uvloop(main: typing.Callable[[], typing.Awaitable[None]]) -> None:
+    """Run `main()` on a fresh uvloop loop (in a thread: the test's loop is running)."""
+    uvloop = pytest.importorskip("uvloop")
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+@pytest.mark.uvloop
+async def test_udp_handler_on_uvloop_sees_uvloops_transport() -> None:
+    # uvloop drops sendto(b"") on every version (and any empty data, even 0),
+    # and its transport has no pause_reading: the handler's has none either.
+    found: dict[str, object] = {}
+    log: list[str] = []
+
+    class Both(_Sender):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            found.update(_api_of(transport))
+
+    async def main() -> None:
+        real = await _real_api()
+        async with (
+            UDPServer(lambda: Both([b"", 0, b"end"], log)) as server,
+            _client(server.address) as (transport, client),
+        ):
+            transport.sendto(b"go")
+            assert await asyncio.wait_for(client.queue.get(), 5) == b"end"
+        assert found == real
+        assert not found["pause_reading"]
+        assert log == ["returned"] * 3
+        assert [d.data for d in server.sent] == [b"end"]
+
+    await asyncio.to_thread(_run_on_uvloop, main)
+
+
 async def test_udp_bad_handlers_and_hosts() -> None:
     with pytest.raises(ValueError, match=r"handlers\.close has no meaning for datagrams"):
         UDPServer(handlers.close)
@@ -436,6 +671,14 @@ async def test_unix_datagram_echo_to_a_bound_client(
             loop = asyncio.get_running_loop()
             reply = await loop.run_in_executor(None, sock.recv, 100)
     assert reply == b"ping"
+
+
+async def test_unix_datagram_echo_records_no_reply_to_an_unbound_client() -> None:
+    async with UnixDatagramServer(handlers.echo) as server:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"ping", server.path)  # from no address: nothing can answer it
+            await server.wait_for_datagrams(1)
+    assert server.sent == ()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")

@@ -1297,3 +1297,265 @@ async def test_memory_datagram_counts_are_checked_before_anything_moves(
     assert [data for data, _ in transport.take_sent()] == [b"one", b"two"]
     transport.close()
     await turns()
+
+
+# -- reading paused, against real sockets ---------------------------------------------------
+
+PAUSES_READING = sys.version_info >= (3, 11)
+
+
+async def _connected_pair(real: bool, a: Datagrams, b: Datagrams) -> tuple[Any, Any]:
+    """Two ends connected to each other: UDP sockets on loopback, or a memory pair."""
+    if not real:
+        ends = memory_datagram_pair(a, b)
+        await turns()
+        return ends
+    loop = asyncio.get_running_loop()
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+    socks[0].connect(socks[1].getsockname())
+    socks[1].connect(socks[0].getsockname())
+    ta, _ = await loop.create_datagram_endpoint(_factory(a), sock=socks[0])
+    tb, _ = await loop.create_datagram_endpoint(_factory(b), sock=socks[1])
+    return ta, tb
+
+
+def _read(protocol: Datagrams) -> list[tuple[Any, ...]]:
+    """What reached the protocol after connection_made, without addresses."""
+    return [event[:2] for event in protocol.events[1:]]
+
+
+async def _until_read(protocol: Datagrams, count: int) -> None:
+    """Wait (half a second at most) until `count` things reached the protocol."""
+    for _ in range(250):
+        if len(protocol.events) > count:
+            return
+        await asyncio.sleep(0.002)
+
+
+async def _reading_paused(real: bool) -> list[tuple[Any, ...]]:
+    """Pause A; datagrams from B and an ICMP error arrive; resume; then close A."""
+    a, b = Datagrams(), Datagrams()
+    ta, tb = await _connected_pair(real, a, b)
+    seen: list[tuple[Any, ...]] = []
+    ta.pause_reading()
+    ta.pause_reading()  # paused already: nothing changes
+    seen.append(("reading", ta.is_reading()))
+    tb.sendto(b"1")
+    tb.sendto(b"2")
+    await asyncio.sleep(0.02)
+    tb.close()
+    await asyncio.sleep(0.02)
+    ta.sendto(b"x")  # to a closed port: the ICMP reply leaves an error pending on A
+    await asyncio.sleep(0.02)
+    seen.append(("paused", _read(a)))
+    ta.resume_reading()
+    seen.append(("inside resume_reading()", _read(a)))
+    ta.resume_reading()  # reading already: nothing changes
+    seen.append(("reading", ta.is_reading()))
+    await _until_read(a, 3)
+    await asyncio.sleep(0.01)
+    seen.append(("resumed", _read(a)))
+    ta.close()
+    seen.append(("closing", ta.is_reading()))
+    ta.resume_reading()
+    ta.pause_reading()
+    seen.append(("closing", ta.is_reading()))
+    await turns()
+    return seen
+
+
+@pytest.mark.asyncio
+async def test_datagram_pause_reading_matches_real_udp() -> None:
+    # What arrives while paused waits for resume_reading(): the pending socket error
+    # first (the kernel reports it before queued datagrams), then the datagrams in
+    # order; pausing or resuming twice, or once closing, changes nothing.
+    if not PAUSES_READING:  # 3.10's datagram transport inherits ReadTransport's methods
+        for over_sockets in (True, False):
+            a, b = Datagrams(), Datagrams()
+            ta, tb = await _connected_pair(over_sockets, a, b)
+            for call in (ta.pause_reading, ta.resume_reading, ta.is_reading):
+                with pytest.raises(NotImplementedError):
+                    call()
+            ta.close()
+            tb.close()
+            await turns()
+        return
+    real = await _reading_paused(real=True)
+    memory = await _reading_paused(real=False)
+    assert memory == real
+    assert real == [
+        ("reading", False),
+        ("paused", []),
+        ("inside resume_reading()", []),
+        ("reading", True),
+        ("resumed", [("error", ConnectionRefusedError), ("datagram", b"1"), ("datagram", b"2")]),
+        ("closing", False),
+        ("closing", False),
+    ]
+
+
+class PausesAndRaises(Datagrams):
+    """Pauses reading on b"pause", raises on b"raise"."""
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        super().datagram_received(data, addr)
+        if data == b"pause":
+            self.transport.pause_reading()
+        elif data == b"raise":
+            raise ValueError("bad datagram")
+
+
+async def _paused_by_the_protocol(real: bool) -> list[tuple[Any, ...]]:
+    a, b = PausesAndRaises(), Datagrams()
+    ta, tb = await _connected_pair(real, a, b)
+    for data in (b"pause", b"raise", b"3", b"pause", b"5"):
+        tb.sendto(data)
+    seen: list[tuple[Any, ...]] = []
+    for count in (1, 4, 5):  # what each pause lets through
+        await _until_read(a, count)
+        await asyncio.sleep(0.02)  # and nothing more
+        seen.append((ta.is_reading(), _read(a)))
+        ta.resume_reading()
+    ta.close()
+    tb.close()
+    await turns()
+    return seen
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(not PAUSES_READING, reason="pause_reading() on datagrams came in 3.11")
+async def test_datagram_pause_reading_from_the_protocol_matches_real_udp() -> None:
+    # A protocol that pauses in datagram_received() stops the reads after it; one
+    # that raises does not (the loop's exception handler gets it).
+    contexts: list[dict[str, Any]] = []
+    _quiet_loop(contexts)
+    try:
+        real = await _paused_by_the_protocol(real=True)
+        real_errors = [type(c.get("exception")) for c in contexts]
+        contexts.clear()
+        memory = await _paused_by_the_protocol(real=False)
+    finally:
+        asyncio.get_running_loop().set_exception_handler(None)
+    assert memory == real
+    assert [type(c.get("exception")) for c in contexts] == real_errors == [ValueError]
+    datagrams = [("datagram", data) for data in (b"pause", b"raise", b"3", b"pause", b"5")]
+    assert real == [(False, datagrams[:1]), (False, datagrams[:4]), (True, datagrams)]
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(not PAUSES_READING, reason="pause_reading() on datagrams came in 3.11")
+async def test_memory_datagram_paused_keeps_every_datagram_and_the_latest_error() -> None:
+    # Unlike a socket's receive buffer (about 256 datagrams by default on Linux),
+    # nothing is dropped; a socket keeps one pending error, the latest.
+    protocol = Datagrams()
+    transport = MemoryDatagramTransport(protocol, local_addr=("127.0.0.1", 53))
+    await turns()
+    transport.pause_reading()
+    peer = ("127.0.0.1", 5353)
+    for number in range(1000):
+        transport.feed_datagram(b"%d" % number, peer)
+    transport.feed_error(ConnectionRefusedError())
+    transport.feed_error(PermissionError())
+    await turns()
+    assert protocol.events == [("made",)]
+    transport.resume_reading()
+    assert protocol.events == [("made",)]
+    await turns(1)
+    assert protocol.events[1:] == [("error", PermissionError)]  # one per loop turn
+    transport.feed_datagram(b"late", peer)  # behind those that waited
+    await _until_read(protocol, 1002)
+    assert protocol.events[2:] == [
+        ("datagram", data, peer) for data in [b"%d" % n for n in range(1000)] + [b"late"]
+    ]
+    transport.close()
+    await turns()
+
+
+# -- bad input ----------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("exc", "message"),
+    [
+        ("boom", "exc must be an exception instance, got 'boom'"),
+        (None, "exc must be an exception instance, got None"),
+        (ValueError, "exc must be an exception instance, got <class 'ValueError'>"),
+    ],
+)
+async def test_memory_datagram_feed_error_takes_only_an_exception_instance(
+    exc: Any, message: str
+) -> None:
+    protocol = Datagrams()
+    transport = MemoryDatagramTransport(protocol, remote_addr=("127.0.0.1", 53))
+    await turns()
+    with pytest.raises(TypeError) as raised:
+        transport.feed_error(exc)
+    assert str(raised.value) == message
+    transport.feed_error(ValueError("any exception"))
+    await turns()
+    assert protocol.events == [("made",), ("error", ValueError)]
+    transport.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("protocols", "name", "got"),
+    [
+        ((None, None), "protocol_a", "None"),
+        (("Datagrams", None), "protocol_b", "None"),
+        (("Datagrams", asyncio.Protocol()), "protocol_b", "<asyncio.protocols.Protocol object"),
+        ((Datagrams, "Datagrams"), "protocol_a", "<class 'test_transports_datagrams.Datagrams'>"),
+    ],
+)
+async def test_memory_datagram_pair_refuses_what_is_no_protocol_at_once(
+    protocols: tuple[Any, Any], name: str, got: str
+) -> None:
+    contexts: list[dict[str, Any]] = []
+    _quiet_loop(contexts)
+    try:
+        a, b = (Datagrams() if p == "Datagrams" else p for p in protocols)
+        with pytest.raises(TypeError) as raised:
+            memory_datagram_pair(a, b)
+        wanted = f"{name} must be a datagram protocol (an asyncio.DatagramProtocol instance, "
+        wanted += f"or an object with its methods), got {got}"
+        assert str(raised.value).startswith(wanted)
+        with pytest.raises(TypeError) as raised:
+            MemoryDatagramTransport(a if name == "protocol_a" else b)
+        assert str(raised.value).startswith(wanted.replace(name, "protocol"))
+        await turns()
+    finally:
+        asyncio.get_running_loop().set_exception_handler(None)
+    assert contexts == []  # nothing was left to fail in the loop
+
+
+@pytest.mark.asyncio
+async def test_memory_datagram_pair_takes_a_protocol_that_only_has_the_methods() -> None:
+    class DuckTyped:  # asyncio needs no subclass of DatagramProtocol
+        def __init__(self) -> None:
+            self.received: list[bytes] = []
+
+        def connection_made(self, transport: object) -> None:
+            pass
+
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            self.received.append(data)
+
+        def error_received(self, exc: Exception) -> None:
+            pass
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            pass
+
+    duck = DuckTyped()
+    a, b = memory_datagram_pair(Datagrams(), duck)  # type: ignore[arg-type]
+    await turns()
+    a.sendto(b"quack")
+    await turns()
+    assert duck.received == [b"quack"]
+    a.close()
+    b.close()
+    await turns()

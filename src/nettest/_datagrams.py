@@ -15,6 +15,15 @@ buffer and the water marks as the running Python counts them:
 Datagrams are buffered only while the peer does not take them: in manual mode
 (until :meth:`MemoryDatagramTransport.pump`), or when the test plays the peer.
 
+From 3.11 reading can be paused, as a socket transport's reader is removed:
+datagrams that arrive meanwhile wait in order, and an error waits as the socket's
+pending error (one, the latest, read before them); from the turn after
+``resume_reading()`` they are read one per loop turn.  A socket's receive buffer
+drops what it cannot hold (about 256 datagrams with Linux's default
+``SO_RCVBUF``, fewer large ones); the memory transport keeps every one, so that
+nothing is lost by chance (`nettest.faults.Drop` loses datagrams on purpose).
+On 3.10, as there, ``pause_reading()`` raises `NotImplementedError`.
+
 What the kernel checks when a datagram is sent, the memory transports check at the
 same moment (see ``_route``): a malformed address is a fatal error; an address
 that does not resolve, port 0 or a datagram larger than the family allows
@@ -65,6 +74,9 @@ _HEADER_SIZE = 8 if _SENDS_EMPTY else 0
 # CPython gh-135444: 3.13.0-3.13.5 forget the header bytes when a datagram leaves.
 _FORGETS_HEADER = (3, 13) <= sys.version_info[:3] < (3, 13, 6)
 _LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
+#: 3.11 gave the selector datagram transport pause_reading() (3.10's inherits
+#: ReadTransport's, which raise NotImplementedError).
+_PAUSES_READING = sys.version_info >= (3, 11)
 #: What ``_route`` returns for a datagram the kernel refused.
 _REFUSED = object()
 _ALL = "255.255.255.255"
@@ -156,6 +168,34 @@ def _check_bool(**flags: object) -> None:
             raise TypeError(f"{name} must be a bool, got {value!r}")
 
 
+_DATAGRAM_PROTOCOL_METHODS = (
+    "connection_made",
+    "datagram_received",
+    "error_received",
+    "connection_lost",
+)
+
+
+def _check_protocol(name: str, protocol: object) -> None:
+    """Raise `TypeError` now for what is no datagram protocol, not later in the loop.
+
+    Duck-typed, as asyncio is: an object with `asyncio.DatagramProtocol`'s methods
+    will do, subclass or not; a class is a mistake for an instance.
+    """
+    if isinstance(protocol, type) or not all(
+        callable(getattr(protocol, method, None)) for method in _DATAGRAM_PROTOCOL_METHODS
+    ):
+        raise TypeError(
+            f"{name} must be a datagram protocol (an asyncio.DatagramProtocol instance, "
+            f"or an object with its methods), got {protocol!r}"
+        )
+
+
+def _check_pausable() -> None:
+    if not _PAUSES_READING:
+        raise NotImplementedError  # as 3.10's datagram transport
+
+
 @typing.final
 class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
     """An `asyncio.DatagramTransport` in memory, where the test plays the peer.
@@ -182,8 +222,8 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             ``"<broadcast>"``) gets ``PermissionError`` in ``error_received``.
 
     Raises:
-        TypeError: an address that is not an address of its family, or
-            ``allow_broadcast`` not a bool.
+        TypeError: ``protocol`` is not an `asyncio.DatagramProtocol`, an address
+            that is not an address of its family, or ``allow_broadcast`` not a bool.
         ValueError: an address out of range, or of another family than the other.
 
     Example:
@@ -211,12 +251,16 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         "_connected",
         "_connected_socket",
         "_flow",
+        "_held",
+        "_held_error",
         "_info",
         "_key",
         "_manual",
+        "_paused",
         "_peer",
         "_protocol",
         "_read_context",
+        "_read_handle",
         "_sent_waiters",
         "_source",
     )
@@ -229,6 +273,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         remote_addr: Any = None,
         allow_broadcast: bool = False,
     ) -> None:
+        _check_protocol("protocol", protocol)
         _check_bool(allow_broadcast=allow_broadcast)
         family = _check_ends(local_addr=local_addr, remote_addr=remote_addr)
         if local_addr is None:
@@ -310,6 +355,11 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         # As for a socket's reader: datagrams and errors reach the protocol in a
         # context captured now, never in the context of whoever sent them.
         self._read_context = contextvars.copy_context()
+        # Reading paused: what arrives waits here (see pause_reading).
+        self._paused = False
+        self._held: deque[tuple[bytes, Any]] = deque()
+        self._held_error: Exception | None = None
+        self._read_handle: asyncio.Handle | None = None
 
     def _start(self) -> None:
         self._loop.call_soon(self._connection_made)
@@ -645,11 +695,16 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             )
         self._loop.call_soon(self._datagram_arrived, bytes(data), addr, context=self._read_context)
 
-    def feed_error(self, exc: OSError) -> None:
+    def feed_error(self, exc: Exception) -> None:
         """Make the next read fail with ``exc``: the protocol's ``error_received`` gets it.
 
         For example ``ConnectionRefusedError`` for an ICMP port-unreachable reply.
+
+        Raises:
+            TypeError: ``exc`` is not an exception instance (a class, for one).
         """
+        if not isinstance(exc, Exception):
+            raise TypeError(f"exc must be an exception instance, got {exc!r}")
         self._loop.call_soon(self._error_arrived, exc, context=self._read_context)
 
     def _datagram_arrived(self, data: bytes, addr: Any) -> None:
@@ -657,14 +712,84 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             return
         if self._connected_socket and addr != self._info["peername"]:
             return  # a connected UDP socket only receives from its peer
+        if self._paused or self._held or self._held_error is not None:
+            self._held.append((data, addr))  # behind those already waiting
+            return
         # As in the socket transport, an exception from the protocol is not fatal:
         # it reaches the loop's exception handler and the transport stays open.
         self._protocol.datagram_received(data, addr)
 
-    def _error_arrived(self, exc: OSError) -> None:
+    def _error_arrived(self, exc: Exception) -> None:
         if self._closing or not self._connected:
             return
+        if self._paused or self._held or self._held_error is not None:
+            self._held_error = exc  # a socket keeps one pending error, the latest
+            return
         self._protocol.error_received(exc)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def is_reading(self) -> bool:
+        """Return True unless reading is paused or the transport is closing.
+
+        Raises:
+            NotImplementedError: on Python 3.10, as its datagram transport does.
+        """
+        _check_pausable()
+        return not self._closing and not self._paused
+
+    def pause_reading(self) -> None:
+        """Stop reading until :meth:`resume_reading`: what arrives meanwhile waits.
+
+        Datagrams wait in order, every one (a socket's receive buffer would drop
+        what it cannot hold); an error waits as a socket's pending error, the
+        latest replacing an earlier one.  Does nothing if paused already or closing.
+
+        Raises:
+            NotImplementedError: on Python 3.10, as its datagram transport does.
+        """
+        _check_pausable()
+        if self.is_reading():
+            self._paused = True
+
+    def resume_reading(self) -> None:
+        """Read again, from the next loop turn (never inside this call).
+
+        What waited comes first: the pending error, then the datagrams in order,
+        one per loop turn.  Does nothing unless paused, or once closing.
+
+        Raises:
+            NotImplementedError: on Python 3.10, as its datagram transport does.
+        """
+        _check_pausable()
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        self._read_held_soon()
+
+    def _read_held_soon(self) -> None:
+        """Schedule the next read of what waited, unless one is scheduled already."""
+        if self._read_handle is None and (self._held or self._held_error is not None):
+            self._read_handle = self._loop.call_soon(self._read_held, context=self._read_context)
+
+    def _read_held(self) -> None:
+        """Read one thing that waited while paused, as a socket reads one per turn.
+
+        The next read is scheduled first, so that a protocol that raises (the loop's
+        exception handler gets it) leaves the rest to be read; one that pauses
+        again stops it.
+        """
+        self._read_handle = None
+        if self._paused or self._closing:
+            return
+        exc, self._held_error = self._held_error, None
+        if exc is not None:
+            self._read_held_soon()
+            self._protocol.error_received(exc)
+        elif self._held:
+            data, addr = self._held.popleft()
+            self._read_held_soon()
+            self._protocol.datagram_received(data, addr)
 
     # -- closing -----------------------------------------------------------------------
 
@@ -735,8 +860,9 @@ def memory_datagram_pair(
         ``(transport_a, transport_b)``.
 
     Raises:
-        TypeError: an address that is not an address of its family, or a flag
-            that is not a bool.
+        TypeError: a protocol that is not an `asyncio.DatagramProtocol`, an
+            address that is not an address of its family, or a flag that is not
+            a bool.
         ValueError: an address out of range, the two of different families, or
             two that clash (the same one, or the wildcard address and a loopback
             address on one port).
@@ -748,6 +874,8 @@ def memory_datagram_pair(
             await asyncio.sleep(0)  # connection_made
             a.sendto(b"ping")
     """
+    _check_protocol("protocol_a", protocol_a)
+    _check_protocol("protocol_b", protocol_b)
     _check_bool(connected=connected, manual=manual, allow_broadcast=allow_broadcast)
     family = _check_ends(address_a=address_a, address_b=address_b)
     bound_a, bound_b = _bind_pair(family, address_a, address_b)

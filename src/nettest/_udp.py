@@ -4,8 +4,10 @@ A datagram server binds its own socket and records every datagram it receives
 and sends.  Handlers: ``echo`` (reply to the sender), ``sink`` (record only), a
 ``script`` (expect and send datagrams in order), or a DatagramProtocol factory.
 
-Python before 3.13 drops ``sendto(b"")`` silently (an empty reply is never sent);
-receiving empty datagrams works on every version.
+Python before 3.13 drops ``sendto(b"")`` silently (an empty reply is never sent),
+and uvloop does on every version; receiving empty datagrams works everywhere.
+``server.sent`` records only what the real transport sent (see `_sends_empty` and
+`_DatagramServer._send_recorded`).
 """
 
 from __future__ import annotations
@@ -71,6 +73,17 @@ __all__ = [
 _D = TypeVar("_D", bound="_DatagramServer")
 #: Seconds teardown at most lets a script take the datagrams that have arrived.
 _CATCH_UP = 1.0
+#: CPython gh-113812: asyncio's transports send ``sendto(b"")`` from 3.13 on.
+_ASYNCIO_SENDS_EMPTY = sys.version_info >= (3, 13)
+
+
+def _sends_empty(transport: asyncio.BaseTransport) -> bool:
+    """Whether ``transport.sendto(b"")`` sends an empty datagram, or drops it.
+
+    asyncio's own transports send it from 3.13 and drop it before; uvloop's drops
+    it on every version (uvloop#594), and another loop's is taken to do the same.
+    """
+    return _ASYNCIO_SENDS_EMPTY and type(transport).__module__.startswith("asyncio.")
 
 
 class _RecordingDatagramTransport(asyncio.DatagramTransport):
@@ -86,8 +99,11 @@ class _RecordingDatagramTransport(asyncio.DatagramTransport):
         self._server = server
 
     def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
-        self._server._record_sent(bytes(data), addr)
-        self._inner.sendto(data, addr)
+        """Send through the real transport; record the datagram only if it was sent.
+
+        What the real ``sendto()`` raises propagates unchanged, and is not recorded.
+        """
+        self._server._send_recorded(self._inner, data, addr)
 
     def abort(self) -> None:
         self._inner.abort()
@@ -104,6 +120,46 @@ class _RecordingDatagramTransport(asyncio.DatagramTransport):
     def get_write_buffer_size(self) -> int:
         size: int = getattr(self._inner, "get_write_buffer_size", lambda: 0)()
         return size
+
+    # The rest of the real transport's API is looked up on it, so that a handler
+    # sees what it would see there: where the real one has no such method (uvloop's
+    # has no pause_reading) hasattr() is False here too, and a call raises what the
+    # real one raises (NotImplementedError from 3.10's pause_reading).
+
+    @property
+    def set_write_buffer_limits(self) -> Callable[..., None]:
+        """The real transport's ``set_write_buffer_limits(high=None, low=None)``."""
+        return _api(self._inner).set_write_buffer_limits
+
+    @property
+    def get_write_buffer_limits(self) -> Callable[[], tuple[int, int]]:
+        """The real transport's ``get_write_buffer_limits()``."""
+        return _api(self._inner).get_write_buffer_limits
+
+    @property
+    def pause_reading(self) -> Callable[[], None]:
+        """The real transport's ``pause_reading()`` (asyncio's, from 3.11)."""
+        return _api(self._inner).pause_reading
+
+    @property
+    def resume_reading(self) -> Callable[[], None]:
+        """The real transport's ``resume_reading()`` (asyncio's, from 3.11)."""
+        return _api(self._inner).resume_reading
+
+    @property
+    def is_reading(self) -> Callable[[], bool]:
+        """The real transport's ``is_reading()`` (asyncio's, from 3.11)."""
+        return _api(self._inner).is_reading
+
+
+def _api(transport: asyncio.DatagramTransport) -> asyncio.Transport:
+    """`transport`, typed as what declares its flow-control and reading methods.
+
+    Only for the type checker: asyncio's selector datagram transport is an
+    `asyncio.Transport`, and typeshed's `asyncio.DatagramTransport` declares none
+    of them.  Looking up one the real transport lacks raises `AttributeError`.
+    """
+    return typing.cast("asyncio.Transport", transport)
 
 
 class _DatagramProtocol(asyncio.DatagramProtocol):
@@ -254,17 +310,34 @@ class _DatagramServer(_LoopbackServer):
         self._events.append(datagram)
         self._changed.notify()
 
-    def _record_sent(self, data: bytes, addr: Any) -> None:
-        self._record(Datagram(data, addr, self._now(), "sent"))
+    def _send_recorded(
+        self, transport: asyncio.DatagramTransport, data: bytes | bytearray | memoryview, addr: Any
+    ) -> None:
+        """Call the real ``transport.sendto()``; record the datagram if it was sent.
+
+        Not recorded: one whose call raised (the exception propagates), one the
+        kernel refused inside the call (``EMSGSIZE``, for example: asyncio hands it
+        to ``error_received`` and returns), one whose send was a fatal error (the
+        call starts closing the transport), and an empty one the transport drops
+        (see `_sends_empty`).  One refused later, after waiting in the write
+        buffer, stays recorded: asyncio reports it on another loop turn.
+        """
+        refused = len(self._errors_received)
+        closing = transport.is_closing()
+        transport.sendto(data, addr)
+        if len(self._errors_received) != refused or transport.is_closing() != closing:
+            return
+        if not data and not _sends_empty(transport):
+            return
+        self._record(Datagram(bytes(data), addr, self._now(), "sent"))
 
     def _sendto(self, data: bytes, addr: Any) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        self._record_sent(data, addr)
         if addr in (None, "", b""):
             return  # an unbound Unix datagram client cannot be answered
-        transport.sendto(data, addr)
+        self._send_recorded(transport, data, addr)
 
     def _record_error(self, exc: BaseException, what: str) -> None:
         self._errors.append((exc, what))
