@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from nettest._datagrams import memory_datagram_pair
 from nettest._flow import FlowEvent, WriteFlow, resolve_limits
 from nettest._transport_pairs import memory_stream_pair, memory_transport_pair
 from nettest._transports import DEFAULT_CAPACITY, MemorySocket, MemoryTransport
@@ -531,11 +532,11 @@ async def test_memory_transport_reset_reaches_both_ends_without_eof() -> None:
     client, server = Recorder(), Recorder()
     c, _ = memory_transport_pair(client, server)
     await turns()
-    c.write(b"in flight")
+    c.write(b"received")  # in the server's "kernel" already: read before the reset
     c.reset()
     await turns()
     assert client.events == [("made",), ("lost", ConnectionResetError)]
-    assert server.events == [("made",), ("lost", ConnectionResetError)]
+    assert server.events == [("made",), ("data", b"received"), ("lost", ConnectionResetError)]
     exc = server.lost.result()
     assert str(exc) == "[Errno 104] Connection reset by peer"
 
@@ -558,16 +559,18 @@ async def test_memory_transport_reset_of_a_paused_reader_shows_at_the_next_write
 async def test_memory_transport_feed_reset_and_feed_error() -> None:
     protocol = Recorder()
     transport = MemoryTransport(protocol)
-    transport.feed_data(b"lost")
+    transport.feed_data(b"arrived")  # read first, as a kernel keeps its receive queue
     transport.feed_reset()
+    transport.feed_data(b"after the reset")  # never arrives
     await turns()
-    assert protocol.events == [("made",), ("lost", ConnectionResetError)]
+    assert protocol.events == [("made",), ("data", b"arrived"), ("lost", ConnectionResetError)]
 
     protocol = Recorder()
     transport = MemoryTransport(protocol)
+    transport.feed_data(b"arrived")
     transport.feed_error(TimeoutError(110, "Connection timed out"))
     await turns()
-    assert protocol.events == [("made",), ("lost", TimeoutError)]
+    assert protocol.events == [("made",), ("data", b"arrived"), ("lost", TimeoutError)]
 
 
 @pytest.mark.asyncio
@@ -795,7 +798,10 @@ async def test_memory_transport_receive_written_says_the_connection_was_reset(
         transport.close()
     with pytest.raises(ConnectionResetError, match=r"the connection was reset after 2: b'ab'"):
         await transport.receive_written(3, timeout=5)
-    assert transport.take_written() == b"ab"  # what arrived before the reset stays readable
+    # What arrived before the reset stays readable, as from a socket: then the reset.
+    assert await transport.receive_written(2, timeout=5) == b"ab"
+    with pytest.raises(ConnectionResetError, match=r"reset after 0: b''"):
+        await transport.receive_written(1, timeout=5)
     transport.close()
     await turns()
     assert protocol.lost.done()
@@ -1414,6 +1420,139 @@ async def test_memory_transport_pair_addresses_and_socket_agree() -> None:
     for t in (c, s, c2, s2):
         t.close()
     await turns()
+
+
+def _socket_option_calls(sock: Any) -> list[tuple[str, Callable[[], object]]]:
+    """Calls on a socket's options, each labelled, for comparing two sockets."""
+
+    def get(*args: Any) -> Callable[[], object]:
+        return lambda: sock.getsockopt(*args)
+
+    def put(*args: Any) -> Callable[[], object]:
+        return lambda: sock.setsockopt(*args)
+
+    def then(*calls: Callable[[], object]) -> Callable[[], object]:
+        return lambda: tuple(call() for call in calls)
+
+    sol, tcp = socket.SOL_SOCKET, socket.IPPROTO_TCP
+    keepalive, linger = socket.SO_KEEPALIVE, socket.SO_LINGER
+    struct_linger = struct.pack("iii", 1, 5, 7)  # one int more than the struct holds
+    calls = [
+        ("get SO_TYPE", get(sol, socket.SO_TYPE)),
+        ("get SO_TYPE, 4", get(sol, socket.SO_TYPE, 4)),
+        ("get SO_ERROR", get(sol, socket.SO_ERROR)),
+        ("get IPPROTO_TCP", get(tcp, socket.TCP_NODELAY)),
+        ("get IPPROTO_TCP, 4", get(tcp, socket.TCP_NODELAY, 4)),
+        ("set IPPROTO_TCP", put(tcp, socket.TCP_NODELAY, 1)),
+        ("get SO_LINGER unset", get(sol, linger)),
+        ("set None, 4", put(sol, keepalive, None, 4)),
+        ("set None, 0", put(sol, keepalive, None, 0)),
+        ("set 1, 4", put(sol, keepalive, 1, 4)),
+        ("set SO_LINGER int", put(sol, linger, 1)),
+        ("set SO_LINGER 4 bytes", put(sol, linger, struct_linger[:4])),
+        ("set SO_TYPE", put(sol, socket.SO_TYPE, 1)),
+        ("set SO_ERROR", put(sol, socket.SO_ERROR, 0)),
+        ("set str level", put("1", keepalive, 1)),
+        ("get str level", get("1", keepalive)),
+    ]
+    calls += [
+        (f"get {name}", get(sol, getattr(socket, name)))
+        for name in ("SO_DOMAIN", "SO_PROTOCOL")
+        if hasattr(socket, name)
+    ]
+    calls += [(f"get SO_LINGER unset, {n}", get(sol, linger, n)) for n in (2, 4, 8, 16)]
+    calls += [
+        (f"get SO_KEEPALIVE, {n!r}", get(sol, keepalive, n))
+        for n in (0, 1, 8, 1024, 1025, -1, True, "4", None)
+    ]
+    good: list[object] = [1, True, b"\1\0\0\0\0\0\0\0", bytearray(4), memoryview(b"\1\0\0\0")]
+    calls += [
+        (
+            f"set SO_KEEPALIVE {value!r}, get",
+            then(put(sol, keepalive, value), get(sol, keepalive), get(sol, keepalive, 8)),
+        )
+        for value in good
+    ]
+    bad: list[object] = ["yes", 1.5, None, 2**31, -(2**31) - 1, b"\1"]
+    calls += [(f"set SO_KEEPALIVE {value!r}", put(sol, keepalive, value)) for value in bad]
+    calls.append(
+        (
+            "set SO_LINGER, get",
+            then(
+                put(sol, linger, struct_linger),
+                get(sol, linger),
+                *(get(sol, linger, n) for n in (4, 8, 16)),
+            ),
+        )
+    )
+    return calls
+
+
+def _outcome(call: Callable[[], object]) -> object:
+    try:
+        return call()
+    except Exception as exc:  # the outcome is what is compared
+        return type(exc), str(exc)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="compares with Linux's socket options")
+@pytest.mark.parametrize(
+    ("family", "kind"),
+    [
+        (socket.AF_INET, socket.SOCK_STREAM),
+        (socket.AF_INET6, socket.SOCK_STREAM),
+        (socket.AF_UNIX, socket.SOCK_STREAM),
+        (socket.AF_INET, socket.SOCK_DGRAM),
+    ],
+    ids=["tcp", "tcp6", "unix", "udp"],
+)
+@pytest.mark.asyncio
+async def test_memory_socket_options_behave_as_on_a_linux_socket(family: int, kind: int) -> None:
+    # The buflen form returns bytes, SO_TYPE/SO_DOMAIN/SO_PROTOCOL describe the socket,
+    # values are type-checked (TypeError) and size-checked (EINVAL) as a real socket's,
+    # and a Unix socket has no options below SOL_SOCKET (EOPNOTSUPP).
+    memory: Any
+    if kind == socket.SOCK_STREAM:
+        memory = MemoryTransport(Recorder(), family=family)
+    else:
+        memory, peer = memory_datagram_pair(asyncio.DatagramProtocol(), asyncio.DatagramProtocol())
+        peer.close()
+    with socket.socket(family, kind) as real:
+        if family != socket.AF_UNIX and kind == socket.SOCK_STREAM:
+            real.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as asyncio does
+        mine = _socket_option_calls(memory.get_extra_info("socket"))
+        theirs = _socket_option_calls(real)
+        for (label, call), (_, real_call) in zip(mine, theirs, strict=True):
+            assert (label, _outcome(call)) == (label, _outcome(real_call))
+    memory.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_socket_option_reads_as_bytes_with_a_buffer_length() -> None:
+    transport = MemoryTransport(Recorder())
+    sock = transport.get_extra_info("socket")
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8) == bytes(8)
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_STREAM
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 4) == struct.pack("i", 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    onoff, seconds = struct.unpack("ii", sock.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8))
+    assert (onoff, seconds) == (1, 0)
+    with pytest.raises(TypeError, match="a bytes-like object is required, not 'str'"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, "yes")
+    with pytest.raises(OSError, match="getsockopt buflen out of range"):
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 1025)
+    unix = MemoryTransport(Recorder(), family=socket.AF_UNIX)
+    with pytest.raises(OSError, match="Operation not supported") as excinfo:
+        unix.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    assert excinfo.value.errno == errno.EOPNOTSUPP
+    unix.close()
+    transport.close()
+    await turns()
+    with pytest.raises(TypeError):  # the arguments are checked first, as by a socket
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, "yes")
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
 
 
 @pytest.mark.asyncio

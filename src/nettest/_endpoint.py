@@ -344,6 +344,23 @@ def _localhost(family: int) -> str | None:
     return None
 
 
+#: The options whose value is a C struct rather than an int, with its size:
+#: ``struct linger``.  Every other option reads and writes a C int.
+_STRUCT_OPTIONS = {(socket.SOL_SOCKET, socket.SO_LINGER): 8}
+_C_INT = struct.Struct("i")
+#: The largest ``buflen`` that ``socket.getsockopt()`` accepts (CPython's own limit).
+_MAX_BUFLEN = 1024
+#: Linux's: the family and the protocol of a socket (None elsewhere).
+_SO_DOMAIN: int | None = getattr(socket, "SO_DOMAIN", None)
+_SO_PROTOCOL: int | None = getattr(socket, "SO_PROTOCOL", None)
+#: Options the kernel answers from the socket itself and refuses to set (``ENOPROTOOPT``).
+_READ_ONLY_OPTIONS = frozenset(
+    name
+    for name in (socket.SO_TYPE, socket.SO_ERROR, _SO_DOMAIN, _SO_PROTOCOL)
+    if name is not None
+)
+
+
 @typing.final
 class MemorySocket:
     """What ``get_extra_info("socket")`` returns for a memory transport.
@@ -351,9 +368,10 @@ class MemorySocket:
     It stands in for ``asyncio.trsock.TransportSocket``: it has the family and type,
     ``getsockname()`` and ``getpeername()`` agree with the transport's
     ``sockname`` and ``peername`` (an unconnected datagram socket raises `OSError`,
-    as a real one does), and socket options can be set and read back; setting
-    ``SO_LINGER`` to (on, 0) makes closing a stream send RST, as on a real socket.
-    It has no file descriptor (``fileno()`` is -1).  Once ``connection_lost``
+    as a real one does), and socket options are checked, set and read back as on a
+    Linux socket (see :meth:`setsockopt` and :meth:`getsockopt`); setting
+    ``SO_LINGER`` to (on, 0) makes closing a TCP stream send RST, as on a real
+    socket.  It has no file descriptor (``fileno()`` is -1).  Once ``connection_lost``
     has returned, the transport closes it and its methods raise ``OSError(EBADF)``,
     as a closed socket's do.  This type has no public constructor.
     """
@@ -404,6 +422,20 @@ class MemorySocket:
         if self._closed:
             raise os_error(errno.EBADF)
 
+    def _check_level(self, level: int, *, setting: bool) -> None:
+        """Refuse an option level the socket's protocol lacks, with Linux's error.
+
+        A Unix socket has only ``SOL_SOCKET`` options (``EOPNOTSUPP``); a UDP
+        socket has no ``IPPROTO_TCP`` ones (``ENOPROTOOPT`` to set them,
+        ``EOPNOTSUPP`` to read them).
+        """
+        if level == socket.SOL_SOCKET:
+            return
+        if self.family == AF_UNIX:
+            raise os_error(errno.EOPNOTSUPP)
+        if level == socket.IPPROTO_TCP and self.proto != socket.IPPROTO_TCP:
+            raise os_error(errno.ENOPROTOOPT if setting else errno.EOPNOTSUPP)
+
     def getsockname(self) -> Any:
         """Return the local address.
 
@@ -429,23 +461,113 @@ class MemorySocket:
         """Return -1: there is no descriptor."""
         return -1
 
-    def setsockopt(self, level: int, optname: int, value: int | bytes) -> None:
-        """Remember a socket option.
+    def setsockopt(
+        self,
+        level: int,
+        optname: int,
+        value: int | bytes | bytearray | memoryview | None,
+        optlen: int | None = None,
+    ) -> None:
+        """Set a socket option, checked as ``socket.setsockopt()`` and Linux check it.
+
+        The value is a C int or a bytes-like object: ``struct linger`` for
+        ``SO_LINGER`` (8 bytes), at least 4 bytes for any other option.  It
+        reads back as it was set; the kernel's own adjustments (a flag read back
+        as 1, ``SO_SNDBUF`` doubled) are not modelled.  The four-argument form
+        (``value`` None, ``optlen`` bytes) passes no buffer, and fails as it does
+        on a stream socket.
 
         Raises:
-            OSError: ``EBADF``, once the transport has closed it.
+            TypeError: ``value`` neither an int that fits a C int nor bytes-like,
+                ``level`` or ``optname`` not an int, or ``optlen`` with a value.
+            OSError: ``EINVAL`` for a value shorter than the option,
+                ``ENOPROTOOPT`` for a read-only option (``SO_TYPE``, ``SO_ERROR``,
+                ``SO_DOMAIN``, ``SO_PROTOCOL``), ``EOPNOTSUPP`` for a level other
+                than ``SOL_SOCKET`` on a Unix socket, ``EFAULT`` for the
+                four-argument form, and ``EBADF`` once the transport has closed it.
         """
+        level, optname = operator.index(level), operator.index(optname)
+        if optlen is not None:
+            if value is not None:
+                raise TypeError("setsockopt() takes exactly 3 arguments (4 given)")
+            optlen = operator.index(optlen)
+            self._check_settable(level, optname)
+            # Linux reads an int first: too short a length, or no buffer to read.
+            raise os_error(errno.EINVAL if optlen < _C_INT.size else errno.EFAULT)
+        data: int | bytes
+        if isinstance(value, int) and -(2**31) <= value < 2**31:
+            data = int(value)  # a bool too, as the socket module takes it
+        else:
+            try:
+                data = bytes(memoryview(value))  # type: ignore[arg-type]
+            except TypeError:
+                raise TypeError(
+                    f"a bytes-like object is required, not {type(value).__name__!r}"
+                ) from None
+        self._check_settable(level, optname)
+        size = _STRUCT_OPTIONS.get((level, optname), _C_INT.size)
+        if isinstance(data, int):
+            if size > _C_INT.size:
+                raise os_error(errno.EINVAL)
+        elif len(data) < size:
+            raise os_error(errno.EINVAL)
+        else:
+            data = data[:size]  # what the kernel copies
+        self._options[level, optname] = data
+
+    def _check_settable(self, level: int, optname: int) -> None:
         self._check_open()
-        self._options[level, optname] = value
+        self._check_level(level, setting=True)
+        if level == socket.SOL_SOCKET and optname in _READ_ONLY_OPTIONS:
+            raise os_error(errno.ENOPROTOOPT)
 
     def getsockopt(self, level: int, optname: int, buflen: int = 0) -> int | bytes:
-        """Return a socket option set earlier, or 0.
+        """Return a socket option as ``socket.getsockopt()`` returns it.
+
+        Without ``buflen`` (or with 0), the option as a C int (for ``SO_LINGER``
+        its first field, ``l_onoff``); with it, the option's bytes, at most
+        ``buflen`` of them (a C int is 4 bytes in native order, ``SO_LINGER`` 8).
+        An option never set reads as zeros, except ``SO_TYPE``, ``SO_DOMAIN`` and
+        ``SO_PROTOCOL``, which describe the socket, and ``TCP_NODELAY``, which
+        asyncio sets on a TCP socket.
 
         Raises:
-            OSError: ``EBADF``, once the transport has closed it.
+            TypeError: an argument that is not an int.
+            OSError: ``buflen`` out of range (1 to 1024), ``EOPNOTSUPP`` for a
+                level other than ``SOL_SOCKET`` on a Unix socket (or
+                ``IPPROTO_TCP`` on a UDP one), and ``EBADF`` once the transport
+                has closed it.
         """
+        level, optname, buflen = (
+            operator.index(level),
+            operator.index(optname),
+            operator.index(buflen),
+        )
+        if buflen and not 0 < buflen <= _MAX_BUFLEN:
+            raise OSError("getsockopt buflen out of range")
         self._check_open()
-        return self._options.get((level, optname), 0)
+        self._check_level(level, setting=False)
+        raw = self._option_bytes(level, optname)
+        if not buflen:
+            return int(_C_INT.unpack(raw[: _C_INT.size].ljust(_C_INT.size, b"\0"))[0])
+        return raw[:buflen]
+
+    def _option_bytes(self, level: int, optname: int) -> bytes:
+        """Return an option's value as the kernel holds it."""
+        key = level, optname
+        value = self._options.get(key)
+        if value is None and level == socket.SOL_SOCKET:
+            if optname == socket.SO_TYPE:
+                value = int(self.type)
+            elif optname == _SO_DOMAIN:
+                value = int(self.family)
+            elif optname == _SO_PROTOCOL:
+                value = self.proto
+        if value is None:
+            return bytes(_STRUCT_OPTIONS.get(key, _C_INT.size))
+        if isinstance(value, int):
+            return _C_INT.pack(value)
+        return value
 
     def __repr__(self) -> str:
         return (

@@ -73,6 +73,10 @@ class _PeerControls:
     async def receive_written(self, nbytes: int, *, timeout: float | None = _UNSET) -> bytes:
         """Wait until the protocol has written ``nbytes`` more bytes, and take them.
 
+        As reading from a socket: bytes that arrived before a reset or the
+        protocol's EOF are still returned; only a wait that they cannot satisfy
+        raises, and leaves what did arrive for :meth:`take_written`.
+
         Args:
             nbytes: How many bytes to wait for.
             timeout: Seconds to wait, > 0 and finite, or None to wait for ever
@@ -82,10 +86,10 @@ class _PeerControls:
             TypeError: ``nbytes`` is not an int, or ``timeout`` not a number or None.
             ValueError: ``nbytes`` below 1, or ``timeout`` not above 0 or not finite.
             TimeoutError: not enough bytes in time; the message shows what arrived.
-            EOFError: the protocol closed its side first.
-            ConnectionResetError: the connection was reset first (``feed_reset()``,
-                ``reset()``, or the protocol's end closed with data unread or
-                ``SO_LINGER`` set to 0).
+            EOFError: the protocol closed its side before writing ``nbytes``.
+            ConnectionResetError: the connection was reset before ``nbytes``
+                arrived (``feed_reset()``, ``reset()``, or the protocol's end
+                closed with data unread, or over TCP with ``SO_LINGER`` set to 0).
         """
         check_count("nbytes", nbytes)
         wait = resolve_timeout(timeout)
@@ -133,11 +137,19 @@ class _PeerControls:
         self._test_link("in").send_fin()
 
     def feed_reset(self) -> None:
-        """Reset the connection from the peer: ``connection_lost(ConnectionResetError)``."""
+        """Reset the connection from the peer: ``connection_lost(ConnectionResetError)``.
+
+        Data fed before it is still delivered first, as a kernel keeps what it
+        received; the protocol's unsent writes are lost.
+        """
         self._test_link("in")
         self._reset_connection()
 
     def feed_error(self, exc: Exception) -> None:
-        """Make the next read fail with ``exc``, which the transport treats as fatal."""
+        """Make reading fail with ``exc``, which the transport treats as fatal.
+
+        The read fails once the data (and EOF) fed before it has been delivered,
+        as a socket reports a pending error only when nothing is left to read.
+        """
         self._test_link("in")
         self._rx_break(exc)

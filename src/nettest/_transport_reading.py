@@ -234,14 +234,17 @@ class _Receiving:
         self._read_handle = None
         if self._conn_lost or self._closing or self._paused or self._eof_seen:
             return
-        if self._rx_error is not None:
-            if not self._buffered or self._offer_buffer():
-                self._fatal_error(self._rx_error, "Fatal read error on socket transport")
-            return
         rx = self._rx
         if not rx._size:
-            if self._rx_eof and (not self._buffered or self._offer_buffer()):
-                self._read_eof()
+            # As recv() reports them: what arrived first, then a FIN that came
+            # before an RST or error, then the error.
+            if self._rx_eof:
+                if not self._buffered or self._offer_buffer():
+                    self._read_eof()
+            elif self._rx_error is not None:
+                if not self._buffered or self._offer_buffer():
+                    self._fatal_error(self._rx_error, "Fatal read error on socket transport")
+                return
         elif self._chunker is not None or self._buffered:
             self._read_data()
         else:
@@ -291,7 +294,8 @@ class _Receiving:
             n = available if available < _MAX_READ else _MAX_READ
         else:
             try:
-                n = self._chunker.next_size(available, self._rx_eof)
+                ended = self._rx_eof or self._rx_error is not None
+                n = self._chunker.next_size(available, ended)
             except (TypeError, ValueError) as exc:
                 self._fatal_error(exc, "Fatal error: the chunks policy failed.")
                 return

@@ -32,7 +32,14 @@ from asyncio import constants as _asyncio_constants
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._endpoint import FlowControlled, MemorySocket, check_count, os_error, stream_addresses
+from ._endpoint import (
+    AF_UNIX,
+    FlowControlled,
+    MemorySocket,
+    check_count,
+    os_error,
+    stream_addresses,
+)
 from ._hygiene import track
 from ._links import ByteQueue, Link, PartialWrites, connection_reset
 from ._transport_controls import _PeerControls
@@ -155,6 +162,8 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         "_rx_eof",
         "_rx_error",
         "_rx_stalled",
+        "_tx_error",
+        "_unix",
         "_unjoined",
         "_write_context",
         "_write_handle",
@@ -246,6 +255,10 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         self._rx_eof = False
         self._rx_stalled = False
         self._rx_error: Exception | None = None
+        # What the next send fails with once the link we send on is broken (the
+        # socket's pending error, or EPIPE once a Unix peer has closed).
+        self._tx_error: OSError | None = None
+        self._unix = family == AF_UNIX
         self._peer: MemoryTransport | None = None
 
     def _start(self) -> None:
@@ -341,8 +354,8 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
                     out.in_flight += len(data)
                     receiver._rx_push(data)
                     return
-            if out.broken and self._rx_error is not None:
-                self._fatal_error(self._rx_error, "Fatal write error on socket transport")
+            if out.broken and self._tx_error is not None:
+                self._fatal_error(self._tx_error, "Fatal write error on socket transport")
                 return
             # Without room (or when pumped by hand) Link.move() would take nothing.
             full = out.manual or out.in_flight >= out.capacity
@@ -381,10 +394,10 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         if self._conn_lost or not buffer._size:
             return
         out = self._out
-        if out.broken and self._rx_error is not None:
+        if out.broken and self._tx_error is not None:
             self._writing = False
             buffer.clear()
-            self._fatal_error(self._rx_error, "Fatal write error on socket transport")
+            self._fatal_error(self._tx_error, "Fatal write error on socket transport")
             return
         receiver = out.receiver
         if out._plain and not out.broken and out.carry is out._arrive:
@@ -457,12 +470,13 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
             OSError: ``ENOTCONN``, with an empty buffer after the connection was
                 reset, as ``shutdown(SHUT_WR)`` fails on a TCP socket then
                 (asyncio does not catch it); EOF counts as written all the same.
+                A Unix socket's shutdown never fails this way.
         """
         if self._closing or self._eof:
             return
         self._eof = True
         if not self._buffer:
-            if self._out.broken:
+            if self._out.broken and not self._unix:
                 # After an RST the socket is no longer connected, whether or not a
                 # read has noticed yet; a deferred shutdown fails on its send first.
                 raise os_error(errno.ENOTCONN)
@@ -517,11 +531,14 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         if self._write_handle is not None:
             self._write_handle.cancel()
             self._write_handle = None
-        # Closing a socket with unread received data, or with SO_LINGER set to
-        # (on, 0 seconds), makes the kernel send RST instead of FIN.
         unread = self._in.in_flight > 0 and not self._in.broken
+        self._in.in_flight -= len(self._rx)  # received, and now never read
         self._rx.clear()
-        if (unread or self._info["socket"]._lingers_zero()) and not self._out.broken:
+        if self._unix:
+            self._close_unix(unread)
+        elif (unread or self._info["socket"]._lingers_zero()) and not self._out.broken:
+            # Closing a TCP socket with unread received data, or with SO_LINGER set
+            # to (on, 0 seconds), makes the kernel send RST instead of FIN.
             self._in.in_flight = 0
             if self._in.sender is not None:
                 self._in._reset_sender()
@@ -532,18 +549,49 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         self._out._wake()
         self._info["socket"]._close()
 
+    def _close_unix(self, unread: bool) -> None:
+        """Close as a Unix socket closes: never with an RST, whatever ``SO_LINGER`` says.
+
+        The peer's sends fail with ``EPIPE`` from now on (its first write, too);
+        it reads what it was sent, then ``ECONNRESET`` if this end left bytes
+        unread, or else EOF.
+        """
+        if not self._out.broken:
+            if not unread:
+                self._out.send_fin()
+            elif self._out.receiver is None:
+                self._out.broken = True  # the test, reading, gets ConnectionResetError
+        if not self._in.broken:
+            self._in.broken = True  # nothing the peer sends arrives any more
+            self._in.in_flight = 0
+            if self._in.sender is not None:
+                # After the FIN: a peer that reads and writes gets EOF first.
+                self._in.sender._unix_peer_closed(unread)
+
+    def _unix_peer_closed(self, unread: bool) -> None:
+        """The peer's Unix socket closed: see `_close_unix`."""
+        self._tx_error = connection_reset(errno.EPIPE)
+        if unread:
+            self._rx_eof = False  # a Unix socket reports the error before the EOF
+            self._rx_break(connection_reset())
+        elif self._writing:
+            self._schedule_write()
+
     # -- resets ----------------------------------------------------------------------
 
     def _rx_break(self, exc: Exception) -> None:
-        """An error arrives: pending received data is lost, reads and writes fail."""
+        """An error arrives: reads fail with it once what already arrived is read.
+
+        As a kernel keeps the receive queue when an RST or an error arrives,
+        bytes received before it (and a FIN, over TCP) are still delivered
+        first, once reading is or becomes active.  A pending send fails too if
+        the caller has set ``_tx_error``.
+        """
         if self._closed:
             return
-        self._in.in_flight -= len(self._rx)
-        self._rx.clear()
-        self._rx_eof = False
         self._rx_error = exc
         self._want_read()
-        if self._writing and self._out.broken:
+        if self._writing and self._tx_error is not None:
             # A socket with bytes to send is watched for writability as well, and a
             # reset makes it writable: the next send() fails and ends the connection
             # (_write_ready), even when nothing reads any more: close() waiting for
@@ -552,24 +600,31 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
 
     def _rx_break_by_peer(self) -> None:
         # The peer closed with bytes unread.  Linux reports the RST as ECONNRESET,
-        # or as EPIPE in CLOSE_WAIT (after the peer's FIN).  A Unix socket reports
-        # EPIPE in both cases; memory transports follow TCP whatever their family.
+        # or as EPIPE in CLOSE_WAIT (after the peer's FIN).  (A Unix peer never
+        # resets: see _close_unix.)
         code = errno.EPIPE if self._rx_eof or self._eof_seen else errno.ECONNRESET
-        self._out.broken = True
-        self._in.broken = True
-        self._rx_break(connection_reset(code))
+        self._break_link(connection_reset(code))
 
     def _reset_connection(self) -> None:
+        self._break_link(connection_reset())
+
+    def _break_link(self, exc: OSError) -> None:
+        """The connection was reset: nothing arrives any more, sends fail with `exc`."""
         self._out.broken = True
         self._in.broken = True
-        self._rx_break(connection_reset())
+        self._tx_error = exc
+        self._rx_break(exc)
 
     def reset(self) -> None:
         """Reset the connection: both ends get ``connection_lost(ConnectionResetError)``.
 
-        As with a TCP RST, there is no ``eof_received`` and data not yet read is
-        lost.  An end with bytes in its write buffer notices on the next loop turn,
-        as its pending send fails, even while closing or with reading paused; any
-        other end whose reading is paused notices at its next read or write.
+        As after a TCP RST, there is no ``eof_received``, and what is still in a
+        write buffer is lost; bytes an end has already received are delivered
+        first (with reading paused, once it resumes), as a kernel keeps them.
+        An end with bytes in its write buffer notices on the next loop turn, as
+        its pending send fails, even while closing or with reading paused (its
+        unread bytes are then never delivered); any other end whose reading is
+        paused notices at its next read or write.  This works the same on an
+        ``AF_UNIX`` pair, although a Unix socket cannot be reset.
         """
         self._out.reset()
