@@ -328,6 +328,7 @@ async def test_non_loopback_host_needs_allow_remote(host: str) -> None:
         (lambda: TCPServer(nodelay="no"), "nodelay"),  # type: ignore[arg-type]
         (lambda: TCPServer(reuse_port=1), "reuse_port"),  # type: ignore[arg-type]
         (lambda: UDPServer(reuse_port="no"), "reuse_port"),  # type: ignore[arg-type]
+        (lambda: UDPServer(broadcast="no"), "broadcast"),  # type: ignore[arg-type]
         (lambda: UDPServer(host="0.0.0.0", allow_remote="no"), "allow_remote"),  # type: ignore[arg-type]
         (lambda: BoundSocket.tcp(listen="no"), "listen"),  # type: ignore[arg-type]
         (lambda: BoundSocket.udp("0.0.0.0", allow_remote=0), "allow_remote"),  # type: ignore[arg-type]

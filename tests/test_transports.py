@@ -1902,3 +1902,56 @@ async def test_memory_transport_methods_can_be_patched(monkeypatch: pytest.Monke
     assert transport.label == "patched"  # type: ignore[attr-defined]
     transport.close()
     await turns()
+
+
+class _DuckTypedProtocol:
+    """Has a protocol's methods without subclassing one, as asyncio allows."""
+
+    def __init__(self) -> None:
+        self.received = b""
+
+    def connection_made(self, transport: object) -> None:
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+
+    def eof_received(self) -> None:
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("protocols", "name"),
+    [
+        ((None, "ok"), "client_protocol"),
+        (("ok", asyncio.DatagramProtocol()), "server_protocol"),
+        ((Recorder, "ok"), "client_protocol"),  # the class, not an instance
+    ],
+)
+@pytest.mark.asyncio
+async def test_memory_transport_pair_refuses_what_is_no_protocol_at_once(
+    protocols: tuple[object, object], name: str
+) -> None:
+    # memory_transport_pair(None, None) used to fail later, in the loop.
+    client, server = (Recorder() if p == "ok" else p for p in protocols)
+    with pytest.raises(TypeError, match=f"^{name} must be a stream protocol .*, got "):
+        memory_transport_pair(client, server)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^protocol must be a stream protocol"):
+        MemoryTransport(None)  # type: ignore[arg-type]
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_pair_takes_a_protocol_that_only_has_the_methods() -> None:
+    duck = _DuckTypedProtocol()
+    client, server = memory_transport_pair(Recorder(), duck)  # type: ignore[arg-type]
+    await turns()
+    client.write(b"quack")
+    await turns()
+    assert duck.received == b"quack"
+    client.close()
+    server.close()
+    await turns()

@@ -53,6 +53,7 @@ from ._endpoint import (
     FlowControlled,
     bound_address,
     check_count,
+    check_protocol,
     datagram_address,
     datagram_family,
     datagram_key,
@@ -168,29 +169,6 @@ def _check_bool(**flags: object) -> None:
             raise TypeError(f"{name} must be a bool, got {value!r}")
 
 
-_DATAGRAM_PROTOCOL_METHODS = (
-    "connection_made",
-    "datagram_received",
-    "error_received",
-    "connection_lost",
-)
-
-
-def _check_protocol(name: str, protocol: object) -> None:
-    """Raise `TypeError` now for what is no datagram protocol, not later in the loop.
-
-    Duck-typed, as asyncio is: an object with `asyncio.DatagramProtocol`'s methods
-    will do, subclass or not; a class is a mistake for an instance.
-    """
-    if isinstance(protocol, type) or not all(
-        callable(getattr(protocol, method, None)) for method in _DATAGRAM_PROTOCOL_METHODS
-    ):
-        raise TypeError(
-            f"{name} must be a datagram protocol (an asyncio.DatagramProtocol instance, "
-            f"or an object with its methods), got {protocol!r}"
-        )
-
-
 def _check_pausable() -> None:
     if not _PAUSES_READING:
         raise NotImplementedError  # as 3.10's datagram transport
@@ -273,7 +251,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         remote_addr: Any = None,
         allow_broadcast: bool = False,
     ) -> None:
-        _check_protocol("protocol", protocol)
+        check_protocol("protocol", protocol, "datagram")
         _check_bool(allow_broadcast=allow_broadcast)
         family = _check_ends(local_addr=local_addr, remote_addr=remote_addr)
         if local_addr is None:
@@ -874,8 +852,8 @@ def memory_datagram_pair(
             await asyncio.sleep(0)  # connection_made
             a.sendto(b"ping")
     """
-    _check_protocol("protocol_a", protocol_a)
-    _check_protocol("protocol_b", protocol_b)
+    check_protocol("protocol_a", protocol_a, "datagram")
+    check_protocol("protocol_b", protocol_b, "datagram")
     _check_bool(connected=connected, manual=manual, allow_broadcast=allow_broadcast)
     family = _check_ends(address_a=address_a, address_b=address_b)
     bound_a, bound_b = _bind_pair(family, address_a, address_b)

@@ -67,6 +67,35 @@ _HOSTS_FILE = "/etc/hosts"
 _UNIX_PATH_MAX = 108
 
 
+#: What asyncio calls on a protocol, by kind; a stream protocol reads with
+#: ``data_received``, or ``get_buffer`` and ``buffer_updated``.
+_PROTOCOL_METHODS = {
+    "stream": ("connection_made", "eof_received", "connection_lost"),
+    "datagram": ("connection_made", "datagram_received", "error_received", "connection_lost"),
+}
+
+
+def check_protocol(
+    name: str, protocol: object, kind: typing.Literal["stream", "datagram"]
+) -> None:
+    """Raise `TypeError` now for what is no protocol of `kind`, not later in the loop.
+
+    Duck-typed, as asyncio is: an object with the protocol's methods will do,
+    subclass or not; a class is a mistake for an instance.
+    """
+
+    def has(*methods: str) -> bool:
+        return all(callable(getattr(protocol, method, None)) for method in methods)
+
+    reads = kind == "datagram" or has("data_received") or has("get_buffer", "buffer_updated")
+    if isinstance(protocol, type) or not (reads and has(*_PROTOCOL_METHODS[kind])):
+        base = "asyncio.DatagramProtocol" if kind == "datagram" else "asyncio.Protocol"
+        raise TypeError(
+            f"{name} must be a {kind} protocol (an {base} instance, "
+            f"or an object with its methods), got {protocol!r}"
+        )
+
+
 def os_error(code: int) -> OSError:
     """Return the error a system call fails with for `code`, as the socket module raises it.
 

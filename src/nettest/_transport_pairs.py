@@ -13,7 +13,7 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._endpoint import check_count, stream_addresses
+from ._endpoint import check_count, check_protocol, stream_addresses
 from ._hygiene import writer_dropped
 from ._links import Link
 from ._transport_reading import _Chunker
@@ -56,8 +56,9 @@ def memory_transport_pair(
         ``(client_transport, server_transport)``.
 
     Raises:
-        TypeError: ``capacity``, ``partial_writes``, ``chunks`` or ``family`` of
-            the wrong type.
+        TypeError: a protocol without the methods of an `asyncio.Protocol` (or
+            `asyncio.BufferedProtocol`), or ``capacity``, ``partial_writes``,
+            ``chunks`` or ``family`` of the wrong type.
         ValueError: ``capacity``, ``partial_writes`` or a chunk size below 1, or an
             unknown ``family``.
 
@@ -68,6 +69,8 @@ def memory_transport_pair(
             await asyncio.sleep(0)  # connection_made on both sides
             client.write(b"hello")
     """
+    check_protocol("client_protocol", client_protocol, "stream")
+    check_protocol("server_protocol", server_protocol, "stream")
     _check_capacity(capacity)
     _check_partial_writes(partial_writes)
     _Chunker(chunks)

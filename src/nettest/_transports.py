@@ -37,6 +37,7 @@ from ._endpoint import (
     FlowControlled,
     MemorySocket,
     check_count,
+    check_protocol,
     os_error,
     stream_addresses,
 )
@@ -113,8 +114,9 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         family: `socket.AF_INET`, `socket.AF_INET6` or `socket.AF_UNIX`.
 
     Raises:
-        TypeError: ``capacity``, ``partial_writes``, ``chunks`` or ``family`` of
-            the wrong type.
+        TypeError: a protocol without the methods of an `asyncio.Protocol` (or
+            `asyncio.BufferedProtocol`), or ``capacity``, ``partial_writes``,
+            ``chunks`` or ``family`` of the wrong type.
         ValueError: ``capacity``, ``partial_writes`` or a chunk size below 1, or an
             unknown ``family``.
 
@@ -185,6 +187,7 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         peername: Any = None,
         family: int = socket.AF_INET,
     ) -> None:
+        check_protocol("protocol", protocol, "stream")
         _check_capacity(capacity)
         _check_partial_writes(partial_writes)
         _Chunker(chunks)

@@ -57,6 +57,7 @@ from ._server_base import (
     _LoopbackHost,
     _LoopbackServer,
     _UnixPath,
+    check_bool,
     check_host,
     has_ipv6_loopback,
     socket_has_input,
@@ -543,7 +544,8 @@ class UDPServer(_LoopbackHost, _DatagramServer):
                 raise ValueError("group: multicast is supported on an IPv4 host only")
         self._init_reuse_port(reuse_port)
         self._group = group
-        self._broadcast = bool(broadcast)
+        check_bool("broadcast", broadcast)
+        self._broadcast = broadcast
         super().__init__(handler, rcvbuf=rcvbuf, sndbuf=sndbuf)
 
     def _make_socket(self) -> socket.socket:
