@@ -110,6 +110,8 @@ else:
     BACKENDS["memory-capacity-100"] = _memory_backend(capacity=100)
     # Every write arrives one byte per read: no case may expect one read per write.
     BACKENDS["memory-chunks-1"] = _memory_backend(chunks=[1])
+    # Closes as a Unix socket does: no RST, EPIPE on the first send after the peer closed.
+    BACKENDS["memory-unix"] = _memory_backend(family=socket.AF_UNIX)
 
 
 def _conformance_params() -> list[Any]:

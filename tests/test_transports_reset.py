@@ -19,7 +19,6 @@ What a kernel does, which these pin:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 import socket
@@ -31,8 +30,6 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from nettest._contract_harness import ProtocolFactory
-from nettest._contract_suite import check_transport_pair
 from nettest._transport_pairs import memory_stream_pair, memory_transport_pair
 from nettest._transports import MemoryTransport
 
@@ -433,16 +430,3 @@ async def test_memory_unix_transport_closing_with_bytes_unread_resets_the_test()
         error = ConnectionResetError if unread else EOFError
         with pytest.raises(error):
             await transport.receive_written(1, timeout=5)
-
-
-@contextlib.asynccontextmanager
-async def memory_unix_pair(
-    client_factory: ProtocolFactory, server_factory: ProtocolFactory
-) -> AsyncIterator[None]:
-    memory_transport_pair(client_factory(), server_factory(), family=socket.AF_UNIX)
-    yield
-
-
-@pytest.mark.asyncio
-async def test_memory_unix_pair_passes_the_conformance_suite(nettest_seed: int) -> None:
-    await check_transport_pair(memory_unix_pair, seed=nettest_seed)

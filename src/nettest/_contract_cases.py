@@ -447,6 +447,34 @@ async def _case_peer_close_fails_pending_writes(h: _Harness) -> None:
 
 
 @_case
+async def _case_peer_reset_keeps_received_data(h: _Harness) -> None:
+    """A reset leaves what had arrived to be read first: data, then ConnectionResetError."""
+    async with h.connect() as (client, server):
+        client.t.pause_reading()
+        server.t.pause_reading()
+        client.t.write(b"never read")
+        server.t.write(b"response")
+        await h.settle()
+        # Closing with bytes unread ends the client's reads in ECONNRESET, over TCP
+        # (the kernel sends RST) and Unix sockets (which have none) alike.
+        server.t.close()
+        await h.wait_until(lambda: server.lost, "the server's connection_lost", client, server)
+        await h.settle()
+        _expect(
+            not client.data and not client.eof and not client.lost,
+            f"the client noticed the reset while reading was paused: {client.describe()}",
+        )
+        client.t.resume_reading()
+        await h.wait_until(lambda: client.lost, "the client's connection_lost", client, server)
+        _same(client.data, b"response", "data received before the reset")
+        _expect(
+            isinstance(client.lost_exc, ConnectionResetError),
+            f"client's connection_lost got {client.lost_exc!r}, expected ConnectionResetError",
+        )
+        _expect(not client.eof, "the client saw EOF before the reset")
+
+
+@_case
 async def _case_peer_reset_ends_close(h: _Harness) -> None:
     """A close() waiting to flush ends in connection_lost(error) when the peer resets.
 
