@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import ssl
 import warnings
 import weakref
@@ -405,6 +406,63 @@ def test_gate_reports_what_the_garbage_collector_freed_before_the_check(
         ],
         consecutive=False,
     )
+
+
+def test_gate_stacks_leave_out_hypothesis_and_unittest(pytester: pytest.Pytester) -> None:
+    # A state machine's leak came with some fifteen frames of hypothesis's engine
+    # and unittest's runner in front of the one line that made it.
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import pytest
+        from hypothesis import given, settings, strategies as st
+        from hypothesis.stateful import initialize, rule
+        from nettest import memory_stream_pair
+        from nettest import strategies as nst
+
+        class LeakyMachine(nst.AsyncRuleBasedStateMachine):
+            @initialize()
+            async def connect(self):
+                self.pairs = memory_stream_pair()
+
+            @rule()
+            async def wait(self):
+                await asyncio.sleep(0)
+
+        TestLeaky = LeakyMachine.TestCase
+        TestLeaky.settings = settings(max_examples=1, stateful_step_count=1, database=None)
+
+        PAIRS = []
+
+        @pytest.mark.asyncio
+        @settings(max_examples=1, database=None)
+        @given(st.just(1))
+        async def test_given(one):
+            PAIRS.append(memory_transport_pair_of(one))
+
+        def memory_transport_pair_of(one):
+            return memory_stream_pair()
+        """,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=2, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*TestLeaky::runTest left 2 things behind*",
+            "*, created at:",
+            '*File "*test_leaky.py", line *, in connect',
+            "*self.pairs = memory_stream_pair()",
+            "*test_given left 2 things behind*",
+            "*, created at:",
+            '*File "*test_leaky.py", line *, in test_given',
+            "*PAIRS.append(memory_transport_pair_of(one))",
+            '*File "*test_leaky.py", line *, in memory_transport_pair_of',
+        ],
+        consecutive=False,
+    )
+    for path in ("hypothesis", "unittest"):
+        result.stdout.no_fnmatch_line(f"*{os.sep}{path}{os.sep}*")
 
 
 #: A test module's header: a module-scoped echo server on a module-scoped loop.

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import selectors
 import socket
@@ -48,11 +49,26 @@ from typing import Any
 
 _STACK_LIMIT = 16
 _NETTEST_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _package_dirs(*names: str) -> tuple[str, ...]:
+    """The directories of installed packages, found without importing them."""
+    dirs: list[str] = []
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            dirs.extend(os.path.abspath(d) + os.sep for d in spec.submodule_search_locations)
+    return tuple(dirs)
+
+
 #: Frames from these places say nothing about who made an object: skip them.  The
 #: standard library's socket plumbing too: an accepted socket's stack is otherwise
-#: ``socket.py``'s ``accept``, a server thread's ``threading.py``'s ``_bootstrap``.
+#: ``socket.py``'s ``accept``, a server thread's ``threading.py``'s ``_bootstrap``;
+#: and hypothesis and unittest, which run between a ``@given`` test or a state
+#: machine's ``TestCase`` and the code that makes things.
 _PLUMBING = (
     _NETTEST_DIR,
+    *_package_dirs("hypothesis", "unittest"),
     os.path.dirname(os.path.abspath(asyncio.__file__)),
     *(
         os.path.abspath(str(module.__file__))

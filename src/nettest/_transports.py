@@ -449,7 +449,9 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         """Move up to ``max_bytes`` of the write buffer to the peer (manual mode).
 
         Bytes move now; ``resume_writing`` and a pending close or EOF follow on the
-        next loop turn, as after a real send.  The link's capacity still applies.
+        next loop turn, as after a real send.  The link's capacity still applies,
+        and so does ``partial_writes``: each call is one send, which it may cut
+        short, so call again (``while transport.pump(): ...``) to move the rest.
 
         Returns:
             The number of bytes moved.
