@@ -25,6 +25,7 @@ from nettest._datagrams import memory_datagram_pair
 from nettest._flow import FlowEvent, WriteFlow, resolve_limits
 from nettest._transport_pairs import memory_stream_pair, memory_transport_pair
 from nettest._transports import DEFAULT_CAPACITY, MemorySocket, MemoryTransport
+from support import turns, until
 
 # -- helpers -------------------------------------------------------------------------
 
@@ -87,20 +88,6 @@ class BufferRecorder(Recorder, asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.events.append(("data", bytes(self.buffer[:nbytes])))
-
-
-async def turns(n: int = 5) -> None:
-    for _ in range(n):
-        await asyncio.sleep(0)
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.001)
 
 
 Connect = Callable[..., Any]

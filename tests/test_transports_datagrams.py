@@ -19,6 +19,7 @@ import pytest
 from nettest import _endpoint, has_ipv6_loopback
 from nettest._datagrams import MemoryDatagramTransport, memory_datagram_pair
 from nettest._endpoint import MAX_DATAGRAM_SIZE
+from support import turns
 
 PY313 = sys.version_info >= (3, 13)
 
@@ -46,11 +47,6 @@ class Datagrams(asyncio.DatagramProtocol):
 
     def resume_writing(self) -> None:
         self.events.append(("resume", self.transport.get_write_buffer_size()))
-
-
-async def turns(n: int = 5) -> None:
-    for _ in range(n):
-        await asyncio.sleep(0)
 
 
 @pytest.mark.asyncio

@@ -32,6 +32,7 @@ import pytest_asyncio
 
 from nettest._transport_pairs import memory_stream_pair, memory_transport_pair
 from nettest._transports import MemoryTransport
+from support import until
 
 LINGER_ZERO = struct.pack("ii", 1, 0)
 
@@ -73,15 +74,6 @@ class Recorder(asyncio.Protocol):
 async def settle() -> None:
     """Long enough for a loopback socket to deliver, and for any loop turn to pass."""
     await asyncio.sleep(0.05)
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.001)
 
 
 Connect = Callable[..., Any]

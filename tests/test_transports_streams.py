@@ -11,12 +11,7 @@ import pytest
 
 from nettest._transport_pairs import memory_stream_pair, memory_transport_pair
 from nettest._transports import MemoryTransport
-
-
-async def turns(n: int = 5) -> None:
-    for _ in range(n):
-        await asyncio.sleep(0)
-
+from support import turns
 
 # -- streams ---------------------------------------------------------------------------
 
