@@ -1444,8 +1444,18 @@ def _socket_option_calls(sock: Any) -> list[tuple[str, Callable[[], object]]]:
     ]
     calls += [
         (f"get {name}", get(sol, getattr(socket, name)))
-        for name in ("SO_DOMAIN", "SO_PROTOCOL")
+        for name in ("SO_DOMAIN", "SO_PROTOCOL", "SO_ACCEPTCONN")
         if hasattr(socket, name)
+    ]
+    if hasattr(socket, "SO_PEERCRED"):  # reading it: see the test with connected sockets
+        calls.append(("set SO_PEERCRED", put(sol, socket.SO_PEERCRED, 0)))
+    if hasattr(socket, "SO_ACCEPTCONN"):
+        calls.append(("set SO_ACCEPTCONN", put(sol, socket.SO_ACCEPTCONN, 1)))
+    calls += [
+        ("get IPV6_V6ONLY", get(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)),
+        ("get level 2**40", get(2**40, keepalive)),
+        ("set level 2**40", put(2**40, keepalive, 1)),
+        ("get buflen 2**40", get(sol, keepalive, 2**40)),
     ]
     calls += [(f"get SO_LINGER unset, {n}", get(sol, linger, n)) for n in (2, 4, 8, 16)]
     calls += [
@@ -1512,6 +1522,33 @@ async def test_memory_socket_options_behave_as_on_a_linux_socket(family: int, ki
         for (label, call), (_, real_call) in zip(mine, theirs, strict=True):
             assert (label, _outcome(call)) == (label, _outcome(real_call))
     memory.close()
+    await turns()
+
+
+@pytest.mark.skipif(not hasattr(socket, "SO_PEERCRED"), reason="Linux's SO_PEERCRED")
+@pytest.mark.parametrize("family", [socket.AF_UNIX, socket.AF_INET])
+@pytest.mark.asyncio
+async def test_memory_socket_peer_credentials_are_a_connected_sockets(family: int) -> None:
+    # A connected Unix socket's peer is this very process; a TCP socket has none.
+    # A struct ucred read as an int, or in 8, 12 or 20 bytes (code that unpacks
+    # "3i" from a 12-byte read got 4 bytes).
+    client, server = memory_transport_pair(Recorder(), Recorder(), family=family)
+    await turns()
+    if family == socket.AF_UNIX:
+        real, other = socket.socketpair()
+    else:
+        listener = socket.create_server(("127.0.0.1", 0))
+        real = socket.create_connection(listener.getsockname())
+        other, _ = listener.accept()
+        listener.close()
+    with real, other:
+        for buflen in (0, 8, 12, 20):
+            mine = client.get_extra_info("socket").getsockopt(
+                socket.SOL_SOCKET, socket.SO_PEERCRED, buflen
+            )
+            assert mine == real.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, buflen)
+    client.close()
+    server.close()
     await turns()
 
 

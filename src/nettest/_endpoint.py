@@ -382,12 +382,35 @@ _MAX_BUFLEN = 1024
 #: Linux's: the family and the protocol of a socket (None elsewhere).
 _SO_DOMAIN: int | None = getattr(socket, "SO_DOMAIN", None)
 _SO_PROTOCOL: int | None = getattr(socket, "SO_PROTOCOL", None)
+_SO_ACCEPTCONN: int | None = getattr(socket, "SO_ACCEPTCONN", None)
+#: ``struct ucred`` (pid, uid, gid) of the peer: a Unix socket's, or (0, -1, -1).
+_SO_PEERCRED: int | None = getattr(socket, "SO_PEERCRED", None)
+_UCRED = struct.Struct("3i")
 #: Options the kernel answers from the socket itself and refuses to set (``ENOPROTOOPT``).
 _READ_ONLY_OPTIONS = frozenset(
     name
-    for name in (socket.SO_TYPE, socket.SO_ERROR, _SO_DOMAIN, _SO_PROTOCOL)
+    for name in (
+        socket.SO_TYPE,
+        socket.SO_ERROR,
+        _SO_DOMAIN,
+        _SO_PROTOCOL,
+        _SO_ACCEPTCONN,
+        _SO_PEERCRED,
+    )
     if name is not None
 )
+_C_INT_MIN, _C_INT_MAX = -(2**31), 2**31 - 1
+
+
+def _c_ints(*values: object) -> tuple[int, ...]:
+    """The arguments as C ints, as the socket module converts them (`OverflowError` if not)."""
+    ints = tuple(operator.index(value) for value in values)  # type: ignore[arg-type]
+    for value in ints:
+        if value > _C_INT_MAX:
+            raise OverflowError("signed integer is greater than maximum")
+        if value < _C_INT_MIN:
+            raise OverflowError("signed integer is less than minimum")
+    return ints
 
 
 @typing.final
@@ -462,7 +485,9 @@ class MemorySocket:
             return
         if self.family == AF_UNIX:
             raise os_error(errno.EOPNOTSUPP)
-        if level == socket.IPPROTO_TCP and self.proto != socket.IPPROTO_TCP:
+        if (level == socket.IPPROTO_TCP and self.proto != socket.IPPROTO_TCP) or (
+            level == socket.IPPROTO_IPV6 and self.family != socket.AF_INET6
+        ):
             raise os_error(errno.ENOPROTOOPT if setting else errno.EOPNOTSUPP)
 
     def getsockname(self) -> Any:
@@ -511,11 +536,14 @@ class MemorySocket:
                 ``level`` or ``optname`` not an int, or ``optlen`` with a value.
             OSError: ``EINVAL`` for a value shorter than the option,
                 ``ENOPROTOOPT`` for a read-only option (``SO_TYPE``, ``SO_ERROR``,
-                ``SO_DOMAIN``, ``SO_PROTOCOL``), ``EOPNOTSUPP`` for a level other
-                than ``SOL_SOCKET`` on a Unix socket, ``EFAULT`` for the
-                four-argument form, and ``EBADF`` once the transport has closed it.
+                ``SO_DOMAIN``, ``SO_PROTOCOL``, ``SO_ACCEPTCONN``, ``SO_PEERCRED``)
+                or a level the socket lacks (``IPPROTO_TCP`` on UDP,
+                ``IPPROTO_IPV6`` on IPv4), ``EOPNOTSUPP`` for a level other than
+                ``SOL_SOCKET`` on a Unix socket, ``EFAULT`` for the four-argument
+                form, and ``EBADF`` once the transport has closed it.
+            OverflowError: ``level`` or ``optname`` beyond a C int.
         """
-        level, optname = operator.index(level), operator.index(optname)
+        level, optname = _c_ints(level, optname)
         if optlen is not None:
             if value is not None:
                 raise TypeError("setsockopt() takes exactly 3 arguments (4 given)")
@@ -567,11 +595,7 @@ class MemorySocket:
                 ``IPPROTO_TCP`` on a UDP one), and ``EBADF`` once the transport
                 has closed it.
         """
-        level, optname, buflen = (
-            operator.index(level),
-            operator.index(optname),
-            operator.index(buflen),
-        )
+        level, optname, buflen = _c_ints(level, optname, buflen)
         if buflen and not 0 < buflen <= _MAX_BUFLEN:
             raise OSError("getsockopt buflen out of range")
         self._check_open()
@@ -592,6 +616,11 @@ class MemorySocket:
                 value = int(self.family)
             elif optname == _SO_PROTOCOL:
                 value = self.proto
+            elif optname == _SO_PEERCRED:
+                # Both ends of a memory pair live in this process.
+                unix = self.family == AF_UNIX
+                ucred = (os.getpid(), os.getuid(), os.getgid()) if unix else (0, -1, -1)
+                value = _UCRED.pack(*ucred)
         if value is None:
             return bytes(_STRUCT_OPTIONS.get(key, _C_INT.size))
         if isinstance(value, int):
