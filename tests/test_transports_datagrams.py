@@ -1300,18 +1300,32 @@ async def test_memory_datagram_counts_are_checked_before_anything_moves(
 PAUSES_READING = sys.version_info >= (3, 11)
 
 
-async def _connected_pair(real: bool, a: Datagrams, b: Datagrams) -> tuple[Any, Any]:
-    """Two ends connected to each other: UDP sockets on loopback, or a memory pair."""
+async def _connected_pair(
+    real: bool, a: Datagrams, b: Datagrams, *, connected: bool = True, directory: str = ""
+) -> tuple[Any, Any]:
+    """Two ends connected to each other: UDP sockets on loopback, or a memory pair.
+
+    With `directory`, AF_UNIX datagram sockets bound to paths in it.
+    """
+    family = socket.AF_UNIX if directory else socket.AF_INET
+    addresses: list[Any] = (
+        [os.path.join(directory, name) for name in ("a", "b")]
+        if directory
+        else [("127.0.0.1", 0)] * 2
+    )
     if not real:
-        ends = memory_datagram_pair(a, b)
+        ends = memory_datagram_pair(
+            a, b, address_a=addresses[0], address_b=addresses[1], connected=connected
+        )
         await turns()
         return ends
     loop = asyncio.get_running_loop()
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-    socks[0].connect(socks[1].getsockname())
-    socks[1].connect(socks[0].getsockname())
+    socks = [socket.socket(family, socket.SOCK_DGRAM) for _ in range(2)]
+    for sock, address in zip(socks, addresses, strict=True):
+        sock.bind(address)
+    if connected:
+        socks[0].connect(socks[1].getsockname())
+        socks[1].connect(socks[0].getsockname())
     ta, _ = await loop.create_datagram_endpoint(_factory(a), sock=socks[0])
     tb, _ = await loop.create_datagram_endpoint(_factory(b), sock=socks[1])
     return ta, tb
@@ -1554,4 +1568,156 @@ async def test_memory_datagram_pair_takes_a_protocol_that_only_has_the_methods()
     assert duck.received == [b"quack"]
     a.close()
     b.close()
+    await turns()
+
+
+# -- the pending socket error, against real sockets -------------------------------------------
+
+
+async def _refused_burst(real: bool, connected: bool) -> list[tuple[Any, ...]]:
+    """B closes; A sends three datagrams to it in one turn, then one more later."""
+    a, b = Datagrams(), Datagrams()
+    ta, tb = await _connected_pair(real, a, b, connected=connected)
+    to = None if connected else tb.get_extra_info("sockname")
+    tb.close()
+    await asyncio.sleep(0.02)
+    seen: list[tuple[Any, ...]] = []
+    for data in (b"x1", b"x2", b"x3"):
+        ta.sendto(data, to)
+        seen.append((data, _read(a)))
+    await asyncio.sleep(0.02)
+    seen.append(("later", _read(a)))
+    ta.sendto(b"x4", to)
+    seen.append((b"x4", _read(a)))
+    await asyncio.sleep(0.02)
+    seen.append(("later", _read(a)))
+    ta.close()
+    await turns()
+    return seen
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("connected", [True, False])
+async def test_datagram_refused_burst_matches_real_udp(connected: bool) -> None:
+    # The ICMP reply to x1 leaves an error pending at once; sending x2 takes it
+    # (error_received inside sendto(), x2 not sent); x3's reply is read on a later
+    # turn.  An unconnected socket hears nothing of ICMP.
+    real = await _refused_burst(real=True, connected=connected)
+    memory = await _refused_burst(real=False, connected=connected)
+    assert memory == real
+    refused = ("error", ConnectionRefusedError)
+    expected = [
+        (b"x1", []),
+        (b"x2", [refused]),
+        (b"x3", [refused]),
+        ("later", [refused] * 2),
+        (b"x4", [refused] * 2),
+        ("later", [refused] * 3),
+    ]
+    assert real == (expected if connected else [(step, []) for step, _ in expected])
+
+
+async def _paused_error_then_send(real: bool) -> list[tuple[Any, ...]]:
+    """A paused; B sends 1, 2 and closes; A sends x (refused), y, then z; A resumes."""
+    a, b = Datagrams(), Datagrams()
+    ta, tb = await _connected_pair(real, a, b)
+    ta.pause_reading()
+    tb.sendto(b"1")
+    tb.sendto(b"2")
+    await asyncio.sleep(0.02)
+    tb.close()
+    await asyncio.sleep(0.02)
+    seen: list[tuple[Any, ...]] = []
+    for data in (b"x", b"y", b"z"):
+        ta.sendto(data)
+        seen.append((data, _read(a)))
+        await asyncio.sleep(0.02)
+    ta.resume_reading()
+    await _until_read(a, 4)
+    await asyncio.sleep(0.01)
+    seen.append(("resumed", _read(a)))
+    ta.close()
+    await turns()
+    return seen
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(not PAUSES_READING, reason="pause_reading() on datagrams came in 3.11")
+async def test_datagram_paused_pending_error_is_taken_by_a_send_as_on_real_udp() -> None:
+    # Reading paused, the pending error is taken by the next send all the same (y
+    # is not sent); z's reply leaves a new one, read before what waited.
+    real = await _paused_error_then_send(real=True)
+    memory = await _paused_error_then_send(real=False)
+    assert memory == real
+    refused = ("error", ConnectionRefusedError)
+    assert real == [
+        (b"x", []),
+        (b"y", [refused]),
+        (b"z", [refused]),
+        ("resumed", [refused, refused, ("datagram", b"1"), ("datagram", b"2")]),
+    ]
+
+
+async def _unix_peer_closed(real: bool, send: bool) -> list[tuple[Any, ...]]:
+    """A paused; B sends 1, 2 and closes; A maybe sends x; A resumes."""
+    a, b = Datagrams(), Datagrams()
+    with tempfile.TemporaryDirectory() as directory:
+        ta, tb = await _connected_pair(real, a, b, directory=directory)
+        ta.pause_reading()
+        tb.sendto(b"1")
+        tb.sendto(b"2")
+        await asyncio.sleep(0.02)
+        tb.close()
+        await asyncio.sleep(0.02)
+        seen: list[tuple[Any, ...]] = []
+        if send:
+            ta.sendto(b"x")
+            seen.append(("sent", _read(a)))
+        ta.resume_reading()
+        await _until_read(a, 3)
+        await asyncio.sleep(0.01)
+        seen.append(("resumed", _read(a)))
+        ta.close()
+        await turns()
+    return seen
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(not PAUSES_READING, reason="pause_reading() on datagrams came in 3.11")
+@pytest.mark.parametrize("send", [True, False])
+async def test_datagram_unix_send_to_a_closed_peer_drops_what_waited_as_real(send: bool) -> None:
+    # Linux's unix_dgram_disconnected: the send that finds the peer closed empties
+    # the sender's receive queue.
+    real = await _unix_peer_closed(real=True, send=send)
+    memory = await _unix_peer_closed(real=False, send=send)
+    assert memory == real
+    if send:
+        refused = [("error", ConnectionRefusedError)]
+        assert real == [("sent", refused), ("resumed", refused)]
+    else:
+        assert real == [("resumed", [("datagram", b"1"), ("datagram", b"2")])]
+
+
+@pytest.mark.asyncio
+async def test_memory_datagram_feed_error_is_pending_until_a_read_or_a_send() -> None:
+    # A fed error is the socket's pending error: a send takes it first (inside
+    # sendto(), and that datagram is not sent); else a read on a later turn.
+    protocol = Datagrams()
+    peer = ("127.0.0.1", 5353)
+    transport = MemoryDatagramTransport(protocol, remote_addr=peer)
+    await turns()
+    transport.feed_error(ConnectionRefusedError())
+    transport.feed_error(PermissionError())  # the latest replaces it
+    transport.sendto(b"lost")
+    assert protocol.events[1:] == [("error", PermissionError)]
+    transport.sendto(b"sent")
+    await turns()
+    assert protocol.events[1:] == [("error", PermissionError)]  # nothing left to read
+    assert transport.take_sent() == [(b"sent", peer)]
+    transport.feed_error(ValueError("not an OSError"))
+    transport.feed_datagram(b"after", peer)
+    assert protocol.events[1:] == [("error", PermissionError)]
+    await turns()
+    assert protocol.events[2:] == [("error", ValueError), ("datagram", b"after", peer)]
+    transport.close()
     await turns()

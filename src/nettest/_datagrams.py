@@ -15,10 +15,22 @@ buffer and the water marks as the running Python counts them:
 Datagrams are buffered only while the peer does not take them: in manual mode
 (until :meth:`MemoryDatagramTransport.pump`), or when the test plays the peer.
 
+A connected socket has one pending error (Linux's ``sk_err``), and so has the
+memory transport: a connected UDP end whose datagram nobody takes gets
+``ECONNREFUSED`` pending at once, as the ICMP port unreachable reply arrives
+inside the send on loopback (an unconnected one hears nothing, as on Linux), and
+`MemoryDatagramTransport.feed_error` makes its error pending.  Whichever comes
+first takes it: the next read (``error_received`` on a later loop turn) or the next
+send (``error_received`` inside ``sendto()``, and that datagram is not sent).  A
+later error replaces one still pending.
+
 From 3.11 reading can be paused, as a socket transport's reader is removed:
-datagrams that arrive meanwhile wait in order, and an error waits as the socket's
-pending error (one, the latest, read before them); from the turn after
-``resume_reading()`` they are read one per loop turn.  A socket's receive buffer
+datagrams that arrive meanwhile wait in order, and the pending error waits too
+(a read takes it before them, a send may take it first); from the turn after
+``resume_reading()`` they are read one per loop turn.  A connected AF_UNIX end
+whose peer closed learns it at its next send (``ECONNREFUSED`` inside
+``sendto()``), and the kernel then drops what waited to be read
+(``unix_dgram_disconnected``).  A socket's receive buffer
 drops what it cannot hold (about 256 datagrams with Linux's default
 ``SO_RCVBUF``, fewer large ones); the memory transport keeps every one, so that
 nothing is lost by chance (`nettest.faults.Drop` loses datagrams on purpose).
@@ -169,6 +181,14 @@ def _check_bool(**flags: object) -> None:
             raise TypeError(f"{name} must be a bool, got {value!r}")
 
 
+class _Pending(Exception):
+    """The socket's pending error, taken by a send (see `MemoryDatagramTransport._route`)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 def _check_pausable() -> None:
     if not _PAUSES_READING:
         raise NotImplementedError  # as 3.10's datagram transport
@@ -228,9 +248,9 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         "_conn_lost",
         "_connected",
         "_connected_socket",
+        "_error",
         "_flow",
         "_held",
-        "_held_error",
         "_info",
         "_key",
         "_manual",
@@ -333,10 +353,11 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         # As for a socket's reader: datagrams and errors reach the protocol in a
         # context captured now, never in the context of whoever sent them.
         self._read_context = contextvars.copy_context()
-        # Reading paused: what arrives waits here (see pause_reading).
+        # The socket's pending error (see _set_error), and, reading paused, what
+        # arrives waits here (see pause_reading).
+        self._error: Exception | None = None
         self._paused = False
         self._held: deque[tuple[bytes, Any]] = deque()
-        self._held_error: Exception | None = None
         self._read_handle: asyncio.Handle | None = None
 
     def _start(self) -> None:
@@ -378,6 +399,8 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         A datagram too large for the family, or an address that does not resolve,
         reaches ``error_received`` before this returns, as with a socket; a
         malformed address is a fatal error (``connection_lost`` on a later turn).
+        So does the socket's pending error (see :meth:`feed_error`), as the
+        kernel's send takes it: this datagram is then not sent.
 
         Raises:
             TypeError: ``data`` is not bytes-like.
@@ -429,7 +452,9 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         `TypeError` or `OverflowError` in the socket module, a fatal error; an
         `OSError` (a name that does not resolve, port 0, ``EMSGSIZE``) goes to
         ``error_received`` at once.  A connected socket uses ``send()``, which only
-        checks the size.
+        checks the size.  The pending error is taken where the kernel takes it,
+        once the address is checked (before the receiver is looked up, over
+        AF_UNIX): it goes to ``error_received`` and the datagram is not sent.
 
         Returns:
             The peer's own address if the datagram leads to it (so that the peer,
@@ -443,8 +468,10 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
                 raise os_error(errno.EINVAL)
             if len(data) > MAX_DATAGRAM_SIZE[family]:
                 raise os_error(errno.EMSGSIZE)
-            if family == AF_UNIX and self._peer is not None:
-                self._find_unix_receiver(key)
+            if family == AF_UNIX:
+                self._take_error()
+                if self._peer is not None:
+                    self._find_unix_receiver(key)
             if (
                 key is not None
                 and family == socket.AF_INET6
@@ -454,8 +481,16 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
                 # An IPv4-mapped address is reachable only from a dual-stack socket
                 # bound to the wildcard address, not from one bound to ::1.
                 raise os_error(errno.ENETUNREACH)
+            broadcast = None
             if key is not None and family == socket.AF_INET and key[0] in _BROADCAST:
-                return self._broadcast(key, addr)
+                broadcast = self._broadcast(key, addr)
+            if family != AF_UNIX:
+                self._take_error()
+            if broadcast is not None:
+                return broadcast
+        except _Pending as pending:
+            self._protocol.error_received(pending.error)
+            return _REFUSED
         except OSError as exc:
             self._protocol.error_received(exc)
             return _REFUSED
@@ -472,6 +507,16 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             if key is not None and self._takes(key):
                 return self._info["sockname"]
         return addr
+
+    def _take_error(self) -> None:
+        """Raise `_Pending` with the socket's pending error, if any, and clear it.
+
+        The kernel's send takes it (``sock_alloc_send_pskb``), so the datagram is
+        not sent.
+        """
+        error, self._error = self._error, None
+        if error is not None:
+            raise _Pending(error)
 
     def _takes(self, key: Any) -> bool:
         """Whether a datagram for `key` (see `datagram_key`) reaches this end.
@@ -508,7 +553,8 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         The kernel finds the receiver inside the call: a path nobody bound gives
         ``ENOENT`` (an abstract name, ``ECONNREFUSED``), a closed socket's path
         ``ECONNREFUSED``.  A connected sender whose peer closed gets
-        ``ECONNREFUSED`` once and is then disconnected: ``ENOTCONN`` after that.
+        ``ECONNREFUSED`` once and is then disconnected: ``ENOTCONN`` after that;
+        the kernel then drops what waited to be read (``unix_dgram_disconnected``).
         """
         peer = self._peer
         assert peer is not None
@@ -519,6 +565,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
                 raise os_error(errno.ENOTCONN)
             if peer._closed:
                 self._info["socket"]._peername = None
+                self._held.clear()
                 raise os_error(errno.ECONNREFUSED)
         elif key == self._key or (key == peer._key and not peer._closed):
             return
@@ -531,10 +578,11 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         """Put one datagram on the wire: its receiver gets it on a later loop turn.
 
         ``_route`` has checked it.  As on Linux, a UDP datagram for an address
-        nobody holds is lost; a connected sender then gets
-        ``error_received(ConnectionRefusedError)`` (the ICMP port unreachable
-        reply), an unconnected one hears nothing.  (An AF_UNIX sender learns it
-        inside ``sendto()``; a datagram delayed by a fault is lost silently.)
+        nobody holds is lost; a connected sender then has ``ConnectionRefusedError``
+        pending at once (the ICMP port unreachable reply arrives inside the send on
+        loopback; see `_set_error`), an unconnected one hears nothing.  (An AF_UNIX
+        sender learns it inside ``sendto()``; a datagram delayed by a fault is lost
+        silently.)
         """
         peer = self._peer
         source = self._source
@@ -546,8 +594,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         elif peer is not None and addr == self._info["sockname"] and not self._address:
             self._loop.call_soon(self._datagram_arrived, data, source, context=self._read_context)
         elif self._connected_socket and self._info["socket"].family != AF_UNIX:
-            refused = os_error(errno.ECONNREFUSED)
-            self._loop.call_soon(self._error_arrived, refused, context=self._read_context)
+            self._set_error(os_error(errno.ECONNREFUSED))
 
     def pump(self, max_datagrams: int | None = None) -> int:
         """Send up to ``max_datagrams`` buffered datagrams (manual mode).
@@ -674,36 +721,46 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         self._loop.call_soon(self._datagram_arrived, bytes(data), addr, context=self._read_context)
 
     def feed_error(self, exc: Exception) -> None:
-        """Make the next read fail with ``exc``: the protocol's ``error_received`` gets it.
+        """Make ``exc`` the socket's pending error: ``error_received`` gets it.
 
         For example ``ConnectionRefusedError`` for an ICMP port-unreachable reply.
+        As a socket's pending error, it goes to whichever comes first: the next
+        read (``error_received`` on a later loop turn, or after
+        ``resume_reading()``) or the next ``sendto()`` (``error_received`` inside
+        the call, and that datagram is not sent).  One error is pending at a time:
+        a second replaces the first.
 
         Raises:
             TypeError: ``exc`` is not an exception instance (a class, for one).
         """
         if not isinstance(exc, Exception):
             raise TypeError(f"exc must be an exception instance, got {exc!r}")
-        self._loop.call_soon(self._error_arrived, exc, context=self._read_context)
+        self._set_error(exc)
 
     def _datagram_arrived(self, data: bytes, addr: Any) -> None:
         if self._closing or not self._connected:
             return
         if self._connected_socket and addr != self._info["peername"]:
             return  # a connected UDP socket only receives from its peer
-        if self._paused or self._held or self._held_error is not None:
-            self._held.append((data, addr))  # behind those already waiting
+        if self._paused or self._held or self._error is not None:
+            # Behind those already waiting; a read takes the pending error first.
+            self._held.append((data, addr))
+            self._read_soon()
             return
         # As in the socket transport, an exception from the protocol is not fatal:
         # it reaches the loop's exception handler and the transport stays open.
         self._protocol.datagram_received(data, addr)
 
-    def _error_arrived(self, exc: Exception) -> None:
-        if self._closing or not self._connected:
+    def _set_error(self, exc: Exception) -> None:
+        """Make ``exc`` the pending error, as ``sk_err``: a later one replaces it.
+
+        The next read (on a later loop turn, unless paused) or the next send,
+        whichever comes first, takes it (see `_read_one` and `_take_error`).
+        """
+        if self._closing:
             return
-        if self._paused or self._held or self._held_error is not None:
-            self._held_error = exc  # a socket keeps one pending error, the latest
-            return
-        self._protocol.error_received(exc)
+        self._error = exc
+        self._read_soon()
 
     # -- reading -----------------------------------------------------------------------
 
@@ -720,8 +777,9 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         """Stop reading until :meth:`resume_reading`: what arrives meanwhile waits.
 
         Datagrams wait in order, every one (a socket's receive buffer would drop
-        what it cannot hold); an error waits as a socket's pending error, the
-        latest replacing an earlier one.  Does nothing if paused already or closing.
+        what it cannot hold); the pending error waits too, a later one replacing
+        it, unless a ``sendto()`` takes it first.  Does nothing if paused already
+        or closing.
 
         Raises:
             NotImplementedError: on Python 3.10, as its datagram transport does.
@@ -733,8 +791,8 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
     def resume_reading(self) -> None:
         """Read again, from the next loop turn (never inside this call).
 
-        What waited comes first: the pending error, then the datagrams in order,
-        one per loop turn.  Does nothing unless paused, or once closing.
+        What waited comes first: the pending error (if no send took it), then the
+        datagrams in order, one per loop turn.  Does nothing unless paused, or once closing.
 
         Raises:
             NotImplementedError: on Python 3.10, as its datagram transport does.
@@ -743,15 +801,19 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         if self._closing or not self._paused:
             return
         self._paused = False
-        self._read_held_soon()
+        self._read_soon()
 
-    def _read_held_soon(self) -> None:
-        """Schedule the next read of what waited, unless one is scheduled already."""
-        if self._read_handle is None and (self._held or self._held_error is not None):
-            self._read_handle = self._loop.call_soon(self._read_held, context=self._read_context)
+    def _read_soon(self) -> None:
+        """Schedule the next read of what waits, unless paused or scheduled already."""
+        if (
+            self._read_handle is None
+            and not self._paused
+            and (self._held or self._error is not None)
+        ):
+            self._read_handle = self._loop.call_soon(self._read_one, context=self._read_context)
 
-    def _read_held(self) -> None:
-        """Read one thing that waited while paused, as a socket reads one per turn.
+    def _read_one(self) -> None:
+        """Read one thing that waits, as a socket reads one per turn: the error first.
 
         The next read is scheduled first, so that a protocol that raises (the loop's
         exception handler gets it) leaves the rest to be read; one that pauses
@@ -760,13 +822,13 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         self._read_handle = None
         if self._paused or self._closing:
             return
-        exc, self._held_error = self._held_error, None
+        exc, self._error = self._error, None
         if exc is not None:
-            self._read_held_soon()
+            self._read_soon()
             self._protocol.error_received(exc)
         elif self._held:
             data, addr = self._held.popleft()
-            self._read_held_soon()
+            self._read_soon()
             self._protocol.datagram_received(data, addr)
 
     # -- closing -----------------------------------------------------------------------
