@@ -1979,3 +1979,16 @@ async def test_memory_transport_pair_takes_a_protocol_that_only_has_the_methods(
     client.close()
     server.close()
     await turns()
+
+
+@pytest.mark.asyncio
+async def test_manual_takes_only_true_or_false() -> None:
+    # manual="no" used to switch manual pumping on.
+    for make in (
+        lambda: memory_transport_pair(Recorder(), Recorder(), manual="no"),  # type: ignore[arg-type]
+        lambda: memory_stream_pair(manual="no"),  # type: ignore[arg-type]
+        lambda: MemoryTransport(Recorder(), manual=0),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(TypeError, match=r"^manual must be True or False, got "):
+            make()
+    await turns()

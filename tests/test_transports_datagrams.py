@@ -841,9 +841,9 @@ async def test_memory_datagram_allow_broadcast_sets_so_broadcast() -> None:
     transport.sendto(b"x", ("<broadcast>", 9))
     assert transport.take_sent() == [(b"x", ("<broadcast>", 9))]
     transport.close()
-    with pytest.raises(TypeError, match="allow_broadcast must be a bool, got 1"):
+    with pytest.raises(TypeError, match="allow_broadcast must be True or False, got 1"):
         MemoryDatagramTransport(asyncio.DatagramProtocol(), allow_broadcast=1)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="manual must be a bool, got 'yes'"):
+    with pytest.raises(TypeError, match="manual must be True or False, got 'yes'"):
         memory_datagram_pair(Datagrams(), Datagrams(), manual="yes")  # type: ignore[arg-type]
     await turns()
 

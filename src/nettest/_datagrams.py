@@ -64,6 +64,7 @@ from ._endpoint import (
     MAX_DATAGRAM_SIZE,
     FlowControlled,
     bound_address,
+    check_bool,
     check_count,
     check_protocol,
     datagram_address,
@@ -175,12 +176,6 @@ def _clash(family: int, a: Any, b: Any) -> bool:
     )
 
 
-def _check_bool(**flags: object) -> None:
-    for name, value in flags.items():
-        if not isinstance(value, bool):
-            raise TypeError(f"{name} must be a bool, got {value!r}")
-
-
 class _Pending(Exception):
     """The socket's pending error, taken by a send (see `MemoryDatagramTransport._route`)."""
 
@@ -272,7 +267,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         allow_broadcast: bool = False,
     ) -> None:
         check_protocol("protocol", protocol, "datagram")
-        _check_bool(allow_broadcast=allow_broadcast)
+        check_bool("allow_broadcast", allow_broadcast)
         family = _check_ends(local_addr=local_addr, remote_addr=remote_addr)
         if local_addr is None:
             local_addr = datagram_address(family)
@@ -916,7 +911,12 @@ def memory_datagram_pair(
     """
     check_protocol("protocol_a", protocol_a, "datagram")
     check_protocol("protocol_b", protocol_b, "datagram")
-    _check_bool(connected=connected, manual=manual, allow_broadcast=allow_broadcast)
+    for name, flag in (
+        ("connected", connected),
+        ("manual", manual),
+        ("allow_broadcast", allow_broadcast),
+    ):
+        check_bool(name, flag)
     family = _check_ends(address_a=address_a, address_b=address_b)
     bound_a, bound_b = _bind_pair(family, address_a, address_b)
     # Each end's remote address is the other's; with allow_broadcast the sockets

@@ -96,6 +96,16 @@ def check_protocol(
         )
 
 
+def check_bool(name: str, value: object) -> None:
+    """Raise TypeError unless ``value`` is True or False, naming ``name``.
+
+    A switch given ``"no"`` or ``0.0`` is a mistake that truthiness would turn
+    into the opposite of what was meant (``allow_remote="no"`` allows remote).
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
 def os_error(code: int) -> OSError:
     """Return the error a system call fails with for `code`, as the socket module raises it.
 

@@ -39,6 +39,7 @@ from typing import Any
 
 import pytest
 
+from ._endpoint import check_bool as check_bool
 from ._handlers import HandlerError
 from ._hygiene import dropped_open, track
 from ._recording import check_loop, format_address
@@ -100,16 +101,6 @@ def check_host(
             "from other machines. Pass allow_remote=True if you mean it"
         )
     return socket.AF_INET6 if address.version == 6 else socket.AF_INET
-
-
-def check_bool(name: str, value: object) -> None:
-    """Raise TypeError unless ``value`` is True or False, naming ``name``.
-
-    A switch given ``"no"`` or ``0.0`` is a mistake that truthiness would turn
-    into the opposite of what was meant (``allow_remote="no"`` allows remote).
-    """
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 #: The largest C ``int``: socket options and ``listen()``'s backlog are C ints.

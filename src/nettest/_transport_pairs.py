@@ -13,7 +13,7 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._endpoint import check_count, check_protocol, stream_addresses
+from ._endpoint import check_bool, check_count, check_protocol, stream_addresses
 from ._hygiene import writer_dropped
 from ._links import Link
 from ._transport_reading import _Chunker
@@ -71,6 +71,7 @@ def memory_transport_pair(
     """
     check_protocol("client_protocol", client_protocol, "stream")
     check_protocol("server_protocol", server_protocol, "stream")
+    check_bool("manual", manual)
     _check_capacity(capacity)
     _check_partial_writes(partial_writes)
     _Chunker(chunks)

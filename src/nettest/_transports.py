@@ -36,6 +36,7 @@ from ._endpoint import (
     AF_UNIX,
     FlowControlled,
     MemorySocket,
+    check_bool,
     check_count,
     check_protocol,
     os_error,
@@ -188,6 +189,7 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         family: int = socket.AF_INET,
     ) -> None:
         check_protocol("protocol", protocol, "stream")
+        check_bool("manual", manual)
         _check_capacity(capacity)
         _check_partial_writes(partial_writes)
         _Chunker(chunks)
