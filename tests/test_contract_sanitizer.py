@@ -489,3 +489,10 @@ async def test_sanitize_buffered_protocol_over_tls(
     if sys.version_info >= (3, 11):  # 3.10's older TLS layer never calls eof_received()
         calls = server_protocol.calls
         assert "get_buffer(0)" in calls[calls.index("eof_received") :]
+
+
+@pytest.mark.parametrize("flag", ["raise_on_violation", "connected"])
+def test_sanitize_switches_take_only_true_or_false(flag: str) -> None:
+    # raise_on_violation="no" used to raise on violations all the same.
+    with pytest.raises(TypeError, match=f"^{flag} must be True or False, got 'no'"):
+        sanitize(_Stream(), **{flag: "no"})  # type: ignore[call-overload]

@@ -331,6 +331,7 @@ async def test_non_loopback_host_needs_allow_remote(host: str) -> None:
         (lambda: UDPServer(broadcast="no"), "broadcast"),  # type: ignore[arg-type]
         (lambda: UDPServer(host="0.0.0.0", allow_remote="no"), "allow_remote"),  # type: ignore[arg-type]
         (lambda: BoundSocket.tcp(listen="no"), "listen"),  # type: ignore[arg-type]
+        (lambda: UnixServer(abstract="no"), "abstract"),  # type: ignore[arg-type]
         (lambda: BoundSocket.udp("0.0.0.0", allow_remote=0), "allow_remote"),  # type: ignore[arg-type]
         (lambda: FaultProxy(("127.0.0.1", 9), host="0.0.0.0", allow_remote="no"), "allow_remote"),  # type: ignore[arg-type]
     ],

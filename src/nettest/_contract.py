@@ -30,6 +30,8 @@ import enum
 import typing
 from typing import Any, overload
 
+from ._endpoint import check_bool
+
 __all__ = [
     "ProtocolViolation",
     "SanitizedBufferedProtocol",
@@ -144,6 +146,8 @@ class _Sanitizer:
     def __init__(
         self, protocol: Any, *, datagram: bool, raise_on_violation: bool, connected: bool
     ) -> None:
+        check_bool("raise_on_violation", raise_on_violation)
+        check_bool("connected", connected)
         self._wrapped = protocol
         self._order = _CallOrder(datagram=datagram, connected=connected)
         self._raise = raise_on_violation

@@ -328,6 +328,7 @@ class _UnixPath:
     def _init_unix_path(self, path: str | os.PathLike[str] | None, abstract: bool) -> None:
         if not hasattr(socket, "AF_UNIX"):
             raise ValueError("Unix sockets are not available on this platform")
+        check_bool("abstract", abstract)
         if abstract and path is not None:
             raise ValueError("give either path or abstract=True, not both")
         if abstract and not sys.platform.startswith("linux"):
