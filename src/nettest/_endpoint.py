@@ -440,8 +440,11 @@ class MemorySocket:
 
     __slots__ = ("_closed", "_options", "_peername", "_sockname", "family", "proto", "type")
 
+    #: ``AF_INET``, ``AF_INET6`` or ``AF_UNIX``.
     family: socket.AddressFamily
+    #: ``SOCK_STREAM`` or ``SOCK_DGRAM``.
     type: socket.SocketKind
+    #: ``IPPROTO_TCP``, ``IPPROTO_UDP``, or 0 for a Unix socket.
     proto: int
     _sockname: Any
     _peername: Any

@@ -29,6 +29,7 @@ class TraceEvent:
     time: float
     #: ``"upstream"``, ``"downstream"`` or None for the whole connection.
     flow: str | None
+    #: The event, in words, such as ``"accepted"`` or ``"EOF forwarded"``.
     what: str
 
 
@@ -68,8 +69,9 @@ class ConnectionTrace:
         self.events: list[TraceEvent] = []
         #: The faults that acted on this connection, in the order they first did.
         self.fired: list[str] = []
-        #: Bytes forwarded in each direction.
+        #: Bytes forwarded from the client to the server.
         self.upstream_bytes = 0
+        #: Bytes forwarded from the server to the client.
         self.downstream_bytes = 0
         self._start = _start
         self._omitted = 0

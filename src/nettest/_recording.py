@@ -238,10 +238,15 @@ class Connection:
         "server_name",
     )
 
+    #: 1 for the first connection the server accepted, 2 for the next, ...
     index: int
+    #: The client's address, as ``getpeername()`` gave it.
     peer: typing.Any
+    #: The server's end of the connection, as ``getsockname()`` gave it.
     local: typing.Any
+    #: When the server accepted it, on the server loop's clock.
     opened_at: float
+    #: The name of the server that accepted it, for messages.
     server_name: str
     _events: list[Event]
     _received: bytearray
