@@ -351,3 +351,11 @@ async def test_faults_must_be_a_list_and_the_error_says_so(faults: object) -> No
 def test_bandwidth_names_its_range(rate: float) -> None:
     with pytest.raises(ValueError, match=r"^bytes_per_second must be > 0 and finite, got "):
         Bandwidth(rate)
+
+
+@pytest.mark.parametrize("spec", [1, None, b"latency=1s", ["latency=1s"]])
+def test_parse_fault_refuses_a_spec_that_is_not_a_str(spec: object) -> None:
+    # parse_fault(1) once raised AttributeError: 'int' object has no attribute 'split'.
+    message = f"^spec must be a str such as 'latency=100ms', got {type(spec).__name__}$"
+    with pytest.raises(TypeError, match=message):
+        parse_fault(spec)  # type: ignore[arg-type]

@@ -193,6 +193,8 @@ def parse_fault(spec: str) -> Fault:
     (bytes) and ``pattern`` (text).
 
     Raises:
+        TypeError: *spec* is not a `str` (bytes included).  The message names
+            ``spec`` and the type it got.
         ValueError: An unknown fault or field, a field given twice, a required
             field missing, or a bad value.  The message names the fault and the
             field and says what the field accepts.
@@ -201,6 +203,9 @@ def parse_fault(spec: str) -> Fault:
 
         parse_fault("latency=100ms,jitter=10ms,direction=both")
     """
+    if not isinstance(spec, str):
+        # parse_fault(1) once raised AttributeError: 'int' object has no attribute 'split'.
+        raise TypeError(f"spec must be a str such as 'latency=100ms', got {type(spec).__name__}")
     head, *rest = [part.strip() for part in spec.split(",")]
     name, _, value = head.partition("=")
     name = name.strip().lower().replace("-", "_")
