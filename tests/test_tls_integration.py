@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from nettest import Ending, ServerTeardownWarning, TCPServer
 from nettest._servers import TCPServerFactory, tcp_server  # noqa: F401
 from nettest._tls import (
     TLS_BAD_KINDS,
@@ -387,3 +388,48 @@ def test_tls_bad_case_on_uvloop(tls_bad_case_factory: TLSBadCaseFactory, kind: T
             lambda: asyncio_exchange(bad.server_context, bad.client_context, bad.server_hostname)
         )
     assert bad.matches(excinfo.value)
+
+
+async def _reply_and_return(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readline()
+    writer.write(b"bye\n")
+    await writer.drain()  # the handler returns: nettest closes, and TLS sends close_notify
+
+
+@pytest.mark.asyncio
+async def test_tls_peer_that_never_answers_close_notify_is_aborted_and_reported(
+    tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext
+) -> None:
+    # From 3.11 asyncio's TLS layer aborts after ssl_shutdown_timeout (nettest sets it
+    # to close_timeout) with a TimeoutError; that was recorded as the client's RESET,
+    # with no warning.  On 3.10, teardown aborts it (and says so).
+    server = await TCPServer(_reply_and_return, ssl=tls_server_context, close_timeout=0.2).start()
+    try:
+        sock = socket.create_connection(server.address)
+        sock.setblocking(False)
+        client = tls_client_context.wrap_socket(
+            sock, server_hostname="localhost", do_handshake_on_connect=False
+        )
+        with client:
+            while True:
+                try:
+                    client.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    await asyncio.sleep(0.005)
+            client.send(b"hi\n")
+            (conn,) = await server.wait_for_connections(1)
+            if sys.version_info >= (3, 11):
+                await conn.wait_closed(timeout=TIMEOUT)  # the client stays silent
+                assert conn.ending is Ending.ABORTED
+            with pytest.warns(ServerTeardownWarning) as warned:
+                await server.aclose()
+    finally:
+        await server.aclose()
+    assert conn.ending is Ending.ABORTED
+    (message,) = [str(w.message) for w in warned]
+    if sys.version_info >= (3, 11):
+        assert "the TLS peer never answered close_notify" in message
+        assert "connection #1 from" in message
+    else:
+        assert "teardown had to abort" in message

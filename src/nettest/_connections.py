@@ -122,19 +122,26 @@ class _ConnState:
         self.tls_transport = app_transport
         self.transport.set_protocol(ssl_protocol)
 
+    def _is_tls(self) -> bool:
+        return bool((self.tls_transport or self.transport).get_extra_info("sslcontext"))
+
     def lost(self, exc: BaseException | None) -> None:
         if not self.conn.is_open:
             return  # after start_tls(), both the TLS layer and the handler's recorder say so
         now = self.loop.time()
         if self.aborted:
             ending = Ending.ABORTED
+        elif isinstance(exc, TimeoutError) and self.closed_by_server and self._is_tls():
+            # asyncio's TLS layer gave up waiting for the peer's close_notify after
+            # ssl_shutdown_timeout (the server's close_timeout) and aborted: the
+            # server side ended it, not the client.
+            ending = Ending.ABORTED
+            self.server._close_notify_unanswered(self.conn)
         elif exc is not None:
             ending = Ending.RESET
         elif self.conn.eof_received and not self.closed_by_server:
             ending = Ending.EOF
-        elif not self.closed_by_server and (self.tls_transport or self.transport).get_extra_info(
-            "sslcontext"
-        ):
+        elif not self.closed_by_server and self._is_tls():
             # Python 3.10's TLS transport closes when the client's close_notify
             # arrives, without calling eof_received: that was the client's EOF.
             self.conn._record("eof", b"", now)

@@ -93,7 +93,9 @@ class ServerTeardownWarning(UserWarning):
     Teardown closes every connection, then waits ``close_timeout`` seconds.  A
     client that never reads (so the server's buffered data cannot drain) or a TLS
     peer that never answers close_notify keeps its connection open; teardown then
-    aborts it and warns with this, naming the connection.
+    aborts it and warns with this, naming the connection.  From Python 3.11
+    asyncio's TLS layer aborts such a TLS connection itself once ``close_timeout``
+    has passed, whenever the server closed it; teardown names it all the same.
     """
 
 
@@ -184,6 +186,8 @@ class _StreamServer(_LoopbackServer):
         self._changed = Signal()
         #: Connections teardown had to abort, and handlers it had to cancel.
         self._aborted: list[str] = []
+        #: Connections asyncio's TLS layer aborted when close_notify never came.
+        self._unanswered: list[str] = []
         #: Connections teardown closes once the loop has read what their clients sent.
         self._reading: set[_ConnState] = set()
 
@@ -616,13 +620,23 @@ class _StreamServer(_LoopbackServer):
             return False
         return True
 
+    def _close_notify_unanswered(self, conn: Connection) -> None:
+        """Note a connection aborted because its TLS peer never answered close_notify."""
+        self._unanswered.append(f"connection #{conn.index} from {format_address(conn.peer)}")
+
     def _raise_errors(self) -> None:
-        aborted = ""
+        parts = []
         if self._aborted:
-            aborted = (
-                f"{self._name}: teardown had to abort after {self._close_timeout:g} s: "
+            parts.append(
+                f"teardown had to abort after {self._close_timeout:g} s: "
                 + "; ".join(self._aborted)
             )
+        if self._unanswered:
+            parts.append(
+                f"the TLS peer never answered close_notify, so asyncio aborted after "
+                f"{self._close_timeout:g} s (ssl_shutdown_timeout): " + "; ".join(self._unanswered)
+            )
+        aborted = f"{self._name}: " + "; and ".join(parts) if parts else ""
         if self._errors:
             lines = [
                 f"{self._name}: {len(self._errors)} handler error"
