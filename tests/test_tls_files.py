@@ -469,6 +469,16 @@ def test_cli_certs_refuses_to_overwrite(
     assert "exist already; pass --force to replace" in capsys.readouterr().err
     assert (tmp_path / "key.pem").read_bytes() == before
     assert cli_main([str(tmp_path), "--force"]) == 0
+    # One file in the way is named alone, and a stale client file (it would not
+    # chain to the new CA) is in the way of a run without --client too.
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "client-key.pem").write_bytes(b"old")
+    capsys.readouterr()
+    assert cli_main([str(only)]) == 1
+    assert f"{only / 'client-key.pem'} exists already;" in capsys.readouterr().err
+    assert cli_main([str(only), "--force"]) == 0
+    assert not (only / "client-key.pem").exists()
     # A dangling symlink where a file goes is replaced too.
     key = tmp_path / "key.pem"
     key.unlink()

@@ -274,7 +274,8 @@ def cli_main(argv: list[str]) -> int:
     existing = [directory / name for name in _NAMES.values() if os.path.lexists(directory / name)]
     if existing and not args.force:
         names = ", ".join(str(path) for path in existing)
-        print(f"nettest certs: {names} exist already; pass --force to replace", file=sys.stderr)
+        verb = "exists" if len(existing) == 1 else "exist"
+        print(f"nettest certs: {names} {verb} already; pass --force to replace", file=sys.stderr)
         return 1
     ca = new_ca()
     authority = _authority(ca)
