@@ -390,6 +390,52 @@ def test_gate_reports_memory_stream_writers_dropped_without_close(
     )
 
 
+def test_gate_strict_leaves_a_wider_thread_servers_tasks_to_it(pytester: pytest.Pytester) -> None:
+    # A task made on a module-scoped thread server's loop while a strict test ran
+    # (an accepted connection's, still pending at the check under load) was
+    # blamed on that test.  A test that starts its own thread server owns its tasks.
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import pytest
+        from nettest import TCPServerThread, handlers
+
+        @pytest.fixture(scope="module")
+        def thread_server():
+            with TCPServerThread(handlers.echo) as server:
+                yield server
+
+        def make_a_task(loop, seconds):
+            asyncio.run_coroutine_threadsafe(asyncio.sleep(seconds), loop)
+            # Callbacks run in order: once this one ran, the task above exists.
+            asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(5)
+
+        @pytest.mark.nettest_leaks("strict")
+        def test_leaves_a_task_on_the_servers_loop(thread_server):
+            make_a_task(thread_server.loop, 0.2)
+
+        @pytest.mark.nettest_leaks("strict")
+        def test_its_own_server():
+            server = TCPServerThread(handlers.echo).start()
+            make_a_task(server.loop, 30)
+            test_its_own_server.server = server
+
+        def test_after():
+            assert test_its_own_server.server.closed
+        """,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_its_own_server left * behind*",
+            "*pending task <Task pending*sleep*",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*test_leaves_a_task_on_the_servers_loop left*")
+
+
 @pytest.mark.parametrize("loop_scope", ["function", "module"])
 def test_gate_strict_reports_a_real_stream_writer_dropped_without_close(
     pytester: pytest.Pytester, loop_scope: str

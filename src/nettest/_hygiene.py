@@ -142,6 +142,11 @@ class _Gate(_Instruments):
     thread_origins: weakref.WeakKeyDictionary[threading.Thread, _Tracked | None] = field(
         default_factory=weakref.WeakKeyDictionary
     )
+    #: The owner of each nettest server loop thread (None: a wider fixture's): the
+    #: tasks made on it are its owner's, whichever test runs as they are made.
+    thread_owners: weakref.WeakKeyDictionary[threading.Thread, str | None] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
     #: What `track` failed to record, reported with its owner's leaks.
     bookkeeping_errors: list[_BookkeepingError] = field(default_factory=list)
     #: Strict mode: the owner of every socket made while watching (None: nobody's).
@@ -595,6 +600,17 @@ def dropped_open(obj: object) -> None:
     garbage collector freed it long before that test's check.  Never raises.
     """
     GATE.dropped_open(obj)
+
+
+def serves_on(thread: threading.Thread) -> None:
+    """Tell the hygiene gate that `thread` runs a nettest server's event loop.
+
+    Call before the thread starts.  The tasks made on it (an accepted
+    connection's, a handler's) belong to whoever is starting the server now, not
+    to the test that happens to run when they are made: a module-scoped server's
+    are nobody's.
+    """
+    GATE.thread_owners[thread] = GATE.owner
 
 
 def writer_dropped(writer: asyncio.StreamWriter, transport: object = None) -> None:

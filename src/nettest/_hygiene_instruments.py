@@ -43,6 +43,7 @@ import os
 import socket
 import stat
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -73,6 +74,8 @@ class _Instruments:
         running: set[str]
         silenced: set[str]
         strict_owner: str | None
+        test_thread: int
+        thread_owners: weakref.WeakKeyDictionary[threading.Thread, str | None]
         instrumented: weakref.WeakSet[asyncio.AbstractEventLoop]
         task_factories: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object]
         socket_owners: weakref.WeakKeyDictionary[socket.socket, str | None]
@@ -158,6 +161,8 @@ class _Instruments:
             else:
                 task = asyncio.Task(coro, loop=loop, **kwargs)
             owner = gate.owner
+            if threading.get_ident() != gate.test_thread:
+                owner = gate.thread_owners.get(threading.current_thread(), owner)
             # Which test made it, for a failure that comes after that test ended.
             # An attribute, unlike a weak mapping, is still there when the
             # garbage collector finalises the task in a reference cycle.

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 import pytest
 
 from ._handlers import DatagramProtocolFactory, Handler, ProtocolFactory, StreamHandler, echo
-from ._hygiene import instrument_loop, track
+from ._hygiene import instrument_loop, serves_on, track
 from ._recording import _UNSET, Connection, Datagram, Ending
 from ._server_base import _check_int, _NoIPv6, raise_all
 from ._servers import TCPServer, UnixServer
@@ -63,6 +63,7 @@ class _LoopThread:
         self.loop = asyncio.new_event_loop()
         instrument_loop(self.loop)
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
+        serves_on(self.thread)
         self._started = threading.Event()
         self._stop_requested = False
         self._gave_up = False
