@@ -83,8 +83,10 @@ __all__ = ["MemoryDatagramTransport", "memory_datagram_pair"]
 logger = logging.getLogger("asyncio")
 
 
-_SENDS_EMPTY = sys.version_info >= (3, 13)
-_HEADER_SIZE = 8 if _SENDS_EMPTY else 0
+#: CPython gh-113812: asyncio's datagram transports send ``sendto(b"")`` from
+#: 3.13 on, and drop it before.
+ASYNCIO_SENDS_EMPTY = sys.version_info >= (3, 13)
+_HEADER_SIZE = 8 if ASYNCIO_SENDS_EMPTY else 0
 # CPython gh-135444: 3.13.0-3.13.5 forget the header bytes when a datagram leaves.
 _FORGETS_HEADER = (3, 13) <= sys.version_info[:3] < (3, 13, 6)
 _LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
@@ -405,7 +407,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             raise TypeError(
                 f"data argument must be a bytes-like object, not {type(data).__name__!r}"
             )
-        if not data and not _SENDS_EMPTY:
+        if not data and not ASYNCIO_SENDS_EMPTY:
             return
         if self._address:
             if addr not in (None, self._address):
@@ -911,12 +913,9 @@ def memory_datagram_pair(
     """
     check_protocol("protocol_a", protocol_a, "datagram")
     check_protocol("protocol_b", protocol_b, "datagram")
-    for name, flag in (
-        ("connected", connected),
-        ("manual", manual),
-        ("allow_broadcast", allow_broadcast),
-    ):
-        check_bool(name, flag)
+    check_bool("connected", connected)
+    check_bool("manual", manual)
+    check_bool("allow_broadcast", allow_broadcast)
     family = _check_ends(address_a=address_a, address_b=address_b)
     bound_a, bound_b = _bind_pair(family, address_a, address_b)
     # Each end's remote address is the other's; with allow_broadcast the sockets

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import pytest
 import pytest_asyncio
 
+from ._datagrams import ASYNCIO_SENDS_EMPTY
 from ._handlers import (
     DatagramProtocolFactory,
     Handler,
@@ -74,8 +75,6 @@ __all__ = [
 _D = TypeVar("_D", bound="_DatagramServer")
 #: Seconds teardown at most lets a script take the datagrams that have arrived.
 _CATCH_UP = 1.0
-#: CPython gh-113812: asyncio's transports send ``sendto(b"")`` from 3.13 on.
-_ASYNCIO_SENDS_EMPTY = sys.version_info >= (3, 13)
 
 
 def _sends_empty(transport: asyncio.BaseTransport) -> bool:
@@ -84,7 +83,7 @@ def _sends_empty(transport: asyncio.BaseTransport) -> bool:
     asyncio's own transports send it from 3.13 and drop it before; uvloop's drops
     it on every version (uvloop#594), and another loop's is taken to do the same.
     """
-    return _ASYNCIO_SENDS_EMPTY and type(transport).__module__.startswith("asyncio.")
+    return ASYNCIO_SENDS_EMPTY and type(transport).__module__.startswith("asyncio.")
 
 
 class _RecordingDatagramTransport(asyncio.DatagramTransport):
