@@ -87,6 +87,61 @@ def test_gate_own_blames_a_late_task_failure_on_the_test_that_made_the_task(
     assert "test_b_clean left" not in result.stdout.str()
 
 
+#: test_a drops a failed future in a reference cycle; test_b's collection finalises it.
+_LATE_FUTURE = """
+        import asyncio, gc
+        import pytest
+
+        class Cycle:
+            def __init__(self):
+                self.me = self
+                self.done = asyncio.get_running_loop().create_future()
+                self.done.set_exception(ConnectionResetError("lost before done"))
+
+        {mark}
+        @pytest.mark.asyncio
+        async def test_a_drops_a_failed_future():
+            Cycle()
+
+        @pytest.mark.asyncio
+        async def test_b_clean():
+            gc.collect()
+            await asyncio.sleep(0)
+"""
+
+
+@pytest.mark.parametrize("mode", ["own", "strict"])
+def test_gate_blames_a_failed_future_finalised_after_its_loop_closed_on_that_loops_test(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    result = run(
+        pytester, _LATE_FUTURE.format(mark=""), f"--nettest-leaks={mode}", subprocess=True
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_b_clean*",
+            "*LeakError: test_leaky.py::test_a_drops_a_failed_future dropped a failed future "
+            "whose exception was never retrieved; the garbage collector finalised it after its "
+            "event loop closed, while test_leaky.py::test_b_clean ran "
+            f"(--nettest-leaks={mode}); test_leaky.py::test_a_drops_a_failed_future, the last "
+            "test that ran on that loop, is to blame, not this test:",
+            "*- the loop's exception handler was called: Future exception was never retrieved",
+            "*ConnectionResetError: lost before done",
+            "*future: <Future finished exception=ConnectionResetError('lost before done')>",
+        ]
+    )
+    assert "test_b_clean left" not in result.stdout.str()
+
+
+def test_gate_a_test_marked_off_is_not_reported_for_its_late_failed_future(
+    pytester: pytest.Pytester,
+) -> None:
+    mark = '@pytest.mark.nettest_leaks("off")'
+    result = run(pytester, _LATE_FUTURE.format(mark=mark), subprocess=True)
+    result.assert_outcomes(passed=2)
+
+
 def test_gate_strict_blames_the_task_left_pending_on_its_test(pytester: pytest.Pytester) -> None:
     result = run(
         pytester,

@@ -63,6 +63,7 @@ from typing import Any, Literal, TypeVar, cast
 from ._hygiene_instruments import (
     _TASK_OWNER,
     _Instruments,
+    _LastTest,
     _policy_loop_fds,
     open_socket_fds,
 )
@@ -72,6 +73,7 @@ from ._hygiene_report import (
     _creation_stack,
     _describe,
     _describe_loop_error,
+    _is_about_task,
     _is_late,
     _label,
     _LoopError,
@@ -125,6 +127,11 @@ class _Gate(_Instruments):
     strict_owner: str | None = None
     instrumented: weakref.WeakSet[asyncio.AbstractEventLoop] = field(
         default_factory=weakref.WeakSet
+    )
+    #: The last test that made a task on each loop it watches: a future finalised
+    #: after its loop closed (its exception never retrieved) is that test's.
+    loop_tests: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LastTest] = field(
+        default_factory=weakref.WeakKeyDictionary
     )
     #: The gate's task factory on each loop it watches.
     task_factories: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object] = field(
@@ -495,15 +502,27 @@ class _Gate(_Instruments):
         sections = []
         for (maker, between_tests), errors in late.items():
             when = "between tests" if between_tests else f"while {owner} ran"
-            sections.append(
-                f"{maker} left {_count(len(errors), 'task')} running that failed after it "
-                f"ended, {when} (--nettest-leaks={mode}); {maker} is to blame, not this test:"
-            )
-            sections += [_describe_loop_error(error.context, maker) for error in errors]
-            sections.append(
-                '  --nettest-leaks=strict, or a nettest_leaks("strict") marker on it, fails '
-                f"{maker} itself for a task still pending as it ends."
-            )
+            tasks = [e for e in errors if _is_about_task(e)]
+            futures = [e for e in errors if not _is_about_task(e)]
+            if tasks:
+                sections.append(
+                    f"{maker} left {_count(len(tasks), 'task')} running that failed after it "
+                    f"ended, {when} (--nettest-leaks={mode}); {maker} is to blame, not this test:"
+                )
+                sections += [_describe_loop_error(error.context, maker) for error in tasks]
+                sections.append(
+                    '  --nettest-leaks=strict, or a nettest_leaks("strict") marker on it, fails '
+                    f"{maker} itself for a task still pending as it ends."
+                )
+            if futures:
+                sections.append(
+                    f"{maker} dropped {_count(len(futures), 'failed future')} whose exception "
+                    f"was never retrieved; the garbage collector finalised "
+                    f"{'it' if len(futures) == 1 else 'them'} after its event loop closed, "
+                    f"{when} (--nettest-leaks={mode}); {maker}, the last test that ran on "
+                    "that loop, is to blame, not this test:"
+                )
+                sections += [_describe_loop_error(error.context, maker) for error in futures]
         return sections
 
     def _release(self, owner: str) -> None:

@@ -60,6 +60,15 @@ _T = TypeVar("_T")
 _TASK_OWNER = "_nettest_owner"
 
 
+class _LastTest:
+    """The last test that made a task on a loop (None: none yet)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+
+
 class _Instruments:
     """The hygiene gate's instruments, as methods that `_Gate` inherits.
 
@@ -77,6 +86,7 @@ class _Instruments:
         test_thread: int
         thread_owners: weakref.WeakKeyDictionary[threading.Thread, str | None]
         instrumented: weakref.WeakSet[asyncio.AbstractEventLoop]
+        loop_tests: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LastTest]
         task_factories: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object]
         socket_owners: weakref.WeakKeyDictionary[socket.socket, str | None]
         test_task_factories: list[tuple[asyncio.AbstractEventLoop, object, object]]
@@ -115,9 +125,12 @@ class _Instruments:
             return
         self.instrumented.add(loop)
         previous_handler = loop.get_exception_handler()
+        # Held by the handler too: a cycle's collection clears the weak mapping's
+        # entry before the failed future in it calls the handler.
+        last_test = self.loop_tests[loop] = _LastTest()
 
         def exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
-            self._record_loop_error(context)
+            self._record_loop_error(context, loop, last_test.name)
             if previous_handler is not None:
                 previous_handler(loop, context)
             else:
@@ -126,20 +139,27 @@ class _Instruments:
         loop.set_exception_handler(exception_handler)
         self._install_task_factory(loop)
 
-    def _record_loop_error(self, context: dict[str, object]) -> None:
+    def _record_loop_error(
+        self, context: dict[str, object], loop: asyncio.AbstractEventLoop, last_test: str | None
+    ) -> None:
         """Charge an exception-handler call to the test that made its task, if known.
 
         A task's failure that comes after the test that made it ended (a task
         left running in ``own`` mode) is reported by the check of the test
         running now, or by the next check, as that test's; never as this one's.
+        So is a call on a loop that has closed (a failed future the garbage
+        collector finalised late): it is the last test's that ran on that loop.
         """
         with contextlib.suppress(Exception):  # never break the loop's handler
             current = self.owner
             task = context.get("task", context.get("future"))
-            if not callable(getattr(task, "get_coro", None)):  # no task: no maker to know
+            if callable(getattr(task, "get_coro", None)):
+                maker = getattr(task, _TASK_OWNER, _UNSEEN)
+            elif loop.is_closed() and last_test is not None:
+                maker = last_test
+            else:  # on a live loop, with no task: no maker to know
                 self.loop_errors.append(_LoopError(current, dict(context), current))
                 return
-            maker = getattr(task, _TASK_OWNER, _UNSEEN)
             if not isinstance(maker, str) or maker == current or maker in self.running:
                 owner = maker if isinstance(maker, str) else current
                 self.loop_errors.append(_LoopError(owner, dict(context), maker))
@@ -170,6 +190,8 @@ class _Instruments:
                 setattr(task, _TASK_OWNER, owner)
             except Exception:  # another factory's future type without attributes
                 pass
+            if owner is not None and loop in gate.loop_tests:
+                gate.loop_tests[loop].name = owner
             if owner is not None and owner == gate.strict_owner:
                 gate.track(task, what="pending task", is_open=_pending, close=_cancel)
             return task

@@ -204,6 +204,13 @@ def _is_late(error: _LoopError) -> bool:
     return isinstance(error.maker, str) and error.maker != error.owner
 
 
+def _is_about_task(error: _LoopError) -> bool:
+    """Whether `error` is about a task (rather than a plain future, or neither)."""
+    return callable(
+        getattr(error.context.get("task", error.context.get("future")), "get_coro", None)
+    )
+
+
 def _count(n: int, noun: str) -> str:
     return f"a {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -274,6 +281,8 @@ def _describe_loop_error(context: dict[str, object], maker: str | _Unseen | None
                 "may be an earlier test's; --nettest-leaks=strict fails a test that leaves a "
                 "task pending)"
             )
+    elif isinstance(task, asyncio.Future):
+        text += f"\n    future: {task!r}"
     source = context.get("source_traceback")
     if isinstance(source, traceback.StackSummary):
         text += "\n    created at:\n" + "".join(source.format()).rstrip("\n")
