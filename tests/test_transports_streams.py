@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +34,46 @@ async def test_memory_stream_pair_round_trip_and_eof() -> None:
     host, port = c_writer.get_extra_info("peername")
     assert (host, port) == ("127.0.0.1", 8080)
     assert s_writer.get_extra_info("peername") == c_writer.get_extra_info("sockname")
+
+
+async def _unix_stream_pair(
+    tmp_path: Path, memory: bool
+) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter], ...]:
+    """A memory AF_UNIX stream pair, or a real one over a Unix socket."""
+    if memory:
+        return memory_stream_pair(family=socket.AF_UNIX, server_address=str(tmp_path / "s"))
+    accepted: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+    accepted = asyncio.get_running_loop().create_future()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set_result((reader, writer))
+
+    server = await asyncio.start_unix_server(on_connect, str(tmp_path / "s"))
+    client = await asyncio.open_unix_connection(str(tmp_path / "s"))
+    pair = (client, await accepted)
+    server.close()  # its listening socket; wait_closed() (3.12+) would wait for the pair
+    return pair
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("memory", [True, False], ids=["memory", "unix-socket"])
+async def test_memory_stream_pair_af_unix_closes_as_a_unix_socket(
+    tmp_path: Path, memory: bool
+) -> None:
+    (c_reader, c_writer), (_, s_writer) = await _unix_stream_pair(tmp_path, memory)
+    assert c_writer.get_extra_info("peername") == str(tmp_path / "s")
+    assert s_writer.get_extra_info("sockname") == str(tmp_path / "s")
+    assert c_writer.get_extra_info("socket").family == socket.AF_UNIX
+    s_writer.close()
+    await s_writer.wait_closed()
+    assert await c_reader.read() == b""
+    c_writer.write(b"to nobody")  # fails at once on a Unix socket (over TCP: an RST later)
+    with pytest.raises(ConnectionResetError, match="Connection lost"):
+        await c_writer.drain()  # the transport is lost by the time drain() waits
+    assert isinstance(c_reader.exception(), BrokenPipeError)
+    c_writer.close()
+    with pytest.raises(BrokenPipeError):
+        await c_writer.wait_closed()
 
 
 @pytest.mark.asyncio

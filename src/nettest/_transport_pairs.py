@@ -113,6 +113,9 @@ def memory_stream_pair(
     manual: bool = False,
     partial_writes: int | Callable[[int], int] | None = None,
     chunks: Sequence[int] | Callable[[int], int] | None = None,
+    client_address: Any = None,
+    server_address: Any = None,
+    family: int = socket.AF_INET,
 ) -> tuple[
     tuple[asyncio.StreamReader, asyncio.StreamWriter],
     tuple[asyncio.StreamReader, asyncio.StreamWriter],
@@ -130,6 +133,10 @@ def memory_stream_pair(
         manual: If true, nothing moves until a transport's ``pump()``.
         partial_writes: How much of each send the peer accepts.
         chunks: How each reader's data is cut.
+        client_address: The client's address (default: loopback, ephemeral port).
+        server_address: The server's address (default: loopback, port 8080).
+        family: `socket.AF_INET`, `socket.AF_INET6` or `socket.AF_UNIX` (which
+            closes as a Unix socket does, see `memory_transport_pair`).
 
     Returns:
         ``((client_reader, client_writer), (server_reader, server_writer))``.
@@ -159,6 +166,9 @@ def memory_stream_pair(
         manual=manual,
         partial_writes=partial_writes,
         chunks=chunks,
+        client_address=client_address,
+        server_address=server_address,
+        family=family,
     )
     client_writer = _MemoryStreamWriter(client_transport, client_protocol, client_reader, loop)
     server_writer = _MemoryStreamWriter(server_transport, server_protocol, server_reader, loop)
