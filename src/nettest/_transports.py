@@ -62,6 +62,8 @@ logger = logging.getLogger("asyncio")
 DEFAULT_CAPACITY = 128 * 1024
 #: As in asyncio: the connection-lost write warning threshold.
 _LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
+#: From 3.12 asyncio's selector transport has a ``writelines()`` of its own.
+_WRITELINES_OF_ITS_OWN = sys.version_info >= (3, 12)
 
 
 def _check_capacity(capacity: int) -> int:
@@ -382,7 +384,14 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
             self._call_flow_callback("pause_writing")
 
     def writelines(self, list_of_data: Any) -> None:
-        """Write each item of ``list_of_data``, as one write."""
+        """Write each item of ``list_of_data``, as one write.
+
+        Raises:
+            RuntimeError: after ``write_eof()`` (naming ``writelines()`` from 3.12,
+                as asyncio's selector transport does).
+        """
+        if self._eof and _WRITELINES_OF_ITS_OWN:
+            raise RuntimeError("Cannot call writelines() after write_eof()")
         self.write(b"".join(list_of_data))
 
     def _schedule_write(self) -> None:
