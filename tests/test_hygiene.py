@@ -189,6 +189,63 @@ def test_gate_tracked_object_left_open_in_own_mode(pytester: pytest.Pytester) ->
     )
 
 
+@pytest.mark.parametrize("mode", ["own", "strict"])
+def test_gate_does_not_fail_a_failed_test_again_for_what_it_left_open(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    result = run(
+        pytester,
+        """
+        import socket
+        import pytest
+        from nettest import memory_stream_pair
+
+        pair = []
+
+        @pytest.fixture
+        def broken():
+            raise RuntimeError("setup failed")
+
+        @pytest.mark.asyncio
+        async def test_fails_before_its_clean_up():
+            pair.append(memory_stream_pair())
+            assert False, "the real failure"
+
+        @pytest.mark.asyncio
+        @pytest.mark.xfail(reason="known bug")
+        async def test_known_bug():
+            pair.append(memory_stream_pair())
+            assert False
+
+        @pytest.mark.asyncio
+        async def test_setup_fails(broken):
+            pass
+
+        def test_after():
+            for (_, writer), (_, other) in pair:
+                assert writer.transport.is_closing() and other.transport.is_closing()
+        """,
+        f"--nettest-leaks={mode}",
+    )
+    # No teardown errors: a failed test's clean-up code did not run.  What it left
+    # open is closed all the same, and listed under its failure.
+    result.assert_outcomes(passed=1, failed=1, xfailed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_setup_fails*",
+            "*RuntimeError: setup failed",
+            "*_ test_fails_before_its_clean_up _*",
+            "*AssertionError: the real failure",
+            "*- nettest hygiene at teardown -*",
+            f"test_leaky.py::test_fails_before_its_clean_up left 2 things behind "
+            f"(--nettest-leaks={mode}):",
+            "  - open MemoryTransport *, created at:",
+            "(closed: a test that failed is not failed again for what it left open)",
+        ]
+    )
+    assert "LeakError" not in result.stdout.str()
+
+
 @MODES
 def test_gate_pending_task_with_function_loop(
     pytester: pytest.Pytester, asyncio_mode: str

@@ -387,11 +387,20 @@ class _Gate(_Instruments):
         if before is not None:
             self.exempt_fds |= open_socket_fds() - before
 
-    def check(self, owner: str, mode: LeakMode, fds_before: frozenset[tuple[int, int]]) -> None:
+    def check(
+        self,
+        owner: str,
+        mode: LeakMode,
+        fds_before: frozenset[tuple[int, int]],
+        *,
+        failed: bool = False,
+    ) -> str | None:
         """Report and then release everything `owner` left behind.
 
         Also reports, under the name of the test that made it, a task that an
-        earlier test left running and that failed during this one.
+        earlier test left running and that failed during this one.  A test that
+        `failed` already is not failed again for its leaks (its clean-up code did
+        not run): they are released all the same, and returned as text.
 
         Raises:
             LeakError: listing each leak with the stack that created it.
@@ -399,7 +408,7 @@ class _Gate(_Instruments):
         __tracebackhide__ = True
         if mode == "off":
             self._forget(owner)
-            return
+            return None
         leaks = self._find(owner, mode, fds_before)
         if leaks:
             suspects = self._suspects(owner)
@@ -415,15 +424,14 @@ class _Gate(_Instruments):
             leaks += [f"  - while the garbage collector finalised them: {m}" for m in finalising]
         late = self._late_failures(owner, mode)
         self._release(owner)
-        sections = late
-        if leaks:
-            header = (
-                f"{owner} left {len(leaks)} thing{'s' if len(leaks) != 1 else ''} behind "
-                f"(--nettest-leaks={mode}):"
-            )
-            sections = [header, *leaks, *late]
+        header = (
+            f"{owner} left {len(leaks)} thing{'s' if len(leaks) != 1 else ''} behind "
+            f"(--nettest-leaks={mode}):"
+        )
+        sections = [header, *leaks, *late] if leaks and not failed else late
         if sections:
             raise LeakError("\n".join(sections))
+        return "\n".join([header, *leaks]) if leaks else None
 
     def _suspects(self, owner: str) -> list[tuple[_Tracked, str]]:
         """`owner`'s objects that look open, each with what to call it if it is dropped.

@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 
 _SEED_KEY = pytest.StashKey[int]()
 _FDS_KEY = pytest.StashKey[frozenset[tuple[int, int]]]()
+#: The test failed in setup or call: its leaks are not reported as an error.
+_FAILED_KEY = pytest.StashKey[bool]()
+#: What the gate released after such a test, for its teardown report.
+_RELEASED_KEY = pytest.StashKey[str]()
 #: Whether the gate was strict for a session that was running when this one began
 #: (pytester runs sessions inside a test): restored when this one ends.
 _OUTER_STRICT_KEY = pytest.StashKey[bool]()
@@ -253,7 +257,14 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
     try:
         with GATE.owned_by(item.nodeid):
             result = yield
-        GATE.check(item.nodeid, _gate_mode(item), item.stash.get(_FDS_KEY, frozenset()))
+        released = GATE.check(
+            item.nodeid,
+            _gate_mode(item),
+            item.stash.get(_FDS_KEY, frozenset()),
+            failed=item.stash.get(_FAILED_KEY, False),
+        )
+        if released is not None:
+            item.stash[_RELEASED_KEY] = released
     finally:
         # Whatever happened, a strict test's instruments come off here.
         GATE.end(item.nodeid)
@@ -299,6 +310,13 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    if report.when == "teardown" and _RELEASED_KEY in item.stash:
+        released = item.stash[_RELEASED_KEY]
+        # pytest prints a teardown section ("teardown" in its name) under the failure.
+        note = "(closed: a test that failed is not failed again for what it left open)"
+        report.sections.append(("nettest hygiene at teardown", f"{released}\n{note}"))
+    if report.when in ("setup", "call") and (report.failed or hasattr(report, "wasxfail")):
+        item.stash[_FAILED_KEY] = True
     if not report.failed:
         return report
     if _SEED_KEY in item.stash:
