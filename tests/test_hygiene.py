@@ -246,6 +246,44 @@ def test_gate_does_not_fail_a_failed_test_again_for_what_it_left_open(
     assert "LeakError" not in result.stdout.str()
 
 
+def test_gate_ends_a_task_that_ignores_cancellation_before_its_loop_closes(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import pytest
+
+        async def stubborn():
+            while True:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    pass
+
+        @pytest.mark.asyncio
+        async def test_leaves_a_stubborn_task():
+            asyncio.ensure_future(stubborn())
+            await asyncio.sleep(0)
+
+        def test_after():
+            pass
+        """,
+        "--nettest-leaks=strict",
+        subprocess=True,
+    )
+    # The loop's close would wait on the task for ever; the gate ends it first.
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_leaves_a_stubborn_task*",
+            "*- pending task <Task * coro=<stubborn() *> that ignored cancellation: nettest "
+            "closed its coroutine when its event loop closed, created at:",
+        ]
+    )
+
+
 @MODES
 def test_gate_pending_task_with_function_loop(
     pytester: pytest.Pytester, asyncio_mode: str

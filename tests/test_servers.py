@@ -705,6 +705,36 @@ async def test_teardown_cancels_a_stuck_handler_and_says_so() -> None:
         await server.aclose()
 
 
+@pytest.mark.asyncio
+async def test_teardown_ends_a_handler_that_ignores_cancellation() -> None:
+    cleaned_up = []
+
+    async def stubborn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    pass  # a retry loop catching too much
+        finally:
+            cleaned_up.append(True)
+
+    server = await TCPServer(stubborn, close_timeout=0.1).start()
+    _, writer = await asyncio.open_connection(*server.address)
+    await server.wait_for_connections(1)
+    writer.close()
+    started = time.monotonic()
+    with pytest.warns(
+        ServerTeardownWarning,
+        match=r"the handler of connection #1 ignored cancellation: nettest closed its coroutine",
+    ):
+        await server.aclose()
+    assert time.monotonic() - started < 5
+    assert cleaned_up == [True]  # its finally block ran
+    # Nothing is left for the loop's close to wait on.
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
 # -- socket options -----------------------------------------------------------------------
 
 

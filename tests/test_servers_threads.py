@@ -249,7 +249,7 @@ def test_error(tcp_server_thread):
     result.stdout.fnmatch_lines(["*ERROR at teardown of test_error*", "*KeyError: 'bad'*"])
 
 
-def test_thread_whose_handler_never_ends_is_blamed_on_its_test_alone(
+def test_thread_whose_loop_never_stops_is_blamed_on_its_test_alone(
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makepyfile(
@@ -260,12 +260,16 @@ import nettest._threads
 
 nettest._threads._JOIN_TIMEOUT = 0.5  # how long teardown waits for the thread
 
-async def never_ends(reader, writer):
+async def stubborn():
     while True:
         try:
             await asyncio.sleep(100)
         except asyncio.CancelledError:
-            pass  # swallowed: the handler cannot be stopped
+            pass  # swallowed: the loop's final cancellation never ends it
+
+async def never_ends(reader, writer):
+    asyncio.ensure_future(stubborn())  # a task the server does not know
+    await asyncio.sleep(100)
 
 def test_stuck(tcp_server_thread):
     server = tcp_server_thread(never_ends, close_timeout=0.2)

@@ -46,7 +46,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._hygiene_report import _UNSEEN, _LoopError
 
@@ -58,6 +58,27 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 #: Tasks carry the test that created them under this name (None: no test's).
 _TASK_OWNER = "_nettest_owner"
+
+
+#: Seconds a cancelled task has to end before nettest ends it by force.
+CANCEL_GRACE = 1.0
+
+
+def force_end(task: asyncio.Task[Any]) -> str:
+    """End a task that ignored its cancellation; say how, for a report.
+
+    Its coroutine is closed (its ``finally`` blocks run, with `GeneratorExit`),
+    then the task is cancelled again: its next step finds the coroutine closed
+    and the task ends.  A coroutine that swallows `GeneratorExit` cannot be ended.
+    """
+    try:
+        task.get_coro().close()
+    except RuntimeError:
+        return "ignored cancellation and GeneratorExit, and could not be ended"
+    # Its step now fails for want of a coroutine: that failure is nettest's doing.
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    task.cancel()
+    return "ignored cancellation: nettest closed its coroutine"
 
 
 class _LastTest:
@@ -219,17 +240,22 @@ class _Instruments:
         and run to completion here (as `asyncio.run` does), so that none is left
         to be destroyed pending, and reported again, during a later test.
         """
-        pending: list[asyncio.Future[Any]] = []
+        pending: dict[asyncio.Future[Any], _Tracked] = {}
         for item in self.tracked:
             obj = item.ref()
             if isinstance(obj, asyncio.Future) and not obj.done() and obj.get_loop() is loop:
                 item.open_at_loop_close = True
                 item.what = f"pending task {obj!r}"
-                pending.append(obj)
+                pending[obj] = item
         if pending and not loop.is_closed() and not loop.is_running():
             for task in pending:
                 task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            _, stuck = loop.run_until_complete(asyncio.wait(pending, timeout=CANCEL_GRACE))
+            # A task that ignores cancellation would hold the loop's close for ever.
+            for task in stuck:
+                pending[task].what += f" that {force_end(cast('asyncio.Task[Any]', task))}"
+            if stuck:
+                loop.run_until_complete(asyncio.wait(stuck, timeout=CANCEL_GRACE))
 
     # -- sockets -------------------------------------------------------------
 

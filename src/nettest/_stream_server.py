@@ -60,6 +60,7 @@ from ._handlers import (
     make_protocol,
 )
 from ._hygiene import track
+from ._hygiene_instruments import CANCEL_GRACE, force_end
 from ._recording import (
     _UNSET,
     Connection,
@@ -608,7 +609,20 @@ class _StreamServer(_LoopbackServer):
                 "client closes or the handshake times out"
             )
             return  # nothing was aborted: nothing to wait for
-        await self._bounded_wait(1.0, idle)
+        if await self._bounded_wait(CANCEL_GRACE, idle):
+            return
+        # A handler that ignores cancellation would hold the loop's close for ever.
+        stuck = [s for s in self._states if s.task is not None and not s.task.done()]
+        for state in stuck:
+            assert state.task is not None
+            handler = f"the handler of connection #{state.conn.index}"
+            what = f"{handler} {force_end(state.task)}"
+            if f"{handler} (cancelled)" in self._aborted:
+                self._aborted[self._aborted.index(f"{handler} (cancelled)")] = what
+            else:
+                self._aborted.append(what)
+        if stuck:
+            await self._bounded_wait(CANCEL_GRACE, idle)
 
     async def _bounded_wait(self, timeout: float, idle: asyncio.Future[Any]) -> bool:
         """Wait until the connections and handlers ended and the server is idle."""
