@@ -9,6 +9,7 @@ import ssl
 import warnings
 import weakref
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import pytest_asyncio.plugin
@@ -1139,3 +1140,19 @@ def test__gate_task_factory_records_only_for_a_strict_test() -> None:
         assert not gate._watching_sockets()
     finally:
         loop.close()
+
+
+def test__gate_copies_a_mapping_that_another_thread_changes_meanwhile() -> None:
+    # A server thread adds a socket as the check copies the owners: copy again.
+    class Changing(dict[str, int]):
+        tries = 0
+
+        def items(self) -> Any:
+            self.tries += 1
+            if self.tries == 1:
+                raise RuntimeError("dictionary changed size during iteration")
+            return super().items()
+
+    mapping = Changing(a=1)
+    assert hygiene._items(mapping) == [("a", 1)]
+    assert mapping.tries == 2

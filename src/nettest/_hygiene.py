@@ -56,7 +56,7 @@ import socket
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, cast
 
@@ -91,6 +91,8 @@ LeakMode = Literal["off", "own", "strict"]
 LEAK_MODES: tuple[LeakMode, ...] = ("off", "own", "strict")
 
 _T = TypeVar("_T")
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 class LeakError(Exception):
@@ -484,7 +486,7 @@ class _Gate(_Instruments):
             # Sockets someone else owns: a wider-scoped server's accepted connections.
             seen_fds.update(
                 sock.fileno()
-                for sock, sock_owner in list(self.socket_owners.items())
+                for sock, sock_owner in _items(self.socket_owners)
                 if sock_owner != owner and sock.fileno() != -1
             )
             for fd, inode in sorted(open_socket_fds() - fds_before - self.exempt_fds):
@@ -555,7 +557,7 @@ class _Gate(_Instruments):
         self.tracked = [t for t in self.tracked if t.owner != owner and _kept(t)]
         self.loop_errors = [e for e in self.loop_errors if e.owner != owner]
         if self.owners_by_id:
-            self.owners_by_id = {k: v for k, v in self.owners_by_id.items() if v[1].owner != owner}
+            self.owners_by_id = {k: v for k, v in _items(self.owners_by_id) if v[1].owner != owner}
         if self.bookkeeping_errors:
             self.bookkeeping_errors = [e for e in self.bookkeeping_errors if e.owner != owner]
 
@@ -563,6 +565,20 @@ class _Gate(_Instruments):
 def _kept(entry: _Tracked) -> bool:
     """Whether an entry is worth keeping until its owner's check: alive, or a drop to report."""
     return entry.dropped is not None or entry.ref() is not None
+
+
+def _items(mapping: Mapping[_K, _V]) -> list[tuple[_K, _V]]:
+    """A copy of `mapping`'s items, taken again if another thread changed it meanwhile.
+
+    Server threads record the sockets and objects they make as the test thread
+    reads the same mappings: copying one can fail with "changed size during
+    iteration".
+    """
+    while True:
+        try:
+            return list(mapping.items())
+        except RuntimeError:
+            continue
 
 
 def _collect_garbage() -> list[str]:
