@@ -172,6 +172,31 @@ async def test_proxy_latency_delays_the_reply(
 
 
 @pytest.mark.asyncio
+async def test_proxy_latency_after_the_client_gave_up_raises_nothing(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    # The held reply reaches a closed client, whose kernel answers RST; the EOF
+    # due after it then finds the connection reset (ENOTCONN from shutdown()).
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    try:
+        proxy = await fault_proxy(upstream=upstream.address, faults=[Latency(0.2)])
+        reader, writer = await asyncio.open_connection(*proxy.address)
+        writer.write(b"ping")
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(reader.read(4), 0.05)  # the client's read timeout
+        writer.close()  # it gives up
+        await writer.wait_closed()
+        await asyncio.sleep(0.4)  # the reply and the EOF fall due
+    finally:
+        loop.set_exception_handler(previous)
+    assert errors == []
+    assert "EOF not sent: [Errno 107]" in proxy.format_traces()
+
+
+@pytest.mark.asyncio
 async def test_proxy_truncate_gives_eof_after_n_bytes(
     fault_proxy: FaultProxyFactory, upstream: Upstream
 ) -> None:

@@ -75,6 +75,19 @@ def _reset(transport: asyncio.Transport | None) -> None:
     transport.abort()
 
 
+def _write_eof(transport: asyncio.Transport) -> OSError | None:
+    """Send EOF; return the error if the peer had reset the connection already.
+
+    asyncio's ``write_eof()`` raises what ``shutdown()`` raised (``ENOTCONN``
+    once an RST has arrived); the reset itself is read, and handled, as ever.
+    """
+    try:
+        transport.write_eof()
+    except OSError as error:
+        return error
+    return None
+
+
 def _close_transport(transport: asyncio.Transport) -> None:
     if not transport.is_closing():
         transport.close()

@@ -57,6 +57,7 @@ from ._proxy_sockets import (
     _pending,
     _reset,
     _transport_open,
+    _write_eof,
 )
 from ._settings import default_timeout
 
@@ -451,7 +452,9 @@ class _StreamConnection:
         elif isinstance(action, SendEof):
             self.eof_sent[action.flow] = True
             if transport is not None and not transport.is_closing() and transport.can_write_eof():
-                transport.write_eof()
+                error = _write_eof(transport)
+                if error is not None:
+                    self.trace.record(self.loop.time(), action.flow, f"EOF not sent: {error}")
             if all(self.eof_sent.values()):
                 self.close_both()
         elif isinstance(action, Close):
@@ -539,8 +542,9 @@ class _StreamConnection:
                 continue
             if side.eof_seen or not transport.can_write_eof():
                 transport.close()
+            elif _write_eof(transport) is not None:
+                transport.abort()  # reset by its peer already
             else:
-                transport.write_eof()
                 transport.resume_reading()
                 self.loop.call_later(_CLOSE_GRACE, _close_transport, transport)
         self.finish()
