@@ -1119,7 +1119,7 @@ import asyncio
 import socket
 import pytest
 from nettest import handlers
-from nettest.faults import Latency
+from nettest.faults import Latency, SlowClose
 
 PROXIES = []
 
@@ -1162,8 +1162,21 @@ def test_on_a_loop_closed_before_teardown(fault_proxy):
 
     asyncio.run(main())
 
+def test_on_a_loop_closed_while_a_fault_holds_its_connections(fault_proxy, tcp_server):
+    async def main():
+        server = await tcp_server(handlers.echo)
+        proxy = await fault_proxy(upstream=server, faults=[SlowClose(0.5)])
+        PROXIES.append(proxy)
+        reader, writer = await asyncio.open_connection(*proxy.address)
+        writer.write(b"ping")
+        assert await reader.readexactly(4) == b"ping"
+        writer.close()  # the server's FIN is still held as the loop closes
+        await writer.wait_closed()
+
+    asyncio.run(main())
+
 def test_every_proxy_was_closed():
-    assert len(PROXIES) == 5
+    assert len(PROXIES) == 6
     assert [p for p in PROXIES if not p.closed] == []
     for proxy in PROXIES:
         if proxy.kind == "tcp":
@@ -1192,7 +1205,7 @@ addopts = -p no:looptime_plugin -p no:cacheprovider -W error::ResourceWarning
     result = pytester.runpytest_subprocess(
         f"--asyncio-mode={asyncio_mode}", "--nettest-timeout=600", timeout=120
     )
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)
     result.stdout.no_fnmatch_line("*LeakError*")
 
 
