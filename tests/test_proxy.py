@@ -1162,16 +1162,23 @@ def test_on_a_loop_closed_before_teardown(fault_proxy):
 
     asyncio.run(main())
 
-def test_on_a_loop_closed_while_a_fault_holds_its_connections(fault_proxy, tcp_server):
+def test_on_a_loop_closed_while_a_fault_holds_its_connections(fault_proxy):
     async def main():
-        server = await tcp_server(handlers.echo)
-        proxy = await fault_proxy(upstream=server, faults=[SlowClose(0.5)])
+        async def echo(reader, writer):
+            writer.write(await reader.read(100))
+            writer.close()
+
+        server = await asyncio.start_server(echo, "127.0.0.1", 0)
+        proxy = await fault_proxy(
+            upstream=server.sockets[0].getsockname(), faults=[SlowClose(0.5)]
+        )
         PROXIES.append(proxy)
         reader, writer = await asyncio.open_connection(*proxy.address)
         writer.write(b"ping")
         assert await reader.readexactly(4) == b"ping"
         writer.close()  # the server's FIN is still held as the loop closes
         await writer.wait_closed()
+        server.close()
 
     asyncio.run(main())
 
