@@ -1012,11 +1012,13 @@ def test_cli_help_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     for args, named in [
         (["--upstream", "127.0.0.1:1", "--listen", "127.0.0.1:99999"], "--listen"),
         (["--upstream", "127.0.0.1:65536"], "upstream"),
+        (["--upstream", "127.0.0.1:0"], "upstream"),
     ]:
         with pytest.raises(SystemExit) as info:
             cli_main(args)
         assert info.value.code == 2
-        assert f"{named}: the port must be in 0..65535" in capsys.readouterr().err
+        lowest = 1 if named == "upstream" else 0
+        assert f"{named}: the port must be in {lowest}..65535" in capsys.readouterr().err
 
 
 def test_proxy_listens_on_loopback_unless_allowed_remote(
@@ -1041,8 +1043,13 @@ def test_proxy_ports_are_checked() -> None:
         FaultProxy(("127.0.0.1", 1), port=70000)
     with pytest.raises(TypeError, match=r"port must be an int in 0\.\.65535, got '1'"):
         FaultProxy(("127.0.0.1", 1), port="1")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"upstream: the port must be in 0\.\.65535, got -1"):
+    with pytest.raises(ValueError, match=r"upstream: the port must be in 1\.\.65535, got -1"):
         FaultProxy(("127.0.0.1", -1))
+    # Nothing listens on port 0: every client would be reset.
+    with pytest.raises(ValueError, match=r"upstream: the port must be in 1\.\.65535, got 0"):
+        FaultProxy(("127.0.0.1", 0))
+    with pytest.raises(ValueError, match=r"upstream: the port must be in 1\.\.65535, got 0"):
+        FaultProxy("127.0.0.1:0")
 
 
 # -- the fixture in a test run --------------------------------------------------------------

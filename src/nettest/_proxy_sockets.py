@@ -24,27 +24,30 @@ Kind = Literal["tcp", "udp"]
 Address = tuple[str, int]
 
 
-def _parse_address(value: object, what: str) -> Address:
+def _parse_address(value: object, what: str, *, lowest: int = 0) -> Address:
     """Accept ``(host, port)``, ``"host:port"`` or an object with an ``address``."""
     address = getattr(value, "address", value)
     if isinstance(address, str):
         host, sep, port = address.rpartition(":")
         if not sep or not port.isdigit():
             raise ValueError(f"{what} must be HOST:PORT, got {address!r}")
-        return host.strip("[]") or "127.0.0.1", _check_port(int(port), what)
+        return host.strip("[]") or "127.0.0.1", _check_port(int(port), what, lowest)
     if isinstance(address, tuple) and len(address) >= 2:
         host, port = address[0], address[1]
         if isinstance(host, str) and isinstance(port, int) and not isinstance(port, bool):
-            return host, _check_port(port, what)
+            return host, _check_port(port, what, lowest)
     raise TypeError(f"{what} must be (host, port), 'host:port' or a server, got {value!r}")
 
 
-def _check_port(port: object, what: str) -> int:
-    """Return `port` if it is an int in 0..65535; raise naming `what` if not."""
+def _check_port(port: object, what: str, lowest: int = 0) -> int:
+    """Return `port` if it is an int in lowest..65535; raise naming `what` if not.
+
+    A port to listen on may be 0 (any free port); one to connect to may not.
+    """
     if isinstance(port, bool) or not isinstance(port, int):
-        raise TypeError(f"{what} must be an int in 0..65535, got {port!r}")
-    if not 0 <= port <= 65535:
-        raise ValueError(f"{what}: the port must be in 0..65535, got {port}")
+        raise TypeError(f"{what} must be an int in {lowest}..65535, got {port!r}")
+    if not lowest <= port <= 65535:
+        raise ValueError(f"{what}: the port must be in {lowest}..65535, got {port}")
     return port
 
 
@@ -57,7 +60,7 @@ def _parse_upstream(value: object, kind: str) -> Address | str:
         if kind != "tcp":
             raise ValueError(f"a UDP proxy needs a (host, port) upstream, got {address!r}")
         return address
-    return _parse_address(value, "upstream")
+    return _parse_address(value, "upstream", lowest=1)
 
 
 def _format_address(address: Address | str) -> str:
