@@ -195,7 +195,10 @@ def test_ini_twins_and_flag_wins(pytester: pytest.Pytester) -> None:
         ("nettest_leaks = sometimes", "nettest_leaks must be one of off, own, strict*"),
         ("nettest_seed = abc", "nettest_seed must be an int in [[]0, 2**64), got 'abc'*"),
         ("nettest_seed = -1", "nettest_seed must be in [[]0, 2**64), got -1*"),
-        ("nettest_timeout = 0", "nettest_timeout must be > 0 seconds*"),
+        ("nettest_timeout = 0", "nettest_timeout must be > 0 seconds and finite; got 0.0"),
+        ("nettest_timeout = nan", "nettest_timeout must be > 0 seconds and finite; got nan"),
+        # inf was taken, and then every wait of the thread-backed servers refused it.
+        ("nettest_timeout = inf", "nettest_timeout must be > 0 seconds and finite; got inf"),
         ("nettest_timeout = soon", "nettest_timeout must be a number*"),
     ],
 )
@@ -208,6 +211,14 @@ def test_bad_settings_are_usage_errors(pytester: pytest.Pytester, ini: str, mess
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*{message}"])
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "Infinity"])
+def test_bad_timeout_flag_is_a_usage_error(pytester: pytest.Pytester, value: str) -> None:
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest(f"--nettest-timeout={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*nettest_timeout must be > 0 seconds and finite; got *"])
 
 
 def test_bad_leaks_flag_lists_choices(pytester: pytest.Pytester) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import random
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, cast
@@ -132,8 +133,9 @@ def _timeout(config: pytest.Config) -> float:
         timeout = float(cast("float | str", value))
     except ValueError:
         raise pytest.UsageError(f"nettest_timeout must be a number; got {value!r}") from None
-    if not timeout > 0:
-        raise pytest.UsageError(f"nettest_timeout must be > 0 seconds; got {timeout}")
+    # Every wait takes it as its timeout: a finite number of seconds.
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise pytest.UsageError(f"nettest_timeout must be > 0 seconds and finite; got {timeout}")
     return timeout
 
 
