@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+from collections.abc import Callable
 
 import pytest
 
@@ -23,7 +24,9 @@ from nettest._faults import (
     Duplicate,
     Fault,
     Latency,
+    Reorder,
     Reset,
+    Slice,
     SlowClose,
     Trigger,
     Truncate,
@@ -326,6 +329,53 @@ def test_parse_fault_accepts_documented_values(spec: str, fault: Fault) -> None:
     parsed = parse_fault(spec)
     assert parsed == fault
     assert repr(parsed) == repr(fault)
+
+
+# -- parse_fault: a duration is the float its decimal text names ------------------------------
+
+
+def test_parse_fault_durations_with_units_are_exact() -> None:
+    # latency=9ms once gave Latency(0.009000000000000001), computed as 9 * 0.001.
+    for n in range(1, 1001):
+        assert parse_fault(f"latency={n}ms") == Latency(n / 1000), n
+        assert parse_fault(f"latency={n}us") == Latency(n / 1_000_000), n
+        assert parse_fault(f"latency={n}") == Latency(float(n)), n
+        assert parse_fault(f"latency={n}s") == Latency(float(n)), n
+        assert parse_fault(f"latency={n}m") == Latency(n * 60.0), n
+
+
+@pytest.mark.parametrize(
+    ("spec", "fault"),
+    [
+        ("latency=1s,jitter={}", lambda d: Latency(1.0, jitter=d)),
+        ("slice=1,delay={}", lambda d: Slice(1, delay=d)),
+        ("reset,after_seconds={}", lambda d: Reset(after_seconds=d)),
+        ("slow_close={}", SlowClose),
+        ("close_after={}", CloseAfter),
+        ("reorder=2,max_hold={}", lambda d: Reorder(2, max_hold=d)),
+    ],
+)
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("9ms", 0.009),
+        ("13ms", 0.013),
+        ("5us", 0.000005),
+        ("0.1ms", 0.0001),
+        ("1.5e-2ms", 0.000015),
+        ("250us", 0.00025),
+        ("0.009ms", 0.000009),
+        ("0.3", 0.3),
+        ("1.5m", 90.0),
+        ("0.009m", 0.54),
+    ],
+)
+def test_parse_fault_every_duration_field_is_exact(
+    spec: str, fault: Callable[[float], Fault], text: str, seconds: float
+) -> None:
+    parsed = parse_fault(spec.format(text))
+    assert parsed == fault(seconds)
+    assert repr(parsed) == repr(fault(seconds))
 
 
 @pytest.mark.parametrize("faults", [Drop(), 3, None])

@@ -16,6 +16,7 @@ import sys
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, fields
+from decimal import MAX_EMAX, MIN_EMIN, Context, Decimal
 from fractions import Fraction
 from typing import Any
 
@@ -34,7 +35,7 @@ __all__ = ["cli_main", "parse_fault"]
 _DURATION = re.compile(r"([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*(us|ms|s|m)?")
 _SIZE = re.compile(r"([0-9]*\.?[0-9]+)\s*([kKmMgG]?)(i?[bB])?")
 _NUMBER = re.compile(r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?")
-_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, None: 1.0}
+_UNITS = {"us": Decimal("1e-6"), "ms": Decimal("1e-3"), "s": Decimal(1), "m": Decimal(60)}
 _SIZES = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 #: Names of faults on the command line; the first field takes ``name=value``.
@@ -71,7 +72,12 @@ def _duration(text: str) -> float | None:
     match = _DURATION.fullmatch(text)
     if match is None:
         return None
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    # Exact, then rounded once: 9ms is 0.009 (9 * 1e-3 gave 0.009000000000000001).  The
+    # precision holds every digit of the product; out of range it is inf or 0, as
+    # float() makes it.
+    number = match.group(1)
+    exact = Context(prec=len(number) + 2, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[])
+    return float(exact.multiply(exact.create_decimal(number), _UNITS[match.group(2) or "s"]))
 
 
 def _bytes(text: str) -> Fraction | None:
