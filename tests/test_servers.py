@@ -429,9 +429,36 @@ async def test_wait_for_connections_timeout_says_what_arrived(
     await server.wait_for_connections(1)
     with pytest.raises(TimeoutError, match=r"expected 2 connections; 1 arrived"):
         await server.wait_for_connections(2, timeout=0.05)
-    with pytest.raises(ValueError, match="n must be an int >= 1"):
-        await server.wait_for_connections(0)
+    with pytest.raises(ValueError, match=r"^n must be an int >= 0, got -1$"):
+        await server.wait_for_connections(-1)
+    with pytest.raises(TypeError, match=r"^n must be an int >= 0, got 1.0$"):
+        await server.wait_for_connections(1.0)  # type: ignore[arg-type]
     await _close(writer)
+
+
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+@pytest.mark.parametrize("clients", [0, 1, 2])
+@pytest.mark.asyncio
+async def test_wait_for_connections_of_a_parametrized_number_of_clients(
+    family: str, clients: int
+) -> None:
+    # n=0 once raised "n must be an int >= 1, got 0".
+    async with TCPServer() if family == "tcp" else UnixServer() as server:
+        writers = []
+        for _ in range(clients):
+            if isinstance(server, TCPServer):
+                _, writer = await asyncio.open_connection(*server.address)
+            else:
+                _, writer = await asyncio.open_unix_connection(server.path)
+            writers.append(writer)
+        # For ever: a wait for 0 returns at once, one for the clients once they arrive.
+        conns = await asyncio.wait_for(server.wait_for_connections(clients, timeout=None), 5)
+        assert len(conns) == clients
+        assert conns == server.connections[:clients]
+        assert await server.wait_for_connections(0, timeout=None) == ()
+        for writer in writers:
+            await _close(writer)
+    assert await server.wait_for_connections(0) == ()
 
 
 @pytest.mark.asyncio

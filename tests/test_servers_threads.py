@@ -81,6 +81,40 @@ def test_wait_timeout_raises_in_the_test_thread(tcp_server_thread: TCPServerThre
         server.wait_for_connections(1, timeout=0.05)
 
 
+@pytest.mark.parametrize("clients", [0, 1, 2])
+def test_wait_for_a_parametrized_number_of_connections_and_datagrams(
+    tcp_server_thread: TCPServerThreadFactory,
+    unix_server_thread: UnixServerThreadFactory,
+    udp_server_thread: UDPServerThreadFactory,
+    clients: int,
+) -> None:
+    # n=0 once raised "n must be an int >= 1, got 0".
+    tcp, unix, udp = tcp_server_thread(), unix_server_thread(), udp_server_thread()
+    socks = [socket.create_connection(tcp.address, timeout=5) for _ in range(clients)]
+    for _ in range(clients):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        socks.append(sock)
+        sock.settimeout(5)
+        sock.connect(unix.path)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for i in range(clients):
+            sender.sendto(b"%d" % i, udp.address)
+        try:
+            for server in (tcp, unix):
+                assert len(server.wait_for_connections(clients, timeout=5)) == clients
+                assert server.wait_for_connections(0, timeout=5) == ()
+            assert len(udp.wait_for_datagrams(clients, timeout=5)) == clients
+            assert udp.wait_for_datagrams(0, timeout=5) == ()
+        finally:
+            for sock in socks:
+                sock.close()
+    for server in (tcp, unix):
+        with pytest.raises(ValueError, match=r"^n must be an int >= 0, got -1$"):
+            server.wait_for_connections(-1)
+    with pytest.raises(ValueError, match=r"^n must be an int >= 0, got -1$"):
+        udp.wait_for_datagrams(-1)
+
+
 def test_wait_closed_names_a_bad_connection(tcp_server_thread: TCPServerThreadFactory) -> None:
     server = tcp_server_thread(handlers.echo)
     with pytest.raises(ValueError, match="connection must be an int >= 1, got 0"):

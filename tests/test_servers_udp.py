@@ -105,6 +105,31 @@ async def test_udp_wait_timeout_lists_what_arrived(udp_server: UDPServerFactory)
             await server.wait_for_datagrams(2, timeout=0.05)
 
 
+@pytest.mark.parametrize("datagrams", [0, 1, 2])
+async def test_udp_wait_for_a_parametrized_number_of_datagrams(
+    udp_server: UDPServerFactory, datagrams: int
+) -> None:
+    # n=0 once raised "n must be an int >= 1, got 0".
+    server = await udp_server(handlers.sink)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for i in range(datagrams):
+            sock.sendto(b"%d" % i, server.address)
+        # For ever: a wait for 0 returns at once, one for the datagrams once they arrive.
+        received = await asyncio.wait_for(server.wait_for_datagrams(datagrams, timeout=None), 5)
+    assert [d.data for d in received] == [b"%d" % i for i in range(datagrams)]
+    assert await server.wait_for_datagrams(0, timeout=None) == ()
+    with pytest.raises(ValueError, match=r"^n must be an int >= 0, got -1$"):
+        await server.wait_for_datagrams(-1)
+    with pytest.raises(TypeError, match=r"^n must be an int >= 0, got True$"):
+        await server.wait_for_datagrams(True)
+
+
+async def test_udp_wait_for_no_datagrams_on_a_closed_server_returns_at_once() -> None:
+    server = await UDPServer(handlers.sink).start()
+    await server.aclose()
+    assert await server.wait_for_datagrams(0) == ()
+
+
 async def test_udp_wait_on_a_closed_server_fails_at_once() -> None:
     server = await UDPServer(handlers.sink).start()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

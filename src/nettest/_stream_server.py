@@ -359,7 +359,8 @@ class _StreamServer(_LoopbackServer):
         """Wait until the server has accepted at least ``n`` connections in all.
 
         Args:
-            n: how many connections, counting those already accepted.
+            n: how many connections, counting those already accepted; 0 returns
+                ``()`` at once, for a test parametrized over a number of clients.
             timeout: seconds; nettest's default timeout if not given, None for ever.
 
         Returns:
@@ -367,12 +368,12 @@ class _StreamServer(_LoopbackServer):
 
         Raises:
             TypeError: ``n`` is not an int.
-            ValueError: ``n`` < 1, or a bad timeout.
+            ValueError: ``n`` < 0, or a bad timeout.
             RuntimeError: called on another event loop than the server's.
             TimeoutError: fewer arrived in time, or the server closed with fewer
                 (then at once); the message says how many did.
         """
-        _check_int("n", n)
+        _check_int("n", n, low=0)
         seconds = resolve_timeout(timeout)
         self._check_loop()
         await self._changed.wait_until(

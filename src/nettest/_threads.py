@@ -219,7 +219,11 @@ class _StreamThreadMixin(_ThreadedServer[_SS]):
     ) -> tuple[Connection, ...]:
         """Block until ``n`` connections have arrived in all; return the first ``n``.
 
+        ``n=0`` returns ``()`` at once.
+
         Raises:
+            TypeError: ``n`` is not an int.
+            ValueError: ``n`` < 0, or a bad timeout.
             TimeoutError: fewer arrived in time, or the server closed with fewer
                 (then at once); the message says how many did.
         """
@@ -355,7 +359,16 @@ class UDPServerThread(_HostThreadMixin[UDPServer]):
     def wait_for_datagrams(
         self, n: int = 1, *, timeout: float | None = _UNSET
     ) -> tuple[Datagram, ...]:
-        """Block until ``n`` datagrams have been received in all; return the first ``n``."""
+        """Block until ``n`` datagrams have been received in all; return the first ``n``.
+
+        ``n=0`` returns ``()`` at once.
+
+        Raises:
+            TypeError: ``n`` is not an int.
+            ValueError: ``n`` < 0, or a bad timeout.
+            TimeoutError: fewer arrived in time, or the server closed with fewer
+                (then at once); the message lists those that did.
+        """
         return self._run(self._server.wait_for_datagrams(n, timeout=_timeout_here(timeout)))
 
 

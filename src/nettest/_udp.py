@@ -377,17 +377,20 @@ class _DatagramServer(_LoopbackServer):
     ) -> tuple[Datagram, ...]:
         """Wait until at least ``n`` datagrams have been received in all.
 
+        ``n=0`` returns ``()`` at once, for a test parametrized over a number of
+        datagrams.
+
         Returns:
             The first ``n`` datagrams received.
 
         Raises:
             TypeError: ``n`` is not an int.
-            ValueError: ``n`` < 1, or a bad timeout.
+            ValueError: ``n`` < 0, or a bad timeout.
             RuntimeError: not started, or called on another event loop than the server's.
             TimeoutError: fewer arrived in time, or the server closed with fewer
                 (then at once); the message lists those that did.
         """
-        _check_int("n", n)
+        _check_int("n", n, low=0)
         seconds = resolve_timeout(timeout)
         self._check_loop()
         await self._changed.wait_until(
