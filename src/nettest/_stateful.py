@@ -69,8 +69,9 @@ class AsyncRuleBasedStateMachine(RuleBasedStateMachine):
     Run the machine from a synchronous test (``TestX = Machine.TestCase`` or
     `~hypothesis.stateful.run_state_machine_as_test`): a loop cannot run
     inside another running loop.  Create loop-bound objects (streams,
-    servers, futures) in an async `~hypothesis.stateful.initialize` rule or
-    in a rule, not in ``__init__``.
+    servers, futures) in an ``async def`` `~hypothesis.stateful.initialize`
+    rule or ``async def`` rule (a plain ``def`` one runs outside the loop), not
+    in ``__init__``.
 
     Attributes:
         loop_factory: Makes the loop of each test case, for example
