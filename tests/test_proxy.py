@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import pytest_asyncio
 
+from nettest import TCPServerFactory, handlers
 from nettest._faults import (
     Bandwidth,
     Blackhole,
@@ -217,6 +218,34 @@ async def test_proxy_reset_is_a_real_rst(
         with pytest.raises(ConnectionResetError):
             await read_all(reader)
     assert "reset" in proxy.format_traces()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "fault", [None, Latency(0.3), Bandwidth(200)], ids=["none", "latency", "bandwidth"]
+)
+async def test_proxy_passes_a_servers_reset_on_behind_the_bytes_sent_before_it(
+    fault_proxy: FaultProxyFactory, tcp_server: TCPServerFactory, fault: Fault | None
+) -> None:
+    # A kernel lets the bytes that arrived before an RST be read, then reports the
+    # reset: the RST travels behind them, through the same faults.
+    server = await tcp_server(
+        handlers.script(handlers.send(b"x" * 64), handlers.sleep(0.05), handlers.reset)
+    )
+    proxy = await fault_proxy(upstream=server, faults=[fault] if fault else [])
+    loop = asyncio.get_running_loop()
+    async with connect(proxy.address) as (reader, _):
+        started = loop.time()
+        got = b""
+        try:
+            while chunk := await asyncio.wait_for(reader.read(100), 5):
+                got += chunk
+        except ConnectionResetError:
+            got += b"<reset>"
+        assert got == b"x" * 64 + b"<reset>"
+        if isinstance(fault, Latency):
+            assert loop.time() - started >= 0.29
+    assert "reset downstream: server reset" in proxy.format_traces()
 
 
 @pytest.mark.asyncio

@@ -172,6 +172,19 @@ class StreamSchedule(_Schedule):
         self._now = now
         return self._run(flow, 0, [_Eof(now)]) + self._wake_for_held()
 
+    def peer_reset(self, flow: Flow, now: float, reason: str) -> list[Action]:
+        """The sender of `flow` reset the connection.
+
+        The RST follows the bytes sent before it, through the same faults (a
+        `Latency` delays it, a `Bandwidth` cap queues it behind what it holds), and
+        resets the receiver of `flow` when it gets there: a kernel lets the
+        bytes that arrived before an RST be read first.
+        """
+        if self.closed:
+            return []
+        self._now = now
+        return self._run(flow, 0, [_Ctl(now, True, (flow,), reason)]) + self._wake_for_held()
+
     def tick(self, now: float) -> list[Action]:
         """Time passed: let go what the stages hold that is due, and fire timers (see `Wake`)."""
         if self.closed:

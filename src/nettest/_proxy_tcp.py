@@ -366,9 +366,12 @@ class _StreamConnection:
             return
         now = self.loop.time()
         if exc is not None:
-            # Pass a reset on, as the network would.
+            # Pass a reset on, as the network would: behind what was sent before it.
             self.trace.record(now, side.sends, f"{side.role} connection lost: {exc!r}")
             other = self.server if side is self.client else self.client
+            if other is not None and not self.schedule.closed:
+                self.apply(self.schedule.peer_reset(side.sends, now, f"{side.role} reset"))
+                return
             if other is not None:
                 _reset(other.transport)
             self.finish()
