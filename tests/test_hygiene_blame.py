@@ -142,6 +142,39 @@ def test_gate_a_test_marked_off_is_not_reported_for_its_late_failed_future(
     result.assert_outcomes(passed=2)
 
 
+def test_gate_does_not_blame_a_failed_test_again_for_its_task_failing_later(
+    pytester: pytest.Pytester,
+) -> None:
+    # As when pytest-timeout interrupts a test, and its own task fails later.
+    result = run(
+        pytester,
+        """
+        import asyncio, gc
+        import pytest
+
+        pytestmark = pytest.mark.asyncio(loop_scope="module")
+        held = []
+
+        async def fail_later():
+            await asyncio.sleep(0.05)
+            raise RuntimeError("late failure from test_a")
+
+        async def test_a_fails():
+            held.append(asyncio.create_task(fail_later()))
+            assert False, "the real failure"
+
+        async def test_b_clean():
+            await asyncio.sleep(0.2)
+            held.clear()
+            gc.collect()
+            await asyncio.sleep(0)
+        """,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    assert "LeakError" not in result.stdout.str()
+
+
 def test_gate_strict_blames_the_task_left_pending_on_its_test(pytester: pytest.Pytester) -> None:
     result = run(
         pytester,

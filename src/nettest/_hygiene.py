@@ -119,7 +119,8 @@ class _Gate(_Instruments):
     exempt_fds: set[tuple[int, int]] = field(default_factory=set)
     #: Tests begun and not yet ended (more than one under pytester).
     running: set[str] = field(default_factory=set)
-    #: Tests checked in mode ``off``: what their tasks do later is nobody's business.
+    #: Tests checked in mode ``off``, and tests that failed: what their tasks do
+    #: later is nobody's business, or follows from that failure.
     silenced: set[str] = field(default_factory=set)
     #: The thread that runs the tests; objects made on others say so.
     test_thread: int = field(default_factory=threading.get_ident)
@@ -411,6 +412,8 @@ class _Gate(_Instruments):
         if mode == "off":
             self._forget(owner)
             return None
+        if failed:  # its tasks failing later (at its teardown, say) follow from that
+            self.silenced.add(owner)
         leaks = self._find(owner, mode, fds_before)
         if leaks:
             suspects = self._suspects(owner)
