@@ -71,6 +71,18 @@ def test_exports_public_classes_are_final() -> None:
             assert is_protocol or getattr(value, "__final__", False), f"{name} is not @final"
 
 
+@pytest.mark.parametrize("module_name", public_modules())
+def test_exports_errors_are_named_as_imported(module_name: str) -> None:
+    # A traceback, and a -W filter, name an error or warning by its __module__.
+    module = importlib.import_module(module_name)
+    for name in module.__all__:
+        value = getattr(module, name)
+        if inspect.isclass(value) and issubclass(value, BaseException):
+            where = value.__module__
+            public = where in PUBLIC_MODULES and getattr(sys.modules[where], name, None) is value
+            assert public, f"{name} prints as {where}.{name}"
+
+
 def test_exports_fixtures_are_documented() -> None:
     text = docs_text()
     fixtures = [

@@ -130,3 +130,15 @@ __all__ = [
     "sanitize",
     "write_tls_files",
 ]
+
+# Errors and warnings print under the name users import them by (a traceback and
+# ``-W ignore::nettest.ServerTeardownWarning`` say ``nettest.X``).
+for _class in (
+    ConformanceError,
+    HandlerError,
+    ProtocolViolation,
+    ScriptMismatch,
+    ServerTeardownWarning,
+):
+    _class.__module__ = __name__
+del _class
