@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 import pytest
 
 from ._handlers import DatagramProtocolFactory, Handler, ProtocolFactory, StreamHandler, echo
-from ._hygiene import instrument_loop, serves_on, track
+from ._hygiene import GATE, instrument_loop, serves_on, track
 from ._recording import _UNSET, Connection, Datagram, Ending
 from ._server_base import _check_int, _NoIPv6, raise_all
 from ._servers import TCPServer, UnixServer
@@ -60,7 +60,9 @@ class _LoopThread:
 
     def __init__(self, name: str) -> None:
         self._owner = threading.current_thread()
-        self.loop = asyncio.new_event_loop()
+        # The loop's self-pipe is the thread's, reported with it, not as the test's sockets.
+        with GATE.owned_by(None):
+            self.loop = asyncio.new_event_loop()
         instrument_loop(self.loop)
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
         serves_on(self.thread)
