@@ -584,6 +584,22 @@ def test_gate_strict_reports_a_real_stream_writer_dropped_without_close(
     )
 
 
+@pytest.mark.skipif(not WRITER_DEL_CLOSES, reason="no StreamWriter.__del__ before 3.11.5")
+def test__gate_writer_watcher_is_named_as_the_original() -> None:
+    # A warning raised in it is reported "in StreamWriter.__del__", as without the gate.
+    original = vars(asyncio.StreamWriter)["__del__"]
+    gate = hygiene._Gate()
+    gate._watch_writers()
+    try:
+        watcher = vars(asyncio.StreamWriter)["__del__"]
+        assert watcher is not original
+        assert watcher.__qualname__ == original.__qualname__ == "StreamWriter.__del__"
+        assert watcher.__wrapped__ is original
+    finally:
+        gate.unwatch_socket_creation()
+    assert vars(asyncio.StreamWriter)["__del__"] is original
+
+
 def test__gate_writer_dropped_never_raises() -> None:
     class Broken:
         @property

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import stat
@@ -318,7 +319,9 @@ class _Instruments:
             gate.writer_dropped(writer)
             original_del(writer, *args, **kwargs)
 
-        __del__.__wrapped__ = original_del  # type: ignore[attr-defined]
+        # Named as the original (and __wrapped__ set): a warning it raises is
+        # reported as raised "in StreamWriter.__del__", as without the gate.
+        functools.update_wrapper(__del__, original_del)
         asyncio.StreamWriter.__del__ = __del__  # type: ignore[attr-defined]
         self.writer_watcher = __del__
 
