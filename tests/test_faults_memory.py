@@ -399,3 +399,41 @@ async def test_memory_same_seed_same_faults() -> None:
 
     assert await run(5) == await run(5)
     assert await run(5) != await run(6)
+
+
+def test_memory_fault_traces_are_in_the_failure_report(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from nettest import inject_faults, memory_stream_pair
+        from nettest.faults import Truncate
+
+        @pytest.mark.asyncio
+        async def test_reads_too_little(nettest_seed):
+            (reader, writer), (s_reader, s_writer) = memory_stream_pair()
+            inject_faults(writer, [Truncate(3)], seed=nettest_seed)
+            s_writer.write(b"hello")  # downstream: to the client
+            try:
+                assert await reader.read() == b"hello"
+            finally:
+                for w in (writer, s_writer):
+                    w.close()
+
+        @pytest.mark.asyncio
+        async def test_passes():
+            (reader, writer), (s_reader, s_writer) = memory_stream_pair()
+            inject_faults(writer, [Truncate(3)])
+            for w in (writer, s_writer):
+                w.close()
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "--nettest-seed=7")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*- nettest memory faults -*",
+            "<MemoryFaults stream [[]Truncate(after_bytes=3)[]]> seed=*",
+            "*Truncate(after_bytes=3)*",
+        ]
+    )
+    assert result.stdout.str().count("<MemoryFaults") == 1  # the failed test's alone

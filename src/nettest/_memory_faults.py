@@ -51,6 +51,7 @@ from ._fault_backend import ActionQueue, FaultsInForce, TimedAction
 from ._fault_engine_datagram import DatagramSchedule
 from ._fault_engine_stream import StreamSchedule
 from ._faults import FLOWS, Fault, Flow, check_faults, other_flow
+from ._hygiene import GATE
 from ._seed import check_seed
 from ._transports import MemoryTransport
 
@@ -142,7 +143,7 @@ def inject_faults(end: object, faults: Iterable[Fault] = (), *, seed: int = 0) -
         # A fault layer holds a link's seam already (see nettest._links): only ours takes it.
         if any(link.carry is not link._arrive for link in (transport._out, transport._in)):
             raise _injected_already()
-        return _StreamDriver(transport, checked, seed).handle
+        return _made(_StreamDriver(transport, checked, seed).handle, seed)
     if isinstance(transport, MemoryDatagramTransport):
         if transport._peer is None:
             raise TypeError("inject_faults needs an end of memory_datagram_pair()")
@@ -150,11 +151,34 @@ def inject_faults(end: object, faults: Iterable[Fault] = (), *, seed: int = 0) -
         # The datagram seam: an instance attribute shadows the method (see _DatagramDriver).
         if any("_transmit" in vars(end) for end in (transport, transport._peer)):
             raise _injected_already()
-        return _DatagramDriver(transport, checked, seed).handle
+        return _made(_DatagramDriver(transport, checked, seed).handle, seed)
     raise TypeError(
         "inject_faults needs the client end of a memory pair (a MemoryTransport, "
         f"a StreamWriter over one, or a MemoryDatagramTransport), got {end!r}"
     )
+
+
+#: The fault layers each running test made, with their seeds, for its failure report.
+_MADE_BY: dict[str, list[tuple[MemoryFaults, int]]] = {}
+
+
+def _made(handle: MemoryFaults, seed: int) -> MemoryFaults:
+    if GATE.owner is not None:
+        _MADE_BY.setdefault(GATE.owner, []).append((handle, seed))
+    return handle
+
+
+def format_memory_traces_for(nodeid: str) -> str | None:
+    """Return the traces of the memory fault layers a test made, for its failure report."""
+    made = _MADE_BY.get(nodeid)
+    if not made:
+        return None
+    return "\n\n".join(f"{handle!r} seed={seed}\n{handle.trace}" for handle, seed in made)
+
+
+def forget_memory_faults(nodeid: str) -> None:
+    """Let go of what a test made, once its reports are made."""
+    _MADE_BY.pop(nodeid, None)
 
 
 def _injected_already() -> RuntimeError:

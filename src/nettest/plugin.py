@@ -17,6 +17,7 @@ import pytest
 
 from . import _settings
 from ._hygiene import GATE, LEAK_MODES, LeakMode
+from ._memory_faults import forget_memory_faults, format_memory_traces_for
 from ._prebound import bound_tcp_socket, bound_udp_socket, unix_socket_path  # noqa: F401
 from ._proxy import fault_proxy, format_traces_for  # noqa: F401
 from ._seed import SEED_RANGE, check_seed
@@ -319,6 +320,9 @@ def pytest_runtest_makereport(
         report.sections.append(("nettest hygiene at teardown", f"{released}\n{note}"))
     if report.when in ("setup", "call") and (report.failed or hasattr(report, "wasxfail")):
         item.stash[_FAILED_KEY] = True
+    memory_traces = format_memory_traces_for(item.nodeid) if report.failed else None
+    if report.when == "teardown":
+        forget_memory_faults(item.nodeid)
     if not report.failed:
         return report
     if _SEED_KEY in item.stash:
@@ -333,4 +337,6 @@ def pytest_runtest_makereport(
     traces = format_traces_for(item)
     if traces:
         report.sections.append(("nettest fault proxy", traces))
+    if memory_traces:
+        report.sections.append(("nettest memory faults", memory_traces))
     return report
