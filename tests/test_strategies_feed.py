@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import time
 from typing import Any
+from unittest import mock
 
 import looptime
 import pytest
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
-from hypothesis.errors import InvalidArgument
+from hypothesis.errors import InvalidArgument, NoSuchExample
 
+from nettest import sanitize
 from nettest import strategies as nst
 from nettest._transport_pairs import memory_transport_pair
 from nettest._transports import MemoryTransport
@@ -104,13 +108,69 @@ def test_feed_pause_holds_reads_back_and_coalesces_them() -> None:
     assert protocol.events == [b"a", b"bc", b"d", "eof", ("lost", None)]
 
 
-def test_feed_eof_waits_for_resume_but_loss_does_not() -> None:
+@pytest.mark.parametrize(
+    ("end", "expected"),
+    [
+        (nst.Eof(), ["eof", ("lost", None)]),
+        (nst.ConnectionLost(), [("lost", "ConnectionResetError")]),
+        (nst.ConnectionLost(OSError("boom")), [("lost", "OSError")]),
+    ],
+)
+def test_feed_end_while_paused_comes_after_the_held_reads_on_resume(
+    end: nst.Event, expected: list[Any]
+) -> None:
+    # As a kernel keeps its receive queue when an RST arrives: a real paused
+    # socket transport delivers b"a", then connection_lost(ECONNRESET), on resume.
     protocol = RecordingProtocol()
-    nst.feed(protocol, [nst.PauseReading(), b"a", nst.Eof(), nst.ResumeReading()])
-    assert protocol.events == [b"a", "eof", ("lost", None)]
+    nst.feed(protocol, [nst.PauseReading(), b"a", end, b"b", nst.Eof(), nst.ResumeReading()])
+    assert protocol.events == [b"a", *expected]
+
+
+@pytest.mark.parametrize("end", [nst.Eof(), nst.ConnectionLost()])
+def test_feed_end_while_paused_never_arrives_if_reading_never_resumes(end: nst.Event) -> None:
     protocol = RecordingProtocol()
-    nst.feed(protocol, [nst.PauseReading(), b"a", nst.ConnectionLost(OSError("boom"))])
-    assert protocol.events == [("lost", "OSError")]
+    nst.feed(protocol, [b"a", nst.PauseReading(), b"b", end])
+    assert protocol.events == [b"a"]
+
+
+@pytest.mark.asyncio
+async def test_feed_async_loss_while_paused_reaches_a_stream_reader_after_the_data() -> None:
+    # The loop runs between the held reads and the loss, so the reader returns
+    # the line before it raises, as over a real socket.
+    reader = asyncio.StreamReader()
+    schedule = [nst.PauseReading(), b"+OK\r\n", nst.ConnectionLost(), nst.ResumeReading()]
+    consumer = asyncio.ensure_future(reader.readline())
+    await nst.feed_async(reader, schedule)
+    assert await consumer == b"+OK\r\n"
+    with pytest.raises(ConnectionResetError):
+        await reader.readline()
+
+
+@pytest.mark.asyncio
+async def test_feed_async_memory_transport_loss_while_paused_keeps_the_held_data() -> None:
+    protocol = RecordingProtocol()
+    transport = MemoryTransport(protocol)
+    await asyncio.sleep(0)
+    schedule = [nst.PauseReading(), b"+OK\r\n", nst.ConnectionLost(), nst.ResumeReading()]
+    await nst.feed_async(transport, schedule)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert protocol.events == ["made", b"+OK\r\n", ("lost", "ConnectionResetError")]
+
+
+def test_feed_datagrams_held_by_a_pause_arrive_one_by_one_before_the_error() -> None:
+    protocol = RecordingDatagramProtocol()
+    error = ConnectionRefusedError()
+    schedule = [
+        nst.PauseReading(),
+        nst.Datagram(b"a", 0),
+        nst.Datagram(b"", 1),
+        nst.ConnectionLost(error),
+        nst.ResumeReading(),
+    ]
+    nst.feed(protocol, schedule)
+    assert protocol.datagrams == [(b"a", None), (b"", None)]
+    assert protocol.errors == [error]
 
 
 @pytest.mark.parametrize(
@@ -193,6 +253,14 @@ def test_feed_message_stream() -> None:
         (list.append, b"abc", TypeError, "not a single bytes"),
         (print, ["text"], TypeError, "must hold bytes or schedule events"),
         (print, [nst.Delay(1)], ValueError, "use `await feed_async"),
+        (print, None, TypeError, "must be an iterable of bytes and schedule events, .*got None"),
+        (
+            print,
+            nst.chunkings(b"abc"),
+            TypeError,
+            r"chunks_or_schedule is a hypothesis strategy, but feed\(\) needs the values it "
+            r"draws: decorate the test with @given",
+        ),
     ],
 )
 def test_feed_rejects_bad_arguments(
@@ -200,6 +268,12 @@ def test_feed_rejects_bad_arguments(
 ) -> None:
     with pytest.raises(error, match=message):
         nst.feed(target, items)
+
+
+@pytest.mark.asyncio
+async def test_feed_async_rejects_a_strategy_naming_given() -> None:
+    with pytest.raises(TypeError, match=r"but feed_async\(\) needs the values it draws.*@given"):
+        await nst.feed_async(print, nst.schedules(b"abc"))
 
 
 @pytest.mark.parametrize(
@@ -330,6 +404,225 @@ async def test_feed_async_into_an_end_of_a_pair_reaches_the_peer() -> None:
     await asyncio.sleep(0)
 
 
+# -- the protocol closes its transport ---------------------------------------------
+
+
+class RecordingTransport(asyncio.Transport):
+    """A stub transport that records what the protocol does, as tests write them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+class EchoUpper(asyncio.Protocol):
+    """The line protocol of the transports docs: QUIT closes (or aborts) the transport."""
+
+    def __init__(self, *, forget: bool = False) -> None:
+        self.transport: Any = None
+        self.forget = forget
+        self.buffer = b""
+        self.events: list[Any] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.events.append(data)
+        self.buffer += data
+        while b"\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            if line in (b"QUIT", b"ABORT"):
+                if line == b"QUIT":
+                    self.transport.close()
+                else:
+                    self.transport.abort()
+                if self.forget:
+                    self.transport = None
+                return
+            self.transport.write(line.upper() + b"\n")
+
+    def eof_received(self) -> None:
+        self.events.append("eof")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.events.append(("lost", exc))
+
+
+@pytest.mark.parametrize("forget", [False, True], ids=["keeps", "forgets"])
+@pytest.mark.parametrize("command", [b"QUIT", b"ABORT"])
+@pytest.mark.parametrize("end", [nst.Eof(), nst.ConnectionLost()], ids=["eof", "reset"])
+def test_feed_stops_once_the_protocol_closed_its_transport(
+    command: bytes, forget: bool, end: nst.Event
+) -> None:
+    # A real transport stops reading at close() or abort(): the line after
+    # QUIT is never read, and neither is the end of the stream.
+    protocol, transport = EchoUpper(forget=forget), RecordingTransport()
+    protocol.connection_made(transport)
+    nst.feed(protocol, [b"hi\n", command + b"\nhello\n", b"more\n", end])
+    assert transport.written == b"HI\n"
+    assert protocol.events == [b"hi\n", command + b"\nhello\n"]
+
+
+def test_feed_holds_back_nothing_for_a_protocol_that_closed_while_paused() -> None:
+    protocol, transport = EchoUpper(), RecordingTransport()
+    protocol.connection_made(transport)
+    schedule = [b"QUIT\n", nst.PauseReading(), b"a\n", nst.Eof(), nst.ResumeReading()]
+    nst.feed(protocol, schedule)
+    assert protocol.events == [b"QUIT\n"]
+
+
+def test_feed_finds_the_transport_of_a_sanitized_protocol() -> None:
+    protocol, transport = sanitize(EchoUpper()), RecordingTransport()
+    protocol.connection_made(transport)
+    nst.feed(protocol, [b"QUIT\n", b"hello\n", nst.Eof()])
+    assert transport.written == b""
+    protocol.check()
+
+
+def test_feed_delivers_nothing_to_a_protocol_whose_transport_is_already_closing() -> None:
+    protocol, transport = EchoUpper(), RecordingTransport()
+    protocol.connection_made(transport)
+    transport.close()
+    nst.feed(protocol, [b"hello\n", nst.Eof()])
+    assert protocol.events == []
+
+
+def test_feed_keeps_delivering_to_a_protocol_with_a_mock_transport() -> None:
+    # A Mock's is_closing() returns a (truthy) Mock: not a closed transport.
+    protocol = EchoUpper()
+    protocol.connection_made(mock.Mock(spec=asyncio.Transport))
+    nst.feed(protocol, [b"a\n", b"b\n", nst.Eof()])
+    assert protocol.events == [b"a\n", b"b\n", "eof", ("lost", None)]
+
+
+@pytest.mark.asyncio
+async def test_feed_async_stops_once_the_protocol_closed_its_transport() -> None:
+    protocol, transport = EchoUpper(), RecordingTransport()
+    protocol.connection_made(transport)
+
+    async def close_soon() -> None:
+        await asyncio.sleep(0.01)
+        transport.close()
+
+    task = asyncio.ensure_future(close_soon())
+    await nst.feed_async(protocol, [b"a\n", nst.Delay(0.05), b"b\n", nst.Eof()])
+    await task
+    assert protocol.events == [b"a\n"]
+
+
+# -- errors of a lost connection ----------------------------------------------------
+
+
+def test_connection_lost_defaults_to_the_reset_a_socket_raises() -> None:
+    error = nst.ConnectionLost().error
+    assert type(error) is ConnectionResetError
+    assert error.errno == errno.ECONNRESET
+    assert error.strerror == os.strerror(errno.ECONNRESET)
+    assert error.args == ConnectionResetError(errno.ECONNRESET, os.strerror(errno.ECONNRESET)).args
+
+
+class MyReset(ConnectionResetError):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("error_type", "code"),
+    [
+        (ConnectionResetError, errno.ECONNRESET),
+        (BrokenPipeError, errno.EPIPE),
+        (ConnectionAbortedError, errno.ECONNABORTED),
+        (ConnectionRefusedError, errno.ECONNREFUSED),
+        (TimeoutError, errno.ETIMEDOUT),
+        (MyReset, errno.ECONNRESET),
+        (OSError, None),
+        (ConnectionError, None),
+        (RuntimeError, None),
+    ],
+)
+def test__error_has_the_errno_a_socket_gives(
+    error_type: type[Exception], code: int | None
+) -> None:
+    from nettest._schedules import _error
+
+    error = _error(error_type)
+    assert type(error) is error_type
+    if code is None:
+        assert error.args == (f"{error_type.__name__} from the schedule",)
+    else:
+        assert isinstance(error, OSError)
+        assert (error.errno, error.strerror) == (code, os.strerror(code))
+
+
+@NO_DB
+@given(nst.schedules(b"+OK\r\n", errors=[ConnectionResetError, BrokenPipeError, TimeoutError]))
+def test_schedules_draw_errors_with_their_errno(schedule: list[nst.Event]) -> None:
+    codes = {
+        ConnectionResetError: errno.ECONNRESET,
+        BrokenPipeError: errno.EPIPE,
+        TimeoutError: errno.ETIMEDOUT,
+    }
+    for event in schedule:
+        if isinstance(event, nst.ConnectionLost):
+            assert isinstance(event.error, OSError)
+            assert event.error.errno == codes[type(event.error)]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "error",
+    [ConnectionResetError(errno.ECONNRESET, "reset by the schedule"), BrokenPipeError()],
+)
+async def test_feed_async_memory_transport_delivers_the_schedules_own_error(
+    error: Exception,
+) -> None:
+    lost: list[Exception | None] = []
+
+    class Protocol(asyncio.Protocol):
+        def connection_lost(self, exc: Exception | None) -> None:
+            lost.append(exc)
+
+    transport = MemoryTransport(Protocol())
+    await asyncio.sleep(0)
+    await nst.feed_async(transport, [b"ab", nst.ConnectionLost(error)])
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert lost == [error]
+    assert lost[0] is error
+
+
+# -- empty reads --------------------------------------------------------------------
+
+
+def test_chunk_refuses_empty_data() -> None:
+    with pytest.raises(ValueError, match=r"data must hold at least one byte, got b''.*Eof\(\)"):
+        nst.Chunk(b"")
+    with pytest.raises(ValueError, match="at least one byte"):
+        nst.Chunk(bytearray())  # type: ignore[arg-type]
+
+
+def test_feed_drops_empty_datagrams_for_a_stream_but_not_for_a_datagram_protocol() -> None:
+    received: list[bytes] = []
+    nst.feed(received.append, [nst.Datagram(b"", 0), nst.Datagram(b"a", 1), nst.Eof()])
+    assert received == [b"a", b""]
+    protocol = RecordingDatagramProtocol()
+    nst.feed(protocol, [nst.Datagram(b"", 0)])
+    assert protocol.datagrams == [(b"", None)]
+
+
 # -- schedules ----------------------------------------------------------------------
 
 
@@ -373,6 +666,46 @@ def test_schedules_draw_every_kind_of_event() -> None:
 
 
 @NO_DB
+@given(
+    nst.schedules(
+        b"ab\r\ncd", eof=None, early_eof=True, errors=[ConnectionResetError], max_delay=0.001
+    )
+)
+def test_schedules_with_early_eof_deliver_a_prefix_then_eof(schedule: list[nst.Event]) -> None:
+    data = b"ab\r\ncd"
+    assert data.startswith(delivered(schedule))
+    if delivered(schedule) != data and not isinstance(schedule[-1], nst.ConnectionLost):
+        assert schedule[-1] == nst.Eof()
+    assert all(not isinstance(e, nst.Chunk) or e.data for e in schedule)
+
+
+def test_schedules_with_early_eof_shrink_to_the_whole_data() -> None:
+    found = find(nst.schedules(b"abc", early_eof=True), lambda s: True, settings=NO_DB)
+    assert found == [nst.Chunk(b"abc"), nst.Eof()]
+    # An EOF before the end shrinks towards one byte short, then one read.
+    early = find(
+        nst.schedules(b"abcdef", early_eof=True),
+        lambda s: delivered(s) != b"abcdef",
+        settings=NO_DB,
+    )
+    assert early == [nst.Chunk(b"abcde"), nst.Eof()]
+    # Even an EOF before any byte can be drawn.
+    empty = find(
+        nst.schedules(b"abcdef", early_eof=True), lambda s: not delivered(s), settings=SEARCH
+    )
+    assert empty == [nst.Eof()]
+
+
+def test_schedules_without_early_eof_always_deliver_the_whole_data() -> None:
+    with pytest.raises(NoSuchExample):
+        find(
+            nst.schedules(b"abcdef", eof=None),
+            lambda s: delivered(s) != b"abcdef",
+            settings=NO_DB,
+        )
+
+
+@NO_DB
 @given(nst.schedules(b"abc", pauses=False, delays=False))
 def test_schedules_without_extras_are_chunks_then_eof(schedule: list[nst.Event]) -> None:
     assert all(isinstance(e, nst.Chunk) for e in schedule[:-1])
@@ -397,7 +730,14 @@ def test_schedules_deliver_the_data_through_feed_async(schedule: list[nst.Event]
         ({"pauses": 1}, "pauses must be True or False"),
         ({"max_delay": -1.0}, "max_delay must be >= 0"),
         ({"max_delay": "1"}, "max_delay must be a number"),
-        ({"errors": ConnectionResetError}, "errors must be an iterable of exception types"),
+        (
+            {"errors": ConnectionResetError},
+            r"errors must be an iterable of exception types, not a single class; "
+            r"write errors=\[ConnectionResetError\]$",
+        ),
+        ({"errors": 5}, r"errors must be an iterable of exception types, .* got 5"),
+        ({"early_eof": 1}, "early_eof must be True or False, got 1"),
+        ({"early_eof": True, "eof": False}, "early_eof=True needs eof=True or None"),
         ({"errors": [ConnectionResetError()]}, "errors must hold Exception subclasses"),
         ({"min_size": 0}, "min_size must be"),
     ],

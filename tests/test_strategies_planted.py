@@ -1,6 +1,7 @@
 """Proof that the strategies find planted fragmentation bugs and shrink them to the fault.
 
-For each of four readers with a planted bug (see ``planted_parsers.py``), a
+For each of four readers with a planted bug (see ``planted_parsers.py``), and a
+frame reader that misses an EOF inside a length prefix (here), a
 ``@given`` test runs with hypothesis's default settings and no example database,
 under 20 different seeds.  The bug must be found in at least 19 runs, and every
 failure hypothesis reports must be minimal: the fewest reads, with the cut at the
@@ -23,7 +24,7 @@ from planted_parsers import LengthPrefixedReader, LineReader, MessageReader, Utf
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
 
-# About 10-20 s in all, on one core: five tests of 20 hypothesis runs each.
+# About 10-20 s in all, on one core: six tests of 20 hypothesis runs each.
 pytestmark = pytest.mark.slow
 
 T = TypeVar("T")
@@ -33,6 +34,7 @@ REQUEST = b"GET / HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n"
 MESSAGES = [b"hello", b"", b"world!" * 3]
 FRAMED = b"".join(len(message).to_bytes(4, "big") + message for message in MESSAGES)
 PREFIX_STARTS = list(itertools.accumulate([0] + [4 + len(m) for m in MESSAGES[:-1]]))
+FRAME_ENDS = {0, *itertools.accumulate(4 + len(m) for m in MESSAGES)}
 
 
 def shrunk_failure(
@@ -90,6 +92,42 @@ def read_messages(stream: nst.MessageStream, *, fixed: bool = False) -> None:
     assert reader.messages == [message[:-1] for message in stream.messages]
 
 
+class FrameReader:
+    """A sans-IO reader of 4-byte length-prefixed frames that reports a stream cut short.
+
+    Planted bug: at EOF, only a partial payload counts as truncated, so an EOF
+    in the middle of a length prefix passes for a clean end.
+    """
+
+    def __init__(self, *, fixed: bool = False) -> None:
+        self.fixed = fixed
+        self.buffer = b""
+        self.messages: list[bytes] = []
+        self.truncated = False
+
+    def receive(self, data: bytes) -> None:
+        if not data:  # EOF
+            self.truncated = bool(self.buffer) if self.fixed else len(self.buffer) >= 4
+            return
+        self.buffer += data
+        while len(self.buffer) >= 4:
+            end = 4 + int.from_bytes(self.buffer[:4], "big")
+            if len(self.buffer) < end:
+                break
+            self.messages.append(self.buffer[4:end])
+            self.buffer = self.buffer[end:]
+
+
+def read_frames_to_eof(schedule: list[nst.Event], *, fixed: bool = False) -> None:
+    reader = FrameReader(fixed=fixed)
+    nst.feed(reader.receive, schedule)
+    delivered = sum(len(event.data) for event in schedule if isinstance(event, nst.Chunk))
+    assert reader.truncated == (delivered not in FRAME_ENDS)
+
+
+early_eofs = nst.schedules(FRAMED, early_eof=True, length_prefix=4, delays=False)
+
+
 texts = st.text().map(str.encode)
 texts_and_chunkings = texts.flatmap(lambda data: st.tuples(st.just(data), nst.chunkings(data)))
 lines = st.binary().filter(lambda line: b"\n" not in line).map(lambda line: line + b"\n")
@@ -140,6 +178,23 @@ def test_finds_second_message_dropped_from_one_read() -> None:
         assert stream.chunks == (b"\n\n",)
 
 
+def test_finds_eof_in_the_middle_of_a_length_prefix() -> None:
+    found = failures(early_eofs, read_frames_to_eof)
+    assert len(found) >= 19
+    for schedule in found:
+        # One read, then an EOF strictly inside one of the 4-byte prefixes.
+        assert len(schedule) == 2
+        assert schedule[1] == nst.Eof()
+        assert isinstance(schedule[0], nst.Chunk)
+        assert FRAMED.startswith(schedule[0].data)
+        assert any(start < len(schedule[0].data) < start + 4 for start in PREFIX_STARTS)
+
+
+def test_schedules_without_early_eof_cannot_find_an_eof_mid_frame() -> None:
+    whole = nst.schedules(FRAMED, length_prefix=4, delays=False)
+    assert shrunk_failure(whole, read_frames_to_eof, 0) is None
+
+
 @pytest.mark.parametrize(
     ("strategy", "check"),
     [
@@ -147,6 +202,7 @@ def test_finds_second_message_dropped_from_one_read() -> None:
         (nst.chunkings(FRAMED, length_prefix=4), read_framed),
         (texts_and_chunkings, decode),
         (streams, read_messages),
+        (early_eofs, read_frames_to_eof),
     ],
 )
 def test_fixed_readers_pass(strategy: SearchStrategy[Any], check: Callable[..., None]) -> None:

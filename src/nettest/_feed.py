@@ -13,9 +13,19 @@ While reading is paused, a real transport leaves incoming bytes in the
 kernel, and the first read after resuming returns all of them at once.  The
 drivers do the same: chunks that arrive while paused are held back and
 delivered as one read on `ResumeReading`, so pauses also coalesce reads.  An
-`Eof` waits for the resume too; a `ConnectionLost` does not, and discards what
-was held back, as a reset discards the receive buffer.  Nothing after an
-`Eof` arrives, whether reading was paused or not: the stream has ended.
+end that arrives while paused waits for the resume too, `Eof` and
+`ConnectionLost` alike: a kernel keeps its receive queue when an RST arrives,
+so the resume delivers what was held back, then the end (one loop turn later
+under `feed_async`, as a socket reports the RST on the read after the data).
+If reading never resumes, the target never learns of the end, as a paused
+transport does not.  Nothing after an end arrives, paused or not.
+
+A real transport stops reading as soon as its protocol closes or aborts it.
+The drivers look for the transport a protocol was given in its ``transport``
+and ``_transport`` attributes (where asyncio's own protocols and most others
+keep it), and deliver nothing more once its ``is_closing()`` returns True.
+``connection_lost(None)`` is then the transport's to call, as after any
+``close()``: the drivers only play the reading half of a transport.
 
 This module does not import hypothesis: the values are plain data, and the
 strategies that draw them live in `nettest._strategies`.
@@ -25,6 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
+import os
+import sys
 import typing
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -66,17 +79,27 @@ class Chunk:
     """One read: ``data`` arrives at once.
 
     Attributes:
-        data: The bytes of the read; never empty in drawn schedules.  A
-            `bytearray` or `memoryview` is kept as `bytes`.
+        data: The bytes of the read, at least one.  A `bytearray` or
+            `memoryview` is kept as `bytes`.
 
     Raises:
         TypeError: ``data`` is not bytes-like.
+        ValueError: ``data`` is empty.  A stream has no empty reads: a read
+            of no bytes is how a socket reports EOF, which is `Eof`.
     """
 
     data: bytes
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "data", _check_data("data", self.data))
+        data = _check_data("data", self.data)
+        if not data:
+            # Delivered, b"" would be data_received(b""), which no transport
+            # makes, or an EOF to a sans-IO callable: neither is one read.
+            raise ValueError(
+                "data must hold at least one byte, got b'': a stream has no empty "
+                "reads; write Eof() for an EOF, or leave the chunk out"
+            )
+        object.__setattr__(self, "data", data)
 
 
 @typing.final
@@ -121,7 +144,8 @@ class Eof:
 
 
 def _reset() -> Exception:
-    return ConnectionResetError("Connection reset by peer")
+    # As a socket raises it: errno and strerror, not just a message.
+    return ConnectionResetError(errno.ECONNRESET, os.strerror(errno.ECONNRESET))
 
 
 @typing.final
@@ -129,12 +153,15 @@ def _reset() -> Exception:
 class ConnectionLost:
     """The connection broke: ``connection_lost(error)`` without an EOF first.
 
-    Events after it are not delivered.  Two values compare equal when their
-    errors have the same type and arguments.
+    Events after it are not delivered.  While reading is paused it waits for
+    the `ResumeReading`, which delivers what was held back, then the loss: a
+    kernel keeps what it received when an RST arrives.  Two values compare
+    equal when their errors have the same type and arguments.
 
     Attributes:
-        error: The exception the target receives; a `ConnectionResetError` by
-            default, as for a TCP reset.
+        error: The exception the target receives, this very object.  By
+            default ``ConnectionResetError(errno.ECONNRESET, 'Connection reset
+            by peer')``, as a socket raises it after a TCP reset.
 
     Raises:
         TypeError: ``error`` is not an `Exception` instance (an exception class
@@ -214,8 +241,23 @@ def _feeds_its_protocol(transport: _MemoryTransportLike) -> bool:
     return True
 
 
-def _events(items: Iterable[object]) -> Iterator[Event]:
-    """Normalise ``items`` to events, rejecting anything else with the offending value."""
+def _events(items: object, caller: str) -> Iterator[Event | Datagram]:
+    """Normalise ``items`` to events, rejecting anything else with the offending value.
+
+    A `Datagram` stays one, because an empty datagram is a real arrival
+    while an empty read of a stream is none.
+    """
+    # Not imported here, to keep hypothesis optional: a strategy can only
+    # exist once hypothesis is imported.
+    hypothesis = sys.modules.get("hypothesis.strategies")
+    if hypothesis is not None and isinstance(items, hypothesis.SearchStrategy):
+        call = "await nst.feed_async" if caller == "feed_async" else "nst.feed"
+        raise TypeError(
+            f"chunks_or_schedule is a hypothesis strategy, but {caller}() needs the values "
+            "it draws: decorate the test with @given(strategy) and pass the drawn argument, "
+            f"as in `@given(nst.schedules(DATA))` on `def test(schedule)` calling "
+            f"`{call}(target, schedule)`"
+        )
     chunks = getattr(items, "chunks", None)
     if isinstance(chunks, tuple) and hasattr(items, "messages"):
         items = chunks  # a MessageStream
@@ -224,16 +266,43 @@ def _events(items: Iterable[object]) -> Iterator[Event]:
             "chunks_or_schedule must be an iterable of chunks, "
             f"not a single {type(items).__name__}; write [{items!r}]"
         )
-    for item in items:
+    try:
+        iterator = iter(typing.cast("Iterable[object]", items))
+    except TypeError:
+        raise TypeError(
+            "chunks_or_schedule must be an iterable of bytes and schedule events, "
+            f"a list of Datagram values or a MessageStream, got {items!r}"
+        ) from None
+    for item in iterator:
         if isinstance(item, (bytes, bytearray, memoryview)):
             if len(item):
                 yield Chunk(bytes(item))
-        elif isinstance(item, Datagram):
-            yield Chunk(item.data)
-        elif isinstance(item, (Chunk, PauseReading, ResumeReading, Delay, Eof, ConnectionLost)):
+        elif isinstance(
+            item, (Chunk, Datagram, PauseReading, ResumeReading, Delay, Eof, ConnectionLost)
+        ):
             yield item
         else:
             raise TypeError(f"chunks_or_schedule must hold bytes or schedule events, got {item!r}")
+
+
+# Where protocols keep the transport given to connection_made: asyncio's own
+# protocols (StreamReaderProtocol) and nettest.sanitize() use _transport, the
+# asyncio documentation's examples use transport.
+_TRANSPORT_ATTRIBUTES = ("transport", "_transport")
+
+
+def _transports_of(protocol: object) -> list[object]:
+    return [
+        transport
+        for name in _TRANSPORT_ATTRIBUTES
+        if (transport := getattr(protocol, name, None)) is not None
+    ]
+
+
+def _is_closing(transport: object) -> bool:
+    is_closing = getattr(transport, "is_closing", None)
+    # `is True`: a Mock's is_closing() returns a Mock, which is truthy.
+    return callable(is_closing) and is_closing() is True
 
 
 class _Sink:
@@ -247,6 +316,7 @@ class _Sink:
         self.lost: Callable[[Exception], None]
         self.datagrams = False
         self.transport = False
+        self.protocol = False
         if isinstance(target, asyncio.StreamReader):
             self.data, self.eof, self.lost = (
                 target.feed_data,
@@ -254,10 +324,13 @@ class _Sink:
                 target.set_exception,
             )
         elif hasattr(target, "get_buffer") and hasattr(target, "buffer_updated"):
+            self.protocol = True
             self.data, self.eof, self.lost = self._buffered, self._protocol_eof, self._lost
         elif hasattr(target, "data_received"):
+            self.protocol = True
             self.data, self.eof, self.lost = self._received, self._protocol_eof, self._lost
         elif hasattr(target, "datagram_received"):
+            self.protocol = True
             self.datagrams = True
             self.data, self.eof = self._datagram, self._no_eof
             self.lost = target.error_received  # type: ignore[attr-defined]
@@ -279,6 +352,15 @@ class _Sink:
                 "StreamReader, MemoryTransport or a callable taking bytes, "
                 f"got {target!r}"
             )
+        # The transport the protocol was given, kept in case the protocol drops
+        # its reference when it closes it.
+        self.given = _transports_of(target) if self.protocol else []
+
+    def closing(self) -> bool:
+        """Tell whether the protocol closed or aborted its transport, which then reads no more."""
+        if not self.protocol:
+            return False
+        return any(_is_closing(t) for t in (*self.given, *_transports_of(self.target)))
 
     def _received(self, data: bytes) -> None:
         self.target.data_received(data)  # type: ignore[attr-defined]
@@ -312,7 +394,12 @@ class _Sink:
         self.target(b"")  # type: ignore[operator]
 
     def _transport_lost(self, error: Exception) -> None:
-        if isinstance(error, ConnectionResetError):
+        if isinstance(error, ConnectionResetError) and isinstance(self.target, MemoryTransport):
+            # What feed_reset() does, with the schedule's own error object, so that
+            # the protocol gets the very error the schedule holds.
+            self.target._test_link("in")
+            self.target._break_link(error)
+        elif isinstance(error, ConnectionResetError):
             self.target.feed_reset()  # type: ignore[attr-defined]
         else:
             self.target.feed_error(error)  # type: ignore[attr-defined]
@@ -330,50 +417,70 @@ class _Sink:
 
 
 class _Driver:
-    """The state shared by `feed` and `feed_async`: pauses and what they hold back."""
+    """The state shared by `feed` and `feed_async`: pauses, and what they hold back.
+
+    `step` is a generator that yields after each call of the target, so that
+    `feed_async` can let the loop run between the calls one event makes (the
+    reads held back by a pause, then the end that waited for the resume).
+    """
 
     def __init__(self, target: object, addr: Any) -> None:
         self.sink = _Sink(target, addr)
         self.paused = False
         self.held: list[bytes] = []
-        self.eof_held = False
-        self.done = False
+        # An Eof or ConnectionLost that arrived while reading was paused.
+        self.end: Eof | ConnectionLost | None = None
+        # A transport already closing when the delivery starts reads nothing.
+        self.done = self.sink.closing()
 
-    def step(self, event: Event) -> None:
-        if self.done:
+    def stopped(self) -> bool:
+        """Tell whether nothing more is delivered: the stream ended or the protocol closed."""
+        if not self.done and self.sink.closing():
+            self.done = True
+        return self.done
+
+    def step(self, event: Event | Datagram) -> Iterator[None]:
+        if self.stopped():
             return
-        if self.eof_held and isinstance(event, (Chunk, Eof, ConnectionLost)):
-            # The stream ended cleanly while paused: nothing after the EOF arrives,
-            # as when reading was not paused; the resume delivers what came before.
-            return
-        if isinstance(event, Chunk):
+        if isinstance(event, (Chunk, Datagram)):
+            if self.end is not None or not (event.data or self.sink.datagrams):
+                return
             if self.paused:
                 self.held.append(event.data)
             else:
-                self.sink.data(event.data)
+                yield from self._read(event.data)
         elif isinstance(event, PauseReading):
             self.paused = True
         elif isinstance(event, ResumeReading):
             self.paused = False
-            if self.held and not self.sink.datagrams:
-                self.held = [b"".join(self.held)]
             held, self.held = self.held, []
+            if held and not self.sink.datagrams:
+                held = [b"".join(held)]
             for data in held:
-                self.sink.data(data)
-            if self.eof_held:
-                self.eof_held = False
-                self.done = True
-                self.sink.eof()
-        elif isinstance(event, Eof):
+                yield from self._read(data)
+            if self.end is not None:
+                yield from self._finish(self.end)
+        elif isinstance(event, (Eof, ConnectionLost)):
+            if self.end is not None:
+                return  # the stream already ended, while paused
             if self.paused:
-                self.eof_held = True
+                self.end = event
             else:
-                self.done = True
-                self.sink.eof()
-        elif isinstance(event, ConnectionLost):
-            self.held.clear()
+                yield from self._finish(event)
+
+    def _read(self, data: bytes) -> Iterator[None]:
+        if not self.stopped():
+            self.sink.data(data)
+            yield
+
+    def _finish(self, end: Eof | ConnectionLost) -> Iterator[None]:
+        if not self.stopped():
             self.done = True
-            self.sink.lost(event.error)
+            if isinstance(end, Eof):
+                self.sink.eof()
+            else:
+                self.sink.lost(end.error)
+            yield
 
 
 def feed(
@@ -397,15 +504,29 @@ def feed(
       ``error_received(error)`` on `ConnectionLost`;
     - `asyncio.StreamReader`: ``feed_data``, ``feed_eof``, ``set_exception``;
     - a ``nettest.MemoryTransport`` the test plays the peer of (`feed_async`
-      only): its ``feed_data``, ``feed_eof``, ``feed_reset`` and
-      ``feed_error`` test controls, so data reaches its protocol through the
-      transport's own reading and flow control;
+      only): its ``feed_data``, ``feed_eof`` and ``feed_error`` test controls,
+      and for a `ConnectionResetError` the reset ``feed_reset()`` makes, with
+      the schedule's own error object, so data reaches its protocol through
+      the transport's own reading and flow control;
     - an end of a ``nettest.memory_transport_pair()``, or any other write
       transport (`feed_async` only): ``write``, ``write_eof``, and ``reset()``
       (else ``abort()``) on `ConnectionLost`, so the peer's protocol reads the
       schedule;
     - any other callable (a sans-IO parser): called with each chunk, and
       with ``b""`` on `Eof`.  A `ConnectionLost` just ends the delivery.
+
+    A protocol that closes or aborts its transport (the one in its
+    ``transport`` or ``_transport`` attribute, once its ``is_closing()``
+    returns True) gets nothing more, as a real transport stops reading at
+    once: no reads, no EOF, no loss.  ``connection_lost(None)`` is then the
+    transport's to call, as asyncio's and nettest's transports do on a later
+    loop turn; a stub transport that only records ``close()`` leaves it to
+    the test.
+
+    While reading is paused, reads are held back and arrive as one on
+    `ResumeReading`; an `Eof` or a `ConnectionLost` waits for the resume too,
+    after the reads held back, as a kernel keeps what it received when an RST
+    arrives.  If reading never resumes, the target never learns of the end.
 
     Args:
         target: What receives the data.
@@ -415,8 +536,10 @@ def feed(
         addr: The source address passed to ``datagram_received``.
 
     Raises:
-        TypeError: ``target`` or an item is of no supported kind, or ``target``
-            is a transport, which needs `feed_async`.
+        TypeError: ``target`` or an item is of no supported kind, ``target``
+            is a transport, which needs `feed_async`, or
+            ``chunks_or_schedule`` is a hypothesis strategy rather than what
+            it draws (use ``@given``).
         ValueError: The schedule holds a `Delay`; use `feed_async`.
 
     Example::
@@ -430,13 +553,14 @@ def feed(
             f"{target!r} delivers on later loop turns, where reads would coalesce: "
             "use `await feed_async(...)`"
         )
-    for event in _events(chunks_or_schedule):
+    for event in _events(chunks_or_schedule, "feed"):
         if isinstance(event, Delay):
             raise ValueError(
                 f"chunks_or_schedule holds {event!r}: delays need the event loop, "
                 "use `await feed_async(...)`"
             )
-        driver.step(event)
+        for _ in driver.step(event):
+            pass
 
 
 async def feed_async(
@@ -450,7 +574,9 @@ async def feed_async(
     Like `feed`, but each read is followed by a pass of the event loop, as
     with a real transport (a few passes for a memory transport, so that each
     chunk stays one read), and a `Delay` sleeps for its loop time (so under
-    looptime it costs no wall time).
+    looptime it costs no wall time).  The reads a `ResumeReading` releases and
+    an end that waited for it are separate calls, with the loop run between
+    them, as a socket reports an RST on the read after the data.
 
     Args:
         target: What receives the data; see `feed`.
@@ -458,7 +584,9 @@ async def feed_async(
         addr: The source address passed to ``datagram_received``.
 
     Raises:
-        TypeError: ``target`` or an item is of no supported kind.
+        TypeError: ``target`` or an item is of no supported kind, or
+            ``chunks_or_schedule`` is a hypothesis strategy rather than what
+            it draws (use ``@given``).
         RuntimeError: A ``nettest.MemoryTransport`` refused the data, for
             example after its ``feed_eof()``.
 
@@ -467,10 +595,19 @@ async def feed_async(
         await feed_async(protocol, [b"PI", Delay(0.5), b"NG\\r\\n", Eof()])
     """
     driver = _Driver(target, addr)
-    for event in _events(chunks_or_schedule):
+    turns = _TURNS if driver.sink.transport else 1
+    for event in _events(chunks_or_schedule, "feed_async"):
         if isinstance(event, Delay):
             await asyncio.sleep(event.seconds)
             continue
-        driver.step(event)
-        for _ in range(_TURNS if driver.sink.transport else 1):
-            await asyncio.sleep(0)
+        calls = 0
+        for _ in driver.step(event):
+            calls += 1
+            await _turns(turns)
+        if not calls:
+            await _turns(turns)
+
+
+async def _turns(count: int) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)

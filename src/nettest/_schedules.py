@@ -4,6 +4,22 @@ A stream schedule is a chunking (see `nettest._strategies`) with events woven in
 between reads: pauses of reading, delays in loop time, and an end that is an
 EOF, nothing, or a lost connection.  Every extra is drawn as a choice whose
 simplest value is "no extra", so schedules shrink towards the bare chunks.
+An early EOF (``early_eof=True``) is drawn as the number of bytes it drops
+from the end, so that it shrinks towards dropping one byte, the stream that is
+nearly whole, rather than towards an EOF before any byte.
+
+Drawn schedules always resume reading before their end.  The drivers would
+deliver an end that comes while reading is paused, then a `ResumeReading`,
+exactly as the resume followed by the end (the end waits for the resume), so
+drawing it would find no more bugs, and would move the end from the last
+place of the schedule, where tests look for it.  An end with no resume after
+it would never reach the target at all, which is the protocol stalling, not
+something the peer does.
+
+Errors of `ConnectionLost` are built as a socket raises them: an OSError
+subclass with an errno (``ConnectionResetError(ECONNRESET, 'Connection reset
+by peer')``), so that code which sorts errors by errno sees what it sees in
+production.
 
 A datagram schedule decides a fate for each datagram sent (delivered, lost,
 duplicated or truncated), then an order drawn as a Lehmer code: for each
@@ -15,6 +31,8 @@ so that a loss never makes an example shorter, hence simpler, to hypothesis.
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, cast
 
@@ -33,9 +51,12 @@ from ._feed import (
 )
 from ._strategies import (
     DEFAULT_DELIMITERS,
+    _Bias,
     _byte_strings,
     _check_byte_strings,
+    _check_delimiters,
     _check_flag,
+    _check_length_prefix,
     chunkings,
 )
 
@@ -48,6 +69,52 @@ _DELAY = "delay"
 _PAUSE = "pause"
 
 
+# The errno a socket reports with each OSError subclass (the one `OSError(code,
+# ...)` maps to that subclass; EACCES of the two PermissionError codes, as a
+# socket's sendto() gives it, and EPIPE of BrokenPipeError's two).
+_ERRNOS: dict[type[OSError], int] = {
+    BlockingIOError: errno.EAGAIN,
+    BrokenPipeError: errno.EPIPE,
+    ChildProcessError: errno.ECHILD,
+    ConnectionAbortedError: errno.ECONNABORTED,
+    ConnectionRefusedError: errno.ECONNREFUSED,
+    ConnectionResetError: errno.ECONNRESET,
+    FileExistsError: errno.EEXIST,
+    FileNotFoundError: errno.ENOENT,
+    InterruptedError: errno.EINTR,
+    IsADirectoryError: errno.EISDIR,
+    NotADirectoryError: errno.ENOTDIR,
+    PermissionError: errno.EACCES,
+    ProcessLookupError: errno.ESRCH,
+    TimeoutError: errno.ETIMEDOUT,
+}
+
+
+def _error(error_type: type[Exception]) -> Exception:
+    """Return an instance of `error_type` as a socket would raise it.
+
+    An OSError subclass (yours too, through its bases) gets its errno and
+    ``os.strerror`` text; any other type, `OSError` and `ConnectionError`
+    themselves included (no errno belongs to them alone), gets a message.
+    """
+    for base in error_type.__mro__:
+        code = _ERRNOS.get(base)
+        if code is not None:
+            return error_type(code, os.strerror(code))
+    return error_type(f"{error_type.__name__} from the schedule")
+
+
+def _truncate(pieces: list[bytes], kept: int) -> list[bytes]:
+    """Return the chunks of the first ``kept`` bytes of ``pieces``."""
+    result: list[bytes] = []
+    for piece in pieces:
+        if kept <= 0:
+            break
+        result.append(piece[:kept])
+        kept -= len(piece)
+    return result
+
+
 @st.composite
 def _draw_schedules(
     draw: DrawFn,
@@ -56,6 +123,7 @@ def _draw_schedules(
     operations: tuple[str | None, ...],
     delays: SearchStrategy[float],
     errors: tuple[type[Exception], ...],
+    early_eof: _Bias | None,
 ) -> list[Event]:
     pieces = draw(chunks)
     events: list[Event] = []
@@ -63,6 +131,20 @@ def _draw_schedules(
     lost_before: int | None = None
     if errors:
         lost_before = draw(st.none() | st.integers(0, len(pieces)))
+    early = False
+    if early_eof is not None and lost_before is None and pieces:
+        data = b"".join(pieces)
+        # How many bytes the EOF drops from the end: None first, then the
+        # fewest, so that examples shrink towards the whole stream.  Hinted
+        # offsets (mid-delimiter, mid-character, mid-prefix) as for the cuts.
+        dropped: SearchStrategy[int] = st.integers(1, len(data))
+        hinted = sorted(len(data) - offset for offset in early_eof.offsets(data))
+        if hinted:
+            dropped = st.one_of(dropped, st.sampled_from(hinted))
+        drop = draw(st.none() | dropped)
+        if drop is not None:
+            early = True
+            pieces = _truncate(pieces, len(data) - drop)
     for index, piece in enumerate(pieces):
         if index == lost_before:
             break
@@ -79,9 +161,8 @@ def _draw_schedules(
     if paused:
         events.append(ResumeReading())
     if lost_before is not None:
-        error = draw(st.sampled_from(errors))
-        events.append(ConnectionLost(error(f"{error.__name__} from the schedule")))
-    elif eof is True or (eof is None and not draw(st.booleans())):
+        events.append(ConnectionLost(_error(draw(st.sampled_from(errors)))))
+    elif early or eof is True or (eof is None and not draw(st.booleans())):
         events.append(Eof())
     return events
 
@@ -92,6 +173,7 @@ def schedules(
     min_size: int = 1,
     max_size: int | None = None,
     eof: bool | None = True,
+    early_eof: bool = False,
     pauses: bool = True,
     delays: bool = True,
     max_delay: float = 0.01,
@@ -112,13 +194,25 @@ def schedules(
         min_size: The fewest reads, as for `chunkings`.
         max_size: The most reads, as for `chunkings`.
         eof: End with `Eof` (True), never (False), or either (None).
+        early_eof: True to let the `Eof` come before the last byte too: the
+            schedule may deliver only a drawn prefix of ``data`` (possibly
+            none of it), then `Eof`, to find bugs with an EOF in the middle
+            of a frame.  The prefix often ends at a hinted offset (inside a
+            delimiter, a UTF-8 character or a length prefix).  False, the
+            default, always delivers all of ``data`` before an `Eof`.
+            Needs ``eof`` True or None.
         pauses: Put `PauseReading`/`ResumeReading` pairs between reads.
         delays: Put `Delay` events between reads.
         max_delay: The longest delay, in seconds of loop time.  Without
             looptime every delay is real time, hence the small default.
         errors: Exception types: when given, the connection may instead be
             lost before any read with one of them (`ConnectionLost`), for
-            example ``[ConnectionResetError]``.
+            example ``[ConnectionResetError]``.  An OSError subclass is built
+            as a socket raises it, with its errno and ``os.strerror`` text:
+            ``ConnectionResetError(ECONNRESET, 'Connection reset by peer')``,
+            `BrokenPipeError` with ``EPIPE``, `ConnectionAbortedError` with
+            ``ECONNABORTED``, `TimeoutError` with ``ETIMEDOUT``, and so on;
+            other types, `OSError` itself included, get a message only.
         delimiters: As for `chunkings`.
         utf8: As for `chunkings`.
         length_prefix: As for `chunkings`.
@@ -139,7 +233,8 @@ def schedules(
             await nst.feed_async(protocol, schedule)
 
     Examples shrink towards the bare chunks of `chunkings`, then EOF, with no
-    pauses, delays or lost connection.
+    pauses, delays or lost connection; an early EOF shrinks towards the whole
+    data, one byte short.
     """
     chunks = chunkings(
         data,
@@ -151,6 +246,19 @@ def schedules(
     )
     if eof is not None and not isinstance(eof, bool):
         raise InvalidArgument(f"eof must be True, False or None, got {eof!r}")
+    early: _Bias | None = None
+    if _check_flag("early_eof", early_eof):
+        if eof is False:
+            raise InvalidArgument(
+                "early_eof=True needs eof=True or None, got eof=False: "
+                "a schedule without an EOF has no early EOF"
+            )
+        early = _Bias(
+            delimiters=_check_delimiters(delimiters),
+            utf8=utf8,
+            length_prefix=_check_length_prefix(length_prefix),
+            hints=None,
+        )
     operations: tuple[str | None, ...] = (None,)
     if _check_flag("delays", delays):
         operations += (_DELAY,)
@@ -161,13 +269,29 @@ def schedules(
     if not max_delay >= 0:
         raise InvalidArgument(f"max_delay must be >= 0, got {max_delay!r}")
     if isinstance(errors, type):
-        raise InvalidArgument(f"errors must be an iterable of exception types; write [{errors!r}]")
-    error_types = tuple(errors)
-    for error in cast("tuple[object, ...]", error_types):
+        raise InvalidArgument(
+            "errors must be an iterable of exception types, not a single class; "
+            f"write errors=[{errors.__name__}]"
+        )
+    try:
+        error_types = tuple(cast("Iterable[object]", errors))
+    except TypeError:
+        raise InvalidArgument(
+            f"errors must be an iterable of exception types, such as "
+            f"[ConnectionResetError], got {errors!r}"
+        ) from None
+    for error in error_types:
         if not (isinstance(error, type) and issubclass(error, Exception)):
             raise InvalidArgument(f"errors must hold Exception subclasses, got {error!r} in it")
     delay_values = st.floats(0, float(max_delay), allow_nan=False, allow_infinity=False)
-    return _draw_schedules(chunks, eof, operations, delay_values, error_types)
+    return _draw_schedules(
+        chunks,
+        eof,
+        operations,
+        delay_values,
+        cast("tuple[type[Exception], ...]", error_types),
+        early,
+    )
 
 
 _DELIVER = "deliver"
