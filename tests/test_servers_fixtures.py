@@ -412,6 +412,90 @@ def test_it_was_closed():
     result.stdout.no_fnmatch_line("*LeakError*")
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_connections_open_as_their_loop_closes_are_aborted_without_a_warning(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    # asyncio.run returned with a client still connected.  On 3.10 the server's side
+    # stayed open, on a loop where nothing can run: the hygiene gate failed the test
+    # ("dropped while open") and its transport warned as it was collected.  From 3.11
+    # the cancelled handler's StreamWriter warned as it was collected.  Now a handler
+    # cancelled with its loop aborts its connection, and teardown closes those a
+    # protocol handler held (its loop having closed) under their transports.
+    pytester.makepyfile(
+        _HEADER
+        + """
+import gc
+import socket
+from nettest import Ending
+
+SERVERS = []
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+HANDLERS = {"stream": handlers.echo, "protocol": Echo}
+
+@pytest.mark.parametrize("handler", ["stream", "protocol"])
+@pytest.mark.parametrize("kind", ["tcp", "unix", "tls"])
+def test_own_loop(
+    kind, handler, tcp_server, unix_server, tls_server_context, tls_client_context
+):
+    # The client is a blocking socket of the test's own, closed after the loop:
+    # every warning left would be the server's.
+    async def main():
+        if kind == "unix":
+            server = await unix_server(HANDLERS[handler])
+            client = socket.socket(socket.AF_UNIX)
+        else:
+            context = tls_server_context if kind == "tls" else None
+            server = await tcp_server(HANDLERS[handler], ssl=context)
+            client = socket.socket()
+        client.settimeout(10)
+        await asyncio.to_thread(client.connect, server.address)
+        if kind == "tls":
+            client = await asyncio.to_thread(
+                tls_client_context.wrap_socket, client, server_hostname="localhost"
+            )
+        SERVERS.append((server, client))
+        await asyncio.to_thread(client.sendall, b"ping")
+        assert await asyncio.to_thread(client.recv, 4) == b"ping"
+
+    asyncio.run(main())
+    SERVERS[-1][1].close()
+
+def test_they_were_aborted_and_closed():
+    assert len(SERVERS) == 6
+    endings = [[c.ending for c in server.connections] for server, _ in SERVERS]
+    assert endings == [[Ending.ABORTED]] * 6
+    assert all(server.closed for server, _ in SERVERS)
+    SERVERS.clear()
+    gc.collect()  # the transports warned here, when collected
+
+def test_nothing_warned_meanwhile():
+    gc.collect()
+"""
+    )
+    result = pytester.runpytest_subprocess(
+        f"--asyncio-mode={mode}",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "asyncio_default_fixture_loop_scope=function",
+        "-W",
+        "error::ResourceWarning",
+        "-W",
+        "error::pytest.PytestUnraisableExceptionWarning",
+    )
+    result.assert_outcomes(passed=8)
+    result.stdout.no_fnmatch_line("*LeakError*")
+    result.stdout.no_fnmatch_line("*unclosed*")
+
+
 # -- several failing servers ------------------------------------------------------
 
 

@@ -21,7 +21,11 @@ from typing import Any
 
 from ._hygiene import track
 from ._recording import Connection, Ending
-from ._server_base import _loop_thread_call, set_reset_on_close
+from ._server_base import (
+    _loop_thread_call,
+    close_transports_after_their_loop,
+    set_reset_on_close,
+)
 
 if typing.TYPE_CHECKING:
     from ._stream_server import _StreamServer
@@ -82,6 +86,32 @@ class _ConnState:
         if self.conn.is_open:
             self.aborted = True
         self.transport.abort()
+
+    def close_after_its_loop(self) -> None:
+        """End the connection after its event loop has closed: ``ABORTED``, socket closed.
+
+        Nothing can run on a closed loop (a test's own `asyncio.run` returned with
+        the connection open), so the socket is closed under the transports
+        (`close_transports_after_their_loop`) and the recording ends here: the handler's
+        ``connection_lost`` is not called, as it would run on the closed loop.
+        """
+        if not self.conn.is_open:
+            return
+        self.aborted = True
+        transports: list[asyncio.BaseTransport] = []
+        if self.tls_transport is not None:  # start_tls(): the socket's, then the TLS one
+            transports += [self.transport, self.tls_transport]
+        else:
+            # A TLS server's transport is asyncio's TLS layer, over the socket's.
+            under = getattr(getattr(self.transport, "_ssl_protocol", None), "_transport", None)
+            if isinstance(under, asyncio.BaseTransport):
+                transports.append(under)
+            transports.append(self.transport)
+        close_transports_after_their_loop(transports)
+        # What waits on the recording was cancelled with its loop's tasks, or can
+        # never be woken: waking it would schedule on the closed loop.
+        with contextlib.suppress(RuntimeError):
+            self.conn._record_end(Ending.ABORTED, self.loop.time())
 
     def start_tls(self, ssl_protocol: asyncio.sslproto.SSLProtocol) -> None:
         """Put asyncio's TLS layer between the socket and the handler, recording cleartext.

@@ -27,6 +27,7 @@ import os
 import select
 import shutil
 import socket
+import stat
 import struct
 import sys
 import tempfile
@@ -136,6 +137,30 @@ def set_reset_on_close(transport: asyncio.BaseTransport) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
+def close_transports_after_their_loop(transports: Sequence[asyncio.BaseTransport]) -> None:
+    """Close a connection's socket and leave its transports closed, their loop having closed.
+
+    ``transports`` starts with the one that owns the socket, then the TLS
+    transport over it, if any.  Nothing can run on a closed loop: ``close()`` and
+    ``abort()`` schedule the callback that closes the socket (``connection_lost``),
+    and raise RuntimeError.  So the socket is closed under the transports, as the
+    fault proxy does; ``abort()`` still marks each one closing, the socket's
+    first, so that the TLS one does not try to schedule (``is_closing()`` is what
+    a StreamWriter's finaliser checks); and the socket's transport lets go of it,
+    as that callback would have: asyncio's transports warn "unclosed transport"
+    when collected while they hold one (``_SelectorTransport.__del__``).
+    """
+    sock = transports[0].get_extra_info("socket")
+    # asyncio hands out a TransportSocket wrapper, which cannot close.
+    with contextlib.suppress(OSError):
+        getattr(sock, "_sock", sock).close()
+    for transport in transports:
+        with contextlib.suppress(Exception):
+            typing.cast("asyncio.WriteTransport", transport).abort()
+        if getattr(transport, "_sock", None) is not None:
+            transport._sock = None  # type: ignore[attr-defined]
+
+
 def _loop_thread_call(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
     """Call ``fn`` on `loop`'s thread (now, if that is this thread or no thread runs it)."""
     if loop.is_closed():
@@ -192,10 +217,57 @@ def _loopback_socket(
     return sock
 
 
+def _unix_dirs_parent() -> str:
+    """Where the private directories for Unix sockets go: /tmp, short enough for ``sun_path``."""
+    return "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
+
+
 def _private_dir() -> str:
-    """Make a short private directory for Unix sockets (mode 0700)."""
-    base = "/tmp" if os.path.isdir("/tmp") else None
-    return tempfile.mkdtemp(prefix="nt-", dir=base)
+    """Make a short private directory for Unix sockets (mode 0700), named after this process.
+
+    The name is ``nt-<pid>-<random>``, so that `remove_dead_processes_unix_dirs`
+    can remove it at the next session's start if this process is killed first.
+    """
+    return tempfile.mkdtemp(prefix=f"nt-{os.getpid()}-", dir=_unix_dirs_parent())
+
+
+def remove_dead_processes_unix_dirs() -> None:
+    """Remove the Unix-socket directories of processes that died before removing them.
+
+    A process killed (``kill -9``, or pytest-timeout's thread method, which calls
+    ``os._exit``) never runs its teardown, so its ``nt-<pid>-<random>``
+    directories (made by `_private_dir`, for servers and ``unix_socket_path``)
+    stay.  This removes only directories with that name, this user's, and named
+    after a process that no longer exists: never another live process's, nor an
+    older nettest's ``nt-<random>`` (no process to probe), nor a symlink.  POSIX
+    only: ``os.kill(pid, 0)`` probes there; on Windows it would kill.  The TLS
+    key directories are swept the same way (``_tls._remove_dead_processes_dirs``).
+    """
+    if os.name != "posix":
+        return
+    parent = _unix_dirs_parent()
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        parts = name.split("-")
+        # mkdtemp's random part has no "-": anything else is not nettest's.
+        if len(parts) != 3 or parts[0] != "nt" or not parts[1].isdigit() or not parts[2]:
+            continue
+        pid = int(parts[1])
+        if pid == os.getpid():
+            continue
+        path = os.path.join(parent, name)
+        try:
+            info = os.lstat(path)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except (OSError, OverflowError):
+            continue  # alive but not ours to signal, or gone already
 
 
 def _file_id(path: str) -> tuple[int, int] | None:
@@ -313,7 +385,8 @@ class _UnixPath:
     you gave) is removed when the server closes, or else when the server is
     garbage-collected: a server dropped while open, after its loop closed, still
     warns and is reported by the hygiene gate, but leaves no ``/tmp/nt-*``
-    directory behind.
+    directory behind.  A process killed first leaves it, for the next session
+    to remove (`remove_dead_processes_unix_dirs`).
     """
 
     _socket_type: socket.SocketKind
@@ -397,8 +470,9 @@ class _LoopbackServer:
     on the running loop (`_serve`), names the server after its address
     (`_describe`) and registers it with the hygiene gate.  If either step fails
     the server is closed and what it made is removed (`_cleanup`).  The gate's
-    close aborts everything on the server's loop (`_abort_everything`), or only
-    closes the socket when that loop has gone.
+    close aborts everything on the server's loop (`_abort_everything`), or, when
+    that loop has gone, closes the sockets under their transports
+    (`_end_connections_after_its_loop`, then its own).
     """
 
     _kind = "server"
@@ -433,6 +507,9 @@ class _LoopbackServer:
 
     def _cleanup(self) -> None:
         """Remove what the server made besides sockets (a private directory)."""
+
+    def _end_connections_after_its_loop(self) -> None:
+        """End what is still open beside the socket, the server's loop having closed."""
 
     def _check_loop(self) -> None:
         """Raise RuntimeError unless the server was started on the running loop."""
@@ -501,7 +578,9 @@ class _LoopbackServer:
         if loop is not None and not loop.is_closed():
             _loop_thread_call(loop, self._abort_everything)
             return
-        # The loop closed under the server: only the socket is left to close.
+        # The loop closed under the server: nothing can run on it, so its
+        # connections' sockets are closed under their transports, then its own.
+        self._end_connections_after_its_loop()
         if self._sock is not None:
             self._sock.close()
         if self._status != "closed":
@@ -511,16 +590,18 @@ class _LoopbackServer:
     def _close_after_its_loop(self) -> None:
         """Close a server whose event loop has closed; raise what its handlers raised.
 
-        Nothing can run on a closed loop, so this only closes the listening socket
-        and removes the server's files (as the hygiene gate would), then raises a
-        `HandlerError` with the errors the handlers had raised until then.
+        Nothing can run on a closed loop, so this closes the sockets, the server's
+        and those of the connections still open (recorded as ``ABORTED``; their
+        handlers are not told), and removes the server's files (as the hygiene
+        gate would), then raises a `HandlerError` with the errors the handlers had
+        raised until then.
         """
         self._gate_close()
         errors = self.errors
         if errors:
             lines = [
                 f"{self._name}: {len(errors)} handler error{'s' if len(errors) != 1 else ''} "
-                "(its event loop had closed before teardown, so only its socket was closed):"
+                "(its event loop had closed before teardown, so only its sockets were closed):"
             ]
             for exc in errors:
                 detail = str(exc).replace("\n", "\n    ")

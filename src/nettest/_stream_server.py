@@ -303,6 +303,11 @@ class _StreamServer(_LoopbackServer):
                 if inspect.isawaitable(result):  # a plain function's result may not be
                     await result
         except asyncio.CancelledError:
+            # Teardown aborts a connection before it cancels its handler; anyone
+            # else cancels it as the loop shuts down (asyncio.run cancels every
+            # task): the connection must not outlive its handler, or the loop.
+            if not writer.is_closing():
+                state.abort()
             return
         except Exception as exc:
             tearing_down = self._status != "open"
@@ -415,6 +420,10 @@ class _StreamServer(_LoopbackServer):
 
     def _all_ended(self) -> bool:
         return not self._tasks and all(not s.conn.is_open for s in self._states)
+
+    def _end_connections_after_its_loop(self) -> None:
+        for state in self._states:
+            state.close_after_its_loop()
 
     def _abort_everything(self) -> None:
         """Synchronous last resort (the hygiene gate's close): abort and cancel all."""
