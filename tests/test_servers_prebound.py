@@ -4,13 +4,17 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
+from nettest import _server_base
 from nettest._prebound import (
     BoundSocket,
     bound_tcp_socket,  # noqa: F401
@@ -130,3 +134,96 @@ def test_removed_after_teardown():
 """
     )
     pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
+
+
+# -- the directories of killed sessions ------------------------------------------------
+
+
+def test_unix_socket_path_directory_is_named_after_the_process(unix_socket_path: str) -> None:
+    """The name lets the next session remove it if this process is killed."""
+    directory = os.path.dirname(unix_socket_path)
+    assert os.path.basename(directory).startswith(f"nt-{os.getpid()}-")
+
+
+def _dead_pid() -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return int(done.stdout)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="probes processes with os.kill(pid, 0)")
+def test__remove_dead_processes_unix_dirs_removes_only_theirs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead = _dead_pid()
+    directories = {
+        "dead": f"nt-{dead}-abc123_x",
+        "alive": f"nt-{os.getppid()}-abc123_x",
+        "own": f"nt-{os.getpid()}-abc123_x",
+        "older nettest's": "nt-abc123_x",  # no process to probe
+        "not mkdtemp's": f"nt-{dead}-abc-def",
+        "other": f"nettest-{dead}-abc",
+    }
+    for name in directories.values():
+        (tmp_path / name).mkdir(mode=0o700)
+        (tmp_path / name / "s").write_bytes(b"")
+    (tmp_path / f"nt-{dead}-file").write_bytes(b"not a directory")
+    (tmp_path / f"nt-{dead}-link").symlink_to(tmp_path / directories["alive"])
+    monkeypatch.setattr(_server_base, "_unix_dirs_parent", lambda: str(tmp_path))
+    everything = sorted(p.name for p in tmp_path.iterdir())
+    with monkeypatch.context() as another_user:
+        another_user.setattr(os, "getuid", lambda: os.geteuid() + 1)
+        _server_base.remove_dead_processes_unix_dirs()
+    assert sorted(p.name for p in tmp_path.iterdir()) == everything
+    _server_base.remove_dead_processes_unix_dirs()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        name for name in everything if name != directories["dead"]
+    )
+    assert (tmp_path / directories["alive"] / "s").exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="probes processes with os.kill(pid, 0)")
+def test_unix_socket_directories_of_a_killed_process_are_removed_by_the_next_session(
+    pytester: pytest.Pytester,
+) -> None:
+    """A session that uses no Unix socket removes a killed one's, and keeps a live one's."""
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, signal\n"
+            "from nettest._server_base import _private_dir\n"
+            "print(_private_dir(), flush=True)\n"
+            "os.kill(os.getpid(), signal.SIGKILL)",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert killed.returncode == -9, killed.stderr
+    left = killed.stdout.strip()
+    assert os.path.isdir(left)
+    alive = _server_base._private_dir()  # this process's: it is alive
+    try:
+        pytester.makepyfile(
+            f"""
+            import os
+
+            def test_swept_as_the_session_started():
+                assert not os.path.exists({left!r})
+                assert os.path.isdir({alive!r})
+            """
+        )
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
+        result.assert_outcomes(passed=1)
+        assert not os.path.exists(left)
+        assert os.path.isdir(alive)
+    finally:
+        shutil.rmtree(left, ignore_errors=True)
+        shutil.rmtree(alive, ignore_errors=True)

@@ -50,6 +50,8 @@ async def test_unix_server_echo_in_a_private_short_directory(
     assert len(os.fsencode(server.path)) <= UNIX_PATH_MAX
     assert stat.S_ISSOCK(_stat(server.path).st_mode)
     assert stat.S_IMODE(_stat(os.path.dirname(server.path)).st_mode) == 0o700
+    # Named after this process, for the next session to remove if it is killed.
+    assert os.path.basename(os.path.dirname(server.path)).startswith(f"nt-{os.getpid()}-")
     reader, writer = await asyncio.open_unix_connection(server.path)
     writer.write(b"over unix")
     assert await reader.readexactly(9) == b"over unix"

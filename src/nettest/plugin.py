@@ -21,6 +21,7 @@ from ._memory_faults import forget_memory_faults, format_memory_traces_for
 from ._prebound import bound_tcp_socket, bound_udp_socket, unix_socket_path  # noqa: F401
 from ._proxy import fault_proxy, format_traces_for  # noqa: F401
 from ._seed import SEED_RANGE, check_seed
+from ._server_base import remove_dead_processes_unix_dirs
 from ._servers import tcp_server, unix_server  # noqa: F401
 from ._threads import tcp_server_thread, udp_server_thread, unix_server_thread  # noqa: F401
 from ._tls import (  # noqa: F401  (fixtures are found by name in this module)
@@ -167,6 +168,12 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_configure_node(node: Any) -> None:
     """pytest-xdist: give the worker the controller's session seed (workers re-parse options)."""
     node.workerinput["nettest_seed"] = node.config.option.nettest_seed
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # A session killed before its teardown (kill -9, pytest-timeout's thread method)
+    # leaves its /tmp/nt-<pid>-* directories: the next session removes them.
+    remove_dead_processes_unix_dirs()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
