@@ -496,6 +496,43 @@ def test_nothing_warned_meanwhile():
     result.stdout.no_fnmatch_line("*unclosed*")
 
 
+def test_udp_server_whose_loop_closed_first_leaves_no_warning(pytester: pytest.Pytester) -> None:
+    # asyncio.run returned with the server open: teardown closes its socket under its
+    # transport, which must not then warn "unclosed transport" when collected.
+    pytester.makepyfile(
+        """
+        import asyncio, gc
+        from nettest import handlers
+
+        SERVERS = []
+
+        def test_own_loop(udp_server, unix_datagram_server):
+            async def main():
+                SERVERS.append(await udp_server(handlers.echo))
+                SERVERS.append(await unix_datagram_server(handlers.echo))
+
+            asyncio.run(main())
+
+        def test_collected():
+            assert all(server.closed for server in SERVERS)
+            SERVERS.clear()
+            gc.collect()
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "asyncio_default_fixture_loop_scope=function",
+        "-W",
+        "error::ResourceWarning",
+        "-W",
+        "error::pytest.PytestUnraisableExceptionWarning",
+    )
+    result.assert_outcomes(passed=2)
+    result.stdout.no_fnmatch_line("*unclosed*")
+
+
 # -- several failing servers ------------------------------------------------------
 
 

@@ -60,6 +60,7 @@ from ._server_base import (
     _UnixPath,
     check_bool,
     check_host,
+    close_transports_after_their_loop,
     has_ipv6_loopback,
     socket_has_input,
 )
@@ -407,6 +408,10 @@ class _DatagramServer(_LoopbackServer):
         return self.datagrams[:n]
 
     # -- teardown ----------------------------------------------------------------
+
+    def _end_connections_after_its_loop(self) -> None:
+        if self._transport is not None:
+            close_transports_after_their_loop([self._transport])
 
     def _abort_everything(self) -> None:
         if self._transport is not None:
