@@ -636,3 +636,36 @@ def test__remove_unix_files_removes_only_what_the_server_made(tmp_path: pathlib.
     assert not sock.exists()
     _remove_unix_files(str(made), _file_id(str(made)), str(made / "s"), (0, 0))
     assert not made.exists()
+
+
+def test_a_handler_error_is_reported_without_nettests_frames(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        _HEADER
+        + """
+import socket
+
+async def bad(reader, writer):
+    await reader.readexactly(2)
+    raise ValueError("handler exploded")
+
+@pytest.mark.asyncio
+async def test_async(tcp_server):
+    server = await tcp_server(bad)
+    reader, writer = await asyncio.open_connection(*server.address)
+    writer.write(b"ab")
+    assert await reader.read() == b""
+    writer.close()
+    await writer.wait_closed()
+
+def test_thread(tcp_server_thread):
+    server = tcp_server_thread(bad)
+    with socket.create_connection(server.address) as sock:
+        sock.sendall(b"ab")
+        assert sock.recv(1) == b""
+"""
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, errors=2)
+    result.stdout.fnmatch_lines(["*nettest.HandlerError: TCPServer*: 1 handler error:"] * 2)
+    result.stdout.no_fnmatch_line("*src/nettest/*")
+    result.stdout.no_fnmatch_line("*def _raise_errors*")

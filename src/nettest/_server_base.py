@@ -641,6 +641,7 @@ def raise_all(errors: Sequence[Exception], who: str) -> None:
     order their servers were started, as an `ExceptionGroup` that pytest prints
     whole, each with its own traceback and cause.
     """
+    __tracebackhide__ = True  # the handlers' errors are the report, not these frames
     if len(errors) == 1:
         raise errors[0]
     if errors:
@@ -724,6 +725,7 @@ class AsyncServerFactory:
             HandlerError: a server's handlers failed.
             ExceptionGroup: several servers failed; it holds each one's error.
         """
+        __tracebackhide__ = True  # the handlers' errors are the report, not these frames
         errors: list[Exception] = []
         for server in reversed(self._servers):
             try:

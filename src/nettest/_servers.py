@@ -276,6 +276,7 @@ async def tcp_server(request: pytest.FixtureRequest) -> AsyncIterator[TCPServerF
     Servers bind 127.0.0.1 (or ``::1``) port 0 themselves, record every
     connection, and are closed at teardown, which raises their handlers' errors.
     """
+    __tracebackhide__ = True  # the handlers' errors are the report, not these frames
     factory = AsyncServerFactory(request, TCPServer)
     yield typing.cast("TCPServerFactory", factory)
     await factory.aclose()
@@ -288,6 +289,7 @@ async def unix_server(request: pytest.FixtureRequest) -> AsyncIterator[UnixServe
     Each listens in a short private directory (or the abstract namespace) and
     records every connection.
     """
+    __tracebackhide__ = True  # the handlers' errors are the report, not these frames
     if not hasattr(socket, "AF_UNIX"):
         pytest.skip("Unix sockets are not available on this platform")
     factory = AsyncServerFactory(request, UnixServer)

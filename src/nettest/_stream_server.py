@@ -452,6 +452,7 @@ class _StreamServer(_LoopbackServer):
             RuntimeError: called on another event loop than the server's (the
                 server stays open, to be closed on its own loop), or while it starts.
         """
+        __tracebackhide__ = True  # the handlers' errors are the report, not these frames
         if self._status in ("new", "closed"):
             self._status = "closed"
             return
@@ -649,6 +650,7 @@ class _StreamServer(_LoopbackServer):
         self._unanswered.append(f"connection #{conn.index} from {format_address(conn.peer)}")
 
     def _raise_errors(self) -> None:
+        __tracebackhide__ = True  # the handlers' errors are the report, not these frames
         parts = []
         if self._aborted:
             parts.append(

@@ -97,6 +97,7 @@ class _LoopThread:
 
     def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
         """Run `coro` on the thread's loop and block until it finishes."""
+        __tracebackhide__ = True  # what `coro` raised is the report, not this frame
         if threading.current_thread() is self.thread:
             coro.close()
             raise RuntimeError("cannot block on the server thread's own loop")
@@ -155,6 +156,7 @@ class _ThreadedServer(Generic[_S]):
         Raises:
             HandlerError: a handler raised, or a script was not followed.
         """
+        __tracebackhide__ = True  # the handlers' errors are the report, not these frames
         thread = self._thread
         if thread is None:
             return
@@ -449,6 +451,7 @@ class _SyncFactory:
 
     def close(self) -> None:
         """Close every server, last started first; raise what they raised (see `raise_all`)."""
+        __tracebackhide__ = True  # the handlers' errors are the report, not these frames
         errors: list[Exception] = []
         for server in reversed(self._servers):
             try:
@@ -465,6 +468,7 @@ def tcp_server_thread() -> Iterator[TCPServerThreadFactory]:
     Same arguments and recordings as ``tcp_server``; waits block.  Each server is
     closed and its thread joined at teardown, which raises handler errors.
     """
+    __tracebackhide__ = True  # the handlers' errors are the report, not these frames
     factory = _SyncFactory(TCPServerThread, "tcp_server_thread")
     yield typing.cast("TCPServerThreadFactory", factory)
     factory.close()
@@ -476,6 +480,7 @@ def unix_server_thread() -> Iterator[UnixServerThreadFactory]:
 
     Same arguments and recordings as ``unix_server``; closed and joined at teardown.
     """
+    __tracebackhide__ = True  # the handlers' errors are the report, not these frames
     factory = _SyncFactory(UnixServerThread, "unix_server_thread")
     yield typing.cast("UnixServerThreadFactory", factory)
     factory.close()
@@ -487,6 +492,7 @@ def udp_server_thread() -> Iterator[UDPServerThreadFactory]:
 
     Same arguments and recordings as ``udp_server``; closed and joined at teardown.
     """
+    __tracebackhide__ = True  # the handlers' errors are the report, not these frames
     factory = _SyncFactory(UDPServerThread, "udp_server_thread")
     yield typing.cast("UDPServerThreadFactory", factory)
     factory.close()

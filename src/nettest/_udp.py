@@ -456,6 +456,7 @@ class _DatagramServer(_LoopbackServer):
             RuntimeError: called on another event loop than the server's (the
                 server stays open, to be closed on its own loop), or while it starts.
         """
+        __tracebackhide__ = True  # the handlers' errors are the report, not these frames
         if self._status in ("new", "closed"):
             self._status = "closed"
             return
@@ -736,6 +737,7 @@ async def udp_server(request: pytest.FixtureRequest) -> AsyncIterator[UDPServerF
     Servers bind 127.0.0.1 (or ``::1``, or a multicast group) port 0 themselves
     and record every datagram; teardown raises their handlers' errors.
     """
+    __tracebackhide__ = True  # the handlers' errors are the report, not these frames
     factory = AsyncServerFactory(request, UDPServer)
     yield typing.cast("UDPServerFactory", factory)
     await factory.aclose()
@@ -750,6 +752,7 @@ async def unix_datagram_server(
     Each binds in a short private directory (or the abstract namespace), records
     every datagram, and is closed at teardown.
     """
+    __tracebackhide__ = True  # the handlers' errors are the report, not these frames
     if not hasattr(socket, "AF_UNIX"):
         pytest.skip("Unix sockets are not available on this platform")
     factory = AsyncServerFactory(request, UnixDatagramServer)
