@@ -58,7 +58,7 @@ from ._proxy_sockets import (
 from ._proxy_tcp import _Side, _StreamConnection
 from ._proxy_udp import _Listen, _UpstreamFlow
 from ._seed import check_seed
-from ._server_base import AsyncServerFactory, check_host
+from ._server_base import AsyncServerFactory, check_host, close_transports_after_their_loop
 from ._settings import default_timeout
 
 __all__ = ["FaultProxy", "FaultProxyFactory", "fault_proxy", "format_traces_for"]
@@ -361,7 +361,8 @@ class FaultProxy(FaultsInForce):
         """Close the proxy's sockets after its event loop has closed.
 
         Nothing can run on a closed loop (a test that ran its own, say), so the
-        transports cannot close: their sockets are closed under them.
+        transports cannot close: their sockets are closed under them, and they
+        are left closed (as the servers' are).
         """
         self._closed = True
         transports: list[asyncio.BaseTransport | None] = [side.transport for side in self._sides]
@@ -370,9 +371,7 @@ class FaultProxy(FaultsInForce):
             transports.append(self._listen_protocol.transport)
         for transport in transports:
             if transport is not None:
-                # asyncio hands out a TransportSocket wrapper, which cannot close.
-                sock = transport.get_extra_info("socket")
-                getattr(sock, "_sock", sock).close()
+                close_transports_after_their_loop([transport])
         # Closing a listener needs no loop; waking what waits on it would.
         with contextlib.suppress(RuntimeError):
             self._stop_listening()

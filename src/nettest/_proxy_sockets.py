@@ -97,11 +97,7 @@ def _close_transport(transport: asyncio.Transport) -> None:
 
 
 def _transport_open(transport: asyncio.BaseTransport) -> bool:
-    if transport.is_closing():
-        return False
-    # A proxy whose loop closed first closes the socket under the transport.
-    sock = transport.get_extra_info("socket")
-    return sock is None or sock.fileno() != -1
+    return not transport.is_closing()
 
 
 def _abort(transport: asyncio.BaseTransport) -> None:

@@ -143,8 +143,8 @@ def close_transports_after_their_loop(transports: Sequence[asyncio.BaseTransport
     ``transports`` starts with the one that owns the socket, then the TLS
     transport over it, if any.  Nothing can run on a closed loop: ``close()`` and
     ``abort()`` schedule the callback that closes the socket (``connection_lost``),
-    and raise RuntimeError.  So the socket is closed under the transports, as the
-    fault proxy does; ``abort()`` still marks each one closing, the socket's
+    and raise RuntimeError.  So the socket is closed under the transports;
+    ``abort()`` still marks each one closing, the socket's
     first, so that the TLS one does not try to schedule (``is_closing()`` is what
     a StreamWriter's finaliser checks); and the socket's transport lets go of it,
     as that callback would have: asyncio's transports warn "unclosed transport"
