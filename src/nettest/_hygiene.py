@@ -73,12 +73,12 @@ from ._hygiene_report import (
     _creation_stack,
     _describe,
     _describe_loop_error,
-    _is_about_task,
     _is_late,
     _label,
     _LoopError,
     _reference,
     _socket_names,
+    _task_of,
     _Tracked,
 )
 
@@ -515,8 +515,8 @@ class _Gate(_Instruments):
         sections = []
         for (maker, between_tests), errors in late.items():
             when = "between tests" if between_tests else f"while {owner} ran"
-            tasks = [e for e in errors if _is_about_task(e)]
-            futures = [e for e in errors if not _is_about_task(e)]
+            tasks = [e for e in errors if _task_of(e.context) is not None]
+            futures = [e for e in errors if _task_of(e.context) is None]
             if tasks:
                 sections.append(
                     f"{maker} left {_count(len(tasks), 'task')} running that failed after it "

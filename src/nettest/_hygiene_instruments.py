@@ -49,7 +49,7 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ._hygiene_report import _UNSEEN, _LoopError
+from ._hygiene_report import _UNSEEN, _LoopError, _task_of
 
 if TYPE_CHECKING:
     import weakref
@@ -174,8 +174,8 @@ class _Instruments:
         """
         with contextlib.suppress(Exception):  # never break the loop's handler
             current = self.owner
-            task = context.get("task", context.get("future"))
-            if callable(getattr(task, "get_coro", None)):
+            task = _task_of(context)
+            if task is not None:
                 maker = getattr(task, _TASK_OWNER, _UNSEEN)
             elif loop.is_closed() and last_test is not None:
                 maker = last_test

@@ -204,11 +204,10 @@ def _is_late(error: _LoopError) -> bool:
     return isinstance(error.maker, str) and error.maker != error.owner
 
 
-def _is_about_task(error: _LoopError) -> bool:
-    """Whether `error` is about a task (rather than a plain future, or neither)."""
-    return callable(
-        getattr(error.context.get("task", error.context.get("future")), "get_coro", None)
-    )
+def _task_of(context: dict[str, object]) -> Any:
+    """The task an exception-handler call is about, or None (a plain future, or nothing)."""
+    subject = context.get("task", context.get("future"))
+    return subject if callable(getattr(subject, "get_coro", None)) else None
 
 
 def _count(n: int, noun: str) -> str:
@@ -266,8 +265,9 @@ def _describe_loop_error(context: dict[str, object], maker: str | _Unseen | None
     text = f"  - the loop's exception handler was called: {message}"
     if isinstance(exception, BaseException):
         text += f"\n    {type(exception).__name__}: {exception}"
-    task = context.get("task", context.get("future"))
-    if callable(getattr(task, "get_coro", None)):
+    task = _task_of(context)
+    future = context.get("future")
+    if task is not None:
         text += f"\n    task: {task!r}"
         if maker is None:
             text += (
@@ -281,8 +281,8 @@ def _describe_loop_error(context: dict[str, object], maker: str | _Unseen | None
                 "may be an earlier test's; --nettest-leaks=strict fails a test that leaves a "
                 "task pending)"
             )
-    elif isinstance(task, asyncio.Future):
-        text += f"\n    future: {task!r}"
+    elif isinstance(future, asyncio.Future):
+        text += f"\n    future: {future!r}"
     source = context.get("source_traceback")
     if isinstance(source, traceback.StackSummary):
         text += "\n    created at:\n" + "".join(source.format()).rstrip("\n")
