@@ -561,6 +561,28 @@ def test_trace_records_faults_and_bytes() -> None:
     assert "tcp connection #1" in text
 
 
+def test_trace_lists_events_in_time_order() -> None:
+    # The reply is held until 1.25; the request after it was forwarded at 1.1.
+    schedule = stream(Latency(0.25, direction="downstream"))
+    schedule.data("downstream", b"reply", 1.0)
+    schedule.data("upstream", b"next", 1.1)
+    schedule.data("downstream", b"more", 1.25)
+    lines = str(schedule.trace).splitlines()[1:]
+    assert [line.split(maxsplit=1)[0] for line in lines] == [
+        "0.000000",
+        "1.000000",
+        "1.100000",
+        "1.250000",
+        "1.500000",
+    ]
+    assert "delaying" in lines[1]
+    assert "b'next'" in lines[2]
+    assert "b'reply'" in lines[3]
+    assert [event.time for event in schedule.trace.events] == sorted(
+        event.time for event in schedule.trace.events
+    )
+
+
 # -- determinism -----------------------------------------------------------------------
 
 

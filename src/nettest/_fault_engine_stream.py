@@ -500,8 +500,8 @@ class StreamSchedule(_Schedule):
             out.extend(self._fire_end(applied, chunk.at))
             return out
         if isinstance(fault, Latency):
-            chunk.at = delayed(applied, fault, chunk.at, self.rng)
             self._fire_once(applied, chunk.at, "delaying")
+            chunk.at = delayed(applied, fault, chunk.at, self.rng)
             return [chunk]
         if isinstance(fault, Bandwidth):
             self._fire_once(applied, chunk.at, "throttling")
@@ -541,12 +541,12 @@ class StreamSchedule(_Schedule):
             item.at = max(item.at, applied.busy, behind)
             return self._hold(applied, entry, False, [item])
         if isinstance(fault, Latency):
+            self._fire_once(applied, item.at, "delaying")
             item.at = max(item.at + fault.delay, applied.last)
             applied.last = item.at
-            self._fire_once(applied, item.at, "delaying")
         elif isinstance(fault, SlowClose) and isinstance(item, _Eof):
-            item.at += fault.delay
             self.trace.fire(item.at, fault, applied.flow, f"FIN held {fault.delay}s")
+            item.at += fault.delay
             return self._hold(applied, entry, False, [item])
         elif isinstance(fault, (Blackhole, HalfClose)) and isinstance(item, _Eof):
             return []

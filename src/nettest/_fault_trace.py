@@ -8,6 +8,8 @@ costs a bounded amount of memory.
 
 from __future__ import annotations
 
+import bisect
+import operator
 import typing
 from dataclasses import dataclass
 
@@ -34,6 +36,7 @@ class TraceEvent:
 
 
 _MAX_EVENTS = 400
+_BY_TIME = operator.attrgetter("time")
 _PREVIEW = 24
 
 
@@ -65,7 +68,7 @@ class ConnectionTrace:
         self.kind = _kind
         #: The client's address.
         self.peer = _peer
-        #: Events in order (at most a few hundred; later ones are counted only).
+        #: Events in time order (at most a few hundred; later ones are counted only).
         self.events: list[TraceEvent] = []
         #: The faults that acted on this connection, in the order they first did.
         self.fired: list[str] = []
@@ -77,11 +80,17 @@ class ConnectionTrace:
         self._omitted = 0
 
     def record(self, now: float, flow: str | None, what: str) -> None:
-        """Append an event (times are absolute; they are stored relative to the start)."""
+        """Add an event at its time (absolute; stored relative to the start).
+
+        A fault decides ahead of time when held bytes will go, so events are not
+        recorded in time order: each goes in after every event of the same time
+        or earlier, and the trace reads as the connection happened.
+        """
         if len(self.events) >= _MAX_EVENTS:
             self._omitted += 1
             return
-        self.events.append(TraceEvent(round(now - self._start, 6), flow, what))
+        event = TraceEvent(round(now - self._start, 6), flow, what)
+        bisect.insort(self.events, event, key=_BY_TIME)
 
     def fire(self, now: float, fault: Fault, flow: str | None, what: str) -> None:
         """Record that `fault` acted."""
