@@ -1406,6 +1406,30 @@ async def test_datagram_pause_reading_matches_real_udp() -> None:
     ]
 
 
+@pytest.mark.skipif(not PAUSES_READING, reason="3.10's datagram transports cannot pause")
+@pytest.mark.asyncio
+async def test_datagram_reading_events_count_the_bytes_waiting() -> None:
+    a, b = Datagrams(), Datagrams()
+    ta, tb = await _connected_pair(False, a, b)
+    ta.pause_reading()
+    ta.assert_reading_paused()
+    tb.sendto(b"1")
+    tb.sendto(b"234")
+    await turns()
+    with pytest.raises(AssertionError, match=r"^reading is paused since .*, 4 bytes waiting"):
+        ta.assert_reading_not_paused()
+    with pytest.raises(AssertionError, match="the peer's reading is paused since"):
+        tb.assert_writing_paused()
+    ta.resume_reading()
+    await turns()
+    assert _read(a) == [("datagram", b"1"), ("datagram", b"234")]
+    assert [(e.kind, e.waiting) for e in ta.reading_events] == [("pause", 0), ("resume", 4)]
+    ta.assert_reading_not_paused()
+    ta.close()
+    tb.close()
+    await turns()
+
+
 class PausesAndRaises(Datagrams):
     """Pauses reading on b"pause", raises on b"raise"."""
 

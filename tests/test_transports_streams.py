@@ -422,3 +422,68 @@ async def test_memory_stream_pair_stream_writer_start_tls(tls_contexts_factory: 
     assert await s_reader.read() == b""
     s_writer.close()
     await asyncio.wait_for(asyncio.gather(c_writer.wait_closed(), s_writer.wait_closed()), 5)
+
+
+# -- the reading timeline ----------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_reading_events_explain_a_writer_stuck_behind_a_reader_that_stopped() -> None:
+    # The server's StreamReader pauses its transport above 2 * limit; nobody reads.
+    (_, c_writer), (s_reader, s_writer) = memory_stream_pair(capacity=1024, limit=1024)
+    client, server = c_writer.transport, s_writer.transport
+    assert isinstance(client, MemoryTransport)
+    assert isinstance(server, MemoryTransport)
+    server.assert_reading_not_paused()
+    assert not server.reading_events
+    c_writer.write(b"x" * 100_000)
+    await turns(20)
+    server.assert_reading_paused()
+    (pause,) = server.reading_events
+    assert pause.kind == "pause"
+    # It paused inside the read that took everything that had arrived; since then
+    # a full link's worth arrived and waits.
+    assert pause.waiting == 0
+    assert pause.time == pytest.approx(asyncio.get_running_loop().time(), abs=1)
+    with pytest.raises(AssertionError) as stuck:
+        client.assert_writing_not_paused()
+    assert (
+        f"the peer's reading is paused since loop time {pause.time:.6f}, "
+        "1024 bytes waiting to be read; pause/resume reading events: pause with 0 waiting"
+    ) in str(stuck.value)
+    with pytest.raises(AssertionError, match=r"^reading is paused since loop time [\d.]+, "):
+        server.assert_reading_not_paused()
+
+    assert await s_reader.readexactly(100_000) == b"x" * 100_000
+    server.assert_reading_not_paused()
+    with pytest.raises(AssertionError, match=r"^reading is not paused: on, 0 bytes waiting"):
+        server.assert_reading_paused()
+    events = server.reading_events
+    assert [e.kind for e in events] == ["pause", "resume"] * (len(events) // 2)
+    assert [e.time for e in events] == sorted(e.time for e in events)
+    assert not client.reading_events  # the client never paused its own reading
+    for writer in (c_writer, s_writer):
+        writer.close()
+        await writer.wait_closed()
+    with pytest.raises(AssertionError, match=r"reading is not paused: over \(the transport"):
+        server.assert_reading_paused()
+
+
+@pytest.mark.asyncio
+async def test_reading_events_are_changes_only() -> None:
+    c_transport, s_transport = memory_transport_pair(asyncio.Protocol(), asyncio.Protocol())
+    s_transport.pause_reading()
+    s_transport.pause_reading()  # paused already: nothing happens
+    c_transport.write(b"abc")
+    await turns()
+    s_transport.resume_reading()
+    s_transport.resume_reading()
+    assert [(e.kind, e.waiting) for e in s_transport.reading_events] == [
+        ("pause", 0),
+        ("resume", 3),
+    ]
+    s_transport.close()
+    s_transport.pause_reading()  # closing: nothing happens
+    assert len(s_transport.reading_events) == 2
+    c_transport.close()
+    await turns()

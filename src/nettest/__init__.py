@@ -23,6 +23,7 @@ from ._contract_suite import check_transport_pair as check_transport_pair
 from ._datagrams import MemoryDatagramTransport as MemoryDatagramTransport
 from ._datagrams import memory_datagram_pair as memory_datagram_pair
 from ._flow import FlowEvent as FlowEvent
+from ._flow import ReadingEvent as ReadingEvent
 from ._handlers import HandlerError as HandlerError
 from ._handlers import ScriptMismatch as ScriptMismatch
 from ._hygiene import LeakError as LeakError
@@ -90,6 +91,7 @@ __all__ = [
     "MemorySocket",
     "MemoryTransport",
     "ProtocolViolation",
+    "ReadingEvent",
     "SanitizedBufferedProtocol",
     "SanitizedDatagramProtocol",
     "SanitizedProtocol",

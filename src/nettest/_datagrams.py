@@ -256,6 +256,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         "_protocol",
         "_read_context",
         "_read_handle",
+        "_reading_log",
         "_sent_waiters",
         "_source",
     )
@@ -387,6 +388,12 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
     def get_write_buffer_size(self) -> int:
         """Return the buffered bytes, counted as the running Python counts them."""
         return self._buffer_size
+
+    def _bytes_waiting(self) -> int:
+        return sum(len(data) for data, _ in self._held)
+
+    def _reading_peer(self) -> MemoryDatagramTransport | None:
+        return self._peer
 
     # -- sending ---------------------------------------------------------------------
 
@@ -784,6 +791,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         _check_pausable()
         if self.is_reading():
             self._paused = True
+            self._note_reading("pause")
 
     def resume_reading(self) -> None:
         """Read again, from the next loop turn (never inside this call).
@@ -798,6 +806,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         if self._closing or not self._paused:
             return
         self._paused = False
+        self._note_reading("resume")
         self._read_soon()
 
     def _read_soon(self) -> None:

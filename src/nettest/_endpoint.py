@@ -33,7 +33,7 @@ from ._flow import WriteFlow
 from ._hygiene import dropped_open
 
 if typing.TYPE_CHECKING:
-    from ._flow import FlowEvent
+    from ._flow import FlowEvent, ReadingEvent
 
 __all__ = [
     "MAX_DATAGRAM_SIZE",
@@ -648,13 +648,14 @@ class MemorySocket:
 
 
 class FlowControlled(_asyncio_transports._FlowControlMixin):
-    """Write flow control, extras and resource hygiene shared by memory transports.
+    """Flow control, extras and resource hygiene shared by memory transports.
 
     Subclasses call ``_start_endpoint()`` (which sets ``_loop``, ``_protocol``,
-    ``_flow`` and ``_info``), set ``_closing`` and ``_closed``, implement
-    ``get_write_buffer_size()`` and ``_force_close()``, and call
-    ``_maybe_pause_protocol()`` after the buffer grows and
-    ``_maybe_resume_protocol()`` after it shrinks.
+    ``_flow``, ``_reading_log`` and ``_info``), set ``_closing``, ``_closed`` and
+    ``_paused``, implement ``get_write_buffer_size()``, ``_bytes_waiting()``,
+    ``_reading_peer()`` and ``_force_close()``, call ``_maybe_pause_protocol()``
+    after the buffer grows and ``_maybe_resume_protocol()`` after it shrinks, and
+    ``_note_reading()`` when reading pauses or resumes.
     """
 
     #: The hygiene gate's entry, for `dropped_open` from ``__del__``.
@@ -662,6 +663,9 @@ class FlowControlled(_asyncio_transports._FlowControlMixin):
     _loop: asyncio.AbstractEventLoop
     _protocol: Any
     _flow: WriteFlow
+    #: Every pause and resume of reading: (kind, bytes waiting, loop time).
+    _reading_log: list[tuple[typing.Literal["pause", "resume"], int, float]]
+    _paused: bool  # pause_reading() in force
     _info: dict[str, Any]
     _closing: bool
     _closed = True  # until set up, so that __del__ never warns by mistake
@@ -673,6 +677,7 @@ class FlowControlled(_asyncio_transports._FlowControlMixin):
         self._loop = asyncio.get_running_loop()
         self._protocol = protocol
         self._flow = WriteFlow()
+        self._reading_log = []
         self._info = {
             "peername": peername,
             "sockname": sockname,
@@ -789,9 +794,78 @@ class FlowControlled(_asyncio_transports._FlowControlMixin):
     def _describe_flow(self) -> str:
         events = ", ".join(f"{e.kind} at {e.buffer_size}" for e in self._flow.events) or "none"
         low, high = self.get_write_buffer_limits()
-        return (
+        text = (
             f"buffer {self.get_write_buffer_size()} bytes, high {high}, low {low}, "
             f"peak {self._flow.peak}; pause/resume events: {events}"
+        )
+        peer = self._reading_peer()
+        if peer is not None:
+            # A writer that stays paused usually means a reader that stopped.
+            text += f"; the peer's reading is {peer._describe_reading()}"
+        return text
+
+    # -- the reading timeline ------------------------------------------------------------
+
+    def _reading_peer(self) -> FlowControlled | None:
+        """The transport at the other end of a pair, or None."""
+        return None
+
+    def _bytes_waiting(self) -> int:
+        """Bytes that arrived and were not read yet."""
+        raise NotImplementedError
+
+    def _note_reading(self, kind: typing.Literal["pause", "resume"]) -> None:
+        self._reading_log.append((kind, self._bytes_waiting(), self._loop.time()))
+
+    @property
+    def reading_events(self) -> tuple[ReadingEvent, ...]:
+        """Every ``pause_reading()`` and ``resume_reading()`` that took effect, in order.
+
+        Calls that changed nothing (pausing when paused, or once closing) are not
+        events.
+        """
+        from ._flow import ReadingEvent
+
+        return tuple(ReadingEvent(*event) for event in self._reading_log)
+
+    def assert_reading_paused(self) -> None:
+        """Fail unless reading is paused now.
+
+        Raises:
+            AssertionError: with the reading timeline.
+        """
+        if not self._reading_paused():
+            raise AssertionError(f"reading is not paused: {self._describe_reading()}")
+
+    def assert_reading_not_paused(self) -> None:
+        """Fail if reading is paused now.
+
+        A consumer that paused and never resumed leaves its peer's writer stuck
+        in ``drain()``; this names the moment it stopped.
+
+        Raises:
+            AssertionError: with the reading timeline.
+        """
+        if self._reading_paused():
+            raise AssertionError(f"reading is {self._describe_reading()}")
+
+    def _reading_paused(self) -> bool:
+        return self._paused and not self._closing
+
+    def _describe_reading(self) -> str:
+        """The reading state and timeline, to follow "reading is"."""
+        if self._closing:
+            state = "over (the transport is closing)"
+        elif self._paused:
+            state = f"paused since loop time {self._reading_log[-1][2]:.6f}"
+        else:
+            state = "on"
+        events = ", ".join(
+            f"{kind} with {waiting} waiting" for kind, waiting, _ in self._reading_log
+        )
+        return (
+            f"{state}, {self._bytes_waiting()} bytes waiting to be read; "
+            f"pause/resume reading events: {events or 'none'}"
         )
 
     def is_closing(self) -> bool:

@@ -24,6 +24,11 @@ performs no I/O and calls nothing: its ``grew``/``shrank`` methods tell the
 transport whether to call ``pause_writing()`` or ``resume_writing()``, and record a
 :class:`FlowEvent` with the buffer size at that moment, so a test can read the
 whole pause/resume history afterwards.
+
+The reading side has no water marks here: the protocol (a ``StreamReader``, say)
+calls ``pause_reading()`` and ``resume_reading()`` itself.  Memory transports
+record each as a :class:`ReadingEvent`, with the bytes waiting to be read, so
+that a consumer that never resumes explains a writer stuck in ``drain()``.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["DEFAULT_HIGH_WATER", "FlowEvent", "WriteFlow", "resolve_limits"]
+__all__ = ["DEFAULT_HIGH_WATER", "FlowEvent", "ReadingEvent", "WriteFlow", "resolve_limits"]
 
 #: asyncio's default high-water mark for socket transports.
 DEFAULT_HIGH_WATER = 64 * 1024
@@ -59,6 +64,27 @@ class FlowEvent:
     buffer_size: int
     high: int
     low: int
+    time: float
+
+
+@typing.final
+@dataclass(frozen=True, slots=True)
+class ReadingEvent:
+    """One pause or resume of a transport's reading, as a memory transport recorded it.
+
+    Read them from :attr:`MemoryTransport.reading_events
+    <nettest.MemoryTransport.reading_events>`; this type has no use on its own.
+
+    Attributes:
+        kind: ``"pause"`` (``pause_reading()`` stopped reading) or ``"resume"``
+            (``resume_reading()`` started it again).
+        waiting: Bytes that had arrived and were not read yet (for a datagram
+            transport, the bytes of the datagrams waiting).
+        time: ``loop.time()`` when it happened.
+    """
+
+    kind: Literal["pause", "resume"]
+    waiting: int
     time: float
 
 

@@ -165,6 +165,8 @@ class _Receiving:
 
         def _fatal_error(self, exc: BaseException, message: str) -> None: ...
 
+        def _note_reading(self, kind: typing.Literal["pause", "resume"]) -> None: ...
+
     def is_reading(self) -> bool:
         """Return True unless reading is paused or the transport is closing."""
         return not self._paused and not self._closing
@@ -174,6 +176,7 @@ class _Receiving:
         if self._closing or self._paused:
             return
         self._paused = True
+        self._note_reading("pause")
         self._stop_reading()
 
     def resume_reading(self) -> None:
@@ -181,6 +184,7 @@ class _Receiving:
         if self._closing or not self._paused:
             return
         self._paused = False
+        self._note_reading("resume")
         self._want_read()
 
     def _start_reading(self) -> None:

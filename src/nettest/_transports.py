@@ -162,6 +162,7 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         "_read_event",
         "_read_handle",
         "_reader_on",
+        "_reading_log",
         "_ready",
         "_rx",
         "_rx_eof",
@@ -297,6 +298,12 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
     def get_write_buffer_size(self) -> int:
         """Return the number of bytes waiting in the write buffer."""
         return len(self._buffer)
+
+    def _bytes_waiting(self) -> int:
+        return self._rx._size
+
+    def _reading_peer(self) -> MemoryTransport | None:
+        return self._peer
 
     # -- writing -------------------------------------------------------------------
 
