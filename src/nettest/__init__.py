@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from . import faults as faults
 from . import handlers as handlers
+from ._blackhole import BlackholePort as BlackholePort
 from ._contract import ProtocolViolation as ProtocolViolation
 from ._contract import SanitizedBufferedProtocol as SanitizedBufferedProtocol
 from ._contract import SanitizedDatagramProtocol as SanitizedDatagramProtocol
@@ -75,6 +76,7 @@ __all__ = [
     "DEFAULT_CAPACITY",
     "TLS_BAD_KINDS",
     "TLS_VERSIONS",
+    "BlackholePort",
     "BoundSocket",
     "ConformanceError",
     "Connection",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 import pytest
 
 from . import _settings
+from ._blackhole import blackhole_port  # noqa: F401
 from ._hygiene import GATE, LEAK_MODES, LeakMode
 from ._memory_faults import forget_memory_faults, format_memory_traces_for
 from ._prebound import bound_tcp_socket, bound_udp_socket, unix_socket_path  # noqa: F401
