@@ -37,6 +37,7 @@ from ._recording import Connection as Connection
 from ._recording import Datagram as Datagram
 from ._recording import Ending as Ending
 from ._recording import Event as Event
+from ._resolver import FakeResolver as FakeResolver
 from ._servers import TCPServer as TCPServer
 from ._servers import TCPServerFactory as TCPServerFactory
 from ._servers import UnixServer as UnixServer
@@ -83,6 +84,7 @@ __all__ = [
     "Datagram",
     "Ending",
     "Event",
+    "FakeResolver",
     "FaultProxy",
     "FaultProxyFactory",
     "FlowEvent",
