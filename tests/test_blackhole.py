@@ -109,3 +109,22 @@ def test_the_fixture_closes_it_at_teardown_and_the_gate_reports_one_left_open(
     result.stdout.fnmatch_lines(
         ["*test_left_open left 1 thing behind*", "*open blackhole port 127.0.0.1:*"]
     )
+
+
+def test_strict_mode_reports_a_port_left_open_once(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        from nettest import BlackholePort
+
+        kept = []
+
+        def test_left_open():
+            kept.append(BlackholePort())
+        """
+    )
+    result = pytester.runpytest(
+        "-p", "no:randomly", "-p", "no:cacheprovider", "--nettest-leaks=strict"
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*test_left_open left 1 thing behind*", "*open blackhole port*"])
+    result.stdout.no_fnmatch_line("*socket*")

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ._hygiene import dropped_open, track
+from ._hygiene import dropped_open, parts_of, track
 from ._server_base import _closed_on_error, _loopback_socket, check_host, has_ipv6_loopback
 
 __all__ = ["BlackholePort", "blackhole_port"]
@@ -83,6 +83,7 @@ class BlackholePort:
             is_open=lambda b: not b.closed,
             close=lambda b: b.close(),
         )
+        parts_of(self, listener, filler)
 
     @property
     def host(self) -> str:

@@ -13,7 +13,10 @@ made and the stack that made it.  Objects made while a fixture of wider scope is
 being set up belong to that fixture, not to the test that happened to trigger it.
 What a server or proxy makes as it runs (`track`'s ``on_behalf_of``) belongs to
 that server's owner, and an object made on a thread other than the test's notes
-the thread, and the entry of what started it if the gate tracks that.
+the thread, and the entry of what started it if the gate tracks that.  What a
+nettest object made for itself (its listening socket, the transport that serves
+it, a proxy's listener) it registers with :func:`parts_of` once it is tracked:
+those are its parts, which strict mode's socket watcher tracks as sockets too.
 
 After a test's teardown the plugin calls :meth:`_Gate.check`, which reports:
 
@@ -28,6 +31,11 @@ After a test's teardown the plugin calls :meth:`_Gate.check`, which reports:
 It also reports, under the name of the test that made it, a task that an earlier
 test left running in ``own`` mode and that failed since (see
 `nettest._hygiene_instruments`).
+
+An object that is reported speaks for its parts: they are not listed, and
+neither is what their finalisers raise as the garbage collector frees them (a
+socket's "unclosed" warning).  A part still open when its object is closed is
+listed on its own (a nettest bug: closing an object closes its parts).
 
 Whatever is reported is then closed or cancelled, so that it can never be blamed
 on a later test.  The checks are cheap when nothing leaked: the garbage
@@ -287,6 +295,31 @@ class _Gate(_Instruments):
                 message = f"{type(error).__name__}: {error}"
                 self.bookkeeping_errors.append(_BookkeepingError(self.owner, what, message))
 
+    def parts_of(self, parent: object, *parts: object) -> None:
+        """Note that `parts` are `parent`'s own: a report of `parent` speaks for them.
+
+        `parent` must be tracked already.  A part that the gate tracks too (strict
+        mode's sockets) is listed on its own only while `parent` is not reported;
+        the garbage collector's warnings about any part are not listed while it
+        is.  Never raises.
+        """
+        try:
+            entry = self._entry_of(parent)
+            if entry is None:  # nobody's (a wider fixture's), or not tracked
+                return
+            refs = [ref for ref in entry.parts if ref() is not None]
+            for part in parts:
+                if part is None:
+                    continue
+                with contextlib.suppress(TypeError):  # no weak reference: warnings stay
+                    refs.append(weakref.ref(part))
+                own = self._entry_of(part)
+                if own is not None and own.owner == entry.owner:
+                    own.part_of = entry
+            entry.parts = tuple(refs)
+        except Exception as error:
+            self._bookkeeping_failed("part", error)
+
     def writer_dropped(self, writer: asyncio.StreamWriter, transport: object = None) -> None:
         """Note that `writer` is being finalised while its transport is still open.
 
@@ -414,19 +447,24 @@ class _Gate(_Instruments):
             return None
         if failed:  # its tasks failing later (at its teardown, say) follow from that
             self.silenced.add(owner)
-        leaks = self._find(owner, mode, fds_before)
+        leaks, _ = self._find(owner, mode, fds_before)
         if leaks:
             suspects = self._suspects(owner)
+            parts = self._parts(owner)
             # Let unreachable objects finalise now, inside the test that dropped them.
-            finalising = _collect_garbage()
-            leaks = self._find(owner, mode, fds_before)
+            finalising = _collect_garbage(parts)
             # Collected while still open: dropped without being closed.
-            leaks += [
-                _describe(f"{label} dropped while open", item)
+            gone = {
+                item: label
                 for item, label in suspects
                 if item.ref() is None and item.dropped is None
+            }
+            leaks, reported = self._find(owner, mode, fds_before, gone)
+            leaks += [
+                f"  - while the garbage collector finalised them: {message}"
+                for message, parent in finalising
+                if parent not in reported
             ]
-            leaks += [f"  - while the garbage collector finalised them: {m}" for m in finalising]
         late = self._late_failures(owner, mode)
         self._release(owner)
         header = (
@@ -451,16 +489,42 @@ class _Gate(_Instruments):
                     suspects.append((item, _label(item, obj)))
         return suspects
 
+    def _parts(self, owner: str) -> dict[int, tuple[type, _Tracked]]:
+        """The live parts of `owner`'s objects, by id: their type, and whose they are.
+
+        Taken before the garbage collector runs, to know a part when its finaliser
+        raises (`_collect_garbage`); ids, so that the parts can still be freed.
+        """
+        parts: dict[int, tuple[type, _Tracked]] = {}
+        for item in self.tracked:
+            if item.owner == owner:
+                for ref in item.parts:
+                    part = ref()
+                    if part is not None:
+                        parts[id(part)] = (type(part), item)
+        return parts
+
     def _find(
-        self, owner: str, mode: LeakMode, fds_before: frozenset[tuple[int, int]]
-    ) -> list[str]:
-        leaks: list[str] = []
+        self,
+        owner: str,
+        mode: LeakMode,
+        fds_before: frozenset[tuple[int, int]],
+        gone: Mapping[_Tracked, str] | None = None,
+    ) -> tuple[list[str], set[_Tracked]]:
+        """List what `owner` left behind; return it, and the entries it reports.
+
+        `gone` are `owner`'s objects that the garbage collector freed while they
+        were open, with what to call them.  A part of a reported object is left
+        out: the object's own item says it all.
+        """
+        gone = gone or {}
+        found: dict[_Tracked, str] = {}
         seen_fds = _policy_loop_fds()
         for item in self.tracked:
             if item.owner != owner:
                 continue
             if item.dropped is not None:
-                leaks.append(_describe(item.dropped, item))
+                found[item] = item.dropped
                 held = item.ref()
                 if isinstance(held, socket.socket) and held.fileno() != -1:
                     seen_fds.add(held.fileno())
@@ -469,13 +533,17 @@ class _Gate(_Instruments):
             if obj is None:
                 continue
             if item.open_at_loop_close:
-                leaks.append(_describe(f"{item.what} when its event loop closed", item))
+                found[item] = f"{item.what} when its event loop closed"
                 continue
             if isinstance(obj, socket.socket):
                 if obj.fileno() in seen_fds:
                     continue
                 seen_fds.add(obj.fileno())
-            leaks.append(_describe(f"open {_label(item, obj)}", item))
+            found[item] = f"open {_label(item, obj)}"
+        reported = found.keys() | gone.keys()
+        leaks = [
+            _describe(what, item) for item, what in found.items() if item.part_of not in reported
+        ]
         for error in self.loop_errors:
             if error.owner == owner and not _is_late(error):
                 leaks.append(_describe_loop_error(error.context, error.maker))
@@ -496,7 +564,12 @@ class _Gate(_Instruments):
                 if fd not in seen_fds:
                     what = f"open socket (fd {fd}, inode {inode}){_socket_names(fd)}"
                     leaks.append(_describe(what, None))
-        return leaks
+        leaks += [
+            _describe(f"{label} dropped while open", item)
+            for item, label in gone.items()
+            if item.part_of not in reported
+        ]
+        return leaks, reported
 
     def _late_failures(self, owner: str, mode: LeakMode) -> list[str]:
         """Report the tasks that earlier tests left running and that failed since.
@@ -584,18 +657,30 @@ def _items(mapping: Mapping[_K, _V]) -> list[tuple[_K, _V]]:
             continue
 
 
-def _collect_garbage() -> list[str]:
+def _collect_garbage(
+    parts: Mapping[int, tuple[type, _Tracked]],
+) -> list[tuple[str, _Tracked | None]]:
     """Run the garbage collector; return what finalisers raised (a ResourceWarning as error).
 
     Caught here, rather than by pytest's hook, so that they are reported with
     the test being checked: pytest may have collected this phase's already.
+    Each comes with the entry of the object whose part raised it, if one of
+    `parts` (by id, see `_Gate._parts`) did: a report of that object leaves it out.
     """
-    caught: list[str] = []
+    caught: list[tuple[str, _Tracked | None]] = []
 
     def hook(unraisable: Any) -> None:
         where = unraisable.err_msg or "Exception ignored in"
         error = unraisable.exc_value
-        caught.append(f"{where}: {unraisable.object!r}\n    {type(error).__name__}: {error}")
+        message = f"{where}: {unraisable.object!r}\n    {type(error).__name__}: {error}"
+        parent = None
+        with contextlib.suppress(Exception):
+            finalised = _finalised(unraisable)
+            part = parts.get(id(finalised))
+            # Still alive as its finaliser runs: the id is its own.
+            if part is not None and type(finalised) is part[0]:
+                parent = part[1]
+        caught.append((message, parent))
 
     previous, sys.unraisablehook = sys.unraisablehook, hook
     try:
@@ -603,6 +688,21 @@ def _collect_garbage() -> list[str]:
     finally:
         sys.unraisablehook = previous
     return caught
+
+
+def _finalised(unraisable: Any) -> object:
+    """The object whose finaliser raised what `sys.unraisablehook` was given.
+
+    A finaliser written in C (a socket's) hands the hook the object itself; a
+    ``__del__`` method (a transport's) hands it the function, whose frame, the
+    first of the traceback, holds the object as ``self``.
+    """
+    obj = unraisable.object
+    traceback = unraisable.exc_traceback
+    code = getattr(obj, "__code__", None)
+    if code is not None and traceback is not None and traceback.tb_frame.f_code is code:
+        return traceback.tb_frame.f_locals.get("self", obj)
+    return obj
 
 
 GATE = _Gate()
@@ -631,6 +731,19 @@ def track(
         `obj`, so that ``self._sock = track(sock, ...)`` reads naturally.
     """
     return GATE.track(obj, what=what, is_open=is_open, close=close, on_behalf_of=on_behalf_of)
+
+
+def parts_of(parent: object, *parts: object) -> None:
+    """Tell the hygiene gate that `parts` are what the tracked `parent` made for itself.
+
+    A server's listening socket, the transport asyncio serves it with, a proxy's
+    listener: closing `parent` closes them.  While `parent` is reported (left
+    open, dropped while open), they are not listed on their own, in strict mode
+    as sockets, nor are the garbage collector's warnings about them; one still
+    open once `parent` is closed is.  Call it after `track`; None parts are
+    skipped.  Never raises.
+    """
+    GATE.parts_of(parent, *parts)
 
 
 def instrument_loop(loop: asyncio.AbstractEventLoop) -> None:

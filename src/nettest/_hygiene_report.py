@@ -22,6 +22,11 @@ Objects are held by weak references.  An object that refuses one (uvloop's TLS
 transport has no ``__weakref__`` slot) is held strongly, by a `_StrongRef`,
 until its test's check.
 
+What a tracked object made for itself, its listening socket say, or the transport
+serving it, is a part of it (`_Tracked.part_of`, `_Tracked.parts`): the report of
+the object speaks for its parts, which are listed on their own only once the
+object itself is closed.
+
 The rest words the items of a report: one for each thing left behind, with
 where it was made (`_describe`), and one for each loop error, with the task it is
 about and, when no test made that task or the gate did not see it made, a note
@@ -160,6 +165,12 @@ class _Tracked:
     #: Set, to what the report says, when it was dropped while open and something
     #: closed it as it went (a StreamWriter's ``__del__``): reported though closed.
     dropped: str | None = None
+    #: The entry of the object it is part of (a server's listening socket is the
+    #: server's): not listed while that object is reported, only once it is closed.
+    part_of: _Tracked | None = None
+    #: Weak references to its parts, tracked or not: the garbage collector's
+    #: warnings about them are not listed while it is reported either.
+    parts: tuple[weakref.ref[Any], ...] = ()
 
     def alive_and_open(self) -> Any | None:
         obj = self.ref()

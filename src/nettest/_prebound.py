@@ -25,7 +25,7 @@ from typing import Literal
 
 import pytest
 
-from ._hygiene import dropped_open, track
+from ._hygiene import dropped_open, parts_of, track
 from ._server_base import (
     INT_MAX,
     _check_int,
@@ -101,6 +101,7 @@ class BoundSocket:
             is_open=lambda b: not b.closed,
             close=lambda b: b.close(),
         )
+        parts_of(self, sock)
         return self
 
     @classmethod
@@ -194,8 +195,12 @@ class BoundSocket:
         sock = getattr(self, "_socket", None)
         if sock is not None and sock.fileno() != -1:
             dropped_open(self)
-            warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
-            sock.close()
+            try:
+                warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
+            finally:
+                # Raised as an error (-W error), the warning must not leave the
+                # socket to warn again as it is freed: it is this object's.
+                sock.close()
 
 
 @pytest.fixture

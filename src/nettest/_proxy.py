@@ -44,7 +44,7 @@ from ._fault_backend import FaultsInForce
 # show every one of them unresolved (``Kind`` instead of ``Literal['tcp', 'udp']``).
 from ._fault_trace import ConnectionTrace  # noqa: TC001
 from ._faults import Fault, Unreachable, check_faults
-from ._hygiene import dropped_open, track
+from ._hygiene import dropped_open, parts_of, track
 from ._proxy_sockets import (
     Address,
     Kind,
@@ -269,6 +269,8 @@ class FaultProxy(FaultsInForce):
                 close=lambda s: s.close(),
                 on_behalf_of=self,
             )
+            # Its own: a report of the proxy speaks for them.
+            parts_of(self, sock, server)
         else:
             await self._read_port(self._bind_udp().attaching)
 
@@ -305,6 +307,7 @@ class FaultProxy(FaultsInForce):
             close=_cancel,
             on_behalf_of=self,
         )
+        parts_of(self, listen.sock)
         self._listening(listen.sock.getsockname())
         return listen
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from ._fault_actions import Action, Deliver, UnreachableAction, Wake
 from ._fault_engine_datagram import DatagramSchedule
-from ._hygiene import track
+from ._hygiene import parts_of, track
 from ._proxy_sockets import _abort, _transport_open
 
 if typing.TYPE_CHECKING:
@@ -106,6 +106,7 @@ class _Listen(asyncio.DatagramProtocol):
             close=_abort,
             on_behalf_of=self.proxy,
         )
+        parts_of(self.proxy, transport)
         if self.closed:  # closed while the transport was being made
             self.transport.abort()
 

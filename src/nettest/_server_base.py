@@ -42,7 +42,7 @@ import pytest
 
 from ._endpoint import check_bool as check_bool
 from ._handlers import HandlerError
-from ._hygiene import dropped_open, track
+from ._hygiene import dropped_open, parts_of, track
 from ._recording import check_loop, format_address
 
 #: Longest Unix socket path, in bytes, without the terminating NUL.
@@ -547,6 +547,7 @@ class _LoopbackServer:
             is_open=lambda s: s._status in ("open", "closing"),
             close=lambda s: s._gate_close(),
         )
+        parts_of(self, sock)
         return self
 
     async def __aenter__(self: _L) -> _L:

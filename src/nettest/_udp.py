@@ -38,7 +38,7 @@ from ._handlers import (
     make_protocol,
     run_datagram_script,
 )
-from ._hygiene import track
+from ._hygiene import parts_of, track
 from ._recording import (
     _UNSET,
     Datagram,
@@ -270,7 +270,10 @@ class _DatagramServer(_LoopbackServer):
         Raises:
             RuntimeError: it was already started.
         """
-        return await super().start()
+        await super().start()
+        # The transport over its socket is its own too: it warns if dropped open.
+        parts_of(self, self._transport)
+        return self
 
     async def _serve(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         self._started_at = loop.time()
