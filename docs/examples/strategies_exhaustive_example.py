@@ -1,8 +1,9 @@
-"""Every split of a short input, as plain pytest parameters."""
+"""Every split and every chunking of a short input, as pytest parameters or examples."""
 
 import codecs
 
 import pytest
+from hypothesis import given, settings
 
 from nettest import strategies as nst
 
@@ -21,4 +22,10 @@ def test_decoder_at_every_offset(chunks):
 
 @pytest.mark.parametrize("chunks", nst.all_chunkings(b"\xe2\x82\xac\r\n"))
 def test_decoder_under_every_chunking(chunks):
+    assert decode(chunks) == "€\r\n"
+
+
+@settings(max_examples=100)  # at least the 16 chunkings: each is tried once
+@given(nst.chunkings(b"\xe2\x82\xac\r\n", exhaustive=True))
+def test_decoder_under_every_chunking_with_hypothesis(chunks):
     assert decode(chunks) == "€\r\n"

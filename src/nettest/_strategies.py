@@ -18,6 +18,11 @@ drawn often.  Each cut is therefore drawn either uniformly or from a list of
 inside length prefixes.  The uniform branch comes first, which is the one
 hypothesis prefers while shrinking; both branches produce the same offsets, so
 the shrunk chunks do not depend on which branch drew them.
+
+With ``exhaustive=True``, `_every_chunking` draws the number of chunks first,
+then each cut above the one before.  Each chunking is then one sequence of
+choices, so hypothesis tries each once; and the fewest, smallest choices, which
+hypothesis shrinks towards, make the fewest chunks with the lowest cuts.
 """
 
 from __future__ import annotations
@@ -284,6 +289,29 @@ def _draw_chunkings(
     return _cut(value, sorted(draw(cuts)))
 
 
+@st.composite
+def _every_chunking(draw: DrawFn, data: bytes, min_size: int, max_size: int | None) -> list[bytes]:
+    """Draw any chunking of ``data``, each by exactly one sequence of choices.
+
+    ``st.sampled_from(all_chunkings(data))`` tries each chunking once too, but
+    hypothesis shrinks its index only downwards, so a failure could shrink to 3
+    or 4 chunks when a 2-chunk chunking further down the list failed as well.
+    Here the number of chunks comes first, then each cut in turn, above the one
+    before and low enough to leave room for the rest: the shrinker lowers the
+    number of chunks (which drops the last cut; it also tries dropping any
+    other), then each cut.  One chunking per sequence means that hypothesis
+    stops once it has tried them all.
+    """
+    n = len(data)
+    if n == 0:
+        return []
+    size = draw(st.integers(min_size, n if max_size is None else min(max_size, n)))
+    cuts: list[int] = []
+    for later in range(size - 2, -1, -1):  # the cuts still to draw after this one
+        cuts.append(draw(st.integers(cuts[-1] + 1 if cuts else 1, n - 1 - later)))
+    return _cut(data, cuts)
+
+
 def chunkings(
     data: bytes | SearchStrategy[bytes],
     *,
@@ -320,9 +348,10 @@ def chunkings(
             only): cut inside, before and after each prefix.
         hints: More offsets to cut at, or a callable that takes the data and
             returns them.  Offsets outside ``1 .. len(data) - 1`` are ignored.
-        exhaustive: Draw from the list of every chunking instead (see
-            `all_chunkings`), so that a run of more examples than there are
-            chunkings tries them all.  ``data`` must then be short bytes.
+        exhaustive: Draw from every chunking that `all_chunkings` lists,
+            ignoring hints, so that a run of at least as many examples as
+            there are chunkings tries each exactly once, then stops.
+            ``data`` must then be short bytes.
 
     Returns:
         A strategy for lists of non-empty `bytes`.
@@ -344,9 +373,10 @@ def chunkings(
             assert parser.requests == [...]
 
     Examples shrink towards a single chunk, then towards the fewest chunks with
-    each cut at the lowest offset that still fails.  (When ``min_size`` asks
-    for more than half of the offsets to be cut, the few left uncut shrink
-    towards the start instead, so the cuts gather at the end.)
+    each cut at the lowest offset that still fails.  (Unless ``exhaustive``,
+    when ``min_size`` asks for more than half of the offsets to be cut, the
+    few left uncut shrink towards the start instead, so the cuts gather at
+    the end.)
     """
     data = _check_data(data)
     _check_size_bounds(min_size, max_size)
@@ -367,7 +397,7 @@ def chunkings(
                 f"data is too long for exhaustive=True: {len(data)} bytes have {count} "
                 f"chunkings, more than {EXHAUSTIVE_LIMIT}; pass a shorter data or max_size"
             )
-        return st.sampled_from(list(all_chunkings(data, min_size=min_size, max_size=max_size)))
+        return _every_chunking(data, min_size, max_size)
     if isinstance(data, bytes):
         fixed = None
         if len(data) > 1:
@@ -398,7 +428,7 @@ def all_chunkings(
 
     For short inputs, trying every chunking beats sampling them.  This is a
     plain list, for ``pytest.mark.parametrize``; `chunkings` with
-    ``exhaustive=True`` draws from the same list.  Chunkings come with the
+    ``exhaustive=True`` draws the same chunkings.  Chunkings come with the
     fewest chunks first, and cuts at lower offsets first.
 
     Args:
