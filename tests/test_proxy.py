@@ -697,6 +697,47 @@ async def test_proxy_down_refuses_and_up_accepts_again(
 
 
 @pytest.mark.asyncio
+async def test_proxy_down_without_refusing_leaves_connects_unanswered(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await fault_proxy(upstream=upstream.address)
+    address = proxy.address
+    async with connect(address) as (reader, writer):  # open connections are left alone
+        await proxy.down(refuse=False)
+        assert not proxy.is_up
+        # Refusing is a switch, and so is not refusing again after it.
+        await proxy.down()
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(*address)
+        await proxy.down(refuse=False)
+        attempts = [asyncio.ensure_future(asyncio.open_connection(*address)) for _ in range(2)]
+        done, _ = await asyncio.wait(attempts, timeout=0.3)
+        assert not done  # neither connected nor refused: no answer at all
+        with pytest.raises(TimeoutError):
+            socket.create_connection(address, timeout=0.1)
+        writer.write(b"still")
+        assert await asyncio.wait_for(reader.readexactly(5), 5) == b"still"
+        await proxy.up()
+        # The clients still trying connect on their next SYN, a second or more later.
+        for late_reader, late_writer in await asyncio.wait_for(asyncio.gather(*attempts), 10):
+            late_writer.write(b"late")
+            assert await asyncio.wait_for(late_reader.readexactly(4), 5) == b"late"
+            late_writer.close()
+            await late_writer.wait_closed()
+    assert upstream.connections == 3
+
+
+@pytest.mark.asyncio
+async def test_proxy_down_refuse_must_be_a_bool(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await fault_proxy(upstream=upstream.address)
+    with pytest.raises(TypeError, match="refuse must be True or False"):
+        await proxy.down(refuse=0)  # type: ignore[arg-type]
+    assert proxy.is_up
+
+
+@pytest.mark.asyncio
 async def test_proxy_upstream_down_resets_the_client_and_is_recorded(
     fault_proxy: FaultProxyFactory,
 ) -> None:
@@ -919,6 +960,24 @@ async def test_udp_proxy_down_gives_port_unreachable(
         await proxy.up()
         transport.sendto(b"back")
         assert await asyncio.wait_for(client.queue.get(), 5) == b"back"
+
+
+@pytest.mark.asyncio
+async def test_udp_proxy_down_without_refusing_drops_datagrams_silently(
+    fault_proxy: FaultProxyFactory, udp_echo: tuple[Address, _Echo]
+) -> None:
+    address, echo = udp_echo
+    proxy = await fault_proxy(upstream=address, kind="udp")
+    async with udp_client(proxy.address) as (transport, client):
+        await proxy.down(refuse=False)
+        transport.sendto(b"anyone?")
+        await asyncio.sleep(0.2)
+        assert not client.errors  # no port unreachable: nothing at all
+        assert client.queue.empty()
+        await proxy.up()
+        transport.sendto(b"back")
+        assert await asyncio.wait_for(client.queue.get(), 5) == b"back"
+    assert echo.received == [b"back"]
 
 
 # -- the CLI's fault syntax -----------------------------------------------------------------

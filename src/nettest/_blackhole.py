@@ -24,10 +24,31 @@ import pytest
 from ._hygiene import dropped_open, parts_of, track
 from ._server_base import _closed_on_error, _loopback_socket, check_host, has_ipv6_loopback
 
-__all__ = ["BlackholePort", "blackhole_port"]
+__all__ = ["BlackholePort", "blackhole_port", "unanswered_listener"]
 
 #: Seconds the filling connection may take; on loopback it takes microseconds.
 _FILL_TIMEOUT = 5.0
+
+
+def unanswered_listener(host: str, port: int = 0) -> tuple[socket.socket, socket.socket]:
+    """Listen on ``(host, port)`` so that connects to it get no answer.
+
+    Returns the listening socket, with a backlog of 0, and the one connection of
+    its own that fills its accept queue; close both to free the port.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = _loopback_socket(family, socket.SOCK_STREAM, host, has_ipv6=has_ipv6_loopback)
+    with _closed_on_error(listener):
+        # As any listener: a port that closed connections left in TIME_WAIT is free.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(0)
+        # The queue holds one connection more than the backlog: this one.
+        filler = _loopback_socket(family, socket.SOCK_STREAM, host, has_ipv6=has_ipv6_loopback)
+        with _closed_on_error(filler):
+            filler.settimeout(_FILL_TIMEOUT)
+            filler.connect(listener.getsockname())
+    return listener, filler
 
 
 @typing.final
@@ -63,16 +84,8 @@ class BlackholePort:
     __slots__ = ("__weakref__", "_filler", "_gate_entry", "_host", "_listener", "_port")
 
     def __init__(self, host: str = "127.0.0.1") -> None:
-        family = check_host(host, allow_remote=False)
-        listener = _loopback_socket(family, socket.SOCK_STREAM, host, has_ipv6=has_ipv6_loopback)
-        with _closed_on_error(listener):
-            listener.bind((host, 0))
-            listener.listen(0)
-            # The queue holds one connection more than the backlog: this one.
-            filler = _loopback_socket(family, socket.SOCK_STREAM, host, has_ipv6=has_ipv6_loopback)
-            with _closed_on_error(filler):
-                filler.settimeout(_FILL_TIMEOUT)
-                filler.connect(listener.getsockname())
+        check_host(host, allow_remote=False)
+        listener, filler = unanswered_listener(host)
         self._listener = listener
         self._filler = filler
         self._host = host

@@ -37,6 +37,7 @@ from typing import Any, Literal, Protocol
 import pytest
 import pytest_asyncio
 
+from ._blackhole import unanswered_listener
 from ._fault_backend import FaultsInForce
 
 # Imported at run time although only annotations use it: autodoc evaluates the
@@ -58,7 +59,12 @@ from ._proxy_sockets import (
 from ._proxy_tcp import _Side, _StreamConnection
 from ._proxy_udp import _Listen, _UpstreamFlow
 from ._seed import check_seed
-from ._server_base import AsyncServerFactory, check_host, close_transports_after_their_loop
+from ._server_base import (
+    AsyncServerFactory,
+    check_bool,
+    check_host,
+    close_transports_after_their_loop,
+)
 from ._settings import default_timeout
 
 __all__ = ["FaultProxy", "FaultProxyFactory", "fault_proxy", "format_traces_for"]
@@ -164,6 +170,8 @@ class FaultProxy(FaultsInForce):
         # is open only while neither holds, whichever order they come in.
         self._down = False
         self._unreachable = False
+        # While down(refuse=False): the sockets that hold the port without answering.
+        self._silent: tuple[socket.socket, ...] = ()
         self._port_task: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
@@ -381,6 +389,7 @@ class FaultProxy(FaultsInForce):
 
     def _stop_listening(self) -> None:
         self._up = False
+        self._stop_silence()
         # A listener still starting closes itself when create_server() returns.
         self._starting = None
         if self._server is not None:
@@ -402,25 +411,59 @@ class FaultProxy(FaultsInForce):
 
     # -- down and up ---------------------------------------------------------------------
 
-    async def down(self) -> None:
-        """Close the listening socket: new connections are refused until `up`.
+    async def down(self, *, refuse: bool = True) -> None:
+        """Close the listening socket: new connections fail until `up`.
 
-        TCP clients get `ConnectionRefusedError` from the kernel; UDP clients on
-        connected sockets get ``error_received(ConnectionRefusedError)``.
+        With *refuse* (the default), TCP clients get `ConnectionRefusedError` from
+        the kernel, and UDP clients on connected sockets get
+        ``error_received(ConnectionRefusedError)``.  With ``refuse=False`` the
+        port gets no answer at all, as from a host that is down or firewalled:
+        a TCP connect hangs until the client's own timeout (the port listens with
+        its accept queue full, so the kernel drops the SYNs, see
+        `~nettest.BlackholePort`), and datagrams vanish.  A TCP client still
+        trying when `up` comes connects on its next SYN, a second or more later.
+
         Connections already open are left alone.  Removing
-        `~nettest.faults.Unreachable` does not open the port of a proxy that is down.
+        `~nettest.faults.Unreachable` does not open the port of a proxy that is
+        down.  Calling ``down`` again switches between the two ways.
+
+        Raises:
+            TypeError: *refuse* is not a bool.
         """
+        check_bool("refuse", refuse)
         self._check_open()
         self._down = True
-        if not self._up:
-            return
-        listen = self._listen_protocol
-        starting = self._starting
-        self._stop_listening()
-        if listen is not None:
-            await asyncio.wait_for(asyncio.shield(listen.lost), default_timeout())
-        if starting is not None:  # it closes itself as it finishes starting
-            await asyncio.wait([starting], timeout=default_timeout())
+        if self._up:
+            listen = self._listen_protocol
+            starting = self._starting
+            self._stop_listening()
+            if listen is not None:
+                await asyncio.wait_for(asyncio.shield(listen.lost), default_timeout())
+            if starting is not None:  # it closes itself as it finishes starting
+                await asyncio.wait([starting], timeout=default_timeout())
+        self._stop_silence()
+        if not refuse and self._down and not self._up and not self._closed:
+            self._hold_silent()
+
+    def _hold_silent(self) -> None:
+        """Hold the port without answering: TCP SYNs dropped, datagrams never read."""
+        if self.kind == "tcp":
+            self._silent = unanswered_listener(self._host, self._port)
+        else:
+            family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.bind((self._host, self._port))
+            except BaseException:
+                sock.close()
+                raise
+            self._silent = (sock,)
+        parts_of(self, *self._silent)
+
+    def _stop_silence(self) -> None:
+        silent, self._silent = self._silent, ()
+        for sock in silent:
+            sock.close()
 
     async def up(self) -> None:
         """Listen again on the same address after `down`.
@@ -436,6 +479,7 @@ class FaultProxy(FaultsInForce):
             OSError: Another socket took the port meanwhile; the proxy stays down.
         """
         self._check_open()
+        self._stop_silence()
         if self._unreachable:
             self._down = False
             return
