@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import socket
 import typing
-import warnings
 from collections.abc import Iterator
 
 import pytest
 
-from ._hygiene import dropped_open, parts_of, track
+from ._hygiene import parts_of, track
+from ._prebound import HeldSockets
 from ._server_base import _closed_on_error, _loopback_socket, check_host, has_ipv6_loopback
 
 __all__ = ["BlackholePort", "blackhole_port", "unanswered_listener"]
@@ -52,7 +52,7 @@ def unanswered_listener(host: str, port: int = 0) -> tuple[socket.socket, socket
 
 
 @typing.final
-class BlackholePort:
+class BlackholePort(HeldSockets):
     """A loopback TCP port where every connection attempt hangs until the client gives up.
 
     Take one from the ``blackhole_port`` fixture, which closes it at teardown, or
@@ -123,26 +123,9 @@ class BlackholePort:
         self._filler.close()
         self._listener.close()
 
-    def __enter__(self) -> BlackholePort:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<BlackholePort {self._host}:{self._port} {state}>"
-
-    def __del__(self) -> None:
-        listener = getattr(self, "_listener", None)
-        if listener is not None and listener.fileno() != -1:
-            dropped_open(self)
-            try:
-                warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
-            finally:
-                # Raised as an error (-W error), the warning must not leave the
-                # sockets to warn again as they are freed: they are this object's.
-                self.close()
 
 
 @pytest.fixture

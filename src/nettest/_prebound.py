@@ -38,11 +38,50 @@ from ._server_base import (
     has_ipv6_loopback,
 )
 
-__all__ = ["BoundSocket"]
+__all__ = ["BoundSocket", "HeldSockets"]
+
+_H = typing.TypeVar("_H", bound="HeldSockets")
+
+
+class HeldSockets:
+    """Sockets an object holds for a test: closed by ``with``, warned of if dropped open.
+
+    Subclasses define ``closed`` and ``close()``, and are tracked by the hygiene
+    gate (`dropped_open` tells it of one dropped open).
+    """
+
+    __slots__ = ()
+
+    @property
+    def closed(self) -> bool:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _H) -> _H:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            still_open = not self.closed
+        except AttributeError:  # its constructor raised before holding anything
+            return
+        if still_open:
+            dropped_open(self)
+            try:
+                warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
+            finally:
+                # Raised as an error (-W error), the warning must not leave the
+                # sockets to warn again as they are freed: they are this object's.
+                self.close()
 
 
 @typing.final
-class BoundSocket:
+class BoundSocket(HeldSockets):
     """A TCP or UDP socket bound to a loopback port 0, held until handed over.
 
     Make one with `BoundSocket.tcp` or `BoundSocket.udp`, or take one from the
@@ -181,26 +220,9 @@ class BoundSocket:
         """Close the socket (idempotent)."""
         self._socket.close()
 
-    def __enter__(self) -> BoundSocket:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<BoundSocket {self._kind} {self._host}:{self._port} {state}>"
-
-    def __del__(self) -> None:
-        sock = getattr(self, "_socket", None)
-        if sock is not None and sock.fileno() != -1:
-            dropped_open(self)
-            try:
-                warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
-            finally:
-                # Raised as an error (-W error), the warning must not leave the
-                # socket to warn again as it is freed: it is this object's.
-                sock.close()
 
 
 @pytest.fixture
