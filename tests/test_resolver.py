@@ -87,10 +87,48 @@ def test_a_canonical_name_is_the_name_looked_up(resolver: FakeResolver) -> None:
 def test_a_family_the_name_has_no_address_in_fails_as_the_system_does(
     resolver: FakeResolver,
 ) -> None:
+    # glibc answers EAI_NONAME for a name (EAI_ADDRFAMILY only for a literal address).
     resolver.add("v4.test", "127.0.0.1")
-    with pytest.raises(socket.gaierror) as raised:
+    with pytest.raises(socket.gaierror, match="no address of family AF_INET6") as raised:
         socket.getaddrinfo("v4.test", 80, socket.AF_INET6)
-    assert raised.value.errno == socket.EAI_ADDRFAMILY
+    assert raised.value.errno == socket.EAI_NONAME
+    with pytest.raises(socket.gaierror) as literal:
+        socket.getaddrinfo("127.0.0.1", 80, socket.AF_INET6)
+    assert literal.value.errno == socket.EAI_ADDRFAMILY
+
+
+@IPV6
+def test_gethostbyname_and_gethostbyname_ex_answer_too(resolver: FakeResolver) -> None:
+    resolver.add("db.test", "::1", "127.0.0.2", "127.0.0.3")
+    assert socket.gethostbyname("db.test") == "127.0.0.2"  # IPv4 only, as the real one
+    assert socket.gethostbyname_ex("DB.test.") == ("DB.test", [], ["127.0.0.2", "127.0.0.3"])
+    resolver.add("v6.test", "::1")
+    resolver.fail("down.test", socket.EAI_AGAIN)
+    for name, code in [("v6.test", socket.EAI_NONAME), ("down.test", socket.EAI_AGAIN)]:
+        for lookup in (socket.gethostbyname, socket.gethostbyname_ex):
+            with pytest.raises(socket.gaierror) as raised:
+                lookup(name)
+            assert raised.value.errno == code
+    with pytest.raises(socket.gaierror, match="was not added"):
+        socket.gethostbyname("example.com")
+    assert socket.gethostbyname("127.0.0.1") == "127.0.0.1"
+    assert socket.gethostbyname_ex("localhost")[2] == ["127.0.0.1"]
+
+
+def test_a_resolver_inside_another_answers_what_it_knows_and_asks_the_outer(
+    resolver: FakeResolver,
+) -> None:
+    resolver.add("outer.test", "127.0.0.1")
+    resolver.add("both.test", "127.0.0.1")
+    with FakeResolver() as inner:
+        inner.add("both.test", "127.0.0.2")
+        assert socket.gethostbyname("both.test") == "127.0.0.2"
+        assert socket.gethostbyname("outer.test") == "127.0.0.1"
+        with pytest.raises(socket.gaierror, match=r"'nobody\.test' was not added"):
+            socket.gethostbyname("nobody.test")
+        assert inner.lookups == ("both.test", "outer.test", "nobody.test")
+    assert socket.gethostbyname("both.test") == "127.0.0.1"
+    assert resolver.lookups == ("outer.test", "nobody.test", "both.test")
 
 
 @pytest.mark.parametrize("code", [socket.EAI_NONAME, socket.EAI_AGAIN, socket.EAI_FAIL])
@@ -171,13 +209,21 @@ def test_a_loop_the_test_makes_itself_uses_it(resolver: FakeResolver) -> None:
 
 
 def test_installed_only_inside_the_block() -> None:
-    original = (socket.getaddrinfo, asyncio.base_events.BaseEventLoop.getaddrinfo)
+    def installed() -> tuple[object, ...]:
+        return (
+            socket.getaddrinfo,
+            socket.gethostbyname,
+            socket.gethostbyname_ex,
+            asyncio.base_events.BaseEventLoop.getaddrinfo,
+        )
+
+    original = installed()
     resolver = FakeResolver()
     with resolver:
-        assert socket.getaddrinfo is not original[0]
+        assert all(a is not b for a, b in zip(installed(), original, strict=True))
         with pytest.raises(RuntimeError, match="installed already"):
             resolver.__enter__()
-    assert (socket.getaddrinfo, asyncio.base_events.BaseEventLoop.getaddrinfo) == original
+    assert installed() == original
 
 
 @pytest.mark.parametrize(

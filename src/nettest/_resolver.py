@@ -6,16 +6,17 @@ takes seconds.  A test must not depend on real DNS either.  `FakeResolver`
 answers for the names a test gives it, with loopback addresses (a name for each
 loopback server), after a delay, or with a ``socket.gaierror``.
 
-It replaces two functions while it is installed: ``getaddrinfo`` of asyncio's
-event loops (the method of ``BaseEventLoop``, so every selector and proactor
-loop, including one a test makes itself) and ``socket.getaddrinfo`` (blocking
-clients, ``socket.create_connection``).  A delay is loop time on the first
-(``asyncio.sleep``) and wall time on the second.  A known name is answered by
-the real ``getaddrinfo`` given its literal address instead, so the entries have
-exactly the shape the system gives (families, socket types, protocols, ports,
-service names).  Literal addresses, ``None`` and ``localhost`` (unless the test
-gave it) go to the real resolver, which needs no DNS for them; any other name
-fails with ``EAI_NONAME``, so a test never leaks a lookup to the network.
+While it is installed it replaces ``getaddrinfo`` of asyncio's event loops (the
+method of ``BaseEventLoop``, so every selector and proactor loop, including one a
+test makes itself) and the socket module's ``getaddrinfo``, ``gethostbyname`` and
+``gethostbyname_ex`` (blocking clients, ``socket.create_connection``).  A delay is
+loop time on the first (``asyncio.sleep``) and wall time on the others.  A known
+name is answered by the real ``getaddrinfo`` given its literal address instead,
+so the entries have exactly the shape the system gives (families, socket types,
+protocols, ports, service names).  Literal addresses, ``None`` and ``localhost``
+(unless the test gave it) go to the real resolver, which needs no DNS for them;
+any other name fails with ``EAI_NONAME``.  Resolvers nest: one installed inside
+another asks the outer one for the names it was not given.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ from ._faults import _non_negative
 from ._server_base import check_host
 
 __all__ = ["FakeResolver", "fake_resolver"]
+
+#: The resolvers installed, innermost last.
+_INSTALLED: list[FakeResolver] = []
 
 _GAI_ERRORS = {
     getattr(socket, name): name
@@ -107,8 +111,9 @@ class FakeResolver:
 
     Take one from the ``fake_resolver`` fixture, or install one for a block with
     ``with nettest.FakeResolver() as resolver:``.  While installed it answers
-    every ``getaddrinfo`` of asyncio's own event loops and every
-    ``socket.getaddrinfo`` (not uvloop's, which resolves in C).
+    every ``getaddrinfo`` of asyncio's own event loops, and ``socket.getaddrinfo``,
+    ``gethostbyname`` and ``gethostbyname_ex`` (not uvloop's lookups, made in C,
+    nor a function imported from the socket module before it was installed).
 
     Example::
 
@@ -119,7 +124,10 @@ class FakeResolver:
     def __init__(self) -> None:
         self._answers: dict[str, _Answer] = {}
         self._lookups: list[str] = []
-        self._saved: list[tuple[Callable[..., Any], Callable[..., Any]]] = []
+        #: What installing replaced: (the class or module, the name, the original).
+        self._saved: list[tuple[object, str, Callable[..., Any]]] = []
+        #: The resolver installed when this one was, which answers what this one does not.
+        self._outer: FakeResolver | None = None
         #: The ``socket.getaddrinfo`` this replaced: it answers for literal addresses.
         self._real: Callable[..., list[_AddrInfo]] = socket.getaddrinfo  # type: ignore[assignment]
 
@@ -203,10 +211,33 @@ class FakeResolver:
     def __enter__(self) -> FakeResolver:
         if self._saved:
             raise RuntimeError("this FakeResolver is installed already")
+        self._outer = _INSTALLED[-1] if _INSTALLED else None
+        if self._outer is not None:
+            self._real = self._outer._real
         loop_class = asyncio.base_events.BaseEventLoop
-        self._saved = [(loop_class.getaddrinfo, socket.getaddrinfo)]
-        original_async, original_blocking = self._saved[0]
-        resolver = self
+        fakes: list[tuple[object, str, Callable[..., Any]]] = [
+            (loop_class, "getaddrinfo", self._async_getaddrinfo(loop_class.getaddrinfo))
+        ]
+        fakes += [(socket, name, fake) for name, fake in self._blocking_functions().items()]
+        for owner, name, fake in fakes:
+            original = getattr(owner, name)
+            functools.update_wrapper(fake, original)
+            self._saved.append((owner, name, original))
+            setattr(owner, name, fake)
+        _INSTALLED.append(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._saved:
+            return
+        for owner, name, original in reversed(self._saved):
+            setattr(owner, name, original)
+        self._saved = []
+        if self in _INSTALLED:
+            _INSTALLED.remove(self)
+
+    def _async_getaddrinfo(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        """``BaseEventLoop.getaddrinfo`` answering for our names; a delay is loop time."""
 
         async def getaddrinfo(
             loop: asyncio.AbstractEventLoop,
@@ -218,38 +249,55 @@ class FakeResolver:
             proto: int = 0,
             flags: int = 0,
         ) -> list[_AddrInfo]:
-            answer = resolver._answer_for(host)
+            answer = self._answer_for(host)
             if answer is None:
-                return await original_async(  # type: ignore[no-any-return]
+                return await original(  # type: ignore[no-any-return]
                     loop, host, port, family=family, type=type, proto=proto, flags=flags
                 )
             if answer.delay:
                 await asyncio.sleep(answer.delay)
-            return resolver._resolve(answer, host, port, family, type, proto, flags)
+            return self._resolve(answer, host, port, family, type, proto, flags)
 
-        def blocking_getaddrinfo(
+        return getaddrinfo
+
+    def _blocking_functions(self) -> dict[str, Callable[..., Any]]:
+        """The socket module's resolving functions, answering for our names."""
+        getaddrinfo_: Callable[..., Any] = socket.getaddrinfo
+        gethostbyname_: Callable[..., Any] = socket.gethostbyname
+        gethostbyname_ex_: Callable[..., Any] = socket.gethostbyname_ex
+
+        def blocking(host: Any) -> _Answer | None:
+            answer = self._answer_for(host)
+            if answer is not None and answer.delay:
+                time.sleep(answer.delay)
+            return answer
+
+        def getaddrinfo(
             host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
         ) -> list[_AddrInfo]:
-            answer = resolver._answer_for(host)
+            answer = blocking(host)
             if answer is None:
-                return original_blocking(host, port, family, type, proto, flags)  # type: ignore[no-any-return]
-            if answer.delay:
-                time.sleep(answer.delay)
-            return resolver._resolve(answer, host, port, family, type, proto, flags)
+                return getaddrinfo_(host, port, family, type, proto, flags)  # type: ignore[no-any-return]
+            return self._resolve(answer, host, port, family, type, proto, flags)
 
-        functools.update_wrapper(getaddrinfo, original_async)
-        functools.update_wrapper(blocking_getaddrinfo, original_blocking)
-        loop_class.getaddrinfo = getaddrinfo  # type: ignore[method-assign, assignment]
-        socket.getaddrinfo = blocking_getaddrinfo  # type: ignore[assignment]
-        self._real = original_blocking
-        return self
+        def gethostbyname(host: Any) -> str:
+            answer = blocking(host)
+            if answer is None:
+                return gethostbyname_(host)  # type: ignore[no-any-return]
+            return str(self._resolve(answer, host, None, socket.AF_INET, 0, 0, 0)[0][4][0])
 
-    def __exit__(self, *exc_info: object) -> None:
-        if not self._saved:
-            return
-        original_async, original_blocking = self._saved.pop()
-        asyncio.base_events.BaseEventLoop.getaddrinfo = original_async  # type: ignore[method-assign]
-        socket.getaddrinfo = original_blocking
+        def gethostbyname_ex(host: Any) -> tuple[str, list[str], list[str]]:
+            answer = blocking(host)
+            if answer is None:
+                return gethostbyname_ex_(host)  # type: ignore[no-any-return]
+            entries = self._resolve(answer, host, None, socket.AF_INET, socket.SOCK_STREAM, 0, 0)
+            return str(host).rstrip("."), [], [entry[4][0] for entry in entries]
+
+        return {
+            "getaddrinfo": getaddrinfo,
+            "gethostbyname": gethostbyname,
+            "gethostbyname_ex": gethostbyname_ex,
+        }
 
     # -- answering --------------------------------------------------------------------------
 
@@ -262,6 +310,8 @@ class FakeResolver:
         key = host.rstrip(".").lower()
         self._lookups.append(key)
         answer = self._answers.get(key)
+        if answer is None and self._outer is not None:
+            return self._outer._answer_for(host)  # a resolver installed around this one
         if answer is None and key != "localhost":
             hint = f" (nettest's fake resolver: {host!r} was not added)"
             return _Answer((), socket.EAI_NONAME, 0.0, hint)
@@ -291,6 +341,13 @@ class FakeResolver:
             except socket.gaierror as exc:  # an address of another family than asked
                 error = exc
         if not entries:
+            if error is not None and error.errno == socket.EAI_ADDRFAMILY:
+                # As glibc answers for a name (EAI_ADDRFAMILY is for literal addresses).
+                raise _gaierror(
+                    socket.EAI_NONAME,
+                    f" (nettest's fake resolver: {host!r} has"
+                    f" no address of family {socket.AddressFamily(family).name})",
+                )
             assert error is not None
             raise error
         if flags & socket.AI_CANONNAME:  # the first entry carries the name, as glibc's do
