@@ -690,7 +690,7 @@ async def test_proxy_down_refuses_and_up_accepts_again(
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection(*address)
     await proxy.up()
-    assert proxy.address == address
+    assert proxy.address == address == (proxy.host, proxy.port)
     async with connect(proxy.address) as (reader, writer):
         writer.write(b"back")
         assert await asyncio.wait_for(reader.readexactly(4), 5) == b"back"
@@ -826,8 +826,9 @@ async def test_proxy_rejects_bad_input(upstream: Upstream) -> None:
     with pytest.raises(TypeError, match="upstream must be"):
         FaultProxy(42)
     proxy = FaultProxy(upstream.address)
-    with pytest.raises(RuntimeError, match="not started"):
-        _ = proxy.address
+    for attribute in ("address", "host", "port"):
+        with pytest.raises(RuntimeError, match="not started"):
+            getattr(proxy, attribute)
     async with proxy:
         with pytest.raises(ValueError, match="does not apply"):
             proxy.add(Duplicate())

@@ -327,6 +327,19 @@ class FaultProxy(FaultsInForce):
         return self._address
 
     @property
+    def host(self) -> str:
+        """The address the proxy listens on, ``address[0]``."""
+        return str(self.address[0])
+
+    @property
+    def port(self) -> int:
+        """The port the proxy listens on, ``address[1]``: the same after `down` and `up`.
+
+        For a client given a host name (see ``fake_resolver``) and a port.
+        """
+        return int(self.address[1])
+
+    @property
     def closed(self) -> bool:
         """True once `aclose` was called."""
         return self._closed
