@@ -1416,7 +1416,7 @@ async def test_datagram_reading_events_count_the_bytes_waiting() -> None:
     tb.sendto(b"1")
     tb.sendto(b"234")
     await turns()
-    with pytest.raises(AssertionError, match=r"^reading is paused since .*, 4 bytes waiting"):
+    with pytest.raises(AssertionError, match=r"^reading is paused since .*: 4 bytes waiting"):
         ta.assert_reading_not_paused()
     with pytest.raises(AssertionError, match="the peer's reading is paused since"):
         tb.assert_writing_paused()

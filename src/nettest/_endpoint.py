@@ -801,7 +801,7 @@ class FlowControlled(_asyncio_transports._FlowControlMixin):
         peer = self._reading_peer()
         if peer is not None:
             # A writer that stays paused usually means a reader that stopped.
-            text += f"; the peer's reading is {peer._describe_reading()}"
+            text += f"; the peer's reading is {peer._reading_state()}: {peer._describe_reading()}"
         return text
 
     # -- the reading timeline ------------------------------------------------------------
@@ -835,7 +835,9 @@ class FlowControlled(_asyncio_transports._FlowControlMixin):
             AssertionError: with the reading timeline.
         """
         if not self._reading_paused():
-            raise AssertionError(f"reading is not paused: {self._describe_reading()}")
+            raise AssertionError(
+                f"reading is {self._reading_state()}, not paused: {self._describe_reading()}"
+            )
 
     def assert_reading_not_paused(self) -> None:
         """Fail if reading is paused now.
@@ -847,24 +849,26 @@ class FlowControlled(_asyncio_transports._FlowControlMixin):
             AssertionError: with the reading timeline.
         """
         if self._reading_paused():
-            raise AssertionError(f"reading is {self._describe_reading()}")
+            raise AssertionError(f"reading is {self._reading_state()}: {self._describe_reading()}")
 
     def _reading_paused(self) -> bool:
         return self._paused and not self._closing
 
-    def _describe_reading(self) -> str:
-        """The reading state and timeline, to follow "reading is"."""
+    def _reading_state(self) -> str:
+        """What reading is doing, to follow "reading is"."""
         if self._closing:
-            state = "over (the transport is closing)"
-        elif self._paused:
-            state = f"paused since loop time {self._reading_log[-1][2]:.6f}"
-        else:
-            state = "on"
+            return "over (the transport is closing)"
+        if self._paused:
+            return f"paused since loop time {self._reading_log[-1][2]:.6f}"
+        return "on"
+
+    def _describe_reading(self) -> str:
+        """The bytes waiting to be read, and the reading timeline."""
         events = ", ".join(
             f"{kind} with {waiting} waiting" for kind, waiting, _ in self._reading_log
         )
         return (
-            f"{state}, {self._bytes_waiting()} bytes waiting to be read; "
+            f"{self._bytes_waiting()} bytes waiting to be read; "
             f"pause/resume reading events: {events or 'none'}"
         )
 
