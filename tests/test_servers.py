@@ -941,6 +941,68 @@ async def test_start_tls_on_a_stream_handler_records_the_cleartext(
     assert (conn.received, conn.sent) == (b"STARTTLS\r\nsecret", b"220 go ahead\r\nSECRET")
 
 
+class _OwnProtocol(asyncio.Protocol):
+    seen: typing.ClassVar[list[bool]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.seen.append(transport.get_protocol() is self)
+        transport.close()
+
+
+@pytest.mark.asyncio
+async def test_a_handlers_transport_gives_the_handlers_protocol() -> None:
+    # As asyncio's servers do: not the recorder nettest puts before it.
+    protocols: list[asyncio.BaseProtocol] = []
+
+    async def stream_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        protocols.append(writer.transport.get_protocol())
+        writer.close()
+
+    _OwnProtocol.seen.clear()
+    for handler in (stream_handler, _OwnProtocol):
+        async with TCPServer(handler) as server:
+            reader, writer = await asyncio.open_connection(*server.address)
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+            await writer.wait_closed()
+    assert [type(p) for p in protocols] == [asyncio.StreamReaderProtocol]
+    assert _OwnProtocol.seen == [True]
+
+
+@pytest.mark.asyncio
+async def test_loop_start_tls_in_a_stream_handler_records_the_cleartext_once(
+    tls_pair: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    # Python 3.10 has no StreamWriter.start_tls(): handlers call loop.start_tls()
+    # with the transport's protocol, and write through the transport it returns.
+    server_ctx, client_ctx = tls_pair
+    seen: list[object] = []
+
+    async def starttls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert await reader.readline() == b"STARTTLS\r\n"
+        writer.write(b"220 go ahead\r\n")
+        await writer.drain()
+        protocol = writer.transport.get_protocol()
+        loop = asyncio.get_running_loop()
+        tls = await loop.start_tls(writer.transport, protocol, server_ctx, server_side=True)
+        assert tls is not None
+        seen.append(tls.get_protocol() is protocol)
+        line = await reader.read(100)
+        seen.append(line)
+        tls.write(line.upper())
+        tls.close()  # with its close_notify: the writer still holds the plain transport
+
+    async with TCPServer(starttls) as server:
+        greeting, reply = await asyncio.get_running_loop().run_in_executor(
+            None, _starttls_client, server.address, client_ctx, b"secret"
+        )
+        assert (greeting, reply) == (b"220 go ahead\r\n", b"SECRET")
+        (conn,) = server.connections
+        await conn.wait_closed()
+    assert seen == [True, b"secret"]
+    assert (conn.received, conn.sent) == (b"STARTTLS\r\nsecret", b"220 go ahead\r\nSECRET")
+
+
 @pytest.mark.asyncio
 async def test_a_start_tls_handshake_that_fails_ends_the_connection(
     tls_pair: tuple[ssl.SSLContext, ssl.SSLContext],

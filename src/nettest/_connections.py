@@ -126,9 +126,13 @@ class _ConnState:
         # asyncio's SSLProtocol makes its transport for the application when it is
         # made, on every Python from 3.10: the one start_tls() returns.
         app_transport: asyncio.Transport = ssl_protocol._app_transport
-        recorder = recorder_for(self.server, app_transport.get_protocol())
+        # The handler's protocol, whether start_tls() was given it or its recorder.
+        protocol = handler_protocol(app_transport.get_protocol())
+        recorder = recorder_for(self.server, protocol)
         recorder._attach(self)
         app_transport.set_protocol(recorder)
+        # What the TLS transport tells its user is the handler's protocol too.
+        app_transport.get_protocol = lambda: protocol  # type: ignore[method-assign]
         conn = self.conn
         loop = self.loop
         write_appdata = ssl_protocol._write_appdata
@@ -235,7 +239,8 @@ class _RecordingTransport(asyncio.Transport):
         self._state.start_tls(protocol)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._inner.get_protocol()
+        """The handler's protocol, as asyncio's servers give it, not the recorder before it."""
+        return handler_protocol(self._inner.get_protocol())
 
     def is_reading(self) -> bool:
         return self._inner.is_reading()
@@ -415,6 +420,15 @@ class _BufferOnlyProtocol(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._recorder.resume_writing()
+
+
+def handler_protocol(protocol: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
+    """The handler's protocol behind `protocol`, if it is one of the recorders."""
+    if isinstance(protocol, _BufferOnlyProtocol):
+        protocol = protocol._recorder
+    if isinstance(protocol, _RecordingProtocol):
+        return protocol._inner
+    return protocol
 
 
 def recorder_for(
