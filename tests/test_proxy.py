@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import pytest_asyncio
 
-from nettest import TCPServerFactory, handlers
+from nettest import TCPServerFactory, UDPServer, UDPServerThread, handlers
 from nettest._faults import (
     Bandwidth,
     Blackhole,
@@ -817,7 +817,7 @@ async def test_proxy_same_seed_same_faults(upstream: Upstream) -> None:
 async def test_proxy_rejects_bad_input(upstream: Upstream) -> None:
     with pytest.raises(ValueError, match="kind must be"):
         FaultProxy(upstream.address, kind="sctp")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="does not apply to a TCP proxy"):
+    with pytest.raises(ValueError, match=r"does not apply to a TCP proxy \(kind='udp' makes"):
         FaultProxy(upstream.address, faults=[Drop(0.5)])
     with pytest.raises(ValueError, match="does not apply to a UDP proxy"):
         FaultProxy(upstream.address, kind="udp", faults=[Truncate(1)])
@@ -941,6 +941,23 @@ async def test_udp_proxy_drop_duplicate_truncate(
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(client.queue.get(), 0.1)
     assert echo.received == [b"abcdef", b"drop"]
+
+
+@pytest.mark.asyncio
+async def test_a_proxy_in_front_of_a_nettest_udp_server_is_a_udp_proxy(
+    fault_proxy: FaultProxyFactory,
+) -> None:
+    async with UDPServer(handlers.echo) as server:
+        proxy = await fault_proxy(upstream=server, faults=[Duplicate()])
+        assert proxy.kind == "udp"
+        async with udp_client(proxy.address) as (transport, client):
+            transport.sendto(b"twice")
+            got = [await asyncio.wait_for(client.queue.get(), 5) for _ in range(2)]
+        assert got == [b"twice", b"twice"]
+        with pytest.raises(ValueError, match=r"upstream is a UDP server .*: pass kind='udp'"):
+            FaultProxy(server, kind="tcp")
+    with UDPServerThread(handlers.echo) as thread_server:
+        assert FaultProxy(thread_server).kind == "udp"
 
 
 @pytest.mark.asyncio

@@ -73,10 +73,26 @@ __all__ = ["FaultProxy", "FaultProxyFactory", "fault_proxy", "format_traces_for"
 _BACKLOG = 1024
 
 
+def _kind_for(upstream: object, kind: object) -> Kind:
+    """The proxy's kind: as given, or a nettest UDP server's ("tcp" for anything else)."""
+    from ._threads import UDPServerThread
+    from ._udp import UDPServer
+
+    datagram = isinstance(upstream, (UDPServer, UDPServerThread))
+    if kind is None:
+        return "udp" if datagram else "tcp"
+    if kind not in ("tcp", "udp"):
+        raise ValueError(f"kind must be 'tcp' or 'udp', got {kind!r}")
+    if datagram and kind != "udp":
+        raise ValueError(f"upstream is a UDP server ({upstream!r}): pass kind='udp', or no kind")
+    return kind
+
+
 def _check_faults(kind: Kind, faults: Iterable[Fault]) -> tuple[Fault, ...]:
     needed = "stream" if kind == "tcp" else "datagram"
+    hint = " (kind='udp' makes a UDP proxy)" if kind == "tcp" else ""
     result = check_faults(
-        faults, needed, lambda fault: f"{fault!r} does not apply to a {kind.upper()} proxy"
+        faults, needed, lambda fault: f"{fault!r} does not apply to a {kind.upper()} proxy{hint}"
     )
     for fault in result:
         if isinstance(fault, Unreachable) and (
@@ -106,7 +122,8 @@ class FaultProxy(FaultsInForce):
             of a Unix socket (TCP proxies only) or any object with an ``address``
             (such as a nettest server).
         faults: Faults in force from the first connection on.
-        kind: ``"tcp"`` or ``"udp"``.
+        kind: ``"tcp"`` or ``"udp"``.  By default ``"udp"`` in front of a
+            nettest `~nettest.UDPServer` (or its thread-backed twin), else ``"tcp"``.
         seed: Seeds every random choice, an int in [0, 2**64); the same seed and
             traffic give the same faults.
         host: The address to listen on: a literal loopback address unless
@@ -134,15 +151,14 @@ class FaultProxy(FaultsInForce):
         upstream: object,
         *,
         faults: Iterable[Fault] = (),
-        kind: Literal["tcp", "udp"] = "tcp",
+        kind: Literal["tcp", "udp"] | None = None,
         seed: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
         allow_remote: bool = False,
     ) -> None:
         check_host(host, allow_remote=allow_remote)
-        if kind not in ("tcp", "udp"):
-            raise ValueError(f"kind must be 'tcp' or 'udp', got {kind!r}")
+        kind = _kind_for(upstream, kind)
         #: ``"tcp"`` or ``"udp"``.
         self.kind: Kind = kind
         #: Where traffic is forwarded, ``(host, port)`` or a Unix socket path.
@@ -625,9 +641,12 @@ class FaultProxyFactory(Protocol):
         *,
         upstream: object,
         faults: Iterable[Fault] = (),
-        kind: Literal["tcp", "udp"] = "tcp",
+        kind: Literal["tcp", "udp"] | None = None,
     ) -> FaultProxy:
-        """Start a proxy in front of *upstream*; the fixture closes it after the test."""
+        """Start a proxy in front of *upstream*; the fixture closes it after the test.
+
+        *kind* is ``"udp"`` by default in front of a nettest UDP server, else ``"tcp"``.
+        """
         ...
 
 
@@ -649,7 +668,7 @@ async def fault_proxy(
         *,
         upstream: object,
         faults: Iterable[Fault] = (),
-        kind: Literal["tcp", "udp"] = "tcp",
+        kind: Literal["tcp", "udp"] | None = None,
     ) -> FaultProxy:
         seed = nettest_seed if not proxies else (nettest_seed * 1_000_003 + len(proxies))
         proxy = FaultProxy(upstream, faults=faults, kind=kind, seed=seed % 2**64)
