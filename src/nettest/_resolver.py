@@ -128,7 +128,8 @@ class FakeResolver:
         self._saved: list[tuple[object, str, Callable[..., Any]]] = []
         #: The resolver installed when this one was, which answers what this one does not.
         self._outer: FakeResolver | None = None
-        #: The ``socket.getaddrinfo`` this replaced: it answers for literal addresses.
+        #: ``socket.getaddrinfo`` as it was before any resolver was installed (set
+        #: as this one is): it answers for literal addresses.
         self._real: Callable[..., list[_AddrInfo]] = socket.getaddrinfo  # type: ignore[assignment]
 
     # -- what it answers ------------------------------------------------------------
@@ -212,8 +213,8 @@ class FakeResolver:
         if self._saved:
             raise RuntimeError("this FakeResolver is installed already")
         self._outer = _INSTALLED[-1] if _INSTALLED else None
-        if self._outer is not None:
-            self._real = self._outer._real
+        system: Callable[..., list[_AddrInfo]] = socket.getaddrinfo  # type: ignore[assignment]
+        self._real = system if self._outer is None else self._outer._real
         loop_class = asyncio.base_events.BaseEventLoop
         fakes: list[tuple[object, str, Callable[..., Any]]] = [
             (loop_class, "getaddrinfo", self._async_getaddrinfo(loop_class.getaddrinfo))
