@@ -238,6 +238,75 @@ def test_exhaustive_chunkings_report_the_fewest_chunks(run: int | None) -> None:
     assert reported[-1] == [b"abc\r", b"\nfgh"]
 
 
+# Sampled chunkings drew their cuts with st.lists(..., unique=True), which
+# hypothesis draws as indices into the offsets not cut yet (or, with hints, by
+# drawing a repeat again): deleting a cut moved the others, so that cuts & {3, 5}
+# on b"abcdef" shrank to [b"a", b"b", b"c", b"def"] for most seeds.  The
+# predicates are those whose failures with fewest chunks the shrinker can reach
+# by deleting cuts and lowering each (see the comment above).
+@pytest.mark.parametrize(
+    ("data", "fails", "expected"),
+    [
+        (b"abcdef", lambda cuts: bool(cuts & {3, 5}), [b"abc", b"def"]),
+        (b"abcdefgh", lambda cuts: bool(cuts & {3, 6}), [b"abc", b"defgh"]),
+        (b"abcdefgh", lambda cuts: bool(cuts & {6, 7}), [b"abcdef", b"gh"]),
+        (b"abcdefgh", lambda cuts: 2 in cuts or {4, 6} <= cuts, [b"ab", b"cdefgh"]),
+        (b"abcdefgh", lambda cuts: {3, 6} <= cuts, [b"abc", b"def", b"gh"]),
+    ],
+)
+@pytest.mark.parametrize("run", [None, 0, 1, 2])
+def test_chunkings_shrink_failures_to_fewest_chunks_at_lowest_offsets(
+    data: bytes, fails: Callable[[set[int]], bool], expected: list[bytes], run: int | None
+) -> None:
+    found = find(
+        nst.chunkings(data),
+        lambda chunks: fails(_cuts(chunks)),
+        settings=NO_DB,
+        random=None if run is None else random.Random(run),
+    )
+    assert found == expected
+
+
+class _RecordReader:
+    """Reads 3-byte records, but takes an emptied buffer for the end of the stream."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.records: list[bytes] = []
+        self.ended = False
+
+    def feed(self, chunk: bytes) -> None:
+        if self.ended:
+            return
+        self.buffer += chunk
+        while len(self.buffer) >= 3:
+            self.records.append(self.buffer[:3])
+            self.buffer = self.buffer[3:]
+        self.ended = not self.buffer
+
+
+@pytest.mark.parametrize("run", [None, 0, 1, 2, 3, 4])
+def test_chunkings_report_the_fewest_chunks(run: int | None) -> None:
+    reported = []
+
+    @seed(run)  # seed(None) leaves NO_DB's derandomize=True in charge
+    @NO_DB
+    @given(nst.chunkings(b"abcdefghi"))
+    def test_record_reader(chunks: list[bytes]) -> None:
+        reported.append(chunks)
+        reader = _RecordReader()
+        for chunk in chunks:
+            reader.feed(chunk)
+        assert reader.records == [b"abc", b"def", b"ghi"]
+
+    with pytest.raises(AssertionError):
+        test_record_reader()
+    # Any read ending at 3 or 6 fails.  Hypothesis replays the shrunk example
+    # last; with unique lists it reported [b"a", b"b", b"c", b"defghi"] or
+    # [b"a", b"bc", b"defghi"] for most of these seeds.
+    assert reported[-1] == [b"abc", b"defghi"]
+
+
 def test_exhaustive_chunkings_with_most_offsets_cut_shrink_to_the_lowest_cuts() -> None:
     found = find(
         nst.chunkings(b"abcdefghij", min_size=8, exhaustive=True), lambda c: True, settings=NO_DB

@@ -4,10 +4,14 @@ Theory of operation
 -------------------
 A chunking of ``data`` is fully described by its *cuts*: the sorted, distinct
 offsets in ``1 .. len(data) - 1`` where one read ends and the next begins.
-`chunkings` draws the cuts as a hypothesis list of distinct offsets, so:
+`chunkings` draws the cuts as a hypothesis list of offsets, each drawn on its
+own, and cuts once at each distinct one (`_distinct_cuts`: not a list with
+``unique=True``, whose elements depend on the ones before), so:
 
-* hypothesis's list shrinking deletes elements, which removes cuts: examples
-  shrink towards a single chunk, then towards the fewest chunks that still fail;
+* hypothesis's list shrinking deletes elements, which removes cuts and leaves
+  the others where they are, and lowering one offset onto another merges two
+  cuts: examples shrink towards a single chunk, then towards the fewest chunks
+  that still fail;
 * each remaining offset is an integer that shrinks towards ``1``; a cut that only
   fails at one offset (between ``\\r`` and ``\\n``, inside a length prefix) cannot
   move, so the shrunk example has its cut exactly at the fault.
@@ -234,7 +238,7 @@ def _cut(data: bytes, cuts: Iterable[int]) -> list[bytes]:
 def _cut_strategy(
     n: int, hinted: Sequence[int], min_cuts: int, max_cuts: int | None
 ) -> SearchStrategy[list[int]]:
-    """Return a strategy for distinct cut offsets in ``1 .. n - 1``."""
+    """Return a strategy for sorted, distinct cut offsets in ``1 .. n - 1``."""
     offsets: SearchStrategy[int] = st.integers(1, n - 1)
     limit = n - 1 if max_cuts is None else min(max_cuts, n - 1)
     min_cuts = min(min_cuts, limit)
@@ -246,7 +250,37 @@ def _cut_strategy(
     if hinted:
         # Uniform first: that is the branch hypothesis shrinks towards.
         offsets = st.one_of(offsets, st.sampled_from(hinted))
-    return st.lists(offsets, min_size=min_cuts, max_size=limit, unique=True)
+    # Not unique=True: see _distinct_cuts.
+    return _distinct_cuts(n, st.lists(offsets, min_size=min_cuts, max_size=limit), min_cuts)
+
+
+@st.composite
+def _distinct_cuts(
+    draw: DrawFn, n: int, offsets: SearchStrategy[list[int]], min_cuts: int
+) -> list[int]:
+    """Draw offsets, any of them equal, and cut once at each; top up to ``min_cuts``.
+
+    Each offset is drawn on its own and means the same whatever comes before
+    it, so hypothesis's shrinker can delete any cut, or lower it onto another
+    one, and keep the others where they are.  ``st.lists(..., unique=True)``
+    defeats this: hypothesis draws a small range of integers as indices into
+    the offsets not drawn yet (deleting a cut moves every later one), and a
+    larger one by drawing again on a repeat.  Failures then stuck at
+    ``[1, 2, 3]`` when ``[3]`` failed too.
+
+    A repeat merges with the first.  Giving it a free offset instead, the next
+    one up or one drawn from those left, lets the shrinker lower every cut
+    onto 1 and rebuild ``[1, 2, 3]`` from the repeats (measured: far fewer
+    failures then shrink to the fewest chunks).  The top-up, needed only when
+    repeats leave fewer than ``min_cuts``, draws indices into the offsets left
+    uncut, which shrink towards the lowest.
+    """
+    cuts = set(draw(offsets))
+    if len(cuts) < min_cuts:
+        uncut = [offset for offset in range(1, n) if offset not in cuts]
+        for _ in range(min_cuts - len(cuts)):
+            cuts.add(uncut.pop(draw(st.integers(0, len(uncut) - 1))))
+    return sorted(cuts)
 
 
 @st.composite
