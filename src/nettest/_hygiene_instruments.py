@@ -27,6 +27,9 @@ whole session; a test that a ``nettest_leaks("strict")`` marker makes strict get
 the same ones from ``_Gate.begin`` to ``_Gate.end``.  Either way they record
 only for the test that is being checked strictly (``_Gate.strict_owner``), so a
 test marked ``own`` in a strict session is checked as in an ``own`` session.
+When the gate closes a socket it reports, `close_transports_over` closes the
+asyncio transports over it too, found by what refers to the socket: a failed
+test's traceback keeps them alive, and they would warn when collected.
 
 Removing them takes out only the gate's own wrappers and factories: one that
 someone installed over them stays, and ours, inside it, tracks nothing outside a
@@ -38,15 +41,17 @@ reported at the test's check.
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import contextlib
 import functools
+import gc
 import os
 import socket
 import stat
 import sys
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._hygiene_report import _UNSEEN, _LoopError, _task_of
@@ -339,6 +344,87 @@ class _Instruments:
 
     def _watching_sockets(self) -> bool:
         return self.socket_watcher is not None and socket.socket.__init__ is self.socket_watcher
+
+
+def close_transports_over(sockets: Sequence[socket.socket]) -> None:
+    """Close the asyncio transports over `sockets`, which the gate is about to close.
+
+    The gate closes a socket it reports with ``socket.socket.close``: the transport
+    over it, and a StreamWriter over that, would still look open.  A failed test's
+    traceback keeps them alive until the session ends, when the transport's
+    finaliser warns "unclosed transport" and the writer's "loop is closed", blamed
+    on no test.  So each transport over one of `sockets` is closed too, with the
+    TLS transport over it, if any: aborted, on its loop's thread, while its loop is
+    open; left closed as `close_transports_after_their_loop` leaves it (its socket
+    closed under it) once its loop has closed.
+
+    The transports are found by the objects that refer to each socket, in one scan
+    of the heap for all of `sockets` (this runs only when a leak is released).
+    """
+    from ._server_base import close_transports_after_their_loop  # an import cycle
+
+    transports = _transports_over(sockets)
+    for transport in transports:
+        stack = [transport]
+        protocol = transport.get_protocol()
+        if isinstance(protocol, asyncio.sslproto.SSLProtocol):
+            app = getattr(protocol, "_app_transport", None)
+            if isinstance(app, asyncio.BaseTransport):
+                stack.append(app)
+        loop = getattr(transport, "_loop", None)
+        if not isinstance(loop, asyncio.AbstractEventLoop) or loop.is_closed():
+            close_transports_after_their_loop(stack)
+        else:
+            _abort_on_its_loop(loop, stack)
+
+
+def _transports_over(sockets: Sequence[socket.socket]) -> list[asyncio.BaseTransport]:
+    """The asyncio transports whose socket is one of `sockets`, found by their referrers.
+
+    A transport refers to its socket itself, or (Python 3.10, or once its
+    ``__dict__`` was asked for) through its instance dictionary.
+    """
+    wanted = {id(sock): sock for sock in sockets}
+
+    def holds(candidate: object) -> bool:
+        return wanted.get(id(getattr(candidate, "_sock", None))) is getattr(
+            candidate, "_sock", None
+        )
+
+    found: dict[int, asyncio.BaseTransport] = {}
+    dicts = []
+    for referrer in gc.get_referrers(*sockets):
+        if isinstance(referrer, asyncio.BaseTransport) and holds(referrer):
+            found[id(referrer)] = referrer
+        elif isinstance(referrer, dict):
+            held = referrer.get("_sock")
+            if held is not None and wanted.get(id(held)) is held:
+                dicts.append(referrer)
+    if dicts:
+        for referrer in gc.get_referrers(*dicts):
+            if isinstance(referrer, asyncio.BaseTransport) and holds(referrer):
+                found[id(referrer)] = referrer
+    return list(found.values())
+
+
+def _abort_on_its_loop(
+    loop: asyncio.AbstractEventLoop, transports: Sequence[asyncio.BaseTransport]
+) -> None:
+    """Abort `transports`, the socket's first, on the thread that runs `loop`."""
+
+    def abort() -> None:
+        for transport in transports:
+            with contextlib.suppress(Exception):
+                cast("asyncio.WriteTransport", transport).abort()
+
+    running_here = False
+    with contextlib.suppress(RuntimeError):
+        running_here = asyncio.get_running_loop() is loop
+    if loop.is_running() and not running_here:
+        with contextlib.suppress(RuntimeError):  # it closed meanwhile: nothing runs there
+            loop.call_soon_threadsafe(abort)
+    else:
+        abort()
 
 
 def _pending(task: asyncio.Future[Any]) -> bool:

@@ -15,8 +15,9 @@ the frames of nettest, asyncio and the standard library's socket plumbing
 are kept; source lines are read if a leak is reported.  What shows none of the
 test's frames is described by what made it instead (`_provenance`): the
 listening socket that accepted it, the server it was made for (`track`'s
-``on_behalf_of``), or the server thread it was made on and where that thread was
-started.
+``on_behalf_of``), the task it was made in if strict mode tracked that task
+(``asyncio.wait_for`` runs its awaitable in one before Python 3.12), or the
+server thread it was made on and where that thread was started.
 
 Objects are held by weak references.  An object that refuses one (uvloop's TLS
 transport has no ``__weakref__`` slot) is held strongly, by a `_StrongRef`,
@@ -221,6 +222,14 @@ def _task_of(context: dict[str, object]) -> Any:
     return subject if callable(getattr(subject, "get_coro", None)) else None
 
 
+def _task_name(task: asyncio.Future[Any]) -> str:
+    """A task's name and its coroutine's, as a report names the task that made something."""
+    name = task.get_name() if isinstance(task, asyncio.Task) else type(task).__name__
+    coro = getattr(task, "get_coro", lambda: None)()
+    qualname = getattr(coro, "__qualname__", None)
+    return name if not isinstance(qualname, str) else f"{name} running {qualname}()"
+
+
 def _count(n: int, noun: str) -> str:
     return f"a {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -241,9 +250,10 @@ def _describe(what: str, item: _Tracked | None) -> str:
 def _provenance(item: _Tracked, depth: int = 0) -> str:
     """Where `item` was made, for a report: its stack, or what made it, and its thread.
 
-    Its own frames come first.  Without any (it was made in a loop callback or
-    on a server's thread), what made it speaks for it: the listening socket that
-    accepted it, the server it was made for, the thread it was made on.
+    Its own frames come first.  Without any (it was made in a loop callback, in
+    a task, or on a server's thread), what made it speaks for it: the listening
+    socket that accepted it, the server it was made for, the task it was made in
+    (and what made that task in turn), the thread it was made on.
     """
     name, started = item.thread if item.thread is not None else (None, None)
     made = "created" if name is None else f"created on thread {name}"
