@@ -99,21 +99,6 @@ class BlackholePort(HeldSockets):
         parts_of(self, listener, filler)
 
     @property
-    def host(self) -> str:
-        """The literal address listened on."""
-        return self._host
-
-    @property
-    def port(self) -> int:
-        """The port, whose connects hang for as long as this is open."""
-        return self._port
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """``(host, port)``: where to point the client whose connect timeout is under test."""
-        return (self._host, self._port)
-
-    @property
     def closed(self) -> bool:
         """Whether `close` was called: connects are then refused."""
         return self._listener.fileno() == -1

@@ -46,11 +46,29 @@ _H = typing.TypeVar("_H", bound="HeldSockets")
 class HeldSockets:
     """Sockets an object holds for a test: closed by ``with``, warned of if dropped open.
 
-    Subclasses define ``closed`` and ``close()``, and are tracked by the hygiene
-    gate (`dropped_open` tells it of one dropped open).
+    Subclasses set ``_host`` and ``_port``, define ``closed`` and ``close()``, and
+    are tracked by the hygiene gate (`dropped_open` tells it of one dropped open).
     """
 
     __slots__ = ()
+
+    _host: str
+    _port: int
+
+    @property
+    def host(self) -> str:
+        """The literal loopback address bound."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The port bound, held for as long as this is open."""
+        return self._port
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)``: where clients connect or send."""
+        return (self._host, self._port)
 
     @property
     def closed(self) -> bool:
@@ -181,21 +199,6 @@ class BoundSocket(HeldSockets):
     def kind(self) -> Literal["tcp", "udp"]:
         """``"tcp"`` or ``"udp"``."""
         return self._kind
-
-    @property
-    def host(self) -> str:
-        """The literal address bound."""
-        return self._host
-
-    @property
-    def port(self) -> int:
-        """The port bound, reserved for as long as the socket is open."""
-        return self._port
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """``(host, port)``: where clients connect or send."""
-        return (self._host, self._port)
 
     @property
     def closed(self) -> bool:
