@@ -28,6 +28,8 @@ After a test's teardown the plugin calls :meth:`_Gate.check`, which reports:
   ``strict``), charged to the test that created the task they are about;
 * socket file descriptors opened during the test and still open, with the stack
   that created the Python socket object where one exists (``strict``);
+* Python sockets made during the test that were freed while open, closed by
+  their finalisers (``strict``, see `nettest._hygiene_report._SocketRef`);
 * asyncio tasks created during the test and still pending, with their creation
   stack (``strict``).
 
@@ -92,6 +94,7 @@ from ._hygiene_report import (
     _LoopError,
     _reference,
     _socket_names,
+    _SocketRef,
     _task_name,
     _task_of,
     _Tracked,
@@ -186,6 +189,9 @@ class _Gate(_Instruments):
     socket_watcher: Callable[..., None] | None = None
     #: The wrapper round ``asyncio.StreamWriter.__del__`` while it is installed.
     writer_watcher: Callable[..., None] | None = None
+    #: The wrappers round ``socket.socket``'s methods that close a socket (by name)
+    #: while they are installed: they mark a tracked socket closed by the program.
+    socket_closers: dict[str, Callable[..., Any]] = field(default_factory=dict)
     #: The socket wrapper was installed for one strict test, not for the session.
     test_watches_sockets: bool = False
 
@@ -226,7 +232,8 @@ class _Gate(_Instruments):
         close: Callable[[_T], object],
         on_behalf_of: object,
         via: tuple[str, _Tracked] | None,
-    ) -> None:
+    ) -> _Tracked | None:
+        """Track `obj` (see `track`); return its entry, or None if it is nobody's."""
         if on_behalf_of is None:
             owner = self.owner
         else:
@@ -244,7 +251,7 @@ class _Gate(_Instruments):
                 with contextlib.suppress(AttributeError):
                     setattr(obj, _TASK_OWNER, owner)
         if owner is None:
-            return
+            return None
         if len(self.tracked) > 4096:
             self.tracked = [t for t in self.tracked if _kept(t)]
         thread = None if threading.get_ident() == self.test_thread else self._thread_origin()
@@ -269,6 +276,7 @@ class _Gate(_Instruments):
             self.owners[obj] = entry
         except TypeError:  # no weak reference, or unhashable: keep it until the check
             self.owners_by_id[id(obj)] = (obj, entry)
+        return entry
 
     def _entry_of(self, obj: object) -> _Tracked | None:
         """The entry of a tracked object (kept after its owner's check), or None."""
@@ -492,7 +500,7 @@ class _Gate(_Instruments):
             leaks += [
                 f"  - while the garbage collector finalised them: {message}"
                 for message, parent in finalising
-                if parent not in reported
+                if parent not in reported and (parent is None or parent.part_of not in reported)
             ]
         late = self._late_failures(owner, mode)
         leaks += self._release(owner)
@@ -508,14 +516,19 @@ class _Gate(_Instruments):
     def _suspects(self, owner: str) -> list[tuple[_Tracked, str]]:
         """`owner`'s objects that look open, each with what to call it if it is dropped.
 
-        Described now, while they live: a socket's repr names its addresses.
+        Described now, while they live: a socket's repr names its addresses.  A
+        socket strict mode tracks is described so for its weak reference's
+        callback too, which the garbage collector may call next (`_SocketRef`).
         """
         suspects = []
         for item in self.tracked:
             if item.owner == owner and not item.open_at_loop_close and item.dropped is None:
                 obj = item.alive_and_open()
                 if obj is not None:
-                    suspects.append((item, _label(item, obj)))
+                    label = _label(item, obj)
+                    suspects.append((item, label))
+                    if isinstance(item.ref, _SocketRef):
+                        item.ref.label = label
         return suspects
 
     def _parts(self, owner: str) -> dict[int, tuple[type, _Tracked]]:
@@ -523,14 +536,23 @@ class _Gate(_Instruments):
 
         Taken before the garbage collector runs, to know a part when its finaliser
         raises (`_collect_garbage`); ids, so that the parts can still be freed.
+        A socket strict mode tracks is its own: freed open, it is reported as
+        dropped while open, which says what its finaliser's warning would.
         """
         parts: dict[int, tuple[type, _Tracked]] = {}
+        sockets = []
         for item in self.tracked:
             if item.owner == owner:
+                if isinstance(item.ref, _SocketRef):
+                    sockets.append(item)
                 for ref in item.parts:
                     part = ref()
                     if part is not None:
                         parts[id(part)] = (type(part), item)
+        for item in sockets:
+            sock = item.ref()
+            if sock is not None:
+                parts[id(sock)] = (type(sock), item)
         return parts
 
     def _find(

@@ -18,7 +18,10 @@ the next check, between tests) reports it under that test's name.
 
 Strict mode needs more: a wrapper round ``socket.socket.__init__`` that tracks
 every Python socket with its stack (a socket that ``accept()`` makes belongs to
-whoever owns the listening socket), one round ``asyncio.StreamWriter.__del__``
+whoever owns the listening socket), wrappers round its ``close``, ``_real_close``
+and ``detach`` that mark a tracked socket closed by the program, so that one
+freed without them is reported as dropped while open (`_SocketRef`; its C
+finaliser closes it, and only warns), one round ``asyncio.StreamWriter.__del__``
 that tells the gate of a writer dropped without ``close()`` (Python >= 3.11.5
 closes its transport there and only warns), the task factory's tracking of each
 task with its stack, and the socket descriptors open before the test
@@ -51,14 +54,13 @@ import stat
 import sys
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ._hygiene_report import _UNSEEN, _LoopError, _task_of
+from ._hygiene_report import _UNSEEN, _LoopError, _SocketRef, _task_of
 
 if TYPE_CHECKING:
-    import weakref
-
     from ._hygiene_report import _Tracked
 
 _T = TypeVar("_T")
@@ -119,6 +121,7 @@ class _Instruments:
         test_task_factories: list[tuple[asyncio.AbstractEventLoop, object, object]]
         socket_watcher: Callable[..., None] | None
         writer_watcher: Callable[..., None] | None
+        socket_closers: dict[str, Callable[..., Any]]
 
         def owned_by(self, owner: str | None) -> contextlib.AbstractContextManager[None]: ...
 
@@ -132,6 +135,16 @@ class _Instruments:
             on_behalf_of: object = None,
             via: tuple[str, _Tracked] | None = None,
         ) -> _T: ...
+
+        def _track(
+            self,
+            obj: _T,
+            what: str,
+            is_open: Callable[[_T], bool],
+            close: Callable[[_T], object],
+            on_behalf_of: object,
+            via: tuple[str, _Tracked] | None,
+        ) -> _Tracked | None: ...
 
         def _entry_of(self, obj: object) -> _Tracked | None: ...
 
@@ -270,12 +283,15 @@ class _Instruments:
 
         A socket that ``accept()`` makes belongs to whoever owns the listening
         socket: a connection to a module-scoped server is that server's, even
-        when a test made it.  Also wraps ``asyncio.StreamWriter.__del__`` (Python
-        >= 3.11.5), so that a writer dropped without ``close()`` is reported
-        against its socket (`writer_dropped`).  Installed for the session in
-        strict mode, and by `begin` for a test that a marker makes strict.
+        when a test made it.  A tracked socket freed while open is reported as
+        dropped while open (see `_watch_closing`).  Also wraps
+        ``asyncio.StreamWriter.__del__`` (Python >= 3.11.5), so that a writer
+        dropped without ``close()`` is reported against its socket
+        (`writer_dropped`).  Installed for the session in strict mode, and by
+        `begin` for a test that a marker makes strict.
         """
         self._watch_writers()
+        self._watch_closing()
         if self._watching_sockets():
             return
         original_init = socket.socket.__init__
@@ -302,13 +318,15 @@ class _Instruments:
                 return
             if owner is not None and owner == gate.strict_owner:
                 with gate.owned_by(owner):
-                    gate.track(
-                        sock,
-                        what="socket",
-                        is_open=_socket_open,
-                        close=socket.socket.close,
-                        via=via,
-                    )
+                    try:
+                        close = socket.socket.close
+                        entry = gate._track(sock, "socket", _socket_open, close, None, via)
+                        if entry is not None:
+                            # Tells the entry if the socket is freed open (`_SocketRef`).
+                            fileno = kwargs.get("fileno", args[3] if len(args) > 3 else None)
+                            entry.ref = _SocketRef(sock, entry, describe=fileno is not None)
+                    except Exception as error:
+                        gate._bookkeeping_failed("socket", error)
 
         __init__.__wrapped__ = original_init  # type: ignore[attr-defined]
         socket.socket.__init__ = __init__  # type: ignore[method-assign, assignment]
@@ -330,12 +348,34 @@ class _Instruments:
         asyncio.StreamWriter.__del__ = __del__  # type: ignore[attr-defined]
         self.writer_watcher = __del__
 
+    def _watch_closing(self) -> None:
+        """Mark each tracked socket that the program closes, for `_SocketRef`.
+
+        A socket's C finaliser closes one freed while open before the weak
+        reference's callback runs: only these wrappers tell one the program
+        closed.  ``close()`` (and so a ``with`` block, and a transport's closing),
+        ``_real_close()`` (``close()``'s, once its ``makefile()`` files are
+        closed, and `ssl.SSLSocket`'s, which calls it), and ``detach()`` (its
+        descriptor handed elsewhere: `ssl.SSLContext.wrap_socket` detaches the
+        socket it wraps).  Each only sets a flag on the socket's `_SocketRef`, if
+        it has one, before calling the original.
+        """
+        for name in _CLOSERS:
+            original = vars(socket.socket)[name]
+            if original is not self.socket_closers.get(name):
+                closer = self.socket_closers[name] = _closer(original)
+                setattr(socket.socket, name, closer)
+
     def unwatch_socket_creation(self) -> None:
         # Only our wrappers are removed: one installed over them stays, and ours,
         # inside it, records nothing outside a strict test.
         if self._watching_sockets():
             socket.socket.__init__ = self.socket_watcher.__wrapped__  # type: ignore[method-assign, union-attr]
         self.socket_watcher = None
+        for name, closer in self.socket_closers.items():
+            if vars(socket.socket).get(name) is closer:
+                setattr(socket.socket, name, closer.__wrapped__)
+        self.socket_closers.clear()
         watcher = self.writer_watcher
         installed: object = vars(asyncio.StreamWriter).get("__del__")
         if watcher is not None and installed is watcher:
@@ -344,6 +384,23 @@ class _Instruments:
 
     def _watching_sockets(self) -> bool:
         return self.socket_watcher is not None and socket.socket.__init__ is self.socket_watcher
+
+
+def _closer(original: Callable[..., _T]) -> Callable[..., _T]:
+    """Wrap a method of ``socket.socket`` that closes a socket: mark it closed first."""
+
+    def closer(sock: socket.socket, *args: Any, **kwargs: Any) -> _T:
+        try:  # never let bookkeeping break the caller's close
+            for ref in weakref.getweakrefs(sock):
+                if type(ref) is _SocketRef:
+                    ref.closed = True
+        except Exception:
+            pass
+        return original(sock, *args, **kwargs)
+
+    # Named as the original (and __wrapped__ set), for tracebacks and help().
+    functools.update_wrapper(closer, original)
+    return closer
 
 
 def close_transports_over(sockets: Sequence[socket.socket]) -> None:
@@ -468,6 +525,9 @@ def _fd_dir() -> str | None:
 
 
 _FD_DIR = _fd_dir()
+#: The methods of ``socket.socket`` by which a program closes a socket, or hands
+#: its descriptor elsewhere (``close()`` and ``__exit__`` call ``close``).
+_CLOSERS = ("close", "_real_close", "detach")
 #: The code of ``socket.socket.accept``, which makes the sockets of accepted connections.
 _SOCKET_ACCEPT = socket.socket.accept.__code__
 

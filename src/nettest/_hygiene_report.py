@@ -21,7 +21,9 @@ server thread it was made on and where that thread was started.
 
 Objects are held by weak references.  An object that refuses one (uvloop's TLS
 transport has no ``__weakref__`` slot) is held strongly, by a `_StrongRef`,
-until its test's check.
+until its test's check.  A socket strict mode tracks is held by a `_SocketRef`,
+whose callback marks the socket's entry dropped while open if the socket was
+freed without the program closing it.
 
 What a tracked object made for itself, its listening socket say, or the transport
 serving it, is a part of it (`_Tracked.part_of`, `_Tracked.parts`): the report of
@@ -37,8 +39,10 @@ a header that names the test to blame.
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import contextlib
+import enum
 import importlib.util
 import os
 import selectors
@@ -146,6 +150,87 @@ def _reference(obj: object) -> Callable[[], Any]:
         return _StrongRef(obj)
 
 
+class _SocketRef(weakref.ref[socket.socket]):
+    """A weak reference to a socket strict mode tracks, which tells if it was dropped open.
+
+    A socket freed while open is closed by its C finaliser, which only warns,
+    before its weak references are cleared: by the time this reference's callback
+    runs, nothing says whether the program closed it.  So the program's own
+    closing marks the reference (`closed`, set by strict mode's wrappers round
+    ``socket.socket.close``, ``_real_close`` and ``detach``), and the callback
+    marks the socket's `entry` dropped while open unless it was closed.
+
+    The report names the socket by its repr as the check last saw it (`label`),
+    or as it was made.  A socket made over a descriptor (accepted, ``fromfd``,
+    a TLS socket over the socket it wraps) is described in full as it is made:
+    its addresses say which it is.  A new socket has none yet, and a repr asks
+    the kernel for them: only what its repr would start with is kept (`made`),
+    and put into words if it is reported.
+    """
+
+    __slots__ = ("closed", "entry", "label", "made")
+    closed: bool
+    entry: _Tracked
+    label: str | None
+    made: tuple[type[socket.socket], int, int, int, int]
+
+    def __new__(cls, sock: socket.socket, entry: _Tracked, *, describe: bool) -> _SocketRef:
+        return super().__new__(cls, sock, _socket_freed)
+
+    def __init__(self, sock: socket.socket, entry: _Tracked, *, describe: bool) -> None:
+        self.closed = False
+        self.entry = entry
+        self.label = None
+        self.made = (
+            type(sock),
+            sock.fileno(),
+            _FAMILY.__get__(sock),
+            _KIND.__get__(sock),
+            sock.proto,
+        )
+        if describe:
+            with contextlib.suppress(Exception):  # a subclass's repr: `made` will do
+                self.label = _label(entry, sock)
+
+    def describe(self) -> str:
+        """What a report calls the socket: its label, or its repr without addresses."""
+        if self.label is not None:
+            return self.label
+        cls, fd, family, kind, proto = self.made
+        # As socket.socket's repr puts them (an enum's name up to Python 3.10).
+        return (
+            f"{self.entry.what} <{cls.__module__}.{cls.__qualname__} fd={fd}, "
+            f"family={_enum_or_int(socket.AddressFamily, family)}, "
+            f"type={_enum_or_int(socket.SocketKind, kind)}, proto={proto}>"
+        )
+
+
+#: ``_socket.socket``'s own fields: ``socket.socket``'s properties make enums of them.
+_FAMILY = _socket.socket.family
+_KIND = _socket.socket.type
+
+
+def _enum_or_int(enum_type: type[enum.IntEnum], value: int) -> str:
+    """`value` as ``socket.socket``'s repr puts it: its enum member, or the number."""
+    try:
+        return str(enum_type(value))
+    except ValueError:
+        return str(value)
+
+
+def _socket_freed(ref: _SocketRef) -> None:
+    """Note that a tracked socket was freed while open, unless the program closed it.
+
+    A weak reference's callback: it runs wherever the socket was freed (by
+    reference counting, on any thread, or by the garbage collector), and never
+    raises.
+    """
+    with contextlib.suppress(Exception):
+        entry = ref.entry
+        if not ref.closed and entry.dropped is None:
+            entry.dropped = f"{ref.describe()} dropped while open"
+
+
 @dataclass(eq=False)
 class _Tracked:
     #: A weak reference, or a `_StrongRef` for an object that cannot have one.
@@ -164,7 +249,8 @@ class _Tracked:
     #: started it (a thread-backed server's loop thread) if the gate knows.
     thread: tuple[str, _Tracked | None] | None = None
     #: Set, to what the report says, when it was dropped while open and something
-    #: closed it as it went (a StreamWriter's ``__del__``): reported though closed.
+    #: closed it as it went (a StreamWriter's ``__del__``, a socket's finaliser):
+    #: reported though closed.
     dropped: str | None = None
     #: The entry of the object it is part of (a server's listening socket is the
     #: server's): not listed while that object is reported, only once it is closed.
