@@ -13,7 +13,9 @@ made and the stack that made it.  Objects made while a fixture of wider scope is
 being set up belong to that fixture, not to the test that happened to trigger it.
 What a server or proxy makes as it runs (`track`'s ``on_behalf_of``) belongs to
 that server's owner, and an object made on a thread other than the test's notes
-the thread, and the entry of what started it if the gate tracks that.  An object
+the thread, and the entry of what started it if the gate tracks that.  Strict
+mode's sockets and tasks made on another thread, or in a task, are the thread's
+or the task's owner's (`_Instruments.maker`).  An object
 whose stack shows none of the test's frames, made in a task that strict mode
 tracks, notes that task's entry (`_Gate._task_origin`): where it was made says
 which test line made the object.  What a
@@ -170,8 +172,9 @@ class _Gate(_Instruments):
     thread_origins: weakref.WeakKeyDictionary[threading.Thread, _Tracked | None] = field(
         default_factory=weakref.WeakKeyDictionary
     )
-    #: The owner of each nettest server loop thread (None: a wider fixture's): the
-    #: tasks made on it are its owner's, whichever test runs as they are made.
+    #: The owner of each nettest server loop thread (`serves_on`), and in strict
+    #: mode of each thread started (None: a wider fixture's): the tasks, and
+    #: sockets, made on it are its owner's, whichever test runs as they are made.
     thread_owners: weakref.WeakKeyDictionary[threading.Thread, str | None] = field(
         default_factory=weakref.WeakKeyDictionary
     )
@@ -192,6 +195,8 @@ class _Gate(_Instruments):
     #: The wrappers round ``socket.socket``'s methods that close a socket (by name)
     #: while they are installed: they mark a tracked socket closed by the program.
     socket_closers: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    #: The wrapper round ``threading.Thread.start`` while it is installed.
+    thread_starter: Callable[..., None] | None = None
     #: The socket wrapper was installed for one strict test, not for the session.
     test_watches_sockets: bool = False
 
@@ -490,11 +495,14 @@ class _Gate(_Instruments):
             parts = self._parts(owner)
             # Let unreachable objects finalise now, inside the test that dropped them.
             finalising = _collect_garbage(parts)
-            # Collected while still open: dropped without being closed.
+            # Collected while still open: dropped without being closed.  Not a
+            # socket that the program closed meanwhile (a finaliser, another thread).
             gone = {
                 item: label
                 for item, label in suspects
-                if item.ref() is None and item.dropped is None
+                if item.ref() is None
+                and item.dropped is None
+                and not (isinstance(item.ref, _SocketRef) and item.ref.closed)
             }
             leaks, reported = self._find(owner, mode, fds_before, gone)
             leaks += [

@@ -24,15 +24,23 @@ freed without them is reported as dropped while open (`_SocketRef`; its C
 finaliser closes it, and only warns), one round ``asyncio.StreamWriter.__del__``
 that tells the gate of a writer dropped without ``close()`` (Python >= 3.11.5
 closes its transport there and only warns), the task factory's tracking of each
-task with its stack, and the socket descriptors open before the test
-(`open_socket_fds`).  With ``--nettest-leaks=strict`` they are installed for the
-whole session; a test that a ``nettest_leaks("strict")`` marker makes strict gets
-the same ones from ``_Gate.begin`` to ``_Gate.end``.  Either way they record
-only for the test that is being checked strictly (``_Gate.strict_owner``), so a
-test marked ``own`` in a strict session is checked as in an ``own`` session.
-When the gate closes a socket it reports, `close_transports_over` closes the
-asyncio transports over it too, found by what refers to the socket: a failed
-test's traceback keeps them alive, and they would warn when collected.
+task with its stack, a wrapper round ``threading.Thread.start`` that notes who
+started each thread, and the socket descriptors open before the test
+(`open_socket_fds`).  A socket or task made on a thread other than the test's
+is its thread's owner's, one made in a task its task's owner's, and the task
+that ``asyncio.start_server`` makes for a connection is its socket's owner's
+(`_Instruments.maker`): a wider-scoped fixture's thread or server works for
+nobody's leak while a test runs.  A socket that an asyncio transport's
+``__del__`` closes was not closed by the program.
+
+With ``--nettest-leaks=strict`` they are installed for the whole session; a test
+that a ``nettest_leaks("strict")`` marker makes strict gets the same ones from
+``_Gate.begin`` to ``_Gate.end``.  Either way they record only for the test that is
+being checked strictly (``_Gate.strict_owner``), so a test marked ``own`` in a
+strict session is checked as in an ``own`` session.  When the gate closes a socket
+it reports, `close_transports_over` closes the asyncio transports over it too, found
+by what refers to the socket: a failed test's traceback keeps them alive, and they
+would warn when collected.
 
 Removing them takes out only the gate's own wrappers and factories: one that
 someone installed over them stays, and ours, inside it, tracks nothing outside a
@@ -45,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.sslproto
+import concurrent.futures.thread
 import contextlib
 import functools
 import gc
@@ -53,6 +62,7 @@ import socket
 import stat
 import sys
 import threading
+import types
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
@@ -121,6 +131,7 @@ class _Instruments:
         test_task_factories: list[tuple[asyncio.AbstractEventLoop, object, object]]
         socket_watcher: Callable[..., None] | None
         writer_watcher: Callable[..., None] | None
+        thread_starter: Callable[..., None] | None
         socket_closers: dict[str, Callable[..., Any]]
 
         def owned_by(self, owner: str | None) -> contextlib.AbstractContextManager[None]: ...
@@ -220,9 +231,14 @@ class _Instruments:
                 task = previous_factory(loop, coro, **kwargs)
             else:
                 task = asyncio.Task(coro, loop=loop, **kwargs)
-            owner = gate.owner
-            if threading.get_ident() != gate.test_thread:
-                owner = gate.thread_owners.get(threading.current_thread(), owner)
+            served = gate._connection_owner(sys._getframe(1))
+            if served is not _UNSEEN:
+                owner = cast("str | None", served)
+            else:
+                try:
+                    owner = gate.maker()
+                except Exception:  # never break the caller's task
+                    owner = gate.owner
             # Which test made it, for a failure that comes after that test ended.
             # An attribute, unlike a weak mapping, is still there when the
             # garbage collector finalises the task in a reference cycle.
@@ -241,6 +257,46 @@ class _Instruments:
             self.test_task_factories.append((loop, task_factory, previous_factory))
         else:
             self.task_factories[loop] = task_factory
+
+    def maker(self) -> str | None:
+        """Who owns what is being made now: the test running, unless made elsewhere.
+
+        On a thread other than the test's, the owner of the thread (`watch_threads`,
+        `serves_on`); in a task, the task's owner (`_TASK_OWNER`): a wider-scoped
+        fixture's background task, or a plain asyncio server's connection task,
+        makes what it makes for its own owner, whichever test runs at the time.
+        """
+        owner = self.owner
+        if threading.get_ident() != self.test_thread:
+            owner = self.thread_owners.get(threading.current_thread(), owner)
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no loop running on this thread
+            return owner
+        task_owner = getattr(task, _TASK_OWNER, _UNSEEN)
+        return owner if task_owner is _UNSEEN else cast("str | None", task_owner)
+
+    def _connection_owner(self, frame: types.FrameType | None) -> object:
+        """The owner of a connection's socket, if `frame`'s callers start its handler's task.
+
+        ``asyncio.start_server``'s ``client_connected_cb`` runs in a task that
+        ``StreamReaderProtocol.connection_made`` makes, in a loop callback: no task
+        is current there.  The connection's socket knows who owns the server (an
+        accepted socket is its listening socket's owner's, strict mode).  Returns
+        `_UNSEEN` for any other task, or a socket strict mode did not see made.
+        """
+        try:  # never let bookkeeping break the caller's task
+            for _ in range(4):  # another factory, or the loop's create_task, in between
+                if frame is None:
+                    break
+                if frame.f_code is _CONNECTION_MADE:
+                    sock = frame.f_locals["transport"].get_extra_info("socket")
+                    # asyncio hands out a TransportSocket; the watched socket is inside.
+                    return self.socket_owners.get(getattr(sock, "_sock", sock), _UNSEEN)
+                frame = frame.f_back
+        except Exception:
+            pass
+        return _UNSEEN
 
     def _uninstall_test_task_factories(self) -> None:
         """Give each loop back the task factory it had before the strict test."""
@@ -292,6 +348,7 @@ class _Instruments:
         """
         self._watch_writers()
         self._watch_closing()
+        self._watch_threads()
         if self._watching_sockets():
             return
         original_init = socket.socket.__init__
@@ -301,7 +358,7 @@ class _Instruments:
             original_init(sock, *args, **kwargs)
             # Never let bookkeeping break the caller's socket.
             try:
-                owner = gate.owner
+                owner = gate.maker()
                 via = None
                 caller = sys._getframe(1)
                 if caller.f_code is _SOCKET_ACCEPT:
@@ -366,6 +423,36 @@ class _Instruments:
                 closer = self.socket_closers[name] = _closer(original)
                 setattr(socket.socket, name, closer)
 
+    def _watch_threads(self) -> None:
+        """Note who starts each thread: what is made on it is theirs (see `maker`).
+
+        A thread started by a test is the test's; one that a wider-scoped
+        fixture starts as it is set up is nobody's, whichever test runs as it
+        makes sockets and tasks.  A thread started on another thread is that
+        thread's owner's.  Not recorded: a thread that nettest noted already (a
+        server's loop thread, `serves_on`), and a thread pool's worker, which
+        runs whatever is submitted to it, for whichever test submits it.
+        """
+        original_start = threading.Thread.start
+        if original_start is self.thread_starter:
+            return
+        gate = self
+
+        def start(thread: threading.Thread, *args: Any, **kwargs: Any) -> None:
+            try:  # never let bookkeeping break the caller's thread
+                if (
+                    thread not in gate.thread_owners
+                    and getattr(thread, "_target", None) is not _POOL_WORKER
+                ):
+                    gate.thread_owners[thread] = gate.maker()
+            except Exception as error:
+                gate._bookkeeping_failed("thread", error)
+            original_start(thread, *args, **kwargs)
+
+        functools.update_wrapper(start, original_start)
+        threading.Thread.start = start  # type: ignore[method-assign, assignment]
+        self.thread_starter = start
+
     def unwatch_socket_creation(self) -> None:
         # Only our wrappers are removed: one installed over them stays, and ours,
         # inside it, records nothing outside a strict test.
@@ -381,6 +468,10 @@ class _Instruments:
         if watcher is not None and installed is watcher:
             asyncio.StreamWriter.__del__ = watcher.__wrapped__  # type: ignore[attr-defined]
         self.writer_watcher = None
+        starter = self.thread_starter
+        if starter is not None and vars(threading.Thread).get("start") is starter:
+            threading.Thread.start = vars(starter)["__wrapped__"]  # type: ignore[method-assign]
+        self.thread_starter = None
 
     def _watching_sockets(self) -> bool:
         return self.socket_watcher is not None and socket.socket.__init__ is self.socket_watcher
@@ -391,9 +482,10 @@ def _closer(original: Callable[..., _T]) -> Callable[..., _T]:
 
     def closer(sock: socket.socket, *args: Any, **kwargs: Any) -> _T:
         try:  # never let bookkeeping break the caller's close
-            for ref in weakref.getweakrefs(sock):
-                if type(ref) is _SocketRef:
-                    ref.closed = True
+            if not _closed_by_transport_finaliser(sys._getframe(1)):
+                for ref in weakref.getweakrefs(sock):
+                    if type(ref) is _SocketRef:
+                        ref.closed = True
         except Exception:
             pass
         return original(sock, *args, **kwargs)
@@ -401,6 +493,21 @@ def _closer(original: Callable[..., _T]) -> Callable[..., _T]:
     # Named as the original (and __wrapped__ set), for tracebacks and help().
     functools.update_wrapper(closer, original)
     return closer
+
+
+def _closed_by_transport_finaliser(frame: types.FrameType | None) -> bool:
+    """Whether an asyncio transport's ``__del__`` is closing the socket, past socket.py's frames.
+
+    A transport dropped while open closes its socket as it is freed, and only
+    warns: that is not the program closing it.
+    """
+    while frame is not None and frame.f_code in _CLOSING_CODES:
+        frame = frame.f_back
+    return (
+        frame is not None
+        and frame.f_code.co_name == "__del__"
+        and isinstance(frame.f_locals.get("self"), asyncio.BaseTransport)
+    )
 
 
 def close_transports_over(sockets: Sequence[socket.socket]) -> None:
@@ -530,6 +637,19 @@ _FD_DIR = _fd_dir()
 _CLOSERS = ("close", "_real_close", "detach")
 #: The code of ``socket.socket.accept``, which makes the sockets of accepted connections.
 _SOCKET_ACCEPT = socket.socket.accept.__code__
+#: The code of socket.py's methods that close a socket, and of `_closer`'s wrappers:
+#: who closes a socket is the first caller outside them.
+_CLOSING_CODES = frozenset(
+    [
+        *(getattr(vars(socket.socket)[name], "__code__", None) for name in _CLOSERS),
+        socket.socket.__exit__.__code__,
+        _closer(socket.socket.close).__code__,
+    ]
+)
+#: The code of the method that makes an ``asyncio.start_server`` connection's task.
+_CONNECTION_MADE = asyncio.StreamReaderProtocol.connection_made.__code__
+#: What a thread pool's worker threads run (`concurrent.futures.ThreadPoolExecutor`).
+_POOL_WORKER = getattr(concurrent.futures.thread, "_worker", None)
 
 
 def open_socket_fds() -> frozenset[tuple[int, int]]:

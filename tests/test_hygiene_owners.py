@@ -1,0 +1,273 @@
+"""Strict mode charges what is made off the test's own path to whoever started that path.
+
+A socket made on a thread belongs to whoever started the thread; a task that a
+plain asyncio server's connection starts, and what it makes, belong to whoever
+owns the server; a task made in a task is that task's owner's.  A wider-scoped
+fixture's are nobody's leak, whichever test runs as they are made.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from test_hygiene import run
+
+STRICT = (
+    "--nettest-leaks=strict",
+    "-W",
+    "error::ResourceWarning",
+    "-W",
+    "error::pytest.PytestUnraisableExceptionWarning",
+)
+
+
+def test_socket_made_on_a_wider_fixtures_thread_is_not_the_tests(
+    pytester: pytest.Pytester,
+) -> None:
+    # test_one runs while the session fixture's thread opens a socket and keeps it
+    # open: it is the fixture's, and the gate must neither report nor close it.
+    result = run(
+        pytester,
+        """
+        import socket, threading
+        import pytest
+
+        class Worker:
+            def __init__(self):
+                self.go = threading.Event()
+                self.made = threading.Event()
+                self.release = threading.Event()
+                self.done = threading.Event()
+                self.open_until_released = None
+
+            def run(self):
+                self.go.wait(10)
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", 0))
+                    self.made.set()
+                    self.release.wait(10)
+                    self.open_until_released = sock.fileno() != -1
+                self.done.set()
+
+        @pytest.fixture(scope="session")
+        def worker():
+            worker = Worker()
+            thread = threading.Thread(target=worker.run)
+            thread.start()
+            yield worker
+            worker.release.set()
+            thread.join()
+
+        def test_one(worker):
+            worker.go.set()
+            assert worker.made.wait(10)
+
+        def test_two(worker):
+            worker.release.set()
+            worker.go.set()
+
+        def test_three(worker):
+            assert worker.done.wait(10)
+            assert worker.open_until_released
+        """,
+        *STRICT,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=3)
+
+
+def test_socket_left_open_on_a_tests_thread_is_the_tests(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        """
+        import socket, threading
+
+        held = []
+
+        def test_leaky():
+            thread = threading.Thread(target=lambda: held.append(socket.socket()))
+            thread.start()
+            thread.join()
+
+        def test_after():
+            pass
+        """,
+        *STRICT,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*test_leaky left 1 thing behind*", "*open socket <socket*"])
+
+
+def test_socket_closed_during_the_check_is_not_dropped_open(pytester: pytest.Pytester) -> None:
+    # The check finds the socket open; its garbage collection runs a finaliser
+    # that closes the socket and lets it go, as another thread might: the program
+    # closed it, so it was not dropped while open.
+    result = run(
+        pytester,
+        """
+        import gc, socket
+
+        held = []
+
+        class Closer:
+            def __init__(self):
+                self.me = self
+
+            def __del__(self):
+                held.pop().close()
+
+        def test_cycle():
+            gc.disable()
+            held.append(socket.socket())
+            Closer()
+
+        def test_after():
+            gc.enable()
+        """,
+        *STRICT,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=2)
+
+
+def test_plain_servers_connection_tasks_are_the_servers(pytester: pytest.Pytester) -> None:
+    # A module-scoped asyncio server (not nettest's) whose handler opens an
+    # upstream connection and waits, in a task it makes, until test_two: its
+    # tasks and sockets are the fixture's, not test_one's.
+    result = run(
+        pytester,
+        """
+        import asyncio, contextlib
+        import pytest
+        import pytest_asyncio
+
+        pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+        class Proxy:
+            pass
+
+        @pytest_asyncio.fixture(loop_scope="module", scope="module")
+        async def proxy():
+            state = Proxy()
+            state.release = asyncio.Event()
+            state.done = asyncio.Event()
+
+            async def upstream_handler(reader, writer):
+                await state.release.wait()
+                writer.close()
+
+            upstream = await asyncio.start_server(upstream_handler, "127.0.0.1", 0)
+
+            async def handler(reader, writer):
+                up_reader, up_writer = await asyncio.open_connection(
+                    *upstream.sockets[0].getsockname()[:2]
+                )
+                waiter = asyncio.ensure_future(state.release.wait())
+                writer.write(b"ok")
+                await writer.drain()
+                await waiter
+                up_writer.close()
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await up_writer.wait_closed()
+                    await writer.wait_closed()
+                state.done.set()
+
+            server = await asyncio.start_server(handler, "127.0.0.1", 0)
+            state.address = server.sockets[0].getsockname()[:2]
+            yield state
+            state.release.set()
+            server.close()
+            upstream.close()
+            await server.wait_closed()
+            await upstream.wait_closed()
+
+        async def test_one(proxy):
+            reader, writer = await asyncio.open_connection(*proxy.address)
+            assert await reader.readexactly(2) == b"ok"
+            writer.close()
+            await writer.wait_closed()
+
+        async def test_two(proxy):
+            proxy.release.set()
+            await asyncio.wait_for(proxy.done.wait(), 10)
+        """,
+        *STRICT,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=2)
+
+
+def test_task_made_in_a_wider_fixtures_task_is_not_the_tests(pytester: pytest.Pytester) -> None:
+    # The module fixture's task makes a task and a socket while test_one runs.
+    result = run(
+        pytester,
+        """
+        import asyncio, socket
+        import pytest
+        import pytest_asyncio
+
+        pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+        @pytest_asyncio.fixture(loop_scope="module", scope="module")
+        async def background():
+            go, stop = asyncio.Event(), asyncio.Event()
+            made = asyncio.Event()
+            held = []
+
+            async def worker():
+                await go.wait()
+                held.append(socket.socket())
+                inner = asyncio.ensure_future(stop.wait())
+                made.set()
+                await inner
+                held.pop().close()
+
+            task = asyncio.ensure_future(worker())
+            yield go, made, stop
+            stop.set()
+            await task
+
+        async def test_one(background):
+            go, made, _ = background
+            go.set()
+            await asyncio.wait_for(made.wait(), 10)
+
+        async def test_two(background):
+            background[2].set()
+        """,
+        *STRICT,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=2)
+
+
+def test_datagram_transport_never_closed_is_dropped_open(pytester: pytest.Pytester) -> None:
+    # Freed with its loop, the transport closes its socket in its ``__del__`` and
+    # only warns: that is not the program closing it.  Without the -W error
+    # filters: with them, that warning raises before the socket is closed, and
+    # pytest reports it as an unraisable exception whatever the gate says.
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import pytest
+
+        @pytest.mark.asyncio
+        async def test_leaky():
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+            )
+
+        def test_after():
+            pass
+        """,
+        "--nettest-leaks=strict",
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*test_leaky left 1 thing behind*", "*socket <socket.socket *dropped while open*"]
+    )
