@@ -349,3 +349,35 @@ def test_gate_lists_a_socket_its_own_collection_frees_once(
         },
     )
     assert "unclosed <socket.socket" not in result.stdout.str()
+
+
+def test_a_socket_closed_while_its_file_is_open_is_reported_as_such(
+    pytester: pytest.Pytester,
+) -> None:
+    # close() was called, but the makefile() file keeps the descriptor open.
+    result = run(
+        pytester,
+        """
+        import socket
+
+        KEPT = []
+
+        def test_file_left_open():
+            a, b = socket.socketpair()
+            b.close()
+            KEPT.append(a.makefile("rb"))
+            a.close()
+        """,
+        "--nettest-leaks=strict",
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    assert_reports(
+        result,
+        {
+            "test_file_left_open": [
+                "- socket <socket.socket [[]closed[]] fd=*> closed, but a makefile() file "
+                "still holds it open, created at:"
+            ]
+        },
+    )

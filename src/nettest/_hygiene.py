@@ -93,6 +93,7 @@ from ._hygiene_report import (
     _describe_loop_error,
     _is_late,
     _label,
+    _left_open,
     _LoopError,
     _reference,
     _socket_names,
@@ -598,7 +599,7 @@ class _Gate(_Instruments):
                 if obj.fileno() in seen_fds:
                     continue
                 seen_fds.add(obj.fileno())
-            found[item] = f"open {_label(item, obj)}"
+            found[item] = _left_open(item, obj)
         reported = found.keys() | gone.keys()
         leaks = [
             _describe(what, item) for item, what in found.items() if item.part_of not in reported

@@ -327,6 +327,14 @@ def _label(item: _Tracked, obj: object) -> str:
     return item.what
 
 
+def _left_open(item: _Tracked, obj: object) -> str:
+    """What a report says of a tracked object still open at the check."""
+    if isinstance(obj, socket.socket) and getattr(obj, "_closed", False):
+        # close() was called, but its descriptor stays open until its files close.
+        return f"{_label(item, obj)} closed, but a makefile() file still holds it open"
+    return f"open {_label(item, obj)}"
+
+
 def _describe(what: str, item: _Tracked | None) -> str:
     if item is None:
         return f"  - {what}, created outside Python's socket module (no stack known)"
