@@ -311,9 +311,12 @@ class _StreamServer(_LoopbackServer):
             return
         except Exception as exc:
             tearing_down = self._status != "open"
-            if not (
-                tearing_down and isinstance(exc, (ConnectionError, asyncio.IncompleteReadError))
-            ):
+            # What the teardown's closing did to the connection: a reset, or the TLS
+            # layer giving up on the client's close_notify (reported on its own).
+            closed_under_it = isinstance(exc, (ConnectionError, asyncio.IncompleteReadError)) or (
+                isinstance(exc, TimeoutError) and state.closed_by_server and state._is_tls()
+            )
+            if not (tearing_down and closed_under_it):
                 self._record_error(conn, exc, "the handler raised")
             state.close()
             return
