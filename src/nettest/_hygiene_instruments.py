@@ -525,7 +525,7 @@ def close_transports_over(sockets: Sequence[socket.socket]) -> None:
     The transports are found by the objects that refer to each socket, in one scan
     of the heap for all of `sockets` (this runs only when a leak is released).
     """
-    from ._server_base import close_transports_after_their_loop  # an import cycle
+    from ._server_base import _loop_thread_call, close_transports_after_their_loop  # a cycle
 
     transports = _transports_over(sockets)
     for transport in transports:
@@ -538,8 +538,15 @@ def close_transports_over(sockets: Sequence[socket.socket]) -> None:
         loop = getattr(transport, "_loop", None)
         if not isinstance(loop, asyncio.AbstractEventLoop) or loop.is_closed():
             close_transports_after_their_loop(stack)
-        else:
-            _abort_on_its_loop(loop, stack)
+        else:  # aborted, the socket's first, on the thread that runs the loop
+            _loop_thread_call(loop, functools.partial(_abort_all, stack))
+
+
+def _abort_all(transports: Sequence[asyncio.BaseTransport]) -> None:
+    """Abort `transports` in order: the socket's own first, then the TLS one over it."""
+    for transport in transports:
+        with contextlib.suppress(Exception):
+            cast("asyncio.WriteTransport", transport).abort()
 
 
 def _transports_over(sockets: Sequence[socket.socket]) -> list[asyncio.BaseTransport]:
@@ -569,26 +576,6 @@ def _transports_over(sockets: Sequence[socket.socket]) -> list[asyncio.BaseTrans
             if isinstance(referrer, asyncio.BaseTransport) and holds(referrer):
                 found[id(referrer)] = referrer
     return list(found.values())
-
-
-def _abort_on_its_loop(
-    loop: asyncio.AbstractEventLoop, transports: Sequence[asyncio.BaseTransport]
-) -> None:
-    """Abort `transports`, the socket's first, on the thread that runs `loop`."""
-
-    def abort() -> None:
-        for transport in transports:
-            with contextlib.suppress(Exception):
-                cast("asyncio.WriteTransport", transport).abort()
-
-    running_here = False
-    with contextlib.suppress(RuntimeError):
-        running_here = asyncio.get_running_loop() is loop
-    if loop.is_running() and not running_here:
-        with contextlib.suppress(RuntimeError):  # it closed meanwhile: nothing runs there
-            loop.call_soon_threadsafe(abort)
-    else:
-        abort()
 
 
 def _pending(task: asyncio.Future[Any]) -> bool:
