@@ -61,9 +61,12 @@ from ._proxy_udp import _Listen, _UpstreamFlow
 from ._seed import check_seed
 from ._server_base import (
     AsyncServerFactory,
+    _closed_on_error,
+    _loopback_socket,
     check_bool,
     check_host,
     close_transports_after_their_loop,
+    has_ipv6_loopback,
 )
 from ._settings import default_timeout
 
@@ -480,12 +483,11 @@ class FaultProxy(FaultsInForce):
             self._silent = unanswered_listener(self._host, self._port)
         else:
             family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            try:
+            sock = _loopback_socket(
+                family, socket.SOCK_DGRAM, self._host, has_ipv6=has_ipv6_loopback
+            )
+            with _closed_on_error(sock):
                 sock.bind((self._host, self._port))
-            except BaseException:
-                sock.close()
-                raise
             self._silent = (sock,)
         parts_of(self, *self._silent)
 
