@@ -159,16 +159,22 @@ class _ConnState:
     def _is_tls(self) -> bool:
         return bool((self.tls_transport or self.transport).get_extra_info("sslcontext"))
 
+    def close_notify_unanswered(self, exc: BaseException | None) -> bool:
+        """Whether `exc` is asyncio's TLS layer giving up on the client's close_notify.
+
+        It waits ``ssl_shutdown_timeout`` (the server's close_timeout) after the
+        server closed, then aborts with a TimeoutError: the server ended it.
+        """
+        return isinstance(exc, TimeoutError) and self.closed_by_server and self._is_tls()
+
     def lost(self, exc: BaseException | None) -> None:
         if not self.conn.is_open:
             return  # after start_tls(), both the TLS layer and the handler's recorder say so
         now = self.loop.time()
         if self.aborted:
             ending = Ending.ABORTED
-        elif isinstance(exc, TimeoutError) and self.closed_by_server and self._is_tls():
-            # asyncio's TLS layer gave up waiting for the peer's close_notify after
-            # ssl_shutdown_timeout (the server's close_timeout) and aborted: the
-            # server side ended it, not the client.
+        elif self.close_notify_unanswered(exc):
+            # The server side ended it, not the client.
             ending = Ending.ABORTED
             self.server._close_notify_unanswered(self.conn)
         elif exc is not None:

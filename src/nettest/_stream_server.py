@@ -313,9 +313,9 @@ class _StreamServer(_LoopbackServer):
             tearing_down = self._status != "open"
             # What the teardown's closing did to the connection: a reset, or the TLS
             # layer giving up on the client's close_notify (reported on its own).
-            closed_under_it = isinstance(exc, (ConnectionError, asyncio.IncompleteReadError)) or (
-                isinstance(exc, TimeoutError) and state.closed_by_server and state._is_tls()
-            )
+            closed_under_it = isinstance(
+                exc, (ConnectionError, asyncio.IncompleteReadError)
+            ) or state.close_notify_unanswered(exc)
             if not (tearing_down and closed_under_it):
                 self._record_error(conn, exc, "the handler raised")
             state.close()
