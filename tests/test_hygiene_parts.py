@@ -40,7 +40,11 @@ def reports(result: pytest.RunResult) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     items: list[str] | None = None
     for line in result.outlines:
-        match = re.search(r"LeakError: test_leaky\.py::(\S+) left \d+ things? behind", line)
+        # The ERRORS section's own line, not the short summary's: under CI=1 pytest
+        # prints the summary untruncated, and its copy of the report would be read too.
+        match = re.match(
+            r"E\s+nettest\.LeakError: test_leaky\.py::(\S+) left \d+ things? behind", line
+        )
         if match:
             items = found.setdefault(match.group(1), [])
         elif items is not None and line.startswith("      - "):
