@@ -1354,11 +1354,28 @@ async def test_udp_proxy_unreachable_closes_the_port_while_in_force(
 _ROUNDS = 25
 
 
+def _connected_to(address: Address) -> socket.socket:
+    """A UDP socket connected to the closed port `address`, and not bound to it.
+
+    The port a closed proxy gave up is free, and connect() may bind the socket to
+    it: a socket connected to itself reads its own datagrams, not the refusal.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.connect(address)
+    if sock.getsockname() != address:
+        return sock
+    try:  # held, the port is not given twice
+        other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        other.connect(address)
+        return other
+    finally:
+        sock.close()
+
+
 def _refused_at_once(address: Address) -> None:
     """Send from a blocking connected socket, with no loop turn: the kernel must refuse it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    with _connected_to(address) as sock:
         sock.settimeout(5)
-        sock.connect(address)
         sock.send(b"anyone?")
         # The ICMP error comes back from the kernel, not from the proxy: the loop
         # need not run, and recv() blocks until it arrives (or data does).
@@ -1376,8 +1393,7 @@ async def test_udp_proxy_unreachable_from_the_factory_is_in_force_when_it_return
         proxy = await fault_proxy(upstream=address, kind="udp", faults=[Unreachable()])
         _refused_at_once(proxy.address)
         # An asyncio client whose first datagram left before the loop turned again.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.connect(proxy.address)
+        sock = _connected_to(proxy.address)
         sock.send(b"anyone?")
         transport, client = await loop.create_datagram_endpoint(_Client, sock=sock)
         try:
