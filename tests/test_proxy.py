@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
+import random
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+import typing
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from nettest import TCPServerFactory, UDPServer, UDPServerThread, handlers
+from nettest import TCPServerFactory, UDPServer, UDPServerThread, _proxy_sockets, handlers
 from nettest._faults import (
     Bandwidth,
     Blackhole,
@@ -1684,3 +1688,205 @@ async def test_tcp_proxy_up_while_the_listener_starts(meanwhile: str) -> None:
         await proxy.aclose()
         upstream.close()
         await upstream.wait_closed()
+
+
+# -- the port: below the kernel's ephemeral range ------------------------------------------
+
+
+def _ephemeral_range() -> tuple[int, int] | None:
+    """The ports the kernel binds a client's socket to at connect(), on Linux."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as file:
+            low, high = file.read().split()
+    except OSError:
+        return None
+    return int(low), int(high)
+
+
+class _Picks(random.Random):
+    """Picks the ports given first, then random ones, and records every pick."""
+
+    def __init__(self, *first: int) -> None:
+        super().__init__()
+        self.first = list(first)
+        self.picked: list[int] = []
+
+    def randrange(self, start: int, stop: int | None = None, step: int = 1) -> int:
+        port = self.first.pop(0) if self.first else super().randrange(start, stop, step)
+        self.picked.append(port)
+        return port
+
+
+@contextlib.contextmanager
+def _held_port(how: str) -> Iterator[socket.socket]:
+    """Hold a loopback port: ``"listening"``, ``"bound"`` (TCP, SO_REUSEADDR) or ``"udp"``."""
+    kind = socket.SOCK_DGRAM if how == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        if how != "udp":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        if how == "listening":
+            sock.listen()
+        yield sock
+
+
+async def _forwards(proxy: FaultProxy) -> None:
+    if proxy.kind == "tcp":
+        async with connect(proxy.address) as (reader, writer):
+            writer.write(b"ping")
+            assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
+    else:
+        async with udp_client(proxy.address) as (transport, client):
+            transport.sendto(b"ping")
+            assert await asyncio.wait_for(client.queue.get(), 5) == b"ping"
+
+
+@pytest.mark.skipif(_ephemeral_range() is None, reason="the ephemeral range is Linux's")
+@pytest.mark.asyncio
+async def test_proxy_port_is_below_the_ephemeral_range(
+    fault_proxy: FaultProxyFactory, upstream: Upstream, udp_echo: tuple[Address, _Echo]
+) -> None:
+    # A client's connect() binds its socket to a free port of the ephemeral range:
+    # a port the proxy closed could be the client's own, connected to itself.
+    limits = _ephemeral_range()
+    assert limits is not None
+    state = random.getstate()
+    tcp = await fault_proxy(upstream=upstream.address)
+    udp = await fault_proxy(upstream=udp_echo[0], kind="udp")
+    assert random.getstate() == state  # a test's seeded generator is left alone
+    for proxy in (tcp, udp):
+        port = proxy.port
+        assert 1024 <= port < limits[0]
+        await proxy.down()
+        await proxy.up()
+        await proxy.down(refuse=False)
+        await proxy.up()
+        if proxy is udp:
+            proxy.add(Unreachable())
+            proxy.clear()
+        assert proxy.port == port
+        await _forwards(proxy)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("how", ["listening", "bound", "udp"])
+async def test_proxy_port_taken_is_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+    upstream: Upstream,
+    udp_echo: tuple[Address, _Echo],
+    how: str,
+) -> None:
+    kind: typing.Literal["tcp", "udp"] = "udp" if how == "udp" else "tcp"
+    target = udp_echo[0] if kind == "udp" else upstream.address
+    monkeypatch.setattr(_proxy_sockets, "_ephemeral_low", lambda: 32768)
+    with _held_port(how) as held:
+        taken = held.getsockname()[1]
+        if how == "bound":
+            # With SO_REUSEADDR two TCP sockets that do not listen share a port,
+            # and the second to listen() fails: another process picked the same
+            # port at the same moment, and listens first.
+            listen = socket.socket.listen
+
+            def listens_second(sock: socket.socket, *backlog: int) -> None:
+                if sock is not held and sock.getsockname()[1] == taken:
+                    listen(held)
+                listen(sock, *backlog)
+
+            monkeypatch.setattr(socket.socket, "listen", listens_second)
+        picks = _Picks(taken)
+        monkeypatch.setattr(_proxy_sockets, "_port_rng", picks)
+        async with FaultProxy(target, kind=kind) as proxy:
+            assert picks.picked[0] == taken
+            assert proxy.port == picks.picked[-1] != taken
+            assert 1024 <= proxy.port < 32768
+            await _forwards(proxy)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("low", [None, 1024, 1025])
+async def test_proxy_port_is_the_kernels_choice_without_a_range_below_it(
+    monkeypatch: pytest.MonkeyPatch,
+    upstream: Upstream,
+    udp_echo: tuple[Address, _Echo],
+    low: int | None,
+) -> None:
+    # None: not Linux, or the range could not be read.  1025: every pick is taken,
+    # and the proxy gives up after a bounded number of them.
+    monkeypatch.setattr(_proxy_sockets, "_ephemeral_low", lambda: low)
+    picks = _Picks()
+    monkeypatch.setattr(_proxy_sockets, "_port_rng", picks)
+    limits = _ephemeral_range()
+    for how in ("listening", "udp"):
+        kind: typing.Literal["tcp", "udp"] = "udp" if how == "udp" else "tcp"
+        target = udp_echo[0] if kind == "udp" else upstream.address
+        with _held_port(how) as held:
+            taken = held.getsockname()[1]
+            picks.first = [taken] * 100
+            picks.picked.clear()
+            async with FaultProxy(target, kind=kind) as proxy:
+                assert len(picks.picked) == (100 if low == 1025 else 0)
+                port = proxy.port
+                assert port != taken
+                if limits is not None:
+                    assert limits[0] <= port <= limits[1]
+                await proxy.down()
+                await proxy.up()
+                assert proxy.port == port
+                await _forwards(proxy)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("how", ["listening", "udp"])
+async def test_proxy_explicit_port_is_used_as_given(
+    monkeypatch: pytest.MonkeyPatch,
+    upstream: Upstream,
+    udp_echo: tuple[Address, _Echo],
+    how: str,
+) -> None:
+    # A port the user chose is not swapped for another: taken, it is an error.
+    kind: typing.Literal["tcp", "udp"] = "udp" if how == "udp" else "tcp"
+    target = udp_echo[0] if kind == "udp" else upstream.address
+    picks = _Picks()
+    monkeypatch.setattr(_proxy_sockets, "_port_rng", picks)
+    with _held_port(how) as held:
+        proxy = FaultProxy(target, kind=kind, port=held.getsockname()[1])
+        with pytest.raises(OSError, match="Address already in use") as info:
+            await proxy.start()
+        assert info.value.errno == errno.EADDRINUSE
+        await proxy.aclose()
+    assert not picks.picked
+
+
+def test__bind_port_binds_an_explicit_port_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    picks = _Picks()
+    monkeypatch.setattr(_proxy_sockets, "_port_rng", picks)
+    ports: list[int] = []
+
+    def bind(port: int) -> socket.socket:
+        ports.append(port)
+        return socket.socket()
+
+    with _proxy_sockets._bind_port(40000, bind):
+        pass
+    assert ports == [40000]
+    assert not picks.picked
+
+
+@pytest.mark.parametrize(
+    ("text", "low"),
+    [
+        ("32768\t60999\n", 32768),
+        ("1024 65535", 1024),
+        ("", None),
+        ("low high", None),
+        (None, None),
+    ],
+)
+def test__ephemeral_low(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str | None, low: int | None
+) -> None:
+    path = tmp_path / "ip_local_port_range"
+    if text is not None:
+        path.write_text(text)
+    monkeypatch.setattr(_proxy_sockets, "_EPHEMERAL_RANGE_FILE", str(path))
+    assert _proxy_sockets._ephemeral_low() == low

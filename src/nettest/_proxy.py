@@ -17,7 +17,10 @@ Taking the proxy ``down()`` closes its listening socket: new TCP connections
 are refused by the kernel and UDP clients get ICMP "port unreachable", as with a
 real dead server.  ``up()`` binds the same address again.  On a UDP proxy
 `Unreachable` closes the port too, for as long as it is in force: the two are
-separate reasons, and the port is open only while neither holds.
+separate reasons, and the port is open only while neither holds.  Asked for port
+0, the proxy binds a port below the kernel's ephemeral range (on Linux), so that
+while it is closed no client's connect() can bind its own socket to it and
+connect to itself (see `nettest._proxy_sockets._bind_port`).
 
 Everything the proxy opens is registered with the hygiene gate and closed by
 `FaultProxy.aclose`.  This module also holds the ``fault_proxy`` fixture; the
@@ -49,6 +52,7 @@ from ._hygiene import dropped_open, parts_of, track
 from ._proxy_sockets import (
     Address,
     Kind,
+    _bind_port,
     _cancel,
     _check_port,
     _format_address,
@@ -131,7 +135,8 @@ class FaultProxy(FaultsInForce):
             traffic give the same faults.
         host: The address to listen on: a literal loopback address unless
             *allow_remote* (``0.0.0.0`` would let other machines in).
-        port: The port to listen on (0: any free port, bound once and kept).
+        port: The port to listen on (0: a free port, bound once and kept; on
+            Linux one below the ephemeral range, see `port`).
         allow_remote: Allow a *host* that is not loopback.
 
     Raises:
@@ -259,15 +264,21 @@ class FaultProxy(FaultsInForce):
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         if self.kind == "tcp":
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind((self._host, self._port))
-                sock.listen(_BACKLOG)
-                sock.setblocking(False)
-            except BaseException:
-                sock.close()
-                raise
+
+            def listener(port: int) -> socket.socket:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.bind((self._host, port))
+                    sock.listen(_BACKLOG)
+                    sock.setblocking(False)
+                except BaseException:
+                    sock.close()
+                    raise
+                return sock
+
+            # Port 0 only the first time: `_listening` keeps the port bound then.
+            sock = _bind_port(self._port, listener)
             # Up from now: the kernel takes connections into the backlog.  While
             # create_server() runs, down(), aclose() and up() in other tasks see it.
             self._listening(sock.getsockname())
@@ -354,7 +365,12 @@ class FaultProxy(FaultsInForce):
     def port(self) -> int:
         """The port the proxy listens on, ``address[1]``: the same after `down` and `up`.
 
-        For a client given a host name (see ``fake_resolver``) and a port.
+        For a client given a host name (see ``fake_resolver``) and a port.  Unless
+        you chose it, it is below the kernel's ephemeral range on Linux (under
+        ``net.ipv4.ip_local_port_range``): while the port is closed (see `down`),
+        a client's connect() cannot bind the client's own socket to it, which
+        would connect the client to itself instead of being refused.  Elsewhere,
+        or if no port there is free, the kernel picks it.
         """
         return int(self.address[1])
 
@@ -457,7 +473,8 @@ class FaultProxy(FaultsInForce):
 
         Connections already open are left alone.  Removing
         `~nettest.faults.Unreachable` does not open the port of a proxy that is
-        down.  Calling ``down`` again switches between the two ways.
+        down.  Calling ``down`` again switches between the two ways.  On Linux no
+        client's socket can take the closed port meanwhile (see `port`).
 
         Raises:
             TypeError: *refuse* is not a bool.

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
+import random
 import socket
 import struct
 import typing
+from collections.abc import Callable
 from typing import Any, Literal
 
 __all__ = ["Address", "Kind"]
@@ -49,6 +52,55 @@ def _check_port(port: object, what: str, lowest: int = 0) -> int:
     if not lowest <= port <= 65535:
         raise ValueError(f"{what}: the port must be in {lowest}..65535, got {port}")
     return port
+
+
+#: Where Linux keeps the range of ports that connect() and bind(port 0) take from.
+_EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+#: The lowest port `_bind_port` picks: below it, only root may bind.
+_LOWEST_PICK = 1024
+#: How many ports `_bind_port` tries before it lets the kernel pick.
+_PICKS = 100
+
+# Not the global generator, which a test may seed, nor one from the proxy's seed,
+# which is for faults: two proxies with one seed would pick the same ports.
+_port_rng = random.Random()
+if hasattr(os, "register_at_fork"):  # as random's own: a child picks its own ports
+    os.register_at_fork(after_in_child=_port_rng.seed)
+
+
+def _ephemeral_low() -> int | None:
+    """The lowest port of the kernel's ephemeral range; None where it is not known."""
+    try:
+        with open(_EPHEMERAL_RANGE_FILE, encoding="ascii") as file:
+            return int(file.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _bind_port(port: int, bind: Callable[[int], socket.socket]) -> socket.socket:
+    """Return ``bind(port)``; for port 0, bind a free port below the ephemeral range.
+
+    A client's connect() binds its socket to a free port of the kernel's
+    ephemeral range.  A proxy's port there, closed by ``down()`` or
+    ``Unreachable()``, is free, and the client's socket can get it and connect to
+    itself (a TCP simultaneous open; a UDP socket reads its own datagram) instead
+    of being refused.  No such bind takes a port below the range.
+
+    *bind* makes a socket bound to the port it is given (and, for TCP, listening),
+    closing it if that fails: with SO_REUSEADDR two TCP sockets that do not listen
+    can bind one port, and listen() fails for the second to call it.  Taken and
+    forbidden ports are skipped; where the range is not known (not Linux), or none
+    of `_PICKS` random ports works, the kernel picks as for port 0.
+    """
+    low = _ephemeral_low() if port == 0 else None
+    if low is not None and low > _LOWEST_PICK:
+        for _ in range(_PICKS):
+            try:
+                return bind(_port_rng.randrange(_LOWEST_PICK, low))
+            except OSError as error:
+                if error.errno not in (errno.EADDRINUSE, errno.EACCES):
+                    raise
+    return bind(port)
 
 
 def _parse_upstream(value: object, kind: str) -> Address | str:

@@ -24,7 +24,7 @@ from typing import Any
 from ._fault_actions import Action, Deliver, UnreachableAction, Wake
 from ._fault_engine_datagram import DatagramSchedule
 from ._hygiene import parts_of, track
-from ._proxy_sockets import _abort, _transport_open
+from ._proxy_sockets import _abort, _bind_port, _transport_open
 
 if typing.TYPE_CHECKING:
     from ._faults import Fault
@@ -67,18 +67,25 @@ class _Listen(asyncio.DatagramProtocol):
     def bind(cls, proxy: FaultProxy, host: str, port: int) -> _Listen:
         """Bind ``(host, port)`` now; the socket is read once `attaching` is done.
 
+        For port 0, the port is below the kernel's ephemeral range where it can be
+        (see `nettest._proxy_sockets._bind_port`).
+
         Raises:
             OSError: The address is taken or cannot be bound.
         """
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            sock.bind((host, port))
-        except BaseException:
-            sock.close()
-            raise
-        return cls(proxy, sock)
+
+        def bound(port: int) -> socket.socket:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.setblocking(False)
+                sock.bind((host, port))
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+
+        return cls(proxy, _bind_port(port, bound))
 
     async def _attach(self) -> None:
         loop = asyncio.get_running_loop()
