@@ -1047,20 +1047,17 @@ async def test_tls_teardown_with_a_handshake_never_started(
 ) -> None:
     server_ctx, _ = tls_pair
     server = await TCPServer(handlers.echo, ssl=server_ctx, close_timeout=0.2).start()
-    _, writer = await asyncio.open_connection(*server.address)  # TCP only: no ClientHello
+    reader, writer = await asyncio.open_connection(*server.address)  # no ClientHello
     await asyncio.sleep(0.05)
-    started = time.monotonic()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ServerTeardownWarning)
         await server.aclose()
-    assert time.monotonic() - started < 2.0
+    # Aborted at once on every Python (before 3.13 asyncio's server could not
+    # reach it, and teardown waited close_timeout, then warned).
+    assert [w for w in caught if w.category is ServerTeardownWarning] == []
     assert server.connections == ()  # never recorded: the handshake did not finish
-    said = [str(w.message) for w in caught if w.category is ServerTeardownWarning]
-    if sys.version_info >= (3, 13):
-        assert said == []  # Server.close_clients() closed it at once
-    else:  # teardown waited close_timeout for it, as 3.12's Server.wait_closed() does
-        assert len(said) == 1
-        assert "still in the TLS handshake could not be aborted" in said[0]
+    assert server.handshake_failures == ()  # teardown ended it, not the client
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, nothing sent
     await _close(writer)
 
 

@@ -9,12 +9,13 @@ import contextlib
 import socket
 import ssl
 import sys
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
 
-from nettest import Ending, ServerTeardownWarning, TCPServer
+from nettest import Ending, ServerTeardownWarning, TCPServer, TCPServerThread, _settings
 from nettest._servers import TCPServerFactory, tcp_server  # noqa: F401
 from nettest._tls import (
     TLS_BAD_KINDS,
@@ -157,6 +158,11 @@ async def test_tls_tcp_server_rejected_by_an_asyncio_client_trusting_another_ca(
     with pytest.raises(ssl.SSLCertVerificationError) as excinfo:
         await asyncio_client(server.address, make_tls_client_context(new_ca()))
     assert excinfo.value.verify_code == 20
+    # asyncio's client closes without sending its alert: the server sees the close.
+    (failure,) = await server.wait_for_handshake_failures()
+    assert isinstance(failure.error, ConnectionResetError)
+    assert failure.reason is None
+    assert server.connections == ()
 
 
 @pytest.mark.asyncio
@@ -206,6 +212,143 @@ async def test_tls_tcp_server_refuses_a_blocking_client_without_certificate(
     # the client sees EOF (b"" from a socket that suppresses ragged EOFs).
     assert reply == b""
     assert server.connections == ()  # the handler never ran
+    (failure,) = await server.wait_for_handshake_failures()  # the server says why
+    assert isinstance(failure.error, ssl.SSLError)
+    assert failure.reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE"
+    assert failure.peer[0] == "127.0.0.1"
+
+
+@pytest.mark.asyncio
+async def test_tls_tcp_server_records_the_alert_of_a_blocking_client_trusting_another_ca(
+    tcp_server: TCPServerFactory, tls_server_context: ssl.SSLContext
+) -> None:
+    server = await tcp_server(upper, ssl=tls_server_context)
+    loop = asyncio.get_running_loop()
+    other = make_tls_client_context(new_ca())
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await loop.run_in_executor(None, blocking_client, server.address, other)
+    (failure,) = await server.wait_for_handshake_failures()
+    assert failure.reason == "TLSV1_ALERT_UNKNOWN_CA"  # the alert the client sent
+    assert "TLS handshake from 127.0.0.1:" in str(failure)
+    assert "TLSV1_ALERT_UNKNOWN_CA" in str(failure)
+    assert "1 failed TLS handshake" in repr(server)
+
+
+@pytest.mark.asyncio
+async def test_tls_tcp_server_records_a_plaintext_client(
+    tcp_server: TCPServerFactory, tls_server_context: ssl.SSLContext
+) -> None:
+    server = await tcp_server(upper, ssl=tls_server_context)
+    reader, writer = await asyncio.open_connection(*server.address)
+    writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+    writer.close()
+    await writer.wait_closed()
+    (failure,) = await server.wait_for_handshake_failures()
+    assert failure.reason == "HTTP_REQUEST"
+    assert server.connections == ()
+    with pytest.raises(
+        AssertionError, match=r"(?s)expected no connections; 1 arrived.*HTTP_REQUEST"
+    ):
+        server.assert_no_connections()
+    assert "HTTP_REQUEST" in server.transcript()
+
+
+@pytest.mark.asyncio
+async def test_tls_tcp_server_records_a_handshake_that_times_out(
+    monkeypatch: pytest.MonkeyPatch,
+    tcp_server: TCPServerFactory,
+    tls_server_context: ssl.SSLContext,
+) -> None:
+    monkeypatch.setattr(_settings, "timeout", 0.2)  # the handshake's timeout is the test's
+    server = await tcp_server(upper, ssl=tls_server_context)
+    reader, writer = await asyncio.open_connection(*server.address)  # and no ClientHello
+    (failure,) = await server.wait_for_handshake_failures(timeout=TIMEOUT)
+    assert isinstance(failure.error, ConnectionAbortedError)
+    assert "SSL handshake is taking longer than 0.2 seconds" in str(failure.error)
+    assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+    writer.close()
+    await writer.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_tls_tcp_server_records_no_failure_for_a_handshake_that_works(
+    tcp_server: TCPServerFactory,
+    tls_server_context: ssl.SSLContext,
+    tls_client_context: ssl.SSLContext,
+) -> None:
+    server = await tcp_server(upper, ssl=tls_server_context)
+    assert await asyncio_client(server.address, tls_client_context) == b"PING\n"
+    (conn,) = await server.wait_for_connections()
+    assert await conn.wait_closed() is not None
+    assert server.handshake_failures == ()
+    with pytest.raises(TimeoutError, match=r"expected 1 failed TLS handshake; 0 failed"):
+        await server.wait_for_handshake_failures(timeout=0.05)
+
+
+@pytest.mark.asyncio
+async def test_wait_for_handshake_failures_arguments(
+    tcp_server: TCPServerFactory, tls_server_context: ssl.SSLContext
+) -> None:
+    server = await tcp_server(upper, ssl=tls_server_context)
+    assert await server.wait_for_handshake_failures(0) == ()
+    with pytest.raises(ValueError, match="n must be"):
+        await server.wait_for_handshake_failures(-1)
+    with pytest.raises(TypeError, match="n must be"):
+        await server.wait_for_handshake_failures(1.5)  # type: ignore[arg-type]
+    plain = await tcp_server(upper)
+    with pytest.raises(RuntimeError, match="does not serve TLS"):
+        await plain.wait_for_handshake_failures()
+    await server.aclose()
+    with pytest.raises(TimeoutError, match="the server is closed"):
+        await server.wait_for_handshake_failures(timeout=TIMEOUT)  # at once
+
+
+@pytest.mark.asyncio
+async def test_tls_teardown_reads_a_handshake_the_client_began_then_aborts_it(
+    tls_server_context: ssl.SSLContext,
+) -> None:
+    server = await TCPServer(upper, ssl=tls_server_context, close_timeout=TIMEOUT).start()
+    reader, writer = await asyncio.open_connection(*server.address)
+    writer.write(b"\x16\x03\x01\x02\x00")  # the start of a ClientHello, and no more
+    await writer.drain()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ServerTeardownWarning)
+        await server.aclose()
+    assert server.connections == ()
+    assert server.handshake_failures == ()  # ended by teardown, not by the client
+    with contextlib.suppress(ConnectionResetError):
+        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+    writer.close()
+    with contextlib.suppress(ConnectionResetError):
+        await writer.wait_closed()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", [k for k in TLS_BAD_KINDS if k.startswith("mtls_")])
+async def test_tls_tcp_server_failure_matches_the_bad_case_on_the_server_side(
+    tcp_server: TCPServerFactory, tls_bad_case_factory: TLSBadCaseFactory, kind: TLSBadKind
+) -> None:
+    bad = tls_bad_case_factory(kind)
+    server = await tcp_server(upper, ssl=bad.server_context)
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(ssl.SSLError, ConnectionError):
+        await loop.run_in_executor(None, blocking_client, server.address, bad.client_context)
+    (failure,) = await server.wait_for_handshake_failures()
+    assert bad.matches(failure.error, side="server")
+    assert not bad.matches(failure.error, side="client")
+
+
+def test_tls_server_thread_records_failed_handshakes(
+    tls_mutual_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext
+) -> None:
+    with TCPServerThread(upper, ssl=tls_mutual_server_context) as server:
+        with contextlib.suppress(ssl.SSLError, ConnectionError):
+            blocking_client(server.address, tls_client_context)
+        (failure,) = server.wait_for_handshake_failures()
+        assert failure.reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE"
+        assert server.handshake_failures == (failure,)
+        assert server.connections == ()
 
 
 # -- TLS in memory ------------------------------------------------------------------------------
@@ -388,6 +531,23 @@ def test_tls_bad_case_on_uvloop(tls_bad_case_factory: TLSBadCaseFactory, kind: T
             lambda: asyncio_exchange(bad.server_context, bad.client_context, bad.server_hostname)
         )
     assert bad.matches(excinfo.value)
+
+
+@pytest.mark.uvloop
+def test_tls_tcp_server_on_uvloop_serves_but_does_not_see_failed_handshakes(
+    tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext
+) -> None:
+    async def main() -> None:
+        async with TCPServer(upper, ssl=tls_server_context) as server:
+            assert await asyncio_client(server.address, tls_client_context) == b"PING\n"
+            with pytest.raises(ssl.SSLCertVerificationError):
+                await asyncio_client(server.address, make_tls_client_context(new_ca()))
+            # uvloop's server makes the TLS layer, and keeps a failure to itself.
+            assert server.handshake_failures == ()
+            with pytest.raises(RuntimeError, match="failed handshakes are not seen on uvloop"):
+                await server.wait_for_handshake_failures()
+
+    run_on_uvloop(main)
 
 
 async def _reply_and_return(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -37,6 +37,7 @@ from ._recording import Connection as Connection
 from ._recording import Datagram as Datagram
 from ._recording import Ending as Ending
 from ._recording import Event as Event
+from ._recording import HandshakeFailure as HandshakeFailure
 from ._resolver import FakeResolver as FakeResolver
 from ._servers import TCPServer as TCPServer
 from ._servers import TCPServerFactory as TCPServerFactory
@@ -89,6 +90,7 @@ __all__ = [
     "FaultProxyFactory",
     "FlowEvent",
     "HandlerError",
+    "HandshakeFailure",
     "LeakError",
     "MemoryDatagramTransport",
     "MemoryFaults",

@@ -447,3 +447,22 @@ def recorder_for(
     if isinstance(inner, asyncio.Protocol):
         return recorder  # both kinds, as the handler's protocol is
     return _BufferOnlyProtocol(recorder)
+
+
+class _TLSAccept(asyncio.Protocol):
+    """An accepted socket's first protocol: puts asyncio's TLS layer before the recorder.
+
+    A server made with ``create_server(ssl=...)`` drops a failed handshake's error
+    (outside debug mode) and never shows the connection.  So a TLS server listens
+    for plain connections and, as each is made, makes the TLS layer itself, as
+    asyncio's own servers do, and watches its handshake (`_StreamServer._handshake`).
+    """
+
+    __slots__ = ("_recorder", "_server")
+
+    def __init__(self, server: _StreamServer, recorder: asyncio.BaseProtocol) -> None:
+        self._server = server
+        self._recorder = recorder
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._server._handshake(typing.cast("asyncio.Transport", transport), self._recorder)

@@ -18,7 +18,7 @@ from typing import Literal
 
 from ._settings import default_timeout
 
-__all__ = ["Connection", "Datagram", "Ending", "Event"]
+__all__ = ["Connection", "Datagram", "Ending", "Event", "HandshakeFailure"]
 
 _UNSET: typing.Any = object()
 
@@ -199,6 +199,36 @@ class Datagram:
     peer: typing.Any
     at: float
     direction: Literal["received", "sent"]
+
+
+@typing.final
+@dataclass(frozen=True, slots=True)
+class HandshakeFailure:
+    """A connection a TLS server accepted whose handshake failed: never a `Connection`.
+
+    Attributes:
+        peer: the client's address.
+        error: what the server's TLS layer raised: an `ssl.SSLError` (its
+            ``reason`` says why, see `reason`), `ConnectionResetError` when the
+            client closed or reset during the handshake, or `ConnectionAbortedError`
+            when it took longer than the handshake timeout.
+        at: the event loop's clock when it failed.
+    """
+
+    peer: typing.Any
+    error: BaseException
+    at: float
+
+    @property
+    def reason(self) -> str | None:
+        """OpenSSL's reason, such as ``"TLSV1_ALERT_UNKNOWN_CA"`` or
+        ``"PEER_DID_NOT_RETURN_A_CERTIFICATE"``; None for an error that is not TLS's."""
+        reason = getattr(self.error, "reason", None)
+        return reason if isinstance(reason, str) else None
+
+    def __str__(self) -> str:
+        why = f"{type(self.error).__name__}: {self.error}" if str(self.error) else repr(self.error)
+        return f"TLS handshake from {format_address(self.peer)} failed: {why}"
 
 
 @typing.final

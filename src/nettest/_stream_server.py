@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 A server binds its own socket (port 0, or a path in a private directory) and
 keeps it, so no other process can take the address between "find" and "bind".
-Each accepted connection gets a ``_ConnState`` (in ``_connections``), which owns
+A TLS server makes each connection's TLS layer itself (`_handshake`), as
+asyncio's servers do, to record the handshakes that fail.  Each connection
+(after its handshake) gets a ``_ConnState`` (in ``_connections``), which owns
 the real transport and the public `Connection` recording.  The handler's protocol sees a
 `_RecordingTransport` that records writes; a `_RecordingProtocol` in front of it
 records reads, EOF and how the connection ended (for a handler's BufferedProtocol
@@ -18,8 +20,9 @@ Teardown (`aclose`), bounded whatever the clients do:
    server (`_stop_accepting`);
 2. close each client connection once the loop has read what its client had sent
    (`_close_after_reading`); connections made from now on are closed the same way.
-   TLS servers on 3.13+ then close those still in the handshake
-   (``Server.close_clients``);
+   TLS servers abort those still in the handshake, once read too
+   (`_end_handshake`); on uvloop, whose servers make the TLS layer, nothing
+   reaches them but the client or the handshake timeout;
 3. wait up to ``close_timeout`` for the connections to end, the handlers to return
    and the server to hold no connection, the ones nettest has not seen yet included
    (`_server_idle`: what ``Server.wait_closed`` waits for from 3.12);
@@ -34,7 +37,9 @@ The concrete servers, their address handling and their fixtures are in
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import contextlib
+import functools
 import inspect
 import socket
 import ssl
@@ -48,6 +53,7 @@ from ._connections import (
     _ConnState,
     _NoProtocol,
     _RecordingProtocol,
+    _TLSAccept,
     recorder_for,
 )
 from ._connections import _RecordingTransport as _RecordingTransport
@@ -64,6 +70,7 @@ from ._hygiene_instruments import CANCEL_GRACE, force_end
 from ._recording import (
     _UNSET,
     Connection,
+    HandshakeFailure,
     Signal,
     check_bytes,
     check_seconds,
@@ -123,6 +130,9 @@ def _input_waiting(transport: asyncio.ReadTransport, *, reading: bool = True) ->
 #: connection hold about 10 MiB at most on Linux), and a bound on a client that
 #: keeps sending.
 _TEARDOWN_READ_BUDGET = 16 << 20
+#: Loop turns teardown lets a connection in the TLS handshake read what its
+#: client sent, before aborting it (each flight of a handshake is read in one).
+_HANDSHAKE_TEARDOWN_READS = 16
 
 #: Seconds between checks while a handler's StreamReader has paused reading.
 _PAUSED_POLL = 0.002
@@ -191,6 +201,11 @@ class _StreamServer(_LoopbackServer):
         self._unanswered: list[str] = []
         #: Connections teardown closes once the loop has read what their clients sent.
         self._reading: set[_ConnState] = set()
+        #: TLS: the sockets' transports still in the handshake (see `_handshake`).
+        self._handshaking: set[asyncio.Transport] = set()
+        #: Handshakes teardown aborted: not the client's failures.
+        self._handshakes_ended: set[asyncio.Transport] = set()
+        self._handshake_failures: list[HandshakeFailure] = []
 
     # -- life cycle ------------------------------------------------------------
 
@@ -208,21 +223,81 @@ class _StreamServer(_LoopbackServer):
         return await super().start()
 
     async def _serve(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-        extra: dict[str, Any] = {}
-        if self._ssl is not None:
-            extra["ssl_handshake_timeout"] = resolve_timeout(_UNSET) or 60.0
-            if sys.version_info >= (3, 11):
-                extra["ssl_shutdown_timeout"] = self._close_timeout
-        self._server = await loop.create_server(
-            self._protocol_factory,
-            sock=sock,
-            ssl=self._ssl,
-            backlog=self._backlog,
-            **extra,
+        if self._ssl is None or self._handshakes_seen():
+            server = loop.create_server(self._protocol_factory, sock=sock, backlog=self._backlog)
+        else:  # uvloop: its own TLS layer, whose failed handshakes nettest does not see
+            server = loop.create_server(
+                self._protocol_factory,
+                sock=sock,
+                ssl=self._ssl,
+                backlog=self._backlog,
+                **self._tls_timeouts(),
+            )
+        self._server = await server
+
+    def _handshakes_seen(self) -> bool:
+        """Whether the server makes each connection's TLS layer itself (see `_handshake`).
+
+        It does on asyncio's own loops, whose TLS layer it knows; on others (uvloop)
+        ``create_server(ssl=...)`` makes it, and failed handshakes go unrecorded.
+        """
+        return isinstance(self._loop, asyncio.base_events.BaseEventLoop)
+
+    def _tls_timeouts(self) -> dict[str, Any]:
+        """The TLS layer's timeouts: the test's timeout for the handshake, and
+        ``close_timeout`` for the client's close_notify (3.11+)."""
+        timeouts: dict[str, Any] = {"ssl_handshake_timeout": resolve_timeout(_UNSET) or 60.0}
+        if sys.version_info >= (3, 11):
+            timeouts["ssl_shutdown_timeout"] = self._close_timeout
+        return timeouts
+
+    def _handshake(self, transport: asyncio.Transport, recorder: asyncio.BaseProtocol) -> None:
+        """Put asyncio's TLS layer in front of `recorder` on a connection just accepted.
+
+        What ``create_server(ssl=...)`` does for each connection, made here so that
+        a failed handshake is seen: the TLS layer tells `recorder` of the connection
+        once the handshake is done, or fails the waiter with why it failed.
+        """
+        loop = self._loop
+        assert loop is not None
+        assert self._ssl is not None
+        waiter: asyncio.Future[None] = loop.create_future()
+        tls = asyncio.sslproto.SSLProtocol(
+            loop,
+            recorder,
+            self._ssl,
+            waiter,
+            server_side=True,
+            **self._tls_timeouts(),
         )
+        self._handshaking.add(transport)
+        peer = transport.get_extra_info("peername")
+        waiter.add_done_callback(functools.partial(self._handshake_done, transport, peer))
+        track(
+            transport,
+            what=f"connection from {format_address(peer)} to {self._name} in the TLS handshake",
+            is_open=lambda t: t in self._handshaking and not t.is_closing(),
+            close=lambda t: _loop_thread_call(loop, t.abort),
+            on_behalf_of=self,
+        )
+        transport.set_protocol(tls)
+        tls.connection_made(transport)
+
+    def _handshake_done(
+        self, transport: asyncio.Transport, peer: Any, waiter: asyncio.Future[None]
+    ) -> None:
+        self._handshaking.discard(transport)
+        error = None if waiter.cancelled() else waiter.exception()
+        if error is not None and transport not in self._handshakes_ended:
+            assert self._loop is not None
+            self._handshake_failures.append(HandshakeFailure(peer, error, self._loop.time()))
+        self._handshakes_ended.discard(transport)
+        self._changed.notify()
 
     def __repr__(self) -> str:
-        return f"<{self._name} {self._status}, {len(self._states)} connections>"
+        failed = len(self._handshake_failures)
+        failures = f", {failed} failed TLS handshake{'s' if failed != 1 else ''}" if failed else ""
+        return f"<{self._name} {self._status}, {len(self._states)} connections{failures}>"
 
     @property
     def ssl(self) -> ssl.SSLContext | None:
@@ -230,6 +305,12 @@ class _StreamServer(_LoopbackServer):
         return self._ssl
 
     def _protocol_factory(self) -> asyncio.BaseProtocol:
+        recorder = self._recorder()
+        if self._ssl is not None and self._handshakes_seen():
+            return _TLSAccept(self, recorder)
+        return recorder
+
+    def _recorder(self) -> asyncio.BaseProtocol:
         assert self._loop is not None
         if self._handler_kind == "protocol":
             factory = typing.cast("ProtocolFactory", self._handler)
@@ -340,6 +421,16 @@ class _StreamServer(_LoopbackServer):
         """Exceptions raised by handlers so far (raised again at teardown)."""
         return tuple(e for _, e, _ in self._errors)
 
+    @property
+    def handshake_failures(self) -> tuple[HandshakeFailure, ...]:
+        """The connections whose TLS handshake failed, in order, with why.
+
+        They never reach the handler, nor `connections`.  A test that expects a
+        failure says so: they are not errors at teardown.  Not recorded on uvloop,
+        whose servers make the TLS layer themselves.
+        """
+        return tuple(self._handshake_failures)
+
     def assert_no_connections(self) -> None:
         """Fail unless the server has accepted no connection at all.
 
@@ -349,17 +440,20 @@ class _StreamServer(_LoopbackServer):
         Raises:
             AssertionError: listing the connections that arrived, with their bytes.
         """
-        if self._states:
+        if self._states or self._handshake_failures:
+            arrived = len(self._states) + len(self._handshake_failures)
             raise AssertionError(
-                f"{self._name}: expected no connections; {len(self._states)} arrived:\n"
-                + self.transcript()
+                f"{self._name}: expected no connections; {arrived} arrived:\n" + self.transcript()
             )
 
     def transcript(self) -> str:
-        """Return the transcripts of every connection, one after the other."""
-        if not self._states:
-            return f"{self._name}: no connections"
-        return "\n".join(s.conn.transcript() for s in self._states)
+        """Return the transcripts of every connection, one after the other.
+
+        Failed TLS handshakes follow, one line each.
+        """
+        lines = [s.conn.transcript() for s in self._states]
+        lines += [str(failure) for failure in self._handshake_failures]
+        return "\n".join(lines) if lines else f"{self._name}: no connections"
 
     async def wait_for_connections(
         self, n: int = 1, *, timeout: float | None = _UNSET
@@ -397,6 +491,50 @@ class _StreamServer(_LoopbackServer):
         )
         return tuple(s.conn for s in self._states[:n])
 
+    async def wait_for_handshake_failures(
+        self, n: int = 1, *, timeout: float | None = _UNSET
+    ) -> tuple[HandshakeFailure, ...]:
+        """Wait until ``n`` TLS handshakes in all have failed (see `handshake_failures`).
+
+        The client often learns of the failure first: its alert, or the server's,
+        reaches it before the server's side has finished failing.
+
+        Returns:
+            The first ``n`` failures.
+
+        Raises:
+            TypeError: ``n`` is not an int.
+            ValueError: ``n`` < 0, or a bad timeout.
+            RuntimeError: called on another event loop than the server's, or the
+                server does not serve TLS, or runs on a loop whose failures are not
+                seen (uvloop).
+            TimeoutError: fewer failed in time, or the server closed with fewer; the
+                message lists the connections that were made instead.
+        """
+        _check_int("n", n, low=0)
+        seconds = resolve_timeout(timeout)
+        self._check_loop()
+        if self._ssl is None:
+            raise RuntimeError(f"{self._name} does not serve TLS: no handshake can fail")
+        if not self._handshakes_seen():
+            raise RuntimeError(
+                f"{self._name}: failed handshakes are not seen on "
+                f"{type(self._loop).__module__}.{type(self._loop).__name__}"
+            )
+        await self._changed.wait_until(
+            lambda: len(self._handshake_failures) >= n,
+            seconds,
+            lambda: (
+                f"{self._name}: expected {n} failed TLS handshake"
+                f"{'s' if n != 1 else ''}; {len(self._handshake_failures)} failed"
+                + "".join(f"\n  {f}" for f in self._handshake_failures)
+                + "".join(f"\n  {s.conn!r} (handshake done)" for s in self._states)
+                + ("; the server is closed" if self.closed else "")
+            ),
+            ended=lambda: self.closed,
+        )
+        return tuple(self._handshake_failures[:n])
+
     async def wait_for_bytes(
         self, data: bytes, *, connection: int = 1, timeout: float | None = _UNSET
     ) -> bytes:
@@ -422,7 +560,11 @@ class _StreamServer(_LoopbackServer):
     # -- teardown --------------------------------------------------------------
 
     def _all_ended(self) -> bool:
-        return not self._tasks and all(not s.conn.is_open for s in self._states)
+        return (
+            not self._tasks
+            and not self._handshaking
+            and all(not s.conn.is_open for s in self._states)
+        )
 
     def _end_connections_after_its_loop(self) -> None:
         for state in self._states:
@@ -437,6 +579,9 @@ class _StreamServer(_LoopbackServer):
                 state.abort()
         for task in list(self._tasks):
             task.cancel()
+        for transport in list(self._handshaking):
+            self._handshakes_ended.add(transport)
+            transport.abort()
         if self._status != "closed":
             self._status = "closed"
             self._cleanup()
@@ -470,13 +615,14 @@ class _StreamServer(_LoopbackServer):
             for state in list(self._states):
                 if state.conn.is_open:
                     self._close_after_reading(state)
-            # Server.close_clients exists from 3.13 (not on uvloop's servers): it
-            # reaches the connections still in the TLS handshake, which nettest never
-            # saw.  It closes every transport, so it waits for nettest's own to be
-            # read.  A plain server has no such connections: the ones nettest has
-            # not seen yet are being made, and are read before they are closed.
+            for transport in list(self._handshaking):
+                self._end_handshake(transport)
+            # Where the loop's server makes the TLS layer (uvloop), the connections
+            # still in the handshake are not nettest's to see: only a server's
+            # close_clients (asyncio's from 3.13; uvloop's have none yet) reaches
+            # them.  It closes every transport: nettest's own are read first.
             close_clients = getattr(server, "close_clients", None)
-            if self._ssl is not None and close_clients is not None:
+            if self._ssl is not None and not self._handshakes_seen() and close_clients:
                 with contextlib.suppress(TimeoutError):
                     await self._changed.wait_until(
                         lambda: not self._reading, self._close_timeout, lambda: ""
@@ -593,13 +739,44 @@ class _StreamServer(_LoopbackServer):
 
         step()
 
+    def _end_handshake(self, transport: asyncio.Transport) -> None:
+        """At teardown, abort a connection still in the TLS handshake.
+
+        Once the loop has read what its client had sent: the handshake may end with
+        it, and the connection is then closed as the others are (`_connection_made`).
+        """
+        loop = self._loop
+        assert loop is not None
+        reads = 0
+
+        def step() -> None:
+            nonlocal reads
+            if transport not in self._handshaking:
+                return
+            reads += 1
+            if reads <= _HANDSHAKE_TEARDOWN_READS and _input_waiting(transport):
+                loop.call_soon(step)
+            else:
+                self._handshakes_ended.add(transport)
+                transport.abort()
+
+        step()
+
     async def _abort_leftovers(
         self, server: asyncio.AbstractServer, idle: asyncio.Future[Any]
     ) -> None:
         """Abort the connections and cancel the handlers that did not end in time."""
         # Ours ended: what keeps the server open is connections nettest never saw,
-        # accepted and still in the TLS handshake.
+        # accepted and still in the TLS handshake (uvloop).
         unseen = self._all_ended()
+        if self._handshaking:
+            count = len(self._handshaking)
+            self._aborted.append(
+                f"{count} connection{'s' if count != 1 else ''} still in the TLS handshake"
+            )
+            for transport in list(self._handshaking):
+                self._handshakes_ended.add(transport)
+                transport.abort()
         for state in self._states:
             conn = state.conn
             if conn.is_open:
@@ -619,8 +796,9 @@ class _StreamServer(_LoopbackServer):
         elif unseen:
             self._aborted.append(
                 "connections still in the TLS handshake could not be aborted "
-                "(no Server.abort_clients before Python 3.13); they end when the "
-                "client closes or the handshake times out"
+                "(the loop's server makes their TLS layer, and has no "
+                "abort_clients); they end when the client closes or the "
+                "handshake times out"
             )
             return  # nothing was aborted: nothing to wait for
         if await self._bounded_wait(CANCEL_GRACE, idle):

@@ -23,7 +23,7 @@ import pytest
 
 from ._handlers import DatagramProtocolFactory, Handler, ProtocolFactory, StreamHandler, echo
 from ._hygiene import GATE, instrument_loop, serves_on, track
-from ._recording import _UNSET, Connection, Datagram, Ending
+from ._recording import _UNSET, Connection, Datagram, Ending, HandshakeFailure
 from ._server_base import _check_int, _NoIPv6, raise_all
 from ._servers import TCPServer, UnixServer
 from ._settings import default_timeout, follow_debugger
@@ -232,6 +232,25 @@ class _StreamThreadMixin(_ThreadedServer[_SS]):
                 (then at once); the message says how many did.
         """
         return self._run(self._server.wait_for_connections(n, timeout=_timeout_here(timeout)))
+
+    @property
+    def handshake_failures(self) -> tuple[HandshakeFailure, ...]:
+        """The connections whose TLS handshake failed (see the async server's)."""
+        return self._server.handshake_failures
+
+    def wait_for_handshake_failures(
+        self, n: int = 1, *, timeout: float | None = _UNSET
+    ) -> tuple[HandshakeFailure, ...]:
+        """Block until ``n`` TLS handshakes in all have failed; return the first ``n``.
+
+        Raises:
+            TypeError: ``n`` is not an int.
+            ValueError: ``n`` < 0, or a bad timeout.
+            RuntimeError: the server does not serve TLS.
+            TimeoutError: fewer failed in time, or the server closed with fewer.
+        """
+        timeout = _timeout_here(timeout)
+        return self._run(self._server.wait_for_handshake_failures(n, timeout=timeout))
 
     def wait_for_bytes(
         self, data: bytes, *, connection: int = 1, timeout: float | None = _UNSET
