@@ -1310,6 +1310,28 @@ def test_teardown_reads_and_closes_connections_the_loop_accepted(loop: str, stag
     _run_on(loop, main)
 
 
+@pytest.mark.parametrize("stage", list(_STAGES))
+@pytest.mark.asyncio
+async def test_tls_teardown_ends_handshakes_the_loop_accepted(
+    tls_pair: tuple[ssl.SSLContext, ssl.SSLContext], stage: str
+) -> None:
+    server_ctx, _ = tls_pair
+    server = await TCPServer(handlers.echo, ssl=server_ctx, close_timeout=5).start()
+    with socket.create_connection(server.address) as client:  # and no ClientHello
+        await _reach(stage)
+        assert len(server._handshaking) == (stage == "made")  # the stage was reached
+        with warnings.catch_warnings():
+            # Accepted, the handshake began during teardown: ended all the same,
+            # not left to close_timeout (which warns).
+            warnings.simplefilter("error", ServerTeardownWarning)
+            await server.aclose()
+        assert (server.connections, server.handshake_failures) == ((), ())
+        assert not server._handshaking
+        client.settimeout(5)
+        with contextlib.suppress(ConnectionResetError):  # refused from the backlog
+            assert client.recv(1) == b""
+
+
 @pytest.mark.asyncio
 async def test_teardown_reads_what_a_client_sent_before_it_closes() -> None:
     server = await TCPServer(handlers.sink).start()

@@ -468,11 +468,27 @@ def test_own_loop(
     asyncio.run(main())
     SERVERS[-1][1].close()
 
+def test_own_loop_in_the_handshake(tcp_server, tls_server_context):
+    async def main():
+        server = await tcp_server(handlers.echo, ssl=tls_server_context)
+        client = socket.socket()
+        client.settimeout(10)
+        await asyncio.to_thread(client.connect, server.address)  # and no ClientHello
+        while not server._handshaking:
+            await asyncio.sleep(0.001)
+        SERVERS.append((server, client))
+
+    asyncio.run(main())
+
 def test_they_were_aborted_and_closed():
-    assert len(SERVERS) == 6
-    endings = [[c.ending for c in server.connections] for server, _ in SERVERS]
+    assert len(SERVERS) == 7
+    *served, (handshaking, client) = SERVERS
+    endings = [[c.ending for c in server.connections] for server, _ in served]
     assert endings == [[Ending.ABORTED]] * 6
     assert all(server.closed for server, _ in SERVERS)
+    assert (handshaking.connections, handshaking.handshake_failures) == ((), ())
+    assert client.recv(1) == b""  # its socket was closed
+    client.close()
     SERVERS.clear()
     gc.collect()  # the transports warned here, when collected
 
@@ -491,7 +507,7 @@ def test_nothing_warned_meanwhile():
         "-W",
         "error::pytest.PytestUnraisableExceptionWarning",
     )
-    result.assert_outcomes(passed=8)
+    result.assert_outcomes(passed=9)
     result.stdout.no_fnmatch_line("*LeakError*")
     result.stdout.no_fnmatch_line("*unclosed*")
 

@@ -84,6 +84,7 @@ from ._server_base import (
     _check_int,
     _loop_thread_call,
     _LoopbackServer,
+    close_transports_after_their_loop,
     socket_has_input,
 )
 
@@ -282,6 +283,10 @@ class _StreamServer(_LoopbackServer):
         )
         transport.set_protocol(tls)
         tls.connection_made(transport)
+        if self._status != "open":
+            # Accepted before the listener closed, made during teardown: ended as
+            # `aclose` ends the others, once the loop has read what the client sent.
+            loop.call_soon(self._end_handshake, transport)
 
     def _handshake_done(
         self, transport: asyncio.Transport, peer: Any, waiter: asyncio.Future[None]
@@ -569,6 +574,12 @@ class _StreamServer(_LoopbackServer):
     def _end_connections_after_its_loop(self) -> None:
         for state in self._states:
             state.close_after_its_loop()
+        for transport in list(self._handshaking):
+            self._handshaking.discard(transport)
+            # The TLS layer's transport for the handler, made with the layer, too:
+            # it warns when collected unless closed.
+            tls = getattr(transport.get_protocol(), "_app_transport", None)
+            close_transports_after_their_loop([transport] + ([tls] if tls else []))
 
     def _abort_everything(self) -> None:
         """Synchronous last resort (the hygiene gate's close): abort and cancel all."""
