@@ -3,14 +3,20 @@
 A socket made on a thread belongs to whoever started the thread; a task that a
 plain asyncio server's connection starts, and what it makes, belong to whoever
 owns the server; a task made in a task is that task's owner's.  A wider-scoped
-fixture's are nobody's leak, whichever test runs as they are made.
+fixture's are nobody's leak, whichever test runs as they are made.  A plain
+server's handler task that its test left pending is described by that server.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
+
 import pytest
 
-from test_hygiene import run
+from nettest import _hygiene as hygiene
+from nettest._hygiene_instruments import cancelled_by_gate
+from test_hygiene import MODES, run
 
 STRICT = (
     "--nettest-leaks=strict",
@@ -271,3 +277,122 @@ def test_datagram_transport_never_closed_is_dropped_open(pytester: pytest.Pytest
     result.stdout.fnmatch_lines(
         ["*test_leaky left 1 thing behind*", "*socket <socket.socket *dropped while open*"]
     )
+
+
+#: A test that leaves a plain asyncio server, and a connection to it whose
+#: handler waits for ever, open: strict mode reports the handler's task pending.
+_PENDING_HANDLER = """
+        import asyncio
+        import pytest
+
+        pytestmark = pytest.mark.asyncio(loop_scope="{loop_scope}")
+
+        kept = []
+
+        async def test_leaves_a_handler_waiting():
+            async def handle(reader, writer):
+                await reader.read()
+
+            server = await asyncio.start_server(handle, "127.0.0.1", 0)
+            kept.append(server)
+            kept.append(await asyncio.open_connection(*server.sockets[0].getsockname()[:2]))
+            await asyncio.sleep(0.01)
+
+        async def test_after():
+            await asyncio.sleep(0.01)
+        """
+
+
+@MODES
+@pytest.mark.parametrize("loop_scope", ["function", "module"])
+def test_plain_servers_pending_handler_task_is_described_by_its_server(
+    pytester: pytest.Pytester, asyncio_mode: str, loop_scope: str
+) -> None:
+    # StreamReaderProtocol.connection_made makes the handler's task in a loop
+    # callback: its own stack holds none of the test's frames.  The report names
+    # the server, where the test started it, and the client it serves.
+    result = run(
+        pytester,
+        _PENDING_HANDLER.format(loop_scope=loop_scope),
+        *STRICT,
+        f"--asyncio-mode={asyncio_mode}",
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_leaves_a_handler_waiting*",
+            "*- *pending task <Task *handle() running at *test_leaky.py:10*>*, the handler "
+            "task for the connection from ('127.0.0.1', *) of an asyncio server, started at:",
+            '*File "*test_leaky.py", line 12, in test_leaves_a_handler_waiting',
+            '*server = await asyncio.start_server(handle, "127.0.0.1", 0)',
+        ]
+    )
+    output = result.stdout.str()
+    assert "none of the test's frames" not in output
+    # Python 3.10 and 3.11 leave the connection open when its task is cancelled:
+    # its socket's item speaks for its transport and StreamWriter as they warn.
+    assert "while the garbage collector finalised them" not in output
+    # The connection it names is the test's client: the peer is its address.
+    peer = re.search(r"the connection from \('127\.0\.0\.1', (\d+)\)", output)
+    assert peer is not None
+    result.stdout.fnmatch_lines([f"*- open socket <*laddr=('127.0.0.1', {peer[1]}), raddr=*"])
+
+
+@MODES
+@pytest.mark.parametrize("loop_scope", ["function", "module"])
+def test_gate_cancelling_a_plain_servers_handler_task_adds_nothing(
+    pytester: pytest.Pytester, asyncio_mode: str, loop_scope: str
+) -> None:
+    # On Python 3.11, the done callback that StreamReaderProtocol adds to the
+    # handler's task asks a cancelled task for its exception: CancelledError
+    # reaches the loop's exception handler.  The gate cancelled the task: that
+    # call is its own doing, neither an item of this test's report nor, on a
+    # module-scoped loop, where the callback runs during test_after, of the next.
+    result = run(
+        pytester,
+        _PENDING_HANDLER.format(loop_scope=loop_scope),
+        *STRICT,
+        f"--asyncio-mode={asyncio_mode}",
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_leaves_a_handler_waiting*"])
+    output = result.stdout.str()
+    assert "ERROR at teardown of test_after" not in output
+    assert "exception handler was called" not in output
+    assert "CancelledError" not in output
+
+
+def test__gate_ignores_only_what_its_own_cancelling_raises_in_a_done_callback() -> None:
+    # The exception-handler call Python 3.11's StreamReaderProtocol makes once the
+    # handler's task is cancelled, made here by hand on any Python: for the task
+    # the gate cancelled, nothing is recorded, nor passed on to the loop's own
+    # handler; for a task someone else cancelled, it is, as before.
+    gate = hygiene._Gate()
+    loop = asyncio.new_event_loop()
+    passed_on: list[dict[str, object]] = []
+    try:
+        loop.set_exception_handler(lambda loop, context: passed_on.append(context))
+        gate.instrument_loop(loop)
+        with gate.owned_by("test_x"):
+            ours = loop.create_task(asyncio.sleep(10))
+            theirs = loop.create_task(asyncio.sleep(10))
+        cancelled_by_gate(ours)
+        handles = []
+        for task in (ours, theirs):
+            task.cancel()
+            handle = asyncio.Handle(lambda task: None, (task,), loop)
+            handles.append(handle)
+            loop.call_exception_handler(
+                {
+                    "message": "Exception in callback",
+                    "exception": asyncio.CancelledError(),
+                    "handle": handle,
+                }
+            )
+        assert [error.context["handle"] for error in gate.loop_errors] == [handles[1]]
+        assert [context["handle"] for context in passed_on] == [handles[1]]
+        loop.run_until_complete(asyncio.gather(ours, theirs, return_exceptions=True))
+    finally:
+        loop.close()

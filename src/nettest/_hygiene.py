@@ -41,8 +41,10 @@ test left running in ``own`` mode and that failed since (see
 
 An object that is reported speaks for its parts: they are not listed, and
 neither is what their finalisers raise as the garbage collector frees them (a
-socket's "unclosed" warning).  A part still open when its object is closed is
-listed on its own (a nettest bug: closing an object closes its parts).
+socket's "unclosed" warning).  A socket strict mode reports speaks so for the
+asyncio transport over it, and for that transport's StreamWriter.  A part still
+open when its object is closed is listed on its own (a nettest bug: closing an
+object closes its parts).
 
 Whatever is reported is then closed or cancelled, so that it can never be blamed
 on a later test: a socket with the asyncio transports over it, which would
@@ -82,6 +84,7 @@ from ._hygiene_instruments import (
     _Instruments,
     _LastTest,
     _policy_loop_fds,
+    cancelled_by_gate,
     close_transports_over,
     open_socket_fds,
 )
@@ -101,6 +104,7 @@ from ._hygiene_report import (
     _task_name,
     _task_of,
     _Tracked,
+    _Via,
 )
 
 # Tests annotate with `_Stack`, and replace `_creation_stack` here: `_Gate._track` calls it.
@@ -220,7 +224,7 @@ class _Gate(_Instruments):
         is_open: Callable[[_T], bool],
         close: Callable[[_T], object],
         on_behalf_of: object = None,
-        via: tuple[str, _Tracked] | None = None,
+        via: _Via | None = None,
     ) -> _T:
         # Called from transport callbacks and task factories: a failure here must
         # never break the user's connection or task, so it is reported at the check.
@@ -237,7 +241,7 @@ class _Gate(_Instruments):
         is_open: Callable[[_T], bool],
         close: Callable[[_T], object],
         on_behalf_of: object,
-        via: tuple[str, _Tracked] | None,
+        via: _Via | None,
     ) -> _Tracked | None:
         """Track `obj` (see `track`); return its entry, or None if it is nobody's."""
         if on_behalf_of is None:
@@ -246,7 +250,7 @@ class _Gate(_Instruments):
             parent = self._entry_of(on_behalf_of)
             owner = None if parent is None else parent.owner
             if parent is not None and via is None:
-                via = (f"made by {parent.what}", parent)
+                via = _Via(f"made by {parent.what}", parent)
             # Strict mode's task factory has just tracked a task as the test's.
             for index in range(len(self.tracked) - 1, max(-1, len(self.tracked) - 9), -1):
                 if self.tracked[index].ref() is obj:
@@ -292,7 +296,7 @@ class _Gate(_Instruments):
             held = self.owners_by_id.get(id(obj))
             return held[1] if held is not None and held[0] is obj else None
 
-    def _task_origin(self) -> tuple[str, _Tracked] | None:
+    def _task_origin(self) -> _Via | None:
         """The task making an object, if the gate tracked it (strict mode), with what to say.
 
         An object made in a task has only the task's frames on its stack: one that
@@ -309,7 +313,7 @@ class _Gate(_Instruments):
         entry = self._entry_of(task)
         if entry is None:
             return None
-        return f"made by task {_task_name(task)}", entry
+        return _Via(f"made by task {_task_name(task)}", entry)
 
     def _thread_origin(self) -> tuple[str, _Tracked | None]:
         """The current thread's name, and the entry of what started it if tracked.
@@ -692,6 +696,8 @@ class _Gate(_Instruments):
             if isinstance(obj, socket.socket):
                 sockets.append((item, obj))
             elif obj is not None:
+                if isinstance(obj, asyncio.Future):
+                    cancelled_by_gate(obj)
                 with contextlib.suppress(Exception):
                     item.close(obj)
         # Those that an object's close() closed (its own) are not closed again.
@@ -749,6 +755,10 @@ def _collect_garbage(
     the test being checked: pytest may have collected this phase's already.
     Each comes with the entry of the object whose part raised it, if one of
     `parts` (by id, see `_Gate._parts`) did: a report of that object leaves it out.
+    So does the report of a socket strict mode tracks (one of `parts` too) for the
+    asyncio transport over it, and the StreamWriter over that: Python 3.10 and
+    3.11 leave a connection open when its handler's task is cancelled, and
+    collected with it, each warns of the same connection.
     """
     caught: list[tuple[str, _Tracked | None]] = []
 
@@ -759,10 +769,12 @@ def _collect_garbage(
         parent = None
         with contextlib.suppress(Exception):
             finalised = _finalised(unraisable)
-            part = parts.get(id(finalised))
-            # Still alive as its finaliser runs: the id is its own.
-            if part is not None and type(finalised) is part[0]:
-                parent = part[1]
+            for candidate in (finalised, _socket_under(finalised)):
+                part = parts.get(id(candidate))
+                # Still alive as its finaliser runs: the id is its own.
+                if part is not None and type(candidate) is part[0]:
+                    parent = part[1]
+                    break
         caught.append((message, parent))
 
     previous, sys.unraisablehook = sys.unraisablehook, hook
@@ -777,15 +789,39 @@ def _finalised(unraisable: Any) -> object:
     """The object whose finaliser raised what `sys.unraisablehook` was given.
 
     A finaliser written in C (a socket's) hands the hook the object itself; a
-    ``__del__`` method (a transport's) hands it the function, whose frame, the
-    first of the traceback, holds the object as ``self``.
+    ``__del__`` method (a transport's, or strict mode's wrapper round a
+    StreamWriter's) hands it the function, whose frame, the first of the
+    traceback, holds the object as its first argument.
     """
     obj = unraisable.object
     traceback = unraisable.exc_traceback
     code = getattr(obj, "__code__", None)
-    if code is not None and traceback is not None and traceback.tb_frame.f_code is code:
-        return traceback.tb_frame.f_locals.get("self", obj)
+    if (
+        code is not None
+        and code.co_argcount > 0
+        and traceback is not None
+        and traceback.tb_frame.f_code is code
+    ):
+        return traceback.tb_frame.f_locals.get(code.co_varnames[0], obj)
     return obj
+
+
+def _socket_under(obj: object) -> socket.socket | None:
+    """The socket under an asyncio transport, or under a StreamWriter's transport, or None.
+
+    A TLS transport's is under the transport its protocol writes to.
+    """
+    for _ in range(3):
+        if isinstance(obj, asyncio.StreamWriter):
+            obj = obj.transport
+        elif isinstance(obj, asyncio.BaseTransport):
+            sock = getattr(obj, "_sock", None)
+            if isinstance(sock, socket.socket):
+                return sock
+            obj = getattr(getattr(obj, "_ssl_protocol", None), "_transport", None)
+        else:
+            break
+    return None
 
 
 GATE = _Gate()

@@ -30,8 +30,11 @@ started each thread, and the socket descriptors open before the test
 is its thread's owner's, one made in a task its task's owner's, and the task
 that ``asyncio.start_server`` makes for a connection is its socket's owner's
 (`_Instruments.maker`): a wider-scoped fixture's thread or server works for
-nobody's leak while a test runs.  A socket that an asyncio transport's
-``__del__`` closes was not closed by the program.
+nobody's leak while a test runs.  That task, made in a loop callback, has none
+of the test's frames on its stack: it is described by its server, where the
+listening socket was made, and by its client (`_Instruments._served_connection`).
+A socket that an asyncio transport's ``__del__`` closes was not closed by the
+program.
 
 With ``--nettest-leaks=strict`` they are installed for the whole session; a test
 that a ``nettest_leaks("strict")`` marker makes strict gets the same ones from
@@ -46,7 +49,9 @@ Removing them takes out only the gate's own wrappers and factories: one that
 someone installed over them stays, and ours, inside it, tracks nothing outside a
 strict test.  The instruments run inside socket constructors, finalisers,
 exception handlers and task factories: they never raise there.  A failure is
-reported at the test's check.
+reported at the test's check.  A task the gate cancels is marked
+(`cancelled_by_gate`): what its cancellation raises in a done callback (Python
+3.11's streams do) is the gate's doing, and the exception handler drops it.
 """
 
 from __future__ import annotations
@@ -68,7 +73,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ._hygiene_report import _UNSEEN, _LoopError, _SocketRef, _task_of
+from ._hygiene_report import _UNSEEN, _LoopError, _SocketRef, _task_of, _Via
 
 if TYPE_CHECKING:
     from ._hygiene_report import _Tracked
@@ -76,6 +81,8 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 #: Tasks carry the test that created them under this name (None: no test's).
 _TASK_OWNER = "_nettest_owner"
+#: Tasks the gate cancelled (or ended) carry True under this name (see `cancelled_by_gate`).
+_GATE_CANCELLED = "_nettest_cancelled"
 
 
 #: Seconds a cancelled task has to end before nettest ends it by force.
@@ -95,6 +102,7 @@ def force_end(task: asyncio.Task[Any]) -> str:
         return "ignored cancellation and GeneratorExit, and could not be ended"
     # Its step now fails for want of a coroutine: that failure is nettest's doing.
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    cancelled_by_gate(task)
     task.cancel()
     return "ignored cancellation: nettest closed its coroutine"
 
@@ -144,7 +152,7 @@ class _Instruments:
             is_open: Callable[[_T], bool],
             close: Callable[[_T], object],
             on_behalf_of: object = None,
-            via: tuple[str, _Tracked] | None = None,
+            via: _Via | None = None,
         ) -> _T: ...
 
         def _track(
@@ -154,7 +162,7 @@ class _Instruments:
             is_open: Callable[[_T], bool],
             close: Callable[[_T], object],
             on_behalf_of: object,
-            via: tuple[str, _Tracked] | None,
+            via: _Via | None,
         ) -> _Tracked | None: ...
 
         def _entry_of(self, obj: object) -> _Tracked | None: ...
@@ -181,6 +189,8 @@ class _Instruments:
         last_test = self.loop_tests[loop] = _LastTest()
 
         def exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+            if _raised_by_the_gates_cancelling(context):
+                return  # the gate's own doing: neither a test's failure nor worth a log line
             self._record_loop_error(context, loop, last_test.name)
             if previous_handler is not None:
                 previous_handler(loop, context)
@@ -231,9 +241,10 @@ class _Instruments:
                 task = previous_factory(loop, coro, **kwargs)
             else:
                 task = asyncio.Task(coro, loop=loop, **kwargs)
-            served = gate._connection_owner(sys._getframe(1))
-            if served is not _UNSEEN:
-                owner = cast("str | None", served)
+            via = None
+            served = gate._served_connection(sys._getframe(1))
+            if served is not None:
+                owner, via = served
             else:
                 try:
                     owner = gate.maker()
@@ -249,7 +260,7 @@ class _Instruments:
             if owner is not None and loop in gate.loop_tests:
                 gate.loop_tests[loop].name = owner
             if owner is not None and owner == gate.strict_owner:
-                gate.track(task, what="pending task", is_open=_pending, close=_cancel)
+                gate.track(task, what="pending task", is_open=_pending, close=_cancel, via=via)
             return task
 
         loop.set_task_factory(task_factory)
@@ -276,27 +287,55 @@ class _Instruments:
         task_owner = getattr(task, _TASK_OWNER, _UNSEEN)
         return owner if task_owner is _UNSEEN else cast("str | None", task_owner)
 
-    def _connection_owner(self, frame: types.FrameType | None) -> object:
-        """The owner of a connection's socket, if `frame`'s callers start its handler's task.
+    def _served_connection(
+        self, frame: types.FrameType | None
+    ) -> tuple[str | None, _Via | None] | None:
+        """Whose task `frame`'s callers make, and what made it, if it runs a connection's handler.
 
         ``asyncio.start_server``'s ``client_connected_cb`` runs in a task that
         ``StreamReaderProtocol.connection_made`` makes, in a loop callback: no task
-        is current there.  The connection's socket knows who owns the server (an
-        accepted socket is its listening socket's owner's, strict mode).  Returns
-        `_UNSEEN` for any other task, or a socket strict mode did not see made.
+        is current there, and none of the test's frames is on the stack.  The
+        connection's socket knows who owns the server (an accepted socket is its
+        listening socket's owner's, strict mode), and that listening socket's
+        entry where the server was started: the report says so, with the client
+        the task serves.  Returns None for any other task, or a socket strict
+        mode did not see made.
         """
         try:  # never let bookkeeping break the caller's task
             for _ in range(4):  # another factory, or the loop's create_task, in between
                 if frame is None:
                     break
                 if frame.f_code is _CONNECTION_MADE:
-                    sock = frame.f_locals["transport"].get_extra_info("socket")
+                    transport = frame.f_locals["transport"]
+                    sock = transport.get_extra_info("socket")
                     # asyncio hands out a TransportSocket; the watched socket is inside.
-                    return self.socket_owners.get(getattr(sock, "_sock", sock), _UNSEEN)
+                    sock = getattr(sock, "_sock", sock)
+                    owner = self.socket_owners.get(sock, _UNSEEN)
+                    if owner is _UNSEEN:
+                        return None
+                    if owner is None or owner != self.strict_owner:
+                        return cast("str | None", owner), None  # not tracked: nothing to say
+                    return owner, self._server_of(sock, transport)
                 frame = frame.f_back
         except Exception:
             pass
-        return _UNSEEN
+        return None
+
+    def _server_of(self, sock: socket.socket, transport: asyncio.BaseTransport) -> _Via | None:
+        """What a report says made a connection's handler task: the server, and its client.
+
+        The entry of the listening socket that accepted `sock` has the stack of
+        the ``start_server`` call (or of the socket passed to it as ``sock``).
+        """
+        accepted = self._entry_of(sock)
+        if accepted is None or accepted.via is None:
+            return None
+        peer = transport.get_extra_info("peername")
+        if peer:
+            how = f"the handler task for the connection from {peer!r} of an asyncio server"
+        else:  # a Unix socket's client has no name
+            how = "the handler task for a connection to an asyncio server"
+        return _Via(how, accepted.via.parent, made="started")
 
     def _uninstall_test_task_factories(self) -> None:
         """Give each loop back the task factory it had before the strict test."""
@@ -324,6 +363,7 @@ class _Instruments:
                 pending[obj] = item
         if pending and not loop.is_closed() and not loop.is_running():
             for task in pending:
+                cancelled_by_gate(task)
                 task.cancel()
             _, stuck = loop.run_until_complete(asyncio.wait(pending, timeout=CANCEL_GRACE))
             # A task that ignores cancellation would hold the loop's close for ever.
@@ -368,7 +408,7 @@ class _Instruments:
                     # socket was made says which server it was.
                     parent = gate._entry_of(listener)
                     if parent is not None:
-                        via = ("accepted by a listening socket", parent)
+                        via = _Via("accepted by a listening socket", parent)
                 gate.socket_owners[sock] = owner
             except Exception as error:
                 gate._bookkeeping_failed("socket", error)
@@ -609,6 +649,36 @@ def _cancel(task: asyncio.Future[Any]) -> None:
     if loop.is_closed():
         return
     task.cancel()
+
+
+def cancelled_by_gate(task: asyncio.Future[Any]) -> None:
+    """Note that the gate is cancelling `task`: what its cancellation raises is not a leak.
+
+    An attribute, as `_TASK_OWNER` is: the task's done callbacks run after the
+    check, on a module-scoped loop during the next test.
+    """
+    with contextlib.suppress(Exception):  # another factory's future type without attributes
+        setattr(task, _GATE_CANCELLED, True)
+
+
+def _raised_by_the_gates_cancelling(context: dict[str, object]) -> bool:
+    """Whether an exception-handler call is a task's done callback failing for its cancellation.
+
+    Python 3.11's ``StreamReaderProtocol.connection_made`` gives the handler task
+    it makes a done callback that asks it for its exception: once the task is
+    cancelled, that raises CancelledError, and the loop calls its exception
+    handler with "Exception in callback" (fixed in 3.12, cpython#113538).  When
+    the gate cancelled that task, the call is its own doing.
+    """
+    try:  # never break the loop's handler
+        if not isinstance(context.get("exception"), asyncio.CancelledError):
+            return False
+        args = getattr(context.get("handle"), "_args", None)
+        return isinstance(args, tuple) and any(
+            getattr(arg, _GATE_CANCELLED, False) is True for arg in args
+        )
+    except Exception:
+        return False
 
 
 def _fd_dir() -> str | None:

@@ -15,9 +15,11 @@ the frames of nettest, asyncio and the standard library's socket plumbing
 are kept; source lines are read if a leak is reported.  What shows none of the
 test's frames is described by what made it instead (`_provenance`): the
 listening socket that accepted it, the server it was made for (`track`'s
-``on_behalf_of``), the task it was made in if strict mode tracked that task
-(``asyncio.wait_for`` runs its awaitable in one before Python 3.12), or the
-server thread it was made on and where that thread was started.
+``on_behalf_of``), the plain asyncio server whose connection it serves (a
+handler's task, "started at" where the server's listening socket was made),
+the task it was made in if strict mode tracked that task (``asyncio.wait_for``
+runs its awaitable in one before Python 3.12), or the server thread it was made
+on and where that thread was started.  Each is a `_Via`.
 
 Objects are held by weak references.  An object that refuses one (uvloop's TLS
 transport has no ``__weakref__`` slot) is held strongly, by a `_StrongRef`,
@@ -55,7 +57,7 @@ import types
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 _STACK_LIMIT = 16
 _NETTEST_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -231,6 +233,19 @@ def _socket_freed(ref: _SocketRef) -> None:
             entry.dropped = f"{ref.describe()} dropped while open"
 
 
+class _Via(NamedTuple):
+    """What made an object whose stack says nothing, for a report: how, and its entry.
+
+    A report says `how`, then where `parent` was `made`: "accepted by a listening
+    socket, created at:", then that socket's stack.
+    """
+
+    how: str
+    parent: _Tracked
+    #: The verb that introduces `parent`'s stack.
+    made: str = "created"
+
+
 @dataclass(eq=False)
 class _Tracked:
     #: A weak reference, or a `_StrongRef` for an object that cannot have one.
@@ -244,7 +259,7 @@ class _Tracked:
     #: Set when the object was still open as its event loop closed.
     open_at_loop_close: bool = False
     #: What made it, when that says more than its stack: ("accepted by ...", the listener).
-    via: tuple[str, _Tracked] | None = None
+    via: _Via | None = None
     #: Made on a thread other than the test's: its name, and the entry of what
     #: started it (a thread-backed server's loop thread) if the gate knows.
     thread: tuple[str, _Tracked | None] | None = None
@@ -341,29 +356,30 @@ def _describe(what: str, item: _Tracked | None) -> str:
     return f"  - {what}{_provenance(item)}"
 
 
-def _provenance(item: _Tracked, depth: int = 0) -> str:
+def _provenance(item: _Tracked, depth: int = 0, verb: str = "created") -> str:
     """Where `item` was made, for a report: its stack, or what made it, and its thread.
 
     Its own frames come first.  Without any (it was made in a loop callback, in
     a task, or on a server's thread), what made it speaks for it: the listening
     socket that accepted it, the server it was made for, the task it was made in
-    (and what made that task in turn), the thread it was made on.
+    (and what made that task in turn), the thread it was made on.  `verb` says
+    how `item` came to be ("started", for a server that made what is reported).
     """
     name, started = item.thread if item.thread is not None else (None, None)
-    made = "created" if name is None else f"created on thread {name}"
+    made = verb if name is None else f"{verb} on thread {name}"
     if item.stack:
         text = f", {made} at:\n{_format_stack(item.stack)}"
         if started is not None and started.stack:
             text += f"\n    thread {name} was started at:\n{_format_stack(started.stack)}"
         return text
     if item.via is not None and depth < 4:
-        how, parent = item.via
-        return f", {how}{_provenance(parent, depth + 1)}"
+        how, parent, parent_made = item.via
+        return f", {how}{_provenance(parent, depth + 1, parent_made)}"
     if started is not None and started.stack:
         return f", {made}, which was started at:\n{_format_stack(started.stack)}"
     if name is not None:
         return f", {made} (none of the test's frames on its stack)"
-    return ", created with none of the test's frames on its stack"
+    return f", {verb} with none of the test's frames on its stack"
 
 
 def _format_stack(stack: _Stack) -> str:
