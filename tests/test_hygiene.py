@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import os
 import ssl
+import threading
 import warnings
 import weakref
 from collections.abc import Awaitable, Callable
@@ -1156,3 +1158,35 @@ def test__gate_copies_a_mapping_that_another_thread_changes_meanwhile() -> None:
     mapping = Changing(a=1)
     assert hygiene._items(mapping) == [("a", 1)]
     assert mapping.tries == 2
+
+
+def test__cancel_reaches_a_task_on_a_loop_running_in_another_thread() -> None:
+    # The gate closes what a test left from the test's thread; a server thread's
+    # loop sleeps in select() meanwhile, and a plain task.cancel() from outside
+    # neither wakes it nor is safe there.
+    from nettest._hygiene_instruments import _cancel
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever)
+    thread.start()
+    try:
+        started = concurrent.futures.Future[asyncio.Task[None]]()
+        ended = threading.Event()
+
+        async def forever() -> None:
+            await loop.create_future()
+
+        def start() -> None:
+            task = loop.create_task(forever())
+            task.add_done_callback(lambda _: ended.set())
+            started.set_result(task)
+
+        loop.call_soon_threadsafe(start)
+        task = started.result(timeout=5)
+        _cancel(task)
+        assert ended.wait(timeout=5), "the loop never ran the cancellation"
+        assert task.cancelled()
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        loop.close()

@@ -645,10 +645,10 @@ def _socket_open(sock: socket.socket) -> bool:
 
 
 def _cancel(task: asyncio.Future[Any]) -> None:
-    loop = task.get_loop()
-    if loop.is_closed():
-        return
-    task.cancel()
+    """Cancel `task` on its loop's thread: a server thread's loop runs on its own."""
+    from ._server_base import _loop_thread_call  # a cycle
+
+    _loop_thread_call(task.get_loop(), task.cancel)
 
 
 def cancelled_by_gate(task: asyncio.Future[Any]) -> None:
