@@ -101,11 +101,13 @@ _LATE_FUTURE = """
         {mark}
         @pytest.mark.asyncio
         async def test_a_drops_a_failed_future():
+            gc.disable()  # an automatic collection would finalise it as test_a runs
             Cycle()
 
         @pytest.mark.asyncio
         async def test_b_clean():
             gc.collect()
+            gc.enable()
             await asyncio.sleep(0)
 """
 
