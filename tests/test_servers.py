@@ -365,6 +365,10 @@ async def test_host_names_are_refused() -> None:
         ({"sndbuf": -5}, "sndbuf must be an int from 1 to 2147483647"),
         ({"backlog": 0}, "backlog must be an int from 1 to 2147483647"),
         ({"ssl": "yes"}, "ssl must be an ssl.SSLContext"),
+        (
+            {"ssl": ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)},
+            r"ssl must be a server context \(ssl.PROTOCOL_TLS_SERVER.*got a client context",
+        ),
     ],
 )
 @pytest.mark.asyncio

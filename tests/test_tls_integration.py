@@ -15,7 +15,15 @@ from typing import Any, TypeVar
 
 import pytest
 
-from nettest import Ending, ServerTeardownWarning, TCPServer, TCPServerThread, _settings
+from nettest import (
+    Ending,
+    ServerTeardownWarning,
+    TCPServer,
+    TCPServerThread,
+    _settings,
+    _stream_server,
+    handlers,
+)
 from nettest._servers import TCPServerFactory, tcp_server  # noqa: F401
 from nettest._tls import (
     TLS_BAD_KINDS,
@@ -255,6 +263,27 @@ async def test_tls_tcp_server_records_a_plaintext_client(
 
 
 @pytest.mark.asyncio
+async def test_tls_tcp_server_records_a_tls_layer_that_cannot_start(
+    monkeypatch: pytest.MonkeyPatch,
+    tcp_server: TCPServerFactory,
+    tls_server_context: ssl.SSLContext,
+    tls_client_context: ssl.SSLContext,
+) -> None:
+    # A context that cannot make a server connection fails as the TLS layer starts,
+    # before any handshake: the client must not be left waiting for one.
+    def refuse(*args: object, **kwargs: object) -> ssl.SSLObject:
+        raise ssl.SSLError("this context cannot make a server connection")
+
+    monkeypatch.setattr(tls_server_context, "wrap_bio", refuse)
+    server = await tcp_server(upper, ssl=tls_server_context)
+    with pytest.raises((ConnectionError, ssl.SSLError)):
+        await asyncio_client(server.address, tls_client_context)
+    (failure,) = server.handshake_failures
+    assert "cannot make a server connection" in str(failure.error)
+    assert server.connections == ()
+
+
+@pytest.mark.asyncio
 async def test_tls_tcp_server_records_a_handshake_that_times_out(
     monkeypatch: pytest.MonkeyPatch,
     tcp_server: TCPServerFactory,
@@ -337,6 +366,31 @@ async def test_tls_tcp_server_failure_matches_the_bad_case_on_the_server_side(
     (failure,) = await server.wait_for_handshake_failures()
     assert bad.matches(failure.error, side="server")
     assert not bad.matches(failure.error, side="client")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("how", ["close", "abort"])
+async def test_tls_teardown_of_a_handler_that_stopped_reading_after_its_client_left(
+    tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext, how: str
+) -> None:
+    # `hang` stops reading; asyncio's TLS layer then neither answered the client's
+    # close (3.10) or EOF (3.11+) nor heard the answer to its own close_notify, and
+    # teardown waited close_timeout, then aborted with a warning.
+    server = await TCPServer(handlers.hang, ssl=tls_server_context, close_timeout=5).start()
+    _, writer = await asyncio.open_connection(
+        *server.address, ssl=tls_client_context, server_hostname="localhost"
+    )
+    (conn,) = await server.wait_for_connections()
+    if how == "close":
+        writer.close()  # close_notify and FIN
+    else:
+        writer.transport.abort()
+    await asyncio.sleep(0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ServerTeardownWarning)
+        await server.aclose()
+    assert not conn.is_open
+    writer.transport.abort()
 
 
 def test_tls_server_thread_records_failed_handshakes(
@@ -534,20 +588,63 @@ def test_tls_bad_case_on_uvloop(tls_bad_case_factory: TLSBadCaseFactory, kind: T
 
 
 @pytest.mark.uvloop
-def test_tls_tcp_server_on_uvloop_serves_but_does_not_see_failed_handshakes(
+def test_tls_tcp_server_on_uvloop_records_failed_handshakes(
     tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext
 ) -> None:
     async def main() -> None:
         async with TCPServer(upper, ssl=tls_server_context) as server:
             assert await asyncio_client(server.address, tls_client_context) == b"PING\n"
+            loop = asyncio.get_running_loop()
+            other = make_tls_client_context(new_ca())
             with pytest.raises(ssl.SSLCertVerificationError):
-                await asyncio_client(server.address, make_tls_client_context(new_ca()))
-            # uvloop's server makes the TLS layer, and keeps a failure to itself.
-            assert server.handshake_failures == ()
-            with pytest.raises(RuntimeError, match="failed handshakes are not seen on uvloop"):
-                await server.wait_for_handshake_failures()
+                await loop.run_in_executor(None, blocking_client, server.address, other)
+            (failure,) = await server.wait_for_handshake_failures()
+            assert failure.reason == "TLSV1_ALERT_UNKNOWN_CA"
+            assert len(server.connections) == 1
 
     run_on_uvloop(main)
+
+
+@pytest.mark.asyncio
+async def test_tls_tcp_server_on_a_loop_whose_tls_layer_nettest_does_not_know(
+    monkeypatch: pytest.MonkeyPatch,
+    tls_server_context: ssl.SSLContext,
+    tls_client_context: ssl.SSLContext,
+) -> None:
+    # The loop's server makes the TLS layer: TLS is served, failures go unseen.
+    monkeypatch.setattr(_stream_server, "_tls_layer", lambda loop: None)
+    async with TCPServer(upper, ssl=tls_server_context) as server:
+        assert await asyncio_client(server.address, tls_client_context) == b"PING\n"
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await asyncio_client(server.address, make_tls_client_context(new_ca()))
+        assert server.handshake_failures == ()
+        with pytest.raises(RuntimeError, match="failed handshakes are not seen on asyncio"):
+            await server.wait_for_handshake_failures()
+
+
+@pytest.mark.uvloop
+def test_tls_teardown_on_uvloop_aborts_a_connection_in_the_handshake(
+    tls_server_context: ssl.SSLContext,
+) -> None:
+    # uvloop's servers have no close_clients(): when they made the TLS layer,
+    # teardown returned at once, the connection lived on until the handshake
+    # timed out, and the loop warned "unclosed resource" as it closed.
+    async def main() -> None:
+        server = await TCPServer(upper, ssl=tls_server_context, close_timeout=5).start()
+        reader, writer = await asyncio.open_connection(*server.address)  # no ClientHello
+        while not server._handshaking:
+            await asyncio.sleep(0.001)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ServerTeardownWarning)
+            await server.aclose()
+        assert (server.connections, server.handshake_failures) == ((), ())
+        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+        writer.close()
+        await writer.wait_closed()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        run_on_uvloop(main)
 
 
 async def _reply_and_return(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

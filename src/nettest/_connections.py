@@ -157,7 +157,8 @@ class _ConnState:
         self.transport.set_protocol(ssl_protocol)
 
     def _is_tls(self) -> bool:
-        return bool((self.tls_transport or self.transport).get_extra_info("sslcontext"))
+        # Not get_extra_info(): a TLS transport shutting down refuses to answer.
+        return self.tls_transport is not None or self.server._ssl is not None
 
     def close_notify_unanswered(self, exc: BaseException | None) -> bool:
         """Whether `exc` is asyncio's TLS layer giving up on the client's close_notify.

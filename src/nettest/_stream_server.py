@@ -21,8 +21,7 @@ Teardown (`aclose`), bounded whatever the clients do:
 2. close each client connection once the loop has read what its client had sent
    (`_close_after_reading`); connections made from now on are closed the same way.
    TLS servers abort those still in the handshake, once read too
-   (`_end_handshake`); on uvloop, whose servers make the TLS layer, nothing
-   reaches them but the client or the handshake timeout;
+   (`_end_handshake`);
 3. wait up to ``close_timeout`` for the connections to end, the handlers to return
    and the server to hold no connection, the ones nettest has not seen yet included
    (`_server_idle`: what ``Server.wait_closed`` waits for from 3.12);
@@ -47,6 +46,7 @@ import ssl as _ssl
 import sys
 import typing
 import warnings
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ._connections import (
@@ -106,6 +106,23 @@ class ServerTeardownWarning(UserWarning):
     asyncio's TLS layer aborts such a TLS connection itself once ``close_timeout``
     has passed, whenever the server closed it; teardown names it all the same.
     """
+
+
+def _tls_layer(loop: asyncio.AbstractEventLoop | None) -> Callable[..., Any] | None:
+    """The class of the TLS layer `loop`'s servers put over a connection, or None.
+
+    asyncio's ``SSLProtocol``, and uvloop's own, which takes the same arguments
+    (uvloop's transports accept no other).
+    """
+    if isinstance(loop, asyncio.base_events.BaseEventLoop):
+        return asyncio.sslproto.SSLProtocol
+    if type(loop).__module__.startswith("uvloop"):
+        with contextlib.suppress(ImportError):
+            import uvloop.loop
+
+            layer = getattr(uvloop.loop, "SSLProtocol", None)
+            return typing.cast("Callable[..., Any]", layer) if callable(layer) else None
+    return None
 
 
 def _input_waiting(transport: asyncio.ReadTransport, *, reading: bool = True) -> bool:
@@ -179,6 +196,12 @@ class _StreamServer(_LoopbackServer):
         self._handler = handler
         if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
             raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(ssl).__name__}")
+        if ssl is not None and ssl.protocol == _ssl.PROTOCOL_TLS_CLIENT:
+            # asyncio accepts it, then fails each connection as it is made.
+            raise ValueError(
+                "ssl must be a server context (ssl.PROTOCOL_TLS_SERVER, such as "
+                "tls_server_context), got a client context (ssl.PROTOCOL_TLS_CLIENT)"
+            )
         seconds = check_seconds("close_timeout", close_timeout)
         _check_buffer("rcvbuf", rcvbuf)
         _check_buffer("sndbuf", sndbuf)
@@ -226,7 +249,7 @@ class _StreamServer(_LoopbackServer):
     async def _serve(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         if self._ssl is None or self._handshakes_seen():
             server = loop.create_server(self._protocol_factory, sock=sock, backlog=self._backlog)
-        else:  # uvloop: its own TLS layer, whose failed handshakes nettest does not see
+        else:  # a loop whose TLS layer nettest does not know makes its own
             server = loop.create_server(
                 self._protocol_factory,
                 sock=sock,
@@ -239,10 +262,11 @@ class _StreamServer(_LoopbackServer):
     def _handshakes_seen(self) -> bool:
         """Whether the server makes each connection's TLS layer itself (see `_handshake`).
 
-        It does on asyncio's own loops, whose TLS layer it knows; on others (uvloop)
-        ``create_server(ssl=...)`` makes it, and failed handshakes go unrecorded.
+        It does on the loops whose TLS layer it knows, asyncio's and uvloop's; on
+        others ``create_server(ssl=...)`` makes it, and failed handshakes go
+        unrecorded.
         """
-        return isinstance(self._loop, asyncio.base_events.BaseEventLoop)
+        return _tls_layer(self._loop) is not None
 
     def _tls_timeouts(self) -> dict[str, Any]:
         """The TLS layer's timeouts: the test's timeout for the handshake, and
@@ -253,7 +277,7 @@ class _StreamServer(_LoopbackServer):
         return timeouts
 
     def _handshake(self, transport: asyncio.Transport, recorder: asyncio.BaseProtocol) -> None:
-        """Put asyncio's TLS layer in front of `recorder` on a connection just accepted.
+        """Put the loop's TLS layer in front of `recorder` on a connection just accepted.
 
         What ``create_server(ssl=...)`` does for each connection, made here so that
         a failed handshake is seen: the TLS layer tells `recorder` of the connection
@@ -262,17 +286,22 @@ class _StreamServer(_LoopbackServer):
         loop = self._loop
         assert loop is not None
         assert self._ssl is not None
-        waiter: asyncio.Future[None] = loop.create_future()
-        tls = asyncio.sslproto.SSLProtocol(
-            loop,
-            recorder,
-            self._ssl,
-            waiter,
-            server_side=True,
-            **self._tls_timeouts(),
-        )
-        self._handshaking.add(transport)
+        layer = _tls_layer(loop)
+        assert layer is not None
         peer = transport.get_extra_info("peername")
+        waiter: asyncio.Future[None] = loop.create_future()
+        try:
+            tls = layer(
+                loop, recorder, self._ssl, waiter, server_side=True, **self._tls_timeouts()
+            )
+            transport.set_protocol(tls)
+            tls.connection_made(transport)
+        except Exception as error:  # the context cannot make a server connection
+            self._handshake_failures.append(HandshakeFailure(peer, error, loop.time()))
+            self._changed.notify()
+            transport.abort()
+            return
+        self._handshaking.add(transport)
         waiter.add_done_callback(functools.partial(self._handshake_done, transport, peer))
         track(
             transport,
@@ -281,8 +310,6 @@ class _StreamServer(_LoopbackServer):
             close=lambda t: _loop_thread_call(loop, t.abort),
             on_behalf_of=self,
         )
-        transport.set_protocol(tls)
-        tls.connection_made(transport)
         if self._status != "open":
             # Accepted before the listener closed, made during teardown: ended as
             # `aclose` ends the others, once the loop has read what the client sent.
@@ -431,8 +458,8 @@ class _StreamServer(_LoopbackServer):
         """The connections whose TLS handshake failed, in order, with why.
 
         They never reach the handler, nor `connections`.  A test that expects a
-        failure says so: they are not errors at teardown.  Not recorded on uvloop,
-        whose servers make the TLS layer themselves.
+        failure says so: they are not errors at teardown.  Recorded on asyncio's
+        loops and uvloop's, whose TLS layers nettest knows.
         """
         return tuple(self._handshake_failures)
 
@@ -511,8 +538,8 @@ class _StreamServer(_LoopbackServer):
             TypeError: ``n`` is not an int.
             ValueError: ``n`` < 0, or a bad timeout.
             RuntimeError: called on another event loop than the server's, or the
-                server does not serve TLS, or runs on a loop whose failures are not
-                seen (uvloop).
+                server does not serve TLS, or runs on a loop whose TLS layer
+                nettest does not know (neither asyncio's nor uvloop's).
             TimeoutError: fewer failed in time, or the server closed with fewer; the
                 message lists the connections that were made instead.
         """
@@ -628,10 +655,10 @@ class _StreamServer(_LoopbackServer):
                     self._close_after_reading(state)
             for transport in list(self._handshaking):
                 self._end_handshake(transport)
-            # Where the loop's server makes the TLS layer (uvloop), the connections
-            # still in the handshake are not nettest's to see: only a server's
-            # close_clients (asyncio's from 3.13; uvloop's have none yet) reaches
-            # them.  It closes every transport: nettest's own are read first.
+            # Where the loop's server makes the TLS layer (a loop nettest does not
+            # know), the connections still in the handshake are not nettest's to
+            # see: only the server's close_clients, if it has one, reaches them.
+            # It closes every transport: nettest's own are read first.
             close_clients = getattr(server, "close_clients", None)
             if self._ssl is not None and not self._handshakes_seen() and close_clients:
                 with contextlib.suppress(TimeoutError):
@@ -744,6 +771,13 @@ class _StreamServer(_LoopbackServer):
             ):
                 loop.call_soon(step)
             else:
+                # A handler that stopped reading (``hang``) holds asyncio's TLS
+                # layer too: it answers the client's EOF or close_notify, and hears
+                # the answer to its own, only while it reads.  (A TLS transport
+                # shutting down refuses to answer: then there is nothing to do.)
+                with contextlib.suppress(Exception):
+                    if state._is_tls() and not transport.is_reading():
+                        transport.resume_reading()
                 state.close()
                 self._reading.discard(state)
                 self._changed.notify()
@@ -778,7 +812,8 @@ class _StreamServer(_LoopbackServer):
     ) -> None:
         """Abort the connections and cancel the handlers that did not end in time."""
         # Ours ended: what keeps the server open is connections nettest never saw,
-        # accepted and still in the TLS handshake (uvloop).
+        # accepted and still in the TLS handshake (on a loop whose TLS layer
+        # nettest does not know).
         unseen = self._all_ended()
         if self._handshaking:
             count = len(self._handshaking)
