@@ -20,6 +20,7 @@ import pytest
 import nettest
 from nettest._tls import (
     TLS_VERSIONS,
+    TLSClientContextFactory,
     _authority,
     _leaf_identity,
     make_tls_client_context,
@@ -347,6 +348,62 @@ def test_tls_mutual_server_rejects_a_client_without_certificate(
     server, _ = blocking_exchange(tls_mutual_server_context, tls_client_context)
     assert isinstance(server, ssl.SSLError)
     assert server.reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE"
+
+
+def test_tls_client_context_factory_presents_the_name_asked_for(
+    tls_ca: trustme.CA,
+    tls_certificate: trustme.LeafCert,
+    tls_client_context_factory: TLSClientContextFactory,
+) -> None:
+    strict = make_tls_server_context(tls_certificate, client_ca=tls_ca)
+    strict.verify_flags |= ssl.VERIFY_X509_STRICT  # explicit, whatever the Python
+    for name in ("alice", "bob"):
+        server = BlockingServer(strict)
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+        context = tls_client_context_factory(name)
+        with raw, context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"hi\n")
+            assert tls.recv(100) == b"HI\n"
+        server.finish()
+        assert server.peer_subjects == [(("commonName", name),)]
+    # One certificate per name for the session; a new context each call.
+    assert tls_client_context_factory("alice") is not tls_client_context_factory("alice")
+    authority = _authority(tls_ca)
+    assert authority.client_named("alice") is authority.client_named("alice")
+
+
+def test_tls_client_context_factory_is_pinned_to_tls_version(
+    tls_version: ssl.TLSVersion, tls_client_context_factory: TLSClientContextFactory
+) -> None:
+    context = tls_client_context_factory("alice")
+    assert context.minimum_version == context.maximum_version == tls_version
+
+
+def test_tls_client_context_factory_untrusted_by_another_ca(
+    tls_certificate: trustme.LeafCert, tls_client_context_factory: TLSClientContextFactory
+) -> None:
+    # The negative twin: a server that trusts another CA refuses the named client.
+    server = make_tls_server_context(tls_certificate, client_ca=new_ca())
+    server_error, _ = blocking_exchange(server, tls_client_context_factory("alice"))
+    assert isinstance(server_error, ssl.SSLCertVerificationError)
+
+
+@pytest.mark.parametrize(
+    ("name", "error", "match"),
+    [
+        (b"alice", TypeError, "common_name must be a str, got bytes"),
+        ("", ValueError, "common_name must be 1 to 64 characters long, got 0"),
+        ("x" * 65, ValueError, "common_name must be 1 to 64 characters long, got 65"),
+    ],
+)
+def test_tls_client_context_factory_refuses_bad_names(
+    tls_client_context_factory: TLSClientContextFactory,
+    name: object,
+    error: type[Exception],
+    match: str,
+) -> None:
+    with pytest.raises(error, match=match):
+        tls_client_context_factory(name)  # type: ignore[arg-type]
 
 
 # -- TLS versions -----------------------------------------------------------------------------

@@ -54,6 +54,7 @@ from ._threads import UnixServerThreadFactory as UnixServerThreadFactory
 from ._tls import TLS_BAD_KINDS as TLS_BAD_KINDS
 from ._tls import TLS_VERSIONS as TLS_VERSIONS
 from ._tls import TLSBadKind as TLSBadKind
+from ._tls import TLSClientContextFactory as TLSClientContextFactory
 from ._tls import make_tls_client_context as make_tls_client_context
 from ._tls import make_tls_server_context as make_tls_server_context
 from ._tls_bad import TLSBadCase as TLSBadCase
@@ -110,6 +111,7 @@ __all__ = [
     "TLSBadCase",
     "TLSBadCaseFactory",
     "TLSBadKind",
+    "TLSClientContextFactory",
     "TLSFiles",
     "TransportPairFactory",
     "UDPServer",

@@ -45,7 +45,7 @@ import tempfile
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, get_args
 
 import pytest
 
@@ -59,6 +59,7 @@ __all__ = [
     "TLS_BAD_KINDS",
     "TLS_VERSIONS",
     "TLSBadKind",
+    "TLSClientContextFactory",
     "make_tls_client_context",
     "make_tls_server_context",
 ]
@@ -388,6 +389,7 @@ class _Authority:
     _intermediate: trustme.CA | None = None
     _server: trustme.LeafCert | None = None
     _client: trustme.LeafCert | None = None
+    _clients: dict[str, trustme.LeafCert] = field(default_factory=dict)
     _bad: dict[str, _Identity] = field(default_factory=dict)
     _other_ca: trustme.CA | None = None
 
@@ -412,6 +414,16 @@ class _Authority:
                 _CLIENT_IDENTITY, common_name="nettest client"
             )
         return self._client
+
+    def client_named(self, common_name: str) -> trustme.LeafCert:
+        """A client certificate whose subject's common name is `common_name`."""
+        with _lock:
+            leaf = self._clients.get(common_name)
+            if leaf is None:
+                leaf = self._clients[common_name] = self.intermediate.issue_cert(
+                    _CLIENT_IDENTITY, common_name=common_name
+                )
+            return leaf
 
     @property
     def other_ca(self) -> trustme.CA:
@@ -659,6 +671,42 @@ def tls_mutual_server_context(
     return _server_context(
         _leaf_identity(tls_certificate), _cadata(tls_ca), requested_tls_version(request)
     )
+
+
+class TLSClientContextFactory(Protocol):
+    """The type of the ``tls_client_context_factory`` fixture: call it with a name."""
+
+    def __call__(self, common_name: str) -> ssl.SSLContext:
+        """Return a new mutual-TLS client context presenting a certificate for *common_name*."""
+        ...
+
+
+@pytest.fixture
+def tls_client_context_factory(
+    tls_ca: trustme.CA, request: pytest.FixtureRequest
+) -> TLSClientContextFactory:
+    """Make mutual-TLS client contexts for clients of your choosing, by common name.
+
+    ``factory("alice")`` returns a new client context like
+    ``tls_mutual_client_context``, presenting a certificate issued under tls_ca
+    (with its intermediate) whose subject's common name is ``alice``: for a
+    server that authorizes clients by name.  Each name's certificate is made once
+    per session.  Pinned to ``tls_version`` when the test requests that.
+    """
+    tls_version = requested_tls_version(request)
+
+    def factory(common_name: str) -> ssl.SSLContext:
+        if not isinstance(common_name, str):
+            raise TypeError(f"common_name must be a str, got {type(common_name).__name__}")
+        if not 1 <= len(common_name) <= 64:
+            # RFC 5280's upper bound for a common name; empty names no one.
+            raise ValueError(
+                f"common_name must be 1 to 64 characters long, got {len(common_name)}"
+            )
+        leaf = _authority(tls_ca).client_named(common_name)
+        return _client_context(_cadata(tls_ca), _leaf_identity(leaf), tls_version)
+
+    return factory
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from ._tls import (  # noqa: F401  (fixtures are found by name in this module)
     tls_certificate,
     tls_client_certificate,
     tls_client_context,
+    tls_client_context_factory,
     tls_mutual_client_context,
     tls_mutual_server_context,
     tls_server_context,
