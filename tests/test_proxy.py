@@ -1890,3 +1890,25 @@ def test__ephemeral_low(
         path.write_text(text)
     monkeypatch.setattr(_proxy_sockets, "_EPHEMERAL_RANGE_FILE", str(path))
     assert _proxy_sockets._ephemeral_low() == low
+
+
+@pytest.mark.asyncio
+async def test_tcp_proxy_restart_resets_open_connections_and_takes_new_ones(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    # What docs/faults.rst gives for a server that restarts: down(), then a Reset
+    # added and removed, which resets the connections open at that moment only.
+    proxy = await fault_proxy(upstream=upstream.address)
+    async with connect(proxy.address) as (reader, writer):
+        writer.write(b"x")
+        assert await asyncio.wait_for(reader.readexactly(1), 5) == b"x"
+        await proxy.down()
+        restart = Reset(direction="both")
+        proxy.add(restart)
+        proxy.remove(restart)
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(reader.read(), 5)
+    await proxy.up()
+    async with connect(proxy.address) as (reader, writer):
+        writer.write(b"y")
+        assert await asyncio.wait_for(reader.readexactly(1), 5) == b"y"

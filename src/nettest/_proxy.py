@@ -471,7 +471,8 @@ class FaultProxy(FaultsInForce):
         `~nettest.BlackholePort`), and datagrams vanish.  A TCP client still
         trying when `up` comes connects on its next SYN, a second or more later.
 
-        Connections already open are left alone.  Removing
+        Connections already open are left alone (for a server that restarts,
+        ``add`` and ``remove`` a ``Reset(direction="both")`` to reset them).  Removing
         `~nettest.faults.Unreachable` does not open the port of a proxy that is
         down.  Calling ``down`` again switches between the two ways.  On Linux no
         client's socket can take the closed port meanwhile (see `port`).
