@@ -917,6 +917,8 @@ async def test_start_tls_on_a_protocol_handler_records_the_cleartext(
     # Cleartext on both sides of the upgrade, no ciphertext.
     assert conn.received == b"STARTTLS\r\nsecret"
     assert conn.sent == b"220 go ahead\r\nSECRET"
+    assert conn.tls is not None  # what the upgrade's handshake negotiated
+    assert conn.tls.version in ("TLSv1.2", "TLSv1.3")
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="StreamWriter.start_tls is 3.11+")
@@ -943,6 +945,7 @@ async def test_start_tls_on_a_stream_handler_records_the_cleartext(
         (conn,) = server.connections
         await conn.wait_closed()
     assert (conn.received, conn.sent) == (b"STARTTLS\r\nsecret", b"220 go ahead\r\nSECRET")
+    assert conn.tls is not None
 
 
 class _OwnProtocol(asyncio.Protocol):
@@ -1005,6 +1008,7 @@ async def test_loop_start_tls_in_a_stream_handler_records_the_cleartext_once(
         await conn.wait_closed()
     assert seen == [True, b"secret"]
     assert (conn.received, conn.sent) == (b"STARTTLS\r\nsecret", b"220 go ahead\r\nSECRET")
+    assert conn.tls is not None
 
 
 @pytest.mark.asyncio

@@ -28,6 +28,7 @@ from nettest._servers import TCPServerFactory, tcp_server  # noqa: F401
 from nettest._tls import (
     TLS_BAD_KINDS,
     TLSBadKind,
+    TLSClientContextFactory,
     make_tls_client_context,
     new_ca,
 )
@@ -224,6 +225,53 @@ async def test_tls_tcp_server_refuses_a_blocking_client_without_certificate(
     assert isinstance(failure.error, ssl.SSLError)
     assert failure.reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE"
     assert failure.peer[0] == "127.0.0.1"
+
+
+@pytest.mark.asyncio
+async def test_tls_connection_says_what_the_handshake_negotiated(
+    tcp_server: TCPServerFactory,
+    tls_version: ssl.TLSVersion,
+    tls_server_context: ssl.SSLContext,
+    tls_client_context: ssl.SSLContext,
+) -> None:
+    tls_server_context.set_alpn_protocols(["h2", "http/1.1"])
+    tls_client_context.set_alpn_protocols(["http/1.1"])
+    server = await tcp_server(upper, ssl=tls_server_context)
+    assert await asyncio_client(server.address, tls_client_context) == b"PING\n"
+    (conn,) = server.connections
+    await conn.wait_closed()
+    assert conn.tls is not None
+    assert conn.tls.version == {"TLSv1_2": "TLSv1.2", "TLSv1_3": "TLSv1.3"}[tls_version.name]
+    assert conn.tls.cipher
+    assert conn.tls.alpn_protocol == "http/1.1"
+    assert conn.tls.peer_certificate is None  # not mutual TLS
+
+
+@pytest.mark.asyncio
+async def test_tls_connection_shows_the_clients_certificate(
+    tcp_server: TCPServerFactory,
+    tls_mutual_server_context: ssl.SSLContext,
+    tls_client_context_factory: TLSClientContextFactory,
+) -> None:
+    server = await tcp_server(upper, ssl=tls_mutual_server_context)
+    assert await asyncio_client(server.address, tls_client_context_factory("alice")) == b"PING\n"
+    (conn,) = server.connections
+    assert conn.tls is not None
+    assert conn.tls.peer_certificate is not None
+    subject = dict(rdn[0] for rdn in conn.tls.peer_certificate["subject"])
+    assert subject["commonName"] == "alice"
+
+
+@pytest.mark.asyncio
+async def test_plain_connection_has_no_tls(tcp_server: TCPServerFactory) -> None:
+    server = await tcp_server(upper)
+    reader, writer = await asyncio.open_connection(*server.address)
+    writer.write(b"ping\n")
+    assert await reader.readline() == b"PING\n"
+    (conn,) = server.connections
+    assert conn.tls is None
+    writer.close()
+    await writer.wait_closed()
 
 
 @pytest.mark.asyncio

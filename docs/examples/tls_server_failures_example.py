@@ -1,4 +1,4 @@
-"""A TLS server records each handshake it refused, and why."""
+"""A TLS server records who came in and how, and each handshake it refused, and why."""
 
 import asyncio
 import socket
@@ -8,6 +8,23 @@ import pytest
 import trustme
 
 from nettest import handlers, make_tls_client_context
+
+
+@pytest.mark.asyncio
+async def test_the_server_records_who_came_in(
+    tcp_server, tls_mutual_server_context, tls_client_context_factory
+):
+    server = await tcp_server(handlers.echo, ssl=tls_mutual_server_context)
+    reader, writer = await asyncio.open_connection(
+        *server.address, ssl=tls_client_context_factory("alice"), server_hostname="localhost"
+    )
+    writer.write(b"hi")
+    assert await reader.readexactly(2) == b"hi"
+    writer.close()
+    (conn,) = server.connections
+    assert conn.tls.version in ("TLSv1.2", "TLSv1.3")
+    subject = dict(rdn[0] for rdn in conn.tls.peer_certificate["subject"])
+    assert subject["commonName"] == "alice"
 
 
 @pytest.mark.asyncio

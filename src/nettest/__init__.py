@@ -38,6 +38,7 @@ from ._recording import Datagram as Datagram
 from ._recording import Ending as Ending
 from ._recording import Event as Event
 from ._recording import HandshakeFailure as HandshakeFailure
+from ._recording import TLSInfo as TLSInfo
 from ._resolver import FakeResolver as FakeResolver
 from ._servers import TCPServer as TCPServer
 from ._servers import TCPServerFactory as TCPServerFactory
@@ -113,6 +114,7 @@ __all__ = [
     "TLSBadKind",
     "TLSClientContextFactory",
     "TLSFiles",
+    "TLSInfo",
     "TransportPairFactory",
     "UDPServer",
     "UDPServerFactory",

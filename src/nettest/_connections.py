@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._hygiene import track
-from ._recording import Connection, Ending
+from ._recording import Connection, Ending, TLSInfo
 from ._server_base import (
     _loop_thread_call,
     close_transports_after_their_loop,
@@ -71,6 +71,8 @@ class _ConnState:
             close=lambda t: _loop_thread_call(loop, t.abort),
             on_behalf_of=server,
         )
+        if server._ssl is not None:
+            _ = self.conn.tls  # the handshake is done: read what it negotiated now
 
     def close(self) -> None:
         if not self.conn.eof_received and self.conn.is_open:
@@ -156,6 +158,14 @@ class _ConnState:
         self.tls_transport = app_transport
         self.transport.set_protocol(ssl_protocol)
 
+    def tls_info(self) -> TLSInfo | None:
+        """What TLS negotiated, once its handshake is done (see `Connection.tls`)."""
+        try:
+            ssl_object = (self.tls_transport or self.transport).get_extra_info("ssl_object")
+        except Exception:  # a TLS transport shutting down refuses to answer
+            return None
+        return None if ssl_object is None else TLSInfo._of(ssl_object)
+
     def _is_tls(self) -> bool:
         # Not get_extra_info(): a TLS transport shutting down refuses to answer.
         return self.tls_transport is not None or self.server._ssl is not None
@@ -171,6 +181,7 @@ class _ConnState:
     def lost(self, exc: BaseException | None) -> None:
         if not self.conn.is_open:
             return  # after start_tls(), both the TLS layer and the handler's recorder say so
+        _ = self.conn.tls  # read while the TLS layer still answers
         now = self.loop.time()
         if self.aborted:
             ending = Ending.ABORTED

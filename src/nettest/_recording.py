@@ -18,7 +18,7 @@ from typing import Literal
 
 from ._settings import default_timeout
 
-__all__ = ["Connection", "Datagram", "Ending", "Event", "HandshakeFailure"]
+__all__ = ["Connection", "Datagram", "Ending", "Event", "HandshakeFailure", "TLSInfo"]
 
 _UNSET: typing.Any = object()
 
@@ -203,6 +203,42 @@ class Datagram:
 
 @typing.final
 @dataclass(frozen=True, slots=True)
+class TLSInfo:
+    """What a TLS connection negotiated, as the server's side saw it.
+
+    Attributes:
+        version: the protocol version, such as ``"TLSv1.3"``.
+        cipher: the cipher suite's name, such as ``"TLS_AES_256_GCM_SHA384"``.
+        alpn_protocol: the protocol ALPN selected, or None.
+        peer_certificate: the client's certificate (mutual TLS), as
+            `ssl.SSLSocket.getpeercert` gives it; None when it sent none.
+    """
+
+    version: str
+    cipher: str
+    alpn_protocol: str | None
+    peer_certificate: dict[str, typing.Any] | None
+
+    @classmethod
+    def _of(cls, ssl_object: typing.Any) -> TLSInfo | None:
+        """Read `ssl_object` (an `ssl.SSLObject`); None before its handshake ended."""
+        try:
+            version = ssl_object.version()
+            cipher = ssl_object.cipher()
+            if version is None or cipher is None:
+                return None
+            return cls(
+                version=str(version),
+                cipher=str(cipher[0]),
+                alpn_protocol=ssl_object.selected_alpn_protocol(),
+                peer_certificate=ssl_object.getpeercert() or None,
+            )
+        except (AttributeError, ValueError, OSError):  # not TLS, or gone
+            return None
+
+
+@typing.final
+@dataclass(frozen=True, slots=True)
 class HandshakeFailure:
     """A connection a TLS server accepted whose handshake failed: never a `Connection`.
 
@@ -261,6 +297,7 @@ class Connection:
         "_received",
         "_sent",
         "_signal",
+        "_tls",
         "index",
         "local",
         "opened_at",
@@ -287,6 +324,7 @@ class Connection:
     _signal: Signal
     _actions: _Actions
     _loop: asyncio.AbstractEventLoop
+    _tls: TLSInfo | None
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         raise TypeError("Connection has no public constructor; servers make them")
@@ -317,7 +355,19 @@ class Connection:
         self._signal = Signal()
         self._actions = actions
         self._loop = actions.loop
+        self._tls = None
         return self
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        """What TLS negotiated on this connection; None for a plain one.
+
+        Read once the handshake is done: at once on a TLS server's connections,
+        after the handshake of a handler's ``start_tls()`` for STARTTLS.
+        """
+        if self._tls is None:
+            self._tls = self._actions.tls_info()
+        return self._tls
 
     # -- recording (called by the server) -------------------------------------
 
@@ -513,6 +563,8 @@ class _Actions(typing.Protocol):
     def close(self) -> None: ...
 
     def reset(self) -> None: ...
+
+    def tls_info(self) -> TLSInfo | None: ...
 
 
 def _call_on_loop(loop: asyncio.AbstractEventLoop, action: Callable[[], None]) -> None:
