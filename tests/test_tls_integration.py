@@ -20,6 +20,7 @@ from nettest import (
     ServerTeardownWarning,
     TCPServer,
     TCPServerThread,
+    UnixServer,
     _settings,
     _stream_server,
     handlers,
@@ -346,6 +347,40 @@ async def test_tls_tcp_server_records_a_handshake_that_times_out(
     assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
     writer.close()
     await writer.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_tls_server_handshake_timeout_is_its_own(
+    tcp_server: TCPServerFactory, tls_server_context: ssl.SSLContext
+) -> None:
+    server = await tcp_server(upper, ssl=tls_server_context, handshake_timeout=0.1)
+    reader, writer = await asyncio.open_connection(*server.address)  # and no ClientHello
+    (failure,) = await server.wait_for_handshake_failures()  # the default wait: 10 s
+    assert isinstance(failure.error, ConnectionAbortedError)
+    assert "SSL handshake is taking longer than 0.1 seconds" in str(failure.error)
+    assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+    writer.close()
+    await writer.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"handshake_timeout": 0}, ValueError, "handshake_timeout must be > 0"),
+        ({"handshake_timeout": "1"}, TypeError, "handshake_timeout must be a number > 0"),
+        ({"handshake_timeout": 1.0, "ssl": None}, ValueError, "applies to TLS: pass ssl="),
+    ],
+)
+def test_tls_server_handshake_timeout_is_checked(
+    tls_server_context: ssl.SSLContext,
+    kwargs: dict[str, Any],
+    error: type[Exception],
+    match: str,
+) -> None:
+    with pytest.raises(error, match=match):
+        TCPServer(upper, **{"ssl": tls_server_context, **kwargs})
+    with pytest.raises(error, match=match):
+        UnixServer(upper, **{"ssl": tls_server_context, **kwargs})
 
 
 @pytest.mark.asyncio

@@ -62,6 +62,9 @@ class TCPServer(_LoopbackHost, _StreamServer):
             ``async def handler(reader, writer)``, or a protocol factory.
         host: a literal loopback address: ``"127.0.0.1"`` (default) or ``"::1"``.
         ssl: a server `ssl.SSLContext` to serve TLS.
+        handshake_timeout: seconds a TLS handshake may take before the server
+            gives up on it (a `HandshakeFailure` with `ConnectionAbortedError`);
+            None (default) for nettest's default timeout.  Only with ``ssl``.
         allow_remote: allow a host that is not loopback.
         close_timeout: seconds teardown waits for connections to end before
             aborting them.
@@ -75,7 +78,8 @@ class TCPServer(_LoopbackHost, _StreamServer):
 
     Raises:
         ValueError: ``host`` is not a literal loopback address, or a number is out
-            of range (``close_timeout`` must be finite and > 0; ``rcvbuf``,
+            of range (``close_timeout`` and ``handshake_timeout`` must be finite
+            and > 0; ``rcvbuf``,
             ``sndbuf`` and ``backlog`` from 1 to 2147483647).
         TypeError: ``handler`` is none of the accepted kinds, or a number is of
             the wrong type (a str or a bool, say).
@@ -98,6 +102,7 @@ class TCPServer(_LoopbackHost, _StreamServer):
         *,
         host: str = "127.0.0.1",
         ssl: ssl.SSLContext | None = None,
+        handshake_timeout: float | None = None,
         allow_remote: bool = False,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         rcvbuf: int | None = None,
@@ -114,6 +119,7 @@ class TCPServer(_LoopbackHost, _StreamServer):
         super().__init__(
             handler,
             ssl=ssl,
+            handshake_timeout=handshake_timeout,
             close_timeout=close_timeout,
             rcvbuf=rcvbuf,
             sndbuf=sndbuf,
@@ -170,7 +176,8 @@ class UnixServer(_UnixPath, _StreamServer):
         handler: as for `TCPServer`.
         path: where to listen; checked against the 107-byte limit (103 on macOS).
         abstract: listen in the Linux abstract namespace (no path).
-        ssl, close_timeout, rcvbuf, sndbuf, backlog, limit: as for `TCPServer`.
+        ssl, handshake_timeout, close_timeout, rcvbuf, sndbuf, backlog, limit: as for
+            `TCPServer`.
 
     Raises:
         ValueError: ``path`` is too long (the message names the limit), or both
@@ -191,6 +198,7 @@ class UnixServer(_UnixPath, _StreamServer):
         path: str | pathlib.Path | None = None,
         abstract: bool = False,
         ssl: ssl.SSLContext | None = None,
+        handshake_timeout: float | None = None,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         rcvbuf: int | None = None,
         sndbuf: int | None = None,
@@ -201,6 +209,7 @@ class UnixServer(_UnixPath, _StreamServer):
         super().__init__(
             handler,
             ssl=ssl,
+            handshake_timeout=handshake_timeout,
             close_timeout=close_timeout,
             rcvbuf=rcvbuf,
             sndbuf=sndbuf,
@@ -237,6 +246,7 @@ class TCPServerFactory(typing.Protocol):
         *,
         host: str = ...,
         ssl: ssl.SSLContext | None = ...,
+        handshake_timeout: float | None = ...,
         allow_remote: bool = ...,
         close_timeout: float = ...,
         rcvbuf: int | None = ...,
@@ -261,6 +271,7 @@ class UnixServerFactory(typing.Protocol):
         path: str | pathlib.Path | None = ...,
         abstract: bool = ...,
         ssl: ssl.SSLContext | None = ...,
+        handshake_timeout: float | None = ...,
         close_timeout: float = ...,
         rcvbuf: int | None = ...,
         sndbuf: int | None = ...,

@@ -186,6 +186,7 @@ class _StreamServer(_LoopbackServer):
         handler: Handler | StreamHandler | ProtocolFactory,
         *,
         ssl: ssl.SSLContext | None,
+        handshake_timeout: float | None,
         close_timeout: float,
         rcvbuf: int | None,
         sndbuf: int | None,
@@ -203,6 +204,11 @@ class _StreamServer(_LoopbackServer):
                 "tls_server_context), got a client context (ssl.PROTOCOL_TLS_CLIENT)"
             )
         seconds = check_seconds("close_timeout", close_timeout)
+        self._handshake_timeout = check_seconds(
+            "handshake_timeout", handshake_timeout, allow_none=True
+        )
+        if handshake_timeout is not None and ssl is None:
+            raise ValueError("handshake_timeout applies to TLS: pass ssl= too")
         _check_buffer("rcvbuf", rcvbuf)
         _check_buffer("sndbuf", sndbuf)
         _check_int("backlog", backlog, high=INT_MAX)
@@ -269,9 +275,11 @@ class _StreamServer(_LoopbackServer):
         return _tls_layer(self._loop) is not None
 
     def _tls_timeouts(self) -> dict[str, Any]:
-        """The TLS layer's timeouts: the test's timeout for the handshake, and
-        ``close_timeout`` for the client's close_notify (3.11+)."""
-        timeouts: dict[str, Any] = {"ssl_handshake_timeout": resolve_timeout(_UNSET) or 60.0}
+        """The TLS layer's timeouts: ``handshake_timeout`` (or the test's timeout)
+        for the handshake, and ``close_timeout`` for the client's close_notify
+        (3.11+)."""
+        handshake = self._handshake_timeout or resolve_timeout(_UNSET) or 60.0
+        timeouts: dict[str, Any] = {"ssl_handshake_timeout": handshake}
         if sys.version_info >= (3, 11):
             timeouts["ssl_shutdown_timeout"] = self._close_timeout
         return timeouts
