@@ -305,7 +305,7 @@ _PENDING_HANDLER = """
 
 @MODES
 @pytest.mark.parametrize("loop_scope", ["function", "module"])
-def test_plain_servers_pending_handler_task_is_described_by_its_server(
+def test_plain_servers_pending_handler_task_is_described_by_its_server_alone(
     pytester: pytest.Pytester, asyncio_mode: str, loop_scope: str
 ) -> None:
     # StreamReaderProtocol.connection_made makes the handler's task in a loop
@@ -337,28 +337,11 @@ def test_plain_servers_pending_handler_task_is_described_by_its_server(
     peer = re.search(r"the connection from \('127\.0\.0\.1', (\d+)\)", output)
     assert peer is not None
     result.stdout.fnmatch_lines([f"*- open socket <*laddr=('127.0.0.1', {peer[1]}), raddr=*"])
-
-
-@MODES
-@pytest.mark.parametrize("loop_scope", ["function", "module"])
-def test_gate_cancelling_a_plain_servers_handler_task_adds_nothing(
-    pytester: pytest.Pytester, asyncio_mode: str, loop_scope: str
-) -> None:
     # On Python 3.11, the done callback that StreamReaderProtocol adds to the
     # handler's task asks a cancelled task for its exception: CancelledError
     # reaches the loop's exception handler.  The gate cancelled the task: that
     # call is its own doing, neither an item of this test's report nor, on a
     # module-scoped loop, where the callback runs during test_after, of the next.
-    result = run(
-        pytester,
-        _PENDING_HANDLER.format(loop_scope=loop_scope),
-        *STRICT,
-        f"--asyncio-mode={asyncio_mode}",
-        subprocess=True,
-    )
-    result.assert_outcomes(passed=2, errors=1)
-    result.stdout.fnmatch_lines(["*ERROR at teardown of test_leaves_a_handler_waiting*"])
-    output = result.stdout.str()
     assert "ERROR at teardown of test_after" not in output
     assert "exception handler was called" not in output
     assert "CancelledError" not in output
