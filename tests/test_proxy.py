@@ -1912,3 +1912,27 @@ async def test_tcp_proxy_restart_resets_open_connections_and_takes_new_ones(
     async with connect(proxy.address) as (reader, writer):
         writer.write(b"y")
         assert await asyncio.wait_for(reader.readexactly(1), 5) == b"y"
+
+
+@pytest.mark.asyncio
+async def test_trace_names_the_address_the_upstream_server_sees(
+    fault_proxy: FaultProxyFactory, tcp_server: TCPServerFactory
+) -> None:
+    # A server behind the proxy records the proxy's upstream socket as its
+    # client: the trace says which one, to match the two records.
+    server = await tcp_server(handlers.echo)
+    proxy = await fault_proxy(upstream=server)
+    assert proxy.traces == [] or proxy.traces[0].upstream_local is None
+    for _ in range(2):
+        async with connect(proxy.address) as (reader, writer):
+            writer.write(b"x")
+            assert await asyncio.wait_for(reader.readexactly(1), 5) == b"x"
+    conns = await server.wait_for_connections(2)
+    assert [t.upstream_local for t in proxy.traces] == [c.peer for c in conns]
+    async with UDPServer(handlers.echo) as udp:
+        proxy = await fault_proxy(upstream=udp)
+        async with udp_client(proxy.address) as (transport, client):
+            transport.sendto(b"y")
+            assert await asyncio.wait_for(client.queue.get(), 5) == b"y"
+        (datagram,) = await udp.wait_for_datagrams(1)
+        assert proxy.traces[0].upstream_local == datagram.peer

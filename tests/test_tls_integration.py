@@ -25,6 +25,7 @@ from nettest import (
     _stream_server,
     handlers,
 )
+from nettest._proxy import FaultProxyFactory, fault_proxy  # noqa: F401
 from nettest._servers import TCPServerFactory, tcp_server  # noqa: F401
 from nettest._tls import (
     TLS_BAD_KINDS,
@@ -289,6 +290,23 @@ async def test_tls_tcp_server_records_the_alert_of_a_blocking_client_trusting_an
     assert "TLS handshake from 127.0.0.1:" in str(failure)
     assert "TLSV1_ALERT_UNKNOWN_CA" in str(failure)
     assert "1 failed TLS handshake" in repr(server)
+
+
+@pytest.mark.asyncio
+async def test_tls_failure_behind_the_fault_proxy_matches_its_trace(
+    tcp_server: TCPServerFactory,
+    fault_proxy: FaultProxyFactory,
+    tls_server_context: ssl.SSLContext,
+) -> None:
+    server = await tcp_server(upper, ssl=tls_server_context)
+    proxy = await fault_proxy(upstream=server)
+    loop = asyncio.get_running_loop()
+    other = make_tls_client_context(new_ca())
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await loop.run_in_executor(None, blocking_client, proxy.address, other)
+    (failure,) = await server.wait_for_handshake_failures()
+    (trace,) = proxy.traces
+    assert failure.peer == trace.upstream_local  # the server's client is the proxy
 
 
 @pytest.mark.asyncio

@@ -59,6 +59,7 @@ class ConnectionTrace:
         "kind",
         "peer",
         "upstream_bytes",
+        "upstream_local",
     )
 
     def __init__(self, *, _index: int, _kind: str, _peer: object, _start: float) -> None:
@@ -68,6 +69,11 @@ class ConnectionTrace:
         self.kind = _kind
         #: The client's address.
         self.peer = _peer
+        #: The proxy's own address on its connection (or socket) to the upstream:
+        #: the client address the upstream server sees, as in its
+        #: ``server.connections[i].peer`` or ``server.handshake_failures[i].peer``.
+        #: None until the proxy has connected upstream.
+        self.upstream_local: object = None
         #: Events in time order (at most a few hundred; later ones are counted only).
         self.events: list[TraceEvent] = []
         #: The faults that acted on this connection, in the order they first did.

@@ -339,6 +339,8 @@ class _StreamConnection:
             return
         self.server = side
         self.proxy._sides.append(side)
+        if side.transport is not None:
+            self.trace.upstream_local = side.transport.get_extra_info("sockname")
         self.trace.record(self.loop.time(), None, "connected upstream")
         # As in FaultProxy._accepted: pause only once the transport reads.
         self.loop.call_soon(self._server_ready)

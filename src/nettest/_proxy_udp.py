@@ -234,6 +234,7 @@ class _UpstreamFlow(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = typing.cast("asyncio.DatagramTransport", transport)
+        self.trace.upstream_local = transport.get_extra_info("sockname")
         track(
             transport,
             what=f"FaultProxy UDP flow #{self.schedule.index} socket",
