@@ -188,6 +188,50 @@ async def test_tls_tcp_server_serving_a_bad_case(
     assert bad.matches(excinfo.value)
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", CLIENT_REJECTS)
+async def test_tls_bad_case_made_mutual_is_refused_by_the_client_all_the_same(
+    tcp_server: TCPServerFactory, tls_bad_case_factory: TLSBadCaseFactory, kind: TLSBadKind
+) -> None:
+    bad = tls_bad_case_factory(kind, mutual=True)
+    assert bad.server_context.verify_mode == ssl.CERT_REQUIRED
+    server = await tcp_server(upper, ssl=bad.server_context)
+    with pytest.raises(ssl.SSLCertVerificationError) as excinfo:
+        await asyncio_client(server.address, bad.client_context, bad.server_hostname)
+    assert bad.matches(excinfo.value)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("mutual", [True, False])
+async def test_tls_bad_case_made_mutual_presents_the_client_certificate(
+    tcp_server: TCPServerFactory,
+    tls_mutual_server_context: ssl.SSLContext,
+    tls_bad_case_factory: TLSBadCaseFactory,
+    mutual: bool,
+) -> None:
+    # Its client context, against a good mutual-TLS server: accepted only when
+    # the case was made mutual.
+    bad = tls_bad_case_factory("expired", mutual=mutual)
+    server = await tcp_server(upper, ssl=tls_mutual_server_context)
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(ssl.SSLError, ConnectionError):
+        await loop.run_in_executor(None, blocking_client, server.address, bad.client_context)
+    if mutual:
+        (conn,) = await server.wait_for_connections()
+        assert conn.tls is not None
+        assert conn.tls.peer_certificate is not None
+        assert server.handshake_failures == ()
+    else:
+        (failure,) = await server.wait_for_handshake_failures()
+        assert failure.reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE"
+        assert server.connections == ()
+
+
+def test_tls_bad_case_mutual_must_be_a_bool(tls_bad_case_factory: TLSBadCaseFactory) -> None:
+    with pytest.raises(TypeError, match="mutual must be a bool, got int"):
+        tls_bad_case_factory("expired", mutual=1)  # type: ignore[arg-type]
+
+
 # -- loopback TLS server, blocking ssl client --------------------------------------------------
 
 

@@ -49,6 +49,17 @@ async def test_the_client_refuses_a_bad_server(tcp_server, tls_bad_case_factory,
 
 
 @pytest.mark.asyncio
+async def test_a_mutual_tls_client_refuses_a_bad_server_too(tcp_server, tls_bad_case_factory):
+    # mutual=True: the server asks for a client certificate, the client has one;
+    # the server's certificate is still the one thing wrong.
+    bad = tls_bad_case_factory("expired", mutual=True)
+    server = await tcp_server(pong, ssl=bad.server_context)
+    with pytest.raises(ssl.SSLCertVerificationError) as excinfo:
+        await fetch(server.address, bad.client_context, bad.server_hostname)
+    assert bad.matches(excinfo.value, side="client")
+
+
+@pytest.mark.asyncio
 async def test_the_same_client_accepts_a_good_server(
     tcp_server, tls_server_context, tls_client_context
 ):

@@ -291,7 +291,11 @@ class TLSBadCase:
 
 
 def make_tls_bad_case(
-    ca: trustme.CA, kind: TLSBadKind, *, tls_version: ssl.TLSVersion | None = None
+    ca: trustme.CA,
+    kind: TLSBadKind,
+    *,
+    tls_version: ssl.TLSVersion | None = None,
+    mutual: bool = False,
 ) -> TLSBadCase:
     """Return new contexts for the bad case *kind*, built around *ca*.
 
@@ -304,12 +308,16 @@ def make_tls_bad_case(
         ca: The CA that the good side trusts, normally the ``tls_ca`` fixture.
         kind: One of `TLS_BAD_KINDS`.
         tls_version: Allow only this version, one of `TLS_VERSIONS`.
+        mutual: In the cases where the client refuses the server, make the
+            server require a client certificate too, and the client present
+            ``tls_client_certificate``'s, as for a mutual-TLS client under test.
+            The ``mtls_*`` cases are mutual TLS whatever it says.
 
     Returns:
         The case, with fresh contexts.
 
     Raises:
-        TypeError: *ca* is not a ``trustme.CA``.
+        TypeError: *ca* is not a ``trustme.CA``, or *mutual* not a bool.
         ValueError: *kind* is not one of `TLS_BAD_KINDS`, or *tls_version* is not
             TLS 1.2 or TLS 1.3.
 
@@ -319,6 +327,8 @@ def make_tls_bad_case(
         server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=bad.server_context)
     """
     _check_trustme("ca", ca, "CA")
+    if not isinstance(mutual, bool):
+        raise TypeError(f"mutual must be a bool, got {type(mutual).__name__}")
     if kind not in TLS_BAD_KINDS:
         raise ValueError(f"kind must be one of {', '.join(TLS_BAD_KINDS)}; got {kind!r}")
     authority = _authority(ca)
@@ -331,16 +341,23 @@ def make_tls_bad_case(
         server_context = _server_context(server, cadata, tls_version)
         client_context = _client_context(cadata, authority.bad(kind), tls_version)
     else:
-        server_context = _server_context(authority.bad(kind), None, tls_version)
-        client_context = _client_context(cadata, None, tls_version)
+        client = _leaf_identity(authority.client) if mutual else None
+        server_context = _server_context(
+            authority.bad(kind), cadata if mutual else None, tls_version
+        )
+        client_context = _client_context(cadata, client, tls_version)
     return TLSBadCase._create(kind, server_context, client_context, tls_version)
 
 
 class TLSBadCaseFactory(Protocol):
     """The type of the ``tls_bad_case_factory`` fixture: call it with a kind."""
 
-    def __call__(self, kind: TLSBadKind) -> TLSBadCase:
-        """Return new contexts for the bad case *kind*, one of `TLS_BAD_KINDS`."""
+    def __call__(self, kind: TLSBadKind, *, mutual: bool = False) -> TLSBadCase:
+        """Return new contexts for the bad case *kind*, one of `TLS_BAD_KINDS`.
+
+        With ``mutual=True`` a case in which the client refuses the server is
+        mutual TLS too (see `make_tls_bad_case`).
+        """
         ...
 
 
@@ -354,7 +371,7 @@ def tls_bad_case_factory(tls_ca: trustme.CA, request: pytest.FixtureRequest) -> 
     """
     tls_version = requested_tls_version(request)
 
-    def factory(kind: TLSBadKind) -> TLSBadCase:
-        return make_tls_bad_case(tls_ca, kind, tls_version=tls_version)
+    def factory(kind: TLSBadKind, *, mutual: bool = False) -> TLSBadCase:
+        return make_tls_bad_case(tls_ca, kind, tls_version=tls_version, mutual=mutual)
 
     return factory
