@@ -267,14 +267,11 @@ class FaultProxy(FaultsInForce):
 
             def listener(port: int) -> socket.socket:
                 sock = socket.socket(family, socket.SOCK_STREAM)
-                try:
+                with _closed_on_error(sock):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     sock.bind((self._host, port))
                     sock.listen(_BACKLOG)
                     sock.setblocking(False)
-                except BaseException:
-                    sock.close()
-                    raise
                 return sock
 
             # Port 0 only the first time: `_listening` keeps the port bound then.

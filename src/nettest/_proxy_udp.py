@@ -25,6 +25,7 @@ from ._fault_actions import Action, Deliver, UnreachableAction, Wake
 from ._fault_engine_datagram import DatagramSchedule
 from ._hygiene import parts_of, track
 from ._proxy_sockets import _abort, _bind_port, _transport_open
+from ._server_base import _closed_on_error
 
 if typing.TYPE_CHECKING:
     from ._faults import Fault
@@ -77,12 +78,9 @@ class _Listen(asyncio.DatagramProtocol):
 
         def bound(port: int) -> socket.socket:
             sock = socket.socket(family, socket.SOCK_DGRAM)
-            try:
+            with _closed_on_error(sock):
                 sock.setblocking(False)
                 sock.bind((host, port))
-            except BaseException:
-                sock.close()
-                raise
             return sock
 
         return cls(proxy, _bind_port(port, bound))
