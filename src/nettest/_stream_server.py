@@ -235,6 +235,9 @@ class _StreamServer(_LoopbackServer):
         self._handshaking: set[asyncio.Transport] = set()
         #: Handshakes teardown aborted: not the client's failures.
         self._handshakes_ended: set[asyncio.Transport] = set()
+        #: The class of the TLS layer the server makes for each connection, once
+        #: started with ``ssl`` on a loop whose layer nettest knows (`_tls_layer`).
+        self._layer: Callable[..., Any] | None = None
         self._handshake_failures: list[HandshakeFailure] = []
 
     # -- life cycle ------------------------------------------------------------
@@ -253,6 +256,7 @@ class _StreamServer(_LoopbackServer):
         return await super().start()
 
     async def _serve(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        self._layer = None if self._ssl is None else _tls_layer(loop)
         if self._ssl is None or self._handshakes_seen():
             server = loop.create_server(self._protocol_factory, sock=sock, backlog=self._backlog)
         else:  # a loop whose TLS layer nettest does not know makes its own
@@ -272,7 +276,7 @@ class _StreamServer(_LoopbackServer):
         others ``create_server(ssl=...)`` makes it, and failed handshakes go
         unrecorded.
         """
-        return _tls_layer(self._loop) is not None
+        return self._layer is not None
 
     def _tls_timeouts(self) -> dict[str, Any]:
         """The TLS layer's timeouts: ``handshake_timeout`` (or the test's timeout)
@@ -294,7 +298,7 @@ class _StreamServer(_LoopbackServer):
         loop = self._loop
         assert loop is not None
         assert self._ssl is not None
-        layer = _tls_layer(loop)
+        layer = self._layer
         assert layer is not None
         peer = transport.get_extra_info("peername")
         waiter: asyncio.Future[None] = loop.create_future()
@@ -346,7 +350,7 @@ class _StreamServer(_LoopbackServer):
 
     def _protocol_factory(self) -> asyncio.BaseProtocol:
         recorder = self._recorder()
-        if self._ssl is not None and self._handshakes_seen():
+        if self._handshakes_seen():
             return _TLSAccept(self, recorder)
         return recorder
 
@@ -626,8 +630,7 @@ class _StreamServer(_LoopbackServer):
         for task in list(self._tasks):
             task.cancel()
         for transport in list(self._handshaking):
-            self._handshakes_ended.add(transport)
-            transport.abort()
+            self._abort_handshake(transport)
         if self._status != "closed":
             self._status = "closed"
             self._cleanup()
@@ -810,10 +813,14 @@ class _StreamServer(_LoopbackServer):
             if reads <= _HANDSHAKE_TEARDOWN_READS and _input_waiting(transport):
                 loop.call_soon(step)
             else:
-                self._handshakes_ended.add(transport)
-                transport.abort()
+                self._abort_handshake(transport)
 
         step()
+
+    def _abort_handshake(self, transport: asyncio.Transport) -> None:
+        """Abort a connection in the TLS handshake at teardown: not a failure of its client."""
+        self._handshakes_ended.add(transport)
+        transport.abort()
 
     async def _abort_leftovers(
         self, server: asyncio.AbstractServer, idle: asyncio.Future[Any]
@@ -829,8 +836,7 @@ class _StreamServer(_LoopbackServer):
                 f"{count} connection{'s' if count != 1 else ''} still in the TLS handshake"
             )
             for transport in list(self._handshaking):
-                self._handshakes_ended.add(transport)
-                transport.abort()
+                self._abort_handshake(transport)
         for state in self._states:
             conn = state.conn
             if conn.is_open:
