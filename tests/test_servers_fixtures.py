@@ -201,6 +201,40 @@ def test_the_gate_closed_the_listener():
     result.stdout.fnmatch_lines(["*LeakError*", "*open TCPServer 127.0.0.1:*"])
 
 
+def test_gate_closing_a_tls_server_in_a_handshake_is_no_handshake_failure(
+    pytester: pytest.Pytester,
+) -> None:
+    # The gate ends the leaked server's connection still in the handshake: its client
+    # did not fail, so the server's handshake_failures stay empty.
+    pytester.makepyfile(
+        _HEADER
+        + """
+from nettest._servers import TCPServer
+
+import socket
+
+@pytest.mark.asyncio
+async def test_leaks(tls_server_context):
+    server = await TCPServer(handlers.echo, ssl=tls_server_context).start()
+    client = socket.create_connection(server.address)  # and no ClientHello
+    while not server._handshaking:
+        await asyncio.sleep(0.001)
+    test_leaks.ends = (server, client)
+
+def test_the_gate_ended_it_as_teardown():
+    server, client = test_leaks.ends
+    with client:
+        client.settimeout(5)
+        assert client.recv(1) == b""
+    assert server.closed
+    assert (server.connections, server.handshake_failures) == ((), ())
+"""
+    )
+    result = pytester.runpytest("-W", "ignore::ResourceWarning", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*LeakError*", "*in the TLS handshake*"])
+
+
 def test_fixture_is_skipped_without_ipv6(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(
         """
