@@ -339,11 +339,54 @@ async def test_udp_sent_omits_a_send_that_was_a_fatal_error() -> None:
             await server.wait_for_datagrams(1)
         for _ in range(5):
             await asyncio.sleep(0)
-        await server.aclose()
+        with pytest.raises(HandlerError):  # the error that closed the transport
+            await server.aclose()
     finally:
         loop.set_exception_handler(None)
     assert [c["message"] for c in contexts] == ["Fatal write error on datagram transport"]
     assert server.sent == ()
+
+
+@pytest.mark.parametrize("kind", ["udp", "unix"])
+async def test_datagram_server_whose_transport_an_error_closed_says_so(
+    kind: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # A handler's sendto() without an address, on the unconnected server socket, is
+    # a fatal error: asyncio closes the transport.  The server can receive nothing
+    # more; it says so at once, and raises the error at teardown.
+    class ForgetsTheAddress(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = typing.cast("asyncio.DatagramTransport", transport)
+
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            self.transport.sendto(data.upper())
+
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda loop, context: None)  # asyncio logs the error
+    try:
+        if kind == "udp":
+            server: UDPServer | UnixDatagramServer = await UDPServer(ForgetsTheAddress).start()
+            client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        else:
+            server = await UnixDatagramServer(ForgetsTheAddress).start()
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with client:
+            client.sendto(b"ping", server.address)
+            await server.wait_for_datagrams(1)
+            for _ in range(5):
+                await asyncio.sleep(0)
+            (error,) = server.errors
+            assert isinstance(error, TypeError)
+            assert "an error closed its transport (TypeError: " in repr(server)
+            start = loop.time()
+            with pytest.raises(TimeoutError, match=r"; an error closed its transport \(TypeError"):
+                await server.wait_for_datagrams(2, timeout=30)
+            assert loop.time() - start < 10  # at once, not after the timeout
+            with pytest.raises(HandlerError, match=r"\(it closed the server's transport\)"):
+                await server.aclose()
+    finally:
+        loop.set_exception_handler(None)
+    assert server.closed
 
 
 async def test_udp_sent_omits_an_empty_datagram_where_asyncio_drops_it(

@@ -212,7 +212,13 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
             self._guard("error_received", lambda: inner.error_received(exc))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._server._lost.set()
+        server = self._server
+        server._lost.set()
+        if exc is not None:
+            # A fatal error closed the transport (a handler's sendto() without an
+            # address, say): the server is dead, and that is the handler's failure.
+            server._dead = exc
+            server._record_error(exc, "it closed the server's transport")
         inner = self._inner
         if inner is not None:
             self._guard("connection_lost", lambda: inner.connection_lost(exc))
@@ -255,6 +261,8 @@ class _DatagramServer(_LoopbackServer):
         self._queue: asyncio.Queue[tuple[bytes, Any] | None] = asyncio.Queue()
         self._script_task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
+        #: The error that closed the transport while the server was open, if one did.
+        self._dead: Exception | None = None
         self._started_at = 0.0
 
     def _now(self) -> float:
@@ -306,7 +314,16 @@ class _DatagramServer(_LoopbackServer):
             self._record_error(exc, "the script failed")
 
     def __repr__(self) -> str:
-        return f"<{self._name} {self._status}, {len(self.datagrams)} datagrams received>"
+        status = self._status if self._dead is None else f"{self._status}, {self._ended()}"
+        return f"<{self._name} {status}, {len(self.datagrams)} datagrams received>"
+
+    def _ended(self) -> str:
+        """Why no more datagrams can arrive, or ``""``."""
+        if self.closed:
+            return "the server is closed"
+        if self._dead is not None:
+            return f"an error closed its transport ({type(self._dead).__name__}: {self._dead})"
+        return ""
 
     # -- recording -------------------------------------------------------------
 
@@ -391,8 +408,9 @@ class _DatagramServer(_LoopbackServer):
             TypeError: ``n`` is not an int.
             ValueError: ``n`` < 0, or a bad timeout.
             RuntimeError: not started, or called on another event loop than the server's.
-            TimeoutError: fewer arrived in time, or the server closed with fewer
-                (then at once); the message lists those that did.
+            TimeoutError: fewer arrived in time, or the server closed, or an
+                error closed its transport, with fewer (then at once); the message
+                lists those that did.
         """
         _check_int("n", n, low=0)
         seconds = resolve_timeout(timeout)
@@ -404,9 +422,9 @@ class _DatagramServer(_LoopbackServer):
                 f"{self._name}: expected {n} datagram{'s' if n != 1 else ''}; "
                 f"{len(self.datagrams)} arrived: "
                 + ", ".join(show(d.data, 64) for d in self.datagrams)
-                + ("; the server is closed" if self.closed else "")
+                + (f"; {self._ended()}" if self._ended() else "")
             ),
-            ended=lambda: self.closed,
+            ended=lambda: bool(self._ended()),
         )
         return self.datagrams[:n]
 
