@@ -664,6 +664,21 @@ def test_drop_all() -> None:
     assert "Drop()" in schedule.trace.fired
 
 
+@pytest.mark.parametrize(
+    ("fault", "what"), [(Latency(0.1), "delaying"), (Bandwidth(100), "throttling")]
+)
+def test_datagram_delays_are_traced_once(fault: Fault, what: str) -> None:
+    # Like the stream faults of their kind: in fired, and in the trace at the first
+    # datagram they act on, not at each.
+    schedule = datagrams(fault)
+    for at in (0.0, 10.0, 20.0):
+        schedule.datagram("downstream", b"x", at)
+    assert schedule.trace.fired == [repr(fault)]
+    lines = [line for line in str(schedule.trace).splitlines() if what in line]
+    (line,) = lines
+    assert line.split()[0] == "0.000000"
+
+
 def test_duplicate() -> None:
     schedule = datagrams(Duplicate())
     assert schedule.datagram("downstream", b"x", 0) == [

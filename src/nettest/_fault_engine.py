@@ -330,6 +330,12 @@ class _Schedule:
         self._consumed: dict[Flow, int] = {"upstream": 0, "downstream": 0}
         self._initial = tuple(faults)
 
+    def _fire_once(self, applied: _Applied, at: float, what: str) -> None:
+        """Trace the first time `applied` acts: a fault that acts on all alike (a delay)."""
+        if not applied.fired:
+            applied.fired = True
+            self.trace.fire(at, applied.fault, applied.flow, what)
+
     def _check_kind(self, faults: Iterable[Fault]) -> None:
         other = "TCP" if self._kind == "datagram" else "UDP"
         check_faults(

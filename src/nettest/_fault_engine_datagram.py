@@ -204,11 +204,13 @@ class DatagramSchedule(_Schedule):
                 actions.append(UnreachableAction(item.at, flow))
                 continue
             elif isinstance(fault, Latency):
+                self._fire_once(applied, item.at, "delaying")
                 at = item.at + fault.delay
                 if fault.jitter:
                     at += self.rng.uniform(-fault.jitter, fault.jitter)
                 item.at = max(at, item.at)
             elif isinstance(fault, Bandwidth):
+                self._fire_once(applied, item.at, "throttling")
                 start = max(item.at, applied.busy)
                 applied.busy = start + len(item.data) / fault.bytes_per_second
                 entry, item.at = item.at, applied.busy

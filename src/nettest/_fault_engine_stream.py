@@ -522,12 +522,6 @@ class StreamSchedule(_Schedule):
             return []
         return [chunk]
 
-    def _fire_once(self, applied: _Applied, at: float, what: str) -> None:
-        """Trace the first time `applied` acts on the stream."""
-        if not applied.fired:
-            applied.fired = True
-            self.trace.fire(at, applied.fault, applied.flow, what)
-
     def _act_other(self, applied: _Applied, item: _Item) -> list[_Item]:
         """Apply an armed fault to an EOF or a close/reset from an earlier stage."""
         fault = applied.fault
