@@ -282,6 +282,72 @@ async def test_memory_datagram_transport_test_as_peer() -> None:
     assert protocol.events[-1:] == [("lost", None)]
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("remote", "source", "received"),
+    [
+        # As the socket reports a source: IPv6 as a 4-tuple, localhost as a number.
+        (("::1", 53), ("::1", 53), ("::1", 53, 0, 0)),
+        (("localhost", 53), ("localhost", 53), ("127.0.0.1", 53)),
+        (None, ("::1", 5353), ("::1", 5353, 0, 0)),
+    ],
+)
+async def test_memory_datagram_feed_reads_the_address_as_a_socket_reports_it(
+    remote: Any, source: Any, received: Any
+) -> None:
+    protocol = Datagrams()
+    local = ("::1", 4000) if remote is None else None
+    transport = MemoryDatagramTransport(protocol, local_addr=local, remote_addr=remote)
+    transport.feed_datagram(b"hello", source)
+    await turns()
+    assert protocol.events == [("made",), ("datagram", b"hello", received)]
+    transport.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_datagram_feed_from_an_unbound_unix_sender() -> None:
+    protocol = Datagrams()
+    transport = MemoryDatagramTransport(protocol, local_addr="/tmp/server.sock")
+    transport.feed_datagram(b"hello", None)  # a sender that bound no address
+    await turns()
+    assert protocol.events == [("made",), ("datagram", b"hello", None)]
+    transport.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_datagram_connected_transport_hears_only_its_peer() -> None:
+    protocol = Datagrams()
+    transport = MemoryDatagramTransport(protocol, remote_addr=("127.0.0.1", 53))
+    transport.feed_datagram(b"stray", ("127.0.0.1", 54))  # dropped, as by the kernel
+    transport.feed_datagram(b"reply", ("127.0.0.1", 53))
+    await turns()
+    assert protocol.events == [("made",), ("datagram", b"reply", ("127.0.0.1", 53))]
+    transport.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("source", "error", "message"),
+    [
+        ("notaddr", TypeError, "addr is not an AF_INET address: AF_INET address must be tuple"),
+        (("::1", 53, 0, 0), TypeError, "addr is not an AF_INET address: AF_INET address must be"),
+        (("127.0.0.1", 70000), ValueError, "addr is not an AF_INET address: port must be"),
+        (("::1", 53), ValueError, "addr is not an AF_INET address: .*family"),
+    ],
+)
+async def test_memory_datagram_feed_refuses_what_is_no_address_of_its_family(
+    source: Any, error: type[Exception], message: str
+) -> None:
+    transport = MemoryDatagramTransport(Datagrams(), remote_addr=("127.0.0.1", 53))
+    with pytest.raises(error, match=message):
+        transport.feed_datagram(b"x", source)
+    transport.close()
+    await turns()
+
+
 @pytest.mark.parametrize(
     ("timeout", "error", "message"),
     [
@@ -1237,6 +1303,11 @@ def test__localhost_follows_the_hosts_file(
             {"address_a": ("::1", 5), "address_b": ("127.0.0.1", 6)},
             ValueError,
             r"address_a and address_b must be of one family, got \('::1', 5\)",
+        ),
+        (  # an IPv6 end (a 3-tuple) cannot have an IPv4 address, as bind() says
+            {"address_a": ("127.0.0.1", 5, 0)},
+            ValueError,
+            "address_a is not an AF_INET6 address: .*family",
         ),
     ],
 )

@@ -64,6 +64,7 @@ from ._endpoint import (
     MAX_DATAGRAM_SIZE,
     FlowControlled,
     bound_address,
+    check_address,
     check_bool,
     check_count,
     check_protocol,
@@ -219,7 +220,8 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
     Raises:
         TypeError: ``protocol`` is not an `asyncio.DatagramProtocol`, an address
             that is not an address of its family, or ``allow_broadcast`` not a bool.
-        ValueError: an address out of range, or of another family than the other.
+        ValueError: an address out of range, a numeric host of the other IP
+            family (``("127.0.0.1", 53, 0)``), or of another family than the other.
 
     Example:
         ::
@@ -717,12 +719,34 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
                 waiter.set_result(None)
 
     def feed_datagram(self, data: bytes, addr: Any) -> None:
-        """Deliver a datagram from ``addr`` to the protocol on a later loop turn."""
+        """Deliver a datagram from ``addr`` to the protocol on a later loop turn.
+
+        ``addr`` is an address of the transport's family, given as ``sendto()``
+        takes one, or None for an AF_UNIX sender that bound no address; the
+        protocol receives it as a socket reports a source: an IPv6 address as a
+        4-tuple, ``localhost`` as its numeric address.  A connected
+        transport receives only from its peer, as a connected socket does: a
+        datagram from another address is dropped.
+
+        Raises:
+            TypeError: ``data`` is not bytes-like, or ``addr`` is not an address
+                of the transport's family.
+            ValueError: a port or flow label out of range, or a numeric host of the
+                other IP family.
+        """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(
                 f"data argument must be a bytes-like object, not {type(data).__name__!r}"
             )
-        self._loop.call_soon(self._datagram_arrived, bytes(data), addr, context=self._read_context)
+        family = self._info["socket"].family
+        if family == AF_UNIX and addr is None:
+            source = None  # an AF_UNIX sender that bound no address
+        else:
+            check_address(family, addr, "addr")
+            source = bound_address(family, addr, bind=False)
+        self._loop.call_soon(
+            self._datagram_arrived, bytes(data), source, context=self._read_context
+        )
 
     def feed_error(self, exc: Exception) -> None:
         """Make ``exc`` the socket's pending error: ``error_received`` gets it.
@@ -909,7 +933,8 @@ def memory_datagram_pair(
         TypeError: a protocol that is not an `asyncio.DatagramProtocol`, an
             address that is not an address of its family, or a flag that is not
             a bool.
-        ValueError: an address out of range, the two of different families, or
+        ValueError: an address out of range, a numeric host of the other IP
+            family (``("127.0.0.1", 53, 0)``), the two of different families, or
             two that clash (the same one, or the wildcard address and a loopback
             address on one port).
 

@@ -236,13 +236,27 @@ def datagram_family(address: Any, name: str) -> int:
             f"{name} must be a (host, port) tuple, an IPv6 (host, port, flowinfo, scope_id) "
             f"tuple or an AF_UNIX path, got {address!r}"
         )
+    check_address(family, address, name)
+    return family
+
+
+def check_address(family: int, address: Any, name: str) -> None:
+    """Check `address` as ``bind()`` or ``sendto()`` on a socket of `family` would.
+
+    Raises:
+        TypeError: not an address of `family`, or an item has the wrong type; the
+            message names `name`.
+        ValueError: a port, flow label or path out of range, or a numeric host of
+            the other IP family (which no socket of `family` can reach).
+    """
     try:
-        _parse_address(family, address, "")
+        parsed = _parse_address(family, address, "")
+        if family != AF_UNIX and parsed[0]:
+            _numeric_host(family, parsed[0])
     except TypeError as exc:
         raise TypeError(f"{name} is not an {_FAMILY_NAMES[family]} address: {exc}") from None
     except (OverflowError, OSError) as exc:
         raise ValueError(f"{name} is not an {_FAMILY_NAMES[family]} address: {exc}") from None
-    return family
 
 
 def _has_colon(host: object) -> bool:
