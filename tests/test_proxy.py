@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from nettest import TCPServerFactory, UDPServer, UDPServerThread, _proxy_sockets, handlers
+from nettest import (
+    TCPServerFactory,
+    UDPServer,
+    UDPServerThread,
+    UnixDatagramServer,
+    _proxy_sockets,
+    handlers,
+)
 from nettest._faults import (
     Bandwidth,
     Blackhole,
@@ -962,6 +969,15 @@ async def test_a_proxy_in_front_of_a_nettest_udp_server_is_a_udp_proxy(
             FaultProxy(server, kind="tcp")
     with UDPServerThread(handlers.echo) as thread_server:
         assert FaultProxy(thread_server).kind == "udp"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", [None, "tcp", "udp"])
+async def test_a_proxy_in_front_of_a_unix_datagram_server_is_refused(kind: str | None) -> None:
+    # Neither kind can forward to it: refused when made, not at the first client.
+    async with UnixDatagramServer() as server:
+        with pytest.raises(ValueError, match=r"upstream is a Unix datagram server \(<Unix"):
+            FaultProxy(server, kind=kind)  # type: ignore[arg-type]
 
 
 @pytest.mark.asyncio

@@ -83,8 +83,13 @@ _BACKLOG = 1024
 def _kind_for(upstream: object, kind: object) -> Kind:
     """The proxy's kind: as given, or a nettest UDP server's ("tcp" for anything else)."""
     from ._threads import UDPServerThread
-    from ._udp import UDPServer
+    from ._udp import UDPServer, UnixDatagramServer
 
+    if isinstance(upstream, UnixDatagramServer):
+        raise ValueError(
+            f"upstream is a Unix datagram server ({upstream!r}): a proxy forwards TCP "
+            "to a (host, port) or a Unix stream socket, and UDP to a (host, port)"
+        )
     datagram = isinstance(upstream, (UDPServer, UDPServerThread))
     if kind is None:
         return "udp" if datagram else "tcp"
@@ -140,9 +145,11 @@ class FaultProxy(FaultsInForce):
         allow_remote: Allow a *host* that is not loopback.
 
     Raises:
-        ValueError: An unknown kind, a fault that does not apply to it, a port
-            out of 0..65535, or a *host* that is not a literal loopback address
-            (without *allow_remote*), or a *seed* outside [0, 2**64).
+        ValueError: An unknown kind, a fault that does not apply to it, an
+            upstream no proxy of the kind can reach (a Unix socket path for UDP,
+            a nettest Unix datagram server for either), a port out of 0..65535,
+            a *host* that is not a literal loopback address (without
+            *allow_remote*), or a *seed* outside [0, 2**64).
         TypeError: A *host*, *port* or *seed* of the wrong type.
 
     Example::
