@@ -403,19 +403,53 @@ async def test_transport_writes_after_connection_lost_are_dropped_and_logged(
 
 
 @pytest.mark.asyncio
-async def test_memory_transport_writes_after_a_drained_close_are_dropped() -> None:
+async def test_transport_used_after_a_drained_close_fails_as_asyncios_does(
+    connect: Connect,
+) -> None:
+    # A close() that waited for its buffer to drain ends without counting the
+    # connection lost, and asyncio's transport lets go of its loop: write() and the
+    # first abort() then fail on it (close(); sleep(0); abort() crashes in real code).
     client, server = Recorder(), Recorder(keep_open=True)
-    c, s = memory_transport_pair(client, server, capacity=4)
-    await turns()
-    c.write(b"12345678")  # 4 in flight, 4 buffered
+    kwargs = {"capacity": 65536} if connect.kind == "memory" else {}  # type: ignore[attr-defined]
+    c, s = await connect(client, server, **kwargs)
+    s.pause_reading()
+    c.write(b"x" * 16 * 1024 * 1024)
+    assert c.get_write_buffer_size() > 0
     c.close()
-    await until(lambda: client.lost.done())  # the buffer drained, then the socket closed
-    c.write(b"late")
-    await turns()
-    assert server.received == b"12345678"
-    assert server.kinds()[-1] == "eof"
-    s.close()
-    await turns()
+    s.resume_reading()
+    await until(lambda: client.lost.done(), timeout=20)
+    for _ in range(2):
+        with pytest.raises(AttributeError, match="has no attribute 'call_exception_handler'"):
+            c.write(b"late")
+    c.write_eof()
+    c.close()
+    with pytest.raises(AttributeError, match="has no attribute 'call_soon'"):
+        c.abort()
+    c.abort()  # the loss is counted now: this does nothing, and writes are dropped
+    c.write(b"later")
+    await until(lambda: server.kinds()[-1] == "eof", timeout=20)
+    assert len(server.received) == 16 * 1024 * 1024
+
+
+@pytest.mark.asyncio
+async def test_transport_writelines_after_a_drained_close_fails_as_asyncios_does(
+    connect: Connect,
+) -> None:
+    client, server = Recorder(), Recorder(keep_open=True)
+    kwargs = {"capacity": 65536} if connect.kind == "memory" else {}  # type: ignore[attr-defined]
+    c, s = await connect(client, server, **kwargs)
+    s.pause_reading()
+    c.write(b"x" * 16 * 1024 * 1024)
+    c.close()
+    s.resume_reading()
+    await until(lambda: client.lost.done(), timeout=20)
+    c.writelines([])  # nothing to write: no failure
+    if sys.version_info >= (3, 12):  # its own writelines() calls a released method
+        with pytest.raises(TypeError, match="'NoneType' object is not callable"):
+            c.writelines([b"late"])
+    else:  # joins and calls write()
+        with pytest.raises(AttributeError, match="has no attribute 'call_exception_handler'"):
+            c.writelines([b"late"])
 
 
 @pytest.mark.asyncio

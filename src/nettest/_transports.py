@@ -66,6 +66,18 @@ _LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
 _WRITELINES_OF_ITS_OWN = sys.version_info >= (3, 12)
 
 
+def _released(attribute: str) -> AttributeError:
+    """What asyncio's selector transport raises when it is used after a drained close.
+
+    A ``close()`` that waited for the write buffer to drain ends without counting
+    the connection lost, and connection_lost releases the transport's loop and
+    socket: a later ``abort()`` or ``write()`` then fails on its missing loop, in
+    every version from 3.10 on.  The memory transports fail the same way, so that
+    a test finds the crash a real socket would give.
+    """
+    return AttributeError(f"'NoneType' object has no attribute '{attribute}'")
+
+
 def _check_capacity(capacity: int) -> int:
     """Raise unless `capacity` is an int of at least 1 byte."""
     return check_count("capacity", capacity)
@@ -149,6 +161,7 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         "_closed",
         "_closing",
         "_conn_lost",
+        "_drained",
         "_eof",
         "_eof_seen",
         "_flow",
@@ -249,6 +262,7 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         self._closing = False
         self._closed = False
         self._conn_lost = 0
+        self._drained = False
         self._eof = False  # write_eof() called
         self._paused = False  # pause_reading() in force
         self._reader_on = False  # the first read was allowed (after connection_made)
@@ -343,6 +357,8 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
             raise RuntimeError("Cannot call write() after write_eof()")
         if not data:
             return
+        if self._drained:
+            raise _released("call_exception_handler")
         if self._conn_lost:
             if self._conn_lost >= _LOG_THRESHOLD_FOR_CONNLOST_WRITES:
                 logger.warning("socket.send() raised exception.")
@@ -397,9 +413,15 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
             RuntimeError: after ``write_eof()`` (naming ``writelines()`` from 3.12,
                 as asyncio's selector transport does).
         """
-        if self._eof and _WRITELINES_OF_ITS_OWN:
+        if not _WRITELINES_OF_ITS_OWN:
+            self.write(b"".join(list_of_data))
+            return
+        if self._eof:
             raise RuntimeError("Cannot call writelines() after write_eof()")
-        self.write(b"".join(list_of_data))
+        chunks = list(list_of_data)
+        if chunks and self._drained:
+            raise TypeError("'NoneType' object is not callable")  # its _write_ready
+        self.write(b"".join(chunks))
 
     def _schedule_write(self) -> None:
         if self._writing and self._write_handle is None and not self._conn_lost:
@@ -522,6 +544,18 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
             self._writing = False
             self._loop.call_soon(self._call_connection_lost, None)
 
+    def abort(self) -> None:
+        """Close at once, discarding whatever is buffered.
+
+        Raises:
+            AttributeError: the first call after a ``close()`` that ended once
+                the buffer drained, as asyncio's selector transport raises it.
+        """
+        if self._drained:
+            self._drained = False  # asyncio counts the loss before it fails
+            raise _released("call_soon")
+        self._force_close(None)
+
     def _force_close(self, exc: BaseException | None) -> None:
         if self._conn_lost:
             return
@@ -548,8 +582,11 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         """Release the "socket": FIN to the peer, or a reset if data was left unread."""
         self._closed = True
         if not self._conn_lost:
-            # Closed after draining the buffer: later writes are dropped, not sent.
+            # Closed after draining the buffer.  asyncio's selector transport then
+            # lets go of its loop and socket without counting the connection lost,
+            # so a later abort() or write() fails on them (see `_released`).
             self._conn_lost = 1
+            self._drained = True
         self._stop_reading()
         if self._write_handle is not None:
             self._write_handle.cancel()
