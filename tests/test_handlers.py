@@ -314,6 +314,34 @@ def test_classify_reads_a_plain_callables_signature() -> None:
         classify(lambda a: None)
 
 
+def test_classify_reads_an_async_functions_signature() -> None:
+    # Refused when the server is made, not at each connection's teardown error.
+    async def forgot_the_writer(reader: object) -> None:
+        pass
+
+    async def wants_more(reader: object, writer: object, greeting: bytes) -> None:
+        pass
+
+    async def any_arguments(*args: object) -> None:
+        pass
+
+    class Handler:
+        async def __call__(self, reader: object, writer: object) -> None:
+            pass
+
+    with pytest.raises(
+        TypeError,
+        match=r"got the async function .*forgot_the_writer\(reader[^,]*\), which cannot "
+        r"be called with \(reader, writer\)",
+    ):
+        classify(forgot_the_writer)
+    with pytest.raises(TypeError, match=r"wants_more\(reader.*greeting.*\), which cannot"):
+        classify(wants_more)
+    assert classify(any_arguments) == "stream"
+    assert classify(Handler()) == "stream"
+    assert classify(functools.partial(wants_more, greeting=b"hi")) == "stream"
+
+
 @pytest.mark.asyncio
 async def test_a_plain_function_handler_serves_and_its_result_is_awaited() -> None:
     from nettest import TCPServer

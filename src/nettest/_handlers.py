@@ -603,7 +603,18 @@ def classify(handler: object, *, datagram: bool = False) -> HandlerKind:
     if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call):
         if datagram:
             raise TypeError(f"handler must be {accepted}; got a coroutine function")
-        return "stream"
+        try:
+            signature = inspect.signature(handler)
+        except (TypeError, ValueError):  # no signature to read
+            return "stream"
+        if _accepts(signature, 2):
+            return "stream"
+        name = getattr(handler, "__qualname__", type(handler).__name__)
+        parameters = signature.replace(return_annotation=inspect.Signature.empty)
+        raise TypeError(
+            f"handler must be {accepted}; got the async function {name}{parameters}, "
+            "which cannot be called with (reader, writer)"
+        )
     if isinstance(handler, type):
         wanted = asyncio.DatagramProtocol if datagram else asyncio.BaseProtocol
         if not issubclass(handler, wanted):
