@@ -201,6 +201,39 @@ def test_the_gate_closed_the_listener():
     result.stdout.fnmatch_lines(["*LeakError*", "*open TCPServer 127.0.0.1:*"])
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_a_synchronous_test_calling_an_async_server_fixture_fails_at_once(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    # Not a coroutine never awaited (a warning) and a test that passes.
+    pytester.makepyfile(
+        _HEADER
+        + """
+from nettest._udp import unix_datagram_server  # noqa: F401
+
+def test_tcp(tcp_server):
+    tcp_server(handlers.echo)
+
+def test_unix_datagram(unix_datagram_server):
+    unix_datagram_server()
+"""
+    )
+    result = pytester.runpytest(
+        f"--asyncio-mode={mode}", "-p", "no:cacheprovider", "-W", "error::RuntimeWarning"
+    )
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*RuntimeError: tcp_server(...) starts its server on the running event loop, and "
+            "there is none: await it in an async test; a synchronous test can use "
+            "tcp_server_thread",
+            "*RuntimeError: unix_datagram_server(...) starts its server on the running event "
+            "loop, and there is none: await it in an async test",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*never awaited*")
+
+
 def test_gate_closing_a_tls_server_in_a_handshake_is_no_handshake_failure(
     pytester: pytest.Pytester,
 ) -> None:

@@ -35,7 +35,7 @@ import threading
 import typing
 import warnings
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -685,6 +685,10 @@ def _close_elsewhere(loop: asyncio.AbstractEventLoop, server: _Closable) -> None
         raise error[0]
 
 
+#: The fixtures that have a thread-backed twin named ``<fixture>_thread``.
+_THREAD_TWINS = frozenset({"tcp_server", "unix_server", "udp_server"})
+
+
 class AsyncServerFactory:
     """A fixture's factory: starts servers on the running loop and closes them at teardown.
 
@@ -703,7 +707,28 @@ class AsyncServerFactory:
         self._loop = asyncio.get_running_loop()
         self._name = request.fixturename or "the server fixture"
 
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        """Return the coroutine that starts the server; refuse at once without a loop.
+
+        A synchronous test that forgets it cannot await would otherwise pass, its
+        server never started, with only a "never awaited" warning to show for it.
+        """
+        __tracebackhide__ = True  # the test's call is the report
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            twin = (
+                f"; a synchronous test can use {self._name}_thread"
+                if self._name in _THREAD_TWINS
+                else ""
+            )
+            raise RuntimeError(
+                f"{self._name}(...) starts its server on the running event loop, and "
+                f"there is none: await it in an async test{twin}"
+            ) from None
+        return self._start(*args, **kwargs)
+
+    async def _start(self, *args: Any, **kwargs: Any) -> Any:
         server = self._make(*args, **kwargs)
         try:
             await server.start()
