@@ -370,10 +370,10 @@ def chunkings(
 
     Args:
         data: The bytes to cut, or a strategy for them.
-        min_size: The fewest chunks, at least 1.  Bytes shorter than this are
-            refused; drawn data shorter than this has fewer chunks, one per
-            byte.  Empty data has no chunkings but the empty list, which is
-            what it always gives.
+        min_size: The fewest chunks, at least 1.  Given bytes shorter than
+            this (but not empty) are refused; drawn data shorter than this has
+            fewer chunks, one per byte.  Empty data, given or drawn, has no
+            chunking but the empty list, which is what it always gives.
         max_size: The most chunks, or None for one chunk per byte.
         delimiters: Byte strings to cut around (±1 byte); pass ``()`` for none.
         utf8: Cut inside well-formed UTF-8 multi-byte sequences.
