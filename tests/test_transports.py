@@ -402,13 +402,8 @@ async def test_transport_writes_after_connection_lost_are_dropped_and_logged(
     assert c.get_write_buffer_size() == 0
 
 
-@pytest.mark.asyncio
-async def test_transport_used_after_a_drained_close_fails_as_asyncios_does(
-    connect: Connect,
-) -> None:
-    # A close() that waited for its buffer to drain ends without counting the
-    # connection lost, and asyncio's transport lets go of its loop: write() and the
-    # first abort() then fail on it (close(); sleep(0); abort() crashes in real code).
+async def _closed_once_drained(connect: Connect) -> tuple[Any, Recorder]:
+    """A client transport whose close() waited for 16 MiB to drain, and the server."""
     client, server = Recorder(), Recorder(keep_open=True)
     kwargs = {"capacity": 65536} if connect.kind == "memory" else {}  # type: ignore[attr-defined]
     c, s = await connect(client, server, **kwargs)
@@ -418,6 +413,17 @@ async def test_transport_used_after_a_drained_close_fails_as_asyncios_does(
     c.close()
     s.resume_reading()
     await until(lambda: client.lost.done(), timeout=20)
+    return c, server
+
+
+@pytest.mark.asyncio
+async def test_transport_used_after_a_drained_close_fails_as_asyncios_does(
+    connect: Connect,
+) -> None:
+    # A close() that waited for its buffer to drain ends without counting the
+    # connection lost, and asyncio's transport lets go of its loop: write() and the
+    # first abort() then fail on it (close(); sleep(0); abort() crashes in real code).
+    c, server = await _closed_once_drained(connect)
     for _ in range(2):
         with pytest.raises(AttributeError, match="has no attribute 'call_exception_handler'"):
             c.write(b"late")
@@ -435,14 +441,7 @@ async def test_transport_used_after_a_drained_close_fails_as_asyncios_does(
 async def test_transport_writelines_after_a_drained_close_fails_as_asyncios_does(
     connect: Connect,
 ) -> None:
-    client, server = Recorder(), Recorder(keep_open=True)
-    kwargs = {"capacity": 65536} if connect.kind == "memory" else {}  # type: ignore[attr-defined]
-    c, s = await connect(client, server, **kwargs)
-    s.pause_reading()
-    c.write(b"x" * 16 * 1024 * 1024)
-    c.close()
-    s.resume_reading()
-    await until(lambda: client.lost.done(), timeout=20)
+    c, _ = await _closed_once_drained(connect)
     c.writelines([])  # nothing to write: no failure
     if sys.version_info >= (3, 12):  # its own writelines() calls a released method
         with pytest.raises(TypeError, match="'NoneType' object is not callable"):

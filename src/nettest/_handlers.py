@@ -609,11 +609,9 @@ def classify(handler: object, *, datagram: bool = False) -> HandlerKind:
             return "stream"
         if _accepts(signature, 2):
             return "stream"
-        name = getattr(handler, "__qualname__", type(handler).__name__)
-        parameters = signature.replace(return_annotation=inspect.Signature.empty)
         raise TypeError(
-            f"handler must be {accepted}; got the async function {name}{parameters}, "
-            "which cannot be called with (reader, writer)"
+            f"handler must be {accepted}; got the async function "
+            f"{_described(handler, signature)}, which cannot be called with (reader, writer)"
         )
     if isinstance(handler, type):
         wanted = asyncio.DatagramProtocol if datagram else asyncio.BaseProtocol
@@ -632,13 +630,17 @@ def classify(handler: object, *, datagram: bool = False) -> HandlerKind:
         return "protocol"
     if not datagram and _accepts(signature, 2):
         return "stream"
-    name = getattr(handler, "__qualname__", type(handler).__name__)
-    parameters = signature.replace(return_annotation=inspect.Signature.empty)
     raise TypeError(
-        f"handler must be {accepted}; got {name}{parameters}, which takes neither no "
-        "arguments (a protocol factory)"
+        f"handler must be {accepted}; got {_described(handler, signature)}, which takes "
+        "neither no arguments (a protocol factory)"
         + ("" if datagram else " nor two, (reader, writer) (a stream handler)")
     )
+
+
+def _described(handler: object, signature: inspect.Signature) -> str:
+    """``name(parameters)``, for an error about a handler's signature."""
+    name = getattr(handler, "__qualname__", type(handler).__name__)
+    return f"{name}{signature.replace(return_annotation=inspect.Signature.empty)}"
 
 
 def _accepts(signature: inspect.Signature, count: int) -> bool:
