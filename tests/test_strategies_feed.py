@@ -56,6 +56,7 @@ class RecordingBufferedProtocol(asyncio.BufferedProtocol):
         self.events: list[Any] = []
 
     def get_buffer(self, sizehint: int) -> bytearray:
+        self.events.append(("get_buffer", sizehint))
         return self.buffer
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -196,7 +197,9 @@ def test_feed_buffered_protocol_loops_over_small_buffers() -> None:
     protocol = RecordingBufferedProtocol(size=3)
     nst.feed(protocol, [b"abcdefg", b"h", nst.Eof()])
     assert protocol.reads == [b"abc", b"def", b"g", b"h"]
-    assert protocol.events == ["eof", ("lost", None)]
+    # -1 as a socket transport asks, never the read's size: a protocol that sizes
+    # its buffer from the hint fails here as it would on a socket.
+    assert protocol.events == [("get_buffer", -1)] * 4 + ["eof", ("lost", None)]
 
 
 def test_feed_buffered_protocol_rejects_an_empty_buffer() -> None:
@@ -728,7 +731,9 @@ def test_schedules_deliver_the_data_through_feed_async(schedule: list[nst.Event]
     [
         ({"eof": "yes"}, "eof must be True, False or None"),
         ({"pauses": 1}, "pauses must be True or False"),
-        ({"max_delay": -1.0}, "max_delay must be >= 0"),
+        ({"max_delay": -1.0}, "max_delay must be >= 0 and finite, got -1.0"),
+        ({"max_delay": float("inf")}, "max_delay must be >= 0 and finite, got inf"),
+        ({"max_delay": float("nan")}, "max_delay must be >= 0 and finite, got nan"),
         ({"max_delay": "1"}, "max_delay must be a number"),
         (
             {"errors": ConnectionResetError},

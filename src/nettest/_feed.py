@@ -368,7 +368,8 @@ class _Sink:
     def _buffered(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            buffer = memoryview(self.target.get_buffer(len(view)))  # type: ignore[attr-defined]
+            # -1, as asyncio's socket transports ask: "any size will do".
+            buffer = memoryview(self.target.get_buffer(-1))  # type: ignore[attr-defined]
             if not len(buffer):
                 raise RuntimeError("get_buffer() returned an empty buffer")
             n = min(len(buffer), len(view))
@@ -498,8 +499,9 @@ def feed(
     - `asyncio.Protocol` (anything with ``data_received``): ``data_received``;
       on `Eof`, ``eof_received``, then ``connection_lost(None)`` if that
       returned a false value; on `ConnectionLost`, ``connection_lost(error)``;
-    - `asyncio.BufferedProtocol`: ``get_buffer``/``buffer_updated`` as often as
-      the buffers it returns need, then the same as a protocol;
+    - `asyncio.BufferedProtocol`: ``get_buffer(-1)``, as a socket transport
+      calls it, and ``buffer_updated`` as often as the buffers it returns need,
+      then the same as a protocol;
     - `asyncio.DatagramProtocol`: ``datagram_received(data, addr)``, and
       ``error_received(error)`` on `ConnectionLost`;
     - `asyncio.StreamReader`: ``feed_data``, ``feed_eof``, ``set_exception``;

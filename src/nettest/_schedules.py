@@ -32,6 +32,7 @@ so that a loss never makes an example shorter, hence simpler, to hypothesis.
 from __future__ import annotations
 
 import errno
+import math
 import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, cast
@@ -203,8 +204,9 @@ def schedules(
             Needs ``eof`` True or None.
         pauses: Put `PauseReading`/`ResumeReading` pairs between reads.
         delays: Put `Delay` events between reads.
-        max_delay: The longest delay, in seconds of loop time.  Without
-            looptime every delay is real time, hence the small default.
+        max_delay: The longest delay, in seconds of loop time (>= 0 and
+            finite).  Without looptime every delay is real time, hence the
+            small default.
         errors: Exception types: when given, the connection may instead be
             lost before any read with one of them (`ConnectionLost`), for
             example ``[ConnectionResetError]``.  An OSError subclass is built
@@ -266,8 +268,8 @@ def schedules(
         operations += (_PAUSE,)
     if isinstance(max_delay, bool) or not isinstance(max_delay, (int, float)):
         raise InvalidArgument(f"max_delay must be a number >= 0, got {max_delay!r}")
-    if not max_delay >= 0:
-        raise InvalidArgument(f"max_delay must be >= 0, got {max_delay!r}")
+    if not 0 <= max_delay < math.inf:
+        raise InvalidArgument(f"max_delay must be >= 0 and finite, got {max_delay!r}")
     if isinstance(errors, type):
         raise InvalidArgument(
             "errors must be an iterable of exception types, not a single class; "
