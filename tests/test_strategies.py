@@ -359,6 +359,9 @@ def test_message_stream_built_by_hand_is_checked() -> None:
         nst.MessageStream(messages=b"ab", chunks=(b"ab",))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="chunks must be a sequence of bytes"):
         nst.MessageStream(messages=(b"ab",), chunks=("ab",))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"chunks must not be empty .*got \(b'a', b'', b'b'\)"):
+        nst.MessageStream(messages=(b"ab",), chunks=(b"a", b"", b"b"))
+    assert nst.MessageStream(messages=(b"", b"ab"), chunks=(b"ab",)).completed_by(0) == 2
 
 
 @pytest.mark.parametrize(
@@ -460,6 +463,17 @@ def test_drawn_messages_may_be_any_bytes_like_objects() -> None:
         settings=NO_DB,
     )
     assert stream.messages == (b"ab", b"cd")
+
+
+def test_drawn_data_and_delimiters_may_be_any_bytes_like_objects() -> None:
+    # As given data and drawn messages may: kept as bytes.
+    chunks = find(
+        nst.chunkings(st.just(bytearray(b"ab\ncd")), delimiters=[bytearray(b"\n")]),  # type: ignore[arg-type,list-item]
+        lambda c: len(c) > 1,
+        settings=NO_DB,
+    )
+    assert all(type(chunk) is bytes for chunk in chunks)
+    assert b"".join(chunks) == b"ab\ncd"
 
 
 def test_chunkings_shrink_cuts_to_the_start_unless_most_offsets_are_cut() -> None:

@@ -544,10 +544,11 @@ def feed(
             it draws (use ``@given``).
         ValueError: The schedule holds a `Delay`; use `feed_async`.
 
-    Example::
+    Example (in an async test: a StreamReader belongs to the running loop)::
 
         reader = asyncio.StreamReader()
         feed(reader, [b"GET / HT", b"TP/1.1\\r\\n", Eof()])
+        assert await reader.read() == b"GET / HTTP/1.1\\r\\n"
     """
     driver = _Driver(target, addr)
     if driver.sink.transport:

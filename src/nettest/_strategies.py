@@ -103,11 +103,11 @@ def _check_delimiters(delimiters: object) -> tuple[bytes, ...]:
             f"delimiters must be an iterable of non-empty bytes, got {delimiters!r}"
         ) from None
     for value in values:
-        if not isinstance(value, bytes) or not value:
+        if not isinstance(value, (bytes, bytearray, memoryview)) or not value:
             raise InvalidArgument(
                 f"delimiters must be an iterable of non-empty bytes, got {value!r} in it"
             )
-    return cast("tuple[bytes, ...]", values)
+    return tuple(bytes(cast("bytes", value)) for value in values)
 
 
 def _check_length_prefix(length_prefix: object) -> int | None:
@@ -312,8 +312,9 @@ def _draw_chunkings(
     fixed: SearchStrategy[list[int]] | None,
 ) -> list[bytes]:
     value = draw(data) if isinstance(data, st.SearchStrategy) else data
-    if not isinstance(value, bytes):
+    if not isinstance(value, (bytes, bytearray, memoryview)):
         raise InvalidArgument(f"data strategy must generate bytes, got {value!r}")
+    value = bytes(value)
     if len(value) <= 1:
         return [value] if value else []
     cuts = fixed
@@ -548,7 +549,8 @@ class MessageStream:
     Raises:
         TypeError: built by hand with ``messages`` or ``chunks`` not a sequence
             of bytes (any bytes-like items are kept as bytes, in a tuple).
-        ValueError: the chunks do not join to the messages' bytes.
+        ValueError: the chunks do not join to the messages' bytes, or one is
+            empty (a read delivers at least one byte).
     """
 
     messages: tuple[bytes, ...]
@@ -561,6 +563,11 @@ class MessageStream:
             except InvalidArgument as exc:
                 raise TypeError(str(exc)) from None
             object.__setattr__(self, name, value)
+        if b"" in self.chunks:
+            raise ValueError(
+                f"chunks must not be empty (a read delivers at least one byte), "
+                f"got {self.chunks!r}"
+            )
         if b"".join(self.chunks) != b"".join(self.messages):
             raise ValueError(
                 f"chunks must join to the messages' bytes, got {self.chunks!r} "
