@@ -371,6 +371,41 @@ def test_rules_initializers_and_invariants_can_await_the_base_classs_version() -
     assert set(teardowns) == {("async base", False)}
 
 
+class ConnectionsMixin:
+    """A plain mixin (no state machine) whose async rules and teardown a machine takes."""
+
+    conns = Bundle("conns")
+    seen: ClassVar[list[object]] = []
+
+    @initialize(target=conns)
+    async def open(self) -> str:
+        await asyncio.sleep(0)
+        return "conn"
+
+    @rule(conn=conns)  # type: ignore[arg-type]
+    async def use(self, conn: object) -> None:
+        await asyncio.sleep(0)
+        self.seen.append(conn)
+
+    async def teardown(self) -> None:
+        await asyncio.sleep(0)
+        self.seen.append("teardown")
+
+
+class MixedInMachine(ConnectionsMixin, nst.AsyncRuleBasedStateMachine):  # type: ignore[misc]
+    @rule(conn=ConnectionsMixin.conns)
+    def check(self, conn: object) -> None:
+        assert conn == "conn"  # the initializer's result, not its coroutine
+
+
+def test_a_plain_mixins_async_rules_and_teardown_run_on_the_loop() -> None:
+    ConnectionsMixin.seen.clear()
+    run_state_machine_as_test(MixedInMachine, settings=settings(FAST, max_examples=5))
+    seen = ConnectionsMixin.seen
+    assert set(seen) <= {"conn", "teardown"}
+    assert seen.count("teardown") == 5
+
+
 class BadCloseLoopMachine(nst.AsyncRuleBasedStateMachine):
     close_loop = 1  # type: ignore[assignment]
 

@@ -108,7 +108,8 @@ class AsyncRuleBasedStateMachine(RuleBasedStateMachine):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for name, value in list(vars(cls).items()):
+        defined = _defined_here(cls)
+        for name, value in defined.items():
             for marker in _MARKERS:
                 record = getattr(value, marker, None)
                 if record is None or not inspect.iscoroutinefunction(record.function):
@@ -117,7 +118,7 @@ class AsyncRuleBasedStateMachine(RuleBasedStateMachine):
                 # Rule is mutable, Invariant is frozen: set the field the same way for both.
                 object.__setattr__(replacement, "function", _synchronous(record.function))
                 setattr(cls, name, _as_method(value, marker, replacement))
-        teardown = vars(cls).get("teardown")
+        teardown = defined.get("teardown")
         if teardown is not None:
             setattr(cls, "teardown", _closing_teardown(teardown))  # noqa: B010
 
@@ -165,6 +166,24 @@ class AsyncRuleBasedStateMachine(RuleBasedStateMachine):
         teardown returns.
         """
         # Nothing to do here: the wrapper below closes the loop once the outermost teardown ran.
+
+
+def _defined_here(cls: type) -> dict[str, Any]:
+    """The attributes `cls` gets from its own body or from plain mixins.
+
+    A mixin (a base that is no state machine) is never wrapped by a subclass
+    hook of its own, so its ``async def`` rules and teardown are wrapped in each
+    machine class that takes them; what a machine class defines was wrapped when
+    that class was made, and is left alone.
+    """
+    found: dict[str, Any] = {}
+    for base in reversed(cls.__mro__):
+        if base is cls or not issubclass(base, RuleBasedStateMachine):
+            found.update(vars(base))
+        else:
+            for name in vars(base):
+                found.pop(name, None)
+    return found
 
 
 def _as_method(value: Any, marker: str, record: Any) -> Any:
