@@ -97,6 +97,47 @@ def test_chunkings_hit_a_single_hinted_offset_often() -> None:
     assert hits >= 20
 
 
+def _hits_of_offset(strategy: st.SearchStrategy[Any], reads: Callable[[Any], list[bytes]]) -> int:
+    """In 200 derandomized examples, how many cut at offset 500 of 1000 plain bytes."""
+    hits = 0
+
+    @settings(database=None, max_examples=200, derandomize=True)
+    @given(strategy)
+    def count(example: Any) -> None:
+        nonlocal hits
+        joined = 0
+        for chunk in reads(example)[:-1]:
+            joined += len(chunk)
+            hits += joined == 500
+
+    count()
+    return hits
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda hints: nst.chunkings(b"x" * 1000, hints=hints),
+        lambda hints: nst.schedules(b"x" * 1000, hints=hints, delays=False, pauses=False),
+        lambda hints: nst.message_streams([b"x" * 600, b"x" * 400], hints=hints),
+    ],
+    ids=["chunkings", "schedules", "message_streams"],
+)
+def test_hints_bias_the_cuts_of_every_stream_strategy(
+    make: Callable[[Any], st.SearchStrategy[Any]],
+) -> None:
+    def reads(example: Any) -> list[bytes]:
+        if isinstance(example, nst.MessageStream):
+            return list(example.chunks)
+        if isinstance(example, list) and example and not isinstance(example[0], bytes):
+            return [event.data for event in example if isinstance(event, nst.Chunk)]
+        return list(example)
+
+    # Uniform cuts hit one offset of 999 in about 1% of examples (2 of 200).
+    assert _hits_of_offset(make([500]), reads) >= 20
+    assert _hits_of_offset(make(lambda data: [len(data) // 2]), reads) >= 20
+
+
 @pytest.mark.parametrize(
     ("bias", "data", "expected"),
     [

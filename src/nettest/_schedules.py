@@ -34,7 +34,7 @@ from __future__ import annotations
 import errno
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, cast
 
 from hypothesis import strategies as st
@@ -57,6 +57,7 @@ from ._strategies import (
     _check_byte_strings,
     _check_delimiters,
     _check_flag,
+    _check_hints,
     _check_length_prefix,
     chunkings,
 )
@@ -182,6 +183,7 @@ def schedules(
     delimiters: Iterable[bytes] = DEFAULT_DELIMITERS,
     utf8: bool = True,
     length_prefix: int | None = None,
+    hints: Iterable[int] | Callable[[bytes], Iterable[int]] | None = None,
 ) -> SearchStrategy[list[Event]]:
     """Return a strategy for schedules that deliver ``data`` in reads, with pauses and delays.
 
@@ -218,6 +220,7 @@ def schedules(
         delimiters: As for `chunkings`.
         utf8: As for `chunkings`.
         length_prefix: As for `chunkings`.
+        hints: As for `chunkings` (and where an early EOF may fall).
 
     Returns:
         A strategy for lists of events (`Chunk`, `PauseReading`,
@@ -245,6 +248,7 @@ def schedules(
         delimiters=delimiters,
         utf8=utf8,
         length_prefix=length_prefix,
+        hints=hints,
     )
     if eof is not None and not isinstance(eof, bool):
         raise InvalidArgument(f"eof must be True, False or None, got {eof!r}")
@@ -259,7 +263,7 @@ def schedules(
             delimiters=_check_delimiters(delimiters),
             utf8=utf8,
             length_prefix=_check_length_prefix(length_prefix),
-            hints=None,
+            hints=_check_hints(hints),
         )
     operations: tuple[str | None, ...] = (None,)
     if _check_flag("delays", delays):

@@ -630,6 +630,7 @@ def message_streams(
     delimiters: Iterable[bytes] = DEFAULT_DELIMITERS,
     utf8: bool = True,
     length_prefix: int | None = None,
+    hints: Iterable[int] | Callable[[bytes], Iterable[int]] | None = None,
 ) -> SearchStrategy[MessageStream]:
     """Return a strategy for messages sent back to back and the reads that deliver them.
 
@@ -646,6 +647,8 @@ def message_streams(
         delimiters: As for `chunkings`.
         utf8: As for `chunkings`.
         length_prefix: As for `chunkings`.
+        hints: As for `chunkings`, offsets into the messages joined; a
+            callable gets them joined.
 
     Returns:
         A strategy for `MessageStream` values.
@@ -670,6 +673,6 @@ def message_streams(
         delimiters=_check_delimiters(delimiters),
         utf8=_check_flag("utf8", utf8),
         length_prefix=_check_length_prefix(length_prefix),
-        hints=None,
+        hints=_check_hints(hints),
     )
     return _draw_message_streams(messages, min_size, max_size, bias)
