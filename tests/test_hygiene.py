@@ -1032,6 +1032,78 @@ def test_gate_tls_server_fixture_on_uvloop(
     assert "Fatal error on transport" not in result.stdout.str()
 
 
+@pytest.mark.uvloop
+@pytest.mark.skipif(
+    not _HAS_LOOP_FACTORIES, reason="pytest-asyncio has no pytest_asyncio_loop_factories hook"
+)
+def test_gate_strict_reports_and_closes_what_a_test_left_on_uvloop(
+    pytester: pytest.Pytester,
+) -> None:
+    # uvloop's close() closes every handle left open, warning for each: the check
+    # after the test found nothing, and under error::ResourceWarning that warning
+    # stopped uvloop's close half-way (EBUSY), or hung the session.  The gate now
+    # reports them, as this test's, and closes them before the loop closes.
+    pytest.importorskip("uvloop")
+    pytester.makeconftest(
+        """
+        import uvloop
+
+        def pytest_asyncio_loop_factories(config, item):
+            return {"uvloop": uvloop.new_event_loop}
+        """
+    )
+    pytester.makepyfile(
+        test_leaky="""
+        import asyncio
+        import pytest
+
+        KEEP = []
+
+        @pytest.mark.asyncio
+        async def test_leaves_a_client_open():
+            server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+            KEEP.append(await asyncio.open_connection(*server.sockets[0].getsockname()))
+            server.close()
+
+        @pytest.mark.asyncio
+        async def test_leaves_a_server_and_an_endpoint_open():
+            KEEP.append(await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0))
+            loop = asyncio.get_running_loop()
+            KEEP.append(
+                await loop.create_datagram_endpoint(
+                    asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+                )
+            )
+
+        def test_innocent():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--nettest-leaks=strict",
+        "-W",
+        "error::ResourceWarning",
+        "-W",
+        "error::pytest.PytestUnraisableExceptionWarning",
+        timeout=120,  # uvloop's close hung for ever before
+    )
+    result.assert_outcomes(passed=3, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_leaves_a_client_open left 2 things behind (--nettest-leaks=strict):",
+            "*- TCPTransport over an open socket (fd *), open when its event loop (uvloop) "
+            "closed*",
+            "*test_leaves_a_server_and_an_endpoint_open left 2 things behind*",
+        ]
+    )
+    output = result.stdout.str()
+    assert "- Server over an open socket" in output
+    assert "- UDPTransport over an open socket" in output
+    assert "Errno 16" not in output  # uvloop's close finished: nothing was left to it
+
+
 class Unreferenceable:
     """A closable object without a ``__weakref__`` slot, like uvloop's TLS transport."""
 

@@ -234,6 +234,43 @@ def test_unix_datagram(unix_datagram_server):
     result.stdout.no_fnmatch_line("*never awaited*")
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_a_datagram_servers_fatal_error_is_reported_once(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    # The server raises it (HandlerError); the hygiene gate does not report the
+    # loop's exception-handler call about it a second time.
+    pytester.makepyfile(
+        _HEADER
+        + """
+import socket
+from nettest import HandlerError
+from nettest._udp import udp_server  # noqa: F401
+
+class ForgetsTheAddress(asyncio.DatagramProtocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        self.transport.sendto(data)  # no address: asyncio's fatal error
+
+@pytest.mark.asyncio
+async def test_fatal(udp_server):
+    server = await udp_server(ForgetsTheAddress)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.sendto(b"x", server.address)
+        await server.wait_for_datagrams(1)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    with pytest.raises(HandlerError, match="it closed the server's transport"):
+        await server.aclose()
+"""
+    )
+    result = pytester.runpytest(f"--asyncio-mode={mode}", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.no_fnmatch_line("*LeakError*")
+
+
 def test_gate_closing_a_tls_server_in_a_handshake_is_no_handshake_failure(
     pytester: pytest.Pytester,
 ) -> None:

@@ -153,6 +153,11 @@ class _Gate(_Instruments):
     strict: bool = False
     #: The test being checked in strict mode, by the session's mode or by its marker.
     strict_owner: str | None = None
+    #: The socket descriptors open as the strict test began.
+    strict_fds_before: frozenset[tuple[int, int]] = frozenset()
+    #: Strict mode: what a loop that closes its own handles (uvloop's) still had
+    #: open as it closed, by owner, as report items (`note_sockets_closing_with`).
+    closed_with_loop: dict[str, list[str]] = field(default_factory=dict)
     instrumented: weakref.WeakSet[asyncio.AbstractEventLoop] = field(
         default_factory=weakref.WeakSet
     )
@@ -439,7 +444,8 @@ class _Gate(_Instruments):
                 ours = self.task_factories.get(loop)
                 if not loop.is_closed() and loop.get_task_factory() is not ours:
                     self._install_task_factory(loop, for_test=True)
-        return open_socket_fds()
+        self.strict_fds_before = open_socket_fds()
+        return self.strict_fds_before
 
     def end(self, owner: str) -> None:
         """Stop watching a test: remove what `begin` installed for it alone.
@@ -448,6 +454,7 @@ class _Gate(_Instruments):
         raised), so that no later test is blamed for it.
         """
         self.running.discard(owner)
+        self.closed_with_loop.pop(owner, None)
         if self.strict_owner == owner:
             self.strict_owner = None
         if self.test_watches_sockets:
@@ -628,6 +635,7 @@ class _Gate(_Instruments):
                 if fd not in seen_fds:
                     what = f"open socket (fd {fd}, inode {inode}){_socket_names(fd)}"
                     leaks.append(_describe(what, None))
+            leaks += self.closed_with_loop.get(owner, [])
         leaks += [
             _describe(f"{label} dropped while open", item)
             for item, label in gone.items()

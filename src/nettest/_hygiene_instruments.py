@@ -73,7 +73,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ._hygiene_report import _UNSEEN, _LoopError, _SocketRef, _task_of, _Via
+from ._hygiene_report import _UNSEEN, _LoopError, _socket_names, _SocketRef, _task_of, _Via
 
 if TYPE_CHECKING:
     from ._hygiene_report import _Tracked
@@ -130,6 +130,9 @@ class _Instruments:
         running: set[str]
         silenced: set[str]
         strict_owner: str | None
+        strict_fds_before: frozenset[tuple[int, int]]
+        closed_with_loop: dict[str, list[str]]
+        exempt_fds: set[tuple[int, int]]
         test_thread: int
         thread_owners: weakref.WeakKeyDictionary[threading.Thread, str | None]
         instrumented: weakref.WeakSet[asyncio.AbstractEventLoop]
@@ -212,6 +215,8 @@ class _Instruments:
         collector finalised late): it is the last test's that ran on that loop.
         """
         with contextlib.suppress(Exception):  # never break the loop's handler
+            if getattr(context.get("protocol"), "reports_its_fatal_errors", False):
+                return  # a nettest server's: it records the error, and raises it itself
             current = self.owner
             task = _task_of(context)
             if task is not None:
@@ -371,6 +376,51 @@ class _Instruments:
                 pending[task].what += f" that {force_end(cast('asyncio.Task[Any]', task))}"
             if stuck:
                 loop.run_until_complete(asyncio.wait(stuck, timeout=CANCEL_GRACE))
+        self.note_sockets_closing_with(loop)
+
+    def note_sockets_closing_with(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Before uvloop's loop closes, report and close the strict test's sockets on it.
+
+        uvloop's ``close()`` closes every handle still open, warning for each:
+        the check after the test would find nothing open, and under
+        ``error::ResourceWarning`` the warning stops uvloop's close half-way (it
+        then fails with EBUSY, or hangs).  So the transports and servers over the
+        sockets the strict test opened and left open are noted for its check
+        (`closed_with_loop`) and closed here, as the gate closes what it reports.
+        Only when a socket looks leaked does this look for them.
+        """
+        owner = self.strict_owner
+        if owner is None or loop.is_closed() or not _closes_its_handles(loop):
+            return
+        leaked = dict(open_socket_fds() - self.strict_fds_before - self.exempt_fds)
+        if not leaked:
+            return
+        items = self.closed_with_loop.setdefault(owner, [])
+        for obj in gc.get_objects():
+            if type(obj).__module__ != "uvloop.loop":
+                continue
+            try:
+                if hasattr(obj, "get_extra_info"):
+                    sock = obj.get_extra_info("socket")
+                    fds = [] if sock is None or obj.is_closing() else [sock.fileno()]
+                    end = obj.abort
+                elif hasattr(obj, "sockets") and hasattr(obj, "get_loop"):
+                    fds = [sock.fileno() for sock in obj.sockets or ()]
+                    end = obj.close
+                else:
+                    continue
+                fds = [fd for fd in fds if fd in leaked]
+                if not fds:
+                    continue
+                for fd in fds:
+                    items.append(
+                        f"  - {type(obj).__name__} over an open socket (fd {fd}, inode "
+                        f"{leaked.pop(fd)}){_socket_names(fd)}, open when its event loop "
+                        "(uvloop) closed; made outside Python's socket module (no stack known)"
+                    )
+                end()
+            except Exception as error:  # never raise from a fixture's finaliser
+                self._bookkeeping_failed("uvloop transport", error)
 
     # -- sockets -------------------------------------------------------------
 
@@ -707,6 +757,11 @@ _CLOSING_CODES = frozenset(
 _CONNECTION_MADE = asyncio.StreamReaderProtocol.connection_made.__code__
 #: What a thread pool's worker threads run (`concurrent.futures.ThreadPoolExecutor`).
 _POOL_WORKER = getattr(concurrent.futures.thread, "_worker", None)
+
+
+def _closes_its_handles(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether `loop`'s ``close()`` closes the transports still open on it (uvloop's)."""
+    return type(loop).__module__.split(".")[0] == "uvloop"
 
 
 def open_socket_fds() -> frozenset[tuple[int, int]]:

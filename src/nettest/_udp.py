@@ -164,6 +164,10 @@ def _api(transport: asyncio.DatagramTransport) -> asyncio.Transport:
 
 
 class _DatagramProtocol(asyncio.DatagramProtocol):
+    #: A fatal error closes the transport with it, and connection_lost records it
+    #: as the server's error: the hygiene gate leaves the loop's report of it alone.
+    reports_its_fatal_errors = True
+
     def __init__(self, server: _DatagramServer) -> None:
         self._server = server
         self._inner: asyncio.DatagramProtocol | None = None
