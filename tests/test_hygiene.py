@@ -1059,16 +1059,19 @@ def test_gate_strict_reports_and_closes_what_a_test_left_on_uvloop(
 
         KEEP = []
 
+        # Protocols, not streams: a StreamWriter dropped open warns as it is freed.
         @pytest.mark.asyncio
         async def test_leaves_a_client_open():
-            server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-            KEEP.append(await asyncio.open_connection(*server.sockets[0].getsockname()))
+            loop = asyncio.get_running_loop()
+            server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+            address = server.sockets[0].getsockname()
+            KEEP.append(await loop.create_connection(asyncio.Protocol, *address))
             server.close()
 
         @pytest.mark.asyncio
         async def test_leaves_a_server_and_an_endpoint_open():
-            KEEP.append(await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0))
             loop = asyncio.get_running_loop()
+            KEEP.append(await loop.create_server(asyncio.Protocol, "127.0.0.1", 0))
             KEEP.append(
                 await loop.create_datagram_endpoint(
                     asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
