@@ -1107,6 +1107,59 @@ def test_gate_strict_reports_and_closes_what_a_test_left_on_uvloop(
     assert "Errno 16" not in output  # uvloop's close finished: nothing was left to it
 
 
+@pytest.mark.uvloop
+@pytest.mark.skipif(
+    not _HAS_LOOP_FACTORIES, reason="pytest-asyncio has no pytest_asyncio_loop_factories hook"
+)
+def test_gate_strict_closes_what_a_test_left_on_a_module_scoped_uvloop(
+    pytester: pytest.Pytester,
+) -> None:
+    # The loop outlives the test: the check sees the sockets, reports them, and
+    # closes their transports, so that the module's loop closes without a warning.
+    pytest.importorskip("uvloop")
+    pytester.makeconftest(
+        """
+        import uvloop
+
+        def pytest_asyncio_loop_factories(config, item):
+            return {"uvloop": uvloop.new_event_loop}
+        """
+    )
+    pytester.makepyfile(
+        test_leaky="""
+        import asyncio
+        import pytest
+
+        KEEP = []
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_leaves_a_connection_open():
+            loop = asyncio.get_running_loop()
+            server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+            address = server.sockets[0].getsockname()
+            KEEP.append(await loop.create_connection(asyncio.Protocol, *address))
+            server.close()
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_innocent():
+            await asyncio.sleep(0)
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--nettest-leaks=strict",
+        "-W",
+        "error::ResourceWarning",
+        "-W",
+        "error::pytest.PytestUnraisableExceptionWarning",
+        timeout=120,
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*test_leaves_a_connection_open left 2 things behind*"])
+    assert "Errno 16" not in result.stdout.str()
+
+
 class Unreferenceable:
     """A closable object without a ``__weakref__`` slot, like uvloop's TLS transport."""
 

@@ -86,6 +86,7 @@ from ._hygiene_instruments import (
     _policy_loop_fds,
     cancelled_by_gate,
     close_transports_over,
+    close_uvloop_handles_over,
     open_socket_fds,
 )
 from ._hygiene_report import (
@@ -524,6 +525,8 @@ class _Gate(_Instruments):
             ]
         late = self._late_failures(owner, mode)
         leaks += self._release(owner)
+        if mode == "strict" and leaks:
+            leaks += self._release_uvloop_handles(fds_before)
         header = (
             f"{owner} left {len(leaks)} thing{'s' if len(leaks) != 1 else ''} behind "
             f"(--nettest-leaks={mode}):"
@@ -725,6 +728,29 @@ class _Gate(_Instruments):
                 item.close(obj)
         self._forget(owner)
         return failures
+
+    def _release_uvloop_handles(self, fds_before: frozenset[tuple[int, int]]) -> list[str]:
+        """Close the uvloop transports and servers over the sockets strict mode reported.
+
+        The gate cannot close a socket made in C under its transport; left open,
+        it would make its loop's close (a wider-scoped loop's, later) warn, and
+        under ``error::ResourceWarning`` fail with EBUSY or hang.
+        """
+        try:
+            python_sockets = {sock.fileno() for sock, _ in _items(self.socket_owners)}
+            close_uvloop_handles_over(
+                {
+                    fd: inode
+                    for fd, inode in open_socket_fds() - fds_before - self.exempt_fds
+                    if fd not in python_sockets
+                }
+            )
+        except Exception as error:
+            return [
+                "  - the hygiene gate could not close the uvloop transports over the sockets "
+                f"it reported (a nettest bug): {type(error).__name__}: {error}"
+            ]
+        return []
 
     def _forget(self, owner: str) -> None:
         self.tracked = [t for t in self.tracked if t.owner != owner and _kept(t)]

@@ -396,31 +396,15 @@ class _Instruments:
         if not leaked:
             return
         items = self.closed_with_loop.setdefault(owner, [])
-        for obj in gc.get_objects():
-            if type(obj).__module__ != "uvloop.loop":
-                continue
-            try:
-                if hasattr(obj, "get_extra_info"):
-                    sock = obj.get_extra_info("socket")
-                    fds = [] if sock is None or obj.is_closing() else [sock.fileno()]
-                    end = obj.abort
-                elif hasattr(obj, "sockets") and hasattr(obj, "get_loop"):
-                    fds = [sock.fileno() for sock in obj.sockets or ()]
-                    end = obj.close
-                else:
-                    continue
-                fds = [fd for fd in fds if fd in leaked]
-                if not fds:
-                    continue
-                for fd in fds:
-                    items.append(
-                        f"  - {type(obj).__name__} over an open socket (fd {fd}, inode "
-                        f"{leaked.pop(fd)}){_socket_names(fd)}, open when its event loop "
-                        "(uvloop) closed; made outside Python's socket module (no stack known)"
-                    )
-                end()
-            except Exception as error:  # never raise from a fixture's finaliser
-                self._bookkeeping_failed("uvloop transport", error)
+        try:
+            for kind, fd, inode in close_uvloop_handles_over(leaked):
+                items.append(
+                    f"  - {kind} over an open socket (fd {fd}, inode {inode})"
+                    f"{_socket_names(fd)}, open when its event loop (uvloop) closed; made "
+                    "outside Python's socket module (no stack known)"
+                )
+        except Exception as error:  # never raise from a fixture's finaliser
+            self._bookkeeping_failed("uvloop transport", error)
 
     # -- sockets -------------------------------------------------------------
 
@@ -757,6 +741,38 @@ _CLOSING_CODES = frozenset(
 _CONNECTION_MADE = asyncio.StreamReaderProtocol.connection_made.__code__
 #: What a thread pool's worker threads run (`concurrent.futures.ThreadPoolExecutor`).
 _POOL_WORKER = getattr(concurrent.futures.thread, "_worker", None)
+
+
+def close_uvloop_handles_over(fds: dict[int, int]) -> list[tuple[str, int, int]]:
+    """Close the uvloop transports and servers over the descriptors `fds` (fd: inode).
+
+    Their sockets were made in C, out of the gate's sight: they are found among
+    the objects the garbage collector knows, only when `fds` is not empty and
+    uvloop is in use.  A transport is aborted and a server closed, as their owner
+    should have; uvloop then closes the handle on its loop's next turn (or as the
+    loop closes) without a warning.  Returns ``(class name, fd, inode)`` for each
+    descriptor one of them held.
+    """
+    if not fds or "uvloop" not in sys.modules:
+        return []
+    closed = []
+    for obj in gc.get_objects():
+        if type(obj).__module__ != "uvloop.loop":
+            continue
+        if hasattr(obj, "get_extra_info"):
+            sock = obj.get_extra_info("socket")
+            held = [] if sock is None or obj.is_closing() else [sock.fileno()]
+            end = obj.abort
+        elif hasattr(obj, "sockets") and hasattr(obj, "get_loop"):
+            held = [sock.fileno() for sock in obj.sockets or ()]
+            end = obj.close
+        else:
+            continue
+        held = [fd for fd in held if fd in fds]
+        if held:
+            closed += [(type(obj).__name__, fd, fds[fd]) for fd in held]
+            end()
+    return closed
 
 
 def _closes_its_handles(loop: asyncio.AbstractEventLoop) -> bool:
