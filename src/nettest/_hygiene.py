@@ -634,7 +634,7 @@ class _Gate(_Instruments):
                 for sock, sock_owner in _items(self.socket_owners)
                 if sock_owner != owner and sock.fileno() != -1
             )
-            for fd, inode in sorted(open_socket_fds() - fds_before - self.exempt_fds):
+            for fd, inode in sorted(self.sockets_opened_since(fds_before)):
                 if fd not in seen_fds:
                     what = f"open socket (fd {fd}, inode {inode}){_socket_names(fd)}"
                     leaks.append(_describe(what, None))
@@ -741,7 +741,7 @@ class _Gate(_Instruments):
             close_uvloop_handles_over(
                 {
                     fd: inode
-                    for fd, inode in open_socket_fds() - fds_before - self.exempt_fds
+                    for fd, inode in self.sockets_opened_since(fds_before)
                     if fd not in python_sockets
                 }
             )

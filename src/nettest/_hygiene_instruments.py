@@ -73,7 +73,15 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from ._hygiene_report import _UNSEEN, _LoopError, _socket_names, _SocketRef, _task_of, _Via
+from ._hygiene_report import (
+    _UNSEEN,
+    _describe,
+    _LoopError,
+    _socket_names,
+    _SocketRef,
+    _task_of,
+    _Via,
+)
 
 if TYPE_CHECKING:
     from ._hygiene_report import _Tracked
@@ -390,23 +398,29 @@ class _Instruments:
         Only when a socket looks leaked does this look for them.
         """
         owner = self.strict_owner
-        if owner is None or loop.is_closed() or not _closes_its_handles(loop):
+        if owner is None or loop.is_closed() or not is_uvloop(loop):
             return
-        leaked = dict(open_socket_fds() - self.strict_fds_before - self.exempt_fds)
+        leaked = dict(self.sockets_opened_since(self.strict_fds_before))
         if not leaked:
             return
         items = self.closed_with_loop.setdefault(owner, [])
         try:
             for kind, fd, inode in close_uvloop_handles_over(leaked):
-                items.append(
-                    f"  - {kind} over an open socket (fd {fd}, inode {inode})"
-                    f"{_socket_names(fd)}, open when its event loop (uvloop) closed; made "
-                    "outside Python's socket module (no stack known)"
+                what = (
+                    f"{kind} over an open socket (fd {fd}, inode {inode}){_socket_names(fd)}, "
+                    "open when its event loop (uvloop) closed"
                 )
+                items.append(_describe(what, None))
         except Exception as error:  # never raise from a fixture's finaliser
             self._bookkeeping_failed("uvloop transport", error)
 
     # -- sockets -------------------------------------------------------------
+
+    def sockets_opened_since(
+        self, fds_before: frozenset[tuple[int, int]]
+    ) -> frozenset[tuple[int, int]]:
+        """``(fd, inode)`` of the sockets open now that were not before, nor are exempt."""
+        return open_socket_fds() - fds_before - self.exempt_fds
 
     def watch_socket_creation(self) -> None:
         """Track every Python socket a strict test creates, with its stack.
@@ -775,8 +789,9 @@ def close_uvloop_handles_over(fds: dict[int, int]) -> list[tuple[str, int, int]]
     return closed
 
 
-def _closes_its_handles(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether `loop`'s ``close()`` closes the transports still open on it (uvloop's)."""
+def is_uvloop(loop: asyncio.AbstractEventLoop | None) -> bool:
+    """Whether `loop` is uvloop's: its ``close()`` closes the transports still open
+    on it, and its TLS layer is its own."""
     return type(loop).__module__.split(".")[0] == "uvloop"
 
 

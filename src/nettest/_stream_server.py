@@ -66,7 +66,7 @@ from ._handlers import (
     make_protocol,
 )
 from ._hygiene import track
-from ._hygiene_instruments import CANCEL_GRACE, force_end
+from ._hygiene_instruments import CANCEL_GRACE, force_end, is_uvloop
 from ._recording import (
     _UNSET,
     Connection,
@@ -116,7 +116,7 @@ def _tls_layer(loop: asyncio.AbstractEventLoop | None) -> Callable[..., Any] | N
     """
     if isinstance(loop, asyncio.base_events.BaseEventLoop):
         return asyncio.sslproto.SSLProtocol
-    if type(loop).__module__.startswith("uvloop"):
+    if is_uvloop(loop):
         with contextlib.suppress(ImportError):
             import uvloop.loop
 
