@@ -971,26 +971,41 @@ def test_gate_tls_server_on_uvloop(
 _HAS_LOOP_FACTORIES = hasattr(
     getattr(pytest_asyncio.plugin, "PytestAsyncioSpecs", None), "pytest_asyncio_loop_factories"
 )
+_NEEDS_LOOP_FACTORIES = pytest.mark.skipif(
+    not _HAS_LOOP_FACTORIES, reason="pytest-asyncio has no pytest_asyncio_loop_factories hook"
+)
+#: An inner session's conftest that runs its async tests on uvloop.
+_ON_UVLOOP = """
+import uvloop
+
+def pytest_asyncio_loop_factories(config, item):
+    return {"uvloop": uvloop.new_event_loop}
+"""
+
+
+def _run_strict_with_warnings_as_errors(pytester: pytest.Pytester) -> pytest.RunResult:
+    """Run the inner session in strict mode, under the filters the docs recommend."""
+    return pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--nettest-leaks=strict",
+        "-W",
+        "error::ResourceWarning",
+        "-W",
+        "error::pytest.PytestUnraisableExceptionWarning",
+        timeout=120,  # uvloop's close hung for ever before
+    )
 
 
 @pytest.mark.uvloop
-@pytest.mark.skipif(
-    not _HAS_LOOP_FACTORIES, reason="pytest-asyncio has no pytest_asyncio_loop_factories hook"
-)
+@_NEEDS_LOOP_FACTORIES
 @MODES
 @pytest.mark.parametrize("leaks", ["own", "strict"])
 def test_gate_tls_server_fixture_on_uvloop(
     pytester: pytest.Pytester, asyncio_mode: str, leaks: str
 ) -> None:
     pytest.importorskip("uvloop")
-    pytester.makeconftest(
-        """
-        import uvloop
-
-        def pytest_asyncio_loop_factories(config, item):
-            return {"uvloop": uvloop.new_event_loop}
-        """
-    )
+    pytester.makeconftest(_ON_UVLOOP)
     result = run(
         pytester,
         """
@@ -1033,9 +1048,7 @@ def test_gate_tls_server_fixture_on_uvloop(
 
 
 @pytest.mark.uvloop
-@pytest.mark.skipif(
-    not _HAS_LOOP_FACTORIES, reason="pytest-asyncio has no pytest_asyncio_loop_factories hook"
-)
+@_NEEDS_LOOP_FACTORIES
 def test_gate_strict_reports_and_closes_what_a_test_left_on_uvloop(
     pytester: pytest.Pytester,
 ) -> None:
@@ -1044,14 +1057,7 @@ def test_gate_strict_reports_and_closes_what_a_test_left_on_uvloop(
     # stopped uvloop's close half-way (EBUSY), or hung the session.  The gate now
     # reports them, as this test's, and closes them before the loop closes.
     pytest.importorskip("uvloop")
-    pytester.makeconftest(
-        """
-        import uvloop
-
-        def pytest_asyncio_loop_factories(config, item):
-            return {"uvloop": uvloop.new_event_loop}
-        """
-    )
+    pytester.makeconftest(_ON_UVLOOP)
     pytester.makepyfile(
         test_leaky="""
         import asyncio
@@ -1082,16 +1088,7 @@ def test_gate_strict_reports_and_closes_what_a_test_left_on_uvloop(
             pass
         """
     )
-    result = pytester.runpytest_subprocess(
-        "-p",
-        "no:cacheprovider",
-        "--nettest-leaks=strict",
-        "-W",
-        "error::ResourceWarning",
-        "-W",
-        "error::pytest.PytestUnraisableExceptionWarning",
-        timeout=120,  # uvloop's close hung for ever before
-    )
+    result = _run_strict_with_warnings_as_errors(pytester)
     result.assert_outcomes(passed=3, errors=2)
     result.stdout.fnmatch_lines(
         [
@@ -1108,23 +1105,14 @@ def test_gate_strict_reports_and_closes_what_a_test_left_on_uvloop(
 
 
 @pytest.mark.uvloop
-@pytest.mark.skipif(
-    not _HAS_LOOP_FACTORIES, reason="pytest-asyncio has no pytest_asyncio_loop_factories hook"
-)
+@_NEEDS_LOOP_FACTORIES
 def test_gate_strict_closes_what_a_test_left_on_a_module_scoped_uvloop(
     pytester: pytest.Pytester,
 ) -> None:
     # The loop outlives the test: the check sees the sockets, reports them, and
     # closes their transports, so that the module's loop closes without a warning.
     pytest.importorskip("uvloop")
-    pytester.makeconftest(
-        """
-        import uvloop
-
-        def pytest_asyncio_loop_factories(config, item):
-            return {"uvloop": uvloop.new_event_loop}
-        """
-    )
+    pytester.makeconftest(_ON_UVLOOP)
     pytester.makepyfile(
         test_leaky="""
         import asyncio
@@ -1145,16 +1133,7 @@ def test_gate_strict_closes_what_a_test_left_on_a_module_scoped_uvloop(
             await asyncio.sleep(0)
         """
     )
-    result = pytester.runpytest_subprocess(
-        "-p",
-        "no:cacheprovider",
-        "--nettest-leaks=strict",
-        "-W",
-        "error::ResourceWarning",
-        "-W",
-        "error::pytest.PytestUnraisableExceptionWarning",
-        timeout=120,
-    )
+    result = _run_strict_with_warnings_as_errors(pytester)
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*test_leaves_a_connection_open left 2 things behind*"])
     assert "Errno 16" not in result.stdout.str()
