@@ -105,6 +105,37 @@ def test_socket_left_open_on_a_tests_thread_is_the_tests(pytester: pytest.Pytest
     result.stdout.fnmatch_lines(["*test_leaky left 1 thing behind*", "*open socket <socket*"])
 
 
+def test_the_policys_loop_is_left_open(pytester: pytest.Pytester) -> None:
+    # A plugin that calls asyncio.get_event_loop() in a synchronous test makes
+    # the policy's loop, which the process keeps: it is nobody's leak, and its
+    # self-pipe must not be closed under it (its __del__ then failed on fd -1).
+    result = run(
+        pytester,
+        """
+        import asyncio, warnings
+
+        loops = []
+
+        def test_makes_the_loop():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                loops.append(asyncio.get_event_loop_policy().get_event_loop())
+
+        def test_its_self_pipe_is_open():
+            loop = loops.pop()
+            try:
+                assert loop._ssock.fileno() != -1
+                assert loop._csock.fileno() != -1
+            finally:
+                loop.close()
+                asyncio.set_event_loop(None)
+        """,
+        *STRICT,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=2)
+
+
 def test_socket_closed_during_the_check_is_not_dropped_open(pytester: pytest.Pytester) -> None:
     # The check finds the socket open; its garbage collection runs a finaliser
     # that closes the socket and lets it go, as another thread might: the program

@@ -711,8 +711,14 @@ class _Gate(_Instruments):
                     cancelled_by_gate(obj)
                 with contextlib.suppress(Exception):
                     item.close(obj)
-        # Those that an object's close() closed (its own) are not closed again.
-        sockets = [(item, obj) for item, obj in sockets if item.alive_and_open() is not None]
+        # Those that an object's close() closed (its own) are not closed again, nor
+        # the self-pipe of the policy's loop, which `_find` does not report either.
+        policy_loop = _policy_loop_fds()
+        sockets = [
+            (item, obj)
+            for item, obj in sockets
+            if item.alive_and_open() is not None and obj.fileno() not in policy_loop
+        ]
         failures = []
         if sockets:
             try:
