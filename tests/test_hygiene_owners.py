@@ -105,6 +105,72 @@ def test_socket_left_open_on_a_tests_thread_is_the_tests(pytester: pytest.Pytest
     result.stdout.fnmatch_lines(["*test_leaky left 1 thing behind*", "*open socket <socket*"])
 
 
+def test_thread_left_running_is_reported_against_its_test(pytester: pytest.Pytester) -> None:
+    # A thread that is not a daemon keeps the interpreter from exiting: one a test
+    # leaves running is its leak.  Not reported: a daemon thread, a thread that
+    # ends within the grace period after teardown, a thread pool's workers, and
+    # any of these in own mode.
+    result = run(
+        pytester,
+        """
+        import concurrent.futures, threading, time
+        import pytest
+
+        release = threading.Event()
+
+        def test_leaky():
+            threading.Thread(target=release.wait, args=(30,), name="poller").start()
+
+        def test_nested():
+            def starter():
+                threading.Thread(target=release.wait, args=(30,), name="inner").start()
+            outer = threading.Thread(target=starter)
+            outer.start()
+            outer.join()
+
+        def test_daemon():
+            threading.Thread(target=release.wait, args=(30,), daemon=True).start()
+
+        @pytest.fixture
+        def slow_to_stop():
+            stop = threading.Event()
+            thread = threading.Thread(target=lambda: (stop.wait(30), time.sleep(0.2)))
+            thread.start()
+            yield
+            stop.set()
+
+        def test_ending(slow_to_stop):
+            pass
+
+        def test_pool():
+            concurrent.futures.ThreadPoolExecutor().submit(time.sleep, 0)
+
+        @pytest.mark.nettest_leaks("own")
+        def test_own_mode():
+            threading.Thread(target=release.wait, args=(30,)).start()
+
+        def test_release():
+            release.set()
+        """,
+        *STRICT,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=7, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_leaky left 1 thing behind (--nettest-leaks=strict):",
+            "*- thread 'poller' still running (not a daemon, so the interpreter waits for it "
+            "as it exits; join it before the test ends), started at:",
+            "*test_leaky.py*, in test_leaky",
+            '*threading.Thread(target=release.wait, args=(30,), name="poller").start()',
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        ["*test_nested left 1 thing behind*", "*- thread 'inner' still running*"]
+    )
+    assert result.stdout.str().count("still running") == 2
+
+
 def test_the_policys_loop_is_left_open(pytester: pytest.Pytester) -> None:
     # A plugin that calls asyncio.get_event_loop() in a synchronous test makes
     # the policy's loop, which the process keeps: it is nobody's leak, and its

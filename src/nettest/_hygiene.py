@@ -74,6 +74,7 @@ import gc
 import socket
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -115,6 +116,9 @@ __all__ = ["LeakError", "LeakMode", "track"]
 
 LeakMode = Literal["off", "own", "strict"]
 LEAK_MODES: tuple[LeakMode, ...] = ("off", "own", "strict")
+
+#: Seconds a strict test's threads still running at its check get to end, in all.
+THREAD_GRACE = 1.0
 
 _T = TypeVar("_T")
 _K = TypeVar("_K")
@@ -502,6 +506,7 @@ class _Gate(_Instruments):
             return None
         if failed:  # its tasks failing later (at its teardown, say) follow from that
             self.silenced.add(owner)
+        self._let_threads_end(owner)
         leaks, _ = self._find(owner, mode, fds_before)
         if leaks:
             suspects = self._suspects(owner)
@@ -535,6 +540,19 @@ class _Gate(_Instruments):
         if sections:
             raise LeakError("\n".join(sections))
         return "\n".join([header, *leaks]) if leaks else None
+
+    def _let_threads_end(self, owner: str) -> None:
+        """Give `owner`'s threads (strict mode's) that are ending a moment to end.
+
+        A thread told to stop in the test's teardown may still be on its way out
+        as the check begins: it is reported only if it still runs
+        `THREAD_GRACE` seconds later (in all, however many there are).
+        """
+        deadline = time.monotonic() + THREAD_GRACE
+        for item in self.tracked:
+            thread = item.ref() if item.owner == owner and item.what == "thread" else None
+            if isinstance(thread, threading.Thread) and thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     def _suspects(self, owner: str) -> list[tuple[_Tracked, str]]:
         """`owner`'s objects that look open, each with what to call it if it is dropped.

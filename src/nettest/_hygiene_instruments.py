@@ -520,6 +520,10 @@ class _Instruments:
         thread's owner's.  Not recorded: a thread that nettest noted already (a
         server's loop thread, `serves_on`), and a thread pool's worker, which
         runs whatever is submitted to it, for whichever test submits it.
+
+        A strict test's own threads that are not daemons are tracked too: one
+        still running after the test keeps the interpreter from exiting, so the
+        session hangs at its end, blamed on no test.
         """
         original_start = threading.Thread.start
         if original_start is self.thread_starter:
@@ -532,7 +536,10 @@ class _Instruments:
                     thread not in gate.thread_owners
                     and getattr(thread, "_target", None) is not _POOL_WORKER
                 ):
-                    gate.thread_owners[thread] = gate.maker()
+                    owner = gate.thread_owners[thread] = gate.maker()
+                    if owner is not None and owner == gate.strict_owner and not thread.daemon:
+                        with gate.owned_by(owner):
+                            gate._track(thread, "thread", _is_running, _unstoppable, None, None)
             except Exception as error:
                 gate._bookkeeping_failed("thread", error)
             original_start(thread, *args, **kwargs)
@@ -686,6 +693,14 @@ def _policy_loop_fds() -> set[int]:
         if isinstance(sock, socket.socket) and sock.fileno() != -1:
             fds.add(sock.fileno())
     return fds
+
+
+def _is_running(thread: threading.Thread) -> bool:
+    return thread.is_alive()
+
+
+def _unstoppable(thread: threading.Thread) -> None:
+    """Python cannot stop a thread: the gate only reports one left running."""
 
 
 def _socket_open(sock: socket.socket) -> bool:

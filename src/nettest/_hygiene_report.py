@@ -344,6 +344,11 @@ def _label(item: _Tracked, obj: object) -> str:
 
 def _left_open(item: _Tracked, obj: object) -> str:
     """What a report says of a tracked object still open at the check."""
+    if isinstance(obj, threading.Thread):
+        return (
+            f"thread {obj.name!r} still running (not a daemon, so the interpreter waits "
+            "for it as it exits; join it before the test ends)"
+        )
     if isinstance(obj, socket.socket) and getattr(obj, "_closed", False):
         # close() was called, but its descriptor stays open until its files close.
         return f"{_label(item, obj)} closed, but a makefile() file still holds it open"
@@ -353,7 +358,7 @@ def _left_open(item: _Tracked, obj: object) -> str:
 def _describe(what: str, item: _Tracked | None) -> str:
     if item is None:
         return f"  - {what}, created outside Python's socket module (no stack known)"
-    return f"  - {what}{_provenance(item)}"
+    return f"  - {what}{_provenance(item, verb='started' if item.what == 'thread' else 'created')}"
 
 
 def _provenance(item: _Tracked, depth: int = 0, verb: str = "created") -> str:
