@@ -342,13 +342,17 @@ def _label(item: _Tracked, obj: object) -> str:
     return item.what
 
 
+#: What a report says of a thread that strict mode finds still running.
+THREAD_LEFT_RUNNING = (
+    "still running (not a daemon, so the interpreter waits for it as it exits; "
+    "join it before the test ends)"
+)
+
+
 def _left_open(item: _Tracked, obj: object) -> str:
     """What a report says of a tracked object still open at the check."""
     if isinstance(obj, threading.Thread):
-        return (
-            f"thread {obj.name!r} still running (not a daemon, so the interpreter waits "
-            "for it as it exits; join it before the test ends)"
-        )
+        return f"thread {obj.name!r} {THREAD_LEFT_RUNNING}"
     if isinstance(obj, socket.socket) and getattr(obj, "_closed", False):
         # close() was called, but its descriptor stays open until its files close.
         return f"{_label(item, obj)} closed, but a makefile() file still holds it open"

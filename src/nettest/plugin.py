@@ -18,6 +18,7 @@ import pytest
 from . import _settings
 from ._blackhole import blackhole_port  # noqa: F401
 from ._hygiene import GATE, LEAK_MODES, LeakMode
+from ._hygiene_report import THREAD_LEFT_RUNNING
 from ._memory_faults import forget_memory_faults, format_memory_traces_for
 from ._prebound import bound_tcp_socket, bound_udp_socket, unix_socket_path  # noqa: F401
 from ._proxy import fault_proxy, format_traces_for  # noqa: F401
@@ -326,7 +327,8 @@ def pytest_runtest_makereport(
     if report.when == "teardown" and _RELEASED_KEY in item.stash:
         released = item.stash[_RELEASED_KEY]
         # pytest prints a teardown section ("teardown" in its name) under the failure.
-        note = "(closed: a test that failed is not failed again for what it left open)"
+        closed = "closed, threads aside" if THREAD_LEFT_RUNNING in released else "closed"
+        note = f"({closed}: a test that failed is not failed again for what it left open)"
         report.sections.append(("nettest hygiene at teardown", f"{released}\n{note}"))
     if report.when in ("setup", "call") and (report.failed or hasattr(report, "wasxfail")):
         item.stash[_FAILED_KEY] = True
