@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import os
+import random
 import time
 from typing import Any
 from unittest import mock
@@ -770,6 +772,48 @@ def test_datagram_schedules_come_from_what_was_sent(arrivals: list[nst.Datagram]
 def test_datagram_schedules_shrink_to_in_order_delivery() -> None:
     found = find(nst.datagram_schedules(SENT), lambda a: True, settings=NO_DB)
     assert found == [nst.Datagram(data, i) for i, data in enumerate(SENT)]
+
+
+def out_of_place(order: list[int]) -> int:
+    """How many arrivals must move to put `order` in order: its length less its longest run up."""
+    longest = [1] * len(order)
+    for i, later in enumerate(order):
+        for j in range(i):
+            if order[j] < later:
+                longest[i] = max(longest[i], longest[j] + 1)
+    return len(order) - max(longest, default=0)
+
+
+@pytest.mark.parametrize(
+    ("condition", "moved"),
+    [
+        (lambda order: order.index(4) < order.index(0), 1),
+        (lambda order: order[0] == 5, 1),
+        (lambda order: order.index(1) < order.index(0) and order.index(4) < order.index(2), 2),
+    ],
+)
+def test_datagram_schedules_shrink_a_reordering_to_the_fewest_out_of_place(
+    condition: Any, moved: int
+) -> None:
+    reordered = nst.datagram_schedules(
+        [b"%d" % i for i in range(6)], loss=False, duplication=False, truncation=False
+    )
+    for seed in range(10):
+        found = find(
+            reordered,
+            lambda arrivals: condition([a.index for a in arrivals]),
+            settings=settings(NO_DB, max_examples=2000, derandomize=False),
+            random=random.Random(seed),
+        )
+        assert out_of_place([a.index for a in found]) == moved, (seed, found)
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(4))))
+def test_datagram_schedules_draw_every_order(order: tuple[int, ...]) -> None:
+    reordered = nst.datagram_schedules(SENT, loss=False, duplication=False, truncation=False)
+    wanted = settings(SEARCH, max_examples=2000)
+    found = find(reordered, lambda a: tuple(x.index for x in a) == order, settings=wanted)
+    assert [x.data for x in found] == [SENT[i] for i in order]
 
 
 @pytest.mark.parametrize(
