@@ -1639,6 +1639,92 @@ async def test_memory_transport_addresses_are_configurable() -> None:
     await turns()
 
 
+@pytest.mark.asyncio
+async def test_memory_transport_pair_family_follows_the_addresses_given() -> None:
+    # A path makes an AF_UNIX pair, an IPv6 host an IPv6 one; each address reads
+    # back as a connected socket reports it.
+    pairs = [
+        memory_transport_pair(Recorder(), Recorder(), server_address="/tmp/rpc.sock"),
+        memory_transport_pair(Recorder(), Recorder(), server_address=("::1", 443)),
+        memory_transport_pair(Recorder(), Recorder(), server_address=("localhost", 0)),
+        memory_transport_pair(Recorder(), Recorder(), server_address=("0.0.0.0", 80)),
+    ]
+    try:
+        sockets = [client.get_extra_info("socket") for client, _ in pairs]
+        assert [sock.family for sock in sockets] == [
+            socket.AF_UNIX,
+            socket.AF_INET6,
+            socket.AF_INET,
+            socket.AF_INET,
+        ]
+        assert sockets[0].getpeername() == "/tmp/rpc.sock"
+        assert sockets[0].getsockname() == ""
+        assert sockets[1].getpeername() == ("::1", 443, 0, 0)
+        host, port = sockets[2].getpeername()
+        assert host == "127.0.0.1"
+        assert port != 0
+        assert sockets[3].getpeername() == ("127.0.0.1", 80)
+        assert pairs[3][1].get_extra_info("sockname") == ("127.0.0.1", 80)
+        alone = MemoryTransport(Recorder(), peername=("::1", 80))
+        assert alone.get_extra_info("socket").family == socket.AF_INET6
+        pairs.append((alone, alone))
+    finally:
+        for client, server in pairs:
+            client.close()
+            server.close()
+    await turns()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            {"client_address": ("127.0.0.1", 5), "server_address": "/tmp/s"},
+            ValueError,
+            "client_address and server_address must be of one family",
+        ),
+        (
+            {"server_address": ("127.0.0.1", 80), "family": socket.AF_INET6},
+            ValueError,
+            "server_address is not an AF_INET6 address",
+        ),
+        (
+            {"server_address": "/tmp/s", "family": socket.AF_INET},
+            TypeError,
+            "server_address is not an AF_INET address",
+        ),
+        (
+            {"client_address": ("127.0.0.1", 80), "family": socket.AF_UNIX},
+            TypeError,
+            "client_address is not an AF_UNIX address",
+        ),
+        ({"server_address": 12345}, TypeError, "server_address must be a .host, port. tuple"),
+        (
+            {"server_address": ("127.0.0.1", 70000)},
+            ValueError,
+            "server_address is not an AF_INET address: port must be 0-65535",
+        ),
+    ],
+)
+@pytest.mark.asyncio
+async def test_memory_transport_pair_refuses_addresses_no_socket_could_have(
+    kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        memory_transport_pair(Recorder(), Recorder(), **kwargs)
+    with pytest.raises(error, match=message):
+        memory_stream_pair(**kwargs)
+    renamed = {
+        {"client_address": "sockname", "server_address": "peername"}.get(key, key): value
+        for key, value in kwargs.items()
+    }
+    with pytest.raises(
+        error,
+        match=message.replace("client_address", "sockname").replace("server_address", "peername"),
+    ):
+        MemoryTransport(Recorder(), **renamed)
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 

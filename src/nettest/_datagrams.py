@@ -69,8 +69,8 @@ from ._endpoint import (
     check_count,
     check_protocol,
     datagram_address,
-    datagram_family,
     datagram_key,
+    family_of_ends,
     is_wildcard,
     loopback,
     os_error,
@@ -99,31 +99,6 @@ _REFUSED = object()
 _ALL = "255.255.255.255"
 #: The IPv4 broadcast addresses a loopback-only host routes: all hosts, and lo's /8.
 _BROADCAST = frozenset({_ALL, "127.255.255.255"})
-
-
-def _check_ends(**addresses: Any) -> int:
-    """Check the addresses given for the ends of a conversation; return their family.
-
-    None stands for a default address of the family of the others (IPv4 if none).
-
-    Raises:
-        TypeError: an address that is not one; the message names it.
-        ValueError: an address out of range, or two of different families.
-    """
-    family: int | None = None
-    first = ""
-    for name, address in addresses.items():
-        if address is None:
-            continue
-        this = datagram_family(address, name)
-        if family is None:
-            family, first = this, name
-        elif this != family:
-            raise ValueError(
-                f"{first} and {name} must be of one family, "
-                f"got {addresses[first]!r} and {address!r}"
-            )
-    return socket.AF_INET if family is None else family
 
 
 def _where(family: int, address: Any) -> Any:
@@ -273,7 +248,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
     ) -> None:
         check_protocol("protocol", protocol, "datagram")
         check_bool("allow_broadcast", allow_broadcast)
-        family = _check_ends(local_addr=local_addr, remote_addr=remote_addr)
+        family = family_of_ends(local_addr=local_addr, remote_addr=remote_addr)
         if local_addr is None:
             local_addr = datagram_address(family)
         else:
@@ -950,7 +925,7 @@ def memory_datagram_pair(
     check_bool("connected", connected)
     check_bool("manual", manual)
     check_bool("allow_broadcast", allow_broadcast)
-    family = _check_ends(address_a=address_a, address_b=address_b)
+    family = family_of_ends(address_a=address_a, address_b=address_b)
     bound_a, bound_b = _bind_pair(family, address_a, address_b)
     # Each end's remote address is the other's; with allow_broadcast the sockets
     # are not connected.

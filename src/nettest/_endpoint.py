@@ -39,11 +39,13 @@ __all__ = [
     "MAX_DATAGRAM_SIZE",
     "FlowControlled",
     "MemorySocket",
+    "address_family",
     "bound_address",
     "check_count",
+    "connection_addresses",
     "datagram_address",
-    "datagram_family",
     "datagram_key",
+    "family_of_ends",
     "is_wildcard",
     "loopback",
     "os_error",
@@ -163,7 +165,7 @@ def datagram_address(family: int = socket.AF_INET) -> Any:
 
 
 def bound_address(family: int, address: Any, *, bind: bool = True) -> Any:
-    """Return `address` (checked by `datagram_family`) as a socket reports it.
+    """Return `address` (checked by `address_family`) as a socket reports it.
 
     With `bind`, as ``getsockname()`` does after ``bind()``: port 0 becomes a fresh
     ephemeral port.  Without, as asyncio keeps a ``remote_addr`` (``getpeername()``
@@ -212,8 +214,8 @@ def reaches_wildcard(family: int, key: Any, port: int) -> bool:
     return isinstance(key[0], str) and key[0].startswith("127.")
 
 
-def datagram_family(address: Any, name: str) -> int:
-    """Return the family of a datagram end's `address`, checked as ``bind()`` checks it.
+def address_family(address: Any, name: str) -> int:
+    """Return the family of an end's `address`, checked as ``bind()`` checks it.
 
     A str or bytes is an AF_UNIX path; a 4-tuple, or a host with a colon, is IPv6;
     any other tuple is IPv4.
@@ -238,6 +240,67 @@ def datagram_family(address: Any, name: str) -> int:
         )
     check_address(family, address, name)
     return family
+
+
+def family_of_ends(**addresses: Any) -> int:
+    """Check the addresses given for the ends of a conversation; return their family.
+
+    None stands for a default address of the family of the others (IPv4 if none).
+
+    Raises:
+        TypeError: an address that is not one; the message names it.
+        ValueError: an address out of range, or two of different families.
+    """
+    family: int | None = None
+    first = ""
+    for name, address in addresses.items():
+        if address is None:
+            continue
+        this = address_family(address, name)
+        if family is None:
+            family, first = this, name
+        elif this != family:
+            raise ValueError(
+                f"{first} and {name} must be of one family, "
+                f"got {addresses[first]!r} and {address!r}"
+            )
+    return socket.AF_INET if family is None else family
+
+
+def connection_addresses(
+    family: int | None,
+    client: Any,
+    server: Any,
+    names: tuple[str, str] = ("client_address", "server_address"),
+) -> tuple[int, Any, Any]:
+    """Return the family and the two ends' addresses of a memory connection.
+
+    The family follows the addresses given, unless `family` names it; each
+    address is checked as ``bind()`` checks it and read back as a connected
+    socket reports it (see `bound_address`; a wildcard host is the loopback
+    address the connection runs over).  A default takes `stream_addresses`'s.
+    Error messages call the addresses by `names`.
+
+    Raises:
+        TypeError: `family` or an address of the wrong type, or an address of
+            another family than `family`; the message names it.
+        ValueError: an unknown `family`, an address out of range, or the two of
+            different families.
+    """
+    if family is None:
+        family = family_of_ends(**{names[0]: client, names[1]: server})
+    ends = []
+    defaults = stream_addresses(family)
+    for name, address, default in zip(names, (client, server), defaults, strict=True):
+        if address is None:
+            ends.append(default)
+            continue
+        check_address(family, address, name)
+        bound = bound_address(family, address)
+        if is_wildcard(family, bound):
+            bound = (loopback(family), *bound[1:])
+        ends.append(bound)
+    return family, ends[0], ends[1]
 
 
 def check_address(family: int, address: Any, name: str) -> None:

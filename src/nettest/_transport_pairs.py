@@ -9,11 +9,10 @@ end able to ``start_tls`` as the server.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._endpoint import check_bool, check_count, check_protocol, stream_addresses
+from ._endpoint import check_bool, check_count, check_protocol, connection_addresses
 from ._hygiene import writer_dropped
 from ._links import Link
 from ._transport_reading import _Chunker
@@ -32,7 +31,7 @@ def memory_transport_pair(
     chunks: Sequence[int] | Callable[[int], int] | None = None,
     client_address: Any = None,
     server_address: Any = None,
-    family: int = socket.AF_INET,
+    family: int | None = None,
 ) -> tuple[MemoryTransport, MemoryTransport]:
     """Connect two protocols through two :class:`MemoryTransport` objects.
 
@@ -50,7 +49,8 @@ def memory_transport_pair(
         chunks: How each receiver's reads are cut, for both ends.
         client_address: The client's address (default: loopback, ephemeral port).
         server_address: The server's address (default: loopback, port 8080).
-        family: `socket.AF_INET`, `socket.AF_INET6` or `socket.AF_UNIX`.
+        family: `socket.AF_INET`, `socket.AF_INET6` or `socket.AF_UNIX`
+            (default: the family of the addresses given, else IPv4).
 
     Returns:
         ``(client_transport, server_transport)``.
@@ -58,9 +58,11 @@ def memory_transport_pair(
     Raises:
         TypeError: a protocol without the methods of an `asyncio.Protocol` (or
             `asyncio.BufferedProtocol`), or ``capacity``, ``partial_writes``,
-            ``chunks`` or ``family`` of the wrong type.
-        ValueError: ``capacity``, ``partial_writes`` or a chunk size below 1, or an
-            unknown ``family``.
+            ``chunks`` or ``family`` of the wrong type, or an address that is not
+            one of ``family``.
+        ValueError: ``capacity``, ``partial_writes`` or a chunk size below 1, an
+            unknown ``family``, an address out of range, or the two addresses of
+            different families.
 
     Example:
         ::
@@ -75,9 +77,9 @@ def memory_transport_pair(
     _check_capacity(capacity)
     _check_partial_writes(partial_writes)
     _Chunker(chunks)
-    default_client, default_server = stream_addresses(family)
-    client_address = default_client if client_address is None else client_address
-    server_address = default_server if server_address is None else server_address
+    family, client_address, server_address = connection_addresses(
+        family, client_address, server_address
+    )
     if isinstance(chunks, Sequence):
         chunks = list(chunks)  # each end uses its own copy
     client = MemoryTransport._create_unlinked(
@@ -115,7 +117,7 @@ def memory_stream_pair(
     chunks: Sequence[int] | Callable[[int], int] | None = None,
     client_address: Any = None,
     server_address: Any = None,
-    family: int = socket.AF_INET,
+    family: int | None = None,
 ) -> tuple[
     tuple[asyncio.StreamReader, asyncio.StreamWriter],
     tuple[asyncio.StreamReader, asyncio.StreamWriter],
@@ -136,7 +138,8 @@ def memory_stream_pair(
         client_address: The client's address (default: loopback, ephemeral port).
         server_address: The server's address (default: loopback, port 8080).
         family: `socket.AF_INET`, `socket.AF_INET6` or `socket.AF_UNIX` (which
-            closes as a Unix socket does, see `memory_transport_pair`).
+            closes as a Unix socket does, see `memory_transport_pair`; default:
+            the family of the addresses given, else IPv4).
 
     Returns:
         ``((client_reader, client_writer), (server_reader, server_writer))``.

@@ -39,8 +39,8 @@ from ._endpoint import (
     check_bool,
     check_count,
     check_protocol,
+    connection_addresses,
     os_error,
-    stream_addresses,
 )
 from ._hygiene import track
 from ._links import ByteQueue, Link, PartialWrites, connection_reset
@@ -126,14 +126,17 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         sockname: The local address (default: a loopback address with an ephemeral
             port).
         peername: The peer's address (default: ``127.0.0.1:8080``).
-        family: `socket.AF_INET`, `socket.AF_INET6` or `socket.AF_UNIX`.
+        family: `socket.AF_INET`, `socket.AF_INET6` or `socket.AF_UNIX`
+            (default: the family of the addresses given, else IPv4).
 
     Raises:
         TypeError: a protocol without the methods of an `asyncio.Protocol` (or
             `asyncio.BufferedProtocol`), or ``capacity``, ``partial_writes``,
-            ``chunks`` or ``family`` of the wrong type.
-        ValueError: ``capacity``, ``partial_writes`` or a chunk size below 1, or an
-            unknown ``family``.
+            ``chunks`` or ``family`` of the wrong type, or an address that is not
+            one of ``family``.
+        ValueError: ``capacity``, ``partial_writes`` or a chunk size below 1, an
+            unknown ``family``, an address out of range, or the two addresses of
+            different families.
 
     Example:
         A test reading what a protocol wrote and answering it::
@@ -202,18 +205,20 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         chunks: Sequence[int] | Callable[[int], int] | None = None,
         sockname: Any = None,
         peername: Any = None,
-        family: int = socket.AF_INET,
+        family: int | None = None,
     ) -> None:
         check_protocol("protocol", protocol, "stream")
         check_bool("manual", manual)
         _check_capacity(capacity)
         _check_partial_writes(partial_writes)
         _Chunker(chunks)
-        client, server = stream_addresses(family)
+        family, sockname, peername = connection_addresses(
+            family, sockname, peername, ("sockname", "peername")
+        )
         self._setup(
             protocol,
-            sockname=client if sockname is None else sockname,
-            peername=server if peername is None else peername,
+            sockname=sockname,
+            peername=peername,
             family=family,
             chunks=chunks,
         )
