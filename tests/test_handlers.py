@@ -199,6 +199,17 @@ def test_script_validation() -> None:
         handlers.script(b"data")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="step 1 must be a script step"):
         handlers.script(handlers.echo)
+    with pytest.raises(TypeError, match="step 1 must be a script step"):
+        handlers.script([handlers.close])  # type: ignore[arg-type]
+    # A step maker passed uncalled, as handlers.close is passed.
+    with pytest.raises(
+        TypeError,
+        match=r"^step 2 is handlers.expect_eof itself, which makes a step: "
+        r"call it, handlers.expect_eof\(\)$",
+    ):
+        handlers.script(handlers.send(b"x"), handlers.expect_eof)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"step 1 is handlers.send itself.*handlers.send\(...\)"):
+        handlers.script(handlers.send)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="data must not be empty"):
         handlers.expect(b"")
     with pytest.raises(TypeError, match="data must be bytes"):

@@ -410,12 +410,26 @@ def script(*steps: Step | Handler) -> Script:
             made.append(_End(step))
         elif isinstance(step, Step):
             made.append(step)
+        elif (maker := _step_maker(step)) is not None:
+            raise TypeError(
+                f"step {number} is handlers.{maker} itself, which makes a step: "
+                f"call it, handlers.{maker}({'' if maker == 'expect_eof' else '...'})"
+            )
         else:
             raise TypeError(
                 f"step {number} must be a script step (expect, expect_line, read_until, "
                 f"expect_eof, send, sleep) or handlers.close/reset/hang; got {step!r}"
             )
     return Script(tuple(made))
+
+
+def _step_maker(step: object) -> str | None:
+    """The name of the function that makes script steps that `step` is, if it is one.
+
+    One passed to `script` uncalled is a mistake worth naming.
+    """
+    makers = (expect, expect_line, read_until, expect_eof, send, sleep)
+    return next((maker.__name__ for maker in makers if maker is step), None)
 
 
 def _timeout_of(step: _Expect | _ExpectLine | _ReadUntil | _ExpectEOF) -> float | None:
