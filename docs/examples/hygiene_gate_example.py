@@ -16,6 +16,8 @@ def test_after_it():
 
 
 def test_leak_is_blamed_on_its_test(pytester: pytest.Pytester) -> None:
+    # The inner session runs in a directory of its own, without your settings.
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(LEAKY_TESTS)
     result = pytester.runpytest("--nettest-leaks=strict")
     result.assert_outcomes(passed=2, errors=1)
