@@ -599,8 +599,8 @@ class StreamSchedule(_Schedule):
 def _timed(fault: Fault) -> bool:
     """Whether `fault` acts at a time counted from its arming, not on the bytes it sees.
 
-    A `Reset` or `Truncate` with no byte limit to wait for (none, or 0) acts the
-    moment it arms: a timer of zero seconds.
+    A `Reset` with no byte limit to wait for (none, or 0), and ``Truncate(0)``,
+    act the moment they arm: a timer of zero seconds.
     """
     if isinstance(fault, Reset):
         return fault.after_seconds is not None or not fault.after_bytes
