@@ -76,11 +76,12 @@ def _package_dirs(*names: str) -> tuple[str, ...]:
 #: Frames from these places say nothing about who made an object: skip them.  The
 #: standard library's socket plumbing too: an accepted socket's stack is otherwise
 #: ``socket.py``'s ``accept``, a server thread's ``threading.py``'s ``_bootstrap``;
-#: and hypothesis and unittest, which run between a ``@given`` test or a state
-#: machine's ``TestCase`` and the code that makes things.
+#: hypothesis and unittest, which run between a ``@given`` test or a state
+#: machine's ``TestCase`` and the code that makes things; and anyio, whose pytest
+#: plugin runs a ``@pytest.mark.anyio`` test as pytest-asyncio runs the others.
 _PLUMBING = (
     _NETTEST_DIR,
-    *_package_dirs("hypothesis", "unittest"),
+    *_package_dirs("hypothesis", "unittest", "anyio"),
     os.path.dirname(os.path.abspath(asyncio.__file__)),
     *(
         os.path.abspath(str(module.__file__))
