@@ -159,6 +159,18 @@ async def test_proxy_forwards_both_ways_and_traces(
 
 
 @pytest.mark.asyncio
+async def test_proxy_fixture_takes_upstream_positionally_as_fault_proxy_does(
+    fault_proxy: FaultProxyFactory, upstream: Upstream
+) -> None:
+    proxy = await fault_proxy(upstream.address, faults=[Latency(0.01)])
+    assert proxy.upstream == upstream.address
+    async with connect(proxy.address) as (reader, writer):
+        writer.write(b"hi")
+        writer.write_eof()
+        assert await read_all(reader) == b"hi"
+
+
+@pytest.mark.asyncio
 async def test_proxy_accepts_a_server_object_or_host_port_text(upstream: Upstream) -> None:
     async with FaultProxy(upstream) as proxy, connect(proxy.address) as (reader, writer):
         writer.write(b"x")

@@ -662,8 +662,8 @@ class FaultProxyFactory(Protocol):
 
     async def __call__(
         self,
-        *,
         upstream: object,
+        *,
         faults: Iterable[Fault] = (),
         kind: Literal["tcp", "udp"] | None = None,
     ) -> FaultProxy:
@@ -689,8 +689,8 @@ async def fault_proxy(
     proxies = request.node.stash.setdefault(_PROXIES_KEY, [])
 
     def make(
-        *,
         upstream: object,
+        *,
         faults: Iterable[Fault] = (),
         kind: Literal["tcp", "udp"] | None = None,
     ) -> FaultProxy:
