@@ -639,6 +639,46 @@ def test_datagram_same_seed_same_traffic_same_actions() -> None:
     assert _run_datagrams(1) != _run_datagrams(2)
 
 
+def _per_flow(actions: list[Action]) -> dict[str, list[Action]]:
+    flows: dict[str, list[Action]] = {"upstream": [], "downstream": []}
+    for action in actions:
+        flows[getattr(action, "flow", "upstream")].append(action)
+    return flows
+
+
+@pytest.mark.parametrize("kind", ["datagram", "stream"])
+def test_each_direction_draws_apart_from_the_other(kind: str) -> None:
+    # A request and its reply race: which of the two the proxy sees first must
+    # not change what the faults do to either (one draw sequence per direction
+    # made a retry's replay differ from run to run).
+    if kind == "datagram":
+        faults: list[Fault] = [Drop(0.3, direction="both"), Duplicate(0.2, direction="both")]
+        faults += [Latency(0.01, jitter=0.01, direction="both")]
+    else:
+        faults = [Slice(3, jitter=2, direction="both"), Latency(0.01, jitter=0.01)]
+        faults += [Corrupt(rate=0.05, direction="both")]
+
+    def run(reply_first: bool) -> dict[str, list[Action]]:
+        schedule: StreamSchedule | DatagramSchedule
+        if kind == "datagram":
+            schedule = DatagramSchedule(seed=7, index=1, now=0.0, faults=faults)
+            send = schedule.datagram
+        else:
+            schedule = StreamSchedule(seed=7, index=1, now=0.0, faults=faults)
+            send = schedule.data
+        actions = schedule.start(0.0) if isinstance(schedule, StreamSchedule) else []
+        for i in range(200):
+            flows = (
+                ["downstream", "upstream"] if reply_first and i % 3 else ["upstream", "downstream"]
+            )
+            for flow in flows:
+                actions += send(flow, bytes([i % 256]) * 8, i / 100)  # type: ignore[arg-type]
+        actions += schedule.tick(100.0)
+        return _per_flow(actions)
+
+    assert run(reply_first=False) == run(reply_first=True)
+
+
 # -- the datagram schedule --------------------------------------------------------------
 
 

@@ -57,11 +57,13 @@ item if an earlier stage stalls or drops it.  A chunk that straddles the arming 
 that the bytes before it pass untouched.  Byte counts inside a fault
 (``Truncate(10)``, ``Reset(after_bytes=10)``) are relative to the arming offset.
 
-All randomness comes from one `random.Random` per connection, seeded from the
-proxy's seed and the connection's number: the same seed and the same traffic
-give the same actions whatever other connections do.  Whether a fault with
-``probability < 1`` applies to a connection is drawn once, when the connection
-first sees the fault.
+All randomness comes from `random.Random` objects seeded from the proxy's seed
+and the connection's number: one per connection for whether a fault with
+``probability < 1`` applies to it (drawn once, when the connection first sees the
+fault), and one per stage (a fault on one flow) for what the fault does.  A
+stage's draws depend on nothing but the items it sees: the same seed and the same
+traffic give the same actions whatever other connections, the other direction, or
+the other faults do meanwhile.
 
 Every decision is also recorded in the connection's `ConnectionTrace`
 (`nettest._fault_trace`).
@@ -159,6 +161,11 @@ def _connection_rng(seed: int, kind: str, index: int) -> random.Random:
     return random.Random(f"nettest:{seed}:{kind}:{index}")
 
 
+def _stage_rng(seed: int, kind: str, index: int, key: _Key, flow: Flow) -> random.Random:
+    """The draws of one stage: one fault (the Nth of equal ones) on one flow."""
+    return random.Random(f"nettest:{seed}:{kind}:{index}:{flow}:{key[0]!r}:{key[1]}")
+
+
 def _occurrences(faults: Iterable[Fault]) -> list[_Key]:
     """Number each fault among those equal to it, so that equal faults stay apart."""
     seen: dict[Fault, int] = {}
@@ -188,19 +195,24 @@ class _Applied:
         "next_corrupt",
         "pattern",
         "queue",
+        "rng",
         "scanned",
         "selected",
         "tail",
         "target",
     )
 
-    def __init__(self, key: _Key, flow: Flow, selected: bool, consumed: int) -> None:
+    def __init__(
+        self, key: _Key, flow: Flow, selected: bool, consumed: int, rng: random.Random
+    ) -> None:
         fault = key[0]
         trigger = fault.trigger or _NO_TRIGGER
         self.key = key
         self.fault = fault
         self.flow: Flow = flow
         self.selected = selected
+        #: What this stage draws from: its draws depend on nothing but what it sees.
+        self.rng = rng
         self.pattern = trigger.pattern
         # The stream offset where the fault starts to act (None: pattern not seen yet).
         self.arm: int | None = (
@@ -318,6 +330,7 @@ class _Schedule:
         peer: object = None,
     ) -> None:
         self.index = index
+        self._seed = seed
         self.rng = _connection_rng(seed, self._kind, index)
         self.trace = ConnectionTrace(
             _index=index, _kind="tcp" if self._kind == "stream" else "udp", _peer=peer, _start=now
@@ -372,7 +385,8 @@ class _Schedule:
                     continue
                 applied = old.pop(key, None)
                 if applied is None:
-                    applied = _Applied(key, flow, self._selected(key), self._consumed[flow])
+                    rng = _stage_rng(self._seed, self._kind, self.index, key, flow)
+                    applied = _Applied(key, flow, self._selected(key), self._consumed[flow], rng)
                     if applied.selected:
                         added.append(applied)
                 if applied.selected:

@@ -166,7 +166,7 @@ class DatagramSchedule(_Schedule):
 
     def _shuffle(self, applied: _Applied, items: list[_Dgram], now: float) -> list[_Dgram]:
         order = list(range(len(items)))
-        self.rng.shuffle(order)
+        applied.rng.shuffle(order)
         self.trace.fire(now, applied.fault, applied.flow, f"released in order {order}")
         out = [items[i] for i in order]
         for item in out:
@@ -185,11 +185,11 @@ class DatagramSchedule(_Schedule):
                 out.append(item)
                 continue
             if isinstance(fault, Drop):
-                if self.rng.random() < fault.rate:
+                if applied.rng.random() < fault.rate:
                     self.trace.fire(item.at, fault, flow, f"dropped {len(item.data)} bytes")
                     continue
             elif isinstance(fault, Duplicate):
-                if self.rng.random() < fault.rate:
+                if applied.rng.random() < fault.rate:
                     self.trace.fire(item.at, fault, flow, "duplicated")
                     out.append(_Dgram(item.at, item.offset, item.data))
             elif isinstance(fault, TruncateDatagram):
@@ -207,7 +207,7 @@ class DatagramSchedule(_Schedule):
                 self._fire_once(applied, item.at, "delaying")
                 at = item.at + fault.delay
                 if fault.jitter:
-                    at += self.rng.uniform(-fault.jitter, fault.jitter)
+                    at += applied.rng.uniform(-fault.jitter, fault.jitter)
                 item.at = max(at, item.at)
             elif isinstance(fault, Bandwidth):
                 self._fire_once(applied, item.at, "throttling")
@@ -241,7 +241,7 @@ class DatagramSchedule(_Schedule):
         data = bytearray(item.data)
         hits = {p for p in fault.positions if p < len(data)}
         if fault.rate:
-            hits.update(i for i in range(len(data)) if self.rng.random() < fault.rate)
+            hits.update(i for i in range(len(data)) if applied.rng.random() < fault.rate)
         if not hits:
             return item
         for position in hits:

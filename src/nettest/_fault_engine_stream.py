@@ -426,7 +426,7 @@ class StreamSchedule(_Schedule):
             self._released.append(Pause(flow))
             return []
         if isinstance(fault, Corrupt):
-            applied.next_corrupt = first_corrupt_offset(fault, arm, self.rng)
+            applied.next_corrupt = first_corrupt_offset(fault, arm, applied.rng)
         return []
 
     def _fire_end(self, applied: _Applied, at: float) -> list[_Item]:
@@ -501,7 +501,7 @@ class StreamSchedule(_Schedule):
             return out
         if isinstance(fault, Latency):
             self._fire_once(applied, chunk.at, "delaying")
-            chunk.at = delayed(applied, fault, chunk.at, self.rng)
+            chunk.at = delayed(applied, fault, chunk.at, applied.rng)
             return [chunk]
         if isinstance(fault, Bandwidth):
             self._fire_once(applied, chunk.at, "throttling")
@@ -509,10 +509,10 @@ class StreamSchedule(_Schedule):
             return self._hold(applied, chunk.at, chunk.alone, list(pieces))
         if isinstance(fault, Slice):
             self._fire_once(applied, chunk.at, "slicing")
-            pieces = sliced(applied, fault, chunk, self.rng)
+            pieces = sliced(applied, fault, chunk, applied.rng)
             return self._hold(applied, chunk.at, chunk.alone, list(pieces))
         if isinstance(fault, Corrupt):
-            chunk, flipped = corrupted(applied, fault, chunk, self.rng)
+            chunk, flipped = corrupted(applied, fault, chunk, applied.rng)
             if flipped:
                 self.trace.fire(chunk.at, fault, flow, f"flipped offsets {flipped}")
             return [chunk]
