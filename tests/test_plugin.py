@@ -247,3 +247,60 @@ def test_every_fixture_has_a_standalone_first_docstring_line(pytester: pytest.Py
         first = doc.strip().splitlines()[0] if doc.strip() else ""
         assert first, f"fixture {name} has no docstring"
         assert first.endswith("."), f"fixture {name}: first line does not stand alone: {first!r}"
+
+
+RERUN_TESTS = """
+import asyncio
+import pytest
+from nettest import memory_stream_pair
+
+attempts = {}
+seeds = []
+held = []
+
+def attempt(name):
+    attempts[name] = attempts.get(name, 0) + 1
+    return attempts[name]
+
+@pytest.mark.asyncio
+async def test_fails_then_passes_leaving_a_pair_open():
+    first = attempt("a") == 1
+    held.append(memory_stream_pair())
+    if first:
+        assert False, "first attempt"
+
+@pytest.mark.asyncio
+async def test_fails_leaking_then_passes_clean():
+    if attempt("b") == 1:
+        held.append(memory_stream_pair())
+        assert False, "first attempt"
+
+@pytest.mark.asyncio
+async def test_proxy_seed_is_the_same_on_a_rerun(tcp_server, fault_proxy):
+    server = await tcp_server()
+    proxy = await fault_proxy(upstream=server)
+    seeds.append(proxy.seed)
+    if attempt("c") == 1:
+        assert False, "first attempt"
+    assert seeds[0] == seeds[1]
+
+def test_release():
+    held.clear()
+"""
+
+
+def test_a_rerun_is_checked_afresh(pytester: pytest.Pytester) -> None:
+    # pytest-rerunfailures runs the same item again: the rerun that passes is
+    # failed for what it leaves open, does not repeat the first attempt's list,
+    # and its proxies get the seeds the first attempt's got.
+    pytest.importorskip("pytest_rerunfailures")
+    pytester.makepyfile(test_reruns=RERUN_TESTS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--reruns", "1", "-p", "no:randomly")
+    assert result.parseoutcomes() == {"passed": 4, "errors": 1, "rerun": 3}
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_fails_then_passes_leaving_a_pair_open*",
+            "*test_fails_then_passes_leaving_a_pair_open left 2 things behind*",
+        ]
+    )
+    assert "test_fails_leaking_then_passes_clean left" not in result.stdout.str()

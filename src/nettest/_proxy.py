@@ -706,6 +706,12 @@ async def fault_proxy(
     await factory.aclose()
 
 
+def forget_proxies(item: pytest.Item) -> None:
+    """Forget the proxies an earlier run of `item` made (a rerun starts afresh)."""
+    if _PROXIES_KEY in item.stash:
+        del item.stash[_PROXIES_KEY]
+
+
 def format_traces_for(item: pytest.Item) -> str | None:
     """Return the traces of the proxies a test used, for its failure report (or None).
 

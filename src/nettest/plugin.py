@@ -21,7 +21,7 @@ from ._hygiene import GATE, LEAK_MODES, LeakMode
 from ._hygiene_report import THREAD_LEFT_RUNNING
 from ._memory_faults import forget_memory_faults, format_memory_traces_for
 from ._prebound import bound_tcp_socket, bound_udp_socket, unix_socket_path  # noqa: F401
-from ._proxy import fault_proxy, format_traces_for  # noqa: F401
+from ._proxy import fault_proxy, forget_proxies, format_traces_for  # noqa: F401
 from ._resolver import fake_resolver  # noqa: F401
 from ._seed import SEED_RANGE, check_seed
 from ._server_base import remove_dead_processes_unix_dirs
@@ -246,6 +246,13 @@ def _gate_mode(item: pytest.Item) -> LeakMode:
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    # A rerun (pytest-rerunfailures runs the same item again) starts afresh: not
+    # failed, nothing released, no proxies (their seeds count them).  Its seed stays.
+    if _FAILED_KEY in item.stash:
+        del item.stash[_FAILED_KEY]
+    if _RELEASED_KEY in item.stash:
+        del item.stash[_RELEASED_KEY]
+    forget_proxies(item)
     try:
         mode = _gate_mode(item)
     except pytest.UsageError:  # reported as the test's teardown error
