@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -304,3 +308,25 @@ def test_a_rerun_is_checked_afresh(pytester: pytest.Pytester) -> None:
         ]
     )
     assert "test_fails_leaking_then_passes_clean left" not in result.stdout.str()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="probes processes with os.kill(pid, 0)")
+def test_each_session_removes_the_key_directories_of_dead_processes(
+    pytester: pytest.Pytester, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A session killed before its teardown leaves its TLS key directory: the next
+    # session removes it as it starts, whether or not it makes keys itself.
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    left = tmp_path / f"nettest-tls-{dead}-files-abc"
+    left.mkdir()
+    (left / "server-key.pem").write_bytes(b"key")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert not left.exists()

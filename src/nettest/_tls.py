@@ -165,14 +165,19 @@ def _make_key_dir(label: str = "") -> str:
 
     Every directory that holds nettest's keys is named ``nettest-tls-<pid>-<label>…``
     in the temporary directory, so that `_remove_dead_processes_dirs` finds it
-    if this process is killed before it can remove it; the first call in a process
-    runs that sweep.
+    if this process is killed before it can remove it; each session runs that
+    sweep as it starts, and so does the first call in a process outside pytest.
     """
+    remove_dead_processes_key_dirs()
+    return tempfile.mkdtemp(prefix=f"nettest-tls-{os.getpid()}-{label}")
+
+
+def remove_dead_processes_key_dirs() -> None:
+    """Sweep the key directories of dead processes, once per process (see `_make_key_dir`)."""
     with _sweep_lock:
         if not _swept:
             _remove_dead_processes_dirs()
             _swept.append(True)
-    return tempfile.mkdtemp(prefix=f"nettest-tls-{os.getpid()}-{label}")
 
 
 def _remove_dead_processes_dirs() -> None:

@@ -28,6 +28,7 @@ from ._server_base import remove_dead_processes_unix_dirs
 from ._servers import tcp_server, unix_server  # noqa: F401
 from ._threads import tcp_server_thread, udp_server_thread, unix_server_thread  # noqa: F401
 from ._tls import (  # noqa: F401  (fixtures are found by name in this module)
+    remove_dead_processes_key_dirs,
     tls_ca,
     tls_certificate,
     tls_client_certificate,
@@ -176,8 +177,10 @@ def pytest_configure_node(node: Any) -> None:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     # A session killed before its teardown (kill -9, pytest-timeout's thread method)
-    # leaves its /tmp/nt-<pid>-* directories: the next session removes them.
+    # leaves its /tmp/nt-<pid>-* directories and its TLS key directories: the next
+    # session removes them.
     remove_dead_processes_unix_dirs()
+    remove_dead_processes_key_dirs()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
