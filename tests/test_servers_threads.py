@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import ssl
 import sys
@@ -56,6 +57,31 @@ def test_blocking_socket_echo(tcp_server_thread: TCPServerThreadFactory) -> None
         assert sock.recv(100) == b""
     assert server.server.connections[0] is conn
     assert "b'blocking'" in server.transcript()
+
+
+def test_a_connections_waits_point_a_synchronous_test_to_the_servers(
+    tcp_server_thread: TCPServerThreadFactory,
+) -> None:
+    # conn.wait_closed() in a synchronous test made a coroutine that nothing
+    # awaited, and the test passed; the server's blocking waits do the work.
+    server = tcp_server_thread(handlers.echo)
+    with socket.create_connection(server.address, timeout=5) as sock:
+        sock.sendall(b"hi")
+        (conn,) = server.wait_for_connections(1)
+        assert server.wait_for_bytes(b"hi", connection=1) == b"hi"
+        assert server.wait_for_sent(b"hi", connection=1) == b"hi"
+        assert sock.recv(100) == b"hi"
+        calls: list[tuple[Callable[[], object], str]] = [
+            (lambda: conn.wait_for(b"hi"), "wait_for_bytes(data, connection=1)"),
+            (lambda: conn.wait_for_sent(b"hi"), "wait_for_sent(data, connection=1)"),
+            (conn.wait_closed, "wait_closed(connection=1)"),
+        ]
+        for call, twin in calls:
+            with pytest.raises(RuntimeError, match=re.escape(f"server.{twin}")):
+                call()
+        with pytest.raises(TimeoutError, match="expected the server to send b'nope'"):
+            server.wait_for_sent(b"nope", timeout=0.05)
+    assert server.wait_closed() is Ending.EOF
 
 
 @pytest.mark.parametrize("action", ["close", "reset"])

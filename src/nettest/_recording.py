@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import enum
+import functools
 import math
 import typing
 from collections.abc import Callable
@@ -103,6 +104,38 @@ def check_loop(owner: str, loop: asyncio.AbstractEventLoop) -> None:
             "and its connections on the loop that started it (check the fixture's and "
             "the test's loop_scope)"
         )
+
+
+_Wait = typing.TypeVar(
+    "_Wait", bound=Callable[..., typing.Coroutine[typing.Any, typing.Any, object]]
+)
+
+
+def _awaited_on_a_loop(thread_twin: str) -> Callable[[_Wait], _Wait]:
+    """Make a connection's wait refuse at once without a running loop.
+
+    A thread server hands its connections to synchronous tests, where
+    ``conn.wait_closed()`` would only make a coroutine that nothing awaits (and
+    the test pass).  `thread_twin` is the thread server's blocking wait, with the
+    connection's number for ``{index}``.
+    """
+
+    def decorate(wait: _Wait) -> _Wait:
+        @functools.wraps(wait)
+        def call(self: Connection, *args: object, **kwargs: object) -> object:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                raise RuntimeError(
+                    f"conn.{wait.__name__}() is a coroutine, for an async test to await; "
+                    "in a synchronous test (a thread server's connection), use the "
+                    f"thread server's blocking wait: server.{thread_twin.format(index=self.index)}"
+                ) from None
+            return wait(self, *args, **kwargs)
+
+        return typing.cast("_Wait", call)
+
+    return decorate
 
 
 class Signal:
@@ -437,6 +470,7 @@ class Connection:
 
     # -- waiting --------------------------------------------------------------
 
+    @_awaited_on_a_loop("wait_for_bytes(data, connection={index})")
     async def wait_for(self, data: bytes, *, timeout: float | None = _UNSET) -> bytes:
         """Wait until the bytes received so far contain ``data``.
 
@@ -451,7 +485,9 @@ class Connection:
         Raises:
             TimeoutError: ``data`` did not arrive in time, or the connection ended
                 without it (then at once); the message shows what did.
-            RuntimeError: called on another event loop than the server's.
+            RuntimeError: called on another event loop than the server's, or with
+                none running (at once: a synchronous test uses the thread server's
+                blocking wait).
         """
         check_bytes("data", data)
         seconds = resolve_timeout(timeout)
@@ -468,6 +504,7 @@ class Connection:
         )
         return self.received
 
+    @_awaited_on_a_loop("wait_for_sent(data, connection={index})")
     async def wait_for_sent(self, data: bytes, *, timeout: float | None = _UNSET) -> bytes:
         """Wait until the bytes the server sent so far contain ``data``.
 
@@ -477,7 +514,9 @@ class Connection:
         Raises:
             TimeoutError: the server did not send ``data`` in time, or the
                 connection ended without it (then at once).
-            RuntimeError: called on another event loop than the server's.
+            RuntimeError: called on another event loop than the server's, or with
+                none running (at once: a synchronous test uses the thread server's
+                blocking wait).
         """
         check_bytes("data", data)
         seconds = resolve_timeout(timeout)
@@ -494,12 +533,15 @@ class Connection:
         )
         return self.sent
 
+    @_awaited_on_a_loop("wait_closed(connection={index})")
     async def wait_closed(self, *, timeout: float | None = _UNSET) -> Ending:
         """Wait until the connection ends and return how it ended.
 
         Raises:
             TimeoutError: it was still open when the timeout expired.
-            RuntimeError: called on another event loop than the server's.
+            RuntimeError: called on another event loop than the server's, or with
+                none running (at once: a synchronous test uses the thread server's
+                blocking wait).
         """
         seconds = resolve_timeout(timeout)
         self._check_loop()

@@ -267,6 +267,27 @@ class _StreamThreadMixin(_ThreadedServer[_SS]):
         timeout = _timeout_here(timeout)
         return self._run(self._server.wait_for_bytes(data, connection=connection, timeout=timeout))
 
+    def wait_for_sent(
+        self, data: bytes, *, connection: int = 1, timeout: float | None = _UNSET
+    ) -> bytes:
+        """Block until the server has sent ``data`` on connection number ``connection`` (1-based).
+
+        Returns:
+            Everything the server sent on that connection so far.
+
+        Raises:
+            TimeoutError: the connection did not arrive, or the server did not
+                send ``data`` in time, or can no longer (then at once).
+        """
+        _check_int("connection", connection)
+        timeout = _timeout_here(timeout)
+
+        async def wait() -> bytes:
+            conns = await self._server.wait_for_connections(connection, timeout=timeout)
+            return await conns[connection - 1].wait_for_sent(data, timeout=timeout)
+
+        return self._run(wait())
+
     def wait_closed(self, *, connection: int = 1, timeout: float | None = _UNSET) -> Ending:
         """Block until connection number ``connection`` (1-based) has ended; say how.
 
