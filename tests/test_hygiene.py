@@ -496,7 +496,7 @@ def test_gate_reports_what_the_garbage_collector_freed_before_the_check(
             "*test_server left*",
             "*- TCPServer 127.0.0.1:* dropped while open, created at:",
             "*test_proxy left*",
-            "*- FaultProxy -> 127.0.0.1:9 dropped while open, created at:",
+            "*- FaultProxy tcp 127.0.0.1:* -> 127.0.0.1:9 dropped while open, created at:",
             "*test_memory_pair left*",
             "*- MemoryTransport * dropped while open, created at:",
             "*test_bound_socket left*",

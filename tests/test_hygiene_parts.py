@@ -119,8 +119,8 @@ _NAMES = {
     "udp": ("UDPServer 127.0.0.1:*", "_LoopbackServer", "UDPServer"),
     "unix": ("UnixServer /*", "_LoopbackServer", "UnixServer"),
     "unix-datagram": ("UnixDatagramServer /*", "_LoopbackServer", "UnixDatagramServer"),
-    "proxy-tcp": ("FaultProxy -> 127.0.0.1:9", "FaultProxy", "FaultProxy tcp"),
-    "proxy-udp": ("FaultProxy -> 127.0.0.1:9", "FaultProxy", "FaultProxy udp"),
+    "proxy-tcp": ("FaultProxy tcp 127.0.0.1:* -> 127.0.0.1:9", "FaultProxy", "FaultProxy tcp"),
+    "proxy-udp": ("FaultProxy udp 127.0.0.1:* -> 127.0.0.1:9", "FaultProxy", "FaultProxy udp"),
 }
 
 

@@ -910,6 +910,13 @@ def track(
     return GATE.track(obj, what=what, is_open=is_open, close=close, on_behalf_of=on_behalf_of)
 
 
+def tracked_as(obj: object, what: str) -> None:
+    """Call a tracked object `what` in reports from now on (it has an address now, say)."""
+    entry = GATE._entry_of(obj)
+    if entry is not None:
+        entry.what = what
+
+
 def parts_of(parent: object, *parts: object) -> None:
     """Tell the hygiene gate that `parts` are what the tracked `parent` made for itself.
 

@@ -48,7 +48,7 @@ from ._fault_backend import FaultsInForce
 # show every one of them unresolved (``Kind`` instead of ``Literal['tcp', 'udp']``).
 from ._fault_trace import ConnectionTrace  # noqa: TC001
 from ._faults import Fault, Unreachable, check_faults
-from ._hygiene import dropped_open, parts_of, track
+from ._hygiene import dropped_open, parts_of, track, tracked_as
 from ._proxy_sockets import (
     Address,
     Kind,
@@ -225,6 +225,8 @@ class FaultProxy(FaultsInForce):
         track(self, what=f"FaultProxy -> {upstream}", is_open=_proxy_open, close=_proxy_abort)
         await self._listen()
         self._sync_port()
+        host, port = self.address
+        tracked_as(self, f"FaultProxy {self.kind} {host}:{port} -> {upstream}")
         return self
 
     def _sync_port(self) -> None:
