@@ -194,7 +194,8 @@ class DatagramSchedule(_Schedule):
                     out.append(_Dgram(item.at, item.offset, item.data))
             elif isinstance(fault, TruncateDatagram):
                 if len(item.data) > fault.max_size:
-                    self.trace.fire(item.at, fault, flow, f"cut {len(item.data)} bytes")
+                    cut = f"cut {len(item.data)} bytes to {fault.max_size}"
+                    self.trace.fire(item.at, fault, flow, cut)
                     item = _Dgram(item.at, item.offset, item.data[: fault.max_size])
             elif isinstance(fault, Blackhole):
                 self.trace.fire(item.at, fault, flow, f"dropped {len(item.data)} bytes")

@@ -22,11 +22,11 @@ by peer')``), so that code which sorts errors by errno sees what it sees in
 production.
 
 A datagram schedule decides a fate for each datagram sent (delivered, lost,
-duplicated or truncated), then an order drawn as a Lehmer code: for each
-position, an index into the arrivals not yet placed.  Index 0 everywhere is
-the original order, which is what the shrinker aims for.  The order covers
-every possible arrival (each datagram and its duplicate) whatever the fates,
-so that a loss never makes an example shorter, hence simpler, to hypothesis.
+duplicated or truncated), then an order: a delay for each arrival, in places
+behind those due after it.  No delay anywhere is the original order, which is
+what the shrinker aims for.  The order covers every possible arrival (each
+datagram and its duplicate) whatever the fates, so that a loss never makes an
+example shorter, hence simpler, to hypothesis.
 """
 
 from __future__ import annotations
