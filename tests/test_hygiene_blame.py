@@ -587,6 +587,98 @@ def test_gate_strict_reports_a_real_stream_writer_dropped_without_close(
 
 
 @pytest.mark.skipif(not WRITER_DEL_CLOSES, reason="no StreamWriter.__del__ before 3.11.5")
+def test_gate_lists_a_failed_tests_dropped_writers_without_failing_it_again(
+    pytester: pytest.Pytester,
+) -> None:
+    # A test interrupted mid-read (pytest-timeout, here an assertion in its body)
+    # leaves its writers to a task that its loop's teardown cancels: each is
+    # freed there, open.  Listed under the failure, each is closed without the
+    # ResourceWarning that failed the test a second time, as an error at teardown.
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import pytest
+        from nettest import handlers, memory_stream_pair
+
+        @pytest.mark.asyncio
+        async def test_interrupted(tcp_server):
+            server = await tcp_server(handlers.hang)
+
+            async def client():
+                reader, writer = await asyncio.open_connection(*server.address)
+                (memory_reader, memory_writer), _ = memory_stream_pair()
+                await reader.readline()
+
+            asyncio.get_running_loop().create_task(client())
+            await server.wait_for_connections(1)
+            await asyncio.sleep(0.05)
+            assert False, "interrupted"
+
+        def test_after():
+            pass
+        """,
+        "--nettest-leaks=strict",
+        "-W",
+        "error::ResourceWarning",
+        "-W",
+        "error::pytest.PytestUnraisableExceptionWarning",
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*nettest hygiene at teardown*",
+            "*test_interrupted left * things behind (--nettest-leaks=strict):",
+            "*(closed: a test that failed is not failed again for what it left open)",
+        ]
+    )
+    report = result.stdout.str()
+    assert "- StreamWriter over <socket.socket" in report
+    assert "- StreamWriter over MemoryTransport" in report
+    assert "ResourceWarning" not in report
+
+
+def test_gate_lists_what_a_test_left_when_a_fixtures_teardown_fails(
+    pytester: pytest.Pytester,
+) -> None:
+    # The failing teardown is the test's error: what it left open is listed under
+    # it (it was released unreported).
+    result = run(
+        pytester,
+        """
+        import pytest
+        from nettest import memory_stream_pair
+
+        held = []
+
+        @pytest.fixture
+        def breaks():
+            yield
+            raise RuntimeError("fixture teardown failed")
+
+        @pytest.mark.asyncio
+        async def test_leaky(breaks):
+            held.append(memory_stream_pair())
+
+        def test_after():
+            held.clear()
+        """,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_leaky*",
+            "*RuntimeError: fixture teardown failed",
+            "*nettest hygiene at teardown*",
+            "*test_leaky left 2 things behind (--nettest-leaks=own):",
+            "*- open MemoryTransport*",
+        ]
+    )
+
+
+@pytest.mark.skipif(not WRITER_DEL_CLOSES, reason="no StreamWriter.__del__ before 3.11.5")
 def test__gate_writer_watcher_is_named_as_the_original() -> None:
     # A warning raised in it is reported "in StreamWriter.__del__", as without the gate.
     original = vars(asyncio.StreamWriter)["__del__"]

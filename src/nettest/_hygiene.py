@@ -152,6 +152,9 @@ class _Gate(_Instruments):
     #: Tests checked in mode ``off``, and tests that failed: what their tasks do
     #: later is nobody's business, or follows from that failure.
     silenced: set[str] = field(default_factory=set)
+    #: Tests whose setup or body failed, until they end: a StreamWriter they drop
+    #: is listed under that failure, and closed without its ResourceWarning.
+    failed: set[str] = field(default_factory=set)
     #: The thread that runs the tests; objects made on others say so.
     test_thread: int = field(default_factory=threading.get_ident)
     #: The session runs in strict mode: strict mode's instruments stay installed.
@@ -377,7 +380,7 @@ class _Gate(_Instruments):
         except Exception as error:
             self._bookkeeping_failed("part", error)
 
-    def writer_dropped(self, writer: asyncio.StreamWriter, transport: object = None) -> None:
+    def writer_dropped(self, writer: asyncio.StreamWriter, transport: object = None) -> bool:
         """Note that `writer` is being finalised while its transport is still open.
 
         Python >= 3.11.5 closes the transport in ``StreamWriter.__del__`` and only
@@ -386,11 +389,16 @@ class _Gate(_Instruments):
         writer's), or of the socket under it, is marked so that its owner's check
         reports it although it is closed.  A writer that was closed is not
         reported.  Called from finalisers: never raises.
+
+        Returns:
+            Whether to close the writer without its warning: its test failed
+            already (pytest-timeout interrupted it, say), and its check lists the
+            writer under that failure; the warning would fail it a second time.
         """
         try:
             current = writer.transport
             if current.is_closing():
-                return
+                return False
             sock = current.get_extra_info("socket")
             # asyncio hands out a TransportSocket; the tracked socket is inside it.
             candidates = (
@@ -402,9 +410,10 @@ class _Gate(_Instruments):
                 if entry is not None:
                     label = repr(candidate) if isinstance(candidate, socket.socket) else entry.what
                     entry.dropped = f"StreamWriter over {label} dropped without close()"
-                    return
+                    return entry.owner in self.failed
         except Exception as error:
             self._bookkeeping_failed("StreamWriter", error)
+        return False
 
     # -- the check -----------------------------------------------------------
 
@@ -431,6 +440,7 @@ class _Gate(_Instruments):
         watches whose own factory someone replaced.  `end` removes them.
         """
         self.loop_errors = [e for e in self.loop_errors if e.owner != owner]
+        self.failed.discard(owner)
         self.running.add(owner)
         self.test_thread = threading.get_ident()
         if mode == "off":
@@ -459,6 +469,7 @@ class _Gate(_Instruments):
         raised), so that no later test is blamed for it.
         """
         self.running.discard(owner)
+        self.failed.discard(owner)
         self.closed_with_loop.pop(owner, None)
         if self.strict_owner == owner:
             self.strict_owner = None
@@ -956,11 +967,12 @@ def serves_on(thread: threading.Thread) -> None:
     GATE.thread_owners[thread] = GATE.owner
 
 
-def writer_dropped(writer: asyncio.StreamWriter, transport: object = None) -> None:
+def writer_dropped(writer: asyncio.StreamWriter, transport: object = None) -> bool:
     """Tell the hygiene gate that `writer` is being finalised (from its ``__del__``).
 
     If its transport is still open, the gate reports `transport` (by default the
     writer's) as dropped without ``close()``, against the test that made it.
-    Never raises.
+    Returns whether to close it quietly (``close_dropped_writer``) instead of
+    letting ``__del__`` warn.  Never raises.
     """
-    GATE.writer_dropped(writer, transport)
+    return GATE.writer_dropped(writer, transport)

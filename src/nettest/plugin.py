@@ -17,7 +17,7 @@ import pytest
 
 from . import _settings
 from ._blackhole import blackhole_port  # noqa: F401
-from ._hygiene import GATE, LEAK_MODES, LeakMode
+from ._hygiene import GATE, LEAK_MODES, LeakError, LeakMode
 from ._hygiene_report import THREAD_LEFT_RUNNING
 from ._memory_faults import forget_memory_faults, format_memory_traces_for
 from ._prebound import bound_tcp_socket, bound_udp_socket, unix_socket_path  # noqa: F401
@@ -280,19 +280,35 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
     __tracebackhide__ = True
     try:
         with GATE.owned_by(item.nodeid):
-            result = yield
-        released = GATE.check(
-            item.nodeid,
-            _gate_mode(item),
-            item.stash.get(_FDS_KEY, frozenset()),
-            failed=item.stash.get(_FAILED_KEY, False),
-        )
-        if released is not None:
-            item.stash[_RELEASED_KEY] = released
+            try:
+                result = yield
+            except BaseException:
+                # The teardown failed (a fixture's, or pytest's report of an
+                # exception raised in a finaliser): the test errors already, so what
+                # it left open is listed under that error, not raised.
+                try:
+                    _check(item, failed=True)
+                except LeakError as late:  # tasks of earlier tests that failed since
+                    item.stash[_RELEASED_KEY] = str(late)
+                raise
+        _check(item, failed=item.stash.get(_FAILED_KEY, False))
     finally:
         # Whatever happened, a strict test's instruments come off here.
         GATE.end(item.nodeid)
     return result
+
+
+def _check(item: pytest.Item, *, failed: bool) -> None:
+    """Run the gate's check of `item`; keep what it released from a failed test."""
+    __tracebackhide__ = True
+    released = GATE.check(
+        item.nodeid,
+        _gate_mode(item),
+        item.stash.get(_FDS_KEY, frozenset()),
+        failed=failed,
+    )
+    if released is not None:
+        item.stash[_RELEASED_KEY] = released
 
 
 @pytest.hookimpl(wrapper=True)
@@ -342,6 +358,7 @@ def pytest_runtest_makereport(
         report.sections.append(("nettest hygiene at teardown", f"{released}\n{note}"))
     if report.when in ("setup", "call") and (report.failed or hasattr(report, "wasxfail")):
         item.stash[_FAILED_KEY] = True
+        GATE.failed.add(item.nodeid)
     memory_traces = format_memory_traces_for(item.nodeid) if report.failed else None
     if report.when == "teardown":
         forget_memory_faults(item.nodeid)
