@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-import subprocess
-import sys
 
 import pytest
 
 import nettest
+from support import dead_pid
 
 MODES = pytest.mark.parametrize("asyncio_mode", ["strict", "auto"])
 
@@ -316,13 +315,7 @@ def test_each_session_removes_the_key_directories_of_dead_processes(
 ) -> None:
     # A session killed before its teardown leaves its TLS key directory: the next
     # session removes it as it starts, whether or not it makes keys itself.
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    left = tmp_path / f"nettest-tls-{dead}-files-abc"
+    left = tmp_path / f"nettest-tls-{dead_pid()}-abc"
     left.mkdir()
     (left / "server-key.pem").write_bytes(b"key")
     monkeypatch.setenv("TMPDIR", str(tmp_path))

@@ -22,6 +22,7 @@ from nettest._prebound import (
     unix_socket_path,  # noqa: F401
 )
 from nettest._servers import has_ipv6_loopback
+from support import dead_pid
 
 TCP_CHILD = textwrap.dedent(
     """
@@ -145,22 +146,11 @@ def test_unix_socket_path_directory_is_named_after_the_process(unix_socket_path:
     assert os.path.basename(directory).startswith(f"nt-{os.getpid()}-")
 
 
-def _dead_pid() -> int:
-    done = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return int(done.stdout)
-
-
 @pytest.mark.skipif(os.name != "posix", reason="probes processes with os.kill(pid, 0)")
 def test__remove_dead_processes_unix_dirs_removes_only_theirs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dead = _dead_pid()
+    dead = dead_pid()
     directories = {
         "dead": f"nt-{dead}-abc123_x",
         "alive": f"nt-{os.getppid()}-abc123_x",

@@ -27,6 +27,7 @@ from nettest._tls import (
     make_tls_server_context,
     new_ca,
 )
+from support import dead_pid
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -659,18 +660,13 @@ def test_tls_cached_material_goes_with_its_ca() -> None:
 def test_tls_key_directories_of_dead_processes_are_removed(tmp_path: Path) -> None:
     from nettest._tls import _remove_dead_processes_dirs
 
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    dead = dead_pid()
     names = {
-        "dead": f"nettest-tls-{dead.stdout.strip()}-abc",
+        "dead": f"nettest-tls-{dead}-abc",
         "alive": f"nettest-tls-{os.getppid()}-abc",
         "own": f"nettest-tls-{os.getpid()}-abc",
         "files": "nettest-tls-files-abc",  # an older nettest's: no process to probe
-        "dead files": f"nettest-tls-{dead.stdout.strip()}-files-abc",
+        "dead files": f"nettest-tls-{dead}-files-abc",
         "other": "unrelated-123-abc",
     }
     for name in names.values():

@@ -25,6 +25,7 @@ import pytest
 
 from nettest._tls import _write_file
 from nettest._tls_files import TLSFiles, cli_main, tls_files, write_tls_files  # noqa: F401
+from support import dead_pid
 from test_tls import (
     PYTESTER_CONFTEST,
     TIMEOUT,
@@ -298,16 +299,10 @@ def test_tls_files_of_a_dead_process_are_removed_by_the_next_session(
     pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A session that only uses tls_files removes what a killed session's tls_files left."""
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    dead = dead_pid()
     temporary = tmp_path / "tmp"
     temporary.mkdir()
-    killed = temporary / f"nettest-tls-{dead.stdout.strip()}-files-abc123"
+    killed = temporary / f"nettest-tls-{dead}-files-abc123"
     alive = temporary / f"nettest-tls-{os.getpid()}-files-def456"
     for directory in (killed, alive):
         directory.mkdir(mode=0o700)
