@@ -152,8 +152,10 @@ class _Gate(_Instruments):
     #: Tests checked in mode ``off``, and tests that failed: what their tasks do
     #: later is nobody's business, or follows from that failure.
     silenced: set[str] = field(default_factory=set)
-    #: Tests whose setup or body failed, until they end: a StreamWriter they drop
-    #: is listed under that failure, and closed without its ResourceWarning.
+    #: Tests whose setup or body failed (until a rerun begins): a StreamWriter
+    #: they drop is listed under that failure, or if it is freed after their check,
+    #: is the failure's consequence; either way it is closed without its
+    #: ResourceWarning, which would fail that test again, or blame another.
     failed: set[str] = field(default_factory=set)
     #: The thread that runs the tests; objects made on others say so.
     test_thread: int = field(default_factory=threading.get_ident)
@@ -406,8 +408,10 @@ class _Gate(_Instruments):
                 getattr(sock, "_sock", sock),
             )
             for candidate in candidates:
-                entry = self._entry_of(candidate)
-                if entry is not None:
+                # Freed in one collection with the writer, the transport has lost its
+                # weak references already: nettest's keep their entry themselves.
+                entry = self._entry_of(candidate) or getattr(candidate, "_gate_entry", None)
+                if isinstance(entry, _Tracked):
                     label = repr(candidate) if isinstance(candidate, socket.socket) else entry.what
                     entry.dropped = f"StreamWriter over {label} dropped without close()"
                     return entry.owner in self.failed
@@ -469,7 +473,6 @@ class _Gate(_Instruments):
         raised), so that no later test is blamed for it.
         """
         self.running.discard(owner)
-        self.failed.discard(owner)
         self.closed_with_loop.pop(owner, None)
         if self.strict_owner == owner:
             self.strict_owner = None

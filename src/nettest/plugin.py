@@ -349,6 +349,11 @@ def _instrument_runner(fixturedef: FixtureDef[Any], result: object) -> None:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    failing = call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception)
+    if call.when in ("setup", "call") and failing:
+        # Before the report is made: formatting its traceback can run the garbage
+        # collector, which frees what the failed test dropped (see GATE.failed).
+        GATE.failed.add(item.nodeid)
     report = yield
     if report.when == "teardown" and _RELEASED_KEY in item.stash:
         released = item.stash[_RELEASED_KEY]
