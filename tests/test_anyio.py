@@ -105,12 +105,14 @@ def test_anyio_tests_use_servers_proxies_and_memory_pairs(
     result.stdout.fnmatch_lines(
         [
             "*ERROR at teardown of test_leaks_a_socket*",
-            "*test_leaks_a_socket left 1 thing behind (--nettest-leaks=strict):",
+            # On Python 3.10, pytest-asyncio before 1.2 makes the policy's loop
+            # implicitly: the gate's collection may finalise it here too.
+            "*test_leaks_a_socket left * behind (--nettest-leaks=strict):",
             "*- open socket <socket.socket*, created at:",
             "*test_leaky.py*, in test_leaks_a_socket",
             "*reader, writer = await asyncio.open_connection(*LISTENER.getsockname())",
         ]
     )
     # The stack starts at the test: anyio's runner is left out, as pytest-asyncio's is.
-    report = result.stdout.str().split("left 1 thing behind")[1].split("short test summary")[0]
+    report = result.stdout.str().split("ERROR at teardown")[1].split("short test summary")[0]
     assert f"{os.sep}anyio{os.sep}" not in report
