@@ -50,8 +50,8 @@ def pytester(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
 def _close_the_implicit_event_loop(request: pytest.FixtureRequest) -> Iterator[None]:
     """Close the event loop asyncio made implicitly for a test plugin, after sync tests.
 
-    pytest-asyncio before 1.2 calls ``asyncio.get_event_loop()`` around tests, which
-    on Python 3.10 makes a loop and sets it as the thread's current loop.  A later
+    pytest-asyncio before 1.4 calls ``asyncio.get_event_loop()`` around tests, which
+    makes a loop when none is set and sets it as the thread's current loop.  A later
     ``asyncio.run()`` replaces it without closing it, and its ResourceWarning then
     fails whichever test the garbage collector happens to run in.  The loops
     pytest-asyncio provides to tests (which the hygiene gate instruments) are

@@ -105,8 +105,8 @@ def test_anyio_tests_use_servers_proxies_and_memory_pairs(
     result.stdout.fnmatch_lines(
         [
             "*ERROR at teardown of test_leaks_a_socket*",
-            # On Python 3.10, pytest-asyncio before 1.2 makes the policy's loop
-            # implicitly: the gate's collection may finalise it here too.
+            # pytest-asyncio before 1.4 makes the policy's loop implicitly: the
+            # gate's collection may finalise it here too.
             "*test_leaks_a_socket left * behind (--nettest-leaks=strict):",
             "*- open socket <socket.socket*, created at:",
             "*test_leaky.py*, in test_leaks_a_socket",
