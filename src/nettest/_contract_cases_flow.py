@@ -214,6 +214,38 @@ async def _case_pause_reading(h: _Harness) -> None:
 
 
 @_case
+async def _case_pause_reading_inside_data_received(h: _Harness) -> None:
+    """A pause_reading() from inside data_received() holds the rest of that read too."""
+    async with h.connect() as (client, server):
+        calls: list[bytes] = []
+
+        def pause_at_once(data: bytes) -> None:
+            calls.append(data)
+            if len(calls) == 1:
+                server.t.pause_reading()
+
+        server.on_data = pause_at_once
+        # Written in one loop turn, they may arrive in one read, which a transport
+        # that cuts a read into several data_received() calls (a framing or TLS
+        # layer) must stop cutting at the pause.
+        for piece in (b"one", b"two", b"three"):
+            client.t.write(piece)
+        await h.wait_until(lambda: bool(calls), "the server received data", client, server)
+        client.t.write(b"four")
+        client.t.write_eof()
+        await h.settle()
+        paused_in = f"pause_reading() inside data_received({calls[0]!r})"
+        _expect(len(calls) == 1, f"data_received{tuple(calls[1:])} came after {paused_in}")
+        _expect(not server.eof, f"eof_received() came after {paused_in}")
+        server.inside = "resume_reading()"
+        server.t.resume_reading()
+        server.inside = None
+        await h.wait_until(lambda: server.eof, "the server saw EOF", client, server)
+        _same(server.data, b"onetwothreefour", "data")
+        await _close_both(client, server)
+
+
+@_case
 async def _case_write_inside_pause_writing(h: _Harness) -> None:
     """A write from inside pause_writing() is buffered without a second pause_writing()."""
     async with h.connect() as (client, server):
