@@ -217,6 +217,18 @@ def test_sanitize_forwards_return_values_and_attributes() -> None:
     assert repr(protocol) == f"<SanitizedProtocol of {inner!r}>"
 
 
+def test_sanitize_refuses_to_set_what_its_own_attributes_hide() -> None:
+    # p.eof = x then read back p.eof gave the sanitizer's False, not x.
+    inner = _Stream()
+    protocol = sanitize(inner)
+    for name in ("eof", "lost", "connected", "transport", "calls", "wrapped", "check"):
+        with pytest.raises(AttributeError, match=rf"'{name}' is the sanitizer's own.*wrapped"):
+            setattr(protocol, name, "mine")
+    protocol.wrapped.eof = "mine"
+    assert vars(inner)["eof"] == "mine"
+    assert protocol.eof is False
+
+
 def test_sanitize_forwards_exceptions_after_recording() -> None:
     class Failing(_Stream):
         def data_received(self, data: bytes) -> None:

@@ -344,6 +344,14 @@ class _Proxy(asyncio.Transport):
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self.real.set_protocol(_make_shim(protocol, type(self), self))
 
+    def deliver(self, data: bytes) -> None:
+        """Hand what the real transport read to the protocol."""
+        self.shim.inner.data_received(data)
+
+    def pause(self, protocol: Any) -> None:
+        """Tell the protocol that the real transport paused writing."""
+        protocol.pause_writing()
+
     def __getattribute__(self, name: str) -> Any:
         if name in type(self).__dict__ or name in _Proxy.__dict__ or name in ("real", "shim"):
             return object.__getattribute__(self, name)
@@ -366,7 +374,8 @@ class _Shim(asyncio.BaseProtocol):
         self.inner.connection_made(self.proxy)
 
     def data_received(self, data: bytes) -> None:
-        self.inner.data_received(data)
+        assert self.proxy is not None
+        self.proxy.deliver(data)
 
     def get_buffer(self, sizehint: int) -> Any:
         return self.inner.get_buffer(sizehint)
@@ -381,7 +390,8 @@ class _Shim(asyncio.BaseProtocol):
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        self.inner.pause_writing()
+        assert self.proxy is not None
+        self.proxy.pause(self.inner)
 
     def resume_writing(self) -> None:
         self.inner.resume_writing()
@@ -427,6 +437,20 @@ class _WritesText(_Proxy):
         self.real.write(data.encode() if isinstance(data, str) else data)
 
 
+class _IgnoresAPauseWithinARead(_Proxy):
+    """Cuts each read into single bytes, as a framing layer cuts it into frames."""
+
+    def deliver(self, data: bytes) -> None:
+        for index in range(len(data)):
+            self.shim.inner.data_received(data[index : index + 1])
+
+
+class _PausesTwice(_Proxy):
+    def pause(self, protocol: Any) -> None:
+        protocol.pause_writing()
+        protocol.pause_writing()
+
+
 class _DeliversInResumeReading(_Proxy):
     def resume_reading(self) -> None:
         self.real.resume_reading()
@@ -465,6 +489,17 @@ class _PausesAtHigh(_Proxy):
         (_ConnectionLostInClose, "close_is_idempotent", "synchronously inside close()"),
         (_WritesText, "write_rejects_non_bytes", "write('text') did not raise TypeError"),
         (_DeliversInResumeReading, "pause_reading", "synchronously inside resume_reading()"),
+        # A violation names the end of the pair whose protocol got the bad call.
+        (
+            _PausesTwice,
+            "pause_writing_above_high",
+            "violation(s) on <the client's protocol>:\n  - pause_writing called twice in a row",
+        ),
+        (
+            _IgnoresAPauseWithinARead,
+            "pause_reading_inside_data_received",
+            "came after pause_reading() inside data_received(b'o')",
+        ),
         (_IgnoresWriteEof, "write_after_write_eof", "did not raise RuntimeError"),
         (_WrongPeername, "extra_info", "client's peername ('192.0.2.1', 9) is not"),
         (_AllowsInvalidLimits, "write_buffer_limits", "did not raise ValueError"),

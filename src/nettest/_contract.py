@@ -230,6 +230,12 @@ class _Sanitizer:
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _Sanitizer.__slots__:
             object.__setattr__(self, name, value)
+        elif name in _OWN:
+            # Read back, it would be the sanitizer's, not what was set.
+            raise AttributeError(
+                f"{name!r} is the sanitizer's own, read-only; set the protocol's "
+                f"through the sanitizer's wrapped: sanitized.wrapped.{name} = ..."
+            )
         else:
             setattr(self._wrapped, name, value)
 
@@ -260,14 +266,22 @@ def _nbytes(data: object) -> str:
     return f"{len(data)} bytes" if isinstance(data, (bytes, bytearray, memoryview)) else repr(data)
 
 
+#: The sanitizer's own attributes, which hide the wrapped protocol's.
+_OWN = frozenset(
+    name for name, value in vars(_Sanitizer).items() if isinstance(value, property)
+) | {"check"}
+
+
 @typing.final
 class SanitizedProtocol(_Sanitizer, asyncio.Protocol):
     """An `asyncio.Protocol` that checks the order in which a transport calls it.
 
     It forwards every callback, return value and attribute to the protocol it
     wraps, so it can stand in for any protocol, :class:`asyncio.StreamReaderProtocol`
-    included.  Before forwarding, it checks the call against the contract every
-    asyncio transport keeps:
+    included; its own attributes (``wrapped``, ``transport``, ``calls``,
+    ``violations``, ``connected``, ``lost``, ``eof`` and ``check``) hide the
+    protocol's of those names, which ``wrapped`` reaches.  Before forwarding, it
+    checks the call against the contract every asyncio transport keeps:
 
     * ``connection_made`` comes first, exactly once;
     * ``data_received`` comes only after it, before ``eof_received`` and before

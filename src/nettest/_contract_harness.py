@@ -204,6 +204,10 @@ class _Recorder(_ReportsToEnd, asyncio.Protocol):
         self.end = end
         self.received = bytearray()
 
+    def __repr__(self) -> str:
+        # What a violation names: which end of the pair got the bad call.
+        return f"<the {self.end.name}'s protocol>"
+
     def data_received(self, data: bytes) -> None:
         self.received += data
         self.end.data_received(data)
@@ -215,6 +219,9 @@ class _BufferedRecorder(_ReportsToEnd, asyncio.BufferedProtocol):
         self.buffer = bytearray(size)
         self.received = bytearray()
         self.get_buffer_calls = 0
+
+    def __repr__(self) -> str:
+        return f"<the {self.end.name}'s buffered protocol>"
 
     def get_buffer(self, sizehint: int) -> bytearray:
         self.get_buffer_calls += 1
@@ -235,6 +242,9 @@ class _StreamRecorder(asyncio.StreamReaderProtocol):
         super().__init__(self.reader)
         self.end = end
         self.received = bytearray()
+
+    def __repr__(self) -> str:
+        return f"<the {self.end.name}'s stream protocol>"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
