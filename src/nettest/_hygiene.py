@@ -152,10 +152,11 @@ class _Gate(_Instruments):
     #: Tests checked in mode ``off``, and tests that failed: what their tasks do
     #: later is nobody's business, or follows from that failure.
     silenced: set[str] = field(default_factory=set)
-    #: Tests whose setup or body failed (until a rerun begins): a StreamWriter
-    #: they drop is listed under that failure, or if it is freed after their check,
-    #: is the failure's consequence; either way it is closed without its
-    #: ResourceWarning, which would fail that test again, or blame another.
+    #: Tests whose setup or body failed (until a rerun begins): their leaks are
+    #: listed, not raised, and a StreamWriter they drop is listed under that
+    #: failure, or if it is freed after their check, is the failure's consequence;
+    #: either way it is closed without its ResourceWarning, which would fail that
+    #: test again, or blame another.
     failed: set[str] = field(default_factory=set)
     #: The thread that runs the tests; objects made on others say so.
     test_thread: int = field(default_factory=threading.get_ident)

@@ -49,9 +49,8 @@ if TYPE_CHECKING:
 
 _SEED_KEY = pytest.StashKey[int]()
 _FDS_KEY = pytest.StashKey[frozenset[tuple[int, int]]]()
-#: The test failed in setup or call: its leaks are not reported as an error.
-_FAILED_KEY = pytest.StashKey[bool]()
-#: What the gate released after such a test, for its teardown report.
+#: What the gate released after a test that failed (in setup or call, GATE.failed,
+#: or in its teardown), for its teardown report.
 _RELEASED_KEY = pytest.StashKey[str]()
 #: Whether the gate was strict for a session that was running when this one began
 #: (pytester runs sessions inside a test): restored when this one ends.
@@ -250,9 +249,8 @@ def _gate_mode(item: pytest.Item) -> LeakMode:
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     # A rerun (pytest-rerunfailures runs the same item again) starts afresh: not
-    # failed, nothing released, no proxies (their seeds count them).  Its seed stays.
-    if _FAILED_KEY in item.stash:
-        del item.stash[_FAILED_KEY]
+    # failed (GATE.begin), nothing released, no proxies (their seeds count them).
+    # Its seed stays.
     if _RELEASED_KEY in item.stash:
         del item.stash[_RELEASED_KEY]
     forget_proxies(item)
@@ -291,7 +289,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
                 except LeakError as late:  # tasks of earlier tests that failed since
                     item.stash[_RELEASED_KEY] = str(late)
                 raise
-        _check(item, failed=item.stash.get(_FAILED_KEY, False))
+        _check(item, failed=item.nodeid in GATE.failed)
     finally:
         # Whatever happened, a strict test's instruments come off here.
         GATE.end(item.nodeid)
@@ -362,8 +360,7 @@ def pytest_runtest_makereport(
         note = f"({closed}: a test that failed is not failed again for what it left open)"
         report.sections.append(("nettest hygiene at teardown", f"{released}\n{note}"))
     if report.when in ("setup", "call") and (report.failed or hasattr(report, "wasxfail")):
-        item.stash[_FAILED_KEY] = True
-        GATE.failed.add(item.nodeid)
+        GATE.failed.add(item.nodeid)  # a strict xfail that passed has no exception
     memory_traces = format_memory_traces_for(item.nodeid) if report.failed else None
     if report.when == "teardown":
         forget_memory_faults(item.nodeid)
