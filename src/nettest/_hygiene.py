@@ -86,6 +86,7 @@ from ._hygiene_instruments import (
     _LastTest,
     _policy_loop_fds,
     cancelled_by_gate,
+    close_dropped_writer,
     close_transports_over,
     close_uvloop_handles_over,
     open_socket_fds,
@@ -393,10 +394,12 @@ class _Gate(_Instruments):
         reports it although it is closed.  A writer that was closed is not
         reported.  Called from finalisers: never raises.
 
+        A writer whose test failed already (pytest-timeout interrupted it, say)
+        is closed here, without the warning ``__del__`` would give: its check
+        lists it under that failure, and the warning would fail the test again.
+
         Returns:
-            Whether to close the writer without its warning: its test failed
-            already (pytest-timeout interrupted it, say), and its check lists the
-            writer under that failure; the warning would fail it a second time.
+            Whether it closed the writer: then ``__del__`` must not run.
         """
         try:
             current = writer.transport
@@ -415,7 +418,10 @@ class _Gate(_Instruments):
                 if isinstance(entry, _Tracked):
                     label = repr(candidate) if isinstance(candidate, socket.socket) else entry.what
                     entry.dropped = f"StreamWriter over {label} dropped without close()"
-                    return entry.owner in self.failed
+                    if entry.owner in self.failed:
+                        close_dropped_writer(writer)
+                        return True
+                    return False
         except Exception as error:
             self._bookkeeping_failed("StreamWriter", error)
         return False
@@ -565,7 +571,7 @@ class _Gate(_Instruments):
         """
         deadline = time.monotonic() + THREAD_GRACE
         for item in self.tracked:
-            thread = item.ref() if item.owner == owner and item.what == "thread" else None
+            thread = item.ref() if item.owner == owner else None
             if isinstance(thread, threading.Thread) and thread.is_alive():
                 thread.join(max(0.0, deadline - time.monotonic()))
 
@@ -976,7 +982,7 @@ def writer_dropped(writer: asyncio.StreamWriter, transport: object = None) -> bo
 
     If its transport is still open, the gate reports `transport` (by default the
     writer's) as dropped without ``close()``, against the test that made it.
-    Returns whether to close it quietly (``close_dropped_writer``) instead of
-    letting ``__del__`` warn.  Never raises.
+    Returns whether the gate closed it quietly (its test failed already), in
+    which case ``__del__`` must not warn.  Never raises.
     """
     return GATE.writer_dropped(writer, transport)
