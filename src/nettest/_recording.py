@@ -106,6 +106,19 @@ def check_loop(owner: str, loop: asyncio.AbstractEventLoop) -> None:
         )
 
 
+def refuse_without_a_running_loop(message: Callable[[], str]) -> None:
+    """Raise RuntimeError(`message()`) unless an event loop runs on this thread.
+
+    A coroutine made in a synchronous test is never awaited: the test would
+    pass with only a "never awaited" warning, so the call fails at once instead.
+    """
+    __tracebackhide__ = True  # the caller's call is the report
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(message()) from None
+
+
 _Wait = typing.TypeVar(
     "_Wait", bound=Callable[..., typing.Coroutine[typing.Any, typing.Any, object]]
 )
@@ -123,14 +136,13 @@ def _awaited_on_a_loop(thread_twin: str) -> Callable[[_Wait], _Wait]:
     def decorate(wait: _Wait) -> _Wait:
         @functools.wraps(wait)
         def call(self: Connection, *args: object, **kwargs: object) -> object:
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                raise RuntimeError(
-                    f"conn.{wait.__name__}() is a coroutine, for an async test to await; "
-                    "in a synchronous test (a thread server's connection), use the "
+            refuse_without_a_running_loop(
+                lambda: (
+                    f"conn.{wait.__name__}() is a coroutine, for an async test to "
+                    "await; in a synchronous test (a thread server's connection), use the "
                     f"thread server's blocking wait: server.{thread_twin.format(index=self.index)}"
-                ) from None
+                )
+            )
             return wait(self, *args, **kwargs)
 
         return typing.cast("_Wait", call)

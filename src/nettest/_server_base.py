@@ -43,7 +43,7 @@ import pytest
 from ._endpoint import check_bool as check_bool
 from ._handlers import HandlerError
 from ._hygiene import dropped_open, parts_of, track
-from ._recording import check_loop, format_address
+from ._recording import check_loop, format_address, refuse_without_a_running_loop
 
 #: Longest Unix socket path, in bytes, without the terminating NUL.
 #: Linux's ``sun_path`` holds 108 bytes; the BSDs and macOS hold 104.
@@ -714,18 +714,14 @@ class AsyncServerFactory:
         server never started, with only a "never awaited" warning to show for it.
         """
         __tracebackhide__ = True  # the test's call is the report
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            twin = (
-                f"; a synchronous test can use {self._name}_thread"
-                if self._name in _THREAD_TWINS
-                else ""
+        name = self._name
+        twin = f"; a synchronous test can use {name}_thread" if name in _THREAD_TWINS else ""
+        refuse_without_a_running_loop(
+            lambda: (
+                f"{name}(...) starts its server on the running event loop, and there "
+                f"is none: await it in an async test{twin}"
             )
-            raise RuntimeError(
-                f"{self._name}(...) starts its server on the running event loop, and "
-                f"there is none: await it in an async test{twin}"
-            ) from None
+        )
         return self._start(*args, **kwargs)
 
     async def _start(self, *args: Any, **kwargs: Any) -> Any:
