@@ -16,7 +16,7 @@ import ssl
 import threading
 import typing
 import warnings
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Generic, TypeVar
 
 import pytest
@@ -276,17 +276,13 @@ class _StreamThreadMixin(_ThreadedServer[_SS]):
             Everything the server sent on that connection so far.
 
         Raises:
+            TypeError, ValueError: ``connection`` is not an int >= 1.
             TimeoutError: the connection did not arrive, or the server did not
                 send ``data`` in time, or can no longer (then at once).
         """
-        _check_int("connection", connection)
-        timeout = _timeout_here(timeout)
-
-        async def wait() -> bytes:
-            conns = await self._server.wait_for_connections(connection, timeout=timeout)
-            return await conns[connection - 1].wait_for_sent(data, timeout=timeout)
-
-        return self._run(wait())
+        return self._on_connection(
+            connection, timeout, lambda conn, seconds: conn.wait_for_sent(data, timeout=seconds)
+        )
 
     def wait_closed(self, *, connection: int = 1, timeout: float | None = _UNSET) -> Ending:
         """Block until connection number ``connection`` (1-based) has ended; say how.
@@ -295,14 +291,28 @@ class _StreamThreadMixin(_ThreadedServer[_SS]):
             TypeError, ValueError: ``connection`` is not an int >= 1.
             TimeoutError: the connection did not arrive, or did not end, in time.
         """
+        return self._on_connection(
+            connection, timeout, lambda conn, seconds: conn.wait_closed(timeout=seconds)
+        )
+
+    def _on_connection(
+        self,
+        connection: int,
+        timeout: float | None,
+        wait: Callable[[Connection, float | None], Coroutine[Any, Any, _T]],
+    ) -> _T:
+        """Block until connection number `connection` arrives, then run its `wait`.
+
+        Both share the timeout, as the test's thread resolves it.
+        """
         _check_int("connection", connection)
-        timeout = _timeout_here(timeout)
+        seconds = _timeout_here(timeout)
 
-        async def wait() -> Ending:
-            conns = await self._server.wait_for_connections(connection, timeout=timeout)
-            return await conns[connection - 1].wait_closed(timeout=timeout)
+        async def run() -> _T:
+            conns = await self._server.wait_for_connections(connection, timeout=seconds)
+            return await wait(conns[connection - 1], seconds)
 
-        return self._run(wait())
+        return self._run(run())
 
 
 class _HostThreadMixin(_ThreadedServer[_IP]):
