@@ -639,6 +639,81 @@ def test_gate_lists_a_failed_tests_dropped_writers_without_failing_it_again(
     assert "ResourceWarning" not in report
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_gate_closes_what_a_failed_test_left_open_in_own_mode(
+    pytester: pytest.Pytester, tls: bool
+) -> None:
+    # Own mode tracks no real connection, but a failed test's are its failure's
+    # consequence: one whose writer is dropped in the test's teardown (a task the
+    # loop cancels, as after pytest-timeout), and one its traceback keeps alive
+    # past its loop's closing, are closed and listed under that failure instead
+    # of warning, as they are freed, in a later test that runs under
+    # error::ResourceWarning.  The server outlives the tests, so that nothing
+    # closes their connections from its side.
+    result = run(
+        pytester,
+        f"""
+        import asyncio, gc
+        import pytest
+        from nettest import TCPServerThread, handlers, make_tls_server_context
+
+        TLS = {tls}
+
+        @pytest.fixture(scope="module")
+        def server(tls_certificate):
+            context = make_tls_server_context(tls_certificate) if TLS else None
+            with TCPServerThread(handlers.hang, ssl=context) as server:
+                yield server
+
+        @pytest.fixture
+        def client_tls(request):
+            if not TLS:
+                return {{}}
+            return {{"ssl": request.getfixturevalue("tls_client_context")}}
+
+        @pytest.mark.asyncio
+        async def test_interrupted(server, client_tls):
+            async def client():
+                reader, writer = await asyncio.open_connection(*server.address, **client_tls)
+                await reader.readline()
+
+            asyncio.get_running_loop().create_task(client())
+            await asyncio.to_thread(server.wait_for_connections, 1)
+            await asyncio.sleep(0.05)
+            assert False, "interrupted"
+
+        @pytest.mark.asyncio
+        async def test_fails_holding_a_connection(server, client_tls):
+            reader, writer = await asyncio.open_connection(*server.address, **client_tls)
+            assert False, "failed"
+
+        def test_after():
+            gc.collect()
+        """,
+        "-W",
+        "error::ResourceWarning",
+        "-W",
+        "error::pytest.PytestUnraisableExceptionWarning",
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=1, failed=2)
+    untracked = "*(own mode does not track it: --nettest-leaks=strict gives its stack)"
+    result.stdout.fnmatch_lines(
+        [
+            "*test_interrupted left * behind (--nettest-leaks=own):",
+            # Freed as its task is cancelled, with its loop (Python >= 3.11.5 closes
+            # a dropped writer's transport in StreamWriter.__del__, with a warning:
+            # the gate closes it first); or kept alive past its loop's closing.
+            "*- *Transport*" + untracked,
+            "*(closed: a test that failed is not failed again for what it left open)",
+            "*test_fails_holding_a_connection left 1 thing behind (--nettest-leaks=own):",
+            "*- <*Transport*> open when its event loop closed" + untracked,
+            "*(closed: a test that failed is not failed again for what it left open)",
+        ]
+    )
+    assert "ResourceWarning" not in result.stdout.str()
+
+
 def test_gate_lists_what_a_test_left_when_a_fixtures_teardown_fails(
     pytester: pytest.Pytester,
 ) -> None:
@@ -683,14 +758,14 @@ def test__gate_writer_watcher_is_named_as_the_original() -> None:
     # A warning raised in it is reported "in StreamWriter.__del__", as without the gate.
     original = vars(asyncio.StreamWriter)["__del__"]
     gate = hygiene._Gate()
-    gate._watch_writers()
+    gate.watch_writers()
     try:
         watcher = vars(asyncio.StreamWriter)["__del__"]
         assert watcher is not original
         assert watcher.__qualname__ == original.__qualname__ == "StreamWriter.__del__"
         assert watcher.__wrapped__ is original
     finally:
-        gate.unwatch_socket_creation()
+        gate.unwatch_writers()
     assert vars(asyncio.StreamWriter)["__del__"] is original
 
 

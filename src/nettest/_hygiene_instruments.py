@@ -21,9 +21,7 @@ every Python socket with its stack (a socket that ``accept()`` makes belongs to
 whoever owns the listening socket), wrappers round its ``close``, ``_real_close``
 and ``detach`` that mark a tracked socket closed by the program, so that one
 freed without them is reported as dropped while open (`_SocketRef`; its C
-finaliser closes it, and only warns), one round ``asyncio.StreamWriter.__del__``
-that tells the gate of a writer dropped without ``close()`` (Python >= 3.11.5
-closes its transport there and only warns), the task factory's tracking of each
+finaliser closes it, and only warns), the task factory's tracking of each
 task with its stack, a wrapper round ``threading.Thread.start`` that notes who
 started each thread, and the socket descriptors open before the test
 (`open_socket_fds`).  A socket or task made on a thread other than the test's
@@ -35,6 +33,11 @@ of the test's frames on its stack: it is described by its server, where the
 listening socket was made, and by its client (`_Instruments._served_connection`).
 A socket that an asyncio transport's ``__del__`` closes was not closed by the
 program.
+
+Every session wraps ``asyncio.StreamWriter.__del__`` (`watch_writers`): Python
+>= 3.11.5 closes a dropped writer's transport there and only warns.  The wrapper
+tells the gate of the writer, which reports it against its socket in strict mode,
+and closes it without the warning when a failed test dropped it.
 
 With ``--nettest-leaks=strict`` they are installed for the whole session; a test
 that a ``nettest_leaks("strict")`` marker makes strict gets the same ones from
@@ -432,9 +435,10 @@ class _Instruments:
         ``asyncio.StreamWriter.__del__`` (Python >= 3.11.5), so that a writer
         dropped without ``close()`` is reported against its socket
         (`writer_dropped`).  Installed for the session in strict mode, and by
-        `begin` for a test that a marker makes strict.
+        `begin` for a test that a marker makes strict; the writers' wrapper,
+        which every session installs (`watch_writers`), stays when they go.
         """
-        self._watch_writers()
+        self.watch_writers()
         self._watch_closing()
         self._watch_threads()
         if self._watching_sockets():
@@ -477,7 +481,13 @@ class _Instruments:
         socket.socket.__init__ = __init__  # type: ignore[method-assign, assignment]
         self.socket_watcher = __init__
 
-    def _watch_writers(self) -> None:
+    def watch_writers(self) -> None:
+        """Wrap ``asyncio.StreamWriter.__del__`` (Python >= 3.11.5): see `writer_dropped`.
+
+        A writer dropped without ``close()`` is then reported against its socket
+        (strict mode), and one that a failed test dropped is closed without the
+        ResourceWarning that would fail it a second time (every mode).
+        """
         original_del = getattr(asyncio.StreamWriter, "__del__", None)
         if original_del is None or original_del is self.writer_watcher:
             return  # Python < 3.11.5: a dropped writer leaves its socket open
@@ -558,15 +568,22 @@ class _Instruments:
             if vars(socket.socket).get(name) is closer:
                 setattr(socket.socket, name, closer.__wrapped__)
         self.socket_closers.clear()
+        starter = self.thread_starter
+        if starter is not None and vars(threading.Thread).get("start") is starter:
+            threading.Thread.start = vars(starter)["__wrapped__"]  # type: ignore[method-assign]
+        self.thread_starter = None
+
+    def unwatch_writers(self) -> None:
+        # Only our wrapper is removed: one installed over it stays.
         watcher = self.writer_watcher
         installed: object = vars(asyncio.StreamWriter).get("__del__")
         if watcher is not None and installed is watcher:
             asyncio.StreamWriter.__del__ = watcher.__wrapped__  # type: ignore[attr-defined]
         self.writer_watcher = None
-        starter = self.thread_starter
-        if starter is not None and vars(threading.Thread).get("start") is starter:
-            threading.Thread.start = vars(starter)["__wrapped__"]  # type: ignore[method-assign]
-        self.thread_starter = None
+
+    def watching_writers(self) -> bool:
+        watcher = self.writer_watcher
+        return watcher is not None and vars(asyncio.StreamWriter).get("__del__") is watcher
 
     def _watching_sockets(self) -> bool:
         return self.socket_watcher is not None and socket.socket.__init__ is self.socket_watcher
@@ -673,6 +690,27 @@ def _transports_over(sockets: Sequence[socket.socket]) -> list[asyncio.BaseTrans
     return list(found.values())
 
 
+def open_transports_on_closed(
+    loops: Sequence[asyncio.AbstractEventLoop],
+) -> list[asyncio.BaseTransport]:
+    """The socket transports on `loops`, all closed, that still hold an open socket.
+
+    Nothing closes them now: each warns "unclosed transport" when the garbage
+    collector frees it, in whatever test runs then.  Found by one scan of the heap.
+    """
+    wanted = {id(loop) for loop in loops if loop.is_closed()}
+    found = []
+    for obj in gc.get_objects():
+        if (
+            isinstance(obj, asyncio.BaseTransport)
+            and id(getattr(obj, "_loop", None)) in wanted
+            and isinstance(getattr(obj, "_sock", None), socket.socket)
+            and obj._sock.fileno() != -1  # type: ignore[attr-defined]
+        ):
+            found.append(obj)
+    return found
+
+
 def _pending(task: asyncio.Future[Any]) -> bool:
     return not task.done()
 
@@ -700,13 +738,23 @@ def close_dropped_writer(writer: asyncio.StreamWriter) -> None:
 
     Its test's check lists it under that failure, and ``StreamWriter.__del__``'s
     ResourceWarning would fail the test a second time.  On a closed loop nothing
-    can close the transport: the gate closes the socket under it (strict mode),
-    or the garbage collector does.  Never raises.
+    can close the transport: the socket under a real connection is closed, and its
+    transports left closed (`close_transports_after_their_loop`), or the transport
+    would warn "unclosed transport" as it is freed next.  Never raises.
     """
+    from ._server_base import close_transports_after_their_loop  # a cycle
+
     with contextlib.suppress(Exception):
         loop = getattr(writer, "_loop", None)  # what StreamWriter.__del__ checks too
         if loop is not None and not loop.is_closed():
             writer.transport.close()
+            return
+        transport = writer.transport
+        # Over TLS, the transport that owns the socket is under the writer's.
+        under = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
+        stack = [transport] if under is None else [under, transport]
+        if isinstance(getattr(stack[0], "_sock", None), socket.socket):
+            close_transports_after_their_loop(stack)
 
 
 def _is_running(thread: threading.Thread) -> bool:

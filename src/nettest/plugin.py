@@ -55,6 +55,7 @@ _RELEASED_KEY = pytest.StashKey[str]()
 #: Whether the gate was strict for a session that was running when this one began
 #: (pytester runs sessions inside a test): restored when this one ends.
 _OUTER_STRICT_KEY = pytest.StashKey[bool]()
+_OUTER_WATCHES_WRITERS_KEY = pytest.StashKey[bool]()
 
 # -- options ------------------------------------------------------------------
 
@@ -162,8 +163,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.nettest_seed = _session_seed(config)
     mode = config.option.nettest_leaks = _leak_mode(config)
     _settings.timeout = _timeout(config)
+    # An in-process session (pytester's) leaves what the outer session installed.
     config.stash[_OUTER_STRICT_KEY] = GATE.strict
+    config.stash[_OUTER_WATCHES_WRITERS_KEY] = GATE.watching_writers()
     GATE.strict = mode == "strict"
+    GATE.watch_writers()
     if GATE.strict:
         GATE.watch_socket_creation()
 
@@ -186,6 +190,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     GATE.strict = config.stash.get(_OUTER_STRICT_KEY, False)
     if not GATE.strict:
         GATE.unwatch_socket_creation()
+    if not config.stash.get(_OUTER_WATCHES_WRITERS_KEY, False):
+        GATE.unwatch_writers()
     _settings.timeout = _settings.DEFAULT_TIMEOUT
 
 
