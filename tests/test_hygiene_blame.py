@@ -769,6 +769,25 @@ def test__gate_writer_watcher_is_named_as_the_original() -> None:
     assert vars(asyncio.StreamWriter)["__del__"] is original
 
 
+@pytest.mark.skipif(not WRITER_DEL_CLOSES, reason="no StreamWriter.__del__ before 3.11.5")
+def test_writer_watcher_outlives_an_in_process_session(pytester: pytest.Pytester) -> None:
+    # Every session wraps StreamWriter.__del__; an inner one (pytester's, in this
+    # process) must leave the outer session's wrapper in place as it ends.
+    assert hygiene.GATE.watching_writers()
+    result = run(
+        pytester,
+        """
+        import asyncio
+        from nettest import _hygiene
+
+        def test_inner():
+            assert _hygiene.GATE.watching_writers()
+        """,
+    )
+    result.assert_outcomes(passed=1)
+    assert hygiene.GATE.watching_writers()
+
+
 def test__gate_writer_dropped_never_raises() -> None:
     class Broken:
         @property
