@@ -398,9 +398,13 @@ class _Gate(_Instruments):
         reports it although it is closed.  A writer that was closed is not
         reported.  Called from finalisers: never raises.
 
-        A writer whose test failed already (pytest-timeout interrupted it, say)
-        is closed here, without the warning ``__del__`` would give: its check
-        lists it under that failure, and the warning would fail the test again.
+        A writer whose test's check is still to come is closed here, without the
+        warning ``__del__`` would give: the check reports it, with the stack that
+        made it, where the warning (an error under the recommended filters) would
+        say less, and fail the test first.  So is one whose test failed already
+        (pytest-timeout interrupted it, say), whenever it is freed: its check lists
+        it under that failure, and the warning would fail the test again.  Only a
+        writer freed after its test's check, or in mode ``off``, still warns.
 
         Returns:
             Whether it closed the writer: then ``__del__`` must not run.
@@ -422,7 +426,9 @@ class _Gate(_Instruments):
                 if isinstance(entry, _Tracked):
                     label = repr(candidate) if isinstance(candidate, socket.socket) else entry.what
                     entry.dropped = f"StreamWriter over {label} dropped without close()"
-                    if entry.owner in self.failed:
+                    if entry.owner in self.failed or (
+                        entry.owner in self.running and entry.owner not in self.silenced
+                    ):
                         close_dropped_writer(writer)
                         return True
                     return False

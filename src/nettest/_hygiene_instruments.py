@@ -431,14 +431,12 @@ class _Instruments:
         A socket that ``accept()`` makes belongs to whoever owns the listening
         socket: a connection to a module-scoped server is that server's, even
         when a test made it.  A tracked socket freed while open is reported as
-        dropped while open (see `_watch_closing`).  Also wraps
-        ``asyncio.StreamWriter.__del__`` (Python >= 3.11.5), so that a writer
-        dropped without ``close()`` is reported against its socket
-        (`writer_dropped`).  Installed for the session in strict mode, and by
-        `begin` for a test that a marker makes strict; the writers' wrapper,
-        which every session installs (`watch_writers`), stays when they go.
+        dropped while open (see `_watch_closing`), and who starts each thread
+        (`_watch_threads`).  Installed for the session in strict mode, and by
+        `begin` for a test that a marker makes strict.  The wrapper round
+        ``asyncio.StreamWriter.__del__`` that reports a writer dropped without
+        ``close()`` against its socket is every session's (`watch_writers`).
         """
-        self.watch_writers()
         self._watch_closing()
         self._watch_threads()
         if self._watching_sockets():

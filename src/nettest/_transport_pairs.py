@@ -208,7 +208,7 @@ class _MemoryStreamWriter(asyncio.StreamWriter):
         if closes_it is None:  # Python < 3.11.5
             return
         if not writer_dropped(self, getattr(self, "_memory_transport", None)):
-            closes_it()  # the gate closed it quietly if its test failed
+            closes_it()  # unless the gate closed it quietly, to report it itself
 
 
 class _ServerStreamProtocol(asyncio.StreamReaderProtocol):
