@@ -160,6 +160,36 @@ async def test_memory_slice_with_no_delay_gives_one_piece_per_read(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("fault", "pieces"),
+    [
+        # 20 writes of 5 bytes: pieces of 7 across the writes, as a socket's reader
+        # (the proxy's) finds the writes of one loop turn joined in its buffer.
+        (Slice(7, direction="upstream"), [7] * 14 + [2]),
+        # 20 writes of 1000 bytes: no piece of 100 left at the end of each.
+        (Slice(300, direction="upstream"), [300] * 66 + [200]),
+    ],
+    ids=["small", "large"],
+)
+async def test_memory_slice_cuts_the_stream_not_each_write(
+    fault: Slice, pieces: list[int]
+) -> None:
+    client, server = Reads(), Reads()
+    client_transport, server_transport = memory_transport_pair(client, server)
+    inject_faults(client_transport, [fault])
+    size = 5 if fault.size == 7 else 1000
+    for i in range(20):
+        client_transport.write(bytes([65 + i]) * size)
+    client_transport.write_eof()
+    for _ in range(200):
+        await asyncio.sleep(0)
+    assert [len(chunk) for chunk in server.chunks] == pieces
+    assert b"".join(server.chunks) == b"".join(bytes([65 + i]) * size for i in range(20))
+    client_transport.close()
+    server_transport.close()
+
+
+@pytest.mark.asyncio
 async def test_memory_slice_pieces_are_not_joined_while_the_reader_is_paused() -> None:
     client, server = Reads(), Reads()
     client_transport, server_transport = memory_transport_pair(client, server)

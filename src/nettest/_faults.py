@@ -258,7 +258,9 @@ class Slice(Fault):
     once the receiver has read the one before, even with no *delay*.  Memory
     pairs guarantee it; the proxy guarantees it to a receiver on the same event
     loop that keeps reading (one in another thread or process may find pieces
-    joined, as TCP joins segments, unless *delay* gives it time).
+    joined, as TCP joins segments, unless *delay* gives it time).  It cuts the
+    stream, not each write: the writes of one loop turn (those the proxy reads in
+    one ``recv``) are cut as one run of bytes.
 
     Raises:
         ValueError: ``size < 1``, a negative *jitter* or *delay*.

@@ -206,6 +206,8 @@ class _StreamDriver:
             flow: ActionQueue(self.loop, self._perform, held=self._unread_before) for flow in FLOWS
         }
         self.lost: dict[Flow, int] = {"upstream": 0, "downstream": 0}
+        #: What each flow sent this loop turn, not yet handed to the schedule.
+        self.pending: dict[Flow, list[bytes]] = {flow: [] for flow in FLOWS}
         self.eof_sent: set[Flow] = set()
         self.done = False
         for flow, link in self.links.items():
@@ -216,17 +218,33 @@ class _StreamDriver:
 
     def _carrier(self, flow: Flow) -> Callable[[bytes], None]:
         def carry(data: bytes) -> None:
-            self.apply(self.schedule.data(flow, data, self.loop.time()))
+            # What one loop turn sends reaches the faults as one chunk, as a
+            # receiving socket (the proxy's) finds the sender's writes joined in
+            # its buffer: a Slice cuts the stream, not each write.
+            pending = self.pending[flow]
+            if not pending:
+                self.loop.call_soon(self._flush, flow)
+            pending.append(data)
 
         return carry
 
+    def _flush(self, flow: Flow) -> None:
+        pending = self.pending[flow]
+        if pending:
+            data = b"".join(pending)
+            pending.clear()
+            self.apply(self.schedule.data(flow, data, self.loop.time()))
+
     def _eof_carrier(self, flow: Flow) -> Callable[[], None]:
         def carry_eof() -> None:
+            self._flush(flow)
             self.apply(self.schedule.eof(flow, self.loop.time()))
 
         return carry_eof
 
     def update(self, faults: tuple[Fault, ...]) -> None:
+        for flow in FLOWS:  # sent before the change: under the faults it was sent under
+            self._flush(flow)
         self.apply(self.schedule.update(faults, self.loop.time()))
 
     def apply(self, actions: Iterable[Action]) -> None:
