@@ -134,6 +134,25 @@ def test_a_race_in_an_async_rule_is_found_and_shrunk() -> None:
     assert steps.count("state.increment_concurrently") == 1
 
 
+class CancelledStepMachine(nst.AsyncRuleBasedStateMachine):
+    @rule(n=st.integers(0, 10))  # type: ignore[arg-type]
+    async def step(self, n: int) -> None:
+        future = asyncio.get_running_loop().create_future()
+        if n > 5:
+            future.cancel()
+            await future  # CancelledError, a BaseException
+
+
+def test_a_step_ending_in_cancelled_error_is_a_failure_hypothesis_shrinks() -> None:
+    with pytest.raises(nst.StepCancelledError, match=r"step\(\) raised CancelledError") as failure:
+        run_state_machine_as_test(CancelledStepMachine, settings=settings(FAST, max_examples=100))
+    assert isinstance(failure.value.__cause__, asyncio.CancelledError)
+    # Shrunk, and its steps printed: one step, at the least failing value.
+    steps = "\n".join(getattr(failure.value, "__notes__", []))
+    assert steps.count("state.step(") == 1
+    assert "state.step(n=6)" in steps
+
+
 class PendingTaskMachine(nst.AsyncRuleBasedStateMachine):
     tasks: ClassVar[list[asyncio.Task[None]]] = []
 

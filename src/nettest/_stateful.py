@@ -35,7 +35,7 @@ from typing import Any, ClassVar, TypeVar
 
 from hypothesis.stateful import RuleBasedStateMachine
 
-__all__ = ["AsyncRuleBasedStateMachine"]
+__all__ = ["AsyncRuleBasedStateMachine", "StepCancelledError"]
 
 _T = TypeVar("_T")
 
@@ -53,6 +53,17 @@ def _synchronous(function: Callable[..., Coroutine[Any, Any, _T]]) -> Callable[.
         return machine.run(function(machine, *args, **kwargs))
 
     return run
+
+
+class StepCancelledError(Exception):
+    """A step of an `AsyncRuleBasedStateMachine` raised `asyncio.CancelledError`.
+
+    Raised in its place, with it as ``__cause__``: a `BaseException` stops
+    hypothesis at once, unshrunk, while this failure is shrunk like any other.
+    """
+
+
+StepCancelledError.__module__ = "nettest.strategies"
 
 
 class AsyncRuleBasedStateMachine(RuleBasedStateMachine):
@@ -147,13 +158,27 @@ class AsyncRuleBasedStateMachine(RuleBasedStateMachine):
         Returns:
             What the coroutine returned.
 
+        Raises:
+            StepCancelledError: The coroutine raised `asyncio.CancelledError`
+                (it awaited a cancelled future or task, say): hypothesis stops at
+                a `BaseException` without shrinking the steps or printing them,
+                and nothing outside the step can have cancelled it.
+
         Example::
 
             @rule()
             def check(self):
                 assert self.run(self.client.ping()) == b"PONG"
         """
-        return self.loop.run_until_complete(coroutine)
+        name = getattr(coroutine, "__qualname__", repr(coroutine))
+        try:
+            return self.loop.run_until_complete(coroutine)
+        except asyncio.CancelledError as error:
+            raise StepCancelledError(
+                f"{name}() raised CancelledError, which hypothesis would not shrink; "
+                "it awaited a cancelled future or task (the CancelledError is this "
+                "error's cause)"
+            ) from error
 
     def teardown(self) -> None:
         """Close the test case's loop, after cancelling the tasks still pending.

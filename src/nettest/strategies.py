@@ -21,6 +21,7 @@ from ._feed import feed_async as feed_async
 from ._schedules import datagram_schedules as datagram_schedules
 from ._schedules import schedules as schedules
 from ._stateful import AsyncRuleBasedStateMachine as AsyncRuleBasedStateMachine
+from ._stateful import StepCancelledError as StepCancelledError
 from ._strategies import DEFAULT_DELIMITERS as DEFAULT_DELIMITERS
 from ._strategies import MessageStream as MessageStream
 from ._strategies import all_chunkings as all_chunkings
@@ -40,6 +41,7 @@ __all__ = [
     "MessageStream",
     "PauseReading",
     "ResumeReading",
+    "StepCancelledError",
     "all_chunkings",
     "all_splits",
     "chunkings",
