@@ -1417,6 +1417,33 @@ async def test_memory_transport_set_protocol_switches_the_delivery_path() -> Non
 
 
 @pytest.mark.asyncio
+async def test_memory_socket_is_non_blocking_as_a_transport_socket_is() -> None:
+    # The same calls on asyncio's TransportSocket over a real connection, side by side.
+    loop = asyncio.get_running_loop()
+    a, b = socket.socketpair()
+    real_transport, _ = await loop.create_connection(asyncio.Protocol, sock=a)
+    c, s = memory_transport_pair(Recorder(), Recorder())
+    try:
+        for sock in (real_transport.get_extra_info("socket"), c.get_extra_info("socket")):
+            assert sock.gettimeout() == 0
+            sock.settimeout(0)
+            sock.setblocking(False)
+            with pytest.raises(ValueError, match=r"settimeout\(\): only 0 timeout is allowed"):
+                sock.settimeout(1.5)
+            with pytest.raises(ValueError, match=r"setblocking\(\): transport sockets cannot"):
+                sock.setblocking(True)
+            assert sock.get_inheritable() is False
+    finally:
+        real_transport.close()
+        b.close()
+        c.close()
+        s.close()
+    await asyncio.sleep(0)
+    with pytest.raises(OSError) as closed:
+        c.get_extra_info("socket").get_inheritable()
+    assert closed.value.errno == errno.EBADF
+
+
 async def test_memory_transport_pair_addresses_and_socket_agree() -> None:
     c, s = memory_transport_pair(Recorder(), Recorder())
     host, port = c.get_extra_info("sockname")

@@ -510,9 +510,12 @@ class MemorySocket:
     as a real one does), and socket options are checked, set and read back as on a
     Linux socket (see :meth:`setsockopt` and :meth:`getsockopt`); setting
     ``SO_LINGER`` to (on, 0) makes closing a TCP stream send RST, as on a real
-    socket.  It has no file descriptor (``fileno()`` is -1).  Once ``connection_lost``
-    has returned, the transport closes it and its methods raise ``OSError(EBADF)``,
-    as a closed socket's do.  This type has no public constructor.
+    socket.  It is non-blocking (``gettimeout()`` is 0; ``settimeout()`` and
+    ``setblocking()`` refuse anything else, as ``TransportSocket`` does).  It has no
+    file descriptor (``fileno()`` is -1), so nothing to ``dup()``, and no
+    ``shutdown()``: half-close with the transport's ``write_eof()``.  Once
+    ``connection_lost`` has returned, the transport closes it and its methods raise
+    ``OSError(EBADF)``, as a closed socket's do.  This type has no public constructor.
     """
 
     __slots__ = ("_closed", "_options", "_peername", "_sockname", "family", "proto", "type")
@@ -604,6 +607,39 @@ class MemorySocket:
     def fileno(self) -> int:
         """Return -1: there is no descriptor."""
         return -1
+
+    def get_inheritable(self) -> bool:
+        """Return False, as for the sockets asyncio makes (``O_CLOEXEC``).
+
+        Raises:
+            OSError: ``EBADF``, once the transport has closed it.
+        """
+        self._check_open()
+        return False
+
+    def gettimeout(self) -> float:
+        """Return 0: a transport's socket is non-blocking."""
+        return 0
+
+    def settimeout(self, value: float | None) -> None:
+        """Accept only 0, as asyncio's ``TransportSocket`` does.
+
+        Raises:
+            ValueError: Any other timeout.
+        """
+        if value == 0:
+            return
+        raise ValueError("settimeout(): only 0 timeout is allowed on transport sockets")
+
+    def setblocking(self, flag: bool) -> None:
+        """Accept only False, as asyncio's ``TransportSocket`` does.
+
+        Raises:
+            ValueError: ``flag`` true.
+        """
+        if not flag:
+            return
+        raise ValueError("setblocking(): transport sockets cannot be blocking")
 
     def setsockopt(
         self,

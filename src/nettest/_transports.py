@@ -121,8 +121,8 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         partial_writes: How much of each send the peer accepts: a maximum number of
             bytes or a function of the bytes offered.
         chunks: How received data is cut into ``data_received`` calls: a list of
-            sizes used in turn, or a function of the bytes available returning the
-            next size (0 waits for more).
+            sizes used once each, in order (then reads are whole), or a function
+            of the bytes available returning the next size (0 waits for more).
         sockname: The local address (default: a loopback address with an ephemeral
             port).
         peername: The peer's address (default: ``127.0.0.1:8080``).
