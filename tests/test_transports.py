@@ -1439,11 +1439,12 @@ async def test_memory_socket_is_non_blocking_as_a_transport_socket_is() -> None:
         c.close()
         s.close()
     await asyncio.sleep(0)
-    with pytest.raises(OSError) as closed:
+    with pytest.raises(OSError, match="Bad file descriptor") as closed:
         c.get_extra_info("socket").get_inheritable()
     assert closed.value.errno == errno.EBADF
 
 
+@pytest.mark.asyncio
 async def test_memory_transport_pair_addresses_and_socket_agree() -> None:
     c, s = memory_transport_pair(Recorder(), Recorder())
     host, port = c.get_extra_info("sockname")
