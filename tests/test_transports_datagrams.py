@@ -126,6 +126,77 @@ async def test_memory_datagram_to_a_closed_peer_is_refused_like_real_udp() -> No
     await turns()
 
 
+async def _client_and_server_run(
+    client_end: asyncio.DatagramTransport,
+    server_end: asyncio.DatagramTransport,
+    client: Datagrams,
+    server: Datagrams,
+) -> list[object]:
+    """A connected client and an unconnected server, then the server goes away."""
+    seen: list[object] = [
+        client_end.get_extra_info("peername") == server_end.get_extra_info("sockname"),
+        server_end.get_extra_info("peername"),
+    ]
+    client_end.sendto(b"ping")
+    for _ in range(100):
+        if any(event[0] == "datagram" for event in server.events):
+            break
+        await asyncio.sleep(0.005)
+    (_, data, source) = next(event for event in server.events if event[0] == "datagram")
+    seen.append((data, source == client_end.get_extra_info("sockname")))
+    server_end.sendto(b"pong", source)
+    server_end.sendto(b"no address")  # an unconnected socket needs one: fatal
+    for _ in range(100):
+        if server.events[-1][0] == "lost" and len(client.events) > 1:
+            break
+        await asyncio.sleep(0.005)
+    seen.append([(event[0], type(event[-1])) for event in server.events[1:]])
+    client_end.sendto(b"anyone?")  # the server is gone: refused
+    for _ in range(100):
+        if client.events[-1][0] == "error":
+            break
+        await asyncio.sleep(0.005)
+    server_address = server_end.get_extra_info("sockname")
+    seen.append(
+        [
+            (event[0], event[1], event[2] == server_address) if event[0] == "datagram" else event
+            for event in client.events[1:]
+        ]
+    )
+    client_end.close()
+    await turns()
+    return seen
+
+
+@pytest.mark.asyncio
+async def test_memory_datagram_pair_with_one_end_connected_matches_real_udp() -> None:
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda loop, context: None)  # the fatal TypeError's log
+    client, server = Datagrams(), Datagrams()
+    server_end, _ = await loop.create_datagram_endpoint(
+        lambda: server, local_addr=("127.0.0.1", 0)
+    )
+    client_end, _ = await loop.create_datagram_endpoint(
+        lambda: client, remote_addr=server_end.get_extra_info("sockname")
+    )
+    real = await _client_and_server_run(client_end, server_end, client, server)
+
+    client, server = Datagrams(), Datagrams()
+    client_end, server_end = memory_datagram_pair(client, server, connected="a")
+    await turns()
+    memory = await _client_and_server_run(client_end, server_end, client, server)
+    # Only the client's address differs: not part of what is compared.
+    assert memory == real
+    assert real[1] is None  # the server end has no peer
+    assert real[3] == [("datagram", tuple), ("lost", TypeError)]
+    assert real[4] == [("datagram", b"pong", True), ("error", ConnectionRefusedError)]
+
+
+def test_memory_datagram_pair_connected_names_its_values() -> None:
+    with pytest.raises(TypeError, match="connected must be True, False, 'a' or 'b', got 'c'"):
+        memory_datagram_pair(Datagrams(), Datagrams(), connected="c")  # type: ignore[arg-type]
+
+
 _WHO_SET = contextvars.ContextVar[str]("who_set", default="nobody")
 
 

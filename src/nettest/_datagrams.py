@@ -57,7 +57,7 @@ import sys
 import typing
 from collections import deque
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 from ._endpoint import (
     AF_UNIX,
@@ -872,7 +872,7 @@ def memory_datagram_pair(
     *,
     address_a: Any = None,
     address_b: Any = None,
-    connected: bool = True,
+    connected: bool | Literal["a", "b"] = True,
     manual: bool = False,
     allow_broadcast: bool = False,
 ) -> tuple[MemoryDatagramTransport, MemoryDatagramTransport]:
@@ -893,7 +893,10 @@ def memory_datagram_pair(
             ephemeral port, the host numeric, IPv6 a 4-tuple).
         connected: If true (the default), each end is connected to the other, as
             with ``create_datagram_endpoint(remote_addr=...)``: ``sendto`` takes
-            None or the peer's address and ``peername`` is set.
+            None or the peer's address and ``peername`` is set.  ``"a"`` or
+            ``"b"`` connects that end alone: a client made with ``remote_addr``
+            talking to a server made with ``local_addr`` only, which must name
+            the address of each datagram it sends.
         manual: If true, datagrams stay in the sender's buffer until
             :meth:`MemoryDatagramTransport.pump`.
         allow_broadcast: Set ``SO_BROADCAST`` on both ends (see
@@ -907,7 +910,7 @@ def memory_datagram_pair(
     Raises:
         TypeError: a protocol that is not an `asyncio.DatagramProtocol`, an
             address that is not an address of its family, or a flag that is not
-            a bool.
+            a bool (``connected`` may also be ``"a"`` or ``"b"``).
         ValueError: an address out of range, a numeric host of the other IP
             family (``("127.0.0.1", 53, 0)``), the two of different families, or
             two that clash (the same one, or the wildcard address and a loopback
@@ -922,7 +925,8 @@ def memory_datagram_pair(
     """
     check_protocol("protocol_a", protocol_a, "datagram")
     check_protocol("protocol_b", protocol_b, "datagram")
-    check_bool("connected", connected)
+    if not isinstance(connected, bool) and connected not in ("a", "b"):
+        raise TypeError(f"connected must be True, False, 'a' or 'b', got {connected!r}")
     check_bool("manual", manual)
     check_bool("allow_broadcast", allow_broadcast)
     family = family_of_ends(address_a=address_a, address_b=address_b)
@@ -932,7 +936,7 @@ def memory_datagram_pair(
     a = MemoryDatagramTransport._create_end(
         protocol_a,
         bound_a,
-        bound_b if connected else None,
+        bound_b if connected in (True, "a") else None,
         family=family,
         manual=manual,
         connect=not allow_broadcast,
@@ -940,7 +944,7 @@ def memory_datagram_pair(
     b = MemoryDatagramTransport._create_end(
         protocol_b,
         bound_b,
-        bound_a if connected else None,
+        bound_a if connected in (True, "b") else None,
         family=family,
         manual=manual,
         connect=not allow_broadcast,
