@@ -9,6 +9,7 @@ object was closed and the part was not.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import gc
 import re
@@ -292,3 +293,28 @@ def test__gate_parts_of_an_untracked_object_are_nobodys() -> None:
     assert not gate.bookkeeping_errors
     parent.close()
     part.close()
+
+
+def test__gate_lists_the_first_ten_calls_to_the_loops_exception_handler() -> None:
+    # A property-based test repeats its failure in every example: 25 calls, one
+    # report of a readable length, and the header still counts them all.
+    gate = hygiene._Gate()
+    loop = asyncio.new_event_loop()
+    try:
+        gate.instrument_loop(loop)
+        with gate.owned_by("test_x"):
+            for n in range(25):
+                loop.call_exception_handler({"message": f"failure {n}"})
+            leaked = track(gate, "thing")
+        with pytest.raises(LeakError) as excinfo:
+            gate.check("test_x", "own", frozenset())
+    finally:
+        loop.close()
+    report = str(excinfo.value)
+    assert report.splitlines()[0] == "test_x left 26 things behind (--nettest-leaks=own):"
+    assert "failure 9" in report
+    assert "failure 10" not in report
+    summary = "  - and 15 more calls to the loop's exception handler (the first 10 are shown)"
+    assert summary in report
+    assert "- open thing" in report
+    assert leaked.closed

@@ -138,6 +138,11 @@ class LeakError(Exception):
 LeakError.__module__ = "nettest"
 
 
+#: How many of a test's calls to the loop's exception handler its report lists.
+LOOP_ERRORS_SHOWN = 10
+_LOOP_ERROR = "  - the loop's exception handler was called"
+
+
 @dataclass
 class _Gate(_Instruments):
     """Process-wide state of the hygiene gate; one instance, `GATE`.
@@ -601,6 +606,7 @@ class _Gate(_Instruments):
             f"{owner} left {len(leaks)} thing{'s' if len(leaks) != 1 else ''} behind "
             f"(--nettest-leaks={mode}):"
         )
+        leaks = _fewer_loop_errors(leaks)
         sections = [header, *leaks, *late] if leaks and not failed else late
         if sections:
             raise LeakError("\n".join(sections))
@@ -898,6 +904,28 @@ def _items(mapping: Mapping[_K, _V]) -> list[tuple[_K, _V]]:
             return list(mapping.items())
         except RuntimeError:
             continue
+
+
+def _fewer_loop_errors(leaks: list[str]) -> list[str]:
+    """`leaks` with the first `LOOP_ERRORS_SHOWN` calls to the loop's exception handler.
+
+    A property-based test repeats its failure in every example it runs: the rest
+    are counted in one line at the end.
+    """
+    shown, calls = [], 0
+    for leak in leaks:
+        if leak.startswith(_LOOP_ERROR):
+            calls += 1
+            if calls > LOOP_ERRORS_SHOWN:
+                continue
+        shown.append(leak)
+    more = calls - LOOP_ERRORS_SHOWN
+    if more > 0:
+        shown.append(
+            f"  - and {more} more call{'s' if more != 1 else ''} to the loop's exception "
+            f"handler (the first {LOOP_ERRORS_SHOWN} are shown)"
+        )
+    return shown
 
 
 def _collect_garbage(
