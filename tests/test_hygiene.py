@@ -663,17 +663,18 @@ def test_gate_marker_overrides_mode(pytester: pytest.Pytester) -> None:
 
         @pytest.mark.nettest_leaks("sometimes")
         def test_bad_marker():
-            pass
+            raise AssertionError("the body of a test with a bad marker ran")
         """,
     )
-    result.assert_outcomes(passed=4, errors=2)
+    result.assert_outcomes(passed=3, errors=2)
     result.stdout.fnmatch_lines(
         [
             "*ERROR at teardown of test_strict_here*",
-            "*ERROR at teardown of test_bad_marker*",
+            "*ERROR at setup of test_bad_marker*",
             "*mode must be one of off, own, strict; got 'sometimes'*",
         ]
     )
+    result.stdout.no_fnmatch_line("*the body of a test with a bad marker ran*")
 
 
 def test_gate_off_reports_nothing(pytester: pytest.Pytester) -> None:

@@ -56,6 +56,8 @@ _RELEASED_KEY = pytest.StashKey[str]()
 #: (pytester runs sessions inside a test): restored when this one ends.
 _OUTER_STRICT_KEY = pytest.StashKey[bool]()
 _OUTER_WATCHES_WRITERS_KEY = pytest.StashKey[bool]()
+#: The test's leak mode, as its setup read it (the session's, if its marker is bad).
+_MODE_KEY = pytest.StashKey[LeakMode]()
 
 # -- options ------------------------------------------------------------------
 
@@ -260,15 +262,20 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     if _RELEASED_KEY in item.stash:
         del item.stash[_RELEASED_KEY]
     forget_proxies(item)
+    bad_marker = None
     try:
         mode = _gate_mode(item)
-    except pytest.UsageError:  # reported as the test's teardown error
-        mode = cast("LeakMode", item.config.option.nettest_leaks)
+    except pytest.UsageError as error:  # the test's setup error: its body does not run
+        mode, bad_marker = cast("LeakMode", item.config.option.nettest_leaks), error
+    item.stash[_MODE_KEY] = mode
     # Strict mode, by the session's mode or by a marker on the test, its class or
     # its module, starts here: the descriptors open now are not the test's.
     item.stash[_FDS_KEY] = GATE.begin(item.nodeid, mode)
     with GATE.owned_by(item.nodeid):
-        return (yield)
+        result = yield
+    if bad_marker is not None:  # after the fixtures' setup, which their teardown expects
+        raise bad_marker
+    return result
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -307,7 +314,7 @@ def _check(item: pytest.Item, *, failed: bool) -> None:
     __tracebackhide__ = True
     released = GATE.check(
         item.nodeid,
-        _gate_mode(item),
+        item.stash[_MODE_KEY] if _MODE_KEY in item.stash else _gate_mode(item),
         item.stash.get(_FDS_KEY, frozenset()),
         failed=failed,
     )
