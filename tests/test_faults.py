@@ -96,8 +96,18 @@ def test_fault_rejects_wrong_types() -> None:
         Latency(1, trigger=3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="base class"):
         Fault()
-    with pytest.raises(ValueError, match="delay must be a number, got nan"):
-        Latency(float("nan"))
+    # NaN is out of every range, and the message says which.
+    nan = float("nan")
+    for make, message in [
+        (lambda: Latency(nan), "delay must be >= 0 seconds and finite, got nan"),
+        (lambda: Latency(1, jitter=nan), "jitter must be >= 0 seconds and finite, got nan"),
+        (lambda: Bandwidth(nan), "bytes_per_second must be > 0 and finite, got nan"),
+        (lambda: Drop(nan), r"rate must be in \[0, 1\], got nan"),
+        (lambda: SlowClose(nan), "delay must be >= 0 seconds and finite, got nan"),
+        (lambda: Reset(after_seconds=nan), "after_seconds must be >= 0 seconds and finite"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            make()
 
 
 def test_fault_values_are_frozen_hashable_and_compare_by_value() -> None:

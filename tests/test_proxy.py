@@ -1140,13 +1140,16 @@ def test_cli_help_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert out.startswith("usage: nettest proxy")
     assert "--fault SPEC" in out
+    # Traces print as the proxy stops (proxy-cli.rst), not as each connection ends.
+    assert "full trace when the proxy stops" in " ".join(out.split())
     with pytest.raises(SystemExit) as info:
         cli_main(["--upstream", "127.0.0.1:1", "--fault", "lag=1s"])
     assert info.value.code == 2
     assert "unknown fault 'lag'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli_main(["--upstream", "127.0.0.1:1", "--fault", "drop=0.5"])
-    assert "does not apply to a TCP proxy" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "does not apply to a TCP proxy (--udp makes a UDP proxy)" in err, err
     for args, named in [
         (["--upstream", "127.0.0.1:1", "--listen", "127.0.0.1:99999"], "--listen"),
         (["--upstream", "127.0.0.1:65536"], "upstream"),

@@ -64,15 +64,13 @@ _INF = math.inf
 
 
 def _number(name: str, value: object) -> float:
+    """`value` as a float; NaN falls outside every range its caller checks (and says)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {value!r}")
     try:
-        number = float(value)
+        return float(value)
     except OverflowError:  # an int too large for a float: out of every range here
         return _INF if value > 0 else -_INF
-    if math.isnan(number):
-        raise ValueError(f"{name} must be a number, got nan")
-    return number
 
 
 def _non_negative(name: str, value: object, unit: str = "") -> None:

@@ -321,7 +321,9 @@ def _parser() -> argparse.ArgumentParser:
         help=f"seed for random faults, an int in {SEED_RANGE} (default 0)",
     )
     parser.add_argument(
-        "--trace", action="store_true", help="print each connection's full trace when it ends"
+        "--trace",
+        action="store_true",
+        help="print every connection's full trace when the proxy stops",
     )
     return parser
 
@@ -361,7 +363,7 @@ def cli_main(argv: list[str]) -> int:
         faults = [parse_fault(spec) for spec in args.fault]
         _check_faults(kind, faults)
     except (ValueError, TypeError) as exc:
-        parser.error(str(exc))
+        parser.error(str(exc).replace("kind='udp' makes a UDP proxy", "--udp makes a UDP proxy"))
     try:
         return asyncio.run(_serve(listen, upstream, faults, kind, args.seed, args.trace))
     except OSError as exc:
