@@ -98,14 +98,15 @@ def test_fault_rejects_wrong_types() -> None:
         Fault()
     # NaN is out of every range, and the message says which.
     nan = float("nan")
-    for make, message in [
+    cases: list[tuple[Callable[[], Fault], str]] = [
         (lambda: Latency(nan), "delay must be >= 0 seconds and finite, got nan"),
         (lambda: Latency(1, jitter=nan), "jitter must be >= 0 seconds and finite, got nan"),
         (lambda: Bandwidth(nan), "bytes_per_second must be > 0 and finite, got nan"),
         (lambda: Drop(nan), r"rate must be in \[0, 1\], got nan"),
         (lambda: SlowClose(nan), "delay must be >= 0 seconds and finite, got nan"),
         (lambda: Reset(after_seconds=nan), "after_seconds must be >= 0 seconds and finite"),
-    ]:
+    ]
+    for make, message in cases:
         with pytest.raises(ValueError, match=message):
             make()
 
