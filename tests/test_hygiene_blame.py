@@ -716,6 +716,45 @@ def test_gate_closes_what_a_failed_test_left_open_in_own_mode(
     assert "ResourceWarning" not in result.stdout.str()
 
 
+@pytest.mark.skipif(not WRITER_DEL_CLOSES, reason="no StreamWriter.__del__ before 3.11.5")
+def test_a_passing_tests_dropped_real_writer_still_warns_in_own_mode(
+    pytester: pytest.Pytester,
+) -> None:
+    # Own mode does not report a real connection: the gate closes a writer the test
+    # drops as it runs (it may yet fail) and, the test passed, gives the warning
+    # StreamWriter.__del__ would have given, under the test's name.
+    result = run(
+        pytester,
+        """
+        import asyncio, gc
+        import pytest
+        from nettest import handlers
+
+        @pytest.mark.asyncio
+        async def test_drops_a_writer(tcp_server):
+            server = await tcp_server(handlers.echo)
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(b"x")
+            assert await reader.readexactly(1) == b"x"
+            del reader, writer
+            gc.collect()
+
+        def test_after():
+            pass
+        """,
+        *FILTERS,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_drops_a_writer*",
+            "*ResourceWarning: unclosed <StreamWriter transport=*",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*left * behind*")
+
+
 def test_gate_lists_what_a_test_left_when_a_fixtures_teardown_fails(
     pytester: pytest.Pytester,
 ) -> None:

@@ -216,12 +216,15 @@ def test_tcp(tcp_server):
 
 def test_unix_datagram(unix_datagram_server):
     unix_datagram_server()
+
+def test_proxy(fault_proxy):
+    fault_proxy(("127.0.0.1", 9))
 """
     )
     result = pytester.runpytest(
         f"--asyncio-mode={mode}", "-p", "no:cacheprovider", "-W", "error::RuntimeWarning"
     )
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(failed=3)
     result.stdout.fnmatch_lines(
         [
             "*RuntimeError: tcp_server(...) starts its server on the running event loop, and "
@@ -229,6 +232,9 @@ def test_unix_datagram(unix_datagram_server):
             "tcp_server_thread",
             "*RuntimeError: unix_datagram_server(...) starts its server on the running event "
             "loop, and there is none: await it in an async test",
+            "*RuntimeError: fault_proxy(...) starts its server on the running event loop, and "
+            "there is none: await it in an async test; a synchronous test can use "
+            "fault_proxy_thread",
         ]
     )
     result.stdout.no_fnmatch_line("*never awaited*")

@@ -33,6 +33,8 @@ from ._memory_faults import inject_faults as inject_faults
 from ._prebound import BoundSocket as BoundSocket
 from ._proxy import FaultProxy as FaultProxy
 from ._proxy import FaultProxyFactory as FaultProxyFactory
+from ._proxy_thread import FaultProxyThread as FaultProxyThread
+from ._proxy_thread import FaultProxyThreadFactory as FaultProxyThreadFactory
 from ._recording import Connection as Connection
 from ._recording import Datagram as Datagram
 from ._recording import Ending as Ending
@@ -90,6 +92,8 @@ __all__ = [
     "FakeResolver",
     "FaultProxy",
     "FaultProxyFactory",
+    "FaultProxyThread",
+    "FaultProxyThreadFactory",
     "FlowEvent",
     "HandlerError",
     "HandshakeFailure",

@@ -75,6 +75,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -165,6 +166,11 @@ class _Gate(_Instruments):
     #: either way it is closed without its ResourceWarning, which would fail that
     #: test again, or blame another.
     failed: set[str] = field(default_factory=set)
+    #: The test whose check runs now.
+    checking: str | None = None
+    #: The test that ended last, until the next one begins: what pytest's own
+    #: garbage collection at the end of a teardown frees is most likely its.
+    ended_last: str | None = None
     #: The thread that runs the tests; objects made on others say so.
     test_thread: int = field(default_factory=threading.get_ident)
     #: The session runs in strict mode: strict mode's instruments stay installed.
@@ -179,6 +185,10 @@ class _Gate(_Instruments):
     #: What the gate closed for a failed test before its check and tracks in no
     #: entry (a real connection's StreamWriter in own mode), by owner, as report items.
     closed_untracked: dict[str, list[str]] = field(default_factory=dict)
+    #: Real connections' StreamWriters (own mode) that a test dropped as it ran,
+    #: closed quietly: each a report item if the test fails, and the
+    #: ResourceWarning held back from ``StreamWriter.__del__`` if it passes.
+    undecided_writers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     instrumented: weakref.WeakSet[asyncio.AbstractEventLoop] = field(
         default_factory=weakref.WeakSet
     )
@@ -439,12 +449,22 @@ class _Gate(_Instruments):
                     return False
             # Tracked by no entry (a real connection in own mode): only a failed
             # test's is the gate's business, closed quietly all the same.
-            owner = self._failed_test_of(writer)
-            if owner is not None:
-                if owner in self.running:  # its check is still to come
+            owner, failed = self._test_of(writer)
+            # Freed by its test's check (as the gate closes what it reports): the
+            # check's own collection reports the warning, or leaves it to the
+            # socket that the gate reports.
+            if owner is not None and (failed or owner != self.checking):
+                line = f"  - StreamWriter over {current!r} dropped without close()"
+                if not failed:
+                    # Freed as its test runs, which may yet fail (the timeout's
+                    # exception unwinding it): its check lists it if the test
+                    # failed, and gives the warning held back here if it passed.
+                    self.undecided_writers.setdefault(owner, []).append(
+                        (line + self._untracked(owner), f"unclosed {writer!r}")
+                    )
+                elif owner in self.running:  # its check is still to come
                     self.closed_untracked.setdefault(owner, []).append(
-                        f"  - StreamWriter over {current!r} dropped without close()"
-                        f"{self._untracked(owner)}"
+                        line + self._untracked(owner)
                     )
                 close_dropped_writer(writer)
                 return True
@@ -458,17 +478,26 @@ class _Gate(_Instruments):
             return ", created outside Python's socket module (no stack known)"
         return " (own mode does not track it: --nettest-leaks=strict gives its stack)"
 
-    def _failed_test_of(self, writer: asyncio.StreamWriter) -> str | None:
-        """The failed test that `writer` is taken to be from, or None.
+    def _test_of(self, writer: asyncio.StreamWriter) -> tuple[str | None, bool]:
+        """The test an untracked `writer` is taken to be from, and whether it failed.
 
         The last test that made a task on its loop, or the test whose phase runs
-        as it is freed: the first of these that failed.
+        as it is freed, or between tests the one that ended last: the first of
+        these that failed, else the first still running (checked in a mode but
+        ``off``), else None.  (A writer freed in one collection with its loop, by
+        pytest's own garbage collection after a teardown, has lost its loop's
+        entry and has no phase to run in.)
         """
         last_test = self.loop_tests.get(getattr(writer, "_loop", None))  # type: ignore[arg-type]
-        for name in (None if last_test is None else last_test.name, self.owner):
-            if name is not None and name in self.failed:
-                return name
-        return None
+        current = self.owner if self.owner is not None else self.ended_last
+        names = [name for name in (None if last_test is None else last_test.name, current) if name]
+        for name in names:
+            if name in self.failed:
+                return name, True
+        for name in names:
+            if name in self.running and name not in self.silenced:
+                return name, False
+        return None, False
 
     # -- the check -----------------------------------------------------------
 
@@ -497,6 +526,7 @@ class _Gate(_Instruments):
         self.loop_errors = [e for e in self.loop_errors if e.owner != owner]
         self.failed.discard(owner)
         self.running.add(owner)
+        self.ended_last = None
         self.test_thread = threading.get_ident()
         if mode == "off":
             self.silenced.add(owner)
@@ -524,8 +554,10 @@ class _Gate(_Instruments):
         raised), so that no later test is blamed for it.
         """
         self.running.discard(owner)
+        self.ended_last = owner
         self.closed_with_loop.pop(owner, None)
         self.closed_untracked.pop(owner, None)
+        self.undecided_writers.pop(owner, None)
         if self.strict_owner == owner:
             self.strict_owner = None
         if self.test_watches_sockets:
@@ -570,6 +602,21 @@ class _Gate(_Instruments):
         if mode == "off":
             self._forget(owner)
             return None
+        self.checking = owner
+        try:
+            return self._check(owner, mode, fds_before, failed=failed)
+        finally:
+            self.checking = None
+
+    def _check(
+        self,
+        owner: str,
+        mode: LeakMode,
+        fds_before: frozenset[tuple[int, int]],
+        *,
+        failed: bool,
+    ) -> str | None:
+        __tracebackhide__ = True
         untracked = []
         if failed:  # its tasks failing later (at its teardown, say) follow from that
             self.silenced.add(owner)
@@ -602,11 +649,17 @@ class _Gate(_Instruments):
         leaks += untracked
         if mode == "strict" and leaks:
             leaks += self._release_uvloop_handles(fds_before)
+        undecided = self.undecided_writers.pop(owner, [])
+        if failed:
+            leaks += [line for line, _ in undecided]
         header = (
             f"{owner} left {len(leaks)} thing{'s' if len(leaks) != 1 else ''} behind "
             f"(--nettest-leaks={mode}):"
         )
         leaks = _fewer_loop_errors(leaks)
+        if not failed:
+            for _, warning in undecided:  # as StreamWriter.__del__ would have warned
+                warnings.warn(warning, ResourceWarning, stacklevel=1)
         sections = [header, *leaks, *late] if leaks and not failed else late
         if sections:
             raise LeakError("\n".join(sections))

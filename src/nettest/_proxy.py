@@ -66,6 +66,7 @@ from ._seed import check_seed
 from ._server_base import (
     AsyncServerFactory,
     _closed_on_error,
+    _loop_thread_call,
     _loopback_socket,
     check_bool,
     check_host,
@@ -206,6 +207,8 @@ class FaultProxy(FaultsInForce):
         self._port_task: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
+        #: The loop it runs on, once started (a thread's, for `FaultProxyThread`).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._on_connection: Callable[[ConnectionTrace], None] | None = None
         #: One trace per connection (TCP) or client address (UDP), in order.
         self.traces: list[ConnectionTrace] = []
@@ -221,6 +224,7 @@ class FaultProxy(FaultsInForce):
         if self._started:
             raise RuntimeError("FaultProxy.start() was already called")
         self._started = True
+        self._loop = asyncio.get_running_loop()
         upstream = _format_address(self.upstream)
         track(self, what=f"FaultProxy -> {upstream}", is_open=_proxy_open, close=_proxy_abort)
         await self._listen()
@@ -652,8 +656,15 @@ def _proxy_open(proxy: FaultProxy) -> bool:
 
 
 def _proxy_abort(proxy: FaultProxy) -> None:
+    """The hygiene gate's close: at once, on the proxy's loop (a thread's, maybe)."""
+    loop = proxy._loop
     with contextlib.suppress(Exception):
-        proxy._abort_now()
+        if loop is not None and loop.is_closed():
+            proxy._close_after_its_loop()
+        elif loop is not None:
+            _loop_thread_call(loop, proxy._abort_now)
+        else:
+            proxy._abort_now()
 
 
 # -- the fixture ---------------------------------------------------------------------------
@@ -688,7 +699,7 @@ async def fault_proxy(
     Each proxy is seeded from `nettest_seed`, closed after the test, and its
     per-connection traces are printed with the seed when the test fails.
     """
-    proxies = request.node.stash.setdefault(_PROXIES_KEY, [])
+    proxies = proxies_of(request.node)
 
     def make(
         upstream: object,
@@ -696,8 +707,9 @@ async def fault_proxy(
         faults: Iterable[Fault] = (),
         kind: Literal["tcp", "udp"] | None = None,
     ) -> FaultProxy:
-        seed = nettest_seed if not proxies else (nettest_seed * 1_000_003 + len(proxies))
-        proxy = FaultProxy(upstream, faults=faults, kind=kind, seed=seed % 2**64)
+        proxy = FaultProxy(
+            upstream, faults=faults, kind=kind, seed=proxy_seed(nettest_seed, len(proxies))
+        )
         proxies.append(proxy)
         return proxy
 
@@ -706,6 +718,18 @@ async def fault_proxy(
     factory = AsyncServerFactory(request, make)
     yield typing.cast("FaultProxyFactory", factory)
     await factory.aclose()
+
+
+def proxies_of(item: pytest.Item) -> list[FaultProxy]:
+    """The proxies a test's fixtures made, in order: their traces go in its failure report."""
+    return item.stash.setdefault(_PROXIES_KEY, [])
+
+
+def proxy_seed(nettest_seed: int, made_before: int) -> int:
+    """The seed of a test's next proxy, after `made_before` others (of either fixture)."""
+    if not made_before:
+        return nettest_seed
+    return (nettest_seed * 1_000_003 + made_before) % 2**64
 
 
 def forget_proxies(item: pytest.Item) -> None:

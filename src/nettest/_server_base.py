@@ -686,7 +686,7 @@ def _close_elsewhere(loop: asyncio.AbstractEventLoop, server: _Closable) -> None
 
 
 #: The fixtures that have a thread-backed twin named ``<fixture>_thread``.
-_THREAD_TWINS = frozenset({"tcp_server", "unix_server", "udp_server"})
+_THREAD_TWINS = frozenset({"tcp_server", "unix_server", "udp_server", "fault_proxy"})
 
 
 class AsyncServerFactory:

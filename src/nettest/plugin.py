@@ -22,6 +22,7 @@ from ._hygiene_report import THREAD_LEFT_RUNNING
 from ._memory_faults import forget_memory_faults, format_memory_traces_for
 from ._prebound import bound_tcp_socket, bound_udp_socket, unix_socket_path  # noqa: F401
 from ._proxy import fault_proxy, forget_proxies, format_traces_for  # noqa: F401
+from ._proxy_thread import fault_proxy_thread  # noqa: F401
 from ._resolver import fake_resolver  # noqa: F401
 from ._seed import SEED_RANGE, check_seed
 from ._server_base import remove_dead_processes_unix_dirs
