@@ -755,6 +755,51 @@ def test_a_passing_tests_dropped_real_writer_still_warns_in_own_mode(
     result.stdout.no_fnmatch_line("*left * behind*")
 
 
+def test_a_failed_tests_leaks_are_listed_with_a_late_failure_that_errors_it(
+    pytester: pytest.Pytester,
+) -> None:
+    # Another test's task fails while a failing test runs: that failure is raised
+    # at this test's teardown, and what this test left is listed with it.
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import pytest
+        from nettest import memory_transport_pair
+
+        tasks, kept = [], []
+
+        async def fail_later():
+            await asyncio.sleep(0.05)
+            raise RuntimeError("late failure")
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_a_leaves_a_task():
+            tasks.append(asyncio.ensure_future(fail_later()))
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_b_fails_and_leaks():
+            kept.append(memory_transport_pair(asyncio.Protocol(), asyncio.Protocol()))
+            await asyncio.sleep(0.2)
+            tasks.clear()
+            assert False, "boom"
+
+        def test_c_after():
+            assert all(end.is_closing() for pair in kept for end in pair)
+        """,
+    )
+    result.assert_outcomes(passed=2, failed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_b_fails_and_leaks*",
+            "*test_a_leaves_a_task left a task running that failed after it ended*",
+            "*test_b_fails_and_leaks left 2 things behind (--nettest-leaks=own):",
+            "*- open MemoryTransport*",
+            "*- open MemoryTransport*",
+        ]
+    )
+
+
 def test_gate_lists_what_a_test_left_when_a_fixtures_teardown_fails(
     pytester: pytest.Pytester,
 ) -> None:

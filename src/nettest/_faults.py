@@ -310,7 +310,9 @@ class Reset(Fault):
     """Reset the connection (a real RST) after some bytes, after some time, or at once.
 
     The receiver in the fault's direction gets the RST (the client, by default):
-    its reads and writes raise `ConnectionResetError`.  The other side is closed.
+    its reads raise `ConnectionResetError` (and its writes, through asyncio
+    streams).  The other side gets a FIN, and what it sends afterwards is dropped;
+    a memory pair resets both ends.
     With both limits, whichever comes first wins; with neither, the reset comes as
     soon as the fault is armed.
 

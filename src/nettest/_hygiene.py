@@ -650,20 +650,23 @@ class _Gate(_Instruments):
         if mode == "strict" and leaks:
             leaks += self._release_uvloop_handles(fds_before)
         undecided = self.undecided_writers.pop(owner, [])
-        if failed:
+        if failed or leaks:  # listed with the rest; else warned as StreamWriter.__del__ would
             leaks += [line for line, _ in undecided]
         header = (
             f"{owner} left {len(leaks)} thing{'s' if len(leaks) != 1 else ''} behind "
             f"(--nettest-leaks={mode}):"
         )
-        leaks = _fewer_loop_errors(leaks)
-        if not failed:
-            for _, warning in undecided:  # as StreamWriter.__del__ would have warned
-                warnings.warn(warning, ResourceWarning, stacklevel=1)
-        sections = [header, *leaks, *late] if leaks and not failed else late
-        if sections:
-            raise LeakError("\n".join(sections))
-        return "\n".join([header, *leaks]) if leaks else None
+        own = [header, *_fewer_loop_errors(leaks)] if leaks else []
+        if failed:
+            # Not failed again for its own leaks; another test's late failure is an error.
+            if late:
+                raise LeakError("\n".join([*late, *own]))
+            return "\n".join(own) or None
+        if own or late:
+            raise LeakError("\n".join([*own, *late]))
+        for _, warning in undecided:
+            warnings.warn(warning, ResourceWarning, stacklevel=1)
+        return None
 
     def _close_left_on_closed_loops(self, owner: str) -> list[str]:
         """Close the connections a failed test left open on its loops, closed now; list them.
