@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import pytest
 
@@ -22,7 +22,7 @@ from ._faults import Fault  # noqa: TC001
 from ._proxy import FaultProxy, proxies_of, proxy_seed
 from ._proxy_sockets import Address, Kind  # noqa: TC001
 from ._server_base import raise_all
-from ._threads import _LoopThread
+from ._threads import _OnLoopThread
 
 __all__ = ["FaultProxyThread", "FaultProxyThreadFactory"]
 
@@ -30,7 +30,7 @@ _T = TypeVar("_T")
 
 
 @typing.final
-class FaultProxyThread:
+class FaultProxyThread(_OnLoopThread[FaultProxy]):
     """A `FaultProxy` running on its own event loop thread, for blocking clients.
 
     Takes the same arguments as `FaultProxy`, checked at once.  `start` binds the
@@ -56,146 +56,101 @@ class FaultProxyThread:
         port: int = 0,
         allow_remote: bool = False,
     ) -> None:
-        self._proxy = FaultProxy(
-            upstream,
-            faults=faults,
-            kind=kind,
-            seed=seed,
-            host=host,
-            port=port,
-            allow_remote=allow_remote,
+        super().__init__(
+            FaultProxy(
+                upstream,
+                faults=faults,
+                kind=kind,
+                seed=seed,
+                host=host,
+                port=port,
+                allow_remote=allow_remote,
+            )
         )
-        self._thread: _LoopThread | None = None
-
-    # -- lifecycle ----------------------------------------------------------------------
-
-    def start(self) -> FaultProxyThread:
-        """Start the loop thread and the proxy on it; return self.
-
-        Raises:
-            RuntimeError: It was already started.
-            OSError: The port could not be bound.
-        """
-        if self._thread is not None:
-            raise RuntimeError(f"{self!r} was already started")
-        self._thread = _LoopThread("nettest-FaultProxy")
-        try:
-            self._thread.run(self._proxy.start())
-        except BaseException:
-            self._thread.stop()
-            raise
-        return self
-
-    def close(self) -> None:
-        """Close every connection and the listener, stop the loop and join the thread."""
-        thread = self._thread
-        if thread is None:
-            return
-        try:
-            if thread.thread.is_alive():
-                thread.run(self._proxy.aclose())
-        finally:
-            thread.stop()
-
-    def __enter__(self) -> FaultProxyThread:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"<FaultProxyThread {self._proxy!r}>"
 
     # -- what it is ---------------------------------------------------------------------
 
     @property
     def proxy(self) -> FaultProxy:
         """The underlying `FaultProxy` (read it; change it through this object)."""
-        return self._proxy
+        return self._server
 
     @property
     def address(self) -> Address:
         """``(host, port)`` to hand the client."""
-        return self._proxy.address
+        return self._server.address
 
     @property
     def host(self) -> str:
         """The literal address the proxy listens on."""
-        return self._proxy.host
+        return self._server.host
 
     @property
     def port(self) -> int:
         """The port the proxy listens on."""
-        return self._proxy.port
+        return self._server.port
 
     @property
     def kind(self) -> Kind:
         """``"tcp"`` or ``"udp"``."""
-        return self._proxy.kind
+        return self._server.kind
 
     @property
     def seed(self) -> int:
         """The seed of every random choice the proxy makes."""
-        return self._proxy.seed
+        return self._server.seed
 
     @property
     def faults(self) -> tuple[Fault, ...]:
         """The faults in force, in order."""
-        return self._proxy.faults
+        return self._server.faults
 
     @property
     def traces(self) -> list[ConnectionTrace]:
         """One trace per connection (TCP) or client address (UDP), in order."""
-        return self._proxy.traces
+        return self._server.traces
 
     @property
     def closed(self) -> bool:
         """Whether the proxy has been closed."""
-        return self._proxy.closed
+        return self._server.closed
 
     @property
     def is_up(self) -> bool:
         """Whether the proxy accepts connections (see `FaultProxy.down`)."""
-        return self._proxy.is_up
+        return self._server.is_up
 
     def format_traces(self) -> str:
         """Return the seed and every connection's trace as text."""
-        return self._proxy.format_traces()
+        return self._server.format_traces()
 
     # -- changing it --------------------------------------------------------------------
 
     def add(self, fault: Fault) -> None:
         """Put *fault* in force, after those already in force (see `FaultProxy.add`)."""
-        self._on_loop(lambda: self._proxy.add(fault))
+        self._on_loop(lambda: self._server.add(fault))
 
     def remove(self, fault: Fault) -> None:
         """Take *fault* out of force (see `FaultProxy.remove`)."""
-        self._on_loop(lambda: self._proxy.remove(fault))
+        self._on_loop(lambda: self._server.remove(fault))
 
     def clear(self) -> None:
         """Take every fault out of force."""
-        self._on_loop(self._proxy.clear)
+        self._on_loop(self._server.clear)
 
     def down(self, *, refuse: bool = True) -> None:
         """Take the proxy down, as `FaultProxy.down` does, and wait until it is."""
-        self._run(self._proxy.down(refuse=refuse))
+        self._run(self._server.down(refuse=refuse))
 
     def up(self) -> None:
         """Bring the proxy back up on the same port, as `FaultProxy.up` does."""
-        self._run(self._proxy.up())
+        self._run(self._server.up())
 
     def _on_loop(self, change: Callable[[], _T]) -> _T:
         async def run() -> _T:
             return change()
 
         return self._run(run())
-
-    def _run(self, coro: typing.Coroutine[Any, Any, _T]) -> _T:
-        __tracebackhide__ = True  # what the proxy raised is the report
-        if self._thread is None:
-            coro.close()
-            raise RuntimeError(f"{self!r} is not started")
-        return self._thread.run(coro)
 
 
 # -- the fixture ---------------------------------------------------------------------------

@@ -45,7 +45,8 @@ _T = TypeVar("_T")
 _S = TypeVar("_S", bound="_StreamServer | _DatagramServer")
 _SS = TypeVar("_SS", bound="_StreamServer")
 _IP = TypeVar("_IP", bound="TCPServer | UDPServer")
-_W = TypeVar("_W", bound="_ThreadedServer[Any]")
+_X = TypeVar("_X", bound="_StartsAndCloses")
+_W = TypeVar("_W", bound="_OnLoopThread[Any]")
 
 #: Seconds to wait for the loop thread to finish after its server closed.
 _JOIN_TIMEOUT = 10.0
@@ -131,15 +132,31 @@ class _LoopThread:
             warnings.warn(f"unstopped server thread {thread.name}", ResourceWarning, stacklevel=1)
 
 
-class _ThreadedServer(Generic[_S]):
-    """A server of type `_S` running on its own loop thread."""
+class _StartsAndCloses(typing.Protocol):
+    """What runs on a loop thread: a server, or a fault proxy."""
 
-    def __init__(self, server: _S) -> None:
+    async def start(self) -> Any: ...
+
+    async def aclose(self) -> None: ...
+
+
+class _OnLoopThread(Generic[_X]):
+    """An object of type `_X` (a server, a proxy) running on its own loop thread.
+
+    `start` starts the thread and the object on it; `close` closes the object,
+    stops the loop and joins the thread.
+    """
+
+    def __init__(self, server: _X) -> None:
         self._server = server
         self._thread: _LoopThread | None = None
 
     def start(self: _W) -> _W:
-        """Start the loop thread and the server on it; return self."""
+        """Start the loop thread and start the server (or proxy) on it; return self.
+
+        Raises:
+            RuntimeError: It was already started.
+        """
         if self._thread is not None:
             raise RuntimeError(f"{self!r} was already started")
         self._thread = _LoopThread(f"nettest-{type(self._server).__name__}")
@@ -151,10 +168,10 @@ class _ThreadedServer(Generic[_S]):
         return self
 
     def close(self) -> None:
-        """Close the server, stop its loop and join its thread.
+        """Close the server (or proxy), stop its loop and join its thread.
 
         Raises:
-            HandlerError: a handler raised, or a script was not followed.
+            HandlerError: a server's handler raised, or a script was not followed.
         """
         __tracebackhide__ = True  # the handlers' errors are the report, not these frames
         thread = self._thread
@@ -176,16 +193,27 @@ class _ThreadedServer(Generic[_S]):
         return f"<{type(self).__name__} {self._server!r}>"
 
     @property
-    def server(self) -> _S:
-        """The underlying asyncio server (read its recordings; do not await on it)."""
-        return self._server
-
-    @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        """The event loop the server runs on, in its own thread."""
+        """The event loop it runs on, in its own thread."""
         if self._thread is None:
             raise RuntimeError(f"{self!r} is not started")
         return self._thread.loop
+
+    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        __tracebackhide__ = True  # what `coro` raised is the report
+        if self._thread is None:
+            coro.close()
+            raise RuntimeError(f"{self!r} is not started")
+        return self._thread.run(coro)
+
+
+class _ThreadedServer(_OnLoopThread[_S]):
+    """A server of type `_S` running on its own loop thread."""
+
+    @property
+    def server(self) -> _S:
+        """The underlying asyncio server (read its recordings; do not await on it)."""
+        return self._server
 
     @property
     def closed(self) -> bool:
@@ -195,12 +223,6 @@ class _ThreadedServer(Generic[_S]):
     def transcript(self) -> str:
         """The server's transcript (see the async server's ``transcript``)."""
         return self._server.transcript()
-
-    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
-        if self._thread is None:
-            coro.close()
-            raise RuntimeError(f"{self!r} is not started")
-        return self._thread.run(coro)
 
 
 def _timeout_here(timeout: float | None) -> float | None:
