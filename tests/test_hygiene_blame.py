@@ -800,6 +800,43 @@ def test_a_failed_tests_leaks_are_listed_with_a_late_failure_that_errors_it(
     )
 
 
+def test_a_late_failures_section_lists_ten_calls_and_counts_the_rest(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run(
+        pytester,
+        """
+        import asyncio, gc
+        import pytest
+
+        tasks = []
+
+        async def fail_later(n):
+            await asyncio.sleep(0.05)
+            raise RuntimeError(f"late failure {n}")
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_a_leaves_tasks():
+            tasks.extend(asyncio.ensure_future(fail_later(n)) for n in range(13))
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_b_runs_meanwhile():
+            await asyncio.sleep(0.2)
+            tasks.clear()
+            gc.collect()
+        """,
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_a_leaves_tasks left 13 tasks running that failed after it ended*",
+            "*- and 3 more calls to the loop's exception handler (the first 10 are shown)",
+        ]
+    )
+    report = result.stdout.str().split("ERROR at teardown")[1].split("Captured")[0]
+    assert report.count("the loop's exception handler was called") == 10
+
+
 def test_gate_lists_what_a_test_left_when_a_fixtures_teardown_fails(
     pytester: pytest.Pytester,
 ) -> None:

@@ -846,7 +846,9 @@ class _Gate(_Instruments):
                     f"{maker} left {_count(len(tasks), 'task')} running that failed after it "
                     f"ended, {when} (--nettest-leaks={mode}); {maker} is to blame, not this test:"
                 )
-                sections += [_describe_loop_error(error.context, maker) for error in tasks]
+                sections += _fewer_loop_errors(
+                    [_describe_loop_error(error.context, maker) for error in tasks]
+                )
                 sections.append(
                     '  --nettest-leaks=strict, or a nettest_leaks("strict") marker on it, fails '
                     f"{maker} itself for a task still pending as it ends."
@@ -859,7 +861,9 @@ class _Gate(_Instruments):
                     f"{when} (--nettest-leaks={mode}); {maker}, the last test that ran on "
                     "that loop, is to blame, not this test:"
                 )
-                sections += [_describe_loop_error(error.context, maker) for error in futures]
+                sections += _fewer_loop_errors(
+                    [_describe_loop_error(error.context, maker) for error in futures]
+                )
         return sections
 
     def _release(self, owner: str) -> list[str]:
