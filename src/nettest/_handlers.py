@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
+import ssl
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -184,7 +185,7 @@ class Step:
     """One step of a `script`.
 
     This type has no public constructor; make steps with `expect`,
-    `expect_line`, `read_until`, `expect_eof`, `send` and `sleep`, or end a
+    `expect_line`, `read_until`, `expect_eof`, `send`, `sleep` and `start_tls`, or end a
     script with `close`, `reset` or `hang`.
     """
 
@@ -246,6 +247,15 @@ class _Sleep(Step):
 
     def describe(self) -> str:
         return f"sleep({self.seconds!r})"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class _StartTLS(Step):
+    context: ssl.SSLContext
+    timeout: float | None
+
+    def describe(self) -> str:
+        return "start_tls(...)"
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -362,6 +372,15 @@ class Script(Handler):
                 await writer.drain()
             elif isinstance(step, _Sleep):
                 await asyncio.sleep(step.seconds)
+            elif isinstance(step, _StartTLS):
+                timeout = default_timeout() if step.timeout is _UNSET else step.timeout
+                try:
+                    await writer.start_tls(  # type: ignore[attr-defined, unused-ignore]
+                        step.context, ssl_handshake_timeout=timeout
+                    )
+                except (ssl.SSLError, ConnectionError, TimeoutError):
+                    writer.transport.abort()
+                    return
             elif isinstance(step, _End):
                 await step.handler._serve(reader, writer, conn)
                 return
@@ -370,11 +389,52 @@ class Script(Handler):
         writer.close()
 
 
+def start_tls(context: ssl.SSLContext, *, timeout: float | None = _UNSET) -> Step:
+    """Script step: upgrade the connection to TLS as its server (STARTTLS), with ``context``.
+
+    The steps after it read and send over TLS; the server's recording stays in
+    cleartext on both sides of the upgrade.  If the handshake fails (the client
+    refused the certificate, or hung up), the script ends there, as a server's
+    handshake failure does, and raises nothing: the test sees the failure from the
+    client's side.  Needs Python 3.11 (``StreamWriter.start_tls``).
+
+    Args:
+        context: the server's context (``tls_server_context``, say).
+        timeout: seconds for the handshake (> 0 and finite); nettest's default
+            timeout if not given, None for asyncio's own (60 s).
+
+    Raises:
+        TypeError: ``context`` is not an `ssl.SSLContext`, or ``timeout`` not a number.
+        ValueError: ``timeout`` out of range.
+        RuntimeError: Python 3.10, which has no ``StreamWriter.start_tls``.
+
+    Example::
+
+        script(
+            send(b"220 ready\\r\\n"),
+            expect_line(b"STARTTLS"),
+            send(b"220 go ahead\\r\\n"),
+            start_tls(tls_server_context),
+            expect_line(b"EHLO client"),
+            send(b"250 hello\\r\\n"),
+            close,
+        )
+    """
+    if not isinstance(context, ssl.SSLContext):
+        raise TypeError(f"context must be an ssl.SSLContext, got {context!r}")
+    if not hasattr(asyncio.StreamWriter, "start_tls"):
+        raise RuntimeError(
+            "handlers.start_tls needs Python 3.11 or newer (StreamWriter.start_tls); "
+            "on 3.10 serve TLS from the start with ssl="
+        )
+    return _StartTLS(context, _step_timeout(timeout))
+
+
 def script(*steps: Step | Handler) -> Script:
     """Make a handler that follows a scripted conversation, step by step.
 
-    Steps: `expect`, `expect_line`, `read_until`, `expect_eof`, `send` and
-    `sleep`; `close`, `reset` or `hang` may end the script.  A stream server runs
+    Steps: `expect`, `expect_line`, `read_until`, `expect_eof`, `send`, `sleep`
+    and `start_tls`; `close`, `reset` or `hang` may end the script.  A stream server runs
     the script on each connection and closes the connection when it ends.  When
     the client deviates, the handler raises `~nettest.ScriptMismatch`, and the server
     raises it again at teardown with a readable diff.
@@ -418,7 +478,8 @@ def script(*steps: Step | Handler) -> Script:
         else:
             raise TypeError(
                 f"step {number} must be a script step (expect, expect_line, read_until, "
-                f"expect_eof, send, sleep) or handlers.close/reset/hang; got {step!r}"
+                f"expect_eof, send, sleep, start_tls) or handlers.close/reset/hang; "
+                f"got {step!r}"
             )
     return Script(tuple(made))
 
@@ -428,7 +489,7 @@ def _step_maker(step: object) -> str | None:
 
     One passed to `script` uncalled is a mistake worth naming.
     """
-    makers = (expect, expect_line, read_until, expect_eof, send, sleep)
+    makers = (expect, expect_line, read_until, expect_eof, send, sleep, start_tls)
     return next((maker.__name__ for maker in makers if maker is step), None)
 
 

@@ -34,6 +34,7 @@ from ._handlers import script as script
 from ._handlers import send as send
 from ._handlers import sink as sink
 from ._handlers import sleep as sleep
+from ._handlers import start_tls as start_tls
 
 __all__ = [
     "DatagramProtocolFactory",
@@ -56,4 +57,5 @@ __all__ = [
     "send",
     "sink",
     "sleep",
+    "start_tls",
 ]

@@ -1,0 +1,120 @@
+"""The start_tls script step: a scripted server that upgrades a plain connection (STARTTLS)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import sys
+
+import pytest
+
+from nettest import TCPServerFactory, TCPServerThreadFactory, handlers
+
+needs_start_tls = pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="StreamWriter.start_tls is Python 3.11+"
+)
+
+
+def smtp_like(context: ssl.SSLContext) -> handlers.Script:
+    return handlers.script(
+        handlers.send(b"220 ready\r\n"),
+        handlers.expect_line(b"STARTTLS"),
+        handlers.send(b"220 go ahead\r\n"),
+        handlers.start_tls(context),
+        handlers.expect_line(b"EHLO client"),
+        handlers.send(b"250 hello\r\n"),
+        handlers.expect_eof(),
+    )
+
+
+async def upgrade_and_greet(
+    address: tuple[str, int], context: ssl.SSLContext, server_hostname: str = "localhost"
+) -> bytes:
+    reader, writer = await asyncio.open_connection(*address)
+    try:
+        assert await reader.readline() == b"220 ready\r\n"
+        writer.write(b"STARTTLS\r\n")
+        assert await reader.readline() == b"220 go ahead\r\n"
+        await writer.start_tls(  # type: ignore[attr-defined,unused-ignore]
+            context, server_hostname=server_hostname
+        )
+        writer.write(b"EHLO client\r\n")
+        return await reader.readline()  # then close_notify: the script's expect_eof
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except (ssl.SSLError, ConnectionError):
+            pass
+
+
+@needs_start_tls
+@pytest.mark.asyncio
+async def test_a_script_upgrades_to_tls_and_records_in_cleartext(
+    tcp_server: TCPServerFactory,
+    tls_server_context: ssl.SSLContext,
+    tls_client_context: ssl.SSLContext,
+) -> None:
+    server = await tcp_server(smtp_like(tls_server_context))
+    assert await upgrade_and_greet(server.address, tls_client_context) == b"250 hello\r\n"
+    (conn,) = await server.wait_for_connections(1)
+    await conn.wait_closed()
+    assert conn.received == b"STARTTLS\r\nEHLO client\r\n"
+    assert conn.sent == b"220 ready\r\n220 go ahead\r\n250 hello\r\n"
+
+
+@needs_start_tls
+@pytest.mark.asyncio
+async def test_a_refused_upgrade_ends_the_script_quietly(
+    tcp_server: TCPServerFactory,
+    tls_server_context: ssl.SSLContext,
+    tls_client_context: ssl.SSLContext,
+) -> None:
+    # The client rejects the certificate for the wrong name: the failure is the
+    # client's to see; the script stops there and the server raises nothing.
+    server = await tcp_server(smtp_like(tls_server_context))
+    with pytest.raises(ssl.SSLCertVerificationError) as refused:
+        await upgrade_and_greet(server.address, tls_client_context, "wrong.test")
+    assert refused.value.verify_code == 62  # X509_V_ERR_HOSTNAME_MISMATCH
+    (conn,) = await server.wait_for_connections(1)
+    await conn.wait_closed()
+    assert conn.received == b"STARTTLS\r\n"
+
+
+@needs_start_tls
+def test_a_thread_server_upgrades_a_blocking_client(
+    tcp_server_thread: TCPServerThreadFactory,
+    tls_server_context: ssl.SSLContext,
+    tls_client_context: ssl.SSLContext,
+) -> None:
+    server = tcp_server_thread(smtp_like(tls_server_context))
+    with socket.create_connection(server.address, timeout=5) as plain:
+        greeting = plain.makefile("rb")
+        assert greeting.readline() == b"220 ready\r\n"
+        plain.sendall(b"STARTTLS\r\n")
+        assert greeting.readline() == b"220 go ahead\r\n"
+        greeting.close()
+        with tls_client_context.wrap_socket(plain, server_hostname="localhost") as tls:
+            tls.sendall(b"EHLO client\r\n")
+            assert tls.recv(100) == b"250 hello\r\n"
+            tls.unwrap()
+    assert server.wait_for_bytes(b"EHLO client\r\n") == b"STARTTLS\r\nEHLO client\r\n"
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 11), reason="StreamWriter.start_tls is there")
+def test_start_tls_needs_python_3_11(tls_server_context: ssl.SSLContext) -> None:
+    with pytest.raises(RuntimeError, match=r"needs Python 3\.11 or newer"):
+        handlers.start_tls(tls_server_context)
+
+
+@needs_start_tls
+def test_start_tls_checks_its_arguments(tls_server_context: ssl.SSLContext) -> None:
+    with pytest.raises(TypeError, match=r"context must be an ssl\.SSLContext, got None"):
+        handlers.start_tls(None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout"):
+        handlers.start_tls(tls_server_context, timeout=-1)
+    with pytest.raises(TypeError, match=r"handlers.start_tls itself, which makes a step"):
+        handlers.script(handlers.start_tls)  # type: ignore[arg-type]
+    step = handlers.start_tls(tls_server_context)
+    assert "start_tls(...)" in repr(handlers.script(step, handlers.close))
