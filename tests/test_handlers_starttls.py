@@ -9,7 +9,13 @@ import sys
 
 import pytest
 
-from nettest import TCPServerFactory, TCPServerThreadFactory, handlers
+from nettest import (
+    HandlerError,
+    TCPServer,
+    TCPServerFactory,
+    TCPServerThreadFactory,
+    handlers,
+)
 
 needs_start_tls = pytest.mark.skipif(
     sys.version_info < (3, 11), reason="StreamWriter.start_tls is Python 3.11+"
@@ -118,3 +124,52 @@ def test_start_tls_checks_its_arguments(tls_server_context: ssl.SSLContext) -> N
         handlers.script(handlers.start_tls)  # type: ignore[arg-type]
     step = handlers.start_tls(tls_server_context)
     assert "start_tls(...)" in repr(handlers.script(step, handlers.close))
+
+
+@needs_start_tls
+@pytest.mark.asyncio
+async def test_plaintext_sent_before_the_handshake_is_a_mismatch(
+    tcp_server: TCPServerFactory,
+    tls_server_context: ssl.SSLContext,
+    tls_client_context: ssl.SSLContext,
+) -> None:
+    # A client that pipelines a command after STARTTLS, in the clear: a server that
+    # read it as TLS input would be open to injection (CVE-2011-0411).
+    server = TCPServer(smtp_like(tls_server_context))
+    await server.start()
+    try:
+        reader, writer = await asyncio.open_connection(*server.address)
+        assert await reader.readline() == b"220 ready\r\n"
+        writer.write(b"STARTTLS\r\nEHLO client\r\n")
+        assert await reader.readline() == b"220 go ahead\r\n"
+        writer.close()
+        await writer.wait_closed()
+        (conn,) = await server.wait_for_connections(1)
+        await conn.wait_closed()
+    finally:
+        with pytest.raises(HandlerError) as failed:
+            await server.aclose()
+    message = str(failed.value)
+    assert "script step 4 of 7, start_tls(...): the client sent b'EHLO client\\r\\n'" in message
+    assert "in the clear before its TLS handshake" in message
+
+
+@needs_start_tls
+@pytest.mark.asyncio
+async def test_a_server_closing_during_the_handshake_ends_the_script_quietly(
+    tls_server_context: ssl.SSLContext,
+) -> None:
+    server = TCPServer(smtp_like(tls_server_context))
+    await server.start()
+    reader, writer = await asyncio.open_connection(*server.address)
+    try:
+        assert await reader.readline() == b"220 ready\r\n"
+        writer.write(b"STARTTLS\r\n")
+        assert await reader.readline() == b"220 go ahead\r\n"
+        await server.wait_for_connections(1)
+        await server.aclose()  # the step still waits for the client's handshake: no error
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    (conn,) = server.connections
+    assert conn.received == b"STARTTLS\r\n"

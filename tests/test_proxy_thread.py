@@ -163,3 +163,16 @@ def test_a_thread_proxy_left_running_is_reported_and_closed(
     out = result.stdout.str()
     assert "open FaultProxy tcp 127.0.0.1:" in out
     assert "ResourceWarning" not in out
+
+
+def test_a_closed_thread_server_or_proxy_refuses_calls_plainly(
+    tcp_server_thread: TCPServerThreadFactory,
+) -> None:
+    server = tcp_server_thread(handlers.echo)
+    proxy = FaultProxyThread(server).start()
+    proxy.close()
+    server.close()
+    with pytest.raises(RuntimeError, match=r"<FaultProxyThread .*> is closed"):
+        proxy.add(Reset())
+    with pytest.raises(RuntimeError, match=r"<TCPServerThread .*> is closed"):
+        server.wait_for_connections(1)

@@ -373,13 +373,7 @@ class Script(Handler):
             elif isinstance(step, _Sleep):
                 await asyncio.sleep(step.seconds)
             elif isinstance(step, _StartTLS):
-                timeout = default_timeout() if step.timeout is _UNSET else step.timeout
-                try:
-                    await writer.start_tls(  # type: ignore[attr-defined, unused-ignore]
-                        step.context, ssl_handshake_timeout=timeout
-                    )
-                except (ssl.SSLError, ConnectionError, TimeoutError):
-                    writer.transport.abort()
+                if not await _start_tls(step, where, reader, writer, conn):
                     return
             elif isinstance(step, _End):
                 await step.handler._serve(reader, writer, conn)
@@ -396,7 +390,9 @@ def start_tls(context: ssl.SSLContext, *, timeout: float | None = _UNSET) -> Ste
     cleartext on both sides of the upgrade.  If the handshake fails (the client
     refused the certificate, or hung up), the script ends there, as a server's
     handshake failure does, and raises nothing: the test sees the failure from the
-    client's side.  Needs Python 3.11 (``StreamWriter.start_tls``).
+    client's side.  Bytes the client sent in the clear after the command and
+    before its handshake are a `~nettest.ScriptMismatch` (read as TLS input they would be
+    injected).  Needs Python 3.11 (``StreamWriter.start_tls``).
 
     Args:
         context: the server's context (``tls_server_context``, say).
@@ -482,6 +478,49 @@ def script(*steps: Step | Handler) -> Script:
                 f"got {step!r}"
             )
     return Script(tuple(made))
+
+
+async def _start_tls(
+    step: _StartTLS,
+    where: str,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    conn: Connection,
+) -> bool:
+    """Upgrade the connection to TLS; return whether the handshake succeeded.
+
+    Bytes the client sent in the clear after the command and before its
+    handshake are a mismatch: a server that read them as if they had come over
+    TLS would be open to command injection (CVE-2011-0411), so a client must
+    wait.  A handshake that fails, or that the server's closing cuts short,
+    ends the script quietly.
+    """
+    buffered = bytes(getattr(reader, "_buffer", b""))
+    if buffered:
+        raise ScriptMismatch(
+            f"{where}: the client sent {show(buffered, 64)} in the clear before its TLS "
+            "handshake; a client must wait for the handshake to send more (read as TLS "
+            f"input, it would be injected){_so_far(conn)}"
+        )
+    timeout = default_timeout() if step.timeout is _UNSET else step.timeout
+    plain = writer.transport
+    try:
+        await writer.start_tls(  # type: ignore[attr-defined, unused-ignore]
+            step.context, ssl_handshake_timeout=timeout
+        )
+    except (ssl.SSLError, ConnectionError, TimeoutError):
+        writer.transport.abort()
+        return False
+    except AttributeError:
+        # The server closed the connection during the handshake: asyncio's
+        # start_tls() then has no transport to hand on, gives the writer None,
+        # and says so this way.  The writer gets its closed transport back, or
+        # its finaliser would fail on None.
+        if getattr(writer, "_transport", None) is not None or not plain.is_closing():
+            raise
+        writer._transport = plain  # type: ignore[attr-defined]
+        return False
+    return True
 
 
 def _step_maker(step: object) -> str | None:

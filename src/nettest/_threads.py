@@ -201,10 +201,12 @@ class _OnLoopThread(Generic[_X]):
 
     def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
         __tracebackhide__ = True  # what `coro` raised is the report
-        if self._thread is None:
-            coro.close()
-            raise RuntimeError(f"{self!r} is not started")
-        return self._thread.run(coro)
+        thread = self._thread
+        if thread is None or not thread.thread.is_alive() or thread.loop.is_closed():
+            coro.close()  # never awaited: no "never awaited" warning in a later test
+            state = "not started" if thread is None else "closed"
+            raise RuntimeError(f"{self!r} is {state}")
+        return thread.run(coro)
 
 
 class _ThreadedServer(_OnLoopThread[_S]):
