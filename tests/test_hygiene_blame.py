@@ -837,6 +837,45 @@ def test_a_late_failures_section_lists_ten_calls_and_counts_the_rest(
     assert report.count("the loop's exception handler was called") == 10
 
 
+@pytest.mark.uvloop
+@pytest.mark.skipif(not WRITER_DEL_CLOSES, reason="no StreamWriter.__del__ before 3.11.5")
+def test_gate_strict_reports_a_dropped_writer_over_a_uvloop_transport(
+    pytester: pytest.Pytester,
+) -> None:
+    # No Python socket is under a uvloop transport: the writer is still reported.
+    pytest.importorskip("uvloop")
+    result = run(
+        pytester,
+        """
+        import asyncio, gc
+        import uvloop
+        from nettest import TCPServerThread, handlers
+
+        def test_drops_a_writer():
+            with TCPServerThread(handlers.echo) as server:
+                async def main():
+                    reader, writer = await asyncio.open_connection(*server.address)
+                    writer.write(b"x")
+                    assert await reader.readexactly(1) == b"x"
+                    del reader, writer
+                    gc.collect()
+
+                uvloop.run(main())
+        """,
+        "--nettest-leaks=strict",
+        *FILTERS,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_drops_a_writer left 1 thing behind (--nettest-leaks=strict):",
+            "*- StreamWriter over <TCPTransport * dropped without close(), created outside "
+            "Python's socket module (no stack known)",
+        ]
+    )
+
+
 def test_gate_lists_what_a_test_left_when_a_fixtures_teardown_fails(
     pytester: pytest.Pytester,
 ) -> None:

@@ -650,7 +650,9 @@ class _Gate(_Instruments):
         if mode == "strict" and leaks:
             leaks += self._release_uvloop_handles(fds_before)
         undecided = self.undecided_writers.pop(owner, [])
-        if failed or leaks:  # listed with the rest; else warned as StreamWriter.__del__ would
+        # Listed with the rest, and always in strict mode (on uvloop no Python
+        # socket is under a writer); else warned, as StreamWriter.__del__ would.
+        if failed or leaks or mode == "strict":
             leaks += [line for line, _ in undecided]
         header = (
             f"{owner} left {len(leaks)} thing{'s' if len(leaks) != 1 else ''} behind "
