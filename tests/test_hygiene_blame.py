@@ -876,6 +876,45 @@ def test_gate_strict_reports_a_dropped_writer_over_a_uvloop_transport(
     )
 
 
+def test_gate_closes_a_failed_synchronous_tests_connection_on_asyncio_runs_loop(
+    pytester: pytest.Pytester,
+) -> None:
+    # asyncio.run() makes a loop the gate never watched: a failed test's
+    # connection left on it is closed and listed all the same.
+    result = run(
+        pytester,
+        """
+        import asyncio, gc
+        from nettest import handlers
+
+        held = []
+
+        def test_fails_after_asyncio_run(tcp_server_thread):
+            server = tcp_server_thread(handlers.echo)
+
+            async def main():
+                held.append(await asyncio.open_connection(*server.address))
+
+            asyncio.run(main())
+            assert False, "failed"
+
+        def test_after():
+            held.clear()
+            gc.collect()
+        """,
+        *FILTERS,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_fails_after_asyncio_run left 1 thing behind (--nettest-leaks=own):",
+            "*- <_SelectorSocketTransport fd=*> open when its event loop closed (own mode*",
+        ]
+    )
+    assert "ResourceWarning" not in result.stdout.str()
+
+
 def test_gate_lists_what_a_test_left_when_a_fixtures_teardown_fails(
     pytester: pytest.Pytester,
 ) -> None:

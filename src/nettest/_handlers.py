@@ -388,10 +388,11 @@ def start_tls(context: ssl.SSLContext, *, timeout: float | None = _UNSET) -> Ste
 
     The steps after it read and send over TLS; the server's recording stays in
     cleartext on both sides of the upgrade.  If the handshake fails (the client
-    refused the certificate, or hung up), the script ends there, as a server's
-    handshake failure does, and raises nothing: the test sees the failure from the
-    client's side.  Bytes the client sent in the clear after the command and
-    before its handshake are a `~nettest.ScriptMismatch` (read as TLS input they would be
+    refused the certificate, or hung up), the script ends there and raises
+    nothing: the test sees the failure from the client's side (it is no
+    ``handshake_failures`` entry, which is for servers made with ``ssl=``).
+    Bytes the client sent in the clear after the command and before its
+    handshake are a `~nettest.ScriptMismatch` (read as TLS input they would be
     injected).  Needs Python 3.11 (``StreamWriter.start_tls``).
 
     Args:

@@ -87,6 +87,7 @@ from ._hygiene_instruments import (
     _LastTest,
     _policy_loop_fds,
     cancelled_by_gate,
+    close_after_their_loop,
     close_dropped_writer,
     close_transports_over,
     close_uvloop_handles_over,
@@ -472,6 +473,9 @@ class _Gate(_Instruments):
             self._bookkeeping_failed("StreamWriter", error)
         return False
 
+    def _unwatched(self, loop: object) -> bool:
+        return loop not in self.instrumented
+
     def _untracked(self, owner: str) -> str:
         """What a report item says of a connection the gate closed and does not track."""
         if owner == self.strict_owner:
@@ -674,25 +678,37 @@ class _Gate(_Instruments):
         """Close the connections a failed test left open on its loops, closed now; list them.
 
         Its traceback keeps them alive: freed later, each transport would warn
-        "unclosed transport" in whichever test runs then.  Those over sockets that
+        "unclosed transport" in whichever test runs then.  Its loops are those it
+        last made a task on, and any closed one the gate never watched (one a
+        synchronous test ran with `asyncio.run`).  Those over sockets that
         strict mode tracks are left to `_find` and `_release`, which say where they
         were made: these are the rest, real connections in own mode.  Only a
         failed test's: a passing test's connections are not own mode's business.
         """
         try:
             loops = [loop for loop, last in _items(self.loop_tests) if last.name == owner]
-            transports = [
+            # And those of loops the gate never watched (asyncio.run's in a
+            # synchronous test): the failed test's, most likely.
+            found = open_transports_on_closed(loops, self._unwatched)
+            over_sockets = [
                 transport
-                for transport in open_transports_on_closed(loops)
-                if self._entry_of(transport._sock) is None  # type: ignore[attr-defined]
+                for transport in found
+                if hasattr(transport, "_sock") and self._entry_of(transport._sock) is None
             ]
-            if not transports:
-                return []
-            items = [
+            # A TLS transport over an open socket closes with it (here, or in
+            # strict mode's release), and is not listed: only those whose own
+            # socket transport has let go of its socket are.
+            tls_alone = [
+                transport
+                for transport in found
+                if not hasattr(transport, "_sock") and not _over_an_open_socket(transport)
+            ]
+            items = [  # described as found, before they are closed
                 f"  - {transport!r} open when its event loop closed{self._untracked(owner)}"
-                for transport in transports
+                for transport in over_sockets + tls_alone
             ]
-            close_transports_over([transport._sock for transport in transports])  # type: ignore[attr-defined]
+            close_transports_over([transport._sock for transport in over_sockets])
+            close_after_their_loop(tls_alone)
             return items
         except Exception as error:
             return [
@@ -966,6 +982,13 @@ def _items(mapping: Mapping[_K, _V]) -> list[tuple[_K, _V]]:
             return list(mapping.items())
         except RuntimeError:
             continue
+
+
+def _over_an_open_socket(tls: object) -> bool:
+    """Whether the socket transport under a TLS transport still holds an open socket."""
+    under = getattr(getattr(tls, "_ssl_protocol", None), "_transport", None)
+    sock = getattr(under, "_sock", None)
+    return isinstance(sock, socket.socket) and sock.fileno() != -1
 
 
 def _fewer_loop_errors(leaks: list[str]) -> list[str]:

@@ -689,24 +689,47 @@ def _transports_over(sockets: Sequence[socket.socket]) -> list[asyncio.BaseTrans
 
 
 def open_transports_on_closed(
-    loops: Sequence[asyncio.AbstractEventLoop],
+    loops: Sequence[asyncio.AbstractEventLoop], unwatched: Callable[[object], bool]
 ) -> list[asyncio.BaseTransport]:
-    """The socket transports on `loops`, all closed, that still hold an open socket.
+    """The transports on closed loops still open: they will warn as they are freed.
 
-    Nothing closes them now: each warns "unclosed transport" when the garbage
-    collector frees it, in whatever test runs then.  Found by one scan of the heap.
+    Socket transports that hold an open socket, and TLS transports never closed
+    (the one under them may be: the peer closed it), on `loops` and on any loop
+    for which `unwatched` is true (one the gate never watched: ``asyncio.run``'s,
+    say).  Nothing closes them now: each warns "unclosed transport" when the
+    garbage collector frees it, in whatever test runs then.  Found by one scan of
+    the heap.
     """
     wanted = {id(loop) for loop in loops if loop.is_closed()}
     found = []
     for obj in gc.get_objects():
+        if not isinstance(obj, asyncio.BaseTransport):
+            continue
+        loop = getattr(obj, "_loop", None)
+        sock = getattr(obj, "_sock", None)
+        still_open = (isinstance(sock, socket.socket) and sock.fileno() != -1) or (
+            isinstance(obj, asyncio.sslproto._SSLProtocolTransport) and not obj.is_closing()
+        )
         if (
-            isinstance(obj, asyncio.BaseTransport)
-            and id(getattr(obj, "_loop", None)) in wanted
-            and isinstance(getattr(obj, "_sock", None), socket.socket)
-            and obj._sock.fileno() != -1  # type: ignore[attr-defined]
+            still_open
+            and isinstance(loop, asyncio.AbstractEventLoop)
+            and (id(loop) in wanted or (loop.is_closed() and unwatched(loop)))
         ):
             found.append(obj)
     return found
+
+
+def close_after_their_loop(transports: Sequence[asyncio.BaseTransport]) -> None:
+    """Leave `transports`, on closed loops, closed (see `close_transports_after_their_loop`).
+
+    For TLS transports whose own socket transport has closed already (the peer
+    closed it): only the mark is missing, or each warns "unclosed transport".
+    """
+    from ._server_base import close_transports_after_their_loop  # a cycle
+
+    for transport in transports:
+        with contextlib.suppress(Exception):
+            close_transports_after_their_loop([transport])
 
 
 def _pending(task: asyncio.Future[Any]) -> bool:

@@ -19,6 +19,7 @@ and bind the socket, which is of the family's ``_socket_type``.
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import contextlib
 import functools
 import importlib
@@ -151,14 +152,20 @@ def close_transports_after_their_loop(transports: Sequence[asyncio.BaseTransport
     when collected while they hold one (``_SelectorTransport.__del__``).
     """
     sock = transports[0].get_extra_info("socket")
-    # asyncio hands out a TransportSocket wrapper, which cannot close.
-    with contextlib.suppress(OSError):
-        getattr(sock, "_sock", sock).close()
+    # asyncio hands out a TransportSocket wrapper, which cannot close; a TLS
+    # transport whose own socket transport has closed hands out None.
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            getattr(sock, "_sock", sock).close()
     for transport in transports:
         with contextlib.suppress(Exception):
             typing.cast("asyncio.WriteTransport", transport).abort()
         if getattr(transport, "_sock", None) is not None:
             transport._sock = None  # type: ignore[attr-defined]
+        if isinstance(transport, asyncio.sslproto._SSLProtocolTransport):
+            # Python 3.10's abort() marks it closed only after the call that
+            # fails on a closed loop: it would warn "unclosed transport".
+            transport._closed = True
 
 
 def _loop_thread_call(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
