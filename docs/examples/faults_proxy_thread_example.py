@@ -9,12 +9,11 @@ from nettest.faults import Reset, Truncate
 
 
 def fetch(address, request):
-    """A blocking client: send the request, half-close, read the reply to EOF."""
+    """A blocking client of an echo service: send, read as many bytes back (or to EOF)."""
     with socket.create_connection(address, timeout=5) as sock:
         sock.sendall(request)
-        sock.shutdown(socket.SHUT_WR)
         reply = b""
-        while chunk := sock.recv(4096):
+        while len(reply) < len(request) and (chunk := sock.recv(4096)):
             reply += chunk
         return reply
 
@@ -30,7 +29,8 @@ def test_faults_changed_during_the_test(tcp_server_thread, fault_proxy_thread):
     server = tcp_server_thread(handlers.echo)
     proxy = fault_proxy_thread(server)
     assert fetch(proxy.address, b"ping") == b"ping"
-    proxy.add(Reset())  # in force for the next byte when add() returns
+    # In force when add() returns: the reply is cut by a reset after two bytes.
+    proxy.add(Reset(after_bytes=2))
     with pytest.raises(ConnectionResetError):
         fetch(proxy.address, b"ping")
     proxy.clear()
