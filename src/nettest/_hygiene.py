@@ -93,8 +93,10 @@ from ._hygiene_instruments import (
     close_uvloop_handles_over,
     open_socket_fds,
     open_transports_on_closed,
+    socket_transport_under,
 )
 from ._hygiene_report import (
+    LOOP_ERROR_ITEM,
     _BookkeepingError,
     _count,
     _creation_stack,
@@ -142,7 +144,6 @@ LeakError.__module__ = "nettest"
 
 #: How many of a test's calls to the loop's exception handler its report lists.
 LOOP_ERRORS_SHOWN = 10
-_LOOP_ERROR = "  - the loop's exception handler was called"
 
 
 @dataclass
@@ -183,12 +184,9 @@ class _Gate(_Instruments):
     #: Strict mode: what a loop that closes its own handles (uvloop's) still had
     #: open as it closed, by owner, as report items (`note_sockets_closing_with`).
     closed_with_loop: dict[str, list[str]] = field(default_factory=dict)
-    #: What the gate closed for a failed test before its check and tracks in no
-    #: entry (a real connection's StreamWriter in own mode), by owner, as report items.
-    closed_untracked: dict[str, list[str]] = field(default_factory=dict)
-    #: Real connections' StreamWriters (own mode) that a test dropped as it ran,
-    #: closed quietly: each a report item if the test fails, and the
-    #: ResourceWarning held back from ``StreamWriter.__del__`` if it passes.
+    #: Real connections' StreamWriters (own mode) that a test dropped before its
+    #: check, closed quietly: each a report item if the test failed, and the
+    #: ResourceWarning held back from ``StreamWriter.__del__`` if it passed.
     undecided_writers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     instrumented: weakref.WeakSet[asyncio.AbstractEventLoop] = field(
         default_factory=weakref.WeakSet
@@ -455,17 +453,16 @@ class _Gate(_Instruments):
             # check's own collection reports the warning, or leaves it to the
             # socket that the gate reports.
             if owner is not None and (failed or owner != self.checking):
-                line = f"  - StreamWriter over {current!r} dropped without close()"
-                if not failed:
-                    # Freed as its test runs, which may yet fail (the timeout's
-                    # exception unwinding it): its check lists it if the test
-                    # failed, and gives the warning held back here if it passed.
+                if owner in self.running:
+                    # Its check is still to come (and the test may yet fail: the
+                    # timeout's exception unwinding it): it lists the writer if
+                    # the test failed, and gives the warning held back here if not.
                     self.undecided_writers.setdefault(owner, []).append(
-                        (line + self._untracked(owner), f"unclosed {writer!r}")
-                    )
-                elif owner in self.running:  # its check is still to come
-                    self.closed_untracked.setdefault(owner, []).append(
-                        line + self._untracked(owner)
+                        (
+                            f"  - StreamWriter over {current!r} dropped without close()"
+                            f"{self._untracked(owner)}",
+                            f"unclosed {writer!r}",
+                        )
                     )
                 close_dropped_writer(writer)
                 return True
@@ -560,7 +557,6 @@ class _Gate(_Instruments):
         self.running.discard(owner)
         self.ended_last = owner
         self.closed_with_loop.pop(owner, None)
-        self.closed_untracked.pop(owner, None)
         self.undecided_writers.pop(owner, None)
         if self.strict_owner == owner:
             self.strict_owner = None
@@ -832,7 +828,6 @@ class _Gate(_Instruments):
                     what = f"open socket (fd {fd}, inode {inode}){_socket_names(fd)}"
                     leaks.append(_describe(what, None))
             leaks += self.closed_with_loop.get(owner, [])
-        leaks += self.closed_untracked.get(owner, [])
         leaks += [
             _describe(f"{label} dropped while open", item)
             for item, label in gone.items()
@@ -986,8 +981,7 @@ def _items(mapping: Mapping[_K, _V]) -> list[tuple[_K, _V]]:
 
 def _over_an_open_socket(tls: object) -> bool:
     """Whether the socket transport under a TLS transport still holds an open socket."""
-    under = getattr(getattr(tls, "_ssl_protocol", None), "_transport", None)
-    sock = getattr(under, "_sock", None)
+    sock = getattr(socket_transport_under(tls), "_sock", None)
     return isinstance(sock, socket.socket) and sock.fileno() != -1
 
 
@@ -999,7 +993,7 @@ def _fewer_loop_errors(leaks: list[str]) -> list[str]:
     """
     shown, calls = [], 0
     for leak in leaks:
-        if leak.startswith(_LOOP_ERROR):
+        if leak.startswith(LOOP_ERROR_ITEM):
             calls += 1
             if calls > LOOP_ERRORS_SHOWN:
                 continue
@@ -1170,7 +1164,8 @@ def writer_dropped(writer: asyncio.StreamWriter, transport: object = None) -> bo
 
     If its transport is still open, the gate reports `transport` (by default the
     writer's) as dropped without ``close()``, against the test that made it.
-    Returns whether the gate closed it quietly (its test failed already), in
-    which case ``__del__`` must not warn.  Never raises.
+    Returns whether the gate closed it quietly (to report it itself, or because
+    its test failed already), in which case ``__del__`` must not warn.  Never
+    raises.
     """
     return GATE.writer_dropped(writer, transport)

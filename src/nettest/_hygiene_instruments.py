@@ -36,8 +36,8 @@ program.
 
 Every session wraps ``asyncio.StreamWriter.__del__`` (`watch_writers`): Python
 >= 3.11.5 closes a dropped writer's transport there and only warns.  The wrapper
-tells the gate of the writer, which reports it against its socket in strict mode,
-and closes it without the warning when a failed test dropped it.
+tells the gate of the writer, which closes it without the warning when its test's
+check will report it, or its test failed already (see `_Gate.writer_dropped`).
 
 With ``--nettest-leaks=strict`` they are installed for the whole session; a test
 that a ``nettest_leaks("strict")`` marker makes strict gets the same ones from
@@ -483,8 +483,8 @@ class _Instruments:
         """Wrap ``asyncio.StreamWriter.__del__`` (Python >= 3.11.5): see `writer_dropped`.
 
         A writer dropped without ``close()`` is then reported against its socket
-        (strict mode), and one that a failed test dropped is closed without the
-        ResourceWarning that would fail it a second time (every mode).
+        (strict mode), and one that its test's check reports, or that a failed
+        test dropped, is closed without the ResourceWarning (every mode).
         """
         original_del = getattr(asyncio.StreamWriter, "__del__", None)
         if original_del is None or original_del is self.writer_watcher:
@@ -492,7 +492,7 @@ class _Instruments:
         gate = self
 
         def __del__(writer: asyncio.StreamWriter, *args: Any, **kwargs: Any) -> None:
-            if not gate.writer_dropped(writer):  # closed quietly if its test failed
+            if not gate.writer_dropped(writer):  # unless the gate closed it quietly
                 original_del(writer, *args, **kwargs)
 
         # Named as the original (and __wrapped__ set): a warning it raises is
@@ -754,11 +754,17 @@ def _policy_loop_fds() -> set[int]:
     return fds
 
 
-def close_dropped_writer(writer: asyncio.StreamWriter) -> None:
-    """Close a writer being finalised whose test failed already, without a warning.
+def socket_transport_under(transport: object) -> asyncio.BaseTransport | None:
+    """The socket transport under a TLS transport (None for any other)."""
+    return getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
 
-    Its test's check lists it under that failure, and ``StreamWriter.__del__``'s
-    ResourceWarning would fail the test a second time.  On a closed loop nothing
+
+def close_dropped_writer(writer: asyncio.StreamWriter) -> None:
+    """Close a writer being finalised, without a warning: the gate reports it.
+
+    Its test's check lists it (under its failure, if it failed), and
+    ``StreamWriter.__del__``'s ResourceWarning would fail the test first, or a
+    second time.  On a closed loop nothing
     can close the transport: the socket under a real connection is closed, and its
     transports left closed (`close_transports_after_their_loop`), or the transport
     would warn "unclosed transport" as it is freed next.  Never raises.
@@ -772,7 +778,7 @@ def close_dropped_writer(writer: asyncio.StreamWriter) -> None:
             return
         transport = writer.transport
         # Over TLS, the transport that owns the socket is under the writer's.
-        under = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
+        under = socket_transport_under(transport)
         stack = [transport] if under is None else [under, transport]
         if isinstance(getattr(stack[0], "_sock", None), socket.socket):
             close_transports_after_their_loop(stack)

@@ -400,10 +400,14 @@ def _format_stack(stack: _Stack) -> str:
     return "\n".join("    " + line for line in lines.splitlines())
 
 
+#: How a report item about a call to the loop's exception handler begins.
+LOOP_ERROR_ITEM = "  - the loop's exception handler was called"
+
+
 def _describe_loop_error(context: dict[str, object], maker: str | _Unseen | None) -> str:
     message = context.get("message", "unhandled error in the event loop")
     exception = context.get("exception")
-    text = f"  - the loop's exception handler was called: {message}"
+    text = f"{LOOP_ERROR_ITEM}: {message}"
     if isinstance(exception, BaseException):
         text += f"\n    {type(exception).__name__}: {exception}"
     task = _task_of(context)

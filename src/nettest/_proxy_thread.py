@@ -111,11 +111,6 @@ class FaultProxyThread(_OnLoopThread[FaultProxy]):
         return self._server.traces
 
     @property
-    def closed(self) -> bool:
-        """Whether the proxy has been closed."""
-        return self._server.closed
-
-    @property
     def is_up(self) -> bool:
         """Whether the proxy accepts connections (see `FaultProxy.down`)."""
         return self._server.is_up

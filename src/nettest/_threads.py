@@ -139,6 +139,9 @@ class _StartsAndCloses(typing.Protocol):
 
     async def aclose(self) -> None: ...
 
+    @property
+    def closed(self) -> bool: ...
+
 
 class _OnLoopThread(Generic[_X]):
     """An object of type `_X` (a server, a proxy) running on its own loop thread.
@@ -193,6 +196,11 @@ class _OnLoopThread(Generic[_X]):
         return f"<{type(self).__name__} {self._server!r}>"
 
     @property
+    def closed(self) -> bool:
+        """Whether the server (or proxy) has been closed."""
+        return self._server.closed
+
+    @property
     def loop(self) -> asyncio.AbstractEventLoop:
         """The event loop it runs on, in its own thread."""
         if self._thread is None:
@@ -216,11 +224,6 @@ class _ThreadedServer(_OnLoopThread[_S]):
     def server(self) -> _S:
         """The underlying asyncio server (read its recordings; do not await on it)."""
         return self._server
-
-    @property
-    def closed(self) -> bool:
-        """Whether the server has been closed."""
-        return self._server.closed
 
     def transcript(self) -> str:
         """The server's transcript (see the async server's ``transcript``)."""
