@@ -716,6 +716,96 @@ def test_gate_closes_what_a_failed_test_left_open_in_own_mode(
     assert "ResourceWarning" not in result.stdout.str()
 
 
+@pytest.mark.parametrize("mode", ["own", "strict"])
+def test_a_failed_tests_dropped_tls_connection_is_listed_not_warned(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    # A TLS client interrupted mid-read (pytest-timeout, here an assertion while
+    # its task reads) against a server whose teardown ends the connection: its
+    # TLS transport is freed during that teardown, open.  Python 3.10 has no
+    # StreamWriter finaliser, and the TLS transport's own warned "unclosed
+    # transport", failing the test a second time; the gate closes it first, on
+    # every Python, and lists it under the failure.
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import pytest
+        from nettest import handlers
+
+        @pytest.mark.asyncio
+        async def test_interrupted(tcp_server, tls_server_context, tls_client_context):
+            server = await tcp_server(handlers.hang, ssl=tls_server_context)
+
+            async def client():
+                reader, writer = await asyncio.open_connection(
+                    *server.address, ssl=tls_client_context, server_hostname="localhost"
+                )
+                await reader.readline()
+
+            asyncio.get_running_loop().create_task(client())
+            await server.wait_for_connections(1)
+            await asyncio.sleep(0.05)
+            assert False, "interrupted"
+
+        def test_after():
+            pass
+        """,
+        f"--nettest-leaks={mode}",
+        *FILTERS,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            f"*test_interrupted left * behind (--nettest-leaks={mode}):",
+            "*(closed: a test that failed is not failed again for what it left open)",
+        ]
+    )
+    assert "ResourceWarning" not in result.stdout.str()
+
+
+def test_a_passing_tests_dropped_tls_connection_still_warns_in_own_mode(
+    pytester: pytest.Pytester,
+) -> None:
+    # Closed by the gate as it is freed (the test may yet fail), a TLS connection
+    # a passing test drops gets the warning its finaliser would have given, under
+    # the test's name: StreamWriter's on Python >= 3.11.5, the TLS transport's before.
+    result = run(
+        pytester,
+        """
+        import asyncio, gc
+        import pytest
+        from nettest import handlers
+
+        @pytest.mark.asyncio
+        async def test_drops_a_tls_connection(tcp_server, tls_server_context, tls_client_context):
+            server = await tcp_server(handlers.echo, ssl=tls_server_context)
+            reader, writer = await asyncio.open_connection(
+                *server.address, ssl=tls_client_context, server_hostname="localhost"
+            )
+            writer.write(b"x")
+            assert await reader.readexactly(1) == b"x"
+            del reader, writer
+            gc.collect()
+
+        def test_after():
+            pass
+        """,
+        *FILTERS,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    unclosed = "<StreamWriter transport=*" if WRITER_DEL_CLOSES else "transport <asyncio.sslproto*"
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_drops_a_tls_connection*",
+            f"*ResourceWarning: unclosed {unclosed}",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*left * behind*")
+
+
 @pytest.mark.skipif(not WRITER_DEL_CLOSES, reason="no StreamWriter.__del__ before 3.11.5")
 def test_a_passing_tests_dropped_real_writer_still_warns_in_own_mode(
     pytester: pytest.Pytester,

@@ -55,10 +55,11 @@ the test that dropped them.
 
 A StreamWriter dropped without ``close()`` is closed by its own ``__del__`` on
 Python >= 3.11.5, which only warns.  Memory stream pairs use a writer that tells
-the gate first (`_Gate.writer_dropped`), and so, in strict mode, does a wrapper
-round ``asyncio.StreamWriter.__del__`` for real connections.  The gate marks the
-entry of the transport (or socket), and reports it although it is closed by the
-time of the check.
+the gate first (`_Gate.writer_dropped`), and so, in every session, does a wrapper
+round ``asyncio.StreamWriter.__del__`` for real connections (before 3.11.5, round
+the TLS transport's ``__del__``, which warns the same way:
+`_Gate.tls_transport_dropped`).  The gate marks the entry of the transport (or
+socket), and reports it although it is closed by the time of the check.
 
 Strict mode's instruments are installed for the session, or by :meth:`_Gate.begin`
 for one test that a marker makes strict and removed by :meth:`_Gate.end`.
@@ -88,7 +89,7 @@ from ._hygiene_instruments import (
     _policy_loop_fds,
     cancelled_by_gate,
     close_after_their_loop,
-    close_dropped_writer,
+    close_dropped,
     close_transports_over,
     close_uvloop_handles_over,
     open_socket_fds,
@@ -230,7 +231,8 @@ class _Gate(_Instruments):
     )
     #: The wrapper round ``socket.socket.__init__`` while it is installed.
     socket_watcher: Callable[..., None] | None = None
-    #: The wrapper round ``asyncio.StreamWriter.__del__`` while it is installed.
+    #: The wrapper round ``asyncio.StreamWriter.__del__`` (before Python 3.11.5,
+    #: the TLS transport's) while it is installed.
     writer_watcher: Callable[..., None] | None = None
     #: The wrappers round ``socket.socket``'s methods that close a socket (by name)
     #: while they are installed: they mark a tracked socket closed by the program.
@@ -425,49 +427,90 @@ class _Gate(_Instruments):
         """
         try:
             current = writer.transport
-            if current.is_closing():
-                return False
-            sock = current.get_extra_info("socket")
-            # asyncio hands out a TransportSocket; the tracked socket is inside it.
-            candidates = (
+            return self._dropped(
+                current,
+                getattr(writer, "_loop", None),  # what StreamWriter.__del__ checks too
                 current if transport is None else transport,
-                getattr(sock, "_sock", sock),
+                "StreamWriter",
+                f"StreamWriter over {current!r}",
+                f"unclosed {writer!r}",
             )
-            for candidate in candidates:
-                # Freed in one collection with the writer, the transport has lost its
-                # weak references already: nettest's keep their entry themselves.
-                entry = self._entry_of(candidate) or getattr(candidate, "_gate_entry", None)
-                if isinstance(entry, _Tracked):
-                    label = repr(candidate) if isinstance(candidate, socket.socket) else entry.what
-                    entry.dropped = f"StreamWriter over {label} dropped without close()"
-                    if entry.owner in self.failed or (
-                        entry.owner in self.running and entry.owner not in self.silenced
-                    ):
-                        close_dropped_writer(writer)
-                        return True
-                    return False
-            # Tracked by no entry (a real connection in own mode): only a failed
-            # test's is the gate's business, closed quietly all the same.
-            owner, failed = self._test_of(writer)
-            # Freed by its test's check (as the gate closes what it reports): the
-            # check's own collection reports the warning, or leaves it to the
-            # socket that the gate reports.
-            if owner is not None and (failed or owner != self.checking):
-                if owner in self.running:
-                    # Its check is still to come (and the test may yet fail: the
-                    # timeout's exception unwinding it): it lists the writer if
-                    # the test failed, and gives the warning held back here if not.
-                    self.undecided_writers.setdefault(owner, []).append(
-                        (
-                            f"  - StreamWriter over {current!r} dropped without close()"
-                            f"{self._untracked(owner)}",
-                            f"unclosed {writer!r}",
-                        )
-                    )
-                close_dropped_writer(writer)
-                return True
         except Exception as error:
             self._bookkeeping_failed("StreamWriter", error)
+        return False
+
+    def tls_transport_dropped(self, transport: asyncio.BaseTransport) -> bool:
+        """Note that a TLS transport is being finalised while open (Python < 3.11.5).
+
+        Those Pythons have no ``StreamWriter.__del__``: the TLS transport's own
+        finaliser warns "unclosed transport" (a plain socket transport's stays
+        alive while its loop watches its socket).  It is decided as a dropped
+        writer is (`writer_dropped`).  Returns whether the gate closed it
+        quietly: then ``__del__`` must not run.  Never raises.
+        """
+        try:
+            under = socket_transport_under(transport)
+            return self._dropped(
+                transport,
+                getattr(transport, "_loop", None),
+                transport,
+                "TLS transport",
+                repr(transport) if under is None else f"TLS transport over {under!r}",
+                f"unclosed transport {transport!r}",
+            )
+        except Exception as error:
+            self._bookkeeping_failed("TLS transport", error)
+        return False
+
+    def _dropped(
+        self,
+        current: asyncio.BaseTransport,
+        loop: asyncio.AbstractEventLoop | None,
+        transport: object,
+        kind: str,
+        shown: str,
+        warning: str,
+    ) -> bool:
+        """Decide on `current`, an open connection being finalised: see `writer_dropped`.
+
+        `transport` is the object whose entry is marked (else the socket's under
+        it), `kind` what it is, `shown` how a report item shows it untracked,
+        `warning` the ResourceWarning held back.  Returns whether it closed
+        `current` quietly.
+        """
+        if current.is_closing():
+            return False
+        sock = current.get_extra_info("socket")
+        # asyncio hands out a TransportSocket; the tracked socket is inside it.
+        for candidate in (transport, getattr(sock, "_sock", sock)):
+            # Freed in one collection with the writer, the transport has lost its
+            # weak references already: nettest's keep their entry themselves.
+            entry = self._entry_of(candidate) or getattr(candidate, "_gate_entry", None)
+            if isinstance(entry, _Tracked):
+                label = repr(candidate) if isinstance(candidate, socket.socket) else entry.what
+                entry.dropped = f"{kind} over {label} dropped without close()"
+                if entry.owner in self.failed or (
+                    entry.owner in self.running and entry.owner not in self.silenced
+                ):
+                    close_dropped(current, loop)
+                    return True
+                return False
+        # Tracked by no entry (a real connection in own mode): only a failed
+        # test's is the gate's business, closed quietly all the same.
+        owner, failed = self._test_of(loop)
+        # Freed by its test's check (as the gate closes what it reports): the
+        # check's own collection reports the warning, or leaves it to the
+        # socket that the gate reports.
+        if owner is not None and (failed or owner != self.checking):
+            if owner in self.running:
+                # Its check is still to come (and the test may yet fail: the
+                # timeout's exception unwinding it): it lists the connection if
+                # the test failed, and gives the warning held back here if not.
+                self.undecided_writers.setdefault(owner, []).append(
+                    (f"  - {shown} dropped without close(){self._untracked(owner)}", warning)
+                )
+            close_dropped(current, loop)
+            return True
         return False
 
     def _unwatched(self, loop: object) -> bool:
@@ -479,17 +522,17 @@ class _Gate(_Instruments):
             return ", created outside Python's socket module (no stack known)"
         return " (own mode does not track it: --nettest-leaks=strict gives its stack)"
 
-    def _test_of(self, writer: asyncio.StreamWriter) -> tuple[str | None, bool]:
-        """The test an untracked `writer` is taken to be from, and whether it failed.
+    def _test_of(self, loop: asyncio.AbstractEventLoop | None) -> tuple[str | None, bool]:
+        """The test an untracked connection on `loop` is taken to be from, and whether it failed.
 
         The last test that made a task on its loop, or the test whose phase runs
         as it is freed, or between tests the one that ended last: the first of
         these that failed, else the first still running (checked in a mode but
-        ``off``), else None.  (A writer freed in one collection with its loop, by
+        ``off``), else None.  (A connection freed in one collection with its loop, by
         pytest's own garbage collection after a teardown, has lost its loop's
         entry and has no phase to run in.)
         """
-        last_test = self.loop_tests.get(getattr(writer, "_loop", None))  # type: ignore[arg-type]
+        last_test = None if loop is None else self.loop_tests.get(loop)
         current = self.owner if self.owner is not None else self.ended_last
         names = [name for name in (None if last_test is None else last_test.name, current) if name]
         for name in names:

@@ -38,6 +38,8 @@ Every session wraps ``asyncio.StreamWriter.__del__`` (`watch_writers`): Python
 >= 3.11.5 closes a dropped writer's transport there and only warns.  The wrapper
 tells the gate of the writer, which closes it without the warning when its test's
 check will report it, or its test failed already (see `_Gate.writer_dropped`).
+Older Pythons have no such finaliser; their TLS transport's, which warns the same
+way, is wrapped instead.
 
 With ``--nettest-leaks=strict`` they are installed for the whole session; a test
 that a ``nettest_leaks("strict")`` marker makes strict gets the same ones from
@@ -186,6 +188,8 @@ class _Instruments:
         def writer_dropped(
             self, writer: asyncio.StreamWriter, transport: object = None
         ) -> bool: ...
+
+        def tls_transport_dropped(self, transport: asyncio.BaseTransport) -> bool: ...
 
     # -- loops ---------------------------------------------------------------
 
@@ -484,21 +488,32 @@ class _Instruments:
 
         A writer dropped without ``close()`` is then reported against its socket
         (strict mode), and one that its test's check reports, or that a failed
-        test dropped, is closed without the ResourceWarning (every mode).
+        test dropped, is closed without the ResourceWarning (every mode).  Older
+        Pythons have no such finaliser: a dropped writer's transport stays alive
+        while its loop watches its socket, except a TLS transport, whose own
+        ``__del__`` is wrapped instead (`tls_transport_dropped`).
         """
-        original_del = getattr(asyncio.StreamWriter, "__del__", None)
+        original_del = vars(_FINALISED).get("__del__")
         if original_del is None or original_del is self.writer_watcher:
-            return  # Python < 3.11.5: a dropped writer leaves its socket open
+            return
         gate = self
 
-        def __del__(writer: asyncio.StreamWriter, *args: Any, **kwargs: Any) -> None:
-            if not gate.writer_dropped(writer):  # unless the gate closed it quietly
-                original_del(writer, *args, **kwargs)
+        if _FINALISED is asyncio.StreamWriter:
+
+            def __del__(obj: Any, *args: Any, **kwargs: Any) -> None:
+                if not gate.writer_dropped(obj):  # unless the gate closed it quietly
+                    original_del(obj, *args, **kwargs)
+
+        else:
+
+            def __del__(obj: Any, *args: Any, **kwargs: Any) -> None:
+                if not gate.tls_transport_dropped(obj):
+                    original_del(obj, *args, **kwargs)
 
         # Named as the original (and __wrapped__ set): a warning it raises is
-        # reported as raised "in StreamWriter.__del__", as without the gate.
+        # reported as raised in the original's ``__del__``, as without the gate.
         functools.update_wrapper(__del__, original_del)
-        asyncio.StreamWriter.__del__ = __del__  # type: ignore[attr-defined]
+        _FINALISED.__del__ = __del__  # type: ignore[attr-defined]
         self.writer_watcher = __del__
 
     def _watch_closing(self) -> None:
@@ -574,14 +589,13 @@ class _Instruments:
     def unwatch_writers(self) -> None:
         # Only our wrapper is removed: one installed over it stays.
         watcher = self.writer_watcher
-        installed: object = vars(asyncio.StreamWriter).get("__del__")
-        if watcher is not None and installed is watcher:
-            asyncio.StreamWriter.__del__ = watcher.__wrapped__  # type: ignore[attr-defined]
+        if watcher is not None and vars(_FINALISED).get("__del__") is watcher:
+            _FINALISED.__del__ = vars(watcher)["__wrapped__"]  # type: ignore[attr-defined]
         self.writer_watcher = None
 
     def watching_writers(self) -> bool:
         watcher = self.writer_watcher
-        return watcher is not None and vars(asyncio.StreamWriter).get("__del__") is watcher
+        return watcher is not None and vars(_FINALISED).get("__del__") is watcher
 
     def _watching_sockets(self) -> bool:
         return self.socket_watcher is not None and socket.socket.__init__ is self.socket_watcher
@@ -759,24 +773,24 @@ def socket_transport_under(transport: object) -> asyncio.BaseTransport | None:
     return getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
 
 
-def close_dropped_writer(writer: asyncio.StreamWriter) -> None:
-    """Close a writer being finalised, without a warning: the gate reports it.
+def close_dropped(
+    transport: asyncio.BaseTransport, loop: asyncio.AbstractEventLoop | None
+) -> None:
+    """Close a connection being finalised (a writer's transport), without a warning.
 
-    Its test's check lists it (under its failure, if it failed), and
-    ``StreamWriter.__del__``'s ResourceWarning would fail the test first, or a
-    second time.  On a closed loop nothing
-    can close the transport: the socket under a real connection is closed, and its
-    transports left closed (`close_transports_after_their_loop`), or the transport
-    would warn "unclosed transport" as it is freed next.  Never raises.
+    Its test's check lists it (under its failure, if it failed), and the
+    finaliser's ResourceWarning would fail the test first, or a second time.  On
+    a closed `loop` nothing can close the transport: the socket under a real
+    connection is closed, and its transports left closed
+    (`close_transports_after_their_loop`), or the transport would warn
+    "unclosed transport" as it is freed next.  Never raises.
     """
     from ._server_base import close_transports_after_their_loop  # a cycle
 
     with contextlib.suppress(Exception):
-        loop = getattr(writer, "_loop", None)  # what StreamWriter.__del__ checks too
         if loop is not None and not loop.is_closed():
-            writer.transport.close()
+            transport.close()
             return
-        transport = writer.transport
         # Over TLS, the transport that owns the socket is under the writer's.
         under = socket_transport_under(transport)
         stack = [transport] if under is None else [under, transport]
@@ -857,6 +871,13 @@ _CLOSING_CODES = frozenset(
 )
 #: The code of the method that makes an ``asyncio.start_server`` connection's task.
 _CONNECTION_MADE = asyncio.StreamReaderProtocol.connection_made.__code__
+#: The class whose finaliser closes a dropped connection and warns (`watch_writers`):
+#: StreamWriter's from Python 3.11.5, the TLS transport's before.
+_FINALISED: type = (
+    asyncio.StreamWriter
+    if "__del__" in vars(asyncio.StreamWriter)
+    else asyncio.sslproto._SSLProtocolTransport
+)
 #: What a thread pool's worker threads run (`concurrent.futures.ThreadPoolExecutor`).
 _POOL_WORKER = getattr(concurrent.futures.thread, "_worker", None)
 
