@@ -77,15 +77,50 @@ async def test_a_refused_upgrade_ends_the_script_quietly(
     tls_server_context: ssl.SSLContext,
     tls_client_context: ssl.SSLContext,
 ) -> None:
-    # The client rejects the certificate for the wrong name: the failure is the
-    # client's to see; the script stops there and the server raises nothing.
+    # The client rejects the certificate for the wrong name: the script stops
+    # there and the server raises nothing; the server's side of the failure is
+    # its handshake_failures entry, its connection the plain part.
     server = await tcp_server(smtp_like(tls_server_context))
     with pytest.raises(ssl.SSLCertVerificationError) as refused:
         await upgrade_and_greet(server.address, tls_client_context, "wrong.test")
     assert refused.value.verify_code == 62  # X509_V_ERR_HOSTNAME_MISMATCH
+    # asyncio's client closes without sending its alert: the server sees the close.
+    (failure,) = await server.wait_for_handshake_failures(1)
+    assert isinstance(failure.error, ConnectionResetError)
     (conn,) = await server.wait_for_connections(1)
     await conn.wait_closed()
     assert conn.received == b"STARTTLS\r\n"
+    assert failure.peer == conn.peer
+
+
+@needs_start_tls
+@pytest.mark.asyncio
+async def test_a_mutual_tls_upgrade_without_a_client_certificate_says_why_on_the_server(
+    tcp_server: TCPServerFactory,
+    tls_mutual_server_context: ssl.SSLContext,
+    tls_client_context: ssl.SSLContext,
+) -> None:
+    # With TLS 1.3 the client's handshake succeeds before the server checks for
+    # a certificate, and it reads only an EOF: the server's side says why.
+    server = await tcp_server(smtp_like(tls_mutual_server_context))
+    try:
+        reply = await upgrade_and_greet(server.address, tls_client_context)
+    except (ssl.SSLError, ConnectionError):
+        reply = b""
+    assert reply == b""
+    (failure,) = await server.wait_for_handshake_failures(1)
+    assert failure.reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE"
+    assert str(failure).startswith("TLS handshake from 127.0.0.1:")
+
+
+@needs_start_tls
+@pytest.mark.asyncio
+async def test_a_plain_server_without_start_tls_has_no_handshake_to_wait_for(
+    tcp_server: TCPServerFactory,
+) -> None:
+    server = await tcp_server(handlers.script(handlers.send(b"hi\r\n"), handlers.close))
+    with pytest.raises(RuntimeError, match=r"does not serve TLS .*start_tls step"):
+        await server.wait_for_handshake_failures(1)
 
 
 @needs_start_tls
@@ -173,3 +208,4 @@ async def test_a_server_closing_during_the_handshake_ends_the_script_quietly(
         await writer.wait_closed()
     (conn,) = server.connections
     assert conn.received == b"STARTTLS\r\n"
+    assert server.handshake_failures == ()  # the server's own closing is no failure

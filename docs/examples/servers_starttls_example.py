@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from nettest import handlers
+
 pytestmark = pytest.mark.skipif(
     sys.version_info < (3, 11), reason="StreamWriter.start_tls() is Python 3.11+"
 )
@@ -66,3 +68,27 @@ async def test_the_upgrade_checks_the_host_name(
     assert excinfo.value.verify_code == 62  # X509_V_ERR_HOSTNAME_MISMATCH
     (conn,) = server.connections
     assert conn.received == b"STARTTLS\r\n"  # the secret was never sent
+
+
+@pytest.mark.asyncio
+async def test_a_scripted_upgrade_says_why_it_refused_a_client(
+    tcp_server, tls_mutual_server_context, tls_client_context
+):
+    server = await tcp_server(
+        handlers.script(
+            handlers.send(b"220 ready\r\n"),
+            handlers.expect_line(b"STARTTLS"),
+            handlers.send(b"220 go ahead\r\n"),
+            handlers.start_tls(tls_mutual_server_context),  # requires a client certificate
+            handlers.expect_line(b"secret"),
+            handlers.close,
+        )
+    )
+    try:  # this client has no certificate: with TLS 1.3 it reads only an EOF
+        assert await send_securely(server.address, tls_client_context, b"secret\n") == b""
+    except (ssl.SSLError, ConnectionError):
+        pass
+    (failure,) = await server.wait_for_handshake_failures()
+    assert failure.reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE"
+    (conn,) = server.connections
+    assert conn.received == b"STARTTLS\r\n"

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._hygiene import track
-from ._recording import Connection, Ending, TLSInfo
+from ._recording import Connection, Ending, HandshakeFailure, TLSInfo
 from ._server_base import (
     _loop_thread_call,
     close_transports_after_their_loop,
@@ -165,6 +165,14 @@ class _ConnState:
         except Exception:  # a TLS transport shutting down refuses to answer
             return None
         return None if ssl_object is None else TLSInfo._of(ssl_object)
+
+    def tls_failed(self, error: BaseException) -> None:
+        """Record that a STARTTLS handshake (a script's ``start_tls`` step) failed."""
+        server = self.server
+        server._handshake_failures.append(
+            HandshakeFailure(self.conn.peer, error, self.loop.time())
+        )
+        server._changed.notify()
 
     def _is_tls(self) -> bool:
         # Not get_extra_info(): a TLS transport shutting down refuses to answer.

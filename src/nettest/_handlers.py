@@ -389,8 +389,9 @@ def start_tls(context: ssl.SSLContext, *, timeout: float | None = _UNSET) -> Ste
     The steps after it read and send over TLS; the server's recording stays in
     cleartext on both sides of the upgrade.  If the handshake fails (the client
     refused the certificate, or hung up), the script ends there and raises
-    nothing: the test sees the failure from the client's side (it is no
-    ``handshake_failures`` entry, which is for servers made with ``ssl=``).
+    nothing: the failure is the server's ``handshake_failures`` entry (wait for
+    it with ``wait_for_handshake_failures``), and the connection stays in
+    ``connections`` with what crossed in the clear.
     Bytes the client sent in the clear after the command and before its
     handshake are a `~nettest.ScriptMismatch` (read as TLS input they would be
     injected).  Needs Python 3.11 (``StreamWriter.start_tls``).
@@ -493,8 +494,9 @@ async def _start_tls(
     Bytes the client sent in the clear after the command and before its
     handshake are a mismatch: a server that read them as if they had come over
     TLS would be open to command injection (CVE-2011-0411), so a client must
-    wait.  A handshake that fails, or that the server's closing cuts short,
-    ends the script quietly.
+    wait.  A handshake that fails (recorded in the server's
+    ``handshake_failures``), or that the server's closing cuts short, ends the
+    script quietly.
     """
     buffered = bytes(getattr(reader, "_buffer", b""))
     if buffered:
@@ -509,7 +511,8 @@ async def _start_tls(
         await writer.start_tls(  # type: ignore[attr-defined, unused-ignore]
             step.context, ssl_handshake_timeout=timeout
         )
-    except (ssl.SSLError, ConnectionError, TimeoutError):
+    except (ssl.SSLError, ConnectionError, TimeoutError) as error:
+        conn._actions.tls_failed(error)
         writer.transport.abort()
         return False
     except AttributeError:
@@ -522,6 +525,13 @@ async def _start_tls(
         writer._transport = plain  # type: ignore[attr-defined]
         return False
     return True
+
+
+def upgrades_to_tls(handler: object) -> bool:
+    """Whether `handler` is a script with a `start_tls` step (a plain server's TLS)."""
+    return isinstance(handler, Script) and any(
+        isinstance(step, _StartTLS) for step in handler.steps
+    )
 
 
 def _step_maker(step: object) -> str | None:

@@ -285,7 +285,11 @@ class TLSInfo:
 @typing.final
 @dataclass(frozen=True, slots=True)
 class HandshakeFailure:
-    """A connection a TLS server accepted whose handshake failed: never a `Connection`.
+    """A connection a TLS server accepted whose handshake failed.
+
+    Never a `Connection`, except for a script's `~nettest.handlers.start_tls`
+    step (STARTTLS) whose handshake failed: that connection's plain part is in
+    ``server.connections`` too.
 
     Attributes:
         peer: the client's address.
@@ -619,6 +623,8 @@ class _Actions(typing.Protocol):
     def reset(self) -> None: ...
 
     def tls_info(self) -> TLSInfo | None: ...
+
+    def tls_failed(self, error: BaseException) -> None: ...
 
 
 def _call_on_loop(loop: asyncio.AbstractEventLoop, action: Callable[[], None]) -> None:

@@ -64,6 +64,7 @@ from ._handlers import (
     StreamHandler,
     classify,
     make_protocol,
+    upgrades_to_tls,
 )
 from ._hygiene import track
 from ._hygiene_instruments import CANCEL_GRACE, force_end, is_uvloop
@@ -471,7 +472,9 @@ class _StreamServer(_LoopbackServer):
 
         They never reach the handler, nor `connections`.  A test that expects a
         failure says so: they are not errors at teardown.  Recorded on asyncio's
-        loops and uvloop's, whose TLS layers nettest knows.
+        loops and uvloop's, whose TLS layers nettest knows.  A script's
+        `~nettest.handlers.start_tls` step (STARTTLS) whose handshake failed is
+        one too, on a plain server; that connection is in `connections` as well.
         """
         return tuple(self._handshake_failures)
 
@@ -550,17 +553,22 @@ class _StreamServer(_LoopbackServer):
             TypeError: ``n`` is not an int.
             ValueError: ``n`` < 0, or a bad timeout.
             RuntimeError: called on another event loop than the server's, or the
-                server does not serve TLS, or runs on a loop whose TLS layer
-                nettest does not know (neither asyncio's nor uvloop's).
+                server does not serve TLS (neither ``ssl=`` nor a script with a
+                `~nettest.handlers.start_tls` step), or serves it with ``ssl=``
+                on a loop whose TLS layer nettest does not know (neither
+                asyncio's nor uvloop's).
             TimeoutError: fewer failed in time, or the server closed with fewer; the
                 message lists the connections that were made instead.
         """
         _check_int("n", n, low=0)
         seconds = resolve_timeout(timeout)
         self._check_loop()
-        if self._ssl is None:
-            raise RuntimeError(f"{self._name} does not serve TLS: no handshake can fail")
-        if not self._handshakes_seen():
+        if self._ssl is None and not upgrades_to_tls(self._handler):
+            raise RuntimeError(
+                f"{self._name} does not serve TLS (ssl=, or a script with a start_tls "
+                "step): no handshake can fail"
+            )
+        if self._ssl is not None and not self._handshakes_seen():
             raise RuntimeError(
                 f"{self._name}: failed handshakes are not seen on "
                 f"{type(self._loop).__module__}.{type(self._loop).__name__}"
