@@ -91,6 +91,9 @@ async def test_a_refused_upgrade_ends_the_script_quietly(
     await conn.wait_closed()
     assert conn.received == b"STARTTLS\r\n"
     assert failure.peer == conn.peer
+    with pytest.raises(AssertionError, match="1 arrived") as arrived:
+        server.assert_no_connections()
+    assert "TLS handshake from 127.0.0.1:" in str(arrived.value)  # the transcript's last line
 
 
 @needs_start_tls
