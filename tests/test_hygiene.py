@@ -446,6 +446,56 @@ def test_gate_blames_a_dropped_open_transport_on_its_test(
 
 
 @pytest.mark.parametrize("leaks", ["own", "strict"])
+def test_a_nettest_object_dropped_open_mid_test_is_reported_without_its_warning(
+    pytester: pytest.Pytester, leaks: str
+) -> None:
+    # A state machine's examples each run on a loop of their own: a server one
+    # leaves open is garbage once that loop closes, and an automatic collection
+    # in a later example freed it.  Its finaliser's ResourceWarning (and its
+    # listening socket's, freed first in some collections) failed the test as
+    # pytest's unraisable-exception group, pointing wherever the collector ran,
+    # with the gate's report below it.  The report is the failure now.
+    result = run(
+        pytester,
+        """
+        import asyncio, gc
+        from nettest import BoundSocket, FaultProxy, TCPServer, memory_transport_pair
+
+        def test_examples():
+            for _ in range(3):
+                async def main():
+                    await TCPServer().start()
+                    await FaultProxy(("127.0.0.1", 9)).start()
+                    memory_transport_pair(asyncio.Protocol(), asyncio.Protocol())
+
+                asyncio.run(main())
+                BoundSocket.tcp()
+                gc.collect()  # as an automatic collection in the next example would
+
+        def test_after():
+            pass
+        """,
+        f"--nettest-leaks={leaks}",
+        "-W",
+        "error::ResourceWarning",
+        "-W",
+        "error::pytest.PytestUnraisableExceptionWarning",
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_examples*",
+            "*LeakError: *test_examples left 15 things behind*",
+            "*- TCPServer 127.0.0.1:* dropped while open, created at:",
+        ]
+    )
+    out = result.stdout.str()
+    assert "Unraisable" not in out
+    assert "ResourceWarning" not in out
+
+
+@pytest.mark.parametrize("leaks", ["own", "strict"])
 def test_gate_reports_what_the_garbage_collector_freed_before_the_check(
     pytester: pytest.Pytester, leaks: str
 ) -> None:

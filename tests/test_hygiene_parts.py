@@ -116,12 +116,12 @@ def test_after():
 """
 
 _NAMES = {
-    "tcp": ("TCPServer 127.0.0.1:*", "_LoopbackServer", "TCPServer"),
-    "udp": ("UDPServer 127.0.0.1:*", "_LoopbackServer", "UDPServer"),
-    "unix": ("UnixServer /*", "_LoopbackServer", "UnixServer"),
-    "unix-datagram": ("UnixDatagramServer /*", "_LoopbackServer", "UnixDatagramServer"),
-    "proxy-tcp": ("FaultProxy tcp 127.0.0.1:* -> 127.0.0.1:9", "FaultProxy", "FaultProxy tcp"),
-    "proxy-udp": ("FaultProxy udp 127.0.0.1:* -> 127.0.0.1:9", "FaultProxy", "FaultProxy udp"),
+    "tcp": "TCPServer 127.0.0.1:*",
+    "udp": "UDPServer 127.0.0.1:*",
+    "unix": "UnixServer /*",
+    "unix-datagram": "UnixDatagramServer /*",
+    "proxy-tcp": "FaultProxy tcp 127.0.0.1:* -> 127.0.0.1:9",
+    "proxy-udp": "FaultProxy udp 127.0.0.1:* -> 127.0.0.1:9",
 }
 
 
@@ -142,6 +142,9 @@ def test_gate_lists_a_nettest_object_left_open_once(
     # each.  A proxy's listener was listed too, in every mode, and so was the
     # collector's warning about a datagram server's transport.  A part left open
     # by an object that thinks itself closed (a nettest bug) is still listed.
+    # The object's own finaliser does not warn while its test's check is to
+    # come: the report says it (a state machine's next example would otherwise
+    # meet the warning first, as pytest's unraisable-exception error).
     pytester.makepyfile(test_leaky=_LEAKY)
     collect_garbage()
     result = pytester.runpytest_subprocess(
@@ -156,15 +159,8 @@ def test_gate_lists_a_nettest_object_left_open_once(
     result.assert_outcomes(passed=2 * len(kinds) + 4, errors=2 * len(kinds) + 3)
     found = reports(result)
     for kind in kinds:
-        what, finaliser, name = _NAMES[kind]
-        assert_items(
-            found[f"test_drops[{kind}]"],
-            [
-                f"- {what} dropped while open, created at:",
-                "- while the garbage collector finalised them: Exception ignored in: "
-                f"<function {finaliser}.__del__ at *> | ResourceWarning: unclosed <{name} *>",
-            ],
-        )
+        what = _NAMES[kind]
+        assert_items(found[f"test_drops[{kind}]"], [f"- {what} dropped while open, created at:"])
         assert_items(found[f"test_keeps[{kind}]"], [f"- open {what}, created at:"])
     assert_items(
         found["test_keeps_bound_socket"], ["- open bound TCP socket 127.0.0.1:*, created at:"]
@@ -193,6 +189,7 @@ def test_gate_lists_a_nettest_object_left_open_once(
     assert "unclosed <socket.socket" not in out
     assert "unclosed transport" not in out
     assert "listener" not in out
+    assert "ResourceWarning: unclosed <" not in out
 
 
 class Thing:

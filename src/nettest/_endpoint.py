@@ -813,8 +813,12 @@ class FlowControlled(_asyncio_transports._FlowControlMixin):
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         # getattr: a constructor that raised may have set neither.
-        if not getattr(self, "_closed", True) and not getattr(self, "_closing", True):
-            dropped_open(self)
+        # dropped_open(): unless the gate reports it.
+        if (
+            not getattr(self, "_closed", True)
+            and not getattr(self, "_closing", True)
+            and not dropped_open(self)
+        ):
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
 
     # -- flow control ----------------------------------------------------------------

@@ -401,6 +401,7 @@ class _Gate(_Instruments):
                 if own is not None and own.owner == entry.owner:
                     own.part_of = entry
             entry.parts = tuple(refs)
+            entry.sockets += tuple(part for part in parts if isinstance(part, socket.socket))
         except Exception as error:
             self._bookkeeping_failed("part", error)
 
@@ -545,20 +546,41 @@ class _Gate(_Instruments):
 
     # -- the check -----------------------------------------------------------
 
-    def dropped_open(self, obj: object) -> None:
+    def dropped_open(self, obj: object) -> bool:
         """Note that `obj` is being finalised while open (called from its ``__del__``).
 
         Its test's check reports it, however long before the check it was
         collected.  The entry comes from the object itself (see `_track`): a
         collection of a reference cycle clears weak references before it calls
         finalisers.  Never raises.
+
+        When that check is still to come, or the test failed already, the gate
+        closes the sockets among its parts (a server's listening socket, which
+        the entry holds so that it is not freed first, with a warning of its
+        own) and the finaliser must not warn: as for
+        a dropped writer (`writer_dropped`), its ResourceWarning, raised wherever
+        the garbage collector happened to run (a state machine's next example),
+        would fail the test first, as pytest's unraisable-exception error with
+        no stack, and the report would say the rest only underneath.
+
+        Returns:
+            Whether the gate reports it: then the finaliser must not warn.
         """
         try:
             entry = getattr(obj, "_gate_entry", None)
-            if isinstance(entry, _Tracked) and entry.dropped is None:
+            if not isinstance(entry, _Tracked):
+                return False
+            if entry.dropped is None:
                 entry.dropped = f"{_label(entry, obj)} dropped while open"
+            if entry.owner in self.failed or (
+                entry.owner in self.running and entry.owner not in self.silenced
+            ):
+                for sock in entry.sockets:
+                    sock.close()
+                return True
         except Exception as error:
             self._bookkeeping_failed("finaliser", error)
+        return False
 
     def begin(self, owner: str, mode: LeakMode = "own") -> frozenset[tuple[int, int]]:
         """Start watching a test; return the socket descriptors open before it (strict).
@@ -1181,14 +1203,16 @@ def instrument_loop(loop: asyncio.AbstractEventLoop) -> None:
     GATE.instrument_loop(loop)
 
 
-def dropped_open(obj: object) -> None:
+def dropped_open(obj: object) -> bool:
     """Tell the hygiene gate that `obj` is being finalised while open (from its ``__del__``).
 
     `obj`'s class must have a ``_gate_entry`` attribute (None) for `track` to
     fill in.  The gate reports it against the test that made it, even when the
-    garbage collector freed it long before that test's check.  Never raises.
+    garbage collector freed it long before that test's check.  Returns whether
+    the gate reports it, closing its sockets: then the finaliser must not warn
+    (see `_Gate.dropped_open`).  Never raises.
     """
-    GATE.dropped_open(obj)
+    return GATE.dropped_open(obj)
 
 
 def serves_on(thread: threading.Thread) -> None:

@@ -274,6 +274,10 @@ class _Tracked:
     #: Weak references to its parts, tracked or not: the garbage collector's
     #: warnings about them are not listed while it is reported either.
     parts: tuple[weakref.ref[Any], ...] = ()
+    #: Its parts that are sockets, held until the check: dropped while open, the
+    #: object closes them in its finaliser (`_Gate.dropped_open`) before theirs,
+    #: which would run first in some collections, can warn.
+    sockets: tuple[socket.socket, ...] = ()
 
     def alive_and_open(self) -> Any | None:
         obj = self.ref()

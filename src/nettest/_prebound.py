@@ -89,9 +89,9 @@ class HeldSockets:
         except AttributeError:  # its constructor raised before holding anything
             return
         if still_open:
-            dropped_open(self)
             try:
-                warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
+                if not dropped_open(self):  # unless the gate reports it
+                    warnings.warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=1)
             finally:
                 # Raised as an error (-W error), the warning must not leave the
                 # sockets to warn again as they are freed: they are this object's.

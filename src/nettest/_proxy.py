@@ -457,8 +457,12 @@ class FaultProxy(FaultsInForce):
             self._listen_protocol.close()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        if getattr(self, "_started", False) and not getattr(self, "_closed", True):
-            dropped_open(self)
+        # dropped_open(): unless the gate reports it.
+        if (
+            getattr(self, "_started", False)
+            and not getattr(self, "_closed", True)
+            and not dropped_open(self)
+        ):
             _warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=2)
 
     def __repr__(self) -> str:
