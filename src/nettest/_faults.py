@@ -377,6 +377,9 @@ class Stall(Fault):
 class SlowClose(Fault):
     """Hold each FIN for *delay* seconds before passing it on.
 
+    Only the sender's own FIN: the close that `Truncate` or `CloseAfter` makes
+    is passed on at once (a `Latency` listed after them still delays it).
+
     Raises:
         ValueError: A negative *delay*.
 

@@ -446,17 +446,26 @@ class _Gate(_Instruments):
         Those Pythons have no ``StreamWriter.__del__``: the TLS transport's own
         finaliser warns "unclosed transport" (a plain socket transport's stays
         alive while its loop watches its socket).  It is decided as a dropped
-        writer is (`writer_dropped`).  Returns whether the gate closed it
-        quietly: then ``__del__`` must not run.  Never raises.
+        writer is (`writer_dropped`), unless its connection was lost already:
+        then it is marked closed quietly, as Python 3.11+ marks it.  Returns whether
+        the gate closed it quietly: then ``__del__`` must not run.  Never raises.
         """
         try:
             under = socket_transport_under(transport)
+            if not _over_an_open_socket(transport):
+                # Its connection was lost (the peer reset it, say): Python 3.11+
+                # marks it closed then, and a writer over it never warns; 3.10
+                # marks it only before the handshake is done, and its warning
+                # failed whichever later test the collector freed it in.
+                transport._closed = True  # type: ignore[attr-defined]
+                return True
+            loop = getattr(transport, "_loop", None)
             return self._dropped(
                 transport,
-                getattr(transport, "_loop", None),
+                loop,
                 transport,
                 "TLS transport",
-                repr(transport) if under is None else f"TLS transport over {under!r}",
+                f"TLS transport over {under!r}",
                 f"unclosed transport {transport!r}",
             )
         except Exception as error:
