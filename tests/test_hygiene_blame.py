@@ -756,12 +756,15 @@ def test_a_failed_tests_dropped_tls_connection_is_listed_not_warned(
         subprocess=True,
     )
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(
-        [
-            f"*test_interrupted left * behind (--nettest-leaks={mode}):",
-            "*(closed: a test that failed is not failed again for what it left open)",
-        ]
-    )
+    if WRITER_DEL_CLOSES:
+        result.stdout.fnmatch_lines(
+            [
+                f"*test_interrupted left * behind (--nettest-leaks={mode}):",
+                "*(closed: a test that failed is not failed again for what it left open)",
+            ]
+        )
+    # Before 3.11.5 the server's teardown may end the connection before the TLS
+    # transport is freed: then it is marked closed quietly, and nothing is listed.
     assert "ResourceWarning" not in result.stdout.str()
 
 
