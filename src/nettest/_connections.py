@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._hygiene import track
-from ._recording import Connection, Ending, HandshakeFailure, TLSInfo
+from ._recording import Connection, Ending, TLSInfo
 from ._server_base import (
     _loop_thread_call,
     close_transports_after_their_loop,
@@ -168,11 +168,8 @@ class _ConnState:
 
     def tls_failed(self, error: BaseException) -> None:
         """Record that a STARTTLS handshake (a script's ``start_tls`` step) failed."""
-        server = self.server
-        server._handshake_failures.append(
-            HandshakeFailure(self.conn.peer, error, self.loop.time())
-        )
-        server._changed.notify()
+        self.server._handshake_failed(self.conn.peer, error)
+        self.server._changed.notify()
 
     def _is_tls(self) -> bool:
         # Not get_extra_info(): a TLS transport shutting down refuses to answer.

@@ -499,9 +499,7 @@ class _Gate(_Instruments):
             if isinstance(entry, _Tracked):
                 label = repr(candidate) if isinstance(candidate, socket.socket) else entry.what
                 entry.dropped = f"{kind} over {label} dropped without close()"
-                if entry.owner in self.failed or (
-                    entry.owner in self.running and entry.owner not in self.silenced
-                ):
+                if self._reports(entry.owner):
                     close_dropped(current, loop)
                     return True
                 return False
@@ -522,6 +520,10 @@ class _Gate(_Instruments):
             close_dropped(current, loop)
             return True
         return False
+
+    def _reports(self, owner: str | None) -> bool:
+        """Whether `owner`'s check will list what it left: still to come, or it failed."""
+        return owner in self.failed or (owner in self.running and owner not in self.silenced)
 
     def _unwatched(self, loop: object) -> bool:
         return loop not in self.instrumented
@@ -581,9 +583,7 @@ class _Gate(_Instruments):
                 return False
             if entry.dropped is None:
                 entry.dropped = f"{_label(entry, obj)} dropped while open"
-            if entry.owner in self.failed or (
-                entry.owner in self.running and entry.owner not in self.silenced
-            ):
+            if self._reports(entry.owner):
                 for sock in entry.sockets:
                     sock.close()
                 return True

@@ -496,19 +496,12 @@ class _Instruments:
         original_del = vars(_FINALISED).get("__del__")
         if original_del is None or original_del is self.writer_watcher:
             return
-        gate = self
+        writers = _FINALISED is asyncio.StreamWriter
+        closed_quietly = self.writer_dropped if writers else self.tls_transport_dropped
 
-        if _FINALISED is asyncio.StreamWriter:
-
-            def __del__(obj: Any, *args: Any, **kwargs: Any) -> None:
-                if not gate.writer_dropped(obj):  # unless the gate closed it quietly
-                    original_del(obj, *args, **kwargs)
-
-        else:
-
-            def __del__(obj: Any, *args: Any, **kwargs: Any) -> None:
-                if not gate.tls_transport_dropped(obj):
-                    original_del(obj, *args, **kwargs)
+        def __del__(obj: Any, *args: Any, **kwargs: Any) -> None:
+            if not closed_quietly(obj):  # unless the gate closed it quietly
+                original_del(obj, *args, **kwargs)
 
         # Named as the original (and __wrapped__ set): a warning it raises is
         # reported as raised in the original's ``__del__``, as without the gate.

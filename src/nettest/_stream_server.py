@@ -310,7 +310,7 @@ class _StreamServer(_LoopbackServer):
             transport.set_protocol(tls)
             tls.connection_made(transport)
         except Exception as error:  # the context cannot make a server connection
-            self._handshake_failures.append(HandshakeFailure(peer, error, loop.time()))
+            self._handshake_failed(peer, error)
             self._changed.notify()
             transport.abort()
             return
@@ -334,10 +334,14 @@ class _StreamServer(_LoopbackServer):
         self._handshaking.discard(transport)
         error = None if waiter.cancelled() else waiter.exception()
         if error is not None and transport not in self._handshakes_ended:
-            assert self._loop is not None
-            self._handshake_failures.append(HandshakeFailure(peer, error, self._loop.time()))
+            self._handshake_failed(peer, error)
         self._handshakes_ended.discard(transport)
         self._changed.notify()
+
+    def _handshake_failed(self, peer: Any, error: BaseException) -> None:
+        """Record a failed handshake (its waiters are the caller's to notify)."""
+        assert self._loop is not None
+        self._handshake_failures.append(HandshakeFailure(peer, error, self._loop.time()))
 
     def __repr__(self) -> str:
         failed = len(self._handshake_failures)
