@@ -717,7 +717,7 @@ def test_gate_closes_what_a_failed_test_left_open_in_own_mode(
 
 
 @pytest.mark.parametrize("mode", ["own", "strict"])
-def test_a_failed_tests_dropped_tls_connection_is_listed_not_warned(
+def test_a_failed_tests_dropped_tls_connection_fails_it_only_once(
     pytester: pytest.Pytester, mode: str
 ) -> None:
     # A TLS client interrupted mid-read (pytest-timeout, here an assertion while
@@ -756,16 +756,14 @@ def test_a_failed_tests_dropped_tls_connection_is_listed_not_warned(
         subprocess=True,
     )
     result.assert_outcomes(passed=1, failed=1)
-    if WRITER_DEL_CLOSES:
-        result.stdout.fnmatch_lines(
-            [
-                f"*test_interrupted left * behind (--nettest-leaks={mode}):",
-                "*(closed: a test that failed is not failed again for what it left open)",
-            ]
-        )
-    # Before 3.11.5 the server's teardown may end the connection before the TLS
-    # transport is freed: then it is marked closed quietly, and nothing is listed.
-    assert "ResourceWarning" not in result.stdout.str()
+    # Whether it is listed depends on timing, on every Python: the server's
+    # teardown may end the connection before the writer or TLS transport is
+    # freed, and then nothing is left open.  (A server that outlives the test,
+    # in test_gate_closes_what_a_failed_test_left_open_in_own_mode, makes the
+    # listing certain.)  Either way nothing warns and the test fails once.
+    out = result.stdout.str()
+    assert "ResourceWarning" not in out
+    assert "ERROR at teardown" not in out
 
 
 @pytest.mark.parametrize("mode", ["own", "strict"])
