@@ -467,3 +467,39 @@ def test_memory_fault_traces_are_in_the_failure_report(pytester: pytest.Pytester
         ]
     )
     assert result.stdout.str().count("<MemoryFaults") == 1  # the failed test's alone
+
+
+def test_the_failure_report_shows_the_last_memory_fault_layers_only(
+    pytester: pytest.Pytester,
+) -> None:
+    # A property test makes a layer per example; the report shows the last ones,
+    # nearest the failure, and says how many came before.
+    pytester.makepyfile(
+        """
+        import pytest
+        from nettest import inject_faults, memory_stream_pair
+        from nettest.faults import Latency
+
+        @pytest.mark.asyncio
+        async def test_many_pairs():
+            for i in range(25):
+                (reader, writer), (s_reader, s_writer) = memory_stream_pair()
+                inject_faults(writer, [Latency(i)])
+                for w in (writer, s_writer):
+                    w.close()
+            assert False
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*- nettest memory faults -*",
+            "... 15 earlier fault layers not shown (the last 10 follow)",
+            "<MemoryFaults stream [[]Latency(delay=15*",
+        ]
+    )
+    out = result.stdout.str()
+    assert out.count("<MemoryFaults") == 10
+    assert "Latency(delay=24" in out
+    assert "Latency(delay=14" not in out

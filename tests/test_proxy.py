@@ -1240,6 +1240,44 @@ def test_fault_proxy_fixture_prints_trace_and_seed_on_failure(
     )
 
 
+def test_the_failure_report_shows_each_proxys_last_connections_only(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import asyncio
+        import pytest
+
+        @pytest.mark.asyncio
+        async def test_fails(fault_proxy, tcp_server):
+            server = await tcp_server()
+            proxy = await fault_proxy(upstream=server.address)
+            for i in range(13):
+                reader, writer = await asyncio.open_connection(*proxy.address)
+                writer.write(b"x" * (i + 1))
+                writer.close()
+                await writer.wait_closed()
+            await server.wait_for_connections(13)
+            assert len(proxy.traces) == 13
+            assert False
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*nettest fault proxy*",
+            "<FaultProxy tcp * seed=*",
+            "  ... 3 earlier connections not shown "
+            "(the last 10 follow; FaultProxy.traces holds them all)",
+            "tcp connection #4 from *",
+        ]
+    )
+    out = result.stdout.str()
+    assert "tcp connection #13 from" in out
+    assert "tcp connection #3 from" not in out
+
+
 def test_fault_proxy_fixture_closes_its_proxies(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

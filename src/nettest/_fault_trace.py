@@ -16,7 +16,7 @@ from dataclasses import dataclass
 if typing.TYPE_CHECKING:
     from ._faults import Fault
 
-__all__ = ["ConnectionTrace", "TraceEvent"]
+__all__ = ["TRACES_SHOWN", "ConnectionTrace", "TraceEvent"]
 
 
 @typing.final
@@ -36,6 +36,10 @@ class TraceEvent:
 
 
 _MAX_EVENTS = 400
+#: How many traces a failure report shows, for each proxy and for a test's memory
+#: fault layers: the last ones, nearest the failure (under hypothesis, the replay
+#: of the failing example).
+TRACES_SHOWN = 10
 _BY_TIME = operator.attrgetter("time")
 _PREVIEW = 24
 

@@ -28,6 +28,7 @@ instead of closing the transports.
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import functools
 import typing
@@ -50,6 +51,7 @@ from ._fault_actions import (
 from ._fault_backend import ActionQueue, FaultsInForce, TimedAction
 from ._fault_engine_datagram import DatagramSchedule
 from ._fault_engine_stream import StreamSchedule
+from ._fault_trace import TRACES_SHOWN
 from ._faults import FLOWS, Fault, Flow, check_faults, other_flow
 from ._hygiene import GATE
 from ._seed import check_seed
@@ -158,22 +160,45 @@ def inject_faults(end: object, faults: Iterable[Fault] = (), *, seed: int = 0) -
     )
 
 
-#: The fault layers each running test made, with their seeds, for its failure report.
-_MADE_BY: dict[str, list[tuple[MemoryFaults, int]]] = {}
+class _Made:
+    """The fault layers one test made: how many, and the last `TRACES_SHOWN` with seeds.
+
+    Only the last are kept: a property test makes a pair per example, thousands
+    of them, and its report needs the failing example's, which comes last.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last: collections.deque[tuple[MemoryFaults, int]] = collections.deque(
+            maxlen=TRACES_SHOWN
+        )
+
+
+#: The fault layers each running test made, for its failure report.
+_MADE_BY: dict[str, _Made] = {}
 
 
 def _made(handle: MemoryFaults, seed: int) -> MemoryFaults:
     if GATE.owner is not None:
-        _MADE_BY.setdefault(GATE.owner, []).append((handle, seed))
+        made = _MADE_BY.setdefault(GATE.owner, _Made())
+        made.count += 1
+        made.last.append((handle, seed))
     return handle
 
 
 def format_memory_traces_for(nodeid: str) -> str | None:
     """Return the traces of the memory fault layers a test made, for its failure report."""
     made = _MADE_BY.get(nodeid)
-    if not made:
+    if made is None:
         return None
-    return "\n\n".join(f"{handle!r} seed={seed}\n{handle.trace}" for handle, seed in made)
+    sections = [f"{handle!r} seed={seed}\n{handle.trace}" for handle, seed in made.last]
+    earlier = made.count - len(made.last)
+    if earlier:
+        sections.insert(
+            0,
+            f"... {earlier} earlier fault layers not shown (the last {len(made.last)} follow)",
+        )
+    return "\n\n".join(sections)
 
 
 def forget_memory_faults(nodeid: str) -> None:

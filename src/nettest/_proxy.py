@@ -46,7 +46,7 @@ from ._fault_backend import FaultsInForce
 # Imported at run time although only annotations use it: autodoc evaluates the
 # annotations of FaultProxy's attributes, and one name it cannot resolve makes it
 # show every one of them unresolved (``Kind`` instead of ``Literal['tcp', 'udp']``).
-from ._fault_trace import ConnectionTrace  # noqa: TC001
+from ._fault_trace import TRACES_SHOWN, ConnectionTrace
 from ._faults import Fault, Unreachable, check_faults
 from ._hygiene import dropped_open, parts_of, track, tracked_as
 from ._proxy_sockets import (
@@ -578,12 +578,22 @@ class FaultProxy(FaultsInForce):
 
     def format_traces(self) -> str:
         """Return the seed and every connection's trace as text."""
+        return self._format_traces(shown=len(self.traces))
+
+    def _format_traces(self, *, shown: int) -> str:
+        # The failure report shows the last `shown` connections: those nearest the failure.
         lines = [f"{self!r} seed={self.seed} faults={list(self._faults)}"]
         if self._udp_errors:
             lines.append(f"  listener errors: {', '.join(self._udp_errors[:10])}")
         if not self.traces:
             lines.append("  (no connections)")
-        lines.extend(str(trace) for trace in self.traces)
+        earlier = len(self.traces) - shown
+        if earlier > 0:
+            lines.append(
+                f"  ... {earlier} earlier connections not shown (the last {shown} follow; "
+                "FaultProxy.traces holds them all)"
+            )
+        lines.extend(str(trace) for trace in self.traces[max(earlier, 0) :])
         return "\n".join(lines)
 
     # -- internals -----------------------------------------------------------------------
@@ -751,4 +761,4 @@ def format_traces_for(item: pytest.Item) -> str | None:
     proxies = item.stash.get(_PROXIES_KEY, None)
     if not proxies:
         return None
-    return "\n\n".join(proxy.format_traces() for proxy in proxies)
+    return "\n\n".join(proxy._format_traces(shown=TRACES_SHOWN) for proxy in proxies)
