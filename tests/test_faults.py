@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+import nettest.faults
 from nettest._fault_actions import (
     Abort,
     Action,
@@ -126,6 +127,47 @@ def test_fault_repr_shows_own_fields_first_and_only_changed_options() -> None:
     assert repr(Reset(after_bytes=3, direction="both")) == "Reset(after_bytes=3, direction='both')"
     assert repr(Blackhole()) == "Blackhole()"
     assert repr(Unreachable()) == "Unreachable()"
+
+
+_ONE_OF_EACH: list[Fault] = [
+    Latency(0.1, jitter=0.02),
+    Bandwidth(1024, direction="upstream"),
+    Slice(1, delay=0.01),
+    Truncate(3, trigger=Trigger(connection=2, pattern=b"\r\n")),
+    Reset(after_bytes=3, direction="both"),
+    Blackhole(),
+    SlowClose(0.5),
+    CloseAfter(1.0),
+    HalfClose(),
+    Stall(direction="upstream"),
+    Corrupt(positions=(3,)),
+    Refuse(),
+    Drop(0.3, direction="both"),
+    Duplicate(0.5, probability=0.5),
+    Reorder(4, max_hold=0.1),
+    TruncateDatagram(8),
+    Unreachable(),
+]
+
+
+@pytest.mark.parametrize("fault", _ONE_OF_EACH, ids=lambda fault: type(fault).__name__)
+def test_hypothesis_prints_a_fault_as_code_that_makes_it_again(fault: Fault) -> None:
+    # A "Falsifying example" must paste back: no private class attribute as an argument.
+    from hypothesis.vendor.pretty import pretty
+
+    text = pretty(fault)
+    assert text == repr(fault)
+    assert eval(text, vars(nettest.faults)) == fault
+    assert [f.name for f in dataclasses.fields(fault)] == list(type(fault).__dataclass_fields__)
+
+
+def test_one_of_each_covers_every_fault() -> None:
+    public = {
+        cls
+        for cls in vars(nettest.faults).values()
+        if isinstance(cls, type) and issubclass(cls, Fault) and cls is not Fault
+    }
+    assert {type(fault) for fault in _ONE_OF_EACH} == public
 
 
 def test_fault_defaults() -> None:

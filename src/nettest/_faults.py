@@ -20,7 +20,7 @@ import math
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
-from typing import ClassVar, Literal
+from typing import Literal
 
 __all__ = [
     "Bandwidth",
@@ -138,6 +138,12 @@ class Trigger:
                 raise ValueError("pattern must not be empty")
 
 
+class _Printer(typing.Protocol):
+    """The part of a pretty printer (hypothesis's, IPython's) that `Fault` uses."""
+
+    def text(self, obj: str, /) -> None: ...
+
+
 _NO_TRIGGER = Trigger()
 _STREAM = frozenset({"stream"})
 _DATAGRAM = frozenset({"datagram"})
@@ -166,8 +172,10 @@ class Fault:
     probability: float = 1.0
     trigger: Trigger | None = None
 
-    #: Which kinds of traffic the fault applies to.
-    _applies_to: ClassVar[frozenset[str]] = _ANY
+    #: Which kinds of traffic the fault applies to.  Not annotated: an annotated
+    #: ClassVar is still listed in ``__dataclass_fields__``, which printers such as
+    #: hypothesis's read as a constructor argument.
+    _applies_to = _ANY
 
     def __post_init__(self) -> None:
         if type(self) is Fault:
@@ -196,6 +204,10 @@ class Fault:
             elif item.default is not value and value != item.default:
                 own.append(f"{item.name}={value!r}")
         return f"{type(self).__name__}({', '.join(own + common)})"
+
+    def _repr_pretty_(self, printer: _Printer, cycle: bool) -> None:
+        # hypothesis (and IPython) print a drawn fault as its repr, as its trace does.
+        printer.text(repr(self))
 
 
 @typing.final
@@ -268,7 +280,7 @@ class Slice(Fault):
         Slice(1)  # one byte per read
     """
 
-    _applies_to: ClassVar[frozenset[str]] = _STREAM
+    _applies_to = _STREAM
 
     size: int
     jitter: int = 0
@@ -296,7 +308,7 @@ class Truncate(Fault):
         Truncate(100)
     """
 
-    _applies_to: ClassVar[frozenset[str]] = _STREAM
+    _applies_to = _STREAM
 
     after_bytes: int
 
@@ -328,7 +340,7 @@ class Reset(Fault):
         Reset(after_bytes=1024)
     """
 
-    _applies_to: ClassVar[frozenset[str]] = _STREAM
+    _applies_to = _STREAM
 
     after_bytes: int | None = None
     after_seconds: float | None = None
@@ -369,7 +381,7 @@ class Stall(Fault):
         Stall(direction="upstream")
     """
 
-    _applies_to: ClassVar[frozenset[str]] = _STREAM
+    _applies_to = _STREAM
 
 
 @typing.final
@@ -388,7 +400,7 @@ class SlowClose(Fault):
         SlowClose(2.0)
     """
 
-    _applies_to: ClassVar[frozenset[str]] = _STREAM
+    _applies_to = _STREAM
 
     delay: float
 
@@ -409,7 +421,7 @@ class CloseAfter(Fault):
         CloseAfter(1.5)
     """
 
-    _applies_to: ClassVar[frozenset[str]] = _STREAM
+    _applies_to = _STREAM
 
     seconds: float
 
@@ -435,7 +447,7 @@ class Refuse(Fault):
         Refuse(trigger=Trigger(connection=1))  # the first attempt fails
     """
 
-    _applies_to: ClassVar[frozenset[str]] = _STREAM
+    _applies_to = _STREAM
 
     def _validate(self) -> None:
         trigger = self.trigger or _NO_TRIGGER
@@ -456,7 +468,7 @@ class HalfClose(Fault):
         HalfClose(direction="upstream")  # the server reads EOF
     """
 
-    _applies_to: ClassVar[frozenset[str]] = _STREAM
+    _applies_to = _STREAM
 
 
 @typing.final
@@ -511,7 +523,7 @@ class Drop(Fault):
         Drop(0.1)
     """
 
-    _applies_to: ClassVar[frozenset[str]] = _DATAGRAM
+    _applies_to = _DATAGRAM
 
     rate: float = 1.0
 
@@ -532,7 +544,7 @@ class Duplicate(Fault):
         Duplicate(0.5)
     """
 
-    _applies_to: ClassVar[frozenset[str]] = _DATAGRAM
+    _applies_to = _DATAGRAM
 
     rate: float = 1.0
 
@@ -556,7 +568,7 @@ class Reorder(Fault):
         Reorder(4)
     """
 
-    _applies_to: ClassVar[frozenset[str]] = _DATAGRAM
+    _applies_to = _DATAGRAM
 
     window: int = 2
     max_hold: float = 0.05
@@ -579,7 +591,7 @@ class TruncateDatagram(Fault):
         TruncateDatagram(512)
     """
 
-    _applies_to: ClassVar[frozenset[str]] = _DATAGRAM
+    _applies_to = _DATAGRAM
 
     max_size: int
 
@@ -601,7 +613,7 @@ class Unreachable(Fault):
         Unreachable()
     """
 
-    _applies_to: ClassVar[frozenset[str]] = _DATAGRAM
+    _applies_to = _DATAGRAM
 
     direction: Direction = field(default="upstream", kw_only=True)
 
