@@ -391,8 +391,10 @@ def datagram_schedules(
         def test_receiver(arrivals):
             nst.feed(protocol, arrivals, addr=("127.0.0.1", 9))
 
-    Examples shrink towards every datagram arriving once, whole and in order,
-    and a reordering to the fewest datagrams out of place.
+    Examples shrink towards every datagram arriving once, whole and in order.
+    With reordering the only fault in play, a reordering shrinks to the fewest
+    datagrams out of place; with loss in play too, the shrinker may lose the
+    datagrams that would have to move instead.
     """
     datagrams = _check_byte_strings("datagrams", datagrams)
     fates: tuple[str, ...] = (_DELIVER,)
