@@ -1045,6 +1045,66 @@ def test_gate_closes_a_failed_synchronous_tests_connection_on_asyncio_runs_loop(
     assert "ResourceWarning" not in result.stdout.str()
 
 
+_PASSING_TEST_LEAVES_A_CONNECTION = """
+        import asyncio, gc
+        import pytest
+
+        class Client:
+            def __init__(self):
+                self.me = self  # a cycle: freed by a garbage collection only
+
+        {leaker}
+
+        @pytest.mark.asyncio
+        async def test_b_fails_for_its_own_reason():
+            await asyncio.sleep(0)
+            {collect}
+            assert False, "its own reason"
+        """
+
+_LEAKERS = {
+    "asyncio.run": """
+        def test_a_leaves_a_connection(tcp_server_thread):
+            server = tcp_server_thread()
+
+            async def main():
+                client = Client()
+                client.reader, client.writer = await asyncio.open_connection(*server.address)
+
+            asyncio.run(main())
+        """,
+    "pytest-asyncio": """
+        @pytest.mark.asyncio
+        async def test_a_leaves_a_connection(tcp_server):
+            server = await tcp_server()
+            client = Client()
+            client.reader, client.writer = await asyncio.open_connection(*server.address)
+        """,
+}
+
+
+@pytest.mark.parametrize("collect", ["gc.collect()", "pass"])
+@pytest.mark.parametrize("loop", list(_LEAKERS))
+def test_gate_does_not_list_a_passing_tests_connection_under_a_later_failure(
+    pytester: pytest.Pytester, loop: str, collect: str
+) -> None:
+    # Own mode tracks no real connection: one a passing test left in a cycle
+    # gives its ResourceWarning when it is freed.  The failed test after it
+    # did not make it, and its report must not list it as its own, whether
+    # the leaker's loop was asyncio.run's (never watched) or pytest-asyncio's,
+    # and whether it is freed during the failed test (its writer's finaliser)
+    # or found on its closed loop by the failed test's check.
+    source = _PASSING_TEST_LEAVES_A_CONNECTION.format(
+        leaker=_LEAKERS[loop].strip(), collect=collect
+    )
+    result = run(pytester, source, subprocess=True)
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    assert "its own reason" in out
+    assert "nettest hygiene" not in out
+    assert "left 1 thing behind" not in out
+
+
 def test_gate_lists_what_a_test_left_when_a_fixtures_teardown_fails(
     pytester: pytest.Pytester,
 ) -> None:
@@ -1117,6 +1177,40 @@ def test_writer_watcher_outlives_an_in_process_session(pytester: pytest.Pytester
     )
     result.assert_outcomes(passed=1)
     assert hygiene.GATE.watching_writers()
+
+
+def test__gate_notes_the_test_each_loop_closes_in() -> None:
+    gate = hygiene.GATE  # every session's wrapper, with the owner it knows
+    assert vars(asyncio.BaseEventLoop)["close"] is gate.loop_closer
+    with gate.owned_by("test_x"):
+        in_test = asyncio.new_event_loop()
+        in_test.close()
+        in_test.close()  # closing again changes nothing
+    with gate.owned_by(None):
+        outside = asyncio.new_event_loop()
+        outside.close()
+    with gate.owned_by("test_y"):
+        outside.close()  # closed already: still no test's
+    assert gate.loop_test(in_test) == "test_x"
+    assert gate.loop_test(outside) is None
+
+
+def test__gate_loop_closing_wrapper_comes_off_as_it_went_on() -> None:
+    before = vars(asyncio.BaseEventLoop)["close"]
+    gate = hygiene._Gate()
+    gate.unwatch_loop_closing()  # not installed by this gate: nothing to remove
+    assert vars(asyncio.BaseEventLoop)["close"] is before
+    gate.watch_loop_closing()
+    try:
+        closer = vars(asyncio.BaseEventLoop)["close"]
+        assert closer is not before
+        assert closer.__wrapped__ is before
+        assert closer.__qualname__ == "BaseEventLoop.close"
+        gate.watch_loop_closing()  # once only
+        assert vars(asyncio.BaseEventLoop)["close"] is closer
+    finally:
+        gate.unwatch_loop_closing()
+    assert vars(asyncio.BaseEventLoop)["close"] is before
 
 
 def test__gate_writer_dropped_never_raises() -> None:

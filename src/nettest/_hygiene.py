@@ -92,6 +92,7 @@ from ._hygiene_instruments import (
     close_dropped,
     close_transports_over,
     close_uvloop_handles_over,
+    closed_in_test,
     open_socket_fds,
     open_transports_on_closed,
     socket_transport_under,
@@ -234,6 +235,8 @@ class _Gate(_Instruments):
     #: The wrapper round ``asyncio.StreamWriter.__del__`` (before Python 3.11.5,
     #: the TLS transport's) while it is installed.
     writer_watcher: Callable[..., None] | None = None
+    #: The wrapper round ``asyncio.BaseEventLoop.close`` while it is installed.
+    loop_closer: Callable[..., None] | None = None
     #: The wrappers round ``socket.socket``'s methods that close a socket (by name)
     #: while they are installed: they mark a tracked socket closed by the program.
     socket_closers: dict[str, Callable[..., Any]] = field(default_factory=dict)
@@ -525,8 +528,20 @@ class _Gate(_Instruments):
         """Whether `owner`'s check will list what it left: still to come, or it failed."""
         return owner in self.failed or (owner in self.running and owner not in self.silenced)
 
-    def _unwatched(self, loop: object) -> bool:
-        return loop not in self.instrumented
+    def _unwatched_of(self, owner: str) -> Callable[[object], bool]:
+        """Whether a loop is one the gate never watched, closed in `owner` or in no test.
+
+        What is open on one another test closed (``asyncio.run`` in a synchronous
+        test that passed) is not `owner`'s to answer for.
+        """
+
+        def unwatched(loop: object) -> bool:
+            if loop in self.instrumented:
+                return False
+            closed_in = closed_in_test(loop)
+            return closed_in is None or closed_in == owner
+
+        return unwatched
 
     def _untracked(self, owner: str) -> str:
         """What a report item says of a connection the gate closed and does not track."""
@@ -537,23 +552,33 @@ class _Gate(_Instruments):
     def _test_of(self, loop: asyncio.AbstractEventLoop | None) -> tuple[str | None, bool]:
         """The test an untracked connection on `loop` is taken to be from, and whether it failed.
 
-        The last test that made a task on its loop, or the test whose phase runs
-        as it is freed, or between tests the one that ended last: the first of
-        these that failed, else the first still running (checked in a mode but
-        ``off``), else None.  (A connection freed in one collection with its loop, by
-        pytest's own garbage collection after a teardown, has lost its loop's
-        entry and has no phase to run in.)
+        Its loop's test, if known: the last test that made a task on it, or the
+        one it closed in (a loop the gate never watched, such as `asyncio.run`'s).
+        Else the test whose phase runs as it is freed, or between tests the one
+        that ended last.  That test if it failed, or if it is still running
+        (checked in a mode but ``off``); else None, as for a test that passed
+        and ended: own mode leaves its connections to their ResourceWarning.
+        (A connection freed in one collection with its loop, by pytest's own
+        garbage collection after a teardown, has lost its loop's entry and has no
+        phase to run in.)
         """
-        last_test = None if loop is None else self.loop_tests.get(loop)
-        current = self.owner if self.owner is not None else self.ended_last
-        names = [name for name in (None if last_test is None else last_test.name, current) if name]
-        for name in names:
-            if name in self.failed:
-                return name, True
-        for name in names:
-            if name in self.running and name not in self.silenced:
-                return name, False
+        name = self.loop_test(loop)
+        if name is None:
+            name = self.owner if self.owner is not None else self.ended_last
+        if name in self.failed:
+            return name, True
+        if name in self.running and name not in self.silenced:
+            return name, False
         return None, False
+
+    def loop_test(self, loop: asyncio.AbstractEventLoop | None) -> str | None:
+        """The test `loop` is known to be, if any: the last to make a task on it, or closed in."""
+        if loop is None:
+            return None
+        last_test = self.loop_tests.get(loop)
+        if last_test is not None and last_test.name is not None:
+            return last_test.name
+        return closed_in_test(loop)
 
     # -- the check -----------------------------------------------------------
 
@@ -759,7 +784,7 @@ class _Gate(_Instruments):
             loops = [loop for loop, last in _items(self.loop_tests) if last.name == owner]
             # And those of loops the gate never watched (asyncio.run's in a
             # synchronous test): the failed test's, most likely.
-            found = open_transports_on_closed(loops, self._unwatched)
+            found = open_transports_on_closed(loops, self._unwatched_of(owner))
             over_sockets = [
                 transport
                 for transport in found

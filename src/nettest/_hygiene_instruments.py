@@ -39,7 +39,9 @@ Every session wraps ``asyncio.StreamWriter.__del__`` (`watch_writers`): Python
 tells the gate of the writer, which closes it without the warning when its test's
 check will report it, or its test failed already (see `_Gate.writer_dropped`).
 Older Pythons have no such finaliser; their TLS transport's, which warns the same
-way, is wrapped instead.
+way, is wrapped instead.  Every session also wraps ``asyncio.BaseEventLoop.close``
+(`watch_loop_closing`) to note the test each loop closes in: a connection found
+open on a loop the gate never watched (``asyncio.run``'s) is that test's.
 
 With ``--nettest-leaks=strict`` they are installed for the whole session; a test
 that a ``nettest_leaks("strict")`` marker makes strict gets the same ones from
@@ -155,6 +157,7 @@ class _Instruments:
         test_task_factories: list[tuple[asyncio.AbstractEventLoop, object, object]]
         socket_watcher: Callable[..., None] | None
         writer_watcher: Callable[..., None] | None
+        loop_closer: Callable[..., None] | None
         thread_starter: Callable[..., None] | None
         socket_closers: dict[str, Callable[..., Any]]
 
@@ -509,6 +512,36 @@ class _Instruments:
         _FINALISED.__del__ = __del__  # type: ignore[attr-defined]
         self.writer_watcher = __del__
 
+    def watch_loop_closing(self) -> None:
+        """Wrap ``asyncio.BaseEventLoop.close``: note the test each loop closes in.
+
+        What is found open on a loop the gate never watched (one a synchronous
+        test ran with `asyncio.run`) is then that test's, not the test that
+        happens to run as it turns up (see `_test_of`).
+        """
+        original = vars(asyncio.BaseEventLoop)["close"]
+        if original is self.loop_closer:
+            return
+        gate = self
+
+        def close(loop: asyncio.BaseEventLoop) -> None:
+            owner = gate.owner
+            if owner is not None and not loop.is_closed():
+                with contextlib.suppress(Exception):
+                    setattr(loop, _CLOSED_IN, owner)
+            original(loop)
+
+        functools.update_wrapper(close, original)
+        asyncio.BaseEventLoop.close = close  # type: ignore[method-assign,assignment]
+        self.loop_closer = close
+
+    def unwatch_loop_closing(self) -> None:
+        # Only our wrapper is removed: one installed over it stays.
+        closer = self.loop_closer
+        if closer is not None and vars(asyncio.BaseEventLoop).get("close") is closer:
+            asyncio.BaseEventLoop.close = vars(closer)["__wrapped__"]  # type: ignore[method-assign]
+        self.loop_closer = None
+
     def _watch_closing(self) -> None:
         """Mark each tracked socket that the program closes, for `_SocketRef`.
 
@@ -764,6 +797,18 @@ def _policy_loop_fds() -> set[int]:
 def socket_transport_under(transport: object) -> asyncio.BaseTransport | None:
     """The socket transport under a TLS transport (None for any other)."""
     return getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
+
+
+#: The attribute naming the test a loop closed in (`watch_loop_closing`): on the
+#: loop itself, as a weak mapping loses it when the loop is freed in one garbage
+#: collection with the connections whose finalisers ask.
+_CLOSED_IN = "_nettest_closed_in"
+
+
+def closed_in_test(loop: object) -> str | None:
+    """The test `loop` closed in, if it closed during one (see `watch_loop_closing`)."""
+    name = getattr(loop, _CLOSED_IN, None)
+    return name if isinstance(name, str) else None
 
 
 def close_dropped(
