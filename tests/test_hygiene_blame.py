@@ -1105,6 +1105,56 @@ def test_gate_does_not_list_a_passing_tests_connection_under_a_later_failure(
     assert "left 1 thing behind" not in out
 
 
+def test_gate_names_the_test_whose_garbage_its_collection_frees(
+    pytester: pytest.Pytester,
+) -> None:
+    # test_b leaks, so its check collects garbage, which frees the connection
+    # that test_a (passing, in own mode) left in a cycle: test_a's, not test_b's.
+    result = run(
+        pytester,
+        """
+        import asyncio, gc
+        import pytest
+        from nettest import memory_stream_pair
+
+        gc.disable()  # freed by the check's collection only, not by chance earlier
+
+        class Client:
+            def __init__(self):
+                self.me = self
+
+        @pytest.mark.asyncio
+        async def test_a_leaves_a_connection(tcp_server):
+            server = await tcp_server()
+            client = Client()
+            client.reader, client.writer = await asyncio.open_connection(*server.address)
+
+        held = []
+
+        @pytest.mark.asyncio
+        async def test_b_leaves_a_memory_pair():
+            held.append(memory_stream_pair())
+        """,
+        *FILTERS,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_b_leaves_a_memory_pair left 2 things behind (--nettest-leaks=own):",
+            "*- open MemoryTransport*",
+            "*- open MemoryTransport*",
+            "*The garbage collection for this check also freed what "
+            "test_leaky.py::test_a_leaves_a_connection left open on its event loop "
+            "(test_leaky.py::test_a_leaves_a_connection is to blame, not this test;*",
+            "*unclosed transport <_SelectorSocketTransport fd=*",
+        ]
+    )
+    out = result.stdout.str()
+    assert "while the garbage collector finalised them" not in out
+    assert "Exception Group" not in out + result.stderr.str()
+
+
 def test_gate_lists_what_a_test_left_when_a_fixtures_teardown_fails(
     pytester: pytest.Pytester,
 ) -> None:

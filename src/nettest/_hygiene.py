@@ -543,6 +543,15 @@ class _Gate(_Instruments):
 
         return unwatched
 
+    def _other_test_of(self, owner: str) -> Callable[[object], str | None]:
+        """The test other than `owner` whose event loop an object (a connection) is on."""
+
+        def other_test(obj: object) -> str | None:
+            maker = self.loop_test(getattr(obj, "_loop", None))
+            return maker if maker != owner else None
+
+        return other_test
+
     def _untracked(self, owner: str) -> str:
         """What a report item says of a connection the gate closed and does not track."""
         if owner == self.strict_owner:
@@ -723,11 +732,12 @@ class _Gate(_Instruments):
             untracked = self._close_left_on_closed_loops(owner)
         self._let_threads_end(owner)
         leaks, _ = self._find(owner, mode, fds_before)
+        others: list[str] = []
         if leaks:
             suspects = self._suspects(owner)
             parts = self._parts(owner)
             # Let unreachable objects finalise now, inside the test that dropped them.
-            finalising = _collect_garbage(parts)
+            finalising = _collect_garbage(parts, self._other_test_of(owner))
             # Collected while still open: dropped without being closed.  Not a
             # socket that the program closed meanwhile (a finaliser, another thread).
             gone = {
@@ -739,10 +749,13 @@ class _Gate(_Instruments):
             }
             leaks, reported = self._find(owner, mode, fds_before, gone)
             leaks += [
-                f"  - while the garbage collector finalised them: {message}"
-                for message, parent in finalising
-                if parent not in reported and (parent is None or parent.part_of not in reported)
+                f"  - while the garbage collector finalised them: {item.message}"
+                for item in finalising
+                if item.maker is None
+                and item.parent not in reported
+                and (item.parent is None or item.parent.part_of not in reported)
             ]
+            others = _others_garbage(finalising)
         late = self._late_failures(owner, mode)
         leaks += self._release(owner)
         leaks += untracked
@@ -758,6 +771,7 @@ class _Gate(_Instruments):
             f"(--nettest-leaks={mode}):"
         )
         own = [header, *_fewer_loop_errors(leaks)] if leaks else []
+        own += others
         if failed:
             # Not failed again for its own leaks; another test's late failure is an error.
             if late:
@@ -1106,9 +1120,38 @@ def _fewer_loop_errors(leaks: list[str]) -> list[str]:
     return shown
 
 
+def _others_garbage(finalising: list[_Finalised]) -> list[str]:
+    """The report's sections for what the check's collection freed of other tests'."""
+    by_maker: dict[str, list[str]] = {}
+    for item in finalising:
+        if item.maker is not None:
+            by_maker.setdefault(item.maker, []).append(f"  - {item.message}")
+    return [
+        line
+        for maker, items in by_maker.items()
+        for line in (
+            f"The garbage collection for this check also freed what {maker} left open on "
+            f"its event loop ({maker} is to blame, not this test; own mode does not track "
+            "real connections, --nettest-leaks=strict reports them against their test):",
+            *items,
+        )
+    ]
+
+
+@dataclass
+class _Finalised:
+    """What a finaliser raised in the check's garbage collection (see `_collect_garbage`)."""
+
+    message: str
+    #: The entry of the tracked object whose part raised it, if any.
+    parent: _Tracked | None = None
+    #: The other test whose event loop it ran on, if known: its leak, not this test's.
+    maker: str | None = None
+
+
 def _collect_garbage(
-    parts: Mapping[int, tuple[type, _Tracked]],
-) -> list[tuple[str, _Tracked | None]]:
+    parts: Mapping[int, tuple[type, _Tracked]], maker_of: Callable[[object], str | None]
+) -> list[_Finalised]:
     """Run the garbage collector; return what finalisers raised (a ResourceWarning as error).
 
     Caught here, rather than by pytest's hook, so that they are reported with
@@ -1118,31 +1161,44 @@ def _collect_garbage(
     So does the report of a socket strict mode tracks (one of `parts` too) for the
     asyncio transport over it, and the StreamWriter over that: Python 3.10 and
     3.11 leave a connection open when its handler's task is cancelled, and
-    collected with it, each warns of the same connection.
+    collected with it, each warns of the same connection.  Else, with the other
+    test it came from (`maker_of`: a connection on another test's event loop,
+    and the socket under it), if known: garbage a passing test left, which this
+    check's collection happens to free.
     """
-    caught: list[tuple[str, _Tracked | None]] = []
+    caught: list[tuple[_Finalised, int]] = []
+    sockets_of: dict[int, str] = {}  # the sockets under other tests' connections
 
     def hook(unraisable: Any) -> None:
         where = unraisable.err_msg or "Exception ignored in"
         error = unraisable.exc_value
-        message = f"{where}: {unraisable.object!r}\n    {type(error).__name__}: {error}"
-        parent = None
+        item = _Finalised(f"{where}: {unraisable.object!r}\n    {type(error).__name__}: {error}")
+        finalised = None
         with contextlib.suppress(Exception):
             finalised = _finalised(unraisable)
             for candidate in (finalised, _socket_under(finalised)):
                 part = parts.get(id(candidate))
                 # Still alive as its finaliser runs: the id is its own.
                 if part is not None and type(candidate) is part[0]:
-                    parent = part[1]
+                    item.parent = part[1]
                     break
-        caught.append((message, parent))
+            else:
+                item.maker = maker_of(finalised)
+                under = _socket_under(finalised)
+                if item.maker is not None and under is not None:
+                    sockets_of[id(under)] = item.maker
+        # Garbage is freed only once every finaliser has run: ids stay their own.
+        caught.append((item, id(finalised)))
 
     previous, sys.unraisablehook = sys.unraisablehook, hook
     try:
         gc.collect()
     finally:
         sys.unraisablehook = previous
-    return caught
+    for item, finalised_id in caught:
+        if item.parent is None and item.maker is None:
+            item.maker = sockets_of.get(finalised_id)
+    return [item for item, _ in caught]
 
 
 def _finalised(unraisable: Any) -> object:
