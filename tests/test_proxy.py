@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import os
 import random
 import socket
+import struct
 import sys
 import typing
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,11 +20,13 @@ import pytest
 import pytest_asyncio
 
 from nettest import (
+    BlackholePort,
     TCPServerFactory,
     UDPServer,
     UDPServerThread,
     UnixDatagramServer,
     _proxy_sockets,
+    _settings,
     handlers,
 )
 from nettest._faults import (
@@ -269,6 +273,64 @@ async def test_proxy_passes_a_servers_reset_on_behind_the_bytes_sent_before_it(
         if isinstance(fault, Latency):
             assert loop.time() - started >= 0.29
     assert "reset downstream: server reset" in proxy.format_traces()
+
+
+class _SlowReader(asyncio.Protocol):
+    """An upstream that reads nothing for 50 ms after accepting, as a relay connecting on."""
+
+    def __init__(self, log: list[object]) -> None:
+        self.log = log
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()
+        asyncio.get_running_loop().call_later(0.05, transport.resume_reading)
+
+    def data_received(self, data: bytes) -> None:
+        self.log.append(data)
+
+    def eof_received(self) -> None:
+        self.log.append("EOF")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.log.append(type(exc) if exc else None)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "fault", [None, Latency(0.1), Bandwidth(100)], ids=["none", "latency", "bandwidth"]
+)
+async def test_proxy_passes_a_clients_reset_made_as_it_connects_upstream(
+    fault_proxy: FaultProxyFactory, fault: Fault | None
+) -> None:
+    # The client sends and resets at once, before the proxy's upstream connection
+    # is made: the bytes, and then the reset, wait for it.  (The proxy used to
+    # give up the connection: the server got a clean close and none of the bytes.)
+    log: list[object] = []
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _SlowReader(log), "127.0.0.1", 0)
+    try:
+        address = server.sockets[0].getsockname()[:2]
+        faults = [dataclasses.replace(fault, direction="upstream")] if fault else []
+        proxy = await fault_proxy(upstream=address, faults=faults)
+        _, writer = await asyncio.open_connection(*proxy.address)
+        writer.write(b"data-before-rst")
+        await writer.drain()
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+        for _ in range(500):
+            if log and log[-1] is not None and not isinstance(log[-1], (bytes, str)):
+                break
+            await asyncio.sleep(0.01)
+        data = b"".join(item for item in log if isinstance(item, bytes))
+        assert data == b"data-before-rst", proxy.format_traces()
+        assert log[-1] is ConnectionResetError, proxy.format_traces()
+        assert "EOF" not in log
+        assert "connected upstream" in proxy.format_traces()
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 @pytest.mark.asyncio
@@ -772,6 +834,25 @@ async def test_proxy_upstream_down_resets_the_client_and_is_recorded(
             with pytest.raises(ConnectionResetError):
                 await read_all(reader)
     assert "ConnectionRefusedError" in str(proxy.traces[0])
+
+
+@pytest.mark.asyncio
+async def test_proxy_trace_says_what_it_could_not_deliver(
+    fault_proxy: FaultProxyFactory, blackhole_port: BlackholePort, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The upstream never answers the SYN: the client's bytes wait for a connection
+    # that times out, and the trace, which showed them let go, says they were lost.
+    monkeypatch.setattr(_settings, "timeout", 0.2)
+    proxy = await fault_proxy(upstream=blackhole_port.address)
+    async with connect(proxy.address) as (reader, writer):
+        writer.write(b"anyone?")
+        with pytest.raises(ConnectionResetError):
+            await read_all(reader)
+    trace = str(proxy.traces[0])
+    assert "-> 7 bytes b'anyone?'" in trace
+    assert "TimeoutError" in trace
+    assert "-> 7 bytes not delivered: the connection ended" in trace
+    assert trace.index("not delivered") < trace.index("finished")
 
 
 @pytest.mark.asyncio

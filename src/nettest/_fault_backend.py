@@ -172,11 +172,14 @@ class ActionQueue:
             actions.popleft()
             self._perform(head)
 
-    def close(self) -> None:
-        """Cancel the timer; carry out nothing more."""
+    def close(self) -> list[TimedAction]:
+        """Cancel the timer; carry out nothing more.  Return the actions left undone."""
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
+        left = list(self._actions)
+        self._actions.clear()
+        return left
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -371,7 +371,10 @@ class _StreamConnection:
             # Pass a reset on, as the network would: behind what was sent before it.
             self.trace.record(now, side.sends, f"{side.role} connection lost: {exc!r}")
             other = self.server if side is self.client else self.client
-            if other is not None and not self.schedule.closed:
+            # A client that resets while the proxy still connects upstream: the
+            # bytes it sent, and then the reset, wait for the upstream connection.
+            reaches = other is not None or self._connecting_upstream()
+            if reaches and not self.schedule.closed:
                 self.apply(self.schedule.peer_reset(side.sends, now, f"{side.role} reset"))
                 return
             if other is not None:
@@ -429,7 +432,12 @@ class _StreamConnection:
         """Whether *action* waits: for the upstream connection, or for a piece's reader."""
         if isinstance(action, (Deliver, SendEof)) and self._receiver(action.flow) is None:
             return True
+        if isinstance(action, Abort) and self._connecting_upstream():
+            return True  # an RST for the server reaches it once it is connected
         return isinstance(action, Deliver) and action.alone and action.flow in self.spacing
+
+    def _connecting_upstream(self) -> bool:
+        return self.server is None and self.connecting is not None and not self.connecting.done()
 
     def _space(self, flow: Flow, turns: int) -> None:
         """Let `turns` loop turns pass after a piece was written, then write the next.
@@ -564,9 +572,13 @@ class _StreamConnection:
         if self.finished:
             return
         self.finished = True
-        self.trace.record(self.loop.time(), None, "finished")
-        for queue in self.queues.values():
-            queue.close()
+        now = self.loop.time()
+        for flow, queue in self.queues.items():
+            # Bytes the trace showed let go, that no socket took: say so.
+            lost = sum(len(action.data) for action in queue.close() if isinstance(action, Deliver))
+            if lost:
+                self.trace.record(now, flow, f"{lost} bytes not delivered: the connection ended")
+        self.trace.record(now, None, "finished")
         for timer in [*self.wakes, *self.rechecks.values()]:
             timer.cancel()
         self.wakes.clear()
