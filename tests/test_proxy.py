@@ -52,6 +52,7 @@ from nettest._faults import (
 )
 from nettest._proxy import FaultProxy, FaultProxyFactory
 from nettest._proxy_cli import parse_fault
+from nettest._server_base import has_ipv6_loopback
 
 Address = tuple[str, int]
 
@@ -1258,6 +1259,24 @@ def test_proxy_listens_on_loopback_unless_allowed_remote(
         cli_main(["--upstream", "127.0.0.1:1", "--listen", "0.0.0.0:0"])
     assert info.value.code == 2
     assert "Pass --allow-remote if you mean it" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
+@pytest.mark.asyncio
+async def test_fault_proxy_fixture_listens_where_asked(
+    fault_proxy: FaultProxyFactory, tcp_server: TCPServerFactory
+) -> None:
+    server = await tcp_server(handlers.echo, host="::1")
+    proxy = await fault_proxy(server, faults=[Truncate(3)], host="::1")
+    assert proxy.address[0] == "::1"
+    async with connect(proxy.address) as (reader, writer):
+        writer.write(b"hello")
+        writer.write_eof()
+        assert await read_all(reader) == b"hel"
+    with pytest.raises(ValueError, match=r"host '0\.0\.0\.0' is not a loopback address"):
+        await fault_proxy(server, host="0.0.0.0")
+    with pytest.raises(TypeError, match=r"^fault_proxy\(\) got an unexpected keyword argument"):
+        await fault_proxy(server, allow_remote=True)  # type: ignore[call-arg]
 
 
 def test_proxy_ports_are_checked() -> None:

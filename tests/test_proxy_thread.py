@@ -61,6 +61,20 @@ def test_a_blocking_client_meets_the_faults_of_a_thread_proxy(
     assert echo_once(proxy.address, b"back") == b"back"
 
 
+def test_a_thread_proxy_listens_where_asked(
+    tcp_server_thread: TCPServerThreadFactory, fault_proxy_thread: FaultProxyThreadFactory
+) -> None:
+    server = tcp_server_thread(handlers.echo)
+    with socket.socket() as probe:  # a free port, given back for the proxy to take
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proxy = fault_proxy_thread(server, port=port)
+    assert proxy.address == ("127.0.0.1", port)
+    assert echo_once(proxy.address, b"hello") == b"hello"
+    with pytest.raises(TypeError, match=r"^fault_proxy_thread\(\) got an unexpected keyword"):
+        fault_proxy_thread(server, allow_remote=True)  # type: ignore[call-arg]
+
+
 def test_a_thread_proxy_in_front_of_a_udp_thread_server(
     udp_server_thread: UDPServerThreadFactory, fault_proxy_thread: FaultProxyThreadFactory
 ) -> None:

@@ -693,10 +693,14 @@ class FaultProxyFactory(Protocol):
         *,
         faults: Iterable[Fault] = (),
         kind: Literal["tcp", "udp"] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> FaultProxy:
         """Start a proxy in front of *upstream*; the fixture closes it after the test.
 
-        *kind* is ``"udp"`` by default in front of a nettest UDP server, else ``"tcp"``.
+        *kind* is ``"udp"`` by default in front of a nettest UDP server, else
+        ``"tcp"``.  *host* is the loopback address to listen on (``"::1"`` for
+        IPv6), *port* its port (0: a free one), as for `FaultProxy`.
         """
         ...
 
@@ -715,21 +719,24 @@ async def fault_proxy(
     """
     proxies = proxies_of(request.node)
 
-    def make(
+    def fault_proxy(
         upstream: object,
         *,
         faults: Iterable[Fault] = (),
         kind: Literal["tcp", "udp"] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> FaultProxy:
-        proxy = FaultProxy(
-            upstream, faults=faults, kind=kind, seed=proxy_seed(nettest_seed, len(proxies))
-        )
+        seed = proxy_seed(nettest_seed, len(proxies))
+        proxy = FaultProxy(upstream, faults=faults, kind=kind, seed=seed, host=host, port=port)
         proxies.append(proxy)
         return proxy
 
+    # Named as the fixture: a wrong argument's TypeError names it.
+    fault_proxy.__qualname__ = "fault_proxy"
     # Closes each proxy on the loop it runs on, which is the test's when that is
     # not the fixture's (see `AsyncServerFactory`).
-    factory = AsyncServerFactory(request, make)
+    factory = AsyncServerFactory(request, fault_proxy)
     yield typing.cast("FaultProxyFactory", factory)
     await factory.aclose()
 

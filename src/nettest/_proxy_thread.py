@@ -160,6 +160,8 @@ class FaultProxyThreadFactory(Protocol):
         *,
         faults: Iterable[Fault] = (),
         kind: Literal["tcp", "udp"] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> FaultProxyThread:
         """Start a proxy in front of *upstream* on its own thread; closed after the test."""
         ...
@@ -179,20 +181,26 @@ def fault_proxy_thread(
     proxies = proxies_of(request.node)
     started: list[FaultProxyThread] = []
 
-    def make(
+    def fault_proxy_thread(
         upstream: object,
         *,
         faults: Iterable[Fault] = (),
         kind: Literal["tcp", "udp"] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> FaultProxyThread:
         seed = proxy_seed(nettest_seed, len(proxies))
-        proxy = FaultProxyThread(upstream, faults=faults, kind=kind, seed=seed)
+        proxy = FaultProxyThread(
+            upstream, faults=faults, kind=kind, seed=seed, host=host, port=port
+        )
         proxies.append(proxy.proxy)
         proxy.start()
         started.append(proxy)
         return proxy
 
-    yield make
+    # Named as the fixture: a wrong argument's TypeError names it.
+    fault_proxy_thread.__qualname__ = "fault_proxy_thread"
+    yield fault_proxy_thread
     errors: list[Exception] = []
     for proxy in reversed(started):
         try:
