@@ -194,6 +194,14 @@ class _Instruments:
 
         def tls_transport_dropped(self, transport: asyncio.BaseTransport) -> bool: ...
 
+        def left_on_closing_loop(
+            self, loop: asyncio.BaseEventLoop, owner: str
+        ) -> list[asyncio.BaseTransport]: ...
+
+        def close_left_on_closed_loop(
+            self, left: list[asyncio.BaseTransport], owner: str
+        ) -> None: ...
+
     # -- loops ---------------------------------------------------------------
 
     def instrument_loop(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -526,10 +534,14 @@ class _Instruments:
 
         def close(loop: asyncio.BaseEventLoop) -> None:
             owner = gate.owner
+            left: list[asyncio.BaseTransport] = []
             if owner is not None and not loop.is_closed():
                 with contextlib.suppress(Exception):
                     setattr(loop, _CLOSED_IN, owner)
+                    left = gate.left_on_closing_loop(loop, owner)
             original(loop)
+            if owner is not None and left and loop.is_closed():
+                gate.close_left_on_closed_loop(left, owner)
 
         functools.update_wrapper(close, original)
         asyncio.BaseEventLoop.close = close  # type: ignore[method-assign,assignment]
@@ -660,6 +672,39 @@ def _closed_by_transport_finaliser(frame: types.FrameType | None) -> bool:
     )
 
 
+def open_transports_on(loop: asyncio.BaseEventLoop) -> list[asyncio.BaseTransport]:
+    """The socket transports still open on `loop`.
+
+    A connection or endpoint open as its loop closes can never be closed by the
+    program now: it warns "unclosed transport" when the garbage collector frees
+    it, in whichever test runs then.  Read from the loop's own weak map of its
+    transports by descriptor (a selector loop's ``_transports``; its selector
+    no longer watches a connection that has read its EOF), so finding them
+    costs nothing like a heap scan.
+    """
+    transports = getattr(loop, "_transports", None)
+    if transports is None:  # not a selector loop
+        return []
+    return [
+        transport
+        for transport in list(transports.values())
+        if isinstance(transport, asyncio.BaseTransport)
+        and not transport.is_closing()
+        and isinstance(getattr(transport, "_sock", None), socket.socket)
+    ]
+
+
+def transport_stack(transport: asyncio.BaseTransport) -> list[asyncio.BaseTransport]:
+    """`transport`, then the TLS transport over it, if any."""
+    stack = [transport]
+    protocol = transport.get_protocol()
+    if isinstance(protocol, asyncio.sslproto.SSLProtocol):
+        app = getattr(protocol, "_app_transport", None)
+        if isinstance(app, asyncio.BaseTransport):
+            stack.append(app)
+    return stack
+
+
 def close_transports_over(sockets: Sequence[socket.socket]) -> None:
     """Close the asyncio transports over `sockets`, which the gate is about to close.
 
@@ -679,12 +724,7 @@ def close_transports_over(sockets: Sequence[socket.socket]) -> None:
 
     transports = _transports_over(sockets)
     for transport in transports:
-        stack = [transport]
-        protocol = transport.get_protocol()
-        if isinstance(protocol, asyncio.sslproto.SSLProtocol):
-            app = getattr(protocol, "_app_transport", None)
-            if isinstance(app, asyncio.BaseTransport):
-                stack.append(app)
+        stack = transport_stack(transport)
         loop = getattr(transport, "_loop", None)
         if not isinstance(loop, asyncio.AbstractEventLoop) or loop.is_closed():
             close_transports_after_their_loop(stack)

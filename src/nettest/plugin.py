@@ -355,6 +355,8 @@ def _instrument_runner(fixturedef: FixtureDef[Any], result: object) -> None:
     else:
         return
     GATE.instrument_loop(loop)
+    if fixturedef.scope != "function":
+        GATE.wide_loops.add(loop)
     # Runs before the runner closes the loop and cancels what is still pending.
     fixturedef.addfinalizer(lambda: GATE.note_pending_tasks(loop))
 
