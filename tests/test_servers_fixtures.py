@@ -622,6 +622,49 @@ def test_nothing_warned_meanwhile():
     result.stdout.no_fnmatch_line("*unclosed*")
 
 
+def test_server_teardown_warning_points_at_the_test(pytester: pytest.Pytester) -> None:
+    # The fixture closes the server from nettest's code: the warning points at
+    # the test's line that made the server, or that closed it, not at nettest.
+    pytester.makepyfile(
+        """
+        import asyncio
+        import pytest
+
+        async def stuck(reader, writer):
+            await asyncio.sleep(3600)
+
+        async def connect(server):
+            _, writer = await asyncio.open_connection(*server.address)
+            await server.wait_for_connections(1)
+            writer.close()
+
+        @pytest.mark.asyncio
+        async def test_closed_by_the_fixture(tcp_server):
+            server = await tcp_server(stuck, close_timeout=0.05)
+            await connect(server)
+
+        @pytest.mark.asyncio
+        async def test_closed_by_the_test(tcp_server):
+            server = await tcp_server(stuck, close_timeout=0.05)
+            await connect(server)
+            await server.aclose()
+        """
+    )
+    # In a subprocess: in-process, the outer test's frames would be on the stack.
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "always")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_closed_by_the_fixture",
+            "*test_server_teardown_warning_points_at_the_test.py:14: ServerTeardownWarning:*",
+            "*server = await tcp_server(stuck, close_timeout=0.05)",
+            "*test_closed_by_the_test",
+            "*test_server_teardown_warning_points_at_the_test.py:21: ServerTeardownWarning:*",
+            "*await server.aclose()",
+        ]
+    )
+
+
 def test_udp_server_whose_loop_closed_first_leaves_no_warning(pytester: pytest.Pytester) -> None:
     # asyncio.run returned with the server open: teardown closes its socket under its
     # transport, which must not then warn "unclosed transport" when collected.

@@ -68,6 +68,7 @@ from ._handlers import (
 )
 from ._hygiene import track
 from ._hygiene_instruments import CANCEL_GRACE, force_end, is_uvloop
+from ._hygiene_report import _creation_stack
 from ._recording import (
     _UNSET,
     Connection,
@@ -196,6 +197,8 @@ class _StreamServer(_LoopbackServer):
     ) -> None:
         self._handler_kind = classify(handler)
         self._handler = handler
+        #: Where the test made the server: a teardown warning points there.
+        self._made_at = _creation_stack()[-1:]
         if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
             raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(ssl).__name__}")
         if ssl is not None and ssl.protocol == _ssl.PROTOCOL_TLS_CLIENT:
@@ -936,4 +939,17 @@ class _StreamServer(_LoopbackServer):
             errors = self.errors
             raise HandlerError("\n".join(lines), errors) from errors[0]
         if aborted:
-            warnings.warn(ServerTeardownWarning(aborted), stacklevel=3)
+            self._warn(ServerTeardownWarning(aborted))
+
+    def _warn(self, warning: Warning) -> None:
+        """Warn at the test's line that closed the server, or else at the one that made it.
+
+        The fixture's teardown closes it from nettest's own code, which would say
+        nothing of which test or server it was.
+        """
+        where = _creation_stack()[-1:] or self._made_at
+        if not where:
+            warnings.warn(warning, stacklevel=4)
+            return
+        filename, lineno, _ = where[0]
+        warnings.warn_explicit(warning, type(warning), filename, lineno)
