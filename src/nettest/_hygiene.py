@@ -864,8 +864,10 @@ class _Gate(_Instruments):
                 if hasattr(transport, "_sock") and self._entry_of(transport._sock) is None
             ]
             # A TLS transport over an open socket closes with it (here, or in
-            # strict mode's release), and is not listed: only those whose own
-            # socket transport has let go of its socket are.
+            # strict mode's release).  One whose own socket transport has let go
+            # of its socket lost its connection (the peer ended it): Python 3.11+
+            # marks it closed then, and 3.10 only before the handshake is done;
+            # it is marked closed here, unlisted, as later Pythons leave it.
             tls_alone = [
                 transport
                 for transport in found
@@ -873,7 +875,7 @@ class _Gate(_Instruments):
             ]
             items = [  # described as found, before they are closed
                 f"  - {transport!r} open when its event loop closed{self._untracked(owner)}"
-                for transport in over_sockets + tls_alone
+                for transport in over_sockets
             ]
             close_transports_over([transport._sock for transport in over_sockets])
             close_after_their_loop(tls_alone)
