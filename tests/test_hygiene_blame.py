@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import textwrap
 from typing import Any
 
@@ -1346,6 +1347,41 @@ def test__gate_loop_closing_wrapper_comes_off_as_it_went_on() -> None:
     finally:
         gate.unwatch_loop_closing()
     assert vars(asyncio.BaseEventLoop)["close"] is before
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="StreamWriter.start_tls is new in 3.11")
+def test_a_dropped_tls_memory_pair_is_listed_once_per_writer(pytester: pytest.Pytester) -> None:
+    # Python 3.11 and 3.12 free the TLS transports that start_tls() put over the
+    # pair in the check's collection, and each warned "unclosed transport": two
+    # more items for the same two writers.
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import pytest
+        from nettest import memory_stream_pair
+
+        @pytest.mark.asyncio
+        async def test_drops_a_tls_pair(tls_server_context, tls_client_context):
+            (c_reader, c_writer), (s_reader, s_writer) = memory_stream_pair()
+            await asyncio.gather(
+                c_writer.start_tls(tls_client_context, server_hostname="localhost"),
+                s_writer.start_tls(tls_server_context),
+            )
+            c_writer.write(b"x")
+            assert await s_reader.readexactly(1) == b"x"
+        """,
+        *FILTERS,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_drops_a_tls_pair left 2 things behind (--nettest-leaks=own):",
+            "*- StreamWriter over TLS over MemoryTransport * dropped without close(), created at:",
+        ]
+    )
+    assert "garbage collector" not in result.stdout.str()
 
 
 def test__gate_writer_dropped_never_raises() -> None:

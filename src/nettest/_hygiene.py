@@ -506,6 +506,8 @@ class _Gate(_Instruments):
             entry = self._entry_of(candidate) or getattr(candidate, "_gate_entry", None)
             if isinstance(entry, _Tracked):
                 label = repr(candidate) if isinstance(candidate, socket.socket) else entry.what
+                if kind == "StreamWriter" and socket_transport_under(current) is not None:
+                    label = f"TLS over {label}"  # start_tls() put it over the connection
                 entry.dropped = f"{kind} over {label} dropped without close()"
                 if self._reports(entry.owner):
                     close_dropped(current, loop)
@@ -931,8 +933,9 @@ class _Gate(_Instruments):
             if item.owner == owner:
                 if isinstance(item.ref, _SocketRef):
                     sockets.append(item)
-                for ref in item.parts:
-                    part = ref()
+                # The object itself: a memory transport, under the TLS transport
+                # that start_tls() put over it (see `_collect_garbage`).
+                for part in (item.ref(), *(ref() for ref in item.parts)):
                     if part is not None:
                         parts[id(part)] = (type(part), item)
         for item in sockets:
@@ -1237,7 +1240,8 @@ def _collect_garbage(
         finalised = None
         with contextlib.suppress(Exception):
             finalised = _finalised(unraisable)
-            for candidate in (finalised, _socket_under(finalised)):
+            sock = _socket_under(finalised)
+            for candidate in (finalised, sock, socket_transport_under(finalised)):
                 part = parts.get(id(candidate))
                 # Still alive as its finaliser runs: the id is its own.
                 if part is not None and type(candidate) is part[0]:
@@ -1245,9 +1249,8 @@ def _collect_garbage(
                     break
             else:
                 item.maker = maker_of(finalised)
-                under = _socket_under(finalised)
-                if item.maker is not None and under is not None:
-                    sockets_of[id(under)] = item.maker
+                if item.maker is not None and sock is not None:
+                    sockets_of[id(sock)] = item.maker
         # Garbage is freed only once every finaliser has run: ids stay their own.
         caught.append((item, id(finalised)))
 
