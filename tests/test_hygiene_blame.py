@@ -1153,6 +1153,16 @@ _LEFT_OPEN_AS_THE_LOOP_CLOSES = {
             server = tcp_server_thread(handlers.echo)
             KEPT.append(asyncio.run(exchange(server.address)))
         """,
+    "datagram endpoint": """
+        @pytest.mark.asyncio
+        async def test_x_leaves_a_connection(udp_server):
+            server = await udp_server()
+            KEPT.append(
+                await asyncio.get_running_loop().create_datagram_endpoint(
+                    asyncio.DatagramProtocol, remote_addr=server.address
+                )
+            )
+        """,
 }
 
 
