@@ -1200,6 +1200,36 @@ def test_gate_warns_of_a_connection_open_as_its_tests_loop_closes(
     assert "test_y_innocent" not in result.stdout.str().split("short test summary")[0]
 
 
+def test_gate_leaves_a_wider_fixtures_loop_to_it(pytester: pytest.Pytester) -> None:
+    # A session fixture's loop closes in the last test's teardown: what is open
+    # on it then is the fixture's, not that test's.
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import pytest
+        from nettest import TCPServerThread, handlers
+
+        @pytest.fixture(scope="session")
+        def connected():
+            with TCPServerThread(handlers.hang) as server:
+                loop = asyncio.new_event_loop()
+                yield loop.run_until_complete(asyncio.open_connection(*server.address))
+                loop.close()  # a sloppy fixture: its connection is still open
+
+        def test_first(connected):
+            pass
+
+        def test_last(connected):
+            pass
+        """,
+        *FILTERS,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=2)
+    assert "open when its event loop closed" not in result.stdout.str()
+
+
 def test_gate_names_the_test_whose_garbage_its_collection_frees(
     pytester: pytest.Pytester,
 ) -> None:
@@ -1327,7 +1357,8 @@ def test_writer_watcher_outlives_an_in_process_session(pytester: pytest.Pytester
 
 def test__gate_notes_the_test_each_loop_closes_in() -> None:
     gate = hygiene.GATE  # every session's wrapper, with the owner it knows
-    assert vars(asyncio.BaseEventLoop)["close"] is gate.loop_closer
+    assert vars(asyncio.BaseEventLoop)["close"] is gate.loop_watchers["close"]
+    assert vars(asyncio.BaseEventLoop)["__init__"] is gate.loop_watchers["__init__"]
     with gate.owned_by("test_x"):
         in_test = asyncio.new_event_loop()
         in_test.close()
@@ -1342,21 +1373,26 @@ def test__gate_notes_the_test_each_loop_closes_in() -> None:
 
 
 def test__gate_loop_closing_wrapper_comes_off_as_it_went_on() -> None:
-    before = vars(asyncio.BaseEventLoop)["close"]
+    names = ("__init__", "close")
+    before = {name: vars(asyncio.BaseEventLoop)[name] for name in names}
     gate = hygiene._Gate()
     gate.unwatch_loop_closing()  # not installed by this gate: nothing to remove
-    assert vars(asyncio.BaseEventLoop)["close"] is before
+    assert {name: vars(asyncio.BaseEventLoop)[name] for name in names} == before
     gate.watch_loop_closing()
     try:
-        closer = vars(asyncio.BaseEventLoop)["close"]
-        assert closer is not before
-        assert closer.__wrapped__ is before
-        assert closer.__qualname__ == "BaseEventLoop.close"
+        for name in names:
+            wrapper = vars(asyncio.BaseEventLoop)[name]
+            assert wrapper is not before[name]
+            assert wrapper.__wrapped__ is before[name]
+            assert wrapper.__qualname__ == f"BaseEventLoop.{name}"
         gate.watch_loop_closing()  # once only
-        assert vars(asyncio.BaseEventLoop)["close"] is closer
+        assert vars(asyncio.BaseEventLoop)["close"] is gate.loop_watchers["close"]
+        loop = asyncio.new_event_loop()  # both wrappers run, and the loop works
+        assert loop.run_until_complete(asyncio.sleep(0, "ran")) == "ran"
+        loop.close()
     finally:
         gate.unwatch_loop_closing()
-    assert vars(asyncio.BaseEventLoop)["close"] is before
+    assert {name: vars(asyncio.BaseEventLoop)[name] for name in names} == before
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="StreamWriter.start_tls is new in 3.11")

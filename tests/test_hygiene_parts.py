@@ -255,7 +255,8 @@ def test__gate_lists_parts_only_once_their_object_is_closed() -> None:
 
 def test__gate_leaves_out_the_collectors_warnings_about_parts_of_what_it_reports() -> None:
     # A part the gate does not track (a socket in own mode) dropped with its
-    # object: the object's "dropped while open" says it all.
+    # object: the object's "dropped while open" says it all, for the part's
+    # finaliser and for the object's own.
     collect_garbage()
     gate = hygiene._Gate()
     with gate.owned_by("test_x"):
@@ -264,9 +265,7 @@ def test__gate_leaves_out_the_collectors_warnings_about_parts_of_what_it_reports
     gate.parts_of(parent, part)
     del parent, part
     items = check(gate, "test_x")
-    assert items[0] == "- parent dropped while open, created at:"
-    assert [item.split(" at 0x")[0] for item in items[1:]] == [_COLLECTED], items
-    assert items[1].endswith("ResourceWarning: unclosed Thing parent")
+    assert items == ["- parent dropped while open, created at:"], items
 
     # Its object closed, a part freed open is the collector's to report.
     with gate.owned_by("test_y"):

@@ -240,8 +240,9 @@ class _Gate(_Instruments):
     #: The wrapper round ``asyncio.StreamWriter.__del__`` (before Python 3.11.5,
     #: the TLS transport's) while it is installed.
     writer_watcher: Callable[..., None] | None = None
-    #: The wrapper round ``asyncio.BaseEventLoop.close`` while it is installed.
-    loop_closer: Callable[..., None] | None = None
+    #: The wrappers round ``asyncio.BaseEventLoop.__init__`` and ``close``, by name,
+    #: while they are installed.
+    loop_watchers: dict[str, Callable[..., None]] = field(default_factory=dict)
     #: The wrappers round ``socket.socket``'s methods that close a socket (by name)
     #: while they are installed: they mark a tracked socket closed by the program.
     socket_closers: dict[str, Callable[..., Any]] = field(default_factory=dict)
@@ -920,7 +921,7 @@ class _Gate(_Instruments):
         return suspects
 
     def _parts(self, owner: str) -> dict[int, tuple[type, _Tracked]]:
-        """The live parts of `owner`'s objects, by id: their type, and whose they are.
+        """The live parts of `owner`'s objects, and the objects, by id: type, and whose.
 
         Taken before the garbage collector runs, to know a part when its finaliser
         raises (`_collect_garbage`); ids, so that the parts can still be freed.
@@ -1220,8 +1221,9 @@ def _collect_garbage(
 
     Caught here, rather than by pytest's hook, so that they are reported with
     the test being checked: pytest may have collected this phase's already.
-    Each comes with the entry of the object whose part raised it, if one of
-    `parts` (by id, see `_Gate._parts`) did: a report of that object leaves it out.
+    Each comes with the entry of the tracked object that raised it, or whose
+    part did, or under the TLS transport that did, if one of `parts` (by id, see
+    `_Gate._parts`): a report of that object leaves it out.
     So does the report of a socket strict mode tracks (one of `parts` too) for the
     asyncio transport over it, and the StreamWriter over that: Python 3.10 and
     3.11 leave a connection open when its handler's task is cancelled, and

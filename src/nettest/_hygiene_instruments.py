@@ -39,9 +39,11 @@ Every session wraps ``asyncio.StreamWriter.__del__`` (`watch_writers`): Python
 tells the gate of the writer, which closes it without the warning when its test's
 check will report it, or its test failed already (see `_Gate.writer_dropped`).
 Older Pythons have no such finaliser; their TLS transport's, which warns the same
-way, is wrapped instead.  Every session also wraps ``asyncio.BaseEventLoop.close``
-(`watch_loop_closing`) to note the test each loop closes in: a connection found
-open on a loop the gate never watched (``asyncio.run``'s) is that test's.
+way, is wrapped instead.  Every session also wraps ``asyncio.BaseEventLoop``'s
+``__init__`` and ``close`` (`watch_loop_closing`) to note the test each loop is
+made in and closes in: a connection found open on a loop the gate never watched
+(``asyncio.run``'s) is that test's, and one open as a test's own loop closes is
+reported against it.
 
 With ``--nettest-leaks=strict`` they are installed for the whole session; a test
 that a ``nettest_leaks("strict")`` marker makes strict gets the same ones from
@@ -157,7 +159,7 @@ class _Instruments:
         test_task_factories: list[tuple[asyncio.AbstractEventLoop, object, object]]
         socket_watcher: Callable[..., None] | None
         writer_watcher: Callable[..., None] | None
-        loop_closer: Callable[..., None] | None
+        loop_watchers: dict[str, Callable[..., None]]
         thread_starter: Callable[..., None] | None
         socket_closers: dict[str, Callable[..., Any]]
 
@@ -521,16 +523,28 @@ class _Instruments:
         self.writer_watcher = __del__
 
     def watch_loop_closing(self) -> None:
-        """Wrap ``asyncio.BaseEventLoop.close``: note the test each loop closes in.
+        """Wrap ``asyncio.BaseEventLoop``'s ``__init__`` and ``close``: note each loop's test.
 
-        What is found open on a loop the gate never watched (one a synchronous
-        test ran with `asyncio.run`) is then that test's, not the test that
-        happens to run as it turns up (see `_test_of`).
+        The test a loop is made in, on the test's thread (its own loop: one
+        pytest-asyncio makes for it, or `asyncio.run` in it), and the test it
+        closes in.  What is found open on a loop the gate never watched is then
+        that test's, not the test that happens to run as it turns up (see
+        `_test_of`); and what is still open as a test's own loop closes is closed
+        and reported against it (`left_on_closing_loop`).  A wider fixture's loop,
+        or one made on another thread, is made in no test.
         """
-        original = vars(asyncio.BaseEventLoop)["close"]
-        if original is self.loop_closer:
+        original_init = vars(asyncio.BaseEventLoop)["__init__"]
+        original_close = vars(asyncio.BaseEventLoop)["close"]
+        if self.loop_watchers.get("close") is original_close:
             return
         gate = self
+
+        def __init__(loop: asyncio.BaseEventLoop) -> None:
+            original_init(loop)
+            owner = gate.owner
+            if owner is not None and threading.get_ident() == gate.test_thread:
+                with contextlib.suppress(Exception):
+                    setattr(loop, _MADE_IN, owner)
 
         def close(loop: asyncio.BaseEventLoop) -> None:
             owner = gate.owner
@@ -538,21 +552,26 @@ class _Instruments:
             if owner is not None and not loop.is_closed():
                 with contextlib.suppress(Exception):
                     setattr(loop, _CLOSED_IN, owner)
-                    left = gate.left_on_closing_loop(loop, owner)
-            original(loop)
+                    if getattr(loop, _MADE_IN, None) == owner:
+                        left = gate.left_on_closing_loop(loop, owner)
+            original_close(loop)
             if owner is not None and left and loop.is_closed():
                 gate.close_left_on_closed_loop(left, owner)
 
-        functools.update_wrapper(close, original)
-        asyncio.BaseEventLoop.close = close  # type: ignore[method-assign,assignment]
-        self.loop_closer = close
+        for name, wrapper, original in (
+            ("__init__", __init__, original_init),
+            ("close", close, original_close),
+        ):
+            functools.update_wrapper(wrapper, original)
+            setattr(asyncio.BaseEventLoop, name, wrapper)
+            self.loop_watchers[name] = wrapper
 
     def unwatch_loop_closing(self) -> None:
-        # Only our wrapper is removed: one installed over it stays.
-        closer = self.loop_closer
-        if closer is not None and vars(asyncio.BaseEventLoop).get("close") is closer:
-            asyncio.BaseEventLoop.close = vars(closer)["__wrapped__"]  # type: ignore[method-assign]
-        self.loop_closer = None
+        # Only our wrappers are removed: one installed over them stays.
+        for name, wrapper in self.loop_watchers.items():
+            if vars(asyncio.BaseEventLoop).get(name) is wrapper:
+                setattr(asyncio.BaseEventLoop, name, vars(wrapper)["__wrapped__"])
+        self.loop_watchers.clear()
 
     def _watch_closing(self) -> None:
         """Mark each tracked socket that the program closes, for `_SocketRef`.
@@ -843,6 +862,8 @@ def socket_transport_under(transport: object) -> asyncio.BaseTransport | None:
 #: loop itself, as a weak mapping loses it when the loop is freed in one garbage
 #: collection with the connections whose finalisers ask.
 _CLOSED_IN = "_nettest_closed_in"
+#: The attribute naming the test a loop was made in, on its thread (`watch_loop_closing`).
+_MADE_IN = "_nettest_made_in"
 
 
 def closed_in_test(loop: object) -> str | None:
