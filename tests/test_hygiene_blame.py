@@ -1200,6 +1200,40 @@ def test_gate_warns_of_a_connection_open_as_its_tests_loop_closes(
     assert "test_y_innocent" not in result.stdout.str().split("short test summary")[0]
 
 
+def test_own_mode_leaves_a_plain_servers_cancelled_handler_task_to_asyncio(
+    pytester: pytest.Pytester,
+) -> None:
+    # Before 3.12 Server.wait_closed() does not wait for the handlers: one still
+    # closing is cancelled with the loop, and on 3.11 the done callback asyncio
+    # puts on it raises CancelledError into the loop's exception handler
+    # (cpython#113538).  Own mode reports no pending task, so nor that call.
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import pytest
+
+        async def handler(reader, writer):
+            await reader.read()
+            writer.close()
+            await writer.wait_closed()
+
+        @pytest.mark.asyncio
+        async def test_own_server():
+            server = await asyncio.start_server(handler, "127.0.0.1", 0)
+            port = server.sockets[0].getsockname()[1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            await writer.wait_closed()
+            server.close()
+            await server.wait_closed()
+        """,
+        *FILTERS,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=1)
+
+
 def test_gate_leaves_a_wider_fixtures_loop_to_it(pytester: pytest.Pytester) -> None:
     # A session fixture's loop closes in the last test's teardown: what is open
     # on it then is the fixture's, not that test's.
