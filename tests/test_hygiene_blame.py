@@ -1234,6 +1234,36 @@ def test_own_mode_leaves_a_plain_servers_cancelled_handler_task_to_asyncio(
     result.assert_outcomes(passed=1)
 
 
+@pytest.mark.parametrize("xdist", [False, True])
+def test_the_last_tests_check_collects_garbage(pytester: pytest.Pytester, xdist: bool) -> None:
+    # A failed future in a reference cycle reports its never retrieved exception
+    # only as it is freed: with no collection to come, the session passed silently.
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import pytest
+
+        @pytest.mark.asyncio
+        async def test_leaves_a_failed_future_in_a_cycle():
+            future = asyncio.get_running_loop().create_future()
+            try:
+                raise ConnectionError("boom")
+            except ConnectionError as exc:
+                future.set_exception(exc)  # its traceback holds this frame: a cycle
+        """,
+        *(("-n", "1") if xdist else ()),
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_leaves_a_failed_future_in_a_cycle left 1 thing behind*",
+            "*the loop's exception handler was called: Future exception was never retrieved",
+        ]
+    )
+
+
 def test_gate_leaves_a_wider_fixtures_loop_to_it(pytester: pytest.Pytester) -> None:
     # A session fixture's loop closes in the last test's teardown: what is open
     # on it then is the fixture's, not that test's.

@@ -703,13 +703,18 @@ class _Gate(_Instruments):
         fds_before: frozenset[tuple[int, int]],
         *,
         failed: bool = False,
+        last: bool = False,
     ) -> str | None:
         """Report and then release everything `owner` left behind.
 
         Also reports, under the name of the test that made it, a task that an
         earlier test left running and that failed during this one.  A test that
         `failed` already is not failed again for its leaks (its clean-up code did
-        not run): they are released all the same, and returned as text.
+        not run): they are released all the same, and returned as text.  The
+        `last` test of the session (of an xdist worker's) has the garbage
+        collector run in its check, leaks or none: a failed future left in a
+        reference cycle reports "exception was never retrieved" only as it is
+        freed, and with no collection to come it would never be reported.
 
         Raises:
             LeakError: listing each leak with the stack that created it.
@@ -720,7 +725,7 @@ class _Gate(_Instruments):
             return None
         self.checking = owner
         try:
-            return self._check(owner, mode, fds_before, failed=failed)
+            return self._check(owner, mode, fds_before, failed=failed, last=last)
         finally:
             self.checking = None
 
@@ -731,6 +736,7 @@ class _Gate(_Instruments):
         fds_before: frozenset[tuple[int, int]],
         *,
         failed: bool,
+        last: bool,
     ) -> str | None:
         __tracebackhide__ = True
         untracked = []
@@ -741,7 +747,7 @@ class _Gate(_Instruments):
         self._let_threads_end(owner)
         leaks, _ = self._find(owner, mode, fds_before)
         others: list[str] = []
-        if leaks:
+        if leaks or last:
             suspects = self._suspects(owner)
             parts = self._parts(owner)
             # Let unreachable objects finalise now, inside the test that dropped them.

@@ -290,7 +290,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 # trylast: the innermost wrapper, so that what the gate's garbage collection
 # finalises is reported by pytest's unraisable-exception check of this teardown.
 @pytest.hookimpl(wrapper=True, trylast=True)
-def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+def pytest_runtest_teardown(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, None, None]:
     __tracebackhide__ = True
     try:
         with GATE.owned_by(item.nodeid):
@@ -305,14 +307,14 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
                 except LeakError as late:  # tasks of earlier tests that failed since
                     item.stash[_RELEASED_KEY] = str(late)
                 raise
-        _check(item, failed=item.nodeid in GATE.failed)
+        _check(item, failed=item.nodeid in GATE.failed, last=nextitem is None)
     finally:
         # Whatever happened, a strict test's instruments come off here.
         GATE.end(item.nodeid)
     return result
 
 
-def _check(item: pytest.Item, *, failed: bool) -> None:
+def _check(item: pytest.Item, *, failed: bool, last: bool = False) -> None:
     """Run the gate's check of `item`; keep what it released from a failed test."""
     __tracebackhide__ = True
     released = GATE.check(
@@ -320,6 +322,7 @@ def _check(item: pytest.Item, *, failed: bool) -> None:
         item.stash[_MODE_KEY] if _MODE_KEY in item.stash else _gate_mode(item),
         item.stash.get(_FDS_KEY, frozenset()),
         failed=failed,
+        last=last,
     )
     if released is not None:
         item.stash[_RELEASED_KEY] = released
