@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from nettest import (
+    Ending,
     HandlerError,
     TCPServer,
     TCPServerFactory,
@@ -94,6 +95,32 @@ async def test_a_refused_upgrade_ends_the_script_quietly(
     with pytest.raises(AssertionError, match="1 arrived") as arrived:
         server.assert_no_connections()
     assert "TLS handshake from 127.0.0.1:" in str(arrived.value)  # the transcript's last line
+
+
+@needs_start_tls
+@pytest.mark.asyncio
+async def test_a_stalled_upgrade_is_aborted_by_the_server(
+    tcp_server: TCPServerFactory, tls_server_context: ssl.SSLContext
+) -> None:
+    # The client asks for TLS and never starts its handshake: the server's
+    # timeout aborts the connection, which ends ABORTED (the server's doing),
+    # not RESET (the client's).
+    server = await tcp_server(
+        handlers.script(
+            handlers.expect_line(b"STARTTLS"), handlers.start_tls(tls_server_context, timeout=0.1)
+        )
+    )
+    reader, writer = await asyncio.open_connection(*server.address)
+    try:
+        writer.write(b"STARTTLS\r\n")
+        (failure,) = await server.wait_for_handshake_failures(1)
+        assert isinstance(failure.error, ConnectionAbortedError)
+        assert "taking longer than 0.1 seconds" in str(failure.error)
+        (conn,) = server.connections
+        assert await conn.wait_closed() is Ending.ABORTED
+        assert await reader.read() == b""
+    finally:
+        writer.close()
 
 
 @needs_start_tls

@@ -194,6 +194,10 @@ class _ConnState:
             # The server side ended it, not the client.
             ending = Ending.ABORTED
             self.server._close_notify_unanswered(self.conn)
+        elif isinstance(exc, ConnectionAbortedError):
+            # asyncio's own abort on the server's side: a STARTTLS handshake
+            # that outlasted its timeout, say.  A client's RST is a reset error.
+            ending = Ending.ABORTED
         elif exc is not None:
             ending = Ending.RESET
         elif self.conn.eof_received and not self.closed_by_server:

@@ -200,7 +200,8 @@ class Ending(enum.Enum):
     #: Reset by the client (RST), or broken.
     RESET = "reset"
     #: Aborted by the server side (a ``reset`` handler, `Connection.reset`, a
-    #: teardown that had to abort, or a TLS peer's close_notify that never came).
+    #: teardown that had to abort, a STARTTLS handshake that timed out, or a TLS
+    #: peer's close_notify that never came).
     ABORTED = "aborted"
     #: Closed by the server before the client sent EOF.
     CLOSED = "closed"
