@@ -12,6 +12,7 @@ import asyncio
 import gc
 import sys
 import textwrap
+import threading
 from typing import Any
 
 import pytest
@@ -1419,43 +1420,49 @@ def test_writer_watcher_outlives_an_in_process_session(pytester: pytest.Pytester
     assert hygiene.GATE.watching_writers()
 
 
-def test__gate_notes_the_test_each_loop_closes_in() -> None:
-    gate = hygiene.GATE  # every session's wrapper, with the owner it knows
+def test__gate_notes_the_test_each_loop_is_made_in() -> None:
+    gate = hygiene.GATE  # every session's wrappers, with the owner it knows
     assert vars(asyncio.BaseEventLoop)["close"] is gate.loop_watchers["close"]
     assert vars(asyncio.BaseEventLoop)["__init__"] is gate.loop_watchers["__init__"]
     with gate.owned_by("test_x"):
         in_test = asyncio.new_event_loop()
-        in_test.close()
-        in_test.close()  # closing again changes nothing
+    with gate.owned_by("test_y"):
+        in_test.close()  # closed in another test: still test_x's
     with gate.owned_by(None):
         outside = asyncio.new_event_loop()
-        outside.close()
     with gate.owned_by("test_y"):
-        outside.close()  # closed already: still no test's
+        outside.close()
+    on_a_thread: list[asyncio.AbstractEventLoop] = []
+    with gate.owned_by("test_z"):
+        thread = threading.Thread(target=lambda: on_a_thread.append(asyncio.new_event_loop()))
+        thread.start()
+        thread.join()
+    on_a_thread[0].close()
     assert gate.loop_test(in_test) == "test_x"
     assert gate.loop_test(outside) is None
+    assert gate.loop_test(on_a_thread[0]) is None  # a thread's: maybe a wider fixture's
 
 
-def test__gate_loop_closing_wrapper_comes_off_as_it_went_on() -> None:
+def test__gate_loop_wrappers_come_off_as_they_went_on() -> None:
     names = ("__init__", "close")
     before = {name: vars(asyncio.BaseEventLoop)[name] for name in names}
     gate = hygiene._Gate()
-    gate.unwatch_loop_closing()  # not installed by this gate: nothing to remove
+    gate.unwatch_loops()  # not installed by this gate: nothing to remove
     assert {name: vars(asyncio.BaseEventLoop)[name] for name in names} == before
-    gate.watch_loop_closing()
+    gate.watch_loops()
     try:
         for name in names:
             wrapper = vars(asyncio.BaseEventLoop)[name]
             assert wrapper is not before[name]
             assert wrapper.__wrapped__ is before[name]
             assert wrapper.__qualname__ == f"BaseEventLoop.{name}"
-        gate.watch_loop_closing()  # once only
+        gate.watch_loops()  # once only
         assert vars(asyncio.BaseEventLoop)["close"] is gate.loop_watchers["close"]
         loop = asyncio.new_event_loop()  # both wrappers run, and the loop works
         assert loop.run_until_complete(asyncio.sleep(0, "ran")) == "ran"
         loop.close()
     finally:
-        gate.unwatch_loop_closing()
+        gate.unwatch_loops()
     assert {name: vars(asyncio.BaseEventLoop)[name] for name in names} == before
 
 

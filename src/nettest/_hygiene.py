@@ -92,7 +92,7 @@ from ._hygiene_instruments import (
     close_dropped,
     close_transports_over,
     close_uvloop_handles_over,
-    closed_in_test,
+    made_in_test,
     open_socket_fds,
     open_transports_on,
     open_transports_on_closed,
@@ -537,17 +537,17 @@ class _Gate(_Instruments):
         return owner in self.failed or (owner in self.running and owner not in self.silenced)
 
     def _unwatched_of(self, owner: str) -> Callable[[object], bool]:
-        """Whether a loop is one the gate never watched, closed in `owner` or in no test.
+        """Whether a loop is one the gate never watched, made in `owner` or in no test.
 
-        What is open on one another test closed (``asyncio.run`` in a synchronous
+        What is open on one another test made (``asyncio.run`` in a synchronous
         test that passed) is not `owner`'s to answer for.
         """
 
         def unwatched(loop: object) -> bool:
             if loop in self.instrumented:
                 return False
-            closed_in = closed_in_test(loop)
-            return closed_in is None or closed_in == owner
+            made_in = made_in_test(loop)
+            return made_in is None or made_in == owner
 
         return unwatched
 
@@ -570,7 +570,7 @@ class _Gate(_Instruments):
         """The test an untracked connection on `loop` is taken to be from, and whether it failed.
 
         Its loop's test, if known: the last test that made a task on it, or the
-        one it closed in (a loop the gate never watched, such as `asyncio.run`'s).
+        one it was made in (a loop the gate never watched, such as `asyncio.run`'s).
         Else the test whose phase runs as it is freed, or between tests the one
         that ended last.  That test if it failed, or if it is still running
         (checked in a mode but ``off``); else None, as for a test that passed
@@ -589,13 +589,13 @@ class _Gate(_Instruments):
         return None, False
 
     def loop_test(self, loop: asyncio.AbstractEventLoop | None) -> str | None:
-        """The test `loop` is known to be, if any: the last to make a task on it, or closed in."""
+        """The test `loop` is known to be, if any: the last to make a task on it, or made in."""
         if loop is None:
             return None
         last_test = self.loop_tests.get(loop)
         if last_test is not None and last_test.name is not None:
             return last_test.name
-        return closed_in_test(loop)
+        return made_in_test(loop)
 
     # -- the check -----------------------------------------------------------
 

@@ -40,8 +40,8 @@ tells the gate of the writer, which closes it without the warning when its test'
 check will report it, or its test failed already (see `_Gate.writer_dropped`).
 Older Pythons have no such finaliser; their TLS transport's, which warns the same
 way, is wrapped instead.  Every session also wraps ``asyncio.BaseEventLoop``'s
-``__init__`` and ``close`` (`watch_loop_closing`) to note the test each loop is
-made in and closes in: a connection found open on a loop the gate never watched
+``__init__`` and ``close`` (`watch_loops`) to note the test each loop is
+made in: a connection found open on a loop the gate never watched
 (``asyncio.run``'s) is that test's, and one open as a test's own loop closes is
 reported against it.
 
@@ -523,16 +523,15 @@ class _Instruments:
         _FINALISED.__del__ = __del__  # type: ignore[attr-defined]
         self.writer_watcher = __del__
 
-    def watch_loop_closing(self) -> None:
-        """Wrap ``asyncio.BaseEventLoop``'s ``__init__`` and ``close``: note each loop's test.
+    def watch_loops(self) -> None:
+        """Wrap ``asyncio.BaseEventLoop``'s ``__init__`` and ``close``: know each test's loops.
 
-        The test a loop is made in, on the test's thread (its own loop: one
-        pytest-asyncio makes for it, or `asyncio.run` in it), and the test it
-        closes in.  What is found open on a loop the gate never watched is then
-        that test's, not the test that happens to run as it turns up (see
-        `_test_of`); and what is still open as a test's own loop closes is closed
-        and reported against it (`left_on_closing_loop`).  A wider fixture's loop,
-        or one made on another thread, is made in no test.
+        A loop made in a test, on the test's thread, is that test's own: one
+        pytest-asyncio makes for it, or `asyncio.run` in it.  What is found open on
+        one the gate never watched is then that test's, not the test that happens
+        to run as it turns up (see `_test_of`); and what is still open as it closes
+        is closed and reported against its test (`left_on_closing_loop`).  A wider
+        fixture's loop, or one made on another thread, is no test's.
         """
         original_init = vars(asyncio.BaseEventLoop)["__init__"]
         original_close = vars(asyncio.BaseEventLoop)["close"]
@@ -550,11 +549,8 @@ class _Instruments:
         def close(loop: asyncio.BaseEventLoop) -> None:
             owner = gate.owner
             left: list[asyncio.BaseTransport] = []
-            if owner is not None and not loop.is_closed():
-                with contextlib.suppress(Exception):
-                    setattr(loop, _CLOSED_IN, owner)
-                    if getattr(loop, _MADE_IN, None) == owner:
-                        left = gate.left_on_closing_loop(loop, owner)
+            if owner is not None and not loop.is_closed() and made_in_test(loop) == owner:
+                left = gate.left_on_closing_loop(loop, owner)
             original_close(loop)
             if owner is not None and left and loop.is_closed():
                 gate.close_left_on_closed_loop(left, owner)
@@ -567,7 +563,7 @@ class _Instruments:
             setattr(asyncio.BaseEventLoop, name, wrapper)
             self.loop_watchers[name] = wrapper
 
-    def unwatch_loop_closing(self) -> None:
+    def unwatch_loops(self) -> None:
         # Only our wrappers are removed: one installed over them stays.
         for name, wrapper in self.loop_watchers.items():
             if vars(asyncio.BaseEventLoop).get(name) is wrapper:
@@ -859,17 +855,15 @@ def socket_transport_under(transport: object) -> asyncio.BaseTransport | None:
     return getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
 
 
-#: The attribute naming the test a loop closed in (`watch_loop_closing`): on the
-#: loop itself, as a weak mapping loses it when the loop is freed in one garbage
-#: collection with the connections whose finalisers ask.
-_CLOSED_IN = "_nettest_closed_in"
-#: The attribute naming the test a loop was made in, on its thread (`watch_loop_closing`).
+#: The attribute naming the test a loop was made in, on its thread (`watch_loops`):
+#: on the loop itself, as a weak mapping loses it when the loop is freed in one
+#: garbage collection with the connections whose finalisers ask.
 _MADE_IN = "_nettest_made_in"
 
 
-def closed_in_test(loop: object) -> str | None:
-    """The test `loop` closed in, if it closed during one (see `watch_loop_closing`)."""
-    name = getattr(loop, _CLOSED_IN, None)
+def made_in_test(loop: object) -> str | None:
+    """The test `loop` was made in, on its thread, if any (see `watch_loops`)."""
+    name = getattr(loop, _MADE_IN, None)
     return name if isinstance(name, str) else None
 
 

@@ -171,7 +171,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_OUTER_WATCHES_WRITERS_KEY] = GATE.watching_writers()
     GATE.strict = mode == "strict"
     GATE.watch_writers()
-    GATE.watch_loop_closing()
+    GATE.watch_loops()
     if GATE.strict:
         GATE.watch_socket_creation()
 
@@ -196,7 +196,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         GATE.unwatch_socket_creation()
     if not config.stash.get(_OUTER_WATCHES_WRITERS_KEY, False):
         GATE.unwatch_writers()
-        GATE.unwatch_loop_closing()
+        GATE.unwatch_loops()
     _settings.timeout = _settings.DEFAULT_TIMEOUT
 
 
