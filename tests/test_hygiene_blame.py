@@ -1265,6 +1265,40 @@ def test_the_last_tests_check_collects_garbage(pytester: pytest.Pytester, xdist:
     )
 
 
+def test_the_last_collection_does_not_blame_the_last_test(pytester: pytest.Pytester) -> None:
+    # Own mode tracks no plain socket: one an earlier test left in a cycle is
+    # freed by the last test's collection, and warns as without the gate, saying
+    # whose it may not be, not "test_b left 1 thing behind".
+    result = run(
+        pytester,
+        """
+        import socket
+
+        class Holder:
+            def __init__(self):
+                self.me = self
+                self.sock = socket.socket()
+
+        def test_a_leaves_a_socket_in_a_cycle():
+            Holder()
+
+        def test_b_clean():
+            pass
+        """,
+        *FILTERS,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_b_clean*",
+            "*ResourceWarning: the garbage collection at the end of the session *"
+            "not necessarily this one*",
+        ]
+    )
+    assert "left 1 thing behind" not in result.stdout.str()
+
+
 def test_gate_leaves_a_wider_fixtures_loop_to_it(pytester: pytest.Pytester) -> None:
     # A session fixture's loop closes in the last test's teardown: what is open
     # on it then is the fixture's, not that test's.

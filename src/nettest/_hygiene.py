@@ -747,7 +747,9 @@ class _Gate(_Instruments):
         self._let_threads_end(owner)
         leaks, _ = self._find(owner, mode, fds_before)
         others: list[str] = []
+        at_the_end: list[str] = []  # what the session's last collection alone freed
         if leaks or last:
+            only_last = not leaks
             suspects = self._suspects(owner)
             parts = self._parts(owner)
             # Let unreachable objects finalise now, inside the test that dropped them.
@@ -762,6 +764,11 @@ class _Gate(_Instruments):
                 and not (isinstance(item.ref, _SocketRef) and item.ref.closed)
             }
             leaks, reported = self._find(owner, mode, fds_before, gone)
+            if only_last:
+                # Garbage of the whole session, most of it no test's that the gate
+                # can name: as without the gate, it warns (under its filters).
+                at_the_end = [f"  - {item.message}" for item in finalising if item.parent is None]
+                finalising = [item for item in finalising if item.parent is not None]
             leaks += [
                 f"  - while the garbage collector finalised them: {item.message}"
                 for item in finalising
@@ -787,6 +794,8 @@ class _Gate(_Instruments):
         own = [header, *_fewer_loop_errors(leaks)] if leaks else []
         own += others
         if failed:
+            if at_the_end:
+                own += [_AT_THE_END, *at_the_end]
             # Not failed again for its own leaks; another test's late failure is an error.
             if late:
                 raise LeakError("\n".join([*late, *own]))
@@ -795,6 +804,8 @@ class _Gate(_Instruments):
             raise LeakError("\n".join([*own, *late]))
         for _, warning in undecided:
             warnings.warn(warning, ResourceWarning, stacklevel=1)
+        if at_the_end:
+            warnings.warn("\n".join([_AT_THE_END, *at_the_end]), ResourceWarning, stacklevel=1)
         return None
 
     def left_on_closing_loop(
@@ -1189,6 +1200,15 @@ def _fewer_loop_errors(leaks: list[str]) -> list[str]:
             f"handler (the first {LOOP_ERRORS_SHOWN} are shown)"
         )
     return shown
+
+
+#: What the garbage collection at the end of the session freed open says of it.
+_AT_THE_END = (
+    "the garbage collection at the end of the session (run in the last test's "
+    "check) freed what was left open, by a test or fixture that own mode cannot "
+    "name, not necessarily this one (--nettest-leaks=strict names the test that "
+    "made a socket):"
+)
 
 
 def _others_garbage(finalising: list[_Finalised]) -> list[str]:
