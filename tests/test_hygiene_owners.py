@@ -491,3 +491,15 @@ def test__gate_ignores_only_what_its_own_cancelling_raises_in_a_done_callback() 
         loop.run_until_complete(asyncio.gather(ours, theirs, return_exceptions=True))
     finally:
         loop.close()
+
+
+@pytest.mark.asyncio
+async def test_the_gates_task_factory_keeps_task_names() -> None:
+    # Python 3.13.0 names every task 'None' when a task factory is installed
+    # (it calls set_name(None)); the gate installs one in every mode.
+    assert asyncio.get_running_loop().get_task_factory() is not None
+    unnamed = asyncio.create_task(asyncio.sleep(0))
+    named = asyncio.create_task(asyncio.sleep(0), name="mine")
+    await asyncio.gather(unnamed, named)
+    assert unnamed.get_name().startswith("Task-"), unnamed.get_name()
+    assert named.get_name() == "mine"

@@ -274,7 +274,7 @@ class _Instruments:
             if previous_factory is not None:
                 task = previous_factory(loop, coro, **kwargs)
             else:
-                task = asyncio.Task(coro, loop=loop, **kwargs)
+                task = _TASK_CLASS(coro, loop=loop, **kwargs)
             via = None
             served = gate._served_connection(sys._getframe(1))
             if served is not None:
@@ -958,6 +958,25 @@ def _a_handler_task_cancelled(context: dict[str, object]) -> bool:
         )
     except Exception:
         return False
+
+
+class _NameKeepingTask(asyncio.Task[Any]):
+    """A task whose name survives Python 3.13.0's ``create_task``.
+
+    With a task factory installed, 3.13.0 calls ``task.set_name(name)`` even when
+    no name was given, and every task is named ``'None'`` (fixed in 3.13.1); the
+    gate's factory must not change a program's task names.
+    """
+
+    def set_name(self, value: object) -> None:
+        if value is not None:
+            super().set_name(value)
+
+
+#: The class of the tasks the gate's factory makes, when no other factory does.
+_TASK_CLASS: type[asyncio.Task[Any]] = (
+    _NameKeepingTask if sys.version_info[:3] == (3, 13, 0) else asyncio.Task
+)
 
 
 def _fd_dir() -> str | None:
