@@ -503,3 +503,4 @@ async def test_the_gates_task_factory_keeps_task_names() -> None:
     await asyncio.gather(unnamed, named)
     assert unnamed.get_name().startswith("Task-"), unnamed.get_name()
     assert named.get_name() == "mine"
+    assert repr(named).startswith("<Task finished name='mine'")

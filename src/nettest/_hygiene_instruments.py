@@ -973,6 +973,9 @@ class _NameKeepingTask(asyncio.Task[Any]):
             super().set_name(value)
 
 
+# Shown as asyncio's in its repr (``<Task pending name=...>``), as it stands for it.
+_NameKeepingTask.__name__ = _NameKeepingTask.__qualname__ = "Task"
+
 #: The class of the tasks the gate's factory makes, when no other factory does.
 _TASK_CLASS: type[asyncio.Task[Any]] = (
     _NameKeepingTask if sys.version_info[:3] == (3, 13, 0) else asyncio.Task
