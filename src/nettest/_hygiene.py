@@ -856,7 +856,8 @@ class _Gate(_Instruments):
                 self.undecided_writers.setdefault(owner, []).append(
                     (
                         f"  - {shown} open when its event loop closed{self._untracked(owner)}",
-                        f"unclosed transport {shown}: open when its event loop closed",
+                        f"unclosed transport {shown}: open when its event loop closed"
+                        + self._untracked(owner),
                     )
                 )
             except Exception as error:
