@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from nettest._prebound import (
     bound_udp_socket,  # noqa: F401
     unix_socket_path,  # noqa: F401
 )
+from nettest._processes import process_is_gone
 from nettest._servers import has_ipv6_loopback
 from support import dead_pid
 
@@ -144,6 +146,30 @@ def test_unix_socket_path_directory_is_named_after_the_process(unix_socket_path:
     """The name lets the next session remove it if this process is killed."""
     directory = os.path.dirname(unix_socket_path)
     assert os.path.basename(directory).startswith(f"nt-{os.getpid()}-")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="tells a zombie by /proc")
+def test__a_process_that_exited_unreaped_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # kill -9 of an xdist run leaves its workers as zombies until their parent
+    # reaps them: their directories were kept by the next session's sweep.
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        for _ in range(500):
+            with open(f"/proc/{child.pid}/stat", "rb") as stat:
+                if stat.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    break
+            time.sleep(0.01)
+        assert not process_is_gone(os.getpid())
+        assert process_is_gone(child.pid)  # exited, not yet reaped
+        (tmp_path / f"nt-{child.pid}-abc123_x").mkdir(mode=0o700)
+        monkeypatch.setattr(_server_base, "_unix_dirs_parent", lambda: str(tmp_path))
+        _server_base.remove_dead_processes_unix_dirs()
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        child.wait()
+    assert process_is_gone(child.pid)
 
 
 @pytest.mark.skipif(os.name != "posix", reason="probes processes with os.kill(pid, 0)")

@@ -44,6 +44,7 @@ import pytest
 from ._endpoint import check_bool as check_bool
 from ._handlers import HandlerError
 from ._hygiene import dropped_open, parts_of, track
+from ._processes import process_is_gone
 from ._recording import check_loop, format_address, refuse_without_a_running_loop
 
 #: Longest Unix socket path, in bytes, without the terminating NUL.
@@ -247,7 +248,7 @@ def remove_dead_processes_unix_dirs() -> None:
     stay.  This removes only directories with that name, this user's, and named
     after a process that no longer exists: never another live process's, nor an
     older nettest's ``nt-<random>`` (no process to probe), nor a symlink.  POSIX
-    only: ``os.kill(pid, 0)`` probes there; on Windows it would kill.  The TLS
+    only (see `process_is_gone`).  The TLS
     key directories are swept the same way (``_tls._remove_dead_processes_dirs``).
     """
     if os.name != "posix":
@@ -268,13 +269,10 @@ def remove_dead_processes_unix_dirs() -> None:
         path = os.path.join(parent, name)
         try:
             info = os.lstat(path)
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-                continue
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        except OSError:
+            continue  # gone already
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and process_is_gone(pid):
             shutil.rmtree(path, ignore_errors=True)
-        except (OSError, OverflowError):
-            continue  # alive but not ours to signal, or gone already
 
 
 def _file_id(path: str) -> tuple[int, int] | None:

@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, get_args
 
 import pytest
 
+from ._processes import process_is_gone
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -185,8 +187,8 @@ def _remove_dead_processes_dirs() -> None:
 
     Those are the ``nettest-tls-<pid>-…`` directories made by `_make_key_dir`, for
     the contexts' key files and for the ``tls_files`` fixture.  Only this user's
-    directories named after a process that no longer exists, and only on POSIX
-    (``os.kill(pid, 0)`` probes there; on Windows it would kill).
+    directories named after a process that no longer lives, and only on POSIX
+    (see `process_is_gone`).
     """
     if os.name != "posix":
         return
@@ -203,11 +205,10 @@ def _remove_dead_processes_dirs() -> None:
         try:
             if os.lstat(path).st_uid != os.getuid():
                 continue
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        except OSError:
+            continue  # gone already
+        if process_is_gone(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
-        except (OSError, OverflowError):
-            continue  # alive but not ours to signal, or gone already
 
 
 def _write_file(path: str | os.PathLike[str], data: bytes, *, private: bool) -> None:
