@@ -62,6 +62,14 @@ def test_cli_demo_rejects_bad_message_count(capsys: pytest.CaptureFixture[str]) 
     assert "--messages must be in 1..100, got 0" in capsys.readouterr().err
 
 
+def test_cli_without_a_command_is_a_usage_error() -> None:
+    result = run_nettest()
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "usage: nettest" in result.stderr
+    assert "proxy" in result.stderr
+
+
 def test_cli_unknown_command_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["frobnicate"])

@@ -9,8 +9,10 @@ import errno
 import hashlib
 import os
 import random
+import re
 import socket
 import struct
+import subprocess
 import sys
 import typing
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,6 +24,7 @@ import pytest_asyncio
 from nettest import (
     BlackholePort,
     TCPServerFactory,
+    TCPServerThreadFactory,
     UDPServer,
     UDPServerThread,
     UnixDatagramServer,
@@ -1167,6 +1170,95 @@ skip_windows = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals
 # -- the command line --------------------------------------------------------------------
 
 _CLI = "import sys; from nettest._proxy_cli import cli_main; sys.exit(cli_main(sys.argv[1:]))"
+
+
+def _echo_through(address: str, payload: bytes) -> bytes:
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(1024):
+            received += chunk
+        return received
+
+
+def test_cli_proxy_that_cannot_listen_says_where(capsys: pytest.CaptureFixture[str]) -> None:
+    from nettest._proxy_cli import cli_main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert cli_main(["--upstream", "127.0.0.1:1", "--listen", f"127.0.0.1:{port}"]) == 1
+    err = capsys.readouterr().err
+    assert f"nettest proxy: [Errno {errno.EADDRINUSE}] --listen 127.0.0.1:{port}: " in err
+
+
+@skip_windows
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
+def test_cli_proxy_prints_an_ipv6_address_in_brackets() -> None:
+    import signal
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", _CLI, "--upstream", "[::1]:1", "--listen", "[::1]:0"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline().decode()
+        assert re.match(r"nettest proxy tcp listening on \[::1\]:\d+ -> \[::1\]:1$", first), first
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+@skip_windows
+@pytest.mark.parametrize("reader", ["gone", "not reading"])
+def test_cli_proxy_goes_on_when_its_stdout_reader_does_not(
+    tcp_server_thread: TCPServerThreadFactory, reader: str
+) -> None:
+    # A reader that goes away (| head -1) broke the pipe and failed every later
+    # connection; one that stops reading (a test that reads the address only)
+    # filled the pipe, froze the proxy, and kept it from exiting on SIGTERM.
+    import signal
+
+    server = tcp_server_thread(handlers.echo)
+    process = subprocess.Popen(
+        [sys.executable, "-c", _CLI, "--upstream", f"{server.address[0]}:{server.address[1]}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        first = process.stdout.readline().decode()
+        address = first.split("listening on ")[1].split(" ")[0]
+        if reader == "gone":
+            process.stdout.close()
+            connections = 3
+        else:
+            if sys.platform.startswith("linux"):  # a small pipe fills with fewer lines
+                fcntl = pytest.importorskip("fcntl")
+                fcntl.fcntl(process.stdout.fileno(), 1031, 4096)  # F_SETPIPE_SZ
+            connections = 300 if sys.platform.startswith("linux") else 3000
+        for i in range(connections):
+            assert _echo_through(address, b"%d" % i) == b"%d" % i
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert process.stderr.read() == b""
+    finally:
+        if process.returncode is None:
+            process.kill()
+            process.wait()
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 @skip_windows

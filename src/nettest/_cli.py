@@ -109,8 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser = _main_parser()
-    if not args or args[0] not in {"demo", *_DELEGATED}:
-        parser.parse_args(args or ["--help"])
+    if not args:  # a usage error: the help goes to stderr, as argparse's errors do
+        parser.print_help(sys.stderr)
+        return 2
+    if args[0] not in {"demo", *_DELEGATED}:
+        parser.parse_args(args)  # --help, --version, or an error naming the commands
         return 2
     command, rest = args[0], args[1:]
     if command == "demo":

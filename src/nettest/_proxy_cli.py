@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import queue
 import re
 import signal
 import sys
+import threading
 import typing
 from collections.abc import Callable
 from dataclasses import MISSING, fields
@@ -23,7 +27,8 @@ from typing import Any
 from . import _faults
 from ._faults import DIRECTIONS, Fault, Trigger
 from ._proxy import FaultProxy, _check_faults
-from ._proxy_sockets import Address, Kind, _format_address, _parse_address, _parse_upstream
+from ._proxy_sockets import Address, Kind, _parse_address, _parse_upstream
+from ._recording import format_address
 from ._seed import SEED_RANGE, check_seed
 from ._server_base import check_host
 
@@ -364,11 +369,14 @@ def cli_main(argv: list[str]) -> int:
         _check_faults(kind, faults)
     except (ValueError, TypeError) as exc:
         parser.error(str(exc).replace("kind='udp' makes a UDP proxy", "--udp makes a UDP proxy"))
+    serve = _serve(listen, upstream, faults, kind, args.seed, args.trace)
     try:
-        return asyncio.run(_serve(listen, upstream, faults, kind, args.seed, args.trace))
+        return asyncio.run(serve)
     except OSError as exc:
         print(f"nettest proxy: {exc}", file=sys.stderr)
         return 1
+    finally:
+        serve.close()  # Ctrl-C before asyncio.run() started it: no "never awaited"
 
 
 async def _serve(
@@ -393,21 +401,102 @@ async def _serve(
         allow_remote=True,  # checked, with --allow-remote, when the arguments were parsed
     )
 
+    output = _Output()
+
     def announce(conn: ConnectionTrace) -> None:
-        print(f"connection #{conn.index} from {conn.peer[0]}:{conn.peer[1]}", flush=True)  # type: ignore[index]
+        output.line(f"connection #{conn.index} from {format_address(conn.peer)}")
 
     proxy._on_connection = announce
     try:
-        await proxy.start()
-        host, port = proxy.address
-        print(f"nettest proxy {kind} listening on {host}:{port} -> {_format_address(upstream)}")
-        print(f"faults: {', '.join(map(repr, faults)) or 'none'}; seed {seed}", flush=True)
+        try:
+            await proxy.start()
+        except OSError as exc:
+            where = format_address(listen)
+            raise OSError(exc.errno, f"--listen {where}: {exc.strerror or exc}") from None
+        output.line(
+            f"nettest proxy {kind} listening on {format_address(proxy.address)} "
+            f"-> {format_address(upstream)}"
+        )
+        output.line(f"faults: {', '.join(map(repr, faults)) or 'none'}; seed {seed}")
         await stop.wait()
-        print("stopping", flush=True)
+        output.line("stopping")
     finally:
         await proxy.aclose()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-    if trace:
-        print(proxy.format_traces(), flush=True)
+        if trace:
+            output.line(proxy.format_traces())
+        output.close()
     return 0
+
+
+class _Output:
+    """The proxy's lines to stdout, written by a thread of their own.
+
+    The proxy must go on when its reader does not: a reader that stops reading
+    (a test that reads the address and leaves the pipe) filled the pipe, and a
+    print in the event loop then froze every connection; one that goes away
+    (``| head -1``) broke the pipe, and each new connection failed in its
+    callback.  Lines wait in a bounded queue (those beyond are dropped) and go
+    to stdout's descriptor directly, so that a write blocked on a full pipe
+    holds no lock that the interpreter's exit needs.  Once stdout is gone
+    nothing more is written, and it is pointed at ``os.devnull``.
+    """
+
+    #: Lines held for a reader that is behind; later ones are dropped.
+    HELD = 10_000
+    #: Seconds `close` waits for the held lines to be written.
+    CLOSE_WAIT = 2.0
+
+    def __init__(self) -> None:
+        self._lines: queue.Queue[str | None] = queue.Queue(maxsize=self.HELD)
+        try:
+            sys.stdout.flush()
+            self._fd: int | None = sys.stdout.fileno()
+        except (OSError, ValueError, AttributeError):  # not a file (captured, say)
+            self._fd = None
+        self._encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+        self._thread = threading.Thread(
+            target=self._write, name="nettest proxy output", daemon=True
+        )
+        self._thread.start()
+
+    def line(self, text: str) -> None:
+        with contextlib.suppress(queue.Full):
+            self._lines.put_nowait(text)
+
+    def close(self) -> None:
+        """Write what is held, waiting at most `CLOSE_WAIT` seconds for the reader."""
+        try:
+            self._lines.put(None, timeout=self.CLOSE_WAIT)
+        except queue.Full:
+            return
+        self._thread.join(self.CLOSE_WAIT)
+
+    def _write(self) -> None:
+        gone = False
+        while (text := self._lines.get()) is not None:
+            if gone:
+                continue  # drained, so that close() need not wait
+            try:
+                self._out(text + "\n")
+            except (OSError, ValueError):  # the reader went away, or stdout was closed
+                _silence_stdout()
+                gone = True
+
+    def _out(self, text: str) -> None:
+        if self._fd is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
+        data = text.encode(self._encoding, "backslashreplace")
+        while data:
+            data = data[os.write(self._fd, data) :]
+
+
+def _silence_stdout() -> None:
+    """Point stdout at ``os.devnull``, as Python's docs advise after a broken pipe."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
