@@ -1273,12 +1273,15 @@ def test_the_last_tests_check_collects_garbage(pytester: pytest.Pytester, xdist:
 
 def test_the_last_collection_does_not_blame_the_last_test(pytester: pytest.Pytester) -> None:
     # Own mode tracks no plain socket: one an earlier test left in a cycle is
-    # freed by the last test's collection, and warns as without the gate, saying
-    # whose it may not be, not "test_b left 1 thing behind".
+    # freed by the last test's collection.  Not "test_b left 1 thing behind",
+    # nor a failure of test_b: shown after the session, as it warned without the
+    # gate (pytest-asyncio before 1.4 leaves an event loop so, in every session).
     result = run(
         pytester,
         """
-        import socket
+        import gc, socket
+
+        gc.disable()  # freed by the last check's collection only, not by chance earlier
 
         class Holder:
             def __init__(self):
@@ -1294,12 +1297,13 @@ def test_the_last_collection_does_not_blame_the_last_test(pytester: pytest.Pytes
         *FILTERS,
         subprocess=True,
     )
-    result.assert_outcomes(passed=2, errors=1)
+    result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(
         [
-            "*ERROR at teardown of test_b_clean*",
-            "*ResourceWarning: the garbage collection at the end of the session *"
-            "not necessarily this one*",
+            "*= nettest: left open at the end of the session =*",
+            "The garbage collection at the end of the session (in the last test's check) *",
+            "  - Exception ignored in: <socket.socket *",
+            "    ResourceWarning: unclosed <socket.socket *",
         ]
     )
     assert "left 1 thing behind" not in result.stdout.str()

@@ -122,7 +122,7 @@ from ._hygiene_report import (
 # Tests annotate with `_Stack`, and replace `_creation_stack` here: `_Gate._track` calls it.
 from ._hygiene_report import _Stack as _Stack
 
-__all__ = ["LeakError", "LeakMode", "track"]
+__all__ = ["LEFT_AT_THE_END", "LeakError", "LeakMode", "track"]
 
 LeakMode = Literal["off", "own", "strict"]
 LEAK_MODES: tuple[LeakMode, ...] = ("off", "own", "strict")
@@ -203,6 +203,8 @@ class _Gate(_Instruments):
     #: The loops of fixtures wider than a test (pytest-asyncio's module-scoped
     #: loop, say): what is open as one closes is not the closing test's.
     wide_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = field(default_factory=weakref.WeakSet)
+    #: What the session's last collection freed open, for the session's summary.
+    left_at_the_end: list[str] = field(default_factory=list)
     #: The gate's task factory on each loop it watches.
     task_factories: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object] = field(
         default_factory=weakref.WeakKeyDictionary
@@ -747,7 +749,6 @@ class _Gate(_Instruments):
         self._let_threads_end(owner)
         leaks, _ = self._find(owner, mode, fds_before)
         others: list[str] = []
-        at_the_end: list[str] = []  # what the session's last collection alone freed
         if leaks or last:
             only_last = not leaks
             suspects = self._suspects(owner)
@@ -766,8 +767,11 @@ class _Gate(_Instruments):
             leaks, reported = self._find(owner, mode, fds_before, gone)
             if only_last:
                 # Garbage of the whole session, most of it no test's that the gate
-                # can name: as without the gate, it warns (under its filters).
-                at_the_end = [f"  - {item.message}" for item in finalising if item.parent is None]
+                # can name: shown after the session, as it would have warned then
+                # without the gate, failing no test.
+                self.left_at_the_end += [
+                    f"  - {item.message}" for item in finalising if item.parent is None
+                ]
                 finalising = [item for item in finalising if item.parent is not None]
             leaks += [
                 f"  - while the garbage collector finalised them: {item.message}"
@@ -794,8 +798,6 @@ class _Gate(_Instruments):
         own = [header, *_fewer_loop_errors(leaks)] if leaks else []
         own += others
         if failed:
-            if at_the_end:
-                own += [_AT_THE_END, *at_the_end]
             # Not failed again for its own leaks; another test's late failure is an error.
             if late:
                 raise LeakError("\n".join([*late, *own]))
@@ -804,8 +806,6 @@ class _Gate(_Instruments):
             raise LeakError("\n".join([*own, *late]))
         for _, warning in undecided:
             warnings.warn(warning, ResourceWarning, stacklevel=1)
-        if at_the_end:
-            warnings.warn("\n".join([_AT_THE_END, *at_the_end]), ResourceWarning, stacklevel=1)
         return None
 
     def left_on_closing_loop(
@@ -1203,12 +1203,11 @@ def _fewer_loop_errors(leaks: list[str]) -> list[str]:
     return shown
 
 
-#: What the garbage collection at the end of the session freed open says of it.
-_AT_THE_END = (
-    "the garbage collection at the end of the session (run in the last test's "
-    "check) freed what was left open, by a test or fixture that own mode cannot "
-    "name, not necessarily this one (--nettest-leaks=strict names the test that "
-    "made a socket):"
+#: What the session's summary says of what its last collection freed open.
+LEFT_AT_THE_END = (
+    "The garbage collection at the end of the session (in the last test's check) "
+    "freed these open, left by tests or fixtures that own mode cannot name: "
+    "--nettest-leaks=strict names the test that made each socket."
 )
 
 
