@@ -1271,7 +1271,10 @@ def test_the_last_tests_check_collects_garbage(pytester: pytest.Pytester, xdist:
     )
 
 
-def test_the_last_collection_does_not_blame_the_last_test(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("xdist", [False, True])
+def test_the_last_collection_does_not_blame_the_last_test(
+    pytester: pytest.Pytester, xdist: bool
+) -> None:
     # Own mode tracks no plain socket: one an earlier test left in a cycle is
     # freed by the last test's collection.  Not "test_b left 1 thing behind",
     # nor a failure of test_b: shown after the session, as it warned without the
@@ -1295,6 +1298,7 @@ def test_the_last_collection_does_not_blame_the_last_test(pytester: pytest.Pytes
             pass
         """,
         *FILTERS,
+        *(("-n", "1") if xdist else ()),  # a worker's summary is the controller's to show
         subprocess=True,
     )
     result.assert_outcomes(passed=2)

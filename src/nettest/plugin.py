@@ -190,6 +190,24 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     remove_dead_processes_key_dirs()
 
 
+#: The key under which an xdist worker hands its session-end list to the controller.
+_LEFT_AT_THE_END_KEY = "nettest_left_at_the_end"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # An xdist worker's summary is not shown: the controller shows its list.
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[_LEFT_AT_THE_END_KEY], GATE.left_at_the_end = GATE.left_at_the_end, []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist: take a finished worker's session-end list, for the summary."""
+    GATE.left_at_the_end += getattr(node, "workeroutput", {}).get(_LEFT_AT_THE_END_KEY, [])
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Show what the session's last collection freed open (see `_Gate.check`'s `last`)."""
     left, GATE.left_at_the_end = GATE.left_at_the_end, []
