@@ -1343,6 +1343,32 @@ def test_gate_leaves_a_wider_fixtures_loop_to_it(pytester: pytest.Pytester) -> N
     assert "open when its event loop closed" not in result.stdout.str()
 
 
+def test_gate_leaves_pytest_asyncios_module_loop_to_it(pytester: pytest.Pytester) -> None:
+    # A module-scoped loop closes in its last test's teardown: what is open on it
+    # then is not that test's (the loop was made in no test).
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import pytest
+
+        pytestmark = pytest.mark.asyncio(loop_scope="module")
+        KEPT = []
+
+        async def test_first():
+            KEPT.append(await asyncio.get_running_loop().create_datagram_endpoint(
+                asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)))
+
+        async def test_last():
+            await asyncio.sleep(0)
+        """,
+        *FILTERS,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=2)
+    assert "open when its event loop closed" not in result.stdout.str()
+
+
 def test_gate_names_the_test_whose_garbage_its_collection_frees(
     pytester: pytest.Pytester,
 ) -> None:

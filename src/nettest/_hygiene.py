@@ -200,9 +200,6 @@ class _Gate(_Instruments):
     loop_tests: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LastTest] = field(
         default_factory=weakref.WeakKeyDictionary
     )
-    #: The loops of fixtures wider than a test (pytest-asyncio's module-scoped
-    #: loop, say): what is open as one closes is not the closing test's.
-    wide_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = field(default_factory=weakref.WeakSet)
     #: What the session's last collection freed open, for the session's summary.
     left_at_the_end: list[str] = field(default_factory=list)
     #: The gate's task factory on each loop it watches.
@@ -822,7 +819,7 @@ class _Gate(_Instruments):
         Never raises.
         """
         try:
-            if owner in self.silenced or loop in self.wide_loops:
+            if owner in self.silenced:
                 return []
             left = open_transports_on(loop)
             if not left:
@@ -849,15 +846,15 @@ class _Gate(_Instruments):
         """
         from ._server_base import close_transports_after_their_loop  # a cycle
 
+        untracked = self._untracked(owner)
         for transport in left:
             try:
                 shown = repr(transport)  # before it lets go of its socket
                 close_transports_after_their_loop(transport_stack(transport))
                 self.undecided_writers.setdefault(owner, []).append(
                     (
-                        f"  - {shown} open when its event loop closed{self._untracked(owner)}",
-                        f"unclosed transport {shown}: open when its event loop closed"
-                        + self._untracked(owner),
+                        f"  - {shown} open when its event loop closed{untracked}",
+                        f"unclosed transport {shown}: open when its event loop closed{untracked}",
                     )
                 )
             except Exception as error:

@@ -362,12 +362,14 @@ def pytest_fixture_setup(
 ) -> Generator[None, object, object]:
     if fixturedef.scope == "function":
         result = yield
+        _instrument_runner(fixturedef, result)
     else:
         # What a wider-scoped fixture makes belongs to it, not to the test that
-        # happened to be first to need it.
+        # happened to be first to need it: its event loop too (made in no test,
+        # the gate leaves what is open on it as it closes to it).
         with GATE.wider_fixture():
             result = yield
-    _instrument_runner(fixturedef, result)
+            _instrument_runner(fixturedef, result)
     return result
 
 
@@ -386,8 +388,6 @@ def _instrument_runner(fixturedef: FixtureDef[Any], result: object) -> None:
     else:
         return
     GATE.instrument_loop(loop)
-    if fixturedef.scope != "function":
-        GATE.wide_loops.add(loop)
     # Runs before the runner closes the loop and cancels what is still pending.
     fixturedef.addfinalizer(lambda: GATE.note_pending_tasks(loop))
 
