@@ -723,10 +723,17 @@ class _Gate(_Instruments):
             self._forget(owner)
             return None
         self.checking = owner
+        # The check's own collection (`_collect_garbage`) is the one that frees
+        # garbage in it: one that fell due as it ran would raise the finalisers'
+        # warnings past the check, and pytest would give them to the next test.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             return self._check(owner, mode, fds_before, failed=failed, last=last)
         finally:
             self.checking = None
+            if collecting:
+                gc.enable()
 
     def _check(
         self,
