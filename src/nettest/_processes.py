@@ -1,10 +1,40 @@
-"""Whether a process is gone: for sweeping what dead processes left in temporary dirs."""
+"""Sweeping the directories that dead processes left in a temporary directory."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import stat
+from collections.abc import Callable
 
-__all__ = ["process_is_gone"]
+__all__ = ["process_is_gone", "remove_dead_processes_dirs"]
+
+
+def remove_dead_processes_dirs(parent: str, pid_of: Callable[[str], int | None]) -> None:
+    """Remove the directories in `parent` named after a process that is gone.
+
+    `pid_of` reads the process ID from a directory's name (None: not one of
+    ours).  Only this user's directories, never this process's nor a symlink,
+    and only on POSIX, where `process_is_gone` can probe (on Windows
+    ``os.kill`` would kill).
+    """
+    if os.name != "posix":
+        return
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        pid = pid_of(name)
+        if pid is None or pid == os.getpid():
+            continue
+        path = os.path.join(parent, name)
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue  # gone already
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and process_is_gone(pid):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def process_is_gone(pid: int) -> bool:

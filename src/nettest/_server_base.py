@@ -28,7 +28,6 @@ import os
 import select
 import shutil
 import socket
-import stat
 import struct
 import sys
 import tempfile
@@ -44,7 +43,7 @@ import pytest
 from ._endpoint import check_bool as check_bool
 from ._handlers import HandlerError
 from ._hygiene import dropped_open, parts_of, track
-from ._processes import process_is_gone
+from ._processes import remove_dead_processes_dirs
 from ._recording import check_loop, format_address, refuse_without_a_running_loop
 
 #: Longest Unix socket path, in bytes, without the terminating NUL.
@@ -246,33 +245,20 @@ def remove_dead_processes_unix_dirs() -> None:
     ``os._exit``) never runs its teardown, so its ``nt-<pid>-<random>``
     directories (made by `_private_dir`, for servers and ``unix_socket_path``)
     stay.  This removes only directories with that name, this user's, and named
-    after a process that no longer exists: never another live process's, nor an
-    older nettest's ``nt-<random>`` (no process to probe), nor a symlink.  POSIX
-    only (see `process_is_gone`).  The TLS
-    key directories are swept the same way (``_tls._remove_dead_processes_dirs``).
+    after a process that no longer lives (`remove_dead_processes_dirs`): never
+    another live process's, nor an older nettest's ``nt-<random>`` (no process
+    to probe), nor a symlink.  The TLS key directories are swept the same way
+    (``_tls._remove_dead_processes_dirs``).
     """
-    if os.name != "posix":
-        return
-    parent = _unix_dirs_parent()
-    try:
-        names = os.listdir(parent)
-    except OSError:
-        return
-    for name in names:
-        parts = name.split("-")
-        # mkdtemp's random part has no "-": anything else is not nettest's.
-        if len(parts) != 3 or parts[0] != "nt" or not parts[1].isdigit() or not parts[2]:
-            continue
-        pid = int(parts[1])
-        if pid == os.getpid():
-            continue
-        path = os.path.join(parent, name)
-        try:
-            info = os.lstat(path)
-        except OSError:
-            continue  # gone already
-        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and process_is_gone(pid):
-            shutil.rmtree(path, ignore_errors=True)
+    remove_dead_processes_dirs(_unix_dirs_parent(), _unix_dir_pid)
+
+
+def _unix_dir_pid(name: str) -> int | None:
+    parts = name.split("-")
+    # mkdtemp's random part has no "-": anything else is not nettest's.
+    if len(parts) != 3 or parts[0] != "nt" or not parts[1].isdigit() or not parts[2]:
+        return None
+    return int(parts[1])
 
 
 def _file_id(path: str) -> tuple[int, int] | None:

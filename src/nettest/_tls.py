@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, get_args
 
 import pytest
 
-from ._processes import process_is_gone
+from ._processes import remove_dead_processes_dirs
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -186,29 +186,15 @@ def _remove_dead_processes_dirs() -> None:
     """Remove the key directories of processes that died before they could remove them.
 
     Those are the ``nettest-tls-<pid>-…`` directories made by `_make_key_dir`, for
-    the contexts' key files and for the ``tls_files`` fixture.  Only this user's
-    directories named after a process that no longer lives, and only on POSIX
-    (see `process_is_gone`).
+    the contexts' key files and for the ``tls_files`` fixture: only this user's,
+    named after a process that no longer lives (`remove_dead_processes_dirs`).
     """
-    if os.name != "posix":
-        return
-    parent = tempfile.gettempdir()
-    try:
-        names = os.listdir(parent)
-    except OSError:
-        return
-    for name in names:
-        pid = name.split("-")[2] if name.startswith("nettest-tls-") else ""
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        path = os.path.join(parent, name)
-        try:
-            if os.lstat(path).st_uid != os.getuid():
-                continue
-        except OSError:
-            continue  # gone already
-        if process_is_gone(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
+    remove_dead_processes_dirs(tempfile.gettempdir(), _key_dir_pid)
+
+
+def _key_dir_pid(name: str) -> int | None:
+    pid = name.split("-")[2] if name.startswith("nettest-tls-") else ""
+    return int(pid) if pid.isdigit() else None
 
 
 def _write_file(path: str | os.PathLike[str], data: bytes, *, private: bool) -> None:
