@@ -43,6 +43,10 @@ def test_plugin_loaded_through_entry_point() -> None:
 
     (entry,) = [ep for ep in entry_points(group="pytest11") if ep.name == "nettest"]
     assert entry.value == "nettest.plugin"
+    # The package index's "nettest" is another project: the distribution is
+    # pytest-nettest, as the docs' install command says.
+    assert entry.dist is not None
+    assert entry.dist.name == "pytest-nettest"
 
 
 @MODES
