@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import enum
 import importlib
 import inspect
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,55 @@ def test_exports_fixtures_are_documented() -> None:
     assert "nettest_seed" in fixtures
     missing = [name for name in fixtures if not re.search(rf"\b{name}\b", text)]
     assert not missing, f"fixtures undocumented in docs/: {missing}"
+
+
+# The fixtures whose signatures docs/ writes out by hand, and what each calls.
+_DOCUMENTED_SIGNATURES: dict[str, tuple[Callable[..., object], set[str]]] = {
+    "tcp_server": (nettest.TCPServer, set()),
+    "udp_server": (nettest.UDPServer, set()),
+    "unix_server": (nettest.UnixServer, set()),
+    "unix_datagram_server": (nettest.UnixDatagramServer, set()),
+    # The fixtures seed each proxy themselves, and bind loopback only.
+    "fault_proxy": (nettest.FaultProxy, {"seed", "allow_remote"}),
+    "fault_proxy_thread": (nettest.FaultProxy, {"seed", "allow_remote"}),
+}
+
+
+def documented_signatures() -> dict[str, list[ast.arguments]]:
+    found: dict[str, list[ast.arguments]] = {}
+    for line in docs_text().splitlines():
+        match = re.match(r"\.\. py:function:: (\w+)\((.*)\)$", line)
+        if match and match[1] in _DOCUMENTED_SIGNATURES:
+            function = ast.parse(f"def f({match[2]}): pass").body[0]
+            assert isinstance(function, ast.FunctionDef)
+            found.setdefault(match[1], []).append(function.args)
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(_DOCUMENTED_SIGNATURES))
+def test_exports_fixture_signatures_in_docs_match_the_code(name: str) -> None:
+    # A signature written out in docs/ names every parameter, in order, with its
+    # real default: one added to the code must be added there too.
+    target, left_out = _DOCUMENTED_SIGNATURES[name]
+    code = [
+        parameter
+        for parameter in inspect.signature(target).parameters.values()
+        if parameter.name not in left_out
+    ]
+    (documented,) = documented_signatures()[name]
+    positional = [argument.arg for argument in documented.args]
+    keywords = [argument.arg for argument in documented.kwonlyargs]
+    assert positional + keywords == [parameter.name for parameter in code]
+    assert positional == [p.name for p in code if p.kind is not p.KEYWORD_ONLY]
+    namespace = {"handlers": nettest.handlers}
+    defaults: dict[str, ast.expr | None] = dict(
+        zip(positional[::-1], documented.defaults[::-1], strict=False)
+    )
+    defaults.update(zip(keywords, documented.kw_defaults, strict=True))
+    for parameter in code:
+        written = defaults.get(parameter.name)
+        if written is None:
+            assert parameter.default is parameter.empty, f"{parameter.name} has no default"
+        else:
+            value = eval(compile(ast.Expression(written), name, "eval"), namespace)
+            assert value == parameter.default, parameter.name
