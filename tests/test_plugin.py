@@ -123,21 +123,24 @@ def test_xdist_workers_share_the_session_seed_in_the_header(pytester: pytest.Pyt
         ("sed=1", "takes one seed, as *"),
     ],
 )
+@pytest.mark.parametrize("uses_the_seed", [True, False], ids=["seeded", "unseeded"])
 def test_bad_nettest_seed_marker_fails_the_test(
-    pytester: pytest.Pytester, marker: str, error: str
+    pytester: pytest.Pytester, marker: str, error: str, uses_the_seed: bool
 ) -> None:
+    # Checked whether or not the test asks for the seed, as nettest_leaks is: a
+    # marker is not silently ignored until the test happens to use it.
     pytester.makepyfile(
         f"""
         import pytest
 
         @pytest.mark.nettest_seed({marker})
-        def test_fixed(nettest_seed):
+        def test_fixed({"nettest_seed" if uses_the_seed else ""}):
             pass
         """
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.stdout.fnmatch_lines([f"*nettest_seed marker on *test_fixed: {error}"])
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(errors=1)
 
 
 def test_nettest_seed_marker_takes_a_keyword(pytester: pytest.Pytester) -> None:

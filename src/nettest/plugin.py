@@ -294,10 +294,12 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
         del item.stash[_RELEASED_KEY]
     forget_proxies(item)
     bad_marker = None
+    mode = cast("LeakMode", item.config.option.nettest_leaks)
     try:
         mode = _gate_mode(item)
+        _test_seed(item)  # a bad nettest_seed marker fails even a test that uses no seed
     except pytest.UsageError as error:  # the test's setup error: its body does not run
-        mode, bad_marker = cast("LeakMode", item.config.option.nettest_leaks), error
+        bad_marker = error
     item.stash[_MODE_KEY] = mode
     # Strict mode, by the session's mode or by a marker on the test, its class or
     # its module, starts here: the descriptors open now are not the test's.
