@@ -1051,6 +1051,54 @@ async def test_udp_proxy_drop_duplicate_truncate(
     assert echo.received == [b"abcdef", b"drop"]
 
 
+async def _recvfrom(sock: socket.socket) -> tuple[bytes, typing.Any]:
+    """A datagram from a non-blocking socket, polled (sock_recvfrom is 3.11+)."""
+    for _ in range(500):
+        try:
+            return sock.recvfrom(100)
+        except BlockingIOError:
+            await asyncio.sleep(0.01)
+    raise TimeoutError("no datagram in 5 s")
+
+
+async def _forward_empty_datagrams_both_ways() -> FaultProxy:
+    # Plain sockets at both ends, which send b"" on every Python: the proxy is to
+    # forward what they sent, though asyncio before 3.13 and uvloop drop sendto(b"").
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as upstream,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client,
+    ):
+        for sock in (upstream, client):
+            sock.setblocking(False)
+            sock.bind(("127.0.0.1", 0))
+        async with FaultProxy(upstream.getsockname(), kind="udp") as proxy:
+            client.sendto(b"", proxy.address)
+            client.sendto(b"up", proxy.address)
+            first, flow = await _recvfrom(upstream)
+            assert (first, (await _recvfrom(upstream))[0]) == (b"", b"up")
+            upstream.sendto(b"", flow)
+            upstream.sendto(b"down", flow)
+            assert (await _recvfrom(client))[0] == b""
+            assert (await _recvfrom(client))[0] == b"down"
+        return proxy
+
+
+@pytest.mark.asyncio
+async def test_udp_proxy_forwards_empty_datagrams() -> None:
+    proxy = await _forward_empty_datagrams_both_ways()
+    assert "lost" not in proxy.format_traces()
+
+
+@pytest.mark.uvloop
+def test_udp_proxy_forwards_empty_datagrams_on_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(_forward_empty_datagrams_both_ways())
+    finally:
+        loop.close()
+
+
 @pytest.mark.asyncio
 async def test_a_proxy_in_front_of_a_nettest_udp_server_is_a_udp_proxy(
     fault_proxy: FaultProxyFactory,

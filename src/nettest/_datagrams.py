@@ -87,6 +87,17 @@ logger = logging.getLogger("asyncio")
 #: CPython gh-113812: asyncio's datagram transports send ``sendto(b"")`` from
 #: 3.13 on, and drop it before.
 ASYNCIO_SENDS_EMPTY = sys.version_info >= (3, 13)
+
+
+def sends_empty(transport: asyncio.BaseTransport) -> bool:
+    """Whether ``transport.sendto(b"")`` sends an empty datagram, or drops it.
+
+    asyncio's own transports send it from 3.13 and drop it before; uvloop's drops
+    it on every version (uvloop#594), and another loop's is taken to do the same.
+    """
+    return ASYNCIO_SENDS_EMPTY and type(transport).__module__.startswith("asyncio.")
+
+
 _HEADER_SIZE = 8 if ASYNCIO_SENDS_EMPTY else 0
 # CPython gh-135444: 3.13.0-3.13.5 forget the header bytes when a datagram leaves.
 _FORGETS_HEADER = (3, 13) <= sys.version_info[:3] < (3, 13, 6)

@@ -653,9 +653,8 @@ class FaultProxy(FaultsInForce):
         loop = asyncio.get_running_loop()
         upstream = self.upstream
         assert not isinstance(upstream, str)  # refused in __init__
-        family = socket.AF_INET6 if ":" in upstream[0] else socket.AF_INET
         try:
-            await loop.create_datagram_endpoint(lambda: flow, remote_addr=upstream, family=family)
+            await flow.connect(upstream)
         except OSError as exc:
             flow.trace.record(loop.time(), "upstream", f"upstream socket failed: {exc!r}")
             if not flow.lost.done():

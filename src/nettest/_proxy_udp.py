@@ -21,6 +21,7 @@ import typing
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ._datagrams import sends_empty
 from ._fault_actions import Action, Deliver, UnreachableAction, Wake
 from ._fault_engine_datagram import DatagramSchedule
 from ._hygiene import parts_of, track
@@ -135,7 +136,10 @@ class _Listen(asyncio.DatagramProtocol):
         if self.transport is not None:
             if self.transport.is_closing():
                 return False
-            self.transport.sendto(data, addr)
+            lost = send_datagram(self.transport, self.sock, data, addr)
+            if lost is not None:
+                self.proxy._udp_errors.append(lost)
+                return False
             return True
         # Bound, not read yet: nothing else uses the socket, so send on it directly.
         try:
@@ -185,6 +189,36 @@ class _Listen(asyncio.DatagramProtocol):
         _free_port(self.sock)
 
 
+def send_datagram(
+    transport: asyncio.DatagramTransport,
+    sock: socket.socket,
+    data: bytes,
+    addr: tuple[Any, ...] | None,
+) -> str | None:
+    """Send `data` through `transport`, to `addr` (None: where `sock` is connected).
+
+    Returns None once sent (or buffered), else why it was lost.  A proxy forwards
+    what its client sent, and an empty datagram is a datagram: where the event
+    loop drops ``sendto(b"")`` (asyncio before 3.13, uvloop), it goes on the
+    transport's socket itself, provided nothing waits in the transport's buffer
+    to go out before it.
+    """
+    if data or sends_empty(transport):
+        transport.sendto(data, addr)
+        return None
+    # Every loop's datagram transport has it, though DatagramTransport does not say so.
+    if typing.cast("asyncio.WriteTransport", transport).get_write_buffer_size():
+        return "an empty datagram lost: datagrams wait in the buffer, and this loop drops it"
+    try:
+        if addr is None:
+            sock.send(data)
+        else:
+            sock.sendto(data, addr)
+    except OSError as exc:
+        return f"an empty datagram lost: {exc!r}"
+    return None
+
+
 def _free_port(sock: socket.socket) -> None:
     """Close the socket behind `sock`'s descriptor now, keeping the descriptor open."""
     fd = sock.fileno()
@@ -224,6 +258,8 @@ class _UpstreamFlow(asyncio.DatagramProtocol):
             peer=peer,
         )
         self.trace = self.schedule.trace
+        #: The socket to the upstream, and its transport, once `connect` made them.
+        self.sock: socket.socket | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self.waiting: list[bytes] = []
         self.timers: set[asyncio.TimerHandle] = set()
@@ -240,9 +276,9 @@ class _UpstreamFlow(asyncio.DatagramProtocol):
             close=_abort,
             on_behalf_of=self.proxy,
         )
-        for data in self.waiting:
-            self.transport.sendto(data)
-        self.waiting.clear()
+        waiting, self.waiting = self.waiting, []
+        for data in waiting:
+            self._to_upstream(data)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self.apply(self.schedule.datagram("downstream", data, self.loop.time()))
@@ -289,7 +325,7 @@ class _UpstreamFlow(asyncio.DatagramProtocol):
             if self.transport is None:
                 self.waiting.append(action.data)
             elif not self.transport.is_closing():
-                self.transport.sendto(action.data)
+                self._to_upstream(action.data)
         else:
             listen = self.proxy._listen_protocol
             if listen is None or not listen.sendto(action.data, self.peer):
@@ -299,6 +335,33 @@ class _UpstreamFlow(asyncio.DatagramProtocol):
                     "downstream",
                     f"lost {len(action.data)} bytes: the proxy's port is closed",
                 )
+
+    def _to_upstream(self, data: bytes) -> None:
+        assert self.transport is not None
+        assert self.sock is not None
+        lost = send_datagram(self.transport, self.sock, data, None)
+        if lost is not None:
+            self.trace.record(self.loop.time(), "upstream", lost)
+
+    async def connect(self, upstream: tuple[Any, ...]) -> None:
+        """Make the flow's socket, connected to `upstream`, and its transport.
+
+        The socket is made here rather than by ``create_datagram_endpoint``, so
+        that `send_datagram` can send an empty datagram on it.
+        """
+        loop = self.loop
+        family = socket.AF_INET6 if ":" in upstream[0] else socket.AF_INET
+        infos = await loop.getaddrinfo(*upstream[:2], family=family, type=socket.SOCK_DGRAM)
+        address = infos[0][4]  # getaddrinfo() raises rather than find nothing
+        if self.closed:
+            return
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        with _closed_on_error(sock):
+            sock.setblocking(False)
+            sock.connect(address)
+            self.sock = sock
+            # Made in this call, with no await before: the transport owns the socket.
+            await loop.create_datagram_endpoint(lambda: self, sock=sock)
 
     def close(self) -> None:
         self.closed = True

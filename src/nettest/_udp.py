@@ -6,7 +6,7 @@ and sends.  Handlers: ``echo`` (reply to the sender), ``sink`` (record only), a
 
 Python before 3.13 drops ``sendto(b"")`` silently (an empty reply is never sent),
 and uvloop does on every version; receiving empty datagrams works everywhere.
-``server.sent`` records only what the real transport sent (see `_sends_empty` and
+``server.sent`` records only what the real transport sent (see `sends_empty` and
 `_DatagramServer._send_recorded`).
 """
 
@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import pytest
 import pytest_asyncio
 
-from ._datagrams import ASYNCIO_SENDS_EMPTY
+from ._datagrams import sends_empty
 from ._handlers import (
     DatagramProtocolFactory,
     Handler,
@@ -76,15 +76,6 @@ __all__ = [
 _D = TypeVar("_D", bound="_DatagramServer")
 #: Seconds teardown at most lets a script take the datagrams that have arrived.
 _CATCH_UP = 1.0
-
-
-def _sends_empty(transport: asyncio.BaseTransport) -> bool:
-    """Whether ``transport.sendto(b"")`` sends an empty datagram, or drops it.
-
-    asyncio's own transports send it from 3.13 and drop it before; uvloop's drops
-    it on every version (uvloop#594), and another loop's is taken to do the same.
-    """
-    return ASYNCIO_SENDS_EMPTY and type(transport).__module__.startswith("asyncio.")
 
 
 class _RecordingDatagramTransport(asyncio.DatagramTransport):
@@ -344,7 +335,7 @@ class _DatagramServer(_LoopbackServer):
         kernel refused inside the call (``EMSGSIZE``, for example: asyncio hands it
         to ``error_received`` and returns), one whose send was a fatal error (the
         call starts closing the transport), and an empty one the transport drops
-        (see `_sends_empty`).  One refused later, after waiting in the write
+        (see `sends_empty`).  One refused later, after waiting in the write
         buffer, stays recorded: asyncio reports it on another loop turn.
         """
         refused = len(self._errors_received)
@@ -352,7 +343,7 @@ class _DatagramServer(_LoopbackServer):
         transport.sendto(data, addr)
         if len(self._errors_received) != refused or transport.is_closing() != closing:
             return
-        if not data and not _sends_empty(transport):
+        if not data and not sends_empty(transport):
             return
         self._record(Datagram(bytes(data), addr, self._now(), "sent"))
 
