@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument, NoSuchExample
 
-from nettest import sanitize
+from nettest import MemoryDatagramTransport, memory_datagram_pair, sanitize
 from nettest import strategies as nst
 from nettest._transport_pairs import memory_transport_pair
 from nettest._transports import MemoryTransport
@@ -407,6 +407,58 @@ async def test_feed_async_into_an_end_of_a_pair_reaches_the_peer() -> None:
     client_transport.close()
     server_transport.close()
     await asyncio.sleep(0)
+
+
+@pytest.mark.asyncio
+async def test_feed_async_into_a_memory_datagram_transport_reaches_its_protocol() -> None:
+    # The test plays the peer: each datagram comes from the connected peer's
+    # address unless addr says otherwise, empty ones too; a loss is its error.
+    protocol = RecordingDatagramProtocol()
+    transport = MemoryDatagramTransport(protocol, remote_addr=("127.0.0.1", 53))
+    refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+    try:
+        with pytest.raises(TypeError, match=r"delivers on later loop turns: use `await feed_a"):
+            nst.feed(transport, [nst.Datagram(b"a", 0)])
+        arrivals = [nst.Datagram(b"a", 0), nst.Datagram(b"", 1), nst.ConnectionLost(refused)]
+        await nst.feed_async(transport, arrivals)
+        assert protocol.datagrams == [(b"a", ("127.0.0.1", 53)), (b"", ("127.0.0.1", 53))]
+        assert protocol.errors == [refused]
+    finally:
+        transport.close()
+        await asyncio.sleep(0)
+    unconnected = MemoryDatagramTransport(RecordingDatagramProtocol())
+    try:
+        with pytest.raises(
+            TypeError, match=r"addr: .* not connected, .* pass addr=\(host, port\)"
+        ):
+            await nst.feed_async(unconnected, [nst.Datagram(b"a", 0)])
+        await nst.feed_async(unconnected, [nst.Datagram(b"b", 0)], addr=("127.0.0.2", 7))
+        assert unconnected.get_protocol().datagrams == [(b"b", ("127.0.0.2", 7))]  # type: ignore[attr-defined]
+    finally:
+        unconnected.close()
+        await asyncio.sleep(0)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("connected", [True, False])
+async def test_feed_async_into_an_end_of_a_datagram_pair_reaches_the_peer(connected: bool) -> None:
+    a_protocol, b_protocol = RecordingDatagramProtocol(), RecordingDatagramProtocol()
+    a, b = memory_datagram_pair(a_protocol, b_protocol, connected=connected)
+    try:
+        await asyncio.sleep(0)
+        with pytest.raises(TypeError, match=r"addr: .* an end of a memory_datagram_pair"):
+            await nst.feed_async(a, [b"x"], addr=("127.0.0.1", 53))
+        error = OSError(errno.EHOSTUNREACH, "No route to host")
+        await nst.feed_async(a, [nst.Datagram(b"one", 0), nst.ConnectionLost(error)])
+        await asyncio.sleep(0)
+        assert b_protocol.datagrams == [(b"one", a.get_extra_info("sockname"))]
+        assert b_protocol.errors == [error]
+        assert not a_protocol.datagrams
+        assert not a_protocol.errors
+    finally:
+        a.close()
+        b.close()
+        await asyncio.sleep(0)
 
 
 # -- the protocol closes its transport ---------------------------------------------

@@ -36,13 +36,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import functools
 import os
+import socket
 import sys
 import typing
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
+from ._datagrams import MemoryDatagramTransport
 from ._recording import check_seconds
 from ._transports import MemoryTransport
 
@@ -334,6 +337,8 @@ class _Sink:
             self.datagrams = True
             self.data, self.eof = self._datagram, self._no_eof
             self.lost = target.error_received  # type: ignore[attr-defined]
+        elif isinstance(target, MemoryDatagramTransport):
+            self._datagram_transport(target)
         elif isinstance(target, _MemoryTransportLike) and _feeds_its_protocol(target):
             self.transport = True
             self.data, self.eof = target.feed_data, target.feed_eof
@@ -355,6 +360,33 @@ class _Sink:
         # The transport the protocol was given, kept in case the protocol drops
         # its reference when it closes it.
         self.given = _transports_of(target) if self.protocol else []
+
+    def _datagram_transport(self, target: MemoryDatagramTransport) -> None:
+        """Feed a memory datagram transport's protocol, or its peer's through it."""
+        self.transport = True
+        self.datagrams = True
+        self.eof = self._no_eof
+        peer = target._peer
+        if peer is not None:
+            # An end of a pair: it sends each datagram to its peer, whose protocol
+            # receives it from this end's address, and the peer gets the errors.
+            if self.addr is not None:
+                raise TypeError(
+                    f"addr: {target!r} is an end of a memory_datagram_pair, whose "
+                    f"peer receives from its address; leave addr out, got {self.addr!r}"
+                )
+            to = None if target.get_extra_info("peername") else peer.get_extra_info("sockname")
+            self.data = functools.partial(target.sendto, addr=to)
+            self.lost = peer.feed_error
+            return
+        source = target.get_extra_info("peername") if self.addr is None else self.addr
+        if source is None and target.get_extra_info("socket").family != socket.AF_UNIX:
+            raise TypeError(
+                f"addr: {target!r} is not connected, so each datagram needs a source "
+                "address: pass addr=(host, port)"
+            )
+        self.data = functools.partial(target.feed_datagram, addr=source)
+        self.lost = target.feed_error
 
     def closing(self) -> bool:
         """Tell whether the protocol closed or aborted its transport, which then reads no more."""
@@ -514,6 +546,14 @@ def feed(
       transport (`feed_async` only): ``write``, ``write_eof``, and ``reset()``
       (else ``abort()``) on `ConnectionLost`, so the peer's protocol reads the
       schedule;
+    - a ``nettest.MemoryDatagramTransport`` the test plays the peer of
+      (`feed_async` only): ``feed_datagram(data, addr)``, from its connected
+      peer's address unless ``addr`` says otherwise (an unconnected one needs
+      ``addr``), and ``feed_error`` on `ConnectionLost`;
+    - an end of a ``nettest.memory_datagram_pair()`` (`feed_async` only):
+      ``sendto`` to its peer, whose protocol receives each datagram from this
+      end's address (so no ``addr``), and the peer's ``feed_error`` on
+      `ConnectionLost`;
     - any other callable (a sans-IO parser): called with each chunk, and
       with ``b""`` on `Eof`.  A `ConnectionLost` just ends the delivery.
 
@@ -535,11 +575,14 @@ def feed(
         chunks_or_schedule: An iterable of `bytes` chunks and schedule events
             (`Chunk`, `PauseReading`, `ResumeReading`, `Eof`, `ConnectionLost`),
             a list of `Datagram` values, or a `MessageStream`.
-        addr: The source address passed to ``datagram_received``.
+        addr: The source address passed to ``datagram_received``, or given
+            to a memory datagram transport's ``feed_datagram``.
 
     Raises:
         TypeError: ``target`` or an item is of no supported kind, ``target``
-            is a transport, which needs `feed_async`, or
+            is a transport, which needs `feed_async`, ``addr`` is missing for
+            an unconnected memory datagram transport or given for an end of a
+            pair, or
             ``chunks_or_schedule`` is a hypothesis strategy rather than what
             it draws (use ``@given``).
         ValueError: The schedule holds a `Delay`; use `feed_async`.
@@ -552,9 +595,9 @@ def feed(
     """
     driver = _Driver(target, addr)
     if driver.sink.transport:
+        where = "" if driver.sink.datagrams else ", where reads would coalesce"
         raise TypeError(
-            f"{target!r} delivers on later loop turns, where reads would coalesce: "
-            "use `await feed_async(...)`"
+            f"{target!r} delivers on later loop turns{where}: use `await feed_async(...)`"
         )
     for event in _events(chunks_or_schedule, "feed"):
         if isinstance(event, Delay):
