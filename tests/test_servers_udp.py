@@ -103,6 +103,26 @@ async def test_udp_wait_timeout_lists_what_arrived(udp_server: UDPServerFactory)
         await server.wait_for_datagrams(1)
         with pytest.raises(TimeoutError, match=r"expected 2 datagrams; 1 arrived: b'only'"):
             await server.wait_for_datagrams(2, timeout=0.05)
+    other = await udp_server(handlers.sink)
+    with pytest.raises(TimeoutError, match=r"expected 1 datagram; 0 arrived \(waited 0.05 s"):
+        await other.wait_for_datagrams(1, timeout=0.05)
+
+
+async def test_a_protocol_handler_transport_says_what_it_is(udp_server: UDPServerFactory) -> None:
+    transports: list[asyncio.BaseTransport] = []
+
+    class Keep(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            transports.append(transport)
+
+    server = await udp_server(Keep)
+    (transport,) = transports
+    port = server.address[1]
+    assert re.fullmatch(
+        rf"<<_SelectorDatagramTransport fd=\d+ read=.*>, its sends recorded by "
+        rf"UDPServer 127\.0\.0\.1:{port}>",
+        repr(transport),
+    )
 
 
 @pytest.mark.parametrize("datagrams", [0, 1, 2])

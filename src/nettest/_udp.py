@@ -90,6 +90,9 @@ class _RecordingDatagramTransport(asyncio.DatagramTransport):
         self._inner = inner
         self._server = server
 
+    def __repr__(self) -> str:
+        return f"<{self._inner!r}, its sends recorded by {self._server._name}>"
+
     def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
         """Send through the real transport; record the datagram only if it was sent.
 
@@ -413,15 +416,19 @@ class _DatagramServer(_LoopbackServer):
         await self._changed.wait_until(
             lambda: len(self.datagrams) >= n,
             seconds,
-            lambda: (
-                f"{self._name}: expected {n} datagram{'s' if n != 1 else ''}; "
-                f"{len(self.datagrams)} arrived: "
-                + ", ".join(show(d.data, 64) for d in self.datagrams)
-                + (f"; {self._ended()}" if self._ended() else "")
-            ),
+            lambda: self._too_few(n),
             ended=lambda: bool(self._ended()),
         )
         return self.datagrams[:n]
+
+    def _too_few(self, n: int) -> str:
+        arrived = ", ".join(show(d.data, 64) for d in self.datagrams)
+        ended = self._ended()
+        return (
+            f"{self._name}: expected {n} datagram{'s' if n != 1 else ''}; "
+            f"{len(self.datagrams)} arrived{f': {arrived}' if arrived else ''}"
+            f"{f'; {ended}' if ended else ''}"
+        )
 
     # -- teardown ----------------------------------------------------------------
 
