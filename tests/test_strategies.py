@@ -419,6 +419,7 @@ def test_message_stream_built_by_hand_is_checked() -> None:
         (lambda: nst.chunkings(b"ab", length_prefix=0), "length_prefix must be None or"),
         (lambda: nst.chunkings(b"ab", hints=["1"]), "hints must hold integer offsets"),  # type: ignore[list-item]
         (lambda: nst.chunkings(b"ab", hints=3), "hints must be an iterable"),  # type: ignore[arg-type]
+        (lambda: nst.chunkings(b"abc", hints=[1, -1]), "hints must hold offsets >= 0, .* got -1"),
         (lambda: nst.chunkings(b"a" * 40, exhaustive=True), "data is too long"),
         (lambda: nst.chunkings(st.binary(), exhaustive=True), "data must be bytes, not a"),
         (lambda: nst.all_chunkings(b"a" * 40), "data is too long"),

@@ -127,7 +127,15 @@ def _check_length_prefix(length_prefix: object) -> int | None:
 def _check_hints(hints: object) -> Hints | None:
     if hints is None or callable(hints):
         return cast("Hints | None", hints)
-    return _offsets(hints, "hints must be an iterable of offsets or a callable taking the data")
+    offsets = _offsets(hints, "hints must be an iterable of offsets or a callable taking the data")
+    # Offsets count from the start: -1 is no "before the last byte", as an index
+    # would have it.  (A callable's, worked out from the data, may fall outside.)
+    for offset in offsets:
+        if offset < 0:
+            raise InvalidArgument(
+                f"hints must hold offsets >= 0, counted from the start of the data, got {offset}"
+            )
+    return offsets
 
 
 def _offsets(hints: object, requirement: str) -> tuple[int, ...]:
@@ -381,8 +389,11 @@ def chunkings(
         length_prefix: The width of a big-endian unsigned length prefix
             framing each message of ``data`` (the length counts the payload
             only): cut inside, before and after each prefix.
-        hints: More offsets to cut at, or a callable that takes the data and
-            returns them.  Offsets outside ``1 .. len(data) - 1`` are ignored.
+        hints: More offsets to cut at, counted from the start of the data,
+            or a callable that takes the data and returns them.  A negative
+            offset given is refused; any beyond the data (drawn data may be
+            shorter), and any a callable returns outside ``1 .. len(data) - 1``,
+            are ignored.
         exhaustive: Draw from every chunking that `all_chunkings` lists,
             ignoring hints, so that a run of at least as many examples as
             there are chunkings tries each exactly once, then stops.
