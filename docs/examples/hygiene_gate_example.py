@@ -2,6 +2,9 @@
 
 import pytest
 
+# pytester is a plugin pytest ships disabled: this module enables it for itself.
+pytest_plugins = ["pytester"]
+
 LEAKY_TESTS = """
 import socket
 
