@@ -337,6 +337,65 @@ async def test_proxy_passes_a_clients_reset_made_as_it_connects_upstream(
         await server.wait_closed()
 
 
+class _Log(asyncio.Protocol):
+    def __init__(self, log: list[object]) -> None:
+        self.log = log
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.log.append("made")
+
+    def data_received(self, data: bytes) -> None:
+        self.log.append(data)
+
+    def eof_received(self) -> None:
+        self.log.append("EOF")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.log.append(type(exc) if exc else None)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("fault", "client_reset", "server_sees"),
+    [
+        (Reset(), True, []),
+        (Reset(after_bytes=0), True, []),
+        (Reset(direction="both"), True, ["made", ConnectionResetError]),
+        (Reset(direction="upstream"), False, ["made", ConnectionResetError]),
+    ],
+    ids=["downstream", "after-0-bytes", "both", "upstream"],
+)
+async def test_proxy_reset_as_the_connection_starts(
+    fault_proxy: FaultProxyFactory, fault: Reset, client_reset: bool, server_sees: list[object]
+) -> None:
+    # A Reset in force from the start fires as the client connects, before the
+    # proxy's own connection upstream is made.  One for the client went out only
+    # with that connection's, and then never: the client's read hung.
+    log: list[object] = []
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Log(log), "127.0.0.1", 0)
+    try:
+        proxy = await fault_proxy(server.sockets[0].getsockname()[:2], faults=[fault])
+        reader, writer = await asyncio.open_connection(*proxy.address)
+        try:
+            if client_reset:
+                with pytest.raises(ConnectionResetError):
+                    await asyncio.wait_for(reader.read(100), 5)
+            for _ in range(500):
+                if server_sees and log[-1:] == server_sees[-1:]:
+                    break
+                if not server_sees and "finished" in proxy.format_traces():
+                    break
+                await asyncio.sleep(0.01)
+            assert log == server_sees, proxy.format_traces()
+        finally:
+            writer.transport.abort()
+    finally:
+        server.close()
+        # From 3.12 it waits for the server's connections: a failure, not a hang.
+        await asyncio.wait_for(server.wait_closed(), 5)
+
+
 @pytest.mark.asyncio
 async def test_proxy_reset_after_a_pattern(fault_proxy: FaultProxyFactory) -> None:
     response = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"

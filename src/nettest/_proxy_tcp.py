@@ -351,7 +351,8 @@ class _StreamConnection:
             return
         if self.paused["downstream"]:
             side.transport.pause_reading()
-        self.kick("upstream")
+        for flow in FLOWS:  # what waited for the connection, whichever queue holds it
+            self.kick(flow)
 
     # -- events from the sockets ----------------------------------------------------
 
@@ -432,8 +433,10 @@ class _StreamConnection:
         """Whether *action* waits: for the upstream connection, or for a piece's reader."""
         if isinstance(action, (Deliver, SendEof)) and self._receiver(action.flow) is None:
             return True
-        if isinstance(action, Abort) and self._connecting_upstream():
-            return True  # an RST for the server reaches it once it is connected
+        if isinstance(action, Abort) and "upstream" in action.flows:
+            # An RST for the server reaches it once it is connected; one for the
+            # client alone goes at once.
+            return self._connecting_upstream()
         return isinstance(action, Deliver) and action.alone and action.flow in self.spacing
 
     def _connecting_upstream(self) -> bool:
