@@ -1207,6 +1207,77 @@ def test_gate_warns_of_a_connection_open_as_its_tests_loop_closes(
         assert "--nettest-leaks=strict gives its stack" in out
 
 
+_SERVER_LEFT_SERVING = {
+    "pytest-asyncio": """
+        @pytest.mark.asyncio
+        async def test_x_leaves_a_server():
+            await serve()
+            assert FAIL is False
+        """,
+    "asyncio.run": """
+        def test_x_leaves_a_server():
+            asyncio.run(serve())
+            assert FAIL is False
+        """,
+}
+
+
+@pytest.mark.parametrize("loop", list(_SERVER_LEFT_SERVING))
+@pytest.mark.parametrize("mode", ["own", "strict"])
+@pytest.mark.parametrize("fails", [False, True], ids=["passing", "failing"])
+def test_gate_reports_a_server_left_serving_as_its_tests_loop_closes(
+    pytester: pytest.Pytester, loop: str, mode: str, fails: bool
+) -> None:
+    # A server never closed is freed with its loop: its listening socket warned
+    # "unclosed" from the selector's close(), with no stack and no test named,
+    # and under the recommended filters that warning was the test's failure.
+    program = textwrap.dedent(
+        f"""
+        import asyncio, gc
+        import pytest
+
+        FAIL = {fails}
+
+        async def serve():
+            async def handle(reader, writer):
+                writer.close()
+
+            return await asyncio.start_server(handle, "127.0.0.1", 0)
+        """
+    )
+    leaker = textwrap.dedent(_SERVER_LEFT_SERVING[loop])
+    innocent = "def test_y_innocent():\n    gc.collect()\n"
+    pytester.makepyfile(test_leaky=f"{program}\n{leaker}\n{innocent}")
+    args = ("-p", "no:cacheprovider", f"--nettest-leaks={mode}", *FILTERS)
+    result = pytester.runpytest_subprocess(*args)
+    out = result.stdout.str()
+    assert "PytestUnraisableExceptionWarning" not in out
+    assert "test_y_innocent" not in out.split("short test summary")[0]
+    shown = "socket <socket.socket fd=*laddr=('127.0.0.1', *)>, listening for a server, open"
+    if fails:
+        result.assert_outcomes(passed=1, failed=1)
+        result.stdout.fnmatch_lines([f"*- {shown} when its event loop closed*"])
+    elif mode == "own":
+        result.assert_outcomes(passed=2, errors=1)
+        result.stdout.fnmatch_lines(
+            [
+                "*ERROR at teardown of test_x_leaves_a_server*",
+                "*ResourceWarning: unclosed <socket.socket fd=*>, listening for a server, open "
+                "when its event loop closed (own mode does not track it: "
+                "--nettest-leaks=strict gives its stack)",
+            ]
+        )
+    else:
+        result.assert_outcomes(passed=2, errors=1)
+        result.stdout.fnmatch_lines(
+            [
+                "*LeakError: test_leaky.py::test_x_leaves_a_server left 1 thing behind*",
+                f"*- {shown} when its event loop closed, created at:",
+                "*return await asyncio.start_server(handle, *",
+            ]
+        )
+
+
 def test_own_mode_leaves_a_plain_servers_cancelled_handler_task_to_asyncio(
     pytester: pytest.Pytester,
 ) -> None:

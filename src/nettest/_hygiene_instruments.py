@@ -204,6 +204,14 @@ class _Instruments:
             self, left: list[asyncio.BaseTransport], owner: str
         ) -> None: ...
 
+        def listening_on_closing_loop(
+            self, loop: asyncio.BaseEventLoop, owner: str
+        ) -> list[socket.socket]: ...
+
+        def close_listening_on_closed_loop(
+            self, listening: list[socket.socket], owner: str
+        ) -> None: ...
+
     # -- loops ---------------------------------------------------------------
 
     def instrument_loop(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -549,11 +557,16 @@ class _Instruments:
         def close(loop: asyncio.BaseEventLoop) -> None:
             owner = gate.owner
             left: list[asyncio.BaseTransport] = []
+            listening: list[socket.socket] = []
             if owner is not None and not loop.is_closed() and made_in_test(loop) == owner:
                 left = gate.left_on_closing_loop(loop, owner)
+                listening = gate.listening_on_closing_loop(loop, owner)
             original_close(loop)
-            if owner is not None and left and loop.is_closed():
-                gate.close_left_on_closed_loop(left, owner)
+            if owner is not None and loop.is_closed():
+                if left:
+                    gate.close_left_on_closed_loop(left, owner)
+                if listening:
+                    gate.close_listening_on_closed_loop(listening, owner)
 
         for name, wrapper, original in (
             ("__init__", __init__, original_init),
@@ -708,6 +721,31 @@ def open_transports_on(loop: asyncio.BaseEventLoop) -> list[asyncio.BaseTranspor
         and not transport.is_closing()
         and isinstance(getattr(transport, "_sock", None), socket.socket)
     ]
+
+
+def listening_sockets_on(loop: asyncio.BaseEventLoop) -> list[socket.socket]:
+    """The listening sockets `loop` accepts connections on for its servers.
+
+    A server the program never closed is freed with its loop, and its listening
+    socket warns "unclosed" from the selector's ``close()``, with no stack.  A
+    selector loop watches each one with a reader whose callback is its
+    ``_accept_connection``, the socket among the arguments.
+    """
+    selector = getattr(loop, "_selector", None)
+    accept = getattr(asyncio.selector_events.BaseSelectorEventLoop, "_accept_connection", None)
+    if selector is None or accept is None:  # not a selector loop
+        return []
+    found: list[socket.socket] = []
+    for key in list(selector.get_map().values()):
+        reader = key.data[0] if isinstance(key.data, tuple) else None
+        callback = getattr(reader, "_callback", None)
+        if getattr(callback, "__func__", None) is accept:
+            found.extend(
+                arg
+                for arg in getattr(reader, "_args", ())
+                if isinstance(arg, socket.socket) and arg.fileno() != -1
+            )
+    return found
 
 
 def transport_stack(transport: asyncio.BaseTransport) -> list[asyncio.BaseTransport]:
