@@ -1342,6 +1342,46 @@ def test_the_last_tests_check_collects_garbage(pytester: pytest.Pytester, xdist:
     )
 
 
+def test_the_session_summary_of_a_strict_session_says_what_was_left(
+    pytester: pytest.Pytester,
+) -> None:
+    # In a strict session a test's socket is its check's: what the last
+    # collection frees was made outside every test, and no option names it.
+    result = run(
+        pytester,
+        """
+        import gc, socket
+        import pytest
+
+        gc.disable()  # freed by the last check's collection only, not by chance earlier
+
+        class Holder:
+            def __init__(self):
+                self.me = self
+                self.sock = socket.socket()
+
+        @pytest.fixture(scope="session")
+        def holder():
+            Holder()
+
+        def test_a(holder):
+            pass
+        """,
+        "--nettest-leaks=strict",
+        *FILTERS,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*= nettest: left open at the end of the session =*",
+            "*freed these open, made outside every test (by a wider fixture, a plugin, *",
+            "  - Exception ignored in: <socket.socket *",
+        ]
+    )
+    assert "--nettest-leaks=strict names" not in result.stdout.str()
+
+
 @pytest.mark.parametrize("xdist", [False, True])
 def test_the_last_collection_does_not_blame_the_last_test(
     pytester: pytest.Pytester, xdist: bool
@@ -1376,7 +1416,8 @@ def test_the_last_collection_does_not_blame_the_last_test(
     result.stdout.fnmatch_lines(
         [
             "*= nettest: left open at the end of the session =*",
-            "The garbage collection at the end of the session (in the last test's check) *",
+            "The garbage collection at the end of the session (in the last test's check) *"
+            "--nettest-leaks=strict names the test that made each socket.",
             "  - Exception ignored in: <socket.socket *",
             "    ResourceWarning: unclosed <socket.socket *",
         ]

@@ -123,7 +123,7 @@ from ._hygiene_report import (
 # Tests annotate with `_Stack`, and replace `_creation_stack` here: `_Gate._track` calls it.
 from ._hygiene_report import _Stack as _Stack
 
-__all__ = ["LEFT_AT_THE_END", "LeakError", "LeakMode", "track"]
+__all__ = ["LeakError", "LeakMode", "left_at_the_end", "track"]
 
 LeakMode = Literal["off", "own", "strict"]
 LEAK_MODES: tuple[LeakMode, ...] = ("off", "own", "strict")
@@ -1260,12 +1260,25 @@ def _fewer_loop_errors(leaks: list[str]) -> list[str]:
     return shown
 
 
-#: What the session's summary says of what its last collection freed open.
-LEFT_AT_THE_END = (
-    "The garbage collection at the end of the session (in the last test's check) "
-    "freed these open, left by tests or fixtures that own mode cannot name: "
-    "--nettest-leaks=strict names the test that made each socket."
-)
+def left_at_the_end(strict: bool) -> str:
+    """What the session's summary says of what its last collection freed open.
+
+    In a strict session, a strict test's socket is reported by its own check:
+    what is left was made outside every test.
+    """
+    freed = (
+        "The garbage collection at the end of the session (in the last test's check) "
+        "freed these open, "
+    )
+    if strict:
+        return freed + (
+            "made outside every test (by a wider fixture, a plugin, or code run "
+            "at import), which no test can answer for."
+        )
+    return freed + (
+        "left by tests or fixtures that own mode cannot name: "
+        "--nettest-leaks=strict names the test that made each socket."
+    )
 
 
 def _others_garbage(finalising: list[_Finalised]) -> list[str]:

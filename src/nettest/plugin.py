@@ -17,7 +17,7 @@ import pytest
 
 from . import _settings
 from ._blackhole import blackhole_port  # noqa: F401
-from ._hygiene import GATE, LEAK_MODES, LEFT_AT_THE_END, LeakError, LeakMode
+from ._hygiene import GATE, LEAK_MODES, LeakError, LeakMode, left_at_the_end
 from ._hygiene_report import THREAD_LEFT_RUNNING
 from ._memory_faults import forget_memory_faults, format_memory_traces_for
 from ._prebound import bound_tcp_socket, bound_udp_socket, unix_socket_path  # noqa: F401
@@ -213,7 +213,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     left, GATE.left_at_the_end = GATE.left_at_the_end, []
     if left:
         terminalreporter.section("nettest: left open at the end of the session", yellow=True)
-        terminalreporter.line(LEFT_AT_THE_END)
+        strict = terminalreporter.config.option.nettest_leaks == "strict"
+        terminalreporter.line(left_at_the_end(strict))
         for line in left:
             terminalreporter.line(line)
 
