@@ -525,8 +525,9 @@ class _Gate(_Instruments):
                 # Its check is still to come (and the test may yet fail: the
                 # timeout's exception unwinding it): it lists the connection if
                 # the test failed, and gives the warning held back here if not.
+                untracked = self._untracked(owner)
                 self.undecided_writers.setdefault(owner, []).append(
-                    (f"  - {shown} dropped without close(){self._untracked(owner)}", warning)
+                    (f"  - {shown} dropped without close(){untracked}", f"{warning}{untracked}")
                 )
             close_dropped(current, loop)
             return True
