@@ -1343,16 +1343,9 @@ def test_the_last_tests_check_collects_garbage(pytester: pytest.Pytester, xdist:
     )
 
 
-def test_the_session_summary_of_a_strict_session_says_what_was_left(
-    pytester: pytest.Pytester,
-) -> None:
-    # In a strict session a test's socket is its check's: what the last
-    # collection frees was made outside every test, and no option names it.
-    result = run(
-        pytester,
-        """
+#: A socket in a reference cycle, freed only by the last check's collection.
+_SOCKET_IN_A_CYCLE = """
         import gc, socket
-        import pytest
 
         gc.disable()  # freed by the last check's collection only, not by chance earlier
 
@@ -1360,6 +1353,19 @@ def test_the_session_summary_of_a_strict_session_says_what_was_left(
             def __init__(self):
                 self.me = self
                 self.sock = socket.socket()
+"""
+
+
+def test_the_session_summary_of_a_strict_session_says_what_was_left(
+    pytester: pytest.Pytester,
+) -> None:
+    # In a strict session a test's socket is its check's: what the last
+    # collection frees was made outside every test, and no option names it.
+    result = run(
+        pytester,
+        _SOCKET_IN_A_CYCLE
+        + """
+        import pytest
 
         @pytest.fixture(scope="session")
         def holder():
@@ -1393,16 +1399,8 @@ def test_the_last_collection_does_not_blame_the_last_test(
     # gate (pytest-asyncio before 1.4 leaves an event loop so, in every session).
     result = run(
         pytester,
-        """
-        import gc, socket
-
-        gc.disable()  # freed by the last check's collection only, not by chance earlier
-
-        class Holder:
-            def __init__(self):
-                self.me = self
-                self.sock = socket.socket()
-
+        _SOCKET_IN_A_CYCLE
+        + """
         def test_a_leaves_a_socket_in_a_cycle():
             Holder()
 

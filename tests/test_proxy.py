@@ -279,16 +279,14 @@ async def test_proxy_passes_a_servers_reset_on_behind_the_bytes_sent_before_it(
     assert "reset downstream: server reset" in proxy.format_traces()
 
 
-class _SlowReader(asyncio.Protocol):
-    """An upstream that reads nothing for 50 ms after accepting, as a relay connecting on."""
+class _Log(asyncio.Protocol):
+    """An upstream that logs what happens to its connection."""
 
     def __init__(self, log: list[object]) -> None:
         self.log = log
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.pause_reading()
-        asyncio.get_running_loop().call_later(0.05, transport.resume_reading)
+        self.log.append("made")
 
     def data_received(self, data: bytes) -> None:
         self.log.append(data)
@@ -298,6 +296,15 @@ class _SlowReader(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.log.append(type(exc) if exc else None)
+
+
+class _SlowReader(_Log):
+    """An upstream that reads nothing for 50 ms after accepting, as a relay connecting on."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()
+        asyncio.get_running_loop().call_later(0.05, transport.resume_reading)
 
 
 @pytest.mark.asyncio
@@ -335,23 +342,6 @@ async def test_proxy_passes_a_clients_reset_made_as_it_connects_upstream(
     finally:
         server.close()
         await server.wait_closed()
-
-
-class _Log(asyncio.Protocol):
-    def __init__(self, log: list[object]) -> None:
-        self.log = log
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.log.append("made")
-
-    def data_received(self, data: bytes) -> None:
-        self.log.append(data)
-
-    def eof_received(self) -> None:
-        self.log.append("EOF")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.log.append(type(exc) if exc else None)
 
 
 @pytest.mark.asyncio
