@@ -598,6 +598,21 @@ async def test_memory_transport_feed_reset_and_feed_error() -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("exc", ["boom", ValueError, None])
+async def test_memory_transport_feed_error_takes_only_an_exception(exc: object) -> None:
+    # Else it failed a loop turn later, in the loop's exception handler, and the
+    # protocol's connection_lost() got the string.
+    protocol = Recorder()
+    transport = MemoryTransport(protocol)
+    with pytest.raises(TypeError, match=r"exc must be an exception instance, got "):
+        transport.feed_error(exc)  # type: ignore[arg-type]
+    await turns()
+    assert protocol.kinds() == ["made"]
+    transport.close()
+    await turns()
+
+
+@pytest.mark.asyncio
 async def test_memory_transport_feed_error_that_is_not_an_oserror_is_reported() -> None:
     loop = asyncio.get_running_loop()
     contexts: list[dict[str, Any]] = []
@@ -930,6 +945,11 @@ async def test_memory_transport_pair_paused_reader_fills_capacity_then_buffer_th
     c.assert_write_buffer_at_most(51)
     with pytest.raises(AssertionError, match=r"reached 51 bytes \(limit 50\).*pause at 51"):
         c.assert_write_buffer_at_most(50)
+    # A bad limit is the test's mistake, not a protocol's assertion failure.
+    with pytest.raises(ValueError, match=r"limit must be >= 0 bytes, got -1"):
+        c.assert_write_buffer_at_most(-1)
+    with pytest.raises(TypeError, match=r"limit must be an int >= 0 bytes, got 'x'"):
+        c.assert_write_buffer_at_most("x")  # type: ignore[arg-type]
     with pytest.raises(AssertionError, match="writing is not paused"):
         c.assert_writing_paused()
     c.close()

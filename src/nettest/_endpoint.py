@@ -117,17 +117,17 @@ def os_error(code: int) -> OSError:
     return OSError(code, os.strerror(code))
 
 
-def check_count(name: str, value: object, *, unit: str = "") -> int:
-    """Return `value` if it is an int of at least 1 (a bool is not a count).
+def check_count(name: str, value: object, *, unit: str = "", lowest: int = 1) -> int:
+    """Return `value` if it is an int of at least `lowest` (a bool is not a count).
 
     Raises:
         TypeError: not an int; the message names `name` and the range.
-        ValueError: below 1.
+        ValueError: below `lowest`.
     """
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= 1{unit}, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1{unit}, got {value!r}")
+        raise TypeError(f"{name} must be an int >= {lowest}{unit}, got {value!r}")
+    if value < lowest:
+        raise ValueError(f"{name} must be >= {lowest}{unit}, got {value!r}")
     return value
 
 
@@ -901,7 +901,9 @@ class FlowControlled(_asyncio_transports._FlowControlMixin):
 
         Raises:
             AssertionError: with the peak and the flow-control timeline.
+            TypeError, ValueError: ``limit`` is not an int >= 0.
         """
+        check_count("limit", limit, unit=" bytes", lowest=0)
         if self._flow.peak > limit:
             raise AssertionError(
                 f"the write buffer reached {self._flow.peak} bytes (limit {limit}); "

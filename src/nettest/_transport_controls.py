@@ -150,6 +150,11 @@ class _PeerControls:
 
         The read fails once the data (and EOF) fed before it has been delivered,
         as a socket reports a pending error only when nothing is left to read.
+
+        Raises:
+            TypeError: ``exc`` is not an exception instance (a class, for one).
         """
+        if not isinstance(exc, Exception):
+            raise TypeError(f"exc must be an exception instance, got {exc!r}")
         self._test_link("in")
         self._rx_break(exc)
