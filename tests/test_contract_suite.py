@@ -245,6 +245,17 @@ async def test_check_transport_case_reports_factory_that_connects_nothing() -> N
 
 
 @pytest.mark.asyncio
+async def test_check_transport_case_names_a_factory_that_returns_no_context_manager() -> None:
+    def plain_pair(client_factory: ProtocolFactory, server_factory: ProtocolFactory) -> None:
+        return None  # forgot @contextlib.asynccontextmanager and yield
+
+    with pytest.raises(ConformanceError) as info:
+        await check_transport_case(plain_pair, "extra_info", timeout=1)  # type: ignore[arg-type]
+    assert "the pair factory must return an async context manager" in str(info.value)
+    assert str(info.value).endswith("got None')")
+
+
+@pytest.mark.asyncio
 async def test_check_transport_case_reports_factory_that_connects_twice() -> None:
     @contextlib.asynccontextmanager
     async def greedy_pair(

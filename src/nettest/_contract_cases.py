@@ -160,12 +160,17 @@ async def _case_write_rejects_non_bytes(h: _Harness) -> None:
 async def _case_buffered_protocol(h: _Harness) -> None:
     """A BufferedProtocol gets every byte through get_buffer() and buffer_updated()."""
     size = h.random.randint(1, 64)
+    # Reads of at most `size` bytes: up to 200,000 bytes, but no more than 4096
+    # reads' worth (200,000 one-byte reads took seconds of protocol calls).
+    total = min(200_000, size * 4096)
     async with h.connect(server_buffer_size=size) as (client, server):
-        chunks = _chunks(h, 200_000)
+        chunks = _chunks(h, total)
         for chunk in chunks:
             client.t.write(chunk)
         client.t.write_eof()
-        await h.wait_until(lambda: server.eof, "the server saw EOF", client, server)
+        await h.wait_until(
+            lambda: server.eof, f"the server saw EOF after {total} bytes", client, server
+        )
         _same(server.data, b"".join(chunks), f"data through a {size}-byte buffer")
         server.t.write(b"and back")
         server.t.write_eof()

@@ -337,7 +337,13 @@ class _Harness:
 
             return make
 
-        async with self.make_pair(factory(client), factory(server)):
+        pair = self.make_pair(factory(client), factory(server))
+        if not hasattr(type(pair), "__aenter__"):
+            raise TypeError(
+                "the pair factory must return an async context manager (write it as an "
+                f"async generator under @contextlib.asynccontextmanager), got {pair!r}"
+            )
+        async with pair:
             try:
                 await self.wait_until(
                     lambda: client.made and server.made,
