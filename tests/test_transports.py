@@ -769,8 +769,17 @@ async def test_memory_transport_receive_written_waits_and_times_out() -> None:
     asyncio.get_running_loop().call_later(0.01, transport.write, b"PONG\n")
     assert await transport.receive_written(5, timeout=2) == b"PONG\n"
     transport.write(b"PA")
-    with pytest.raises(TimeoutError, match=r"expected 5 bytes .* got 2: b'PA'"):
+    with pytest.raises(TimeoutError, match=r"expected 5 bytes .* got 2: b'PA'; its reading is on"):
         await transport.receive_written(5, timeout=0.01)
+    # A protocol that paused its reading waits for input it never gets: say so.
+    transport.pause_reading()
+    transport.feed_data(b"PING\n")
+    with pytest.raises(
+        TimeoutError,
+        match=r"got 2: b'PA'; its reading is paused since loop time [\d.]+: 5 bytes waiting",
+    ):
+        await transport.receive_written(5, timeout=0.01)
+    transport.resume_reading()
     transport.write_eof()
     with pytest.raises(EOFError, match="closed its side after 2"):
         await transport.receive_written(5, timeout=1)

@@ -34,6 +34,10 @@ class _PeerControls:
 
         def _rx_break(self, exc: Exception) -> None: ...
 
+        def _reading_state(self) -> str: ...
+
+        def _describe_reading(self) -> str: ...
+
     def _test_link(self, which: str) -> Link:
         link = self._out if which == "out" else self._in
         if (link.receiver if which == "out" else link.sender) is not None:
@@ -101,9 +105,11 @@ class _PeerControls:
         try:
             await asyncio.wait_for(link.wait_unread(ready), wait)
         except asyncio.TimeoutError:
+            # A protocol that waits for input it never reads is the usual cause.
             raise TimeoutError(
                 f"expected {nbytes} bytes written by the protocol within {wait}s; "
-                f"got {len(link.unread)}: {bytes(link.unread[:200])!r}"
+                f"got {len(link.unread)}: {bytes(link.unread[:200])!r}; its reading is "
+                f"{self._reading_state()}: {self._describe_reading()}"
             ) from None
         if len(link.unread) < nbytes:
             what = "the connection was reset" if link.broken else "it closed its side"
