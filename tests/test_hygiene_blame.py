@@ -1389,6 +1389,43 @@ def test_the_session_summary_of_a_strict_session_says_what_was_left(
     assert "--nettest-leaks=strict names" not in result.stdout.str()
 
 
+@pytest.mark.parametrize("after", [False, True], ids=["last", "not-last"])
+def test_a_session_fixtures_leak_goes_to_the_summary_whichever_test_is_last(
+    pytester: pytest.Pytester, after: bool
+) -> None:
+    # When the test that used the fixture ran last, its funcargs still held the
+    # server at the last check: pytest let go of it after, and its warnings
+    # came out of pytest's unconfigure as an internal error, the session failed.
+    program = """
+        import pytest, pytest_asyncio
+        import nettest
+        from nettest import handlers
+
+        @pytest_asyncio.fixture(scope="session", loop_scope="session")
+        async def leaky_session_server():
+            server = await nettest.TCPServer(handlers.echo).start()
+            yield server  # never closed
+
+        @pytest.mark.asyncio(loop_scope="session")
+        async def test_uses_it(leaky_session_server):
+            pass
+        """
+    if after:
+        program += "\n        def test_after():\n            pass\n"
+    result = run(pytester, program, *FILTERS, subprocess=True)
+    result.assert_outcomes(passed=2 if after else 1)
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(
+        [
+            "*= nettest: left open at the end of the session =*",
+            "*",
+            "  - Exception ignored in: <function _LoopbackServer.__del__ *",
+            "    ResourceWarning: unclosed <TCPServer 127.0.0.1:* open, 0 connections>",
+        ]
+    )
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
 @pytest.mark.parametrize("xdist", [False, True])
 def test_the_last_collection_does_not_blame_the_last_test(
     pytester: pytest.Pytester, xdist: bool

@@ -338,6 +338,12 @@ def pytest_runtest_teardown(
                 except LeakError as late:  # tasks of earlier tests that failed since
                     item.stash[_RELEASED_KEY] = str(late)
                 raise
+        if nextitem is None and isinstance(item, pytest.Function):
+            # Every fixture is torn down: let go of their values now, as pytest
+            # does after this hook, so that the last check's collection frees what
+            # a wider fixture left open (and the summary lists it), not pytest's
+            # unconfigure, which raised its warnings as an internal error.
+            item.funcargs = {}
         _check(item, failed=item.nodeid in GATE.failed, last=nextitem is None)
     finally:
         # Whatever happened, a strict test's instruments come off here.
