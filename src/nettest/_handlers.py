@@ -524,6 +524,9 @@ async def _start_tls(
             raise
         writer._transport = plain  # type: ignore[attr-defined]
         return False
+    # Read now, while the TLS layer answers: from 3.12 it no longer does once the
+    # client has closed, and Connection.tls would stay None.
+    _ = conn.tls
     return True
 
 
