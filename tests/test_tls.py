@@ -393,8 +393,14 @@ def test_tls_client_context_factory_untrusted_by_another_ca(
     ("name", "error", "match"),
     [
         (b"alice", TypeError, "common_name must be a str, got bytes"),
-        ("", ValueError, "common_name must be 1 to 64 characters long, got 0"),
-        ("x" * 65, ValueError, "common_name must be 1 to 64 characters long, got 65"),
+        ("", ValueError, "common_name must be 1 to 64 bytes long in UTF-8, got 0"),
+        ("x" * 65, ValueError, "common_name must be 1 to 64 bytes long in UTF-8, got 65"),
+        # Counted as the certificate library counts it, not in characters.
+        (
+            "é" * 40,
+            ValueError,
+            r"common_name must be 1 to 64 bytes long in UTF-8, got 80 \(40 characters\)",
+        ),
     ],
 )
 def test_tls_client_context_factory_refuses_bad_names(
@@ -692,3 +698,10 @@ def test__write_file_removes_what_it_could_not_write(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         _write_file(path, b"other", private=True)
     assert path.read_bytes() == b"key"
+
+
+def test_tls_client_context_factory_takes_a_name_of_64_bytes(
+    tls_client_context_factory: TLSClientContextFactory,
+) -> None:
+    # The positive twin of the bound: 32 two-byte characters fit exactly.
+    assert isinstance(tls_client_context_factory("é" * 32), ssl.SSLContext)

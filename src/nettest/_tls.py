@@ -690,10 +690,13 @@ def tls_client_context_factory(
     def factory(common_name: str) -> ssl.SSLContext:
         if not isinstance(common_name, str):
             raise TypeError(f"common_name must be a str, got {type(common_name).__name__}")
-        if not 1 <= len(common_name) <= 64:
-            # RFC 5280's upper bound for a common name; empty names no one.
+        size = len(common_name.encode("utf-8", "surrogatepass"))
+        if not 1 <= size <= 64:
+            # RFC 5280's upper bound for a common name, in bytes as the
+            # certificate library counts it; an empty name names no one.
             raise ValueError(
-                f"common_name must be 1 to 64 characters long, got {len(common_name)}"
+                f"common_name must be 1 to 64 bytes long in UTF-8, got {size}"
+                + (f" ({len(common_name)} characters)" if size != len(common_name) else "")
             )
         leaf = _authority(tls_ca).client_named(common_name)
         return _client_context(_cadata(tls_ca), _leaf_identity(leaf), tls_version)
