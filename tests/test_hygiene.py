@@ -714,9 +714,18 @@ def test_gate_marker_overrides_mode(pytester: pytest.Pytester) -> None:
         @pytest.mark.nettest_leaks("sometimes")
         def test_bad_marker():
             raise AssertionError("the body of a test with a bad marker ran")
+
+        # Two modes are one too many, whichever way given: the first used to win.
+        @pytest.mark.nettest_leaks("strict", "off")
+        def test_two_modes():
+            raise AssertionError("the body of a test with a bad marker ran")
+
+        @pytest.mark.nettest_leaks("strict", mode="off")
+        def test_a_mode_twice():
+            raise AssertionError("the body of a test with a bad marker ran")
         """,
     )
-    result.assert_outcomes(passed=3, errors=2)
+    result.assert_outcomes(passed=3, errors=4)
     result.stdout.fnmatch_lines(
         [
             "*ERROR at teardown of test_strict_here*",
@@ -724,6 +733,13 @@ def test_gate_marker_overrides_mode(pytester: pytest.Pytester) -> None:
             "*mode must be one of off, own, strict; got 'sometimes'*",
         ]
     )
+    result.stdout.fnmatch_lines(
+        [
+            "*nettest_leaks marker on *test_two_modes: takes one mode, as "
+            "nettest_leaks(\"strict\"), got ('strict', 'off') {}*",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*test_a_mode_twice: takes one mode*"])
     result.stdout.no_fnmatch_line("*the body of a test with a bad marker ran*")
 
 

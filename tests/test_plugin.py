@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pathlib
 import re
+import signal
 
 import pytest
 
@@ -36,6 +37,43 @@ def test_plugin_disabled_by_no_nettest(pytester: pytest.Pytester) -> None:
     assert "nettest 0" not in result.stdout.str()
     result = pytester.runpytest("-p", "no:nettest", "--nettest-seed=1")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGALRM"), reason="POSIX signals")
+def test_a_failure_raised_from_a_signal_handler_does_not_start_in_nettest(
+    pytester: pytest.Pytester,
+) -> None:
+    # As pytest-timeout's signal method fails a hanging test: the traceback is
+    # the whole stack, which started with nettest's runtest_call wrapper.
+    pytester.makeconftest(
+        """
+        import signal
+        import pytest
+
+        def fail_in(seconds):
+            def timeout(signum, frame):
+                pytest.fail("Timeout")
+
+            signal.signal(signal.SIGALRM, timeout)
+            signal.setitimer(signal.ITIMER_REAL, seconds)
+        """
+    )
+    pytester.makepyfile(
+        """
+        import asyncio
+        import pytest
+        from conftest import fail_in
+
+        @pytest.mark.asyncio
+        async def test_hangs():
+            fail_in(0.2)
+            await asyncio.sleep(10)
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*Failed: Timeout*"])
+    assert "nettest/plugin.py" not in result.stdout.str()
 
 
 def test_plugin_loaded_through_entry_point() -> None:

@@ -276,7 +276,13 @@ def nettest_seed(request: pytest.FixtureRequest) -> int:
 def _gate_mode(item: pytest.Item) -> LeakMode:
     marker = item.get_closest_marker("nettest_leaks")
     if marker is not None:
-        mode = marker.args[0] if marker.args else marker.kwargs.get("mode")
+        given = [*marker.args, *marker.kwargs.values()]
+        if len(given) != 1 or set(marker.kwargs) - {"mode"}:
+            raise pytest.UsageError(
+                f"nettest_leaks marker on {item.nodeid}: takes one mode, as "
+                f'nettest_leaks("strict"), got {marker.args!r} {marker.kwargs!r}'
+            )
+        mode = given[0]
         if mode not in LEAK_MODES:
             raise pytest.UsageError(
                 f"nettest_leaks marker on {item.nodeid}: mode must be one of "
@@ -314,6 +320,7 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    __tracebackhide__ = True  # a failure's traceback starts in the test, not here
     with GATE.owned_by(item.nodeid):
         return (yield)
 
