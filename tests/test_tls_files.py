@@ -182,6 +182,19 @@ def test_write_tls_files_never_overwrites(
         write_tls_files(tmp_path, tls_ca, tls_certificate)
 
 
+def test_write_tls_files_names_a_directory_that_is_not_there(
+    tmp_path: Path, tls_ca: trustme.CA, tls_certificate: trustme.LeafCert
+) -> None:
+    # Not the first temporary file it would have opened in it.
+    missing = tmp_path / "missing"
+    with pytest.raises(FileNotFoundError, match=r"directory '.*/missing' is not an existing"):
+        write_tls_files(missing, tls_ca, tls_certificate)
+    (tmp_path / "file").touch()
+    with pytest.raises(NotADirectoryError, match=r"directory '.*/file' is not an existing"):
+        write_tls_files(tmp_path / "file", tls_ca, tls_certificate)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["file"]
+
+
 ALL_NAMES = [
     "ca.pem",
     "cert.pem",

@@ -118,6 +118,8 @@ def write_tls_files(
             ``trustme.LeafCert``.
         FileExistsError: One of the files exists already (even as a dangling
             symlink); nothing was written.
+        FileNotFoundError, NotADirectoryError: *directory* is not an existing
+            directory.
 
     Example::
 
@@ -129,6 +131,10 @@ def write_tls_files(
     if client_certificate is not None:
         _check_trustme("client_certificate", client_certificate, "LeafCert")
     root = Path(directory)
+    if not root.is_dir():
+        # Said of the directory, not of the first temporary file opened in it.
+        error = NotADirectoryError if root.exists() else FileNotFoundError
+        raise error(f"directory {str(root)!r} is not an existing directory")
     paths = {name: root / filename for name, filename in _NAMES.items()}
     server = _leaf_identity(certificate)
     contents: dict[str, tuple[bytes, bool]] = {
