@@ -340,6 +340,19 @@ def test_tls_bad_case_matches_names_the_sides(tls_ca: trustme.CA) -> None:
         bad.matches(_verify_error(10), side="both")  # type: ignore[arg-type]
 
 
+def test_tls_bad_case_matches_takes_only_an_exception(tls_ca: trustme.CA) -> None:
+    # pytest.raises' ExceptionInfo instead of its value "did not match", so that
+    # `assert not bad.matches(...)` passed whatever the error was.
+    bad = make_tls_bad_case(tls_ca, "expired")
+    with pytest.raises(ssl.SSLError) as excinfo:
+        raise _verify_error(10)
+    with pytest.raises(TypeError, match=r"error must be an exception, got ExceptionInfo: pass"):
+        bad.matches(excinfo)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"error must be an exception, got str$"):
+        bad.matches("certificate has expired")  # type: ignore[arg-type]
+    assert bad.matches(excinfo.value)
+
+
 # -- TLS versions: pinned, one alert; not pinned, either ------------------------------------
 
 

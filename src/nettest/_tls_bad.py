@@ -251,6 +251,8 @@ class TLSBadCase:
             True when *error* is this case's failure on that side.
 
         Raises:
+            TypeError: *error* is not an exception (pytest's ``ExceptionInfo``,
+                say, rather than its ``value``).
             ValueError: *side* is not ``"client"``, ``"server"`` or None, or it
                 is None and the answer depends on the side.
 
@@ -262,6 +264,11 @@ class TLSBadCase:
             # The server under test must refuse: the client gets its alert.
             assert bad.matches(excinfo.value, side="client"), excinfo.value
         """
+        given: object = error  # typed, but not always so given
+        if not isinstance(given, BaseException):
+            # Else any non-exception "does not match", and `assert not` passes.
+            hint = ": pass its .value" if hasattr(given, "value") else ""
+            raise TypeError(f"error must be an exception, got {type(given).__name__}{hint}")
         if side is not None and side not in ("client", "server"):
             raise ValueError(f"side must be 'client', 'server' or None; got {side!r}")
         if side is not None:
