@@ -239,16 +239,30 @@ def pytest_report_header(config: pytest.Config) -> str:
 # -- the seed -------------------------------------------------------------------
 
 
+_NO_MARKER = object()
+
+
+def _marker_value(item: pytest.Item, name: str, keyword: str, example: str) -> object:
+    """The one value of `item`'s closest `name` marker, given alone or as `keyword`.
+
+    `_NO_MARKER` if it has none.  Anything else (none, two, another keyword) is
+    the test's setup error, rather than a value quietly taken or dropped.
+    """
+    marker = item.get_closest_marker(name)
+    if marker is None:
+        return _NO_MARKER
+    given = [*marker.args, *marker.kwargs.values()]
+    if len(given) != 1 or set(marker.kwargs) - {keyword}:
+        raise pytest.UsageError(
+            f"{name} marker on {item.nodeid}: takes one {keyword}, as {example}, "
+            f"got {marker.args!r} {marker.kwargs!r}"
+        )
+    return given[0]
+
+
 def _test_seed(item: pytest.Item) -> int:
-    marker = item.get_closest_marker("nettest_seed")
-    if marker is not None:
-        given = [*marker.args, *marker.kwargs.values()]
-        if len(given) != 1 or set(marker.kwargs) - {"seed"}:
-            raise pytest.UsageError(
-                f"nettest_seed marker on {item.nodeid}: takes one seed, "
-                f"as nettest_seed(1234), got {marker.args!r} {marker.kwargs!r}"
-            )
-        seed = given[0]
+    seed = _marker_value(item, "nettest_seed", "seed", "nettest_seed(1234)")
+    if seed is not _NO_MARKER:
         try:
             return check_seed(seed)
         except (TypeError, ValueError) as exc:
@@ -274,21 +288,14 @@ def nettest_seed(request: pytest.FixtureRequest) -> int:
 
 
 def _gate_mode(item: pytest.Item) -> LeakMode:
-    marker = item.get_closest_marker("nettest_leaks")
-    if marker is not None:
-        given = [*marker.args, *marker.kwargs.values()]
-        if len(given) != 1 or set(marker.kwargs) - {"mode"}:
-            raise pytest.UsageError(
-                f"nettest_leaks marker on {item.nodeid}: takes one mode, as "
-                f'nettest_leaks("strict"), got {marker.args!r} {marker.kwargs!r}'
-            )
-        mode = given[0]
+    mode = _marker_value(item, "nettest_leaks", "mode", 'nettest_leaks("strict")')
+    if mode is not _NO_MARKER:
         if mode not in LEAK_MODES:
             raise pytest.UsageError(
                 f"nettest_leaks marker on {item.nodeid}: mode must be one of "
                 f"{', '.join(LEAK_MODES)}; got {mode!r}"
             )
-        return cast("LeakMode", mode)
+        return mode
     return cast("LeakMode", item.config.option.nettest_leaks)
 
 
