@@ -905,17 +905,17 @@ class _Gate(_Instruments):
         untracked = self._untracked(owner)
         for sock in listening:
             try:
-                shown = f"socket {sock!r}, listening for a server,"
+                shown = f"{sock!r}, listening for a server,"  # before it closes
                 entry = self._entry_of(sock)
                 sock.close()
                 if entry is not None:
                     entry.open_at_loop_close = True
-                    entry.what = f"{shown} open"
+                    entry.what = f"socket {shown} open"
                     continue
                 self.undecided_writers.setdefault(owner, []).append(
                     (
-                        f"  - {shown} open when its event loop closed{untracked}",
-                        f"unclosed {shown[7:]} open when its event loop closed{untracked}",
+                        f"  - socket {shown} open when its event loop closed{untracked}",
+                        f"unclosed {shown} open when its event loop closed{untracked}",
                     )
                 )
             except Exception as error:
