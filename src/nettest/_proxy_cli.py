@@ -114,7 +114,9 @@ def _count(text: str) -> int | None:
 
 
 def _fraction(text: str) -> float | None:
-    return float(text) if _NUMBER.fullmatch(text) else None
+    # A sign is taken, so that the fault's own check says what range a negative
+    # value is outside of, as it does for 1.5.
+    return float(text) if _NUMBER.fullmatch(text.removeprefix("-")) else None
 
 
 def _mask(text: str) -> int | None:
