@@ -833,8 +833,7 @@ class _Gate(_Instruments):
             left = open_transports_on(loop)
             if not left:
                 return []
-            # Parts of a nettest object (a server's endpoint): its fixture closes it.
-            parts = {id(ref()) for item in self.tracked for ref in item.parts}
+            parts = self._part_ids()
             return [
                 transport
                 for transport in left
@@ -882,7 +881,10 @@ class _Gate(_Instruments):
         try:
             if owner in self.silenced:
                 return []
-            parts = {id(ref()) for item in self.tracked for ref in item.parts}
+            listening = listening_sockets_on(loop)
+            if not listening:
+                return []
+            parts = self._part_ids()
 
             def left_by_owner(sock: socket.socket) -> bool:
                 if id(sock) in parts:
@@ -890,10 +892,18 @@ class _Gate(_Instruments):
                 entry = self._entry_of(sock)  # strict mode's, with its stack
                 return entry is None or (entry.owner == owner and entry.part_of is None)
 
-            return [sock for sock in listening_sockets_on(loop) if left_by_owner(sock)]
+            return [sock for sock in listening if left_by_owner(sock)]
         except Exception as error:
             self._bookkeeping_failed("server left on a closing loop", error)
             return []
+
+    def _part_ids(self) -> set[int]:
+        """The ids of the parts of nettest's objects (a server's endpoint, say).
+
+        What is open on a closing loop among them is not the test's to answer
+        for: the object's fixture closes it.
+        """
+        return {id(ref()) for item in self.tracked for ref in item.parts}
 
     def close_listening_on_closed_loop(self, listening: list[socket.socket], owner: str) -> None:
         """Close `listening` (see `listening_on_closing_loop`), for `owner`'s check to report.
