@@ -281,7 +281,9 @@ def nettest_seed(request: pytest.FixtureRequest) -> int:
     printed in the report of a failing test.
     """
     item = cast("pytest.Item", request.node)
-    return item.stash.setdefault(_SEED_KEY, _test_seed(item))
+    if _SEED_KEY not in item.stash:  # worked out by the setup hook, unless its marker is bad
+        item.stash[_SEED_KEY] = _test_seed(item)
+    return item.stash[_SEED_KEY]
 
 
 # -- the hygiene gate ---------------------------------------------------------
@@ -311,7 +313,9 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     mode = cast("LeakMode", item.config.option.nettest_leaks)
     try:
         mode = _gate_mode(item)
-        _test_seed(item)  # a bad nettest_seed marker fails even a test that uses no seed
+        if _SEED_KEY not in item.stash:  # a rerun keeps its seed
+            # A bad nettest_seed marker fails even a test that uses no seed.
+            item.stash[_SEED_KEY] = _test_seed(item)
     except pytest.UsageError as error:  # the test's setup error: its body does not run
         bad_marker = error
     item.stash[_MODE_KEY] = mode
