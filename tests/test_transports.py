@@ -1289,6 +1289,38 @@ async def test_memory_transport_pair_manual_pump() -> None:
 
 
 @pytest.mark.asyncio
+async def test_memory_transport_pump_outside_manual_mode_moves_at_once() -> None:
+    client, server = Recorder(), Recorder()
+    c, s = memory_transport_pair(client, server, partial_writes=1)
+    await turns()
+    c.write(b"abcd")  # the first send takes one byte; the rest waits a turn
+    assert c.get_write_buffer_size() == 3
+    assert c.pump() == 1  # one send, cut short as partial_writes says
+    assert c.pump(5) == 1
+    assert c.get_write_buffer_size() == 1
+    await turns()
+    assert server.received == b"abcd"
+    assert c.get_write_buffer_size() == 0
+    assert c.pump() == 0
+    c.close()
+    s.close()
+    await turns()
+
+
+@pytest.mark.asyncio
+async def test_memory_transport_made_directly_pumps_to_the_test() -> None:
+    transport = MemoryTransport(Recorder(), manual=True)
+    await turns()
+    transport.write(b"abc")
+    assert transport.take_written() == b""
+    assert transport.pump(2) == 2
+    assert transport.take_written() == b"ab"
+    assert transport.get_write_buffer_size() == 1
+    transport.close()
+    await turns()
+
+
+@pytest.mark.asyncio
 async def test_memory_transport_pump_respects_capacity() -> None:
     client, server = Recorder(), Recorder()
     c, s = memory_transport_pair(client, server, manual=True, capacity=3)

@@ -620,6 +620,31 @@ async def test_datagram_size_limit_matches_real_sockets(
 
 
 @pytest.mark.asyncio
+async def test_memory_datagram_pump_outside_manual_mode_or_with_the_test_as_peer() -> None:
+    a_proto, b_proto = Datagrams(), Datagrams()
+    a, b = memory_datagram_pair(a_proto, b_proto)
+    await turns()
+    a.sendto(b"now")  # nothing waits outside manual mode
+    assert a.pump() == 0
+    await turns()
+    assert [e[1] for e in b_proto.events if e[0] == "datagram"] == [b"now"]
+    a.close()
+    b.close()
+
+    protocol = Outcome()
+    transport = MemoryDatagramTransport(protocol, remote_addr=("127.0.0.1", 53))
+    await turns()
+    transport.sendto(b"query")
+    with pytest.raises(RuntimeError, match=r"the test plays .* take_sent\(\)"):
+        transport.pump()
+    await turns()
+    assert protocol.errors == []  # nothing was sent into the void
+    assert transport.take_sent() == [(b"query", ("127.0.0.1", 53))]
+    transport.close()
+    await turns()
+
+
+@pytest.mark.asyncio
 async def test_memory_datagram_too_large_when_pumped_or_taken_by_the_test() -> None:
     a_proto, b_proto = Outcome(), Datagrams()
     a, b = memory_datagram_pair(a_proto, b_proto, manual=True)

@@ -589,11 +589,11 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             self._set_error(os_error(errno.ECONNREFUSED))
 
     def pump(self, max_datagrams: int | None = None) -> int:
-        """Send up to ``max_datagrams`` buffered datagrams (manual mode).
+        """Send up to ``max_datagrams`` buffered datagrams to the peer end (manual mode).
 
         Each is checked as it leaves, as after a socket's buffer waited for room: one
         the kernel refuses goes to ``error_received`` (see :meth:`sendto`) and is
-        not counted.
+        not counted.  Outside manual mode nothing waits for it, and it returns 0.
 
         Returns:
             The number of datagrams sent.
@@ -601,9 +601,17 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         Raises:
             TypeError: ``max_datagrams`` is not an int.
             ValueError: ``max_datagrams`` below 1.
+            RuntimeError: the test plays this transport's peer (it was made
+                directly, not by :func:`memory_datagram_pair`): the test takes what
+                waits with :meth:`take_sent`.
         """
         if max_datagrams is not None:
             check_count("max_datagrams", max_datagrams)
+        if self._peer is None:
+            raise RuntimeError(
+                "pump() sends to the other end of a memory_datagram_pair; the test"
+                " plays this transport's peer, so take what it sent with take_sent()"
+            )
         sent = 0
         for data, addr in self._checked(self._pop(max_datagrams)):
             self._transmit(data, addr)
