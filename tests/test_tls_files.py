@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -193,6 +193,29 @@ def test_write_tls_files_names_a_directory_that_is_not_there(
     with pytest.raises(NotADirectoryError, match=r"directory '.*/file' is not an existing"):
         write_tls_files(tmp_path / "file", tls_ca, tls_certificate)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize(
+    ("directory", "error", "message"),
+    [
+        ("", ValueError, r"directory must not be empty \('\.' is the current directory\)"),
+        (None, TypeError, "directory must be a str or os.PathLike path, got NoneType"),
+        (b"/tmp", TypeError, "directory must be a str or os.PathLike path, got bytes"),
+    ],
+)
+def test_write_tls_files_refuses_a_directory_that_is_no_path(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tls_ca: trustme.CA,
+    tls_certificate: trustme.LeafCert,
+    directory: Any,
+    error: type[Exception],
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # an empty path meant the current directory
+    with pytest.raises(error, match=message):
+        write_tls_files(directory, tls_ca, tls_certificate)
+    assert list(tmp_path.iterdir()) == []
 
 
 ALL_NAMES = [
@@ -624,7 +647,7 @@ def test_cli_certs_documented_mutual_recipe_refuses_a_client_without_certificate
 
 
 def test_cli_certs_help_and_usage_errors(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert cli_main(["--help"]) == 0
     assert capsys.readouterr().out.startswith("usage: nettest certs [-h]")
@@ -632,4 +655,7 @@ def test_cli_certs_help_and_usage_errors(
     assert "the following arguments are required: DIR" in capsys.readouterr().err
     assert cli_main([str(tmp_path), "--host", ""]) == 2
     assert "nettest certs: error: --host" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)  # an empty DIR meant the current directory
+    assert cli_main([""]) == 2
+    assert "nettest certs: error: DIR must not be empty" in capsys.readouterr().err
     assert not (tmp_path / "key.pem").exists()

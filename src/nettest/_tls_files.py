@@ -89,6 +89,18 @@ class TLSFiles:
         )
 
 
+def _check_directory(directory: object) -> Path:
+    """Return *directory* as a Path: a non-empty str or os.PathLike of str."""
+    path = os.fspath(directory) if isinstance(directory, os.PathLike) else directory
+    if not isinstance(path, str):
+        raise TypeError(
+            f"directory must be a str or os.PathLike path, got {type(directory).__name__}"
+        )
+    if not path:
+        raise ValueError("directory must not be empty ('.' is the current directory)")
+    return Path(path)
+
+
 def write_tls_files(
     directory: str | pathlib.Path,
     ca: trustme.CA,
@@ -114,8 +126,9 @@ def write_tls_files(
         The paths written.
 
     Raises:
-        TypeError: *ca* is not a ``trustme.CA``, or a certificate not a
-            ``trustme.LeafCert``.
+        TypeError: *directory* is not a `str` or `os.PathLike` path, *ca* not a
+            ``trustme.CA``, or a certificate not a ``trustme.LeafCert``.
+        ValueError: *directory* is empty (``"."`` names the current directory).
         FileExistsError: One of the files exists already (even as a dangling
             symlink); nothing was written.
         FileNotFoundError, NotADirectoryError: *directory* is not an existing
@@ -126,11 +139,11 @@ def write_tls_files(
         files = nettest.write_tls_files(private_dir, tls_ca, tls_certificate)
         subprocess.run(["my-server", "--cert", files.fullchain, "--key", files.key])
     """
+    root = _check_directory(directory)
     _check_trustme("ca", ca, "CA")
     _check_trustme("certificate", certificate, "LeafCert")
     if client_certificate is not None:
         _check_trustme("client_certificate", client_certificate, "LeafCert")
-    root = Path(directory)
     if not root.is_dir():
         # Said of the directory, not of the first temporary file opened in it.
         error = NotADirectoryError if root.exists() else FileNotFoundError
@@ -275,6 +288,10 @@ def cli_main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit:  # --help, or a usage error already printed
         return exit.code if isinstance(exit.code, int) else 2
+    if not args.directory:
+        parser.print_usage(sys.stderr)
+        print("nettest certs: error: DIR must not be empty ('.' is here)", file=sys.stderr)
+        return 2
     directory = Path(args.directory)
     # lexists: a dangling symlink is there too, and writing through it would fail.
     existing = [directory / name for name in _NAMES.values() if os.path.lexists(directory / name)]
