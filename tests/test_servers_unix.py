@@ -86,11 +86,14 @@ async def test_unix_server_that_cannot_bind_leaves_the_path_alone(
     taken = f"/tmp/nt-{os.getpid()}-taken"
     _write(taken, b"someone else's file")
     try:
-        with pytest.raises(OSError, match="in use"):
+        with pytest.raises(OSError, match=f"in use: '{taken}'"):
             await make(path=taken).start()
         assert _read(taken) == b"someone else's file"
     finally:
         os.unlink(taken)
+    missing = f"/tmp/nt-{os.getpid()}-missing/s"
+    with pytest.raises(FileNotFoundError, match=f"No such file or directory: '{missing}'"):
+        await make(path=missing).start()
 
 
 async def test_unix_server_leaves_a_file_that_replaced_its_socket() -> None:
@@ -136,6 +139,10 @@ async def test_unix_server_bad_arguments() -> None:
         UnixServer(path=1)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"path must be a str, an os\.PathLike or None, got b'"):
         UnixServer(path=b"/tmp/x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="path must not be empty: pass None for a private"):
+        UnixServer(path="")
+    with pytest.raises(ValueError, match="path must not be empty"):
+        UnixDatagramServer(path="")
     assert UnixServer(path=Path("/tmp/x")).path == "/tmp/x"
 
 

@@ -402,6 +402,8 @@ class _UnixPath:
         fspath = os.fspath(path) if path is not None else ""
         if not isinstance(fspath, str):
             raise TypeError(f"path must be a str path, not bytes: {path!r}")
+        if path is not None and not fspath:
+            raise ValueError("path must not be empty: pass None for a private temporary one")
         self._path = check_unix_path(fspath) if fspath else ""
         self._abstract = bool(abstract)
         self._dir = None
@@ -423,7 +425,10 @@ class _UnixPath:
                     self._dir = _private_dir()
                     directory_id = _file_id(self._dir)
                     self._path = check_unix_path(os.path.join(self._dir, "s"))
-                sock.bind(self._path)
+                try:
+                    sock.bind(self._path)
+                except OSError as error:  # bind() names no path: say which one
+                    raise OSError(error.errno, error.strerror, self._path) from None
                 info = os.stat(self._path)
                 self._bound = (info.st_dev, info.st_ino)
                 # Not a method of self: the finalizer must not keep the server alive.

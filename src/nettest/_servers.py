@@ -180,8 +180,8 @@ class UnixServer(_UnixPath, _StreamServer):
             `TCPServer`.
 
     Raises:
-        ValueError: ``path`` is too long (the message names the limit), or both
-            ``path`` and ``abstract`` were given, or ``abstract`` off Linux.
+        ValueError: ``path`` is empty or too long (the message names the limit),
+            or both ``path`` and ``abstract`` were given, or ``abstract`` off Linux.
 
     Example::
 
