@@ -788,6 +788,7 @@ def test_schedules_deliver_the_data_through_feed_async(schedule: list[nst.Event]
         ({"max_delay": -1.0}, "max_delay must be >= 0 and finite, got -1.0"),
         ({"max_delay": float("inf")}, "max_delay must be >= 0 and finite, got inf"),
         ({"max_delay": float("nan")}, "max_delay must be >= 0 and finite, got nan"),
+        ({"max_delay": 10**400}, "max_delay must be >= 0 and finite, got 1000"),
         ({"max_delay": "1"}, "max_delay must be a number"),
         (
             {"errors": ConnectionResetError},

@@ -272,7 +272,11 @@ def schedules(
         operations += (_PAUSE,)
     if isinstance(max_delay, bool) or not isinstance(max_delay, (int, float)):
         raise InvalidArgument(f"max_delay must be a number >= 0, got {max_delay!r}")
-    if not 0 <= max_delay < math.inf:
+    try:
+        longest = float(max_delay)
+    except OverflowError:  # an int too large for a float is not finite either
+        longest = math.inf
+    if not 0 <= longest < math.inf:
         raise InvalidArgument(f"max_delay must be >= 0 and finite, got {max_delay!r}")
     if isinstance(errors, type):
         raise InvalidArgument(
@@ -289,7 +293,7 @@ def schedules(
     for error in error_types:
         if not (isinstance(error, type) and issubclass(error, Exception)):
             raise InvalidArgument(f"errors must hold Exception subclasses, got {error!r} in it")
-    delay_values = st.floats(0, float(max_delay), allow_nan=False, allow_infinity=False)
+    delay_values = st.floats(0, longest, allow_nan=False, allow_infinity=False)
     return _draw_schedules(
         chunks,
         eof,
