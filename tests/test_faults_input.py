@@ -188,6 +188,12 @@ def test_parse_fault_bad_value_of_any_field_names_fault_and_field(name: str, key
             "latency: delay must be a duration >= 0 such as 100ms or 1.5s, got 'soon'",
         ),
         ("latency=-1s", "latency: delay must be a duration >= 0 such as 100ms or 1.5s, got '-1s'"),
+        # Too large for a float is no duration, as "inf" is none.
+        (
+            "latency=1e400",
+            "latency: delay must be a duration >= 0 such as 100ms or 1.5s, got '1e400'",
+        ),
+        ("latency=inf", "latency: delay must be a duration >= 0 such as 100ms or 1.5s, got 'inf'"),
         (
             "bandwidth=-1",
             "bandwidth: bytes_per_second must be a number of bytes > 0 "
@@ -218,6 +224,7 @@ def test_parse_fault_bad_value_of_any_field_names_fault_and_field(name: str, key
         ("reorder=1", "reorder: window must be >= 2, got 1"),
         ("latency=1s,connection=0", "latency: connection must be >= 1, got 0"),
         ("corrupt,mask=256", "corrupt: mask must be in 1..255, got 256"),
+        ("corrupt,mask=0", "corrupt: mask must be in 1..255, got 0"),
         ("drop=1.5", "drop: rate must be in [0, 1], got 1.5"),
         ("bandwidth=0", "bandwidth: bytes_per_second must be > 0 and finite, got 0"),
         (

@@ -86,9 +86,11 @@ def _unit_interval(name: str, value: object) -> None:
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
 
 
-def _integer(name: str, value: object, minimum: int) -> None:
+def _integer(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {value!r}")
+    if maximum is not None and not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be in {minimum}..{maximum}, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
 
@@ -501,9 +503,7 @@ class Corrupt(Fault):
         for position in self.positions:
             _integer("positions", position, 0)
         _unit_interval("rate", self.rate)
-        _integer("mask", self.mask, 1)
-        if self.mask > 0xFF:
-            raise ValueError(f"mask must be in 1..255, got {self.mask!r}")
+        _integer("mask", self.mask, 1, 0xFF)
         if not self.positions and self.rate == 0:
             raise ValueError("Corrupt needs positions or a rate > 0")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import queue
 import re
@@ -78,11 +79,12 @@ def _duration(text: str) -> float | None:
     if match is None:
         return None
     # Exact, then rounded once: 9ms is 0.009 (9 * 1e-3 gave 0.009000000000000001).  The
-    # precision holds every digit of the product; out of range it is inf or 0, as
-    # float() makes it.
+    # precision holds every digit of the product; too small for a float it is 0, as
+    # float() makes it, and too large (inf) it is no duration, as "inf" is not.
     number = match.group(1)
     exact = Context(prec=len(number) + 2, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[])
-    return float(exact.multiply(exact.create_decimal(number), _UNITS[match.group(2) or "s"]))
+    seconds = float(exact.multiply(exact.create_decimal(number), _UNITS[match.group(2) or "s"]))
+    return seconds if seconds != math.inf else None
 
 
 def _bytes(text: str) -> Fraction | None:
