@@ -28,6 +28,7 @@ from nettest import (
     UDPServer,
     UDPServerThread,
     UnixDatagramServer,
+    UnixServerThreadFactory,
     _proxy_sockets,
     _settings,
     handlers,
@@ -1356,6 +1357,31 @@ def test_cli_proxy_goes_on_when_its_stdout_reader_does_not(
         for pipe in (process.stdout, process.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+@skip_windows
+def test_cli_proxy_forwards_to_a_unix_socket(unix_server_thread: UnixServerThreadFactory) -> None:
+    import signal
+
+    server = unix_server_thread(handlers.echo)
+    process = subprocess.Popen(
+        [sys.executable, "-c", _CLI, "--upstream", server.path], stdout=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline().decode()
+        assert first.rstrip().endswith(f"-> {server.path}"), first
+        address = first.split("listening on ")[1].split(" ")[0]
+        assert _echo_through(address, b"to a path") == b"to a path"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+    assert server.connections[0].received == b"to a path"
 
 
 @skip_windows
