@@ -106,7 +106,12 @@ ILLEGAL_STREAM = {
     "lost-twice": ([made, lost, lost], "connection_lost(None) called again"),
     "lost-before-made": ([lost], "connection_lost(None) called before connection_made"),
     "made-after-lost": ([made, lost, made], "connection_made called again"),
-    "resume-first": ([made, resume], "resume_writing called twice in a row"),
+    "resume-first": (
+        [made, resume],
+        "resume_writing called before any pause_writing: resume_writing only ends a pause",
+    ),
+    "resume-first-after-data": ([made, data, resume], "called before any pause_writing"),
+    "resume-twice": ([made, pause, resume, resume], "resume_writing called twice in a row"),
     "pause-twice": ([made, pause, pause], "pause_writing called twice in a row"),
     "pause-before-made": ([pause], "pause_writing called before connection_made"),
     "resume-after-lost": ([made, pause, lost, resume], "resume_writing called after"),
@@ -259,8 +264,16 @@ def test_sanitize_connected_adopts_mid_connection() -> None:
     data(protocol)
     lost(protocol)
     protocol.check(lost=True)
-    with pytest.raises(ProtocolViolation, match="connection_made called again"):
+    with pytest.raises(
+        ProtocolViolation,
+        match="connection_made called on a protocol sanitized with connected=True, which "
+        "counts connection_made as made already",
+    ):
         made(sanitize(_Stream(), connected=True))
+    adopted = sanitize(_Stream(), connected=True, raise_on_violation=False)
+    made(adopted)
+    made(adopted)  # said once: a second one is the ordinary repeat
+    assert "connection_made called again" in adopted.violations[1]
 
 
 def test_sanitize_buffered_protocol() -> None:

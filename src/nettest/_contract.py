@@ -67,7 +67,9 @@ class _CallOrder:
     def __init__(self, *, datagram: bool, connected: bool) -> None:
         self.datagram = datagram
         self.state = _State.CONNECTED if connected else _State.NEW
+        self.connected_at_start = connected
         self.paused = False
+        self.paused_once = False
         # Length of the buffer the last get_buffer() returned, until buffer_updated().
         self.buffer_length: int | None = None
         self.calls: list[str] = []
@@ -97,6 +99,11 @@ class _CallOrder:
             if state is _State.NEW:
                 self.state = _State.CONNECTED
                 return None
+            if self.connected_at_start and "connection_made" not in self.calls:
+                return (
+                    "called on a protocol sanitized with connected=True, which counts "
+                    "connection_made as made already"
+                )
             return "called again: connection_made must come exactly once"
         if name == "connection_lost":
             if state is _State.LOST:
@@ -126,6 +133,8 @@ class _CallOrder:
 
     def _flow(self, name: str) -> str | None:
         pausing = name == "pause_writing"
+        if not pausing and not self.paused_once:
+            return "called before any pause_writing: resume_writing only ends a pause"
         if pausing == self.paused:
             other = "resume_writing" if pausing else "pause_writing"
             return (
@@ -133,6 +142,7 @@ class _CallOrder:
                 f"so {other} must come in between"
             )
         self.paused = pausing
+        self.paused_once = self.paused_once or pausing
         return None
 
 
