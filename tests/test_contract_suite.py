@@ -363,6 +363,10 @@ class _Proxy(asyncio.Transport):
         """Tell the protocol that the real transport paused writing."""
         protocol.pause_writing()
 
+    def eof(self, protocol: Any) -> bool | None:
+        """Tell the protocol that the real transport read EOF."""
+        return protocol.eof_received()  # type: ignore[no-any-return]
+
     def __getattribute__(self, name: str) -> Any:
         if name in type(self).__dict__ or name in _Proxy.__dict__ or name in ("real", "shim"):
             return object.__getattribute__(self, name)
@@ -395,7 +399,8 @@ class _Shim(asyncio.BaseProtocol):
         self.inner.buffer_updated(nbytes)
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received()  # type: ignore[no-any-return]
+        assert self.proxy is not None
+        return self.proxy.eof(self.inner)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.inner.connection_lost(exc)
@@ -468,6 +473,21 @@ class _DeliversInResumeReading(_Proxy):
         self.shim.inner.data_received(b"!")
 
 
+class _DeliversThriceInResumeReading(_Proxy):
+    def resume_reading(self) -> None:
+        self.real.resume_reading()
+        for _ in range(3):
+            self.shim.inner.data_received(b"!")
+
+
+class _EmptyDataForEof(_Proxy):
+    """Says EOF with an empty read, on a later loop turn: the suite then waits in vain."""
+
+    def eof(self, protocol: Any) -> bool:
+        asyncio.get_running_loop().call_soon(protocol.data_received, b"")
+        return True
+
+
 class _IgnoresWriteEof(_Proxy):
     def write_eof(self) -> None:
         pass
@@ -515,6 +535,26 @@ class _PausesAtHigh(_Proxy):
         (_WrongPeername, "extra_info", "client's peername ('192.0.2.1', 9) is not"),
         (_AllowsInvalidLimits, "write_buffer_limits", "did not raise ValueError"),
         (_PausesAtHigh, "pause_writing_above_high", "pauses when, and only when"),
+        (
+            _PausesAtHigh,
+            "write_inside_pause_writing",
+            "the server received the right number of bytes, ending with b'written by "
+            "pause_writingx' rather than b'xwritten by pause_writing': what pause_writing() "
+            "wrote must go out after b'x', written before it",
+        ),
+        # The case resumes reading twice: six bad calls, said once.
+        (
+            _DeliversThriceInResumeReading,
+            "pause_reading",
+            "server: data_received() was called synchronously inside resume_reading() (6 "
+            "times); then:",
+        ),
+        # A wait that times out says first what the sanitizer saw meanwhile.
+        (
+            _EmptyDataForEof,
+            "data_both_directions",
+            "data_received(0 bytes) is never legal",
+        ),
     ],
     ids=lambda value: value.__name__.strip("_") if isinstance(value, type) else None,
 )
@@ -528,6 +568,43 @@ async def test_conformance_catches_broken_transport(
         await check_transport_case(make_pair, case, timeout=5)
     assert info.value.case == case
     assert message in str(info.value)
+
+
+class _CannotCarryTLS(_Proxy):
+    """A transport of one's own, which has not told asyncio it can carry TLS."""
+
+    _start_tls_compatible = False
+
+
+@pytest.mark.asyncio
+async def test_check_transport_pair_skips_the_cases_it_is_told_to() -> None:
+    make_pair = broken_pair(_CannotCarryTLS)
+    with pytest.raises(ConformanceError, match="set it if yours can carry TLS") as info:
+        await check_transport_case(make_pair, "start_tls", timeout=5)
+    assert "sets _start_tls_compatible = True" in str(info.value)
+    assert "leave this case out (skip=['start_tls'])" in str(info.value)
+    ran: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def counting_pair(
+        client_factory: ProtocolFactory, server_factory: ProtocolFactory
+    ) -> AsyncIterator[None]:
+        ran.append("pair")
+        async with make_pair(client_factory, server_factory):
+            yield
+
+    await check_transport_pair(counting_pair, skip=["start_tls"], timeout=5)
+    assert len(ran) == len(CONFORMANCE_CASES) - 1
+
+
+@pytest.mark.asyncio
+async def test_check_transport_pair_refuses_a_bad_skip() -> None:
+    with pytest.raises(TypeError, match=r"skip must be a list of case names, such as \['start"):
+        await check_transport_pair(socketpair_pair, skip="start_tls")
+    with pytest.raises(ValueError, match=r"skip must name cases of CONFORMANCE_CASES \(conn"):
+        await check_transport_pair(socketpair_pair, skip=["start_tls", "tls", 3])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"\), got 'tls', 3$"):
+        await check_transport_pair(socketpair_pair, skip=["tls", 3])  # type: ignore[list-item]
 
 
 # -- in a user's test suite ----------------------------------------------------------

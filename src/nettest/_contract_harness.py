@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._contract import sanitize
+from ._contract import ProtocolViolation, sanitize
 
 __all__ = ["TransportPairFactory"]
 
@@ -102,7 +102,8 @@ class _End:
     flow: list[tuple[str, int]] = field(default_factory=list)
     #: Set while the harness is inside a transport method that must not call back.
     inside: str | None = None
-    problems: list[str] = field(default_factory=list)
+    #: What the ends' callbacks did wrong, each with how many times.
+    problem_counts: dict[str, int] = field(default_factory=dict)
     on_pause: Callable[[], None] | None = None
     on_resume: Callable[[], None] | None = None
     on_data: Callable[[bytes], None] | None = None
@@ -124,6 +125,14 @@ class _End:
         return protocol
 
     @property
+    def problems(self) -> list[str]:
+        """What the callbacks did wrong, each said once, with a count if it repeated."""
+        return [
+            problem if count == 1 else f"{problem} ({count} times)"
+            for problem, count in self.problem_counts.items()
+        ]
+
+    @property
     def t(self) -> asyncio.Transport:
         _expect(self.transport is not None, f"the {self.name} is not connected")
         assert self.transport is not None
@@ -131,7 +140,8 @@ class _End:
 
     def _called(self, name: str) -> None:
         if self.inside is not None:
-            self.problems.append(f"{name}() was called synchronously inside {self.inside}")
+            problem = f"{name}() was called synchronously inside {self.inside}"
+            self.problem_counts[problem] = self.problem_counts.get(problem, 0) + 1
         self.harness.changed.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -272,6 +282,11 @@ class _StreamRecorder(asyncio.StreamReaderProtocol):
         self.end.resume_writing()
 
 
+def _violations(end: _End) -> list[str]:
+    """The sanitizer's findings on *end*'s protocols so far."""
+    return [f"{end.name}: {v}" for sanitized in end.sanitized for v in sanitized.violations]
+
+
 # -- the harness -----------------------------------------------------------------
 
 
@@ -357,18 +372,21 @@ class _Harness:
                 )
                 try:
                     yield client, server
+                    await self.wait_until(
+                        lambda: client.lost and server.lost,
+                        "connection_lost was called on both ends at the end of the case",
+                        client,
+                        server,
+                    )
                 except AssertionError as exc:
-                    # A callback at the wrong moment explains whatever failed after it.
-                    problems = client.problems + server.problems
+                    # A callback at the wrong moment explains whatever failed after it
+                    # (often a wait that timed out): say it first.
+                    problems = [f"{e.name}: {p}" for e in (client, server) for p in e.problems]
+                    if not isinstance(exc, ProtocolViolation):  # which says them already
+                        problems += _violations(client) + _violations(server)
                     if problems:
-                        raise AssertionError("; ".join(problems)) from exc
+                        raise AssertionError("; ".join(problems) + f"; then: {exc}") from exc
                     raise
-                await self.wait_until(
-                    lambda: client.lost and server.lost,
-                    "connection_lost was called on both ends at the end of the case",
-                    client,
-                    server,
-                )
             finally:
                 await self._abort_open(client, server, calls)
         for end in (client, server):
@@ -416,7 +434,12 @@ class _Harness:
         written = 0
         chunk = b"c" * _CHUNK
         while writer.t.get_write_buffer_size() == 0:
-            _expect(written < _CLOG_LIMIT, f"wrote {written} bytes without filling the buffers")
+            _expect(
+                written < _CLOG_LIMIT,
+                f"wrote {written} bytes to the {writer.name} while the {reader.name} paused "
+                "reading, and get_write_buffer_size() stayed 0: no kernel buffers hold that "
+                "much, so it does not count what waits in the transport's own buffer",
+            )
             writer.t.write(chunk)
             written += len(chunk)
             # Let a transport that moves bytes on the loop (a memory pair) move them.

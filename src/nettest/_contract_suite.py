@@ -10,6 +10,7 @@ suite can parametrize over :data:`CONFORMANCE_CASES`.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 from . import _contract_cases, _contract_cases_flow  # noqa: F401  (they register the cases)
@@ -135,6 +136,7 @@ async def check_transport_pair(
     *,
     seed: int = 0,
     timeout: float | None = _DEFAULT_TIMEOUT,
+    skip: Iterable[str] = (),
 ) -> None:
     """Run every conformance case on the transports *make_pair* connects.
 
@@ -152,13 +154,16 @@ async def check_transport_pair(
         seed: seeds the sizes and contents of the writes, an int in [0, 2**64).
         timeout: seconds each wait may take, a finite number > 0 (by default
             nettest's default timeout; None waits forever).
+        skip: names of cases not to run, from :data:`CONFORMANCE_CASES` (such as
+            ``["start_tls"]`` for transports that cannot carry TLS).
 
     Raises:
         ConformanceError: naming the first case that failed.
-        ValueError: if *timeout* is not > 0 and finite, or *seed* is outside
-            [0, 2**64).
+        ValueError: if *timeout* is not > 0 and finite, *seed* is outside
+            [0, 2**64), or *skip* names no case.
         TypeError: if *timeout* is not a number (a bool or a str included),
-            *seed* not an int, or *make_pair* not callable.
+            *seed* not an int, *make_pair* not callable, or *skip* a single
+            string rather than a list of names.
 
     Example::
 
@@ -168,5 +173,20 @@ async def check_transport_pair(
     """
     _check_arguments(make_pair, seed)
     timeout = _check_timeout(timeout)
+    skipped = _check_skip(skip)
     for case in CONFORMANCE_CASES:
-        await check_transport_case(make_pair, case, seed=seed, timeout=timeout)
+        if case not in skipped:
+            await check_transport_case(make_pair, case, seed=seed, timeout=timeout)
+
+
+def _check_skip(skip: object) -> frozenset[str]:
+    if isinstance(skip, (str, bytes)) or not isinstance(skip, Iterable):
+        raise TypeError(f"skip must be a list of case names, such as ['start_tls'], got {skip!r}")
+    names = list(skip)
+    unknown = [name for name in names if not isinstance(name, str) or name not in _CASES]
+    if unknown:
+        raise ValueError(
+            f"skip must name cases of CONFORMANCE_CASES ({', '.join(_CASES)}), got "
+            f"{', '.join(map(repr, unknown))}"
+        )
+    return frozenset(names)
