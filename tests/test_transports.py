@@ -451,6 +451,32 @@ async def test_transport_writelines_after_a_drained_close_fails_as_asyncios_does
             c.writelines([b"late"])
 
 
+#: asyncio's writelines() never pauses the protocol before 3.12.9 and 3.13.2 (gh-127655).
+WRITELINES_PAUSES = not any(
+    first <= sys.version_info < fixed
+    for first, fixed in (((3, 12), (3, 12, 9)), ((3, 13), (3, 13, 2)))
+)
+
+
+@pytest.mark.asyncio
+async def test_transport_writelines_pauses_as_the_running_pythons_does(connect: Connect) -> None:
+    client, server = Recorder(), Recorder()
+    kwargs = {"capacity": 65536} if connect.kind == "memory" else {}  # type: ignore[attr-defined]
+    c, s = await connect(client, server, **kwargs)
+    s.pause_reading()
+    c.set_write_buffer_limits(high=1000)
+    for _ in range(100):  # 6.4 MiB: more than the kernel takes
+        c.writelines([b"x" * 32768, b"y" * 32768])
+    assert c.get_write_buffer_size() > 1000
+    pauses = [event for event in client.events if event[0] == "pause"]
+    assert len(pauses) == (1 if WRITELINES_PAUSES else 0)
+    c.write(b"z")  # write() pauses, whatever writelines() did
+    assert len([event for event in client.events if event[0] == "pause"]) == 1
+    c.abort()
+    s.abort()
+    await until(lambda: client.lost.done() and server.lost.done())
+
+
 @pytest.mark.asyncio
 async def test_transport_writes_after_close_are_still_flushed(connect: Connect) -> None:
     client, server = Recorder(), Recorder()

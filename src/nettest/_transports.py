@@ -64,6 +64,11 @@ DEFAULT_CAPACITY = 128 * 1024
 _LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
 #: From 3.12 asyncio's selector transport has a ``writelines()`` of its own.
 _WRITELINES_OF_ITS_OWN = sys.version_info >= (3, 12)
+#: Until 3.12.9 and 3.13.2 that ``writelines()`` never pauses the protocol (gh-127655).
+_WRITELINES_NEVER_PAUSES = any(
+    first <= sys.version_info < fixed
+    for first, fixed in (((3, 12), (3, 12, 9)), ((3, 13), (3, 13, 2)))
+)
 
 
 def _released(attribute: str) -> AttributeError:
@@ -169,6 +174,7 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         "_eof_seen",
         "_flow",
         "_in",
+        "_in_writelines",
         "_info",
         "_out",
         "_paused",
@@ -269,6 +275,7 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         self._conn_lost = 0
         self._drained = False
         self._eof = False  # write_eof() called
+        self._in_writelines = False  # a writelines() that never pauses is writing
         self._paused = False  # pause_reading() in force
         self._reader_on = False  # the first read was allowed (after connection_made)
         self._eof_seen = False  # eof_received() was called
@@ -408,11 +415,19 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         size = buffer._size
         if size > flow.peak:
             flow.peak = size
-        if size > flow.high and not flow.paused and flow.grew(size, self._loop.time):
+        if (
+            size > flow.high
+            and not flow.paused
+            and not self._in_writelines
+            and flow.grew(size, self._loop.time)
+        ):
             self._call_flow_callback("pause_writing")
 
     def writelines(self, list_of_data: Any) -> None:
         """Write each item of ``list_of_data``, as one write.
+
+        As asyncio's does, on Python 3.12.0 to 3.12.8 and 3.13.0 to 3.13.1 it never
+        calls ``pause_writing`` (CPython gh-127655): the next ``write()`` does.
 
         Raises:
             RuntimeError: after ``write_eof()`` (naming ``writelines()`` from 3.12,
@@ -426,7 +441,14 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         chunks = list(list_of_data)
         if chunks and self._drained:
             raise TypeError("'NoneType' object is not callable")  # its _write_ready
-        self.write(b"".join(chunks))
+        if not _WRITELINES_NEVER_PAUSES:
+            self.write(b"".join(chunks))
+            return
+        self._in_writelines = True
+        try:
+            self.write(b"".join(chunks))
+        finally:
+            self._in_writelines = False
 
     def _schedule_write(self) -> None:
         if self._writing and self._write_handle is None and not self._conn_lost:
