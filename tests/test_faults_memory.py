@@ -413,6 +413,41 @@ async def test_memory_datagram_unreachable_reaches_error_received() -> None:
     b.close()
 
 
+async def _reset_or_not(faults: list[Reset], seed: int, connection: int) -> str:
+    """Send a line through a pair numbered `connection`; say whether the client saw a reset."""
+    (c_reader, c_writer), (_, s_writer) = memory_stream_pair()
+    layer = inject_faults(c_writer, faults, seed=seed, connection=connection)
+    assert str(layer.trace).startswith(f"tcp connection #{connection} from ")
+    s_writer.write(b"line\n")
+    try:
+        await asyncio.wait_for(c_reader.readline(), 5)
+        outcome = "ok"
+    except ConnectionResetError:
+        outcome = "reset"
+    c_writer.close()
+    s_writer.close()
+    return outcome
+
+
+@pytest.mark.asyncio
+async def test_memory_pairs_numbered_meet_the_faults_as_connections() -> None:
+    nth = [Reset(trigger=Trigger(connection=2))]
+    assert [await _reset_or_not(nth, 7, i) for i in (1, 2, 3)] == ["ok", "reset", "ok"]
+    # Each connection draws its own: a coin per connection, not one for all.
+    coin = [Reset(probability=0.5)]
+    outcomes = [await _reset_or_not(coin, 7, i) for i in range(1, 21)]
+    assert set(outcomes) == {"ok", "reset"}
+    assert outcomes == [await _reset_or_not(coin, 7, i) for i in range(1, 21)]
+    assert await _reset_or_not(nth, 7, 1) == "ok"  # 1 unless told otherwise
+    (_, c_writer), (_, s_writer) = memory_stream_pair()
+    with pytest.raises(ValueError, match="connection must be >= 1, got 0"):
+        inject_faults(c_writer, nth, connection=0)
+    with pytest.raises(TypeError, match="connection must be an int >= 1, got '2'"):
+        inject_faults(c_writer, nth, connection="2")  # type: ignore[arg-type]
+    c_writer.close()
+    s_writer.close()
+
+
 @pytest.mark.asyncio
 async def test_memory_same_seed_same_faults() -> None:
     async def run(seed: int) -> list[bytes]:

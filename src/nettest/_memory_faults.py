@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._datagrams import MemoryDatagramTransport
-from ._endpoint import os_error
+from ._endpoint import check_count, os_error
 from ._fault_actions import (
     Abort,
     Action,
@@ -102,7 +102,9 @@ def _check(kind: str, faults: Iterable[Fault]) -> tuple[Fault, ...]:
     )
 
 
-def inject_faults(end: object, faults: Iterable[Fault] = (), *, seed: int = 0) -> MemoryFaults:
+def inject_faults(
+    end: object, faults: Iterable[Fault] = (), *, seed: int = 0, connection: int = 1
+) -> MemoryFaults:
     """Apply faults to a memory pair, in loop time.
 
     Pass the *client* end: a `MemoryTransport` (or the `asyncio.StreamWriter`
@@ -116,19 +118,27 @@ def inject_faults(end: object, faults: Iterable[Fault] = (), *, seed: int = 0) -
     `~MemoryFaults.clear` on it; a second ``inject_faults`` on either end of
     the pair raises `RuntimeError` rather than quietly take the first one's place.
 
+    A pair is one connection, as one through the proxy is: number 1 unless
+    *connection* says otherwise.  Its number decides a ``Trigger(connection=N)``
+    and, with *seed*, every random draw; number the pairs of a test that makes
+    several (``connection=i``) for them to meet the faults as the proxy's
+    connections would.
+
     Args:
         end: The client end of a memory pair.
         faults: The faults in force from the start.
         seed: Seeds every random choice (use the ``nettest_seed`` fixture); an
             int in [0, 2**64).
+        connection: The pair's connection number, an int >= 1.
 
     Returns:
         A `MemoryFaults` to change the faults and read the trace.
 
     Raises:
-        TypeError: *end* is not an end of a memory pair, or *seed* is not an int.
-        ValueError: A fault that does not apply to the pair, or *seed* outside
-            [0, 2**64).
+        TypeError: *end* is not an end of a memory pair, or *seed* or
+            *connection* is not an int.
+        ValueError: A fault that does not apply to the pair, *seed* outside
+            [0, 2**64), or *connection* below 1.
         RuntimeError: The pair has faults injected already.
 
     Example::
@@ -137,6 +147,7 @@ def inject_faults(end: object, faults: Iterable[Fault] = (), *, seed: int = 0) -
         inject_faults(writer, [Latency(10)], seed=nettest_seed)
     """
     seed = check_seed(seed)
+    index = check_count("connection", connection)
     transport = getattr(end, "transport", end)
     if isinstance(transport, MemoryTransport):
         if getattr(transport, "_peer", None) is None:
@@ -145,7 +156,7 @@ def inject_faults(end: object, faults: Iterable[Fault] = (), *, seed: int = 0) -
         # A fault layer holds a link's seam already (see nettest._links): only ours takes it.
         if any(link.carry is not link._arrive for link in (transport._out, transport._in)):
             raise _injected_already()
-        return _made(_StreamDriver(transport, checked, seed).handle, seed)
+        return _made(_StreamDriver(transport, checked, seed, index).handle, seed)
     if isinstance(transport, MemoryDatagramTransport):
         if transport._peer is None:
             raise TypeError("inject_faults needs an end of memory_datagram_pair()")
@@ -153,7 +164,7 @@ def inject_faults(end: object, faults: Iterable[Fault] = (), *, seed: int = 0) -
         # The datagram seam: an instance attribute shadows the method (see _DatagramDriver).
         if any("_transmit" in vars(end) for end in (transport, transport._peer)):
             raise _injected_already()
-        return _made(_DatagramDriver(transport, checked, seed).handle, seed)
+        return _made(_DatagramDriver(transport, checked, seed, index).handle, seed)
     raise TypeError(
         "inject_faults needs the client end of a memory pair (a MemoryTransport, "
         f"a StreamWriter over one, or a MemoryDatagramTransport), got {end!r}"
@@ -217,12 +228,14 @@ def _injected_already() -> RuntimeError:
 
 
 class _StreamDriver:
-    def __init__(self, client: MemoryTransport, faults: tuple[Fault, ...], seed: int) -> None:
+    def __init__(
+        self, client: MemoryTransport, faults: tuple[Fault, ...], seed: int, index: int
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.links: dict[Flow, Link] = {"upstream": client._out, "downstream": client._in}
         peer = client.get_extra_info("sockname")
         self.schedule = StreamSchedule(
-            seed=seed, index=1, now=self.loop.time(), faults=faults, peer=peer
+            seed=seed, index=index, now=self.loop.time(), faults=faults, peer=peer
         )
         self.handle = MemoryFaults(_kind="stream", _faults=faults)
         self.handle._trace = self.schedule.trace
@@ -337,7 +350,7 @@ class _StreamDriver:
 
 class _DatagramDriver:
     def __init__(
-        self, client: MemoryDatagramTransport, faults: tuple[Fault, ...], seed: int
+        self, client: MemoryDatagramTransport, faults: tuple[Fault, ...], seed: int, index: int
     ) -> None:
         self.loop = asyncio.get_running_loop()
         server = client._peer
@@ -348,7 +361,7 @@ class _DatagramDriver:
         }
         self.schedule = DatagramSchedule(
             seed=seed,
-            index=1,
+            index=index,
             now=self.loop.time(),
             faults=faults,
             peer=client.get_extra_info("sockname"),
