@@ -104,9 +104,9 @@ _DOCUMENTED_SIGNATURES: dict[str, tuple[Callable[..., object], set[str]]] = {
     "udp_server": (nettest.UDPServer, set()),
     "unix_server": (nettest.UnixServer, set()),
     "unix_datagram_server": (nettest.UnixDatagramServer, set()),
-    # The fixtures seed each proxy themselves, and bind loopback only.
-    "fault_proxy": (nettest.FaultProxy, {"seed", "allow_remote"}),
-    "fault_proxy_thread": (nettest.FaultProxy, {"seed", "allow_remote"}),
+    # The fixtures seed each proxy themselves.
+    "fault_proxy": (nettest.FaultProxy, {"seed"}),
+    "fault_proxy_thread": (nettest.FaultProxy, {"seed"}),
 }
 
 

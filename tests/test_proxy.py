@@ -1490,8 +1490,13 @@ async def test_fault_proxy_fixture_listens_where_asked(
         assert await read_all(reader) == b"hel"
     with pytest.raises(ValueError, match=r"host '0\.0\.0\.0' is not a loopback address"):
         await fault_proxy(server, host="0.0.0.0")
-    with pytest.raises(TypeError, match=r"^fault_proxy\(\) got an unexpected keyword argument"):
-        await fault_proxy(server, allow_remote=True)  # type: ignore[call-arg]
+    # What the error advises works: the fixture takes allow_remote, as FaultProxy does.
+    remote = await fault_proxy(server, faults=[Truncate(2)], host="::", allow_remote=True)
+    assert remote.address[0] == "::"
+    async with connect(("::1", remote.address[1])) as (reader, writer):
+        writer.write(b"hello")
+        writer.write_eof()
+        assert await read_all(reader) == b"he"
 
 
 def test_proxy_ports_are_checked() -> None:

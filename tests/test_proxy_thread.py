@@ -71,8 +71,11 @@ def test_a_thread_proxy_listens_where_asked(
     proxy = fault_proxy_thread(server, port=port)
     assert proxy.address == ("127.0.0.1", port)
     assert echo_once(proxy.address, b"hello") == b"hello"
-    with pytest.raises(TypeError, match=r"^fault_proxy_thread\(\) got an unexpected keyword"):
-        fault_proxy_thread(server, allow_remote=True)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="Pass allow_remote=True if you mean it"):
+        fault_proxy_thread(server, host="0.0.0.0")
+    remote = fault_proxy_thread(server, host="0.0.0.0", allow_remote=True)
+    assert remote.address[0] == "0.0.0.0"
+    assert echo_once(("127.0.0.1", remote.address[1]), b"hello") == b"hello"
 
 
 def test_a_thread_proxy_in_front_of_a_udp_thread_server(

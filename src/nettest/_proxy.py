@@ -694,12 +694,14 @@ class FaultProxyFactory(Protocol):
         kind: Literal["tcp", "udp"] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        allow_remote: bool = False,
     ) -> FaultProxy:
         """Start a proxy in front of *upstream*; the fixture closes it after the test.
 
         *kind* is ``"udp"`` by default in front of a nettest UDP server, else
         ``"tcp"``.  *host* is the loopback address to listen on (``"::1"`` for
-        IPv6), *port* its port (0: a free one), as for `FaultProxy`.
+        IPv6), *port* its port (0: a free one), and *allow_remote* allows a
+        *host* that is not loopback, as for `FaultProxy`.
         """
         ...
 
@@ -725,9 +727,18 @@ async def fault_proxy(
         kind: Literal["tcp", "udp"] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        allow_remote: bool = False,
     ) -> FaultProxy:
         seed = proxy_seed(nettest_seed, len(proxies))
-        proxy = FaultProxy(upstream, faults=faults, kind=kind, seed=seed, host=host, port=port)
+        proxy = FaultProxy(
+            upstream,
+            faults=faults,
+            kind=kind,
+            seed=seed,
+            host=host,
+            port=port,
+            allow_remote=allow_remote,
+        )
         proxies.append(proxy)
         return proxy
 

@@ -162,6 +162,7 @@ class FaultProxyThreadFactory(Protocol):
         kind: Literal["tcp", "udp"] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        allow_remote: bool = False,
     ) -> FaultProxyThread:
         """Start a proxy in front of *upstream* on its own thread; closed after the test."""
         ...
@@ -188,10 +189,17 @@ def fault_proxy_thread(
         kind: Literal["tcp", "udp"] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        allow_remote: bool = False,
     ) -> FaultProxyThread:
         seed = proxy_seed(nettest_seed, len(proxies))
         proxy = FaultProxyThread(
-            upstream, faults=faults, kind=kind, seed=seed, host=host, port=port
+            upstream,
+            faults=faults,
+            kind=kind,
+            seed=seed,
+            host=host,
+            port=port,
+            allow_remote=allow_remote,
         )
         proxies.append(proxy.proxy)
         proxy.start()

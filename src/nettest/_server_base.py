@@ -99,7 +99,7 @@ def check_host(
         ) from None
     if not (address.is_loopback or (multicast and address.is_multicast) or allow_remote):
         raise ValueError(
-            f"{name} {host!r} is not a loopback address; a test server on it can be reached "
+            f"{name} {host!r} is not a loopback address; what listens on it can be reached "
             "from other machines. Pass allow_remote=True if you mean it"
         )
     return socket.AF_INET6 if address.version == 6 else socket.AF_INET
