@@ -194,15 +194,30 @@ def test_nettest_seed_marker_takes_a_keyword(pytester: pytest.Pytester) -> None:
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
 
 
-def test_nettest_seed_printed_on_failure(pytester: pytest.Pytester) -> None:
+def test_nettest_seed_printed_on_failure_of_a_test_that_used_it(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
-        """
+        test_direct="""
         def test_fails(nettest_seed):
             print("SEED", nettest_seed)
             assert False
-        """
+        """,
+        test_through_a_fixture="""
+        def test_fails(fault_proxy_thread):
+            assert False
+        """,
+        test_without_it="""
+        def test_fails():
+            assert False
+        """,
     )
-    result = pytester.runpytest("--nettest-seed=5")
+    result = pytester.runpytest("--nettest-seed=5", "test_through_a_fixture.py")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["nettest_seed: * (replay the run with --nettest-seed=5)"])
+    # A failing test that used no seed has none to print.
+    result = pytester.runpytest("--nettest-seed=5", "test_without_it.py")
+    result.assert_outcomes(failed=1)
+    assert "nettest_seed:" not in result.stdout.str()
+    result = pytester.runpytest("--nettest-seed=5", "test_direct.py")
     result.assert_outcomes(failed=1)
     seed = re.search(r"SEED (\d+)", result.stdout.str())
     assert seed is not None

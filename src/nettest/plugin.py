@@ -442,7 +442,9 @@ def pytest_runtest_makereport(
         forget_memory_faults(item.nodeid)
     if not report.failed:
         return report
-    if _SEED_KEY in item.stash:
+    # Every test has a seed (its setup checks the marker), but only one that took it,
+    # itself or through a fixture such as fault_proxy, has a use for it.
+    if _SEED_KEY in item.stash and "nettest_seed" in getattr(item, "fixturenames", ()):
         seed = item.stash[_SEED_KEY]
         report.sections.append(
             (
