@@ -65,7 +65,7 @@ from nettest._faults import (
         (lambda: Reset(after_bytes=-1), "after_bytes"),
         (lambda: Reset(after_seconds=-1), "after_seconds"),
         (lambda: SlowClose(-1), "delay"),
-        (lambda: CloseAfter(-2), "seconds"),
+        (lambda: CloseAfter(-2), "^seconds must be >= 0 and finite, got -2$"),
         (lambda: Corrupt(), "Corrupt needs positions"),
         (lambda: Corrupt(rate=1.5), "rate"),
         (lambda: Corrupt(positions=(1,), mask=256), r"mask must be in 1\.\.255, got 256"),
@@ -128,6 +128,15 @@ def test_fault_repr_shows_own_fields_first_and_only_changed_options() -> None:
     assert repr(Reset(after_bytes=3, direction="both")) == "Reset(after_bytes=3, direction='both')"
     assert repr(Blackhole()) == "Blackhole()"
     assert repr(Unreachable()) == "Unreachable()"
+    # A trigger prints as the code that makes it too.
+    assert repr(Refuse(trigger=Trigger(connection=1))) == "Refuse(trigger=Trigger(connection=1))"
+    assert (
+        repr(Trigger(after_bytes=3, pattern=b"\r\n"))
+        == "Trigger(after_bytes=3, pattern=b'\\r\\n')"
+    )
+    assert repr(Trigger()) == "Trigger()"
+    for each in (Trigger(), Trigger(connection=2, after_bytes=1, pattern=b"x")):
+        assert eval(repr(each)) == each
 
 
 _ONE_OF_EACH: list[Fault] = [

@@ -99,7 +99,7 @@ def _integer(name: str, value: object, minimum: int, maximum: int | None = None)
 
 
 @typing.final
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Trigger:
     """When a fault starts to act: the Nth connection, after N bytes, after a pattern.
 
@@ -113,7 +113,8 @@ class Trigger:
 
     Args:
         connection: Only this connection (1 is the first the proxy accepted; for
-            UDP, the first client address it heard from).  None: every connection.
+            UDP, the first client address it heard from; a memory pair's is the
+            ``connection`` given to ``inject_faults``).  None: every connection.
         after_bytes: Arm the fault once this many bytes have passed.
         pattern: Arm the fault once these bytes have passed (the first time).
 
@@ -138,6 +139,18 @@ class Trigger:
                 raise TypeError(f"pattern must be bytes, got {self.pattern!r}")
             if not self.pattern:
                 raise ValueError("pattern must not be empty")
+
+    def __repr__(self) -> str:
+        # As the code that makes it, as a fault's repr is: what differs from the defaults.
+        given = [
+            f"{item.name}={getattr(self, item.name)!r}"
+            for item in fields(self)
+            if getattr(self, item.name) != item.default
+        ]
+        return f"Trigger({', '.join(given)})"
+
+    def _repr_pretty_(self, printer: _Printer, cycle: bool) -> None:
+        printer.text(repr(self))
 
 
 class _Printer(typing.Protocol):
@@ -428,7 +441,7 @@ class CloseAfter(Fault):
     seconds: float
 
     def _validate(self) -> None:
-        _non_negative("seconds", self.seconds, "seconds")
+        _non_negative("seconds", self.seconds)
 
 
 @typing.final
