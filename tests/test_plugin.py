@@ -255,14 +255,14 @@ def test_ini_twins_and_flag_wins(pytester: pytest.Pytester) -> None:
 @pytest.mark.parametrize(
     ("ini", "message"),
     [
-        ("nettest_leaks = sometimes", "nettest_leaks must be one of off, own, strict*"),
-        ("nettest_seed = abc", "nettest_seed must be an int in [[]0, 2**64), got 'abc'*"),
-        ("nettest_seed = -1", "nettest_seed must be in [[]0, 2**64), got -1*"),
-        ("nettest_timeout = 0", "nettest_timeout must be > 0 seconds and finite; got 0.0"),
-        ("nettest_timeout = nan", "nettest_timeout must be > 0 seconds and finite; got nan"),
+        ("nettest_leaks = sometimes", "be one of off, own, strict*"),
+        ("nettest_seed = abc", "be an int in [[]0, 2**64), got 'abc'*"),
+        ("nettest_seed = -1", "be in [[]0, 2**64), got -1*"),
+        ("nettest_timeout = 0", "be > 0 seconds and finite; got 0.0"),
+        ("nettest_timeout = nan", "be > 0 seconds and finite; got nan"),
         # inf was taken, and then every wait of the thread-backed servers refused it.
-        ("nettest_timeout = inf", "nettest_timeout must be > 0 seconds and finite; got inf"),
-        ("nettest_timeout = soon", "nettest_timeout must be a number*"),
+        ("nettest_timeout = inf", "be > 0 seconds and finite; got inf"),
+        ("nettest_timeout = soon", "be a number*"),
     ],
 )
 def test_bad_settings_are_usage_errors(pytester: pytest.Pytester, ini: str, message: str) -> None:
@@ -273,7 +273,8 @@ def test_bad_settings_are_usage_errors(pytester: pytest.Pytester, ini: str, mess
     pytester.makepyfile("def test_nothing(): pass")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"*{message}"])
+    name = ini.split(" = ")[0]  # the error names where the value came from
+    result.stderr.fnmatch_lines([f"ERROR: the {name} ini option must {message}"])
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "Infinity"])
@@ -281,7 +282,23 @@ def test_bad_timeout_flag_is_a_usage_error(pytester: pytest.Pytester, value: str
     pytester.makepyfile("def test_nothing(): pass")
     result = pytester.runpytest(f"--nettest-timeout={value}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*nettest_timeout must be > 0 seconds and finite; got *"])
+    result.stderr.fnmatch_lines(["ERROR: --nettest-timeout must be > 0 seconds and finite; got *"])
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("-1", "ERROR: --nettest-seed must be in [[]0, 2**64), got -1"),
+        ("x", "*argument --nettest-seed: invalid int value: 'x'"),
+    ],
+)
+def test_bad_seed_flag_is_a_usage_error_naming_the_flag(
+    pytester: pytest.Pytester, value: str, message: str
+) -> None:
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest(f"--nettest-seed={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
 
 
 def test_bad_leaks_flag_lists_choices(pytester: pytest.Pytester) -> None:

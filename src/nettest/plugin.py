@@ -103,49 +103,49 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def _setting(config: pytest.Config, name: str) -> object:
+def _setting(config: pytest.Config, name: str) -> tuple[object, str]:
+    """The value of setting *name*, and where it came from, as an error names it."""
     value = config.getoption(name)
     if value is not None:
-        return value
+        return value, "--" + name.replace("_", "-")
     ini = str(config.getini(name)).strip()
-    return ini or None
+    return ini or None, f"the {name} ini option"
 
 
 def _leak_mode(config: pytest.Config) -> LeakMode:
-    value = str(_setting(config, "nettest_leaks") or "own")
-    if value not in LEAK_MODES:
-        raise pytest.UsageError(
-            f"nettest_leaks must be one of {', '.join(LEAK_MODES)}; got {value!r}"
-        )
-    return value
+    value, source = _setting(config, "nettest_leaks")
+    mode = str(value or "own")
+    if mode not in LEAK_MODES:
+        raise pytest.UsageError(f"{source} must be one of {', '.join(LEAK_MODES)}; got {mode!r}")
+    return mode
 
 
 def _session_seed(config: pytest.Config) -> int:
-    value = _setting(config, "nettest_seed")
+    value, source = _setting(config, "nettest_seed")
     if value is None:
         return random.SystemRandom().randrange(2**32)
     try:
         seed = int(cast("int | str", value))
     except ValueError:
-        message = f"nettest_seed must be an int in {SEED_RANGE}, got {value!r}"
+        message = f"{source} must be an int in {SEED_RANGE}, got {value!r}"
         raise pytest.UsageError(message) from None
     try:
-        return check_seed(seed, "nettest_seed")
+        return check_seed(seed, source)
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
 
 
 def _timeout(config: pytest.Config) -> float:
-    value = _setting(config, "nettest_timeout")
+    value, source = _setting(config, "nettest_timeout")
     if value is None:
         return _settings.DEFAULT_TIMEOUT
     try:
         timeout = float(cast("float | str", value))
     except ValueError:
-        raise pytest.UsageError(f"nettest_timeout must be a number; got {value!r}") from None
+        raise pytest.UsageError(f"{source} must be a number; got {value!r}") from None
     # Every wait takes it as its timeout: a finite number of seconds.
     if not (timeout > 0 and math.isfinite(timeout)):
-        raise pytest.UsageError(f"nettest_timeout must be > 0 seconds and finite; got {timeout}")
+        raise pytest.UsageError(f"{source} must be > 0 seconds and finite; got {timeout}")
     return timeout
 
 
