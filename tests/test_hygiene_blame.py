@@ -1771,6 +1771,50 @@ def test_a_dropped_tls_memory_pair_is_listed_once_per_writer(pytester: pytest.Py
     assert "garbage collector" not in result.stdout.str()
 
 
+def test__gate_names_the_writer_whose_transport_was_freed_first() -> None:
+    # One collection frees a dropped pair's writer and the transport under it, in
+    # an order of the collector's choosing.  When the transport's finaliser runs
+    # first, the writer's own transport (start_tls()'s) is closing by the time the
+    # writer's runs: the report must still name the writer, whichever came first.
+    class Transport:
+        _gate_entry = None
+
+        def __init__(self) -> None:
+            self.open = True
+
+        def is_closing(self) -> bool:
+            return not self.open
+
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return default
+
+    class Writer:
+        def __init__(self, transport: Transport) -> None:
+            self.transport = transport
+
+    for transport_first in (True, False):
+        gate = hygiene._Gate()
+        gate.begin("test_x")
+        under = Transport()
+        with gate.owned_by("test_x"):
+            gate.track(
+                under,
+                what="MemoryTransport a -> b",
+                is_open=lambda t: t.open,
+                close=lambda t: setattr(t, "open", False),
+            )
+        over = Transport()  # what start_tls() put over it, closing once it is freed
+        if transport_first:
+            gate.dropped_open(under)
+            over.open = False
+        gate.writer_dropped(Writer(over), under)  # type: ignore[arg-type]
+        with pytest.raises(LeakError) as info:
+            gate.check("test_x", "own", frozenset())
+        assert "StreamWriter over MemoryTransport a -> b dropped without close()" in str(
+            info.value
+        ), transport_first
+
+
 def test__gate_writer_dropped_never_raises() -> None:
     class Broken:
         @property

@@ -497,23 +497,31 @@ class _Gate(_Instruments):
         `warning` the ResourceWarning held back.  Returns whether it closed
         `current` quietly.
         """
-        if current.is_closing():
-            return False
-        sock = current.get_extra_info("socket")
+        closing = current.is_closing()
+        # A closed TLS transport has let go of what answers get_extra_info().
+        sock = None if closing else current.get_extra_info("socket")
         # asyncio hands out a TransportSocket; the tracked socket is inside it.
         for candidate in (transport, getattr(sock, "_sock", sock)):
             # Freed in one collection with the writer, the transport has lost its
             # weak references already: nettest's keep their entry themselves.
             entry = self._entry_of(candidate) or getattr(candidate, "_gate_entry", None)
             if isinstance(entry, _Tracked):
+                if closing and entry.dropped is None:
+                    return False  # closed, as it should be
+                # Closing only because the collection that frees the writer has just
+                # freed the transport under it (its finaliser ran first, and marked it
+                # dropped): what the test dropped is the writer, so say that.
                 label = repr(candidate) if isinstance(candidate, socket.socket) else entry.what
                 if kind == "StreamWriter" and socket_transport_under(current) is not None:
                     label = f"TLS over {label}"  # start_tls() put it over the connection
                 entry.dropped = f"{kind} over {label} dropped without close()"
                 if self._reports(entry.owner):
-                    close_dropped(current, loop)
+                    if not closing:
+                        close_dropped(current, loop)
                     return True
                 return False
+        if closing:
+            return False
         # Tracked by no entry (a real connection in own mode): only a failed
         # test's is the gate's business, closed quietly all the same.
         owner, failed = self._test_of(loop)
