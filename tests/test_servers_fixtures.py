@@ -622,7 +622,8 @@ def test_nothing_warned_meanwhile():
     result.stdout.no_fnmatch_line("*unclosed*")
 
 
-def test_server_teardown_warning_points_at_the_test(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("leaks", ["own", "off"])
+def test_server_teardown_warning_points_at_the_test(pytester: pytest.Pytester, leaks: str) -> None:
     # The fixture closes the server from nettest's code: the warning points at
     # the test's line that made the server, or that closed it, not at nettest.
     pytester.makepyfile(
@@ -651,7 +652,9 @@ def test_server_teardown_warning_points_at_the_test(pytester: pytest.Pytester) -
         """
     )
     # In a subprocess: in-process, the outer test's frames would be on the stack.
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "always")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-W", "always", f"--nettest-leaks={leaks}"
+    )
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(
         [

@@ -100,6 +100,19 @@ _RUNNERS = (
 _Stack = tuple[tuple[str, int, str], ...]
 
 
+_USER, _PLUMBING_FILE, _RUNNER = "user", "plumbing", "runner"
+#: Each source file's kind, worked out once: every tracked object walks the stack.
+_KIND_OF_FILE: dict[str, str] = {}
+
+
+def _kind_of_file(filename: str) -> str:
+    if filename.startswith(_PLUMBING):
+        return _PLUMBING_FILE
+    if any(place in filename for place in _RUNNERS):
+        return _RUNNER
+    return _USER
+
+
 def _creation_stack() -> _Stack:
     """Return the stack that is creating an object, from the test down to the user's call.
 
@@ -113,17 +126,20 @@ def _creation_stack() -> _Stack:
     frames: list[tuple[str, int, str]] = []
     passed_runner = False
     frame: types.FrameType | None = sys._getframe(2)
+    kinds = _KIND_OF_FILE
     while frame is not None and len(frames) < _STACK_LIMIT:
         filename = frame.f_code.co_filename
-        if not filename.startswith(_PLUMBING):
-            if any(place in filename for place in _RUNNERS):
-                if frames:
-                    break
-                # Made by nettest or the loop under pytest: what called pytest may
-                # still be a user's (a hook, an in-process pytester run).
-                passed_runner = True
-            else:
-                frames.append((filename, frame.f_lineno, frame.f_code.co_name))
+        kind = kinds.get(filename)
+        if kind is None:
+            kind = kinds[filename] = _kind_of_file(filename)
+        if kind is _RUNNER:
+            if frames:
+                break
+            # Made by nettest or the loop under pytest: what called pytest may
+            # still be a user's (a hook, an in-process pytester run).
+            passed_runner = True
+        elif kind is _USER:
+            frames.append((filename, frame.f_lineno, frame.f_code.co_name))
         frame = frame.f_back
     if passed_runner and frame is None:
         return ()  # runpy and pytest's __main__: nobody's code made it

@@ -35,7 +35,7 @@ import threading
 import typing
 import warnings
 import weakref
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import pytest
@@ -80,6 +80,10 @@ def has_ipv6_loopback() -> bool:
     return True
 
 
+#: A test suite makes its servers on the same few hosts: parse each once.
+_ip_address = functools.lru_cache(maxsize=64)(ipaddress.ip_address)
+
+
 def check_host(
     host: str, *, allow_remote: bool, multicast: bool = False, name: str = "host"
 ) -> socket.AddressFamily:
@@ -91,7 +95,7 @@ def check_host(
         raise TypeError(f"{name} must be a str, got {type(host).__name__}")
     check_bool("allow_remote", allow_remote)
     try:
-        address = ipaddress.ip_address(host)
+        address = _ip_address(host)
     except ValueError:
         raise ValueError(
             f"{name} must be a literal IP address such as '127.0.0.1' or '::1', got {host!r}: "
@@ -190,14 +194,23 @@ def _apply_buffers(sock: socket.socket, rcvbuf: int | None, sndbuf: int | None) 
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
 
 
-@contextlib.contextmanager
-def _closed_on_error(sock: socket.socket) -> Iterator[socket.socket]:
-    """Close ``sock`` if the block raises: a socket half set up must not leak."""
-    try:
-        yield sock
-    except BaseException:
-        sock.close()
-        raise
+class _closed_on_error:
+    """Close ``sock`` if the block raises: a socket half set up must not leak.
+
+    A class, not a generator: every server's socket is made inside one.
+    """
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def __enter__(self) -> socket.socket:
+        return self._sock
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self._sock.close()
 
 
 def _loopback_socket(

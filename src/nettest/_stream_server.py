@@ -66,7 +66,7 @@ from ._handlers import (
     make_protocol,
     upgrades_to_tls,
 )
-from ._hygiene import track
+from ._hygiene import creation_site, track
 from ._hygiene_instruments import CANCEL_GRACE, force_end, is_uvloop
 from ._hygiene_report import _creation_stack
 from ._recording import (
@@ -197,8 +197,6 @@ class _StreamServer(_LoopbackServer):
     ) -> None:
         self._handler_kind = classify(handler)
         self._handler = handler
-        #: Where the test made the server: a teardown warning points there.
-        self._made_at = _creation_stack()[-1:]
         if ssl is not None and not isinstance(ssl, _ssl.SSLContext):
             raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(ssl).__name__}")
         if ssl is not None and ssl.protocol == _ssl.PROTOCOL_TLS_CLIENT:
@@ -947,7 +945,7 @@ class _StreamServer(_LoopbackServer):
         The fixture's teardown closes it from nettest's own code, which would say
         nothing of which test or server it was.
         """
-        where = _creation_stack()[-1:] or self._made_at
+        where = _creation_stack()[-1:] or creation_site(self)
         if not where:
             warnings.warn(warning, stacklevel=4)
             return
