@@ -343,6 +343,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small run of a few seconds")
     parser.add_argument("--repeats", type=int, default=5, help="runs per contender")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     asyncio.run(measure(args.quick, args.repeats))
 
 
