@@ -1749,7 +1749,16 @@ async def test_memory_transport_addresses_are_configurable() -> None:
     assert unix.get_extra_info("peername") == "/tmp/nettest-memory.sock"
     with pytest.raises(ValueError, match="family must be AF_INET, AF_INET6 or AF_UNIX"):
         MemoryTransport(Recorder(), family=12345)
-    for t in (c, s, transport, unix):
+    # As on a socketpair (both ends unnamed) or a TCP socket connected to itself,
+    # both ends may share an address (a datagram pair's may not).
+    self_a, self_b = memory_transport_pair(
+        Recorder(),
+        Recorder(),
+        client_address=("127.0.0.1", 5000),
+        server_address=("127.0.0.1", 5000),
+    )
+    assert self_a.get_extra_info("sockname") == self_a.get_extra_info("peername")
+    for t in (c, s, transport, unix, self_a, self_b):
         t.close()
     await turns()
 
