@@ -106,7 +106,15 @@ def test_feed_protocol_connection_lost_stops_delivery() -> None:
 
 def test_feed_pause_holds_reads_back_and_coalesces_them() -> None:
     protocol = RecordingProtocol()
-    schedule = [b"a", nst.PauseReading(), b"b", b"c", nst.ResumeReading(), b"d", nst.Eof()]
+    schedule: list[bytes | nst.Event] = [
+        b"a",
+        nst.PauseReading(),
+        b"b",
+        b"c",
+        nst.ResumeReading(),
+        b"d",
+        nst.Eof(),
+    ]
     nst.feed(protocol, schedule)
     assert protocol.events == [b"a", b"bc", b"d", "eof", ("lost", None)]
 
@@ -141,7 +149,12 @@ async def test_feed_async_loss_while_paused_reaches_a_stream_reader_after_the_da
     # The loop runs between the held reads and the loss, so the reader returns
     # the line before it raises, as over a real socket.
     reader = asyncio.StreamReader()
-    schedule = [nst.PauseReading(), b"+OK\r\n", nst.ConnectionLost(), nst.ResumeReading()]
+    schedule: list[bytes | nst.Event] = [
+        nst.PauseReading(),
+        b"+OK\r\n",
+        nst.ConnectionLost(),
+        nst.ResumeReading(),
+    ]
     consumer = asyncio.ensure_future(reader.readline())
     await nst.feed_async(reader, schedule)
     assert await consumer == b"+OK\r\n"
@@ -154,7 +167,12 @@ async def test_feed_async_memory_transport_loss_while_paused_keeps_the_held_data
     protocol = RecordingProtocol()
     transport = MemoryTransport(protocol)
     await asyncio.sleep(0)
-    schedule = [nst.PauseReading(), b"+OK\r\n", nst.ConnectionLost(), nst.ResumeReading()]
+    schedule: list[bytes | nst.Event] = [
+        nst.PauseReading(),
+        b"+OK\r\n",
+        nst.ConnectionLost(),
+        nst.ResumeReading(),
+    ]
     await nst.feed_async(transport, schedule)
     for _ in range(5):
         await asyncio.sleep(0)
@@ -164,7 +182,7 @@ async def test_feed_async_memory_transport_loss_while_paused_keeps_the_held_data
 def test_feed_datagrams_held_by_a_pause_arrive_one_by_one_before_the_error() -> None:
     protocol = RecordingDatagramProtocol()
     error = ConnectionRefusedError()
-    schedule = [
+    schedule: list[nst.Datagram | nst.Event] = [
         nst.PauseReading(),
         nst.Datagram(b"a", 0),
         nst.Datagram(b"", 1),
@@ -278,7 +296,7 @@ def test_feed_rejects_bad_arguments(
 @pytest.mark.asyncio
 async def test_feed_async_rejects_a_strategy_naming_given() -> None:
     with pytest.raises(TypeError, match=r"but feed_async\(\) needs the values it draws.*@given"):
-        await nst.feed_async(print, nst.schedules(b"abc"))
+        await nst.feed_async(print, nst.schedules(b"abc"))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -419,7 +437,11 @@ async def test_feed_async_into_a_memory_datagram_transport_reaches_its_protocol(
     try:
         with pytest.raises(TypeError, match=r"delivers on later loop turns: use `await feed_a"):
             nst.feed(transport, [nst.Datagram(b"a", 0)])
-        arrivals = [nst.Datagram(b"a", 0), nst.Datagram(b"", 1), nst.ConnectionLost(refused)]
+        arrivals: list[nst.Datagram | nst.Event] = [
+            nst.Datagram(b"a", 0),
+            nst.Datagram(b"", 1),
+            nst.ConnectionLost(refused),
+        ]
         await nst.feed_async(transport, arrivals)
         assert protocol.datagrams == [(b"a", ("127.0.0.1", 53)), (b"", ("127.0.0.1", 53))]
         assert protocol.errors == [refused]
@@ -537,7 +559,13 @@ def test_feed_stops_once_the_protocol_closed_its_transport(
 def test_feed_holds_back_nothing_for_a_protocol_that_closed_while_paused() -> None:
     protocol, transport = EchoUpper(), RecordingTransport()
     protocol.connection_made(transport)
-    schedule = [b"QUIT\n", nst.PauseReading(), b"a\n", nst.Eof(), nst.ResumeReading()]
+    schedule: list[bytes | nst.Event] = [
+        b"QUIT\n",
+        nst.PauseReading(),
+        b"a\n",
+        nst.Eof(),
+        nst.ResumeReading(),
+    ]
     nst.feed(protocol, schedule)
     assert protocol.events == [b"QUIT\n"]
 
@@ -944,7 +972,13 @@ def test_feed_async_delays_cost_no_wall_time_under_looptime() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
         wall, start = time.monotonic(), loop.time()
-        schedule = [b"a", nst.Delay(3600), b"b", nst.Delay(3600), nst.Eof()]
+        schedule: list[bytes | nst.Event] = [
+            b"a",
+            nst.Delay(3600),
+            b"b",
+            nst.Delay(3600),
+            nst.Eof(),
+        ]
         await nst.feed_async(protocol, schedule)
         assert loop.time() - start >= 7200
         assert time.monotonic() - wall < 10

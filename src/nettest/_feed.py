@@ -43,11 +43,14 @@ import sys
 import typing
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 from ._datagrams import MemoryDatagramTransport
 from ._recording import check_seconds
 from ._transports import MemoryTransport
+
+if TYPE_CHECKING:
+    from ._strategies import MessageStream
 
 __all__ = [
     "Chunk",
@@ -221,6 +224,8 @@ class Datagram:
 
 #: One step of a delivery schedule.
 Event: TypeAlias = Chunk | PauseReading | ResumeReading | Delay | Eof | ConnectionLost
+#: What `feed` and `feed_async` deliver: chunks and events, datagrams, or a message stream.
+Delivery: TypeAlias = "Iterable[bytes | bytearray | memoryview | Event | Datagram] | MessageStream"
 
 
 @runtime_checkable
@@ -516,9 +521,7 @@ class _Driver:
             yield
 
 
-def feed(
-    target: object, chunks_or_schedule: Iterable[bytes | Event] | Any, *, addr: Any = None
-) -> None:
+def feed(target: object, chunks_or_schedule: Delivery, *, addr: Any = None) -> None:
     """Deliver reads, or a schedule without delays, to ``target`` now.
 
     This is the transport's half of a test: each chunk becomes one read of the
@@ -611,7 +614,7 @@ def feed(
 
 async def feed_async(
     target: object,
-    chunks_or_schedule: Iterable[bytes | Event] | Any,
+    chunks_or_schedule: Delivery,
     *,
     addr: Any = None,
 ) -> None:
