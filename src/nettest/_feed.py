@@ -224,8 +224,6 @@ class Datagram:
 
 #: One step of a delivery schedule.
 Event: TypeAlias = Chunk | PauseReading | ResumeReading | Delay | Eof | ConnectionLost
-#: What `feed` and `feed_async` deliver: chunks and events, datagrams, or a message stream.
-Delivery: TypeAlias = "Iterable[bytes | bytearray | memoryview | Event | Datagram] | MessageStream"
 
 
 @runtime_checkable
@@ -521,7 +519,12 @@ class _Driver:
             yield
 
 
-def feed(target: object, chunks_or_schedule: Delivery, *, addr: Any = None) -> None:
+def feed(
+    target: object,
+    chunks_or_schedule: Iterable[bytes | Event | Datagram] | MessageStream,
+    *,
+    addr: Any = None,
+) -> None:
     """Deliver reads, or a schedule without delays, to ``target`` now.
 
     This is the transport's half of a test: each chunk becomes one read of the
@@ -614,7 +617,7 @@ def feed(target: object, chunks_or_schedule: Delivery, *, addr: Any = None) -> N
 
 async def feed_async(
     target: object,
-    chunks_or_schedule: Delivery,
+    chunks_or_schedule: Iterable[bytes | Event | Datagram] | MessageStream,
     *,
     addr: Any = None,
 ) -> None:

@@ -126,7 +126,7 @@ def write_tls_files(
         The paths written.
 
     Raises:
-        TypeError: *directory* is not a `str` or `os.PathLike` path, *ca* not a
+        TypeError: *directory* is not a `str` or ``os.PathLike`` path, *ca* not a
             ``trustme.CA``, or a certificate not a ``trustme.LeafCert``.
         ValueError: *directory* is empty (``"."`` names the current directory).
         FileExistsError: One of the files exists already (even as a dangling
