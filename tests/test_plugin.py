@@ -177,7 +177,15 @@ def test_bad_nettest_seed_marker_fails_the_test(
         """
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.stdout.fnmatch_lines([f"*nettest_seed marker on *test_fixed: {error}"])
+    result.stdout.fnmatch_lines(
+        [
+            "*_ ERROR at setup of test_fixed _*",
+            # The report is the message: no frames of the hooks that led to it.
+            f"nettest_seed marker on *test_fixed: {error}",
+            "*= short test summary info =*",
+        ],
+        consecutive=True,
+    )
     result.assert_outcomes(errors=1)
 
 

@@ -282,7 +282,14 @@ def nettest_seed(request: pytest.FixtureRequest) -> int:
     """
     item = cast("pytest.Item", request.node)
     if _SEED_KEY not in item.stash:  # worked out by the setup hook, unless its marker is bad
-        item.stash[_SEED_KEY] = _test_seed(item)
+        try:
+            item.stash[_SEED_KEY] = _test_seed(item)
+        except pytest.UsageError as error:
+            bad_marker = str(error)
+        else:
+            return item.stash[_SEED_KEY]
+        # The marker's error is the report: not the hooks' frames that led here.
+        pytest.fail(bad_marker, pytrace=False)
     return item.stash[_SEED_KEY]
 
 
@@ -325,7 +332,7 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     with GATE.owned_by(item.nodeid):
         result = yield
     if bad_marker is not None:  # after the fixtures' setup, which their teardown expects
-        raise bad_marker
+        pytest.fail(str(bad_marker), pytrace=False)  # the message says it all
     return result
 
 
