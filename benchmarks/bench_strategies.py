@@ -5,7 +5,10 @@ Run: ``.venv/bin/python benchmarks/bench_strategies.py [--quick]``.
 Each strategy drives a trivial ``@given`` test with the generate phase only and
 no database; the rate is examples per second of wall time.  The baseline,
 ``st.binary(min_size=4096, max_size=4096)``, is measured in the same run, and
-each line prints its ratio to it (the target for `chunkings` is >= 0.5x).
+each line prints its ratio to it, measured in interleaved rounds.  The target,
+>= 0.5x, is judged on `chunkings` over ``st.binary`` of the same size, which
+draws its data as the baseline does; cutting fixed bytes draws none, and is
+faster than the baseline for that reason alone.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from hypothesis.strategies import SearchStrategy
 from nettest import strategies as nst
 
 SIZE = 4096
+#: chunkings over drawn data generates at least this fraction of st.binary's rate.
+TARGET = 0.5
+LIKE_FOR_LIKE = "chunkings(st.binary(4096, 4096))"
 
 
 def payload() -> bytes:
@@ -64,18 +70,31 @@ def main() -> None:
     candidates: dict[str, SearchStrategy[object]] = {
         "chunkings(4 KiB bytes)": nst.chunkings(data),
         "chunkings(4 KiB bytes, no hints)": nst.chunkings(data, delimiters=(), utf8=False),
-        "chunkings(st.binary(4096, 4096))": nst.chunkings(st.binary(min_size=SIZE, max_size=SIZE)),
+        LIKE_FOR_LIKE: nst.chunkings(st.binary(min_size=SIZE, max_size=SIZE)),
         "message_streams(4 KiB in 32 messages)": nst.message_streams(
             [data[i : i + 128] for i in range(0, SIZE, 128)]
         ),
     }
     baseline_strategy = st.binary(min_size=SIZE, max_size=SIZE)
-    print(f"{examples} examples per measurement, best of {rounds}")
-    baseline = max(rate(baseline_strategy, examples) for _ in range(rounds))
+    print(f"{examples} examples per measurement, best of {rounds} interleaved rounds")
+    best = dict.fromkeys(["baseline", *candidates], 0.0)
+    for _ in range(rounds):  # interleaved: a slow moment of the machine hits all alike
+        best["baseline"] = max(best["baseline"], rate(baseline_strategy, examples))
+        for name, strategy in candidates.items():
+            best[name] = max(best[name], rate(strategy, examples))
+    baseline = best["baseline"]
     print(f"{'st.binary(min_size=4096, max_size=4096)':42} {baseline:9.0f} examples/s  (baseline)")
-    for name, strategy in candidates.items():
-        measured = max(rate(strategy, examples) for _ in range(rounds))
-        print(f"{name:42} {measured:9.0f} examples/s  ratio {measured / baseline:.2f}x")
+    for name in candidates:
+        ratio = best[name] / baseline
+        line = f"{name:42} {best[name]:9.0f} examples/s  ratio {ratio:.2f}x"
+        if name == LIKE_FOR_LIKE:
+            verdict = "ok" if ratio >= TARGET else "MISSED"
+            line += f"  (target >= {TARGET}x) {verdict}" if not args.quick else ""
+        print(line)
+    print(
+        f"the target is judged on {LIKE_FOR_LIKE}: it draws its 4 KiB as the baseline "
+        "does, then cuts them; the lines above it cut fixed bytes, and draw no data"
+    )
 
 
 if __name__ == "__main__":
