@@ -5,12 +5,14 @@
 from __future__ import annotations
 
 import http.client
+import inspect
 import re
 import socket
 import ssl
 import sys
 import threading
 import time
+import typing
 import warnings
 from collections.abc import Callable
 from types import FrameType
@@ -18,19 +20,23 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from nettest import _settings, handlers
+from nettest import _settings, _threads, handlers
 from nettest._handlers import HandlerError
 from nettest._recording import Ending
+from nettest._servers import TCPServer, UnixServer
 from nettest._stream_server import ServerTeardownWarning
 from nettest._threads import (
     TCPServerThread,
     TCPServerThreadFactory,
+    UDPServerThread,
     UDPServerThreadFactory,
+    UnixServerThread,
     UnixServerThreadFactory,
     tcp_server_thread,  # noqa: F401
     udp_server_thread,  # noqa: F401
     unix_server_thread,  # noqa: F401
 )
+from nettest._udp import UDPServer
 
 if TYPE_CHECKING:
     from _typeshed import TraceFunction
@@ -481,3 +487,34 @@ def test_script_steps_on_the_thread_follow_the_tests_debugger(
         if not debugged:
             with pytest.raises(HandlerError, match=r"nothing matching arrived in 0\.2 s"):
                 server.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "server"),
+    [
+        (_threads._TCPOptions, TCPServer),
+        (_threads._UnixOptions, UnixServer),
+        (_threads._UDPOptions, UDPServer),
+    ],
+)
+def test_thread_server_options_are_their_servers_keywords(
+    options: type[object], server: type[object]
+) -> None:
+    # What types a thread server's **options: every keyword of its server, in order.
+    keywords = [
+        name
+        for name, parameter in inspect.signature(server).parameters.items()
+        if parameter.kind is parameter.KEYWORD_ONLY
+    ]
+    assert list(typing.get_type_hints(options)) == keywords
+
+
+def test_thread_servers_refuse_a_misspelt_option() -> None:
+    # At run time, and under mypy: this file is checked with warn_unused_ignores, so
+    # were the options typed Any, the ignores below would fail the type check.
+    with pytest.raises(TypeError, match="unexpected keyword argument 'limt'"):
+        TCPServerThread(handlers.echo, limt=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'pth'"):
+        UnixServerThread(handlers.echo, pth="/tmp/x")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'hots'"):
+        UDPServerThread(handlers.echo, hots="127.0.0.1")  # type: ignore[call-arg]

@@ -30,6 +30,8 @@ from ._settings import default_timeout, follow_debugger
 from ._udp import UDPServer, _DatagramServer
 
 if typing.TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from ._stream_server import _StreamServer
 
 __all__ = [
@@ -40,6 +42,49 @@ __all__ = [
     "UnixServerThread",
     "UnixServerThreadFactory",
 ]
+
+
+class _TCPOptions(typing.TypedDict, total=False):
+    """`TCPServer`'s keyword arguments, for the type of ``TCPServerThread(**options)``."""
+
+    host: str
+    ssl: ssl.SSLContext | None
+    handshake_timeout: float | None
+    allow_remote: bool
+    close_timeout: float
+    rcvbuf: int | None
+    sndbuf: int | None
+    nodelay: bool
+    reuse_port: bool
+    backlog: int
+    limit: int
+
+
+class _UnixOptions(typing.TypedDict, total=False):
+    """`UnixServer`'s keyword arguments."""
+
+    path: str | pathlib.Path | None
+    abstract: bool
+    ssl: ssl.SSLContext | None
+    handshake_timeout: float | None
+    close_timeout: float
+    rcvbuf: int | None
+    sndbuf: int | None
+    backlog: int
+    limit: int
+
+
+class _UDPOptions(typing.TypedDict, total=False):
+    """`UDPServer`'s keyword arguments."""
+
+    host: str
+    group: str | None
+    allow_remote: bool
+    rcvbuf: int | None
+    sndbuf: int | None
+    reuse_port: bool
+    broadcast: bool
+
 
 _T = TypeVar("_T")
 _S = TypeVar("_S", bound="_StreamServer | _DatagramServer")
@@ -370,7 +415,9 @@ class TCPServerThread(_StreamThreadMixin[TCPServer], _HostThreadMixin[TCPServer]
     """
 
     def __init__(
-        self, handler: Handler | StreamHandler | ProtocolFactory = echo, **options: Any
+        self,
+        handler: Handler | StreamHandler | ProtocolFactory = echo,
+        **options: Unpack[_TCPOptions],
     ) -> None:
         super().__init__(TCPServer(handler, **options))
 
@@ -392,7 +439,9 @@ class UnixServerThread(_StreamThreadMixin[UnixServer]):
     """
 
     def __init__(
-        self, handler: Handler | StreamHandler | ProtocolFactory = echo, **options: Any
+        self,
+        handler: Handler | StreamHandler | ProtocolFactory = echo,
+        **options: Unpack[_UnixOptions],
     ) -> None:
         super().__init__(UnixServer(handler, **options))
 
@@ -419,7 +468,9 @@ class UDPServerThread(_HostThreadMixin[UDPServer]):
                 assert sock.recv(100) == b"ping"
     """
 
-    def __init__(self, handler: Handler | DatagramProtocolFactory = echo, **options: Any) -> None:
+    def __init__(
+        self, handler: Handler | DatagramProtocolFactory = echo, **options: Unpack[_UDPOptions]
+    ) -> None:
         super().__init__(UDPServer(handler, **options))
 
     @property
