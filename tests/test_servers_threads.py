@@ -247,7 +247,26 @@ def test_udp_blocking_client(udp_server_thread: UDPServerThreadFactory) -> None:
         assert sock.recv(100) == b"dgram"
     (datagram,) = server.wait_for_datagrams(1)
     assert datagram.data == b"dgram"
-    assert [d.data for d in server.sent] == [b"dgram"]
+    # The server records its reply once its send returned, on its own thread: the
+    # client may have it first.  Reading server.sent at once raced that.
+    (reply,) = server.wait_for_datagrams(1, direction="sent")
+    assert reply.data == b"dgram"
+    assert reply.direction == "sent"
+
+
+def test_udp_thread_server_sent_is_waited_for(udp_server_thread: UDPServerThreadFactory) -> None:
+    server = udp_server_thread(handlers.echo)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        for i in range(1, 31):
+            sock.sendto(b"%d" % i, server.address)
+            assert sock.recv(100) == b"%d" % i
+            sent = server.wait_for_datagrams(i, direction="sent", timeout=5)
+            assert [d.data for d in sent] == [b"%d" % k for k in range(1, i + 1)]
+    with pytest.raises(TimeoutError, match=r"expected 31 datagrams sent; 30 were sent: "):
+        server.wait_for_datagrams(31, direction="sent", timeout=0.05)
+    with pytest.raises(ValueError, match='direction must be "received" or "sent", got \'out\''):
+        server.wait_for_datagrams(1, direction="out")  # type: ignore[arg-type]
 
 
 def test_unix_blocking_client(unix_server_thread: UnixServerThreadFactory) -> None:

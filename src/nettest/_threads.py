@@ -17,7 +17,7 @@ import threading
 import typing
 import warnings
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import pytest
 
@@ -489,19 +489,28 @@ class UDPServerThread(_HostThreadMixin[UDPServer]):
         return self._server.sent
 
     def wait_for_datagrams(
-        self, n: int = 1, *, timeout: float | None = _UNSET
+        self,
+        n: int = 1,
+        *,
+        direction: Literal["received", "sent"] = "received",
+        timeout: float | None = _UNSET,
     ) -> tuple[Datagram, ...]:
         """Block until ``n`` datagrams have been received in all; return the first ``n``.
 
-        ``n=0`` returns ``()`` at once.
+        ``n=0`` returns ``()`` at once.  With ``direction="sent"`` it waits for
+        the server's own: the server records one once its send has returned, on
+        its thread, which may be after a blocking client has read it.
 
         Raises:
             TypeError: ``n`` is not an int.
-            ValueError: ``n`` < 0, or a bad timeout.
+            ValueError: ``n`` < 0, ``direction`` neither "received" nor "sent",
+                or a bad timeout.
             TimeoutError: fewer arrived in time, or the server closed with fewer
                 (then at once); the message lists those that did.
         """
-        return self._run(self._server.wait_for_datagrams(n, timeout=_timeout_here(timeout)))
+        return self._run(
+            self._server.wait_for_datagrams(n, direction=direction, timeout=_timeout_here(timeout))
+        )
 
 
 # -- fixtures -------------------------------------------------------------------

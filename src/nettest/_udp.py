@@ -20,7 +20,7 @@ import socket
 import sys
 import typing
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pytest
 import pytest_asyncio
@@ -392,41 +392,56 @@ class _DatagramServer(_LoopbackServer):
         return format_datagrams(self._name, self._started_at, self._events)
 
     async def wait_for_datagrams(
-        self, n: int = 1, *, timeout: float | None = _UNSET
+        self,
+        n: int = 1,
+        *,
+        direction: Literal["received", "sent"] = "received",
+        timeout: float | None = _UNSET,
     ) -> tuple[Datagram, ...]:
-        """Wait until at least ``n`` datagrams have been received in all.
+        """Wait until at least ``n`` datagrams have been received in all (or sent).
 
         ``n=0`` returns ``()`` at once, for a test parametrized over a number of
-        datagrams.
+        datagrams.  With ``direction="sent"`` it waits for the server's own: a
+        thread server records a datagram once its send has returned, which may be
+        after a blocking client has read it.
 
         Returns:
-            The first ``n`` datagrams received.
+            The first ``n`` datagrams received (or sent).
 
         Raises:
             TypeError: ``n`` is not an int.
-            ValueError: ``n`` < 0, or a bad timeout.
+            ValueError: ``n`` < 0, ``direction`` neither "received" nor "sent", or
+                a bad timeout.
             RuntimeError: not started, or called on another event loop than the server's.
             TimeoutError: fewer arrived in time, or the server closed, or an
                 error closed its transport, with fewer (then at once); the message
                 lists those that did.
         """
         _check_int("n", n, low=0)
+        if direction not in ("received", "sent"):
+            raise ValueError(f'direction must be "received" or "sent", got {direction!r}')
         seconds = resolve_timeout(timeout)
         self._check_loop()
+
+        def recorded() -> tuple[Datagram, ...]:
+            return self.datagrams if direction == "received" else self.sent
+
         await self._changed.wait_until(
-            lambda: len(self.datagrams) >= n,
+            lambda: len(recorded()) >= n,
             seconds,
-            lambda: self._too_few(n),
+            lambda: self._too_few(n, recorded(), direction),
             ended=lambda: bool(self._ended()),
         )
-        return self.datagrams[:n]
+        return recorded()[:n]
 
-    def _too_few(self, n: int) -> str:
-        arrived = ", ".join(show(d.data, 64) for d in self.datagrams)
+    def _too_few(self, n: int, recorded: tuple[Datagram, ...], direction: str) -> str:
+        listed = ", ".join(show(d.data, 64) for d in recorded)
         ended = self._ended()
+        verb = "arrived" if direction == "received" else "were sent"
         return (
-            f"{self._name}: expected {n} datagram{'s' if n != 1 else ''}; "
-            f"{len(self.datagrams)} arrived{f': {arrived}' if arrived else ''}"
+            f"{self._name}: expected {n} datagram{'s' if n != 1 else ''}"
+            f"{'' if direction == 'received' else ' sent'}; "
+            f"{len(recorded)} {verb}{f': {listed}' if listed else ''}"
             f"{f'; {ended}' if ended else ''}"
         )
 
@@ -648,9 +663,18 @@ def multicast_socket(interface: str = "127.0.0.1", *, ttl: int = 1) -> socket.so
         with nettest.multicast_socket() as sock:
             sock.sendto(b"M-SEARCH * HTTP/1.1\\r\\n\\r\\n", server.address)
     """
-    if check_host(interface, allow_remote=False, name="interface") != socket.AF_INET:
+    if not isinstance(interface, str):
+        raise TypeError(f"interface must be a str, got {type(interface).__name__}")
+    # One message for every address it refuses: the servers' host check would offer
+    # allow_remote, which this function has not, or IPv6, which it cannot send from.
+    try:
+        ipv4_loopback = check_host(interface, allow_remote=False) == socket.AF_INET
+    except ValueError:
+        ipv4_loopback = False
+    if not ipv4_loopback:
         raise ValueError(
-            f"interface must be an IPv4 loopback address such as '127.0.0.1', got {interface!r}"
+            "interface must be a literal IPv4 loopback address such as '127.0.0.1', "
+            f"got {interface!r}"
         )
     _check_int("ttl", ttl, low=0, high=255)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
