@@ -645,6 +645,23 @@ async def test_memory_datagram_pump_outside_manual_mode_or_with_the_test_as_peer
 
 
 @pytest.mark.asyncio
+async def test_memory_datagram_pair_take_sent_takes_what_waits_for_pump() -> None:
+    a_proto, b_proto = Datagrams(), Datagrams()
+    a, b = memory_datagram_pair(a_proto, b_proto, manual=True)
+    await turns()
+    a.sendto(b"one")
+    a.sendto(b"two")
+    peer = b.get_extra_info("sockname")
+    assert a.take_sent() == [(b"one", peer), (b"two", peer)]  # lost, as the test decides
+    assert a.pump() == 0
+    await turns()
+    assert [e for e in b_proto.events if e[0] == "datagram"] == []
+    a.close()
+    b.close()
+    await turns()
+
+
+@pytest.mark.asyncio
 async def test_memory_datagram_too_large_when_pumped_or_taken_by_the_test() -> None:
     a_proto, b_proto = Outcome(), Datagrams()
     a, b = memory_datagram_pair(a_proto, b_proto, manual=True)

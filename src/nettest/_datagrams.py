@@ -654,6 +654,8 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         """Take the datagrams the protocol sent, as ``(data, addr)``, oldest first.
 
         This empties the write buffer: ``resume_writing`` follows on the next turn.
+        On an end of a manual `memory_datagram_pair` it takes what waits for
+        `pump`: the peer never receives those, as if the network lost them.
         Each is checked as it is taken, as `pump` checks it (one the kernel refuses
         goes to ``error_received`` and is not returned), and its address is the one
         it leads to, so the same address always reads the same.
