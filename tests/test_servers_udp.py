@@ -632,6 +632,18 @@ async def test_multicast_socket_names_a_bad_interface(
         multicast_socket(interface).close()  # type: ignore[arg-type]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux's ENODEV")
+async def test_multicast_server_on_an_interface_that_cannot_join_names_it() -> None:
+    # 127.255.255.255 is loopback, and passes the host check, but is no interface's
+    # address: the kernel's bare "No such device" said nothing of which argument.
+    with pytest.raises(
+        OSError,
+        match=r"No such device: cannot join group '239\.1\.2\.3' on the interface "
+        r"host='127\.255\.255\.255'",
+    ):
+        await UDPServer(group="239.1.2.3", host="127.255.255.255").start()
+
+
 async def test_udp_wait_on_another_loop_is_refused(udp_server: UDPServerFactory) -> None:
     server = await udp_server(handlers.sink)
 

@@ -605,10 +605,18 @@ class UDPServer(_LoopbackHost, _DatagramServer):
                 # group's datagrams.  Windows cannot bind a group address.
                 sock.bind(("" if sys.platform == "win32" else self._group, 0))
                 membership = socket.inet_aton(self._group) + socket.inet_aton(self._host)
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
-                sock.setsockopt(
-                    socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self._host)
-                )
+                try:
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+                    sock.setsockopt(
+                        socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self._host)
+                    )
+                except OSError as error:  # ENODEV for 127.255.255.255: say which argument
+                    raise OSError(
+                        error.errno,
+                        f"{error.strerror}: cannot join group {self._group!r} on the "
+                        f"interface host={self._host!r} (an address of this host's "
+                        "loopback interface, such as '127.0.0.1')",
+                    ) from None
             else:
                 sock.bind((self._host, 0))
             self._port = sock.getsockname()[1]
