@@ -183,10 +183,19 @@ def test_start_tls_needs_python_3_11(tls_server_context: ssl.SSLContext) -> None
 
 
 @needs_start_tls
-def test_start_tls_checks_its_arguments(tls_server_context: ssl.SSLContext) -> None:
+def test_start_tls_checks_its_arguments(
+    tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext
+) -> None:
     with pytest.raises(TypeError, match=r"context must be an ssl\.SSLContext, got None"):
         handlers.start_tls(None)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="timeout"):
+    # Taken, a client context failed every client's handshake: a test that expects
+    # its client to be refused passed for that.
+    with pytest.raises(ValueError, match=r"context must be a server context .* got a client"):
+        handlers.start_tls(tls_client_context)
+    # None is asyncio's 60 s here, not a wait for ever.
+    with pytest.raises(
+        ValueError, match=r"^timeout must be > 0 and finite, or None for asyncio's 60 s, got -1$"
+    ):
         handlers.start_tls(tls_server_context, timeout=-1)
     with pytest.raises(TypeError, match=r"handlers.start_tls itself, which makes a step"):
         handlers.script(handlers.start_tls)  # type: ignore[arg-type]

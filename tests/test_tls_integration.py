@@ -428,7 +428,12 @@ async def test_tls_server_handshake_timeout_is_its_own(
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"handshake_timeout": 0}, ValueError, "handshake_timeout must be > 0"),
+        (
+            {"handshake_timeout": 0},
+            ValueError,
+            "^handshake_timeout must be > 0 and finite, or None for nettest's default timeout, "
+            "got 0$",
+        ),
         ({"handshake_timeout": "1"}, TypeError, "handshake_timeout must be a number > 0"),
         ({"handshake_timeout": 1.0, "ssl": None}, ValueError, "applies to TLS: pass ssl="),
     ],

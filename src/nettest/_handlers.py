@@ -403,7 +403,8 @@ def start_tls(context: ssl.SSLContext, *, timeout: float | None = _UNSET) -> Ste
 
     Raises:
         TypeError: ``context`` is not an `ssl.SSLContext`, or ``timeout`` not a number.
-        ValueError: ``timeout`` out of range.
+        ValueError: ``context`` is a client context (``PROTOCOL_TLS_CLIENT``), or
+            ``timeout`` out of range.
         RuntimeError: Python 3.10, which has no ``StreamWriter.start_tls``.
 
     Example::
@@ -420,12 +421,21 @@ def start_tls(context: ssl.SSLContext, *, timeout: float | None = _UNSET) -> Ste
     """
     if not isinstance(context, ssl.SSLContext):
         raise TypeError(f"context must be an ssl.SSLContext, got {context!r}")
+    if context.protocol == ssl.PROTOCOL_TLS_CLIENT:
+        # Taken, it would fail every client's handshake: a negative test would pass.
+        raise ValueError(
+            "context must be a server context (ssl.PROTOCOL_TLS_SERVER, such as "
+            "tls_server_context), got a client context (ssl.PROTOCOL_TLS_CLIENT)"
+        )
     if not hasattr(asyncio.StreamWriter, "start_tls"):
         raise RuntimeError(
             "handlers.start_tls needs Python 3.11 or newer (StreamWriter.start_tls); "
             "on 3.10 serve TLS from the start with ssl="
         )
-    return _StartTLS(context, _step_timeout(timeout))
+    if timeout is _UNSET:
+        return _StartTLS(context, _UNSET)
+    seconds = check_seconds("timeout", timeout, allow_none=True, none_means="for asyncio's 60 s")
+    return _StartTLS(context, seconds)
 
 
 def script(*steps: Step | Handler) -> Script:

@@ -44,24 +44,35 @@ def check_bytes(name: str, value: object) -> bytes:
 
 @typing.overload
 def check_seconds(
-    name: str, value: object, *, allow_zero: bool = ..., allow_none: Literal[False] = ...
+    name: str,
+    value: object,
+    *,
+    allow_zero: bool = ...,
+    allow_none: Literal[False] = ...,
+    none_means: str = ...,
 ) -> float: ...
 
 
 @typing.overload
 def check_seconds(
-    name: str, value: object, *, allow_zero: bool = ..., allow_none: bool
+    name: str, value: object, *, allow_zero: bool = ..., allow_none: bool, none_means: str = ...
 ) -> float | None: ...
 
 
 def check_seconds(
-    name: str, value: object, *, allow_zero: bool = False, allow_none: bool = False
+    name: str,
+    value: object,
+    *,
+    allow_zero: bool = False,
+    allow_none: bool = False,
+    none_means: str = "to wait for ever",
 ) -> float | None:
     """Return ``value`` as seconds, or raise naming ``name`` and the accepted range.
 
     Every timeout and duration of the servers and handlers goes through here, so
     they all accept the same values: an int or float, finite, > 0 (>= 0 with
-    ``allow_zero``), or None with ``allow_none`` (wait for ever).  ``inf`` is
+    ``allow_zero``), or None with ``allow_none`` (to wait for ever, unless
+    ``none_means`` says what else the message should give None).  ``inf`` is
     refused: where waiting for ever is allowed, None says so; elsewhere
     (teardown, a script step) the wait must end.
 
@@ -72,7 +83,7 @@ def check_seconds(
     if value is None and allow_none:
         return None
     at_least = ">= 0" if allow_zero else "> 0"
-    or_none = ", or None to wait for ever" if allow_none else ""
+    or_none = f", or None {none_means}" if allow_none else ""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number {at_least}{or_none}, got {value!r}")
     try:

@@ -207,7 +207,10 @@ class _StreamServer(_LoopbackServer):
             )
         seconds = check_seconds("close_timeout", close_timeout)
         self._handshake_timeout = check_seconds(
-            "handshake_timeout", handshake_timeout, allow_none=True
+            "handshake_timeout",
+            handshake_timeout,
+            allow_none=True,
+            none_means="for nettest's default timeout",
         )
         if handshake_timeout is not None and ssl is None:
             raise ValueError("handshake_timeout applies to TLS: pass ssl= too")
