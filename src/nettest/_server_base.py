@@ -658,12 +658,23 @@ def raise_all(errors: Sequence[Exception], who: str) -> None:
         raise _exception_group(f"{who}: {len(errors)} servers failed at teardown", errors)
 
 
+def _run_to_the_end(loop: asyncio.AbstractEventLoop, server: _Closable) -> asyncio.Task[None]:
+    """Run ``server.aclose()`` on ``loop``, which is not running; return its finished task."""
+    task = loop.create_task(server.aclose())
+    loop.run_until_complete(asyncio.wait({task}))
+    return task
+
+
 def _close_elsewhere(loop: asyncio.AbstractEventLoop, server: _Closable) -> None:
     """Close a server that runs on another loop than its fixture's, on that loop.
 
     The loop is not running (teardown is synchronous), so the close runs it here;
-    if the loop has closed already, only the socket can be closed.
+    if the loop has closed already, only the socket can be closed.  What the
+    close raises (the handlers' errors) is raised from here, whose frame is hidden,
+    and not from inside the loop's ``run_until_complete``: the report starts at
+    the handler.
     """
+    __tracebackhide__ = True
     if server.closed:
         return
     if loop.is_closed():
@@ -676,13 +687,13 @@ def _close_elsewhere(loop: asyncio.AbstractEventLoop, server: _Closable) -> None
     with contextlib.suppress(RuntimeError):
         running_here = asyncio.get_running_loop()
     if running_here is None:
-        loop.run_until_complete(server.aclose())
+        _run_to_the_end(loop, server).result()
         return
     error: list[BaseException] = []
 
     def run() -> None:
         try:
-            loop.run_until_complete(server.aclose())
+            _run_to_the_end(loop, server).result()
         except BaseException as exc:
             error.append(exc)
 
