@@ -170,19 +170,24 @@ async def test_conformance_accepts_writes_split_into_reads(
     )
 
 
-@pytest.mark.asyncio
-async def test_check_transport_pair_runs_every_case() -> None:
-    ran: list[str] = []
+def counting(make_pair: TransportPairFactory, ran: list[str]) -> TransportPairFactory:
+    """`make_pair`, noting each pair it connects in `ran`."""
 
     @contextlib.asynccontextmanager
     async def counting_pair(
         client_factory: ProtocolFactory, server_factory: ProtocolFactory
     ) -> AsyncIterator[None]:
         ran.append("pair")
-        async with socketpair_pair(client_factory, server_factory):
+        async with make_pair(client_factory, server_factory):
             yield
 
-    await check_transport_pair(counting_pair, seed=1)
+    return counting_pair
+
+
+@pytest.mark.asyncio
+async def test_check_transport_pair_runs_every_case() -> None:
+    ran: list[str] = []
+    await check_transport_pair(counting(socketpair_pair, ran), seed=1)
     # Some cases connect once; none connects twice.
     assert len(ran) == len(CONFORMANCE_CASES)
 
@@ -584,16 +589,7 @@ async def test_check_transport_pair_skips_the_cases_it_is_told_to() -> None:
     assert "sets _start_tls_compatible = True" in str(info.value)
     assert "leave this case out (skip=['start_tls'])" in str(info.value)
     ran: list[str] = []
-
-    @contextlib.asynccontextmanager
-    async def counting_pair(
-        client_factory: ProtocolFactory, server_factory: ProtocolFactory
-    ) -> AsyncIterator[None]:
-        ran.append("pair")
-        async with make_pair(client_factory, server_factory):
-            yield
-
-    await check_transport_pair(counting_pair, skip=["start_tls"], timeout=5)
+    await check_transport_pair(counting(make_pair, ran), skip=["start_tls"], timeout=5)
     assert len(ran) == len(CONFORMANCE_CASES) - 1
 
 

@@ -10,6 +10,7 @@ import hashlib
 import os
 import random
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -1281,6 +1282,21 @@ def _echo_through(address: str, payload: bytes) -> bytes:
         return received
 
 
+@contextlib.contextmanager
+def _cli_proxy(*args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run ``nettest proxy ARGS``; yield its first line and the process, killed if still up."""
+    process = subprocess.Popen([sys.executable, "-c", _CLI, *args], stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().decode(), process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
 def test_cli_proxy_that_cannot_listen_says_where(capsys: pytest.CaptureFixture[str]) -> None:
     from nettest._proxy_cli import cli_main
 
@@ -1296,24 +1312,10 @@ def test_cli_proxy_that_cannot_listen_says_where(capsys: pytest.CaptureFixture[s
 @skip_windows
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
 def test_cli_proxy_prints_an_ipv6_address_in_brackets() -> None:
-    import signal
-
-    process = subprocess.Popen(
-        [sys.executable, "-c", _CLI, "--upstream", "[::1]:1", "--listen", "[::1]:0"],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline().decode()
+    with _cli_proxy("--upstream", "[::1]:1", "--listen", "[::1]:0") as (first, process):
         assert re.match(r"nettest proxy tcp listening on \[::1\]:\d+ -> \[::1\]:1$", first), first
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
 
 
 @skip_windows
@@ -1361,26 +1363,13 @@ def test_cli_proxy_goes_on_when_its_stdout_reader_does_not(
 
 @skip_windows
 def test_cli_proxy_forwards_to_a_unix_socket(unix_server_thread: UnixServerThreadFactory) -> None:
-    import signal
-
     server = unix_server_thread(handlers.echo)
-    process = subprocess.Popen(
-        [sys.executable, "-c", _CLI, "--upstream", server.path], stdout=subprocess.PIPE
-    )
-    try:
-        assert process.stdout is not None
-        first = process.stdout.readline().decode()
+    with _cli_proxy("--upstream", server.path) as (first, process):
         assert first.rstrip().endswith(f"-> {server.path}"), first
         address = first.split("listening on ")[1].split(" ")[0]
         assert _echo_through(address, b"to a path") == b"to a path"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
     assert server.connections[0].received == b"to a path"
 
 
