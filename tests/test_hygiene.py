@@ -669,6 +669,52 @@ def test_gate_strict_leaves_a_wider_scoped_servers_connections_to_it(
     )
 
 
+def test_gate_strict_leaves_a_wider_protocol_servers_tasks_to_it(
+    pytester: pytest.Pytester,
+) -> None:
+    # A loop.create_server protocol (aiohttp's web server is one) that starts a task
+    # in connection_made: the task serves the module's server, not the test that
+    # connected, and is still running at that test's check.
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import pytest
+        import pytest_asyncio
+
+        class Serving(asyncio.Protocol):
+            def connection_made(self, transport):
+                self.closed = asyncio.get_running_loop().create_future()
+                self.task = asyncio.get_running_loop().create_task(self.serve())
+
+            async def serve(self):
+                await self.closed
+
+            def connection_lost(self, exc):
+                self.closed.set_result(None)
+
+        @pytest_asyncio.fixture(loop_scope="module", scope="module")
+        async def server():
+            server = await asyncio.get_running_loop().create_server(Serving, "127.0.0.1", 0)
+            yield server
+            server.close()
+            await server.wait_closed()
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_connects_and_closes(server):
+            reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+            writer.close()
+            await writer.wait_closed()
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_after(server):
+            pass
+        """,
+        "--nettest-leaks=strict",
+    )
+    result.assert_outcomes(passed=2)
+
+
 def test_gate_leaves_a_wider_scoped_servers_open_connections_to_it(
     pytester: pytest.Pytester,
 ) -> None:

@@ -336,7 +336,9 @@ class _Instruments:
 
         ``asyncio.start_server``'s ``client_connected_cb`` runs in a task that
         ``StreamReaderProtocol.connection_made`` makes, in a loop callback: no task
-        is current there, and none of the test's frames is on the stack.  The
+        is current there, and none of the test's frames is on the stack.  So does
+        a task that any protocol's ``connection_made`` starts (a
+        ``loop.create_server`` protocol's, aiohttp's request handler's).  The
         connection's socket knows who owns the server (an accepted socket is its
         listening socket's owner's, strict mode), and that listening socket's
         entry where the server was started: the report says so, with the client
@@ -347,8 +349,8 @@ class _Instruments:
             for _ in range(4):  # another factory, or the loop's create_task, in between
                 if frame is None:
                     break
-                if frame.f_code is _CONNECTION_MADE:
-                    transport = frame.f_locals["transport"]
+                transport = _connection_made_transport(frame)
+                if transport is not None:
                     sock = transport.get_extra_info("socket")
                     # asyncio hands out a TransportSocket; the watched socket is inside.
                     sock = getattr(sock, "_sock", sock)
@@ -1044,6 +1046,17 @@ _CLOSING_CODES = frozenset(
 )
 #: The code of the method that makes an ``asyncio.start_server`` connection's task.
 _CONNECTION_MADE = asyncio.StreamReaderProtocol.connection_made.__code__
+
+
+def _connection_made_transport(frame: types.FrameType) -> asyncio.BaseTransport | None:
+    """The transport a protocol's ``connection_made(self, transport)`` frame was given."""
+    code = frame.f_code
+    if code.co_name != "connection_made" or code.co_argcount < 2:
+        return None
+    transport = frame.f_locals.get(code.co_varnames[1])
+    return transport if isinstance(transport, asyncio.BaseTransport) else None
+
+
 #: The code of the done callback that method puts on the task (Python 3.11: see
 #: `_a_handler_task_cancelled`).
 _CONNECTION_MADE_CALLBACKS = frozenset(
