@@ -1292,7 +1292,8 @@ def left_at_the_end(strict: bool) -> str:
     if strict:
         return freed + (
             "made outside every test (by a wider fixture, a plugin, or code run "
-            "at import), which no test can answer for."
+            "at import), or of a kind strict mode does not track (a subprocess or pipe "
+            "transport), which no test's check could answer for."
         )
     return freed + (
         "left by tests or fixtures that own mode cannot name: "
