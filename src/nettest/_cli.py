@@ -18,7 +18,7 @@ from ._version import __version__
 #: Subcommands handled by a capability module: name -> (module, one-line help).
 _DELEGATED: dict[str, tuple[str, str]] = {
     "certs": ("._tls_files", "write a CA, a server certificate and its key into a directory"),
-    "proxy": ("._proxy_cli", "run a fault-injecting proxy in front of a loopback server"),
+    "proxy": ("._proxy_cli", "run a fault-injecting proxy in front of a TCP or UDP server"),
 }
 
 

@@ -495,7 +495,7 @@ class UDPServerThread(_HostThreadMixin[UDPServer]):
         direction: Literal["received", "sent"] = "received",
         timeout: float | None = _UNSET,
     ) -> tuple[Datagram, ...]:
-        """Block until ``n`` datagrams have been received in all; return the first ``n``.
+        """Block until ``n`` datagrams have been received (or sent) in all; return the first ``n``.
 
         ``n=0`` returns ``()`` at once.  With ``direction="sent"`` it waits for
         the server's own: the server records one once its send has returned, on

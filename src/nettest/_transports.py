@@ -519,9 +519,10 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         next loop turn, as after a real send.  The link's capacity still applies,
         and so does ``partial_writes``: each call is one send, which it may cut
         short, so call again (``while transport.pump(): ...``) to move the rest.
-        Outside manual mode it moves at once what would have moved on the next loop
-        turn.  Made directly, the transport's peer is the test: what moves waits for
-        :meth:`take_written`.
+        Outside manual mode it sends at once what still waits in the buffer (after a
+        partial write, or while the link was full), which would have gone on the
+        next loop turn; the peer reads on a later turn either way.  Made directly,
+        the transport's peer is the test: what moves waits for :meth:`take_written`.
 
         Returns:
             The number of bytes moved.
