@@ -45,6 +45,37 @@ def run(
     return pytester.runpytest("-p", "no:cacheprovider", *args)
 
 
+def test_gate_strict_lets_go_of_what_each_passed_test_made(pytester: pytest.Pytester) -> None:
+    # A server's entry held its listening socket until the check, and then for the
+    # whole session: the socket's own entry, the value of a weak mapping keyed by the
+    # socket, reached it back through the server's entry.  Every check walked them.
+    result = run(
+        pytester,
+        """
+        import asyncio, gc
+        import pytest
+        from nettest import handlers
+        from nettest._hygiene import GATE
+
+        @pytest.mark.asyncio
+        @pytest.mark.parametrize("n", range(30))
+        async def test_serves(tcp_server, n):
+            server = await tcp_server(handlers.echo)
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.close()
+            await writer.wait_closed()
+
+        def test_none_kept():
+            gc.collect()
+            assert [s for s in GATE.socket_owners if s.fileno() == -1] == []
+            assert len(GATE.owners) < 5
+        """,
+        "--nettest-leaks=strict",
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=31)
+
+
 @MODES
 def test_gate_clean_tests_pass_in_strict_mode(
     pytester: pytest.Pytester, asyncio_mode: str

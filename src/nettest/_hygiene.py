@@ -1224,6 +1224,13 @@ class _Gate(_Instruments):
         return []
 
     def _forget(self, owner: str) -> None:
+        for entry in self.tracked:
+            if entry.owner == owner:
+                # Held until the check (see `_Tracked.sockets`), and no longer: the entry
+                # lives on in `owners` as long as its object, and a strict socket's entry,
+                # the value of a weak mapping keyed by that socket, reaches it back
+                # through `part_of`, which kept every such socket for the session.
+                entry.sockets = ()
         self.tracked = [t for t in self.tracked if t.owner != owner and _kept(t)]
         self.loop_errors = [e for e in self.loop_errors if e.owner != owner]
         if self.owners_by_id:
