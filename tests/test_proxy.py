@@ -1488,6 +1488,25 @@ async def test_fault_proxy_fixture_listens_where_asked(
         assert await read_all(reader) == b"he"
 
 
+@pytest.mark.asyncio
+async def test_proxy_connections_turn_nagle_off(
+    fault_proxy: FaultProxyFactory, tcp_server: TCPServerFactory
+) -> None:
+    # Its listening socket was made with proto 0, so asyncio left Nagle on for the
+    # connections it accepted: behind a Slice(64), each piece waited for the
+    # client's delayed ACK, 40 ms a round trip.
+    proxy = await fault_proxy(await tcp_server(handlers.echo), faults=[Slice(64)])
+    async with connect(proxy.address) as (reader, writer):
+        writer.write(b"x" * 256)
+        assert await reader.readexactly(256) == b"x" * 256
+        (conn,) = proxy._connections
+        for side in (conn.client, conn.server):
+            assert side is not None
+            assert side.transport is not None
+            sock = side.transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
 def test_proxy_ports_are_checked() -> None:
     with pytest.raises(ValueError, match=r"port: the port must be in 0\.\.65535, got 70000"):
         FaultProxy(("127.0.0.1", 1), port=70000)
@@ -1547,6 +1566,45 @@ def test_fault_proxy_fixture_prints_trace_and_seed_on_failure(
             "*2 bytes b'he'*",
         ]
     )
+
+
+def test_a_tests_proxies_are_let_go_once_its_reports_are_made(
+    pytester: pytest.Pytester,
+) -> None:
+    # The test's stash kept every proxy it made, with its traces and its closed
+    # event loop, for the rest of the session: 125 KB a test, passed or failed.
+    pytester.makepyfile(
+        """
+        import asyncio, gc
+        import pytest
+        from nettest import FaultProxy, handlers
+
+        async def through_a_proxy(tcp_server, fault_proxy):
+            proxy = await fault_proxy(await tcp_server(handlers.echo))
+            reader, writer = await asyncio.open_connection(*proxy.address)
+            writer.write(b"x")
+            assert await reader.readexactly(1) == b"x"
+            writer.close()
+            await writer.wait_closed()
+
+        @pytest.mark.asyncio
+        @pytest.mark.parametrize("n", range(5))
+        async def test_through_a_proxy(tcp_server, fault_proxy, n):
+            await through_a_proxy(tcp_server, fault_proxy)
+
+        def test_none_kept():
+            gc.collect()
+            assert [o for o in gc.get_objects() if isinstance(o, FaultProxy)] == []
+
+        @pytest.mark.asyncio
+        async def test_fails_after(tcp_server, fault_proxy):
+            await through_a_proxy(tcp_server, fault_proxy)
+            assert False  # its report still has the traces
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=6, failed=1)
+    result.stdout.fnmatch_lines(["*- nettest fault proxy -*", "tcp connection #1 from *"])
 
 
 def test_the_failure_report_shows_each_proxys_last_connections_only(

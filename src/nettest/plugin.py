@@ -445,8 +445,12 @@ def pytest_runtest_makereport(
     if report.when in ("setup", "call") and (report.failed or hasattr(report, "wasxfail")):
         GATE.failed.add(item.nodeid)  # a strict xfail that passed has no exception
     memory_traces = format_memory_traces_for(item.nodeid) if report.failed else None
+    traces = format_traces_for(item) if report.failed else None
     if report.when == "teardown":
+        # The teardown's is the test's last report: what its reports needed goes, or
+        # every proxy a test made (with its closed loop) lived as long as the session.
         forget_memory_faults(item.nodeid)
+        forget_proxies(item)
     if not report.failed:
         return report
     # Every test has a seed (its setup checks the marker), but only one that took it,
@@ -460,7 +464,6 @@ def pytest_runtest_makereport(
                 f"--nettest-seed={item.config.option.nettest_seed})",
             )
         )
-    traces = format_traces_for(item)
     if traces:
         report.sections.append(("nettest fault proxy", traces))
     if memory_traces:
