@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -243,3 +244,32 @@ def test_unix_socket_directories_of_a_killed_process_are_removed_by_the_next_ses
     finally:
         shutil.rmtree(left, ignore_errors=True)
         shutil.rmtree(alive, ignore_errors=True)
+
+
+@pytest.mark.asyncio
+async def test_a_server_on_a_bound_socket_turns_nagle_off_as_start_server_does(
+    bound_tcp_socket: BoundSocket,
+) -> None:
+    # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, as
+    # getaddrinfo makes them for start_server(host, port); an accepted socket takes
+    # its listener's.  With proto 0 each small write waited for a delayed ACK.
+    assert bound_tcp_socket.socket.proto == socket.IPPROTO_TCP
+    udp = BoundSocket.udp()
+    try:
+        assert udp.socket.proto == socket.IPPROTO_UDP
+    finally:
+        udp.close()
+    accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        writer.close()
+
+    server = await asyncio.start_server(handle, sock=bound_tcp_socket.socket)
+    _, writer = await asyncio.open_connection(*bound_tcp_socket.address)
+    assert await asyncio.wait_for(accepted, 10) == 1
+    writer.close()
+    await writer.wait_closed()
+    server.close()
+    await server.wait_closed()

@@ -279,7 +279,9 @@ class FaultProxy(FaultsInForce):
         if self.kind == "tcp":
 
             def listener(port: int) -> socket.socket:
-                sock = socket.socket(family, socket.SOCK_STREAM)
+                # IPPROTO_TCP, as _loopback_socket's: asyncio then turns Nagle off on
+                # the connections it accepts.
+                sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
                 with _closed_on_error(sock):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     sock.bind((self._host, port))

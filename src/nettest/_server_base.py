@@ -222,6 +222,13 @@ def _loopback_socket(
 ) -> socket.socket:
     """Make an unbound IP socket for ``host``, IPv6-only for an IPv6 host.
 
+    Its ``proto`` is ``IPPROTO_TCP`` or ``IPPROTO_UDP``, as ``getaddrinfo`` gives
+    it to a socket ``asyncio.start_server`` makes: asyncio turns Nagle's
+    algorithm off only on TCP sockets whose ``proto`` says so, and an accepted
+    socket takes its listener's.  With ``proto`` 0, a server on it (a
+    ``bound_tcp_socket`` given to ``create_server(sock=...)``) sent each small
+    write after the peer's delayed ACK.
+
     ``has_ipv6`` is `has_ipv6_loopback` as the calling module sees it (tests
     patch it there to play a host without IPv6).
 
@@ -230,7 +237,8 @@ def _loopback_socket(
     """
     if family == socket.AF_INET6 and not has_ipv6():
         raise _NoIPv6(f"IPv6 loopback ::1 is not available on this host (host={host!r})")
-    sock = socket.socket(family, kind)
+    proto = socket.IPPROTO_TCP if kind == socket.SOCK_STREAM else socket.IPPROTO_UDP
+    sock = socket.socket(family, kind, proto)
     if family == socket.AF_INET6:
         with _closed_on_error(sock):
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
