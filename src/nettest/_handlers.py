@@ -266,10 +266,10 @@ class _End(Step):
         return repr(self.handler).rsplit(".", 1)[-1]
 
 
-def _step_timeout(timeout: float | None) -> Any:
+def _step_timeout(timeout: float | None, none_means: str = "to wait for ever") -> Any:
     if timeout is _UNSET:
         return _UNSET
-    return check_seconds("timeout", timeout, allow_none=True)
+    return check_seconds("timeout", timeout, allow_none=True, none_means=none_means)
 
 
 def expect(data: bytes, *, timeout: float | None = _UNSET) -> Step:
@@ -432,10 +432,7 @@ def start_tls(context: ssl.SSLContext, *, timeout: float | None = _UNSET) -> Ste
             "handlers.start_tls needs Python 3.11 or newer (StreamWriter.start_tls); "
             "on 3.10 serve TLS from the start with ssl="
         )
-    if timeout is _UNSET:
-        return _StartTLS(context, _UNSET)
-    seconds = check_seconds("timeout", timeout, allow_none=True, none_means="for asyncio's 60 s")
-    return _StartTLS(context, seconds)
+    return _StartTLS(context, _step_timeout(timeout, none_means="for asyncio's 60 s"))
 
 
 def script(*steps: Step | Handler) -> Script:
