@@ -45,7 +45,8 @@ __all__ = [
 
 
 class _TCPOptions(typing.TypedDict, total=False):
-    """`TCPServer`'s keyword arguments, for the type of ``TCPServerThread(**options)``."""
+    """`TCPServer`'s keyword arguments: the type of ``TCPServerThread(**options)``,
+    and of the ``tcp_server_thread`` fixture's."""
 
     host: str
     ssl: ssl.SSLContext | None
@@ -522,18 +523,7 @@ class TCPServerThreadFactory(typing.Protocol):
     def __call__(
         self,
         handler: Handler | StreamHandler | ProtocolFactory = ...,
-        *,
-        host: str = ...,
-        ssl: ssl.SSLContext | None = ...,
-        handshake_timeout: float | None = ...,
-        allow_remote: bool = ...,
-        close_timeout: float = ...,
-        rcvbuf: int | None = ...,
-        sndbuf: int | None = ...,
-        nodelay: bool = ...,
-        reuse_port: bool = ...,
-        backlog: int = ...,
-        limit: int = ...,
+        **options: Unpack[_TCPOptions],
     ) -> TCPServerThread: ...
 
 
@@ -543,16 +533,7 @@ class UnixServerThreadFactory(typing.Protocol):
     def __call__(
         self,
         handler: Handler | StreamHandler | ProtocolFactory = ...,
-        *,
-        path: str | pathlib.Path | None = ...,
-        abstract: bool = ...,
-        ssl: ssl.SSLContext | None = ...,
-        handshake_timeout: float | None = ...,
-        close_timeout: float = ...,
-        rcvbuf: int | None = ...,
-        sndbuf: int | None = ...,
-        backlog: int = ...,
-        limit: int = ...,
+        **options: Unpack[_UnixOptions],
     ) -> UnixServerThread: ...
 
 
@@ -560,16 +541,7 @@ class UDPServerThreadFactory(typing.Protocol):
     """The type of ``udp_server_thread``: ``server = udp_server_thread(handler)``."""
 
     def __call__(
-        self,
-        handler: Handler | DatagramProtocolFactory = ...,
-        *,
-        host: str = ...,
-        group: str | None = ...,
-        allow_remote: bool = ...,
-        rcvbuf: int | None = ...,
-        sndbuf: int | None = ...,
-        reuse_port: bool = ...,
-        broadcast: bool = ...,
+        self, handler: Handler | DatagramProtocolFactory = ..., **options: Unpack[_UDPOptions]
     ) -> UDPServerThread: ...
 
 
