@@ -281,16 +281,16 @@ def nettest_seed(request: pytest.FixtureRequest) -> int:
     printed in the report of a failing test.
     """
     item = cast("pytest.Item", request.node)
-    if _SEED_KEY not in item.stash:  # worked out by the setup hook, unless its marker is bad
-        try:
-            item.stash[_SEED_KEY] = _test_seed(item)
-        except pytest.UsageError as error:
-            bad_marker = str(error)
-        else:
-            return item.stash[_SEED_KEY]
-        # The marker's error is the report: not the hooks' frames that led here.
-        pytest.fail(bad_marker, pytrace=False)
-    return item.stash[_SEED_KEY]
+    if _SEED_KEY in item.stash:  # worked out by the setup hook, unless a marker is bad
+        return item.stash[_SEED_KEY]
+    try:
+        seed = item.stash[_SEED_KEY] = _test_seed(item)
+    except pytest.UsageError as error:
+        bad_marker = str(error)
+    else:
+        return seed
+    # The marker's error is the report: not the hooks' frames that led here.
+    pytest.fail(bad_marker, pytrace=False)
 
 
 # -- the hygiene gate ---------------------------------------------------------
