@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, cast
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+from ._faults import _number
 from ._feed import (
     Chunk,
     ConnectionLost,
@@ -272,10 +273,7 @@ def schedules(
         operations += (_PAUSE,)
     if isinstance(max_delay, bool) or not isinstance(max_delay, (int, float)):
         raise InvalidArgument(f"max_delay must be a number >= 0, got {max_delay!r}")
-    try:
-        longest = float(max_delay)
-    except OverflowError:  # an int too large for a float is not finite either
-        longest = math.inf
+    longest = _number("max_delay", max_delay)  # an int too large for a float is inf
     if not 0 <= longest < math.inf:
         raise InvalidArgument(f"max_delay must be >= 0 and finite, got {max_delay!r}")
     if isinstance(errors, type):
