@@ -425,6 +425,39 @@ def test_gate_names_the_thread_a_socket_was_made_on(pytester: pytest.Pytester) -
     assert "threading.py" not in result.stdout.str()
 
 
+def test_gate_shows_a_thread_pool_worker_s_socket_from_the_work_it_ran(
+    pytester: pytest.Pytester,
+) -> None:
+    # The pool's own frames (concurrent.futures' _worker and run) say nothing of
+    # who made the socket: the stack starts at the function the test handed over.
+    result = run(
+        pytester,
+        """
+        import asyncio, socket
+        import pytest
+
+        kept = []
+
+        def make_one():
+            kept.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+
+        @pytest.mark.asyncio
+        async def test_leaks_from_a_pool_worker():
+            await asyncio.to_thread(make_one)
+        """,
+        "--nettest-leaks=strict",
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*- open socket <socket.socket *>, created on thread asyncio_0 at:",
+            '*File "*test_leaky.py", line 7, in make_one',
+        ]
+    )
+    assert "concurrent" not in result.stdout.str()
+
+
 # -- a StreamWriter dropped without close() -----------------------------------------------------
 
 

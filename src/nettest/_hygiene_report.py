@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import _socket
 import asyncio
+import concurrent.futures.thread
 import contextlib
 import enum
 import importlib.util
@@ -75,7 +76,8 @@ def _package_dirs(*names: str) -> tuple[str, ...]:
 
 #: Frames from these places say nothing about who made an object: skip them.  The
 #: standard library's socket plumbing too: an accepted socket's stack is otherwise
-#: ``socket.py``'s ``accept``, a server thread's ``threading.py``'s ``_bootstrap``;
+#: ``socket.py``'s ``accept``, a server thread's ``threading.py``'s ``_bootstrap``,
+#: a thread pool worker's (``asyncio.to_thread``) ``concurrent.futures``' ``_worker``;
 #: hypothesis and unittest, which run between a ``@given`` test or a state
 #: machine's ``TestCase`` and the code that makes things; and anyio, whose pytest
 #: plugin runs a ``@pytest.mark.anyio`` test as pytest-asyncio runs the others.
@@ -85,7 +87,7 @@ _PLUMBING = (
     os.path.dirname(os.path.abspath(asyncio.__file__)),
     *(
         os.path.abspath(str(module.__file__))
-        for module in (contextlib, selectors, socket, ssl, threading)
+        for module in (concurrent.futures.thread, contextlib, selectors, socket, ssl, threading)
     ),
 )
 #: Frames from these places called the test: the stack worth showing ends there.
