@@ -538,3 +538,43 @@ def test_the_failure_report_shows_the_last_memory_fault_layers_only(
     assert out.count("<MemoryFaults") == 10
     assert "Latency(delay=24" in out
     assert "Latency(delay=14" not in out
+
+
+def test_a_property_test_s_report_shows_the_failing_example_s_layers_alone(
+    pytester: pytest.Pytester,
+) -> None:
+    # The layers of the examples hypothesis tried while it shrank come before the
+    # failing example's in the test's list: the report leaves them out.  The
+    # failing example makes two layers, both shown.
+    pytester.makepyfile(
+        """
+        import pytest
+        from hypothesis import given, settings, strategies as st
+        from nettest import inject_faults, memory_stream_pair
+        from nettest.faults import Latency
+
+        @settings(max_examples=100, database=None, deadline=None)
+        @given(st.integers(0, 1000))
+        @pytest.mark.asyncio
+        async def test_small_numbers(n):
+            for i in range(2):
+                (reader, writer), (s_reader, s_writer) = memory_stream_pair()
+                inject_faults(writer, [Latency(n + i / 10)])
+                for w in (writer, s_writer):
+                    w.close()
+            assert n < 500
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*- nettest memory faults -*",
+            "... * earlier fault layers not shown (the failing example's follow)",
+            "",
+            "<MemoryFaults stream [[]Latency(delay=500.0)[]]> seed=*",
+        ]
+    )
+    out = result.stdout.str()
+    assert out.count("<MemoryFaults") == 2
+    assert "<MemoryFaults stream [Latency(delay=500.1)]>" in out

@@ -31,6 +31,7 @@ import asyncio
 import collections
 import errno
 import functools
+import sys
 import typing
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -175,12 +176,15 @@ class _Made:
     """The fault layers one test made: how many, and the last `TRACES_SHOWN` with seeds.
 
     Only the last are kept: a property test makes a pair per example, thousands
-    of them, and its report needs the failing example's, which comes last.
+    of them, and its report needs the failing example's, which come last.  Each
+    layer says whether hypothesis made it while it ran the failing example one
+    last time, to report it (`_in_final_example`): the report then shows those
+    alone, not the shrink attempts that came before.
     """
 
     def __init__(self) -> None:
         self.count = 0
-        self.last: collections.deque[tuple[MemoryFaults, int]] = collections.deque(
+        self.last: collections.deque[tuple[MemoryFaults, int, bool]] = collections.deque(
             maxlen=TRACES_SHOWN
         )
 
@@ -189,11 +193,19 @@ class _Made:
 _MADE_BY: dict[str, _Made] = {}
 
 
+def _in_final_example() -> bool:
+    """Whether hypothesis is running a failing example for the last time, to report it."""
+    control = sys.modules.get("hypothesis.control")
+    if control is None or not control.currently_in_test_context():
+        return False
+    return bool(control.current_build_context().is_final)
+
+
 def _made(handle: MemoryFaults, seed: int) -> MemoryFaults:
     if GATE.owner is not None:
         made = _MADE_BY.setdefault(GATE.owner, _Made())
         made.count += 1
-        made.last.append((handle, seed))
+        made.last.append((handle, seed, _in_final_example()))
     return handle
 
 
@@ -202,13 +214,16 @@ def format_memory_traces_for(nodeid: str) -> str | None:
     made = _MADE_BY.get(nodeid)
     if made is None:
         return None
-    sections = [f"{handle!r} seed={seed}\n{handle.trace}" for handle, seed in made.last]
-    earlier = made.count - len(made.last)
+    shown = [(handle, seed) for handle, seed, final in made.last if final]
+    if shown:
+        note = "the failing example's follow"
+    else:
+        shown = [(handle, seed) for handle, seed, _ in made.last]
+        note = f"the last {len(shown)} follow"
+    sections = [f"{handle!r} seed={seed}\n{handle.trace}" for handle, seed in shown]
+    earlier = made.count - len(shown)
     if earlier:
-        sections.insert(
-            0,
-            f"... {earlier} earlier fault layers not shown (the last {len(made.last)} follow)",
-        )
+        sections.insert(0, f"... {earlier} earlier fault layers not shown ({note})")
     return "\n\n".join(sections)
 
 
