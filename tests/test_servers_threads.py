@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import inspect
 import re
+import signal
 import socket
 import ssl
 import sys
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from nettest import _settings, _threads, handlers
+from nettest import _settings, _stream_server, _threads, handlers
 from nettest._handlers import HandlerError
 from nettest._recording import Ending
 from nettest._servers import TCPServer, UnixServer
@@ -372,6 +374,74 @@ def test_next():
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*ERROR at teardown of test_stuck*", "*server thread*"])
     result.stdout.no_fnmatch_line("*test_next*ERROR*")
+
+
+async def _ignores_cancellation(reader: object, writer: object) -> None:
+    while True:
+        try:
+            await asyncio.sleep(100)
+        except asyncio.CancelledError:
+            pass
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise _Interrupted  # as pytest-timeout's signal method fails a test that runs too long
+
+
+def test_a_thread_server_whose_close_is_interrupted_still_closes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A test timeout can interrupt the close while it waits for a handler that
+    # ignores its cancellation.  The close, which ends by itself, still finishes
+    # (ending that handler by force) and closes the server's sockets; only then
+    # does the loop thread stop, rather than leave the thread, its loop and its
+    # sockets running.
+    monkeypatch.setattr(_stream_server, "CANCEL_GRACE", 0.1)
+    server = TCPServerThread(_ignores_cancellation, close_timeout=0.2).start()
+    loop_thread = server._thread
+    assert loop_thread is not None
+    previous = signal.signal(signal.SIGALRM, _interrupt)
+    try:
+        with socket.create_connection(server.address):
+            server.wait_for_connections(1)
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            with pytest.raises(_Interrupted), pytest.warns(ServerTeardownWarning) as warned:
+                server.close()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert server.closed
+    assert not loop_thread.thread.is_alive()
+    assert "the handler of connection #1 ignored cancellation: nettest closed its coroutine" in (
+        str(warned[0].message)
+    )
+
+
+def test_a_thread_server_s_loop_ends_a_task_that_ignores_cancellation() -> None:
+    # A task the server does not know outlives its close: the stopping loop
+    # cancels it, then ends it by force, and says so.
+    stubborn: list[asyncio.Task[None]] = []
+
+    async def starts_a_stubborn_task(reader: object, writer: object) -> None:
+        stubborn.append(asyncio.ensure_future(_ignores_cancellation(reader, writer)))
+
+    server = TCPServerThread(starts_a_stubborn_task).start()
+    loop_thread = server._thread
+    assert loop_thread is not None
+    with socket.create_connection(server.address):
+        server.wait_for_connections(1)
+    with pytest.warns(ServerTeardownWarning) as warned:
+        server.close()
+    assert not loop_thread.thread.is_alive()
+    assert str(warned[0].message) == (
+        "server thread nettest-TCPServer: its loop stopped with tasks that did not end: "
+        f"task {stubborn[0].get_name()} running _ignores_cancellation() ignored "
+        "cancellation: nettest closed its coroutine"
+    )
 
 
 def test_every_failing_thread_server_is_reported(pytester: pytest.Pytester) -> None:

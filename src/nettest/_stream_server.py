@@ -110,6 +110,20 @@ class ServerTeardownWarning(UserWarning):
     """
 
 
+def warn_at_test(warning: Warning, closed: object) -> None:
+    """Warn at the test's line that closed `closed`, or else at the one that made it.
+
+    A fixture's teardown closes servers from nettest's own code, which would say
+    nothing of which test or server it was.
+    """
+    where = _creation_stack()[-1:] or creation_site(closed)
+    if not where:
+        warnings.warn(warning, stacklevel=4)
+        return
+    filename, lineno, _ = where[0]
+    warnings.warn_explicit(warning, type(warning), filename, lineno)
+
+
 def _tls_layer(loop: asyncio.AbstractEventLoop | None) -> Callable[..., Any] | None:
     """The class of the TLS layer `loop`'s servers put over a connection, or None.
 
@@ -940,17 +954,4 @@ class _StreamServer(_LoopbackServer):
             errors = self.errors
             raise HandlerError("\n".join(lines), errors) from errors[0]
         if aborted:
-            self._warn(ServerTeardownWarning(aborted))
-
-    def _warn(self, warning: Warning) -> None:
-        """Warn at the test's line that closed the server, or else at the one that made it.
-
-        The fixture's teardown closes it from nettest's own code, which would say
-        nothing of which test or server it was.
-        """
-        where = _creation_stack()[-1:] or creation_site(self)
-        if not where:
-            warnings.warn(warning, stacklevel=4)
-            return
-        filename, lineno, _ = where[0]
-        warnings.warn_explicit(warning, type(warning), filename, lineno)
+            warn_at_test(ServerTeardownWarning(aborted), self)

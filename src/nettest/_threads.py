@@ -23,10 +23,12 @@ import pytest
 
 from ._handlers import DatagramProtocolFactory, Handler, ProtocolFactory, StreamHandler, echo
 from ._hygiene import GATE, instrument_loop, serves_on, track
+from ._hygiene_instruments import CANCEL_GRACE, force_end
 from ._recording import _UNSET, Connection, Datagram, Ending, HandshakeFailure
 from ._server_base import _check_int, _NoIPv6, raise_all
 from ._servers import TCPServer, UnixServer
 from ._settings import default_timeout, follow_debugger
+from ._stream_server import ServerTeardownWarning, warn_at_test
 from ._udp import UDPServer, _DatagramServer
 
 if typing.TYPE_CHECKING:
@@ -116,6 +118,7 @@ class _LoopThread:
         self._started = threading.Event()
         self._stop_requested = False
         self._gave_up = False
+        self._forced: list[str] = []
         self.thread.start()
         self._started.wait()
         track(
@@ -132,18 +135,46 @@ class _LoopThread:
         loop.call_soon(self._started.set)
         try:
             loop.run_forever()
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self._end_tasks()
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             asyncio.set_event_loop(None)
             loop.close()
 
-    def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
-        """Run `coro` on the thread's loop and block until it finishes."""
+    def _end_tasks(self) -> None:
+        """Cancel what still runs on the stopped loop, and end by force what ignores that.
+
+        Closing the server ends its handlers, but a close cut short (a test
+        timeout interrupts it) or a task the server does not know may leave some:
+        each gets `CANCEL_GRACE` seconds to end, then its coroutine is closed, as
+        the servers do to a handler that ignores cancellation.  `stop` warns of
+        those.
+        """
+        loop = self.loop
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if not pending:
+            return
+        done, stuck = loop.run_until_complete(asyncio.wait(pending, timeout=CANCEL_GRACE))
+        for task in stuck:
+            coro = task.get_coro()
+            running = getattr(coro, "__qualname__", repr(coro))
+            self._forced.append(f"task {task.get_name()} running {running}() {force_end(task)}")
+        if stuck:
+            done |= loop.run_until_complete(asyncio.wait(stuck, timeout=CANCEL_GRACE))[0]
+        for task in done:  # retrieved, as asyncio.run retrieves them: nothing to log
+            if not task.cancelled():
+                task.exception()
+
+    def run(self, coro: Coroutine[Any, Any, _T], *, finish: bool = False) -> _T:
+        """Run `coro` on the thread's loop and block until it finishes.
+
+        With `finish`, a wait that is interrupted (a test timeout's exception, a
+        Ctrl-C) still lets `coro` finish, for up to `_JOIN_TIMEOUT` seconds: a
+        server's close, which ends by itself, then still closes its sockets.
+        What it raises then is warned of, behind the interruption.
+        """
         __tracebackhide__ = True  # what `coro` raised is the report, not this frame
         if threading.current_thread() is self.thread:
             coro.close()
@@ -153,6 +184,22 @@ class _LoopThread:
             return future.result()
         except concurrent.futures.CancelledError:
             raise RuntimeError("the server thread stopped before the call finished") from None
+        except BaseException:
+            if finish and not future.done():
+                self._finish(future)
+            raise
+
+    def _finish(self, future: concurrent.futures.Future[Any]) -> None:
+        done, _ = concurrent.futures.wait([future], timeout=_JOIN_TIMEOUT)
+        if done and not future.cancelled() and future.exception() is not None:
+            error = future.exception()
+            warnings.warn(
+                ServerTeardownWarning(
+                    f"server thread {self.thread.name}: its close, finished after an "
+                    f"interruption, raised {type(error).__name__}: {error}"
+                ),
+                stacklevel=4,
+            )
 
     def stop(self) -> None:
         """Stop the loop (cancelling what still runs on it) and join the thread.
@@ -171,6 +218,13 @@ class _LoopThread:
         if self.thread is not threading.current_thread():
             self.thread.join(0 if self._gave_up else _JOIN_TIMEOUT)
             self._gave_up = self.thread.is_alive()
+            forced, self._forced = self._forced, []
+            if forced:
+                warning = ServerTeardownWarning(
+                    f"server thread {self.thread.name}: its loop stopped with tasks "
+                    f"that did not end: {'; '.join(forced)}"
+                )
+                warn_at_test(warning, self)
 
     def __del__(self) -> None:
         thread = getattr(self, "thread", None)
@@ -228,7 +282,7 @@ class _OnLoopThread(Generic[_X]):
             return
         try:
             if thread.thread.is_alive():
-                thread.run(self._server.aclose())
+                thread.run(self._server.aclose(), finish=True)
         finally:
             thread.stop()
 
