@@ -68,6 +68,7 @@ from ._server_base import (
     _closed_on_error,
     _loop_thread_call,
     _loopback_socket,
+    _NoIPv6,
     check_bool,
     check_host,
     close_transports_after_their_loop,
@@ -220,14 +221,22 @@ class FaultProxy(FaultsInForce):
 
         Raises:
             RuntimeError: The proxy was already started.
+        OSError: It could not bind its address.
         """
         if self._started:
             raise RuntimeError("FaultProxy.start() was already called")
         self._started = True
+        if ":" in self._host and not has_ipv6_loopback():
+            self._closed = True
+            raise _NoIPv6(f"IPv6 loopback ::1 is not available on this host (host={self._host!r})")
         self._loop = asyncio.get_running_loop()
         upstream = _format_address(self.upstream)
         track(self, what=f"FaultProxy -> {upstream}", is_open=_proxy_open, close=_proxy_abort)
-        await self._listen()
+        try:
+            await self._listen()
+        except BaseException:
+            await self.aclose()  # a proxy that could not listen is not left open
+            raise
         self._sync_port()
         host, port = self.address
         tracked_as(self, f"FaultProxy {self.kind} {host}:{port} -> {upstream}")
