@@ -10,6 +10,7 @@ import signal
 import pytest
 
 import nettest
+from nettest._processes import _pid_namespace
 from support import dead_pid
 
 MODES = pytest.mark.parametrize("asyncio_mode", ["strict", "auto"])
@@ -400,7 +401,7 @@ def test_each_session_removes_the_key_directories_of_dead_processes(
 ) -> None:
     # A session killed before its teardown leaves its TLS key directory: the next
     # session removes it as it starts, whether or not it makes keys itself.
-    left = tmp_path / f"nettest-tls-{dead_pid()}-abc"
+    left = tmp_path / f"nettest-tls-{dead_pid()}-{_pid_namespace()}-abc"
     left.mkdir()
     (left / "server-key.pem").write_bytes(b"key")
     monkeypatch.setenv("TMPDIR", str(tmp_path))

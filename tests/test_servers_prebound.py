@@ -23,7 +23,8 @@ from nettest._prebound import (
     bound_udp_socket,  # noqa: F401
     unix_socket_path,  # noqa: F401
 )
-from nettest._processes import process_is_gone
+from nettest._processes import _pid_namespace as _namespace
+from nettest._processes import process_is_gone, process_tag
 from nettest._servers import has_ipv6_loopback
 from support import dead_pid
 
@@ -146,7 +147,7 @@ def test_removed_after_teardown():
 def test_unix_socket_path_directory_is_named_after_the_process(unix_socket_path: str) -> None:
     """The name lets the next session remove it if this process is killed."""
     directory = os.path.dirname(unix_socket_path)
-    assert os.path.basename(directory).startswith(f"nt-{os.getpid()}-")
+    assert os.path.basename(directory).startswith(f"nt-{process_tag()}-")
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="tells a zombie by /proc")
@@ -164,7 +165,7 @@ def test__a_process_that_exited_unreaped_is_gone(
             time.sleep(0.01)
         assert not process_is_gone(os.getpid())
         assert process_is_gone(child.pid)  # exited, not yet reaped
-        (tmp_path / f"nt-{child.pid}-abc123_x").mkdir(mode=0o700)
+        (tmp_path / f"nt-{child.pid}-{_namespace()}-abc123_x").mkdir(mode=0o700)
         monkeypatch.setattr(_server_base, "_unix_dirs_parent", lambda: str(tmp_path))
         _server_base.remove_dead_processes_unix_dirs()
         assert list(tmp_path.iterdir()) == []
@@ -178,19 +179,23 @@ def test__remove_dead_processes_unix_dirs_removes_only_theirs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dead = dead_pid()
+    ns = _namespace()
     directories = {
-        "dead": f"nt-{dead}-abc123_x",
-        "alive": f"nt-{os.getppid()}-abc123_x",
-        "own": f"nt-{os.getpid()}-abc123_x",
-        "older nettest's": "nt-abc123_x",  # no process to probe
-        "not mkdtemp's": f"nt-{dead}-abc-def",
+        "dead": f"nt-{dead}-{ns}-abc123_x",
+        "alive": f"nt-{os.getppid()}-{ns}-abc123_x",
+        "own": f"nt-{os.getpid()}-{ns}-abc123_x",
+        # Another PID namespace's (a container sharing /tmp): its pids are not
+        # this one's to probe, and the process that made it may still run.
+        "another namespace's": f"nt-{dead}-{int(ns) + 1}-abc123_x",
+        "older nettest's": f"nt-{dead}-abc123_x",  # no namespace: not probed
+        "not mkdtemp's": f"nt-{dead}-{ns}-abc-def",
         "other": f"nettest-{dead}-abc",
     }
     for name in directories.values():
         (tmp_path / name).mkdir(mode=0o700)
         (tmp_path / name / "s").write_bytes(b"")
-    (tmp_path / f"nt-{dead}-file").write_bytes(b"not a directory")
-    (tmp_path / f"nt-{dead}-link").symlink_to(tmp_path / directories["alive"])
+    (tmp_path / f"nt-{dead}-{ns}-file").write_bytes(b"not a directory")
+    (tmp_path / f"nt-{dead}-{ns}-link").symlink_to(tmp_path / directories["alive"])
     monkeypatch.setattr(_server_base, "_unix_dirs_parent", lambda: str(tmp_path))
     everything = sorted(p.name for p in tmp_path.iterdir())
     with monkeypatch.context() as another_user:

@@ -664,15 +664,19 @@ def test_tls_cached_material_goes_with_its_ca() -> None:
 
 @pytest.mark.skipif(os.name != "posix", reason="probes processes with os.kill(pid, 0)")
 def test_tls_key_directories_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    from nettest._processes import _pid_namespace
     from nettest._tls import _remove_dead_processes_dirs
 
     dead = dead_pid()
+    ns = _pid_namespace()
     names = {
-        "dead": f"nettest-tls-{dead}-abc",
-        "alive": f"nettest-tls-{os.getppid()}-abc",
-        "own": f"nettest-tls-{os.getpid()}-abc",
+        "dead": f"nettest-tls-{dead}-{ns}-abc",
+        "alive": f"nettest-tls-{os.getppid()}-{ns}-abc",
+        "own": f"nettest-tls-{os.getpid()}-{ns}-abc",
+        "another namespace's": f"nettest-tls-{dead}-{int(ns) + 1}-abc",  # not probed
         "files": "nettest-tls-files-abc",  # an older nettest's: no process to probe
-        "dead files": f"nettest-tls-{dead}-files-abc",
+        "older nettest's": f"nettest-tls-{dead}-files-abc",
+        "dead files": f"nettest-tls-{dead}-{ns}-files-abc",
         "other": "unrelated-123-abc",
     }
     for name in names.values():

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from nettest._processes import _pid_namespace, process_tag
 from nettest._tls import _write_file
 from nettest._tls_files import TLSFiles, cli_main, tls_files, write_tls_files  # noqa: F401
 from support import dead_pid
@@ -326,7 +327,7 @@ def test_write_tls_files_never_replaces_a_file_that_appears_meanwhile(
 
 def test_tls_files_directory_is_named_after_the_process(tls_files: TLSFiles) -> None:
     """The name lets the next session remove it if this process is killed."""
-    assert tls_files.directory.name.startswith(f"nettest-tls-{os.getpid()}-files-")
+    assert tls_files.directory.name.startswith(f"nettest-tls-{process_tag()}-files-")
     assert tls_files.directory.parent == Path(tempfile.gettempdir())
 
 
@@ -338,8 +339,8 @@ def test_tls_files_of_a_dead_process_are_removed_by_the_next_session(
     dead = dead_pid()
     temporary = tmp_path / "tmp"
     temporary.mkdir()
-    killed = temporary / f"nettest-tls-{dead}-files-abc123"
-    alive = temporary / f"nettest-tls-{os.getpid()}-files-def456"
+    killed = temporary / f"nettest-tls-{dead}-{_pid_namespace()}-files-abc123"
+    alive = temporary / f"nettest-tls-{process_tag()}-files-def456"
     for directory in (killed, alive):
         directory.mkdir(mode=0o700)
         (directory / "key.pem").write_bytes(b"a private key")
@@ -354,7 +355,7 @@ def test_tls_files_of_a_dead_process_are_removed_by_the_next_session(
             assert tempfile.gettempdir() == {str(temporary)!r}
             assert not os.path.exists({str(killed)!r})
             assert os.path.exists({str(alive)!r})
-            assert tls_files.directory.name.startswith(f"nettest-tls-{{os.getpid()}}-files-")
+            assert tls_files.directory.name.startswith(f"nettest-tls-{{os.getpid()}}-")
         """
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)

@@ -1,13 +1,42 @@
-"""Sweeping the directories that dead processes left in a temporary directory."""
+"""Sweeping the directories that dead processes left in a temporary directory.
+
+Such a directory is named after the process that made it (`process_tag`): its
+pid, and its PID namespace.  A sweep probes only the pids of its own namespace:
+a session in a container that shares ``/tmp`` with the host (or another
+container) sees other pids, where the one in a name may belong to no process, or
+to another, while the process that made the directory still runs.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import stat
 from collections.abc import Callable
 
-__all__ = ["process_is_gone", "remove_dead_processes_dirs"]
+__all__ = ["pid_of_tag", "process_is_gone", "process_tag", "remove_dead_processes_dirs"]
+
+
+@functools.lru_cache(maxsize=1)
+def _pid_namespace() -> str:
+    """This process's PID namespace: its inode on Linux, ``"0"`` where there is none."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "0"
+
+
+def process_tag() -> str:
+    """``<pid>-<PID namespace>``: what a directory's name says of the process that made it."""
+    return f"{os.getpid()}-{_pid_namespace()}"
+
+
+def pid_of_tag(pid: str, namespace: str) -> int | None:
+    """The pid of a `process_tag`'s two parts, if it is one of this namespace's (else None)."""
+    if not pid.isdigit() or namespace != _pid_namespace():
+        return None
+    return int(pid)
 
 
 def remove_dead_processes_dirs(parent: str, pid_of: Callable[[str], int | None]) -> None:

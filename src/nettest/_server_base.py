@@ -43,7 +43,7 @@ import pytest
 from ._endpoint import check_bool as check_bool
 from ._handlers import HandlerError
 from ._hygiene import dropped_open, parts_of, track
-from ._processes import remove_dead_processes_dirs
+from ._processes import pid_of_tag, process_tag, remove_dead_processes_dirs
 from ._recording import check_loop, format_address, refuse_without_a_running_loop
 
 #: Longest Unix socket path, in bytes, without the terminating NUL.
@@ -253,23 +253,25 @@ def _unix_dirs_parent() -> str:
 def _private_dir() -> str:
     """Make a short private directory for Unix sockets (mode 0700), named after this process.
 
-    The name is ``nt-<pid>-<random>``, so that `remove_dead_processes_unix_dirs`
-    can remove it at the next session's start if this process is killed first.
+    The name is ``nt-<pid>-<PID namespace>-<random>`` (`process_tag`), so that
+    `remove_dead_processes_unix_dirs` can remove it at the next session's start
+    if this process is killed first.
     """
-    return tempfile.mkdtemp(prefix=f"nt-{os.getpid()}-", dir=_unix_dirs_parent())
+    return tempfile.mkdtemp(prefix=f"nt-{process_tag()}-", dir=_unix_dirs_parent())
 
 
 def remove_dead_processes_unix_dirs() -> None:
     """Remove the Unix-socket directories of processes that died before removing them.
 
     A process killed (``kill -9``, or pytest-timeout's thread method, which calls
-    ``os._exit``) never runs its teardown, so its ``nt-<pid>-<random>``
+    ``os._exit``) never runs its teardown, so its ``nt-<pid>-<namespace>-<random>``
     directories (made by `_private_dir`, for servers and ``unix_socket_path``)
     stay.  This removes only directories with that name, this user's, and named
-    after a process that no longer lives (`remove_dead_processes_dirs`): never
-    another live process's, nor an older nettest's ``nt-<random>`` (no process
-    to probe), nor a symlink.  The TLS key directories are swept the same way
-    (``_tls._remove_dead_processes_dirs``).
+    after a process of this PID namespace that no longer lives
+    (`remove_dead_processes_dirs`): never another live process's, nor one made
+    in another PID namespace (a container sharing ``/tmp``, whose pids this one
+    cannot probe), nor an older nettest's, nor a symlink.  The TLS key
+    directories are swept the same way (``_tls._remove_dead_processes_dirs``).
     """
     remove_dead_processes_dirs(_unix_dirs_parent(), _unix_dir_pid)
 
@@ -277,9 +279,9 @@ def remove_dead_processes_unix_dirs() -> None:
 def _unix_dir_pid(name: str) -> int | None:
     parts = name.split("-")
     # mkdtemp's random part has no "-": anything else is not nettest's.
-    if len(parts) != 3 or parts[0] != "nt" or not parts[1].isdigit() or not parts[2]:
+    if len(parts) != 4 or parts[0] != "nt" or not parts[3]:
         return None
-    return int(parts[1])
+    return pid_of_tag(parts[1], parts[2])
 
 
 def _file_id(path: str) -> tuple[int, int] | None:

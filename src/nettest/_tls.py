@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, get_args
 
 import pytest
 
-from ._processes import remove_dead_processes_dirs
+from ._processes import pid_of_tag, process_tag, remove_dead_processes_dirs
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -165,13 +165,14 @@ def _write_private(data: bytes) -> str:
 def _make_key_dir(label: str = "") -> str:
     """Make a new private directory (mode 0700) for keys, named after this process.
 
-    Every directory that holds nettest's keys is named ``nettest-tls-<pid>-<label>…``
-    in the temporary directory, so that `_remove_dead_processes_dirs` finds it
-    if this process is killed before it can remove it; each session runs that
-    sweep as it starts, and so does the first call in a process outside pytest.
+    Every directory that holds nettest's keys is named
+    ``nettest-tls-<pid>-<PID namespace>-<label>…`` (`process_tag`) in the
+    temporary directory, so that `_remove_dead_processes_dirs` finds it if this
+    process is killed before it can remove it; each session runs that sweep as
+    it starts, and so does the first call in a process outside pytest.
     """
     remove_dead_processes_key_dirs()
-    return tempfile.mkdtemp(prefix=f"nettest-tls-{os.getpid()}-{label}")
+    return tempfile.mkdtemp(prefix=f"nettest-tls-{process_tag()}-{label}")
 
 
 def remove_dead_processes_key_dirs() -> None:
@@ -185,16 +186,19 @@ def remove_dead_processes_key_dirs() -> None:
 def _remove_dead_processes_dirs() -> None:
     """Remove the key directories of processes that died before they could remove them.
 
-    Those are the ``nettest-tls-<pid>-…`` directories made by `_make_key_dir`, for
-    the contexts' key files and for the ``tls_files`` fixture: only this user's,
-    named after a process that no longer lives (`remove_dead_processes_dirs`).
+    Those are the ``nettest-tls-<pid>-<namespace>-…`` directories made by
+    `_make_key_dir`, for the contexts' key files and for the ``tls_files``
+    fixture: only this user's, named after a process of this PID namespace that
+    no longer lives (`remove_dead_processes_dirs`).
     """
     remove_dead_processes_dirs(tempfile.gettempdir(), _key_dir_pid)
 
 
 def _key_dir_pid(name: str) -> int | None:
-    pid = name.split("-")[2] if name.startswith("nettest-tls-") else ""
-    return int(pid) if pid.isdigit() else None
+    parts = name.split("-")
+    if len(parts) < 5 or parts[:2] != ["nettest", "tls"]:
+        return None
+    return pid_of_tag(parts[2], parts[3])
 
 
 def _write_file(path: str | os.PathLike[str], data: bytes, *, private: bool) -> None:
