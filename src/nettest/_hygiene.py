@@ -805,11 +805,7 @@ class _Gate(_Instruments):
         # socket is under a writer); else warned, as StreamWriter.__del__ would.
         if failed or leaks or mode == "strict":
             leaks += [line for line, _ in undecided]
-        header = (
-            f"{owner} left {len(leaks)} thing{'s' if len(leaks) != 1 else ''} behind "
-            f"(--nettest-leaks={mode}):"
-        )
-        own = [header, *_fewer_loop_errors(leaks)] if leaks else []
+        own = [_header(owner, leaks, mode), *_fewer_loop_errors(leaks)] if leaks else []
         own += others
         if failed:
             # Not failed again for its own leaks; another test's late failure is an error.
@@ -1262,6 +1258,22 @@ def _over_an_open_socket(tls: object) -> bool:
     """Whether the socket transport under a TLS transport still holds an open socket."""
     sock = getattr(socket_transport_under(tls), "_sock", None)
     return isinstance(sock, socket.socket) and sock.fileno() != -1
+
+
+def _header(owner: str, leaks: list[str], mode: str) -> str:
+    """The first line of a report: how many things `owner` left, and calls to the handler.
+
+    A call to the loop's exception handler is not a thing left behind: a test
+    that ran out of file descriptors may make thousands of them.
+    """
+    calls = sum(leak.startswith(LOOP_ERROR_ITEM) for leak in leaks)
+    things = len(leaks) - calls
+    parts = [f"left {things} thing{'s' if things != 1 else ''} behind"] if things else []
+    if calls:
+        parts.append(
+            "made the loop's exception handler run " + ("once" if calls == 1 else f"{calls} times")
+        )
+    return f"{owner} {', and '.join(parts)} (--nettest-leaks={mode}):"
 
 
 def _fewer_loop_errors(leaks: list[str]) -> list[str]:
