@@ -522,6 +522,69 @@ def test_cli_certs_refuses_to_overwrite(
     assert stat.S_IMODE((tmp_path / "key.pem").stat().st_mode) == 0o600
 
 
+def test_cli_certs_force_leaves_the_old_files_when_a_directory_is_in_the_way(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "ca.pem").write_bytes(b"old CA")
+    (tmp_path / "key.pem").mkdir()
+    assert cli_main([str(tmp_path), "--force"]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ca.pem", "key.pem"]
+    assert (tmp_path / "ca.pem").read_bytes() == b"old CA"
+    assert capsys.readouterr().err == (
+        f"nettest certs: [Errno 21] Is a directory; no file was replaced: "
+        f"'{tmp_path / 'key.pem'}'\n"
+    )
+
+
+def _contents(directory: Path) -> dict[str, tuple[bytes, int] | str]:
+    """Each entry's bytes and mode, or a symlink's target."""
+    return {
+        path.name: str(path.readlink())
+        if path.is_symlink()
+        else (path.read_bytes(), stat.S_IMODE(path.stat().st_mode))
+        for path in directory.iterdir()
+    }
+
+
+# Seven old files (one a dangling symlink) go aside one by one, then five new ones
+# go into place: the first and last rename of either kind fails.
+@pytest.mark.parametrize("failing", [1, 7, 8, 12])
+def test_cli_certs_force_puts_every_old_file_back_when_a_rename_fails(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    failing: int,
+) -> None:
+    assert cli_main([str(tmp_path), "--client"]) == 0
+    (tmp_path / "chain.pem").unlink()
+    (tmp_path / "chain.pem").symlink_to(tmp_path / "nowhere")
+    before = _contents(tmp_path)
+    capsys.readouterr()
+    monkeypatch.setattr(os, "replace", _fail_on_call(failing, os.replace))
+    assert cli_main([str(tmp_path), "--force"]) == 1
+    monkeypatch.undo()
+    assert _contents(tmp_path) == before
+    # The error names a file of the set, not a temporary name.
+    assert re.fullmatch(
+        rf"nettest certs: \[Errno 28\] No space left on device: '{re.escape(str(tmp_path))}/"
+        r"[a-z-]+\.pem'\n",
+        capsys.readouterr().err,
+    )
+    assert cli_main([str(tmp_path), "--force"]) == 0  # and a retry works
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(ALL_NAMES[:5])
+    assert _contents(tmp_path) != before
+
+
+def test_cli_certs_force_puts_nothing_aside_when_a_file_cannot_be_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli_main([str(tmp_path)]) == 0
+    before = _contents(tmp_path)
+    monkeypatch.setattr("nettest._tls_files._write_file", _fail_on_call(5, _write_file))
+    assert cli_main([str(tmp_path), "--force"]) == 1
+    assert _contents(tmp_path) == before
+
+
 def test_cli_certs_help_says_which_servers_need_the_chain_apart(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

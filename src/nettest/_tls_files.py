@@ -34,7 +34,7 @@ from ._tls import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
     import trustme
 
@@ -139,6 +139,24 @@ def write_tls_files(
         files = nettest.write_tls_files(private_dir, tls_ca, tls_certificate)
         subprocess.run(["my-server", "--cert", files.fullchain, "--key", files.key])
     """
+    return _write_tls_files(directory, ca, certificate, client_certificate, replace=False)
+
+
+def _write_tls_files(
+    directory: str | pathlib.Path,
+    ca: trustme.CA,
+    certificate: trustme.LeafCert,
+    client_certificate: trustme.LeafCert | None,
+    *,
+    replace: bool,
+) -> TLSFiles:
+    """`write_tls_files`, or with *replace* what ``nettest certs --force`` does.
+
+    With *replace*, files that exist already are replaced, and a file of the
+    other set (a client certificate and key left from an earlier run, which
+    would not chain to the new CA) is removed, all or nothing still: see
+    `_write_all_or_nothing`.
+    """
     root = _check_directory(directory)
     _check_trustme("ca", ca, "CA")
     _check_trustme("certificate", certificate, "LeafCert")
@@ -163,7 +181,12 @@ def write_tls_files(
         client_cert, client_key = paths["client_cert"], paths["client_key"]
         contents["client_cert"] = (b"".join(client.chain_pems), False)
         contents["client_key"] = (client.key_pem, True)
-    _write_all_or_nothing({paths[name]: content for name, content in contents.items()})
+    stale = [paths[name] for name in _NAMES if name not in contents] if replace else []
+    _write_all_or_nothing(
+        {paths[name]: content for name, content in contents.items()},
+        replace=replace,
+        remove=stale,
+    )
     return _build(
         TLSFiles,
         directory=root,
@@ -177,42 +200,90 @@ def write_tls_files(
     )
 
 
-def _write_all_or_nothing(files: dict[Path, tuple[bytes, bool]]) -> None:
+def _write_all_or_nothing(
+    files: dict[Path, tuple[bytes, bool]], *, replace: bool = False, remove: Sequence[Path] = ()
+) -> None:
     """Write each path's bytes (mode 0600 when private), every file or none.
 
     Every path is checked before anything is written.  The data goes to
     temporary files in the same directory, created as `_write_file` creates
-    files; then each path is claimed with ``O_EXCL`` (so a file that appeared
-    meanwhile is never replaced) and the temporary file renamed over it.  On any
-    error everything made so far is removed, so nothing is left half-written.
+    files.  Then, without *replace*, each path is claimed with ``O_EXCL`` (so a
+    file that appeared meanwhile is never replaced) and the temporary file
+    renamed over it.  With *replace*, each file already there (those of *files*
+    and of *remove*) is first renamed aside, a symlink itself rather than what
+    it points to, and the temporary files are renamed into place; the old files
+    are deleted only once every new one is in place.  On any error everything
+    made so far is removed and the old files are renamed back, so nothing is
+    left half-written or half-replaced.
     """
-    # lexists: a dangling symlink is there too, and O_EXCL would refuse it.
-    existing = [path for path in files if os.path.lexists(path)]
-    if existing:
-        message = "File exists; no file was written"
-        if len(existing) > 1:
-            message += f" (also there: {', '.join(str(path) for path in existing[1:])})"
-        raise FileExistsError(errno.EEXIST, message, str(existing[0]))
+    targets = [*files, *remove]
+    if replace:
+        # A directory in the way could be renamed aside, but never deleted: refuse it.
+        for path in targets:
+            if path.is_dir() and not path.is_symlink():
+                raise IsADirectoryError(
+                    errno.EISDIR, "Is a directory; no file was replaced", str(path)
+                )
+    else:
+        # lexists: a dangling symlink is there too, and O_EXCL would refuse it.
+        existing = [path for path in files if os.path.lexists(path)]
+        if existing:
+            message = "File exists; no file was written"
+            if len(existing) > 1:
+                message += f" (also there: {', '.join(str(path) for path in existing[1:])})"
+            raise FileExistsError(errno.EEXIST, message, str(existing[0]))
     made: list[Path] = []  # what to remove if anything fails
+    aside: list[tuple[Path, Path]] = []  # (old file's new name, its path): put back on failure
     try:
         staged: list[tuple[Path, Path]] = []
         for path, (data, private) in files.items():
-            temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+            temporary = _sibling(path, "tmp")
             _write_file(temporary, data, private=private)  # removes it if writing fails
             made.append(temporary)
             staged.append((temporary, path))
-        for _, path in staged:
-            # Claim the name: this fails if the file appeared since the check.
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            made.append(path)
+        if replace:
+            for path in targets:
+                if os.path.lexists(path):
+                    old = _sibling(path, "old")
+                    _rename(path, old, path)
+                    aside.append((old, path))
+        else:
+            for _, path in staged:
+                # Claim the name: this fails if the file appeared since the check.
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                made.append(path)
         for temporary, path in staged:
-            os.replace(temporary, path)  # keeps the temporary file's mode
+            _rename(temporary, path, path)  # keeps the temporary file's mode
             made.remove(temporary)
+            if replace:
+                made.append(path)
     except BaseException:
         for path in made:
             with contextlib.suppress(OSError):
                 path.unlink()
+        for old, path in reversed(aside):
+            with contextlib.suppress(OSError):
+                os.replace(old, path)
         raise
+    for old, _ in aside:
+        # Every new file is in place: a leftover here is no reason to report failure.
+        with contextlib.suppress(OSError):
+            old.unlink()
+
+
+def _sibling(path: Path, suffix: str) -> Path:
+    """A new hidden name next to *path*, for a temporary file or an old one moved aside."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(8)}.{suffix}")
+
+
+def _rename(source: Path, destination: Path, path: Path) -> None:
+    """``os.replace(source, destination)``; an error names *path*, not a hidden name."""
+    try:
+        os.replace(source, destination)
+    except OSError as error:
+        if error.errno is None:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from None
 
 
 @pytest.fixture
@@ -269,7 +340,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write a client certificate and its key, for mutual TLS",
     )
-    parser.add_argument("--force", action="store_true", help="replace files that exist already")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace files that exist already, all of them or none",
+    )
     return parser
 
 
@@ -310,11 +385,8 @@ def cli_main(argv: list[str]) -> int:
         return 2
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for path in existing:
-            path.unlink()
-        files = write_tls_files(
-            directory, ca, server, client_certificate=authority.client if args.client else None
-        )
+        client = authority.client if args.client else None
+        files = _write_tls_files(directory, ca, server, client, replace=args.force)
     except OSError as error:
         print(f"nettest certs: {error}", file=sys.stderr)
         return 1
