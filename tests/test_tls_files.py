@@ -183,17 +183,63 @@ def test_write_tls_files_never_overwrites(
         write_tls_files(tmp_path, tls_ca, tls_certificate)
 
 
-def test_write_tls_files_names_a_directory_that_is_not_there(
-    tmp_path: Path, tls_ca: trustme.CA, tls_certificate: trustme.LeafCert
+NOT_DIRECTORIES = [
+    ("missing", FileNotFoundError, "does not exist"),
+    ("file", NotADirectoryError, "is a file, not a directory"),
+    ("dangling", FileNotFoundError, "is a symlink to 'nowhere', which does not exist"),
+    ("to-file", NotADirectoryError, "is a symlink to 'file', not to a directory"),
+]
+
+
+def make_not_directories(directory: Path) -> None:
+    """A file, and the symlinks of `NOT_DIRECTORIES`, in *directory*."""
+    (directory / "file").write_bytes(b"a file")
+    (directory / "dangling").symlink_to("nowhere")
+    (directory / "to-file").symlink_to("file")
+
+
+@pytest.mark.parametrize(("name", "error", "what"), NOT_DIRECTORIES)
+def test_write_tls_files_says_what_is_there_when_directory_is_none(
+    tmp_path: Path,
+    tls_ca: trustme.CA,
+    tls_certificate: trustme.LeafCert,
+    name: str,
+    error: type[OSError],
+    what: str,
 ) -> None:
     # Not the first temporary file it would have opened in it.
-    missing = tmp_path / "missing"
-    with pytest.raises(FileNotFoundError, match=r"directory '.*/missing' is not an existing"):
-        write_tls_files(missing, tls_ca, tls_certificate)
-    (tmp_path / "file").touch()
-    with pytest.raises(NotADirectoryError, match=r"directory '.*/file' is not an existing"):
-        write_tls_files(tmp_path / "file", tls_ca, tls_certificate)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["file"]
+    make_not_directories(tmp_path)
+    with pytest.raises(error) as excinfo:
+        write_tls_files(tmp_path / name, tls_ca, tls_certificate)
+    assert str(excinfo.value) == f"directory {str(tmp_path / name)!r} {what}"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["dangling", "file", "to-file"]
+
+
+def refuse_temporary_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make creating a temporary file fail as in a directory one cannot write in."""
+    real_open = os.open
+
+    def open_(path: str | os.PathLike[str], flags: int, *args: Any, **kwargs: Any) -> int:
+        if os.fspath(path).endswith(".tmp"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_)
+
+
+def test_write_tls_files_names_the_directory_it_cannot_write_in(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tls_ca: trustme.CA,
+    tls_certificate: trustme.LeafCert,
+) -> None:
+    """Not the temporary file it tried to create there, whose name means nothing."""
+    refuse_temporary_files(monkeypatch)
+    with pytest.raises(PermissionError) as excinfo:
+        write_tls_files(tmp_path, tls_ca, tls_certificate)
+    assert excinfo.value.filename == str(tmp_path)
+    assert str(excinfo.value) == f"[Errno 13] Permission denied: {str(tmp_path)!r}"
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -583,6 +629,32 @@ def test_cli_certs_force_puts_nothing_aside_when_a_file_cannot_be_written(
     monkeypatch.setattr("nettest._tls_files._write_file", _fail_on_call(5, _write_file))
     assert cli_main([str(tmp_path), "--force"]) == 1
     assert _contents(tmp_path) == before
+
+
+@pytest.mark.parametrize(("name", "what"), [(name, what) for name, _, what in NOT_DIRECTORIES[1:]])
+def test_cli_certs_says_what_dir_is_when_it_is_no_directory(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    what: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    make_not_directories(tmp_path)
+    assert cli_main([name]) == 1
+    assert capsys.readouterr().err == f"nettest certs: {name} {what}\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["dangling", "file", "to-file"]
+
+
+def test_cli_certs_names_the_directory_it_cannot_write_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("ro").mkdir()
+    refuse_temporary_files(monkeypatch)
+    assert cli_main(["ro"]) == 1
+    assert capsys.readouterr().err == "nettest certs: [Errno 13] Permission denied: 'ro'\n"
+    assert list(Path("ro").iterdir()) == []
 
 
 def test_cli_certs_help_says_which_servers_need_the_chain_apart(

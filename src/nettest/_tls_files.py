@@ -131,8 +131,12 @@ def write_tls_files(
         ValueError: *directory* is empty (``"."`` names the current directory).
         FileExistsError: One of the files exists already (even as a dangling
             symlink); nothing was written.
-        FileNotFoundError, NotADirectoryError: *directory* is not an existing
-            directory.
+        FileNotFoundError: *directory* does not exist, or is a dangling symlink
+            (the message says which).
+        NotADirectoryError: *directory* is a file, or a symlink to one (the
+            message says which).
+        OSError: A file cannot be written in *directory* (`PermissionError`, or a
+            full disk); the error names *directory*, and nothing was written.
 
     Example::
 
@@ -164,8 +168,8 @@ def _write_tls_files(
         _check_trustme("client_certificate", client_certificate, "LeafCert")
     if not root.is_dir():
         # Said of the directory, not of the first temporary file opened in it.
-        error = NotADirectoryError if root.exists() else FileNotFoundError
-        raise error(f"directory {str(root)!r} is not an existing directory")
+        error, what = _not_a_directory(root)
+        raise error(f"directory {str(root)!r} {what}")
     paths = {name: root / filename for name, filename in _NAMES.items()}
     server = _leaf_identity(certificate)
     contents: dict[str, tuple[bytes, bool]] = {
@@ -238,7 +242,11 @@ def _write_all_or_nothing(
         staged: list[tuple[Path, Path]] = []
         for path, (data, private) in files.items():
             temporary = _sibling(path, "tmp")
-            _write_file(temporary, data, private=private)  # removes it if writing fails
+            try:
+                _write_file(temporary, data, private=private)  # removes it if writing fails
+            except OSError as error:
+                # Say which directory cannot be written in: the temporary name means nothing.
+                raise _naming(error, path.parent) from None
             made.append(temporary)
             staged.append((temporary, path))
         if replace:
@@ -281,9 +289,28 @@ def _rename(source: Path, destination: Path, path: Path) -> None:
     try:
         os.replace(source, destination)
     except OSError as error:
-        if error.errno is None:
-            raise
-        raise OSError(error.errno, error.strerror, str(path)) from None
+        raise _naming(error, path) from None
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """*error* (the same subclass, errno and reason) said of *path* alone."""
+    if error.errno is None:
+        return error
+    return OSError(error.errno, error.strerror, str(path))
+
+
+def _not_a_directory(path: Path) -> tuple[type[OSError], str]:
+    """The error to raise for *path*, which is no directory, and what it is instead."""
+    if path.is_symlink():
+        target = os.readlink(path)
+        if not path.exists():
+            return FileNotFoundError, f"is a symlink to {target!r}, which does not exist"
+        return NotADirectoryError, f"is a symlink to {target!r}, not to a directory"
+    if path.is_file():
+        return NotADirectoryError, "is a file, not a directory"
+    if path.exists():
+        return NotADirectoryError, "is not a directory"
+    return FileNotFoundError, "does not exist"
 
 
 @pytest.fixture
@@ -368,6 +395,10 @@ def cli_main(argv: list[str]) -> int:
         print("nettest certs: error: DIR must not be empty ('.' is here)", file=sys.stderr)
         return 2
     directory = Path(args.directory)
+    if os.path.lexists(directory) and not directory.is_dir():
+        # Not mkdir's "File exists": say what is there instead.
+        print(f"nettest certs: {directory} {_not_a_directory(directory)[1]}", file=sys.stderr)
+        return 1
     # lexists: a dangling symlink is there too, and writing through it would fail.
     existing = [directory / name for name in _NAMES.values() if os.path.lexists(directory / name)]
     if existing and not args.force:
