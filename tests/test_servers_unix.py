@@ -146,6 +146,24 @@ async def test_unix_server_bad_arguments() -> None:
     assert UnixServer(path=Path("/tmp/x")).path == "/tmp/x"
 
 
+@pytest.mark.parametrize("make", [UnixServer, UnixDatagramServer])
+async def test_unix_server_refuses_a_path_with_a_null_byte(
+    make: type[UnixServer] | type[UnixDatagramServer],
+) -> None:
+    cut_short = f"/tmp/nt-{os.getpid()}-cut"
+    try:
+        with pytest.raises(
+            ValueError,
+            match=r"^path must not contain a null byte, got '/tmp/nt-\d+-cut\\x00b': ",
+        ):
+            await make(path=cut_short + "\0b").start()
+        # Not even a socket at the path where bind() would have stopped.
+        assert not _exists(cut_short)
+    finally:
+        if _exists(cut_short):
+            os.unlink(cut_short)
+
+
 async def test_unix_server_blocking_client(unix_server: UnixServerFactory) -> None:
     server = await unix_server(handlers.script(handlers.expect(b"hi"), handlers.send(b"yo")))
 

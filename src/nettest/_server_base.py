@@ -427,6 +427,12 @@ class _UnixPath:
             raise TypeError(f"path must be a str path, not bytes: {path!r}")
         if path is not None and not fspath:
             raise ValueError("path must not be empty: pass None for a private temporary one")
+        if "\0" in fspath:
+            # bind() would stop at the null byte and make a socket at the shorter path.
+            raise ValueError(
+                f"path must not contain a null byte, got {fspath!r}: for Linux's abstract "
+                "namespace pass abstract=True"
+            )
         self._path = check_unix_path(fspath) if fspath else ""
         self._abstract = bool(abstract)
         self._dir = None

@@ -180,8 +180,9 @@ class UnixServer(_UnixPath, _StreamServer):
             `TCPServer`.
 
     Raises:
-        ValueError: ``path`` is empty or too long (the message names the limit),
-            or both ``path`` and ``abstract`` were given, or ``abstract`` off Linux.
+        ValueError: ``path`` is empty, holds a null byte, or is too long (the
+            message names the limit), or both ``path`` and ``abstract`` were
+            given, or ``abstract`` off Linux.
 
     Example::
 
