@@ -984,6 +984,8 @@ async def test_proxy_rejects_bad_input(upstream: Upstream) -> None:
         FaultProxy("nowhere")
     with pytest.raises(TypeError, match="upstream must be"):
         FaultProxy(42)
+    with pytest.raises(ValueError, match=r"upstream path must not contain a null byte, got '/"):
+        FaultProxy("/tmp/a\0b")
     proxy = FaultProxy(upstream.address)
     for attribute in ("address", "host", "port"):
         with pytest.raises(RuntimeError, match="not started"):

@@ -111,6 +111,10 @@ def _parse_upstream(value: object, kind: str) -> Address | str:
     if isinstance(address, str) and address.startswith(("/", "./", "\0")):
         if kind != "tcp":
             raise ValueError(f"a UDP proxy needs a (host, port) upstream, got {address!r}")
+        if not address.startswith("\0") and "\0" in address:
+            # connect() would stop at it and reach the shorter path (an abstract name may
+            # hold null bytes: only its first one sets it apart).
+            raise ValueError(f"upstream path must not contain a null byte, got {address!r}")
         return address
     return _parse_address(value, "upstream", lowest=1)
 
