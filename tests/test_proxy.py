@@ -1669,6 +1669,63 @@ def test_fault_proxy_fixture_closes_its_proxies(pytester: pytest.Pytester) -> No
     result.assert_outcomes(passed=2)
 
 
+@pytest.mark.parametrize("kind", ["tcp", "udp"])
+@pytest.mark.parametrize("refuse", [True, False])
+def test_a_wider_scoped_proxy_s_sockets_are_its_own_after_down_and_up_in_a_test(
+    pytester: pytest.Pytester, kind: str, refuse: bool
+) -> None:
+    # down() and up() run in the test's task, but what they bind (the listener,
+    # the socket that holds the port while down) is the module-scoped proxy's:
+    # strict mode must neither charge it to the test nor close it at its check.
+    pytester.makepyfile(
+        f"""
+        import asyncio
+        import socket
+        import pytest
+        import pytest_asyncio
+        import nettest
+        from nettest import handlers
+
+        pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+        @pytest_asyncio.fixture(scope="module", loop_scope="module")
+        async def proxy():
+            server_type = nettest.UDPServer if {kind!r} == "udp" else nettest.TCPServer
+            async with server_type(handlers.echo) as server:
+                async with nettest.FaultProxy(server, seed=1) as proxy:
+                    yield proxy
+
+        async def round_trip(proxy):
+            if proxy.kind == "udp":
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                    sock.settimeout(10)
+                    sock.sendto(b"hi\\n", proxy.address)
+                    return await asyncio.to_thread(sock.recv, 100)
+            reader, writer = await asyncio.open_connection(*proxy.address)
+            writer.write(b"hi\\n")
+            try:
+                return await asyncio.wait_for(reader.readline(), 10)
+            finally:
+                writer.close()
+                await writer.wait_closed()
+
+        async def test_down_and_up(proxy):
+            await proxy.down(refuse={refuse!r})
+            await proxy.up()
+            assert await round_trip(proxy) == b"hi\\n"
+
+        async def test_down(proxy):
+            await proxy.down(refuse={refuse!r})
+
+        async def test_after(proxy):
+            await proxy.up()
+            assert await round_trip(proxy) == b"hi\\n"
+        """
+    )
+    result = pytester.runpytest("--nettest-leaks=strict", "-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+
+
 _PROXIES_ON_THE_TESTS_LOOP = """
 import asyncio
 import socket

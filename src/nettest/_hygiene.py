@@ -159,6 +159,9 @@ class _Gate(_Instruments):
     """
 
     owner: str | None = None
+    #: Whose objects a thread is making now, whatever task makes them (`made_for`):
+    #: (thread ident, owner), innermost last.
+    acting_for: list[tuple[int, str | None]] = field(default_factory=list)
     tracked: list[_Tracked] = field(default_factory=list)
     loop_errors: list[_LoopError] = field(default_factory=list)
     exempt_fds: set[tuple[int, int]] = field(default_factory=set)
@@ -261,6 +264,25 @@ class _Gate(_Instruments):
             yield
         finally:
             self.owner = previous
+
+    @contextlib.contextmanager
+    def made_for(self, obj: object) -> Iterator[None]:
+        """Attribute everything created inside the block to whoever owns `obj`.
+
+        Nobody, if `obj` is not tracked (a wider fixture made it).  For what a
+        server or proxy makes when a test calls one of its methods (a proxy's
+        ``up()`` binds a new listener): it is the server's, not the test's.  The
+        block must not await, as `owned_by`'s.
+        """
+        entry = self._entry_of(obj)
+        owner = None if entry is None else entry.owner
+        acting = (threading.get_ident(), owner)
+        self.acting_for.append(acting)
+        try:
+            with self.owned_by(owner):
+                yield
+        finally:
+            self.acting_for.remove(acting)
 
     def track(
         self,
@@ -1497,6 +1519,11 @@ def parts_of(parent: object, *parts: object) -> None:
     skipped.  Never raises.
     """
     GATE.parts_of(parent, *parts)
+
+
+def made_for(obj: object) -> contextlib.AbstractContextManager[None]:
+    """Attribute what the block makes to whoever owns the tracked `obj` (see `_Gate.made_for`)."""
+    return GATE.made_for(obj)
 
 
 def instrument_loop(loop: asyncio.AbstractEventLoop) -> None:

@@ -142,6 +142,7 @@ class _Instruments:
 
     if TYPE_CHECKING:
         owner: str | None
+        acting_for: list[tuple[int, str | None]]
         tracked: list[_Tracked]
         loop_errors: list[_LoopError]
         running: set[str]
@@ -318,7 +319,11 @@ class _Instruments:
         `serves_on`); in a task, the task's owner (`_TASK_OWNER`): a wider-scoped
         fixture's background task, or a plain asyncio server's connection task,
         makes what it makes for its own owner, whichever test runs at the time.
+        Inside `_Gate.made_for`, the owner of the object it names, before all.
         """
+        for thread, owner in reversed(self.acting_for):
+            if thread == threading.get_ident():
+                return owner
         owner = self.owner
         if threading.get_ident() != self.test_thread:
             owner = self.thread_owners.get(threading.current_thread(), owner)

@@ -48,7 +48,7 @@ from ._fault_backend import FaultsInForce
 # show every one of them unresolved (``Kind`` instead of ``Literal['tcp', 'udp']``).
 from ._fault_trace import TRACES_SHOWN, ConnectionTrace
 from ._faults import Fault, Unreachable, check_faults
-from ._hygiene import dropped_open, parts_of, track, tracked_as
+from ._hygiene import dropped_open, made_for, parts_of, track, tracked_as
 from ._proxy_sockets import (
     Address,
     Kind,
@@ -299,7 +299,9 @@ class FaultProxy(FaultsInForce):
                 return sock
 
             # Port 0 only the first time: `_listening` keeps the port bound then.
-            sock = _bind_port(self._port, listener)
+            # The proxy's, whichever test calls up().
+            with made_for(self):
+                sock = _bind_port(self._port, listener)
             # Up from now: the kernel takes connections into the backlog.  While
             # create_server() runs, down(), aclose() and up() in other tasks see it.
             self._listening(sock.getsockname())
@@ -354,7 +356,8 @@ class FaultProxy(FaultsInForce):
 
     def _bind_udp(self) -> _Listen:
         """Bind the UDP port now; a task starts reading it (`_Listen.attaching`)."""
-        listen = _Listen.bind(self, self._host, self._port)
+        with made_for(self):  # the proxy's, whichever test calls up()
+            listen = _Listen.bind(self, self._host, self._port)
         self._listen_protocol = listen
         task = self._port_task = listen.attaching
         self._tasks.add(task)
@@ -522,16 +525,17 @@ class FaultProxy(FaultsInForce):
 
     def _hold_silent(self) -> None:
         """Hold the port without answering: TCP SYNs dropped, datagrams never read."""
-        if self.kind == "tcp":
-            self._silent = unanswered_listener(self._host, self._port)
-        else:
-            family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-            sock = _loopback_socket(
-                family, socket.SOCK_DGRAM, self._host, has_ipv6=has_ipv6_loopback
-            )
-            with _closed_on_error(sock):
-                sock.bind((self._host, self._port))
-            self._silent = (sock,)
+        with made_for(self):  # the proxy's, whichever test calls down()
+            if self.kind == "tcp":
+                self._silent = unanswered_listener(self._host, self._port)
+            else:
+                family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+                sock = _loopback_socket(
+                    family, socket.SOCK_DGRAM, self._host, has_ipv6=has_ipv6_loopback
+                )
+                with _closed_on_error(sock):
+                    sock.bind((self._host, self._port))
+                self._silent = (sock,)
         parts_of(self, *self._silent)
 
     def _stop_silence(self) -> None:
