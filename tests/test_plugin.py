@@ -10,6 +10,7 @@ import signal
 import pytest
 
 import nettest
+from nettest import _server_base
 from nettest._processes import _pid_namespace
 from support import dead_pid
 
@@ -409,3 +410,48 @@ def test_each_session_removes_the_key_directories_of_dead_processes(
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert not left.exists()
+
+
+def test_an_unraisable_exception_group_is_reported_not_an_internal_error(
+    pytester: pytest.Pytester,
+) -> None:
+    # pytest's unraisable-exception check raises a group of its warnings from its
+    # own hook, under the gate's wrappers; pytest 8.3 and 8.4 filter out every
+    # frame of its traceback but the gate's, and stopped with an INTERNALERROR
+    # when the gate hid its own too.
+    pytester.makepyfile(
+        """
+        import gc
+
+        class Noisy:
+            def __init__(self):
+                self.me = self  # a cycle: freed by the collection below
+
+            def __del__(self):
+                raise RuntimeError("raised in __del__")
+
+        def test_drops_two():
+            Noisy(), Noisy()
+            gc.collect()
+        """
+    )
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "-W", "error::pytest.PytestUnraisableExceptionWarning"
+    )
+    result.assert_outcomes(failed=1)
+    assert "INTERNALERROR" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["*RuntimeError: raised in __del__*"])
+
+
+def test_the_gates_wrappers_hide_their_frames_but_for_an_exception_group() -> None:
+    from nettest.plugin import _hidden_unless_a_group
+
+    def excinfo_of(error: BaseException) -> pytest.ExceptionInfo[BaseException]:
+        try:
+            raise error
+        except BaseException:
+            return pytest.ExceptionInfo.from_current()
+
+    assert _hidden_unless_a_group(excinfo_of(AssertionError()))
+    group = _server_base._exception_group("two", [ValueError(), OSError()])
+    assert not _hidden_unless_a_group(excinfo_of(group))

@@ -336,9 +336,21 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     return result
 
 
+def _hidden_unless_a_group(excinfo: pytest.ExceptionInfo[BaseException]) -> bool:
+    """The `__tracebackhide__` of the gate's wrappers: hidden, but for an exception group.
+
+    pytest's unraisable-exception check raises its group of warnings from its
+    own hook, inside these wrappers: every other frame of that traceback is
+    pytest's or pluggy's, which pytest leaves out, and pytest 8 stops with an
+    INTERNALERROR on a group whose traceback it left empty.  A failure's
+    traceback starts in the test anyway: pytest cuts it there.
+    """
+    return not any(cls.__name__ == "BaseExceptionGroup" for cls in type(excinfo.value).__mro__)
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    __tracebackhide__ = True  # a failure's traceback starts in the test, not here
+    __tracebackhide__ = _hidden_unless_a_group
     with GATE.owned_by(item.nodeid):
         return (yield)
 
@@ -349,7 +361,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 def pytest_runtest_teardown(
     item: pytest.Item, nextitem: pytest.Item | None
 ) -> Generator[None, None, None]:
-    __tracebackhide__ = True
+    __tracebackhide__ = _hidden_unless_a_group
     try:
         with GATE.owned_by(item.nodeid):
             try:
