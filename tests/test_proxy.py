@@ -1726,6 +1726,43 @@ def test_a_wider_scoped_proxy_s_sockets_are_its_own_after_down_and_up_in_a_test(
     result.assert_outcomes(passed=3)
 
 
+def test_a_proxy_refuses_an_upstream_server_whose_loop_is_idle(
+    pytester: pytest.Pytester,
+) -> None:
+    # A module-scoped server's loop does not run during a function-scoped test:
+    # the proxy's connections would wait for ever for it to accept them.
+    pytester.makepyfile(
+        """
+        import pytest
+        import pytest_asyncio
+        import nettest
+        from nettest import handlers
+
+        @pytest_asyncio.fixture(scope="module", loop_scope="module")
+        async def server():
+            async with nettest.TCPServer(handlers.echo) as server:
+                yield server
+
+        @pytest.mark.asyncio
+        async def test_proxy_on_the_test_s_loop(server, fault_proxy):
+            with pytest.raises(RuntimeError, match="runs on another event loop") as info:
+                await fault_proxy(upstream=server)
+            assert "loop_scope" in str(info.value)
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_proxy_on_the_server_s_loop(server):
+            async with nettest.FaultProxy(server) as proxy:
+                assert proxy.is_up
+
+        @pytest.mark.asyncio
+        async def test_a_thread_server_s_loop_runs(tcp_server_thread, fault_proxy):
+            await fault_proxy(upstream=tcp_server_thread())
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "--nettest-leaks=strict")
+    result.assert_outcomes(passed=3)
+
+
 _PROXIES_ON_THE_TESTS_LOOP = """
 import asyncio
 import socket

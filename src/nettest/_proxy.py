@@ -68,6 +68,7 @@ from ._server_base import (
     _closed_on_error,
     _loop_thread_call,
     _loopback_socket,
+    _LoopbackServer,
     _NoIPv6,
     check_bool,
     check_host,
@@ -180,6 +181,8 @@ class FaultProxy(FaultsInForce):
         self.kind: Kind = kind
         #: Where traffic is forwarded, ``(host, port)`` or a Unix socket path.
         self.upstream: Address | str = _parse_upstream(upstream, kind)
+        # A nettest server given as upstream: `start` checks that its loop runs.
+        self._upstream_server = upstream if isinstance(upstream, _LoopbackServer) else None
         #: The seed of every random choice the proxy makes.
         self.seed = check_seed(seed)
         self._faults = _check_faults(kind, faults)
@@ -220,8 +223,9 @@ class FaultProxy(FaultsInForce):
         """Bind and start listening; return the proxy.
 
         Raises:
-            RuntimeError: The proxy was already started.
-        OSError: It could not bind its address.
+            RuntimeError: The proxy was already started, or its upstream is a
+                nettest server on an event loop that is not running.
+            OSError: It could not bind its address.
         """
         if self._started:
             raise RuntimeError("FaultProxy.start() was already called")
@@ -229,6 +233,7 @@ class FaultProxy(FaultsInForce):
         if ":" in self._host and not has_ipv6_loopback():
             self._closed = True
             raise _NoIPv6(f"IPv6 loopback ::1 is not available on this host (host={self._host!r})")
+        self._check_upstream_loop()
         self._loop = asyncio.get_running_loop()
         upstream = _format_address(self.upstream)
         track(self, what=f"FaultProxy -> {upstream}", is_open=_proxy_open, close=_proxy_abort)
@@ -275,6 +280,26 @@ class FaultProxy(FaultsInForce):
             for data, addr in listen.take_queued():
                 self._datagram_from_client(data, addr, before)
             self._stop_listening()
+
+    def _check_upstream_loop(self) -> None:
+        """Refuse a nettest server upstream whose loop does not run while this proxy's does.
+
+        A module-scoped server's loop is idle while a function-scoped test's
+        runs: every connection would wait for ever for the server to accept it.
+        A thread server's loop runs in its thread, and is fine.
+        """
+        server = self._upstream_server
+        if server is None or server._loop is None:
+            return
+        loop = server._loop
+        if loop is not asyncio.get_running_loop() and not loop.is_running():
+            self._closed = True
+            raise RuntimeError(
+                f"upstream {server._name} runs on another event loop, which does not run "
+                "while the proxy's does: its connections would never be accepted; start "
+                "the proxy on the server's loop (check the fixture's and the test's "
+                "loop_scope), or use a thread server"
+            )
 
     async def __aenter__(self) -> FaultProxy:
         return await self.start()
