@@ -428,6 +428,38 @@ async def test_memory_stream_pair_stream_writer_start_tls(tls_contexts_factory: 
 
 
 @pytest.mark.asyncio
+async def test_a_long_flow_timeline_is_cut_short_in_an_assertion_s_message() -> None:
+    # A drained upload of 3 MiB pauses and resumes its writer dozens of times: the
+    # message lists the first and last five, and says where the rest are.
+    (_, c_writer), (s_reader, s_writer) = memory_stream_pair()
+    client = c_writer.transport
+    assert isinstance(client, MemoryTransport)
+
+    async def read_all() -> int:
+        return len(await s_reader.readexactly(3 * 2**20))
+
+    reading = asyncio.ensure_future(read_all())
+    for _ in range(48):
+        c_writer.write(b"x" * 2**16)
+        await c_writer.drain()
+    assert await reading == 3 * 2**20
+    events = client.flow_events
+    assert len(events) > 20
+    with pytest.raises(AssertionError) as failed:
+        client.assert_writing_paused()
+    message = str(failed.value)
+    listed = [f"{e.kind} at {e.buffer_size}" for e in events]
+    assert (
+        ", ".join([*listed[:5], f"... {len(events) - 10} more ...", *listed[-5:]])
+        + (f" ({len(events)} in all: see flow_events)")
+        in message
+    )
+    assert len(message) < 1000  # both timelines, the peer's reading too
+    for writer in (c_writer, s_writer):
+        writer.close()
+
+
+@pytest.mark.asyncio
 async def test_reading_events_explain_a_writer_stuck_behind_a_reader_that_stopped() -> None:
     # The server's StreamReader pauses its transport above 2 * limit; nobody reads.
     (_, c_writer), (s_reader, s_writer) = memory_stream_pair(capacity=1024, limit=1024)

@@ -760,6 +760,33 @@ class MemorySocket:
         )
 
 
+#: How many events an assertion's message lists at each end of a long timeline.
+_EVENTS_AT_EACH_END = 5
+
+
+def _first_and_last(events: list[str], attribute: str) -> str:
+    """`events` joined for a message: the first and last few of a long timeline, and a count.
+
+    A long upload pauses and resumes its writer thousands of times: the message
+    stays readable, and names the transport's `attribute` that holds them all.
+    """
+    if not events:
+        return "none"
+    if len(events) <= 2 * _EVENTS_AT_EACH_END + 1:
+        return ", ".join(events)
+    left_out = len(events) - 2 * _EVENTS_AT_EACH_END
+    return (
+        ", ".join(
+            [
+                *events[:_EVENTS_AT_EACH_END],
+                f"... {left_out} more ...",
+                *events[-_EVENTS_AT_EACH_END:],
+            ]
+        )
+        + f" ({len(events)} in all: see {attribute})"
+    )
+
+
 class FlowControlled(_asyncio_transports._FlowControlMixin):
     """Flow control, extras and resource hygiene shared by memory transports.
 
@@ -911,7 +938,9 @@ class FlowControlled(_asyncio_transports._FlowControlMixin):
             )
 
     def _describe_flow(self) -> str:
-        events = ", ".join(f"{e.kind} at {e.buffer_size}" for e in self._flow.events) or "none"
+        events = _first_and_last(
+            [f"{e.kind} at {e.buffer_size}" for e in self._flow.events], "flow_events"
+        )
         low, high = self.get_write_buffer_limits()
         text = (
             f"buffer {self.get_write_buffer_size()} bytes, high {high}, low {low}, "
@@ -983,12 +1012,13 @@ class FlowControlled(_asyncio_transports._FlowControlMixin):
 
     def _describe_reading(self) -> str:
         """The bytes waiting to be read, and the reading timeline."""
-        events = ", ".join(
-            f"{kind} with {waiting} waiting" for kind, waiting, _ in self._reading_log
+        events = _first_and_last(
+            [f"{kind} with {waiting} waiting" for kind, waiting, _ in self._reading_log],
+            "reading_events",
         )
         return (
             f"{self._bytes_waiting()} bytes waiting to be read; "
-            f"pause/resume reading events: {events or 'none'}"
+            f"pause/resume reading events: {events}"
         )
 
     def is_closing(self) -> bool:
