@@ -211,6 +211,43 @@ def test_gate_a_test_marked_off_is_not_reported_for_its_tasks_late_failure(
     result.assert_outcomes(passed=3)
 
 
+def test_gate_does_not_list_the_task_an_interrupted_test_runs_in(
+    pytester: pytest.Pytester,
+) -> None:
+    # A test timeout (pytest-timeout's signal method) interrupts the loop: the
+    # task pytest-asyncio runs the test in is left pending.  It is how the test
+    # ran, not something the test made; what the test made is listed.
+    result = run(
+        pytester,
+        """
+        import asyncio, signal
+        import pytest
+        from nettest import memory_stream_pair
+
+        def interrupt(signum, frame):
+            pytest.fail("interrupted")
+
+        @pytest.mark.asyncio
+        async def test_interrupted():
+            (reader, writer), _ = memory_stream_pair()
+            signal.signal(signal.SIGALRM, interrupt)
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            await reader.readline()
+        """,
+        "--nettest-leaks=strict",
+        *FILTERS,
+        subprocess=True,
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_interrupted left 2 things behind (--nettest-leaks=strict):",
+            "*- open MemoryTransport*",
+        ]
+    )
+    assert "pending task" not in result.stdout.str()
+
+
 def test_gate_a_task_it_did_not_see_made_is_reported_as_such(pytester: pytest.Pytester) -> None:
     result = run(
         pytester,

@@ -86,6 +86,7 @@ from ._hygiene_report import (
     _UNSEEN,
     _describe,
     _LoopError,
+    _made_by_a_runner,
     _socket_names,
     _SocketRef,
     _task_of,
@@ -302,7 +303,9 @@ class _Instruments:
                 pass
             if owner is not None and loop in gate.loop_tests:
                 gate.loop_tests[loop].name = owner
-            if owner is not None and owner == gate.strict_owner:
+            # Made by the runner before it runs the loop: the test's own task.
+            runners = not loop.is_running() and _made_by_a_runner(sys._getframe(1))
+            if owner is not None and owner == gate.strict_owner and not runners:
                 gate.track(task, what="pending task", is_open=_pending, close=_cancel, via=via)
             return task
 

@@ -148,6 +148,28 @@ def _creation_stack() -> _Stack:
     return tuple(reversed(frames))
 
 
+def _made_by_a_runner(frame: types.FrameType | None) -> bool:
+    """Whether what `frame` runs was called by what runs tests, with no user code between.
+
+    pytest-asyncio's runner makes each async test's task, and its fixtures'
+    finalisers', before it runs the loop: such a task is how the test runs, not
+    something it made, and one still pending (a test timeout interrupted it) is
+    not the test's leak.  (A task made in a loop callback has only the loop's
+    frames, and then the runner's, on its stack too: ask only of a loop that is
+    not running.)
+    """
+    kinds = _KIND_OF_FILE
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        kind = kinds.get(filename)
+        if kind is None:
+            kind = kinds[filename] = _kind_of_file(filename)
+        if kind is not _PLUMBING_FILE:
+            return kind is _RUNNER
+        frame = frame.f_back
+    return False
+
+
 class _StrongRef:
     """A strong reference that is read like a weak one, for objects that refuse weak ones.
 
