@@ -206,6 +206,8 @@ class _Gate(_Instruments):
     )
     #: What the session's last collection freed open, for the session's summary.
     left_at_the_end: list[str] = field(default_factory=list)
+    #: The unraisable hook `catch_until_the_end` replaced, until `collect_at_the_end`.
+    _until_the_end: Callable[[Any], object] | None = None
     #: The gate's task factory on each loop it watches.
     task_factories: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object] = field(
         default_factory=weakref.WeakKeyDictionary
@@ -766,6 +768,39 @@ class _Gate(_Instruments):
             self.checking = None
             if collecting:
                 gc.enable()
+
+    def catch_until_the_end(self) -> None:
+        """Take what finalisers raise from now until `collect_at_the_end`, for the summary.
+
+        When the last test's teardown failed, its error (the frames of its
+        traceback) held what its fixtures left open through that test's check;
+        pytest lets go of it after the session, and what it held is freed then,
+        whenever that is: its warnings came out of pytest's unconfigure as an
+        internal error.  They are taken here instead, and listed as a last
+        check's collection lists what it freed.
+        """
+        previous = sys.unraisablehook
+
+        def hook(unraisable: Any) -> None:
+            where = unraisable.err_msg or "Exception ignored in"
+            error = unraisable.exc_value
+            self.left_at_the_end.append(
+                f"  - {where}: {unraisable.object!r}\n    {type(error).__name__}: {error}"
+            )
+
+        sys.unraisablehook = hook
+        self._until_the_end = previous
+
+    def collect_at_the_end(self) -> None:
+        """Free what is left (see `catch_until_the_end`), then give the hook back."""
+        previous = self._until_the_end
+        if previous is None:
+            return
+        try:
+            for _ in range(5):  # as pytest's own check does: one may free more
+                gc.collect()
+        finally:
+            sys.unraisablehook, self._until_the_end = previous, None
 
     def _check(
         self,

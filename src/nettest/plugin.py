@@ -210,6 +210,10 @@ def pytest_testnodedown(node: Any, error: object) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Show what the session's last collection freed open (see `_Gate.check`'s `last`)."""
+    _show_left_at_the_end(terminalreporter)
+
+
+def _show_left_at_the_end(terminalreporter: Any) -> None:
     left, GATE.left_at_the_end = GATE.left_at_the_end, []
     if left:
         terminalreporter.section("nettest: left open at the end of the session", yellow=True)
@@ -219,7 +223,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.line(line)
 
 
+# Not trylast: before pytest's own unraisable-exception check of the session's end
+# (its plugin was registered before this one, and is called after it).
 def pytest_unconfigure(config: pytest.Config) -> None:
+    # After a last teardown that failed, what its error held (see catch_until_the_end).
+    GATE.collect_at_the_end()
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        _show_left_at_the_end(reporter)
     GATE.strict = config.stash.get(_OUTER_STRICT_KEY, False)
     if not GATE.strict:
         GATE.unwatch_socket_creation()
@@ -374,6 +385,8 @@ def pytest_runtest_teardown(
                     _check(item, failed=True)
                 except LeakError as late:  # tasks of earlier tests that failed since
                     item.stash[_RELEASED_KEY] = str(late)
+                if nextitem is None:  # its error holds what it left: see pytest_unconfigure
+                    GATE.catch_until_the_end()
                 raise
         if nextitem is None and isinstance(item, pytest.Function):
             # Every fixture is torn down: let go of their values now, as pytest
