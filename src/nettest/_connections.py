@@ -153,6 +153,16 @@ class _ConnState:
             self.lost(exc)
             lose(exc)
 
+        complete = ssl_protocol._on_handshake_complete
+
+        def complete_then_read(handshake_exc: BaseException | None) -> None:
+            complete(handshake_exc)
+            # Read now: once the handler closes its writer, the TLS layer that is
+            # shutting down answers nothing, and Connection.tls would stay None.
+            if handshake_exc is None and conn._tls is None:
+                conn._tls = self.tls_info()
+
+        ssl_protocol._on_handshake_complete = complete_then_read  # type: ignore[method-assign]
         ssl_protocol._write_appdata = record_and_write  # type: ignore[method-assign]
         ssl_protocol.connection_lost = lost_then_tell  # type: ignore[method-assign]
         self.tls_transport = app_transport
