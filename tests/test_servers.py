@@ -10,6 +10,7 @@ import socket
 import ssl
 import struct
 import sys
+import threading
 import time
 import typing
 import warnings
@@ -976,6 +977,74 @@ async def test_a_stream_handler_s_own_upgrade_is_read_before_the_handler_closes(
         await conn.wait_closed()
     assert conn.tls is not None
     assert conn.tls.version in ("TLSv1.2", "TLSv1.3")
+
+
+def _starttls_then_reset(address: tuple[str, int], upgrading: threading.Event) -> None:
+    """A blocking client that asks for STARTTLS, then resets before its ClientHello."""
+    with socket.create_connection(address, timeout=5) as raw:
+        raw.sendall(b"STARTTLS\r\n")
+        assert raw.recv(100) == b"220 go ahead\r\n"
+        assert upgrading.wait(5)
+        time.sleep(0.1)  # the server's handshake is waiting for the ClientHello
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="StreamWriter.start_tls is 3.11+")
+@pytest.mark.asyncio
+async def test_a_start_tls_reset_mid_handshake_leaves_the_writer_as_asyncio_does(
+    tls_pair: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    # Under asyncio's own server, the handler's protocol never hears of the loss
+    # (the TLS layer keeps it while its handshake runs), so wait_closed() waits
+    # for ever: nettest's server told it, and a handler that hangs in production
+    # passed its tests.
+    server_ctx, _ = tls_pair
+
+    async def outcome_under(start: typing.Any) -> str:
+        outcomes: list[str] = []
+        upgrading = threading.Event()
+
+        async def starttls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readline()
+            writer.write(b"220 go ahead\r\n")
+            start_tls: typing.Any = writer.start_tls  # type: ignore[attr-defined,unused-ignore]
+            upgrading.set()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await start_tls(server_ctx)
+            writer.close()
+            try:
+                await asyncio.wait_for(writer.wait_closed(), 0.5)
+                outcomes.append("closed")
+            except TimeoutError:
+                outcomes.append("waits")
+            except ConnectionError as error:
+                outcomes.append(f"raised {type(error).__name__}")
+
+        async with start(starttls) as address:
+            await asyncio.get_running_loop().run_in_executor(
+                None, _starttls_then_reset, address, upgrading
+            )
+            while not outcomes:
+                await asyncio.sleep(0.05)
+        return outcomes[0]
+
+    @contextlib.asynccontextmanager
+    async def under_asyncio(handler: typing.Any) -> typing.AsyncIterator[tuple[str, int]]:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        try:
+            yield server.sockets[0].getsockname()[:2]
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    @contextlib.asynccontextmanager
+    async def under_nettest(handler: typing.Any) -> typing.AsyncIterator[tuple[str, int]]:
+        async with TCPServer(handler) as server:
+            yield server.address
+
+    expected = await outcome_under(under_asyncio)
+    assert expected == "waits"  # asyncio's behaviour on 3.11-3.13, which nettest follows
+    assert await outcome_under(under_nettest) == expected
 
 
 class _OwnProtocol(asyncio.Protocol):

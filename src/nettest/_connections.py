@@ -149,9 +149,13 @@ class _ConnState:
 
         lose = ssl_protocol.connection_lost
 
-        def lost_then_tell(exc: BaseException | None) -> None:
-            self.lost(exc)
+        def lose_then_record(exc: BaseException | None) -> None:
+            # The TLS layer first, as asyncio's socket transport calls it: recording
+            # the end closes the transports, and a TLS layer closed mid-handshake
+            # would then tell the handler's protocol of a loss it never hears of
+            # under asyncio (whose StreamWriter.wait_closed() then waits for ever).
             lose(exc)
+            self.lost(exc)
 
         complete = ssl_protocol._on_handshake_complete
 
@@ -164,7 +168,7 @@ class _ConnState:
 
         ssl_protocol._on_handshake_complete = complete_then_read  # type: ignore[method-assign]
         ssl_protocol._write_appdata = record_and_write  # type: ignore[method-assign]
-        ssl_protocol.connection_lost = lost_then_tell  # type: ignore[method-assign]
+        ssl_protocol.connection_lost = lose_then_record  # type: ignore[method-assign]
         self.tls_transport = app_transport
         self.transport.set_protocol(ssl_protocol)
 
