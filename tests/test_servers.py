@@ -923,10 +923,13 @@ async def test_start_tls_on_a_protocol_handler_records_the_cleartext(
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="StreamWriter.start_tls is 3.11+")
+@pytest.mark.parametrize("handler_closes", [False, True])
 @pytest.mark.asyncio
 async def test_start_tls_on_a_stream_handler_records_the_cleartext(
-    tls_pair: tuple[ssl.SSLContext, ssl.SSLContext],
+    tls_pair: tuple[ssl.SSLContext, ssl.SSLContext], handler_closes: bool
 ) -> None:
+    # conn.tls is read at the end of the handshake: once the handler has closed
+    # its writer, the TLS layer shutting down answers nothing, and it stayed None.
     server_ctx, client_ctx = tls_pair
 
     async def starttls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -937,6 +940,10 @@ async def test_start_tls_on_a_stream_handler_records_the_cleartext(
         await start_tls(server_ctx)  # the server side, as asyncio's servers take it
         writer.write((await reader.read(100)).upper())
         await writer.drain()
+        if handler_closes:
+            await reader.read()
+            writer.close()
+            await writer.wait_closed()
 
     async with TCPServer(starttls) as server:
         greeting, reply = await asyncio.get_running_loop().run_in_executor(
@@ -947,36 +954,6 @@ async def test_start_tls_on_a_stream_handler_records_the_cleartext(
         await conn.wait_closed()
     assert (conn.received, conn.sent) == (b"STARTTLS\r\nsecret", b"220 go ahead\r\nSECRET")
     assert conn.tls is not None
-
-
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="StreamWriter.start_tls is 3.11+")
-@pytest.mark.asyncio
-async def test_a_stream_handler_s_own_upgrade_is_read_before_the_handler_closes(
-    tls_pair: tuple[ssl.SSLContext, ssl.SSLContext],
-) -> None:
-    # Read at the end of the handshake: once the handler has closed its writer,
-    # the TLS layer shutting down answers nothing, and conn.tls stayed None.
-    server_ctx, client_ctx = tls_pair
-
-    async def starttls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        assert await reader.readline() == b"STARTTLS\r\n"
-        writer.write(b"220 go ahead\r\n")
-        start_tls: typing.Any = writer.start_tls  # type: ignore[attr-defined,unused-ignore]
-        await start_tls(server_ctx)
-        writer.write((await reader.read(100)).upper())
-        await writer.drain()
-        await reader.read()
-        writer.close()
-        await writer.wait_closed()
-
-    async with TCPServer(starttls) as server:
-        await asyncio.get_running_loop().run_in_executor(
-            None, _starttls_client, server.address, client_ctx, b"secret"
-        )
-        (conn,) = server.connections
-        await conn.wait_closed()
-    assert conn.tls is not None
-    assert conn.tls.version in ("TLSv1.2", "TLSv1.3")
 
 
 def _starttls_then_reset(address: tuple[str, int], upgrading: threading.Event) -> None:
