@@ -27,6 +27,7 @@ WRITER_DEL_CLOSES = hasattr(asyncio.StreamWriter, "__del__")
 
 #: The warning filters getting-started recommends, as command-line options.
 FILTERS = ("-W", "error::ResourceWarning", "-W", "error::pytest.PytestUnraisableExceptionWarning")
+PYTEST_VERSION = tuple(int(part) for part in pytest.__version__.split(".")[:2])
 
 # -- a task that fails after the test that made it ended --------------------------------------
 
@@ -1533,6 +1534,8 @@ def test_a_leak_of_a_fixture_whose_teardown_failed_last_goes_to_the_summary(
     result.assert_outcomes(passed=1, errors=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert "Exception Group" not in result.stdout.str() + result.stderr.str()
+    if PYTEST_VERSION < (8, 4):
+        return  # no collection of its own after the session: the server is never freed
     result.stdout.fnmatch_lines(
         [
             "*= nettest: left open at the end of the session =*",

@@ -206,7 +206,8 @@ class _Gate(_Instruments):
     )
     #: What the session's last collection freed open, for the session's summary.
     left_at_the_end: list[str] = field(default_factory=list)
-    #: The unraisable hook `catch_until_the_end` replaced, until `collect_at_the_end`.
+    #: The unraisable hook `catch_until_the_end` put in place, and the one it replaced.
+    _catching: Callable[[Any], object] | None = None
     _until_the_end: Callable[[Any], object] | None = None
     #: The gate's task factory on each loop it watches.
     task_factories: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object] = field(
@@ -777,9 +778,12 @@ class _Gate(_Instruments):
         pytest lets go of it after the session, and what it held is freed then,
         whenever that is: its warnings came out of pytest's unconfigure as an
         internal error.  They are taken here instead, and listed as a last
-        check's collection lists what it freed.
+        check's collection lists what it freed.  Called again as the session
+        finishes: pytest before 8.4 puts back, as each phase ends, the hook it
+        found as the phase began.
         """
-        previous = sys.unraisablehook
+        if self._catching is not None and sys.unraisablehook is self._catching:
+            return
 
         def hook(unraisable: Any) -> None:
             where = unraisable.err_msg or "Exception ignored in"
@@ -788,19 +792,26 @@ class _Gate(_Instruments):
                 f"  - {where}: {unraisable.object!r}\n    {type(error).__name__}: {error}"
             )
 
-        sys.unraisablehook = hook
-        self._until_the_end = previous
+        self._until_the_end, sys.unraisablehook = sys.unraisablehook, hook
+        self._catching = hook
+
+    @property
+    def catching_until_the_end(self) -> bool:
+        """Whether `catch_until_the_end` was called, and `collect_at_the_end` not yet."""
+        return self._catching is not None
 
     def collect_at_the_end(self) -> None:
         """Free what is left (see `catch_until_the_end`), then give the hook back."""
-        previous = self._until_the_end
-        if previous is None:
+        if self._catching is None:
             return
         try:
             for _ in range(5):  # as pytest's own check does: one may free more
                 gc.collect()
         finally:
-            sys.unraisablehook, self._until_the_end = previous, None
+            # Unless someone put another in its place meanwhile.
+            if sys.unraisablehook is self._catching and self._until_the_end is not None:
+                sys.unraisablehook = self._until_the_end
+            self._catching = self._until_the_end = None
 
     def _check(
         self,

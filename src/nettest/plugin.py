@@ -196,6 +196,8 @@ _LEFT_AT_THE_END_KEY = "nettest_left_at_the_end"
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    if GATE.catching_until_the_end:
+        GATE.catch_until_the_end()  # again: pytest before 8.4 put its own hook back
     # An xdist worker's summary is not shown: the controller shows its list.
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
