@@ -1572,7 +1572,7 @@ def test_the_last_collection_does_not_blame_the_last_test(
     result.stdout.fnmatch_lines(
         [
             "*= nettest: left open at the end of the session =*",
-            "The garbage collection at the end of the session (in the last test's check) *"
+            "The garbage collection at the end of the session (in the last test's check, *"
             "--nettest-leaks=strict names the test that made each socket.",
             "  - Exception ignored in: <socket.socket *",
             "    ResourceWarning: unclosed <socket.socket *",

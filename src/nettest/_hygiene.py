@@ -1373,8 +1373,8 @@ def left_at_the_end(strict: bool) -> str:
     what is left was made outside every test.
     """
     freed = (
-        "The garbage collection at the end of the session (in the last test's check) "
-        "freed these open, "
+        "The garbage collection at the end of the session (in the last test's check, "
+        "or after the session when the last teardown failed) freed these open, "
     )
     if strict:
         return freed + (
