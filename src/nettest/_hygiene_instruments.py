@@ -79,7 +79,7 @@ import threading
 import types
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._hygiene_report import (
@@ -123,6 +123,25 @@ def force_end(task: asyncio.Task[Any]) -> str:
     cancelled_by_gate(task)
     task.cancel()
     return "ignored cancellation: nettest closed its coroutine"
+
+
+def end_tasks(
+    loop: asyncio.AbstractEventLoop, tasks: Iterable[asyncio.Future[Any]]
+) -> tuple[set[asyncio.Future[Any]], dict[asyncio.Future[Any], str]]:
+    """Cancel `tasks` on the stopped `loop` and run them to their end, as `asyncio.run` does.
+
+    Each gets `CANCEL_GRACE` seconds; one that ignores its cancellation would
+    hold the loop's close for ever, and is ended by force (`force_end`).
+    Returns the tasks that ended, and how each one ended by force was ended.
+    """
+    tasks = set(tasks)
+    for task in tasks:
+        task.cancel()
+    done, stuck = loop.run_until_complete(asyncio.wait(tasks, timeout=CANCEL_GRACE))
+    forced = {task: force_end(cast("asyncio.Task[Any]", task)) for task in stuck}
+    if stuck:
+        done |= loop.run_until_complete(asyncio.wait(stuck, timeout=CANCEL_GRACE))[0]
+    return done, forced
 
 
 class _LastTest:
@@ -303,9 +322,12 @@ class _Instruments:
                 pass
             if owner is not None and loop in gate.loop_tests:
                 gate.loop_tests[loop].name = owner
-            # Made by the runner before it runs the loop: the test's own task.
-            runners = not loop.is_running() and _made_by_a_runner(sys._getframe(1))
-            if owner is not None and owner == gate.strict_owner and not runners:
+            if (
+                owner is not None
+                and owner == gate.strict_owner
+                # Made by the runner before it runs the loop: how the test runs.
+                and (loop.is_running() or not _made_by_a_runner(sys._getframe(1)))
+            ):
                 gate.track(task, what="pending task", is_open=_pending, close=_cancel, via=via)
             return task
 
@@ -416,13 +438,9 @@ class _Instruments:
         if pending and not loop.is_closed() and not loop.is_running():
             for task in pending:
                 cancelled_by_gate(task)
-                task.cancel()
-            _, stuck = loop.run_until_complete(asyncio.wait(pending, timeout=CANCEL_GRACE))
-            # A task that ignores cancellation would hold the loop's close for ever.
-            for task in stuck:
-                pending[task].what += f" that {force_end(cast('asyncio.Task[Any]', task))}"
-            if stuck:
-                loop.run_until_complete(asyncio.wait(stuck, timeout=CANCEL_GRACE))
+            _, forced = end_tasks(loop, pending)
+            for task, how in forced.items():
+                pending[task].what += f" that {how}"
         self.note_sockets_closing_with(loop)
 
     def note_sockets_closing_with(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -23,7 +23,7 @@ import pytest
 
 from ._handlers import DatagramProtocolFactory, Handler, ProtocolFactory, StreamHandler, echo
 from ._hygiene import GATE, instrument_loop, serves_on, track
-from ._hygiene_instruments import CANCEL_GRACE, force_end
+from ._hygiene_instruments import end_tasks
 from ._recording import _UNSET, Connection, Datagram, Ending, HandshakeFailure
 from ._server_base import _check_int, _NoIPv6, raise_all
 from ._servers import TCPServer, UnixServer
@@ -150,19 +150,13 @@ class _LoopThread:
         the servers do to a handler that ignores cancellation.  `stop` warns of
         those.
         """
-        loop = self.loop
-        pending = asyncio.all_tasks(loop)
-        for task in pending:
-            task.cancel()
+        pending = asyncio.all_tasks(self.loop)
         if not pending:
             return
-        done, stuck = loop.run_until_complete(asyncio.wait(pending, timeout=CANCEL_GRACE))
-        for task in stuck:
-            coro = task.get_coro()
-            running = getattr(coro, "__qualname__", repr(coro))
-            self._forced.append(f"task {task.get_name()} running {running}() {force_end(task)}")
-        if stuck:
-            done |= loop.run_until_complete(asyncio.wait(stuck, timeout=CANCEL_GRACE))[0]
+        # Described before they end: a coroutine ended by force has no name left.
+        described: dict[asyncio.Future[Any], str] = {task: _running(task) for task in pending}
+        done, forced = end_tasks(self.loop, pending)
+        self._forced += [f"{described[task]} {how}" for task, how in forced.items()]
         for task in done:  # retrieved, as asyncio.run retrieves them: nothing to log
             if not task.cancelled():
                 task.exception()
@@ -230,6 +224,12 @@ class _LoopThread:
         thread = getattr(self, "thread", None)
         if thread is not None and thread.is_alive():
             warnings.warn(f"unstopped server thread {thread.name}", ResourceWarning, stacklevel=1)
+
+
+def _running(task: asyncio.Task[Any]) -> str:
+    """A task, for a warning: its name and what it runs."""
+    coro = task.get_coro()
+    return f"task {task.get_name()} running {getattr(coro, '__qualname__', repr(coro))}()"
 
 
 class _StartsAndCloses(typing.Protocol):
