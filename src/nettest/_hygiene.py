@@ -786,11 +786,7 @@ class _Gate(_Instruments):
             return
 
         def hook(unraisable: Any) -> None:
-            where = unraisable.err_msg or "Exception ignored in"
-            error = unraisable.exc_value
-            self.left_at_the_end.append(
-                f"  - {where}: {unraisable.object!r}\n    {type(error).__name__}: {error}"
-            )
+            self.left_at_the_end.append(f"  - {_unraisable_message(unraisable)}")
 
         self._until_the_end, sys.unraisablehook = sys.unraisablehook, hook
         self._catching = hook
@@ -1417,6 +1413,13 @@ class _Finalised:
     maker: str | None = None
 
 
+def _unraisable_message(unraisable: Any) -> str:
+    """What a finaliser raised, as `sys.unraisablehook` was given it, in a report's words."""
+    where = unraisable.err_msg or "Exception ignored in"
+    error = unraisable.exc_value
+    return f"{where}: {unraisable.object!r}\n    {type(error).__name__}: {error}"
+
+
 def _collect_garbage(
     parts: Mapping[int, tuple[type, _Tracked]], maker_of: Callable[[object], str | None]
 ) -> list[_Finalised]:
@@ -1439,9 +1442,7 @@ def _collect_garbage(
     sockets_of: dict[int, str] = {}  # the sockets under other tests' connections
 
     def hook(unraisable: Any) -> None:
-        where = unraisable.err_msg or "Exception ignored in"
-        error = unraisable.exc_value
-        item = _Finalised(f"{where}: {unraisable.object!r}\n    {type(error).__name__}: {error}")
+        item = _Finalised(_unraisable_message(unraisable))
         finalised = None
         with contextlib.suppress(Exception):
             finalised = _finalised(unraisable)

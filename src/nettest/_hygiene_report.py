@@ -108,11 +108,17 @@ _KIND_OF_FILE: dict[str, str] = {}
 
 
 def _kind_of_file(filename: str) -> str:
-    if filename.startswith(_PLUMBING):
-        return _PLUMBING_FILE
-    if any(place in filename for place in _RUNNERS):
-        return _RUNNER
-    return _USER
+    """Whether `filename` is plumbing, a runner's or the user's; worked out once per file."""
+    kind = _KIND_OF_FILE.get(filename)
+    if kind is None:
+        if filename.startswith(_PLUMBING):
+            kind = _PLUMBING_FILE
+        elif any(place in filename for place in _RUNNERS):
+            kind = _RUNNER
+        else:
+            kind = _USER
+        _KIND_OF_FILE[filename] = kind
+    return kind
 
 
 def _creation_stack() -> _Stack:
@@ -131,9 +137,7 @@ def _creation_stack() -> _Stack:
     kinds = _KIND_OF_FILE
     while frame is not None and len(frames) < _STACK_LIMIT:
         filename = frame.f_code.co_filename
-        kind = kinds.get(filename)
-        if kind is None:
-            kind = kinds[filename] = _kind_of_file(filename)
+        kind = kinds.get(filename) or _kind_of_file(filename)
         if kind is _RUNNER:
             if frames:
                 break
@@ -158,12 +162,8 @@ def _made_by_a_runner(frame: types.FrameType | None) -> bool:
     frames, and then the runner's, on its stack too: ask only of a loop that is
     not running.)
     """
-    kinds = _KIND_OF_FILE
     while frame is not None:
-        filename = frame.f_code.co_filename
-        kind = kinds.get(filename)
-        if kind is None:
-            kind = kinds[filename] = _kind_of_file(filename)
+        kind = _kind_of_file(frame.f_code.co_filename)
         if kind is not _PLUMBING_FILE:
             return kind is _RUNNER
         frame = frame.f_back
