@@ -421,6 +421,39 @@ def test_a_thread_server_whose_close_is_interrupted_still_closes(
     )
 
 
+async def _fails_once_cancelled(reader: object, writer: object) -> None:
+    try:
+        await asyncio.sleep(100)
+    except asyncio.CancelledError:
+        await asyncio.sleep(0.2)
+        raise ValueError("failed as it was cancelled") from None
+
+
+def test_an_interrupted_close_warns_of_what_the_close_then_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The interruption is what the test reports; the handler's error, raised by
+    # the close that ran on to its end, is not lost behind it.
+    monkeypatch.setattr(_stream_server, "CANCEL_GRACE", 1.0)
+    server = TCPServerThread(_fails_once_cancelled, close_timeout=0.2).start()
+    previous = signal.signal(signal.SIGALRM, _interrupt)
+    try:
+        with socket.create_connection(server.address):
+            server.wait_for_connections(1)
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            with (
+                pytest.raises(_Interrupted),
+                pytest.warns(ServerTeardownWarning, match="raised HandlerError") as warned,
+            ):
+                server.close()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert server.closed
+    assert any("failed as it was cancelled" in str(w.message) for w in warned)
+    assert warned[-1].filename == __file__  # at the line that made the server
+
+
 def test_a_thread_server_s_loop_ends_a_task_that_ignores_cancellation() -> None:
     # A task the server does not know outlives its close: the stopping loop
     # cancels it, then ends it by force, and says so.

@@ -187,13 +187,11 @@ class _LoopThread:
         done, _ = concurrent.futures.wait([future], timeout=_JOIN_TIMEOUT)
         if done and not future.cancelled() and future.exception() is not None:
             error = future.exception()
-            warnings.warn(
-                ServerTeardownWarning(
-                    f"server thread {self.thread.name}: its close, finished after an "
-                    f"interruption, raised {type(error).__name__}: {error}"
-                ),
-                stacklevel=4,
+            warning = ServerTeardownWarning(
+                f"server thread {self.thread.name}: its close, finished after an "
+                f"interruption, raised {type(error).__name__}: {error}"
             )
+            warn_at_test(warning, self)
 
     def stop(self) -> None:
         """Stop the loop (cancelling what still runs on it) and join the thread.
