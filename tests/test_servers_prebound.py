@@ -12,10 +12,12 @@ import subprocess
 import sys
 import textwrap
 import time
+import typing
 from pathlib import Path
 
 import pytest
 
+import nettest
 from nettest import _server_base
 from nettest._prebound import (
     BoundSocket,
@@ -278,3 +280,33 @@ async def test_a_server_on_a_bound_socket_turns_nagle_off_as_start_server_does(
     await writer.wait_closed()
     server.close()
     await server.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_what_binds_ipv6_outside_a_fixture_raises_a_named_oserror_without_ipv6(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each module that binds ::1 asks has_ipv6_loopback as it sees it.
+    from nettest import _blackhole, _prebound, _proxy, _servers, _udp
+
+    for module in (_blackhole, _prebound, _proxy, _servers, _udp):
+        monkeypatch.setattr(module, "has_ipv6_loopback", lambda: False)
+    binds: list[typing.Callable[[], object]] = [
+        lambda: BoundSocket.tcp("::1"),
+        lambda: BoundSocket.udp("::1"),
+        lambda: nettest.BlackholePort("::1"),
+        lambda: nettest.TCPServerThread(host="::1").start(),
+        lambda: nettest.UDPServerThread(host="::1").start(),
+    ]
+    for bind in binds:
+        with pytest.raises(nettest.NoIPv6LoopbackError, match=r"::1 is not available"):
+            bind()
+    for server in (
+        nettest.TCPServer(host="::1"),
+        nettest.UDPServer(host="::1"),
+        nettest.FaultProxy(("::1", 9), host="::1"),
+    ):
+        with pytest.raises(nettest.NoIPv6LoopbackError, match=r"::1 is not available"):
+            await server.start()
+        assert server.closed
+    assert issubclass(nettest.NoIPv6LoopbackError, OSError)

@@ -42,6 +42,7 @@ from ._recording import Event as Event
 from ._recording import HandshakeFailure as HandshakeFailure
 from ._recording import TLSInfo as TLSInfo
 from ._resolver import FakeResolver as FakeResolver
+from ._server_base import NoIPv6LoopbackError as NoIPv6LoopbackError
 from ._servers import TCPServer as TCPServer
 from ._servers import TCPServerFactory as TCPServerFactory
 from ._servers import UnixServer as UnixServer
@@ -102,6 +103,7 @@ __all__ = [
     "MemoryFaults",
     "MemorySocket",
     "MemoryTransport",
+    "NoIPv6LoopbackError",
     "ProtocolViolation",
     "ReadingEvent",
     "SanitizedBufferedProtocol",
@@ -152,6 +154,7 @@ __all__ = [
 for _class in (
     ConformanceError,
     HandlerError,
+    NoIPv6LoopbackError,
     ProtocolViolation,
     ScriptMismatch,
     ServerTeardownWarning,

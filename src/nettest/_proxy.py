@@ -65,11 +65,11 @@ from ._proxy_udp import _Listen, _UpstreamFlow
 from ._seed import check_seed
 from ._server_base import (
     AsyncServerFactory,
+    NoIPv6LoopbackError,
     _closed_on_error,
     _loop_thread_call,
     _loopback_socket,
     _LoopbackServer,
-    _NoIPv6,
     check_bool,
     check_host,
     close_transports_after_their_loop,
@@ -232,7 +232,9 @@ class FaultProxy(FaultsInForce):
         self._started = True
         if ":" in self._host and not has_ipv6_loopback():
             self._closed = True
-            raise _NoIPv6(f"IPv6 loopback ::1 is not available on this host (host={self._host!r})")
+            raise NoIPv6LoopbackError(
+                f"IPv6 loopback ::1 is not available on this host (host={self._host!r})"
+            )
         self._check_upstream_loop()
         self._loop = asyncio.get_running_loop()
         upstream = _format_address(self.upstream)

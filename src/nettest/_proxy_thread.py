@@ -21,7 +21,7 @@ from ._fault_trace import ConnectionTrace  # noqa: TC001
 from ._faults import Fault  # noqa: TC001
 from ._proxy import FaultProxy, proxies_of, proxy_seed
 from ._proxy_sockets import Address, Kind  # noqa: TC001
-from ._server_base import _NoIPv6, raise_all
+from ._server_base import NoIPv6LoopbackError, raise_all
 from ._threads import _OnLoopThread
 
 __all__ = ["FaultProxyThread", "FaultProxyThreadFactory"]
@@ -204,7 +204,7 @@ def fault_proxy_thread(
         proxies.append(proxy.proxy)
         try:
             proxy.start()
-        except _NoIPv6 as exc:
+        except NoIPv6LoopbackError as exc:
             pytest.skip(str(exc))
         started.append(proxy)
         return proxy

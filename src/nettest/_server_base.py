@@ -54,8 +54,13 @@ UNIX_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
 _Status = typing.Literal["new", "starting", "open", "closing", "closed"]
 
 
-class _NoIPv6(OSError):
-    pass
+class NoIPv6LoopbackError(OSError):
+    """This host cannot bind ``::1``: IPv6 is switched off (some containers and CI runners).
+
+    Raised by what binds ``::1`` outside a fixture (`TCPServer`, `FaultProxy`,
+    `BoundSocket`, `BlackholePort` and the others); the fixtures skip the test
+    instead.  It is an `OSError`, as the failed ``bind()`` would have been.
+    """
 
 
 @functools.lru_cache(maxsize=1)
@@ -233,10 +238,12 @@ def _loopback_socket(
     patch it there to play a host without IPv6).
 
     Raises:
-        _NoIPv6: ``host`` is IPv6 and ``has_ipv6()`` is false (fixtures skip).
+        NoIPv6LoopbackError: ``host`` is IPv6 and ``has_ipv6()`` is false (fixtures skip).
     """
     if family == socket.AF_INET6 and not has_ipv6():
-        raise _NoIPv6(f"IPv6 loopback ::1 is not available on this host (host={host!r})")
+        raise NoIPv6LoopbackError(
+            f"IPv6 loopback ::1 is not available on this host (host={host!r})"
+        )
     proto = socket.IPPROTO_TCP if kind == socket.SOCK_STREAM else socket.IPPROTO_UDP
     sock = socket.socket(family, kind, proto)
     if family == socket.AF_INET6:
@@ -764,7 +771,7 @@ class AsyncServerFactory:
         server = self._make(*args, **kwargs)
         try:
             await server.start()
-        except _NoIPv6 as exc:
+        except NoIPv6LoopbackError as exc:
             pytest.skip(str(exc))
         loop = asyncio.get_running_loop()
         if loop is self._loop:

@@ -25,7 +25,7 @@ from ._handlers import DatagramProtocolFactory, Handler, ProtocolFactory, Stream
 from ._hygiene import GATE, instrument_loop, serves_on, track
 from ._hygiene_instruments import end_tasks
 from ._recording import _UNSET, Connection, Datagram, Ending, HandshakeFailure
-from ._server_base import _check_int, _NoIPv6, raise_all
+from ._server_base import NoIPv6LoopbackError, _check_int, raise_all
 from ._servers import TCPServer, UnixServer
 from ._settings import default_timeout, follow_debugger
 from ._stream_server import ServerTeardownWarning, warn_at_test
@@ -607,7 +607,7 @@ class _SyncFactory:
         server = self._make(*args, **kwargs)
         try:
             server.start()
-        except _NoIPv6 as exc:
+        except NoIPv6LoopbackError as exc:
             pytest.skip(str(exc))
         self._servers.append(server)
         return server
