@@ -592,13 +592,23 @@ def _contents(directory: Path) -> dict[str, tuple[bytes, int] | str]:
     }
 
 
-# Seven old files (one a dangling symlink) go aside one by one, then five new ones
-# go into place: the first and last rename of either kind fails.
-@pytest.mark.parametrize("failing", [1, 7, 8, 12])
+def _refuse_hard_links(*args: object, **kwargs: object) -> None:
+    raise OSError(errno.EPERM, "Operation not permitted")
+
+
+# Seven old files (one a dangling symlink) are kept aside, then five new ones go
+# into place over theirs: the first and last rename of either kind fails.  The
+# five the new ones replace are kept as hard links, the two client files that go
+# are renamed aside; where hard links are refused, all seven are renamed aside.
+@pytest.mark.parametrize(
+    ("hard_links", "failing"),
+    [(True, 1), (True, 2), (True, 3), (True, 7), (False, 1), (False, 7), (False, 8), (False, 12)],
+)
 def test_cli_certs_force_puts_every_old_file_back_when_a_rename_fails(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    hard_links: bool,
     failing: int,
 ) -> None:
     assert cli_main([str(tmp_path), "--client"]) == 0
@@ -606,6 +616,8 @@ def test_cli_certs_force_puts_every_old_file_back_when_a_rename_fails(
     (tmp_path / "chain.pem").symlink_to(tmp_path / "nowhere")
     before = _contents(tmp_path)
     capsys.readouterr()
+    if not hard_links:
+        monkeypatch.setattr(os, "link", _refuse_hard_links)
     monkeypatch.setattr(os, "replace", _fail_on_call(failing, os.replace))
     assert cli_main([str(tmp_path), "--force"]) == 1
     monkeypatch.undo()
@@ -619,6 +631,31 @@ def test_cli_certs_force_puts_every_old_file_back_when_a_rename_fails(
     assert cli_main([str(tmp_path), "--force"]) == 0  # and a retry works
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(ALL_NAMES[:5])
     assert _contents(tmp_path) != before
+
+
+def test_cli_certs_force_never_leaves_a_name_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server that reloads its files while they are replaced finds each name
+    # holding the old file or the new one, never nothing.
+    assert cli_main([str(tmp_path)]) == 0
+    names = sorted(path.name for path in tmp_path.iterdir())
+    before = _contents(tmp_path)
+    seen: list[list[str]] = []
+    replace = os.replace
+
+    def watched(source: object, destination: object) -> None:
+        seen.append(sorted(name for name in names if (tmp_path / name).exists()))
+        replace(source, destination)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", watched)
+    assert cli_main([str(tmp_path), "--force"]) == 0
+    monkeypatch.undo()
+    assert len(seen) == len(names)
+    assert all(present == names for present in seen)
+    after = _contents(tmp_path)
+    assert sorted(after) == names  # and no second name is left behind
+    assert all(after[name] != before[name] for name in names)
 
 
 def test_cli_certs_force_puts_nothing_aside_when_a_file_cannot_be_written(

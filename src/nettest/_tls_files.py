@@ -214,11 +214,13 @@ def _write_all_or_nothing(
     files.  Then, without *replace*, each path is claimed with ``O_EXCL`` (so a
     file that appeared meanwhile is never replaced) and the temporary file
     renamed over it.  With *replace*, each file already there (those of *files*
-    and of *remove*) is first renamed aside, a symlink itself rather than what
-    it points to, and the temporary files are renamed into place; the old files
-    are deleted only once every new one is in place.  On any error everything
-    made so far is removed and the old files are renamed back, so nothing is
-    left half-written or half-replaced.
+    and of *remove*) is first kept under a second name, a hard link (a symlink
+    itself rather than what it points to), and each temporary file is renamed
+    over its path: every name holds the old file or the new one at every moment.
+    Where the file system refuses hard links, the old file is renamed aside.
+    The old files are deleted only once every new one is in place.  On any
+    error everything made so far is removed and the old files are renamed back,
+    so nothing is left half-written or half-replaced.
     """
     targets = [*files, *remove]
     if replace:
@@ -252,9 +254,7 @@ def _write_all_or_nothing(
         if replace:
             for path in targets:
                 if os.path.lexists(path):
-                    old = _sibling(path, "old")
-                    _rename(path, old, path)
-                    aside.append((old, path))
+                    aside.append((_keep_aside(path, keep_name=path in files), path))
         else:
             for _, path in staged:
                 # Claim the name: this fails if the file appeared since the check.
@@ -271,7 +271,10 @@ def _write_all_or_nothing(
                 path.unlink()
         for old, path in reversed(aside):
             with contextlib.suppress(OSError):
-                os.replace(old, path)
+                if _same_file(old, path):
+                    old.unlink()  # never replaced: the second name goes
+                else:
+                    os.replace(old, path)
         raise
     for old, _ in aside:
         # Every new file is in place: a leftover here is no reason to report failure.
@@ -282,6 +285,32 @@ def _write_all_or_nothing(
 def _sibling(path: Path, suffix: str) -> Path:
     """A new hidden name next to *path*, for a temporary file or an old one moved aside."""
     return path.with_name(f".{path.name}.{secrets.token_hex(8)}.{suffix}")
+
+
+def _keep_aside(path: Path, *, keep_name: bool) -> Path:
+    """Give the file at *path* a second, hidden name and return it.
+
+    With *keep_name*, a hard link, so that *path* stays there until a new file
+    is renamed over it; otherwise, or where hard links are refused, a rename.
+    """
+    old = _sibling(path, "old")
+    if keep_name:
+        try:
+            os.link(path, old, follow_symlinks=False)
+        except OSError:
+            pass  # a file system without hard links, or one that forbids this one
+        else:
+            return old
+    _rename(path, old, path)
+    return old
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    """Whether two names are links to one file (symlinks not followed)."""
+    try:
+        return os.path.samestat(os.lstat(first), os.lstat(second))
+    except OSError:
+        return False
 
 
 def _rename(source: Path, destination: Path, path: Path) -> None:
