@@ -1500,8 +1500,9 @@ def test_a_session_fixtures_leak_goes_to_the_summary_whichever_test_is_last(
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
 
 
+@pytest.mark.parametrize("xdist", [False, True])
 def test_a_leak_of_a_fixture_whose_teardown_failed_last_goes_to_the_summary(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, xdist: bool
 ) -> None:
     # The teardown's error held the server through the last check; freed after
     # it (as the session ends, or by pytest's unconfigure), its warnings crashed
@@ -1528,13 +1529,21 @@ def test_a_leak_of_a_fixture_whose_teardown_failed_last_goes_to_the_summary(
         """,
     )
     # pytest-rerunfailures, where installed, holds the error until the process ends.
+    # Under xdist the worker collects as its session finishes, and the controller
+    # shows its list: the worker's own summary is never shown.
     result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "-p", "no:rerunfailures", *FILTERS, "test_leaky.py"
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:rerunfailures",
+        *FILTERS,
+        *(("-n", "1") if xdist else ()),
+        "test_leaky.py",
     )
     result.assert_outcomes(passed=1, errors=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert "Exception Group" not in result.stdout.str() + result.stderr.str()
-    if PYTEST_VERSION < (8, 4):
+    if PYTEST_VERSION < (8, 4) and not xdist:
         return  # no collection of its own after the session: the server is never freed
     result.stdout.fnmatch_lines(
         [

@@ -201,6 +201,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     # An xdist worker's summary is not shown: the controller shows its list.
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
+        # After a failed last teardown, collect now: what is freed after this
+        # hook would never reach the controller.
+        GATE.collect_at_the_end()
         workeroutput[_LEFT_AT_THE_END_KEY], GATE.left_at_the_end = GATE.left_at_the_end, []
 
 
