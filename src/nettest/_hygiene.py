@@ -92,6 +92,7 @@ from ._hygiene_instruments import (
     close_dropped,
     close_transports_over,
     close_uvloop_handles_over,
+    finalised_open,
     listening_sockets_on,
     made_in_test,
     open_socket_fds,
@@ -522,6 +523,11 @@ class _Gate(_Instruments):
         `warning` the ResourceWarning held back.  Returns whether it closed
         `current` quietly.
         """
+        tls = socket_transport_under(current)
+        if tls is not None and finalised_open(current):
+            # Its finaliser ran first in this collection: the connection under it
+            # is open, and what the test dropped.
+            current = tls
         closing = current.is_closing()
         # A closed TLS transport has let go of what answers get_extra_info().
         sock = None if closing else current.get_extra_info("socket")
@@ -537,7 +543,7 @@ class _Gate(_Instruments):
                 # freed the transport under it (its finaliser ran first, and marked it
                 # dropped): what the test dropped is the writer, so say that.
                 label = repr(candidate) if isinstance(candidate, socket.socket) else entry.what
-                if kind == "StreamWriter" and socket_transport_under(current) is not None:
+                if kind == "StreamWriter" and tls is not None:
                     label = f"TLS over {label}"  # start_tls() put it over the connection
                 entry.dropped = f"{kind} over {label} dropped without close()"
                 if self._reports(entry.owner):

@@ -921,6 +921,22 @@ def socket_transport_under(transport: object) -> asyncio.BaseTransport | None:
     return getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
 
 
+def finalised_open(transport: asyncio.BaseTransport) -> bool:
+    """Whether a TLS transport looks closed only because its finaliser has run.
+
+    A garbage collection that frees a dropped writer runs the finalisers of
+    everything in its cycle, in an order of its own.  When the TLS transport's
+    comes first (Python 3.11+), it marks the transport closed, warning
+    "unclosed transport", and leaves the connection up: its protocol is still
+    wrapped (or in its handshake).  ``close()`` or ``abort()``, or the
+    connection's loss, would have moved the protocol on.
+    """
+    if not transport.is_closing():
+        return False
+    state = getattr(getattr(transport, "_ssl_protocol", None), "_state", None)
+    return getattr(state, "name", None) in ("DO_HANDSHAKE", "WRAPPED")
+
+
 #: The attribute naming the test a loop was made in, on its thread (`watch_loops`):
 #: on the loop itself, as a weak mapping loses it when the loop is freed in one
 #: garbage collection with the connections whose finalisers ask.
