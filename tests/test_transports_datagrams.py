@@ -1929,3 +1929,45 @@ async def test_memory_datagram_feed_error_is_pending_until_a_read_or_a_send() ->
     assert protocol.events[2:] == [("error", ValueError), ("datagram", b"after", peer)]
     transport.close()
     await turns()
+
+
+async def _received_per_turn(sender: Any, receiver: Datagrams, count: int) -> list[int]:
+    """Send `count` datagrams in one turn; how many the receiver has after each turn."""
+    for number in range(count):
+        sender.sendto(b"%d" % number)
+    seen = []
+    for _ in range(count + 2):
+        await asyncio.sleep(0)
+        seen.append(sum(event[0] == "datagram" for event in receiver.events))
+    return seen
+
+
+@pytest.mark.asyncio
+async def test_a_burst_is_read_one_datagram_per_turn_like_real_udp() -> None:
+    # A socket transport reads one datagram per select(): code whose consumer runs
+    # between datagrams sees them one at a time, never the whole burst in a turn.
+    loop = asyncio.get_running_loop()
+    real = Datagrams()
+    rx, _ = await loop.create_datagram_endpoint(lambda: real, local_addr=("127.0.0.1", 0))
+    tx, _ = await loop.create_datagram_endpoint(
+        Datagrams, remote_addr=rx.get_extra_info("sockname")
+    )
+    real_counts = await _received_per_turn(tx, real, 4)
+    tx.close()
+    rx.close()
+    memory = Datagrams()
+    a, b = memory_datagram_pair(Datagrams(), memory)
+    await turns()
+    memory_counts = await _received_per_turn(a, memory, 4)
+    a.close()
+    b.close()
+    await turns()
+    assert real_counts == [0, 1, 2, 3, 4, 4]
+    # One per turn too, from one turn earlier (see the docs' "one turn earlier").
+    assert memory_counts == [1, 2, 3, 4, 4, 4]
+    assert [event[1] for event in memory.events if event[0] == "datagram"] == [
+        b"0",
+        b"1",
+        b"2",
+        b"3",
+    ]

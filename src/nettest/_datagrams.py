@@ -231,7 +231,6 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         "_closed",
         "_closing",
         "_conn_lost",
-        "_connected",
         "_connected_socket",
         "_error",
         "_flow",
@@ -334,7 +333,6 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         self._closing = False
         self._closed = False
         self._conn_lost = 0
-        self._connected = False
         self._sent_waiters: list[asyncio.Future[None]] = []
         # As for a socket's reader: datagrams and errors reach the protocol in a
         # context captured now, never in the context of whoever sent them.
@@ -357,7 +355,6 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
 
     def _connection_made(self) -> None:
         if not self._closed:
-            self._connected = True
             self._protocol.connection_made(self)
 
     def __repr__(self) -> str:
@@ -579,12 +576,9 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         peer = self._peer
         source = self._source
         if peer is not None and addr == peer._info["sockname"] and not peer._closed:
-            if not peer._closing:  # a closing end's socket takes it, and never reads it
-                self._loop.call_soon(
-                    peer._datagram_arrived, data, source, context=peer._read_context
-                )
+            peer._arrive(data, source)
         elif peer is not None and addr == self._info["sockname"] and not self._address:
-            self._loop.call_soon(self._datagram_arrived, data, source, context=self._read_context)
+            self._arrive(data, source)
         elif self._connected_socket and self._info["socket"].family != AF_UNIX:
             self._set_error(os_error(errno.ECONNREFUSED))
 
@@ -740,9 +734,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         else:
             check_address(family, addr, "addr")
             source = bound_address(family, addr, bind=False)
-        self._loop.call_soon(
-            self._datagram_arrived, bytes(data), source, context=self._read_context
-        )
+        self._arrive(bytes(data), source)
 
     def feed_error(self, exc: Exception) -> None:
         """Make ``exc`` the socket's pending error: ``error_received`` gets it.
@@ -761,19 +753,19 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             raise TypeError(f"exc must be an exception instance, got {exc!r}")
         self._set_error(exc)
 
-    def _datagram_arrived(self, data: bytes, addr: Any) -> None:
-        if self._closing or not self._connected:
+    def _arrive(self, data: bytes, addr: Any) -> None:
+        """Queue a datagram as the socket's receive queue does, inside the send.
+
+        It is read on a later loop turn, one datagram a turn, behind those already
+        waiting and the pending error (see `_read_one`), as a socket transport
+        reads one per turn.  A closing end's socket takes it and never reads it.
+        """
+        if self._closing:
             return
         if self._connected_socket and addr != self._info["peername"]:
             return  # a connected UDP socket only receives from its peer
-        if self._paused or self._held or self._error is not None:
-            # Behind those already waiting; a read takes the pending error first.
-            self._held.append((data, addr))
-            self._read_soon()
-            return
-        # As in the socket transport, an exception from the protocol is not fatal:
-        # it reaches the loop's exception handler and the transport stays open.
-        self._protocol.datagram_received(data, addr)
+        self._held.append((data, addr))
+        self._read_soon()
 
     def _set_error(self, exc: Exception) -> None:
         """Make ``exc`` the pending error, as ``sk_err``: a later one replaces it.
@@ -855,6 +847,8 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         elif self._held:
             data, addr = self._held.popleft()
             self._read_soon()
+            # As in the socket transport, an exception from the protocol is not fatal:
+            # it reaches the loop's exception handler and the transport stays open.
             self._protocol.datagram_received(data, addr)
 
     # -- closing -----------------------------------------------------------------------
