@@ -43,6 +43,7 @@ from nettest._faults import (
     Stall,
     Trigger,
     Truncate,
+    TruncateDatagram,
     check_faults,
     other_flow,
 )
@@ -630,3 +631,13 @@ def test_stream_schedule_arms_each_added_stage_once() -> None:
     armed = [event for event in schedule.trace.events if "armed" in event.what]
     assert len(armed) == 1, armed
     assert [action for action in actions if isinstance(action, Wake)] == [Wake(2.0)]
+
+
+def test_datagram_trace_shows_what_each_fault_did_to_which_datagram() -> None:
+    schedule = _datagrams(TruncateDatagram(2), Drop())
+    _send_all(schedule, [b"x", b"STOP now"])
+    assert [event.what for event in schedule.trace.events][1:] == [
+        "Drop(): dropped datagram 1 byte b'x'",
+        "TruncateDatagram(max_size=2): cut datagram 8 bytes b'STOP now' to 2",
+        "Drop(): dropped datagram 2 bytes b'ST'",
+    ]

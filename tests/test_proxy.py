@@ -1510,7 +1510,7 @@ async def test_proxy_connections_turn_nagle_off(
 
 
 def test_proxy_ports_are_checked() -> None:
-    with pytest.raises(ValueError, match=r"port: the port must be in 0\.\.65535, got 70000"):
+    with pytest.raises(ValueError, match=r"^port must be in 0\.\.65535, got 70000"):
         FaultProxy(("127.0.0.1", 1), port=70000)
     with pytest.raises(TypeError, match=r"port must be an int in 0\.\.65535, got '1'"):
         FaultProxy(("127.0.0.1", 1), port="1")  # type: ignore[arg-type]

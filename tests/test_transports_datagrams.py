@@ -193,8 +193,10 @@ async def test_memory_datagram_pair_with_one_end_connected_matches_real_udp() ->
 
 
 def test_memory_datagram_pair_connected_names_its_values() -> None:
-    with pytest.raises(TypeError, match="connected must be True, False, 'a' or 'b', got 'c'"):
+    with pytest.raises(ValueError, match="connected must be True, False, 'a' or 'b', got 'c'"):
         memory_datagram_pair(Datagrams(), Datagrams(), connected="c")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="connected must be True, False, 'a' or 'b', got 1"):
+        memory_datagram_pair(Datagrams(), Datagrams(), connected=1)  # type: ignore[arg-type]
 
 
 _WHO_SET = contextvars.ContextVar[str]("who_set", default="nobody")

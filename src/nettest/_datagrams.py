@@ -929,7 +929,8 @@ def memory_datagram_pair(
         ValueError: an address out of range, a numeric host of the other IP
             family (``("127.0.0.1", 53, 0)``), the two of different families, or
             two that clash (the same one, or the wildcard address and a loopback
-            address on one port).
+            address on one port), or a ``connected`` string other than ``"a"``
+            and ``"b"``.
 
     Example:
         ::
@@ -940,8 +941,10 @@ def memory_datagram_pair(
     """
     check_protocol("protocol_a", protocol_a, "datagram")
     check_protocol("protocol_b", protocol_b, "datagram")
-    if not isinstance(connected, bool) and connected not in ("a", "b"):
+    if not isinstance(connected, (bool, str)):
         raise TypeError(f"connected must be True, False, 'a' or 'b', got {connected!r}")
+    if isinstance(connected, str) and connected not in ("a", "b"):
+        raise ValueError(f"connected must be True, False, 'a' or 'b', got {connected!r}")
     check_bool("manual", manual)
     check_bool("allow_broadcast", allow_broadcast)
     family = family_of_ends(address_a=address_a, address_b=address_b)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from ._fault_actions import Action, Deliver, UnreachableAction, Wake
 from ._fault_engine import _INF, _SLACK, _Applied, _Schedule
+from ._fault_trace import datagram_shown
 from ._faults import (
     FLOWS,
     Bandwidth,
@@ -186,7 +187,7 @@ class DatagramSchedule(_Schedule):
                 continue
             if isinstance(fault, Drop):
                 if applied.rng.random() < fault.rate:
-                    self.trace.fire(item.at, fault, flow, f"dropped {len(item.data)} bytes")
+                    self.trace.fire(item.at, fault, flow, f"dropped {datagram_shown(item.data)}")
                     continue
             elif isinstance(fault, Duplicate):
                 if applied.rng.random() < fault.rate:
@@ -194,11 +195,11 @@ class DatagramSchedule(_Schedule):
                     out.append(_Dgram(item.at, item.offset, item.data))
             elif isinstance(fault, TruncateDatagram):
                 if len(item.data) > fault.max_size:
-                    cut = f"cut {len(item.data)} bytes to {fault.max_size}"
+                    cut = f"cut {datagram_shown(item.data)} to {fault.max_size}"
                     self.trace.fire(item.at, fault, flow, cut)
                     item = _Dgram(item.at, item.offset, item.data[: fault.max_size])
             elif isinstance(fault, Blackhole):
-                self.trace.fire(item.at, fault, flow, f"dropped {len(item.data)} bytes")
+                self.trace.fire(item.at, fault, flow, f"dropped {datagram_shown(item.data)}")
                 continue
             elif isinstance(fault, Unreachable):
                 self.trace.fire(item.at, fault, flow, "refused (port unreachable)")

@@ -115,8 +115,10 @@ class ConnectionTrace:
             self.upstream_bytes += len(data)
         else:
             self.downstream_bytes += len(data)
-        what = "datagram " if self.kind == "udp" else ""
-        self.record(now, flow, f"{what}{len(data)} bytes {_preview(data)}")
+        if self.kind == "udp":
+            self.record(now, flow, datagram_shown(data))
+        else:
+            self.record(now, flow, f"{_bytes(len(data))} {_preview(data)}")
 
     def __str__(self) -> str:
         peer = self.peer
@@ -137,6 +139,15 @@ class ConnectionTrace:
 
     def __repr__(self) -> str:
         return f"<ConnectionTrace {self.kind} #{self.index} from {self.peer}>"
+
+
+def datagram_shown(data: bytes) -> str:
+    """A datagram as a trace shows it: its size and its first bytes."""
+    return f"datagram {_bytes(len(data))} {_preview(data)}"
+
+
+def _bytes(count: int) -> str:
+    return "1 byte" if count == 1 else f"{count} bytes"
 
 
 def _preview(data: bytes) -> str:

@@ -596,6 +596,9 @@ class Reorder(Fault):
 class TruncateDatagram(Fault):
     """Cut each datagram to at most *max_size* bytes, as a small MTU would (UDP only).
 
+    ``TruncateDatagram(0)`` delivers every datagram empty: a receiver must
+    survive a zero-length datagram, which UDP allows.
+
     Raises:
         ValueError: ``max_size < 0``.
 

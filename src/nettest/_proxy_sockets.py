@@ -50,7 +50,8 @@ def _check_port(port: object, what: str, lowest: int = 0) -> int:
     if isinstance(port, bool) or not isinstance(port, int):
         raise TypeError(f"{what} must be an int in {lowest}..65535, got {port!r}")
     if not lowest <= port <= 65535:
-        raise ValueError(f"{what}: the port must be in {lowest}..65535, got {port}")
+        subject = "port" if what == "port" else f"{what}: the port"
+        raise ValueError(f"{subject} must be in {lowest}..65535, got {port}")
     return port
 
 
