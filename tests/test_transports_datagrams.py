@@ -1407,7 +1407,8 @@ def test__localhost_follows_the_hosts_file(
         (
             {"address_a": ("127.0.0.1", "53")},
             TypeError,
-            "address_a is not an AF_INET address: 'str' object cannot be interpreted",
+            "address_a is not an AF_INET address: 'str' object cannot be interpreted as an "
+            r"integer \(one is \(host, port\), the port an int\)",
         ),
         (
             {"address_a": ("127.0.0.1", 70000)},

@@ -58,6 +58,13 @@ _DEFAULT_SERVER_PORT = 8080
 AF_UNIX: int = getattr(socket, "AF_UNIX", -1)
 _FAMILY_NAMES = {socket.AF_INET: "AF_INET", socket.AF_INET6: "AF_INET6", AF_UNIX: "AF_UNIX"}
 
+#: What an address of each family is, for an error about one of the wrong shape.
+_FAMILY_SHAPES = {
+    socket.AF_INET: "(host, port), the port an int",
+    socket.AF_INET6: "(host, port[, flowinfo[, scope_id]]), the port an int",
+    AF_UNIX: "a path, str or bytes",
+}
+
 #: The largest datagram one ``sendto()`` takes on Linux, per family; a larger one
 #: fails with ``EMSGSIZE``.  IPv4: a 65535-byte packet less the IP and UDP headers
 #: (20 + 8 bytes).  IPv6: a 65535-byte payload less the UDP header.  AF_UNIX: the
@@ -317,7 +324,10 @@ def check_address(family: int, address: Any, name: str) -> None:
         if family != AF_UNIX and parsed[0]:
             _numeric_host(family, parsed[0])
     except TypeError as exc:
-        raise TypeError(f"{name} is not an {_FAMILY_NAMES[family]} address: {exc}") from None
+        raise TypeError(
+            f"{name} is not an {_FAMILY_NAMES[family]} address: {exc} "
+            f"(one is {_FAMILY_SHAPES[family]})"
+        ) from None
     except (OverflowError, OSError) as exc:
         raise ValueError(f"{name} is not an {_FAMILY_NAMES[family]} address: {exc}") from None
 
