@@ -224,6 +224,47 @@ async def test_memory_slice_gives_a_stream_reader_one_piece_per_read() -> None:
     s_writer.close()
 
 
+async def _read_in_a_task_each(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.ensure_future(reader.read(100))
+
+
+async def _read_through_wait_for(reader: asyncio.StreamReader) -> bytes:
+    return await asyncio.wait_for(reader.read(100), 5)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("read", [_read_in_a_task_each, _read_through_wait_for])
+async def test_memory_slice_gives_one_piece_per_read_however_the_read_is_awaited(
+    read: Callable[[asyncio.StreamReader], Awaitable[bytes]],
+) -> None:
+    # A read in a task of its own (wait_for() runs it so before 3.12) comes back
+    # turns after the transport handed the piece over: the next waits for it.
+    (_c_reader, c_writer), (s_reader, s_writer) = memory_stream_pair()
+    inject_faults(c_writer, [Slice(2, direction="upstream")])
+    c_writer.write(b"VALUE abc\n")
+    c_writer.write_eof()
+    reads = [await read(s_reader)]
+    while reads[-1]:
+        reads.append(await read(s_reader))
+    assert reads == [b"VA", b"LU", b"E ", b"ab", b"c\n", b""]
+    c_writer.close()
+    s_writer.close()
+
+
+@pytest.mark.asyncio
+async def test_memory_slice_feeds_a_read_that_waits_for_more_than_a_piece() -> None:
+    # Bytes wait unread in the reader while readexactly() waits for more: the
+    # pieces still come, one read of the transport each.
+    (_c_reader, c_writer), (s_reader, s_writer) = memory_stream_pair()
+    inject_faults(c_writer, [Slice(2, direction="upstream")])
+    c_writer.write(b"0123456789")
+    assert await asyncio.wait_for(s_reader.readexactly(7), 5) == b"0123456"
+    assert await asyncio.wait_for(s_reader.read(100), 5) == b"7"  # the rest of a piece
+    assert await asyncio.wait_for(s_reader.read(100), 5) == b"89"
+    c_writer.close()
+    s_writer.close()
+
+
 def test_memory_stall_fills_the_sender_until_removed() -> None:
     async def scenario() -> None:
         (_c_reader, c_writer), (s_reader, s_writer) = memory_stream_pair(capacity=1024)

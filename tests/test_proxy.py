@@ -538,6 +538,23 @@ async def test_proxy_slice_with_no_delay_gives_one_piece_per_read() -> None:
     await _slice_one_byte_per_read()
 
 
+@pytest.mark.asyncio
+async def test_proxy_slice_gives_a_read_through_wait_for_one_piece_each() -> None:
+    # Before 3.12 wait_for() runs the read in a task of its own, which returns a
+    # turn later than a read awaited directly.
+    server = await asyncio.start_server(_send_twenty_bytes, "127.0.0.1", 0)
+    async with server, FaultProxy(server.sockets[0].getsockname(), faults=[Slice(2)]) as proxy:
+        reader, writer = await asyncio.open_connection(*proxy.address)
+        try:
+            reads = [await asyncio.wait_for(reader.read(100), 5)]
+            while reads[-1]:
+                reads.append(await asyncio.wait_for(reader.read(100), 5))
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    assert reads == [b"01", b"23", b"45", b"67", b"89", b"ab", b"cd", b"ef", b"gh", b"ij", b""]
+
+
 @pytest.mark.uvloop
 def test_proxy_slice_with_no_delay_gives_one_piece_per_read_on_uvloop() -> None:
     uvloop = pytest.importorskip("uvloop")

@@ -279,11 +279,14 @@ class Slice(Fault):
 
     This is how parsers meet a delimiter split across two reads.  Piece sizes are
     drawn from ``size - jitter`` to ``size + jitter`` (at least 1).  Each piece is
-    its own read (``data_received``, ``buffer_updated``): a piece goes out only
-    once the receiver has read the one before, even with no *delay*.  Memory
-    pairs guarantee it; the proxy guarantees it to a receiver on the same event
-    loop that keeps reading (one in another thread or process may find pieces
-    joined, as TCP joins segments, unless *delay* gives it time).  It cuts the
+    its own read (``data_received``, ``buffer_updated``, and a StreamReader's
+    ``read()``): a piece goes out only once the receiver has read the one
+    before, even with no *delay*.  Memory pairs guarantee it, however the reader
+    awaits its reads.  The proxy guarantees it to a receiver on the same event
+    loop that keeps reading, directly or through one task of its own (as
+    ``asyncio.wait_for()`` reads before Python 3.12); one in another thread or
+    process, or further removed, may find pieces joined, as TCP joins segments,
+    unless *delay* gives it time.  It cuts the
     stream, not each write: the writes of one loop turn (those the proxy reads in
     one ``recv``) are cut as one run of bytes.
 

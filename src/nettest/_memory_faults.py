@@ -331,11 +331,20 @@ class _StreamDriver:
         self.queues[flow].kick()
 
     def _unread_before(self, action: TimedAction) -> bool:
-        """Whether `action` is a piece to be read alone and the receiver has unread bytes."""
+        """Whether `action` is a piece to be read alone and the receiver has unread bytes.
+
+        Unread by its protocol, or, above a memory stream pair's transport, by
+        the code reading its StreamReader (which is not waiting in a read).
+        """
         if not isinstance(action, Deliver) or not action.alone or self.done:
             return False
-        receiver = self.links[action.flow].receiver
-        return receiver is not None and bool(receiver._rx._size) and not receiver._closing
+        link = self.links[action.flow]
+        receiver = link.receiver
+        if receiver is None or receiver._closing:
+            return False
+        if receiver._rx._size:
+            return True
+        return link.unread_above is not None and link.unread_above()
 
     def _perform(self, action: TimedAction) -> None:
         if isinstance(action, Deliver):

@@ -86,8 +86,11 @@ _WINDOW_LOW = 3 * 1024 * 1024
 #: piece as at least this many bytes, so that a `Slice(1)` behind a `Latency`
 #: cannot queue millions of one-byte pieces.
 _PIECE_COST = 256
-#: Loop turns between two pieces to be read alone (see `_StreamConnection._space`).
-_PIECE_TURNS = 2
+#: Loop turns between two pieces to be read alone (see `_StreamConnection._space`):
+#: a receiver's transport reads a piece in the first turn after its write, and
+#: its StreamReader's read() returns in the second, or, run in a task of its own
+#: (as ``asyncio.wait_for()`` runs it before Python 3.12), in the third.
+_PIECE_TURNS = 3
 #: Seconds a closing connection waits for its peers' EOF before closing anyway.
 _CLOSE_GRACE = 1.0
 
@@ -446,7 +449,8 @@ class _StreamConnection:
         """Let `turns` loop turns pass after a piece was written, then write the next.
 
         A receiver on this loop reads the piece in the first turn after the write
-        (its socket turned readable); the next piece goes out after that read.
+        (its socket turned readable), and the code above it a turn or two later
+        (see `_PIECE_TURNS`); the next piece goes out after that.
         """
         if turns > 1:
             self.loop.call_soon(self._space, flow, turns - 1)
