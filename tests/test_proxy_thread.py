@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 
 import pytest
@@ -59,6 +60,29 @@ def test_a_blocking_client_meets_the_faults_of_a_thread_proxy(
         socket.create_connection(proxy.address, timeout=5).close()
     proxy.up()
     assert echo_once(proxy.address, b"back") == b"back"
+
+
+@pytest.mark.parametrize("recv_first", [False, True])
+def test_a_plain_socket_after_a_reset_gets_what_the_docs_say(
+    tcp_server_thread: TCPServerThreadFactory,
+    fault_proxy_thread: FaultProxyThreadFactory,
+    recv_first: bool,
+) -> None:
+    # faults.rst, Reset: the first send() raises ConnectionResetError unless a
+    # recv() took that error first; later ones raise BrokenPipeError.
+    proxy = fault_proxy_thread(tcp_server_thread(handlers.echo), faults=[Reset(after_bytes=0)])
+    with socket.create_connection(proxy.address, timeout=5) as sock:
+        readable, _, _ = select.select([sock], [], [], 5)  # the RST has come: takes no error
+        assert readable
+        if recv_first:
+            with pytest.raises(ConnectionResetError):
+                sock.recv(100)
+        else:
+            with pytest.raises(ConnectionResetError):
+                sock.send(b"x")
+        for _ in range(2):
+            with pytest.raises(BrokenPipeError):
+                sock.send(b"x")
 
 
 def test_a_thread_proxy_listens_where_asked(
