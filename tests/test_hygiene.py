@@ -622,10 +622,18 @@ def test_gate_stacks_leave_out_hypothesis_and_unittest(pytester: pytest.Pytester
 
         def memory_transport_pair_of(one):
             return memory_stream_pair()
+
+        @settings(max_examples=1, database=None)
+        @given(st.just(1))
+        def test_given_sync(one):
+            asyncio.run(keep_a_pair(one))
+
+        async def keep_a_pair(one):
+            PAIRS.append(memory_transport_pair_of(one))
         """,
         subprocess=True,
     )
-    result.assert_outcomes(passed=2, errors=2)
+    result.assert_outcomes(passed=3, errors=3)
     result.stdout.fnmatch_lines(
         [
             "*TestLeaky::runTest left 2 things behind*",
@@ -640,8 +648,19 @@ def test_gate_stacks_leave_out_hypothesis_and_unittest(pytester: pytest.Pytester
         ],
         consecutive=False,
     )
+    result.stdout.fnmatch_lines(
+        [
+            "*test_given_sync left * behind*",
+            "*, created at:",
+            '*File "*test_leaky.py", line *, in test_given_sync',
+            "*asyncio.run(keep_a_pair(one))",
+        ],
+        consecutive=True,
+    )
     for path in ("hypothesis", "unittest"):
         result.stdout.no_fnmatch_line(f"*{os.sep}{path}{os.sep}*")
+    # hypothesis's wrappers take the test's file, line and name: @given's line.
+    result.stdout.no_fnmatch_line("*@given(*")
 
 
 #: A test module's header: a module-scoped echo server on a module-scoped loop.

@@ -875,7 +875,11 @@ class _Gate(_Instruments):
         # socket is under a writer); else warned, as StreamWriter.__del__ would.
         if failed or leaks or mode == "strict":
             leaks += [line for line, _ in undecided]
-        own = [_header(owner, leaks, mode), *_fewer_loop_errors(leaks)] if leaks else []
+        own = (
+            [_header(owner, leaks, mode), *_fewer_repeats(_fewer_loop_errors(leaks))]
+            if leaks
+            else []
+        )
         own += others
         if failed:
             # Not failed again for its own leaks; another test's late failure is an error.
@@ -1364,6 +1368,33 @@ def _fewer_loop_errors(leaks: list[str]) -> list[str]:
         shown.append(
             f"  - and {more} more call{'s' if more != 1 else ''} to the loop's exception "
             f"handler (the first {LOOP_ERRORS_SHOWN} are shown)"
+        )
+    return shown
+
+
+def _fewer_repeats(leaks: list[str]) -> list[str]:
+    """`leaks` with at most `LOOP_ERRORS_SHOWN` items made at each place (the same stack).
+
+    A property-based test that leaks repeats it in every example it runs: the
+    rest are counted in one line at the end.  Items without a stack are all kept.
+    """
+    shown: list[str] = []
+    made_at: dict[str, int] = {}
+    for leak in leaks:
+        _, newline, stack = leak.partition("\n")
+        if newline:
+            made_at[stack] = made_at.get(stack, 0) + 1
+            if made_at[stack] > LOOP_ERRORS_SHOWN:
+                continue
+        shown.append(leak)
+    more = sum(
+        count - LOOP_ERRORS_SHOWN for count in made_at.values() if count > LOOP_ERRORS_SHOWN
+    )
+    if more:
+        shown.append(
+            f"  - and {more} more thing{'s' if more != 1 else ''} made at the same places "
+            "as those above "
+            f"(the first {LOOP_ERRORS_SHOWN} made at each place are shown)"
         )
     return shown
 

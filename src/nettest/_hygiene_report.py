@@ -144,12 +144,25 @@ def _creation_stack() -> _Stack:
             # Made by nettest or the loop under pytest: what called pytest may
             # still be a user's (a hook, an in-process pytester run).
             passed_runner = True
-        elif kind is _USER:
+        elif kind is _USER and not _impersonates(frame):
             frames.append((filename, frame.f_lineno, frame.f_code.co_name))
         frame = frame.f_back
     if passed_runner and frame is None:
         return ()  # runpy and pytest's __main__: nobody's code made it
     return tuple(reversed(frames))
+
+
+def _impersonates(frame: types.FrameType) -> bool:
+    """Whether `frame` runs hypothesis's wrapper of a ``@given`` test.
+
+    hypothesis gives its wrappers the test's file, line and name (``@given`` at
+    the test's own line, twice): only their globals say whose they are, those of
+    ``hypothesis.core`` or of a module it made for one.
+    """
+    module = frame.f_globals.get("__name__")
+    return isinstance(module, str) and module.startswith(
+        ("hypothesis.", "hypothesis_temporary_module_")
+    )
 
 
 def _made_by_a_runner(frame: types.FrameType | None) -> bool:
