@@ -293,6 +293,19 @@ def test_feed_rejects_bad_arguments(
         nst.feed(target, items)
 
 
+@pytest.mark.parametrize(
+    ("items", "error"),
+    [([b"ab", nst.Delay(1), b"c"], ValueError), ([b"ab", "text"], TypeError)],
+)
+def test_feed_refuses_a_schedule_before_the_first_read(
+    items: list[Any], error: type[Exception]
+) -> None:
+    received: list[bytes] = []
+    with pytest.raises(error):
+        nst.feed(received.append, items)
+    assert received == []
+
+
 @pytest.mark.asyncio
 async def test_feed_async_rejects_a_strategy_naming_given() -> None:
     with pytest.raises(TypeError, match=r"but feed_async\(\) needs the values it draws.*@given"):

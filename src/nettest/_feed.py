@@ -591,7 +591,8 @@ def feed(
             pair, or
             ``chunks_or_schedule`` is a hypothesis strategy rather than what
             it draws (use ``@given``).
-        ValueError: The schedule holds a `Delay`; use `feed_async`.
+        ValueError: The schedule holds a `Delay`; use `feed_async`.  A schedule
+            is checked whole before the first read: nothing is delivered.
 
     Example (in an async test: a StreamReader belongs to the running loop)::
 
@@ -605,12 +606,16 @@ def feed(
         raise TypeError(
             f"{target!r} delivers on later loop turns{where}: use `await feed_async(...)`"
         )
-    for event in _events(chunks_or_schedule, "feed"):
+    # Checked whole before the first read: a schedule refused half-way would
+    # leave the target with the reads before the refusal.
+    events = list(_events(chunks_or_schedule, "feed"))
+    for event in events:
         if isinstance(event, Delay):
             raise ValueError(
                 f"chunks_or_schedule holds {event!r}: delays need the event loop, "
-                "use `await feed_async(...)`"
+                "use `await feed_async(...)` (or draw schedules(delays=False))"
             )
+    for event in events:
         for _ in driver.step(event):
             pass
 
