@@ -132,7 +132,7 @@ def test_cli_proxy_bad_fault_prints_no_traceback() -> None:
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[-1] == (
         "nettest proxy: error: latency: delay is required "
-        "(latency=VALUE, where VALUE is a duration >= 0 such as 100ms or 1.5s)"
+        "(latency=VALUE, where VALUE is a finite duration >= 0 such as 100ms or 1.5s)"
     )
 
 

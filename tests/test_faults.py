@@ -266,6 +266,27 @@ def test_latency_jitter_never_reorders_a_stream() -> None:
     )
 
 
+def test_latency_jitter_above_its_delay_sends_some_at_once_never_early() -> None:
+    sent = [i * 0.001 for i in range(200)]
+    stream_actions: list[Action] = []
+    schedule = stream(Latency(0.01, jitter=0.2))
+    for i, at in enumerate(sent):
+        stream_actions += schedule.data("downstream", bytes([i]), at)
+    lags = [due - at for at, due in zip(sent, times(stream_actions), strict=True)]
+    assert min(lags) >= 0  # never before it was sent (nor before the chunk before it)
+    assert delivered(stream_actions) == bytes(range(200))
+    dgrams = datagrams(Latency(0.01, jitter=0.2))
+    lags = [
+        action.at - at
+        for i, at in enumerate(sent)
+        for action in dgrams.datagram("downstream", bytes([i]), at)
+        if isinstance(action, Deliver)
+    ]
+    assert len(lags) == 200
+    assert min(lags) == 0  # some at once: each datagram draws its own delay
+    assert max(lags) > 0.1
+
+
 def test_latency_in_both_directions() -> None:
     schedule = stream(Latency(1, direction="both"))
     assert times(schedule.data("upstream", b"a", 0)) == [1]

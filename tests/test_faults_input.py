@@ -185,15 +185,21 @@ def test_parse_fault_bad_value_of_any_field_names_fault_and_field(name: str, key
         ),
         (
             "latency=soon",
-            "latency: delay must be a duration >= 0 such as 100ms or 1.5s, got 'soon'",
+            "latency: delay must be a finite duration >= 0 such as 100ms or 1.5s, got 'soon'",
         ),
-        ("latency=-1s", "latency: delay must be a duration >= 0 such as 100ms or 1.5s, got '-1s'"),
+        (
+            "latency=-1s",
+            "latency: delay must be a finite duration >= 0 such as 100ms or 1.5s, got '-1s'",
+        ),
         # Too large for a float is no duration, as "inf" is none.
         (
             "latency=1e400",
-            "latency: delay must be a duration >= 0 such as 100ms or 1.5s, got '1e400'",
+            "latency: delay must be a finite duration >= 0 such as 100ms or 1.5s, got '1e400'",
         ),
-        ("latency=inf", "latency: delay must be a duration >= 0 such as 100ms or 1.5s, got 'inf'"),
+        (
+            "latency=inf",
+            "latency: delay must be a finite duration >= 0 such as 100ms or 1.5s, got 'inf'",
+        ),
         (
             "bandwidth=-1",
             "bandwidth: bytes_per_second must be a number of bytes > 0 "
@@ -217,7 +223,7 @@ def test_parse_fault_bad_value_of_any_field_names_fault_and_field(name: str, key
         ),
         (
             "latency=1s2",
-            "latency: delay must be a duration >= 0 such as 100ms or 1.5s, got '1s2'",
+            "latency: delay must be a finite duration >= 0 such as 100ms or 1.5s, got '1s2'",
         ),
         # Ranges are the fault's to check; the message says which fault.
         ("slice=0", "slice: size must be >= 1, got 0"),
@@ -257,8 +263,8 @@ def test_parse_fault_error_messages(spec: str, message: str) -> None:
     [
         (
             "latency",
-            "latency: delay is required (latency=VALUE, where VALUE is a duration >= 0 such as "
-            "100ms or 1.5s)",
+            "latency: delay is required (latency=VALUE, where VALUE is a finite duration >= 0 "
+            "such as 100ms or 1.5s)",
         ),
         ("latency=", "latency: delay is required (latency=VALUE, "),
         ("latency,jitter=1ms", "latency: delay is required (latency=VALUE, "),

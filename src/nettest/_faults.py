@@ -230,7 +230,9 @@ class Fault:
 class Latency(Fault):
     """Delay every chunk (or datagram) by *delay* seconds, give or take *jitter*.
 
-    TCP order is kept: jitter never lets a later chunk overtake an earlier one.
+    Each delay is drawn from ``delay - jitter`` to ``delay + jitter``, and never
+    less than none: with *jitter* above *delay*, some chunks go at once.  TCP
+    order is kept: jitter never lets a later chunk overtake an earlier one.
     Datagrams are delayed independently, so jitter may reorder them.
 
     Raises:

@@ -136,7 +136,7 @@ def _positions(text: str) -> tuple[int, ...] | None:
 
 
 _Parse = Callable[[str], object]
-_DURATION_FIELD: tuple[_Parse, str] = (_duration, "a duration >= 0 such as 100ms or 1.5s")
+_DURATION_FIELD: tuple[_Parse, str] = (_duration, "a finite duration >= 0 such as 100ms or 1.5s")
 _RATE_FIELD: tuple[_Parse, str] = (
     _byte_rate,
     "a number of bytes > 0 (a size such as 0.5, 512 or 64k)",
