@@ -231,7 +231,7 @@ class Latency(Fault):
     """Delay every chunk (or datagram) by *delay* seconds, give or take *jitter*.
 
     Each delay is drawn from ``delay - jitter`` to ``delay + jitter``, and never
-    less than none: with *jitter* above *delay*, some chunks go at once.  TCP
+    less than none: with *jitter* above *delay*, some draw no delay at all.  TCP
     order is kept: jitter never lets a later chunk overtake an earlier one.
     Datagrams are delayed independently, so jitter may reorder them.
 
