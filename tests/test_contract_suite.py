@@ -342,6 +342,46 @@ async def test_check_transport_case_aborts_what_connects_after_a_timeout() -> No
         assert protocol.lost
 
 
+@pytest.mark.asyncio
+async def test_check_transport_case_aborts_what_a_failing_factory_connected() -> None:
+    # A factory that connects and then raises (a handshake of its own failing).
+    made: list[asyncio.Transport] = []
+
+    @contextlib.asynccontextmanager
+    async def failing_pair(
+        client_factory: ProtocolFactory, server_factory: ProtocolFactory
+    ) -> AsyncIterator[None]:
+        made.extend(memory_transport_pair(client_factory(), server_factory()))
+        await asyncio.sleep(0)  # both connection_made calls
+        if made:
+            raise RuntimeError("handshake failed")
+        yield
+
+    with pytest.raises(ConformanceError, match=r"RuntimeError\('handshake failed'\)"):
+        await check_transport_case(failing_pair, "extra_info", timeout=1)
+    assert len(made) == 2
+    assert all(transport.is_closing() for transport in made)
+
+
+@pytest.mark.asyncio
+async def test_check_transport_case_aborts_both_pairs_of_a_factory_that_connects_twice() -> None:
+    made: list[asyncio.Transport] = []
+
+    @contextlib.asynccontextmanager
+    async def doubled_pair(
+        client_factory: ProtocolFactory, server_factory: ProtocolFactory
+    ) -> AsyncIterator[None]:
+        for _ in range(2):
+            made.extend(memory_transport_pair(client_factory(), server_factory()))
+        yield
+
+    with pytest.raises(ConformanceError, match="call each protocol factory once"):
+        await check_transport_case(doubled_pair, "extra_info", timeout=1)
+    assert len(made) == 4
+    assert all(transport.is_closing() for transport in made)
+    await asyncio.sleep(0)  # their connection_lost calls
+
+
 # -- the suite catches broken transports -------------------------------------------
 
 
@@ -511,6 +551,26 @@ class _AllowsInvalidLimits(_Proxy):
             self.real.set_write_buffer_limits(high, low)
 
 
+class _ClosingOnlyWhenClosed(_Proxy):
+    """Says it is closing (and not reading) only once its own close() or abort() ran."""
+
+    closed_here = False
+
+    def close(self) -> None:
+        self.closed_here = True
+        self.real.close()
+
+    def abort(self) -> None:
+        self.closed_here = True
+        self.real.abort()
+
+    def is_closing(self) -> bool:
+        return self.closed_here
+
+    def is_reading(self) -> bool:
+        return not self.closed_here
+
+
 class _PausesAtHigh(_Proxy):
     """Pauses when the buffer reaches high, one byte too early."""
 
@@ -540,6 +600,11 @@ class _PausesAtHigh(_Proxy):
         (_WrongPeername, "extra_info", "client's peername ('192.0.2.1', 9) is not"),
         (_AllowsInvalidLimits, "write_buffer_limits", "did not raise ValueError"),
         (_PausesAtHigh, "pause_writing_above_high", "pauses when, and only when"),
+        (
+            _ClosingOnlyWhenClosed,
+            "lost_at_the_peers_eof",
+            "is_closing() is False after connection_lost, when the peer's EOF ended it",
+        ),
         (
             _PausesAtHigh,
             "write_inside_pause_writing",

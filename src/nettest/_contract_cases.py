@@ -522,3 +522,24 @@ async def _case_use_after_connection_lost(h: _Harness) -> None:
         await h.settle()
         _same(server.data, b"", "data after connection_lost")
         server.t.close()
+
+
+@_case
+async def _case_lost_at_the_peers_eof(h: _Harness) -> None:
+    """Lost because the peer's EOF ended it: closing, not reading, as after close()."""
+    async with h.connect(server_eof_result=False) as (client, server):
+        client.t.close()
+        await h.wait_until(lambda: server.lost, "the server's connection_lost", server)
+        transport = server.t
+        _expect(
+            transport.is_closing(),
+            "is_closing() is False after connection_lost, when the peer's EOF ended it",
+        )
+        _expect(
+            not transport.is_reading(),
+            "is_reading() is True after connection_lost, when the peer's EOF ended it",
+        )
+        transport.pause_reading()
+        transport.resume_reading()
+        transport.close()
+        transport.abort()

@@ -93,6 +93,10 @@ class _End:
     #: Whether the protocol is a StreamReaderProtocol, for StreamWriter cases.
     streams: bool = False
     transport: asyncio.Transport | None = None
+    #: Every transport its protocols were given (a factory that connects twice
+    #: gives more than one), for the cleanup to abort.
+    transports: list[asyncio.Transport] = field(default_factory=list)
+    lost_count: int = 0
     made: bool = False
     data: bytearray = field(default_factory=bytearray)
     eof: bool = False
@@ -147,6 +151,7 @@ class _End:
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._called("connection_made")
         self.transport = typing.cast("asyncio.Transport", transport)
+        self.transports.append(self.transport)
         self.made = True
 
     def data_received(self, data: bytes) -> None:
@@ -164,6 +169,7 @@ class _End:
         self._called("connection_lost")
         self.lost = True
         self.lost_exc = exc
+        self.lost_count += 1
 
     def pause_writing(self) -> None:
         self._called("pause_writing")
@@ -358,44 +364,54 @@ class _Harness:
                 "the pair factory must return an async context manager (write it as an "
                 f"async generator under @contextlib.asynccontextmanager), got {pair!r}"
             )
-        async with pair:
-            try:
-                await self.wait_until(
-                    lambda: client.made and server.made,
-                    "both protocols' connection_made was called",
-                    client,
-                    server,
-                )
-                _expect(
-                    calls == {"client": 1, "server": 1},
-                    f"the pair factory must call each protocol factory once, called {calls}",
-                )
+        entered = False
+        try:
+            async with pair:
+                entered = True
                 try:
-                    yield client, server
                     await self.wait_until(
-                        lambda: client.lost and server.lost,
-                        "connection_lost was called on both ends at the end of the case",
+                        lambda: client.made and server.made,
+                        "both protocols' connection_made was called",
                         client,
                         server,
                     )
-                except AssertionError as exc:
-                    # A callback at the wrong moment explains whatever failed after it
-                    # (often a wait that timed out): say it first.
-                    problems = [f"{e.name}: {p}" for e in (client, server) for p in e.problems]
-                    if not isinstance(exc, ProtocolViolation):  # which says them already
-                        problems += _violations(client) + _violations(server)
-                    if problems:
-                        raise AssertionError("; ".join(problems) + f"; then: {exc}") from exc
-                    raise
-            finally:
-                await self._abort_open(client, server, calls)
+                    _expect(
+                        calls == {"client": 1, "server": 1},
+                        f"the pair factory must call each protocol factory once, called {calls}",
+                    )
+                    try:
+                        yield client, server
+                        await self.wait_until(
+                            lambda: client.lost and server.lost,
+                            "connection_lost was called on both ends at the end of the case",
+                            client,
+                            server,
+                        )
+                    except AssertionError as exc:
+                        # A callback at the wrong moment explains whatever failed after
+                        # it (often a wait that timed out): say it first.
+                        problems = [f"{e.name}: {p}" for e in (client, server) for p in e.problems]
+                        if not isinstance(exc, ProtocolViolation):  # which says them already
+                            problems += _violations(client) + _violations(server)
+                        if problems:
+                            raise AssertionError("; ".join(problems) + f"; then: {exc}") from exc
+                        raise
+                finally:
+                    await self._abort_open(client, server, calls)
+        except BaseException:
+            if not entered:
+                # The factory raised as it made the pair: what it connected is open.
+                await self._abort_open(client, server, calls, wait_for_made=False)
+            raise
         for end in (client, server):
             _expect(not end.problems, f"{end.name}: " + "; ".join(end.problems))
             for position, sanitized in enumerate(end.sanitized):
                 # A protocol replaced with set_protocol() never sees connection_lost.
                 sanitized.check(lost=position == len(end.sanitized) - 1)
 
-    async def _abort_open(self, client: _End, server: _End, calls: dict[str, int]) -> None:
+    async def _abort_open(
+        self, client: _End, server: _End, calls: dict[str, int], *, wait_for_made: bool = True
+    ) -> None:
         """Abort what is still open, however the case ended, and wait until it is lost.
 
         A case that failed early, a timeout included, may leave an end whose
@@ -406,19 +422,24 @@ class _Harness:
         """
         ends = (client, server)
         timeout = None if self.timeout is None else max(self.timeout, _CLEANUP_TIMEOUT)
-        with contextlib.suppress(AssertionError):
-            await self._wait(
-                lambda: all(end.made for end in ends if calls[end.name]),
-                "connection_made before the cleanup",
-                ends,
-                timeout,
-            )
+        if wait_for_made:
+            with contextlib.suppress(AssertionError):
+                await self._wait(
+                    lambda: all(end.made for end in ends if calls[end.name]),
+                    "connection_made before the cleanup",
+                    ends,
+                    timeout,
+                )
         for end in ends:
-            if end.transport is not None and not end.lost:
-                end.transport.abort()
+            for transport in end.transports:
+                # The case's own connection unless it is lost; another (a factory
+                # that connected twice) unless it is closing.
+                current = transport is end.transport
+                if (current and not end.lost) or (not current and not transport.is_closing()):
+                    transport.abort()
         with contextlib.suppress(AssertionError):
             await self._wait(
-                lambda: all(end.lost or end.transport is None for end in ends),
+                lambda: all(end.lost_count >= len(end.transports) for end in ends),
                 "connection_lost after abort()",
                 ends,
                 timeout,
