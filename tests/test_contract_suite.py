@@ -254,10 +254,23 @@ async def test_check_transport_case_names_a_factory_that_returns_no_context_mana
     def plain_pair(client_factory: ProtocolFactory, server_factory: ProtocolFactory) -> None:
         return None  # forgot @contextlib.asynccontextmanager and yield
 
-    with pytest.raises(ConformanceError) as info:
+    # The caller's mistake, not a failed case: a TypeError, as for any misuse.
+    with pytest.raises(TypeError) as info:
         await check_transport_case(plain_pair, "extra_info", timeout=1)  # type: ignore[arg-type]
+    assert not isinstance(info.value, ConformanceError)
     assert "the pair factory must return an async context manager" in str(info.value)
-    assert str(info.value).endswith("got None')")
+    assert str(info.value).endswith("got None")
+
+
+@pytest.mark.asyncio
+async def test_check_transport_case_names_a_factory_of_the_wrong_shape() -> None:
+    def one_factory(protocol_factory: ProtocolFactory) -> None:
+        pass
+
+    with pytest.raises(TypeError, match=r"make_pair must take the client's and the server's"):
+        await check_transport_case(one_factory, "extra_info")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"takes \(protocol_factory: 'ProtocolFactory'\)"):
+        await check_transport_pair(one_factory)  # type: ignore[arg-type]
 
 
 @pytest.mark.asyncio

@@ -72,6 +72,10 @@ class TransportPairFactory(typing.Protocol):
     ) -> contextlib.AbstractAsyncContextManager[object]: ...
 
 
+class PairFactoryMisuse(TypeError):
+    """The pair factory is not a `TransportPairFactory`: the caller's mistake, no case's."""
+
+
 def _expect(condition: bool, message: str) -> None:
     if not condition:
         raise AssertionError(message)
@@ -360,7 +364,7 @@ class _Harness:
 
         pair = self.make_pair(factory(client), factory(server))
         if not hasattr(type(pair), "__aenter__"):
-            raise TypeError(
+            raise PairFactoryMisuse(
                 "the pair factory must return an async context manager (write it as an "
                 f"async generator under @contextlib.asynccontextmanager), got {pair!r}"
             )

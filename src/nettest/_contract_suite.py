@@ -10,12 +10,19 @@ suite can parametrize over :data:`CONFORMANCE_CASES`.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Iterable
 from typing import Any
 
 from . import _contract_cases, _contract_cases_flow  # noqa: F401  (they register the cases)
 from ._contract import ProtocolViolation
-from ._contract_harness import _CASES, TransportPairFactory, _expect, _Harness
+from ._contract_harness import (
+    _CASES,
+    PairFactoryMisuse,
+    TransportPairFactory,
+    _expect,
+    _Harness,
+)
 from ._recording import check_seconds
 from ._seed import check_seed
 from ._settings import default_timeout
@@ -46,6 +53,18 @@ def _check_arguments(make_pair: object, seed: object) -> None:
         raise TypeError(
             f"make_pair must be a TransportPairFactory (a callable), got {make_pair!r}"
         )
+    try:
+        signature = inspect.signature(make_pair)
+    except (TypeError, ValueError):
+        signature = None  # none to read (a builtin): the call will say
+    if signature is not None:
+        try:
+            signature.bind(None, None)
+        except TypeError:
+            raise TypeError(
+                "make_pair must take the client's and the server's protocol factories, as "
+                f"TransportPairFactory does; {make_pair!r} takes {signature}"
+            ) from None
     check_seed(seed)
 
 
@@ -94,7 +113,8 @@ async def check_transport_case(
         ValueError: if *case* is not one of :data:`CONFORMANCE_CASES`, *timeout*
             is not > 0 and finite, or *seed* is outside [0, 2**64).
         TypeError: if *timeout* is not a number (a bool or a str included),
-            *seed* not an int, or *make_pair* not callable.
+            *seed* not an int, or *make_pair* not callable, not taking two
+            protocol factories, or not returning an async context manager.
 
     Example::
 
@@ -123,6 +143,8 @@ async def check_transport_case(
             "the loop's exception handler was called: "
             + "; ".join(f"{c.get('message')!r} {c.get('exception')!r}" for c in unexpected),
         )
+    except PairFactoryMisuse:
+        raise
     except (AssertionError, ProtocolViolation) as exc:
         raise ConformanceError(case, str(exc)) from exc
     except Exception as exc:
@@ -162,8 +184,9 @@ async def check_transport_pair(
         ValueError: if *timeout* is not > 0 and finite, *seed* is outside
             [0, 2**64), or *skip* names no case.
         TypeError: if *timeout* is not a number (a bool or a str included),
-            *seed* not an int, *make_pair* not callable, or *skip* a single
-            string rather than a list of names.
+            *seed* not an int, *make_pair* not callable, not taking two
+            protocol factories or not returning an async context manager, or
+            *skip* a single string rather than a list of names.
 
     Example::
 
