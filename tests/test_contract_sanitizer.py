@@ -521,3 +521,26 @@ def test_sanitize_switches_take_only_true_or_false(flag: str) -> None:
     # raise_on_violation="no" used to raise on violations all the same.
     with pytest.raises(TypeError, match=f"^{flag} must be True or False, got 'no'"):
         sanitize(_Stream(), **{flag: "no"})  # type: ignore[call-overload]
+
+
+def test_check_says_a_repeated_violation_once_with_a_count() -> None:
+    # A transport that repeats one mistake: 2000 resume_writing calls with no
+    # pause made a message of nearly a million characters.
+    protocol = sanitize(_Stream(), raise_on_violation=False)
+    protocol.connection_made(_Transport())
+    for _ in range(2000):
+        protocol.resume_writing()
+    protocol.pause_writing()
+    protocol.pause_writing()
+    with pytest.raises(ProtocolViolation) as info:
+        protocol.check(lost=True)
+    message = str(info.value)
+    assert len(protocol.violations) == 2001
+    assert message.startswith("2002 protocol contract violation(s) on")
+    lines = message.splitlines()
+    assert len(lines) == 4
+    assert lines[1].startswith("  - resume_writing called before any pause_writing")
+    assert lines[1].endswith("(and 1999 more like it)")
+    assert lines[2].startswith("  - pause_writing called twice in a row")
+    assert lines[3].startswith("  - connection_lost was never called; calls: ..., ")
+    assert len(message) < 3000

@@ -209,20 +209,24 @@ class _Sanitizer:
                 to require that it was not, None (the default) for either.
 
         Raises:
-            ProtocolViolation: listing every violation seen.
+            ProtocolViolation: counting every violation seen, and listing each
+                kind once, with the calls before its first.
         """
-        problems = list(self._order.violations)
+        violations = self._order.violations
+        ending: list[str] = []
         if lost is True and not self.lost:
-            problems.append(
-                "connection_lost was never called; calls: "
-                + (", ".join(self._order.calls) or "none")
+            calls = self._order.calls
+            shown = calls if len(calls) <= _SHOWN_CALLS else ["...", *calls[-_SHOWN_CALLS:]]
+            ending.append(
+                "connection_lost was never called; calls: " + (", ".join(shown) or "none")
             )
         elif lost is False and self.lost:
-            problems.append("connection_lost was called, but the connection should be open")
-        if problems:
+            ending.append("connection_lost was called, but the connection should be open")
+        if violations or ending:
+            problems = [*_once_each(violations), *ending]
             raise ProtocolViolation(
-                f"{len(problems)} protocol contract violation(s) on {self._wrapped!r}:\n"
-                + "\n".join(f"  - {problem}" for problem in problems)
+                f"{len(violations) + len(ending)} protocol contract violation(s) on "
+                f"{self._wrapped!r}:\n" + "\n".join(f"  - {problem}" for problem in problems)
             )
 
     def _enter(self, name: str, detail: str = "", problem: str | None = None) -> None:
@@ -420,6 +424,29 @@ class SanitizedDatagramProtocol(_Sanitizer, asyncio.DatagramProtocol):
         self._wrapped.error_received(exc)
 
 
+def _once_each(violations: list[str]) -> list[str]:
+    """Each kind of violation once, the first with the calls before it, and a count.
+
+    A transport that repeats one mistake (``resume_writing`` with no pause,
+    thousands of times) would otherwise list it as many times.
+    """
+    first: dict[str, int] = {}
+    shown: list[str] = []
+    counts: list[int] = []
+    for violation in violations:
+        what = violation.partition("; calls before it:")[0]
+        if what in first:
+            counts[first[what]] += 1
+        else:
+            first[what] = len(shown)
+            shown.append(violation)
+            counts.append(1)
+    return [
+        problem if count == 1 else f"{problem} (and {count - 1} more like it)"
+        for problem, count in zip(shown, counts, strict=True)
+    ]
+
+
 @overload
 def sanitize(
     protocol: asyncio.BufferedProtocol,
@@ -427,6 +454,8 @@ def sanitize(
     raise_on_violation: bool = ...,
     connected: bool = ...,
 ) -> SanitizedBufferedProtocol: ...
+
+
 @overload
 def sanitize(
     protocol: asyncio.DatagramProtocol,
