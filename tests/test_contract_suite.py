@@ -212,8 +212,11 @@ def test_conformance_cases_are_listed_in_the_guide() -> None:
 async def test_check_transport_case_rejects_unknown_case() -> None:
     with pytest.raises(ValueError, match=r"case must be one of CONFORMANCE_CASES \(.*extra_info"):
         await check_transport_case(tcp_pair, "no_such_case")
-    with pytest.raises(ValueError, match="case must be one of CONFORMANCE_CASES"):
-        await check_transport_case(tcp_pair, ["extra_info"])  # type: ignore[arg-type]
+    for not_a_name in (["extra_info"], None, 3):
+        with pytest.raises(
+            TypeError, match=r"case must be a name from CONFORMANCE_CASES \(a str\)"
+        ):
+            await check_transport_case(tcp_pair, not_a_name)  # type: ignore[arg-type]
 
 
 @pytest.mark.asyncio

@@ -112,8 +112,8 @@ async def check_transport_case(
         ConformanceError: if the transports break the contract.
         ValueError: if *case* is not one of :data:`CONFORMANCE_CASES`, *timeout*
             is not > 0 and finite, or *seed* is outside [0, 2**64).
-        TypeError: if *timeout* is not a number (a bool or a str included),
-            *seed* not an int, or *make_pair* not callable, not taking two
+        TypeError: if *case* is not a str, *timeout* not a number (a bool or a
+            str included), *seed* not an int, or *make_pair* not callable, not taking two
             protocol factories, or not returning an async context manager.
 
     Example::
@@ -124,9 +124,11 @@ async def check_transport_case(
             await nettest.check_transport_case(my_pair, case)
     """
     _check_arguments(make_pair, seed)
+    if not isinstance(case, str):
+        raise TypeError(f"case must be a name from CONFORMANCE_CASES (a str), got {case!r}")
     try:
         function = _CASES[case]
-    except (KeyError, TypeError):
+    except KeyError:
         raise ValueError(
             f"case must be one of CONFORMANCE_CASES ({', '.join(_CASES)}), got {case!r}"
         ) from None
