@@ -504,3 +504,82 @@ async def test_the_gates_task_factory_keeps_task_names() -> None:
     assert unnamed.get_name().startswith("Task-"), unnamed.get_name()
     assert named.get_name() == "mine"
     assert repr(named).startswith("<Task finished name='mine'")
+
+
+def test_gate_strict_reports_and_kills_a_child_process_left_running(
+    pytester: pytest.Pytester,
+) -> None:
+    # A child left running outlived the session, holding its ports and files:
+    # nothing reported it (asyncio's transport for a running child is never freed).
+    result = run(
+        pytester,
+        """
+        import asyncio, subprocess, sys
+        import pytest
+
+        SLEEP = [sys.executable, "-c", "import time; time.sleep(60)"]
+        CHILDREN = []
+
+        def test_popen():
+            CHILDREN.append(subprocess.Popen(SLEEP, stdout=subprocess.PIPE))
+
+        @pytest.mark.asyncio
+        async def test_asyncio_child():
+            process = await asyncio.create_subprocess_exec(*SLEEP)
+            CHILDREN.append(process)
+
+        def test_not_waited():
+            child = subprocess.Popen(SLEEP)
+            CHILDREN.append(child)
+            child.terminate()  # on its way out as the check begins: given a moment
+
+        @pytest.fixture
+        def daemon():
+            child = subprocess.Popen(SLEEP)
+            yield child
+            child.terminate()
+            child.wait()
+
+        def test_ended_in_teardown(daemon):
+            pass
+
+        def test_waited():
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+        def test_killed():
+            popen, process, not_waited = CHILDREN
+            assert popen.returncode == -9  # killed and reaped
+            assert popen.stdout.closed
+            assert not_waited.returncode == -15  # reaped
+            assert process._transport.get_returncode() in (None, -9)
+        """,
+        *STRICT,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=6, errors=3)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_popen left 1 thing behind (--nettest-leaks=strict):",
+            "*- child process * '-c', 'import time; time.sleep(60)'] still running (it would "
+            "outlive the session: end it and wait() for it before the test ends), started at:",
+            "*test_leaky.py*, in test_popen",
+            "*CHILDREN.append(subprocess.Popen(SLEEP, stdout=subprocess.PIPE))",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*test_asyncio_child left 1 thing behind (--nettest-leaks=strict):",
+            "*- child process * still running*",
+            "*test_leaky.py*, in test_asyncio_child",
+            "*process = await asyncio.create_subprocess_exec(*SLEEP)",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*test_not_waited left 1 thing behind (--nettest-leaks=strict):",
+            "*- child process * ended, but was never waited for (Python warns that it is still "
+            "running when its Popen is freed: wait() for it), started at:",
+        ]
+    )
+    assert "test_ended_in_teardown left" not in result.stdout.str()
+    assert "test_waited left" not in result.stdout.str()

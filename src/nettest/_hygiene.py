@@ -73,6 +73,7 @@ import asyncio
 import contextlib
 import gc
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -88,6 +89,7 @@ from ._hygiene_instruments import (
     _LastTest,
     _policy_loop_fds,
     cancelled_by_gate,
+    child_running,
     close_after_their_loop,
     close_dropped,
     close_transports_over,
@@ -255,6 +257,8 @@ class _Gate(_Instruments):
     socket_closers: dict[str, Callable[..., Any]] = field(default_factory=dict)
     #: The wrapper round ``threading.Thread.start`` while it is installed.
     thread_starter: Callable[..., None] | None = None
+    #: The wrapper round ``subprocess.Popen.__init__`` while it is installed.
+    process_starter: Callable[..., None] | None = None
     #: The socket wrapper was installed for one strict test, not for the session.
     test_watches_sockets: bool = False
 
@@ -1054,17 +1058,25 @@ class _Gate(_Instruments):
             ]
 
     def _let_threads_end(self, owner: str) -> None:
-        """Give `owner`'s threads (strict mode's) that are ending a moment to end.
+        """Give `owner`'s threads and child processes (strict mode's) a moment to end.
 
-        A thread told to stop in the test's teardown may still be on its way out
-        as the check begins: it is reported only if it still runs
-        `THREAD_GRACE` seconds later (in all, however many there are).
+        A thread told to stop in the test's teardown, or a process signalled
+        there, may still be on its way out as the check begins: it is reported
+        only if it still runs `THREAD_GRACE` seconds later (in all, however many
+        there are).
         """
         deadline = time.monotonic() + THREAD_GRACE
+        children = []
         for item in self.tracked:
-            thread = item.ref() if item.owner == owner else None
-            if isinstance(thread, threading.Thread) and thread.is_alive():
-                thread.join(max(0.0, deadline - time.monotonic()))
+            made = item.ref() if item.owner == owner else None
+            if isinstance(made, threading.Thread) and made.is_alive():
+                made.join(max(0.0, deadline - time.monotonic()))
+            elif isinstance(made, subprocess.Popen):
+                children.append(made)
+        # So are its child processes (strict mode's): one the teardown signalled
+        # may still be on its way out.
+        while any(child_running(child) for child in children) and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     def _suspects(self, owner: str) -> list[tuple[_Tracked, str]]:
         """`owner`'s objects that look open, each with what to call it if it is dropped.

@@ -72,10 +72,13 @@ import contextlib
 import functools
 import gc
 import os
+import signal
 import socket
 import stat
+import subprocess
 import sys
 import threading
+import time
 import types
 import warnings
 import weakref
@@ -182,6 +185,7 @@ class _Instruments:
         writer_watcher: Callable[..., None] | None
         loop_watchers: dict[str, Callable[..., None]]
         thread_starter: Callable[..., None] | None
+        process_starter: Callable[..., None] | None
         socket_closers: dict[str, Callable[..., Any]]
 
         def owned_by(self, owner: str | None) -> contextlib.AbstractContextManager[None]: ...
@@ -493,6 +497,7 @@ class _Instruments:
         """
         self._watch_closing()
         self._watch_threads()
+        self._watch_processes()
         if self._watching_sockets():
             return
         original_init = socket.socket.__init__
@@ -666,6 +671,35 @@ class _Instruments:
         threading.Thread.start = start  # type: ignore[method-assign, assignment]
         self.thread_starter = start
 
+    def _watch_processes(self) -> None:
+        """Track the child processes a strict test starts, with their stacks.
+
+        A child left running outlives the test, and the session: it holds its
+        ports and files, and nothing reports it (Python warns only once its
+        ``Popen`` is freed, and asyncio's transport for one that runs is never
+        freed).  ``subprocess.Popen`` starts them all, asyncio's included.
+        """
+        original_init = vars(subprocess.Popen)["__init__"]
+        if original_init is self.process_starter:
+            return
+        gate = self
+
+        def __init__(popen: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+            original_init(popen, *args, **kwargs)
+            try:  # never let bookkeeping break the caller's process
+                owner = gate.maker()
+                if owner is not None and owner == gate.strict_owner:
+                    if _started_by_asyncio(sys._getframe(1)):
+                        setattr(popen, _ASYNCIO_CHILD, True)
+                    with gate.owned_by(owner):
+                        gate._track(popen, "process", child_left, end_child, None, None)
+            except Exception as error:
+                gate._bookkeeping_failed("process", error)
+
+        functools.update_wrapper(__init__, original_init)
+        subprocess.Popen.__init__ = __init__  # type: ignore[method-assign, assignment]
+        self.process_starter = __init__
+
     def unwatch_socket_creation(self) -> None:
         # Only our wrappers are removed: one installed over them stays, and ours,
         # inside it, records nothing outside a strict test.
@@ -680,6 +714,10 @@ class _Instruments:
         if starter is not None and vars(threading.Thread).get("start") is starter:
             threading.Thread.start = vars(starter)["__wrapped__"]  # type: ignore[method-assign]
         self.thread_starter = None
+        process_starter = self.process_starter
+        if process_starter is not None and vars(subprocess.Popen)["__init__"] is process_starter:
+            subprocess.Popen.__init__ = vars(process_starter)["__wrapped__"]  # type: ignore[method-assign]
+        self.process_starter = None
 
     def unwatch_writers(self) -> None:
         # Only our wrapper is removed: one installed over it stays.
@@ -914,6 +952,77 @@ def _policy_loop_fds() -> set[int]:
         if isinstance(sock, socket.socket) and sock.fileno() != -1:
             fds.add(sock.fileno())
     return fds
+
+
+#: Set on a ``Popen`` that asyncio's subprocess transport started: its child
+#: watcher reaps the child, and its pipe transports own the pipes.
+_ASYNCIO_CHILD = "_nettest_asyncio_child"
+#: Seconds a killed child process is given to end.
+CHILD_END_WAIT = 5.0
+
+
+def _started_by_asyncio(frame: types.FrameType | None) -> bool:
+    """Whether the ``Popen`` being made is an asyncio subprocess transport's."""
+    asyncio_dir = os.path.dirname(os.path.abspath(asyncio.__file__)) + os.sep
+    return frame is not None and frame.f_code.co_filename.startswith(asyncio_dir)
+
+
+def child_running(popen: subprocess.Popen[Any]) -> bool:
+    """Whether a child process is still running, without reaping it.
+
+    Whoever started it reaps it (``Popen.wait()``, asyncio's child watcher): a
+    reap here would take its exit status from them.
+    """
+    if popen.returncode is not None:
+        return False
+    waitid = getattr(os, "waitid", None)
+    if waitid is None:  # macOS: a zombie still counts as running
+        try:
+            os.kill(popen.pid, 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True
+        return True
+    try:
+        return waitid(os.P_PID, popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:
+        return False  # reaped already
+
+
+def child_left(popen: subprocess.Popen[Any]) -> bool:
+    """Whether a test left a child process behind: running, or never waited for.
+
+    A ``Popen`` whose child ended unreaped warns "subprocess N is still
+    running" as it is freed, in whichever test runs then.  asyncio's child
+    watcher waits for its transports' children itself.
+    """
+    if getattr(popen, _ASYNCIO_CHILD, False):
+        return child_running(popen)
+    return popen.returncode is None
+
+
+def end_child(popen: subprocess.Popen[Any]) -> None:
+    """End a child process a test left running: kill it and wait until it has ended.
+
+    Killed only while it is a child not yet reaped, whose pid cannot have been
+    reused.  A ``Popen`` the test made itself is then reaped and its pipes
+    closed; asyncio's child watcher reaps one of its transports, whose pipe
+    transports own its pipes.  Never raises.
+    """
+    with contextlib.suppress(Exception):
+        if child_running(popen):
+            os.kill(popen.pid, signal.SIGKILL)
+            deadline = time.monotonic() + CHILD_END_WAIT
+            while child_running(popen) and time.monotonic() < deadline:
+                time.sleep(0.005)
+        if not getattr(popen, _ASYNCIO_CHILD, False):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(CHILD_END_WAIT)
+            for pipe in (popen.stdin, popen.stdout, popen.stderr):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
 
 
 def socket_transport_under(transport: object) -> asyncio.BaseTransport | None:

@@ -51,6 +51,7 @@ import os
 import selectors
 import socket
 import ssl
+import subprocess
 import sys
 import threading
 import traceback
@@ -87,7 +88,15 @@ _PLUMBING = (
     os.path.dirname(os.path.abspath(asyncio.__file__)),
     *(
         os.path.abspath(str(module.__file__))
-        for module in (concurrent.futures.thread, contextlib, selectors, socket, ssl, threading)
+        for module in (
+            concurrent.futures.thread,
+            contextlib,
+            selectors,
+            socket,
+            ssl,
+            subprocess,
+            threading,
+        )
     ),
 )
 #: Frames from these places called the test: the stack worth showing ends there.
@@ -407,10 +416,34 @@ THREAD_LEFT_RUNNING = (
 )
 
 
+#: What a report says of a child process that strict mode finds still running.
+CHILD_LEFT_RUNNING = (
+    "still running (it would outlive the session: end it and wait() for it before the test ends)"
+)
+
+
+#: What a report says of a child process that ended but that no wait() reaped.
+CHILD_NOT_WAITED_FOR = (
+    "ended, but was never waited for (Python warns that it is still running when its "
+    "Popen is freed: wait() for it)"
+)
+
+
+def _command(args: object) -> str:
+    """A child's command line as a report shows it, cut short."""
+    text = repr(args if isinstance(args, (str, bytes)) else list(args))  # type: ignore[call-overload]
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _left_open(item: _Tracked, obj: object) -> str:
     """What a report says of a tracked object still open at the check."""
     if isinstance(obj, threading.Thread):
         return f"thread {obj.name!r} {THREAD_LEFT_RUNNING}"
+    if isinstance(obj, subprocess.Popen):
+        from ._hygiene_instruments import child_running  # a cycle
+
+        left = CHILD_LEFT_RUNNING if child_running(obj) else CHILD_NOT_WAITED_FOR
+        return f"child process {obj.pid} {_command(obj.args)} {left}"
     if isinstance(obj, socket.socket) and getattr(obj, "_closed", False):
         # close() was called, but its descriptor stays open until its files close.
         return f"{_label(item, obj)} closed, but a makefile() file still holds it open"
@@ -420,7 +453,8 @@ def _left_open(item: _Tracked, obj: object) -> str:
 def _describe(what: str, item: _Tracked | None) -> str:
     if item is None:
         return f"  - {what}, created outside Python's socket module (no stack known)"
-    return f"  - {what}{_provenance(item, verb='started' if item.what == 'thread' else 'created')}"
+    verb = "started" if item.what in ("thread", "process") else "created"
+    return f"  - {what}{_provenance(item, verb=verb)}"
 
 
 def _provenance(item: _Tracked, depth: int = 0, verb: str = "created") -> str:
