@@ -394,7 +394,7 @@ def test_parse_fault_every_duration_field_is_exact(
     assert repr(parsed) == repr(fault(seconds))
 
 
-@pytest.mark.parametrize("faults", [Drop(), 3, None])
+@pytest.mark.parametrize("faults", [Drop(), 3, None, "drop=0.5", b"drop"])
 @pytest.mark.asyncio
 async def test_faults_must_be_a_list_and_the_error_says_so(faults: object) -> None:
     # A single fault used to fail with "'Drop' object is not iterable".

@@ -997,8 +997,12 @@ async def test_proxy_rejects_bad_input(upstream: Upstream) -> None:
         FaultProxy(upstream.address, faults=[Drop(0.5)])
     with pytest.raises(ValueError, match="does not apply to a UDP proxy"):
         FaultProxy(upstream.address, kind="udp", faults=[Truncate(1)])
-    with pytest.raises(ValueError, match="HOST:PORT"):
+    with pytest.raises(
+        ValueError, match=r"HOST:PORT, or a Unix socket path starting with / or \./ \(a TCP"
+    ):
         FaultProxy("nowhere")
+    with pytest.raises(ValueError, match=r"^upstream must be HOST:PORT, got 'nowhere'"):
+        FaultProxy("nowhere", kind="udp")
     with pytest.raises(TypeError, match="upstream must be"):
         FaultProxy(42)
     with pytest.raises(ValueError, match=r"upstream path must not contain a null byte, got '/"):

@@ -662,6 +662,9 @@ def check_faults(
     """
     if isinstance(faults, Fault):
         raise TypeError(f"faults must be a list of faults, got one fault: use [{faults!r}]")
+    if isinstance(faults, (str, bytes)):
+        # The command line's syntax ("latency=100ms") is for `nettest proxy` alone.
+        raise TypeError(f"faults must be a list of faults such as [Latency(0.1)], got {faults!r}")
     try:
         result = tuple(faults)
     except TypeError:

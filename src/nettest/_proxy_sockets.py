@@ -117,6 +117,11 @@ def _parse_upstream(value: object, kind: str) -> Address | str:
             # hold null bytes: only its first one sets it apart).
             raise ValueError(f"upstream path must not contain a null byte, got {address!r}")
         return address
+    if kind == "tcp" and isinstance(address, str) and ":" not in address:
+        raise ValueError(
+            f"upstream must be HOST:PORT, or a Unix socket path starting with / or ./ "
+            f"(a TCP proxy), got {address!r}"
+        )
     return _parse_address(value, "upstream", lowest=1)
 
 
