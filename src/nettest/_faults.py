@@ -662,7 +662,8 @@ def check_faults(
     """
     if isinstance(faults, Fault):
         raise TypeError(f"faults must be a list of faults, got one fault: use [{faults!r}]")
-    if isinstance(faults, (str, bytes)):
+    given: object = faults  # what a caller passes need not be what the type says
+    if isinstance(given, (str, bytes)):
         # The command line's syntax ("latency=100ms") is for `nettest proxy` alone.
         raise TypeError(f"faults must be a list of faults such as [Latency(0.1)], got {faults!r}")
     try:
