@@ -868,7 +868,7 @@ class _Gate(_Instruments):
                 and item.parent not in reported
                 and (item.parent is None or item.parent.part_of not in reported)
             ]
-            others = _others_garbage(finalising)
+            others = _others_garbage(finalising, strict=mode == "strict")
         late = self._late_failures(owner, mode)
         leaks += self._release(owner)
         leaks += untracked
@@ -1433,8 +1433,20 @@ def left_at_the_end(strict: bool) -> str:
     )
 
 
-def _others_garbage(finalising: list[_Finalised]) -> list[str]:
-    """The report's sections for what the check's collection freed of other tests'."""
+def _others_garbage(finalising: list[_Finalised], *, strict: bool) -> list[str]:
+    """The report's sections for what the check's collection freed of other tests'.
+
+    In a strict session, what it frees of another test's is of a kind strict
+    mode does not track (an aiohttp connector, say), or that test's marker
+    chose another mode.
+    """
+    untracked = (
+        "strict mode does not track what this is, or that test was not checked in "
+        "strict mode"
+        if strict
+        else "own mode does not track real connections, --nettest-leaks=strict reports "
+        "them against their test"
+    )
     by_maker: dict[str, list[str]] = {}
     for item in finalising:
         if item.maker is not None:
@@ -1443,9 +1455,8 @@ def _others_garbage(finalising: list[_Finalised]) -> list[str]:
         line
         for maker, items in by_maker.items()
         for line in (
-            f"The garbage collection for this check also freed what {maker} left open on "
-            f"its event loop ({maker} is to blame, not this test; own mode does not track "
-            "real connections, --nettest-leaks=strict reports them against their test):",
+            f"The garbage collection for this check also freed what {maker} left open "
+            f"on its event loop ({maker} is to blame, not this test; {untracked}):",
             *items,
         )
     ]
