@@ -224,6 +224,20 @@ async def test_memory_slice_gives_a_stream_reader_one_piece_per_read() -> None:
     s_writer.close()
 
 
+@pytest.mark.asyncio
+async def test_only_a_faulted_pairs_readers_pay_for_pacing_pieces() -> None:
+    # The pacing hooks cost a loop callback per read: a pair without faults keeps
+    # asyncio's own StreamReader.
+    (c_reader, c_writer), (s_reader, s_writer) = memory_stream_pair()
+    assert type(c_reader) is type(s_reader) is asyncio.StreamReader
+    inject_faults(c_writer, [Slice(2)])
+    assert isinstance(c_reader, asyncio.StreamReader)
+    assert type(c_reader) is not asyncio.StreamReader
+    assert repr(c_reader).startswith("<StreamReader")
+    c_writer.close()
+    s_writer.close()
+
+
 async def _read_in_a_task_each(reader: asyncio.StreamReader) -> bytes:
     return await asyncio.ensure_future(reader.read(100))
 

@@ -1441,8 +1441,7 @@ def _others_garbage(finalising: list[_Finalised], *, strict: bool) -> list[str]:
     chose another mode.
     """
     untracked = (
-        "strict mode does not track what this is, or that test was not checked in "
-        "strict mode"
+        "strict mode does not track what this is, or that test was not checked in strict mode"
         if strict
         else "own mode does not track real connections, --nettest-leaks=strict reports "
         "them against their test"

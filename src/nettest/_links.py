@@ -45,9 +45,9 @@ one it receives on) and then, possibly later with ``loop.call_later``:
 
 A fault layer that must not deliver a piece before the receiver has read the
 one before sets :attr:`Link.on_read`, which the receiving transport calls after
-each read, once the protocol has the data.  Above a memory stream pair's
-transport, the StreamReader calls it too, as it takes bytes or starts to wait,
-and :attr:`Link.unread_above` says whether it holds bytes no read asked for.
+each read, once the protocol has the data.  A memory stream pair records its
+StreamReader in :attr:`Link.reader_above`, for a fault layer to ask what it
+holds unread.
 
 ``arrive`` copes with a receiver that has closed meanwhile, as a kernel does: the
 sender is reset.  Nothing else needs to know a fault layer exists.
@@ -143,10 +143,10 @@ class Link:
         "manual",
         "on_read",
         "partial_writes",
+        "reader_above",
         "receiver",
         "sender",
         "unread",
-        "unread_above",
         "unread_eof",
     )
 
@@ -185,9 +185,8 @@ class Link:
         self.carry_eof: Callable[[], None] = self.arrive_eof
         #: Called after each read by the receiving transport (a fault layer's hook).
         self.on_read: Callable[[], None] | None = None
-        #: Whether what reads above the receiving transport (a StreamReader) holds
-        #: bytes that no read of its has asked for yet; None when nothing says.
-        self.unread_above: Callable[[], bool] | None = None
+        #: The StreamReader above the receiving transport, for a memory stream pair.
+        self.reader_above: asyncio.StreamReader | None = None
 
     @property
     def room(self) -> int:

@@ -242,6 +242,44 @@ def _injected_already() -> RuntimeError:
     )
 
 
+class _PacedStreamReader(asyncio.StreamReader):
+    """A memory pair's reader under faults: a `Slice`'s pieces come one per read.
+
+    The transport hands each piece to the protocol as it arrives, and a reader
+    not waiting in a read as it does (one whose read runs in a task of its own,
+    as ``asyncio.wait_for()`` runs it before Python 3.12) would find two pieces
+    joined in its buffer.  So the fault layer holds a piece back while the
+    reader holds bytes no read asked for (see `_StreamDriver._unread_before`),
+    and hears from it when a read takes bytes or starts to wait.  A pair's
+    readers become this class only once faults are injected: the others pay
+    nothing for it.
+    """
+
+    _link: Link
+
+    @classmethod
+    def pace(cls, reader: asyncio.StreamReader, link: Link) -> None:
+        """Make `reader` tell `link`'s fault layer when it takes bytes or waits."""
+        if type(reader) is asyncio.StreamReader:
+            reader.__class__ = cls
+        if isinstance(reader, cls):
+            reader._link = link
+
+    def _tell_link(self) -> None:
+        on_read = self._link.on_read
+        if on_read is not None:
+            on_read()
+
+    def _maybe_resume_transport(self) -> None:
+        super()._maybe_resume_transport()  # type: ignore[misc]
+        self._tell_link()
+
+    async def _wait_for_data(self, func_name: str) -> None:
+        # Once the read waits: its waiter is set after this call, before it awaits.
+        self._loop.call_soon(self._tell_link)  # type: ignore[attr-defined]
+        await super()._wait_for_data(func_name)  # type: ignore[misc]
+
+
 class _StreamDriver:
     def __init__(
         self, client: MemoryTransport, faults: tuple[Fault, ...], seed: int, index: int
@@ -267,6 +305,8 @@ class _StreamDriver:
             link.carry = self._carrier(flow)
             link.carry_eof = self._eof_carrier(flow)
             link.on_read = functools.partial(self.kick, flow)
+            if link.reader_above is not None:
+                _PacedStreamReader.pace(link.reader_above, link)
         self.apply(self.schedule.start(self.loop.time()))
 
     def _carrier(self, flow: Flow) -> Callable[[bytes], None]:
@@ -344,7 +384,8 @@ class _StreamDriver:
             return False
         if receiver._rx._size:
             return True
-        return link.unread_above is not None and link.unread_above()
+        reader = link.reader_above
+        return reader is not None and bool(reader._buffer) and reader._waiter is None  # type: ignore[attr-defined]
 
     def _perform(self, action: TimedAction) -> None:
         if isinstance(action, Deliver):

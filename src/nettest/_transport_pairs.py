@@ -158,8 +158,8 @@ def memory_stream_pair(
     """
     check_count("limit", limit)
     loop = asyncio.get_running_loop()
-    client_reader = _MemoryStreamReader(limit=limit, loop=loop)
-    server_reader = _MemoryStreamReader(limit=limit, loop=loop)
+    client_reader = asyncio.StreamReader(limit=limit, loop=loop)
+    server_reader = asyncio.StreamReader(limit=limit, loop=loop)
     client_protocol = asyncio.StreamReaderProtocol(client_reader, loop=loop)
     server_protocol = _ServerStreamProtocol(server_reader, _server_side_marker, loop=loop)
     client_transport, server_transport = memory_transport_pair(
@@ -173,47 +173,12 @@ def memory_stream_pair(
         server_address=server_address,
         family=family,
     )
-    client_reader.read_from(client_transport._in)
-    server_reader.read_from(server_transport._in)
+    # A fault layer paces a Slice's pieces by what each reader has taken.
+    client_transport._in.reader_above = client_reader
+    server_transport._in.reader_above = server_reader
     client_writer = _MemoryStreamWriter(client_transport, client_protocol, client_reader, loop)
     server_writer = _MemoryStreamWriter(server_transport, server_protocol, server_reader, loop)
     return (client_reader, client_writer), (server_reader, server_writer)
-
-
-class _MemoryStreamReader(asyncio.StreamReader):
-    """The reader of a memory stream pair: a `Slice`'s pieces come one per read.
-
-    The transport hands each piece to the protocol as it arrives, and a reader
-    that is not waiting in a read as it does (one whose read runs in a task of
-    its own, as ``asyncio.wait_for()`` runs it before Python 3.12) would find
-    two pieces joined in its buffer.  So the link it reads from holds a piece
-    back while this reader holds bytes that no read asked for, and hears from
-    it when a read takes bytes or starts to wait.
-    """
-
-    _link: Link | None = None
-
-    def read_from(self, link: Link) -> None:
-        """Tell `link` when this reader takes bytes or waits, and what it holds."""
-        self._link = link
-        link.unread_above = self._holds_unread
-
-    def _holds_unread(self) -> bool:
-        return bool(self._buffer) and self._waiter is None  # type: ignore[attr-defined]
-
-    def _tell_link(self) -> None:
-        link = self._link
-        if link is not None and link.on_read is not None:
-            link.on_read()
-
-    def _maybe_resume_transport(self) -> None:
-        super()._maybe_resume_transport()  # type: ignore[misc]
-        self._tell_link()
-
-    async def _wait_for_data(self, func_name: str) -> None:
-        # Once the read waits: its waiter is set after this call, before it awaits.
-        self._loop.call_soon(self._tell_link)  # type: ignore[attr-defined]
-        await super()._wait_for_data(func_name)  # type: ignore[misc]
 
 
 class _MemoryStreamWriter(asyncio.StreamWriter):
