@@ -1913,45 +1913,44 @@ def test_a_dropped_tls_memory_pair_is_listed_once_per_writer(pytester: pytest.Py
     assert "garbage collector" not in result.stdout.str()
 
 
-def test__gate_names_the_writer_whose_tls_transport_was_finalised_first() -> None:
-    # The order of finalisers that named the memory transports instead: the TLS
-    # transport's (which marks it closed, and leaves its protocol wrapped), then
-    # the writer's, then the memory transport's.
-    if sys.version_info >= (3, 11):  # what the gate reads on asyncio's own
-        assert {"DO_HANDSHAKE", "WRAPPED"} <= set(asyncio.sslproto.SSLProtocolState.__members__)
+class _SSLState(enum.Enum):
+    WRAPPED = 1
 
-    class State(enum.Enum):
-        WRAPPED = 1
 
-    class Protocol:
-        def __init__(self, transport: object) -> None:
-            self._transport = transport
-            self._state = State.WRAPPED
+class _SSLProtocol:
+    """What the gate reads of asyncio's TLS protocol: the transport under it, its state."""
 
-    class Transport:
-        _gate_entry = None
+    def __init__(self, transport: object) -> None:
+        self._transport = transport
+        self._state = _SSLState.WRAPPED
 
-        def __init__(self, under: object = None) -> None:
-            self.open = True
-            if under is not None:
-                self._ssl_protocol = Protocol(under)
 
-        def is_closing(self) -> bool:
-            return not self.open
+class _FakeTransport:
+    """A transport as the gate sees a dropped writer's: open or closing, TLS or not."""
 
-        def close(self) -> None:
-            self.open = False
+    _gate_entry = None
 
-        def get_extra_info(self, name: str, default: object = None) -> object:
-            return default
+    def __init__(self, under: object = None) -> None:
+        self.open = True
+        if under is not None:  # a TLS transport over `under`
+            self._ssl_protocol = _SSLProtocol(under)
 
-    class Writer:
-        def __init__(self, transport: Transport) -> None:
-            self.transport = transport
+    def is_closing(self) -> bool:
+        return not self.open
 
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+
+class _FakeWriter:
+    def __init__(self, transport: _FakeTransport) -> None:
+        self.transport = transport
+
+
+def _gate_tracking_a_memory_transport() -> tuple[hygiene._Gate, _FakeTransport]:
     gate = hygiene._Gate()
     gate.begin("test_x")
-    under = Transport()
+    under = _FakeTransport()
     with gate.owned_by("test_x"):
         gate.track(
             under,
@@ -1959,9 +1958,19 @@ def test__gate_names_the_writer_whose_tls_transport_was_finalised_first() -> Non
             is_open=lambda t: t.open,
             close=lambda t: setattr(t, "open", False),
         )
-    over = Transport(under)
+    return gate, under
+
+
+def test__gate_names_the_writer_whose_tls_transport_was_finalised_first() -> None:
+    # The order of finalisers that named the memory transports instead: the TLS
+    # transport's (which marks it closed, and leaves its protocol wrapped), then
+    # the writer's, then the memory transport's.
+    if sys.version_info >= (3, 11):  # what the gate reads on asyncio's own
+        assert {"DO_HANDSHAKE", "WRAPPED"} <= set(asyncio.sslproto.SSLProtocolState.__members__)
+    gate, under = _gate_tracking_a_memory_transport()
+    over = _FakeTransport(under)
     over.open = False  # its finaliser ran first
-    assert gate.writer_dropped(Writer(over), under)  # type: ignore[arg-type]
+    assert gate.writer_dropped(_FakeWriter(over), under)  # type: ignore[arg-type]
     gate.dropped_open(under)
     with pytest.raises(LeakError) as info:
         gate.check("test_x", "own", frozenset())
@@ -1975,38 +1984,13 @@ def test__gate_names_the_writer_whose_transport_was_freed_first() -> None:
     # an order of the collector's choosing.  When the transport's finaliser runs
     # first, the writer's own transport (start_tls()'s) is closing by the time the
     # writer's runs: the report must still name the writer, whichever came first.
-    class Transport:
-        _gate_entry = None
-
-        def __init__(self) -> None:
-            self.open = True
-
-        def is_closing(self) -> bool:
-            return not self.open
-
-        def get_extra_info(self, name: str, default: object = None) -> object:
-            return default
-
-    class Writer:
-        def __init__(self, transport: Transport) -> None:
-            self.transport = transport
-
     for transport_first in (True, False):
-        gate = hygiene._Gate()
-        gate.begin("test_x")
-        under = Transport()
-        with gate.owned_by("test_x"):
-            gate.track(
-                under,
-                what="MemoryTransport a -> b",
-                is_open=lambda t: t.open,
-                close=lambda t: setattr(t, "open", False),
-            )
-        over = Transport()  # what start_tls() put over it, closing once it is freed
+        gate, under = _gate_tracking_a_memory_transport()
+        over = _FakeTransport()  # what start_tls() put over it, closing once it is freed
         if transport_first:
             gate.dropped_open(under)
             over.open = False
-        gate.writer_dropped(Writer(over), under)  # type: ignore[arg-type]
+        gate.writer_dropped(_FakeWriter(over), under)  # type: ignore[arg-type]
         with pytest.raises(LeakError) as info:
             gate.check("test_x", "own", frozenset())
         assert "StreamWriter over MemoryTransport a -> b dropped without close()" in str(
