@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
+import sys
 import time
 from collections.abc import Awaitable, Callable
 
@@ -633,3 +635,31 @@ def test_a_property_test_s_report_shows_the_failing_example_s_layers_alone(
     out = result.stdout.str()
     assert out.count("<MemoryFaults") == 2
     assert "<MemoryFaults stream [Latency(delay=500.1)]>" in out
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="StreamWriter.start_tls is new in 3.11")
+@pytest.mark.asyncio
+async def test_memory_slice_over_tls_lets_the_close_through_to_a_reader_with_unread_bytes(
+    tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext
+) -> None:
+    # The pieces are TLS records once start_tls() runs: held back for the plaintext
+    # the client had not read, the server's close_notify was too, and the client's
+    # wait_closed() took asyncio's 30-second shutdown timeout.
+    (c_reader, c_writer), (s_reader, s_writer) = memory_stream_pair()
+    inject_faults(c_writer, [Slice(200, direction="both")])
+
+    async def serve() -> None:
+        await s_writer.start_tls(tls_server_context)  # type: ignore[attr-defined,unused-ignore]
+        s_writer.write(b"R" * 3000)
+        await s_writer.drain()
+        await s_reader.read()  # until the client's close_notify
+        s_writer.close()
+
+    server = asyncio.create_task(serve())
+    await c_writer.start_tls(  # type: ignore[attr-defined,unused-ignore]
+        tls_client_context, server_hostname="localhost"
+    )
+    assert await asyncio.wait_for(c_reader.read(10), 5)
+    c_writer.close()
+    await asyncio.wait_for(c_writer.wait_closed(), 5)
+    await asyncio.wait_for(server, 5)

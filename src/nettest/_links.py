@@ -46,8 +46,8 @@ one it receives on) and then, possibly later with ``loop.call_later``:
 A fault layer that must not deliver a piece before the receiver has read the
 one before sets :attr:`Link.on_read`, which the receiving transport calls after
 each read, once the protocol has the data.  A memory stream pair records its
-StreamReader in :attr:`Link.reader_above`, for a fault layer to ask what it
-holds unread.
+protocol and StreamReader in :attr:`Link.reader_above`, for a fault layer to
+ask what the reader holds unread while that protocol reads the link.
 
 ``arrive`` copes with a receiver that has closed meanwhile, as a kernel does: the
 sender is reset.  Nothing else needs to know a fault layer exists.
@@ -185,8 +185,8 @@ class Link:
         self.carry_eof: Callable[[], None] = self.arrive_eof
         #: Called after each read by the receiving transport (a fault layer's hook).
         self.on_read: Callable[[], None] | None = None
-        #: The StreamReader above the receiving transport, for a memory stream pair.
-        self.reader_above: asyncio.StreamReader | None = None
+        #: A memory stream pair's protocol and the StreamReader it feeds.
+        self.reader_above: tuple[asyncio.BaseProtocol, asyncio.StreamReader] | None = None
 
     @property
     def room(self) -> int:

@@ -306,7 +306,7 @@ class _StreamDriver:
             link.carry_eof = self._eof_carrier(flow)
             link.on_read = functools.partial(self.kick, flow)
             if link.reader_above is not None:
-                _PacedStreamReader.pace(link.reader_above, link)
+                _PacedStreamReader.pace(link.reader_above[1], link)
         self.apply(self.schedule.start(self.loop.time()))
 
     def _carrier(self, flow: Flow) -> Callable[[bytes], None]:
@@ -374,7 +374,10 @@ class _StreamDriver:
         """Whether `action` is a piece to be read alone and the receiver has unread bytes.
 
         Unread by its protocol, or, above a memory stream pair's transport, by
-        the code reading its StreamReader (which is not waiting in a read).
+        the code reading its StreamReader (which is not waiting in a read).  Not
+        once ``start_tls()`` put a TLS layer over the transport: the pieces are
+        records then, and holding one back for the plaintext the reader holds
+        would hold back the peer's ``close_notify`` with it.
         """
         if not isinstance(action, Deliver) or not action.alone or self.done:
             return False
@@ -384,8 +387,12 @@ class _StreamDriver:
             return False
         if receiver._rx._size:
             return True
-        reader = link.reader_above
-        return reader is not None and bool(reader._buffer) and reader._waiter is None  # type: ignore[attr-defined]
+        above = link.reader_above
+        if above is None or receiver.get_protocol() is not above[0]:
+            # start_tls() put a TLS layer between: its records are what is read here.
+            return False
+        reader = above[1]
+        return bool(reader._buffer) and reader._waiter is None  # type: ignore[attr-defined]
 
     def _perform(self, action: TimedAction) -> None:
         if isinstance(action, Deliver):

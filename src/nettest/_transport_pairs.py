@@ -174,8 +174,8 @@ def memory_stream_pair(
         family=family,
     )
     # A fault layer paces a Slice's pieces by what each reader has taken.
-    client_transport._in.reader_above = client_reader
-    server_transport._in.reader_above = server_reader
+    client_transport._in.reader_above = (client_protocol, client_reader)
+    server_transport._in.reader_above = (server_protocol, server_reader)
     client_writer = _MemoryStreamWriter(client_transport, client_protocol, client_reader, loop)
     server_writer = _MemoryStreamWriter(server_transport, server_protocol, server_reader, loop)
     return (client_reader, client_writer), (server_reader, server_writer)
