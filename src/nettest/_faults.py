@@ -284,7 +284,8 @@ class Slice(Fault):
     its own read (``data_received``, ``buffer_updated``, and a StreamReader's
     ``read()``): a piece goes out only once the receiver has read the one
     before, even with no *delay*.  Memory pairs guarantee it, however the reader
-    awaits its reads.  The proxy guarantees it to a receiver on the same event
+    awaits its reads (after ``start_tls()`` the pieces are of the TLS records,
+    each its own read of the TLS layer).  The proxy guarantees it to a receiver on the same event
     loop that keeps reading, directly or through one task of its own (as
     ``asyncio.wait_for()`` reads before Python 3.12); one in another thread or
     process, or further removed, may find pieces joined, as TCP joins segments,

@@ -406,6 +406,8 @@ def _label(item: _Tracked, obj: object) -> str:
     """What to call a tracked object in a report: a socket's or task's repr says most."""
     if isinstance(obj, (socket.socket, asyncio.Future)):
         return f"{item.what} {obj!r}"
+    if isinstance(obj, subprocess.Popen):
+        return f"child process {obj.pid} {_command(obj.args)}"
     return item.what
 
 
