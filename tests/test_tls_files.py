@@ -246,6 +246,7 @@ def test_write_tls_files_names_the_directory_it_cannot_write_in(
     ("directory", "error", "message"),
     [
         ("", ValueError, r"directory must not be empty \('\.' is the current directory\)"),
+        ("keys\0x", ValueError, r"directory must not contain a null byte, got 'keys\\x00x'"),
         (None, TypeError, "directory must be a str or os.PathLike path, got NoneType"),
         (b"/tmp", TypeError, "directory must be a str or os.PathLike path, got bytes"),
     ],

@@ -98,6 +98,8 @@ def _check_directory(directory: object) -> Path:
         )
     if not path:
         raise ValueError("directory must not be empty ('.' is the current directory)")
+    if "\0" in path:
+        raise ValueError(f"directory must not contain a null byte, got {path!r}")
     return Path(path)
 
 
@@ -128,7 +130,8 @@ def write_tls_files(
     Raises:
         TypeError: *directory* is not a `str` or ``os.PathLike`` path, *ca* not a
             ``trustme.CA``, or a certificate not a ``trustme.LeafCert``.
-        ValueError: *directory* is empty (``"."`` names the current directory).
+        ValueError: *directory* is empty (``"."`` names the current directory), or
+            holds a null byte.
         FileExistsError: One of the files exists already (even as a dangling
             symlink); nothing was written.
         FileNotFoundError: *directory* does not exist, or is a dangling symlink
