@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+import nettest
+
 # The server under test: any program that reads a certificate chain and a key
 # from files.  This one is Python, run as a separate process.
 SERVER = """
@@ -60,3 +62,14 @@ async def test_a_subprocess_serving_the_leaf_alone_is_refused(tls_files, tls_cli
 def test_the_files_are_private(tls_files):
     assert tls_files.directory.stat().st_mode & 0o777 == 0o700
     assert tls_files.key.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.asyncio
+async def test_a_subprocess_with_another_hosts_certificate_is_refused(
+    tmp_path, tls_ca, tls_client_context
+):
+    # The bad cases are contexts; a server in another process gets one as files.
+    files = nettest.write_tls_files(tmp_path, tls_ca, tls_ca.issue_cert("wrong.example"))
+    with pytest.raises(ssl.SSLCertVerificationError) as excinfo:
+        await ask(files.fullchain, files.key, tls_client_context)
+    assert excinfo.value.verify_code == 62  # hostname mismatch
