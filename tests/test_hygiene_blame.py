@@ -2025,3 +2025,41 @@ def test__memory_stream_writer_dropped_open_still_closes_its_transport() -> None
         s_writer.close()
 
     asyncio.run(main())
+
+
+def test_a_failed_tests_garbage_is_collected_at_its_own_check(pytester: pytest.Pytester) -> None:
+    # A test that failed dropped a client in a reference cycle (aiohttp's session
+    # and connector): its finaliser's warning failed the next test that collected.
+    result = run(
+        pytester,
+        """
+        import gc
+        import warnings
+
+        gc.disable()  # freed by a collection the test or the gate runs, not by chance
+
+        class Client:
+            def __init__(self):
+                self.me = self
+
+            def __del__(self):
+                warnings.warn("Unclosed client", ResourceWarning)
+
+        def test_a_fails_and_drops_a_client():
+            Client()
+            assert False
+
+        def test_b_collects():
+            gc.collect()
+        """,
+        *FILTERS,
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_a_fails_and_drops_a_client left 1 thing behind*",
+            "*- while the garbage collector finalised them: *Client.__del__*",
+            "*ResourceWarning: Unclosed client",
+        ]
+    )

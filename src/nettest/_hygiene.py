@@ -837,8 +837,11 @@ class _Gate(_Instruments):
         self._let_threads_end(owner)
         leaks, _ = self._find(owner, mode, fds_before)
         others: list[str] = []
-        if leaks or last:
-            only_last = not leaks
+        # A failed test's garbage too: what it dropped in a reference cycle (a
+        # client whose finaliser warns, say) would fail whichever test the
+        # collector next ran in.
+        if leaks or last or failed:
+            only_last = not leaks and not failed
             suspects = self._suspects(owner)
             parts = self._parts(owner)
             # Let unreachable objects finalise now, inside the test that dropped them.
