@@ -88,6 +88,11 @@ def test_release_frees_the_port_for_a_cli() -> None:
     assert bound.closed
     with socket.socket() as cli:
         cli.bind(("127.0.0.1", port))  # the CLI can take it now
+    # A released socket has no descriptor: -1 handed to Popen(pass_fds=...) failed
+    # with "bad value(s) in fds_to_keep", naming no socket.
+    with pytest.raises(ValueError, match=r"<BoundSocket tcp 127\.0\.0\.1:\d+ closed> has no desc"):
+        bound.fileno()
+    assert bound.release() == port  # released already: the same port
 
 
 def test_bound_socket_properties_and_errors() -> None:

@@ -206,8 +206,16 @@ class BoundSocket(HeldSockets):
         return self._socket.fileno() == -1
 
     def fileno(self) -> int:
-        """The descriptor, inheritable: pass it to a child with ``pass_fds=[fd]``."""
-        return self._socket.fileno()
+        """The descriptor, inheritable: pass it to a child with ``pass_fds=[fd]``.
+
+        Raises:
+            ValueError: the socket is closed (or released): a socket's -1 would
+                fail in ``Popen`` with a message that names no socket.
+        """
+        fd = self._socket.fileno()
+        if fd == -1:
+            raise ValueError(f"{self!r} has no descriptor to pass: it was closed or released")
+        return fd
 
     def release(self) -> int:
         """Close the socket and return its port, for a CLI that only takes a port number.
