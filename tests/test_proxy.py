@@ -15,6 +15,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 import typing
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -561,6 +562,44 @@ def test_proxy_slice_with_no_delay_gives_one_piece_per_read_on_uvloop() -> None:
     loop = uvloop.new_event_loop()
     try:
         loop.run_until_complete(_slice_one_byte_per_read())
+    finally:
+        loop.close()
+
+
+async def _echo_behind_a_cap_on_a_late_loop() -> list[dict[str, object]]:
+    """Echo through a Bandwidth cap while busy turns make the loop run late."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    server = await asyncio.start_server(_echo_handler, "127.0.0.1", 0)
+    async with (
+        server,
+        FaultProxy(server.sockets[0].getsockname(), faults=[Bandwidth(20_000)]) as proxy,
+    ):
+        for busy_at in (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08):
+            reader, writer = await asyncio.open_connection(*proxy.address)
+            writer.write(bytes(2_000))
+            loop.call_later(busy_at, time.sleep, 0.03)  # a busy turn, as under load
+            assert await asyncio.wait_for(reader.readexactly(2_000), 5) == bytes(2_000)
+            writer.close()
+            await writer.wait_closed()
+    return errors
+
+
+async def _echo_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(65536):
+        writer.write(data)
+    writer.close()
+
+
+@pytest.mark.uvloop
+def test_proxy_timers_work_on_a_late_uvloop() -> None:
+    # uvloop's call_at() for a time already past gives a plain Handle, with no
+    # when(): the proxy's tick raised AttributeError into the exception handler.
+    uvloop = pytest.importorskip("uvloop")
+    loop = uvloop.new_event_loop()
+    try:
+        assert loop.run_until_complete(_echo_behind_a_cap_on_a_late_loop()) == []
     finally:
         loop.close()
 

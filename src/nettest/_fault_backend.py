@@ -115,7 +115,16 @@ class ActionQueue:
         due: What the timer calls once the head is due; `kick` by default.
     """
 
-    __slots__ = ("_actions", "_closed", "_due", "_held", "_loop", "_perform", "_timer")
+    __slots__ = (
+        "_actions",
+        "_closed",
+        "_due",
+        "_held",
+        "_loop",
+        "_perform",
+        "_timer",
+        "_timer_at",
+    )
 
     def __init__(
         self,
@@ -130,7 +139,10 @@ class ActionQueue:
         self._held = held
         self._due = due
         self._actions: collections.deque[TimedAction] = collections.deque()
-        self._timer: asyncio.TimerHandle | None = None
+        # Its time kept apart: uvloop's call_at() of a time past gives a plain
+        # Handle, which has no when().
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0
         self._closed = False
 
     def __len__(self) -> int:
@@ -162,10 +174,11 @@ class ActionQueue:
             at = head.at
             if at > now:
                 timer = self._timer
-                if timer is None or timer.when() != at:
+                if timer is None or self._timer_at != at:
                     if timer is not None:
                         timer.cancel()
                     self._timer = self._loop.call_at(at, self._on_timer)
+                    self._timer_at = at
                 return
             if self._held is not None and self._held(head):
                 return

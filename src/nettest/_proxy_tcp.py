@@ -284,9 +284,11 @@ class _StreamConnection:
         self.eof_sent: dict[Flow, bool] = {"upstream": False, "downstream": False}
         # Flows that just wrote a piece to be read alone: the next waits a few turns.
         self.spacing: set[Flow] = set()
-        self.wakes: list[asyncio.TimerHandle] = []
+        # Each (time, handle): uvloop's call_at() of a time past gives a plain Handle,
+        # which has no when().
+        self.wakes: list[tuple[float, asyncio.Handle]] = []
         # Per flow, while paused: when bytes behind a cap come in flight (see _backpressure).
-        self.rechecks: dict[Flow, asyncio.TimerHandle] = {}
+        self.rechecks: dict[Flow, tuple[float, asyncio.Handle]] = {}
         self.finished = False
         self.connecting: asyncio.Task[None] | None = None
 
@@ -409,7 +411,7 @@ class _StreamConnection:
             elif isinstance(action, Resume):
                 self.resume(action.flow, "stall")
             elif isinstance(action, Wake):
-                self.wakes.append(self.loop.call_at(action.at, self._tick))
+                self.wakes.append((action.at, self.loop.call_at(action.at, self._tick)))
         for flow in FLOWS:
             if flow in touched and not self.finished:
                 self.kick(flow)
@@ -418,7 +420,7 @@ class _StreamConnection:
         if not self.finished:
             now = self.loop.time()
             # A stage that holds bytes asks for a tick each time one falls due.
-            self.wakes = [wake for wake in self.wakes if wake.when() > now]
+            self.wakes = [wake for wake in self.wakes if wake[0] > now]
             self.apply(self.schedule.tick(now))
 
     def _receiver(self, flow: Flow) -> _Side | None:
@@ -510,12 +512,12 @@ class _StreamConnection:
             times = [backlog.next_in_flight(delay) for backlog in backlogs]
             at = min((time for time in times if time is not None), default=None)
         timer = self.rechecks.get(flow)
-        if timer is not None and (at is None or timer.when() != at):
-            timer.cancel()
+        if timer is not None and (at is None or timer[0] != at):
+            timer[1].cancel()
             del self.rechecks[flow]
             timer = None
         if at is not None and timer is None:
-            self.rechecks[flow] = self.loop.call_at(at, self._recheck, flow)
+            self.rechecks[flow] = (at, self.loop.call_at(at, self._recheck, flow))
 
     def _recheck(self, flow: Flow) -> None:
         self.rechecks.pop(flow, None)
@@ -586,7 +588,7 @@ class _StreamConnection:
             if lost:
                 self.trace.record(now, flow, f"{lost} bytes not delivered: the connection ended")
         self.trace.record(now, None, "finished")
-        for timer in [*self.wakes, *self.rechecks.values()]:
+        for _, timer in [*self.wakes, *self.rechecks.values()]:
             timer.cancel()
         self.wakes.clear()
         self.rechecks.clear()
