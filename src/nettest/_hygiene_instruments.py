@@ -1143,10 +1143,15 @@ def _a_handler_task_cancelled(context: dict[str, object]) -> bool:
     pending, and strict mode reports the task itself.
     """
     try:  # never break the loop's handler
-        callback = getattr(context.get("handle"), "_callback", None)
-        return isinstance(context.get("exception"), asyncio.CancelledError) and (
-            getattr(callback, "__code__", None) in _CONNECTION_MADE_CALLBACKS
-        )
+        if not isinstance(context.get("exception"), asyncio.CancelledError):
+            return False
+        handle = context.get("handle")
+        callback = getattr(handle, "_callback", None)
+        if callback is not None:
+            return getattr(callback, "__code__", None) in _CONNECTION_MADE_CALLBACKS
+        # uvloop's handles keep their callback to themselves; their repr names it.
+        shown = repr(handle)
+        return any(f" {name}" in shown for name in _CONNECTION_MADE_CALLBACK_NAMES)
     except Exception:
         return False
 
@@ -1212,6 +1217,12 @@ def _connection_made_transport(frame: types.FrameType) -> asyncio.BaseTransport 
 #: `_a_handler_task_cancelled`).
 _CONNECTION_MADE_CALLBACKS = frozenset(
     const for const in _CONNECTION_MADE.co_consts if isinstance(const, types.CodeType)
+)
+#: Their qualified names, as uvloop's handle shows its callback.
+_CONNECTION_MADE_CALLBACK_NAMES = frozenset(
+    name
+    for code in _CONNECTION_MADE_CALLBACKS
+    if isinstance(name := getattr(code, "co_qualname", None), str)
 )
 #: The class whose finaliser closes a dropped connection and warns (`watch_writers`):
 #: StreamWriter's from Python 3.11.5, the TLS transport's before.
