@@ -52,7 +52,8 @@ async def test_fetch_over_a_slow_link(fault_proxy, echo_server):
     loop = asyncio.get_running_loop()
     start = loop.time()
     assert await fetch(proxy.address, b"ping") == b"ping"
-    assert loop.time() - start >= 0.1
+    # A timer may fire up to the clock's resolution early (uvloop's: 1 ms).
+    assert loop.time() - start >= 0.1 - 0.001
 
 
 @pytest.mark.asyncio
