@@ -587,7 +587,7 @@ def test_the_failure_report_shows_the_last_memory_fault_layers_only(
     result.stdout.fnmatch_lines(
         [
             "*- nettest memory faults -*",
-            "... 15 earlier fault layers not shown (the last 10 follow)",
+            "... 15 earlier fault layers not shown (the last 10 are below)",
             "<MemoryFaults stream [[]Latency(delay=15*",
         ]
     )
@@ -627,7 +627,7 @@ def test_a_property_test_s_report_shows_the_failing_example_s_layers_alone(
     result.stdout.fnmatch_lines(
         [
             "*- nettest memory faults -*",
-            "... * earlier fault layers not shown (the failing example's follow)",
+            "... * earlier fault layers not shown (the failing example's are below)",
             "",
             "<MemoryFaults stream [[]Latency(delay=500.0)[]]> seed=*",
         ]

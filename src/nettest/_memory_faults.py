@@ -216,10 +216,10 @@ def format_memory_traces_for(nodeid: str) -> str | None:
         return None
     shown = [(handle, seed) for handle, seed, final in made.last if final]
     if shown:
-        note = "the failing example's follow"
+        note = "the failing example's are below"
     else:
         shown = [(handle, seed) for handle, seed, _ in made.last]
-        note = f"the last {len(shown)} follow"
+        note = f"the last {len(shown)} are below"
     sections = [f"{handle!r} seed={seed}\n{handle.trace}" for handle, seed in shown]
     earlier = made.count - len(shown)
     if earlier:
