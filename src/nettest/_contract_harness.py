@@ -96,15 +96,13 @@ class _End:
     buffer_size: int | None = None
     #: Whether the protocol is a StreamReaderProtocol, for StreamWriter cases.
     streams: bool = False
-    transport: asyncio.Transport | None = None
-    #: Every transport its protocols were given (a factory that connects twice
-    #: gives more than one), for the cleanup to abort.
+    #: Every transport its protocols were given, the case's the last (a factory
+    #: that connects twice gives more than one), for the cleanup to abort.
     transports: list[asyncio.Transport] = field(default_factory=list)
+    #: How many times connection_lost was called.
     lost_count: int = 0
-    made: bool = False
     data: bytearray = field(default_factory=bytearray)
     eof: bool = False
-    lost: bool = False
     lost_exc: BaseException | None = None
     #: (callback name, write buffer size when it was called) for pause/resume_writing.
     flow: list[tuple[str, int]] = field(default_factory=list)
@@ -133,6 +131,21 @@ class _End:
         return protocol
 
     @property
+    def transport(self) -> asyncio.Transport | None:
+        """The transport of the case's connection (the last one connected)."""
+        return self.transports[-1] if self.transports else None
+
+    @property
+    def made(self) -> bool:
+        """Whether connection_made was called."""
+        return bool(self.transports)
+
+    @property
+    def lost(self) -> bool:
+        """Whether connection_lost was called."""
+        return self.lost_count > 0
+
+    @property
     def problems(self) -> list[str]:
         """What the callbacks did wrong, each said once, with a count if it repeated."""
         return [
@@ -154,9 +167,7 @@ class _End:
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._called("connection_made")
-        self.transport = typing.cast("asyncio.Transport", transport)
-        self.transports.append(self.transport)
-        self.made = True
+        self.transports.append(typing.cast("asyncio.Transport", transport))
 
     def data_received(self, data: bytes) -> None:
         self._called("data_received")
@@ -171,7 +182,6 @@ class _End:
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._called("connection_lost")
-        self.lost = True
         self.lost_exc = exc
         self.lost_count += 1
 
