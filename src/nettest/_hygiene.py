@@ -89,7 +89,6 @@ from ._hygiene_instruments import (
     _LastTest,
     _policy_loop_fds,
     cancelled_by_gate,
-    child_running,
     close_after_their_loop,
     close_dropped,
     close_transports_over,
@@ -121,6 +120,7 @@ from ._hygiene_report import (
     _task_of,
     _Tracked,
     _Via,
+    wait_for_children,
 )
 
 # Tests annotate with `_Stack`, and replace `_creation_stack` here: `_Gate._track` calls it.
@@ -1078,8 +1078,7 @@ class _Gate(_Instruments):
                 children.append(made)
         # So are its child processes (strict mode's): one the teardown signalled
         # may still be on its way out.
-        while any(child_running(child) for child in children) and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_for_children(children, deadline)
 
     def _suspects(self, owner: str) -> list[tuple[_Tracked, str]]:
         """`owner`'s objects that look open, each with what to call it if it is dropped.

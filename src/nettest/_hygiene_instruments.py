@@ -94,6 +94,8 @@ from ._hygiene_report import (
     _SocketRef,
     _task_of,
     _Via,
+    child_running,
+    wait_for_children,
 )
 
 if TYPE_CHECKING:
@@ -961,33 +963,12 @@ _ASYNCIO_CHILD = "_nettest_asyncio_child"
 CHILD_END_WAIT = 5.0
 
 
+_ASYNCIO_DIR = os.path.dirname(os.path.abspath(asyncio.__file__)) + os.sep
+
+
 def _started_by_asyncio(frame: types.FrameType | None) -> bool:
     """Whether the ``Popen`` being made is an asyncio subprocess transport's."""
-    asyncio_dir = os.path.dirname(os.path.abspath(asyncio.__file__)) + os.sep
-    return frame is not None and frame.f_code.co_filename.startswith(asyncio_dir)
-
-
-def child_running(popen: subprocess.Popen[Any]) -> bool:
-    """Whether a child process is still running, without reaping it.
-
-    Whoever started it reaps it (``Popen.wait()``, asyncio's child watcher): a
-    reap here would take its exit status from them.
-    """
-    if popen.returncode is not None:
-        return False
-    waitid = getattr(os, "waitid", None)
-    if waitid is None:  # macOS: a zombie still counts as running
-        try:
-            os.kill(popen.pid, 0)
-        except ProcessLookupError:
-            return False
-        except OSError:
-            return True
-        return True
-    try:
-        return waitid(os.P_PID, popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
-    except ChildProcessError:
-        return False  # reaped already
+    return frame is not None and frame.f_code.co_filename.startswith(_ASYNCIO_DIR)
 
 
 def child_left(popen: subprocess.Popen[Any]) -> bool:
@@ -1013,9 +994,7 @@ def end_child(popen: subprocess.Popen[Any]) -> None:
     with contextlib.suppress(Exception):
         if child_running(popen):
             os.kill(popen.pid, signal.SIGKILL)
-            deadline = time.monotonic() + CHILD_END_WAIT
-            while child_running(popen) and time.monotonic() < deadline:
-                time.sleep(0.005)
+            wait_for_children([popen], time.monotonic() + CHILD_END_WAIT)
         if not getattr(popen, _ASYNCIO_CHILD, False):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 popen.wait(CHILD_END_WAIT)

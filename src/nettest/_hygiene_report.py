@@ -54,6 +54,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 import traceback
 import types
 import weakref
@@ -431,6 +432,35 @@ CHILD_NOT_WAITED_FOR = (
 )
 
 
+def child_running(popen: subprocess.Popen[Any]) -> bool:
+    """Whether a child process is still running, without reaping it.
+
+    Whoever started it reaps it (``Popen.wait()``, asyncio's child watcher): a
+    reap here would take its exit status from them.
+    """
+    if popen.returncode is not None:
+        return False
+    waitid = getattr(os, "waitid", None)
+    if waitid is None:  # macOS: a zombie still counts as running
+        try:
+            os.kill(popen.pid, 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True
+        return True
+    try:
+        return waitid(os.P_PID, popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:
+        return False  # reaped already
+
+
+def wait_for_children(children: list[subprocess.Popen[Any]], deadline: float) -> None:
+    """Wait, without reaping them, until `children` have ended or `deadline` (monotonic)."""
+    while any(child_running(child) for child in children) and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def _command(args: object) -> str:
     """A child's command line as a report shows it, cut short."""
     text = repr(args if isinstance(args, (str, bytes)) else list(args))  # type: ignore[call-overload]
@@ -442,8 +472,6 @@ def _left_open(item: _Tracked, obj: object) -> str:
     if isinstance(obj, threading.Thread):
         return f"thread {obj.name!r} {THREAD_LEFT_RUNNING}"
     if isinstance(obj, subprocess.Popen):
-        from ._hygiene_instruments import child_running  # a cycle
-
         left = CHILD_LEFT_RUNNING if child_running(obj) else CHILD_NOT_WAITED_FOR
         return f"child process {obj.pid} {_command(obj.args)} {left}"
     if isinstance(obj, socket.socket) and getattr(obj, "_closed", False):
