@@ -656,6 +656,49 @@ async def test_conformance_catches_broken_transport(
     assert message in str(info.value)
 
 
+class _AbortsForWriteEof(_Proxy):
+    def write_eof(self) -> None:
+        self.real.abort()
+
+
+@pytest.mark.asyncio
+async def test_a_wait_fails_at_once_when_both_ends_are_lost() -> None:
+    # Every wait is for a protocol callback, and none comes after connection_lost:
+    # the case says so rather than waiting out its timeout (which the message names).
+    with pytest.raises(ConformanceError) as info:
+        await check_transport_case(
+            broken_pair(_AbortsForWriteEof), "data_both_directions", timeout=60
+        )
+    message = str(info.value)
+    assert "connection_lost was called on both ends before both ends saw EOF, so it never" in (
+        message
+    )
+    assert "timed out" not in message
+    assert "client: made=True received=" in message
+
+
+@pytest.mark.asyncio
+async def test_check_transport_case_says_what_is_not_a_transport() -> None:
+    @contextlib.asynccontextmanager
+    async def socket_for_a_transport(
+        client_factory: ProtocolFactory, server_factory: ProtocolFactory
+    ) -> AsyncIterator[None]:
+        client_sock, server_sock = socket.socketpair()
+        with client_sock:
+            await asyncio.get_running_loop().connect_accepted_socket(server_factory, server_sock)
+            client_factory().connection_made(client_sock)  # type: ignore[arg-type]
+            yield
+
+    with pytest.raises(ConformanceError) as info:
+        await check_transport_case(socket_for_a_transport, "extra_info", timeout=5)
+    assert re.search(
+        r"conformance case 'extra_info' failed: client: connection_made\(\) was given "
+        r"<socket\.socket .*>, which is not a transport: it has no write\(\), abort\(\), "
+        r"is_closing\(\), get_extra_info\(\)$",
+        str(info.value),
+    ), str(info.value)
+
+
 class _CannotCarryTLS(_Proxy):
     """A transport of one's own, which has not told asyncio it can carry TLS."""
 
@@ -682,6 +725,10 @@ async def test_check_transport_pair_refuses_a_bad_skip() -> None:
         await check_transport_pair(socketpair_pair, skip=["start_tls", "tls", 3])  # type: ignore[list-item]
     with pytest.raises(ValueError, match=r"\), got 'tls', 3$"):
         await check_transport_pair(socketpair_pair, skip=["tls", 3])  # type: ignore[list-item]
+    # A name twice is likely a slip for another case, which would then run unasked.
+    expected = r"^skip must name each case once, got 'start_tls' more than once$"
+    with pytest.raises(ValueError, match=expected):
+        await check_transport_pair(socketpair_pair, skip=["start_tls", "extra_info", "start_tls"])
 
 
 # -- in a user's test suite ----------------------------------------------------------

@@ -302,6 +302,17 @@ class _StreamRecorder(asyncio.StreamReaderProtocol):
         self.end.resume_writing()
 
 
+#: What the harness itself calls on every transport: an object without them is no transport.
+_TRANSPORT_METHODS = ("write", "close", "abort", "is_closing", "get_extra_info")
+
+
+def _lacks(transport: object) -> list[str]:
+    """The methods of `_TRANSPORT_METHODS` *transport* does not have, as ``name()``."""
+    return [
+        f"{name}()" for name in _TRANSPORT_METHODS if not callable(getattr(transport, name, None))
+    ]
+
+
 def _violations(end: _End) -> list[str]:
     """The sanitizer's findings on *end*'s protocols so far."""
     return [f"{end.name}: {v}" for sanitized in end.sanitized for v in sanitized.violations]
@@ -321,14 +332,26 @@ class _Harness:
         self.timeout = timeout
         self.changed = asyncio.Event()
         self.loop_errors: list[dict[str, Any]] = []
+        #: The ends of the case's connection, once connect() made them.
+        self.ends: tuple[_End, ...] = ()
 
     def take_loop_errors(self) -> list[dict[str, Any]]:
         errors, self.loop_errors = self.loop_errors, []
         return errors
 
     async def wait_until(self, condition: Callable[[], bool], what: str, *ends: _End) -> None:
-        """Wait until `condition()` holds, failing after the timeout with the ends' state."""
-        await self._wait(condition, what, ends, self.timeout)
+        """Wait until `condition()` holds, failing after the timeout with the ends' state.
+
+        Every condition a case waits for is set by a protocol callback, and none
+        comes after connection_lost: once every transport of both ends is lost,
+        the wait fails at once rather than at the timeout.
+        """
+        await self._wait(condition, what, ends, self.timeout, while_connected=True)
+
+    def _all_lost(self) -> bool:
+        return bool(self.ends) and all(
+            end.made and end.lost_count >= len(end.transports) for end in self.ends
+        )
 
     async def _wait(
         self,
@@ -336,10 +359,21 @@ class _Harness:
         what: str,
         ends: tuple[_End, ...],
         timeout: float | None,
+        *,
+        while_connected: bool = False,
     ) -> None:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while not condition():
+            if while_connected and self._all_lost():
+                await self.settle()  # a callback already scheduled still counts
+                if condition():
+                    return
+                state = "; ".join(end.describe() for end in ends)
+                raise AssertionError(
+                    f"connection_lost was called on both ends before {what}, so it never "
+                    f"will be; {state}"
+                )
             self.changed.clear()
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
@@ -361,6 +395,7 @@ class _Harness:
         """Connect a pair; on exit, close it and check both protocols saw a legal order."""
         client = _End("client", self, eof_result=client_eof_result, streams=client_streams)
         server = _End("server", self, eof_result=server_eof_result, buffer_size=server_buffer_size)
+        self.ends = (client, server)
         calls = {"client": 0, "server": 0}
 
         def factory(end: _End) -> ProtocolFactory:
@@ -393,6 +428,13 @@ class _Harness:
                         calls == {"client": 1, "server": 1},
                         f"the pair factory must call each protocol factory once, called {calls}",
                     )
+                    for end in (client, server):
+                        missing = _lacks(end.transport)
+                        _expect(
+                            not missing,
+                            f"{end.name}: connection_made() was given {end.transport!r}, which "
+                            f"is not a transport: it has no {', '.join(missing)}",
+                        )
                     try:
                         yield client, server
                         await self.wait_until(
@@ -446,6 +488,8 @@ class _Harness:
                 )
         for end in ends:
             for transport in end.transports:
+                if _lacks(transport):
+                    continue  # not a transport: nothing to abort (connect() said so)
                 # The case's own connection unless it is lost; another (a factory
                 # that connected twice) unless it is closing.
                 current = transport is end.transport
@@ -453,7 +497,9 @@ class _Harness:
                     transport.abort()
         with contextlib.suppress(AssertionError):
             await self._wait(
-                lambda: all(end.lost_count >= len(end.transports) for end in ends),
+                lambda: all(
+                    end.lost_count >= sum(not _lacks(t) for t in end.transports) for end in ends
+                ),
                 "connection_lost after abort()",
                 ends,
                 timeout,
