@@ -637,6 +637,49 @@ def test_a_property_test_s_report_shows_the_failing_example_s_layers_alone(
     assert "<MemoryFaults stream [Latency(delay=500.1)]>" in out
 
 
+def test_a_property_test_s_report_heads_each_failing_example_s_layers(
+    pytester: pytest.Pytester,
+) -> None:
+    # Two distinct failures: hypothesis runs each failing example once more to
+    # report it, and numbers them in that order; each one's layers are under its number.
+    pytester.makepyfile(
+        """
+        import pytest
+        from hypothesis import given, settings, strategies as st
+        from nettest import inject_faults, memory_stream_pair
+        from nettest.faults import Latency
+
+        @settings(max_examples=300, database=None, deadline=None, derandomize=True)
+        @given(st.integers(0, 1000))
+        @pytest.mark.asyncio
+        async def test_two_bugs(n):
+            (reader, writer), (s_reader, s_writer) = memory_stream_pair()
+            inject_faults(writer, [Latency(n)])
+            for w in (writer, s_writer):
+                w.close()
+            if n >= 500:
+                raise ValueError(n)
+            if n >= 100:
+                raise KeyError(n)
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    section = out[out.index("- nettest memory faults -") :]
+    headings = [line for line in section.splitlines() if line.startswith("failing example")]
+    assert headings == ["failing example 1:", "failing example 2:"], section
+    first, second = section.split("failing example 2:")
+    # The failures as hypothesis reports them, numbered in the same order.
+    groups = out[: out.index("- nettest memory faults -")].split("+---------------- 2 -")
+    assert len(groups) == 2, out
+    for layers, report in zip((first, second), groups, strict=True):
+        n = 100 if "n=100," in report.split("+---------------- 1 -")[-1] else 500
+        assert f"Latency(delay={n})" in layers, (layers, report)
+        assert layers.count("<MemoryFaults") == 1
+    assert "(the 2 failing examples' are below, each under a heading, in the order" in out
+
+
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="StreamWriter.start_tls is new in 3.11")
 @pytest.mark.asyncio
 async def test_memory_slice_over_tls_lets_the_close_through_to_a_reader_with_unread_bytes(

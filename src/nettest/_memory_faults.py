@@ -184,28 +184,48 @@ class _Made:
 
     def __init__(self) -> None:
         self.count = 0
-        self.last: collections.deque[tuple[MemoryFaults, int, bool]] = collections.deque(
+        #: Each layer with its seed and which final example made it (1 for the first
+        #: hypothesis reports; 0 for a layer made outside one).
+        self.last: collections.deque[tuple[MemoryFaults, int, int]] = collections.deque(
             maxlen=TRACES_SHOWN
         )
+        #: The final example's build context the last layer came from, and how many
+        #: final examples ran: a test with several distinct failures has one each.
+        self.final_context: object = None
+        self.finals = 0
+
+    def example(self) -> int:
+        """Which final example is running (counting from 1), or 0 outside one."""
+        context = _final_example_context()
+        if context is None:
+            return 0
+        if context is not self.final_context:
+            self.final_context = context
+            self.finals += 1
+        return self.finals
 
 
 #: The fault layers each running test made, for its failure report.
 _MADE_BY: dict[str, _Made] = {}
 
 
-def _in_final_example() -> bool:
-    """Whether hypothesis is running a failing example for the last time, to report it."""
+def _final_example_context() -> object:
+    """The build context of the failing example hypothesis runs one last time to report it.
+
+    None outside such a run.
+    """
     control = sys.modules.get("hypothesis.control")
     if control is None or not control.currently_in_test_context():
-        return False
-    return bool(control.current_build_context().is_final)
+        return None
+    context: object = control.current_build_context()
+    return context if getattr(context, "is_final", False) else None
 
 
 def _made(handle: MemoryFaults, seed: int) -> MemoryFaults:
     if GATE.owner is not None:
         made = _MADE_BY.setdefault(GATE.owner, _Made())
         made.count += 1
-        made.last.append((handle, seed, _in_final_example()))
+        made.last.append((handle, seed, made.example()))
     return handle
 
 
@@ -214,16 +234,31 @@ def format_memory_traces_for(nodeid: str) -> str | None:
     made = _MADE_BY.get(nodeid)
     if made is None:
         return None
-    shown = [(handle, seed) for handle, seed, final in made.last if final]
-    if shown:
+    shown = [layer for layer in made.last if layer[2]]
+    examples = {example for _, _, example in shown}
+    if len(examples) > 1:
+        # Numbered as hypothesis numbers the failures it reports, as long as every
+        # failing example injected faults: one that injected none has no heading.
+        note = (
+            f"the {len(examples)} failing examples' are below, each under a heading, in "
+            "the order hypothesis reports its failures"
+        )
+    elif shown:
         note = "the failing example's are below"
     else:
-        shown = [(handle, seed) for handle, seed, _ in made.last]
+        shown = list(made.last)
         note = f"the last {len(shown)} are below"
-    sections = [f"{handle!r} seed={seed}\n{handle.trace}" for handle, seed in shown]
+    sections = []
+    for index, (handle, seed, example) in enumerate(shown):
+        if len(examples) > 1 and (index == 0 or shown[index - 1][2] != example):
+            # hypothesis numbers the failures it reports in the order it ran them.
+            sections.append(f"failing example {example}:")
+        sections.append(f"{handle!r} seed={seed}\n{handle.trace}")
     earlier = made.count - len(shown)
     if earlier:
         sections.insert(0, f"... {earlier} earlier fault layers not shown ({note})")
+    elif len(examples) > 1:
+        sections.insert(0, f"({note})")
     return "\n\n".join(sections)
 
 
