@@ -171,14 +171,13 @@ class AsyncRuleBasedStateMachine(RuleBasedStateMachine):
                 assert self.run(self.client.ping()) == b"PONG"
         """
         name = getattr(coroutine, "__qualname__", repr(coroutine))
-        try:
-            return self.loop.run_until_complete(coroutine)
-        except asyncio.CancelledError as error:
-            raise StepCancelledError(
-                f"{name}() raised CancelledError, which hypothesis would not shrink; "
-                "it awaited a cancelled future or task (the CancelledError is this "
-                "error's cause)"
-            ) from error
+        step = asyncio.ensure_future(coroutine, loop=self.loop)
+        # Waited for without raising, so that no line here runs for a failing step
+        # alone: hypothesis's explanation lists such lines as the failure's cause.
+        self.loop.run_until_complete(asyncio.wait([step]))
+        if step.cancelled():
+            raise _cancelled_step(name, step)
+        return step.result()
 
     def teardown(self) -> None:
         """Close the test case's loop, after cancelling the tasks still pending.
@@ -191,6 +190,19 @@ class AsyncRuleBasedStateMachine(RuleBasedStateMachine):
         teardown returns.
         """
         # Nothing to do here: the wrapper below closes the loop once the outermost teardown ran.
+
+
+def _cancelled_step(name: str, step: asyncio.Task[Any]) -> StepCancelledError:
+    """The error for a step that raised `asyncio.CancelledError`, with that as its cause."""
+    stepped = StepCancelledError(
+        f"{name}() raised CancelledError, which hypothesis would not shrink; it awaited "
+        "a cancelled future or task (the CancelledError is this error's cause)"
+    )
+    try:
+        step.result()
+    except asyncio.CancelledError as cancelled:
+        stepped.__cause__ = cancelled
+    return stepped
 
 
 def _defined_here(cls: type) -> dict[str, Any]:
