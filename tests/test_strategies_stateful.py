@@ -158,7 +158,7 @@ class EchoCountMachine(nst.AsyncRuleBasedStateMachine):
             problem = f"{self.sent} bytes are too many"  # only failing examples, too
             raise ValueError(problem)
 
-    async def teardown(self) -> None:
+    async def teardown(self) -> None:  # type: ignore[override]
         self.writer.close()
         await self.writer.wait_closed()
         await self.server
