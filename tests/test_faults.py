@@ -420,6 +420,26 @@ def test_close_after_closes_on_tick() -> None:
     assert isinstance(actions[0], Close)
 
 
+@pytest.mark.parametrize(
+    ("fault", "line"),
+    [
+        (CloseAfter(1.5), "CloseAfter(seconds=1.5): closed after 1.5s"),
+        (Reset(after_seconds=1.5), "Reset(after_seconds=1.5): reset after 1.5s"),
+    ],
+)
+def test_a_timer_fault_s_trace_says_its_time_and_how_late_it_ran(fault: Fault, line: str) -> None:
+    # As a byte limit says its count ("closed after 2 bytes"), not the timer's
+    # lateness as a negative time left.
+    on_time = StreamSchedule(seed=1, index=1, now=10.0, faults=[fault])
+    on_time.start(10.0)
+    on_time.tick(11.5)
+    assert f"   1.500000 <- {line}\n" in str(on_time.trace)
+    late = StreamSchedule(seed=1, index=1, now=10.0, faults=[fault])
+    late.start(10.0)
+    late.tick(11.75)
+    assert f"   1.750000 <- {line} (the timer ran 0.250s late)\n" in str(late.trace)
+
+
 def test_blackhole_forwards_nothing_not_even_the_fin() -> None:
     schedule = stream(Blackhole())
     assert schedule.data("downstream", b"abc", 0) == []

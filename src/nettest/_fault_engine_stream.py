@@ -367,9 +367,16 @@ class StreamSchedule(_Schedule):
                     continue
                 applied.fired = True
                 fault = applied.fault
+                assert isinstance(fault, (Reset, CloseAfter))  # the faults with a timer
                 reset = isinstance(fault, Reset)
-                what = "reset" if reset else "close"
-                self.trace.fire(now, fault, flow, f"{what} after {applied.deadline - now:+.3f}s")
+                seconds = fault.after_seconds if isinstance(fault, Reset) else fault.seconds
+                late = now - applied.deadline
+                # As the byte limits say theirs ("closed after 2 bytes"), and how late
+                # the timer ran when the loop was busy.
+                what = f"{'reset' if reset else 'closed'} after {seconds}s"
+                if late >= 0.0005:
+                    what += f" (the timer ran {late:.3f}s late)"
+                self.trace.fire(now, fault, flow, what)
                 flows = _reset_flows(fault, flow)
                 # A close or reset ends the connection: nothing else is due.
                 return self._finish(flow, [_Ctl(now, reset, flows, repr(fault))])
