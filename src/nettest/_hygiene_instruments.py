@@ -87,11 +87,13 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._hygiene_report import (
     _UNSEEN,
+    KILLED_AS_ITS_LOOP_CLOSED,
     _describe,
     _LoopError,
     _made_by_a_runner,
     _socket_names,
     _SocketRef,
+    _StrongRef,
     _task_of,
     _Via,
     child_running,
@@ -594,6 +596,12 @@ class _Instruments:
             left: list[asyncio.BaseTransport] = []
             listening: list[socket.socket] = []
             if owner is not None and not loop.is_closed() and made_in_test(loop) == owner:
+                if not loop.is_running():
+                    for child in end_asyncio_children(loop):
+                        # Held until the check reports it: its closed transport lets go.
+                        entry = gate._entry_of(child)
+                        if entry is not None:
+                            entry.ref = _StrongRef(child)
                 left = gate.left_on_closing_loop(loop, owner)
                 listening = gate.listening_on_closing_loop(loop, owner)
             original_close(loop)
@@ -692,7 +700,7 @@ class _Instruments:
                 owner = gate.maker()
                 if owner is not None and owner == gate.strict_owner:
                     if _started_by_asyncio(sys._getframe(1)):
-                        setattr(popen, _ASYNCIO_CHILD, True)
+                        _note_asyncio_child(popen, sys._getframe(1))
                     with gate.owned_by(owner):
                         gate._track(popen, "process", child_left, end_child, None, None)
             except Exception as error:
@@ -959,6 +967,10 @@ def _policy_loop_fds() -> set[int]:
 #: Set on a ``Popen`` that asyncio's subprocess transport started: its child
 #: watcher reaps the child, and its pipe transports own the pipes.
 _ASYNCIO_CHILD = "_nettest_asyncio_child"
+#: Set on such a ``Popen`` (the transport, weakly) when strict mode tracks it.
+_ASYNCIO_TRANSPORT = "_nettest_asyncio_transport"
+#: The asyncio children strict tests started, for `end_asyncio_children`.
+_ASYNCIO_CHILDREN: weakref.WeakSet[subprocess.Popen[Any]] = weakref.WeakSet()
 #: Seconds a killed child process is given to end.
 CHILD_END_WAIT = 5.0
 
@@ -971,6 +983,56 @@ def _started_by_asyncio(frame: types.FrameType | None) -> bool:
     return frame is not None and frame.f_code.co_filename.startswith(_ASYNCIO_DIR)
 
 
+def _note_asyncio_child(popen: subprocess.Popen[Any], frame: types.FrameType) -> None:
+    """Mark a ``Popen`` asyncio's subprocess transport (``frame``'s ``self``) started."""
+    setattr(popen, _ASYNCIO_CHILD, True)
+    transport = frame.f_locals.get("self")
+    if isinstance(transport, asyncio.SubprocessTransport):
+        setattr(popen, _ASYNCIO_TRANSPORT, weakref.ref(transport))
+        _ASYNCIO_CHILDREN.add(popen)
+
+
+def end_asyncio_children(loop: asyncio.AbstractEventLoop) -> list[subprocess.Popen[Any]]:
+    """Kill the asyncio children a strict test left running on `loop` as it closes.
+
+    asyncio's child watcher hands a child's exit to the loop that started it:
+    once that loop is closed, no one closes the child's transport and pipes,
+    which then warn "unclosed transport" in whichever later test frees them
+    (on Python 3.11 the watcher's thread holds them past the test's check).  So
+    the child is killed while its loop can still take its exit, the loop runs
+    until it has (at most `CHILD_END_WAIT`), and its transport is closed.  The
+    child is marked, for its report (`child_left`).  Returns the children it
+    killed.  Never raises.
+    """
+    killed: list[subprocess.Popen[Any]] = []
+    with contextlib.suppress(Exception):
+        transports: list[asyncio.SubprocessTransport] = []
+        for popen in list(_ASYNCIO_CHILDREN):
+            transport = getattr(popen, _ASYNCIO_TRANSPORT)()
+            if transport is None or getattr(transport, "_loop", None) is not loop:
+                continue
+            _ASYNCIO_CHILDREN.discard(popen)
+            if child_running(popen):
+                os.kill(popen.pid, signal.SIGKILL)
+                setattr(popen, KILLED_AS_ITS_LOOP_CLOSED, True)
+                killed.append(popen)
+                transports.append(transport)
+        if transports:
+            loop.run_until_complete(_reaped(transports))
+    return killed
+
+
+async def _reaped(transports: list[asyncio.SubprocessTransport]) -> None:
+    """Wait until the child watcher gave each transport its exit, then close them."""
+    deadline = time.monotonic() + CHILD_END_WAIT
+    while any(t.get_returncode() is None for t in transports) and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    for transport in transports:
+        transport.close()
+    for _ in range(5):  # the pipe transports' connection_lost calls
+        await asyncio.sleep(0)
+
+
 def child_left(popen: subprocess.Popen[Any]) -> bool:
     """Whether a test left a child process behind: running, or never waited for.
 
@@ -978,6 +1040,8 @@ def child_left(popen: subprocess.Popen[Any]) -> bool:
     running" as it is freed, in whichever test runs then.  asyncio's child
     watcher waits for its transports' children itself.
     """
+    if getattr(popen, KILLED_AS_ITS_LOOP_CLOSED, False):
+        return True
     if getattr(popen, _ASYNCIO_CHILD, False):
         return child_running(popen)
     return popen.returncode is None
@@ -992,6 +1056,8 @@ def end_child(popen: subprocess.Popen[Any]) -> None:
     transports own its pipes.  Never raises.
     """
     with contextlib.suppress(Exception):
+        if getattr(popen, KILLED_AS_ITS_LOOP_CLOSED, False):
+            delattr(popen, KILLED_AS_ITS_LOOP_CLOSED)  # reported: ended and reaped
         if child_running(popen):
             os.kill(popen.pid, signal.SIGKILL)
             wait_for_children([popen], time.monotonic() + CHILD_END_WAIT)

@@ -425,6 +425,17 @@ CHILD_LEFT_RUNNING = (
 )
 
 
+#: Set on an asyncio child's ``Popen`` that was still running as its event loop
+#: closed, and was killed then (see ``end_asyncio_children``).
+KILLED_AS_ITS_LOOP_CLOSED = "_nettest_killed_as_its_loop_closed"
+
+#: What a report says of such a child.
+CHILD_LEFT_RUNNING_ON_ITS_LOOP = (
+    "still running as its event loop closed (killed then, since no one could wait() for "
+    "it after: end it and wait() for it before the test ends)"
+)
+
+
 #: What a report says of a child process that ended but that no wait() reaped.
 CHILD_NOT_WAITED_FOR = (
     "ended, but was never waited for (Python warns that it is still running when its "
@@ -472,7 +483,12 @@ def _left_open(item: _Tracked, obj: object) -> str:
     if isinstance(obj, threading.Thread):
         return f"thread {obj.name!r} {THREAD_LEFT_RUNNING}"
     if isinstance(obj, subprocess.Popen):
-        left = CHILD_LEFT_RUNNING if child_running(obj) else CHILD_NOT_WAITED_FOR
+        if getattr(obj, KILLED_AS_ITS_LOOP_CLOSED, False):
+            left = CHILD_LEFT_RUNNING_ON_ITS_LOOP
+        elif child_running(obj):
+            left = CHILD_LEFT_RUNNING
+        else:
+            left = CHILD_NOT_WAITED_FOR
         return f"child process {obj.pid} {_command(obj.args)} {left}"
     if isinstance(obj, socket.socket) and getattr(obj, "_closed", False):
         # close() was called, but its descriptor stays open until its files close.
