@@ -715,7 +715,9 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         An end with bytes in its write buffer notices on the next loop turn, as
         its pending send fails, even while closing or with reading paused (its
         unread bytes are then never delivered); any other end whose reading is
-        paused notices at its next read or write.  This works the same on an
+        paused notices at its next read or write, and one that closes before
+        either gets ``connection_lost(None)``, as a socket's close would give it.
+        This works the same on an
         ``AF_UNIX`` pair, although a Unix socket cannot be reset.
         """
         self._out.reset()
