@@ -179,6 +179,33 @@ def test_hypothesis_explains_a_failure_by_the_test_s_lines_not_the_step_runner_s
     assert "nettest/_stateful.py" not in explained
 
 
+class CancelsTheOtherTasksMachine(nst.AsyncRuleBasedStateMachine):
+    """Cancels every task but its own: a common clean-up, which a step must survive."""
+
+    @initialize()  # type: ignore[arg-type]
+    async def start(self) -> None:
+        self.background = asyncio.ensure_future(asyncio.sleep(3600))
+        self.finished = 0
+
+    @rule()  # type: ignore[arg-type]
+    async def cancel_the_others(self) -> None:
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        self.finished += 1
+
+    @invariant()
+    def background_ended(self) -> None:
+        assert self.finished == 0 or self.background.cancelled()
+
+
+def test_a_step_that_cancels_the_other_tasks_runs_to_its_end() -> None:
+    # The step is the only task the runner makes: nothing else of nettest's is
+    # among "the others" to be cancelled under it.
+    run_state_machine_as_test(CancelsTheOtherTasksMachine, settings=settings(FAST))
+
+
 class CancelledStepMachine(nst.AsyncRuleBasedStateMachine):
     @rule(n=st.integers(0, 10))  # type: ignore[arg-type]
     async def step(self, n: int) -> None:

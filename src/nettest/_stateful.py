@@ -170,14 +170,8 @@ class AsyncRuleBasedStateMachine(RuleBasedStateMachine):
             def check(self):
                 assert self.run(self.client.ping()) == b"PONG"
         """
-        name = getattr(coroutine, "__qualname__", repr(coroutine))
-        step = asyncio.ensure_future(coroutine, loop=self.loop)
-        # Waited for without raising, so that no line here runs for a failing step
-        # alone: hypothesis's explanation lists such lines as the failure's cause.
-        self.loop.run_until_complete(asyncio.wait([step]))
-        if step.cancelled():
-            raise _cancelled_step(name, step)
-        return step.result()
+        with _CancelledStep(getattr(coroutine, "__qualname__", repr(coroutine))):
+            return self.loop.run_until_complete(coroutine)
 
     def teardown(self) -> None:
         """Close the test case's loop, after cancelling the tasks still pending.
@@ -192,17 +186,28 @@ class AsyncRuleBasedStateMachine(RuleBasedStateMachine):
         # Nothing to do here: the wrapper below closes the loop once the outermost teardown ran.
 
 
-def _cancelled_step(name: str, step: asyncio.Task[Any]) -> StepCancelledError:
-    """The error for a step that raised `asyncio.CancelledError`, with that as its cause."""
-    stepped = StepCancelledError(
-        f"{name}() raised CancelledError, which hypothesis would not shrink; it awaited "
-        "a cancelled future or task (the CancelledError is this error's cause)"
-    )
-    try:
-        step.result()
-    except asyncio.CancelledError as cancelled:
-        stepped.__cause__ = cancelled
-    return stepped
+class _CancelledStep:
+    """Turns a step's `asyncio.CancelledError` into a `StepCancelledError`.
+
+    A context manager rather than an ``except`` clause: hypothesis explains a
+    failure by the lines only failing examples ran, and an ``except`` clause
+    runs for every exception a step raises, while ``__exit__`` runs for every
+    step, passing or failing.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        if isinstance(error, asyncio.CancelledError):
+            raise StepCancelledError(
+                f"{self.name}() raised CancelledError, which hypothesis would not shrink; "
+                "it awaited a cancelled future or task (the CancelledError is this "
+                "error's cause)"
+            ) from error
 
 
 def _defined_here(cls: type) -> dict[str, Any]:
