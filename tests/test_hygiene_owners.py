@@ -15,7 +15,7 @@ import re
 import pytest
 
 from nettest import _hygiene as hygiene
-from nettest._hygiene_instruments import cancelled_by_gate
+from nettest._hygiene_instruments import _finishing_by_itself, cancelled_by_gate
 from test_hygiene import MODES, run
 
 STRICT = (
@@ -504,6 +504,32 @@ async def test_the_gates_task_factory_keeps_task_names() -> None:
     assert unnamed.get_name().startswith("Task-"), unnamed.get_name()
     assert named.get_name() == "mine"
     assert repr(named).startswith("<Task finished name='mine'")
+
+
+@pytest.mark.asyncio
+async def test_only_the_accept_task_is_taken_to_end_by_itself_once_its_wait_is_over() -> None:
+    # A task whose wait is over may wait again: read() reads until EOF.  Only
+    # asyncio's accept task, which waits once, ends on the loop's next turn.
+    reader = asyncio.StreamReader()
+    reading = asyncio.ensure_future(reader.read())
+    await asyncio.sleep(0)
+    assert not _finishing_by_itself(reading)  # waiting
+    reader.feed_data(b"more to come")  # the wait is over; the task has not run yet
+    assert reading._fut_waiter is None or reading._fut_waiter.done()  # type: ignore[attr-defined]
+    assert not _finishing_by_itself(reading)
+    reading.cancel()
+    await asyncio.gather(reading, return_exceptions=True)
+
+    waiter = asyncio.get_running_loop().create_future()
+
+    async def _accept_connection2() -> None:  # the name alone is not asyncio's task
+        await waiter
+
+    impostor = asyncio.ensure_future(_accept_connection2())
+    await asyncio.sleep(0)
+    waiter.set_result(None)
+    assert not _finishing_by_itself(impostor)
+    await impostor
 
 
 def test_gate_strict_reports_and_kills_a_child_process_left_running(

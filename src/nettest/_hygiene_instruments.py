@@ -985,17 +985,25 @@ def _started_by_asyncio(frame: types.FrameType | None) -> bool:
     return frame is not None and frame.f_code.co_filename.startswith(_ASYNCIO_DIR)
 
 
+#: asyncio's accept task for a connection to a TLS server: it waits once, for the
+#: handshake, and ends as soon as it runs after that.
+_ACCEPT_TASK = "_accept_connection2"
+
+
 def _finishing_by_itself(task: asyncio.Future[Any]) -> bool:
-    """Whether `task` is asyncio's own, and due to run on the loop's next turn.
+    """Whether `task` is asyncio's accept task whose handshake wait is over.
 
     On Python 3.11, a TLS server's accept task (``_accept_connection2``) whose
-    handshake just failed is still pending as the test ends: its wait is over,
-    and one more turn of the loop ends it.  No test holds it, nor could wait
-    for it.  A task of asyncio's that waits on something still is reported.
+    handshake just failed is still pending as the test ends: one more turn of
+    the loop ends it, and no test holds it or could wait for it.  Any other
+    task whose wait is over may wait again (``StreamReader.read()`` does until
+    EOF): it is reported as usual.
     """
     get_coro = getattr(task, "get_coro", None)
     code = getattr(get_coro() if get_coro is not None else None, "cr_code", None)
-    if code is None or not code.co_filename.startswith(_ASYNCIO_DIR):
+    if code is None or code.co_name != _ACCEPT_TASK:
+        return False
+    if not code.co_filename.startswith(_ASYNCIO_DIR):
         return False
     waiting = getattr(task, "_fut_waiter", None)
     return waiting is None or bool(waiting.done())
