@@ -554,6 +554,22 @@ def test_gate_strict_reports_and_kills_a_child_process_left_running(
             process = await asyncio.create_subprocess_exec(*SLEEP, stdout=subprocess.PIPE)
             CHILDREN.append(process)
 
+        GRACEFUL = [
+            sys.executable,
+            "-c",
+            "import signal, sys, time\\n"
+            "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(0.2), sys.exit(0)))\\n"
+            "print('ready', flush=True)\\n"
+            "time.sleep(60)\\n",
+        ]
+
+        @pytest.mark.asyncio
+        async def test_asyncio_child_on_its_way_out():
+            # Asked to stop, it takes a moment: within its grace, it is not reported.
+            process = await asyncio.create_subprocess_exec(*GRACEFUL, stdout=subprocess.PIPE)
+            await process.stdout.readline()
+            process.terminate()
+
         def test_not_waited():
             child = subprocess.Popen(SLEEP)
             CHILDREN.append(child)
@@ -587,7 +603,7 @@ def test_gate_strict_reports_and_kills_a_child_process_left_running(
         *STRICT,
         subprocess=True,
     )
-    result.assert_outcomes(passed=6, errors=3)
+    result.assert_outcomes(passed=7, errors=3)
     result.stdout.fnmatch_lines(
         [
             "*test_popen left 1 thing behind (--nettest-leaks=strict):",
@@ -615,4 +631,5 @@ def test_gate_strict_reports_and_kills_a_child_process_left_running(
         ]
     )
     assert "test_ended_in_teardown left" not in result.stdout.str()
+    assert "test_asyncio_child_on_its_way_out left" not in result.stdout.str()
     assert "test_waited left" not in result.stdout.str()

@@ -451,7 +451,37 @@ class _Instruments:
             _, forced = end_tasks(loop, pending)
             for task, how in forced.items():
                 pending[task].what += f" that {how}"
+        self.end_asyncio_children(loop)
         self.note_sockets_closing_with(loop)
+
+    def end_asyncio_children(self, loop: asyncio.AbstractEventLoop) -> None:
+        """End the asyncio children a strict test left running on `loop`, before it closes.
+
+        asyncio's child watcher hands a child's exit to the loop that started it:
+        once that loop is closed, no one closes the child's transport and pipes,
+        which then warn "unclosed transport" in whichever later test frees them
+        (on Python 3.11 the watcher's thread holds them past the test's check).
+        So, as pytest-asyncio is about to close the loop, each child still
+        running is given `CHILD_GRACE` seconds to end, as the check gives every
+        child, then killed, and the loop runs until it has taken the exits (at
+        most `CHILD_END_WAIT` seconds) and closes their transports.  A killed
+        child is marked for its report (`child_left`), and held for it.
+        """
+        if loop.is_closed() or loop.is_running():
+            return
+        children: list[subprocess.Popen[Any]] = []
+        for popen in list(_ASYNCIO_CHILDREN):
+            transport = getattr(popen, _ASYNCIO_TRANSPORT)()
+            if transport is not None and getattr(transport, "_loop", None) is loop:
+                _ASYNCIO_CHILDREN.discard(popen)
+                if child_running(popen):
+                    children.append(popen)
+                    # Held until the check reports it: its closed transport lets go.
+                    entry = self._entry_of(popen)
+                    if entry is not None:
+                        entry.ref = _StrongRef(popen)
+        if children:
+            loop.run_until_complete(_end_children(children))
 
     def note_sockets_closing_with(self, loop: asyncio.AbstractEventLoop) -> None:
         """Before uvloop's loop closes, report and close the strict test's sockets on it.
@@ -598,12 +628,6 @@ class _Instruments:
             left: list[asyncio.BaseTransport] = []
             listening: list[socket.socket] = []
             if owner is not None and not loop.is_closed() and made_in_test(loop) == owner:
-                if not loop.is_running():
-                    for child in end_asyncio_children(loop):
-                        # Held until the check reports it: its closed transport lets go.
-                        entry = gate._entry_of(child)
-                        if entry is not None:
-                            entry.ref = _StrongRef(child)
                 left = gate.left_on_closing_loop(loop, owner)
                 listening = gate.listening_on_closing_loop(loop, owner)
             original_close(loop)
@@ -975,6 +999,8 @@ _ASYNCIO_TRANSPORT = "_nettest_asyncio_transport"
 _ASYNCIO_CHILDREN: weakref.WeakSet[subprocess.Popen[Any]] = weakref.WeakSet()
 #: Seconds a killed child process is given to end.
 CHILD_END_WAIT = 5.0
+#: Seconds a child process is given to end by itself before it counts as left running.
+CHILD_GRACE = 1.0
 
 
 _ASYNCIO_DIR = os.path.dirname(os.path.abspath(asyncio.__file__)) + os.sep
@@ -1018,41 +1044,24 @@ def _note_asyncio_child(popen: subprocess.Popen[Any], frame: types.FrameType) ->
         _ASYNCIO_CHILDREN.add(popen)
 
 
-def end_asyncio_children(loop: asyncio.AbstractEventLoop) -> list[subprocess.Popen[Any]]:
-    """Kill the asyncio children a strict test left running on `loop` as it closes.
+async def _end_children(children: list[subprocess.Popen[Any]]) -> None:
+    """Give asyncio `children` their grace, kill those still running, and close them.
 
-    asyncio's child watcher hands a child's exit to the loop that started it:
-    once that loop is closed, no one closes the child's transport and pipes,
-    which then warn "unclosed transport" in whichever later test frees them
-    (on Python 3.11 the watcher's thread holds them past the test's check).  So
-    the child is killed while its loop can still take its exit, the loop runs
-    until it has (at most `CHILD_END_WAIT`), and its transport is closed.  The
-    child is marked, for its report (`child_left`).  Returns the children it
-    killed.  Never raises.
+    Their transports are closed once the loop has their exits, which also closes
+    their pipes.
     """
-    killed: list[subprocess.Popen[Any]] = []
-    with contextlib.suppress(Exception):
-        transports: list[asyncio.SubprocessTransport] = []
-        for popen in list(_ASYNCIO_CHILDREN):
-            transport = getattr(popen, _ASYNCIO_TRANSPORT)()
-            if transport is None or getattr(transport, "_loop", None) is not loop:
-                continue
-            _ASYNCIO_CHILDREN.discard(popen)
-            if child_running(popen):
-                os.kill(popen.pid, signal.SIGKILL)
-                setattr(popen, KILLED_AS_ITS_LOOP_CLOSED, True)
-                killed.append(popen)
-                transports.append(transport)
-        if transports:
-            loop.run_until_complete(_reaped(transports))
-    return killed
+    transports = [getattr(popen, _ASYNCIO_TRANSPORT)() for popen in children]
 
+    async def exited(deadline: float) -> None:
+        while any(t.get_returncode() is None for t in transports) and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
 
-async def _reaped(transports: list[asyncio.SubprocessTransport]) -> None:
-    """Wait until the child watcher gave each transport its exit, then close them."""
-    deadline = time.monotonic() + CHILD_END_WAIT
-    while any(t.get_returncode() is None for t in transports) and time.monotonic() < deadline:
-        await asyncio.sleep(0.005)
+    await exited(time.monotonic() + CHILD_GRACE)
+    for popen, transport in zip(children, transports, strict=True):
+        if transport.get_returncode() is None and child_running(popen):
+            os.kill(popen.pid, signal.SIGKILL)
+            setattr(popen, KILLED_AS_ITS_LOOP_CLOSED, True)
+    await exited(time.monotonic() + CHILD_END_WAIT)
     for transport in transports:
         transport.close()
     for _ in range(5):  # the pipe transports' connection_lost calls
