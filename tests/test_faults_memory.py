@@ -641,7 +641,8 @@ def test_a_property_test_s_report_heads_each_failing_example_s_layers(
     pytester: pytest.Pytester,
 ) -> None:
     # Two distinct failures: hypothesis runs each failing example once more to
-    # report it, and numbers them in that order; each one's layers are under its number.
+    # report it, and numbers them in that order; each one's layers are under a
+    # heading, in the same order.
     pytester.makepyfile(
         """
         import pytest
@@ -667,9 +668,12 @@ def test_a_property_test_s_report_heads_each_failing_example_s_layers(
     result.assert_outcomes(failed=1)
     out = result.stdout.str()
     section = out[out.index("- nettest memory faults -") :]
-    headings = [line for line in section.splitlines() if line.startswith("failing example")]
-    assert headings == ["failing example 1:", "failing example 2:"], section
-    first, second = section.split("failing example 2:")
+    headings = [line for line in section.splitlines() if line.endswith("injected faults:")]
+    assert headings == [
+        "the first failing example that injected faults:",
+        "the second failing example that injected faults:",
+    ], section
+    first, second = section.split(headings[1])
     # The failures as hypothesis reports them, numbered in the same order.
     groups = out[: out.index("- nettest memory faults -")].split("+---------------- 2 -")
     assert len(groups) == 2, out
@@ -677,7 +681,10 @@ def test_a_property_test_s_report_heads_each_failing_example_s_layers(
         n = 100 if "n=100," in report.split("+---------------- 1 -")[-1] else 500
         assert f"Latency(delay={n})" in layers, (layers, report)
         assert layers.count("<MemoryFaults") == 1
-    assert "(the 2 failing examples' are below, each under a heading, in the order" in out
+    assert (
+        "(below, the layers of the 2 failing examples that injected faults, each under a "
+        "heading, in the order hypothesis reports its failures)"
+    ) in out
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="StreamWriter.start_tls is new in 3.11")

@@ -209,6 +209,9 @@ class _Made:
 _MADE_BY: dict[str, _Made] = {}
 
 
+_ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
+
+
 def _final_example_context() -> object:
     """The build context of the failing example hypothesis runs one last time to report it.
 
@@ -237,11 +240,12 @@ def format_memory_traces_for(nodeid: str) -> str | None:
     shown = [layer for layer in made.last if layer[2]]
     examples = {example for _, _, example in shown}
     if len(examples) > 1:
-        # Numbered as hypothesis numbers the failures it reports, as long as every
-        # failing example injected faults: one that injected none has no heading.
+        # hypothesis numbers the failures it reports in the order it reruns them,
+        # but a failing example that injected no faults has no layers to head: the
+        # headings keep that order without claiming its numbers.
         note = (
-            f"the {len(examples)} failing examples' are below, each under a heading, in "
-            "the order hypothesis reports its failures"
+            f"below, the layers of the {len(examples)} failing examples that injected "
+            "faults, each under a heading, in the order hypothesis reports its failures"
         )
     elif shown:
         note = "the failing example's are below"
@@ -252,7 +256,8 @@ def format_memory_traces_for(nodeid: str) -> str | None:
     for index, (handle, seed, example) in enumerate(shown):
         if len(examples) > 1 and (index == 0 or shown[index - 1][2] != example):
             # hypothesis numbers the failures it reports in the order it ran them.
-            sections.append(f"failing example {example}:")
+            ordinal = _ORDINALS[example - 1] if example <= len(_ORDINALS) else f"#{example}"
+            sections.append(f"the {ordinal} failing example that injected faults:")
         sections.append(f"{handle!r} seed={seed}\n{handle.trace}")
     earlier = made.count - len(shown)
     if earlier:
