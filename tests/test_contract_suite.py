@@ -725,10 +725,12 @@ async def test_check_transport_pair_refuses_a_bad_skip() -> None:
         await check_transport_pair(socketpair_pair, skip=["start_tls", "tls", 3])  # type: ignore[list-item]
     with pytest.raises(ValueError, match=r"\), got 'tls', 3$"):
         await check_transport_pair(socketpair_pair, skip=["tls", 3])  # type: ignore[list-item]
-    # A name twice is likely a slip for another case, which would then run unasked.
-    expected = r"^skip must name each case once, got 'start_tls' more than once$"
-    with pytest.raises(ValueError, match=expected):
-        await check_transport_pair(socketpair_pair, skip=["start_tls", "extra_info", "start_tls"])
+    # Lists joined from several places may name a case twice: it is skipped once.
+    ran: list[str] = []
+    await check_transport_pair(
+        counting(socketpair_pair, ran), skip=["start_tls", "extra_info", "start_tls"], timeout=5
+    )
+    assert len(ran) == len(CONFORMANCE_CASES) - 2
 
 
 # -- in a user's test suite ----------------------------------------------------------
