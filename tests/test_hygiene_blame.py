@@ -1666,7 +1666,7 @@ def test_a_collection_due_during_the_check_frees_nothing_for_the_next_test(
 
         def due_now(owner):  # ...until one falls due as the gate's check begins
             gc.set_threshold(1)
-            _let_threads_end(owner)
+            return _let_threads_end(owner)
 
         _hygiene.GATE._let_threads_end = due_now
 

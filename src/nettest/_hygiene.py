@@ -89,11 +89,15 @@ from ._hygiene_instruments import (
     _LastTest,
     _policy_loop_fds,
     cancelled_by_gate,
+    child_left,
+    child_watchers,
     close_after_their_loop,
     close_dropped,
     close_transports_over,
     close_uvloop_handles_over,
+    end_asyncio_children,
     finalised_open,
+    join_all,
     listening_sockets_on,
     made_in_test,
     open_socket_fds,
@@ -116,6 +120,7 @@ from ._hygiene_report import (
     _reference,
     _socket_names,
     _SocketRef,
+    _StrongRef,
     _task_name,
     _task_of,
     _Tracked,
@@ -834,18 +839,23 @@ class _Gate(_Instruments):
             self.silenced.add(owner)
             # Before the garbage collector runs: it would free them with a warning.
             untracked = self._close_left_on_closed_loops(owner)
-        self._let_threads_end(owner)
+        watchers = self._let_threads_end(owner)
         leaks, _ = self._find(owner, mode, fds_before)
         others: list[str] = []
         # A failed test's garbage too: what it dropped in a reference cycle (a
         # client whose finaliser warns, say) would fail whichever test the
         # collector next ran in.
-        if leaks or last or failed:
-            only_last = not leaks and not failed
+        # And a child's transport and pipes, once asyncio's watcher lets go of them.
+        if leaks or last or failed or watchers:
+            only_last = not leaks and not failed and not watchers
             suspects = self._suspects(owner)
             parts = self._parts(owner)
             # Let unreachable objects finalise now, inside the test that dropped them.
-            finalising = _collect_garbage(parts, self._other_test_of(owner))
+            finalising = _collect_garbage(
+                parts,
+                self._other_test_of(owner),
+                before=lambda: join_all(watchers),
+            )
             # Collected while still open: dropped without being closed.  Not a
             # socket that the program closed meanwhile (a finaliser, another thread).
             gone = {
@@ -1060,25 +1070,33 @@ class _Gate(_Instruments):
                 f"event loop (a nettest bug; they may warn later, blamed on no test): {error!r}"
             ]
 
-    def _let_threads_end(self, owner: str) -> None:
+    def _let_threads_end(self, owner: str) -> list[threading.Thread]:
         """Give `owner`'s threads and child processes (strict mode's) a moment to end.
 
         A thread told to stop in the test's teardown, or a process signalled
         there, may still be on its way out as the check begins: it is reported
         only if it still runs `THREAD_GRACE` seconds later (in all, however many
-        there are).
+        there are).  An asyncio child still running is killed then (see
+        `end_asyncio_children`).  Returns asyncio's watcher threads still
+        holding `owner`'s children, for the check's collection to wait for.
         """
         deadline = time.monotonic() + THREAD_GRACE
-        children = []
+        children: dict[subprocess.Popen[Any], _Tracked] = {}
         for item in self.tracked:
             made = item.ref() if item.owner == owner else None
             if isinstance(made, threading.Thread) and made.is_alive():
                 made.join(max(0.0, deadline - time.monotonic()))
             elif isinstance(made, subprocess.Popen):
-                children.append(made)
+                children[made] = item
         # So are its child processes (strict mode's): one the teardown signalled
         # may still be on its way out.
-        wait_for_children(children, deadline)
+        wait_for_children(list(children), deadline)
+        end_asyncio_children(children)
+        for child, item in children.items():
+            if child_left(child):
+                # Reported as it is, not as dropped when its transport is freed.
+                item.ref = _StrongRef(child)
+        return child_watchers({child.pid for child in children})
 
     def _suspects(self, owner: str) -> list[tuple[_Tracked, str]]:
         """`owner`'s objects that look open, each with what to call it if it is dropped.
@@ -1482,9 +1500,14 @@ def _unraisable_message(unraisable: Any) -> str:
 
 
 def _collect_garbage(
-    parts: Mapping[int, tuple[type, _Tracked]], maker_of: Callable[[object], str | None]
+    parts: Mapping[int, tuple[type, _Tracked]],
+    maker_of: Callable[[object], str | None],
+    *,
+    before: Callable[[], None] = lambda: None,
 ) -> list[_Finalised]:
     """Run the garbage collector; return what finalisers raised (a ResourceWarning as error).
+
+    What `before` lets go of (an asyncio child watcher's thread) is caught too.
 
     Caught here, rather than by pytest's hook, so that they are reported with
     the test being checked: pytest may have collected this phase's already.
@@ -1523,6 +1546,7 @@ def _collect_garbage(
 
     previous, sys.unraisablehook = sys.unraisablehook, hook
     try:
+        before()
         gc.collect()
     finally:
         sys.unraisablehook = previous

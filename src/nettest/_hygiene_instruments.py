@@ -87,16 +87,18 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ._hygiene_report import (
     _UNSEEN,
-    KILLED_AS_ITS_LOOP_CLOSED,
+    ASYNCIO_CHILD,
+    ASYNCIO_LOOP,
+    KILLED_LEFT_RUNNING,
     _describe,
     _LoopError,
     _made_by_a_runner,
     _socket_names,
     _SocketRef,
-    _StrongRef,
     _task_of,
     _Via,
     child_running,
+    exit_not_taken,
     wait_for_children,
 )
 
@@ -451,37 +453,7 @@ class _Instruments:
             _, forced = end_tasks(loop, pending)
             for task, how in forced.items():
                 pending[task].what += f" that {how}"
-        self.end_asyncio_children(loop)
         self.note_sockets_closing_with(loop)
-
-    def end_asyncio_children(self, loop: asyncio.AbstractEventLoop) -> None:
-        """End the asyncio children a strict test left running on `loop`, before it closes.
-
-        asyncio's child watcher hands a child's exit to the loop that started it:
-        once that loop is closed, no one closes the child's transport and pipes,
-        which then warn "unclosed transport" in whichever later test frees them
-        (on Python 3.11 the watcher's thread holds them past the test's check).
-        So, as pytest-asyncio is about to close the loop, each child still
-        running is given `CHILD_GRACE` seconds to end, as the check gives every
-        child, then killed, and the loop runs until it has taken the exits (at
-        most `CHILD_END_WAIT` seconds) and closes their transports.  A killed
-        child is marked for its report (`child_left`), and held for it.
-        """
-        if loop.is_closed() or loop.is_running():
-            return
-        children: list[subprocess.Popen[Any]] = []
-        for popen in list(_ASYNCIO_CHILDREN):
-            transport = getattr(popen, _ASYNCIO_TRANSPORT)()
-            if transport is not None and getattr(transport, "_loop", None) is loop:
-                _ASYNCIO_CHILDREN.discard(popen)
-                if child_running(popen):
-                    children.append(popen)
-                    # Held until the check reports it: its closed transport lets go.
-                    entry = self._entry_of(popen)
-                    if entry is not None:
-                        entry.ref = _StrongRef(popen)
-        if children:
-            loop.run_until_complete(_end_children(children))
 
     def note_sockets_closing_with(self, loop: asyncio.AbstractEventLoop) -> None:
         """Before uvloop's loop closes, report and close the strict test's sockets on it.
@@ -726,7 +698,8 @@ class _Instruments:
                 owner = gate.maker()
                 if owner is not None and owner == gate.strict_owner:
                     if _started_by_asyncio(sys._getframe(1)):
-                        _note_asyncio_child(popen, sys._getframe(1))
+                        setattr(popen, ASYNCIO_CHILD, True)
+                        setattr(popen, ASYNCIO_LOOP, weakref.ref(asyncio.get_running_loop()))
                     with gate.owned_by(owner):
                         gate._track(popen, "process", child_left, end_child, None, None)
             except Exception as error:
@@ -990,17 +963,8 @@ def _policy_loop_fds() -> set[int]:
     return fds
 
 
-#: Set on a ``Popen`` that asyncio's subprocess transport started: its child
-#: watcher reaps the child, and its pipe transports own the pipes.
-_ASYNCIO_CHILD = "_nettest_asyncio_child"
-#: Set on such a ``Popen`` (the transport, weakly) when strict mode tracks it.
-_ASYNCIO_TRANSPORT = "_nettest_asyncio_transport"
-#: The asyncio children strict tests started, for `end_asyncio_children`.
-_ASYNCIO_CHILDREN: weakref.WeakSet[subprocess.Popen[Any]] = weakref.WeakSet()
 #: Seconds a killed child process is given to end.
 CHILD_END_WAIT = 5.0
-#: Seconds a child process is given to end by itself before it counts as left running.
-CHILD_GRACE = 1.0
 
 
 _ASYNCIO_DIR = os.path.dirname(os.path.abspath(asyncio.__file__)) + os.sep
@@ -1011,13 +975,13 @@ def _started_by_asyncio(frame: types.FrameType | None) -> bool:
     return frame is not None and frame.f_code.co_filename.startswith(_ASYNCIO_DIR)
 
 
-#: asyncio's accept task for a connection to a TLS server: it waits once, for the
-#: handshake, and ends as soon as it runs after that.
+#: asyncio's accept task for a new connection: it waits once, until the connection
+#: is made (a TLS server's handshake), and ends as soon as it runs after that.
 _ACCEPT_TASK = "_accept_connection2"
 
 
 def _finishing_by_itself(task: asyncio.Future[Any]) -> bool:
-    """Whether `task` is asyncio's accept task whose handshake wait is over.
+    """Whether `task` is asyncio's accept task whose wait is over.
 
     On Python 3.11, a TLS server's accept task (``_accept_connection2``) whose
     handshake just failed is still pending as the test ends: one more turn of
@@ -1035,37 +999,46 @@ def _finishing_by_itself(task: asyncio.Future[Any]) -> bool:
     return waiting is None or bool(waiting.done())
 
 
-def _note_asyncio_child(popen: subprocess.Popen[Any], frame: types.FrameType) -> None:
-    """Mark a ``Popen`` asyncio's subprocess transport (``frame``'s ``self``) started."""
-    setattr(popen, _ASYNCIO_CHILD, True)
-    transport = frame.f_locals.get("self")
-    if isinstance(transport, asyncio.SubprocessTransport):
-        setattr(popen, _ASYNCIO_TRANSPORT, weakref.ref(transport))
-        _ASYNCIO_CHILDREN.add(popen)
+def end_asyncio_children(children: Iterable[subprocess.Popen[Any]]) -> set[int]:
+    """Kill the asyncio children still running after their grace; return their pids.
 
-
-async def _end_children(children: list[subprocess.Popen[Any]]) -> None:
-    """Give asyncio `children` their grace, kill those still running, and close them.
-
-    Their transports are closed once the loop has their exits, which also closes
-    their pipes.
+    Each is marked so that the report still says it was left running.  The
+    check kills them before its garbage collection, and waits there for asyncio's
+    watcher to let go of them (`child_watchers`).  Never raises.
     """
-    transports = [getattr(popen, _ASYNCIO_TRANSPORT)() for popen in children]
+    killed: set[int] = set()
+    for popen in children:
+        with contextlib.suppress(Exception):
+            if getattr(popen, ASYNCIO_CHILD, False) and child_running(popen):
+                os.kill(popen.pid, signal.SIGKILL)
+                setattr(popen, KILLED_LEFT_RUNNING, True)
+                killed.add(popen.pid)
+    return killed
 
-    async def exited(deadline: float) -> None:
-        while any(t.get_returncode() is None for t in transports) and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
 
-    await exited(time.monotonic() + CHILD_GRACE)
-    for popen, transport in zip(children, transports, strict=True):
-        if transport.get_returncode() is None and child_running(popen):
-            os.kill(popen.pid, signal.SIGKILL)
-            setattr(popen, KILLED_AS_ITS_LOOP_CLOSED, True)
-    await exited(time.monotonic() + CHILD_END_WAIT)
-    for transport in transports:
-        transport.close()
-    for _ in range(5):  # the pipe transports' connection_lost calls
-        await asyncio.sleep(0)
+def child_watchers(pids: set[int]) -> list[threading.Thread]:
+    """asyncio's child watcher threads still waiting for the children `pids`.
+
+    On Python 3.10 and 3.11, asyncio's child watcher waits for each child on a
+    thread of its own (``waitpid-N``), which holds the child's transport, pipes
+    and ``Popen`` until the child ends, and lets go of them (warning "unclosed
+    transport" if their loop is closed) as it ends.  A pidfd watcher (3.12+)
+    has no threads.
+    """
+    found = []
+    with contextlib.suppress(Exception):
+        for thread in threading.enumerate():
+            args = getattr(thread, "_args", ())  # (loop, pid, callback, args)
+            if "waitpid-" in thread.name and pids.intersection(args[:2]):
+                found.append(thread)
+    return found
+
+
+def join_all(threads: list[threading.Thread]) -> None:
+    """Wait until `threads` have ended, `CHILD_END_WAIT` seconds at most in all."""
+    deadline = time.monotonic() + CHILD_END_WAIT
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def child_left(popen: subprocess.Popen[Any]) -> bool:
@@ -1075,10 +1048,10 @@ def child_left(popen: subprocess.Popen[Any]) -> bool:
     running" as it is freed, in whichever test runs then.  asyncio's child
     watcher waits for its transports' children itself.
     """
-    if getattr(popen, KILLED_AS_ITS_LOOP_CLOSED, False):
+    if getattr(popen, KILLED_LEFT_RUNNING, False):
         return True
-    if getattr(popen, _ASYNCIO_CHILD, False):
-        return child_running(popen)
+    if getattr(popen, ASYNCIO_CHILD, False):
+        return child_running(popen) or exit_not_taken(popen)
     return popen.returncode is None
 
 
@@ -1091,12 +1064,12 @@ def end_child(popen: subprocess.Popen[Any]) -> None:
     transports own its pipes.  Never raises.
     """
     with contextlib.suppress(Exception):
-        if getattr(popen, KILLED_AS_ITS_LOOP_CLOSED, False):
-            delattr(popen, KILLED_AS_ITS_LOOP_CLOSED)  # reported: ended and reaped
+        if getattr(popen, KILLED_LEFT_RUNNING, False):
+            delattr(popen, KILLED_LEFT_RUNNING)  # killed by the check already, now reported
         if child_running(popen):
             os.kill(popen.pid, signal.SIGKILL)
             wait_for_children([popen], time.monotonic() + CHILD_END_WAIT)
-        if not getattr(popen, _ASYNCIO_CHILD, False):
+        if not getattr(popen, ASYNCIO_CHILD, False):
             with contextlib.suppress(subprocess.TimeoutExpired):
                 popen.wait(CHILD_END_WAIT)
             for pipe in (popen.stdin, popen.stdout, popen.stderr):

@@ -425,15 +425,37 @@ CHILD_LEFT_RUNNING = (
 )
 
 
-#: Set on an asyncio child's ``Popen`` that was still running as its event loop
-#: closed, and was killed then (see ``end_asyncio_children``).
-KILLED_AS_ITS_LOOP_CLOSED = "_nettest_killed_as_its_loop_closed"
+#: Set on an asyncio child's ``Popen`` that the check found running and killed
+#: before its collection (see ``end_asyncio_children``): still reported as left running.
+KILLED_LEFT_RUNNING = "_nettest_killed_left_running"
 
-#: What a report says of such a child.
-CHILD_LEFT_RUNNING_ON_ITS_LOOP = (
-    "still running as its event loop closed (killed then, since no one could wait() for "
-    "it after: end it and wait() for it before the test ends)"
+#: Set on a ``Popen`` that asyncio's subprocess transport started: its child
+#: watcher reaps the child, and its pipe transports own the pipes.
+ASYNCIO_CHILD = "_nettest_asyncio_child"
+#: Set on such a ``Popen`` to a weak reference to the loop that started it.
+ASYNCIO_LOOP = "_nettest_asyncio_loop"
+
+#: What a report says of an asyncio child whose exit its closed loop never took.
+CHILD_EXIT_NOT_TAKEN = (
+    "ended, but its event loop closed before it took the exit, so its transport was "
+    "never closed (asyncio warns 'unclosed transport' when it is freed: await "
+    "process.wait())"
 )
+
+
+def exit_not_taken(popen: subprocess.Popen[Any]) -> bool:
+    """Whether an asyncio child ended without its loop taking its exit, ever.
+
+    asyncio's transport sets the ``Popen``'s return code as its loop takes the
+    exit from the child watcher, and closes once its pipes are closed too: a
+    child killed without ``await process.wait()`` may end just as its loop
+    closes, leaving its transport open for ever.  On a loop still open, the
+    exit is still to come.
+    """
+    if popen.returncode is not None:
+        return False
+    loop = getattr(popen, ASYNCIO_LOOP, lambda: None)()
+    return loop is None or bool(loop.is_closed())
 
 
 #: What a report says of a child process that ended but that no wait() reaped.
@@ -483,10 +505,10 @@ def _left_open(item: _Tracked, obj: object) -> str:
     if isinstance(obj, threading.Thread):
         return f"thread {obj.name!r} {THREAD_LEFT_RUNNING}"
     if isinstance(obj, subprocess.Popen):
-        if getattr(obj, KILLED_AS_ITS_LOOP_CLOSED, False):
-            left = CHILD_LEFT_RUNNING_ON_ITS_LOOP
-        elif child_running(obj):
+        if getattr(obj, KILLED_LEFT_RUNNING, False) or child_running(obj):
             left = CHILD_LEFT_RUNNING
+        elif getattr(obj, ASYNCIO_CHILD, False):
+            left = CHILD_EXIT_NOT_TAKEN
         else:
             left = CHILD_NOT_WAITED_FOR
         return f"child process {obj.pid} {_command(obj.args)} {left}"
