@@ -373,7 +373,7 @@ class StreamSchedule(_Schedule):
                 late = now - applied.deadline
                 # As the byte limits say theirs ("closed after 2 bytes"), and how late
                 # the timer ran when the loop was busy.
-                what = f"{'reset' if reset else 'closed'} after {seconds:g}s"
+                what = f"{'reset' if reset else 'closed'} after {round(seconds, 6)}s"
                 if late >= 0.0005:
                     what += f" (the timer ran {late:.3f}s late)"
                 self.trace.fire(now, fault, flow, what)

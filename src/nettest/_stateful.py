@@ -202,6 +202,7 @@ class _CancelledStep:
         pass
 
     def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        __tracebackhide__ = True
         if isinstance(error, asyncio.CancelledError):
             raise StepCancelledError(
                 f"{self.name}() raised CancelledError, which hypothesis would not shrink; "
