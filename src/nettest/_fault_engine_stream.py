@@ -370,6 +370,7 @@ class StreamSchedule(_Schedule):
                 assert isinstance(fault, (Reset, CloseAfter))  # the faults with a timer
                 reset = isinstance(fault, Reset)
                 seconds = fault.after_seconds if isinstance(fault, Reset) else fault.seconds
+                assert seconds is not None  # the timer was set from it
                 late = now - applied.deadline
                 # As the byte limits say theirs ("closed after 2 bytes"), and how late
                 # the timer ran when the loop was busy.
