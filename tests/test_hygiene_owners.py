@@ -606,8 +606,11 @@ def test_gate_strict_reports_and_kills_a_child_process_left_running(
             except ChildProcessError:
                 pass
             # What asyncio made for the children was freed in their tests' checks:
-            # nothing of them is left to warn here.
+            # nothing of them is left to warn here, nor held by the gate.
             gc.collect()
+            assert not [
+                o for o in gc.get_objects() if isinstance(o, subprocess.Popen) and o.pid == pid
+            ]
         """,
         *STRICT,
         subprocess=True,

@@ -120,7 +120,6 @@ from ._hygiene_report import (
     _reference,
     _socket_names,
     _SocketRef,
-    _StrongRef,
     _task_name,
     _task_of,
     _Tracked,
@@ -1092,11 +1091,7 @@ class _Gate(_Instruments):
         # may still be on its way out.
         wait_for_children(list(children), deadline)
         end_asyncio_children(children)
-        for child, item in children.items():
-            if child_left(child):
-                # Reported as it is, not as dropped when its transport is freed.
-                item.ref = _StrongRef(child)
-        return child_watchers({child.pid for child in children})
+        return child_watchers({child.pid for child in children if child_left(child)})
 
     def _suspects(self, owner: str) -> list[tuple[_Tracked, str]]:
         """`owner`'s objects that look open, each with what to call it if it is dropped.
@@ -1110,7 +1105,9 @@ class _Gate(_Instruments):
             if item.owner == owner and not item.open_at_loop_close and item.dropped is None:
                 obj = item.alive_and_open()
                 if obj is not None:
-                    label = _label(item, obj)
+                    # A child process's whole state: its Popen may be freed with what
+                    # asyncio made for it, in the collection to come.
+                    label = _left_open(item, obj) if item.what == "process" else _label(item, obj)
                     suspects.append((item, label))
                     if isinstance(item.ref, _SocketRef):
                         item.ref.label = label
@@ -1203,7 +1200,7 @@ class _Gate(_Instruments):
                     leaks.append(_describe(what, None))
             leaks += self.closed_with_loop.get(owner, [])
         leaks += [
-            _describe(f"{label} dropped while open", item)
+            _describe(label if item.what == "process" else f"{label} dropped while open", item)
             for item, label in gone.items()
             if item.part_of not in reported
         ]
