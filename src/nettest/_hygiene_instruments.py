@@ -699,7 +699,8 @@ class _Instruments:
                 if owner is not None and owner == gate.strict_owner:
                     if _started_by_asyncio(sys._getframe(1)):
                         setattr(popen, ASYNCIO_CHILD, True)
-                        setattr(popen, ASYNCIO_LOOP, weakref.ref(asyncio.get_running_loop()))
+                        with contextlib.suppress(RuntimeError):  # no loop: none to wait for
+                            setattr(popen, ASYNCIO_LOOP, weakref.ref(asyncio.get_running_loop()))
                     with gate.owned_by(owner):
                         gate._track(popen, "process", child_left, end_child, None, None)
             except Exception as error:
@@ -999,21 +1000,18 @@ def _finishing_by_itself(task: asyncio.Future[Any]) -> bool:
     return waiting is None or bool(waiting.done())
 
 
-def end_asyncio_children(children: Iterable[subprocess.Popen[Any]]) -> set[int]:
-    """Kill the asyncio children still running after their grace; return their pids.
+def end_asyncio_children(children: Iterable[subprocess.Popen[Any]]) -> None:
+    """Kill the asyncio children still running after their grace.
 
     Each is marked so that the report still says it was left running.  The
     check kills them before its garbage collection, and waits there for asyncio's
     watcher to let go of them (`child_watchers`).  Never raises.
     """
-    killed: set[int] = set()
     for popen in children:
         with contextlib.suppress(Exception):
             if getattr(popen, ASYNCIO_CHILD, False) and child_running(popen):
                 os.kill(popen.pid, signal.SIGKILL)
                 setattr(popen, KILLED_LEFT_RUNNING, True)
-                killed.add(popen.pid)
-    return killed
 
 
 def child_watchers(pids: set[int]) -> list[threading.Thread]:
@@ -1046,7 +1044,9 @@ def child_left(popen: subprocess.Popen[Any]) -> bool:
 
     A ``Popen`` whose child ended unreaped warns "subprocess N is still
     running" as it is freed, in whichever test runs then.  asyncio's child
-    watcher waits for its transports' children itself.
+    watcher waits for its transports' children itself: one is left if it still
+    runs, or if it ended after its loop closed, so that its transport can never
+    close (`exit_not_taken`).
     """
     if getattr(popen, KILLED_LEFT_RUNNING, False):
         return True
