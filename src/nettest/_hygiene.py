@@ -85,6 +85,7 @@ from typing import Any, Literal, TypeVar, cast
 
 from ._hygiene_instruments import (
     _TASK_OWNER,
+    CHILD_END_WAIT,
     _Instruments,
     _LastTest,
     _policy_loop_fds,
@@ -853,7 +854,7 @@ class _Gate(_Instruments):
             finalising = _collect_garbage(
                 parts,
                 self._other_test_of(owner),
-                before=lambda: join_all(watchers),
+                before=lambda: join_all(watchers, time.monotonic() + CHILD_END_WAIT),
             )
             # Collected while still open: dropped without being closed.  Not a
             # socket that the program closed meanwhile (a finaliser, another thread).
@@ -1080,16 +1081,18 @@ class _Gate(_Instruments):
         holding `owner`'s children, for the check's collection to wait for.
         """
         deadline = time.monotonic() + THREAD_GRACE
-        children: dict[subprocess.Popen[Any], _Tracked] = {}
+        threads = []
+        children = []
         for item in self.tracked:
             made = item.ref() if item.owner == owner else None
             if isinstance(made, threading.Thread) and made.is_alive():
-                made.join(max(0.0, deadline - time.monotonic()))
+                threads.append(made)
             elif isinstance(made, subprocess.Popen):
-                children[made] = item
+                children.append(made)
+        join_all(threads, deadline)
         # So are its child processes (strict mode's): one the teardown signalled
         # may still be on its way out.
-        wait_for_children(list(children), deadline)
+        wait_for_children(children, deadline)
         end_asyncio_children(children)
         return child_watchers({child.pid for child in children if child_left(child)})
 

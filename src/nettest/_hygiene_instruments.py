@@ -1032,9 +1032,8 @@ def child_watchers(pids: set[int]) -> list[threading.Thread]:
     return found
 
 
-def join_all(threads: list[threading.Thread]) -> None:
-    """Wait until `threads` have ended, `CHILD_END_WAIT` seconds at most in all."""
-    deadline = time.monotonic() + CHILD_END_WAIT
+def join_all(threads: Iterable[threading.Thread], deadline: float) -> None:
+    """Wait until `threads` have ended, or until `deadline` (monotonic) for them all."""
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
 

@@ -190,7 +190,8 @@ class _Made:
             maxlen=TRACES_SHOWN
         )
         #: The final example's build context the last layer came from, and how many
-        #: final examples ran: a test with several distinct failures has one each.
+        #: final examples made layers: a test with several distinct failures has one
+        #: final example each.
         self.final_context: object = None
         self.finals = 0
 
@@ -255,7 +256,6 @@ def format_memory_traces_for(nodeid: str) -> str | None:
     sections = []
     for index, (handle, seed, example) in enumerate(shown):
         if len(examples) > 1 and (index == 0 or shown[index - 1][2] != example):
-            # hypothesis numbers the failures it reports in the order it ran them.
             ordinal = _ORDINALS[example - 1] if example <= len(_ORDINALS) else f"#{example}"
             sections.append(f"the {ordinal} failing example that injected faults:")
         sections.append(f"{handle!r} seed={seed}\n{handle.trace}")
