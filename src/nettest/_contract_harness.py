@@ -146,6 +146,15 @@ class _End:
         return self.lost_count > 0
 
     @property
+    def all_lost(self) -> bool:
+        """Whether connection_lost was called for each transport connected.
+
+        Something a broken factory handed over that is no transport (connect()
+        reports it) does not count.
+        """
+        return self.lost_count >= sum(not _lacks(t) for t in self.transports)
+
+    @property
     def problems(self) -> list[str]:
         """What the callbacks did wrong, each said once, with a count if it repeated."""
         return [
@@ -349,9 +358,7 @@ class _Harness:
         await self._wait(condition, what, ends, self.timeout, while_connected=True)
 
     def _all_lost(self) -> bool:
-        return bool(self.ends) and all(
-            end.made and end.lost_count >= len(end.transports) for end in self.ends
-        )
+        return bool(self.ends) and all(end.made and end.all_lost for end in self.ends)
 
     async def _wait(
         self,
@@ -497,9 +504,7 @@ class _Harness:
                     transport.abort()
         with contextlib.suppress(AssertionError):
             await self._wait(
-                lambda: all(
-                    end.lost_count >= sum(not _lacks(t) for t in end.transports) for end in ends
-                ),
+                lambda: all(end.all_lost for end in ends),
                 "connection_lost after abort()",
                 ends,
                 timeout,
