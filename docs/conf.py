@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
+
+from sphinx.application import Sphinx
+from sphinx.pycode import ModuleAnalyzer
 
 import nettest
 
@@ -55,3 +59,31 @@ napoleon_numpy_docstring = False
 # Inventories are built from the installed packages: the docs build offline.
 intersphinx_mapping = mapping(Path(__file__).parent / "_build" / "inventories")
 exclude_patterns = ["_build", "examples/README.md"]
+
+
+def _defining_comment(name: str, obj: object) -> list[str] | None:
+    """The ``#:`` comment above the private module's assignment of a re-exported constant.
+
+    autodoc reads such comments only in the module a name is documented under
+    (``nettest``, which just imports it), and otherwise shows the docstring of
+    the value's type, such as ``tuple``'s.
+    """
+    attribute = name.rpartition(".")[2]
+    for module_name, module in sorted(sys.modules.items()):
+        if module_name.startswith("nettest._") and vars(module).get(attribute) is obj:
+            comments = ModuleAnalyzer.for_module(module_name).find_attr_docs()
+            if ("", attribute) in comments:
+                return list(comments["", attribute])
+    return None
+
+
+def _document_constant(
+    app: Sphinx, what: str, name: str, obj: object, options: Any, lines: list[str]
+) -> None:
+    if what == "data" and (comment := _defining_comment(name, obj)) is not None:
+        lines[:] = comment
+
+
+def setup(app: Sphinx) -> None:
+    # After napoleon's handler: a comment is plain reST, not a Google-style field.
+    app.connect("autodoc-process-docstring", _document_constant, priority=600)

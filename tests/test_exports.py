@@ -8,6 +8,7 @@ import importlib
 import inspect
 import re
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -148,3 +149,66 @@ def test_exports_fixture_signatures_in_docs_match_the_code(name: str) -> None:
         else:
             value = eval(compile(ast.Expression(written), name, "eval"), namespace)
             assert value == parameter.default, parameter.name
+
+
+def public_classes() -> list[type]:
+    classes = {
+        value
+        for module_name in public_modules()
+        for value in map(
+            vars(importlib.import_module(module_name)).get, sys.modules[module_name].__all__
+        )
+        if inspect.isclass(value)
+    }
+    return sorted(classes, key=lambda klass: klass.__qualname__)
+
+
+@pytest.mark.parametrize("klass", public_classes(), ids=lambda klass: klass.__qualname__)
+def test_exports_property_docstrings_open_with_a_sentence(klass: type) -> None:
+    # The docs' napoleon reads a property's first line "X: Y" as type X and
+    # description Y, so "``(host, port)``: pass it to ..." rendered garbled.
+    garbled = []
+    for owner in klass.__mro__:
+        for name, value in vars(owner).items():
+            if isinstance(value, property) and owner.__module__.startswith("nettest"):
+                first_line = (inspect.getdoc(value) or "").split("\n\n")[0].replace("\n", " ")
+                if re.search(r"(?<!:):\s", re.sub(r"`[^`]*`", "", first_line)):
+                    garbled.append(f"{owner.__qualname__}.{name}: {first_line}")
+    assert not garbled
+
+
+def defining_comment(name: str, value: object) -> str | None:
+    """The ``#:`` comment above the assignment of *name* in nettest's private modules."""
+    for module_name, module in sys.modules.items():
+        if module_name.startswith("nettest._") and vars(module).get(name) is value:
+            lines = inspect.getsource(module).splitlines()
+            for node in ast.parse("\n".join(lines)).body:
+                targets = (
+                    node.targets
+                    if isinstance(node, ast.Assign)
+                    else [getattr(node, "target", None)]
+                )
+                if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                    above = lines[node.lineno - 2].strip()
+                    return above if above.startswith("#:") else None
+    return None
+
+
+@pytest.mark.parametrize("module_name", public_modules())
+def test_exports_constants_are_described_where_they_are_made(module_name: str) -> None:
+    # The docs' autodata shows a re-exported constant's ``#:`` comment from the
+    # module that makes it (docs/conf.py); without one it shows its type's docstring.
+    module = importlib.import_module(module_name)
+    constants = [
+        name
+        for name in module.__all__
+        if not (inspect.isclass(value := getattr(module, name)) or inspect.isroutine(value))
+        and not inspect.ismodule(value)
+        and name != "__version__"
+        and typing.get_origin(value) is None
+    ]
+    assert module_name != "nettest" or "DEFAULT_CAPACITY" in constants
+    undescribed = [
+        name for name in constants if defining_comment(name, getattr(module, name)) is None
+    ]
+    assert not undescribed

@@ -100,7 +100,7 @@ class BlackholePort(HeldSockets):
 
     @property
     def closed(self) -> bool:
-        """Whether `close` was called: connects are then refused."""
+        """Whether `close` was called; connects are then refused."""
         return self._listener.fileno() == -1
 
     def close(self) -> None:

@@ -67,7 +67,7 @@ class HeldSockets:
 
     @property
     def address(self) -> tuple[str, int]:
-        """``(host, port)``: where clients connect or send."""
+        """The ``(host, port)`` that clients connect or send to."""
         return (self._host, self._port)
 
     @property

@@ -414,7 +414,7 @@ class FaultProxy(FaultsInForce):
 
     @property
     def port(self) -> int:
-        """The port the proxy listens on, ``address[1]``: the same after `down` and `up`.
+        """The port the proxy listens on, ``address[1]``, the same after `down` and `up`.
 
         For a client given a host name (see ``fake_resolver``) and a port.  Unless
         you chose it, it is below the kernel's ephemeral range on Linux (under

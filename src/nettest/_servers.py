@@ -152,7 +152,7 @@ class TCPServer(_LoopbackHost, _StreamServer):
 
     @property
     def address(self) -> tuple[str, int]:
-        """``(host, port)``: pass it as ``asyncio.open_connection(*server.address)``."""
+        """The ``(host, port)`` to pass as ``asyncio.open_connection(*server.address)``."""
         return (self._host, self._port)
 
     @property
@@ -220,7 +220,7 @@ class UnixServer(_UnixPath, _StreamServer):
 
     @property
     def address(self) -> str:
-        """Same as ``path``: pass it to ``asyncio.open_unix_connection(server.address)``."""
+        """The same as ``path``, to pass to ``asyncio.open_unix_connection(server.address)``."""
         return self._path
 
     @property

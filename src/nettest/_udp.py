@@ -739,7 +739,7 @@ class UnixDatagramServer(_UnixPath, _DatagramServer):
 
     @property
     def address(self) -> str:
-        """Same as ``path``: ``sock.sendto(data, server.address)``."""
+        """The same as ``path``, to pass as ``sock.sendto(data, server.address)``."""
         return self._path
 
 
