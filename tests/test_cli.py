@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -158,3 +160,25 @@ def test_cli_proxy_seed_takes_the_whole_range(seed: str) -> None:
 
     args = _parser().parse_args(["--upstream", "127.0.0.1:9", "--seed", seed])
     assert args.seed == int(seed)
+
+
+@pytest.mark.parametrize("command", [["demo"], ["certs", "{tmp}"]])
+def test_cli_reader_gone_ends_quietly_with_status_1(command: list[str], tmp_path: Path) -> None:
+    # `nettest demo | head -1`: the reader is gone before the output is flushed.
+    # As Python's docs advise, stdout is pointed at os.devnull and the status is
+    # 1, with no BrokenPipeError traceback, whether the print or the final flush
+    # meets the broken pipe.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "nettest", *(a.format(tmp=tmp_path) for a in command)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (1, "")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -97,13 +99,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Ctrl-C before a command installs its own handling (``nettest proxy`` shuts
     down gracefully once it listens) ends it with status 130, as a shell reports
-    SIGINT, without a traceback.
+    SIGINT, without a traceback.  A reader that leaves early (``nettest demo |
+    head -1``) ends it with status 1, also without one.
     """
     try:
-        return _main(argv)
+        status = _main(argv)
+        sys.stdout.flush()  # here, rather than at exit, where a broken pipe is a traceback
+        return status
     except KeyboardInterrupt:
         print(file=sys.stderr)  # end the line the terminal echoed ^C on
         return 130
+    except BrokenPipeError:
+        silence_stdout()
+        return 1
+
+
+def silence_stdout() -> None:
+    """Point stdout at ``os.devnull``, as Python's docs advise after a broken pipe."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -26,6 +26,7 @@ from fractions import Fraction
 from typing import Any
 
 from . import _faults
+from ._cli import silence_stdout
 from ._faults import DIRECTIONS, Fault, Trigger
 from ._proxy import FaultProxy, _check_faults
 from ._proxy_sockets import Address, Kind, _parse_address, _parse_upstream
@@ -485,7 +486,7 @@ class _Output:
             try:
                 self._out(text + "\n")
             except (OSError, ValueError):  # the reader went away, or stdout was closed
-                _silence_stdout()
+                silence_stdout()
                 gone = True
 
     def _out(self, text: str) -> None:
@@ -496,11 +497,3 @@ class _Output:
         data = text.encode(self._encoding, "backslashreplace")
         while data:
             data = data[os.write(self._fd, data) :]
-
-
-def _silence_stdout() -> None:
-    """Point stdout at ``os.devnull``, as Python's docs advise after a broken pipe."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
