@@ -46,7 +46,7 @@ nitpick_ignore_regex = [
     ("py:class", r"socket\._.*"),
     ("py:class", r"(DrawFn|SearchStrategy|Ex)"),
     # The thread servers' **options: their servers' keywords, typed for mypy.
-    ("py:class", r"_(TCP|Unix|UDP)Options"),
+    ("py:class", r"_(TCP|Unix|UDP|UnixDatagram)Options"),
 ]
 
 autodoc_member_order = "bysource"

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import http.client
 import inspect
+import logging
+import logging.handlers
 import re
 import signal
 import socket
@@ -17,6 +19,7 @@ import time
 import typing
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -32,13 +35,16 @@ from nettest._threads import (
     TCPServerThreadFactory,
     UDPServerThread,
     UDPServerThreadFactory,
+    UnixDatagramServerThread,
+    UnixDatagramServerThreadFactory,
     UnixServerThread,
     UnixServerThreadFactory,
     tcp_server_thread,  # noqa: F401
     udp_server_thread,  # noqa: F401
+    unix_datagram_server_thread,  # noqa: F401
     unix_server_thread,  # noqa: F401
 )
-from nettest._udp import UDPServer
+from nettest._udp import UDPServer, UnixDatagramServer
 
 if TYPE_CHECKING:
     from _typeshed import TraceFunction
@@ -280,6 +286,65 @@ def test_unix_blocking_client(unix_server_thread: UnixServerThreadFactory) -> No
         assert sock.recv(100) == b"unix"
     assert len(server.wait_for_connections(1)) == 1
     assert server.address == server.path
+
+
+def test_unix_datagram_blocking_client(
+    unix_datagram_server_thread: UnixDatagramServerThreadFactory, tmp_path: Path
+) -> None:
+    server = unix_datagram_server_thread(handlers.echo)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.bind(str(tmp_path / "client"))  # echo answers only a client with an address
+        sock.sendto(b"first", server.address)
+        sock.sendto(b"second", server.path)
+        assert [sock.recv(100), sock.recv(100)] == [b"first", b"second"]
+    received = server.wait_for_datagrams(2)
+    assert [(d.data, d.peer) for d in received] == [
+        (b"first", str(tmp_path / "client")),
+        (b"second", str(tmp_path / "client")),
+    ]
+    assert [d.data for d in server.wait_for_datagrams(2, direction="sent")] == [
+        b"first",
+        b"second",
+    ]
+    assert server.datagrams == received
+    message = r"expected 3 datagrams; 2 arrived: b'first', b'second' \(waited 0.05 s\)"
+    with pytest.raises(TimeoutError, match=message):
+        server.wait_for_datagrams(3, timeout=0.05)
+
+
+def test_unix_datagram_thread_server_takes_a_syslog_handler(
+    unix_datagram_server_thread: UnixDatagramServerThreadFactory,
+) -> None:
+    # logging's SysLogHandler, the standard library's own Unix datagram client.
+    server = unix_datagram_server_thread(handlers.sink)
+    handler = logging.handlers.SysLogHandler(address=server.path)
+    try:
+        record = logging.makeLogRecord({"msg": "disk full", "levelname": "ERROR"})
+        handler.emit(record)
+    finally:
+        handler.close()
+    (datagram,) = server.wait_for_datagrams(1)
+    assert datagram.data == b"<11>disk full\x00"  # user.err, NUL-terminated
+
+
+def test_unix_datagram_thread_server_closes_and_removes_its_socket() -> None:
+    with UnixDatagramServerThread(handlers.sink, abstract=False) as server:
+        path = Path(server.path)
+        assert path.is_socket()
+    assert server.closed
+    assert not path.exists()
+    assert not path.parent.exists()  # its private directory too
+
+
+def test_unix_datagram_thread_server_raises_a_script_mismatch_at_close() -> None:
+    server = UnixDatagramServerThread(handlers.script(handlers.expect(b"ping"))).start()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"pong", server.path)
+    server.wait_for_datagrams(1)
+    with pytest.raises(HandlerError, match="b'pong'"):
+        server.close()
+    assert server.closed
 
 
 def test_context_manager_joins_the_thread_and_raises_handler_errors() -> None:
@@ -617,6 +682,7 @@ def test_script_steps_on_the_thread_follow_the_tests_debugger(
         (_threads._TCPOptions, TCPServer),
         (_threads._UnixOptions, UnixServer),
         (_threads._UDPOptions, UDPServer),
+        (_threads._UnixDatagramOptions, UnixDatagramServer),
     ],
 )
 def test_thread_server_options_are_their_servers_keywords(
@@ -640,3 +706,5 @@ def test_thread_servers_refuse_a_misspelt_option() -> None:
         UnixServerThread(handlers.echo, pth="/tmp/x")  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="unexpected keyword argument 'hots'"):
         UDPServerThread(handlers.echo, hots="127.0.0.1")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'abstrct'"):
+        UnixDatagramServerThread(handlers.echo, abstrct=True)  # type: ignore[call-arg]

@@ -1,6 +1,8 @@
-"""Blocking clients (socket, http.client, ssl) against servers on a background thread."""
+"""Blocking clients (socket, http.client, ssl, syslog) against servers on a background thread."""
 
 import http.client
+import logging
+import logging.handlers
 import socket
 
 import pytest
@@ -55,6 +57,20 @@ def test_blocking_udp_client(udp_server_thread):
         sock.sendto(b"ping", server.address)
         assert sock.recv(100) == b"ping"
     assert [d.data for d in server.wait_for_datagrams(1)] == [b"ping"]
+
+
+def test_blocking_syslog_client(unix_datagram_server_thread):
+    server = unix_datagram_server_thread(handlers.sink)
+    syslog = logging.handlers.SysLogHandler(address=server.path)  # a Unix datagram client
+    logger = logging.getLogger("example.syslog")
+    logger.addHandler(syslog)
+    try:
+        logger.error("disk full")
+    finally:
+        logger.removeHandler(syslog)
+        syslog.close()
+    (datagram,) = server.wait_for_datagrams(1)
+    assert datagram.data == b"<11>disk full\x00"  # facility user, severity error
 
 
 def test_outside_fixtures():

@@ -53,6 +53,8 @@ from ._threads import TCPServerThread as TCPServerThread
 from ._threads import TCPServerThreadFactory as TCPServerThreadFactory
 from ._threads import UDPServerThread as UDPServerThread
 from ._threads import UDPServerThreadFactory as UDPServerThreadFactory
+from ._threads import UnixDatagramServerThread as UnixDatagramServerThread
+from ._threads import UnixDatagramServerThreadFactory as UnixDatagramServerThreadFactory
 from ._threads import UnixServerThread as UnixServerThread
 from ._threads import UnixServerThreadFactory as UnixServerThreadFactory
 from ._tls import TLS_BAD_KINDS as TLS_BAD_KINDS
@@ -128,6 +130,8 @@ __all__ = [
     "UDPServerThreadFactory",
     "UnixDatagramServer",
     "UnixDatagramServerFactory",
+    "UnixDatagramServerThread",
+    "UnixDatagramServerThreadFactory",
     "UnixServer",
     "UnixServerFactory",
     "UnixServerThread",

@@ -29,7 +29,7 @@ from ._server_base import NoIPv6LoopbackError, _check_int, raise_all
 from ._servers import TCPServer, UnixServer
 from ._settings import default_timeout, follow_debugger
 from ._stream_server import ServerTeardownWarning, warn_at_test
-from ._udp import UDPServer, _DatagramServer
+from ._udp import UDPServer, UnixDatagramServer, _DatagramServer
 
 if typing.TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -41,6 +41,8 @@ __all__ = [
     "TCPServerThreadFactory",
     "UDPServerThread",
     "UDPServerThreadFactory",
+    "UnixDatagramServerThread",
+    "UnixDatagramServerThreadFactory",
     "UnixServerThread",
     "UnixServerThreadFactory",
 ]
@@ -89,10 +91,20 @@ class _UDPOptions(typing.TypedDict, total=False):
     broadcast: bool
 
 
+class _UnixDatagramOptions(typing.TypedDict, total=False):
+    """`UnixDatagramServer`'s keyword arguments."""
+
+    path: str | pathlib.Path | None
+    abstract: bool
+    rcvbuf: int | None
+    sndbuf: int | None
+
+
 _T = TypeVar("_T")
 _S = TypeVar("_S", bound="_StreamServer | _DatagramServer")
 _SS = TypeVar("_SS", bound="_StreamServer")
 _IP = TypeVar("_IP", bound="TCPServer | UDPServer")
+_DS = TypeVar("_DS", bound="_DatagramServer")
 _X = TypeVar("_X", bound="_StartsAndCloses")
 _W = TypeVar("_W", bound="_OnLoopThread[Any]")
 
@@ -509,28 +521,7 @@ class UnixServerThread(_StreamThreadMixin[UnixServer]):
         return self._server.address
 
 
-@typing.final
-class UDPServerThread(_HostThreadMixin[UDPServer]):
-    """A `UDPServer` on a background thread's loop, for blocking clients.
-
-    Example::
-
-        with nettest.UDPServerThread(nettest.handlers.echo) as server:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-                sock.sendto(b"ping", server.address)
-                assert sock.recv(100) == b"ping"
-    """
-
-    def __init__(
-        self, handler: Handler | DatagramProtocolFactory = echo, **options: Unpack[_UDPOptions]
-    ) -> None:
-        super().__init__(UDPServer(handler, **options))
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """The address to send to, ``(host, port)`` (``(group, port)`` for multicast)."""
-        return self._server.address
-
+class _DatagramThreadMixin(_ThreadedServer[_DS]):
     @property
     def datagrams(self) -> tuple[Datagram, ...]:
         """Every datagram received so far."""
@@ -566,6 +557,61 @@ class UDPServerThread(_HostThreadMixin[UDPServer]):
         )
 
 
+@typing.final
+class UDPServerThread(_DatagramThreadMixin[UDPServer], _HostThreadMixin[UDPServer]):
+    """A `UDPServer` on a background thread's loop, for blocking clients.
+
+    Example::
+
+        with nettest.UDPServerThread(nettest.handlers.echo) as server:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.sendto(b"ping", server.address)
+                assert sock.recv(100) == b"ping"
+    """
+
+    def __init__(
+        self, handler: Handler | DatagramProtocolFactory = echo, **options: Unpack[_UDPOptions]
+    ) -> None:
+        super().__init__(UDPServer(handler, **options))
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The address to send to, ``(host, port)`` (``(group, port)`` for multicast)."""
+        return self._server.address
+
+
+@typing.final
+class UnixDatagramServerThread(_DatagramThreadMixin[UnixDatagramServer]):
+    """A `UnixDatagramServer` on a background thread's loop, for blocking clients.
+
+    Such as ``logging.handlers.SysLogHandler`` given the server's path.
+
+    Example::
+
+        with nettest.UnixDatagramServerThread(nettest.handlers.sink) as server:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.sendto(b"hello", server.path)
+            assert server.wait_for_datagrams(1)[0].data == b"hello"
+    """
+
+    def __init__(
+        self,
+        handler: Handler | DatagramProtocolFactory = echo,
+        **options: Unpack[_UnixDatagramOptions],
+    ) -> None:
+        super().__init__(UnixDatagramServer(handler, **options))
+
+    @property
+    def path(self) -> str:
+        """The socket's path (or abstract name)."""
+        return self._server.path
+
+    @property
+    def address(self) -> str:
+        """The same as ``path``, to pass as ``sock.sendto(data, server.address)``."""
+        return self._server.address
+
+
 # -- fixtures -------------------------------------------------------------------
 
 
@@ -595,6 +641,16 @@ class UDPServerThreadFactory(typing.Protocol):
     def __call__(
         self, handler: Handler | DatagramProtocolFactory = ..., **options: Unpack[_UDPOptions]
     ) -> UDPServerThread: ...
+
+
+class UnixDatagramServerThreadFactory(typing.Protocol):
+    """The type of ``unix_datagram_server_thread``: ``server = unix_datagram_server_thread(h)``."""
+
+    def __call__(
+        self,
+        handler: Handler | DatagramProtocolFactory = ...,
+        **options: Unpack[_UnixDatagramOptions],
+    ) -> UnixDatagramServerThread: ...
 
 
 class _SyncFactory:
@@ -658,4 +714,17 @@ def udp_server_thread() -> Iterator[UDPServerThreadFactory]:
     __tracebackhide__ = True  # the handlers' errors are the report, not these frames
     factory = _SyncFactory(UDPServerThread, "udp_server_thread")
     yield typing.cast("UDPServerThreadFactory", factory)
+    factory.close()
+
+
+@pytest.fixture
+def unix_datagram_server_thread() -> Iterator[UnixDatagramServerThreadFactory]:
+    """Start Unix datagram servers on a background thread for blocking clients.
+
+    Same arguments and recordings as ``unix_datagram_server``; closed and joined
+    at teardown, which removes the socket file.
+    """
+    __tracebackhide__ = True  # the handlers' errors are the report, not these frames
+    factory = _SyncFactory(UnixDatagramServerThread, "unix_datagram_server_thread")
+    yield typing.cast("UnixDatagramServerThreadFactory", factory)
     factory.close()

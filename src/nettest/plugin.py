@@ -27,7 +27,12 @@ from ._resolver import fake_resolver  # noqa: F401
 from ._seed import SEED_RANGE, check_seed
 from ._server_base import remove_dead_processes_unix_dirs
 from ._servers import tcp_server, unix_server  # noqa: F401
-from ._threads import tcp_server_thread, udp_server_thread, unix_server_thread  # noqa: F401
+from ._threads import (  # noqa: F401
+    tcp_server_thread,
+    udp_server_thread,
+    unix_datagram_server_thread,
+    unix_server_thread,
+)
 from ._tls import (  # noqa: F401  (fixtures are found by name in this module)
     remove_dead_processes_key_dirs,
     tls_ca,
