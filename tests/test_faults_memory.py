@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import looptime
 import pytest
 
+from nettest._contract_suite import check_transport_case
 from nettest._datagrams import memory_datagram_pair
 from nettest._faults import (
+    Bandwidth,
     Blackhole,
     CloseAfter,
     Corrupt,
     Drop,
     Duplicate,
+    Fault,
     HalfClose,
     Latency,
     Refuse,
@@ -713,3 +717,116 @@ async def test_memory_slice_over_tls_lets_the_close_through_to_a_reader_with_unr
     c_writer.close()
     await asyncio.wait_for(c_writer.wait_closed(), 5)
     await asyncio.wait_for(server, 5)
+
+
+class _Recorder(asyncio.Protocol):
+    """Records what arrives, and when, in loop time."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.events: list[tuple[float, str, object]] = []
+        self.lost: asyncio.Future[Exception | None] = self.loop.create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.events.append((self.loop.time(), "data", data))
+
+    def eof_received(self) -> bool:
+        self.events.append((self.loop.time(), "eof", None))
+        return True  # half-closed: the transport stays open
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.events.append((self.loop.time(), "lost", type(exc)))
+        self.lost.set_result(exc)
+
+    def data(self) -> bytes:
+        return b"".join(data for _, kind, data in self.events if kind == "data")  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [[Slice(3)], [Slice(3, delay=0.001)], [Latency(0.2)], [Bandwidth(20)]],
+    ids=repr,
+)
+def test_memory_peer_reset_follows_the_bytes_faults_hold(faults: list[Fault]) -> None:
+    # A server that closes with bytes unread sends an RST, which travels behind
+    # what it sent before: the faults that hold those bytes hold the RST too, as
+    # the proxy does.  The RST used to reach the client at once and discard them.
+    async def scenario() -> None:
+        client, server = _Recorder(), _Recorder()
+        client_end, server_end = memory_transport_pair(client, server)
+        handle = inject_faults(client_end, faults)
+        await asyncio.sleep(0)
+        client_end.pause_reading()  # reads later, once everything has arrived
+        server_end.pause_reading()  # never reads what the client sends
+        client_end.write(b"never read")
+        server_end.write(b"response")
+        await asyncio.sleep(0.05)
+        server_end.close()  # bytes unread: an RST
+        await asyncio.sleep(1)
+        client_end.resume_reading()
+        assert isinstance(await client.lost, ConnectionResetError)
+        assert client.data() == b"response"
+        assert "reset downstream: server reset" in str(handle.trace)
+        await server.lost
+
+    run_in_loop_time(scenario)
+
+
+def test_memory_peer_reset_arrives_when_the_latency_lets_it() -> None:
+    async def scenario() -> None:
+        client, server = _Recorder(), _Recorder()
+        client_end, server_end = memory_transport_pair(client, server)
+        inject_faults(client_end, [Latency(1)])
+        await asyncio.sleep(0)
+        start = asyncio.get_running_loop().time()
+        server_end.pause_reading()
+        client_end.write(b"request")
+        await asyncio.sleep(0.1)
+        server_end.write(b"response")
+        server_end.close()
+        assert isinstance(await client.lost, ConnectionResetError)
+        assert [(round(at - start, 3), kind) for at, kind, _ in client.events] == [
+            (1.1, "data"),
+            (1.1, "lost"),
+        ]
+        assert client.data() == b"response"
+        await server.lost
+
+    run_in_loop_time(scenario)
+
+
+def test_memory_reset_for_bytes_sent_to_a_closed_end_follows_its_fin() -> None:
+    # Bytes that reach an end after it closed are answered with an RST, which
+    # takes the same way as the FIN and the bytes the end sent before it.
+    async def scenario() -> None:
+        client, server = _Recorder(), _Recorder()
+        client_end, server_end = memory_transport_pair(client, server)
+        inject_faults(client_end, [Latency(1)])
+        await asyncio.sleep(0)
+        server_end.write(b"goodbye")
+        server_end.close()  # nothing unread: a FIN, held by the latency
+        await server.lost
+        client_end.write(b"late")  # reaches the closed server at once: an RST back
+        await asyncio.sleep(2)
+        assert [kind for _, kind, _ in client.events] == ["data", "eof"]
+        assert client.data() == b"goodbye"
+        # After EOF asyncio reads no more, so the RST shows at the next write.
+        client_end.write(b"later")
+        assert isinstance(await client.lost, BrokenPipeError)  # reset after the FIN
+
+    run_in_loop_time(scenario)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("faults", [[Slice(3)], [Latency(0.05)]], ids=repr)
+async def test_memory_faulted_pair_keeps_data_at_a_peer_reset(faults: list[Fault]) -> None:
+    @contextlib.asynccontextmanager
+    async def make_pair(
+        client_factory: Callable[[], asyncio.BaseProtocol],
+        server_factory: Callable[[], asyncio.BaseProtocol],
+    ) -> AsyncIterator[None]:
+        client_end, _ = memory_transport_pair(client_factory(), server_factory())
+        inject_faults(client_end, faults)
+        yield
+
+    await check_transport_case(make_pair, "peer_reset_keeps_received_data", timeout=5)

@@ -69,6 +69,9 @@ class Abort:
     flow: Flow
     flows: tuple[Flow, ...]
     reason: str
+    #: The RST is the sender's own, passed on (see `StreamSchedule.peer_reset`),
+    #: rather than one a fault makes.
+    by_peer: bool = False
 
 
 @dataclass(frozen=True, slots=True)

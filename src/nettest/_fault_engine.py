@@ -119,6 +119,7 @@ class _Ctl:
     reset: bool
     flows: tuple[Flow, ...]
     reason: str
+    by_peer: bool = False
 
 
 _Item: TypeAlias = _Chunk | _Eof | _Ctl

@@ -183,7 +183,9 @@ class StreamSchedule(_Schedule):
         if self.closed:
             return []
         self._now = now
-        return self._run(flow, 0, [_Ctl(now, True, (flow,), reason)]) + self._wake_for_held()
+        return self._run(flow, 0, [_Ctl(now, True, (flow,), reason, by_peer=True)]) + (
+            self._wake_for_held()
+        )
 
     def tick(self, now: float) -> list[Action]:
         """Time passed: let go what the stages hold that is due, and fire timers (see `Wake`)."""
@@ -291,7 +293,7 @@ class StreamSchedule(_Schedule):
                 self.closed = True
                 if item.reset:
                     self.trace.record(at, flow, f"reset {'+'.join(item.flows)}: {item.reason}")
-                    actions.append(Abort(at, flow, item.flows, item.reason))
+                    actions.append(Abort(at, flow, item.flows, item.reason, item.by_peer))
                 else:
                     self.trace.record(at, flow, f"close: {item.reason}")
                     actions.append(Close(at, flow, item.reason))

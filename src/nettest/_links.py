@@ -29,16 +29,22 @@ stand-in for the kernel buffers and the wire between two sockets::
   are lost), so a receiver that stops reading fills the link, and then the
   sender's write buffer grows, exactly as with a socket.
 * The end of the stream travels the same way: :meth:`Link.send_fin` calls
-  :attr:`Link.carry_eof`, which by default calls :meth:`Link.arrive_eof`.
+  :attr:`Link.carry_eof`, which by default calls :meth:`Link.arrive_eof`.  So
+  does an RST, which the sender sends when it closes with bytes unread, or when
+  bytes reach it closed: :meth:`Link.send_reset` calls :attr:`Link.carry_reset`,
+  by default :meth:`Link.arrive_reset`, which ends the receiver's connection
+  once it has read what arrived before.
 
 The fault seam
 --------------
-``carry`` and ``carry_eof`` are plain instance attributes, by default the bound
-methods :meth:`arrive` and :meth:`arrive_eof`.  A fault layer replaces them on one
+``carry``, ``carry_eof`` and ``carry_reset`` are plain instance attributes, by
+default the bound methods :meth:`arrive`, :meth:`arrive_eof` and
+:meth:`arrive_reset`.  A fault layer replaces them on one
 link (``transport._out`` is the link a transport sends on, ``transport._in`` the
 one it receives on) and then, possibly later with ``loop.call_later``:
 
-* delays: calls ``link.arrive(data)`` / ``link.arrive_eof()`` later (keep the order);
+* delays: calls ``link.arrive(data)`` / ``link.arrive_eof()`` /
+  ``link.arrive_reset()`` later (keep the order: an RST follows the bytes before it);
 * slices: calls ``link.arrive()`` several times with pieces of ``data``;
 * drops: calls ``link.lose(len(data))`` instead, freeing the capacity;
 * resets: calls ``link.reset()`` (both ends get ``ConnectionResetError``).
@@ -50,7 +56,8 @@ protocol and StreamReader in :attr:`Link.reader_above`, for a fault layer to
 ask what the reader holds unread while that protocol reads the link.
 
 ``arrive`` copes with a receiver that has closed meanwhile, as a kernel does: the
-sender is reset.  Nothing else needs to know a fault layer exists.
+receiver sends the sender an RST, on its own link back.  Nothing else needs to
+know a fault layer exists.
 """
 
 from __future__ import annotations
@@ -138,6 +145,7 @@ class Link:
         "capacity",
         "carry",
         "carry_eof",
+        "carry_reset",
         "fin_sent",
         "in_flight",
         "manual",
@@ -145,6 +153,7 @@ class Link:
         "partial_writes",
         "reader_above",
         "receiver",
+        "reset_sent",
         "sender",
         "unread",
         "unread_eof",
@@ -169,6 +178,7 @@ class Link:
         #: Bytes that left the sender and were neither delivered nor lost yet.
         self.in_flight = 0
         self.fin_sent = False
+        self.reset_sent = False
         #: Set once the connection was reset: nothing arrives any more.
         self.broken = False
         #: Arrived bytes and EOF waiting for the test, when the test is the receiver.
@@ -183,6 +193,7 @@ class Link:
         self._plain = receiver is not None and partial_writes is None and not manual
         self.carry: Callable[[bytes], None] = self._arrive
         self.carry_eof: Callable[[], None] = self.arrive_eof
+        self.carry_reset: Callable[[], None] = self.arrive_reset
         #: Called after each read by the receiving transport (a fault layer's hook).
         self.on_read: Callable[[], None] | None = None
         #: A memory stream pair's protocol and the StreamReader it feeds.
@@ -238,6 +249,16 @@ class Link:
         self.fin_sent = True
         self.carry_eof()
 
+    def send_reset(self) -> None:
+        """Send an RST after everything moved so far (once): the sender closed.
+
+        Nothing the sender sends arrives after it.
+        """
+        if self.reset_sent:
+            return
+        self.reset_sent = True
+        self.carry_reset()
+
     # -- the receiver's side -------------------------------------------------
 
     def arrive(self, data: bytes) -> None:
@@ -255,7 +276,7 @@ class Link:
         elif receiver._closed:
             # A kernel answers data for a closed socket with a reset.
             self.in_flight -= len(data)
-            self._reset_sender()
+            receiver._out.send_reset()
 
     def arrive_eof(self) -> None:
         """Hand the end of the stream to the receiver (the default :attr:`carry_eof`)."""
@@ -266,6 +287,20 @@ class Link:
             self._wake()
         else:
             self.receiver._rx_eof_arrived()
+
+    def arrive_reset(self) -> None:
+        """Hand the sender's RST to the receiver (the default :attr:`carry_reset`).
+
+        The receiver reads what arrived before it, then its connection ends in
+        an error; nothing arrives on this link any more.
+        """
+        if self.broken:
+            return
+        self.broken = True
+        if self.receiver is None:
+            self._wake()
+        else:
+            self.receiver._rx_break_by_peer()
 
     def lose(self, nbytes: int) -> None:
         """Forget ``nbytes`` in-flight bytes that will never arrive (a dropped segment)."""
@@ -319,8 +354,3 @@ class Link:
         if self.sender is None or self.receiver is None:
             self.broken = True
             self._wake()
-
-    def _reset_sender(self) -> None:
-        self.broken = True
-        if self.sender is not None:
-            self.sender._rx_break_by_peer()

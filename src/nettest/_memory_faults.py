@@ -8,7 +8,10 @@ direction.  `inject_faults` replaces each link's ``carry`` and ``carry_eof``
 taken and refuses) with a `StreamSchedule` driver: bytes and
 EOF go into the schedule with ``loop.time()``, and its actions come out as
 ``link.arrive()``, ``link.arrive_eof()``, ``link.lose()`` or ``link.reset()``,
-delayed with ``loop.call_at``.  Nothing sleeps on the wall clock, so under a
+delayed with ``loop.call_at``.  An end's own RST (it closed with bytes unread,
+or bytes reached it closed) is the link's ``carry_reset``: it goes into the
+schedule as a peer reset, behind the bytes sent before it, as through the proxy,
+and comes out as ``link.arrive_reset()``.  Nothing sleeps on the wall clock, so under a
 fast-forwarding clock such as looptime ten seconds of `Latency` cost
 nothing.  Bytes held by a delay or a `Stall` stay "in flight": they use the
 link's capacity, so a sender fills up exactly as it would behind a slow network.
@@ -344,6 +347,7 @@ class _StreamDriver:
         for flow, link in self.links.items():
             link.carry = self._carrier(flow)
             link.carry_eof = self._eof_carrier(flow)
+            link.carry_reset = self._reset_carrier(flow, link)
             link.on_read = functools.partial(self.kick, flow)
             if link.reader_above is not None:
                 _PacedStreamReader.pace(link.reader_above[1], link)
@@ -374,6 +378,19 @@ class _StreamDriver:
             self.apply(self.schedule.eof(flow, self.loop.time()))
 
         return carry_eof
+
+    def _reset_carrier(self, flow: Flow, link: Link) -> Callable[[], None]:
+        sender = "client" if flow == "upstream" else "server"
+
+        def carry_reset() -> None:
+            if self.schedule.closed:
+                # A fault closed or reset the connection: nothing holds the RST back.
+                link.arrive_reset()
+                return
+            self._flush(flow)
+            self.apply(self.schedule.peer_reset(flow, self.loop.time(), f"{sender} reset"))
+
+        return carry_reset
 
     def update(self, faults: tuple[Fault, ...]) -> None:
         for flow in FLOWS:  # sent before the change: under the faults it was sent under
@@ -456,7 +473,10 @@ class _StreamDriver:
             if not self.done:
                 # What was delivered before it is still read first, as a kernel
                 # keeps its receive queue when an RST arrives.
-                self.links[action.flow].reset()
+                if action.by_peer:
+                    self.links[action.flow].arrive_reset()
+                else:
+                    self.links[action.flow].reset()
             self.done = True
 
 

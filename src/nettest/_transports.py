@@ -631,9 +631,7 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
             # Closing a TCP socket with unread received data, or with SO_LINGER set
             # to (on, 0 seconds), makes the kernel send RST instead of FIN.
             self._in.in_flight = 0
-            if self._in.sender is not None:
-                self._in._reset_sender()
-            self._out.broken = True
+            self._out.send_reset()
         elif not self._out.broken:
             self._out.send_fin()
         self._in._wake()
