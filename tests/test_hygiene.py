@@ -224,6 +224,82 @@ def test_gate_tracked_object_left_open_in_own_mode(pytester: pytest.Pytester) ->
 
 
 @pytest.mark.parametrize("mode", ["own", "strict"])
+def test_gate_reports_a_memory_transport_whose_close_waits_for_ever(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    # close() waits for the write buffer to drain, as asyncio's does; in memory only
+    # the test drains it (take_sent(), pump(), reading the other end).  A transport
+    # closed with a buffer the test never drained never calls connection_lost().
+    result = run(
+        pytester,
+        """
+        import asyncio
+        import pytest
+        from nettest import MemoryDatagramTransport, memory_datagram_pair, memory_transport_pair
+
+        kept = []
+
+        @pytest.mark.asyncio
+        async def test_datagram_never_taken():
+            transport = MemoryDatagramTransport(
+                asyncio.DatagramProtocol(), remote_addr=("127.0.0.1", 53)
+            )
+            transport.sendto(b"query")
+            transport.close()
+            kept.append(transport)
+
+        @pytest.mark.asyncio
+        async def test_manual_pair_never_pumped():
+            a, b = memory_datagram_pair(
+                asyncio.DatagramProtocol(), asyncio.DatagramProtocol(), manual=True
+            )
+            a.sendto(b"one")
+            a.sendto(b"two")
+            a.close()
+            b.close()
+
+        @pytest.mark.asyncio
+        async def test_manual_stream_pair_never_pumped():
+            client, server = memory_transport_pair(
+                asyncio.Protocol(), asyncio.Protocol(), manual=True
+            )
+            client.write(b"0123456789")
+            client.close()
+            server.close()
+
+        @pytest.mark.asyncio
+        async def test_taken_then_closed():
+            transport = MemoryDatagramTransport(
+                asyncio.DatagramProtocol(), remote_addr=("127.0.0.1", 53)
+            )
+            transport.sendto(b"query")
+            transport.close()
+            assert transport.take_sent() == [(b"query", ("127.0.0.1", 53))]
+            await asyncio.sleep(0)
+
+        def test_after():
+            assert repr(kept[0]).startswith("<MemoryDatagramTransport closed "), "the gate"
+        """,
+        f"--nettest-leaks={mode}",
+    )
+    result.assert_outcomes(passed=5, errors=3)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_datagram_never_taken*",
+            "*- MemoryDatagramTransport ('127.0.0.1', *) closing, but connection_lost() never "
+            "came: a datagram (5 bytes) never left its write buffer (take_sent() it, or "
+            "abort()), created at:",
+            "*ERROR at teardown of test_manual_pair_never_pumped*",
+            "*- MemoryDatagramTransport * closing, but connection_lost() never came: "
+            "2 datagrams (6 bytes) never left its write buffer (pump() them, or abort())*",
+            "*ERROR at teardown of test_manual_stream_pair_never_pumped*",
+            "*- MemoryTransport * closing, but connection_lost() never came: 10 bytes never "
+            "left its write buffer (pump() them, or abort()), created at:",
+        ]
+    )
+
+
+@pytest.mark.parametrize("mode", ["own", "strict"])
 def test_gate_does_not_fail_a_failed_test_again_for_what_it_left_open(
     pytester: pytest.Pytester, mode: str
 ) -> None:

@@ -1344,6 +1344,12 @@ async def test_memory_transport_made_directly_pumps_to_the_test() -> None:
     assert transport.get_write_buffer_size() == 1
     transport.close()
     await turns()
+    protocol = transport.get_protocol()
+    assert isinstance(protocol, Recorder)
+    assert protocol.events[-1][0] != "lost"  # the byte keeps it open
+    assert transport.pump() == 1
+    await turns()
+    assert protocol.events[-1] == ("lost", type(None))
 
 
 @pytest.mark.asyncio

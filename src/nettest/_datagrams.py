@@ -862,6 +862,15 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             self._conn_lost += 1
             self._loop.call_soon(self._call_connection_lost, None)
 
+    def _unsent_at_close(self) -> str | None:
+        if not self._closing or self._closed or self._conn_lost or not self._buffer:
+            return None
+        n = len(self._buffer)
+        size = sum(len(data) for data, _ in self._buffer)
+        datagrams, it = ("a datagram", "it") if n == 1 else (f"{n} datagrams", "them")
+        how = "take_sent()" if self._peer is None else "pump()"
+        return f"{datagrams} ({size} bytes) never left its write buffer ({how} {it}, or abort())"
+
     def _force_close(self, exc: BaseException | None) -> None:
         if self._conn_lost:
             return

@@ -125,6 +125,7 @@ from ._hygiene_report import (
     _task_of,
     _Tracked,
     _Via,
+    closing_for_ever,
     wait_for_children,
 )
 
@@ -1097,7 +1098,7 @@ class _Gate(_Instruments):
         return child_watchers({child.pid for child in children if child_left(child)})
 
     def _suspects(self, owner: str) -> list[tuple[_Tracked, str]]:
-        """`owner`'s objects that look open, each with what to call it if it is dropped.
+        """`owner`'s objects that look open, each with what to say of it if it is dropped.
 
         Described now, while they live: a socket's repr names its addresses.  A
         socket strict mode tracks is described so for its weak reference's
@@ -1107,13 +1108,18 @@ class _Gate(_Instruments):
         for item in self.tracked:
             if item.owner == owner and not item.open_at_loop_close and item.dropped is None:
                 obj = item.alive_and_open()
-                if obj is not None:
-                    # A child process's whole state: its Popen may be freed with what
-                    # asyncio made for it, in the collection to come.
-                    label = _left_open(item, obj) if item.what == "process" else _label(item, obj)
-                    suspects.append((item, label))
-                    if isinstance(item.ref, _SocketRef):
-                        item.ref.label = label
+                if obj is None:
+                    continue
+                if item.what == "process" or closing_for_ever(obj) is not None:
+                    # Its whole state: a child's Popen may be freed with what asyncio
+                    # made for it in the collection to come, and a transport whose
+                    # close never ended is freed closing.
+                    suspects.append((item, _left_open(item, obj)))
+                    continue
+                label = _label(item, obj)
+                suspects.append((item, f"{label} dropped while open"))
+                if isinstance(item.ref, _SocketRef):
+                    item.ref.label = label
         return suspects
 
     def _parts(self, owner: str) -> dict[int, tuple[type, _Tracked]]:
@@ -1203,8 +1209,8 @@ class _Gate(_Instruments):
                     leaks.append(_describe(what, None))
             leaks += self.closed_with_loop.get(owner, [])
         leaks += [
-            _describe(label if item.what == "process" else f"{label} dropped while open", item)
-            for item, label in gone.items()
+            _describe(dropped, item)
+            for item, dropped in gone.items()
             if item.part_of not in reported
         ]
         return leaks, reported

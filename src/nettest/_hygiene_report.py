@@ -500,6 +500,15 @@ def _command(args: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def closing_for_ever(obj: object) -> str | None:
+    """What a memory transport's close() waits for that only the test could give; else None.
+
+    See ``FlowControlled._unsent_at_close``.
+    """
+    unsent = getattr(obj, "_unsent_at_close", None)
+    return unsent() if callable(unsent) else None
+
+
 def _left_open(item: _Tracked, obj: object) -> str:
     """What a report says of a tracked object still open at the check."""
     if isinstance(obj, threading.Thread):
@@ -512,6 +521,9 @@ def _left_open(item: _Tracked, obj: object) -> str:
         else:
             left = CHILD_NOT_WAITED_FOR
         return f"child process {obj.pid} {_command(obj.args)} {left}"
+    waiting = closing_for_ever(obj)
+    if waiting is not None:
+        return f"{_label(item, obj)} closing, but connection_lost() never came: {waiting}"
     if isinstance(obj, socket.socket) and getattr(obj, "_closed", False):
         # close() was called, but its descriptor stays open until its files close.
         return f"{_label(item, obj)} closed, but a makefile() file still holds it open"

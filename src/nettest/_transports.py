@@ -587,6 +587,19 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
             raise _released("call_soon")
         self._force_close(None)
 
+    def _unsent_at_close(self) -> str | None:
+        if not self._closing or self._closed or self._conn_lost or not self._buffer:
+            return None
+        n = len(self._buffer)
+        what, it = ("a byte", "it") if n == 1 else (f"{n} bytes", "them")
+        if self._out.manual:
+            how = f"pump() {it}"
+        elif self._out.receiver is None:
+            how = f"take_written() {it}"
+        else:
+            how = f"let the other end read {it}"
+        return f"{what} never left its write buffer ({how}, or abort())"
+
     def _force_close(self, exc: BaseException | None) -> None:
         if self._conn_lost:
             return
