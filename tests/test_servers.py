@@ -628,6 +628,61 @@ async def test_handler_exception_is_raised_at_teardown_with_the_bytes() -> None:
     assert info.value.errors == (info.value.__cause__,)
 
 
+def test_a_script_mismatch_is_reported_without_nettest_s_frames(pytester: pytest.Pytester) -> None:
+    # The mismatch's message is the whole story, in the HandlerError; chained as its
+    # cause, it put nettest's script runner (some 60 lines of source) before it.
+    # A handler's own exception stays the cause: its frames are the user's code.
+    pytester.makepyfile(
+        """
+        import asyncio, socket
+        import pytest
+        from nettest import handlers
+
+        @pytest.mark.asyncio
+        async def test_udp_mismatch(udp_server):
+            server = await udp_server(handlers.script(handlers.expect(b"query")))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.sendto(b"other", server.address)
+            await server.wait_for_datagrams(1)
+
+        @pytest.mark.asyncio
+        async def test_tcp_mismatch(tcp_server):
+            server = await tcp_server(handlers.script(handlers.expect(b"query")))
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(b"other")
+            await reader.read()
+            writer.close()
+            await writer.wait_closed()
+
+        @pytest.mark.asyncio
+        async def test_handler_raises(tcp_server):
+            async def handler(reader, writer):
+                raise ValueError(await reader.read(5))
+            server = await tcp_server(handler)
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(b"hello")
+            await reader.read()
+            writer.close()
+            await writer.wait_closed()
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3, errors=3)
+    output = result.stdout.str()
+    assert output.count("The above exception was the direct cause") == 1
+    assert "_handlers.py" not in output
+    assert "_udp.py" not in output
+    result.stdout.fnmatch_lines(
+        [
+            "*UDPServer 127.0.0.1:*: 1 handler error:",
+            "*ScriptMismatch: script step 1 of 1, expect(b'query'): the client sent something*",
+            "*raise ValueError(await reader.read(5))",
+            "E*ValueError: b'hello'",
+            "*The above exception was the direct cause of the following exception:*",
+        ]
+    )
+
+
 @pytest.mark.asyncio
 async def test_protocol_exception_is_raised_at_teardown() -> None:
     class Broken(asyncio.Protocol):

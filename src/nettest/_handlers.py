@@ -64,7 +64,9 @@ class HandlerError(Exception):
 
     The message names each failing connection (or datagram), the exception and
     the bytes that the client had sent when it happened.  The first exception is
-    also the ``__cause__``.
+    also the ``__cause__``, so that the report shows where the handler raised,
+    unless it is a `ScriptMismatch`: its message here says all, and its
+    traceback would show only nettest's script runner.
 
     Attributes:
         errors: every exception the handlers raised, in order.
@@ -73,6 +75,14 @@ class HandlerError(Exception):
     def __init__(self, message: str, errors: tuple[BaseException, ...]) -> None:
         super().__init__(message)
         self.errors = errors
+
+
+def handler_error(lines: list[str], errors: tuple[BaseException, ...]) -> HandlerError:
+    """The `HandlerError` a server raises at teardown for `errors` (see its docstring)."""
+    error = HandlerError("\n".join(lines), errors)
+    error.__cause__ = None if isinstance(errors[0], ScriptMismatch) else errors[0]
+    error.__suppress_context__ = True
+    return error
 
 
 class ScriptMismatch(AssertionError):

@@ -131,8 +131,9 @@ def inject_faults(
     Args:
         end: The client end of a memory pair.
         faults: The faults in force from the start.
-        seed: Seeds every random choice (use the ``nettest_seed`` fixture); an
-            int in [0, 2**64).
+        seed: Seeds every random choice; an int in [0, 2**64), 0 by default,
+            which draws the same in every run.  Pass the ``nettest_seed``
+            fixture to draw anew each run and replay with ``--nettest-seed``.
         connection: The pair's connection number, an int >= 1.
 
     Returns:

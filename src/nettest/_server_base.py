@@ -41,7 +41,7 @@ from typing import Any
 import pytest
 
 from ._endpoint import check_bool as check_bool
-from ._handlers import HandlerError
+from ._handlers import handler_error
 from ._hygiene import dropped_open, parts_of, track
 from ._processes import pid_of_tag, process_tag, remove_dead_processes_dirs
 from ._recording import check_loop, format_address, refuse_without_a_running_loop
@@ -639,7 +639,7 @@ class _LoopbackServer:
             for exc in errors:
                 detail = str(exc).replace("\n", "\n    ")
                 lines.append(f"  {type(exc).__name__}: {detail}")
-            raise HandlerError("\n".join(lines), errors) from errors[0]
+            raise handler_error(lines, errors)
 
 
 class _Closable(typing.Protocol):

@@ -59,10 +59,10 @@ from ._connections import (
 from ._connections import _RecordingTransport as _RecordingTransport
 from ._handlers import (
     Handler,
-    HandlerError,
     ProtocolFactory,
     StreamHandler,
     classify,
+    handler_error,
     make_protocol,
     upgrades_to_tls,
 )
@@ -364,7 +364,9 @@ class _StreamServer(_LoopbackServer):
     def __repr__(self) -> str:
         failed = len(self._handshake_failures)
         failures = f", {failed} failed TLS handshake{'s' if failed != 1 else ''}" if failed else ""
-        return f"<{self._name} {self._status}, {len(self._states)} connections{failures}>"
+        n = len(self._states)
+        connections = f"{n} connection{'s' if n != 1 else ''}"
+        return f"<{self._name} {self._status}, {connections}{failures}>"
 
     @property
     def ssl(self) -> ssl.SSLContext | None:
@@ -952,6 +954,6 @@ class _StreamServer(_LoopbackServer):
             if aborted:
                 lines.append(aborted)
             errors = self.errors
-            raise HandlerError("\n".join(lines), errors) from errors[0]
+            raise handler_error(lines, errors)
         if aborted:
             warn_at_test(ServerTeardownWarning(aborted), self)

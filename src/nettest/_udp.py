@@ -29,12 +29,12 @@ from ._datagrams import sends_empty
 from ._handlers import (
     DatagramProtocolFactory,
     Handler,
-    HandlerError,
     Script,
     ServerClosing,
     check_datagram_script,
     classify,
     echo,
+    handler_error,
     make_protocol,
     run_datagram_script,
 )
@@ -313,7 +313,8 @@ class _DatagramServer(_LoopbackServer):
 
     def __repr__(self) -> str:
         status = self._status if self._dead is None else f"{self._status}, {self._ended()}"
-        return f"<{self._name} {status}, {len(self.datagrams)} datagrams received>"
+        n = len(self.datagrams)
+        return f"<{self._name} {status}, {n} datagram{'s' if n != 1 else ''} received>"
 
     def _ended(self) -> str:
         """Why no more datagrams can arrive, or ``""``."""
@@ -518,7 +519,8 @@ class _DatagramServer(_LoopbackServer):
             self._cleanup()
             self._changed.notify()  # waits still pending now fail at once
         if self._errors:
-            lines = [f"{self._name}: {len(self._errors)} handler error(s):"]
+            n = len(self._errors)
+            lines = [f"{self._name}: {n} handler error{'s' if n != 1 else ''}:"]
             for exc, what in self._errors:
                 detail = str(exc).replace("\n", "\n    ")
                 lines.append(f"  {type(exc).__name__}: {detail}\n    ({what})")
@@ -528,7 +530,7 @@ class _DatagramServer(_LoopbackServer):
                 + ", ".join(f"{show(d.data, 64)} from {format_address(d.peer)}" for d in received)
             )
             errors = self.errors
-            raise HandlerError("\n".join(lines), errors) from errors[0]
+            raise handler_error(lines, errors)
 
 
 @typing.final
