@@ -63,7 +63,12 @@ async def test_a_connect_still_waiting_is_refused_once_the_port_closes() -> None
     ("host", "error", "message"),
     [
         ("localhost", ValueError, "host must be a literal IP address"),
-        ("10.1.2.3", ValueError, "host '10.1.2.3' is not a loopback address"),
+        (
+            "10.1.2.3",
+            ValueError,
+            r"^host '10\.1\.2\.3' is not a loopback address: only loopback addresses "
+            r"\(127\.0\.0\.0/8 and ::1\) are accepted here$",
+        ),
         (1, TypeError, "host must be a str, got int"),
     ],
 )

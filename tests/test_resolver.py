@@ -230,7 +230,12 @@ def test_installed_only_inside_the_block() -> None:
     ("call", "error", "message"),
     [
         (lambda r: r.add("db.test"), ValueError, "needs at least one address"),
-        (lambda r: r.add("db.test", "10.0.0.1"), ValueError, "address '10.0.0.1' is not a loop"),
+        (
+            lambda r: r.add("db.test", "10.0.0.1"),
+            ValueError,
+            r"^address '10\.0\.0\.1' is not a loopback address: only loopback addresses "
+            r"\(127\.0\.0\.0/8 and ::1\) are accepted here$",
+        ),
         (lambda r: r.add("db.test", "localhost"), ValueError, "address must be a literal IP"),
         (lambda r: r.add("127.0.0.1", "127.0.0.1"), ValueError, "not an IP address"),
         (lambda r: r.add(".", "127.0.0.1"), ValueError, "name must be a host name"),

@@ -84,7 +84,7 @@ class BlackholePort(HeldSockets):
     __slots__ = ("__weakref__", "_filler", "_gate_entry", "_host", "_listener", "_port")
 
     def __init__(self, host: str = "127.0.0.1") -> None:
-        check_host(host, allow_remote=False)
+        check_host(host, allow_remote=False, remote_option=False)
         listener, filler = unanswered_listener(host)
         self._listener = listener
         self._filler = filler

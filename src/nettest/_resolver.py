@@ -157,7 +157,7 @@ class FakeResolver:
         if not addresses:
             raise ValueError(f"add({name!r}) needs at least one address, such as '127.0.0.1'")
         for address in addresses:
-            check_host(address, allow_remote=False, name="address")
+            check_host(address, allow_remote=False, name="address", remote_option=False)
         _non_negative("delay", delay, "seconds")
         self._answers[key] = _Answer(tuple(addresses), None, float(delay))
 

@@ -90,11 +90,18 @@ _ip_address = functools.lru_cache(maxsize=64)(ipaddress.ip_address)
 
 
 def check_host(
-    host: str, *, allow_remote: bool, multicast: bool = False, name: str = "host"
+    host: str,
+    *,
+    allow_remote: bool,
+    multicast: bool = False,
+    name: str = "host",
+    remote_option: bool = True,
 ) -> socket.AddressFamily:
     """Check ``host`` is a literal loopback address (unless `allow_remote`); return its family.
 
-    ``name`` is the parameter the errors name (``group``, ``interface``).
+    ``name`` is the parameter the errors name (``group``, ``interface``).  The
+    error for a remote address suggests ``allow_remote=True`` only where the
+    caller takes it (`remote_option`).
     """
     if not isinstance(host, str):
         raise TypeError(f"{name} must be a str, got {type(host).__name__}")
@@ -107,6 +114,11 @@ def check_host(
             "a name like 'localhost' may resolve to ::1 while the server listens on IPv4"
         ) from None
     if not (address.is_loopback or (multicast and address.is_multicast) or allow_remote):
+        if not remote_option:
+            raise ValueError(
+                f"{name} {host!r} is not a loopback address: only loopback addresses "
+                "(127.0.0.0/8 and ::1) are accepted here"
+            )
         raise ValueError(
             f"{name} {host!r} is not a loopback address; what listens on it can be reached "
             "from other machines. Pass allow_remote=True if you mean it"
