@@ -80,6 +80,27 @@ async def test_unix_server_at_a_given_path(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("make", [UnixServer, UnixDatagramServer])
+async def test_a_relative_unix_path_is_made_absolute(
+    make: type[UnixServer | UnixDatagramServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A relative path means another file once the working directory changes (the
+    # code under test may chdir): the server would be unreachable at its path, and
+    # its close would leave the socket file behind.
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(here)
+    server = make(handlers.sink, path="s.sock")
+    assert server.path == server.address == str(here / "s.sock")
+    await server.start()
+    monkeypatch.chdir(elsewhere)
+    with socket.socket(socket.AF_UNIX, server._socket_type) as sock:
+        sock.connect(server.path)
+    await server.aclose()
+    assert list(here.iterdir()) == []
+
+
+@pytest.mark.parametrize("make", [UnixServer, UnixDatagramServer])
 async def test_unix_server_that_cannot_bind_leaves_the_path_alone(
     make: type[UnixServer] | type[UnixDatagramServer],
 ) -> None:

@@ -452,7 +452,8 @@ class _UnixPath:
                 f"path must not contain a null byte, got {fspath!r}: for Linux's abstract "
                 "namespace pass abstract=True"
             )
-        self._path = check_unix_path(fspath) if fspath else ""
+        # Absolute: a relative path would name another file after a chdir().
+        self._path = check_unix_path(os.path.abspath(fspath)) if fspath else ""
         self._abstract = bool(abstract)
         self._dir = None
         # (device, inode) of the socket file this server bound: the only file it removes.
