@@ -1044,6 +1044,11 @@ async def test_proxy_rejects_bad_input(upstream: Upstream) -> None:
         FaultProxy("nowhere", kind="udp")
     with pytest.raises(TypeError, match="upstream must be"):
         FaultProxy(42)
+    # A negative port says the range, as one too large does.
+    with pytest.raises(ValueError, match=r"^upstream: the port must be in 1\.\.65535, got -1$"):
+        FaultProxy("127.0.0.1:-1")
+    with pytest.raises(ValueError, match=r"^upstream must be HOST:PORT, got '127\.0\.0\.1:²'$"):
+        FaultProxy("127.0.0.1:²")  # a digit to str.isdigit(), not to int()
     with pytest.raises(ValueError, match=r"upstream path must not contain a null byte, got '/"):
         FaultProxy("/tmp/a\0b")
     proxy = FaultProxy(upstream.address)

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import os
 import random
+import re
 import socket
 import struct
 import typing
@@ -32,7 +33,8 @@ def _parse_address(value: object, what: str, *, lowest: int = 0) -> Address:
     address = getattr(value, "address", value)
     if isinstance(address, str):
         host, sep, port = address.rpartition(":")
-        if not sep or not port.isdigit():
+        # A negative port is a bad port, said with the range, not a bad address.
+        if not sep or not re.fullmatch(r"-?[0-9]+", port):
             raise ValueError(f"{what} must be HOST:PORT, got {address!r}")
         return host.strip("[]") or "127.0.0.1", _check_port(int(port), what, lowest)
     if isinstance(address, tuple) and len(address) >= 2:
