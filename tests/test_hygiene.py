@@ -458,7 +458,7 @@ def test_gate_pending_task_with_module_loop(pytester: pytest.Pytester, asyncio_m
     result.stdout.fnmatch_lines(
         [
             "*ERROR at teardown of test_leaks_task*",
-            "*- open pending task <Task pending name='module-leak'*, created at:",
+            "*- pending task <Task pending name='module-leak'*, created at:",
         ]
     )
     assert "ERROR at teardown of test_after" not in result.stdout.str()
@@ -1014,7 +1014,7 @@ def test_gate_strict_marker_blames_only_what_the_test_made(
             "function",
             "*- pending task <Task pending name='marked-leak'*when its event loop closed*",
         ),
-        ("module", "*- open pending task <Task pending name='marked-leak'*, created at:"),
+        ("module", "*- pending task <Task pending name='marked-leak'*, created at:"),
     ],
 )
 def test_gate_strict_marker_reports_a_pending_task_and_comes_off_after(

@@ -196,7 +196,7 @@ def test_gate_strict_blames_the_task_left_pending_on_its_test(pytester: pytest.P
     result.stdout.fnmatch_lines(
         [
             "*ERROR at teardown of test_a_leaves_a_task*",
-            "*- open pending task <Task pending name='late'*, created at:",
+            "*- pending task <Task pending name='late'*, created at:",
         ]
     )
     assert "late failure from test_a" not in result.stdout.str(), "cancelled at test_a's check"

@@ -524,6 +524,8 @@ def _left_open(item: _Tracked, obj: object) -> str:
     waiting = closing_for_ever(obj)
     if waiting is not None:
         return f"{_label(item, obj)} closing, but connection_lost() never came: {waiting}"
+    if isinstance(obj, asyncio.Future):
+        return _label(item, obj)  # "pending task <Task pending ...>": not "open"
     if isinstance(obj, socket.socket) and getattr(obj, "_closed", False):
         # close() was called, but its descriptor stays open until its files close.
         return f"{_label(item, obj)} closed, but a makefile() file still holds it open"
