@@ -683,6 +683,56 @@ def test_a_script_mismatch_is_reported_without_nettest_s_frames(pytester: pytest
     )
 
 
+def test_a_failed_test_s_report_shows_its_servers_transcripts(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import socket
+        import pytest
+        from nettest import handlers
+
+        @pytest.mark.asyncio
+        async def test_client_fails(udp_server, tcp_server):
+            udp = await udp_server(handlers.echo)
+            await tcp_server(handlers.sink)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                for i in range(30):
+                    sock.sendto(b"query %d" % i, udp.address)
+            await udp.wait_for_datagrams(30)
+            assert False, "the client misread the answer"
+
+        def test_blocking_client_fails(unix_datagram_server_thread):
+            server = unix_datagram_server_thread(handlers.sink)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.sendto(b"log line", server.path)
+            server.wait_for_datagrams(1)
+            assert False
+
+        @pytest.mark.asyncio
+        async def test_passes(udp_server):
+            await udp_server(handlers.echo)
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=2)
+    output = result.stdout.str()
+    assert output.count("- nettest servers -") == 2  # the failed tests' alone
+    result.stdout.fnmatch_lines(
+        [
+            "*- nettest servers -*",
+            "<UDPServer 127.0.0.1:* open, 30 datagrams received>",
+            "  +0.*s <- 127.0.0.1:*  b'query 0'",
+            "... 20 lines left out (server.transcript() has all)",
+            "  +0.*s -> 127.0.0.1:*  b'query 29'",
+            "",
+            "<TCPServer 127.0.0.1:* open, 0 connections>",
+            "TCPServer 127.0.0.1:*: no connections",
+            "*- nettest servers -*",
+            "<UnixDatagramServerThread *>",
+            "  +0.*s <- *  b'log line'",
+        ]
+    )
+
+
 @pytest.mark.asyncio
 async def test_protocol_exception_is_raised_at_teardown() -> None:
     class Broken(asyncio.Protocol):

@@ -745,6 +745,48 @@ def _close_elsewhere(loop: asyncio.AbstractEventLoop, server: _Closable) -> None
 _THREAD_TWINS = frozenset({"tcp_server", "unix_server", "udp_server", "fault_proxy"})
 
 
+#: The servers a test's fixtures started: a failed test's report shows their transcripts.
+_SERVERS_KEY = pytest.StashKey[list[Any]]()
+
+#: A transcript longer than this many lines is shown as its first and last halves.
+TRANSCRIPT_LINES_SHOWN = 40
+
+
+def report_transcript_of(item: pytest.Item, server: object) -> None:
+    """Show `server`'s transcript in `item`'s report if it fails (see `format_transcripts_for`)."""
+    item.stash.setdefault(_SERVERS_KEY, []).append(server)
+
+
+def forget_servers(item: pytest.Item) -> None:
+    """Let go of the servers an earlier run of `item` started (a rerun starts afresh)."""
+    if _SERVERS_KEY in item.stash:
+        del item.stash[_SERVERS_KEY]
+
+
+def format_transcripts_for(item: pytest.Item) -> str | None:
+    """The transcripts of the servers a failed test's fixtures started, or None.
+
+    What each server received and sent, as ``server.transcript()`` gives it: the
+    first thing to read when a client under test misbehaved.  A long one keeps
+    its first and last lines.
+    """
+    servers = item.stash.get(_SERVERS_KEY, None)
+    if not servers:
+        return None
+    parts = []
+    for server in servers:
+        header = repr(server)
+        lines = server.transcript().splitlines()
+        if lines and lines[0] in header:  # a datagram server's transcript names it first
+            del lines[0]
+        if len(lines) > TRANSCRIPT_LINES_SHOWN:
+            half = TRANSCRIPT_LINES_SHOWN // 2
+            left_out = f"... {len(lines) - 2 * half} lines left out (server.transcript() has all)"
+            lines = [*lines[:half], left_out, *lines[-half:]]
+        parts.append("\n".join([header, *lines]))
+    return "\n\n".join(parts)
+
+
 class AsyncServerFactory:
     """A fixture's factory: starts servers on the running loop and closes them at teardown.
 
@@ -786,6 +828,8 @@ class AsyncServerFactory:
             await server.start()
         except NoIPv6LoopbackError as exc:
             pytest.skip(str(exc))
+        if hasattr(server, "transcript"):  # a server, not a proxy, which has traces
+            report_transcript_of(self._request.node, server)
         loop = asyncio.get_running_loop()
         if loop is self._loop:
             self._servers.append(server)

@@ -25,7 +25,7 @@ from ._handlers import DatagramProtocolFactory, Handler, ProtocolFactory, Stream
 from ._hygiene import GATE, instrument_loop, serves_on, track
 from ._hygiene_instruments import end_tasks
 from ._recording import _UNSET, Connection, Datagram, Ending, HandshakeFailure
-from ._server_base import NoIPv6LoopbackError, _check_int, raise_all
+from ._server_base import NoIPv6LoopbackError, _check_int, raise_all, report_transcript_of
 from ._servers import TCPServer, UnixServer
 from ._settings import default_timeout, follow_debugger
 from ._stream_server import ServerTeardownWarning, warn_at_test
@@ -654,9 +654,12 @@ class UnixDatagramServerThreadFactory(typing.Protocol):
 
 
 class _SyncFactory:
-    def __init__(self, make: type[_ThreadedServer[Any]], name: str) -> None:
+    def __init__(
+        self, make: type[_ThreadedServer[Any]], name: str, request: pytest.FixtureRequest
+    ) -> None:
         self._make = make
         self._name = name
+        self._request = request
         self._servers: list[_ThreadedServer[Any]] = []
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -666,6 +669,7 @@ class _SyncFactory:
         except NoIPv6LoopbackError as exc:
             pytest.skip(str(exc))
         self._servers.append(server)
+        report_transcript_of(self._request.node, server)
         return server
 
     def close(self) -> None:
@@ -681,50 +685,52 @@ class _SyncFactory:
 
 
 @pytest.fixture
-def tcp_server_thread() -> Iterator[TCPServerThreadFactory]:
+def tcp_server_thread(request: pytest.FixtureRequest) -> Iterator[TCPServerThreadFactory]:
     """Start TCP servers on a background thread for blocking clients: ``tcp_server_thread(h)``.
 
     Same arguments and recordings as ``tcp_server``; waits block.  Each server is
     closed and its thread joined at teardown, which raises handler errors.
     """
     __tracebackhide__ = True  # the handlers' errors are the report, not these frames
-    factory = _SyncFactory(TCPServerThread, "tcp_server_thread")
+    factory = _SyncFactory(TCPServerThread, "tcp_server_thread", request)
     yield typing.cast("TCPServerThreadFactory", factory)
     factory.close()
 
 
 @pytest.fixture
-def unix_server_thread() -> Iterator[UnixServerThreadFactory]:
+def unix_server_thread(request: pytest.FixtureRequest) -> Iterator[UnixServerThreadFactory]:
     """Start Unix socket servers on a background thread for blocking clients.
 
     Same arguments and recordings as ``unix_server``; closed and joined at teardown.
     """
     __tracebackhide__ = True  # the handlers' errors are the report, not these frames
-    factory = _SyncFactory(UnixServerThread, "unix_server_thread")
+    factory = _SyncFactory(UnixServerThread, "unix_server_thread", request)
     yield typing.cast("UnixServerThreadFactory", factory)
     factory.close()
 
 
 @pytest.fixture
-def udp_server_thread() -> Iterator[UDPServerThreadFactory]:
+def udp_server_thread(request: pytest.FixtureRequest) -> Iterator[UDPServerThreadFactory]:
     """Start UDP servers on a background thread for blocking clients: ``udp_server_thread(h)``.
 
     Same arguments and recordings as ``udp_server``; closed and joined at teardown.
     """
     __tracebackhide__ = True  # the handlers' errors are the report, not these frames
-    factory = _SyncFactory(UDPServerThread, "udp_server_thread")
+    factory = _SyncFactory(UDPServerThread, "udp_server_thread", request)
     yield typing.cast("UDPServerThreadFactory", factory)
     factory.close()
 
 
 @pytest.fixture
-def unix_datagram_server_thread() -> Iterator[UnixDatagramServerThreadFactory]:
+def unix_datagram_server_thread(
+    request: pytest.FixtureRequest,
+) -> Iterator[UnixDatagramServerThreadFactory]:
     """Start Unix datagram servers on a background thread for blocking clients.
 
     Same arguments and recordings as ``unix_datagram_server``; closed and joined
     at teardown, which removes the socket file.
     """
     __tracebackhide__ = True  # the handlers' errors are the report, not these frames
-    factory = _SyncFactory(UnixDatagramServerThread, "unix_datagram_server_thread")
+    factory = _SyncFactory(UnixDatagramServerThread, "unix_datagram_server_thread", request)
     yield typing.cast("UnixDatagramServerThreadFactory", factory)
     factory.close()

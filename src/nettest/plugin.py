@@ -25,7 +25,11 @@ from ._proxy import fault_proxy, forget_proxies, format_traces_for  # noqa: F401
 from ._proxy_thread import fault_proxy_thread  # noqa: F401
 from ._resolver import fake_resolver  # noqa: F401
 from ._seed import SEED_RANGE, check_seed
-from ._server_base import remove_dead_processes_unix_dirs
+from ._server_base import (
+    forget_servers,
+    format_transcripts_for,
+    remove_dead_processes_unix_dirs,
+)
 from ._servers import tcp_server, unix_server  # noqa: F401
 from ._threads import (  # noqa: F401
     tcp_server_thread,
@@ -481,11 +485,13 @@ def pytest_runtest_makereport(
         GATE.failed.add(item.nodeid)  # a strict xfail that passed has no exception
     memory_traces = format_memory_traces_for(item.nodeid) if report.failed else None
     traces = format_traces_for(item) if report.failed else None
+    transcripts = format_transcripts_for(item) if report.failed else None
     if report.when == "teardown":
         # The teardown's is the test's last report: what its reports needed goes, or
         # every proxy a test made (with its closed loop) lived as long as the session.
         forget_memory_faults(item.nodeid)
         forget_proxies(item)
+        forget_servers(item)
     if not report.failed:
         return report
     # Every test has a seed (its setup checks the marker), but only one that took it,
@@ -499,6 +505,8 @@ def pytest_runtest_makereport(
                 f"--nettest-seed={item.config.option.nettest_seed})",
             )
         )
+    if transcripts:
+        report.sections.append(("nettest servers", transcripts))
     if traces:
         report.sections.append(("nettest fault proxy", traces))
     if memory_traces:
