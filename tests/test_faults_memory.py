@@ -795,6 +795,36 @@ def test_memory_peer_reset_arrives_when_the_latency_lets_it() -> None:
     run_in_loop_time(scenario)
 
 
+@pytest.mark.parametrize(
+    "faults",
+    [
+        [Latency(1, direction="both"), Truncate(5, direction="upstream")],
+        [Truncate(5, direction="upstream"), Latency(1, direction="both")],
+    ],
+    ids=["latency-then-truncate", "truncate-then-latency"],
+)
+def test_memory_peer_reset_queues_behind_a_fault_s_close_on_its_way(faults: list[Fault]) -> None:
+    # The Truncate has fired, and its close waits behind the latency: a reset sent
+    # meanwhile follows the bytes the latency holds, rather than overtake them.
+    async def scenario() -> None:
+        client, server = _Recorder(), _Recorder()
+        client_end, server_end = memory_transport_pair(client, server)
+        handle = inject_faults(client_end, faults)
+        await asyncio.sleep(0)
+        server_end.pause_reading()
+        server_end.write(b"response")
+        client_end.write(b"0123456789")
+        await asyncio.sleep(0.1)
+        server_end.close()  # bytes unread: an RST
+        await asyncio.sleep(3)
+        assert client.data() == b"response"
+        assert "reset downstream: server reset" in str(handle.trace)
+        client_end.abort()
+        await asyncio.sleep(0)
+
+    run_in_loop_time(scenario)
+
+
 def test_memory_reset_for_bytes_sent_to_a_closed_end_follows_its_fin() -> None:
     # Bytes that reach an end after it closed are answered with an RST, which
     # takes the same way as the FIN and the bytes the end sent before it.

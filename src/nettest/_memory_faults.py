@@ -384,12 +384,21 @@ class _StreamDriver:
         sender = "client" if flow == "upstream" else "server"
 
         def carry_reset() -> None:
-            if self.schedule.closed:
-                # A fault closed or reset the connection: nothing holds the RST back.
+            reason = f"{sender} reset"
+            if self.done:
+                # A fault's close or reset has ended the connection: nothing holds it.
                 link.arrive_reset()
-                return
-            self._flush(flow)
-            self.apply(self.schedule.peer_reset(flow, self.loop.time(), f"{sender} reset"))
+            elif self.schedule.closed:
+                # A fault's close or reset is on its way: the RST goes behind what
+                # this flow has queued, and, like it, is dropped once that ends the
+                # connection first.
+                now = self.loop.time()
+                self.schedule.trace.record(now, flow, f"reset {flow}: {reason}")
+                self.queues[flow].append(Abort(now, flow, (flow,), reason, True))
+                self.kick(flow)
+            else:
+                self._flush(flow)
+                self.apply(self.schedule.peer_reset(flow, self.loop.time(), reason))
 
         return carry_reset
 
