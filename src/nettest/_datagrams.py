@@ -862,7 +862,7 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             self._conn_lost += 1
             self._loop.call_soon(self._call_connection_lost, None)
 
-    def _unsent_at_close(self) -> str | None:
+    def _never_sent(self) -> str | None:
         if not self._closing or self._closed or self._conn_lost or not self._buffer:
             return None
         n = len(self._buffer)

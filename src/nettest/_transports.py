@@ -587,18 +587,21 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
             raise _released("call_soon")
         self._force_close(None)
 
-    def _unsent_at_close(self) -> str | None:
+    def _never_sent(self) -> str | None:
         if not self._closing or self._closed or self._conn_lost or not self._buffer:
             return None
         n = len(self._buffer)
         what, it = ("a byte", "it") if n == 1 else (f"{n} bytes", "them")
+        receiver = self._out.receiver
         if self._out.manual:
-            how = f"pump() {it}"
-        elif self._out.receiver is None:
-            how = f"take_written() {it}"
+            how = f"pump() {it}, or abort()"
+        elif receiver is None:
+            how = f"take_written() {it}, or abort()"
+        elif receiver._closing:
+            how = "its peer closed without reading them: abort() it"
         else:
-            how = f"let the other end read {it}"
-        return f"{what} never left its write buffer ({how}, or abort())"
+            how = f"let the other end read {it}, or abort()"
+        return f"{what} never left its write buffer ({how})"
 
     def _force_close(self, exc: BaseException | None) -> None:
         if self._conn_lost:
