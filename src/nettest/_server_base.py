@@ -452,8 +452,7 @@ class _UnixPath:
                 f"path must not contain a null byte, got {fspath!r}: for Linux's abstract "
                 "namespace pass abstract=True"
             )
-        # Absolute: a relative path would name another file after a chdir().
-        self._path = check_unix_path(os.path.abspath(fspath)) if fspath else ""
+        self._path = check_unix_path(fspath) if fspath else ""
         self._abstract = bool(abstract)
         self._dir = None
         # (device, inode) of the socket file this server bound: the only file it removes.
@@ -478,11 +477,15 @@ class _UnixPath:
                     sock.bind(self._path)
                 except OSError as error:  # bind() names no path: say which one
                     raise OSError(error.errno, error.strerror, self._path) from None
-                info = os.stat(self._path)
+                # A relative path is bound where the process is now: the clean-up
+                # must find it after a chdir() (joined, not normalised: the kernel
+                # resolves "link/.." through the link).
+                bound_at = os.path.join(os.getcwd(), self._path)
+                info = os.stat(bound_at)
                 self._bound = (info.st_dev, info.st_ino)
                 # Not a method of self: the finalizer must not keep the server alive.
                 self._removal = weakref.finalize(
-                    self, _remove_unix_files, self._dir, directory_id, self._path, self._bound
+                    self, _remove_unix_files, self._dir, directory_id, bound_at, self._bound
                 )
         return sock
 

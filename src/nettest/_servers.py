@@ -174,8 +174,9 @@ class UnixServer(_UnixPath, _StreamServer):
 
     Args:
         handler: as for `TCPServer`.
-        path: where to listen, made absolute; checked against the 107-byte limit
-            (103 on macOS).
+        path: where to listen; checked against the 107-byte limit (103 on macOS).
+            A relative path is bound in the current directory, as ``bind()``
+            binds it.
         abstract: listen in the Linux abstract namespace (no path).
         ssl, handshake_timeout, close_timeout, rcvbuf, sndbuf, backlog, limit: as for
             `TCPServer`.

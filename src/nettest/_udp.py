@@ -712,7 +712,8 @@ class UnixDatagramServer(_UnixPath, _DatagramServer):
     Args:
         handler: `~nettest.handlers.echo` (default), `~nettest.handlers.sink`,
             a `~nettest.handlers.script`, or a DatagramProtocol factory.
-        path: where to bind, made absolute; checked against the 107-byte limit.
+        path: where to bind; checked against the 107-byte limit.  A relative
+            path is bound in the current directory, as ``bind()`` binds it.
         abstract: bind in the Linux abstract namespace.
         rcvbuf: SO_RCVBUF in bytes.
         sndbuf: SO_SNDBUF in bytes.
