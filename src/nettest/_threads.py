@@ -105,6 +105,7 @@ _S = TypeVar("_S", bound="_StreamServer | _DatagramServer")
 _SS = TypeVar("_SS", bound="_StreamServer")
 _IP = TypeVar("_IP", bound="TCPServer | UDPServer")
 _DS = TypeVar("_DS", bound="_DatagramServer")
+_UP = TypeVar("_UP", bound="UnixServer | UnixDatagramServer")
 _X = TypeVar("_X", bound="_StartsAndCloses")
 _W = TypeVar("_W", bound="_OnLoopThread[Any]")
 
@@ -464,6 +465,18 @@ class _HostThreadMixin(_ThreadedServer[_IP]):
         return self._server.port
 
 
+class _UnixPathThreadMixin(_ThreadedServer[_UP]):
+    @property
+    def path(self) -> str:
+        """The socket's path (for an abstract socket, a str starting with NUL)."""
+        return self._server.path
+
+    @property
+    def address(self) -> str:
+        """The same as ``path``, where clients connect or send to."""
+        return self._server.address
+
+
 @typing.final
 class TCPServerThread(_StreamThreadMixin[TCPServer], _HostThreadMixin[TCPServer]):
     """A `TCPServer` on a background thread's loop, for blocking clients.
@@ -493,7 +506,7 @@ class TCPServerThread(_StreamThreadMixin[TCPServer], _HostThreadMixin[TCPServer]
 
 
 @typing.final
-class UnixServerThread(_StreamThreadMixin[UnixServer]):
+class UnixServerThread(_StreamThreadMixin[UnixServer], _UnixPathThreadMixin[UnixServer]):
     """A `UnixServer` on a background thread's loop, for blocking clients.
 
     Example::
@@ -509,16 +522,6 @@ class UnixServerThread(_StreamThreadMixin[UnixServer]):
         **options: Unpack[_UnixOptions],
     ) -> None:
         super().__init__(UnixServer(handler, **options))
-
-    @property
-    def path(self) -> str:
-        """The socket's path."""
-        return self._server.path
-
-    @property
-    def address(self) -> str:
-        """Same as ``path``."""
-        return self._server.address
 
 
 class _DatagramThreadMixin(_ThreadedServer[_DS]):
@@ -581,7 +584,9 @@ class UDPServerThread(_DatagramThreadMixin[UDPServer], _HostThreadMixin[UDPServe
 
 
 @typing.final
-class UnixDatagramServerThread(_DatagramThreadMixin[UnixDatagramServer]):
+class UnixDatagramServerThread(
+    _DatagramThreadMixin[UnixDatagramServer], _UnixPathThreadMixin[UnixDatagramServer]
+):
     """A `UnixDatagramServer` on a background thread's loop, for blocking clients.
 
     Such as ``logging.handlers.SysLogHandler`` given the server's path.
@@ -600,16 +605,6 @@ class UnixDatagramServerThread(_DatagramThreadMixin[UnixDatagramServer]):
         **options: Unpack[_UnixDatagramOptions],
     ) -> None:
         super().__init__(UnixDatagramServer(handler, **options))
-
-    @property
-    def path(self) -> str:
-        """The socket's path (or abstract name)."""
-        return self._server.path
-
-    @property
-    def address(self) -> str:
-        """The same as ``path``, to pass as ``sock.sendto(data, server.address)``."""
-        return self._server.address
 
 
 # -- fixtures -------------------------------------------------------------------
