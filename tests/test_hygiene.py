@@ -293,12 +293,22 @@ def test_gate_reports_a_memory_transport_whose_close_waits_for_ever(
             await asyncio.sleep(0)
             assert not kept[1].get_write_buffer_size()
 
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_manual_pair_never_pumped_on_a_module_loop():
+            # Only the test could pump it: reported though the loop stays open.
+            client, server = memory_transport_pair(
+                asyncio.Protocol(), asyncio.Protocol(), manual=True
+            )
+            client.write(b"abc")
+            client.close()
+            server.close()
+
         def test_after():
             assert repr(kept[0]).startswith("<MemoryDatagramTransport closed "), "the gate"
         """,
         f"--nettest-leaks={mode}",
     )
-    result.assert_outcomes(passed=7, errors=3)
+    result.assert_outcomes(passed=8, errors=4)
     result.stdout.fnmatch_lines(
         [
             "*ERROR at teardown of test_datagram_never_taken*",
@@ -310,6 +320,9 @@ def test_gate_reports_a_memory_transport_whose_close_waits_for_ever(
             "2 datagrams (6 bytes) never left its write buffer (pump() them, or abort())*",
             "*ERROR at teardown of test_manual_stream_pair_never_pumped*",
             "*- MemoryTransport * closing, but connection_lost() never came: 10 bytes never "
+            "left its write buffer (pump() them, or abort()), created at:",
+            "*ERROR at teardown of test_manual_pair_never_pumped_on_a_module_loop*",
+            "*- MemoryTransport * closing, but connection_lost() never came: 3 bytes never "
             "left its write buffer (pump() them, or abort()), created at:",
         ]
     )

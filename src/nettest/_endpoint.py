@@ -1069,15 +1069,12 @@ class FlowControlled(_asyncio_transports._FlowControlMixin):
         """What a ``close()`` waits to send for ever, said for a report; None if nothing.
 
         Closing, the transport waits for its write buffer to drain before
-        ``connection_lost()``, as asyncio's does; in memory only its peer, or the
-        test, drains it.  Once its loop has closed, nothing ever will.  (On a loop
-        that stays open, a later turn may still: a peer's reset on its way.)
+        ``connection_lost()``, as asyncio's does.  In memory a peer drains it as
+        it reads, or the test does (``pump()``, ``take_written()``,
+        ``take_sent()``): what the test left waiting stays for ever, and so does
+        what a peer left once the loop has closed.  (On a loop that stays open a
+        peer may still read, or its reset on its way end the close.)
         """
-        if not self._loop.is_closed():
-            return None
-        return self._never_sent()
-
-    def _never_sent(self) -> str | None:
         raise NotImplementedError
 
     @staticmethod

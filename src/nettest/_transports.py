@@ -587,12 +587,14 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
             raise _released("call_soon")
         self._force_close(None)
 
-    def _never_sent(self) -> str | None:
+    def _unsent_at_close(self) -> str | None:
         if not self._closing or self._closed or self._conn_lost or not self._buffer:
             return None
+        receiver = self._out.receiver
+        if receiver is not None and not self._out.manual and not self._loop.is_closed():
+            return None  # the peer may yet read, or its reset end the close
         n = len(self._buffer)
         what, it = ("a byte", "it") if n == 1 else (f"{n} bytes", "them")
-        receiver = self._out.receiver
         if self._out.manual:
             how = f"pump() {it}, or abort()"
         elif receiver is None:
