@@ -686,7 +686,7 @@ def test_a_script_mismatch_is_reported_without_nettest_s_frames(pytester: pytest
 def test_a_failed_test_s_report_shows_its_servers_transcripts(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
-        import socket
+        import asyncio, socket
         import pytest
         from nettest import handlers
 
@@ -710,12 +710,50 @@ def test_a_failed_test_s_report_shows_its_servers_transcripts(pytester: pytest.P
         @pytest.mark.asyncio
         async def test_passes(udp_server):
             await udp_server(handlers.echo)
+
+        @pytest.mark.asyncio
+        async def test_many_servers_and_connections(tcp_server):
+            for _ in range(6):
+                server = await tcp_server(handlers.echo)
+            for i in range(9):
+                reader, writer = await asyncio.open_connection(*server.address)
+                writer.write(b"req %d" % i)
+                if i == 8:  # a seventh line for the last connection
+                    await reader.readexactly(5)
+                    writer.write(b"more")
+                writer.write_eof()
+                await reader.read()
+                writer.close()
+                await writer.wait_closed()
+            await server.wait_for_connections(9)
+            for conn in server.connections:
+                await conn.wait_closed()
+            assert False
         """
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1, failed=2)
+    result.assert_outcomes(passed=1, failed=3)
     output = result.stdout.str()
-    assert output.count("- nettest servers -") == 2  # the failed tests' alone
+    assert output.count("- nettest servers -") == 3  # the failed tests' alone
+    # The last five servers; the last one's 47 lines cut to 20 and 20, the tail
+    # naming the connection it starts in.
+    result.stdout.fnmatch_lines(
+        [
+            "*- nettest servers -*",
+            "(1 server started before these)",
+            "",
+            "<TCPServer 127.0.0.1:* open, 0 connections>",
+            "*",
+            "<TCPServer 127.0.0.1:* open, 9 connections>",
+            "#1 127.0.0.1:* -> 127.0.0.1:*",
+            "... 8 lines left out (server.transcript() has all)",
+            "#6 127.0.0.1:* -> 127.0.0.1:* (continued)",
+            "  +0.*s client  EOF",
+            "  +0.*s         closed (eof)",
+            "#7 127.0.0.1:* -> 127.0.0.1:*",
+        ]
+    )
+    assert output.count("<TCPServer 127.0.0.1:") == 1 + 5  # test_client_fails has one
     result.stdout.fnmatch_lines(
         [
             "*- nettest servers -*",

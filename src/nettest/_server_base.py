@@ -753,6 +753,9 @@ _SERVERS_KEY = pytest.StashKey[list[Any]]()
 
 #: A transcript longer than this many lines is shown as its first and last halves.
 TRANSCRIPT_LINES_SHOWN = 40
+#: The most servers a report shows: the last ones started (under hypothesis, the
+#: failing example's, which it runs last).
+SERVERS_SHOWN = 5
 
 
 def report_transcript_of(item: pytest.Item, server: object) -> None:
@@ -770,24 +773,36 @@ def format_transcripts_for(item: pytest.Item) -> str | None:
     """The transcripts of the servers a failed test's fixtures started, or None.
 
     What each server received and sent, as ``server.transcript()`` gives it: the
-    first thing to read when a client under test misbehaved.  A long one keeps
-    its first and last lines.
+    first thing to read when a client under test misbehaved.  The last
+    `SERVERS_SHOWN` servers; a long transcript keeps its first and last lines.
     """
     servers = item.stash.get(_SERVERS_KEY, None)
     if not servers:
         return None
-    parts = []
-    for server in servers:
-        header = repr(server)
-        lines = server.transcript().splitlines()
-        if lines and lines[0] in header:  # a datagram server's transcript names it first
-            del lines[0]
-        if len(lines) > TRANSCRIPT_LINES_SHOWN:
-            half = TRANSCRIPT_LINES_SHOWN // 2
-            left_out = f"... {len(lines) - 2 * half} lines left out (server.transcript() has all)"
-            lines = [*lines[:half], left_out, *lines[-half:]]
-        parts.append("\n".join([header, *lines]))
+    parts = [_cut_transcript(server) for server in servers[-SERVERS_SHOWN:]]
+    if len(servers) > SERVERS_SHOWN:
+        earlier = len(servers) - SERVERS_SHOWN
+        parts.insert(0, f"({earlier} server{'s' if earlier != 1 else ''} started before these)")
     return "\n\n".join(parts)
+
+
+def _cut_transcript(server: Any) -> str:
+    """`server`'s repr and transcript, cut to `TRANSCRIPT_LINES_SHOWN` lines or so."""
+    header = repr(server)
+    lines = server.transcript().splitlines()
+    if lines and lines[0] in header:  # a datagram server's transcript names it first
+        del lines[0]
+    if len(lines) > TRANSCRIPT_LINES_SHOWN:
+        half = TRANSCRIPT_LINES_SHOWN // 2
+        head, tail = lines[:half], lines[-half:]
+        left_out = len(lines) - 2 * half
+        # The tail's connection, named as the transcript names it: "#3 peer -> local".
+        titles = [line for line in lines[: len(lines) - half] if line.startswith("#")]
+        if titles and not tail[0].startswith("#"):
+            tail = [f"{titles[-1]} (continued)", *tail[1:]]
+            left_out += 1
+        lines = [*head, f"... {left_out} lines left out (server.transcript() has all)", *tail]
+    return "\n".join([header, *lines])
 
 
 class AsyncServerFactory:
