@@ -19,6 +19,7 @@ from collections.abc import Callable
 import pytest
 
 from nettest import _handlers as handlers
+from nettest import _server_base
 from nettest._handlers import HandlerError
 from nettest._prebound import BoundSocket
 from nettest._proxy import FaultProxy
@@ -1675,3 +1676,50 @@ def test_recorded():
     result.assert_outcomes(passed=3, errors=1)
     result.stdout.fnmatch_lines(["*ERROR at teardown of test_deviates*", "*expected: b'one'*"])
     result.stdout.no_fnmatch_line("*LeakError*")
+
+
+class _Transcribed:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return "<server>"
+
+    def transcript(self) -> str:
+        if not self.text:
+            raise RuntimeError("transcript broke")
+        return self.text
+
+
+def _connection_lines(index: int, events: int) -> list[str]:
+    return [f"#{index} 127.0.0.1:1 -> 127.0.0.1:2"] + [
+        f"  +0.000s client  b'{i}'" for i in range(events)
+    ]
+
+
+def test_a_cut_transcript_counts_and_titles_what_it_shows() -> None:
+    cut = _server_base._cut_transcript
+    # 41 lines: a line saying one is left out would save none.
+    lines = _connection_lines(1, 40)
+    assert cut(_Transcribed("\n".join(lines))).splitlines() == ["<server>", *lines]
+    # 60 lines in one connection: the tail goes on with its title.
+    lines = _connection_lines(1, 59)
+    shown = cut(_Transcribed("\n".join(lines))).splitlines()
+    assert shown == [
+        "<server>",
+        *lines[:20],
+        "... 21 lines left out (server.transcript() has all)",
+        f"{lines[0]} (continued)",
+        *lines[-19:],
+    ]
+    # Failed TLS handshakes follow the connections unindented: no title over them.
+    failures = [f"TLS handshake from 127.0.0.1:{port} failed: SSLError" for port in range(30)]
+    lines = _connection_lines(1, 20) + failures
+    shown = cut(_Transcribed("\n".join(lines))).splitlines()
+    assert shown[22:] == failures[-20:]
+    assert shown[21] == "... 11 lines left out (server.transcript() has all)"
+    # A transcript() that raises is said, not a crash of the report.
+    assert (
+        cut(_Transcribed(""))
+        == "<server>\n(its transcript() raised RuntimeError('transcript broke'))"
+    )

@@ -787,22 +787,40 @@ def format_transcripts_for(item: pytest.Item) -> str | None:
 
 
 def _cut_transcript(server: Any) -> str:
-    """`server`'s repr and transcript, cut to `TRANSCRIPT_LINES_SHOWN` lines or so."""
+    """`server`'s repr and transcript, cut to about `TRANSCRIPT_LINES_SHOWN` lines."""
     header = repr(server)
-    lines = server.transcript().splitlines()
+    try:
+        lines = server.transcript().splitlines()
+    except Exception as error:  # the report must not fail for it
+        return f"{header}\n(its transcript() raised {error!r})"
     if lines and lines[0] in header:  # a datagram server's transcript names it first
         del lines[0]
-    if len(lines) > TRANSCRIPT_LINES_SHOWN:
-        half = TRANSCRIPT_LINES_SHOWN // 2
-        head, tail = lines[:half], lines[-half:]
-        left_out = len(lines) - 2 * half
-        # The tail's connection, named as the transcript names it: "#3 peer -> local".
-        titles = [line for line in lines[: len(lines) - half] if line.startswith("#")]
-        if titles and not tail[0].startswith("#"):
-            tail = [f"{titles[-1]} (continued)", *tail[1:]]
-            left_out += 1
-        lines = [*head, f"... {left_out} lines left out (server.transcript() has all)", *tail]
-    return "\n".join([header, *lines])
+    half = TRANSCRIPT_LINES_SHOWN // 2
+    if len(lines) - 2 * half < 2:  # a line saying one line is left out saves none
+        return "\n".join([header, *lines])
+    head, tail = lines[:half], lines[-half:]
+    left_out = len(lines) - 2 * half
+    title = _connection_of(lines, len(lines) - half)
+    if title is not None:
+        tail = [f"{title} (continued)", *tail[1:]]
+        left_out += 1
+    return "\n".join(
+        [header, *head, f"... {left_out} lines left out (server.transcript() has all)", *tail]
+    )
+
+
+def _connection_of(lines: list[str], start: int) -> str | None:
+    """The title ("#3 peer -> local") of the connection whose events ``lines[start]`` goes on.
+
+    None if that line is a title itself, or not a connection's event (a stream
+    server lists its failed TLS handshakes after its connections, unindented).
+    """
+    if not lines[start].startswith(" "):
+        return None
+    for line in reversed(lines[:start]):
+        if not line.startswith(" "):
+            return line if line.startswith("#") else None
+    return None
 
 
 class AsyncServerFactory:
