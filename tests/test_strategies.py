@@ -438,7 +438,7 @@ def test_message_stream_built_by_hand_is_checked() -> None:
         (lambda: nst.message_streams([b"a"], utf8="no"), "utf8 must be True or False"),  # type: ignore[arg-type]
         (lambda: nst.schedules(b"ab", utf8=0), "utf8 must be True or False, got 0"),  # type: ignore[arg-type]
         (lambda: nst.schedules(b"ab", delays=1), "delays must be True or False, got 1"),  # type: ignore[arg-type]
-        (lambda: nst.datagram_schedules([b"a"], reordering=1), "reordering must be True or False"),  # type: ignore[arg-type]
+        (lambda: nst.datagram_schedules([b"a"], reordering=1), "reordering must be True or False"),  # type: ignore[call-overload]
     ],
 )
 def test_bad_arguments_raise_invalid_argument_naming_them(

@@ -971,12 +971,87 @@ def test_datagram_schedules_of_a_strategy(arrivals: list[nst.Datagram]) -> None:
     ("call", "message"),
     [
         (lambda: nst.datagram_schedules(b"abc"), "datagrams must be a sequence"),  # type: ignore[arg-type]
-        (lambda: nst.datagram_schedules([b"a"], loss=None), "loss must be"),  # type: ignore[arg-type]
+        (lambda: nst.datagram_schedules([b"a"], loss=None), "loss must be"),  # type: ignore[call-overload]
+        (lambda: nst.datagram_schedules([b"a"], delays=1), "delays must be True or False, got 1"),  # type: ignore[call-overload]
+        (
+            lambda: nst.datagram_schedules([b"a"], delays=True, max_delay=-1),
+            r"max_delay must be >= 0 and finite, got -1",
+        ),
+        (
+            lambda: nst.datagram_schedules([b"a"], errors=ConnectionRefusedError),  # type: ignore[call-overload]
+            r"write errors=\[ConnectionRefusedError\]",
+        ),
+        (
+            lambda: nst.datagram_schedules([b"a"], errors=[ValueError, 1]),  # type: ignore[list-item]
+            "errors must hold Exception subclasses, got 1 in it",
+        ),
     ],
 )
 def test_datagram_schedules_reject_bad_arguments(call: Any, message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         call()
+
+
+TIMED = nst.datagram_schedules(SENT, delays=True, max_delay=1, errors=[ConnectionRefusedError])
+
+
+@NO_DB
+@given(TIMED)
+def test_datagram_schedules_with_delays_and_errors(events: list[Any]) -> None:
+    arrivals = [event for event in events if isinstance(event, nst.Datagram)]
+    for arrival in arrivals:
+        assert SENT[arrival.index].startswith(arrival.data)
+    for before, event in itertools.pairwise([None, *events]):
+        if isinstance(event, nst.Delay):
+            assert 0 <= event.seconds <= 1
+            assert not isinstance(before, nst.Delay)  # one pause before an arrival
+        elif isinstance(event, nst.ConnectionLost):
+            # ICMP "port unreachable", as a socket raises it, never twice in a row.
+            assert isinstance(event.error, ConnectionRefusedError)
+            assert event.error.errno == errno.ECONNREFUSED
+            assert not isinstance(before, nst.ConnectionLost)
+    assert not isinstance(events[-1], nst.Delay) if events else True  # a delay leads somewhere
+
+
+def test_datagram_schedules_shrink_delays_and_errors_away() -> None:
+    assert find(TIMED, lambda events: True, settings=NO_DB) == [
+        nst.Datagram(data, i) for i, data in enumerate(SENT)
+    ]
+    # An answer later than the client waits shrinks to that one delay.
+    late = find(
+        TIMED,
+        lambda events: any(isinstance(e, nst.Delay) and e.seconds >= 0.5 for e in events),
+        settings=NO_DB,
+    )
+    (delay,) = [event for event in late if isinstance(event, nst.Delay)]
+    assert 0.5 <= delay.seconds <= 1
+    late.remove(delay)
+    assert late == [nst.Datagram(data, i) for i, data in enumerate(SENT)]
+    last = find(TIMED, lambda events: isinstance(events[-1], nst.ConnectionLost), settings=NO_DB)
+    assert last[:-1] == [nst.Datagram(data, i) for i, data in enumerate(SENT)]
+
+
+def test_datagram_schedules_with_delays_reach_a_protocol_in_loop_time() -> None:
+    protocol = RecordingDatagramProtocol()
+    events: list[nst.Event | nst.Datagram] = [
+        nst.Delay(2),
+        nst.Datagram(b"late answer", 0),
+        nst.ConnectionLost(ConnectionRefusedError(errno.ECONNREFUSED, "refused")),
+    ]
+
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await nst.feed_async(protocol, events, addr=("127.0.0.1", 53))
+        return loop.time() - start
+
+    loop = looptime.new_event_loop()
+    try:
+        assert loop.run_until_complete(scenario()) == pytest.approx(2)
+    finally:
+        loop.close()
+    assert protocol.datagrams == [(b"late answer", ("127.0.0.1", 53))]
+    assert [type(error) for error in protocol.errors] == [ConnectionRefusedError]
 
 
 def test_feed_async_delays_cost_no_wall_time_under_looptime() -> None:

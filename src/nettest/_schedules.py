@@ -35,7 +35,7 @@ import errno
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, cast, overload
 
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
@@ -271,11 +271,23 @@ def schedules(
         operations += (_DELAY,)
     if _check_flag("pauses", pauses):
         operations += (_PAUSE,)
+    return _draw_schedules(
+        chunks, eof, operations, _delay_values(max_delay), _error_types(errors), early
+    )
+
+
+def _delay_values(max_delay: object) -> SearchStrategy[float]:
+    """The delays a schedule draws, 0 to `max_delay` seconds; checked."""
     if isinstance(max_delay, bool) or not isinstance(max_delay, (int, float)):
         raise InvalidArgument(f"max_delay must be a number >= 0, got {max_delay!r}")
     longest = _number("max_delay", max_delay)  # an int too large for a float is inf
     if not 0 <= longest < math.inf:
         raise InvalidArgument(f"max_delay must be >= 0 and finite, got {max_delay!r}")
+    return st.floats(0, longest, allow_nan=False, allow_infinity=False)
+
+
+def _error_types(errors: object) -> tuple[type[Exception], ...]:
+    """`errors` as a tuple of exception types; checked."""
     if isinstance(errors, type):
         raise InvalidArgument(
             "errors must be an iterable of exception types, not a single class; "
@@ -291,15 +303,7 @@ def schedules(
     for error in error_types:
         if not (isinstance(error, type) and issubclass(error, Exception)):
             raise InvalidArgument(f"errors must hold Exception subclasses, got {error!r} in it")
-    delay_values = st.floats(0, longest, allow_nan=False, allow_infinity=False)
-    return _draw_schedules(
-        chunks,
-        eof,
-        operations,
-        delay_values,
-        cast("tuple[type[Exception], ...]", error_types),
-        early,
-    )
+    return cast("tuple[type[Exception], ...]", error_types)
 
 
 _DELIVER = "deliver"
@@ -314,7 +318,9 @@ def _draw_datagram_schedules(
     datagrams: Sequence[bytes] | SearchStrategy[Sequence[bytes]],
     fates: tuple[str, ...],
     reordering: bool,
-) -> list[Datagram]:
+    delay_values: SearchStrategy[float] | None,
+    errors: tuple[type[Exception], ...],
+) -> list[Datagram | Delay | ConnectionLost]:
     if isinstance(datagrams, st.SearchStrategy):
         requirement = "datagrams strategy must generate sequences of bytes"
         sent = _byte_strings(draw(datagrams), requirement)
@@ -346,7 +352,27 @@ def _draw_datagram_schedules(
             range(len(slots)), key=lambda due: (due + delays[due], delays[due] > 0, due)
         )
         slots = [slots[due] for due in order]
-    return [arriving[slot] for slot in slots if slot in arriving]
+    if delay_values is None and not errors:
+        return [arriving[slot] for slot in slots if slot in arriving]
+    # Around the arrivals: an ICMP error (error_received) and a pause before each,
+    # and an error after the last.  None, the first choice, shrinks them away.
+    # Drawn for every possible arrival, as the order is, and kept for those that
+    # arrive: a loss must not make an example shorter, hence simpler.
+    events: list[Datagram | Delay | ConnectionLost] = []
+    for slot in [*slots, None]:
+        error = draw(st.none() | st.sampled_from(errors)) if errors else None
+        seconds = None
+        if slot is not None and delay_values is not None:
+            seconds = draw(st.none() | delay_values)
+        if slot is not None and slot not in arriving:
+            continue
+        if error is not None:
+            events.append(ConnectionLost(_error(error)))
+        if seconds is not None:
+            events.append(Delay(seconds))
+        if slot is not None:
+            events.append(arriving[slot])
+    return events
 
 
 def _kept_sizes(n: int) -> SearchStrategy[int]:
@@ -359,6 +385,44 @@ def _kept_sizes(n: int) -> SearchStrategy[int]:
     return st.one_of(st.integers(0, n - 1), st.integers(1, n).map(lambda lost: n - lost))
 
 
+@overload
+def datagram_schedules(
+    datagrams: Sequence[bytes] | SearchStrategy[Sequence[bytes]],
+    *,
+    loss: bool = ...,
+    duplication: bool = ...,
+    reordering: bool = ...,
+    truncation: bool = ...,
+) -> SearchStrategy[list[Datagram]]: ...
+
+
+@overload
+def datagram_schedules(
+    datagrams: Sequence[bytes] | SearchStrategy[Sequence[bytes]],
+    *,
+    loss: bool = ...,
+    duplication: bool = ...,
+    reordering: bool = ...,
+    truncation: bool = ...,
+    delays: bool,
+    max_delay: float = ...,
+    errors: Iterable[type[Exception]] = ...,
+) -> SearchStrategy[list[Datagram | Delay | ConnectionLost]]: ...
+
+
+@overload
+def datagram_schedules(
+    datagrams: Sequence[bytes] | SearchStrategy[Sequence[bytes]],
+    *,
+    loss: bool = ...,
+    duplication: bool = ...,
+    reordering: bool = ...,
+    truncation: bool = ...,
+    max_delay: float = ...,
+    errors: Iterable[type[Exception]],
+) -> SearchStrategy[list[Datagram | Delay | ConnectionLost]]: ...
+
+
 def datagram_schedules(
     datagrams: Sequence[bytes] | SearchStrategy[Sequence[bytes]],
     *,
@@ -366,12 +430,18 @@ def datagram_schedules(
     duplication: bool = True,
     reordering: bool = True,
     truncation: bool = True,
-) -> SearchStrategy[list[Datagram]]:
+    delays: bool = False,
+    max_delay: float = 0.01,
+    errors: Iterable[type[Exception]] = (),
+) -> SearchStrategy[list[Datagram]] | SearchStrategy[list[Datagram | Delay | ConnectionLost]]:
     """Return a strategy for what arrives when ``datagrams`` are sent over a lossy network.
 
     UDP promises nothing: datagrams get lost, duplicated and reordered, and a
     receive buffer that is too small truncates them.  Deliver the drawn list
-    to a `asyncio.DatagramProtocol` with `feed` or `feed_async`.
+    to a `asyncio.DatagramProtocol` with `feed` or `feed_async` (`feed_async`
+    only with ``delays``).  With ``delays`` or ``errors`` the list holds
+    `Delay` and `ConnectionLost` events too, for a client's timeouts, retries
+    and ICMP errors.
 
     Args:
         datagrams: The datagrams sent, in order, or a strategy for them.
@@ -379,10 +449,19 @@ def datagram_schedules(
         duplication: Some datagrams may arrive twice.
         reordering: Datagrams may arrive in any order.
         truncation: Some datagrams may arrive cut short (possibly empty).
+        delays: Put a `Delay` before some arrivals (the first too: an answer
+            later than the client waits).
+        max_delay: The longest delay, in seconds of loop time (>= 0 and
+            finite), as for `schedules`.
+        errors: Exception types, such as ``[ConnectionRefusedError]`` (an ICMP
+            "port unreachable"): a `ConnectionLost` with one of them may come
+            before any arrival and after the last, which the feed hands to
+            ``error_received``; built as for `schedules`.
 
     Returns:
         A strategy for lists of `Datagram` values, each with the index of the
-        datagram it came from.
+        datagram it came from, with `Delay` and `ConnectionLost` events among
+        them when asked for.
 
     Raises:
         hypothesis.errors.InvalidArgument: An argument is not of the accepted type.
@@ -393,7 +472,8 @@ def datagram_schedules(
         def test_receiver(arrivals):
             nst.feed(protocol, arrivals, addr=("127.0.0.1", 9))
 
-    Examples shrink towards every datagram arriving once, whole and in order.
+    Examples shrink towards every datagram arriving once, whole and in order,
+    with no delay and no error.
     With reordering the only fault in play, a reordering shrinks to the fewest
     datagrams out of place; with loss in play too, the shrinker may lose the
     datagrams that would have to move instead.
@@ -406,4 +486,6 @@ def datagram_schedules(
         fates += (_DUPLICATE,)
     if _check_flag("truncation", truncation):
         fates += (_TRUNCATE,)
-    return _draw_datagram_schedules(datagrams, fates, _check_flag("reordering", reordering))
+    reorder = _check_flag("reordering", reordering)
+    delay_values = _delay_values(max_delay) if _check_flag("delays", delays) else None
+    return _draw_datagram_schedules(datagrams, fates, reorder, delay_values, _error_types(errors))
