@@ -253,6 +253,25 @@ def test_feed_sans_io_callable_gets_empty_bytes_on_eof() -> None:
     assert received == [b"ab", b"cd", b""]
 
 
+@pytest.mark.parametrize("paused", [False, True])
+def test_feed_passes_an_icmp_error_to_a_datagram_protocol_and_goes_on(paused: bool) -> None:
+    # For a datagram target a ConnectionLost is an error_received in its place,
+    # not an end: the datagrams after it still arrive.
+    protocol = RecordingDatagramProtocol()
+    refused = nst.ConnectionLost(ConnectionRefusedError(errno.ECONNREFUSED, "refused"))
+    events: list[nst.Event | nst.Datagram] = [
+        nst.Datagram(b"a", 0),
+        refused,
+        nst.Datagram(b"b", 1),
+        refused,
+    ]
+    if paused:
+        events = [nst.PauseReading(), *events, nst.ResumeReading(), nst.Datagram(b"c", 2)]
+    nst.feed(protocol, events, addr=("h", 1))
+    assert [data for data, _ in protocol.datagrams] == [b"a", b"b", *([b"c"] if paused else [])]
+    assert [type(error) for error in protocol.errors] == [ConnectionRefusedError] * 2
+
+
 def test_feed_datagram_protocol() -> None:
     protocol = RecordingDatagramProtocol()
     arrivals = [nst.Datagram(b"b", 1), nst.Datagram(b"a", 0)]
@@ -956,7 +975,8 @@ def test_datagram_schedules_draw_every_order(order: tuple[int, ...]) -> None:
 def test_datagram_schedules_draw_each_fault(description: str, condition: Any) -> None:
     found = find(nst.datagram_schedules(SENT), condition, settings=SEARCH)
     assert condition(found), description
-    disabled = nst.datagram_schedules(SENT, **{description: False})
+    flags: dict[str, Any] = {description: False}
+    disabled = nst.datagram_schedules(SENT, **flags)
     with pytest.raises(Exception, match="No"):
         find(disabled, condition, settings=NO_DB)
 
@@ -975,6 +995,10 @@ def test_datagram_schedules_of_a_strategy(arrivals: list[nst.Datagram]) -> None:
         (lambda: nst.datagram_schedules([b"a"], delays=1), "delays must be True or False, got 1"),  # type: ignore[call-overload]
         (
             lambda: nst.datagram_schedules([b"a"], delays=True, max_delay=-1),
+            r"max_delay must be >= 0 and finite, got -1",
+        ),
+        (
+            lambda: nst.datagram_schedules([b"a"], max_delay=-1),  # checked all the same
             r"max_delay must be >= 0 and finite, got -1",
         ),
         (

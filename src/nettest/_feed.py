@@ -43,7 +43,7 @@ import sys
 import typing
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, cast, runtime_checkable
 
 from ._datagrams import MemoryDatagramTransport
 from ._recording import check_seconds
@@ -463,7 +463,8 @@ class _Driver:
     def __init__(self, target: object, addr: Any) -> None:
         self.sink = _Sink(target, addr)
         self.paused = False
-        self.held: list[bytes] = []
+        # Reads held back by a pause; for a datagram target, its errors too, in order.
+        self.held: list[bytes | ConnectionLost] = []
         # An Eof or ConnectionLost that arrived while reading was paused.
         self.end: Eof | ConnectionLost | None = None
         # A transport already closing when the delivery starts reads nothing.
@@ -491,11 +492,20 @@ class _Driver:
             self.paused = False
             held, self.held = self.held, []
             if held and not self.sink.datagrams:
-                held = [b"".join(held)]
-            for data in held:
-                yield from self._read(data)
+                held = [b"".join(cast("list[bytes]", held))]
+            for item in held:
+                if isinstance(item, ConnectionLost):
+                    yield from self._error(item.error)
+                else:
+                    yield from self._read(item)
             if self.end is not None:
                 yield from self._finish(self.end)
+        elif isinstance(event, ConnectionLost) and self.sink.datagrams:
+            # An ICMP error: it passes, as a datagram does, in its place.
+            if self.paused:
+                self.held.append(event)
+            else:
+                yield from self._error(event.error)
         elif isinstance(event, (Eof, ConnectionLost)):
             if self.end is not None:
                 return  # the stream already ended, while paused
@@ -507,6 +517,11 @@ class _Driver:
     def _read(self, data: bytes) -> Iterator[None]:
         if not self.stopped():
             self.sink.data(data)
+            yield
+
+    def _error(self, error: Exception) -> Iterator[None]:
+        if not self.stopped():
+            self.sink.lost(error)
             yield
 
     def _finish(self, end: Eof | ConnectionLost) -> Iterator[None]:
@@ -541,7 +556,8 @@ def feed(
       calls it, and ``buffer_updated`` as often as the buffers it returns need,
       then the same as a protocol;
     - `asyncio.DatagramProtocol`: ``datagram_received(data, addr)``, and
-      ``error_received(error)`` on `ConnectionLost`;
+      ``error_received(error)`` on `ConnectionLost`, which ends nothing: the
+      datagrams after it are delivered too, as after an ICMP error;
     - `asyncio.StreamReader`: ``feed_data``, ``feed_eof``, ``set_exception``;
     - a ``nettest.MemoryTransport`` the test plays the peer of (`feed_async`
       only): its ``feed_data``, ``feed_eof`` and ``feed_error`` test controls,
@@ -555,11 +571,11 @@ def feed(
     - a ``nettest.MemoryDatagramTransport`` the test plays the peer of
       (`feed_async` only): ``feed_datagram(data, addr)``, from its connected
       peer's address unless ``addr`` says otherwise (an unconnected one needs
-      ``addr``), and ``feed_error`` on `ConnectionLost`;
+      ``addr``), and ``feed_error`` on `ConnectionLost` (not an end either);
     - an end of a ``nettest.memory_datagram_pair()`` (`feed_async` only):
       ``sendto`` to its peer, whose protocol receives each datagram from this
       end's address (so no ``addr``), and the peer's ``feed_error`` on
-      `ConnectionLost`;
+      `ConnectionLost` (not an end either);
     - any other callable (a sans-IO parser): called with each chunk, and
       with ``b""`` on `Eof`.  A `ConnectionLost` just ends the delivery.
 
@@ -613,7 +629,8 @@ def feed(
         if isinstance(event, Delay):
             raise ValueError(
                 f"chunks_or_schedule holds {event!r}: delays need the event loop, "
-                "use `await feed_async(...)` (or draw schedules(delays=False))"
+                "use `await feed_async(...)` (or draw schedules(delays=False), or "
+                "datagram_schedules() without delays=True)"
             )
     for event in events:
         for _ in driver.step(event):

@@ -35,7 +35,7 @@ import errno
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, cast, overload
+from typing import TYPE_CHECKING, Literal, cast, overload
 
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
@@ -393,6 +393,9 @@ def datagram_schedules(
     duplication: bool = ...,
     reordering: bool = ...,
     truncation: bool = ...,
+    delays: Literal[False] = ...,
+    max_delay: float = ...,
+    errors: tuple[()] = ...,
 ) -> SearchStrategy[list[Datagram]]: ...
 
 
@@ -487,5 +490,7 @@ def datagram_schedules(
     if _check_flag("truncation", truncation):
         fates += (_TRUNCATE,)
     reorder = _check_flag("reordering", reordering)
-    delay_values = _delay_values(max_delay) if _check_flag("delays", delays) else None
+    delay_values: SearchStrategy[float] | None = _delay_values(max_delay)  # checked anyway
+    if not _check_flag("delays", delays):
+        delay_values = None
     return _draw_datagram_schedules(datagrams, fates, reorder, delay_values, _error_types(errors))
