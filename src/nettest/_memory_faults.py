@@ -3,15 +3,15 @@
 Theory of operation
 -------------------
 A memory stream pair moves bytes through one `nettest._links.Link` per
-direction.  `inject_faults` replaces each link's ``carry`` and ``carry_eof``
-(the seam the links leave for this; once per pair, so a second call finds it
-taken and refuses) with a `StreamSchedule` driver: bytes and
+direction.  `inject_faults` replaces each link's ``carry``, ``carry_eof`` and
+``carry_reset`` (the seam the links leave for this; once per pair, so a second
+call finds it taken and refuses) with a `StreamSchedule` driver: bytes and
 EOF go into the schedule with ``loop.time()``, and its actions come out as
 ``link.arrive()``, ``link.arrive_eof()``, ``link.lose()`` or ``link.reset()``,
 delayed with ``loop.call_at``.  An end's own RST (it closed with bytes unread,
-or bytes reached it closed) is the link's ``carry_reset``: it goes into the
-schedule as a peer reset, behind the bytes sent before it, as through the proxy,
-and comes out as ``link.arrive_reset()``.  Nothing sleeps on the wall clock, so under a
+or bytes reached it closed) goes into the schedule as a peer reset, behind the
+bytes sent before it, as through the proxy, and comes out as
+``link.arrive_reset()``.  Nothing sleeps on the wall clock, so under a
 fast-forwarding clock such as looptime ten seconds of `Latency` cost
 nothing.  Bytes held by a delay or a `Stall` stay "in flight": they use the
 link's capacity, so a sender fills up exactly as it would behind a slow network.
