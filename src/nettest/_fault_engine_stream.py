@@ -183,9 +183,8 @@ class StreamSchedule(_Schedule):
         if self.closed:
             return []
         self._now = now
-        return self._run(flow, 0, [_Ctl(now, True, (flow,), reason, by_peer=True)]) + (
-            self._wake_for_held()
-        )
+        rst = _Ctl(now, True, (flow,), reason, by_peer=True)
+        return self._run(flow, 0, [rst]) + self._wake_for_held()
 
     def tick(self, now: float) -> list[Action]:
         """Time passed: let go what the stages hold that is due, and fire timers (see `Wake`)."""

@@ -753,8 +753,8 @@ _SERVERS_KEY = pytest.StashKey[list[Any]]()
 
 #: A transcript longer than this many lines is shown as its first and last halves.
 TRANSCRIPT_LINES_SHOWN = 40
-#: The most servers a report shows: the last ones started (under hypothesis, the
-#: failing example's, which it runs last).
+#: The most servers a report shows: the last ones started (under hypothesis, which
+#: runs the failing example last, its servers are the last, but maybe not all five).
 SERVERS_SHOWN = 5
 
 
