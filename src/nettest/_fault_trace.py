@@ -13,6 +13,8 @@ import operator
 import typing
 from dataclasses import dataclass
 
+from ._recording import format_address
+
 if typing.TYPE_CHECKING:
     from ._faults import Fault
 
@@ -124,6 +126,8 @@ class ConnectionTrace:
         peer = self.peer
         if isinstance(peer, tuple) and len(peer) >= 2:
             peer = f"{peer[0]}:{peer[1]}"
+        elif isinstance(peer, str):  # a Unix client: usually unnamed
+            peer = format_address(peer)
         head = (
             f"{self.kind} connection #{self.index} from {peer}: "
             f"{self.upstream_bytes} bytes up, {self.downstream_bytes} bytes down; "

@@ -31,7 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import pathlib
 import socket
+import sys
 import typing
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -62,6 +65,7 @@ from ._proxy_sockets import (
 )
 from ._proxy_tcp import _Side, _StreamConnection
 from ._proxy_udp import _Listen, _UpstreamFlow
+from ._recording import format_address
 from ._seed import check_seed
 from ._server_base import (
     AsyncServerFactory,
@@ -70,6 +74,7 @@ from ._server_base import (
     _loop_thread_call,
     _loopback_socket,
     _LoopbackServer,
+    _UnixPath,
     check_bool,
     check_host,
     close_transports_after_their_loop,
@@ -81,6 +86,55 @@ __all__ = ["FaultProxy", "FaultProxyFactory", "fault_proxy", "format_traces_for"
 
 #: Room for bursts of connections: many concurrent clients are the point of a load test.
 _BACKLOG = 1024
+
+#: From 3.13 asyncio removes a Unix server's socket file as it closes; the proxy's
+#: stays while it is down, so that clients are refused as by a server that died.
+_KEEP_SOCKET_FILE: dict[str, Any] = {}
+if sys.version_info >= (3, 13):
+    _KEEP_SOCKET_FILE["cleanup_socket"] = False
+
+
+class _UnixListenPath(_UnixPath):
+    """Where a proxy made with *unix* listens: a path, or a fresh private directory."""
+
+    _socket_type = socket.SOCK_STREAM
+    _rcvbuf = None
+    _sndbuf = None
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        self._init_unix_path(path, abstract=False)
+
+    def listener(self, backlog: int) -> socket.socket:
+        """Bind (again, after `_unbind`, at the same path) and listen."""
+        self._unbind()
+        sock = self._make_socket()
+        with _closed_on_error(sock):
+            sock.listen(backlog)
+            sock.setblocking(False)
+        return sock
+
+
+def _unix_listen_path(
+    unix: bool | str | pathlib.Path, kind: Kind, host: str, port: int, allow_remote: bool
+) -> _UnixListenPath | None:
+    """Check *unix* (see `FaultProxy`) and say where the proxy listens, or None for host:port."""
+    if unix is False:
+        return None
+    if not isinstance(unix, (bool, str, os.PathLike)):
+        raise TypeError(f"unix must be a bool or a path (str or os.PathLike), got {unix!r}")
+    if kind != "tcp":
+        raise ValueError(
+            "unix: a proxy listens on a Unix stream socket for TCP only; a UDP proxy "
+            "listens on host and port"
+        )
+    if (host, port, allow_remote) != ("127.0.0.1", 0, False):
+        raise ValueError(
+            "give unix, or host, port and allow_remote, not both: a proxy listens on one address"
+        )
+    try:
+        return _UnixListenPath(None if isinstance(unix, bool) else unix)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"unix: {exc}") from None
 
 
 def _kind_for(upstream: object, kind: object) -> Kind:
@@ -146,14 +200,19 @@ class FaultProxy(FaultsInForce):
         port: The port to listen on (0: a free port, bound once and kept; on
             Linux one below the ephemeral range, see `port`).
         allow_remote: Allow a *host* that is not loopback.
+        unix: Listen on a Unix stream socket instead of *host* and *port*
+            (TCP proxies only): ``True`` for ``s`` in a fresh private directory,
+            or the path to bind.  Clients connect to `~FaultProxy.path`; the file is
+            removed when the proxy closes.
 
     Raises:
         ValueError: An unknown kind, a fault that does not apply to it, an
             upstream no proxy of the kind can reach (a Unix socket path for UDP,
             a nettest Unix datagram server for either), a port out of 0..65535,
             a *host* that is not a literal loopback address (without
-            *allow_remote*), or a *seed* outside [0, 2**64).
-        TypeError: A *host*, *port* or *seed* of the wrong type.
+            *allow_remote*), a *seed* outside [0, 2**64), or *unix* for UDP,
+            with *host* or *port*, or with a path too long for ``sun_path``.
+        TypeError: A *host*, *port*, *seed* or *unix* of the wrong type.
 
     Example::
 
@@ -174,6 +233,7 @@ class FaultProxy(FaultsInForce):
         host: str = "127.0.0.1",
         port: int = 0,
         allow_remote: bool = False,
+        unix: bool | str | pathlib.Path = False,
     ) -> None:
         check_host(host, allow_remote=allow_remote)
         kind = _kind_for(upstream, kind)
@@ -188,6 +248,7 @@ class FaultProxy(FaultsInForce):
         self._faults = _check_faults(kind, faults)
         self._host = host
         self._port = _check_port(port, "port")
+        self._unix = _unix_listen_path(unix, kind, host, port, allow_remote)
         self._address: Address | None = None
         self._server: asyncio.Server | None = None
         # A TCP listener being started (bound and listening, create_server() not
@@ -230,7 +291,7 @@ class FaultProxy(FaultsInForce):
         if self._started:
             raise RuntimeError("FaultProxy.start() was already called")
         self._started = True
-        if ":" in self._host and not has_ipv6_loopback():
+        if self._unix is None and ":" in self._host and not has_ipv6_loopback():
             self._closed = True
             raise NoIPv6LoopbackError(
                 f"IPv6 loopback ::1 is not available on this host (host={self._host!r})"
@@ -245,8 +306,7 @@ class FaultProxy(FaultsInForce):
             await self.aclose()  # a proxy that could not listen is not left open
             raise
         self._sync_port()
-        host, port = self.address
-        tracked_as(self, f"FaultProxy {self.kind} {host}:{port} -> {upstream}")
+        tracked_as(self, f"FaultProxy {self.kind} {self._where()} -> {upstream}")
         return self
 
     def _sync_port(self) -> None:
@@ -312,7 +372,18 @@ class FaultProxy(FaultsInForce):
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        if self.kind == "tcp":
+        if self._unix is not None:
+            unix = self._unix
+            with made_for(self):  # the proxy's, whichever test calls up()
+                sock = unix.listener(_BACKLOG)
+            self._listening(None)
+            await self._serve(
+                sock,
+                lambda: loop.create_unix_server(
+                    self._new_client, sock=sock, backlog=_BACKLOG, **_KEEP_SOCKET_FILE
+                ),
+            )
+        elif self.kind == "tcp":
 
             def listener(port: int) -> socket.socket:
                 # IPPROTO_TCP, as _loopback_socket's: asyncio then turns Nagle off on
@@ -329,38 +400,49 @@ class FaultProxy(FaultsInForce):
             # The proxy's, whichever test calls up().
             with made_for(self):
                 sock = _bind_port(self._port, listener)
-            # Up from now: the kernel takes connections into the backlog.  While
-            # create_server() runs, down(), aclose() and up() in other tasks see it.
             self._listening(sock.getsockname())
-            starting = self._starting = loop.create_future()
-            try:
-                # create_server() calls listen() again: give it the same backlog.
-                server = await loop.create_server(self._new_client, sock=sock, backlog=_BACKLOG)
-            except BaseException:
-                sock.close()
-                if self._starting is starting:
-                    self._starting = None
-                    self._up = False
-                raise
-            finally:
-                if not starting.done():
-                    starting.set_result(None)
-            if self._starting is not starting:
-                server.close()  # down() or aclose() came meanwhile: it stays closed
-                return
-            self._starting = None
-            self._server = server
-            track(
-                server,
-                what=f"FaultProxy listener {sock.getsockname()}",
-                is_open=lambda s: s.is_serving(),
-                close=lambda s: s.close(),
-                on_behalf_of=self,
+            # create_server() calls listen() again: give it the same backlog.
+            await self._serve(
+                sock, lambda: loop.create_server(self._new_client, sock=sock, backlog=_BACKLOG)
             )
-            # Its own: a report of the proxy speaks for them.
-            parts_of(self, sock, server)
         else:
             await self._read_port(self._bind_udp().attaching)
+
+    async def _serve(
+        self, sock: socket.socket, create: Callable[[], typing.Awaitable[asyncio.Server]]
+    ) -> None:
+        """Serve the listening *sock* with the server *create* makes.
+
+        Up from the moment *sock* listens: the kernel takes connections into the
+        backlog.  While *create* runs, down(), aclose() and up() in other tasks see it.
+        """
+        loop = asyncio.get_running_loop()
+        starting = self._starting = loop.create_future()
+        try:
+            server = await create()
+        except BaseException:
+            sock.close()
+            if self._starting is starting:
+                self._starting = None
+                self._up = False
+            raise
+        finally:
+            if not starting.done():
+                starting.set_result(None)
+        if self._starting is not starting:
+            server.close()  # down() or aclose() came meanwhile: it stays closed
+            return
+        self._starting = None
+        self._server = server
+        track(
+            server,
+            what=f"FaultProxy listener {format_address(sock.getsockname())}",
+            is_open=lambda s: s.is_serving(),
+            close=lambda s: s.close(),
+            on_behalf_of=self,
+        )
+        # Its own: a report of the proxy speaks for them.
+        parts_of(self, sock, server)
 
     async def _read_port(self, attaching: asyncio.Task[None]) -> None:
         """Wait until the UDP port is read, or closed again meanwhile.
@@ -374,10 +456,12 @@ class FaultProxy(FaultsInForce):
         if not attaching.cancelled():
             attaching.result()  # listening failed: raise why
 
-    def _listening(self, name: tuple[Any, ...]) -> None:
-        self._address = (name[0], name[1])
-        # Bind the same port again after down()/up().
-        self._port = name[1]
+    def _listening(self, name: tuple[Any, ...] | None) -> None:
+        """The proxy is up, on *name* (None: on its Unix socket path)."""
+        if name is not None:
+            self._address = (name[0], name[1])
+            # Bind the same port again after down()/up().
+            self._port = name[1]
         self._up = True
         self._down = False
 
@@ -403,9 +487,32 @@ class FaultProxy(FaultsInForce):
     @property
     def address(self) -> Address:
         """``(host, port)`` to give the client instead of the upstream's address."""
+        if self._unix is not None:
+            raise RuntimeError(
+                "the proxy listens on a Unix socket, not on a host and port: give the "
+                "client proxy.path"
+            )
         if self._address is None:
             raise RuntimeError("the proxy is not started: await proxy.start() first")
         return self._address
+
+    @property
+    def path(self) -> str:
+        """The Unix socket path to give the client, for a proxy made with *unix*."""
+        if self._unix is None:
+            raise RuntimeError(
+                "the proxy listens on a host and port (proxy.address), not on a Unix "
+                "socket: pass unix=True for one"
+            )
+        if not self._unix.path:
+            raise RuntimeError("the proxy is not started: await proxy.start() first")
+        return self._unix.path
+
+    def _where(self) -> str:
+        """Where the proxy listens, for people: ``127.0.0.1:8080`` or a path."""
+        if self._unix is not None:
+            return format_address(self._unix.path) if self._unix.path else "not started"
+        return f"{self._address[0]}:{self._address[1]}" if self._address else "not started"
 
     @property
     def host(self) -> str:
@@ -457,6 +564,8 @@ class FaultProxy(FaultsInForce):
         """Close everything at once; `aclose` then waits, the hygiene gate does not."""
         self._closed = True
         self._stop_listening()
+        if self._unix is not None:
+            self._unix._cleanup()
         for conn in list(self._connections):
             conn.abort()
         for side in self._sides:  # including connections still closing gracefully
@@ -485,6 +594,8 @@ class FaultProxy(FaultsInForce):
         # Closing a listener needs no loop; waking what waits on it would.
         with contextlib.suppress(RuntimeError):
             self._stop_listening()
+        if self._unix is not None:
+            self._unix._cleanup()
 
     def _stop_listening(self) -> None:
         self._up = False
@@ -507,10 +618,9 @@ class FaultProxy(FaultsInForce):
             _warn(f"unclosed {self!r}", ResourceWarning, source=self, stacklevel=2)
 
     def __repr__(self) -> str:
-        where = f"{self._address[0]}:{self._address[1]}" if self._address else "not started"
         state = "closed" if self._closed else ("up" if self._up else "down")
         upstream = _format_address(self.upstream)
-        return f"<FaultProxy {self.kind} {where} -> {upstream} {state}>"
+        return f"<FaultProxy {self.kind} {self._where()} -> {upstream} {state}>"
 
     # -- down and up ---------------------------------------------------------------------
 
@@ -553,7 +663,10 @@ class FaultProxy(FaultsInForce):
     def _hold_silent(self) -> None:
         """Hold the port without answering: TCP SYNs dropped, datagrams never read."""
         with made_for(self):  # the proxy's, whichever test calls down()
-            if self.kind == "tcp":
+            if self._unix is not None:
+                # No SYN to drop: connects are queued, as to a server that hangs.
+                self._silent = (self._unix.listener(_BACKLOG),)
+            elif self.kind == "tcp":
                 self._silent = unanswered_listener(self._host, self._port)
             else:
                 family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
@@ -737,13 +850,15 @@ class FaultProxyFactory(Protocol):
         host: str = "127.0.0.1",
         port: int = 0,
         allow_remote: bool = False,
+        unix: bool | str | pathlib.Path = False,
     ) -> FaultProxy:
         """Start a proxy in front of *upstream*; the fixture closes it after the test.
 
         *kind* is ``"udp"`` by default in front of a nettest UDP server, else
         ``"tcp"``.  *host* is the loopback address to listen on (``"::1"`` for
         IPv6), *port* its port (0: a free one), and *allow_remote* allows a
-        *host* that is not loopback, as for `FaultProxy`.
+        *host* that is not loopback, as for `FaultProxy`; *unix* listens on a
+        Unix socket instead (``True``, or a path).
         """
         ...
 
@@ -770,6 +885,7 @@ async def fault_proxy(
         host: str = "127.0.0.1",
         port: int = 0,
         allow_remote: bool = False,
+        unix: bool | str | pathlib.Path = False,
     ) -> FaultProxy:
         seed = proxy_seed(nettest_seed, len(proxies))
         proxy = FaultProxy(
@@ -780,6 +896,7 @@ async def fault_proxy(
             host=host,
             port=port,
             allow_remote=allow_remote,
+            unix=unix,
         )
         proxies.append(proxy)
         return proxy

@@ -302,7 +302,7 @@ def _parser() -> argparse.ArgumentParser:
         default="127.0.0.1:0",
         metavar="HOST:PORT",
         help="where to listen (default 127.0.0.1:0, any free port); a literal loopback "
-        "address unless --allow-remote",
+        "address unless --allow-remote, or the path of a Unix socket (for TCP)",
     )
     parser.add_argument(
         "--allow-remote",
@@ -362,13 +362,8 @@ def cli_main(argv: list[str]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        listen = _parse_address(args.listen, "--listen")
-        try:
-            check_host(listen[0], allow_remote=args.allow_remote)
-        except ValueError as exc:
-            message = str(exc).replace("Pass allow_remote=True", "Pass --allow-remote")
-            raise ValueError(f"--listen: {message}") from None
         kind: Kind = "udp" if args.udp else "tcp"
+        listen = _parse_listen(args.listen, kind, args.allow_remote)
         upstream = _parse_upstream(args.upstream, kind)
         faults = [parse_fault(spec) for spec in args.fault]
         _check_faults(kind, faults)
@@ -384,8 +379,25 @@ def cli_main(argv: list[str]) -> int:
         serve.close()  # Ctrl-C before asyncio.run() started it: no "never awaited"
 
 
+def _parse_listen(text: str, kind: Kind, allow_remote: bool) -> Address | str:
+    """``--listen``: a loopback ``HOST:PORT``, or the path of a Unix socket for TCP."""
+    if text.startswith(("/", "./")):
+        if kind != "tcp":
+            raise ValueError("--listen: a Unix socket path is for TCP; --udp listens on HOST:PORT")
+        if allow_remote:
+            raise ValueError("--allow-remote applies to --listen HOST:PORT, not to a path")
+        return text
+    listen = _parse_address(text, "--listen")
+    try:
+        check_host(listen[0], allow_remote=allow_remote)
+    except ValueError as exc:
+        message = str(exc).replace("Pass allow_remote=True", "Pass --allow-remote")
+        raise ValueError(f"--listen: {message}") from None
+    return listen
+
+
 async def _serve(
-    listen: Address,
+    listen: Address | str,
     upstream: Address | str,
     faults: list[Fault],
     kind: Kind,
@@ -396,15 +408,18 @@ async def _serve(
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    proxy = FaultProxy(
-        upstream,
-        faults=faults,
-        kind=kind,
-        seed=seed,
-        host=listen[0],
-        port=listen[1],
-        allow_remote=True,  # checked, with --allow-remote, when the arguments were parsed
-    )
+    if isinstance(listen, str):
+        proxy = FaultProxy(upstream, faults=faults, kind=kind, seed=seed, unix=listen)
+    else:
+        proxy = FaultProxy(
+            upstream,
+            faults=faults,
+            kind=kind,
+            seed=seed,
+            host=listen[0],
+            port=listen[1],
+            allow_remote=True,  # checked, with --allow-remote, when the arguments were parsed
+        )
 
     output = _Output()
 
@@ -418,10 +433,8 @@ async def _serve(
         except OSError as exc:
             where = format_address(listen)
             raise OSError(exc.errno, f"--listen {where}: {exc.strerror or exc}") from None
-        output.line(
-            f"nettest proxy {kind} listening on {format_address(proxy.address)} "
-            f"-> {format_address(upstream)}"
-        )
+        where = proxy.path if isinstance(listen, str) else format_address(proxy.address)
+        output.line(f"nettest proxy {kind} listening on {where} -> {format_address(upstream)}")
         output.line(f"faults: {', '.join(map(repr, faults)) or 'none'}; seed {seed}")
         await stop.wait()
         output.line("stopping")

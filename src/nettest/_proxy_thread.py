@@ -11,6 +11,7 @@ as ``fault_proxy`` does.
 
 from __future__ import annotations
 
+import pathlib
 import typing
 from collections.abc import Callable, Iterable, Iterator
 from typing import Literal, Protocol, TypeVar
@@ -55,6 +56,7 @@ class FaultProxyThread(_OnLoopThread[FaultProxy]):
         host: str = "127.0.0.1",
         port: int = 0,
         allow_remote: bool = False,
+        unix: bool | str | pathlib.Path = False,
     ) -> None:
         super().__init__(
             FaultProxy(
@@ -65,6 +67,7 @@ class FaultProxyThread(_OnLoopThread[FaultProxy]):
                 host=host,
                 port=port,
                 allow_remote=allow_remote,
+                unix=unix,
             )
         )
 
@@ -79,6 +82,11 @@ class FaultProxyThread(_OnLoopThread[FaultProxy]):
     def address(self) -> Address:
         """``(host, port)`` to hand the client."""
         return self._server.address
+
+    @property
+    def path(self) -> str:
+        """The Unix socket path to hand the client, for a proxy made with *unix*."""
+        return self._server.path
 
     @property
     def host(self) -> str:
@@ -163,6 +171,7 @@ class FaultProxyThreadFactory(Protocol):
         host: str = "127.0.0.1",
         port: int = 0,
         allow_remote: bool = False,
+        unix: bool | str | pathlib.Path = False,
     ) -> FaultProxyThread:
         """Start a proxy in front of *upstream* on its own thread; closed after the test."""
         ...
@@ -190,6 +199,7 @@ def fault_proxy_thread(
         host: str = "127.0.0.1",
         port: int = 0,
         allow_remote: bool = False,
+        unix: bool | str | pathlib.Path = False,
     ) -> FaultProxyThread:
         seed = proxy_seed(nettest_seed, len(proxies))
         proxy = FaultProxyThread(
@@ -200,6 +210,7 @@ def fault_proxy_thread(
             host=host,
             port=port,
             allow_remote=allow_remote,
+            unix=unix,
         )
         proxies.append(proxy.proxy)
         try:

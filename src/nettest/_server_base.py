@@ -428,6 +428,7 @@ class _UnixPath:
     _path: str
     _abstract: bool
     _dir: str | None
+    _dir_id: tuple[int, int] | None
     _bound: tuple[int, int] | None
     _removal: weakref.finalize[..., _UnixPath] | None
 
@@ -455,6 +456,7 @@ class _UnixPath:
         self._path = check_unix_path(fspath) if fspath else ""
         self._abstract = bool(abstract)
         self._dir = None
+        self._dir_id = None
         # (device, inode) of the socket file this server bound: the only file it removes.
         self._bound = None
         # Removes what the server made on disk, at close or when it is collected.
@@ -468,10 +470,9 @@ class _UnixPath:
                 sock.bind("")  # Linux autobind: a unique abstract name
                 self._path = os.fsdecode(sock.getsockname())
             else:
-                directory_id = None
                 if not self._path:
                     self._dir = _private_dir()
-                    directory_id = _file_id(self._dir)
+                    self._dir_id = _file_id(self._dir)
                     self._path = check_unix_path(os.path.join(self._dir, "s"))
                 try:
                     sock.bind(self._path)
@@ -485,9 +486,25 @@ class _UnixPath:
                 self._bound = (info.st_dev, info.st_ino)
                 # Not a method of self: the finalizer must not keep the server alive.
                 self._removal = weakref.finalize(
-                    self, _remove_unix_files, self._dir, directory_id, bound_at, self._bound
+                    self, _remove_unix_files, self._dir, self._dir_id, bound_at, self._bound
                 )
         return sock
+
+    def _unbind(self) -> None:
+        """Remove the socket file this object bound, keeping its private directory.
+
+        For a listener closed and bound again at the same path (a proxy's `down`
+        and `up`): bind() fails where a file is.  The file stays until then, so
+        that a client meanwhile is refused, as by a server that has died.
+        """
+        removal, self._removal = self._removal, None
+        if removal is None:
+            return
+        detached = removal.detach()
+        if detached is not None:
+            _server, _remove, (_directory, _directory_id, bound_at, bound), _kwargs = detached
+            _remove_unix_files(None, None, bound_at, bound)
+        self._bound = None
 
     def _cleanup(self) -> None:
         removal, self._removal = self._removal, None
@@ -497,6 +514,7 @@ class _UnixPath:
             shutil.rmtree(self._dir, ignore_errors=True)
         # A failed bind at a path you gave removes nothing: the file there is not ours.
         self._dir = None
+        self._dir_id = None
         self._bound = None
 
     def _describe(self) -> str:
