@@ -2103,6 +2103,88 @@ async def test_reads_run_in_the_transport_context_not_the_writers(debug: bool) -
     assert server.seen == alone.seen == ["nobody", "data_received"]
 
 
+async def _seen_after_a_resume_in_a_task(
+    pair: Callable[[ContextRecorder], Any],
+) -> list[str]:
+    """What data_received saw before and after a pause, resumed from a task that set _WHO_SET.
+
+    *pair* connects a recorder and returns ``(close, write)`` for its peer.
+    """
+    receiver = ContextRecorder()
+    close, write = await pair(receiver)
+    try:
+        write(b"one")
+        await until(lambda: len(receiver.seen) == 1)
+        assert receiver.transport is not None
+        receiver.transport.pause_reading()
+
+        async def resume() -> None:
+            _WHO_SET.set("the resumer")
+            receiver.transport.resume_reading()
+
+        await asyncio.create_task(resume())
+        write(b"two")
+        await until(lambda: len(receiver.seen) == 2)
+        write(b"three")
+        await until(lambda: len(receiver.seen) == 3)
+    finally:
+        await close()
+    return receiver.seen
+
+
+async def _socket_pair(receiver: ContextRecorder) -> Any:
+    loop = asyncio.get_running_loop()
+    a, b = socket.socketpair()
+    ta, _ = await loop.connect_accepted_socket(Recorder, a)
+    tb, _ = await loop.connect_accepted_socket(lambda: receiver, b)
+
+    async def close() -> None:
+        ta.close()
+        tb.close()
+        await turns()
+
+    return close, ta.write
+
+
+async def _memory_pair(receiver: ContextRecorder) -> Any:
+    ta, tb = memory_transport_pair(Recorder(), receiver)
+    await turns()
+
+    async def close() -> None:
+        ta.close()
+        tb.close()
+        await turns()
+
+    return close, ta.write
+
+
+@pytest.mark.asyncio
+async def test_reads_after_resume_reading_run_in_the_resumers_context_as_a_sockets_do() -> None:
+    # A selector loop adds the reader again in resume_reading(), with a handle that
+    # copies the context current there: what data_received set before is gone.
+    real = await _seen_after_a_resume_in_a_task(_socket_pair)
+    memory = await _seen_after_a_resume_in_a_task(_memory_pair)
+    assert memory == real == ["nobody", "the resumer", "data_received"]
+
+
+@pytest.mark.uvloop
+def test_reads_after_resume_reading_keep_the_transports_context_on_uvloop_as_its_sockets_do() -> (
+    None
+):
+    uvloop = pytest.importorskip("uvloop")
+
+    async def both() -> tuple[list[str], list[str]]:
+        real = await _seen_after_a_resume_in_a_task(_socket_pair)
+        return real, await _seen_after_a_resume_in_a_task(_memory_pair)
+
+    loop = uvloop.new_event_loop()
+    try:
+        real, memory = loop.run_until_complete(both())
+    finally:
+        loop.close()
+    assert memory == real == ["nobody", "data_received", "data_received"]
+
+
 @pytest.mark.asyncio
 async def test_pause_and_resume_in_one_turn_deliver_once_on_the_next() -> None:
     # The read queued before pause_reading() is cancelled; resume_reading() queues

@@ -252,6 +252,53 @@ async def test_datagrams_arrive_in_the_receiver_context_like_real_udp() -> None:
     assert memory.seen == real.seen == ["nobody", "datagram_received"]
 
 
+async def _resume_as(who: str, transport: asyncio.DatagramTransport) -> None:
+    _WHO_SET.set(who)
+    transport.resume_reading()  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10's datagram transport cannot pause")
+@pytest.mark.asyncio
+async def test_datagrams_after_resume_reading_arrive_in_the_resumers_context_like_real_udp() -> (
+    None
+):
+    loop = asyncio.get_running_loop()
+
+    async def seen(receiver: ContextRecorder, sender: asyncio.DatagramTransport) -> list[str]:
+        for data in (b"one", b"two", b"three"):
+            if data == b"two":
+                receiver.transport.pause_reading()
+                await asyncio.create_task(_resume_as("the resumer", receiver.transport))
+            sender.sendto(data)
+            for _ in range(200):
+                if any(e[0] == "datagram" and e[1] == data for e in receiver.events):
+                    break
+                await asyncio.sleep(0.005)
+        return receiver.seen
+
+    real = ContextRecorder()
+    rx, _ = await loop.create_datagram_endpoint(lambda: real, local_addr=("127.0.0.1", 0))
+    tx, _ = await loop.create_datagram_endpoint(
+        Datagrams, remote_addr=rx.get_extra_info("sockname")
+    )
+    try:
+        real_seen = await seen(real, tx)
+    finally:
+        tx.close()
+        rx.close()
+
+    memory = ContextRecorder()
+    a, b = memory_datagram_pair(Datagrams(), memory)
+    await turns()
+    try:
+        memory_seen = await seen(memory, a)
+    finally:
+        a.close()
+        b.close()
+        await turns()
+    assert memory_seen == real_seen == ["nobody", "the resumer", "datagram_received"]
+
+
 @pytest.mark.asyncio
 async def test_memory_datagram_unconnected_sendto_without_address_is_fatal() -> None:
     loop = asyncio.get_running_loop()

@@ -78,6 +78,7 @@ from ._endpoint import (
 )
 from ._hygiene import track
 from ._recording import _UNSET, resolve_timeout
+from ._transport_reading import reads_in_resumer_context
 
 __all__ = ["MemoryDatagramTransport", "memory_datagram_pair"]
 
@@ -819,6 +820,9 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             return
         self._paused = False
         self._note_reading("resume")
+        if self._read_handle is None and reads_in_resumer_context(self._loop):
+            # As a selector loop's reader, added again: see `nettest._transport_reading`.
+            self._read_context = contextvars.copy_context()
         self._read_soon()
 
     def _read_soon(self) -> None:

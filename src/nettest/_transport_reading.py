@@ -17,12 +17,15 @@ Reads run in the transport's own context, never the writer's: a selector
 transport reads through one handle it made when reading started, so its
 protocol's ``data_received`` runs in a copy of the context current then, the same
 copy every time (what the writing task set is invisible to it, and what one
-``data_received`` sets, the next one sees).  The memory transports keep one
-:class:`asyncio.Handle` the same way, and on asyncio's own loops append it to the
-ready queue as the selector loop does for a readable socket, instead of making a
-new one with ``call_soon`` for every read; other loops (uvloop, subclasses that
-change ``call_soon`` or the loop's turn) and debug mode go through
-``call_soon(..., context=)``.
+``data_received`` sets, the next one sees).  ``resume_reading()`` makes that
+handle anew, in a copy of the context of its caller (a ``StreamReader``'s reading
+task, say); the memory transports do the same on asyncio's selector loops, and
+keep their first context on other loops (uvloop reads in the transport's own).
+The memory transports keep one :class:`asyncio.Handle` the same way, and on
+asyncio's own loops append it to the ready queue as the selector loop does for a
+readable socket, instead of making a new one with ``call_soon`` for every read;
+other loops (uvloop, subclasses that change ``call_soon`` or the loop's turn) and
+debug mode go through ``call_soon(..., context=)``.
 
 ``_Receiving`` is a mixin of :class:`~nettest.MemoryTransport`, which sets the
 state it reads; the sending side, closing and resets stay in ``_transports``.
@@ -69,6 +72,15 @@ def _unjoined_reads_invisible(protocol: object) -> bool:
     if type(protocol).data_received is not asyncio.StreamReaderProtocol.data_received:
         return False
     return type(protocol._stream_reader) is asyncio.StreamReader  # type: ignore[attr-defined]
+
+
+def reads_in_resumer_context(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether a socket transport on `loop` reads in its resumer's context after a pause.
+
+    asyncio's selector loops add the reader again then, with a handle that copies
+    the context current in ``resume_reading()``; uvloop's transports keep theirs.
+    """
+    return isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
 
 
 def _ready_queue(loop: asyncio.AbstractEventLoop) -> deque[asyncio.Handle] | None:
@@ -185,6 +197,9 @@ class _Receiving:
             return
         self._paused = False
         self._note_reading("resume")
+        if self._read_handle is None and reads_in_resumer_context(self._loop):
+            self._read_context = contextvars.copy_context()
+            self._read_event = asyncio.Handle(self._read_ready, (), self._loop, self._read_context)
         self._want_read()
 
     def _start_reading(self) -> None:
