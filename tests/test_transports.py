@@ -1486,6 +1486,50 @@ async def test_transport_buffered_protocol_gets_a_buffer_before_eof_or_a_reset(
     assert [c["message"] for c in contexts] == ([message] if message else [])
 
 
+class UnwritableBuffer(BufferRecorder):
+    """Offers a buffer recv_into() cannot fill."""
+
+    def __init__(self, buffer: object) -> None:
+        super().__init__()
+        self.unwritable = buffer
+
+    def get_buffer(self, sizehint: int) -> Any:
+        self.events.append(("get_buffer", sizehint))
+        return self.unwritable
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("buffer", "named"),
+    [
+        (b"read only", "bytes"),
+        (memoryview(b"read only"), "memoryview"),
+        (memoryview(bytearray(8))[::2], "memoryview"),  # writable, but not contiguous
+        ([0] * 8, "list"),
+    ],
+    ids=["bytes", "read-only-view", "strided-view", "list"],
+)
+async def test_transport_buffered_protocol_unwritable_buffer_is_recv_intos_error(
+    connect: Connect, buffer: object, named: str
+) -> None:
+    # recv_into() refuses it in its own words, a fatal read error, data or no data.
+    loop = asyncio.get_running_loop()
+    contexts: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda loop, context: contexts.append(context))
+    try:
+        server = UnwritableBuffer(buffer)
+        c, _ = await connect(Recorder(), server)
+        c.write(b"data")
+        await until(lambda: server.lost.done())
+    finally:
+        loop.set_exception_handler(None)
+    assert server.events == [("made",), ("get_buffer", -1), ("lost", TypeError)]
+    assert str(server.lost.result()) == (
+        f"recv_into() argument 1 must be read-write bytes-like object, not {named}"
+    )
+    assert [c["message"] for c in contexts] == ["Fatal read error on socket transport"]
+
+
 @pytest.mark.asyncio
 async def test_memory_transport_set_protocol_switches_the_delivery_path() -> None:
     plain = Recorder()

@@ -323,15 +323,12 @@ class _Receiving:
             return
         if self._buffered:
             protocol: Any = self._protocol
-            buf = self._get_buffer(view=True)
-            if buf is None:
+            buf = self._get_buffer()
+            view = None if buf is None else self._recv_view(buf)
+            if view is None:
                 return
-            n = min(n, len(buf))
-            try:
-                buf[:n] = self._rx.take(n)  # what recv_into() does
-            except (TypeError, ValueError) as exc:  # a read-only buffer, say
-                self._fatal_error(exc, "Fatal read error on socket transport")
-                return
+            n = min(n, len(view))
+            view[:n] = self._rx.take(n)  # what recv_into() does
             self._in.consumed(n)
             try:
                 protocol.buffer_updated(n)
@@ -354,16 +351,14 @@ class _Receiving:
         except BaseException as exc:
             self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
 
-    def _get_buffer(self, *, view: bool) -> Any:
-        """Call ``get_buffer(-1)``; return the buffer, as a byte view with `view`.
+    def _get_buffer(self) -> Any:
+        """Call ``get_buffer(-1)`` and return the buffer.
 
         An exception, or an empty buffer, is the fatal error a socket transport
         reports; None is returned then.
         """
         try:
             buf = self._protocol.get_buffer(-1)
-            if view:
-                buf = memoryview(buf).cast("B")
             if not len(buf):
                 raise RuntimeError("get_buffer() returned an empty buffer")
         except (SystemExit, KeyboardInterrupt):
@@ -383,21 +378,27 @@ class _Receiving:
         Returns:
             Whether the read goes on to ``eof_received`` or its own error.
         """
-        buf = self._get_buffer(view=False)
-        if buf is None:
-            return False
+        buf = self._get_buffer()
+        return buf is not None and self._recv_view(buf) is not None
+
+    def _recv_view(self, buf: Any) -> memoryview | None:
+        """The bytes of *buf* that a read fills, or None after the fatal error of recv_into().
+
+        ``recv_into()`` takes only a writable, contiguous buffer, and says so in
+        its own words; a socket transport reports its error as a read error.
+        """
         try:
-            writable = not memoryview(buf).readonly
+            view = memoryview(buf)
         except TypeError:
-            writable = False
-        if not writable:
-            error = TypeError(
-                "recv_into() argument 1 must be read-write bytes-like object, "
-                f"not {type(buf).__name__}"
-            )
-            self._fatal_error(error, "Fatal read error on socket transport")
-            return False
-        return True
+            view = None
+        if view is not None and not view.readonly and view.c_contiguous:
+            return view.cast("B")
+        error = TypeError(
+            "recv_into() argument 1 must be read-write bytes-like object, "
+            f"not {type(buf).__name__}"
+        )
+        self._fatal_error(error, "Fatal read error on socket transport")
+        return None
 
     def _read_eof(self) -> None:
         self._eof_seen = True
