@@ -1281,6 +1281,42 @@ def test_gate_warns_of_a_connection_open_as_its_tests_loop_closes(
         assert "--nettest-leaks=strict gives its stack" in out
 
 
+def test_every_connection_left_open_as_the_loop_closes_is_in_the_one_warning(
+    pytester: pytest.Pytester,
+) -> None:
+    # Two warnings would show one under an error filter: the first raised, the second lost.
+    pytester.makepyfile(
+        test_leaky="""
+        import asyncio
+        import pytest
+
+        KEPT = []
+
+        @pytest.mark.asyncio
+        async def test_x_leaves_both_ends_open():
+            accepted = asyncio.get_running_loop().create_future()
+            server = await asyncio.start_server(
+                lambda r, w: accepted.set_result(w), "127.0.0.1", 0
+            )
+            reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+            KEPT.append((reader, writer, await accepted))
+            server.close()
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *FILTERS)
+    result.assert_outcomes(passed=1, errors=1)
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*ResourceWarning: unclosed transport <_SelectorSocketTransport fd=*>: open when "
+            "its event loop closed (own mode*",
+            "*and 1 more:",
+            "*- <_SelectorSocketTransport fd=*> open when its event loop closed (own mode*",
+        ]
+    )
+    assert out.count("open when its event loop closed") == 2
+
+
 _SERVER_LEFT_SERVING = {
     "pytest-asyncio": """
         @pytest.mark.asyncio

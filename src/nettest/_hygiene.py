@@ -906,7 +906,12 @@ class _Gate(_Instruments):
             return "\n".join(own) or None
         if own or late:
             raise LeakError("\n".join([*own, *late]))
-        for _, warning in undecided:
+        if undecided:
+            # One warning for them all: under an error filter, a second would never show.
+            warning = undecided[0][1]
+            if len(undecided) > 1:
+                more = "\n".join(line for line, _ in undecided[1:])
+                warning += f"\nand {len(undecided) - 1} more:\n{more}"
             warnings.warn(warning, ResourceWarning, stacklevel=1)
         return None
 
