@@ -509,6 +509,15 @@ class _ConnectionLostInClose(_Proxy):
         self.shim.inner = asyncio.Protocol()  # the real one comes later: drop it
 
 
+class _ReportsWhatItDrops(_Proxy):
+    """Drops what it reads, saying why only to the loop's exception handler."""
+
+    def deliver(self, data: bytes) -> None:
+        asyncio.get_running_loop().call_exception_handler(
+            {"message": "the wrapper dropped a read", "exception": ValueError("planted")}
+        )
+
+
 class _WritesText(_Proxy):
     def write(self, data: Any) -> None:
         self.real.write(data.encode() if isinstance(data, str) else data)
@@ -634,6 +643,13 @@ class _PausesAtHigh(_Proxy):
             "pause_reading",
             "server: data_received() was called synchronously inside resume_reading() (6 "
             "times); then:",
+        ),
+        # A case that fails says what the loop's exception handler got meanwhile.
+        (
+            _ReportsWhatItDrops,
+            "data_both_directions",
+            "(meanwhile the loop's exception handler was called: 'the wrapper dropped a "
+            "read' ValueError('planted')",
         ),
         # A wait that times out says first what the sanitizer saw meanwhile.
         (

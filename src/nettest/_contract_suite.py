@@ -140,20 +140,28 @@ async def check_transport_case(
     try:
         await function(harness)
         unexpected = harness.take_loop_errors()
-        _expect(
-            not unexpected,
-            "the loop's exception handler was called: "
-            + "; ".join(f"{c.get('message')!r} {c.get('exception')!r}" for c in unexpected),
-        )
+        _expect(not unexpected, f"the loop's exception handler was called: {_listed(unexpected)}")
     except PairFactoryMisuse as exc:
         # A TypeError as it prints too, not the private class that marks it.
         raise TypeError(str(exc)) from None
     except (AssertionError, ProtocolViolation) as exc:
-        raise ConformanceError(case, str(exc)) from exc
+        raise ConformanceError(case, str(exc) + _meanwhile(harness)) from exc
     except Exception as exc:
-        raise ConformanceError(case, f"unexpected {exc!r}") from exc
+        raise ConformanceError(case, f"unexpected {exc!r}{_meanwhile(harness)}") from exc
     finally:
         loop.set_exception_handler(previous)
+
+
+def _listed(contexts: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{c.get('message')!r} {c.get('exception')!r}" for c in contexts)
+
+
+def _meanwhile(harness: _Harness) -> str:
+    """The exception handler's reports a failed case had not checked yet: often its cause."""
+    unexpected = harness.take_loop_errors()
+    if not unexpected:
+        return ""
+    return f" (meanwhile the loop's exception handler was called: {_listed(unexpected)})"
 
 
 async def check_transport_pair(
