@@ -152,8 +152,65 @@ async def test_a_plain_server_without_start_tls_has_no_handshake_to_wait_for(
     tcp_server: TCPServerFactory,
 ) -> None:
     server = await tcp_server(handlers.script(handlers.send(b"hi\r\n"), handlers.close))
-    with pytest.raises(RuntimeError, match=r"does not serve TLS .*start_tls step"):
+    message = (
+        r"records failed handshakes only with ssl= or a script's start_tls step: a handler "
+        r"that calls start_tls\(\) itself gets the failure from that call"
+    )
+    with pytest.raises(RuntimeError, match=message):
         await server.wait_for_handshake_failures(1)
+
+
+@pytest.mark.parametrize("upgrade", ["ssl=", pytest.param("start_tls", marks=needs_start_tls)])
+@pytest.mark.asyncio
+async def test_expect_eof_is_not_met_by_a_tls_clients_answer_to_the_servers_close(
+    tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext, upgrade: str
+) -> None:
+    # At teardown the server's close_notify makes asyncio's TLS client answer with its
+    # own and close: that EOF is not the client closing, and the script says so.
+    if upgrade == "ssl=":
+        steps = [handlers.send(b"220 ready\r\n"), handlers.expect_eof()]
+        server = await TCPServer(handlers.script(*steps), ssl=tls_server_context).start()
+        tls: dict[str, object] = {"ssl": tls_client_context, "server_hostname": "localhost"}
+    else:
+        steps = [
+            handlers.send(b"220 ready\r\n"),
+            handlers.expect_line(b"STARTTLS"),
+            handlers.send(b"220 go ahead\r\n"),
+            handlers.start_tls(tls_server_context),
+            handlers.expect_eof(),
+        ]
+        server = await TCPServer(handlers.script(*steps)).start()
+        tls = {}
+    kept: list[asyncio.StreamWriter] = []
+    try:
+        reader, writer = await asyncio.open_connection(*server.address, **tls)  # type: ignore[arg-type]
+        kept.append(writer)
+        assert await reader.readline() == b"220 ready\r\n"
+        if upgrade == "start_tls":
+            writer.write(b"STARTTLS\r\n")
+            assert await reader.readline() == b"220 go ahead\r\n"
+            await writer.start_tls(  # type: ignore[attr-defined,unused-ignore]
+                tls_client_context, server_hostname="localhost"
+            )
+        (conn,) = await server.wait_for_connections(1)
+        with pytest.raises(HandlerError) as info:
+            await server.aclose()
+        message = str(info.value)
+        step = len(steps)
+        assert (
+            f"script step {step} of {step}, expect_eof(): not met when the server closed (the "
+            "client's EOF came only in answer to the server's close, as a TLS client answers "
+            "close_notify)"
+        ) in message
+        assert "+0." in conn.transcript()
+        assert "client  EOF (answering the server's close)" in conn.transcript()
+    finally:
+        for writer in kept:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except (ssl.SSLError, ConnectionError):
+                pass
 
 
 @needs_start_tls

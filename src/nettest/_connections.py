@@ -384,7 +384,10 @@ class _RecordingProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         assert self._state is not None
-        self._state.conn._record("eof", b"", self._state.loop.time())
+        conn = self._state.conn
+        # Once the server has closed, a TLS client's EOF is its answer to close_notify.
+        conn._eof_answered_close = self._state.closed_by_server
+        conn._record("eof", b"", self._state.loop.time())
         inner = self._inner
         assert isinstance(inner, (asyncio.Protocol, asyncio.BufferedProtocol))
         return bool(self._guard("eof_received", inner.eof_received))

@@ -599,6 +599,12 @@ async def _run_read_step(
                 )
             if not conn.eof_received:  # the reader's EOF came from the server closing
                 raise ScriptMismatch(f"{where}: not met when the server closed" + _so_far(conn))
+            if conn._eof_answered_close:
+                raise ScriptMismatch(
+                    f"{where}: not met when the server closed (the client's EOF came only "
+                    "in answer to the server's close, as a TLS client answers close_notify)"
+                    + _so_far(conn)
+                )
     except asyncio.TimeoutError:
         raise ScriptMismatch(
             f"{where}: nothing matching arrived in {timeout:g} s" + _so_far(conn)

@@ -353,6 +353,7 @@ class Connection:
         "_closed_at",
         "_ending",
         "_eof",
+        "_eof_answered_close",
         "_events",
         "_loop",
         "_received",
@@ -380,6 +381,8 @@ class Connection:
     _received: bytearray
     _sent: bytearray
     _eof: bool
+    #: The client's EOF came only after the server closed (a TLS client answers close_notify).
+    _eof_answered_close: bool
     _ending: Ending | None
     _closed_at: float | None
     _signal: Signal
@@ -411,6 +414,7 @@ class Connection:
         self._received = bytearray()
         self._sent = bytearray()
         self._eof = False
+        self._eof_answered_close = False
         self._ending = None
         self._closed_at = None
         self._signal = Signal()
@@ -623,6 +627,7 @@ class Connection:
             self.opened_at,
             self._events,
             self._ending,
+            eof_answered_close=self._eof_answered_close,
         )
 
 
@@ -701,13 +706,24 @@ _LABELS = {
 
 
 def format_transcript(
-    title: str, start: float, events: typing.Iterable[Event], ending: Ending | None
+    title: str,
+    start: float,
+    events: typing.Iterable[Event],
+    ending: Ending | None,
+    *,
+    eof_answered_close: bool = False,
 ) -> str:
-    """Format `events` as an indented list under `title`, with times relative to `start`."""
+    """Format `events` as an indented list under `title`, with times relative to `start`.
+
+    With *eof_answered_close*, the client's EOF is marked as its answer to the
+    server's close.
+    """
     lines = [title]
     for event in events:
         if event.kind in ("received", "sent"):
             what = show(event.data, 256)
+        elif event.kind == "eof" and eof_answered_close:
+            what = "EOF (answering the server's close)"
         elif event.kind in ("eof", "write_eof"):
             what = "EOF"
         else:

@@ -579,8 +579,10 @@ class _StreamServer(_LoopbackServer):
             TypeError: ``n`` is not an int.
             ValueError: ``n`` < 0, or a bad timeout.
             RuntimeError: called on another event loop than the server's, or the
-                server does not serve TLS (neither ``ssl=`` nor a script with a
-                `~nettest.handlers.start_tls` step), or serves it with ``ssl=``
+                server does not record failed handshakes (it has neither ``ssl=``
+                nor a script with a `~nettest.handlers.start_tls` step: a handler
+                that calls ``start_tls()`` itself gets the failure from that
+                call), or serves TLS with ``ssl=``
                 on a loop whose TLS layer nettest does not know (neither
                 asyncio's nor uvloop's).
             TimeoutError: fewer failed in time, or the server closed with fewer; the
@@ -591,8 +593,9 @@ class _StreamServer(_LoopbackServer):
         self._check_loop()
         if self._ssl is None and not upgrades_to_tls(self._handler):
             raise RuntimeError(
-                f"{self._name} does not serve TLS (ssl=, or a script with a start_tls "
-                "step): no handshake can fail"
+                f"{self._name} records failed handshakes only with ssl= or a script's "
+                "start_tls step: a handler that calls start_tls() itself gets the "
+                "failure from that call"
             )
         if self._ssl is not None and not self._handshakes_seen():
             raise RuntimeError(

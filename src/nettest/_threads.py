@@ -384,7 +384,8 @@ class _StreamThreadMixin(_ThreadedServer[_SS]):
         Raises:
             TypeError: ``n`` is not an int.
             ValueError: ``n`` < 0, or a bad timeout.
-            RuntimeError: the server does not serve TLS.
+            RuntimeError: the server records no failed handshakes: it serves no TLS, or a
+                handler of its own calls start_tls() (see `TCPServer.wait_for_handshake_failures`).
             TimeoutError: fewer failed in time, or the server closed with fewer.
         """
         timeout = _timeout_here(timeout)
