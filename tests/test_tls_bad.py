@@ -31,9 +31,18 @@ if typing.TYPE_CHECKING:
     import trustme
 
 CLIENT_REJECTS: list[TLSBadKind] = [k for k in TLS_BAD_KINDS if not k.startswith("mtls_")]
-SERVER_REJECTS: list[TLSBadKind] = ["mtls_no_cert", "mtls_untrusted_cert"]
+SERVER_REJECTS: list[TLSBadKind] = [
+    "mtls_no_cert",
+    "mtls_untrusted_cert",
+    "mtls_expired_cert",
+    "mtls_wrong_eku",
+]
 # The server verifies the client's certificate, and the client the server's.
-BOTH_SIDES_VERIFY: list[TLSBadKind] = ["mtls_untrusted_cert"]
+BOTH_SIDES_VERIFY: list[TLSBadKind] = [
+    "mtls_untrusted_cert",
+    "mtls_expired_cert",
+    "mtls_wrong_eku",
+]
 
 Side = typing.Literal["client", "server"]
 
@@ -48,6 +57,8 @@ EXPECTED_CODES = {
     "incomplete_chain": 20,
     "mtls_no_cert": None,
     "mtls_untrusted_cert": 20,
+    "mtls_expired_cert": 10,
+    "mtls_wrong_eku": 26,
 }
 
 
@@ -284,7 +295,7 @@ def test_tls_bad_case_mtls_client_refusing_the_server_does_not_match(
     assert server.reason == "TLSV1_ALERT_UNKNOWN_CA"
     assert not bad.matches(client, side="client")
     assert not bad.matches(server, side="server")
-    if kind in BOTH_SIDES_VERIFY:
+    if kind == "mtls_untrusted_cert":
         # Without a side the same error could be the server's refusal: no guess.
         with pytest.raises(ValueError, match=f"{kind}: both sides verify a certificate"):
             bad.matches(client)

@@ -87,6 +87,10 @@ async def test_tls_tcp_server_with_asyncio_client(
 ) -> None:
     server = await tcp_server(upper, ssl=tls_server_context)
     assert await asyncio_client(server.address, tls_client_context) == b"PING\n"
+    (conn,) = server.connections
+    assert conn.tls is not None
+    assert conn.tls.tls_version == tls_version
+    assert conn.tls.version == {"TLSv1_2": "TLSv1.2", "TLSv1_3": "TLSv1.3"}[tls_version.name]
 
 
 @pytest.mark.asyncio
@@ -626,7 +630,7 @@ async def test_tls_in_memory_bad_server(
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("kind", ["mtls_no_cert", "mtls_untrusted_cert"])
+@pytest.mark.parametrize("kind", [k for k in TLS_BAD_KINDS if k.startswith("mtls_")])
 async def test_tls_in_memory_bad_client_is_rejected_by_the_server(
     tls_bad_case_factory: TLSBadCaseFactory, tls_version: ssl.TLSVersion, kind: TLSBadKind
 ) -> None:

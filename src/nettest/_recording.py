@@ -12,6 +12,7 @@ import concurrent.futures
 import enum
 import functools
 import math
+import ssl
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -275,6 +276,14 @@ class TLSInfo:
     cipher: str
     alpn_protocol: str | None
     peer_certificate: dict[str, typing.Any] | None
+
+    @property
+    def tls_version(self) -> ssl.TLSVersion | None:
+        """The protocol version as an `ssl.TLSVersion`, to compare with ``tls_version``'s.
+
+        None for a version the `ssl` module has no member for.
+        """
+        return ssl.TLSVersion.__members__.get(self.version.replace(".", "_"))
 
     @classmethod
     def _of(cls, ssl_object: typing.Any) -> TLSInfo | None:

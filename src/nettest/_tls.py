@@ -83,6 +83,8 @@ TLSBadKind = Literal[
     "incomplete_chain",
     "mtls_no_cert",
     "mtls_untrusted_cert",
+    "mtls_expired_cert",
+    "mtls_wrong_eku",
 ]
 
 #: Every kind of bad TLS set-up :func:`make_tls_bad_case` knows, in a stable order.
@@ -455,6 +457,16 @@ class _Authority:
             return _Identity(full.key_pem, full.chain_pems[:1])
         if kind == "mtls_untrusted_cert":
             return _issue(self.other_ca, (_CLIENT_IDENTITY,), server_auth=False)
+        if kind == "mtls_expired_cert":
+            return _issue(
+                issuer,
+                (_CLIENT_IDENTITY,),
+                not_before=_PAST,
+                not_after=_EXPIRED_AT,
+                server_auth=False,
+            )
+        if kind == "mtls_wrong_eku":
+            return _issue(issuer, (_CLIENT_IDENTITY,), client_auth=False)
         raise AssertionError(kind)  # pragma: no cover - mtls_no_cert has no certificate
 
 
@@ -489,8 +501,9 @@ def _issue(
     not_before: datetime.datetime = _PAST,
     not_after: datetime.datetime = _FAR_FUTURE,
     server_auth: bool = True,
+    client_auth: bool = True,
 ) -> _Identity:
-    """Make a leaf that trustme cannot: no SAN, client-only EKU, or self-signed.
+    """Make a leaf that trustme cannot: no SAN, a one-sided EKU, or self-signed.
 
     Apart from what the caller asks for, the certificate is what
     ``VERIFY_X509_STRICT`` wants, so that it fails for the one intended reason.
@@ -520,9 +533,14 @@ def _issue(
             x509.SubjectKeyIdentifier
         ).value
         chain = _chain_of(issuer)
-    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
-    if server_auth:
-        usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
+    usages = [
+        usage
+        for usage, wanted in (
+            (ExtendedKeyUsageOID.SERVER_AUTH, server_auth),
+            (ExtendedKeyUsageOID.CLIENT_AUTH, client_auth),
+        )
+        if wanted
+    ]
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)

@@ -128,6 +128,20 @@ _EXPECTED: dict[TLSBadKind, _Expectation] = {
         _UNKNOWN_CA,
         "the client presents a certificate from a CA the server does not trust",
     ),
+    "mtls_expired_cert": _Expectation(
+        "server",
+        _EXPIRED,
+        _VERIFY_FAILED,
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "the client presents a certificate that expired in 2001",
+    ),
+    "mtls_wrong_eku": _Expectation(
+        "server",
+        _INVALID_PURPOSE,
+        _VERIFY_FAILED,
+        "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE",
+        "the client presents a server-only certificate (extended key usage serverAuth)",
+    ),
 }
 
 # Where TLS 1.2 sends another alert than TLS 1.3 (the alerts in _EXPECTED).
@@ -236,12 +250,13 @@ class TLSBadCase:
         Without it the side is worked out from the error, which works wherever
         only one side can fail that way: in the cases the client rejects, only
         the client verifies a certificate, and in ``mtls_no_cert`` only the
-        server fails with `reason` or sends the alerts.  In
-        ``mtls_untrusted_cert`` both sides verify certificates: a client that
-        refuses a server's certificate from another CA fails just as the server
-        must fail there, with the same ``verify_code`` and alert.  So without
-        *side*, an error that would match on one side and not on the other
-        raises `ValueError` in that case.
+        server fails with `reason` or sends the alerts.  In the other mutual-TLS
+        cases both sides verify certificates: a client that refuses a server's
+        certificate from another CA fails just as the server must fail in
+        ``mtls_untrusted_cert``, with the same ``verify_code`` and alert (and
+        likewise for an expired certificate, or one for the wrong use).  So
+        without *side*, an error that would match on one side and not on the
+        other raises `ValueError` in those cases.
 
         Args:
             error: The exception one side of the handshake raised.
@@ -344,7 +359,7 @@ def make_tls_bad_case(
     if kind == "mtls_no_cert":
         server_context = _server_context(server, cadata, tls_version)
         client_context = _client_context(cadata, None, tls_version)
-    elif kind == "mtls_untrusted_cert":
+    elif kind in ("mtls_untrusted_cert", "mtls_expired_cert", "mtls_wrong_eku"):
         server_context = _server_context(server, cadata, tls_version)
         client_context = _client_context(cadata, authority.bad(kind), tls_version)
     else:
