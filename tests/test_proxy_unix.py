@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import gc
 import os
 import socket
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -146,6 +149,118 @@ async def test_a_unix_proxy_has_a_path_not_an_address_and_a_tcp_proxy_the_revers
         _ = FaultProxy(server, unix=True).path
 
 
+@pytest.mark.asyncio
+async def test_a_unix_proxy_down_keeps_its_path_from_a_program_that_takes_it_meanwhile(
+    tcp_server: TCPServerFactory, tmp_path: Path
+) -> None:
+    # A daemon takes a path the usual way: unlink the stale file, bind.  Had the
+    # proxy let go of the file while down, the filesystem could give the daemon's
+    # file the same inode, and up() or aclose() would remove it as the proxy's.
+    server = await tcp_server(handlers.echo)
+    path = str(tmp_path / "shared.sock")
+    proxy = FaultProxy(server, unix=path)
+    await proxy.start()
+    daemon = socket.socket(socket.AF_UNIX)
+    try:
+        await proxy.down()
+        with pytest.raises(ConnectionRefusedError):  # the proxy holds the path, refusing
+            await asyncio.open_unix_connection(path)
+        os.unlink(path)
+        daemon.bind(path)
+        daemon.listen(1)
+        with pytest.raises(OSError, match="Address already in use") as info:
+            await proxy.up()
+        assert info.value.errno == errno.EADDRINUSE
+        assert not proxy.is_up
+        await proxy.aclose()
+        assert _exists(path)  # the daemon's file, left alone
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(path)  # and the daemon still listens there
+    finally:
+        daemon.close()
+        await proxy.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_relative_unix_path_is_bound_again_where_it_was_after_a_chdir(
+    tcp_server: TCPServerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = await tcp_server(handlers.echo)
+    first, elsewhere = tmp_path / "first", tmp_path / "elsewhere"
+    first.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(first)
+    proxy = await FaultProxy(server, unix="./proxy.sock").start()
+    try:
+        monkeypatch.chdir(elsewhere)
+        for refuse in (True, False):
+            await proxy.down(refuse=refuse)
+            await proxy.up()
+            assert sorted(os.listdir(first)) == ["proxy.sock"]
+            assert os.listdir(elsewhere) == []
+        assert await _echo_through(str(first / "proxy.sock"), b"still here") == b"still here"
+    finally:
+        await proxy.aclose()
+    assert os.listdir(first) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract names: Linux")
+@pytest.mark.asyncio
+async def test_a_trace_names_a_unix_client_bound_to_an_abstract_name(
+    tcp_server: TCPServerFactory, fault_proxy: FaultProxyFactory
+) -> None:
+    server = await tcp_server(handlers.echo)
+    proxy = await fault_proxy(server, unix=True)
+    name = f"\0nettest-client-{os.getpid()}"
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_UNIX) as client:
+        client.bind(name)
+        client.setblocking(False)
+        await loop.sock_connect(client, proxy.path)
+        await loop.sock_sendall(client, b"x")
+        assert await asyncio.wait_for(loop.sock_recv(client, 1), 10) == b"x"
+    await _until_finished(proxy)
+    assert str(proxy.traces[0]).startswith(f"tcp connection #1 from @{name[1:]}: ")
+
+
+async def _until_finished(proxy: FaultProxy) -> None:
+    for _ in range(1000):
+        if "finished" in str(proxy.traces[0]):
+            return
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("unix", [False, True], ids=["tcp", "unix"])
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+@pytest.mark.asyncio
+async def test_aclose_with_a_connection_being_accepted_leaves_no_socket_behind(
+    tcp_server: TCPServerFactory, unix: bool, turns: int
+) -> None:
+    # The loop accepts in one turn and makes the transport in a task the next: a
+    # proxy closed between the two left the accepted socket to warn "unclosed".
+    server = await tcp_server(handlers.echo)
+    proxy = await FaultProxy(server, unix=unix).start()
+    with socket.socket(socket.AF_UNIX if unix else socket.AF_INET) as client:
+        client.connect(proxy.path if unix else proxy.address)
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            await proxy.aclose()
+            gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+
+
+@pytest.mark.asyncio
+async def test_a_closed_proxy_cannot_start(tcp_server: TCPServerFactory) -> None:
+    server = await tcp_server(handlers.echo)
+    for unix in (False, True):
+        proxy = FaultProxy(server, unix=unix)
+        await proxy.aclose()
+        with pytest.raises(RuntimeError, match="the proxy is closed"):
+            await proxy.start()
+
+
 def test_unix_takes_a_bool_or_a_path_for_tcp_alone() -> None:
     upstream = ("127.0.0.1", 1)
     with pytest.raises(ValueError, match="unix: a proxy listens on a Unix stream socket for TCP"):
@@ -155,10 +270,11 @@ def test_unix_takes_a_bool_or_a_path_for_tcp_alone() -> None:
             FaultProxy(upstream, unix=True, **options)
     with pytest.raises(TypeError, match="unix must be a bool or a path"):
         FaultProxy(upstream, unix=5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="unix: path must not be empty"):
+    with pytest.raises(ValueError, match="unix must not be an empty path: pass True for a"):
         FaultProxy(upstream, unix="")
-    with pytest.raises(ValueError, match="unix: path must not contain a null byte"):
-        FaultProxy(upstream, unix="/tmp/a\0b")
+    for name in ("/tmp/a\0b", "\0abstract"):
+        with pytest.raises(ValueError, match="unix must be a path without a null byte, got"):
+            FaultProxy(upstream, unix=name)
     with pytest.raises(ValueError, match="unix: Unix socket path is 205 bytes"):
         FaultProxy(upstream, unix="/tmp/" + "x" * 200)
 
@@ -227,3 +343,10 @@ def test_cli_refuses_a_unix_path_with_udp_or_allow_remote(
             cli_main(["--listen", "/tmp/x.sock", "--upstream", "127.0.0.1:1", *extra])
         assert info.value.code == 2
         assert message in capsys.readouterr().err
+    # A path not starting with / or ./ reads as HOST:PORT: the error says how to write one.
+    with pytest.raises(SystemExit):
+        cli_main(["--listen", "proxy.sock", "--upstream", "127.0.0.1:1"])
+    assert (
+        "--listen must be HOST:PORT, or a Unix socket path starting with / or ./, got "
+        "'proxy.sock'" in capsys.readouterr().err
+    )

@@ -126,7 +126,7 @@ class ConnectionTrace:
         peer = self.peer
         if isinstance(peer, tuple) and len(peer) >= 2:
             peer = f"{peer[0]}:{peer[1]}"
-        elif isinstance(peer, str):  # a Unix client: usually unnamed
+        elif isinstance(peer, (str, bytes)):  # a Unix client: unnamed, a path or abstract
             peer = format_address(peer)
         head = (
             f"{self.kind} connection #{self.index} from {peer}: "

@@ -456,7 +456,8 @@ class Refuse(Fault):
     """Reset each new connection before it reaches the server.
 
     The kernel completes the TCP handshake before any program sees a
-    connection, so what the client sees is a reset right after connecting.  For a
+    connection, so what the client sees is a reset right after connecting (on a
+    proxy's Unix socket, which has no RST, EOF unless it had sent bytes).  For a
     true "connection refused" take the whole proxy down with ``proxy.down()``.
     Only ``probability`` and ``Trigger(connection=N)`` apply.
 

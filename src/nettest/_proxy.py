@@ -104,12 +104,19 @@ class _UnixListenPath(_UnixPath):
     def __init__(self, path: str | os.PathLike[str] | None) -> None:
         self._init_unix_path(path, abstract=False)
 
-    def listener(self, backlog: int) -> socket.socket:
-        """Bind (again, after `_unbind`, at the same path) and listen."""
+    def listener(self, backlog: int | None) -> socket.socket:
+        """Bind (again, at the same path) and listen, unless *backlog* is None.
+
+        Bound and not listening, a socket refuses connections as a dead
+        server's path does, and keeps the file's inode the proxy's: closed,
+        another program could bind a new file there, with the same inode, that
+        the proxy would take for its own and remove.
+        """
         self._unbind()
         sock = self._make_socket()
         with _closed_on_error(sock):
-            sock.listen(backlog)
+            if backlog is not None:
+                sock.listen(backlog)
             sock.setblocking(False)
         return sock
 
@@ -122,6 +129,14 @@ def _unix_listen_path(
         return None
     if not isinstance(unix, (bool, str, os.PathLike)):
         raise TypeError(f"unix must be a bool or a path (str or os.PathLike), got {unix!r}")
+    path: str | bytes = "" if isinstance(unix, bool) else os.fspath(unix)
+    if not isinstance(unix, bool) and not path:
+        raise ValueError("unix must not be an empty path: pass True for a private temporary one")
+    if isinstance(path, str) and "\0" in path:
+        raise ValueError(
+            f"unix must be a path without a null byte, got {path!r}: the proxy listens on a "
+            "file, not on an abstract name"
+        )
     if kind != "tcp":
         raise ValueError(
             "unix: a proxy listens on a Unix stream socket for TCP only; a UDP proxy "
@@ -290,6 +305,8 @@ class FaultProxy(FaultsInForce):
         """
         if self._started:
             raise RuntimeError("FaultProxy.start() was already called")
+        if self._closed:
+            raise RuntimeError("the proxy is closed")
         self._started = True
         if self._unix is None and ":" in self._host and not has_ipv6_loopback():
             self._closed = True
@@ -547,6 +564,9 @@ class FaultProxy(FaultsInForce):
         """Stop listening, close every connection and socket; idempotent."""
         if self._closed:
             return
+        await self._let_accepted_attach()
+        if self.closed:  # another aclose() meanwhile
+            return
         starting = self._starting
         self._abort_now()
         waits: list[asyncio.Future[Any]] = [s.lost for s in self._sides]
@@ -559,6 +579,22 @@ class FaultProxy(FaultsInForce):
         if waits:
             await asyncio.wait(waits, timeout=default_timeout())
         self._sides.clear()
+
+    async def _let_accepted_attach(self) -> None:
+        """Stop accepting, and let the connections the loop has accepted reach the proxy.
+
+        asyncio's selector loop accepts in a reader callback and makes each
+        transport in a task an iteration later, which fails against a closed
+        server and leaves the accepted socket to warn unclosed; the reader goes
+        first, and one iteration lets those tasks run (as the servers' teardown).
+        """
+        server = self._server
+        loop = asyncio.get_running_loop()
+        if server is None or not isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+            return
+        for sock in server.sockets:
+            loop.remove_reader(sock.fileno())
+        await asyncio.sleep(0)
 
     def _abort_now(self) -> None:
         """Close everything at once; `aclose` then waits, the hygiene gate does not."""
@@ -642,8 +678,14 @@ class FaultProxy(FaultsInForce):
         down.  Calling ``down`` again switches between the two ways.  On Linux no
         client's socket can take the closed port meanwhile (see `port`).
 
+        On a Unix socket (*unix*) the proxy keeps its path while it is down: a
+        socket bound there and not listening refuses connections, and with
+        ``refuse=False`` one listening and never accepting queues them unanswered.
+
         Raises:
             TypeError: *refuse* is not a bool.
+            OSError: on a Unix socket, another program took the path; the proxy
+                stays down, and `up` tries again.
         """
         check_bool("refuse", refuse)
         self._check_open()
@@ -657,8 +699,13 @@ class FaultProxy(FaultsInForce):
             if starting is not None:  # it closes itself as it finishes starting
                 await asyncio.wait([starting], timeout=default_timeout())
         self._stop_silence()
-        if not refuse and self._down and not self._up and not self._closed:
-            self._hold_silent()
+        if self._down and not self._up and not self._closed:
+            if not refuse:
+                self._hold_silent()
+            elif self._unix is not None:
+                with made_for(self):
+                    self._silent = (self._unix.listener(None),)  # refuses, see listener()
+                parts_of(self, *self._silent)
 
     def _hold_silent(self) -> None:
         """Hold the port without answering: TCP SYNs dropped, datagrams never read."""

@@ -300,9 +300,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--listen",
         default="127.0.0.1:0",
-        metavar="HOST:PORT",
+        metavar="HOST:PORT|PATH",
         help="where to listen (default 127.0.0.1:0, any free port); a literal loopback "
-        "address unless --allow-remote, or the path of a Unix socket (for TCP)",
+        "address unless --allow-remote, or the path of a Unix socket (for TCP), starting "
+        "with / or ./",
     )
     parser.add_argument(
         "--allow-remote",
@@ -387,6 +388,11 @@ def _parse_listen(text: str, kind: Kind, allow_remote: bool) -> Address | str:
         if allow_remote:
             raise ValueError("--allow-remote applies to --listen HOST:PORT, not to a path")
         return text
+    if ":" not in text:
+        raise ValueError(
+            f"--listen must be HOST:PORT, or a Unix socket path starting with / or ./, "
+            f"got {text!r}"
+        )
     listen = _parse_address(text, "--listen")
     try:
         check_host(listen[0], allow_remote=allow_remote)

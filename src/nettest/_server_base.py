@@ -430,6 +430,7 @@ class _UnixPath:
     _dir: str | None
     _dir_id: tuple[int, int] | None
     _bound: tuple[int, int] | None
+    _bound_at: str | None
     _removal: weakref.finalize[..., _UnixPath] | None
 
     def _init_unix_path(self, path: str | os.PathLike[str] | None, abstract: bool) -> None:
@@ -459,6 +460,8 @@ class _UnixPath:
         self._dir_id = None
         # (device, inode) of the socket file this server bound: the only file it removes.
         self._bound = None
+        # Where the first bind put it, made absolute: a bind again goes there.
+        self._bound_at = None
         # Removes what the server made on disk, at close or when it is collected.
         self._removal = None
 
@@ -474,14 +477,17 @@ class _UnixPath:
                     self._dir = _private_dir()
                     self._dir_id = _file_id(self._dir)
                     self._path = check_unix_path(os.path.join(self._dir, "s"))
-                try:
-                    sock.bind(self._path)
-                except OSError as error:  # bind() names no path: say which one
-                    raise OSError(error.errno, error.strerror, self._path) from None
                 # A relative path is bound where the process is now: the clean-up
                 # must find it after a chdir() (joined, not normalised: the kernel
-                # resolves "link/.." through the link).
-                bound_at = os.path.join(os.getcwd(), self._path)
+                # resolves "link/.." through the link), and so must a bind again.
+                here = os.path.join(os.getcwd(), self._path)
+                first = self._bound_at
+                target = self._path if first is None or first == here else check_unix_path(first)
+                try:
+                    sock.bind(target)
+                except OSError as error:  # bind() names no path: say which one
+                    raise OSError(error.errno, error.strerror, target) from None
+                bound_at = self._bound_at = here if first is None else first
                 info = os.stat(bound_at)
                 self._bound = (info.st_dev, info.st_ino)
                 # Not a method of self: the finalizer must not keep the server alive.
@@ -493,9 +499,8 @@ class _UnixPath:
     def _unbind(self) -> None:
         """Remove the socket file this object bound, keeping its private directory.
 
-        For a listener closed and bound again at the same path (a proxy's `down`
-        and `up`): bind() fails where a file is.  The file stays until then, so
-        that a client meanwhile is refused, as by a server that has died.
+        For a socket closed and another bound at the same path at once (a
+        proxy's `down` and `up`): bind() fails where a file is.
         """
         removal, self._removal = self._removal, None
         if removal is None:
