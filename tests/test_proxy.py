@@ -1306,6 +1306,11 @@ async def test_udp_proxy_down_without_refusing_drops_datagrams_silently(
         ("corrupt,rate=0.01,probability=0.5", Corrupt(rate=0.01, probability=0.5)),
         ("drop=0.1", Drop(0.1)),
         ("truncate_datagram=512", TruncateDatagram(512)),
+        # Exponents in sizes and durations, as in rates; units in either case.
+        ("bandwidth=1e-3", Bandwidth(0.001)),
+        ("truncate=1.5e3", Truncate(1500)),
+        ("latency=2E-1", Latency(0.2)),
+        ("latency=1S,jitter=5MS", Latency(1.0, jitter=0.005)),
     ],
 )
 def test_parse_fault(spec: str, fault: object) -> None:
@@ -1323,6 +1328,8 @@ def test_parse_fault(spec: str, fault: object) -> None:
         ("latency=1s,jitter", "key=value"),
         ("slice=10,jitter=2ms", "size such as 512"),
         ("bandwidth=0", "bytes_per_second must be > 0"),
+        ("truncate=1e-3", "whole number of bytes"),
+        ("truncate=1e100", "whole number of bytes"),  # no int of 100 digits built
     ],
 )
 def test_parse_fault_errors(spec: str, message: str) -> None:
@@ -1331,6 +1338,36 @@ def test_parse_fault_errors(spec: str, message: str) -> None:
 
 
 skip_windows = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+@pytest.mark.asyncio
+async def test_closing_the_proxy_resets_a_client_whose_reply_it_still_held(
+    upstream: Upstream,
+) -> None:
+    # A FIN would let a client that reads to EOF take the cut reply for a whole one.
+    proxy = await FaultProxy(upstream.address, faults=[Latency(2.0)]).start()
+    try:
+        async with connect(proxy.address) as (reader, writer):
+            writer.write(b"GET a")
+            await until(lambda: upstream.received == b"GET a")  # the echo is on its way
+            await proxy.aclose()
+            with pytest.raises(ConnectionResetError):
+                await read_all(reader)
+    finally:
+        await proxy.aclose()
+
+
+@pytest.mark.asyncio
+async def test_closing_the_proxy_ends_an_idle_connection_with_eof(upstream: Upstream) -> None:
+    proxy = await FaultProxy(upstream.address, faults=[Latency(0.01)]).start()
+    try:
+        async with connect(proxy.address) as (reader, writer):
+            writer.write(b"ping")
+            assert await asyncio.wait_for(reader.readexactly(4), 10) == b"ping"
+            await proxy.aclose()
+            assert await read_all(reader) == b""
+    finally:
+        await proxy.aclose()
 
 
 # -- the command line --------------------------------------------------------------------
@@ -1374,6 +1411,46 @@ def test_cli_proxy_that_cannot_listen_says_where(capsys: pytest.CaptureFixture[s
         assert cli_main(["--upstream", "127.0.0.1:1", "--listen", f"127.0.0.1:{port}"]) == 1
     err = capsys.readouterr().err
     assert f"nettest proxy: [Errno {errno.EADDRINUSE}] --listen 127.0.0.1:{port}: " in err
+
+
+def _line_of(process: subprocess.Popen[bytes], timeout: float = 10) -> str:
+    """The process's next line of output, failing (not hanging) if none comes in time.
+
+    Read on a thread: the pipe's buffered reader may hold the line already, where
+    select() would not see it.  A thread still reading ends as the process is killed.
+    """
+    import threading
+
+    stdout = process.stdout
+    assert stdout is not None
+    lines: list[bytes] = []
+    reader = threading.Thread(target=lambda: lines.append(stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert lines, f"no line of output in {timeout} s"
+    return lines[0].decode()
+
+
+@skip_windows
+def test_cli_proxy_says_when_a_connection_could_not_reach_the_upstream() -> None:
+    # Else a typo in --upstream resets every client with nothing said until --trace.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, not listening: connect is refused
+        with _cli_proxy("--upstream", f"127.0.0.1:{port}") as (first, process):
+            assert process.stdout is not None
+            process.stdout.readline()  # faults and seed
+            address = first.split("listening on ")[1].split(" ")[0]
+            with pytest.raises(ConnectionResetError):
+                _echo_through(address, b"anyone?")
+            assert _line_of(process).startswith("connection #1 from 127.0.0.1:")
+            line = _line_of(process)
+            assert line.startswith(
+                f"connection #1: upstream 127.0.0.1:{port} failed: ConnectionRefusedError("
+            ), line
+            assert line.endswith("; client reset\n"), line
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
 
 
 @skip_windows
@@ -1441,7 +1518,7 @@ def test_cli_proxy_forwards_to_a_unix_socket(unix_server_thread: UnixServerThrea
 
 
 @skip_windows
-@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM", "SIGHUP"])
 @pytest.mark.asyncio
 async def test_cli_proxy_forwards_then_stops_on_signal(upstream: Upstream, signum: str) -> None:
     import signal

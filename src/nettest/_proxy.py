@@ -290,6 +290,8 @@ class FaultProxy(FaultsInForce):
         #: The loop it runs on, once started (a thread's, for `FaultProxyThread`).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_connection: Callable[[ConnectionTrace], None] | None = None
+        # Told why a connection's (or a UDP client's) upstream could not be reached.
+        self._on_upstream_failure: Callable[[ConnectionTrace, str], None] | None = None
         #: One trace per connection (TCP) or client address (UDP), in order.
         self.traces: list[ConnectionTrace] = []
 
@@ -859,6 +861,8 @@ class FaultProxy(FaultsInForce):
             await flow.connect(upstream)
         except OSError as exc:
             flow.trace.record(loop.time(), "upstream", f"upstream socket failed: {exc!r}")
+            if self._on_upstream_failure is not None:
+                self._on_upstream_failure(flow.trace, f"upstream socket failed: {exc!r}")
             if not flow.lost.done():
                 flow.lost.set_result(None)
             return

@@ -1,6 +1,6 @@
 """``nettest proxy``: the fault proxy on the command line.
 
-`cli_main` runs a `FaultProxy` until SIGINT or SIGTERM, for manual tests and
+`cli_main` runs a `FaultProxy` until SIGINT, SIGTERM or SIGHUP, for manual tests and
 for programs not written in Python; `parse_fault` turns its ``--fault`` specs
 (``latency=100ms,jitter=10ms``) into fault values.  The ``nettest`` command
 (`nettest._cli`) dispatches its ``proxy`` subcommand to `cli_main`.
@@ -39,11 +39,17 @@ if typing.TYPE_CHECKING:
 
 __all__ = ["cli_main", "parse_fault"]
 
-_DURATION = re.compile(r"([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*(us|ms|s|m)?")
-_SIZE = re.compile(r"([0-9]*\.?[0-9]+)\s*([kKmMgG]?)(i?[bB])?")
+_DURATION = re.compile(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(us|ms|s|m)?", re.IGNORECASE)
+# An exponent of two digits at most: Fraction() of 1e99999999 would build the int.
+_SIZE = re.compile(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]{1,2})?)\s*([kKmMgG]?)(i?[bB])?")
 _NUMBER = re.compile(r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?")
 _UNITS = {"us": Decimal("1e-6"), "ms": Decimal("1e-3"), "s": Decimal(1), "m": Decimal(60)}
 _SIZES = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+#: What stops the proxy gracefully: Ctrl-C, kill, and its terminal closing.
+_STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 #: Names of faults on the command line; the first field takes ``name=value``.
 _CLI_NAMES = {
@@ -84,7 +90,8 @@ def _duration(text: str) -> float | None:
     # float() makes it, and too large (inf) it is no duration, as "inf" is not.
     number = match.group(1)
     exact = Context(prec=len(number) + 2, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[])
-    seconds = float(exact.multiply(exact.create_decimal(number), _UNITS[match.group(2) or "s"]))
+    unit = _UNITS[(match.group(2) or "s").lower()]
+    seconds = float(exact.multiply(exact.create_decimal(number), unit))
     return seconds if seconds != math.inf else None
 
 
@@ -291,7 +298,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="nettest proxy",
         description="Run a fault-injecting proxy in front of a TCP or UDP server, for manual "
         "tests and programs not written in Python.  It prints its address, then one line per "
-        "connection.  SIGINT or SIGTERM stop it.",
+        "connection.  SIGINT, SIGTERM or SIGHUP stop it.",
         epilog="Faults: "
         + ", ".join(sorted(_CLI_NAMES))
         + ".  Examples: --fault latency=100ms,jitter=10ms  --fault bandwidth=64k  "
@@ -412,7 +419,7 @@ async def _serve(
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     if isinstance(listen, str):
         proxy = FaultProxy(upstream, faults=faults, kind=kind, seed=seed, unix=listen)
@@ -433,6 +440,9 @@ async def _serve(
         output.line(f"connection #{conn.index} from {format_address(conn.peer)}")
 
     proxy._on_connection = announce
+    proxy._on_upstream_failure = lambda conn, failure: output.line(
+        f"connection #{conn.index}: {failure}"
+    )
     try:
         try:
             await proxy.start()
@@ -446,7 +456,7 @@ async def _serve(
         output.line("stopping")
     finally:
         await proxy.aclose()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in _STOP_SIGNALS:
             loop.remove_signal_handler(signum)
         if trace:
             output.line(proxy.format_traces())

@@ -320,10 +320,10 @@ class _StreamConnection:
             await asyncio.wait_for(connecting, default_timeout())
         except (OSError, asyncio.TimeoutError) as exc:
             if not self.finished:
-                where = _format_address(upstream)
-                self.trace.record(
-                    self.loop.time(), None, f"upstream {where} failed: {exc!r}; client reset"
-                )
+                failure = f"upstream {_format_address(upstream)} failed: {exc!r}; client reset"
+                self.trace.record(self.loop.time(), None, failure)
+                if self.proxy._on_upstream_failure is not None:
+                    self.proxy._on_upstream_failure(self.trace, failure)
                 _reset(self.client.transport)
                 self.finish()
 
@@ -572,9 +572,20 @@ class _StreamConnection:
         self.finish()
 
     def abort(self) -> None:
+        """End at once, as the proxy closes.
+
+        A side that bytes were still on their way to (held by a fault, or in the
+        proxy's write buffer) is reset: with a FIN, a client reading to EOF
+        would take the cut reply for a whole one.  The others get a FIN.
+        """
         for side in (self.client, self.server):
-            if side is not None and side.transport is not None:
-                side.transport.abort()
+            if side is None or side.transport is None:
+                continue
+            towards = other_flow(side.sends)
+            held = self.backlogs[towards].size + sum(ledger.size for ledger in self.held[towards])
+            if held or side.transport.get_write_buffer_size():
+                _reset(side.transport)
+            side.transport.abort()
         self.finish()
 
     def finish(self) -> None:
