@@ -379,7 +379,7 @@ def test_gate_does_not_fail_a_failed_test_again_for_what_it_left_open(
             f"test_leaky.py::test_fails_before_its_clean_up left 2 things behind "
             f"(--nettest-leaks={mode}):",
             "  - open MemoryTransport *, created at:",
-            "(closed: a test that failed is not failed again for what it left open)",
+            "(closed: this test failed already, not again for what it left open)",
         ]
     )
     assert "LeakError" not in result.stdout.str()

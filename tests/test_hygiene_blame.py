@@ -710,7 +710,7 @@ def test_gate_lists_a_failed_tests_dropped_writers_without_failing_it_again(
         [
             "*nettest hygiene at teardown*",
             "*test_interrupted left * things behind*(--nettest-leaks=strict):",
-            "*(closed: a test that failed is not failed again for what it left open)",
+            "*(closed: this test failed already, not again for what it left open)",
         ]
     )
     report = result.stdout.str()
@@ -783,10 +783,10 @@ def test_gate_closes_what_a_failed_test_left_open_in_own_mode(
             # a dropped writer's transport in StreamWriter.__del__, with a warning:
             # the gate closes it first); or kept alive past its loop's closing.
             "*- *Transport*" + untracked,
-            "*(closed: a test that failed is not failed again for what it left open)",
+            "*(closed: this test failed already, not again for what it left open)",
             "*test_fails_holding_a_connection left 1 thing behind (--nettest-leaks=own):",
             "*- <*Transport*> open when its event loop closed" + untracked,
-            "*(closed: a test that failed is not failed again for what it left open)",
+            "*(closed: this test failed already, not again for what it left open)",
         ]
     )
     assert "ResourceWarning" not in result.stdout.str()

@@ -177,7 +177,7 @@ def test_thread_left_running_is_reported_against_its_test(pytester: pytest.Pytes
         [
             "*test_fails left 1 thing behind*",
             '*- thread "failed\'s" still running*',
-            "(closed, threads aside: a test that failed is not failed again for what it left*",
+            "(closed, threads aside: this test failed already, not again for what it left*",
         ]
     )
     # Counted above the short summary, which repeats the messages in full under CI.

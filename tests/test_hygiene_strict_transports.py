@@ -105,7 +105,7 @@ def test_gate_failed_test_connection_closed_with_its_transport(
         [
             "*nettest hygiene at teardown*",
             "*- open socket <socket.socket *>, created at:",
-            "(closed: a test that failed is not failed again for what it left open)",
+            "(closed: this test failed already, not again for what it left open)",
         ]
     )
     _no_late_warnings(result.stdout.str() + result.stderr.str())

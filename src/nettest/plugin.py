@@ -479,7 +479,7 @@ def pytest_runtest_makereport(
         released = item.stash[_RELEASED_KEY]
         # pytest prints a teardown section ("teardown" in its name) under the failure.
         closed = "closed, threads aside" if THREAD_LEFT_RUNNING in released else "closed"
-        note = f"({closed}: a test that failed is not failed again for what it left open)"
+        note = f"({closed}: this test failed already, not again for what it left open)"
         report.sections.append(("nettest hygiene at teardown", f"{released}\n{note}"))
     if report.when in ("setup", "call") and (report.failed or hasattr(report, "wasxfail")):
         GATE.failed.add(item.nodeid)  # a strict xfail that passed has no exception
