@@ -825,6 +825,33 @@ def test_memory_peer_reset_queues_behind_a_fault_s_close_on_its_way(faults: list
     run_in_loop_time(scenario)
 
 
+def test_memory_close_with_bytes_still_on_their_way_sends_a_fin_then_a_reset() -> None:
+    # A kernel counts as unread only what reached its receive queue: an end that
+    # closes while a fault still holds bytes for it sends a FIN, and answers the
+    # bytes with an RST when they reach it, as through the proxy.  The memory
+    # pair used to reset the peer at once.
+    async def scenario() -> None:
+        client, server = _Recorder(), _Recorder()
+        client_end, server_end = memory_transport_pair(client, server)
+        handle = inject_faults(client_end, [Latency(0.5, direction="downstream")])
+        await asyncio.sleep(0)
+        start = asyncio.get_running_loop().time()
+        server_end.write(b"reply")  # held on its way for 0.5 s
+        await asyncio.sleep(0.1)
+        client_end.close()  # nothing has arrived: nothing unread
+        await client.lost
+        await asyncio.sleep(1)
+        assert [(round(at - start, 3), kind) for at, kind, _ in server.events] == [(0.1, "eof")]
+        assert client.data() == b""
+        trace = str(handle.trace)
+        assert "reset upstream: client reset" in trace  # when the reply reached it
+        # After EOF asyncio reads no more, so the RST shows at the next write.
+        server_end.write(b"more")
+        assert isinstance(await server.lost, BrokenPipeError)
+
+    run_in_loop_time(scenario)
+
+
 def test_memory_reset_for_bytes_sent_to_a_closed_end_follows_its_fin() -> None:
     # Bytes that reach an end after it closed are answered with an RST, which
     # takes the same way as the FIN and the bytes the end sent before it.

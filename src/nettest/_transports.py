@@ -640,7 +640,10 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         if self._write_handle is not None:
             self._write_handle.cancel()
             self._write_handle = None
-        unread = self._in.in_flight > 0 and not self._in.broken
+        # Unread: arrived and not read.  Bytes a fault still holds on their way are
+        # not, as a kernel counts only its receive queue: when they arrive, the
+        # closed end answers them with a reset (`Link.arrive`).
+        unread = len(self._rx) > 0 and not self._in.broken
         self._in.in_flight -= len(self._rx)  # received, and now never read
         self._rx.clear()
         if self._unix:
