@@ -1340,16 +1340,22 @@ def test_parse_fault_errors(spec: str, message: str) -> None:
 skip_windows = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [Latency(2.0), Bandwidth(1), Stall(direction="downstream")],
+    ids=["latency", "bandwidth", "stall"],  # a Stall leaves the reply unread in a socket
+)
 @pytest.mark.asyncio
 async def test_closing_the_proxy_resets_a_client_whose_reply_it_still_held(
-    upstream: Upstream,
+    upstream: Upstream, fault: Fault
 ) -> None:
     # A FIN would let a client that reads to EOF take the cut reply for a whole one.
-    proxy = await FaultProxy(upstream.address, faults=[Latency(2.0)]).start()
+    proxy = await FaultProxy(upstream.address, faults=[fault]).start()
     try:
         async with connect(proxy.address) as (reader, writer):
             writer.write(b"GET a")
             await until(lambda: upstream.received == b"GET a")  # the echo is on its way
+            await asyncio.sleep(0.05)  # and has reached the proxy
             await proxy.aclose()
             with pytest.raises(ConnectionResetError):
                 await read_all(reader)

@@ -251,6 +251,28 @@ async def test_aclose_with_a_connection_being_accepted_leaves_no_socket_behind(
     assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
 
 
+@pytest.mark.parametrize("unix", [False, True], ids=["tcp", "unix"])
+@pytest.mark.asyncio
+async def test_aclose_cancelled_as_it_lets_accepts_attach_still_closes_the_proxy(
+    tcp_server: TCPServerFactory, unix: bool
+) -> None:
+    server = await tcp_server(handlers.echo)
+    proxy = await FaultProxy(server, unix=unix).start()
+    closing = asyncio.ensure_future(proxy.aclose())
+    await asyncio.sleep(0)  # inside aclose(), as it lets the loop's accepts attach
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert proxy.closed
+    assert not proxy.is_up
+    if unix:
+        with pytest.raises(FileNotFoundError):  # closed: the path is gone
+            await asyncio.open_unix_connection(proxy.path)
+    else:
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(*proxy.address)
+
+
 @pytest.mark.asyncio
 async def test_a_closed_proxy_cannot_start(tcp_server: TCPServerFactory) -> None:
     server = await tcp_server(handlers.echo)

@@ -566,7 +566,12 @@ class FaultProxy(FaultsInForce):
         """Stop listening, close every connection and socket; idempotent."""
         if self._closed:
             return
-        await self._let_accepted_attach()
+        try:
+            await self._let_accepted_attach()
+        except BaseException:  # cancelled: close all the same, not wait
+            if not self.closed:
+                self._abort_now()
+            raise
         if self.closed:  # another aclose() meanwhile
             return
         starting = self._starting

@@ -142,6 +142,19 @@ def _reset(transport: asyncio.Transport | None) -> None:
     transport.abort()
 
 
+def _unread_bytes(transport: asyncio.BaseTransport | None) -> int:
+    """Bytes waiting unread in *transport*'s socket; 0 where that cannot be known."""
+    sock = None if transport is None else transport.get_extra_info("socket")
+    try:
+        import fcntl
+        import termios
+
+        answer = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")  # type: ignore[union-attr]
+        return int(struct.unpack("i", answer)[0])
+    except (ImportError, AttributeError, OSError, ValueError):  # no socket, or not POSIX
+        return 0
+
+
 def _write_eof(transport: asyncio.Transport) -> OSError | None:
     """Send EOF; return the error if the peer had reset the connection already.
 

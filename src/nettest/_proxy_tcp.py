@@ -57,6 +57,7 @@ from ._proxy_sockets import (
     _pending,
     _reset,
     _transport_open,
+    _unread_bytes,
     _write_eof,
 )
 from ._settings import default_timeout
@@ -574,19 +575,27 @@ class _StreamConnection:
     def abort(self) -> None:
         """End at once, as the proxy closes.
 
-        A side that bytes were still on their way to (held by a fault, or in the
-        proxy's write buffer) is reset: with a FIN, a client reading to EOF
-        would take the cut reply for a whole one.  The others get a FIN.
+        A side that bytes were still on their way to (held by a fault, in the
+        proxy's write buffer, or unread in the other side's socket, where a
+        `Stall` leaves them) is reset: with a FIN, a client reading to EOF would
+        take the cut reply for a whole one.  The others get a FIN.
         """
-        for side in (self.client, self.server):
-            if side is None or side.transport is None:
-                continue
-            towards = other_flow(side.sends)
-            held = self.backlogs[towards].size + sum(ledger.size for ledger in self.held[towards])
-            if held or side.transport.get_write_buffer_size():
-                _reset(side.transport)
-            side.transport.abort()
+        lost = {side: self._bytes_on_their_way_to(side) for side in (self.client, self.server)}
+        for side, reset in lost.items():
+            if side is not None and side.transport is not None:
+                if reset:
+                    _reset(side.transport)
+                side.transport.abort()
         self.finish()
+
+    def _bytes_on_their_way_to(self, side: _Side | None) -> bool:
+        if side is None or side.transport is None:
+            return False
+        towards = other_flow(side.sends)
+        held = self.backlogs[towards].size + sum(ledger.size for ledger in self.held[towards])
+        sender = self.server if side is self.client else self.client
+        unread = sender is not None and _unread_bytes(sender.transport) > 0
+        return bool(held or side.transport.get_write_buffer_size() or unread)
 
     def finish(self) -> None:
         if self.finished:
