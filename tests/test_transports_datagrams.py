@@ -299,6 +299,51 @@ async def test_datagrams_after_resume_reading_arrive_in_the_resumers_context_lik
     assert memory_seen == real_seen == ["nobody", "the resumer", "datagram_received"]
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10's datagram transport cannot pause")
+@pytest.mark.asyncio
+async def test_a_datagram_due_as_reading_pauses_and_resumes_arrives_in_the_resumers_context() -> (
+    None
+):
+    # pause_reading() removes the reader, cancelling a read already due; the one
+    # resume_reading() makes runs in its caller's context, as a socket's does.
+    loop = asyncio.get_running_loop()
+
+    async def seen(receiver: ContextRecorder, sender: asyncio.DatagramTransport) -> list[str]:
+        async def send_pause_resume() -> None:
+            _WHO_SET.set("the resumer")
+            sender.sendto(b"x")
+            receiver.transport.pause_reading()
+            receiver.transport.resume_reading()
+
+        await asyncio.create_task(send_pause_resume())
+        for _ in range(200):
+            if receiver.seen:
+                break
+            await asyncio.sleep(0.005)
+        return receiver.seen
+
+    real = ContextRecorder()
+    rx, _ = await loop.create_datagram_endpoint(lambda: real, local_addr=("127.0.0.1", 0))
+    tx, _ = await loop.create_datagram_endpoint(
+        Datagrams, remote_addr=rx.get_extra_info("sockname")
+    )
+    try:
+        real_seen = await seen(real, tx)
+    finally:
+        tx.close()
+        rx.close()
+    memory = ContextRecorder()
+    a, b = memory_datagram_pair(Datagrams(), memory)
+    await turns()
+    try:
+        memory_seen = await seen(memory, a)
+    finally:
+        a.close()
+        b.close()
+        await turns()
+    assert memory_seen == real_seen == ["the resumer"]
+
+
 @pytest.mark.asyncio
 async def test_memory_datagram_unconnected_sendto_without_address_is_fatal() -> None:
     loop = asyncio.get_running_loop()

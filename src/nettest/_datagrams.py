@@ -805,6 +805,11 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         if self.is_reading():
             self._paused = True
             self._note_reading("pause")
+            # As remove_reader() cancels the reader's handle: a read already due is
+            # made again at resume_reading(), in its caller's context.
+            if self._read_handle is not None:
+                self._read_handle.cancel()
+                self._read_handle = None
 
     def resume_reading(self) -> None:
         """Read again, from the next loop turn (never inside this call).
