@@ -8,6 +8,7 @@ callback sequence: where they would differ, the memory transport is wrong.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import errno
 import gc
@@ -1506,8 +1507,9 @@ class UnwritableBuffer(BufferRecorder):
         (memoryview(b"read only"), "memoryview"),
         (memoryview(bytearray(8))[::2], "memoryview"),  # writable, but not contiguous
         ([0] * 8, "list"),
+        (collections.deque(b"12345678"), "collections.deque"),  # named as C names it
     ],
-    ids=["bytes", "read-only-view", "strided-view", "list"],
+    ids=["bytes", "read-only-view", "strided-view", "list", "deque"],
 )
 async def test_transport_buffered_protocol_unwritable_buffer_is_recv_intos_error(
     connect: Connect, buffer: object, named: str

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import socket
 import typing
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -72,6 +73,25 @@ def _unjoined_reads_invisible(protocol: object) -> bool:
     if type(protocol).data_received is not asyncio.StreamReaderProtocol.data_received:
         return False
     return type(protocol._stream_reader) is asyncio.StreamReader  # type: ignore[attr-defined]
+
+
+def _recv_into_refusal(buf: object) -> TypeError:
+    """The `TypeError` ``socket.recv_into(buf)`` raises for a buffer it cannot fill.
+
+    Asked of a closed socket, which checks its argument first: the message names
+    the type as CPython does (``collections.deque``, ``mmap.mmap``).
+    """
+    probe = socket.socket()
+    probe.close()
+    try:
+        probe.recv_into(buf)  # type: ignore[arg-type]
+    except TypeError as error:
+        return error
+    except OSError:
+        pass
+    return TypeError(
+        f"recv_into() argument 1 must be read-write bytes-like object, not {type(buf).__name__}"
+    )
 
 
 def reads_in_resumer_context(loop: asyncio.AbstractEventLoop) -> bool:
@@ -393,10 +413,7 @@ class _Receiving:
             view = None
         if view is not None and not view.readonly and view.c_contiguous:
             return view.cast("B")
-        error = TypeError(
-            "recv_into() argument 1 must be read-write bytes-like object, "
-            f"not {type(buf).__name__}"
-        )
+        error = _recv_into_refusal(buf)
         self._fatal_error(error, "Fatal read error on socket transport")
         return None
 
