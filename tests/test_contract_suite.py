@@ -672,6 +672,32 @@ async def test_conformance_catches_broken_transport(
     assert message in str(info.value)
 
 
+class _WrapsTheFatalError(_Proxy):
+    """Reports data_received's exception as it should, then loses with another one."""
+
+    def deliver(self, data: bytes) -> None:
+        try:
+            self.shim.inner.data_received(data)
+        except Exception as exc:
+            asyncio.get_running_loop().call_exception_handler(
+                {"message": "Fatal error: protocol.data_received() call failed.", "exception": exc}
+            )
+            self.real._force_close(RuntimeError("wrapped"))  # type: ignore[attr-defined]
+
+
+@pytest.mark.asyncio
+async def test_a_failed_case_does_not_list_the_report_it_expected_as_meanwhile() -> None:
+    # The report of the case's own planted exception is what it expects: listing it
+    # as what happened "meanwhile" would offer it as the cause.
+    with pytest.raises(ConformanceError) as info:
+        await check_transport_case(
+            broken_pair(_WrapsTheFatalError), "data_received_exception_is_fatal", timeout=5
+        )
+    message = str(info.value)
+    assert "connection_lost got RuntimeError('wrapped')" in message
+    assert "meanwhile" not in message
+
+
 class _AbortsForWriteEof(_Proxy):
     def write_eof(self) -> None:
         self.real.abort()

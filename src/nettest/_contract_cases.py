@@ -185,12 +185,12 @@ async def _case_buffered_protocol_empty_buffer(h: _Harness) -> None:
     async with h.connect(server_buffer_size=0) as (client, server):
         client.t.write(b"data")
         await h.wait_until(lambda: server.lost, "the server's connection was lost", server)
+        errors = h.take_loop_errors()  # expected: taken before a check that may fail
         _expect(
             isinstance(server.lost_exc, RuntimeError),
             f"connection_lost got {server.lost_exc!r}, expected the RuntimeError about the "
             "empty buffer",
         )
-        errors = h.take_loop_errors()
         _expect(
             any(isinstance(e.get("exception"), RuntimeError) for e in errors),
             f"the loop's exception handler was not told about the empty buffer: {errors}",

@@ -20,6 +20,7 @@ from ._contract_harness import (
     _CASES,
     PairFactoryMisuse,
     TransportPairFactory,
+    _CaseError,
     _expect,
     _Harness,
 )
@@ -157,8 +158,16 @@ def _listed(contexts: list[dict[str, Any]]) -> str:
 
 
 def _meanwhile(harness: _Harness) -> str:
-    """The exception handler's reports a failed case had not checked yet: often its cause."""
-    unexpected = harness.take_loop_errors()
+    """The exception handler's reports a failed case had not checked yet: often its cause.
+
+    Not those of the exceptions the case itself made a protocol raise: the
+    case expects them, and they explain nothing.
+    """
+    unexpected = [
+        context
+        for context in harness.take_loop_errors()
+        if not isinstance(context.get("exception"), _CaseError)
+    ]
     if not unexpected:
         return ""
     return f" (meanwhile the loop's exception handler was called: {_listed(unexpected)})"
