@@ -202,6 +202,42 @@ def test_gate_strict_blames_the_task_left_pending_on_its_test(pytester: pytest.P
     assert "late failure from test_a" not in result.stdout.str(), "cancelled at test_a's check"
 
 
+def test_a_late_failure_shown_under_a_failed_teardown_is_not_called_this_tests_leak(
+    pytester: pytest.Pytester,
+) -> None:
+    # test_a's task fails while test_b runs, and test_b's teardown fails too: the
+    # late failure is listed under it, without the note about what test_b left.
+    pytester.makepyfile(
+        test_late="""
+        import asyncio
+        import time
+        import pytest
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_a_leaves_a_failing_task():
+            async def fail_later():
+                await asyncio.sleep(0.05)
+                raise RuntimeError("late failure of test_a's task")
+            asyncio.get_running_loop().create_task(fail_later())
+
+        @pytest.fixture
+        def broken_teardown():
+            yield
+            time.sleep(0.2)
+            raise ValueError("fixture teardown failed")
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_b(broken_teardown):
+            await asyncio.sleep(0.2)
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *FILTERS)
+    out = result.stdout.str()
+    assert "nettest hygiene at teardown" in out
+    assert "late failure of test_a's task" in out
+    assert "not again for what it left open" not in out
+
+
 def test_gate_a_test_marked_off_is_not_reported_for_its_tasks_late_failure(
     pytester: pytest.Pytester,
 ) -> None:

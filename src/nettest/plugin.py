@@ -480,7 +480,11 @@ def pytest_runtest_makereport(
         # pytest prints a teardown section ("teardown" in its name) under the failure.
         closed = "closed, threads aside" if THREAD_LEFT_RUNNING in released else "closed"
         note = f"({closed}: this test failed already, not again for what it left open)"
-        report.sections.append(("nettest hygiene at teardown", f"{released}\n{note}"))
+        # Only under what this test left: another test's late failure is not its own.
+        own = f"{item.nodeid} left " in released
+        report.sections.append(
+            ("nettest hygiene at teardown", f"{released}\n{note}" if own else released)
+        )
     if report.when in ("setup", "call") and (report.failed or hasattr(report, "wasxfail")):
         GATE.failed.add(item.nodeid)  # a strict xfail that passed has no exception
     memory_traces = format_memory_traces_for(item.nodeid) if report.failed else None
