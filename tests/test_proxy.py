@@ -1311,6 +1311,8 @@ async def test_udp_proxy_down_without_refusing_drops_datagrams_silently(
         ("truncate=1.5e3", Truncate(1500)),
         ("latency=2E-1", Latency(0.2)),
         ("latency=1S,jitter=5MS", Latency(1.0, jitter=0.005)),
+        ("bandwidth=1KIB", Bandwidth(1024)),
+        ("truncate=2kB", Truncate(2048)),
     ],
 )
 def test_parse_fault(spec: str, fault: object) -> None:
@@ -1330,6 +1332,7 @@ def test_parse_fault(spec: str, fault: object) -> None:
         ("bandwidth=0", "bytes_per_second must be > 0"),
         ("truncate=1e-3", "whole number of bytes"),
         ("truncate=1e100", "whole number of bytes"),  # no int of 100 digits built
+        ("bandwidth=1Mb", r"got '1Mb' \(B is bytes; b, bits, is not a unit here\)"),
     ],
 )
 def test_parse_fault_errors(spec: str, message: str) -> None:
@@ -1457,6 +1460,31 @@ def test_cli_proxy_says_when_a_connection_could_not_reach_the_upstream() -> None
             assert line.endswith("; client reset\n"), line
             process.send_signal(signal.SIGTERM)
             assert process.wait(timeout=30) == 0
+
+
+@skip_windows
+def test_cli_udp_proxy_says_once_when_a_clients_upstream_refuses() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    # Nobody listens at the port now: each datagram forwarded there is refused.
+    with _cli_proxy("--udp", "--upstream", f"127.0.0.1:{port}") as (first, process):
+        _line_of(process)  # faults and seed
+        address = first.split("listening on ")[1].split(" ")[0]
+        host, _, proxy_port = address.rpartition(":")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            for _ in range(3):
+                client.sendto(b"heartbeat", (host, int(proxy_port)))
+                time.sleep(0.05)
+        assert _line_of(process).startswith("connection #1 from 127.0.0.1:")
+        line = _line_of(process)
+        assert line.startswith(
+            f"connection #1: upstream 127.0.0.1:{port} error: ConnectionRefusedError("
+        ), line
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert process.stdout is not None
+        assert "upstream" not in process.stdout.read().decode()  # said once
 
 
 @skip_windows

@@ -517,7 +517,11 @@ class FaultProxy(FaultsInForce):
 
     @property
     def path(self) -> str:
-        """The Unix socket path to give the client, for a proxy made with *unix*."""
+        """The Unix socket path to give the client, for a proxy made with *unix*.
+
+        As given: a relative path is relative to the directory the proxy started
+        in, where it stays bound after a ``chdir()``.
+        """
         if self._unix is None:
             raise RuntimeError(
                 "the proxy listens on a host and port (proxy.address), not on a Unix "

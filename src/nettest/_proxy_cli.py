@@ -41,7 +41,8 @@ __all__ = ["cli_main", "parse_fault"]
 
 _DURATION = re.compile(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(us|ms|s|m)?", re.IGNORECASE)
 # An exponent of two digits at most: Fraction() of 1e99999999 would build the int.
-_SIZE = re.compile(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]{1,2})?)\s*([kKmMgG]?)(i?[bB])?")
+# B for bytes (KiB, kB, KB alike); a lower-case b, bits to a network engineer, is refused.
+_SIZE = re.compile(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]{1,2})?)\s*([kKmMgG]?)([iI]?B)?")
 _NUMBER = re.compile(r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?")
 _UNITS = {"us": Decimal("1e-6"), "ms": Decimal("1e-3"), "s": Decimal(1), "m": Decimal(60)}
 _SIZES = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -270,7 +271,8 @@ def parse_fault(spec: str) -> Fault:
         parse, accepts = _field(cls, key, types.get(key))
         parsed = parse(val)
         if parsed is None:
-            raise ValueError(f"{name}: {key} must be {accepts}, got {val!r}")
+            bits = " (B is bytes; b, bits, is not a unit here)" if val.endswith("b") else ""
+            raise ValueError(f"{name}: {key} must be {accepts}, got {val!r}{bits}")
         if key == "connection":
             trigger[key] = parsed
         elif key == "after":

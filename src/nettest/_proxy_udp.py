@@ -25,7 +25,7 @@ from ._datagrams import sends_empty
 from ._fault_actions import Action, Deliver, UnreachableAction, Wake
 from ._fault_engine_datagram import DatagramSchedule
 from ._hygiene import parts_of, track
-from ._proxy_sockets import _abort, _bind_port, _transport_open
+from ._proxy_sockets import _abort, _bind_port, _format_address, _transport_open
 from ._server_base import _closed_on_error
 
 if typing.TYPE_CHECKING:
@@ -258,6 +258,8 @@ class _UpstreamFlow(asyncio.DatagramProtocol):
             peer=peer,
         )
         self.trace = self.schedule.trace
+        # Whether an upstream error was told (`FaultProxy._on_upstream_failure`): once.
+        self.upstream_failed = False
         #: The socket to the upstream, and its transport, once `connect` made them.
         self.sock: socket.socket | None = None
         self.transport: asyncio.DatagramTransport | None = None
@@ -286,6 +288,10 @@ class _UpstreamFlow(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         # The upstream's port is closed: record it; the client just hears nothing.
         self.trace.record(self.loop.time(), "upstream", f"upstream error: {exc!r}")
+        tell = self.proxy._on_upstream_failure
+        if tell is not None and not self.upstream_failed:
+            self.upstream_failed = True
+            tell(self.trace, f"upstream {_format_address(self.proxy.upstream)} error: {exc!r}")
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.lost.done():
