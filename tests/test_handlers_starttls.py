@@ -214,6 +214,44 @@ async def test_expect_eof_is_not_met_by_a_tls_clients_answer_to_the_servers_clos
 
 
 @needs_start_tls
+@pytest.mark.parametrize("then", ["expect_eof", "expect_line"])
+@pytest.mark.asyncio
+async def test_a_client_that_closes_as_its_upgrade_ends_is_judged_by_the_rest_of_the_script(
+    tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext, then: str
+) -> None:
+    # The handshake is done and the client closes at once: asyncio's start_tls()
+    # then failed with an AttributeError on the closed TLS transport, which the
+    # script reported as the handler's own error.
+    last = handlers.expect_eof() if then == "expect_eof" else handlers.expect_line(b"EHLO")
+    server = await TCPServer(
+        handlers.script(
+            handlers.send(b"220 ready\r\n"),
+            handlers.expect_line(b"STARTTLS"),
+            handlers.send(b"220 go ahead\r\n"),
+            handlers.start_tls(tls_server_context),
+            last,
+        )
+    ).start()
+    reader, writer = await asyncio.open_connection(*server.address)
+    assert await reader.readline() == b"220 ready\r\n"
+    writer.write(b"STARTTLS\r\n")
+    assert await reader.readline() == b"220 go ahead\r\n"
+    await writer.start_tls(  # type: ignore[attr-defined,unused-ignore]
+        tls_client_context, server_hostname="localhost"
+    )
+    writer.close()  # and the server closes at once too
+    if then == "expect_eof":
+        await server.aclose()  # the client closed: met
+    else:
+        with pytest.raises(HandlerError, match="script step 5 of 5, expect_line"):
+            await server.aclose()
+    try:
+        await writer.wait_closed()
+    except (ssl.SSLError, ConnectionError):
+        pass
+
+
+@needs_start_tls
 def test_a_thread_server_upgrades_a_blocking_client(
     tcp_server_thread: TCPServerThreadFactory,
     tls_server_context: ssl.SSLContext,

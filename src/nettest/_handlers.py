@@ -533,11 +533,18 @@ async def _start_tls(
         writer.transport.abort()
         return False
     except AttributeError:
+        tls = getattr(writer, "_transport", None)
+        if tls is not None and tls is not plain and tls.is_closing():
+            # The handshake was done, and the client closed at once: start_tls()
+            # then failed asking the TLS transport, closed meanwhile, what it
+            # carries.  The writer has that transport; the script goes on and
+            # reads what the client sent, and its EOF.
+            return True
         # The server closed the connection during the handshake: asyncio's
         # start_tls() then has no transport to hand on, gives the writer None,
         # and says so this way.  The writer gets its closed transport back, or
         # its finaliser would fail on None.
-        if getattr(writer, "_transport", None) is not None or not plain.is_closing():
+        if tls is not None or not plain.is_closing():
             raise
         writer._transport = plain  # type: ignore[attr-defined]
         return False
