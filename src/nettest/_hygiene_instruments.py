@@ -477,7 +477,7 @@ class _Instruments:
             for kind, fd, inode in close_uvloop_handles_over(leaked):
                 what = (
                     f"{kind} over an open socket (fd {fd}, inode {inode}){_socket_names(fd)}, "
-                    "open when its event loop (uvloop) closed"
+                    "left open on its uvloop event loop"
                 )
                 items.append(_describe(what, None))
         except Exception as error:  # never raise from a fixture's finaliser

@@ -607,6 +607,22 @@ def _describe_loop_error(context: dict[str, object], maker: str | _Unseen | None
     return text
 
 
+def _local_address(fd: int, *, listening: bool = False) -> object:
+    """The local address of socket *fd* (a listening one only, with *listening*); else None."""
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return None
+    try:
+        if listening and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            return None
+        return sock.getsockname()
+    except OSError:
+        return None
+    finally:
+        sock.close()
+
+
 def _socket_names(fd: int) -> str:
     try:
         sock = socket.socket(fileno=os.dup(fd))
