@@ -238,6 +238,47 @@ def test_a_late_failure_shown_under_a_failed_teardown_is_not_called_this_tests_l
     assert "not again for what it left open" not in out
 
 
+def test_a_wider_fixtures_task_failing_during_a_test_is_not_said_to_be_that_tests_doing(
+    pytester: pytest.Pytester,
+) -> None:
+    # Charged to the test that runs (nothing else can answer for it), but the
+    # first line does not say that test made the loop's exception handler run.
+    pytester.makeconftest(
+        """
+        import asyncio
+        import pytest_asyncio
+
+        @pytest_asyncio.fixture(scope="session", loop_scope="session")
+        async def flaky_background():
+            async def ticker():
+                await asyncio.sleep(0.1)
+                raise RuntimeError("session ticker crashed")
+            asyncio.create_task(ticker())  # fire and forget
+            yield
+        """
+    )
+    pytester.makepyfile(
+        test_late="""
+        import asyncio
+        import pytest
+
+        @pytest.mark.asyncio(loop_scope="session")
+        async def test_b_clean(flaky_background):
+            await asyncio.sleep(0.3)
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *FILTERS)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*LeakError: the loop's exception handler ran once while "
+            "test_late.py::test_b_clean ran (--nettest-leaks=own):",
+            "*(created outside any test: by a fixture of wider scope, or before the first test)",
+        ]
+    )
+    assert "test_b_clean made the loop's exception handler run" not in result.stdout.str()
+
+
 def test_gate_a_test_marked_off_is_not_reported_for_its_tasks_late_failure(
     pytester: pytest.Pytester,
 ) -> None:

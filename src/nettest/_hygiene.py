@@ -109,6 +109,7 @@ from ._hygiene_instruments import (
 )
 from ._hygiene_report import (
     LOOP_ERROR_ITEM,
+    OUTSIDE_ANY_TEST,
     _BookkeepingError,
     _count,
     _creation_stack,
@@ -1397,13 +1398,21 @@ def _header(owner: str, leaks: list[str], mode: str) -> str:
     A call to the loop's exception handler is not a thing left behind: a test
     that ran out of file descriptors may make thousands of them.
     """
-    calls = sum(leak.startswith(LOOP_ERROR_ITEM) for leak in leaks)
+    errors = [leak for leak in leaks if leak.startswith(LOOP_ERROR_ITEM)]
+    calls = len(errors)
     things = len(leaks) - calls
     parts = [f"left {things} thing{'s' if things != 1 else ''} behind"] if things else []
-    if calls:
-        parts.append(
-            "made the loop's exception handler run " + ("once" if calls == 1 else f"{calls} times")
-        )
+    times = "once" if calls == 1 else f"{calls} times"
+    if errors and all(OUTSIDE_ANY_TEST in error for error in errors):
+        # Charged to the test that ran, but made by none: it did not make them.
+        if not parts:
+            return (
+                f"the loop's exception handler ran {times} while {owner} ran "
+                f"(--nettest-leaks={mode}):"
+            )
+        parts.append(f"the loop's exception handler ran {times} while it ran")
+    elif calls:
+        parts.append(f"made the loop's exception handler run {times}")
     return f"{owner} {', and '.join(parts)} (--nettest-leaks={mode}):"
 
 

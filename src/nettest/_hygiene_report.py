@@ -589,8 +589,7 @@ def _describe_loop_error(context: dict[str, object], maker: str | _Unseen | None
         text += f"\n    task: {task!r}"
         if maker is None:
             text += (
-                "\n    (created outside any test: by a fixture of wider scope, or before the "
-                "first test)"
+                f"\n    {OUTSIDE_ANY_TEST}: by a fixture of wider scope, or before the first test)"
             )
         elif isinstance(maker, _Unseen):
             text += (
@@ -621,6 +620,10 @@ def _local_address(fd: int, *, listening: bool = False) -> object:
         return None
     finally:
         sock.close()
+
+
+#: How a report says that a failed task was made by no test (see `_header`).
+OUTSIDE_ANY_TEST = "(created outside any test"
 
 
 def _socket_names(fd: int) -> str:
