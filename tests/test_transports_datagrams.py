@@ -11,7 +11,7 @@ import os
 import socket
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -252,6 +252,33 @@ async def test_datagrams_arrive_in_the_receiver_context_like_real_udp() -> None:
     assert memory.seen == real.seen == ["nobody", "datagram_received"]
 
 
+async def _over_udp_and_in_memory(
+    seen: Callable[[ContextRecorder, asyncio.DatagramTransport], Awaitable[list[str]]],
+) -> tuple[list[str], list[str]]:
+    """What `seen(receiver, sender)` returns over real UDP endpoints, then in memory."""
+    loop = asyncio.get_running_loop()
+    real = ContextRecorder()
+    rx, _ = await loop.create_datagram_endpoint(lambda: real, local_addr=("127.0.0.1", 0))
+    tx, _ = await loop.create_datagram_endpoint(
+        Datagrams, remote_addr=rx.get_extra_info("sockname")
+    )
+    try:
+        real_seen = await seen(real, tx)
+    finally:
+        tx.close()
+        rx.close()
+    memory = ContextRecorder()
+    a, b = memory_datagram_pair(Datagrams(), memory)
+    await turns()
+    try:
+        memory_seen = await seen(memory, a)
+    finally:
+        a.close()
+        b.close()
+        await turns()
+    return real_seen, memory_seen
+
+
 async def _resume_as(who: str, transport: asyncio.DatagramTransport) -> None:
     _WHO_SET.set(who)
     transport.resume_reading()  # type: ignore[attr-defined]
@@ -262,8 +289,6 @@ async def _resume_as(who: str, transport: asyncio.DatagramTransport) -> None:
 async def test_datagrams_after_resume_reading_arrive_in_the_resumers_context_like_real_udp() -> (
     None
 ):
-    loop = asyncio.get_running_loop()
-
     async def seen(receiver: ContextRecorder, sender: asyncio.DatagramTransport) -> list[str]:
         for data in (b"one", b"two", b"three"):
             if data == b"two":
@@ -276,26 +301,7 @@ async def test_datagrams_after_resume_reading_arrive_in_the_resumers_context_lik
                 await asyncio.sleep(0.005)
         return receiver.seen
 
-    real = ContextRecorder()
-    rx, _ = await loop.create_datagram_endpoint(lambda: real, local_addr=("127.0.0.1", 0))
-    tx, _ = await loop.create_datagram_endpoint(
-        Datagrams, remote_addr=rx.get_extra_info("sockname")
-    )
-    try:
-        real_seen = await seen(real, tx)
-    finally:
-        tx.close()
-        rx.close()
-
-    memory = ContextRecorder()
-    a, b = memory_datagram_pair(Datagrams(), memory)
-    await turns()
-    try:
-        memory_seen = await seen(memory, a)
-    finally:
-        a.close()
-        b.close()
-        await turns()
+    real_seen, memory_seen = await _over_udp_and_in_memory(seen)
     assert memory_seen == real_seen == ["nobody", "the resumer", "datagram_received"]
 
 
@@ -306,8 +312,6 @@ async def test_a_datagram_due_as_reading_pauses_and_resumes_arrives_in_the_resum
 ):
     # pause_reading() removes the reader, cancelling a read already due; the one
     # resume_reading() makes runs in its caller's context, as a socket's does.
-    loop = asyncio.get_running_loop()
-
     async def seen(receiver: ContextRecorder, sender: asyncio.DatagramTransport) -> list[str]:
         async def send_pause_resume() -> None:
             _WHO_SET.set("the resumer")
@@ -322,25 +326,7 @@ async def test_a_datagram_due_as_reading_pauses_and_resumes_arrives_in_the_resum
             await asyncio.sleep(0.005)
         return receiver.seen
 
-    real = ContextRecorder()
-    rx, _ = await loop.create_datagram_endpoint(lambda: real, local_addr=("127.0.0.1", 0))
-    tx, _ = await loop.create_datagram_endpoint(
-        Datagrams, remote_addr=rx.get_extra_info("sockname")
-    )
-    try:
-        real_seen = await seen(real, tx)
-    finally:
-        tx.close()
-        rx.close()
-    memory = ContextRecorder()
-    a, b = memory_datagram_pair(Datagrams(), memory)
-    await turns()
-    try:
-        memory_seen = await seen(memory, a)
-    finally:
-        a.close()
-        b.close()
-        await turns()
+    real_seen, memory_seen = await _over_udp_and_in_memory(seen)
     assert memory_seen == real_seen == ["the resumer"]
 
 
