@@ -325,7 +325,7 @@ def test_parse_fault_refuses_a_fraction_of_an_int_field(spec: str, message: str)
         ("bandwidth=1M", Bandwidth(1024**2)),
         ("truncate=1.5k", Truncate(1536)),
         ("truncate=1KiB", Truncate(1024)),
-        ("truncate=1kb", Truncate(1024)),
+        ("truncate=1kB", Truncate(1024)),
         ("reset=2k", Reset(after_bytes=2048)),
         ("reset,pattern=\\r\\n\\r\\n", Reset(trigger=Trigger(pattern=b"\r\n\r\n"))),
         ("latency=1.5s,jitter=250us", Latency(1.5, jitter=0.00025)),
