@@ -215,7 +215,7 @@ async def test_expect_eof_is_not_met_by_a_tls_clients_answer_to_the_servers_clos
 
 
 @needs_start_tls
-@pytest.mark.parametrize("then", ["expect_eof", "expect_line"])
+@pytest.mark.parametrize("then", ["expect_eof", "send_then_expect_eof", "expect_line"])
 @pytest.mark.asyncio
 async def test_a_client_that_closes_as_its_upgrade_ends_is_judged_by_the_rest_of_the_script(
     tls_server_context: ssl.SSLContext, tls_client_context: ssl.SSLContext, then: str
@@ -223,14 +223,19 @@ async def test_a_client_that_closes_as_its_upgrade_ends_is_judged_by_the_rest_of
     # The handshake is done and the client closes at once: asyncio's start_tls()
     # then failed with an AttributeError on the closed TLS transport, which the
     # script reported as the handler's own error.
-    last = handlers.expect_eof() if then == "expect_eof" else handlers.expect_line(b"EHLO")
+    rest = {
+        "expect_eof": [handlers.expect_eof()],
+        # What the closed connection cannot carry is dropped, as after any close.
+        "send_then_expect_eof": [handlers.send(b"250 hello\r\n"), handlers.expect_eof()],
+        "expect_line": [handlers.expect_line(b"EHLO")],
+    }[then]
     server = await TCPServer(
         handlers.script(
             handlers.send(b"220 ready\r\n"),
             handlers.expect_line(b"STARTTLS"),
             handlers.send(b"220 go ahead\r\n"),
             handlers.start_tls(tls_server_context),
-            last,
+            *rest,
         )
     ).start()
     reader, writer = await asyncio.open_connection(*server.address)
@@ -241,7 +246,7 @@ async def test_a_client_that_closes_as_its_upgrade_ends_is_judged_by_the_rest_of
         tls_client_context, server_hostname="localhost"
     )
     writer.close()  # and the server closes at once too
-    if then == "expect_eof":
+    if then != "expect_line":
         await server.aclose()  # the client closed: met
     else:
         with pytest.raises(HandlerError, match="script step 5 of 5, expect_line"):

@@ -1359,10 +1359,23 @@ async def session_server():
         async def test_then(session_server):
             await asyncio.sleep(0.5)
             assert [c.received for c in session_server.connections] == [b"hi"]
+
+        KEEP = []
+
+        async def test_leaks_a_udp_socket_at_the_servers_address(session_server):
+            # The same address, but no stream the listener accepted: the test's leak.
+            KEEP.append(
+                await asyncio.get_running_loop().create_datagram_endpoint(
+                    asyncio.DatagramProtocol, local_addr=session_server.address
+                )
+            )
         """
     )
     result = _run_strict_with_warnings_as_errors(pytester)
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*test_leaks_a_udp_socket_at_the_servers_address left 1 thing behind*"]
+    )
 
 
 @pytest.mark.uvloop

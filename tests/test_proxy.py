@@ -99,6 +99,10 @@ class Upstream:
             self.errors.append(exc)
         finally:
             writer.close()
+            # Takes the reset, if one ended it: 3.10 warns of a closed future's
+            # exception never retrieved.
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
     @property
     def address(self) -> Address:

@@ -1533,6 +1533,32 @@ async def test_transport_buffered_protocol_unwritable_buffer_is_recv_intos_error
 
 
 @pytest.mark.asyncio
+async def test_an_unwritable_buffer_fails_the_read_where_sockets_cannot_be_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The message comes from a probe socket's recv_into(); where making sockets is
+    # refused (pytest-socket), the read still fails as it must, not the loop.
+    def refused(*args: object, **kwargs: object) -> socket.socket:
+        raise RuntimeError("sockets are blocked in this test")
+
+    monkeypatch.setattr(socket, "socket", refused)  # MemoryTransport makes no real socket
+    loop = asyncio.get_running_loop()
+    contexts: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda loop, context: contexts.append(context))
+    try:
+        server = UnwritableBuffer(b"read only")
+        transport = MemoryTransport(server)
+        transport.feed_data(b"data")
+        await until(lambda: server.lost.done())
+    finally:
+        loop.set_exception_handler(None)
+    assert str(server.lost.result()) == (
+        "recv_into() argument 1 must be read-write bytes-like object, not bytes"
+    )
+    assert [c["message"] for c in contexts] == ["Fatal read error on socket transport"]
+
+
+@pytest.mark.asyncio
 async def test_memory_transport_set_protocol_switches_the_delivery_path() -> None:
     plain = Recorder()
     buffered = BufferRecorder(size=100)

@@ -537,8 +537,10 @@ async def _start_tls(
         if tls is not None and tls is not plain and tls.is_closing():
             # The handshake was done, and the client closed at once: start_tls()
             # then failed asking the TLS transport, closed meanwhile, what it
-            # carries.  The writer has that transport; the script goes on and
-            # reads what the client sent, and its EOF.
+            # carries.  The script goes on and reads what the client sent, and its
+            # EOF; the writer gets the closed socket's transport, which drops what
+            # a later step sends, as after any close (the TLS one would raise).
+            writer._transport = plain  # type: ignore[attr-defined]
             return True
         # The server closed the connection during the handshake: asyncio's
         # start_tls() then has no transport to hand on, gives the writer None,

@@ -118,7 +118,6 @@ from ._hygiene_report import (
     _is_late,
     _label,
     _left_open,
-    _local_address,
     _LoopError,
     _reference,
     _socket_names,
@@ -127,7 +126,9 @@ from ._hygiene_report import (
     _task_of,
     _Tracked,
     _Via,
+    accepted_by_a_listener,
     closing_for_ever,
+    listener_of,
     wait_for_children,
 )
 
@@ -1222,8 +1223,12 @@ class _Gate(_Instruments):
             # before the test: a wider-scoped server's accepted connections.
             if unknown:
                 earlier = fds_before | self.exempt_fds  # a wider fixture's too
-                wider = {_local_address(fd, listening=True) for fd, _ in earlier} - {None}
-                unknown = [(fd, inode) for fd, inode in unknown if _local_address(fd) not in wider]
+                listeners = [end for fd, _ in earlier if (end := listener_of(fd)) is not None]
+                unknown = [
+                    (fd, inode)
+                    for fd, inode in unknown
+                    if not accepted_by_a_listener(fd, listeners)
+                ]
             for fd, inode in unknown:
                 what = f"open socket (fd {fd}, inode {inode}){_socket_names(fd)}"
                 leaks.append(_describe(what, None))

@@ -606,20 +606,47 @@ def _describe_loop_error(context: dict[str, object], maker: str | _Unseen | None
     return text
 
 
-def _local_address(fd: int, *, listening: bool = False) -> object:
-    """The local address of socket *fd* (a listening one only, with *listening*); else None."""
+def _stream_end(fd: int) -> tuple[bool, int, object, object] | None:
+    """``(listening, family, host, port)`` of stream socket *fd*; None for any other socket."""
     try:
         sock = socket.socket(fileno=os.dup(fd))
     except OSError:
         return None
     try:
-        if listening and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
             return None
-        return sock.getsockname()
+        listening = bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+        name = sock.getsockname()
+        return listening, int(sock.family), name[0], name[1]
     except OSError:
         return None
     finally:
         sock.close()
+
+
+def accepted_by_a_listener(fd: int, listeners: list[tuple[int, object, object]]) -> bool:
+    """Whether TCP socket *fd* is a connection one of *listeners* accepted.
+
+    *listeners* are ``(family, host, port)``.  An accepted socket is connected, not
+    listening, and has its listener's family and port, and its host unless the
+    listener took every address (``0.0.0.0``, ``::``).
+    """
+    end = _stream_end(fd)
+    if end is None or end[0]:
+        return False
+    _, family, host, port = end
+    return any(
+        family == l_family and port == l_port and (l_host in ("0.0.0.0", "::") or host == l_host)
+        for l_family, l_host, l_port in listeners
+    )
+
+
+def listener_of(fd: int) -> tuple[int, object, object] | None:
+    """``(family, host, port)`` of *fd* if it is a listening TCP socket; else None."""
+    end = _stream_end(fd)
+    if end is None or not end[0]:
+        return None
+    return end[1], end[2], end[3]
 
 
 #: How a report says that a failed task was made by no test (see `_header`).

@@ -42,7 +42,7 @@ __all__ = ["cli_main", "parse_fault"]
 _DURATION = re.compile(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(us|ms|s|m)?", re.IGNORECASE)
 # An exponent of two digits at most: Fraction() of 1e99999999 would build the int.
 # B for bytes (KiB, kB, KB alike); a lower-case b, bits to a network engineer, is refused.
-_SIZE = re.compile(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]{1,2})?)\s*([kKmMgG]?)([iI]?B)?")
+_SIZE = re.compile(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]{1,2})?)\s*(?:([kKmMgG])[iI]?B?|B)?")
 _NUMBER = re.compile(r"[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?")
 _UNITS = {"us": Decimal("1e-6"), "ms": Decimal("1e-3"), "s": Decimal(1), "m": Decimal(60)}
 _SIZES = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -101,7 +101,7 @@ def _bytes(text: str) -> Fraction | None:
     match = _SIZE.fullmatch(text)
     if match is None:
         return None
-    return Fraction(match.group(1)) * _SIZES[match.group(2).lower()]
+    return Fraction(match.group(1)) * _SIZES[(match.group(2) or "").lower()]
 
 
 def _whole_bytes(text: str) -> int | None:
@@ -271,8 +271,9 @@ def parse_fault(spec: str) -> Fault:
         parse, accepts = _field(cls, key, types.get(key))
         parsed = parse(val)
         if parsed is None:
-            bits = " (B is bytes; b, bits, is not a unit here)" if val.endswith("b") else ""
-            raise ValueError(f"{name}: {key} must be {accepts}, got {val!r}{bits}")
+            bits = val.endswith("b") and "bytes" in accepts  # a size, as 1Mb
+            bits_hint = " (B is bytes; b, bits, is not a unit here)" if bits else ""
+            raise ValueError(f"{name}: {key} must be {accepts}, got {val!r}{bits_hint}")
         if key == "connection":
             trigger[key] = parsed
         elif key == "after":
