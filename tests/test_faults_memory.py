@@ -518,7 +518,10 @@ async def test_memory_same_seed_same_faults() -> None:
         await asyncio.sleep(0)
         for i in range(100):
             b.sendto(bytes([i]) * 8)
-        await asyncio.sleep(0.01)
+        # One datagram a loop turn: counted in turns, not in wall time, which a
+        # loaded machine stretches.
+        for _ in range(400):
+            await asyncio.sleep(0)
         a.close()
         b.close()
         return client.received
