@@ -503,11 +503,9 @@ class _UnixPath:
         proxy's `down` and `up`): bind() fails where a file is.
         """
         removal, self._removal = self._removal, None
-        if removal is None:
-            return
-        detached = removal.detach()
-        if detached is not None:
-            _server, _remove, (_directory, _directory_id, bound_at, bound), _kwargs = detached
+        bound_at, bound = self._bound_at, self._bound
+        # detach() is None once the finalizer has run: the file is gone already.
+        if removal is not None and removal.detach() is not None and bound_at and bound:
             _remove_unix_files(None, None, bound_at, bound)
         self._bound = None
 
