@@ -24,6 +24,7 @@ from nettest._contract import SanitizedProtocol
 from nettest._contract_harness import ProtocolFactory, TransportPairFactory
 from nettest._contract_suite import (
     CONFORMANCE_CASES,
+    HALF_CLOSE_CASES,
     ConformanceError,
     check_transport_case,
     check_transport_pair,
@@ -204,8 +205,9 @@ def test_conformance_cases_are_named_and_documented() -> None:
 
 def test_conformance_cases_are_listed_in_the_guide() -> None:
     guide = Path(__file__).parents[1] / "docs" / "contract.rst"
-    listed = re.findall(r"^``(\w+)``$", guide.read_text(), re.MULTILINE)
-    assert listed == list(CONFORMANCE_CASES)
+    listed = re.findall(r"^``(\w+)``( \(half-close only\))?$", guide.read_text(), re.MULTILINE)
+    assert [name for name, _ in listed] == list(CONFORMANCE_CASES)
+    assert {name for name, marked in listed if marked} == HALF_CLOSE_CASES
 
 
 @pytest.mark.asyncio
@@ -429,7 +431,8 @@ class _Proxy(asyncio.Transport):
         return protocol.eof_received()  # type: ignore[no-any-return]
 
     def __getattribute__(self, name: str) -> Any:
-        if name in type(self).__dict__ or name in _Proxy.__dict__ or name in ("real", "shim"):
+        own = any(name in cls.__dict__ for cls in type(self).__mro__ if issubclass(cls, _Proxy))
+        if own or name in ("real", "shim"):
             return object.__getattribute__(self, name)
         return getattr(object.__getattribute__(self, "real"), name)
 
@@ -488,13 +491,15 @@ def _make_shim(inner: Any, proxy_type: type[_Proxy], proxy: _Proxy | None = None
     return _StreamShim(inner, proxy_type, proxy)
 
 
-def broken_pair(proxy_type: type[_Proxy]) -> TransportPairFactory:
-    """A socketpair whose transports are each a `proxy_type` around the real one."""
+def broken_pair(
+    proxy_type: type[_Proxy], make_pair: TransportPairFactory = socketpair_pair
+) -> TransportPairFactory:
+    """A socketpair (or *make_pair*) with each transport wrapped in a `proxy_type`."""
 
     def make(
         client_factory: ProtocolFactory, server_factory: ProtocolFactory
-    ) -> contextlib.AbstractAsyncContextManager[None]:
-        return socketpair_pair(
+    ) -> contextlib.AbstractAsyncContextManager[object]:
+        return make_pair(
             lambda: _make_shim(client_factory(), proxy_type),
             lambda: _make_shim(server_factory(), proxy_type),
         )
@@ -773,6 +778,122 @@ async def test_check_transport_pair_refuses_a_bad_skip() -> None:
         counting(socketpair_pair, ran), skip=["start_tls", "extra_info", "start_tls"], timeout=5
     )
     assert len(ran) == len(CONFORMANCE_CASES) - 2
+
+
+# -- transports that cannot half-close ------------------------------------------------
+
+
+class _NoHalfClose(_Proxy):
+    """A transport without half-close, as a TLS or framing layer often is: close() only."""
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def write_eof(self) -> None:
+        raise NotImplementedError("this transport cannot half-close")
+
+
+class _NoHalfCloseIgnoresWriteEof(_NoHalfClose):
+    def write_eof(self) -> None:
+        pass
+
+
+class _NoHalfCloseClosesForWriteEof(_NoHalfClose):
+    def write_eof(self) -> None:
+        self.real.close()
+        raise NotImplementedError("closed instead")
+
+
+class _NoHalfCloseDropsTheBuffer(_NoHalfClose):
+    """Aborts where it should close: what is still buffered never arrives."""
+
+    def close(self) -> None:
+        self.real.abort()
+
+
+HALF_CLOSE_FREE_CASES = [case for case in CONFORMANCE_CASES if case not in HALF_CLOSE_CASES]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("backend", ["socketpair", "memory"])
+@pytest.mark.parametrize("case", HALF_CLOSE_FREE_CASES)
+async def test_conformance_without_half_close(backend: str, case: str, nettest_seed: int) -> None:
+    make_pair = broken_pair(_NoHalfClose, BACKENDS[backend])
+    await check_transport_case(make_pair, case, seed=nettest_seed, half_close=False)
+
+
+def test_half_close_cases_are_those_that_need_write_eof() -> None:
+    assert {"eof_received_true_keeps_half_open", "write_eof_waits_for_buffer"} == HALF_CLOSE_CASES
+    assert set(CONFORMANCE_CASES) > HALF_CLOSE_CASES
+
+
+@pytest.mark.asyncio
+async def test_half_close_mode_must_match_the_transport() -> None:
+    with pytest.raises(
+        ConformanceError,
+        match="client: can_write_eof\\(\\) is True; a pair that "
+        "can half-close runs the suite with half_close=True",
+    ):
+        await check_transport_case(
+            socketpair_pair, "connection_made_first", timeout=5, half_close=False
+        )
+    with pytest.raises(ConformanceError, match=r"client: can_write_eof\(\) is False$"):
+        await check_transport_case(broken_pair(_NoHalfClose), "connection_made_first", timeout=5)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("proxy_type", "case", "message"),
+    [
+        (
+            _NoHalfCloseIgnoresWriteEof,
+            "write_after_write_eof",
+            "write_eof() did not raise NotImplementedError on a transport whose "
+            "can_write_eof() is False",
+        ),
+        (
+            _NoHalfCloseClosesForWriteEof,
+            "write_after_write_eof",
+            "is_closing() is True after a refused write_eof()",
+        ),
+        (
+            _NoHalfCloseDropsTheBuffer,
+            "close_flushes_buffer",
+            "connection_lost came while the write buffer still held data",
+        ),
+    ],
+    ids=lambda value: value.__name__.strip("_") if isinstance(value, type) else None,
+)
+async def test_conformance_without_half_close_catches_broken_transport(
+    proxy_type: type[_Proxy], case: str, message: str
+) -> None:
+    make_pair = broken_pair(proxy_type)
+    await check_transport_case(make_pair, "connection_made_first", timeout=5, half_close=False)
+    with pytest.raises(ConformanceError, match=f"conformance case '{case}' failed") as info:
+        await check_transport_case(make_pair, case, timeout=5, half_close=False)
+    assert message in str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_check_transport_pair_without_half_close_leaves_out_the_half_close_cases() -> None:
+    ran: list[str] = []
+    await check_transport_pair(
+        counting(broken_pair(_NoHalfClose), ran), timeout=5, half_close=False, skip=["extra_info"]
+    )
+    assert len(ran) == len(CONFORMANCE_CASES) - len(HALF_CLOSE_CASES) - 1
+
+
+@pytest.mark.asyncio
+async def test_check_transport_case_refuses_a_half_close_case_without_half_close() -> None:
+    with pytest.raises(
+        ValueError,
+        match="case 'write_eof_waits_for_buffer' checks half-close, which half_close=False says",
+    ):
+        await check_transport_case(socketpair_pair, "write_eof_waits_for_buffer", half_close=False)
+    with pytest.raises(TypeError, match=r"half_close must be True or False .*, got 0$"):
+        await check_transport_case(socketpair_pair, "extra_info", half_close=0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="half_close must be True or False"):
+        await check_transport_pair(socketpair_pair, half_close="no")  # type: ignore[arg-type]
 
 
 # -- in a user's test suite ----------------------------------------------------------

@@ -17,6 +17,7 @@ from ._contract import SanitizedDatagramProtocol as SanitizedDatagramProtocol
 from ._contract import SanitizedProtocol as SanitizedProtocol
 from ._contract import sanitize as sanitize
 from ._contract_suite import CONFORMANCE_CASES as CONFORMANCE_CASES
+from ._contract_suite import HALF_CLOSE_CASES as HALF_CLOSE_CASES
 from ._contract_suite import ConformanceError as ConformanceError
 from ._contract_suite import TransportPairFactory as TransportPairFactory
 from ._contract_suite import check_transport_case as check_transport_case
@@ -83,6 +84,7 @@ from ._version import __version__ as __version__
 __all__ = [
     "CONFORMANCE_CASES",
     "DEFAULT_CAPACITY",
+    "HALF_CLOSE_CASES",
     "TLS_BAD_KINDS",
     "TLS_VERSIONS",
     "BlackholePort",

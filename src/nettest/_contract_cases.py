@@ -23,6 +23,7 @@ from ._contract_harness import (
     _close_both,
     _End,
     _expect,
+    _half_close_case,
     _Harness,
     _Recorder,
     _same,
@@ -51,7 +52,16 @@ async def _case_connection_made_first(h: _Harness) -> None:
             _expect(transport.is_reading(), f"{end.name}: is_reading() is False on connect")
             size = transport.get_write_buffer_size()
             _expect(size == 0, f"{end.name}: get_write_buffer_size() is {size} on connect")
-            _expect(transport.can_write_eof(), f"{end.name}: can_write_eof() is False")
+            _expect(
+                transport.can_write_eof() == h.half_close,
+                f"{end.name}: can_write_eof() is {not h.half_close}"
+                + (
+                    ""
+                    if h.half_close
+                    else "; a pair that can half-close runs the suite with half_close=True "
+                    "(the default), which checks write_eof() too"
+                ),
+            )
         await _close_both(client, server)
 
 
@@ -66,10 +76,23 @@ async def _case_data_both_directions(h: _Harness) -> None:
                 end.t.write(chunk)
                 if h.random.random() < 0.2:
                     await asyncio.sleep(0)
-            end.t.write_eof()
+            if h.half_close:
+                end.t.write_eof()
 
         await asyncio.gather(send(client), send(server))
-        await h.wait_until(lambda: client.eof and server.eof, "both ends saw EOF", client, server)
+        if h.half_close:
+            await h.wait_until(
+                lambda: client.eof and server.eof, "both ends saw EOF", client, server
+            )
+        else:
+            # A close() would stop the closing end reading: wait for the bytes instead.
+            await h.wait_until(
+                lambda: len(client.data) >= 300_000 and len(server.data) >= 300_000,
+                "both ends received 300,000 bytes",
+                client,
+                server,
+            )
+            _expect(not client.eof and not server.eof, "an end saw EOF before the other closed")
         _same(server.data, b"".join(outgoing[client.name]), "client to server")
         _same(client.data, b"".join(outgoing[server.name]), "server to client")
         await _close_both(client, server)
@@ -118,7 +141,7 @@ async def _case_write_empty_is_noop(h: _Harness) -> None:
         _expect(size == 0, f"write(b'') left {size} bytes in the write buffer")
         client.t.write(b"x")
         client.t.write(b"")
-        client.t.write_eof()
+        h.send_eof(client)
         await h.wait_until(lambda: server.eof, "the server saw EOF", server)
         _same(server.data, b"x", "data")
         await _close_both(client, server)
@@ -133,7 +156,7 @@ async def _case_write_accepts_bytes_like(h: _Harness) -> None:
         client.t.write(bytearray(b"bytearray,"))
         client.t.write(memoryview(backing)[2:5])
         client.t.writelines([b",lines", bytearray(b"-and-"), memoryview(b"more")])
-        client.t.write_eof()
+        h.send_eof(client)
         await h.wait_until(lambda: server.eof, "the server saw EOF", server)
         _same(server.data, b"bytes,bytearray,234,lines-and-more", "data")
         await _close_both(client, server)
@@ -150,7 +173,7 @@ async def _case_write_rejects_non_bytes(h: _Harness) -> None:
                 pass
             else:
                 raise AssertionError(f"write({bad!r}) did not raise TypeError")
-        client.t.write_eof()
+        h.send_eof(client)
         await h.wait_until(lambda: server.eof, "the server saw EOF", server)
         _same(server.data, b"", "data")
         await _close_both(client, server)
@@ -164,18 +187,19 @@ async def _case_buffered_protocol(h: _Harness) -> None:
     # reads' worth (200,000 one-byte reads took seconds of protocol calls).
     total = min(200_000, size * 4096)
     async with h.connect(server_buffer_size=size) as (client, server):
+        # The server's protocol writes too, before the client's EOF, which may end
+        # the connection (on a pair that cannot half-close).
+        server.t.write(b"and back")
+        await h.wait_until(lambda: len(client.data) >= 8, "the client got 8 bytes", client, server)
+        _same(client.data, b"and back", "data")
         chunks = _chunks(h, total)
         for chunk in chunks:
             client.t.write(chunk)
-        client.t.write_eof()
+        h.send_eof(client)
         await h.wait_until(
             lambda: server.eof, f"the server saw EOF after {total} bytes", client, server
         )
         _same(server.data, b"".join(chunks), f"data through a {size}-byte buffer")
-        server.t.write(b"and back")
-        server.t.write_eof()
-        await h.wait_until(lambda: client.eof, "the client saw EOF", client, server)
-        _same(client.data, b"and back", "data")
         await _close_both(client, server)
 
 
@@ -220,7 +244,7 @@ async def _case_set_protocol_switches_delivery(h: _Harness) -> None:
         server.sanitized.append(third)
         server.t.set_protocol(third)
         client.t.write(b"three")
-        client.t.write_eof()
+        h.send_eof(client)
         await h.wait_until(lambda: server.eof, "the server saw EOF", server)
         _same(first.received, b"one", "data through the first protocol")
         _same(server.protocols[1].received, b"two" * 20, "data through the BufferedProtocol")
@@ -256,7 +280,14 @@ async def _case_data_received_exception_is_fatal(h: _Harness) -> None:
 
 @_case
 async def _case_write_after_write_eof(h: _Harness) -> None:
-    """write() after write_eof() raises RuntimeError; write_eof() twice is harmless."""
+    """write() after write_eof() raises RuntimeError; write_eof() twice is harmless.
+
+    A transport that cannot half-close refuses write_eof() instead, with
+    NotImplementedError, as asyncio's TLS transport does, and goes on writing.
+    """
+    if not h.half_close:
+        await _write_eof_refused(h)
+        return
     async with h.connect() as (client, server):
         client.t.write(b"before")
         client.t.write_eof()
@@ -273,7 +304,30 @@ async def _case_write_after_write_eof(h: _Harness) -> None:
         await _close_both(client, server)
 
 
-@_case
+async def _write_eof_refused(h: _Harness) -> None:
+    async with h.connect() as (client, server):
+        client.t.write(b"before")
+        for _ in range(2):
+            try:
+                client.t.write_eof()
+            except NotImplementedError:
+                pass
+            else:
+                raise AssertionError(
+                    "write_eof() did not raise NotImplementedError on a transport whose "
+                    "can_write_eof() is False"
+                )
+        _expect(not client.t.is_closing(), "is_closing() is True after a refused write_eof()")
+        client.t.write(b" and after")
+        await h.wait_until(
+            lambda: len(server.data) >= 16, "the server got 16 bytes", client, server
+        )
+        _same(server.data, b"before and after", "data")
+        _expect(not server.eof, "the server saw EOF after a refused write_eof()")
+        await _close_both(client, server)
+
+
+@_half_close_case
 async def _case_eof_received_true_keeps_half_open(h: _Harness) -> None:
     """After write_eof(), a peer whose eof_received() returns True can still write back."""
     async with h.connect(server_eof_result=True) as (client, server):
@@ -296,17 +350,18 @@ async def _case_eof_received_false_closes(h: _Harness) -> None:
     """A falsy eof_received() closes the transport: connection_lost(None), peer sees EOF."""
     async with h.connect(server_eof_result=False, client_eof_result=False) as (client, server):
         client.t.write(b"request")
-        client.t.write_eof()
+        h.send_eof(client)
         await h.wait_until(lambda: server.lost, "the server closed", client, server)
         _expect(server.eof, "the server lost its connection without eof_received()")
         _expect(server.lost_exc is None, f"server's connection_lost got {server.lost_exc!r}")
         _same(server.data, b"request", "request")
         await h.wait_until(lambda: client.lost, "the client closed", client, server)
-        _expect(client.eof, "the client lost its connection without eof_received()")
+        if h.half_close:  # a client that closed reads no EOF
+            _expect(client.eof, "the client lost its connection without eof_received()")
         _expect(client.lost_exc is None, f"client's connection_lost got {client.lost_exc!r}")
 
 
-@_case
+@_half_close_case
 async def _case_write_eof_waits_for_buffer(h: _Harness) -> None:
     """write_eof() with data buffered sends all of it before EOF."""
     async with h.connect() as (client, server):
@@ -412,7 +467,8 @@ async def _case_abort_discards_buffer(h: _Harness) -> None:
             f"the server received all {written} bytes: abort() did not discard the buffer",
         )
         _expect(server.data.strip(b"c") == b"", "the server received bytes that were not sent")
-        if server.lost:
+        if server.lost and not (server.eof and server.lost_exc is None):
+            # Lost, not after an EOF that closed it (eof_received() returned False).
             _expect(
                 isinstance(server.lost_exc, ConnectionError),
                 f"server's connection_lost got {server.lost_exc!r}, expected None after EOF "

@@ -112,7 +112,7 @@ async def _case_pause_writing_above_high(h: _Harness) -> None:
         await h.wait_until(lambda: not client.paused, "resume_writing was called", client, server)
         _, size = client.flow[1]
         _expect(size <= low, f"resume_writing was called with {size} bytes buffered, low={low}")
-        client.t.write_eof()
+        h.send_eof(client)
         await h.wait_until(lambda: server.eof, "the server saw EOF", client, server)
         total = written + len(b"written by resume_writing")
         _expect_tail(server, total, b"w", b"written by resume_writing", "resume_writing")
@@ -211,7 +211,7 @@ async def _case_pause_reading(h: _Harness) -> None:
         server.t.pause_reading()
         _expect(not server.t.is_reading(), "is_reading() is True after pause_reading()")
         client.t.write(b"while paused")
-        client.t.write_eof()
+        h.send_eof(client)
         await h.settle()
         _expect(not server.data and not server.eof, "data or EOF arrived while reading was paused")
         server.inside = "resume_reading()"
@@ -243,7 +243,7 @@ async def _case_pause_reading_inside_data_received(h: _Harness) -> None:
             client.t.write(piece)
         await h.wait_until(lambda: bool(calls), "the server received data", client, server)
         client.t.write(b"four")
-        client.t.write_eof()
+        h.send_eof(client)
         await h.settle()
         paused_in = f"pause_reading() inside data_received({calls[0]!r})"
         _expect(len(calls) == 1, f"data_received{tuple(calls[1:])} came after {paused_in}")
@@ -276,7 +276,7 @@ async def _case_write_inside_pause_writing(h: _Harness) -> None:
         )
         server.t.resume_reading()
         await h.wait_until(lambda: not client.paused, "resume_writing was called", client, server)
-        client.t.write_eof()
+        h.send_eof(client)
         await h.wait_until(lambda: server.eof, "the server saw EOF", client, server)
         total = written + 1 + len(b"written by pause_writing")
         _expect_tail(server, total, b"x", b"written by pause_writing", "pause_writing")
@@ -310,7 +310,10 @@ async def _case_stream_writer_drain(h: _Harness) -> None:
         finally:
             drain.cancel()
         _expect(not client.paused, "drain() returned before resume_writing")
-        writer.write_eof()
+        if h.half_close:
+            writer.write_eof()
+        else:
+            writer.close()
         await h.wait_until(lambda: server.eof, "the server saw EOF", client, server)
         _expect(len(server.data) == written, f"the server got {len(server.data)} of {written}")
         writer.close()

@@ -334,15 +334,34 @@ class _Harness:
     """What a case uses: connecting, waiting, and the loop's exception reports."""
 
     def __init__(
-        self, make_pair: TransportPairFactory, *, seed: int, timeout: float | None
+        self,
+        make_pair: TransportPairFactory,
+        *,
+        seed: int,
+        timeout: float | None,
+        half_close: bool = True,
     ) -> None:
         self.make_pair = make_pair
         self.random = random.Random(seed)
         self.timeout = timeout
+        #: Whether the transports can half-close (``can_write_eof()``): if not,
+        #: a case ends a stream with ``close()`` instead of ``write_eof()``.
+        self.half_close = half_close
         self.changed = asyncio.Event()
         self.loop_errors: list[dict[str, Any]] = []
         #: The ends of the case's connection, once connect() made them.
         self.ends: tuple[_End, ...] = ()
+
+    def send_eof(self, end: _End) -> None:
+        """End what *end* sends: ``write_eof()``, or ``close()`` on a pair that cannot half-close.
+
+        After ``close()`` the end reads nothing more: a case that needs an answer
+        after the EOF runs only on pairs that can half-close.
+        """
+        if self.half_close:
+            end.t.write_eof()
+        else:
+            end.t.close()
 
     def take_loop_errors(self) -> list[dict[str, Any]]:
         errors, self.loop_errors = self.loop_errors, []
@@ -394,12 +413,20 @@ class _Harness:
     async def connect(
         self,
         *,
-        client_eof_result: bool = True,
-        server_eof_result: bool = True,
+        client_eof_result: bool | None = None,
+        server_eof_result: bool | None = None,
         server_buffer_size: int | None = None,
         client_streams: bool = False,
     ) -> AsyncIterator[tuple[_End, _End]]:
-        """Connect a pair; on exit, close it and check both protocols saw a legal order."""
+        """Connect a pair; on exit, close it and check both protocols saw a legal order.
+
+        By default eof_received() keeps a connection half-open where the pair can
+        half-close and closes it where it cannot, as a correct protocol does.
+        """
+        if client_eof_result is None:
+            client_eof_result = self.half_close
+        if server_eof_result is None:
+            server_eof_result = self.half_close
         client = _End("client", self, eof_result=client_eof_result, streams=client_streams)
         server = _End("server", self, eof_result=server_eof_result, buffer_size=server_buffer_size)
         self.ends = (client, server)
@@ -546,6 +573,8 @@ class _Harness:
 
 _Case = Callable[[_Harness], Awaitable[None]]
 _CASES: dict[str, _Case] = {}
+#: The cases that check half-close itself, which a pair that cannot half-close skips.
+_HALF_CLOSE_CASES: set[str] = set()
 
 #: High enough that clogging a connection never pauses the writer.
 _NO_PAUSE = 2**30
@@ -556,6 +585,12 @@ _EXTRA = 1024 * 1024
 def _case(function: _Case) -> _Case:
     _CASES[function.__name__.removeprefix("_case_")] = function
     return function
+
+
+def _half_close_case(function: _Case) -> _Case:
+    """Register a case that needs ``write_eof()``: it checks half-close itself."""
+    _HALF_CLOSE_CASES.add(function.__name__.removeprefix("_case_"))
+    return _case(function)
 
 
 def _chunks(h: _Harness, total: int) -> list[bytes]:

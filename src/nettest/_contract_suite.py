@@ -18,6 +18,7 @@ from . import _contract_cases, _contract_cases_flow  # noqa: F401  (they registe
 from ._contract import ProtocolViolation
 from ._contract_harness import (
     _CASES,
+    _HALF_CLOSE_CASES,
     PairFactoryMisuse,
     TransportPairFactory,
     _CaseError,
@@ -30,6 +31,7 @@ from ._settings import default_timeout
 
 __all__ = [
     "CONFORMANCE_CASES",
+    "HALF_CLOSE_CASES",
     "ConformanceError",
     "TransportPairFactory",
     "check_transport_case",
@@ -47,6 +49,10 @@ _DEFAULT_TIMEOUT: Any = _DefaultTimeout()
 
 #: The names of the conformance cases, in the order :func:`check_transport_pair` runs them.
 CONFORMANCE_CASES: tuple[str, ...] = tuple(_CASES)
+
+#: The cases that check half-close itself (``write_eof()`` and what follows it),
+#: which need a pair that can half-close: ``half_close=False`` leaves them out.
+HALF_CLOSE_CASES: frozenset[str] = frozenset(_HALF_CLOSE_CASES)
 
 
 def _check_arguments(make_pair: object, seed: object) -> None:
@@ -67,6 +73,15 @@ def _check_arguments(make_pair: object, seed: object) -> None:
                 f"TransportPairFactory does; {make_pair!r} takes {signature}"
             ) from None
     check_seed(seed)
+
+
+def _check_half_close(half_close: object) -> bool:
+    if not isinstance(half_close, bool):
+        raise TypeError(
+            f"half_close must be True or False (whether the transports can write_eof()), "
+            f"got {half_close!r}"
+        )
+    return half_close
 
 
 def _check_timeout(timeout: object) -> float | None:
@@ -94,6 +109,7 @@ async def check_transport_case(
     *,
     seed: int = 0,
     timeout: float | None = _DEFAULT_TIMEOUT,
+    half_close: bool = True,
 ) -> None:
     """Run one conformance case on the transports *make_pair* connects.
 
@@ -108,14 +124,20 @@ async def check_transport_case(
         seed: seeds the sizes and contents of the writes, an int in [0, 2**64).
         timeout: seconds each wait of the case may take, a finite number > 0 (by
             default nettest's default timeout; None waits forever).
+        half_close: False for transports that cannot half-close (``can_write_eof()``
+            is False, as for TLS): the case then ends a stream with ``close()``
+            instead of ``write_eof()``, and requires ``write_eof()`` to raise
+            :exc:`NotImplementedError`.
 
     Raises:
         ConformanceError: if the transports break the contract.
-        ValueError: if *case* is not one of :data:`CONFORMANCE_CASES`, *timeout*
-            is not > 0 and finite, or *seed* is outside [0, 2**64).
+        ValueError: if *case* is not one of :data:`CONFORMANCE_CASES`, or is one of
+            :data:`HALF_CLOSE_CASES` with *half_close* False, *timeout* is not > 0
+            and finite, or *seed* is outside [0, 2**64).
         TypeError: if *case* is not a str, *timeout* not a number (a bool or a
-            str included), *seed* not an int, or *make_pair* not callable, not taking two
-            protocol factories, or not returning an async context manager.
+            str included), *seed* not an int, *half_close* not a bool, or
+            *make_pair* not callable, not taking two protocol factories, or not
+            returning an async context manager.
 
     Example::
 
@@ -133,9 +155,14 @@ async def check_transport_case(
         raise ValueError(
             f"case must be one of CONFORMANCE_CASES ({', '.join(_CASES)}), got {case!r}"
         ) from None
+    if not _check_half_close(half_close) and case in HALF_CLOSE_CASES:
+        raise ValueError(
+            f"case {case!r} checks half-close, which half_close=False says the transports "
+            "cannot do: run the cases of CONFORMANCE_CASES not in HALF_CLOSE_CASES"
+        )
     timeout = _check_timeout(timeout)
     loop = asyncio.get_running_loop()
-    harness = _Harness(make_pair, seed=seed, timeout=timeout)
+    harness = _Harness(make_pair, seed=seed, timeout=timeout, half_close=half_close)
     previous = loop.get_exception_handler()
     loop.set_exception_handler(lambda _loop, context: harness.loop_errors.append(context))
     try:
@@ -179,6 +206,7 @@ async def check_transport_pair(
     seed: int = 0,
     timeout: float | None = _DEFAULT_TIMEOUT,
     skip: Iterable[str] = (),
+    half_close: bool = True,
 ) -> None:
     """Run every conformance case on the transports *make_pair* connects.
 
@@ -198,15 +226,19 @@ async def check_transport_pair(
             nettest's default timeout; None waits forever).
         skip: names of cases not to run, from :data:`CONFORMANCE_CASES` (such as
             ``["start_tls"]`` for transports that cannot carry TLS).
+        half_close: False for transports that cannot half-close (``can_write_eof()``
+            is False, as for TLS): the cases of :data:`HALF_CLOSE_CASES` are left
+            out, the others end a stream with ``close()`` instead of
+            ``write_eof()``, and ``write_eof()`` must raise :exc:`NotImplementedError`.
 
     Raises:
         ConformanceError: naming the first case that failed.
         ValueError: if *timeout* is not > 0 and finite, *seed* is outside
             [0, 2**64), or *skip* names something that is not a case.
         TypeError: if *timeout* is not a number (a bool or a str included),
-            *seed* not an int, *make_pair* not callable, not taking two
-            protocol factories or not returning an async context manager, or
-            *skip* a single string rather than a list of names.
+            *seed* not an int, *half_close* not a bool, *make_pair* not callable,
+            not taking two protocol factories or not returning an async context
+            manager, or *skip* a single string rather than a list of names.
 
     Example::
 
@@ -217,9 +249,13 @@ async def check_transport_pair(
     _check_arguments(make_pair, seed)
     timeout = _check_timeout(timeout)
     skipped = _check_skip(skip)
+    if not _check_half_close(half_close):
+        skipped |= HALF_CLOSE_CASES
     for case in CONFORMANCE_CASES:
         if case not in skipped:
-            await check_transport_case(make_pair, case, seed=seed, timeout=timeout)
+            await check_transport_case(
+                make_pair, case, seed=seed, timeout=timeout, half_close=half_close
+            )
 
 
 def _check_skip(skip: object) -> frozenset[str]:
