@@ -1383,6 +1383,24 @@ async def test_closing_the_proxy_ends_an_idle_connection_with_eof(upstream: Upst
         await proxy.aclose()
 
 
+@pytest.mark.asyncio
+async def test_a_second_aclose_returns_once_the_first_has_closed(upstream: Upstream) -> None:
+    proxy = await FaultProxy(upstream.address).start()
+    try:
+        async with connect(proxy.address) as (reader, writer):
+            writer.write(b"ping")
+            assert await asyncio.wait_for(reader.readexactly(4), 10) == b"ping"
+            first = asyncio.ensure_future(proxy.aclose())
+            await asyncio.sleep(0)
+            await proxy.aclose()
+            # The first waits until every connection is lost; so must the second.
+            assert first.done()
+            await first
+            assert await read_all(reader) == b""
+    finally:
+        await proxy.aclose()
+
+
 # -- the command line --------------------------------------------------------------------
 
 _CLI = "import sys; from nettest._proxy_cli import cli_main; sys.exit(cli_main(sys.argv[1:]))"

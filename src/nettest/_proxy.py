@@ -287,6 +287,8 @@ class FaultProxy(FaultsInForce):
         self._port_task: asyncio.Task[None] | None = None
         self._started = False
         self._closed = False
+        #: Done once the first `aclose` has finished: a second one waits for it.
+        self._aclosed: asyncio.Future[None] | None = None
         #: The loop it runs on, once started (a thread's, for `FaultProxyThread`).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_connection: Callable[[ConnectionTrace], None] | None = None
@@ -567,16 +569,30 @@ class FaultProxy(FaultsInForce):
         return self._up
 
     async def aclose(self) -> None:
-        """Stop listening, close every connection and socket; idempotent."""
+        """Stop listening, close every connection and socket; idempotent.
+
+        A call made while another is closing the proxy returns once it has.
+        """
+        if self._aclosed is not None:
+            await asyncio.shield(self._aclosed)
+            return
         if self._closed:
             return
+        self._aclosed = asyncio.get_running_loop().create_future()
+        try:
+            await self._close_and_wait()
+        finally:
+            if not self._aclosed.done():
+                self._aclosed.set_result(None)
+
+    async def _close_and_wait(self) -> None:
         try:
             await self._let_accepted_attach()
         except BaseException:  # cancelled: close all the same, not wait
             if not self.closed:
                 self._abort_now()
             raise
-        if self.closed:  # another aclose() meanwhile
+        if self.closed:  # closed meanwhile, not by aclose() (the hygiene gate)
             return
         starting = self._starting
         self._abort_now()
