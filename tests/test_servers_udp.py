@@ -255,14 +255,24 @@ async def test_udp_protocol_factory(udp_server: UDPServerFactory) -> None:
 async def test_udp_protocol_exception_raises_at_teardown() -> None:
     class Broken(asyncio.DatagramProtocol):
         def datagram_received(self, data: bytes, addr: object) -> None:
-            raise ValueError(data)
+            if data == b"q07":
+                raise ValueError(data)
 
     server = await UDPServer(Broken).start()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.sendto(b"bad", server.address)
-        await server.wait_for_datagrams(1)
-    with pytest.raises(HandlerError, match=r"datagram_received\(\) raised"):
+        for n in range(30):
+            sock.sendto(b"q%02d" % n, server.address)
+        await server.wait_for_datagrams(30)
+        port = sock.getsockname()[1]
+    with pytest.raises(HandlerError) as info:
         await server.aclose()
+    # Which of many datagrams the handler failed on, and the last ones received.
+    message = str(info.value)
+    assert f"(datagram_received(b'q07', 127.0.0.1:{port}) raised)" in message
+    assert "datagrams received (30; the last 20, transcript() has them all): b'q10' from" in (
+        message
+    )
+    assert "b'q09'" not in message
 
 
 async def test_udp_protocol_factory_error_raises_at_teardown() -> None:

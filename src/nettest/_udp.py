@@ -157,6 +157,10 @@ def _api(transport: asyncio.DatagramTransport) -> asyncio.Transport:
     return typing.cast("asyncio.Transport", transport)
 
 
+#: How many of the datagrams received a handler error lists, the last ones.
+_DATAGRAMS_SHOWN = 20
+
+
 class _DatagramProtocol(asyncio.DatagramProtocol):
     #: A fatal error closes the transport with it, and connection_lost records it
     #: as the server's error: the hygiene gate leaves the loop's report of it alone.
@@ -170,7 +174,7 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
         try:
             call()
         except Exception as exc:
-            self._server._record_error(exc, f"{what}() raised")
+            self._server._record_error(exc, f"{what} raised")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The selector loop's datagram transport does not subclass DatagramTransport.
@@ -189,7 +193,7 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
                 return
             self._inner = inner
             proxy = _RecordingDatagramTransport(transport, server)
-            self._guard("connection_made", lambda: inner.connection_made(proxy))
+            self._guard("connection_made()", lambda: inner.connection_made(proxy))
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         server = self._server
@@ -197,7 +201,9 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
         handler = server._handler
         inner = self._inner
         if inner is not None:
-            self._guard("datagram_received", lambda: inner.datagram_received(data, addr))
+            # Named with its datagram: which of many made the handler fail.
+            call = f"datagram_received({show(bytes(data), 64)}, {format_address(addr)})"
+            self._guard(call, lambda: inner.datagram_received(data, addr))
         elif handler is echo:
             server._sendto(data, addr)
         elif isinstance(handler, Script):
@@ -207,7 +213,7 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
         self._server._errors_received.append(exc)
         inner = self._inner
         if inner is not None:
-            self._guard("error_received", lambda: inner.error_received(exc))
+            self._guard("error_received()", lambda: inner.error_received(exc))
 
     def connection_lost(self, exc: Exception | None) -> None:
         server = self._server
@@ -219,7 +225,7 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
             server._record_error(exc, "it closed the server's transport")
         inner = self._inner
         if inner is not None:
-            self._guard("connection_lost", lambda: inner.connection_lost(exc))
+            self._guard("connection_lost()", lambda: inner.connection_lost(exc))
 
 
 class _DatagramServer(_LoopbackServer):
@@ -525,9 +531,13 @@ class _DatagramServer(_LoopbackServer):
                 detail = str(exc).replace("\n", "\n    ")
                 lines.append(f"  {type(exc).__name__}: {detail}\n    ({what})")
             received = self.datagrams
+            shown = received[-_DATAGRAMS_SHOWN:]
+            count = str(len(received))
+            if len(shown) < len(received):
+                count += f"; the last {len(shown)}, transcript() has them all"
             lines.append(
-                f"  datagrams received ({len(received)}): "
-                + ", ".join(f"{show(d.data, 64)} from {format_address(d.peer)}" for d in received)
+                f"  datagrams received ({count}): "
+                + ", ".join(f"{show(d.data, 64)} from {format_address(d.peer)}" for d in shown)
             )
             errors = self.errors
             raise handler_error(lines, errors)
