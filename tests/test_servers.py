@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 import ssl
 import struct
@@ -311,6 +312,71 @@ async def test_coroutine_object_handler_is_a_type_error() -> None:
 
     with pytest.raises(TypeError, match="do not call it"):
         TCPServer(handler(None, None))  # type: ignore[arg-type]
+
+
+# -- a port of one's choosing ------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_tcp_and_udp_servers_share_a_port(tcp_server: TCPServerFactory) -> None:
+    # DNS answers over UDP and TCP on the same port.
+    async with UDPServer() as udp:
+        tcp = await tcp_server(port=udp.port)
+        assert tcp.address == udp.address
+        reader, writer = await asyncio.open_connection(*tcp.address)
+        writer.write(b"over tcp")
+        assert await reader.readexactly(8) == b"over tcp"
+        await _close(writer)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            sock.sendto(b"over udp", udp.address)
+            reply = asyncio.get_running_loop().sock_recv(sock, 100)
+            assert await asyncio.wait_for(reply, 10) == b"over udp"
+
+
+@pytest.mark.asyncio
+async def test_a_server_comes_back_on_the_port_of_one_just_closed() -> None:
+    # Closing its connections leaves them in TIME_WAIT on the server's side: the
+    # new listener needs SO_REUSEADDR, as asyncio's servers set.
+    async with TCPServer() as first:
+        reader, writer = await asyncio.open_connection(*first.address)
+        writer.write(b"x")
+        assert await reader.readexactly(1) == b"x"
+        await first.aclose()
+        assert await reader.read() == b""
+        await _close(writer)
+    async with TCPServer(port=first.port) as second:
+        assert second.port == first.port
+        reader, writer = await asyncio.open_connection(*second.address)
+        writer.write(b"again")
+        assert await reader.readexactly(5) == b"again"
+        await _close(writer)
+
+
+@pytest.mark.parametrize("server_type", [TCPServer, UDPServer])
+@pytest.mark.asyncio
+async def test_a_port_in_use_is_an_os_error_naming_it(server_type: type[TCPServer]) -> None:
+    async with server_type() as first:
+        second = server_type(port=first.port)
+        with pytest.raises(OSError, match=f"cannot bind port={first.port} on 127.0.0.1$") as info:
+            await second.start()
+        assert info.value.errno == errno.EADDRINUSE
+        assert second.closed
+
+
+@pytest.mark.parametrize(
+    ("port", "error", "match"),
+    [
+        (-1, ValueError, "^port must be in 0..65535, got -1$"),
+        (65536, ValueError, "^port must be in 0..65535, got 65536$"),
+        ("53", TypeError, "^port must be an int in 0..65535, got '53'$"),
+        (True, TypeError, "^port must be an int in 0..65535, got True$"),
+    ],
+)
+def test_a_bad_port_is_refused(port: object, error: type[Exception], match: str) -> None:
+    for server_type in (TCPServer, UDPServer):
+        with pytest.raises(error, match=match):
+            server_type(port=port)  # type: ignore[arg-type]
 
 
 # -- bad input ------------------------------------------------------------------------

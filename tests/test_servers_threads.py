@@ -73,6 +73,21 @@ def test_blocking_socket_echo(tcp_server_thread: TCPServerThreadFactory) -> None
     assert "b'blocking'" in server.transcript()
 
 
+def test_thread_servers_share_a_port(
+    tcp_server_thread: TCPServerThreadFactory, udp_server_thread: UDPServerThreadFactory
+) -> None:
+    udp = udp_server_thread()
+    tcp = tcp_server_thread(port=udp.port)
+    assert tcp.address == udp.address
+    with socket.create_connection(tcp.address, timeout=5) as sock:
+        sock.sendall(b"tcp")
+        assert sock.recv(100) == b"tcp"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(b"udp", udp.address)
+        assert sock.recv(100) == b"udp"
+
+
 def test_a_connections_waits_point_a_synchronous_test_to_the_servers(
     tcp_server_thread: TCPServerThreadFactory,
 ) -> None:

@@ -44,6 +44,7 @@ from ._endpoint import check_bool as check_bool
 from ._handlers import handler_error
 from ._hygiene import dropped_open, parts_of, track
 from ._processes import pid_of_tag, process_tag, remove_dead_processes_dirs
+from ._proxy_sockets import _check_port
 from ._recording import check_loop, format_address, refuse_without_a_running_loop
 
 #: Longest Unix socket path, in bytes, without the terminating NUL.
@@ -375,10 +376,33 @@ class _LoopbackHost:
     _port: int
     _reuse_port: bool
 
-    def _init_host(self, host: str, *, allow_remote: bool) -> None:
+    def _init_host(self, host: str, *, allow_remote: bool, port: object = 0) -> None:
         self._family = check_host(host, allow_remote=allow_remote)
         self._host = host
+        self._bind_to = _check_port(port, "port")
         self._port = 0
+
+    def _bind_host(self, sock: socket.socket, host: str | None = None) -> None:
+        """Bind ``sock`` to the port asked for (0: a free one), on ``host`` or the server's.
+
+        A TCP server sets ``SO_REUSEADDR``, as asyncio's servers do, so that a
+        server can listen on the port of one closed a moment ago: Linux lets it
+        only if the connections left in TIME_WAIT had it too.  (On a UDP socket
+        it would let two servers share the port.)
+        """
+        host = self._host if host is None else host
+        port = self._bind_to
+        if self._socket_type == socket.SOCK_STREAM and sys.platform != "win32":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            if not port:
+                raise
+            raise OSError(
+                error.errno, f"{error.strerror}: {self._name} cannot bind port={port} on {host}"
+            ) from None
+        self._port = sock.getsockname()[1]
 
     def _init_reuse_port(self, reuse_port: bool) -> None:
         check_bool("reuse_port", reuse_port)

@@ -61,6 +61,9 @@ class TCPServer(_LoopbackHost, _StreamServer):
         handler: a `nettest.handlers` handler (default `~nettest.handlers.echo`), an
             ``async def handler(reader, writer)``, or a protocol factory.
         host: a literal loopback address: ``"127.0.0.1"`` (default) or ``"::1"``.
+        port: the port to listen on: 0 (default) for a free one the kernel picks;
+            a fixed one to share a number with another server (DNS over UDP and
+            TCP) or to come back where a closed server was.
         ssl: a server `ssl.SSLContext` to serve TLS.
         handshake_timeout: seconds a TLS handshake may take before the server
             gives up on it (a `HandshakeFailure` with `ConnectionAbortedError`);
@@ -78,9 +81,10 @@ class TCPServer(_LoopbackHost, _StreamServer):
 
     Raises:
         ValueError: ``host`` is not a literal loopback address, or a number is out
-            of range (``close_timeout`` and ``handshake_timeout`` must be finite
-            and > 0; ``rcvbuf``,
+            of range (``port`` from 0 to 65535; ``close_timeout`` and
+            ``handshake_timeout`` must be finite and > 0; ``rcvbuf``,
             ``sndbuf`` and ``backlog`` from 1 to 2147483647).
+        OSError: from `start`, when the ``port`` asked for is in use.
         TypeError: ``handler`` is none of the accepted kinds, or a number is of
             the wrong type (a str or a bool, say).
 
@@ -101,6 +105,7 @@ class TCPServer(_LoopbackHost, _StreamServer):
         handler: Handler | StreamHandler | ProtocolFactory = echo,
         *,
         host: str = "127.0.0.1",
+        port: int = 0,
         ssl: ssl.SSLContext | None = None,
         handshake_timeout: float | None = None,
         allow_remote: bool = False,
@@ -112,7 +117,7 @@ class TCPServer(_LoopbackHost, _StreamServer):
         backlog: int = 128,
         limit: int = 2**16,
     ) -> None:
-        self._init_host(host, allow_remote=allow_remote)
+        self._init_host(host, allow_remote=allow_remote, port=port)
         check_bool("nodelay", nodelay)
         self._nodelay = nodelay
         self._init_reuse_port(reuse_port)
@@ -131,8 +136,7 @@ class TCPServer(_LoopbackHost, _StreamServer):
         sock = self._host_socket(has_ipv6=has_ipv6_loopback)
         with _closed_on_error(sock):
             _apply_buffers(sock, self._rcvbuf, self._sndbuf)
-            sock.bind((self._host, 0))
-            self._port = sock.getsockname()[1]
+            self._bind_host(sock)
         return sock
 
     def _connection_made(self, transport: asyncio.Transport) -> _ConnState:
@@ -248,6 +252,7 @@ class TCPServerFactory(typing.Protocol):
         handler: HandlerArg = ...,
         *,
         host: str = ...,
+        port: int = ...,
         ssl: ssl.SSLContext | None = ...,
         handshake_timeout: float | None = ...,
         allow_remote: bool = ...,

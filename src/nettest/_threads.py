@@ -53,6 +53,7 @@ class _TCPOptions(typing.TypedDict, total=False):
     and of the ``tcp_server_thread`` fixture's."""
 
     host: str
+    port: int
     ssl: ssl.SSLContext | None
     handshake_timeout: float | None
     allow_remote: bool
@@ -83,6 +84,7 @@ class _UDPOptions(typing.TypedDict, total=False):
     """`UDPServer`'s keyword arguments."""
 
     host: str
+    port: int
     group: str | None
     allow_remote: bool
     rcvbuf: int | None

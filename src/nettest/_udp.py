@@ -557,6 +557,9 @@ class UDPServer(_LoopbackHost, _DatagramServer):
         handler: `~nettest.handlers.echo` (default), `~nettest.handlers.sink`,
             a `~nettest.handlers.script`, or a DatagramProtocol factory.
         host: a literal loopback address (the interface, with ``group``).
+        port: the port to listen on: 0 (default) for a free one the kernel picks;
+            a fixed one to share a number with a TCP server (DNS over UDP and
+            TCP) or to come back where a closed server was.
         group: an IPv4 multicast group to join and listen on.
         allow_remote: allow a host that is not loopback.
         rcvbuf: SO_RCVBUF in bytes (small values make the kernel drop datagrams).
@@ -565,9 +568,11 @@ class UDPServer(_LoopbackHost, _DatagramServer):
         broadcast: set SO_BROADCAST, so the server may send to broadcast addresses.
 
     Raises:
-        TypeError: ``host`` or ``group`` is not a str, or a buffer size not an int.
+        TypeError: ``host`` or ``group`` is not a str, or the port or a buffer size
+            not an int.
         ValueError: a host that is not loopback, a group that is not IPv4
-            multicast, or a buffer size out of range.
+            multicast, or a port or buffer size out of range.
+        OSError: from `start`, when the ``port`` asked for is in use.
 
     Example::
 
@@ -584,6 +589,7 @@ class UDPServer(_LoopbackHost, _DatagramServer):
         handler: Handler | DatagramProtocolFactory = echo,
         *,
         host: str = "127.0.0.1",
+        port: int = 0,
         group: str | None = None,
         allow_remote: bool = False,
         rcvbuf: int | None = None,
@@ -591,7 +597,7 @@ class UDPServer(_LoopbackHost, _DatagramServer):
         reuse_port: bool = False,
         broadcast: bool = False,
     ) -> None:
-        self._init_host(host, allow_remote=allow_remote)
+        self._init_host(host, allow_remote=allow_remote, port=port)
         if group is not None:
             family = check_host(group, allow_remote=True, multicast=True, name="group")
             if family != socket.AF_INET:
@@ -615,7 +621,7 @@ class UDPServer(_LoopbackHost, _DatagramServer):
             if self._group is not None:
                 # Binding the group address (not the wildcard) receives only that
                 # group's datagrams.  Windows cannot bind a group address.
-                sock.bind(("" if sys.platform == "win32" else self._group, 0))
+                self._bind_host(sock, "" if sys.platform == "win32" else self._group)
                 membership = socket.inet_aton(self._group) + socket.inet_aton(self._host)
                 try:
                     sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
@@ -630,8 +636,7 @@ class UDPServer(_LoopbackHost, _DatagramServer):
                         "loopback interface, such as '127.0.0.1')",
                     ) from None
             else:
-                sock.bind((self._host, 0))
-            self._port = sock.getsockname()[1]
+                self._bind_host(sock)
         return sock
 
     def _describe(self) -> str:
@@ -772,6 +777,7 @@ class UDPServerFactory(typing.Protocol):
         handler: DatagramHandlerArg = ...,
         *,
         host: str = ...,
+        port: int = ...,
         group: str | None = ...,
         allow_remote: bool = ...,
         rcvbuf: int | None = ...,
