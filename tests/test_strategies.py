@@ -7,13 +7,14 @@ import math
 import random
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, find, given, seed, settings
 from hypothesis import strategies as st
-from hypothesis.errors import InvalidArgument
+from hypothesis.errors import HypothesisWarning, InvalidArgument
 from hypothesis.version import __version_info__
 
 from nettest import strategies as nst
@@ -527,6 +528,32 @@ def test_chunkings_shrink_cuts_to_the_start_unless_most_offsets_are_cut() -> Non
     assert few[0] == b"a"
     most = find(nst.chunkings(b"abcdefghij", min_size=8), lambda c: True, settings=NO_DB)
     assert most == [b"abc", b"d", b"e", b"f", b"g", b"h", b"i", b"j"]
+
+
+# Over 500 cuts: each drawn (600), or most offsets cut and over 1000 left uncut (1030).
+@pytest.mark.parametrize(("min_size", "max_size"), [(600, None), (1030, 1040)])
+def test_a_huge_min_size_is_drawn_all_the_same(min_size: int, max_size: int | None) -> None:
+    # Hundreds of cuts each drawn on its own made an example hypothesis refused as
+    # too large (FailedHealthCheck), or a list it cannot draw (InvalidArgument).
+    data = bytes(range(256)) * 8
+
+    @settings(database=None, max_examples=5)
+    @given(nst.chunkings(data, min_size=min_size, max_size=max_size))
+    def check(chunks: list[bytes]) -> None:
+        assert min_size <= len(chunks) <= (max_size or len(data))
+        assert b"".join(chunks) == data
+
+    check()
+    # They shrink as a whole: the fewest, evenly spaced.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", HypothesisWarning)  # find() shows the 2 kB
+        simplest = find(
+            nst.chunkings(data, min_size=min_size, max_size=max_size),
+            lambda c: True,
+            settings=NO_DB,
+        )
+    assert len(simplest) == min_size
+    assert max(map(len, simplest)) - min(map(len, simplest)) <= 1
 
 
 def test_chunkings_with_most_offsets_cut_are_fast_and_shrink_to_min_size() -> None:
