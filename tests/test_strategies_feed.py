@@ -280,6 +280,10 @@ def test_feed_datagram_protocol() -> None:
     assert [type(error) for error in protocol.errors] == [ConnectionRefusedError]
     with pytest.raises(TypeError, match="DatagramProtocol has no EOF"):
         nst.feed(protocol, [nst.Eof()])
+    # Refused before the first datagram, as feed() checks a schedule whole.
+    with pytest.raises(TypeError, match="DatagramProtocol has no EOF"):
+        nst.feed(protocol, [nst.Datagram(b"c", 0), nst.Eof()])
+    assert len(protocol.datagrams) == 2
 
 
 def test_feed_message_stream() -> None:
@@ -588,6 +592,28 @@ def test_feed_stops_once_the_protocol_closed_its_transport(
     assert protocol.events == [b"hi\n", command + b"\nhello\n"]
 
 
+class ClosesAtEof(EchoUpper):
+    """Closes its transport in eof_received(), returning None, as many protocols do."""
+
+    def eof_received(self) -> None:
+        super().eof_received()
+        self.transport.close()
+
+
+@pytest.mark.asyncio
+async def test_a_protocol_that_closes_at_eof_gets_connection_lost_once() -> None:
+    # connection_lost is then its transport's to call, as after any close():
+    # the driver called it too, and the transport called it again.
+    protocol = sanitize(ClosesAtEof())
+    transport = MemoryTransport(protocol)
+    await asyncio.sleep(0)
+    await nst.feed_async(protocol, [b"bye\n", nst.Eof()])
+    await asyncio.sleep(0)
+    assert protocol.wrapped.events == [b"bye\n", "eof", ("lost", None)]
+    protocol.check(lost=True)
+    assert transport.is_closing()
+
+
 def test_feed_holds_back_nothing_for_a_protocol_that_closed_while_paused() -> None:
     protocol, transport = EchoUpper(), RecordingTransport()
     protocol.connection_made(transport)
@@ -813,6 +839,22 @@ def test_schedules_with_early_eof_shrink_to_the_whole_data() -> None:
     assert empty == [nst.Eof()]
 
 
+def test_an_early_eof_before_any_byte_is_drawn_often() -> None:
+    # A client that fails when the peer closes before sending anything: one
+    # offset among many, it was found by half the runs of 100 examples.
+    data = b"+OK hello there\r\nBYE\r\n"
+    empty = 0
+
+    @settings(database=None, max_examples=200)
+    @given(nst.schedules(data, early_eof=True))
+    def count(schedule: list[nst.Event]) -> None:
+        nonlocal empty
+        empty += delivered(schedule) == b""
+
+    count()
+    assert empty >= 10
+
+
 def test_schedules_without_early_eof_always_deliver_the_whole_data() -> None:
     with pytest.raises(NoSuchExample):
         find(
@@ -859,6 +901,11 @@ def test_schedules_deliver_the_data_through_feed_async(schedule: list[nst.Event]
         ({"early_eof": 1}, "early_eof must be True or False, got 1"),
         ({"early_eof": True, "eof": False}, "early_eof=True needs eof=True or None"),
         ({"errors": [ConnectionResetError()]}, "errors must hold Exception subclasses"),
+        (
+            {"errors": [asyncio.IncompleteReadError]},
+            r"errors: IncompleteReadError cannot be made as a schedule makes each error, "
+            r"with \(errno, message\) for an OSError and one message otherwise: TypeError: ",
+        ),
         ({"min_size": 0}, "min_size must be"),
     ],
 )
@@ -1008,6 +1055,10 @@ def test_datagram_schedules_of_a_strategy(arrivals: list[nst.Datagram]) -> None:
         (
             lambda: nst.datagram_schedules([b"a"], errors=[ValueError, 1]),  # type: ignore[list-item]
             "errors must hold Exception subclasses, got 1 in it",
+        ),
+        (
+            lambda: nst.datagram_schedules([b"a"], errors=[UnicodeDecodeError]),
+            "errors: UnicodeDecodeError cannot be made as a schedule makes each error",
         ),
     ],
 )

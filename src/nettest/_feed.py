@@ -413,8 +413,9 @@ class _Sink:
             view = view[n:]
 
     def _protocol_eof(self) -> None:
-        # A falsy eof_received() makes a real transport close itself.
-        if not self.target.eof_received():  # type: ignore[attr-defined]
+        # A falsy eof_received() makes a real transport close itself; a protocol
+        # that closed its transport in it left connection_lost to that transport.
+        if not self.target.eof_received() and not self.closing():  # type: ignore[attr-defined]
             self.target.connection_lost(None)  # type: ignore[attr-defined]
 
     def _lost(self, error: Exception) -> None:
@@ -584,8 +585,10 @@ def feed(
     returns True) gets nothing more, as a real transport stops reading at
     once: no reads, no EOF, no loss.  ``connection_lost(None)`` is then the
     transport's to call, as asyncio's and nettest's transports do on a later
-    loop turn; a stub transport that only records ``close()`` leaves it to
-    the test.
+    loop turn (also when the protocol closed it in ``eof_received``); a stub
+    transport that only records ``close()`` leaves it to the test.  The
+    drivers do not follow the protocol's own ``pause_reading()``: feed a
+    ``nettest.MemoryTransport`` to exercise its read backpressure.
 
     While reading is paused, reads are held back and arrive as one on
     `ResumeReading`; an `Eof` or a `ConnectionLost` waits for the resume too,
@@ -604,7 +607,7 @@ def feed(
         TypeError: ``target`` or an item is of no supported kind, ``target``
             is a transport, which needs `feed_async`, ``addr`` is missing for
             an unconnected memory datagram transport or given for an end of a
-            pair, or
+            pair, the schedule holds an `Eof` for a datagram target, or
             ``chunks_or_schedule`` is a hypothesis strategy rather than what
             it draws (use ``@given``).
         ValueError: The schedule holds a `Delay`; use `feed_async`.  A schedule
@@ -626,6 +629,8 @@ def feed(
     # leave the target with the reads before the refusal.
     events = list(_events(chunks_or_schedule, "feed"))
     for event in events:
+        if isinstance(event, Eof) and driver.sink.datagrams:
+            driver.sink.eof()  # raises: a datagram target has no EOF
         if isinstance(event, Delay):
             raise ValueError(
                 f"chunks_or_schedule holds {event!r}: delays need the event loop, "

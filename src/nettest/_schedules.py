@@ -144,6 +144,9 @@ def _draw_schedules(
         hinted = sorted(len(data) - offset for offset in early_eof.offsets(data))
         if hinted:
             dropped = st.one_of(dropped, st.sampled_from(hinted))
+        # And all of it, as often: the peer closing before it sent a byte,
+        # which one value among many would leave rare.
+        dropped = st.one_of(dropped, st.just(len(data)))
         drop = draw(st.none() | dropped)
         if drop is not None:
             early = True
@@ -303,6 +306,14 @@ def _error_types(errors: object) -> tuple[type[Exception], ...]:
     for error in error_types:
         if not (isinstance(error, type) and issubclass(error, Exception)):
             raise InvalidArgument(f"errors must hold Exception subclasses, got {error!r} in it")
+        try:
+            _error(error)
+        except Exception as failure:
+            raise InvalidArgument(
+                f"errors: {error.__name__} cannot be made as a schedule makes each error, "
+                "with (errno, message) for an OSError and one message otherwise: "
+                f"{type(failure).__name__}: {failure}"
+            ) from None
     return cast("tuple[type[Exception], ...]", error_types)
 
 
