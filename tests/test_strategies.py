@@ -544,6 +544,8 @@ def test_a_huge_min_size_is_drawn_all_the_same(min_size: int, max_size: int | No
         assert b"".join(chunks) == data
 
     check()
+    if not CHOICE_SEQUENCES:
+        return  # older hypothesis stops short of the simplest (a measured 1714 chunks for 600)
     # They shrink as a whole: the fewest, evenly spaced.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", HypothesisWarning)  # find() shows the 2 kB
