@@ -299,7 +299,7 @@ def test_classify_kinds() -> None:
     assert classify(asyncio.Protocol) == "protocol"
     assert classify(lambda: asyncio.Protocol()) == "protocol"
     assert classify(asyncio.DatagramProtocol, datagram=True) == "protocol"
-    with pytest.raises(TypeError, match="DatagramProtocol factory; got a coroutine function"):
+    with pytest.raises(TypeError, match=r"or a function reply\(data, addr\); got a coroutine fun"):
         classify(stream, datagram=True)
     with pytest.raises(TypeError, match="got the class Protocol"):
         classify(asyncio.Protocol, datagram=True)
@@ -319,8 +319,10 @@ def test_classify_reads_a_plain_callables_signature() -> None:
     # A protocol factory takes no arguments; defaults do not change that.
     assert classify(lambda *args: asyncio.Protocol()) == "protocol"
     assert classify(functools.partial(asyncio.Protocol)) == "protocol"
-    with pytest.raises(TypeError, match=r"plain\(reader.*\), which takes neither no"):
-        classify(plain, datagram=True)
+    # For a datagram server, a function of two is a reply function.
+    assert classify(plain, datagram=True) == "reply"
+    with pytest.raises(TypeError, match=r"nor two, \(data, addr\) \(a reply function\)$"):
+        classify(lambda a: None, datagram=True)
     with pytest.raises(TypeError, match=r"<lambda>\(a\), which takes neither no arguments"):
         classify(lambda a: None)
 

@@ -275,6 +275,51 @@ async def test_udp_protocol_exception_raises_at_teardown() -> None:
     assert "b'q09'" not in message
 
 
+async def test_a_reply_function_answers_each_datagram(udp_server: UDPServerFactory) -> None:
+    # A DNS-like reply copies the query's id: a script's fixed bytes cannot.
+    def answer(data: bytes, addr: tuple[str, int]) -> bytes | None:
+        if data.startswith(b"IGNORE"):
+            return None
+        return data[:2] + b" answer to " + data[2:]
+
+    server = await udp_server(answer)
+    async with _client(server.address) as (transport, client):
+        transport.sendto(b"\x12\x34query")
+        transport.sendto(b"IGNORE me")
+        transport.sendto(b"\xab\xcdagain")
+        assert await asyncio.wait_for(client.queue.get(), 5) == b"\x12\x34 answer to query"
+        assert await asyncio.wait_for(client.queue.get(), 5) == b"\xab\xcd answer to again"
+        await server.wait_for_datagrams(3)
+    assert [d.data for d in server.sent] == [
+        b"\x12\x34 answer to query",
+        b"\xab\xcd answer to again",
+    ]
+
+
+async def test_a_reply_functions_errors_name_the_datagram() -> None:
+    def answer(data: bytes, addr: object) -> object:
+        if data == b"bad":
+            raise ValueError("cannot parse")
+        return "text"  # not bytes
+
+    server = await UDPServer(answer).start()  # type: ignore[arg-type]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(b"bad", server.address)
+        sock.sendto(b"good", server.address)
+        await server.wait_for_datagrams(2)
+        port = sock.getsockname()[1]
+    with pytest.raises(HandlerError) as info:
+        await server.aclose()
+    message = str(info.value)
+    where = "test_a_reply_functions_errors_name_the_datagram.<locals>.answer"
+    assert f"ValueError: cannot parse\n    ({where}(b'bad', 127.0.0.1:{port}) raised)" in message
+    assert (
+        f"TypeError: a reply function must return bytes or None, {where}(b'good', "
+        f"127.0.0.1:{port}) returned str: 'text'" in message
+    )
+    assert server.sent == ()
+
+
 async def test_udp_protocol_factory_error_raises_at_teardown() -> None:
     def factory() -> asyncio.DatagramProtocol:
         raise ValueError("no protocol today")

@@ -1,4 +1,4 @@
-"""UDP servers: an asyncio UDP client, a scripted exchange, a multicast receiver, broadcast."""
+"""UDP servers: an asyncio UDP client, a script, a reply function, multicast, broadcast."""
 
 import asyncio
 import socket
@@ -43,6 +43,21 @@ async def test_scripted_datagrams(udp_server):
         loop = asyncio.get_running_loop()
         sock.sendto(b"\x01HELLO", server.address)
         assert await asyncio.wait_for(loop.sock_recv(sock, 100), 5) == b"\x02WELCOME"
+
+
+@pytest.mark.asyncio
+async def test_a_reply_function(udp_server):
+    # A DNS-style server: each answer copies the query's 2-byte id.
+    def answer(query, addr):
+        return query[:2] + b"\x81\x80" + query[4:]
+
+    server = await udp_server(answer)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        sock.sendto(b"\xbe\xef\x01\x00example", server.address)
+        reply = await asyncio.wait_for(loop.sock_recv(sock, 100), 5)
+        assert reply == b"\xbe\xef\x81\x80example"
 
 
 @pytest.mark.asyncio

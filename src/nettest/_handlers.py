@@ -57,6 +57,9 @@ StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable
 ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 #: A callable returning the `asyncio.DatagramProtocol` that serves a datagram socket.
 DatagramProtocolFactory = Callable[[], asyncio.DatagramProtocol]
+#: A function a datagram server calls with each datagram and its sender's
+#: address: the bytes it returns are sent back to the sender, None sends nothing.
+DatagramReply = Callable[[bytes, Any], bytes | bytearray | memoryview | None]
 
 
 class HandlerError(Exception):
@@ -736,13 +739,14 @@ def check_datagram_script(handler: Script) -> None:
 
 # -- classifying a handler ----------------------------------------------------
 
-HandlerKind = typing.Literal["builtin", "stream", "protocol"]
+HandlerKind = typing.Literal["builtin", "stream", "protocol", "reply"]
 
 
 def classify(handler: object, *, datagram: bool = False) -> HandlerKind:
     """Say what kind of handler ``handler`` is, or raise TypeError naming what is accepted."""
     accepted = (
-        "a nettest.handlers handler (echo, sink, script(...)) or a DatagramProtocol factory"
+        "a nettest.handlers handler (echo, sink, script(...)), a DatagramProtocol factory "
+        "or a function reply(data, addr)"
         if datagram
         else "a nettest.handlers handler, an `async def handler(reader, writer)` "
         "or a protocol factory"
@@ -788,12 +792,16 @@ def classify(handler: object, *, datagram: bool = False) -> HandlerKind:
         return "protocol"
     if _accepts(signature, 0):
         return "protocol"
-    if not datagram and _accepts(signature, 2):
-        return "stream"
+    if _accepts(signature, 2):
+        return "reply" if datagram else "stream"
     raise TypeError(
         f"handler must be {accepted}; got {_described(handler, signature)}, which takes "
-        "neither no arguments (a protocol factory)"
-        + ("" if datagram else " nor two, (reader, writer) (a stream handler)")
+        "neither no arguments (a protocol factory) nor two, "
+        + (
+            "(data, addr) (a reply function)"
+            if datagram
+            else "(reader, writer) (a stream handler)"
+        )
     )
 
 

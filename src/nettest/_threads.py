@@ -21,7 +21,14 @@ from typing import Any, Generic, Literal, TypeVar
 
 import pytest
 
-from ._handlers import DatagramProtocolFactory, Handler, ProtocolFactory, StreamHandler, echo
+from ._handlers import (
+    DatagramProtocolFactory,
+    DatagramReply,
+    Handler,
+    ProtocolFactory,
+    StreamHandler,
+    echo,
+)
 from ._hygiene import GATE, instrument_loop, serves_on, track
 from ._hygiene_instruments import end_tasks
 from ._recording import _UNSET, Connection, Datagram, Ending, HandshakeFailure
@@ -576,7 +583,9 @@ class UDPServerThread(_DatagramThreadMixin[UDPServer], _HostThreadMixin[UDPServe
     """
 
     def __init__(
-        self, handler: Handler | DatagramProtocolFactory = echo, **options: Unpack[_UDPOptions]
+        self,
+        handler: Handler | DatagramProtocolFactory | DatagramReply = echo,
+        **options: Unpack[_UDPOptions],
     ) -> None:
         super().__init__(UDPServer(handler, **options))
 
@@ -604,7 +613,7 @@ class UnixDatagramServerThread(
 
     def __init__(
         self,
-        handler: Handler | DatagramProtocolFactory = echo,
+        handler: Handler | DatagramProtocolFactory | DatagramReply = echo,
         **options: Unpack[_UnixDatagramOptions],
     ) -> None:
         super().__init__(UnixDatagramServer(handler, **options))
@@ -637,7 +646,9 @@ class UDPServerThreadFactory(typing.Protocol):
     """The type of ``udp_server_thread``: ``server = udp_server_thread(handler)``."""
 
     def __call__(
-        self, handler: Handler | DatagramProtocolFactory = ..., **options: Unpack[_UDPOptions]
+        self,
+        handler: Handler | DatagramProtocolFactory | DatagramReply = ...,
+        **options: Unpack[_UDPOptions],
     ) -> UDPServerThread: ...
 
 
@@ -646,7 +657,7 @@ class UnixDatagramServerThreadFactory(typing.Protocol):
 
     def __call__(
         self,
-        handler: Handler | DatagramProtocolFactory = ...,
+        handler: Handler | DatagramProtocolFactory | DatagramReply = ...,
         **options: Unpack[_UnixDatagramOptions],
     ) -> UnixDatagramServerThread: ...
 

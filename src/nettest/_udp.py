@@ -28,6 +28,7 @@ import pytest_asyncio
 from ._datagrams import sends_empty
 from ._handlers import (
     DatagramProtocolFactory,
+    DatagramReply,
     Handler,
     Script,
     ServerClosing,
@@ -157,6 +158,12 @@ def _api(transport: asyncio.DatagramTransport) -> asyncio.Transport:
     return typing.cast("asyncio.Transport", transport)
 
 
+def _name_of(function: object) -> str:
+    """What a handler error calls a reply function: its name, or its repr."""
+    name = getattr(function, "__qualname__", None)
+    return name if isinstance(name, str) else repr(function)
+
+
 #: How many of the datagrams received a handler error lists, the last ones.
 _DATAGRAMS_SHOWN = 20
 
@@ -208,6 +215,27 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
             server._sendto(data, addr)
         elif isinstance(handler, Script):
             server._queue.put_nowait((bytes(data), addr))
+        elif server._kind_of_handler == "reply":
+            self._reply(typing.cast("DatagramReply", handler), bytes(data), addr)
+
+    def _reply(self, reply: DatagramReply, data: bytes, addr: Any) -> None:
+        """Call a reply function, and send what it returns back to the sender."""
+        call = f"{_name_of(reply)}({show(data, 64)}, {format_address(addr)})"
+        try:
+            answer: object = reply(data, addr)  # checked: users return what they like
+        except Exception as exc:
+            self._server._record_error(exc, f"{call} raised")
+            return
+        if answer is None:
+            return
+        if not isinstance(answer, (bytes, bytearray, memoryview)):
+            error = TypeError(
+                f"a reply function must return bytes or None, {call} returned "
+                f"{type(answer).__name__}: {answer!r}"
+            )
+            self._server._record_error(error, f"{call} returned no bytes")
+            return
+        self._server._sendto(bytes(answer), addr)
 
     def error_received(self, exc: Exception) -> None:
         self._server._errors_received.append(exc)
@@ -236,7 +264,7 @@ class _DatagramServer(_LoopbackServer):
 
     def __init__(
         self,
-        handler: Handler | DatagramProtocolFactory,
+        handler: Handler | DatagramProtocolFactory | DatagramReply,
         *,
         rcvbuf: int | None,
         sndbuf: int | None,
@@ -555,7 +583,9 @@ class UDPServer(_LoopbackHost, _DatagramServer):
 
     Args:
         handler: `~nettest.handlers.echo` (default), `~nettest.handlers.sink`,
-            a `~nettest.handlers.script`, or a DatagramProtocol factory.
+            a `~nettest.handlers.script`, a DatagramProtocol factory, or a
+            reply function ``reply(data, addr)``: what it returns (bytes, or
+            None for no reply) is sent back to the sender.
         host: a literal loopback address (the interface, with ``group``).
         port: the port to listen on: 0 (default) for a free one the kernel picks;
             a fixed one to share a number with a TCP server (DNS over UDP and
@@ -586,7 +616,7 @@ class UDPServer(_LoopbackHost, _DatagramServer):
 
     def __init__(
         self,
-        handler: Handler | DatagramProtocolFactory = echo,
+        handler: Handler | DatagramProtocolFactory | DatagramReply = echo,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -726,7 +756,9 @@ class UnixDatagramServer(_UnixPath, _DatagramServer):
 
     Args:
         handler: `~nettest.handlers.echo` (default), `~nettest.handlers.sink`,
-            a `~nettest.handlers.script`, or a DatagramProtocol factory.
+            a `~nettest.handlers.script`, a DatagramProtocol factory, or a
+            reply function ``reply(data, addr)``: what it returns (bytes, or
+            None for no reply) is sent back to the sender.
         path: where to bind; checked against the 107-byte limit.  A relative
             path is bound in the current directory, as ``bind()`` binds it.
         abstract: bind in the Linux abstract namespace.
@@ -745,7 +777,7 @@ class UnixDatagramServer(_UnixPath, _DatagramServer):
 
     def __init__(
         self,
-        handler: Handler | DatagramProtocolFactory = echo,
+        handler: Handler | DatagramProtocolFactory | DatagramReply = echo,
         *,
         path: str | pathlib.Path | None = None,
         abstract: bool = False,
@@ -763,7 +795,7 @@ class UnixDatagramServer(_UnixPath, _DatagramServer):
 
 # -- fixtures -------------------------------------------------------------------
 
-DatagramHandlerArg = Handler | DatagramProtocolFactory
+DatagramHandlerArg = Handler | DatagramProtocolFactory | DatagramReply
 
 
 class UDPServerFactory(typing.Protocol):

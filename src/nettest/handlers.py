@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 from ._handlers import DatagramProtocolFactory as DatagramProtocolFactory
+from ._handlers import DatagramReply as DatagramReply
 from ._handlers import Handler as Handler
 from ._handlers import HandlerError as HandlerError
 from ._handlers import ProtocolFactory as ProtocolFactory
@@ -38,6 +39,7 @@ from ._handlers import start_tls as start_tls
 
 __all__ = [
     "DatagramProtocolFactory",
+    "DatagramReply",
     "Handler",
     "HandlerError",
     "ProtocolFactory",
