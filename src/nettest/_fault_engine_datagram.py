@@ -168,6 +168,9 @@ class DatagramSchedule(_Schedule):
     def _shuffle(self, applied: _Applied, items: list[_Dgram], now: float) -> list[_Dgram]:
         order = list(range(len(items)))
         applied.rng.shuffle(order)
+        if order == sorted(order):
+            # Never the order they came in: a test of reordering must see one.
+            order = order[1:] + order[:1]
         self.trace.fire(now, applied.fault, applied.flow, f"released in order {order}")
         out = [items[i] for i in order]
         for item in out:

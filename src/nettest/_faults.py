@@ -578,7 +578,8 @@ class Reorder(Fault):
     """Shuffle datagrams within groups of *window* (UDP only).
 
     Datagrams are held until *window* have arrived, or for at most *max_hold*
-    seconds, then released in a seeded random order.
+    seconds, then released in a seeded random order that is never the order
+    they came in (a group of two always swaps).
 
     Raises:
         ValueError: ``window < 2`` or a negative *max_hold*.
