@@ -549,6 +549,123 @@ def test_gate_wider_scoped_fixture_is_not_blamed(pytester: pytest.Pytester) -> N
     result.assert_outcomes(passed=2)
 
 
+WIDER_FIXTURES = """
+import asyncio
+import pytest
+import pytest_asyncio
+import nettest
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def leaky_server():
+    server = await nettest.TCPServer().start()
+    yield server  # and never closed
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def tidy_server():
+    async with nettest.TCPServer() as server:
+        yield server
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def leaky_pair():
+    return nettest.memory_transport_pair(asyncio.Protocol(), asyncio.Protocol())
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def failing_setup():
+    await nettest.TCPServer().start()
+    raise RuntimeError("setup failed")
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_uses_them(leaky_server, tidy_server, leaky_pair):
+    pass
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_uses_tidy(tidy_server):
+    pass
+"""
+
+
+@pytest.mark.parametrize("mode", ["own", "strict"])
+def test_gate_names_the_wider_fixture_that_left_nettest_objects_open(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    # Its teardown ran, and the server it made is still open: the fixture's leak,
+    # reported as it ends, not a ResourceWarning in whatever test runs later.
+    result = run(
+        pytester,
+        WIDER_FIXTURES,
+        f"--nettest-leaks={mode}",
+        "-W",
+        "error::ResourceWarning",
+        "-o",
+        "asyncio_default_fixture_loop_scope=function",
+        subprocess=True,
+    )
+    # Both end in the last test's teardown: one error says both.
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_uses_tidy*",
+            f"E   nettest.LeakError: fixture 'leaky_server' (module-scoped) left 1 thing open "
+            f"after its teardown (--nettest-leaks={mode}):",
+            "      - open TCPServer 127.0.0.1:*, created at:",
+            '          File "*test_leaky.py", line 8, in leaky_server',
+            "            server = await nettest.TCPServer().start()",
+            f"    fixture 'leaky_pair' (session-scoped) left 2 things open "
+            f"after its teardown (--nettest-leaks={mode}):",
+            "      - open MemoryTransport ('127.0.0.1', 49152) -> ('127.0.0.1', 8080), created*",
+            '          File "*test_leaky.py", line 18, in leaky_pair',
+        ]
+    )
+    assert "Exception Group" not in result.stdout.str()
+    assert "tidy_server" not in result.stdout.str()
+    assert "ResourceWarning" not in result.stdout.str()
+
+
+def test_gate_does_not_fail_a_wider_fixture_again_when_its_setup_failed(
+    pytester: pytest.Pytester,
+) -> None:
+    source = (
+        WIDER_FIXTURES
+        + """
+@pytest.mark.asyncio(loop_scope="module")
+async def test_fails_to_set_up(failing_setup):
+    pass
+"""
+    )
+    result = run(
+        pytester,
+        source,
+        "-k",
+        "fails_to_set_up",
+        "-W",
+        "error::ResourceWarning",
+        "-o",
+        "asyncio_default_fixture_loop_scope=function",
+        subprocess=True,
+    )
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*RuntimeError: setup failed*"])
+    # Closed all the same, without its ResourceWarning: no second error.
+    assert "LeakError" not in result.stdout.str()
+    assert "ResourceWarning" not in result.stdout.str()
+
+
+def test_gate_off_leaves_a_wider_fixtures_objects_alone(pytester: pytest.Pytester) -> None:
+    result = run(
+        pytester,
+        WIDER_FIXTURES,
+        "--nettest-leaks=off",
+        "-k",
+        "uses_them",
+        "-o",
+        "asyncio_default_fixture_loop_scope=function",
+        "-W",
+        "ignore::ResourceWarning",
+        subprocess=True,
+    )
+    result.assert_outcomes(passed=1)
+
+
 @pytest.mark.parametrize("warnings_as_errors", [True, False])
 def test_gate_blames_a_dropped_open_transport_on_its_test(
     pytester: pytest.Pytester, warnings_as_errors: bool
