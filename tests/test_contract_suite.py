@@ -626,6 +626,12 @@ class _PausesAtHigh(_Proxy):
             "pause_reading_inside_data_received",
             "came after pause_reading() inside data_received(b'o')",
         ),
+        # A framing layer that goes on handing out a read's frames after close().
+        (
+            _IgnoresAPauseWithinARead,
+            "close_inside_data_received",
+            "data_received(b'n', b'e'",
+        ),
         (_IgnoresWriteEof, "write_after_write_eof", "did not raise RuntimeError"),
         (_WrongPeername, "extra_info", "client's peername ('192.0.2.1', 9) is not"),
         (_AllowsInvalidLimits, "write_buffer_limits", "did not raise ValueError"),

@@ -20,6 +20,7 @@ ASYNCIO_TLS_DEVIATIONS = {
     "lost_at_the_peers_eof": "is_reading() is True after connection_lost",
     "write_buffer_limits": "its water marks default to 128 KiB and 512 KiB",
     "write_buffer_limits_only_pause": "raising the limits resumes writing at once",
+    "close_inside_data_received": "calls eof_received() after close(), at the peer's answer",
     "write_inside_pause_writing": "sends what pause_writing() writes before the write that paused",
     "stream_writer_drain": "resumes writing before the peer reads",
 }

@@ -257,6 +257,30 @@ async def _case_pause_reading_inside_data_received(h: _Harness) -> None:
 
 
 @_case
+async def _case_close_inside_data_received(h: _Harness) -> None:
+    """A close() from inside data_received() ends delivery, the rest of that read included."""
+    async with h.connect() as (client, server):
+        calls: list[bytes] = []
+
+        def close_at_once(data: bytes) -> None:
+            calls.append(data)
+            if len(calls) == 1:
+                server.t.close()
+
+        server.on_data = close_at_once
+        # Written in one loop turn, they may arrive in one read, which a layer that
+        # cuts a read into several data_received() calls must stop cutting at close().
+        for piece in (b"one", b"two", b"three"):
+            client.t.write(piece)
+        await h.wait_until(lambda: server.lost, "the server's connection_lost", client, server)
+        await h.settle()
+        closed_in = f"close() inside data_received({calls[0]!r})" if calls else "close()"
+        _expect(len(calls) == 1, f"data_received{tuple(calls[1:])} came after {closed_in}")
+        _expect(not server.eof, f"eof_received() came after {closed_in}")
+        client.t.close()
+
+
+@_case
 async def _case_write_inside_pause_writing(h: _Harness) -> None:
     """A write from inside pause_writing() is buffered without a second pause_writing()."""
     async with h.connect() as (client, server):
