@@ -426,8 +426,14 @@ async def _case_close_flushes_buffer(h: _Harness) -> None:
         client.inside = None
         client.t.write(b"after close")
         written += _EXTRA + len(b"after close")
+        buffered = client.t.get_write_buffer_size()
         await h.settle()
-        _expect(not client.lost, "connection_lost came while the write buffer still held data")
+        _expect(
+            not client.lost,
+            f"connection_lost came before the server read anything ({buffered} bytes were "
+            "buffered at close(), and the server had paused reading): the buffer was dropped, "
+            "or the server's pause_reading() did not stop it reading",
+        )
         server.t.resume_reading()
         await h.wait_until(lambda: server.eof, "the server saw EOF", client, server)
         _expect(

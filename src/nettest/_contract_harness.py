@@ -551,7 +551,9 @@ class _Harness:
                 written < _CLOG_LIMIT,
                 f"wrote {written} bytes to the {writer.name} while the {reader.name} paused "
                 "reading, and get_write_buffer_size() stayed 0: no kernel buffers hold that "
-                "much, so it does not count what waits in the transport's own buffer",
+                "much, so it does not count what waits in the transport's own buffer, or "
+                f"the {reader.name}'s pause_reading() does not stop the transport under it "
+                "reading",
             )
             writer.t.write(chunk)
             written += len(chunk)
