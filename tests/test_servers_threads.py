@@ -76,8 +76,8 @@ def test_blocking_socket_echo(tcp_server_thread: TCPServerThreadFactory) -> None
 def test_thread_servers_share_a_port(
     tcp_server_thread: TCPServerThreadFactory, udp_server_thread: UDPServerThreadFactory
 ) -> None:
-    udp = udp_server_thread()
-    tcp = tcp_server_thread(port=udp.port)
+    tcp = tcp_server_thread()  # first: see test_tcp_and_udp_servers_share_a_port
+    udp = udp_server_thread(port=tcp.port)
     assert tcp.address == udp.address
     with socket.create_connection(tcp.address, timeout=5) as sock:
         sock.sendall(b"tcp")

@@ -286,6 +286,14 @@ def test_feed_datagram_protocol() -> None:
     assert len(protocol.datagrams) == 2
 
 
+@pytest.mark.asyncio
+async def test_feed_async_refuses_a_datagram_eof_before_the_first_datagram() -> None:
+    protocol = RecordingDatagramProtocol()
+    with pytest.raises(TypeError, match="DatagramProtocol has no EOF"):
+        await nst.feed_async(protocol, [nst.Datagram(b"c", 0), nst.Eof()], addr=("h", 1))
+    assert protocol.datagrams == []
+
+
 def test_feed_message_stream() -> None:
     received: list[bytes] = []
     nst.feed(received.append, nst.MessageStream(messages=(b"ab", b"c"), chunks=(b"a", b"bc")))

@@ -54,11 +54,11 @@ async def _case_connection_made_first(h: _Harness) -> None:
             _expect(size == 0, f"{end.name}: get_write_buffer_size() is {size} on connect")
             _expect(
                 transport.can_write_eof() == h.half_close,
-                f"{end.name}: can_write_eof() is {not h.half_close}"
+                f"{end.name}: can_write_eof() is {not h.half_close}; "
                 + (
-                    ""
+                    "a pair that cannot half-close (TLS) runs the suite with half_close=False"
                     if h.half_close
-                    else "; a pair that can half-close runs the suite with half_close=True "
+                    else "a pair that can half-close runs the suite with half_close=True "
                     "(the default), which checks write_eof() too"
                 ),
             )

@@ -663,9 +663,10 @@ async def feed_async(
         addr: The source address passed to ``datagram_received``.
 
     Raises:
-        TypeError: ``target`` or an item is of no supported kind, or
-            ``chunks_or_schedule`` is a hypothesis strategy rather than what
-            it draws (use ``@given``).
+        TypeError: ``target`` or an item is of no supported kind, the schedule
+            holds an `Eof` for a datagram target (refused before the first
+            read), or ``chunks_or_schedule`` is a hypothesis strategy rather
+            than what it draws (use ``@given``).
         RuntimeError: A ``nettest.MemoryTransport`` refused the data, for
             example after its ``feed_eof()``.
 
@@ -675,7 +676,10 @@ async def feed_async(
     """
     driver = _Driver(target, addr)
     turns = _TURNS if driver.sink.transport else 1
-    for event in _events(chunks_or_schedule, "feed_async"):
+    events = list(_events(chunks_or_schedule, "feed_async"))
+    if driver.sink.datagrams and any(isinstance(event, Eof) for event in events):
+        driver.sink.eof()  # raises before the first datagram: a datagram target has no EOF
+    for event in events:
         if isinstance(event, Delay):
             await asyncio.sleep(event.seconds)
             continue
