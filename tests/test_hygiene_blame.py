@@ -28,6 +28,7 @@ WRITER_DEL_CLOSES = hasattr(asyncio.StreamWriter, "__del__")
 
 #: The warning filters getting-started recommends, as command-line options.
 FILTERS = ("-W", "error::ResourceWarning", "-W", "error::pytest.PytestUnraisableExceptionWarning")
+PYTEST_VERSION = tuple(int(part) for part in pytest.__version__.split(".")[:2])
 
 # -- a task that fails after the test that made it ended --------------------------------------
 
@@ -1578,13 +1579,12 @@ def test_the_session_summary_of_a_strict_session_says_what_was_left(
 
 
 @pytest.mark.parametrize("after", [False, True], ids=["last", "not-last"])
-def test_a_session_fixtures_leak_fails_its_teardown_whichever_test_is_last(
+def test_a_session_fixtures_leak_goes_to_the_summary_whichever_test_is_last(
     pytester: pytest.Pytester, after: bool
 ) -> None:
     # When the test that used the fixture ran last, its funcargs still held the
     # server at the last check: pytest let go of it after, and its warnings
     # came out of pytest's unconfigure as an internal error, the session failed.
-    # Now the fixture's teardown names it, and the gate closes it.
     program = """
         import pytest, pytest_asyncio
         import nettest
@@ -1602,19 +1602,17 @@ def test_a_session_fixtures_leak_fails_its_teardown_whichever_test_is_last(
     if after:
         program += "\n        def test_after():\n            pass\n"
     result = run(pytester, program, *FILTERS, subprocess=True)
-    result.assert_outcomes(passed=2 if after else 1, errors=1)
+    result.assert_outcomes(passed=2 if after else 1)
+    assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(
         [
-            f"*ERROR at teardown of {'test_after' if after else 'test_uses_it'}*",
-            "E   nettest.LeakError: fixture 'leaky_session_server' (session-scoped) left 1 "
-            "thing open after its teardown (--nettest-leaks=own):",
-            "      - open TCPServer 127.0.0.1:*, created at:",
+            "*= nettest: left open at the end of the session =*",
+            "*",
+            "  - Exception ignored in: <function _LoopbackServer.__del__ *",
+            "    ResourceWarning: unclosed <TCPServer 127.0.0.1:* open, 0 connections>",
         ]
     )
-    output = result.stdout.str() + result.stderr.str()
-    assert "INTERNALERROR" not in output
-    assert "left open at the end of the session" not in output
-    assert "ResourceWarning" not in output
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
 
 
 @pytest.mark.parametrize("xdist", [False, True])
@@ -1659,18 +1657,15 @@ def test_a_leak_of_a_fixture_whose_teardown_failed_last_goes_to_the_summary(
     )
     result.assert_outcomes(passed=1, errors=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    output = result.stdout.str() + result.stderr.str()
-    assert "Exception Group" not in output
-    # Its teardown failed: the server it left is listed under that error and
-    # closed, not raised again, nor left to warn at the end of the session.
-    assert "LeakError" not in output
-    assert "left open at the end of the session" not in output
-    assert "ResourceWarning" not in output
+    assert "Exception Group" not in result.stdout.str() + result.stderr.str()
+    if PYTEST_VERSION < (8, 4) and not xdist:
+        return  # no collection of its own after the session: the server is never freed
     result.stdout.fnmatch_lines(
         [
-            "*fixture 'fails_in_teardown' (module-scoped) left 1 thing open after its teardown*",
-            "  - open TCPServer 127.0.0.1:*, created at:",
-            "*(closed: the teardown failed already, not again for what the fixtures left open)",
+            "*= nettest: left open at the end of the session =*",
+            "*",
+            "  - Exception ignored in: <function _LoopbackServer.__del__ *",
+            "    ResourceWarning: unclosed <TCPServer 127.0.0.1:* open, 0 connections>",
         ]
     )
 

@@ -270,13 +270,6 @@ class _Gate(_Instruments):
     process_starter: Callable[..., None] | None = None
     #: The socket wrapper was installed for one strict test, not for the session.
     test_watches_sockets: bool = False
-    #: What each wider-scoped fixture being set up makes, innermost last: nobody's
-    #: while tests run, and checked once the fixture's own teardown has run
-    #: (`check_fixture`).
-    fixture_ledgers: list[list[_Tracked]] = field(default_factory=list)
-    #: Reports of wider fixtures that left their objects open, for the teardown
-    #: that ran their finalizers to raise (`take_fixture_leaks`).
-    fixture_leaks: list[str] = field(default_factory=list)
 
     # -- ownership -----------------------------------------------------------
 
@@ -353,22 +346,6 @@ class _Gate(_Instruments):
                 with contextlib.suppress(AttributeError):
                     setattr(obj, _TASK_OWNER, owner)
         if owner is None:
-            if (
-                on_behalf_of is None
-                and self.fixture_ledgers
-                and threading.get_ident() == self.test_thread
-            ):
-                # Made by a wider fixture as it was set up: checked after its teardown.
-                self.fixture_ledgers[-1].append(
-                    _Tracked(
-                        _reference(obj),
-                        what,
-                        None,
-                        _creation_stack(),
-                        cast("Callable[[Any], bool]", is_open),
-                        cast("Callable[[Any], object]", close),
-                    )
-                )
             return None
         if len(self.tracked) > 4096:
             self.tracked = [t for t in self.tracked if _kept(t)]
@@ -760,65 +737,17 @@ class _Gate(_Instruments):
         self._release(owner)
 
     @contextlib.contextmanager
-    def wider_fixture(self, ledger: list[_Tracked] | None = None) -> Iterator[None]:
-        """Set up a fixture of wider scope: what it makes is no test's leak.
+    def wider_fixture(self) -> Iterator[None]:
+        """Set up a fixture of wider scope: what it makes is nobody's leak.
 
-        The nettest objects it makes directly go in `ledger`, for
-        `check_fixture` after its teardown.  During a strict test, the socket
-        descriptors it opens are exempt from every later check too: they may come
-        from outside Python's socket module.
+        During a strict test, the socket descriptors it opens are exempt from
+        every later check too: they may come from outside Python's socket module.
         """
         before = open_socket_fds() if self.strict_owner is not None else None
-        if ledger is not None:
-            self.fixture_ledgers.append(ledger)
-        try:
-            with self.owned_by(None):
-                yield
-        finally:
-            if ledger is not None:
-                for index in range(len(self.fixture_ledgers) - 1, -1, -1):
-                    if self.fixture_ledgers[index] is ledger:
-                        del self.fixture_ledgers[index]
-                        break
+        with self.owned_by(None):
+            yield
         if before is not None:
             self.exempt_fds |= open_socket_fds() - before
-
-    def check_fixture(
-        self, ledger: list[_Tracked], fixture: str, mode: LeakMode, *, failed: bool
-    ) -> None:
-        """Close what a wider-scoped fixture made and its teardown left open, and say so.
-
-        Called once the fixture's own teardown has run.  The report waits in
-        `fixture_leaks` for the test teardown that ran it, which raises it
-        unless something failed there already: raised from a finalizer, it
-        would join the fixture's own teardown error in an exception group.  A
-        fixture whose setup failed is not reported: what it left is closed all
-        the same.
-        """
-        entries, ledger[:] = list(ledger), []
-        if mode == "off":
-            return
-        left = [(entry, obj) for entry in entries if (obj := entry.alive_and_open()) is not None]
-        if not left:
-            return
-        items = [_describe(_left_open(entry, obj), entry) for entry, obj in left]
-        for entry, obj in reversed(left):  # newest first, as an exit stack would
-            if isinstance(obj, asyncio.Future):
-                cancelled_by_gate(obj)
-            with contextlib.suppress(Exception):
-                entry.close(obj)
-        if failed:
-            return
-        count = f"{len(items)} thing{'s' if len(items) != 1 else ''}"
-        self.fixture_leaks.append(
-            f"{fixture} left {count} open after its teardown (--nettest-leaks={mode}):\n"
-            + "\n".join(items)
-        )
-
-    def take_fixture_leaks(self) -> list[str]:
-        """The reports `check_fixture` made since the last call."""
-        leaks, self.fixture_leaks = self.fixture_leaks, []
-        return leaks
 
     def check(
         self,

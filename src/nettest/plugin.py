@@ -7,7 +7,6 @@ imports pytest, the standard library and nettest, never hypothesis or trustme.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import math
 import random
@@ -395,20 +394,11 @@ def pytest_runtest_teardown(
             except BaseException:
                 # The teardown failed (a fixture's, or pytest's report of an
                 # exception raised in a finaliser): the test errors already, so what
-                # it, or a wider fixture torn down with it, left open is listed
-                # under that error, not raised.
-                fixtures = GATE.take_fixture_leaks()
+                # it left open is listed under that error, not raised.
                 try:
                     _check(item, failed=True)
                 except LeakError as late:  # tasks of earlier tests that failed since
                     item.stash[_RELEASED_KEY] = str(late)
-                if fixtures:
-                    fixtures.append(
-                        "(closed: the teardown failed already, not again for what the "
-                        "fixtures left open)"
-                    )
-                    earlier = item.stash.get(_RELEASED_KEY, "")
-                    item.stash[_RELEASED_KEY] = "\n".join(filter(None, [earlier, *fixtures]))
                 if nextitem is None:  # its error holds what it left: see pytest_unconfigure
                     GATE.catch_until_the_end()
                 raise
@@ -418,15 +408,7 @@ def pytest_runtest_teardown(
             # a wider fixture left open (and the summary lists it), not pytest's
             # unconfigure, which raised its warnings as an internal error.
             item.funcargs = {}
-        fixtures = GATE.take_fixture_leaks()
-        try:
-            _check(item, failed=item.nodeid in GATE.failed, last=nextitem is None)
-        except LeakError as leak:
-            if fixtures:  # one error for all: the test's leaks, then the fixtures'
-                raise LeakError("\n".join([str(leak), *fixtures])) from None
-            raise
-        if fixtures:
-            raise LeakError("\n".join(fixtures))
+        _check(item, failed=item.nodeid in GATE.failed, last=nextitem is None)
     finally:
         # Whatever happened, a strict test's instruments come off here.
         GATE.end(item.nodeid)
@@ -457,25 +439,11 @@ def pytest_fixture_setup(
     else:
         # What a wider-scoped fixture makes belongs to it, not to the test that
         # happened to be first to need it: its event loop too (made in no test,
-        # the gate leaves what is open on it as it closes to it).  The nettest
-        # objects it makes are checked once its teardown has run: registered
-        # before the fixture runs, this finalizer runs after the fixture's own.
-        ledger: list[Any] = []
-        fixturedef.addfinalizer(functools.partial(_check_fixture, fixturedef, request, ledger))
-        with GATE.wider_fixture(ledger):
+        # the gate leaves what is open on it as it closes to it).
+        with GATE.wider_fixture():
             result = yield
             _instrument_runner(fixturedef, result)
     return result
-
-
-def _check_fixture(fixturedef: FixtureDef[Any], request: SubRequest, ledger: list[Any]) -> None:
-    """Fail the teardown of a wider-scoped fixture that left nettest objects open."""
-    __tracebackhide__ = True
-    cached = fixturedef.cached_result
-    failed = cached is not None and cached[2] is not None
-    mode = cast("LeakMode", request.config.option.nettest_leaks)
-    fixture = f"fixture {fixturedef.argname!r} ({fixturedef.scope}-scoped)"
-    GATE.check_fixture(ledger, fixture, mode, failed=failed)
 
 
 def _instrument_runner(fixturedef: FixtureDef[Any], result: object) -> None:
