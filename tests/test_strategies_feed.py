@@ -8,6 +8,7 @@ import itertools
 import os
 import random
 import time
+from collections.abc import Iterator
 from typing import Any
 from unittest import mock
 
@@ -284,6 +285,29 @@ def test_feed_datagram_protocol() -> None:
     with pytest.raises(TypeError, match="DatagramProtocol has no EOF"):
         nst.feed(protocol, [nst.Datagram(b"c", 0), nst.Eof()])
     assert len(protocol.datagrams) == 2
+
+
+@pytest.mark.asyncio
+async def test_feed_async_reads_a_generator_as_it_delivers() -> None:
+    # A generator may decide its next chunk from what the target did with the last.
+    reader = asyncio.StreamReader()
+    lines: list[bytes] = []
+
+    async def consume() -> None:
+        while line := await reader.readline():
+            lines.append(line)
+
+    task = asyncio.ensure_future(consume())
+
+    def chunks() -> Iterator[bytes | nst.Event]:
+        yield b"HELLO\r\n"
+        assert lines == [b"HELLO\r\n"]
+        yield b"BYE\r\n"
+        yield nst.Eof()
+
+    await nst.feed_async(reader, chunks())
+    await task
+    assert lines == [b"HELLO\r\n", b"BYE\r\n"]
 
 
 @pytest.mark.asyncio

@@ -676,9 +676,14 @@ async def feed_async(
     """
     driver = _Driver(target, addr)
     turns = _TURNS if driver.sink.transport else 1
-    events = list(_events(chunks_or_schedule, "feed_async"))
-    if driver.sink.datagrams and any(isinstance(event, Eof) for event in events):
-        driver.sink.eof()  # raises before the first datagram: a datagram target has no EOF
+    events: Iterable[Event | Datagram] = _events(chunks_or_schedule, "feed_async")
+    if driver.sink.datagrams:
+        # Checked whole before the first datagram: a datagram target has no EOF.
+        # (Other events are read as they come: a generator may look at the
+        # target between them.)
+        events = list(events)
+        if any(isinstance(event, Eof) for event in events):
+            driver.sink.eof()  # raises
     for event in events:
         if isinstance(event, Delay):
             await asyncio.sleep(event.seconds)
