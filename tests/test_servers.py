@@ -52,6 +52,14 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         pass
 
 
+async def _echoes(address: tuple[str, int], data: bytes) -> None:
+    """Check that the echo server at `address` sends `data` back over a new connection."""
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(data)
+    assert await reader.readexactly(len(data)) == data
+    await _close(writer)
+
+
 async def _connect_and_read(address: tuple[str, int]) -> bytes:
     reader, writer = await asyncio.open_connection(*address)
     try:
@@ -326,10 +334,7 @@ async def test_tcp_and_udp_servers_share_a_port(tcp_server: TCPServerFactory) ->
     tcp = await tcp_server()
     async with UDPServer(port=tcp.port) as udp:
         assert tcp.address == udp.address
-        reader, writer = await asyncio.open_connection(*tcp.address)
-        writer.write(b"over tcp")
-        assert await reader.readexactly(8) == b"over tcp"
-        await _close(writer)
+        await _echoes(tcp.address, b"over tcp")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
             sock.sendto(b"over udp", udp.address)
@@ -350,10 +355,7 @@ async def test_a_server_comes_back_on_the_port_of_one_just_closed() -> None:
         await _close(writer)
     async with TCPServer(port=first.port) as second:
         assert second.port == first.port
-        reader, writer = await asyncio.open_connection(*second.address)
-        writer.write(b"again")
-        assert await reader.readexactly(5) == b"again"
-        await _close(writer)
+        await _echoes(second.address, b"again")
 
 
 @pytest.mark.parametrize("server_type", [TCPServer, UDPServer])
