@@ -674,11 +674,19 @@ class _PausesAtHigh(_Proxy):
 async def test_conformance_catches_broken_transport(
     proxy_type: type[_Proxy], case: str, message: str
 ) -> None:
+    await _fails_only(proxy_type, case, message)
+
+
+async def _fails_only(
+    proxy_type: type[_Proxy], case: str, message: str, *, half_close: bool = True
+) -> None:
+    """Check that a pair of `proxy_type` fails `case` saying `message`, and conforms otherwise."""
     make_pair = broken_pair(proxy_type)
     # The proxy works for the cases it does not break.
-    await check_transport_case(make_pair, "connection_made_first", timeout=5)
+    check = functools.partial(check_transport_case, make_pair, timeout=5, half_close=half_close)
+    await check("connection_made_first")
     with pytest.raises(ConformanceError, match=f"conformance case '{case}' failed") as info:
-        await check_transport_case(make_pair, case, timeout=5)
+        await check(case)
     assert info.value.case == case
     assert message in str(info.value)
 
@@ -877,11 +885,7 @@ async def test_half_close_mode_must_match_the_transport() -> None:
 async def test_conformance_without_half_close_catches_broken_transport(
     proxy_type: type[_Proxy], case: str, message: str
 ) -> None:
-    make_pair = broken_pair(proxy_type)
-    await check_transport_case(make_pair, "connection_made_first", timeout=5, half_close=False)
-    with pytest.raises(ConformanceError, match=f"conformance case '{case}' failed") as info:
-        await check_transport_case(make_pair, case, timeout=5, half_close=False)
-    assert message in str(info.value)
+    await _fails_only(proxy_type, case, message, half_close=False)
 
 
 @pytest.mark.asyncio

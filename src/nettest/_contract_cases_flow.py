@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from collections.abc import Callable
 
 from ._contract_harness import (
     _EXTRA,
@@ -224,23 +225,31 @@ async def _case_pause_reading(h: _Harness) -> None:
         await _close_both(client, server)
 
 
+def _act_in_first_read(client: _End, server: _End, act: Callable[[], None]) -> list[bytes]:
+    """Have the server `act` inside its first data_received(); return what it gets.
+
+    The client writes three pieces in one loop turn: they may arrive in one read.
+    """
+    calls: list[bytes] = []
+
+    def on_data(data: bytes) -> None:
+        calls.append(data)
+        if len(calls) == 1:
+            act()
+
+    server.on_data = on_data
+    for piece in (b"one", b"two", b"three"):
+        client.t.write(piece)
+    return calls
+
+
 @_case
 async def _case_pause_reading_inside_data_received(h: _Harness) -> None:
     """A pause_reading() from inside data_received() holds the rest of that read too."""
     async with h.connect() as (client, server):
-        calls: list[bytes] = []
-
-        def pause_at_once(data: bytes) -> None:
-            calls.append(data)
-            if len(calls) == 1:
-                server.t.pause_reading()
-
-        server.on_data = pause_at_once
-        # Written in one loop turn, they may arrive in one read, which a transport
-        # that cuts a read into several data_received() calls (a framing or TLS
-        # layer) must stop cutting at the pause.
-        for piece in (b"one", b"two", b"three"):
-            client.t.write(piece)
+        # A layer that cuts a read into several data_received() calls (framing,
+        # TLS) must stop cutting at the pause.
+        calls = _act_in_first_read(client, server, lambda: server.t.pause_reading())
         await h.wait_until(lambda: bool(calls), "the server received data", client, server)
         client.t.write(b"four")
         h.send_eof(client)
@@ -260,18 +269,9 @@ async def _case_pause_reading_inside_data_received(h: _Harness) -> None:
 async def _case_close_inside_data_received(h: _Harness) -> None:
     """A close() from inside data_received() ends delivery, the rest of that read included."""
     async with h.connect() as (client, server):
-        calls: list[bytes] = []
-
-        def close_at_once(data: bytes) -> None:
-            calls.append(data)
-            if len(calls) == 1:
-                server.t.close()
-
-        server.on_data = close_at_once
-        # Written in one loop turn, they may arrive in one read, which a layer that
-        # cuts a read into several data_received() calls must stop cutting at close().
-        for piece in (b"one", b"two", b"three"):
-            client.t.write(piece)
+        # A layer that cuts a read into several data_received() calls must stop
+        # cutting at close().
+        calls = _act_in_first_read(client, server, lambda: server.t.close())
         await h.wait_until(lambda: server.lost, "the server's connection_lost", client, server)
         await h.settle()
         closed_in = f"close() inside data_received({calls[0]!r})" if calls else "close()"
