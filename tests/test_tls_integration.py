@@ -10,7 +10,7 @@ import socket
 import ssl
 import sys
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -844,3 +844,99 @@ async def test_tls_peer_that_never_answers_close_notify_is_aborted_and_reported(
         assert "connection #1 from" in message
     else:
         assert "teardown had to abort" in message
+
+
+class Events(asyncio.Protocol):
+    """Records what happens to a connection, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        loop = asyncio.get_running_loop()
+        self.made: asyncio.Future[asyncio.Transport] = loop.create_future()
+        self.lost: asyncio.Future[None] = loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.made.set_result(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.events or self.events[-1] != "data":
+            self.events.append("data")
+
+    def eof_received(self) -> bool:
+        self.events.append("eof")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.events.append(f"lost({type(exc).__name__ if exc else None})")
+        self.lost.set_result(None)
+
+
+@contextlib.asynccontextmanager
+async def tls_connection(
+    over: str, server_context: ssl.SSLContext, client_context: ssl.SSLContext
+) -> AsyncIterator[tuple[asyncio.Transport, Events, asyncio.Transport, Events]]:
+    """TLS over a memory pair or loopback TCP: client and server transports and protocols."""
+    loop = asyncio.get_running_loop()
+    client, server = Events(), Events()
+    if over == "memory":
+        c, s = memory_transport_pair(asyncio.Protocol(), asyncio.Protocol())
+        await asyncio.sleep(0)
+        c_tls, s_tls = await asyncio.wait_for(
+            asyncio.gather(
+                loop.start_tls(c, client, client_context, server_hostname="localhost"),
+                loop.start_tls(s, server, server_context, server_side=True),
+            ),
+            TIMEOUT,
+        )
+        assert c_tls is not None
+        assert s_tls is not None
+        yield c_tls, client, s_tls, server
+        return
+    listener = await loop.create_server(lambda: server, "127.0.0.1", 0, ssl=server_context)
+    try:
+        port = listener.sockets[0].getsockname()[1]
+        c_tls, _ = await loop.create_connection(
+            lambda: client, "127.0.0.1", port, ssl=client_context, server_hostname="localhost"
+        )
+        yield c_tls, client, await asyncio.wait_for(server.made, TIMEOUT), server
+    finally:
+        listener.close()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10's TLS close() never ends here")
+@pytest.mark.asyncio
+@pytest.mark.parametrize("over", ["memory", "loopback"])
+@pytest.mark.parametrize("read_ahead", [False, True], ids=["before_reading", "after_reading"])
+async def test_tls_close_with_unread_data_ends_alike_in_memory_and_on_loopback(
+    tls_server_context: ssl.SSLContext,
+    tls_client_context: ssl.SSLContext,
+    over: str,
+    read_ahead: bool,
+) -> None:
+    """The server closes while the client floods it: does the client see EOF or a reset?
+
+    asyncio's TLS layer sends close_notify, which the client reads as EOF, only if none
+    of the flood had been read into it yet; after it read ahead, its close aborts, and
+    the client gets a reset.  Memory pairs must end both ways as loopback TCP does.
+    """
+    async with tls_connection(over, tls_server_context, tls_client_context) as (
+        c_tls,
+        client,
+        s_tls,
+        server,
+    ):
+        s_tls.pause_reading()
+        c_tls.set_write_buffer_limits(high=2**30)
+        if read_ahead:
+            for _ in range(32):
+                c_tls.write(b"x" * 65536)
+                await asyncio.sleep(0)
+        else:
+            c_tls.write(b"x" * 4 * 1024 * 1024)
+        s_tls.close()
+        await asyncio.wait_for(asyncio.gather(client.lost, server.lost), TIMEOUT)
+    if read_ahead:
+        assert client.events == ["lost(ConnectionResetError)"]
+    else:
+        assert client.events[0] == "eof"
