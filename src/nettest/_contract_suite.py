@@ -25,6 +25,7 @@ from ._contract_harness import (
     _expect,
     _Harness,
 )
+from ._hygiene_instruments import _a_handler_task_cancelled
 from ._recording import check_seconds
 from ._seed import check_seed
 from ._settings import default_timeout
@@ -164,7 +165,19 @@ async def check_transport_case(
     loop = asyncio.get_running_loop()
     harness = _Harness(make_pair, seed=seed, timeout=timeout, half_close=half_close)
     previous = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _loop, context: harness.loop_errors.append(context))
+
+    def record(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if _a_handler_task_cancelled(context):
+            # asyncio's own report as a pair factory cancels a start_server handler
+            # task (cpython#113538), not the transports': as it would go.
+            if previous is None:
+                loop.default_exception_handler(context)
+            else:
+                previous(loop, context)
+            return
+        harness.loop_errors.append(context)
+
+    loop.set_exception_handler(record)
     try:
         await function(harness)
         unexpected = harness.take_loop_errors()
