@@ -204,6 +204,32 @@ def test_trace_forwarded_counts_each_direction(kind: str, prefix: str) -> None:
     assert [event.time for event in trace.events] == [0.5, 1.0]
 
 
+def test_trace_keeps_the_first_and_last_events_of_a_long_connection() -> None:
+    trace = ConnectionTrace(_index=1, _kind="tcp", _peer=None, _start=0.0)
+    trace.record(0.0, None, "accepted")
+    for n in range(1, 1000):
+        trace._forwarded(n, "downstream", b"x")
+    trace.record(999.0, "downstream", "reset downstream")  # at the time of the last byte
+    trace.record(1000.0, None, "finished")
+    trace.record(0.5, "upstream", "late to record, early in time")
+    events = trace.events
+    assert len(events) == 400
+    assert [event.time for event in events] == sorted(event.time for event in events)
+    assert [event.what for event in events[:3]] == [
+        "accepted",
+        "late to record, early in time",
+        "1 byte b'x'",
+    ]
+    assert [event.what for event in events[-3:]] == ["1 byte b'x'", "reset downstream", "finished"]
+    lines = str(trace).splitlines()
+    assert lines[200:203] == [
+        "  198.000000 <- 1 byte b'x'",
+        "  ... 603 more events not recorded",
+        "  802.000000 <- 1 byte b'x'",
+    ]
+    assert lines[-1] == "  1000.000000    finished"
+
+
 # -- datagram triggers see every datagram as sent --------------------------------------------
 
 _STOP = Trigger(pattern=b"STOP")

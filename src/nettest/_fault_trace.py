@@ -37,7 +37,10 @@ class TraceEvent:
     what: str
 
 
-_MAX_EVENTS = 400
+#: A trace keeps its connection's first and last events, and counts those between:
+#: a failure is usually at the end, and what led to it at the start.
+_HEAD_EVENTS = 200
+_TAIL_EVENTS = 200
 #: How many traces a failure report shows, for each proxy and for a test's memory
 #: fault layers: the last ones, nearest the failure (under hypothesis, the replay
 #: of the failing example).
@@ -56,10 +59,11 @@ class ConnectionTrace:
     """
 
     __slots__ = (
+        "_head",
         "_omitted",
         "_start",
+        "_tail",
         "downstream_bytes",
-        "events",
         "fired",
         "index",
         "kind",
@@ -80,8 +84,8 @@ class ConnectionTrace:
         #: ``server.connections[i].peer`` or ``server.handshake_failures[i].peer``.
         #: None until the proxy has connected upstream.
         self.upstream_local: object = None
-        #: Events in time order (at most a few hundred; later ones are counted only).
-        self.events: list[TraceEvent] = []
+        self._head: list[TraceEvent] = []
+        self._tail: list[TraceEvent] = []
         #: The faults that acted on this connection, in the order they first did.
         self.fired: list[str] = []
         #: Bytes forwarded from the client to the server.
@@ -91,18 +95,36 @@ class ConnectionTrace:
         self._start = _start
         self._omitted = 0
 
+    @property
+    def events(self) -> list[TraceEvent]:
+        """The connection's events in time order, or the first and last 200 of them.
+
+        ``str(trace)`` says how many came between.
+        """
+        return [*self._head, *self._tail]
+
     def record(self, now: float, flow: str | None, what: str) -> None:
         """Add an event at its time (absolute; stored relative to the start).
 
         A fault decides ahead of time when held bytes will go, so events are not
         recorded in time order: each goes in after every event of the same time
-        or earlier, and the trace reads as the connection happened.
+        or earlier, and the trace reads as the connection happened.  Past the
+        first events, the earliest of the rest are dropped, and counted.
         """
-        if len(self.events) >= _MAX_EVENTS:
-            self._omitted += 1
-            return
         event = TraceEvent(round(now - self._start, 6), flow, what)
-        bisect.insort(self.events, event, key=_BY_TIME)
+        head = self._head
+        if len(head) < _HEAD_EVENTS:
+            bisect.insort(head, event, key=_BY_TIME)
+            return
+        if event.time < head[-1].time:
+            # Earlier than the last event kept at the start: it takes that one's place.
+            bisect.insort(head, event, key=_BY_TIME)
+            event = head.pop()
+        tail = self._tail
+        bisect.insort(tail, event, key=_BY_TIME)
+        if len(tail) > _TAIL_EVENTS:
+            del tail[0]
+            self._omitted += 1
 
     def fire(self, now: float, fault: Fault, flow: str | None, what: str) -> None:
         """Record that `fault` acted."""
@@ -133,16 +155,19 @@ class ConnectionTrace:
             f"{self.upstream_bytes} bytes up, {self.downstream_bytes} bytes down; "
             f"faults fired: {', '.join(self.fired) or 'none'}"
         )
-        lines = [head]
-        for event in self.events:
-            arrow = {"upstream": "->", "downstream": "<-"}.get(event.flow or "", "  ")
-            lines.append(f"  {event.time:9.6f} {arrow} {event.what}")
+        lines = [head, *map(_event_line, self._head)]
         if self._omitted:
             lines.append(f"  ... {self._omitted} more events not recorded")
+        lines.extend(map(_event_line, self._tail))
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         return f"<ConnectionTrace {self.kind} #{self.index} from {self.peer}>"
+
+
+def _event_line(event: TraceEvent) -> str:
+    arrow = {"upstream": "->", "downstream": "<-"}.get(event.flow or "", "  ")
+    return f"  {event.time:9.6f} {arrow} {event.what}"
 
 
 def datagram_shown(data: bytes) -> str:
