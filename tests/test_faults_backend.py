@@ -206,12 +206,12 @@ def test_trace_forwarded_counts_each_direction(kind: str, prefix: str) -> None:
 
 def test_trace_keeps_the_first_and_last_events_of_a_long_connection() -> None:
     trace = ConnectionTrace(_index=1, _kind="tcp", _peer=None, _start=0.0)
-    trace.record(0.0, None, "accepted")
+    trace._record(0.0, None, "accepted")
     for n in range(1, 1000):
         trace._forwarded(n, "downstream", b"x")
-    trace.record(999.0, "downstream", "reset downstream")  # at the time of the last byte
-    trace.record(1000.0, None, "finished")
-    trace.record(0.5, "upstream", "late to record, early in time")
+    trace._record(999.0, "downstream", "reset downstream")  # at the time of the last byte
+    trace._record(1000.0, None, "finished")
+    trace._record(0.5, "upstream", "late to record, early in time")
     events = trace.events
     assert len(events) == 400
     assert [event.time for event in events] == sorted(event.time for event in events)

@@ -348,7 +348,7 @@ class _Schedule:
         """Trace the first time `applied` acts: a fault that acts on all alike (a delay)."""
         if not applied.fired:
             applied.fired = True
-            self.trace.fire(at, applied.fault, applied.flow, what)
+            self.trace._fire(at, applied.fault, applied.flow, what)
 
     def _check_kind(self, faults: Iterable[Fault]) -> None:
         other = "TCP" if self._kind == "datagram" else "UDP"

@@ -92,7 +92,7 @@ class DatagramSchedule(_Schedule):
         self._now = now
         #: The earliest `Wake` asked for and not yet seen, for what `_paced` holds.
         self._wake = _INF
-        self.trace.record(now, None, "first datagram")
+        self.trace._record(now, None, "first datagram")
         self.update(self._initial, now)
 
     def update(self, faults: Sequence[Fault], now: float) -> list[Action]:
@@ -171,7 +171,7 @@ class DatagramSchedule(_Schedule):
         if order == sorted(order):
             # Never the order they came in: a test of reordering must see one.
             order = order[1:] + order[:1]
-        self.trace.fire(now, applied.fault, applied.flow, f"released in order {order}")
+        self.trace._fire(now, applied.fault, applied.flow, f"released in order {order}")
         out = [items[i] for i in order]
         for item in out:
             item.at = max(item.at, now)
@@ -190,22 +190,22 @@ class DatagramSchedule(_Schedule):
                 continue
             if isinstance(fault, Drop):
                 if applied.rng.random() < fault.rate:
-                    self.trace.fire(item.at, fault, flow, f"dropped {datagram_shown(item.data)}")
+                    self.trace._fire(item.at, fault, flow, f"dropped {datagram_shown(item.data)}")
                     continue
             elif isinstance(fault, Duplicate):
                 if applied.rng.random() < fault.rate:
-                    self.trace.fire(item.at, fault, flow, "duplicated")
+                    self.trace._fire(item.at, fault, flow, "duplicated")
                     out.append(_Dgram(item.at, item.offset, item.data))
             elif isinstance(fault, TruncateDatagram):
                 if len(item.data) > fault.max_size:
                     cut = f"cut {datagram_shown(item.data)} to {fault.max_size}"
-                    self.trace.fire(item.at, fault, flow, cut)
+                    self.trace._fire(item.at, fault, flow, cut)
                     item = _Dgram(item.at, item.offset, item.data[: fault.max_size])
             elif isinstance(fault, Blackhole):
-                self.trace.fire(item.at, fault, flow, f"dropped {datagram_shown(item.data)}")
+                self.trace._fire(item.at, fault, flow, f"dropped {datagram_shown(item.data)}")
                 continue
             elif isinstance(fault, Unreachable):
-                self.trace.fire(item.at, fault, flow, "refused (port unreachable)")
+                self.trace._fire(item.at, fault, flow, "refused (port unreachable)")
                 actions.append(UnreachableAction(item.at, flow))
                 continue
             elif isinstance(fault, Latency):
@@ -251,7 +251,7 @@ class DatagramSchedule(_Schedule):
             return item
         for position in hits:
             data[position] ^= fault.mask
-        self.trace.fire(item.at, fault, applied.flow, f"flipped offsets {sorted(hits)}")
+        self.trace._fire(item.at, fault, applied.flow, f"flipped offsets {sorted(hits)}")
         return _Dgram(item.at, item.offset, bytes(data))
 
     def _removed(

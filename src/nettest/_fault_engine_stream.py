@@ -117,12 +117,12 @@ class StreamSchedule(_Schedule):
             The actions to carry out; `RefuseConnection` first if the connection
             must be refused.
         """
-        self.trace.record(now, None, "accepted")
+        self.trace._record(now, None, "accepted")
         self._check_kind(self._initial)
         for key in _occurrences(self._initial):
             fault = key[0]
             if isinstance(fault, Refuse) and self._selected(key):
-                self.trace.fire(now, fault, None, "connection refused (reset)")
+                self.trace._fire(now, fault, None, "connection refused (reset)")
                 self.closed = True
                 return [RefuseConnection(repr(fault))]
         return self.update(self._initial, now)
@@ -168,7 +168,7 @@ class StreamSchedule(_Schedule):
         if self.closed or self._eof_in[flow]:
             return []
         self._eof_in[flow] = True
-        self.trace.record(now, flow, "EOF received")
+        self.trace._record(now, flow, "EOF received")
         self._now = now
         return self._run(flow, 0, [_Eof(now)]) + self._wake_for_held()
 
@@ -286,15 +286,15 @@ class StreamSchedule(_Schedule):
                 actions.append(Deliver(at, flow, item.data, item.alone))
             elif isinstance(item, _Eof):
                 self._eof_out[flow] = True
-                self.trace.record(at, flow, "EOF forwarded")
+                self.trace._record(at, flow, "EOF forwarded")
                 actions.append(SendEof(at, flow))
             else:
                 self.closed = True
                 if item.reset:
-                    self.trace.record(at, flow, f"reset {'+'.join(item.flows)}: {item.reason}")
+                    self.trace._record(at, flow, f"reset {'+'.join(item.flows)}: {item.reason}")
                     actions.append(Abort(at, flow, item.flows, item.reason, item.by_peer))
                 else:
-                    self.trace.record(at, flow, f"close: {item.reason}")
+                    self.trace._record(at, flow, f"close: {item.reason}")
                     actions.append(Close(at, flow, item.reason))
                 self._drop_held()
         return actions
@@ -378,7 +378,7 @@ class StreamSchedule(_Schedule):
                 what = f"{'reset' if reset else 'closed'} after {round(seconds, 6)}s"
                 if late >= 0.0005:
                     what += f" (the timer ran {late:.3f}s late)"
-                self.trace.fire(now, fault, flow, what)
+                self.trace._fire(now, fault, flow, what)
                 flows = _reset_flows(fault, flow)
                 # A close or reset ends the connection: nothing else is due.
                 return self._finish(flow, [_Ctl(now, reset, flows, repr(fault))])
@@ -424,14 +424,14 @@ class StreamSchedule(_Schedule):
         if isinstance(fault, CloseAfter):
             applied.deadline = at + fault.seconds
             self._released.append(Wake(applied.deadline))
-            self.trace.fire(at, fault, flow, f"armed; closing at +{fault.seconds}s")
+            self.trace._fire(at, fault, flow, f"armed; closing at +{fault.seconds}s")
             return []
         if isinstance(fault, HalfClose):
             applied.fired = True
-            self.trace.fire(at, fault, flow, "half-closed")
+            self.trace._fire(at, fault, flow, "half-closed")
             return [_Eof(at)]
         if isinstance(fault, Stall):
-            self.trace.fire(at, fault, flow, "stopped reading")
+            self.trace._fire(at, fault, flow, "stopped reading")
             self._released.append(Pause(flow))
             return []
         if isinstance(fault, Corrupt):
@@ -443,7 +443,7 @@ class StreamSchedule(_Schedule):
         fault = applied.fault
         reset = isinstance(fault, Reset)
         what = "reset" if reset else "closed"
-        self.trace.fire(at, fault, applied.flow, f"{what} after {applied.target} bytes")
+        self.trace._fire(at, fault, applied.flow, f"{what} after {applied.target} bytes")
         return [_Ctl(at, reset, _reset_flows(fault, applied.flow), repr(fault))]
 
     def _stage(self, applied: _Applied, item: _Item, extra: list[Action]) -> list[_Item]:
@@ -523,10 +523,10 @@ class StreamSchedule(_Schedule):
         if isinstance(fault, Corrupt):
             chunk, flipped = corrupted(applied, fault, chunk, applied.rng)
             if flipped:
-                self.trace.fire(chunk.at, fault, flow, f"flipped offsets {flipped}")
+                self.trace._fire(chunk.at, fault, flow, f"flipped offsets {flipped}")
             return [chunk]
         if isinstance(fault, (Blackhole, HalfClose)):
-            self.trace.fire(chunk.at, fault, flow, f"dropped {len(chunk.data)} bytes")
+            self.trace._fire(chunk.at, fault, flow, f"dropped {len(chunk.data)} bytes")
             self.discarded[flow] += len(chunk.data)
             return []
         return [chunk]
@@ -548,7 +548,7 @@ class StreamSchedule(_Schedule):
             item.at = max(item.at + fault.delay, applied.last)
             applied.last = item.at
         elif isinstance(fault, SlowClose) and isinstance(item, _Eof):
-            self.trace.fire(item.at, fault, applied.flow, f"FIN held {fault.delay}s")
+            self.trace._fire(item.at, fault, applied.flow, f"FIN held {fault.delay}s")
             item.at += fault.delay
             return self._hold(applied, entry, False, [item])
         elif isinstance(fault, (Blackhole, HalfClose)) and isinstance(item, _Eof):
@@ -581,13 +581,13 @@ class StreamSchedule(_Schedule):
             if isinstance(applied.fault, Stall) and applied.armed:
                 if not stalled:
                     self._released.append(Resume(flow))
-                self.trace.fire(now, applied.fault, flow, "removed; reading again")
+                self.trace._fire(now, applied.fault, flow, "removed; reading again")
             held: list[_Item] = []
             if applied.queue:
                 held = applied.let_go_all(now, alone)
                 size = sum(len(item.data) for item in held if isinstance(item, _Chunk))
                 what = f"{size} bytes" if size else "the FIN"
-                self.trace.fire(now, applied.fault, flow, f"removed; let go {what} it held")
+                self.trace._fire(now, applied.fault, flow, f"removed; let go {what} it held")
             elif applied.held:
                 held, applied.held = applied.held, []
                 for item in held:

@@ -103,7 +103,7 @@ class ConnectionTrace:
         """
         return [*self._head, *self._tail]
 
-    def record(self, now: float, flow: str | None, what: str) -> None:
+    def _record(self, now: float, flow: str | None, what: str) -> None:
         """Add an event at its time (absolute; stored relative to the start).
 
         A fault decides ahead of time when held bytes will go, so events are not
@@ -126,12 +126,12 @@ class ConnectionTrace:
             del tail[0]
             self._omitted += 1
 
-    def fire(self, now: float, fault: Fault, flow: str | None, what: str) -> None:
+    def _fire(self, now: float, fault: Fault, flow: str | None, what: str) -> None:
         """Record that `fault` acted."""
         name = repr(fault)
         if name not in self.fired:
             self.fired.append(name)
-        self.record(now, flow, f"{name}: {what}")
+        self._record(now, flow, f"{name}: {what}")
 
     def _forwarded(self, now: float, flow: str, data: bytes) -> None:
         """Count and record bytes passed on to the receiver of `flow` (a chunk or a datagram)."""
@@ -140,9 +140,9 @@ class ConnectionTrace:
         else:
             self.downstream_bytes += len(data)
         if self.kind == "udp":
-            self.record(now, flow, datagram_shown(data))
+            self._record(now, flow, datagram_shown(data))
         else:
-            self.record(now, flow, f"{_bytes(len(data))} {_preview(data)}")
+            self._record(now, flow, f"{_bytes(len(data))} {_preview(data)}")
 
     def __str__(self) -> str:
         peer = self.peer

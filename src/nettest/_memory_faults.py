@@ -393,7 +393,7 @@ class _StreamDriver:
                 # this flow has queued, and, like it, is dropped once that ends the
                 # connection first.
                 now = self.loop.time()
-                self.schedule.trace.record(now, flow, f"reset {flow}: {reason}")
+                self.schedule.trace._record(now, flow, f"reset {flow}: {reason}")
                 self.queues[flow].append(Abort(now, flow, (flow,), reason, True))
                 self.kick(flow)
             else:

@@ -885,7 +885,7 @@ class FaultProxy(FaultsInForce):
         try:
             await flow.connect(upstream)
         except OSError as exc:
-            flow.trace.record(loop.time(), "upstream", f"upstream socket failed: {exc!r}")
+            flow.trace._record(loop.time(), "upstream", f"upstream socket failed: {exc!r}")
             if self._on_upstream_failure is not None:
                 self._on_upstream_failure(flow.trace, f"upstream socket failed: {exc!r}")
             if not flow.lost.done():

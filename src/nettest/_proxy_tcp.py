@@ -322,7 +322,7 @@ class _StreamConnection:
         except (OSError, asyncio.TimeoutError) as exc:
             if not self.finished:
                 failure = f"upstream {_format_address(upstream)} failed: {exc!r}; client reset"
-                self.trace.record(self.loop.time(), None, failure)
+                self.trace._record(self.loop.time(), None, failure)
                 if self.proxy._on_upstream_failure is not None:
                     self.proxy._on_upstream_failure(self.trace, failure)
                 _reset(self.client.transport)
@@ -347,7 +347,7 @@ class _StreamConnection:
         self.proxy._sides.append(side)
         if side.transport is not None:
             self.trace.upstream_local = side.transport.get_extra_info("sockname")
-        self.trace.record(self.loop.time(), None, "connected upstream")
+        self.trace._record(self.loop.time(), None, "connected upstream")
         # As in FaultProxy._accepted: pause only once the transport reads.
         self.loop.call_soon(self._server_ready)
 
@@ -376,7 +376,7 @@ class _StreamConnection:
         now = self.loop.time()
         if exc is not None:
             # Pass a reset on, as the network would: behind what was sent before it.
-            self.trace.record(now, side.sends, f"{side.role} connection lost: {exc!r}")
+            self.trace._record(now, side.sends, f"{side.role} connection lost: {exc!r}")
             other = self.server if side is self.client else self.client
             # A client that resets while the proxy still connects upstream: the
             # bytes it sent, and then the reset, wait for the upstream connection.
@@ -388,7 +388,7 @@ class _StreamConnection:
                 _reset(other.transport)
             self.finish()
             return
-        self.trace.record(now, side.sends, f"{side.role} closed")
+        self.trace._record(now, side.sends, f"{side.role} closed")
         # Close the other side once what is queued for it has gone out.
         towards = other_flow(side.sends)
         self.queues[towards].append(Close(now, towards, f"{side.role} closed"))
@@ -477,11 +477,11 @@ class _StreamConnection:
             if transport is not None and not transport.is_closing() and transport.can_write_eof():
                 error = _write_eof(transport)
                 if error is not None:
-                    self.trace.record(self.loop.time(), action.flow, f"EOF not sent: {error}")
+                    self.trace._record(self.loop.time(), action.flow, f"EOF not sent: {error}")
             if all(self.eof_sent.values()):
                 self.close_both()
         elif isinstance(action, Close):
-            self.trace.record(self.loop.time(), None, f"closing: {action.reason}")
+            self.trace._record(self.loop.time(), None, f"closing: {action.reason}")
             self.close_both()
         elif isinstance(action, Abort):
             for flow in action.flows:
@@ -606,8 +606,8 @@ class _StreamConnection:
             # Bytes the trace showed let go, that no socket took: say so.
             lost = sum(len(action.data) for action in queue.close() if isinstance(action, Deliver))
             if lost:
-                self.trace.record(now, flow, f"{lost} bytes not delivered: the connection ended")
-        self.trace.record(now, None, "finished")
+                self.trace._record(now, flow, f"{lost} bytes not delivered: the connection ended")
+        self.trace._record(now, None, "finished")
         for _, timer in [*self.wakes, *self.rechecks.values()]:
             timer.cancel()
         self.wakes.clear()

@@ -287,7 +287,7 @@ class _UpstreamFlow(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         # The upstream's port is closed: record it; the client just hears nothing.
-        self.trace.record(self.loop.time(), "upstream", f"upstream error: {exc!r}")
+        self.trace._record(self.loop.time(), "upstream", f"upstream error: {exc!r}")
         tell = self.proxy._on_upstream_failure
         if tell is not None and not self.upstream_failed:
             self.upstream_failed = True
@@ -311,7 +311,7 @@ class _UpstreamFlow(asyncio.DatagramProtocol):
                 else:
                     self._later(action.at, functools.partial(self._send, action))
             elif isinstance(action, UnreachableAction):
-                self.trace.record(now, action.flow, "refused as unreachable")
+                self.trace._record(now, action.flow, "refused as unreachable")
 
     def _later(self, at: float, callback: Callable[[], None]) -> None:
         def run() -> None:
@@ -336,7 +336,7 @@ class _UpstreamFlow(asyncio.DatagramProtocol):
             listen = self.proxy._listen_protocol
             if listen is None or not listen.sendto(action.data, self.peer):
                 # down() or Unreachable() closed the port: nothing can come from it.
-                self.trace.record(
+                self.trace._record(
                     self.loop.time(),
                     "downstream",
                     f"lost {len(action.data)} bytes: the proxy's port is closed",
@@ -347,7 +347,7 @@ class _UpstreamFlow(asyncio.DatagramProtocol):
         assert self.sock is not None
         lost = send_datagram(self.transport, self.sock, data, None)
         if lost is not None:
-            self.trace.record(self.loop.time(), "upstream", lost)
+            self.trace._record(self.loop.time(), "upstream", lost)
 
     async def connect(self, upstream: tuple[Any, ...]) -> None:
         """Make the flow's socket, connected to `upstream`, and its transport.
