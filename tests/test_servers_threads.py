@@ -21,11 +21,11 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from nettest import _settings, _stream_server, _threads, handlers
+from nettest import FaultProxyThread, _settings, _stream_server, _threads, handlers
 from nettest._handlers import HandlerError
 from nettest._recording import Ending
 from nettest._servers import TCPServer, UnixServer
@@ -723,3 +723,27 @@ def test_thread_servers_refuse_a_misspelt_option() -> None:
         UDPServerThread(handlers.echo, hots="127.0.0.1")  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="unexpected keyword argument 'abstrct'"):
         UnixDatagramServerThread(handlers.echo, abstrct=True)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("make", [TCPServerThread, FaultProxyThread], ids=["server", "proxy"])
+def test_a_thread_server_dropped_unclosed_warns(make: Callable[..., Any]) -> None:
+    # Outside pytest's hygiene gate (a script, unittest) that warning is all there is.
+    started = make(handlers.echo) if make is TCPServerThread else make(("127.0.0.1", 9))
+    started.start()
+    thread, inner = started._thread, started._server
+    assert thread is not None
+    name = repr(started)
+    try:
+        with pytest.warns(ResourceWarning, match=re.escape(f"unclosed {name}: close() it")):
+            del started  # the last reference: no cycle holds it
+    finally:
+        thread.run(inner.aclose(), finish=True)
+        thread.stop()
+
+
+def test_a_closed_thread_server_dropped_does_not_warn() -> None:
+    server = TCPServerThread(handlers.echo).start()
+    server.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        del server

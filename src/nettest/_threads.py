@@ -306,6 +306,18 @@ class _OnLoopThread(Generic[_X]):
         finally:
             thread.stop()
 
+    def __del__(self) -> None:
+        # Its thread keeps the loop and the server alive, not this object: outside
+        # pytest's hygiene gate nothing else would say that it was dropped unclosed.
+        thread = getattr(self, "_thread", None)
+        if thread is not None and thread.thread.is_alive() and not thread._stop_requested:
+            warnings.warn(
+                f"unclosed {self!r}: close() it, or start it with a with statement",
+                ResourceWarning,
+                stacklevel=1,
+                source=self,
+            )
+
     def __enter__(self: _W) -> _W:
         return self.start()
 
