@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -60,8 +61,26 @@ def test_cli_help(args: list[str]) -> None:
 
 
 def test_cli_demo_rejects_bad_message_count(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--messages", "0"]) == 2
-    assert "--messages must be in 1..100, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--messages", "0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: nettest demo")
+    assert "nettest demo: error: --messages must be in 1..100, got 0" in err
+
+
+@pytest.mark.parametrize("command", [["demo"], ["certs", "{tmp}"]])
+def test_cli_runs_with_stdout_closed(command: list[str], tmp_path: Path) -> None:
+    # `nettest demo >&-`: Python starts with sys.stdout None.
+    args = " ".join(a.format(tmp=tmp_path / "certs") for a in command)
+    result = subprocess.run(
+        ["sh", "-c", f"'{sys.executable}' -m nettest {args} >&-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
 
 
 def test_cli_without_a_command_is_a_usage_error() -> None:
@@ -107,6 +126,13 @@ async def test_cli_demo_transcript_records_every_message() -> None:
         (["--fault", "latency=1s,connection=x"], "latency: connection must be an int >= 1"),
         (["--fault", "latency"], "latency: delay is required"),
         (["--fault", "truncate=1.7"], "truncate: after_bytes must be a whole number of bytes"),
+        # More digits than int() converts: the field's message, not CPython's.
+        (["--fault", f"reorder={'9' * 5000}"], "reorder: window must be an int >= 2, got '999"),
+        (["--fault", f"truncate={'9' * 5000}"], "truncate: after_bytes must be a whole number"),
+        (["--fault", f"latency=1,connection={'9' * 5000}"], "latency: connection must be an int"),
+        (["--listen", f"127.0.0.1:{'9' * 5000}"], "--listen: the port must be in 0..65535"),
+        (["--listen", "./" + "a" * 200], "--listen: Unix socket path is 202 bytes, over the"),
+        (["--udp", "--upstream", "./x.sock"], "--upstream must be HOST:PORT with --udp, not a"),
     ],
 )
 def test_cli_proxy_bad_arguments_are_usage_errors(
@@ -126,6 +152,39 @@ def test_cli_proxy_bad_arguments_are_usage_errors(
     err = capsys.readouterr().err
     assert err.startswith("usage: nettest proxy")
     assert f"nettest proxy: error: {message}" in err
+
+
+@pytest.mark.parametrize(
+    ("upstream", "message"),
+    [
+        ("127.0.0.1:0", "--upstream: the port must be in 1..65535, got 0"),
+        (f"127.0.0.1:{'9' * 5000}", "--upstream: the port must be in 1..65535, got a number"),
+    ],
+)
+def test_cli_proxy_bad_upstream_is_named_as_the_option(
+    upstream: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["proxy", "--upstream", upstream])
+    assert exit_info.value.code == 2
+    assert f"nettest proxy: error: {message}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("there", ["file", "socket"])
+def test_cli_proxy_listen_path_taken_says_what_is_there(
+    there: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "listen"
+    if there == "file":
+        path.write_text("")
+        reason = "something that is not a socket is at that path"
+    else:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+        sock.close()
+        reason = "a socket file is at that path (remove it if nothing listens there)"
+    assert main(["proxy", "--upstream", "127.0.0.1:9", "--listen", str(path)]) == 1
+    assert capsys.readouterr().err == f"nettest proxy: [Errno 98] --listen {path}: {reason}\n"
 
 
 def test_cli_proxy_bad_fault_prints_no_traceback() -> None:

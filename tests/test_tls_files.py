@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from cryptography import x509
 
 from nettest._processes import _pid_namespace, process_tag
 from nettest._tls import _write_file
@@ -828,8 +829,52 @@ def test_cli_certs_help_and_usage_errors(
     assert cli_main([]) == 2
     assert "the following arguments are required: DIR" in capsys.readouterr().err
     assert cli_main([str(tmp_path), "--host", ""]) == 2
-    assert "nettest certs: error: --host" in capsys.readouterr().err
+    assert (
+        "nettest certs: error: argument --host: '' is not a host name" in capsys.readouterr().err
+    )
     monkeypatch.chdir(tmp_path)  # an empty DIR meant the current directory
     assert cli_main([""]) == 2
     assert "nettest certs: error: DIR must not be empty" in capsys.readouterr().err
     assert not (tmp_path / "key.pem").exists()
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        ("127.0.0.0/8", "'127.0.0.0/8' is a network: give a host name or an IP address"),
+        ("999.1.1.1", "'999.1.1.1' is not a valid IP address"),
+        ("::zz", "'::zz' is not a valid IP address"),
+        ("a..test", "'a..test' is not a host name"),
+        ("a test", "'a test' is not a host name"),
+    ],
+)
+def test_cli_certs_refuses_a_host_no_client_could_match(
+    host: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # trustme writes a network as an IP SAN of 8 bytes, and 999.1.1.1 as a DNS name.
+    assert cli_main([str(tmp_path), "--host", host]) == 2
+    assert f"nettest certs: error: argument --host: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "key.pem").exists()
+
+
+def test_cli_certs_accepts_names_wildcards_and_addresses(tmp_path: Path) -> None:
+    hosts = ["db.test", "*.db.test", "127.0.0.2", "::1"]
+    assert cli_main([str(tmp_path), *(f"--host={host}" for host in hosts)]) == 0
+    pem = (tmp_path / "cert.pem").read_bytes()
+    names = x509.load_pem_x509_certificate(pem).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    assert [str(name.value) for name in names.value] == hosts
+
+
+def test_cli_certs_makes_missing_parents_private_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = tmp_path / "a b" / "ünï" / "certs"
+    old_umask = os.umask(0o022)
+    try:
+        assert cli_main([str(directory)]) == 0
+    finally:
+        os.umask(old_umask)
+    for path in (tmp_path / "a b", tmp_path / "a b" / "ünï", directory):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path

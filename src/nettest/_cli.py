@@ -1,8 +1,7 @@
 """The ``nettest`` command: ``demo``, ``certs``, ``proxy`` and friends.
 
 Each subcommand that belongs to a capability is dispatched to that capability's
-``cli_main(argv)``, imported only when the subcommand runs, so ``nettest --help``
-stays fast and never imports trustme or hypothesis.
+``cli_main(argv)``, imported only when the subcommand runs.
 """
 
 from __future__ import annotations
@@ -70,10 +69,10 @@ async def _demo(messages: int) -> list[str]:
 
 
 def _run_demo(argv: Sequence[str]) -> int:
-    args = _demo_parser().parse_args(argv)
+    parser = _demo_parser()
+    args = parser.parse_args(argv)
     if not 1 <= args.messages <= 100:
-        print(f"nettest demo: --messages must be in 1..100, got {args.messages}", file=sys.stderr)
-        return 2
+        parser.error(f"--messages must be in 1..100, got {args.messages}")
     for line in asyncio.run(_demo(args.messages)):
         print(line)
     return 0
@@ -102,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     SIGINT, without a traceback.  A reader that leaves early (``nettest demo |
     head -1``) ends it with status 1, also without one.
     """
+    if sys.stdout is None:  # started with stdout closed (>&-): write nowhere
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the life of the process)
     try:
         status = _main(argv)
         sys.stdout.flush()  # here, rather than at exit, where a broken pipe is a traceback

@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import math
 import os
 import queue
 import re
 import signal
+import stat
 import sys
 import threading
 import typing
@@ -207,6 +209,13 @@ def _pattern(name: str, text: str) -> bytes:
         ) from None
 
 
+def _shown(text: str) -> str:
+    """A value for a message: its start only, if it is long."""
+    if len(text) <= 40:
+        return repr(text)
+    return f"{text[:20]!r}... ({len(text)} characters)"
+
+
 def parse_fault(spec: str) -> Fault:
     """Parse ``name[=value][,key=value]...`` as used by ``nettest proxy --fault``.
 
@@ -269,11 +278,14 @@ def parse_fault(spec: str) -> Fault:
             trigger[key] = _pattern(name, val)
             continue
         parse, accepts = _field(cls, key, types.get(key))
-        parsed = parse(val)
+        try:
+            parsed = parse(val)
+        except ValueError:  # more digits than int() converts
+            raise ValueError(f"{name}: {key} must be {accepts}, got {_shown(val)}") from None
         if parsed is None:
             bits = val.endswith("b") and "bytes" in accepts  # a size, as 1Mb
             bits_hint = " (B is bytes; b, bits, is not a unit here)" if bits else ""
-            raise ValueError(f"{name}: {key} must be {accepts}, got {val!r}{bits_hint}")
+            raise ValueError(f"{name}: {key} must be {accepts}, got {_shown(val)}{bits_hint}")
         if key == "connection":
             trigger[key] = parsed
         elif key == "after":
@@ -375,12 +387,13 @@ def cli_main(argv: list[str]) -> int:
     try:
         kind: Kind = "udp" if args.udp else "tcp"
         listen = _parse_listen(args.listen, kind, args.allow_remote)
-        upstream = _parse_upstream(args.upstream, kind)
+        upstream = _parse_cli_upstream(args.upstream, kind)
         faults = [parse_fault(spec) for spec in args.fault]
         _check_faults(kind, faults)
+        proxy = _make_proxy(listen, upstream, faults, kind, args.seed)
     except (ValueError, TypeError) as exc:
         parser.error(str(exc).replace("kind='udp' makes a UDP proxy", "--udp makes a UDP proxy"))
-    serve = _serve(listen, upstream, faults, kind, args.seed, args.trace)
+    serve = _serve(proxy, listen, upstream, faults, args.trace)
     try:
         return asyncio.run(serve)
     except OSError as exc:
@@ -412,31 +425,58 @@ def _parse_listen(text: str, kind: Kind, allow_remote: bool) -> Address | str:
     return listen
 
 
+def _parse_cli_upstream(text: str, kind: Kind) -> Address | str:
+    """``--upstream``: `FaultProxy`'s check, its messages naming the option."""
+    if kind == "udp" and text.startswith(("/", "./")):
+        raise ValueError(f"--upstream must be HOST:PORT with --udp, not a path: got {text!r}")
+    try:
+        return _parse_upstream(text, kind)
+    except ValueError as exc:
+        raise ValueError(f"--{exc}" if str(exc).startswith("upstream") else str(exc)) from None
+
+
+def _make_proxy(
+    listen: Address | str, upstream: Address | str, faults: list[Fault], kind: Kind, seed: int
+) -> FaultProxy:
+    if isinstance(listen, str):
+        try:
+            return FaultProxy(upstream, faults=faults, kind=kind, seed=seed, unix=listen)
+        except ValueError as exc:  # a path too long for a Unix socket, say
+            raise ValueError(f"--listen: {str(exc).removeprefix('unix: ')}") from None
+    return FaultProxy(
+        upstream,
+        faults=faults,
+        kind=kind,
+        seed=seed,
+        host=listen[0],
+        port=listen[1],
+        allow_remote=True,  # checked, with --allow-remote, when the arguments were parsed
+    )
+
+
+def _listen_failure(listen: Address | str, exc: OSError) -> OSError:
+    """Why listening failed, for the user: a path in the way is not "address in use"."""
+    where = format_address(listen)
+    reason = exc.strerror or str(exc)
+    if isinstance(listen, str) and exc.errno == errno.EADDRINUSE and os.path.lexists(listen):
+        if not stat.S_ISSOCK(os.lstat(listen).st_mode):
+            reason = "something that is not a socket is at that path"
+        else:
+            reason = "a socket file is at that path (remove it if nothing listens there)"
+    return OSError(exc.errno, f"--listen {where}: {reason}")
+
+
 async def _serve(
+    proxy: FaultProxy,
     listen: Address | str,
     upstream: Address | str,
     faults: list[Fault],
-    kind: Kind,
-    seed: int,
     trace: bool,
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in _STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
-    if isinstance(listen, str):
-        proxy = FaultProxy(upstream, faults=faults, kind=kind, seed=seed, unix=listen)
-    else:
-        proxy = FaultProxy(
-            upstream,
-            faults=faults,
-            kind=kind,
-            seed=seed,
-            host=listen[0],
-            port=listen[1],
-            allow_remote=True,  # checked, with --allow-remote, when the arguments were parsed
-        )
-
     output = _Output()
 
     def announce(conn: ConnectionTrace) -> None:
@@ -450,11 +490,12 @@ async def _serve(
         try:
             await proxy.start()
         except OSError as exc:
-            where = format_address(listen)
-            raise OSError(exc.errno, f"--listen {where}: {exc.strerror or exc}") from None
+            raise _listen_failure(listen, exc) from None
         where = proxy.path if isinstance(listen, str) else format_address(proxy.address)
-        output.line(f"nettest proxy {kind} listening on {where} -> {format_address(upstream)}")
-        output.line(f"faults: {', '.join(map(repr, faults)) or 'none'}; seed {seed}")
+        output.line(
+            f"nettest proxy {proxy.kind} listening on {where} -> {format_address(upstream)}"
+        )
+        output.line(f"faults: {', '.join(map(repr, faults)) or 'none'}; seed {proxy.seed}")
         await stop.wait()
         output.line("stopping")
     finally:

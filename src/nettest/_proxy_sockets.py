@@ -36,6 +36,11 @@ def _parse_address(value: object, what: str, *, lowest: int = 0) -> Address:
         # A negative port is a bad port, said with the range, not a bad address.
         if not sep or not re.fullmatch(r"-?[0-9]+", port):
             raise ValueError(f"{what} must be HOST:PORT, got {address!r}")
+        if len(port.lstrip("-0")) > 5:  # out of range, and maybe too long for int()
+            subject = "port" if what == "port" else f"{what}: the port"
+            raise ValueError(
+                f"{subject} must be in {lowest}..65535, got a number of {len(port)} digits"
+            )
         return host.strip("[]") or "127.0.0.1", _check_port(int(port), what, lowest)
     if isinstance(address, tuple) and len(address) >= 2:
         host, port = address[0], address[1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import ipaddress
 import os
 import pathlib
 import secrets
@@ -370,6 +371,32 @@ def tls_files(
 # -- nettest certs -------------------------------------------------------------------------
 
 
+def _host(name: str) -> str:
+    """``--host``: an IP address or a host name, not what a certificate cannot match.
+
+    trustme takes a network (``127.0.0.0/8``) and writes a SAN no client matches,
+    and anything not an address (``999.1.1.1``) as a DNS name.
+    """
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:
+        return name
+    if "/" in name:
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is a network: give a host name or an IP address, such as 127.0.0.1"
+        )
+    labels = name.removesuffix(".").split(".")
+    if ":" in name or all(label.isdigit() for label in labels):
+        raise argparse.ArgumentTypeError(f"{name!r} is not a valid IP address")
+    if not all(labels) or any(c.isspace() for c in name):
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is not a host name: labels joined by single dots, no spaces"
+        )
+    return name
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nettest certs",
@@ -384,11 +411,14 @@ def _parser() -> argparse.ArgumentParser:
         "production.",
     )
     parser.add_argument(
-        "directory", metavar="DIR", help="where to write; created (mode 0700) if missing"
+        "directory",
+        metavar="DIR",
+        help="where to write; created, with any missing parents, with mode 0700",
     )
     parser.add_argument(
         "--host",
         action="append",
+        type=_host,
         dest="hosts",
         metavar="NAME",
         help="a host name or IP address the server certificate is valid for; repeat "
@@ -405,6 +435,13 @@ def _parser() -> argparse.ArgumentParser:
         help="replace files that exist already, all of them or none",
     )
     return parser
+
+
+def _make_private_directory(directory: Path) -> None:
+    """Make *directory* and its missing parents, each with mode 0700 (not the umask's)."""
+    missing = [path for path in (directory, *directory.parents) if not os.path.lexists(path)]
+    for path in reversed(missing):
+        path.mkdir(mode=0o700, exist_ok=True)
 
 
 def cli_main(argv: list[str]) -> int:
@@ -447,7 +484,7 @@ def cli_main(argv: list[str]) -> int:
         print(f"nettest certs: error: --host: {error}", file=sys.stderr)
         return 2
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _make_private_directory(directory)
         client = authority.client if args.client else None
         files = _write_tls_files(directory, ca, server, client, replace=args.force)
     except OSError as error:
