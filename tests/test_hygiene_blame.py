@@ -2177,3 +2177,72 @@ def test_a_failed_tests_garbage_is_collected_at_its_own_check(pytester: pytest.P
             "*ResourceWarning: Unclosed client",
         ]
     )
+
+
+# -- a task left pending on a loop the test closed itself ------------------------------------
+
+_PENDING_ON_OWN_LOOP = """
+import asyncio
+import gc
+
+import pytest
+
+
+def run_and_close(fail):
+    # The loop looptime's users make: run_until_complete, then close(), with no
+    # asyncio.run to cancel what is left.
+    loop = asyncio.new_event_loop()
+    queue = asyncio.Queue()
+
+    async def scenario():
+        asyncio.ensure_future(queue.get())  # a receiver task, left waiting
+        await asyncio.sleep(0)
+        assert not fail, "the protocol under test failed"
+
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+
+
+def test_a_passes(request):
+    run_and_close(fail=False)
+
+
+def test_b_fails():
+    run_and_close(fail=True)
+
+
+def test_c_innocent():
+    gc.collect()  # frees the tasks, were they still pending
+"""
+
+
+@pytest.mark.parametrize("mode", ["own", "strict"])
+def test_a_task_pending_as_the_tests_own_loop_closes_is_the_tests(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    # Freed later, each task logged "Task was destroyed but it is pending!", and its
+    # coroutine's clean-up raised on the closed loop: an unraisable exception that
+    # failed test_c_innocent.
+    result = run(pytester, _PENDING_ON_OWN_LOOP, f"--nettest-leaks={mode}", *FILTERS)
+    pending = "*- pending task <Task pending name=*Queue.get()*> when its event loop closed"
+    result.assert_outcomes(passed=2, failed=1, errors=1)
+    if mode == "own":  # as asyncio's own finalisers warn of a transport, but now
+        result.stdout.fnmatch_lines(
+            [
+                "*ERROR at teardown of test_a_passes*",
+                "*ResourceWarning: task <Task pending name=*Queue.get()*> was still pending "
+                "when its event loop closed (nettest closed its coroutine)",
+            ]
+        )
+    else:
+        result.stdout.fnmatch_lines(
+            ["*test_a_passes left 1 thing behind (--nettest-leaks=strict):", pending]
+        )
+    result.stdout.fnmatch_lines(
+        [f"*test_b_fails left 1 thing behind (--nettest-leaks={mode}):", pending]
+    )
+    assert "Task was destroyed but it is pending" not in result.stdout.str()
+    assert "test_c_innocent FAILED" not in result.stdout.str()
+    assert "ERROR at teardown of test_c_innocent" not in result.stdout.str()

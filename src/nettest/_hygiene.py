@@ -1001,6 +1001,61 @@ class _Gate(_Instruments):
             self._bookkeeping_failed("server left on a closing loop", error)
             return []
 
+    def pending_on_closing_loop(
+        self, loop: asyncio.BaseEventLoop, owner: str
+    ) -> list[asyncio.Task[Any]]:
+        """The tasks still pending on `loop` as it closes during `owner`: never to run again.
+
+        `asyncio.run` and pytest-asyncio cancel what is pending before they close
+        a loop; a test that closes its own (``run_until_complete``, then
+        ``close()``) may not.  Freed later, such a task logs "Task was destroyed
+        but it is pending!", and its coroutine's clean-up fails on the closed
+        loop, in whichever test runs then.  A task strict mode tracks is marked
+        for its own report.  Never raises.
+        """
+        try:
+            if owner in self.silenced:
+                return []
+            parts = self._part_ids()
+            found: list[asyncio.Task[Any]] = []
+            for task in asyncio.all_tasks(loop):
+                entry = self._entry_of(task)
+                if entry is not None:
+                    entry.open_at_loop_close = True
+                    entry.what = f"pending task {task!r}"
+                if id(task) not in parts:
+                    found.append(task)
+            return found
+        except Exception as error:
+            self._bookkeeping_failed("task left on a closing loop", error)
+            return []
+
+    def end_pending_on_closed_loop(self, tasks: list[asyncio.Task[Any]], owner: str) -> None:
+        """End `tasks` (see `pending_on_closing_loop`) now, for `owner`'s check to report.
+
+        Each task's coroutine is closed here, and the task is not logged as
+        destroyed pending when freed: nothing of it is left for a later test.
+        Listed under the test's failure, and in strict mode; else warned (one
+        strict mode tracks is reported by its entry).  Never raises.
+        """
+        for task in tasks:
+            try:
+                shown = repr(task)  # before its coroutine is closed
+                task._log_destroy_pending = False  # type: ignore[attr-defined]
+                with contextlib.suppress(Exception):  # its clean-up, on a closed loop
+                    task.get_coro().close()
+                if self._entry_of(task) is not None:
+                    continue
+                self.undecided_writers.setdefault(owner, []).append(
+                    (
+                        f"  - pending task {shown} when its event loop closed",
+                        f"task {shown} was still pending when its event loop closed "
+                        "(nettest closed its coroutine)",
+                    )
+                )
+            except Exception as error:
+                self._bookkeeping_failed("task left on a closed loop", error)
+
     def _part_ids(self) -> set[int]:
         """The ids of the parts of nettest's objects (a server's endpoint, say).
 

@@ -243,6 +243,14 @@ class _Instruments:
             self, listening: list[socket.socket], owner: str
         ) -> None: ...
 
+        def pending_on_closing_loop(
+            self, loop: asyncio.BaseEventLoop, owner: str
+        ) -> list[asyncio.Task[Any]]: ...
+
+        def end_pending_on_closed_loop(
+            self, tasks: list[asyncio.Task[Any]], owner: str
+        ) -> None: ...
+
     # -- loops ---------------------------------------------------------------
 
     def instrument_loop(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -599,15 +607,20 @@ class _Instruments:
             owner = gate.owner
             left: list[asyncio.BaseTransport] = []
             listening: list[socket.socket] = []
+            pending: list[asyncio.Task[Any]] = []
             if owner is not None and not loop.is_closed() and made_in_test(loop) == owner:
                 left = gate.left_on_closing_loop(loop, owner)
                 listening = gate.listening_on_closing_loop(loop, owner)
+                if not loop.is_running():  # else close() raises, and the loop goes on
+                    pending = gate.pending_on_closing_loop(loop, owner)
             original_close(loop)
             if owner is not None and loop.is_closed():
                 if left:
                     gate.close_left_on_closed_loop(left, owner)
                 if listening:
                     gate.close_listening_on_closed_loop(listening, owner)
+                if pending:
+                    gate.end_pending_on_closed_loop(pending, owner)
 
         for name, wrapper, original in (
             ("__init__", __init__, original_init),
