@@ -222,7 +222,12 @@ def test_nettest_seed_printed_on_failure_of_a_test_that_used_it(pytester: pytest
     )
     result = pytester.runpytest("--nettest-seed=5", "test_through_a_fixture.py")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["nettest_seed: * (replay the run with --nettest-seed=5)"])
+    result.stdout.fnmatch_lines(
+        [
+            "nettest_seed: * (this test's, drawn from the run's seed; replay the run with "
+            "--nettest-seed=5)"
+        ]
+    )
     # A failing test that used no seed has none to print.
     result = pytester.runpytest("--nettest-seed=5", "test_without_it.py")
     result.assert_outcomes(failed=1)
@@ -234,7 +239,8 @@ def test_nettest_seed_printed_on_failure_of_a_test_that_used_it(pytester: pytest
     result.stdout.fnmatch_lines(
         [
             "*- nettest -*",
-            f"nettest_seed: {seed.group(1)} (replay the run with --nettest-seed=5)",
+            f"nettest_seed: {seed.group(1)} (this test's, drawn from the run's seed; "
+            "replay the run with --nettest-seed=5)",
         ]
     )
 

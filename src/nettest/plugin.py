@@ -505,8 +505,8 @@ def pytest_runtest_makereport(
         report.sections.append(
             (
                 "nettest",
-                f"nettest_seed: {seed} (replay the run with "
-                f"--nettest-seed={item.config.option.nettest_seed})",
+                f"nettest_seed: {seed} (this test's, drawn from the run's seed; replay the "
+                f"run with --nettest-seed={item.config.option.nettest_seed})",
             )
         )
     if transcripts:
