@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -834,6 +836,58 @@ def test_datagram_delays_are_traced_once(fault: Fault, what: str) -> None:
     lines = [line for line in str(schedule.trace).splitlines() if what in line]
     (line,) = lines
     assert line.split()[0] == "0.000000"
+
+
+def _sent_through(schedule: DatagramSchedule, flow: str, count: int) -> list[bytes]:
+    actions: list[Action] = []
+    for number in range(1, count + 1):
+        actions += schedule.datagram(flow, b"%d" % number, number)  # type: ignore[arg-type]
+    return [action.data for action in actions if isinstance(action, Deliver)]
+
+
+def test_datagram_faults_act_on_the_datagrams_chosen_by_number() -> None:
+    # Numbered in each direction from 1, as the sender sent them.
+    schedule = datagrams(
+        Drop(datagrams=(2, 4), direction="both"),
+        Duplicate(datagrams=(3,)),
+        TruncateDatagram(0, datagrams=(5,)),
+    )
+    assert _sent_through(schedule, "downstream", 6) == [b"1", b"3", b"3", b"", b"6"]
+    assert _sent_through(schedule, "upstream", 6) == [b"1", b"3", b"5", b"6"]
+    assert "dropped datagram 1 byte b'2'" in str(schedule.trace)
+
+
+def test_datagram_numbers_are_the_senders_whatever_comes_before() -> None:
+    # Reorder lets the first three out in another order; Drop still loses the
+    # second one sent, and a rate applies to the chosen ones only.
+    schedule = datagrams(Reorder(3), Drop(datagrams=(2,)), Drop(0.0, datagrams=(1, 3)))
+    assert sorted(_sent_through(schedule, "downstream", 3)) == [b"1", b"3"]
+
+
+def test_datagram_numbers_count_from_the_start_not_from_the_trigger() -> None:
+    schedule = datagrams(Drop(datagrams=(1, 3), trigger=Trigger(pattern=b"2")))
+    # The first datagram came before the fault armed (at "2"): it passes.
+    assert _sent_through(schedule, "downstream", 4) == [b"1", b"2", b"4"]
+
+
+@pytest.mark.parametrize(
+    ("numbers", "error", "message"),
+    [
+        ((0,), ValueError, "each number in datagrams must be >= 1, got 0"),
+        ((True,), TypeError, "each number in datagrams must be an int, got True"),
+        (3, TypeError, "datagrams must be ints >= 1 (a tuple or a range), got 3"),
+        ("12", TypeError, "datagrams must be ints >= 1 (a tuple or a range), got '12'"),
+    ],
+)
+def test_datagram_numbers_are_checked(numbers: Any, error: type[Exception], message: str) -> None:
+    for fault in (Drop, Duplicate, lambda **kw: TruncateDatagram(1, **kw)):
+        with pytest.raises(error, match=re.escape(message)):
+            fault(datagrams=numbers)
+
+
+def test_datagram_numbers_are_kept_sorted_once() -> None:
+    assert Drop(datagrams=[3, 1, 3]).datagrams == (1, 3)
+    assert repr(Drop(datagrams=range(1, 3))) == "Drop(datagrams=(1, 2))"
 
 
 def test_duplicate() -> None:

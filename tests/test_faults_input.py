@@ -30,6 +30,7 @@ from nettest._faults import (
     SlowClose,
     Trigger,
     Truncate,
+    TruncateDatagram,
 )
 from nettest._memory_faults import inject_faults
 from nettest._proxy import FaultProxy
@@ -305,6 +306,7 @@ WHOLE_BYTES = "must be a whole number of bytes"
         ("latency=1s,connection=1.5", "latency: connection must be an int >= 1"),
         ("latency=1s,connection=1.0", "latency: connection must be an int >= 1"),
         ("corrupt,positions=0+1.5", "corrupt: positions must be byte offsets (ints >= 0)"),
+        ("drop,datagrams=1+1.5", "drop: datagrams must be datagram numbers (ints >= 1)"),
         ("corrupt,mask=1.5", "corrupt: mask must be an int in 1..255"),
     ],
 )
@@ -338,6 +340,9 @@ def test_parse_fault_refuses_a_fraction_of_an_int_field(spec: str, message: str)
         ("duplicate=0.5,probability=1e-1", Duplicate(0.5, probability=0.1)),
         ("corrupt,positions=0+4", Corrupt(positions=(0, 4))),
         ("corrupt=7,mask=0x0f", Corrupt(positions=(7,), mask=0x0F)),
+        ("drop,datagrams=1+3", Drop(datagrams=(1, 3))),
+        ("duplicate,datagrams=2", Duplicate(datagrams=(2,))),
+        ("truncate_datagram=0,datagrams=5", TruncateDatagram(0, datagrams=(5,))),
         ("latency = 1s , jitter = 5ms", Latency(1.0, jitter=0.005)),
     ],
 )

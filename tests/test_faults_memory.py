@@ -439,6 +439,25 @@ def test_memory_datagrams_drop_duplicate_reorder_latency(nettest_seed: int) -> N
     run_in_loop_time(scenario)
 
 
+def test_memory_datagrams_lose_the_chosen_ones(nettest_seed: int) -> None:
+    async def scenario() -> None:
+        client, server = _Datagrams(), _Datagrams()
+        a, b = memory_datagram_pair(client, server)
+        # The first two ACKs the server sends are lost; the client's third datagram too.
+        inject_faults(a, [Drop(datagrams=(1, 2)), Drop(datagrams=(3,), direction="upstream")])
+        await asyncio.sleep(0)
+        for number in range(1, 5):
+            b.sendto(b"ack %d" % number)
+            a.sendto(b"data %d" % number)
+        await asyncio.sleep(0.01)
+        assert client.received == [b"ack 3", b"ack 4"]
+        assert server.received == [b"data 1", b"data 2", b"data 4"]
+        a.close()
+        b.close()
+
+    run_in_loop_time(scenario)
+
+
 @pytest.mark.asyncio
 async def test_memory_inject_faults_twice_on_a_datagram_pair_raises_and_keeps_the_first() -> None:
     client, server = _Datagrams(), _Datagrams()

@@ -1173,6 +1173,27 @@ async def test_udp_proxy_drop_duplicate_truncate(
     assert echo.received == [b"abcdef", b"drop"]
 
 
+@pytest.mark.asyncio
+async def test_udp_proxy_drops_the_datagrams_chosen_by_number(
+    fault_proxy: FaultProxyFactory, udp_echo: tuple[Address, _Echo]
+) -> None:
+    address, echo = udp_echo
+    proxy = await fault_proxy(
+        upstream=address,
+        kind="udp",
+        faults=[Drop(datagrams=(2,), direction="upstream"), Drop(datagrams=(1,))],
+    )
+    async with udp_client(proxy.address) as (transport, client):
+        for data in (b"one", b"two", b"three"):
+            transport.sendto(data)
+            await asyncio.sleep(0.05)
+        # "one" reached the server, and its echo, the first reply, was lost.
+        assert await asyncio.wait_for(client.queue.get(), 5) == b"three"
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(client.queue.get(), 0.1)
+    assert echo.received == [b"one", b"three"]
+
+
 async def _recvfrom(sock: socket.socket) -> tuple[bytes, typing.Any]:
     """A datagram from a non-blocking socket, polled (sock_recvfrom is 3.11+)."""
     for _ in range(500):

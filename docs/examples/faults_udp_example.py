@@ -61,6 +61,21 @@ async def test_a_lost_request(fault_proxy, udp_echo):
 
 
 @pytest.mark.asyncio
+async def test_the_first_reply_is_lost_and_the_retry_answered(fault_proxy, udp_echo):
+    # Drop by number: the first datagram from the server is lost, the rest go through.
+    first_reply = faults.Drop(datagrams=(1,))
+    proxy = await fault_proxy(upstream=udp_echo, kind="udp", faults=[first_reply])
+    loop = asyncio.get_running_loop()
+    transport, client = await loop.create_datagram_endpoint(Client, remote_addr=proxy.address)
+    transport.sendto(b"ping")
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(client.replies.get(), 0.2)
+    transport.sendto(b"ping again")  # what a client's retry does
+    assert await client.replies.get() == b"ping again"
+    transport.close()
+
+
+@pytest.mark.asyncio
 async def test_port_unreachable(fault_proxy, udp_echo):
     proxy = await fault_proxy(upstream=udp_echo, kind="udp")
     await proxy.down()  # the port is closed: the kernel answers with ICMP

@@ -52,6 +52,8 @@ class _Dgram:
     #: Where the datagram started in the flow's bytes as sent (see the triggers).
     offset: int
     data: bytes
+    #: Its number in its direction, from 1, as sent (a fault's ``datagrams``).
+    number: int
 
 
 class DatagramSchedule(_Schedule):
@@ -84,6 +86,7 @@ class DatagramSchedule(_Schedule):
         peer: object = None,
     ) -> None:
         super().__init__(seed=seed, index=index, now=now, faults=faults, peer=peer)
+        self._sent = dict.fromkeys(FLOWS, 0)
         self._held: dict[int, tuple[float, list[_Dgram]]] = {}
         # What each `Bandwidth` stage holds until it is due: (when it reached the
         # stage, the datagram stamped with the time it is due), in order.
@@ -107,12 +110,15 @@ class DatagramSchedule(_Schedule):
         self._now = now
         offset = self._consumed[flow]
         self._consumed[flow] = offset + len(data)
+        self._sent[flow] += 1
         pipe = self._pipes[flow]
         # Every trigger sees the datagram as sent, whatever the stages before it do.
         for applied in pipe:
             applied.scan(offset, data, joined=False)
         actions: list[Action] = []
-        items = self._run_through(list(pipe), [_Dgram(now, offset, data)], actions)
+        items = self._run_through(
+            list(pipe), [_Dgram(now, offset, data, self._sent[flow])], actions
+        )
         return actions + self._finish(flow, items) + self._wake_for_paced()
 
     def tick(self, now: float) -> list[Action]:
@@ -188,6 +194,10 @@ class DatagramSchedule(_Schedule):
                 # Sent before the fault armed: it passes this stage untouched.
                 out.append(item)
                 continue
+            chosen = getattr(fault, "datagrams", ())
+            if chosen and item.number not in chosen:
+                out.append(item)  # not one of the datagrams it acts on
+                continue
             if isinstance(fault, Drop):
                 if applied.rng.random() < fault.rate:
                     self.trace._fire(item.at, fault, flow, f"dropped {datagram_shown(item.data)}")
@@ -195,12 +205,12 @@ class DatagramSchedule(_Schedule):
             elif isinstance(fault, Duplicate):
                 if applied.rng.random() < fault.rate:
                     self.trace._fire(item.at, fault, flow, "duplicated")
-                    out.append(_Dgram(item.at, item.offset, item.data))
+                    out.append(_Dgram(item.at, item.offset, item.data, item.number))
             elif isinstance(fault, TruncateDatagram):
                 if len(item.data) > fault.max_size:
                     cut = f"cut {datagram_shown(item.data)} to {fault.max_size}"
                     self.trace._fire(item.at, fault, flow, cut)
-                    item = _Dgram(item.at, item.offset, item.data[: fault.max_size])
+                    item = _Dgram(item.at, item.offset, item.data[: fault.max_size], item.number)
             elif isinstance(fault, Blackhole):
                 self.trace._fire(item.at, fault, flow, f"dropped {datagram_shown(item.data)}")
                 continue
@@ -252,7 +262,7 @@ class DatagramSchedule(_Schedule):
         for position in hits:
             data[position] ^= fault.mask
         self.trace._fire(item.at, fault, applied.flow, f"flipped offsets {sorted(hits)}")
-        return _Dgram(item.at, item.offset, bytes(data))
+        return _Dgram(item.at, item.offset, bytes(data), item.number)
 
     def _removed(
         self, flow: Flow, stages: list[_Applied], before: list[_Applied], now: float

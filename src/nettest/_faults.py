@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
@@ -93,6 +93,17 @@ def _integer(name: str, value: object, minimum: int, maximum: int | None = None)
         raise ValueError(f"{name} must be in {minimum}..{maximum}, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+
+
+def _datagram_numbers(fault: Drop | Duplicate | TruncateDatagram) -> None:
+    """Check and normalise a datagram fault's *datagrams*: sorted, each number once."""
+    numbers: object = fault.datagrams
+    if isinstance(numbers, (str, bytes)) or not isinstance(numbers, Iterable):
+        raise TypeError(f"datagrams must be ints >= 1 (a tuple or a range), got {numbers!r}")
+    numbers = tuple(numbers)
+    for number in numbers:
+        _integer("each number in datagrams", number, 1)
+    object.__setattr__(fault, "datagrams", tuple(sorted(set(numbers))))
 
 
 # -- the vocabulary ----------------------------------------------------------------
@@ -533,22 +544,27 @@ class Corrupt(Fault):
 class Drop(Fault):
     """Lose each datagram with probability *rate* (UDP only).
 
-    TCP cannot lose bytes: its "loss" shows as latency or a stall.
+    TCP cannot lose bytes: its "loss" shows as latency or a stall.  With
+    *datagrams*, only those are at risk: numbered from 1 in the fault's
+    direction, as the sender sent them (``Drop(datagrams=(3,))`` loses the third).
 
     Raises:
-        ValueError: *rate* outside [0, 1].
+        ValueError: *rate* outside [0, 1], or a datagram number below 1.
 
     Example::
 
         Drop(0.1)
+        Drop(datagrams=range(1, 3), direction="upstream")  # the first two are lost
     """
 
     _applies_to = _DATAGRAM
 
     rate: float = 1.0
+    datagrams: Sequence[int] = ()
 
     def _validate(self) -> None:
         _unit_interval("rate", self.rate)
+        _datagram_numbers(self)
 
 
 @typing.final
@@ -556,8 +572,10 @@ class Drop(Fault):
 class Duplicate(Fault):
     """Deliver each datagram twice with probability *rate* (UDP only).
 
+    With *datagrams*, only those (numbered as `Drop` numbers them).
+
     Raises:
-        ValueError: *rate* outside [0, 1].
+        ValueError: *rate* outside [0, 1], or a datagram number below 1.
 
     Example::
 
@@ -567,9 +585,11 @@ class Duplicate(Fault):
     _applies_to = _DATAGRAM
 
     rate: float = 1.0
+    datagrams: Sequence[int] = ()
 
     def _validate(self) -> None:
         _unit_interval("rate", self.rate)
+        _datagram_numbers(self)
 
 
 @typing.final
@@ -605,10 +625,11 @@ class TruncateDatagram(Fault):
     """Cut each datagram to at most *max_size* bytes, as a small MTU would (UDP only).
 
     ``TruncateDatagram(0)`` delivers every datagram empty: a receiver must
-    survive a zero-length datagram, which UDP allows.
+    survive a zero-length datagram, which UDP allows.  With *datagrams*, only
+    those (numbered as `Drop` numbers them).
 
     Raises:
-        ValueError: ``max_size < 0``.
+        ValueError: ``max_size < 0``, or a datagram number below 1.
 
     Example::
 
@@ -618,9 +639,11 @@ class TruncateDatagram(Fault):
     _applies_to = _DATAGRAM
 
     max_size: int
+    datagrams: Sequence[int] = ()
 
     def _validate(self) -> None:
         _integer("max_size", self.max_size, 0)
+        _datagram_numbers(self)
 
 
 @typing.final

@@ -185,6 +185,7 @@ _FIELDS: dict[str, tuple[_Parse, str]] = {
     "positions": _POSITIONS_FIELD,
     "probability": _FRACTION_FIELD,
     "connection": _count_field(1),
+    "datagrams": (_positions, "datagram numbers (ints >= 1) joined by '+' such as 1+3"),
     "after": _bytes_field(0),
 }
 
