@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -159,6 +160,10 @@ def test_cli_proxy_bad_arguments_are_usage_errors(
     [
         ("127.0.0.1:0", "--upstream: the port must be in 1..65535, got 0"),
         (f"127.0.0.1:{'9' * 5000}", "--upstream: the port must be in 1..65535, got a number"),
+        (
+            "127.0.0.1:-1234567",
+            "--upstream: the port must be in 1..65535, got a negative number of 7 digits",
+        ),
     ],
 )
 def test_cli_proxy_bad_upstream_is_named_as_the_option(
@@ -184,7 +189,8 @@ def test_cli_proxy_listen_path_taken_says_what_is_there(
         sock.close()
         reason = "a socket file is at that path (remove it if nothing listens there)"
     assert main(["proxy", "--upstream", "127.0.0.1:9", "--listen", str(path)]) == 1
-    assert capsys.readouterr().err == f"nettest proxy: [Errno 98] --listen {path}: {reason}\n"
+    expected = f"nettest proxy: [Errno {errno.EADDRINUSE}] --listen {path}: {reason}\n"
+    assert capsys.readouterr().err == expected
 
 
 def test_cli_proxy_bad_fault_prints_no_traceback() -> None:

@@ -204,6 +204,20 @@ def test_trace_forwarded_counts_each_direction(kind: str, prefix: str) -> None:
     assert [event.time for event in trace.events] == [0.5, 1.0]
 
 
+def test_trace_keeps_events_of_one_time_in_the_order_recorded_past_its_first_200() -> None:
+    trace = ConnectionTrace(_index=1, _kind="tcp", _peer=None, _start=0.0)
+    for n in range(199):
+        trace._record(n / 1000, None, f"early {n}")
+    trace._record(5.0, None, "A, recorded first at 5")
+    trace._record(5.0, None, "B, recorded second at 5")  # the first in the tail
+    trace._record(1.0, None, "late to record, at 1")  # takes A's place in the head
+    assert [event.what for event in trace.events[-3:]] == [
+        "late to record, at 1",
+        "A, recorded first at 5",
+        "B, recorded second at 5",
+    ]
+
+
 def test_trace_keeps_the_first_and_last_events_of_a_long_connection() -> None:
     trace = ConnectionTrace(_index=1, _kind="tcp", _peer=None, _start=0.0)
     trace._record(0.0, None, "accepted")

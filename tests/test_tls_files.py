@@ -841,7 +841,8 @@ def test_cli_certs_help_and_usage_errors(
 @pytest.mark.parametrize(
     ("host", "message"),
     [
-        ("127.0.0.0/8", "'127.0.0.0/8' is a network: give a host name or an IP address"),
+        ("127.0.0.0/8", "'127.0.0.0/8' is a network (/8): give a host name or an IP address"),
+        ("db/test", "'db/test' has a '/', which no host name has: give a host name"),
         ("999.1.1.1", "'999.1.1.1' is not a valid IP address"),
         ("::zz", "'::zz' is not a valid IP address"),
         ("a..test", "'a..test' is not a host name"),

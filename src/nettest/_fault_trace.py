@@ -116,12 +116,15 @@ class ConnectionTrace:
         if len(head) < _HEAD_EVENTS:
             bisect.insort(head, event, key=_BY_TIME)
             return
-        if event.time < head[-1].time:
-            # Earlier than the last event kept at the start: it takes that one's place.
-            bisect.insort(head, event, key=_BY_TIME)
-            event = head.pop()
         tail = self._tail
-        bisect.insort(tail, event, key=_BY_TIME)
+        if event.time < head[-1].time:
+            # Earlier than the last event kept at the start: it takes that one's place,
+            # and that one goes first among the tail's events of its time, which were
+            # all recorded after it.
+            bisect.insort(head, event, key=_BY_TIME)
+            bisect.insort_left(tail, head.pop(), key=_BY_TIME)
+        else:
+            bisect.insort(tail, event, key=_BY_TIME)
         if len(tail) > _TAIL_EVENTS:
             del tail[0]
             self._omitted += 1

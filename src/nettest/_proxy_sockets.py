@@ -39,7 +39,9 @@ def _parse_address(value: object, what: str, *, lowest: int = 0) -> Address:
         if len(port.lstrip("-0")) > 5:  # out of range, and maybe too long for int()
             subject = "port" if what == "port" else f"{what}: the port"
             raise ValueError(
-                f"{subject} must be in {lowest}..65535, got a number of {len(port)} digits"
+                f"{subject} must be in {lowest}..65535, got "
+                f"{'a negative' if port.startswith('-') else 'a'} number of "
+                f"{len(port.lstrip('-'))} digits"
             )
         return host.strip("[]") or "127.0.0.1", _check_port(int(port), what, lowest)
     if isinstance(address, tuple) and len(address) >= 2:

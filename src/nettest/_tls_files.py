@@ -384,8 +384,15 @@ def _host(name: str) -> str:
     else:
         return name
     if "/" in name:
+        address, _, prefix = name.partition("/")
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            what = "has a '/', which no host name has"
+        else:
+            what = f"is a network (/{prefix})"
         raise argparse.ArgumentTypeError(
-            f"{name!r} is a network: give a host name or an IP address, such as 127.0.0.1"
+            f"{name!r} {what}: give a host name or an IP address, such as 127.0.0.1"
         )
     labels = name.removesuffix(".").split(".")
     if ":" in name or all(label.isdigit() for label in labels):
