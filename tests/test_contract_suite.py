@@ -208,7 +208,6 @@ async def test_conformance_ignores_asyncios_report_of_a_cancelled_handler_task(
     async def pair_with_a_stream_server(
         client_factory: ProtocolFactory, server_factory: ProtocolFactory
     ) -> AsyncIterator[None]:
-        loop = asyncio.get_running_loop()
         handlers: list[asyncio.Task[Any]] = []
 
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -219,14 +218,11 @@ async def test_conformance_ignores_asyncios_report_of_a_cancelled_handler_task(
                 writer.close()
 
         streams = await asyncio.start_server(handle, "127.0.0.1", 0)
-        server = await loop.create_server(server_factory, "127.0.0.1", 0)
         _, writer = await asyncio.open_connection(*streams.sockets[0].getsockname()[:2])
         try:
-            port = server.sockets[0].getsockname()[1]
-            await loop.create_connection(client_factory, "127.0.0.1", port)
-            yield
+            async with tcp_pair(client_factory, server_factory):
+                yield
         finally:
-            server.close()
             streams.close()
             while not handlers:
                 await asyncio.sleep(0)
