@@ -6,6 +6,7 @@ import errno
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -247,3 +248,21 @@ def test_cli_reader_gone_ends_quietly_with_status_1(command: list[str], tmp_path
     finally:
         os.close(write_end)
     assert (result.returncode, result.stderr) == (1, "")
+
+
+def test_cli_proxy_prints_a_listen_path_with_its_own_bytes(tmp_path: Path) -> None:
+    # A path that is not UTF-8 is printed as the file system has it, not as "\udcff".
+    path = os.fsdecode(os.fsencode(tmp_path) + b"/\xff.sock")
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "nettest", "proxy", "--upstream", "127.0.0.1:9", "--listen", path],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proxy.stdout is not None
+        line = proxy.stdout.readline()
+    finally:
+        proxy.send_signal(signal.SIGTERM)
+        _, err = proxy.communicate(timeout=30)
+    assert line == b"nettest proxy tcp listening on " + os.fsencode(path) + b" -> 127.0.0.1:9\n"
+    assert (proxy.returncode, err) == (0, b"")

@@ -568,6 +568,9 @@ class _Output:
             sys.stdout.write(text)
             sys.stdout.flush()
             return
-        data = text.encode(self._encoding, "backslashreplace")
+        try:  # a path's undecodable bytes, as the file system has them
+            data = text.encode(self._encoding, "surrogateescape")
+        except UnicodeEncodeError:
+            data = text.encode(self._encoding, "backslashreplace")
         while data:
             data = data[os.write(self._fd, data) :]
