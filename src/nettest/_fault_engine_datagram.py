@@ -21,6 +21,7 @@ the byte count passes untouched, even if `Reorder` lets it out after later ones.
 
 from __future__ import annotations
 
+import bisect
 import collections
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +55,12 @@ class _Dgram:
     data: bytes
     #: Its number in its direction, from 1, as sent (a fault's ``datagrams``).
     number: int
+
+
+def _is_among(number: int, chosen: Sequence[int]) -> bool:
+    """Whether `number` is in `chosen`, sorted as a fault's ``datagrams`` are."""
+    at = bisect.bisect_left(chosen, number)
+    return at < len(chosen) and chosen[at] == number
 
 
 class DatagramSchedule(_Schedule):
@@ -194,8 +201,8 @@ class DatagramSchedule(_Schedule):
                 # Sent before the fault armed: it passes this stage untouched.
                 out.append(item)
                 continue
-            chosen = getattr(fault, "datagrams", ())
-            if chosen and item.number not in chosen:
+            chosen: Sequence[int] = getattr(fault, "datagrams", ())
+            if chosen and not _is_among(item.number, chosen):
                 out.append(item)  # not one of the datagrams it acts on
                 continue
             if isinstance(fault, Drop):

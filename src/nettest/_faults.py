@@ -550,6 +550,7 @@ class Drop(Fault):
 
     Raises:
         ValueError: *rate* outside [0, 1], or a datagram number below 1.
+        TypeError: *datagrams* is not a collection of ints.
 
     Example::
 
@@ -576,6 +577,7 @@ class Duplicate(Fault):
 
     Raises:
         ValueError: *rate* outside [0, 1], or a datagram number below 1.
+        TypeError: *datagrams* is not a collection of ints.
 
     Example::
 
@@ -630,6 +632,7 @@ class TruncateDatagram(Fault):
 
     Raises:
         ValueError: ``max_size < 0``, or a datagram number below 1.
+        TypeError: *datagrams* is not a collection of ints.
 
     Example::
 
