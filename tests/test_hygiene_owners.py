@@ -654,3 +654,130 @@ def test_gate_strict_reports_and_kills_a_child_process_left_running(
     for clean in ("test_ended_in_teardown", "test_waited", "test_asyncio_child_waited"):
         assert f"{clean} left" not in out
     assert "left open at the end of the session" not in out
+
+
+_LAZY_POOL = """
+import asyncio
+import pytest
+import pytest_asyncio
+import nettest
+from nettest import handlers
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def service_factory():
+    # A pool that starts each server the first time a test asks for it.
+    cache = {}
+
+    async def get(name):
+        if name not in cache:
+            cache[name] = server = nettest.TCPServer(handlers.echo)
+            await server.start()
+        return cache[name]
+
+    yield get
+    for server in cache.values():
+        await server.aclose()
+
+
+async def test_first_user(service_factory):
+    await service_factory("p")
+
+
+async def test_next_user(service_factory):
+    server = await service_factory("p")
+    reader, writer = await asyncio.open_connection(*server.address)
+    writer.write(b"ping\\n")
+    assert await reader.readline() == b"ping\\n"
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_leaks_a_server_of_its_own(service_factory):
+    server = nettest.TCPServer(handlers.echo)
+    await server.start()
+    test_leaks_a_server_of_its_own.server = server  # out of the pool's reach
+
+
+async def test_last(service_factory):
+    await service_factory("q")
+"""
+
+
+@pytest.mark.parametrize("mode", ["own", "strict"])
+def test_what_a_wider_fixture_keeps_of_a_tests_objects_is_the_fixtures(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    # The pool's server is made while test_first_user runs: reported and closed at
+    # its check, it failed test_next_user with ConnectionRefusedError.
+    result = run(pytester, _LAZY_POOL, *STRICT[1:], f"--nettest-leaks={mode}")
+    result.assert_outcomes(passed=4, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_leaks_a_server_of_its_own*",
+            f"*test_leaks_a_server_of_its_own left 1 thing behind (--nettest-leaks={mode}):",
+            "*- open TCPServer *, created at:",
+        ]
+    )
+    assert "test_first_user left" not in result.stdout.str()
+
+
+_LAZY_CLIENT_POOL = """
+import asyncio
+import pytest
+import pytest_asyncio
+import nettest
+from nettest import handlers
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def server():
+    async with nettest.TCPServer(handlers.echo) as server:
+        yield server
+
+
+class Pool:
+    def __init__(self, address):
+        self.address = address
+        self.idle = []
+
+    async def request(self, line):
+        if not self.idle:
+            self.idle.append(await asyncio.open_connection(*self.address))
+        reader, writer = self.idle[0]
+        writer.write(line)
+        return await reader.readline()
+
+    async def aclose(self):
+        for _, writer in self.idle:
+            writer.close()
+            await writer.wait_closed()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def pool(server):
+    pool = Pool(server.address)
+    yield pool
+    await pool.aclose()
+
+
+async def test_one(pool):
+    assert await pool.request(b"a\\n") == b"a\\n"
+
+
+async def test_two(pool):
+    assert await pool.request(b"b\\n") == b"b\\n"
+"""
+
+
+def test_a_wider_fixtures_lazily_opened_connection_is_the_fixtures_in_strict_mode(
+    pytester: pytest.Pytester,
+) -> None:
+    # The pool opens its connection while test_one runs: strict mode charged the
+    # socket to test_one and closed it, and test_two failed on it.
+    result = run(pytester, _LAZY_CLIENT_POOL, *STRICT)
+    result.assert_outcomes(passed=2)

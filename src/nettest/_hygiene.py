@@ -77,6 +77,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -177,6 +178,9 @@ class _Gate(_Instruments):
     tracked: list[_Tracked] = field(default_factory=list)
     loop_errors: list[_LoopError] = field(default_factory=list)
     exempt_fds: set[tuple[int, int]] = field(default_factory=set)
+    #: Tasks pending as their loop closed whose coroutines would not close: kept for
+    #: the session, as freed they would fail whichever test ran then.
+    unending: list[object] = field(default_factory=list)
     #: Tests begun and not yet ended (more than one under pytester).
     running: set[str] = field(default_factory=set)
     #: Tests checked in mode ``off``, and tests that failed: what their tasks do
@@ -757,6 +761,7 @@ class _Gate(_Instruments):
         *,
         failed: bool = False,
         last: bool = False,
+        wider: Callable[[], list[object]] | None = None,
     ) -> str | None:
         """Report and then release everything `owner` left behind.
 
@@ -768,6 +773,8 @@ class _Gate(_Instruments):
         collector run in its check, leaks or none: a failed future left in a
         reference cycle reports "exception was never retrieved" only as it is
         freed, and with no collection to come it would never be reported.
+        `wider` gives the values of the test's fixtures of wider scope: what they
+        still hold of the test's objects is theirs (`_hand_to_wider_fixtures`).
 
         Raises:
             LeakError: listing each leak with the stack that created it.
@@ -783,11 +790,48 @@ class _Gate(_Instruments):
         collecting = gc.isenabled()
         gc.disable()
         try:
+            if wider is not None:
+                self._hand_to_wider_fixtures(owner, wider)
             return self._check(owner, mode, fds_before, failed=failed, last=last)
         finally:
             self.checking = None
             if collecting:
                 gc.enable()
+
+    def _hand_to_wider_fixtures(self, owner: str, wider: Callable[[], list[object]]) -> None:
+        """Give the fixtures of wider scope what they hold of `owner`'s open objects.
+
+        A session fixture that hands out servers and keeps them (a factory with a
+        cache) makes each one while the first test that asks for it runs: the
+        server is that test's by when it was made, but the fixture closes it, and
+        a later test uses it.  Reported and closed at this test's check, it failed
+        the next test.  An object a wider fixture's value refers to (through its
+        attributes, containers and closures) is not reported or closed, here or
+        later: it is nobody's, as what such a fixture makes as it is set up.
+        Never raises.
+        """
+        try:
+            mine = [
+                item
+                for item in self.tracked
+                if item.owner == owner and item.dropped is None and not item.open_at_loop_close
+            ]
+            candidates = {id(obj): item for item in mine if (obj := item.alive_and_open())}
+            if not candidates:
+                return
+            reachable = _reachable_ids(wider())
+            handed = {item for key, item in candidates.items() if key in reachable}
+            # And their parts (a server's listening socket), which go with them.
+            handed.update(item for item in mine if item.part_of in handed)
+            for item in handed:
+                item.owner = None
+                for sock in (item.alive_and_open(), *item.sockets):
+                    if isinstance(sock, socket.socket) and sock.fileno() != -1:
+                        self.exempt_fds |= {
+                            fd for fd in open_socket_fds() if fd[0] == sock.fileno()
+                        }
+        except Exception as error:
+            self._bookkeeping_failed("object a wider fixture holds", error)
 
     def catch_until_the_end(self) -> None:
         """Take what finalisers raise from now until `collect_at_the_end`, for the summary.
@@ -1017,15 +1061,13 @@ class _Gate(_Instruments):
             if owner in self.silenced:
                 return []
             parts = self._part_ids()
-            found: list[asyncio.Task[Any]] = []
-            for task in asyncio.all_tasks(loop):
-                entry = self._entry_of(task)
-                if entry is not None:
-                    entry.open_at_loop_close = True
-                    entry.what = f"pending task {task!r}"
-                if id(task) not in parts:
-                    found.append(task)
-            return found
+            # Not one the gate tracks (a nettest server's handler, a strict test's
+            # task): its own entry reports it, and says more.
+            return [
+                task
+                for task in asyncio.all_tasks(loop)
+                if self._entry_of(task) is None and id(task) not in parts
+            ]
         except Exception as error:
             self._bookkeeping_failed("task left on a closing loop", error)
             return []
@@ -1041,16 +1083,23 @@ class _Gate(_Instruments):
         for task in tasks:
             try:
                 shown = repr(task)  # before its coroutine is closed
-                task._log_destroy_pending = False  # type: ignore[attr-defined]
-                with contextlib.suppress(Exception):  # its clean-up, on a closed loop
-                    task.get_coro().close()
-                if self._entry_of(task) is not None:
-                    continue
+                coro = task.get_coro()
+                # Its clean-up, on a closed loop, may raise anything, CancelledError
+                # included (a finally that awaits a cancelled task).
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    coro.close()
+                if getattr(coro, "cr_frame", None) is not None:
+                    # It would not end (it ignores GeneratorExit): kept, never freed,
+                    # so that it fails no later test as it is.
+                    self.unending.append(task)
+                    how = "its coroutine would not close; nettest keeps it"
+                else:
+                    task._log_destroy_pending = False  # type: ignore[attr-defined]
+                    how = "nettest closed its coroutine"
                 self.undecided_writers.setdefault(owner, []).append(
                     (
                         f"  - pending task {shown} when its event loop closed",
-                        f"task {shown} was still pending when its event loop closed "
-                        "(nettest closed its coroutine)",
+                        f"task {shown} was still pending when its event loop closed ({how})",
                     )
                 )
             except Exception as error:
@@ -1430,6 +1479,55 @@ class _Gate(_Instruments):
 def _kept(entry: _Tracked) -> bool:
     """Whether an entry is worth keeping until its owner's check: alive, or a drop to report."""
     return entry.dropped is not None or entry.ref() is not None
+
+
+#: What `_reachable_ids` does not look into.
+_OPAQUE: tuple[type, ...] = (
+    types.ModuleType,
+    type,
+    types.FrameType,
+    asyncio.AbstractEventLoop,
+    asyncio.AbstractEventLoopPolicy,
+    threading.Thread,
+)
+if sys.version_info >= (3, 11):
+    _OPAQUE += (asyncio.Runner,)
+#: How far `_reachable_ids` looks from a fixture's value, in references and objects
+#: (an attribute is two references away: the object's ``__dict__``, then the value).
+_REACH_DEPTH = 10
+_REACH_LIMIT = 50_000
+#: pytest's own objects, which `_reachable_ids` does not look into either: from
+#: the config, its plugins, the session, a request, every test's fixtures are near.
+_PYTEST_MODULES = ("_pytest", "pytest", "pluggy", "pytest_asyncio")
+
+
+def _reachable_ids(roots: list[object]) -> set[int]:
+    """The ids of the objects `roots` refer to, directly or through others.
+
+    Not through modules, classes, event loops, frames, a module's globals (a
+    function's ``__globals__``) or pytest's objects: from them everything is
+    reachable, the test's own fixtures included.
+    Bounded in depth and in the objects visited.
+    """
+    # sys.modules may hold None (a module import refuses), which has no __dict__.
+    module_dicts = {id(getattr(module, "__dict__", None)) for module in list(sys.modules.values())}
+    seen: set[int] = set()
+    frontier = list(roots)
+    for _ in range(_REACH_DEPTH):
+        following: list[object] = []
+        for obj in frontier:
+            key = id(obj)
+            if key in seen or key in module_dicts:
+                continue
+            seen.add(key)
+            if isinstance(obj, _OPAQUE) or len(seen) > _REACH_LIMIT:
+                continue
+            if type(obj).__module__.partition(".")[0] in _PYTEST_MODULES:
+                continue
+            following.extend(gc.get_referents(obj))
+        frontier = following
+    seen.update(id(obj) for obj in frontier)
+    return seen
 
 
 def _items(mapping: Mapping[_K, _V]) -> list[tuple[_K, _V]]:

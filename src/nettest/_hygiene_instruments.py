@@ -251,6 +251,8 @@ class _Instruments:
             self, tasks: list[asyncio.Task[Any]], owner: str
         ) -> None: ...
 
+        failed: set[str]
+
     # -- loops ---------------------------------------------------------------
 
     def instrument_loop(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -611,11 +613,11 @@ class _Instruments:
             if owner is not None and not loop.is_closed() and made_in_test(loop) == owner:
                 left = gate.left_on_closing_loop(loop, owner)
                 listening = gate.listening_on_closing_loop(loop, owner)
-                # A runner's close (asyncio.run's, pytest-asyncio's) comes after it
-                # cancelled what was pending, or, in pytest-asyncio 1.0, leaves an
-                # interrupted test's own task: not the test's doing.  And close() on
-                # a running loop raises, and the loop goes on.
-                if not loop.is_running() and not _closed_by_a_runner(sys._getframe(1)):
+                # pytest-asyncio 1.0 closes an interrupted test's loop with the task
+                # that ran the test still pending: that follows from its failure.
+                # And close() on a running loop raises, and the loop goes on.
+                interrupted = owner in gate.failed and _closed_by_a_runner(sys._getframe(1))
+                if not loop.is_running() and not interrupted:
                     pending = gate.pending_on_closing_loop(loop, owner)
             original_close(loop)
             if owner is not None and loop.is_closed():
@@ -1131,7 +1133,9 @@ def _closed_by_a_runner(frame: types.FrameType | None) -> bool:
         frame = frame.f_back
     module = frame.f_globals.get("__name__", "") if frame is not None else ""
     return isinstance(module, str) and (
-        module == "asyncio.runners" or module.partition(".")[0] == "pytest_asyncio"
+        module == "asyncio.runners"
+        or module.startswith("backports.asyncio.runner")  # pytest-asyncio's, on 3.10
+        or module.partition(".")[0] == "pytest_asyncio"
     )
 
 

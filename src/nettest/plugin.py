@@ -424,9 +424,39 @@ def _check(item: pytest.Item, *, failed: bool, last: bool = False) -> None:
         item.stash.get(_FDS_KEY, frozenset()),
         failed=failed,
         last=last,
+        wider=lambda: _wider_fixture_values(item),
     )
     if released is not None:
         item.stash[_RELEASED_KEY] = released
+
+
+#: Plugins whose fixtures of wider scope are the test run's machinery (event loops
+#: and their policies, temporary directories), not what a test suite shares.
+_MACHINERY = frozenset(
+    {"_pytest", "pytest", "pytest_asyncio", "anyio", "hypothesis", "xdist", "nettest"}
+)
+
+
+def _wider_fixture_values(item: pytest.Item) -> list[object]:
+    """The values of `item`'s own fixtures of wider scope that are still set up.
+
+    Not those of pytest, pytest-asyncio and other plugins' machinery: an event
+    loop policy reaches asyncio's child watcher, and through it every child
+    process a test left running.
+    """
+    info = getattr(item, "_fixtureinfo", None)
+    values: list[object] = []
+    for definitions in getattr(info, "name2fixturedefs", {}).values():
+        for definition in definitions:
+            cached = getattr(definition, "cached_result", None)
+            module = getattr(definition.func, "__module__", None) or ""
+            if (
+                definition.scope != "function"
+                and cached is not None
+                and module.partition(".")[0] not in _MACHINERY
+            ):
+                values.append(cached[0])
+    return values
 
 
 @pytest.hookimpl(wrapper=True)
