@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import gc
+import importlib.metadata
 import sys
 import textwrap
 import threading
@@ -29,6 +30,9 @@ WRITER_DEL_CLOSES = hasattr(asyncio.StreamWriter, "__del__")
 #: The warning filters getting-started recommends, as command-line options.
 FILTERS = ("-W", "error::ResourceWarning", "-W", "error::pytest.PytestUnraisableExceptionWarning")
 PYTEST_VERSION = tuple(int(part) for part in pytest.__version__.split(".")[:2])
+PYTEST_ASYNCIO_VERSION = tuple(
+    int(part) for part in importlib.metadata.version("pytest-asyncio").split(".")[:2]
+)
 
 # -- a task that fails after the test that made it ended --------------------------------------
 
@@ -2246,3 +2250,106 @@ def test_a_task_pending_as_the_tests_own_loop_closes_is_the_tests(
     assert "Task was destroyed but it is pending" not in result.stdout.str()
     assert "test_c_innocent FAILED" not in result.stdout.str()
     assert "ERROR at teardown of test_c_innocent" not in result.stdout.str()
+
+
+_PENDING_IN_HARDER_WAYS = """
+import asyncio
+import gc
+
+import pytest
+
+
+async def hands_its_clean_up_to_a_task():
+    async def worker():
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            asyncio.ensure_future(asyncio.sleep(10))  # started as the runner cancels
+            raise
+
+    asyncio.ensure_future(worker())
+    await asyncio.sleep(0)
+
+
+@pytest.mark.asyncio
+async def test_a_pytest_asyncio():
+    await hands_its_clean_up_to_a_task()
+
+
+def test_b_asyncio_run():
+    asyncio.run(hands_its_clean_up_to_a_task())
+
+
+def test_c_clean_up_raises_cancelled_error():
+    loop = asyncio.new_event_loop()
+
+    async def supervisor():
+        child = asyncio.ensure_future(asyncio.sleep(10))
+        await asyncio.sleep(0)
+        child.cancel()
+        await asyncio.sleep(0)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await child  # CancelledError, as the gate closes the coroutine
+
+    async def scenario():
+        asyncio.ensure_future(supervisor())
+        asyncio.ensure_future(asyncio.Queue().get())  # ended all the same
+        await asyncio.sleep(0.01)
+
+    loop.run_until_complete(scenario())
+    loop.close()
+
+
+def test_d_will_not_close():
+    loop = asyncio.new_event_loop()
+
+    async def stubborn():
+        done = loop.create_future()
+        while not done.done():
+            try:
+                await done
+            except GeneratorExit:
+                pass
+
+    async def scenario():
+        asyncio.ensure_future(stubborn())
+        await asyncio.sleep(0)
+
+    loop.run_until_complete(scenario())
+    loop.close()
+
+
+def test_e_innocent():
+    gc.collect()
+"""
+
+
+@pytest.mark.skipif(
+    PYTEST_ASYNCIO_VERSION < (1, 4),
+    reason="before 1.4 pytest-asyncio leaves a loop unclosed beside asyncio.run (getting-started)",
+)
+def test_tasks_pending_as_a_runner_closes_the_loop_or_hard_to_end_are_their_tests(
+    pytester: pytest.Pytester,
+) -> None:
+    # Each failed test_e_innocent, or made the test's loop.close() raise.
+    result = run(pytester, _PENDING_IN_HARDER_WAYS, *FILTERS)
+    result.assert_outcomes(passed=5, errors=4)
+    closed = "(nettest closed its coroutine)"
+    result.stdout.fnmatch_lines_random(
+        [
+            "*ERROR at teardown of test_a_pytest_asyncio*",
+            "*ERROR at teardown of test_b_asyncio_run*",
+            "*ERROR at teardown of test_c_clean_up_raises_cancelled_error*",
+            "*ERROR at teardown of test_d_will_not_close*",
+            f"*task <Task pending name=*sleep()*> was still pending when its event loop closed "
+            f"{closed}",
+            "*task <Task pending name=*stubborn()*> was still pending when its event loop closed "
+            "(its coroutine would not close; nettest keeps it)",
+            "*and 1 more:*",
+        ]
+    )
+    assert "test_e_innocent FAILED" not in result.stdout.str()
+    assert "ERROR at teardown of test_e_innocent" not in result.stdout.str()
+    assert "Task was destroyed but it is pending" not in result.stdout.str()
