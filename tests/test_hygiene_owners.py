@@ -682,7 +682,21 @@ async def service_factory():
         await server.aclose()
 
 
-async def test_first_user(service_factory):
+class Odd:
+    # A proxy whose __class__ raises, and a class with no module: the walk goes on.
+    __module__ = None
+
+    @property
+    def __class__(self):
+        raise RuntimeError("no context")
+
+
+@pytest.fixture(scope="session")
+def odd():
+    return [Odd()]
+
+
+async def test_first_user(service_factory, odd):
     await service_factory("p")
 
 
@@ -781,3 +795,60 @@ def test_a_wider_fixtures_lazily_opened_connection_is_the_fixtures_in_strict_mod
     # socket to test_one and closed it, and test_two failed on it.
     result = run(pytester, _LAZY_CLIENT_POOL, *STRICT)
     result.assert_outcomes(passed=2)
+
+
+_NOT_THE_FIXTURES = """
+import asyncio
+import logging
+import logging.handlers
+
+import pytest
+import pytest_asyncio
+import nettest
+from nettest import handlers
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+log = logging.getLogger("app")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shutdown():
+    return asyncio.Event()
+
+
+@pytest.fixture(scope="module")
+def log_buffer():
+    handler = logging.handlers.MemoryHandler(10_000, flushLevel=logging.CRITICAL + 1)
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    yield handler
+    log.removeHandler(handler)
+
+
+async def serve_until(event):
+    server = nettest.TCPServer(handlers.echo)
+    await server.start()
+    log.info("started %s", server)  # the log record keeps the server
+    await event.wait()  # and the Event reaches this task's locals
+    await server.aclose()
+
+
+async def test_leaks(shutdown, log_buffer):
+    asyncio.ensure_future(serve_until(shutdown))
+    await asyncio.sleep(0.05)
+
+
+async def test_after(shutdown, log_buffer):
+    pass
+"""
+
+
+@pytest.mark.parametrize("mode", ["own", "strict"])
+def test_what_a_wider_fixture_reaches_only_through_tasks_or_logs_is_still_the_tests(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    result = run(pytester, _NOT_THE_FIXTURES, *STRICT[1:], f"--nettest-leaks={mode}")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(
+        [f"*test_leaks left * behind (--nettest-leaks={mode}):", "*- open TCPServer *"]
+    )

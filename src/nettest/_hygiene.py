@@ -72,6 +72,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import socket
 import subprocess
 import sys
@@ -1486,9 +1487,19 @@ _OPAQUE: tuple[type, ...] = (
     types.ModuleType,
     type,
     types.FrameType,
+    # A task's coroutine refers to its locals (from 3.11), and a future's callbacks
+    # to the tasks that wait on it: a shared Event would reach every waiter's.
+    types.CoroutineType,
+    types.GeneratorType,
+    types.AsyncGeneratorType,
+    asyncio.Future,
     asyncio.AbstractEventLoop,
     asyncio.AbstractEventLoopPolicy,
     threading.Thread,
+    # A log record keeps its arguments: a server the test logged is not kept.
+    logging.Handler,
+    logging.Logger,
+    logging.LogRecord,
 )
 if sys.version_info >= (3, 11):
     _OPAQUE += (asyncio.Runner,)
@@ -1504,10 +1515,10 @@ _PYTEST_MODULES = ("_pytest", "pytest", "pluggy", "pytest_asyncio")
 def _reachable_ids(roots: list[object]) -> set[int]:
     """The ids of the objects `roots` refer to, directly or through others.
 
-    Not through modules, classes, event loops, frames, a module's globals (a
-    function's ``__globals__``) or pytest's objects: from them everything is
-    reachable, the test's own fixtures included.
-    Bounded in depth and in the objects visited.
+    Not through modules, classes, frames, a module's globals (a function's
+    ``__globals__``), event loops, futures and tasks, coroutines, threads, logging
+    or pytest's objects: from them much of the process is reachable, the test's
+    own objects included.  Bounded in depth and in the objects visited.
     """
     # sys.modules may hold None (a module import refuses), which has no __dict__.
     module_dicts = {id(getattr(module, "__dict__", None)) for module in list(sys.modules.values())}
@@ -1520,13 +1531,22 @@ def _reachable_ids(roots: list[object]) -> set[int]:
             if key in seen or key in module_dicts:
                 continue
             seen.add(key)
-            if isinstance(obj, _OPAQUE) or len(seen) > _REACH_LIMIT:
+            if len(seen) >= _REACH_LIMIT:
+                return seen
+            # type(obj), not obj.__class__, which a proxy object may make raise.
+            kind = type(obj)
+            module = getattr(kind, "__module__", None)
+            if issubclass(kind, _OPAQUE) or (
+                isinstance(module, str) and module.partition(".")[0] in _PYTEST_MODULES
+            ):
                 continue
-            if type(obj).__module__.partition(".")[0] in _PYTEST_MODULES:
+            try:
+                following.extend(gc.get_referents(obj))
+            except Exception:  # an object that will not say: not followed
                 continue
-            following.extend(gc.get_referents(obj))
         frontier = following
-    seen.update(id(obj) for obj in frontier)
+    for obj in frontier[: _REACH_LIMIT - len(seen)]:
+        seen.add(id(obj))
     return seen
 
 
