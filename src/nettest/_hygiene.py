@@ -1051,12 +1051,12 @@ class _Gate(_Instruments):
     ) -> list[asyncio.Task[Any]]:
         """The tasks still pending on `loop` as it closes during `owner`: never to run again.
 
-        `asyncio.run` and pytest-asyncio cancel what is pending before they close
-        a loop; a test that closes its own (``run_until_complete``, then
-        ``close()``) may not.  Freed later, such a task logs "Task was destroyed
-        but it is pending!", and its coroutine's clean-up fails on the closed
-        loop, in whichever test runs then.  A task strict mode tracks is marked
-        for its own report.  Never raises.
+        A test that closes its own loop (``run_until_complete``, then ``close()``)
+        may leave tasks pending, and so may `asyncio.run` or pytest-asyncio for a
+        task started as they cancel the others.  Freed later, such a task logs
+        "Task was destroyed but it is pending!", and its coroutine's clean-up
+        fails on the closed loop, in whichever test runs then.  A task the gate
+        tracks is left to its own entry's report.  Never raises.
         """
         try:
             if owner in self.silenced:
@@ -1077,9 +1077,9 @@ class _Gate(_Instruments):
         """End `tasks` (see `pending_on_closing_loop`) now, for `owner`'s check to report.
 
         Each task's coroutine is closed here, and the task is not logged as
-        destroyed pending when freed: nothing of it is left for a later test.
-        Listed under the test's failure, and in strict mode; else warned (one
-        strict mode tracks is reported by its entry).  Never raises.
+        destroyed pending when freed: nothing of it is left for a later test (one
+        whose coroutine will not close is kept).  Listed under the test's failure,
+        and in strict mode; else warned.  Never raises.
         """
         for task in tasks:
             try:
