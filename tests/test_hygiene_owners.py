@@ -847,8 +847,17 @@ async def test_after(shutdown, log_buffer):
 def test_what_a_wider_fixture_reaches_only_through_tasks_or_logs_is_still_the_tests(
     pytester: pytest.Pytester, mode: str
 ) -> None:
-    result = run(pytester, _NOT_THE_FIXTURES, *STRICT[1:], f"--nettest-leaks={mode}")
-    result.assert_outcomes(passed=2, errors=1)
+    # In a process of its own: before 1.4, pytest-asyncio closes the module's loop
+    # with the leaked task pending, which this process would free later.
+    result = run(
+        pytester, _NOT_THE_FIXTURES, *STRICT[1:], f"--nettest-leaks={mode}", subprocess=True
+    )
+    # Before 1.4 pytest-asyncio does not cancel the task as the module's loop closes:
+    # its late failure is then a second error, at test_after's teardown, and blames
+    # test_leaks, as a late failure does.
+    assert result.parseoutcomes()["passed"] == 2
+    if any(line.startswith("ERROR") and "test_after" in line for line in result.outlines):
+        result.stdout.fnmatch_lines(["*test_leaks is to blame, not this test*"])
     result.stdout.fnmatch_lines(
         [f"*test_leaks left * behind (--nettest-leaks={mode}):", "*- open TCPServer *"]
     )
