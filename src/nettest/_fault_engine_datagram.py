@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -212,12 +213,12 @@ class DatagramSchedule(_Schedule):
             elif isinstance(fault, Duplicate):
                 if applied.rng.random() < fault.rate:
                     self.trace._fire(item.at, fault, flow, "duplicated")
-                    out.append(_Dgram(item.at, item.offset, item.data, item.number))
+                    out.append(dataclasses.replace(item))
             elif isinstance(fault, TruncateDatagram):
                 if len(item.data) > fault.max_size:
                     cut = f"cut {datagram_shown(item.data)} to {fault.max_size}"
                     self.trace._fire(item.at, fault, flow, cut)
-                    item = _Dgram(item.at, item.offset, item.data[: fault.max_size], item.number)
+                    item = dataclasses.replace(item, data=item.data[: fault.max_size])
             elif isinstance(fault, Blackhole):
                 self.trace._fire(item.at, fault, flow, f"dropped {datagram_shown(item.data)}")
                 continue
@@ -269,7 +270,7 @@ class DatagramSchedule(_Schedule):
         for position in hits:
             data[position] ^= fault.mask
         self.trace._fire(item.at, fault, applied.flow, f"flipped offsets {sorted(hits)}")
-        return _Dgram(item.at, item.offset, bytes(data), item.number)
+        return dataclasses.replace(item, data=bytes(data))
 
     def _removed(
         self, flow: Flow, stages: list[_Applied], before: list[_Applied], now: float

@@ -181,7 +181,7 @@ class _Gate(_Instruments):
     exempt_fds: set[tuple[int, int]] = field(default_factory=set)
     #: Tasks pending as their loop closed whose coroutines would not close: kept for
     #: the session, as freed they would fail whichever test ran then.
-    unending: list[object] = field(default_factory=list)
+    unending: list[asyncio.Task[Any]] = field(default_factory=list)
     #: Tests begun and not yet ended (more than one under pytester).
     running: set[str] = field(default_factory=set)
     #: Tests checked in mode ``off``, and tests that failed: what their tasks do
@@ -824,13 +824,14 @@ class _Gate(_Instruments):
             handed = {item for key, item in candidates.items() if key in reachable}
             # And their parts (a server's listening socket), which go with them.
             handed.update(item for item in mine if item.part_of in handed)
+            numbers: set[int] = set()
             for item in handed:
                 item.owner = None
                 for sock in (item.alive_and_open(), *item.sockets):
                     if isinstance(sock, socket.socket) and sock.fileno() != -1:
-                        self.exempt_fds |= {
-                            fd for fd in open_socket_fds() if fd[0] == sock.fileno()
-                        }
+                        numbers.add(sock.fileno())
+            if numbers:  # their descriptors are the fixture's too (strict mode)
+                self.exempt_fds |= {fd for fd in open_socket_fds() if fd[0] in numbers}
         except Exception as error:
             self._bookkeeping_failed("object a wider fixture holds", error)
 

@@ -430,10 +430,7 @@ def _parse_cli_upstream(text: str, kind: Kind) -> Address | str:
     """``--upstream``: `FaultProxy`'s check, its messages naming the option."""
     if kind == "udp" and text.startswith(("/", "./")):
         raise ValueError(f"--upstream must be HOST:PORT with --udp, not a path: got {text!r}")
-    try:
-        return _parse_upstream(text, kind)
-    except ValueError as exc:
-        raise ValueError(f"--{exc}" if str(exc).startswith("upstream") else str(exc)) from None
+    return _parse_upstream(text, kind, "--upstream")
 
 
 def _make_proxy(

@@ -37,9 +37,8 @@ def _parse_address(value: object, what: str, *, lowest: int = 0) -> Address:
         if not sep or not re.fullmatch(r"-?[0-9]+", port):
             raise ValueError(f"{what} must be HOST:PORT, got {address!r}")
         if len(port.lstrip("-0")) > 5:  # out of range, and maybe too long for int()
-            subject = "port" if what == "port" else f"{what}: the port"
             raise ValueError(
-                f"{subject} must be in {lowest}..65535, got "
+                f"{_port_subject(what)} must be in {lowest}..65535, got "
                 f"{'a negative' if port.startswith('-') else 'a'} number of "
                 f"{len(port.lstrip('-'))} digits"
             )
@@ -59,9 +58,13 @@ def _check_port(port: object, what: str, lowest: int = 0) -> int:
     if isinstance(port, bool) or not isinstance(port, int):
         raise TypeError(f"{what} must be an int in {lowest}..65535, got {port!r}")
     if not lowest <= port <= 65535:
-        subject = "port" if what == "port" else f"{what}: the port"
-        raise ValueError(f"{subject} must be in {lowest}..65535, got {port}")
+        raise ValueError(f"{_port_subject(what)} must be in {lowest}..65535, got {port}")
     return port
+
+
+def _port_subject(what: str) -> str:
+    """How a range error names the port of `what`."""
+    return "port" if what == "port" else f"{what}: the port"
 
 
 #: Where Linux keeps the range of ports that connect() and bind(port 0) take from.
@@ -113,25 +116,28 @@ def _bind_port(port: int, bind: Callable[[int], socket.socket]) -> socket.socket
     return bind(port)
 
 
-def _parse_upstream(value: object, kind: str) -> Address | str:
-    """Like `_parse_address`, but a TCP proxy also accepts a Unix socket path."""
+def _parse_upstream(value: object, kind: str, what: str = "upstream") -> Address | str:
+    """Like `_parse_address`, but a TCP proxy also accepts a Unix socket path.
+
+    Messages name the value `what` (the command line's ``--upstream``).
+    """
     address = getattr(value, "address", value)
     if isinstance(address, os.PathLike):
         address = os.fspath(address)
     if isinstance(address, str) and address.startswith(("/", "./", "\0")):
         if kind != "tcp":
-            raise ValueError(f"a UDP proxy needs a (host, port) upstream, got {address!r}")
+            raise ValueError(f"a UDP proxy needs a (host, port) {what}, got {address!r}")
         if not address.startswith("\0") and "\0" in address:
             # connect() would stop at it and reach the shorter path (an abstract name may
             # hold null bytes: only its first one sets it apart).
-            raise ValueError(f"upstream path must not contain a null byte, got {address!r}")
+            raise ValueError(f"{what} path must not contain a null byte, got {address!r}")
         return address
     if kind == "tcp" and isinstance(address, str) and ":" not in address:
         raise ValueError(
-            f"upstream must be HOST:PORT, or a Unix socket path starting with / or ./ "
+            f"{what} must be HOST:PORT, or a Unix socket path starting with / or ./ "
             f"(a TCP proxy), got {address!r}"
         )
-    return _parse_address(value, "upstream", lowest=1)
+    return _parse_address(value, what, lowest=1)
 
 
 def _format_address(address: Address | str) -> str:
