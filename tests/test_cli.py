@@ -250,6 +250,27 @@ def test_cli_reader_gone_ends_quietly_with_status_1(command: list[str], tmp_path
     assert (result.returncode, result.stderr) == (1, "")
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("command", [["demo"], ["certs", "{tmp}"]])
+def test_cli_output_that_cannot_be_written_is_one_line_and_status_1(
+    command: list[str], tmp_path: Path
+) -> None:
+    # `nettest demo > /dev/full`: every write fails with ENOSPC.  The command
+    # says so in one line on stderr, with no traceback and no "Exception
+    # ignored" as the interpreter flushes stdout at exit.
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "nettest", *(a.format(tmp=tmp_path) for a in command)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    message = f"nettest: cannot write to stdout: {os.strerror(errno.ENOSPC)}\n"
+    assert (result.returncode, result.stderr) == (1, message)
+
+
 def test_cli_proxy_prints_a_listen_path_with_its_own_bytes(tmp_path: Path) -> None:
     # A path that is not UTF-8 is printed as the file system has it, not as "\udcff".
     path = os.fsdecode(os.fsencode(tmp_path) + b"/\xff.sock")

@@ -1684,6 +1684,10 @@ def test_proxy_listens_on_loopback_unless_allowed_remote(
         cli_main(["--upstream", "127.0.0.1:1", "--listen", "0.0.0.0:0"])
     assert info.value.code == 2
     assert "Pass --allow-remote if you mean it" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        cli_main(["--upstream", "127.0.0.1:1", "--listen", "[::1%lo]:0"])
+    assert info.value.code == 2
+    assert "--listen: host '::1%lo' has a scope id" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")

@@ -394,6 +394,16 @@ async def test_non_loopback_host_needs_allow_remote(host: str) -> None:
         TCPServer(host=host)
 
 
+@pytest.mark.parametrize("host", ["::1%lo", "::1%1"])
+def test_a_loopback_host_with_a_scope_id_is_refused_before_it_fails_to_resolve(host: str) -> None:
+    # "::1%lo" parses as a loopback address, but getaddrinfo() cannot resolve it.
+    for make in (TCPServer, UDPServer):
+        with pytest.raises(ValueError, match=r"has a scope id.*: write '::1'"):
+            make(host=host)
+    with pytest.raises(ValueError, match=r"has a scope id.*: write '::1'"):
+        FaultProxy(("127.0.0.1", 9), host=host)
+
+
 @pytest.mark.parametrize(
     ("make", "name"),
     [

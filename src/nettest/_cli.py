@@ -73,8 +73,7 @@ def _run_demo(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.messages <= 100:
         parser.error(f"--messages must be in 1..100, got {args.messages}")
-    for line in asyncio.run(_demo(args.messages)):
-        print(line)
+    write_lines(asyncio.run(_demo(args.messages)))
     return 0
 
 
@@ -99,13 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     Ctrl-C before a command installs its own handling (``nettest proxy`` shuts
     down gracefully once it listens) ends it with status 130, as a shell reports
     SIGINT, without a traceback.  A reader that leaves early (``nettest demo |
-    head -1``) ends it with status 1, also without one.
+    head -1``) ends it with status 1, also without one; so does output that
+    cannot be written (``> /dev/full``), with a line on stderr saying why.
     """
     if sys.stdout is None:  # started with stdout closed (>&-): write nowhere
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the life of the process)
     try:
         status = _main(argv)
-        sys.stdout.flush()  # here, rather than at exit, where a broken pipe is a traceback
+        write_lines([])  # flush here, rather than at exit, where a failure is a traceback
         return status
     except KeyboardInterrupt:
         print(file=sys.stderr)  # end the line the terminal echoed ^C on
@@ -113,6 +113,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         silence_stdout()
         return 1
+    except OutputError as exc:
+        silence_stdout()
+        print(f"nettest: cannot write to stdout: {exc}", file=sys.stderr)
+        return 1
+
+
+class OutputError(Exception):
+    """Stdout could not be written (a full disk, say), for `main` to report in one line."""
+
+
+def write_lines(lines: Sequence[str]) -> None:
+    """Print ``lines`` to stdout and flush it, raising `OutputError` if that fails.
+
+    A broken pipe stays a `BrokenPipeError`: the reader went away, which is no
+    error of ours to report.
+    """
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except (OSError, ValueError) as exc:  # ValueError: stdout closed under us
+        raise OutputError(getattr(exc, "strerror", None) or str(exc)) from None
 
 
 def silence_stdout() -> None:

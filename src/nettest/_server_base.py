@@ -114,6 +114,12 @@ def check_host(
             f"{name} must be a literal IP address such as '127.0.0.1' or '::1', got {host!r}: "
             "a name like 'localhost' may resolve to ::1 while the server listens on IPv4"
         ) from None
+    if address.is_loopback and getattr(address, "scope_id", None):
+        bare = host.partition("%")[0]
+        raise ValueError(
+            f"{name} {host!r} has a scope id, which a loopback address does not take: "
+            f"write {bare!r}"
+        )
     if not (address.is_loopback or (multicast and address.is_multicast) or allow_remote):
         if not remote_option:
             raise ValueError(

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, final
 
 import pytest
 
+from ._cli import write_lines
 from ._tls import (
     DEFAULT_IDENTITIES,
     _authority,
@@ -510,6 +511,5 @@ def cli_main(argv: list[str]) -> int:
             ("client certificate and chain", files.client_cert),
             ("client private key", files.client_key),
         ]
-    for label, path in lines:
-        print(f"{label}: {path}")
+    write_lines([f"{label}: {path}" for label, path in lines])
     return 0
