@@ -738,6 +738,38 @@ def test_what_a_wider_fixture_keeps_of_a_tests_objects_is_the_fixtures(
     assert "test_first_user left" not in result.stdout.str()
 
 
+def test_a_failure_of_the_wider_fixture_walk_is_reported_not_silent(
+    pytester: pytest.Pytester,
+) -> None:
+    # The walk runs at the check, when no test is running: its bookkeeping error
+    # was recorded for nobody and never shown.
+    pytester.makeconftest(
+        """
+import pytest
+import nettest._hygiene
+
+def broken(roots):
+    raise RuntimeError("walk broke")
+
+@pytest.fixture(scope="session", autouse=True)
+def break_the_walk():
+    with pytest.MonkeyPatch.context() as patch:  # the run is in this process
+        patch.setattr(nettest._hygiene, "_reachable_ids", broken)
+        yield
+"""
+    )
+    result = run(pytester, _LAZY_POOL, *STRICT[1:], "-k", "user")
+    result.assert_outcomes(passed=1, failed=1, errors=1)  # the server was closed as a leak
+    result.stdout.fnmatch_lines(
+        [
+            "*test_first_user left 2 things behind*",
+            "*- open TCPServer *, created at:",
+            "*- the hygiene gate could not track a wider fixture's objects (a nettest bug;"
+            " it was not checked): RuntimeError: walk broke",
+        ]
+    )
+
+
 _LAZY_CLIENT_POOL = """
 import asyncio
 import pytest

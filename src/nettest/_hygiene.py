@@ -426,11 +426,15 @@ class _Gate(_Instruments):
         self.thread_origins[thread] = origin
         return thread.name, origin
 
-    def _bookkeeping_failed(self, what: str, error: BaseException) -> None:
+    def _bookkeeping_failed(
+        self, what: str, error: BaseException, owner: str | None = None
+    ) -> None:
+        """Record that tracking `what` failed, for the report of `owner` (the running test)."""
         with contextlib.suppress(Exception):
-            if self.owner is not None:
+            owner = owner or self.owner
+            if owner is not None:
                 message = f"{type(error).__name__}: {error}"
-                self.bookkeeping_errors.append(_BookkeepingError(self.owner, what, message))
+                self.bookkeeping_errors.append(_BookkeepingError(owner, what, message))
 
     def parts_of(self, parent: object, *parts: object) -> None:
         """Note that `parts` are `parent`'s own: a report of `parent` speaks for them.
@@ -833,7 +837,7 @@ class _Gate(_Instruments):
             if numbers:  # their descriptors are the fixture's too (strict mode)
                 self.exempt_fds |= {fd for fd in open_socket_fds() if fd[0] in numbers}
         except Exception as error:
-            self._bookkeeping_failed("object a wider fixture holds", error)
+            self._bookkeeping_failed("wider fixture's objects", error, owner)
 
     def catch_until_the_end(self) -> None:
         """Take what finalisers raise from now until `collect_at_the_end`, for the summary.

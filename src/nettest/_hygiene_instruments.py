@@ -219,7 +219,9 @@ class _Instruments:
 
         def _entry_of(self, obj: object) -> _Tracked | None: ...
 
-        def _bookkeeping_failed(self, what: str, error: BaseException) -> None: ...
+        def _bookkeeping_failed(
+            self, what: str, error: BaseException, owner: str | None = None
+        ) -> None: ...
 
         def writer_dropped(
             self, writer: asyncio.StreamWriter, transport: object = None
