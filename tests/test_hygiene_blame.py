@@ -2252,6 +2252,50 @@ def test_a_task_pending_as_the_tests_own_loop_closes_is_the_tests(
     assert "ERROR at teardown of test_c_innocent" not in result.stdout.str()
 
 
+_THOUSANDS_PENDING = """
+import asyncio
+
+
+def test_starts_thousands():
+    loop = asyncio.new_event_loop()
+
+    async def scenario():
+        for _ in range(2000):
+            loop.create_task(asyncio.Event().wait())
+        loop.create_task(asyncio.Queue().get(), name="the-odd-one")
+        await asyncio.sleep(0)
+
+    loop.run_until_complete(scenario())
+    loop.close()
+"""
+
+
+@pytest.mark.parametrize("mode", ["own", "strict"])
+def test_thousands_of_alike_pending_tasks_are_counted_not_listed(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    # Each one was a line of its own: 2,000 lines of the same task.  Ten of each
+    # coroutine at each line are listed, the odd one among them.
+    result = run(pytester, _THOUSANDS_PENDING, f"--nettest-leaks={mode}", *FILTERS)
+    result.assert_outcomes(passed=1, errors=1)
+    output = result.stdout.str()
+    # A warning's first line is one of them, in the order asyncio gives them.
+    first = (
+        0
+        if mode == "strict" or "ResourceWarning: task <Task pending name='the-odd-one'" in output
+        else 1
+    )
+    assert output.count("Event.wait()") == 10 + first
+    assert output.count("Queue.get()") == 1
+    more = 1990 - first
+    result.stdout.fnmatch_lines(
+        [
+            f"*- and {more} more pending tasks like those above (the first 10 of each "
+            "coroutine at each line are shown)"
+        ]
+    )
+
+
 _PENDING_IN_HARDER_WAYS = """
 import asyncio
 import gc

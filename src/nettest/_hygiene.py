@@ -73,6 +73,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import re
 import socket
 import subprocess
 import sys
@@ -163,6 +164,11 @@ LeakError.__module__ = "nettest"
 
 #: How many of a test's calls to the loop's exception handler its report lists.
 LOOP_ERRORS_SHOWN = 10
+
+#: A report's line for a task pending as its loop closed, and what tells two such
+#: tasks apart though alike (their names, and addresses in their reprs).
+PENDING_TASK_ITEM = "  - pending task "
+_TASK_IDENTITY = re.compile(r"name='[^']*'|0x[0-9a-fA-F]+")
 
 
 @dataclass
@@ -963,7 +969,7 @@ class _Gate(_Instruments):
             # One warning for them all: under an error filter, a second would never show.
             warning = undecided[0][1]
             if len(undecided) > 1:
-                more = "\n".join(line for line, _ in undecided[1:])
+                more = "\n".join(_fewer_repeats([line for line, _ in undecided[1:]]))
                 warning += f"\nand {len(undecided) - 1} more:\n{more}"
             warnings.warn(warning, ResourceWarning, stacklevel=1)
         return None
@@ -1104,7 +1110,7 @@ class _Gate(_Instruments):
                     how = "nettest closed its coroutine"
                 self.undecided_writers.setdefault(owner, []).append(
                     (
-                        f"  - pending task {shown} when its event loop closed",
+                        f"{PENDING_TASK_ITEM}{shown} when its event loop closed",
                         f"task {shown} was still pending when its event loop closed ({how})",
                     )
                 )
@@ -1625,15 +1631,24 @@ def _fewer_repeats(leaks: list[str]) -> list[str]:
     """`leaks` with at most `LOOP_ERRORS_SHOWN` items made at each place (the same stack).
 
     A property-based test that leaks repeats it in every example it runs: the
-    rest are counted in one line at the end.  Items without a stack are all kept.
+    rest are counted in one line at the end.  So are the tasks pending as a loop
+    closed, which have no stack, beyond `LOOP_ERRORS_SHOWN` alike (the same
+    coroutine waiting at the same line: a test that started thousands).  Other
+    items without a stack are all kept.
     """
     shown: list[str] = []
     made_at: dict[str, int] = {}
+    alike: dict[str, int] = {}
     for leak in leaks:
         _, newline, stack = leak.partition("\n")
         if newline:
             made_at[stack] = made_at.get(stack, 0) + 1
             if made_at[stack] > LOOP_ERRORS_SHOWN:
+                continue
+        elif leak.startswith(PENDING_TASK_ITEM):
+            key = _TASK_IDENTITY.sub("", leak)
+            alike[key] = alike.get(key, 0) + 1
+            if alike[key] > LOOP_ERRORS_SHOWN:
                 continue
         shown.append(leak)
     more = sum(
@@ -1644,6 +1659,12 @@ def _fewer_repeats(leaks: list[str]) -> list[str]:
             f"  - and {more} more thing{'s' if more != 1 else ''} made at the same places "
             "as those above "
             f"(the first {LOOP_ERRORS_SHOWN} made at each place are shown)"
+        )
+    more = sum(count - LOOP_ERRORS_SHOWN for count in alike.values() if count > LOOP_ERRORS_SHOWN)
+    if more:
+        shown.append(
+            f"  - and {more} more pending task{'s' if more != 1 else ''} like those above "
+            f"(the first {LOOP_ERRORS_SHOWN} of each coroutine at each line are shown)"
         )
     return shown
 
