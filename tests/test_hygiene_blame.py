@@ -2252,16 +2252,52 @@ def test_a_task_pending_as_the_tests_own_loop_closes_is_the_tests(
     assert "ERROR at teardown of test_c_innocent" not in result.stdout.str()
 
 
+_PENDING_ON_AN_OFF_TESTS_LOOP = """
+import asyncio
+import gc
+
+import pytest
+
+
+@pytest.mark.nettest_leaks("off")
+def test_a_leaks_on_purpose():
+    loop = asyncio.new_event_loop()
+
+    async def scenario():
+        asyncio.ensure_future(asyncio.Queue().get())
+        await asyncio.sleep(0)
+
+    loop.run_until_complete(scenario())
+    loop.close()
+
+
+def test_b_innocent():
+    gc.collect()  # frees the task, were it still pending
+"""
+
+
+def test_a_task_pending_as_an_off_tests_own_loop_closes_fails_no_later_test(
+    pytester: pytest.Pytester,
+) -> None:
+    # The marked test is not checked, but its task, freed in test_b_innocent, logged
+    # "Task was destroyed but it is pending!" and its clean-up raised there.
+    result = run(pytester, _PENDING_ON_AN_OFF_TESTS_LOOP, *FILTERS)
+    result.assert_outcomes(passed=2)
+    assert "Task was destroyed" not in result.stdout.str()
+
+
 _THOUSANDS_PENDING = """
 import asyncio
 
 
 def test_starts_thousands():
     loop = asyncio.new_event_loop()
+    events = []  # else each task is garbage in a cycle, and may be freed pending
 
     async def scenario():
         for _ in range(2000):
-            loop.create_task(asyncio.Event().wait())
+            events.append(asyncio.Event())
+            loop.create_task(events[-1].wait())
         loop.create_task(asyncio.Queue().get(), name="the-odd-one")
         await asyncio.sleep(0)
 
