@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import math
 import random
+import warnings
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -191,7 +192,11 @@ def pytest_configure_node(node: Any) -> None:
     node.workerinput["nettest_seed"] = node.config.option.nettest_seed
 
 
+_SESSION_KEY = pytest.StashKey[pytest.Session]()
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_SESSION_KEY] = session
     # A session killed before its teardown (kill -9, pytest-timeout's thread method)
     # leaves its /tmp/nt-<pid>-* directories and its TLS key directories: the next
     # session removes them.
@@ -230,11 +235,59 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def _show_left_at_the_end(terminalreporter: Any) -> None:
     left, GATE.left_at_the_end = GATE.left_at_the_end, []
     if left:
+        config = terminalreporter.config
         terminalreporter.section("nettest: left open at the end of the session", yellow=True)
-        strict = terminalreporter.config.option.nettest_leaks == "strict"
+        strict = config.option.nettest_leaks == "strict"
         terminalreporter.line(left_at_the_end(strict))
         for line in left:
             terminalreporter.line(line)
+        session = config.stash.get(_SESSION_KEY, None)
+        if session is not None and _pytest_fails_the_session_for(config, left):
+            terminalreporter.line(
+                "These fail the session: under its warning filters pytest fails a session "
+                "whose garbage raises after its last test."
+            )
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+#: The first pytest that fails a session whose garbage raises after its last test.
+_PYTEST_FAILS_LATE_GARBAGE = (8, 4)
+
+
+def _pytest_fails_the_session_for(config: pytest.Config, left: list[str]) -> bool:
+    """Whether pytest would have failed the session over `left` without the gate.
+
+    From pytest 8.4 what finalisers raise as the session ends (the collection in
+    its own clean-up) is a `pytest.PytestUnraisableExceptionWarning`, which the
+    recommended filters make an error; and a finaliser's `ResourceWarning` is
+    raised at all only where the filters make it an error.  The gate's last
+    collection takes them first, and must fail the session as pytest would.
+    """
+    version = tuple(int(part) for part in pytest.__version__.split(".")[:2])
+    if version < _PYTEST_FAILS_LATE_GARBAGE:
+        return False
+    if not _is_an_error(config, pytest.PytestUnraisableExceptionWarning):
+        return False
+    resource_warnings_raise = _is_an_error(config, ResourceWarning)
+    return any(resource_warnings_raise or "\n    ResourceWarning: " not in line for line in left)
+
+
+def _is_an_error(config: pytest.Config, category: type[Warning]) -> bool:
+    """Whether the session's warning filters (ini, ``-W``, Python's) make `category` an error."""
+    from _pytest.config import apply_warning_filters  # as pytest applies them to each test
+
+    try:
+        with warnings.catch_warnings(record=True):
+            apply_warning_filters(
+                config.getini("filterwarnings"), config.known_args_namespace.pythonwarnings or []
+            )
+            warnings.warn_explicit("nettest's probe", category, "nettest", 1, module="nettest")
+    except category:
+        return True
+    except Exception:  # a filter pytest itself rejected: it said so already
+        return False
+    return False
 
 
 # Not trylast: before pytest's own unraisable-exception check of the session's end
