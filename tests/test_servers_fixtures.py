@@ -672,6 +672,49 @@ def test_server_teardown_warning_points_at_the_test(pytester: pytest.Pytester, l
     )
 
 
+def test_a_thread_servers_teardown_warning_points_at_the_test(pytester: pytest.Pytester) -> None:
+    # Raised on the server's own loop thread, where no frame is the test's, it
+    # pointed into asyncio's events.py.
+    pytester.makepyfile(
+        """
+        import asyncio
+        import socket
+
+        async def stubborn(reader, writer):
+            while True:
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    continue
+
+        def test_closed_by_the_fixture(tcp_server_thread):
+            server = tcp_server_thread(stubborn, close_timeout=0.05)
+            with socket.create_connection(server.address):
+                server.wait_for_connections(1)
+
+        def test_closed_by_the_test(tcp_server_thread):
+            server = tcp_server_thread(stubborn, close_timeout=0.05)
+            with socket.create_connection(server.address):
+                server.wait_for_connections(1)
+                server.close()
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "always")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_closed_by_the_fixture",
+            "*test_a_thread_servers_teardown_warning_points_at_the_test.py:12: "
+            "ServerTeardownWarning:*ignored cancellation*",
+            "*server = tcp_server_thread(stubborn, close_timeout=0.05)",
+            "*test_closed_by_the_test",
+            "*test_a_thread_servers_teardown_warning_points_at_the_test.py:20: "
+            "ServerTeardownWarning:*ignored cancellation*",
+            "*server.close()",
+        ]
+    )
+
+
 def test_udp_server_whose_loop_closed_first_leaves_no_warning(pytester: pytest.Pytester) -> None:
     # asyncio.run returned with the server open: teardown closes its socket under its
     # transport, which must not then warn "unclosed transport" when collected.

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import asyncio.sslproto
 import contextlib
+import contextvars
 import functools
 import inspect
 import socket
@@ -68,7 +69,7 @@ from ._handlers import (
 )
 from ._hygiene import creation_site, track
 from ._hygiene_instruments import CANCEL_GRACE, force_end, is_uvloop
-from ._hygiene_report import _creation_stack
+from ._hygiene_report import _creation_stack, _Stack
 from ._recording import (
     _UNSET,
     Connection,
@@ -110,13 +111,20 @@ class ServerTeardownWarning(UserWarning):
     """
 
 
+#: The test's line to warn at, for a server closed on a loop thread of its own
+#: (`warn_at_test`): set on the test's thread, it reaches the loop thread's task
+#: through the context that ``run_coroutine_threadsafe`` copies.
+WARN_SITE: contextvars.ContextVar[_Stack] = contextvars.ContextVar("nettest_warn_site", default=())
+
+
 def warn_at_test(warning: Warning, closed: object) -> None:
     """Warn at the test's line that closed `closed`, or else at the one that made it.
 
     A fixture's teardown closes servers from nettest's own code, which would say
-    nothing of which test or server it was.
+    nothing of which test or server it was.  On a server's own loop thread no
+    frame is the test's: the thread server's `WARN_SITE` says where.
     """
-    where = _creation_stack()[-1:] or creation_site(closed)
+    where = _creation_stack()[-1:] or WARN_SITE.get() or creation_site(closed)
     if not where:
         warnings.warn(warning, stacklevel=4)
         return

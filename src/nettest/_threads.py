@@ -31,11 +31,12 @@ from ._handlers import (
 )
 from ._hygiene import GATE, instrument_loop, serves_on, track
 from ._hygiene_instruments import end_tasks
+from ._hygiene_report import _creation_stack
 from ._recording import _UNSET, Connection, Datagram, Ending, HandshakeFailure
 from ._server_base import NoIPv6LoopbackError, _check_int, raise_all, report_transcript_of
 from ._servers import TCPServer, UnixServer
 from ._settings import default_timeout, follow_debugger
-from ._stream_server import ServerTeardownWarning, warn_at_test
+from ._stream_server import WARN_SITE, ServerTeardownWarning, warn_at_test
 from ._udp import UDPServer, UnixDatagramServer, _DatagramServer
 
 if typing.TYPE_CHECKING:
@@ -273,6 +274,8 @@ class _OnLoopThread(Generic[_X]):
     def __init__(self, server: _X) -> None:
         self._server = server
         self._thread: _LoopThread | None = None
+        #: The test's line that made it, for warnings raised on its loop thread.
+        self._made_at = _creation_stack()[-1:]
 
     def start(self: _W) -> _W:
         """Start the loop thread and start the server (or proxy) on it; return self.
@@ -300,10 +303,13 @@ class _OnLoopThread(Generic[_X]):
         thread = self._thread
         if thread is None:
             return
+        # Its warnings point at the test's line that closes it, or else that made it.
+        site = WARN_SITE.set(_creation_stack()[-1:] or self._made_at)
         try:
             if thread.thread.is_alive():
                 thread.run(self._server.aclose(), finish=True)
         finally:
+            WARN_SITE.reset(site)
             thread.stop()
 
     def __del__(self) -> None:
