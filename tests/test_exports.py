@@ -212,3 +212,11 @@ def test_exports_constants_are_described_where_they_are_made(module_name: str) -
         name for name in constants if defining_comment(name, getattr(module, name)) is None
     ]
     assert not undescribed
+
+
+def test_exports_the_docs_name_every_bad_tls_kind() -> None:
+    # The API page lists TLSBadKind's values by hand: a kind added to the code
+    # must be added there too.
+    text = (DOCS / "api" / "tls.rst").read_text()
+    paragraph = text.split(".. py:type:: TLSBadKind", 1)[1].split(".. ", 1)[0]
+    assert re.findall(r'``"(\w+)"``', paragraph) == list(nettest.TLS_BAD_KINDS)

@@ -5,8 +5,9 @@ import ssl
 
 import pytest
 
-# What a client must refuse.  The mutual-TLS kinds, "mtls_no_cert" and
-# "mtls_untrusted_cert", give a bad client instead: see the TLS guide.
+# What a client must refuse.  The mutual-TLS kinds ("mtls_no_cert",
+# "mtls_untrusted_cert", "mtls_expired_cert" and "mtls_wrong_eku") give a bad
+# client instead: see the TLS guide.
 BAD_SERVERS = [
     "expired",
     "not_yet_valid",
