@@ -847,6 +847,10 @@ def test_cli_certs_help_and_usage_errors(
         ("::zz", "'::zz' is not a valid IP address"),
         ("a..test", "'a..test' is not a host name"),
         ("a test", "'a test' is not a host name"),
+        ("*", "'*' is not a host name: a wildcard must be the whole first label"),
+        ("a.*.test", "'a.*.test' is not a host name: a wildcard must be the whole first label"),
+        ("*.test", "'*.test': a wildcard needs two labels after it, as in *.example.com"),
+        ("under_score.test", "'under_score.test' is not a host name: Codepoint U+005F"),
     ],
 )
 def test_cli_certs_refuses_a_host_no_client_could_match(
@@ -866,6 +870,35 @@ def test_cli_certs_accepts_names_wildcards_and_addresses(tmp_path: Path) -> None
         x509.SubjectAlternativeName
     )
     assert [str(name.value) for name in names.value] == hosts
+
+
+def test_cli_certs_writes_a_host_as_the_certificate_holds_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A fully qualified name's last dot, capitals and a Unicode name: the SAN is
+    # lower case, without the dot, in IDNA, and the listing says what it holds
+    # (it said "EXAMPLE.test." of a certificate for example.test).
+    hosts = ["EXAMPLE.test.", "*.Db.test", "bücher.test"]
+    assert cli_main([str(tmp_path), *(f"--host={host}" for host in hosts)]) == 0
+    pem = (tmp_path / "cert.pem").read_bytes()
+    names = x509.load_pem_x509_certificate(pem).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    held = ["example.test", "*.db.test", "xn--bcher-kva.test"]
+    assert [str(name.value) for name in names.value] == held
+    assert f"server certificate for {', '.join(held)}: " in capsys.readouterr().out
+
+
+def test_cli_certs_says_what_is_in_the_way_of_a_missing_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It gave the raw "[Errno 20] Not a directory: '.../file/sub'".
+    (tmp_path / "file").touch()
+    assert cli_main([str(tmp_path / "file" / "sub" / "certs")]) == 1
+    assert (
+        capsys.readouterr().err
+        == f"nettest certs: {tmp_path / 'file'} is a file, not a directory\n"
+    )
 
 
 def test_cli_certs_makes_missing_parents_private_too(

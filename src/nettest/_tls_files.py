@@ -395,14 +395,33 @@ def _host(name: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{name!r} {what}: give a host name or an IP address, such as 127.0.0.1"
         )
-    labels = name.removesuffix(".").split(".")
+    wildcard = "*." if name.startswith("*.") else ""
+    # A fully qualified name's last dot is no part of what a certificate names.
+    rest = name.removeprefix(wildcard).removesuffix(".")
+    labels = rest.split(".")
     if ":" in name or all(label.isdigit() for label in labels):
         raise argparse.ArgumentTypeError(f"{name!r} is not a valid IP address")
     if not all(labels) or any(c.isspace() for c in name):
         raise argparse.ArgumentTypeError(
             f"{name!r} is not a host name: labels joined by single dots, no spaces"
         )
-    return name
+    if "*" in rest:
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is not a host name: a wildcard must be the whole first label, "
+            "as in *.example.com"
+        )
+    if wildcard and len(labels) < 2:
+        raise argparse.ArgumentTypeError(
+            f"{name!r}: a wildcard needs two labels after it, as in *.example.com "
+            "(clients match no wildcard over a single label)"
+        )
+    import idna  # trustme's own: the certificate holds the name as it encodes it
+
+    try:
+        encoded = idna.encode(rest, uts46=True).decode("ascii")
+    except idna.IDNAError as error:
+        raise argparse.ArgumentTypeError(f"{name!r} is not a host name: {error}") from None
+    return wildcard + encoded
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -472,9 +491,11 @@ def cli_main(argv: list[str]) -> int:
         print("nettest certs: error: DIR must not be empty ('.' is here)", file=sys.stderr)
         return 2
     directory = Path(args.directory)
-    if os.path.lexists(directory) and not directory.is_dir():
-        # Not mkdir's "File exists": say what is there instead.
-        print(f"nettest certs: {directory} {_not_a_directory(directory)[1]}", file=sys.stderr)
+    # DIR, or else the nearest of its parents that is there, must be a directory:
+    # not mkdir's "File exists" or "Not a directory", but what is there instead.
+    there = next((path for path in (directory, *directory.parents) if os.path.lexists(path)), None)
+    if there is not None and not there.is_dir():
+        print(f"nettest certs: {there} {_not_a_directory(there)[1]}", file=sys.stderr)
         return 1
     # lexists: a dangling symlink is there too, and writing through it would fail.
     existing = [directory / name for name in _NAMES.values() if os.path.lexists(directory / name)]
