@@ -557,6 +557,30 @@ async def test_memory_datagram_sends_after_close_are_dropped_and_logged(
     assert [r.getMessage() for r in caplog.records] == ["socket.send() raised exception."]
 
 
+@pytest.mark.parametrize("real", [False, True], ids=["memory", "loopback"])
+@pytest.mark.asyncio
+async def test_datagram_sendto_of_an_unconnected_end_after_connection_lost_crashes(
+    real: bool,
+) -> None:
+    # asyncio's transport lets go of its socket and loop in connection_lost; a
+    # connected one then drops what is sent, but an unconnected one tries the
+    # send and fails reporting its error.  The memory end dropped it silently.
+    loop = asyncio.get_running_loop()
+    if real:
+        a, _ = await loop.create_datagram_endpoint(Datagrams, local_addr=("127.0.0.1", 0))
+        b, _ = await loop.create_datagram_endpoint(Datagrams, local_addr=("127.0.0.1", 0))
+    else:
+        a, b = memory_datagram_pair(Datagrams(), Datagrams(), connected=False)
+    await turns()
+    a.close()
+    a.sendto(b"between close() and connection_lost: sent", b.get_extra_info("sockname"))
+    await turns()
+    with pytest.raises(AttributeError, match="no attribute 'call_exception_handler'"):
+        a.sendto(b"late", b.get_extra_info("sockname"))
+    b.close()
+    await turns()
+
+
 @pytest.mark.nettest_leaks("off")  # it drops one open on purpose
 @pytest.mark.asyncio
 async def test_memory_datagram_transport_dropped_unclosed_warns() -> None:

@@ -75,6 +75,7 @@ from ._endpoint import (
     loopback,
     os_error,
     reaches_wildcard,
+    released,
 )
 from ._hygiene import track
 from ._recording import _UNSET, resolve_timeout
@@ -395,6 +396,8 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
         Raises:
             TypeError: ``data`` is not bytes-like.
             ValueError: connected, and ``addr`` is neither None nor the peer.
+            AttributeError: unconnected, after ``connection_lost``, as asyncio's
+                selector transport raises it.
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(
@@ -412,7 +415,10 @@ class MemoryDatagramTransport(FlowControlled, asyncio.DatagramTransport):
             self._conn_lost += 1
             return
         if self._closed:
-            return
+            # asyncio's transport let go of its socket and loop in connection_lost:
+            # an unconnected one still tries the send, and fails reporting the
+            # error on the loop it no longer has (every Python from 3.10).
+            raise released("call_exception_handler")
         payload = bytes(data)
         if not self._buffer or self._peer is None:
             # The kernel checks a datagram at the first attempt to send it, before

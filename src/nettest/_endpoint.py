@@ -1083,3 +1083,16 @@ class FlowControlled(_asyncio_transports._FlowControlMixin):
             transport._closing = transport._closed = True
         else:
             transport.abort()
+
+
+def released(attribute: str) -> AttributeError:
+    """What asyncio's selector transport raises when used after letting go of its loop.
+
+    ``connection_lost`` releases the transport's loop and socket.  A stream
+    transport whose ``close()`` waited for the write buffer to drain ends without
+    counting the connection lost, so a later ``abort()`` or ``write()`` fails on
+    its missing loop; an unconnected datagram transport's ``sendto()`` does too.
+    The same in every version from 3.10 on.  The memory transports fail the same
+    way, so that a test finds the crash a real socket would give.
+    """
+    return AttributeError(f"'NoneType' object has no attribute '{attribute}'")

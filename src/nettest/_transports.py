@@ -41,6 +41,7 @@ from ._endpoint import (
     check_protocol,
     connection_addresses,
     os_error,
+    released,
 )
 from ._hygiene import track
 from ._links import ByteQueue, Link, PartialWrites, connection_reset
@@ -69,18 +70,6 @@ _WRITELINES_NEVER_PAUSES = any(
     first <= sys.version_info < fixed
     for first, fixed in (((3, 12), (3, 12, 9)), ((3, 13), (3, 13, 2)))
 )
-
-
-def _released(attribute: str) -> AttributeError:
-    """What asyncio's selector transport raises when it is used after a drained close.
-
-    A ``close()`` that waited for the write buffer to drain ends without counting
-    the connection lost, and connection_lost releases the transport's loop and
-    socket: a later ``abort()`` or ``write()`` then fails on its missing loop, in
-    every version from 3.10 on.  The memory transports fail the same way, so that
-    a test finds the crash a real socket would give.
-    """
-    return AttributeError(f"'NoneType' object has no attribute '{attribute}'")
 
 
 def _check_capacity(capacity: int) -> int:
@@ -370,7 +359,7 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         if not data:
             return
         if self._drained:
-            raise _released("call_exception_handler")
+            raise released("call_exception_handler")
         if self._conn_lost:
             if self._conn_lost >= _LOG_THRESHOLD_FOR_CONNLOST_WRITES:
                 logger.warning("socket.send() raised exception.")
@@ -584,7 +573,7 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         """
         if self._drained:
             self._drained = False  # asyncio counts the loss before it fails
-            raise _released("call_soon")
+            raise released("call_soon")
         self._force_close(None)
 
     def _unsent_at_close(self) -> str | None:
@@ -633,7 +622,7 @@ class MemoryTransport(FlowControlled, _Receiving, _PeerControls, asyncio.Transpo
         if not self._conn_lost:
             # Closed after draining the buffer.  asyncio's selector transport then
             # lets go of its loop and socket without counting the connection lost,
-            # so a later abort() or write() fails on them (see `_released`).
+            # so a later abort() or write() fails on them (see `released`).
             self._conn_lost = 1
             self._drained = True
         self._stop_reading()
