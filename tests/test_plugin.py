@@ -301,11 +301,41 @@ def test_bad_timeout_flag_is_a_usage_error(pytester: pytest.Pytester, value: str
     result.stderr.fnmatch_lines(["ERROR: --nettest-timeout must be > 0 seconds and finite; got *"])
 
 
+def test_nettest_seed_last_replays_the_last_runs_seed(pytester: pytest.Pytester) -> None:
+    # As pytest-randomly's --randomly-seed=last: a --lf run draws a new seed, and
+    # a failure that depends on the seed then need not come back.
+    pytester.makepyfile("def test_a(nettest_seed):\n    print('SEED', nettest_seed)\n")
+
+    def session_seed(*args: str) -> str:
+        result = pytester.runpytest_subprocess("-s", *args)
+        result.assert_outcomes(passed=1)
+        header = re.search(r"nettest \S+: seed=(\d+)", result.stdout.str())
+        assert header is not None
+        return header.group(1)
+
+    result = pytester.runpytest_subprocess("--nettest-seed=last")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: --nettest-seed 'last': no earlier run's seed is in pytest's cache; *"]
+    )
+    drawn = session_seed()
+    assert session_seed("--nettest-seed=last") == drawn
+    assert session_seed("--nettest-seed=last", "-n", "2") == drawn
+    assert session_seed("-o", "nettest_seed=last") == drawn
+    assert session_seed("--nettest-seed=5") == "5"
+    assert session_seed("--nettest-seed=last") == "5"
+    result = pytester.runpytest_subprocess("--nettest-seed=last", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: --nettest-seed 'last' needs pytest's cache, which -p no:cacheprovider *"]
+    )
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [
         ("-1", "ERROR: --nettest-seed must be in [[]0, 2**64), got -1"),
-        ("x", "*argument --nettest-seed: invalid int value: 'x'"),
+        ("x", "*argument --nettest-seed: must be an int in [[]0, 2**64) or 'last', got 'x'"),
     ],
 )
 def test_bad_seed_flag_is_a_usage_error_naming_the_flag(

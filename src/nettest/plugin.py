@@ -6,6 +6,7 @@ imports pytest, the standard library and nettest, never hypothesis or trustme.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import math
@@ -78,9 +79,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--nettest-seed",
         dest="nettest_seed",
-        type=int,
+        type=_seed_option,
         default=None,
+        metavar="N|last",
         help="Session seed for nettest's randomness; each test's seed is derived from it. "
+        "'last' takes the seed of the last run (pytest's cache keeps it). "
         "Default: random, printed in the report header.",
     )
     parser.addini(
@@ -130,10 +133,53 @@ def _leak_mode(config: pytest.Config) -> LeakMode:
     return mode
 
 
+#: Where pytest's cache keeps the session seed, for ``--nettest-seed=last``.
+_LAST_SEED_KEY = "nettest/last_seed"
+
+
+def _seed_option(text: str) -> int | str:
+    """``--nettest-seed``: an int (`_session_seed` checks its range), or ``last``."""
+    if text == "last":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an int in {SEED_RANGE} or 'last', got {text!r}"
+        ) from None
+
+
 def _session_seed(config: pytest.Config) -> int:
     value, source = _setting(config, "nettest_seed")
     if value is None:
-        return random.SystemRandom().randrange(2**32)
+        seed = random.SystemRandom().randrange(2**32)
+    elif value == "last":
+        seed = _last_seed(config, source)
+    else:
+        seed = _checked_seed(value, source)
+    cache = getattr(config, "cache", None)  # None under -p no:cacheprovider
+    if cache is not None:
+        cache.set(_LAST_SEED_KEY, seed)
+    return seed
+
+
+def _last_seed(config: pytest.Config, source: str) -> int:
+    """The seed the last run used (as pytest-randomly's ``--randomly-seed=last``)."""
+    cache = getattr(config, "cache", None)
+    if cache is None:
+        raise pytest.UsageError(
+            f"{source} 'last' needs pytest's cache, which -p no:cacheprovider turned off"
+        )
+    seed = cache.get(_LAST_SEED_KEY, None)
+    if isinstance(seed, bool) or not isinstance(seed, int):  # none yet, or not ours
+        raise pytest.UsageError(
+            f"{source} 'last': no earlier run's seed is in pytest's cache; "
+            "pass the seed its report header showed"
+        )
+    return _checked_seed(seed, f"the last seed in pytest's cache, for {source} 'last',")
+
+
+def _checked_seed(value: object, source: str) -> int:
     try:
         seed = int(cast("int | str", value))
     except ValueError:
