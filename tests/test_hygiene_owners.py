@@ -691,9 +691,20 @@ class Odd:
         raise RuntimeError("no context")
 
 
+class Meta(type):
+    @property
+    def __module__(cls):
+        raise RuntimeError("no module")
+
+
+class Weird(metaclass=Meta):
+    # A class whose __module__ raises: the walk goes on.
+    pass
+
+
 @pytest.fixture(scope="session")
 def odd():
-    return [Odd()]
+    return [Odd(), Weird()]
 
 
 async def test_first_user(service_factory, odd):

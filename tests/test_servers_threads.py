@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -747,3 +748,32 @@ def test_a_closed_thread_server_dropped_does_not_warn() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         del server
+
+
+def test_a_thread_server_closed_by_an_atexit_callback_closes(tmp_path: Path) -> None:
+    # close() called with no Python frame above it (atexit calls it from C) raised
+    # ValueError looking for the test's line, and the server was never closed.
+    script = tmp_path / "atexit_close.py"
+    script.write_text(
+        "import asyncio, atexit, socket, warnings\n"
+        "from nettest import TCPServerThread\n"
+        "async def stubborn(reader, writer):\n"
+        "    while True:\n"
+        "        try:\n"
+        "            await asyncio.sleep(10)\n"
+        "        except asyncio.CancelledError:\n"
+        "            continue\n"
+        "warnings.simplefilter('always')\n"
+        "server = TCPServerThread(stubborn, close_timeout=0.05).start()\n"
+        "client = socket.create_connection(server.address)\n"
+        "server.wait_for_connections(1)\n"
+        "atexit.register(client.close)\n"
+        "atexit.register(server.close)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0
+    assert "Exception ignored" not in result.stderr
+    assert "ServerTeardownWarning: TCPServer 127.0.0.1:" in result.stderr
+    assert "ignored cancellation" in result.stderr

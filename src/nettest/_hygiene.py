@@ -1547,16 +1547,17 @@ def _reachable_ids(roots: list[object]) -> set[int]:
             seen.add(key)
             if len(seen) >= _REACH_LIMIT:
                 return seen
-            # type(obj), not obj.__class__, which a proxy object may make raise.
-            kind = type(obj)
-            module = getattr(kind, "__module__", None)
-            if issubclass(kind, _OPAQUE) or (
-                isinstance(module, str) and module.partition(".")[0] in _PYTEST_MODULES
-            ):
-                continue
             try:
+                # type(obj), not obj.__class__, which a proxy object may make raise;
+                # and a metaclass may make __module__ raise anything.
+                kind = type(obj)
+                module = getattr(kind, "__module__", None)
+                if issubclass(kind, _OPAQUE) or (
+                    isinstance(module, str) and module.partition(".")[0] in _PYTEST_MODULES
+                ):
+                    continue
                 following.extend(gc.get_referents(obj))
-            except Exception:  # an object that will not say: not followed
+            except Exception:  # an object that will not say what it is: not followed
                 continue
         frontier = following
     for obj in frontier[: _REACH_LIMIT - len(seen)]:

@@ -143,7 +143,10 @@ def _creation_stack() -> _Stack:
     """
     frames: list[tuple[str, int, str]] = []
     passed_runner = False
-    frame: types.FrameType | None = sys._getframe(2)
+    try:
+        frame: types.FrameType | None = sys._getframe(2)
+    except ValueError:  # called with no Python caller (an atexit callback, say)
+        return ()
     kinds = _KIND_OF_FILE
     while frame is not None and len(frames) < _STACK_LIMIT:
         filename = frame.f_code.co_filename
