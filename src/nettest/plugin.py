@@ -264,7 +264,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         # After a failed last teardown, collect now: what is freed after this
         # hook would never reach the controller.
         GATE.collect_at_the_end()
-        workeroutput[_LEFT_AT_THE_END_KEY], GATE.left_at_the_end = GATE.left_at_the_end, []
+        # Named, as the same fixture's leak on two workers reads the same.
+        worker = session.config.workerinput.get("workerid", "worker")  # type: ignore[attr-defined]
+        workeroutput[_LEFT_AT_THE_END_KEY] = [
+            f"  - [{worker}] {line.removeprefix('  - ')}" for line in GATE.left_at_the_end
+        ]
+        GATE.left_at_the_end = []
 
 
 @pytest.hookimpl(optionalhook=True)
