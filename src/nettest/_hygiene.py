@@ -229,6 +229,8 @@ class _Gate(_Instruments):
     )
     #: What the session's last collection freed open, for the session's summary.
     left_at_the_end: list[str] = field(default_factory=list)
+    #: The same, as `sys.unraisablehook` was given it, for pytest's own hook.
+    left_for_pytest: list[Unraisable] = field(default_factory=list)
     #: The unraisable hook `catch_until_the_end` put in place, and the one it replaced.
     _catching: Callable[[Any], object] | None = None
     _until_the_end: Callable[[Any], object] | None = None
@@ -862,6 +864,7 @@ class _Gate(_Instruments):
 
         def hook(unraisable: Any) -> None:
             self.left_at_the_end.append(f"  - {_unraisable_message(unraisable)}")
+            self.left_for_pytest.append(Unraisable.of(unraisable))
 
         self._until_the_end, sys.unraisablehook = sys.unraisablehook, hook
         self._catching = hook
@@ -870,6 +873,25 @@ class _Gate(_Instruments):
     def catching_until_the_end(self) -> bool:
         """Whether `catch_until_the_end` was called, and `collect_at_the_end` not yet."""
         return self._catching is not None
+
+    def hand_to_pytest(self) -> bool:
+        """Give pytest's unraisable hook what the session's last collection freed open.
+
+        Without the gate, pytest's own collection as the session ends (from
+        pytest 8.4) would have freed it, and judged it under the session's
+        filters: handed over, pytest judges it as it would have.  Where no hook
+        takes it (pytest before 8.4, ``-p no:unraisableexception``) the
+        summary's list is all.  Returns whether anything was handed over.
+        Never raises.
+        """
+        left, self.left_for_pytest = self.left_for_pytest, []
+        hook = sys.unraisablehook
+        if not left or hook is sys.__unraisablehook__ or hook is self._catching:
+            return False
+        for unraisable in left:
+            with contextlib.suppress(Exception):
+                hook(cast("sys.UnraisableHookArgs", unraisable))  # duck-typed: it reads the fields
+        return True
 
     def collect_at_the_end(self) -> None:
         """Free what is left (see `catch_until_the_end`), then give the hook back."""
@@ -932,6 +954,11 @@ class _Gate(_Instruments):
                 # without the gate, failing no test.
                 self.left_at_the_end += [
                     f"  - {item.message}" for item in finalising if item.parent is None
+                ]
+                self.left_for_pytest += [
+                    item.unraisable
+                    for item in finalising
+                    if item.parent is None and item.unraisable is not None
                 ]
                 finalising = [item for item in finalising if item.parent is not None]
             leaks += [
@@ -1724,10 +1751,44 @@ def _others_garbage(finalising: list[_Finalised], *, strict: bool) -> list[str]:
 
 
 @dataclass
+class Unraisable:
+    """What `sys.unraisablehook` was given, kept to hand to another hook later.
+
+    Its traceback is dropped, and the object is kept as its repr: either would
+    keep alive what the garbage collector just freed.
+    """
+
+    exc_type: type[BaseException]
+    exc_value: BaseException | None
+    err_msg: str | None
+    object: _Shown
+    exc_traceback: None = None
+
+    @classmethod
+    def of(cls, unraisable: Any) -> Unraisable:
+        error = unraisable.exc_value
+        if error is not None:
+            error = error.with_traceback(None)
+        return cls(unraisable.exc_type, error, unraisable.err_msg, _Shown(repr(unraisable.object)))
+
+
+class _Shown:
+    """An object as its repr, for a hook that shows it after it was freed."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def __repr__(self) -> str:
+        return self._text
+
+
+@dataclass
 class _Finalised:
     """What a finaliser raised in the check's garbage collection (see `_collect_garbage`)."""
 
     message: str
+    #: The same, for pytest's hook, should it be left for the session's end.
+    unraisable: Unraisable | None = None
     #: The entry of the tracked object whose part raised it, if any.
     parent: _Tracked | None = None
     #: The other test whose event loop it ran on, if known: its leak, not this test's.
@@ -1769,6 +1830,8 @@ def _collect_garbage(
 
     def hook(unraisable: Any) -> None:
         item = _Finalised(_unraisable_message(unraisable))
+        with contextlib.suppress(Exception):
+            item.unraisable = Unraisable.of(unraisable)
         finalised = None
         with contextlib.suppress(Exception):
             finalised = _finalised(unraisable)

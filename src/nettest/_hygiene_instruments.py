@@ -292,7 +292,8 @@ class _Instruments:
         left running in ``own`` mode) is reported by the check of the test
         running now, or by the next check, as that test's; never as this one's.
         So is a call on a loop that has closed (a failed future the garbage
-        collector finalised late): it is the last test's that ran on that loop.
+        collector finalised late): it is the last test's that ran on that loop;
+        and one made while no test runs (a collection between a test's phases).
         """
         with contextlib.suppress(Exception):  # never break the loop's handler
             if getattr(context.get("protocol"), "reports_its_fatal_errors", False):
@@ -301,7 +302,9 @@ class _Instruments:
             task = _task_of(context)
             if task is not None:
                 maker = getattr(task, _TASK_OWNER, _UNSEEN)
-            elif loop.is_closed() and last_test is not None:
+            elif (loop.is_closed() or current is None) and last_test is not None:
+                # Or between a test's phases, as an automatic collection may free
+                # it before the test's teardown: the last test that ran on it.
                 maker = last_test
             else:  # on a live loop, with no task: no maker to know
                 self.loop_errors.append(_LoopError(current, dict(context), current))

@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import math
 import random
-import warnings
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -280,64 +279,50 @@ def pytest_testnodedown(node: Any, error: object) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Show what the session's last collection freed open (see `_Gate.check`'s `last`)."""
-    _show_left_at_the_end(terminalreporter)
+    _report_left_at_the_end(terminalreporter.config, terminalreporter)
 
 
-def _show_left_at_the_end(terminalreporter: Any) -> None:
-    left, GATE.left_at_the_end = GATE.left_at_the_end, []
-    if left:
-        config = terminalreporter.config
-        terminalreporter.section("nettest: left open at the end of the session", yellow=True)
-        strict = config.option.nettest_leaks == "strict"
-        terminalreporter.line(left_at_the_end(strict))
-        for line in left:
-            terminalreporter.line(line)
-        session = config.stash.get(_SESSION_KEY, None)
-        if session is not None and _pytest_fails_the_session_for(config, left):
-            terminalreporter.line(
-                "These fail the session: under its warning filters pytest fails a session "
-                "whose garbage raises after its last test."
-            )
-            if session.exitstatus == pytest.ExitCode.OK:
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+def _report_left_at_the_end(config: pytest.Config, reporter: Any) -> None:
+    """List what the session's last collection freed open; fail the session as pytest would.
 
-
-#: The first pytest that fails a session whose garbage raises after its last test.
-_PYTEST_FAILS_LATE_GARBAGE = (8, 4)
-
-
-def _pytest_fails_the_session_for(config: pytest.Config, left: list[str]) -> bool:
-    """Whether pytest would have failed the session over `left` without the gate.
-
-    From pytest 8.4 what finalisers raise as the session ends (the collection in
-    its own clean-up) is a `pytest.PytestUnraisableExceptionWarning`, which the
-    recommended filters make an error; and a finaliser's `ResourceWarning` is
-    raised at all only where the filters make it an error.  The gate's last
-    collection takes them first, and must fail the session as pytest would.
+    Without the gate, pytest's own collection as the session ends (from pytest
+    8.4) would have freed it, and failed the session where its warning filters
+    make `pytest.PytestUnraisableExceptionWarning` an error.  pytest's own check
+    decides: the gate hands it what it freed (`_Gate.hand_to_pytest`) and runs it
+    now, so that the session fails as it would have, with a line saying why
+    rather than pytest's traceback.
     """
-    version = tuple(int(part) for part in pytest.__version__.split(".")[:2])
-    if version < _PYTEST_FAILS_LATE_GARBAGE:
-        return False
-    if not _is_an_error(config, pytest.PytestUnraisableExceptionWarning):
-        return False
-    resource_warnings_raise = _is_an_error(config, ResourceWarning)
-    return any(resource_warnings_raise or "\n    ResourceWarning: " not in line for line in left)
-
-
-def _is_an_error(config: pytest.Config, category: type[Warning]) -> bool:
-    """Whether the session's warning filters (ini, ``-W``, Python's) make `category` an error."""
-    from _pytest.config import apply_warning_filters  # as pytest applies them to each test
-
-    try:
-        with warnings.catch_warnings(record=True):
-            apply_warning_filters(
-                config.getini("filterwarnings"), config.known_args_namespace.pythonwarnings or []
+    left, GATE.left_at_the_end = GATE.left_at_the_end, []
+    fails = GATE.hand_to_pytest() and _pytest_check_fails(config)
+    if left and reporter is not None:
+        reporter.section("nettest: left open at the end of the session", yellow=True)
+        reporter.line(left_at_the_end(config.option.nettest_leaks == "strict"))
+        for line in left:
+            reporter.line(line)
+        if fails:
+            reporter.line(
+                "pytest fails the session for these: its warning filters make "
+                "pytest.PytestUnraisableExceptionWarning an error, as without nettest."
             )
-            warnings.warn_explicit("nettest's probe", category, "nettest", 1, module="nettest")
-    except category:
-        return True
-    except Exception:  # a filter pytest itself rejected: it said so already
+    session = config.stash.get(_SESSION_KEY, None)
+    if fails and session is not None and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _pytest_check_fails(config: pytest.Config) -> bool:
+    """Run pytest's check of what finalisers raised (pytest 8.4+); return whether it failed.
+
+    Where pytest has no such check, what was handed to its hook waits for its
+    own, which reports it as it would have.
+    """
+    try:
+        from _pytest.unraisableexception import collect_unraisable
+    except ImportError:
         return False
+    try:
+        collect_unraisable(config)
+    except Exception:
+        return True
     return False
 
 
@@ -346,9 +331,7 @@ def _is_an_error(config: pytest.Config, category: type[Warning]) -> bool:
 def pytest_unconfigure(config: pytest.Config) -> None:
     # After a last teardown that failed, what its error held (see catch_until_the_end).
     GATE.collect_at_the_end()
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        _show_left_at_the_end(reporter)
+    _report_left_at_the_end(config, config.pluginmanager.get_plugin("terminalreporter"))
     GATE.strict = config.stash.get(_OUTER_STRICT_KEY, False)
     if not GATE.strict:
         GATE.unwatch_socket_creation()
