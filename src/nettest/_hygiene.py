@@ -165,10 +165,11 @@ LeakError.__module__ = "nettest"
 #: How many of a test's calls to the loop's exception handler its report lists.
 LOOP_ERRORS_SHOWN = 10
 
-#: A report's line for a task pending as its loop closed, and what tells two such
-#: tasks apart though alike (their names, and addresses in their reprs).
+#: A report's line for a task pending as its loop closed, and what makes two such
+#: tasks alike: the coroutine and the line it waits at (not the name, nor what it
+#: waits for, whose repr may hold an address, a descriptor or a port).
 PENDING_TASK_ITEM = "  - pending task "
-_TASK_IDENTITY = re.compile(r"name='[^']*'|0x[0-9a-fA-F]+")
+_TASK_CORO = re.compile(r" coro=<[^>]*>")
 
 
 @dataclass
@@ -994,9 +995,10 @@ class _Gate(_Instruments):
             raise LeakError("\n".join([*own, *late]))
         if undecided:
             # One warning for them all: under an error filter, a second would never show.
+            # The first is its headline, and one of the ten alike listed.
             warning = undecided[0][1]
             if len(undecided) > 1:
-                more = "\n".join(_fewer_repeats([line for line, _ in undecided[1:]]))
+                more = "\n".join(_fewer_repeats([line for line, _ in undecided])[1:])
                 warning += f"\nand {len(undecided) - 1} more:\n{more}"
             warnings.warn(warning, ResourceWarning, stacklevel=1)
         return None
@@ -1677,7 +1679,8 @@ def _fewer_repeats(leaks: list[str]) -> list[str]:
             if made_at[stack] > LOOP_ERRORS_SHOWN:
                 continue
         elif leak.startswith(PENDING_TASK_ITEM):
-            key = _TASK_IDENTITY.sub("", leak)
+            coro = _TASK_CORO.search(leak)
+            key = coro.group() if coro else leak
             alike[key] = alike.get(key, 0) + 1
             if alike[key] > LOOP_ERRORS_SHOWN:
                 continue
