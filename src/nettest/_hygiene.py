@@ -189,6 +189,10 @@ class _Gate(_Instruments):
     #: Tasks pending as their loop closed whose coroutines would not close: kept for
     #: the session, as freed they would fail whichever test ran then.
     unending: list[asyncio.Task[Any]] = field(default_factory=list)
+    #: The tasks pending as a test marked "off" closed its own loop, for its check.
+    left_by_off_tests: dict[str, list[weakref.ref[asyncio.Task[Any]]]] = field(
+        default_factory=dict
+    )
     #: Tests begun and not yet ended (more than one under pytester).
     running: set[str] = field(default_factory=set)
     #: Tests checked in mode ``off``, and tests that failed: what their tasks do
@@ -795,6 +799,7 @@ class _Gate(_Instruments):
         """
         __tracebackhide__ = True
         if mode == "off":
+            self._end_left_by_an_off_test(owner)
             self._forget(owner)
             return None
         self.checking = owner
@@ -1097,8 +1102,8 @@ class _Gate(_Instruments):
         "Task was destroyed but it is pending!", and its coroutine's clean-up
         fails on the closed loop, in whichever test runs then.  A task the gate
         tracks is left to its own entry's report.  A test marked ``"off"`` has its
-        tasks ended all the same, though not reported: their clean-up would fail
-        an innocent test.  Never raises.
+        tasks ended all the same, at its check and not reported: their clean-up
+        would fail an innocent test.  Never raises.
         """
         try:
             parts = self._part_ids()
@@ -1119,27 +1124,17 @@ class _Gate(_Instruments):
         Each task's coroutine is closed here, and the task is not logged as
         destroyed pending when freed: nothing of it is left for a later test (one
         whose coroutine will not close is kept).  Listed under the test's failure,
-        and in strict mode; else warned; for a test marked ``"off"``, neither.
-        Never raises.
+        and in strict mode; else warned.  A test marked ``"off"`` has them as they
+        are until its check, which ends them unreported.  Never raises.
         """
+        if owner in self.silenced:  # marked "off": left alone until its check
+            with contextlib.suppress(Exception):
+                self.left_by_off_tests.setdefault(owner, []).extend(map(weakref.ref, tasks))
+            return
         for task in tasks:
             try:
                 shown = repr(task)  # before its coroutine is closed
-                coro = task.get_coro()
-                # Its clean-up, on a closed loop, may raise anything, CancelledError
-                # included (a finally that awaits a cancelled task).
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    coro.close()
-                if getattr(coro, "cr_frame", None) is not None:
-                    # It would not end (it ignores GeneratorExit): kept, never freed,
-                    # so that it fails no later test as it is.
-                    self.unending.append(task)
-                    how = "its coroutine would not close; nettest keeps it"
-                else:
-                    task._log_destroy_pending = False  # type: ignore[attr-defined]
-                    how = "nettest closed its coroutine"
-                if owner in self.silenced:
-                    continue
+                how = self._end(task)
                 self.undecided_writers.setdefault(owner, []).append(
                     (
                         f"{PENDING_TASK_ITEM}{shown} when its event loop closed",
@@ -1148,6 +1143,36 @@ class _Gate(_Instruments):
                 )
             except Exception as error:
                 self._bookkeeping_failed("task left on a closed loop", error)
+
+    def _end(self, task: asyncio.Task[Any]) -> str:
+        """Close the coroutine of `task`, pending on a closed loop; say how it went."""
+        coro = task.get_coro()
+        # Its clean-up, on a closed loop, may raise anything: CancelledError (a
+        # finally that awaits a cancelled task), SystemExit or KeyboardInterrupt,
+        # which asyncio would have reported, as the task was freed, and gone on.
+        with contextlib.suppress(BaseException):
+            coro.close()
+        if getattr(coro, "cr_frame", None) is not None:
+            # It would not end (it ignores GeneratorExit): kept, never freed, so
+            # that it fails no later test as it is.
+            self.unending.append(task)
+            return "its coroutine would not close; nettest keeps it"
+        task._log_destroy_pending = False  # type: ignore[attr-defined]
+        return "nettest closed its coroutine"
+
+    def _end_left_by_an_off_test(self, owner: str) -> None:
+        """End the tasks pending as `owner`'s own loop closed, now that it is over.
+
+        The test, marked ``"off"``, had them as they were while it ran (to see
+        asyncio's "Task was destroyed but it is pending!", or a clean-up yet to
+        run); left pending, their clean-up would fail a later test as they are
+        freed.  Not reported.  Never raises.
+        """
+        for ref in self.left_by_off_tests.pop(owner, []):
+            task = ref()
+            with contextlib.suppress(Exception):
+                if task is not None and not task.done():
+                    self._end(task)
 
     def _part_ids(self) -> set[int]:
         """The ids of the parts of nettest's objects (a server's endpoint, say).
