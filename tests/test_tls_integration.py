@@ -298,6 +298,38 @@ async def test_tls_connection_says_what_the_handshake_negotiated(
 
 
 @pytest.mark.asyncio
+async def test_tls_connection_says_whether_the_client_resumed_a_session(
+    tcp_server: TCPServerFactory,
+    tls_version: ssl.TLSVersion,
+    tls_server_context: ssl.SSLContext,
+    tls_client_context: ssl.SSLContext,
+) -> None:
+    # A TLS 1.2 session id or ticket, or a TLS 1.3 ticket (which comes after the
+    # handshake: the first connection reads its reply before it takes the session).
+    server = await tcp_server(upper, ssl=tls_server_context)
+
+    def connect(session: ssl.SSLSession | None) -> ssl.SSLSession | None:
+        with (
+            socket.create_connection(server.address, timeout=TIMEOUT) as raw,
+            tls_client_context.wrap_socket(
+                raw, server_hostname="localhost", session=session
+            ) as tls,
+        ):
+            tls.sendall(b"ping\n")
+            assert tls.recv(100) == b"PING\n"
+            assert tls.session_reused is (session is not None)
+            return tls.session
+
+    session = await asyncio.to_thread(connect, None)
+    await asyncio.to_thread(connect, session)
+    first, second = await server.wait_for_connections(2)
+    assert first.tls is not None
+    assert second.tls is not None
+    assert not first.tls.session_reused
+    assert second.tls.session_reused
+
+
+@pytest.mark.asyncio
 async def test_tls_connection_shows_the_clients_certificate(
     tcp_server: TCPServerFactory,
     tls_mutual_server_context: ssl.SSLContext,

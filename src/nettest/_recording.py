@@ -270,12 +270,15 @@ class TLSInfo:
         alpn_protocol: the protocol ALPN selected, or None.
         peer_certificate: the client's certificate (mutual TLS), as
             `ssl.SSLSocket.getpeercert` gives it; None when it sent none.
+        session_reused: whether the client resumed an earlier session (a
+            ticket, or a TLS 1.2 session id) rather than making a new one.
     """
 
     version: str
     cipher: str
     alpn_protocol: str | None
     peer_certificate: dict[str, typing.Any] | None
+    session_reused: bool = False
 
     @property
     def tls_version(self) -> ssl.TLSVersion | None:
@@ -298,6 +301,7 @@ class TLSInfo:
                 cipher=str(cipher[0]),
                 alpn_protocol=ssl_object.selected_alpn_protocol(),
                 peer_certificate=ssl_object.getpeercert() or None,
+                session_reused=bool(ssl_object.session_reused),
             )
         except (AttributeError, ValueError, OSError):  # not TLS, or gone
             return None
