@@ -1504,13 +1504,8 @@ def test_own_mode_leaves_a_plain_servers_cancelled_handler_task_to_asyncio(
     result.assert_outcomes(passed=1)
 
 
-@pytest.mark.parametrize("xdist", [False, True])
-def test_the_last_tests_check_collects_garbage(pytester: pytest.Pytester, xdist: bool) -> None:
-    # A failed future in a reference cycle reports its never retrieved exception
-    # only as it is freed: with no collection to come, the session passed silently.
-    result = run(
-        pytester,
-        """
+#: A failed future in a reference cycle: only a collection frees it, and reports it.
+_FAILED_FUTURE_IN_A_CYCLE = """
         import asyncio
         import pytest
 
@@ -1521,7 +1516,16 @@ def test_the_last_tests_check_collects_garbage(pytester: pytest.Pytester, xdist:
                 raise ConnectionError("boom")
             except ConnectionError as exc:
                 future.set_exception(exc)  # its traceback holds this frame: a cycle
-        """,
+"""
+
+
+@pytest.mark.parametrize("xdist", [False, True])
+def test_the_last_tests_check_collects_garbage(pytester: pytest.Pytester, xdist: bool) -> None:
+    # A failed future in a reference cycle reports its never retrieved exception
+    # only as it is freed: with no collection to come, the session passed silently.
+    result = run(
+        pytester,
+        _FAILED_FUTURE_IN_A_CYCLE,
         *(("-n", "1") if xdist else ()),
         subprocess=True,
     )
@@ -1553,18 +1557,8 @@ def test_a_failed_future_freed_between_a_tests_phases_is_that_tests(
     )
     result = run(
         pytester,
-        """
-        import asyncio
-        import pytest
-
-        @pytest.mark.asyncio
-        async def test_leaves_a_failed_future_in_a_cycle():
-            future = asyncio.get_running_loop().create_future()
-            try:
-                raise ConnectionError("boom")
-            except ConnectionError as exc:
-                future.set_exception(exc)  # its traceback holds this frame: a cycle
-
+        _FAILED_FUTURE_IN_A_CYCLE
+        + """
         def test_after():
             pass
         """,
@@ -1669,6 +1663,34 @@ def test_what_is_left_at_the_end_fails_the_session_as_it_would_without_the_gate(
     assert with_gate.ret == without_gate.ret
     if "no:terminal" not in options:
         with_gate.assert_outcomes(passed=2)
+
+
+def test_what_is_left_at_the_end_with_another_plugins_hook_fails_no_session(
+    pytester: pytest.Pytester,
+) -> None:
+    # pytest's own unraisable plugin off, and another hook in place: what the gate
+    # hands over goes to that hook, and pytest's check (its queue never made) is
+    # no failure.
+    pytester.makeconftest(
+        """
+        import sys
+
+        def pytest_configure(config):
+            sys.unraisablehook = lambda unraisable: None
+        """
+    )
+    pytester.makepyfile(
+        test_leaky=_SOCKET_IN_A_CYCLE
+        + """
+        def test_leaves_a_socket_in_a_cycle():
+            Holder()
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:unraisableexception", *FILTERS
+    )
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.OK
 
 
 @pytest.mark.parametrize("after", [False, True], ids=["last", "not-last"])
