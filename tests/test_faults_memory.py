@@ -497,7 +497,7 @@ async def _reset_or_not(faults: list[Reset], seed: int, connection: int) -> str:
     """Send a line through a pair numbered `connection`; say whether the client saw a reset."""
     (c_reader, c_writer), (_, s_writer) = memory_stream_pair()
     layer = inject_faults(c_writer, faults, seed=seed, connection=connection)
-    assert str(layer.trace).startswith(f"tcp connection #{connection} from ")
+    assert str(layer.trace).startswith(f"memory pair: tcp connection #{connection} from ")
     s_writer.write(b"line\n")
     try:
         await asyncio.wait_for(c_reader.readline(), 5)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import re
 import typing
 
@@ -381,3 +382,9 @@ async def test_a_plain_function_handler_serves_and_its_result_is_awaited() -> No
             writer.close()
             await writer.wait_closed()
     assert seen == [b"called"]
+
+
+def test_a_steps_default_timeout_says_what_it_is_in_its_signature() -> None:
+    # It showed as <object object at 0x7f...> in help() and in an editor.
+    for step in (handlers.expect, handlers.expect_line, handlers.read_until, handlers.expect_eof):
+        assert "timeout: 'float | None' = <the session's timeout>" in str(inspect.signature(step))

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument, NoSuchExample
 
-from nettest import MemoryDatagramTransport, memory_datagram_pair, sanitize
+from nettest import MemoryDatagramTransport, memory_datagram_pair, memory_stream_pair, sanitize
 from nettest import strategies as nst
 from nettest._transport_pairs import memory_transport_pair
 from nettest._transports import MemoryTransport
@@ -1184,3 +1184,19 @@ def test_feed_async_delays_cost_no_wall_time_under_looptime() -> None:
     finally:
         loop.close()
     assert protocol.events == [b"a", b"b", "eof", ("lost", None)]
+
+
+@pytest.mark.asyncio
+async def test_feed_async_takes_a_stream_pairs_writer_as_its_transport() -> None:
+    # A StreamWriter has write and write_eof but no reset nor abort: a loss in the
+    # schedule raised AttributeError, and the TypeError did not name it.
+    (client_reader, client_writer), (_, server_writer) = memory_stream_pair()
+    await nst.feed_async(server_writer, [b"ab", b"c"])
+    assert await client_reader.readexactly(3) == b"abc"
+    await nst.feed_async(server_writer, [nst.ConnectionLost(ConnectionResetError())])
+    with pytest.raises(ConnectionResetError):
+        await client_reader.read()
+    with pytest.raises(TypeError, match="StreamReader, StreamWriter, MemoryTransport or a"):
+        await nst.feed_async(object(), [b"x"])
+    client_writer.close()
+    server_writer.close()

@@ -60,6 +60,7 @@ class ConnectionTrace:
 
     __slots__ = (
         "_head",
+        "_in_memory",
         "_omitted",
         "_start",
         "_tail",
@@ -94,6 +95,8 @@ class ConnectionTrace:
         self.downstream_bytes = 0
         self._start = _start
         self._omitted = 0
+        #: A memory pair's (`nettest.inject_faults`), which its header says.
+        self._in_memory = False
 
     @property
     def events(self) -> list[TraceEvent]:
@@ -154,6 +157,7 @@ class ConnectionTrace:
         elif isinstance(peer, (str, bytes)):  # a Unix client: unnamed, a path or abstract
             peer = format_address(peer)
         head = (
+            f"{'memory pair: ' if self._in_memory else ''}"
             f"{self.kind} connection #{self.index} from {peer}: "
             f"{self.upstream_bytes} bytes up, {self.downstream_bytes} bytes down; "
             f"faults fired: {', '.join(self.fired) or 'none'}"

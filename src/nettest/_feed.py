@@ -315,6 +315,9 @@ class _Sink:
     """Turns reads, EOF and loss into the calls one kind of target expects."""
 
     def __init__(self, target: object, addr: Any) -> None:
+        if isinstance(target, asyncio.StreamWriter):
+            # A memory_stream_pair's writer: its transport, which can reset too.
+            target = target.transport
         self.target = target
         self.addr = addr
         self.data: Callable[[bytes], None]
@@ -357,7 +360,7 @@ class _Sink:
         else:
             raise TypeError(
                 "target must be an asyncio.Protocol, BufferedProtocol, DatagramProtocol, "
-                "StreamReader, MemoryTransport or a callable taking bytes, "
+                "StreamReader, StreamWriter, MemoryTransport or a callable taking bytes, "
                 f"got {target!r}"
             )
         # The transport the protocol was given, kept in case the protocol drops

@@ -114,7 +114,8 @@ def inject_faults(
     Pass the *client* end: a `MemoryTransport` (or the `asyncio.StreamWriter`
     of `memory_stream_pair`) or a `MemoryDatagramTransport`.  "upstream" is what
     that end sends, "downstream" what it receives.  Call it right after making
-    the pair, before any byte moves; faults may be changed later.
+    the pair, before any byte moves (faults count bytes and time from the
+    call); faults may be changed later.
 
     A pair takes faults once: the `MemoryFaults` returned holds them for as long
     as the pair lives.  To change them (a fixture injected some, the test wants
@@ -336,6 +337,7 @@ class _StreamDriver:
         )
         self.handle = MemoryFaults(_kind="stream", _faults=faults)
         self.handle._trace = self.schedule.trace
+        self.schedule.trace._in_memory = True
         self.handle._on_change = self.update
         self.queues = {
             flow: ActionQueue(self.loop, self._perform, held=self._unread_before) for flow in FLOWS
@@ -510,6 +512,7 @@ class _DatagramDriver:
         )
         self.handle = MemoryFaults(_kind="datagram", _faults=faults)
         self.handle._trace = self.schedule.trace
+        self.schedule.trace._in_memory = True
         self.handle._on_change = self.update
         self.originals: dict[Flow, Callable[[bytes, Any], None]] = {}
         for flow, sender in self.ends.items():

@@ -22,7 +22,20 @@ from ._settings import default_timeout
 
 __all__ = ["Connection", "Datagram", "Ending", "Event", "HandshakeFailure", "TLSInfo"]
 
-_UNSET: typing.Any = object()
+
+class _DefaultTimeout:
+    """The default of every ``timeout`` parameter: the session's timeout, when called.
+
+    A sentinel rather than a number, as the session's ``--nettest-timeout`` (10
+    seconds unless set) is read when the wait starts; its repr says so in
+    ``help()`` and in the signatures an editor shows.
+    """
+
+    def __repr__(self) -> str:
+        return "<the session's timeout>"
+
+
+_UNSET: typing.Any = _DefaultTimeout()
 
 #: Bytes shown of a payload in error messages before it is cut.
 _SHOW = 512
