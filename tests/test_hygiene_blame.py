@@ -1665,6 +1665,60 @@ def test_what_is_left_at_the_end_fails_the_session_as_it_would_without_the_gate(
         with_gate.assert_outcomes(passed=2)
 
 
+_RAISES_IN_A_CYCLE = """
+        import gc
+
+        gc.disable()  # freed by the last check's collection only, not by chance earlier
+
+        class Raiser:
+            def __init__(self):
+                self.me = self
+
+            def __del__(self):
+                raise ValueError("boom in __del__")
+
+        def test_leaves_a_raiser_in_a_cycle():
+            Raiser()
+"""
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        pytest.param(
+            ["error:(?s).*test_leaky\\.py:pytest.PytestUnraisableExceptionWarning"],
+            id="error-if-its-traceback-names-the-file",
+        ),
+        pytest.param(
+            [
+                "error::pytest.PytestUnraisableExceptionWarning",
+                "ignore:(?s).*test_leaky\\.py:pytest.PytestUnraisableExceptionWarning",
+            ],
+            id="ignored-if-its-traceback-names-the-file",
+        ),
+        pytest.param([], id="no-filter"),
+    ],
+)
+def test_what_is_left_at_the_end_is_judged_with_its_traceback(
+    pytester: pytest.Pytester, filters: list[str]
+) -> None:
+    # Handed over without its traceback, a filter that matched the traceback's
+    # lines matched no more; and a warning that was no error was shown twice.
+    pytester.makeini(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+        "addopts = -p no:looptime_plugin\n"
+        + ("filterwarnings =\n" + "".join(f"    {f}\n" for f in filters) if filters else "")
+    )
+    pytester.makepyfile(test_leaky=_RAISES_IN_A_CYCLE)
+    with_gate = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    without_gate = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:nettest")
+    assert with_gate.ret == without_gate.ret
+    with_gate.stdout.fnmatch_lines(
+        ["*= nettest: left open at the end of the session =*", "    ValueError: boom in __del__"]
+    )
+    assert "warnings summary" not in with_gate.stdout.str()
+
+
 def test_what_is_left_at_the_end_with_another_plugins_hook_fails_no_session(
     pytester: pytest.Pytester,
 ) -> None:

@@ -79,6 +79,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import types
 import warnings
 import weakref
@@ -799,7 +800,7 @@ class _Gate(_Instruments):
         """
         __tracebackhide__ = True
         if mode == "off":
-            self._end_left_by_an_off_test(owner)
+            self.end_left_by_an_off_test(owner)
             self._forget(owner)
             return None
         self.checking = owner
@@ -880,19 +881,24 @@ class _Gate(_Instruments):
         """Whether `catch_until_the_end` was called, and `collect_at_the_end` not yet."""
         return self._catching is not None
 
-    def hand_to_pytest(self) -> bool:
+    def hand_to_pytest(self, pytest_takes_them: bool) -> bool:
         """Give pytest's unraisable hook what the session's last collection freed open.
 
         Without the gate, pytest's own collection as the session ends (from
         pytest 8.4) would have freed it, and judged it under the session's
-        filters: handed over, pytest judges it as it would have.  Where no hook
-        takes it (pytest before 8.4, ``-p no:unraisableexception``) the
-        summary's list is all.  Returns whether anything was handed over.
-        Never raises.
+        filters: handed over, pytest judges it as it would have.  Where pytest
+        takes none (`pytest_takes_them` false: ``-p no:unraisableexception``;
+        or its hook is not in place, before pytest 8.4) the summary's list is
+        all.  Returns whether anything was handed over.  Never raises.
         """
         left, self.left_for_pytest = self.left_for_pytest, []
         hook = sys.unraisablehook
-        if not left or hook is sys.__unraisablehook__ or hook is self._catching:
+        if (
+            not left
+            or not pytest_takes_them
+            or hook is sys.__unraisablehook__
+            or hook is self._catching
+        ):
             return False
         for unraisable in left:
             with contextlib.suppress(Exception):
@@ -943,6 +949,7 @@ class _Gate(_Instruments):
                 parts,
                 self._other_test_of(owner),
                 before=lambda: join_all(watchers, time.monotonic() + CHILD_END_WAIT),
+                for_pytest=only_last,
             )
             # Collected while still open: dropped without being closed.  Not a
             # socket that the program closed meanwhile (a finaliser, another thread).
@@ -1160,13 +1167,15 @@ class _Gate(_Instruments):
         task._log_destroy_pending = False  # type: ignore[attr-defined]
         return "nettest closed its coroutine"
 
-    def _end_left_by_an_off_test(self, owner: str) -> None:
-        """End the tasks pending as `owner`'s own loop closed, now that it is over.
+    def end_left_by_an_off_test(self, owner: str) -> None:
+        """End the tasks pending as `owner`'s own loop closed, now that it has run.
 
         The test, marked ``"off"``, had them as they were while it ran (to see
         asyncio's "Task was destroyed but it is pending!", or a clean-up yet to
         run); left pending, their clean-up would fail a later test as they are
-        freed.  Not reported.  Never raises.
+        freed.  Called as its teardown begins, so that what ending them raises
+        is its teardown's (and at its check, for what its teardown left).  Not
+        reported.  Never raises.
         """
         for ref in self.left_by_off_tests.pop(owner, []):
             task = ref()
@@ -1782,22 +1791,30 @@ def _others_garbage(finalising: list[_Finalised], *, strict: bool) -> list[str]:
 class Unraisable:
     """What `sys.unraisablehook` was given, kept to hand to another hook later.
 
-    Its traceback is dropped, and the object is kept as its repr: either would
-    keep alive what the garbage collector just freed.
+    The object is kept as its repr, and its traceback's frames without their
+    local variables: either would keep alive what the garbage collector just
+    freed.  The traceback's lines stay, for the hook to show (and a warning
+    filter to match) as it would have.
     """
 
     exc_type: type[BaseException]
     exc_value: BaseException | None
+    exc_traceback: types.TracebackType | None
     err_msg: str | None
     object: _Shown
-    exc_traceback: None = None
 
     @classmethod
     def of(cls, unraisable: Any) -> Unraisable:
-        error = unraisable.exc_value
-        if error is not None:
-            error = error.with_traceback(None)
-        return cls(unraisable.exc_type, error, unraisable.err_msg, _Shown(repr(unraisable.object)))
+        tb = unraisable.exc_traceback
+        if tb is not None:
+            traceback.clear_frames(tb)
+        return cls(
+            unraisable.exc_type,
+            unraisable.exc_value,
+            tb,
+            unraisable.err_msg,
+            _Shown(repr(unraisable.object)),
+        )
 
 
 class _Shown:
@@ -1835,10 +1852,13 @@ def _collect_garbage(
     maker_of: Callable[[object], str | None],
     *,
     before: Callable[[], None] = lambda: None,
+    for_pytest: bool = False,
 ) -> list[_Finalised]:
     """Run the garbage collector; return what finalisers raised (a ResourceWarning as error).
 
     What `before` lets go of (an asyncio child watcher's thread) is caught too.
+    With `for_pytest` (the session's last collection) each comes as it was
+    raised too, for `_Gate.hand_to_pytest`.
 
     Caught here, rather than by pytest's hook, so that they are reported with
     the test being checked: pytest may have collected this phase's already.
@@ -1858,8 +1878,6 @@ def _collect_garbage(
 
     def hook(unraisable: Any) -> None:
         item = _Finalised(_unraisable_message(unraisable))
-        with contextlib.suppress(Exception):
-            item.unraisable = Unraisable.of(unraisable)
         finalised = None
         with contextlib.suppress(Exception):
             finalised = _finalised(unraisable)
@@ -1874,6 +1892,9 @@ def _collect_garbage(
                 item.maker = maker_of(finalised)
                 if item.maker is not None and sock is not None:
                     sockets_of[id(sock)] = item.maker
+        if for_pytest:  # last: it clears the traceback's frames, where `_finalised` looks
+            with contextlib.suppress(Exception):
+                item.unraisable = Unraisable.of(unraisable)
         # Garbage is freed only once every finaliser has run: ids stay their own.
         caught.append((item, id(finalised)))
 

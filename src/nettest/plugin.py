@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import math
 import random
+import warnings
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -293,7 +294,10 @@ def _report_left_at_the_end(config: pytest.Config, reporter: Any) -> None:
     rather than pytest's traceback.
     """
     left, GATE.left_at_the_end = GATE.left_at_the_end, []
-    fails = GATE.hand_to_pytest() and _pytest_check_fails(config)
+    # Only to pytest's own hook: another (a plugin's, Python's default) may refuse
+    # what is not a real sys.UnraisableHookArgs.
+    pytest_takes_them = config.pluginmanager.has_plugin("unraisableexception")
+    fails = GATE.hand_to_pytest(pytest_takes_them) and _pytest_check_fails(config)
     if left and reporter is not None:
         reporter.section("nettest: left open at the end of the session", yellow=True)
         reporter.line(left_at_the_end(config.option.nettest_leaks == "strict"))
@@ -320,7 +324,9 @@ def _pytest_check_fails(config: pytest.Config) -> bool:
     except ImportError:
         return False
     try:
-        collect_unraisable(config)
+        # A warning that is no error is not shown again: the list shows it.
+        with warnings.catch_warnings(record=True):
+            collect_unraisable(config)
     except KeyError:  # pytest's own plugin is off (its queue was never made)
         return False
     except Exception:  # the warning, as an error; or a group of them
@@ -476,6 +482,7 @@ def pytest_runtest_teardown(
     item: pytest.Item, nextitem: pytest.Item | None
 ) -> Generator[None, None, None]:
     __tracebackhide__ = _hidden_unless_a_group
+    GATE.end_left_by_an_off_test(item.nodeid)
     try:
         with GATE.owned_by(item.nodeid):
             try:
