@@ -190,7 +190,7 @@ class _Gate(_Instruments):
     #: Tasks pending as their loop closed whose coroutines would not close: kept for
     #: the session, as freed they would fail whichever test ran then.
     unending: list[asyncio.Task[Any]] = field(default_factory=list)
-    #: The tasks pending as a test marked "off" closed its own loop, for its check.
+    #: The tasks pending as a test marked "off" closed its own loop, to end once it ran.
     left_by_off_tests: dict[str, list[weakref.ref[asyncio.Task[Any]]]] = field(
         default_factory=dict
     )
@@ -1109,8 +1109,8 @@ class _Gate(_Instruments):
         "Task was destroyed but it is pending!", and its coroutine's clean-up
         fails on the closed loop, in whichever test runs then.  A task the gate
         tracks is left to its own entry's report.  A test marked ``"off"`` has its
-        tasks ended all the same, at its check and not reported: their clean-up
-        would fail an innocent test.  Never raises.
+        tasks ended all the same, as its teardown begins, and not reported: their
+        clean-up would fail an innocent test.  Never raises.
         """
         try:
             parts = self._part_ids()
@@ -1132,9 +1132,9 @@ class _Gate(_Instruments):
         destroyed pending when freed: nothing of it is left for a later test (one
         whose coroutine will not close is kept).  Listed under the test's failure,
         and in strict mode; else warned.  A test marked ``"off"`` has them as they
-        are until its check, which ends them unreported.  Never raises.
+        are until its teardown begins (`end_left_by_an_off_test`).  Never raises.
         """
-        if owner in self.silenced:  # marked "off": left alone until its check
+        if owner in self.silenced:  # marked "off": left alone while it runs
             with contextlib.suppress(Exception):
                 self.left_by_off_tests.setdefault(owner, []).extend(map(weakref.ref, tasks))
             return
