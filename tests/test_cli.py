@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -237,17 +238,24 @@ def test_cli_reader_gone_ends_quietly_with_status_1(command: list[str], tmp_path
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
-        result = subprocess.run(
-            [sys.executable, "-m", "nettest", *(a.format(tmp=tmp_path) for a in command)],
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = _run_nettest(command, tmp_path, stdout=write_end)
     finally:
         os.close(write_end)
     assert (result.returncode, result.stderr) == (1, "")
+
+
+def _run_nettest(
+    command: list[str], tmp_path: Path, *, stdout: int | typing.IO[str]
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m nettest`` with `command` ({tmp} stands for `tmp_path`)."""
+    return subprocess.run(
+        [sys.executable, "-m", "nettest", *(a.format(tmp=tmp_path) for a in command)],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
@@ -259,14 +267,7 @@ def test_cli_output_that_cannot_be_written_is_one_line_and_status_1(
     # says so in one line on stderr, with no traceback and no "Exception
     # ignored" as the interpreter flushes stdout at exit.
     with open("/dev/full", "w") as full:
-        result = subprocess.run(
-            [sys.executable, "-m", "nettest", *(a.format(tmp=tmp_path) for a in command)],
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = _run_nettest(command, tmp_path, stdout=full)
     message = f"nettest: cannot write to stdout: {os.strerror(errno.ENOSPC)}\n"
     assert (result.returncode, result.stderr) == (1, message)
 
